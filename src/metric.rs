@@ -1,0 +1,139 @@
+//! The tidy metric row: the one shape every metric leaves the pipeline in and every report reads.
+//!
+//! Plain Rust, no polars: the report and the CLI read these rows without knowing how they were
+//! computed.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Samples below this count mark a value as insufficient data (no tier, no colour).
+pub const MIN_SAMPLE: i64 = 5;
+
+/// One metric value for one scope and period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    /// Metric id, e.g. `deployment_frequency` (see [`MetricId`]).
+    pub metric: String,
+    /// `week` for an ISO week, `range` for the whole reporting range.
+    pub grain: String,
+    /// `org` or `service`.
+    pub scope_type: String,
+    /// `all` for the organisation, else the service name.
+    pub scope: String,
+    /// Period start, inclusive (UTC).
+    pub period_start: DateTime<Utc>,
+    /// Period end, exclusive (UTC).
+    pub period_end: DateTime<Utc>,
+    /// The value; `None` when there is nothing to compute it from (e.g. a median of no samples).
+    pub value: Option<f64>,
+    /// Unit of `value`: `count`, `per_day`, `hours`, `minutes`, `ratio`.
+    pub unit: String,
+    /// Sample size behind the value.
+    pub n: i64,
+}
+
+impl MetricRow {
+    /// Whether the sample is too small to judge (`n < 5`).
+    pub fn insufficient(&self) -> bool {
+        self.n < MIN_SAMPLE
+    }
+}
+
+/// The metrics the pipeline emits, with their ids, units and one-line definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricId {
+    /// Successful production deployments finished in the week.
+    DeploymentCount,
+    /// Production deployments per day in the week.
+    DeploymentFrequency,
+    /// Median lead time for changes (first commit → first production deployment containing it).
+    LeadTimeMedian,
+    /// Failed changes ÷ production deployments.
+    ChangeFailureRate,
+    /// Median time to restore of incidents resolved in the week.
+    TimeToRestoreMedian,
+    /// Mean time to restore of incidents resolved in the week.
+    TimeToRestoreMean,
+    /// Minutes of outage (union of sev1–sev2 incident intervals, clipped to the week).
+    DowntimeMinutes,
+}
+
+impl MetricId {
+    /// Every metric, in report order.
+    pub const ALL: [MetricId; 7] = [
+        Self::DeploymentCount,
+        Self::DeploymentFrequency,
+        Self::LeadTimeMedian,
+        Self::ChangeFailureRate,
+        Self::TimeToRestoreMedian,
+        Self::TimeToRestoreMean,
+        Self::DowntimeMinutes,
+    ];
+
+    /// Stable id used in the metric table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeploymentCount => "deployment_count",
+            Self::DeploymentFrequency => "deployment_frequency",
+            Self::LeadTimeMedian => "lead_time_median",
+            Self::ChangeFailureRate => "change_failure_rate",
+            Self::TimeToRestoreMedian => "time_to_restore_median",
+            Self::TimeToRestoreMean => "time_to_restore_mean",
+            Self::DowntimeMinutes => "downtime_minutes",
+        }
+    }
+
+    /// Unit of the value.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::DeploymentCount => "count",
+            Self::DeploymentFrequency => "per_day",
+            Self::LeadTimeMedian | Self::TimeToRestoreMedian | Self::TimeToRestoreMean => "hours",
+            Self::ChangeFailureRate => "ratio",
+            Self::DowntimeMinutes => "minutes",
+        }
+    }
+
+    /// Name a reader understands.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::DeploymentCount => "Production deployments",
+            Self::DeploymentFrequency => "Deployment frequency",
+            Self::LeadTimeMedian => "Lead time for changes (median)",
+            Self::ChangeFailureRate => "Change failure rate",
+            Self::TimeToRestoreMedian => "Time to restore (median)",
+            Self::TimeToRestoreMean => "Time to restore (mean)",
+            Self::DowntimeMinutes => "Downtime",
+        }
+    }
+
+    /// The definition the glossary prints (after the project's metric definitions).
+    pub fn definition(self) -> &'static str {
+        match self {
+            Self::DeploymentCount => {
+                "Successful deployments to a production environment, counted in the week their final status was reached."
+            }
+            Self::DeploymentFrequency => "Production deployments in the week divided by 7 days.",
+            Self::LeadTimeMedian => {
+                "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
+            }
+            Self::ChangeFailureRate => {
+                "Production deployments to which an incident is attributed, divided by production deployments in the week. An incident is attributed to the latest production deployment of the same service that finished within 24 hours before it started."
+            }
+            Self::TimeToRestoreMedian => {
+                "Resolution minus start of incidents resolved in the week, median."
+            }
+            Self::TimeToRestoreMean => {
+                "Resolution minus start of incidents resolved in the week, mean."
+            }
+            Self::DowntimeMinutes => {
+                "Union of the intervals [start, resolution] of sev1–sev2 incidents, overlaps merged, open incidents running to the week's end, clipped to the week."
+            }
+        }
+    }
+
+    /// Looks an id up by its stable name.
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == id)
+    }
+}
