@@ -444,3 +444,65 @@ impl Record {
         }
     }
 }
+
+/// A source record that could not be turned into a canonical record, kept with its reason so it
+/// is counted and can be fixed, never silently dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// `{source}:{stream}:{record key or content hash}`.
+    pub id: String,
+    /// Configured source name.
+    pub source: String,
+    /// Stream it came from.
+    pub stream: String,
+    /// Why it was rejected (names the field).
+    pub reason: String,
+    /// The raw record, as JSON text.
+    pub raw: String,
+    /// When tandem saw it.
+    pub seen_at: DateTime<Utc>,
+}
+
+impl Table for Quarantined {
+    const NAME: &'static str = "quarantine";
+    const COLUMNS: &'static [Column] = &[
+        col("id", ColumnKind::Text, false, "Primary key: `{source}:{stream}:{record key or hash}`."),
+        col("source", ColumnKind::Text, false, "Configured source name."),
+        col("stream", ColumnKind::Text, false, "Stream it came from."),
+        col("reason", ColumnKind::Text, false, "Why it was rejected."),
+        col("raw", ColumnKind::Text, false, "The raw record as JSON text."),
+        col("seen_at", ColumnKind::Timestamp, false, "When tandem saw it (UTC)."),
+    ];
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.seen_at
+    }
+}
+
+impl Quarantined {
+    /// Builds a quarantine entry; the key is the record's own id when it has one, else a hash of
+    /// its content, so the same bad record quarantined twice stays one row.
+    pub fn new(source: &str, stream: &str, raw: &serde_json::Value, reason: impl Into<String>) -> Self {
+        let raw_text = raw.to_string();
+        let key = raw
+            .get("id")
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .unwrap_or_else(|| format!("{:016x}", fnv1a(raw_text.as_bytes())));
+        Self {
+            id: format!("{source}:{stream}:{key}"),
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            reason: reason.into(),
+            raw: raw_text,
+            seen_at: Utc::now(),
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,86 @@
+//! The connector contract (after Singer and Airbyte): a connector declares its streams, checks its
+//! credentials, and reads a stream from a bookmark, yielding records and checkpoints in order.
+//!
+//! The runner (in the `tandem` crate) saves a checkpoint only after every record sent before it is
+//! committed to the store; a connector must therefore send a checkpoint only *after* the records it
+//! covers. Connectors never touch the store.
+
+use tokio::sync::mpsc;
+
+use crate::error::ConnectorError;
+use crate::model::{Quarantined, Record};
+
+/// A stream a connector offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamDef {
+    /// Stream name, unique within the connector (`deployments`, `pulls`, `incidents`).
+    pub name: &'static str,
+    /// Canonical table its records go to.
+    pub table: &'static str,
+    /// Primary key field of the records.
+    pub primary_key: &'static str,
+    /// Field the incremental bookmark follows.
+    pub cursor_field: &'static str,
+}
+
+/// What a read yields, in order.
+#[derive(Debug)]
+pub enum Message {
+    /// Canonical records to upsert.
+    Records(Vec<Record>),
+    /// Records that could not be mapped, with their reasons.
+    Quarantine(Vec<Quarantined>),
+    /// The stream's state after every message before it: save it once those are committed.
+    Checkpoint(serde_json::Value),
+}
+
+/// The sending half a connector writes to; dropping it ends the stream.
+#[derive(Debug)]
+pub struct Emitter {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Emitter {
+    /// A channel whose small capacity keeps the connector at most a page ahead of the store.
+    pub fn channel() -> (Self, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(2);
+        (Self { tx }, rx)
+    }
+
+    /// Sends records (nothing when empty).
+    pub async fn records(&self, records: Vec<Record>) -> Result<(), ConnectorError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.send(Message::Records(records)).await
+    }
+
+    /// Sends quarantined records (nothing when empty).
+    pub async fn quarantine(&self, rejected: Vec<Quarantined>) -> Result<(), ConnectorError> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        self.send(Message::Quarantine(rejected)).await
+    }
+
+    /// Sends the stream state covering everything sent so far.
+    pub async fn checkpoint<S: serde::Serialize>(&self, state: &S) -> Result<(), ConnectorError> {
+        let value = serde_json::to_value(state).map_err(|e| ConnectorError::Config {
+            source_name: String::new(),
+            message: format!("cannot serialise a bookmark: {e}"),
+        })?;
+        self.send(Message::Checkpoint(value)).await
+    }
+
+    async fn send(&self, message: Message) -> Result<(), ConnectorError> {
+        self.tx.send(message).await.map_err(|_| ConnectorError::SinkClosed)
+    }
+}
+
+/// Reads a stream state from a bookmark, falling back to a fresh state when the bookmark is from
+/// an older or different layout (a full re-read is safe: the store de-duplicates).
+pub fn state_from_bookmark<S: serde::de::DeserializeOwned + Default>(bookmark: Option<serde_json::Value>) -> S {
+    bookmark
+        .and_then(|b| serde_json::from_value(b).ok())
+        .unwrap_or_default()
+}

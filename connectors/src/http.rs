@@ -1,0 +1,420 @@
+//! The one HTTP client every connector uses: auth headers, timeouts, retries with backoff and
+//! jitter, `Retry-After` and rate-limit headers, Link-header paging.
+//!
+//! Connectors describe requests; this module decides when to send them and when to give up. It
+//! never logs or returns a secret: tokens go into headers only, and errors quote URLs and bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::error::ConnectorError;
+use crate::secret::Secret;
+
+/// How a source authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>` (GitHub, OAuth).
+    Bearer(Secret),
+    /// `Authorization: Token token=<key>` (PagerDuty).
+    PagerDutyToken(Secret),
+    /// No credentials.
+    None,
+}
+
+/// When to retry and how long to wait.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time.
+    pub base_delay: Duration,
+    /// Longest single backoff.
+    pub max_delay: Duration,
+    /// Longest wait for a rate limit to reset before giving up.
+    pub max_rate_limit_wait: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_rate_limit_wait: Duration::from_secs(15 * 60),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A successful JSON response.
+#[derive(Debug, Clone)]
+pub struct JsonPage {
+    /// The URL fetched, query included.
+    pub url: String,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The parsed body.
+    pub body: serde_json::Value,
+}
+
+impl JsonPage {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The URL of `rel` in the `Link` header (`<url>; rel="next", …`), as given.
+    pub fn link(&self, rel: &str) -> Option<String> {
+        parse_link(self.header("link")?, rel)
+    }
+}
+
+/// Finds `rel` in a Link header value.
+pub fn parse_link(header: &str, rel: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let mut pieces = part.split(';');
+        let url = pieces.next()?.trim();
+        let url = url.strip_prefix('<')?.strip_suffix('>')?;
+        let wanted = format!("rel=\"{rel}\"");
+        pieces
+            .any(|p| p.trim() == wanted || p.trim() == format!("rel={rel}"))
+            .then(|| url.to_owned())
+    })
+}
+
+/// The shared client of one source.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    source: String,
+    auth_hint: String,
+    policy: RetryPolicy,
+    /// Requests wait until this instant: set when a rate-limit header says nothing is left.
+    paused_until: Arc<Mutex<Option<Instant>>>,
+}
+
+/// What to do with a response that is not a success.
+enum Verdict {
+    Retry { wait: Option<Duration>, why: String },
+    Fail(ConnectorError),
+}
+
+impl HttpClient {
+    /// Builds the client of source `source`. `auth_hint` says what to check on a 401/403, e.g.
+    /// "check that the token in $GITHUB_TOKEN is valid and can read the repos".
+    pub fn new(
+        source: &str,
+        auth: &Auth,
+        extra_headers: &[(&'static str, &str)],
+        auth_hint: String,
+        policy: RetryPolicy,
+    ) -> Result<Self, ConnectorError> {
+        install_crypto_provider();
+        let config_err = |message: String| ConnectorError::Config {
+            source_name: source.to_owned(),
+            message,
+        };
+        let mut headers = HeaderMap::new();
+        let auth_value = match auth {
+            Auth::Bearer(s) => Some(format!("Bearer {}", s.expose())),
+            Auth::PagerDutyToken(s) => Some(format!("Token token={}", s.expose())),
+            Auth::None => None,
+        };
+        if let Some(v) = auth_value {
+            let mut value = HeaderValue::from_str(&v)
+                .map_err(|_| config_err("the token contains characters not allowed in an HTTP header".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        for (name, value) in extra_headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| config_err(format!("header {name} has an invalid value")))?;
+            headers.insert(HeaderName::from_static(name), value);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
+            .timeout(policy.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            source: source.to_owned(),
+            auth_hint,
+            policy,
+            paused_until: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The configured source name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// GETs `url` with `query` and parses the JSON body, retrying what is worth retrying.
+    pub async fn get_json(&self, url: &str, query: &[(&str, String)]) -> Result<JsonPage, ConnectorError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.wait_if_paused().await?;
+            let request = self.client.get(url).query(query);
+            let shown_url = request
+                .try_clone()
+                .and_then(|r| r.build().ok())
+                .map(|r| r.url().to_string())
+                .unwrap_or_else(|| url.to_owned());
+            let verdict = match request.send().await {
+                Err(e) => Verdict::Retry {
+                    wait: None,
+                    why: transport_message(&e),
+                },
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    self.note_rate_limit(&headers).await;
+                    match response.bytes().await {
+                        Err(e) => Verdict::Retry {
+                            wait: None,
+                            why: format!("body cut off: {}", transport_message(&e)),
+                        },
+                        Ok(body) if status.is_success() => match serde_json::from_slice(&body) {
+                            Ok(json) => {
+                                return Ok(JsonPage {
+                                    url: shown_url,
+                                    headers,
+                                    body: json,
+                                });
+                            }
+                            // A 200 whose body is cut off mid-JSON or is an HTML error page from a
+                            // proxy: transient in practice, so it is retried like a 5xx.
+                            Err(e) => Verdict::Retry {
+                                wait: None,
+                                why: format!("HTTP {} with a body that is not JSON ({e})", status.as_u16()),
+                            },
+                        },
+                        Ok(body) => self.judge(status, &headers, &body, &shown_url),
+                    }
+                }
+            };
+            match verdict {
+                Verdict::Fail(e) => return Err(e),
+                Verdict::Retry { wait, why } => {
+                    if attempt >= self.policy.max_attempts {
+                        return Err(ConnectorError::Transport {
+                            source_name: self.source.clone(),
+                            url: shown_url,
+                            attempts: attempt,
+                            message: why,
+                        });
+                    }
+                    let wait = match wait {
+                        Some(w) if w > self.policy.max_rate_limit_wait => {
+                            return Err(ConnectorError::RateLimited {
+                                source_name: self.source.clone(),
+                                wait: w,
+                                max: self.policy.max_rate_limit_wait,
+                            });
+                        }
+                        Some(w) => w,
+                        None => self.backoff(attempt),
+                    };
+                    tracing::warn!(
+                        source = %self.source,
+                        url = %shown_url,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        reason = %why,
+                        "Retrying request."
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Decides about a non-success response.
+    fn judge(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str) -> Verdict {
+        let text = String::from_utf8_lossy(body);
+        let code = status.as_u16();
+        let retry_after = header_str(headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+        let remaining_zero = ["x-ratelimit-remaining", "ratelimit-remaining"]
+            .iter()
+            .any(|h| header_str(headers, h).is_some_and(|v| v.trim() == "0"));
+        let mentions_limit = text.to_ascii_lowercase().contains("rate limit");
+        let is_rate_limit = code == 429 || (code == 403 && (remaining_zero || mentions_limit));
+        if is_rate_limit {
+            let wait = retry_after
+                .map(Duration::from_secs)
+                .or_else(|| remaining_zero.then(|| reset_wait(headers)).flatten())
+                // A secondary limit without Retry-After: wait at least a minute (GitHub's advice).
+                .or_else(|| (mentions_limit && code == 403).then_some(Duration::from_secs(60)));
+            return Verdict::Retry {
+                wait,
+                why: format!("HTTP {code}: rate limited"),
+            };
+        }
+        if status.is_server_error() {
+            return Verdict::Retry {
+                wait: retry_after.map(Duration::from_secs),
+                why: format!("HTTP {code}"),
+            };
+        }
+        if code == 401 || code == 403 {
+            return Verdict::Fail(ConnectorError::Unauthorized {
+                source_name: self.source.clone(),
+                status: code,
+                url: url.to_owned(),
+                hint: self.auth_hint.clone(),
+            });
+        }
+        Verdict::Fail(ConnectorError::Status {
+            source_name: self.source.clone(),
+            status: code,
+            url: url.to_owned(),
+            body: snippet(&text),
+        })
+    }
+
+    /// Remembers an exhausted rate limit so the next request waits for the reset.
+    async fn note_rate_limit(&self, headers: &HeaderMap) {
+        let exhausted = ["x-ratelimit-remaining", "ratelimit-remaining"]
+            .iter()
+            .any(|h| header_str(headers, h).is_some_and(|v| v.trim() == "0"));
+        if exhausted && let Some(wait) = reset_wait(headers) {
+            *self.paused_until.lock().await = Some(Instant::now() + wait);
+        }
+    }
+
+    async fn wait_if_paused(&self) -> Result<(), ConnectorError> {
+        let until = self.paused_until.lock().await.take();
+        if let Some(until) = until {
+            let wait = until.saturating_duration_since(Instant::now());
+            if wait > self.policy.max_rate_limit_wait {
+                return Err(ConnectorError::RateLimited {
+                    source_name: self.source.clone(),
+                    wait,
+                    max: self.policy.max_rate_limit_wait,
+                });
+            }
+            if !wait.is_zero() {
+                tracing::info!(source = %self.source, wait_ms = wait.as_millis() as u64, "Waiting for the rate limit to reset.");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exponential backoff with jitter: a random point in the upper half of the doubled delay.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .policy
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.policy.max_delay);
+        let half = exp / 2;
+        let nanos = u64::from(Utc::now().timestamp_subsec_nanos());
+        let jitter_permille = jitter(nanos ^ u64::from(attempt)) % 1000;
+        half + half.mul_f64(jitter_permille as f64 / 1000.0)
+    }
+}
+
+/// reqwest is built without a default TLS provider so only ring (already in the build) is
+/// compiled; it must be installed once per process before the first client is built.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An Err means another provider is already installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Time until the advertised reset: an epoch second (GitHub, ServiceNow) or seconds from now
+/// (PagerDuty, GitLab).
+fn reset_wait(headers: &HeaderMap) -> Option<Duration> {
+    let raw = ["x-ratelimit-reset", "ratelimit-reset"]
+        .iter()
+        .find_map(|h| header_str(headers, h))?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    let secs = if raw > 1_000_000_000 {
+        raw - Utc::now().timestamp()
+    } else {
+        raw
+    };
+    // One extra second: resets are whole seconds and clocks drift.
+    Some(Duration::from_secs(u64::try_from(secs.max(0)).unwrap_or(0) + 1))
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    // reqwest's Display includes the URL but never headers, so no token can leak here.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn snippet(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 300 {
+        format!("{}…", one_line.chars().take(300).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// splitmix64 step: cheap, good enough to spread retries apart.
+fn jitter(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_rel_lookup() {
+        let h = r#"<http://h/repositories/1/pulls?page=2>; rel="next", <http://h/repositories/1/pulls?page=5>; rel="last""#;
+        assert_eq!(parse_link(h, "next").as_deref(), Some("http://h/repositories/1/pulls?page=2"));
+        assert_eq!(parse_link(h, "last").as_deref(), Some("http://h/repositories/1/pulls?page=5"));
+        assert_eq!(parse_link(h, "prev"), None);
+        let sn = r#"<https://i/api/now/table/incident?sysparm_offset=0>;rel="first",<https://i/api/now/table/incident?sysparm_offset=1000>;rel="next""#;
+        assert_eq!(
+            parse_link(sn, "next").as_deref(),
+            Some("https://i/api/now/table/incident?sysparm_offset=1000")
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let client = HttpClient::new("t", &Auth::None, &[], String::new(), RetryPolicy::default());
+        let Ok(client) = client else {
+            unreachable!("client builds")
+        };
+        for attempt in 1..10 {
+            let d = client.backoff(attempt);
+            let cap = (Duration::from_millis(500) * (1 << (attempt - 1))).min(Duration::from_secs(30));
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?} vs cap {cap:?}");
+        }
+    }
+}
