@@ -1,1 +1,409 @@
+//! The TOML config file: sources (`[[source]] kind = "…"`, a serde-tagged enum), the service
+//! mapping, the store location and report settings.
+//!
+//! Errors name the file and the config key at fault; secrets are never in the file, only the names
+//! of the environment variables that hold them.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use tandem_connectors::SourceConfig;
+use tandem_connectors::model::Severity;
+
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not fit the schema.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a value tandem cannot use.
+    #[error("config {path}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, e.g. `source[1].kind`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[organisation]`.
+    #[serde(default)]
+    pub organisation: Organisation,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// `[report]`.
+    #[serde(default)]
+    pub report: ReportConfig,
+    /// `[[source]]` entries.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// `[[service]]` entries: the mapping of repos and incident services to services and teams.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+    /// Directory of the config file: relative paths in it are relative to this.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[organisation]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organisation {
+    /// Name shown in reports.
+    #[serde(default = "default_org_name")]
+    pub name: String,
+}
+
+impl Default for Organisation {
+    fn default() -> Self {
+        Self {
+            name: default_org_name(),
+        }
+    }
+}
+
+fn default_org_name() -> String {
+    "Our organisation".into()
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the Parquet lake.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("lake")
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// An incident is attributed to a deployment of its service that finished this many hours
+    /// before it started, at most.
+    #[serde(default = "default_window_hours")]
+    pub attribution_window_hours: i64,
+    /// Severities whose incidents count as downtime.
+    #[serde(default = "default_outage")]
+    pub outage_severities: Vec<Severity>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            attribution_window_hours: default_window_hours(),
+            outage_severities: default_outage(),
+        }
+    }
+}
+
+fn default_window_hours() -> i64 {
+    24
+}
+fn default_outage() -> Vec<Severity> {
+    vec![Severity::Sev1, Severity::Sev2]
+}
+
+/// `[report]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Directory the report is written to.
+    #[serde(default = "default_report_out")]
+    pub out: PathBuf,
+    /// ISO weeks covered.
+    #[serde(default = "default_weeks")]
+    pub weeks: u32,
+    /// Monday after the last week covered; the current week's Monday (complete weeks only) when
+    /// absent.
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            out: default_report_out(),
+            weeks: default_weeks(),
+            until: None,
+        }
+    }
+}
+
+fn default_report_out() -> PathBuf {
+    PathBuf::from("report")
+}
+fn default_weeks() -> u32 {
+    12
+}
+
+/// `[[service]]`: one service, its team, and the source objects that belong to it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Service name as reports show it.
+    pub name: String,
+    /// Owning team.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Repositories (`owner/name`) whose deployments and changes are this service's.
+    #[serde(default)]
+    pub repos: Vec<String>,
+    /// PagerDuty service ids whose incidents are this service's.
+    #[serde(default)]
+    pub pagerduty: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        Self::parse(&text, path, base_dir)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Self, ConfigError> {
+        let raw: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        check_source_kinds(&raw, path)?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        config.base_dir = base_dir;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let mut names = BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.name().trim().is_empty() {
+                return Err(invalid(format!("source[{i}].name"), "must not be empty".into()));
+            }
+            if !names.insert(s.name()) {
+                return Err(invalid(
+                    format!("source[{i}].name"),
+                    format!("source name {:?} is used twice; names must be unique", s.name()),
+                ));
+            }
+        }
+        let mut services = BTreeSet::new();
+        let mut repos = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            if !services.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("service[{i}].name"),
+                    format!("service {:?} is declared twice", s.name),
+                ));
+            }
+            for r in &s.repos {
+                if !repos.insert(r.as_str()) {
+                    return Err(invalid(
+                        format!("service[{i}].repos"),
+                        format!("repo {r:?} is mapped to two services"),
+                    ));
+                }
+            }
+        }
+        if self.report.weeks == 0 || self.report.weeks > 520 {
+            return Err(invalid("report.weeks".into(), "must be between 1 and 520".into()));
+        }
+        if self.metrics.attribution_window_hours <= 0 {
+            return Err(invalid(
+                "metrics.attribution_window_hours".into(),
+                "must be a positive number of hours".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The service and team a repository maps to.
+    pub fn service_of_repo(&self, repo: &str) -> Option<&ServiceConfig> {
+        self.services
+            .iter()
+            .find(|s| s.repos.iter().any(|r| r.eq_ignore_ascii_case(repo)))
+    }
+
+    /// The service and team a PagerDuty service id maps to.
+    pub fn service_of_pagerduty(&self, id: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.pagerduty.iter().any(|p| p == id))
+    }
+}
+
+/// Gives an unknown `kind` a message that names the key and lists the known kinds, which serde's
+/// generic "unknown variant" message for a tagged enum does not locate.
+fn check_source_kinds(raw: &toml::Table, path: &Path) -> Result<(), ConfigError> {
+    let Some(sources) = raw.get("source") else {
+        return Ok(());
+    };
+    let Some(sources) = sources.as_array() else {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            key: "source".into(),
+            message: "must be an array of tables: write each as [[source]]".into(),
+        });
+    };
+    for (i, s) in sources.iter().enumerate() {
+        let name = s.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+        match s.get("kind").and_then(|k| k.as_str()) {
+            Some(kind) if tandem_connectors::KINDS.contains(&kind) => {}
+            Some(kind) => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: format!("source[{i}].kind"),
+                    message: format!(
+                        "unknown source kind {kind:?} (source {name:?}); known kinds: {}",
+                        tandem_connectors::KINDS.join(", ")
+                    ),
+                });
+            }
+            None => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: format!("source[{i}].kind"),
+                    message: format!(
+                        "missing (source {name:?}); known kinds: {}",
+                        tandem_connectors::KINDS.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tandem.toml"), PathBuf::from("/etc/tandem"))
+    }
+
+    #[test]
+    fn unknown_kind_names_the_key_and_the_known_kinds() {
+        let err = parse("[[source]]\nname = \"x\"\nkind = \"jora\"\ntoken_env = \"T\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config tandem.toml: `source[0].kind`: unknown source kind \"jora\" (source \"x\"); known kinds: github, pagerduty"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_full_config_parses_with_defaults() {
+        let c = parse(
+            r#"
+[organisation]
+name = "Acme"
+[[source]]
+name = "gh"
+kind = "github"
+token_env = "GITHUB_TOKEN"
+repos = ["acme/checkout"]
+[[source]]
+name = "pd"
+kind = "pagerduty"
+token_env = "PAGERDUTY_TOKEN"
+[[service]]
+name = "checkout"
+team = "payments"
+repos = ["acme/checkout"]
+pagerduty = ["PCHK"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/tandem/lake"));
+        assert_eq!(c.service_of_repo("Acme/Checkout").map(|s| s.name.as_str()), Some("checkout"));
+        assert_eq!(c.service_of_pagerduty("PCHK").and_then(|s| s.team.as_deref()), Some("payments"));
+        assert_eq!(c.metrics.attribution_window_hours, 24);
+        assert_eq!(c.report.weeks, 12);
+    }
+
+    #[test]
+    fn duplicate_source_names_are_rejected() {
+        let err = parse(
+            "[[source]]\nname = \"a\"\nkind = \"pagerduty\"\ntoken_env = \"T\"\n[[source]]\nname = \"a\"\nkind = \"pagerduty\"\ntoken_env = \"T\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`source[1].name`"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_with_its_location() {
+        let err = parse("[report]\nweeeks = 3\n").unwrap_err().to_string();
+        assert!(err.contains("weeeks"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+    }
+}

@@ -10,3 +10,4 @@ pub mod metric;
 pub mod pipeline;
 pub mod report;
 pub mod store;
+pub mod sync;

@@ -1,1 +1,269 @@
+//! The local Parquet lake: one table per canonical entity (upsert on the primary key), bookmarks per
+//! (source, stream), and the metric table.
+//!
+//! Every write goes to a temporary file that is then renamed over the old one, so a killed run
+//! leaves each file either as it was or fully replaced. The store never talks to a source and never
+//! computes a metric; Parquet encoding is delegated to the pipeline's codec (the only polars user).
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tandem_connectors::model::{Change, Deployment, Incident, Quarantined, Table};
+
+use crate::pipeline::{self, PipelineError};
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory could not be read or written.
+    #[error("store: cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A table file could not be encoded or decoded.
+    #[error("store: {0}")]
+    Table(#[from] PipelineError),
+    /// The bookmark file is not valid JSON.
+    #[error("store: bookmarks file {path} is corrupt ({message}); delete it to re-sync from scratch")]
+    Bookmarks {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// Rows added and replaced by one upsert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertStats {
+    /// Keys not seen before.
+    pub inserted: usize,
+    /// Keys replaced by a version at least as new.
+    pub updated: usize,
+}
+
+/// The lake at one directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the lake at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for dir in [root.join("tables"), root.join("state"), root.join("metrics")] {
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+                action: "create directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(Self { root: root.to_owned() })
+    }
+
+    /// The lake directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The Parquet file of a canonical table.
+    pub fn table_path(&self, table: &str) -> PathBuf {
+        self.root.join("tables").join(format!("{table}.parquet"))
+    }
+
+    /// The metric table files (Parquet, CSV).
+    pub fn metrics_paths(&self) -> (PathBuf, PathBuf) {
+        let dir = self.root.join("metrics");
+        (dir.join("metrics.parquet"), dir.join("metrics.csv"))
+    }
+
+    fn bookmarks_path(&self) -> PathBuf {
+        self.root.join("state").join("bookmarks.json")
+    }
+
+    /// All rows of a table (empty when it was never written).
+    pub fn read<T: Table>(&self) -> Result<Vec<T>, StoreError> {
+        Ok(pipeline::read_table::<T>(&self.table_path(T::NAME))?)
+    }
+
+    /// Inserts or replaces rows by primary key; a stored row newer than the incoming one is kept.
+    /// The table is rewritten sorted by key, atomically.
+    pub fn upsert<T: Table>(&self, rows: Vec<T>) -> Result<UpsertStats, StoreError> {
+        if rows.is_empty() {
+            return Ok(UpsertStats::default());
+        }
+        let mut by_key: BTreeMap<String, T> = self
+            .read::<T>()?
+            .into_iter()
+            .map(|r| (r.key().to_owned(), r))
+            .collect();
+        let mut stats = UpsertStats::default();
+        for row in rows {
+            match by_key.get(row.key()) {
+                None => {
+                    stats.inserted += 1;
+                    by_key.insert(row.key().to_owned(), row);
+                }
+                Some(old) if row.updated_at() >= old.updated_at() => {
+                    stats.updated += 1;
+                    by_key.insert(row.key().to_owned(), row);
+                }
+                Some(_) => {}
+            }
+        }
+        let rows: Vec<T> = by_key.into_values().collect();
+        pipeline::write_table(&rows, &self.table_path(T::NAME))?;
+        Ok(stats)
+    }
+
+    /// The saved state of a stream, if any.
+    pub fn bookmark(&self, source: &str, stream: &str) -> Result<Option<Value>, StoreError> {
+        Ok(self.bookmarks()?.remove(&bookmark_key(source, stream)))
+    }
+
+    /// Saves a stream's state (atomically, with every other stream's state unchanged).
+    pub fn save_bookmark(&self, source: &str, stream: &str, state: Value) -> Result<(), StoreError> {
+        let mut all = self.bookmarks()?;
+        all.insert(bookmark_key(source, stream), state);
+        self.write_bookmarks(&all)
+    }
+
+    /// Forgets a stream's state, so the next sync reads it in full.
+    pub fn clear_bookmark(&self, source: &str, stream: &str) -> Result<(), StoreError> {
+        let mut all = self.bookmarks()?;
+        if all.remove(&bookmark_key(source, stream)).is_some() {
+            self.write_bookmarks(&all)?;
+        }
+        Ok(())
+    }
+
+    /// Row counts of every canonical table.
+    pub fn row_counts(&self) -> Result<Vec<(&'static str, usize)>, StoreError> {
+        Ok(vec![
+            (Deployment::NAME, self.read::<Deployment>()?.len()),
+            (Change::NAME, self.read::<Change>()?.len()),
+            (Incident::NAME, self.read::<Incident>()?.len()),
+            (Quarantined::NAME, self.read::<Quarantined>()?.len()),
+        ])
+    }
+
+    fn bookmarks(&self) -> Result<HashMap<String, Value>, StoreError> {
+        let path = self.bookmarks_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Bookmarks {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(source) => Err(StoreError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn write_bookmarks(&self, all: &HashMap<String, Value>) -> Result<(), StoreError> {
+        let sorted: BTreeMap<&String, &Value> = all.iter().collect();
+        let bytes = serde_json::to_vec_pretty(&sorted).map_err(|e| StoreError::Bookmarks {
+            path: self.bookmarks_path(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&self.bookmarks_path(), &bytes)
+    }
+}
+
+fn bookmark_key(source: &str, stream: &str) -> String {
+    format!("{source}/{stream}")
+}
+
+/// Writes `bytes` to a temporary file beside `path`, flushes it, and renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |action, source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+    f.write_all(bytes).map_err(|e| io("write", e))?;
+    f.sync_all().map_err(|e| io("flush", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+    use tandem_connectors::model::DeploymentStatus;
+
+    use super::*;
+
+    fn at(h: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap() + Duration::hours(h)
+    }
+
+    fn dep(id: &str, status: DeploymentStatus, updated: i64) -> Deployment {
+        Deployment {
+            id: id.into(),
+            source: "gh".into(),
+            repo: "acme/a".into(),
+            service: None,
+            team: None,
+            environment: "production".into(),
+            is_production: true,
+            status,
+            sha: "abc".into(),
+            created_at: at(0),
+            finished_at: None,
+            updated_at: at(updated),
+        }
+    }
+
+    #[test]
+    fn upsert_replaces_by_key_and_keeps_newer_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = store
+            .upsert(vec![dep("a", DeploymentStatus::InProgress, 1), dep("b", DeploymentStatus::Success, 1)])
+            .unwrap();
+        assert_eq!(s, UpsertStats { inserted: 2, updated: 0 });
+        let s = store
+            .upsert(vec![dep("a", DeploymentStatus::Success, 2), dep("b", DeploymentStatus::Failure, 0)])
+            .unwrap();
+        assert_eq!(s, UpsertStats { inserted: 0, updated: 1 });
+        let rows = store.read::<Deployment>().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].status, DeploymentStatus::Success);
+        assert_eq!(rows[1].status, DeploymentStatus::Success, "an older version must not win");
+    }
+
+    #[test]
+    fn bookmarks_round_trip_per_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.bookmark("gh", "pulls").unwrap(), None);
+        store.save_bookmark("gh", "pulls", serde_json::json!({"x": 1})).unwrap();
+        store.save_bookmark("pd", "incidents", serde_json::json!({"y": 2})).unwrap();
+        assert_eq!(store.bookmark("gh", "pulls").unwrap(), Some(serde_json::json!({"x": 1})));
+        store.clear_bookmark("gh", "pulls").unwrap();
+        assert_eq!(store.bookmark("gh", "pulls").unwrap(), None);
+        assert_eq!(store.bookmark("pd", "incidents").unwrap(), Some(serde_json::json!({"y": 2})));
+    }
+
+    #[test]
+    fn corrupt_bookmarks_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("state/bookmarks.json"), b"{not json").unwrap();
+        let err = store.bookmark("gh", "pulls").unwrap_err().to_string();
+        assert!(err.contains("delete it"), "{err}");
+    }
+}

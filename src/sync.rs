@@ -1,0 +1,258 @@
+//! The sync runner: reads each configured stream through its connector and commits records to the
+//! store, saving a stream's checkpoint only after every record before it is on disk (Singer's rule:
+//! too early loses data, too late duplicates rows — the store's upsert absorbs the latter).
+//!
+//! A failing source is reported and the others go on; the caller turns the outcome into an exit
+//! code. Service and team mapping from the config is applied here, before records are stored.
+
+use std::time::Instant;
+
+use tandem_connectors::model::{Change, Deployment, Incident, Quarantined, Record};
+use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv};
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// Which streams to sync.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this stream (of every selected source that has it).
+    pub stream: Option<String>,
+    /// Forget bookmarks first and read everything again.
+    pub full: bool,
+    /// Retry policy for every source.
+    pub retry: RetryPolicy,
+}
+
+/// What happened to one stream.
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    /// Source name.
+    pub source: String,
+    /// Stream name (`*` when the source failed before any stream).
+    pub stream: String,
+    /// Records committed.
+    pub records: usize,
+    /// Records quarantined.
+    pub quarantined: usize,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The failure was about credentials or permissions.
+    pub auth_failed: bool,
+}
+
+/// What happened to every stream.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// One entry per stream (or per source that failed to start).
+    pub streams: Vec<StreamOutcome>,
+}
+
+impl SyncReport {
+    /// Streams that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &StreamOutcome> {
+        self.streams.iter().filter(|s| s.error.is_some())
+    }
+
+    /// Whether every stream succeeded.
+    pub fn all_ok(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+/// Errors that stop the whole sync (as opposed to one source).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// `--source` names no configured source.
+    #[error("no source named {0:?} in the config (see the [[source]] entries)")]
+    UnknownSource(String),
+    /// `--stream` names no stream of the selected sources.
+    #[error("no selected source has a stream named {0:?}")]
+    UnknownStream(String),
+    /// The config has no sources.
+    #[error("the config has no [[source]] entries: nothing to sync")]
+    NoSources,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Syncs the selected streams of `config` into `store`.
+pub async fn sync(
+    config: &Config,
+    store: &Store,
+    env: &SecretEnv,
+    options: &SyncOptions,
+) -> Result<SyncReport, SyncError> {
+    if config.sources.is_empty() {
+        return Err(SyncError::NoSources);
+    }
+    let selected: Vec<_> = config
+        .sources
+        .iter()
+        .filter(|s| options.source.as_deref().is_none_or(|n| n == s.name()))
+        .collect();
+    if let Some(name) = &options.source
+        && selected.is_empty()
+    {
+        return Err(SyncError::UnknownSource(name.clone()));
+    }
+    let mut report = SyncReport::default();
+    let mut stream_found = options.stream.is_none();
+    for source in selected {
+        let started = Instant::now();
+        let connector = match Connector::build(source, env, options.retry.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(source = source.name(), error = %e, "Source cannot start.");
+                report.streams.push(StreamOutcome {
+                    source: source.name().to_owned(),
+                    stream: "*".into(),
+                    records: 0,
+                    quarantined: 0,
+                    seconds: started.elapsed().as_secs_f64(),
+                    error: Some(e.to_string()),
+                    auth_failed: e.is_auth(),
+                });
+                continue;
+            }
+        };
+        for def in connector.streams() {
+            if options.stream.as_deref().is_some_and(|s| s != def.name) {
+                continue;
+            }
+            stream_found = true;
+            let outcome = sync_stream(config, store, &connector, source.name(), def.name, options.full).await?;
+            let auth_failed = outcome.auth_failed;
+            report.streams.push(outcome);
+            // Bad credentials fail every stream of the source alike: do not hammer the API.
+            if auth_failed {
+                break;
+            }
+        }
+    }
+    if !stream_found {
+        return Err(SyncError::UnknownStream(options.stream.clone().unwrap_or_default()));
+    }
+    Ok(report)
+}
+
+/// Runs one stream: the connector reads while this task commits what it yields, in order.
+async fn sync_stream(
+    config: &Config,
+    store: &Store,
+    connector: &Connector,
+    source: &str,
+    stream: &str,
+    full: bool,
+) -> Result<StreamOutcome, SyncError> {
+    let started = Instant::now();
+    if full {
+        store.clear_bookmark(source, stream)?;
+    }
+    let bookmark = store.bookmark(source, stream)?;
+    tracing::info!(source, stream, resume = bookmark.is_some(), "Syncing stream.");
+    let (emitter, mut rx) = Emitter::channel();
+    let read = connector.read(stream, bookmark, emitter);
+    let commit = async {
+        let mut records = 0usize;
+        let mut quarantined = 0usize;
+        while let Some(message) = rx.recv().await {
+            match message {
+                Message::Records(batch) => {
+                    records += batch.len();
+                    commit_records(config, store, batch).await?;
+                }
+                Message::Quarantine(batch) => {
+                    quarantined += batch.len();
+                    for q in &batch {
+                        tracing::warn!(source, stream, id = %q.id, reason = %q.reason, "Record quarantined.");
+                    }
+                    let store = store.clone();
+                    blocking(move || store.upsert::<Quarantined>(batch)).await?;
+                }
+                Message::Checkpoint(state) => {
+                    let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+                    blocking(move || store.save_bookmark(&source, &stream, state)).await?;
+                }
+            }
+        }
+        Ok::<_, StoreError>((records, quarantined))
+    };
+    let (read_result, commit_result) = tokio::join!(read, commit);
+    // A store failure is fatal for the whole sync: later streams would fail the same way.
+    let (records, quarantined) = commit_result?;
+    let (error, auth_failed) = match read_result {
+        Ok(()) | Err(ConnectorError::SinkClosed) => (None, false),
+        Err(e) => (Some(e.to_string()), e.is_auth()),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match &error {
+        None => tracing::info!(source, stream, records, quarantined, seconds, "Stream synced."),
+        Some(e) => tracing::error!(source, stream, records, error = %e, "Stream failed; records before the failure are kept and the next sync resumes after them."),
+    }
+    Ok(StreamOutcome {
+        source: source.to_owned(),
+        stream: stream.to_owned(),
+        records,
+        quarantined,
+        seconds,
+        error,
+        auth_failed,
+    })
+}
+
+/// Maps services and teams, then upserts each entity's records into its table.
+async fn commit_records(config: &Config, store: &Store, batch: Vec<Record>) -> Result<(), StoreError> {
+    let mut deployments = Vec::new();
+    let mut changes = Vec::new();
+    let mut incidents = Vec::new();
+    for record in batch {
+        match record {
+            Record::Deployment(mut d) => {
+                if let Some(s) = config.service_of_repo(&d.repo) {
+                    d.service = Some(s.name.clone());
+                    d.team = s.team.clone();
+                }
+                deployments.push(d);
+            }
+            Record::Change(mut c) => {
+                if let Some(s) = config.service_of_repo(&c.repo) {
+                    c.service = Some(s.name.clone());
+                    c.team = s.team.clone();
+                }
+                changes.push(c);
+            }
+            Record::Incident(mut i) => {
+                if let Some(s) = i.service_ref.as_deref().and_then(|r| config.service_of_pagerduty(r)) {
+                    i.service = Some(s.name.clone());
+                    i.team = s.team.clone();
+                }
+                incidents.push(i);
+            }
+        }
+    }
+    let store = store.clone();
+    blocking(move || {
+        store.upsert::<Deployment>(deployments)?;
+        store.upsert::<Change>(changes)?;
+        store.upsert::<Incident>(incidents)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Runs store work (polars, file I/O) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io {
+        action: "run a store task",
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
