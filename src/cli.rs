@@ -1,1 +1,137 @@
+//! The command line: clap derive types only. Their doc comments are the `--help` text.
 
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// tandem: one set of numbers IT and operations both trust.
+///
+/// Pulls deployments, pull requests and incidents from the tools your teams already use, stores
+/// them in a local Parquet lake, computes shared delivery and operations metrics, and writes a
+/// report. Exit codes: 0 success, 1 failure, 3 partial (some sources failed; the rest was stored
+/// and reported).
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Relative paths inside it are relative to its directory.
+    #[arg(long, short = 'c', global = true, env = "TANDEM_CONFIG", default_value = "tandem.toml")]
+    pub config: PathBuf,
+
+    /// Print only warnings and errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    /// Print more detail (-v debug, -vv trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull new and changed records from every configured source into the lake.
+    Sync(SyncArgs),
+    /// Verify each source's credentials and permissions with one cheap request each.
+    Check(CheckArgs),
+    /// Compute the metric table from the lake, write it (Parquet + CSV) and print it.
+    Metrics(MetricsArgs),
+    /// Render the HTML report and PNG charts from the last metric table.
+    Report(ReportArgs),
+    /// The nightly job: sync, then metrics, then report.
+    Run(RunArgs),
+    /// Run the whole job on a simulated organisation served by built-in fake APIs.
+    Demo(DemoArgs),
+}
+
+/// `tandem sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only this source (its `name` in the config).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only this stream (e.g. `deployments`, `pulls`, `incidents`).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Forget the bookmarks of the selected streams and read them in full.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `tandem check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+/// The reporting range.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RangeArgs {
+    /// Number of ISO weeks to cover (default: `report.weeks` in the config, else 12).
+    #[arg(long)]
+    pub weeks: Option<u32>,
+    /// The Monday after the last week covered, e.g. 2026-11-16 (default: `report.until`, else the
+    /// current week's Monday, so only complete weeks are reported).
+    #[arg(long)]
+    pub until: Option<NaiveDate>,
+}
+
+/// Output format of `tandem metrics`.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum MetricsFormat {
+    /// The organisation's figures over the whole range, as an aligned table.
+    #[default]
+    Table,
+    /// Every row of the metric table as CSV.
+    Csv,
+}
+
+/// `tandem metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Reporting range.
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: MetricsFormat,
+}
+
+/// `tandem report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Directory to write the report to (default: `report.out` in the config).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `tandem run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Reporting range.
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Directory to write the report to (default: `report.out` in the config).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `tandem demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's config, lake and report. Emptied first if an earlier demo made it.
+    #[arg(long, default_value = "tandem-demo")]
+    pub out: PathBuf,
+    /// Weeks of history to simulate, ending at the current week's Monday.
+    #[arg(long, default_value_t = 12)]
+    pub weeks: u32,
+    /// Seed of the simulated organisation (the same seed gives the same organisation).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}

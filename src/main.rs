@@ -1,1 +1,66 @@
-fn main() {}
+//! The `tandem` binary: parse → run → exit code. Errors print their whole chain on one line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tandem::cli::{Cli, Command};
+use tandem::commands::{self, Outcome};
+use tandem_connectors::SecretEnv;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(outcome) => ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let env = SecretEnv::process();
+    match &cli.command {
+        Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
+        Command::Sync(args) => {
+            let config = commands::load_config(&cli.config)?;
+            runtime.block_on(commands::sync::run(args, &config, &env))
+        }
+        Command::Check(args) => {
+            let config = commands::load_config(&cli.config)?;
+            runtime.block_on(commands::check::run(args, &config, &env))
+        }
+        Command::Metrics(args) => {
+            let config = commands::load_config(&cli.config)?;
+            commands::metrics::run(args, &config).map(|()| Outcome::Success)
+        }
+        Command::Report(args) => {
+            let config = commands::load_config(&cli.config)?;
+            commands::report::run(args, &config).map(|()| Outcome::Success)
+        }
+        Command::Run(args) => {
+            let config = commands::load_config(&cli.config)?;
+            runtime.block_on(commands::run::run(args, &config, &env))
+        }
+    }
+}
+
+/// Structured log lines on stderr: info by default (one line per stream), warnings only with
+/// `--quiet`; `TANDEM_LOG` takes a full filter (e.g. `tandem=debug`).
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -137,3 +137,64 @@ impl MetricId {
         Self::ALL.into_iter().find(|m| m.as_str() == id)
     }
 }
+
+impl MetricRow {
+    /// The value formatted with its unit for people: `3.5 h`, `50.0%`, `1.25/day`, `120 min`, `12`;
+    /// `–` when there is no value.
+    pub fn display_value(&self) -> String {
+        let Some(v) = self.value else {
+            return "–".into();
+        };
+        match self.unit.as_str() {
+            "hours" => format!("{v:.1} h"),
+            "ratio" => format!("{:.1}%", v * 100.0),
+            "per_day" => format!("{v:.2}/day"),
+            "minutes" => format!("{v:.0} min"),
+            "count" => format!("{v:.0}"),
+            other => format!("{v:.2} {other}"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(unit: &str, value: Option<f64>, n: i64) -> MetricRow {
+        MetricRow {
+            metric: "m".into(),
+            grain: "week".into(),
+            scope_type: "org".into(),
+            scope: "all".into(),
+            period_start: DateTime::<Utc>::from_timestamp(0, 0).unwrap(),
+            period_end: DateTime::<Utc>::from_timestamp(0, 0).unwrap(),
+            value,
+            unit: unit.into(),
+            n,
+        }
+    }
+
+    #[test]
+    fn values_display_with_their_units() {
+        assert_eq!(row("hours", Some(3.456), 9).display_value(), "3.5 h");
+        assert_eq!(row("ratio", Some(0.5), 9).display_value(), "50.0%");
+        assert_eq!(row("per_day", Some(1.0 / 7.0 * 9.0), 9).display_value(), "1.29/day");
+        assert_eq!(row("minutes", Some(119.6), 9).display_value(), "120 min");
+        assert_eq!(row("count", Some(12.0), 12).display_value(), "12");
+        assert_eq!(row("hours", None, 0).display_value(), "–");
+    }
+
+    #[test]
+    fn fewer_than_five_samples_is_insufficient() {
+        assert!(row("hours", Some(1.0), 4).insufficient());
+        assert!(!row("hours", Some(1.0), 5).insufficient());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for m in MetricId::ALL {
+            assert_eq!(MetricId::parse(m.as_str()), Some(m));
+        }
+    }
+}

@@ -1,1 +1,104 @@
+//! One file per subcommand, each with a `run` function; shared helpers for the reporting range and
+//! the exit outcome. `anyhow` lives here and in `main.rs` only.
 
+pub mod check;
+pub mod demo;
+pub mod metrics;
+pub mod report;
+pub mod run;
+pub mod sync;
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
+
+use crate::cli::RangeArgs;
+use crate::config::Config;
+
+/// How a command ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything worked: exit 0.
+    Success,
+    /// Some sources failed, the rest was stored and reported: exit 3.
+    Partial,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Success => 0,
+            Self::Partial => 3,
+        }
+    }
+}
+
+/// Loads the config, saying how to get one when it is missing.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    if !path.exists() {
+        bail!(
+            "config file {} not found: pass --config PATH or set TANDEM_CONFIG (`tandem demo` writes an example)",
+            path.display()
+        );
+    }
+    Ok(Config::load(path)?)
+}
+
+/// The reporting range: `(first Monday, weeks)`, from the flags, else the config, else the
+/// `weeks` complete weeks before the current one.
+pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Result<(DateTime<Utc>, u32)> {
+    let weeks = args.weeks.unwrap_or(config.report.weeks);
+    if weeks == 0 || weeks > 520 {
+        bail!("--weeks must be between 1 and 520, not {weeks}");
+    }
+    let until = match args.until.or(config.report.until) {
+        Some(d) if d.weekday() != Weekday::Mon => {
+            bail!("the range must end on a Monday (ISO weeks start on Monday); {d} is a {}", d.weekday())
+        }
+        Some(d) => d,
+        None => monday_of(today),
+    };
+    let until = until
+        .and_hms_opt(0, 0, 0)
+        .context("midnight exists on every date")?
+        .and_utc();
+    Ok((until - Duration::weeks(i64::from(weeks)), weeks))
+}
+
+/// The Monday starting the ISO week of `day`.
+pub fn monday_of(day: NaiveDate) -> NaiveDate {
+    day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse("", Path::new("t.toml"), Default::default()).unwrap()
+    }
+
+    #[test]
+    fn default_range_is_the_complete_weeks_before_today() {
+        // 2026-11-22 is a Sunday: its week began on Monday 2026-11-16.
+        let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let (start, weeks) = range(&RangeArgs::default(), &config(), today).unwrap();
+        assert_eq!(weeks, 12);
+        assert_eq!(start.to_rfc3339(), "2026-08-24T00:00:00+00:00");
+    }
+
+    #[test]
+    fn until_must_be_a_monday() {
+        let args = RangeArgs {
+            weeks: Some(2),
+            until: NaiveDate::from_ymd_opt(2026, 11, 18),
+        };
+        let err = range(&args, &config(), NaiveDate::from_ymd_opt(2026, 11, 22).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Monday") && err.contains("Wed"), "{err}");
+    }
+}

@@ -1,0 +1,148 @@
+//! `tandem demo`: the whole job on a simulated organisation, through the real connectors and real
+//! HTTP against built-in fake vendor APIs.
+//!
+//! It writes the config it runs with into the demo directory, so a user can read it, re-run
+//! `tandem --config DIR/tandem.toml report`, and copy it as the start of their own.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use chrono::{Duration, Utc};
+use tandem_connectors::SecretEnv;
+use tandem_fixtures::{FakeOptions, OrgSpec, Organisation};
+
+use super::{Outcome, monday_of, run};
+use crate::cli::{DemoArgs, RangeArgs};
+use crate::config::Config;
+
+/// A file marking a directory as made by `tandem demo`, so a re-run may empty it.
+const MARKER: &str = ".tandem-demo";
+const GITHUB_TOKEN_VAR: &str = "TANDEM_DEMO_GITHUB_TOKEN";
+const PAGERDUTY_TOKEN_VAR: &str = "TANDEM_DEMO_PAGERDUTY_TOKEN";
+
+/// Runs the demo.
+pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+    if args.weeks == 0 || args.weeks > 104 {
+        bail!("--weeks must be between 1 and 104, not {}", args.weeks);
+    }
+    prepare_dir(&args.out)?;
+    let until = monday_of(Utc::now().date_naive());
+    let spec = OrgSpec {
+        seed: args.seed,
+        start: until - Duration::weeks(i64::from(args.weeks)),
+        weeks: args.weeks,
+    };
+    let org = Organisation::generate(spec).context("cannot generate the simulated organisation")?;
+    let tokens = FakeOptions {
+        github_token: format!("demo-github-{}", args.seed),
+        pagerduty_token: format!("demo-pagerduty-{}", args.seed),
+    };
+    let org = Arc::new(org);
+    let servers = tandem_fixtures::start(org.clone(), tokens.clone())
+        .await
+        .context("cannot start the fake APIs on 127.0.0.1")?;
+    println!(
+        "Simulated organisation: {} services, {} deployments, {} pull requests, {} incidents.",
+        org.services.len(),
+        org.deployments.len(),
+        org.pulls.len(),
+        org.incidents.len()
+    );
+    println!(
+        "Fake GitHub at {}, fake PagerDuty at {}.",
+        servers.github.base_url(),
+        servers.pagerduty.base_url()
+    );
+    let config_path = args.out.join("tandem.toml");
+    let text = demo_config(&org, &servers.github.base_url(), &servers.pagerduty.base_url());
+    std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config = Config::load(&config_path)?;
+    let env = SecretEnv::process()
+        .with_override(GITHUB_TOKEN_VAR, tokens.github_token)
+        .with_override(PAGERDUTY_TOKEN_VAR, tokens.pagerduty_token);
+    let range = RangeArgs {
+        weeks: Some(args.weeks),
+        until: Some(until),
+    };
+    let outcome = run::job(&config, &env, &range, None).await?;
+    println!("config: {}", config_path.display());
+    Ok(outcome)
+}
+
+/// Creates the demo directory, or empties one an earlier demo made; refuses anything else.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let is_empty = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        if !is_empty && !dir.join(MARKER).exists() {
+            bail!(
+                "{} exists and was not made by `tandem demo`; choose another --out",
+                dir.display()
+            );
+        }
+        for sub in ["lake", "report"] {
+            let p = dir.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("cannot empty {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by `tandem demo`; it may empty this directory\n")
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    Ok(())
+}
+
+/// The config the demo runs with: the shape a user writes for their own organisation.
+pub fn demo_config(org: &Organisation, github_url: &str, pagerduty_url: &str) -> String {
+    let repos: Vec<String> = org.services.iter().map(|s| format!("{:?}", s.repo)).collect();
+    let mut out = format!(
+        r#"# tandem config written by `tandem demo` for a simulated organisation.
+# Relative paths are relative to this file's directory.
+
+[organisation]
+name = "Acme (simulated)"
+
+[store]
+path = "lake"            # the local Parquet lake
+
+[report]
+out = "report"           # where report.html and the PNG charts go
+weeks = {weeks}
+
+[metrics]
+attribution_window_hours = 24            # incident -> deployment of the same service
+outage_severities = ["sev1", "sev2"]     # incidents that count as downtime
+
+[[source]]
+name = "github"
+kind = "github"
+base_url = "{github_url}"   # https://api.github.com, or https://HOST/api/v3
+token_env = "{GITHUB_TOKEN_VAR}"          # the token is read from this environment variable
+repos = [{repos}]
+environments = ["production"]
+
+[[source]]
+name = "pagerduty"
+kind = "pagerduty"
+base_url = "{pagerduty_url}"
+token_env = "{PAGERDUTY_TOKEN_VAR}"
+lookback_days = {lookback}
+"#,
+        weeks = org.spec.weeks,
+        repos = repos.join(", "),
+        lookback = i64::from(org.spec.weeks) * 7 + 7,
+    );
+    for s in &org.services {
+        let _ = write!(
+            out,
+            "\n[[service]]\nname = {:?}\nteam = {:?}\nrepos = [{:?}]\npagerduty = [{:?}]\n",
+            s.name, s.team, s.repo, s.pagerduty_id
+        );
+    }
+    out
+}

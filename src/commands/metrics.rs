@@ -1,0 +1,93 @@
+//! `tandem metrics`: compute the metric table from the lake, write it, print it.
+
+use chrono::Utc;
+
+use super::range;
+use crate::cli::{MetricsArgs, MetricsFormat, RangeArgs};
+use crate::config::Config;
+use crate::metric::{MetricId, MetricRow};
+use crate::pipeline::{self, Inputs, Options};
+use crate::store::Store;
+
+/// Computes, writes and prints the metrics.
+pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
+    let rows = compute(&args.range, config)?;
+    match args.format {
+        MetricsFormat::Table => print!("{}", org_table(&rows)),
+        MetricsFormat::Csv => {
+            let (_, csv) = Store::open(&config.resolve(&config.store.path))?.metrics_paths();
+            print!("{}", std::fs::read_to_string(csv)?);
+        }
+    }
+    Ok(())
+}
+
+/// Computes the metric table for the range and writes it to the lake.
+pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let (start, weeks) = range(range_args, config, Utc::now().date_naive())?;
+    let (deployments, changes, incidents) = (
+        store.table_path("deployments"),
+        store.table_path("changes"),
+        store.table_path("incidents"),
+    );
+    let options = Options {
+        start,
+        weeks,
+        attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
+        outage_severities: config.metrics.outage_severities.clone(),
+        services: config.services.iter().map(|s| s.name.clone()).collect(),
+    };
+    let rows = pipeline::weekly_metrics(
+        Inputs {
+            deployments: &deployments,
+            changes: &changes,
+            incidents: &incidents,
+        },
+        &options,
+    )?;
+    let (parquet, csv) = store.metrics_paths();
+    pipeline::write_metrics(&rows, &parquet, &csv)?;
+    tracing::info!(rows = rows.len(), path = %parquet.display(), "Metric table written.");
+    Ok(rows)
+}
+
+/// The organisation's whole-range figures as an aligned text table.
+pub fn org_table(rows: &[MetricRow]) -> String {
+    let mut lines = vec![("metric".to_owned(), "value".to_owned(), "n".to_owned(), String::new())];
+    let mut range_label = None;
+    for id in MetricId::ALL {
+        let Some(row) = rows
+            .iter()
+            .find(|r| r.metric == id.as_str() && r.grain == "range" && r.scope_type == "org")
+        else {
+            continue;
+        };
+        range_label.get_or_insert_with(|| {
+            format!(
+                "{} to {}",
+                row.period_start.format("%Y-%m-%d"),
+                (row.period_end - chrono::Duration::days(1)).format("%Y-%m-%d")
+            )
+        });
+        let note = if row.insufficient() {
+            "insufficient data (n < 5)".to_owned()
+        } else {
+            String::new()
+        };
+        lines.push((id.title().to_owned(), row.display_value(), row.n.to_string(), note));
+    }
+    let w0 = lines.iter().map(|l| l.0.chars().count()).max().unwrap_or(0);
+    let w1 = lines.iter().map(|l| l.1.chars().count()).max().unwrap_or(0);
+    let w2 = lines.iter().map(|l| l.2.chars().count()).max().unwrap_or(0);
+    let mut out = format!(
+        "Organisation, {}\n",
+        range_label.unwrap_or_else(|| "no data".to_owned())
+    );
+    for (a, b, c, d) in lines {
+        let line = format!("{a:<w0$}  {b:>w1$}  {c:>w2$}  {d}");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

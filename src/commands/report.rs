@@ -1,0 +1,48 @@
+//! `tandem report`: render the HTML report and PNG charts from the last metric table.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chrono::Utc;
+
+use crate::cli::ReportArgs;
+use crate::config::Config;
+use crate::metric::MetricRow;
+use crate::pipeline;
+use crate::report::{self, ReportInput, ReportOutput};
+use crate::store::Store;
+
+/// Reads the metric table and renders the report.
+pub fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let (parquet, _) = store.metrics_paths();
+    if !parquet.exists() {
+        anyhow::bail!(
+            "no metric table at {}: run `tandem metrics` (or `tandem run`) first",
+            parquet.display()
+        );
+    }
+    let rows = pipeline::read_metrics(&parquet)?;
+    let output = render(&rows, config, args.out.clone())?;
+    print_output(&output);
+    Ok(())
+}
+
+/// Renders `rows` into the report directory.
+pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyhow::Result<ReportOutput> {
+    let out_dir = config.resolve(&out.unwrap_or_else(|| config.report.out.clone()));
+    let input = ReportInput {
+        organisation: &config.organisation.name,
+        generated_at: Utc::now(),
+        rows,
+    };
+    report::render(&input, &out_dir).with_context(|| format!("cannot write the report to {}", out_dir.display()))
+}
+
+/// Says where the report went.
+pub fn print_output(output: &ReportOutput) {
+    println!("report: {}", output.html.display());
+    for chart in &output.charts {
+        println!("chart:  {}", chart.display());
+    }
+}

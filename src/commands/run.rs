@@ -1,0 +1,40 @@
+//! `tandem run`: the nightly job — sync, then metrics, then report.
+//!
+//! A source that fails does not stop the job: the rest is synced and reported, and the outcome is
+//! partial (exit 3) so cron and CronJobs can alert on it.
+
+use std::path::PathBuf;
+
+use tandem_connectors::SecretEnv;
+
+use super::{Outcome, metrics, report, sync};
+use crate::cli::{RangeArgs, RunArgs};
+use crate::config::Config;
+use crate::sync::SyncOptions;
+
+/// Runs the whole job.
+pub async fn run(args: &RunArgs, config: &Config, env: &SecretEnv) -> anyhow::Result<Outcome> {
+    job(config, env, &args.range, args.out.clone()).await
+}
+
+/// Sync → metrics → report, printing where everything went.
+pub async fn job(
+    config: &Config,
+    env: &SecretEnv,
+    range: &RangeArgs,
+    out: Option<PathBuf>,
+) -> anyhow::Result<Outcome> {
+    let report = sync::sync_into_store(config, env, &SyncOptions::default()).await?;
+    let outcome = sync::outcome(&report)?;
+    let (config_owned, range_owned) = (config.clone(), range.clone());
+    let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
+    print!("{}", metrics::org_table(&rows));
+    let output = report::render(&rows, config, out)?;
+    report::print_output(&output);
+    let (_, csv) = crate::store::Store::open(&config.resolve(&config.store.path))?.metrics_paths();
+    println!("metrics: {}", csv.display());
+    if outcome == Outcome::Partial {
+        eprintln!("warning: some sources failed (see above); their data is missing from this report");
+    }
+    Ok(outcome)
+}
