@@ -1,0 +1,580 @@
+//! The report's charts, drawn with plotters into SVG strings, PNG files or raw RGB buffers.
+//!
+//! Each chart is a plain data struct that implements [`Chart`]; the same drawing code runs on
+//! every backend, so the inline SVG and the PNG beside the report always show the same picture.
+//! Text uses the DejaVu Sans font embedded from `reports/fonts/`, so charts render identically on
+//! machines without system fonts. This file must not read metric rows or decide what a metric
+//! means: `mod.rs` turns rows into the series drawn here.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use chrono::NaiveDate;
+use plotters::backend::RGBPixel;
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
+use plotters::prelude::*;
+use plotters::style::register_font;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::metric::MIN_SAMPLE;
+
+/// Chart width in pixels (SVG user units and PNG pixels alike).
+pub const WIDTH: u32 = 900;
+/// Chart height in pixels.
+pub const HEIGHT: u32 = 360;
+
+/// DejaVu Sans (licence in `reports/fonts/LICENSE-DejaVu.txt`), embedded so that text measuring
+/// and rasterising never depend on the fonts installed where the report is made.
+static FONT: &[u8] = include_bytes!("../../reports/fonts/DejaVuSans.ttf");
+/// The family every chart text asks for; the embedded font is registered under this name.
+const FAMILY: &str = "sans-serif";
+
+/// Most week labels on the x axis; at ~85 px per ISO date this fits the plotting width.
+const MAX_WEEK_LABELS: usize = 9;
+
+const DEPLOY_COLOUR: RGBColor = RGBColor(70, 130, 180);
+const DOWNTIME_COLOUR: RGBColor = RGBColor(200, 60, 40);
+const CFR_COLOUR: RGBColor = RGBColor(40, 90, 160);
+const INSUFFICIENT_COLOUR: RGBColor = RGBColor(140, 140, 140);
+const NOTE_COLOUR: RGBColor = RGBColor(110, 110, 110);
+
+/// What went wrong drawing a chart.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    /// The embedded font file is not a font plotters can read (a broken checkout).
+    #[error(
+        "the embedded font reports/fonts/DejaVuSans.ttf is not a readable TrueType font; restore it from git"
+    )]
+    Font,
+    /// Plotters failed while drawing or while writing the PNG.
+    #[error("cannot draw the {chart} chart into {target}: {message}")]
+    Draw {
+        /// Which chart.
+        chart: &'static str,
+        /// The PNG file, or `inline SVG` / `RGB buffer`.
+        target: String,
+        /// Plotters' message.
+        message: String,
+    },
+}
+
+/// A chart that can draw itself on any plotters backend.
+pub trait Chart {
+    /// Short name used in error messages.
+    fn name(&self) -> &'static str;
+
+    /// Draws the whole chart, title and legend included, onto `root`.
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
+}
+
+/// Weekly production deployments (bars, left axis) against weekly downtime (line, right axis).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeploymentsVsDowntime {
+    /// Week start dates, ascending; the other vectors are aligned with it.
+    pub weeks: Vec<NaiveDate>,
+    /// Production deployments per week; `None` is drawn as a gap.
+    pub deployments: Vec<Option<f64>>,
+    /// Downtime minutes per week; `None` is drawn as a gap.
+    pub downtime_minutes: Vec<Option<f64>>,
+}
+
+/// One week of change failure rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateWeek {
+    /// The rate as a ratio (0–1); `None` when there were no deployments to divide by.
+    pub ratio: Option<f64>,
+    /// Deployments behind the rate.
+    pub n: i64,
+}
+
+/// Weekly change failure rate in percent, small samples marked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeFailureRate {
+    /// Week start dates, ascending; `points` is aligned with it.
+    pub weeks: Vec<NaiveDate>,
+    /// The rate per week; `None` (no row at all) is a gap like a `None` ratio.
+    pub points: Vec<Option<RateWeek>>,
+}
+
+/// Renders `chart` as a standalone `<svg>` element.
+pub fn to_svg<C: Chart>(chart: &C) -> Result<String, ChartError> {
+    ensure_font()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        draw_and_present(chart, &root)
+            .map_err(|message| draw_error(chart, "inline SVG", message))?;
+    }
+    Ok(svg)
+}
+
+/// Renders `chart` into a PNG file at `path`.
+pub fn to_png<C: Chart>(chart: &C, path: &Path) -> Result<(), ChartError> {
+    ensure_font()?;
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    draw_and_present(chart, &root)
+        .map_err(|message| draw_error(chart, &path.display().to_string(), message))
+}
+
+/// Renders `chart` into a raw RGB buffer (`WIDTH × HEIGHT × 3` bytes), for tests and checks that
+/// want pixels without decoding a PNG.
+pub fn to_rgb<C: Chart>(chart: &C) -> Result<Vec<u8>, ChartError> {
+    ensure_font()?;
+    let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let backend =
+            BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut buffer, (WIDTH, HEIGHT))
+                .map_err(|e| draw_error(chart, "RGB buffer", e.to_string()))?;
+        let root = backend.into_drawing_area();
+        draw_and_present(chart, &root)
+            .map_err(|message| draw_error(chart, "RGB buffer", message))?;
+    }
+    Ok(buffer)
+}
+
+fn draw_and_present<C: Chart, DB: DrawingBackend>(
+    chart: &C,
+    root: &DrawingArea<DB, Shift>,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    chart.draw(root).map_err(|e| e.to_string())?;
+    // present() is where the bitmap backend writes its file; its error must not be lost in Drop.
+    root.present().map_err(|e| e.to_string())
+}
+
+fn draw_error<C: Chart>(chart: &C, target: &str, message: String) -> ChartError {
+    ChartError::Draw {
+        chart: chart.name(),
+        target: target.to_owned(),
+        message,
+    }
+}
+
+/// Registers the embedded font once per process; plotters keeps a global font table.
+fn ensure_font() -> Result<(), ChartError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    if ok { Ok(()) } else { Err(ChartError::Font) }
+}
+
+/// The x axis: one slot per week, centred on integer positions, labelled with the week start.
+///
+/// A custom axis rather than plotters' date ranges because those pick "nice" dates that are not
+/// week starts, and rather than a segmented axis because that cannot be empty (the no-data chart
+/// still needs a frame).
+#[derive(Debug, Clone)]
+struct WeekAxis {
+    weeks: Vec<NaiveDate>,
+}
+
+impl WeekAxis {
+    fn slots(&self) -> usize {
+        self.weeks.len().max(1)
+    }
+
+    /// The middle of the axis, where the "No data" note goes.
+    fn centre(&self) -> f64 {
+        (self.slots() as f64 - 1.0) / 2.0
+    }
+}
+
+impl Ranged for WeekAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let range = self.range();
+        let fraction = (value - range.start) / (range.end - range.start);
+        limit.0 + (fraction * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let wanted = hint.max_num_points().min(MAX_WEEK_LABELS);
+        if self.weeks.is_empty() || wanted == 0 {
+            return Vec::new();
+        }
+        let step = self.weeks.len().div_ceil(wanted);
+        (0..self.weeks.len())
+            .step_by(step)
+            .map(|i| i as f64)
+            .collect()
+    }
+
+    fn range(&self) -> Range<f64> {
+        -0.5..self.slots() as f64 - 0.5
+    }
+}
+
+impl ValueFormatter<f64> for WeekAxis {
+    fn format_ext(&self, value: &f64) -> String {
+        let index = value.round();
+        if index < 0.0 || (value - index).abs() > 1e-6 {
+            return String::new();
+        }
+        self.weeks
+            .get(index as usize)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Upper bound for a value axis: room above the highest value for the legend, never below
+/// `floor` so that an all-zero series still gets a readable scale with whole-number ticks.
+fn axis_top(values: impl Iterator<Item = f64>, floor: f64) -> f64 {
+    let max = values.filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+    (max * 1.4).max(floor)
+}
+
+/// Splits aligned values into runs of consecutive present values, so lines break at gaps.
+fn runs(values: &[Option<f64>]) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut current: Vec<(f64, f64)> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            Some(v) if v.is_finite() => current.push((i as f64, *v)),
+            _ => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Pads or cuts `values` to one entry per week, so mismatched input never indexes out of range.
+fn aligned<T: Copy>(values: &[Option<T>], weeks: usize) -> Vec<Option<T>> {
+    (0..weeks)
+        .map(|i| values.get(i).copied().flatten())
+        .collect()
+}
+
+fn caption_style() -> TextStyle<'static> {
+    (FAMILY, 20).into_font().color(&BLACK)
+}
+
+fn no_data_style() -> TextStyle<'static> {
+    (FAMILY, 22)
+        .into_font()
+        .color(&NOTE_COLOUR)
+        .pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+fn whole_number(v: &f64) -> String {
+    format!("{v:.0}")
+}
+
+impl Chart for DeploymentsVsDowntime {
+    fn name(&self) -> &'static str {
+        "deployments vs downtime"
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let axis = WeekAxis {
+            weeks: self.weeks.clone(),
+        };
+        let deployments = aligned(&self.deployments, self.weeks.len());
+        let downtime = aligned(&self.downtime_minutes, self.weeks.len());
+        // Floors of 5 and 10 keep plotters' tick step at a whole number for small counts.
+        let deploy_top = axis_top(deployments.iter().flatten().copied(), 5.0);
+        let downtime_top = axis_top(downtime.iter().flatten().copied(), 10.0);
+
+        let mut chart = ChartBuilder::on(root)
+            .caption("Weekly production deployments vs downtime", caption_style())
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .right_y_label_area_size(72)
+            .build_cartesian_2d(axis.clone(), 0.0..deploy_top)?
+            .set_secondary_coord(axis.clone(), 0.0..downtime_top);
+
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(MAX_WEEK_LABELS)
+            .y_labels(6)
+            .y_label_formatter(&whole_number)
+            .x_desc("Week starting")
+            .y_desc("Production deployments")
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(WHITE)
+            .draw()?;
+        chart
+            .configure_secondary_axes()
+            .y_labels(6)
+            .y_label_formatter(&whole_number)
+            .y_desc("Downtime (minutes)")
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .draw()?;
+
+        let bar_style = DEPLOY_COLOUR.mix(0.75).filled();
+        chart
+            .draw_series(deployments.iter().enumerate().filter_map(|(i, v)| {
+                let x = i as f64;
+                v.map(|v| Rectangle::new([(x - 0.3, 0.0), (x + 0.3, v)], bar_style))
+            }))?
+            .label("Production deployments (left axis)")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], bar_style));
+
+        let line_style = DOWNTIME_COLOUR.stroke_width(2);
+        // The legend entry is an empty series so it exists even when every week is a gap.
+        chart
+            .draw_secondary_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+            .label("Downtime minutes (right axis)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], line_style));
+        for run in runs(&downtime) {
+            // Points as well as the line: a week between two gaps is a run of one, no line.
+            chart.draw_secondary_series(
+                run.iter()
+                    .map(|&p| Circle::new(p, 3, DOWNTIME_COLOUR.filled())),
+            )?;
+            chart.draw_secondary_series(LineSeries::new(run, line_style))?;
+        }
+
+        if deployments.iter().all(Option::is_none) && downtime.iter().all(Option::is_none) {
+            chart.draw_series(std::iter::once(Text::new(
+                "No data",
+                (axis.centre(), deploy_top / 2.0),
+                no_data_style(),
+            )))?;
+        }
+
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FAMILY, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()?;
+        Ok(())
+    }
+}
+
+impl Chart for ChangeFailureRate {
+    fn name(&self) -> &'static str {
+        "change failure rate"
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let axis = WeekAxis {
+            weeks: self.weeks.clone(),
+        };
+        let points = aligned(&self.points, self.weeks.len());
+        let percent: Vec<Option<f64>> = points
+            .iter()
+            .map(|p| p.and_then(|p| p.ratio).map(|r| r * 100.0))
+            .collect();
+        // A rate cannot exceed 100 %; the floor of 10 keeps small rates off the bottom edge.
+        let top = axis_top(percent.iter().flatten().copied(), 10.0).min(100.0);
+
+        let mut chart = ChartBuilder::on(root)
+            .caption("Weekly change failure rate", caption_style())
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            // A margin, not a right label area: plotters would repeat the y labels there.
+            .margin_right(40)
+            .build_cartesian_2d(axis.clone(), 0.0..top)?;
+
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(MAX_WEEK_LABELS)
+            .y_labels(6)
+            .y_label_formatter(&|v| format!("{v:.0}%"))
+            .x_desc("Week starting")
+            .y_desc("Change failure rate (%)")
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(WHITE)
+            .draw()?;
+
+        let line_style = CFR_COLOUR.stroke_width(2);
+        for run in runs(&percent) {
+            chart.draw_series(LineSeries::new(run, line_style))?;
+        }
+
+        let is_small = |p: &RateWeek| p.n < MIN_SAMPLE;
+        let solid: Vec<(f64, f64)> = points
+            .iter()
+            .zip(&percent)
+            .enumerate()
+            .filter_map(|(i, (p, v))| match (p, v) {
+                (Some(p), Some(v)) if !is_small(p) => Some((i as f64, *v)),
+                _ => None,
+            })
+            .collect();
+        let hollow: Vec<(f64, f64)> = points
+            .iter()
+            .zip(&percent)
+            .enumerate()
+            .filter_map(|(i, (p, v))| match (p, v) {
+                (Some(p), Some(v)) if is_small(p) => Some((i as f64, *v)),
+                _ => None,
+            })
+            .collect();
+
+        chart
+            .draw_series(
+                solid
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, CFR_COLOUR.filled())),
+            )?
+            .label(format!("Change failure rate (n \u{2265} {MIN_SAMPLE})"))
+            .legend(|(x, y)| Circle::new((x + 7, y), 4, CFR_COLOUR.filled()));
+        // White-filled first so the line does not show through the hollow marker.
+        chart.draw_series(hollow.iter().map(|&p| Circle::new(p, 5, WHITE.filled())))?;
+        chart
+            .draw_series(
+                hollow
+                    .iter()
+                    .map(|&p| Circle::new(p, 5, INSUFFICIENT_COLOUR.stroke_width(2))),
+            )?
+            .label(format!("n < {MIN_SAMPLE}: insufficient data"))
+            .legend(|(x, y)| Circle::new((x + 7, y), 5, INSUFFICIENT_COLOUR.stroke_width(2)));
+
+        if percent.iter().all(Option::is_none) {
+            chart.draw_series(std::iter::once(Text::new(
+                "No data",
+                (axis.centre(), top / 2.0),
+                no_data_style(),
+            )))?;
+        }
+
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FAMILY, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn weeks(n: usize) -> Vec<NaiveDate> {
+        let first = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        (0..n)
+            .map(|i| first + chrono::Duration::weeks(i as i64))
+            .collect()
+    }
+
+    fn non_white(buffer: &[u8]) -> usize {
+        buffer
+            .chunks_exact(3)
+            .filter(|px| px.iter().any(|&c| c < 250))
+            .count()
+    }
+
+    fn sample_deployments() -> DeploymentsVsDowntime {
+        DeploymentsVsDowntime {
+            weeks: weeks(4),
+            deployments: vec![Some(4.0), Some(7.0), None, Some(2.0)],
+            downtime_minutes: vec![Some(30.0), Some(0.0), Some(120.0), None],
+        }
+    }
+
+    #[test]
+    fn deployments_chart_draws_pixels_into_rgb_buffer() {
+        let rgb = to_rgb(&sample_deployments()).unwrap();
+        assert_eq!(rgb.len(), (WIDTH * HEIGHT * 3) as usize);
+        // Bars alone cover thousands of pixels; text and axes add more.
+        assert!(
+            non_white(&rgb) > 5_000,
+            "only {} non-white",
+            non_white(&rgb)
+        );
+    }
+
+    #[test]
+    fn data_adds_ink_beyond_the_empty_frame() {
+        let empty = to_rgb(&DeploymentsVsDowntime::default()).unwrap();
+        let full = to_rgb(&sample_deployments()).unwrap();
+        // The empty chart still has a frame, title and "No data" note.
+        assert!(non_white(&empty) > 1_000);
+        assert!(non_white(&full) > non_white(&empty));
+    }
+
+    #[test]
+    fn change_failure_rate_marks_small_samples_grey() {
+        let chart = ChangeFailureRate {
+            weeks: weeks(3),
+            points: vec![
+                Some(RateWeek {
+                    ratio: Some(0.2),
+                    n: 10,
+                }),
+                Some(RateWeek {
+                    ratio: Some(0.5),
+                    n: 2,
+                }),
+                None,
+            ],
+        };
+        let rgb = to_rgb(&chart).unwrap();
+        let grey = rgb
+            .chunks_exact(3)
+            .filter(|px| px == &[140, 140, 140])
+            .count();
+        assert!(grey > 10, "the hollow grey marker is drawn ({grey} px)");
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("insufficient data"));
+        assert!(svg.contains("2024-01-15"));
+    }
+
+    #[test]
+    fn empty_charts_say_no_data() {
+        let svg = to_svg(&ChangeFailureRate::default()).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("No data"));
+        let svg = to_svg(&DeploymentsVsDowntime::default()).unwrap();
+        assert!(svg.contains("No data"));
+    }
+
+    #[test]
+    fn mismatched_lengths_do_not_panic() {
+        let chart = DeploymentsVsDowntime {
+            weeks: weeks(3),
+            deployments: vec![Some(1.0)],
+            downtime_minutes: vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0), Some(5.0)],
+        };
+        to_svg(&chart).unwrap();
+    }
+
+    #[test]
+    fn week_labels_thin_out_on_long_ranges() {
+        let axis = WeekAxis { weeks: weeks(26) };
+        let keys = axis.key_points(MAX_WEEK_LABELS);
+        assert!(keys.len() <= MAX_WEEK_LABELS);
+        assert_eq!(keys.first(), Some(&0.0));
+        assert_eq!(axis.format_ext(&0.0), "2024-01-01");
+        assert_eq!(axis.format_ext(&0.5), "");
+    }
+
+    #[test]
+    fn gaps_split_lines() {
+        let r = runs(&[Some(1.0), None, Some(2.0), Some(3.0), None]);
+        assert_eq!(r, vec![vec![(0.0, 1.0)], vec![(2.0, 2.0), (3.0, 3.0)]]);
+    }
+}

@@ -1,0 +1,357 @@
+//! Turns metric rows into what the report shows: formatted tables for the template and the
+//! series the charts draw.
+//!
+//! Everything here is plain data and strings; escaping is the template's job (autoescape), so
+//! nothing in this file may build HTML. It reads metric rows only and must not compute metrics:
+//! a value the pipeline did not emit is shown as missing, never derived.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::charts::{ChangeFailureRate, DeploymentsVsDowntime, RateWeek};
+use crate::metric::{MIN_SAMPLE, MetricId, MetricRow};
+
+/// Shown where a value is missing: no row, or a row whose value is `None`.
+const MISSING: &str = "\u{2014}";
+
+/// Everything the template needs, already formatted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// Organisation name, as configured.
+    pub organisation: String,
+    /// `first week start – last period end`, or `None` without rows.
+    pub range: Option<String>,
+    /// When the report was made, in UTC.
+    pub generated_at: String,
+    /// Whether there is any row at all.
+    pub has_data: bool,
+    /// The smallest sample that is judged.
+    pub min_sample: i64,
+    /// Start of the latest week with org rows, for the KPI table's header.
+    pub latest_week: Option<String>,
+    /// One row per metric, org scope.
+    pub kpis: Vec<KpiRow>,
+    /// Column titles of the per-service table, in [`MetricId::ALL`] order.
+    pub metric_titles: Vec<&'static str>,
+    /// One row per service, sorted by name.
+    pub services: Vec<ServiceRow>,
+    /// Whether any per-service cell is marked insufficient, to show the footnote only when used.
+    pub services_have_insufficient: bool,
+    /// Title and definition of every metric.
+    pub glossary: Vec<GlossaryEntry>,
+}
+
+/// A formatted value with its sample size.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Cell {
+    /// The value with its unit, or a dash.
+    pub text: String,
+    /// Sample size, `None` when there is no row.
+    pub n: Option<i64>,
+    /// Whether the sample is too small to judge (`n < 5`); false without a row.
+    pub insufficient: bool,
+}
+
+/// One line of the KPI table.
+#[derive(Debug, Clone, Serialize)]
+pub struct KpiRow {
+    /// The metric's title.
+    pub title: &'static str,
+    /// Over the whole range.
+    pub range: Cell,
+    /// In the latest week.
+    pub latest: Cell,
+}
+
+/// One line of the per-service table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceRow {
+    /// Service name from the data (escaped by the template).
+    pub name: String,
+    /// One cell per metric, in [`MetricId::ALL`] order.
+    pub cells: Vec<Cell>,
+}
+
+/// One glossary entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlossaryEntry {
+    /// The metric's title.
+    pub title: &'static str,
+    /// Its stable id, as it appears in exported tables.
+    pub id: &'static str,
+    /// Its definition.
+    pub definition: &'static str,
+}
+
+/// The page and both charts' data, built from one pass over the rows.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Tables and text.
+    pub page: Page,
+    /// Chart 1.
+    pub deployments: DeploymentsVsDowntime,
+    /// Chart 2.
+    pub change_failure: ChangeFailureRate,
+}
+
+/// Builds the view of `rows`. Rows with an unknown metric, grain or scope type are ignored:
+/// the pipeline owns which rows exist, the report only shows the ones it knows how to show.
+pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]) -> View {
+    let org_week = index(rows, "week", "org");
+    let org_range = index(rows, "range", "org");
+    let service_range = index(rows, "range", "service");
+
+    // Every week any org metric reports, so both charts share one x axis and a week with some
+    // metrics but not others shows as a gap rather than disappearing.
+    let weeks: Vec<DateTime<Utc>> = org_week
+        .keys()
+        .map(|k| k.period_start)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let latest = weeks.last().copied();
+
+    let kpis = MetricId::ALL
+        .iter()
+        .map(|&m| KpiRow {
+            title: m.title(),
+            range: cell(first_of(&org_range, m.as_str(), "all")),
+            latest: cell(
+                latest.and_then(|start| org_week.get(&Key::new(m.as_str(), "all", start)).copied()),
+            ),
+        })
+        .collect();
+
+    let service_names: BTreeSet<&str> = service_range.keys().map(|k| k.scope).collect();
+    let services: Vec<ServiceRow> = service_names
+        .into_iter()
+        .map(|name| ServiceRow {
+            name: name.to_owned(),
+            cells: MetricId::ALL
+                .iter()
+                .map(|m| cell(first_of(&service_range, m.as_str(), name)))
+                .collect(),
+        })
+        .collect();
+    let services_have_insufficient = services
+        .iter()
+        .any(|s| s.cells.iter().any(|c| c.insufficient));
+
+    let weekly = |m: MetricId| -> Vec<Option<&MetricRow>> {
+        weeks
+            .iter()
+            .map(|&start| org_week.get(&Key::new(m.as_str(), "all", start)).copied())
+            .collect()
+    };
+    let week_dates: Vec<NaiveDate> = weeks.iter().map(|&w| calendar_date(w)).collect();
+    let deployments = DeploymentsVsDowntime {
+        weeks: week_dates.clone(),
+        deployments: weekly(MetricId::DeploymentCount)
+            .into_iter()
+            .map(|r| r.and_then(|r| r.value))
+            .collect(),
+        downtime_minutes: weekly(MetricId::DowntimeMinutes)
+            .into_iter()
+            .map(|r| r.and_then(|r| r.value))
+            .collect(),
+    };
+    let change_failure = ChangeFailureRate {
+        weeks: week_dates,
+        points: weekly(MetricId::ChangeFailureRate)
+            .into_iter()
+            .map(|r| {
+                r.map(|r| RateWeek {
+                    ratio: r.value,
+                    n: r.n,
+                })
+            })
+            .collect(),
+    };
+
+    let page = Page {
+        organisation: organisation.to_owned(),
+        range: range_text(rows),
+        generated_at: generated_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        has_data: !rows.is_empty(),
+        min_sample: MIN_SAMPLE,
+        latest_week: latest.map(date_text),
+        kpis,
+        metric_titles: MetricId::ALL.iter().map(|m| m.title()).collect(),
+        services,
+        services_have_insufficient,
+        glossary: MetricId::ALL
+            .iter()
+            .map(|&m| GlossaryEntry {
+                title: m.title(),
+                id: m.as_str(),
+                definition: m.definition(),
+            })
+            .collect(),
+    };
+    View {
+        page,
+        deployments,
+        change_failure,
+    }
+}
+
+/// Formats a value in its unit: hours with one decimal, ratios as percent, per-day rates with two
+/// decimals, minutes and counts as whole numbers. Unknown units keep two decimals and the unit's
+/// name, so a new unit shows up readable instead of wrong.
+pub fn format_value(value: Option<f64>, unit: &str) -> String {
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return MISSING.to_owned();
+    };
+    match unit {
+        "hours" => format!("{} h", fixed(v, 1)),
+        "ratio" => format!("{}%", fixed(v * 100.0, 1)),
+        "per_day" => format!("{}/day", fixed(v, 2)),
+        "minutes" => format!("{} min", fixed(v, 0)),
+        "count" => fixed(v, 0),
+        other => format!("{} {other}", fixed(v, 2)),
+    }
+}
+
+/// `v` with `decimals` digits, never printing `-0` for a tiny negative that rounds to zero.
+fn fixed(v: f64, decimals: usize) -> String {
+    let scale = 10f64.powi(decimals as i32);
+    // Adding 0.0 turns -0.0 into 0.0.
+    let rounded = (v * scale).round() / scale + 0.0;
+    format!("{rounded:.decimals$}")
+}
+
+fn cell(row: Option<&MetricRow>) -> Cell {
+    match row {
+        Some(r) => Cell {
+            text: format_value(r.value, &r.unit),
+            n: Some(r.n),
+            insufficient: r.insufficient(),
+        },
+        None => Cell {
+            text: MISSING.to_owned(),
+            n: None,
+            insufficient: false,
+        },
+    }
+}
+
+/// The calendar date a period boundary falls on. Periods start at midnight in the report's time
+/// zone, which is a UTC instant up to 12 h either side of UTC midnight; rounding to the nearest UTC
+/// day recovers the local date without knowing the zone (a Berlin Monday starts Sunday 23:00 UTC).
+fn calendar_date(t: DateTime<Utc>) -> NaiveDate {
+    (t + Duration::hours(12)).date_naive()
+}
+
+fn date_text(t: DateTime<Utc>) -> String {
+    calendar_date(t).format("%Y-%m-%d").to_string()
+}
+
+/// First week start to last period end; falls back to all rows when there are no weekly rows.
+fn range_text(rows: &[MetricRow]) -> Option<String> {
+    let weekly_start = rows
+        .iter()
+        .filter(|r| r.grain == "week")
+        .map(|r| r.period_start)
+        .min();
+    let start = weekly_start.or_else(|| rows.iter().map(|r| r.period_start).min())?;
+    let end = rows.iter().map(|r| r.period_end).max()?;
+    Some(format!("{} \u{2013} {}", date_text(start), date_text(end)))
+}
+
+/// Lookup key for a row; borrowed from the rows, ordered so iteration is deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a> {
+    metric: &'a str,
+    scope: &'a str,
+    period_start: DateTime<Utc>,
+}
+
+impl<'a> Key<'a> {
+    fn new(metric: &'a str, scope: &'a str, period_start: DateTime<Utc>) -> Self {
+        Self {
+            metric,
+            scope,
+            period_start,
+        }
+    }
+}
+
+/// Rows of one grain and scope type, by metric, scope and period start. The first row wins on a
+/// duplicate key, so the result depends only on the input order.
+fn index<'a>(
+    rows: &'a [MetricRow],
+    grain: &str,
+    scope_type: &str,
+) -> BTreeMap<Key<'a>, &'a MetricRow> {
+    let mut map = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.grain == grain && r.scope_type == scope_type)
+        .filter(|r| MetricId::parse(&r.metric).is_some())
+    {
+        map.entry(Key::new(&r.metric, &r.scope, r.period_start))
+            .or_insert(r);
+    }
+    map
+}
+
+/// The earliest-starting row of `metric` for `scope` (a range-grain table has one per scope).
+fn first_of<'a>(
+    map: &BTreeMap<Key<'a>, &'a MetricRow>,
+    metric: &str,
+    scope: &str,
+) -> Option<&'a MetricRow> {
+    map.iter()
+        .find(|(k, _)| k.metric == metric && k.scope == scope)
+        .map(|(_, r)| *r)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn values_are_formatted_in_their_unit() {
+        assert_eq!(format_value(Some(3.456), "hours"), "3.5 h");
+        assert_eq!(format_value(Some(0.5), "ratio"), "50.0%");
+        assert_eq!(format_value(Some(0.714_285), "per_day"), "0.71/day");
+        assert_eq!(format_value(Some(89.6), "minutes"), "90 min");
+        assert_eq!(format_value(Some(12.0), "count"), "12");
+        assert_eq!(format_value(Some(-0.01), "count"), "0");
+        assert_eq!(format_value(Some(2.0), "furlongs"), "2.00 furlongs");
+        assert_eq!(format_value(None, "hours"), MISSING);
+        assert_eq!(format_value(Some(f64::NAN), "hours"), MISSING);
+    }
+
+    #[test]
+    fn week_starts_in_other_zones_keep_their_local_date() {
+        // Monday 2024-01-08 00:00 in Europe/Berlin and in America/New_York.
+        let berlin = Utc.with_ymd_and_hms(2024, 1, 7, 23, 0, 0).unwrap();
+        let new_york = Utc.with_ymd_and_hms(2024, 1, 8, 5, 0, 0).unwrap();
+        assert_eq!(date_text(berlin), "2024-01-08");
+        assert_eq!(date_text(new_york), "2024-01-08");
+    }
+
+    #[test]
+    fn unknown_metrics_are_ignored() {
+        let t = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let row = MetricRow {
+            metric: "not_a_metric".into(),
+            grain: "range".into(),
+            scope_type: "service".into(),
+            scope: "api".into(),
+            period_start: t,
+            period_end: t + Duration::weeks(1),
+            value: Some(1.0),
+            unit: "count".into(),
+            n: 9,
+        };
+        let view = build("Acme", t, &[row]);
+        assert!(view.page.services.is_empty());
+        assert!(view.page.has_data);
+    }
+}
