@@ -139,21 +139,38 @@ impl MetricId {
 }
 
 impl MetricRow {
-    /// The value formatted with its unit for people: `3.5 h`, `50.0%`, `1.25/day`, `120 min`, `12`;
-    /// `–` when there is no value.
+    /// The value formatted with its unit for people (see [`format_value`]).
     pub fn display_value(&self) -> String {
-        let Some(v) = self.value else {
-            return "–".into();
-        };
-        match self.unit.as_str() {
-            "hours" => format!("{v:.1} h"),
-            "ratio" => format!("{:.1}%", v * 100.0),
-            "per_day" => format!("{v:.2}/day"),
-            "minutes" => format!("{v:.0} min"),
-            "count" => format!("{v:.0}"),
-            other => format!("{v:.2} {other}"),
-        }
+        format_value(self.value, &self.unit)
     }
+}
+
+/// Shown where a metric has no value.
+pub const MISSING: &str = "—";
+
+/// Formats a value in its unit: hours with one decimal, ratios as percent, per-day rates with two
+/// decimals, minutes and counts as whole numbers. Unknown units keep two decimals and the unit's
+/// name, so a new unit shows up readable instead of wrong.
+pub fn format_value(value: Option<f64>, unit: &str) -> String {
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return MISSING.to_owned();
+    };
+    match unit {
+        "hours" => format!("{} h", fixed(v, 1)),
+        "ratio" => format!("{}%", fixed(v * 100.0, 1)),
+        "per_day" => format!("{}/day", fixed(v, 2)),
+        "minutes" => format!("{} min", fixed(v, 0)),
+        "count" => fixed(v, 0),
+        other => format!("{} {other}", fixed(v, 2)),
+    }
+}
+
+/// `v` with `decimals` digits, never printing `-0` for a tiny negative that rounds to zero.
+fn fixed(v: f64, decimals: usize) -> String {
+    let scale = 10f64.powi(decimals as i32);
+    // Adding 0.0 turns -0.0 into 0.0.
+    let rounded = (v * scale).round() / scale + 0.0;
+    format!("{rounded:.decimals$}")
 }
 
 #[cfg(test)]
@@ -182,7 +199,10 @@ mod tests {
         assert_eq!(row("per_day", Some(1.0 / 7.0 * 9.0), 9).display_value(), "1.29/day");
         assert_eq!(row("minutes", Some(119.6), 9).display_value(), "120 min");
         assert_eq!(row("count", Some(12.0), 12).display_value(), "12");
-        assert_eq!(row("hours", None, 0).display_value(), "–");
+        assert_eq!(row("count", Some(-0.01), 12).display_value(), "0", "no negative zero");
+        assert_eq!(row("furlongs", Some(2.0), 1).display_value(), "2.00 furlongs");
+        assert_eq!(row("hours", None, 0).display_value(), MISSING);
+        assert_eq!(row("hours", Some(f64::NAN), 0).display_value(), MISSING);
     }
 
     #[test]

@@ -1,1 +1,9 @@
+//! Integration tests: one binary, modules grouped by theme.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod docs;
+mod e2e;
+mod errors;
+mod sync;

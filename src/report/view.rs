@@ -11,10 +11,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::charts::{ChangeFailureRate, DeploymentsVsDowntime, RateWeek};
-use crate::metric::{MIN_SAMPLE, MetricId, MetricRow};
-
-/// Shown where a value is missing: no row, or a row whose value is `None`.
-const MISSING: &str = "\u{2014}";
+use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value};
 
 /// Everything the template needs, already formatted.
 #[derive(Debug, Clone, Serialize)]
@@ -197,31 +194,6 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
     }
 }
 
-/// Formats a value in its unit: hours with one decimal, ratios as percent, per-day rates with two
-/// decimals, minutes and counts as whole numbers. Unknown units keep two decimals and the unit's
-/// name, so a new unit shows up readable instead of wrong.
-pub fn format_value(value: Option<f64>, unit: &str) -> String {
-    let Some(v) = value.filter(|v| v.is_finite()) else {
-        return MISSING.to_owned();
-    };
-    match unit {
-        "hours" => format!("{} h", fixed(v, 1)),
-        "ratio" => format!("{}%", fixed(v * 100.0, 1)),
-        "per_day" => format!("{}/day", fixed(v, 2)),
-        "minutes" => format!("{} min", fixed(v, 0)),
-        "count" => fixed(v, 0),
-        other => format!("{} {other}", fixed(v, 2)),
-    }
-}
-
-/// `v` with `decimals` digits, never printing `-0` for a tiny negative that rounds to zero.
-fn fixed(v: f64, decimals: usize) -> String {
-    let scale = 10f64.powi(decimals as i32);
-    // Adding 0.0 turns -0.0 into 0.0.
-    let rounded = (v * scale).round() / scale + 0.0;
-    format!("{rounded:.decimals$}")
-}
-
 fn cell(row: Option<&MetricRow>) -> Cell {
     match row {
         Some(r) => Cell {
@@ -313,19 +285,6 @@ fn first_of<'a>(
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn values_are_formatted_in_their_unit() {
-        assert_eq!(format_value(Some(3.456), "hours"), "3.5 h");
-        assert_eq!(format_value(Some(0.5), "ratio"), "50.0%");
-        assert_eq!(format_value(Some(0.714_285), "per_day"), "0.71/day");
-        assert_eq!(format_value(Some(89.6), "minutes"), "90 min");
-        assert_eq!(format_value(Some(12.0), "count"), "12");
-        assert_eq!(format_value(Some(-0.01), "count"), "0");
-        assert_eq!(format_value(Some(2.0), "furlongs"), "2.00 furlongs");
-        assert_eq!(format_value(None, "hours"), MISSING);
-        assert_eq!(format_value(Some(f64::NAN), "hours"), MISSING);
-    }
 
     #[test]
     fn week_starts_in_other_zones_keep_their_local_date() {

@@ -179,6 +179,39 @@ impl Store {
     }
 }
 
+/// The canonical tables' columns as Markdown, exactly as the README documents them (a test keeps
+/// the two equal).
+pub fn schema_markdown() -> String {
+    use tandem_connectors::model::{Column, ColumnKind};
+    fn table<T: Table>(out: &mut String) {
+        out.push_str(&format!("**`{}`**\n\n| column | type | meaning |\n|---|---|---|\n", T::NAME));
+        for Column {
+            name,
+            kind,
+            nullable,
+            doc,
+        } in T::COLUMNS
+        {
+            let kind = match kind {
+                ColumnKind::Text => "string",
+                ColumnKind::Integer => "int64",
+                ColumnKind::Bool => "bool",
+                ColumnKind::Timestamp => "timestamp (ms, UTC)",
+                ColumnKind::TextList => "list of string",
+            };
+            let null = if *nullable { ", nullable" } else { "" };
+            out.push_str(&format!("| `{name}` | {kind}{null} | {doc} |\n"));
+        }
+        out.push('\n');
+    }
+    let mut out = String::new();
+    table::<Deployment>(&mut out);
+    table::<Change>(&mut out);
+    table::<Incident>(&mut out);
+    table::<Quarantined>(&mut out);
+    out.trim_end().to_owned()
+}
+
 fn bookmark_key(source: &str, stream: &str) -> String {
     format!("{source}/{stream}")
 }

@@ -1,0 +1,95 @@
+//! Shared set-up: a simulated organisation served by the fake APIs, a config pointing at them, and
+//! the tokens the connectors read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use tandem::config::Config;
+use tandem::sync::SyncOptions;
+use tandem_connectors::{RetryPolicy, SecretEnv};
+use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation};
+
+pub const GITHUB_TOKEN: &str = "test-github-token";
+pub const PAGERDUTY_TOKEN: &str = "test-pagerduty-token";
+
+/// A Monday, so the simulated weeks are ISO weeks.
+pub fn spec(weeks: u32) -> OrgSpec {
+    OrgSpec {
+        seed: 7,
+        start: NaiveDate::from_ymd_opt(2026, 8, 3).unwrap(),
+        weeks,
+    }
+}
+
+pub struct World {
+    pub org: Arc<Organisation>,
+    pub servers: FakeServers,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl World {
+    pub async fn start(weeks: u32) -> World {
+        let org = Arc::new(Organisation::generate(spec(weeks)).unwrap());
+        let servers = tandem_fixtures::start(org.clone(), fake_options()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_config(dir.path(), &org, &servers);
+        World {
+            org,
+            servers,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap()
+    }
+
+    /// A config for the same servers whose lake lives in `sub` of the temp dir.
+    pub fn config_in(&self, sub: &str) -> Config {
+        let dir = self.dir.path().join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = write_config(&dir, &self.org, &self.servers);
+        Config::load(&path).unwrap()
+    }
+}
+
+pub fn fake_options() -> FakeOptions {
+    FakeOptions {
+        github_token: GITHUB_TOKEN.into(),
+        pagerduty_token: PAGERDUTY_TOKEN.into(),
+    }
+}
+
+pub fn write_config(dir: &Path, org: &Organisation, servers: &FakeServers) -> PathBuf {
+    let text = tandem::commands::demo::demo_config(org, &servers.github.base_url(), &servers.pagerduty.base_url())
+        .replace("TANDEM_DEMO_GITHUB_TOKEN", "TEST_GITHUB_TOKEN")
+        .replace("TANDEM_DEMO_PAGERDUTY_TOKEN", "TEST_PAGERDUTY_TOKEN");
+    let path = dir.join("tandem.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The tokens under the names the test config uses.
+pub fn env() -> SecretEnv {
+    SecretEnv::process()
+        .with_override("TEST_GITHUB_TOKEN", GITHUB_TOKEN)
+        .with_override("TEST_PAGERDUTY_TOKEN", PAGERDUTY_TOKEN)
+}
+
+/// Retries fast, so failure tests take milliseconds.
+pub fn fast_sync() -> SyncOptions {
+    SyncOptions {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            max_rate_limit_wait: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        },
+        ..SyncOptions::default()
+    }
+}

@@ -1,0 +1,185 @@
+//! The whole job against the fake APIs: the weekly metrics must equal what the simulated
+//! organisation's ground truth says, computed here independently from the generator's records.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use tandem::cli::RangeArgs;
+use tandem::metric::MetricRow;
+use tandem_fixtures::{Organisation, SimIncident};
+
+use crate::common::{World, env};
+
+const WEEKS: u32 = 8;
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn hours(d: Duration) -> f64 {
+    d.num_seconds() as f64 / 3600.0
+}
+
+/// sev1–sev2 by the PagerDuty mapping: P1/P2, or high urgency without a priority.
+fn is_outage(i: &SimIncident) -> bool {
+    match i.priority.as_deref() {
+        Some("P1" | "P2") => true,
+        Some(_) => false,
+        None => i.urgency == "high",
+    }
+}
+
+/// Minutes covered by the union of intervals, clipped to [start, end).
+fn union_minutes(mut intervals: Vec<(DateTime<Utc>, DateTime<Utc>)>, start: DateTime<Utc>, end: DateTime<Utc>) -> f64 {
+    intervals.sort();
+    let mut total = Duration::zero();
+    let mut current: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for (s, e) in intervals {
+        let (s, e) = (s.max(start), e.min(end));
+        if s >= e {
+            continue;
+        }
+        current = match current {
+            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    if let Some((cs, ce)) = current {
+        total += ce - cs;
+    }
+    total.num_seconds() as f64 / 60.0
+}
+
+/// Expected weekly values for one service, from ground truth only.
+fn expected(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> BTreeMap<&'static str, (Option<f64>, i64)> {
+    let week_end = week_start + Duration::weeks(1);
+    let in_week = |t: DateTime<Utc>| t >= week_start && t < week_end;
+    let prod: Vec<_> = org
+        .deployments
+        .iter()
+        .filter(|d| d.service == service && Organisation::is_successful_production(d))
+        .filter(|d| Organisation::finished_at(d).is_some_and(in_week))
+        .collect();
+    let failed = prod.iter().filter(|d| d.caused_incident.is_some()).count();
+    let repo = &org.service(service).unwrap().repo;
+    let leads: Vec<f64> = org
+        .pulls
+        .iter()
+        .filter(|p| &p.repo == repo)
+        .filter_map(|p| {
+            let d = org.deployment(p.deployed_in?)?;
+            let finished = Organisation::finished_at(d)?;
+            if !in_week(finished) {
+                return None;
+            }
+            let first = p.commits.iter().map(|c| c.authored_at).min().unwrap_or(p.created_at);
+            Some(hours(finished - first))
+        })
+        .collect();
+    let restores: Vec<f64> = org
+        .incidents
+        .iter()
+        .filter(|i| i.service == service)
+        .filter_map(|i| i.resolved_at.filter(|r| in_week(*r)).map(|r| hours(r - i.created_at)))
+        .collect();
+    let outages: Vec<_> = org
+        .incidents
+        .iter()
+        .filter(|i| i.service == service && is_outage(i))
+        .map(|i| (i.created_at, i.resolved_at.unwrap_or(week_end)))
+        .filter(|(s, e)| *s < week_end && *e > week_start)
+        .collect();
+    let n_prod = prod.len() as i64;
+    let mut m = BTreeMap::new();
+    m.insert("deployment_count", (Some(prod.len() as f64), n_prod));
+    m.insert("deployment_frequency", (Some(prod.len() as f64 / 7.0), n_prod));
+    m.insert(
+        "change_failure_rate",
+        ((n_prod > 0).then(|| failed as f64 / prod.len() as f64), n_prod),
+    );
+    m.insert("lead_time_median", (median(leads.clone()), leads.len() as i64));
+    m.insert("time_to_restore_median", (median(restores.clone()), restores.len() as i64));
+    m.insert(
+        "time_to_restore_mean",
+        (
+            (!restores.is_empty()).then(|| restores.iter().sum::<f64>() / restores.len() as f64),
+            restores.len() as i64,
+        ),
+    );
+    let n_out = outages.len() as i64;
+    m.insert("downtime_minutes", (Some(union_minutes(outages, week_start, week_end)), n_out));
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weekly_metrics_match_the_ground_truth() {
+    let world = World::start(WEEKS).await;
+    let config = world.config();
+    let until = world.org.spec.start + Duration::weeks(i64::from(WEEKS));
+    let range = RangeArgs {
+        weeks: Some(WEEKS),
+        until: Some(until),
+    };
+    let outcome = tandem::commands::run::job(&config, &env(), &range, None).await.unwrap();
+    assert_eq!(outcome, tandem::commands::Outcome::Success);
+
+    // The report and its charts exist.
+    let report_dir = config.resolve(&config.report.out);
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "the report has inline charts");
+    assert!(report_dir.join("deployments_vs_downtime.png").exists());
+    assert!(report_dir.join("change_failure_rate.png").exists());
+
+    let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+    let (parquet, csv) = store.metrics_paths();
+    assert!(csv.exists());
+    let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
+
+    let start = world.org.spec.start_at();
+    let mut checked = 0;
+    let mut nonzero_failures = 0;
+    for service in world.org.services.iter().map(|s| s.name.as_str()) {
+        for w in 0..i64::from(WEEKS) {
+            let week_start = start + Duration::weeks(w);
+            for (metric, (value, n)) in expected(&world.org, service, week_start) {
+                let row = rows
+                    .iter()
+                    .find(|r| {
+                        r.metric == metric
+                            && r.grain == "week"
+                            && r.scope_type == "service"
+                            && r.scope == service
+                            && r.period_start == week_start
+                    })
+                    .unwrap_or_else(|| panic!("no row for {metric} {service} {week_start}"));
+                assert_eq!(row.n, n, "{metric} n for {service}, week of {week_start}");
+                match (row.value, value) {
+                    (Some(a), Some(b)) => assert!(
+                        (a - b).abs() < 1e-6,
+                        "{metric} for {service}, week of {week_start}: pipeline {a}, ground truth {b}"
+                    ),
+                    (a, b) => assert_eq!(a, b, "{metric} for {service}, week of {week_start}"),
+                }
+                if metric == "change_failure_rate" && value.is_some_and(|v| v > 0.0) {
+                    nonzero_failures += 1;
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4 * WEEKS as usize * 7);
+    assert!(nonzero_failures > 0, "the simulation must contain failed changes for the test to mean anything");
+}

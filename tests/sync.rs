@@ -1,0 +1,172 @@
+//! Sync against the fake APIs: idempotent re-runs, resuming after a kill, retries, bad credentials.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tandem::store::Store;
+use tandem::sync::{SyncOptions, sync};
+use tandem_connectors::SecretEnv;
+use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
+
+use crate::common::{PAGERDUTY_TOKEN, World, env, fast_sync};
+
+/// Every row of every table, for equality checks.
+fn snapshot(store: &Store) -> (Vec<Deployment>, Vec<Change>, Vec<Incident>, usize) {
+    (
+        store.read().unwrap(),
+        store.read().unwrap(),
+        store.read().unwrap(),
+        store.read::<Quarantined>().unwrap().len(),
+    )
+}
+
+fn store_of(config: &tandem::config::Config) -> Store {
+    Store::open(&config.resolve(&config.store.path)).unwrap()
+}
+
+fn requests(world: &World) -> usize {
+    world.servers.github.control.request_count() + world.servers.pagerduty.control.request_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncing_twice_leaves_the_same_rows() {
+    let world = World::start(6).await;
+    let config = world.config();
+    let store = store_of(&config);
+    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    let first = snapshot(&store);
+    let first_requests = requests(&world);
+    assert!(!first.0.is_empty() && !first.1.is_empty() && !first.2.is_empty());
+    assert_eq!(first.3, 0, "nothing quarantined from well-formed data");
+    let expected_prod = world
+        .org
+        .deployments
+        .iter()
+        .filter(|d| d.environment == "production")
+        .count();
+    assert_eq!(first.0.len(), expected_prod, "every production deployment once");
+    let expected_incidents = world.org.incidents.len();
+    assert_eq!(first.2.len(), expected_incidents, "every incident once");
+
+    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(snapshot(&store), first, "a second sync changes nothing");
+    let second_requests = requests(&world) - first_requests;
+    assert!(
+        second_requests * 3 < first_requests,
+        "an incremental sync must not refetch everything: {second_requests} vs {first_requests} requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sync_resumes_to_the_same_store_as_a_clean_one() {
+    let world = World::start(26).await;
+
+    // The reference: one uninterrupted sync into its own lake.
+    let clean_config = world.config_in("clean");
+    let clean_store = store_of(&clean_config);
+    let before = requests(&world);
+    assert!(sync(&clean_config, &clean_store, &env(), &fast_sync()).await.unwrap().all_ok());
+    let clean_requests = requests(&world) - before;
+    let clean = snapshot(&clean_store);
+    let github_total = world.servers.github.control.request_count();
+    assert!(
+        world.servers.github.control.requests().iter().any(|r| r.contains("page=2")),
+        "the organisation must span several pages for this test to mean anything"
+    );
+
+    // The same sync as a real process, killed when the fake GitHub stops answering half-way.
+    let config = world.config();
+    let stall_at = github_total + github_total / 2;
+    world.servers.github.control.stall_after(stall_at);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["--quiet", "--config"])
+        .arg(&world.config_path)
+        .arg("sync")
+        .env("TEST_GITHUB_TOKEN", crate::common::GITHUB_TOKEN)
+        .env("TEST_PAGERDUTY_TOKEN", PAGERDUTY_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while world.servers.github.control.request_count() <= stall_at {
+        assert!(Instant::now() < deadline, "the sync never reached the stall point");
+        assert!(child.try_wait().unwrap().is_none(), "the sync ended before it could be killed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let it commit what it has, then kill it hard.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = store_of(&config);
+    let partial = snapshot(&store);
+    assert!(
+        partial.0.len() + partial.1.len() < clean.0.len() + clean.1.len(),
+        "the kill must interrupt the sync"
+    );
+    assert!(store.bookmark("github", "deployments").unwrap().is_some(), "checkpoints were saved");
+
+    world.servers.github.control.stall_after(usize::MAX);
+    let before = requests(&world);
+    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(snapshot(&store), clean, "kill + re-run gives the store of one clean run");
+    let resumed_requests = requests(&world) - before;
+    assert!(
+        resumed_requests < clean_requests,
+        "the re-run resumes from its checkpoints: {resumed_requests} vs {clean_requests} requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_answering_500_twice_then_200_is_retried() {
+    let world = World::start(2).await;
+    let config = world.config();
+    let store = store_of(&config);
+    world.servers.github.control.fail_next("/deployments", 500, 2);
+    let options = SyncOptions {
+        source: Some("github".into()),
+        stream: Some("deployments".into()),
+        ..fast_sync()
+    };
+    let report = sync(&config, &store, &env(), &options).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    let log = world.servers.github.control.requests();
+    let first_list = log.iter().find(|r| r.contains("/deployments?")).unwrap().clone();
+    assert_eq!(
+        log.iter().filter(|r| **r == first_list).count(),
+        3,
+        "two failures and one success of the same request: {log:?}"
+    );
+    let prod = world
+        .org
+        .deployments
+        .iter()
+        .filter(|d| d.environment == "production")
+        .count();
+    assert_eq!(store.read::<Deployment>().unwrap().len(), prod);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_stop_that_source_and_the_others_continue() {
+    let world = World::start(2).await;
+    let config = world.config();
+    let store = store_of(&config);
+    let env = SecretEnv::process()
+        .with_override("TEST_GITHUB_TOKEN", "expired-token")
+        .with_override("TEST_PAGERDUTY_TOKEN", PAGERDUTY_TOKEN);
+    let report = sync(&config, &store, &env, &fast_sync()).await.unwrap();
+    let failures: Vec<_> = report.failures().collect();
+    assert_eq!(failures.len(), 1, "one GitHub stream fails, then the source stops: {report:?}");
+    let message = failures[0].error.clone().unwrap();
+    assert!(message.contains("`github`") && message.contains("401"), "{message}");
+    assert!(message.contains("TEST_GITHUB_TOKEN"), "the message says what to check: {message}");
+    assert!(!message.contains("expired-token"), "never print the secret: {message}");
+    assert_eq!(store.read::<Incident>().unwrap().len(), world.org.incidents.len());
+    assert_eq!(
+        tandem::commands::sync::outcome(&report).unwrap(),
+        tandem::commands::Outcome::Partial
+    );
+}
