@@ -589,6 +589,99 @@ mod tests {
         assert!(!tmp_path(&path).exists());
     }
 
+    /// A record whose declared columns disagree with its serde fields, as a mistake in a new
+    /// table would: `count` is declared an integer but is text, `note` is declared non-nullable
+    /// but optional, `extra` is not declared at all.
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Mistaken {
+        id: String,
+        count: String,
+        note: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        extra: Option<String>,
+    }
+
+    impl Table for Mistaken {
+        const NAME: &'static str = "mistaken";
+        const COLUMNS: &'static [Declared] = &[
+            Declared {
+                name: "id",
+                kind: ColumnKind::Text,
+                nullable: false,
+                doc: "",
+            },
+            Declared {
+                name: "note",
+                kind: ColumnKind::Text,
+                nullable: false,
+                doc: "",
+            },
+            Declared {
+                name: "count",
+                kind: ColumnKind::Integer,
+                nullable: false,
+                doc: "",
+            },
+        ];
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            DateTime::UNIX_EPOCH
+        }
+    }
+
+    fn mistaken(count: &str, note: Option<&str>, extra: Option<&str>) -> Mistaken {
+        Mistaken {
+            id: "m1".into(),
+            count: count.into(),
+            note: note.map(str::to_owned),
+            extra: extra.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn writing_a_value_of_the_wrong_type_names_table_column_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mistaken.parquet");
+        let err = write_table(&[mistaken("seven", Some("n"), None)], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "table `mistaken`, column `count`, row id = m1: expected a 64-bit integer, found \"seven\""
+            ),
+            "{err}"
+        );
+        assert!(!path.exists() && !tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn writing_a_null_into_a_non_nullable_column_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mistaken.parquet");
+        let err = write_table(&[mistaken("7", None, None)], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "table `mistaken`, column `note`, row id = m1: null in a column declared non-nullable"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn writing_a_field_the_table_does_not_declare_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mistaken.parquet");
+        let err = write_table(&[mistaken("7", Some("n"), Some("x"))], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `extra`"), "{err}");
+        assert!(err.contains("does not declare it"), "{err}");
+    }
+
     #[test]
     fn a_wrong_type_in_the_file_names_file_table_and_column() {
         let dir = tempfile::tempdir().unwrap();

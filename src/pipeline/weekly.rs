@@ -64,15 +64,15 @@ pub(crate) fn weekly_metrics(
     let leads = aggregate(
         lead_times(changes, production),
         &grid,
-        &[("median", col("hours").median())],
+        &[("median", col("span").median())],
     )
     .map_err(polars)?;
     let restores = aggregate(
         restore_times(incidents.clone()),
         &grid,
         &[
-            ("median", col("hours").median()),
-            ("mean", col("hours").mean()),
+            ("median", col("span").median()),
+            ("mean", col("span").mean()),
         ],
     )
     .map_err(polars)?;
@@ -95,19 +95,21 @@ pub(crate) fn weekly_metrics(
                         (Some(n as f64 / grid.days(period)), n)
                     }
                     MetricId::LeadTimeMedian => {
-                        (leads.value(scope, period, 0), leads.n(scope, period))
+                        (hours(leads.value(scope, period, 0)), leads.n(scope, period))
                     }
                     MetricId::ChangeFailureRate => {
                         let n = deploys.n(scope, period);
                         let failed = deploys.value(scope, period, 0).unwrap_or(0.0);
                         ((n > 0).then(|| failed / n as f64), n)
                     }
-                    MetricId::TimeToRestoreMedian => {
-                        (restores.value(scope, period, 0), restores.n(scope, period))
-                    }
-                    MetricId::TimeToRestoreMean => {
-                        (restores.value(scope, period, 1), restores.n(scope, period))
-                    }
+                    MetricId::TimeToRestoreMedian => (
+                        hours(restores.value(scope, period, 0)),
+                        restores.n(scope, period),
+                    ),
+                    MetricId::TimeToRestoreMean => (
+                        hours(restores.value(scope, period, 1)),
+                        restores.n(scope, period),
+                    ),
                     MetricId::DowntimeMinutes => {
                         let (from, to) = grid.millis(period);
                         let (minutes, n) = downtime(&outages, scope, from, to);
@@ -130,6 +132,13 @@ pub(crate) fn weekly_metrics(
         }
     }
     Ok(rows)
+}
+
+/// Milliseconds as hours. Spans stay integer milliseconds inside polars and are converted once
+/// here: polars' float kernel divides by a scalar by multiplying with its reciprocal, which made
+/// 8 h come out as 7.999999999999999.
+fn hours(millis: Option<f64>) -> Option<f64> {
+    millis.map(|ms| ms / HOUR_MS)
 }
 
 /// Checks the options and returns the week boundaries: `weeks + 1` Mondays.
@@ -277,9 +286,9 @@ fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i
         ])
 }
 
-/// Lead times of merged changes, time method: `service, at, hours`, where `at` is when the first
+/// Lead times of merged changes, time method: `service, at, span`, where `at` is when the first
 /// production deployment of the change's repo at or after the merge finished, `service` is that
-/// deployment's, and `hours` runs from the first commit (else the opening). Negative spans are
+/// deployment's, and `span` (ms) runs from the first commit (else the opening). Negative spans are
 /// dropped.
 fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
     let merged = changes.filter(col("merged_at").is_not_null()).select([
@@ -313,12 +322,12 @@ fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
         .select([
             col("service"),
             col("at"),
-            ((col("at") - col("began_at")).cast(DataType::Float64) / lit(HOUR_MS)).alias("hours"),
+            (col("at") - col("began_at")).alias("span"),
         ])
-        .filter(col("hours").gt_eq(lit(0.0)))
+        .filter(col("span").gt_eq(lit(0i64)))
 }
 
-/// Restore times of resolved incidents: `service, at (resolved_at), hours`. A resolution before
+/// Restore times of resolved incidents: `service, at (resolved_at), span` (ms). A resolution before
 /// the start is bad data and dropped, like a negative lead time.
 fn restore_times(incidents: LazyFrame) -> LazyFrame {
     incidents
@@ -326,10 +335,9 @@ fn restore_times(incidents: LazyFrame) -> LazyFrame {
         .select([
             col("service"),
             col("resolved_at").alias("at"),
-            ((col("resolved_at") - col("started_at")).cast(DataType::Float64) / lit(HOUR_MS))
-                .alias("hours"),
+            (col("resolved_at") - col("started_at")).alias("span"),
         ])
-        .filter(col("hours").gt_eq(lit(0.0)))
+        .filter(col("span").gt_eq(lit(0i64)))
 }
 
 /// One outage incident's impact interval.
@@ -477,13 +485,19 @@ impl Grid {
     }
 }
 
-/// Group sizes and aggregated values per (scope type, scope, week) cell; absent cells had no
-/// events.
+/// A group: its size and its aggregated values, in the order the aggregations were given.
 #[derive(Debug)]
-struct Cells(HashMap<(String, String, i64), (i64, Vec<Option<f64>>)>);
+struct Cell {
+    n: i64,
+    values: Vec<Option<f64>>,
+}
+
+/// The groups of one event kind by (scope type, scope, week); absent cells had no events.
+#[derive(Debug)]
+struct Cells(HashMap<(String, String, i64), Cell>);
 
 impl Cells {
-    fn get(&self, scope: Scope<'_>, period: Period) -> Option<&(i64, Vec<Option<f64>>)> {
+    fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
         self.0.get(&(
             scope.scope_type().to_owned(),
             scope.name().to_owned(),
@@ -492,12 +506,12 @@ impl Cells {
     }
 
     fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
-        self.get(scope, period).map_or(0, |(n, _)| *n)
+        self.get(scope, period).map_or(0, |cell| cell.n)
     }
 
     fn value(&self, scope: Scope<'_>, period: Period, index: usize) -> Option<f64> {
         self.get(scope, period)
-            .and_then(|(_, values)| values.get(index).copied().flatten())
+            .and_then(|cell| cell.values.get(index).copied().flatten())
     }
 }
 
@@ -505,17 +519,26 @@ impl Cells {
 /// period — each event counts for the org and, when it has one, its service, in its week and in
 /// the whole range — and evaluates `aggs` (named) per group, beside the group size `n`.
 fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsResult<Cells> {
+    // The week number in integer arithmetic. polars' `floor_div` panics without the
+    // `round_series` feature, and its `/` is float division that multiplies by the reciprocal,
+    // so the exact boundary `3 × WEEK_MS` could land in week 2.
+    let start = grid.start;
+    let week = col("at").map(
+        move |at| {
+            let weeks = at
+                .i64()?
+                .apply_values(|at| (at - start).div_euclid(WEEK_MS));
+            Ok(weeks.into_column())
+        },
+        |_, field| Ok(field.clone()),
+    );
     let anchored = events
         .filter(
             col("at")
                 .gt_eq(lit(grid.start))
                 .and(col("at").lt(lit(grid.end()))),
         )
-        .with_column(
-            (col("at") - lit(grid.start))
-                .floor_div(lit(WEEK_MS))
-                .alias("week"),
-        );
+        .with_column(week.alias("week"));
     let org = |frame: LazyFrame| {
         frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")])
     };
@@ -525,7 +548,9 @@ fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsRes
             col("service").alias("scope"),
         ])
     };
-    let whole_range = |frame: LazyFrame| frame.with_column(lit(RANGE_WEEK).alias("week"));
+    // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
+    let whole_range =
+        |frame: LazyFrame| frame.with_column(lit(RANGE_WEEK).cast(DataType::Int64).alias("week"));
     let scoped = concat(
         [
             org(anchored.clone()),
@@ -563,11 +588,14 @@ fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsRes
         };
         cells.insert(
             (scope_type.to_owned(), scope.to_owned(), week),
-            (
-                n.get(row).unwrap_or(0),
-                values.iter().map(|column| column.get(row)).collect(),
-            ),
+            Cell {
+                n: n.get(row).unwrap_or(0),
+                values: values.iter().map(|column| column.get(row)).collect(),
+            },
         );
     }
     Ok(Cells(cells))
 }
+
+#[cfg(test)]
+mod tests;
