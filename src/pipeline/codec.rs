@@ -703,6 +703,43 @@ mod tests {
     }
 
     #[test]
+    fn instants_in_another_unit_or_without_a_zone_are_read_as_utc() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deployments.parquet");
+        let mut frame = frame_of(&deployments(), &path).unwrap();
+        for (name, dtype) in [
+            (
+                "created_at",
+                DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
+            ),
+            (
+                "updated_at",
+                DataType::Datetime(TimeUnit::Nanoseconds, None),
+            ),
+        ] {
+            let column = frame
+                .column(name)
+                .unwrap()
+                .cast(&DataType::Int64)
+                .unwrap()
+                .i64()
+                .unwrap()
+                .clone();
+            let factor = if name == "created_at" {
+                1_000
+            } else {
+                1_000_000
+            };
+            let other = (column * factor).into_series().cast(&dtype).unwrap();
+            frame.replace(name, other.into_column()).unwrap();
+        }
+        let mut file = File::create(&path).unwrap();
+        ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
+
+        assert_eq!(read_table::<Deployment>(&path).unwrap(), deployments());
+    }
+
+    #[test]
     fn a_bad_value_in_a_row_names_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deployments.parquet");

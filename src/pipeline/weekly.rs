@@ -55,68 +55,42 @@ pub(crate) fn weekly_metrics(
     };
 
     let production = production_deployments(deployments);
-    let deploys = aggregate(
-        deployment_outcomes(production.clone(), incidents.clone(), window_ms),
-        &grid,
-        &[("failed", col("failed").sum())],
-    )
-    .map_err(polars)?;
-    let leads = aggregate(
-        lead_times(changes, production),
-        &grid,
-        &[("median", col("span").median())],
-    )
-    .map_err(polars)?;
-    let restores = aggregate(
-        restore_times(incidents.clone()),
-        &grid,
-        &[
-            ("median", col("span").median()),
-            ("mean", col("span").mean()),
-        ],
-    )
-    .map_err(polars)?;
-    let outages = outages(incidents, &opts.outage_severities).map_err(polars)?;
+    let computed = Computed {
+        deploys: aggregate(
+            deployment_outcomes(production.clone(), incidents.clone(), window_ms),
+            &grid,
+            &[("failed", col("failed").sum())],
+        )
+        .map_err(polars)?,
+        leads: aggregate(
+            lead_times(changes, production),
+            &grid,
+            &[("median", col("span").median())],
+        )
+        .map_err(polars)?,
+        restores: aggregate(
+            restore_times(incidents.clone()),
+            &grid,
+            &[
+                ("median", col("span").median()),
+                ("mean", col("span").mean()),
+            ],
+        )
+        .map_err(polars)?,
+        outages: outages(incidents, &opts.outage_severities).map_err(polars)?,
+        grid,
+    };
 
     let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
         .chain(services.iter().map(|s| Scope::Service(s)))
         .collect();
-    let mut rows = Vec::with_capacity(MetricId::ALL.len() * scopes.len() * grid.periods().len());
+    let periods = computed.grid.periods();
+    let mut rows = Vec::with_capacity(MetricId::ALL.len() * scopes.len() * periods.len());
     for metric in MetricId::ALL {
         for &scope in &scopes {
-            for period in grid.periods() {
-                let (value, n) = match metric {
-                    MetricId::DeploymentCount => {
-                        let n = deploys.n(scope, period);
-                        (Some(n as f64), n)
-                    }
-                    MetricId::DeploymentFrequency => {
-                        let n = deploys.n(scope, period);
-                        (Some(n as f64 / grid.days(period)), n)
-                    }
-                    MetricId::LeadTimeMedian => {
-                        (hours(leads.value(scope, period, 0)), leads.n(scope, period))
-                    }
-                    MetricId::ChangeFailureRate => {
-                        let n = deploys.n(scope, period);
-                        let failed = deploys.value(scope, period, 0).unwrap_or(0.0);
-                        ((n > 0).then(|| failed / n as f64), n)
-                    }
-                    MetricId::TimeToRestoreMedian => (
-                        hours(restores.value(scope, period, 0)),
-                        restores.n(scope, period),
-                    ),
-                    MetricId::TimeToRestoreMean => (
-                        hours(restores.value(scope, period, 1)),
-                        restores.n(scope, period),
-                    ),
-                    MetricId::DowntimeMinutes => {
-                        let (from, to) = grid.millis(period);
-                        let (minutes, n) = downtime(&outages, scope, from, to);
-                        (Some(minutes), n)
-                    }
-                };
-                let (period_start, period_end) = grid.instants(period);
+            for &period in &periods {
+                let (value, n) = computed.value(metric, scope, period);
+                let (period_start, period_end) = computed.grid.instants(period);
                 rows.push(MetricRow {
                     metric: metric.as_str().to_owned(),
                     grain: period.grain().to_owned(),
@@ -132,6 +106,58 @@ pub(crate) fn weekly_metrics(
         }
     }
     Ok(rows)
+}
+
+/// Everything the rows are read from, once polars is done.
+#[derive(Debug)]
+struct Computed {
+    grid: Grid,
+    /// Production deployments; value 0: failed ones.
+    deploys: Cells,
+    /// Lead times (ms); value 0: median.
+    leads: Cells,
+    /// Restore times (ms); values: median, mean.
+    restores: Cells,
+    outages: Vec<Outage>,
+}
+
+impl Computed {
+    /// One metric's `(value, n)` for a scope and period; an empty cell is a count of 0 and a
+    /// statistic of `None`.
+    fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period) -> (Option<f64>, i64) {
+        match metric {
+            MetricId::DeploymentCount => {
+                let n = self.deploys.n(scope, period);
+                (Some(n as f64), n)
+            }
+            MetricId::DeploymentFrequency => {
+                let n = self.deploys.n(scope, period);
+                (Some(n as f64 / self.grid.days(period)), n)
+            }
+            MetricId::LeadTimeMedian => (
+                hours(self.leads.value(scope, period, 0)),
+                self.leads.n(scope, period),
+            ),
+            MetricId::ChangeFailureRate => {
+                let n = self.deploys.n(scope, period);
+                let failed = self.deploys.value(scope, period, 0).unwrap_or(0.0);
+                ((n > 0).then(|| failed / n as f64), n)
+            }
+            MetricId::TimeToRestoreMedian => (
+                hours(self.restores.value(scope, period, 0)),
+                self.restores.n(scope, period),
+            ),
+            MetricId::TimeToRestoreMean => (
+                hours(self.restores.value(scope, period, 1)),
+                self.restores.n(scope, period),
+            ),
+            MetricId::DowntimeMinutes => {
+                let (from, to) = self.grid.millis(period);
+                let (minutes, n) = downtime(&self.outages, scope, from, to);
+                (Some(minutes), n)
+            }
+        }
+    }
 }
 
 /// Milliseconds as hours. Spans stay integer milliseconds inside polars and are converted once
