@@ -375,7 +375,10 @@ pub(crate) fn write_atomic(
         let _ = fs::remove_file(&tmp);
         return Err(err);
     }
-    fs::rename(&tmp, path).map_err(|source| io_error("rename into place", path, source))
+    fs::rename(&tmp, path).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        io_error("rename into place", path, source)
+    })
 }
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> PipelineError {
