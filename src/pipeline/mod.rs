@@ -1,15 +1,23 @@
 //! The polars pipeline: canonical tables in the lake → the tidy metric table.
 //!
-//! Every polars call in tandem lives under this module (polars' API moves between versions).
+//! Every polars call in tandem lives under this module (polars' API moves between versions):
+//! [`codec`] is the store's only way into and out of Parquet, [`weekly`] computes the metrics,
+//! [`intervals`] merges outage intervals, [`output`] writes and reads the metric table.
+//! It must not know about HTTP, sources or reports.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use tandem_connectors::model::{Severity, Table};
 
 use crate::metric::MetricRow;
 
-/// What went wrong computing or reading metrics.
+mod codec;
+mod intervals;
+mod output;
+mod weekly;
+
+/// What went wrong computing, writing or reading metrics and tables.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// polars failed; the message names the table or file.
@@ -20,6 +28,60 @@ pub enum PipelineError {
         /// The underlying error.
         source: polars::error::PolarsError,
     },
+    /// A file could not be created, written, read or renamed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`create`, `rename`, …).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file or a record does not have the columns its table declares.
+    #[error(
+        "{}: table `{table}`, column `{column}`: {message}; rewrite the file with this version of tandem",
+        path.display()
+    )]
+    Schema {
+        /// The table (`deployments`, `metrics`, …).
+        table: &'static str,
+        /// The file being written or read.
+        path: PathBuf,
+        /// The column (or serde field) at fault.
+        column: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// One value does not fit its column (wrong type, null where not allowed, bad timestamp).
+    #[error("{}: table `{table}`, column `{column}`, row {row}: {message}", path.display())]
+    Value {
+        /// The table.
+        table: &'static str,
+        /// The file being written or read.
+        path: PathBuf,
+        /// The column.
+        column: &'static str,
+        /// The row: its primary key when known (`id = …`), else its position in the file.
+        row: String,
+        /// What is wrong with the value.
+        message: String,
+    },
+    /// A row read back from a file cannot become a record.
+    #[error("{}: table `{table}`, row {row}: {source}", path.display())]
+    Decode {
+        /// The table.
+        table: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The row: its primary key when known (`id = …`), else its position in the file.
+        row: String,
+        /// serde's account of the mismatch.
+        source: serde_json::Error,
+    },
+    /// The options cannot describe a reporting range.
+    #[error("invalid metric options: {0}")]
+    Options(String),
 }
 
 /// Parquet files of the canonical tables (a missing file is an empty table).
@@ -49,33 +111,38 @@ pub struct Options {
 }
 
 /// Weekly and whole-range metrics per service and for the organisation.
-pub fn weekly_metrics(
-    _inputs: Inputs<'_>,
-    _opts: &Options,
-) -> Result<Vec<MetricRow>, PipelineError> {
-    unimplemented!("pipeline")
+///
+/// Rows come in a fixed order: metric (as in [`crate::metric::MetricId::ALL`]), the `org` scope
+/// then services by name, and within a scope the weeks in time order followed by the `range` row.
+pub fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
+    weekly::weekly_metrics(inputs, opts)
 }
 
 /// Writes the metric table as Parquet and CSV.
-pub fn write_metrics(
-    _rows: &[MetricRow],
-    _parquet: &Path,
-    _csv: &Path,
-) -> Result<(), PipelineError> {
-    unimplemented!("pipeline")
+///
+/// Both files are written atomically (a `.tmp` sibling renamed into place). In the CSV,
+/// `period_start`/`period_end` are RFC 3339 UTC strings (`2026-08-03T00:00:00Z`) and a missing
+/// `value` is an empty field.
+pub fn write_metrics(rows: &[MetricRow], parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
+    output::write_metrics(rows, parquet, csv)
 }
 
 /// Reads a metric table written by [`write_metrics`].
-pub fn read_metrics(_parquet: &Path) -> Result<Vec<MetricRow>, PipelineError> {
-    unimplemented!("pipeline")
+pub fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineError> {
+    output::read_metrics(parquet)
 }
 
 /// Writes canonical records as one Parquet file with the table's declared schema.
-pub fn write_table<T: Table>(_rows: &[T], _path: &Path) -> Result<(), PipelineError> {
-    unimplemented!("pipeline")
+///
+/// Atomic: the file is written to `path.with_extension("parquet.tmp")` and renamed into place,
+/// so a reader sees the old file or the new one, never half of one.
+pub fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), PipelineError> {
+    codec::write_table(rows, path)
 }
 
 /// Reads canonical records from a Parquet file written by [`write_table`].
-pub fn read_table<T: Table>(_path: &Path) -> Result<Vec<T>, PipelineError> {
-    unimplemented!("pipeline")
+///
+/// A missing file is an empty table.
+pub fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, PipelineError> {
+    codec::read_table(path)
 }

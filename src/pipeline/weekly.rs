@@ -1,0 +1,627 @@
+//! Weekly and whole-range metrics per service and for the organisation, after the project's
+//! metric definitions (`reference/metrics.md`).
+//!
+//! polars does the record-level work lazily (production deployments, incident attribution, lead
+//! times, restore times) and the grouping by scope and week; plain Rust then lays the results on
+//! the full grid of metric × scope × period, so empty weeks and quiet services still get a row,
+//! and merges outage intervals (see [`super::intervals`]). Instants are handled as integer
+//! milliseconds since the epoch (UTC) throughout. This module must not write files.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
+use polars::prelude::*;
+use tandem_connectors::model::{Change, ColumnKind, Deployment, Incident, Severity, Table};
+
+use super::codec::{frame_of, polars_error, timestamp_dtype};
+use super::intervals::union_length;
+use super::{Inputs, Options, PipelineError};
+use crate::metric::{MetricId, MetricRow};
+
+const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+const HOUR_MS: f64 = 3_600_000.0;
+const MINUTE_MS: f64 = 60_000.0;
+/// The `week` of whole-range groups in the aggregated frames (real weeks count from 0).
+const RANGE_WEEK: i64 = -1;
+
+pub(crate) fn weekly_metrics(
+    inputs: Inputs<'_>,
+    opts: &Options,
+) -> Result<Vec<MetricRow>, PipelineError> {
+    let bounds = week_bounds(opts)?;
+    let window_ms = opts.attribution_window.num_milliseconds();
+    let polars = |source| PipelineError::Polars {
+        context: format!(
+            "computing weekly metrics from {}, {} and {}",
+            inputs.deployments.display(),
+            inputs.changes.display(),
+            inputs.incidents.display()
+        ),
+        source,
+    };
+
+    let deployments = load::<Deployment>(inputs.deployments)?;
+    let changes = load::<Change>(inputs.changes)?;
+    let incidents = load::<Incident>(inputs.incidents)?;
+
+    let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
+    services.extend(
+        services_in(&[deployments.clone(), changes.clone(), incidents.clone()]).map_err(polars)?,
+    );
+    let grid = Grid {
+        bounds,
+        start: opts.start.timestamp_millis(),
+    };
+
+    let production = production_deployments(deployments);
+    let computed = Computed {
+        deploys: aggregate(
+            deployment_outcomes(production.clone(), incidents.clone(), window_ms),
+            &grid,
+            &[("failed", col("failed").sum())],
+        )
+        .map_err(polars)?,
+        leads: aggregate(
+            lead_times(changes, production),
+            &grid,
+            &[("median", col("span").median())],
+        )
+        .map_err(polars)?,
+        restores: aggregate(
+            restore_times(incidents.clone()),
+            &grid,
+            &[
+                ("median", col("span").median()),
+                ("mean", col("span").mean()),
+            ],
+        )
+        .map_err(polars)?,
+        outages: outages(incidents, &opts.outage_severities).map_err(polars)?,
+        grid,
+    };
+
+    let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
+        .chain(services.iter().map(|s| Scope::Service(s)))
+        .collect();
+    let periods = computed.grid.periods();
+    let mut rows = Vec::with_capacity(MetricId::ALL.len() * scopes.len() * periods.len());
+    for metric in MetricId::ALL {
+        for &scope in &scopes {
+            for &period in &periods {
+                let (value, n) = computed.value(metric, scope, period);
+                let (period_start, period_end) = computed.grid.instants(period);
+                rows.push(MetricRow {
+                    metric: metric.as_str().to_owned(),
+                    grain: period.grain().to_owned(),
+                    scope_type: scope.scope_type().to_owned(),
+                    scope: scope.name().to_owned(),
+                    period_start,
+                    period_end,
+                    value,
+                    unit: metric.unit().to_owned(),
+                    n,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Everything the rows are read from, once polars is done.
+#[derive(Debug)]
+struct Computed {
+    grid: Grid,
+    /// Production deployments; value 0: failed ones.
+    deploys: Cells,
+    /// Lead times (ms); value 0: median.
+    leads: Cells,
+    /// Restore times (ms); values: median, mean.
+    restores: Cells,
+    outages: Vec<Outage>,
+}
+
+impl Computed {
+    /// One metric's `(value, n)` for a scope and period; an empty cell is a count of 0 and a
+    /// statistic of `None`.
+    fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period) -> (Option<f64>, i64) {
+        match metric {
+            MetricId::DeploymentCount => {
+                let n = self.deploys.n(scope, period);
+                (Some(n as f64), n)
+            }
+            MetricId::DeploymentFrequency => {
+                let n = self.deploys.n(scope, period);
+                (Some(n as f64 / self.grid.days(period)), n)
+            }
+            MetricId::LeadTimeMedian => (
+                hours(self.leads.value(scope, period, 0)),
+                self.leads.n(scope, period),
+            ),
+            MetricId::ChangeFailureRate => {
+                let n = self.deploys.n(scope, period);
+                let failed = self.deploys.value(scope, period, 0).unwrap_or(0.0);
+                ((n > 0).then(|| failed / n as f64), n)
+            }
+            MetricId::TimeToRestoreMedian => (
+                hours(self.restores.value(scope, period, 0)),
+                self.restores.n(scope, period),
+            ),
+            MetricId::TimeToRestoreMean => (
+                hours(self.restores.value(scope, period, 1)),
+                self.restores.n(scope, period),
+            ),
+            MetricId::DowntimeMinutes => {
+                let (from, to) = self.grid.millis(period);
+                let (minutes, n) = downtime(&self.outages, scope, from, to);
+                (Some(minutes), n)
+            }
+        }
+    }
+}
+
+/// Milliseconds as hours. Spans stay integer milliseconds inside polars and are converted once
+/// here: polars' float kernel divides by a scalar by multiplying with its reciprocal, which made
+/// 8 h come out as 7.999999999999999.
+fn hours(millis: Option<f64>) -> Option<f64> {
+    millis.map(|ms| ms / HOUR_MS)
+}
+
+/// Checks the options and returns the week boundaries: `weeks + 1` Mondays.
+fn week_bounds(opts: &Options) -> Result<Vec<DateTime<Utc>>, PipelineError> {
+    let start = opts.start;
+    if start.weekday() != Weekday::Mon
+        || start.num_seconds_from_midnight() != 0
+        || start.nanosecond() != 0
+    {
+        return Err(PipelineError::Options(format!(
+            "the range must start on a Monday at 00:00 UTC, not {}",
+            start.to_rfc3339()
+        )));
+    }
+    if opts.weeks == 0 {
+        return Err(PipelineError::Options(
+            "the range must have at least one week".to_owned(),
+        ));
+    }
+    if opts.attribution_window < Duration::zero() {
+        return Err(PipelineError::Options(
+            "the attribution window must not be negative".to_owned(),
+        ));
+    }
+    (0..=i64::from(opts.weeks))
+        .map(|week| {
+            start
+                .checked_add_signed(Duration::weeks(week))
+                .ok_or_else(|| {
+                    PipelineError::Options(format!(
+                        "{} weeks from {} is past the last representable date",
+                        opts.weeks,
+                        start.to_rfc3339()
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// A canonical table as a lazy frame with instants as Int64 milliseconds (UTC); a missing file
+/// is an empty table with the declared columns.
+fn load<T: Table>(path: &Path) -> Result<LazyFrame, PipelineError> {
+    let exists = path
+        .try_exists()
+        .map_err(|source| super::codec::io_error("look for", path, source))?;
+    let frame = if exists {
+        let source = PlRefPath::try_from_path(path)
+            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
+        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
+            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?
+    } else {
+        frame_of::<T>(&[], path)?.lazy()
+    };
+    // Through the stored type first, so a file written in another unit still yields milliseconds.
+    let instants: Vec<Expr> = T::COLUMNS
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Timestamp)
+        .map(|c| {
+            col(c.name)
+                .cast(timestamp_dtype())
+                .cast(DataType::Int64)
+                .alias(c.name)
+        })
+        .collect();
+    Ok(frame.with_columns(instants))
+}
+
+/// Every service named anywhere in the tables, so a service appears in every week of a report.
+fn services_in(tables: &[LazyFrame]) -> PolarsResult<Vec<String>> {
+    let services: Vec<LazyFrame> = tables
+        .iter()
+        .map(|table| table.clone().select([col("service")]))
+        .collect();
+    let frame = concat(services, UnionArgs::default())?
+        .filter(col("service").is_not_null())
+        .unique(None, UniqueKeepStrategy::Any)
+        .collect()?;
+    Ok(frame
+        .column("service")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Successful deployments to production that finished: `id, repo, service, finished_at`.
+fn production_deployments(deployments: LazyFrame) -> LazyFrame {
+    deployments
+        .filter(
+            col("is_production")
+                .and(col("status").eq(lit("success")))
+                .and(col("finished_at").is_not_null()),
+        )
+        .select([col("id"), col("repo"), col("service"), col("finished_at")])
+}
+
+/// Production deployments with whether they failed: `service, at, failed` (1.0 or 0.0).
+///
+/// Window attribution: each incident goes to the latest production deployment of the same
+/// service with `started_at − window < finished_at <= started_at` (ties: the greatest id). A
+/// deployment with one or more incidents is one failed change.
+fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
+    let candidates = incidents
+        .filter(col("service").is_not_null())
+        .select([
+            col("id").alias("incident_id"),
+            col("service"),
+            col("started_at"),
+        ])
+        .inner_join(
+            production
+                .clone()
+                .filter(col("service").is_not_null())
+                .select([
+                    col("id").alias("deployment_id"),
+                    col("service"),
+                    col("finished_at"),
+                ]),
+            col("service"),
+            col("service"),
+        )
+        .filter(
+            col("finished_at")
+                .lt_eq(col("started_at"))
+                .and(col("finished_at").gt(col("started_at") - lit(window_ms))),
+        );
+    let latest_first = SortMultipleOptions::default().with_order_descending(true);
+    let failed = candidates
+        .group_by([col("incident_id")])
+        .agg([col("deployment_id")
+            .sort_by([col("finished_at"), col("deployment_id")], latest_first)
+            .first()])
+        .group_by([col("deployment_id")])
+        .agg([len().alias("incidents")]);
+    production
+        .left_join(failed, col("id"), col("deployment_id"))
+        .select([
+            col("service"),
+            col("finished_at").alias("at"),
+            col("incidents")
+                .is_not_null()
+                .cast(DataType::Float64)
+                .alias("failed"),
+        ])
+}
+
+/// Lead times of merged changes, time method: `service, at, span`, where `at` is when the first
+/// production deployment of the change's repo at or after the merge finished, `service` is that
+/// deployment's, and `span` (ms) runs from the first commit (else the opening). Negative spans are
+/// dropped.
+fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
+    let merged = changes.filter(col("merged_at").is_not_null()).select([
+        col("id").alias("change_id"),
+        col("repo"),
+        col("merged_at"),
+        col("first_commit_at")
+            .fill_null(col("created_at"))
+            .alias("began_at"),
+    ]);
+    let deployed = production.select([
+        col("id").alias("deployment_id"),
+        col("repo"),
+        col("service"),
+        col("finished_at"),
+    ]);
+    merged
+        .inner_join(deployed, col("repo"), col("repo"))
+        .filter(col("finished_at").gt_eq(col("merged_at")))
+        .group_by([col("change_id")])
+        .agg([
+            col("service")
+                .sort_by(
+                    [col("finished_at"), col("deployment_id")],
+                    SortMultipleOptions::default(),
+                )
+                .first(),
+            col("finished_at").min().alias("at"),
+            col("began_at").first(),
+        ])
+        .select([
+            col("service"),
+            col("at"),
+            (col("at") - col("began_at")).alias("span"),
+        ])
+        .filter(col("span").gt_eq(lit(0i64)))
+}
+
+/// Restore times of resolved incidents: `service, at (resolved_at), span` (ms). A resolution before
+/// the start is bad data and dropped, like a negative lead time.
+fn restore_times(incidents: LazyFrame) -> LazyFrame {
+    incidents
+        .filter(col("resolved_at").is_not_null())
+        .select([
+            col("service"),
+            col("resolved_at").alias("at"),
+            (col("resolved_at") - col("started_at")).alias("span"),
+        ])
+        .filter(col("span").gt_eq(lit(0i64)))
+}
+
+/// One outage incident's impact interval.
+#[derive(Debug)]
+struct Outage {
+    service: Option<String>,
+    start: i64,
+    /// `i64::MAX` while open, so clipping runs it to the period end.
+    end: i64,
+}
+
+fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<Vec<Outage>> {
+    let is_outage = severities.iter().fold(lit(false), |any, severity| {
+        any.or(col("severity").eq(lit(severity.as_str())))
+    });
+    let frame = incidents
+        .filter(is_outage)
+        .select([col("service"), col("started_at"), col("resolved_at")])
+        .collect()?;
+    let service = frame.column("service")?.str()?;
+    let started = frame.column("started_at")?.i64()?;
+    let resolved = frame.column("resolved_at")?.i64()?;
+    Ok(service
+        .iter()
+        .zip(started.iter())
+        .zip(resolved.iter())
+        .filter_map(|((service, start), end)| {
+            Some(Outage {
+                service: service.map(str::to_owned),
+                // `started_at` is declared non-nullable; the codec refuses a null there.
+                start: start?,
+                end: end.unwrap_or(i64::MAX),
+            })
+        })
+        .collect())
+}
+
+/// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
+/// The organisation's downtime is the union over every outage, whatever its service.
+fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
+    let in_scope = || {
+        outages.iter().filter(move |o| match scope {
+            Scope::Org => true,
+            Scope::Service(name) => o.service.as_deref() == Some(name),
+        })
+    };
+    let n = in_scope()
+        .filter(|o| o.start.max(from) < o.end.min(to))
+        .count();
+    let millis = union_length(in_scope().map(|o| (o.start, o.end)), from, to);
+    (millis as f64 / MINUTE_MS, n as i64)
+}
+
+/// Who a row is about.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    Org,
+    Service(&'a str),
+}
+
+impl Scope<'_> {
+    fn scope_type(self) -> &'static str {
+        match self {
+            Self::Org => "org",
+            Self::Service(_) => "service",
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Self::Org => "all",
+            Self::Service(name) => name,
+        }
+    }
+}
+
+/// A period of the grid: an ISO week (0 = the first) or the whole range.
+#[derive(Debug, Clone, Copy)]
+enum Period {
+    Week(usize),
+    Range,
+}
+
+impl Period {
+    fn grain(self) -> &'static str {
+        match self {
+            Self::Week(_) => "week",
+            Self::Range => "range",
+        }
+    }
+
+    /// The `week` value its group has in the aggregated frames.
+    fn week(self) -> i64 {
+        match self {
+            Self::Week(week) => week as i64,
+            Self::Range => RANGE_WEEK,
+        }
+    }
+}
+
+/// The reporting range and its weeks.
+#[derive(Debug)]
+struct Grid {
+    /// `weeks + 1` Mondays (checked representable by [`week_bounds`]).
+    bounds: Vec<DateTime<Utc>>,
+    /// Milliseconds of the first Monday.
+    start: i64,
+}
+
+impl Grid {
+    fn weeks(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    /// The weeks in time order, then the whole range.
+    fn periods(&self) -> Vec<Period> {
+        (0..self.weeks())
+            .map(Period::Week)
+            .chain(std::iter::once(Period::Range))
+            .collect()
+    }
+
+    fn instants(&self, period: Period) -> (DateTime<Utc>, DateTime<Utc>) {
+        let (first, last) = match period {
+            Period::Week(week) => (week, week + 1),
+            Period::Range => (0, self.weeks()),
+        };
+        (self.bounds[first], self.bounds[last])
+    }
+
+    fn millis(&self, period: Period) -> (i64, i64) {
+        let (from, to) = self.instants(period);
+        (from.timestamp_millis(), to.timestamp_millis())
+    }
+
+    fn end(&self) -> i64 {
+        self.millis(Period::Range).1
+    }
+
+    fn days(&self, period: Period) -> f64 {
+        match period {
+            Period::Week(_) => 7.0,
+            Period::Range => 7.0 * self.weeks() as f64,
+        }
+    }
+}
+
+/// A group: its size and its aggregated values, in the order the aggregations were given.
+#[derive(Debug)]
+struct Cell {
+    n: i64,
+    values: Vec<Option<f64>>,
+}
+
+/// The groups of one event kind by (scope type, scope, week); absent cells had no events.
+#[derive(Debug)]
+struct Cells(HashMap<(String, String, i64), Cell>);
+
+impl Cells {
+    fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
+        self.0.get(&(
+            scope.scope_type().to_owned(),
+            scope.name().to_owned(),
+            period.week(),
+        ))
+    }
+
+    fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
+        self.get(scope, period).map_or(0, |cell| cell.n)
+    }
+
+    fn value(&self, scope: Scope<'_>, period: Period, index: usize) -> Option<f64> {
+        self.get(scope, period)
+            .and_then(|cell| cell.values.get(index).copied().flatten())
+    }
+}
+
+/// Groups events (`service`, `at` in ms, value columns) anchored in the range by scope and
+/// period — each event counts for the org and, when it has one, its service, in its week and in
+/// the whole range — and evaluates `aggs` (named) per group, beside the group size `n`.
+fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsResult<Cells> {
+    // The week number in integer arithmetic. polars' `floor_div` panics without the
+    // `round_series` feature, and its `/` is float division that multiplies by the reciprocal,
+    // so the exact boundary `3 × WEEK_MS` could land in week 2.
+    let start = grid.start;
+    let week = col("at").map(
+        move |at| {
+            let weeks = at
+                .i64()?
+                .apply_values(|at| (at - start).div_euclid(WEEK_MS));
+            Ok(weeks.into_column())
+        },
+        |_, field| Ok(field.clone()),
+    );
+    let anchored = events
+        .filter(
+            col("at")
+                .gt_eq(lit(grid.start))
+                .and(col("at").lt(lit(grid.end()))),
+        )
+        .with_column(week.alias("week"));
+    let org = |frame: LazyFrame| {
+        frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")])
+    };
+    let service = |frame: LazyFrame| {
+        frame.filter(col("service").is_not_null()).with_columns([
+            lit("service").alias("scope_type"),
+            col("service").alias("scope"),
+        ])
+    };
+    // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
+    let whole_range =
+        |frame: LazyFrame| frame.with_column(lit(RANGE_WEEK).cast(DataType::Int64).alias("week"));
+    let scoped = concat(
+        [
+            org(anchored.clone()),
+            service(anchored.clone()),
+            whole_range(org(anchored.clone())),
+            whole_range(service(anchored)),
+        ],
+        UnionArgs::default(),
+    )?;
+
+    let mut exprs = vec![len().cast(DataType::Int64).alias("n")];
+    exprs.extend(
+        aggs.iter()
+            .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
+    );
+    let frame = scoped
+        .group_by([col("scope_type"), col("scope"), col("week")])
+        .agg(exprs)
+        .collect()?;
+
+    let scope_type = frame.column("scope_type")?.str()?;
+    let scope = frame.column("scope")?.str()?;
+    let week = frame.column("week")?.i64()?;
+    let n = frame.column("n")?.i64()?;
+    let values = aggs
+        .iter()
+        .map(|(name, _)| frame.column(name)?.f64())
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let mut cells = HashMap::with_capacity(frame.height());
+    for row in 0..frame.height() {
+        let (Some(scope_type), Some(scope), Some(week)) =
+            (scope_type.get(row), scope.get(row), week.get(row))
+        else {
+            continue;
+        };
+        cells.insert(
+            (scope_type.to_owned(), scope.to_owned(), week),
+            Cell {
+                n: n.get(row).unwrap_or(0),
+                values: values.iter().map(|column| column.get(row)).collect(),
+            },
+        );
+    }
+    Ok(Cells(cells))
+}
+
+#[cfg(test)]
+mod tests;

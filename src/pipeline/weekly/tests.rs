@@ -1,0 +1,813 @@
+//! Hand-computed cases for the weekly metrics: small record sets written to a temporary lake
+//! with the codec, then every expected value worked out in the comments beside it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use tandem_connectors::model::{Change, Deployment, DeploymentStatus, Incident, Severity};
+use tempfile::TempDir;
+
+use crate::metric::{MetricId, MetricRow};
+use crate::pipeline::{Inputs, Options, PipelineError, weekly_metrics, write_table};
+
+use MetricId::*;
+
+/// An instant in August 2026; the reports start on Monday 3 August.
+fn aug(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 8, day, hour, minute, 0).unwrap()
+}
+
+/// A successful production deployment of `acme/{service}`.
+fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
+    Deployment {
+        id: format!("gh:{id}"),
+        source: "gh".into(),
+        repo: format!("acme/{}", service.unwrap_or("unmapped")),
+        service: service.map(str::to_owned),
+        team: None,
+        environment: "production".into(),
+        is_production: true,
+        status: DeploymentStatus::Success,
+        sha: "0123456".into(),
+        created_at: finished - Duration::minutes(10),
+        finished_at: Some(finished),
+        updated_at: finished,
+    }
+}
+
+fn change(
+    number: i64,
+    repo: &str,
+    created: DateTime<Utc>,
+    merged: Option<DateTime<Utc>>,
+    first_commit: Option<DateTime<Utc>>,
+) -> Change {
+    Change {
+        id: format!("gh:{repo}:{number}"),
+        source: "gh".into(),
+        repo: repo.into(),
+        service: None,
+        team: None,
+        number,
+        title: format!("Change {number}"),
+        state: if merged.is_some() { "merged" } else { "open" }.into(),
+        created_at: created,
+        merged_at: merged,
+        merge_commit_sha: None,
+        first_commit_at: first_commit,
+        labels: vec![],
+        is_revert: false,
+        reverts: None,
+        updated_at: merged.unwrap_or(created),
+    }
+}
+
+fn incident(
+    id: &str,
+    service: Option<&str>,
+    severity: Severity,
+    started: DateTime<Utc>,
+    resolved: Option<DateTime<Utc>>,
+) -> Incident {
+    Incident {
+        id: format!("pd:{id}"),
+        source: "pd".into(),
+        number: None,
+        title: id.into(),
+        service_ref: None,
+        service: service.map(str::to_owned),
+        team: None,
+        severity: Some(severity),
+        status: if resolved.is_some() {
+            "resolved"
+        } else {
+            "triggered"
+        }
+        .into(),
+        started_at: started,
+        acknowledged_at: None,
+        resolved_at: resolved,
+        cause_refs: vec![],
+        updated_at: resolved.unwrap_or(started),
+    }
+}
+
+struct Lake {
+    _dir: TempDir,
+    deployments: PathBuf,
+    changes: PathBuf,
+    incidents: PathBuf,
+}
+
+fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) -> Lake {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake {
+        deployments: dir.path().join("deployments.parquet"),
+        changes: dir.path().join("changes.parquet"),
+        incidents: dir.path().join("incidents.parquet"),
+        _dir: dir,
+    };
+    write_table(deployments, &lake.deployments).unwrap();
+    write_table(changes, &lake.changes).unwrap();
+    write_table(incidents, &lake.incidents).unwrap();
+    lake
+}
+
+fn options(weeks: u32, services: &[&str]) -> Options {
+    Options {
+        start: aug(3, 0, 0),
+        weeks,
+        attribution_window: Duration::hours(24),
+        outage_severities: vec![Severity::Sev1, Severity::Sev2],
+        services: services.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
+    weekly_metrics(
+        Inputs {
+            deployments: &lake.deployments,
+            changes: &lake.changes,
+            incidents: &lake.incidents,
+        },
+        opts,
+    )
+    .unwrap()
+}
+
+/// The one row of `metric` for `scope` (`all` = the organisation) in week `week` (0 = the
+/// week of 3 August) or, for `None`, the whole range: `(value, n)`.
+fn cell(
+    rows: &[MetricRow],
+    metric: MetricId,
+    scope: &str,
+    week: Option<i64>,
+) -> (Option<f64>, i64) {
+    let scope_type = if scope == "all" { "org" } else { "service" };
+    let (grain, start) = match week {
+        Some(week) => ("week", aug(3, 0, 0) + Duration::weeks(week)),
+        None => ("range", aug(3, 0, 0)),
+    };
+    let found: Vec<&MetricRow> = rows
+        .iter()
+        .filter(|r| {
+            r.metric == metric.as_str()
+                && r.scope_type == scope_type
+                && r.scope == scope
+                && r.grain == grain
+                && r.period_start == start
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{metric:?} {scope} {week:?}: {found:?}");
+    (found[0].value, found[0].n)
+}
+
+#[test]
+fn a_week_with_two_deployments_one_failed_has_a_change_failure_rate_of_one_half() {
+    let mut staging = deployment("staging", Some("api"), aug(4, 11, 0));
+    staging.environment = "staging".into();
+    staging.is_production = false;
+    let mut failed = deployment("failed", Some("api"), aug(4, 12, 0));
+    failed.status = DeploymentStatus::Failure;
+    let mut running = deployment("running", Some("api"), aug(4, 13, 0));
+    running.status = DeploymentStatus::InProgress;
+    running.finished_at = None;
+    let lake = lake(
+        &[
+            deployment("d1", Some("api"), aug(4, 10, 0)),
+            deployment("d2", Some("api"), aug(5, 10, 0)),
+            staging,
+            failed,
+            running,
+        ],
+        &[],
+        &[
+            // 2 h and 3 h after d2: both go to d2, which counts once.
+            incident("i1", Some("api"), Severity::Sev3, aug(5, 12, 0), None),
+            incident("i2", Some("api"), Severity::Sev3, aug(5, 13, 0), None),
+        ],
+    );
+    let rows = run(&lake, &options(2, &[]));
+
+    // Only d1 and d2 are production deployments: staging, a failure and an unfinished one are not.
+    assert_eq!(cell(&rows, DeploymentCount, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(
+        cell(&rows, DeploymentFrequency, "all", Some(0)),
+        (Some(2.0 / 7.0), 2)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "all", Some(0)),
+        (Some(0.5), 2)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "api", Some(0)),
+        (Some(0.5), 2)
+    );
+    // The range divides by its 14 days.
+    assert_eq!(
+        cell(&rows, DeploymentFrequency, "all", None),
+        (Some(2.0 / 14.0), 2)
+    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "all", None), (Some(0.5), 2));
+}
+
+#[test]
+fn events_on_a_week_boundary_belong_to_the_week_that_starts_there() {
+    // Regression: week numbers from float division put `3 × week` into week 2. Deployments at
+    // each Monday 00:00 and one millisecond before it.
+    let mut deployments = Vec::new();
+    for week in 1..6 {
+        let monday = aug(3, 0, 0) + Duration::weeks(week);
+        deployments.push(deployment(&format!("on{week}"), Some("api"), monday));
+        let before = monday - Duration::milliseconds(1);
+        deployments.push(deployment(&format!("before{week}"), Some("api"), before));
+    }
+    let lake = lake(&deployments, &[], &[]);
+    let rows = run(&lake, &options(6, &[]));
+
+    // Week 0 has the one before Monday 10th; weeks 1–4 one on their Monday and one before the
+    // next; week 5 only the one on its Monday.
+    let counts: Vec<i64> = (0..6)
+        .map(|week| cell(&rows, DeploymentCount, "api", Some(week)).1)
+        .collect();
+    assert_eq!(counts, [1, 2, 2, 2, 2, 1]);
+}
+
+#[test]
+fn an_empty_week_has_zero_counts_and_no_medians() {
+    let lake = lake(&[deployment("d1", Some("api"), aug(4, 10, 0))], &[], &[]);
+    let rows = run(&lake, &options(2, &[]));
+
+    for scope in ["all", "api"] {
+        assert_eq!(cell(&rows, DeploymentCount, scope, Some(1)), (Some(0.0), 0));
+        assert_eq!(
+            cell(&rows, DeploymentFrequency, scope, Some(1)),
+            (Some(0.0), 0)
+        );
+        assert_eq!(cell(&rows, LeadTimeMedian, scope, Some(1)), (None, 0));
+        assert_eq!(cell(&rows, ChangeFailureRate, scope, Some(1)), (None, 0));
+        assert_eq!(cell(&rows, TimeToRestoreMedian, scope, Some(1)), (None, 0));
+        assert_eq!(cell(&rows, TimeToRestoreMean, scope, Some(1)), (None, 0));
+        assert_eq!(cell(&rows, DowntimeMinutes, scope, Some(1)), (Some(0.0), 0));
+    }
+    // The deployment's week still has it, with no failure.
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "api", Some(0)),
+        (Some(0.0), 1)
+    );
+}
+
+#[test]
+fn lead_time_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+    // d1 is the first production deployment of acme/api after each merge below; the staging run
+    // and the failed one before it must not be taken for it.
+    let mut staging = deployment("staging", Some("api"), aug(6, 11, 50));
+    staging.is_production = false;
+    let mut failed = deployment("failed", Some("api"), aug(6, 11, 55));
+    failed.status = DeploymentStatus::Error;
+    let lake = lake(
+        &[
+            deployment("d1", Some("api"), aug(6, 12, 0)),
+            deployment("d2", Some("api"), aug(11, 12, 0)),
+            staging,
+            failed,
+        ],
+        &[
+            // First commit 10:00 → 2 h.
+            change(
+                1,
+                "acme/api",
+                aug(6, 10, 30),
+                Some(aug(6, 11, 0)),
+                Some(aug(6, 10, 0)),
+            ),
+            // First commit 08:00 → 4 h.
+            change(
+                2,
+                "acme/api",
+                aug(6, 9, 0),
+                Some(aug(6, 11, 30)),
+                Some(aug(6, 8, 0)),
+            ),
+            // First commit the day before at 12:00 → 24 h.
+            change(
+                3,
+                "acme/api",
+                aug(5, 14, 0),
+                Some(aug(6, 9, 0)),
+                Some(aug(5, 12, 0)),
+            ),
+            // Commits unknown: from its opening at 02:00 → 10 h; merged at the very instant d1
+            // finished, which still counts as contained.
+            change(4, "acme/api", aug(6, 2, 0), Some(aug(6, 12, 0)), None),
+            // First commit after the deployment (clock skew): −1 h, ignored.
+            change(
+                5,
+                "acme/api",
+                aug(6, 11, 0),
+                Some(aug(6, 11, 45)),
+                Some(aug(6, 13, 0)),
+            ),
+            // Merged after d1: goes out with d2 in the second week, 5 days 12 h after opening.
+            change(6, "acme/api", aug(6, 0, 0), Some(aug(6, 12, 30)), None),
+            // Never merged; and a repo that never deploys.
+            change(7, "acme/api", aug(6, 1, 0), None, None),
+            change(8, "acme/web", aug(6, 1, 0), Some(aug(6, 2, 0)), None),
+        ],
+        &[],
+    );
+    let rows = run(&lake, &options(2, &[]));
+
+    // Week 1: 2, 4, 10, 24 h → (4 + 10) / 2.
+    assert_eq!(cell(&rows, LeadTimeMedian, "all", Some(0)), (Some(7.0), 4));
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(7.0), 4));
+    // Week 2: 132 h alone.
+    assert_eq!(
+        cell(&rows, LeadTimeMedian, "api", Some(1)),
+        (Some(132.0), 1)
+    );
+    // Range: 2, 4, 10, 24, 132 → 10.
+    assert_eq!(cell(&rows, LeadTimeMedian, "all", None), (Some(10.0), 5));
+}
+
+#[test]
+fn lead_time_falls_back_to_the_opening_when_commits_are_unknown() {
+    let lake = lake(
+        &[deployment("d1", Some("api"), aug(4, 18, 0))],
+        &[change(
+            1,
+            "acme/api",
+            aug(4, 6, 0),
+            Some(aug(4, 17, 0)),
+            None,
+        )],
+        &[],
+    );
+    let rows = run(&lake, &options(1, &[]));
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(12.0), 1));
+}
+
+#[test]
+fn a_negative_lead_time_is_not_counted() {
+    let lake = lake(
+        &[deployment("d1", Some("api"), aug(4, 18, 0))],
+        &[change(
+            1,
+            "acme/api",
+            aug(4, 6, 0),
+            Some(aug(4, 17, 0)),
+            Some(aug(4, 19, 0)),
+        )],
+        &[],
+    );
+    let rows = run(&lake, &options(1, &[]));
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (None, 0));
+}
+
+#[test]
+fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
+    let lake = lake(
+        &[
+            deployment("api1", Some("api"), aug(4, 0, 0)),
+            deployment("web1", Some("web"), aug(4, 12, 0)),
+            deployment("web2", Some("web"), aug(4, 12, 30)),
+            deployment("db1", Some("db"), aug(6, 0, 0)),
+            deployment("cache1", Some("cache"), aug(6, 10, 0)),
+            deployment("queue1", Some("queue"), aug(6, 12, 0)),
+        ],
+        &[],
+        &[
+            // api1 finished 25 h before; the web deployments 12–13 h before are another service.
+            incident("api", Some("api"), Severity::Sev1, aug(5, 1, 0), None),
+            // Both web2 (the latest), never web1.
+            incident("web", Some("web"), Severity::Sev3, aug(4, 13, 0), None),
+            incident(
+                "web-again",
+                Some("web"),
+                Severity::Sev3,
+                aug(4, 20, 0),
+                None,
+            ),
+            // Exactly 24 h after db1: outside the window.
+            incident("db", Some("db"), Severity::Sev2, aug(7, 0, 0), None),
+            // Before cache1 finished.
+            incident("cache", Some("cache"), Severity::Sev1, aug(6, 9, 0), None),
+            // At the instant queue1 finished: inside.
+            incident("queue", Some("queue"), Severity::Sev4, aug(6, 12, 0), None),
+            // A service with no deployment at all, though web2 finished 30 min before.
+            incident(
+                "search",
+                Some("search"),
+                Severity::Sev1,
+                aug(4, 13, 0),
+                None,
+            ),
+            // No service: never attributed (api1 finished an hour before).
+            incident("unmapped", None, Severity::Sev1, aug(4, 1, 0), None),
+        ],
+    );
+    let rows = run(&lake, &options(1, &[]));
+
+    // web2 and queue1 failed out of six deployments.
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "all", Some(0)),
+        (Some(2.0 / 6.0), 6)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "api", Some(0)),
+        (Some(0.0), 1)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "web", Some(0)),
+        (Some(0.5), 2)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "db", Some(0)),
+        (Some(0.0), 1)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "cache", Some(0)),
+        (Some(0.0), 1)
+    );
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "queue", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "search", Some(0)), (None, 0));
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "all", None),
+        (Some(2.0 / 6.0), 6)
+    );
+}
+
+#[test]
+fn a_deployment_25_hours_before_an_incident_is_not_blamed() {
+    let lake = lake(
+        &[deployment("d1", Some("api"), aug(4, 0, 0))],
+        &[],
+        &[incident(
+            "i1",
+            Some("api"),
+            Severity::Sev1,
+            aug(5, 1, 0),
+            None,
+        )],
+    );
+    let rows = run(&lake, &options(1, &[]));
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "api", Some(0)),
+        (Some(0.0), 1)
+    );
+}
+
+#[test]
+fn a_failure_is_anchored_on_the_deployment_week_not_the_incident_week() {
+    let lake = lake(
+        &[deployment("d1", Some("api"), aug(9, 23, 0))],
+        &[],
+        &[incident(
+            "i1",
+            Some("api"),
+            Severity::Sev1,
+            aug(10, 1, 0),
+            None,
+        )],
+    );
+    let rows = run(&lake, &options(2, &[]));
+    assert_eq!(
+        cell(&rows, ChangeFailureRate, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(1)), (None, 0));
+}
+
+#[test]
+fn time_to_restore_counts_incidents_resolved_in_the_period_of_every_severity() {
+    let lake = lake(
+        &[],
+        &[],
+        &[
+            incident(
+                "a",
+                Some("api"),
+                Severity::Sev1,
+                aug(4, 0, 0),
+                Some(aug(4, 1, 0)),
+            ),
+            incident(
+                "b",
+                Some("api"),
+                Severity::Sev2,
+                aug(4, 0, 0),
+                Some(aug(4, 3, 0)),
+            ),
+            incident(
+                "c",
+                Some("api"),
+                Severity::Sev4,
+                aug(5, 0, 0),
+                Some(aug(5, 8, 0)),
+            ),
+            // Resolved in the second week.
+            incident(
+                "d",
+                Some("api"),
+                Severity::Sev3,
+                aug(9, 20, 0),
+                Some(aug(10, 4, 0)),
+            ),
+            incident(
+                "e",
+                None,
+                Severity::Sev3,
+                aug(11, 0, 0),
+                Some(aug(11, 2, 0)),
+            ),
+            // Still open: no restore time yet.
+            incident("f", Some("api"), Severity::Sev1, aug(5, 0, 0), None),
+        ],
+    );
+    let rows = run(&lake, &options(2, &[]));
+
+    // api, week 1: 1, 3, 8 h.
+    assert_eq!(
+        cell(&rows, TimeToRestoreMedian, "api", Some(0)),
+        (Some(3.0), 3)
+    );
+    assert_eq!(
+        cell(&rows, TimeToRestoreMean, "api", Some(0)),
+        (Some(4.0), 3)
+    );
+    // Week 2: api has d (8 h); the organisation also has the unmapped e (2 h).
+    assert_eq!(
+        cell(&rows, TimeToRestoreMedian, "api", Some(1)),
+        (Some(8.0), 1)
+    );
+    assert_eq!(
+        cell(&rows, TimeToRestoreMedian, "all", Some(1)),
+        (Some(5.0), 2)
+    );
+    assert_eq!(
+        cell(&rows, TimeToRestoreMean, "all", Some(1)),
+        (Some(5.0), 2)
+    );
+    // Range: api 1, 3, 8, 8 → median 5.5, mean 5; org adds 2 → 1, 2, 3, 8, 8: median 3, mean 4.4.
+    assert_eq!(
+        cell(&rows, TimeToRestoreMedian, "api", None),
+        (Some(5.5), 4)
+    );
+    assert_eq!(cell(&rows, TimeToRestoreMean, "api", None), (Some(5.0), 4));
+    assert_eq!(
+        cell(&rows, TimeToRestoreMedian, "all", None),
+        (Some(3.0), 5)
+    );
+    assert_eq!(
+        cell(&rows, TimeToRestoreMean, "all", None),
+        (Some(22.0 / 5.0), 5)
+    );
+}
+
+#[test]
+fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period() {
+    let lake = lake(
+        &[],
+        &[],
+        &[
+            // api: 10:00–11:00 and 10:30–12:00 overlap → 10:00–12:00, 120 min.
+            incident(
+                "a1",
+                Some("api"),
+                Severity::Sev1,
+                aug(4, 10, 0),
+                Some(aug(4, 11, 0)),
+            ),
+            incident(
+                "a2",
+                Some("api"),
+                Severity::Sev2,
+                aug(4, 10, 30),
+                Some(aug(4, 12, 0)),
+            ),
+            // Not an outage severity.
+            incident(
+                "a3",
+                Some("api"),
+                Severity::Sev3,
+                aug(4, 9, 0),
+                Some(aug(4, 13, 0)),
+            ),
+            // Began before the range: only 00:00–00:30 on 3 August counts.
+            incident(
+                "a4",
+                Some("api"),
+                Severity::Sev1,
+                aug(2, 23, 0),
+                Some(aug(3, 0, 30)),
+            ),
+            // web: Sunday 23:00 → Monday 01:00, one hour in each week.
+            incident(
+                "w1",
+                Some("web"),
+                Severity::Sev1,
+                aug(9, 23, 0),
+                Some(aug(10, 1, 0)),
+            ),
+            // db: still open, runs to the end of the second week (Monday 17 August 00:00).
+            incident("d1", Some("db"), Severity::Sev1, aug(16, 22, 0), None),
+            // Unmapped: counts for the organisation only; 11:30–12:30 extends api's outage.
+            incident(
+                "u1",
+                None,
+                Severity::Sev2,
+                aug(4, 11, 30),
+                Some(aug(4, 12, 30)),
+            ),
+        ],
+    );
+    let rows = run(&lake, &options(2, &[]));
+
+    // Organisation, week 1: 30 (a4) + 10:00–12:30 (a1 ∪ a2 ∪ u1) 150 + 60 (w1) = 240.
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "all", Some(0)),
+        (Some(240.0), 5)
+    );
+    // Week 2: 60 (w1) + 120 (d1).
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "all", Some(1)),
+        (Some(180.0), 2)
+    );
+    // Range: 30 + 150 + 120 + 120.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", None), (Some(420.0), 6));
+
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "api", Some(0)),
+        (Some(150.0), 3)
+    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(1)), (Some(0.0), 0));
+    assert_eq!(cell(&rows, DowntimeMinutes, "api", None), (Some(150.0), 3));
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "web", Some(0)),
+        (Some(60.0), 1)
+    );
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "web", Some(1)),
+        (Some(60.0), 1)
+    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "web", None), (Some(120.0), 1));
+    assert_eq!(cell(&rows, DowntimeMinutes, "db", Some(0)), (Some(0.0), 0));
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "db", Some(1)),
+        (Some(120.0), 1)
+    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "db", None), (Some(120.0), 1));
+}
+
+#[test]
+fn an_open_incident_runs_to_the_end_of_the_week() {
+    let lake = lake(
+        &[],
+        &[],
+        &[incident(
+            "o",
+            Some("api"),
+            Severity::Sev1,
+            aug(9, 12, 0),
+            None,
+        )],
+    );
+    let rows = run(&lake, &options(1, &[]));
+    // Sunday 12:00 → Monday 00:00.
+    assert_eq!(
+        cell(&rows, DowntimeMinutes, "api", Some(0)),
+        (Some(720.0), 1)
+    );
+}
+
+#[test]
+fn org_and_service_scopes_cover_configured_and_found_services() {
+    let lake = lake(
+        &[
+            deployment("a", Some("api"), aug(4, 10, 0)),
+            deployment("w1", Some("web"), aug(4, 11, 0)),
+            deployment("w2", Some("web"), aug(5, 11, 0)),
+            deployment("u", None, aug(5, 12, 0)),
+        ],
+        &[],
+        &[],
+    );
+    let rows = run(&lake, &options(1, &["billing", "api"]));
+
+    // The unmapped deployment counts for the organisation only.
+    assert_eq!(cell(&rows, DeploymentCount, "all", Some(0)), (Some(4.0), 4));
+    assert_eq!(cell(&rows, DeploymentCount, "api", Some(0)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, DeploymentCount, "web", Some(0)), (Some(2.0), 2));
+    // A configured service with no data still has its rows.
+    assert_eq!(
+        cell(&rows, DeploymentCount, "billing", Some(0)),
+        (Some(0.0), 0)
+    );
+    // Small samples carry their n and are marked insufficient; the value is still given.
+    let web = rows
+        .iter()
+        .find(|r| r.metric == "change_failure_rate" && r.scope == "web" && r.grain == "week")
+        .unwrap();
+    assert_eq!((web.value, web.n, web.insufficient()), (Some(0.0), 2, true));
+    let org = rows
+        .iter()
+        .find(|r| r.metric == "deployment_count" && r.scope == "all" && r.grain == "range")
+        .unwrap();
+    assert!(org.insufficient());
+}
+
+#[test]
+fn rows_come_in_metric_scope_week_then_range_order() {
+    let lake = lake(&[deployment("a", Some("web"), aug(4, 10, 0))], &[], &[]);
+    let rows = run(&lake, &options(2, &["api"]));
+
+    let mut expected = Vec::new();
+    for metric in MetricId::ALL {
+        for (scope_type, scope) in [("org", "all"), ("service", "api"), ("service", "web")] {
+            for (grain, start, end) in [
+                ("week", aug(3, 0, 0), aug(10, 0, 0)),
+                ("week", aug(10, 0, 0), aug(17, 0, 0)),
+                ("range", aug(3, 0, 0), aug(17, 0, 0)),
+            ] {
+                expected.push((
+                    metric.as_str(),
+                    metric.unit(),
+                    scope_type,
+                    scope,
+                    grain,
+                    start,
+                    end,
+                ));
+            }
+        }
+    }
+    let actual: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.metric.as_str(),
+                r.unit.as_str(),
+                r.scope_type.as_str(),
+                r.scope.as_str(),
+                r.grain.as_str(),
+                r.period_start,
+                r.period_end,
+            )
+        })
+        .collect();
+    assert_eq!(actual, expected);
+}
+
+#[test]
+fn missing_table_files_are_empty_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here.parquet");
+    let rows = weekly_metrics(
+        Inputs {
+            deployments: &missing,
+            changes: &missing,
+            incidents: &missing,
+        },
+        &options(1, &["api"]),
+    )
+    .unwrap();
+    // 7 metrics × (org + api) × (one week + the range).
+    assert_eq!(rows.len(), 28);
+    assert_eq!(cell(&rows, DeploymentCount, "api", None), (Some(0.0), 0));
+    assert_eq!(cell(&rows, LeadTimeMedian, "all", Some(0)), (None, 0));
+}
+
+#[test]
+fn a_range_must_start_on_a_monday_midnight_and_have_weeks() {
+    let lake = lake(&[], &[], &[]);
+    let inputs = Inputs {
+        deployments: &lake.deployments,
+        changes: &lake.changes,
+        incidents: &lake.incidents,
+    };
+    let tuesday = Options {
+        start: aug(4, 0, 0),
+        ..options(1, &[])
+    };
+    assert!(matches!(
+        weekly_metrics(inputs, &tuesday),
+        Err(PipelineError::Options(_))
+    ));
+    let noon = Options {
+        start: aug(3, 12, 0),
+        ..options(1, &[])
+    };
+    assert!(matches!(
+        weekly_metrics(inputs, &noon),
+        Err(PipelineError::Options(_))
+    ));
+    assert!(matches!(
+        weekly_metrics(inputs, &options(0, &[])),
+        Err(PipelineError::Options(_))
+    ));
+}
