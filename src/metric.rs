@@ -42,9 +42,9 @@ impl MetricRow {
 /// The metrics the pipeline emits, with their ids, units and one-line definitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricId {
-    /// Successful production deployments finished in the week.
+    /// Successful production deployments finished in the period.
     DeploymentCount,
-    /// Production deployments per day in the week.
+    /// Production deployments per day in the period.
     DeploymentFrequency,
     /// Median lead time for changes (first commit → first production deployment containing it).
     LeadTimeMedian,
@@ -113,7 +113,7 @@ impl MetricId {
             Self::DeploymentCount => {
                 "Successful deployments to a production environment, counted in the week their final status was reached."
             }
-            Self::DeploymentFrequency => "Production deployments in the week divided by 7 days.",
+            Self::DeploymentFrequency => "Production deployments in the period divided by the days in it (7 for a week).",
             Self::LeadTimeMedian => {
                 "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
             }
@@ -127,7 +127,7 @@ impl MetricId {
                 "Resolution minus start of incidents resolved in the week, mean."
             }
             Self::DowntimeMinutes => {
-                "Union of the intervals [start, resolution] of sev1–sev2 incidents, overlaps merged, open incidents running to the week's end, clipped to the week."
+                "Union of the intervals [start, resolution) of sev1–sev2 incidents, overlaps merged, open incidents running to the week's end, clipped to the week."
             }
         }
     }

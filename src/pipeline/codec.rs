@@ -347,38 +347,12 @@ fn row_label(object: &Map<String, Value>, index: usize) -> String {
     }
 }
 
-/// Where a file is written before it is renamed into place: `x.parquet` → `x.parquet.tmp`.
-/// The store relies on this exact name (it cleans up leftovers of interrupted writes).
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let extension = match path.extension() {
-        Some(extension) => format!("{}.tmp", extension.to_string_lossy()),
-        None => "tmp".to_owned(),
-    };
-    path.with_extension(extension)
-}
-
-/// Writes through `write` into the temporary sibling, syncs it, and renames it over `path`, so a
-/// reader never sees a half-written file. The temporary file is removed when writing fails.
+/// Atomic replacement with the pipeline's error type.
 pub(crate) fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<(), PipelineError>,
 ) -> Result<(), PipelineError> {
-    let tmp = tmp_path(path);
-    let mut file = File::create(&tmp).map_err(|source| io_error("create", &tmp, source))?;
-    let written = write(&mut file).and_then(|()| {
-        file.sync_all()
-            .map_err(|source| io_error("write", &tmp, source))
-    });
-    drop(file);
-    if let Err(err) = written {
-        // Best effort: the write error is the one worth reporting.
-        let _ = fs::remove_file(&tmp);
-        return Err(err);
-    }
-    fs::rename(&tmp, path).map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        io_error("rename into place", path, source)
-    })
+    crate::atomic::write_atomic(path, write, io_error)
 }
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> PipelineError {
@@ -584,12 +558,12 @@ mod tests {
     fn writes_atomically_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deployments.parquet");
-        assert_eq!(tmp_path(&path), dir.path().join("deployments.parquet.tmp"));
+        assert_eq!(crate::atomic::tmp_path(&path), dir.path().join("deployments.parquet.tmp"));
         write_table(&deployments(), &path).unwrap();
         // Overwriting replaces the whole file.
         write_table(&deployments()[..1], &path).unwrap();
         assert_eq!(read_table::<Deployment>(&path).unwrap().len(), 1);
-        assert!(!tmp_path(&path).exists());
+        assert!(!crate::atomic::tmp_path(&path).exists());
     }
 
     /// A record whose declared columns disagree with its serde fields, as a mistake in a new
@@ -656,7 +630,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(!path.exists() && !tmp_path(&path).exists());
+        assert!(!path.exists() && !crate::atomic::tmp_path(&path).exists());
     }
 
     #[test]

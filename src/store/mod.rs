@@ -64,7 +64,26 @@ impl Store {
                 source,
             })?;
         }
-        Ok(Self { root: root.to_owned() })
+        let store = Self { root: root.to_owned() };
+        store.remove_leftovers();
+        Ok(store)
+    }
+
+    /// Removes temporary files a killed write left behind; the files they were replacing are
+    /// intact, so nothing is lost.
+    fn remove_leftovers(&self) {
+        for dir in ["tables", "state", "metrics"] {
+            let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    tracing::debug!(path = %path.display(), "Removing a temporary file left by an interrupted write.");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
     }
 
     /// The lake directory.
@@ -175,7 +194,12 @@ impl Store {
             path: self.bookmarks_path(),
             message: e.to_string(),
         })?;
-        write_atomic(&self.bookmarks_path(), &bytes)
+        let path = self.bookmarks_path();
+        crate::atomic::write_atomic(
+            &path,
+            |f| std::io::Write::write_all(f, &bytes).map_err(|e| io_error("write", &path, e)),
+            io_error,
+        )
     }
 }
 
@@ -212,23 +236,16 @@ pub fn schema_markdown() -> String {
     out.trim_end().to_owned()
 }
 
-fn bookmark_key(source: &str, stream: &str) -> String {
-    format!("{source}/{stream}")
-}
-
-/// Writes `bytes` to a temporary file beside `path`, flushes it, and renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let io = |action, source| StoreError::Io {
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
         action,
         path: path.to_owned(),
         source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-    f.write_all(bytes).map_err(|e| io("write", e))?;
-    f.sync_all().map_err(|e| io("flush", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
+    }
+}
+
+fn bookmark_key(source: &str, stream: &str) -> String {
+    format!("{source}/{stream}")
 }
 
 #[cfg(test)]
