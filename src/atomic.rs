@@ -28,7 +28,8 @@ pub fn write_atomic<E>(
 ) -> Result<(), E> {
     let tmp = tmp_path(path);
     let mut file = File::create(&tmp).map_err(|source| io_error("create", &tmp, source))?;
-    let written = write(&mut file).and_then(|()| file.sync_all().map_err(|source| io_error("write", &tmp, source)));
+    let written =
+        write(&mut file).and_then(|()| file.sync_all().map_err(|source| io_error("write", &tmp, source)));
     drop(file);
     if let Err(err) = written {
         // Best effort: the write error is the one worth reporting.

@@ -15,14 +15,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "tandem", version, propagate_version = true)]
 pub struct Cli {
     /// Config file (TOML). Relative paths inside it are relative to its directory.
-    #[arg(long, short = 'c', global = true, env = "TANDEM_CONFIG", default_value = "tandem.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "TANDEM_CONFIG",
+        default_value = "tandem.toml"
+    )]
     pub config: PathBuf,
 
-    /// Print only warnings and errors.
+    /// Log errors only (by default warnings are logged too: retries, quarantined records).
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
-    /// Print more detail (-v debug, -vv trace).
+    /// Log more: -v progress per stream, -vv debug detail.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

@@ -384,8 +384,14 @@ pagerduty = ["PCHK"]
         .unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/tandem/lake"));
-        assert_eq!(c.service_of_repo("Acme/Checkout").map(|s| s.name.as_str()), Some("checkout"));
-        assert_eq!(c.service_of_pagerduty("PCHK").and_then(|s| s.team.as_deref()), Some("payments"));
+        assert_eq!(
+            c.service_of_repo("Acme/Checkout").map(|s| s.name.as_str()),
+            Some("checkout")
+        );
+        assert_eq!(
+            c.service_of_pagerduty("PCHK").and_then(|s| s.team.as_deref()),
+            Some("payments")
+        );
         assert_eq!(c.metrics.attribution_window_hours, 24);
         assert_eq!(c.report.weeks, 12);
     }

@@ -47,20 +47,22 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Structured log lines on stderr: info by default (one line per stream), warnings only with
-/// `--quiet`; `TANDEM_LOG` takes a full filter (e.g. `tandem=debug`).
+/// Structured log lines on stderr, quiet by default for cron: warnings and errors (retries,
+/// quarantined records, failed sources); `-v` adds progress, `-vv` debug detail, `--quiet` keeps
+/// errors only. `TANDEM_LOG` takes a full filter (e.g. `tandem=debug`). Results go to stdout.
 fn init_logging(cli: &Cli) {
     let default = match (cli.quiet, cli.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

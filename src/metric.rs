@@ -113,19 +113,17 @@ impl MetricId {
             Self::DeploymentCount => {
                 "Successful deployments to a production environment, counted in the week their final status was reached."
             }
-            Self::DeploymentFrequency => "Production deployments in the period divided by the days in it (7 for a week).",
+            Self::DeploymentFrequency => {
+                "Production deployments in the period divided by the days in it (7 for a week)."
+            }
             Self::LeadTimeMedian => {
                 "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
             }
             Self::ChangeFailureRate => {
                 "Production deployments to which an incident is attributed, divided by production deployments in the week. An incident is attributed to the latest production deployment of the same service that finished within 24 hours before it started."
             }
-            Self::TimeToRestoreMedian => {
-                "Resolution minus start of incidents resolved in the week, median."
-            }
-            Self::TimeToRestoreMean => {
-                "Resolution minus start of incidents resolved in the week, mean."
-            }
+            Self::TimeToRestoreMedian => "Resolution minus start of incidents resolved in the week, median.",
+            Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the week, mean.",
             Self::DowntimeMinutes => {
                 "Union of the intervals [start, resolution) of sev1–sev2 incidents, overlaps merged, open incidents running to the week's end, clipped to the week."
             }
@@ -196,10 +194,17 @@ mod tests {
     fn values_display_with_their_units() {
         assert_eq!(row("hours", Some(3.456), 9).display_value(), "3.5 h");
         assert_eq!(row("ratio", Some(0.5), 9).display_value(), "50.0%");
-        assert_eq!(row("per_day", Some(1.0 / 7.0 * 9.0), 9).display_value(), "1.29/day");
+        assert_eq!(
+            row("per_day", Some(1.0 / 7.0 * 9.0), 9).display_value(),
+            "1.29/day"
+        );
         assert_eq!(row("minutes", Some(119.6), 9).display_value(), "120 min");
         assert_eq!(row("count", Some(12.0), 12).display_value(), "12");
-        assert_eq!(row("count", Some(-0.01), 12).display_value(), "0", "no negative zero");
+        assert_eq!(
+            row("count", Some(-0.01), 12).display_value(),
+            "0",
+            "no negative zero"
+        );
         assert_eq!(row("furlongs", Some(2.0), 1).display_value(), "2.00 furlongs");
         assert_eq!(row("hours", None, 0).display_value(), MISSING);
         assert_eq!(row("hours", Some(f64::NAN), 0).display_value(), MISSING);

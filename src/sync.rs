@@ -126,7 +126,8 @@ pub async fn sync(
                 continue;
             }
             stream_found = true;
-            let outcome = sync_stream(config, store, &connector, source.name(), def.name, options.full).await?;
+            let outcome =
+                sync_stream(config, store, &connector, source.name(), def.name, options.full).await?;
             let auth_failed = outcome.auth_failed;
             report.streams.push(outcome);
             // Bad credentials fail every stream of the source alike: do not hammer the API.
@@ -136,7 +137,9 @@ pub async fn sync(
         }
     }
     if !stream_found {
-        return Err(SyncError::UnknownStream(options.stream.clone().unwrap_or_default()));
+        return Err(SyncError::UnknownStream(
+            options.stream.clone().unwrap_or_default(),
+        ));
     }
     Ok(report)
 }
@@ -193,7 +196,9 @@ async fn sync_stream(
     let seconds = started.elapsed().as_secs_f64();
     match &error {
         None => tracing::info!(source, stream, records, quarantined, seconds, "Stream synced."),
-        Some(e) => tracing::error!(source, stream, records, error = %e, "Stream failed; records before the failure are kept and the next sync resumes after them."),
+        Some(e) => {
+            tracing::error!(source, stream, records, error = %e, "Stream failed; records before the failure are kept and the next sync resumes after them.")
+        }
     }
     Ok(StreamOutcome {
         source: source.to_owned(),
@@ -228,7 +233,11 @@ async fn commit_records(config: &Config, store: &Store, batch: Vec<Record>) -> R
                 changes.push(c);
             }
             Record::Incident(mut i) => {
-                if let Some(s) = i.service_ref.as_deref().and_then(|r| config.service_of_pagerduty(r)) {
+                if let Some(s) = i
+                    .service_ref
+                    .as_deref()
+                    .and_then(|r| config.service_of_pagerduty(r))
+                {
                     i.service = Some(s.name.clone());
                     i.team = s.team.clone();
                 }

@@ -15,6 +15,10 @@ fn readme_documents_the_canonical_schema() {
 fn readme_documents_every_metric() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for m in tandem::metric::MetricId::ALL {
-        assert!(readme.contains(&format!("`{}`", m.as_str())), "README lacks metric {}", m.as_str());
+        assert!(
+            readme.contains(&format!("`{}`", m.as_str())),
+            "README lacks metric {}",
+            m.as_str()
+        );
     }
 }

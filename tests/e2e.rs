@@ -39,7 +39,11 @@ fn is_outage(i: &SimIncident) -> bool {
 }
 
 /// Minutes covered by the union of intervals, clipped to [start, end).
-fn union_minutes(mut intervals: Vec<(DateTime<Utc>, DateTime<Utc>)>, start: DateTime<Utc>, end: DateTime<Utc>) -> f64 {
+fn union_minutes(
+    mut intervals: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> f64 {
     intervals.sort();
     let mut total = Duration::zero();
     let mut current: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
@@ -64,7 +68,11 @@ fn union_minutes(mut intervals: Vec<(DateTime<Utc>, DateTime<Utc>)>, start: Date
 }
 
 /// Expected weekly values for one service, from ground truth only.
-fn expected(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> BTreeMap<&'static str, (Option<f64>, i64)> {
+fn expected(
+    org: &Organisation,
+    service: &str,
+    week_start: DateTime<Utc>,
+) -> BTreeMap<&'static str, (Option<f64>, i64)> {
     let week_end = week_start + Duration::weeks(1);
     let in_week = |t: DateTime<Utc>| t >= week_start && t < week_end;
     let prod: Vec<_> = org
@@ -85,7 +93,12 @@ fn expected(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> BTr
             if !in_week(finished) {
                 return None;
             }
-            let first = p.commits.iter().map(|c| c.authored_at).min().unwrap_or(p.created_at);
+            let first = p
+                .commits
+                .iter()
+                .map(|c| c.authored_at)
+                .min()
+                .unwrap_or(p.created_at);
             Some(hours(finished - first))
         })
         .collect();
@@ -93,7 +106,11 @@ fn expected(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> BTr
         .incidents
         .iter()
         .filter(|i| i.service == service)
-        .filter_map(|i| i.resolved_at.filter(|r| in_week(*r)).map(|r| hours(r - i.created_at)))
+        .filter_map(|i| {
+            i.resolved_at
+                .filter(|r| in_week(*r))
+                .map(|r| hours(r - i.created_at))
+        })
         .collect();
     let outages: Vec<_> = org
         .incidents
@@ -111,7 +128,10 @@ fn expected(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> BTr
         ((n_prod > 0).then(|| failed as f64 / prod.len() as f64), n_prod),
     );
     m.insert("lead_time_median", (median(leads.clone()), leads.len() as i64));
-    m.insert("time_to_restore_median", (median(restores.clone()), restores.len() as i64));
+    m.insert(
+        "time_to_restore_median",
+        (median(restores.clone()), restores.len() as i64),
+    );
     m.insert(
         "time_to_restore_mean",
         (
@@ -120,7 +140,10 @@ fn expected(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> BTr
         ),
     );
     let n_out = outages.len() as i64;
-    m.insert("downtime_minutes", (Some(union_minutes(outages, week_start, week_end)), n_out));
+    m.insert(
+        "downtime_minutes",
+        (Some(union_minutes(outages, week_start, week_end)), n_out),
+    );
     m
 }
 
@@ -133,7 +156,9 @@ async fn weekly_metrics_match_the_ground_truth() {
         weeks: Some(WEEKS),
         until: Some(until),
     };
-    let outcome = tandem::commands::run::job(&config, &env(), &range, None).await.unwrap();
+    let outcome = tandem::commands::run::job(&config, &env(), &range, None)
+        .await
+        .unwrap();
     assert_eq!(outcome, tandem::commands::Outcome::Success);
 
     // The report and its charts exist.
@@ -181,5 +206,8 @@ async fn weekly_metrics_match_the_ground_truth() {
         }
     }
     assert_eq!(checked, 4 * WEEKS as usize * 7);
-    assert!(nonzero_failures > 0, "the simulation must contain failed changes for the test to mean anything");
+    assert!(
+        nonzero_failures > 0,
+        "the simulation must contain failed changes for the test to mean anything"
+    );
 }

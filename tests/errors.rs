@@ -29,8 +29,14 @@ fn an_unknown_source_kind_is_one_line_naming_the_key() {
     );
     assert_eq!(code, 1);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("`source[0].kind`") && stderr.contains("\"jora\""), "{stderr}");
-    assert!(stderr.contains("github, pagerduty"), "lists the known kinds: {stderr}");
+    assert!(
+        stderr.contains("`source[0].kind`") && stderr.contains("\"jora\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("github, pagerduty"),
+        "lists the known kinds: {stderr}"
+    );
 }
 
 #[test]
@@ -43,7 +49,11 @@ fn a_missing_token_variable_names_the_variable_and_the_config_key() {
     );
     assert_eq!(code, 1);
     let stderr_line = stderr.trim();
-    assert_eq!(stderr_line.lines().filter(|l| l.starts_with("error:")).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr_line.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
     assert!(
         stderr_line.contains("TANDEM_TEST_MISSING_TOKEN") && stderr_line.contains("source.gh.token_env"),
         "{stderr}"
@@ -59,7 +69,10 @@ fn a_missing_config_file_says_how_to_get_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/tandem.toml") && stderr.contains("tandem demo"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/tandem.toml") && stderr.contains("tandem demo"),
+        "{stderr}"
+    );
 }
 
 #[test]

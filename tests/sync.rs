@@ -67,12 +67,23 @@ async fn a_killed_sync_resumes_to_the_same_store_as_a_clean_one() {
     let clean_config = world.config_in("clean");
     let clean_store = store_of(&clean_config);
     let before = requests(&world);
-    assert!(sync(&clean_config, &clean_store, &env(), &fast_sync()).await.unwrap().all_ok());
+    assert!(
+        sync(&clean_config, &clean_store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
     let clean_requests = requests(&world) - before;
     let clean = snapshot(&clean_store);
     let github_total = world.servers.github.control.request_count();
     assert!(
-        world.servers.github.control.requests().iter().any(|r| r.contains("page=2")),
+        world
+            .servers
+            .github
+            .control
+            .requests()
+            .iter()
+            .any(|r| r.contains("page=2")),
         "the organisation must span several pages for this test to mean anything"
     );
 
@@ -92,8 +103,14 @@ async fn a_killed_sync_resumes_to_the_same_store_as_a_clean_one() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while world.servers.github.control.request_count() <= stall_at {
-        assert!(Instant::now() < deadline, "the sync never reached the stall point");
-        assert!(child.try_wait().unwrap().is_none(), "the sync ended before it could be killed");
+        assert!(
+            Instant::now() < deadline,
+            "the sync never reached the stall point"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sync ended before it could be killed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let it commit what it has, then kill it hard.
@@ -106,13 +123,20 @@ async fn a_killed_sync_resumes_to_the_same_store_as_a_clean_one() {
         partial.0.len() + partial.1.len() < clean.0.len() + clean.1.len(),
         "the kill must interrupt the sync"
     );
-    assert!(store.bookmark("github", "deployments").unwrap().is_some(), "checkpoints were saved");
+    assert!(
+        store.bookmark("github", "deployments").unwrap().is_some(),
+        "checkpoints were saved"
+    );
 
-    world.servers.github.control.stall_after(usize::MAX);
+    world.servers.github.control.clear_faults();
     let before = requests(&world);
     let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
     assert!(report.all_ok(), "{report:?}");
-    assert_eq!(snapshot(&store), clean, "kill + re-run gives the store of one clean run");
+    assert_eq!(
+        snapshot(&store),
+        clean,
+        "kill + re-run gives the store of one clean run"
+    );
     let resumed_requests = requests(&world) - before;
     assert!(
         resumed_requests < clean_requests,
@@ -159,11 +183,24 @@ async fn bad_credentials_stop_that_source_and_the_others_continue() {
         .with_override("TEST_PAGERDUTY_TOKEN", PAGERDUTY_TOKEN);
     let report = sync(&config, &store, &env, &fast_sync()).await.unwrap();
     let failures: Vec<_> = report.failures().collect();
-    assert_eq!(failures.len(), 1, "one GitHub stream fails, then the source stops: {report:?}");
+    assert_eq!(
+        failures.len(),
+        1,
+        "one GitHub stream fails, then the source stops: {report:?}"
+    );
     let message = failures[0].error.clone().unwrap();
-    assert!(message.contains("`github`") && message.contains("401"), "{message}");
-    assert!(message.contains("TEST_GITHUB_TOKEN"), "the message says what to check: {message}");
-    assert!(!message.contains("expired-token"), "never print the secret: {message}");
+    assert!(
+        message.contains("`github`") && message.contains("401"),
+        "{message}"
+    );
+    assert!(
+        message.contains("TEST_GITHUB_TOKEN"),
+        "the message says what to check: {message}"
+    );
+    assert!(
+        !message.contains("expired-token"),
+        "never print the secret: {message}"
+    );
     assert_eq!(store.read::<Incident>().unwrap().len(), world.org.incidents.len());
     assert_eq!(
         tandem::commands::sync::outcome(&report).unwrap(),

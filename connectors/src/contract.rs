@@ -73,13 +73,18 @@ impl Emitter {
     }
 
     async fn send(&self, message: Message) -> Result<(), ConnectorError> {
-        self.tx.send(message).await.map_err(|_| ConnectorError::SinkClosed)
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| ConnectorError::SinkClosed)
     }
 }
 
 /// Reads a stream state from a bookmark, falling back to a fresh state when the bookmark is from
 /// an older or different layout (a full re-read is safe: the store de-duplicates).
-pub fn state_from_bookmark<S: serde::de::DeserializeOwned + Default>(bookmark: Option<serde_json::Value>) -> S {
+pub fn state_from_bookmark<S: serde::de::DeserializeOwned + Default>(
+    bookmark: Option<serde_json::Value>,
+) -> S {
     bookmark
         .and_then(|b| serde_json::from_value(b).ok())
         .unwrap_or_default()

@@ -129,8 +129,9 @@ impl HttpClient {
             Auth::None => None,
         };
         if let Some(v) = auth_value {
-            let mut value = HeaderValue::from_str(&v)
-                .map_err(|_| config_err("the token contains characters not allowed in an HTTP header".into()))?;
+            let mut value = HeaderValue::from_str(&v).map_err(|_| {
+                config_err("the token contains characters not allowed in an HTTP header".into())
+            })?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -395,8 +396,14 @@ mod tests {
     #[test]
     fn link_header_rel_lookup() {
         let h = r#"<http://h/repositories/1/pulls?page=2>; rel="next", <http://h/repositories/1/pulls?page=5>; rel="last""#;
-        assert_eq!(parse_link(h, "next").as_deref(), Some("http://h/repositories/1/pulls?page=2"));
-        assert_eq!(parse_link(h, "last").as_deref(), Some("http://h/repositories/1/pulls?page=5"));
+        assert_eq!(
+            parse_link(h, "next").as_deref(),
+            Some("http://h/repositories/1/pulls?page=2")
+        );
+        assert_eq!(
+            parse_link(h, "last").as_deref(),
+            Some("http://h/repositories/1/pulls?page=5")
+        );
         assert_eq!(parse_link(h, "prev"), None);
         let sn = r#"<https://i/api/now/table/incident?sysparm_offset=0>;rel="first",<https://i/api/now/table/incident?sysparm_offset=1000>;rel="next""#;
         assert_eq!(
@@ -414,7 +421,10 @@ mod tests {
         for attempt in 1..10 {
             let d = client.backoff(attempt);
             let cap = (Duration::from_millis(500) * (1 << (attempt - 1))).min(Duration::from_secs(30));
-            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?} vs cap {cap:?}");
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {attempt}: {d:?} vs cap {cap:?}"
+            );
         }
     }
 }

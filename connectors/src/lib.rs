@@ -62,7 +62,11 @@ pub enum Connector {
 
 impl Connector {
     /// Builds the connector of a config entry, reading its secret from `env`.
-    pub fn build(config: &SourceConfig, env: &SecretEnv, policy: RetryPolicy) -> Result<Self, ConnectorError> {
+    pub fn build(
+        config: &SourceConfig,
+        env: &SecretEnv,
+        policy: RetryPolicy,
+    ) -> Result<Self, ConnectorError> {
         Ok(match config {
             SourceConfig::GitHub(c) => Self::GitHub(github::GitHub::new(c.clone(), env, policy)?),
             SourceConfig::PagerDuty(c) => Self::PagerDuty(pagerduty::PagerDuty::new(c.clone(), env, policy)?),
@@ -86,7 +90,12 @@ impl Connector {
     }
 
     /// Reads one stream from a bookmark; see [`contract`].
-    pub async fn read(&self, stream: &str, bookmark: Option<Value>, out: Emitter) -> Result<(), ConnectorError> {
+    pub async fn read(
+        &self,
+        stream: &str,
+        bookmark: Option<Value>,
+        out: Emitter,
+    ) -> Result<(), ConnectorError> {
         match self {
             Self::GitHub(c) => c.read(stream, bookmark, out).await,
             Self::PagerDuty(c) => c.read(stream, bookmark, out).await,

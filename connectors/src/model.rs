@@ -233,12 +233,7 @@ impl Table for Change {
             "Service from the config mapping; null when unmapped.",
         ),
         col("team", ColumnKind::Text, true, "Team owning the service."),
-        col(
-            "number",
-            ColumnKind::Integer,
-            false,
-            "Pull/merge request number.",
-        ),
+        col("number", ColumnKind::Integer, false, "Pull/merge request number."),
         col(
             "title",
             ColumnKind::Text,
@@ -384,12 +379,7 @@ impl Table for Incident {
             "sev1 (critical) to sev4; null when unknown.",
         ),
         col("status", ColumnKind::Text, false, "Status at the source."),
-        col(
-            "started_at",
-            ColumnKind::Timestamp,
-            false,
-            "Impact began (UTC).",
-        ),
+        col("started_at", ColumnKind::Timestamp, false, "Impact began (UTC)."),
         col(
             "acknowledged_at",
             ColumnKind::Timestamp,
@@ -466,12 +456,22 @@ pub struct Quarantined {
 impl Table for Quarantined {
     const NAME: &'static str = "quarantine";
     const COLUMNS: &'static [Column] = &[
-        col("id", ColumnKind::Text, false, "Primary key: `{source}:{stream}:{record key or hash}`."),
+        col(
+            "id",
+            ColumnKind::Text,
+            false,
+            "Primary key: `{source}:{stream}:{record key or hash}`.",
+        ),
         col("source", ColumnKind::Text, false, "Configured source name."),
         col("stream", ColumnKind::Text, false, "Stream it came from."),
         col("reason", ColumnKind::Text, false, "Why it was rejected."),
         col("raw", ColumnKind::Text, false, "The raw record as JSON text."),
-        col("seen_at", ColumnKind::Timestamp, false, "When tandem saw it (UTC)."),
+        col(
+            "seen_at",
+            ColumnKind::Timestamp,
+            false,
+            "When tandem saw it (UTC).",
+        ),
     ];
     fn key(&self) -> &str {
         &self.id

@@ -92,8 +92,11 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "made by `tandem demo`; it may empty this directory\n")
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by `tandem demo`; it may empty this directory\n",
+    )
+    .with_context(|| format!("cannot write into {}", dir.display()))?;
     Ok(())
 }
 
@@ -135,7 +138,8 @@ lookback_days = {lookback}
 "#,
         weeks = org.spec.weeks,
         repos = repos.join(", "),
-        lookback = i64::from(org.spec.weeks) * 7 + 7,
+        // Reach back to the simulation's first day whenever the demo runs.
+        lookback = (Utc::now() - org.spec.start_at()).num_days().max(0) + 7,
     );
     for s in &org.services {
         let _ = write!(

@@ -54,7 +54,12 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
 
 /// The organisation's whole-range figures as an aligned text table.
 pub fn org_table(rows: &[MetricRow]) -> String {
-    let mut lines = vec![("metric".to_owned(), "value".to_owned(), "n".to_owned(), String::new())];
+    let mut lines = vec![(
+        "metric".to_owned(),
+        "value".to_owned(),
+        "n".to_owned(),
+        String::new(),
+    )];
     let mut range_label = None;
     for id in MetricId::ALL {
         let Some(row) = rows
@@ -75,7 +80,12 @@ pub fn org_table(rows: &[MetricRow]) -> String {
         } else {
             String::new()
         };
-        lines.push((id.title().to_owned(), row.display_value(), row.n.to_string(), note));
+        lines.push((
+            id.title().to_owned(),
+            row.display_value(),
+            row.n.to_string(),
+            note,
+        ));
     }
     let w0 = lines.iter().map(|l| l.0.chars().count()).max().unwrap_or(0);
     let w1 = lines.iter().map(|l| l.1.chars().count()).max().unwrap_or(0);

@@ -55,7 +55,10 @@ pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Res
     }
     let until = match args.until.or(config.report.until) {
         Some(d) if d.weekday() != Weekday::Mon => {
-            bail!("the range must end on a Monday (ISO weeks start on Monday); {d} is a {}", d.weekday())
+            bail!(
+                "the range must end on a Monday (ISO weeks start on Monday); {d} is a {}",
+                d.weekday()
+            )
         }
         Some(d) => d,
         None => monday_of(today),

@@ -36,7 +36,8 @@ pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyh
         generated_at: Utc::now(),
         rows,
     };
-    report::render(&input, &out_dir).with_context(|| format!("cannot write the report to {}", out_dir.display()))
+    report::render(&input, &out_dir)
+        .with_context(|| format!("cannot write the report to {}", out_dir.display()))
 }
 
 /// Says where the report went.

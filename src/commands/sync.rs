@@ -18,11 +18,15 @@ pub async fn run(args: &SyncArgs, config: &Config, env: &SecretEnv) -> anyhow::R
         ..SyncOptions::default()
     };
     let report = sync_into_store(config, env, &options).await?;
-    Ok(outcome(&report)?)
+    outcome(&report)
 }
 
 /// Syncs into the configured store.
-pub async fn sync_into_store(config: &Config, env: &SecretEnv, options: &SyncOptions) -> anyhow::Result<SyncReport> {
+pub async fn sync_into_store(
+    config: &Config,
+    env: &SecretEnv,
+    options: &SyncOptions,
+) -> anyhow::Result<SyncReport> {
     let store = Store::open(&config.resolve(&config.store.path))?;
     let report = sync(config, &store, env, options).await.context("sync failed")?;
     for s in &report.streams {
@@ -43,7 +47,11 @@ pub fn outcome(report: &SyncReport) -> anyhow::Result<Outcome> {
     if failed == 0 {
         Ok(Outcome::Success)
     } else if failed == report.streams.len() {
-        let first = report.failures().next().and_then(|s| s.error.clone()).unwrap_or_default();
+        let first = report
+            .failures()
+            .next()
+            .and_then(|s| s.error.clone())
+            .unwrap_or_default();
         anyhow::bail!("every source failed; first error: {first}")
     } else {
         Ok(Outcome::Partial)

@@ -4,8 +4,8 @@
 //! its columns. This is the store's only way into and out of Parquet. It must not compute metrics,
 //! know any particular table, or leave a half-written file where a reader could find it.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
@@ -147,10 +147,7 @@ fn build_column<T: Table>(
     for (row, object) in rows.iter().zip(objects) {
         let value = object.get(declared.name).unwrap_or(&Value::Null);
         if value.is_null() && !declared.nullable {
-            return Err(fail(
-                row,
-                "null in a column declared non-nullable".to_owned(),
-            ));
+            return Err(fail(row, "null in a column declared non-nullable".to_owned()));
         }
         values.push((row, value));
     }
@@ -173,10 +170,7 @@ fn build_column<T: Table>(
                 .map(|&(row, value)| match value {
                     Value::Null => Ok(None),
                     Value::Number(n) if n.is_i64() => Ok(n.as_i64()),
-                    other => Err(fail(
-                        row,
-                        format!("expected a 64-bit integer, found {other}"),
-                    )),
+                    other => Err(fail(row, format!("expected a 64-bit integer, found {other}"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Series::new(name, numbers)
@@ -200,10 +194,7 @@ fn build_column<T: Table>(
                     Value::String(text) => DateTime::parse_from_rfc3339(text)
                         .map(|at| Some(at.timestamp_millis()))
                         .map_err(|err| fail(row, format!("`{text}` is not RFC 3339: {err}"))),
-                    other => Err(fail(
-                        row,
-                        format!("expected an RFC 3339 instant, found {other}"),
-                    )),
+                    other => Err(fail(row, format!("expected an RFC 3339 instant, found {other}"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Int64Chunked::from_iter_options(name, millis.into_iter())
@@ -219,9 +210,8 @@ fn build_column<T: Table>(
                         let texts = items
                             .iter()
                             .map(|item| {
-                                item.as_str().ok_or_else(|| {
-                                    fail(row, format!("expected text, found {item}"))
-                                })
+                                item.as_str()
+                                    .ok_or_else(|| fail(row, format!("expected text, found {item}")))
                             })
                             .collect::<Result<Vec<_>, _>>()?;
                         builder.append_values_iter(texts.into_iter());
@@ -263,12 +253,9 @@ fn column_values<T: Table>(
         _ => found == &expected,
     };
     if !compatible {
-        return Err(schema_error(format!(
-            "stored as {found}, expected {expected}"
-        )));
+        return Err(schema_error(format!("stored as {found}, expected {expected}")));
     }
-    let mismatch =
-        |source| polars_error(format!("reading column `{}`", declared.name), path, source);
+    let mismatch = |source| polars_error(format!("reading column `{}`", declared.name), path, source);
     let values = match declared.kind {
         ColumnKind::Text => column
             .str()
@@ -296,17 +283,15 @@ fn column_values<T: Table>(
                 .enumerate()
                 .map(|(index, v)| match v {
                     None => Ok(Value::Null),
-                    Some(ms) => {
-                        rfc3339(ms)
-                            .map(Value::String)
-                            .ok_or_else(|| PipelineError::Value {
-                                table: T::NAME,
-                                path: path.to_owned(),
-                                column: declared.name,
-                                row: format!("#{index}"),
-                                message: format!("{ms} ms since the epoch is out of range"),
-                            })
-                    }
+                    Some(ms) => rfc3339(ms)
+                        .map(Value::String)
+                        .ok_or_else(|| PipelineError::Value {
+                            table: T::NAME,
+                            path: path.to_owned(),
+                            column: declared.name,
+                            row: format!("#{index}"),
+                            message: format!("{ms} ms since the epoch is out of range"),
+                        }),
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
@@ -334,8 +319,7 @@ fn column_values<T: Table>(
 
 /// An instant in the form chrono's serde writes, at the stored (millisecond) precision.
 pub(crate) fn rfc3339(millis: i64) -> Option<String> {
-    DateTime::<Utc>::from_timestamp_millis(millis)
-        .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
+    DateTime::<Utc>::from_timestamp_millis(millis).map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// Names a row read from a file: every canonical table's primary key field is `id`, which is
@@ -514,29 +498,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("changes.parquet");
         write_table(&changes(), &path).unwrap();
-        let frame = ParquetReader::new(File::open(&path).unwrap())
-            .finish()
-            .unwrap();
-        let names: Vec<&str> = frame
-            .get_column_names()
-            .iter()
-            .map(|n| n.as_str())
-            .collect();
+        let frame = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        let names: Vec<&str> = frame.get_column_names().iter().map(|n| n.as_str()).collect();
         let declared: Vec<&str> = Change::COLUMNS.iter().map(|c| c.name).collect();
         assert_eq!(names, declared);
         assert_eq!(frame.column("number").unwrap().dtype(), &DataType::Int64);
-        assert_eq!(
-            frame.column("created_at").unwrap().dtype(),
-            &timestamp_dtype()
-        );
+        assert_eq!(frame.column("created_at").unwrap().dtype(), &timestamp_dtype());
         assert_eq!(
             frame.column("labels").unwrap().dtype(),
             &DataType::List(Box::new(DataType::String))
         );
-        assert_eq!(
-            frame.column("is_revert").unwrap().dtype(),
-            &DataType::Boolean
-        );
+        assert_eq!(frame.column("is_revert").unwrap().dtype(), &DataType::Boolean);
     }
 
     #[test]
@@ -558,7 +530,10 @@ mod tests {
     fn writes_atomically_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deployments.parquet");
-        assert_eq!(crate::atomic::tmp_path(&path), dir.path().join("deployments.parquet.tmp"));
+        assert_eq!(
+            crate::atomic::tmp_path(&path),
+            dir.path().join("deployments.parquet.tmp")
+        );
         write_table(&deployments(), &path).unwrap();
         // Overwriting replaces the whole file.
         write_table(&deployments()[..1], &path).unwrap();
@@ -689,10 +664,7 @@ mod tests {
                 "created_at",
                 DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
             ),
-            (
-                "updated_at",
-                DataType::Datetime(TimeUnit::Nanoseconds, None),
-            ),
+            ("updated_at", DataType::Datetime(TimeUnit::Nanoseconds, None)),
         ] {
             let column = frame
                 .column(name)
@@ -702,11 +674,7 @@ mod tests {
                 .i64()
                 .unwrap()
                 .clone();
-            let factor = if name == "created_at" {
-                1_000
-            } else {
-                1_000_000
-            };
+            let factor = if name == "created_at" { 1_000 } else { 1_000_000 };
             let other = (column * factor).into_series().cast(&dtype).unwrap();
             frame.replace(name, other.into_column()).unwrap();
         }

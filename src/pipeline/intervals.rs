@@ -6,11 +6,7 @@
 
 /// Total length of the union of the half-open intervals `[start, end)`, each clipped to
 /// `[from, to)`. Empty or inverted intervals count for nothing.
-pub(crate) fn union_length(
-    intervals: impl IntoIterator<Item = (i64, i64)>,
-    from: i64,
-    to: i64,
-) -> i64 {
+pub(crate) fn union_length(intervals: impl IntoIterator<Item = (i64, i64)>, from: i64, to: i64) -> i64 {
     let mut clipped: Vec<(i64, i64)> = intervals
         .into_iter()
         .map(|(start, end)| (start.max(from), end.min(to)))

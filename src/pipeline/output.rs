@@ -19,11 +19,7 @@ use crate::metric::MetricRow;
 
 const TABLE: &str = "metrics";
 
-pub(crate) fn write_metrics(
-    rows: &[MetricRow],
-    parquet: &Path,
-    csv: &Path,
-) -> Result<(), PipelineError> {
+pub(crate) fn write_metrics(rows: &[MetricRow], parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
     let text = |name: &'static str, get: fn(&MetricRow) -> &str| {
         Series::new(name.into(), rows.iter().map(get).collect::<Vec<_>>()).into_column()
     };
@@ -34,11 +30,7 @@ pub(crate) fn write_metrics(
         text("scope", |r| &r.scope),
     ];
     let trailing = [
-        Series::new(
-            "value".into(),
-            rows.iter().map(|r| r.value).collect::<Vec<_>>(),
-        )
-        .into_column(),
+        Series::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<_>>()).into_column(),
         text("unit", |r| &r.unit),
         Series::new("n".into(), rows.iter().map(|r| r.n).collect::<Vec<_>>()).into_column(),
     ];
@@ -164,10 +156,7 @@ pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineErr
                 message: "null or out of range".to_owned(),
             };
             let text = |column: &'static str, values: &StringChunked| {
-                values
-                    .get(row)
-                    .map(str::to_owned)
-                    .ok_or_else(|| missing(column))
+                values.get(row).map(str::to_owned).ok_or_else(|| missing(column))
             };
             let instant = |column: &'static str, values: &Int64Chunked| {
                 values

@@ -25,10 +25,7 @@ const MINUTE_MS: f64 = 60_000.0;
 /// The `week` of whole-range groups in the aggregated frames (real weeks count from 0).
 const RANGE_WEEK: i64 = -1;
 
-pub(crate) fn weekly_metrics(
-    inputs: Inputs<'_>,
-    opts: &Options,
-) -> Result<Vec<MetricRow>, PipelineError> {
+pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
     let bounds = week_bounds(opts)?;
     let window_ms = opts.attribution_window.num_milliseconds();
     let polars = |source| PipelineError::Polars {
@@ -46,9 +43,7 @@ pub(crate) fn weekly_metrics(
     let incidents = load::<Incident>(inputs.incidents)?;
 
     let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
-    services.extend(
-        services_in(&[deployments.clone(), changes.clone(), incidents.clone()]).map_err(polars)?,
-    );
+    services.extend(services_in(&[deployments.clone(), changes.clone(), incidents.clone()]).map_err(polars)?);
     let grid = Grid {
         bounds,
         start: opts.start.timestamp_millis(),
@@ -71,10 +66,7 @@ pub(crate) fn weekly_metrics(
         restores: aggregate(
             restore_times(incidents.clone()),
             &grid,
-            &[
-                ("median", col("span").median()),
-                ("mean", col("span").mean()),
-            ],
+            &[("median", col("span").median()), ("mean", col("span").mean())],
         )
         .map_err(polars)?,
         outages: outages(incidents, &opts.outage_severities).map_err(polars)?,
@@ -170,10 +162,7 @@ fn hours(millis: Option<f64>) -> Option<f64> {
 /// Checks the options and returns the week boundaries: `weeks + 1` Mondays.
 fn week_bounds(opts: &Options) -> Result<Vec<DateTime<Utc>>, PipelineError> {
     let start = opts.start;
-    if start.weekday() != Weekday::Mon
-        || start.num_seconds_from_midnight() != 0
-        || start.nanosecond() != 0
-    {
+    if start.weekday() != Weekday::Mon || start.num_seconds_from_midnight() != 0 || start.nanosecond() != 0 {
         return Err(PipelineError::Options(format!(
             "the range must start on a Monday at 00:00 UTC, not {}",
             start.to_rfc3339()
@@ -191,15 +180,13 @@ fn week_bounds(opts: &Options) -> Result<Vec<DateTime<Utc>>, PipelineError> {
     }
     (0..=i64::from(opts.weeks))
         .map(|week| {
-            start
-                .checked_add_signed(Duration::weeks(week))
-                .ok_or_else(|| {
-                    PipelineError::Options(format!(
-                        "{} weeks from {} is past the last representable date",
-                        opts.weeks,
-                        start.to_rfc3339()
-                    ))
-                })
+            start.checked_add_signed(Duration::weeks(week)).ok_or_else(|| {
+                PipelineError::Options(format!(
+                    "{} weeks from {} is past the last representable date",
+                    opts.weeks,
+                    start.to_rfc3339()
+                ))
+            })
         })
         .collect()
 }
@@ -270,20 +257,13 @@ fn production_deployments(deployments: LazyFrame) -> LazyFrame {
 fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
     let candidates = incidents
         .filter(col("service").is_not_null())
-        .select([
-            col("id").alias("incident_id"),
-            col("service"),
-            col("started_at"),
-        ])
+        .select([col("id").alias("incident_id"), col("service"), col("started_at")])
         .inner_join(
-            production
-                .clone()
-                .filter(col("service").is_not_null())
-                .select([
-                    col("id").alias("deployment_id"),
-                    col("service"),
-                    col("finished_at"),
-                ]),
+            production.clone().filter(col("service").is_not_null()).select([
+                col("id").alias("deployment_id"),
+                col("service"),
+                col("finished_at"),
+            ]),
             col("service"),
             col("service"),
         )
@@ -410,9 +390,7 @@ fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i
             Scope::Service(name) => o.service.as_deref() == Some(name),
         })
     };
-    let n = in_scope()
-        .filter(|o| o.start.max(from) < o.end.min(to))
-        .count();
+    let n = in_scope().filter(|o| o.start.max(from) < o.end.min(to)).count();
     let millis = union_length(in_scope().map(|o| (o.start, o.end)), from, to);
     (millis as f64 / MINUTE_MS, n as i64)
 }
@@ -551,9 +529,7 @@ fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsRes
     let start = grid.start;
     let week = col("at").map(
         move |at| {
-            let weeks = at
-                .i64()?
-                .apply_values(|at| (at - start).div_euclid(WEEK_MS));
+            let weeks = at.i64()?.apply_values(|at| (at - start).div_euclid(WEEK_MS));
             Ok(weeks.into_column())
         },
         |_, field| Ok(field.clone()),
@@ -565,14 +541,12 @@ fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsRes
                 .and(col("at").lt(lit(grid.end()))),
         )
         .with_column(week.alias("week"));
-    let org = |frame: LazyFrame| {
-        frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")])
-    };
+    let org =
+        |frame: LazyFrame| frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")]);
     let service = |frame: LazyFrame| {
-        frame.filter(col("service").is_not_null()).with_columns([
-            lit("service").alias("scope_type"),
-            col("service").alias("scope"),
-        ])
+        frame
+            .filter(col("service").is_not_null())
+            .with_columns([lit("service").alias("scope_type"), col("service").alias("scope")])
     };
     // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
     let whole_range =

@@ -107,8 +107,7 @@ pub fn to_svg<C: Chart>(chart: &C) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        draw_and_present(chart, &root)
-            .map_err(|message| draw_error(chart, "inline SVG", message))?;
+        draw_and_present(chart, &root).map_err(|message| draw_error(chart, "inline SVG", message))?;
     }
     Ok(svg)
 }
@@ -117,8 +116,7 @@ pub fn to_svg<C: Chart>(chart: &C) -> Result<String, ChartError> {
 pub fn to_png<C: Chart>(chart: &C, path: &Path) -> Result<(), ChartError> {
     ensure_font()?;
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-    draw_and_present(chart, &root)
-        .map_err(|message| draw_error(chart, &path.display().to_string(), message))
+    draw_and_present(chart, &root).map_err(|message| draw_error(chart, &path.display().to_string(), message))
 }
 
 /// Renders `chart` into a raw RGB buffer (`WIDTH × HEIGHT × 3` bytes), for tests and checks that
@@ -127,12 +125,10 @@ pub fn to_rgb<C: Chart>(chart: &C) -> Result<Vec<u8>, ChartError> {
     ensure_font()?;
     let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
-        let backend =
-            BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut buffer, (WIDTH, HEIGHT))
-                .map_err(|e| draw_error(chart, "RGB buffer", e.to_string()))?;
+        let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut buffer, (WIDTH, HEIGHT))
+            .map_err(|e| draw_error(chart, "RGB buffer", e.to_string()))?;
         let root = backend.into_drawing_area();
-        draw_and_present(chart, &root)
-            .map_err(|message| draw_error(chart, "RGB buffer", message))?;
+        draw_and_present(chart, &root).map_err(|message| draw_error(chart, "RGB buffer", message))?;
     }
     Ok(buffer)
 }
@@ -199,10 +195,7 @@ impl Ranged for WeekAxis {
             return Vec::new();
         }
         let step = self.weeks.len().div_ceil(wanted);
-        (0..self.weeks.len())
-            .step_by(step)
-            .map(|i| i as f64)
-            .collect()
+        (0..self.weeks.len()).step_by(step).map(|i| i as f64).collect()
     }
 
     fn range(&self) -> Range<f64> {
@@ -252,9 +245,7 @@ fn runs(values: &[Option<f64>]) -> Vec<Vec<(f64, f64)>> {
 
 /// Pads or cuts `values` to one entry per week, so mismatched input never indexes out of range.
 fn aligned<T: Copy>(values: &[Option<T>], weeks: usize) -> Vec<Option<T>> {
-    (0..weeks)
-        .map(|i| values.get(i).copied().flatten())
-        .collect()
+    (0..weeks).map(|i| values.get(i).copied().flatten()).collect()
 }
 
 fn caption_style() -> TextStyle<'static> {
@@ -337,10 +328,7 @@ impl Chart for DeploymentsVsDowntime {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], line_style));
         for run in runs(&downtime) {
             // Points as well as the line: a week between two gaps is a run of one, no line.
-            chart.draw_secondary_series(
-                run.iter()
-                    .map(|&p| Circle::new(p, 3, DOWNTIME_COLOUR.filled())),
-            )?;
+            chart.draw_secondary_series(run.iter().map(|&p| Circle::new(p, 3, DOWNTIME_COLOUR.filled())))?;
             chart.draw_secondary_series(LineSeries::new(run, line_style))?;
         }
 
@@ -431,11 +419,7 @@ impl Chart for ChangeFailureRate {
             .collect();
 
         chart
-            .draw_series(
-                solid
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, CFR_COLOUR.filled())),
-            )?
+            .draw_series(solid.into_iter().map(|p| Circle::new(p, 4, CFR_COLOUR.filled())))?
             .label(format!("Change failure rate (n \u{2265} {MIN_SAMPLE})"))
             .legend(|(x, y)| Circle::new((x + 7, y), 4, CFR_COLOUR.filled()));
         // White-filled first so the line does not show through the hollow marker.
@@ -500,11 +484,7 @@ mod tests {
         let rgb = to_rgb(&sample_deployments()).unwrap();
         assert_eq!(rgb.len(), (WIDTH * HEIGHT * 3) as usize);
         // Bars alone cover thousands of pixels; text and axes add more.
-        assert!(
-            non_white(&rgb) > 5_000,
-            "only {} non-white",
-            non_white(&rgb)
-        );
+        assert!(non_white(&rgb) > 5_000, "only {} non-white", non_white(&rgb));
     }
 
     #[test]
@@ -533,10 +513,7 @@ mod tests {
             ],
         };
         let rgb = to_rgb(&chart).unwrap();
-        let grey = rgb
-            .chunks_exact(3)
-            .filter(|px| px == &[140, 140, 140])
-            .count();
+        let grey = rgb.chunks_exact(3).filter(|px| px == &[140, 140, 140]).count();
         assert!(grey > 10, "the hollow grey marker is drawn ({grey} px)");
         let svg = to_svg(&chart).unwrap();
         assert!(svg.contains("insufficient data"));

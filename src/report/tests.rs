@@ -46,26 +46,14 @@ fn sample_rows() -> Vec<MetricRow> {
     use MetricId::*;
     let mut rows = Vec::new();
     let weekly: [(MetricId, [Option<f64>; 3], [i64; 3]); 4] = [
-        (
-            DeploymentCount,
-            [Some(6.0), Some(9.0), Some(3.0)],
-            [6, 9, 3],
-        ),
-        (
-            DowntimeMinutes,
-            [Some(45.0), Some(0.0), Some(130.0)],
-            [2, 0, 3],
-        ),
+        (DeploymentCount, [Some(6.0), Some(9.0), Some(3.0)], [6, 9, 3]),
+        (DowntimeMinutes, [Some(45.0), Some(0.0), Some(130.0)], [2, 0, 3]),
         (
             ChangeFailureRate,
             [Some(1.0 / 6.0), None, Some(1.0 / 3.0)],
             [6, 0, 3],
         ),
-        (
-            LeadTimeMedian,
-            [Some(20.0), Some(30.5), Some(12.25)],
-            [7, 8, 4],
-        ),
+        (LeadTimeMedian, [Some(20.0), Some(30.5), Some(12.25)], [7, 8, 4]),
     ];
     for (metric, values, ns) in weekly {
         for week in 0..3 {
@@ -131,9 +119,7 @@ fn renders_html_and_charts_from_three_weeks() {
             m.as_str()
         );
     }
-    for expected in [
-        "50.0%", "3.5 h", "0.86/day", "175 min", "18", "1.3 h", "2.0 h",
-    ] {
+    for expected in ["50.0%", "3.5 h", "0.86/day", "175 min", "18", "1.3 h", "2.0 h"] {
         assert!(html.contains(&escaped(expected)), "value {expected}");
     }
     // Latest week's values beside the range values.
@@ -155,12 +141,7 @@ fn renders_html_and_charts_from_three_weeks() {
         let bytes = std::fs::read(png).unwrap();
         assert!(bytes.starts_with(PNG_MAGIC), "{} is a PNG", png.display());
         // A blank 900×360 PNG compresses to ~2 kB; bars, lines and text make it far larger.
-        assert!(
-            bytes.len() > 8_000,
-            "{} has {} bytes",
-            png.display(),
-            bytes.len()
-        );
+        assert!(bytes.len() > 8_000, "{} has {} bytes", png.display(), bytes.len());
     }
     assert!(out_dir.join("deployments_vs_downtime.png").exists());
     assert!(out_dir.join("change_failure_rate.png").exists());

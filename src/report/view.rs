@@ -115,9 +115,7 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         .map(|&m| KpiRow {
             title: m.title(),
             range: cell(first_of(&org_range, m.as_str(), "all")),
-            latest: cell(
-                latest.and_then(|start| org_week.get(&Key::new(m.as_str(), "all", start)).copied()),
-            ),
+            latest: cell(latest.and_then(|start| org_week.get(&Key::new(m.as_str(), "all", start)).copied())),
         })
         .collect();
 
@@ -132,9 +130,7 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
                 .collect(),
         })
         .collect();
-    let services_have_insufficient = services
-        .iter()
-        .any(|s| s.cells.iter().any(|c| c.insufficient));
+    let services_have_insufficient = services.iter().any(|s| s.cells.iter().any(|c| c.insufficient));
 
     let weekly = |m: MetricId| -> Vec<Option<&MetricRow>> {
         weeks
@@ -252,11 +248,7 @@ impl<'a> Key<'a> {
 
 /// Rows of one grain and scope type, by metric, scope and period start. The first row wins on a
 /// duplicate key, so the result depends only on the input order.
-fn index<'a>(
-    rows: &'a [MetricRow],
-    grain: &str,
-    scope_type: &str,
-) -> BTreeMap<Key<'a>, &'a MetricRow> {
+fn index<'a>(rows: &'a [MetricRow], grain: &str, scope_type: &str) -> BTreeMap<Key<'a>, &'a MetricRow> {
     let mut map = BTreeMap::new();
     for r in rows
         .iter()
@@ -270,11 +262,7 @@ fn index<'a>(
 }
 
 /// The earliest-starting row of `metric` for `scope` (a range-grain table has one per scope).
-fn first_of<'a>(
-    map: &BTreeMap<Key<'a>, &'a MetricRow>,
-    metric: &str,
-    scope: &str,
-) -> Option<&'a MetricRow> {
+fn first_of<'a>(map: &BTreeMap<Key<'a>, &'a MetricRow>, metric: &str, scope: &str) -> Option<&'a MetricRow> {
     map.iter()
         .find(|(k, _)| k.metric == metric && k.scope == scope)
         .map(|(_, r)| *r)

@@ -64,7 +64,9 @@ impl Store {
                 source,
             })?;
         }
-        let store = Self { root: root.to_owned() };
+        let store = Self {
+            root: root.to_owned(),
+        };
         store.remove_leftovers();
         Ok(store)
     }
@@ -208,7 +210,10 @@ impl Store {
 pub fn schema_markdown() -> String {
     use tandem_connectors::model::{Column, ColumnKind};
     fn table<T: Table>(out: &mut String) {
-        out.push_str(&format!("**`{}`**\n\n| column | type | meaning |\n|---|---|---|\n", T::NAME));
+        out.push_str(&format!(
+            "**`{}`**\n\n| column | type | meaning |\n|---|---|---|\n",
+            T::NAME
+        ));
         for Column {
             name,
             kind,
@@ -282,17 +287,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let s = store
-            .upsert(vec![dep("a", DeploymentStatus::InProgress, 1), dep("b", DeploymentStatus::Success, 1)])
+            .upsert(vec![
+                dep("a", DeploymentStatus::InProgress, 1),
+                dep("b", DeploymentStatus::Success, 1),
+            ])
             .unwrap();
-        assert_eq!(s, UpsertStats { inserted: 2, updated: 0 });
+        assert_eq!(
+            s,
+            UpsertStats {
+                inserted: 2,
+                updated: 0
+            }
+        );
         let s = store
-            .upsert(vec![dep("a", DeploymentStatus::Success, 2), dep("b", DeploymentStatus::Failure, 0)])
+            .upsert(vec![
+                dep("a", DeploymentStatus::Success, 2),
+                dep("b", DeploymentStatus::Failure, 0),
+            ])
             .unwrap();
-        assert_eq!(s, UpsertStats { inserted: 0, updated: 1 });
+        assert_eq!(
+            s,
+            UpsertStats {
+                inserted: 0,
+                updated: 1
+            }
+        );
         let rows = store.read::<Deployment>().unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].status, DeploymentStatus::Success);
-        assert_eq!(rows[1].status, DeploymentStatus::Success, "an older version must not win");
+        assert_eq!(
+            rows[1].status,
+            DeploymentStatus::Success,
+            "an older version must not win"
+        );
     }
 
     #[test]
@@ -300,12 +327,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.bookmark("gh", "pulls").unwrap(), None);
-        store.save_bookmark("gh", "pulls", serde_json::json!({"x": 1})).unwrap();
-        store.save_bookmark("pd", "incidents", serde_json::json!({"y": 2})).unwrap();
-        assert_eq!(store.bookmark("gh", "pulls").unwrap(), Some(serde_json::json!({"x": 1})));
+        store
+            .save_bookmark("gh", "pulls", serde_json::json!({"x": 1}))
+            .unwrap();
+        store
+            .save_bookmark("pd", "incidents", serde_json::json!({"y": 2}))
+            .unwrap();
+        assert_eq!(
+            store.bookmark("gh", "pulls").unwrap(),
+            Some(serde_json::json!({"x": 1}))
+        );
         store.clear_bookmark("gh", "pulls").unwrap();
         assert_eq!(store.bookmark("gh", "pulls").unwrap(), None);
-        assert_eq!(store.bookmark("pd", "incidents").unwrap(), Some(serde_json::json!({"y": 2})));
+        assert_eq!(
+            store.bookmark("pd", "incidents").unwrap(),
+            Some(serde_json::json!({"y": 2}))
+        );
     }
 
     #[test]

@@ -65,9 +65,10 @@ pub fn fake_options() -> FakeOptions {
 }
 
 pub fn write_config(dir: &Path, org: &Organisation, servers: &FakeServers) -> PathBuf {
-    let text = tandem::commands::demo::demo_config(org, &servers.github.base_url(), &servers.pagerduty.base_url())
-        .replace("TANDEM_DEMO_GITHUB_TOKEN", "TEST_GITHUB_TOKEN")
-        .replace("TANDEM_DEMO_PAGERDUTY_TOKEN", "TEST_PAGERDUTY_TOKEN");
+    let text =
+        tandem::commands::demo::demo_config(org, &servers.github.base_url(), &servers.pagerduty.base_url())
+            .replace("TANDEM_DEMO_GITHUB_TOKEN", "TEST_GITHUB_TOKEN")
+            .replace("TANDEM_DEMO_PAGERDUTY_TOKEN", "TEST_PAGERDUTY_TOKEN");
     let path = dir.join("tandem.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -126,7 +126,10 @@ impl GitHub {
         let client = HttpClient::new(
             &config.name,
             &Auth::Bearer(token),
-            &[("accept", "application/vnd.github+json"), ("x-github-api-version", "2022-11-28")],
+            &[
+                ("accept", "application/vnd.github+json"),
+                ("x-github-api-version", "2022-11-28"),
+            ],
             format!(
                 "check that the token in ${} is valid, not expired, and can read {}",
                 config.token_env,
@@ -145,13 +148,20 @@ impl GitHub {
     /// One cheap request per repo: the repo must exist and be readable with the token.
     pub async fn check(&self) -> Result<(), ConnectorError> {
         for repo in &self.config.repos {
-            self.client.get_json(&self.url(&format!("/repos/{repo}")), &[]).await?;
+            self.client
+                .get_json(&self.url(&format!("/repos/{repo}")), &[])
+                .await?;
         }
         Ok(())
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
-    pub async fn read(&self, stream: &str, bookmark: Option<Value>, out: Emitter) -> Result<(), ConnectorError> {
+    pub async fn read(
+        &self,
+        stream: &str,
+        bookmark: Option<Value>,
+        out: Emitter,
+    ) -> Result<(), ConnectorError> {
         let kind = match stream {
             "deployments" => Kind::Deployments,
             "pulls" => Kind::Pulls,
@@ -214,11 +224,10 @@ impl GitHub {
             Some(w) => (w.next, Vec::new(), w.stop_below, w.high_water),
             None => {
                 let overlap = Duration::minutes(self.config.overlap_minutes);
-                let stop = cursor.high_water.map(|h| h - overlap).or_else(|| {
-                    self.config
-                        .lookback_days
-                        .map(|d| Utc::now() - Duration::days(d))
-                });
+                let stop = cursor
+                    .high_water
+                    .map(|h| h - overlap)
+                    .or_else(|| self.config.lookback_days.map(|d| Utc::now() - Duration::days(d)));
                 (first_url, first_query, stop, cursor.high_water)
             }
         };
@@ -244,7 +253,9 @@ impl GitHub {
                         high_water = high_water.max(Some(at));
                         kept.push(item.clone());
                     }
-                    Some(Err(reason)) => rejected.push(self.reject(kind, item, format!("{cursor_field}: {reason}"))),
+                    Some(Err(reason)) => {
+                        rejected.push(self.reject(kind, item, format!("{cursor_field}: {reason}")))
+                    }
                     None => rejected.push(self.reject(kind, item, format!("missing {cursor_field}"))),
                 }
             }
@@ -284,7 +295,13 @@ impl GitHub {
     }
 
     /// Re-reads the statuses of deployments that were unfinished at an earlier sync.
-    async fn repoll_pending(&self, repo: &str, key: &str, state: &mut StreamState, out: &Emitter) -> Result<(), ConnectorError> {
+    async fn repoll_pending(
+        &self,
+        repo: &str,
+        key: &str,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
         let Some(cursor) = state.cursors.get_mut(key) else {
             return Ok(());
         };
@@ -315,22 +332,23 @@ impl GitHub {
         repo: &str,
         items: Vec<Value>,
     ) -> Result<(Vec<Record>, Vec<Quarantined>, Vec<Value>), ConnectorError> {
-        let with_statuses: Vec<(Value, Option<Vec<Value>>)> = stream::iter(items.into_iter().map(|d| async move {
-            let Some(id) = d.get("id").and_then(Value::as_u64) else {
-                return Ok::<_, ConnectorError>((d, None));
-            };
-            // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric forms).
-            let url = d
-                .get("statuses_url")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
-            let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
-            Ok((d, Some(statuses)))
-        }))
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await?;
+        let with_statuses: Vec<(Value, Option<Vec<Value>>)> =
+            stream::iter(items.into_iter().map(|d| async move {
+                let Some(id) = d.get("id").and_then(Value::as_u64) else {
+                    return Ok::<_, ConnectorError>((d, None));
+                };
+                // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric forms).
+                let url = d
+                    .get("statuses_url")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
+                let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                Ok((d, Some(statuses)))
+            }))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut records = Vec::new();
         let mut rejected = Vec::new();
         let mut pending = Vec::new();
@@ -353,7 +371,10 @@ impl GitHub {
     }
 
     fn deployment(&self, repo: &str, raw: &Value, statuses: &[Value]) -> Result<Deployment, String> {
-        let id = raw.get("id").and_then(Value::as_u64).ok_or("missing numeric id")?;
+        let id = raw
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or("missing numeric id")?;
         let environment = str_field(raw, "environment")?;
         let created_at = time_field(raw, "created_at")?;
         let updated_at = raw
@@ -445,8 +466,15 @@ impl GitHub {
     }
 
     fn change(&self, repo: &str, raw: &Value, commits: &[Value]) -> Result<Change, String> {
-        let number = raw.get("number").and_then(Value::as_i64).ok_or("missing number")?;
-        let title = raw.get("title").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let number = raw
+            .get("number")
+            .and_then(Value::as_i64)
+            .ok_or("missing number")?;
+        let title = raw
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let merged_at = opt_time_field(raw, "merged_at")?;
         let mut first_commit_at: Option<DateTime<Utc>> = None;
         for c in commits {
@@ -496,7 +524,11 @@ impl GitHub {
     }
 
     /// Fetches every page of a list, following `next` links as given.
-    async fn get_all(&self, url: String, query: Vec<(&'static str, String)>) -> Result<Vec<Value>, ConnectorError> {
+    async fn get_all(
+        &self,
+        url: String,
+        query: Vec<(&'static str, String)>,
+    ) -> Result<Vec<Value>, ConnectorError> {
         let mut all = Vec::new();
         let mut page = self.client.get_json(&url, &query).await?;
         loop {
@@ -534,7 +566,10 @@ fn str_field(v: &Value, field: &str) -> Result<String, String> {
 }
 
 fn time_field(v: &Value, field: &str) -> Result<DateTime<Utc>, String> {
-    let s = v.get(field).and_then(Value::as_str).ok_or_else(|| format!("missing {field}"))?;
+    let s = v
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing {field}"))?;
     parse_instant(s).map_err(|e| format!("{field}: {e}"))
 }
 

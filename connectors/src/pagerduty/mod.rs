@@ -100,7 +100,11 @@ struct Walk {
 
 impl PagerDuty {
     /// Builds the connector; fails when the token variable is missing.
-    pub fn new(config: PagerDutyConfig, env: &SecretEnv, policy: RetryPolicy) -> Result<Self, ConnectorError> {
+    pub fn new(
+        config: PagerDutyConfig,
+        env: &SecretEnv,
+        policy: RetryPolicy,
+    ) -> Result<Self, ConnectorError> {
         let key = format!("source.{}.token_env", config.name);
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
@@ -123,11 +127,19 @@ impl PagerDuty {
 
     /// One cheap request: the key's abilities.
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        self.client.get_json(&self.url("/abilities"), &[]).await.map(|_| ())
+        self.client
+            .get_json(&self.url("/abilities"), &[])
+            .await
+            .map(|_| ())
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
-    pub async fn read(&self, stream: &str, bookmark: Option<Value>, out: Emitter) -> Result<(), ConnectorError> {
+    pub async fn read(
+        &self,
+        stream: &str,
+        bookmark: Option<Value>,
+        out: Emitter,
+    ) -> Result<(), ConnectorError> {
         if stream != "incidents" {
             return Err(ConnectorError::Config {
                 source_name: self.config.name.clone(),
@@ -198,7 +210,9 @@ impl PagerDuty {
                         }
                         records.push(Record::Incident(incident));
                     }
-                    Err(reason) => rejected.push(Quarantined::new(&self.config.name, "incidents", raw, reason)),
+                    Err(reason) => {
+                        rejected.push(Quarantined::new(&self.config.name, "incidents", raw, reason))
+                    }
                 }
             }
             let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
@@ -299,15 +313,23 @@ impl PagerDuty {
             .ok_or("missing created_at")
             .map(parse_instant)?
             .map_err(|e| format!("created_at: {e}"))?;
-        let resolved_at = parse_opt_instant(raw.get("resolved_at")).map_err(|e| format!("resolved_at: {e}"))?;
+        let resolved_at =
+            parse_opt_instant(raw.get("resolved_at")).map_err(|e| format!("resolved_at: {e}"))?;
         let updated_at = parse_opt_instant(raw.get("updated_at"))
             .map_err(|e| format!("updated_at: {e}"))?
-            .or(parse_opt_instant(raw.get("last_status_change_at")).map_err(|e| format!("last_status_change_at: {e}"))?)
+            .or(parse_opt_instant(raw.get("last_status_change_at"))
+                .map_err(|e| format!("last_status_change_at: {e}"))?)
             .unwrap_or(started_at);
         let ack_from_record = raw
             .get("acknowledgements")
             .and_then(Value::as_array)
-            .and_then(|a| a.iter().filter_map(|x| x.get("at").and_then(Value::as_str)).map(parse_instant).filter_map(Result::ok).min());
+            .and_then(|a| {
+                a.iter()
+                    .filter_map(|x| x.get("at").and_then(Value::as_str))
+                    .map(parse_instant)
+                    .filter_map(Result::ok)
+                    .min()
+            });
         let acknowledged_at = acks.get(id).copied().or(ack_from_record);
         let priority = raw.pointer("/priority/summary").and_then(Value::as_str);
         let urgency = raw.get("urgency").and_then(Value::as_str);
@@ -321,11 +343,18 @@ impl PagerDuty {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
-            service_ref: raw.pointer("/service/id").and_then(Value::as_str).map(str::to_owned),
+            service_ref: raw
+                .pointer("/service/id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             service: None,
             team: None,
             severity: severity(priority, urgency),
-            status: raw.get("status").and_then(Value::as_str).ok_or("missing status")?.to_owned(),
+            status: raw
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or("missing status")?
+                .to_owned(),
             started_at,
             acknowledged_at,
             resolved_at,

@@ -139,12 +139,7 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
 
 /// The one row of `metric` for `scope` (`all` = the organisation) in week `week` (0 = the
 /// week of 3 August) or, for `None`, the whole range: `(value, n)`.
-fn cell(
-    rows: &[MetricRow],
-    metric: MetricId,
-    scope: &str,
-    week: Option<i64>,
-) -> (Option<f64>, i64) {
+fn cell(rows: &[MetricRow], metric: MetricId, scope: &str, week: Option<i64>) -> (Option<f64>, i64) {
     let scope_type = if scope == "all" { "org" } else { "service" };
     let (grain, start) = match week {
         Some(week) => ("week", aug(3, 0, 0) + Duration::weeks(week)),
@@ -197,14 +192,8 @@ fn a_week_with_two_deployments_one_failed_has_a_change_failure_rate_of_one_half(
         cell(&rows, DeploymentFrequency, "all", Some(0)),
         (Some(2.0 / 7.0), 2)
     );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "all", Some(0)),
-        (Some(0.5), 2)
-    );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "api", Some(0)),
-        (Some(0.5), 2)
-    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "all", Some(0)), (Some(0.5), 2));
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.5), 2));
     // The range divides by its 14 days.
     assert_eq!(
         cell(&rows, DeploymentFrequency, "all", None),
@@ -242,10 +231,7 @@ fn an_empty_week_has_zero_counts_and_no_medians() {
 
     for scope in ["all", "api"] {
         assert_eq!(cell(&rows, DeploymentCount, scope, Some(1)), (Some(0.0), 0));
-        assert_eq!(
-            cell(&rows, DeploymentFrequency, scope, Some(1)),
-            (Some(0.0), 0)
-        );
+        assert_eq!(cell(&rows, DeploymentFrequency, scope, Some(1)), (Some(0.0), 0));
         assert_eq!(cell(&rows, LeadTimeMedian, scope, Some(1)), (None, 0));
         assert_eq!(cell(&rows, ChangeFailureRate, scope, Some(1)), (None, 0));
         assert_eq!(cell(&rows, TimeToRestoreMedian, scope, Some(1)), (None, 0));
@@ -253,10 +239,7 @@ fn an_empty_week_has_zero_counts_and_no_medians() {
         assert_eq!(cell(&rows, DowntimeMinutes, scope, Some(1)), (Some(0.0), 0));
     }
     // The deployment's week still has it, with no failure.
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "api", Some(0)),
-        (Some(0.0), 1)
-    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.0), 1));
 }
 
 #[test]
@@ -324,10 +307,7 @@ fn lead_time_median_of_an_even_count_is_the_mean_of_the_middle_two() {
     assert_eq!(cell(&rows, LeadTimeMedian, "all", Some(0)), (Some(7.0), 4));
     assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(7.0), 4));
     // Week 2: 132 h alone.
-    assert_eq!(
-        cell(&rows, LeadTimeMedian, "api", Some(1)),
-        (Some(132.0), 1)
-    );
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(1)), (Some(132.0), 1));
     // Range: 2, 4, 10, 24, 132 → 10.
     assert_eq!(cell(&rows, LeadTimeMedian, "all", None), (Some(10.0), 5));
 }
@@ -336,13 +316,7 @@ fn lead_time_median_of_an_even_count_is_the_mean_of_the_middle_two() {
 fn lead_time_falls_back_to_the_opening_when_commits_are_unknown() {
     let lake = lake(
         &[deployment("d1", Some("api"), aug(4, 18, 0))],
-        &[change(
-            1,
-            "acme/api",
-            aug(4, 6, 0),
-            Some(aug(4, 17, 0)),
-            None,
-        )],
+        &[change(1, "acme/api", aug(4, 6, 0), Some(aug(4, 17, 0)), None)],
         &[],
     );
     let rows = run(&lake, &options(1, &[]));
@@ -383,13 +357,7 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
             incident("api", Some("api"), Severity::Sev1, aug(5, 1, 0), None),
             // Both web2 (the latest), never web1.
             incident("web", Some("web"), Severity::Sev3, aug(4, 13, 0), None),
-            incident(
-                "web-again",
-                Some("web"),
-                Severity::Sev3,
-                aug(4, 20, 0),
-                None,
-            ),
+            incident("web-again", Some("web"), Severity::Sev3, aug(4, 20, 0), None),
             // Exactly 24 h after db1: outside the window.
             incident("db", Some("db"), Severity::Sev2, aug(7, 0, 0), None),
             // Before cache1 finished.
@@ -397,13 +365,7 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
             // At the instant queue1 finished: inside.
             incident("queue", Some("queue"), Severity::Sev4, aug(6, 12, 0), None),
             // A service with no deployment at all, though web2 finished 30 min before.
-            incident(
-                "search",
-                Some("search"),
-                Severity::Sev1,
-                aug(4, 13, 0),
-                None,
-            ),
+            incident("search", Some("search"), Severity::Sev1, aug(4, 13, 0), None),
             // No service: never attributed (api1 finished an hour before).
             incident("unmapped", None, Severity::Sev1, aug(4, 1, 0), None),
         ],
@@ -415,31 +377,13 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
         cell(&rows, ChangeFailureRate, "all", Some(0)),
         (Some(2.0 / 6.0), 6)
     );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "api", Some(0)),
-        (Some(0.0), 1)
-    );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "web", Some(0)),
-        (Some(0.5), 2)
-    );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "db", Some(0)),
-        (Some(0.0), 1)
-    );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "cache", Some(0)),
-        (Some(0.0), 1)
-    );
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "queue", Some(0)),
-        (Some(1.0), 1)
-    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.0), 1));
+    assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(0.5), 2));
+    assert_eq!(cell(&rows, ChangeFailureRate, "db", Some(0)), (Some(0.0), 1));
+    assert_eq!(cell(&rows, ChangeFailureRate, "cache", Some(0)), (Some(0.0), 1));
+    assert_eq!(cell(&rows, ChangeFailureRate, "queue", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, ChangeFailureRate, "search", Some(0)), (None, 0));
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "all", None),
-        (Some(2.0 / 6.0), 6)
-    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "all", None), (Some(2.0 / 6.0), 6));
 }
 
 #[test]
@@ -447,19 +391,10 @@ fn a_deployment_25_hours_before_an_incident_is_not_blamed() {
     let lake = lake(
         &[deployment("d1", Some("api"), aug(4, 0, 0))],
         &[],
-        &[incident(
-            "i1",
-            Some("api"),
-            Severity::Sev1,
-            aug(5, 1, 0),
-            None,
-        )],
+        &[incident("i1", Some("api"), Severity::Sev1, aug(5, 1, 0), None)],
     );
     let rows = run(&lake, &options(1, &[]));
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "api", Some(0)),
-        (Some(0.0), 1)
-    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.0), 1));
 }
 
 #[test]
@@ -467,19 +402,10 @@ fn a_failure_is_anchored_on_the_deployment_week_not_the_incident_week() {
     let lake = lake(
         &[deployment("d1", Some("api"), aug(9, 23, 0))],
         &[],
-        &[incident(
-            "i1",
-            Some("api"),
-            Severity::Sev1,
-            aug(10, 1, 0),
-            None,
-        )],
+        &[incident("i1", Some("api"), Severity::Sev1, aug(10, 1, 0), None)],
     );
     let rows = run(&lake, &options(2, &[]));
-    assert_eq!(
-        cell(&rows, ChangeFailureRate, "api", Some(0)),
-        (Some(1.0), 1)
-    );
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(1)), (None, 0));
 }
 
@@ -489,27 +415,9 @@ fn time_to_restore_counts_incidents_resolved_in_the_period_of_every_severity() {
         &[],
         &[],
         &[
-            incident(
-                "a",
-                Some("api"),
-                Severity::Sev1,
-                aug(4, 0, 0),
-                Some(aug(4, 1, 0)),
-            ),
-            incident(
-                "b",
-                Some("api"),
-                Severity::Sev2,
-                aug(4, 0, 0),
-                Some(aug(4, 3, 0)),
-            ),
-            incident(
-                "c",
-                Some("api"),
-                Severity::Sev4,
-                aug(5, 0, 0),
-                Some(aug(5, 8, 0)),
-            ),
+            incident("a", Some("api"), Severity::Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
+            incident("b", Some("api"), Severity::Sev2, aug(4, 0, 0), Some(aug(4, 3, 0))),
+            incident("c", Some("api"), Severity::Sev4, aug(5, 0, 0), Some(aug(5, 8, 0))),
             // Resolved in the second week.
             incident(
                 "d",
@@ -518,13 +426,7 @@ fn time_to_restore_counts_incidents_resolved_in_the_period_of_every_severity() {
                 aug(9, 20, 0),
                 Some(aug(10, 4, 0)),
             ),
-            incident(
-                "e",
-                None,
-                Severity::Sev3,
-                aug(11, 0, 0),
-                Some(aug(11, 2, 0)),
-            ),
+            incident("e", None, Severity::Sev3, aug(11, 0, 0), Some(aug(11, 2, 0))),
             // Still open: no restore time yet.
             incident("f", Some("api"), Severity::Sev1, aug(5, 0, 0), None),
         ],
@@ -532,41 +434,17 @@ fn time_to_restore_counts_incidents_resolved_in_the_period_of_every_severity() {
     let rows = run(&lake, &options(2, &[]));
 
     // api, week 1: 1, 3, 8 h.
-    assert_eq!(
-        cell(&rows, TimeToRestoreMedian, "api", Some(0)),
-        (Some(3.0), 3)
-    );
-    assert_eq!(
-        cell(&rows, TimeToRestoreMean, "api", Some(0)),
-        (Some(4.0), 3)
-    );
+    assert_eq!(cell(&rows, TimeToRestoreMedian, "api", Some(0)), (Some(3.0), 3));
+    assert_eq!(cell(&rows, TimeToRestoreMean, "api", Some(0)), (Some(4.0), 3));
     // Week 2: api has d (8 h); the organisation also has the unmapped e (2 h).
-    assert_eq!(
-        cell(&rows, TimeToRestoreMedian, "api", Some(1)),
-        (Some(8.0), 1)
-    );
-    assert_eq!(
-        cell(&rows, TimeToRestoreMedian, "all", Some(1)),
-        (Some(5.0), 2)
-    );
-    assert_eq!(
-        cell(&rows, TimeToRestoreMean, "all", Some(1)),
-        (Some(5.0), 2)
-    );
+    assert_eq!(cell(&rows, TimeToRestoreMedian, "api", Some(1)), (Some(8.0), 1));
+    assert_eq!(cell(&rows, TimeToRestoreMedian, "all", Some(1)), (Some(5.0), 2));
+    assert_eq!(cell(&rows, TimeToRestoreMean, "all", Some(1)), (Some(5.0), 2));
     // Range: api 1, 3, 8, 8 → median 5.5, mean 5; org adds 2 → 1, 2, 3, 8, 8: median 3, mean 4.4.
-    assert_eq!(
-        cell(&rows, TimeToRestoreMedian, "api", None),
-        (Some(5.5), 4)
-    );
+    assert_eq!(cell(&rows, TimeToRestoreMedian, "api", None), (Some(5.5), 4));
     assert_eq!(cell(&rows, TimeToRestoreMean, "api", None), (Some(5.0), 4));
-    assert_eq!(
-        cell(&rows, TimeToRestoreMedian, "all", None),
-        (Some(3.0), 5)
-    );
-    assert_eq!(
-        cell(&rows, TimeToRestoreMean, "all", None),
-        (Some(22.0 / 5.0), 5)
-    );
+    assert_eq!(cell(&rows, TimeToRestoreMedian, "all", None), (Some(3.0), 5));
+    assert_eq!(cell(&rows, TimeToRestoreMean, "all", None), (Some(22.0 / 5.0), 5));
 }
 
 #[test]
@@ -617,50 +495,26 @@ fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period() {
             // db: still open, runs to the end of the second week (Monday 17 August 00:00).
             incident("d1", Some("db"), Severity::Sev1, aug(16, 22, 0), None),
             // Unmapped: counts for the organisation only; 11:30–12:30 extends api's outage.
-            incident(
-                "u1",
-                None,
-                Severity::Sev2,
-                aug(4, 11, 30),
-                Some(aug(4, 12, 30)),
-            ),
+            incident("u1", None, Severity::Sev2, aug(4, 11, 30), Some(aug(4, 12, 30))),
         ],
     );
     let rows = run(&lake, &options(2, &[]));
 
     // Organisation, week 1: 30 (a4) + 10:00–12:30 (a1 ∪ a2 ∪ u1) 150 + 60 (w1) = 240.
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "all", Some(0)),
-        (Some(240.0), 5)
-    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(240.0), 5));
     // Week 2: 60 (w1) + 120 (d1).
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "all", Some(1)),
-        (Some(180.0), 2)
-    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(1)), (Some(180.0), 2));
     // Range: 30 + 150 + 120 + 120.
     assert_eq!(cell(&rows, DowntimeMinutes, "all", None), (Some(420.0), 6));
 
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "api", Some(0)),
-        (Some(150.0), 3)
-    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(0)), (Some(150.0), 3));
     assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(1)), (Some(0.0), 0));
     assert_eq!(cell(&rows, DowntimeMinutes, "api", None), (Some(150.0), 3));
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "web", Some(0)),
-        (Some(60.0), 1)
-    );
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "web", Some(1)),
-        (Some(60.0), 1)
-    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "web", Some(0)), (Some(60.0), 1));
+    assert_eq!(cell(&rows, DowntimeMinutes, "web", Some(1)), (Some(60.0), 1));
     assert_eq!(cell(&rows, DowntimeMinutes, "web", None), (Some(120.0), 1));
     assert_eq!(cell(&rows, DowntimeMinutes, "db", Some(0)), (Some(0.0), 0));
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "db", Some(1)),
-        (Some(120.0), 1)
-    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "db", Some(1)), (Some(120.0), 1));
     assert_eq!(cell(&rows, DowntimeMinutes, "db", None), (Some(120.0), 1));
 }
 
@@ -669,20 +523,11 @@ fn an_open_incident_runs_to_the_end_of_the_week() {
     let lake = lake(
         &[],
         &[],
-        &[incident(
-            "o",
-            Some("api"),
-            Severity::Sev1,
-            aug(9, 12, 0),
-            None,
-        )],
+        &[incident("o", Some("api"), Severity::Sev1, aug(9, 12, 0), None)],
     );
     let rows = run(&lake, &options(1, &[]));
     // Sunday 12:00 → Monday 00:00.
-    assert_eq!(
-        cell(&rows, DowntimeMinutes, "api", Some(0)),
-        (Some(720.0), 1)
-    );
+    assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(0)), (Some(720.0), 1));
 }
 
 #[test]
@@ -704,10 +549,7 @@ fn org_and_service_scopes_cover_configured_and_found_services() {
     assert_eq!(cell(&rows, DeploymentCount, "api", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, DeploymentCount, "web", Some(0)), (Some(2.0), 2));
     // A configured service with no data still has its rows.
-    assert_eq!(
-        cell(&rows, DeploymentCount, "billing", Some(0)),
-        (Some(0.0), 0)
-    );
+    assert_eq!(cell(&rows, DeploymentCount, "billing", Some(0)), (Some(0.0), 0));
     // Small samples carry their n and are marked insufficient; the value is still given.
     let web = rows
         .iter()
