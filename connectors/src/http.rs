@@ -90,10 +90,11 @@ pub fn parse_link(header: &str, rel: &str) -> Option<String> {
     })
 }
 
-/// The shared client of one source.
+/// The HTTP layer of one source: its auth and retry policy over the process-wide reqwest client.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
+    headers: HeaderMap,
     source: String,
     auth_hint: String,
     policy: RetryPolicy,
@@ -117,7 +118,6 @@ impl HttpClient {
         auth_hint: String,
         policy: RetryPolicy,
     ) -> Result<Self, ConnectorError> {
-        install_crypto_provider();
         let config_err = |message: String| ConnectorError::Config {
             source_name: source.to_owned(),
             message,
@@ -140,15 +140,10 @@ impl HttpClient {
                 .map_err(|_| config_err(format!("header {name} has an invalid value")))?;
             headers.insert(HeaderName::from_static(name), value);
         }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
-            .timeout(policy.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
+        let client = shared_client().map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             client,
+            headers,
             source: source.to_owned(),
             auth_hint,
             policy,
@@ -167,7 +162,12 @@ impl HttpClient {
         loop {
             attempt += 1;
             self.wait_if_paused().await?;
-            let request = self.client.get(url).query(query);
+            let request = self
+                .client
+                .get(url)
+                .headers(self.headers.clone())
+                .timeout(self.policy.timeout)
+                .query(query);
             let shown_url = request
                 .try_clone()
                 .and_then(|r| r.build().ok())
@@ -326,6 +326,22 @@ impl HttpClient {
         let jitter_permille = jitter(nanos ^ u64::from(attempt)) % 1000;
         half + half.mul_f64(jitter_permille as f64 / 1000.0)
     }
+}
+
+/// One reqwest client (one connection pool) for every source; auth and timeouts are set per
+/// request, so sources never see each other's headers.
+fn shared_client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            install_crypto_provider();
+            reqwest::Client::builder()
+                .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
 }
 
 /// reqwest is built without a default TLS provider so only ring (already in the build) is
