@@ -189,6 +189,13 @@ pub struct ServiceConfig {
     /// PagerDuty service ids whose incidents are this service's.
     #[serde(default)]
     pub pagerduty: Vec<String>,
+    /// Jira components whose issues (tickets, incidents, change issues) are this service's.
+    #[serde(default)]
+    pub jira_components: Vec<String>,
+    /// ServiceNow configuration items (`cmdb_ci` sys_id or name) whose incidents and change
+    /// requests are this service's.
+    #[serde(default)]
+    pub servicenow_cis: Vec<String>,
 }
 
 impl Config {
@@ -286,6 +293,35 @@ impl Config {
     pub fn service_of_pagerduty(&self, id: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.pagerduty.iter().any(|p| p == id))
     }
+
+    /// The service a source's own reference maps to, by source kind: repos for GitHub, GitLab and
+    /// file imports of repo records, PagerDuty service ids, Jira components, ServiceNow CIs. Names
+    /// compare case-insensitively; ids exactly.
+    pub fn service_of(&self, kind: &str, reference: &str) -> Option<&ServiceConfig> {
+        match kind {
+            "pagerduty" => self.service_of_pagerduty(reference),
+            "jira" => self.services.iter().find(|s| {
+                s.jira_components
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(reference))
+            }),
+            "servicenow" => self.services.iter().find(|s| {
+                s.servicenow_cis
+                    .iter()
+                    .any(|c| c == reference || c.eq_ignore_ascii_case(reference))
+            }),
+            "github" | "gitlab" => self.service_of_repo(reference),
+            // A file import names services directly or by any of the references above.
+            _ => self
+                .services
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(reference))
+                .or_else(|| self.service_of_repo(reference))
+                .or_else(|| self.service_of_pagerduty(reference))
+                .or_else(|| self.service_of("jira", reference))
+                .or_else(|| self.service_of("servicenow", reference)),
+        }
+    }
 }
 
 /// Gives an unknown `kind` a message that names the key and lists the known kinds, which serde's
@@ -354,7 +390,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "config tandem.toml: `source[0].kind`: unknown source kind \"jora\" (source \"x\"); known kinds: github, pagerduty"
+            "config tandem.toml: `source[0].kind`: unknown source kind \"jora\" (source \"x\"); known kinds: github, gitlab, jira, pagerduty, servicenow, file"
         );
         assert_eq!(err.lines().count(), 1);
     }

@@ -7,10 +7,12 @@
 
 use std::time::Instant;
 
-use tandem_connectors::model::{Change, Deployment, Incident, Quarantined, Record};
+use tandem_connectors::model::{
+    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Ticket, TicketTransition,
+};
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv};
 
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
 use crate::store::{Store, StoreError};
 
 /// Which streams to sync.
@@ -213,46 +215,85 @@ async fn sync_stream(
 
 /// Maps services and teams, then upserts each entity's records into its table.
 async fn commit_records(config: &Config, store: &Store, batch: Vec<Record>) -> Result<(), StoreError> {
-    let mut deployments = Vec::new();
-    let mut changes = Vec::new();
-    let mut incidents = Vec::new();
+    let mut tables = Tables::default();
     for record in batch {
         match record {
-            Record::Deployment(mut d) => {
-                if let Some(s) = config.service_of_repo(&d.repo) {
-                    d.service = Some(s.name.clone());
-                    d.team = s.team.clone();
-                }
-                deployments.push(d);
+            Record::Deployment(mut r) => {
+                assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo));
+                tables.deployments.push(r);
             }
-            Record::Change(mut c) => {
-                if let Some(s) = config.service_of_repo(&c.repo) {
-                    c.service = Some(s.name.clone());
-                    c.team = s.team.clone();
-                }
-                changes.push(c);
+            Record::Change(mut r) => {
+                assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo));
+                tables.changes.push(r);
             }
-            Record::Incident(mut i) => {
-                if let Some(s) = i
-                    .service_ref
-                    .as_deref()
-                    .and_then(|r| config.service_of_pagerduty(r))
-                {
-                    i.service = Some(s.name.clone());
-                    i.team = s.team.clone();
-                }
-                incidents.push(i);
+            Record::Commit(mut r) => {
+                assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo));
+                tables.commits.push(r);
             }
+            Record::Incident(mut r) => {
+                let found = service_of_ref(config, &r.source, r.service_ref.as_deref());
+                assign(&mut r.service, &mut r.team, found);
+                tables.incidents.push(r);
+            }
+            Record::Ticket(mut r) => {
+                let found = service_of_ref(config, &r.source, r.service_ref.as_deref());
+                assign(&mut r.service, &mut r.team, found);
+                tables.tickets.push(r);
+            }
+            Record::ChangeRequest(mut r) => {
+                let found = service_of_ref(config, &r.source, r.service_ref.as_deref());
+                assign(&mut r.service, &mut r.team, found);
+                tables.change_requests.push(r);
+            }
+            Record::TicketTransition(r) => tables.transitions.push(r),
         }
     }
     let store = store.clone();
-    blocking(move || {
-        store.upsert::<Deployment>(deployments)?;
-        store.upsert::<Change>(changes)?;
-        store.upsert::<Incident>(incidents)?;
+    blocking(move || tables.upsert(&store)).await
+}
+
+/// One batch, split by table.
+#[derive(Default)]
+struct Tables {
+    deployments: Vec<Deployment>,
+    changes: Vec<Change>,
+    commits: Vec<Commit>,
+    incidents: Vec<Incident>,
+    tickets: Vec<Ticket>,
+    transitions: Vec<TicketTransition>,
+    change_requests: Vec<ChangeRequest>,
+}
+
+impl Tables {
+    fn upsert(self, store: &Store) -> Result<(), StoreError> {
+        store.upsert(self.deployments)?;
+        store.upsert(self.changes)?;
+        store.upsert(self.commits)?;
+        store.upsert(self.incidents)?;
+        store.upsert(self.tickets)?;
+        store.upsert(self.transitions)?;
+        store.upsert(self.change_requests)?;
         Ok(())
-    })
-    .await
+    }
+}
+
+/// The service a source's own reference (PagerDuty service, Jira component, ServiceNow CI, repo)
+/// maps to, by the kind of the source the record came from.
+fn service_of_ref<'c>(
+    config: &'c Config,
+    source: &str,
+    service_ref: Option<&str>,
+) -> Option<&'c ServiceConfig> {
+    let service_ref = service_ref?;
+    let kind = config.sources.iter().find(|s| s.name() == source)?.kind();
+    config.service_of(kind, service_ref)
+}
+
+fn assign(service: &mut Option<String>, team: &mut Option<String>, found: Option<&ServiceConfig>) {
+    if let Some(s) = found {
+        *service = Some(s.name.clone());
+        team.clone_from(&s.team);
+    }
 }
 
 /// Runs store work (polars, file I/O) off the async workers.

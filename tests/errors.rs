@@ -34,7 +34,7 @@ fn an_unknown_source_kind_is_one_line_naming_the_key() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("github, pagerduty"),
+        stderr.contains("github, gitlab, jira, pagerduty, servicenow, file"),
         "lists the known kinds: {stderr}"
     );
 }

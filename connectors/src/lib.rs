@@ -3,11 +3,15 @@
 
 pub mod contract;
 pub mod error;
+pub mod file;
 pub mod github;
+pub mod gitlab;
 pub mod http;
+pub mod jira;
 pub mod model;
 pub mod pagerduty;
 pub mod secret;
+pub mod servicenow;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +23,7 @@ pub use http::RetryPolicy;
 pub use secret::{Secret, SecretEnv};
 
 /// The source kinds tandem can read, as written in `[[source]] kind = "…"`.
-pub const KINDS: &[&str] = &["github", "pagerduty"];
+pub const KINDS: &[&str] = &["github", "gitlab", "jira", "pagerduty", "servicenow", "file"];
 
 /// One `[[source]]` entry of the config.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -28,9 +32,21 @@ pub enum SourceConfig {
     /// GitHub or GitHub Enterprise Server.
     #[serde(rename = "github")]
     GitHub(github::GitHubConfig),
+    /// GitLab (gitlab.com or self-managed).
+    #[serde(rename = "gitlab")]
+    GitLab(gitlab::GitLabConfig),
+    /// Jira Cloud or Data Center.
+    #[serde(rename = "jira")]
+    Jira(jira::JiraConfig),
     /// PagerDuty.
     #[serde(rename = "pagerduty")]
     PagerDuty(pagerduty::PagerDutyConfig),
+    /// ServiceNow.
+    #[serde(rename = "servicenow")]
+    ServiceNow(servicenow::ServiceNowConfig),
+    /// Canonical records from CSV or NDJSON files.
+    #[serde(rename = "file")]
+    File(file::FileImportConfig),
 }
 
 impl SourceConfig {
@@ -38,7 +54,11 @@ impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             Self::GitHub(c) => &c.name,
+            Self::GitLab(c) => &c.name,
+            Self::Jira(c) => &c.name,
             Self::PagerDuty(c) => &c.name,
+            Self::ServiceNow(c) => &c.name,
+            Self::File(c) => &c.name,
         }
     }
 
@@ -46,7 +66,11 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::GitHub(_) => "github",
+            Self::GitLab(_) => "gitlab",
+            Self::Jira(_) => "jira",
             Self::PagerDuty(_) => "pagerduty",
+            Self::ServiceNow(_) => "servicenow",
+            Self::File(_) => "file",
         }
     }
 }
@@ -56,8 +80,16 @@ impl SourceConfig {
 pub enum Connector {
     /// GitHub.
     GitHub(github::GitHub),
+    /// GitLab.
+    GitLab(gitlab::GitLab),
+    /// Jira.
+    Jira(jira::Jira),
     /// PagerDuty.
     PagerDuty(pagerduty::PagerDuty),
+    /// ServiceNow.
+    ServiceNow(servicenow::ServiceNow),
+    /// File import.
+    File(file::FileImport),
 }
 
 impl Connector {
@@ -69,7 +101,13 @@ impl Connector {
     ) -> Result<Self, ConnectorError> {
         Ok(match config {
             SourceConfig::GitHub(c) => Self::GitHub(github::GitHub::new(c.clone(), env, policy)?),
+            SourceConfig::GitLab(c) => Self::GitLab(gitlab::GitLab::new(c.clone(), env, policy)?),
+            SourceConfig::Jira(c) => Self::Jira(jira::Jira::new(c.clone(), env, policy)?),
             SourceConfig::PagerDuty(c) => Self::PagerDuty(pagerduty::PagerDuty::new(c.clone(), env, policy)?),
+            SourceConfig::ServiceNow(c) => {
+                Self::ServiceNow(servicenow::ServiceNow::new(c.clone(), env, policy)?)
+            }
+            SourceConfig::File(c) => Self::File(file::FileImport::new(c.clone(), env, policy)?),
         })
     }
 
@@ -77,7 +115,11 @@ impl Connector {
     pub fn streams(&self) -> &'static [StreamDef] {
         match self {
             Self::GitHub(c) => c.streams(),
+            Self::GitLab(c) => c.streams(),
+            Self::Jira(c) => c.streams(),
             Self::PagerDuty(c) => c.streams(),
+            Self::ServiceNow(c) => c.streams(),
+            Self::File(c) => c.streams(),
         }
     }
 
@@ -85,7 +127,11 @@ impl Connector {
     pub async fn check(&self) -> Result<(), ConnectorError> {
         match self {
             Self::GitHub(c) => c.check().await,
+            Self::GitLab(c) => c.check().await,
+            Self::Jira(c) => c.check().await,
             Self::PagerDuty(c) => c.check().await,
+            Self::ServiceNow(c) => c.check().await,
+            Self::File(c) => c.check().await,
         }
     }
 
@@ -98,7 +144,11 @@ impl Connector {
     ) -> Result<(), ConnectorError> {
         match self {
             Self::GitHub(c) => c.read(stream, bookmark, out).await,
+            Self::GitLab(c) => c.read(stream, bookmark, out).await,
+            Self::Jira(c) => c.read(stream, bookmark, out).await,
             Self::PagerDuty(c) => c.read(stream, bookmark, out).await,
+            Self::ServiceNow(c) => c.read(stream, bookmark, out).await,
+            Self::File(c) => c.read(stream, bookmark, out).await,
         }
     }
 }

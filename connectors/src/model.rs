@@ -413,6 +413,389 @@ impl Table for Incident {
     }
 }
 
+/// A commit, as a change's or a deployment's content (GitHub/GitLab commits, compare between
+/// consecutive production deployments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// `{source}:{repo}:{sha}`.
+    pub id: String,
+    /// Name of the configured source it came from.
+    pub source: String,
+    /// Repository (`owner/name`, or a GitLab project path).
+    pub repo: String,
+    /// Service from the configured mapping.
+    pub service: Option<String>,
+    /// Team owning the service.
+    pub team: Option<String>,
+    /// Commit sha.
+    pub sha: String,
+    /// Author time.
+    pub authored_at: DateTime<Utc>,
+    /// Parent shas (two or more for a merge commit).
+    pub parents: Vec<String>,
+    /// First line of the message.
+    pub title: String,
+    /// The production deployment whose range (previous production deployment, this one] brought
+    /// the commit, when known from a compare.
+    pub deployment_id: Option<String>,
+    /// When tandem last saw it change (a commit is immutable: its author time, or when it was
+    /// linked to a deployment).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Table for Commit {
+    const NAME: &'static str = "commits";
+    const COLUMNS: &'static [Column] = &[
+        col(
+            "id",
+            ColumnKind::Text,
+            false,
+            "Primary key: `{source}:{repo}:{sha}`.",
+        ),
+        col("source", ColumnKind::Text, false, "Configured source name."),
+        col(
+            "repo",
+            ColumnKind::Text,
+            false,
+            "Repository, `owner/name` or GitLab project path.",
+        ),
+        col(
+            "service",
+            ColumnKind::Text,
+            true,
+            "Service from the config mapping; null when unmapped.",
+        ),
+        col("team", ColumnKind::Text, true, "Team owning the service."),
+        col("sha", ColumnKind::Text, false, "Commit sha."),
+        col("authored_at", ColumnKind::Timestamp, false, "Author time (UTC)."),
+        col("parents", ColumnKind::TextList, false, "Parent shas."),
+        col("title", ColumnKind::Text, false, "First line of the message."),
+        col(
+            "deployment_id",
+            ColumnKind::Text,
+            true,
+            "Production deployment whose range brought it, when known.",
+        ),
+        col(
+            "updated_at",
+            ColumnKind::Timestamp,
+            false,
+            "When tandem last saw it change (UTC).",
+        ),
+    ];
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+/// A ticket: a Jira issue or a ServiceNow incident/request, for ITSM flow metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// `{source}:{key}`.
+    pub id: String,
+    /// Name of the configured source it came from.
+    pub source: String,
+    /// Human key at the source (`OPS-127`, `INC0000046`).
+    pub key: String,
+    /// Project (Jira project key, ServiceNow table).
+    pub project: String,
+    /// The source's own service reference (component, CI).
+    pub service_ref: Option<String>,
+    /// Service from the configured mapping.
+    pub service: Option<String>,
+    /// Team owning the service.
+    pub team: Option<String>,
+    /// `incident`, `request`, `change`, `problem`, `bug`, `task` or `story`.
+    pub category: String,
+    /// Issue type / record type as the source names it.
+    pub issue_type: String,
+    /// Title / short description.
+    pub title: String,
+    /// Priority as the source names it (`High`, `P2`, `3`); `None` when unset.
+    pub priority: Option<String>,
+    /// Status as the source names it (may be localised).
+    pub status: String,
+    /// `new`, `indeterminate` or `done`.
+    pub status_category: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Resolved; `None` while open.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Last changed at the source.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Table for Ticket {
+    const NAME: &'static str = "tickets";
+    const COLUMNS: &'static [Column] = &[
+        col("id", ColumnKind::Text, false, "Primary key: `{source}:{key}`."),
+        col("source", ColumnKind::Text, false, "Configured source name."),
+        col(
+            "key",
+            ColumnKind::Text,
+            false,
+            "Key at the source (`OPS-127`, `INC0000046`).",
+        ),
+        col(
+            "project",
+            ColumnKind::Text,
+            false,
+            "Jira project key or ServiceNow table.",
+        ),
+        col(
+            "service_ref",
+            ColumnKind::Text,
+            true,
+            "The source's own service reference (component, CI).",
+        ),
+        col(
+            "service",
+            ColumnKind::Text,
+            true,
+            "Service from the config mapping; null when unmapped.",
+        ),
+        col("team", ColumnKind::Text, true, "Team owning the service."),
+        col(
+            "category",
+            ColumnKind::Text,
+            false,
+            "incident, request, change, problem, bug, task or story.",
+        ),
+        col(
+            "issue_type",
+            ColumnKind::Text,
+            false,
+            "Issue or record type as the source names it.",
+        ),
+        col("title", ColumnKind::Text, false, "Title or short description."),
+        col(
+            "priority",
+            ColumnKind::Text,
+            true,
+            "Priority as the source names it.",
+        ),
+        col(
+            "status",
+            ColumnKind::Text,
+            false,
+            "Status as the source names it.",
+        ),
+        col(
+            "status_category",
+            ColumnKind::Text,
+            false,
+            "new, indeterminate or done.",
+        ),
+        col("labels", ColumnKind::TextList, false, "Labels."),
+        col("created_at", ColumnKind::Timestamp, false, "Created (UTC)."),
+        col(
+            "resolved_at",
+            ColumnKind::Timestamp,
+            true,
+            "Resolved (UTC); null while open.",
+        ),
+        col(
+            "updated_at",
+            ColumnKind::Timestamp,
+            false,
+            "Last changed at the source (UTC).",
+        ),
+    ];
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+/// One status change of a ticket (Jira changelog).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketTransition {
+    /// `{source}:{ticket key}:{history id}:{item index}`.
+    pub id: String,
+    /// Name of the configured source it came from.
+    pub source: String,
+    /// The ticket's `id` in the tickets table.
+    pub ticket_id: String,
+    /// When the status changed.
+    pub at: DateTime<Utc>,
+    /// Status before (as named at the source).
+    pub from_status: Option<String>,
+    /// Status after.
+    pub to_status: String,
+    /// Category before: `new`, `indeterminate` or `done`; `None` when unknown.
+    pub from_category: Option<String>,
+    /// Category after; `None` when unknown.
+    pub to_category: Option<String>,
+}
+
+impl Table for TicketTransition {
+    const NAME: &'static str = "ticket_transitions";
+    const COLUMNS: &'static [Column] = &[
+        col(
+            "id",
+            ColumnKind::Text,
+            false,
+            "Primary key: `{source}:{ticket key}:{history id}:{item}`.",
+        ),
+        col("source", ColumnKind::Text, false, "Configured source name."),
+        col(
+            "ticket_id",
+            ColumnKind::Text,
+            false,
+            "The ticket's id in `tickets`.",
+        ),
+        col(
+            "at",
+            ColumnKind::Timestamp,
+            false,
+            "When the status changed (UTC).",
+        ),
+        col("from_status", ColumnKind::Text, true, "Status before."),
+        col("to_status", ColumnKind::Text, false, "Status after."),
+        col(
+            "from_category",
+            ColumnKind::Text,
+            true,
+            "Category before: new, indeterminate or done.",
+        ),
+        col("to_category", ColumnKind::Text, true, "Category after."),
+    ];
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.at
+    }
+}
+
+/// A change request: ServiceNow `change_request`, a Jira change issue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    /// `{source}:{vendor id}`.
+    pub id: String,
+    /// Name of the configured source it came from.
+    pub source: String,
+    /// Human number (`CHG0000123`, `CHG-42`).
+    pub number: String,
+    /// Short description.
+    pub title: String,
+    /// The source's own service reference (`cmdb_ci`, component).
+    pub service_ref: Option<String>,
+    /// Service from the configured mapping.
+    pub service: Option<String>,
+    /// Team owning the service.
+    pub team: Option<String>,
+    /// `standard`, `normal` or `emergency`; `None` when the source's value is unknown.
+    pub change_type: Option<String>,
+    /// State as the source names it.
+    pub state: String,
+    /// Whether it was approved.
+    pub approved: Option<bool>,
+    /// Planned window start.
+    pub planned_start: Option<DateTime<Utc>>,
+    /// Planned window end.
+    pub planned_end: Option<DateTime<Utc>>,
+    /// Actual work start.
+    pub actual_start: Option<DateTime<Utc>>,
+    /// Actual work end.
+    pub actual_end: Option<DateTime<Utc>>,
+    /// Closed.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// `successful`, `successful_issues` or `unsuccessful`; `None` while open.
+    pub close_code: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed at the source.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Table for ChangeRequest {
+    const NAME: &'static str = "change_requests";
+    const COLUMNS: &'static [Column] = &[
+        col(
+            "id",
+            ColumnKind::Text,
+            false,
+            "Primary key: `{source}:{vendor id}`.",
+        ),
+        col("source", ColumnKind::Text, false, "Configured source name."),
+        col("number", ColumnKind::Text, false, "Human number (`CHG0000123`)."),
+        col("title", ColumnKind::Text, false, "Short description."),
+        col(
+            "service_ref",
+            ColumnKind::Text,
+            true,
+            "The source's own service reference (cmdb_ci, component).",
+        ),
+        col(
+            "service",
+            ColumnKind::Text,
+            true,
+            "Service from the config mapping; null when unmapped.",
+        ),
+        col("team", ColumnKind::Text, true, "Team owning the service."),
+        col(
+            "change_type",
+            ColumnKind::Text,
+            true,
+            "standard, normal or emergency.",
+        ),
+        col("state", ColumnKind::Text, false, "State as the source names it."),
+        col("approved", ColumnKind::Bool, true, "Approved."),
+        col(
+            "planned_start",
+            ColumnKind::Timestamp,
+            true,
+            "Planned window start (UTC).",
+        ),
+        col(
+            "planned_end",
+            ColumnKind::Timestamp,
+            true,
+            "Planned window end (UTC).",
+        ),
+        col(
+            "actual_start",
+            ColumnKind::Timestamp,
+            true,
+            "Actual work start (UTC).",
+        ),
+        col(
+            "actual_end",
+            ColumnKind::Timestamp,
+            true,
+            "Actual work end (UTC).",
+        ),
+        col("closed_at", ColumnKind::Timestamp, true, "Closed (UTC)."),
+        col(
+            "close_code",
+            ColumnKind::Text,
+            true,
+            "successful, successful_issues or unsuccessful.",
+        ),
+        col("created_at", ColumnKind::Timestamp, false, "Created (UTC)."),
+        col(
+            "updated_at",
+            ColumnKind::Timestamp,
+            false,
+            "Last changed at the source (UTC).",
+        ),
+    ];
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
 /// Any canonical record, as a connector yields it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -422,6 +805,14 @@ pub enum Record {
     Change(Change),
     /// An incident.
     Incident(Incident),
+    /// A commit.
+    Commit(Commit),
+    /// A ticket.
+    Ticket(Ticket),
+    /// A ticket's status change.
+    TicketTransition(TicketTransition),
+    /// A change request.
+    ChangeRequest(ChangeRequest),
 }
 
 impl Record {
@@ -431,6 +822,10 @@ impl Record {
             Self::Deployment(r) => r.key(),
             Self::Change(r) => r.key(),
             Self::Incident(r) => r.key(),
+            Self::Commit(r) => r.key(),
+            Self::Ticket(r) => r.key(),
+            Self::TicketTransition(r) => r.key(),
+            Self::ChangeRequest(r) => r.key(),
         }
     }
 }

@@ -35,10 +35,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         weeks: args.weeks,
     };
     let org = Organisation::generate(spec).context("cannot generate the simulated organisation")?;
-    let tokens = FakeOptions {
-        github_token: format!("demo-github-{}", args.seed),
-        pagerduty_token: format!("demo-pagerduty-{}", args.seed),
-    };
+    let tokens = FakeOptions::with_secret(&format!("demo-{}", args.seed));
     let org = Arc::new(org);
     let servers = tandem_fixtures::start(org.clone(), tokens.clone())
         .await

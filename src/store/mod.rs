@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tandem_connectors::model::{Change, Deployment, Incident, Quarantined, Table};
+use tandem_connectors::model::{
+    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket, TicketTransition,
+};
 
 use crate::pipeline::{self, PipelineError};
 
@@ -169,7 +171,11 @@ impl Store {
         Ok(vec![
             (Deployment::NAME, self.read::<Deployment>()?.len()),
             (Change::NAME, self.read::<Change>()?.len()),
+            (Commit::NAME, self.read::<Commit>()?.len()),
             (Incident::NAME, self.read::<Incident>()?.len()),
+            (Ticket::NAME, self.read::<Ticket>()?.len()),
+            (TicketTransition::NAME, self.read::<TicketTransition>()?.len()),
+            (ChangeRequest::NAME, self.read::<ChangeRequest>()?.len()),
             (Quarantined::NAME, self.read::<Quarantined>()?.len()),
         ])
     }
@@ -236,7 +242,11 @@ pub fn schema_markdown() -> String {
     let mut out = String::new();
     table::<Deployment>(&mut out);
     table::<Change>(&mut out);
+    table::<Commit>(&mut out);
     table::<Incident>(&mut out);
+    table::<Ticket>(&mut out);
+    table::<TicketTransition>(&mut out);
+    table::<ChangeRequest>(&mut out);
     table::<Quarantined>(&mut out);
     out.trim_end().to_owned()
 }

@@ -61,6 +61,7 @@ pub fn fake_options() -> FakeOptions {
     FakeOptions {
         github_token: GITHUB_TOKEN.into(),
         pagerduty_token: PAGERDUTY_TOKEN.into(),
+        ..FakeOptions::with_secret("test")
     }
 }
 

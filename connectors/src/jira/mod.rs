@@ -1,0 +1,56 @@
+//! Jira connector (stub until it lands).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::contract::{Emitter, StreamDef};
+use crate::error::ConnectorError;
+use crate::http::RetryPolicy;
+use crate::secret::SecretEnv;
+
+/// `[[source]] kind = "jira"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct JiraConfig {
+    /// Source name, unique in the config.
+    pub name: String,
+}
+
+/// The Jira connector.
+#[derive(Debug, Clone)]
+pub struct Jira {
+    config: JiraConfig,
+}
+
+impl Jira {
+    /// Builds the connector.
+    pub fn new(config: JiraConfig, _env: &SecretEnv, _policy: RetryPolicy) -> Result<Self, ConnectorError> {
+        Ok(Self { config })
+    }
+
+    /// The streams offered.
+    pub fn streams(&self) -> &'static [StreamDef] {
+        &[]
+    }
+
+    /// One cheap request.
+    pub async fn check(&self) -> Result<(), ConnectorError> {
+        Err(self.missing())
+    }
+
+    /// Reads `stream` from `bookmark`.
+    pub async fn read(
+        &self,
+        _stream: &str,
+        _bookmark: Option<Value>,
+        _out: Emitter,
+    ) -> Result<(), ConnectorError> {
+        Err(self.missing())
+    }
+
+    fn missing(&self) -> ConnectorError {
+        ConnectorError::Config {
+            source_name: self.config.name.clone(),
+            message: "not implemented yet".into(),
+        }
+    }
+}
