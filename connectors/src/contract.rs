@@ -89,3 +89,20 @@ pub fn state_from_bookmark<S: serde::de::DeserializeOwned + Default>(
         .and_then(|b| serde_json::from_value(b).ok())
         .unwrap_or_default()
 }
+
+/// Runs a read to completion and returns its result with every message it sent, in order: for
+/// tests and tools that want a stream's output without a store.
+pub async fn read_all<F>(read: impl FnOnce(Emitter) -> F) -> (Result<(), ConnectorError>, Vec<Message>)
+where
+    F: std::future::Future<Output = Result<(), ConnectorError>>,
+{
+    let (emitter, mut rx) = Emitter::channel();
+    let collect = async {
+        let mut messages = Vec::new();
+        while let Some(m) = rx.recv().await {
+            messages.push(m);
+        }
+        messages
+    };
+    tokio::join!(read(emitter), collect)
+}
