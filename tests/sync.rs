@@ -207,3 +207,42 @@ async fn bad_credentials_stop_that_source_and_the_others_continue() {
         tandem::commands::Outcome::Partial
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
+    let world = World::start(4).await;
+    let config = world.config();
+    let store = store_of(&config);
+    assert!(sync(&config, &store, &env(), &fast_sync()).await.unwrap().all_ok());
+    let github_before = world.servers.github.control.request_count();
+    let pagerduty_before = world.servers.pagerduty.control.request_count();
+    let not_modified_before = tandem_connectors::http::stats("github").not_modified;
+    assert!(sync(&config, &store, &env(), &fast_sync()).await.unwrap().all_ok());
+    let github_log = world.servers.github.control.requests()[github_before..].to_vec();
+    let pagerduty_log = world.servers.pagerduty.control.requests()[pagerduty_before..].to_vec();
+    let repos = world.org.services.len();
+    // One conditional list request per repo and stream (a 304), plus the status of any
+    // deployment that was still running at the first sync.
+    let lists: Vec<_> = github_log.iter().filter(|r| !r.contains("/statuses")).collect();
+    assert_eq!(lists.len(), 2 * repos, "{github_log:#?}");
+    let pending = world
+        .org
+        .deployments
+        .iter()
+        .filter(|d| d.environment == "production" && tandem_fixtures::Organisation::finished_at(d).is_none())
+        .count();
+    assert_eq!(github_log.len() - lists.len(), pending, "{github_log:#?}");
+    let not_modified = tandem_connectors::http::stats("github").not_modified - not_modified_before;
+    assert_eq!(not_modified, 2 * repos as u64, "every list answered 304");
+    // PagerDuty has no ETags: one window of incidents (empty: nothing new), and each incident
+    // still open at the first sync re-read by id, with its log when it may have been acknowledged.
+    let open: Vec<_> = world.org.incidents.iter().filter(|i| i.resolved_at.is_none()).collect();
+    assert!(!open.is_empty());
+    let windows = pagerduty_log.iter().filter(|r| r.starts_with("GET /incidents?")).count();
+    assert_eq!(windows, 1, "{pagerduty_log:#?}");
+    for i in &open {
+        assert!(pagerduty_log.contains(&format!("GET /incidents/{}?time_zone=UTC", i.id)), "{pagerduty_log:#?}");
+    }
+    let acked = open.iter().filter(|i| i.acknowledged_at.is_some()).count();
+    assert_eq!(pagerduty_log.len(), 1 + open.len() + acked, "{pagerduty_log:#?}");
+}

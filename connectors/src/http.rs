@@ -10,7 +10,10 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::ConnectorError;
@@ -107,8 +110,87 @@ pub struct HttpClient {
     source: String,
     auth_hint: String,
     policy: RetryPolicy,
-    /// Requests wait until this instant: set when a rate-limit header says nothing is left.
-    paused_until: Arc<Mutex<Option<Instant>>>,
+    /// What the last rate-limit headers said: paces requests before the limit is hit.
+    rate: Arc<Mutex<RateState>>,
+    /// Bounds the requests of this source in flight at once.
+    in_flight: Arc<Semaphore>,
+    /// Counters for logs and benchmarks.
+    stats: Arc<Stats>,
+}
+
+/// Requests of one source in flight at once: far below GitHub's secondary limit of 100
+/// concurrent requests and gentle on self-hosted servers.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// When less than this share of the advertised limit is left, requests are spread evenly over
+/// the time until the reset, so a run never reaches the limit itself.
+const PACE_BELOW: f64 = 0.10;
+
+#[derive(Debug, Default)]
+struct RateState {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    reset_at: Option<Instant>,
+}
+
+/// Request counters of one source.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+    not_modified: AtomicU64,
+    paced_ms: AtomicU64,
+}
+
+/// A copy of a source's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Requests sent (retries included).
+    pub requests: u64,
+    /// Requests that were retries.
+    pub retries: u64,
+    /// Answers that were rate limits (429, or 403 with a rate-limit signal).
+    pub rate_limited: u64,
+    /// `304 Not Modified` answers (free on GitHub).
+    pub not_modified: u64,
+    /// Milliseconds spent waiting on rate limits (pacing and resets).
+    pub paced_ms: u64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            not_modified: self.not_modified.load(Ordering::Relaxed),
+            paced_ms: self.paced_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The counters of every source by name, shared by every client of that source in the process.
+fn registry() -> &'static std::sync::Mutex<HashMap<String, Arc<Stats>>> {
+    static REGISTRY: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<Stats>>>> =
+        std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// The request counters of source `source` so far in this process.
+pub fn stats(source: &str) -> StatsSnapshot {
+    registry()
+        .lock()
+        .map(|r| r.get(source).map(|s| s.snapshot()).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn stats_for(source: &str) -> Arc<Stats> {
+    match registry().lock() {
+        Ok(mut r) => Arc::clone(r.entry(source.to_owned()).or_default()),
+        // A poisoned registry only loses counters, never requests.
+        Err(_) => Arc::new(Stats::default()),
+    }
 }
 
 /// What to do with a response that is not a success.
@@ -167,7 +249,9 @@ impl HttpClient {
             source: source.to_owned(),
             auth_hint,
             policy,
-            paused_until: Arc::new(Mutex::new(None)),
+            rate: Arc::new(Mutex::new(RateState::default())),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            stats: stats_for(source),
         })
     }
 
@@ -178,16 +262,43 @@ impl HttpClient {
 
     /// GETs `url` with `query` and parses the JSON body, retrying what is worth retrying.
     pub async fn get_json(&self, url: &str, query: &[(&str, String)]) -> Result<JsonPage, ConnectorError> {
+        match self.get_json_if_changed(url, query, None).await? {
+            Some(page) => Ok(page),
+            None => Err(ConnectorError::Decode {
+                source_name: self.source.clone(),
+                url: url.to_owned(),
+                message: "304 Not Modified to a request that was not conditional".into(),
+            }),
+        }
+    }
+
+    /// Like [`HttpClient::get_json`], sending `If-None-Match: etag` when given: `None` means
+    /// `304 Not Modified` (nothing changed since the response that carried the ETag; GitHub does
+    /// not count it against the rate limit).
+    pub async fn get_json_if_changed(
+        &self,
+        url: &str,
+        query: &[(&str, String)],
+        etag: Option<&str>,
+    ) -> Result<Option<JsonPage>, ConnectorError> {
+        let _permit = self.in_flight.acquire().await.map_err(|_| ConnectorError::SinkClosed)?;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.wait_if_paused().await?;
-            let request = self
+            self.pace().await?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            if attempt > 1 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut request = self
                 .client
                 .get(url)
                 .headers(self.headers.clone())
                 .timeout(self.policy.timeout)
                 .query(query);
+            if let Some(etag) = etag {
+                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
             let shown_url = request
                 .try_clone()
                 .and_then(|r| r.build().ok())
@@ -202,6 +313,10 @@ impl HttpClient {
                     let status = response.status();
                     let headers = response.headers().clone();
                     self.note_rate_limit(&headers).await;
+                    if status == StatusCode::NOT_MODIFIED {
+                        self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+                        return Ok(None);
+                    }
                     match response.bytes().await {
                         Err(e) => Verdict::Retry {
                             wait: None,
@@ -209,11 +324,11 @@ impl HttpClient {
                         },
                         Ok(body) if status.is_success() => match serde_json::from_slice(&body) {
                             Ok(json) => {
-                                return Ok(JsonPage {
+                                return Ok(Some(JsonPage {
                                     url: shown_url,
                                     headers,
                                     body: json,
-                                });
+                                }));
                             }
                             // A 200 whose body is cut off mid-JSON or is an HTML error page from a
                             // proxy: transient in practice, so it is retried like a 5xx.
@@ -273,6 +388,7 @@ impl HttpClient {
         let mentions_limit = text.to_ascii_lowercase().contains("rate limit");
         let is_rate_limit = code == 429 || (code == 403 && (remaining_zero || mentions_limit));
         if is_rate_limit {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             let wait = retry_after
                 .map(Duration::from_secs)
                 .or_else(|| remaining_zero.then(|| reset_wait(headers)).flatten())
@@ -305,31 +421,65 @@ impl HttpClient {
         })
     }
 
-    /// Remembers an exhausted rate limit so the next request waits for the reset.
+    /// Remembers what the rate-limit headers advertise.
     async fn note_rate_limit(&self, headers: &HeaderMap) {
-        let exhausted = ["x-ratelimit-remaining", "ratelimit-remaining"]
-            .iter()
-            .any(|h| header_str(headers, h).is_some_and(|v| v.trim() == "0"));
-        if exhausted && let Some(wait) = reset_wait(headers) {
-            *self.paused_until.lock().await = Some(Instant::now() + wait);
+        let number = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|h| header_str(headers, h))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let remaining = number(&["x-ratelimit-remaining", "ratelimit-remaining"]);
+        if remaining.is_none() {
+            return;
+        }
+        let mut rate = self.rate.lock().await;
+        rate.remaining = remaining;
+        rate.limit = number(&["x-ratelimit-limit", "ratelimit-limit"]).or(rate.limit);
+        if let Some(wait) = reset_wait(headers) {
+            rate.reset_at = Some(Instant::now() + wait);
         }
     }
 
-    async fn wait_if_paused(&self) -> Result<(), ConnectorError> {
-        let until = self.paused_until.lock().await.take();
-        if let Some(until) = until {
-            let wait = until.saturating_duration_since(Instant::now());
-            if wait > self.policy.max_rate_limit_wait {
-                return Err(ConnectorError::RateLimited {
-                    source_name: self.source.clone(),
-                    wait,
-                    max: self.policy.max_rate_limit_wait,
-                });
+    /// Waits before a request when the advertised limit is exhausted (until the reset) or nearly
+    /// so (spreading what is left evenly until the reset), so pacing, not a 429, sets the speed.
+    async fn pace(&self) -> Result<(), ConnectorError> {
+        let wait = {
+            let mut rate = self.rate.lock().await;
+            let now = Instant::now();
+            let until_reset = rate.reset_at.map(|r| r.saturating_duration_since(now));
+            let wait = match (rate.remaining, rate.limit, until_reset) {
+                (Some(0), _, Some(left)) => left,
+                (Some(remaining), Some(limit), Some(left))
+                    if limit > 0 && (remaining as f64) < PACE_BELOW * limit as f64 =>
+                {
+                    left / u32::try_from(remaining + 1).unwrap_or(u32::MAX)
+                }
+                _ => Duration::ZERO,
+            };
+            // Count this request against what is left, so concurrent requests space out too.
+            if let Some(r) = rate.remaining.as_mut() {
+                *r = r.saturating_sub(1);
             }
-            if !wait.is_zero() {
-                tracing::info!(source = %self.source, wait_ms = wait.as_millis() as u64, "Waiting for the rate limit to reset.");
-                tokio::time::sleep(wait).await;
+            if until_reset.is_some_and(|l| l.is_zero()) {
+                // The window has reset: forget the old numbers until new headers arrive.
+                *rate = RateState::default();
             }
+            wait
+        };
+        if wait > self.policy.max_rate_limit_wait {
+            return Err(ConnectorError::RateLimited {
+                source_name: self.source.clone(),
+                wait,
+                max: self.policy.max_rate_limit_wait,
+            });
+        }
+        if !wait.is_zero() {
+            tracing::debug!(source = %self.source, wait_ms = wait.as_millis() as u64, "Pacing for the rate limit.");
+            self.stats
+                .paced_ms
+                .fetch_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
         }
         Ok(())
     }
@@ -381,16 +531,20 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Time until the advertised reset: an epoch second (GitHub, ServiceNow) or seconds from now
 /// (PagerDuty, GitLab).
 fn reset_wait(headers: &HeaderMap) -> Option<Duration> {
-    let raw = ["x-ratelimit-reset", "ratelimit-reset"]
+    let text = ["x-ratelimit-reset", "ratelimit-reset"]
         .iter()
         .find_map(|h| header_str(headers, h))?
-        .trim()
-        .parse::<i64>()
-        .ok()?;
-    let secs = if raw > 1_000_000_000 {
-        raw - Utc::now().timestamp()
-    } else {
-        raw
+        .trim();
+    let secs = match text.parse::<i64>() {
+        Ok(raw) if raw > 1_000_000_000 => raw - Utc::now().timestamp(),
+        Ok(raw) => raw,
+        // Jira: ISO 8601 `yyyy-MM-ddTHH:mmZ`.
+        Err(_) => {
+            let at = crate::time::parse_instant(text)
+                .or_else(|_| crate::time::parse_instant(&text.replace('Z', ":00Z")))
+                .ok()?;
+            (at - Utc::now()).num_seconds()
+        }
     };
     // One extra second: resets are whole seconds and clocks drift.
     Some(Duration::from_secs(u64::try_from(secs.max(0)).unwrap_or(0) + 1))

@@ -103,6 +103,9 @@ struct Cursor {
     /// Deployments seen unfinished: re-polled on the next sync even below the bookmark.
     #[serde(default)]
     pending: Vec<Value>,
+    /// ETag of the first page of the last completed walk: a `304` to it means nothing changed.
+    #[serde(default)]
+    etag: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,6 +113,9 @@ struct Walk {
     next: String,
     stop_below: Option<DateTime<Utc>>,
     high_water: Option<DateTime<Utc>>,
+    /// ETag of this walk's first page, saved when the walk completes.
+    #[serde(default)]
+    etag: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,19 +226,31 @@ impl GitHub {
             Kind::Pulls => "updated_at",
         };
         let cursor = state.cursors.entry(key.to_owned()).or_default();
-        let (mut url, mut query, stop_below, mut high_water) = match cursor.walk.take() {
-            Some(w) => (w.next, Vec::new(), w.stop_below, w.high_water),
+        let mut conditional = None;
+        let (mut url, mut query, stop_below, mut high_water, mut first_etag) = match cursor.walk.take() {
+            Some(w) => (w.next, Vec::new(), w.stop_below, w.high_water, w.etag),
             None => {
+                conditional = cursor.etag.clone();
                 let overlap = Duration::minutes(self.config.overlap_minutes);
                 let stop = cursor
                     .high_water
                     .map(|h| h - overlap)
                     .or_else(|| self.config.lookback_days.map(|d| Utc::now() - Duration::days(d)));
-                (first_url, first_query, stop, cursor.high_water)
+                (first_url, first_query, stop, cursor.high_water, None)
             }
         };
         loop {
-            let page = self.client.get_json(&url, &query).await?;
+            let Some(page) = self
+                .client
+                .get_json_if_changed(&url, &query, conditional.take().as_deref())
+                .await?
+            else {
+                // 304: the list is as it was at the last completed walk.
+                return Ok(());
+            };
+            if first_etag.is_none() {
+                first_etag = page.header("etag").map(str::to_owned);
+            }
             let Some(items) = page.body.as_array() else {
                 return Err(ConnectorError::Decode {
                     source_name: self.config.name.clone(),
@@ -279,6 +297,7 @@ impl GitHub {
                         next: next.clone(),
                         stop_below,
                         high_water,
+                        etag: first_etag.clone(),
                     });
                     out.checkpoint(state).await?;
                     url = next;
@@ -287,6 +306,7 @@ impl GitHub {
                 _ => {
                     cursor.high_water = high_water;
                     cursor.walk = None;
+                    cursor.etag = first_etag;
                     out.checkpoint(state).await?;
                     return Ok(());
                 }

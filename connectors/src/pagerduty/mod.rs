@@ -2,7 +2,7 @@
 //!
 //! The incident list filters on creation time and caps `offset + limit` at 10,000, so the range is
 //! read in windows (halved when a window holds too many), always with `time_zone=UTC`. Incidents
-//! left open at one sync are re-read at the next by starting the range at the oldest of them.
+//! left open at one sync were created before the next sync's range: they are re-read by id.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -80,9 +80,12 @@ struct State {
     high_water: Option<DateTime<Utc>>,
     /// A read in progress.
     walk: Option<Walk>,
-    /// Incidents seen unresolved, with their creation time: re-read next time.
+    /// Incidents seen unresolved, with their creation time: re-read by id next time.
     #[serde(default)]
     open: BTreeMap<String, DateTime<Utc>>,
+    /// Open incidents of the previous sync not yet re-read in this one (survives a kill).
+    #[serde(default)]
+    repoll: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,16 +155,22 @@ impl PagerDuty {
         let (since, until, mut window_start, mut offset) = match state.walk.take() {
             Some(w) => (w.since, w.until, w.window_start, w.offset),
             None => {
-                let from_bookmark = state
+                let since = state
                     .high_water
                     .map(|h| h - overlap)
                     .unwrap_or_else(|| now - Duration::days(self.config.lookback_days));
-                let oldest_open = state.open.values().min().copied();
-                let since = oldest_open.map_or(from_bookmark, |o| o.min(from_bookmark));
+                // What was open and was created before this range must be re-read by id.
+                state.repoll = state
+                    .open
+                    .iter()
+                    .filter(|(_, created)| **created < since)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 (since, now, since, 0)
             }
         };
-        let acks = self.acknowledgements(since, now).await?;
+        // Fetched on first need only: a re-sync that finds no incidents costs one request.
+        let mut acks: Option<HashMap<String, DateTime<Utc>>> = None;
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut window_end = (window_start + window).min(until);
         while window_start < until {
@@ -197,10 +206,18 @@ impl PagerDuty {
                     url: page.url.clone(),
                     message: "expected an `incidents` array".into(),
                 })?;
+            let needs_acks = items
+                .iter()
+                .any(|i| i.get("status").and_then(Value::as_str) != Some("triggered"));
+            if needs_acks && acks.is_none() {
+                acks = Some(self.acknowledgements(since, now).await?);
+            }
+            let no_acks = HashMap::new();
+            let acks_ref = acks.as_ref().unwrap_or(&no_acks);
             let mut records = Vec::new();
             let mut rejected = Vec::new();
             for raw in items {
-                match self.incident(raw, &acks) {
+                match self.incident(raw, acks_ref) {
                     Ok(incident) => {
                         let vendor_id = incident.id.rsplit(':').next().unwrap_or_default().to_owned();
                         if incident.resolved_at.is_none() {
@@ -246,7 +263,61 @@ impl PagerDuty {
         }
         state.high_water = Some(until);
         state.walk = None;
-        out.checkpoint(&state).await
+        out.checkpoint(&state).await?;
+        self.repoll_open(&mut state, &out).await
+    }
+
+    /// Re-reads, one request each, the incidents that were open at the previous sync and were
+    /// created before this sync's range (the list filters on creation, so it would miss them).
+    async fn repoll_open(&self, state: &mut State, out: &Emitter) -> Result<(), ConnectorError> {
+        while let Some(id) = state.repoll.last().cloned() {
+            let url = self.url(&format!("/incidents/{id}"));
+            let found = match self.client.get_json(&url, &[("time_zone", "UTC".to_owned())]).await {
+                Ok(page) => page.body.get("incident").cloned(),
+                // Deleted upstream (or merged into another): stop re-polling it.
+                Err(ConnectorError::Status { status: 404, .. }) => None,
+                Err(e) => return Err(e),
+            };
+            match found {
+                Some(raw) => {
+                    let mut acks = HashMap::new();
+                    if raw.get("status").and_then(Value::as_str) != Some("triggered") {
+                        acks = self.incident_acknowledgements(&id).await?;
+                    }
+                    match self.incident(&raw, &acks) {
+                        Ok(incident) => {
+                            if incident.resolved_at.is_some() {
+                                state.open.remove(&id);
+                            }
+                            out.records(vec![Record::Incident(incident)]).await?;
+                        }
+                        Err(reason) => {
+                            state.open.remove(&id);
+                            out.quarantine(vec![Quarantined::new(&self.config.name, "incidents", &raw, reason)])
+                                .await?;
+                        }
+                    }
+                }
+                None => {
+                    state.open.remove(&id);
+                }
+            }
+            state.repoll.pop();
+            out.checkpoint(&*state).await?;
+        }
+        Ok(())
+    }
+
+    /// First acknowledgement of one incident, from its own log.
+    async fn incident_acknowledgements(&self, id: &str) -> Result<HashMap<String, DateTime<Utc>>, ConnectorError> {
+        let url = self.url(&format!("/incidents/{id}/log_entries"));
+        let query = [
+            ("time_zone", "UTC".to_owned()),
+            ("is_overview", "true".to_owned()),
+            ("limit", LIMIT.to_string()),
+        ];
+        let page = self.client.get_json(&url, &query).await?;
+        Ok(first_acks(page.body.get("log_entries").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()))
     }
 
     fn url(&self, path: &str) -> String {
@@ -281,17 +352,8 @@ impl PagerDuty {
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                for e in entries {
-                    if e.get("type").and_then(Value::as_str) != Some("acknowledge_log_entry") {
-                        continue;
-                    }
-                    let (Some(id), Some(Ok(at))) = (
-                        e.pointer("/incident/id").and_then(Value::as_str),
-                        e.get("created_at").and_then(Value::as_str).map(parse_instant),
-                    ) else {
-                        continue;
-                    };
-                    let slot = acks.entry(id.to_owned()).or_insert(at);
+                for (id, at) in first_acks(entries) {
+                    let slot = acks.entry(id).or_insert(at);
                     *slot = (*slot).min(at);
                 }
                 let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
@@ -362,6 +424,25 @@ impl PagerDuty {
             updated_at,
         })
     }
+}
+
+/// The earliest `acknowledge_log_entry` per incident among `entries`.
+fn first_acks(entries: &[Value]) -> HashMap<String, DateTime<Utc>> {
+    let mut acks: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for e in entries {
+        if e.get("type").and_then(Value::as_str) != Some("acknowledge_log_entry") {
+            continue;
+        }
+        let (Some(id), Some(Ok(at))) = (
+            e.pointer("/incident/id").and_then(Value::as_str),
+            e.get("created_at").and_then(Value::as_str).map(parse_instant),
+        ) else {
+            continue;
+        };
+        let slot = acks.entry(id.to_owned()).or_insert(at);
+        *slot = (*slot).min(at);
+    }
+    acks
 }
 
 /// Priority wins (P1…P5); without one, high urgency is an outage-grade sev2 and low is sev4.
