@@ -213,11 +213,21 @@ async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
     let world = World::start(4).await;
     let config = world.config();
     let store = store_of(&config);
-    assert!(sync(&config, &store, &env(), &fast_sync()).await.unwrap().all_ok());
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
     let github_before = world.servers.github.control.request_count();
     let pagerduty_before = world.servers.pagerduty.control.request_count();
     let not_modified_before = tandem_connectors::http::stats("github").not_modified;
-    assert!(sync(&config, &store, &env(), &fast_sync()).await.unwrap().all_ok());
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
     let github_log = world.servers.github.control.requests()[github_before..].to_vec();
     let pagerduty_log = world.servers.pagerduty.control.requests()[pagerduty_before..].to_vec();
     let repos = world.org.services.len();
@@ -236,13 +246,51 @@ async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
     assert_eq!(not_modified, 2 * repos as u64, "every list answered 304");
     // PagerDuty has no ETags: one window of incidents (empty: nothing new), and each incident
     // still open at the first sync re-read by id, with its log when it may have been acknowledged.
-    let open: Vec<_> = world.org.incidents.iter().filter(|i| i.resolved_at.is_none()).collect();
+    let open: Vec<_> = world
+        .org
+        .incidents
+        .iter()
+        .filter(|i| i.resolved_at.is_none())
+        .collect();
     assert!(!open.is_empty());
-    let windows = pagerduty_log.iter().filter(|r| r.starts_with("GET /incidents?")).count();
+    let windows = pagerduty_log
+        .iter()
+        .filter(|r| r.starts_with("GET /incidents?"))
+        .count();
     assert_eq!(windows, 1, "{pagerduty_log:#?}");
     for i in &open {
-        assert!(pagerduty_log.contains(&format!("GET /incidents/{}?time_zone=UTC", i.id)), "{pagerduty_log:#?}");
+        assert!(
+            pagerduty_log.contains(&format!("GET /incidents/{}?time_zone=UTC", i.id)),
+            "{pagerduty_log:#?}"
+        );
     }
     let acked = open.iter().filter(|i| i.acknowledged_at.is_some()).count();
     assert_eq!(pagerduty_log.len(), 1 + open.len() + acked, "{pagerduty_log:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_keeps_a_run_past_the_advertised_limit_free_of_rate_limit_answers() {
+    let org = std::sync::Arc::new(tandem_fixtures::Organisation::generate(crate::common::spec(3)).unwrap());
+    let mut options = crate::common::fake_options();
+    // Fewer requests per window than the sync needs: it must wait for resets, not hit the wall.
+    options.github_rate_limit = Some((60, 2));
+    let servers = tandem_fixtures::start(org.clone(), options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        tandem::config::Config::load(&crate::common::write_config(dir.path(), &org, &servers)).unwrap();
+    let store = store_of(&config);
+    let before = tandem_connectors::http::stats("github");
+    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    let after = tandem_connectors::http::stats("github");
+    let requests = servers.github.control.request_count();
+    assert!(
+        requests > 60,
+        "the sync must need more than one window: {requests}"
+    );
+    assert_eq!(
+        after.rate_limited - before.rate_limited,
+        0,
+        "no 403/429 rate-limit answers"
+    );
 }

@@ -131,6 +131,9 @@ struct RateState {
     limit: Option<u64>,
     remaining: Option<u64>,
     reset_at: Option<Instant>,
+    /// When pacing, the earliest instant the next request may go: requests take turns, so
+    /// concurrent ones do not all leave after the same short wait.
+    next_slot: Option<Instant>,
 }
 
 /// Request counters of one source.
@@ -281,7 +284,11 @@ impl HttpClient {
         query: &[(&str, String)],
         etag: Option<&str>,
     ) -> Result<Option<JsonPage>, ConnectorError> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| ConnectorError::SinkClosed)?;
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ConnectorError::SinkClosed)?;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -434,10 +441,20 @@ impl HttpClient {
             return;
         }
         let mut rate = self.rate.lock().await;
-        rate.remaining = remaining;
         rate.limit = number(&["x-ratelimit-limit", "ratelimit-limit"]).or(rate.limit);
-        if let Some(wait) = reset_wait(headers) {
-            rate.reset_at = Some(Instant::now() + wait);
+        let reset_at = reset_wait(headers).map(|w| Instant::now() + w);
+        let same_window = match (reset_at, rate.reset_at) {
+            (Some(new), Some(old)) => new.max(old) - new.min(old) <= Duration::from_secs(2),
+            _ => false,
+        };
+        if same_window {
+            // Answers to concurrent requests arrive out of order: within one window the lowest
+            // count is the truest, and requests sent since are already subtracted locally.
+            rate.remaining = remaining.min(rate.remaining);
+        } else {
+            rate.remaining = remaining;
+            rate.reset_at = reset_at;
+            rate.next_slot = None;
         }
     }
 
@@ -447,23 +464,26 @@ impl HttpClient {
         let wait = {
             let mut rate = self.rate.lock().await;
             let now = Instant::now();
+            if rate.reset_at.is_some_and(|r| r <= now) {
+                // The window has reset: forget the old numbers until new headers arrive.
+                *rate = RateState::default();
+            }
             let until_reset = rate.reset_at.map(|r| r.saturating_duration_since(now));
             let wait = match (rate.remaining, rate.limit, until_reset) {
                 (Some(0), _, Some(left)) => left,
                 (Some(remaining), Some(limit), Some(left))
                     if limit > 0 && (remaining as f64) < PACE_BELOW * limit as f64 =>
                 {
-                    left / u32::try_from(remaining + 1).unwrap_or(u32::MAX)
+                    let interval = left / u32::try_from(remaining + 1).unwrap_or(u32::MAX);
+                    let slot = rate.next_slot.map_or(now, |s| s.max(now));
+                    rate.next_slot = Some(slot + interval);
+                    slot - now
                 }
                 _ => Duration::ZERO,
             };
             // Count this request against what is left, so concurrent requests space out too.
             if let Some(r) = rate.remaining.as_mut() {
                 *r = r.saturating_sub(1);
-            }
-            if until_reset.is_some_and(|l| l.is_zero()) {
-                // The window has reset: forget the old numbers until new headers arrive.
-                *rate = RateState::default();
             }
             wait
         };
@@ -476,9 +496,10 @@ impl HttpClient {
         }
         if !wait.is_zero() {
             tracing::debug!(source = %self.source, wait_ms = wait.as_millis() as u64, "Pacing for the rate limit.");
-            self.stats
-                .paced_ms
-                .fetch_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            self.stats.paced_ms.fetch_add(
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             tokio::time::sleep(wait).await;
         }
         Ok(())

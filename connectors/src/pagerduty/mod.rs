@@ -272,7 +272,11 @@ impl PagerDuty {
     async fn repoll_open(&self, state: &mut State, out: &Emitter) -> Result<(), ConnectorError> {
         while let Some(id) = state.repoll.last().cloned() {
             let url = self.url(&format!("/incidents/{id}"));
-            let found = match self.client.get_json(&url, &[("time_zone", "UTC".to_owned())]).await {
+            let found = match self
+                .client
+                .get_json(&url, &[("time_zone", "UTC".to_owned())])
+                .await
+            {
                 Ok(page) => page.body.get("incident").cloned(),
                 // Deleted upstream (or merged into another): stop re-polling it.
                 Err(ConnectorError::Status { status: 404, .. }) => None,
@@ -293,8 +297,13 @@ impl PagerDuty {
                         }
                         Err(reason) => {
                             state.open.remove(&id);
-                            out.quarantine(vec![Quarantined::new(&self.config.name, "incidents", &raw, reason)])
-                                .await?;
+                            out.quarantine(vec![Quarantined::new(
+                                &self.config.name,
+                                "incidents",
+                                &raw,
+                                reason,
+                            )])
+                            .await?;
                         }
                     }
                 }
@@ -309,7 +318,10 @@ impl PagerDuty {
     }
 
     /// First acknowledgement of one incident, from its own log.
-    async fn incident_acknowledgements(&self, id: &str) -> Result<HashMap<String, DateTime<Utc>>, ConnectorError> {
+    async fn incident_acknowledgements(
+        &self,
+        id: &str,
+    ) -> Result<HashMap<String, DateTime<Utc>>, ConnectorError> {
         let url = self.url(&format!("/incidents/{id}/log_entries"));
         let query = [
             ("time_zone", "UTC".to_owned()),
@@ -317,7 +329,13 @@ impl PagerDuty {
             ("limit", LIMIT.to_string()),
         ];
         let page = self.client.get_json(&url, &query).await?;
-        Ok(first_acks(page.body.get("log_entries").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()))
+        Ok(first_acks(
+            page.body
+                .get("log_entries")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        ))
     }
 
     fn url(&self, path: &str) -> String {
