@@ -530,6 +530,8 @@ pub struct Ticket {
     pub updated_at: DateTime<Utc>,
 }
 
+// `key` is the table's primary key (`id`), not the ticket's human key field.
+#[allow(clippy::misnamed_getters)]
 impl Table for Ticket {
     const NAME: &'static str = "tickets";
     const COLUMNS: &'static [Column] = &[
