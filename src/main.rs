@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tandem::cli::{Cli, Command};
 use tandem::commands::{self, Outcome};
-use tandem_connectors::SecretEnv;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,16 +20,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let env = SecretEnv::process();
+    let ctx = commands::Context::for_cli(cli.quiet);
     match &cli.command {
-        Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
+        Command::Demo(args) => runtime.block_on(commands::demo::run(args, &ctx)),
         Command::Sync(args) => {
             let config = commands::load_config(&cli.config)?;
-            runtime.block_on(commands::sync::run(args, &config, &env))
+            runtime.block_on(commands::sync::run(args, &config, &ctx))
         }
         Command::Check(args) => {
             let config = commands::load_config(&cli.config)?;
-            runtime.block_on(commands::check::run(args, &config, &env))
+            runtime.block_on(commands::check::run(args, &config, &ctx))
         }
         Command::Metrics(args) => {
             let config = commands::load_config(&cli.config)?;
@@ -42,7 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Run(args) => {
             let config = commands::load_config(&cli.config)?;
-            runtime.block_on(commands::run::run(args, &config, &env))
+            runtime.block_on(commands::run::run(args, &config, &ctx))
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Ticket, TicketTransition,
 };
-use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv};
+use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv, http};
 
 use crate::config::{Config, ServiceConfig};
 use crate::store::{Store, StoreError};
@@ -26,6 +26,8 @@ pub struct SyncOptions {
     pub full: bool,
     /// Retry policy for every source.
     pub retry: RetryPolicy,
+    /// Draw a progress line per stream on stderr (for people at a terminal; cron gets none).
+    pub progress: bool,
 }
 
 /// What happened to one stream.
@@ -129,7 +131,7 @@ pub async fn sync(
             }
             stream_found = true;
             let outcome =
-                sync_stream(config, store, &connector, source.name(), def.name, options.full).await?;
+                sync_stream(config, store, &connector, source.name(), def.name, options).await?;
             let auth_failed = outcome.auth_failed;
             report.streams.push(outcome);
             // Bad credentials fail every stream of the source alike: do not hammer the API.
@@ -153,12 +155,13 @@ async fn sync_stream(
     connector: &Connector,
     source: &str,
     stream: &str,
-    full: bool,
+    options: &SyncOptions,
 ) -> Result<StreamOutcome, SyncError> {
     let started = Instant::now();
-    if full {
+    if options.full {
         store.clear_bookmark(source, stream)?;
     }
+    let progress = Progress::new(options.progress, source, stream);
     let bookmark = store.bookmark(source, stream)?;
     tracing::info!(source, stream, resume = bookmark.is_some(), "Syncing stream.");
     let (emitter, mut rx) = Emitter::channel();
@@ -171,9 +174,11 @@ async fn sync_stream(
                 Message::Records(batch) => {
                     records += batch.len();
                     commit_records(config, store, batch).await?;
+                    progress.update(records, quarantined);
                 }
                 Message::Quarantine(batch) => {
                     quarantined += batch.len();
+                    progress.update(records, quarantined);
                     for q in &batch {
                         tracing::warn!(source, stream, id = %q.id, reason = %q.reason, "Record quarantined.");
                     }
@@ -196,6 +201,7 @@ async fn sync_stream(
         Err(e) => (Some(e.to_string()), e.is_auth()),
     };
     let seconds = started.elapsed().as_secs_f64();
+    progress.finish(records, quarantined, error.is_none());
     match &error {
         None => tracing::info!(source, stream, records, quarantined, seconds, "Stream synced."),
         Some(e) => {
@@ -211,6 +217,61 @@ async fn sync_stream(
         error,
         auth_failed,
     })
+}
+
+/// A spinner line per stream on a terminal: records, quarantined, requests and rate-limit waits
+/// so far. Does nothing when disabled.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    source: String,
+    start: http::StatsSnapshot,
+}
+
+impl Progress {
+    fn new(enabled: bool, source: &str, stream: &str) -> Self {
+        let bar = enabled.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {prefix:<28} {msg} ({elapsed})") {
+                bar.set_style(style);
+            }
+            bar.set_prefix(format!("{source}/{stream}"));
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            source: source.to_owned(),
+            start: http::stats(source),
+        }
+    }
+
+    fn message(&self, records: usize, quarantined: usize) -> String {
+        let now = http::stats(&self.source);
+        let requests = now.requests - self.start.requests;
+        let waited = (now.paced_ms - self.start.paced_ms) / 1000;
+        let limited = now.rate_limited - self.start.rate_limited;
+        let mut msg = format!("{records} records, {requests} requests");
+        if quarantined > 0 {
+            msg.push_str(&format!(", {quarantined} quarantined"));
+        }
+        if waited > 0 || limited > 0 {
+            msg.push_str(&format!(", {waited} s waiting for rate limits"));
+        }
+        msg
+    }
+
+    fn update(&self, records: usize, quarantined: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message(records, quarantined));
+        }
+    }
+
+    fn finish(&self, records: usize, quarantined: usize, ok: bool) {
+        if let Some(bar) = &self.bar {
+            let mark = if ok { "done" } else { "FAILED" };
+            bar.finish_with_message(format!("{} — {mark}", self.message(records, quarantined)));
+        }
+    }
 }
 
 /// Maps services and teams, then upserts each entity's records into its table.

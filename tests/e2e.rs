@@ -156,9 +156,11 @@ async fn weekly_metrics_match_the_ground_truth() {
         weeks: Some(WEEKS),
         until: Some(until),
     };
-    let outcome = tandem::commands::run::job(&config, &env(), &range, None)
-        .await
-        .unwrap();
+    let ctx = tandem::commands::Context {
+        env: env(),
+        progress: false,
+    };
+    let outcome = tandem::commands::run::job(&config, &ctx, &range, None).await.unwrap();
     assert_eq!(outcome, tandem::commands::Outcome::Success);
 
     // The report and its charts exist.

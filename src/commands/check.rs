@@ -1,13 +1,13 @@
 //! `tandem check`: one cheap request per source to verify credentials and permissions.
 
-use tandem_connectors::{Connector, RetryPolicy, SecretEnv};
+use tandem_connectors::{Connector, RetryPolicy};
 
-use super::Outcome;
+use super::{Context, Outcome};
 use crate::cli::CheckArgs;
 use crate::config::Config;
 
 /// Checks each selected source and prints `ok` or what is wrong.
-pub async fn run(args: &CheckArgs, config: &Config, env: &SecretEnv) -> anyhow::Result<Outcome> {
+pub async fn run(args: &CheckArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
     let selected: Vec<_> = config
         .sources
         .iter()
@@ -18,7 +18,7 @@ pub async fn run(args: &CheckArgs, config: &Config, env: &SecretEnv) -> anyhow::
     }
     let mut failed = 0;
     for source in &selected {
-        let result = match Connector::build(source, env, RetryPolicy::default()) {
+        let result = match Connector::build(source, &ctx.env, RetryPolicy::default()) {
             Ok(c) => c.check().await,
             Err(e) => Err(e),
         };

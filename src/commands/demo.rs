@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chrono::{Duration, Utc};
-use tandem_connectors::SecretEnv;
 use tandem_fixtures::{FakeOptions, OrgSpec, Organisation};
 
-use super::{Outcome, monday_of, run};
+use super::{Context, Outcome, monday_of, run};
 use crate::cli::{DemoArgs, RangeArgs};
 use crate::config::Config;
 
@@ -23,7 +22,7 @@ const GITHUB_TOKEN_VAR: &str = "TANDEM_DEMO_GITHUB_TOKEN";
 const PAGERDUTY_TOKEN_VAR: &str = "TANDEM_DEMO_PAGERDUTY_TOKEN";
 
 /// Runs the demo.
-pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if args.weeks == 0 || args.weeks > 104 {
         bail!("--weeks must be between 1 and 104, not {}", args.weeks);
     }
@@ -56,14 +55,19 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let text = demo_config(&org, &servers.github.base_url(), &servers.pagerduty.base_url());
     std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::load(&config_path)?;
-    let env = SecretEnv::process()
-        .with_override(GITHUB_TOKEN_VAR, tokens.github_token)
-        .with_override(PAGERDUTY_TOKEN_VAR, tokens.pagerduty_token);
+    let ctx = Context {
+        env: ctx
+            .env
+            .clone()
+            .with_override(GITHUB_TOKEN_VAR, tokens.github_token)
+            .with_override(PAGERDUTY_TOKEN_VAR, tokens.pagerduty_token),
+        progress: ctx.progress,
+    };
     let range = RangeArgs {
         weeks: Some(args.weeks),
         until: Some(until),
     };
-    let outcome = run::job(&config, &env, &range, None).await?;
+    let outcome = run::job(&config, &ctx, &range, None).await?;
     println!("config: {}", config_path.display());
     Ok(outcome)
 }

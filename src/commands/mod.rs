@@ -35,6 +35,26 @@ impl Outcome {
     }
 }
 
+/// What every command gets besides its own arguments.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Where secrets come from.
+    pub env: tandem_connectors::SecretEnv,
+    /// Draw progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Context {
+    /// The context of a command-line run: progress lines only for people at a terminal (never
+    /// under cron, systemd or a CronJob, where stderr is not a TTY) and not with `--quiet`.
+    pub fn for_cli(quiet: bool) -> Self {
+        Self {
+            env: tandem_connectors::SecretEnv::process(),
+            progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+}
+
 /// Loads the config, saying how to get one when it is missing.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     if !path.exists() {

@@ -5,26 +5,28 @@
 
 use std::path::PathBuf;
 
-use tandem_connectors::SecretEnv;
-
-use super::{Outcome, metrics, report, sync};
+use super::{Context, Outcome, metrics, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
 use crate::sync::SyncOptions;
 
 /// Runs the whole job.
-pub async fn run(args: &RunArgs, config: &Config, env: &SecretEnv) -> anyhow::Result<Outcome> {
-    job(config, env, &args.range, args.out.clone()).await
+pub async fn run(args: &RunArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
+    job(config, ctx, &args.range, args.out.clone()).await
 }
 
 /// Sync → metrics → report, printing where everything went.
 pub async fn job(
     config: &Config,
-    env: &SecretEnv,
+    ctx: &Context,
     range: &RangeArgs,
     out: Option<PathBuf>,
 ) -> anyhow::Result<Outcome> {
-    let report = sync::sync_into_store(config, env, &SyncOptions::default()).await?;
+    let options = SyncOptions {
+        progress: ctx.progress,
+        ..SyncOptions::default()
+    };
+    let report = sync::sync_into_store(config, &ctx.env, &options).await?;
     let outcome = sync::outcome(&report)?;
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;

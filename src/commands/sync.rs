@@ -3,21 +3,22 @@
 use anyhow::Context as _;
 use tandem_connectors::SecretEnv;
 
-use super::Outcome;
+use super::{Context, Outcome};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::store::Store;
 use crate::sync::{SyncOptions, SyncReport, sync};
 
 /// Runs the sync and prints one line per stream.
-pub async fn run(args: &SyncArgs, config: &Config, env: &SecretEnv) -> anyhow::Result<Outcome> {
+pub async fn run(args: &SyncArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
     let options = SyncOptions {
         source: args.source.clone(),
         stream: args.stream.clone(),
         full: args.full,
+        progress: ctx.progress,
         ..SyncOptions::default()
     };
-    let report = sync_into_store(config, env, &options).await?;
+    let report = sync_into_store(config, &ctx.env, &options).await?;
     outcome(&report)
 }
 
