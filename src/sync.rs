@@ -186,14 +186,26 @@ async fn sync_stream(
                     blocking(move || store.upsert::<Quarantined>(batch)).await?;
                 }
                 Message::Checkpoint(state) => {
+                    // Raw pages first: what the bookmark says was read is then also archived.
+                    let pages = http::take_raw_pages(source);
                     let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-                    blocking(move || store.save_bookmark(&source, &stream, state)).await?;
+                    blocking(move || {
+                        store.archive_raw(&source, &stream, &pages)?;
+                        store.save_bookmark(&source, &stream, state)
+                    })
+                    .await?;
                 }
             }
         }
         Ok::<_, StoreError>((records, quarantined))
     };
     let (read_result, commit_result) = tokio::join!(read, commit);
+    // Pages fetched after the last checkpoint (a failed read) are archived too: they were read.
+    let leftover = http::take_raw_pages(source);
+    if !leftover.is_empty() {
+        let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+        blocking(move || store.archive_raw(&source, &stream, &leftover)).await?;
+    }
     // A store failure is fatal for the whole sync: later streams would fail the same way.
     let (records, quarantined) = commit_result?;
     let (error, auth_failed) = match read_result {
@@ -277,56 +289,81 @@ impl Progress {
 /// Maps services and teams, then upserts each entity's records into its table.
 async fn commit_records(config: &Config, store: &Store, batch: Vec<Record>) -> Result<(), StoreError> {
     let mut tables = Tables::default();
-    for record in batch {
-        match record {
-            Record::Deployment(mut r) => {
-                assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo));
-                tables.deployments.push(r);
-            }
-            Record::Change(mut r) => {
-                assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo));
-                tables.changes.push(r);
-            }
-            Record::Commit(mut r) => {
-                assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo));
-                tables.commits.push(r);
-            }
-            Record::Incident(mut r) => {
-                let found = service_of_ref(config, &r.source, r.service_ref.as_deref());
-                assign(&mut r.service, &mut r.team, found);
-                tables.incidents.push(r);
-            }
-            Record::Ticket(mut r) => {
-                let found = service_of_ref(config, &r.source, r.service_ref.as_deref());
-                assign(&mut r.service, &mut r.team, found);
-                tables.tickets.push(r);
-            }
-            Record::ChangeRequest(mut r) => {
-                let found = service_of_ref(config, &r.source, r.service_ref.as_deref());
-                assign(&mut r.service, &mut r.team, found);
-                tables.change_requests.push(r);
-            }
-            Record::TicketTransition(r) => tables.transitions.push(r),
-        }
+    for mut record in batch {
+        map_service(config, &mut record);
+        tables.push(record);
     }
     let store = store.clone();
     blocking(move || tables.upsert(&store)).await
 }
 
-/// One batch, split by table.
-#[derive(Default)]
-struct Tables {
-    deployments: Vec<Deployment>,
-    changes: Vec<Change>,
-    commits: Vec<Commit>,
-    incidents: Vec<Incident>,
-    tickets: Vec<Ticket>,
-    transitions: Vec<TicketTransition>,
-    change_requests: Vec<ChangeRequest>,
+/// Sets a record's service and team from the config mapping: repos for deployments, changes and
+/// commits; the source's own service reference (PagerDuty service, Jira component, ServiceNow CI)
+/// for incidents, tickets and change requests. A record the mapping does not know keeps what its
+/// connector gave it (connectors give none, except file imports that name services).
+pub fn map_service(config: &Config, record: &mut Record) {
+    let by_ref = |source: &str, service_ref: Option<&str>| service_of_ref(config, source, service_ref);
+    match record {
+        Record::Deployment(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
+        Record::Change(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
+        Record::Commit(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
+        Record::Incident(r) => assign(&mut r.service, &mut r.team, by_ref(&r.source, r.service_ref.as_deref())),
+        Record::Ticket(r) => assign(&mut r.service, &mut r.team, by_ref(&r.source, r.service_ref.as_deref())),
+        Record::ChangeRequest(r) => {
+            assign(&mut r.service, &mut r.team, by_ref(&r.source, r.service_ref.as_deref()))
+        }
+        Record::TicketTransition(_) => {}
+    }
+}
+
+/// Records split by table.
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// `deployments`.
+    pub deployments: Vec<Deployment>,
+    /// `changes`.
+    pub changes: Vec<Change>,
+    /// `commits`.
+    pub commits: Vec<Commit>,
+    /// `incidents`.
+    pub incidents: Vec<Incident>,
+    /// `tickets`.
+    pub tickets: Vec<Ticket>,
+    /// `ticket_transitions`.
+    pub transitions: Vec<TicketTransition>,
+    /// `change_requests`.
+    pub change_requests: Vec<ChangeRequest>,
 }
 
 impl Tables {
-    fn upsert(self, store: &Store) -> Result<(), StoreError> {
+    /// Files a record under its table.
+    pub fn push(&mut self, record: Record) {
+        match record {
+            Record::Deployment(r) => self.deployments.push(r),
+            Record::Change(r) => self.changes.push(r),
+            Record::Commit(r) => self.commits.push(r),
+            Record::Incident(r) => self.incidents.push(r),
+            Record::Ticket(r) => self.tickets.push(r),
+            Record::TicketTransition(r) => self.transitions.push(r),
+            Record::ChangeRequest(r) => self.change_requests.push(r),
+        }
+    }
+
+    /// Every stored record of every table.
+    pub fn read(store: &Store) -> Result<Vec<Record>, StoreError> {
+        let mut all = Vec::new();
+        all.extend(store.read::<Deployment>()?.into_iter().map(Record::Deployment));
+        all.extend(store.read::<Change>()?.into_iter().map(Record::Change));
+        all.extend(store.read::<Commit>()?.into_iter().map(Record::Commit));
+        all.extend(store.read::<Incident>()?.into_iter().map(Record::Incident));
+        all.extend(store.read::<Ticket>()?.into_iter().map(Record::Ticket));
+        all.extend(store.read::<TicketTransition>()?.into_iter().map(Record::TicketTransition));
+        all.extend(store.read::<ChangeRequest>()?.into_iter().map(Record::ChangeRequest));
+        Ok(all)
+    }
+
+    /// Upserts every table that has records.
+    pub fn upsert(self, store: &Store) -> Result<(), StoreError> {
         store.upsert(self.deployments)?;
         store.upsert(self.changes)?;
         store.upsert(self.commits)?;
@@ -340,11 +377,7 @@ impl Tables {
 
 /// The service a source's own reference (PagerDuty service, Jira component, ServiceNow CI, repo)
 /// maps to, by the kind of the source the record came from.
-fn service_of_ref<'c>(
-    config: &'c Config,
-    source: &str,
-    service_ref: Option<&str>,
-) -> Option<&'c ServiceConfig> {
+fn service_of_ref<'c>(config: &'c Config, source: &str, service_ref: Option<&str>) -> Option<&'c ServiceConfig> {
     let service_ref = service_ref?;
     let kind = config.sources.iter().find(|s| s.name() == source)?.kind();
     config.service_of(kind, service_ref)
@@ -355,6 +388,54 @@ fn assign(service: &mut Option<String>, team: &mut Option<String>, found: Option
         *service = Some(s.name.clone());
         team.clone_from(&s.team);
     }
+}
+
+/// Re-applies the config's service mapping to every stored record, without any request: after a
+/// `[[service]]` change, the tables read as if synced with the new mapping. Returns the number of
+/// records whose service or team changed.
+pub fn remap(config: &Config, store: &Store) -> Result<usize, StoreError> {
+    let mut tables = Tables::default();
+    let mut changed = 0;
+    for record in Tables::read(store)? {
+        let mut mapped = record.clone();
+        clear_service(config, &mut mapped);
+        map_service(config, &mut mapped);
+        if mapped != record {
+            changed += 1;
+        }
+        tables.push(mapped);
+    }
+    store.replace_all(tables)?;
+    Ok(changed)
+}
+
+/// Forgets the mapped service of records whose connector never sets one, so a mapping removed
+/// from the config is removed from the data too. File imports keep the service they name.
+fn clear_service(config: &Config, record: &mut Record) {
+    let source = match record {
+        Record::Deployment(r) => &r.source,
+        Record::Change(r) => &r.source,
+        Record::Commit(r) => &r.source,
+        Record::Incident(r) => &r.source,
+        Record::Ticket(r) => &r.source,
+        Record::ChangeRequest(r) => &r.source,
+        Record::TicketTransition(_) => return,
+    };
+    let from_file = config.sources.iter().any(|s| s.name() == source && s.kind() == "file");
+    if from_file {
+        return;
+    }
+    let (service, team) = match record {
+        Record::Deployment(r) => (&mut r.service, &mut r.team),
+        Record::Change(r) => (&mut r.service, &mut r.team),
+        Record::Commit(r) => (&mut r.service, &mut r.team),
+        Record::Incident(r) => (&mut r.service, &mut r.team),
+        Record::Ticket(r) => (&mut r.service, &mut r.team),
+        Record::ChangeRequest(r) => (&mut r.service, &mut r.team),
+        Record::TicketTransition(_) => return,
+    };
+    *service = None;
+    *team = None;
 }
 
 /// Runs store work (polars, file I/O) off the async workers.

@@ -173,6 +173,59 @@ impl Stats {
     }
 }
 
+/// A response as fetched, kept so the canonical tables can be audited and rebuilt without
+/// refetching. Request headers are never kept (they carry the credentials).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RawPage {
+    /// When the response arrived.
+    pub fetched_at: chrono::DateTime<Utc>,
+    /// `GET`.
+    pub method: String,
+    /// The URL fetched, query included.
+    pub url: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers (paging, rate limits, ETag), lower-case names.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The parsed JSON body.
+    pub body: serde_json::Value,
+}
+
+/// Raw pages fetched per source and not yet archived.
+fn raw_buffers() -> &'static std::sync::Mutex<HashMap<String, Vec<RawPage>>> {
+    static RAW: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<RawPage>>>> = std::sync::OnceLock::new();
+    RAW.get_or_init(Default::default)
+}
+
+/// Takes the pages source `source` fetched since the last call, oldest first: the runner archives
+/// them at each checkpoint.
+pub fn take_raw_pages(source: &str) -> Vec<RawPage> {
+    raw_buffers()
+        .lock()
+        .map(|mut b| b.remove(source).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn keep_raw(source: &str, page: &JsonPage) {
+    let headers = page
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != reqwest::header::SET_COOKIE)
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let raw = RawPage {
+        fetched_at: Utc::now(),
+        method: "GET".into(),
+        url: page.url.clone(),
+        status: 200,
+        headers,
+        body: page.body.clone(),
+    };
+    if let Ok(mut buffers) = raw_buffers().lock() {
+        buffers.entry(source.to_owned()).or_default().push(raw);
+    }
+}
+
 /// The counters of every source by name, shared by every client of that source in the process.
 fn registry() -> &'static std::sync::Mutex<HashMap<String, Arc<Stats>>> {
     static REGISTRY: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<Stats>>>> =
@@ -331,11 +384,13 @@ impl HttpClient {
                         },
                         Ok(body) if status.is_success() => match serde_json::from_slice(&body) {
                             Ok(json) => {
-                                return Ok(Some(JsonPage {
+                                let page = JsonPage {
                                     url: shown_url,
                                     headers,
                                     body: json,
-                                }));
+                                };
+                                keep_raw(&self.source, &page);
+                                return Ok(Some(page));
                             }
                             // A 200 whose body is cut off mid-JSON or is an HTML error page from a
                             // proxy: transient in practice, so it is retried like a 5xx.

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use tandem_connectors::http::RawPage;
 use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket, TicketTransition,
 };
@@ -59,7 +60,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the lake at `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in [root.join("tables"), root.join("state"), root.join("metrics")] {
+        for dir in [root.join("tables"), root.join("state"), root.join("metrics"), root.join("raw")] {
             std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
                 action: "create directory",
                 path: dir.clone(),
@@ -143,6 +144,79 @@ impl Store {
         let rows: Vec<T> = by_key.into_values().collect();
         pipeline::write_table(&rows, &self.table_path(T::NAME))?;
         Ok(stats)
+    }
+
+    /// Appends fetched pages to the raw archive: one gzip-compressed NDJSON file per checkpoint at
+    /// `raw/{source}/{stream}/{time}-{first page no.}.ndjson.gz`, one page (with its URL, status,
+    /// response headers and body) per line.
+    pub fn archive_raw(&self, source: &str, stream: &str, pages: &[RawPage]) -> Result<(), StoreError> {
+        let Some(first) = pages.first() else {
+            return Ok(());
+        };
+        let dir = self.root.join("raw").join(safe_name(source)).join(safe_name(stream));
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
+        let name = format!(
+            "{}-{:06}.ndjson.gz",
+            first.fetched_at.format("%Y%m%dT%H%M%S%.3fZ"),
+            std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0)
+        );
+        let path = dir.join(name);
+        crate::atomic::write_atomic(
+            &path,
+            |file| {
+                let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+                for page in pages {
+                    let line = serde_json::to_vec(page).map_err(|e| io_error("encode", &path, e.into()))?;
+                    std::io::Write::write_all(&mut gz, &line).map_err(|e| io_error("write", &path, e))?;
+                    std::io::Write::write_all(&mut gz, b"\n").map_err(|e| io_error("write", &path, e))?;
+                }
+                gz.finish().map(|_| ()).map_err(|e| io_error("write", &path, e))
+            },
+            io_error,
+        )
+    }
+
+    /// Every archived page of a stream, oldest file first.
+    pub fn raw_pages(&self, source: &str, stream: &str) -> Result<Vec<RawPage>, StoreError> {
+        let dir = self.root.join("raw").join(safe_name(source)).join(safe_name(stream));
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".ndjson.gz"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("read", &dir, e)),
+        };
+        files.sort();
+        let mut pages = Vec::new();
+        for path in files {
+            let file = std::fs::File::open(&path).map_err(|e| io_error("open", &path, e))?;
+            let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(file));
+            for line in std::io::BufRead::lines(reader) {
+                let line = line.map_err(|e| io_error("read", &path, e))?;
+                let page = serde_json::from_str(&line).map_err(|e| io_error("decode", &path, e.into()))?;
+                pages.push(page);
+            }
+        }
+        Ok(pages)
+    }
+
+    /// Replaces whole tables (each written atomically, sorted by key): for rebuilding the tables
+    /// from what is stored, where an upsert's "newer wins" would keep the old rows.
+    pub fn replace_all(&self, tables: crate::sync::Tables) -> Result<(), StoreError> {
+        fn replace<T: Table>(store: &Store, mut rows: Vec<T>) -> Result<(), StoreError> {
+            rows.sort_by(|a, b| a.key().cmp(b.key()));
+            Ok(pipeline::write_table(&rows, &store.table_path(T::NAME))?)
+        }
+        replace(self, tables.deployments)?;
+        replace(self, tables.changes)?;
+        replace(self, tables.commits)?;
+        replace(self, tables.incidents)?;
+        replace(self, tables.tickets)?;
+        replace(self, tables.transitions)?;
+        replace(self, tables.change_requests)?;
+        Ok(())
     }
 
     /// The saved state of a stream, if any.
@@ -257,6 +331,13 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreE
         path: path.to_owned(),
         source,
     }
+}
+
+/// A source or stream name as a directory name.
+fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
 }
 
 fn bookmark_key(source: &str, stream: &str) -> String {
