@@ -50,6 +50,8 @@ pub enum Command {
     Report(ReportArgs),
     /// The nightly job: sync, then metrics, then report.
     Run(RunArgs),
+    /// Re-apply the [[service]] mapping to every stored record, without contacting any source.
+    Remap(RemapArgs),
     /// Run the whole job on a simulated organisation served by built-in fake APIs.
     Demo(DemoArgs),
 }
@@ -127,6 +129,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
+
+/// `tandem remap`.
+#[derive(Debug, Args)]
+pub struct RemapArgs {}
 
 /// `tandem demo`.
 #[derive(Debug, Args)]

@@ -221,6 +221,12 @@ impl Config {
             message: one_line(&e.to_string()),
         })?;
         config.base_dir = base_dir;
+        let base = config.base_dir.clone();
+        for source in &mut config.sources {
+            if let SourceConfig::File(f) = source {
+                f.resolve_paths(&base);
+            }
+        }
         config.validate(path)?;
         Ok(config)
     }

@@ -39,6 +39,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let config = commands::load_config(&cli.config)?;
             commands::report::run(args, &config).map(|()| Outcome::Success)
         }
+        Command::Remap(args) => {
+            let config = commands::load_config(&cli.config)?;
+            commands::remap::run(args, &config).map(|()| Outcome::Success)
+        }
         Command::Run(args) => {
             let config = commands::load_config(&cli.config)?;
             runtime.block_on(commands::run::run(args, &config, &ctx))

@@ -130,8 +130,7 @@ pub async fn sync(
                 continue;
             }
             stream_found = true;
-            let outcome =
-                sync_stream(config, store, &connector, source.name(), def.name, options).await?;
+            let outcome = sync_stream(config, store, &connector, source.name(), def.name, options).await?;
             let auth_failed = outcome.auth_failed;
             report.streams.push(outcome);
             // Bad credentials fail every stream of the source alike: do not hammer the API.
@@ -243,7 +242,9 @@ impl Progress {
     fn new(enabled: bool, source: &str, stream: &str) -> Self {
         let bar = enabled.then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {prefix:<28} {msg} ({elapsed})") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {prefix:<28} {msg} ({elapsed})")
+            {
                 bar.set_style(style);
             }
             bar.set_prefix(format!("{source}/{stream}"));
@@ -307,11 +308,21 @@ pub fn map_service(config: &Config, record: &mut Record) {
         Record::Deployment(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
         Record::Change(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
         Record::Commit(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
-        Record::Incident(r) => assign(&mut r.service, &mut r.team, by_ref(&r.source, r.service_ref.as_deref())),
-        Record::Ticket(r) => assign(&mut r.service, &mut r.team, by_ref(&r.source, r.service_ref.as_deref())),
-        Record::ChangeRequest(r) => {
-            assign(&mut r.service, &mut r.team, by_ref(&r.source, r.service_ref.as_deref()))
-        }
+        Record::Incident(r) => assign(
+            &mut r.service,
+            &mut r.team,
+            by_ref(&r.source, r.service_ref.as_deref()),
+        ),
+        Record::Ticket(r) => assign(
+            &mut r.service,
+            &mut r.team,
+            by_ref(&r.source, r.service_ref.as_deref()),
+        ),
+        Record::ChangeRequest(r) => assign(
+            &mut r.service,
+            &mut r.team,
+            by_ref(&r.source, r.service_ref.as_deref()),
+        ),
         Record::TicketTransition(_) => {}
     }
 }
@@ -357,8 +368,18 @@ impl Tables {
         all.extend(store.read::<Commit>()?.into_iter().map(Record::Commit));
         all.extend(store.read::<Incident>()?.into_iter().map(Record::Incident));
         all.extend(store.read::<Ticket>()?.into_iter().map(Record::Ticket));
-        all.extend(store.read::<TicketTransition>()?.into_iter().map(Record::TicketTransition));
-        all.extend(store.read::<ChangeRequest>()?.into_iter().map(Record::ChangeRequest));
+        all.extend(
+            store
+                .read::<TicketTransition>()?
+                .into_iter()
+                .map(Record::TicketTransition),
+        );
+        all.extend(
+            store
+                .read::<ChangeRequest>()?
+                .into_iter()
+                .map(Record::ChangeRequest),
+        );
         Ok(all)
     }
 
@@ -377,7 +398,11 @@ impl Tables {
 
 /// The service a source's own reference (PagerDuty service, Jira component, ServiceNow CI, repo)
 /// maps to, by the kind of the source the record came from.
-fn service_of_ref<'c>(config: &'c Config, source: &str, service_ref: Option<&str>) -> Option<&'c ServiceConfig> {
+fn service_of_ref<'c>(
+    config: &'c Config,
+    source: &str,
+    service_ref: Option<&str>,
+) -> Option<&'c ServiceConfig> {
     let service_ref = service_ref?;
     let kind = config.sources.iter().find(|s| s.name() == source)?.kind();
     config.service_of(kind, service_ref)
@@ -421,7 +446,10 @@ fn clear_service(config: &Config, record: &mut Record) {
         Record::ChangeRequest(r) => &r.source,
         Record::TicketTransition(_) => return,
     };
-    let from_file = config.sources.iter().any(|s| s.name() == source && s.kind() == "file");
+    let from_file = config
+        .sources
+        .iter()
+        .any(|s| s.name() == source && s.kind() == "file");
     if from_file {
         return;
     }

@@ -160,7 +160,9 @@ async fn weekly_metrics_match_the_ground_truth() {
         env: env(),
         progress: false,
     };
-    let outcome = tandem::commands::run::job(&config, &ctx, &range, None).await.unwrap();
+    let outcome = tandem::commands::run::job(&config, &ctx, &range, None)
+        .await
+        .unwrap();
     assert_eq!(outcome, tandem::commands::Outcome::Success);
 
     // The report and its charts exist.

@@ -294,3 +294,85 @@ async fn pacing_keeps_a_run_past_the_advertised_limit_free_of_rate_limit_answers
         "no 403/429 rate-limit answers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_read_is_archived_raw() {
+    let world = World::start(3).await;
+    // A source name of its own: the archive buffers are per source name in the process.
+    let text = std::fs::read_to_string(&world.config_path)
+        .unwrap()
+        .replace("name = \"github\"", "name = \"gh-archive\"");
+    std::fs::write(&world.config_path, text).unwrap();
+    let config = world.config();
+    let store = store_of(&config);
+    let options = SyncOptions {
+        source: Some("gh-archive".into()),
+        ..fast_sync()
+    };
+    assert!(sync(&config, &store, &env(), &options).await.unwrap().all_ok());
+    let mut pages = store.raw_pages("gh-archive", "deployments").unwrap();
+    pages.extend(store.raw_pages("gh-archive", "pulls").unwrap());
+    assert_eq!(
+        pages.len(),
+        world.servers.github.control.request_count(),
+        "one archived page per request"
+    );
+    let base = world.servers.github.base_url();
+    for p in &pages {
+        assert!(p.url.starts_with(&base), "{}", p.url);
+        assert_eq!(p.status, 200);
+        assert!(p.headers.contains_key("x-ratelimit-remaining"));
+        assert!(!p.headers.contains_key("authorization"));
+        assert!(p.body.is_array());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remap_applies_a_new_service_mapping_without_any_request() {
+    let world = World::start(2).await;
+    let config = world.config();
+    let store = store_of(&config);
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
+    let requests_before = requests(&world);
+
+    let text = std::fs::read_to_string(&world.config_path).unwrap().replace(
+        "name = \"checkout\"\nteam = \"payments\"",
+        "name = \"shop\"\nteam = \"commerce\"",
+    );
+    std::fs::write(&world.config_path, text).unwrap();
+    let config = world.config();
+    let changed = tandem::sync::remap(&config, &store).unwrap();
+
+    let deployments: Vec<Deployment> = store.read().unwrap();
+    let incidents: Vec<Incident> = store.read().unwrap();
+    let shop: Vec<_> = deployments.iter().filter(|d| d.repo == "acme/checkout").collect();
+    assert!(!shop.is_empty());
+    assert!(
+        shop.iter()
+            .all(|d| d.service.as_deref() == Some("shop") && d.team.as_deref() == Some("commerce"))
+    );
+    assert!(
+        !deployments
+            .iter()
+            .any(|d| d.service.as_deref() == Some("checkout"))
+    );
+    let checkout_pd = &world.org.service("checkout").unwrap().pagerduty_id;
+    assert!(
+        incidents
+            .iter()
+            .filter(|i| i.service_ref.as_ref() == Some(checkout_pd))
+            .all(|i| i.service.as_deref() == Some("shop"))
+    );
+    assert!(changed > 0);
+    assert_eq!(requests(&world), requests_before, "remap makes no request");
+    assert_eq!(
+        tandem::sync::remap(&config, &store).unwrap(),
+        0,
+        "a second remap changes nothing"
+    );
+}

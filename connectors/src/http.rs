@@ -193,7 +193,8 @@ pub struct RawPage {
 
 /// Raw pages fetched per source and not yet archived.
 fn raw_buffers() -> &'static std::sync::Mutex<HashMap<String, Vec<RawPage>>> {
-    static RAW: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<RawPage>>>> = std::sync::OnceLock::new();
+    static RAW: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<RawPage>>>> =
+        std::sync::OnceLock::new();
     RAW.get_or_init(Default::default)
 }
 

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod demo;
 pub mod metrics;
+pub mod remap;
 pub mod report;
 pub mod run;
 pub mod sync;

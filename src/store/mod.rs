@@ -60,7 +60,12 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the lake at `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in [root.join("tables"), root.join("state"), root.join("metrics"), root.join("raw")] {
+        for dir in [
+            root.join("tables"),
+            root.join("state"),
+            root.join("metrics"),
+            root.join("raw"),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
                 action: "create directory",
                 path: dir.clone(),
@@ -153,7 +158,11 @@ impl Store {
         let Some(first) = pages.first() else {
             return Ok(());
         };
-        let dir = self.root.join("raw").join(safe_name(source)).join(safe_name(stream));
+        let dir = self
+            .root
+            .join("raw")
+            .join(safe_name(source))
+            .join(safe_name(stream));
         std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
         let name = format!(
             "{}-{:06}.ndjson.gz",
@@ -178,7 +187,11 @@ impl Store {
 
     /// Every archived page of a stream, oldest file first.
     pub fn raw_pages(&self, source: &str, stream: &str) -> Result<Vec<RawPage>, StoreError> {
-        let dir = self.root.join("raw").join(safe_name(source)).join(safe_name(stream));
+        let dir = self
+            .root
+            .join("raw")
+            .join(safe_name(source))
+            .join(safe_name(stream));
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(entries) => entries
                 .flatten()
@@ -336,7 +349,13 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreE
 /// A source or stream name as a directory name.
 fn safe_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

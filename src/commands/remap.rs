@@ -1,0 +1,14 @@
+//! `tandem remap`: re-apply the service mapping after a `[[service]]` change, from the stored
+//! tables alone (no request to any source; every page read stays in the lake's raw archive).
+
+use crate::cli::RemapArgs;
+use crate::config::Config;
+use crate::store::Store;
+
+/// Rewrites every canonical table with the config's current mapping.
+pub fn run(_args: &RemapArgs, config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let changed = crate::sync::remap(config, &store)?;
+    println!("remapped: {changed} records changed service or team");
+    Ok(())
+}
