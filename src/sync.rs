@@ -112,6 +112,8 @@ pub async fn sync(
         let connector = match Connector::build(source, env, options.retry.clone()) {
             Ok(c) => c,
             Err(e) => {
+                // The stream may well exist: do not also report it as unknown.
+                stream_found = true;
                 tracing::error!(source = source.name(), error = %e, "Source cannot start.");
                 report.streams.push(StreamOutcome {
                     source: source.name().to_owned(),

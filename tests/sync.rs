@@ -276,23 +276,28 @@ async fn pacing_keeps_a_run_past_the_advertised_limit_free_of_rate_limit_answers
     options.github_rate_limit = Some((60, 2));
     let servers = tandem_fixtures::start(org.clone(), options).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        tandem::config::Config::load(&crate::common::write_config(dir.path(), &org, &servers)).unwrap();
+    let path = crate::common::write_config(dir.path(), &org, &servers);
+    // A source name of its own: request counters are per source name in the process.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("name = \"github\"", "name = \"gh-paced\"");
+    std::fs::write(&path, text).unwrap();
+    let config = tandem::config::Config::load(&path).unwrap();
     let store = store_of(&config);
-    let before = tandem_connectors::http::stats("github");
-    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    let options = SyncOptions {
+        source: Some("gh-paced".into()),
+        ..fast_sync()
+    };
+    let report = sync(&config, &store, &env(), &options).await.unwrap();
     assert!(report.all_ok(), "{report:?}");
-    let after = tandem_connectors::http::stats("github");
+    let stats = tandem_connectors::http::stats("gh-paced");
     let requests = servers.github.control.request_count();
     assert!(
         requests > 60,
         "the sync must need more than one window: {requests}"
     );
-    assert_eq!(
-        after.rate_limited - before.rate_limited,
-        0,
-        "no 403/429 rate-limit answers"
-    );
+    assert_eq!(stats.rate_limited, 0, "no 403/429 rate-limit answers");
+    assert!(stats.paced_ms > 0, "it waited for the advertised limit instead");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,4 +380,98 @@ async fn remap_applies_a_new_service_mapping_without_any_request() {
         0,
         "a second remap changes nothing"
     );
+}
+
+/// Syncs only GitHub pulls of the world's config.
+async fn sync_pulls(world: &World, store: &Store) -> tandem::sync::SyncReport {
+    let options = SyncOptions {
+        source: Some("github".into()),
+        stream: Some("pulls".into()),
+        ..fast_sync()
+    };
+    sync(&world.config(), store, &env(), &options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_cut_off_bodies_are_retried() {
+    let world = World::start(2).await;
+    let store = store_of(&world.config());
+    let control = &world.servers.github.control;
+    control.rate_limit_next("/pulls?", 1, Some(1));
+    // GitHub's secondary limit: 403 with a message and Retry-After.
+    control.rate_limit_next_with_status("/commits", 403, 1, Some(1));
+    control.truncate_next("/pulls?", 1);
+    let started = std::time::Instant::now();
+    let report = sync_pulls(&world, &store).await;
+    assert!(report.all_ok(), "{report:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    let log = control.requests();
+    let first = log.iter().find(|r| r.contains("/pulls?")).unwrap();
+    assert_eq!(
+        log.iter().filter(|r| *r == first).count(),
+        3,
+        "429, cut-off body, then the page: {log:#?}"
+    );
+    let closed = world.org.pulls.iter().filter(|p| p.state == "closed").count();
+    assert_eq!(store.read::<Change>().unwrap().len(), closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_401_fails_the_source_at_once_with_a_hint() {
+    let world = World::start(2).await;
+    let store = store_of(&world.config());
+    world
+        .servers
+        .github
+        .control
+        .inject("/pulls?", tandem_fixtures::Fault::HtmlUnauthorized, 1);
+    let report = sync_pulls(&world, &store).await;
+    let failure = report.failures().next().expect("the stream fails");
+    let message = failure.error.clone().unwrap();
+    assert!(
+        message.contains("401") && message.contains("TEST_GITHUB_TOKEN"),
+        "{message}"
+    );
+    assert_eq!(
+        world.servers.github.control.request_count(),
+        1,
+        "a 401 is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_mid_pagination_keeps_the_pages_before_it_and_resumes() {
+    let world = World::start(16).await;
+    let store = store_of(&world.config());
+    let control = &world.servers.github.control;
+    // Page 2 of the first repo's pull list answers 401.
+    control.unauthorized_next(
+        "/pulls?state=closed&sort=updated&direction=desc&per_page=100&page=2",
+        1,
+    );
+    let report = sync_pulls(&world, &store).await;
+    assert!(!report.all_ok(), "the expired token fails the stream");
+    let kept = store.read::<Change>().unwrap().len();
+    assert!(
+        kept >= 100,
+        "the first page was committed before the failure: {kept}"
+    );
+    let bookmark = store.bookmark("github", "pulls").unwrap().unwrap();
+    assert!(
+        bookmark.to_string().contains("page=2"),
+        "the bookmark points at the failed page: {bookmark}"
+    );
+    let before = control.request_count();
+    let report = sync_pulls(&world, &store).await;
+    assert!(report.all_ok(), "{report:?}");
+    let resumed = &control.requests()[before..];
+    assert!(
+        resumed[0].contains("page=2"),
+        "the re-run starts at the failed page: {resumed:#?}"
+    );
+    let closed = world.org.pulls.iter().filter(|p| p.state == "closed").count();
+    assert_eq!(store.read::<Change>().unwrap().len(), closed);
 }
