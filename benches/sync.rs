@@ -96,6 +96,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let text =
         tandem::commands::demo::demo_config(&org, &servers.github.base_url(), &servers.pagerduty.base_url());
+    tandem_fixtures::file_data::write_imports(&org, &dir.path().join("imports"))?;
     let config_path = dir.path().join("tandem.toml");
     std::fs::write(&config_path, text)?;
     let config = Config::load(&config_path)?;

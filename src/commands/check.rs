@@ -23,10 +23,10 @@ pub async fn run(args: &CheckArgs, config: &Config, ctx: &Context) -> anyhow::Re
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => println!("ok      {} ({})", source.name(), source.kind()),
+            Ok(()) => crate::say!("ok      {} ({})", source.name(), source.kind()),
             Err(e) => {
                 failed += 1;
-                println!("FAILED  {} ({}): {e}", source.name(), source.kind());
+                crate::say!("FAILED  {} ({}): {e}", source.name(), source.kind());
             }
         }
     }

@@ -39,18 +39,20 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let servers = tandem_fixtures::start(org.clone(), tokens.clone())
         .await
         .context("cannot start the fake APIs on 127.0.0.1")?;
-    println!(
+    crate::say!(
         "Simulated organisation: {} services, {} deployments, {} pull requests, {} incidents.",
         org.services.len(),
         org.deployments.len(),
         org.pulls.len(),
         org.incidents.len()
     );
-    println!(
+    crate::say!(
         "Fake GitHub at {}, fake PagerDuty at {}.",
         servers.github.base_url(),
         servers.pagerduty.base_url()
     );
+    tandem_fixtures::file_data::write_imports(&org, &args.out.join("imports"))
+        .context("cannot write the demo's import files")?;
     let config_path = args.out.join("tandem.toml");
     let text = demo_config(&org, &servers.github.base_url(), &servers.pagerduty.base_url());
     std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
@@ -68,7 +70,7 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         until: Some(until),
     };
     let outcome = run::job(&config, &ctx, &range, None).await?;
-    println!("config: {}", config_path.display());
+    crate::say!("config: {}", config_path.display());
     Ok(outcome)
 }
 
@@ -85,7 +87,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        for sub in ["lake", "report"] {
+        for sub in ["lake", "report", "imports"] {
             let p = dir.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).with_context(|| format!("cannot empty {}", p.display()))?;
@@ -136,6 +138,11 @@ kind = "pagerduty"
 base_url = "{pagerduty_url}"
 token_env = "{PAGERDUTY_TOKEN_VAR}"
 lookback_days = {lookback}
+
+[[source]]
+name = "legacy-exports"
+kind = "file"
+path = "imports"                        # CSV/NDJSON exports of a system without an API
 "#,
         weeks = org.spec.weeks,
         repos = repos.join(", "),
@@ -149,5 +156,10 @@ lookback_days = {lookback}
             s.name, s.team, s.repo, s.pagerduty_id
         );
     }
+    let (name, team, repo) = tandem_fixtures::file_data::LEGACY_SERVICE;
+    let _ = write!(
+        out,
+        "\n[[service]]\nname = {name:?}\nteam = {team:?}\nrepos = [{repo:?}]\n"
+    );
     out
 }

@@ -13,10 +13,10 @@ use crate::store::Store;
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     let rows = compute(&args.range, config)?;
     match args.format {
-        MetricsFormat::Table => print!("{}", org_table(&rows)),
+        MetricsFormat::Table => super::out(&org_table(&rows)),
         MetricsFormat::Csv => {
             let (_, csv) = Store::open(&config.resolve(&config.store.path))?.metrics_paths();
-            print!("{}", std::fs::read_to_string(csv)?);
+            super::out(&std::fs::read_to_string(csv)?);
         }
     }
     Ok(())

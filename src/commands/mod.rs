@@ -17,6 +17,28 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 use crate::cli::RangeArgs;
 use crate::config::Config;
 
+/// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process
+/// quietly with success, as command-line tools do, instead of panicking in `println!`.
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// [`out`] with `format!` arguments and a newline.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::commands::out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// How a command ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

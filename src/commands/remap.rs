@@ -9,6 +9,6 @@ use crate::store::Store;
 pub fn run(_args: &RemapArgs, config: &Config) -> anyhow::Result<()> {
     let store = Store::open(&config.resolve(&config.store.path))?;
     let changed = crate::sync::remap(config, &store)?;
-    println!("remapped: {changed} records changed service or team");
+    crate::say!("remapped: {changed} records changed service or team");
     Ok(())
 }

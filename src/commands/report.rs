@@ -42,8 +42,8 @@ pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyh
 
 /// Says where the report went.
 pub fn print_output(output: &ReportOutput) {
-    println!("report: {}", output.html.display());
+    crate::say!("report: {}", output.html.display());
     for chart in &output.charts {
-        println!("chart:  {}", chart.display());
+        crate::say!("chart:  {}", chart.display());
     }
 }

@@ -30,11 +30,11 @@ pub async fn job(
     let outcome = sync::outcome(&report)?;
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
-    print!("{}", metrics::org_table(&rows));
+    super::out(&metrics::org_table(&rows));
     let output = report::render(&rows, config, out)?;
     report::print_output(&output);
     let (_, csv) = crate::store::Store::open(&config.resolve(&config.store.path))?.metrics_paths();
-    println!("metrics: {}", csv.display());
+    crate::say!("metrics: {}", csv.display());
     if outcome == Outcome::Partial {
         eprintln!("warning: some sources failed (see above); their data is missing from this report");
     }

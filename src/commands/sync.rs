@@ -30,16 +30,45 @@ pub async fn sync_into_store(
 ) -> anyhow::Result<SyncReport> {
     let store = Store::open(&config.resolve(&config.store.path))?;
     let report = sync(config, &store, env, options).await.context("sync failed")?;
+    print_summary(&report);
+    Ok(report)
+}
+
+/// One line per source with the records of each stream that had any, then one per failed stream.
+fn print_summary(report: &SyncReport) {
+    let mut sources: Vec<&str> = Vec::new();
     for s in &report.streams {
-        match &s.error {
-            None => println!(
-                "synced {}/{}: {} records, {} quarantined ({:.1} s)",
-                s.source, s.stream, s.records, s.quarantined, s.seconds
-            ),
-            Some(e) => println!("FAILED {}/{}: {e}", s.source, s.stream),
+        if !sources.contains(&s.source.as_str()) {
+            sources.push(&s.source);
         }
     }
-    Ok(report)
+    for source in sources {
+        let streams: Vec<_> = report.streams.iter().filter(|s| s.source == source).collect();
+        let ok: Vec<_> = streams.iter().filter(|s| s.error.is_none()).collect();
+        if !ok.is_empty() {
+            let counts: Vec<String> = ok
+                .iter()
+                .filter(|s| s.records > 0)
+                .map(|s| format!("{} {}", s.stream, s.records))
+                .collect();
+            let quarantined: usize = ok.iter().map(|s| s.quarantined).sum();
+            let seconds: f64 = ok.iter().map(|s| s.seconds).sum();
+            let counts = if counts.is_empty() {
+                "nothing new".to_owned()
+            } else {
+                counts.join(", ")
+            };
+            crate::say!("synced {source}: {counts}; {quarantined} quarantined ({seconds:.1} s)");
+        }
+        for s in streams.iter().filter(|s| s.error.is_some()) {
+            crate::say!(
+                "FAILED {}/{}: {}",
+                s.source,
+                s.stream,
+                s.error.as_deref().unwrap_or_default()
+            );
+        }
+    }
 }
 
 /// Every stream failed: an error; some: partial; none: success.

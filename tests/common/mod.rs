@@ -72,6 +72,7 @@ pub fn write_config(dir: &Path, org: &Organisation, servers: &FakeServers) -> Pa
             .replace("TANDEM_DEMO_PAGERDUTY_TOKEN", "TEST_PAGERDUTY_TOKEN");
     let path = dir.join("tandem.toml");
     std::fs::write(&path, text).unwrap();
+    tandem_fixtures::file_data::write_imports(org, &dir.join("imports")).unwrap();
     path
 }
 
