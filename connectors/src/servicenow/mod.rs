@@ -174,6 +174,17 @@ pub struct ServiceNow {
     client: HttpClient,
 }
 
+/// Query parameters of a list request.
+type Query = Vec<(&'static str, String)>;
+
+/// Where the next page of a scan is.
+struct NextPage {
+    url: String,
+    /// Empty when `url` is a `rel="next"` link, which carries its own query.
+    query: Query,
+    offset: usize,
+}
+
 /// What one page of rows became.
 struct Mapped {
     records: Vec<Record>,
@@ -316,7 +327,7 @@ impl ServiceNow {
     }
 
     /// The parameters every list request sends, with `encoded` as `sysparm_query`.
-    fn list_query(&self, kind: Kind, encoded: String, limit: usize) -> Vec<(&'static str, String)> {
+    fn list_query(&self, kind: Kind, encoded: String, limit: usize) -> Query {
         vec![
             ("sysparm_query", encoded),
             ("sysparm_fields", kind.fields().to_owned()),
@@ -327,7 +338,7 @@ impl ServiceNow {
         ]
     }
 
-    fn scan_query(&self, kind: Kind, since: Option<DateTime<Utc>>) -> Vec<(&'static str, String)> {
+    fn scan_query(&self, kind: Kind, since: Option<DateTime<Utc>>) -> Query {
         let extra = match kind {
             Kind::Incidents => self.config.incident_query.as_deref(),
             Kind::ChangeRequests => self.config.change_query.as_deref(),
@@ -388,8 +399,8 @@ impl ServiceNow {
                 out.records(mapped.records).await?;
                 out.quarantine(mapped.rejected).await?;
                 match self.next_page(&page, offset, &table_url, &base_query)? {
-                    Some((next_url, next_query, next_offset)) => {
-                        offset = next_offset;
+                    Some(next) => {
+                        offset = next.offset;
                         state.scan = Some(Scan {
                             since,
                             offset,
@@ -397,8 +408,8 @@ impl ServiceNow {
                             pass,
                         });
                         out.checkpoint(&*state).await?;
-                        url = next_url;
-                        query = next_query;
+                        url = next.url;
+                        query = next.query;
                     }
                     None => break,
                 }
@@ -472,10 +483,10 @@ impl ServiceNow {
                 out.records(mapped.records).await?;
                 out.quarantine(mapped.rejected).await?;
                 match self.next_page(&page, offset, &table_url, &base_query)? {
-                    Some((next_url, next_query, next_offset)) => {
-                        offset = next_offset;
-                        url = next_url;
-                        query = next_query;
+                    Some(next) => {
+                        offset = next.offset;
+                        url = next.url;
+                        query = next.query;
                     }
                     None => break,
                 }
@@ -512,14 +523,13 @@ impl ServiceNow {
     /// Where the next page is: the `rel="next"` link as given. A Link header that names `next`
     /// but that the shared parser cannot split (a raw comma inside a URL) pages on by offset, so
     /// a scan never stops early.
-    #[allow(clippy::type_complexity)]
     fn next_page(
         &self,
         page: &JsonPage,
         offset: usize,
         table_url: &str,
         base_query: &[(&'static str, String)],
-    ) -> Result<Option<(String, Vec<(&'static str, String)>, usize)>, ConnectorError> {
+    ) -> Result<Option<NextPage>, ConnectorError> {
         let limit = base_query
             .iter()
             .find(|(k, _)| *k == "sysparm_limit")
@@ -534,7 +544,11 @@ impl ServiceNow {
                     message: format!("the rel=\"next\" link does not move past offset {offset}: {next}"),
                 });
             }
-            return Ok(Some((next, Vec::new(), next_offset)));
+            return Ok(Some(NextPage {
+                url: next,
+                query: Vec::new(),
+                offset: next_offset,
+            }));
         }
         if page.header("link").is_some_and(|h| h.contains("rel=\"next\"")) {
             tracing::warn!(
@@ -543,11 +557,11 @@ impl ServiceNow {
                 "Could not read the next link of the Link header; paging on by offset."
             );
             let next_offset = offset + limit;
-            return Ok(Some((
-                table_url.to_owned(),
-                with_offset(base_query, next_offset),
-                next_offset,
-            )));
+            return Ok(Some(NextPage {
+                url: table_url.to_owned(),
+                query: with_offset(base_query, next_offset),
+                offset: next_offset,
+            }));
         }
         Ok(None)
     }
@@ -807,7 +821,7 @@ impl Unknowns {
 }
 
 /// `query` with `sysparm_offset` appended.
-fn with_offset(query: &[(&'static str, String)], offset: usize) -> Vec<(&'static str, String)> {
+fn with_offset(query: &[(&'static str, String)], offset: usize) -> Query {
     let mut q = query.to_vec();
     q.push(("sysparm_offset", offset.to_string()));
     q
