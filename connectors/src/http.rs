@@ -89,17 +89,32 @@ impl JsonPage {
     }
 }
 
-/// Finds `rel` in a Link header value.
+/// Finds `rel` in a Link header value. Entries are split only where a comma is followed by the
+/// next `<`, because URLs may themselves contain raw commas (ServiceNow's `sysparm_fields`).
 pub fn parse_link(header: &str, rel: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let mut pieces = part.split(';');
-        let url = pieces.next()?.trim();
-        let url = url.strip_prefix('<')?.strip_suffix('>')?;
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let url = &after[..close];
+        let params_and_more = &after[close + 1..];
+        // The parameters run up to the next entry: a comma, optional spaces, then `<`.
+        let end = params_and_more
+            .match_indices(',')
+            .find(|(i, _)| params_and_more[i + 1..].trim_start().starts_with('<'))
+            .map_or(params_and_more.len(), |(i, _)| i);
+        let params = &params_and_more[..end];
         let wanted = format!("rel=\"{rel}\"");
-        pieces
-            .any(|p| p.trim() == wanted || p.trim() == format!("rel={rel}"))
-            .then(|| url.to_owned())
-    })
+        let unquoted = format!("rel={rel}");
+        if params.split(';').any(|p| {
+            let p = p.trim();
+            p == wanted || p == unquoted
+        }) {
+            return Some(url.to_owned());
+        }
+        rest = &params_and_more[end..];
+    }
+    None
 }
 
 /// The HTTP layer of one source: its auth and retry policy over the process-wide reqwest client.
@@ -454,7 +469,8 @@ impl HttpClient {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             let wait = retry_after
                 .map(Duration::from_secs)
-                .or_else(|| remaining_zero.then(|| reset_wait(headers)).flatten())
+                // Without Retry-After, a reset header (ServiceNow's X-RateLimit-Reset) says how long.
+                .or_else(|| (remaining_zero || code == 429).then(|| reset_wait(headers)).flatten())
                 // A secondary limit without Retry-After: wait at least a minute (GitHub's advice).
                 .or_else(|| (mentions_limit && code == 403).then_some(Duration::from_secs(60)));
             return Verdict::Retry {
@@ -695,6 +711,9 @@ mod tests {
             parse_link(sn, "next").as_deref(),
             Some("https://i/api/now/table/incident?sysparm_offset=1000")
         );
+        let commas = r#"<https://i/t?sysparm_fields=a,b,c&o=0>;rel="first",<https://i/t?sysparm_fields=a,b,c&o=5>;rel="next""#;
+        assert_eq!(parse_link(commas, "next").as_deref(), Some("https://i/t?sysparm_fields=a,b,c&o=5"));
+        assert_eq!(parse_link(commas, "first").as_deref(), Some("https://i/t?sysparm_fields=a,b,c&o=0"));
     }
 
     #[test]
