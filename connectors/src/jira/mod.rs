@@ -315,14 +315,16 @@ impl Jira {
         };
 
         let window_jql = self.window_jql(walk.from_ms);
+        let mut restarted = false;
         while let Some(cursor) = walk.page.clone() {
             let page = match self.search(&window_jql, &cursor).await {
                 Ok(page) => page,
                 // A page token expires after 7 days (and a resumed read may carry an old one):
-                // start the window again; the store de-duplicates what comes twice.
+                // start the window again, once; the store de-duplicates what comes twice.
                 Err(ConnectorError::Status { status: 400, .. })
-                    if matches!(cursor, Cursor::Token(Some(_))) =>
+                    if matches!(cursor, Cursor::Token(Some(_))) && !restarted =>
                 {
+                    restarted = true;
                     tracing::warn!(
                         source = %self.config.name,
                         "The saved page token was refused; reading the window again from its start."
@@ -352,19 +354,21 @@ impl Jira {
             let chunk: Vec<String> = walk.repoll.iter().take(REPOLL_CHUNK).cloned().collect();
             let issues = match self.search_all(&self.repoll_jql(&chunk)).await {
                 Ok(issues) => issues,
+                // Deleted, or moved to a project not read: nothing left to re-poll. Only keys of
+                // this chunk count, so every retry has fewer keys and the loop ends.
                 Err(ConnectorError::Status {
                     status: 400, body, ..
-                }) if !missing_keys(&body).is_empty() => {
-                    // Deleted, or moved to a project not read: nothing left to re-poll.
-                    for key in missing_keys(&body) {
-                        let key = chunk
-                            .iter()
-                            .find(|k| k.eq_ignore_ascii_case(&key))
-                            .cloned()
-                            .unwrap_or(key);
+                }) if missing_keys(&body)
+                    .iter()
+                    .any(|m| chunk.iter().any(|k| k.eq_ignore_ascii_case(m))) =>
+                {
+                    for missing in missing_keys(&body) {
+                        let Some(key) = chunk.iter().find(|k| k.eq_ignore_ascii_case(&missing)) else {
+                            continue;
+                        };
                         tracing::info!(source = %self.config.name, key = %key, "An open issue no longer exists; it is not re-polled again.");
-                        walk.repoll.remove(&key);
-                        state.open.remove(&key);
+                        walk.repoll.remove(key);
+                        state.open.remove(key);
                     }
                     continue;
                 }

@@ -764,3 +764,26 @@ fn missing_keys_come_out_of_jira_errors() {
     assert!(missing_keys(r#"{"errorMessages":["Field 'x' does not exist"]}"#).is_empty());
     assert_eq!(quoted_list(&["A".into(), "b\"c".into()]), r#""A", "b\"c""#);
 }
+
+#[tokio::test]
+async fn a_server_that_refuses_every_token_fails_instead_of_looping() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    s.jira.control.fail_next("nextPageToken", 400, 100);
+    let (result, messages) = read(&jira, None).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("HTTP 400"), "{err}");
+    // Page 1 (with the changelogs of its long issues), the refused page 2, page 1 again, page 2
+    // refused again: then it gives up.
+    let long_on_page_1 = org
+        .jira
+        .issues
+        .iter()
+        .take(50)
+        .filter(|i| i.histories.len() > 40)
+        .count();
+    assert!(long_on_page_1 > 0);
+    assert_eq!(s.jira.control.request_count(), 1 + 2 * (2 + long_on_page_1));
+    assert_eq!(checkpoints(&messages).len(), 2);
+}
