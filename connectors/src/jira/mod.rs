@@ -296,7 +296,19 @@ impl Jira {
         let mut state: State = state_from_bookmark(bookmark);
         let (categories, server_ms) = self.status_categories().await?;
         let mut walk = match state.walk.take() {
-            Some(w) => w,
+            Some(mut w) => {
+                // A bookmark saved under the other flavor: its cursor means nothing here.
+                let fits = matches!(
+                    (self.config.flavor, &w.page),
+                    (_, None)
+                        | (Flavor::Cloud, Some(Cursor::Token(_)))
+                        | (Flavor::Datacenter, Some(Cursor::StartAt(_)))
+                );
+                if !fits {
+                    w.page = Some(self.first_cursor());
+                }
+                w
+            }
             None => {
                 let overlap = self.config.overlap_minutes.max(0) * 60_000;
                 let from_ms = state.high_water_ms.map(|h| h - overlap).or_else(|| {

@@ -787,3 +787,20 @@ async fn a_server_that_refuses_every_token_fails_instead_of_looping() {
     assert_eq!(s.jira.control.request_count(), 1 + 2 * (2 + long_on_page_1));
     assert_eq!(checkpoints(&messages).len(), 2);
 }
+
+#[tokio::test]
+async fn a_bookmark_from_the_other_flavor_restarts_its_window() {
+    let org = org();
+    let s = servers(&org).await;
+    let dc = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    let (result, clean) = read(&dc, None).await;
+    result.unwrap();
+    let (at, checkpoint) = checkpoints(&clean)[1].clone();
+    assert!(checkpoint["walk"]["page"]["start_at"].is_u64(), "{checkpoint}");
+    let cloud = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let (result, resumed) = read(&cloud, Some(checkpoint)).await;
+    result.unwrap();
+    let mut union = Output::of(&clean[..at]);
+    union.add(&resumed);
+    assert_same(&union, &Output::of(&clean));
+}
