@@ -1,0 +1,806 @@
+//! The Jira connector against the fake Jira: records equal to what the generator says, request
+//! counts, incremental re-polls, resume after a kill, expired page tokens, faults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+use tandem_fixtures::jira_data::{IN_PROGRESS, JiraData, JiraIssue};
+use tandem_fixtures::{FakeOptions, FakeServers, Fault, OrgSpec, Organisation};
+
+use super::*;
+use crate::contract::{Message, read_all};
+use crate::model::{ChangeRequest, Incident, Severity, Ticket, TicketTransition};
+
+const TOKEN_VAR: &str = "TANDEM_TEST_JIRA_TOKEN";
+
+fn org() -> Arc<Organisation> {
+    Arc::new(
+        Organisation::generate(OrgSpec {
+            seed: 5,
+            start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            // Across the March DST change, so responses mix -0800 and -0700.
+            weeks: 20,
+        })
+        .unwrap(),
+    )
+}
+
+async fn servers(org: &Arc<Organisation>) -> FakeServers {
+    tandem_fixtures::start(Arc::clone(org), FakeOptions::with_secret("t"))
+        .await
+        .unwrap()
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: StdDuration::from_millis(5),
+        max_delay: StdDuration::from_millis(20),
+        max_rate_limit_wait: StdDuration::from_secs(5),
+        timeout: StdDuration::from_secs(10),
+    }
+}
+
+fn config(base: &str, flavor: Flavor) -> JiraConfig {
+    JiraConfig {
+        name: "jira".into(),
+        base_url: base.into(),
+        flavor,
+        // Cloud: Basic e-mail:token; Data Center: a bearer personal access token.
+        email: (flavor == Flavor::Cloud).then(|| "tandem@acme.example".to_owned()),
+        token_env: TOKEN_VAR.into(),
+        projects: vec!["OPS".into(), "ENG".into()],
+        incident_types: default_incident_types(),
+        change_types: default_change_types(),
+        categories: BTreeMap::new(),
+        severities: BTreeMap::new(),
+        close_codes: BTreeMap::new(),
+        planned_start_field: default_planned_start(),
+        planned_end_field: default_planned_end(),
+        overlap_minutes: 10,
+        page_size: 100,
+        lookback_days: None,
+    }
+}
+
+fn connector(config: JiraConfig) -> Jira {
+    Jira::new(
+        config,
+        &SecretEnv::process().with_override(TOKEN_VAR, "t-jira"),
+        policy(),
+    )
+    .unwrap()
+}
+
+async fn read(jira: &Jira, bookmark: Option<Value>) -> (Result<(), ConnectorError>, Vec<Message>) {
+    read_all(|out| jira.read("issues", bookmark, out)).await
+}
+
+/// Everything a read sent, keyed by primary key (the store's upsert does the same).
+#[derive(Debug, Default, PartialEq)]
+struct Output {
+    tickets: BTreeMap<String, Ticket>,
+    transitions: BTreeMap<String, TicketTransition>,
+    incidents: BTreeMap<String, Incident>,
+    changes: BTreeMap<String, ChangeRequest>,
+    quarantined: BTreeMap<String, String>,
+}
+
+impl Output {
+    fn add(&mut self, messages: &[Message]) {
+        for m in messages {
+            match m {
+                Message::Records(rs) => {
+                    for r in rs {
+                        match r {
+                            Record::Ticket(t) => drop(self.tickets.insert(t.id.clone(), t.clone())),
+                            Record::TicketTransition(t) => {
+                                drop(self.transitions.insert(t.id.clone(), t.clone()))
+                            }
+                            Record::Incident(i) => drop(self.incidents.insert(i.id.clone(), i.clone())),
+                            Record::ChangeRequest(c) => drop(self.changes.insert(c.id.clone(), c.clone())),
+                            other => unreachable!("unexpected record {other:?}"),
+                        }
+                    }
+                }
+                Message::Quarantine(qs) => {
+                    for q in qs {
+                        self.quarantined.insert(q.id.clone(), q.reason.clone());
+                    }
+                }
+                Message::Checkpoint(_) => {}
+            }
+        }
+    }
+
+    fn of(messages: &[Message]) -> Self {
+        let mut o = Self::default();
+        o.add(messages);
+        o
+    }
+}
+
+fn checkpoints(messages: &[Message]) -> Vec<(usize, Value)> {
+    messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m {
+            Message::Checkpoint(v) => Some((i, v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_state(messages: &[Message]) -> State {
+    let (_, v) = checkpoints(messages).pop().unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the generator says the records are.
+
+fn good(data: &JiraData) -> Vec<&JiraIssue> {
+    data.issues.iter().filter(|i| i.quirk.is_none()).collect()
+}
+
+fn known_category(data: &JiraData, id: Option<&str>) -> Option<String> {
+    id.and_then(|id| data.category(id))
+        .filter(|c| ["new", "indeterminate", "done"].contains(c))
+        .map(str::to_owned)
+}
+
+fn expected_transitions(data: &JiraData, issue: &JiraIssue) -> Vec<TicketTransition> {
+    issue
+        .status_changes()
+        .into_iter()
+        .map(|(h, n, item)| TicketTransition {
+            id: format!("jira:{}:{}:{n}", issue.key, h.id),
+            source: "jira".into(),
+            ticket_id: format!("jira:{}", issue.key),
+            at: h.at,
+            from_status: item.from_string.clone(),
+            to_status: item.to_string.clone().unwrap(),
+            from_category: known_category(data, item.from.as_deref()),
+            to_category: known_category(data, item.to.as_deref()),
+        })
+        .collect()
+}
+
+fn first_into_indeterminate(data: &JiraData, issue: &JiraIssue) -> Option<chrono::DateTime<Utc>> {
+    expected_transitions(data, issue)
+        .into_iter()
+        .find(|t| t.to_category.as_deref() == Some("indeterminate"))
+        .map(|t| t.at)
+}
+
+fn expected(data: &JiraData) -> Output {
+    let mut o = Output::default();
+    for issue in good(data) {
+        let status = data.status(issue.status_id()).unwrap();
+        let id = format!("jira:{}", issue.key);
+        let category = match issue.issue_type.as_str() {
+            "Service Request" => "request".to_owned(),
+            other => other.to_lowercase(),
+        };
+        o.tickets.insert(
+            id.clone(),
+            Ticket {
+                id: id.clone(),
+                source: "jira".into(),
+                key: issue.key.clone(),
+                project: issue.project.clone(),
+                service_ref: issue.component.clone(),
+                service: None,
+                team: None,
+                category,
+                issue_type: issue.issue_type.clone(),
+                title: issue.summary.clone(),
+                priority: issue.priority.clone(),
+                status: status.name.clone(),
+                status_category: status.category.clone(),
+                labels: issue.labels.clone(),
+                created_at: issue.created_at,
+                resolved_at: issue.resolved_at(),
+                updated_at: issue.updated_at(),
+            },
+        );
+        for t in expected_transitions(data, issue) {
+            o.transitions.insert(t.id.clone(), t);
+        }
+        let severity = match issue.priority.as_deref() {
+            Some("Highest") => Some(Severity::Sev1),
+            Some("High") => Some(Severity::Sev2),
+            Some("Medium") => Some(Severity::Sev3),
+            Some(_) => Some(Severity::Sev4),
+            None => None,
+        };
+        if issue.issue_type == "Incident" {
+            let mut cause_refs: Vec<String> = issue
+                .links
+                .iter()
+                .filter_map(|l| l.inward_issue.clone())
+                .collect();
+            cause_refs.extend(
+                issue
+                    .labels
+                    .iter()
+                    .filter_map(|l| l.strip_prefix("caused-by:").map(str::to_owned)),
+            );
+            o.incidents.insert(
+                id.clone(),
+                Incident {
+                    id: id.clone(),
+                    source: "jira".into(),
+                    number: Some(issue.number() as i64),
+                    title: issue.summary.clone(),
+                    service_ref: issue.component.clone(),
+                    service: None,
+                    team: None,
+                    severity,
+                    status: status.name.clone(),
+                    started_at: issue.created_at,
+                    acknowledged_at: first_into_indeterminate(data, issue),
+                    resolved_at: issue.resolved_at(),
+                    cause_refs,
+                    updated_at: issue.updated_at(),
+                },
+            );
+        }
+        if issue.issue_type == "Change" {
+            o.changes.insert(
+                id.clone(),
+                ChangeRequest {
+                    id: id.clone(),
+                    source: "jira".into(),
+                    number: issue.key.clone(),
+                    title: issue.summary.clone(),
+                    service_ref: issue.component.clone(),
+                    service: None,
+                    team: None,
+                    change_type: issue.change_type.clone(),
+                    state: status.name.clone(),
+                    approved: (status.category != "new").then_some(true),
+                    planned_start: issue.planned_start,
+                    planned_end: issue.planned_end,
+                    actual_start: first_into_indeterminate(data, issue),
+                    actual_end: issue.resolved_at(),
+                    closed_at: issue.resolved_at(),
+                    close_code: issue.resolution().map(|r| {
+                        match r {
+                            "Done" => "successful",
+                            "Successful with issues" => "successful_issues",
+                            _ => "unsuccessful",
+                        }
+                        .to_owned()
+                    }),
+                    created_at: issue.created_at,
+                    updated_at: issue.updated_at(),
+                },
+            );
+        }
+    }
+    for issue in data.issues.iter().filter(|i| i.quirk.is_some()) {
+        let reason = match issue.quirk {
+            Some(tandem_fixtures::jira_data::JiraQuirk::CreatedWithoutOffset) => {
+                "fields.created: unparsable timestamp"
+            }
+            _ => "unknown category key \"undefined\"",
+        };
+        o.quarantined
+            .insert(format!("jira:issues:{}", issue.id), reason.into());
+    }
+    o
+}
+
+/// Compares everything but the quarantine reasons' exact wording.
+fn assert_same(got: &Output, want: &Output) {
+    assert_eq!(got.tickets.len(), want.tickets.len(), "ticket count");
+    for (id, t) in &want.tickets {
+        assert_eq!(got.tickets.get(id), Some(t), "{id}");
+    }
+    assert_eq!(got.transitions.len(), want.transitions.len(), "transition count");
+    for (id, t) in &want.transitions {
+        assert_eq!(got.transitions.get(id), Some(t), "{id}");
+    }
+    assert_eq!(got.incidents, want.incidents);
+    assert_eq!(got.changes, want.changes);
+    assert_eq!(
+        got.quarantined.keys().collect::<Vec<_>>(),
+        want.quarantined.keys().collect::<Vec<_>>()
+    );
+    for (id, reason) in &want.quarantined {
+        assert!(
+            got.quarantined[id].contains(reason),
+            "{id}: {}",
+            got.quarantined[id]
+        );
+    }
+}
+
+fn open_keys(data: &JiraData) -> BTreeSet<String> {
+    good(data)
+        .into_iter()
+        .filter(|i| data.category(i.status_id()) != Some("done"))
+        .map(|i| i.key.clone())
+        .collect()
+}
+
+/// Changelog requests a Cloud read makes: one per 100 histories of every issue with more than
+/// the 40 its search result carries.
+fn changelog_requests(data: &JiraData) -> usize {
+    data.issues
+        .iter()
+        .filter(|i| i.histories.len() > 40)
+        .map(|i| i.histories.len().div_ceil(100))
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cloud_read_matches_the_generated_issues() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    let got = Output::of(&messages);
+    let want = expected(&org.jira);
+    assert_same(&got, &want);
+
+    // The cases the generator plants are really there.
+    assert!(
+        got.transitions
+            .values()
+            .any(|t| t.to_status == "In Arbeit" && t.to_category.as_deref() == Some("indeterminate"))
+    );
+    assert!(
+        got.tickets
+            .values()
+            .any(|t| t.status == "In Arbeit" && t.status_category == "indeterminate")
+    );
+    assert!(
+        got.transitions
+            .values()
+            .any(|t| t.from_category.as_deref() == Some("done"))
+    );
+    assert!(got.incidents.values().any(|i| i.cause_refs.len() == 2));
+    assert!(
+        got.changes
+            .values()
+            .any(|c| c.change_type.as_deref() == Some("emergency"))
+    );
+    let long = org.jira.issues.iter().find(|i| i.histories.len() > 40).unwrap();
+    let long_transitions = got
+        .transitions
+        .values()
+        .filter(|t| t.ticket_id == format!("jira:{}", long.key))
+        .count();
+    assert!(
+        long_transitions > 40,
+        "the changelog beyond 40 histories was fetched"
+    );
+
+    // Requests: the statuses, 50-issue pages (Cloud answers fewer than the 100 asked for when
+    // changelogs are expanded), and the full changelogs of the long issues.
+    let n = org.jira.issues.len();
+    assert_eq!(
+        s.jira.control.request_count(),
+        1 + n.div_ceil(50) + changelog_requests(&org.jira),
+        "{:#?}",
+        s.jira.control.requests()
+    );
+    let requests = s.jira.control.requests();
+    assert!(requests[0].starts_with("GET /rest/api/3/status"));
+    assert!(requests[1].contains("/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+ORDER+BY+created+ASC%2C+key+ASC")
+        || requests[1].contains("/rest/api/3/search/jql?jql=project%20in%20%28%22OPS%22%2C%20%22ENG%22%29%20ORDER%20BY%20created%20ASC%2C%20key%20ASC"), "{}", requests[1]);
+    assert!(requests[1].contains("expand=changelog"));
+    assert_eq!(
+        requests.iter().filter(|r| r.contains("nextPageToken=")).count(),
+        n.div_ceil(50) - 1
+    );
+
+    // A checkpoint after every page, and the final state: the server's clock as high water (its
+    // Date header), every issue not done as open.
+    assert_eq!(checkpoints(&messages).len(), n.div_ceil(50) + 1);
+    let state = last_state(&messages);
+    assert!(state.walk.is_none());
+    assert_eq!(state.open, open_keys(&org.jira));
+    let high = state.high_water_ms.unwrap();
+    assert!(
+        (Utc::now().timestamp_millis() - high).abs() < 120_000,
+        "high water {high}"
+    );
+}
+
+#[tokio::test]
+async fn data_center_read_is_the_same_with_start_at_paging() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    assert_same(&Output::of(&messages), &expected(&org.jira));
+    // Data Center returns whole changelogs in search results: no changelog requests.
+    let n = org.jira.issues.len();
+    assert_eq!(s.jira.control.request_count(), 1 + n.div_ceil(100));
+    let requests = s.jira.control.requests();
+    assert!(
+        requests
+            .iter()
+            .skip(1)
+            .all(|r| r.starts_with("GET /rest/api/2/search?"))
+    );
+    assert!(requests[2].contains("startAt=100"));
+    assert_eq!(last_state(&messages).open, open_keys(&org.jira));
+}
+
+#[tokio::test]
+async fn incremental_read_uses_epoch_millis_and_repolls_open_issues() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let (result, first) = read(&jira, None).await;
+    result.unwrap();
+    let state = last_state(&first);
+    let before = s.jira.control.request_count();
+
+    // Nothing changed since: one empty window page, then the open issues by key.
+    let bookmark = serde_json::to_value(&state).unwrap();
+    let (result, second) = read(&jira, Some(bookmark)).await;
+    result.unwrap();
+    let open = open_keys(&org.jira);
+    let requests: Vec<String> = s.jira.control.requests().split_off(before);
+    assert_eq!(
+        requests.len(),
+        2 + open.len().div_ceil(REPOLL_CHUNK),
+        "{requests:#?}"
+    );
+    let since = state.high_water_ms.unwrap() - 10 * 60_000;
+    assert!(
+        requests[1].contains(&format!("updated+%3E%3D+{since}"))
+            || requests[1].contains(&format!("updated%20%3E%3D%20{since}")),
+        "{}",
+        requests[1]
+    );
+    assert!(requests[2].contains("key+in") || requests[2].contains("key%20in"));
+    let got = Output::of(&second);
+    let want = expected(&org.jira);
+    assert_eq!(
+        got.tickets.keys().cloned().collect::<BTreeSet<_>>(),
+        open.iter().map(|k| format!("jira:{k}")).collect()
+    );
+    for (id, t) in &got.tickets {
+        assert_eq!(Some(t), want.tickets.get(id));
+    }
+    assert_eq!(last_state(&second).open, open);
+
+    // A bookmark inside the simulated range: the window brings what changed after it.
+    let cut = org.spec.start_at() + chrono::Duration::weeks(15);
+    let bookmark = json!({"high_water_ms": cut.timestamp_millis()});
+    let (result, third) = read(&jira, Some(bookmark)).await;
+    result.unwrap();
+    let since = cut - chrono::Duration::minutes(10);
+    let changed: BTreeSet<String> = good(&org.jira)
+        .iter()
+        .filter(|i| i.updated_at() >= since)
+        .map(|i| format!("jira:{}", i.key))
+        .collect();
+    assert_eq!(
+        Output::of(&third)
+            .tickets
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        changed
+    );
+}
+
+/// Runs a clean read, then "kills" it after checkpoint `n` and resumes from there: what was
+/// committed before the kill plus the resumed read equals the clean read.
+async fn resume_from(flavor: Flavor, tamper: impl Fn(&mut Value)) -> (Output, Output, Vec<String>) {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), flavor));
+    let (result, clean) = read(&jira, None).await;
+    result.unwrap();
+    let cps = checkpoints(&clean);
+    let (at, mut checkpoint) = cps[1].clone();
+    assert!(
+        checkpoint["walk"]["page"].is_object(),
+        "a mid-window checkpoint: {checkpoint}"
+    );
+    tamper(&mut checkpoint);
+    let before = s.jira.control.request_count();
+    let (result, resumed) = read(&jira, Some(checkpoint)).await;
+    result.unwrap();
+    let mut union = Output::of(&clean[..at]);
+    union.add(&resumed);
+    let requests = s.jira.control.requests().split_off(before);
+    (Output::of(&clean), union, requests)
+}
+
+#[tokio::test]
+async fn resume_after_a_kill_gives_the_clean_read() {
+    let (clean, union, requests) = resume_from(Flavor::Cloud, |_| {}).await;
+    assert_same(&union, &clean);
+    // It went on from the saved token, not from the start.
+    assert!(requests[1].contains("nextPageToken="), "{}", requests[1]);
+
+    let (clean, union, requests) = resume_from(Flavor::Datacenter, |_| {}).await;
+    assert_same(&union, &clean);
+    assert!(requests[1].contains("startAt=200"), "{}", requests[1]);
+}
+
+#[tokio::test]
+async fn an_expired_page_token_restarts_the_window() {
+    let (clean, union, requests) = resume_from(Flavor::Cloud, |cp| {
+        cp["walk"]["page"] = json!({"token": "c3RhbGU6MDA6MQ"});
+    })
+    .await;
+    assert_same(&union, &clean);
+    assert!(requests[1].contains("nextPageToken=c3RhbGU6MDA6MQ"));
+    assert!(
+        !requests[2].contains("nextPageToken="),
+        "restarted: {}",
+        requests[2]
+    );
+}
+
+#[tokio::test]
+async fn retries_rate_limits_cut_bodies_and_proxy_errors() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let c = &s.jira.control;
+    c.unavailable_next("/status", 1, Some(0));
+    c.rate_limit_next("/search/jql", 1, Some(0));
+    c.rate_limit_next("/search/jql", 1, None);
+    c.exhaust_next("nextPageToken", 1, 0);
+    c.truncate_next("nextPageToken", 1);
+    c.fail_next("/changelog", 502, 1);
+    c.inject("/changelog", Fault::Truncated, 1);
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    assert_same(&Output::of(&messages), &expected(&org.jira));
+    let n = org.jira.issues.len();
+    assert_eq!(
+        c.request_count(),
+        1 + n.div_ceil(50) + changelog_requests(&org.jira) + 7
+    );
+}
+
+#[tokio::test]
+async fn expired_credentials_mid_pagination_stop_with_an_auth_error() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    s.jira.control.unauthorized_next("nextPageToken", 1);
+    let (result, messages) = read(&jira, None).await;
+    let err = result.unwrap_err();
+    assert!(err.is_auth(), "{err}");
+    assert!(err.to_string().contains("$TANDEM_TEST_JIRA_TOKEN"), "{err}");
+    // Page 1 was delivered and checkpointed before the failure.
+    let got = Output::of(&messages);
+    assert!(!got.tickets.is_empty() && got.tickets.len() <= 50);
+    assert_eq!(checkpoints(&messages).len(), 1);
+
+    s.jira.control.inject("/status", Fault::HtmlUnauthorized, 1);
+    let (result, _) = read(&jira, None).await;
+    assert!(result.unwrap_err().is_auth());
+}
+
+#[tokio::test]
+async fn short_pages_do_not_end_a_data_center_window() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    s.jira.control.short_page_next("/rest/api/2/search", 1);
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    assert_same(&Output::of(&messages), &expected(&org.jira));
+    let n = org.jira.issues.len();
+    // The first page held 50: the next starts at 50, one page more than a clean read.
+    assert_eq!(s.jira.control.request_count(), 1 + (n - 50).div_ceil(100) + 1);
+    assert!(s.jira.control.requests()[2].contains("startAt=50"));
+}
+
+#[tokio::test]
+async fn the_removed_legacy_search_gets_a_clear_message() {
+    let org = org();
+    let s = servers(&org).await;
+    let mut jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    jira.search_path = "/rest/api/3/search".into();
+    let (result, _) = read(&jira, None).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("410") && err.contains("flavor = \"cloud\"") && err.contains("/search/jql"),
+        "{err}"
+    );
+    let err = jira.check().await.unwrap_err().to_string();
+    assert!(err.contains("410"), "{err}");
+}
+
+#[tokio::test]
+async fn check_proves_credentials_and_projects() {
+    let org = org();
+    let s = servers(&org).await;
+    connector(config(&s.jira.base_url(), Flavor::Cloud))
+        .check()
+        .await
+        .unwrap();
+    connector(config(&s.jira.base_url(), Flavor::Datacenter))
+        .check()
+        .await
+        .unwrap();
+    assert_eq!(s.jira.control.request_count(), 2);
+
+    let wrong = Jira::new(
+        config(&s.jira.base_url(), Flavor::Cloud),
+        &SecretEnv::process().with_override(TOKEN_VAR, "nope"),
+        policy(),
+    )
+    .unwrap();
+    let err = wrong.check().await.unwrap_err();
+    assert!(err.is_auth(), "{err}");
+    assert!(!err.to_string().contains("nope"));
+
+    let mut cfg = config(&s.jira.base_url(), Flavor::Cloud);
+    cfg.projects.push("NOPE".into());
+    let err = connector(cfg).check().await.unwrap_err().to_string();
+    assert!(
+        err.contains("400") && err.contains("'NOPE' does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn vanished_open_issues_are_dropped_from_the_repoll() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let open = open_keys(&org.jira);
+    let real = open.iter().next().unwrap().clone();
+    let bookmark = json!({
+        "high_water_ms": Utc::now().timestamp_millis(),
+        "open": ["OPS-99999", real],
+    });
+    let (result, messages) = read(&jira, Some(bookmark)).await;
+    result.unwrap();
+    let got = Output::of(&messages);
+    assert_eq!(
+        got.tickets.keys().collect::<Vec<_>>(),
+        vec![&format!("jira:{real}")]
+    );
+    let state = last_state(&messages);
+    assert_eq!(state.open, BTreeSet::from([real]));
+    // Status, an empty window, the re-poll refused for the missing key, the re-poll again.
+    assert_eq!(s.jira.control.request_count(), 4);
+}
+
+#[tokio::test]
+async fn a_transition_into_the_localised_status_counts_as_in_progress() {
+    // The acknowledgement of an incident is its first move into the `indeterminate` category,
+    // whatever the status is called; here checked on a ticket that only ever was "In Arbeit".
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    let got = Output::of(&messages);
+    let arbeit = good(&org.jira)
+        .into_iter()
+        .find(|i| i.status_id() == tandem_fixtures::jira_data::IN_ARBEIT)
+        .unwrap();
+    let t = &got.tickets[&format!("jira:{}", arbeit.key)];
+    assert_eq!(
+        (t.status.as_str(), t.status_category.as_str()),
+        ("In Arbeit", "indeterminate")
+    );
+    // And incidents acknowledge on "In Progress", by category too.
+    let acked = good(&org.jira)
+        .into_iter()
+        .find(|i| {
+            i.issue_type == "Incident"
+                && i.status_changes()
+                    .iter()
+                    .any(|c| c.2.to.as_deref() == Some(IN_PROGRESS))
+        })
+        .unwrap();
+    assert!(
+        got.incidents[&format!("jira:{}", acked.key)]
+            .acknowledged_at
+            .is_some()
+    );
+}
+
+#[test]
+fn config_is_strict_and_validated() {
+    let base =
+        json!({"name": "j", "base_url": "https://acme.atlassian.net", "token_env": "T", "projects": ["OPS"]});
+    let parsed: JiraConfig = serde_json::from_value(base.clone()).unwrap();
+    assert_eq!(parsed.flavor, Flavor::Cloud);
+    assert_eq!(parsed.overlap_minutes, 10);
+    assert_eq!(parsed.page_size, 100);
+    assert_eq!(parsed.incident_types, vec!["Incident"]);
+    let mut typo = base.clone();
+    typo["projcts"] = json!(["OPS"]);
+    assert!(serde_json::from_value::<JiraConfig>(typo).is_err());
+    let mut dc = base.clone();
+    dc["flavor"] = json!("datacenter");
+    assert_eq!(
+        serde_json::from_value::<JiraConfig>(dc).unwrap().flavor,
+        Flavor::Datacenter
+    );
+
+    let env = SecretEnv::process().with_override("T", "x");
+    let build = |v: Value| Jira::new(serde_json::from_value(v).unwrap(), &env, policy()).map(|_| ());
+    let mut none = base.clone();
+    none["projects"] = json!([]);
+    assert!(build(none).unwrap_err().to_string().contains("projects"));
+    let mut bad = base.clone();
+    bad["projects"] = json!(["OPS) OR (1=1"]);
+    assert!(build(bad).is_err());
+    let mut bad = base.clone();
+    bad["close_codes"] = json!({"Done": "great"});
+    assert!(build(bad).unwrap_err().to_string().contains("close_codes"));
+    let mut missing = base;
+    missing["token_env"] = json!("TANDEM_TEST_SURELY_UNSET_JIRA");
+    assert!(matches!(
+        build(missing),
+        Err(ConnectorError::MissingSecret { .. })
+    ));
+}
+
+#[test]
+fn missing_keys_come_out_of_jira_errors() {
+    let body = r#"{"errorMessages":["An issue with key 'OPS-9' does not exist for field 'key'.","An issue with key 'ENG-1' does not exist for field 'key'."],"errors":{}}"#;
+    assert_eq!(missing_keys(body), vec!["OPS-9", "ENG-1"]);
+    assert!(missing_keys(r#"{"errorMessages":["Field 'x' does not exist"]}"#).is_empty());
+    assert_eq!(quoted_list(&["A".into(), "b\"c".into()]), r#""A", "b\"c""#);
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_every_token_fails_instead_of_looping() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    s.jira.control.fail_next("nextPageToken", 400, 100);
+    let (result, messages) = read(&jira, None).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("HTTP 400"), "{err}");
+    // Page 1 (with the changelogs of its long issues), the refused page 2, page 1 again, page 2
+    // refused again: then it gives up.
+    let long_on_page_1 = org
+        .jira
+        .issues
+        .iter()
+        .take(50)
+        .filter(|i| i.histories.len() > 40)
+        .count();
+    assert!(long_on_page_1 > 0);
+    assert_eq!(s.jira.control.request_count(), 1 + 2 * (2 + long_on_page_1));
+    assert_eq!(checkpoints(&messages).len(), 2);
+}
+
+#[tokio::test]
+async fn a_bookmark_from_the_other_flavor_restarts_its_window() {
+    let org = org();
+    let s = servers(&org).await;
+    let dc = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    let (result, clean) = read(&dc, None).await;
+    result.unwrap();
+    let (at, checkpoint) = checkpoints(&clean)[1].clone();
+    assert!(checkpoint["walk"]["page"]["start_at"].is_u64(), "{checkpoint}");
+    let cloud = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let (result, resumed) = read(&cloud, Some(checkpoint)).await;
+    result.unwrap();
+    let mut union = Output::of(&clean[..at]);
+    union.add(&resumed);
+    assert_same(&union, &Output::of(&clean));
+}
