@@ -387,12 +387,12 @@ impl GitLab {
                 Next::Url(url) => url.contains("pagination=keyset"),
                 Next::Page(_) => false,
             };
-            let page = match self.fetch(target, &walk, asked_keyset).await {
+            let page = match self.fetch(target, &walk, asked_keyset, resumed).await {
                 Ok(page) => page,
                 Err(ConnectorError::Status { status, .. }) if status == 405 && asked_keyset => {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, "GitLab refused keyset paging; paging by offset.");
                     *keyset = false;
-                    restart(&mut walk, resumed);
+                    restart(&mut walk);
                     resumed = false;
                     continue;
                 }
@@ -400,7 +400,7 @@ impl GitLab {
                     if resumed && (400..500).contains(&status) =>
                 {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), %url, status, "The saved page no longer answers; restarting from the last record committed.");
-                    restart(&mut walk, true);
+                    restart(&mut walk);
                     resumed = false;
                     continue;
                 }
@@ -478,12 +478,16 @@ impl GitLab {
         }
     }
 
-    /// Fetches the walk's next page.
+    /// Fetches the walk's next page. A link saved in a bookmark is rebased onto the configured
+    /// API root: the host may have moved since (a renamed instance, the demo's fresh ports), and
+    /// the link's path and query are what carry the position. Within a read, links are followed
+    /// as given.
     async fn fetch(
         &self,
         target: &Target<'_>,
         walk: &Walk,
         keyset: bool,
+        resumed: bool,
     ) -> Result<JsonPage, ConnectorError> {
         let (path, mut query) = match target.kind {
             Kind::Deployments => {
@@ -504,6 +508,7 @@ impl GitLab {
         }
         let url = format!("{}/projects/{}/{path}", self.api, target.project.id);
         match &walk.next {
+            Next::Url(next) if resumed => self.client.get_json(&self.rebase(next), &[]).await,
             Next::Url(next) => self.client.get_json(next, &[]).await,
             Next::First => {
                 if keyset {
@@ -515,6 +520,14 @@ impl GitLab {
                 query.push(("page", n.to_string()));
                 self.client.get_json(&url, &query).await
             }
+        }
+    }
+
+    /// `link` with everything before its `/api/v4/` replaced by the configured API root.
+    fn rebase(&self, link: &str) -> String {
+        match link.find("/api/v4/") {
+            Some(at) => format!("{}{}", self.api, &link[at + "/api/v4".len()..]),
+            None => link.to_owned(),
         }
     }
 
@@ -761,10 +774,11 @@ impl GitLab {
     }
 }
 
-/// Starts a walk over: from the last record committed when it was resumed (its saved link is
-/// unusable), else from its own beginning. The store de-duplicates what is read twice.
-fn restart(walk: &mut Walk, from_last: bool) {
-    if from_last && let Some((at, _)) = walk.last {
+/// Starts a walk over from the last record committed (every record before it, in ascending
+/// order, is stored), or from its own beginning when nothing was committed yet. The store
+/// de-duplicates what is read twice.
+fn restart(walk: &mut Walk) {
+    if let Some((at, _)) = walk.last {
         // Whole seconds in the query: step back one so the last record's second is included.
         walk.since = Some(at - Duration::seconds(1));
     }
