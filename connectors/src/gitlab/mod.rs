@@ -245,37 +245,34 @@ impl GitLab {
         let mut keyset = self.config.pagination == Pagination::Keyset;
         for configured in &self.config.projects {
             let project = self.project(configured).await?;
-            match kind {
-                Kind::Deployments if !self.config.environments.is_empty() => {
-                    for env in &self.config.environments {
-                        let target = Target {
-                            kind,
-                            project: &project,
-                            environment: Some(env),
-                            key: format!("{}@{env}", project.path),
-                        };
+            // Deployments: one walk per named environment (all of them when none is named).
+            let environments: Vec<Option<&str>> = match kind {
+                Kind::Deployments if !self.config.environments.is_empty() => self
+                    .config
+                    .environments
+                    .iter()
+                    .map(|e| Some(e.as_str()))
+                    .collect(),
+                _ => vec![None],
+            };
+            for environment in environments {
+                let target = Target {
+                    kind,
+                    project: &project,
+                    environment,
+                    key: match environment {
+                        Some(env) => format!("{}@{env}", project.path),
+                        None => project.path.clone(),
+                    },
+                };
+                match kind {
+                    Kind::Deployments => {
                         self.sync_deployments(&target, &mut keyset, &mut state, &out)
-                            .await?;
+                            .await?
                     }
-                }
-                Kind::Deployments => {
-                    let target = Target {
-                        kind,
-                        project: &project,
-                        environment: None,
-                        key: project.path.clone(),
-                    };
-                    self.sync_deployments(&target, &mut keyset, &mut state, &out)
-                        .await?;
-                }
-                Kind::MergeRequests => {
-                    let target = Target {
-                        kind,
-                        project: &project,
-                        environment: None,
-                        key: project.path.clone(),
-                    };
-                    self.walk(&target, &mut keyset, &mut state, &out).await?;
+                    Kind::MergeRequests => {
+                        self.walk(&target, &mut keyset, &mut state, &out).await?;
+                    }
                 }
             }
         }
