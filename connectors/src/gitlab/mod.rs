@@ -1,56 +1,847 @@
-//! GitLab connector (stub until it lands).
+//! GitLab REST v4 (gitlab.com or self-managed): deployments per project and environment, and
+//! merged merge requests with their commits.
+//!
+//! Both lists are read oldest change first (`order_by=updated_at&sort=asc`) from
+//! `updated_after = bookmark − overlap`, so every page ends at a resumable point: the walk
+//! checkpoints after each page with the next page, the newest `updated_at` so far and the last
+//! `updated_at` and id committed. Keyset paging (`pagination=keyset`, follow `Link rel="next"`) is
+//! asked for by default; where GitLab refuses it (405) or ignores it (answers with `X-Next-Page`)
+//! the walk pages by offset, following `X-Next-Page` (empty on the last page) and never `X-Total`,
+//! which GitLab omits above 10,000 rows. Deployments left unfinished are re-polled by id at the
+//! next sync. Mapping to services happens in the runner, not here.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef};
+use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
-use crate::http::RetryPolicy;
+use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::model::{Change, Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::secret::SecretEnv;
+use crate::time::{format_utc, parse_instant, parse_opt_instant};
+
+/// GitLab's largest page.
+const PER_PAGE: &str = "100";
+/// Commit-list requests in flight at once per source: far below GitLab.com's 2,000 per minute.
+const CONCURRENCY: usize = 8;
 
 /// `[[source]] kind = "gitlab"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct GitLabConfig {
-    /// Source name, unique in the config.
+    /// Source name, unique in the config (used in bookmarks and record ids).
     pub name: String,
+    /// GitLab host, `https://gitlab.example.com`; `/api/v4` is appended (and kept if given).
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Environment variable holding the token (sent as `PRIVATE-TOKEN`; needs `read_api`).
+    pub token_env: String,
+    /// Projects to read, by path (`acme/billing`) or numeric id.
+    pub projects: Vec<String>,
+    /// Deployment environments to read; empty reads every environment.
+    #[serde(default = "default_environments")]
+    pub environments: Vec<String>,
+    /// Environment names that count as production (case-insensitive), besides GitLab's own
+    /// deployment tier `production`.
+    #[serde(default = "default_production")]
+    pub production_environments: Vec<String>,
+    /// How far each incremental walk reaches back past the bookmark, in minutes.
+    #[serde(default = "default_overlap")]
+    pub overlap_minutes: i64,
+    /// On the first sync, read no further back than this many days (all history when absent).
+    #[serde(default)]
+    pub lookback_days: Option<i64>,
+    /// `keyset` (default: asked for, with a fall-back to offset where GitLab refuses or ignores
+    /// it) or `offset`.
+    #[serde(default)]
+    pub pagination: Pagination,
 }
+
+/// How the deployment and merge request lists are paged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pagination {
+    /// `pagination=keyset`: stable under concurrent updates; falls back to offset per list.
+    #[default]
+    Keyset,
+    /// `page=N`, following `X-Next-Page`.
+    Offset,
+}
+
+fn default_base_url() -> String {
+    "https://gitlab.com".into()
+}
+fn default_environments() -> Vec<String> {
+    vec!["production".into()]
+}
+fn default_production() -> Vec<String> {
+    vec!["prod".into(), "production".into()]
+}
+fn default_overlap() -> i64 {
+    10
+}
+
+const STREAMS: &[StreamDef] = &[
+    StreamDef {
+        name: "deployments",
+        table: "deployments",
+        primary_key: "id",
+        cursor_field: "updated_at",
+    },
+    StreamDef {
+        name: "merge_requests",
+        table: "changes",
+        primary_key: "id",
+        cursor_field: "updated_at",
+    },
+];
 
 /// The GitLab connector.
 #[derive(Debug, Clone)]
 pub struct GitLab {
     config: GitLabConfig,
+    client: HttpClient,
+    /// `{base}/api/v4`.
+    api: String,
+}
+
+/// Bookmark of one stream: a cursor per project (per project and environment for deployments).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StreamState {
+    #[serde(default)]
+    cursors: BTreeMap<String, Cursor>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cursor {
+    /// Newest `updated_at` of the last completed walk.
+    high_water: Option<DateTime<Utc>>,
+    /// A walk in progress: where to resume.
+    walk: Option<Walk>,
+    /// Deployments seen unfinished: re-polled by id at the next sync if the walk does not see them.
+    #[serde(default)]
+    unfinished: BTreeSet<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Walk {
+    /// `updated_after` of this walk; `None` reads from the beginning.
+    since: Option<DateTime<Utc>>,
+    /// The page to fetch next.
+    next: Next,
+    /// Newest `updated_at` seen so far in this walk.
+    high_water: Option<DateTime<Utc>>,
+    /// `updated_at` and id of the last record committed: where a walk whose saved link no longer
+    /// answers starts again.
+    last: Option<(DateTime<Utc>, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Next {
+    /// The first page of the walk's query.
+    First,
+    /// A `Link rel="next"` URL, followed as given.
+    Url(String),
+    /// An offset page of the walk's query.
+    Page(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Deployments,
+    MergeRequests,
+}
+
+impl Kind {
+    fn stream(self) -> &'static str {
+        match self {
+            Self::Deployments => "deployments",
+            Self::MergeRequests => "merge_requests",
+        }
+    }
+}
+
+/// A configured project: how to address it and what to call it in records.
+struct Project {
+    /// The `:id` of the URL: the numeric id or the URL-encoded path.
+    id: String,
+    /// `path_with_namespace`, the `repo` of every record.
+    path: String,
+}
+
+/// What one walk works on.
+struct Target<'a> {
+    kind: Kind,
+    project: &'a Project,
+    environment: Option<&'a str>,
+    key: String,
 }
 
 impl GitLab {
-    /// Builds the connector.
-    pub fn new(config: GitLabConfig, _env: &SecretEnv, _policy: RetryPolicy) -> Result<Self, ConnectorError> {
-        Ok(Self { config })
+    /// Builds the connector; fails when the token variable is missing.
+    pub fn new(config: GitLabConfig, env: &SecretEnv, policy: RetryPolicy) -> Result<Self, ConnectorError> {
+        let key = format!("source.{}.token_env", config.name);
+        let token = env.get(&config.token_env, &key)?;
+        let client = HttpClient::new(
+            &config.name,
+            &Auth::PrivateToken(token),
+            &[("accept", "application/json")],
+            format!(
+                "check that the token in ${} is valid, not expired, and has the read_api scope on {}",
+                config.token_env,
+                config.projects.join(", ")
+            ),
+            policy,
+        )?;
+        let root = config.base_url.trim_end_matches('/');
+        let api = if root.ends_with("/api/v4") {
+            root.to_owned()
+        } else {
+            format!("{root}/api/v4")
+        };
+        Ok(Self { config, client, api })
     }
 
     /// The streams offered.
     pub fn streams(&self) -> &'static [StreamDef] {
-        &[]
+        STREAMS
     }
 
-    /// One cheap request.
+    /// Cheap requests: the token's user, then each project (it must exist and be readable).
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        Err(self.missing())
+        self.client.get_json(&format!("{}/user", self.api), &[]).await?;
+        for project in &self.config.projects {
+            self.client
+                .get_json(&format!("{}/projects/{}", self.api, encode_id(project)), &[])
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Reads `stream` from `bookmark`.
+    /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
     pub async fn read(
         &self,
-        _stream: &str,
-        _bookmark: Option<Value>,
-        _out: Emitter,
+        stream: &str,
+        bookmark: Option<Value>,
+        out: Emitter,
     ) -> Result<(), ConnectorError> {
-        Err(self.missing())
+        let kind = match stream {
+            "deployments" => Kind::Deployments,
+            "merge_requests" => Kind::MergeRequests,
+            other => {
+                return Err(ConnectorError::Config {
+                    source_name: self.config.name.clone(),
+                    message: format!("no stream `{other}`; GitLab offers deployments, merge_requests"),
+                });
+            }
+        };
+        let mut state: StreamState = state_from_bookmark(bookmark);
+        // Whether to ask for keyset paging; cleared for the rest of the read once GitLab refuses it.
+        let mut keyset = self.config.pagination == Pagination::Keyset;
+        for configured in &self.config.projects {
+            let project = self.project(configured).await?;
+            // Deployments: one walk per named environment (all of them when none is named).
+            let environments: Vec<Option<&str>> = match kind {
+                Kind::Deployments if !self.config.environments.is_empty() => self
+                    .config
+                    .environments
+                    .iter()
+                    .map(|e| Some(e.as_str()))
+                    .collect(),
+                _ => vec![None],
+            };
+            for environment in environments {
+                let target = Target {
+                    kind,
+                    project: &project,
+                    environment,
+                    key: match environment {
+                        Some(env) => format!("{}@{env}", project.path),
+                        None => project.path.clone(),
+                    },
+                };
+                match kind {
+                    Kind::Deployments => {
+                        self.sync_deployments(&target, &mut keyset, &mut state, &out)
+                            .await?
+                    }
+                    Kind::MergeRequests => {
+                        self.walk(&target, &mut keyset, &mut state, &out).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
-    fn missing(&self) -> ConnectorError {
-        ConnectorError::Config {
-            source_name: self.config.name.clone(),
-            message: "not implemented yet".into(),
+    /// A configured project; a numeric id costs one request to learn the path records carry.
+    async fn project(&self, configured: &str) -> Result<Project, ConnectorError> {
+        let id = encode_id(configured);
+        if !configured.chars().all(|c| c.is_ascii_digit()) {
+            return Ok(Project {
+                id,
+                path: configured.trim_matches('/').to_owned(),
+            });
+        }
+        let url = format!("{}/projects/{id}", self.api);
+        let page = self.client.get_json(&url, &[]).await?;
+        let path = page
+            .body
+            .get("path_with_namespace")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConnectorError::Decode {
+                source_name: self.config.name.clone(),
+                url: page.url.clone(),
+                message: "the project has no path_with_namespace".into(),
+            })?;
+        Ok(Project {
+            id,
+            path: path.to_owned(),
+        })
+    }
+
+    /// One deployment walk, then the re-poll of what was unfinished and not seen again.
+    async fn sync_deployments(
+        &self,
+        target: &Target<'_>,
+        keyset: &mut bool,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
+        let seen = self.walk(target, keyset, state, out).await?;
+        let cursor = state.cursors.entry(target.key.clone()).or_default();
+        let stale: Vec<u64> = cursor.unfinished.difference(&seen).copied().collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        for id in stale {
+            let url = format!("{}/projects/{}/deployments/{id}", self.api, target.project.id);
+            let raw = match self.client.get_json(&url, &[]).await {
+                Ok(page) => page.body,
+                Err(ConnectorError::Status { status: 404, .. }) => {
+                    tracing::info!(source = %self.config.name, deployment = id, "An unfinished deployment is gone; no longer re-polled.");
+                    cursor.unfinished.remove(&id);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.deployment(&target.project.path, &raw) {
+                Ok(d) => {
+                    if d.status != DeploymentStatus::InProgress {
+                        cursor.unfinished.remove(&id);
+                    }
+                    records.push(Record::Deployment(d));
+                }
+                Err(reason) => {
+                    // Quarantined, so no longer re-polled: it would fail the same way each sync.
+                    cursor.unfinished.remove(&id);
+                    rejected.push(Quarantined::new(&self.config.name, "deployments", &raw, reason));
+                }
+            }
+        }
+        out.records(records).await?;
+        out.quarantine(rejected).await?;
+        out.checkpoint(state).await
+    }
+
+    /// Walks one ascending list to its end, a checkpoint after every page. Returns the ids seen.
+    async fn walk(
+        &self,
+        target: &Target<'_>,
+        keyset: &mut bool,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<BTreeSet<u64>, ConnectorError> {
+        let mut seen = BTreeSet::new();
+        let cursor = state.cursors.entry(target.key.clone()).or_default();
+        let mut resumed = cursor.walk.is_some();
+        let mut walk = match cursor.walk.take() {
+            Some(w) => w,
+            None => {
+                let overlap = Duration::minutes(self.config.overlap_minutes.max(0));
+                let since = cursor
+                    .high_water
+                    .map(|h| h - overlap)
+                    .or_else(|| self.config.lookback_days.map(|d| Utc::now() - Duration::days(d)));
+                Walk {
+                    since,
+                    next: Next::First,
+                    high_water: cursor.high_water,
+                    last: None,
+                }
+            }
+        };
+        loop {
+            let asked_keyset = match &walk.next {
+                Next::First => *keyset,
+                Next::Url(url) => url.contains("pagination=keyset"),
+                Next::Page(_) => false,
+            };
+            let page = match self.fetch(target, &walk, asked_keyset, resumed).await {
+                Ok(page) => page,
+                Err(ConnectorError::Status { status, .. }) if status == 405 && asked_keyset => {
+                    tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, "GitLab refused keyset paging; paging by offset.");
+                    *keyset = false;
+                    restart(&mut walk);
+                    resumed = false;
+                    continue;
+                }
+                Err(ConnectorError::Status { status, url, .. })
+                    if resumed && (400..500).contains(&status) =>
+                {
+                    tracing::warn!(source = %self.config.name, stream = target.kind.stream(), %url, status, "The saved page no longer answers; restarting from the last record committed.");
+                    restart(&mut walk);
+                    resumed = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            resumed = false;
+            let Some(items) = page.body.as_array() else {
+                return Err(ConnectorError::Decode {
+                    source_name: self.config.name.clone(),
+                    url: page.url.clone(),
+                    message: "expected a JSON array".into(),
+                });
+            };
+            let mut kept = Vec::new();
+            let mut rejected = Vec::new();
+            for item in items {
+                let id = item.get("id").and_then(Value::as_u64);
+                let updated = item.get("updated_at").and_then(Value::as_str).map(parse_instant);
+                match (id, updated) {
+                    (Some(id), Some(Ok(at))) => {
+                        walk.high_water = walk.high_water.max(Some(at));
+                        walk.last = walk.last.max(Some((at, id)));
+                        seen.insert(id);
+                        kept.push(item.clone());
+                    }
+                    (None, _) => rejected.push(self.reject(target.kind, item, "missing numeric id".into())),
+                    (_, Some(Err(reason))) => {
+                        rejected.push(self.reject(target.kind, item, format!("updated_at: {reason}")))
+                    }
+                    (_, None) => rejected.push(self.reject(target.kind, item, "missing updated_at".into())),
+                }
+            }
+            let records = match target.kind {
+                Kind::Deployments => {
+                    let cursor = state.cursors.entry(target.key.clone()).or_default();
+                    let mut records = Vec::new();
+                    for raw in kept {
+                        match self.deployment(&target.project.path, &raw) {
+                            Ok(d) => {
+                                let id = raw.get("id").and_then(Value::as_u64).unwrap_or_default();
+                                if d.status == DeploymentStatus::InProgress {
+                                    cursor.unfinished.insert(id);
+                                } else {
+                                    cursor.unfinished.remove(&id);
+                                }
+                                records.push(Record::Deployment(d));
+                            }
+                            Err(reason) => rejected.push(self.reject(target.kind, &raw, reason)),
+                        }
+                    }
+                    records
+                }
+                Kind::MergeRequests => {
+                    let (records, more_rejected) = self.map_merge_requests(target.project, kept).await?;
+                    rejected.extend(more_rejected);
+                    records
+                }
+            };
+            out.records(records).await?;
+            out.quarantine(rejected).await?;
+            let cursor = state.cursors.entry(target.key.clone()).or_default();
+            match next_page(&page, asked_keyset) {
+                Some(next) => {
+                    walk.next = next;
+                    cursor.walk = Some(walk.clone());
+                    out.checkpoint(state).await?;
+                }
+                None => {
+                    cursor.high_water = walk.high_water;
+                    cursor.walk = None;
+                    out.checkpoint(state).await?;
+                    return Ok(seen);
+                }
+            }
+        }
+    }
+
+    /// Fetches the walk's next page. A link saved in a bookmark is rebased onto the configured
+    /// API root: the host may have moved since (a renamed instance, the demo's fresh ports), and
+    /// the link's path and query are what carry the position. Within a read, links are followed
+    /// as given.
+    async fn fetch(
+        &self,
+        target: &Target<'_>,
+        walk: &Walk,
+        keyset: bool,
+        resumed: bool,
+    ) -> Result<JsonPage, ConnectorError> {
+        let (path, mut query) = match target.kind {
+            Kind::Deployments => {
+                let mut query = Vec::new();
+                if let Some(env) = target.environment {
+                    query.push(("environment", env.to_owned()));
+                }
+                ("deployments", query)
+            }
+            Kind::MergeRequests => ("merge_requests", vec![("state", "merged".to_owned())]),
+        };
+        // GitLab's deployment finder refuses `updated_after` without `order_by=updated_at`.
+        query.push(("order_by", "updated_at".to_owned()));
+        query.push(("sort", "asc".to_owned()));
+        query.push(("per_page", PER_PAGE.to_owned()));
+        if let Some(since) = walk.since {
+            query.push(("updated_after", format_utc(since)));
+        }
+        let url = format!("{}/projects/{}/{path}", self.api, target.project.id);
+        match &walk.next {
+            Next::Url(next) if resumed => self.client.get_json(&self.rebase(next), &[]).await,
+            Next::Url(next) => self.client.get_json(next, &[]).await,
+            Next::First => {
+                if keyset {
+                    query.push(("pagination", "keyset".to_owned()));
+                }
+                self.client.get_json(&url, &query).await
+            }
+            Next::Page(n) => {
+                query.push(("page", n.to_string()));
+                self.client.get_json(&url, &query).await
+            }
+        }
+    }
+
+    /// `link` with everything before its `/api/v4/` replaced by the configured API root.
+    fn rebase(&self, link: &str) -> String {
+        match link.find("/api/v4/") {
+            Some(at) => format!("{}{}", self.api, &link[at + "/api/v4".len()..]),
+            None => link.to_owned(),
+        }
+    }
+
+    fn reject(&self, kind: Kind, raw: &Value, reason: String) -> Quarantined {
+        Quarantined::new(&self.config.name, kind.stream(), raw, reason)
+    }
+
+    fn deployment(&self, repo: &str, raw: &Value) -> Result<Deployment, String> {
+        let id = raw
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or("missing numeric id")?;
+        let environment = raw
+            .pointer("/environment/name")
+            .and_then(Value::as_str)
+            .ok_or("missing environment.name")?
+            .to_owned();
+        let status_text = str_field(raw, "status")?;
+        let status = match status_text.as_str() {
+            "success" => DeploymentStatus::Success,
+            "failed" => DeploymentStatus::Failure,
+            // A skipped deployment never ran: it stopped before it finished, like a cancelled one.
+            "canceled" | "skipped" => DeploymentStatus::Cancelled,
+            "running" | "created" | "blocked" => DeploymentStatus::InProgress,
+            other => return Err(format!("unknown deployment status {other:?}")),
+        };
+        let created_at = time_field(raw, "created_at")?;
+        let updated_at = opt_time_field(raw, "updated_at")?.unwrap_or(created_at);
+        let finished_at = match status {
+            DeploymentStatus::InProgress => None,
+            // Older GitLab versions leave finished_at empty on some final states: the last
+            // update is when the status became final.
+            _ => Some(opt_time_field(raw, "finished_at")?.unwrap_or(updated_at)),
+        };
+        let tier_production = raw.pointer("/environment/tier").and_then(Value::as_str) == Some("production");
+        let is_production = tier_production
+            || self
+                .config
+                .production_environments
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&environment));
+        Ok(Deployment {
+            id: format!("{}:{repo}:{id}", self.config.name),
+            source: self.config.name.clone(),
+            repo: repo.to_owned(),
+            service: None,
+            team: None,
+            environment,
+            is_production,
+            status,
+            sha: str_field(raw, "sha")?,
+            created_at,
+            finished_at,
+            updated_at,
+        })
+    }
+
+    /// Fetches each merge request's commits and maps both.
+    async fn map_merge_requests(
+        &self,
+        project: &Project,
+        items: Vec<Value>,
+    ) -> Result<(Vec<Record>, Vec<Quarantined>), ConnectorError> {
+        let with_commits: Vec<(Value, Option<Vec<Value>>)> =
+            stream::iter(items.into_iter().map(|m| async move {
+                let Some(iid) = m.get("iid").and_then(Value::as_u64) else {
+                    return Ok::<_, ConnectorError>((m, None));
+                };
+                let url = format!(
+                    "{}/projects/{}/merge_requests/{iid}/commits",
+                    self.api, project.id
+                );
+                let commits = self.get_all(url).await?;
+                Ok((m, Some(commits)))
+            }))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        for (raw, commits) in with_commits {
+            let Some(commits) = commits else {
+                rejected.push(self.reject(Kind::MergeRequests, &raw, "missing numeric iid".into()));
+                continue;
+            };
+            let mut first_commit_at: Option<DateTime<Utc>> = None;
+            let mut all_dated = true;
+            for c in &commits {
+                match self.commit(&project.path, c) {
+                    Ok(commit) => {
+                        first_commit_at =
+                            Some(first_commit_at.map_or(commit.authored_at, |f| f.min(commit.authored_at)));
+                        records.push(Record::Commit(commit));
+                    }
+                    Err(reason) => {
+                        all_dated = false;
+                        rejected.push(self.reject(Kind::MergeRequests, c, format!("commit: {reason}")));
+                    }
+                }
+            }
+            // With a commit undated the earliest author time is unknown: leave it empty (lead
+            // time then falls back to the opening time) rather than guess.
+            let first_commit_at = first_commit_at.filter(|_| all_dated);
+            match self.change(&project.path, &raw, first_commit_at) {
+                Ok(change) => records.push(Record::Change(change)),
+                Err(reason) => rejected.push(self.reject(Kind::MergeRequests, &raw, reason)),
+            }
+        }
+        Ok((records, rejected))
+    }
+
+    fn change(
+        &self,
+        repo: &str,
+        raw: &Value,
+        first_commit_at: Option<DateTime<Utc>>,
+    ) -> Result<Change, String> {
+        let iid = raw
+            .get("iid")
+            .and_then(Value::as_i64)
+            .ok_or("missing numeric iid")?;
+        let title = raw
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let state = match str_field(raw, "state")?.as_str() {
+            "merged" => "merged",
+            "closed" => "closed",
+            // `locked` is the short state while a merge is in progress.
+            "opened" | "locked" => "open",
+            other => return Err(format!("unknown merge request state {other:?}")),
+        };
+        let labels = match raw.get("labels") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|l| {
+                    // Names by default; objects with `with_labels_details=true`.
+                    l.as_str()
+                        .or_else(|| l.get("name").and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("labels: unexpected entry {l}"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(format!("labels: expected a list, found {other}")),
+        };
+        let merge_commit_sha = ["merge_commit_sha", "squash_commit_sha"]
+            .iter()
+            .find_map(|f| raw.get(*f).and_then(Value::as_str).filter(|s| !s.is_empty()))
+            .map(str::to_owned);
+        let description = raw.get("description").and_then(Value::as_str).unwrap_or_default();
+        let is_revert = title.starts_with("Revert \"");
+        Ok(Change {
+            id: format!("{}:{repo}:{iid}", self.config.name),
+            source: self.config.name.clone(),
+            repo: repo.to_owned(),
+            service: None,
+            team: None,
+            number: iid,
+            state: state.to_owned(),
+            created_at: time_field(raw, "created_at")?,
+            merged_at: opt_time_field(raw, "merged_at")?,
+            merge_commit_sha,
+            first_commit_at,
+            labels,
+            is_revert,
+            reverts: if is_revert {
+                reverted_iid(description)
+            } else {
+                None
+            },
+            title,
+            updated_at: time_field(raw, "updated_at")?,
+        })
+    }
+
+    fn commit(&self, repo: &str, raw: &Value) -> Result<Commit, String> {
+        let sha = str_field(raw, "id")?;
+        let authored_at = time_field(raw, "authored_date")?;
+        let parents = match raw.get("parent_ids") {
+            // The merge request commits list leaves parents out on most GitLab versions.
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(ids)) => ids
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .map(str::to_owned)
+                        .ok_or("parent_ids: not a list of shas")
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(format!("parent_ids: expected a list, found {other}")),
+        };
+        let title = match raw.get("title").and_then(Value::as_str) {
+            Some(t) => t.to_owned(),
+            None => raw
+                .get("message")
+                .and_then(Value::as_str)
+                .and_then(|m| m.lines().next())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        Ok(Commit {
+            id: format!("{}:{repo}:{sha}", self.config.name),
+            source: self.config.name.clone(),
+            repo: repo.to_owned(),
+            service: None,
+            team: None,
+            sha,
+            authored_at,
+            parents,
+            title,
+            deployment_id: None,
+            updated_at: authored_at,
+        })
+    }
+
+    /// Every page of an offset-paged list (`X-Next-Page`, else `Link rel="next"`).
+    async fn get_all(&self, url: String) -> Result<Vec<Value>, ConnectorError> {
+        let base = vec![("per_page", PER_PAGE.to_owned())];
+        let mut all = Vec::new();
+        let mut page = self.client.get_json(&url, &base).await?;
+        loop {
+            match page.body.as_array() {
+                Some(items) => all.extend(items.iter().cloned()),
+                None => {
+                    return Err(ConnectorError::Decode {
+                        source_name: self.config.name.clone(),
+                        url: page.url.clone(),
+                        message: "expected a JSON array".into(),
+                    });
+                }
+            }
+            page = match next_page(&page, false) {
+                None | Some(Next::First) => return Ok(all),
+                Some(Next::Page(n)) => {
+                    let mut query = base.clone();
+                    query.push(("page", n.to_string()));
+                    self.client.get_json(&url, &query).await?
+                }
+                Some(Next::Url(next)) => self.client.get_json(&next, &[]).await?,
+            };
         }
     }
 }
+
+/// Starts a walk over from the last record committed (every record before it, in ascending
+/// order, is stored), or from its own beginning when nothing was committed yet. The store
+/// de-duplicates what is read twice.
+fn restart(walk: &mut Walk) {
+    if let Some((at, _)) = walk.last {
+        // Whole seconds in the query: step back one so the last record's second is included.
+        walk.since = Some(at - Duration::seconds(1));
+    }
+    walk.next = Next::First;
+}
+
+/// Where the next page is. A keyset answer carries only `Link rel="next"`; an offset answer
+/// carries `X-Next-Page` (empty on the last page), which wins over the Link; a keyset request
+/// GitLab ignored comes back as an offset answer. With neither header (a proxy stripped the
+/// `X-` headers) the Link is all there is. `X-Total` is never consulted.
+fn next_page(page: &JsonPage, asked_keyset: bool) -> Option<Next> {
+    let x_next = page.header("x-next-page").map(str::trim);
+    match x_next {
+        None if asked_keyset => page.link("next").map(Next::Url),
+        Some("") => None,
+        Some(n) => n
+            .parse::<u64>()
+            .ok()
+            .map(Next::Page)
+            .or_else(|| page.link("next").map(Next::Url)),
+        None => page.link("next").map(Next::Url),
+    }
+}
+
+/// A project's `:id`: digits as they are, a path URL-encoded (`acme/billing` → `acme%2Fbilling`).
+fn encode_id(project: &str) -> String {
+    let project = project.trim_matches('/');
+    let mut out = String::with_capacity(project.len() + 8);
+    for b in project.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// GitLab's revert merge requests say "This reverts merge request !123".
+fn reverted_iid(description: &str) -> Option<i64> {
+    let lower = description.to_ascii_lowercase();
+    let at = lower.find("reverts merge request")?;
+    let rest = description.get(at..)?;
+    let after = rest.split('!').nth(1)?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn str_field(v: &Value, field: &str) -> Result<String, String> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("missing text field {field}"))
+}
+
+fn time_field(v: &Value, field: &str) -> Result<DateTime<Utc>, String> {
+    let s = v
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing {field}"))?;
+    parse_instant(s).map_err(|e| format!("{field}: {e}"))
+}
+
+fn opt_time_field(v: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
+    parse_opt_instant(v.get(field)).map_err(|e| format!("{field}: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
