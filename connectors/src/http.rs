@@ -469,8 +469,15 @@ impl HttpClient {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             let wait = retry_after
                 .map(Duration::from_secs)
-                // Without Retry-After, a reset header (ServiceNow's X-RateLimit-Reset) says how long.
-                .or_else(|| (remaining_zero || code == 429).then(|| reset_wait(headers)).flatten())
+                .or_else(|| remaining_zero.then(|| reset_wait(headers)).flatten())
+                // A bare 429 with a near reset (ServiceNow's per-minute X-RateLimit-Reset) waits for
+                // it; a far one (Jira's hourly window) is a burst limit: back off instead.
+                .or_else(|| {
+                    (code == 429)
+                        .then(|| reset_wait(headers))
+                        .flatten()
+                        .filter(|w| *w <= self.policy.max_delay)
+                })
                 // A secondary limit without Retry-After: wait at least a minute (GitHub's advice).
                 .or_else(|| (mentions_limit && code == 403).then_some(Duration::from_secs(60)));
             return Verdict::Retry {
@@ -514,7 +521,13 @@ impl HttpClient {
         }
         let mut rate = self.rate.lock().await;
         rate.limit = number(&["x-ratelimit-limit", "ratelimit-limit"]).or(rate.limit);
-        let reset_at = reset_wait(headers).map(|w| Instant::now() + w);
+        // Retry-After, when given, is the server's own word on when to come back: it wins over a
+        // coarse reset time (Jira's is minute-precise).
+        let retry_after = header_str(headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+        let reset_at = retry_after
+            .map(Duration::from_secs)
+            .or_else(|| reset_wait(headers))
+            .map(|w| Instant::now() + w);
         let same_window = match (reset_at, rate.reset_at) {
             (Some(new), Some(old)) => new.max(old) - new.min(old) <= Duration::from_secs(2),
             _ => false,
