@@ -39,6 +39,8 @@ pub mod lake;
 
 #[cfg(test)]
 mod conformance_tests;
+#[cfg(test)]
+mod lake_tests;
 
 pub use csv::{devlake_links_from_csv, devlake_pr_metrics_from_csv};
 pub use lake::{devlake_links_from_lake, devlake_pr_metrics_from_lake};
