@@ -13,7 +13,7 @@
 //! not write files or change tandem's metric table.
 //!
 //! Instants are integer milliseconds since the epoch (UTC) inside every frame, as in
-//! [`super::weekly`]: spans are integer subtractions, converted to minutes by integer arithmetic.
+//! the weekly metrics: spans are integer subtractions, converted to minutes by integer arithmetic.
 //!
 //! # Input frames
 //!
@@ -26,8 +26,9 @@
 //! - **commit ranges** (DevLake's `commits_diffs`): `new_sha`, `old_sha` (null or empty for the
 //!   start of history), `commit_sha` — `commit_sha` is in the range `(old_sha, new_sha]`.
 //! - **incidents**: `id`, `project` (null when unmapped), `created_at` (i64 ms).
-//! - **pull requests**: `id`, `project`, `repo`, `author` (null: unknown), `merge_commit_sha`,
-//!   `created_at`, `merged_at` (i64 ms; null: not merged).
+//! - **pull requests**: `id`, `project`, `author` (null: unknown), `merge_commit_sha`, `created_at`,
+//!   `merged_at` (i64 ms; null: not merged); other columns (`repo`) are carried by the adapters and
+//!   ignored.
 //! - **pr commits**: `pr_id`, `sha` (nullable), `authored_at` (i64 ms).
 //! - **pr comments**: `id` (nullable), `pr_id`, `author` (null: unknown), `created_at` (i64 ms).
 
@@ -132,28 +133,62 @@ fn successful_production(deployment_commits: LazyFrame) -> LazyFrame {
 ///
 /// No window and no service match. Every deployment commit is compared on its own
 /// `finished_at` (a deployment's rows may finish at different times). Incidents without a project
-/// or without an earlier deployment get no row. DevLake leaves ties on `finished_at` to the
-/// database; here the greatest deployment commit `id` wins, so the result is deterministic.
+/// or without an earlier deployment get no row, nor does one whose latest deployment commit has no
+/// `deployment_id` (DevLake drops a link to an empty id). DevLake leaves ties on `finished_at` to
+/// the database; here the greatest deployment commit `id` wins, so the result is deterministic.
+///
+/// An as-of join without polars' `asof_join` feature, and without the incidents × deployments
+/// product a join-then-filter would build (there is no window to bound it): deployments and
+/// incidents go into one frame sorted by project and instant, and each incident takes the
+/// deployment carried forward to it. At one instant incidents sort first, so a deployment that
+/// finishes as an incident is created does not count; deployments sort by id, so the greatest
+/// carries on.
 pub fn incident_links(deployment_commits: LazyFrame, incidents: LazyFrame) -> PolarsResult<DataFrame> {
+    let text_null = || lit(NULL).cast(DataType::String);
+    let rank = |value: i32| lit(value).cast(DataType::Int32).alias("rank");
     let deployed = successful_production(deployment_commits)
         .filter(col("project").is_not_null().and(col("finished_at").is_not_null()))
         .select([
-            col("id").alias("deployment_commit_id"),
-            col("deployment_id"),
             col("project"),
-            col("finished_at"),
+            col("finished_at").alias("at"),
+            rank(1),
+            col("id").alias("deployment_commit_id"),
+            // Empty, not null: a null would let the forward fill reach past it to an older one.
+            col("deployment_id").fill_null(lit("")),
+            text_null().alias("incident_id"),
         ]);
-    let latest_first = SortMultipleOptions::default().with_order_descending(true);
-    incidents
+    let created = incidents
         .filter(col("project").is_not_null().and(col("created_at").is_not_null()))
-        .select([col("id").alias("incident_id"), col("project"), col("created_at")])
-        .inner_join(deployed, col("project"), col("project"))
-        .filter(col("finished_at").lt(col("created_at")))
-        .group_by([col("project"), col("incident_id")])
-        .agg([col("deployment_id")
-            .sort_by([col("finished_at"), col("deployment_commit_id")], latest_first)
-            .first()])
-        .select([col("incident_id"), col("project"), col("deployment_id")])
+        .select([
+            col("project"),
+            col("created_at").alias("at"),
+            rank(0),
+            text_null().alias("deployment_commit_id"),
+            text_null().alias("deployment_id"),
+            col("id").alias("incident_id"),
+        ]);
+    let latest = col("deployment_id")
+        .fill_null_with_strategy(FillNullStrategy::Forward(None))
+        .over([col("project")])?;
+    concat([deployed, created], UnionArgs::default())?
+        .sort(
+            ["project", "at", "rank", "deployment_commit_id"],
+            SortMultipleOptions::default(),
+        )
+        .with_column(latest.alias("latest_deployment"))
+        .filter(
+            col("incident_id")
+                .is_not_null()
+                .and(col("latest_deployment").is_not_null())
+                .and(col("latest_deployment").neq(lit(""))),
+        )
+        .select([
+            col("incident_id"),
+            col("project"),
+            col("latest_deployment").alias("deployment_id"),
+        ])
+        // An incident listed twice is one incident.
+        .unique(None, UniqueKeepStrategy::Any)
         .sort(["project", "incident_id"], SortMultipleOptions::default())
         .collect()
 }
@@ -172,7 +207,8 @@ pub fn incident_links(deployment_commits: LazyFrame, incidents: LazyFrame) -> Po
 ///   an unknown previous sha matching an empty or null `old_sha` — holds the PR's merge commit.
 ///   When that deployment has no `finished_at` the PR has no deployment (DevLake skips it rather
 ///   than looking further).
-/// - Durations are DevLake's `computeTimeSpan`: see [`span_minutes`].
+/// - Durations are DevLake's `computeTimeSpan`: whole minutes rounded up, null when the rounded
+///   value is negative (so −30 s is 0).
 /// - Cycle time sums coding time, merged − created and deploy time, skipping the unknown ones.
 pub fn pr_metrics(tables: PrTables) -> PolarsResult<DataFrame> {
     let PrTables {
@@ -485,5 +521,220 @@ mod tests {
         assert_eq!(ceil_minutes(-90_000), None);
         assert_eq!(ceil_minutes(i64::MIN), None);
         assert!(ceil_minutes(i64::MAX).is_some());
+    }
+
+    const MIN: i64 = MINUTE_MS;
+
+    /// Deployment commits: `(id, deployment_id, project, sha, started, finished, prev)`, all
+    /// successful and in production.
+    #[allow(clippy::type_complexity)]
+    fn deployment_commits(
+        rows: &[(&str, Option<&str>, &str, &str, i64, Option<i64>, Option<&str>)],
+    ) -> LazyFrame {
+        df!(
+            "id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "deployment_id" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "project" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            "commit_sha" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            "result" => rows.iter().map(|_| "SUCCESS").collect::<Vec<_>>(),
+            "environment" => rows.iter().map(|_| "PRODUCTION").collect::<Vec<_>>(),
+            "started_at" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            "finished_at" => rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+            "prev_success_id" => rows.iter().map(|r| r.6).collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .lazy()
+    }
+
+    fn incidents(rows: &[(&str, &str, i64)]) -> LazyFrame {
+        df!(
+            "id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "project" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "created_at" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .lazy()
+    }
+
+    fn links(deployments: LazyFrame, incidents: LazyFrame) -> Vec<(String, String)> {
+        link_rows(&incident_links(deployments, incidents).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.incident_id, l.deployment_id))
+            .collect()
+    }
+
+    #[test]
+    fn each_deployment_commit_counts_on_its_own_finish_and_ties_go_to_the_greatest_id() {
+        let deployments = deployment_commits(&[
+            // One deployment of two repos: its rows finish at 10 and at 30.
+            ("1", Some("pipe1"), "p", "a", 0, Some(10 * MIN), None),
+            ("2", Some("pipe1"), "p", "b", 0, Some(30 * MIN), None),
+            // Two rows finishing together at 20: the greater id, "4", wins.
+            ("4", Some("pipe4"), "p", "c", 0, Some(20 * MIN), None),
+            ("3", Some("pipe3"), "p", "d", 0, Some(20 * MIN), None),
+            // Another project's later deployment must not reach p's incidents.
+            ("9", Some("pipe9"), "q", "e", 0, Some(15 * MIN), None),
+        ]);
+        let incidents = incidents(&[
+            ("i10", "p", 10 * MIN),
+            ("i15", "p", 15 * MIN),
+            ("i25", "p", 25 * MIN),
+            ("i31", "p", 31 * MIN),
+            ("q1", "q", 14 * MIN),
+            ("q2", "q", 16 * MIN),
+        ]);
+        assert_eq!(
+            links(deployments, incidents),
+            [
+                // Created as row 1 finishes: not before it.
+                ("i15", "pipe1"),
+                ("i25", "pipe4"),
+                ("i31", "pipe1"),
+                ("q2", "pipe9"),
+            ]
+            .map(|(i, d)| (i.to_owned(), d.to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_latest_deployment_without_an_id_links_nothing() {
+        // DevLake drops the link when the latest row's `cicd_deployment_id` is empty, rather than
+        // falling back to an older deployment.
+        let deployments = deployment_commits(&[
+            ("1", Some("pipe1"), "p", "a", 0, Some(10 * MIN), None),
+            ("2", None, "p", "b", 0, Some(20 * MIN), None),
+        ]);
+        let incidents = incidents(&[("i15", "p", 15 * MIN), ("i25", "p", 25 * MIN)]);
+        assert_eq!(
+            links(deployments, incidents),
+            [("i15".to_owned(), "pipe1".to_owned())]
+        );
+    }
+
+    fn frame_of_prs(merged_at: i64) -> LazyFrame {
+        df!(
+            "id" => ["pr"],
+            "project" => ["p"],
+            "repo" => ["r"],
+            "author" => [None::<&str>],
+            "merge_commit_sha" => ["m"],
+            "created_at" => [0i64],
+            "merged_at" => [merged_at],
+        )
+        .unwrap()
+        .lazy()
+    }
+
+    fn no_commits() -> LazyFrame {
+        df!(
+            "pr_id" => Vec::<&str>::new(),
+            "sha" => Vec::<&str>::new(),
+            "authored_at" => Vec::<i64>::new(),
+        )
+        .unwrap()
+        .lazy()
+    }
+
+    fn comments(rows: &[(&str, Option<&str>, i64)]) -> LazyFrame {
+        df!(
+            "id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "pr_id" => rows.iter().map(|_| "pr").collect::<Vec<_>>(),
+            "author" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "created_at" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .lazy()
+    }
+
+    fn ranges(rows: &[(&str, Option<&str>, &str)]) -> LazyFrame {
+        df!(
+            "new_sha" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "old_sha" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "commit_sha" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .lazy()
+    }
+
+    fn one_pr(tables: PrTables) -> PrMetricsRow {
+        let mut rows = pr_metrics_rows(&pr_metrics(tables).unwrap()).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        rows.remove(0)
+    }
+
+    #[test]
+    fn the_earliest_deployment_by_start_wins_even_without_a_finish() {
+        let deployments = deployment_commits(&[
+            ("0", Some("pipe0"), "p", "a0", 0, Some(MIN), None),
+            // Both ship `m`; "2" started first but never finished: DevLake takes it and then has
+            // no deploy time, it does not fall back to "1".
+            ("1", Some("pipe1"), "p", "a1", 50 * MIN, Some(60 * MIN), Some("0")),
+            ("2", Some("pipe2"), "p", "a2", 40 * MIN, None, Some("0")),
+            // Ships `m` too, started earliest, but has no previous deployment: not a candidate.
+            ("3", Some("pipe3"), "p", "a3", 30 * MIN, Some(35 * MIN), None),
+        ]);
+        let tables = |deployment_commits: LazyFrame| PrTables {
+            deployment_commits,
+            commit_ranges: ranges(&[
+                ("a1", Some("a0"), "m"),
+                ("a2", Some("a0"), "m"),
+                ("a3", None, "m"),
+            ]),
+            pull_requests: frame_of_prs(20 * MIN),
+            pr_commits: no_commits(),
+            pr_comments: comments(&[]),
+        };
+        let row = one_pr(tables(deployments.clone()));
+        assert_eq!(row.deployment_commit_id, None);
+        assert_eq!(row.pr_deploy_time, None);
+        assert_eq!(row.pr_cycle_time, 20);
+
+        // Once "2" is gone, "1" ships it: 60 − 20 minutes after the merge.
+        let row = one_pr(tables(deployments.filter(col("id").neq(lit("2")))));
+        assert_eq!(row.deployment_commit_id.as_deref(), Some("1"));
+        assert_eq!(row.pr_deploy_time, Some(40));
+        assert_eq!(row.pr_cycle_time, 20 + 40);
+    }
+
+    #[test]
+    fn the_first_review_skips_the_author_and_breaks_ties_by_id() {
+        let pr = |author: Option<&str>| {
+            df!(
+                "id" => ["pr"],
+                "project" => ["p"],
+                "repo" => ["r"],
+                "author" => [author],
+                "merge_commit_sha" => ["m"],
+                "created_at" => [0i64],
+                "merged_at" => [100 * MIN],
+            )
+            .unwrap()
+            .lazy()
+        };
+        let tables = |author: Option<&str>, comments: LazyFrame| PrTables {
+            deployment_commits: deployment_commits(&[]),
+            commit_ranges: ranges(&[]),
+            pull_requests: pr(author),
+            pr_commits: no_commits(),
+            pr_comments: comments,
+        };
+        let thread = || {
+            comments(&[
+                ("c1", Some("alice"), MIN),
+                ("c3", Some("bob"), 2 * MIN),
+                ("c2", Some("carol"), 2 * MIN),
+            ])
+        };
+        let row = one_pr(tables(Some("alice"), thread()));
+        assert_eq!(row.first_review_id.as_deref(), Some("c2"));
+        assert_eq!(row.pr_pickup_time, Some(2));
+        assert_eq!(row.pr_review_time, Some(98));
+        // An unknown author on either side differs from everyone.
+        let row = one_pr(tables(None, thread()));
+        assert_eq!(row.first_review_id.as_deref(), Some("c1"));
+        let row = one_pr(tables(Some("alice"), comments(&[("c0", None, 30_000)])));
+        assert_eq!(row.first_review_id.as_deref(), Some("c0"));
+        assert_eq!(row.pr_pickup_time, Some(1));
     }
 }
