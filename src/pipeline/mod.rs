@@ -13,6 +13,7 @@ use tandem_connectors::model::{Severity, Table};
 use crate::metric::MetricRow;
 
 mod codec;
+pub mod devlake;
 mod intervals;
 mod output;
 mod weekly;
