@@ -725,8 +725,14 @@ mod tests {
             Some("https://i/api/now/table/incident?sysparm_offset=1000")
         );
         let commas = r#"<https://i/t?sysparm_fields=a,b,c&o=0>;rel="first",<https://i/t?sysparm_fields=a,b,c&o=5>;rel="next""#;
-        assert_eq!(parse_link(commas, "next").as_deref(), Some("https://i/t?sysparm_fields=a,b,c&o=5"));
-        assert_eq!(parse_link(commas, "first").as_deref(), Some("https://i/t?sysparm_fields=a,b,c&o=0"));
+        assert_eq!(
+            parse_link(commas, "next").as_deref(),
+            Some("https://i/t?sysparm_fields=a,b,c&o=5")
+        );
+        assert_eq!(
+            parse_link(commas, "first").as_deref(),
+            Some("https://i/t?sysparm_fields=a,b,c&o=0")
+        );
     }
 
     #[test]

@@ -331,6 +331,38 @@ fn row_label(object: &Map<String, Value>, index: usize) -> String {
     }
 }
 
+/// A stored instant column as i64 milliseconds, whatever unit the file used (a naive instant is
+/// UTC, as the codec reads it).
+pub(crate) fn millis(name: &str) -> Expr {
+    col(name)
+        .cast(timestamp_dtype())
+        .cast(DataType::Int64)
+        .alias(name)
+}
+
+/// A canonical table as a lazy frame with its instants as i64 milliseconds (UTC); a missing file is
+/// an empty table with the declared columns. Columns the table does not declare pass through as
+/// stored.
+pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineError> {
+    let exists = path
+        .try_exists()
+        .map_err(|source| io_error("look for", path, source))?;
+    let frame = if exists {
+        let source = PlRefPath::try_from_path(path)
+            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
+        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
+            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?
+    } else {
+        frame_of::<T>(&[], path)?.lazy()
+    };
+    let instants: Vec<Expr> = T::COLUMNS
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Timestamp)
+        .map(|c| millis(c.name))
+        .collect();
+    Ok(frame.with_columns(instants))
+}
+
 /// Atomic replacement with the pipeline's error type.
 pub(crate) fn write_atomic(
     path: &Path,

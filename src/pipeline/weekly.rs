@@ -8,13 +8,12 @@
 //! milliseconds since the epoch (UTC) throughout. This module must not write files.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use polars::prelude::*;
-use tandem_connectors::model::{Change, ColumnKind, Deployment, Incident, Severity, Table};
+use tandem_connectors::model::{Change, Deployment, Incident, Severity};
 
-use super::codec::{frame_of, polars_error, timestamp_dtype};
+use super::codec::scan_table;
 use super::intervals::union_length;
 use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
@@ -38,9 +37,9 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
         source,
     };
 
-    let deployments = load::<Deployment>(inputs.deployments)?;
-    let changes = load::<Change>(inputs.changes)?;
-    let incidents = load::<Incident>(inputs.incidents)?;
+    let deployments = scan_table::<Deployment>(inputs.deployments)?;
+    let changes = scan_table::<Change>(inputs.changes)?;
+    let incidents = scan_table::<Incident>(inputs.incidents)?;
 
     let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
     services.extend(services_in(&[deployments.clone(), changes.clone(), incidents.clone()]).map_err(polars)?);
@@ -189,34 +188,6 @@ fn week_bounds(opts: &Options) -> Result<Vec<DateTime<Utc>>, PipelineError> {
             })
         })
         .collect()
-}
-
-/// A canonical table as a lazy frame with instants as Int64 milliseconds (UTC); a missing file
-/// is an empty table with the declared columns.
-fn load<T: Table>(path: &Path) -> Result<LazyFrame, PipelineError> {
-    let exists = path
-        .try_exists()
-        .map_err(|source| super::codec::io_error("look for", path, source))?;
-    let frame = if exists {
-        let source = PlRefPath::try_from_path(path)
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
-        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?
-    } else {
-        frame_of::<T>(&[], path)?.lazy()
-    };
-    // Through the stored type first, so a file written in another unit still yields milliseconds.
-    let instants: Vec<Expr> = T::COLUMNS
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Timestamp)
-        .map(|c| {
-            col(c.name)
-                .cast(timestamp_dtype())
-                .cast(DataType::Int64)
-                .alias(c.name)
-        })
-        .collect();
-    Ok(frame.with_columns(instants))
 }
 
 /// Every service named anywhere in the tables, so a service appears in every week of a report.

@@ -13,11 +13,11 @@
 use std::path::Path;
 
 use polars::prelude::*;
-use tandem_connectors::model::{Change, ColumnKind, Commit, Deployment, Incident, Table};
+use tandem_connectors::model::{Change, Commit, Deployment, Incident};
 
 use super::{LinkRow, PrMetricsRow, PrTables};
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{frame_of, io_error, polars_error, timestamp_dtype};
+use crate::pipeline::codec::{millis, polars_error, scan_table};
 
 /// The optional column of `changes` that will hold the first review by someone other than the
 /// author; read when the file has it.
@@ -34,7 +34,7 @@ pub fn devlake_links_from_lake(
     incidents: &Path,
 ) -> Result<Vec<LinkRow>, PipelineError> {
     let _ = commits;
-    let incident_frame = scan::<Incident>(incidents)?.select([
+    let incident_frame = scan_table::<Incident>(incidents)?.select([
         col("id"),
         col("service").alias("project"),
         col("started_at").alias("created_at"),
@@ -47,7 +47,7 @@ pub fn devlake_links_from_lake(
         ),
         source,
     };
-    let deployment_commits = deployment_commits(scan::<Deployment>(deployments)?).map_err(polars)?;
+    let deployment_commits = deployment_commits(scan_table::<Deployment>(deployments)?).map_err(polars)?;
     let frame = super::incident_links(deployment_commits, incident_frame).map_err(polars)?;
     super::link_rows(&frame).map_err(polars)
 }
@@ -68,10 +68,10 @@ pub fn devlake_pr_metrics_from_lake(
         ),
         source,
     };
-    let deployment_commits = deployment_commits(scan::<Deployment>(deployments)?).map_err(polars)?;
-    let commit_ranges = commit_ranges(scan::<Commit>(commits)?, deployment_commits.clone());
+    let deployment_commits = deployment_commits(scan_table::<Deployment>(deployments)?).map_err(polars)?;
+    let commit_ranges = commit_ranges(scan_table::<Commit>(commits)?, deployment_commits.clone());
 
-    let mut changes_frame = scan::<Change>(changes)?;
+    let mut changes_frame = scan_table::<Change>(changes)?;
     let has_first_review = changes_frame
         .collect_schema()
         .map_err(|source| polars_error("reading the schema of `changes`".to_owned(), changes, source))?
@@ -163,36 +163,4 @@ fn commit_ranges(commits: LazyFrame, deployment_commits: LazyFrame) -> LazyFrame
         .inner_join(brought_by, col("deployment_id"), col("range_deployment"))
         .left_join(previous, col("prev_success_id"), col("prev_id"))
         .select([col("new_sha"), col("old_sha"), col("commit_sha")])
-}
-
-/// A stored instant column as i64 milliseconds, whatever unit the file used (a naive instant is
-/// UTC, as the codec reads it).
-fn millis(name: &str) -> Expr {
-    col(name)
-        .cast(timestamp_dtype())
-        .cast(DataType::Int64)
-        .alias(name)
-}
-
-/// A canonical table as a lazy frame with its instants as i64 milliseconds; a missing file is an
-/// empty table with the declared columns. Columns the table does not declare pass through as
-/// stored (the optional `first_review_at` is converted where it is read).
-fn scan<T: Table>(path: &Path) -> Result<LazyFrame, PipelineError> {
-    let exists = path
-        .try_exists()
-        .map_err(|source| io_error("look for", path, source))?;
-    let frame = if exists {
-        let source = PlRefPath::try_from_path(path)
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
-        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?
-    } else {
-        frame_of::<T>(&[], path)?.lazy()
-    };
-    let instants: Vec<Expr> = T::COLUMNS
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Timestamp)
-        .map(|c| millis(c.name))
-        .collect();
-    Ok(frame.with_columns(instants))
 }
