@@ -94,15 +94,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     servers.pagerduty.control.set_latency(latency);
 
     let dir = tempfile::tempdir()?;
-    let text =
-        tandem::commands::demo::demo_config(&org, &servers.github.base_url(), &servers.pagerduty.base_url());
+    let text = tandem::commands::demo::demo_config(&org, &servers, &options);
     tandem_fixtures::file_data::write_imports(&org, &dir.path().join("imports"))?;
     let config_path = dir.path().join("tandem.toml");
     std::fs::write(&config_path, text)?;
     let config = Config::load(&config_path)?;
-    let env = SecretEnv::process()
-        .with_override("TANDEM_DEMO_GITHUB_TOKEN", options.github_token.clone())
-        .with_override("TANDEM_DEMO_PAGERDUTY_TOKEN", options.pagerduty_token.clone());
+    let env = tandem::commands::demo::demo_secrets(&options)
+        .into_iter()
+        .fold(SecretEnv::process(), |env, (var, value)| {
+            env.with_override(var, value)
+        });
     let store = Store::open(&config.resolve(&config.store.path))?;
 
     let started = Instant::now();

@@ -123,6 +123,10 @@ pub struct MetricsConfig {
     /// Severities whose incidents count as downtime.
     #[serde(default = "default_outage")]
     pub outage_severities: Vec<Severity>,
+    /// Sources whose incidents count in the metrics: the systems of record for incidents, when
+    /// the same incident is also mirrored as a Jira or ServiceNow ticket. All sources when empty.
+    #[serde(default)]
+    pub incident_sources: Vec<String>,
 }
 
 impl Default for MetricsConfig {
@@ -130,6 +134,7 @@ impl Default for MetricsConfig {
         Self {
             attribution_window_hours: default_window_hours(),
             outage_severities: default_outage(),
+            incident_sources: Vec::new(),
         }
     }
 }
@@ -269,6 +274,14 @@ impl Config {
         }
         if self.report.weeks == 0 || self.report.weeks > 520 {
             return Err(invalid("report.weeks".into(), "must be between 1 and 520".into()));
+        }
+        for (i, s) in self.metrics.incident_sources.iter().enumerate() {
+            if !names.contains(s.as_str()) {
+                return Err(invalid(
+                    format!("metrics.incident_sources[{i}]"),
+                    format!("no [[source]] is named {s:?}"),
+                ));
+            }
         }
         if self.metrics.attribution_window_hours <= 0 {
             return Err(invalid(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chrono::{Duration, Utc};
-use tandem_fixtures::{FakeOptions, OrgSpec, Organisation};
+use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation};
 
 use super::{Context, Outcome, monday_of, run};
 use crate::cli::{DemoArgs, RangeArgs};
@@ -20,6 +20,9 @@ use crate::config::Config;
 const MARKER: &str = ".tandem-demo";
 const GITHUB_TOKEN_VAR: &str = "TANDEM_DEMO_GITHUB_TOKEN";
 const PAGERDUTY_TOKEN_VAR: &str = "TANDEM_DEMO_PAGERDUTY_TOKEN";
+const JIRA_TOKEN_VAR: &str = "TANDEM_DEMO_JIRA_TOKEN";
+const SERVICENOW_PASSWORD_VAR: &str = "TANDEM_DEMO_SERVICENOW_PASSWORD";
+const GITLAB_TOKEN_VAR: &str = "TANDEM_DEMO_GITLAB_TOKEN";
 
 /// Runs the demo.
 pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -47,22 +50,23 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         org.incidents.len()
     );
     crate::say!(
-        "Fake GitHub at {}, fake PagerDuty at {}.",
+        "Fake APIs on 127.0.0.1: GitHub {}, GitLab {}, PagerDuty {}, Jira {}, ServiceNow {}.",
         servers.github.base_url(),
-        servers.pagerduty.base_url()
+        servers.gitlab.base_url(),
+        servers.pagerduty.base_url(),
+        servers.jira.base_url(),
+        servers.servicenow.base_url()
     );
     tandem_fixtures::file_data::write_imports(&org, &args.out.join("imports"))
         .context("cannot write the demo's import files")?;
     let config_path = args.out.join("tandem.toml");
-    let text = demo_config(&org, &servers.github.base_url(), &servers.pagerduty.base_url());
+    let text = demo_config(&org, &servers, &tokens);
     std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::load(&config_path)?;
     let ctx = Context {
-        env: ctx
-            .env
-            .clone()
-            .with_override(GITHUB_TOKEN_VAR, tokens.github_token)
-            .with_override(PAGERDUTY_TOKEN_VAR, tokens.pagerduty_token),
+        env: demo_secrets(&tokens)
+            .into_iter()
+            .fold(ctx.env.clone(), |env, (var, value)| env.with_override(var, value)),
         progress: ctx.progress,
     };
     let range = RangeArgs {
@@ -103,9 +107,27 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The environment variables the demo's config names, with the fake servers' credentials.
+pub fn demo_secrets(opts: &FakeOptions) -> Vec<(&'static str, String)> {
+    vec![
+        (GITHUB_TOKEN_VAR, opts.github_token.clone()),
+        (PAGERDUTY_TOKEN_VAR, opts.pagerduty_token.clone()),
+        (JIRA_TOKEN_VAR, opts.jira_token.clone()),
+        (SERVICENOW_PASSWORD_VAR, opts.servicenow_password.clone()),
+        (GITLAB_TOKEN_VAR, opts.gitlab_token.clone()),
+    ]
+}
+
 /// The config the demo runs with: the shape a user writes for their own organisation.
-pub fn demo_config(org: &Organisation, github_url: &str, pagerduty_url: &str) -> String {
+pub fn demo_config(org: &Organisation, servers: &FakeServers, opts: &FakeOptions) -> String {
     let repos: Vec<String> = org.services.iter().map(|s| format!("{:?}", s.repo)).collect();
+    let gitlab_projects: Vec<String> = org
+        .gitlab
+        .projects
+        .iter()
+        .map(|p| format!("{:?}", p.path))
+        .collect();
+    let jira_projects: Vec<String> = org.jira.projects.iter().map(|p| format!("{:?}", p.key)).collect();
     let mut out = format!(
         r#"# tandem config written by `tandem demo` for a simulated organisation.
 # Relative paths are relative to this file's directory.
@@ -123,21 +145,47 @@ weeks = {weeks}
 [metrics]
 attribution_window_hours = 24            # incident -> deployment of the same service
 outage_severities = ["sev1", "sev2"]     # incidents that count as downtime
+# PagerDuty is the system of record for incidents; Jira and ServiceNow mirror them as tickets.
+incident_sources = ["pagerduty", "legacy-exports"]
 
 [[source]]
 name = "github"
 kind = "github"
-base_url = "{github_url}"   # https://api.github.com, or https://HOST/api/v3
+base_url = "{github}"   # https://api.github.com, or https://HOST/api/v3
 token_env = "{GITHUB_TOKEN_VAR}"          # the token is read from this environment variable
 repos = [{repos}]
 environments = ["production"]
 
 [[source]]
+name = "gitlab"
+kind = "gitlab"
+base_url = "{gitlab}"   # https://gitlab.com or your own host
+token_env = "{GITLAB_TOKEN_VAR}"
+projects = [{gitlab_projects}]
+
+[[source]]
 name = "pagerduty"
 kind = "pagerduty"
-base_url = "{pagerduty_url}"
+base_url = "{pagerduty}"
 token_env = "{PAGERDUTY_TOKEN_VAR}"
 lookback_days = {lookback}
+
+[[source]]
+name = "jira"
+kind = "jira"
+base_url = "{jira}"   # https://YOUR-SITE.atlassian.net
+email = "{jira_email}"
+token_env = "{JIRA_TOKEN_VAR}"
+projects = [{jira_projects}]
+incident_types = ["Incident"]
+change_types = ["Change"]
+
+[[source]]
+name = "servicenow"
+kind = "servicenow"
+base_url = "{servicenow}"   # https://YOUR-INSTANCE.service-now.com
+user = "{servicenow_user}"
+password_env = "{SERVICENOW_PASSWORD_VAR}"
 
 [[source]]
 name = "legacy-exports"
@@ -145,15 +193,43 @@ kind = "file"
 path = "imports"                        # CSV/NDJSON exports of a system without an API
 "#,
         weeks = org.spec.weeks,
+        github = servers.github.base_url(),
+        gitlab = servers.gitlab.base_url(),
+        pagerduty = servers.pagerduty.base_url(),
+        jira = servers.jira.base_url(),
+        servicenow = servers.servicenow.base_url(),
         repos = repos.join(", "),
+        gitlab_projects = gitlab_projects.join(", "),
+        jira_projects = jira_projects.join(", "),
+        jira_email = opts.jira_email,
+        servicenow_user = opts.servicenow_user,
         // Reach back to the simulation's first day whenever the demo runs.
         lookback = (Utc::now() - org.spec.start_at()).num_days().max(0) + 7,
     );
     for s in &org.services {
+        let cis: Vec<String> = org
+            .servicenow
+            .cis
+            .iter()
+            .filter(|c| c.service == s.name)
+            .map(|c| format!("{:?}", c.sys_id))
+            .collect();
         let _ = write!(
             out,
-            "\n[[service]]\nname = {:?}\nteam = {:?}\nrepos = [{:?}]\npagerduty = [{:?}]\n",
-            s.name, s.team, s.repo, s.pagerduty_id
+            "\n[[service]]\nname = {:?}\nteam = {:?}\nrepos = [{:?}]\npagerduty = [{:?}]\njira_components = [{:?}]\nservicenow_cis = [{}]\n",
+            s.name,
+            s.team,
+            s.repo,
+            s.pagerduty_id,
+            s.name,
+            cis.join(", ")
+        );
+    }
+    for p in &org.gitlab.projects {
+        let _ = write!(
+            out,
+            "\n[[service]]\nname = {:?}\nteam = {:?}\nrepos = [{:?}]\n",
+            p.service, p.team, p.path
         );
     }
     let (name, team, repo) = tandem_fixtures::file_data::LEGACY_SERVICE;

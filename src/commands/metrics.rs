@@ -37,6 +37,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
         attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
         outage_severities: config.metrics.outage_severities.clone(),
         services: config.services.iter().map(|s| s.name.clone()).collect(),
+        incident_sources: config.metrics.incident_sources.clone(),
     };
     let rows = pipeline::weekly_metrics(
         Inputs {

@@ -109,6 +109,8 @@ pub struct Options {
     pub outage_severities: Vec<Severity>,
     /// Configured services: emitted even in weeks or ranges without data.
     pub services: Vec<String>,
+    /// Sources whose incidents count (the systems of record for incidents); all when empty.
+    pub incident_sources: Vec<String>,
 }
 
 /// Weekly and whole-range metrics per service and for the organisation.

@@ -39,7 +39,15 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
 
     let deployments = scan_table::<Deployment>(inputs.deployments)?;
     let changes = scan_table::<Change>(inputs.changes)?;
-    let incidents = scan_table::<Incident>(inputs.incidents)?;
+    let mut incidents = scan_table::<Incident>(inputs.incidents)?;
+    if let Some(from_sources) = opts
+        .incident_sources
+        .iter()
+        .map(|s| col("source").eq(lit(s.as_str())))
+        .reduce(|a, b| a.or(b))
+    {
+        incidents = incidents.filter(from_sources);
+    }
 
     let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
     services.extend(services_in(&[deployments.clone(), changes.clone(), incidents.clone()]).map_err(polars)?);

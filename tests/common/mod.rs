@@ -66,10 +66,7 @@ pub fn fake_options() -> FakeOptions {
 }
 
 pub fn write_config(dir: &Path, org: &Organisation, servers: &FakeServers) -> PathBuf {
-    let text =
-        tandem::commands::demo::demo_config(org, &servers.github.base_url(), &servers.pagerduty.base_url())
-            .replace("TANDEM_DEMO_GITHUB_TOKEN", "TEST_GITHUB_TOKEN")
-            .replace("TANDEM_DEMO_PAGERDUTY_TOKEN", "TEST_PAGERDUTY_TOKEN");
+    let text = tandem::commands::demo::demo_config(org, servers, &fake_options());
     let path = dir.join("tandem.toml");
     std::fs::write(&path, text).unwrap();
     tandem_fixtures::file_data::write_imports(org, &dir.join("imports")).unwrap();
@@ -78,9 +75,11 @@ pub fn write_config(dir: &Path, org: &Organisation, servers: &FakeServers) -> Pa
 
 /// The tokens under the names the test config uses.
 pub fn env() -> SecretEnv {
-    SecretEnv::process()
-        .with_override("TEST_GITHUB_TOKEN", GITHUB_TOKEN)
-        .with_override("TEST_PAGERDUTY_TOKEN", PAGERDUTY_TOKEN)
+    tandem::commands::demo::demo_secrets(&fake_options())
+        .into_iter()
+        .fold(SecretEnv::process(), |env, (var, value)| {
+            env.with_override(var, value)
+        })
 }
 
 /// Retries fast, so failure tests take milliseconds.

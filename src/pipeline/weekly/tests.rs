@@ -122,6 +122,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         attribution_window: Duration::hours(24),
         outage_severities: vec![Severity::Sev1, Severity::Sev2],
         services: services.iter().map(|s| s.to_string()).collect(),
+        incident_sources: Vec::new(),
     }
 }
 
