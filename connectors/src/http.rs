@@ -54,6 +54,21 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
+impl RetryPolicy {
+    /// The backoff delays between attempts: exponential from `base_delay`, capped at `max_delay`,
+    /// each with up to as much again of random jitter so clients that failed together retry apart.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(self.base_delay)
+                .with_max_delay(self.max_delay)
+                .with_factor(2.0)
+                .with_jitter()
+                .with_max_times(usize::try_from(self.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX)),
+        )
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -358,6 +373,7 @@ impl HttpClient {
             .acquire()
             .await
             .map_err(|_| ConnectorError::SinkClosed)?;
+        let mut delays = self.policy.delays();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -439,7 +455,7 @@ impl HttpClient {
                             });
                         }
                         Some(w) => w,
-                        None => self.backoff(attempt),
+                        None => delays.next().unwrap_or(self.policy.max_delay),
                     };
                     tracing::warn!(
                         source = %self.source,
@@ -589,19 +605,6 @@ impl HttpClient {
         }
         Ok(())
     }
-
-    /// Exponential backoff with jitter: a random point in the upper half of the doubled delay.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .policy
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.policy.max_delay);
-        let half = exp / 2;
-        let nanos = u64::from(Utc::now().timestamp_subsec_nanos());
-        let jitter_permille = jitter(nanos ^ u64::from(attempt)) % 1000;
-        half + half.mul_f64(jitter_permille as f64 / 1000.0)
-    }
 }
 
 /// One reqwest client (one connection pool) for every source; auth and timeouts are set per
@@ -695,14 +698,6 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// splitmix64 step: cheap, good enough to spread retries apart.
-fn jitter(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,17 +747,19 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let client = HttpClient::new("t", &Auth::None, &[], String::new(), RetryPolicy::default());
-        let Ok(client) = client else {
-            unreachable!("client builds")
+    fn backoff_grows_is_capped_and_jittered() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            ..RetryPolicy::default()
         };
-        for attempt in 1..10 {
-            let d = client.backoff(attempt);
-            let cap = (Duration::from_millis(500) * (1 << (attempt - 1))).min(Duration::from_secs(30));
+        let delays: Vec<Duration> = policy.delays().collect();
+        assert_eq!(delays.len(), 9, "one delay before each retry");
+        for (i, d) in delays.iter().enumerate() {
+            let base = (Duration::from_millis(500) * (1 << i)).min(Duration::from_secs(30));
             assert!(
-                d >= cap / 2 && d <= cap,
-                "attempt {attempt}: {d:?} vs cap {cap:?}"
+                *d >= base && *d <= base * 2,
+                "retry {}: {d:?} vs base {base:?}",
+                i + 1
             );
         }
     }
