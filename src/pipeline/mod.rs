@@ -12,6 +12,7 @@ use tandem_connectors::model::{Severity, Table};
 
 use crate::metric::MetricRow;
 
+pub mod calendar;
 mod codec;
 pub mod devlake;
 mod intervals;
