@@ -112,15 +112,13 @@ impl Calendar {
         }
         let mut starts = vec![from];
         if grain != Grain::Range {
-            loop {
-                let Some(last) = starts.last().copied() else {
-                    break;
-                };
-                let next = step(grain, last).ok_or_else(|| format!("{last} is past the last date"))?;
-                if next >= to {
-                    break;
-                }
+            let mut last = from;
+            while let Some(next) = step(grain, last).filter(|next| *next < to) {
                 starts.push(next);
+                last = next;
+            }
+            if step(grain, last).is_none() {
+                return Err(format!("{last} is past the last date"));
             }
         }
         let mut periods = Vec::with_capacity(starts.len());
