@@ -17,6 +17,8 @@ mod codec;
 pub mod devlake;
 mod intervals;
 mod output;
+pub mod stats;
+pub mod tiers;
 mod weekly;
 
 /// What went wrong computing, writing or reading metrics and tables.
