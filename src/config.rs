@@ -65,6 +65,9 @@ pub struct Config {
     /// `[[service]]` entries: the mapping of repos and incident services to services and teams.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// `[[kpi]]` entries: the shared KPIs, with targets and owners.
+    #[serde(default, rename = "kpi")]
+    pub kpis: Vec<crate::pipeline::kpi::KpiSpec>,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -271,6 +274,16 @@ impl Config {
                     ));
                 }
             }
+        }
+        for (i, k) in self.kpis.iter().enumerate() {
+            if crate::metric::MetricId::parse(&k.metric).is_none() {
+                let known: Vec<&str> = crate::metric::MetricId::ALL.iter().map(|m| m.as_str()).collect();
+                return Err(invalid(
+                    format!("kpi[{i}].metric"),
+                    format!("unknown metric {:?}; known: {}", k.metric, known.join(", ")),
+                ));
+            }
+            k.scope_key().map_err(|m| invalid(format!("kpi[{i}].scope"), m))?;
         }
         if self.report.weeks == 0 || self.report.weeks > 520 {
             return Err(invalid("report.weeks".into(), "must be between 1 and 520".into()));

@@ -16,6 +16,7 @@ pub mod calendar;
 mod codec;
 pub mod devlake;
 mod intervals;
+pub mod kpi;
 mod output;
 pub mod stats;
 pub mod tiers;
