@@ -91,9 +91,10 @@ impl GitHub {
                 let key = format!("{repo}@{env}");
                 let url = self.url(&format!("/repos/{repo}/deployments"));
                 let query = vec![("environment", env.clone()), ("per_page", PER_PAGE.to_owned())];
+                // Unfinished at an earlier sync first: the walk adds this sync's own.
+                self.repoll_pending(repo, &key, state, out).await?;
                 self.walk(Kind::Deployments, repo, &key, url, query, state, out)
                     .await?;
-                self.repoll_pending(repo, &key, state, out).await?;
                 if self.config.compare_commits {
                     self.compare_queued(repo, &key, state, out).await?;
                 }

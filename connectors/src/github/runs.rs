@@ -71,8 +71,9 @@ impl GitHub {
             return Ok(());
         }
         for repo in &self.config.repos {
-            self.runs_walk(repo, state, out).await?;
+            // Still going at an earlier sync first: the walk adds this sync's own.
             self.repoll_runs(repo, state, out).await?;
+            self.runs_walk(repo, state, out).await?;
         }
         Ok(())
     }
