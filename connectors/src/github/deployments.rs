@@ -53,23 +53,28 @@ pub(super) struct CompareState {
 }
 
 impl CompareState {
-    /// Queues a deployment when it is a successful production one newer than the baseline.
-    pub(super) fn enqueue(&mut self, d: &Deployment) {
-        let Some(finished_at) = d.finished_at else {
-            return;
-        };
-        if !d.is_production || d.status != DeploymentStatus::Success {
-            return;
-        }
-        let s = Shipped {
-            id: d.id.clone(),
-            sha: d.sha.clone(),
-            finished_at,
-        };
-        let seen = self.baseline.as_ref().is_some_and(|b| s.order() <= b.order())
-            || self.queue.iter().any(|q| q.id == s.id);
-        if !seen {
-            self.queue.push(s);
+    /// Queues the successful production deployments among `records` that are newer than the
+    /// baseline (creating the state at the first one).
+    pub(super) fn enqueue_all(state: &mut Option<Self>, records: &[Record]) {
+        for r in records {
+            let Record::Deployment(d) = r else { continue };
+            let Some(finished_at) = d.finished_at else {
+                continue;
+            };
+            if !d.is_production || d.status != DeploymentStatus::Success {
+                continue;
+            }
+            let s = Shipped {
+                id: d.id.clone(),
+                sha: d.sha.clone(),
+                finished_at,
+            };
+            let compare = state.get_or_insert_with(Self::default);
+            let seen = compare.baseline.as_ref().is_some_and(|b| s.order() <= b.order())
+                || compare.queue.iter().any(|q| q.id == s.id);
+            if !seen {
+                compare.queue.push(s);
+            }
         }
     }
 }
@@ -122,12 +127,7 @@ impl GitHub {
         if let Some(cursor) = state.cursors.get_mut(key) {
             cursor.pending = still_pending;
             if self.config.compare_commits {
-                let compare = cursor.compare.get_or_insert_with(CompareState::default);
-                for r in &records {
-                    if let Record::Deployment(d) = r {
-                        compare.enqueue(d);
-                    }
-                }
+                CompareState::enqueue_all(&mut cursor.compare, &records);
             }
         }
         out.records(records).await?;
@@ -380,7 +380,7 @@ impl GitHub {
         (records, rejected)
     }
 
-    fn commit(&self, repo: &str, deployment: &Shipped, raw: &Value) -> Result<Commit, String> {
+    pub(super) fn commit(&self, repo: &str, deployment: &Shipped, raw: &Value) -> Result<Commit, String> {
         let sha = str_field(raw, "sha")?;
         let date = raw
             .pointer("/commit/author/date")

@@ -130,7 +130,7 @@ impl GitHub {
         }
     }
 
-    fn incident(&self, repo: &str, raw: &Value) -> Result<Incident, String> {
+    pub(super) fn incident(&self, repo: &str, raw: &Value) -> Result<Incident, String> {
         let number = raw
             .get("number")
             .and_then(Value::as_i64)

@@ -103,7 +103,7 @@ impl GitHub {
         Ok((records, rejected, drafts))
     }
 
-    fn release(&self, repo: &str, raw: &Value, sha: String) -> Result<Deployment, String> {
+    pub(super) fn release(&self, repo: &str, raw: &Value, sha: String) -> Result<Deployment, String> {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)

@@ -260,7 +260,7 @@ impl GitHub {
 
     /// Maps the runs of the deployment workflows, raising `high_water` to the newest creation;
     /// returns the ones still going.
-    fn map_runs(
+    pub(super) fn map_runs(
         &self,
         repo: &str,
         items: &[Value],
@@ -312,7 +312,7 @@ impl GitHub {
         })
     }
 
-    fn run(&self, repo: &str, raw: &Value) -> Result<Deployment, String> {
+    pub(super) fn run(&self, repo: &str, raw: &Value) -> Result<Deployment, String> {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)

@@ -856,3 +856,114 @@ async fn faults_on_the_new_streams_are_retried_or_reported() {
     assert!(e.is_auth(), "{e}");
     assert!(e.to_string().contains(TOKEN_VAR), "{e}");
 }
+
+#[test]
+fn configs_without_the_new_keys_keep_working() {
+    let c: GitHubConfig = serde_json::from_value(serde_json::json!({
+        "name": "github",
+        "token_env": "GH",
+        "repos": ["acme/checkout"],
+    }))
+    .unwrap();
+    assert!(c.compare_commits);
+    assert!(c.incident_labels.is_empty() && c.deployment_workflows.is_empty());
+    assert!(!c.releases_as_deployments);
+    assert_eq!(
+        (c.release_environment.as_str(), c.workflow_environment.as_str()),
+        ("production", "production")
+    );
+    let typo = serde_json::from_value::<GitHubConfig>(serde_json::json!({
+        "name": "github",
+        "token_env": "GH",
+        "repos": [],
+        "incident_label": ["incident"],
+    }));
+    assert!(typo.unwrap_err().to_string().contains("incident_label"));
+}
+
+#[tokio::test]
+async fn malformed_records_of_the_new_streams_are_rejected_with_a_reason() {
+    let gh = connector(GitHubConfig {
+        deployment_workflows: vec!["deploy".into()],
+        ..GitHubConfig {
+            name: "gh-malformed".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            token_env: TOKEN_VAR.into(),
+            repos: vec!["acme/a".into()],
+            environments: vec!["production".into()],
+            production_environments: vec!["production".into()],
+            overlap_minutes: 60,
+            lookback_days: None,
+            compare_commits: true,
+            incident_labels: vec!["incident".into()],
+            releases_as_deployments: true,
+            release_environment: "production".into(),
+            deployment_workflows: Vec::new(),
+            workflow_environment: "production".into(),
+        }
+    });
+    let run = serde_json::json!({
+        "id": 7, "name": "deploy", "path": ".github/workflows/deploy.yml", "run_attempt": 1,
+        "status": "completed", "conclusion": "skipped", "head_sha": "abc", "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:05:00Z", "run_started_at": "2024-01-01T00:00:10Z",
+    });
+    assert!(gh.run("acme/a", &run).unwrap_err().contains("skipped"));
+    let mut ok = run.clone();
+    ok["conclusion"] = "startup_failure".into();
+    assert_eq!(gh.run("acme/a", &ok).unwrap().status, DeploymentStatus::Error);
+    ok["status"] = "exploded".into();
+    ok["conclusion"] = Value::Null;
+    assert!(gh.run("acme/a", &ok).unwrap_err().contains("exploded"));
+    let mut bad_time = run.clone();
+    bad_time["conclusion"] = "success".into();
+    bad_time["updated_at"] = "yesterday".into();
+    assert!(gh.run("acme/a", &bad_time).unwrap_err().contains("updated_at"));
+    // A map_runs item with an unparsable creation time is quarantined, not dropped.
+    let mut high_water = None;
+    let mut no_created = run.clone();
+    no_created["created_at"] = Value::Null;
+    let (records, rejected, _) = gh.map_runs("acme/a", &[no_created], &mut high_water);
+    assert!(records.is_empty() && rejected.len() == 1 && rejected[0].stream == "workflow_runs");
+
+    let issue = serde_json::json!({
+        "number": 5, "title": "Down", "state": "weird", "labels": [{"name": "incident"}, {"name": "P3"}],
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "closed_at": null, "body": null,
+    });
+    assert!(gh.incident("acme/a", &issue).unwrap_err().contains("weird"));
+    let mut fine = issue.clone();
+    fine["state"] = "open".into();
+    let i = gh.incident("acme/a", &fine).unwrap();
+    assert_eq!(
+        (i.severity, i.id.as_str()),
+        (Some(Severity::Sev3), "gh-malformed:acme/a#5")
+    );
+    let mut late = fine.clone();
+    late["closed_at"] = "2024-13-01T00:00:00Z".into();
+    assert!(gh.incident("acme/a", &late).unwrap_err().contains("closed_at"));
+
+    let commit = serde_json::json!({"sha": "abc1234", "commit": {"author": {"date": "2007-10-29T02:42:39.000-07:00"}, "message": "Fix it\n\nbody"}, "parents": [{"sha": "p1"}]});
+    let shipped: super::deployments::Shipped = serde_json::from_value(
+        serde_json::json!({"id": "d", "sha": "abc1234", "finished_at": "2024-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    let c = gh.commit("acme/a", &shipped, &commit).unwrap();
+    assert_eq!(c.authored_at.to_rfc3339(), "2007-10-29T09:42:39+00:00");
+    assert_eq!(
+        (c.title.as_str(), c.parents.clone()),
+        ("Fix it", vec!["p1".to_owned()])
+    );
+    let mut no_date = commit.clone();
+    no_date["commit"]["author"]["date"] = "someday".into();
+    assert!(
+        gh.commit("acme/a", &shipped, &no_date)
+            .unwrap_err()
+            .contains("commit.author.date")
+    );
+
+    let release = serde_json::json!({"id": 3, "tag_name": "v1", "created_at": "2024-01-01T00:00:00Z", "published_at": "bad"});
+    assert!(
+        gh.release("acme/a", &release, "abc".into())
+            .unwrap_err()
+            .contains("published_at")
+    );
+}

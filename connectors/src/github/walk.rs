@@ -196,12 +196,7 @@ impl GitHub {
             rejected.extend(more_rejected);
             let cursor = state.cursors.entry(key.to_owned()).or_default();
             if kind == Kind::Deployments && self.config.compare_commits {
-                let compare = cursor.compare.get_or_insert_with(CompareState::default);
-                for r in &records {
-                    if let Record::Deployment(d) = r {
-                        compare.enqueue(d);
-                    }
-                }
+                CompareState::enqueue_all(&mut cursor.compare, &records);
             }
             out.records(records).await?;
             out.quarantine(rejected).await?;
