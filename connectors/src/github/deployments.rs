@@ -237,7 +237,9 @@ impl GitHub {
     }
 
     /// Compares each queued deployment with the one before it, in finish order, a checkpoint after
-    /// each; the first deployment ever seen only becomes the baseline.
+    /// each batch of commits; the first deployment ever seen only becomes the baseline. What head
+    /// has and base has not is what the deployment brought: nothing for a redeploy (`identical`)
+    /// or a rollback (`behind`), the head side of a `diverged` history (a force-push).
     async fn compare_queued(
         &self,
         repo: &str,
@@ -276,7 +278,15 @@ impl GitHub {
         }
         // Compares are independent once the pairs are known: fetch several at once, apply in order.
         let mut answers = stream::iter(pairs.into_iter().map(|(base, head)| async move {
-            let answer = self.compare(repo, &base.sha, &head.sha).await;
+            let answer = if base.sha == head.sha {
+                // A redeploy of the same commit brings nothing: no need to ask.
+                Ok(Compared {
+                    status: "identical".into(),
+                    commits: Vec::new(),
+                })
+            } else {
+                self.compare(repo, &base.sha, &head.sha).await
+            };
             (base, head, answer)
         }))
         .buffered(CONCURRENCY);

@@ -43,6 +43,7 @@ impl GitHub {
         let key = format!("{repo}|{label}");
         let cursor = state.cursors.entry(key.clone()).or_default();
         let mut conditional = None;
+        let resumed = cursor.walk.is_some();
         let (mut url, first_url, mut high_water, mut first_etag) = match cursor.walk.take() {
             Some(w) => (w.next, w.first_url, w.high_water, w.etag),
             None => {
@@ -68,7 +69,8 @@ impl GitHub {
                 (url.clone(), Some(url), cursor.high_water, None)
             }
         };
-        let mut pages = 0;
+        // Pages this walk has read; a resumed walk read at least one before the kill.
+        let mut pages = usize::from(resumed);
         loop {
             let Some(page) = self
                 .client
