@@ -1,0 +1,444 @@
+//! The `deployments` stream: each environment's deployments with their final status (statuses
+//! fetched with bounded concurrency, unfinished ones re-polled on the next sync), then the commits
+//! each newly seen successful production deployment brought: `compare/{previous sha}...{sha}`
+//! against the previous successful production deployment of the same repo and environment.
+//!
+//! The previous deployment and the deployments still to compare live in the bookmark, so a kill
+//! between compares loses nothing. A compare that goes `behind` is a rollback: it brings no
+//! commits. This module must not decide lead times: it only links commits to deployments.
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::walk::{Kind, Mapped, StreamState};
+use super::{CONCURRENCY, GitHub, PER_PAGE, str_field, time_field};
+use crate::contract::Emitter;
+use crate::error::ConnectorError;
+use crate::model::{Commit, Deployment, DeploymentStatus, Quarantined, Record};
+use crate::time::parse_instant;
+
+const STREAM: &str = "deployments";
+/// Commits sent per batch (and checkpoint) while comparing.
+const COMMIT_BATCH: usize = 500;
+
+/// A successful production deployment, as far as compares need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Shipped {
+    /// Canonical deployment id.
+    id: String,
+    sha: String,
+    finished_at: DateTime<Utc>,
+}
+
+impl Shipped {
+    fn order(&self) -> (DateTime<Utc>, &str) {
+        (self.finished_at, &self.id)
+    }
+}
+
+/// Per repo and environment: the last production deployment whose commits are known and the
+/// newer ones still to compare.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct CompareState {
+    /// The latest deployment compared (or the first ever seen, which has no baseline).
+    baseline: Option<Shipped>,
+    /// Newly seen successful production deployments, compared in finish order.
+    #[serde(default)]
+    queue: Vec<Shipped>,
+    /// The latest deployment whose compare went `behind`: a rollback to an older commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_rollback: Option<String>,
+}
+
+impl CompareState {
+    /// Queues the successful production deployments among `records` that are newer than the
+    /// baseline (creating the state at the first one).
+    pub(super) fn enqueue_all(state: &mut Option<Self>, records: &[Record]) {
+        for r in records {
+            let Record::Deployment(d) = r else { continue };
+            let Some(finished_at) = d.finished_at else {
+                continue;
+            };
+            if !d.is_production || d.status != DeploymentStatus::Success {
+                continue;
+            }
+            let s = Shipped {
+                id: d.id.clone(),
+                sha: d.sha.clone(),
+                finished_at,
+            };
+            let compare = state.get_or_insert_with(Self::default);
+            let seen = compare.baseline.as_ref().is_some_and(|b| s.order() <= b.order())
+                || compare.queue.iter().any(|q| q.id == s.id);
+            if !seen {
+                compare.queue.push(s);
+            }
+        }
+    }
+}
+
+/// One compare's answer, all pages.
+struct Compared {
+    status: String,
+    commits: Vec<Value>,
+}
+
+impl GitHub {
+    pub(super) async fn read_deployments(
+        &self,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
+        for repo in &self.config.repos {
+            for env in &self.config.environments {
+                let key = format!("{repo}@{env}");
+                let url = self.url(&format!("/repos/{repo}/deployments"));
+                let query = vec![("environment", env.clone()), ("per_page", PER_PAGE.to_owned())];
+                // Unfinished at an earlier sync first: the walk adds this sync's own.
+                self.repoll_pending(repo, &key, state, out).await?;
+                self.walk(Kind::Deployments, repo, &key, url, query, state, out)
+                    .await?;
+                if self.config.compare_commits {
+                    self.compare_queued(repo, &key, state, out).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the statuses of deployments that were unfinished at an earlier sync.
+    async fn repoll_pending(
+        &self,
+        repo: &str,
+        key: &str,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
+        let Some(cursor) = state.cursors.get_mut(key) else {
+            return Ok(());
+        };
+        if cursor.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut cursor.pending);
+        let (records, rejected, still_pending) = self.map_deployments(repo, pending).await?;
+        if let Some(cursor) = state.cursors.get_mut(key) {
+            cursor.pending = still_pending;
+            if self.config.compare_commits {
+                CompareState::enqueue_all(&mut cursor.compare, &records);
+            }
+        }
+        out.records(records).await?;
+        out.quarantine(rejected).await?;
+        out.checkpoint(state).await
+    }
+
+    /// Fetches each deployment's statuses and maps it; returns the unfinished ones to re-poll.
+    pub(super) async fn map_deployments(
+        &self,
+        repo: &str,
+        items: Vec<Value>,
+    ) -> Result<Mapped, ConnectorError> {
+        let with_statuses: Vec<(Value, Option<Vec<Value>>)> =
+            stream::iter(items.into_iter().map(|d| async move {
+                let Some(id) = d.get("id").and_then(Value::as_u64) else {
+                    return Ok::<_, ConnectorError>((d, None));
+                };
+                // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric forms).
+                let url = d
+                    .get("statuses_url")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
+                let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                Ok((d, Some(statuses)))
+            }))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        let mut pending = Vec::new();
+        for (raw, statuses) in with_statuses {
+            let Some(statuses) = statuses else {
+                rejected.push(self.reject(STREAM, &raw, "missing numeric id".into()));
+                continue;
+            };
+            match self.deployment(repo, &raw, &statuses) {
+                Ok(d) => {
+                    if d.status == DeploymentStatus::InProgress {
+                        pending.push(raw);
+                    }
+                    records.push(Record::Deployment(d));
+                }
+                Err(reason) => rejected.push(self.reject(STREAM, &raw, reason)),
+            }
+        }
+        Ok((records, rejected, pending))
+    }
+
+    fn deployment(&self, repo: &str, raw: &Value, statuses: &[Value]) -> Result<Deployment, String> {
+        let id = raw
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or("missing numeric id")?;
+        let environment = str_field(raw, "environment")?;
+        let created_at = time_field(raw, "created_at")?;
+        let updated_at = raw
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .map(parse_instant)
+            .transpose()?
+            .unwrap_or(created_at);
+        let mut parsed = Vec::new();
+        for s in statuses {
+            let state = str_field(s, "state")?;
+            let at = time_field(s, "created_at")?;
+            let sid = s.get("id").and_then(Value::as_u64).unwrap_or(0);
+            parsed.push((at, sid, state));
+        }
+        // Order is not guaranteed: sort, then take the latest status that is not `inactive`
+        // (GitHub marks earlier successful deployments inactive when a newer one succeeds).
+        parsed.sort();
+        let last_active = parsed.iter().rev().find(|(_, _, s)| s != "inactive");
+        let (status, finished_at) = match last_active {
+            None if parsed.is_empty() => (DeploymentStatus::InProgress, None),
+            // Only `inactive` statuses: the deployment was live and then superseded.
+            None => (DeploymentStatus::Success, parsed.first().map(|p| p.0)),
+            Some((at, _, state)) => match state.as_str() {
+                "success" => (DeploymentStatus::Success, Some(*at)),
+                "failure" => (DeploymentStatus::Failure, Some(*at)),
+                "error" => (DeploymentStatus::Error, Some(*at)),
+                "queued" | "pending" | "in_progress" => (DeploymentStatus::InProgress, None),
+                other => return Err(format!("unknown deployment status state {other:?}")),
+            },
+        };
+        let latest_status = parsed.last().map(|p| p.0);
+        let production_flag = raw
+            .get("production_environment")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Deployment {
+            id: format!("{}:{repo}:{id}", self.config.name),
+            source: self.config.name.clone(),
+            repo: repo.to_owned(),
+            service: None,
+            team: None,
+            is_production: self.is_production(&environment, production_flag),
+            environment,
+            status,
+            sha: str_field(raw, "sha")?,
+            created_at,
+            finished_at,
+            updated_at: updated_at.max(latest_status.unwrap_or(updated_at)),
+        })
+    }
+
+    /// Compares each queued deployment with the one before it, in finish order, a checkpoint after
+    /// each batch of commits; the first deployment ever seen only becomes the baseline. What head
+    /// has and base has not is what the deployment brought: nothing for a redeploy (`identical`)
+    /// or a rollback (`behind`), the head side of a `diverged` history (a force-push).
+    async fn compare_queued(
+        &self,
+        repo: &str,
+        key: &str,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
+        let (mut base, queue, new_baseline) = {
+            let Some(compare) = state.cursors.get_mut(key).and_then(|c| c.compare.as_mut()) else {
+                return Ok(());
+            };
+            if compare.queue.is_empty() {
+                return Ok(());
+            }
+            compare.queue.sort_by(|a, b| a.order().cmp(&b.order()));
+            let mut queue = compare.queue.clone();
+            match compare.baseline.clone() {
+                Some(b) => (b, queue, false),
+                None => {
+                    // No earlier deployment to compare with: no commits for this one, and that
+                    // is fine.
+                    let first = queue.remove(0);
+                    compare.queue.retain(|q| q.id != first.id);
+                    compare.baseline = Some(first.clone());
+                    (first, queue, true)
+                }
+            }
+        };
+        if new_baseline {
+            out.checkpoint(state).await?;
+        }
+        let mut pairs = Vec::with_capacity(queue.len());
+        for head in queue {
+            pairs.push((base.clone(), head.clone()));
+            base = head;
+        }
+        // Compares are independent once the pairs are known: fetch several at once, apply in order.
+        let mut answers = stream::iter(pairs.into_iter().map(|(base, head)| async move {
+            let answer = if base.sha == head.sha {
+                // A redeploy of the same commit brings nothing: no need to ask.
+                Ok(Compared {
+                    status: "identical".into(),
+                    commits: Vec::new(),
+                })
+            } else {
+                self.compare(repo, &base.sha, &head.sha).await
+            };
+            (base, head, answer)
+        }))
+        .buffered(CONCURRENCY);
+        // Commits go out in batches with one checkpoint each: a store write per compare would
+        // cost more than the compare.
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        let mut unsaved = false;
+        while let Some((base, head, answer)) = answers.next().await {
+            let mut rollback = false;
+            match answer {
+                Ok(c) => {
+                    let (r, q) = self.commits(repo, &head, &c.commits);
+                    records.extend(r);
+                    rejected.extend(q);
+                    if c.status == "behind" {
+                        rollback = true;
+                        tracing::info!(
+                            source = %self.config.name,
+                            repo,
+                            deployment = %head.id,
+                            "Deployment returns to an older commit (a rollback): it brings no new commits."
+                        );
+                    }
+                }
+                // The commits are gone (force-push, deleted fork): keep the deployment, say why.
+                Err(ConnectorError::Status {
+                    status, body, url, ..
+                }) if status == 404 || status == 422 => {
+                    let raw = json!({"id": head.id, "base": base.sha, "head": head.sha});
+                    let reason = format!(
+                        "compare of the deployment with the previous production deployment answered HTTP {status} at {url} ({body}): its commits are unknown"
+                    );
+                    rejected.push(self.reject(STREAM, &raw, reason));
+                }
+                Err(e) => {
+                    // Keep what the earlier compares brought; the rest stays queued.
+                    if unsaved {
+                        flush(out, state, &mut records, &mut rejected).await?;
+                    }
+                    return Err(e);
+                }
+            }
+            if let Some(compare) = state.cursors.get_mut(key).and_then(|c| c.compare.as_mut()) {
+                compare.queue.retain(|q| q.id != head.id);
+                if rollback {
+                    compare.last_rollback = Some(head.id.clone());
+                }
+                compare.baseline = Some(head);
+            }
+            unsaved = true;
+            if records.len() >= COMMIT_BATCH {
+                flush(out, state, &mut records, &mut rejected).await?;
+                unsaved = false;
+            }
+        }
+        if unsaved {
+            flush(out, state, &mut records, &mut rejected).await?;
+        }
+        Ok(())
+    }
+
+    /// `GET /repos/{repo}/compare/{base}...{head}`, every page of commits.
+    async fn compare(&self, repo: &str, base: &str, head: &str) -> Result<Compared, ConnectorError> {
+        let url = self.url(&format!("/repos/{repo}/compare/{base}...{head}"));
+        // A paging parameter makes GitHub page the commits (oldest first) instead of cutting
+        // the list at 250.
+        let mut page = self
+            .client
+            .get_json(&url, &[("per_page", PER_PAGE.to_owned())])
+            .await?;
+        let status = page
+            .body
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut commits = Vec::new();
+        loop {
+            match page.body.get("commits").and_then(Value::as_array) {
+                Some(items) => commits.extend(items.iter().cloned()),
+                None => return Err(self.decode_error(&page.url, "a compare without a `commits` array")),
+            }
+            match page.link("next") {
+                Some(next) => page = self.client.get_json(&next, &[]).await?,
+                None => return Ok(Compared { status, commits }),
+            }
+        }
+    }
+
+    /// Maps a compare's commits, each linked to the deployment that brought it.
+    fn commits(&self, repo: &str, deployment: &Shipped, items: &[Value]) -> (Vec<Record>, Vec<Quarantined>) {
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        for raw in items {
+            match self.commit(repo, deployment, raw) {
+                Ok(c) => records.push(Record::Commit(c)),
+                Err(reason) => rejected.push(self.reject(STREAM, raw, reason)),
+            }
+        }
+        (records, rejected)
+    }
+
+    pub(super) fn commit(&self, repo: &str, deployment: &Shipped, raw: &Value) -> Result<Commit, String> {
+        let sha = str_field(raw, "sha")?;
+        let date = raw
+            .pointer("/commit/author/date")
+            .and_then(Value::as_str)
+            .ok_or("missing commit.author.date")?;
+        let authored_at = parse_instant(date).map_err(|e| format!("commit.author.date: {e}"))?;
+        let parents = raw
+            .get("parents")
+            .and_then(Value::as_array)
+            .ok_or("missing parents")?
+            .iter()
+            .map(|p| {
+                p.get("sha")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or("a parent without sha")
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let title = raw
+            .pointer("/commit/message")
+            .and_then(Value::as_str)
+            .and_then(|m| m.lines().next())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Commit {
+            id: format!("{}:{repo}:{sha}", self.config.name),
+            source: self.config.name.clone(),
+            repo: repo.to_owned(),
+            service: None,
+            team: None,
+            sha,
+            authored_at,
+            parents,
+            title,
+            deployment_id: Some(deployment.id.clone()),
+            updated_at: deployment.finished_at,
+        })
+    }
+}
+
+/// Sends the records and rejects gathered so far, then the state that covers them.
+async fn flush(
+    out: &Emitter,
+    state: &StreamState,
+    records: &mut Vec<Record>,
+    rejected: &mut Vec<Quarantined>,
+) -> Result<(), ConnectorError> {
+    out.records(std::mem::take(records)).await?;
+    out.quarantine(std::mem::take(rejected)).await?;
+    out.checkpoint(state).await
+}

@@ -1,0 +1,985 @@
+//! Tests of the GitHub connector against the fake GitHub: the records equal what the simulated
+//! organisation holds, the requests made are counted, faults are survived and a resumed read
+//! equals a clean one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use tandem_fixtures::github_data::{self, GitHubData, Workflow};
+use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation, SimDeployment, SimPull};
+
+use super::{GitHub, GitHubConfig};
+use crate::contract::{Message, read_all};
+use crate::error::ConnectorError;
+use crate::http::RetryPolicy;
+use crate::model::{Commit, Deployment, DeploymentStatus, Incident, Quarantined, Record, Severity};
+use crate::secret::SecretEnv;
+
+const TOKEN_VAR: &str = "TANDEM_GITHUB_CONNECTOR_TEST_TOKEN";
+
+struct World {
+    org: Arc<Organisation>,
+    data: GitHubData,
+    servers: FakeServers,
+}
+
+async fn world(weeks: u32) -> World {
+    let org = Arc::new(
+        Organisation::generate(OrgSpec {
+            seed: 3,
+            start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            weeks,
+        })
+        .unwrap(),
+    );
+    let servers = tandem_fixtures::start(Arc::clone(&org), FakeOptions::with_secret("t"))
+        .await
+        .unwrap();
+    World {
+        data: github_data::generate(&org),
+        org,
+        servers,
+    }
+}
+
+impl World {
+    /// A config for every repo; `name` must be unique per test (request counters are per source).
+    fn config(&self, name: &str) -> GitHubConfig {
+        GitHubConfig {
+            name: name.to_owned(),
+            base_url: self.servers.github.base_url(),
+            token_env: TOKEN_VAR.to_owned(),
+            repos: self.org.services.iter().map(|s| s.repo.clone()).collect(),
+            environments: vec!["production".into()],
+            production_environments: vec!["prod".into(), "production".into()],
+            overlap_minutes: 60,
+            lookback_days: None,
+            compare_commits: true,
+            incident_labels: Vec::new(),
+            releases_as_deployments: false,
+            release_environment: "production".into(),
+            deployment_workflows: Vec::new(),
+            workflow_environment: "production".into(),
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.servers.github.control.requests()
+    }
+
+    /// Requests made since `before` requests had been made.
+    fn requests_since(&self, before: usize) -> Vec<String> {
+        self.requests()[before..].to_vec()
+    }
+}
+
+fn connector(config: GitHubConfig) -> GitHub {
+    let env = SecretEnv::process().with_override(TOKEN_VAR, FakeOptions::with_secret("t").github_token);
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        max_rate_limit_wait: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+    };
+    GitHub::new(config, &env, policy).unwrap()
+}
+
+/// What one read sent.
+struct Read {
+    result: Result<(), ConnectorError>,
+    messages: Vec<Message>,
+}
+
+impl Read {
+    fn ok(self) -> Self {
+        if let Err(e) = &self.result {
+            panic!("read failed: {e}");
+        }
+        self
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.messages
+            .iter()
+            .flat_map(|m| match m {
+                Message::Records(r) => r.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn quarantined(&self) -> Vec<Quarantined> {
+        self.messages
+            .iter()
+            .flat_map(|m| match m {
+                Message::Quarantine(q) => q.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn checkpoints(&self) -> Vec<Value> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Checkpoint(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn last_checkpoint(&self) -> Option<Value> {
+        self.checkpoints().pop()
+    }
+
+    fn deployments(&self) -> Vec<Deployment> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Deployment(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn commits(&self) -> Vec<Commit> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Commit(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn incidents(&self) -> Vec<Incident> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Incident(i) => Some(i),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn read(gh: &GitHub, stream: &str, bookmark: Option<Value>) -> Read {
+    let (result, messages) = read_all(|out| gh.read(stream, bookmark, out)).await;
+    Read { result, messages }
+}
+
+/// The successful production deployments of `repo` in finish order.
+fn shipped<'a>(org: &'a Organisation, repo: &str) -> Vec<(&'a SimDeployment, DateTime<Utc>)> {
+    let mut out: Vec<_> = org
+        .deployments
+        .iter()
+        .filter(|d| d.repo == repo && Organisation::is_successful_production(d))
+        .map(|d| (d, Organisation::finished_at(d).unwrap()))
+        .collect();
+    out.sort_by_key(|(d, f)| (*f, d.id));
+    out
+}
+
+/// Ground truth of the compares: for each successful production deployment after the first, the
+/// commits of the pull requests merged after the previous one's sha up to its own sha, each pull
+/// request's commits then its merge commit; nothing for a rollback.
+fn expected_commits(org: &Organisation, source: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for service in &org.services {
+        let mut merged: Vec<&SimPull> = org
+            .pulls
+            .iter()
+            .filter(|p| p.repo == service.repo && p.merged_at.is_some())
+            .collect();
+        merged.sort_by_key(|p| (p.merged_at, p.merge_commit_sha.clone()));
+        let pos = |sha: &str| {
+            merged
+                .iter()
+                .position(|p| p.merge_commit_sha.as_deref() == Some(sha))
+                .unwrap()
+        };
+        for w in shipped(org, &service.repo).windows(2) {
+            let (prev, this) = (w[0].0, w[1].0);
+            if this.is_rollback {
+                continue;
+            }
+            let id = format!("{source}:{}:{}", service.repo, this.id);
+            for p in &merged[pos(&prev.sha) + 1..=pos(&this.sha)] {
+                for c in &p.commits {
+                    out.push((id.clone(), c.sha.clone()));
+                }
+                out.push((id.clone(), p.merge_commit_sha.clone().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// What the store keeps of `records`: one per table and key, the newest `updated_at` winning.
+fn stored(records: impl IntoIterator<Item = Record>) -> BTreeMap<(u8, String), Record> {
+    fn rank(r: &Record) -> (u8, DateTime<Utc>) {
+        match r {
+            Record::Deployment(d) => (0, d.updated_at),
+            Record::Change(c) => (1, c.updated_at),
+            Record::Incident(i) => (2, i.updated_at),
+            Record::Commit(c) => (3, c.updated_at),
+            _ => (9, DateTime::<Utc>::MIN_UTC),
+        }
+    }
+    let mut out: BTreeMap<(u8, String), Record> = BTreeMap::new();
+    for r in records {
+        let (table, at) = rank(&r);
+        let key = (table, r.key().to_owned());
+        if out.get(&key).is_none_or(|old| rank(old).1 <= at) {
+            out.insert(key, r);
+        }
+    }
+    out
+}
+
+/// The records a read sent before its `n`-th checkpoint (0-based) and that checkpoint.
+fn before_checkpoint(read: &Read, n: usize) -> (Vec<Record>, Value) {
+    let mut records = Vec::new();
+    let mut seen = 0;
+    for m in &read.messages {
+        match m {
+            Message::Records(r) => records.extend(r.iter().cloned()),
+            Message::Checkpoint(c) => {
+                if seen == n {
+                    return (records, c.clone());
+                }
+                seen += 1;
+            }
+            Message::Quarantine(_) => {}
+        }
+    }
+    panic!("no checkpoint {n}");
+}
+
+/// A clean read of `stream` and a read killed after checkpoint `n` then resumed from it leave the
+/// same store.
+async fn assert_resume_equals_clean(gh: &GitHub, stream: &str, clean: &Read, n: usize) {
+    let (before, checkpoint) = before_checkpoint(clean, n);
+    let resumed = read(gh, stream, Some(checkpoint)).await.ok();
+    let union = stored(before.into_iter().chain(resumed.records()));
+    assert_eq!(
+        union,
+        stored(clean.records()),
+        "{stream}: resumed after checkpoint {n}"
+    );
+}
+
+fn config_all(w: &World, name: &str) -> GitHubConfig {
+    GitHubConfig {
+        incident_labels: vec!["incident".into()],
+        releases_as_deployments: true,
+        deployment_workflows: vec!["deploy.yml".into()],
+        ..w.config(name)
+    }
+}
+
+#[tokio::test]
+async fn commits_between_production_deployments_follow_the_history() {
+    let w = world(8).await;
+    let gh = connector(w.config("gh-compare"));
+    let r = read(&gh, "deployments", None).await.ok();
+    assert!(r.quarantined().is_empty(), "{:#?}", r.quarantined().first());
+    let commits = r.commits();
+    let got: Vec<(String, String)> = commits
+        .iter()
+        .map(|c| (c.deployment_id.clone().unwrap(), c.sha.clone()))
+        .collect();
+    let expected = expected_commits(&w.org, "gh-compare");
+    assert!(expected.len() > 100, "{}", expected.len());
+    assert_eq!(got, expected);
+
+    // Field by field: a pull request commit and a merge commit.
+    let merge = w.data.repos[0].merges.last().unwrap();
+    if let Some(c) = commits.iter().find(|c| c.sha == merge.commit.sha) {
+        assert_eq!(c.parents, merge.parents.to_vec());
+        assert_eq!(c.authored_at, merge.commit.authored_at);
+        assert!(c.title.starts_with("Merge pull request #"));
+        assert_eq!(c.id, format!("gh-compare:{}:{}", w.data.repos[0].repo, c.sha));
+    }
+    let mut offsets = 0;
+    for c in commits.iter().filter(|c| c.parents.len() == 1).take(200) {
+        let p = w
+            .org
+            .pulls
+            .iter()
+            .find(|p| p.commits.iter().any(|x| x.sha == c.sha))
+            .unwrap();
+        let (i, sim) = p
+            .commits
+            .iter()
+            .enumerate()
+            .find(|(_, x)| x.sha == c.sha)
+            .unwrap();
+        assert_eq!(c.authored_at, sim.authored_at);
+        assert_eq!(c.title, sim.message.lines().next().unwrap());
+        let parent = if i == 0 {
+            p.base_sha.clone()
+        } else {
+            p.commits[i - 1].sha.clone()
+        };
+        assert_eq!(c.parents, vec![parent]);
+        assert_eq!(c.repo, p.repo);
+        offsets += usize::from(sim.authored_at.timestamp() % 4 == 0);
+        // Linked to the deployment that brought it, stamped with its finish time.
+        let dep_id: u64 = c
+            .deployment_id
+            .as_ref()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let d = w.org.deployment(dep_id).unwrap();
+        assert_eq!(Some(c.updated_at), Organisation::finished_at(d));
+    }
+    assert!(offsets > 0);
+
+    // One compare per successful production deployment after the first, one page each.
+    let pairs: usize = w
+        .org
+        .services
+        .iter()
+        .map(|s| shipped(&w.org, &s.repo).len().saturating_sub(1))
+        .sum();
+    let compares: Vec<String> = w
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/compare/"))
+        .collect();
+    assert_eq!(compares.len(), pairs, "{compares:#?}");
+    assert!(compares.iter().all(|r| r.ends_with("?per_page=100")));
+
+    // Rollbacks brought nothing and are remembered; nothing is left to compare.
+    let rollbacks: Vec<&SimDeployment> = w.org.deployments.iter().filter(|d| d.is_rollback).collect();
+    assert!(!rollbacks.is_empty());
+    for d in &rollbacks {
+        let id = format!("gh-compare:{}:{}", d.repo, d.id);
+        assert!(
+            commits
+                .iter()
+                .all(|c| c.deployment_id.as_deref() != Some(id.as_str()))
+        );
+    }
+    let bookmark = r.last_checkpoint().unwrap();
+    let cursors = bookmark["cursors"].as_object().unwrap();
+    assert!(
+        cursors
+            .values()
+            .all(|c| c["compare"]["queue"].as_array().unwrap().is_empty())
+    );
+    let remembered: Vec<&str> = cursors
+        .values()
+        .filter_map(|c| c["compare"]["last_rollback"].as_str())
+        .collect();
+    assert!(!remembered.is_empty());
+
+    // Nothing new: no compare at all.
+    let before = w.requests().len();
+    let again = read(&gh, "deployments", Some(bookmark)).await.ok();
+    assert!(again.commits().is_empty());
+    assert!(w.requests_since(before).iter().all(|r| !r.contains("/compare/")));
+}
+
+#[tokio::test]
+async fn compare_commits_off_sends_no_compare() {
+    let w = world(3).await;
+    let gh = connector(GitHubConfig {
+        compare_commits: false,
+        ..w.config("gh-no-compare")
+    });
+    let r = read(&gh, "deployments", None).await.ok();
+    assert!(r.commits().is_empty());
+    assert!(!r.deployments().is_empty());
+    assert!(w.requests().iter().all(|r| !r.contains("/compare/")));
+}
+
+#[tokio::test]
+async fn a_compare_that_fails_is_retried_or_quarantined_and_the_rest_continue() {
+    let w = world(4).await;
+    let gh = connector(w.config("gh-compare-faults"));
+    // A proxy error is retried; a 404 (commits gone) is quarantined, not fatal.
+    w.servers.github.control.fail_next("/compare/", 502, 1);
+    w.servers.github.control.fail_next("/compare/", 404, 1);
+    let r = read(&gh, "deployments", None).await.ok();
+    let q = r.quarantined();
+    assert_eq!(q.len(), 1, "{q:#?}");
+    assert!(
+        q[0].reason.contains("HTTP 404") && q[0].reason.contains("compare"),
+        "{}",
+        q[0].reason
+    );
+    assert_eq!(q[0].stream, "deployments");
+    let lost: Value = serde_json::from_str(&q[0].raw).unwrap();
+    let lost_id = lost["id"].as_str().unwrap().to_owned();
+    let expected: Vec<(String, String)> = expected_commits(&w.org, "gh-compare-faults")
+        .into_iter()
+        .filter(|(d, _)| *d != lost_id)
+        .collect();
+    let got: Vec<(String, String)> = r
+        .commits()
+        .iter()
+        .map(|c| (c.deployment_id.clone().unwrap(), c.sha.clone()))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn issues_skip_pull_requests_and_map_severity_and_cause_refs() {
+    let w = world(8).await;
+    let gh = connector(GitHubConfig {
+        incident_labels: vec!["incident".into(), "hotfix".into()],
+        ..w.config("gh-issues")
+    });
+    let r = read(&gh, "issues", None).await.ok();
+    assert!(r.quarantined().is_empty());
+    let hotfix_pulls = w
+        .org
+        .pulls
+        .iter()
+        .filter(|p| p.labels.iter().any(|l| l == "hotfix"))
+        .count();
+    assert!(
+        hotfix_pulls > 0,
+        "the label must match pull requests for the skip to mean anything"
+    );
+    let got: BTreeMap<String, Incident> = r.incidents().into_iter().map(|i| (i.id.clone(), i)).collect();
+    let mut expected = BTreeMap::new();
+    for extra in &w.data.repos {
+        for i in extra
+            .issues
+            .iter()
+            .filter(|i| i.labels.iter().any(|l| l == "incident"))
+        {
+            let severity = i.severity.map(|s| match s {
+                1 => Severity::Sev1,
+                2 => Severity::Sev2,
+                3 => Severity::Sev3,
+                _ => Severity::Sev4,
+            });
+            let id = format!("gh-issues:{}#{}", extra.repo, i.number);
+            expected.insert(
+                id.clone(),
+                Incident {
+                    id,
+                    source: "gh-issues".into(),
+                    number: Some(i64::try_from(i.number).unwrap()),
+                    title: i.title.clone(),
+                    service_ref: Some(extra.repo.clone()),
+                    service: None,
+                    team: None,
+                    severity,
+                    status: i.state().into(),
+                    started_at: i.created_at,
+                    acknowledged_at: None,
+                    resolved_at: i.closed_at,
+                    cause_refs: i.cause_refs.clone(),
+                    updated_at: i.updated_at,
+                },
+            );
+        }
+    }
+    assert_eq!(got, expected);
+    assert!(got.values().any(|i| !i.cause_refs.is_empty()));
+    assert!(
+        got.values()
+            .any(|i| i.cause_refs.iter().any(|c| c.starts_with('#')))
+    );
+    assert!(got.values().any(|i| i.severity.is_none()));
+    assert!(got.values().any(|i| i.status == "open") || got.values().all(|i| i.resolved_at.is_some()));
+    // One page per repo and label, oldest update first.
+    let log = w.requests();
+    assert_eq!(log.len(), 2 * w.org.services.len(), "{log:#?}");
+    assert!(
+        log.iter()
+            .all(|r| r.contains("state=all") && r.contains("sort=updated") && r.contains("direction=asc"))
+    );
+}
+
+#[tokio::test]
+async fn unconfigured_streams_read_nothing_and_send_no_request() {
+    let w = world(2).await;
+    let gh = connector(w.config("gh-off"));
+    assert_eq!(
+        gh.streams().iter().map(|s| s.name).collect::<Vec<_>>(),
+        vec!["deployments", "pulls", "issues", "releases", "workflow_runs"]
+    );
+    for stream in ["issues", "releases", "workflow_runs"] {
+        let r = read(&gh, stream, None).await.ok();
+        assert!(r.messages.is_empty(), "{stream}");
+    }
+    assert_eq!(w.servers.github.control.request_count(), 0);
+    let r = read(&gh, "nope", None).await;
+    assert!(r.result.unwrap_err().to_string().contains("workflow_runs"));
+}
+
+#[tokio::test]
+async fn releases_resolve_branch_targets_through_the_tag_and_skip_drafts() {
+    let w = world(8).await;
+    let gh = connector(GitHubConfig {
+        releases_as_deployments: true,
+        release_environment: "prod".into(),
+        ..w.config("gh-releases")
+    });
+    let r = read(&gh, "releases", None).await.ok();
+    assert!(r.quarantined().is_empty());
+    let got: BTreeMap<String, Deployment> = r.deployments().into_iter().map(|d| (d.id.clone(), d)).collect();
+    let mut expected = BTreeMap::new();
+    let mut via_tag = 0;
+    for extra in &w.data.repos {
+        for rel in extra.releases.iter().filter(|r| !r.draft) {
+            via_tag += usize::from(rel.target_commitish == "main");
+            let id = format!("gh-releases:{}:release-{}", extra.repo, rel.id);
+            let published = rel.published_at.unwrap();
+            expected.insert(
+                id.clone(),
+                Deployment {
+                    id,
+                    source: "gh-releases".into(),
+                    repo: extra.repo.clone(),
+                    service: None,
+                    team: None,
+                    environment: "prod".into(),
+                    is_production: true,
+                    status: DeploymentStatus::Success,
+                    sha: rel.sha.clone().unwrap(),
+                    created_at: rel.created_at,
+                    finished_at: Some(published),
+                    updated_at: published,
+                },
+            );
+        }
+    }
+    assert!(via_tag > 0);
+    assert_eq!(got, expected);
+    // One list per repo, one commit lookup per release that targets a branch.
+    let log = w.requests();
+    let lookups: Vec<&String> = log.iter().filter(|r| r.contains("/commits/v1.")).collect();
+    assert_eq!(lookups.len(), via_tag, "{log:#?}");
+    assert_eq!(log.len(), w.org.services.len() + via_tag, "{log:#?}");
+    // Drafts are remembered so later walks reach down to them.
+    let bookmark = r.last_checkpoint().unwrap();
+    for extra in &w.data.repos {
+        let pending = bookmark["cursors"][&extra.repo]["pending"].as_array().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0]["draft"], true);
+    }
+    // A draft created long ago keeps the walk reaching down to it (when the list changed), so it
+    // is seen once published; without it the walk stops at the overlap.
+    let mut old_draft = bookmark.clone();
+    for cursor in old_draft["cursors"].as_object_mut().unwrap().values_mut() {
+        cursor["etag"] = Value::Null;
+        cursor["pending"][0]["created_at"] = "2024-01-01T00:00:00Z".into();
+    }
+    let again = read(&gh, "releases", Some(old_draft)).await.ok();
+    assert_eq!(again.deployments().len(), expected.len());
+    let mut no_draft = bookmark.clone();
+    for cursor in no_draft["cursors"].as_object_mut().unwrap().values_mut() {
+        cursor["etag"] = Value::Null;
+        cursor["pending"] = serde_json::json!([]);
+    }
+    let again = read(&gh, "releases", Some(no_draft)).await.ok();
+    assert!(again.deployments().len() < expected.len() / 2);
+}
+
+#[tokio::test]
+async fn workflow_runs_map_conclusions_of_the_configured_workflow_only() {
+    let w = world(8).await;
+    let expected_for = |source: &str| {
+        let mut expected = BTreeMap::new();
+        for extra in &w.data.repos {
+            for run in extra.runs.iter().filter(|r| r.workflow == Workflow::Deploy) {
+                let status = match run.conclusion.as_deref() {
+                    Some("success") => DeploymentStatus::Success,
+                    Some("failure" | "timed_out") => DeploymentStatus::Failure,
+                    Some("cancelled") => DeploymentStatus::Cancelled,
+                    None => DeploymentStatus::InProgress,
+                    Some(other) => panic!("unexpected conclusion {other}"),
+                };
+                let id = format!("{source}:{}:run-{}-{}", extra.repo, run.id, run.run_attempt);
+                expected.insert(
+                    id.clone(),
+                    Deployment {
+                        id,
+                        source: source.into(),
+                        repo: extra.repo.clone(),
+                        service: None,
+                        team: None,
+                        environment: "production".into(),
+                        is_production: true,
+                        status,
+                        sha: run.head_sha.clone(),
+                        created_at: run.run_started_at,
+                        finished_at: run.conclusion.as_ref().map(|_| run.updated_at),
+                        updated_at: run.updated_at,
+                    },
+                );
+            }
+        }
+        expected
+    };
+    let gh = connector(GitHubConfig {
+        deployment_workflows: vec!["deploy.yml".into()],
+        ..w.config("gh-runs")
+    });
+    let r = read(&gh, "workflow_runs", None).await.ok();
+    assert!(r.quarantined().is_empty());
+    let got: BTreeMap<String, Deployment> = r.deployments().into_iter().map(|d| (d.id.clone(), d)).collect();
+    let expected = expected_for("gh-runs");
+    assert_eq!(got, expected);
+    for status in [
+        DeploymentStatus::Success,
+        DeploymentStatus::Failure,
+        DeploymentStatus::Cancelled,
+        DeploymentStatus::InProgress,
+    ] {
+        assert!(got.values().any(|d| d.status == status), "{status:?}");
+    }
+    assert!(got.keys().any(|k| k.ends_with("-2")), "a re-run attempt");
+    // Every page of every repo, no time filter on a first sync without lookback.
+    let pages: usize = w.data.repos.iter().map(|e| e.runs.len().div_ceil(100)).sum();
+    let log = w.requests();
+    assert_eq!(log.len(), pages, "{log:#?}");
+    assert!(log.iter().all(|r| !r.contains("created=")));
+    // By name it is the same workflow; another workflow is not a deployment.
+    let by_name = connector(GitHubConfig {
+        deployment_workflows: vec!["Deploy".into()],
+        ..w.config("gh-runs-name")
+    });
+    let r = read(&by_name, "workflow_runs", None).await.ok();
+    assert_eq!(r.deployments().len(), expected.len());
+    let full_path = connector(GitHubConfig {
+        deployment_workflows: vec![".github/workflows/deploy.yml".into()],
+        ..w.config("gh-runs-path")
+    });
+    assert_eq!(
+        read(&full_path, "workflow_runs", None)
+            .await
+            .ok()
+            .deployments()
+            .len(),
+        expected.len()
+    );
+    let other = connector(GitHubConfig {
+        deployment_workflows: vec!["release.yml".into()],
+        ..w.config("gh-runs-other")
+    });
+    assert!(
+        read(&other, "workflow_runs", None)
+            .await
+            .ok()
+            .deployments()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn workflow_runs_split_a_created_range_holding_more_than_github_lists() {
+    let org = Arc::new(
+        Organisation::generate(OrgSpec {
+            seed: 9,
+            start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            weeks: 26,
+        })
+        .unwrap(),
+    );
+    let servers = tandem_fixtures::start(Arc::clone(&org), FakeOptions::with_secret("t"))
+        .await
+        .unwrap();
+    let w = World {
+        data: github_data::generate(&org),
+        org,
+        servers,
+    };
+    let repo = "acme/search";
+    let runs = &w.data.repo(repo).unwrap().runs;
+    assert!(runs.len() > 1000);
+    let days = (Utc::now() - w.org.spec.start_at()).num_days() + 7;
+    let gh = connector(GitHubConfig {
+        repos: vec![repo.into()],
+        lookback_days: Some(days),
+        deployment_workflows: vec!["deploy".into()],
+        ..w.config("gh-runs-windows")
+    });
+    let clean = read(&gh, "workflow_runs", None).await.ok();
+    let got: Vec<String> = {
+        let mut ids: Vec<String> = clean.deployments().into_iter().map(|d| d.id).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let mut expected: Vec<String> = runs
+        .iter()
+        .filter(|r| r.workflow == Workflow::Deploy)
+        .map(|r| format!("gh-runs-windows:{repo}:run-{}-{}", r.id, r.run_attempt))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "every deploy run, none lost to the 1,000 cap");
+    let log = w.requests();
+    assert!(log[0].contains("created=%3E%3D"), "{}", log[0]);
+    let windows = log.iter().filter(|r| r.contains("..")).count();
+    assert!(windows >= 2, "{log:#?}");
+    // A kill between windows resumes where it stopped.
+    let n = clean.checkpoints().len() / 2;
+    assert_resume_equals_clean(&gh, "workflow_runs", &clean, n).await;
+}
+
+#[tokio::test]
+async fn a_no_change_resync_costs_one_request_per_repo_and_stream() {
+    let w = world(6).await;
+    let name = "gh-resync";
+    let gh = connector(config_all(&w, name));
+    let repos = w.org.services.len();
+    let running_deploys = w
+        .org
+        .deployments
+        .iter()
+        .filter(|d| d.production_environment && Organisation::finished_at(d).is_none())
+        .count();
+    let running_runs = w
+        .data
+        .repos
+        .iter()
+        .flat_map(|e| &e.runs)
+        .filter(|r| r.workflow == Workflow::Deploy && r.conclusion.is_none())
+        .count();
+    assert!(running_runs > 0 && running_deploys > 0);
+    for (stream, rereads) in [
+        ("deployments", running_deploys),
+        ("issues", 0),
+        ("releases", 0),
+        ("workflow_runs", running_runs),
+    ] {
+        let first = read(&gh, stream, None).await.ok();
+        let mut bookmark = first.last_checkpoint().unwrap();
+        if matches!(stream, "issues" | "workflow_runs") {
+            // The first sync had no time filter; the next one filters from the bookmark and
+            // gets the overlap again: still one request per repo.
+            let before = w.requests().len();
+            let second = read(&gh, stream, Some(bookmark)).await.ok();
+            assert_eq!(w.requests_since(before).len(), repos + rereads, "{stream}");
+            bookmark = second.last_checkpoint().unwrap();
+        }
+        let before = w.requests().len();
+        let not_modified = crate::http::stats(name).not_modified;
+        let again = read(&gh, stream, Some(bookmark)).await.ok();
+        let log = w.requests_since(before);
+        assert_eq!(log.len(), repos + rereads, "{stream}: {log:#?}");
+        assert_eq!(
+            crate::http::stats(name).not_modified - not_modified,
+            repos as u64,
+            "{stream}: every list answered 304: {log:#?}"
+        );
+        // Only what was still running comes again.
+        assert!(
+            again
+                .deployments()
+                .iter()
+                .all(|d| d.status == DeploymentStatus::InProgress),
+            "{stream}"
+        );
+        assert!(
+            again.incidents().is_empty() && again.commits().is_empty(),
+            "{stream}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_read_resumed_from_a_mid_stream_checkpoint_equals_a_clean_one() {
+    let w = world(8).await;
+    let gh = connector(GitHubConfig {
+        incident_labels: vec!["incident".into(), "sev2".into()],
+        ..config_all(&w, "gh-resume")
+    });
+    for stream in ["deployments", "pulls", "issues", "releases", "workflow_runs"] {
+        let clean = read(&gh, stream, None).await.ok();
+        let n = clean.checkpoints().len();
+        assert!(n >= 3, "{stream}: {n} checkpoints");
+        for k in [0, n / 2, n - 2] {
+            assert_resume_equals_clean(&gh, stream, &clean, k).await;
+        }
+    }
+    // Killed after a walk, before its compares: the queue in the bookmark carries them over.
+    let clean = read(&gh, "deployments", None).await.ok();
+    let k =
+        clean
+            .checkpoints()
+            .iter()
+            .position(|c| {
+                c["cursors"].as_object().unwrap().values().any(|c| {
+                    c["walk"].is_null() && c["compare"]["queue"].as_array().is_some_and(|q| q.len() > 3)
+                })
+            })
+            .unwrap();
+    assert_resume_equals_clean(&gh, "deployments", &clean, k).await;
+}
+
+#[tokio::test]
+async fn faults_on_the_new_streams_are_retried_or_reported() {
+    let w = world(4).await;
+    let gh = connector(config_all(&w, "gh-faults"));
+    let control = &w.servers.github.control;
+    control.truncate_next("/issues", 1);
+    control.rate_limit_next("/actions/runs", 1, Some(0));
+    control.fail_next("/commits/v1.", 500, 1);
+    let issues = read(&gh, "issues", None).await.ok();
+    let runs = read(&gh, "workflow_runs", None).await.ok();
+    let releases = read(&gh, "releases", None).await.ok();
+    // Each fault was met once and its request sent again.
+    let log = w.requests();
+    for path in ["/issues", "/actions/runs", "/commits/v1."] {
+        let repeated = log
+            .iter()
+            .filter(|r| r.contains(path))
+            .any(|r| log.iter().filter(|x| *x == r).count() == 2);
+        assert!(repeated, "{path}: {log:#?}");
+    }
+    let clean = connector(config_all(&w, "gh-faults"));
+    assert_eq!(
+        stored(issues.records()),
+        stored(read(&clean, "issues", None).await.ok().records())
+    );
+    assert_eq!(
+        stored(runs.records()),
+        stored(read(&clean, "workflow_runs", None).await.ok().records())
+    );
+    assert_eq!(
+        stored(releases.records()),
+        stored(read(&clean, "releases", None).await.ok().records())
+    );
+    // A short page does not end a walk: the next link is followed.
+    control.short_page_next("/actions/runs", 1);
+    let before = w.requests().len();
+    read(&gh, "workflow_runs", None).await.ok();
+    let pages: usize = w.data.repos.iter().map(|e| e.runs.len().div_ceil(100)).sum();
+    assert_eq!(w.requests_since(before).len(), pages);
+    // Credentials revoked mid-walk: an auth error naming what to check, no bookmark past it.
+    control.unauthorized_next("/releases", 1);
+    let r = read(&gh, "releases", None).await;
+    let e = r.result.unwrap_err();
+    assert!(e.is_auth(), "{e}");
+    assert!(e.to_string().contains(TOKEN_VAR), "{e}");
+}
+
+#[test]
+fn configs_without_the_new_keys_keep_working() {
+    let c: GitHubConfig = serde_json::from_value(serde_json::json!({
+        "name": "github",
+        "token_env": "GH",
+        "repos": ["acme/checkout"],
+    }))
+    .unwrap();
+    assert!(c.compare_commits);
+    assert!(c.incident_labels.is_empty() && c.deployment_workflows.is_empty());
+    assert!(!c.releases_as_deployments);
+    assert_eq!(
+        (c.release_environment.as_str(), c.workflow_environment.as_str()),
+        ("production", "production")
+    );
+    let typo = serde_json::from_value::<GitHubConfig>(serde_json::json!({
+        "name": "github",
+        "token_env": "GH",
+        "repos": [],
+        "incident_label": ["incident"],
+    }));
+    assert!(typo.unwrap_err().to_string().contains("incident_label"));
+}
+
+#[tokio::test]
+async fn malformed_records_of_the_new_streams_are_rejected_with_a_reason() {
+    let gh = connector(GitHubConfig {
+        deployment_workflows: vec!["deploy".into()],
+        ..GitHubConfig {
+            name: "gh-malformed".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            token_env: TOKEN_VAR.into(),
+            repos: vec!["acme/a".into()],
+            environments: vec!["production".into()],
+            production_environments: vec!["production".into()],
+            overlap_minutes: 60,
+            lookback_days: None,
+            compare_commits: true,
+            incident_labels: vec!["incident".into()],
+            releases_as_deployments: true,
+            release_environment: "production".into(),
+            deployment_workflows: Vec::new(),
+            workflow_environment: "production".into(),
+        }
+    });
+    let run = serde_json::json!({
+        "id": 7, "name": "deploy", "path": ".github/workflows/deploy.yml", "run_attempt": 1,
+        "status": "completed", "conclusion": "skipped", "head_sha": "abc", "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:05:00Z", "run_started_at": "2024-01-01T00:00:10Z",
+    });
+    assert!(gh.run("acme/a", &run).unwrap_err().contains("skipped"));
+    let mut ok = run.clone();
+    ok["conclusion"] = "startup_failure".into();
+    assert_eq!(gh.run("acme/a", &ok).unwrap().status, DeploymentStatus::Error);
+    ok["status"] = "exploded".into();
+    ok["conclusion"] = Value::Null;
+    assert!(gh.run("acme/a", &ok).unwrap_err().contains("exploded"));
+    let mut bad_time = run.clone();
+    bad_time["conclusion"] = "success".into();
+    bad_time["updated_at"] = "yesterday".into();
+    assert!(gh.run("acme/a", &bad_time).unwrap_err().contains("updated_at"));
+    // A map_runs item with an unparsable creation time is quarantined, not dropped.
+    let mut high_water = None;
+    let mut no_created = run.clone();
+    no_created["created_at"] = Value::Null;
+    let (records, rejected, _) = gh.map_runs("acme/a", &[no_created], &mut high_water);
+    assert!(records.is_empty() && rejected.len() == 1 && rejected[0].stream == "workflow_runs");
+
+    let issue = serde_json::json!({
+        "number": 5, "title": "Down", "state": "weird", "labels": [{"name": "incident"}, {"name": "P3"}],
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "closed_at": null, "body": null,
+    });
+    assert!(gh.incident("acme/a", &issue).unwrap_err().contains("weird"));
+    let mut fine = issue.clone();
+    fine["state"] = "open".into();
+    let i = gh.incident("acme/a", &fine).unwrap();
+    assert_eq!(
+        (i.severity, i.id.as_str()),
+        (Some(Severity::Sev3), "gh-malformed:acme/a#5")
+    );
+    let mut late = fine.clone();
+    late["closed_at"] = "2024-13-01T00:00:00Z".into();
+    assert!(gh.incident("acme/a", &late).unwrap_err().contains("closed_at"));
+
+    let commit = serde_json::json!({"sha": "abc1234", "commit": {"author": {"date": "2007-10-29T02:42:39.000-07:00"}, "message": "Fix it\n\nbody"}, "parents": [{"sha": "p1"}]});
+    let shipped: super::deployments::Shipped = serde_json::from_value(
+        serde_json::json!({"id": "d", "sha": "abc1234", "finished_at": "2024-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    let c = gh.commit("acme/a", &shipped, &commit).unwrap();
+    assert_eq!(c.authored_at.to_rfc3339(), "2007-10-29T09:42:39+00:00");
+    assert_eq!(
+        (c.title.as_str(), c.parents.clone()),
+        ("Fix it", vec!["p1".to_owned()])
+    );
+    let mut no_date = commit.clone();
+    no_date["commit"]["author"]["date"] = "someday".into();
+    assert!(
+        gh.commit("acme/a", &shipped, &no_date)
+            .unwrap_err()
+            .contains("commit.author.date")
+    );
+
+    let release = serde_json::json!({"id": 3, "tag_name": "v1", "created_at": "2024-01-01T00:00:00Z", "published_at": "bad"});
+    assert!(
+        gh.release("acme/a", &release, "abc".into())
+            .unwrap_err()
+            .contains("published_at")
+    );
+}
