@@ -161,6 +161,8 @@ struct RateState {
     limit: Option<u64>,
     remaining: Option<u64>,
     reset_at: Option<Instant>,
+    /// The reset header as sent: two answers with the same value belong to the same window.
+    reset_raw: Option<String>,
     /// When pacing, the earliest instant the next request may go: requests take turns, so
     /// concurrent ones do not all leave after the same short wait.
     next_slot: Option<Instant>,
@@ -544,17 +546,24 @@ impl HttpClient {
             .map(Duration::from_secs)
             .or_else(|| reset_wait(headers))
             .map(|w| Instant::now() + w);
-        let same_window = match (reset_at, rate.reset_at) {
-            (Some(new), Some(old)) => new.max(old) - new.min(old) <= Duration::from_secs(2),
-            _ => false,
-        };
+        let reset_raw = ["x-ratelimit-reset", "ratelimit-reset"]
+            .iter()
+            .find_map(|h| header_str(headers, h))
+            .map(str::to_owned);
+        // Compare the header as sent, not the instant computed from it: answers processed late
+        // under load would otherwise look like a new window and undo the local count.
+        let same_window = reset_raw.is_some() && reset_raw == rate.reset_raw;
         if same_window {
             // Answers to concurrent requests arrive out of order: within one window the lowest
             // count is the truest, and requests sent since are already subtracted locally.
-            rate.remaining = remaining.min(rate.remaining);
+            rate.remaining = match (remaining, rate.remaining) {
+                (Some(new), Some(old)) => Some(new.min(old)),
+                (new, old) => new.or(old),
+            };
         } else {
             rate.remaining = remaining;
             rate.reset_at = reset_at;
+            rate.reset_raw = reset_raw;
             rate.next_slot = None;
         }
     }
