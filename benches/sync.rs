@@ -44,7 +44,9 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// Requests a client needs that asks for 100 records a page and fetches each detail once.
+/// Requests a client needs that asks for 100 records a page and fetches each detail once: list
+/// pages, one status list per deployment, one commit list per merged pull request, one compare per
+/// pair of consecutive production deployments.
 fn minimum_requests(org: &Organisation) -> (u64, u64) {
     let pages = |n: usize| n.div_ceil(100).max(1) as u64;
     let mut github = 0;
@@ -55,6 +57,9 @@ fn minimum_requests(org: &Organisation) -> (u64, u64) {
             .filter(|d| d.repo == s.repo && d.environment == "production")
             .collect();
         github += pages(prod.len()) + prod.len() as u64;
+        // One compare between each pair of consecutive successful production deployments.
+        let successes = prod.iter().filter(|d| Organisation::is_successful_production(d)).count() as u64;
+        github += successes.saturating_sub(1);
         let closed: Vec<_> = org
             .pulls
             .iter()
