@@ -58,7 +58,10 @@ fn minimum_requests(org: &Organisation) -> (u64, u64) {
             .collect();
         github += pages(prod.len()) + prod.len() as u64;
         // One compare between each pair of consecutive successful production deployments.
-        let successes = prod.iter().filter(|d| Organisation::is_successful_production(d)).count() as u64;
+        let successes = prod
+            .iter()
+            .filter(|d| Organisation::is_successful_production(d))
+            .count() as u64;
         github += successes.saturating_sub(1);
         let closed: Vec<_> = org
             .pulls
