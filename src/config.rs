@@ -130,6 +130,38 @@ pub struct MetricsConfig {
     /// the same incident is also mirrored as a Jira or ServiceNow ticket. All sources when empty.
     #[serde(default)]
     pub incident_sources: Vec<String>,
+    /// Availability objective of services that set no `slo` of their own.
+    #[serde(default = "default_slo")]
+    pub default_slo: f64,
+    /// Ticket resolution targets in hours by priority name (case-insensitive).
+    #[serde(default = "default_sla_hours")]
+    pub sla_hours: std::collections::BTreeMap<String, f64>,
+    /// Minutes outside a change request's planned window in which a deployment still counts as
+    /// covered by it.
+    #[serde(default = "default_tolerance")]
+    pub change_window_tolerance_minutes: i64,
+}
+
+fn default_slo() -> f64 {
+    0.999
+}
+
+fn default_tolerance() -> i64 {
+    60
+}
+
+/// P1 4 h, P2 8 h, P3 3 days, P4 5 days, under the names Jira, ServiceNow and PagerDuty use.
+fn default_sla_hours() -> std::collections::BTreeMap<String, f64> {
+    [
+        (["P1", "Highest", "1", "Critical"], 4.0),
+        (["P2", "High", "2", "Major"], 8.0),
+        (["P3", "Medium", "3", "Moderate"], 72.0),
+        (["P4", "Low", "4", "Minor"], 120.0),
+        (["P5", "Lowest", "5", "Planning"], 120.0),
+    ]
+    .into_iter()
+    .flat_map(|(names, hours)| names.into_iter().map(move |n| (n.to_owned(), hours)))
+    .collect()
 }
 
 impl Default for MetricsConfig {
@@ -138,6 +170,9 @@ impl Default for MetricsConfig {
             attribution_window_hours: default_window_hours(),
             outage_severities: default_outage(),
             incident_sources: Vec::new(),
+            default_slo: default_slo(),
+            sla_hours: default_sla_hours(),
+            change_window_tolerance_minutes: default_tolerance(),
         }
     }
 }
@@ -204,6 +239,9 @@ pub struct ServiceConfig {
     /// requests are this service's.
     #[serde(default)]
     pub servicenow_cis: Vec<String>,
+    /// Availability objective (0..1, e.g. 0.999); `metrics.default_slo` when absent.
+    #[serde(default)]
+    pub slo: Option<f64>,
 }
 
 impl Config {
@@ -293,6 +331,21 @@ impl Config {
                 return Err(invalid(
                     format!("metrics.incident_sources[{i}]"),
                     format!("no [[source]] is named {s:?}"),
+                ));
+            }
+        }
+        let slos = self
+            .services
+            .iter()
+            .filter_map(|s| s.slo.map(|v| (format!("service.{}.slo", s.name), v)));
+        for (key, v) in slos.chain(std::iter::once((
+            "metrics.default_slo".to_owned(),
+            self.metrics.default_slo,
+        ))) {
+            if !(v > 0.0 && v < 1.0) {
+                return Err(invalid(
+                    key,
+                    format!("{v} is not an objective between 0 and 1, e.g. 0.999"),
                 ));
             }
         }

@@ -56,11 +56,55 @@ pub enum MetricId {
     TimeToRestoreMean,
     /// Minutes of outage (union of sev1–sev2 incident intervals, clipped to the week).
     DowntimeMinutes,
+    /// First acknowledgement minus start, of incidents acknowledged in the period; median.
+    TimeToAcknowledgeMedian,
+    /// First acknowledgement minus start, of incidents acknowledged in the period; mean (MTTA).
+    TimeToAcknowledgeMean,
+    /// Per service, the gap between consecutive starts of outage-severity incidents, for gaps ending in the period; mean (MTBF).
+    TimeBetweenFailuresMean,
+    /// Per service, the gap between consecutive starts of outage-severity incidents, for gaps ending in the period; median.
+    TimeBetweenFailuresMedian,
+    /// One minus downtime divided by the period's length.
+    Availability,
+    /// Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget is spent.
+    ErrorBudgetConsumed,
+    /// Downtime counted over incidents attributed to a deployment only: the union of their intervals, clipped to the period.
+    ChangeCausedDowntimeMinutes,
+    /// Spearman's rank correlation between weekly production deployments and weekly downtime minutes over the range; n is the number of weeks.
+    DeploymentsDowntimeCorrelation,
+    /// Resolution minus start of sev1 incidents resolved in the period, median.
+    TimeToRestoreMedianSev1,
+    /// Resolution minus start of sev2 incidents resolved in the period, median.
+    TimeToRestoreMedianSev2,
+    /// Resolution minus start of sev3 incidents resolved in the period, median.
+    TimeToRestoreMedianSev3,
+    /// Resolution minus start of sev4 incidents resolved in the period, median.
+    TimeToRestoreMedianSev4,
+    /// Tickets resolved in the period (throughput).
+    TicketsResolved,
+    /// Tickets open at the end of the period.
+    TicketBacklog,
+    /// Resolution minus creation of tickets resolved in the period, median.
+    TicketLeadTimeMedian,
+    /// Resolution minus the first transition into the in-progress status category, of tickets resolved in the period, median.
+    TicketCycleTimeMedian,
+    /// Tickets resolved in the period whose lead time exceeded the resolution target of their priority, divided by tickets resolved in the period that have a target.
+    SlaBreachRate,
+    /// Tickets still open at the end of the period whose age already exceeds the resolution target of their priority.
+    SlaOpenPastTarget,
+    /// Tickets resolved in the period that later moved from the done category back to another, divided by tickets resolved in the period.
+    TicketReopenRate,
+    /// Change requests closed successful divided by all closed (successful, successful with issues, unsuccessful) in the period.
+    ChangeSuccessRate,
+    /// Emergency change requests divided by all change requests closed in the period.
+    EmergencyChangeRatio,
+    /// Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one.
+    DeploymentsWithoutChangeRecord,
 }
 
 impl MetricId {
-    /// Every metric, in report order.
-    pub const ALL: [MetricId; 7] = [
+    /// The core DORA and downtime set, computed together by the weekly pipeline.
+    pub const CORE: [MetricId; 7] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::LeadTimeMedian,
@@ -68,6 +112,69 @@ impl MetricId {
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
         Self::DowntimeMinutes,
+    ];
+
+    /// Operations metrics beyond the core set.
+    pub const OPS: [MetricId; 12] = [
+        Self::TimeToAcknowledgeMedian,
+        Self::TimeToAcknowledgeMean,
+        Self::TimeBetweenFailuresMean,
+        Self::TimeBetweenFailuresMedian,
+        Self::Availability,
+        Self::ErrorBudgetConsumed,
+        Self::ChangeCausedDowntimeMinutes,
+        Self::DeploymentsDowntimeCorrelation,
+        Self::TimeToRestoreMedianSev1,
+        Self::TimeToRestoreMedianSev2,
+        Self::TimeToRestoreMedianSev3,
+        Self::TimeToRestoreMedianSev4,
+    ];
+
+    /// ITSM flow and change management metrics.
+    pub const ITSM: [MetricId; 10] = [
+        Self::TicketsResolved,
+        Self::TicketBacklog,
+        Self::TicketLeadTimeMedian,
+        Self::TicketCycleTimeMedian,
+        Self::SlaBreachRate,
+        Self::SlaOpenPastTarget,
+        Self::TicketReopenRate,
+        Self::ChangeSuccessRate,
+        Self::EmergencyChangeRatio,
+        Self::DeploymentsWithoutChangeRecord,
+    ];
+
+    /// Every metric, in report order.
+    pub const ALL: [MetricId; 29] = [
+        Self::DeploymentCount,
+        Self::DeploymentFrequency,
+        Self::LeadTimeMedian,
+        Self::ChangeFailureRate,
+        Self::TimeToRestoreMedian,
+        Self::TimeToRestoreMean,
+        Self::DowntimeMinutes,
+        Self::TimeToAcknowledgeMedian,
+        Self::TimeToAcknowledgeMean,
+        Self::TimeBetweenFailuresMean,
+        Self::TimeBetweenFailuresMedian,
+        Self::Availability,
+        Self::ErrorBudgetConsumed,
+        Self::ChangeCausedDowntimeMinutes,
+        Self::DeploymentsDowntimeCorrelation,
+        Self::TimeToRestoreMedianSev1,
+        Self::TimeToRestoreMedianSev2,
+        Self::TimeToRestoreMedianSev3,
+        Self::TimeToRestoreMedianSev4,
+        Self::TicketsResolved,
+        Self::TicketBacklog,
+        Self::TicketLeadTimeMedian,
+        Self::TicketCycleTimeMedian,
+        Self::SlaBreachRate,
+        Self::SlaOpenPastTarget,
+        Self::TicketReopenRate,
+        Self::ChangeSuccessRate,
+        Self::EmergencyChangeRatio,
+        Self::DeploymentsWithoutChangeRecord,
     ];
 
     /// Stable id used in the metric table.
@@ -80,6 +187,28 @@ impl MetricId {
             Self::TimeToRestoreMedian => "time_to_restore_median",
             Self::TimeToRestoreMean => "time_to_restore_mean",
             Self::DowntimeMinutes => "downtime_minutes",
+            Self::TimeToAcknowledgeMedian => "time_to_acknowledge_median",
+            Self::TimeToAcknowledgeMean => "time_to_acknowledge_mean",
+            Self::TimeBetweenFailuresMean => "time_between_failures_mean",
+            Self::TimeBetweenFailuresMedian => "time_between_failures_median",
+            Self::Availability => "availability",
+            Self::ErrorBudgetConsumed => "error_budget_consumed",
+            Self::ChangeCausedDowntimeMinutes => "change_caused_downtime_minutes",
+            Self::DeploymentsDowntimeCorrelation => "deployments_downtime_correlation",
+            Self::TimeToRestoreMedianSev1 => "time_to_restore_median_sev1",
+            Self::TimeToRestoreMedianSev2 => "time_to_restore_median_sev2",
+            Self::TimeToRestoreMedianSev3 => "time_to_restore_median_sev3",
+            Self::TimeToRestoreMedianSev4 => "time_to_restore_median_sev4",
+            Self::TicketsResolved => "tickets_resolved",
+            Self::TicketBacklog => "ticket_backlog",
+            Self::TicketLeadTimeMedian => "ticket_lead_time_median",
+            Self::TicketCycleTimeMedian => "ticket_cycle_time_median",
+            Self::SlaBreachRate => "sla_breach_rate",
+            Self::SlaOpenPastTarget => "sla_open_past_target",
+            Self::TicketReopenRate => "ticket_reopen_rate",
+            Self::ChangeSuccessRate => "change_success_rate",
+            Self::EmergencyChangeRatio => "emergency_change_ratio",
+            Self::DeploymentsWithoutChangeRecord => "deployments_without_change_record",
         }
     }
 
@@ -91,6 +220,28 @@ impl MetricId {
             Self::LeadTimeMedian | Self::TimeToRestoreMedian | Self::TimeToRestoreMean => "hours",
             Self::ChangeFailureRate => "ratio",
             Self::DowntimeMinutes => "minutes",
+            Self::TimeToAcknowledgeMedian
+            | Self::TimeToAcknowledgeMean
+            | Self::TimeBetweenFailuresMean
+            | Self::TimeBetweenFailuresMedian
+            | Self::TimeToRestoreMedianSev1
+            | Self::TimeToRestoreMedianSev2
+            | Self::TimeToRestoreMedianSev3
+            | Self::TimeToRestoreMedianSev4
+            | Self::TicketLeadTimeMedian
+            | Self::TicketCycleTimeMedian => "hours",
+            Self::Availability
+            | Self::ErrorBudgetConsumed
+            | Self::SlaBreachRate
+            | Self::TicketReopenRate
+            | Self::ChangeSuccessRate
+            | Self::EmergencyChangeRatio => "ratio",
+            Self::ChangeCausedDowntimeMinutes => "minutes",
+            Self::DeploymentsDowntimeCorrelation => "coefficient",
+            Self::TicketsResolved
+            | Self::TicketBacklog
+            | Self::SlaOpenPastTarget
+            | Self::DeploymentsWithoutChangeRecord => "count",
         }
     }
 
@@ -104,6 +255,28 @@ impl MetricId {
             Self::TimeToRestoreMedian => "Time to restore (median)",
             Self::TimeToRestoreMean => "Time to restore (mean)",
             Self::DowntimeMinutes => "Downtime",
+            Self::TimeToAcknowledgeMedian => "Time to acknowledge (median)",
+            Self::TimeToAcknowledgeMean => "Time to acknowledge (mean)",
+            Self::TimeBetweenFailuresMean => "Time between failures (mean)",
+            Self::TimeBetweenFailuresMedian => "Time between failures (median)",
+            Self::Availability => "Availability",
+            Self::ErrorBudgetConsumed => "Error budget consumed",
+            Self::ChangeCausedDowntimeMinutes => "Change-caused downtime",
+            Self::DeploymentsDowntimeCorrelation => "Deployments vs downtime (Spearman)",
+            Self::TimeToRestoreMedianSev1 => "Time to restore, sev1 (median)",
+            Self::TimeToRestoreMedianSev2 => "Time to restore, sev2 (median)",
+            Self::TimeToRestoreMedianSev3 => "Time to restore, sev3 (median)",
+            Self::TimeToRestoreMedianSev4 => "Time to restore, sev4 (median)",
+            Self::TicketsResolved => "Tickets resolved",
+            Self::TicketBacklog => "Ticket backlog",
+            Self::TicketLeadTimeMedian => "Ticket lead time (median)",
+            Self::TicketCycleTimeMedian => "Ticket cycle time (median)",
+            Self::SlaBreachRate => "SLA breach rate",
+            Self::SlaOpenPastTarget => "Open tickets past target",
+            Self::TicketReopenRate => "Reopen rate",
+            Self::ChangeSuccessRate => "Change success rate",
+            Self::EmergencyChangeRatio => "Emergency change ratio",
+            Self::DeploymentsWithoutChangeRecord => "Deployments without a change record",
         }
     }
 
@@ -126,6 +299,66 @@ impl MetricId {
             Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the week, mean.",
             Self::DowntimeMinutes => {
                 "Union of the intervals [start, resolution) of sev1–sev2 incidents, overlaps merged, open incidents running to the week's end, clipped to the week."
+            }
+            Self::TimeToAcknowledgeMedian => {
+                "First acknowledgement minus start, of incidents acknowledged in the period; median."
+            }
+            Self::TimeToAcknowledgeMean => {
+                "First acknowledgement minus start, of incidents acknowledged in the period; mean (MTTA)."
+            }
+            Self::TimeBetweenFailuresMean => {
+                "Per service, the gap between consecutive starts of outage-severity incidents, for gaps ending in the period; mean (MTBF)."
+            }
+            Self::TimeBetweenFailuresMedian => {
+                "Per service, the gap between consecutive starts of outage-severity incidents, for gaps ending in the period; median."
+            }
+            Self::Availability => "One minus downtime divided by the period's length.",
+            Self::ErrorBudgetConsumed => {
+                "Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget is spent."
+            }
+            Self::ChangeCausedDowntimeMinutes => {
+                "Downtime counted over incidents attributed to a deployment only: the union of their intervals, clipped to the period."
+            }
+            Self::DeploymentsDowntimeCorrelation => {
+                "Spearman's rank correlation between weekly production deployments and weekly downtime minutes over the range; n is the number of weeks."
+            }
+            Self::TimeToRestoreMedianSev1 => {
+                "Resolution minus start of sev1 incidents resolved in the period, median."
+            }
+            Self::TimeToRestoreMedianSev2 => {
+                "Resolution minus start of sev2 incidents resolved in the period, median."
+            }
+            Self::TimeToRestoreMedianSev3 => {
+                "Resolution minus start of sev3 incidents resolved in the period, median."
+            }
+            Self::TimeToRestoreMedianSev4 => {
+                "Resolution minus start of sev4 incidents resolved in the period, median."
+            }
+            Self::TicketsResolved => "Tickets resolved in the period (throughput).",
+            Self::TicketBacklog => "Tickets open at the end of the period.",
+            Self::TicketLeadTimeMedian => {
+                "Resolution minus creation of tickets resolved in the period, median."
+            }
+            Self::TicketCycleTimeMedian => {
+                "Resolution minus the first transition into the in-progress status category, of tickets resolved in the period, median."
+            }
+            Self::SlaBreachRate => {
+                "Tickets resolved in the period whose lead time exceeded the resolution target of their priority, divided by tickets resolved in the period that have a target."
+            }
+            Self::SlaOpenPastTarget => {
+                "Tickets still open at the end of the period whose age already exceeds the resolution target of their priority."
+            }
+            Self::TicketReopenRate => {
+                "Tickets resolved in the period that later moved from the done category back to another, divided by tickets resolved in the period."
+            }
+            Self::ChangeSuccessRate => {
+                "Change requests closed successful divided by all closed (successful, successful with issues, unsuccessful) in the period."
+            }
+            Self::EmergencyChangeRatio => {
+                "Emergency change requests divided by all change requests closed in the period."
+            }
+            Self::DeploymentsWithoutChangeRecord => {
+                "Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one."
             }
         }
     }
@@ -159,6 +392,7 @@ pub fn format_value(value: Option<f64>, unit: &str) -> String {
         "per_day" => format!("{}/day", fixed(v, 2)),
         "minutes" => format!("{} min", fixed(v, 0)),
         "count" => fixed(v, 0),
+        "coefficient" => fixed(v, 2),
         other => format!("{} {other}", fixed(v, 2)),
     }
 }

@@ -31,6 +31,11 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
         store.table_path("changes"),
         store.table_path("incidents"),
     );
+    let (tickets, ticket_transitions, change_requests) = (
+        store.table_path("tickets"),
+        store.table_path("ticket_transitions"),
+        store.table_path("change_requests"),
+    );
     let options = Options {
         start,
         weeks,
@@ -38,12 +43,23 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
         outage_severities: config.metrics.outage_severities.clone(),
         services: config.services.iter().map(|s| s.name.clone()).collect(),
         incident_sources: config.metrics.incident_sources.clone(),
+        sla_hours: config.metrics.sla_hours.clone(),
+        change_window_tolerance: chrono::Duration::minutes(config.metrics.change_window_tolerance_minutes),
+        slo: config
+            .services
+            .iter()
+            .filter_map(|s| s.slo.map(|v| (s.name.clone(), v)))
+            .collect(),
+        default_slo: config.metrics.default_slo,
     };
     let rows = pipeline::weekly_metrics(
         Inputs {
             deployments: &deployments,
             changes: &changes,
             incidents: &incidents,
+            tickets: &tickets,
+            ticket_transitions: &ticket_transitions,
+            change_requests: &change_requests,
         },
         &options,
     )?;

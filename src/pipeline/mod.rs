@@ -16,7 +16,9 @@ pub mod calendar;
 mod codec;
 pub mod devlake;
 mod intervals;
+mod itsm;
 pub mod kpi;
+mod ops;
 mod output;
 pub mod stats;
 pub mod tiers;
@@ -98,6 +100,12 @@ pub struct Inputs<'a> {
     pub changes: &'a Path,
     /// `incidents` table.
     pub incidents: &'a Path,
+    /// `tickets` table.
+    pub tickets: &'a Path,
+    /// `ticket_transitions` table.
+    pub ticket_transitions: &'a Path,
+    /// `change_requests` table.
+    pub change_requests: &'a Path,
 }
 
 /// What to compute.
@@ -115,6 +123,14 @@ pub struct Options {
     pub services: Vec<String>,
     /// Sources whose incidents count (the systems of record for incidents); all when empty.
     pub incident_sources: Vec<String>,
+    /// Resolution target in hours by ticket priority name (compared case-insensitively).
+    pub sla_hours: std::collections::BTreeMap<String, f64>,
+    /// How far outside a change request's planned window a deployment still counts as covered.
+    pub change_window_tolerance: chrono::Duration,
+    /// Availability objective by service (0..1); services not listed use `default_slo`.
+    pub slo: std::collections::BTreeMap<String, f64>,
+    /// Availability objective of services without their own.
+    pub default_slo: f64,
 }
 
 /// Weekly and whole-range metrics per service and for the organisation.

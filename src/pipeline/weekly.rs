@@ -19,8 +19,8 @@ use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 
 const WEEK_MS: i64 = 7 * 24 * 3_600_000;
-const HOUR_MS: f64 = 3_600_000.0;
-const MINUTE_MS: f64 = 60_000.0;
+pub(super) const HOUR_MS: f64 = 3_600_000.0;
+pub(super) const MINUTE_MS: f64 = 60_000.0;
 /// The `week` of whole-range groups in the aggregated frames (real weeks count from 0).
 const RANGE_WEEK: i64 = -1;
 
@@ -57,6 +57,7 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
     };
 
     let production = production_deployments(deployments);
+    let production_all = production.clone();
     let computed = Computed {
         deploys: aggregate(
             deployment_outcomes(production.clone(), incidents.clone(), window_ms),
@@ -65,7 +66,7 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
         )
         .map_err(polars)?,
         leads: aggregate(
-            lead_times(changes, production),
+            lead_times(changes, production_all),
             &grid,
             &[("median", col("span").median())],
         )
@@ -76,16 +77,27 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
             &[("median", col("span").median()), ("mean", col("span").mean())],
         )
         .map_err(polars)?,
-        outages: outages(incidents, &opts.outage_severities).map_err(polars)?,
+        outages: outages(incidents.clone(), &opts.outage_severities).map_err(polars)?,
         grid,
     };
+    let shared = Shared {
+        inputs,
+        opts,
+        grid: &computed.grid,
+        services: &services,
+        incidents: incidents.clone(),
+        production: production.clone(),
+        outages: &computed.outages,
+    };
+    let mut family_rows = super::ops::metrics(&shared)?;
+    family_rows.extend(super::itsm::metrics(&shared)?);
 
     let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
         .chain(services.iter().map(|s| Scope::Service(s)))
         .collect();
     let periods = computed.grid.periods();
     let mut rows = Vec::with_capacity(MetricId::ALL.len() * scopes.len() * periods.len());
-    for metric in MetricId::ALL {
+    for metric in MetricId::CORE {
         for &scope in &scopes {
             for &period in &periods {
                 let (value, n) = computed.value(metric, scope, period);
@@ -104,10 +116,30 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
             }
         }
     }
+    rows.extend(family_rows);
     Ok(rows)
 }
 
-/// Everything the rows are read from, once polars is done.
+/// What the metric families beyond the core DORA set (`ops`, `itsm`) read: the inputs and options,
+/// the week grid, the services, and the frames the core already prepared.
+// Fields are read by whichever families need them; not every family reads every one.
+#[allow(dead_code)]
+pub(super) struct Shared<'a> {
+    /// The table files.
+    pub inputs: Inputs<'a>,
+    /// What to compute.
+    pub opts: &'a Options,
+    /// The weeks and the range.
+    pub grid: &'a Grid,
+    /// Every service to emit rows for (configured or seen in the data).
+    pub services: &'a BTreeSet<String>,
+    /// Incidents from the configured incident sources; instants as i64 ms.
+    pub incidents: LazyFrame,
+    /// Successful production deployments: `id`, `repo`, `service`, `finished_at` (ms).
+    pub production: LazyFrame,
+    /// Outage intervals (severities in the outage set), for downtime-based metrics.
+    pub outages: &'a [Outage],
+}
 #[derive(Debug)]
 struct Computed {
     grid: Grid,
@@ -155,6 +187,8 @@ impl Computed {
                 let (minutes, n) = downtime(&self.outages, scope, from, to);
                 (Some(minutes), n)
             }
+            // Other families compute their own rows (`ops`, `itsm`).
+            _ => (None, 0),
         }
     }
 }
@@ -162,7 +196,7 @@ impl Computed {
 /// Milliseconds as hours. Spans stay integer milliseconds inside polars and are converted once
 /// here: polars' float kernel divides by a scalar by multiplying with its reciprocal, which made
 /// 8 h come out as 7.999999999999999.
-fn hours(millis: Option<f64>) -> Option<f64> {
+pub(super) fn hours(millis: Option<f64>) -> Option<f64> {
     millis.map(|ms| ms / HOUR_MS)
 }
 
@@ -218,7 +252,7 @@ fn services_in(tables: &[LazyFrame]) -> PolarsResult<Vec<String>> {
 }
 
 /// Successful deployments to production that finished: `id, repo, service, finished_at`.
-fn production_deployments(deployments: LazyFrame) -> LazyFrame {
+pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
     deployments
         .filter(
             col("is_production")
@@ -233,7 +267,7 @@ fn production_deployments(deployments: LazyFrame) -> LazyFrame {
 /// Window attribution: each incident goes to the latest production deployment of the same
 /// service with `started_at − window < finished_at <= started_at` (ties: the greatest id). A
 /// deployment with one or more incidents is one failed change.
-fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
+pub(super) fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
     let candidates = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
@@ -327,14 +361,14 @@ fn restore_times(incidents: LazyFrame) -> LazyFrame {
 
 /// One outage incident's impact interval.
 #[derive(Debug)]
-struct Outage {
+pub(super) struct Outage {
     service: Option<String>,
     start: i64,
     /// `i64::MAX` while open, so clipping runs it to the period end.
     end: i64,
 }
 
-fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<Vec<Outage>> {
+pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<Vec<Outage>> {
     let is_outage = severities.iter().fold(lit(false), |any, severity| {
         any.or(col("severity").eq(lit(severity.as_str())))
     });
@@ -362,7 +396,7 @@ fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<Vec<Ou
 
 /// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
 /// The organisation's downtime is the union over every outage, whatever its service.
-fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
+pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
     let in_scope = || {
         outages.iter().filter(move |o| match scope {
             Scope::Org => true,
@@ -376,20 +410,20 @@ fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i
 
 /// Who a row is about.
 #[derive(Debug, Clone, Copy)]
-enum Scope<'a> {
+pub(super) enum Scope<'a> {
     Org,
     Service(&'a str),
 }
 
 impl Scope<'_> {
-    fn scope_type(self) -> &'static str {
+    pub(super) fn scope_type(self) -> &'static str {
         match self {
             Self::Org => "org",
             Self::Service(_) => "service",
         }
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         match self {
             Self::Org => "all",
             Self::Service(name) => name,
@@ -399,13 +433,13 @@ impl Scope<'_> {
 
 /// A period of the grid: an ISO week (0 = the first) or the whole range.
 #[derive(Debug, Clone, Copy)]
-enum Period {
+pub(super) enum Period {
     Week(usize),
     Range,
 }
 
 impl Period {
-    fn grain(self) -> &'static str {
+    pub(super) fn grain(self) -> &'static str {
         match self {
             Self::Week(_) => "week",
             Self::Range => "range",
@@ -413,7 +447,7 @@ impl Period {
     }
 
     /// The `week` value its group has in the aggregated frames.
-    fn week(self) -> i64 {
+    pub(super) fn week(self) -> i64 {
         match self {
             Self::Week(week) => week as i64,
             Self::Range => RANGE_WEEK,
@@ -423,7 +457,7 @@ impl Period {
 
 /// The reporting range and its weeks.
 #[derive(Debug)]
-struct Grid {
+pub(super) struct Grid {
     /// `weeks + 1` Mondays (checked representable by [`week_bounds`]).
     bounds: Vec<DateTime<Utc>>,
     /// Milliseconds of the first Monday.
@@ -431,19 +465,19 @@ struct Grid {
 }
 
 impl Grid {
-    fn weeks(&self) -> usize {
+    pub(super) fn weeks(&self) -> usize {
         self.bounds.len() - 1
     }
 
     /// The weeks in time order, then the whole range.
-    fn periods(&self) -> Vec<Period> {
+    pub(super) fn periods(&self) -> Vec<Period> {
         (0..self.weeks())
             .map(Period::Week)
             .chain(std::iter::once(Period::Range))
             .collect()
     }
 
-    fn instants(&self, period: Period) -> (DateTime<Utc>, DateTime<Utc>) {
+    pub(super) fn instants(&self, period: Period) -> (DateTime<Utc>, DateTime<Utc>) {
         let (first, last) = match period {
             Period::Week(week) => (week, week + 1),
             Period::Range => (0, self.weeks()),
@@ -451,16 +485,16 @@ impl Grid {
         (self.bounds[first], self.bounds[last])
     }
 
-    fn millis(&self, period: Period) -> (i64, i64) {
+    pub(super) fn millis(&self, period: Period) -> (i64, i64) {
         let (from, to) = self.instants(period);
         (from.timestamp_millis(), to.timestamp_millis())
     }
 
-    fn end(&self) -> i64 {
+    pub(super) fn end(&self) -> i64 {
         self.millis(Period::Range).1
     }
 
-    fn days(&self, period: Period) -> f64 {
+    pub(super) fn days(&self, period: Period) -> f64 {
         match period {
             Period::Week(_) => 7.0,
             Period::Range => 7.0 * self.weeks() as f64,
@@ -470,17 +504,17 @@ impl Grid {
 
 /// A group: its size and its aggregated values, in the order the aggregations were given.
 #[derive(Debug)]
-struct Cell {
+pub(super) struct Cell {
     n: i64,
     values: Vec<Option<f64>>,
 }
 
 /// The groups of one event kind by (scope type, scope, week); absent cells had no events.
 #[derive(Debug)]
-struct Cells(HashMap<(String, String, i64), Cell>);
+pub(super) struct Cells(HashMap<(String, String, i64), Cell>);
 
 impl Cells {
-    fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
+    pub(super) fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
         self.0.get(&(
             scope.scope_type().to_owned(),
             scope.name().to_owned(),
@@ -488,11 +522,11 @@ impl Cells {
         ))
     }
 
-    fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
+    pub(super) fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
         self.get(scope, period).map_or(0, |cell| cell.n)
     }
 
-    fn value(&self, scope: Scope<'_>, period: Period, index: usize) -> Option<f64> {
+    pub(super) fn value(&self, scope: Scope<'_>, period: Period, index: usize) -> Option<f64> {
         self.get(scope, period)
             .and_then(|cell| cell.values.get(index).copied().flatten())
     }
@@ -501,7 +535,7 @@ impl Cells {
 /// Groups events (`service`, `at` in ms, value columns) anchored in the range by scope and
 /// period — each event counts for the org and, when it has one, its service, in its week and in
 /// the whole range — and evaluates `aggs` (named) per group, beside the group size `n`.
-fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsResult<Cells> {
+pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsResult<Cells> {
     // The week number in integer arithmetic. polars' `floor_div` panics without the
     // `round_series` feature, and its `/` is float division that multiplies by the reciprocal,
     // so the exact boundary `3 × WEEK_MS` could land in week 2.
