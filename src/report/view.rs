@@ -30,7 +30,7 @@ pub struct Page {
     pub latest_week: Option<String>,
     /// One row per metric, org scope.
     pub kpis: Vec<KpiRow>,
-    /// Column titles of the per-service table, in [`MetricId::ALL`] order.
+    /// Column titles of the per-service table, in [`MetricId::CORE`] order.
     pub metric_titles: Vec<&'static str>,
     /// One row per service, sorted by name.
     pub services: Vec<ServiceRow>,
@@ -67,7 +67,7 @@ pub struct KpiRow {
 pub struct ServiceRow {
     /// Service name from the data (escaped by the template).
     pub name: String,
-    /// One cell per metric, in [`MetricId::ALL`] order.
+    /// One cell per metric, in [`MetricId::CORE`] order.
     pub cells: Vec<Cell>,
 }
 
@@ -124,7 +124,9 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         .into_iter()
         .map(|name| ServiceRow {
             name: name.to_owned(),
-            cells: MetricId::ALL
+            // The per-service table keeps to the core set so it stays readable; every metric is
+            // in the key figures, the metric table and the glossary.
+            cells: MetricId::CORE
                 .iter()
                 .map(|m| cell(first_of(&service_range, m.as_str(), name)))
                 .collect(),
@@ -171,7 +173,7 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         min_sample: MIN_SAMPLE,
         latest_week: latest.map(date_text),
         kpis,
-        metric_titles: MetricId::ALL.iter().map(|m| m.title()).collect(),
+        metric_titles: MetricId::CORE.iter().map(|m| m.title()).collect(),
         services,
         services_have_insufficient,
         glossary: MetricId::ALL
