@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// tandem: one set of numbers IT and operations both trust.
 ///
-/// Pulls deployments, pull requests and incidents from the tools your teams already use, stores
+/// Pulls deployments, pull/merge requests, incidents, tickets and change requests from the tools
+/// your teams already use (GitHub, GitLab, PagerDuty, Jira, ServiceNow, CSV/NDJSON files), stores
 /// them in a local Parquet lake, computes shared delivery and operations metrics, and writes a
 /// report. Exit codes: 0 success, 1 failure, 3 partial (some sources failed; the rest was stored
 /// and reported).
@@ -62,7 +63,7 @@ pub struct SyncArgs {
     /// Only this source (its `name` in the config).
     #[arg(long)]
     pub source: Option<String>,
-    /// Only this stream (e.g. `deployments`, `pulls`, `incidents`).
+    /// Only this stream (e.g. `deployments`, `pulls`, `incidents`, `issues`, `change_requests`).
     #[arg(long)]
     pub stream: Option<String>,
     /// Forget the bookmarks of the selected streams and read them in full.
