@@ -33,9 +33,10 @@ pub struct MetricRow {
 }
 
 impl MetricRow {
-    /// Whether the sample is too small to judge (`n < 5`).
+    /// Whether the sample is too small to judge (`n < 5`). Data-quality counts are facts about
+    /// the data, not estimates from a sample, so they are never insufficient.
     pub fn insufficient(&self) -> bool {
-        self.n < MIN_SAMPLE
+        self.n < MIN_SAMPLE && !MetricId::QUALITY.iter().any(|m| m.as_str() == self.metric)
     }
 }
 
@@ -100,6 +101,8 @@ pub enum MetricId {
     EmergencyChangeRatio,
     /// Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one.
     DeploymentsWithoutChangeRecord,
+    /// Source records that could not be mapped and were quarantined, by when tandem saw them.
+    QuarantinedRecords,
 }
 
 impl MetricId {
@@ -144,8 +147,11 @@ impl MetricId {
         Self::DeploymentsWithoutChangeRecord,
     ];
 
+    /// Data quality.
+    pub const QUALITY: [MetricId; 1] = [Self::QuarantinedRecords];
+
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 29] = [
+    pub const ALL: [MetricId; 30] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::LeadTimeMedian,
@@ -175,6 +181,7 @@ impl MetricId {
         Self::ChangeSuccessRate,
         Self::EmergencyChangeRatio,
         Self::DeploymentsWithoutChangeRecord,
+        Self::QuarantinedRecords,
     ];
 
     /// Stable id used in the metric table.
@@ -209,6 +216,7 @@ impl MetricId {
             Self::ChangeSuccessRate => "change_success_rate",
             Self::EmergencyChangeRatio => "emergency_change_ratio",
             Self::DeploymentsWithoutChangeRecord => "deployments_without_change_record",
+            Self::QuarantinedRecords => "quarantined_records",
         }
     }
 
@@ -241,7 +249,8 @@ impl MetricId {
             Self::TicketsResolved
             | Self::TicketBacklog
             | Self::SlaOpenPastTarget
-            | Self::DeploymentsWithoutChangeRecord => "count",
+            | Self::DeploymentsWithoutChangeRecord
+            | Self::QuarantinedRecords => "count",
         }
     }
 
@@ -277,6 +286,7 @@ impl MetricId {
             Self::ChangeSuccessRate => "Change success rate",
             Self::EmergencyChangeRatio => "Emergency change ratio",
             Self::DeploymentsWithoutChangeRecord => "Deployments without a change record",
+            Self::QuarantinedRecords => "Quarantined records",
         }
     }
 
@@ -359,6 +369,9 @@ impl MetricId {
             }
             Self::DeploymentsWithoutChangeRecord => {
                 "Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one."
+            }
+            Self::QuarantinedRecords => {
+                "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."
             }
         }
     }

@@ -36,6 +36,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
         store.table_path("ticket_transitions"),
         store.table_path("change_requests"),
     );
+    let quarantine = store.table_path("quarantine");
     let options = Options {
         start,
         weeks,
@@ -60,6 +61,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             tickets: &tickets,
             ticket_transitions: &ticket_transitions,
             change_requests: &change_requests,
+            quarantine: &quarantine,
         },
         &options,
     )?;

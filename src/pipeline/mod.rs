@@ -20,6 +20,7 @@ mod itsm;
 pub mod kpi;
 mod ops;
 mod output;
+mod quality;
 pub mod stats;
 pub mod tiers;
 mod weekly;
@@ -106,6 +107,8 @@ pub struct Inputs<'a> {
     pub ticket_transitions: &'a Path,
     /// `change_requests` table.
     pub change_requests: &'a Path,
+    /// `quarantine` table.
+    pub quarantine: &'a Path,
 }
 
 /// What to compute.

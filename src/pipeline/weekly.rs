@@ -91,6 +91,7 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
     };
     let mut family_rows = super::ops::metrics(&shared)?;
     family_rows.extend(super::itsm::metrics(&shared)?);
+    family_rows.extend(super::quality::metrics(&shared)?);
 
     let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
         .chain(services.iter().map(|s| Scope::Service(s)))

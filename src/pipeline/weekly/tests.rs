@@ -142,6 +142,7 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
             tickets: &lake.none,
             ticket_transitions: &lake.none,
             change_requests: &lake.none,
+            quarantine: &lake.none,
         },
         opts,
     )
@@ -629,6 +630,7 @@ fn missing_table_files_are_empty_tables() {
             tickets: &missing,
             ticket_transitions: &missing,
             change_requests: &missing,
+            quarantine: &missing,
         },
         &options(1, &["api"]),
     )
@@ -653,6 +655,7 @@ fn a_range_must_start_on_a_monday_midnight_and_have_weeks() {
         tickets: &lake.none,
         ticket_transitions: &lake.none,
         change_requests: &lake.none,
+        quarantine: &lake.none,
     };
     let tuesday = Options {
         start: aug(4, 0, 0),
