@@ -177,6 +177,19 @@ async fn weekly_metrics_match_the_ground_truth() {
     assert!(csv.exists());
     let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
 
+    // Every quarantined record is counted in the report's data.
+    let quarantined = store
+        .read::<tandem_connectors::model::Quarantined>()
+        .unwrap()
+        .len();
+    assert!(quarantined > 0, "the simulation breaks a few records on purpose");
+    let row = rows
+        .iter()
+        .find(|r| r.metric == "quarantined_records" && r.grain == "range" && r.scope == "all")
+        .unwrap();
+    assert_eq!((row.value, row.n), (Some(quarantined as f64), quarantined as i64));
+    assert!(html.contains("Quarantined records"));
+
     let start = world.org.spec.start_at();
     let mut checked = 0;
     let mut nonzero_failures = 0;
