@@ -94,19 +94,17 @@ impl<'a> Computed<'a> {
         let grid = shared.grid;
         let opts = shared.opts;
         let incidents = &shared.incidents;
-        let by_severity: Vec<(String, Expr)> = BY_SEVERITY
+        // Aggregate names only need to be unique: the metric's id names the median, the
+        // severity's name the count.
+        let by_severity: Vec<(&str, Expr)> = BY_SEVERITY
             .iter()
-            .flat_map(|(_, severity)| {
+            .flat_map(|&(metric, severity)| {
                 let span = col("span").filter(col("severity").eq(lit(severity.as_str())));
                 [
-                    (format!("{}_median", severity.as_str()), span.clone().median()),
-                    (format!("{}_n", severity.as_str()), span.count()),
+                    (metric.as_str(), span.clone().median()),
+                    (severity.as_str(), span.count()),
                 ]
             })
-            .collect();
-        let by_severity: Vec<(&str, Expr)> = by_severity
-            .iter()
-            .map(|(name, agg)| (name.as_str(), agg.clone()))
             .collect();
         let attributed = attributed(
             incidents.clone(),
@@ -148,7 +146,10 @@ impl<'a> Computed<'a> {
     /// (a downtime-based value is defined without incidents: no downtime).
     fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period) -> (Option<f64>, i64) {
         let (from, to) = self.grid.millis(period);
-        let minutes = (to - from) as f64 / MINUTE_MS;
+        // The period's length in minutes, the unit `downtime` returns.
+        let length = (to - from) as f64 / MINUTE_MS;
+        let statistic =
+            |cells: &Cells, index| (hours(cells.value(scope, period, index)), cells.n(scope, period));
         if let Some(index) = BY_SEVERITY.iter().position(|(m, _)| *m == metric) {
             let n = self.restores.value(scope, period, 2 * index + 1);
             return (
@@ -157,29 +158,17 @@ impl<'a> Computed<'a> {
             );
         }
         match metric {
-            MetricId::TimeToAcknowledgeMedian => (
-                hours(self.acks.value(scope, period, 0)),
-                self.acks.n(scope, period),
-            ),
-            MetricId::TimeToAcknowledgeMean => (
-                hours(self.acks.value(scope, period, 1)),
-                self.acks.n(scope, period),
-            ),
-            MetricId::TimeBetweenFailuresMean => (
-                hours(self.gaps.value(scope, period, 0)),
-                self.gaps.n(scope, period),
-            ),
-            MetricId::TimeBetweenFailuresMedian => (
-                hours(self.gaps.value(scope, period, 1)),
-                self.gaps.n(scope, period),
-            ),
+            MetricId::TimeToAcknowledgeMedian => statistic(&self.acks, 0),
+            MetricId::TimeToAcknowledgeMean => statistic(&self.acks, 1),
+            MetricId::TimeBetweenFailuresMean => statistic(&self.gaps, 0),
+            MetricId::TimeBetweenFailuresMedian => statistic(&self.gaps, 1),
             MetricId::Availability => {
                 let (down, n) = downtime(self.outages, scope, from, to);
-                (Some(1.0 - down / minutes), n)
+                (Some(1.0 - down / length), n)
             }
             MetricId::ErrorBudgetConsumed => {
                 let (down, n) = downtime(self.outages, scope, from, to);
-                let budget = (1.0 - self.slo(scope)) * minutes;
+                let budget = (1.0 - self.slo(scope)) * length;
                 // An objective of 100% has no budget to consume; the config refuses one.
                 ((budget > 0.0).then(|| down / budget), n)
             }

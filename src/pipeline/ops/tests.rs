@@ -36,13 +36,12 @@ fn deployment(id: &str, service: &str, finished: DateTime<Utc>) -> Deployment {
     }
 }
 
-/// An incident, acknowledged and resolved when given.
+/// An incident, resolved when given (else still open), never acknowledged.
 fn incident(
     id: &str,
     service: Option<&str>,
-    severity: Option<Severity>,
+    severity: Severity,
     started: DateTime<Utc>,
-    acknowledged: Option<DateTime<Utc>>,
     resolved: Option<DateTime<Utc>>,
 ) -> Incident {
     Incident {
@@ -53,7 +52,7 @@ fn incident(
         service_ref: None,
         service: service.map(str::to_owned),
         team: None,
-        severity,
+        severity: Some(severity),
         status: if resolved.is_some() {
             "resolved"
         } else {
@@ -61,22 +60,19 @@ fn incident(
         }
         .into(),
         started_at: started,
-        acknowledged_at: acknowledged,
+        acknowledged_at: None,
         resolved_at: resolved,
         cause_refs: vec![],
         updated_at: resolved.unwrap_or(started),
     }
 }
 
-/// An outage-or-not incident that only starts and ends (`None`: still open).
-fn outage(
-    id: &str,
-    service: Option<&str>,
-    severity: Severity,
-    started: DateTime<Utc>,
-    resolved: Option<DateTime<Utc>>,
-) -> Incident {
-    incident(id, service, Some(severity), started, None, resolved)
+/// The incident, first acknowledged at `at`.
+fn acked(incident: Incident, at: DateTime<Utc>) -> Incident {
+    Incident {
+        acknowledged_at: Some(at),
+        ..incident
+    }
 }
 
 fn options(weeks: u32, services: &[&str]) -> Options {
@@ -143,49 +139,26 @@ fn time_to_acknowledge_counts_acknowledged_incidents_in_the_week_of_acknowledgem
         &[],
         &[
             // api: 0.5 h and 1.5 h, whatever the severity.
-            incident(
-                "a",
-                Some("api"),
-                Some(Sev3),
-                aug(4, 10, 0),
-                Some(aug(4, 10, 30)),
-                None,
+            acked(
+                incident("a", Some("api"), Sev3, aug(4, 10, 0), None),
+                aug(4, 10, 30),
             ),
-            incident(
-                "b",
-                Some("api"),
-                Some(Sev1),
-                aug(4, 12, 0),
-                Some(aug(4, 13, 30)),
-                None,
+            acked(
+                incident("b", Some("api"), Sev1, aug(4, 12, 0), None),
+                aug(4, 13, 30),
             ),
             // Never acknowledged, though resolved: no sample.
-            incident(
-                "c",
-                Some("api"),
-                Some(Sev1),
-                aug(6, 0, 0),
-                None,
-                Some(aug(6, 5, 0)),
-            ),
+            incident("c", Some("api"), Sev1, aug(6, 0, 0), Some(aug(6, 5, 0))),
             // Acknowledged before it started (bad data): dropped.
-            incident(
-                "d",
-                Some("api"),
-                Some(Sev2),
-                aug(6, 10, 0),
-                Some(aug(6, 9, 0)),
-                None,
+            acked(
+                incident("d", Some("api"), Sev2, aug(6, 10, 0), None),
+                aug(6, 9, 0),
             ),
             // web: 4 h; and 2 h for one started in week 0 but acknowledged in week 1.
-            incident("e", Some("web"), None, aug(5, 0, 0), Some(aug(5, 4, 0)), None),
-            incident(
-                "f",
-                Some("web"),
-                Some(Sev4),
-                aug(9, 23, 0),
-                Some(aug(10, 1, 0)),
-                None,
+            acked(incident("e", Some("web"), Sev2, aug(5, 0, 0), None), aug(5, 4, 0)),
+            acked(
+                incident("f", Some("web"), Sev4, aug(9, 23, 0), None),
+                aug(10, 1, 0),
             ),
         ],
         &options(2, &[]),
@@ -224,18 +197,18 @@ fn time_between_failures_takes_gaps_within_each_service_in_the_week_of_the_later
         &[
             // Listed out of order on purpose. api: 4th 00:00, 4th 10:00 (gap 10 h), then Monday
             // 10th 00:00 exactly (gap 134 h, in week 1).
-            outage("a3", Some("api"), Sev1, aug(10, 0, 0), None),
-            outage("a1", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
-            outage("a2", Some("api"), Sev2, aug(4, 10, 0), Some(aug(4, 11, 0))),
+            incident("a3", Some("api"), Sev1, aug(10, 0, 0), None),
+            incident("a1", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
+            incident("a2", Some("api"), Sev2, aug(4, 10, 0), Some(aug(4, 11, 0))),
             // web: 4th 05:00 → 5th 05:00, 24 h. Mixed with api's starts, the organisation would see
             // gaps of 5 h and 5 h instead of 10 h.
-            outage("w2", Some("web"), Sev2, aug(5, 5, 0), Some(aug(5, 6, 0))),
-            outage("w1", Some("web"), Sev1, aug(4, 5, 0), Some(aug(4, 6, 0))),
+            incident("w2", Some("web"), Sev2, aug(5, 5, 0), Some(aug(5, 6, 0))),
+            incident("w1", Some("web"), Sev1, aug(4, 5, 0), Some(aug(4, 6, 0))),
             // Not an outage severity: does not split web's gap.
-            outage("w3", Some("web"), Sev3, aug(4, 7, 0), Some(aug(4, 8, 0))),
+            incident("w3", Some("web"), Sev3, aug(4, 7, 0), Some(aug(4, 8, 0))),
             // No service: no gaps at all.
-            outage("u1", None, Sev1, aug(4, 2, 0), Some(aug(4, 3, 0))),
-            outage("u2", None, Sev1, aug(4, 4, 0), Some(aug(4, 5, 0))),
+            incident("u1", None, Sev1, aug(4, 2, 0), Some(aug(4, 3, 0))),
+            incident("u2", None, Sev1, aug(4, 4, 0), Some(aug(4, 5, 0))),
         ],
         &options(2, &[]),
     );
@@ -289,12 +262,12 @@ fn availability_and_error_budget_use_the_union_of_outages_and_each_services_obje
         &[
             // api: 10:00–12:00 and 11:00–13:00 overlap, 10:30–11:00 is nested: 10:00–13:00,
             // 180 min from three incidents. The sev3 all day long is no outage.
-            outage("a1", Some("api"), Sev1, aug(4, 10, 0), Some(aug(4, 12, 0))),
-            outage("a2", Some("api"), Sev2, aug(4, 11, 0), Some(aug(4, 13, 0))),
-            outage("a3", Some("api"), Sev1, aug(4, 10, 30), Some(aug(4, 11, 0))),
-            outage("a4", Some("api"), Sev3, aug(4, 0, 0), Some(aug(4, 23, 0))),
+            incident("a1", Some("api"), Sev1, aug(4, 10, 0), Some(aug(4, 12, 0))),
+            incident("a2", Some("api"), Sev2, aug(4, 11, 0), Some(aug(4, 13, 0))),
+            incident("a3", Some("api"), Sev1, aug(4, 10, 30), Some(aug(4, 11, 0))),
+            incident("a4", Some("api"), Sev3, aug(4, 0, 0), Some(aug(4, 23, 0))),
             // web: still open from Sunday 16th 22:00, so it runs to the range's end: 120 min.
-            outage("w1", Some("web"), Sev1, aug(16, 22, 0), None),
+            incident("w1", Some("web"), Sev1, aug(16, 22, 0), None),
         ],
         &opts,
     );
@@ -369,18 +342,18 @@ fn change_caused_downtime_counts_only_outages_attributed_to_a_deployment() {
         ],
         &[
             // An hour after api1: attributed, 60 min.
-            outage("a1", Some("api"), Sev1, aug(4, 10, 0), Some(aug(4, 11, 0))),
+            incident("a1", Some("api"), Sev1, aug(4, 10, 0), Some(aug(4, 11, 0))),
             // 25 h after api1: outside the 24 h window, not change-caused.
-            outage("a2", Some("api"), Sev1, aug(5, 10, 0), Some(aug(5, 10, 30))),
+            incident("a2", Some("api"), Sev1, aug(5, 10, 0), Some(aug(5, 10, 30))),
             // Attributed, but no outage severity.
-            outage("a3", Some("api"), Sev3, aug(4, 10, 0), Some(aug(4, 12, 0))),
+            incident("a3", Some("api"), Sev3, aug(4, 10, 0), Some(aug(4, 12, 0))),
             // 30 min after api1, but web had no deployment before it.
-            outage("w1", Some("web"), Sev1, aug(4, 9, 30), Some(aug(4, 10, 30))),
+            incident("w1", Some("web"), Sev1, aug(4, 9, 30), Some(aug(4, 10, 30))),
             // At the instant web1 finished and half an hour later: 12:00–14:00, 120 min.
-            outage("w2", Some("web"), Sev2, aug(6, 12, 0), Some(aug(6, 13, 0))),
-            outage("w3", Some("web"), Sev2, aug(6, 12, 30), Some(aug(6, 14, 0))),
+            incident("w2", Some("web"), Sev2, aug(6, 12, 0), Some(aug(6, 13, 0))),
+            incident("w3", Some("web"), Sev2, aug(6, 12, 30), Some(aug(6, 14, 0))),
             // No service: never attributed.
-            outage("u1", None, Sev1, aug(4, 9, 30), Some(aug(4, 10, 0))),
+            incident("u1", None, Sev1, aug(4, 9, 30), Some(aug(4, 10, 0))),
         ],
         &options(1, &[]),
     );
@@ -412,7 +385,7 @@ fn deployments_and_downtime_correlate_by_rank_over_the_weeks_of_the_range() {
     // An api outage on the Wednesday of week `w`, `minutes` long.
     let down = |id: &str, w: i64, minutes: i64| {
         let start = aug(5, 10, 0) + Duration::weeks(w);
-        outage(
+        incident(
             id,
             Some("api"),
             Sev1,
@@ -475,17 +448,20 @@ fn time_to_restore_is_split_by_severity() {
     let rows = run(
         &[],
         &[
-            outage("a", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
-            outage("b", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 3, 0))),
-            outage("c", Some("web"), Sev2, aug(5, 0, 0), Some(aug(5, 5, 0))),
-            outage("d", Some("api"), Sev4, aug(5, 0, 0), Some(aug(5, 2, 0))),
-            outage("e", Some("web"), Sev4, aug(5, 0, 0), Some(aug(5, 4, 0))),
-            outage("f", None, Sev4, aug(5, 0, 0), Some(aug(5, 9, 0))),
+            incident("a", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
+            incident("b", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 3, 0))),
+            incident("c", Some("web"), Sev2, aug(5, 0, 0), Some(aug(5, 5, 0))),
+            incident("d", Some("api"), Sev4, aug(5, 0, 0), Some(aug(5, 2, 0))),
+            incident("e", Some("web"), Sev4, aug(5, 0, 0), Some(aug(5, 4, 0))),
+            incident("f", None, Sev4, aug(5, 0, 0), Some(aug(5, 9, 0))),
             // Still open; and resolved in week 1 after 6 h.
-            outage("g", Some("api"), Sev4, aug(6, 0, 0), None),
-            outage("h", Some("api"), Sev4, aug(9, 20, 0), Some(aug(10, 2, 0))),
+            incident("g", Some("api"), Sev4, aug(6, 0, 0), None),
+            incident("h", Some("api"), Sev4, aug(9, 20, 0), Some(aug(10, 2, 0))),
             // No severity: in no split.
-            incident("i", Some("api"), None, aug(4, 0, 0), None, Some(aug(4, 7, 0))),
+            Incident {
+                severity: None,
+                ..incident("i", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 7, 0)))
+            },
         ],
         &options(2, &[]),
     );
@@ -524,13 +500,9 @@ fn time_to_restore_is_split_by_severity() {
 fn small_samples_keep_their_value_and_n() {
     let rows = run(
         &[],
-        &[incident(
-            "a",
-            Some("api"),
-            Some(Sev1),
-            aug(4, 0, 0),
-            Some(aug(4, 0, 30)),
-            Some(aug(4, 2, 0)),
+        &[acked(
+            incident("a", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 2, 0))),
+            aug(4, 0, 30),
         )],
         &options(1, &[]),
     );
@@ -546,7 +518,13 @@ fn small_samples_keep_their_value_and_n() {
 fn an_empty_week_has_no_statistics_full_availability_and_no_downtime() {
     let rows = run(
         &[deployment("d1", "api", aug(4, 9, 0))],
-        &[outage("a", Some("api"), Sev1, aug(4, 10, 0), Some(aug(4, 11, 0)))],
+        &[incident(
+            "a",
+            Some("api"),
+            Sev1,
+            aug(4, 10, 0),
+            Some(aug(4, 11, 0)),
+        )],
         &options(2, &["billing"]),
     );
 
