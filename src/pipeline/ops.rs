@@ -1,10 +1,274 @@
-//! ops metrics (stub until the family lands): rows for every metric in `MetricId::OPS`.
+//! The operations family beyond the core restore times and downtime (`reference/metrics.md`,
+//! Operations): time to acknowledge, time between failures, availability and error budget,
+//! change-caused downtime, weekly deployments against downtime (Spearman), and time to restore by
+//! severity — rows for every metric in [`MetricId::OPS`].
+//!
+//! Like the core family, polars does the record-level work and the grouping by scope and week
+//! (through [`aggregate`]), and downtime is the core's union of outage intervals ([`downtime`]),
+//! so the same incidents give the same minutes here as in `downtime_minutes`. Spans stay integer
+//! milliseconds inside polars and become hours or minutes in Rust. This module must not write
+//! files nor emit the core metrics.
 
-use super::PipelineError;
-use super::weekly::Shared;
-use crate::metric::MetricRow;
+use polars::prelude::*;
+use tandem_connectors::model::Severity;
 
-/// The family's rows for every scope and period of the grid.
-pub(super) fn metrics(_shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
-    Ok(Vec::new())
+use super::stats::spearman;
+use super::weekly::{
+    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, outages,
+};
+use super::{Options, PipelineError};
+use crate::metric::{MetricId, MetricRow};
+
+/// Time to restore split by severity: each metric and the severity it keeps.
+const BY_SEVERITY: [(MetricId, Severity); 4] = [
+    (MetricId::TimeToRestoreMedianSev1, Severity::Sev1),
+    (MetricId::TimeToRestoreMedianSev2, Severity::Sev2),
+    (MetricId::TimeToRestoreMedianSev3, Severity::Sev3),
+    (MetricId::TimeToRestoreMedianSev4, Severity::Sev4),
+];
+
+/// The family's rows for every scope and period of the grid, in the core's order: metric (as in
+/// [`MetricId::OPS`]), the org scope then services, weeks then the range. The correlation is a
+/// property of the whole range and has a `range` row only.
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+    let computed = Computed::new(shared).map_err(|source| PipelineError::Polars {
+        context: format!(
+            "computing operations metrics from {} and {}",
+            shared.inputs.incidents.display(),
+            shared.inputs.deployments.display()
+        ),
+        source,
+    })?;
+
+    let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
+        .chain(shared.services.iter().map(|s| Scope::Service(s)))
+        .collect();
+    let periods = shared.grid.periods();
+    let mut rows = Vec::with_capacity(MetricId::OPS.len() * scopes.len() * periods.len());
+    for metric in MetricId::OPS {
+        let periods = match metric {
+            MetricId::DeploymentsDowntimeCorrelation => &[Period::Range][..],
+            _ => &periods,
+        };
+        for &scope in &scopes {
+            for &period in periods {
+                let (value, n) = computed.value(metric, scope, period);
+                let (period_start, period_end) = shared.grid.instants(period);
+                rows.push(MetricRow {
+                    metric: metric.as_str().to_owned(),
+                    grain: period.grain().to_owned(),
+                    scope_type: scope.scope_type().to_owned(),
+                    scope: scope.name().to_owned(),
+                    period_start,
+                    period_end,
+                    value,
+                    unit: metric.unit().to_owned(),
+                    n,
+                });
+            }
+        }
+    }
+    Ok(rows)
 }
+
+/// The family's groups, computed once; [`Computed::value`] reads one cell of the grid from them.
+struct Computed<'a> {
+    grid: &'a Grid,
+    opts: &'a Options,
+    /// Outage intervals of every outage incident (the core's).
+    outages: &'a [Outage],
+    /// Outage intervals of the incidents attributed to a deployment.
+    change_outages: Vec<Outage>,
+    /// Time to acknowledge (ms); values: median, mean.
+    acks: Cells,
+    /// Gaps between failures (ms); values: mean, median.
+    gaps: Cells,
+    /// Restore times (ms); values per severity of [`BY_SEVERITY`], in its order: median, count.
+    restores: Cells,
+    /// Production deployments; no values.
+    deploys: Cells,
+}
+
+impl<'a> Computed<'a> {
+    fn new(shared: &Shared<'a>) -> PolarsResult<Self> {
+        let grid = shared.grid;
+        let opts = shared.opts;
+        let incidents = &shared.incidents;
+        // Aggregate names only need to be unique: the metric's id names the median, the
+        // severity's name the count.
+        let by_severity: Vec<(&str, Expr)> = BY_SEVERITY
+            .iter()
+            .flat_map(|&(metric, severity)| {
+                let span = col("span").filter(col("severity").eq(lit(severity.as_str())));
+                [
+                    (metric.as_str(), span.clone().median()),
+                    (severity.as_str(), span.count()),
+                ]
+            })
+            .collect();
+        let attributed = attributed(
+            incidents.clone(),
+            shared.production.clone(),
+            opts.attribution_window.num_milliseconds(),
+        );
+        Ok(Self {
+            grid,
+            opts,
+            outages: shared.outages,
+            change_outages: outages(attributed, &opts.outage_severities)?,
+            acks: aggregate(
+                spans_from_start(incidents.clone(), "acknowledged_at"),
+                grid,
+                &[("median", col("span").median()), ("mean", col("span").mean())],
+            )?,
+            gaps: aggregate(
+                failure_gaps(incidents.clone(), &opts.outage_severities)?,
+                grid,
+                &[("mean", col("span").mean()), ("median", col("span").median())],
+            )?,
+            restores: aggregate(
+                spans_from_start(incidents.clone(), "resolved_at"),
+                grid,
+                &by_severity,
+            )?,
+            deploys: aggregate(
+                shared
+                    .production
+                    .clone()
+                    .select([col("service"), col("finished_at").alias("at")]),
+                grid,
+                &[],
+            )?,
+        })
+    }
+
+    /// One metric's `(value, n)` for a scope and period; an empty cell is a statistic of `None`
+    /// (a downtime-based value is defined without incidents: no downtime).
+    fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period) -> (Option<f64>, i64) {
+        let (from, to) = self.grid.millis(period);
+        // The period's length in minutes, the unit `downtime` returns.
+        let length = (to - from) as f64 / MINUTE_MS;
+        let statistic =
+            |cells: &Cells, index| (hours(cells.value(scope, period, index)), cells.n(scope, period));
+        if let Some(index) = BY_SEVERITY.iter().position(|(m, _)| *m == metric) {
+            let n = self.restores.value(scope, period, 2 * index + 1);
+            return (
+                hours(self.restores.value(scope, period, 2 * index)),
+                n.map_or(0, |n| n as i64),
+            );
+        }
+        match metric {
+            MetricId::TimeToAcknowledgeMedian => statistic(&self.acks, 0),
+            MetricId::TimeToAcknowledgeMean => statistic(&self.acks, 1),
+            MetricId::TimeBetweenFailuresMean => statistic(&self.gaps, 0),
+            MetricId::TimeBetweenFailuresMedian => statistic(&self.gaps, 1),
+            MetricId::Availability => {
+                let (down, n) = downtime(self.outages, scope, from, to);
+                (Some(1.0 - down / length), n)
+            }
+            MetricId::ErrorBudgetConsumed => {
+                let (down, n) = downtime(self.outages, scope, from, to);
+                let budget = (1.0 - self.slo(scope)) * length;
+                // An objective of 100% has no budget to consume; the config refuses one.
+                ((budget > 0.0).then(|| down / budget), n)
+            }
+            MetricId::ChangeCausedDowntimeMinutes => {
+                let (down, n) = downtime(&self.change_outages, scope, from, to);
+                (Some(down), n)
+            }
+            MetricId::DeploymentsDowntimeCorrelation => {
+                let weeks = self.grid.weeks();
+                let (deploys, down): (Vec<f64>, Vec<f64>) = (0..weeks)
+                    .map(Period::Week)
+                    .map(|week| {
+                        let (from, to) = self.grid.millis(week);
+                        (
+                            self.deploys.n(scope, week) as f64,
+                            downtime(self.outages, scope, from, to).0,
+                        )
+                    })
+                    .unzip();
+                (spearman(&deploys, &down), weeks as i64)
+            }
+            // Time to restore by severity is above; the core and ITSM families compute their own rows.
+            _ => (None, 0),
+        }
+    }
+
+    /// The availability objective of a scope: a service's own, else the default; the
+    /// organisation's is the default.
+    fn slo(&self, scope: Scope<'_>) -> f64 {
+        match scope {
+            Scope::Org => None,
+            Scope::Service(name) => self.opts.slo.get(name).copied(),
+        }
+        .unwrap_or(self.opts.default_slo)
+    }
+}
+
+/// Spans from each incident's start to the instant in column `until`, anchored there:
+/// `service, severity, at, span` (ms). Incidents without that instant, and negative spans (bad
+/// data, like a negative lead time), are dropped.
+fn spans_from_start(incidents: LazyFrame, until: &str) -> LazyFrame {
+    incidents
+        .select([
+            col("service"),
+            col("severity"),
+            col(until).alias("at"),
+            (col(until) - col("started_at")).alias("span"),
+        ])
+        // A null span (no `until`) fails the comparison too.
+        .filter(col("span").gt_eq(lit(0i64)))
+}
+
+/// Gaps between consecutive starts of outage incidents of the same service: `service, at, span`
+/// (ms), anchored on the later start. Gaps never run between services, and an incident without a
+/// service has none.
+fn failure_gaps(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<LazyFrame> {
+    let is_outage = severities.iter().fold(lit(false), |any, severity| {
+        any.or(col("severity").eq(lit(severity.as_str())))
+    });
+    let previous = col("started_at").shift(lit(1)).over_with_options(
+        Some([col("service")]),
+        Some(([col("started_at")], SortOptions::default())),
+        WindowMapping::default(),
+    )?;
+    Ok(incidents
+        .filter(is_outage.and(col("service").is_not_null()))
+        .select([
+            col("service"),
+            col("started_at").alias("at"),
+            (col("started_at") - previous).alias("span"),
+        ])
+        // The first incident of a service has no gap before it.
+        .filter(col("span").is_not_null()))
+}
+
+/// The incidents that window attribution gives a deployment, by the rule of the core's
+/// `deployment_outcomes`: a production deployment of the same service finished with
+/// `started_at − window < finished_at <= started_at`. Which one is the latest does not matter
+/// here, only that there is one.
+fn attributed(incidents: LazyFrame, production: LazyFrame, window_ms: i64) -> LazyFrame {
+    let ids = incidents
+        .clone()
+        .filter(col("service").is_not_null())
+        .select([col("id").alias("incident_id"), col("service"), col("started_at")])
+        .inner_join(
+            production
+                .filter(col("service").is_not_null())
+                .select([col("service"), col("finished_at")]),
+            col("service"),
+            col("service"),
+        )
+        .filter(
+            col("finished_at")
+                .lt_eq(col("started_at"))
+                .and(col("finished_at").gt(col("started_at") - lit(window_ms))),
+        )
+        .select([col("incident_id")])
+        .unique(None, UniqueKeepStrategy::Any);
+    incidents.inner_join(ids, col("id"), col("incident_id"))
+}
+
+#[cfg(test)]
+mod tests;
