@@ -105,6 +105,7 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
             tickets: &none,
             ticket_transitions: &none,
             change_requests: &none,
+            quarantine: &none,
         },
         opts,
     )
