@@ -194,7 +194,7 @@ fn sla_targets(opts: &Options) -> Result<HashMap<String, i64>, PipelineError> {
     for (priority, &target_hours) in &opts.sla_hours {
         if !target_hours.is_finite() || target_hours < 0.0 {
             return Err(PipelineError::Options(format!(
-                "the SLA target of priority `{priority}` must be a non-negative number of hours, not {target_hours}"
+                "`sla_hours` of priority `{priority}` must be a non-negative number of hours, not {target_hours}"
             )));
         }
         // Rounded to whole milliseconds, the precision instants are stored in.
@@ -202,8 +202,8 @@ fn sla_targets(opts: &Options) -> Result<HashMap<String, i64>, PipelineError> {
         let earlier = targets.insert(priority.to_lowercase(), (millis, priority));
         if let Some((_, name)) = earlier.filter(|&(other, _)| other != millis) {
             return Err(PipelineError::Options(format!(
-                "SLA targets for priorities `{name}` and `{priority}` differ, but priorities are compared \
-                 regardless of letter case; keep one of them"
+                "`sla_hours` has different targets for `{name}` and `{priority}`, but priorities are \
+                 compared regardless of letter case; keep one of them"
             )));
         }
     }
@@ -217,7 +217,7 @@ fn change_window_tolerance(opts: &Options) -> Result<i64, PipelineError> {
     let tolerance = opts.change_window_tolerance.num_milliseconds();
     if tolerance < 0 {
         return Err(PipelineError::Options(
-            "the change window tolerance must not be negative".to_owned(),
+            "`change_window_tolerance_minutes` must not be negative".to_owned(),
         ));
     }
     Ok(tolerance)
