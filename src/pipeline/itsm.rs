@@ -1,10 +1,509 @@
-//! itsm metrics (stub until the family lands): rows for every metric in `MetricId::ITSM`.
+//! ITSM flow and change-management metrics (`MetricId::ITSM`), after the project's metric
+//! definitions (`reference/metrics.md`, section ITSM): ticket throughput, backlog, lead and cycle
+//! time, SLA breaches, reopens, change success, emergency changes and production deployments
+//! without a change record.
+//!
+//! polars does the record-level work (joins of tickets with their transitions, of deployments
+//! with change windows) and the grouping by scope and week through [`aggregate`]; the
+//! backlog, a state at each period's end rather than an event in it, is counted in plain Rust
+//! over the few columns it needs. Instants are i64 milliseconds (UTC) and spans stay integer
+//! milliseconds until [`hours`] converts them. This module must not write files.
 
-use super::PipelineError;
-use super::weekly::Shared;
-use crate::metric::MetricRow;
+use std::collections::HashMap;
+
+use polars::prelude::*;
+use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
+
+use super::codec::scan_table;
+use super::weekly::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours};
+use super::{Options, PipelineError};
+use crate::metric::{MetricId, MetricRow};
+
+/// Status categories of tickets and transitions (Jira's keys, which every connector maps onto).
+const IN_PROGRESS: &str = "indeterminate";
+const DONE: &str = "done";
+
+/// Positions of the aggregated values of resolved tickets in their [`Cells`].
+const LEAD_MEDIAN: usize = 0;
+const LEAD_N: usize = 1;
+const CYCLE_MEDIAN: usize = 2;
+const CYCLE_N: usize = 3;
+const BREACHED: usize = 4;
+const WITH_TARGET: usize = 5;
+const REOPENED: usize = 6;
+
+/// Positions of the aggregated values of closed change requests in their [`Cells`].
+const SUCCESSFUL: usize = 0;
+const RATED: usize = 1;
+const EMERGENCY: usize = 2;
 
 /// The family's rows for every scope and period of the grid.
-pub(super) fn metrics(_shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
-    Ok(Vec::new())
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+    let targets = sla_targets(shared.opts)?;
+    let tolerance_ms = change_window_tolerance(shared.opts)?;
+    let inputs = shared.inputs;
+    let polars = |source| PipelineError::Polars {
+        context: format!(
+            "computing ITSM metrics from {}, {} and {}",
+            inputs.tickets.display(),
+            inputs.ticket_transitions.display(),
+            inputs.change_requests.display()
+        ),
+        source,
+    };
+
+    let tickets = scan_table::<Ticket>(inputs.tickets)?.with_column(target_ms(targets).alias("target"));
+    let transitions = scan_table::<TicketTransition>(inputs.ticket_transitions)?;
+    let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
+    let grid = shared.grid;
+
+    let computed = Computed {
+        resolved: aggregate(
+            resolved_tickets(tickets.clone(), transitions),
+            grid,
+            &[
+                ("lead_median", col("lead").median()),
+                ("lead_n", col("lead").count()),
+                ("cycle_median", col("cycle").median()),
+                ("cycle_n", col("cycle").count()),
+                ("breached", col("breached").sum()),
+                ("with_target", col("breached").count()),
+                ("reopened", col("reopened").sum()),
+            ],
+        )
+        .map_err(polars)?,
+        backlog: Backlog::load(tickets, grid).map_err(polars)?,
+        closed: aggregate(
+            closed_change_requests(change_requests.clone()),
+            grid,
+            &[
+                ("successful", col("successful").sum()),
+                ("rated", col("successful").count()),
+                ("emergency", col("emergency").sum()),
+            ],
+        )
+        .map_err(polars)?,
+        deploys: aggregate(
+            deployment_coverage(shared.production.clone(), change_requests, grid, tolerance_ms),
+            grid,
+            &[("uncovered", col("uncovered").sum())],
+        )
+        .map_err(polars)?,
+    };
+
+    let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
+        .chain(shared.services.iter().map(|s| Scope::Service(s)))
+        .collect();
+    let periods = grid.periods();
+    let mut rows = Vec::with_capacity(MetricId::ITSM.len() * scopes.len() * periods.len());
+    for metric in MetricId::ITSM {
+        for &scope in &scopes {
+            for &period in &periods {
+                let (value, n) = computed.value(metric, scope, period, grid);
+                let (period_start, period_end) = grid.instants(period);
+                rows.push(MetricRow {
+                    metric: metric.as_str().to_owned(),
+                    grain: period.grain().to_owned(),
+                    scope_type: scope.scope_type().to_owned(),
+                    scope: scope.name().to_owned(),
+                    period_start,
+                    period_end,
+                    value,
+                    unit: metric.unit().to_owned(),
+                    n,
+                });
+            }
+        }
+    }
+    Ok(rows)
 }
+
+#[derive(Debug)]
+struct Computed {
+    /// Tickets resolved in the period; values at [`LEAD_MEDIAN`] … [`REOPENED`].
+    resolved: Cells,
+    /// Tickets that may be open at some period end.
+    backlog: Backlog,
+    /// Change requests closed in the period; values at [`SUCCESSFUL`], [`RATED`], [`EMERGENCY`].
+    closed: Cells,
+    /// Production deployments; value 0: those without a change record.
+    deploys: Cells,
+}
+
+impl Computed {
+    /// One metric's `(value, n)` for a scope and period; an empty cell is a count of 0 and a
+    /// ratio or median of `None`.
+    fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period, grid: &Grid) -> (Option<f64>, i64) {
+        let count = |cells: &Cells, index| cells.value(scope, period, index).map_or(0, |v| v as i64);
+        let ratio = |part: Option<f64>, n: i64| (n > 0).then(|| part.unwrap_or(0.0) / n as f64);
+        match metric {
+            MetricId::TicketsResolved => {
+                let n = self.resolved.n(scope, period);
+                (Some(n as f64), n)
+            }
+            MetricId::TicketBacklog => {
+                let open = self.backlog.at(scope, grid.millis(period).1).open;
+                (Some(open as f64), open)
+            }
+            MetricId::TicketLeadTimeMedian => (
+                hours(self.resolved.value(scope, period, LEAD_MEDIAN)),
+                count(&self.resolved, LEAD_N),
+            ),
+            MetricId::TicketCycleTimeMedian => (
+                hours(self.resolved.value(scope, period, CYCLE_MEDIAN)),
+                count(&self.resolved, CYCLE_N),
+            ),
+            MetricId::SlaBreachRate => {
+                let n = count(&self.resolved, WITH_TARGET);
+                (ratio(self.resolved.value(scope, period, BREACHED), n), n)
+            }
+            MetricId::SlaOpenPastTarget => {
+                // n is the sample the count was drawn from, the open tickets that have a target,
+                // as for the breach rate: a quiet week with many open tickets is not "no data".
+                let open = self.backlog.at(scope, grid.millis(period).1);
+                (Some(open.past_target as f64), open.with_target)
+            }
+            MetricId::TicketReopenRate => {
+                let n = self.resolved.n(scope, period);
+                (ratio(self.resolved.value(scope, period, REOPENED), n), n)
+            }
+            MetricId::ChangeSuccessRate => {
+                let n = count(&self.closed, RATED);
+                (ratio(self.closed.value(scope, period, SUCCESSFUL), n), n)
+            }
+            MetricId::EmergencyChangeRatio => {
+                let n = self.closed.n(scope, period);
+                (ratio(self.closed.value(scope, period, EMERGENCY), n), n)
+            }
+            MetricId::DeploymentsWithoutChangeRecord => {
+                let n = self.deploys.n(scope, period);
+                (Some(self.deploys.value(scope, period, 0).unwrap_or(0.0)), n)
+            }
+            // The core and ops families compute their own rows.
+            _ => (None, 0),
+        }
+    }
+}
+
+/// Resolution targets in milliseconds by lower-cased priority name.
+///
+/// A target that is not a non-negative number of hours, or two names that differ only in letter
+/// case with different targets, cannot be applied and are refused rather than guessed.
+fn sla_targets(opts: &Options) -> Result<HashMap<String, i64>, PipelineError> {
+    let mut targets: HashMap<String, (i64, &str)> = HashMap::with_capacity(opts.sla_hours.len());
+    for (priority, &target_hours) in &opts.sla_hours {
+        if !target_hours.is_finite() || target_hours < 0.0 {
+            return Err(PipelineError::Options(format!(
+                "`sla_hours` of priority `{priority}` must be a non-negative number of hours, not {target_hours}"
+            )));
+        }
+        // Rounded to whole milliseconds, the precision instants are stored in.
+        let millis = (target_hours * HOUR_MS).round() as i64;
+        let earlier = targets.insert(priority.to_lowercase(), (millis, priority));
+        if let Some((_, name)) = earlier.filter(|&(other, _)| other != millis) {
+            return Err(PipelineError::Options(format!(
+                "`sla_hours` has different targets for `{name}` and `{priority}`, but priorities are \
+                 compared regardless of letter case; keep one of them"
+            )));
+        }
+    }
+    Ok(targets
+        .into_iter()
+        .map(|(name, (millis, _))| (name, millis))
+        .collect())
+}
+
+fn change_window_tolerance(opts: &Options) -> Result<i64, PipelineError> {
+    let tolerance = opts.change_window_tolerance.num_milliseconds();
+    if tolerance < 0 {
+        return Err(PipelineError::Options(
+            "`change_window_tolerance_minutes` must not be negative".to_owned(),
+        ));
+    }
+    Ok(tolerance)
+}
+
+/// A ticket's resolution target in milliseconds (`Int64`), looked up by its `priority` regardless
+/// of letter case; null when the ticket has no priority or its priority no target.
+fn target_ms(targets: HashMap<String, i64>) -> Expr {
+    // A lookup in Rust: lower-casing strings in polars needs its `strings` feature.
+    col("priority").map(
+        move |priority| {
+            let found: Int64Chunked = priority
+                .str()?
+                .iter()
+                .map(|p| p.and_then(|p| targets.get(&p.to_lowercase()).copied()))
+                .collect();
+            Ok(found.with_name(priority.name().clone()).into_column())
+        },
+        |_, field| Ok(Field::new(field.name().clone(), DataType::Int64)),
+    )
+}
+
+/// Resolved tickets: `service, at (resolved_at)` and, per ticket,
+/// - `lead`: `resolved_at − created_at` (ms); null when negative (bad data, like a negative lead
+///   time for changes), which also leaves the ticket out of the SLA sample;
+/// - `cycle`: `resolved_at −` its first transition into the in-progress category (ms); null when
+///   it never was in progress or the span is negative;
+/// - `breached`: 1.0 when `lead` exceeds the priority's target, 0.0 when not, null without a
+///   target (or without a valid lead time);
+/// - `reopened`: 1.0 when it left the done category after first reaching it, else 0.0.
+fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> LazyFrame {
+    let non_negative = |span: Expr| {
+        when(span.clone().gt_eq(lit(0i64)))
+            .then(span)
+            .otherwise(lit(NULL).cast(DataType::Int64))
+    };
+    // The first transition whose category after is in progress, whatever the category before: a
+    // ticket created straight into an in-progress status starts at its first in-progress status
+    // change, the earliest the changelog shows it in progress (the Jira connector dates an
+    // incident's acknowledgement and a change's actual start the same way).
+    let started = transitions
+        .clone()
+        .filter(col("to_category").eq(lit(IN_PROGRESS)))
+        .group_by([col("ticket_id")])
+        .agg([col("at").min().alias("started_at")]);
+    tickets
+        .filter(col("resolved_at").is_not_null())
+        .left_join(started, col("id"), col("ticket_id"))
+        .left_join(reopened(transitions), col("id"), col("ticket_id"))
+        .select([
+            col("service"),
+            col("resolved_at").alias("at"),
+            non_negative(col("resolved_at") - col("created_at")).alias("lead"),
+            non_negative(col("resolved_at") - col("started_at")).alias("cycle"),
+            col("target"),
+            col("reopens")
+                .is_not_null()
+                .cast(DataType::Float64)
+                .alias("reopened"),
+        ])
+        .with_column(
+            when(col("lead").is_null().or(col("target").is_null()))
+                .then(lit(NULL).cast(DataType::Float64))
+                .otherwise(col("lead").gt(col("target")).cast(DataType::Float64))
+                .alias("breached"),
+        )
+}
+
+/// Tickets that were reopened: `ticket_id, reopens`.
+///
+/// The rule, against the transitions table alone (`resolved_at` cannot say it: sources move it to
+/// the last resolution): a ticket first reached done at its earliest transition whose category
+/// after is `done`; it was reopened when a transition from `done` to a known category other than
+/// `done` happened at or after that instant (at the same millisecond it can only have followed
+/// it, having left done). Moves within done (Resolved → Closed) and moves to an unknown category
+/// are not reopens; a move out of done with no earlier move into done in the changelog is not
+/// counted either, since the table cannot place it after the ticket first reached done. "Later"
+/// is as the lake knows it now, so a reopen after the period still counts for the period the
+/// ticket was resolved in. Sources without a changelog (ServiceNow) give no transitions: their
+/// tickets count as resolved and never as reopened.
+fn reopened(transitions: LazyFrame) -> LazyFrame {
+    let first_done = transitions
+        .clone()
+        .filter(col("to_category").eq(lit(DONE)))
+        .group_by([col("ticket_id")])
+        .agg([col("at").min().alias("first_done_at")]);
+    transitions
+        .filter(
+            col("from_category")
+                .eq(lit(DONE))
+                .and(col("to_category").neq(lit(DONE))),
+        )
+        .select([col("ticket_id"), col("at")])
+        .inner_join(first_done, col("ticket_id"), col("ticket_id"))
+        .filter(col("at").gt_eq(col("first_done_at")))
+        .group_by([col("ticket_id")])
+        .agg([len().alias("reopens")])
+}
+
+/// Closed change requests: `service, at (closed_at)`, `successful` (1.0 for `successful`, 0.0 for
+/// `successful_issues` or `unsuccessful`, null for any other or no close code, which leaves it
+/// out of the success rate) and `emergency` (1.0 or 0.0; an unknown type is not an emergency).
+fn closed_change_requests(change_requests: LazyFrame) -> LazyFrame {
+    let rated = ["successful", "successful_issues", "unsuccessful"]
+        .into_iter()
+        .fold(lit(false), |any, code| any.or(col("close_code").eq(lit(code))));
+    change_requests.filter(col("closed_at").is_not_null()).select([
+        col("service"),
+        col("closed_at").alias("at"),
+        when(rated)
+            .then(col("close_code").eq(lit("successful")).cast(DataType::Float64))
+            .otherwise(lit(NULL).cast(DataType::Float64))
+            .alias("successful"),
+        when(col("change_type").eq(lit("emergency")))
+            .then(lit(1.0))
+            .otherwise(lit(0.0))
+            .alias("emergency"),
+    ])
+}
+
+/// Production deployments with whether a change record covers them: `service, at (finished_at),
+/// uncovered` (1.0 or 0.0).
+///
+/// Covered: an approved change request of the same service has a planned window with
+/// `planned_start − tolerance <= finished_at <= planned_end + tolerance`. `approved` null is not
+/// approved (nobody recorded an approval), and a change request without both planned instants has
+/// no window. A deployment without a service matches no change request, so it is never covered.
+/// metrics.md also counts a deployment a change request references explicitly as covered, but
+/// the canonical tables carry no such reference yet (neither a change request's deployment nor a
+/// deployment's change number): when one lands, it joins here.
+fn deployment_coverage(
+    production: LazyFrame,
+    change_requests: LazyFrame,
+    grid: &Grid,
+    tolerance_ms: i64,
+) -> LazyFrame {
+    let (start, end) = grid.millis(Period::Range);
+    // Only windows that reach into the range can cover a deployment counted in it; this keeps the
+    // join below to the reporting range.
+    let windows = change_requests
+        .filter(
+            col("approved")
+                .eq(lit(true))
+                .and(col("service").is_not_null())
+                .and(col("planned_start").is_not_null())
+                .and(col("planned_end").is_not_null()),
+        )
+        .select([
+            col("service"),
+            (col("planned_start") - lit(tolerance_ms)).alias("window_from"),
+            (col("planned_end") + lit(tolerance_ms)).alias("window_to"),
+        ])
+        .filter(
+            col("window_to")
+                .gt_eq(lit(start))
+                .and(col("window_from").lt(lit(end))),
+        );
+    let covered = production
+        .clone()
+        .filter(col("service").is_not_null())
+        .select([
+            col("id").alias("deployment_id"),
+            col("service"),
+            col("finished_at"),
+        ])
+        .inner_join(windows, col("service"), col("service"))
+        .filter(
+            col("finished_at")
+                .gt_eq(col("window_from"))
+                .and(col("finished_at").lt_eq(col("window_to"))),
+        )
+        .group_by([col("deployment_id")])
+        .agg([len().alias("windows")]);
+    production
+        .left_join(covered, col("id"), col("deployment_id"))
+        .select([
+            col("service"),
+            col("finished_at").alias("at"),
+            col("windows")
+                .is_null()
+                .cast(DataType::Float64)
+                .alias("uncovered"),
+        ])
+}
+
+/// Open tickets at a period's end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct OpenCounts {
+    /// Open: created before the end, not resolved before it.
+    open: i64,
+    /// Open and with a resolution target.
+    with_target: i64,
+    /// Open and already older than their target.
+    past_target: i64,
+}
+
+/// A ticket that may be open at some period end (instants and target in ms).
+#[derive(Debug, Clone, Copy)]
+struct OpenTicket {
+    created: i64,
+    resolved: Option<i64>,
+    target: Option<i64>,
+}
+
+impl OpenTicket {
+    /// Open at `end`: created before it and resolved at or after it, or not at all.
+    fn open_at(self, end: i64) -> bool {
+        self.created < end && self.resolved.is_none_or(|resolved| resolved >= end)
+    }
+}
+
+/// The tickets behind the backlog, for the organisation and by service. The backlog is a state
+/// at each period end, not an event in a period, so it is counted here rather than grouped by
+/// [`aggregate`]; the organisation's tickets are read once per period end and a service's only
+/// its own.
+#[derive(Debug, Default)]
+struct Backlog {
+    all: Vec<OpenTicket>,
+    by_service: HashMap<String, Vec<OpenTicket>>,
+}
+
+impl Backlog {
+    /// Reads the tickets open at the end of at least one week of the grid.
+    fn load(tickets: LazyFrame, grid: &Grid) -> PolarsResult<Self> {
+        let first_end = grid.millis(Period::Week(0)).1;
+        let frame = tickets
+            .filter(
+                col("created_at").lt(lit(grid.end())).and(
+                    col("resolved_at")
+                        .is_null()
+                        .or(col("resolved_at").gt_eq(lit(first_end))),
+                ),
+            )
+            .select([
+                col("service"),
+                col("created_at"),
+                col("resolved_at"),
+                col("target"),
+            ])
+            .collect()?;
+        let service = frame.column("service")?.str()?;
+        let created = frame.column("created_at")?.i64()?;
+        let resolved = frame.column("resolved_at")?.i64()?;
+        let target = frame.column("target")?.i64()?;
+        let mut backlog = Self::default();
+        for row in 0..frame.height() {
+            // `created_at` is declared non-nullable; the codec refuses a null there.
+            let Some(created) = created.get(row) else {
+                continue;
+            };
+            let ticket = OpenTicket {
+                created,
+                resolved: resolved.get(row),
+                target: target.get(row),
+            };
+            backlog.all.push(ticket);
+            if let Some(service) = service.get(row) {
+                backlog
+                    .by_service
+                    .entry(service.to_owned())
+                    .or_default()
+                    .push(ticket);
+            }
+        }
+        Ok(backlog)
+    }
+
+    /// The scope's open tickets at `end` (exclusive end of a period: the state just before it).
+    fn at(&self, scope: Scope<'_>, end: i64) -> OpenCounts {
+        let tickets = match scope {
+            Scope::Org => self.all.as_slice(),
+            Scope::Service(name) => self.by_service.get(name).map_or(&[][..], Vec::as_slice),
+        };
+        let mut counts = OpenCounts::default();
+        for ticket in tickets.iter().filter(|t| t.open_at(end)) {
+            counts.open += 1;
+            if let Some(target) = ticket.target {
+                counts.with_target += 1;
+                // Age at the end strictly beyond the target, as a resolution strictly beyond it
+                // is a breach.
+                counts.past_target += i64::from(end - ticket.created > target);
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests;
