@@ -15,7 +15,7 @@ use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
 use super::codec::scan_table;
-use super::weekly::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours};
+use super::weekly::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours, metric_rows};
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 
@@ -91,31 +91,12 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .map_err(polars)?,
     };
 
-    let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
-        .chain(shared.services.iter().map(|s| Scope::Service(s)))
-        .collect();
-    let periods = grid.periods();
-    let mut rows = Vec::with_capacity(MetricId::ITSM.len() * scopes.len() * periods.len());
-    for metric in MetricId::ITSM {
-        for &scope in &scopes {
-            for &period in &periods {
-                let (value, n) = computed.value(metric, scope, period, grid);
-                let (period_start, period_end) = grid.instants(period);
-                rows.push(MetricRow {
-                    metric: metric.as_str().to_owned(),
-                    grain: period.grain().to_owned(),
-                    scope_type: scope.scope_type().to_owned(),
-                    scope: scope.name().to_owned(),
-                    period_start,
-                    period_end,
-                    value,
-                    unit: metric.unit().to_owned(),
-                    n,
-                });
-            }
-        }
-    }
-    Ok(rows)
+    Ok(metric_rows(
+        &MetricId::ITSM,
+        shared.services,
+        grid,
+        |metric, scope, period| Some(computed.value(metric, scope, period, grid)),
+    ))
 }
 
 #[derive(Debug)]

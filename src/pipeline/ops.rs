@@ -14,7 +14,7 @@ use tandem_connectors::model::Severity;
 
 use super::stats::spearman;
 use super::weekly::{
-    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, outages,
+    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, metric_rows, outages,
 };
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
@@ -40,35 +40,18 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         source,
     })?;
 
-    let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
-        .chain(shared.services.iter().map(|s| Scope::Service(s)))
-        .collect();
-    let periods = shared.grid.periods();
-    let mut rows = Vec::with_capacity(MetricId::OPS.len() * scopes.len() * periods.len());
-    for metric in MetricId::OPS {
-        let periods = match metric {
-            MetricId::DeploymentsDowntimeCorrelation => &[Period::Range][..],
-            _ => &periods,
-        };
-        for &scope in &scopes {
-            for &period in periods {
-                let (value, n) = computed.value(metric, scope, period);
-                let (period_start, period_end) = shared.grid.instants(period);
-                rows.push(MetricRow {
-                    metric: metric.as_str().to_owned(),
-                    grain: period.grain().to_owned(),
-                    scope_type: scope.scope_type().to_owned(),
-                    scope: scope.name().to_owned(),
-                    period_start,
-                    period_end,
-                    value,
-                    unit: metric.unit().to_owned(),
-                    n,
-                });
+    Ok(metric_rows(
+        &MetricId::OPS,
+        shared.services,
+        shared.grid,
+        |metric, scope, period| {
+            match (metric, period) {
+                // A correlation over weeks exists for the whole range only.
+                (MetricId::DeploymentsDowntimeCorrelation, Period::Week(_)) => None,
+                _ => Some(computed.value(metric, scope, period)),
             }
-        }
-    }
-    Ok(rows)
+        },
+    ))
 }
 
 /// The family's groups, computed once; [`Computed::value`] reads one cell of the grid from them.

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use polars::prelude::*;
-use tandem_connectors::model::{Change, Deployment, Incident, Severity};
+use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Severity, Ticket};
 
 use super::codec::scan_table;
 use super::intervals::union_length;
@@ -50,7 +50,20 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
     }
 
     let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
-    services.extend(services_in(&[deployments.clone(), changes.clone(), incidents.clone()]).map_err(polars)?);
+    // Services named in any table get rows, so a service known only from its tickets or change
+    // requests shows up too.
+    let tickets = scan_table::<Ticket>(inputs.tickets)?;
+    let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
+    services.extend(
+        services_in(&[
+            deployments.clone(),
+            changes.clone(),
+            incidents.clone(),
+            tickets,
+            change_requests,
+        ])
+        .map_err(polars)?,
+    );
     let grid = Grid {
         bounds,
         start: opts.start.timestamp_millis(),
@@ -93,16 +106,37 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
     family_rows.extend(super::itsm::metrics(&shared)?);
     family_rows.extend(super::quality::metrics(&shared)?);
 
+    let mut rows = metric_rows(
+        &MetricId::CORE,
+        &services,
+        &computed.grid,
+        |metric, scope, period| Some(computed.value(metric, scope, period)),
+    );
+    rows.extend(family_rows);
+    Ok(rows)
+}
+
+/// One row per metric, scope (the org, then each service) and period (each week, then the range),
+/// in that order, with `(value, n)` from `value`; `None` leaves the row out (e.g. a correlation
+/// that only exists over the whole range has no week rows).
+pub(super) fn metric_rows(
+    metrics: &[MetricId],
+    services: &BTreeSet<String>,
+    grid: &Grid,
+    mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64)>,
+) -> Vec<MetricRow> {
     let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
         .chain(services.iter().map(|s| Scope::Service(s)))
         .collect();
-    let periods = computed.grid.periods();
-    let mut rows = Vec::with_capacity(MetricId::ALL.len() * scopes.len() * periods.len());
-    for metric in MetricId::CORE {
+    let periods = grid.periods();
+    let mut rows = Vec::with_capacity(metrics.len() * scopes.len() * periods.len());
+    for &metric in metrics {
         for &scope in &scopes {
             for &period in &periods {
-                let (value, n) = computed.value(metric, scope, period);
-                let (period_start, period_end) = computed.grid.instants(period);
+                let Some((value, n)) = value(metric, scope, period) else {
+                    continue;
+                };
+                let (period_start, period_end) = grid.instants(period);
                 rows.push(MetricRow {
                     metric: metric.as_str().to_owned(),
                     grain: period.grain().to_owned(),
@@ -117,14 +151,11 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
             }
         }
     }
-    rows.extend(family_rows);
-    Ok(rows)
+    rows
 }
 
 /// What the metric families beyond the core DORA set (`ops`, `itsm`) read: the inputs and options,
 /// the week grid, the services, and the frames the core already prepared.
-// Fields are read by whichever families need them; not every family reads every one.
-#[allow(dead_code)]
 pub(super) struct Shared<'a> {
     /// The table files.
     pub inputs: Inputs<'a>,

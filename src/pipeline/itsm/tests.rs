@@ -182,6 +182,7 @@ impl Lake {
                 tickets: &paths[3],
                 ticket_transitions: &paths[4],
                 change_requests: &paths[5],
+                quarantine: &self.path("quarantine"),
             },
             opts,
         )
