@@ -14,7 +14,8 @@ use tandem_connectors::model::Severity;
 
 use super::stats::spearman;
 use super::weekly::{
-    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, metric_rows, outages,
+    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, attributions, downtime, hours,
+    metric_rows, outages,
 };
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
@@ -227,29 +228,9 @@ fn failure_gaps(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<L
         .filter(col("span").is_not_null()))
 }
 
-/// The incidents that window attribution gives a deployment, by the rule of the core's
-/// `deployment_outcomes`: a production deployment of the same service finished with
-/// `started_at − window < finished_at <= started_at`. Which one is the latest does not matter
-/// here, only that there is one.
+/// The incidents window attribution gives a deployment (the core's rule, [`attributions`]).
 fn attributed(incidents: LazyFrame, production: LazyFrame, window_ms: i64) -> LazyFrame {
-    let ids = incidents
-        .clone()
-        .filter(col("service").is_not_null())
-        .select([col("id").alias("incident_id"), col("service"), col("started_at")])
-        .inner_join(
-            production
-                .filter(col("service").is_not_null())
-                .select([col("service"), col("finished_at")]),
-            col("service"),
-            col("service"),
-        )
-        .filter(
-            col("finished_at")
-                .lt_eq(col("started_at"))
-                .and(col("finished_at").gt(col("started_at") - lit(window_ms))),
-        )
-        .select([col("incident_id")])
-        .unique(None, UniqueKeepStrategy::Any);
+    let ids = attributions(production, incidents.clone(), window_ms).select([col("incident_id")]);
     incidents.inner_join(ids, col("id"), col("incident_id"))
 }
 

@@ -300,11 +300,30 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
 /// service with `started_at − window < finished_at <= started_at` (ties: the greatest id). A
 /// deployment with one or more incidents is one failed change.
 pub(super) fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
+    let failed = attributions(production.clone(), incidents, window_ms)
+        .group_by([col("deployment_id")])
+        .agg([len().alias("incidents")]);
+    production
+        .left_join(failed, col("id"), col("deployment_id"))
+        .select([
+            col("service"),
+            col("finished_at").alias("at"),
+            col("incidents")
+                .is_not_null()
+                .cast(DataType::Float64)
+                .alias("failed"),
+        ])
+}
+
+/// Window attribution, one row per attributed incident: `incident_id, deployment_id` — the latest
+/// production deployment of the incident's service with `started_at − window < finished_at <=
+/// started_at` (ties: the greatest id). Incidents with no such deployment have no row.
+pub(super) fn attributions(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
     let candidates = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
         .inner_join(
-            production.clone().filter(col("service").is_not_null()).select([
+            production.filter(col("service").is_not_null()).select([
                 col("id").alias("deployment_id"),
                 col("service"),
                 col("finished_at"),
@@ -318,23 +337,11 @@ pub(super) fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, w
                 .and(col("finished_at").gt(col("started_at") - lit(window_ms))),
         );
     let latest_first = SortMultipleOptions::default().with_order_descending(true);
-    let failed = candidates
+    candidates
         .group_by([col("incident_id")])
         .agg([col("deployment_id")
             .sort_by([col("finished_at"), col("deployment_id")], latest_first)
             .first()])
-        .group_by([col("deployment_id")])
-        .agg([len().alias("incidents")]);
-    production
-        .left_join(failed, col("id"), col("deployment_id"))
-        .select([
-            col("service"),
-            col("finished_at").alias("at"),
-            col("incidents")
-                .is_not_null()
-                .cast(DataType::Float64)
-                .alias("failed"),
-        ])
 }
 
 /// Lead times of merged changes, time method: `service, at, span`, where `at` is when the first
