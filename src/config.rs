@@ -198,6 +198,13 @@ pub struct ReportConfig {
     /// absent.
     #[serde(default)]
     pub until: Option<NaiveDate>,
+    /// IANA time zone in which days, weeks, months and quarters are counted (`Europe/Berlin`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 
 impl Default for ReportConfig {
@@ -206,6 +213,7 @@ impl Default for ReportConfig {
             out: default_report_out(),
             weeks: default_weeks(),
             until: None,
+            time_zone: default_time_zone(),
         }
     }
 }
@@ -323,6 +331,15 @@ impl Config {
             }
             k.scope_key().map_err(|m| invalid(format!("kpi[{i}].scope"), m))?;
         }
+        if self.report.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid(
+                "report.time_zone".into(),
+                format!(
+                    "{:?} is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")",
+                    self.report.time_zone
+                ),
+            ));
+        }
         if self.report.weeks == 0 || self.report.weeks > 520 {
             return Err(invalid("report.weeks".into(), "must be between 1 and 520".into()));
         }
@@ -356,6 +373,11 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The report time zone (validated on load).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.report.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC)
     }
 
     /// Resolves a path from the config against the config file's directory.

@@ -38,8 +38,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
     );
     let quarantine = store.table_path("quarantine");
     let options = Options {
-        start,
-        weeks,
+        calendar: weekly_calendar(start, weeks, config)?,
         attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
         outage_severities: config.metrics.outage_severities.clone(),
         services: config.services.iter().map(|s| s.name.clone()).collect(),
@@ -69,6 +68,18 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
     pipeline::write_metrics(&rows, &parquet, &csv)?;
     tracing::info!(rows = rows.len(), path = %parquet.display(), "Metric table written.");
     Ok(rows)
+}
+
+/// ISO weeks from `start` (a Monday 00:00 UTC) in the report's time zone.
+fn weekly_calendar(
+    start: chrono::DateTime<Utc>,
+    weeks: u32,
+    config: &Config,
+) -> anyhow::Result<crate::pipeline::calendar::Calendar> {
+    let from = start.date_naive();
+    let to = from + chrono::Duration::weeks(i64::from(weeks));
+    crate::pipeline::calendar::Calendar::new(config.tz(), crate::pipeline::calendar::Grain::Week, from, to)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The organisation's whole-range figures as an aligned text table.

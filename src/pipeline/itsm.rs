@@ -423,7 +423,7 @@ struct Backlog {
 impl Backlog {
     /// Reads the tickets open at the end of at least one week of the grid.
     fn load(tickets: LazyFrame, grid: &Grid) -> PolarsResult<Self> {
-        let first_end = grid.millis(Period::Week(0)).1;
+        let first_end = grid.millis(Period::Unit(0)).1;
         let frame = tickets
             .filter(
                 col("created_at").lt(lit(grid.end())).and(

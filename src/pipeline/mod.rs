@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
 use tandem_connectors::model::{Severity, Table};
 
 use crate::metric::MetricRow;
@@ -114,10 +113,9 @@ pub struct Inputs<'a> {
 /// What to compute.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// First week's Monday, 00:00 UTC.
-    pub start: DateTime<Utc>,
-    /// Number of ISO weeks.
-    pub weeks: u32,
+    /// The periods to compute (days, ISO weeks, months or quarters in the report's time zone);
+    /// every metric also gets one row for the whole range they cover.
+    pub calendar: calendar::Calendar,
     /// Incident → deployment attribution window.
     pub attribution_window: chrono::Duration,
     /// Severities that count as outage for downtime.

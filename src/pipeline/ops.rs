@@ -48,7 +48,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         |metric, scope, period| {
             match (metric, period) {
                 // A correlation over weeks exists for the whole range only.
-                (MetricId::DeploymentsDowntimeCorrelation, Period::Week(_)) => None,
+                (MetricId::DeploymentsDowntimeCorrelation, Period::Unit(_)) => None,
                 _ => Some(computed.value(metric, scope, period)),
             }
         },
@@ -161,9 +161,10 @@ impl<'a> Computed<'a> {
                 (Some(down), n)
             }
             MetricId::DeploymentsDowntimeCorrelation => {
-                let weeks = self.grid.weeks();
+                // Over the range's calendar periods (weeks in the weekly report).
+                let weeks = self.grid.units();
                 let (deploys, down): (Vec<f64>, Vec<f64>) = (0..weeks)
-                    .map(Period::Week)
+                    .map(Period::Unit)
                     .map(|week| {
                         let (from, to) = self.grid.millis(week);
                         (

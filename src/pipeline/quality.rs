@@ -44,12 +44,12 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .map(|period| {
             let n = match period {
                 Period::Range => total,
-                Period::Week(_) => cells.n(Scope::Org, period),
+                Period::Unit(_) => cells.n(Scope::Org, period),
             };
             let (period_start, period_end) = shared.grid.instants(period);
             MetricRow {
                 metric: metric.as_str().to_owned(),
-                grain: period.grain().to_owned(),
+                grain: shared.grid.grain(period).to_owned(),
                 scope_type: "org".into(),
                 scope: "all".into(),
                 period_start,

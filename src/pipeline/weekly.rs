@@ -9,23 +9,23 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
+use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Severity, Ticket};
 
+use super::calendar::{Calendar, Grain};
 use super::codec::scan_table;
 use super::intervals::union_length;
 use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 
-const WEEK_MS: i64 = 7 * 24 * 3_600_000;
 pub(super) const HOUR_MS: f64 = 3_600_000.0;
 pub(super) const MINUTE_MS: f64 = 60_000.0;
-/// The `week` of whole-range groups in the aggregated frames (real weeks count from 0).
-const RANGE_WEEK: i64 = -1;
+/// The period index of whole-range groups in the aggregated frames (calendar periods count from 0).
+const RANGE_INDEX: i64 = -1;
 
 pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
-    let bounds = week_bounds(opts)?;
+    check_options(opts)?;
     let window_ms = opts.attribution_window.num_milliseconds();
     let polars = |source| PipelineError::Polars {
         context: format!(
@@ -64,10 +64,7 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
         ])
         .map_err(polars)?,
     );
-    let grid = Grid {
-        bounds,
-        start: opts.start.timestamp_millis(),
-    };
+    let grid = Grid::new(&opts.calendar);
 
     let production = production_deployments(deployments);
     let production_all = production.clone();
@@ -139,7 +136,7 @@ pub(super) fn metric_rows(
                 let (period_start, period_end) = grid.instants(period);
                 rows.push(MetricRow {
                     metric: metric.as_str().to_owned(),
-                    grain: period.grain().to_owned(),
+                    grain: grid.grain(period).to_owned(),
                     scope_type: scope.scope_type().to_owned(),
                     scope: scope.name().to_owned(),
                     period_start,
@@ -232,36 +229,17 @@ pub(super) fn hours(millis: Option<f64>) -> Option<f64> {
     millis.map(|ms| ms / HOUR_MS)
 }
 
-/// Checks the options and returns the week boundaries: `weeks + 1` Mondays.
-fn week_bounds(opts: &Options) -> Result<Vec<DateTime<Utc>>, PipelineError> {
-    let start = opts.start;
-    if start.weekday() != Weekday::Mon || start.num_seconds_from_midnight() != 0 || start.nanosecond() != 0 {
-        return Err(PipelineError::Options(format!(
-            "the range must start on a Monday at 00:00 UTC, not {}",
-            start.to_rfc3339()
-        )));
-    }
-    if opts.weeks == 0 {
-        return Err(PipelineError::Options(
-            "the range must have at least one week".to_owned(),
-        ));
-    }
+/// Checks the options the grid does not already guarantee.
+fn check_options(opts: &Options) -> Result<(), PipelineError> {
     if opts.attribution_window < Duration::zero() {
         return Err(PipelineError::Options(
             "the attribution window must not be negative".to_owned(),
         ));
     }
-    (0..=i64::from(opts.weeks))
-        .map(|week| {
-            start.checked_add_signed(Duration::weeks(week)).ok_or_else(|| {
-                PipelineError::Options(format!(
-                    "{} weeks from {} is past the last representable date",
-                    opts.weeks,
-                    start.to_rfc3339()
-                ))
-            })
-        })
-        .collect()
+    if opts.calendar.periods.is_empty() {
+        return Err(PipelineError::Options("the range has no periods".to_owned()));
+    }
+    Ok(())
 }
 
 /// Every service named anywhere in the tables, so a service appears in every week of a report.
@@ -470,58 +448,72 @@ impl Scope<'_> {
     }
 }
 
-/// A period of the grid: an ISO week (0 = the first) or the whole range.
+/// A period of the grid: one of the calendar's periods (0 = the first) or the whole range.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Period {
-    Week(usize),
+    Unit(usize),
     Range,
 }
 
 impl Period {
-    pub(super) fn grain(self) -> &'static str {
+    /// The index its group has in the aggregated frames.
+    pub(super) fn index(self) -> i64 {
         match self {
-            Self::Week(_) => "week",
-            Self::Range => "range",
-        }
-    }
-
-    /// The `week` value its group has in the aggregated frames.
-    pub(super) fn week(self) -> i64 {
-        match self {
-            Self::Week(week) => week as i64,
-            Self::Range => RANGE_WEEK,
+            Self::Unit(i) => i as i64,
+            Self::Range => RANGE_INDEX,
         }
     }
 }
 
-/// The reporting range and its weeks.
+/// The reporting range and its calendar periods.
 #[derive(Debug)]
 pub(super) struct Grid {
-    /// `weeks + 1` Mondays (checked representable by [`week_bounds`]).
-    bounds: Vec<DateTime<Utc>>,
-    /// Milliseconds of the first Monday.
-    start: i64,
+    calendar: Calendar,
+    /// Period starts in epoch milliseconds, then the last end.
+    bounds: Vec<i64>,
 }
 
 impl Grid {
-    pub(super) fn weeks(&self) -> usize {
-        self.bounds.len() - 1
+    pub(super) fn new(calendar: &Calendar) -> Self {
+        let mut bounds: Vec<i64> = calendar
+            .periods
+            .iter()
+            .map(|p| p.start.timestamp_millis())
+            .collect();
+        bounds.extend(calendar.periods.last().map(|p| p.end.timestamp_millis()));
+        Self {
+            calendar: calendar.clone(),
+            bounds,
+        }
     }
 
-    /// The weeks in time order, then the whole range.
+    /// Number of calendar periods.
+    pub(super) fn units(&self) -> usize {
+        self.calendar.periods.len()
+    }
+
+    /// The periods in time order, then the whole range.
     pub(super) fn periods(&self) -> Vec<Period> {
-        (0..self.weeks())
-            .map(Period::Week)
+        (0..self.units())
+            .map(Period::Unit)
             .chain(std::iter::once(Period::Range))
             .collect()
     }
 
+    /// `day`, `week`, `month` or `quarter` for a calendar period; `range` for the whole range.
+    pub(super) fn grain(&self, period: Period) -> &'static str {
+        match period {
+            Period::Unit(_) => self.calendar.grain.as_str(),
+            Period::Range => Grain::Range.as_str(),
+        }
+    }
+
     pub(super) fn instants(&self, period: Period) -> (DateTime<Utc>, DateTime<Utc>) {
-        let (first, last) = match period {
-            Period::Week(week) => (week, week + 1),
-            Period::Range => (0, self.weeks()),
-        };
-        (self.bounds[first], self.bounds[last])
+        let periods = &self.calendar.periods;
+        match period {
+            Period::Unit(i) => (periods[i].start, periods[i].end),
+            Period::Range => (periods[0].start, periods[periods.len() - 1].end),
+        }
     }
 
     pub(super) fn millis(&self, period: Period) -> (i64, i64) {
@@ -529,14 +521,29 @@ impl Grid {
         (from.timestamp_millis(), to.timestamp_millis())
     }
 
+    pub(super) fn start(&self) -> i64 {
+        self.millis(Period::Range).0
+    }
+
     pub(super) fn end(&self) -> i64 {
         self.millis(Period::Range).1
     }
 
+    /// Calendar days in the period, in the report's time zone (a week across a DST change is
+    /// still 7 days).
     pub(super) fn days(&self, period: Period) -> f64 {
-        match period {
-            Period::Week(_) => 7.0,
-            Period::Range => 7.0 * self.weeks() as f64,
+        let (from, to) = self.instants(period);
+        let tz = self.calendar.tz;
+        (to.with_timezone(&tz).date_naive() - from.with_timezone(&tz).date_naive()).num_days() as f64
+    }
+
+    /// The calendar period containing `at` (epoch ms), if any.
+    fn index_of(bounds: &[i64], at: i64) -> i64 {
+        match (bounds.first(), bounds.last()) {
+            (Some(first), Some(last)) if at >= *first && at < *last => {
+                bounds.partition_point(|b| *b <= at) as i64 - 1
+            }
+            _ => RANGE_INDEX - 1,
         }
     }
 }
@@ -557,7 +564,7 @@ impl Cells {
         self.0.get(&(
             scope.scope_type().to_owned(),
             scope.name().to_owned(),
-            period.week(),
+            period.index(),
         ))
     }
 
@@ -575,21 +582,20 @@ impl Cells {
 /// period — each event counts for the org and, when it has one, its service, in its week and in
 /// the whole range — and evaluates `aggs` (named) per group, beside the group size `n`.
 pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsResult<Cells> {
-    // The week number in integer arithmetic. polars' `floor_div` panics without the
-    // `round_series` feature, and its `/` is float division that multiplies by the reciprocal,
-    // so the exact boundary `3 × WEEK_MS` could land in week 2.
-    let start = grid.start;
+    // The period by binary search over the period starts: exact at every boundary, whatever the
+    // periods' lengths (months, DST weeks), and no polars feature needed.
+    let bounds = grid.bounds.clone();
     let week = col("at").map(
         move |at| {
-            let weeks = at.i64()?.apply_values(|at| (at - start).div_euclid(WEEK_MS));
-            Ok(weeks.into_column())
+            let index = at.i64()?.apply_values(|at| Grid::index_of(&bounds, at));
+            Ok(index.into_column())
         },
         |_, field| Ok(field.clone()),
     );
     let anchored = events
         .filter(
             col("at")
-                .gt_eq(lit(grid.start))
+                .gt_eq(lit(grid.start()))
                 .and(col("at").lt(lit(grid.end()))),
         )
         .with_column(week.alias("week"));
@@ -602,7 +608,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     };
     // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
     let whole_range =
-        |frame: LazyFrame| frame.with_column(lit(RANGE_WEEK).cast(DataType::Int64).alias("week"));
+        |frame: LazyFrame| frame.with_column(lit(RANGE_INDEX).cast(DataType::Int64).alias("week"));
     let scoped = concat(
         [
             org(anchored.clone()),

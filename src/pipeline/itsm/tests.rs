@@ -191,8 +191,7 @@ impl Lake {
 
 fn options(weeks: u32, services: &[&str]) -> Options {
     Options {
-        start: aug(3, 0, 0),
-        weeks,
+        calendar: weeks_from_aug_3(weeks),
         attribution_window: Duration::hours(24),
         outage_severities: vec![Severity::Sev1, Severity::Sev2],
         services: services.iter().map(|s| s.to_string()).collect(),
@@ -637,4 +636,16 @@ fn deployments_are_covered_by_an_approved_window_of_their_service_within_the_tol
         cell(&rows, DeploymentsWithoutChangeRecord, "all", None),
         (Some(8.0), 12)
     );
+}
+
+/// `weeks` ISO weeks from Monday 2026-08-03, in UTC.
+fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
+    crate::pipeline::calendar::Calendar::new(
+        chrono_tz::Tz::UTC,
+        crate::pipeline::calendar::Grain::Week,
+        from,
+        from + chrono::Duration::weeks(i64::from(weeks)),
+    )
+    .unwrap()
 }

@@ -77,8 +77,7 @@ fn acked(incident: Incident, at: DateTime<Utc>) -> Incident {
 
 fn options(weeks: u32, services: &[&str]) -> Options {
     Options {
-        start: aug(3, 0, 0),
-        weeks,
+        calendar: weeks_from_aug_3(weeks),
         attribution_window: Duration::hours(24),
         outage_severities: vec![Sev1, Sev2],
         services: services.iter().map(|s| s.to_string()).collect(),
@@ -605,4 +604,16 @@ fn rows_come_in_metric_scope_week_then_range_order() {
         })
         .collect();
     assert_eq!(actual, expected);
+}
+
+/// `weeks` ISO weeks from Monday 2026-08-03, in UTC.
+fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
+    crate::pipeline::calendar::Calendar::new(
+        chrono_tz::Tz::UTC,
+        crate::pipeline::calendar::Grain::Week,
+        from,
+        from + chrono::Duration::weeks(i64::from(weeks)),
+    )
+    .unwrap()
 }

@@ -120,8 +120,7 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
 
 fn options(weeks: u32, services: &[&str]) -> Options {
     Options {
-        start: aug(3, 0, 0),
-        weeks,
+        calendar: weeks_from_aug_3(weeks),
         attribution_window: Duration::hours(24),
         outage_severities: vec![Severity::Sev1, Severity::Sev2],
         services: services.iter().map(|s| s.to_string()).collect(),
@@ -646,7 +645,18 @@ fn missing_table_files_are_empty_tables() {
 }
 
 #[test]
-fn a_range_must_start_on_a_monday_midnight_and_have_weeks() {
+fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
+    use crate::pipeline::calendar::{Calendar, Grain};
+    let utc = chrono_tz::Tz::UTC;
+    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 8, d).unwrap();
+    assert!(
+        Calendar::new(utc, Grain::Week, day(4), day(11)).is_err(),
+        "a Tuesday"
+    );
+    assert!(
+        Calendar::new(utc, Grain::Week, day(3), day(3)).is_err(),
+        "no weeks"
+    );
     let lake = lake(&[], &[], &[]);
     let inputs = Inputs {
         deployments: &lake.deployments,
@@ -657,24 +667,24 @@ fn a_range_must_start_on_a_monday_midnight_and_have_weeks() {
         change_requests: &lake.none,
         quarantine: &lake.none,
     };
-    let tuesday = Options {
-        start: aug(4, 0, 0),
+    let backwards = Options {
+        attribution_window: Duration::hours(-1),
         ..options(1, &[])
     };
     assert!(matches!(
-        weekly_metrics(inputs, &tuesday),
+        weekly_metrics(inputs, &backwards),
         Err(PipelineError::Options(_))
     ));
-    let noon = Options {
-        start: aug(3, 12, 0),
-        ..options(1, &[])
-    };
-    assert!(matches!(
-        weekly_metrics(inputs, &noon),
-        Err(PipelineError::Options(_))
-    ));
-    assert!(matches!(
-        weekly_metrics(inputs, &options(0, &[])),
-        Err(PipelineError::Options(_))
-    ));
+}
+
+/// `weeks` ISO weeks from Monday 2026-08-03, in UTC.
+fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
+    crate::pipeline::calendar::Calendar::new(
+        chrono_tz::Tz::UTC,
+        crate::pipeline::calendar::Grain::Week,
+        from,
+        from + chrono::Duration::weeks(i64::from(weeks)),
+    )
+    .unwrap()
 }
