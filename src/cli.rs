@@ -83,22 +83,42 @@ pub struct CheckArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct RangeArgs {
     /// Number of ISO weeks to cover (default: `report.weeks` in the config, else 12).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "period")]
     pub weeks: Option<u32>,
     /// The Monday after the last week covered, e.g. 2026-11-16 (default: `report.until`, else the
     /// current week's Monday, so only complete weeks are reported).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "period")]
     pub until: Option<NaiveDate>,
+    /// A period instead of weeks: 2026-Q3, 2026-11 (a month), 2026-W45, 2026-11-03 (a day) or
+    /// 2026-08-01..2026-11-01 (end exclusive), in the report time zone.
+    #[arg(long)]
+    pub period: Option<String>,
+    /// The periods the range is divided into: day, week, month or quarter (default: the kind
+    /// --period names; weeks otherwise).
+    #[arg(long)]
+    pub grain: Option<String>,
+}
+
+/// Which scopes `tandem metrics` prints.
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum ByScope {
+    /// The organisation as a whole.
+    #[default]
+    Org,
+    /// Each service.
+    Service,
 }
 
 /// Output format of `tandem metrics`.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum MetricsFormat {
-    /// The organisation's figures over the whole range, as an aligned table.
+    /// The whole-range figures of the chosen scopes, as an aligned table.
     #[default]
     Table,
     /// Every row of the metric table as CSV.
     Csv,
+    /// The rows of the chosen scopes as a JSON array (every period).
+    Json,
 }
 
 /// `tandem metrics`.
@@ -110,6 +130,9 @@ pub struct MetricsArgs {
     /// What to print.
     #[arg(long, value_enum, default_value_t)]
     pub format: MetricsFormat,
+    /// Whose figures to print (table and JSON).
+    #[arg(long, value_enum, default_value_t)]
+    pub by: ByScope,
 }
 
 /// `tandem report`.

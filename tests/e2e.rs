@@ -155,6 +155,7 @@ async fn weekly_metrics_match_the_ground_truth() {
     let range = RangeArgs {
         weeks: Some(WEEKS),
         until: Some(until),
+        ..RangeArgs::default()
     };
     let ctx = tandem::commands::Context {
         env: env(),

@@ -72,6 +72,7 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let range = RangeArgs {
         weeks: Some(args.weeks),
         until: Some(until),
+        ..RangeArgs::default()
     };
     let outcome = run::job(&config, &ctx, &range, None).await?;
     crate::say!("config: {}", config_path.display());

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::range;
-use crate::cli::{MetricsArgs, MetricsFormat, RangeArgs};
+use crate::cli::{ByScope, MetricsArgs, MetricsFormat, RangeArgs};
 use crate::config::Config;
 use crate::metric::{MetricId, MetricRow};
 use crate::pipeline::{self, Inputs, Options};
@@ -13,7 +13,16 @@ use crate::store::Store;
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     let rows = compute(&args.range, config)?;
     match args.format {
-        MetricsFormat::Table => super::out(&org_table(&rows)),
+        MetricsFormat::Table if args.by == ByScope::Org => super::out(&org_table(&rows)),
+        MetricsFormat::Table => super::out(&service_table(&rows)),
+        MetricsFormat::Json => {
+            let scope_type = match args.by {
+                ByScope::Org => "org",
+                ByScope::Service => "service",
+            };
+            let chosen: Vec<&MetricRow> = rows.iter().filter(|r| r.scope_type == scope_type).collect();
+            super::out(&format!("{}\n", serde_json::to_string_pretty(&chosen)?));
+        }
         MetricsFormat::Csv => {
             let (_, csv) = Store::open(&config.resolve(&config.store.path))?.metrics_paths();
             super::out(&std::fs::read_to_string(csv)?);
@@ -25,7 +34,7 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
 /// Computes the metric table for the range and writes it to the lake.
 pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
     let store = Store::open(&config.resolve(&config.store.path))?;
-    let (start, weeks) = range(range_args, config, Utc::now().date_naive())?;
+    let calendar = range(range_args, config, Utc::now().date_naive())?;
     let (deployments, changes, incidents) = (
         store.table_path("deployments"),
         store.table_path("changes"),
@@ -38,7 +47,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
     );
     let quarantine = store.table_path("quarantine");
     let options = Options {
-        calendar: weekly_calendar(start, weeks, config)?,
+        calendar,
         attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
         outage_severities: config.metrics.outage_severities.clone(),
         services: config.services.iter().map(|s| s.name.clone()).collect(),
@@ -70,16 +79,51 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
     Ok(rows)
 }
 
-/// ISO weeks from `start` (a Monday 00:00 UTC) in the report's time zone.
-fn weekly_calendar(
-    start: chrono::DateTime<Utc>,
-    weeks: u32,
-    config: &Config,
-) -> anyhow::Result<crate::pipeline::calendar::Calendar> {
-    let from = start.date_naive();
-    let to = from + chrono::Duration::weeks(i64::from(weeks));
-    crate::pipeline::calendar::Calendar::new(config.tz(), crate::pipeline::calendar::Grain::Week, from, to)
-        .map_err(anyhow::Error::msg)
+/// Every service's whole-range figures, one line per service and metric.
+pub fn service_table(rows: &[MetricRow]) -> String {
+    let mut lines = vec![[
+        "service".to_owned(),
+        "metric".to_owned(),
+        "value".to_owned(),
+        "n".to_owned(),
+    ]];
+    let mut services: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.scope_type == "service" && r.grain == "range")
+        .map(|r| r.scope.as_str())
+        .collect();
+    services.sort_unstable();
+    services.dedup();
+    for service in services {
+        for id in MetricId::ALL {
+            if let Some(row) = rows.iter().find(|r| {
+                r.metric == id.as_str()
+                    && r.grain == "range"
+                    && r.scope == service
+                    && r.scope_type == "service"
+            }) {
+                let mut value = row.display_value();
+                if row.insufficient() {
+                    value.push_str(" *");
+                }
+                lines.push([
+                    service.to_owned(),
+                    id.title().to_owned(),
+                    value,
+                    row.n.to_string(),
+                ]);
+            }
+        }
+    }
+    let width = |i: usize| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    let mut out = String::new();
+    for [a, b, c, d] in &lines {
+        out.push_str(format!("{a:<w0$}  {b:<w1$}  {c:>w2$}  {d:>w3$}").trim_end());
+        out.push('\n');
+    }
+    out.push_str("* insufficient data (n < 5)\n");
+    out
 }
 
 /// The organisation's whole-range figures as an aligned text table.

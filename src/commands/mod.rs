@@ -11,11 +11,12 @@ pub mod sync;
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
+use anyhow::bail;
+use chrono::{Datelike, Duration, NaiveDate, Weekday};
 
 use crate::cli::RangeArgs;
 use crate::config::Config;
+use crate::pipeline::calendar::{Calendar, Grain, parse_period};
 
 /// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process
 /// quietly with success, as command-line tools do, instead of panicking in `println!`.
@@ -89,9 +90,27 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-/// The reporting range: `(first Monday, weeks)`, from the flags, else the config, else the
-/// `weeks` complete weeks before the current one.
-pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Result<(DateTime<Utc>, u32)> {
+/// The reporting calendar: `--period` (with `--grain`), else the `weeks` ISO weeks ending at
+/// `--until` / `report.until` / the current week's Monday, in the report time zone.
+pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Result<Calendar> {
+    let grain: Option<Grain> = args
+        .grain
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(spec) = &args.period {
+        let (named, from, to) = parse_period(spec).map_err(anyhow::Error::msg)?;
+        let grain = grain.unwrap_or(match named {
+            // An explicit range is divided into weeks when it is made of whole weeks, else days.
+            Grain::Range if from.weekday() == Weekday::Mon && to.weekday() == Weekday::Mon => Grain::Week,
+            Grain::Range => Grain::Day,
+            g => g,
+        });
+        return Calendar::new(config.tz(), grain, from, to).map_err(|e| {
+            anyhow::anyhow!("--period {spec} cannot be divided into {grain}s: {e}; choose another --grain")
+        });
+    }
     let weeks = args.weeks.unwrap_or(config.report.weeks);
     if weeks == 0 || weeks > 520 {
         bail!("--weeks must be between 1 and 520, not {weeks}");
@@ -106,11 +125,10 @@ pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Res
         Some(d) => d,
         None => monday_of(today),
     };
-    let until = until
-        .and_hms_opt(0, 0, 0)
-        .context("midnight exists on every date")?
-        .and_utc();
-    Ok((until - Duration::weeks(i64::from(weeks)), weeks))
+    let from = until - Duration::weeks(i64::from(weeks));
+    let grain = grain.unwrap_or(Grain::Week);
+    Calendar::new(config.tz(), grain, from, until)
+        .map_err(|e| anyhow::anyhow!("{weeks} weeks to {until} cannot be divided into {grain}s: {e}"))
 }
 
 /// The Monday starting the ISO week of `day`.
@@ -131,9 +149,32 @@ mod tests {
     fn default_range_is_the_complete_weeks_before_today() {
         // 2026-11-22 is a Sunday: its week began on Monday 2026-11-16.
         let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
-        let (start, weeks) = range(&RangeArgs::default(), &config(), today).unwrap();
-        assert_eq!(weeks, 12);
-        assert_eq!(start.to_rfc3339(), "2026-08-24T00:00:00+00:00");
+        let cal = range(&RangeArgs::default(), &config(), today).unwrap();
+        assert_eq!(cal.periods.len(), 12);
+        assert_eq!(cal.periods[0].start.to_rfc3339(), "2026-08-24T00:00:00+00:00");
+        assert_eq!(cal.periods[11].end.to_rfc3339(), "2026-11-16T00:00:00+00:00");
+    }
+
+    #[test]
+    fn a_period_names_its_grain_and_may_be_divided_further() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let q3 = RangeArgs {
+            period: Some("2026-Q3".into()),
+            ..RangeArgs::default()
+        };
+        let cal = range(&q3, &config(), today).unwrap();
+        assert_eq!((cal.grain, cal.periods.len()), (Grain::Quarter, 1));
+        let monthly = RangeArgs {
+            grain: Some("month".into()),
+            ..q3.clone()
+        };
+        assert_eq!(range(&monthly, &config(), today).unwrap().periods.len(), 3);
+        let weekly = RangeArgs {
+            grain: Some("week".into()),
+            ..q3
+        };
+        let err = range(&weekly, &config(), today).unwrap_err().to_string();
+        assert!(err.contains("--grain"), "{err}");
     }
 
     #[test]
@@ -141,6 +182,7 @@ mod tests {
         let args = RangeArgs {
             weeks: Some(2),
             until: NaiveDate::from_ymd_opt(2026, 11, 18),
+            ..RangeArgs::default()
         };
         let err = range(&args, &config(), NaiveDate::from_ymd_opt(2026, 11, 22).unwrap())
             .unwrap_err()

@@ -28,6 +28,8 @@ pub struct Page {
     pub min_sample: i64,
     /// Start of the latest week with org rows, for the KPI table's header.
     pub latest_week: Option<String>,
+    /// The grain of the periods (`week`, `month`, …), for headings.
+    pub unit: String,
     /// One row per metric, org scope.
     pub kpis: Vec<KpiRow>,
     /// Column titles of the per-service table, in [`MetricId::CORE`] order.
@@ -96,7 +98,10 @@ pub struct View {
 /// Builds the view of `rows`. Rows with an unknown metric, grain or scope type are ignored:
 /// the pipeline owns which rows exist, the report only shows the ones it knows how to show.
 pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]) -> View {
-    let org_week = index(rows, "week", "org");
+    // The calendar periods the table was computed in: weeks by default, or days, months or
+    // quarters; charts and the "latest" column follow them.
+    let unit = unit_grain(rows);
+    let org_week = index(rows, unit, "org");
     let org_range = index(rows, "range", "org");
     let service_range = index(rows, "range", "service");
 
@@ -172,6 +177,7 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         has_data: !rows.is_empty(),
         min_sample: MIN_SAMPLE,
         latest_week: latest.map(date_text),
+        unit: unit.to_owned(),
         kpis,
         metric_titles: MetricId::CORE.iter().map(|m| m.title()).collect(),
         services,
@@ -214,6 +220,14 @@ fn calendar_date(t: DateTime<Utc>) -> NaiveDate {
     (t + Duration::hours(12)).date_naive()
 }
 
+/// The grain of the rows that are not the whole range (`week` when there are none).
+fn unit_grain(rows: &[MetricRow]) -> &str {
+    rows.iter()
+        .map(|r| r.grain.as_str())
+        .find(|g| *g != "range")
+        .unwrap_or("week")
+}
+
 fn date_text(t: DateTime<Utc>) -> String {
     calendar_date(t).format("%Y-%m-%d").to_string()
 }
@@ -222,7 +236,7 @@ fn date_text(t: DateTime<Utc>) -> String {
 fn range_text(rows: &[MetricRow]) -> Option<String> {
     let weekly_start = rows
         .iter()
-        .filter(|r| r.grain == "week")
+        .filter(|r| r.grain == unit_grain(rows))
         .map(|r| r.period_start)
         .min();
     let start = weekly_start.or_else(|| rows.iter().map(|r| r.period_start).min())?;

@@ -688,3 +688,67 @@ fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
     )
     .unwrap()
 }
+
+#[test]
+fn months_in_the_report_time_zone_take_events_by_local_date() {
+    use crate::pipeline::calendar::{Calendar, Grain};
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    // 23:30 UTC on Oct 31 is 00:30 on Nov 1 in Berlin (CET, UTC+1): a November deployment.
+    let lake = lake(
+        &[
+            deployment("a", Some("web"), at("2026-10-31T23:30:00Z")),
+            deployment("b", Some("web"), at("2026-10-31T22:59:00Z")),
+            deployment("c", Some("web"), at("2026-11-30T22:59:59Z")),
+        ],
+        &[],
+        &[],
+    );
+    let months = Calendar::new(
+        berlin,
+        Grain::Month,
+        chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+    )
+    .unwrap();
+    let opts = Options {
+        calendar: months,
+        ..options(1, &[])
+    };
+    let rows = run(&lake, &opts);
+    let count = |grain: &str, start: &str| {
+        rows.iter()
+            .find(|r| {
+                r.metric == "deployment_count"
+                    && r.scope == "all"
+                    && r.grain == grain
+                    && r.period_start == at(start)
+            })
+            .map(|r| (r.value, r.n, r.period_end))
+            .unwrap()
+    };
+    // October in Berlin: Oct 1 00:00 CEST (UTC+2) to Nov 1 00:00 CET (UTC+1).
+    assert_eq!(
+        count("month", "2026-09-30T22:00:00Z"),
+        (Some(1.0), 1, at("2026-10-31T23:00:00Z"))
+    );
+    assert_eq!(
+        count("month", "2026-10-31T23:00:00Z"),
+        (Some(2.0), 2, at("2026-11-30T23:00:00Z"))
+    );
+    assert_eq!(
+        count("range", "2026-09-30T22:00:00Z"),
+        (Some(3.0), 3, at("2026-11-30T23:00:00Z"))
+    );
+    // Frequency divides by local calendar days: 31 in October, 30 in November.
+    let freq = rows
+        .iter()
+        .find(|r| {
+            r.metric == "deployment_frequency"
+                && r.scope == "all"
+                && r.grain == "month"
+                && r.period_start == at("2026-10-31T23:00:00Z")
+        })
+        .unwrap();
+    assert_eq!(freq.value, Some(2.0 / 30.0));
+}
