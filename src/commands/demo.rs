@@ -149,6 +149,29 @@ outage_severities = ["sev1", "sev2"]     # incidents that count as downtime
 # PagerDuty is the system of record for incidents; Jira and ServiceNow mirror them as tickets.
 incident_sources = ["pagerduty", "legacy-exports"]
 
+# Shared KPIs: what IT and operations agreed to be judged on, with the owners.
+[[kpi]]
+metric = "change_failure_rate"
+target = "<= 0.15"
+owners = "IT+Ops"
+
+[[kpi]]
+metric = "lead_time_median"
+target = "<= 72"
+owners = "IT"
+
+[[kpi]]
+metric = "availability"
+target = ">= 0.995"
+owners = "Ops"
+amber_margin = 0.005             # a margin relative to the target: 0.5% of 99.5%
+
+[[kpi]]
+metric = "sla_breach_rate"
+scope = "service:checkout"
+target = "<= 0.10"
+owners = "Ops"
+
 [[source]]
 name = "github"
 kind = "github"

@@ -6,6 +6,7 @@ use super::range;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat, RangeArgs};
 use crate::config::Config;
 use crate::metric::{MetricId, MetricRow};
+use crate::pipeline::kpi::KpiSpec;
 use crate::pipeline::{self, Inputs, Options};
 use crate::store::Store;
 
@@ -13,7 +14,10 @@ use crate::store::Store;
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     let rows = compute(&args.range, config)?;
     match args.format {
-        MetricsFormat::Table if args.by == ByScope::Org => super::out(&org_table(&rows)),
+        MetricsFormat::Table if args.by == ByScope::Org => {
+            super::out(&org_table(&rows));
+            super::out(&kpi_table(&rows, &config.kpis));
+        }
         MetricsFormat::Table => super::out(&service_table(&rows)),
         MetricsFormat::Json => {
             let scope_type = match args.by {
@@ -77,6 +81,74 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
     pipeline::write_metrics(&rows, &parquet, &csv)?;
     tracing::info!(rows = rows.len(), path = %parquet.display(), "Metric table written.");
     Ok(rows)
+}
+
+/// The shared KPIs: each one's value in the latest period, its status against the target and
+/// the change since the period before. Empty when the config declares no `[[kpi]]`.
+pub fn kpi_table(rows: &[MetricRow], kpis: &[KpiSpec]) -> String {
+    if kpis.is_empty() {
+        return String::new();
+    }
+    let mut lines = vec![[
+        "KPI".to_owned(),
+        "scope".to_owned(),
+        "owners".to_owned(),
+        "target".to_owned(),
+        "latest".to_owned(),
+        "status".to_owned(),
+        "change".to_owned(),
+    ]];
+    for kpi in kpis {
+        let Ok((scope_type, scope)) = kpi.scope_key() else {
+            continue;
+        };
+        let mut periods: Vec<&MetricRow> = rows
+            .iter()
+            .filter(|r| r.metric == kpi.metric && r.scope_type == scope_type && r.scope == scope)
+            .filter(|r| r.grain != "range")
+            .collect();
+        periods.sort_by_key(|r| r.period_start);
+        let latest = periods.last().copied();
+        let previous = periods.len().checked_sub(2).and_then(|i| periods.get(i)).copied();
+        let title = MetricId::parse(&kpi.metric).map_or_else(|| kpi.metric.clone(), |m| m.title().to_owned());
+        let status = kpi.status(latest.and_then(|r| r.value), latest.map_or(0, |r| r.n));
+        let change = match (latest, previous) {
+            (Some(l), Some(p)) => crate::pipeline::kpi::delta(l.value, p.value)
+                .map(|d| {
+                    let shown = MetricRow {
+                        value: Some(d.abs()),
+                        ..l.clone()
+                    }
+                    .display_value();
+                    format!("{}{shown}", if d < 0.0 { "−" } else { "+" })
+                })
+                .unwrap_or_else(|| crate::metric::MISSING.to_owned()),
+            _ => crate::metric::MISSING.to_owned(),
+        };
+        lines.push([
+            title,
+            kpi.scope.clone(),
+            kpi.owners.clone(),
+            kpi.target.to_string(),
+            latest.map_or_else(|| crate::metric::MISSING.to_owned(), MetricRow::display_value),
+            status.as_str().to_owned(),
+            change,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::from("\nShared KPIs, latest period\n");
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Every service's whole-range figures, one line per service and metric.
@@ -174,4 +246,49 @@ pub fn org_table(rows: &[MetricRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+
+    use super::*;
+
+    fn row(week: i64, value: f64, n: i64) -> MetricRow {
+        let start = DateTime::<Utc>::from_timestamp(1_785_715_200, 0).unwrap() + Duration::weeks(week);
+        MetricRow {
+            metric: "change_failure_rate".into(),
+            grain: "week".into(),
+            scope_type: "org".into(),
+            scope: "all".into(),
+            period_start: start,
+            period_end: start + Duration::weeks(1),
+            value: Some(value),
+            unit: "ratio".into(),
+            n,
+        }
+    }
+
+    #[test]
+    fn kpis_are_judged_on_the_latest_period_with_the_change_since_the_one_before() {
+        let kpi: KpiSpec =
+            toml::from_str("metric = \"change_failure_rate\"\ntarget = \"<= 0.15\"\nowners = \"IT+Ops\"\n")
+                .unwrap();
+        // Out of order on purpose: the latest week is the one with the latest start.
+        let rows = vec![row(1, 0.20, 10), row(0, 0.10, 10)];
+        let table = kpi_table(&rows, std::slice::from_ref(&kpi));
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("Change failure rate"))
+            .unwrap();
+        assert!(
+            line.contains("20.0%") && line.contains(" red ") && line.contains("+10.0%"),
+            "{line}"
+        );
+        let small = vec![row(0, 0.10, 10), row(1, 0.01, 3)];
+        let table = kpi_table(&small, &[kpi]);
+        assert!(table.contains("insufficient"), "n < 5 gets no colour: {table}");
+        assert!(kpi_table(&rows, &[]).is_empty());
+    }
 }

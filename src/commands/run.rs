@@ -31,6 +31,7 @@ pub async fn job(
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
     super::out(&metrics::org_table(&rows));
+    super::out(&metrics::kpi_table(&rows, &config.kpis));
     let output = report::render(&rows, config, out)?;
     report::print_output(&output);
     let (_, csv) = crate::store::Store::open(&config.resolve(&config.store.path))?.metrics_paths();
