@@ -107,6 +107,8 @@ pub enum ByScope {
     Org,
     /// Each service.
     Service,
+    /// Each team (the teams of the `[[service]]` mapping).
+    Team,
 }
 
 /// Output format of `tandem metrics`.

@@ -16,9 +16,9 @@ pub struct MetricRow {
     pub metric: String,
     /// `week` for an ISO week, `range` for the whole reporting range.
     pub grain: String,
-    /// `org` or `service`.
+    /// `org`, `service` or `team`.
     pub scope_type: String,
-    /// `all` for the organisation, else the service name.
+    /// `all` for the organisation, else the service or team name.
     pub scope: String,
     /// Period start, inclusive (UTC).
     pub period_start: DateTime<Utc>,

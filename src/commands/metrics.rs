@@ -18,11 +18,13 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
             super::out(&org_table(&rows));
             super::out(&kpi_table(&rows, &config.kpis));
         }
-        MetricsFormat::Table => super::out(&service_table(&rows)),
+        MetricsFormat::Table if args.by == ByScope::Service => super::out(&scope_table(&rows, "service")),
+        MetricsFormat::Table => super::out(&scope_table(&rows, "team")),
         MetricsFormat::Json => {
             let scope_type = match args.by {
                 ByScope::Org => "org",
                 ByScope::Service => "service",
+                ByScope::Team => "team",
             };
             let chosen: Vec<&MetricRow> = rows.iter().filter(|r| r.scope_type == scope_type).collect();
             super::out(&format!("{}\n", serde_json::to_string_pretty(&chosen)?));
@@ -64,6 +66,11 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             .filter_map(|s| s.slo.map(|v| (s.name.clone(), v)))
             .collect(),
         default_slo: config.metrics.default_slo,
+        teams: config
+            .services
+            .iter()
+            .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))
+            .collect(),
     };
     let rows = pipeline::weekly_metrics(
         Inputs {
@@ -151,17 +158,17 @@ pub fn kpi_table(rows: &[MetricRow], kpis: &[KpiSpec]) -> String {
     out
 }
 
-/// Every service's whole-range figures, one line per service and metric.
-pub fn service_table(rows: &[MetricRow]) -> String {
+/// Every service's (or team's) whole-range figures, one line per scope and metric.
+pub fn scope_table(rows: &[MetricRow], scope_type: &str) -> String {
     let mut lines = vec![[
-        "service".to_owned(),
+        scope_type.to_owned(),
         "metric".to_owned(),
         "value".to_owned(),
         "n".to_owned(),
     ]];
     let mut services: Vec<&str> = rows
         .iter()
-        .filter(|r| r.scope_type == "service" && r.grain == "range")
+        .filter(|r| r.scope_type == scope_type && r.grain == "range")
         .map(|r| r.scope.as_str())
         .collect();
     services.sort_unstable();
@@ -172,7 +179,7 @@ pub fn service_table(rows: &[MetricRow]) -> String {
                 r.metric == id.as_str()
                     && r.grain == "range"
                     && r.scope == service
-                    && r.scope_type == "service"
+                    && r.scope_type == scope_type
             }) {
                 let mut value = row.display_value();
                 if row.insufficient() {

@@ -468,12 +468,17 @@ impl Backlog {
 
     /// The scope's open tickets at `end` (exclusive end of a period: the state just before it).
     fn at(&self, scope: Scope<'_>, end: i64) -> OpenCounts {
-        let tickets = match scope {
-            Scope::Org => self.all.as_slice(),
-            Scope::Service(name) => self.by_service.get(name).map_or(&[][..], Vec::as_slice),
+        let tickets: Vec<&OpenTicket> = match scope {
+            Scope::Org => self.all.iter().collect(),
+            Scope::Service(name) => self.by_service.get(name).into_iter().flatten().collect(),
+            Scope::Team(_, services) => services
+                .iter()
+                .filter_map(|s| self.by_service.get(s))
+                .flatten()
+                .collect(),
         };
         let mut counts = OpenCounts::default();
-        for ticket in tickets.iter().filter(|t| t.open_at(end)) {
+        for ticket in tickets.into_iter().filter(|t| t.open_at(end)) {
             counts.open += 1;
             if let Some(target) = ticket.target {
                 counts.with_target += 1;

@@ -132,6 +132,8 @@ pub struct Options {
     pub slo: std::collections::BTreeMap<String, f64>,
     /// Availability objective of services without their own.
     pub default_slo: f64,
+    /// The team of each service (the config mapping): team rows aggregate their services' records.
+    pub teams: std::collections::BTreeMap<String, String>,
 }
 
 /// Weekly and whole-range metrics per service and for the organisation.

@@ -181,10 +181,10 @@ impl<'a> Computed<'a> {
     }
 
     /// The availability objective of a scope: a service's own, else the default; the
-    /// organisation's is the default.
+    /// organisation's and a team's are the default.
     fn slo(&self, scope: Scope<'_>) -> f64 {
         match scope {
-            Scope::Org => None,
+            Scope::Org | Scope::Team(..) => None,
             Scope::Service(name) => self.opts.slo.get(name).copied(),
         }
         .unwrap_or(self.opts.default_slo)

@@ -7,7 +7,7 @@
 //! and merges outage intervals (see [`super::intervals`]). Instants are handled as integer
 //! milliseconds since the epoch (UTC) throughout. This module must not write files.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
@@ -64,7 +64,7 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
         ])
         .map_err(polars)?,
     );
-    let grid = Grid::new(&opts.calendar);
+    let grid = Grid::new(&opts.calendar, &opts.teams);
 
     let production = production_deployments(deployments);
     let production_all = production.clone();
@@ -122,9 +122,7 @@ pub(super) fn metric_rows(
     grid: &Grid,
     mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64)>,
 ) -> Vec<MetricRow> {
-    let scopes: Vec<Scope<'_>> = std::iter::once(Scope::Org)
-        .chain(services.iter().map(|s| Scope::Service(s)))
-        .collect();
+    let scopes = grid.scopes(services);
     let periods = grid.periods();
     let mut rows = Vec::with_capacity(metrics.len() * scopes.len() * periods.len());
     for &metric in metrics {
@@ -414,12 +412,7 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
 /// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
 /// The organisation's downtime is the union over every outage, whatever its service.
 pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
-    let in_scope = || {
-        outages.iter().filter(move |o| match scope {
-            Scope::Org => true,
-            Scope::Service(name) => o.service.as_deref() == Some(name),
-        })
-    };
+    let in_scope = || outages.iter().filter(move |o| scope.covers(o.service.as_deref()));
     let n = in_scope().filter(|o| o.start.max(from) < o.end.min(to)).count();
     let millis = union_length(in_scope().map(|o| (o.start, o.end)), from, to);
     (millis as f64 / MINUTE_MS, n as i64)
@@ -430,6 +423,8 @@ pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64)
 pub(super) enum Scope<'a> {
     Org,
     Service(&'a str),
+    /// A team and the services it owns (from the config mapping).
+    Team(&'a str, &'a BTreeSet<String>),
 }
 
 impl Scope<'_> {
@@ -437,13 +432,23 @@ impl Scope<'_> {
         match self {
             Self::Org => "org",
             Self::Service(_) => "service",
+            Self::Team(..) => "team",
         }
     }
 
     pub(super) fn name(&self) -> &str {
         match self {
             Self::Org => "all",
-            Self::Service(name) => name,
+            Self::Service(name) | Self::Team(name, _) => name,
+        }
+    }
+
+    /// Whether a record of `service` counts in this scope.
+    pub(super) fn covers(self, service: Option<&str>) -> bool {
+        match self {
+            Self::Org => true,
+            Self::Service(name) => service == Some(name),
+            Self::Team(_, services) => service.is_some_and(|s| services.contains(s)),
         }
     }
 }
@@ -471,20 +476,45 @@ pub(super) struct Grid {
     calendar: Calendar,
     /// Period starts in epoch milliseconds, then the last end.
     bounds: Vec<i64>,
+    /// The team of each mapped service.
+    service_team: BTreeMap<String, String>,
+    /// The services of each team.
+    team_services: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Grid {
-    pub(super) fn new(calendar: &Calendar) -> Self {
+    pub(super) fn new(calendar: &Calendar, service_team: &BTreeMap<String, String>) -> Self {
         let mut bounds: Vec<i64> = calendar
             .periods
             .iter()
             .map(|p| p.start.timestamp_millis())
             .collect();
         bounds.extend(calendar.periods.last().map(|p| p.end.timestamp_millis()));
+        let mut team_services: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (service, team) in service_team {
+            team_services
+                .entry(team.clone())
+                .or_default()
+                .insert(service.clone());
+        }
         Self {
             calendar: calendar.clone(),
             bounds,
+            service_team: service_team.clone(),
+            team_services,
         }
+    }
+
+    /// Every scope rows are made for: the organisation, each service, then each team.
+    pub(super) fn scopes<'a>(&'a self, services: &'a BTreeSet<String>) -> Vec<Scope<'a>> {
+        std::iter::once(Scope::Org)
+            .chain(services.iter().map(|s| Scope::Service(s)))
+            .chain(
+                self.team_services
+                    .iter()
+                    .map(|(team, services)| Scope::Team(team, services)),
+            )
+            .collect()
     }
 
     /// Number of calendar periods.
@@ -606,6 +636,24 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
             .filter(col("service").is_not_null())
             .with_columns([lit("service").alias("scope_type"), col("service").alias("scope")])
     };
+    // A team's events are its services' events, by the config mapping.
+    let mapping = DataFrame::new_infer_height(vec![
+        Column::new(
+            "service".into(),
+            grid.service_team.keys().cloned().collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "team".into(),
+            grid.service_team.values().cloned().collect::<Vec<_>>(),
+        ),
+    ])?;
+    let team = |frame: LazyFrame| {
+        frame
+            .filter(col("service").is_not_null())
+            .inner_join(mapping.clone().lazy(), col("service"), col("service"))
+            .with_columns([lit("team").alias("scope_type"), col("team").alias("scope")])
+            .drop(cols(["team"]))
+    };
     // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
     let whole_range =
         |frame: LazyFrame| frame.with_column(lit(RANGE_INDEX).cast(DataType::Int64).alias("week"));
@@ -613,8 +661,10 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
         [
             org(anchored.clone()),
             service(anchored.clone()),
+            team(anchored.clone()),
             whole_range(org(anchored.clone())),
-            whole_range(service(anchored)),
+            whole_range(service(anchored.clone())),
+            whole_range(team(anchored)),
         ],
         UnionArgs::default(),
     )?;

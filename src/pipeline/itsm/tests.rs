@@ -200,6 +200,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         change_window_tolerance: Duration::hours(1),
         slo: Default::default(),
         default_slo: 0.999,
+        teams: Default::default(),
     }
 }
 

@@ -129,6 +129,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         change_window_tolerance: Duration::hours(1),
         slo: Default::default(),
         default_slo: 0.999,
+        teams: Default::default(),
     }
 }
 
@@ -751,4 +752,61 @@ fn months_in_the_report_time_zone_take_events_by_local_date() {
         })
         .unwrap();
     assert_eq!(freq.value, Some(2.0 / 30.0));
+}
+
+#[test]
+fn a_team_row_pools_its_services_records() {
+    // web and api belong to team "shop"; db to no team. Downtime: web 10:00–11:00 and api
+    // 10:30–12:00 overlap, so the team was down 10:00–12:00 = 120 minutes, not 150.
+    let lake = lake(
+        &[
+            deployment("a", Some("web"), aug(3, 9, 0)),
+            deployment("b", Some("api"), aug(4, 9, 0)),
+            deployment("c", Some("db"), aug(4, 10, 0)),
+        ],
+        &[],
+        &[
+            incident(
+                "i1",
+                Some("web"),
+                Severity::Sev1,
+                aug(5, 10, 0),
+                Some(aug(5, 11, 0)),
+            ),
+            incident(
+                "i2",
+                Some("api"),
+                Severity::Sev2,
+                aug(5, 10, 30),
+                Some(aug(5, 12, 0)),
+            ),
+            incident(
+                "i3",
+                Some("db"),
+                Severity::Sev1,
+                aug(5, 10, 0),
+                Some(aug(5, 13, 0)),
+            ),
+        ],
+    );
+    let opts = Options {
+        teams: [("web", "shop"), ("api", "shop")]
+            .into_iter()
+            .map(|(s, t)| (s.to_owned(), t.to_owned()))
+            .collect(),
+        ..options(1, &["web", "api", "db"])
+    };
+    let rows = run(&lake, &opts);
+    let team = |metric: &str| {
+        rows.iter()
+            .find(|r| r.metric == metric && r.scope_type == "team" && r.scope == "shop" && r.grain == "week")
+            .map(|r| (r.value, r.n))
+            .unwrap()
+    };
+    assert_eq!(team("deployment_count"), (Some(2.0), 2));
+    assert_eq!(team("downtime_minutes"), (Some(120.0), 2));
+    assert!(
+        !rows.iter().any(|r| r.scope_type == "team" && r.scope != "shop"),
+        "only teams from the mapping"
+    );
 }
