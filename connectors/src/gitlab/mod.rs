@@ -9,6 +9,15 @@
 //! the walk pages by offset, following `X-Next-Page` (empty on the last page) and never `X-Total`,
 //! which GitLab omits above 10,000 rows. Deployments left unfinished are re-polled by id at the
 //! next sync. Mapping to services happens in the runner, not here.
+//!
+//! Offset pages move when records are added, updated or deleted between two page requests.
+//! GitLab's pages are aligned on `per_page`, so a page cannot start one record early to overlap
+//! the previous one; instead every offset page after the first must start after the last record
+//! of the previous page in the list's `(updated_at, id)` order. A page that repeats a record (an
+//! insertion, or an earlier record updated to the end, which is how most shifts happen in a list
+//! ordered by update) makes the walk read its query again from the start, at most twice, then read
+//! on with a warning. A pure deletion before the position skips a record without a trace on
+//! aligned pages; only keyset paging (the default) is immune to it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +37,8 @@ use crate::time::{format_utc, parse_instant, parse_opt_instant};
 const PER_PAGE: &str = "100";
 /// Commit-list requests in flight at once per source: far below GitLab.com's 2,000 per minute.
 const CONCURRENCY: usize = 8;
+/// Re-reads of one offset walk whose pages moved before the walk reads on regardless.
+const MAX_REREADS: u32 = 2;
 
 /// `[[source]] kind = "gitlab"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -138,6 +149,13 @@ struct Walk {
     /// `updated_at` and id of the last record committed: where a walk whose saved link no longer
     /// answers starts again.
     last: Option<(DateTime<Utc>, u64)>,
+    /// Offset paging: `updated_at` and id of the last record of the previous page of this pass,
+    /// which the next page must start after.
+    #[serde(default)]
+    page_last: Option<(DateTime<Utc>, u64)>,
+    /// Offset paging: times this walk was read again from its start because pages moved.
+    #[serde(default)]
+    rereads: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +393,8 @@ impl GitLab {
                     next: Next::First,
                     high_water: cursor.high_water,
                     last: None,
+                    page_last: None,
+                    rereads: 0,
                 }
             }
         };
@@ -411,6 +431,31 @@ impl GitLab {
                     message: "expected a JSON array".into(),
                 });
             };
+            let order_key = |item: &Value| {
+                let at = item.get("updated_at").and_then(Value::as_str).map(parse_instant);
+                match (at, item.get("id").and_then(Value::as_u64)) {
+                    (Some(Ok(at)), Some(id)) => Some((at, id)),
+                    _ => None,
+                }
+            };
+            let paged_by_offset = matches!(walk.next, Next::Page(_));
+            if paged_by_offset
+                && let (Some(previous), Some(first)) = (walk.page_last, items.first().and_then(order_key))
+                && first <= previous
+            {
+                if walk.rereads < MAX_REREADS {
+                    walk.rereads += 1;
+                    tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, walk = %target.key, page = ?walk.next, "Records moved between two offset pages; reading the list again from its start.");
+                    walk.next = Next::First;
+                    walk.page_last = None;
+                    let cursor = state.cursors.entry(target.key.clone()).or_default();
+                    cursor.walk = Some(walk.clone());
+                    out.checkpoint(state).await?;
+                    continue;
+                }
+                tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, walk = %target.key, page = ?walk.next, "Offset pages kept moving while the list was read again; reading on, a record may be missed until the next sync.");
+            }
+            walk.page_last = items.iter().filter_map(order_key).max().or(walk.page_last);
             let mut kept = Vec::new();
             let mut rejected = Vec::new();
             for item in items {

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -865,4 +865,46 @@ fn the_next_page_comes_from_x_next_page_or_the_link_never_from_x_total() {
     assert_eq!(encode_id("acme/billing"), "acme%2Fbilling");
     assert_eq!(encode_id("/group/sub group/app/"), "group%2Fsub%20group%2Fapp");
     assert_eq!(encode_id("1234"), "1234");
+}
+
+/// An offset read of production and staging deployments with whole pages moving before page 2
+/// (the fake can only move GitLab's aligned pages, by one `per_page`): returns the deployments
+/// by id (the store's upsert) and how many requests more than a clean offset read it took.
+async fn offset_read_shifted(by: i64) -> (BTreeMap<String, Deployment>, BTreeMap<String, Deployment>, usize) {
+    let cfg_of = |w: &World| {
+        let mut cfg = config(w, &["production", "staging"]);
+        cfg.pagination = Pagination::Offset;
+        cfg
+    };
+    // Three years: the first walk with a page 2 also has a page 3, so a page moving on is seen
+    // (had page 2 been the last page, the records it moved past would be lost without a trace).
+    let clean_world = world(156).await;
+    let (result, clean) = run(&connector(cfg_of(&clean_world)), "deployments", None).await;
+    result.unwrap();
+    let w = world(156).await;
+    w.servers.gitlab.control.shift_next("&page=2", by, 1);
+    let (result, out) = run(&connector(cfg_of(&w)), "deployments", None).await;
+    result.unwrap();
+    let by_id = |list: &[Deployment]| list.iter().map(|d| (d.id.clone(), d.clone())).collect();
+    let extra = requests(&w).len() - requests(&clean_world).len();
+    (by_id(&clean.deployments), by_id(&out.deployments), extra)
+}
+
+#[tokio::test]
+async fn offset_pages_moving_back_are_read_again_from_the_start() {
+    // A page inserted before page 2: page 2 repeats page 1, the walk reads its list again.
+    let (clean, got, extra) = offset_read_shifted(1).await;
+    assert_eq!(got, clean);
+    // Pages 1 and 2 once more.
+    assert_eq!(extra, 2);
+}
+
+#[tokio::test]
+async fn offset_pages_moving_on_are_caught_by_the_repeat_that_follows() {
+    // A page deleted before page 2 (and back before page 3): page 2 brings page 3's records and
+    // page 3 repeats them, so the walk reads its list again and page 2's records are not lost.
+    let (clean, got, extra) = offset_read_shifted(-1).await;
+    assert_eq!(got, clean);
+    // The repeated page 3, then pages 1 and 2 once more.
+    assert_eq!(extra, 3);
 }

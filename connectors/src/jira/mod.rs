@@ -9,6 +9,12 @@
 //! that search results truncate are fetched in full. Issues left open at one sync are re-polled by
 //! key at the next. Status categories come from `GET /status`, never from (localised) names. This
 //! module maps nothing to services: `service_ref` is the first component's name.
+//!
+//! Data Center offsets move when issues enter or leave the window between two page requests:
+//! every page after the first starts one issue early (one more asked for) and must begin with the
+//! last issue of the previous page; when it does not, the window is read again from its start, at
+//! most twice, then read on with a warning. Issues are upserted on their key, so a repeat is
+//! harmless.
 
 mod map;
 #[cfg(test)]
@@ -36,6 +42,8 @@ const CONCURRENCY: usize = 4;
 const REPOLL_CHUNK: usize = 50;
 /// Cloud's largest search page.
 const CLOUD_MAX_PAGE: u32 = 100;
+/// Re-reads of one Data Center window whose offsets moved before the walk reads on regardless.
+const MAX_REREADS: u32 = 2;
 
 /// Which Jira is spoken to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -175,6 +183,13 @@ struct Walk {
     page: Option<Cursor>,
     /// Issues open at the previous read that the window has not brought: re-polled after it.
     repoll: BTreeSet<String>,
+    /// Data Center: id of the last issue of the previous page, which the next page must repeat
+    /// (absent in bookmarks written before the check existed).
+    #[serde(default)]
+    last_id: Option<String>,
+    /// Data Center: times this window was read again from its start because offsets moved.
+    #[serde(default)]
+    rereads: u32,
 }
 
 /// Where a search stands.
@@ -322,6 +337,8 @@ impl Jira {
                     seen_ms: None,
                     page: Some(self.first_cursor()),
                     repoll: state.open.clone(),
+                    last_id: None,
+                    rereads: 0,
                 }
             }
         };
@@ -329,7 +346,12 @@ impl Jira {
         let window_jql = self.window_jql(walk.from_ms);
         let mut restarted = false;
         while let Some(cursor) = walk.page.clone() {
-            let page = match self.search(&window_jql, &cursor).await {
+            // One issue of overlap once the previous page's last issue is known.
+            let expect = match (&cursor, &walk.last_id) {
+                (Cursor::StartAt(n), Some(id)) if *n > 0 => Some(id.clone()),
+                _ => None,
+            };
+            let page = match self.search(&window_jql, &cursor, expect.is_some()).await {
                 Ok(page) => page,
                 // A page token expires after 7 days (and a resumed read may carry an old one):
                 // start the window again, once; the store de-duplicates what comes twice.
@@ -349,7 +371,42 @@ impl Jira {
             if walk.until_ms.is_none() {
                 walk.until_ms = page.server_ms;
             }
-            let batch = self.map_issues(page.issues, &categories).await?;
+            let mut issues = page.issues;
+            let last_id = issues
+                .last()
+                .and_then(|i| i.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let Some(expect) = &expect {
+                let first = issues.first().and_then(|i| i.get("id")).and_then(Value::as_str);
+                if first == Some(expect.as_str()) {
+                    issues.remove(0);
+                } else if walk.rereads < MAX_REREADS {
+                    walk.rereads += 1;
+                    tracing::warn!(
+                        source = %self.config.name,
+                        stream = "issues",
+                        window = %window_jql,
+                        ?cursor,
+                        "Issues entered or left the window between two pages; reading the window again from its start."
+                    );
+                    walk.page = Some(self.first_cursor());
+                    walk.last_id = None;
+                    state.walk = Some(walk.clone());
+                    out.checkpoint(&state).await?;
+                    continue;
+                } else {
+                    tracing::warn!(
+                        source = %self.config.name,
+                        stream = "issues",
+                        window = %window_jql,
+                        ?cursor,
+                        "Offsets kept moving while the window was read again; reading on, an issue may be missed until the next sync."
+                    );
+                }
+            }
+            walk.last_id = last_id;
+            let batch = self.map_issues(issues, &categories).await?;
             walk.seen_ms = walk.seen_ms.max(batch.max_updated_ms);
             for (key, open) in &batch.seen {
                 walk.repoll.remove(key);
@@ -473,8 +530,9 @@ impl Jira {
         Ok((map, server_clock(&page)))
     }
 
-    /// One search page.
-    async fn search(&self, jql: &str, cursor: &Cursor) -> Result<SearchPage, ConnectorError> {
+    /// One search page; with `overlap`, a Data Center page starts one issue before its cursor
+    /// and asks for one more (the caller checks and drops the repeat).
+    async fn search(&self, jql: &str, cursor: &Cursor, overlap: bool) -> Result<SearchPage, ConnectorError> {
         let fields = [
             "summary",
             "issuetype",
@@ -492,9 +550,14 @@ impl Jira {
             &self.config.planned_end_field,
         ]
         .join(",");
+        let cursor = match cursor {
+            Cursor::StartAt(n) if overlap && *n > 0 => &Cursor::StartAt(n - 1),
+            other => other,
+        };
+        let extra = u32::from(overlap && matches!(cursor, Cursor::StartAt(_)));
         let mut query = vec![
             ("jql", jql.to_owned()),
-            ("maxResults", self.page_size().to_string()),
+            ("maxResults", (self.page_size() + extra).to_string()),
             ("fields", fields),
             ("expand", "changelog".to_owned()),
         ];
@@ -549,7 +612,7 @@ impl Jira {
         let mut all = Vec::new();
         let mut cursor = Some(self.first_cursor());
         while let Some(c) = cursor {
-            let page = self.search(jql, &c).await?;
+            let page = self.search(jql, &c, false).await?;
             all.extend(page.issues);
             cursor = page.next;
         }

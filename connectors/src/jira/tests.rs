@@ -436,8 +436,54 @@ async fn data_center_read_is_the_same_with_start_at_paging() {
             .skip(1)
             .all(|r| r.starts_with("GET /rest/api/2/search?"))
     );
-    assert!(requests[2].contains("startAt=100"));
+    // Each page after the first starts one issue early and asks for one more, so the page count
+    // is that of plain paging.
+    assert!(requests[2].contains("&startAt=99"), "{requests:#?}");
+    assert!(requests[2].contains("maxResults=101&"), "{requests:#?}");
     assert_eq!(last_state(&messages).open, open_keys(&org.jira));
+}
+
+/// A Data Center read with `by` issues entering (`> 0`) or leaving (`< 0`) the window before
+/// page 2 is asked for: the overlap check fails, the window is read again (two requests more:
+/// pages 1 and 2 once more), and the output is still exactly the generated issues.
+async fn data_center_shifted(by: i64) {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    s.jira.control.shift_next("&startAt=99", by, 1);
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    assert_same(&Output::of(&messages), &expected(&org.jira));
+    let n = org.jira.issues.len();
+    assert!(n > 200, "{n} issues: too few for three pages");
+    let requests = s.jira.control.requests();
+    assert_eq!(requests.len(), 1 + n.div_ceil(100) + 2, "{requests:#?}");
+    assert!(requests[3].contains("&startAt=0"), "{requests:#?}");
+    assert_eq!(last_state(&messages).open, open_keys(&org.jira));
+}
+
+#[tokio::test]
+async fn an_issue_leaving_the_window_before_page_two_does_not_hide_another() {
+    data_center_shifted(-1).await;
+}
+
+#[tokio::test]
+async fn an_issue_entering_the_window_before_page_two_is_not_read_twice() {
+    data_center_shifted(1).await;
+}
+
+#[tokio::test]
+async fn data_center_offsets_that_keep_moving_are_read_again_twice_then_read_on() {
+    let org = org();
+    let s = servers(&org).await;
+    let jira = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    // Inserted issues only repeat ones already read, so reading on loses nothing.
+    s.jira.control.shift_next("&startAt=99", 1, 5);
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    assert_same(&Output::of(&messages), &expected(&org.jira));
+    let n = org.jira.issues.len();
+    assert_eq!(s.jira.control.request_count(), 1 + n.div_ceil(100) + 2 * 2);
 }
 
 #[tokio::test]
@@ -534,7 +580,8 @@ async fn resume_after_a_kill_gives_the_clean_read() {
 
     let (clean, union, requests) = resume_from(Flavor::Datacenter, |_| {}).await;
     assert_same(&union, &clean);
-    assert!(requests[1].contains("startAt=200"), "{}", requests[1]);
+    // From the saved position, one issue early: the saved last id is checked on resume too.
+    assert!(requests[1].ends_with("&startAt=199"), "{}", requests[1]);
 }
 
 #[tokio::test]
@@ -607,7 +654,8 @@ async fn short_pages_do_not_end_a_data_center_window() {
     let n = org.jira.issues.len();
     // The first page held 50: the next starts at 50, one page more than a clean read.
     assert_eq!(s.jira.control.request_count(), 1 + (n - 50).div_ceil(100) + 1);
-    assert!(s.jira.control.requests()[2].contains("startAt=50"));
+    // With the one issue of overlap, that page asks from 49.
+    assert!(s.jira.control.requests()[2].contains("&startAt=49"));
 }
 
 #[tokio::test]

@@ -3,6 +3,11 @@
 //! The incident list filters on creation time and caps `offset + limit` at 10,000, so the range is
 //! read in windows (halved when a window holds too many), always with `time_zone=UTC`. Incidents
 //! left open at one sync were created before the next sync's range: they are re-read by id.
+//!
+//! Offsets move when incidents are created or deleted between two page requests. Every page after
+//! the first asks for one record of overlap (its offset moved back by one): when that record is not
+//! the last one of the previous page, the window is read again from its start, at most twice, and
+//! then read on with a warning. Records are upserted on their key, so reading one twice is harmless.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +26,8 @@ use crate::time::{format_utc, parse_instant, parse_opt_instant};
 const LIMIT: usize = 100;
 /// `offset + limit` may not pass this.
 const OFFSET_CAP: usize = 10_000;
+/// Re-reads of one window whose offsets moved before the walk reads on regardless.
+const MAX_REREADS: u32 = 2;
 
 /// `[[source]] kind = "pagerduty"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +106,55 @@ struct Walk {
     window_end: DateTime<Utc>,
     /// Next offset within the window.
     offset: usize,
+    /// Id of the last incident of the page before `offset`: the next page asks for it again to
+    /// see whether offsets moved (absent in bookmarks written before the check existed).
+    #[serde(default)]
+    last_id: Option<String>,
+    /// Times this window was read again from its start because offsets moved.
+    #[serde(default)]
+    rereads: u32,
+}
+
+/// Where the next page of an offset walk starts and how it is checked.
+struct Overlap<'a> {
+    /// The offset asked for: one before the next new record when the check applies.
+    ask: usize,
+    /// The id the first record must have, when the page overlaps the previous one.
+    expect: Option<&'a str>,
+}
+
+impl<'a> Overlap<'a> {
+    /// One record of overlap after the first page of a window, when the last id is known and the
+    /// offset cap leaves room.
+    fn at(offset: usize, last_id: Option<&'a str>) -> Self {
+        match last_id {
+            Some(id) if offset > 0 => Self {
+                ask: offset - 1,
+                expect: Some(id),
+            },
+            _ => Self {
+                ask: offset,
+                expect: None,
+            },
+        }
+    }
+
+    /// Whether the page starts where the previous one ended: `Some(true)` when it overlaps as
+    /// expected (its first record is a repeat), `Some(false)` when offsets moved, `None` when there
+    /// was nothing to check.
+    fn check(&self, items: &[Value]) -> Option<bool> {
+        let expect = self.expect?;
+        Some(items.first().and_then(|i| i.get("id")).and_then(Value::as_str) == Some(expect))
+    }
+}
+
+/// The `id` of the last record of a page.
+fn last_id(items: &[Value]) -> Option<String> {
+    items
+        .last()
+        .and_then(|i| i.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 impl PagerDuty {
@@ -152,8 +208,8 @@ impl PagerDuty {
         let mut state: State = state_from_bookmark(bookmark);
         let now = Utc::now();
         let overlap = Duration::minutes(self.config.overlap_minutes);
-        let (since, until, mut window_start, mut offset) = match state.walk.take() {
-            Some(w) => (w.since, w.until, w.window_start, w.offset),
+        let (since, until, mut window_start, mut offset, mut last, mut rereads) = match state.walk.take() {
+            Some(w) => (w.since, w.until, w.window_start, w.offset, w.last_id, w.rereads),
             None => {
                 let since = state
                     .high_water
@@ -166,7 +222,7 @@ impl PagerDuty {
                     .filter(|(_, created)| **created < since)
                     .map(|(id, _)| id.clone())
                     .collect();
-                (since, now, since, 0)
+                (since, now, since, 0, None, 0)
             }
         };
         // Fetched on first need only: a re-sync that finds no incidents costs one request.
@@ -174,13 +230,14 @@ impl PagerDuty {
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut window_end = (window_start + window).min(until);
         while window_start < until {
+            let at = Overlap::at(offset, last.as_deref());
             let mut query = vec![
                 ("since", format_utc(window_start)),
                 ("until", format_utc(window_end)),
                 ("time_zone", "UTC".to_owned()),
                 ("sort_by", "created_at:asc".to_owned()),
                 ("limit", LIMIT.to_string()),
-                ("offset", offset.to_string()),
+                ("offset", at.ask.to_string()),
                 ("total", (offset == 0).to_string()),
             ];
             for id in &self.config.service_ids {
@@ -206,7 +263,44 @@ impl PagerDuty {
                     url: page.url.clone(),
                     message: "expected an `incidents` array".into(),
                 })?;
-            let needs_acks = items
+            let mut fresh = items.as_slice();
+            match at.check(items) {
+                Some(true) => fresh = &items[1..],
+                Some(false) if rereads < MAX_REREADS => {
+                    rereads += 1;
+                    tracing::warn!(
+                        source = %self.config.name,
+                        stream = "incidents",
+                        window_start = %format_utc(window_start),
+                        window_end = %format_utc(window_end),
+                        offset,
+                        "Incidents were created or deleted between two pages; reading the window again from its start."
+                    );
+                    offset = 0;
+                    last = None;
+                    state.walk = Some(Walk {
+                        since,
+                        until,
+                        window_start,
+                        window_end,
+                        offset,
+                        last_id: None,
+                        rereads,
+                    });
+                    out.checkpoint(&state).await?;
+                    continue;
+                }
+                Some(false) => tracing::warn!(
+                    source = %self.config.name,
+                    stream = "incidents",
+                    window_start = %format_utc(window_start),
+                    window_end = %format_utc(window_end),
+                    offset,
+                    "Offsets kept moving while the window was read again; reading on, an incident may be missed until the next sync."
+                ),
+                None => {}
+            }
+            let needs_acks = fresh
                 .iter()
                 .any(|i| i.get("status").and_then(Value::as_str) != Some("triggered"));
             if needs_acks && acks.is_none() {
@@ -216,7 +310,7 @@ impl PagerDuty {
             let acks_ref = acks.as_ref().unwrap_or(&no_acks);
             let mut records = Vec::new();
             let mut rejected = Vec::new();
-            for raw in items {
+            for raw in fresh {
                 match self.incident(raw, acks_ref) {
                     Ok(incident) => {
                         let vendor_id = incident.id.rsplit(':').next().unwrap_or_default().to_owned();
@@ -233,11 +327,12 @@ impl PagerDuty {
                 }
             }
             let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
-            let next_offset = offset + items.len();
+            let next_offset = at.ask + items.len();
             out.records(records).await?;
             out.quarantine(rejected).await?;
-            if more && !items.is_empty() && next_offset + LIMIT <= OFFSET_CAP {
+            if more && !fresh.is_empty() && next_offset - 1 + LIMIT <= OFFSET_CAP {
                 offset = next_offset;
+                last = last_id(items);
             } else {
                 if more {
                     tracing::warn!(
@@ -249,13 +344,17 @@ impl PagerDuty {
                 window_start = window_end;
                 window_end = (window_start + window).min(until);
                 offset = 0;
+                last = None;
+                rereads = 0;
             }
-            state.walk = (window_start < until).then_some(Walk {
+            state.walk = (window_start < until).then(|| Walk {
                 since,
                 until,
                 window_start,
                 window_end,
                 offset,
+                last_id: last.clone(),
+                rereads,
             });
             if state.walk.is_some() {
                 out.checkpoint(&state).await?;
@@ -354,14 +453,17 @@ impl PagerDuty {
         while start < until {
             let end = (start + window).min(until);
             let mut offset = 0;
+            let mut last: Option<String> = None;
+            let mut rereads = 0;
             loop {
+                let page_at = Overlap::at(offset, last.as_deref());
                 let query = vec![
                     ("since", format_utc(start)),
                     ("until", format_utc(end)),
                     ("time_zone", "UTC".to_owned()),
                     ("is_overview", "true".to_owned()),
                     ("limit", LIMIT.to_string()),
-                    ("offset", offset.to_string()),
+                    ("offset", page_at.ask.to_string()),
                 ];
                 let page = self.client.get_json(&self.url("/log_entries"), &query).await?;
                 let entries = page
@@ -370,13 +472,44 @@ impl PagerDuty {
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                for (id, at) in first_acks(entries) {
+                let mut fresh = entries;
+                match page_at.check(entries) {
+                    Some(true) => fresh = &entries[1..],
+                    Some(false) if rereads < MAX_REREADS => {
+                        // Earliest-wins merging makes reading entries twice harmless.
+                        rereads += 1;
+                        tracing::warn!(
+                            source = %self.config.name,
+                            stream = "incidents",
+                            list = "log_entries",
+                            window_start = %format_utc(start),
+                            window_end = %format_utc(end),
+                            offset,
+                            "Log entries were added or deleted between two pages; reading the window again from its start."
+                        );
+                        offset = 0;
+                        last = None;
+                        continue;
+                    }
+                    Some(false) => tracing::warn!(
+                        source = %self.config.name,
+                        stream = "incidents",
+                        list = "log_entries",
+                        window_start = %format_utc(start),
+                        window_end = %format_utc(end),
+                        offset,
+                        "Offsets kept moving while the log entries were read again; reading on, an acknowledgement may be missed."
+                    ),
+                    None => {}
+                }
+                for (id, at) in first_acks(fresh) {
                     let slot = acks.entry(id).or_insert(at);
                     *slot = (*slot).min(at);
                 }
                 let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
-                offset += entries.len();
-                if !more || entries.is_empty() || offset + LIMIT > OFFSET_CAP {
+                offset = page_at.ask + entries.len();
+                last = last_id(entries);
+                if !more || fresh.is_empty() || offset - 1 + LIMIT > OFFSET_CAP {
                     break;
                 }
             }
@@ -479,15 +612,4 @@ fn severity(priority: Option<&str>, urgency: Option<&str>) -> Option<Severity> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn severity_from_priority_then_urgency() {
-        assert_eq!(severity(Some("P1"), Some("low")), Some(Severity::Sev1));
-        assert_eq!(severity(Some("p3"), Some("high")), Some(Severity::Sev3));
-        assert_eq!(severity(None, Some("high")), Some(Severity::Sev2));
-        assert_eq!(severity(Some("Custom"), Some("low")), Some(Severity::Sev4));
-        assert_eq!(severity(None, None), None);
-    }
-}
+mod tests;
