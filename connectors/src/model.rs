@@ -322,6 +322,8 @@ pub struct Incident {
     pub title: String,
     /// The source's own service reference (PagerDuty service id, CI, component).
     pub service_ref: Option<String>,
+    /// The source's own team reference (PagerDuty team id, ServiceNow assignment group).
+    pub team_ref: Option<String>,
     /// Service from the configured mapping.
     pub service: Option<String>,
     /// Team owning the service.
@@ -364,6 +366,12 @@ impl Table for Incident {
             ColumnKind::Text,
             true,
             "The source's own service reference.",
+        ),
+        col(
+            "team_ref",
+            ColumnKind::Text,
+            true,
+            "The source's own team reference (PagerDuty team, ServiceNow assignment group).",
         ),
         col(
             "service",

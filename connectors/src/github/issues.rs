@@ -153,6 +153,7 @@ impl GitHub {
                 .unwrap_or_default()
                 .to_owned(),
             service_ref: Some(repo.to_owned()),
+            team_ref: None,
             service: None,
             team: None,
             severity: labels.iter().find_map(|l| severity(l)),

@@ -477,6 +477,7 @@ async fn issues_skip_pull_requests_and_map_severity_and_cause_refs() {
                     number: Some(i64::try_from(i.number).unwrap()),
                     title: i.title.clone(),
                     service_ref: Some(extra.repo.clone()),
+                    team_ref: None,
                     service: None,
                     team: None,
                     severity,

@@ -220,6 +220,7 @@ impl Mapper {
                 number: key.rsplit_once('-').and_then(|(_, n)| n.parse().ok()),
                 title: title.clone(),
                 service_ref: service_ref.clone(),
+                team_ref: None,
                 service: None,
                 team: None,
                 severity: priority.as_deref().and_then(|p| self.severity(p)),

@@ -239,6 +239,7 @@ fn expected(data: &JiraData) -> Output {
                     number: Some(issue.number() as i64),
                     title: issue.summary.clone(),
                     service_ref: issue.component.clone(),
+                    team_ref: None,
                     service: None,
                     team: None,
                     severity,

@@ -556,6 +556,10 @@ impl PagerDuty {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
+            team_ref: raw
+                .pointer("/teams/0/id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             service_ref: raw
                 .pointer("/service/id")
                 .and_then(Value::as_str)

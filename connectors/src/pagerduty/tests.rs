@@ -113,6 +113,9 @@ fn assert_generated(org: &Organisation, got: &BTreeMap<String, Incident>) {
         assert_eq!(have.acknowledged_at, want.acknowledged_at, "{}", want.id);
         assert_eq!(have.resolved_at, want.resolved_at);
         assert_eq!(have.status, want.status());
+        let service = org.service(&want.service).unwrap();
+        assert_eq!(have.service_ref.as_deref(), Some(service.pagerduty_id.as_str()));
+        assert_eq!(have.team_ref.as_deref(), Some(service.pagerduty_team_id.as_str()));
     }
 }
 

@@ -702,6 +702,7 @@ impl ServiceNow {
             number: digits.parse().ok(),
             title: title.clone(),
             service_ref: service_ref.clone(),
+            team_ref: None,
             service: None,
             team: None,
             severity,

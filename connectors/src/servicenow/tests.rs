@@ -152,6 +152,7 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         number: Some(i.number.trim_start_matches("INC").parse().unwrap()),
         title: i.short_description.clone(),
         service_ref: i.cmdb_ci.clone(),
+        team_ref: None,
         service: None,
         team: None,
         severity,

@@ -89,6 +89,7 @@ fn incident(id: &str, service: Option<&str>, started: DateTime<Utc>) -> Incident
         number: None,
         title: id.into(),
         service_ref: None,
+        team_ref: None,
         service: service.map(str::to_owned),
         team: None,
         severity: None,

@@ -77,6 +77,7 @@ fn incident(
         number: None,
         title: id.into(),
         service_ref: None,
+        team_ref: None,
         service: service.map(str::to_owned),
         team: None,
         severity: Some(severity),
