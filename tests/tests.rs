@@ -6,4 +6,5 @@ mod common;
 mod docs;
 mod e2e;
 mod errors;
+mod properties;
 mod sync;

@@ -74,3 +74,33 @@ mod tests {
         assert_eq!(union_length([(50, 50), (70, 60)], 0, 100), 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::union_length;
+
+    proptest! {
+        #[test]
+        fn a_union_is_at_most_the_period_and_the_sum_and_at_least_the_longest(
+            intervals in prop::collection::vec((0i64..10_000, 0i64..5_000), 0..12),
+            from in 0i64..5_000,
+            span in 1i64..10_000,
+        ) {
+            let to = from + span;
+            let intervals: Vec<(i64, i64)> = intervals.into_iter().map(|(s, len)| (s, s + len)).collect();
+            let union = union_length(intervals.iter().copied(), from, to);
+            let clipped = |(s, e): (i64, i64)| (e.min(to) - s.max(from)).max(0);
+            let sum: i64 = intervals.iter().copied().map(clipped).sum();
+            let longest = intervals.iter().copied().map(clipped).max().unwrap_or(0);
+            prop_assert!(union <= to - from);
+            prop_assert!(union <= sum);
+            prop_assert!(union >= longest);
+            // Order and duplicates change nothing.
+            let mut shuffled: Vec<(i64, i64)> = intervals.iter().rev().copied().collect();
+            shuffled.extend(intervals.iter().copied());
+            prop_assert_eq!(union_length(shuffled, from, to), union);
+        }
+    }
+}
