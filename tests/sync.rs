@@ -234,6 +234,11 @@ async fn bad_credentials_stop_that_source_and_the_others_continue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
     let world = World::start(4).await;
+    // A source name of its own: request counters are per source name in the process.
+    let text = std::fs::read_to_string(&world.config_path)
+        .unwrap()
+        .replace("name = \"github\"", "name = \"gh-resync\"");
+    std::fs::write(&world.config_path, text).unwrap();
     let config = world.config();
     let store = store_of(&config);
     assert!(
@@ -244,7 +249,7 @@ async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
     );
     let github_before = world.servers.github.control.request_count();
     let pagerduty_before = world.servers.pagerduty.control.request_count();
-    let not_modified_before = tandem_connectors::http::stats("github").not_modified;
+    let not_modified_before = tandem_connectors::http::stats("gh-resync").not_modified;
     assert!(
         sync(&config, &store, &env(), &fast_sync())
             .await
@@ -265,7 +270,7 @@ async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
         .filter(|d| d.environment == "production" && tandem_fixtures::Organisation::finished_at(d).is_none())
         .count();
     assert_eq!(github_log.len() - lists.len(), pending, "{github_log:#?}");
-    let not_modified = tandem_connectors::http::stats("github").not_modified - not_modified_before;
+    let not_modified = tandem_connectors::http::stats("gh-resync").not_modified - not_modified_before;
     assert_eq!(not_modified, 2 * repos as u64, "every list answered 304");
     // PagerDuty has no ETags: one window of incidents (empty: nothing new), and each incident
     // still open at the first sync re-read by id, with its log when it may have been acknowledged.
