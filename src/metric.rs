@@ -103,6 +103,10 @@ pub enum MetricId {
     DeploymentsWithoutChangeRecord,
     /// Source records that could not be mapped and were quarantined, by when tandem saw them.
     QuarantinedRecords,
+    /// Median time from a failed production deployment to its remediation.
+    FailedDeploymentRecoveryMedian,
+    /// Days with at least one production deployment.
+    DeployDays,
 }
 
 impl MetricId {
@@ -150,12 +154,17 @@ impl MetricId {
     /// Data quality.
     pub const QUALITY: [MetricId; 1] = [Self::QuarantinedRecords];
 
+    /// DORA beyond the core set.
+    pub const DORA: [MetricId; 2] = [Self::FailedDeploymentRecoveryMedian, Self::DeployDays];
+
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 30] = [
+    pub const ALL: [MetricId; 32] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::LeadTimeMedian,
         Self::ChangeFailureRate,
+        Self::FailedDeploymentRecoveryMedian,
+        Self::DeployDays,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
         Self::DowntimeMinutes,
@@ -217,6 +226,8 @@ impl MetricId {
             Self::EmergencyChangeRatio => "emergency_change_ratio",
             Self::DeploymentsWithoutChangeRecord => "deployments_without_change_record",
             Self::QuarantinedRecords => "quarantined_records",
+            Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
+            Self::DeployDays => "deploy_days",
         }
     }
 
@@ -225,7 +236,10 @@ impl MetricId {
         match self {
             Self::DeploymentCount => "count",
             Self::DeploymentFrequency => "per_day",
-            Self::LeadTimeMedian | Self::TimeToRestoreMedian | Self::TimeToRestoreMean => "hours",
+            Self::LeadTimeMedian
+            | Self::TimeToRestoreMedian
+            | Self::TimeToRestoreMean
+            | Self::FailedDeploymentRecoveryMedian => "hours",
             Self::ChangeFailureRate => "ratio",
             Self::DowntimeMinutes => "minutes",
             Self::TimeToAcknowledgeMedian
@@ -250,7 +264,8 @@ impl MetricId {
             | Self::TicketBacklog
             | Self::SlaOpenPastTarget
             | Self::DeploymentsWithoutChangeRecord
-            | Self::QuarantinedRecords => "count",
+            | Self::QuarantinedRecords
+            | Self::DeployDays => "count",
         }
     }
 
@@ -287,6 +302,8 @@ impl MetricId {
             Self::EmergencyChangeRatio => "Emergency change ratio",
             Self::DeploymentsWithoutChangeRecord => "Deployments without a change record",
             Self::QuarantinedRecords => "Quarantined records",
+            Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
+            Self::DeployDays => "Days with a production deployment",
         }
     }
 
@@ -369,6 +386,12 @@ impl MetricId {
             }
             Self::DeploymentsWithoutChangeRecord => {
                 "Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one."
+            }
+            Self::FailedDeploymentRecoveryMedian => {
+                "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the deployment that rolled it back (the same service redeployed to an earlier sha within 7 days); median over failed deployments that finished in the period and have been remediated."
+            }
+            Self::DeployDays => {
+                "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

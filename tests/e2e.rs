@@ -139,6 +139,24 @@ fn expected(
             restores.len() as i64,
         ),
     );
+    // Failed deployment recovery: each failed deployment's incident resolution minus its finish
+    // (the simulation's rollbacks always follow an incident, so the incident remedies first).
+    let recoveries: Vec<f64> = prod
+        .iter()
+        .filter_map(|d| {
+            let incident = org.incident(d.caused_incident.as_deref()?)?;
+            Some(hours(incident.resolved_at? - Organisation::finished_at(d)?))
+        })
+        .collect();
+    m.insert(
+        "failed_deployment_recovery_median",
+        (median(recoveries.clone()), recoveries.len() as i64),
+    );
+    let days: std::collections::BTreeSet<_> = prod
+        .iter()
+        .filter_map(|d| Organisation::finished_at(d).map(|t| t.date_naive()))
+        .collect();
+    m.insert("deploy_days", (Some(days.len() as f64), days.len() as i64));
     let n_out = outages.len() as i64;
     m.insert(
         "downtime_minutes",
@@ -223,7 +241,7 @@ async fn weekly_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 7);
+    assert_eq!(checked, 4 * WEEKS as usize * 9);
     assert!(
         nonzero_failures > 0,
         "the simulation must contain failed changes for the test to mean anything"

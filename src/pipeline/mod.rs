@@ -14,6 +14,7 @@ use crate::metric::MetricRow;
 pub mod calendar;
 mod codec;
 pub mod devlake;
+mod dora;
 mod intervals;
 mod itsm;
 pub mod kpi;

@@ -99,7 +99,8 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
         production: production.clone(),
         outages: &computed.outages,
     };
-    let mut family_rows = super::ops::metrics(&shared)?;
+    let mut family_rows = super::dora::metrics(&shared)?;
+    family_rows.extend(super::ops::metrics(&shared)?);
     family_rows.extend(super::itsm::metrics(&shared)?);
     family_rows.extend(super::quality::metrics(&shared)?);
 

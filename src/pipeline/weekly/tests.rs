@@ -811,3 +811,41 @@ fn a_team_row_pools_its_services_records() {
         "only teams from the mapping"
     );
 }
+
+#[test]
+fn a_rollback_remedies_a_failed_deployment_without_an_incident() {
+    let with_sha = |id: &str, sha: &str, at: DateTime<Utc>| Deployment {
+        sha: sha.into(),
+        ..deployment(id, Some("web"), at)
+    };
+    // b (s2) is rolled back to s1 by c two hours later; a has no successor with an earlier sha.
+    // An incident 1 h after d is attributed to d and resolved 3 h after d finished.
+    let lake = lake(
+        &[
+            with_sha("a", "s1", aug(3, 9, 0)),
+            with_sha("b", "s2", aug(3, 10, 0)),
+            with_sha("c", "s1", aug(3, 12, 0)),
+            with_sha("d", "s3", aug(4, 9, 0)),
+        ],
+        &[],
+        &[incident(
+            "i",
+            Some("web"),
+            Severity::Sev2,
+            aug(4, 10, 0),
+            Some(aug(4, 12, 0)),
+        )],
+    );
+    let rows = run(&lake, &options(1, &["web"]));
+    let row = rows
+        .iter()
+        .find(|r| r.metric == "failed_deployment_recovery_median" && r.scope == "web" && r.grain == "week")
+        .unwrap();
+    // Recoveries: b 2 h (rollback), d 3 h (incident resolved) → median 2.5 h of 2.
+    assert_eq!((row.value, row.n), (Some(2.5), 2));
+    let days = rows
+        .iter()
+        .find(|r| r.metric == "deploy_days" && r.scope == "web" && r.grain == "week")
+        .unwrap();
+    assert_eq!((days.value, days.n), (Some(2.0), 2), "Aug 3 and Aug 4");
+}

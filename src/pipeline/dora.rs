@@ -1,0 +1,221 @@
+//! DORA beyond the core set: failed deployment recovery time (with rollbacks as a failure
+//! signal and remediation) and the days with a production deployment (the deployment-frequency
+//! tier input).
+//!
+//! Deployments are few enough per service to order and compare in plain Rust once polars has
+//! filtered them; the per-period statistics go through the shared `aggregate`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use polars::prelude::*;
+use tandem_connectors::model::Deployment;
+
+use super::PipelineError;
+use super::codec::scan_table;
+use super::stats::median;
+use super::weekly::{Period, Shared, aggregate, attributions, hours, metric_rows};
+use crate::metric::{MetricId, MetricRow};
+
+/// A rollback is a redeploy of an earlier sha of the same service within this long.
+const ROLLBACK_WINDOW: Duration = Duration::days(7);
+
+/// One successful production deployment.
+#[derive(Debug, Clone)]
+struct Deploy {
+    id: String,
+    service: Option<String>,
+    sha: String,
+    finished: i64,
+}
+
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+    let polars = |source| PipelineError::Polars {
+        context: format!(
+            "computing DORA recovery metrics from {}",
+            shared.inputs.deployments.display()
+        ),
+        source,
+    };
+    let deploys = production(shared).map_err(polars)?;
+    let remediated = incident_remediation(shared).map_err(polars)?;
+    let rolled_back = rollbacks(&deploys);
+
+    // Recovery samples, anchored at the failed deployment's finish.
+    let mut at = Vec::new();
+    let mut service: Vec<Option<String>> = Vec::new();
+    let mut span = Vec::new();
+    for d in &deploys {
+        let remedy = match remediated.get(&d.id) {
+            // Attributed incidents: recovered when the last of them is resolved.
+            Some(latest) => *latest,
+            None => rolled_back.get(&d.id).copied(),
+        };
+        if let Some(remedy) = remedy.filter(|r| *r >= d.finished) {
+            at.push(d.finished);
+            service.push(d.service.clone());
+            span.push(remedy - d.finished);
+        }
+    }
+    let events = df!("at" => at, "service" => service, "span" => span)
+        .map_err(polars)?
+        .lazy();
+    let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(polars)?;
+
+    // Deploy days: distinct local dates per scope and period.
+    let tz = shared.opts.calendar.tz;
+    let day = |ms: i64| -> Option<NaiveDate> {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).date_naive())
+    };
+    let days_in = |scope: super::weekly::Scope<'_>, from: i64, to: i64| -> usize {
+        deploys
+            .iter()
+            .filter(|d| d.finished >= from && d.finished < to && scope.covers(d.service.as_deref()))
+            .filter_map(|d| day(d.finished))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+
+    Ok(metric_rows(
+        &MetricId::DORA,
+        shared.services,
+        shared.grid,
+        |metric, scope, period| {
+            Some(match metric {
+                MetricId::FailedDeploymentRecoveryMedian => {
+                    (hours(recovery.value(scope, period, 0)), recovery.n(scope, period))
+                }
+                MetricId::DeployDays => match period {
+                    Period::Unit(_) => {
+                        let (from, to) = shared.grid.millis(period);
+                        let days = days_in(scope, from, to);
+                        (Some(days as f64), days as i64)
+                    }
+                    Period::Range => {
+                        let per_unit: Vec<f64> = (0..shared.grid.units())
+                            .map(|i| {
+                                let (from, to) = shared.grid.millis(Period::Unit(i));
+                                days_in(scope, from, to) as f64
+                            })
+                            .collect();
+                        (median(&per_unit), per_unit.len() as i64)
+                    }
+                },
+                _ => (None, 0),
+            })
+        },
+    ))
+}
+
+/// Successful production deployments with their sha, in finish order.
+fn production(shared: &Shared<'_>) -> PolarsResult<Vec<Deploy>> {
+    let frame = scan_table::<Deployment>(shared.inputs.deployments)
+        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?
+        .filter(
+            col("is_production")
+                .and(col("status").eq(lit("success")))
+                .and(col("finished_at").is_not_null()),
+        )
+        .select([col("id"), col("service"), col("sha"), col("finished_at")])
+        .sort(["finished_at", "id"], SortMultipleOptions::default())
+        .collect()?;
+    let (id, service, sha, finished) = (
+        frame.column("id")?.str()?,
+        frame.column("service")?.str()?,
+        frame.column("sha")?.str()?,
+        frame.column("finished_at")?.i64()?,
+    );
+    Ok((0..frame.height())
+        .filter_map(|i| {
+            Some(Deploy {
+                id: id.get(i)?.to_owned(),
+                service: service.get(i).map(str::to_owned),
+                sha: sha.get(i)?.to_owned(),
+                finished: finished.get(i)?,
+            })
+        })
+        .collect())
+}
+
+/// For each deployment with attributed incidents, when the last of them was resolved (`None`
+/// while any is still open).
+fn incident_remediation(shared: &Shared<'_>) -> PolarsResult<HashMap<String, Option<i64>>> {
+    let window_ms = shared.opts.attribution_window.num_milliseconds();
+    let resolved = shared.incidents.clone().select([col("id"), col("resolved_at")]);
+    let frame = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)
+        .inner_join(resolved, col("incident_id"), col("id"))
+        .group_by([col("deployment_id")])
+        .agg([
+            col("resolved_at").max().alias("latest"),
+            col("resolved_at").null_count().alias("open"),
+        ])
+        .collect()?;
+    let (id, latest, open) = (
+        frame.column("deployment_id")?.str()?,
+        frame.column("latest")?.i64()?,
+        frame.column("open")?.cast(&DataType::Int64)?,
+    );
+    let open = open.i64()?;
+    Ok((0..frame.height())
+        .filter_map(|i| {
+            let still_open = open.get(i).unwrap_or(0) > 0;
+            Some((
+                id.get(i)?.to_owned(),
+                if still_open { None } else { latest.get(i) },
+            ))
+        })
+        .collect())
+}
+
+/// Rolled-back deployments and when the rollback finished: a later deployment of the same service
+/// within 7 days whose sha is that of an earlier deployment (and not its own).
+fn rollbacks(deploys: &[Deploy]) -> HashMap<String, i64> {
+    let window = ROLLBACK_WINDOW.num_milliseconds();
+    let mut by_service: HashMap<&str, Vec<&Deploy>> = HashMap::new();
+    for d in deploys {
+        if let Some(s) = d.service.as_deref() {
+            by_service.entry(s).or_default().push(d);
+        }
+    }
+    let mut rolled = HashMap::new();
+    for list in by_service.values() {
+        for (i, d) in list.iter().enumerate() {
+            let earlier: BTreeSet<&str> = list[..i].iter().map(|e| e.sha.as_str()).collect();
+            if let Some(r) = list[i + 1..].iter().find(|r| {
+                r.finished <= d.finished + window && r.sha != d.sha && earlier.contains(r.sha.as_str())
+            }) {
+                rolled.insert(d.id.clone(), r.finished);
+            }
+        }
+    }
+    rolled
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn deploy(id: &str, sha: &str, hour: i64) -> Deploy {
+        Deploy {
+            id: id.into(),
+            service: Some("web".into()),
+            sha: sha.into(),
+            finished: hour * 3_600_000,
+        }
+    }
+
+    #[test]
+    fn a_redeploy_of_an_earlier_sha_within_a_week_rolls_back() {
+        let deploys = vec![
+            deploy("a", "s1", 0),
+            deploy("b", "s2", 10),
+            deploy("c", "s1", 12), // back to s1: b is rolled back at hour 12
+            deploy("d", "s3", 20),
+            deploy("e", "s2", 20 + 24 * 8), // s2 again, but 8 days after d: not a rollback of d
+        ];
+        let rolled = rollbacks(&deploys);
+        assert_eq!(rolled.get("b"), Some(&(12 * 3_600_000)));
+        assert_eq!(rolled.len(), 1, "{rolled:?}");
+    }
+}
