@@ -107,9 +107,20 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     ))
 }
 
+/// Ids of the production deployments that were rolled back (a failure signal for the change
+/// failure rate).
+pub(super) fn rolled_back_ids(deployments: &std::path::Path) -> PolarsResult<Vec<String>> {
+    let deploys = production_at(deployments)?;
+    Ok(rollbacks(&deploys).into_keys().collect())
+}
+
 /// Successful production deployments with their sha, in finish order.
 fn production(shared: &Shared<'_>) -> PolarsResult<Vec<Deploy>> {
-    let frame = scan_table::<Deployment>(shared.inputs.deployments)
+    production_at(shared.inputs.deployments)
+}
+
+fn production_at(deployments: &std::path::Path) -> PolarsResult<Vec<Deploy>> {
+    let frame = scan_table::<Deployment>(deployments)
         .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?
         .filter(
             col("is_production")

@@ -70,7 +70,13 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
     let production_all = production.clone();
     let computed = Computed {
         deploys: aggregate(
-            deployment_outcomes(production.clone(), incidents.clone(), window_ms),
+            deployment_outcomes(
+                production.clone(),
+                incidents.clone(),
+                window_ms,
+                &super::dora::rolled_back_ids(inputs.deployments).map_err(polars)?,
+            )
+            .map_err(polars)?,
             &grid,
             &[("failed", col("failed").sum())],
         )
@@ -271,25 +277,38 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
         .select([col("id"), col("repo"), col("service"), col("finished_at")])
 }
 
-/// Production deployments with whether they failed: `service, at, failed` (1.0 or 0.0).
+/// Production deployments with whether they failed: `service, at, failed` (1.0 or 0.0). A
+/// deployment failed when an incident is attributed to it or it was rolled back (`rolled_back`).
 ///
 /// Window attribution: each incident goes to the latest production deployment of the same
 /// service with `started_at − window < finished_at <= started_at` (ties: the greatest id). A
 /// deployment with one or more incidents is one failed change.
-pub(super) fn deployment_outcomes(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
+pub(super) fn deployment_outcomes(
+    production: LazyFrame,
+    incidents: LazyFrame,
+    window_ms: i64,
+    rolled_back: &[String],
+) -> PolarsResult<LazyFrame> {
     let failed = attributions(production.clone(), incidents, window_ms)
         .group_by([col("deployment_id")])
         .agg([len().alias("incidents")]);
-    production
+    let rolled = DataFrame::new_infer_height(vec![
+        Column::new("rolled_back_id".into(), rolled_back.to_vec()),
+        Column::new("rolled_back".into(), vec![true; rolled_back.len()]),
+    ])?
+    .lazy();
+    Ok(production
         .left_join(failed, col("id"), col("deployment_id"))
+        .left_join(rolled, col("id"), col("rolled_back_id"))
         .select([
             col("service"),
             col("finished_at").alias("at"),
             col("incidents")
                 .is_not_null()
+                .or(col("rolled_back").is_not_null())
                 .cast(DataType::Float64)
                 .alias("failed"),
-        ])
+        ]))
 }
 
 /// Window attribution, one row per attributed incident: `incident_id, deployment_id` — the latest

@@ -848,4 +848,6 @@ fn a_rollback_remedies_a_failed_deployment_without_an_incident() {
         .find(|r| r.metric == "deploy_days" && r.scope == "web" && r.grain == "week")
         .unwrap();
     assert_eq!((days.value, days.n), (Some(2.0), 2), "Aug 3 and Aug 4");
+    // Both failure signals count: b rolled back, d with an incident; 2 of 4 deployments.
+    assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(0.5), 4));
 }
