@@ -406,6 +406,22 @@ impl MetricId {
 }
 
 impl MetricRow {
+    /// The DORA tier of a whole-range row (`dora-2023` thresholds): lead time, change failure
+    /// rate and failed deployment recovery time only; `None` for other metrics and for `n < 5`.
+    pub fn tier(&self) -> Option<&'static str> {
+        use crate::pipeline::tiers::{DEFAULT_THRESHOLDS, TierInput, thresholds};
+        let value = self.value?;
+        let input = match MetricId::parse(&self.metric)? {
+            MetricId::LeadTimeMedian => TierInput::LeadTimeHours(value),
+            MetricId::ChangeFailureRate => TierInput::ChangeFailureRate(value),
+            MetricId::FailedDeploymentRecoveryMedian => TierInput::RecoveryHours(value),
+            _ => return None,
+        };
+        thresholds(DEFAULT_THRESHOLDS)?
+            .tier(input, self.n)
+            .map(|t| t.as_str())
+    }
+
     /// The value formatted with its unit for people (see [`format_value`]).
     pub fn display_value(&self) -> String {
         format_value(self.value, &self.unit)
@@ -478,6 +494,19 @@ mod tests {
         assert_eq!(row("furlongs", Some(2.0), 1).display_value(), "2.00 furlongs");
         assert_eq!(row("hours", None, 0).display_value(), MISSING);
         assert_eq!(row("hours", Some(f64::NAN), 0).display_value(), MISSING);
+    }
+
+    #[test]
+    fn dora_tiers_apply_to_their_metrics_with_enough_samples() {
+        let with = |metric: &str, value: f64, n: i64| MetricRow {
+            metric: metric.into(),
+            ..row("hours", Some(value), n)
+        };
+        assert_eq!(with("lead_time_median", 12.0, 9).tier(), Some("elite"));
+        assert_eq!(with("change_failure_rate", 0.12, 9).tier(), Some("medium"));
+        assert_eq!(with("failed_deployment_recovery_median", 30.0, 9).tier(), Some("medium"));
+        assert_eq!(with("lead_time_median", 12.0, 4).tier(), None, "n < 5: no tier");
+        assert_eq!(with("downtime_minutes", 12.0, 9).tier(), None, "no tier for other metrics");
     }
 
     #[test]

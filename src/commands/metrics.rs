@@ -207,12 +207,13 @@ pub fn scope_table(rows: &[MetricRow], scope_type: &str) -> String {
 
 /// The organisation's whole-range figures as an aligned text table.
 pub fn org_table(rows: &[MetricRow]) -> String {
-    let mut lines = vec![(
+    let mut lines = vec![[
         "metric".to_owned(),
         "value".to_owned(),
         "n".to_owned(),
+        "tier".to_owned(),
         String::new(),
-    )];
+    ]];
     let mut range_label = None;
     for id in MetricId::ALL {
         let Some(row) = rows
@@ -233,22 +234,22 @@ pub fn org_table(rows: &[MetricRow]) -> String {
         } else {
             String::new()
         };
-        lines.push((
+        lines.push([
             id.title().to_owned(),
             row.display_value(),
             row.n.to_string(),
+            row.tier().unwrap_or_default().to_owned(),
             note,
-        ));
+        ]);
     }
-    let w0 = lines.iter().map(|l| l.0.chars().count()).max().unwrap_or(0);
-    let w1 = lines.iter().map(|l| l.1.chars().count()).max().unwrap_or(0);
-    let w2 = lines.iter().map(|l| l.2.chars().count()).max().unwrap_or(0);
+    let width = |i: usize| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
     let mut out = format!(
         "Organisation, {}\n",
         range_label.unwrap_or_else(|| "no data".to_owned())
     );
-    for (a, b, c, d) in lines {
-        let line = format!("{a:<w0$}  {b:>w1$}  {c:>w2$}  {d}");
+    for [a, b, c, d, e] in lines {
+        let line = format!("{a:<w0$}  {b:>w1$}  {c:>w2$}  {d:<w3$}  {e}");
         out.push_str(line.trim_end());
         out.push('\n');
     }

@@ -30,6 +30,8 @@ pub struct Page {
     pub latest_week: Option<String>,
     /// The grain of the periods (`week`, `month`, …), for headings.
     pub unit: String,
+    /// The DORA 2024 clusters, for reference.
+    pub clusters: Vec<ClusterRow>,
     /// One row per metric, org scope.
     pub kpis: Vec<KpiRow>,
     /// Column titles of the per-service table, in [`MetricId::CORE`] order.
@@ -58,10 +60,27 @@ pub struct Cell {
 pub struct KpiRow {
     /// The metric's title.
     pub title: &'static str,
+    /// DORA tier of the whole-range value, where one applies and `n ≥ 5`.
+    pub tier: Option<&'static str>,
     /// Over the whole range.
     pub range: Cell,
     /// In the latest week.
     pub latest: Cell,
+}
+
+/// One DORA 2024 cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterRow {
+    /// Cluster name.
+    pub name: &'static str,
+    /// Lead time for changes.
+    pub lead_time: &'static str,
+    /// Deployment frequency.
+    pub deployment_frequency: &'static str,
+    /// Change failure rate.
+    pub change_failure_rate: &'static str,
+    /// Failed deployment recovery time.
+    pub recovery_time: &'static str,
 }
 
 /// One line of the per-service table.
@@ -119,6 +138,7 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         .iter()
         .map(|&m| KpiRow {
             title: m.title(),
+            tier: first_of(&org_range, m.as_str(), "all").and_then(MetricRow::tier),
             range: cell(first_of(&org_range, m.as_str(), "all")),
             latest: cell(latest.and_then(|start| org_week.get(&Key::new(m.as_str(), "all", start)).copied())),
         })
@@ -178,6 +198,16 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         min_sample: MIN_SAMPLE,
         latest_week: latest.map(date_text),
         unit: unit.to_owned(),
+        clusters: crate::pipeline::tiers::DORA_2024_CLUSTERS
+            .iter()
+            .map(|c| ClusterRow {
+                name: c.name,
+                lead_time: c.lead_time,
+                deployment_frequency: c.deployment_frequency,
+                change_failure_rate: c.change_failure_rate,
+                recovery_time: c.recovery_time,
+            })
+            .collect(),
         kpis,
         metric_titles: MetricId::CORE.iter().map(|m| m.title()).collect(),
         services,
