@@ -103,6 +103,16 @@ pub enum MetricId {
     DeploymentsWithoutChangeRecord,
     /// Source records that could not be mapped and were quarantined, by when tandem saw them.
     QuarantinedRecords,
+    /// Merged changes linked to a deployment.
+    ChangesDeployedShare,
+    /// Incidents with a service.
+    IncidentsMappedShare,
+    /// Incidents attributed to a change.
+    IncidentsAttributedShare,
+    /// Records without a service.
+    UnmappedRecords,
+    /// First deployments with no baseline.
+    DeploymentsWithoutBaseline,
     /// Median time from a failed production deployment to its remediation.
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
@@ -152,13 +162,20 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 1] = [Self::QuarantinedRecords];
+    pub const QUALITY: [MetricId; 6] = [
+        Self::QuarantinedRecords,
+        Self::ChangesDeployedShare,
+        Self::IncidentsMappedShare,
+        Self::IncidentsAttributedShare,
+        Self::UnmappedRecords,
+        Self::DeploymentsWithoutBaseline,
+    ];
 
     /// DORA beyond the core set.
     pub const DORA: [MetricId; 2] = [Self::FailedDeploymentRecoveryMedian, Self::DeployDays];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 32] = [
+    pub const ALL: [MetricId; 37] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::LeadTimeMedian,
@@ -191,6 +208,11 @@ impl MetricId {
         Self::EmergencyChangeRatio,
         Self::DeploymentsWithoutChangeRecord,
         Self::QuarantinedRecords,
+        Self::ChangesDeployedShare,
+        Self::IncidentsMappedShare,
+        Self::IncidentsAttributedShare,
+        Self::UnmappedRecords,
+        Self::DeploymentsWithoutBaseline,
     ];
 
     /// Stable id used in the metric table.
@@ -226,6 +248,12 @@ impl MetricId {
             Self::EmergencyChangeRatio => "emergency_change_ratio",
             Self::DeploymentsWithoutChangeRecord => "deployments_without_change_record",
             Self::QuarantinedRecords => "quarantined_records",
+            Self::ChangesDeployedShare => "changes_deployed_share",
+            Self::IncidentsMappedShare => "incidents_mapped_share",
+            Self::IncidentsAttributedShare => "incidents_attributed_share",
+            Self::UnmappedRecords => "unmapped_records",
+            Self::DeploymentsWithoutBaseline => "deployments_without_baseline",
+
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
         }
@@ -265,7 +293,12 @@ impl MetricId {
             | Self::SlaOpenPastTarget
             | Self::DeploymentsWithoutChangeRecord
             | Self::QuarantinedRecords
+            | Self::UnmappedRecords
+            | Self::DeploymentsWithoutBaseline
             | Self::DeployDays => "count",
+            Self::ChangesDeployedShare | Self::IncidentsMappedShare | Self::IncidentsAttributedShare => {
+                "ratio"
+            }
         }
     }
 
@@ -302,6 +335,12 @@ impl MetricId {
             Self::EmergencyChangeRatio => "Emergency change ratio",
             Self::DeploymentsWithoutChangeRecord => "Deployments without a change record",
             Self::QuarantinedRecords => "Quarantined records",
+            Self::ChangesDeployedShare => "Merged changes linked to a deployment",
+            Self::IncidentsMappedShare => "Incidents with a service",
+            Self::IncidentsAttributedShare => "Incidents attributed to a change",
+            Self::UnmappedRecords => "Records without a service",
+            Self::DeploymentsWithoutBaseline => "First deployments with no baseline",
+
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
         }
@@ -392,6 +431,21 @@ impl MetricId {
             }
             Self::DeployDays => {
                 "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."
+            }
+            Self::ChangesDeployedShare => {
+                "Merged changes (by merge time) linked to the production deployment that shipped them (time method: the first production deployment of the repo finished at or after the merge), divided by merged changes."
+            }
+            Self::IncidentsMappedShare => {
+                "Incidents (by start) whose source service maps to a service, divided by incidents."
+            }
+            Self::IncidentsAttributedShare => {
+                "Incidents (by start) attributed to a production deployment, divided by incidents."
+            }
+            Self::UnmappedRecords => {
+                "Deployments, changes and incidents in the period whose repo or service reference maps to no configured service."
+            }
+            Self::DeploymentsWithoutBaseline => {
+                "Production deployments that are the first of their repo in the data: no earlier deployment to compare against, so their changes cannot be linked by ancestry."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."
@@ -504,9 +558,16 @@ mod tests {
         };
         assert_eq!(with("lead_time_median", 12.0, 9).tier(), Some("elite"));
         assert_eq!(with("change_failure_rate", 0.12, 9).tier(), Some("medium"));
-        assert_eq!(with("failed_deployment_recovery_median", 30.0, 9).tier(), Some("medium"));
+        assert_eq!(
+            with("failed_deployment_recovery_median", 30.0, 9).tier(),
+            Some("medium")
+        );
         assert_eq!(with("lead_time_median", 12.0, 4).tier(), None, "n < 5: no tier");
-        assert_eq!(with("downtime_minutes", 12.0, 9).tier(), None, "no tier for other metrics");
+        assert_eq!(
+            with("downtime_minutes", 12.0, 9).tier(),
+            None,
+            "no tier for other metrics"
+        );
     }
 
     #[test]

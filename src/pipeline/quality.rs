@@ -1,63 +1,156 @@
-//! Data-quality figures: how many source records were quarantined, per period, for the whole
-//! organisation (a record that could not be mapped has no service).
+//! Data quality, in the metric table beside the metrics it qualifies: quarantined records,
+//! records no mapping covers, how many changes and incidents could be linked, and first
+//! deployments without a baseline. Readers of a number can see how much data stands behind it.
 
 use polars::prelude::*;
-use tandem_connectors::model::Quarantined;
+use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
 
 use super::PipelineError;
 use super::codec::scan_table;
-use super::weekly::{Cells, Period, Scope, Shared, aggregate};
+use super::weekly::{Cells, Period, Scope, Shared, aggregate, attributions, change_links, metric_rows};
 use crate::metric::{MetricId, MetricRow};
 
-/// `quarantined_records` for the org: per week by when tandem saw them, and for the range every
-/// record in quarantine now (a record seen after the range still needs fixing, so it counts).
+/// The `MetricId::QUALITY` rows.
 pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+    let polars = |source| PipelineError::Polars {
+        context: format!(
+            "computing data-quality figures from {}",
+            shared.inputs.quarantine.display()
+        ),
+        source,
+    };
     let quarantine = scan_table::<Quarantined>(shared.inputs.quarantine)?;
-    let total = quarantine
+    let changes = scan_table::<Change>(shared.inputs.changes)?;
+    let deployments = scan_table::<Deployment>(shared.inputs.deployments)?;
+    let all_incidents = scan_table::<Incident>(shared.inputs.incidents)?;
+    let window_ms = shared.opts.attribution_window.num_milliseconds();
+    let null_service = || lit(NULL).cast(DataType::String).alias("service");
+
+    let total_quarantined = quarantine
         .clone()
         .select([len().cast(DataType::Int64).alias("n")])
         .collect()
         .and_then(|f| Ok(f.column("n")?.i64()?.get(0).unwrap_or(0)))
-        .map_err(|source| PipelineError::Polars {
-            context: format!(
-                "counting quarantined records in {}",
-                shared.inputs.quarantine.display()
-            ),
-            source,
-        })?;
-    let events = quarantine.select([
-        col("seen_at").alias("at"),
-        lit(NULL).cast(DataType::String).alias("service"),
-    ]);
-    let cells: Cells = aggregate(events, shared.grid, &[]).map_err(|source| PipelineError::Polars {
-        context: format!(
-            "counting quarantined records in {}",
-            shared.inputs.quarantine.display()
-        ),
-        source,
-    })?;
-    let metric = MetricId::QuarantinedRecords;
-    Ok(shared
-        .grid
-        .periods()
-        .into_iter()
-        .map(|period| {
-            let n = match period {
-                Period::Range => total,
-                Period::Unit(_) => cells.n(Scope::Org, period),
-            };
-            let (period_start, period_end) = shared.grid.instants(period);
-            MetricRow {
-                metric: metric.as_str().to_owned(),
-                grain: shared.grid.grain(period).to_owned(),
-                scope_type: "org".into(),
-                scope: "all".into(),
-                period_start,
-                period_end,
-                value: Some(n as f64),
-                unit: metric.unit().to_owned(),
-                n,
-            }
+        .map_err(polars)?;
+    let quarantined = aggregate(
+        quarantine.select([col("seen_at").alias("at"), null_service()]),
+        shared.grid,
+        &[],
+    )
+    .map_err(polars)?;
+
+    // Merged changes, and whether the time method links each to a deployment.
+    let links = change_links(changes.clone(), shared.production.clone())
+        .select([col("change_id"), lit(1.0).alias("linked")]);
+    let merged = changes
+        .clone()
+        .filter(col("merged_at").is_not_null())
+        .select([col("id"), col("service"), col("merged_at").alias("at")])
+        .left_join(links, col("id"), col("change_id"))
+        .select([col("at"), col("service"), col("linked").fill_null(lit(0.0))]);
+    let deployed = aggregate(merged, shared.grid, &[("share", col("linked").mean())]).map_err(polars)?;
+
+    // Incidents (from the incident sources), whether mapped and whether attributed.
+    let attributed = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)
+        .select([col("incident_id"), lit(1.0).alias("attributed")]);
+    let incidents = shared
+        .incidents
+        .clone()
+        .left_join(attributed, col("id"), col("incident_id"))
+        .select([
+            col("started_at").alias("at"),
+            col("service"),
+            col("service")
+                .is_not_null()
+                .cast(DataType::Float64)
+                .alias("mapped"),
+            col("attributed").fill_null(lit(0.0)),
+        ]);
+    let incident_cells = aggregate(
+        incidents,
+        shared.grid,
+        &[
+            ("mapped", col("mapped").mean()),
+            ("attributed", col("attributed").mean()),
+        ],
+    )
+    .map_err(polars)?;
+
+    // Records no mapping covers (they count for the organisation only).
+    let unmapped_events = concat(
+        [
+            deployments
+                .clone()
+                .filter(col("service").is_null())
+                .select([col("created_at").alias("at"), null_service()]),
+            changes
+                .filter(col("service").is_null())
+                .select([col("created_at").alias("at"), null_service()]),
+            all_incidents
+                .filter(col("service").is_null())
+                .select([col("started_at").alias("at"), null_service()]),
+        ],
+        UnionArgs::default(),
+    )
+    .map_err(polars)?;
+    let unmapped = aggregate(unmapped_events, shared.grid, &[]).map_err(polars)?;
+
+    // The first production deployment of each repo has nothing before it to compare with.
+    let first_per_repo = shared
+        .production
+        .clone()
+        .group_by([col("repo")])
+        .agg([
+            col("finished_at").min().alias("at"),
+            col("service")
+                .sort_by([col("finished_at")], SortMultipleOptions::default())
+                .first(),
+        ])
+        .select([col("at"), col("service")]);
+    let baseless = aggregate(first_per_repo, shared.grid, &[]).map_err(polars)?;
+
+    let org_count = |cells: &Cells, scope: Scope<'_>, period: Period| -> Option<(Option<f64>, i64)> {
+        matches!(scope, Scope::Org).then(|| {
+            let n = cells.n(scope, period);
+            (Some(n as f64), n)
         })
-        .collect())
+    };
+    Ok(metric_rows(
+        &MetricId::QUALITY,
+        shared.services,
+        shared.grid,
+        |metric, scope, period| {
+            match metric {
+                MetricId::QuarantinedRecords => matches!(scope, Scope::Org).then(|| {
+                    // The range counts every record in quarantine now: one seen after the range
+                    // still needs fixing.
+                    let n = match period {
+                        Period::Range => total_quarantined,
+                        Period::Unit(_) => quarantined.n(scope, period),
+                    };
+                    (Some(n as f64), n)
+                }),
+                MetricId::ChangesDeployedShare => {
+                    Some((deployed.value(scope, period, 0), deployed.n(scope, period)))
+                }
+                // A service's incidents are mapped by definition: the share is the organisation's.
+                MetricId::IncidentsMappedShare => matches!(scope, Scope::Org).then(|| {
+                    (
+                        incident_cells.value(scope, period, 0),
+                        incident_cells.n(scope, period),
+                    )
+                }),
+                MetricId::IncidentsAttributedShare => Some((
+                    incident_cells.value(scope, period, 1),
+                    incident_cells.n(scope, period),
+                )),
+                MetricId::UnmappedRecords => org_count(&unmapped, scope, period),
+                MetricId::DeploymentsWithoutBaseline => {
+                    let n = baseless.n(scope, period);
+                    Some((Some(n as f64), n))
+                }
+                _ => None,
+            }
+        },
+    ))
 }

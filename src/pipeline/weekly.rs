@@ -345,6 +345,20 @@ pub(super) fn attributions(production: LazyFrame, incidents: LazyFrame, window_m
 /// deployment's, and `span` (ms) runs from the first commit (else the opening). Negative spans are
 /// dropped.
 fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
+    change_links(changes, production)
+        .select([
+            col("service"),
+            col("at"),
+            (col("at") - col("began_at")).alias("span"),
+        ])
+        .filter(col("span").gt_eq(lit(0i64)))
+}
+
+/// Merged changes with the deployment that shipped them (time method: the first production
+/// deployment of the repo that finished at or after the merge): `change_id, merged_at,
+/// deployment_id, service, at` (the deployment's finish), `began_at` (first commit, else
+/// opening). Changes never deployed have no row.
+pub(super) fn change_links(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
     let merged = changes.filter(col("merged_at").is_not_null()).select([
         col("id").alias("change_id"),
         col("repo"),
@@ -359,26 +373,22 @@ fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
         col("service"),
         col("finished_at"),
     ]);
+    let first = SortMultipleOptions::default();
     merged
         .inner_join(deployed, col("repo"), col("repo"))
         .filter(col("finished_at").gt_eq(col("merged_at")))
         .group_by([col("change_id")])
         .agg([
+            col("deployment_id")
+                .sort_by([col("finished_at"), col("deployment_id")], first.clone())
+                .first(),
             col("service")
-                .sort_by(
-                    [col("finished_at"), col("deployment_id")],
-                    SortMultipleOptions::default(),
-                )
+                .sort_by([col("finished_at"), col("deployment_id")], first)
                 .first(),
             col("finished_at").min().alias("at"),
+            col("merged_at").first(),
             col("began_at").first(),
         ])
-        .select([
-            col("service"),
-            col("at"),
-            (col("at") - col("began_at")).alias("span"),
-        ])
-        .filter(col("span").gt_eq(lit(0i64)))
 }
 
 /// Restore times of resolved incidents: `service, at (resolved_at), span` (ms). A resolution before

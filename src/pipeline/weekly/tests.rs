@@ -851,3 +851,49 @@ fn a_rollback_remedies_a_failed_deployment_without_an_incident() {
     // Both failure signals count: b rolled back, d with an incident; 2 of 4 deployments.
     assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(0.5), 4));
 }
+
+#[test]
+fn data_quality_shows_how_much_data_stands_behind_the_numbers() {
+    let mapped = |c: Change| Change {
+        service: Some("web".into()),
+        ..c
+    };
+    let lake = lake(
+        &[
+            deployment("a", Some("web"), aug(3, 9, 0)),
+            deployment("b", Some("web"), aug(4, 9, 0)),
+            deployment("x", None, aug(4, 10, 0)),
+        ],
+        &[
+            // Merged before b: shipped by b. Merged after b: never deployed in the data.
+            mapped(change(1, "acme/web", aug(3, 10, 0), Some(aug(3, 12, 0)), None)),
+            mapped(change(2, "acme/web", aug(4, 10, 0), Some(aug(4, 11, 0)), None)),
+        ],
+        &[
+            incident(
+                "i1",
+                Some("web"),
+                Severity::Sev2,
+                aug(4, 12, 0),
+                Some(aug(4, 13, 0)),
+            ),
+            incident("i2", None, Severity::Sev2, aug(5, 12, 0), Some(aug(5, 13, 0))),
+        ],
+    );
+    let rows = run(&lake, &options(1, &["web"]));
+    let get = |metric: &str, scope: &str| {
+        rows.iter()
+            .find(|r| r.metric == metric && r.scope == scope && r.grain == "week")
+            .map(|r| (r.value, r.n))
+    };
+    assert_eq!(get("changes_deployed_share", "all"), Some((Some(0.5), 2)));
+    assert_eq!(get("incidents_mapped_share", "all"), Some((Some(0.5), 2)));
+    assert_eq!(get("incidents_mapped_share", "web"), None, "organisation only");
+    // i1 started 3 h after b finished: attributed; i2 has no service: not attributable.
+    assert_eq!(get("incidents_attributed_share", "all"), Some((Some(0.5), 2)));
+    // Deployment x and incident i2 map to no service.
+    assert_eq!(get("unmapped_records", "all"), Some((Some(2.0), 2)));
+    // a is acme/web's first deployment, x acme/unmapped's.
+    assert_eq!(get("deployments_without_baseline", "all"), Some((Some(2.0), 2)));
+    assert_eq!(get("deployments_without_baseline", "web"), Some((Some(1.0), 1)));
+}
