@@ -140,6 +140,13 @@ pub struct MetricsConfig {
     /// covered by it.
     #[serde(default = "default_tolerance")]
     pub change_window_tolerance_minutes: i64,
+    /// Change labels that mark a hotfix, for the rework rate.
+    #[serde(default = "default_hotfix_labels")]
+    pub hotfix_labels: Vec<String>,
+}
+
+fn default_hotfix_labels() -> Vec<String> {
+    vec!["hotfix".into()]
 }
 
 fn default_slo() -> f64 {
@@ -173,6 +180,7 @@ impl Default for MetricsConfig {
             default_slo: default_slo(),
             sla_hours: default_sla_hours(),
             change_window_tolerance_minutes: default_tolerance(),
+            hotfix_labels: default_hotfix_labels(),
         }
     }
 }

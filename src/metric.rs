@@ -117,6 +117,8 @@ pub enum MetricId {
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
     DeployDays,
+    /// Production deployments that contain rework, divided by production deployments.
+    ReworkRate,
 }
 
 impl MetricId {
@@ -172,16 +174,21 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 2] = [Self::FailedDeploymentRecoveryMedian, Self::DeployDays];
+    pub const DORA: [MetricId; 3] = [
+        Self::FailedDeploymentRecoveryMedian,
+        Self::DeployDays,
+        Self::ReworkRate,
+    ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 37] = [
+    pub const ALL: [MetricId; 38] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::LeadTimeMedian,
         Self::ChangeFailureRate,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
+        Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
         Self::DowntimeMinutes,
@@ -256,6 +263,7 @@ impl MetricId {
 
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
+            Self::ReworkRate => "rework_rate",
         }
     }
 
@@ -296,9 +304,10 @@ impl MetricId {
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
             | Self::DeployDays => "count",
-            Self::ChangesDeployedShare | Self::IncidentsMappedShare | Self::IncidentsAttributedShare => {
-                "ratio"
-            }
+            Self::ChangesDeployedShare
+            | Self::IncidentsMappedShare
+            | Self::IncidentsAttributedShare
+            | Self::ReworkRate => "ratio",
         }
     }
 
@@ -343,6 +352,7 @@ impl MetricId {
 
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
+            Self::ReworkRate => "Rework rate",
         }
     }
 
@@ -359,7 +369,7 @@ impl MetricId {
                 "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
             }
             Self::ChangeFailureRate => {
-                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days)."
+                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
             }
             Self::TimeToRestoreMedian => "Resolution minus start of incidents resolved in the week, median.",
             Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the week, mean.",
@@ -446,6 +456,9 @@ impl MetricId {
             }
             Self::DeploymentsWithoutBaseline => {
                 "Production deployments that are the first of their repo in the data: no earlier deployment to compare against, so their changes cannot be linked by ancestry."
+            }
+            Self::ReworkRate => {
+                "Production deployments that shipped a revert or a change labelled as a hotfix (configurable labels), divided by production deployments in the period (DORA 2024)."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

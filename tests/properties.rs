@@ -120,6 +120,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         slo: Default::default(),
         default_slo: 0.999,
         teams: Default::default(),
+        hotfix_labels: vec![],
     };
     weekly_metrics(
         Inputs {

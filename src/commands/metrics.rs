@@ -66,6 +66,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             .filter_map(|s| s.slo.map(|v| (s.name.clone(), v)))
             .collect(),
         default_slo: config.metrics.default_slo,
+        hotfix_labels: config.metrics.hotfix_labels.clone(),
         teams: config
             .services
             .iter()

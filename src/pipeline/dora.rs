@@ -1,6 +1,7 @@
 //! DORA beyond the core set: failed deployment recovery time (with rollbacks as a failure
-//! signal and remediation) and the days with a production deployment (the deployment-frequency
-//! tier input).
+//! signal and remediation), the days with a production deployment (the deployment-frequency
+//! tier input), rework rate, and the failure signals beyond attributed incidents (rollbacks,
+//! deployed reverts) that the core change failure rate counts.
 //!
 //! Deployments are few enough per service to order and compare in plain Rust once polars has
 //! filtered them; the per-period statistics go through the shared `aggregate`.
@@ -9,12 +10,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
-use tandem_connectors::model::Deployment;
+use tandem_connectors::model::{Change, Deployment};
 
 use super::PipelineError;
 use super::codec::scan_table;
 use super::stats::median;
-use super::weekly::{Period, Shared, aggregate, attributions, hours, metric_rows};
+use super::weekly::{Period, Shared, aggregate, attributions, change_links, hours, metric_rows};
 use crate::metric::{MetricId, MetricRow};
 
 /// A rollback is a redeploy of an earlier sha of the same service within this long.
@@ -62,6 +63,33 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .lazy();
     let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(polars)?;
 
+    // Rework: deployments that shipped a revert or a hotfix-labelled change.
+    let reworked = reworked_ids(shared).map_err(polars)?;
+    let rework_events = {
+        let (at, service, flag): (Vec<i64>, Vec<Option<String>>, Vec<f64>) = deploys
+            .iter()
+            .map(|d| {
+                (
+                    d.finished,
+                    d.service.clone(),
+                    f64::from(u8::from(reworked.contains(&d.id))),
+                )
+            })
+            .fold(
+                (Vec::new(), Vec::new(), Vec::new()),
+                |(mut a, mut s, mut f), (x, y, z)| {
+                    a.push(x);
+                    s.push(y);
+                    f.push(z);
+                    (a, s, f)
+                },
+            );
+        df!("at" => at, "service" => service, "rework" => flag)
+            .map_err(polars)?
+            .lazy()
+    };
+    let rework = aggregate(rework_events, shared.grid, &[("rate", col("rework").mean())]).map_err(polars)?;
+
     // Deploy days: distinct local dates per scope and period.
     let tz = shared.opts.calendar.tz;
     let day = |ms: i64| -> Option<NaiveDate> {
@@ -101,17 +129,122 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                         (median(&per_unit), per_unit.len() as i64)
                     }
                 },
+                MetricId::ReworkRate => (rework.value(scope, period, 0), rework.n(scope, period)),
                 _ => (None, 0),
             })
         },
     ))
 }
 
-/// Ids of the production deployments that were rolled back (a failure signal for the change
-/// failure rate).
-pub(super) fn rolled_back_ids(deployments: &std::path::Path) -> PolarsResult<Vec<String>> {
+/// Deployments that shipped rework: a revert, or a change with a hotfix label.
+fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
+    let changes = scan_table::<Change>(shared.inputs.changes).map_err(to_polars)?;
+    let links = change_links(changes.clone(), shared.production.clone())
+        .select([col("change_id"), col("deployment_id")])
+        .collect()?;
+    let (change_id, deployment_id) = (
+        links.column("change_id")?.str()?,
+        links.column("deployment_id")?.str()?,
+    );
+    let shipped_by: HashMap<&str, &str> = change_id
+        .iter()
+        .zip(deployment_id.iter())
+        .filter_map(|(c, d)| Some((c?, d?)))
+        .collect();
+    let frame = changes
+        .select([col("id"), col("is_revert"), col("labels")])
+        .collect()?;
+    let (id, is_revert, labels) = (
+        frame.column("id")?.str()?,
+        frame.column("is_revert")?.bool()?,
+        frame.column("labels")?.list()?,
+    );
+    let hotfix: Vec<String> = shared
+        .opts
+        .hotfix_labels
+        .iter()
+        .map(|l| l.to_lowercase())
+        .collect();
+    let mut ids = BTreeSet::new();
+    for i in 0..frame.height() {
+        let Some(deployment) = id.get(i).and_then(|c| shipped_by.get(c)) else {
+            continue;
+        };
+        let has_hotfix_label = labels.get_as_series(i).is_some_and(|l| {
+            l.str().is_ok_and(|l| {
+                l.iter()
+                    .flatten()
+                    .any(|name| hotfix.contains(&name.to_lowercase()))
+            })
+        });
+        if is_revert.get(i).unwrap_or(false) || has_hotfix_label {
+            ids.insert((*deployment).to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+/// Ids of the production deployments that failed by a signal other than an attributed incident:
+/// rolled back, or one of their changes reverted by a change that was itself deployed.
+pub(super) fn other_failure_ids(
+    deployments: &std::path::Path,
+    changes: &std::path::Path,
+) -> PolarsResult<Vec<String>> {
     let deploys = production_at(deployments)?;
-    Ok(rollbacks(&deploys).into_keys().collect())
+    let mut ids: BTreeSet<String> = rollbacks(&deploys).into_keys().collect();
+    ids.extend(reverted(deployments, changes)?);
+    Ok(ids.into_iter().collect())
+}
+
+/// Deployments that shipped a change which a later, deployed change reverts.
+fn reverted(deployments: &std::path::Path, changes: &std::path::Path) -> PolarsResult<Vec<String>> {
+    let changes_frame = scan_table::<Change>(changes).map_err(to_polars)?;
+    let production =
+        super::weekly::production_deployments(scan_table::<Deployment>(deployments).map_err(to_polars)?);
+    let links = change_links(changes_frame.clone(), production)
+        .select([col("change_id"), col("deployment_id")])
+        .collect()?;
+    let (change_id, deployment_id) = (
+        links.column("change_id")?.str()?,
+        links.column("deployment_id")?.str()?,
+    );
+    let shipped_by: HashMap<&str, &str> = change_id
+        .iter()
+        .zip(deployment_id.iter())
+        .filter_map(|(c, d)| Some((c?, d?)))
+        .collect();
+    let frame = changes_frame
+        .select([
+            col("id"),
+            col("repo"),
+            col("number"),
+            col("is_revert"),
+            col("reverts"),
+        ])
+        .collect()?;
+    let (id, repo, number, is_revert, reverts) = (
+        frame.column("id")?.str()?,
+        frame.column("repo")?.str()?,
+        frame.column("number")?.i64()?,
+        frame.column("is_revert")?.bool()?,
+        frame.column("reverts")?.i64()?,
+    );
+    let by_number: HashMap<(&str, i64), &str> = (0..frame.height())
+        .filter_map(|i| Some(((repo.get(i)?, number.get(i)?), id.get(i)?)))
+        .collect();
+    Ok((0..frame.height())
+        .filter(|&i| is_revert.get(i).unwrap_or(false))
+        // The revert must itself have reached production.
+        .filter(|&i| id.get(i).is_some_and(|c| shipped_by.contains_key(c)))
+        .filter_map(|i| {
+            let original = by_number.get(&(repo.get(i)?, reverts.get(i)?))?;
+            shipped_by.get(original).map(|d| (*d).to_owned())
+        })
+        .collect())
+}
+
+fn to_polars(e: PipelineError) -> PolarsError {
+    PolarsError::ComputeError(e.to_string().into())
 }
 
 /// Successful production deployments with their sha, in finish order.
@@ -121,7 +254,7 @@ fn production(shared: &Shared<'_>) -> PolarsResult<Vec<Deploy>> {
 
 fn production_at(deployments: &std::path::Path) -> PolarsResult<Vec<Deploy>> {
     let frame = scan_table::<Deployment>(deployments)
-        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?
+        .map_err(to_polars)?
         .filter(
             col("is_production")
                 .and(col("status").eq(lit("success")))

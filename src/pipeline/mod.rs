@@ -135,6 +135,8 @@ pub struct Options {
     pub default_slo: f64,
     /// The team of each service (the config mapping): team rows aggregate their services' records.
     pub teams: std::collections::BTreeMap<String, String>,
+    /// Change labels that mark a hotfix (rework), compared case-insensitively.
+    pub hotfix_labels: Vec<String>,
 }
 
 /// Weekly and whole-range metrics per service and for the organisation.

@@ -74,7 +74,7 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
                 production.clone(),
                 incidents.clone(),
                 window_ms,
-                &super::dora::rolled_back_ids(inputs.deployments).map_err(polars)?,
+                &super::dora::other_failure_ids(inputs.deployments, inputs.changes).map_err(polars)?,
             )
             .map_err(polars)?,
             &grid,
@@ -278,7 +278,8 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
 }
 
 /// Production deployments with whether they failed: `service, at, failed` (1.0 or 0.0). A
-/// deployment failed when an incident is attributed to it or it was rolled back (`rolled_back`).
+/// deployment failed when an incident is attributed to it or another signal says so
+/// (`other_failures`: rolled back, or one of its changes reverted by a deployed revert).
 ///
 /// Window attribution: each incident goes to the latest production deployment of the same
 /// service with `started_at − window < finished_at <= started_at` (ties: the greatest id). A
@@ -287,14 +288,14 @@ pub(super) fn deployment_outcomes(
     production: LazyFrame,
     incidents: LazyFrame,
     window_ms: i64,
-    rolled_back: &[String],
+    other_failures: &[String],
 ) -> PolarsResult<LazyFrame> {
     let failed = attributions(production.clone(), incidents, window_ms)
         .group_by([col("deployment_id")])
         .agg([len().alias("incidents")]);
     let rolled = DataFrame::new_infer_height(vec![
-        Column::new("rolled_back_id".into(), rolled_back.to_vec()),
-        Column::new("rolled_back".into(), vec![true; rolled_back.len()]),
+        Column::new("rolled_back_id".into(), other_failures.to_vec()),
+        Column::new("rolled_back".into(), vec![true; other_failures.len()]),
     ])?
     .lazy();
     Ok(production

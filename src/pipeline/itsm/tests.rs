@@ -201,6 +201,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         slo: Default::default(),
         default_slo: 0.999,
         teams: Default::default(),
+        hotfix_labels: vec!["hotfix".into()],
     }
 }
 

@@ -131,6 +131,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         slo: Default::default(),
         default_slo: 0.999,
         teams: Default::default(),
+        hotfix_labels: vec!["hotfix".into()],
     }
 }
 
@@ -896,4 +897,45 @@ fn data_quality_shows_how_much_data_stands_behind_the_numbers() {
     // a is acme/web's first deployment, x acme/unmapped's.
     assert_eq!(get("deployments_without_baseline", "all"), Some((Some(2.0), 2)));
     assert_eq!(get("deployments_without_baseline", "web"), Some((Some(1.0), 1)));
+}
+
+#[test]
+fn a_deployed_revert_fails_the_deployment_it_reverts_and_counts_as_rework() {
+    let web = |c: Change| Change {
+        service: Some("web".into()),
+        ..c
+    };
+    let revert = Change {
+        title: "Revert \"Change 1\"".into(),
+        is_revert: true,
+        reverts: Some(1),
+        ..web(change(2, "acme/web", aug(4, 8, 0), Some(aug(4, 8, 30)), None))
+    };
+    let hotfix = Change {
+        labels: vec!["HotFix".into()],
+        ..web(change(3, "acme/web", aug(5, 8, 0), Some(aug(5, 8, 30)), None))
+    };
+    let lake = lake(
+        &[
+            deployment("a", Some("web"), aug(3, 12, 0)), // ships change 1
+            deployment("b", Some("web"), aug(4, 9, 0)),  // ships the revert
+            deployment("c", Some("web"), aug(5, 9, 0)),  // ships the hotfix
+            deployment("d", Some("web"), aug(6, 9, 0)),  // ships nothing new
+        ],
+        &[
+            web(change(1, "acme/web", aug(3, 9, 0), Some(aug(3, 10, 0)), None)),
+            revert,
+            hotfix,
+        ],
+        &[],
+    );
+    let rows = run(&lake, &options(1, &["web"]));
+    // a failed (its change was reverted by a deployed revert): 1 of 4.
+    assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(0.25), 4));
+    // b shipped a revert, c a hotfix (label case ignored): 2 of 4.
+    let rework = rows
+        .iter()
+        .find(|r| r.metric == "rework_rate" && r.scope == "web" && r.grain == "week")
+        .unwrap();
+    assert_eq!((rework.value, rework.n), (Some(0.5), 4));
 }
