@@ -369,7 +369,7 @@ impl MetricId {
                 "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
             }
             Self::ChangeFailureRate => {
-                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
+                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names, by id or by a commit sha of 7+ hex digits; else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
             }
             Self::TimeToRestoreMedian => "Resolution minus start of incidents resolved in the week, median.",
             Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the week, mean.",

@@ -286,7 +286,7 @@ fn production_at(deployments: &std::path::Path) -> PolarsResult<Vec<Deploy>> {
 fn incident_remediation(shared: &Shared<'_>) -> PolarsResult<HashMap<String, Option<i64>>> {
     let window_ms = shared.opts.attribution_window.num_milliseconds();
     let resolved = shared.incidents.clone().select([col("id"), col("resolved_at")]);
-    let frame = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)
+    let frame = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)?
         .inner_join(resolved, col("incident_id"), col("id"))
         .group_by([col("deployment_id")])
         .agg([

@@ -94,7 +94,7 @@ impl<'a> Computed<'a> {
             incidents.clone(),
             shared.production.clone(),
             opts.attribution_window.num_milliseconds(),
-        );
+        )?;
         Ok(Self {
             grid,
             opts,
@@ -230,9 +230,9 @@ fn failure_gaps(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<L
 }
 
 /// The incidents window attribution gives a deployment (the core's rule, [`attributions`]).
-fn attributed(incidents: LazyFrame, production: LazyFrame, window_ms: i64) -> LazyFrame {
-    let ids = attributions(production, incidents.clone(), window_ms).select([col("incident_id")]);
-    incidents.inner_join(ids, col("id"), col("incident_id"))
+fn attributed(incidents: LazyFrame, production: LazyFrame, window_ms: i64) -> PolarsResult<LazyFrame> {
+    let ids = attributions(production, incidents.clone(), window_ms)?.select([col("incident_id")]);
+    Ok(incidents.inner_join(ids, col("id"), col("incident_id")))
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
 
     // Incidents (from the incident sources), whether mapped and whether attributed.
     let attributed = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)
+        .map_err(polars)?
         .select([col("incident_id"), lit(1.0).alias("attributed")]);
     let incidents = shared
         .incidents

@@ -274,7 +274,13 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
                 .and(col("status").eq(lit("success")))
                 .and(col("finished_at").is_not_null()),
         )
-        .select([col("id"), col("repo"), col("service"), col("finished_at")])
+        .select([
+            col("id"),
+            col("repo"),
+            col("service"),
+            col("sha"),
+            col("finished_at"),
+        ])
 }
 
 /// Production deployments with whether they failed: `service, at, failed` (1.0 or 0.0). A
@@ -290,7 +296,7 @@ pub(super) fn deployment_outcomes(
     window_ms: i64,
     other_failures: &[String],
 ) -> PolarsResult<LazyFrame> {
-    let failed = attributions(production.clone(), incidents, window_ms)
+    let failed = attributions(production.clone(), incidents, window_ms)?
         .group_by([col("deployment_id")])
         .agg([len().alias("incidents")]);
     let rolled = DataFrame::new_infer_height(vec![
@@ -315,10 +321,24 @@ pub(super) fn deployment_outcomes(
 /// Window attribution, one row per attributed incident: `incident_id, deployment_id` — the latest
 /// production deployment of the incident's service with `started_at − window < finished_at <=
 /// started_at` (ties: the greatest id). Incidents with no such deployment have no row.
-pub(super) fn attributions(production: LazyFrame, incidents: LazyFrame, window_ms: i64) -> LazyFrame {
+pub(super) fn attributions(
+    production: LazyFrame,
+    incidents: LazyFrame,
+    window_ms: i64,
+) -> PolarsResult<LazyFrame> {
+    let explicit = explicit_links(production.clone(), incidents.clone())?;
     let candidates = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
+        // Incidents that name their cause are not attributed again by the window.
+        .left_join(
+            explicit
+                .clone()
+                .select([col("incident_id").alias("named"), lit(true).alias("is_named")]),
+            col("incident_id"),
+            col("named"),
+        )
+        .filter(col("is_named").is_null())
         .inner_join(
             production.filter(col("service").is_not_null()).select([
                 col("id").alias("deployment_id"),
@@ -334,11 +354,63 @@ pub(super) fn attributions(production: LazyFrame, incidents: LazyFrame, window_m
                 .and(col("finished_at").gt(col("started_at") - lit(window_ms))),
         );
     let latest_first = SortMultipleOptions::default().with_order_descending(true);
-    candidates
+    let window = candidates
         .group_by([col("incident_id")])
         .agg([col("deployment_id")
             .sort_by([col("finished_at"), col("deployment_id")], latest_first)
-            .first()])
+            .first()]);
+    concat([explicit, window], UnionArgs::default())
+}
+
+/// The `explicit` link of the attribution chain: an incident whose cause references name a
+/// production deployment, by its id or by a commit sha of at least 7 hex digits that the
+/// deployment's sha starts with (the latest such deployment when several match). Matching is done
+/// in plain Rust: prefix matching in polars would need its `strings` feature.
+fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<LazyFrame> {
+    let deployments = production
+        .select([col("id"), col("sha"), col("finished_at")])
+        .sort(["finished_at", "id"], SortMultipleOptions::default())
+        .collect()?;
+    let (dep_id, dep_sha) = (
+        deployments.column("id")?.str()?,
+        deployments.column("sha")?.str()?,
+    );
+    let deps: Vec<(&str, &str)> = dep_id
+        .iter()
+        .zip(dep_sha.iter())
+        .filter_map(|(i, s)| Some((i?, s?)))
+        .collect();
+    let refs = incidents.select([col("id"), col("cause_refs")]).collect()?;
+    let (inc_id, cause_refs) = (refs.column("id")?.str()?, refs.column("cause_refs")?.list()?);
+    let mut linked_incidents = Vec::new();
+    let mut linked_deployments = Vec::new();
+    for i in 0..refs.height() {
+        let (Some(incident), Some(list)) = (inc_id.get(i), cause_refs.get_as_series(i)) else {
+            continue;
+        };
+        let Ok(list) = list.str() else {
+            continue;
+        };
+        let found = list.iter().flatten().find_map(|r| {
+            let r = r.trim();
+            let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
+            deps.iter()
+                .rev()
+                .find(|(id, sha)| {
+                    *id == r || (is_sha && sha.to_ascii_lowercase().starts_with(&r.to_ascii_lowercase()))
+                })
+                .map(|(id, _)| *id)
+        });
+        if let Some(deployment) = found {
+            linked_incidents.push(incident.to_owned());
+            linked_deployments.push(deployment.to_owned());
+        }
+    }
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new("incident_id".into(), linked_incidents),
+        Column::new("deployment_id".into(), linked_deployments),
+    ])?
+    .lazy())
 }
 
 /// Lead times of merged changes, time method: `service, at, span`, where `at` is when the first

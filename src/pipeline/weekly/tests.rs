@@ -939,3 +939,33 @@ fn a_deployed_revert_fails_the_deployment_it_reverts_and_counts_as_rework() {
         .unwrap();
     assert_eq!((rework.value, rework.n), (Some(0.5), 4));
 }
+
+#[test]
+fn an_incident_that_names_its_cause_is_attributed_to_it_before_the_window_is_tried() {
+    let with_sha = |id: &str, service: &str, sha: &str, at: DateTime<Utc>| Deployment {
+        sha: sha.into(),
+        ..deployment(id, Some(service), at)
+    };
+    let named = |id: &str, refs: &[&str], at: DateTime<Utc>| Incident {
+        cause_refs: refs.iter().map(|r| r.to_string()).collect(),
+        ..incident(id, Some("web"), Severity::Sev3, at, Some(at + Duration::hours(1)))
+    };
+    let lake = lake(
+        &[
+            // Three days before the incident, another service: only an explicit reference links it.
+            with_sha("a", "api", "abcdef1234567890", aug(3, 9, 0)),
+            // One hour before the incident, same service: the window would pick it.
+            with_sha("b", "web", "0011223344556677", aug(6, 8, 0)),
+        ],
+        &[],
+        &[
+            named("i1", &["ABCDEF12"], aug(6, 9, 0)),
+            // Too short to be a sha, and no deployment has this id: falls back to the window.
+            named("i2", &["abc"], aug(6, 9, 30)),
+        ],
+    );
+    let rows = run(&lake, &options(1, &["api", "web"]));
+    // a is failed by i1's reference (case-insensitive prefix), b by i2 through the window.
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(1.0), 1));
+}
