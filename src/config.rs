@@ -143,6 +143,10 @@ pub struct MetricsConfig {
     /// Change labels that mark a hotfix, for the rework rate.
     #[serde(default = "default_hotfix_labels")]
     pub hotfix_labels: Vec<String>,
+    /// `chain` (explicit reference, then same-service window) or `devlake` (DevLake's rule, to
+    /// compare with a DevLake installation).
+    #[serde(default)]
+    pub attribution: crate::pipeline::Attribution,
 }
 
 fn default_hotfix_labels() -> Vec<String> {
@@ -181,6 +185,7 @@ impl Default for MetricsConfig {
             sla_hours: default_sla_hours(),
             change_window_tolerance_minutes: default_tolerance(),
             hotfix_labels: default_hotfix_labels(),
+            attribution: Default::default(),
         }
     }
 }

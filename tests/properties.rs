@@ -121,6 +121,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         default_slo: 0.999,
         teams: Default::default(),
         hotfix_labels: vec![],
+        attribution: Default::default(),
     };
     weekly_metrics(
         Inputs {

@@ -67,6 +67,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             .collect(),
         default_slo: config.metrics.default_slo,
         hotfix_labels: config.metrics.hotfix_labels.clone(),
+        attribution: config.metrics.attribution,
         teams: config
             .services
             .iter()

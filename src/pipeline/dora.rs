@@ -284,7 +284,7 @@ fn production_at(deployments: &std::path::Path) -> PolarsResult<Vec<Deploy>> {
 /// For each deployment with attributed incidents, when the last of them was resolved (`None`
 /// while any is still open).
 fn incident_remediation(shared: &Shared<'_>) -> PolarsResult<HashMap<String, Option<i64>>> {
-    let window_ms = shared.opts.attribution_window.num_milliseconds();
+    let window_ms = shared.opts.window_ms();
     let resolved = shared.incidents.clone().select([col("id"), col("resolved_at")]);
     let frame = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)?
         .inner_join(resolved, col("incident_id"), col("id"))

@@ -137,6 +137,33 @@ pub struct Options {
     pub teams: std::collections::BTreeMap<String, String>,
     /// Change labels that mark a hotfix (rework), compared case-insensitively.
     pub hotfix_labels: Vec<String>,
+    /// How incidents are attributed to deployments.
+    pub attribution: Attribution,
+}
+
+impl Options {
+    /// The attribution window in milliseconds; `i64::MAX` (no window, no explicit links) in
+    /// DevLake mode.
+    pub(crate) fn window_ms(&self) -> i64 {
+        match self.attribution {
+            Attribution::Chain => self.attribution_window.num_milliseconds(),
+            Attribution::Devlake => i64::MAX,
+        }
+    }
+}
+
+/// How incidents are attributed to deployments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attribution {
+    /// tandem's chain: an explicit cause reference, else the latest production deployment of the
+    /// same service within the attribution window, else none.
+    #[default]
+    Chain,
+    /// Apache DevLake's rule, for comparison: the latest production deployment of the same
+    /// project (service) that finished before the incident started, with no window and no
+    /// explicit references.
+    Devlake,
 }
 
 /// Weekly and whole-range metrics per service and for the organisation.

@@ -90,11 +90,7 @@ impl<'a> Computed<'a> {
                 ]
             })
             .collect();
-        let attributed = attributed(
-            incidents.clone(),
-            shared.production.clone(),
-            opts.attribution_window.num_milliseconds(),
-        )?;
+        let attributed = attributed(incidents.clone(), shared.production.clone(), opts.window_ms())?;
         Ok(Self {
             grid,
             opts,

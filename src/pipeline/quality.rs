@@ -23,7 +23,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let changes = scan_table::<Change>(shared.inputs.changes)?;
     let deployments = scan_table::<Deployment>(shared.inputs.deployments)?;
     let all_incidents = scan_table::<Incident>(shared.inputs.incidents)?;
-    let window_ms = shared.opts.attribution_window.num_milliseconds();
+    let window_ms = shared.opts.window_ms();
     let null_service = || lit(NULL).cast(DataType::String).alias("service");
 
     let total_quarantined = quarantine

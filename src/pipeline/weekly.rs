@@ -26,7 +26,7 @@ const RANGE_INDEX: i64 = -1;
 
 pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
     check_options(opts)?;
-    let window_ms = opts.attribution_window.num_milliseconds();
+    let window_ms = opts.window_ms();
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing weekly metrics from {}, {} and {}",
@@ -326,7 +326,17 @@ pub(super) fn attributions(
     incidents: LazyFrame,
     window_ms: i64,
 ) -> PolarsResult<LazyFrame> {
-    let explicit = explicit_links(production.clone(), incidents.clone())?;
+    // DevLake mode passes an unbounded window and names no explicit causes (see
+    // `Options::window_ms`): a window of `i64::MAX` is its marker.
+    let explicit = if window_ms == i64::MAX {
+        DataFrame::new_infer_height(vec![
+            Column::new("incident_id".into(), Vec::<String>::new()),
+            Column::new("deployment_id".into(), Vec::<String>::new()),
+        ])?
+        .lazy()
+    } else {
+        explicit_links(production.clone(), incidents.clone())?
+    };
     let candidates = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
@@ -351,7 +361,12 @@ pub(super) fn attributions(
         .filter(
             col("finished_at")
                 .lt_eq(col("started_at"))
-                .and(col("finished_at").gt(col("started_at") - lit(window_ms))),
+                .and(if window_ms == i64::MAX {
+                    // DevLake: strictly before the incident, no window.
+                    col("finished_at").lt(col("started_at"))
+                } else {
+                    col("finished_at").gt(col("started_at") - lit(window_ms))
+                }),
         );
     let latest_first = SortMultipleOptions::default().with_order_descending(true);
     let window = candidates

@@ -202,6 +202,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         default_slo: 0.999,
         teams: Default::default(),
         hotfix_labels: vec!["hotfix".into()],
+        attribution: Default::default(),
     }
 }
 

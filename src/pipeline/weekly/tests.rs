@@ -132,6 +132,7 @@ fn options(weeks: u32, services: &[&str]) -> Options {
         default_slo: 0.999,
         teams: Default::default(),
         hotfix_labels: vec!["hotfix".into()],
+        attribution: Default::default(),
     }
 }
 
@@ -968,4 +969,35 @@ fn an_incident_that_names_its_cause_is_attributed_to_it_before_the_window_is_tri
     // a is failed by i1's reference (case-insensitive prefix), b by i2 through the window.
     assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(1.0), 1));
+}
+
+#[test]
+fn devlake_attribution_has_no_window_and_ignores_named_causes() {
+    let lake = lake(
+        &[
+            deployment("a", Some("web"), aug(3, 9, 0)),
+            deployment("b", Some("api"), aug(3, 10, 0)),
+        ],
+        &[],
+        &[Incident {
+            // Names b, but DevLake's rule takes the latest deployment of the same service: a,
+            // three days earlier, far outside tandem's 24 h window.
+            cause_refs: vec!["gh:b".into()],
+            ..incident("i", Some("web"), Severity::Sev3, aug(6, 9, 0), None)
+        }],
+    );
+    let chain = run(&lake, &options(1, &["web", "api"]));
+    assert_eq!(cell(&chain, ChangeFailureRate, "web", Some(0)), (Some(0.0), 1));
+    assert_eq!(
+        cell(&chain, ChangeFailureRate, "api", Some(0)),
+        (Some(1.0), 1),
+        "the named cause"
+    );
+    let devlake = Options {
+        attribution: crate::pipeline::Attribution::Devlake,
+        ..options(1, &["web", "api"])
+    };
+    let rows = run(&lake, &devlake);
+    assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.0), 1));
 }
