@@ -119,6 +119,12 @@ pub enum MetricId {
     DeployDays,
     /// Production deployments that contain rework, divided by production deployments.
     ReworkRate,
+    /// Lead time: coding (median).
+    LeadTimeCodingMedian,
+    /// Lead time: review (median).
+    LeadTimeReviewMedian,
+    /// Lead time: deploy wait (median).
+    LeadTimeDeployWaitMedian,
 }
 
 impl MetricId {
@@ -174,17 +180,23 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 3] = [
+    pub const DORA: [MetricId; 6] = [
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
         Self::ReworkRate,
+        Self::LeadTimeCodingMedian,
+        Self::LeadTimeReviewMedian,
+        Self::LeadTimeDeployWaitMedian,
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 38] = [
+    pub const ALL: [MetricId; 41] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::LeadTimeMedian,
+        Self::LeadTimeCodingMedian,
+        Self::LeadTimeReviewMedian,
+        Self::LeadTimeDeployWaitMedian,
         Self::ChangeFailureRate,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
@@ -264,6 +276,9 @@ impl MetricId {
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
             Self::ReworkRate => "rework_rate",
+            Self::LeadTimeCodingMedian => "lead_time_coding_median",
+            Self::LeadTimeReviewMedian => "lead_time_review_median",
+            Self::LeadTimeDeployWaitMedian => "lead_time_deploy_wait_median",
         }
     }
 
@@ -275,7 +290,10 @@ impl MetricId {
             Self::LeadTimeMedian
             | Self::TimeToRestoreMedian
             | Self::TimeToRestoreMean
-            | Self::FailedDeploymentRecoveryMedian => "hours",
+            | Self::FailedDeploymentRecoveryMedian
+            | Self::LeadTimeCodingMedian
+            | Self::LeadTimeReviewMedian
+            | Self::LeadTimeDeployWaitMedian => "hours",
             Self::ChangeFailureRate => "ratio",
             Self::DowntimeMinutes => "minutes",
             Self::TimeToAcknowledgeMedian
@@ -353,6 +371,9 @@ impl MetricId {
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
             Self::ReworkRate => "Rework rate",
+            Self::LeadTimeCodingMedian => "Lead time: coding (median)",
+            Self::LeadTimeReviewMedian => "Lead time: review (median)",
+            Self::LeadTimeDeployWaitMedian => "Lead time: deploy wait (median)",
         }
     }
 
@@ -459,6 +480,13 @@ impl MetricId {
             }
             Self::ReworkRate => {
                 "Production deployments that shipped a revert or a change labelled as a hotfix (configurable labels), divided by production deployments in the period (DORA 2024)."
+            }
+            Self::LeadTimeCodingMedian => {
+                "Opening minus first commit of changes deployed in the period (by the deploying deployment's finish), median; negative spans are left out."
+            }
+            Self::LeadTimeReviewMedian => "Merge minus opening of changes deployed in the period, median.",
+            Self::LeadTimeDeployWaitMedian => {
+                "Deployment finish minus merge of changes deployed in the period, median."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

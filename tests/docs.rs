@@ -22,3 +22,25 @@ fn readme_documents_every_metric() {
         );
     }
 }
+
+#[test]
+fn every_metric_belongs_to_exactly_one_family() {
+    use tandem::metric::MetricId;
+    let families: Vec<MetricId> = MetricId::CORE
+        .iter()
+        .chain(&MetricId::DORA)
+        .chain(&MetricId::OPS)
+        .chain(&MetricId::ITSM)
+        .chain(&MetricId::QUALITY)
+        .copied()
+        .collect();
+    for m in MetricId::ALL {
+        assert_eq!(
+            families.iter().filter(|f| **f == m).count(),
+            1,
+            "{} must be computed by exactly one family",
+            m.as_str()
+        );
+    }
+    assert_eq!(families.len(), MetricId::ALL.len());
+}

@@ -102,6 +102,26 @@ fn expected(
             Some(hours(finished - first))
         })
         .collect();
+    // The lead time breakdown of the same deployed pulls: coding, review, deploy wait.
+    let mut stages: [Vec<f64>; 3] = Default::default();
+    for p in org.pulls.iter().filter(|p| &p.repo == repo) {
+        let Some(finished) = p
+            .deployed_in
+            .and_then(|d| org.deployment(d))
+            .and_then(Organisation::finished_at)
+            .filter(|f| in_week(*f))
+        else {
+            continue;
+        };
+        let merged = p.merged_at.unwrap();
+        if let Some(first) = p.commits.iter().map(|c| c.authored_at).min() {
+            if p.created_at >= first {
+                stages[0].push(hours(p.created_at - first));
+            }
+        }
+        stages[1].push(hours(merged - p.created_at));
+        stages[2].push(hours(finished - merged));
+    }
     let restores: Vec<f64> = org
         .incidents
         .iter()
@@ -128,6 +148,16 @@ fn expected(
         ((n_prod > 0).then(|| failed as f64 / prod.len() as f64), n_prod),
     );
     m.insert("lead_time_median", (median(leads.clone()), leads.len() as i64));
+    for (metric, spans) in [
+        "lead_time_coding_median",
+        "lead_time_review_median",
+        "lead_time_deploy_wait_median",
+    ]
+    .into_iter()
+    .zip(stages)
+    {
+        m.insert(metric, (median(spans.clone()), spans.len() as i64));
+    }
     m.insert(
         "time_to_restore_median",
         (median(restores.clone()), restores.len() as i64),
@@ -241,7 +271,7 @@ async fn weekly_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 9);
+    assert_eq!(checked, 4 * WEEKS as usize * 12);
     assert!(
         nonzero_failures > 0,
         "the simulation must contain failed changes for the test to mean anything"

@@ -90,6 +90,20 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     };
     let rework = aggregate(rework_events, shared.grid, &[("rate", col("rework").mean())]).map_err(polars)?;
 
+    // Lead time breakdown of deployed changes, anchored at the deploying deployment's finish.
+    let changes = scan_table::<Change>(shared.inputs.changes)?;
+    let links = change_links(changes, shared.production.clone());
+    let stage = |span: Expr| {
+        links
+            .clone()
+            .select([col("at"), col("service"), span.alias("span")])
+            .filter(col("span").gt_eq(lit(0i64)))
+    };
+    let medians = |frame: LazyFrame| aggregate(frame, shared.grid, &[("median", col("span").median())]);
+    let coding = medians(stage(col("opened_at") - col("first_commit_at"))).map_err(polars)?;
+    let review = medians(stage(col("merged_at") - col("opened_at"))).map_err(polars)?;
+    let deploy_wait = medians(stage(col("at") - col("merged_at"))).map_err(polars)?;
+
     // Deploy days: distinct local dates per scope and period.
     let tz = shared.opts.calendar.tz;
     let day = |ms: i64| -> Option<NaiveDate> {
@@ -130,6 +144,16 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                     }
                 },
                 MetricId::ReworkRate => (rework.value(scope, period, 0), rework.n(scope, period)),
+                MetricId::LeadTimeCodingMedian => {
+                    (hours(coding.value(scope, period, 0)), coding.n(scope, period))
+                }
+                MetricId::LeadTimeReviewMedian => {
+                    (hours(review.value(scope, period, 0)), review.n(scope, period))
+                }
+                MetricId::LeadTimeDeployWaitMedian => (
+                    hours(deploy_wait.value(scope, period, 0)),
+                    deploy_wait.n(scope, period),
+                ),
                 _ => (None, 0),
             })
         },

@@ -444,13 +444,15 @@ fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
 
 /// Merged changes with the deployment that shipped them (time method: the first production
 /// deployment of the repo that finished at or after the merge): `change_id, merged_at,
-/// deployment_id, service, at` (the deployment's finish), `began_at` (first commit, else
-/// opening). Changes never deployed have no row.
+/// opened_at, first_commit_at, deployment_id, service, at` (the deployment's finish), `began_at`
+/// (first commit, else opening). Changes never deployed have no row.
 pub(super) fn change_links(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
     let merged = changes.filter(col("merged_at").is_not_null()).select([
         col("id").alias("change_id"),
         col("repo"),
         col("merged_at"),
+        col("created_at").alias("opened_at"),
+        col("first_commit_at"),
         col("first_commit_at")
             .fill_null(col("created_at"))
             .alias("began_at"),
@@ -475,6 +477,8 @@ pub(super) fn change_links(changes: LazyFrame, production: LazyFrame) -> LazyFra
                 .first(),
             col("finished_at").min().alias("at"),
             col("merged_at").first(),
+            col("opened_at").first(),
+            col("first_commit_at").first(),
             col("began_at").first(),
         ])
 }
