@@ -187,6 +187,21 @@ fn expected(
         .filter_map(|d| Organisation::finished_at(d).map(|t| t.date_naive()))
         .collect();
     m.insert("deploy_days", (Some(days.len() as f64), days.len() as i64));
+    // Rework: deployments that shipped a hotfix-labelled or revert pull.
+    let reworked = prod
+        .iter()
+        .filter(|d| {
+            org.pulls.iter().any(|p| {
+                p.deployed_in == Some(d.id)
+                    && (p.labels.iter().any(|l| l.eq_ignore_ascii_case("hotfix"))
+                        || p.title.starts_with("Revert \""))
+            })
+        })
+        .count();
+    m.insert(
+        "rework_rate",
+        ((n_prod > 0).then(|| reworked as f64 / n_prod as f64), n_prod),
+    );
     let n_out = outages.len() as i64;
     m.insert(
         "downtime_minutes",
@@ -271,7 +286,7 @@ async fn weekly_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 12);
+    assert_eq!(checked, 4 * WEEKS as usize * 13);
     assert!(
         nonzero_failures > 0,
         "the simulation must contain failed changes for the test to mean anything"
