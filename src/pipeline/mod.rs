@@ -22,6 +22,8 @@ mod ops;
 mod output;
 mod quality;
 pub mod stats;
+#[cfg(test)]
+mod testkit;
 pub mod tiers;
 mod weekly;
 

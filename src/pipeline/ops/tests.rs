@@ -4,19 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity};
 
 use crate::metric::{MetricId, MetricRow};
 use crate::pipeline::{Inputs, Options, weekly_metrics, write_table};
 
+use crate::pipeline::testkit::{aug, cell, options};
 use MetricId::*;
 use Severity::*;
-
-/// An instant in August 2026.
-fn aug(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 8, day, hour, minute, 0).unwrap()
-}
 
 /// A successful production deployment of `service`.
 fn deployment(id: &str, service: &str, finished: DateTime<Utc>) -> Deployment {
@@ -76,23 +72,6 @@ fn acked(incident: Incident, at: DateTime<Utc>) -> Incident {
     }
 }
 
-fn options(weeks: u32, services: &[&str]) -> Options {
-    Options {
-        calendar: weeks_from_aug_3(weeks),
-        attribution_window: Duration::hours(24),
-        outage_severities: vec![Sev1, Sev2],
-        services: services.iter().map(|s| s.to_string()).collect(),
-        incident_sources: Vec::new(),
-        sla_hours: Default::default(),
-        change_window_tolerance: Duration::hours(1),
-        slo: Default::default(),
-        default_slo: 0.999,
-        teams: Default::default(),
-        hotfix_labels: vec!["hotfix".into()],
-        attribution: Default::default(),
-    }
-}
-
 /// The whole pipeline over a temporary lake holding these deployments and incidents.
 fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Vec<MetricRow> {
     let dir = tempfile::tempdir().unwrap();
@@ -113,21 +92,6 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
         opts,
     )
     .unwrap()
-}
-
-/// The one row of `metric` for `scope` (`all` = the organisation) in week `week` (0 = the week of
-/// 3 August) or, for `None`, the whole range: `(value, n)`.
-fn cell(rows: &[MetricRow], metric: MetricId, scope: &str, week: Option<i64>) -> (Option<f64>, i64) {
-    let grain = if week.is_some() { "week" } else { "range" };
-    let start = aug(3, 0, 0) + Duration::weeks(week.unwrap_or(0));
-    let found: Vec<&MetricRow> = rows
-        .iter()
-        .filter(|r| {
-            r.metric == metric.as_str() && r.scope == scope && r.grain == grain && r.period_start == start
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "{metric:?} {scope} {week:?}: {found:?}");
-    (found[0].value, found[0].n)
 }
 
 /// Asserts a computed ratio against its hand-computed value (rounded in the test's comment).
@@ -608,16 +572,4 @@ fn rows_come_in_metric_scope_week_then_range_order() {
         })
         .collect();
     assert_eq!(actual, expected);
-}
-
-/// `weeks` ISO weeks from Monday 2026-08-03, in UTC.
-fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
-    let from = chrono::NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
-    crate::pipeline::calendar::Calendar::new(
-        chrono_tz::Tz::UTC,
-        crate::pipeline::calendar::Grain::Week,
-        from,
-        from + chrono::Duration::weeks(i64::from(weeks)),
-    )
-    .unwrap()
 }

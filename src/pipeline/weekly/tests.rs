@@ -5,19 +5,15 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use tandem_connectors::model::{Change, Deployment, DeploymentStatus, Incident, Severity};
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
 use crate::pipeline::{Inputs, Options, PipelineError, weekly_metrics, write_table};
 
+use crate::pipeline::testkit::{aug, cell, options};
 use MetricId::*;
-
-/// An instant in August 2026; the reports start on Monday 3 August.
-fn aug(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 8, day, hour, minute, 0).unwrap()
-}
 
 /// A successful production deployment of `acme/{service}`.
 fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
@@ -119,23 +115,6 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
     lake
 }
 
-fn options(weeks: u32, services: &[&str]) -> Options {
-    Options {
-        calendar: weeks_from_aug_3(weeks),
-        attribution_window: Duration::hours(24),
-        outage_severities: vec![Severity::Sev1, Severity::Sev2],
-        services: services.iter().map(|s| s.to_string()).collect(),
-        incident_sources: Vec::new(),
-        sla_hours: Default::default(),
-        change_window_tolerance: Duration::hours(1),
-        slo: Default::default(),
-        default_slo: 0.999,
-        teams: Default::default(),
-        hotfix_labels: vec!["hotfix".into()],
-        attribution: Default::default(),
-    }
-}
-
 fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
     weekly_metrics(
         Inputs {
@@ -150,28 +129,6 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
         opts,
     )
     .unwrap()
-}
-
-/// The one row of `metric` for `scope` (`all` = the organisation) in week `week` (0 = the
-/// week of 3 August) or, for `None`, the whole range: `(value, n)`.
-fn cell(rows: &[MetricRow], metric: MetricId, scope: &str, week: Option<i64>) -> (Option<f64>, i64) {
-    let scope_type = if scope == "all" { "org" } else { "service" };
-    let (grain, start) = match week {
-        Some(week) => ("week", aug(3, 0, 0) + Duration::weeks(week)),
-        None => ("range", aug(3, 0, 0)),
-    };
-    let found: Vec<&MetricRow> = rows
-        .iter()
-        .filter(|r| {
-            r.metric == metric.as_str()
-                && r.scope_type == scope_type
-                && r.scope == scope
-                && r.grain == grain
-                && r.period_start == start
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "{metric:?} {scope} {week:?}: {found:?}");
-    (found[0].value, found[0].n)
 }
 
 #[test]
@@ -679,18 +636,6 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
         weekly_metrics(inputs, &backwards),
         Err(PipelineError::Options(_))
     ));
-}
-
-/// `weeks` ISO weeks from Monday 2026-08-03, in UTC.
-fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
-    let from = chrono::NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
-    crate::pipeline::calendar::Calendar::new(
-        chrono_tz::Tz::UTC,
-        crate::pipeline::calendar::Grain::Week,
-        from,
-        from + chrono::Duration::weeks(i64::from(weeks)),
-    )
-    .unwrap()
 }
 
 #[test]
