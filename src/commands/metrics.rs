@@ -107,41 +107,15 @@ pub fn kpi_table(rows: &[MetricRow], kpis: &[KpiSpec]) -> String {
         "status".to_owned(),
         "change".to_owned(),
     ]];
-    for kpi in kpis {
-        let Ok((scope_type, scope)) = kpi.scope_key() else {
-            continue;
-        };
-        let mut periods: Vec<&MetricRow> = rows
-            .iter()
-            .filter(|r| r.metric == kpi.metric && r.scope_type == scope_type && r.scope == scope)
-            .filter(|r| r.grain != "range")
-            .collect();
-        periods.sort_by_key(|r| r.period_start);
-        let latest = periods.last().copied();
-        let previous = periods.len().checked_sub(2).and_then(|i| periods.get(i)).copied();
-        let title = MetricId::parse(&kpi.metric).map_or_else(|| kpi.metric.clone(), |m| m.title().to_owned());
-        let status = kpi.status(latest.and_then(|r| r.value), latest.map_or(0, |r| r.n));
-        let change = match (latest, previous) {
-            (Some(l), Some(p)) => crate::pipeline::kpi::delta(l.value, p.value)
-                .map(|d| {
-                    let shown = MetricRow {
-                        value: Some(d.abs()),
-                        ..l.clone()
-                    }
-                    .display_value();
-                    format!("{}{shown}", if d < 0.0 { "−" } else { "+" })
-                })
-                .unwrap_or_else(|| crate::metric::MISSING.to_owned()),
-            _ => crate::metric::MISSING.to_owned(),
-        };
+    for k in crate::pipeline::kpi::scorecard(rows, kpis) {
         lines.push([
-            title,
-            kpi.scope.clone(),
-            kpi.owners.clone(),
-            kpi.target.to_string(),
-            latest.map_or_else(|| crate::metric::MISSING.to_owned(), MetricRow::display_value),
-            status.as_str().to_owned(),
-            change,
+            k.title,
+            k.scope,
+            k.owners,
+            k.target,
+            k.latest,
+            k.status.as_str().to_owned(),
+            k.change,
         ]);
     }
     let widths: Vec<usize> = (0..7)

@@ -35,6 +35,7 @@ pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyh
         organisation: &config.organisation.name,
         generated_at: Utc::now(),
         rows,
+        kpis: &config.kpis,
     };
     report::render(&input, &out_dir)
         .with_context(|| format!("cannot write the report to {}", out_dir.display()))

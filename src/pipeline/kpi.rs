@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metric::MIN_SAMPLE;
+use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow};
 
 /// Which side of the target is good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +160,67 @@ impl KpiSpec {
             _ => Status::Red,
         }
     }
+}
+
+/// One KPI judged on a metric table, ready to show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    /// The metric's title.
+    pub title: String,
+    /// The KPI's scope as written (`org`, `service:NAME`, `team:NAME`).
+    pub scope: String,
+    /// Who owns it.
+    pub owners: String,
+    /// The target as written (`<= 0.15`).
+    pub target: String,
+    /// The latest period's value, formatted with its unit.
+    pub latest: String,
+    /// The latest period's sample size.
+    pub n: i64,
+    /// Green, amber, red or insufficient.
+    pub status: Status,
+    /// The change since the period before, formatted with its unit and sign.
+    pub change: String,
+}
+
+/// Judges each KPI on its latest period in `rows` (the last non-range period of its metric and
+/// scope) and compares it with the period before.
+pub fn scorecard(rows: &[MetricRow], kpis: &[KpiSpec]) -> Vec<Scored> {
+    kpis.iter()
+        .filter_map(|kpi| {
+            let (scope_type, scope) = kpi.scope_key().ok()?;
+            let mut periods: Vec<&MetricRow> = rows
+                .iter()
+                .filter(|r| r.metric == kpi.metric && r.scope_type == scope_type && r.scope == scope)
+                .filter(|r| r.grain != "range")
+                .collect();
+            periods.sort_by_key(|r| r.period_start);
+            let latest = periods.last().copied();
+            let previous = periods.len().checked_sub(2).and_then(|i| periods.get(i)).copied();
+            let change = match (latest, previous) {
+                (Some(l), Some(p)) => delta(l.value, p.value).map(|d| {
+                    let shown = MetricRow {
+                        value: Some(d.abs()),
+                        ..l.clone()
+                    }
+                    .display_value();
+                    format!("{}{shown}", if d < 0.0 { "−" } else { "+" })
+                }),
+                _ => None,
+            };
+            Some(Scored {
+                title: MetricId::parse(&kpi.metric)
+                    .map_or_else(|| kpi.metric.clone(), |m| m.title().to_owned()),
+                scope: kpi.scope.clone(),
+                owners: kpi.owners.clone(),
+                target: kpi.target.to_string(),
+                latest: latest.map_or_else(|| MISSING.to_owned(), MetricRow::display_value),
+                n: latest.map_or(0, |r| r.n),
+                status: kpi.status(latest.and_then(|r| r.value), latest.map_or(0, |r| r.n)),
+                change: change.unwrap_or_else(|| MISSING.to_owned()),
+            })
+        })
+        .collect()
 }
 
 /// The change since the previous period, when both values exist.

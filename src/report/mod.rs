@@ -57,6 +57,8 @@ pub struct ReportInput<'a> {
     pub generated_at: DateTime<Utc>,
     /// The metric table.
     pub rows: &'a [MetricRow],
+    /// The shared KPIs to judge on it.
+    pub kpis: &'a [crate::pipeline::kpi::KpiSpec],
 }
 
 /// Files a report wrote.
@@ -76,7 +78,7 @@ pub fn render(input: &ReportInput<'_>, out_dir: &Path) -> Result<ReportOutput, R
         source,
     })?;
 
-    let view = view::build(input.organisation, input.generated_at, input.rows);
+    let view = view::build(input.organisation, input.generated_at, input.rows, input.kpis);
 
     let deployments_svg = charts::to_svg(&view.deployments)?;
     let change_failure_svg = charts::to_svg(&view.change_failure)?;

@@ -99,6 +99,7 @@ fn input(rows: &[MetricRow]) -> ReportInput<'_> {
         organisation: "Acme Ops",
         generated_at: Utc.with_ymd_and_hms(2024, 3, 25, 8, 30, 0).unwrap(),
         rows,
+        kpis: &[],
     }
 }
 
@@ -228,4 +229,27 @@ fn same_input_renders_identical_html() {
     let png_a = std::fs::read(a.path().join("change_failure_rate.png")).unwrap();
     let png_b = std::fs::read(b.path().join("change_failure_rate.png")).unwrap();
     assert_eq!(png_a, png_b);
+}
+
+#[test]
+fn the_shared_kpis_are_judged_and_escaped_in_the_report() {
+    let rows = sample_rows();
+    let kpis: Vec<crate::pipeline::kpi::KpiSpec> = vec![
+        toml::from_str(
+            "metric = \"change_failure_rate\"\ntarget = \"<= 0.15\"\nowners = \"IT+Ops <script>\"\n",
+        )
+        .unwrap(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = ReportInput {
+        kpis: &kpis,
+        ..input(&rows)
+    };
+    let html = std::fs::read_to_string(render(&input, dir.path()).unwrap().html).unwrap();
+    assert!(html.contains("Shared KPIs"), "a scorecard section");
+    assert!(html.contains("IT+Ops &lt;script&gt;"), "owners escaped");
+    assert!(!html.contains("IT+Ops <script>"));
+    let scored = crate::pipeline::kpi::scorecard(&rows, &kpis);
+    assert_eq!(scored.len(), 1);
+    assert!(html.contains(&format!("status {}", scored[0].status.as_str())));
 }

@@ -32,6 +32,8 @@ pub struct Page {
     pub unit: String,
     /// The DORA 2024 clusters, for reference.
     pub clusters: Vec<ClusterRow>,
+    /// The shared KPIs judged on the latest period.
+    pub scorecard: Vec<crate::pipeline::kpi::Scored>,
     /// One row per metric, org scope.
     pub kpis: Vec<KpiRow>,
     /// Column titles of the per-service table, in [`MetricId::CORE`] order.
@@ -116,7 +118,12 @@ pub struct View {
 
 /// Builds the view of `rows`. Rows with an unknown metric, grain or scope type are ignored:
 /// the pipeline owns which rows exist, the report only shows the ones it knows how to show.
-pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]) -> View {
+pub fn build(
+    organisation: &str,
+    generated_at: DateTime<Utc>,
+    rows: &[MetricRow],
+    shared_kpis: &[crate::pipeline::kpi::KpiSpec],
+) -> View {
     // The calendar periods the table was computed in: weeks by default, or days, months or
     // quarters; charts and the "latest" column follow them.
     let unit = unit_grain(rows);
@@ -198,6 +205,7 @@ pub fn build(organisation: &str, generated_at: DateTime<Utc>, rows: &[MetricRow]
         min_sample: MIN_SAMPLE,
         latest_week: latest.map(date_text),
         unit: unit.to_owned(),
+        scorecard: crate::pipeline::kpi::scorecard(rows, shared_kpis),
         clusters: crate::pipeline::tiers::DORA_2024_CLUSTERS
             .iter()
             .map(|c| ClusterRow {
@@ -343,7 +351,7 @@ mod tests {
             unit: "count".into(),
             n: 9,
         };
-        let view = build("Acme", t, &[row]);
+        let view = build("Acme", t, &[row], &[]);
         assert!(view.page.services.is_empty());
         assert!(view.page.has_data);
     }
