@@ -75,8 +75,10 @@ pub trait Chart {
 /// Weekly production deployments (bars, left axis) against weekly downtime (line, right axis).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeploymentsVsDowntime {
-    /// Week start dates, ascending; the other vectors are aligned with it.
+    /// Period start dates, ascending; the other vectors are aligned with it.
     pub weeks: Vec<NaiveDate>,
+    /// The periods' grain (`week`, `month`, …) for the titles; weeks when empty.
+    pub grain: String,
     /// Production deployments per week; `None` is drawn as a gap.
     pub deployments: Vec<Option<f64>>,
     /// Downtime minutes per week; `None` is drawn as a gap.
@@ -95,10 +97,32 @@ pub struct RateWeek {
 /// Weekly change failure rate in percent, small samples marked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeFailureRate {
-    /// Week start dates, ascending; `points` is aligned with it.
+    /// Period start dates, ascending; `points` is aligned with it.
     pub weeks: Vec<NaiveDate>,
+    /// The periods' grain (`week`, `month`, …) for the titles; weeks when empty.
+    pub grain: String,
     /// The rate per week; `None` (no row at all) is a gap like a `None` ratio.
     pub points: Vec<Option<RateWeek>>,
+}
+
+/// "Weekly", "Daily", "Monthly" or "Quarterly" for a grain (weeks when unknown).
+pub fn cadence(grain: &str) -> &'static str {
+    match grain {
+        "day" => "Daily",
+        "month" => "Monthly",
+        "quarter" => "Quarterly",
+        _ => "Weekly",
+    }
+}
+
+/// "Week", "Day", "Month" or "Quarter" for a grain (weeks when unknown).
+fn period_noun(grain: &str) -> &'static str {
+    match grain {
+        "day" => "Day",
+        "month" => "Month",
+        "quarter" => "Quarter",
+        _ => "Week",
+    }
 }
 
 /// Renders `chart` as a standalone `<svg>` element.
@@ -282,7 +306,10 @@ impl Chart for DeploymentsVsDowntime {
         let downtime_top = axis_top(downtime.iter().flatten().copied(), 10.0);
 
         let mut chart = ChartBuilder::on(root)
-            .caption("Weekly production deployments vs downtime", caption_style())
+            .caption(
+                format!("{} production deployments vs downtime", cadence(&self.grain)),
+                caption_style(),
+            )
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(64)
@@ -296,7 +323,7 @@ impl Chart for DeploymentsVsDowntime {
             .x_labels(MAX_WEEK_LABELS)
             .y_labels(6)
             .y_label_formatter(&whole_number)
-            .x_desc("Week starting")
+            .x_desc(format!("{} starting", period_noun(&self.grain)))
             .y_desc("Production deployments")
             .label_style((FAMILY, 13))
             .axis_desc_style((FAMILY, 14))
@@ -372,7 +399,10 @@ impl Chart for ChangeFailureRate {
         let top = axis_top(percent.iter().flatten().copied(), 10.0).min(100.0);
 
         let mut chart = ChartBuilder::on(root)
-            .caption("Weekly change failure rate", caption_style())
+            .caption(
+                format!("{} change failure rate", cadence(&self.grain)),
+                caption_style(),
+            )
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(64)
@@ -386,7 +416,7 @@ impl Chart for ChangeFailureRate {
             .x_labels(MAX_WEEK_LABELS)
             .y_labels(6)
             .y_label_formatter(&|v| format!("{v:.0}%"))
-            .x_desc("Week starting")
+            .x_desc(format!("{} starting", period_noun(&self.grain)))
             .y_desc("Change failure rate (%)")
             .label_style((FAMILY, 13))
             .axis_desc_style((FAMILY, 14))
@@ -476,6 +506,7 @@ mod tests {
             weeks: weeks(4),
             deployments: vec![Some(4.0), Some(7.0), None, Some(2.0)],
             downtime_minutes: vec![Some(30.0), Some(0.0), Some(120.0), None],
+            ..Default::default()
         }
     }
 
@@ -511,6 +542,7 @@ mod tests {
                 }),
                 None,
             ],
+            ..Default::default()
         };
         let rgb = to_rgb(&chart).unwrap();
         let grey = rgb.chunks_exact(3).filter(|px| px == &[140, 140, 140]).count();
@@ -535,6 +567,7 @@ mod tests {
             weeks: weeks(3),
             deployments: vec![Some(1.0)],
             downtime_minutes: vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0), Some(5.0)],
+            ..Default::default()
         };
         to_svg(&chart).unwrap();
     }

@@ -30,6 +30,8 @@ pub struct Page {
     pub latest_week: Option<String>,
     /// The grain of the periods (`week`, `month`, …), for headings.
     pub unit: String,
+    /// "Weekly", "Monthly", … for the title.
+    pub cadence: &'static str,
     /// The DORA 2024 clusters, for reference.
     pub clusters: Vec<ClusterRow>,
     /// The shared KPIs judged on the latest period.
@@ -175,6 +177,7 @@ pub fn build(
     let week_dates: Vec<NaiveDate> = weeks.iter().map(|&w| calendar_date(w)).collect();
     let deployments = DeploymentsVsDowntime {
         weeks: week_dates.clone(),
+        grain: unit.to_owned(),
         deployments: weekly(MetricId::DeploymentCount)
             .into_iter()
             .map(|r| r.and_then(|r| r.value))
@@ -186,6 +189,7 @@ pub fn build(
     };
     let change_failure = ChangeFailureRate {
         weeks: week_dates,
+        grain: unit.to_owned(),
         points: weekly(MetricId::ChangeFailureRate)
             .into_iter()
             .map(|r| {
@@ -205,6 +209,7 @@ pub fn build(
         min_sample: MIN_SAMPLE,
         latest_week: latest.map(date_text),
         unit: unit.to_owned(),
+        cadence: super::charts::cadence(unit),
         scorecard: crate::pipeline::kpi::scorecard(rows, shared_kpis),
         clusters: crate::pipeline::tiers::DORA_2024_CLUSTERS
             .iter()
