@@ -119,6 +119,8 @@ pub enum MetricId {
     DeployDays,
     /// Production deployments that contain rework, divided by production deployments.
     ReworkRate,
+    /// Changes merged in the period.
+    ChangesMerged,
     /// Lead time: coding (median).
     LeadTimeCodingMedian,
     /// Lead time: review (median).
@@ -180,19 +182,21 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 6] = [
+    pub const DORA: [MetricId; 7] = [
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
         Self::ReworkRate,
+        Self::ChangesMerged,
         Self::LeadTimeCodingMedian,
         Self::LeadTimeReviewMedian,
         Self::LeadTimeDeployWaitMedian,
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 41] = [
+    pub const ALL: [MetricId; 42] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
+        Self::ChangesMerged,
         Self::LeadTimeMedian,
         Self::LeadTimeCodingMedian,
         Self::LeadTimeReviewMedian,
@@ -276,6 +280,7 @@ impl MetricId {
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
             Self::ReworkRate => "rework_rate",
+            Self::ChangesMerged => "changes_merged",
             Self::LeadTimeCodingMedian => "lead_time_coding_median",
             Self::LeadTimeReviewMedian => "lead_time_review_median",
             Self::LeadTimeDeployWaitMedian => "lead_time_deploy_wait_median",
@@ -321,7 +326,8 @@ impl MetricId {
             | Self::QuarantinedRecords
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
-            | Self::DeployDays => "count",
+            | Self::DeployDays
+            | Self::ChangesMerged => "count",
             Self::ChangesDeployedShare
             | Self::IncidentsMappedShare
             | Self::IncidentsAttributedShare
@@ -371,6 +377,7 @@ impl MetricId {
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
             Self::ReworkRate => "Rework rate",
+            Self::ChangesMerged => "Changes merged",
             Self::LeadTimeCodingMedian => "Lead time: coding (median)",
             Self::LeadTimeReviewMedian => "Lead time: review (median)",
             Self::LeadTimeDeployWaitMedian => "Lead time: deploy wait (median)",
@@ -487,6 +494,9 @@ impl MetricId {
             Self::LeadTimeReviewMedian => "Merge minus opening of changes deployed in the period, median.",
             Self::LeadTimeDeployWaitMedian => {
                 "Deployment finish minus merge of changes deployed in the period, median."
+            }
+            Self::ChangesMerged => {
+                "Pull and merge requests merged in the period: the change velocity set beside deployments and downtime."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

@@ -202,6 +202,12 @@ fn expected(
         "rework_rate",
         ((n_prod > 0).then(|| reworked as f64 / n_prod as f64), n_prod),
     );
+    let merged = org
+        .pulls
+        .iter()
+        .filter(|p| &p.repo == repo && p.merged_at.is_some_and(in_week))
+        .count();
+    m.insert("changes_merged", (Some(merged as f64), merged as i64));
     let n_out = outages.len() as i64;
     m.insert(
         "downtime_minutes",
@@ -286,7 +292,7 @@ async fn weekly_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 13);
+    assert_eq!(checked, 4 * WEEKS as usize * 14);
     assert!(
         nonzero_failures > 0,
         "the simulation must contain failed changes for the test to mean anything"

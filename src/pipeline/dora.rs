@@ -92,6 +92,15 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
 
     // Lead time breakdown of deployed changes, anchored at the deploying deployment's finish.
     let changes = scan_table::<Change>(shared.inputs.changes)?;
+    let merged = aggregate(
+        changes
+            .clone()
+            .filter(col("merged_at").is_not_null())
+            .select([col("merged_at").alias("at"), col("service")]),
+        shared.grid,
+        &[],
+    )
+    .map_err(polars)?;
     let links = change_links(changes, shared.production.clone());
     let stage = |span: Expr| {
         links
@@ -144,6 +153,10 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                     }
                 },
                 MetricId::ReworkRate => (rework.value(scope, period, 0), rework.n(scope, period)),
+                MetricId::ChangesMerged => {
+                    let n = merged.n(scope, period);
+                    (Some(n as f64), n)
+                }
                 MetricId::LeadTimeCodingMedian => {
                     (hours(coding.value(scope, period, 0)), coding.n(scope, period))
                 }
