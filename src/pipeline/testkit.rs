@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use tandem_connectors::model::Severity;
+use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity};
 
 use super::Options;
 use crate::metric::{MetricId, MetricRow};
@@ -68,4 +68,53 @@ pub(crate) fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calenda
         from + chrono::Duration::weeks(i64::from(weeks)),
     )
     .unwrap()
+}
+
+/// A successful production deployment of `acme/{service}`.
+pub(crate) fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
+    Deployment {
+        id: format!("gh:{id}"),
+        source: "gh".into(),
+        repo: format!("acme/{}", service.unwrap_or("unmapped")),
+        service: service.map(str::to_owned),
+        team: None,
+        environment: "production".into(),
+        is_production: true,
+        status: DeploymentStatus::Success,
+        sha: "0123456".into(),
+        created_at: finished - Duration::minutes(10),
+        finished_at: Some(finished),
+        updated_at: finished,
+    }
+}
+
+pub(crate) fn incident(
+    id: &str,
+    service: Option<&str>,
+    severity: Severity,
+    started: DateTime<Utc>,
+    resolved: Option<DateTime<Utc>>,
+) -> Incident {
+    Incident {
+        id: format!("pd:{id}"),
+        source: "pd".into(),
+        number: None,
+        title: id.into(),
+        service_ref: None,
+        team_ref: None,
+        service: service.map(str::to_owned),
+        team: None,
+        severity: Some(severity),
+        status: if resolved.is_some() {
+            "resolved"
+        } else {
+            "triggered"
+        }
+        .into(),
+        started_at: started,
+        acknowledged_at: None,
+        resolved_at: resolved,
+        cause_refs: vec![],
+        updated_at: resolved.unwrap_or(started),
+    }
 }

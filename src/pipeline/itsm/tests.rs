@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
-use tandem_connectors::model::{ChangeRequest, Deployment, DeploymentStatus, Ticket, TicketTransition};
+use tandem_connectors::model::{ChangeRequest, Deployment, Ticket, TicketTransition};
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
 use crate::pipeline::{Inputs, Options, PipelineError, weekly_metrics, write_table};
 
-use crate::pipeline::testkit::{aug, cell, options};
+use crate::pipeline::testkit::{aug, cell, deployment, options};
 use MetricId::*;
 
 fn ticket(
@@ -101,24 +101,6 @@ fn window(
         planned_start: start,
         planned_end: end,
         ..change_request(id, Some(service), Some("normal"), None, None)
-    }
-}
-
-/// A successful production deployment of `acme/{service}`.
-fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
-    Deployment {
-        id: format!("gh:{id}"),
-        source: "gh".into(),
-        repo: format!("acme/{}", service.unwrap_or("unmapped")),
-        service: service.map(str::to_owned),
-        team: None,
-        environment: "production".into(),
-        is_production: true,
-        status: DeploymentStatus::Success,
-        sha: "0123456".into(),
-        created_at: finished - Duration::minutes(10),
-        finished_at: Some(finished),
-        updated_at: finished,
     }
 }
 

@@ -10,7 +10,7 @@ use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity}
 use crate::metric::{MetricId, MetricRow};
 use crate::pipeline::{Inputs, Options, weekly_metrics, write_table};
 
-use crate::pipeline::testkit::{aug, cell, options};
+use crate::pipeline::testkit::{aug, cell, incident, options};
 use MetricId::*;
 use Severity::*;
 
@@ -29,38 +29,6 @@ fn deployment(id: &str, service: &str, finished: DateTime<Utc>) -> Deployment {
         created_at: finished - Duration::minutes(10),
         finished_at: Some(finished),
         updated_at: finished,
-    }
-}
-
-/// An incident, resolved when given (else still open), never acknowledged.
-fn incident(
-    id: &str,
-    service: Option<&str>,
-    severity: Severity,
-    started: DateTime<Utc>,
-    resolved: Option<DateTime<Utc>>,
-) -> Incident {
-    Incident {
-        id: format!("pd:{id}"),
-        source: "pd".into(),
-        number: None,
-        title: id.into(),
-        service_ref: None,
-        team_ref: None,
-        service: service.map(str::to_owned),
-        team: None,
-        severity: Some(severity),
-        status: if resolved.is_some() {
-            "resolved"
-        } else {
-            "triggered"
-        }
-        .into(),
-        started_at: started,
-        acknowledged_at: None,
-        resolved_at: resolved,
-        cause_refs: vec![],
-        updated_at: resolved.unwrap_or(started),
     }
 }
 

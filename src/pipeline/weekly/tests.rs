@@ -12,26 +12,8 @@ use tempfile::TempDir;
 use crate::metric::{MetricId, MetricRow};
 use crate::pipeline::{Inputs, Options, PipelineError, weekly_metrics, write_table};
 
-use crate::pipeline::testkit::{aug, cell, options};
+use crate::pipeline::testkit::{aug, cell, deployment, incident, options};
 use MetricId::*;
-
-/// A successful production deployment of `acme/{service}`.
-fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
-    Deployment {
-        id: format!("gh:{id}"),
-        source: "gh".into(),
-        repo: format!("acme/{}", service.unwrap_or("unmapped")),
-        service: service.map(str::to_owned),
-        team: None,
-        environment: "production".into(),
-        is_production: true,
-        status: DeploymentStatus::Success,
-        sha: "0123456".into(),
-        created_at: finished - Duration::minutes(10),
-        finished_at: Some(finished),
-        updated_at: finished,
-    }
-}
 
 fn change(
     number: i64,
@@ -57,37 +39,6 @@ fn change(
         is_revert: false,
         reverts: None,
         updated_at: merged.unwrap_or(created),
-    }
-}
-
-fn incident(
-    id: &str,
-    service: Option<&str>,
-    severity: Severity,
-    started: DateTime<Utc>,
-    resolved: Option<DateTime<Utc>>,
-) -> Incident {
-    Incident {
-        id: format!("pd:{id}"),
-        source: "pd".into(),
-        number: None,
-        title: id.into(),
-        service_ref: None,
-        team_ref: None,
-        service: service.map(str::to_owned),
-        team: None,
-        severity: Some(severity),
-        status: if resolved.is_some() {
-            "resolved"
-        } else {
-            "triggered"
-        }
-        .into(),
-        started_at: started,
-        acknowledged_at: None,
-        resolved_at: resolved,
-        cause_refs: vec![],
-        updated_at: resolved.unwrap_or(started),
     }
 }
 
