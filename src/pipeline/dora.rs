@@ -10,12 +10,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
-use tandem_connectors::model::{Change, Deployment};
 
 use super::PipelineError;
-use super::codec::scan_table;
 use super::stats::median;
-use super::weekly::{Period, Shared, aggregate, attributions, change_links, hours, metric_rows};
+use super::weekly::{Period, Shared, aggregate, change_links, hours, metric_rows};
 use crate::metric::{MetricId, MetricRow};
 
 /// A rollback is a redeploy of an earlier sha of the same service within this long.
@@ -38,7 +36,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         ),
         source,
     };
-    let deploys = production(shared).map_err(polars)?;
+    let deploys = deploys_of(shared.production.clone()).map_err(polars)?;
     let remediated = incident_remediation(shared).map_err(polars)?;
     let rolled_back = rollbacks(&deploys);
 
@@ -91,7 +89,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let rework = aggregate(rework_events, shared.grid, &[("rate", col("rework").mean())]).map_err(polars)?;
 
     // Lead time breakdown of deployed changes, anchored at the deploying deployment's finish.
-    let changes = scan_table::<Change>(shared.inputs.changes)?;
+    let changes = shared.changes.clone();
     let merged = aggregate(
         changes
             .clone()
@@ -175,20 +173,10 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
 
 /// Deployments that shipped rework: a revert, or a change with a hotfix label.
 fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
-    let changes = scan_table::<Change>(shared.inputs.changes).map_err(to_polars)?;
-    let links = change_links(changes.clone(), shared.production.clone())
-        .select([col("change_id"), col("deployment_id")])
-        .collect()?;
-    let (change_id, deployment_id) = (
-        links.column("change_id")?.str()?,
-        links.column("deployment_id")?.str()?,
-    );
-    let shipped_by: HashMap<&str, &str> = change_id
-        .iter()
-        .zip(deployment_id.iter())
-        .filter_map(|(c, d)| Some((c?, d?)))
-        .collect();
-    let frame = changes
+    let shipped_by = shipped_by(shared.changes.clone(), shared.production.clone())?;
+    let frame = shared
+        .changes
+        .clone()
         .select([col("id"), col("is_revert"), col("labels")])
         .collect()?;
     let (id, is_revert, labels) = (
@@ -223,33 +211,17 @@ fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
 
 /// Ids of the production deployments that failed by a signal other than an attributed incident:
 /// rolled back, or one of their changes reverted by a change that was itself deployed.
-pub(super) fn other_failure_ids(
-    deployments: &std::path::Path,
-    changes: &std::path::Path,
-) -> PolarsResult<Vec<String>> {
-    let deploys = production_at(deployments)?;
+pub(super) fn other_failure_ids(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<String>> {
+    let deploys = deploys_of(production.clone())?;
     let mut ids: BTreeSet<String> = rollbacks(&deploys).into_keys().collect();
-    ids.extend(reverted(deployments, changes)?);
+    ids.extend(reverted(production, changes)?);
     Ok(ids.into_iter().collect())
 }
 
 /// Deployments that shipped a change which a later, deployed change reverts.
-fn reverted(deployments: &std::path::Path, changes: &std::path::Path) -> PolarsResult<Vec<String>> {
-    let changes_frame = scan_table::<Change>(changes).map_err(to_polars)?;
-    let production =
-        super::weekly::production_deployments(scan_table::<Deployment>(deployments).map_err(to_polars)?);
-    let links = change_links(changes_frame.clone(), production)
-        .select([col("change_id"), col("deployment_id")])
-        .collect()?;
-    let (change_id, deployment_id) = (
-        links.column("change_id")?.str()?,
-        links.column("deployment_id")?.str()?,
-    );
-    let shipped_by: HashMap<&str, &str> = change_id
-        .iter()
-        .zip(deployment_id.iter())
-        .filter_map(|(c, d)| Some((c?, d?)))
-        .collect();
+fn reverted(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<String>> {
+    let shipped_by = shipped_by(changes.clone(), production)?;
+    let changes_frame = changes;
     let frame = changes_frame
         .select([
             col("id"),
@@ -275,28 +247,14 @@ fn reverted(deployments: &std::path::Path, changes: &std::path::Path) -> PolarsR
         .filter(|&i| id.get(i).is_some_and(|c| shipped_by.contains_key(c)))
         .filter_map(|i| {
             let original = by_number.get(&(repo.get(i)?, reverts.get(i)?))?;
-            shipped_by.get(original).map(|d| (*d).to_owned())
+            shipped_by.get(*original).cloned()
         })
         .collect())
 }
 
-fn to_polars(e: PipelineError) -> PolarsError {
-    PolarsError::ComputeError(e.to_string().into())
-}
-
-/// Successful production deployments with their sha, in finish order.
-fn production(shared: &Shared<'_>) -> PolarsResult<Vec<Deploy>> {
-    production_at(shared.inputs.deployments)
-}
-
-fn production_at(deployments: &std::path::Path) -> PolarsResult<Vec<Deploy>> {
-    let frame = scan_table::<Deployment>(deployments)
-        .map_err(to_polars)?
-        .filter(
-            col("is_production")
-                .and(col("status").eq(lit("success")))
-                .and(col("finished_at").is_not_null()),
-        )
+/// The production deployments of a frame like [`Shared::production`], in finish order.
+fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
+    let frame = production
         .select([col("id"), col("service"), col("sha"), col("finished_at")])
         .sort(["finished_at", "id"], SortMultipleOptions::default())
         .collect()?;
@@ -318,12 +276,29 @@ fn production_at(deployments: &std::path::Path) -> PolarsResult<Vec<Deploy>> {
         .collect())
 }
 
+/// Which production deployment shipped each merged change (time method): change id → deployment id.
+fn shipped_by(changes: LazyFrame, production: LazyFrame) -> PolarsResult<HashMap<String, String>> {
+    let links = change_links(changes, production)
+        .select([col("change_id"), col("deployment_id")])
+        .collect()?;
+    let (change_id, deployment_id) = (
+        links.column("change_id")?.str()?,
+        links.column("deployment_id")?.str()?,
+    );
+    Ok(change_id
+        .iter()
+        .zip(deployment_id.iter())
+        .filter_map(|(c, d)| Some((c?.to_owned(), d?.to_owned())))
+        .collect())
+}
+
 /// For each deployment with attributed incidents, when the last of them was resolved (`None`
 /// while any is still open).
 fn incident_remediation(shared: &Shared<'_>) -> PolarsResult<HashMap<String, Option<i64>>> {
-    let window_ms = shared.opts.window_ms();
     let resolved = shared.incidents.clone().select([col("id"), col("resolved_at")]);
-    let frame = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)?
+    let frame = shared
+        .links
+        .clone()
         .inner_join(resolved, col("incident_id"), col("id"))
         .group_by([col("deployment_id")])
         .agg([

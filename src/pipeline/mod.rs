@@ -143,17 +143,6 @@ pub struct Options {
     pub attribution: Attribution,
 }
 
-impl Options {
-    /// The attribution window in milliseconds; `i64::MAX` (no window, no explicit links) in
-    /// DevLake mode.
-    pub(crate) fn window_ms(&self) -> i64 {
-        match self.attribution {
-            Attribution::Chain => self.attribution_window.num_milliseconds(),
-            Attribution::Devlake => i64::MAX,
-        }
-    }
-}
-
 /// How incidents are attributed to deployments.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

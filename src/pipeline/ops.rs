@@ -14,8 +14,7 @@ use tandem_connectors::model::Severity;
 
 use super::stats::spearman;
 use super::weekly::{
-    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, attributions, downtime, hours,
-    metric_rows, outages,
+    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, metric_rows, outages,
 };
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
@@ -90,7 +89,7 @@ impl<'a> Computed<'a> {
                 ]
             })
             .collect();
-        let attributed = attributed(incidents.clone(), shared.production.clone(), opts.window_ms())?;
+        let attributed = attributed(incidents.clone(), shared.links.clone());
         Ok(Self {
             grid,
             opts,
@@ -225,10 +224,9 @@ fn failure_gaps(incidents: LazyFrame, severities: &[Severity]) -> PolarsResult<L
         .filter(col("span").is_not_null()))
 }
 
-/// The incidents window attribution gives a deployment (the core's rule, [`attributions`]).
-fn attributed(incidents: LazyFrame, production: LazyFrame, window_ms: i64) -> PolarsResult<LazyFrame> {
-    let ids = attributions(production, incidents.clone(), window_ms)?.select([col("incident_id")]);
-    Ok(incidents.inner_join(ids, col("id"), col("incident_id")))
+/// The incidents attribution gives a deployment (the core's links, [`Shared::links`]).
+fn attributed(incidents: LazyFrame, links: LazyFrame) -> LazyFrame {
+    incidents.inner_join(links.select([col("incident_id")]), col("id"), col("incident_id"))
 }
 
 #[cfg(test)]

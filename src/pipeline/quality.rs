@@ -3,11 +3,11 @@
 //! deployments without a baseline. Readers of a number can see how much data stands behind it.
 
 use polars::prelude::*;
-use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
+use tandem_connectors::model::{Incident, Quarantined};
 
 use super::PipelineError;
 use super::codec::scan_table;
-use super::weekly::{Cells, Period, Scope, Shared, aggregate, attributions, change_links, metric_rows};
+use super::weekly::{Cells, Period, Scope, Shared, aggregate, change_links, metric_rows};
 use crate::metric::{MetricId, MetricRow};
 
 /// The `MetricId::QUALITY` rows.
@@ -20,10 +20,9 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         source,
     };
     let quarantine = scan_table::<Quarantined>(shared.inputs.quarantine)?;
-    let changes = scan_table::<Change>(shared.inputs.changes)?;
-    let deployments = scan_table::<Deployment>(shared.inputs.deployments)?;
+    let changes = shared.changes.clone();
+    let deployments = shared.deployments.clone();
     let all_incidents = scan_table::<Incident>(shared.inputs.incidents)?;
-    let window_ms = shared.opts.window_ms();
     let null_service = || lit(NULL).cast(DataType::String).alias("service");
 
     let total_quarantined = quarantine
@@ -51,8 +50,9 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let deployed = aggregate(merged, shared.grid, &[("share", col("linked").mean())]).map_err(polars)?;
 
     // Incidents (from the incident sources), whether mapped and whether attributed.
-    let attributed = attributions(shared.production.clone(), shared.incidents.clone(), window_ms)
-        .map_err(polars)?
+    let attributed = shared
+        .links
+        .clone()
         .select([col("incident_id"), lit(1.0).alias("attributed")]);
     let incidents = shared
         .incidents

@@ -16,7 +16,7 @@ use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Seve
 use super::calendar::{Calendar, Grain};
 use super::codec::scan_table;
 use super::intervals::union_length;
-use super::{Inputs, Options, PipelineError};
+use super::{Attribution, Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 
 pub(super) const HOUR_MS: f64 = 3_600_000.0;
@@ -26,7 +26,6 @@ const RANGE_INDEX: i64 = -1;
 
 pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
     check_options(opts)?;
-    let window_ms = opts.window_ms();
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing weekly metrics from {}, {} and {}",
@@ -66,23 +65,31 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
     );
     let grid = Grid::new(&opts.calendar, &opts.teams);
 
-    let production = production_deployments(deployments);
-    let production_all = production.clone();
+    // Collected once: every family reads the production deployments and the attribution links.
+    let production = production_deployments(deployments.clone())
+        .collect()
+        .map_err(polars)?
+        .lazy();
+    let links = attributions(
+        production.clone(),
+        incidents.clone(),
+        opts.attribution,
+        opts.attribution_window,
+    )
+    .and_then(LazyFrame::collect)
+    .map_err(polars)?
+    .lazy();
+    let other_failures =
+        super::dora::other_failure_ids(production.clone(), changes.clone()).map_err(polars)?;
     let computed = Computed {
         deploys: aggregate(
-            deployment_outcomes(
-                production.clone(),
-                incidents.clone(),
-                window_ms,
-                &super::dora::other_failure_ids(inputs.deployments, inputs.changes).map_err(polars)?,
-            )
-            .map_err(polars)?,
+            deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
             &grid,
             &[("failed", col("failed").sum())],
         )
         .map_err(polars)?,
         leads: aggregate(
-            lead_times(changes, production_all),
+            lead_times(changes.clone(), production.clone()),
             &grid,
             &[("median", col("span").median())],
         )
@@ -101,8 +108,11 @@ pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<M
         opts,
         grid: &computed.grid,
         services: &services,
+        deployments,
+        changes,
         incidents: incidents.clone(),
-        production: production.clone(),
+        production,
+        links,
         outages: &computed.outages,
     };
     let mut family_rows = super::dora::metrics(&shared)?;
@@ -167,10 +177,17 @@ pub(super) struct Shared<'a> {
     pub grid: &'a Grid,
     /// Every service to emit rows for (configured or seen in the data).
     pub services: &'a BTreeSet<String>,
+    /// Every deployment, as stored; instants as i64 ms.
+    pub deployments: LazyFrame,
+    /// Every change, as stored.
+    pub changes: LazyFrame,
     /// Incidents from the configured incident sources; instants as i64 ms.
     pub incidents: LazyFrame,
-    /// Successful production deployments: `id`, `repo`, `service`, `finished_at` (ms).
+    /// Successful production deployments: `id`, `repo`, `service`, `sha`, `finished_at` (ms).
     pub production: LazyFrame,
+    /// Attribution links of incidents to production deployments: `incident_id, deployment_id`
+    /// (see [`attributions`]).
+    pub links: LazyFrame,
     /// Outage intervals (severities in the outage set), for downtime-based metrics.
     pub outages: &'a [Outage],
 }
@@ -292,11 +309,10 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
 /// deployment with one or more incidents is one failed change.
 pub(super) fn deployment_outcomes(
     production: LazyFrame,
-    incidents: LazyFrame,
-    window_ms: i64,
+    links: LazyFrame,
     other_failures: &[String],
 ) -> PolarsResult<LazyFrame> {
-    let failed = attributions(production.clone(), incidents, window_ms)?
+    let failed = links
         .group_by([col("deployment_id")])
         .agg([len().alias("incidents")]);
     let rolled = DataFrame::new_infer_height(vec![
@@ -324,18 +340,17 @@ pub(super) fn deployment_outcomes(
 pub(super) fn attributions(
     production: LazyFrame,
     incidents: LazyFrame,
-    window_ms: i64,
+    mode: Attribution,
+    window: Duration,
 ) -> PolarsResult<LazyFrame> {
-    // DevLake mode passes an unbounded window and names no explicit causes (see
-    // `Options::window_ms`): a window of `i64::MAX` is its marker.
-    let explicit = if window_ms == i64::MAX {
-        DataFrame::new_infer_height(vec![
+    // DevLake's rule names no explicit causes and has no window.
+    let explicit = match mode {
+        Attribution::Chain => explicit_links(production.clone(), incidents.clone())?,
+        Attribution::Devlake => DataFrame::new_infer_height(vec![
             Column::new("incident_id".into(), Vec::<String>::new()),
             Column::new("deployment_id".into(), Vec::<String>::new()),
         ])?
-        .lazy()
-    } else {
-        explicit_links(production.clone(), incidents.clone())?
+        .lazy(),
     };
     let candidates = incidents
         .filter(col("service").is_not_null())
@@ -358,16 +373,11 @@ pub(super) fn attributions(
             col("service"),
             col("service"),
         )
-        .filter(
-            col("finished_at")
-                .lt_eq(col("started_at"))
-                .and(if window_ms == i64::MAX {
-                    // DevLake: strictly before the incident, no window.
-                    col("finished_at").lt(col("started_at"))
-                } else {
-                    col("finished_at").gt(col("started_at") - lit(window_ms))
-                }),
-        );
+        .filter(col("finished_at").lt_eq(col("started_at")).and(match mode {
+            // DevLake: strictly before the incident, no window.
+            Attribution::Devlake => col("finished_at").lt(col("started_at")),
+            Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
+        }));
     let latest_first = SortMultipleOptions::default().with_order_descending(true);
     let window = candidates
         .group_by([col("incident_id")])
