@@ -217,7 +217,7 @@ fn expected(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weekly_metrics_match_the_ground_truth() {
+async fn compute_metrics_match_the_ground_truth() {
     let world = World::start(WEEKS).await;
     let config = world.config();
     let until = world.org.spec.start + Duration::weeks(i64::from(WEEKS));

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use proptest::prelude::*;
 use tandem::metric::MetricRow;
 use tandem::pipeline::calendar::{Calendar, Grain};
-use tandem::pipeline::{Inputs, Options, weekly_metrics};
+use tandem::pipeline::{Inputs, Options, compute_metrics};
 use tandem::store::Store;
 use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity};
 
@@ -123,7 +123,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         hotfix_labels: vec![],
         attribution: Default::default(),
     };
-    weekly_metrics(
+    compute_metrics(
         Inputs {
             deployments: &store.table_path("deployments"),
             changes: &missing,

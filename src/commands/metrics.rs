@@ -74,7 +74,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))
             .collect(),
     };
-    let rows = pipeline::weekly_metrics(
+    let rows = pipeline::compute_metrics(
         Inputs {
             deployments: &deployments,
             changes: &changes,

@@ -12,8 +12,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
+use super::engine::{Period, Shared, aggregate, change_links, hours, metric_rows};
 use super::stats::median;
-use super::weekly::{Period, Shared, aggregate, change_links, hours, metric_rows};
 use crate::metric::{MetricId, MetricRow};
 
 /// A rollback is a redeploy of an earlier sha of the same service within this long.
@@ -116,7 +116,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let day = |ms: i64| -> Option<NaiveDate> {
         DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).date_naive())
     };
-    let days_in = |scope: super::weekly::Scope<'_>, from: i64, to: i64| -> usize {
+    let days_in = |scope: super::engine::Scope<'_>, from: i64, to: i64| -> usize {
         deploys
             .iter()
             .filter(|d| d.finished >= from && d.finished < to && scope.covers(d.service.as_deref()))

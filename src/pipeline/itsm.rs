@@ -15,7 +15,7 @@ use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
 use super::codec::scan_table;
-use super::weekly::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours, metric_rows};
+use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours, metric_rows};
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 

@@ -1,8 +1,10 @@
 //! The polars pipeline: canonical tables in the lake → the tidy metric table.
 //!
 //! Every polars call in tandem lives under this module (polars' API moves between versions):
-//! [`codec`] is the store's only way into and out of Parquet, [`weekly`] computes the metrics,
-//! [`intervals`] merges outage intervals, [`output`] writes and reads the metric table.
+//! `codec` is the store's only way into and out of Parquet; `engine` computes the core metrics and
+//! runs the metric families (`dora`, `ops`, `itsm`, `quality`); `intervals` merges outage
+//! intervals; `output` writes and reads the metric table; `calendar`, `stats`, `tiers` and `kpi` are
+//! the plain-Rust pieces the definitions need; `devlake` reproduces DevLake's rules.
 //! It must not know about HTTP, sources or reports.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ pub mod calendar;
 mod codec;
 pub mod devlake;
 mod dora;
+mod engine;
 mod intervals;
 mod itsm;
 pub mod kpi;
@@ -25,7 +28,6 @@ pub mod stats;
 #[cfg(test)]
 mod testkit;
 pub mod tiers;
-mod weekly;
 
 /// What went wrong computing, writing or reading metrics and tables.
 #[derive(Debug, thiserror::Error)]
@@ -157,12 +159,14 @@ pub enum Attribution {
     Devlake,
 }
 
-/// Weekly and whole-range metrics per service and for the organisation.
+/// Every metric per calendar period of `opts.calendar` and for the whole range, for the
+/// organisation, each service and each team.
 ///
-/// Rows come in a fixed order: metric (as in [`crate::metric::MetricId::ALL`]), the `org` scope
-/// then services by name, and within a scope the weeks in time order followed by the `range` row.
-pub fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
-    weekly::weekly_metrics(inputs, opts)
+/// Rows come family by family (core, DORA, operations, ITSM, data quality); within a family by
+/// metric, then the `org` scope, services by name and teams by name, and within a scope the periods
+/// in time order followed by the `range` row.
+pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
+    engine::compute_metrics(inputs, opts)
 }
 
 /// Writes the metric table as Parquet and CSV.

@@ -12,10 +12,10 @@
 use polars::prelude::*;
 use tandem_connectors::model::Severity;
 
-use super::stats::spearman;
-use super::weekly::{
+use super::engine::{
     Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, metric_rows, outages,
 };
+use super::stats::spearman;
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 

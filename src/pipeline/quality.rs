@@ -7,7 +7,7 @@ use tandem_connectors::model::{Incident, Quarantined};
 
 use super::PipelineError;
 use super::codec::scan_table;
-use super::weekly::{Cells, Period, Scope, Shared, aggregate, change_links, metric_rows};
+use super::engine::{Cells, Period, Scope, Shared, aggregate, change_links, metric_rows};
 use crate::metric::{MetricId, MetricRow};
 
 /// The `MetricId::QUALITY` rows.

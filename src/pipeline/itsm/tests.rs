@@ -12,7 +12,7 @@ use tandem_connectors::model::{ChangeRequest, Deployment, Ticket, TicketTransiti
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::{Inputs, Options, PipelineError, weekly_metrics, write_table};
+use crate::pipeline::{Inputs, Options, PipelineError, compute_metrics, write_table};
 
 use crate::pipeline::testkit::{aug, cell, deployment, options};
 use MetricId::*;
@@ -151,7 +151,7 @@ impl Lake {
             "change_requests",
         ]
         .map(|table| self.path(table));
-        weekly_metrics(
+        compute_metrics(
             Inputs {
                 deployments: &paths[0],
                 changes: &paths[1],

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity};
 
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::{Inputs, Options, weekly_metrics, write_table};
+use crate::pipeline::{Inputs, Options, compute_metrics, write_table};
 
 use crate::pipeline::testkit::{aug, cell, incident, options};
 use MetricId::*;
@@ -47,7 +47,7 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
     write_table(deployments, &path("deployments")).unwrap();
     write_table(incidents, &path("incidents")).unwrap();
     let none = path("none");
-    weekly_metrics(
+    compute_metrics(
         Inputs {
             deployments: &path("deployments"),
             changes: &none,

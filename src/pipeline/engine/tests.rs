@@ -10,7 +10,7 @@ use tandem_connectors::model::{Change, Deployment, DeploymentStatus, Incident, S
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::{Inputs, Options, PipelineError, weekly_metrics, write_table};
+use crate::pipeline::{Inputs, Options, PipelineError, compute_metrics, write_table};
 
 use crate::pipeline::testkit::{aug, cell, deployment, incident, options};
 use MetricId::*;
@@ -67,7 +67,7 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
 }
 
 fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
-    weekly_metrics(
+    compute_metrics(
         Inputs {
             deployments: &lake.deployments,
             changes: &lake.changes,
@@ -533,7 +533,7 @@ fn rows_come_in_metric_scope_week_then_range_order() {
 fn missing_table_files_are_empty_tables() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing-here.parquet");
-    let rows = weekly_metrics(
+    let rows = compute_metrics(
         Inputs {
             deployments: &missing,
             changes: &missing,
@@ -584,7 +584,7 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
         ..options(1, &[])
     };
     assert!(matches!(
-        weekly_metrics(inputs, &backwards),
+        compute_metrics(inputs, &backwards),
         Err(PipelineError::Options(_))
     ));
 }

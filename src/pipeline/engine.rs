@@ -1,9 +1,11 @@
-//! Weekly and whole-range metrics per service and for the organisation, after the project's
-//! metric definitions (`reference/metrics.md`).
+//! The metric engine: the core DORA and downtime metrics per calendar period and for the whole
+//! range, for the organisation, services and teams, after the project's metric definitions
+//! (`reference/metrics.md`), and the shared pieces the other families (`dora`, `ops`, `itsm`,
+//! `quality`) build on: the period grid, scopes, attribution links, aggregation and row layout.
 //!
 //! polars does the record-level work lazily (production deployments, incident attribution, lead
-//! times, restore times) and the grouping by scope and week; plain Rust then lays the results on
-//! the full grid of metric × scope × period, so empty weeks and quiet services still get a row,
+//! times, restore times) and the grouping by scope and period; plain Rust then lays the results on
+//! the full grid of metric × scope × period, so empty periods and quiet services still get a row,
 //! and merges outage intervals (see [`super::intervals`]). Instants are handled as integer
 //! milliseconds since the epoch (UTC) throughout. This module must not write files.
 
@@ -24,11 +26,11 @@ pub(super) const MINUTE_MS: f64 = 60_000.0;
 /// The period index of whole-range groups in the aggregated frames (calendar periods count from 0).
 const RANGE_INDEX: i64 = -1;
 
-pub(crate) fn weekly_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
+pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
     check_options(opts)?;
     let polars = |source| PipelineError::Polars {
         context: format!(
-            "computing weekly metrics from {}, {} and {}",
+            "computing metrics from {}, {} and {}",
             inputs.deployments.display(),
             inputs.changes.display(),
             inputs.incidents.display()
