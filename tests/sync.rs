@@ -506,3 +506,41 @@ async fn a_token_expiring_mid_pagination_keeps_the_pages_before_it_and_resumes()
     let closed = world.org.pulls.iter().filter(|p| p.state == "closed").count();
     assert_eq!(store.read::<Change>().unwrap().len(), closed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_of_one_stream_reads_it_again_from_scratch() {
+    let world = World::start(3).await;
+    let config = world.config();
+    let store = store_of(&config);
+    let pulls = SyncOptions {
+        source: Some("github".into()),
+        stream: Some("pulls".into()),
+        ..fast_sync()
+    };
+    let control = &world.servers.github.control;
+    assert!(sync(&config, &store, &env(), &pulls).await.unwrap().all_ok());
+    let first = control.request_count();
+    let rows = store.read::<Change>().unwrap();
+    // Incremental: the list answers 304 once per repo.
+    assert!(sync(&config, &store, &env(), &pulls).await.unwrap().all_ok());
+    let incremental = control.request_count() - first;
+    assert_eq!(incremental, world.org.services.len());
+    // --full: the bookmark (and its ETag) is forgotten, every page and detail is read again.
+    let full = SyncOptions { full: true, ..pulls };
+    assert!(sync(&config, &store, &env(), &full).await.unwrap().all_ok());
+    assert_eq!(
+        control.request_count() - first - incremental,
+        first,
+        "the same requests as the first sync"
+    );
+    assert_eq!(
+        store.read::<Change>().unwrap(),
+        rows,
+        "and the same rows, not duplicated"
+    );
+    let deployments_bookmark = store.bookmark("github", "deployments").unwrap();
+    assert!(
+        deployments_bookmark.is_none(),
+        "other streams are left alone (never synced here)"
+    );
+}

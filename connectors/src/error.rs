@@ -8,7 +8,7 @@ use std::time::Duration;
 pub enum ConnectorError {
     /// A token environment variable named in the config is not set.
     #[error(
-        "environment variable {var} is not set (named by `{config_key}` in the config): export the token in it"
+        "environment variable {var} is not set (named by `{config_key}` in the config): set it to the credential before running tandem"
     )]
     MissingSecret {
         /// The variable.
