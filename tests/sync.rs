@@ -544,3 +544,57 @@ async fn a_full_sync_of_one_stream_reads_it_again_from_scratch() {
         "other streams are left alone (never synced here)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_makes_one_cheap_request_per_source_and_names_the_failing_one() {
+    let world = World::start(1).await;
+    let path = world.config_path.clone();
+    let run = |secrets: Vec<(&'static str, String)>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_tandem"))
+                .arg("--config")
+                .arg(&path)
+                .arg("check")
+                .envs(secrets)
+                .output()
+                .unwrap()
+        })
+    };
+    let secrets = tandem::commands::demo::demo_secrets(&crate::common::fake_options());
+    let before = requests(&world);
+    let ok = run(secrets.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok")).count(),
+        6,
+        "{stdout}"
+    );
+    // GitHub checks each configured repo; PagerDuty asks for its abilities once.
+    assert_eq!(requests(&world) - before, world.org.services.len() + 1);
+
+    let expired: Vec<_> = secrets
+        .into_iter()
+        .map(|(var, value)| {
+            if var == "TANDEM_DEMO_GITHUB_TOKEN" {
+                (var, "ghp_revoked_4f1c".to_owned())
+            } else {
+                (var, value)
+            }
+        })
+        .collect();
+    let partial = run(expired).await.unwrap();
+    let stdout = String::from_utf8_lossy(&partial.stdout);
+    assert_eq!(
+        partial.status.code(),
+        Some(3),
+        "partial: the other sources are fine: {stdout}"
+    );
+    let failed = stdout.lines().find(|l| l.starts_with("FAILED")).unwrap();
+    assert!(
+        failed.contains("github") && failed.contains("TANDEM_DEMO_GITHUB_TOKEN"),
+        "{failed}"
+    );
+    assert!(!stdout.contains("ghp_revoked_4f1c"), "never print the secret");
+}
