@@ -30,6 +30,10 @@ pub struct MetricRow {
     pub unit: String,
     /// Sample size behind the value.
     pub n: i64,
+    /// How the value was derived where a definition allows more than one way (e.g. the link
+    /// method behind a lead time, `ancestry` or `time`; the attribution mode behind a change
+    /// failure rate); `None` where the definition has one way only.
+    pub method: Option<String>,
 }
 
 impl MetricRow {
@@ -578,6 +582,7 @@ mod tests {
             value,
             unit: unit.into(),
             n,
+            method: None,
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
             value: Some(value),
             unit: "ratio".into(),
             n,
+            method: None,
         }
     }
 

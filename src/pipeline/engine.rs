@@ -161,6 +161,7 @@ pub(super) fn metric_rows(
                     value,
                     unit: metric.unit().to_owned(),
                     n,
+                    method: None,
                 });
             }
         }

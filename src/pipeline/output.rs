@@ -1,7 +1,8 @@
 //! The metric table on disk: Parquet for tandem to read back, CSV for people and spreadsheets.
 //!
 //! Columns: metric, grain, scope_type, scope (text), period_start, period_end (UTC instants,
-//! milliseconds), value (float, null allowed), unit (text), n (integer). In the CSV the instants
+//! milliseconds), value (float, null allowed), unit (text), n (integer), method (text, null where
+//! the definition has one way only). In the CSV the instants
 //! are RFC 3339 strings ending in `Z` (`2026-08-03T00:00:00Z`, fractional seconds only when
 //! present) rather than polars' own datetime rendering, so every tool parses them the same way;
 //! a null value is an empty field. Both files are written atomically. This module computes
@@ -33,6 +34,11 @@ pub(crate) fn write_metrics(rows: &[MetricRow], parquet: &Path, csv: &Path) -> R
         Series::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<_>>()).into_column(),
         text("unit", |r| &r.unit),
         Series::new("n".into(), rows.iter().map(|r| r.n).collect::<Vec<_>>()).into_column(),
+        Series::new(
+            "method".into(),
+            rows.iter().map(|r| r.method.as_deref()).collect::<Vec<_>>(),
+        )
+        .into_column(),
     ];
 
     let instant = |name: &'static str, get: fn(&MetricRow) -> DateTime<Utc>| {
@@ -145,6 +151,7 @@ pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineErr
         .column("n")
         .and_then(|c| c.i64().cloned())
         .map_err(|err| schema("n", err))?;
+    let method = text("method")?;
 
     (0..frame.height())
         .map(|row| {
@@ -174,6 +181,7 @@ pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineErr
                 value: value.get(row),
                 unit: text("unit", &unit)?,
                 n: n.get(row).ok_or_else(|| missing("n"))?,
+                method: method.get(row).map(str::to_owned),
             })
         })
         .collect()
@@ -200,6 +208,7 @@ mod tests {
                 value: Some(0.5),
                 unit: "per_day".into(),
                 n: 3,
+                method: None,
             },
             MetricRow {
                 metric: "lead_time_median".into(),
@@ -211,6 +220,7 @@ mod tests {
                 value: None,
                 unit: "hours".into(),
                 n: 0,
+                method: Some("time".into()),
             },
         ]
     }
@@ -242,9 +252,9 @@ mod tests {
         let text = std::fs::read_to_string(&csv).unwrap();
         assert_eq!(
             text,
-            "metric,grain,scope_type,scope,period_start,period_end,value,unit,n\n\
-             deployment_frequency,week,org,all,2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,0.5,per_day,3\n\
-             lead_time_median,range,service,\"api, \"\"v2\"\"\",2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,,hours,0\n"
+            "metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method\n\
+             deployment_frequency,week,org,all,2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,0.5,per_day,3,\n\
+             lead_time_median,range,service,\"api, \"\"v2\"\"\",2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,,hours,0,time\n"
         );
     }
 

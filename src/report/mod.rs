@@ -4,6 +4,7 @@
 //! [`charts`] draws them, and this file writes the files: one self-contained HTML page (CSS and
 //! SVG charts inline, nothing fetched) plus the charts as PNGs beside it.
 
+pub mod archive;
 pub mod charts;
 pub mod view;
 
@@ -41,8 +42,10 @@ pub enum ReportError {
     Chart(#[from] charts::ChartError),
     /// The embedded template `reports/weekly.html` failed to compile or render (a bug in the
     /// template, not in the data: report it).
-    #[error("cannot render the report template reports/{TEMPLATE_NAME}: {source}")]
+    #[error("cannot render the report template reports/{name}: {source}")]
     Template {
+        /// The template's file name under `reports/`.
+        name: &'static str,
         /// minijinja's error, with the template line.
         source: minijinja::Error,
     },
@@ -87,8 +90,12 @@ pub fn render(input: &ReportInput<'_>, out_dir: &Path) -> Result<ReportOutput, R
     charts::to_png(&view.deployments, &deployments_png)?;
     charts::to_png(&view.change_failure, &change_failure_png)?;
 
-    let html = render_html(&view.page, deployments_svg, change_failure_svg)
-        .map_err(|source| ReportError::Template { source })?;
+    let html = render_html(&view.page, deployments_svg, change_failure_svg).map_err(|source| {
+        ReportError::Template {
+            name: TEMPLATE_NAME,
+            source,
+        }
+    })?;
     let html_path = out_dir.join(HTML_FILE);
     std::fs::write(&html_path, html).map_err(|source| ReportError::Io {
         path: html_path.clone(),

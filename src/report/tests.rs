@@ -38,6 +38,7 @@ fn row(
         value,
         unit: metric.unit().to_owned(),
         n,
+        method: None,
     }
 }
 

@@ -355,6 +355,7 @@ mod tests {
             value: Some(1.0),
             unit: "count".into(),
             n: 9,
+            method: None,
         };
         let view = build("Acme", t, &[row], &[]);
         assert!(view.page.services.is_empty());
