@@ -140,9 +140,27 @@ pub struct MetricsArgs {
 /// `tandem report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Which report to write.
+    #[arg(value_enum, default_value_t = ReportKind::Weekly)]
+    pub kind: ReportKind,
+    /// Reporting range.
+    #[command(flatten)]
+    pub range: RangeArgs,
     /// Directory to write the report to (default: `report.out` in the config).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// The report kinds, each defined in `reports/`.
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Every metric per week, service and team, from the last metric table.
+    #[default]
+    Weekly,
+    /// One page for the steering committee: shared KPIs, DORA, velocity vs downtime, glossary.
+    Steering,
+    /// The last 24 hours and 7 days, as HTML and as a Markdown digest for a chat channel.
+    Nightly,
 }
 
 /// `tandem run`.

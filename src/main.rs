@@ -37,7 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Report(args) => {
             let config = commands::load_config(&cli.config)?;
-            commands::report::run(args, &config).map(|()| Outcome::Success)
+            commands::report::run(args, &config, &ctx)
         }
         Command::Remap(args) => {
             let config = commands::load_config(&cli.config)?;

@@ -4,9 +4,11 @@
 pub mod check;
 pub mod demo;
 pub mod metrics;
+pub mod nightly;
 pub mod remap;
 pub mod report;
 pub mod run;
+pub mod steering;
 pub mod sync;
 
 use std::path::Path;

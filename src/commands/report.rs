@@ -5,15 +5,25 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::cli::ReportArgs;
+use super::{Context, Outcome};
+use crate::cli::{ReportArgs, ReportKind};
 use crate::config::Config;
 use crate::metric::MetricRow;
 use crate::pipeline;
 use crate::report::{self, ReportInput, ReportOutput};
 use crate::store::Store;
 
-/// Reads the metric table and renders the report.
-pub fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
+/// Writes the report `args.kind` names.
+pub fn run(args: &ReportArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
+    match args.kind {
+        ReportKind::Weekly => weekly(args, config).map(|()| Outcome::Success),
+        ReportKind::Steering => super::steering::run(args, config, ctx),
+        ReportKind::Nightly => super::nightly::run(args, config, ctx),
+    }
+}
+
+/// Reads the metric table and renders the weekly report.
+fn weekly(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
     let store = Store::open(&config.resolve(&config.store.path))?;
     let (parquet, _) = store.metrics_paths();
     if !parquet.exists() {
