@@ -16,6 +16,7 @@ use crate::metric::MetricRow;
 pub mod calendar;
 mod codec;
 pub mod devlake;
+pub mod export;
 mod dora;
 mod engine;
 mod intervals;
