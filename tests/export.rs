@@ -13,9 +13,7 @@ use tandem::config::Config;
 use tandem::metric::MetricRow;
 use tandem::pipeline::export::Pseudonymiser;
 use tandem::store::Store;
-use tandem_connectors::model::{
-    Change, ChangeRequest, Deployment, Incident, Quarantined, Table, Ticket,
-};
+use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Quarantined, Table, Ticket};
 
 use crate::common::{World, env, fast_sync};
 
@@ -64,10 +62,7 @@ fn context(key: Option<&str>) -> tandem::commands::Context {
         Some(key) => env().with_override("TANDEM_PSEUDONYM_KEY", key),
         None => env(),
     };
-    tandem::commands::Context {
-        env,
-        progress: false,
-    }
+    tandem::commands::Context { env, progress: false }
 }
 
 /// Runs `tandem export` and returns its run folder (the newest under `out/export/`).
@@ -209,7 +204,10 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
 
     // The folder is listed in the history, with the schema as its main file.
     let meta = json_file(&folder.join("meta.json"));
-    assert_eq!((meta["kind"].as_str(), meta["main"].as_str()), (Some("export"), Some("SCHEMA.md")));
+    assert_eq!(
+        (meta["kind"].as_str(), meta["main"].as_str()),
+        (Some("export"), Some("SCHEMA.md"))
+    );
     let index = std::fs::read_to_string(out.join("index.html")).unwrap();
     let name = folder.file_name().unwrap().to_string_lossy().into_owned();
     assert!(index.contains(&format!("export/{name}")), "{index}");
@@ -220,7 +218,12 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
             assert!(folder.join(format!("{table}.{ext}")).is_file(), "{table}.{ext}");
         }
     }
-    assert!(!folder.read_dir().unwrap().any(|e| e.unwrap().path().to_string_lossy().ends_with(".tmp")));
+    assert!(
+        !folder
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().path().to_string_lossy().ends_with(".tmp"))
+    );
 
     // Row counts equal the lake's.
     let store = Store::open(&config.resolve(&config.store.path)).unwrap();
@@ -248,11 +251,36 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
     }
     let metrics: Vec<MetricRow> = tandem::pipeline::read_metrics(&store.metrics_paths().0).unwrap();
     assert_eq!(rows_of("metrics"), metrics.len());
-    let unmapped = store.read::<Deployment>().unwrap().iter().filter(|r| r.service.is_none()).count()
-        + store.read::<Change>().unwrap().iter().filter(|r| r.service.is_none()).count()
-        + store.read::<Incident>().unwrap().iter().filter(|r| r.service.is_none()).count()
-        + store.read::<Ticket>().unwrap().iter().filter(|r| r.service.is_none()).count()
-        + store.read::<ChangeRequest>().unwrap().iter().filter(|r| r.service.is_none()).count();
+    let unmapped = store
+        .read::<Deployment>()
+        .unwrap()
+        .iter()
+        .filter(|r| r.service.is_none())
+        .count()
+        + store
+            .read::<Change>()
+            .unwrap()
+            .iter()
+            .filter(|r| r.service.is_none())
+            .count()
+        + store
+            .read::<Incident>()
+            .unwrap()
+            .iter()
+            .filter(|r| r.service.is_none())
+            .count()
+        + store
+            .read::<Ticket>()
+            .unwrap()
+            .iter()
+            .filter(|r| r.service.is_none())
+            .count()
+        + store
+            .read::<ChangeRequest>()
+            .unwrap()
+            .iter()
+            .filter(|r| r.service.is_none())
+            .count();
     assert!(unmapped > 0, "the simulation leaves some records unmapped");
     assert_eq!(rows_of("unmapped_records"), unmapped);
     let services: std::collections::BTreeSet<&str> = metrics
@@ -261,7 +289,10 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
         .map(|r| r.scope.as_str())
         .collect();
     // Each service: its WEEKS weeks and the whole range.
-    assert_eq!(rows_of("service_breakdown"), services.len() * (WEEKS as usize + 1));
+    assert_eq!(
+        rows_of("service_breakdown"),
+        services.len() * (WEEKS as usize + 1)
+    );
 
     // SCHEMA.md documents every file and column.
     let md = std::fs::read_to_string(folder.join("SCHEMA.md")).unwrap();
@@ -300,19 +331,30 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
             let got = &seen[table][reader];
             let what = format!("{table} read by {reader}");
             // Every column written is documented and every documented column is written.
-            let columns: Vec<&str> = got["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+            let columns: Vec<&str> = got["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
             assert_eq!(columns, documented, "{what}");
             assert_eq!(got["rows"].as_u64().unwrap() as usize, rows_of(table), "{what}");
             for (i, kind) in kinds.iter().enumerate() {
                 let ty = got["types"][i].as_str().unwrap();
-                let has_values = baseline.as_array().unwrap().iter().any(|r| !r[documented[i]].is_null());
+                let has_values = baseline
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| !r[documented[i]].is_null());
                 let expected: Option<&str> = match (reader, *kind) {
                     ("duckdb_parquet", "text") => Some("VARCHAR"),
                     ("duckdb_parquet", "integer") => Some("BIGINT"),
                     ("duckdb_parquet", "float") => Some("DOUBLE"),
                     ("duckdb_parquet", "bool") => Some("BOOLEAN"),
                     ("duckdb_parquet", "text_list") => Some("VARCHAR[]"),
-                    ("duckdb_parquet" | "duckdb_csv", "timestamp") if has_values => Some("TIMESTAMP WITH TIME ZONE"),
+                    ("duckdb_parquet" | "duckdb_csv", "timestamp") if has_values => {
+                        Some("TIMESTAMP WITH TIME ZONE")
+                    }
                     ("pandas_parquet", "timestamp") => Some("datetime64[ms, UTC]"),
                     ("pandas_parquet", "integer") if !file["columns"][i]["nullable"].as_bool().unwrap() => {
                         Some("int64")
@@ -324,14 +366,23 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
                     assert_eq!(ty, expected, "{what}, column {}", documented[i]);
                 }
                 if reader == "pandas_csv" && *kind == "timestamp" && has_values {
-                    assert!(ty.starts_with("datetime64[") && ty.ends_with(", UTC]"), "{what}, column {}: {ty}", documented[i]);
+                    assert!(
+                        ty.starts_with("datetime64[") && ty.ends_with(", UTC]"),
+                        "{what}, column {}: {ty}",
+                        documented[i]
+                    );
                 }
             }
             // The same values, row by row, whatever the reader and the format.
             let values = got["values"].as_array().unwrap();
             for (row, (a, b)) in baseline.as_array().unwrap().iter().zip(values).enumerate() {
                 for column in &documented {
-                    assert!(same(&a[column], &b[column]), "{what}, row {row}, column {column}: {} vs {}", a[column], b[column]);
+                    assert!(
+                        same(&a[column], &b[column]),
+                        "{what}, row {row}, column {column}: {} vs {}",
+                        a[column],
+                        b[column]
+                    );
                 }
             }
         }
@@ -345,8 +396,18 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
     for (d, r) in deployments.iter().zip(&read) {
         assert_eq!(r["id"], Value::from(d.id.clone()));
         assert_eq!(r["created_at"], ms(d.created_at), "{}", d.id);
-        assert_eq!(r["finished_at"], d.finished_at.map_or(Value::Null, ms), "{}", d.id);
-        assert_eq!(r["service"], d.service.clone().map_or(Value::Null, Value::from), "{}", d.id);
+        assert_eq!(
+            r["finished_at"],
+            d.finished_at.map_or(Value::Null, ms),
+            "{}",
+            d.id
+        );
+        assert_eq!(
+            r["service"],
+            d.service.clone().map_or(Value::Null, Value::from),
+            "{}",
+            d.id
+        );
     }
     let changes = store.read::<Change>().unwrap();
     let labelled = changes.iter().filter(|c| !c.labels.is_empty()).count();
@@ -359,14 +420,21 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
     }
     let q = store.read::<Quarantined>().unwrap();
     let read = csv_rows("quarantine");
-    assert_eq!(read[0]["raw"], Value::from(q[0].raw.clone()), "raw JSON survives CSV quoting");
+    assert_eq!(
+        read[0]["raw"],
+        Value::from(q[0].raw.clone()),
+        "raw JSON survives CSV quoting"
+    );
     let total: f64 = metrics.iter().filter_map(|r| r.value).sum();
     let n: i64 = metrics.iter().map(|r| r.n).sum();
     for reader in ["duckdb_parquet", "duckdb_csv", "pandas_parquet", "pandas_csv"] {
         let read = seen["metrics"][reader]["values"].as_array().unwrap();
         let read_total: f64 = read.iter().filter_map(|r| r["value"].as_f64()).sum();
         let read_n: f64 = read.iter().filter_map(|r| r["n"].as_f64()).sum();
-        assert!((read_total - total).abs() <= 1e-6 * total.abs().max(1.0), "{reader}: {read_total} vs {total}");
+        assert!(
+            (read_total - total).abs() <= 1e-6 * total.abs().max(1.0),
+            "{reader}: {read_total} vs {total}"
+        );
         assert_eq!(read_n, n as f64, "{reader}");
     }
     // The breakdown agrees with the metric table: checkout's deployments over the range.
@@ -443,7 +511,10 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
     assert!(!people.is_empty(), "the simulated quarantine holds people");
     let plain_text = everything_in(&plain);
     for person in &people {
-        assert!(plain_text.contains(person.as_str()), "{person} is in the plain export");
+        assert!(
+            plain_text.contains(person.as_str()),
+            "{person} is in the plain export"
+        );
     }
 
     const KEY: &str = "a-long-random-export-key";
@@ -454,9 +525,15 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
     known.extend(tandem_fixtures::jira_data::PEOPLE);
     known.push(tandem_fixtures::org::DEPLOY_BOT);
     for person in known {
-        assert!(!text.contains(person), "{person} appears in the pseudonymised export");
+        assert!(
+            !text.contains(person),
+            "{person} appears in the pseudonymised export"
+        );
     }
-    assert!(!text.contains("@acme.example"), "an email address appears in the pseudonymised export");
+    assert!(
+        !text.contains("@acme.example"),
+        "an email address appears in the pseudonymised export"
+    );
     assert!(!text.contains(KEY), "the key appears in the export");
 
     // Each person has one pseudonym wherever they appear: the keyed hash of their name.
@@ -467,13 +544,19 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
     let schema = json_file(&hidden.join("schema.json"));
     assert_eq!(schema["pseudonymised"], true);
     let raw = schema["files"][7]["columns"][4].clone();
-    assert_eq!((raw["name"].as_str(), raw["people"].as_str()), (Some("raw"), Some("hashed_inside")));
+    assert_eq!(
+        (raw["name"].as_str(), raw["people"].as_str()),
+        (Some("raw"), Some("hashed_inside"))
+    );
     let meta = json_file(&hidden.join("meta.json"));
     assert_eq!(meta["title"], "Data export (pseudonymised)");
 
     // Everything but the people is unchanged: same rows, same ids.
     let seen_plain = std::fs::read_to_string(plain.join("deployments.csv")).unwrap();
-    assert_eq!(std::fs::read_to_string(hidden.join("deployments.csv")).unwrap(), seen_plain);
+    assert_eq!(
+        std::fs::read_to_string(hidden.join("deployments.csv")).unwrap(),
+        seen_plain
+    );
 
     // Another key, other pseudonyms.
     let other = export(&config, &args(&world, &out, true), Some("another-key"));
@@ -494,8 +577,7 @@ async fn pseudonymising_without_a_key_names_the_variable_and_writes_nothing() {
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
     let out = world.dir.path().join("out");
-    let err = tandem::commands::export::run(&args(&world, &out, true), &config, &context(None))
-        .unwrap_err();
+    let err = tandem::commands::export::run(&args(&world, &out, true), &config, &context(None)).unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("TANDEM_TEST_UNSET_EXPORT_KEY"), "{message}");
     assert!(message.contains("export.pseudonymise_key_env"), "{message}");
@@ -517,4 +599,23 @@ fn the_schema_is_built_from_the_canonical_tables_declared_columns() {
     let declared: BTreeMap<&str, bool> = Incident::COLUMNS.iter().map(|c| (c.name, c.nullable)).collect();
     assert_eq!(documented, declared);
     assert_eq!(schema.files[0].rows, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_fails_half_way_leaves_no_folder_and_names_the_file() {
+    let (world, config) = synced_world().await;
+    // The metric table does not read commits, so the export fails after its folder was made.
+    let store = Store::open(&config.resolve(&config.store.path)).unwrap();
+    let commits = store.table_path("commits");
+    std::fs::write(&commits, b"not parquet").unwrap();
+    let out = world.dir.path().join("out");
+    let err = tandem::commands::export::run(&args(&world, &out, false), &config, &context(None)).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("commits.parquet"), "{message}");
+    assert!(message.contains("failed and was removed"), "{message}");
+    assert!(
+        folders(&out.join("export")).is_empty(),
+        "the half-made folder is gone"
+    );
+    assert!(!out.join("index.html").exists(), "no index lists it");
 }

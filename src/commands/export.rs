@@ -62,7 +62,13 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     archive::write_index(&out, &config.organisation.name)?;
     crate::say!("export: {}", dir.display());
     for file in &schema.files {
-        crate::say!("{:<20} {:>8} rows  {}, {}", file.table, file.rows, file.parquet, file.csv);
+        crate::say!(
+            "{:<20} {:>8} rows  {}, {}",
+            file.table,
+            file.rows,
+            file.parquet,
+            file.csv
+        );
     }
     Ok(Outcome::Success)
 }

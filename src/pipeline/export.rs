@@ -374,7 +374,12 @@ impl Export {
             .into_column(),
         ];
         let docs = vec![
-            ColumnDoc::new("metric", Kind::Text, false, "Metric id (the metric list in the README)."),
+            ColumnDoc::new(
+                "metric",
+                Kind::Text,
+                false,
+                "Metric id (the metric list in the README).",
+            ),
             ColumnDoc::new(
                 "grain",
                 Kind::Text,
@@ -388,8 +393,18 @@ impl Export {
                 false,
                 "`all` for the organisation, else the service or team name.",
             ),
-            ColumnDoc::new("period_start", Kind::Timestamp, false, "Start of the period, inclusive."),
-            ColumnDoc::new("period_end", Kind::Timestamp, false, "End of the period, exclusive."),
+            ColumnDoc::new(
+                "period_start",
+                Kind::Timestamp,
+                false,
+                "Start of the period, inclusive.",
+            ),
+            ColumnDoc::new(
+                "period_end",
+                Kind::Timestamp,
+                false,
+                "End of the period, exclusive.",
+            ),
             ColumnDoc::new(
                 "value",
                 Kind::Float,
@@ -461,16 +476,36 @@ impl Export {
             instants("period_end", keys.iter().map(|k| Some(k.3))),
         ];
         let mut docs = vec![
-            ColumnDoc::new("service", Kind::Text, false, "Service name from the `[[service]]` mapping."),
-            ColumnDoc::new("team", Kind::Text, true, "Team owning the service; null when none is configured."),
+            ColumnDoc::new(
+                "service",
+                Kind::Text,
+                false,
+                "Service name from the `[[service]]` mapping.",
+            ),
+            ColumnDoc::new(
+                "team",
+                Kind::Text,
+                true,
+                "Team owning the service; null when none is configured.",
+            ),
             ColumnDoc::new(
                 "grain",
                 Kind::Text,
                 false,
                 "`day`, `week`, `month` or `quarter`, or `range` for the whole range.",
             ),
-            ColumnDoc::new("period_start", Kind::Timestamp, false, "Start of the period, inclusive."),
-            ColumnDoc::new("period_end", Kind::Timestamp, false, "End of the period, exclusive."),
+            ColumnDoc::new(
+                "period_start",
+                Kind::Timestamp,
+                false,
+                "Start of the period, inclusive.",
+            ),
+            ColumnDoc::new(
+                "period_end",
+                Kind::Timestamp,
+                false,
+                "End of the period, exclusive.",
+            ),
         ];
         for metric in BREAKDOWN_METRICS {
             let id = metric.as_str();
@@ -608,11 +643,18 @@ impl Export {
             if column.dtype() != &doc.kind.dtype() {
                 return Err(schema_error(
                     &doc.name,
-                    format!("is {} but documented as {}", column.dtype(), doc.kind.parquet_type()),
+                    format!(
+                        "is {} but documented as {}",
+                        column.dtype(),
+                        doc.kind.parquet_type()
+                    ),
                 ));
             }
             if !doc.nullable && column.null_count() > 0 {
-                return Err(schema_error(&doc.name, "null in a column documented non-nullable".to_owned()));
+                return Err(schema_error(
+                    &doc.name,
+                    "null in a column documented non-nullable".to_owned(),
+                ));
             }
         }
         let arrow_schema = portable_arrow_schema(&frame);
@@ -679,8 +721,12 @@ fn map_text(
                 match list {
                     None => builder.append_null(),
                     Some(items) => {
-                        let texts: Vec<String> =
-                            items.str().map_err(fail)?.iter().map(|v| replace(v.unwrap_or(""))).collect();
+                        let texts: Vec<String> = items
+                            .str()
+                            .map_err(fail)?
+                            .iter()
+                            .map(|v| replace(v.unwrap_or("")))
+                            .collect();
                         builder.append_values_iter(texts.iter().map(String::as_str));
                     }
                 }
@@ -688,7 +734,12 @@ fn map_text(
             builder.finish().into_series()
         }
         _ => {
-            let texts: Vec<Option<String>> = column.str().map_err(fail)?.iter().map(|v| v.map(replace)).collect();
+            let texts: Vec<Option<String>> = column
+                .str()
+                .map_err(fail)?
+                .iter()
+                .map(|v| v.map(replace))
+                .collect();
             Series::new(name, texts)
         }
     };
@@ -789,7 +840,9 @@ pub fn schema_markdown(schema: &Schema) -> String {
             "\n## {}\n\n`{}` and `{}`, {} rows. {}\n\n",
             f.table, f.parquet, f.csv, f.rows, f.about
         ));
-        out.push_str("| column | Parquet | CSV | null | unit | meaning | people |\n|---|---|---|---|---|---|---|\n");
+        out.push_str(
+            "| column | Parquet | CSV | null | unit | meaning | people |\n|---|---|---|---|---|---|---|\n",
+        );
         for c in &f.columns {
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} |\n",
@@ -909,7 +962,10 @@ mod tests {
         assert_eq!(f.columns[3].people, People::FreeText);
         assert_eq!(f.columns[4].parquet_type, "TIMESTAMP(MILLIS, UTC)");
         let md = std::fs::read_to_string(dir.path().join(SCHEMA_MD)).unwrap();
-        assert!(md.contains("| `reviewers` | LIST<STRING> | JSON array of text"), "{md}");
+        assert!(
+            md.contains("| `reviewers` | LIST<STRING> | JSON array of text"),
+            "{md}"
+        );
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(SCHEMA_JSON)).unwrap()).unwrap();
         assert_eq!(json["files"][0]["columns"][4]["name"], "at");
@@ -934,25 +990,37 @@ mod tests {
         assert!(csv.contains("jdoe's change"), "{csv}");
         assert!(!csv.contains("secret-key"));
         let md = std::fs::read_to_string(dir.path().join(SCHEMA_MD)).unwrap();
-        assert!(md.contains("**Pseudonymised.**") && !md.contains("secret-key"), "{md}");
+        assert!(
+            md.contains("**Pseudonymised.**") && !md.contains("secret-key"),
+            "{md}"
+        );
     }
 
     #[test]
     fn a_frame_that_differs_from_its_documentation_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut export = Export::new(dir.path(), None);
-        let frame = DataFrame::new(
-            1,
-            vec![Series::new("a".into(), [1_i64]).into_column()],
-        )
-        .unwrap();
+        let frame = DataFrame::new(1, vec![Series::new("a".into(), [1_i64]).into_column()]).unwrap();
         let err = export
-            .write("t", String::new(), vec![ColumnDoc::new("a", Kind::Text, false, "")], frame.clone())
+            .write(
+                "t",
+                String::new(),
+                vec![ColumnDoc::new("a", Kind::Text, false, "")],
+                frame.clone(),
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("column `a`") && err.contains("documented as STRING"), "{err}");
+        assert!(
+            err.contains("column `a`") && err.contains("documented as STRING"),
+            "{err}"
+        );
         let err = export
-            .write("t", String::new(), vec![ColumnDoc::new("b", Kind::Integer, false, "")], frame)
+            .write(
+                "t",
+                String::new(),
+                vec![ColumnDoc::new("b", Kind::Integer, false, "")],
+                frame,
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains("schema documents [\"b\"]"), "{err}");
@@ -993,7 +1061,18 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         let header: Vec<&str> = lines[0].split(',').collect();
         assert_eq!(header.len(), 5 + 2 * BREAKDOWN_METRICS.len());
-        assert_eq!(&header[..7], ["service", "team", "grain", "period_start", "period_end", "deployment_count", "deployment_count_n"]);
+        assert_eq!(
+            &header[..7],
+            [
+                "service",
+                "team",
+                "grain",
+                "period_start",
+                "period_end",
+                "deployment_count",
+                "deployment_count_n"
+            ]
+        );
         assert!(!header.contains(&"rework_rate"), "only the main metrics");
         let cell = |line: &str, column: &str| {
             let i = header.iter().position(|h| *h == column).unwrap();
@@ -1001,9 +1080,22 @@ mod tests {
         };
         // checkout's two weeks in time order, then its range row, then search.
         assert_eq!(lines.len(), 5);
-        assert!(lines[1].starts_with("checkout,payments,week,2026-08-03T00:00:00.000Z"), "{}", lines[1]);
-        assert_eq!((cell(lines[1], "deployment_count"), cell(lines[1], "deployment_count_n")), ("2.0".into(), "2".into()));
-        assert_eq!((cell(lines[1], "availability"), cell(lines[1], "availability_n")), (String::new(), "0".into()));
+        assert!(
+            lines[1].starts_with("checkout,payments,week,2026-08-03T00:00:00.000Z"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            (
+                cell(lines[1], "deployment_count"),
+                cell(lines[1], "deployment_count_n")
+            ),
+            ("2.0".into(), "2".into())
+        );
+        assert_eq!(
+            (cell(lines[1], "availability"), cell(lines[1], "availability_n")),
+            (String::new(), "0".into())
+        );
         assert_eq!(cell(lines[1], "tickets_resolved_n"), "", "no row: null n");
         assert_eq!(cell(lines[2], "deployment_count"), "5.0");
         assert!(lines[3].starts_with("checkout,payments,range,"), "{}", lines[3]);
@@ -1028,10 +1120,19 @@ mod tests {
             finished_at: None,
             updated_at: at(1),
         };
-        let found = unmapped(&[dep("b", None), dep("a", Some("checkout")), dep("c", None)], &[], &[], &[], &[]);
+        let found = unmapped(
+            &[dep("b", None), dep("a", Some("checkout")), dep("c", None)],
+            &[],
+            &[],
+            &[],
+            &[],
+        );
         let ids: Vec<&str> = found.iter().map(|u| u.id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(found[0].reference.as_deref(), Some("acme/legacy"));
-        assert_eq!((found[0].table, found[0].reference_field), ("deployments", "repo"));
+        assert_eq!(
+            (found[0].table, found[0].reference_field),
+            ("deployments", "repo")
+        );
     }
 }

@@ -184,10 +184,15 @@ mod tests {
         // 5bdcc146bf60754e6a04; the value is already lower-case and trimmed.
         let p = Pseudonymiser::new("Jefe").unwrap();
         assert_eq!(p.name("what do ya want for nothing?"), "p-5bdcc146bf60754e6a04");
-        assert_eq!(p.name("  WHAT do ya want for nothing? "), "p-5bdcc146bf60754e6a04");
+        assert_eq!(
+            p.name("  WHAT do ya want for nothing? "),
+            "p-5bdcc146bf60754e6a04"
+        );
         assert_eq!(p.name(""), "");
         assert_ne!(
-            Pseudonymiser::new("other").unwrap().name("what do ya want for nothing?"),
+            Pseudonymiser::new("other")
+                .unwrap()
+                .name("what do ya want for nothing?"),
             p.name("what do ya want for nothing?")
         );
         assert!(Pseudonymiser::new("").is_none());
@@ -218,7 +223,17 @@ mod tests {
         .to_string();
         let out: Value = serde_json::from_str(&p.json_text(&raw)).unwrap();
         let text = out.to_string();
-        for person in ["Mia Krystof", "abc123", "jon.doe", "Jon Doe", "Sam Lee", "jdoe", "1234567", "Noor Haddad", "ops@acme.example"] {
+        for person in [
+            "Mia Krystof",
+            "abc123",
+            "jon.doe",
+            "Jon Doe",
+            "Sam Lee",
+            "jdoe",
+            "1234567",
+            "Noor Haddad",
+            "ops@acme.example",
+        ] {
             assert!(!text.contains(person), "{person} left in {text}");
         }
         assert_eq!(out["key"], "OPS-1");
@@ -243,10 +258,16 @@ mod tests {
         let signed = "Signed-off-by: Jane <jane.roe+ci@mail.acme.example>.";
         assert_eq!(
             p.emails_in(signed).unwrap(),
-            format!("Signed-off-by: Jane <{}>.", p.name("jane.roe+ci@mail.acme.example"))
+            format!(
+                "Signed-off-by: Jane <{}>.",
+                p.name("jane.roe+ci@mail.acme.example")
+            )
         );
         assert_eq!(p.emails_in("deploy @ 10:00, ping @team"), None);
-        assert_eq!(p.emails_in("a@b c@d.io").unwrap(), format!("a@b {}", p.name("c@d.io")));
+        assert_eq!(
+            p.emails_in("a@b c@d.io").unwrap(),
+            format!("a@b {}", p.name("c@d.io"))
+        );
         assert_eq!(p.emails_in("plain"), None);
     }
 
@@ -258,7 +279,15 @@ mod tests {
 
     #[test]
     fn person_keys_are_recognised_by_name_and_suffix() {
-        for name in ["author", "Assignee", "merged_by", "author_email", "login", "emailAddress", "user"] {
+        for name in [
+            "author",
+            "Assignee",
+            "merged_by",
+            "author_email",
+            "login",
+            "emailAddress",
+            "user",
+        ] {
             assert!(is_person_key(name), "{name}");
         }
         for name in ["title", "service", "team", "status", "raw", "id", "summary"] {
