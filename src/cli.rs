@@ -51,6 +51,8 @@ pub enum Command {
     Report(ReportArgs),
     /// The nightly job: sync, then metrics, then report.
     Run(RunArgs),
+    /// Export the lake and the metrics for the data team: Parquet and CSV with a schema file.
+    Export(ExportArgs),
     /// Re-apply the [[service]] mapping to every stored record, without contacting any source.
     Remap(RemapArgs),
     /// Run the whole job on a simulated organisation served by built-in fake APIs.
@@ -172,6 +174,23 @@ pub struct RunArgs {
     /// Directory to write the report to (default: `report.out` in the config).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `tandem export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Reporting range of the metric table and the per-service breakdown (the canonical tables
+    /// are exported whole).
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Directory the export folder is created in, `<out>/export/<timestamp>/` (default:
+    /// `report.out` in the config).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace people's names, logins and emails with a keyed hash (HMAC-SHA256), the key read
+    /// from the variable `export.pseudonymise_key_env` names (default TANDEM_PSEUDONYM_KEY).
+    #[arg(long)]
+    pub pseudonymise: bool,
 }
 
 /// `tandem remap`.

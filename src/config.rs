@@ -59,6 +59,9 @@ pub struct Config {
     /// `[report]`.
     #[serde(default)]
     pub report: ReportConfig,
+    /// `[export]`.
+    #[serde(default)]
+    pub export: ExportConfig,
     /// `[[source]]` entries.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -236,6 +239,27 @@ fn default_report_out() -> PathBuf {
 }
 fn default_weeks() -> u32 {
     12
+}
+
+/// `[export]`: how `tandem export` writes files for the data team.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// The environment variable holding the key of `--pseudonymise`'s keyed hash (never the key).
+    #[serde(default = "default_pseudonymise_key_env")]
+    pub pseudonymise_key_env: String,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            pseudonymise_key_env: default_pseudonymise_key_env(),
+        }
+    }
+}
+
+fn default_pseudonymise_key_env() -> String {
+    "TANDEM_PSEUDONYM_KEY".into()
 }
 
 /// `[[service]]`: one service, its team, and the source objects that belong to it.

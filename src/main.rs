@@ -39,6 +39,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let config = commands::load_config(&cli.config)?;
             commands::report::run(args, &config, &ctx)
         }
+        Command::Export(args) => {
+            let config = commands::load_config(&cli.config)?;
+            commands::export::run(args, &config, &ctx)
+        }
         Command::Remap(args) => {
             let config = commands::load_config(&cli.config)?;
             commands::remap::run(args, &config).map(|()| Outcome::Success)

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod export;
 pub mod metrics;
 pub mod nightly;
 pub mod remap;

@@ -18,6 +18,7 @@ mod codec;
 pub mod devlake;
 mod dora;
 mod engine;
+pub mod export;
 mod intervals;
 mod itsm;
 pub mod kpi;
