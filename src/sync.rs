@@ -150,9 +150,11 @@ impl RunHealth {
             h.quarantined += s.quarantined;
             match &s.error {
                 None => h.streams_ok += 1,
-                Some(e) => h
-                    .failures
-                    .push(format!("{}: {}", s.stream, e.lines().next().unwrap_or_default().trim())),
+                Some(e) => h.failures.push(format!(
+                    "{}: {}",
+                    s.stream,
+                    e.lines().next().unwrap_or_default().trim()
+                )),
             }
         }
         Self {
@@ -170,7 +172,8 @@ impl RunHealth {
             path: at.to_path_buf(),
             source,
         };
-        let text = serde_json::to_vec_pretty(self).map_err(|e| io("encode", &path, std::io::Error::other(e)))?;
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|e| io("encode", &path, std::io::Error::other(e)))?;
         crate::atomic::write_atomic(
             &path,
             |file| std::io::Write::write_all(file, &text).map_err(|e| io("write", &path, e)),

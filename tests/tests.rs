@@ -6,5 +6,6 @@ mod common;
 mod docs;
 mod e2e;
 mod errors;
+mod nightly;
 mod properties;
 mod sync;

@@ -170,7 +170,7 @@ pub struct Headline {
     pub title: String,
     /// The day's value.
     pub day: String,
-    /// Change of the day's value since the previous digest's day (`+2`, `−1`, `0`; empty
+    /// Change of the day's value since the previous digest's day (`+2`, `−1`, `±0`; empty
     /// without a previous digest or value).
     pub day_change: String,
     /// The 7 days' value.
@@ -306,11 +306,17 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
         .filter(|r| r.scope_type == "org" && r.scope == "all")
         .collect();
     // The last day is the latest day period in the table: the window's own last day.
-    let day_start = org.iter().filter(|r| r.grain == "day").map(|r| r.period_start).max();
+    let day_start = org
+        .iter()
+        .filter(|r| r.grain == "day")
+        .map(|r| r.period_start)
+        .max();
     let find = |metric: &str, grain: &str| {
         org.iter()
             .find(|r| {
-                r.metric == metric && r.grain == grain && (grain == "range" || Some(r.period_start) == day_start)
+                r.metric == metric
+                    && r.grain == grain
+                    && (grain == "range" || Some(r.period_start) == day_start)
             })
             .copied()
     };
@@ -357,7 +363,8 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
             r.metric == spec.metric && r.grain == "range" && r.scope_type == scope_type && r.scope == scope
         });
         let status = spec.status(row.and_then(|r| r.value), row.map_or(0, |r| r.n));
-        let title = MetricId::parse(&spec.metric).map_or_else(|| spec.metric.clone(), |m| m.title().to_owned());
+        let title =
+            MetricId::parse(&spec.metric).map_or_else(|| spec.metric.clone(), |m| m.title().to_owned());
         let key = format!("{}@{}", spec.metric, spec.scope);
         let previous = input
             .previous
@@ -439,12 +446,12 @@ fn by_service(rows: &[MetricRow], metric: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `+2`, `−1` or `0`; empty when either side is missing.
+/// `+2`, `−1` or `±0`; empty when either side is missing.
 fn change(now: Option<f64>, before: Option<f64>) -> String {
     match crate::pipeline::kpi::delta(now, before) {
         Some(d) if d > 0.0 => format!("+{}", format_value(Some(d), "count")),
         Some(d) if d < 0.0 => format!("−{}", format_value(Some(-d), "count")),
-        Some(_) => "0".to_owned(),
+        Some(_) => "±0".to_owned(),
         None => String::new(),
     }
 }
@@ -532,7 +539,8 @@ pub fn escape_markdown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '\\' | '`' | '*' | '&' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '|' | '~' | '#' | '!' | '{' | '}' => {
+            '\\' | '`' | '*' | '&' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '|' | '~' | '#' | '!'
+            | '{' | '}' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -563,7 +571,9 @@ pub fn render_markdown(digest: &Digest) -> Result<String, ReportError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_formatter(|out, state, value| match value.as_str() {
-        Some(text) => out.write_str(&escape_markdown(text)).map_err(minijinja::Error::from),
+        Some(text) => out
+            .write_str(&escape_markdown(text))
+            .map_err(minijinja::Error::from),
         None => minijinja::escape_formatter(out, state, value),
     });
     let text = env
@@ -575,7 +585,11 @@ pub fn render_markdown(digest: &Digest) -> Result<String, ReportError> {
             source,
         })?;
     // Blank lines left by the template's blocks would break a chat message into paragraphs.
-    let mut lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
     lines.push("");
     Ok(lines.join("\n"))
 }
@@ -610,11 +624,10 @@ pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, Repo
     let md = dir.join(DIGEST_FILE);
     std::fs::write(&md, render_markdown(&digest)?).map_err(io(md.clone()))?;
     let summary_path = dir.join(SUMMARY_FILE);
-    let text = serde_json::to_string_pretty(&summary)
-        .map_err(|e| ReportError::Io {
-            path: summary_path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| ReportError::Io {
+        path: summary_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
     std::fs::write(&summary_path, text).map_err(io(summary_path.clone()))?;
     // meta.json last: a folder is listed (and compared with) only once it is complete.
     archive::write_meta(
