@@ -131,6 +131,14 @@ pub enum MetricId {
     LeadTimeReviewMedian,
     /// Lead time: deploy wait (median).
     LeadTimeDeployWaitMedian,
+    /// Failed production deployments finished in the period.
+    FailedDeploymentCount,
+    /// Incidents started in the period.
+    IncidentsOpened,
+    /// Incidents resolved in the period.
+    IncidentsResolved,
+    /// Tickets resolved in the period past their priority's resolution target.
+    SlaBreaches,
 }
 
 impl MetricId {
@@ -146,7 +154,7 @@ impl MetricId {
     ];
 
     /// Operations metrics beyond the core set.
-    pub const OPS: [MetricId; 12] = [
+    pub const OPS: [MetricId; 14] = [
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -159,15 +167,18 @@ impl MetricId {
         Self::TimeToRestoreMedianSev2,
         Self::TimeToRestoreMedianSev3,
         Self::TimeToRestoreMedianSev4,
+        Self::IncidentsOpened,
+        Self::IncidentsResolved,
     ];
 
     /// ITSM flow and change management metrics.
-    pub const ITSM: [MetricId; 10] = [
+    pub const ITSM: [MetricId; 11] = [
         Self::TicketsResolved,
         Self::TicketBacklog,
         Self::TicketLeadTimeMedian,
         Self::TicketCycleTimeMedian,
         Self::SlaBreachRate,
+        Self::SlaBreaches,
         Self::SlaOpenPastTarget,
         Self::TicketReopenRate,
         Self::ChangeSuccessRate,
@@ -186,7 +197,8 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 7] = [
+    pub const DORA: [MetricId; 8] = [
+        Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
         Self::ReworkRate,
@@ -197,7 +209,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 42] = [
+    pub const ALL: [MetricId; 46] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -206,12 +218,15 @@ impl MetricId {
         Self::LeadTimeReviewMedian,
         Self::LeadTimeDeployWaitMedian,
         Self::ChangeFailureRate,
+        Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
         Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
         Self::DowntimeMinutes,
+        Self::IncidentsOpened,
+        Self::IncidentsResolved,
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -229,6 +244,7 @@ impl MetricId {
         Self::TicketLeadTimeMedian,
         Self::TicketCycleTimeMedian,
         Self::SlaBreachRate,
+        Self::SlaBreaches,
         Self::SlaOpenPastTarget,
         Self::TicketReopenRate,
         Self::ChangeSuccessRate,
@@ -288,6 +304,10 @@ impl MetricId {
             Self::LeadTimeCodingMedian => "lead_time_coding_median",
             Self::LeadTimeReviewMedian => "lead_time_review_median",
             Self::LeadTimeDeployWaitMedian => "lead_time_deploy_wait_median",
+            Self::FailedDeploymentCount => "failed_deployment_count",
+            Self::IncidentsOpened => "incidents_opened",
+            Self::IncidentsResolved => "incidents_resolved",
+            Self::SlaBreaches => "sla_breaches",
         }
     }
 
@@ -331,7 +351,11 @@ impl MetricId {
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
             | Self::DeployDays
-            | Self::ChangesMerged => "count",
+            | Self::ChangesMerged
+            | Self::FailedDeploymentCount
+            | Self::IncidentsOpened
+            | Self::IncidentsResolved
+            | Self::SlaBreaches => "count",
             Self::ChangesDeployedShare
             | Self::IncidentsMappedShare
             | Self::IncidentsAttributedShare
@@ -385,6 +409,10 @@ impl MetricId {
             Self::LeadTimeCodingMedian => "Lead time: coding (median)",
             Self::LeadTimeReviewMedian => "Lead time: review (median)",
             Self::LeadTimeDeployWaitMedian => "Lead time: deploy wait (median)",
+            Self::FailedDeploymentCount => "Failed deployments",
+            Self::IncidentsOpened => "Incidents opened",
+            Self::IncidentsResolved => "Incidents resolved",
+            Self::SlaBreaches => "SLA breaches",
         }
     }
 
@@ -501,6 +529,14 @@ impl MetricId {
             }
             Self::ChangesMerged => {
                 "Pull and merge requests merged in the period: the change velocity set beside deployments and downtime."
+            }
+            Self::FailedDeploymentCount => {
+                "Production deployments finished in the period that failed, by the change failure rate's rule (an attributed incident, a rollback within 7 days, or a deployed revert of one of its changes); n is the production deployments."
+            }
+            Self::IncidentsOpened => "Incidents (from the incident sources) that started in the period.",
+            Self::IncidentsResolved => "Incidents (from the incident sources) resolved in the period.",
+            Self::SlaBreaches => {
+                "Tickets resolved in the period whose lead time exceeded the resolution target of their priority; n is the tickets resolved in the period that have a target."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

@@ -138,6 +138,13 @@ impl Computed {
                 let n = count(&self.resolved, WITH_TARGET);
                 (ratio(self.resolved.value(scope, period, BREACHED), n), n)
             }
+            MetricId::SlaBreaches => {
+                let n = count(&self.resolved, WITH_TARGET);
+                (
+                    Some(self.resolved.value(scope, period, BREACHED).unwrap_or(0.0)),
+                    n,
+                )
+            }
             MetricId::SlaOpenPastTarget => {
                 // n is the sample the count was drawn from, the open tickets that have a target,
                 // as for the breach rate: a quiet week with many open tickets is not "no data".

@@ -70,6 +70,10 @@ struct Computed<'a> {
     restores: Cells,
     /// Production deployments; no values.
     deploys: Cells,
+    /// Incidents by their start; no values.
+    opened: Cells,
+    /// Incidents by their resolution; no values.
+    resolved: Cells,
 }
 
 impl<'a> Computed<'a> {
@@ -118,6 +122,23 @@ impl<'a> Computed<'a> {
                 grid,
                 &[],
             )?,
+            opened: aggregate(
+                incidents
+                    .clone()
+                    .select([col("service"), col("started_at").alias("at")]),
+                grid,
+                &[],
+            )?,
+            // Every resolution counts, also one dated before its start (bad data that restore
+            // times leave out): the incident was still closed in the period.
+            resolved: aggregate(
+                incidents
+                    .clone()
+                    .filter(col("resolved_at").is_not_null())
+                    .select([col("service"), col("resolved_at").alias("at")]),
+                grid,
+                &[],
+            )?,
         })
     }
 
@@ -136,7 +157,13 @@ impl<'a> Computed<'a> {
                 n.map_or(0, |n| n as i64),
             );
         }
+        let count = |cells: &Cells| {
+            let n = cells.n(scope, period);
+            (Some(n as f64), n)
+        };
         match metric {
+            MetricId::IncidentsOpened => count(&self.opened),
+            MetricId::IncidentsResolved => count(&self.resolved),
             MetricId::TimeToAcknowledgeMedian => statistic(&self.acks, 0),
             MetricId::TimeToAcknowledgeMean => statistic(&self.acks, 1),
             MetricId::TimeBetweenFailuresMean => statistic(&self.gaps, 0),

@@ -426,6 +426,12 @@ fn sla_targets_match_priorities_regardless_of_case_and_open_tickets_past_target_
     assert_eq!(cell(&rows, SlaBreachRate, "all", Some(1)), (Some(1.0), 1));
     // Range: s1–s4 and o5, breached s1, s4, o5.
     assert_eq!(cell(&rows, SlaBreachRate, "all", None), (Some(0.6), 5));
+    // The same breaches as counts, over the same samples.
+    assert_eq!(cell(&rows, SlaBreaches, "all", Some(0)), (Some(2.0), 4));
+    assert_eq!(cell(&rows, SlaBreaches, "web", Some(0)), (Some(0.0), 0));
+    assert_eq!(cell(&rows, SlaBreaches, "all", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, SlaBreaches, "web", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, SlaBreaches, "all", None), (Some(3.0), 5));
 
     // End of week 0: o1, o2, o3, o5 have a target; o1 and o5 are past it.
     assert_eq!(cell(&rows, SlaOpenPastTarget, "all", Some(0)), (Some(2.0), 4));

@@ -433,6 +433,45 @@ fn time_to_restore_is_split_by_severity() {
 }
 
 #[test]
+fn incidents_are_counted_opened_by_their_start_and_resolved_by_their_resolution() {
+    let mut opts = options(2, &["web"]);
+    opts.incident_sources = vec!["pd".into()];
+    let rows = run(
+        &[],
+        &[
+            // Opened and resolved in week 0.
+            incident("a", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
+            // Opened in week 0, resolved in week 1 (Monday 10th is week 1's first instant).
+            incident("b", Some("api"), Sev3, aug(9, 23, 0), Some(aug(10, 0, 0))),
+            // Opened in week 0, still open.
+            incident("c", None, Sev4, aug(5, 0, 0), None),
+            // Opened before the range, resolved in week 0.
+            incident("d", Some("api"), Sev2, aug(1, 0, 0), Some(aug(3, 0, 0))),
+            // A resolution dated before the start: still resolved in week 1, opened in week 1.
+            incident("e", Some("api"), Sev2, aug(12, 0, 0), Some(aug(11, 0, 0))),
+            // From a source that is not a system of record for incidents: in no count.
+            Incident {
+                source: "jira".into(),
+                ..incident("f", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 2, 0)))
+            },
+        ],
+        &opts,
+    );
+
+    // Opened: week 0 a, b, c; week 1 e; the range a, b, c, e (d started before it).
+    assert_eq!(cell(&rows, IncidentsOpened, "all", Some(0)), (Some(3.0), 3));
+    assert_eq!(cell(&rows, IncidentsOpened, "api", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, IncidentsOpened, "all", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, IncidentsOpened, "all", None), (Some(4.0), 4));
+    assert_eq!(cell(&rows, IncidentsOpened, "web", None), (Some(0.0), 0));
+    // Resolved: week 0 a, d; week 1 b, e; the range all four.
+    assert_eq!(cell(&rows, IncidentsResolved, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, IncidentsResolved, "all", Some(1)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, IncidentsResolved, "api", None), (Some(4.0), 4));
+    assert_eq!(cell(&rows, IncidentsResolved, "web", Some(1)), (Some(0.0), 0));
+}
+
+#[test]
 fn small_samples_keep_their_value_and_n() {
     let rows = run(
         &[],
