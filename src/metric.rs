@@ -139,6 +139,28 @@ pub enum MetricId {
     IncidentsResolved,
     /// Tickets resolved in the period past their priority's resolution target.
     SlaBreaches,
+    /// Resolution minus start of sev1 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev1,
+    /// Resolution minus start of sev2 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev2,
+    /// Resolution minus start of sev3 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev3,
+    /// Resolution minus start of sev4 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev4,
+    /// Tickets of category `incident` resolved in the period.
+    TicketsResolvedIncident,
+    /// Tickets of category `request` resolved in the period.
+    TicketsResolvedRequest,
+    /// Tickets of category `change` resolved in the period.
+    TicketsResolvedChange,
+    /// Tickets of category `problem` resolved in the period.
+    TicketsResolvedProblem,
+    /// Tickets of category `bug` resolved in the period.
+    TicketsResolvedBug,
+    /// Tickets of category `task` resolved in the period.
+    TicketsResolvedTask,
+    /// Tickets of category `story` resolved in the period.
+    TicketsResolvedStory,
 }
 
 impl MetricId {
@@ -154,7 +176,7 @@ impl MetricId {
     ];
 
     /// Operations metrics beyond the core set.
-    pub const OPS: [MetricId; 14] = [
+    pub const OPS: [MetricId; 18] = [
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -167,13 +189,24 @@ impl MetricId {
         Self::TimeToRestoreMedianSev2,
         Self::TimeToRestoreMedianSev3,
         Self::TimeToRestoreMedianSev4,
+        Self::TimeToRestoreMeanSev1,
+        Self::TimeToRestoreMeanSev2,
+        Self::TimeToRestoreMeanSev3,
+        Self::TimeToRestoreMeanSev4,
         Self::IncidentsOpened,
         Self::IncidentsResolved,
     ];
 
     /// ITSM flow and change management metrics.
-    pub const ITSM: [MetricId; 11] = [
+    pub const ITSM: [MetricId; 18] = [
         Self::TicketsResolved,
+        Self::TicketsResolvedIncident,
+        Self::TicketsResolvedRequest,
+        Self::TicketsResolvedChange,
+        Self::TicketsResolvedProblem,
+        Self::TicketsResolvedBug,
+        Self::TicketsResolvedTask,
+        Self::TicketsResolvedStory,
         Self::TicketBacklog,
         Self::TicketLeadTimeMedian,
         Self::TicketCycleTimeMedian,
@@ -209,7 +242,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 46] = [
+    pub const ALL: [MetricId; 57] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -239,7 +272,18 @@ impl MetricId {
         Self::TimeToRestoreMedianSev2,
         Self::TimeToRestoreMedianSev3,
         Self::TimeToRestoreMedianSev4,
+        Self::TimeToRestoreMeanSev1,
+        Self::TimeToRestoreMeanSev2,
+        Self::TimeToRestoreMeanSev3,
+        Self::TimeToRestoreMeanSev4,
         Self::TicketsResolved,
+        Self::TicketsResolvedIncident,
+        Self::TicketsResolvedRequest,
+        Self::TicketsResolvedChange,
+        Self::TicketsResolvedProblem,
+        Self::TicketsResolvedBug,
+        Self::TicketsResolvedTask,
+        Self::TicketsResolvedStory,
         Self::TicketBacklog,
         Self::TicketLeadTimeMedian,
         Self::TicketCycleTimeMedian,
@@ -308,6 +352,17 @@ impl MetricId {
             Self::IncidentsOpened => "incidents_opened",
             Self::IncidentsResolved => "incidents_resolved",
             Self::SlaBreaches => "sla_breaches",
+            Self::TimeToRestoreMeanSev1 => "time_to_restore_mean_sev1",
+            Self::TimeToRestoreMeanSev2 => "time_to_restore_mean_sev2",
+            Self::TimeToRestoreMeanSev3 => "time_to_restore_mean_sev3",
+            Self::TimeToRestoreMeanSev4 => "time_to_restore_mean_sev4",
+            Self::TicketsResolvedIncident => "tickets_resolved_incident",
+            Self::TicketsResolvedRequest => "tickets_resolved_request",
+            Self::TicketsResolvedChange => "tickets_resolved_change",
+            Self::TicketsResolvedProblem => "tickets_resolved_problem",
+            Self::TicketsResolvedBug => "tickets_resolved_bug",
+            Self::TicketsResolvedTask => "tickets_resolved_task",
+            Self::TicketsResolvedStory => "tickets_resolved_story",
         }
     }
 
@@ -333,6 +388,10 @@ impl MetricId {
             | Self::TimeToRestoreMedianSev2
             | Self::TimeToRestoreMedianSev3
             | Self::TimeToRestoreMedianSev4
+            | Self::TimeToRestoreMeanSev1
+            | Self::TimeToRestoreMeanSev2
+            | Self::TimeToRestoreMeanSev3
+            | Self::TimeToRestoreMeanSev4
             | Self::TicketLeadTimeMedian
             | Self::TicketCycleTimeMedian => "hours",
             Self::Availability
@@ -355,7 +414,14 @@ impl MetricId {
             | Self::FailedDeploymentCount
             | Self::IncidentsOpened
             | Self::IncidentsResolved
-            | Self::SlaBreaches => "count",
+            | Self::SlaBreaches
+            | Self::TicketsResolvedIncident
+            | Self::TicketsResolvedRequest
+            | Self::TicketsResolvedChange
+            | Self::TicketsResolvedProblem
+            | Self::TicketsResolvedBug
+            | Self::TicketsResolvedTask
+            | Self::TicketsResolvedStory => "count",
             Self::ChangesDeployedShare
             | Self::IncidentsMappedShare
             | Self::IncidentsAttributedShare
@@ -413,6 +479,17 @@ impl MetricId {
             Self::IncidentsOpened => "Incidents opened",
             Self::IncidentsResolved => "Incidents resolved",
             Self::SlaBreaches => "SLA breaches",
+            Self::TimeToRestoreMeanSev1 => "Time to restore, sev1 (mean)",
+            Self::TimeToRestoreMeanSev2 => "Time to restore, sev2 (mean)",
+            Self::TimeToRestoreMeanSev3 => "Time to restore, sev3 (mean)",
+            Self::TimeToRestoreMeanSev4 => "Time to restore, sev4 (mean)",
+            Self::TicketsResolvedIncident => "Tickets resolved: incident",
+            Self::TicketsResolvedRequest => "Tickets resolved: request",
+            Self::TicketsResolvedChange => "Tickets resolved: change",
+            Self::TicketsResolvedProblem => "Tickets resolved: problem",
+            Self::TicketsResolvedBug => "Tickets resolved: bug",
+            Self::TicketsResolvedTask => "Tickets resolved: task",
+            Self::TicketsResolvedStory => "Tickets resolved: story",
         }
     }
 
@@ -537,6 +614,39 @@ impl MetricId {
             Self::IncidentsResolved => "Incidents (from the incident sources) resolved in the period.",
             Self::SlaBreaches => {
                 "Tickets resolved in the period whose lead time exceeded the resolution target of their priority; n is the tickets resolved in the period that have a target."
+            }
+            Self::TimeToRestoreMeanSev1 => {
+                "Resolution minus start of sev1 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TimeToRestoreMeanSev2 => {
+                "Resolution minus start of sev2 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TimeToRestoreMeanSev3 => {
+                "Resolution minus start of sev3 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TimeToRestoreMeanSev4 => {
+                "Resolution minus start of sev4 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TicketsResolvedIncident => {
+                "Tickets of category `incident` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedRequest => {
+                "Tickets of category `request` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedChange => {
+                "Tickets of category `change` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedProblem => {
+                "Tickets of category `problem` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedBug => {
+                "Tickets of category `bug` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedTask => {
+                "Tickets of category `task` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedStory => {
+                "Tickets of category `story` resolved in the period (throughput by category)."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

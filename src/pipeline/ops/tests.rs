@@ -428,6 +428,14 @@ fn time_to_restore_is_split_by_severity() {
     // Range: 2, 4, 6, 9 → 5.
     assert_eq!(cell(&rows, TimeToRestoreMedianSev4, "all", None), (Some(5.0), 4));
     assert_eq!(cell(&rows, TimeToRestoreMedianSev1, "api", None), (Some(2.0), 2));
+    // Means beside the medians: sev1 week 0 (1 + 3) / 2 = 2; sev4 week 0 (2 + 4 + 9) / 3 = 5;
+    // sev4 range (2 + 4 + 6 + 9) / 4 = 5.25; sev3 has no incident.
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev1, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev2, "web", Some(0)), (Some(5.0), 1));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev3, "all", Some(0)), (None, 0));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "all", Some(0)), (Some(5.0), 3));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "all", None), (Some(5.25), 4));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "api", Some(1)), (Some(6.0), 1));
     // The unsplit core median still counts every incident: 1, 3, 7, 2 → 2.5 for api in week 0.
     assert_eq!(cell(&rows, TimeToRestoreMedian, "api", Some(0)), (Some(2.5), 4));
 }
