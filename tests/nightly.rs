@@ -115,6 +115,16 @@ async fn tandem_run_writes_the_digest_and_the_next_run_says_what_changed() {
         md.contains(&format!("- Deployments: {day} · 7 days {week}\n")),
         "{md}"
     );
+    for (metric, title) in tandem::report::nightly::HEADLINES {
+        let shown =
+            |rows: &[tandem::metric::MetricRow]| tandem::metric::format_value(org(rows, metric), "count");
+        let line = format!("- {title}: {} · 7 days {}", shown(&day_rows), shown(&week_rows));
+        assert!(md.contains(&line), "{line}\n{md}");
+    }
+    assert!(
+        org(&week_rows, "incidents_opened").unwrap() > 0.0,
+        "the simulated week has incidents: {md}"
+    );
     let summary = Summary::read(&first[0]).unwrap();
     assert_eq!(summary.figures[0].day, Some(day));
     assert_eq!(summary.figures[0].week, Some(week));
