@@ -194,19 +194,25 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
     let world = World::start(1).await;
     let secrets = tandem::commands::demo::demo_secrets(&crate::common::fake_options());
     let path = world.config_path.clone();
-    let tandem = move |args: &[&str]| {
+    let tandem_with = move |args: &[&str], overrides: &[(&str, &str)]| {
         let (path, secrets) = (path.clone(), secrets.clone());
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_tandem"))
                 .arg("--config")
                 .arg(&path)
                 .args(&args)
                 .envs(secrets)
+                .envs(overrides)
                 .output()
                 .unwrap()
         })
     };
+    let tandem = |args: &[&str]| tandem_with(args, &[]);
 
     let run = tandem(&["run"]).await.unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -247,4 +253,28 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
         stderr.contains("not a single day") && stderr.contains("--period DAY"),
         "{stderr}"
     );
+
+    // A revoked token: the run is partial (exit 3) and the digest names the failed source,
+    // never the secret.
+    let partial = tandem_with(&["run"], &[("TANDEM_DEMO_GITHUB_TOKEN", "ghp_revoked_4f1c")])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&partial.stdout);
+    assert_eq!(partial.status.code(), Some(3), "{stdout}");
+    let md_path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("digest:"))
+        .unwrap()
+        .trim();
+    let md = std::fs::read_to_string(md_path).unwrap();
+    let n = config.sources.len();
+    assert!(md.contains(&format!("{}/{n} sources ok", n - 1)), "{md}");
+    let failed = md
+        .lines()
+        .find(|l| l.starts_with("- FAILED github/"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(failed.contains(r"TANDEM\_DEMO\_GITHUB\_TOKEN"), "{failed}");
+    assert!(!md.contains("ghp_revoked_4f1c"), "never print the secret");
+    let html = std::fs::read_to_string(Path::new(md_path).with_file_name("report.html")).unwrap();
+    assert!(html.contains("failed") && !html.contains("ghp_revoked_4f1c"));
 }

@@ -55,10 +55,13 @@ const BY_SERVICE: [&str; 2] = ["failed_deployment_count", "incidents_opened"];
 
 /// How many items of a list the Markdown digest names before saying "+N more".
 const MD_SERVICES: usize = 3;
-const MD_CHANGES: usize = 4;
+const MD_CHANGES: usize = 3;
 const MD_FAILURES: usize = 2;
-/// Longest source string (service name, error line) the Markdown digest prints, in characters.
-const MD_TEXT: usize = 90;
+/// Longest source string (service name, KPI scope) the Markdown digest prints, in characters.
+const MD_TEXT: usize = 48;
+/// Longest failure (`source/stream: error`) the Markdown digest prints: room for the error's
+/// hint, which comes after the URL.
+const MD_ERROR: usize = 150;
 
 /// The days a digest covers, in the report time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,7 +348,7 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
             week: format_value(figure.week, "count"),
             week_change: change(figure.week, before.and_then(|b| b.week)),
             services_short: shortlist(
-                services.iter().map(|(s, v)| format!("{} {v}", clip(s))),
+                services.iter().map(|(s, v)| format!("{} {v}", clip(s, MD_TEXT))),
                 MD_SERVICES,
             ),
             services,
@@ -404,11 +407,19 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
     let changes_short = changes
         .iter()
         .take(MD_CHANGES)
-        .map(|c| format!("{} ({}) {} → {}", clip(&c.title), clip(&c.scope), c.from, c.to))
+        .map(|c| {
+            format!(
+                "{} ({}) {} → {}",
+                clip(&c.title, MD_TEXT),
+                clip(&c.scope, MD_TEXT),
+                c.from,
+                c.to
+            )
+        })
         .collect();
 
     let digest = Digest {
-        organisation: input.organisation.to_owned(),
+        organisation: clip(input.organisation, MD_TEXT),
         generated_at: stamp(input.generated_at),
         time_zone: input.time_zone.to_owned(),
         day: input.window.day.format("%a %Y-%m-%d").to_string(),
@@ -466,18 +477,36 @@ fn shortlist(items: impl Iterator<Item = String>, keep: usize) -> String {
     text
 }
 
-/// A source string cut to [`MD_TEXT`] characters, on one line.
-fn clip(text: &str) -> String {
+/// A source string cut to `max` characters, on one line.
+fn clip(text: &str, max: usize) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if one_line.chars().count() <= MD_TEXT {
+    if one_line.chars().count() <= max {
         return one_line;
     }
-    let mut cut: String = one_line.chars().take(MD_TEXT - 1).collect();
+    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+/// `text` with each URL replaced by `…`: in a chat line the URL (host, port, path, query) would
+/// crowd out the hint that follows it, and the HTML page and the logs keep it in full.
+fn without_urls(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if word.starts_with("http://") || word.starts_with("https://") {
+                match word.chars().last() {
+                    Some(c @ (':' | ',' | ';' | '.')) => format!("…{c}"),
+                    _ => "…".to_owned(),
+                }
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn stamp(at: DateTime<Utc>) -> String {
@@ -528,7 +557,11 @@ fn health_view(h: &RunHealth) -> HealthView {
                 waited: seconds(s.paced_ms),
             })
             .collect(),
-        failures_short: failures.iter().take(MD_FAILURES).map(|f| clip(f)).collect(),
+        failures_short: failures
+            .iter()
+            .take(MD_FAILURES)
+            .map(|f| clip(&without_urls(f), MD_ERROR))
+            .collect(),
         failures_more: failures.len().saturating_sub(MD_FAILURES),
     }
 }

@@ -385,7 +385,7 @@ fn the_markdown_digest_stays_short_with_many_services_kpis_and_failures() {
     let mut kpis = Vec::new();
     let mut prev = previous();
     for i in 0..60 {
-        let name = format!("service-with-a-rather-long-name-number-{i:02}");
+        let name = format!("{i:02}-{}", "a-very-long-service-name-".repeat(4));
         rows.push(count(
             "failed_deployment_count",
             "range",
@@ -414,7 +414,8 @@ fn the_markdown_digest_stays_short_with_many_services_kpis_and_failures() {
     let md = render_markdown(&digest).unwrap();
     assert!(md.lines().count() <= 15, "{} lines:\n{md}", md.lines().count());
     assert!(md.chars().count() <= 1_500, "{} chars:\n{md}", md.chars().count());
-    assert!(md.contains("+56 more"), "{md}");
+    assert!(md.contains("+57 more"), "{md}");
+    assert!(md.contains("…"), "long names are shortened: {md}");
     assert!(md.contains("and 58 more failed streams"), "{md}");
 }
 
@@ -459,6 +460,14 @@ fn digests_written_twice_compare_with_the_earlier_one() {
         let folder = dir.file_name().unwrap().to_string_lossy();
         assert!(index.contains(&format!("nightly/{folder}/digest.md")), "{index}");
     }
+}
+
+#[test]
+fn urls_in_errors_are_left_out_of_the_chat_line() {
+    assert_eq!(
+        without_urls("401 at http://127.0.0.1:33587/repos/a?per_page=100: check TOKEN, or https://x.y"),
+        "401 at …: check TOKEN, or …"
+    );
 }
 
 #[test]
