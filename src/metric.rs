@@ -131,6 +131,36 @@ pub enum MetricId {
     LeadTimeReviewMedian,
     /// Lead time: deploy wait (median).
     LeadTimeDeployWaitMedian,
+    /// Failed production deployments finished in the period.
+    FailedDeploymentCount,
+    /// Incidents started in the period.
+    IncidentsOpened,
+    /// Incidents resolved in the period.
+    IncidentsResolved,
+    /// Tickets resolved in the period past their priority's resolution target.
+    SlaBreaches,
+    /// Resolution minus start of sev1 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev1,
+    /// Resolution minus start of sev2 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev2,
+    /// Resolution minus start of sev3 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev3,
+    /// Resolution minus start of sev4 incidents resolved in the period, mean.
+    TimeToRestoreMeanSev4,
+    /// Tickets of category `incident` resolved in the period.
+    TicketsResolvedIncident,
+    /// Tickets of category `request` resolved in the period.
+    TicketsResolvedRequest,
+    /// Tickets of category `change` resolved in the period.
+    TicketsResolvedChange,
+    /// Tickets of category `problem` resolved in the period.
+    TicketsResolvedProblem,
+    /// Tickets of category `bug` resolved in the period.
+    TicketsResolvedBug,
+    /// Tickets of category `task` resolved in the period.
+    TicketsResolvedTask,
+    /// Tickets of category `story` resolved in the period.
+    TicketsResolvedStory,
 }
 
 impl MetricId {
@@ -146,7 +176,7 @@ impl MetricId {
     ];
 
     /// Operations metrics beyond the core set.
-    pub const OPS: [MetricId; 12] = [
+    pub const OPS: [MetricId; 18] = [
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -159,15 +189,29 @@ impl MetricId {
         Self::TimeToRestoreMedianSev2,
         Self::TimeToRestoreMedianSev3,
         Self::TimeToRestoreMedianSev4,
+        Self::TimeToRestoreMeanSev1,
+        Self::TimeToRestoreMeanSev2,
+        Self::TimeToRestoreMeanSev3,
+        Self::TimeToRestoreMeanSev4,
+        Self::IncidentsOpened,
+        Self::IncidentsResolved,
     ];
 
     /// ITSM flow and change management metrics.
-    pub const ITSM: [MetricId; 10] = [
+    pub const ITSM: [MetricId; 18] = [
         Self::TicketsResolved,
+        Self::TicketsResolvedIncident,
+        Self::TicketsResolvedRequest,
+        Self::TicketsResolvedChange,
+        Self::TicketsResolvedProblem,
+        Self::TicketsResolvedBug,
+        Self::TicketsResolvedTask,
+        Self::TicketsResolvedStory,
         Self::TicketBacklog,
         Self::TicketLeadTimeMedian,
         Self::TicketCycleTimeMedian,
         Self::SlaBreachRate,
+        Self::SlaBreaches,
         Self::SlaOpenPastTarget,
         Self::TicketReopenRate,
         Self::ChangeSuccessRate,
@@ -186,7 +230,8 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 7] = [
+    pub const DORA: [MetricId; 8] = [
+        Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
         Self::ReworkRate,
@@ -197,7 +242,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 42] = [
+    pub const ALL: [MetricId; 57] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -206,12 +251,15 @@ impl MetricId {
         Self::LeadTimeReviewMedian,
         Self::LeadTimeDeployWaitMedian,
         Self::ChangeFailureRate,
+        Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
         Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
         Self::DowntimeMinutes,
+        Self::IncidentsOpened,
+        Self::IncidentsResolved,
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -224,11 +272,23 @@ impl MetricId {
         Self::TimeToRestoreMedianSev2,
         Self::TimeToRestoreMedianSev3,
         Self::TimeToRestoreMedianSev4,
+        Self::TimeToRestoreMeanSev1,
+        Self::TimeToRestoreMeanSev2,
+        Self::TimeToRestoreMeanSev3,
+        Self::TimeToRestoreMeanSev4,
         Self::TicketsResolved,
+        Self::TicketsResolvedIncident,
+        Self::TicketsResolvedRequest,
+        Self::TicketsResolvedChange,
+        Self::TicketsResolvedProblem,
+        Self::TicketsResolvedBug,
+        Self::TicketsResolvedTask,
+        Self::TicketsResolvedStory,
         Self::TicketBacklog,
         Self::TicketLeadTimeMedian,
         Self::TicketCycleTimeMedian,
         Self::SlaBreachRate,
+        Self::SlaBreaches,
         Self::SlaOpenPastTarget,
         Self::TicketReopenRate,
         Self::ChangeSuccessRate,
@@ -288,6 +348,21 @@ impl MetricId {
             Self::LeadTimeCodingMedian => "lead_time_coding_median",
             Self::LeadTimeReviewMedian => "lead_time_review_median",
             Self::LeadTimeDeployWaitMedian => "lead_time_deploy_wait_median",
+            Self::FailedDeploymentCount => "failed_deployment_count",
+            Self::IncidentsOpened => "incidents_opened",
+            Self::IncidentsResolved => "incidents_resolved",
+            Self::SlaBreaches => "sla_breaches",
+            Self::TimeToRestoreMeanSev1 => "time_to_restore_mean_sev1",
+            Self::TimeToRestoreMeanSev2 => "time_to_restore_mean_sev2",
+            Self::TimeToRestoreMeanSev3 => "time_to_restore_mean_sev3",
+            Self::TimeToRestoreMeanSev4 => "time_to_restore_mean_sev4",
+            Self::TicketsResolvedIncident => "tickets_resolved_incident",
+            Self::TicketsResolvedRequest => "tickets_resolved_request",
+            Self::TicketsResolvedChange => "tickets_resolved_change",
+            Self::TicketsResolvedProblem => "tickets_resolved_problem",
+            Self::TicketsResolvedBug => "tickets_resolved_bug",
+            Self::TicketsResolvedTask => "tickets_resolved_task",
+            Self::TicketsResolvedStory => "tickets_resolved_story",
         }
     }
 
@@ -313,6 +388,10 @@ impl MetricId {
             | Self::TimeToRestoreMedianSev2
             | Self::TimeToRestoreMedianSev3
             | Self::TimeToRestoreMedianSev4
+            | Self::TimeToRestoreMeanSev1
+            | Self::TimeToRestoreMeanSev2
+            | Self::TimeToRestoreMeanSev3
+            | Self::TimeToRestoreMeanSev4
             | Self::TicketLeadTimeMedian
             | Self::TicketCycleTimeMedian => "hours",
             Self::Availability
@@ -331,7 +410,18 @@ impl MetricId {
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
             | Self::DeployDays
-            | Self::ChangesMerged => "count",
+            | Self::ChangesMerged
+            | Self::FailedDeploymentCount
+            | Self::IncidentsOpened
+            | Self::IncidentsResolved
+            | Self::SlaBreaches
+            | Self::TicketsResolvedIncident
+            | Self::TicketsResolvedRequest
+            | Self::TicketsResolvedChange
+            | Self::TicketsResolvedProblem
+            | Self::TicketsResolvedBug
+            | Self::TicketsResolvedTask
+            | Self::TicketsResolvedStory => "count",
             Self::ChangesDeployedShare
             | Self::IncidentsMappedShare
             | Self::IncidentsAttributedShare
@@ -385,6 +475,21 @@ impl MetricId {
             Self::LeadTimeCodingMedian => "Lead time: coding (median)",
             Self::LeadTimeReviewMedian => "Lead time: review (median)",
             Self::LeadTimeDeployWaitMedian => "Lead time: deploy wait (median)",
+            Self::FailedDeploymentCount => "Failed deployments",
+            Self::IncidentsOpened => "Incidents opened",
+            Self::IncidentsResolved => "Incidents resolved",
+            Self::SlaBreaches => "SLA breaches",
+            Self::TimeToRestoreMeanSev1 => "Time to restore, sev1 (mean)",
+            Self::TimeToRestoreMeanSev2 => "Time to restore, sev2 (mean)",
+            Self::TimeToRestoreMeanSev3 => "Time to restore, sev3 (mean)",
+            Self::TimeToRestoreMeanSev4 => "Time to restore, sev4 (mean)",
+            Self::TicketsResolvedIncident => "Tickets resolved: incident",
+            Self::TicketsResolvedRequest => "Tickets resolved: request",
+            Self::TicketsResolvedChange => "Tickets resolved: change",
+            Self::TicketsResolvedProblem => "Tickets resolved: problem",
+            Self::TicketsResolvedBug => "Tickets resolved: bug",
+            Self::TicketsResolvedTask => "Tickets resolved: task",
+            Self::TicketsResolvedStory => "Tickets resolved: story",
         }
     }
 
@@ -501,6 +606,47 @@ impl MetricId {
             }
             Self::ChangesMerged => {
                 "Pull and merge requests merged in the period: the change velocity set beside deployments and downtime."
+            }
+            Self::FailedDeploymentCount => {
+                "Production deployments finished in the period that failed, by the change failure rate's rule (an attributed incident, a rollback within 7 days, or a deployed revert of one of its changes); n is the production deployments."
+            }
+            Self::IncidentsOpened => "Incidents (from the incident sources) that started in the period.",
+            Self::IncidentsResolved => "Incidents (from the incident sources) resolved in the period.",
+            Self::SlaBreaches => {
+                "Tickets resolved in the period whose lead time exceeded the resolution target of their priority; n is the tickets resolved in the period that have a target."
+            }
+            Self::TimeToRestoreMeanSev1 => {
+                "Resolution minus start of sev1 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TimeToRestoreMeanSev2 => {
+                "Resolution minus start of sev2 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TimeToRestoreMeanSev3 => {
+                "Resolution minus start of sev3 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TimeToRestoreMeanSev4 => {
+                "Resolution minus start of sev4 incidents resolved in the period, mean (MTTR), beside the median."
+            }
+            Self::TicketsResolvedIncident => {
+                "Tickets of category `incident` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedRequest => {
+                "Tickets of category `request` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedChange => {
+                "Tickets of category `change` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedProblem => {
+                "Tickets of category `problem` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedBug => {
+                "Tickets of category `bug` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedTask => {
+                "Tickets of category `task` resolved in the period (throughput by category)."
+            }
+            Self::TicketsResolvedStory => {
+                "Tickets of category `story` resolved in the period (throughput by category)."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

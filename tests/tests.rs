@@ -7,5 +7,6 @@ mod docs;
 mod e2e;
 mod errors;
 mod export;
+mod nightly;
 mod properties;
 mod sync;

@@ -39,6 +39,17 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
 
 /// Computes the metric table for the range and writes it to the lake.
 pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
+    let rows = calculate(range_args, config)?;
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let (parquet, csv) = store.metrics_paths();
+    pipeline::write_metrics(&rows, &parquet, &csv)?;
+    tracing::info!(rows = rows.len(), path = %parquet.display(), "Metric table written.");
+    Ok(rows)
+}
+
+/// Computes the metric table for the range from the lake without writing it: for reports over
+/// their own range (the nightly digest's days), which must not replace the stored table.
+pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
     let store = Store::open(&config.resolve(&config.store.path))?;
     let calendar = range(range_args, config, Utc::now().date_naive())?;
     let (deployments, changes, incidents) = (
@@ -74,7 +85,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))
             .collect(),
     };
-    let rows = pipeline::compute_metrics(
+    Ok(pipeline::compute_metrics(
         Inputs {
             deployments: &deployments,
             changes: &changes,
@@ -85,11 +96,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
             quarantine: &quarantine,
         },
         &options,
-    )?;
-    let (parquet, csv) = store.metrics_paths();
-    pipeline::write_metrics(&rows, &parquet, &csv)?;
-    tracing::info!(rows = rows.len(), path = %parquet.display(), "Metric table written.");
-    Ok(rows)
+    )?)
 }
 
 /// The shared KPIs: each one's value in the latest period, its status against the target and

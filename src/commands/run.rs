@@ -1,43 +1,99 @@
-//! `tandem run`: the nightly job — sync, then metrics, then report.
+//! `tandem run`: the nightly job — sync, then metrics, then the weekly report and the nightly
+//! digest, recording how the sync went in the store (`state/last_run.json`).
 //!
 //! A source that fails does not stop the job: the rest is synced and reported, and the outcome is
-//! partial (exit 3) so cron and CronJobs can alert on it.
+//! partial (exit 3) so cron and CronJobs can alert on it. When every source fails the job stops
+//! (exit 1), but the failure is still recorded for the next digest to show.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
-use super::{Context, Outcome, metrics, report, sync};
+use chrono::{DateTime, Utc};
+use tandem_connectors::http::{self, StatsSnapshot};
+
+use super::{Context, Outcome, metrics, nightly, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
-use crate::sync::SyncOptions;
+use crate::store::Store;
+use crate::sync::{RunHealth, SyncOptions};
 
 /// Runs the whole job.
 pub async fn run(args: &RunArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
     job(config, ctx, &args.range, args.out.clone()).await
 }
 
-/// Sync → metrics → report, printing where everything went.
+/// Sync → metrics → reports, printing where everything went.
 pub async fn job(
     config: &Config,
     ctx: &Context,
     range: &RangeArgs,
     out: Option<PathBuf>,
 ) -> anyhow::Result<Outcome> {
+    job_at(config, ctx, range, out, Utc::now()).await
+}
+
+/// [`job`] as if started at `now`, which decides the nightly digest's days.
+pub async fn job_at(
+    config: &Config,
+    ctx: &Context,
+    range: &RangeArgs,
+    out: Option<PathBuf>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Outcome> {
+    let clock = Instant::now();
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
+    let before: Vec<StatsSnapshot> = names.iter().map(|n| http::stats(n)).collect();
     let options = SyncOptions {
         progress: ctx.progress,
         ..SyncOptions::default()
     };
     let report = sync::sync_into_store(config, &ctx.env, &options).await?;
-    let outcome = sync::outcome(&report)?;
+    let traffic: Vec<(String, StatsSnapshot)> = names
+        .iter()
+        .zip(&before)
+        .map(|(name, b)| (name.clone(), since(http::stats(name), *b)))
+        .collect();
+    let health = |seconds| RunHealth::from_report(&report, now, seconds, &traffic);
+    let outcome = match sync::outcome(&report) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Every source failed: nothing to report on, but the next digest says so.
+            health(clock.elapsed().as_secs_f64()).save(&store)?;
+            return Err(e);
+        }
+    };
+
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
+    let health = health(clock.elapsed().as_secs_f64());
+    health.save(&store)?;
     super::out(&metrics::org_table(&rows));
     super::out(&metrics::kpi_table(&rows, &config.kpis));
-    let output = report::render(&rows, config, out)?;
+    let output = report::render(&rows, config, out.clone())?;
     report::print_output(&output);
-    let (_, csv) = crate::store::Store::open(&config.resolve(&config.store.path))?.metrics_paths();
+
+    let config_owned = config.clone();
+    let window = nightly::window(&RangeArgs::default(), config, now)?;
+    let digest =
+        tokio::task::spawn_blocking(move || nightly::write(&config_owned, out, window, Some(&health), now))
+            .await??;
+    nightly::print_output(&digest);
+    let (_, csv) = store.metrics_paths();
     crate::say!("metrics: {}", csv.display());
     if outcome == Outcome::Partial {
         eprintln!("warning: some sources failed (see above); their data is missing from this report");
     }
     Ok(outcome)
+}
+
+/// A source's HTTP counters between two snapshots.
+fn since(after: StatsSnapshot, before: StatsSnapshot) -> StatsSnapshot {
+    StatsSnapshot {
+        requests: after.requests.saturating_sub(before.requests),
+        retries: after.retries.saturating_sub(before.retries),
+        rate_limited: after.rate_limited.saturating_sub(before.rate_limited),
+        not_modified: after.not_modified.saturating_sub(before.not_modified),
+        paced_ms: after.paced_ms.saturating_sub(before.paced_ms),
+    }
 }

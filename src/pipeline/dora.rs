@@ -131,6 +131,13 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         shared.grid,
         |metric, scope, period| {
             Some(match metric {
+                MetricId::FailedDeploymentCount => {
+                    // n: the production deployments the failed ones are drawn from, as for the
+                    // change failure rate.
+                    let outcomes = shared.deploy_outcomes;
+                    let failed = outcomes.value(scope, period, 0).unwrap_or(0.0);
+                    (Some(failed), outcomes.n(scope, period))
+                }
                 MetricId::FailedDeploymentRecoveryMedian => {
                     (hours(recovery.value(scope, period, 0)), recovery.n(scope, period))
                 }

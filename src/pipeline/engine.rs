@@ -116,6 +116,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         production,
         links,
         outages: &computed.outages,
+        deploy_outcomes: &computed.deploys,
     };
     let mut family_rows = super::dora::metrics(&shared)?;
     family_rows.extend(super::ops::metrics(&shared)?);
@@ -193,6 +194,9 @@ pub(super) struct Shared<'a> {
     pub links: LazyFrame,
     /// Outage intervals (severities in the outage set), for downtime-based metrics.
     pub outages: &'a [Outage],
+    /// Production deployments by scope and period; value 0: the failed ones (the change failure
+    /// rate's numerator).
+    pub deploy_outcomes: &'a Cells,
 }
 #[derive(Debug)]
 struct Computed {

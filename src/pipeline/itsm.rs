@@ -31,6 +31,19 @@ const CYCLE_N: usize = 3;
 const BREACHED: usize = 4;
 const WITH_TARGET: usize = 5;
 const REOPENED: usize = 6;
+/// Position of the first per-category count; the rest follow in [`BY_CATEGORY`]'s order.
+const FIRST_CATEGORY: usize = 7;
+
+/// Throughput by category: each metric and the canonical ticket category it counts.
+const BY_CATEGORY: [(MetricId, &str); 7] = [
+    (MetricId::TicketsResolvedIncident, "incident"),
+    (MetricId::TicketsResolvedRequest, "request"),
+    (MetricId::TicketsResolvedChange, "change"),
+    (MetricId::TicketsResolvedProblem, "problem"),
+    (MetricId::TicketsResolvedBug, "bug"),
+    (MetricId::TicketsResolvedTask, "task"),
+    (MetricId::TicketsResolvedStory, "story"),
+];
 
 /// Positions of the aggregated values of closed change requests in their [`Cells`].
 const SUCCESSFUL: usize = 0;
@@ -57,19 +70,26 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
     let grid = shared.grid;
 
+    let mut resolved_aggs = vec![
+        ("lead_median", col("lead").median()),
+        ("lead_n", col("lead").count()),
+        ("cycle_median", col("cycle").median()),
+        ("cycle_n", col("cycle").count()),
+        ("breached", col("breached").sum()),
+        ("with_target", col("breached").count()),
+        ("reopened", col("reopened").sum()),
+    ];
+    resolved_aggs.extend(BY_CATEGORY.iter().map(|&(metric, category)| {
+        (
+            metric.as_str(),
+            col("category").eq(lit(category)).cast(DataType::Float64).sum(),
+        )
+    }));
     let computed = Computed {
         resolved: aggregate(
             resolved_tickets(tickets.clone(), transitions),
             grid,
-            &[
-                ("lead_median", col("lead").median()),
-                ("lead_n", col("lead").count()),
-                ("cycle_median", col("cycle").median()),
-                ("cycle_n", col("cycle").count()),
-                ("breached", col("breached").sum()),
-                ("with_target", col("breached").count()),
-                ("reopened", col("reopened").sum()),
-            ],
+            &resolved_aggs,
         )
         .map_err(polars)?,
         backlog: Backlog::load(tickets, grid).map_err(polars)?,
@@ -101,7 +121,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
 
 #[derive(Debug)]
 struct Computed {
-    /// Tickets resolved in the period; values at [`LEAD_MEDIAN`] … [`REOPENED`].
+    /// Tickets resolved in the period; values at [`LEAD_MEDIAN`] … [`REOPENED`], then the counts
+    /// by category from [`FIRST_CATEGORY`].
     resolved: Cells,
     /// Tickets that may be open at some period end.
     backlog: Backlog,
@@ -117,6 +138,10 @@ impl Computed {
     fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period, grid: &Grid) -> (Option<f64>, i64) {
         let count = |cells: &Cells, index| cells.value(scope, period, index).map_or(0, |v| v as i64);
         let ratio = |part: Option<f64>, n: i64| (n > 0).then(|| part.unwrap_or(0.0) / n as f64);
+        if let Some(index) = BY_CATEGORY.iter().position(|(m, _)| *m == metric) {
+            let n = count(&self.resolved, FIRST_CATEGORY + index);
+            return (Some(n as f64), n);
+        }
         match metric {
             MetricId::TicketsResolved => {
                 let n = self.resolved.n(scope, period);
@@ -137,6 +162,13 @@ impl Computed {
             MetricId::SlaBreachRate => {
                 let n = count(&self.resolved, WITH_TARGET);
                 (ratio(self.resolved.value(scope, period, BREACHED), n), n)
+            }
+            MetricId::SlaBreaches => {
+                let n = count(&self.resolved, WITH_TARGET);
+                (
+                    Some(self.resolved.value(scope, period, BREACHED).unwrap_or(0.0)),
+                    n,
+                )
             }
             MetricId::SlaOpenPastTarget => {
                 // n is the sample the count was drawn from, the open tickets that have a target,
@@ -221,7 +253,7 @@ fn target_ms(targets: HashMap<String, i64>) -> Expr {
     )
 }
 
-/// Resolved tickets: `service, at (resolved_at)` and, per ticket,
+/// Resolved tickets: `service, category, at (resolved_at)` and, per ticket,
 /// - `lead`: `resolved_at − created_at` (ms); null when negative (bad data, like a negative lead
 ///   time for changes), which also leaves the ticket out of the SLA sample;
 /// - `cycle`: `resolved_at −` its first transition into the in-progress category (ms); null when
@@ -250,6 +282,7 @@ fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> LazyFrame {
         .left_join(reopened(transitions), col("id"), col("ticket_id"))
         .select([
             col("service"),
+            col("category"),
             col("resolved_at").alias("at"),
             non_negative(col("resolved_at") - col("created_at")).alias("lead"),
             non_negative(col("resolved_at") - col("started_at")).alias("cycle"),

@@ -19,13 +19,32 @@ use super::stats::spearman;
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricRow};
 
-/// Time to restore split by severity: each metric and the severity it keeps.
-const BY_SEVERITY: [(MetricId, Severity); 4] = [
-    (MetricId::TimeToRestoreMedianSev1, Severity::Sev1),
-    (MetricId::TimeToRestoreMedianSev2, Severity::Sev2),
-    (MetricId::TimeToRestoreMedianSev3, Severity::Sev3),
-    (MetricId::TimeToRestoreMedianSev4, Severity::Sev4),
+/// Time to restore split by severity: the median's and the mean's metric, and the severity they
+/// keep.
+const BY_SEVERITY: [(MetricId, MetricId, Severity); 4] = [
+    (
+        MetricId::TimeToRestoreMedianSev1,
+        MetricId::TimeToRestoreMeanSev1,
+        Severity::Sev1,
+    ),
+    (
+        MetricId::TimeToRestoreMedianSev2,
+        MetricId::TimeToRestoreMeanSev2,
+        Severity::Sev2,
+    ),
+    (
+        MetricId::TimeToRestoreMedianSev3,
+        MetricId::TimeToRestoreMeanSev3,
+        Severity::Sev3,
+    ),
+    (
+        MetricId::TimeToRestoreMedianSev4,
+        MetricId::TimeToRestoreMeanSev4,
+        Severity::Sev4,
+    ),
 ];
+/// Values per severity in the restore cells: median, count, mean.
+const PER_SEVERITY: usize = 3;
 
 /// The family's rows for every scope and period of the grid, in the core's order: metric (as in
 /// [`MetricId::OPS`]), the org scope then services, weeks then the range. The correlation is a
@@ -66,10 +85,15 @@ struct Computed<'a> {
     acks: Cells,
     /// Gaps between failures (ms); values: mean, median.
     gaps: Cells,
-    /// Restore times (ms); values per severity of [`BY_SEVERITY`], in its order: median, count.
+    /// Restore times (ms); values per severity of [`BY_SEVERITY`], in its order: median, count,
+    /// mean.
     restores: Cells,
     /// Production deployments; no values.
     deploys: Cells,
+    /// Incidents by their start; no values.
+    opened: Cells,
+    /// Incidents by their resolution; no values.
+    resolved: Cells,
 }
 
 impl<'a> Computed<'a> {
@@ -77,15 +101,16 @@ impl<'a> Computed<'a> {
         let grid = shared.grid;
         let opts = shared.opts;
         let incidents = &shared.incidents;
-        // Aggregate names only need to be unique: the metric's id names the median, the
-        // severity's name the count.
+        // Aggregate names only need to be unique: the metrics' ids name the median and the mean,
+        // the severity's name the count.
         let by_severity: Vec<(&str, Expr)> = BY_SEVERITY
             .iter()
-            .flat_map(|&(metric, severity)| {
+            .flat_map(|&(median, mean, severity)| {
                 let span = col("span").filter(col("severity").eq(lit(severity.as_str())));
                 [
-                    (metric.as_str(), span.clone().median()),
-                    (severity.as_str(), span.count()),
+                    (median.as_str(), span.clone().median()),
+                    (severity.as_str(), span.clone().count()),
+                    (mean.as_str(), span.mean()),
                 ]
             })
             .collect();
@@ -118,6 +143,23 @@ impl<'a> Computed<'a> {
                 grid,
                 &[],
             )?,
+            opened: aggregate(
+                incidents
+                    .clone()
+                    .select([col("service"), col("started_at").alias("at")]),
+                grid,
+                &[],
+            )?,
+            // Every resolution counts, also one dated before its start (bad data that restore
+            // times leave out): the incident was still closed in the period.
+            resolved: aggregate(
+                incidents
+                    .clone()
+                    .filter(col("resolved_at").is_not_null())
+                    .select([col("service"), col("resolved_at").alias("at")]),
+                grid,
+                &[],
+            )?,
         })
     }
 
@@ -129,14 +171,30 @@ impl<'a> Computed<'a> {
         let length = (to - from) as f64 / MINUTE_MS;
         let statistic =
             |cells: &Cells, index| (hours(cells.value(scope, period, index)), cells.n(scope, period));
-        if let Some(index) = BY_SEVERITY.iter().position(|(m, _)| *m == metric) {
-            let n = self.restores.value(scope, period, 2 * index + 1);
+        let split = BY_SEVERITY
+            .iter()
+            .enumerate()
+            .find_map(|(index, (median, mean, _))| {
+                let base = PER_SEVERITY * index;
+                (*median == metric)
+                    .then_some(base)
+                    .or_else(|| (*mean == metric).then_some(base + 2))
+                    .map(|value| (value, base + 1))
+            });
+        if let Some((value, count)) = split {
+            let n = self.restores.value(scope, period, count);
             return (
-                hours(self.restores.value(scope, period, 2 * index)),
+                hours(self.restores.value(scope, period, value)),
                 n.map_or(0, |n| n as i64),
             );
         }
+        let count = |cells: &Cells| {
+            let n = cells.n(scope, period);
+            (Some(n as f64), n)
+        };
         match metric {
+            MetricId::IncidentsOpened => count(&self.opened),
+            MetricId::IncidentsResolved => count(&self.resolved),
             MetricId::TimeToAcknowledgeMedian => statistic(&self.acks, 0),
             MetricId::TimeToAcknowledgeMean => statistic(&self.acks, 1),
             MetricId::TimeBetweenFailuresMean => statistic(&self.gaps, 0),

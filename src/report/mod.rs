@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod charts;
+pub mod nightly;
 pub mod view;
 
 use std::path::{Path, PathBuf};

@@ -123,6 +123,10 @@ fn a_week_with_two_deployments_one_failed_has_a_change_failure_rate_of_one_half(
         (Some(2.0 / 14.0), 2)
     );
     assert_eq!(cell(&rows, ChangeFailureRate, "all", None), (Some(0.5), 2));
+    // The numerator on its own: d2, out of the two production deployments.
+    assert_eq!(cell(&rows, FailedDeploymentCount, "all", Some(0)), (Some(1.0), 2));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "all", Some(1)), (Some(0.0), 0));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "all", None), (Some(1.0), 2));
 }
 
 #[test]
@@ -307,6 +311,13 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
     assert_eq!(cell(&rows, ChangeFailureRate, "queue", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, ChangeFailureRate, "search", Some(0)), (None, 0));
     assert_eq!(cell(&rows, ChangeFailureRate, "all", None), (Some(2.0 / 6.0), 6));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "all", Some(0)), (Some(2.0), 6));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "web", Some(0)), (Some(1.0), 2));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "api", Some(0)), (Some(0.0), 1));
+    assert_eq!(
+        cell(&rows, FailedDeploymentCount, "search", Some(0)),
+        (Some(0.0), 0)
+    );
 }
 
 #[test]

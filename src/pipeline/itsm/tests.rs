@@ -292,6 +292,102 @@ fn throughput_backlog_and_lead_time_by_week_and_service() {
 }
 
 #[test]
+fn throughput_is_split_by_category() {
+    let of = |category: &str, ticket: Ticket| Ticket {
+        category: category.into(),
+        ..ticket
+    };
+    let tables = Tables {
+        tickets: vec![
+            // Week 0: two incidents (api, web), a request and a bug (api).
+            of(
+                "incident",
+                ticket("c1", Some("api"), None, aug(3, 0, 0), Some(aug(4, 0, 0))),
+            ),
+            of(
+                "incident",
+                ticket("c2", Some("web"), None, aug(3, 0, 0), Some(aug(5, 0, 0))),
+            ),
+            of(
+                "request",
+                ticket("c3", Some("api"), None, aug(3, 0, 0), Some(aug(6, 0, 0))),
+            ),
+            of(
+                "bug",
+                ticket("c4", Some("api"), None, aug(3, 0, 0), Some(aug(6, 0, 0))),
+            ),
+            // Week 1: a story, a task, a problem, a change (no service).
+            of(
+                "story",
+                ticket("c5", Some("web"), None, aug(3, 0, 0), Some(aug(11, 0, 0))),
+            ),
+            of(
+                "task",
+                ticket("c6", Some("web"), None, aug(3, 0, 0), Some(aug(12, 0, 0))),
+            ),
+            of(
+                "problem",
+                ticket("c7", Some("api"), None, aug(3, 0, 0), Some(aug(13, 0, 0))),
+            ),
+            of(
+                "change",
+                ticket("c8", None, None, aug(3, 0, 0), Some(aug(14, 0, 0))),
+            ),
+            // A category outside the canonical set: in the total only.
+            of(
+                "epic",
+                ticket("c9", Some("api"), None, aug(3, 0, 0), Some(aug(14, 0, 0))),
+            ),
+            // Open: in no throughput.
+            of("incident", ticket("c10", Some("api"), None, aug(3, 0, 0), None)),
+        ],
+        ..Tables::default()
+    };
+    let rows = run(&tables, &options(2, &["api", "web"]));
+
+    assert_eq!(
+        cell(&rows, TicketsResolvedIncident, "all", Some(0)),
+        (Some(2.0), 2)
+    );
+    assert_eq!(
+        cell(&rows, TicketsResolvedIncident, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(
+        cell(&rows, TicketsResolvedIncident, "all", Some(1)),
+        (Some(0.0), 0)
+    );
+    assert_eq!(
+        cell(&rows, TicketsResolvedRequest, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(cell(&rows, TicketsResolvedBug, "all", None), (Some(1.0), 1));
+    assert_eq!(cell(&rows, TicketsResolvedStory, "web", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, TicketsResolvedTask, "web", None), (Some(1.0), 1));
+    assert_eq!(
+        cell(&rows, TicketsResolvedProblem, "api", Some(1)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(cell(&rows, TicketsResolvedChange, "all", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, TicketsResolvedChange, "api", Some(1)), (Some(0.0), 0));
+    // The total holds the epic too: 9 resolved, 8 of them in a canonical category.
+    assert_eq!(cell(&rows, TicketsResolved, "all", None), (Some(9.0), 9));
+    let split: f64 = [
+        TicketsResolvedIncident,
+        TicketsResolvedRequest,
+        TicketsResolvedChange,
+        TicketsResolvedProblem,
+        TicketsResolvedBug,
+        TicketsResolvedTask,
+        TicketsResolvedStory,
+    ]
+    .into_iter()
+    .map(|m| cell(&rows, m, "all", None).0.unwrap())
+    .sum();
+    assert_eq!(split, 8.0);
+}
+
+#[test]
 fn cycle_time_starts_at_the_first_move_into_progress_and_reopens_follow_the_changelog() {
     let new = Some("new");
     let progress = Some("indeterminate");
@@ -426,6 +522,12 @@ fn sla_targets_match_priorities_regardless_of_case_and_open_tickets_past_target_
     assert_eq!(cell(&rows, SlaBreachRate, "all", Some(1)), (Some(1.0), 1));
     // Range: s1–s4 and o5, breached s1, s4, o5.
     assert_eq!(cell(&rows, SlaBreachRate, "all", None), (Some(0.6), 5));
+    // The same breaches as counts, over the same samples.
+    assert_eq!(cell(&rows, SlaBreaches, "all", Some(0)), (Some(2.0), 4));
+    assert_eq!(cell(&rows, SlaBreaches, "web", Some(0)), (Some(0.0), 0));
+    assert_eq!(cell(&rows, SlaBreaches, "all", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, SlaBreaches, "web", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, SlaBreaches, "all", None), (Some(3.0), 5));
 
     // End of week 0: o1, o2, o3, o5 have a target; o1 and o5 are past it.
     assert_eq!(cell(&rows, SlaOpenPastTarget, "all", Some(0)), (Some(2.0), 4));

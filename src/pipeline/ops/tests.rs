@@ -428,8 +428,55 @@ fn time_to_restore_is_split_by_severity() {
     // Range: 2, 4, 6, 9 → 5.
     assert_eq!(cell(&rows, TimeToRestoreMedianSev4, "all", None), (Some(5.0), 4));
     assert_eq!(cell(&rows, TimeToRestoreMedianSev1, "api", None), (Some(2.0), 2));
+    // Means beside the medians: sev1 week 0 (1 + 3) / 2 = 2; sev4 week 0 (2 + 4 + 9) / 3 = 5;
+    // sev4 range (2 + 4 + 6 + 9) / 4 = 5.25; sev3 has no incident.
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev1, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev2, "web", Some(0)), (Some(5.0), 1));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev3, "all", Some(0)), (None, 0));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "all", Some(0)), (Some(5.0), 3));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "all", None), (Some(5.25), 4));
+    assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "api", Some(1)), (Some(6.0), 1));
     // The unsplit core median still counts every incident: 1, 3, 7, 2 → 2.5 for api in week 0.
     assert_eq!(cell(&rows, TimeToRestoreMedian, "api", Some(0)), (Some(2.5), 4));
+}
+
+#[test]
+fn incidents_are_counted_opened_by_their_start_and_resolved_by_their_resolution() {
+    let mut opts = options(2, &["web"]);
+    opts.incident_sources = vec!["pd".into()];
+    let rows = run(
+        &[],
+        &[
+            // Opened and resolved in week 0.
+            incident("a", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 1, 0))),
+            // Opened in week 0, resolved in week 1 (Monday 10th is week 1's first instant).
+            incident("b", Some("api"), Sev3, aug(9, 23, 0), Some(aug(10, 0, 0))),
+            // Opened in week 0, still open.
+            incident("c", None, Sev4, aug(5, 0, 0), None),
+            // Opened before the range, resolved in week 0.
+            incident("d", Some("api"), Sev2, aug(1, 0, 0), Some(aug(3, 0, 0))),
+            // A resolution dated before the start: still resolved in week 1, opened in week 1.
+            incident("e", Some("api"), Sev2, aug(12, 0, 0), Some(aug(11, 0, 0))),
+            // From a source that is not a system of record for incidents: in no count.
+            Incident {
+                source: "jira".into(),
+                ..incident("f", Some("api"), Sev1, aug(4, 0, 0), Some(aug(4, 2, 0)))
+            },
+        ],
+        &opts,
+    );
+
+    // Opened: week 0 a, b, c; week 1 e; the range a, b, c, e (d started before it).
+    assert_eq!(cell(&rows, IncidentsOpened, "all", Some(0)), (Some(3.0), 3));
+    assert_eq!(cell(&rows, IncidentsOpened, "api", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, IncidentsOpened, "all", Some(1)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, IncidentsOpened, "all", None), (Some(4.0), 4));
+    assert_eq!(cell(&rows, IncidentsOpened, "web", None), (Some(0.0), 0));
+    // Resolved: week 0 a, d; week 1 b, e; the range all four.
+    assert_eq!(cell(&rows, IncidentsResolved, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, IncidentsResolved, "all", Some(1)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, IncidentsResolved, "api", None), (Some(4.0), 4));
+    assert_eq!(cell(&rows, IncidentsResolved, "web", Some(1)), (Some(0.0), 0));
 }
 
 #[test]

@@ -1,0 +1,480 @@
+use chrono::TimeZone;
+
+use super::*;
+use crate::sync::{StreamOutcome, SyncReport};
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+}
+
+fn row(metric: &str, grain: &str, scope: &str, day: u32, value: Option<f64>, n: i64) -> MetricRow {
+    let (start, end) = match grain {
+        "day" => (at(day, 0), at(day + 1, 0)),
+        _ => (at(15, 0), at(22, 0)),
+    };
+    let unit = match metric {
+        "change_failure_rate" | "availability" | "sla_breach_rate" => "ratio",
+        "lead_time_median" => "hours",
+        _ => "count",
+    };
+    MetricRow {
+        metric: metric.into(),
+        grain: grain.into(),
+        scope_type: if scope == "all" { "org" } else { "service" }.into(),
+        scope: scope.into(),
+        period_start: start,
+        period_end: end,
+        value,
+        unit: unit.into(),
+        n,
+        method: None,
+    }
+}
+
+fn count(metric: &str, grain: &str, scope: &str, day: u32, value: f64) -> MetricRow {
+    row(metric, grain, scope, day, Some(value), value as i64)
+}
+
+/// Two days and the 7-day range of the headline counts, with a per-service breakdown.
+fn rows() -> Vec<MetricRow> {
+    vec![
+        count("deployment_count", "day", "all", 20, 9.0),
+        count("deployment_count", "day", "all", 21, 4.0),
+        count("deployment_count", "range", "all", 0, 31.0),
+        count("failed_deployment_count", "day", "all", 20, 2.0),
+        count("failed_deployment_count", "day", "all", 21, 1.0),
+        count("failed_deployment_count", "range", "all", 0, 3.0),
+        count("failed_deployment_count", "range", "search", 0, 1.0),
+        count("failed_deployment_count", "range", "checkout", 0, 2.0),
+        count("failed_deployment_count", "range", "billing", 0, 0.0),
+        count("incidents_opened", "day", "all", 21, 2.0),
+        count("incidents_opened", "range", "all", 0, 5.0),
+        count("incidents_opened", "range", "search", 0, 1.0),
+        count("incidents_opened", "range", "checkout", 0, 1.0),
+        count("incidents_opened", "range", "billing", 0, 1.0),
+        count("incidents_opened", "range", "auth", 0, 2.0),
+        count("incidents_resolved", "day", "all", 21, 0.0),
+        count("incidents_resolved", "range", "all", 0, 4.0),
+        // sla_breaches has no rows: shown as missing, not as zero.
+        row("change_failure_rate", "range", "all", 0, Some(3.0 / 31.0), 31),
+        row("availability", "range", "all", 0, Some(0.999), 7),
+        row("lead_time_median", "range", "all", 0, Some(80.0), 10),
+        // A day-grain value of a KPI metric must not be judged: the 7 days are.
+        row("lead_time_median", "day", "all", 21, Some(1.0), 10),
+    ]
+}
+
+fn kpi(metric: &str, scope: &str, target: &str) -> KpiSpec {
+    KpiSpec {
+        metric: metric.into(),
+        scope: scope.into(),
+        target: target.parse().unwrap(),
+        owners: "IT+Ops".into(),
+        amber_margin: 0.10,
+    }
+}
+
+fn kpis() -> Vec<KpiSpec> {
+    vec![
+        kpi("change_failure_rate", "org", "<= 0.15"),
+        kpi("availability", "org", ">= 0.995"),
+        kpi("sla_breach_rate", "service:checkout", "<= 0.10"),
+        kpi("lead_time_median", "org", "<= 72"),
+    ]
+}
+
+fn state(metric: &str, scope: &str, status: Status) -> KpiState {
+    KpiState {
+        key: format!("{metric}@{scope}"),
+        title: metric.into(),
+        scope: scope.into(),
+        status,
+        value: "x".into(),
+    }
+}
+
+fn previous() -> Summary {
+    Summary {
+        generated_at: at(21, 6),
+        day: NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+        figures: vec![
+            Figure {
+                metric: "deployment_count".into(),
+                day: Some(2.0),
+                week: Some(33.0),
+            },
+            Figure {
+                metric: "failed_deployment_count".into(),
+                day: Some(1.0),
+                week: None,
+            },
+        ],
+        kpis: vec![
+            state("change_failure_rate", "org", Status::Red),
+            state("availability", "org", Status::Green),
+            state("lead_time_median", "org", Status::Amber),
+        ],
+    }
+}
+
+fn health() -> RunHealth {
+    let stream = |source: &str, stream: &str, records, quarantined, error: Option<&str>| StreamOutcome {
+        source: source.into(),
+        stream: stream.into(),
+        records,
+        quarantined,
+        seconds: 1.0,
+        error: error.map(str::to_owned),
+        auth_failed: false,
+    };
+    let report = SyncReport {
+        streams: vec![
+            stream("github", "deployments", 10, 1, None),
+            stream("github", "pulls", 5, 0, None),
+            stream(
+                "pagerduty",
+                "incidents",
+                3,
+                2,
+                Some("server error 503\nretried 4 times"),
+            ),
+            stream("jira", "issues", 7, 0, None),
+        ],
+    };
+    let traffic = [(
+        "github".to_owned(),
+        tandem_connectors::http::StatsSnapshot {
+            requests: 12,
+            retries: 1,
+            rate_limited: 2,
+            not_modified: 0,
+            paced_ms: 4_500,
+        },
+    )];
+    RunHealth::from_report(&report, at(22, 5), 42.4, &traffic)
+}
+
+fn input<'a>(
+    rows: &'a [MetricRow],
+    kpis: &'a [KpiSpec],
+    health: Option<&'a RunHealth>,
+    previous: Option<&'a Summary>,
+) -> NightlyInput<'a> {
+    NightlyInput {
+        organisation: "Acme",
+        generated_at: at(22, 6),
+        time_zone: "UTC",
+        window: Window::ending(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()),
+        rows,
+        kpis,
+        health,
+        previous,
+    }
+}
+
+#[test]
+fn the_window_is_the_last_full_day_in_the_report_time_zone() {
+    // 00:30 UTC on the 22nd is 01:30 in Berlin (the 22nd) but 19:30 on the 21st in New York.
+    let now = Utc.with_ymd_and_hms(2026, 11, 22, 0, 30, 0).unwrap();
+    let berlin = Window::before(now, chrono_tz::Europe::Berlin);
+    assert_eq!(berlin.day, NaiveDate::from_ymd_opt(2026, 11, 21).unwrap());
+    assert_eq!(berlin.first, NaiveDate::from_ymd_opt(2026, 11, 15).unwrap());
+    assert_eq!(berlin.period(), "2026-11-15..2026-11-22");
+    let new_york = Window::before(now, chrono_tz::America::New_York);
+    assert_eq!(new_york.day, NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
+}
+
+#[test]
+fn headlines_are_the_last_day_and_the_seven_days_with_changes_since_the_previous_digest() {
+    let (rows, kpis, prev) = (rows(), kpis(), previous());
+    let (digest, summary) = build(&input(&rows, &kpis, None, Some(&prev)));
+    let shown: Vec<(&str, &str, &str, &str, &str)> = digest
+        .headlines
+        .iter()
+        .map(|h| {
+            (
+                h.title.as_str(),
+                h.day.as_str(),
+                h.day_change.as_str(),
+                h.week.as_str(),
+                h.week_change.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            // 4 on the 21st (not the 9 of the 20th); 4 − 2 = +2, 31 − 33 = −2.
+            ("Deployments", "4", "+2", "31", "−2"),
+            // The previous digest had the day (1) but no 7-day value.
+            ("Failed changes", "1", "±0", "3", ""),
+            ("Incidents opened", "2", "", "5", ""),
+            ("Incidents resolved", "0", "", "4", ""),
+            ("SLA breaches", "—", "", "—", ""),
+        ]
+    );
+    // Only non-zero services, largest first, ties by name.
+    let failed = &digest.headlines[1];
+    assert_eq!(
+        failed.services,
+        [("checkout".into(), "2".into()), ("search".into(), "1".into())]
+    );
+    assert_eq!(failed.services_short, "checkout 2, search 1");
+    assert_eq!(
+        digest.headlines[2].services_short,
+        "auth 2, billing 1, checkout 1, +1 more"
+    );
+    assert!(
+        digest.headlines[0].services.is_empty(),
+        "deployments are not broken down"
+    );
+
+    assert_eq!(summary.day, NaiveDate::from_ymd_opt(2026, 11, 21).unwrap());
+    assert_eq!(
+        summary.figures[0],
+        Figure {
+            metric: "deployment_count".into(),
+            day: Some(4.0),
+            week: Some(31.0)
+        }
+    );
+    assert_eq!(summary.figures[4].day, None);
+}
+
+#[test]
+fn kpis_are_judged_on_the_seven_days_and_only_status_changes_are_listed() {
+    let (rows, kpis, prev) = (rows(), kpis(), previous());
+    let (digest, summary) = build(&input(&rows, &kpis, None, Some(&prev)));
+    let statuses: Vec<(&str, &str, Option<&str>)> = digest
+        .kpis
+        .iter()
+        .map(|k| (k.scope.as_str(), k.status, k.previous))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            // 3/31 = 9.7% ≤ 15%.
+            ("org", "green", Some("red")),
+            // 99.9% ≥ 99.5%, on 7 samples.
+            ("org", "green", Some("green")),
+            // No row: no colour; not in the previous digest: not a change.
+            ("service:checkout", "insufficient", None),
+            // 80 h > 72 h × 1.1 = 79.2 h: red, not amber. The day row (1 h) is not used.
+            ("org", "red", Some("amber")),
+        ]
+    );
+    let changes: Vec<(&str, &str, &str)> = digest
+        .changes
+        .iter()
+        .map(|c| (c.title.as_str(), c.from, c.to))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (MetricId::ChangeFailureRate.title(), "red", "green"),
+            (MetricId::LeadTimeMedian.title(), "amber", "red"),
+        ]
+    );
+    assert_eq!(digest.kpi_counts, "2 green, 1 red, 1 insufficient");
+    assert_eq!(digest.previous_at.as_deref(), Some("2026-11-21 06:00 UTC"));
+    let keys: Vec<(&str, Status)> = summary.kpis.iter().map(|k| (k.key.as_str(), k.status)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("change_failure_rate@org", Status::Green),
+            ("availability@org", Status::Green),
+            ("sla_breach_rate@service:checkout", Status::Insufficient),
+            ("lead_time_median@org", Status::Red),
+        ]
+    );
+}
+
+#[test]
+fn run_health_sums_sources_and_keeps_the_first_line_of_each_error() {
+    let h = health();
+    assert_eq!(h.sources.len(), 3);
+    assert_eq!(
+        (
+            h.sources[0].records,
+            h.sources[0].quarantined,
+            h.sources[0].streams_ok
+        ),
+        (15, 1, 2)
+    );
+    assert_eq!(h.sources[0].requests, 12);
+    assert_eq!(h.sources[1].failures, ["incidents: server error 503"]);
+    assert_eq!(h.sources[2].requests, 0, "no traffic recorded: none made");
+    let view = health_view(&h);
+    assert_eq!(
+        (view.ok, view.total, view.records, view.quarantined),
+        (2, 3, 25, 3)
+    );
+    assert_eq!(
+        (view.rate_limited, view.waited.as_str(), view.seconds.as_str()),
+        (2, "5", "42")
+    );
+    assert_eq!(view.failures_short, ["pagerduty/incidents: server error 503"]);
+}
+
+#[test]
+fn markdown_digest_snapshot() {
+    let (rows, kpis, prev, health) = (rows(), kpis(), previous(), health());
+    let (digest, _) = build(&input(&rows, &kpis, Some(&health), Some(&prev)));
+    let md = render_markdown(&digest).unwrap();
+    insta::with_settings!({filters => vec![(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "[TIME]")]}, {
+        insta::assert_snapshot!(md);
+    });
+}
+
+#[test]
+fn the_first_digest_says_there_is_no_earlier_report() {
+    let (rows, kpis) = (rows(), kpis());
+    let (digest, _) = build(&input(&rows, &kpis, None, None));
+    let md = render_markdown(&digest).unwrap();
+    insta::with_settings!({filters => vec![(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "[TIME]")]}, {
+        insta::assert_snapshot!(md);
+    });
+    let html = render_html(&digest).unwrap();
+    assert!(html.contains("first nightly digest"), "{html}");
+    assert!(html.contains("No run recorded yet"), "{html}");
+}
+
+#[test]
+fn source_strings_cannot_inject_markup() {
+    let evil_md = "[x](http://evil) *bold* `code`";
+    let evil_html = "<script>alert(1)</script>";
+    let mut rows = rows();
+    rows.push(count("failed_deployment_count", "range", evil_md, 0, 9.0));
+    rows.push(count("failed_deployment_count", "range", evil_html, 0, 8.0));
+    let kpis = [kpi(
+        "change_failure_rate",
+        &format!("service:{evil_md}"),
+        "<= 0.15",
+    )];
+    let prev = Summary {
+        kpis: vec![state(
+            "change_failure_rate",
+            &format!("service:{evil_md}"),
+            Status::Red,
+        )],
+        ..previous()
+    };
+    let mut health = health();
+    health.sources[1].failures = vec![format!("incidents: {evil_html} [y](http://evil)")];
+    let (digest, _) = build(&input(&rows, &kpis, Some(&health), Some(&prev)));
+
+    let md = render_markdown(&digest).unwrap();
+    assert!(md.contains(r"\[x\]\(http://evil\) \*bold\* \`code\`"), "{md}");
+    assert!(!md.contains("[x]("), "{md}");
+    assert!(!md.contains("[y]("), "{md}");
+    assert!(!md.contains("*bold*"), "{md}");
+    assert!(md.contains(r"\<script\>"), "{md}");
+    assert!(!md.contains("<script>"), "{md}");
+
+    let html = render_html(&digest).unwrap();
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+        "{html}"
+    );
+}
+
+#[test]
+fn the_markdown_digest_stays_short_with_many_services_kpis_and_failures() {
+    let mut rows = rows();
+    let mut kpis = Vec::new();
+    let mut prev = previous();
+    for i in 0..60 {
+        let name = format!("{i:02}-{}", "a-very-long-service-name-".repeat(4));
+        rows.push(count(
+            "failed_deployment_count",
+            "range",
+            &name,
+            0,
+            f64::from(i + 1),
+        ));
+        rows.push(count("incidents_opened", "range", &name, 0, 3.0));
+        let scope = format!("service:{name}");
+        kpis.push(kpi("change_failure_rate", &scope, "<= 0.15"));
+        prev.kpis
+            .push(state("change_failure_rate", &scope, Status::Green));
+    }
+    let mut health = health();
+    for source in &mut health.sources {
+        source.failures = (0..20)
+            .map(|i| format!("stream-{i}: {}", "a very long error message ".repeat(20)))
+            .collect();
+    }
+    let (digest, _) = build(&input(&rows, &kpis, Some(&health), Some(&prev)));
+    assert_eq!(
+        digest.changes.len(),
+        60,
+        "every service's KPI went green → insufficient"
+    );
+    let md = render_markdown(&digest).unwrap();
+    assert!(md.lines().count() <= 15, "{} lines:\n{md}", md.lines().count());
+    assert!(md.chars().count() <= 1_500, "{} chars:\n{md}", md.chars().count());
+    assert!(md.contains("+57 more"), "{md}");
+    assert!(md.contains("…"), "long names are shortened: {md}");
+    assert!(md.contains("and 58 more failed streams"), "{md}");
+}
+
+#[test]
+fn digests_written_twice_compare_with_the_earlier_one() {
+    let out = tempfile::tempdir().unwrap();
+    let kpis = kpis();
+    let first_rows = rows();
+    let first = write(out.path(), &input(&first_rows, &kpis, None, None)).unwrap();
+    let md = std::fs::read_to_string(&first.digest).unwrap();
+    assert!(md.contains("First digest: no earlier report"), "{md}");
+
+    // A day later, change failure rate is 12/31: red.
+    let mut second_rows = rows();
+    second_rows.retain(|r| r.metric != "change_failure_rate");
+    second_rows.push(row(
+        "change_failure_rate",
+        "range",
+        "all",
+        0,
+        Some(12.0 / 31.0),
+        31,
+    ));
+    let second_input = NightlyInput {
+        generated_at: at(23, 6),
+        ..input(&second_rows, &kpis, None, None)
+    };
+    let second = write(out.path(), &second_input).unwrap();
+    let md = std::fs::read_to_string(&second.digest).unwrap();
+    assert!(
+        md.contains(&format!(
+            "KPIs that changed since 2026-11-22 06:00 UTC: {} \\(org\\) green → red\n",
+            MetricId::ChangeFailureRate.title()
+        )),
+        "{md}"
+    );
+    let summary = Summary::read(&second.dir).unwrap();
+    assert_eq!(summary.generated_at, at(23, 6));
+    assert_eq!(archive::latest(out.path(), KIND, None).unwrap().dir, second.dir);
+    let index = std::fs::read_to_string(&second.index).unwrap();
+    for dir in [&first.dir, &second.dir] {
+        let folder = dir.file_name().unwrap().to_string_lossy();
+        assert!(index.contains(&format!("nightly/{folder}/digest.md")), "{index}");
+    }
+}
+
+#[test]
+fn urls_in_errors_are_left_out_of_the_chat_line() {
+    assert_eq!(
+        without_urls("401 at http://127.0.0.1:33587/repos/a?per_page=100: check TOKEN, or https://x.y"),
+        "401 at …: check TOKEN, or …"
+    );
+}
+
+#[test]
+fn markdown_escaping_covers_links_emphasis_html_and_line_breaks() {
+    assert_eq!(
+        escape_markdown("a_b *c* [d](e) <f> `g` #h |i| !j\nk & l"),
+        r"a\_b \*c\* \[d\]\(e\) \<f\> \`g\` \#h \|i\| \!j k \& l"
+    );
+    assert_eq!(escape_markdown("checkout-api 2.0"), "checkout-api 2.0");
+}
