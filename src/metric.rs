@@ -161,6 +161,12 @@ pub enum MetricId {
     TicketsResolvedTask,
     /// Tickets of category `story` resolved in the period.
     TicketsResolvedStory,
+    /// Merged changes linked to a deployment by commit ancestry.
+    ChangesLinkedAncestryShare,
+    /// Merged changes linked to a deployment by time (commits unknown).
+    ChangesLinkedTimeShare,
+    /// Deployed changes with a negative lead time or stage span, left out of the medians.
+    ChangesNegativeSpans,
 }
 
 impl MetricId {
@@ -220,9 +226,12 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 6] = [
+    pub const QUALITY: [MetricId; 9] = [
         Self::QuarantinedRecords,
         Self::ChangesDeployedShare,
+        Self::ChangesLinkedAncestryShare,
+        Self::ChangesLinkedTimeShare,
+        Self::ChangesNegativeSpans,
         Self::IncidentsMappedShare,
         Self::IncidentsAttributedShare,
         Self::UnmappedRecords,
@@ -242,7 +251,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 57] = [
+    pub const ALL: [MetricId; 60] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -296,6 +305,9 @@ impl MetricId {
         Self::DeploymentsWithoutChangeRecord,
         Self::QuarantinedRecords,
         Self::ChangesDeployedShare,
+        Self::ChangesLinkedAncestryShare,
+        Self::ChangesLinkedTimeShare,
+        Self::ChangesNegativeSpans,
         Self::IncidentsMappedShare,
         Self::IncidentsAttributedShare,
         Self::UnmappedRecords,
@@ -363,6 +375,9 @@ impl MetricId {
             Self::TicketsResolvedBug => "tickets_resolved_bug",
             Self::TicketsResolvedTask => "tickets_resolved_task",
             Self::TicketsResolvedStory => "tickets_resolved_story",
+            Self::ChangesLinkedAncestryShare => "changes_linked_ancestry_share",
+            Self::ChangesLinkedTimeShare => "changes_linked_time_share",
+            Self::ChangesNegativeSpans => "changes_negative_spans",
         }
     }
 
@@ -421,10 +436,13 @@ impl MetricId {
             | Self::TicketsResolvedProblem
             | Self::TicketsResolvedBug
             | Self::TicketsResolvedTask
-            | Self::TicketsResolvedStory => "count",
+            | Self::TicketsResolvedStory
+            | Self::ChangesNegativeSpans => "count",
             Self::ChangesDeployedShare
             | Self::IncidentsMappedShare
             | Self::IncidentsAttributedShare
+            | Self::ChangesLinkedAncestryShare
+            | Self::ChangesLinkedTimeShare
             | Self::ReworkRate => "ratio",
         }
     }
@@ -490,6 +508,9 @@ impl MetricId {
             Self::TicketsResolvedBug => "Tickets resolved: bug",
             Self::TicketsResolvedTask => "Tickets resolved: task",
             Self::TicketsResolvedStory => "Tickets resolved: story",
+            Self::ChangesLinkedAncestryShare => "Merged changes linked by commit ancestry",
+            Self::ChangesLinkedTimeShare => "Merged changes linked by time",
+            Self::ChangesNegativeSpans => "Deployed changes with a negative span",
         }
     }
 
@@ -503,7 +524,7 @@ impl MetricId {
                 "Production deployments in the period divided by the days in it (7 for a week)."
             }
             Self::LeadTimeMedian => {
-                "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
+                "For each merged change, the first successful production deployment containing it minus the change's first commit (its opening when that is unknown); median over changes deployed in the period. A deployment contains a change when its known commits include the change's merge commit (method ancestry); where they are unknown, the first production deployment of the repo with unknown commits finished at or after the merge (method time)."
             }
             Self::ChangeFailureRate => {
                 "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names, by id or by a commit sha of 7+ hex digits; else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
@@ -580,7 +601,7 @@ impl MetricId {
                 "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."
             }
             Self::ChangesDeployedShare => {
-                "Merged changes (by merge time) linked to the production deployment that shipped them (time method: the first production deployment of the repo finished at or after the merge), divided by merged changes."
+                "Merged changes (by merge time) linked to the production deployment that shipped them (by commit ancestry, else by time), divided by merged changes."
             }
             Self::IncidentsMappedShare => {
                 "Incidents (by start) whose source service maps to a service, divided by incidents."
@@ -647,6 +668,15 @@ impl MetricId {
             }
             Self::TicketsResolvedStory => {
                 "Tickets of category `story` resolved in the period (throughput by category)."
+            }
+            Self::ChangesLinkedAncestryShare => {
+                "Merged changes (by merge time) whose merge commit is among a production deployment's known commits (the first such deployment shipped it), divided by merged changes."
+            }
+            Self::ChangesLinkedTimeShare => {
+                "Merged changes (by merge time) linked by time because no known commits contain them (the first production deployment of the repo with unknown commits finished at or after the merge), divided by merged changes."
+            }
+            Self::ChangesNegativeSpans => {
+                "Changes deployed in the period (by the shipping deployment's finish) with a negative span — lead time, coding, review or deploy wait (a merge after the deployment that contains it, a first commit after the opening) — which the medians leave out."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

@@ -52,6 +52,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
         store.table_path("change_requests"),
     );
     let quarantine = store.table_path("quarantine");
+    let commits = store.table_path("commits");
     let options = Options {
         calendar,
         attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
@@ -78,6 +79,7 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
         Inputs {
             deployments: &deployments,
             changes: &changes,
+            commits: &commits,
             incidents: &incidents,
             tickets: &tickets,
             ticket_transitions: &ticket_transitions,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::engine::{Period, Shared, aggregate, change_links, hours, metric_rows};
+use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
 use crate::metric::{MetricId, MetricRow};
 
@@ -61,32 +61,45 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .lazy();
     let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(polars)?;
 
-    // Rework: deployments that shipped a revert or a hotfix-labelled change.
+    // Rework: deployments that shipped a revert or a hotfix-labelled change. Beside each
+    // deployment, how many changes it shipped and how many of those were linked by ancestry: the
+    // rate's method.
     let reworked = reworked_ids(shared).map_err(polars)?;
+    let shipped = shipped_counts(shared.change_links.clone()).map_err(polars)?;
     let rework_events = {
-        let (at, service, flag): (Vec<i64>, Vec<Option<String>>, Vec<f64>) = deploys
-            .iter()
-            .map(|d| {
-                (
-                    d.finished,
-                    d.service.clone(),
-                    f64::from(u8::from(reworked.contains(&d.id))),
-                )
-            })
-            .fold(
-                (Vec::new(), Vec::new(), Vec::new()),
-                |(mut a, mut s, mut f), (x, y, z)| {
-                    a.push(x);
-                    s.push(y);
-                    f.push(z);
-                    (a, s, f)
-                },
-            );
-        df!("at" => at, "service" => service, "rework" => flag)
-            .map_err(polars)?
-            .lazy()
+        let mut at = Vec::with_capacity(deploys.len());
+        let mut service = Vec::with_capacity(deploys.len());
+        let mut flag = Vec::with_capacity(deploys.len());
+        let mut changes = Vec::with_capacity(deploys.len());
+        let mut by_ancestry = Vec::with_capacity(deploys.len());
+        for d in &deploys {
+            let (n, ancestry) = shipped.get(&d.id).copied().unwrap_or((0.0, 0.0));
+            at.push(d.finished);
+            service.push(d.service.clone());
+            flag.push(f64::from(u8::from(reworked.contains(&d.id))));
+            changes.push(n);
+            by_ancestry.push(ancestry);
+        }
+        df!(
+            "at" => at,
+            "service" => service,
+            "rework" => flag,
+            "changes" => changes,
+            "ancestry" => by_ancestry,
+        )
+        .map_err(polars)?
+        .lazy()
     };
-    let rework = aggregate(rework_events, shared.grid, &[("rate", col("rework").mean())]).map_err(polars)?;
+    let rework = aggregate(
+        rework_events,
+        shared.grid,
+        &[
+            ("rate", col("rework").mean()),
+            ("changes", col("changes").sum()),
+            ("ancestry", col("ancestry").sum()),
+        ],
+    )
+    .map_err(polars)?;
 
     // Lead time breakdown of deployed changes, anchored at the deploying deployment's finish.
     let changes = shared.changes.clone();
@@ -99,14 +112,23 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         &[],
     )
     .map_err(polars)?;
-    let links = change_links(changes, shared.production.clone());
+    let links = shared.change_links.clone();
     let stage = |span: Expr| {
         links
             .clone()
-            .select([col("at"), col("service"), span.alias("span")])
+            .select([col("at"), col("service"), span.alias("span"), col("ancestry")])
             .filter(col("span").gt_eq(lit(0i64)))
     };
-    let medians = |frame: LazyFrame| aggregate(frame, shared.grid, &[("median", col("span").median())]);
+    let medians = |frame: LazyFrame| {
+        aggregate(
+            frame,
+            shared.grid,
+            &[
+                ("median", col("span").median()),
+                ("ancestry", col("ancestry").sum()),
+            ],
+        )
+    };
     let coding = medians(stage(col("opened_at") - col("first_commit_at"))).map_err(polars)?;
     let review = medians(stage(col("merged_at") - col("opened_at"))).map_err(polars)?;
     let deploy_wait = medians(stage(col("at") - col("merged_at"))).map_err(polars)?;
@@ -125,11 +147,37 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .len()
     };
 
-    Ok(metric_rows(
+    // A median of linked changes, with the methods behind it.
+    fn linked(cells: &Cells, scope: Scope<'_>, period: Period) -> (Option<f64>, i64, Option<&'static str>) {
+        let n = cells.n(scope, period);
+        (
+            hours(cells.value(scope, period, 0)),
+            n,
+            link_method(cells.value(scope, period, 1), n),
+        )
+    }
+    Ok(metric_rows_with(
         &MetricId::DORA,
         shared.services,
         shared.grid,
         |metric, scope, period| {
+            let with_method = match metric {
+                MetricId::LeadTimeCodingMedian => Some(linked(&coding, scope, period)),
+                MetricId::LeadTimeReviewMedian => Some(linked(&review, scope, period)),
+                MetricId::LeadTimeDeployWaitMedian => Some(linked(&deploy_wait, scope, period)),
+                MetricId::ReworkRate => {
+                    let changes = rework.value(scope, period, 1).unwrap_or(0.0).round() as i64;
+                    Some((
+                        rework.value(scope, period, 0),
+                        rework.n(scope, period),
+                        link_method(rework.value(scope, period, 2), changes),
+                    ))
+                }
+                _ => None,
+            };
+            if with_method.is_some() {
+                return with_method;
+            }
             Some(match metric {
                 MetricId::FailedDeploymentCount => {
                     // n: the production deployments the failed ones are drawn from, as for the
@@ -157,30 +205,39 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                         (median(&per_unit), per_unit.len() as i64)
                     }
                 },
-                MetricId::ReworkRate => (rework.value(scope, period, 0), rework.n(scope, period)),
                 MetricId::ChangesMerged => {
                     let n = merged.n(scope, period);
                     (Some(n as f64), n)
                 }
-                MetricId::LeadTimeCodingMedian => {
-                    (hours(coding.value(scope, period, 0)), coding.n(scope, period))
-                }
-                MetricId::LeadTimeReviewMedian => {
-                    (hours(review.value(scope, period, 0)), review.n(scope, period))
-                }
-                MetricId::LeadTimeDeployWaitMedian => (
-                    hours(deploy_wait.value(scope, period, 0)),
-                    deploy_wait.n(scope, period),
-                ),
                 _ => (None, 0),
             })
+            .map(|(value, n)| (value, n, None))
         },
     ))
 }
 
+/// Per deployment, the changes it shipped and how many of them were linked by ancestry.
+fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<String, (f64, f64)>> {
+    let frame = change_links
+        .group_by([col("deployment_id")])
+        .agg([
+            len().cast(DataType::Float64).alias("changes"),
+            col("ancestry").sum().alias("ancestry"),
+        ])
+        .collect()?;
+    let (id, changes, ancestry) = (
+        frame.column("deployment_id")?.str()?,
+        frame.column("changes")?.f64()?,
+        frame.column("ancestry")?.f64()?,
+    );
+    Ok((0..frame.height())
+        .filter_map(|i| Some((id.get(i)?.to_owned(), (changes.get(i)?, ancestry.get(i)?))))
+        .collect())
+}
+
 /// Deployments that shipped rework: a revert, or a change with a hotfix label.
 fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
-    let shipped_by = shipped_by(shared.changes.clone(), shared.production.clone())?;
+    let shipped_by = shipped_by(shared.change_links.clone())?;
     let frame = shared
         .changes
         .clone()
@@ -218,16 +275,20 @@ fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
 
 /// Ids of the production deployments that failed by a signal other than an attributed incident:
 /// rolled back, or one of their changes reverted by a change that was itself deployed.
-pub(super) fn other_failure_ids(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<String>> {
-    let deploys = deploys_of(production.clone())?;
+pub(super) fn other_failure_ids(
+    production: LazyFrame,
+    changes: LazyFrame,
+    change_links: LazyFrame,
+) -> PolarsResult<Vec<String>> {
+    let deploys = deploys_of(production)?;
     let mut ids: BTreeSet<String> = rollbacks(&deploys).into_keys().collect();
-    ids.extend(reverted(production, changes)?);
+    ids.extend(reverted(changes, change_links)?);
     Ok(ids.into_iter().collect())
 }
 
 /// Deployments that shipped a change which a later, deployed change reverts.
-fn reverted(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<String>> {
-    let shipped_by = shipped_by(changes.clone(), production)?;
+fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<Vec<String>> {
+    let shipped_by = shipped_by(change_links)?;
     let changes_frame = changes;
     let frame = changes_frame
         .select([
@@ -283,9 +344,10 @@ fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
         .collect())
 }
 
-/// Which production deployment shipped each merged change (time method): change id → deployment id.
-fn shipped_by(changes: LazyFrame, production: LazyFrame) -> PolarsResult<HashMap<String, String>> {
-    let links = change_links(changes, production)
+/// Which production deployment shipped each merged change (see [`Shared::change_links`]): change
+/// id → deployment id.
+fn shipped_by(change_links: LazyFrame) -> PolarsResult<HashMap<String, String>> {
+    let links = change_links
         .select([col("change_id"), col("deployment_id")])
         .collect()?;
     let (change_id, deployment_id) = (

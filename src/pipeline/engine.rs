@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
-use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Severity, Ticket};
+use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Severity, Ticket};
 
 use super::calendar::{Calendar, Grain};
 use super::codec::scan_table;
@@ -81,8 +81,15 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     .and_then(LazyFrame::collect)
     .map_err(polars)?
     .lazy();
+    let change_links = links::change_links(
+        changes.clone(),
+        production.clone(),
+        scan_table::<Commit>(inputs.commits)?,
+    )
+    .map_err(polars)?;
     let other_failures =
-        super::dora::other_failure_ids(production.clone(), changes.clone()).map_err(polars)?;
+        super::dora::other_failure_ids(production.clone(), changes.clone(), change_links.clone())
+            .map_err(polars)?;
     let computed = Computed {
         deploys: aggregate(
             deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
@@ -91,9 +98,12 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         )
         .map_err(polars)?,
         leads: aggregate(
-            lead_times(changes.clone(), production.clone()),
+            lead_times(change_links.clone()),
             &grid,
-            &[("median", col("span").median())],
+            &[
+                ("median", col("span").median()),
+                ("ancestry", col("ancestry").sum()),
+            ],
         )
         .map_err(polars)?,
         restores: aggregate(
@@ -115,6 +125,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         incidents: incidents.clone(),
         production,
         links,
+        change_links,
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
     };
@@ -123,14 +134,50 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     family_rows.extend(super::itsm::metrics(&shared)?);
     family_rows.extend(super::quality::metrics(&shared)?);
 
-    let mut rows = metric_rows(
+    let mut rows = metric_rows_with(
         &MetricId::CORE,
         &services,
         &computed.grid,
-        |metric, scope, period| Some(computed.value(metric, scope, period)),
+        |metric, scope, period| {
+            let (value, n) = computed.value(metric, scope, period);
+            let method = match metric {
+                MetricId::LeadTimeMedian => link_method(computed.leads.value(scope, period, 1), n),
+                _ => None,
+            };
+            Some((value, n, method))
+        },
     );
     rows.extend(family_rows);
+    // The attribution mode stands behind every figure built on incident attribution.
+    for row in &mut rows {
+        if ATTRIBUTED.iter().any(|m| m.as_str() == row.metric) {
+            row.method = Some(opts.attribution.as_str().to_owned());
+        }
+    }
     Ok(rows)
+}
+
+/// The metrics whose value depends on which incidents are attributed to which deployment: their
+/// rows carry the attribution mode (`chain` or `devlake`) as their method.
+const ATTRIBUTED: [MetricId; 5] = [
+    MetricId::ChangeFailureRate,
+    MetricId::FailedDeploymentCount,
+    MetricId::FailedDeploymentRecoveryMedian,
+    MetricId::IncidentsAttributedShare,
+    MetricId::ChangeCausedDowntimeMinutes,
+];
+
+/// The link methods behind a value over `n` linked changes of which `ancestry` (a sum of 1.0s)
+/// were linked by ancestry: `ancestry`, `time` or `ancestry+time` when mixed; `None` without
+/// changes.
+pub(super) fn link_method(ancestry: Option<f64>, n: i64) -> Option<&'static str> {
+    let by_ancestry = ancestry.unwrap_or(0.0).round() as i64;
+    match n {
+        0 => None,
+        _ if by_ancestry >= n => Some(links::ANCESTRY),
+        _ if by_ancestry == 0 => Some(links::TIME),
+        _ => Some("ancestry+time"),
+    }
 }
 
 /// One row per metric, scope (the org, then each service) and period (each week, then the range),
@@ -142,13 +189,25 @@ pub(super) fn metric_rows(
     grid: &Grid,
     mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64)>,
 ) -> Vec<MetricRow> {
+    metric_rows_with(metrics, services, grid, |metric, scope, period| {
+        value(metric, scope, period).map(|(value, n)| (value, n, None))
+    })
+}
+
+/// [`metric_rows`] for metrics whose rows name a method: `value` also gives the row's `method`.
+pub(super) fn metric_rows_with(
+    metrics: &[MetricId],
+    services: &BTreeSet<String>,
+    grid: &Grid,
+    mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64, Option<&'static str>)>,
+) -> Vec<MetricRow> {
     let scopes = grid.scopes(services);
     let periods = grid.periods();
     let mut rows = Vec::with_capacity(metrics.len() * scopes.len() * periods.len());
     for &metric in metrics {
         for &scope in &scopes {
             for &period in &periods {
-                let Some((value, n)) = value(metric, scope, period) else {
+                let Some((value, n, method)) = value(metric, scope, period) else {
                     continue;
                 };
                 let (period_start, period_end) = grid.instants(period);
@@ -162,7 +221,7 @@ pub(super) fn metric_rows(
                     value,
                     unit: metric.unit().to_owned(),
                     n,
-                    method: None,
+                    method: method.map(str::to_owned),
                 });
             }
         }
@@ -192,6 +251,9 @@ pub(super) struct Shared<'a> {
     /// Attribution links of incidents to production deployments: `incident_id, deployment_id`
     /// (see [`attributions`]).
     pub links: LazyFrame,
+    /// Merged changes with the production deployment that shipped them and the link method
+    /// (see [`links::change_links`]).
+    pub change_links: LazyFrame,
     /// Outage intervals (severities in the outage set), for downtime-based metrics.
     pub outages: &'a [Outage],
     /// Production deployments by scope and period; value 0: the failed ones (the change failure
@@ -445,59 +507,19 @@ fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<L
     .lazy())
 }
 
-/// Lead times of merged changes, time method: `service, at, span`, where `at` is when the first
-/// production deployment of the change's repo at or after the merge finished, `service` is that
-/// deployment's, and `span` (ms) runs from the first commit (else the opening). Negative spans are
-/// dropped.
-fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
-    change_links(changes, production)
+/// Lead times of deployed changes: `service, at, span, ancestry`, where `at` is when the
+/// deployment that shipped the change finished, `service` is that deployment's, `span` (ms) runs
+/// from the first commit (else the opening) and `ancestry` is 1.0 for a change linked by ancestry.
+/// Negative spans are dropped.
+fn lead_times(change_links: LazyFrame) -> LazyFrame {
+    change_links
         .select([
             col("service"),
             col("at"),
             (col("at") - col("began_at")).alias("span"),
+            col("ancestry"),
         ])
         .filter(col("span").gt_eq(lit(0i64)))
-}
-
-/// Merged changes with the deployment that shipped them (time method: the first production
-/// deployment of the repo that finished at or after the merge): `change_id, merged_at,
-/// opened_at, first_commit_at, deployment_id, service, at` (the deployment's finish), `began_at`
-/// (first commit, else opening). Changes never deployed have no row.
-pub(super) fn change_links(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
-    let merged = changes.filter(col("merged_at").is_not_null()).select([
-        col("id").alias("change_id"),
-        col("repo"),
-        col("merged_at"),
-        col("created_at").alias("opened_at"),
-        col("first_commit_at"),
-        col("first_commit_at")
-            .fill_null(col("created_at"))
-            .alias("began_at"),
-    ]);
-    let deployed = production.select([
-        col("id").alias("deployment_id"),
-        col("repo"),
-        col("service"),
-        col("finished_at"),
-    ]);
-    let first = SortMultipleOptions::default();
-    merged
-        .inner_join(deployed, col("repo"), col("repo"))
-        .filter(col("finished_at").gt_eq(col("merged_at")))
-        .group_by([col("change_id")])
-        .agg([
-            col("deployment_id")
-                .sort_by([col("finished_at"), col("deployment_id")], first.clone())
-                .first(),
-            col("service")
-                .sort_by([col("finished_at"), col("deployment_id")], first)
-                .first(),
-            col("finished_at").min().alias("at"),
-            col("merged_at").first(),
-            col("opened_at").first(),
-            col("first_commit_at").first(),
-            col("began_at").first(),
-        ])
 }
 
 /// Restore times of resolved incidents: `service, at (resolved_at), span` (ms). A resolution before
@@ -844,5 +866,6 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     Ok(Cells(cells))
 }
 
+pub(super) mod links;
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,8 @@ struct Lake {
     _dir: TempDir,
     deployments: PathBuf,
     changes: PathBuf,
+    /// The commits table: no file unless a test writes one (no commits known).
+    commits: PathBuf,
     incidents: PathBuf,
     /// A table file that does not exist: an empty table for the other families.
     none: PathBuf,
@@ -56,6 +58,7 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
     let lake = Lake {
         deployments: dir.path().join("deployments.parquet"),
         changes: dir.path().join("changes.parquet"),
+        commits: dir.path().join("commits.parquet"),
         incidents: dir.path().join("incidents.parquet"),
         none: dir.path().join("none.parquet"),
         _dir: dir,
@@ -71,6 +74,7 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
         Inputs {
             deployments: &lake.deployments,
             changes: &lake.changes,
+            commits: &lake.commits,
             incidents: &lake.incidents,
             tickets: &lake.none,
             ticket_transitions: &lake.none,
@@ -548,6 +552,7 @@ fn missing_table_files_are_empty_tables() {
         Inputs {
             deployments: &missing,
             changes: &missing,
+            commits: &missing,
             incidents: &missing,
             tickets: &missing,
             ticket_transitions: &missing,
@@ -584,6 +589,7 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
     let inputs = Inputs {
         deployments: &lake.deployments,
         changes: &lake.changes,
+        commits: &lake.commits,
         incidents: &lake.incidents,
         tickets: &lake.none,
         ticket_transitions: &lake.none,

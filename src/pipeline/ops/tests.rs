@@ -51,6 +51,7 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
         Inputs {
             deployments: &path("deployments"),
             changes: &none,
+            commits: &none,
             incidents: &path("incidents"),
             tickets: &none,
             ticket_transitions: &none,
