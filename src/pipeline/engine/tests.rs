@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
-use tandem_connectors::model::{Change, Deployment, DeploymentStatus, Incident, Severity};
+use tandem_connectors::model::{Change, Commit, Deployment, DeploymentStatus, Incident, Severity};
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
@@ -913,4 +913,223 @@ fn devlake_attribution_has_no_window_and_ignores_named_causes() {
     let rows = run(&lake, &devlake);
     assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.0), 1));
+}
+
+/// A commit of `acme/api` with its parents, brought by the compare of deployment `deployment`.
+fn commit(sha: &str, parents: &[&str], deployment: Option<&str>) -> Commit {
+    Commit {
+        id: format!("gh:acme/api:{sha}"),
+        source: "gh".into(),
+        repo: "acme/api".into(),
+        service: None,
+        team: None,
+        sha: sha.into(),
+        authored_at: aug(1, 0, 0),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        title: sha.into(),
+        deployment_id: deployment.map(|d| format!("gh:{d}")),
+        updated_at: aug(1, 0, 0),
+    }
+}
+
+/// The method of the one row of `metric` for `scope` in week `week` (`None`: the range).
+fn method(rows: &[MetricRow], metric: MetricId, scope: &str, week: Option<i64>) -> Option<String> {
+    let grain = if week.is_some() { "week" } else { "range" };
+    let start = aug(3, 0, 0) + Duration::weeks(week.unwrap_or(0));
+    rows.iter()
+        .find(|r| {
+            r.metric == metric.as_str() && r.scope == scope && r.grain == grain && r.period_start == start
+        })
+        .unwrap()
+        .method
+        .clone()
+}
+
+#[test]
+fn changes_link_by_commit_ancestry_where_commits_are_known_and_by_time_where_not() {
+    let at = |d: &str, sha: &str, finished| Deployment {
+        sha: sha.into(),
+        ..deployment(d, Some("api"), finished)
+    };
+    let deployments = [
+        // The first deployment: no baseline, so no compare and no commits.
+        at("d1", "a1", aug(4, 10, 0)),
+        at("d2", "b2", aug(5, 10, 0)),
+        at("d3", "c3", aug(6, 10, 0)),
+        // Another repo whose commits are unknown: time only.
+        deployment("w1", Some("web"), aug(4, 12, 0)),
+    ];
+    let commits = [
+        // d2's compare: m2 then b2. m2 now names d3, as a later compare after a rollback
+        // rewrites it; the walk from d2's sha still reaches it first.
+        commit("m2", &["a1"], Some("d3")),
+        commit("b2", &["m2"], Some("d2")),
+        // d3's compare: m4 then c3; m6 has a parent the lake does not hold, so only the
+        // deployment its compare names can claim it.
+        commit("m4", &["b2"], Some("d3")),
+        commit("c3", &["m4"], Some("d3")),
+        commit("m6", &["elsewhere"], Some("d3")),
+    ];
+    // A change of `repo` opened 30 min after its first commit, merged at `merged`.
+    let merged = |number, repo: &str, first: DateTime<Utc>, merged, sha: &str| Change {
+        service: Some(repo.trim_start_matches("acme/").to_owned()),
+        merge_commit_sha: Some(sha.into()),
+        ..change(
+            number,
+            repo,
+            first + Duration::minutes(30),
+            Some(merged),
+            Some(first),
+        )
+    };
+    let changes = [
+        // Merged before the first deployment: its merge commit is unknown, so by time → d1, 4 h.
+        merged(1, "acme/api", aug(4, 6, 0), aug(4, 8, 0), "m1"),
+        // Merged (by the record) an hour after d2 finished, but d2's commits contain it: d2 by
+        // ancestry, where time would pick d3. Lead 6 h; deploy wait −1 h, left out and counted.
+        merged(2, "acme/api", aug(5, 4, 0), aug(5, 11, 0), "m2"),
+        // d2's own head: 3 h.
+        merged(3, "acme/api", aug(5, 7, 0), aug(5, 9, 0), "b2"),
+        // d3 by ancestry: 2 h.
+        merged(4, "acme/api", aug(6, 8, 0), aug(6, 9, 0), "m4"),
+        // Merged before d3 but not in its commits: never deployed, though time would pick d3.
+        merged(5, "acme/api", aug(5, 11, 0), aug(5, 12, 0), "m5"),
+        // d3 by the compare that brought it: 1 h.
+        merged(6, "acme/api", aug(6, 9, 0), aug(6, 9, 30), "M6"),
+        // web: w1 by time, 4 h.
+        merged(1, "acme/web", aug(4, 8, 0), aug(4, 9, 0), "w"),
+    ];
+    let lake = lake(&deployments, &changes, &[]);
+    write_table(&commits, &lake.commits).unwrap();
+    let rows = run(&lake, &options(2, &[]));
+
+    // api leads 1, 2, 3, 4 (time), 6 → 3; with web's 4: 1, 2, 3, 4, 4, 6 → 3.5.
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(3.0), 5));
+    assert_eq!(cell(&rows, LeadTimeMedian, "all", Some(0)), (Some(3.5), 6));
+    assert_eq!(cell(&rows, LeadTimeMedian, "web", Some(0)), (Some(4.0), 1));
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "web", Some(0)).as_deref(),
+        Some("time")
+    );
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "api", Some(1)),
+        None,
+        "no changes, no method"
+    );
+    // Deploy wait: #1 2 h, #3 1 h, #4 1 h, #6 0.5 h (#2's −1 h is left out) → 1 h.
+    assert_eq!(
+        cell(&rows, LeadTimeDeployWaitMedian, "api", Some(0)),
+        (Some(1.0), 4)
+    );
+    // Coding: 0.5 h for each of the five deployed api changes; review: merge − opening.
+    assert_eq!(cell(&rows, LeadTimeCodingMedian, "api", Some(0)), (Some(0.5), 5));
+    // Review: #1 1.5, #2 6.5, #3 1.5, #4 0.5, #6 0 → 1.5.
+    assert_eq!(cell(&rows, LeadTimeReviewMedian, "api", Some(0)), (Some(1.5), 5));
+    assert_eq!(
+        method(&rows, LeadTimeReviewMedian, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+
+    // Six api changes merged in week 0, five linked: four by ancestry (#2, #3, #4, #6), one by
+    // time (#1); #5 is not.
+    let (share, n) = cell(&rows, ChangesDeployedShare, "api", Some(0));
+    assert_eq!(n, 6);
+    assert!((share.unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    let (ancestry, _) = cell(&rows, ChangesLinkedAncestryShare, "api", Some(0));
+    assert!((ancestry.unwrap() - 4.0 / 6.0).abs() < 1e-12);
+    let (time, _) = cell(&rows, ChangesLinkedTimeShare, "api", Some(0));
+    assert!((time.unwrap() - 1.0 / 6.0).abs() < 1e-12);
+    assert_eq!(
+        cell(&rows, ChangesLinkedTimeShare, "web", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(
+        method(&rows, ChangesDeployedShare, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+    // #2's negative deploy wait, out of the five deployed api changes.
+    assert_eq!(cell(&rows, ChangesNegativeSpans, "api", Some(0)), (Some(1.0), 5));
+    assert_eq!(cell(&rows, ChangesNegativeSpans, "all", Some(0)), (Some(1.0), 6));
+    // d1 and w1 are the first deployments of their repos.
+    assert_eq!(
+        cell(&rows, DeploymentsWithoutBaseline, "all", Some(0)),
+        (Some(2.0), 2)
+    );
+
+    // Attribution-based rows name the attribution mode; rows with one way only name none.
+    assert_eq!(
+        method(&rows, ChangeFailureRate, "api", Some(0)).as_deref(),
+        Some("chain")
+    );
+    assert_eq!(
+        method(&rows, FailedDeploymentCount, "all", None).as_deref(),
+        Some("chain")
+    );
+    assert_eq!(method(&rows, DeploymentCount, "api", Some(0)), None);
+    let devlake = Options {
+        attribution: crate::pipeline::Attribution::Devlake,
+        ..options(2, &[])
+    };
+    let rows = run(&lake, &devlake);
+    assert_eq!(
+        method(&rows, IncidentsAttributedShare, "all", Some(0)).as_deref(),
+        Some("devlake")
+    );
+    assert_eq!(
+        method(&rows, ChangeCausedDowntimeMinutes, "api", None).as_deref(),
+        Some("devlake")
+    );
+}
+
+#[test]
+fn without_commits_every_change_links_by_time() {
+    // The same shape with an empty commits table: #2 goes to the first deployment finished after
+    // its merge, d2 at 10:00 on the 5th for a merge at 09:00.
+    let deployments = [
+        Deployment {
+            sha: "a1".into(),
+            ..deployment("d1", Some("api"), aug(4, 10, 0))
+        },
+        Deployment {
+            sha: "b2".into(),
+            ..deployment("d2", Some("api"), aug(5, 10, 0))
+        },
+    ];
+    let changes = [
+        change(
+            1,
+            "acme/api",
+            aug(4, 7, 0),
+            Some(aug(4, 8, 0)),
+            Some(aug(4, 6, 0)),
+        ),
+        change(
+            2,
+            "acme/api",
+            aug(5, 7, 0),
+            Some(aug(5, 9, 0)),
+            Some(aug(5, 6, 0)),
+        ),
+        // After the last deployment: not deployed.
+        change(3, "acme/api", aug(5, 10, 0), Some(aug(5, 11, 0)), None),
+    ];
+    let lake = lake(&deployments, &changes, &[]);
+    let rows = run(&lake, &options(1, &[]));
+    // 4 h and 4 h.
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(4.0), 2));
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "api", Some(0)).as_deref(),
+        Some("time")
+    );
+    assert_eq!(
+        cell(&rows, ChangesLinkedAncestryShare, "all", Some(0)).0,
+        Some(0.0)
+    );
+    let (time, n) = cell(&rows, ChangesLinkedTimeShare, "all", Some(0));
+    assert_eq!(n, 3);
+    assert!((time.unwrap() - 2.0 / 3.0).abs() < 1e-12);
 }
