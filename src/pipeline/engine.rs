@@ -72,21 +72,29 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         .collect()
         .map_err(polars)?
         .lazy();
-    let links = attributions(
-        production.clone(),
-        incidents.clone(),
-        opts.attribution,
-        opts.attribution_window,
-    )
-    .and_then(LazyFrame::collect)
-    .map_err(polars)?
-    .lazy();
     let change_links = links::change_links(
         changes.clone(),
         production.clone(),
         scan_table::<Commit>(inputs.commits)?,
     )
     .map_err(polars)?;
+    let causes = causes::Causes::load(
+        changes.clone(),
+        change_links.clone(),
+        scan_table::<ChangeRequest>(inputs.change_requests)?,
+        opts.change_window_tolerance.num_milliseconds().max(0),
+    )
+    .map_err(polars)?;
+    let links = attributions(
+        production.clone(),
+        incidents.clone(),
+        opts.attribution,
+        opts.attribution_window,
+        &causes,
+    )
+    .and_then(LazyFrame::collect)
+    .map_err(polars)?
+    .lazy();
     let other_failures =
         super::dora::other_failure_ids(production.clone(), changes.clone(), change_links.clone())
             .map_err(polars)?;
@@ -403,7 +411,8 @@ pub(super) fn deployment_outcomes(
         ]))
 }
 
-/// Window attribution, one row per attributed incident: `incident_id, deployment_id` — the latest
+/// Attribution, one row per attributed incident: `incident_id, deployment_id`. In the chain
+/// mode, first the cause the incident names ([`explicit_links`]), else the window: the latest
 /// production deployment of the incident's service with `started_at − window < finished_at <=
 /// started_at` (ties: the greatest id). Incidents with no such deployment have no row.
 pub(super) fn attributions(
@@ -411,10 +420,11 @@ pub(super) fn attributions(
     incidents: LazyFrame,
     mode: Attribution,
     window: Duration,
+    causes: &causes::Causes,
 ) -> PolarsResult<LazyFrame> {
     // DevLake's rule names no explicit causes and has no window.
     let explicit = match mode {
-        Attribution::Chain => explicit_links(production.clone(), incidents.clone())?,
+        Attribution::Chain => explicit_links(production.clone(), incidents.clone(), causes)?,
         Attribution::Devlake => DataFrame::new_infer_height(vec![
             Column::new("incident_id".into(), Vec::<String>::new()),
             Column::new("deployment_id".into(), Vec::<String>::new()),
@@ -458,24 +468,47 @@ pub(super) fn attributions(
 
 /// The `explicit` link of the attribution chain: an incident whose cause references name a
 /// production deployment, by its id or by a commit sha of at least 7 hex digits that the
-/// deployment's sha starts with (the latest such deployment when several match). Matching is done
-/// in plain Rust: prefix matching in polars would need its `strings` feature.
-fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<LazyFrame> {
+/// deployment's sha starts with (the latest such deployment when several match), or through a
+/// change number or a change request ([`causes::Causes::resolve`]); the first reference that
+/// resolves wins. Matching is done in plain Rust: prefix matching in polars would need its
+/// `strings` feature.
+fn explicit_links(
+    production: LazyFrame,
+    incidents: LazyFrame,
+    causes: &causes::Causes,
+) -> PolarsResult<LazyFrame> {
     let deployments = production
-        .select([col("id"), col("sha"), col("finished_at")])
+        .select([col("id"), col("sha"), col("service"), col("finished_at")])
         .sort(["finished_at", "id"], SortMultipleOptions::default())
         .collect()?;
-    let (dep_id, dep_sha) = (
+    let (dep_id, dep_sha, dep_service, dep_finished) = (
         deployments.column("id")?.str()?,
         deployments.column("sha")?.str()?,
+        deployments.column("service")?.str()?,
+        deployments.column("finished_at")?.i64()?,
     );
     let deps: Vec<(&str, &str)> = dep_id
         .iter()
         .zip(dep_sha.iter())
         .filter_map(|(i, s)| Some((i?, s?)))
         .collect();
-    let refs = incidents.select([col("id"), col("cause_refs")]).collect()?;
-    let (inc_id, cause_refs) = (refs.column("id")?.str()?, refs.column("cause_refs")?.list()?);
+    let shipped: Vec<causes::Shipped> = (0..deployments.height())
+        .filter_map(|i| {
+            Some(causes::Shipped {
+                id: dep_id.get(i)?.to_owned(),
+                service: dep_service.get(i).map(str::to_owned),
+                finished: dep_finished.get(i)?,
+            })
+        })
+        .collect();
+    let refs = incidents
+        .select([col("id"), col("service"), col("cause_refs")])
+        .collect()?;
+    let (inc_id, inc_service, cause_refs) = (
+        refs.column("id")?.str()?,
+        refs.column("service")?.str()?,
+        refs.column("cause_refs")?.list()?,
+    );
     let mut linked_incidents = Vec::new();
     let mut linked_deployments = Vec::new();
     for i in 0..refs.height() {
@@ -494,6 +527,7 @@ fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<L
                     *id == r || (is_sha && sha.to_ascii_lowercase().starts_with(&r.to_ascii_lowercase()))
                 })
                 .map(|(id, _)| *id)
+                .or_else(|| causes.resolve(r, inc_service.get(i), &shipped))
         });
         if let Some(deployment) = found {
             linked_incidents.push(incident.to_owned());
@@ -866,6 +900,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     Ok(Cells(cells))
 }
 
+mod causes;
 pub(super) mod links;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
-use tandem_connectors::model::{Change, Commit, Deployment, DeploymentStatus, Incident, Severity};
+use tandem_connectors::model::{
+    Change, ChangeRequest, Commit, Deployment, DeploymentStatus, Incident, Severity,
+};
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
@@ -1132,4 +1134,87 @@ fn without_commits_every_change_links_by_time() {
     let (time, n) = cell(&rows, ChangesLinkedTimeShare, "all", Some(0));
     assert_eq!(n, 3);
     assert!((time.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+}
+
+#[test]
+fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shipped_it() {
+    let at = |d: &str, service: &str, sha: &str, finished| Deployment {
+        sha: sha.into(),
+        ..deployment(d, Some(service), finished)
+    };
+    let deployments = [
+        at("d1", "api", "aaa1111", aug(4, 10, 0)),
+        at("d2", "api", "bbb2222", aug(5, 10, 0)),
+        at("d3", "api", "ccc3333", aug(6, 10, 0)),
+        at("w1", "web", "ddd4444", aug(5, 12, 0)),
+    ];
+    let of_api = |number, merged| Change {
+        service: Some("api".into()),
+        ..change(number, "acme/api", aug(3, 9, 0), Some(merged), None)
+    };
+    // By time (no commits): #7 → d1, #8 → d2.
+    let changes = [of_api(7, aug(4, 9, 0)), of_api(8, aug(5, 9, 0))];
+    let named = |id: &str, service: &str, started, refs: &[&str]| Incident {
+        cause_refs: refs.iter().map(|r| r.to_string()).collect(),
+        ..incident(id, Some(service), Severity::Sev3, started, None)
+    };
+    let incidents = [
+        // The window would pick d2 (1 h before); the named change #7 shipped with d1.
+        named("i1", "api", aug(5, 11, 0), &["#7"]),
+        // The window would pick d3 (14 h before); acme/api#8 shipped with d2.
+        named("i2", "api", aug(7, 0, 0), &["acme/api#8"]),
+        // The change request's window (10:00–13:00 on the 5th, ± 1 h) holds w1; by number and
+        // by its ServiceNow id alike. No deployment of web within 24 h of either.
+        named("i3", "web", aug(8, 0, 0), &["CHG0000123"]),
+        named("i5", "web", aug(8, 1, 0), &["ABCDEF0123"]),
+        // A change nobody shipped: no explicit link, and no deployment within 24 h.
+        named("i4", "api", aug(8, 0, 0), &["#99"]),
+    ];
+    let change_request = ChangeRequest {
+        id: "sn:abcdef0123".into(),
+        source: "sn".into(),
+        number: "CHG0000123".into(),
+        title: "Web release".into(),
+        service_ref: None,
+        service: Some("web".into()),
+        team: None,
+        change_type: Some("normal".into()),
+        state: "closed".into(),
+        approved: Some(true),
+        planned_start: Some(aug(5, 10, 0)),
+        planned_end: Some(aug(5, 13, 0)),
+        actual_start: None,
+        actual_end: None,
+        closed_at: Some(aug(5, 14, 0)),
+        close_code: Some("successful".into()),
+        created_at: aug(3, 0, 0),
+        updated_at: aug(5, 14, 0),
+    };
+    let lake = lake(&deployments, &changes, &incidents);
+    let change_requests = lake.none.with_file_name("change_requests.parquet");
+    write_table(&[change_request], &change_requests).unwrap();
+    let rows = compute_metrics(
+        Inputs {
+            deployments: &lake.deployments,
+            changes: &lake.changes,
+            commits: &lake.commits,
+            incidents: &lake.incidents,
+            tickets: &lake.none,
+            ticket_transitions: &lake.none,
+            change_requests: &change_requests,
+            quarantine: &lake.none,
+        },
+        &options(1, &[]),
+    )
+    .unwrap();
+
+    // d1, d2 and w1 failed; d3 did not.
+    assert_eq!(cell(&rows, ChangeFailureRate, "all", Some(0)), (Some(0.75), 4));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "api", Some(0)), (Some(2.0), 3));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "web", Some(0)), (Some(1.0), 1));
+    // i1, i2, i3, i5 of the five incidents.
+    assert_eq!(
+        cell(&rows, IncidentsAttributedShare, "all", Some(0)),
+        (Some(0.8), 5)
+    );
 }
