@@ -167,6 +167,10 @@ pub enum MetricId {
     ChangesLinkedTimeShare,
     /// Deployed changes with a negative lead time or stage span, left out of the medians.
     ChangesNegativeSpans,
+    /// Lead time for changes, 90th percentile.
+    LeadTimeP90,
+    /// Time to restore of incidents resolved in the period, 90th percentile.
+    TimeToRestoreP90,
 }
 
 impl MetricId {
@@ -182,7 +186,8 @@ impl MetricId {
     ];
 
     /// Operations metrics beyond the core set.
-    pub const OPS: [MetricId; 18] = [
+    pub const OPS: [MetricId; 19] = [
+        Self::TimeToRestoreP90,
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -239,7 +244,8 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 8] = [
+    pub const DORA: [MetricId; 9] = [
+        Self::LeadTimeP90,
         Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
@@ -251,11 +257,12 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 60] = [
+    pub const ALL: [MetricId; 62] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
         Self::LeadTimeMedian,
+        Self::LeadTimeP90,
         Self::LeadTimeCodingMedian,
         Self::LeadTimeReviewMedian,
         Self::LeadTimeDeployWaitMedian,
@@ -266,6 +273,7 @@ impl MetricId {
         Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
+        Self::TimeToRestoreP90,
         Self::DowntimeMinutes,
         Self::IncidentsOpened,
         Self::IncidentsResolved,
@@ -378,6 +386,8 @@ impl MetricId {
             Self::ChangesLinkedAncestryShare => "changes_linked_ancestry_share",
             Self::ChangesLinkedTimeShare => "changes_linked_time_share",
             Self::ChangesNegativeSpans => "changes_negative_spans",
+            Self::LeadTimeP90 => "lead_time_p90",
+            Self::TimeToRestoreP90 => "time_to_restore_p90",
         }
     }
 
@@ -407,6 +417,8 @@ impl MetricId {
             | Self::TimeToRestoreMeanSev2
             | Self::TimeToRestoreMeanSev3
             | Self::TimeToRestoreMeanSev4
+            | Self::LeadTimeP90
+            | Self::TimeToRestoreP90
             | Self::TicketLeadTimeMedian
             | Self::TicketCycleTimeMedian => "hours",
             Self::Availability
@@ -511,6 +523,8 @@ impl MetricId {
             Self::ChangesLinkedAncestryShare => "Merged changes linked by commit ancestry",
             Self::ChangesLinkedTimeShare => "Merged changes linked by time",
             Self::ChangesNegativeSpans => "Deployed changes with a negative span",
+            Self::LeadTimeP90 => "Lead time for changes (p90)",
+            Self::TimeToRestoreP90 => "Time to restore (p90)",
         }
     }
 
@@ -677,6 +691,12 @@ impl MetricId {
             }
             Self::ChangesNegativeSpans => {
                 "Changes deployed in the period (by the shipping deployment's finish) with a negative span — lead time, coding, review or deploy wait (a merge after the deployment that contains it, a first commit after the opening) — which the medians leave out."
+            }
+            Self::LeadTimeP90 => {
+                "The 90th percentile (linear interpolation) of the lead times behind the median lead time for changes, over changes deployed in the period."
+            }
+            Self::TimeToRestoreP90 => {
+                "The 90th percentile (linear interpolation) of resolution minus start of incidents resolved in the period."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

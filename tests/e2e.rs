@@ -25,6 +25,17 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// The 90th percentile by linear interpolation between closest ranks.
+fn p90(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = 0.9 * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
 fn hours(d: Duration) -> f64 {
     d.num_seconds() as f64 / 3600.0
 }
@@ -179,6 +190,7 @@ fn expected(
         ((n_prod > 0).then(|| failed as f64 / prod.len() as f64), n_prod),
     );
     m.insert("lead_time_median", (median(leads.clone()), leads.len() as i64));
+    m.insert("lead_time_p90", (p90(leads.clone()), leads.len() as i64));
     for (metric, spans) in [
         "lead_time_coding_median",
         "lead_time_review_median",
@@ -332,7 +344,7 @@ async fn compute_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 15);
+    assert_eq!(checked, 4 * WEEKS as usize * 16);
     let relinked = world
         .org
         .pulls

@@ -129,6 +129,15 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             ],
         )
     };
+    let p90 = aggregate(
+        stage(col("at") - col("began_at")),
+        shared.grid,
+        &[
+            ("p90", col("span").quantile(lit(0.9), QuantileMethod::Linear)),
+            ("ancestry", col("ancestry").sum()),
+        ],
+    )
+    .map_err(polars)?;
     let coding = medians(stage(col("opened_at") - col("first_commit_at"))).map_err(polars)?;
     let review = medians(stage(col("merged_at") - col("opened_at"))).map_err(polars)?;
     let deploy_wait = medians(stage(col("at") - col("merged_at"))).map_err(polars)?;
@@ -147,7 +156,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .len()
     };
 
-    // A median of linked changes, with the methods behind it.
+    // A statistic of linked changes, with the methods behind it.
     fn linked(cells: &Cells, scope: Scope<'_>, period: Period) -> (Option<f64>, i64, Option<&'static str>) {
         let n = cells.n(scope, period);
         (
@@ -162,6 +171,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         shared.grid,
         |metric, scope, period| {
             let with_method = match metric {
+                MetricId::LeadTimeP90 => Some(linked(&p90, scope, period)),
                 MetricId::LeadTimeCodingMedian => Some(linked(&coding, scope, period)),
                 MetricId::LeadTimeReviewMedian => Some(linked(&review, scope, period)),
                 MetricId::LeadTimeDeployWaitMedian => Some(linked(&deploy_wait, scope, period)),

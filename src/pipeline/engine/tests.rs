@@ -1022,6 +1022,18 @@ fn changes_link_by_commit_ancestry_where_commits_are_known_and_by_time_where_not
         None,
         "no changes, no method"
     );
+    // p90 by linear interpolation: api 1, 2, 3, 4, 6 → position 3.6 → 4 + 0.6 × 2 = 5.2; the
+    // organisation's 1, 2, 3, 4, 4, 6 → position 4.5 → 4 + 0.5 × 2 = 5.
+    let (p90, n) = cell(&rows, LeadTimeP90, "api", Some(0));
+    assert_eq!(n, 5);
+    assert!((p90.unwrap() - 5.2).abs() < 1e-9, "{p90:?}");
+    let (p90, n) = cell(&rows, LeadTimeP90, "all", Some(0));
+    assert_eq!(n, 6);
+    assert!((p90.unwrap() - 5.0).abs() < 1e-9, "{p90:?}");
+    assert_eq!(
+        method(&rows, LeadTimeP90, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
     // Deploy wait: #1 2 h, #3 1 h, #4 1 h, #6 0.5 h (#2's −1 h is left out) → 1 h.
     assert_eq!(
         cell(&rows, LeadTimeDeployWaitMedian, "api", Some(0)),
