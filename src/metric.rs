@@ -121,7 +121,8 @@ pub enum MetricId {
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
     DeployDays,
-    /// Production deployments that contain rework, divided by production deployments.
+    /// Production deployments that contain rework (a revert, a hotfix, a fix of an incident or
+    /// bug ticket), divided by production deployments.
     ReworkRate,
     /// Changes merged in the period.
     ChangesMerged,
@@ -630,7 +631,7 @@ impl MetricId {
                 "Production deployments that are the first of their repo in the data: no earlier deployment to compare against, so their changes cannot be linked by ancestry."
             }
             Self::ReworkRate => {
-                "Production deployments that shipped a revert or a change labelled as a hotfix (configurable labels), divided by production deployments in the period (DORA 2024)."
+                "Production deployments that shipped a revert, a change labelled as a hotfix (configurable labels) or a change whose title names an incident or bug ticket by its key, divided by production deployments in the period (DORA 2024)."
             }
             Self::LeadTimeCodingMedian => {
                 "Opening minus first commit of changes deployed in the period (by the deploying deployment's finish), median; negative spans are left out."

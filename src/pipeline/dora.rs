@@ -6,12 +6,15 @@
 //! Deployments are few enough per service to order and compare in plain Rust once polars has
 //! filtered them; the per-period statistics go through the shared `aggregate`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
 
+use tandem_connectors::model::Ticket;
+
 use super::PipelineError;
+use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
 use crate::metric::{MetricId, MetricRow};
@@ -61,10 +64,12 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .lazy();
     let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(polars)?;
 
-    // Rework: deployments that shipped a revert or a hotfix-labelled change. Beside each
+    // Rework: deployments that shipped a revert, a hotfix-labelled change or a change naming an
+    // incident or bug ticket. Beside each
     // deployment, how many changes it shipped and how many of those were linked by ancestry: the
     // rate's method.
-    let reworked = reworked_ids(shared).map_err(polars)?;
+    let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(polars)?;
+    let reworked = reworked_ids(shared, &fix_keys).map_err(polars)?;
     let shipped = shipped_counts(shared.change_links.clone()).map_err(polars)?;
     let rework_events = {
         let mut at = Vec::with_capacity(deploys.len());
@@ -245,18 +250,20 @@ fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<String, (f64,
         .collect())
 }
 
-/// Deployments that shipped rework: a revert, or a change with a hotfix label.
-fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
+/// Deployments that shipped rework: a revert, a change with a hotfix label, or a change whose title
+/// names an incident or bug ticket by its key.
+fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult<BTreeSet<String>> {
     let shipped_by = shipped_by(shared.change_links.clone())?;
     let frame = shared
         .changes
         .clone()
-        .select([col("id"), col("is_revert"), col("labels")])
+        .select([col("id"), col("is_revert"), col("labels"), col("title")])
         .collect()?;
-    let (id, is_revert, labels) = (
+    let (id, is_revert, labels, title) = (
         frame.column("id")?.str()?,
         frame.column("is_revert")?.bool()?,
         frame.column("labels")?.list()?,
+        frame.column("title")?.str()?,
     );
     let hotfix: Vec<String> = shared
         .opts
@@ -276,11 +283,40 @@ fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
                     .any(|name| hotfix.contains(&name.to_lowercase()))
             })
         });
-        if is_revert.get(i).unwrap_or(false) || has_hotfix_label {
+        let fixes_ticket = title.get(i).is_some_and(|t| references_any(t, fix_keys));
+        if is_revert.get(i).unwrap_or(false) || has_hotfix_label || fixes_ticket {
             ids.insert((*deployment).to_owned());
         }
     }
     Ok(ids)
+}
+
+/// Keys (upper-cased) of the tickets a change can fix as rework: incidents and bugs.
+fn fix_ticket_keys(tickets: LazyFrame) -> PolarsResult<HashSet<String>> {
+    let frame = tickets
+        .filter(
+            col("category")
+                .eq(lit("incident"))
+                .or(col("category").eq(lit("bug"))),
+        )
+        .select([col("key")])
+        .collect()?;
+    Ok(frame
+        .column("key")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_ascii_uppercase)
+        .collect())
+}
+
+/// Whether `text` names one of `keys` as a whole word (`OPS-12` in "Fix OPS-12: …", not in
+/// "OPS-123").
+fn references_any(text: &str, keys: &HashSet<String>) -> bool {
+    !keys.is_empty()
+        && text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .any(|word| keys.contains(&word.trim_matches('-').to_ascii_uppercase()))
 }
 
 /// Ids of the production deployments that failed by a signal other than an attributed incident:

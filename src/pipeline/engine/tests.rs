@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
 use tandem_connectors::model::{
-    Change, ChangeRequest, Commit, Deployment, DeploymentStatus, Incident, Severity,
+    Change, ChangeRequest, Commit, Deployment, DeploymentStatus, Incident, Severity, Ticket,
 };
 use tempfile::TempDir;
 
@@ -1229,4 +1229,67 @@ fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shi
         cell(&rows, IncidentsAttributedShare, "all", Some(0)),
         (Some(0.8), 5)
     );
+}
+
+#[test]
+fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ticket() {
+    let deployments = [
+        deployment("r1", Some("api"), aug(4, 10, 0)),
+        deployment("r2", Some("api"), aug(5, 10, 0)),
+        deployment("r3", Some("api"), aug(6, 10, 0)),
+        deployment("r4", Some("api"), aug(7, 10, 0)),
+    ];
+    let titled = |number, merged, title: &str, labels: &[&str]| Change {
+        title: title.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        ..change(number, "acme/api", aug(3, 9, 0), Some(merged), None)
+    };
+    // By time (no commits), #n ships with rn.
+    let changes = [
+        titled(1, aug(4, 9, 0), "Add login", &[]),
+        titled(2, aug(5, 9, 0), "Fix ops-12: crash on save", &[]),
+        titled(3, aug(6, 9, 0), "Raise the pool size", &["HotFix"]),
+        // OPS-123 is a story, and OPS-12 is not a word of this title.
+        titled(4, aug(7, 9, 0), "Tidy OPS-123", &[]),
+    ];
+    let ticket = |key: &str, category: &str| Ticket {
+        id: format!("jira:{key}"),
+        source: "jira".into(),
+        key: key.into(),
+        project: "OPS".into(),
+        service_ref: None,
+        service: Some("api".into()),
+        team: None,
+        category: category.into(),
+        issue_type: category.into(),
+        title: key.into(),
+        priority: None,
+        status: "Done".into(),
+        status_category: "done".into(),
+        labels: vec![],
+        created_at: aug(1, 0, 0),
+        resolved_at: Some(aug(2, 0, 0)),
+        updated_at: aug(2, 0, 0),
+    };
+    let lake = lake(&deployments, &changes, &[]);
+    let tickets = lake.none.with_file_name("tickets.parquet");
+    write_table(&[ticket("OPS-12", "bug"), ticket("OPS-123", "story")], &tickets).unwrap();
+    let rows = compute_metrics(
+        Inputs {
+            deployments: &lake.deployments,
+            changes: &lake.changes,
+            commits: &lake.commits,
+            incidents: &lake.incidents,
+            tickets: &tickets,
+            ticket_transitions: &lake.none,
+            change_requests: &lake.none,
+            quarantine: &lake.none,
+        },
+        &options(1, &[]),
+    )
+    .unwrap();
+
+    // r2 (fixes bug OPS-12) and r3 (hotfix label, any letter case) of four.
+    assert_eq!(cell(&rows, ReworkRate, "api", Some(0)), (Some(0.5), 4));
+    assert_eq!(method(&rows, ReworkRate, "api", Some(0)).as_deref(), Some("time"));
 }
