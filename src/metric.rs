@@ -610,7 +610,7 @@ impl MetricId {
                 "Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one."
             }
             Self::FailedDeploymentRecoveryMedian => {
-                "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the deployment that rolled it back (the same service redeployed to an earlier sha within 7 days); median over failed deployments that finished in the period and have been remediated."
+                "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the first deployment that undid it: a rollback (the same service redeployed to an earlier sha within 7 days) or the deployment of a revert of one of its changes; median over failed deployments that finished in the period and have been remediated."
             }
             Self::DeployDays => {
                 "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."

@@ -42,6 +42,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let deploys = deploys_of(shared.production.clone()).map_err(polars)?;
     let remediated = incident_remediation(shared).map_err(polars)?;
     let rolled_back = rollbacks(&deploys);
+    let reverted = reverted(shared.changes.clone(), shared.change_links.clone()).map_err(polars)?;
 
     // Recovery samples, anchored at the failed deployment's finish.
     let mut at = Vec::new();
@@ -51,7 +52,11 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         let remedy = match remediated.get(&d.id) {
             // Attributed incidents: recovered when the last of them is resolved.
             Some(latest) => *latest,
-            None => rolled_back.get(&d.id).copied(),
+            // Else the first rollback or deployed revert that undid it.
+            None => match (rolled_back.get(&d.id), reverted.get(&d.id)) {
+                (Some(a), Some(b)) => Some(*a.min(b)),
+                (a, b) => a.or(b).copied(),
+            },
         };
         if let Some(remedy) = remedy.filter(|r| *r >= d.finished) {
             at.push(d.finished);
@@ -273,7 +278,7 @@ fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult
         .collect();
     let mut ids = BTreeSet::new();
     for i in 0..frame.height() {
-        let Some(deployment) = id.get(i).and_then(|c| shipped_by.get(c)) else {
+        let Some((deployment, _)) = id.get(i).and_then(|c| shipped_by.get(c)) else {
             continue;
         };
         let has_hotfix_label = labels.get_as_series(i).is_some_and(|l| {
@@ -285,7 +290,7 @@ fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult
         });
         let fixes_ticket = title.get(i).is_some_and(|t| references_any(t, fix_keys));
         if is_revert.get(i).unwrap_or(false) || has_hotfix_label || fixes_ticket {
-            ids.insert((*deployment).to_owned());
+            ids.insert(deployment.clone());
         }
     }
     Ok(ids)
@@ -328,12 +333,14 @@ pub(super) fn other_failure_ids(
 ) -> PolarsResult<Vec<String>> {
     let deploys = deploys_of(production)?;
     let mut ids: BTreeSet<String> = rollbacks(&deploys).into_keys().collect();
-    ids.extend(reverted(changes, change_links)?);
+    ids.extend(reverted(changes, change_links)?.into_keys());
     Ok(ids.into_iter().collect())
 }
 
 /// Deployments that shipped a change which a later, deployed change reverts.
-fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<Vec<String>> {
+/// Deployments that shipped a change which a later, deployed change reverts, with when the
+/// (first) deployment of such a revert finished: their remediation.
+fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<HashMap<String, i64>> {
     let shipped_by = shipped_by(change_links)?;
     let changes_frame = changes;
     let frame = changes_frame
@@ -355,15 +362,23 @@ fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<Vec<Str
     let by_number: HashMap<(&str, i64), &str> = (0..frame.height())
         .filter_map(|i| Some(((repo.get(i)?, number.get(i)?), id.get(i)?)))
         .collect();
-    Ok((0..frame.height())
-        .filter(|&i| is_revert.get(i).unwrap_or(false))
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for i in (0..frame.height()).filter(|&i| is_revert.get(i).unwrap_or(false)) {
         // The revert must itself have reached production.
-        .filter(|&i| id.get(i).is_some_and(|c| shipped_by.contains_key(c)))
-        .filter_map(|i| {
-            let original = by_number.get(&(repo.get(i)?, reverts.get(i)?))?;
-            shipped_by.get(*original).cloned()
-        })
-        .collect())
+        let Some((_, reverted_at)) = id.get(i).and_then(|c| shipped_by.get(c)) else {
+            continue;
+        };
+        let original = repo.get(i).zip(reverts.get(i));
+        let Some((original_deployment, _)) = original
+            .and_then(|key| by_number.get(&key))
+            .and_then(|o| shipped_by.get(*o))
+        else {
+            continue;
+        };
+        let earliest = out.entry(original_deployment.clone()).or_insert(*reverted_at);
+        *earliest = (*earliest).min(*reverted_at);
+    }
+    Ok(out)
 }
 
 /// The production deployments of a frame like [`Shared::production`], in finish order.
@@ -390,20 +405,24 @@ fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
         .collect())
 }
 
-/// Which production deployment shipped each merged change (see [`Shared::change_links`]): change
-/// id → deployment id.
-fn shipped_by(change_links: LazyFrame) -> PolarsResult<HashMap<String, String>> {
+/// Which production deployment shipped each merged change (see [`Shared::change_links`]), and
+/// when it finished: change id → (deployment id, finish in ms).
+fn shipped_by(change_links: LazyFrame) -> PolarsResult<HashMap<String, (String, i64)>> {
     let links = change_links
-        .select([col("change_id"), col("deployment_id")])
+        .select([col("change_id"), col("deployment_id"), col("at")])
         .collect()?;
-    let (change_id, deployment_id) = (
+    let (change_id, deployment_id, at) = (
         links.column("change_id")?.str()?,
         links.column("deployment_id")?.str()?,
+        links.column("at")?.i64()?,
     );
-    Ok(change_id
-        .iter()
-        .zip(deployment_id.iter())
-        .filter_map(|(c, d)| Some((c?.to_owned(), d?.to_owned())))
+    Ok((0..links.height())
+        .filter_map(|i| {
+            Some((
+                change_id.get(i)?.to_owned(),
+                (deployment_id.get(i)?.to_owned(), at.get(i)?),
+            ))
+        })
         .collect())
 }
 

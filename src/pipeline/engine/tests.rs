@@ -854,6 +854,11 @@ fn a_deployed_revert_fails_the_deployment_it_reverts_and_counts_as_rework() {
         .find(|r| r.metric == "rework_rate" && r.scope == "web" && r.grain == "week")
         .unwrap();
     assert_eq!((rework.value, rework.n), (Some(0.5), 4));
+    // a is remedied when the revert ships with b: Tuesday 09:00 − Monday 12:00 = 21 h.
+    assert_eq!(
+        cell(&rows, FailedDeploymentRecoveryMedian, "web", Some(0)),
+        (Some(21.0), 1)
+    );
 }
 
 #[test]
