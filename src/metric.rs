@@ -172,6 +172,10 @@ pub enum MetricId {
     LeadTimeP90,
     /// Time to restore of incidents resolved in the period, 90th percentile.
     TimeToRestoreP90,
+    /// Incidents attributed through a cause they name.
+    IncidentsAttributedExplicitShare,
+    /// Incidents attributed by the window.
+    IncidentsAttributedWindowShare,
 }
 
 impl MetricId {
@@ -232,7 +236,7 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 9] = [
+    pub const QUALITY: [MetricId; 11] = [
         Self::QuarantinedRecords,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
@@ -240,6 +244,8 @@ impl MetricId {
         Self::ChangesNegativeSpans,
         Self::IncidentsMappedShare,
         Self::IncidentsAttributedShare,
+        Self::IncidentsAttributedExplicitShare,
+        Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
     ];
@@ -258,7 +264,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 62] = [
+    pub const ALL: [MetricId; 64] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -319,6 +325,8 @@ impl MetricId {
         Self::ChangesNegativeSpans,
         Self::IncidentsMappedShare,
         Self::IncidentsAttributedShare,
+        Self::IncidentsAttributedExplicitShare,
+        Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
     ];
@@ -389,6 +397,8 @@ impl MetricId {
             Self::ChangesNegativeSpans => "changes_negative_spans",
             Self::LeadTimeP90 => "lead_time_p90",
             Self::TimeToRestoreP90 => "time_to_restore_p90",
+            Self::IncidentsAttributedExplicitShare => "incidents_attributed_explicit_share",
+            Self::IncidentsAttributedWindowShare => "incidents_attributed_window_share",
         }
     }
 
@@ -456,6 +466,8 @@ impl MetricId {
             | Self::IncidentsAttributedShare
             | Self::ChangesLinkedAncestryShare
             | Self::ChangesLinkedTimeShare
+            | Self::IncidentsAttributedExplicitShare
+            | Self::IncidentsAttributedWindowShare
             | Self::ReworkRate => "ratio",
         }
     }
@@ -526,6 +538,8 @@ impl MetricId {
             Self::ChangesNegativeSpans => "Deployed changes with a negative span",
             Self::LeadTimeP90 => "Lead time for changes (p90)",
             Self::TimeToRestoreP90 => "Time to restore (p90)",
+            Self::IncidentsAttributedExplicitShare => "Incidents attributed to a cause they name",
+            Self::IncidentsAttributedWindowShare => "Incidents attributed by the window",
         }
     }
 
@@ -698,6 +712,12 @@ impl MetricId {
             }
             Self::TimeToRestoreP90 => {
                 "The 90th percentile (linear interpolation) of resolution minus start of incidents resolved in the period."
+            }
+            Self::IncidentsAttributedExplicitShare => {
+                "Incidents (by start) attributed to the production deployment they name (by id, commit sha, change number or change request), divided by incidents."
+            }
+            Self::IncidentsAttributedWindowShare => {
+                "Incidents (by start) attributed by the window (the latest production deployment of their service within the attribution window before they started; DevLake's rule in that mode), divided by incidents."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

@@ -167,7 +167,9 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
 
 /// The metrics whose value depends on which incidents are attributed to which deployment: their
 /// rows carry the attribution mode (`chain` or `devlake`) as their method.
-const ATTRIBUTED: [MetricId; 5] = [
+const ATTRIBUTED: [MetricId; 7] = [
+    MetricId::IncidentsAttributedExplicitShare,
+    MetricId::IncidentsAttributedWindowShare,
     MetricId::ChangeFailureRate,
     MetricId::FailedDeploymentCount,
     MetricId::FailedDeploymentRecoveryMedian,
@@ -256,8 +258,8 @@ pub(super) struct Shared<'a> {
     pub incidents: LazyFrame,
     /// Successful production deployments: `id`, `repo`, `service`, `sha`, `finished_at` (ms).
     pub production: LazyFrame,
-    /// Attribution links of incidents to production deployments: `incident_id, deployment_id`
-    /// (see [`attributions`]).
+    /// Attribution links of incidents to production deployments: `incident_id, deployment_id,
+    /// link` (see [`attributions`]).
     pub links: LazyFrame,
     /// Merged changes with the production deployment that shipped them and the link method
     /// (see [`links::change_links`]).
@@ -411,7 +413,13 @@ pub(super) fn deployment_outcomes(
         ]))
 }
 
-/// Attribution, one row per attributed incident: `incident_id, deployment_id`. In the chain
+/// The `link` of an attribution through a cause the incident names.
+pub(super) const EXPLICIT: &str = "explicit";
+/// The `link` of an attribution by the window (or DevLake's rule).
+pub(super) const WINDOW: &str = "window";
+
+/// Attribution, one row per attributed incident: `incident_id, deployment_id, link` (`explicit`
+/// or `window`, the link of the chain that made it). In the chain
 /// mode, first the cause the incident names ([`explicit_links`]), else the window: the latest
 /// production deployment of the incident's service with `started_at − window < finished_at <=
 /// started_at` (ties: the greatest id). Incidents with no such deployment have no row.
@@ -428,6 +436,7 @@ pub(super) fn attributions(
         Attribution::Devlake => DataFrame::new_infer_height(vec![
             Column::new("incident_id".into(), Vec::<String>::new()),
             Column::new("deployment_id".into(), Vec::<String>::new()),
+            Column::new("link".into(), Vec::<String>::new()),
         ])?
         .lazy(),
     };
@@ -462,7 +471,8 @@ pub(super) fn attributions(
         .group_by([col("incident_id")])
         .agg([col("deployment_id")
             .sort_by([col("finished_at"), col("deployment_id")], latest_first)
-            .first()]);
+            .first()])
+        .with_column(lit(WINDOW).alias("link"));
     concat([explicit, window], UnionArgs::default())
 }
 
@@ -534,9 +544,11 @@ fn explicit_links(
             linked_deployments.push(deployment.to_owned());
         }
     }
+    let link = vec![EXPLICIT; linked_incidents.len()];
     Ok(DataFrame::new_infer_height(vec![
         Column::new("incident_id".into(), linked_incidents),
         Column::new("deployment_id".into(), linked_deployments),
+        Column::new("link".into(), link),
     ])?
     .lazy())
 }

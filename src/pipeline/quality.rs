@@ -85,10 +85,18 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         aggregate(spans, shared.grid, &[("negative", col("negative").sum())]).map_err(polars)?;
 
     // Incidents (from the incident sources), whether mapped and whether attributed.
-    let attributed = shared
-        .links
-        .clone()
-        .select([col("incident_id"), lit(1.0).alias("attributed")]);
+    let attributed = shared.links.clone().select([
+        col("incident_id"),
+        lit(1.0).alias("attributed"),
+        col("link")
+            .eq(lit(super::engine::EXPLICIT))
+            .cast(DataType::Float64)
+            .alias("explicit"),
+        col("link")
+            .eq(lit(super::engine::WINDOW))
+            .cast(DataType::Float64)
+            .alias("window"),
+    ]);
     let incidents = shared
         .incidents
         .clone()
@@ -101,6 +109,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                 .cast(DataType::Float64)
                 .alias("mapped"),
             col("attributed").fill_null(lit(0.0)),
+            col("explicit").fill_null(lit(0.0)),
+            col("window").fill_null(lit(0.0)),
         ]);
     let incident_cells = aggregate(
         incidents,
@@ -108,6 +118,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         &[
             ("mapped", col("mapped").mean()),
             ("attributed", col("attributed").mean()),
+            ("explicit", col("explicit").mean()),
+            ("window", col("window").mean()),
         ],
     )
     .map_err(polars)?;
@@ -193,6 +205,14 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                 }),
                 MetricId::IncidentsAttributedShare => Some((
                     incident_cells.value(scope, period, 1),
+                    incident_cells.n(scope, period),
+                )),
+                MetricId::IncidentsAttributedExplicitShare => Some((
+                    incident_cells.value(scope, period, 2),
+                    incident_cells.n(scope, period),
+                )),
+                MetricId::IncidentsAttributedWindowShare => Some((
+                    incident_cells.value(scope, period, 3),
                     incident_cells.n(scope, period),
                 )),
                 MetricId::UnmappedRecords => org_count(&unmapped, scope, period),

@@ -324,6 +324,15 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
         cell(&rows, FailedDeploymentCount, "search", Some(0)),
         (Some(0.0), 0)
     );
+    // web, web-again and queue of the eight incidents, all by the window.
+    assert_eq!(
+        cell(&rows, IncidentsAttributedWindowShare, "all", Some(0)),
+        (Some(3.0 / 8.0), 8)
+    );
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "all", Some(0)),
+        (Some(0.0), 8)
+    );
 }
 
 #[test]
@@ -1233,6 +1242,14 @@ fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shi
     assert_eq!(
         cell(&rows, IncidentsAttributedShare, "all", Some(0)),
         (Some(0.8), 5)
+    );
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "all", Some(0)),
+        (Some(0.8), 5)
+    );
+    assert_eq!(
+        cell(&rows, IncidentsAttributedWindowShare, "all", Some(0)),
+        (Some(0.0), 5)
     );
 }
 
