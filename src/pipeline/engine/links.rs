@@ -94,10 +94,9 @@ pub(in crate::pipeline) fn change_links(
             .and_then(|sha| claims.by_commit.get(sha.to_ascii_lowercase().as_str()))
             .map(|&d| (d, ANCESTRY));
         let by_time = || {
-            list.iter()
-                .enumerate()
-                .find(|(d, deploy)| deploy.finished >= merged && !claims.known_range[*d])
-                .map(|(d, _)| (d, TIME))
+            let unknown = &claims.unknown;
+            let first = unknown.partition_point(|&d| list[d].finished < merged);
+            unknown.get(first).map(|&d| (d, TIME))
         };
         let Some((d, method)) = by_ancestry.or_else(by_time) else {
             continue;
@@ -151,10 +150,10 @@ struct Linked {
 struct Claims<'a> {
     /// Commit sha (lower case) → index of the first deployment containing it.
     by_commit: HashMap<&'a str, usize>,
-    /// Per deployment (same order): whether its commits are known, i.e. its own sha is in the
-    /// commits table (then the walk from it is its exact content, possibly empty for a redeploy)
-    /// or a compare named it.
-    known_range: Vec<bool>,
+    /// The deployments whose commits are unknown, in finish order: neither is their own sha in
+    /// the commits table (then the walk from it is their exact content, possibly empty for a
+    /// redeploy) nor did a compare name them.
+    unknown: Vec<usize>,
 }
 
 /// Lets each deployment, in finish order, claim the known commits reachable from its sha that no
@@ -195,7 +194,7 @@ fn claim<'a>(deploys: &[Deploy], known: &'a HashMap<String, Known>) -> Claims<'a
     }
     Claims {
         by_commit,
-        known_range,
+        unknown: (0..deploys.len()).filter(|&d| !known_range[d]).collect(),
     }
 }
 
