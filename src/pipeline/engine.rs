@@ -1,7 +1,10 @@
 //! The metric engine: the core DORA and downtime metrics per calendar period and for the whole
 //! range, for the organisation, services and teams, after the project's metric definitions
 //! (`reference/metrics.md`), and the shared pieces the other families (`dora`, `ops`, `itsm`,
-//! `quality`) build on: the period grid, scopes, attribution links, aggregation and row layout.
+//! `quality`) build on: the period grid, scopes, attribution links, the change → deployment links
+//! (`links`: by commit ancestry, else by time), the explicit causes an incident can name
+//! (`causes`), aggregation and row layout, with the `method` behind a row where the definition
+//! allows more than one.
 //!
 //! polars does the record-level work lazily (production deployments, incident attribution, lead
 //! times, restore times) and the grouping by scope and period; plain Rust then lays the results on
