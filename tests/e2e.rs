@@ -251,6 +251,31 @@ fn expected(
         .filter(|p| &p.repo == repo && p.merged_at.is_some_and(in_week))
         .count();
     m.insert("changes_merged", (Some(merged as f64), merged as i64));
+    // The same merged pulls: how many shipped, and how many of those by ancestry (all but the
+    // ones the repo's first production deployment shipped, which has no compare).
+    let first = org
+        .deployments
+        .iter()
+        .filter(|d| &d.repo == repo && Organisation::is_successful_production(d))
+        .filter_map(|d| Some((Organisation::finished_at(d)?, d.id)))
+        .min()
+        .map(|(_, id)| id);
+    let merged_pulls: Vec<_> = org
+        .pulls
+        .iter()
+        .filter(|p| &p.repo == repo && p.merged_at.is_some_and(in_week))
+        .collect();
+    let shipped = merged_pulls.iter().filter(|p| p.shipped_in.is_some()).count();
+    let by_ancestry = merged_pulls
+        .iter()
+        .filter(|p| p.shipped_in.is_some() && p.shipped_in != first)
+        .count();
+    let share = |k: usize| (merged > 0).then(|| k as f64 / merged as f64);
+    m.insert("changes_deployed_share", (share(shipped), merged as i64));
+    m.insert(
+        "changes_linked_ancestry_share",
+        (share(by_ancestry), merged as i64),
+    );
     let n_out = outages.len() as i64;
     m.insert(
         "downtime_minutes",
@@ -344,7 +369,7 @@ async fn compute_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 16);
+    assert_eq!(checked, 4 * WEEKS as usize * 18);
     let relinked = world
         .org
         .pulls
