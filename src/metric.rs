@@ -121,7 +121,8 @@ pub enum MetricId {
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
     DeployDays,
-    /// Production deployments that contain rework, divided by production deployments.
+    /// Production deployments that contain rework (a revert, a hotfix, a fix of an incident or
+    /// bug ticket), divided by production deployments.
     ReworkRate,
     /// Changes merged in the period.
     ChangesMerged,
@@ -161,6 +162,20 @@ pub enum MetricId {
     TicketsResolvedTask,
     /// Tickets of category `story` resolved in the period.
     TicketsResolvedStory,
+    /// Merged changes linked to a deployment by commit ancestry.
+    ChangesLinkedAncestryShare,
+    /// Merged changes linked to a deployment by time (commits unknown).
+    ChangesLinkedTimeShare,
+    /// Deployed changes with a negative lead time or stage span, left out of the medians.
+    ChangesNegativeSpans,
+    /// Lead time for changes, 90th percentile.
+    LeadTimeP90,
+    /// Time to restore of incidents resolved in the period, 90th percentile.
+    TimeToRestoreP90,
+    /// Incidents attributed through a cause they name.
+    IncidentsAttributedExplicitShare,
+    /// Incidents attributed by the window.
+    IncidentsAttributedWindowShare,
 }
 
 impl MetricId {
@@ -176,7 +191,8 @@ impl MetricId {
     ];
 
     /// Operations metrics beyond the core set.
-    pub const OPS: [MetricId; 18] = [
+    pub const OPS: [MetricId; 19] = [
+        Self::TimeToRestoreP90,
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
         Self::TimeBetweenFailuresMean,
@@ -220,17 +236,23 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 6] = [
+    pub const QUALITY: [MetricId; 11] = [
         Self::QuarantinedRecords,
         Self::ChangesDeployedShare,
+        Self::ChangesLinkedAncestryShare,
+        Self::ChangesLinkedTimeShare,
+        Self::ChangesNegativeSpans,
         Self::IncidentsMappedShare,
         Self::IncidentsAttributedShare,
+        Self::IncidentsAttributedExplicitShare,
+        Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 8] = [
+    pub const DORA: [MetricId; 9] = [
+        Self::LeadTimeP90,
         Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
@@ -242,11 +264,12 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 57] = [
+    pub const ALL: [MetricId; 64] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
         Self::LeadTimeMedian,
+        Self::LeadTimeP90,
         Self::LeadTimeCodingMedian,
         Self::LeadTimeReviewMedian,
         Self::LeadTimeDeployWaitMedian,
@@ -257,6 +280,7 @@ impl MetricId {
         Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
+        Self::TimeToRestoreP90,
         Self::DowntimeMinutes,
         Self::IncidentsOpened,
         Self::IncidentsResolved,
@@ -296,8 +320,13 @@ impl MetricId {
         Self::DeploymentsWithoutChangeRecord,
         Self::QuarantinedRecords,
         Self::ChangesDeployedShare,
+        Self::ChangesLinkedAncestryShare,
+        Self::ChangesLinkedTimeShare,
+        Self::ChangesNegativeSpans,
         Self::IncidentsMappedShare,
         Self::IncidentsAttributedShare,
+        Self::IncidentsAttributedExplicitShare,
+        Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
     ];
@@ -363,6 +392,13 @@ impl MetricId {
             Self::TicketsResolvedBug => "tickets_resolved_bug",
             Self::TicketsResolvedTask => "tickets_resolved_task",
             Self::TicketsResolvedStory => "tickets_resolved_story",
+            Self::ChangesLinkedAncestryShare => "changes_linked_ancestry_share",
+            Self::ChangesLinkedTimeShare => "changes_linked_time_share",
+            Self::ChangesNegativeSpans => "changes_negative_spans",
+            Self::LeadTimeP90 => "lead_time_p90",
+            Self::TimeToRestoreP90 => "time_to_restore_p90",
+            Self::IncidentsAttributedExplicitShare => "incidents_attributed_explicit_share",
+            Self::IncidentsAttributedWindowShare => "incidents_attributed_window_share",
         }
     }
 
@@ -392,6 +428,8 @@ impl MetricId {
             | Self::TimeToRestoreMeanSev2
             | Self::TimeToRestoreMeanSev3
             | Self::TimeToRestoreMeanSev4
+            | Self::LeadTimeP90
+            | Self::TimeToRestoreP90
             | Self::TicketLeadTimeMedian
             | Self::TicketCycleTimeMedian => "hours",
             Self::Availability
@@ -421,10 +459,15 @@ impl MetricId {
             | Self::TicketsResolvedProblem
             | Self::TicketsResolvedBug
             | Self::TicketsResolvedTask
-            | Self::TicketsResolvedStory => "count",
+            | Self::TicketsResolvedStory
+            | Self::ChangesNegativeSpans => "count",
             Self::ChangesDeployedShare
             | Self::IncidentsMappedShare
             | Self::IncidentsAttributedShare
+            | Self::ChangesLinkedAncestryShare
+            | Self::ChangesLinkedTimeShare
+            | Self::IncidentsAttributedExplicitShare
+            | Self::IncidentsAttributedWindowShare
             | Self::ReworkRate => "ratio",
         }
     }
@@ -490,6 +533,13 @@ impl MetricId {
             Self::TicketsResolvedBug => "Tickets resolved: bug",
             Self::TicketsResolvedTask => "Tickets resolved: task",
             Self::TicketsResolvedStory => "Tickets resolved: story",
+            Self::ChangesLinkedAncestryShare => "Merged changes linked by commit ancestry",
+            Self::ChangesLinkedTimeShare => "Merged changes linked by time",
+            Self::ChangesNegativeSpans => "Deployed changes with a negative span",
+            Self::LeadTimeP90 => "Lead time for changes (p90)",
+            Self::TimeToRestoreP90 => "Time to restore (p90)",
+            Self::IncidentsAttributedExplicitShare => "Incidents attributed to a cause they name",
+            Self::IncidentsAttributedWindowShare => "Incidents attributed by the window",
         }
     }
 
@@ -503,10 +553,10 @@ impl MetricId {
                 "Production deployments in the period divided by the days in it (7 for a week)."
             }
             Self::LeadTimeMedian => {
-                "For each merged change, the first successful production deployment of its repository that finished at or after the merge, minus the change's first commit (its opening when commits are unknown); median over changes deployed in the week (time method)."
+                "For each merged change, the first successful production deployment containing it minus the change's first commit (its opening when that is unknown); median over changes deployed in the period. A deployment contains a change when its known commits include the change's merge commit (method ancestry); where they are unknown, the first production deployment of the repo with unknown commits finished at or after the merge (method time)."
             }
             Self::ChangeFailureRate => {
-                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names, by id or by a commit sha of 7+ hex digits; else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
+                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names: by id, by a commit sha of 7+ hex digits, by a change number (the deployment that shipped the change) or by a change request (the latest production deployment of its service within its window); else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
             }
             Self::TimeToRestoreMedian => "Resolution minus start of incidents resolved in the week, median.",
             Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the week, mean.",
@@ -574,13 +624,13 @@ impl MetricId {
                 "Production deployments in the period not covered by an approved change request of the same service (planned window ± tolerance) nor referenced by one."
             }
             Self::FailedDeploymentRecoveryMedian => {
-                "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the deployment that rolled it back (the same service redeployed to an earlier sha within 7 days); median over failed deployments that finished in the period and have been remediated."
+                "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the first deployment that undid it: a rollback (the same service redeployed to an earlier sha within 7 days) or the deployment of a revert of one of its changes; median over failed deployments that finished in the period and have been remediated."
             }
             Self::DeployDays => {
                 "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."
             }
             Self::ChangesDeployedShare => {
-                "Merged changes (by merge time) linked to the production deployment that shipped them (time method: the first production deployment of the repo finished at or after the merge), divided by merged changes."
+                "Merged changes (by merge time) linked to the production deployment that shipped them (by commit ancestry, else by time), divided by merged changes."
             }
             Self::IncidentsMappedShare => {
                 "Incidents (by start) whose source service maps to a service, divided by incidents."
@@ -595,7 +645,7 @@ impl MetricId {
                 "Production deployments that are the first of their repo in the data: no earlier deployment to compare against, so their changes cannot be linked by ancestry."
             }
             Self::ReworkRate => {
-                "Production deployments that shipped a revert or a change labelled as a hotfix (configurable labels), divided by production deployments in the period (DORA 2024)."
+                "Production deployments that shipped a revert, a change labelled as a hotfix (configurable labels) or a change whose title names an incident or bug ticket by its key, divided by production deployments in the period (DORA 2024)."
             }
             Self::LeadTimeCodingMedian => {
                 "Opening minus first commit of changes deployed in the period (by the deploying deployment's finish), median; negative spans are left out."
@@ -647,6 +697,27 @@ impl MetricId {
             }
             Self::TicketsResolvedStory => {
                 "Tickets of category `story` resolved in the period (throughput by category)."
+            }
+            Self::ChangesLinkedAncestryShare => {
+                "Merged changes (by merge time) whose merge commit is among a production deployment's known commits (the first such deployment shipped it), divided by merged changes."
+            }
+            Self::ChangesLinkedTimeShare => {
+                "Merged changes (by merge time) linked by time because no known commits contain them (the first production deployment of the repo with unknown commits finished at or after the merge), divided by merged changes."
+            }
+            Self::ChangesNegativeSpans => {
+                "Changes deployed in the period (by the shipping deployment's finish) with a negative span — lead time, coding, review or deploy wait (a merge after the deployment that contains it, a first commit after the opening) — which the medians leave out."
+            }
+            Self::LeadTimeP90 => {
+                "The 90th percentile (linear interpolation) of the lead times behind the median lead time for changes, over changes deployed in the period."
+            }
+            Self::TimeToRestoreP90 => {
+                "The 90th percentile (linear interpolation) of resolution minus start of incidents resolved in the period."
+            }
+            Self::IncidentsAttributedExplicitShare => {
+                "Incidents (by start) attributed to the production deployment they name (by id, commit sha, change number or change request), divided by incidents."
+            }
+            Self::IncidentsAttributedWindowShare => {
+                "Incidents (by start) attributed by the window (the latest production deployment of their service within the attribution window before they started; DevLake's rule in that mode), divided by incidents."
             }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."

@@ -44,3 +44,20 @@ fn every_metric_belongs_to_exactly_one_family() {
     }
     assert_eq!(families.len(), MetricId::ALL.len());
 }
+
+#[test]
+fn readme_gives_every_metric_its_unit() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for m in tandem::metric::MetricId::ALL {
+        let id = format!("`{}`", m.as_str());
+        // The metric table's row: the id in its first cell, the unit in the second.
+        let row = readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (cells.len() > 3 && cells[1].split(", ").any(|c| c == id)).then(|| cells[2].to_owned())
+            })
+            .next();
+        assert_eq!(row.as_deref(), Some(m.unit()), "README's unit of {}", m.as_str());
+    }
+}

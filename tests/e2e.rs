@@ -25,6 +25,17 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// The 90th percentile by linear interpolation between closest ranks.
+fn p90(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = 0.9 * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
 fn hours(d: Duration) -> f64 {
     d.num_seconds() as f64 / 3600.0
 }
@@ -67,6 +78,36 @@ fn union_minutes(
     total.num_seconds() as f64 / 60.0
 }
 
+/// The link method behind a service's weekly lead time, from ground truth only: a pull shipped by
+/// the repo's first production deployment has no compare to find it in (`time`); every later one
+/// is found by ancestry.
+fn expected_lead_method(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> Option<String> {
+    let week_end = week_start + Duration::weeks(1);
+    let repo = &org.service(service).unwrap().repo;
+    let first = org
+        .deployments
+        .iter()
+        .filter(|d| &d.repo == repo && Organisation::is_successful_production(d))
+        .filter_map(|d| Some((Organisation::finished_at(d)?, d.id)))
+        .min()
+        .map(|(_, id)| id);
+    let methods: std::collections::BTreeSet<&str> = org
+        .pulls
+        .iter()
+        .filter(|p| &p.repo == repo)
+        .filter_map(|p| {
+            let d = org.deployment(p.shipped_in?)?;
+            let finished = Organisation::finished_at(d)?;
+            (finished >= week_start && finished < week_end).then_some(if Some(d.id) == first {
+                "time"
+            } else {
+                "ancestry"
+            })
+        })
+        .collect();
+    (!methods.is_empty()).then(|| methods.into_iter().collect::<Vec<_>>().join("+"))
+}
+
 /// Expected weekly values for one service, from ground truth only.
 fn expected(
     org: &Organisation,
@@ -88,7 +129,7 @@ fn expected(
         .iter()
         .filter(|p| &p.repo == repo)
         .filter_map(|p| {
-            let d = org.deployment(p.deployed_in?)?;
+            let d = org.deployment(p.shipped_in?)?;
             let finished = Organisation::finished_at(d)?;
             if !in_week(finished) {
                 return None;
@@ -106,7 +147,7 @@ fn expected(
     let mut stages: [Vec<f64>; 3] = Default::default();
     for p in org.pulls.iter().filter(|p| &p.repo == repo) {
         let Some(finished) = p
-            .deployed_in
+            .shipped_in
             .and_then(|d| org.deployment(d))
             .and_then(Organisation::finished_at)
             .filter(|f| in_week(*f))
@@ -143,11 +184,13 @@ fn expected(
     let mut m = BTreeMap::new();
     m.insert("deployment_count", (Some(prod.len() as f64), n_prod));
     m.insert("deployment_frequency", (Some(prod.len() as f64 / 7.0), n_prod));
+    m.insert("failed_deployment_count", (Some(failed as f64), n_prod));
     m.insert(
         "change_failure_rate",
         ((n_prod > 0).then(|| failed as f64 / prod.len() as f64), n_prod),
     );
     m.insert("lead_time_median", (median(leads.clone()), leads.len() as i64));
+    m.insert("lead_time_p90", (p90(leads.clone()), leads.len() as i64));
     for (metric, spans) in [
         "lead_time_coding_median",
         "lead_time_review_median",
@@ -192,7 +235,7 @@ fn expected(
         .iter()
         .filter(|d| {
             org.pulls.iter().any(|p| {
-                p.deployed_in == Some(d.id)
+                p.shipped_in == Some(d.id)
                     && (p.labels.iter().any(|l| l.eq_ignore_ascii_case("hotfix"))
                         || p.title.starts_with("Revert \""))
             })
@@ -208,6 +251,31 @@ fn expected(
         .filter(|p| &p.repo == repo && p.merged_at.is_some_and(in_week))
         .count();
     m.insert("changes_merged", (Some(merged as f64), merged as i64));
+    // The same merged pulls: how many shipped, and how many of those by ancestry (all but the
+    // ones the repo's first production deployment shipped, which has no compare).
+    let first = org
+        .deployments
+        .iter()
+        .filter(|d| &d.repo == repo && Organisation::is_successful_production(d))
+        .filter_map(|d| Some((Organisation::finished_at(d)?, d.id)))
+        .min()
+        .map(|(_, id)| id);
+    let merged_pulls: Vec<_> = org
+        .pulls
+        .iter()
+        .filter(|p| &p.repo == repo && p.merged_at.is_some_and(in_week))
+        .collect();
+    let shipped = merged_pulls.iter().filter(|p| p.shipped_in.is_some()).count();
+    let by_ancestry = merged_pulls
+        .iter()
+        .filter(|p| p.shipped_in.is_some() && p.shipped_in != first)
+        .count();
+    let share = |k: usize| (merged > 0).then(|| k as f64 / merged as f64);
+    m.insert("changes_deployed_share", (share(shipped), merged as i64));
+    m.insert(
+        "changes_linked_ancestry_share",
+        (share(by_ancestry), merged as i64),
+    );
     let n_out = outages.len() as i64;
     m.insert(
         "downtime_minutes",
@@ -263,6 +331,7 @@ async fn compute_metrics_match_the_ground_truth() {
     let start = world.org.spec.start_at();
     let mut checked = 0;
     let mut nonzero_failures = 0;
+    let mut methods = std::collections::BTreeSet::new();
     for service in world.org.services.iter().map(|s| s.name.as_str()) {
         for w in 0..i64::from(WEEKS) {
             let week_start = start + Duration::weeks(w);
@@ -285,6 +354,14 @@ async fn compute_metrics_match_the_ground_truth() {
                     ),
                     (a, b) => assert_eq!(a, b, "{metric} for {service}, week of {week_start}"),
                 }
+                if metric == "lead_time_median" {
+                    assert_eq!(
+                        row.method,
+                        expected_lead_method(&world.org, service, week_start),
+                        "{metric} method for {service}, week of {week_start}"
+                    );
+                    methods.extend(row.method.clone());
+                }
                 if metric == "change_failure_rate" && value.is_some_and(|v| v > 0.0) {
                     nonzero_failures += 1;
                 }
@@ -292,7 +369,21 @@ async fn compute_metrics_match_the_ground_truth() {
             }
         }
     }
-    assert_eq!(checked, 4 * WEEKS as usize * 14);
+    assert_eq!(checked, 4 * WEEKS as usize * 18);
+    let relinked = world
+        .org
+        .pulls
+        .iter()
+        .filter(|p| p.shipped_in.is_some() && p.shipped_in != p.deployed_in)
+        .count();
+    assert!(
+        relinked > 0,
+        "some pull requests must ship with another deployment than time would pick, or ancestry is untested"
+    );
+    assert!(
+        methods.contains("ancestry"),
+        "the demo sync fills the commits table, so lead times link by ancestry: {methods:?}"
+    );
     assert!(
         nonzero_failures > 0,
         "the simulation must contain failed changes for the test to mean anything"

@@ -127,6 +127,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         Inputs {
             deployments: &store.table_path("deployments"),
             changes: &missing,
+            commits: &missing,
             incidents: &store.table_path("incidents"),
             tickets: &missing,
             ticket_transitions: &missing,

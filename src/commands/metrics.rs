@@ -63,6 +63,7 @@ pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<
         store.table_path("change_requests"),
     );
     let quarantine = store.table_path("quarantine");
+    let commits = store.table_path("commits");
     let options = Options {
         calendar,
         attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
@@ -89,6 +90,7 @@ pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<
         Inputs {
             deployments: &deployments,
             changes: &changes,
+            commits: &commits,
             incidents: &incidents,
             tickets: &tickets,
             ticket_transitions: &ticket_transitions,

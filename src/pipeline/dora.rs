@@ -6,13 +6,16 @@
 //! Deployments are few enough per service to order and compare in plain Rust once polars has
 //! filtered them; the per-period statistics go through the shared `aggregate`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
 
+use tandem_connectors::model::Ticket;
+
 use super::PipelineError;
-use super::engine::{Period, Shared, aggregate, change_links, hours, metric_rows};
+use super::codec::scan_table;
+use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
 use crate::metric::{MetricId, MetricRow};
 
@@ -39,6 +42,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let deploys = deploys_of(shared.production.clone()).map_err(polars)?;
     let remediated = incident_remediation(shared).map_err(polars)?;
     let rolled_back = rollbacks(&deploys);
+    let reverted = reverted(shared.changes.clone(), shared.change_links.clone()).map_err(polars)?;
 
     // Recovery samples, anchored at the failed deployment's finish.
     let mut at = Vec::new();
@@ -48,7 +52,11 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         let remedy = match remediated.get(&d.id) {
             // Attributed incidents: recovered when the last of them is resolved.
             Some(latest) => *latest,
-            None => rolled_back.get(&d.id).copied(),
+            // Else the first rollback or deployed revert that undid it.
+            None => match (rolled_back.get(&d.id), reverted.get(&d.id)) {
+                (Some(a), Some(b)) => Some(*a.min(b)),
+                (a, b) => a.or(b).copied(),
+            },
         };
         if let Some(remedy) = remedy.filter(|r| *r >= d.finished) {
             at.push(d.finished);
@@ -61,32 +69,47 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .lazy();
     let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(polars)?;
 
-    // Rework: deployments that shipped a revert or a hotfix-labelled change.
-    let reworked = reworked_ids(shared).map_err(polars)?;
+    // Rework: deployments that shipped a revert, a hotfix-labelled change or a change naming an
+    // incident or bug ticket. Beside each
+    // deployment, how many changes it shipped and how many of those were linked by ancestry: the
+    // rate's method.
+    let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(polars)?;
+    let reworked = reworked_ids(shared, &fix_keys).map_err(polars)?;
+    let shipped = shipped_counts(shared.change_links.clone()).map_err(polars)?;
     let rework_events = {
-        let (at, service, flag): (Vec<i64>, Vec<Option<String>>, Vec<f64>) = deploys
-            .iter()
-            .map(|d| {
-                (
-                    d.finished,
-                    d.service.clone(),
-                    f64::from(u8::from(reworked.contains(&d.id))),
-                )
-            })
-            .fold(
-                (Vec::new(), Vec::new(), Vec::new()),
-                |(mut a, mut s, mut f), (x, y, z)| {
-                    a.push(x);
-                    s.push(y);
-                    f.push(z);
-                    (a, s, f)
-                },
-            );
-        df!("at" => at, "service" => service, "rework" => flag)
-            .map_err(polars)?
-            .lazy()
+        let mut at = Vec::with_capacity(deploys.len());
+        let mut service = Vec::with_capacity(deploys.len());
+        let mut flag = Vec::with_capacity(deploys.len());
+        let mut changes = Vec::with_capacity(deploys.len());
+        let mut by_ancestry = Vec::with_capacity(deploys.len());
+        for d in &deploys {
+            let (n, ancestry) = shipped.get(&d.id).copied().unwrap_or((0.0, 0.0));
+            at.push(d.finished);
+            service.push(d.service.clone());
+            flag.push(f64::from(u8::from(reworked.contains(&d.id))));
+            changes.push(n);
+            by_ancestry.push(ancestry);
+        }
+        df!(
+            "at" => at,
+            "service" => service,
+            "rework" => flag,
+            "changes" => changes,
+            "ancestry" => by_ancestry,
+        )
+        .map_err(polars)?
+        .lazy()
     };
-    let rework = aggregate(rework_events, shared.grid, &[("rate", col("rework").mean())]).map_err(polars)?;
+    let rework = aggregate(
+        rework_events,
+        shared.grid,
+        &[
+            ("rate", col("rework").mean()),
+            ("changes", col("changes").sum()),
+            ("ancestry", col("ancestry").sum()),
+        ],
+    )
+    .map_err(polars)?;
 
     // Lead time breakdown of deployed changes, anchored at the deploying deployment's finish.
     let changes = shared.changes.clone();
@@ -99,14 +122,32 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         &[],
     )
     .map_err(polars)?;
-    let links = change_links(changes, shared.production.clone());
+    let links = shared.change_links.clone();
     let stage = |span: Expr| {
         links
             .clone()
-            .select([col("at"), col("service"), span.alias("span")])
+            .select([col("at"), col("service"), span.alias("span"), col("ancestry")])
             .filter(col("span").gt_eq(lit(0i64)))
     };
-    let medians = |frame: LazyFrame| aggregate(frame, shared.grid, &[("median", col("span").median())]);
+    let medians = |frame: LazyFrame| {
+        aggregate(
+            frame,
+            shared.grid,
+            &[
+                ("median", col("span").median()),
+                ("ancestry", col("ancestry").sum()),
+            ],
+        )
+    };
+    let p90 = aggregate(
+        stage(col("at") - col("began_at")),
+        shared.grid,
+        &[
+            ("p90", col("span").quantile(lit(0.9), QuantileMethod::Linear)),
+            ("ancestry", col("ancestry").sum()),
+        ],
+    )
+    .map_err(polars)?;
     let coding = medians(stage(col("opened_at") - col("first_commit_at"))).map_err(polars)?;
     let review = medians(stage(col("merged_at") - col("opened_at"))).map_err(polars)?;
     let deploy_wait = medians(stage(col("at") - col("merged_at"))).map_err(polars)?;
@@ -125,11 +166,38 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .len()
     };
 
-    Ok(metric_rows(
+    // A statistic of linked changes, with the methods behind it.
+    fn linked(cells: &Cells, scope: Scope<'_>, period: Period) -> (Option<f64>, i64, Option<&'static str>) {
+        let n = cells.n(scope, period);
+        (
+            hours(cells.value(scope, period, 0)),
+            n,
+            link_method(cells.value(scope, period, 1), n),
+        )
+    }
+    Ok(metric_rows_with(
         &MetricId::DORA,
         shared.services,
         shared.grid,
         |metric, scope, period| {
+            let with_method = match metric {
+                MetricId::LeadTimeP90 => Some(linked(&p90, scope, period)),
+                MetricId::LeadTimeCodingMedian => Some(linked(&coding, scope, period)),
+                MetricId::LeadTimeReviewMedian => Some(linked(&review, scope, period)),
+                MetricId::LeadTimeDeployWaitMedian => Some(linked(&deploy_wait, scope, period)),
+                MetricId::ReworkRate => {
+                    let changes = rework.value(scope, period, 1).unwrap_or(0.0).round() as i64;
+                    Some((
+                        rework.value(scope, period, 0),
+                        rework.n(scope, period),
+                        link_method(rework.value(scope, period, 2), changes),
+                    ))
+                }
+                _ => None,
+            };
+            if with_method.is_some() {
+                return with_method;
+            }
             Some(match metric {
                 MetricId::FailedDeploymentCount => {
                     // n: the production deployments the failed ones are drawn from, as for the
@@ -157,39 +225,50 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                         (median(&per_unit), per_unit.len() as i64)
                     }
                 },
-                MetricId::ReworkRate => (rework.value(scope, period, 0), rework.n(scope, period)),
                 MetricId::ChangesMerged => {
                     let n = merged.n(scope, period);
                     (Some(n as f64), n)
                 }
-                MetricId::LeadTimeCodingMedian => {
-                    (hours(coding.value(scope, period, 0)), coding.n(scope, period))
-                }
-                MetricId::LeadTimeReviewMedian => {
-                    (hours(review.value(scope, period, 0)), review.n(scope, period))
-                }
-                MetricId::LeadTimeDeployWaitMedian => (
-                    hours(deploy_wait.value(scope, period, 0)),
-                    deploy_wait.n(scope, period),
-                ),
                 _ => (None, 0),
             })
+            .map(|(value, n)| (value, n, None))
         },
     ))
 }
 
-/// Deployments that shipped rework: a revert, or a change with a hotfix label.
-fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
-    let shipped_by = shipped_by(shared.changes.clone(), shared.production.clone())?;
+/// Per deployment, the changes it shipped and how many of them were linked by ancestry.
+fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<String, (f64, f64)>> {
+    let frame = change_links
+        .group_by([col("deployment_id")])
+        .agg([
+            len().cast(DataType::Float64).alias("changes"),
+            col("ancestry").sum().alias("ancestry"),
+        ])
+        .collect()?;
+    let (id, changes, ancestry) = (
+        frame.column("deployment_id")?.str()?,
+        frame.column("changes")?.f64()?,
+        frame.column("ancestry")?.f64()?,
+    );
+    Ok((0..frame.height())
+        .filter_map(|i| Some((id.get(i)?.to_owned(), (changes.get(i)?, ancestry.get(i)?))))
+        .collect())
+}
+
+/// Deployments that shipped rework: a revert, a change with a hotfix label, or a change whose title
+/// names an incident or bug ticket by its key.
+fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult<BTreeSet<String>> {
+    let shipped_by = shipped_by(shared.change_links.clone())?;
     let frame = shared
         .changes
         .clone()
-        .select([col("id"), col("is_revert"), col("labels")])
+        .select([col("id"), col("is_revert"), col("labels"), col("title")])
         .collect()?;
-    let (id, is_revert, labels) = (
+    let (id, is_revert, labels, title) = (
         frame.column("id")?.str()?,
         frame.column("is_revert")?.bool()?,
         frame.column("labels")?.list()?,
+        frame.column("title")?.str()?,
     );
     let hotfix: Vec<String> = shared
         .opts
@@ -199,7 +278,7 @@ fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
         .collect();
     let mut ids = BTreeSet::new();
     for i in 0..frame.height() {
-        let Some(deployment) = id.get(i).and_then(|c| shipped_by.get(c)) else {
+        let Some((deployment, _)) = id.get(i).and_then(|c| shipped_by.get(c)) else {
             continue;
         };
         let has_hotfix_label = labels.get_as_series(i).is_some_and(|l| {
@@ -209,25 +288,60 @@ fn reworked_ids(shared: &Shared<'_>) -> PolarsResult<BTreeSet<String>> {
                     .any(|name| hotfix.contains(&name.to_lowercase()))
             })
         });
-        if is_revert.get(i).unwrap_or(false) || has_hotfix_label {
-            ids.insert((*deployment).to_owned());
+        let fixes_ticket = title.get(i).is_some_and(|t| references_any(t, fix_keys));
+        if is_revert.get(i).unwrap_or(false) || has_hotfix_label || fixes_ticket {
+            ids.insert(deployment.clone());
         }
     }
     Ok(ids)
 }
 
+/// Keys (upper-cased) of the tickets a change can fix as rework: incidents and bugs.
+fn fix_ticket_keys(tickets: LazyFrame) -> PolarsResult<HashSet<String>> {
+    let frame = tickets
+        .filter(
+            col("category")
+                .eq(lit("incident"))
+                .or(col("category").eq(lit("bug"))),
+        )
+        .select([col("key")])
+        .collect()?;
+    Ok(frame
+        .column("key")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_ascii_uppercase)
+        .collect())
+}
+
+/// Whether `text` names one of `keys` as a whole word (`OPS-12` in "Fix OPS-12: …", not in
+/// "OPS-123").
+fn references_any(text: &str, keys: &HashSet<String>) -> bool {
+    !keys.is_empty()
+        && text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .any(|word| keys.contains(&word.trim_matches('-').to_ascii_uppercase()))
+}
+
 /// Ids of the production deployments that failed by a signal other than an attributed incident:
 /// rolled back, or one of their changes reverted by a change that was itself deployed.
-pub(super) fn other_failure_ids(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<String>> {
-    let deploys = deploys_of(production.clone())?;
+pub(super) fn other_failure_ids(
+    production: LazyFrame,
+    changes: LazyFrame,
+    change_links: LazyFrame,
+) -> PolarsResult<Vec<String>> {
+    let deploys = deploys_of(production)?;
     let mut ids: BTreeSet<String> = rollbacks(&deploys).into_keys().collect();
-    ids.extend(reverted(production, changes)?);
+    ids.extend(reverted(changes, change_links)?.into_keys());
     Ok(ids.into_iter().collect())
 }
 
 /// Deployments that shipped a change which a later, deployed change reverts.
-fn reverted(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<String>> {
-    let shipped_by = shipped_by(changes.clone(), production)?;
+/// Deployments that shipped a change which a later, deployed change reverts, with when the
+/// (first) deployment of such a revert finished: their remediation.
+fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<HashMap<String, i64>> {
+    let shipped_by = shipped_by(change_links)?;
     let changes_frame = changes;
     let frame = changes_frame
         .select([
@@ -248,15 +362,23 @@ fn reverted(production: LazyFrame, changes: LazyFrame) -> PolarsResult<Vec<Strin
     let by_number: HashMap<(&str, i64), &str> = (0..frame.height())
         .filter_map(|i| Some(((repo.get(i)?, number.get(i)?), id.get(i)?)))
         .collect();
-    Ok((0..frame.height())
-        .filter(|&i| is_revert.get(i).unwrap_or(false))
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for i in (0..frame.height()).filter(|&i| is_revert.get(i).unwrap_or(false)) {
         // The revert must itself have reached production.
-        .filter(|&i| id.get(i).is_some_and(|c| shipped_by.contains_key(c)))
-        .filter_map(|i| {
-            let original = by_number.get(&(repo.get(i)?, reverts.get(i)?))?;
-            shipped_by.get(*original).cloned()
-        })
-        .collect())
+        let Some((_, reverted_at)) = id.get(i).and_then(|c| shipped_by.get(c)) else {
+            continue;
+        };
+        let original = repo.get(i).zip(reverts.get(i));
+        let Some((original_deployment, _)) = original
+            .and_then(|key| by_number.get(&key))
+            .and_then(|o| shipped_by.get(*o))
+        else {
+            continue;
+        };
+        let earliest = out.entry(original_deployment.clone()).or_insert(*reverted_at);
+        *earliest = (*earliest).min(*reverted_at);
+    }
+    Ok(out)
 }
 
 /// The production deployments of a frame like [`Shared::production`], in finish order.
@@ -283,19 +405,24 @@ fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
         .collect())
 }
 
-/// Which production deployment shipped each merged change (time method): change id → deployment id.
-fn shipped_by(changes: LazyFrame, production: LazyFrame) -> PolarsResult<HashMap<String, String>> {
-    let links = change_links(changes, production)
-        .select([col("change_id"), col("deployment_id")])
+/// Which production deployment shipped each merged change (see [`Shared::change_links`]), and
+/// when it finished: change id → (deployment id, finish in ms).
+fn shipped_by(change_links: LazyFrame) -> PolarsResult<HashMap<String, (String, i64)>> {
+    let links = change_links
+        .select([col("change_id"), col("deployment_id"), col("at")])
         .collect()?;
-    let (change_id, deployment_id) = (
+    let (change_id, deployment_id, at) = (
         links.column("change_id")?.str()?,
         links.column("deployment_id")?.str()?,
+        links.column("at")?.i64()?,
     );
-    Ok(change_id
-        .iter()
-        .zip(deployment_id.iter())
-        .filter_map(|(c, d)| Some((c?.to_owned(), d?.to_owned())))
+    Ok((0..links.height())
+        .filter_map(|i| {
+            Some((
+                change_id.get(i)?.to_owned(),
+                (deployment_id.get(i)?.to_owned(), at.get(i)?),
+            ))
+        })
         .collect())
 }
 

@@ -1,7 +1,10 @@
 //! The metric engine: the core DORA and downtime metrics per calendar period and for the whole
 //! range, for the organisation, services and teams, after the project's metric definitions
 //! (`reference/metrics.md`), and the shared pieces the other families (`dora`, `ops`, `itsm`,
-//! `quality`) build on: the period grid, scopes, attribution links, aggregation and row layout.
+//! `quality`) build on: the period grid, scopes, attribution links, the change → deployment links
+//! (`links`: by commit ancestry, else by time), the explicit causes an incident can name
+//! (`causes`), aggregation and row layout, with the `method` behind a row where the definition
+//! allows more than one.
 //!
 //! polars does the record-level work lazily (production deployments, incident attribution, lead
 //! times, restore times) and the grouping by scope and period; plain Rust then lays the results on
@@ -13,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
-use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Severity, Ticket};
+use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Severity, Ticket};
 
 use super::calendar::{Calendar, Grain};
 use super::codec::scan_table;
@@ -72,17 +75,32 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         .collect()
         .map_err(polars)?
         .lazy();
+    let change_links = links::change_links(
+        changes.clone(),
+        production.clone(),
+        scan_table::<Commit>(inputs.commits)?,
+    )
+    .map_err(polars)?;
+    let causes = causes::Causes::load(
+        changes.clone(),
+        change_links.clone(),
+        scan_table::<ChangeRequest>(inputs.change_requests)?,
+        opts.change_window_tolerance.num_milliseconds().max(0),
+    )
+    .map_err(polars)?;
     let links = attributions(
         production.clone(),
         incidents.clone(),
         opts.attribution,
         opts.attribution_window,
+        &causes,
     )
     .and_then(LazyFrame::collect)
     .map_err(polars)?
     .lazy();
     let other_failures =
-        super::dora::other_failure_ids(production.clone(), changes.clone()).map_err(polars)?;
+        super::dora::other_failure_ids(production.clone(), changes.clone(), change_links.clone())
+            .map_err(polars)?;
     let computed = Computed {
         deploys: aggregate(
             deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
@@ -91,9 +109,12 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         )
         .map_err(polars)?,
         leads: aggregate(
-            lead_times(changes.clone(), production.clone()),
+            lead_times(change_links.clone()),
             &grid,
-            &[("median", col("span").median())],
+            &[
+                ("median", col("span").median()),
+                ("ancestry", col("ancestry").sum()),
+            ],
         )
         .map_err(polars)?,
         restores: aggregate(
@@ -115,6 +136,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         incidents: incidents.clone(),
         production,
         links,
+        change_links,
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
     };
@@ -123,14 +145,52 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     family_rows.extend(super::itsm::metrics(&shared)?);
     family_rows.extend(super::quality::metrics(&shared)?);
 
-    let mut rows = metric_rows(
+    let mut rows = metric_rows_with(
         &MetricId::CORE,
         &services,
         &computed.grid,
-        |metric, scope, period| Some(computed.value(metric, scope, period)),
+        |metric, scope, period| {
+            let (value, n) = computed.value(metric, scope, period);
+            let method = match metric {
+                MetricId::LeadTimeMedian => link_method(computed.leads.value(scope, period, 1), n),
+                _ => None,
+            };
+            Some((value, n, method))
+        },
     );
     rows.extend(family_rows);
+    // The attribution mode stands behind every figure built on incident attribution.
+    for row in &mut rows {
+        if ATTRIBUTED.iter().any(|m| m.as_str() == row.metric) {
+            row.method = Some(opts.attribution.as_str().to_owned());
+        }
+    }
     Ok(rows)
+}
+
+/// The metrics whose value depends on which incidents are attributed to which deployment: their
+/// rows carry the attribution mode (`chain` or `devlake`) as their method.
+const ATTRIBUTED: [MetricId; 7] = [
+    MetricId::IncidentsAttributedExplicitShare,
+    MetricId::IncidentsAttributedWindowShare,
+    MetricId::ChangeFailureRate,
+    MetricId::FailedDeploymentCount,
+    MetricId::FailedDeploymentRecoveryMedian,
+    MetricId::IncidentsAttributedShare,
+    MetricId::ChangeCausedDowntimeMinutes,
+];
+
+/// The link methods behind a value over `n` linked changes of which `ancestry` (a sum of 1.0s)
+/// were linked by ancestry: `ancestry`, `time` or `ancestry+time` when mixed; `None` without
+/// changes.
+pub(super) fn link_method(ancestry: Option<f64>, n: i64) -> Option<&'static str> {
+    let by_ancestry = ancestry.unwrap_or(0.0).round() as i64;
+    match n {
+        0 => None,
+        _ if by_ancestry >= n => Some(links::ANCESTRY),
+        _ if by_ancestry == 0 => Some(links::TIME),
+        _ => Some("ancestry+time"),
+    }
 }
 
 /// One row per metric, scope (the org, then each service) and period (each week, then the range),
@@ -142,13 +202,25 @@ pub(super) fn metric_rows(
     grid: &Grid,
     mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64)>,
 ) -> Vec<MetricRow> {
+    metric_rows_with(metrics, services, grid, |metric, scope, period| {
+        value(metric, scope, period).map(|(value, n)| (value, n, None))
+    })
+}
+
+/// [`metric_rows`] for metrics whose rows name a method: `value` also gives the row's `method`.
+pub(super) fn metric_rows_with(
+    metrics: &[MetricId],
+    services: &BTreeSet<String>,
+    grid: &Grid,
+    mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64, Option<&'static str>)>,
+) -> Vec<MetricRow> {
     let scopes = grid.scopes(services);
     let periods = grid.periods();
     let mut rows = Vec::with_capacity(metrics.len() * scopes.len() * periods.len());
     for &metric in metrics {
         for &scope in &scopes {
             for &period in &periods {
-                let Some((value, n)) = value(metric, scope, period) else {
+                let Some((value, n, method)) = value(metric, scope, period) else {
                     continue;
                 };
                 let (period_start, period_end) = grid.instants(period);
@@ -162,7 +234,7 @@ pub(super) fn metric_rows(
                     value,
                     unit: metric.unit().to_owned(),
                     n,
-                    method: None,
+                    method: method.map(str::to_owned),
                 });
             }
         }
@@ -189,9 +261,12 @@ pub(super) struct Shared<'a> {
     pub incidents: LazyFrame,
     /// Successful production deployments: `id`, `repo`, `service`, `sha`, `finished_at` (ms).
     pub production: LazyFrame,
-    /// Attribution links of incidents to production deployments: `incident_id, deployment_id`
-    /// (see [`attributions`]).
+    /// Attribution links of incidents to production deployments: `incident_id, deployment_id,
+    /// link` (see [`attributions`]).
     pub links: LazyFrame,
+    /// Merged changes with the production deployment that shipped them and the link method
+    /// (see [`links::change_links`]).
+    pub change_links: LazyFrame,
     /// Outage intervals (severities in the outage set), for downtime-based metrics.
     pub outages: &'a [Outage],
     /// Production deployments by scope and period; value 0: the failed ones (the change failure
@@ -341,7 +416,14 @@ pub(super) fn deployment_outcomes(
         ]))
 }
 
-/// Window attribution, one row per attributed incident: `incident_id, deployment_id` — the latest
+/// The `link` of an attribution through a cause the incident names.
+pub(super) const EXPLICIT: &str = "explicit";
+/// The `link` of an attribution by the window (or DevLake's rule).
+pub(super) const WINDOW: &str = "window";
+
+/// Attribution, one row per attributed incident: `incident_id, deployment_id, link` (`explicit`
+/// or `window`, the link of the chain that made it). In the chain
+/// mode, first the cause the incident names ([`explicit_links`]), else the window: the latest
 /// production deployment of the incident's service with `started_at − window < finished_at <=
 /// started_at` (ties: the greatest id). Incidents with no such deployment have no row.
 pub(super) fn attributions(
@@ -349,13 +431,15 @@ pub(super) fn attributions(
     incidents: LazyFrame,
     mode: Attribution,
     window: Duration,
+    causes: &causes::Causes,
 ) -> PolarsResult<LazyFrame> {
     // DevLake's rule names no explicit causes and has no window.
     let explicit = match mode {
-        Attribution::Chain => explicit_links(production.clone(), incidents.clone())?,
+        Attribution::Chain => explicit_links(production.clone(), incidents.clone(), causes)?,
         Attribution::Devlake => DataFrame::new_infer_height(vec![
             Column::new("incident_id".into(), Vec::<String>::new()),
             Column::new("deployment_id".into(), Vec::<String>::new()),
+            Column::new("link".into(), Vec::<String>::new()),
         ])?
         .lazy(),
     };
@@ -390,30 +474,54 @@ pub(super) fn attributions(
         .group_by([col("incident_id")])
         .agg([col("deployment_id")
             .sort_by([col("finished_at"), col("deployment_id")], latest_first)
-            .first()]);
+            .first()])
+        .with_column(lit(WINDOW).alias("link"));
     concat([explicit, window], UnionArgs::default())
 }
 
 /// The `explicit` link of the attribution chain: an incident whose cause references name a
 /// production deployment, by its id or by a commit sha of at least 7 hex digits that the
-/// deployment's sha starts with (the latest such deployment when several match). Matching is done
-/// in plain Rust: prefix matching in polars would need its `strings` feature.
-fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<LazyFrame> {
+/// deployment's sha starts with (the latest such deployment when several match), or through a
+/// change number or a change request ([`causes::Causes::resolve`]); the first reference that
+/// resolves wins. Matching is done in plain Rust: prefix matching in polars would need its
+/// `strings` feature.
+fn explicit_links(
+    production: LazyFrame,
+    incidents: LazyFrame,
+    causes: &causes::Causes,
+) -> PolarsResult<LazyFrame> {
     let deployments = production
-        .select([col("id"), col("sha"), col("finished_at")])
+        .select([col("id"), col("sha"), col("service"), col("finished_at")])
         .sort(["finished_at", "id"], SortMultipleOptions::default())
         .collect()?;
-    let (dep_id, dep_sha) = (
+    let (dep_id, dep_sha, dep_service, dep_finished) = (
         deployments.column("id")?.str()?,
         deployments.column("sha")?.str()?,
+        deployments.column("service")?.str()?,
+        deployments.column("finished_at")?.i64()?,
     );
     let deps: Vec<(&str, &str)> = dep_id
         .iter()
         .zip(dep_sha.iter())
         .filter_map(|(i, s)| Some((i?, s?)))
         .collect();
-    let refs = incidents.select([col("id"), col("cause_refs")]).collect()?;
-    let (inc_id, cause_refs) = (refs.column("id")?.str()?, refs.column("cause_refs")?.list()?);
+    let shipped: Vec<causes::Shipped> = (0..deployments.height())
+        .filter_map(|i| {
+            Some(causes::Shipped {
+                id: dep_id.get(i)?.to_owned(),
+                service: dep_service.get(i).map(str::to_owned),
+                finished: dep_finished.get(i)?,
+            })
+        })
+        .collect();
+    let refs = incidents
+        .select([col("id"), col("service"), col("cause_refs")])
+        .collect()?;
+    let (inc_id, inc_service, cause_refs) = (
+        refs.column("id")?.str()?,
+        refs.column("service")?.str()?,
+        refs.column("cause_refs")?.list()?,
+    );
     let mut linked_incidents = Vec::new();
     let mut linked_deployments = Vec::new();
     for i in 0..refs.height() {
@@ -432,72 +540,35 @@ fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<L
                     *id == r || (is_sha && sha.to_ascii_lowercase().starts_with(&r.to_ascii_lowercase()))
                 })
                 .map(|(id, _)| *id)
+                .or_else(|| causes.resolve(r, inc_service.get(i), &shipped))
         });
         if let Some(deployment) = found {
             linked_incidents.push(incident.to_owned());
             linked_deployments.push(deployment.to_owned());
         }
     }
+    let link = vec![EXPLICIT; linked_incidents.len()];
     Ok(DataFrame::new_infer_height(vec![
         Column::new("incident_id".into(), linked_incidents),
         Column::new("deployment_id".into(), linked_deployments),
+        Column::new("link".into(), link),
     ])?
     .lazy())
 }
 
-/// Lead times of merged changes, time method: `service, at, span`, where `at` is when the first
-/// production deployment of the change's repo at or after the merge finished, `service` is that
-/// deployment's, and `span` (ms) runs from the first commit (else the opening). Negative spans are
-/// dropped.
-fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
-    change_links(changes, production)
+/// Lead times of deployed changes: `service, at, span, ancestry`, where `at` is when the
+/// deployment that shipped the change finished, `service` is that deployment's, `span` (ms) runs
+/// from the first commit (else the opening) and `ancestry` is 1.0 for a change linked by ancestry.
+/// Negative spans are dropped.
+fn lead_times(change_links: LazyFrame) -> LazyFrame {
+    change_links
         .select([
             col("service"),
             col("at"),
             (col("at") - col("began_at")).alias("span"),
+            col("ancestry"),
         ])
         .filter(col("span").gt_eq(lit(0i64)))
-}
-
-/// Merged changes with the deployment that shipped them (time method: the first production
-/// deployment of the repo that finished at or after the merge): `change_id, merged_at,
-/// opened_at, first_commit_at, deployment_id, service, at` (the deployment's finish), `began_at`
-/// (first commit, else opening). Changes never deployed have no row.
-pub(super) fn change_links(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
-    let merged = changes.filter(col("merged_at").is_not_null()).select([
-        col("id").alias("change_id"),
-        col("repo"),
-        col("merged_at"),
-        col("created_at").alias("opened_at"),
-        col("first_commit_at"),
-        col("first_commit_at")
-            .fill_null(col("created_at"))
-            .alias("began_at"),
-    ]);
-    let deployed = production.select([
-        col("id").alias("deployment_id"),
-        col("repo"),
-        col("service"),
-        col("finished_at"),
-    ]);
-    let first = SortMultipleOptions::default();
-    merged
-        .inner_join(deployed, col("repo"), col("repo"))
-        .filter(col("finished_at").gt_eq(col("merged_at")))
-        .group_by([col("change_id")])
-        .agg([
-            col("deployment_id")
-                .sort_by([col("finished_at"), col("deployment_id")], first.clone())
-                .first(),
-            col("service")
-                .sort_by([col("finished_at"), col("deployment_id")], first)
-                .first(),
-            col("finished_at").min().alias("at"),
-            col("merged_at").first(),
-            col("opened_at").first(),
-            col("first_commit_at").first(),
-            col("began_at").first(),
-        ])
 }
 
 /// Restore times of resolved incidents: `service, at (resolved_at), span` (ms). A resolution before
@@ -844,5 +915,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     Ok(Cells(cells))
 }
 
+mod causes;
+pub(super) mod links;
 #[cfg(test)]
 mod tests;

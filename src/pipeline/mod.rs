@@ -104,6 +104,9 @@ pub struct Inputs<'a> {
     pub deployments: &'a Path,
     /// `changes` table.
     pub changes: &'a Path,
+    /// `commits` table: the commits compares between production deployments brought, which link
+    /// changes to deployments by ancestry.
+    pub commits: &'a Path,
     /// `incidents` table.
     pub incidents: &'a Path,
     /// `tickets` table.
@@ -158,6 +161,16 @@ pub enum Attribution {
     /// project (service) that finished before the incident started, with no window and no
     /// explicit references.
     Devlake,
+}
+
+impl Attribution {
+    /// The mode's name, as configured and as the metric table's `method` column gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chain => "chain",
+            Self::Devlake => "devlake",
+        }
+    }
 }
 
 /// Every metric per calendar period of `opts.calendar` and for the whole range, for the

@@ -90,6 +90,8 @@ struct Computed<'a> {
     restores: Cells,
     /// Production deployments; no values.
     deploys: Cells,
+    /// Restore times (ms) of every severity; value: the 90th percentile.
+    restore_p90: Cells,
     /// Incidents by their start; no values.
     opened: Cells,
     /// Incidents by their resolution; no values.
@@ -143,6 +145,11 @@ impl<'a> Computed<'a> {
                 grid,
                 &[],
             )?,
+            restore_p90: aggregate(
+                spans_from_start(incidents.clone(), "resolved_at"),
+                grid,
+                &[("p90", col("span").quantile(lit(0.9), QuantileMethod::Linear))],
+            )?,
             opened: aggregate(
                 incidents
                     .clone()
@@ -193,6 +200,7 @@ impl<'a> Computed<'a> {
             (Some(n as f64), n)
         };
         match metric {
+            MetricId::TimeToRestoreP90 => statistic(&self.restore_p90, 0),
             MetricId::IncidentsOpened => count(&self.opened),
             MetricId::IncidentsResolved => count(&self.resolved),
             MetricId::TimeToAcknowledgeMedian => statistic(&self.acks, 0),

@@ -7,7 +7,7 @@ use tandem_connectors::model::{Incident, Quarantined};
 
 use super::PipelineError;
 use super::codec::scan_table;
-use super::engine::{Cells, Period, Scope, Shared, aggregate, change_links, metric_rows};
+use super::engine::{Cells, Period, Scope, Shared, aggregate, link_method, metric_rows_with};
 use crate::metric::{MetricId, MetricRow};
 
 /// The `MetricId::QUALITY` rows.
@@ -38,22 +38,65 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     )
     .map_err(polars)?;
 
-    // Merged changes, and whether the time method links each to a deployment.
-    let links = change_links(changes.clone(), shared.production.clone())
-        .select([col("change_id"), lit(1.0).alias("linked")]);
+    // Merged changes, whether they are linked to a deployment, and by which method.
+    let links =
+        shared
+            .change_links
+            .clone()
+            .select([col("change_id"), lit(1.0).alias("linked"), col("ancestry")]);
     let merged = changes
         .clone()
         .filter(col("merged_at").is_not_null())
         .select([col("id"), col("service"), col("merged_at").alias("at")])
         .left_join(links, col("id"), col("change_id"))
-        .select([col("at"), col("service"), col("linked").fill_null(lit(0.0))]);
-    let deployed = aggregate(merged, shared.grid, &[("share", col("linked").mean())]).map_err(polars)?;
+        .select([
+            col("at"),
+            col("service"),
+            col("linked").fill_null(lit(0.0)),
+            col("ancestry").fill_null(lit(0.0)),
+        ])
+        .with_column((col("linked") - col("ancestry")).alias("time"));
+    let deployed = aggregate(
+        merged,
+        shared.grid,
+        &[
+            ("share", col("linked").mean()),
+            ("ancestry_share", col("ancestry").mean()),
+            ("time_share", col("time").mean()),
+            ("linked", col("linked").sum()),
+            ("ancestry", col("ancestry").sum()),
+        ],
+    )
+    .map_err(polars)?;
+
+    // Deployed changes with a negative span, by the shipping deployment's finish.
+    let negative = |span: Expr| span.lt(lit(0i64)).fill_null(lit(false));
+    let spans = shared.change_links.clone().select([
+        col("at"),
+        col("service"),
+        negative(col("at") - col("began_at"))
+            .or(negative(col("opened_at") - col("first_commit_at")))
+            .or(negative(col("merged_at") - col("opened_at")))
+            .or(negative(col("at") - col("merged_at")))
+            .cast(DataType::Float64)
+            .alias("negative"),
+    ]);
+    let negative_spans =
+        aggregate(spans, shared.grid, &[("negative", col("negative").sum())]).map_err(polars)?;
 
     // Incidents (from the incident sources), whether mapped and whether attributed.
-    let attributed = shared
-        .links
-        .clone()
-        .select([col("incident_id"), lit(1.0).alias("attributed")]);
+    let attributed = shared.links.clone().select([
+        col("incident_id"),
+        lit(1.0).alias("attributed"),
+        col("link")
+            .eq(lit(super::engine::EXPLICIT))
+            .cast(DataType::Float64)
+            .alias("explicit"),
+        col("link")
+            .eq(lit(super::engine::WINDOW))
+            .cast(DataType::Float64)
+            .alias("window"),
+    ]);
     let incidents = shared
         .incidents
         .clone()
@@ -66,6 +109,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                 .cast(DataType::Float64)
                 .alias("mapped"),
             col("attributed").fill_null(lit(0.0)),
+            col("explicit").fill_null(lit(0.0)),
+            col("window").fill_null(lit(0.0)),
         ]);
     let incident_cells = aggregate(
         incidents,
@@ -73,6 +118,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         &[
             ("mapped", col("mapped").mean()),
             ("attributed", col("attributed").mean()),
+            ("explicit", col("explicit").mean()),
+            ("window", col("window").mean()),
         ],
     )
     .map_err(polars)?;
@@ -116,11 +163,19 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             (Some(n as f64), n)
         })
     };
-    Ok(metric_rows(
+    Ok(metric_rows_with(
         &MetricId::QUALITY,
         shared.services,
         shared.grid,
         |metric, scope, period| {
+            if metric == MetricId::ChangesDeployedShare {
+                let linked = deployed.value(scope, period, 3).unwrap_or(0.0).round() as i64;
+                return Some((
+                    deployed.value(scope, period, 0),
+                    deployed.n(scope, period),
+                    link_method(deployed.value(scope, period, 4), linked),
+                ));
+            }
             match metric {
                 MetricId::QuarantinedRecords => matches!(scope, Scope::Org).then(|| {
                     // The range counts every record in quarantine now: one seen after the range
@@ -131,9 +186,16 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                     };
                     (Some(n as f64), n)
                 }),
-                MetricId::ChangesDeployedShare => {
-                    Some((deployed.value(scope, period, 0), deployed.n(scope, period)))
+                MetricId::ChangesLinkedAncestryShare => {
+                    Some((deployed.value(scope, period, 1), deployed.n(scope, period)))
                 }
+                MetricId::ChangesLinkedTimeShare => {
+                    Some((deployed.value(scope, period, 2), deployed.n(scope, period)))
+                }
+                MetricId::ChangesNegativeSpans => Some((
+                    Some(negative_spans.value(scope, period, 0).unwrap_or(0.0)),
+                    negative_spans.n(scope, period),
+                )),
                 // A service's incidents are mapped by definition: the share is the organisation's.
                 MetricId::IncidentsMappedShare => matches!(scope, Scope::Org).then(|| {
                     (
@@ -145,6 +207,14 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                     incident_cells.value(scope, period, 1),
                     incident_cells.n(scope, period),
                 )),
+                MetricId::IncidentsAttributedExplicitShare => Some((
+                    incident_cells.value(scope, period, 2),
+                    incident_cells.n(scope, period),
+                )),
+                MetricId::IncidentsAttributedWindowShare => Some((
+                    incident_cells.value(scope, period, 3),
+                    incident_cells.n(scope, period),
+                )),
                 MetricId::UnmappedRecords => org_count(&unmapped, scope, period),
                 MetricId::DeploymentsWithoutBaseline => {
                     let n = baseless.n(scope, period);
@@ -152,6 +222,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                 }
                 _ => None,
             }
+            .map(|(value, n)| (value, n, None))
         },
     ))
 }

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
-use tandem_connectors::model::{Change, Deployment, DeploymentStatus, Incident, Severity};
+use tandem_connectors::model::{
+    Change, ChangeRequest, Commit, Deployment, DeploymentStatus, Incident, Severity, Ticket,
+};
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
@@ -46,6 +48,8 @@ struct Lake {
     _dir: TempDir,
     deployments: PathBuf,
     changes: PathBuf,
+    /// The commits table: no file unless a test writes one (no commits known).
+    commits: PathBuf,
     incidents: PathBuf,
     /// A table file that does not exist: an empty table for the other families.
     none: PathBuf,
@@ -56,6 +60,7 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
     let lake = Lake {
         deployments: dir.path().join("deployments.parquet"),
         changes: dir.path().join("changes.parquet"),
+        commits: dir.path().join("commits.parquet"),
         incidents: dir.path().join("incidents.parquet"),
         none: dir.path().join("none.parquet"),
         _dir: dir,
@@ -71,6 +76,7 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
         Inputs {
             deployments: &lake.deployments,
             changes: &lake.changes,
+            commits: &lake.commits,
             incidents: &lake.incidents,
             tickets: &lake.none,
             ticket_transitions: &lake.none,
@@ -318,6 +324,15 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
         cell(&rows, FailedDeploymentCount, "search", Some(0)),
         (Some(0.0), 0)
     );
+    // web, web-again and queue of the eight incidents, all by the window.
+    assert_eq!(
+        cell(&rows, IncidentsAttributedWindowShare, "all", Some(0)),
+        (Some(3.0 / 8.0), 8)
+    );
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "all", Some(0)),
+        (Some(0.0), 8)
+    );
 }
 
 #[test]
@@ -548,6 +563,7 @@ fn missing_table_files_are_empty_tables() {
         Inputs {
             deployments: &missing,
             changes: &missing,
+            commits: &missing,
             incidents: &missing,
             tickets: &missing,
             ticket_transitions: &missing,
@@ -584,6 +600,7 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
     let inputs = Inputs {
         deployments: &lake.deployments,
         changes: &lake.changes,
+        commits: &lake.commits,
         incidents: &lake.incidents,
         tickets: &lake.none,
         ticket_transitions: &lake.none,
@@ -846,6 +863,11 @@ fn a_deployed_revert_fails_the_deployment_it_reverts_and_counts_as_rework() {
         .find(|r| r.metric == "rework_rate" && r.scope == "web" && r.grain == "week")
         .unwrap();
     assert_eq!((rework.value, rework.n), (Some(0.5), 4));
+    // a is remedied when the revert ships with b: Tuesday 09:00 − Monday 12:00 = 21 h.
+    assert_eq!(
+        cell(&rows, FailedDeploymentRecoveryMedian, "web", Some(0)),
+        (Some(21.0), 1)
+    );
 }
 
 #[test]
@@ -907,4 +929,389 @@ fn devlake_attribution_has_no_window_and_ignores_named_causes() {
     let rows = run(&lake, &devlake);
     assert_eq!(cell(&rows, ChangeFailureRate, "web", Some(0)), (Some(1.0), 1));
     assert_eq!(cell(&rows, ChangeFailureRate, "api", Some(0)), (Some(0.0), 1));
+}
+
+/// A commit of `acme/api` with its parents, brought by the compare of deployment `deployment`.
+fn commit(sha: &str, parents: &[&str], deployment: Option<&str>) -> Commit {
+    Commit {
+        id: format!("gh:acme/api:{sha}"),
+        source: "gh".into(),
+        repo: "acme/api".into(),
+        service: None,
+        team: None,
+        sha: sha.into(),
+        authored_at: aug(1, 0, 0),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        title: sha.into(),
+        deployment_id: deployment.map(|d| format!("gh:{d}")),
+        updated_at: aug(1, 0, 0),
+    }
+}
+
+/// The method of the one row of `metric` for `scope` in week `week` (`None`: the range).
+fn method(rows: &[MetricRow], metric: MetricId, scope: &str, week: Option<i64>) -> Option<String> {
+    let grain = if week.is_some() { "week" } else { "range" };
+    let start = aug(3, 0, 0) + Duration::weeks(week.unwrap_or(0));
+    rows.iter()
+        .find(|r| {
+            r.metric == metric.as_str() && r.scope == scope && r.grain == grain && r.period_start == start
+        })
+        .unwrap()
+        .method
+        .clone()
+}
+
+#[test]
+fn changes_link_by_commit_ancestry_where_commits_are_known_and_by_time_where_not() {
+    let at = |d: &str, sha: &str, finished| Deployment {
+        sha: sha.into(),
+        ..deployment(d, Some("api"), finished)
+    };
+    let deployments = [
+        // The first deployment: no baseline, so no compare and no commits.
+        at("d1", "a1", aug(4, 10, 0)),
+        at("d2", "b2", aug(5, 10, 0)),
+        at("d3", "c3", aug(6, 10, 0)),
+        // Another repo whose commits are unknown: time only.
+        deployment("w1", Some("web"), aug(4, 12, 0)),
+    ];
+    let commits = [
+        // d2's compare: m2 then b2. m2 now names d3, as a later compare after a rollback
+        // rewrites it; the walk from d2's sha still reaches it first.
+        commit("m2", &["a1"], Some("d3")),
+        commit("b2", &["m2"], Some("d2")),
+        // d3's compare: m4 then c3; m6 has a parent the lake does not hold, so only the
+        // deployment its compare names can claim it.
+        commit("m4", &["b2"], Some("d3")),
+        commit("c3", &["m4"], Some("d3")),
+        commit("m6", &["elsewhere"], Some("d3")),
+    ];
+    // A change of `repo` opened 30 min after its first commit, merged at `merged`.
+    let merged = |number, repo: &str, first: DateTime<Utc>, merged, sha: &str| Change {
+        service: Some(repo.trim_start_matches("acme/").to_owned()),
+        merge_commit_sha: Some(sha.into()),
+        ..change(
+            number,
+            repo,
+            first + Duration::minutes(30),
+            Some(merged),
+            Some(first),
+        )
+    };
+    let changes = [
+        // Merged before the first deployment: its merge commit is unknown, so by time → d1, 4 h.
+        merged(1, "acme/api", aug(4, 6, 0), aug(4, 8, 0), "m1"),
+        // Merged (by the record) an hour after d2 finished, but d2's commits contain it: d2 by
+        // ancestry, where time would pick d3. Lead 6 h; deploy wait −1 h, left out and counted.
+        merged(2, "acme/api", aug(5, 4, 0), aug(5, 11, 0), "m2"),
+        // d2's own head: 3 h.
+        merged(3, "acme/api", aug(5, 7, 0), aug(5, 9, 0), "b2"),
+        // d3 by ancestry: 2 h.
+        merged(4, "acme/api", aug(6, 8, 0), aug(6, 9, 0), "m4"),
+        // Merged before d3 but not in its commits: never deployed, though time would pick d3.
+        merged(5, "acme/api", aug(5, 11, 0), aug(5, 12, 0), "m5"),
+        // d3 by the compare that brought it: 1 h.
+        merged(6, "acme/api", aug(6, 9, 0), aug(6, 9, 30), "M6"),
+        // web: w1 by time, 4 h.
+        merged(1, "acme/web", aug(4, 8, 0), aug(4, 9, 0), "w"),
+    ];
+    let lake = lake(&deployments, &changes, &[]);
+    write_table(&commits, &lake.commits).unwrap();
+    let rows = run(&lake, &options(2, &[]));
+
+    // api leads 1, 2, 3, 4 (time), 6 → 3; with web's 4: 1, 2, 3, 4, 4, 6 → 3.5.
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(3.0), 5));
+    assert_eq!(cell(&rows, LeadTimeMedian, "all", Some(0)), (Some(3.5), 6));
+    assert_eq!(cell(&rows, LeadTimeMedian, "web", Some(0)), (Some(4.0), 1));
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "web", Some(0)).as_deref(),
+        Some("time")
+    );
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "api", Some(1)),
+        None,
+        "no changes, no method"
+    );
+    // p90 by linear interpolation: api 1, 2, 3, 4, 6 → position 3.6 → 4 + 0.6 × 2 = 5.2; the
+    // organisation's 1, 2, 3, 4, 4, 6 → position 4.5 → 4 + 0.5 × 2 = 5.
+    let (p90, n) = cell(&rows, LeadTimeP90, "api", Some(0));
+    assert_eq!(n, 5);
+    assert!((p90.unwrap() - 5.2).abs() < 1e-9, "{p90:?}");
+    let (p90, n) = cell(&rows, LeadTimeP90, "all", Some(0));
+    assert_eq!(n, 6);
+    assert!((p90.unwrap() - 5.0).abs() < 1e-9, "{p90:?}");
+    assert_eq!(
+        method(&rows, LeadTimeP90, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+    // Deploy wait: #1 2 h, #3 1 h, #4 1 h, #6 0.5 h (#2's −1 h is left out) → 1 h.
+    assert_eq!(
+        cell(&rows, LeadTimeDeployWaitMedian, "api", Some(0)),
+        (Some(1.0), 4)
+    );
+    // Coding: 0.5 h for each of the five deployed api changes; review: merge − opening.
+    assert_eq!(cell(&rows, LeadTimeCodingMedian, "api", Some(0)), (Some(0.5), 5));
+    // Review: #1 1.5, #2 6.5, #3 1.5, #4 0.5, #6 0 → 1.5.
+    assert_eq!(cell(&rows, LeadTimeReviewMedian, "api", Some(0)), (Some(1.5), 5));
+    assert_eq!(
+        method(&rows, LeadTimeReviewMedian, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+
+    // Six api changes merged in week 0, five linked: four by ancestry (#2, #3, #4, #6), one by
+    // time (#1); #5 is not.
+    let (share, n) = cell(&rows, ChangesDeployedShare, "api", Some(0));
+    assert_eq!(n, 6);
+    assert!((share.unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    let (ancestry, _) = cell(&rows, ChangesLinkedAncestryShare, "api", Some(0));
+    assert!((ancestry.unwrap() - 4.0 / 6.0).abs() < 1e-12);
+    let (time, _) = cell(&rows, ChangesLinkedTimeShare, "api", Some(0));
+    assert!((time.unwrap() - 1.0 / 6.0).abs() < 1e-12);
+    assert_eq!(
+        cell(&rows, ChangesLinkedTimeShare, "web", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(
+        method(&rows, ChangesDeployedShare, "api", Some(0)).as_deref(),
+        Some("ancestry+time")
+    );
+    // #2's negative deploy wait, out of the five deployed api changes.
+    assert_eq!(cell(&rows, ChangesNegativeSpans, "api", Some(0)), (Some(1.0), 5));
+    assert_eq!(cell(&rows, ChangesNegativeSpans, "all", Some(0)), (Some(1.0), 6));
+    // d1 and w1 are the first deployments of their repos.
+    assert_eq!(
+        cell(&rows, DeploymentsWithoutBaseline, "all", Some(0)),
+        (Some(2.0), 2)
+    );
+
+    // Attribution-based rows name the attribution mode; rows with one way only name none.
+    assert_eq!(
+        method(&rows, ChangeFailureRate, "api", Some(0)).as_deref(),
+        Some("chain")
+    );
+    assert_eq!(
+        method(&rows, FailedDeploymentCount, "all", None).as_deref(),
+        Some("chain")
+    );
+    assert_eq!(method(&rows, DeploymentCount, "api", Some(0)), None);
+    let devlake = Options {
+        attribution: crate::pipeline::Attribution::Devlake,
+        ..options(2, &[])
+    };
+    let rows = run(&lake, &devlake);
+    assert_eq!(
+        method(&rows, IncidentsAttributedShare, "all", Some(0)).as_deref(),
+        Some("devlake")
+    );
+    assert_eq!(
+        method(&rows, ChangeCausedDowntimeMinutes, "api", None).as_deref(),
+        Some("devlake")
+    );
+}
+
+#[test]
+fn without_commits_every_change_links_by_time() {
+    // The same shape with an empty commits table: #2 goes to the first deployment finished after
+    // its merge, d2 at 10:00 on the 5th for a merge at 09:00.
+    let deployments = [
+        Deployment {
+            sha: "a1".into(),
+            ..deployment("d1", Some("api"), aug(4, 10, 0))
+        },
+        Deployment {
+            sha: "b2".into(),
+            ..deployment("d2", Some("api"), aug(5, 10, 0))
+        },
+    ];
+    let changes = [
+        change(
+            1,
+            "acme/api",
+            aug(4, 7, 0),
+            Some(aug(4, 8, 0)),
+            Some(aug(4, 6, 0)),
+        ),
+        change(
+            2,
+            "acme/api",
+            aug(5, 7, 0),
+            Some(aug(5, 9, 0)),
+            Some(aug(5, 6, 0)),
+        ),
+        // After the last deployment: not deployed.
+        change(3, "acme/api", aug(5, 10, 0), Some(aug(5, 11, 0)), None),
+    ];
+    let lake = lake(&deployments, &changes, &[]);
+    let rows = run(&lake, &options(1, &[]));
+    // 4 h and 4 h.
+    assert_eq!(cell(&rows, LeadTimeMedian, "api", Some(0)), (Some(4.0), 2));
+    assert_eq!(
+        method(&rows, LeadTimeMedian, "api", Some(0)).as_deref(),
+        Some("time")
+    );
+    assert_eq!(
+        cell(&rows, ChangesLinkedAncestryShare, "all", Some(0)).0,
+        Some(0.0)
+    );
+    let (time, n) = cell(&rows, ChangesLinkedTimeShare, "all", Some(0));
+    assert_eq!(n, 3);
+    assert!((time.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+}
+
+#[test]
+fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shipped_it() {
+    let at = |d: &str, service: &str, sha: &str, finished| Deployment {
+        sha: sha.into(),
+        ..deployment(d, Some(service), finished)
+    };
+    let deployments = [
+        at("d1", "api", "aaa1111", aug(4, 10, 0)),
+        at("d2", "api", "bbb2222", aug(5, 10, 0)),
+        at("d3", "api", "ccc3333", aug(6, 10, 0)),
+        at("w1", "web", "ddd4444", aug(5, 12, 0)),
+    ];
+    let of_api = |number, merged| Change {
+        service: Some("api".into()),
+        ..change(number, "acme/api", aug(3, 9, 0), Some(merged), None)
+    };
+    // By time (no commits): #7 → d1, #8 → d2.
+    let changes = [of_api(7, aug(4, 9, 0)), of_api(8, aug(5, 9, 0))];
+    let named = |id: &str, service: &str, started, refs: &[&str]| Incident {
+        cause_refs: refs.iter().map(|r| r.to_string()).collect(),
+        ..incident(id, Some(service), Severity::Sev3, started, None)
+    };
+    let incidents = [
+        // The window would pick d2 (1 h before); the named change #7 shipped with d1.
+        named("i1", "api", aug(5, 11, 0), &["#7"]),
+        // The window would pick d3 (14 h before); acme/api#8 shipped with d2.
+        named("i2", "api", aug(7, 0, 0), &["acme/api#8"]),
+        // The change request's window (10:00–13:00 on the 5th, ± 1 h) holds w1; by number and
+        // by its ServiceNow id alike. No deployment of web within 24 h of either.
+        named("i3", "web", aug(8, 0, 0), &["CHG0000123"]),
+        named("i5", "web", aug(8, 1, 0), &["ABCDEF0123"]),
+        // A change nobody shipped: no explicit link, and no deployment within 24 h.
+        named("i4", "api", aug(8, 0, 0), &["#99"]),
+    ];
+    let change_request = ChangeRequest {
+        id: "sn:abcdef0123".into(),
+        source: "sn".into(),
+        number: "CHG0000123".into(),
+        title: "Web release".into(),
+        service_ref: None,
+        service: Some("web".into()),
+        team: None,
+        change_type: Some("normal".into()),
+        state: "closed".into(),
+        approved: Some(true),
+        planned_start: Some(aug(5, 10, 0)),
+        planned_end: Some(aug(5, 13, 0)),
+        actual_start: None,
+        actual_end: None,
+        closed_at: Some(aug(5, 14, 0)),
+        close_code: Some("successful".into()),
+        created_at: aug(3, 0, 0),
+        updated_at: aug(5, 14, 0),
+    };
+    let lake = lake(&deployments, &changes, &incidents);
+    let change_requests = lake.none.with_file_name("change_requests.parquet");
+    write_table(&[change_request], &change_requests).unwrap();
+    let rows = compute_metrics(
+        Inputs {
+            deployments: &lake.deployments,
+            changes: &lake.changes,
+            commits: &lake.commits,
+            incidents: &lake.incidents,
+            tickets: &lake.none,
+            ticket_transitions: &lake.none,
+            change_requests: &change_requests,
+            quarantine: &lake.none,
+        },
+        &options(1, &[]),
+    )
+    .unwrap();
+
+    // d1, d2 and w1 failed; d3 did not.
+    assert_eq!(cell(&rows, ChangeFailureRate, "all", Some(0)), (Some(0.75), 4));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "api", Some(0)), (Some(2.0), 3));
+    assert_eq!(cell(&rows, FailedDeploymentCount, "web", Some(0)), (Some(1.0), 1));
+    // i1, i2, i3, i5 of the five incidents.
+    assert_eq!(
+        cell(&rows, IncidentsAttributedShare, "all", Some(0)),
+        (Some(0.8), 5)
+    );
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "all", Some(0)),
+        (Some(0.8), 5)
+    );
+    assert_eq!(
+        cell(&rows, IncidentsAttributedWindowShare, "all", Some(0)),
+        (Some(0.0), 5)
+    );
+}
+
+#[test]
+fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ticket() {
+    let deployments = [
+        deployment("r1", Some("api"), aug(4, 10, 0)),
+        deployment("r2", Some("api"), aug(5, 10, 0)),
+        deployment("r3", Some("api"), aug(6, 10, 0)),
+        deployment("r4", Some("api"), aug(7, 10, 0)),
+    ];
+    let titled = |number, merged, title: &str, labels: &[&str]| Change {
+        title: title.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        ..change(number, "acme/api", aug(3, 9, 0), Some(merged), None)
+    };
+    // By time (no commits), #n ships with rn.
+    let changes = [
+        titled(1, aug(4, 9, 0), "Add login", &[]),
+        titled(2, aug(5, 9, 0), "Fix ops-12: crash on save", &[]),
+        titled(3, aug(6, 9, 0), "Raise the pool size", &["HotFix"]),
+        // OPS-123 is a story, and OPS-12 is not a word of this title.
+        titled(4, aug(7, 9, 0), "Tidy OPS-123", &[]),
+    ];
+    let ticket = |key: &str, category: &str| Ticket {
+        id: format!("jira:{key}"),
+        source: "jira".into(),
+        key: key.into(),
+        project: "OPS".into(),
+        service_ref: None,
+        service: Some("api".into()),
+        team: None,
+        category: category.into(),
+        issue_type: category.into(),
+        title: key.into(),
+        priority: None,
+        status: "Done".into(),
+        status_category: "done".into(),
+        labels: vec![],
+        created_at: aug(1, 0, 0),
+        resolved_at: Some(aug(2, 0, 0)),
+        updated_at: aug(2, 0, 0),
+    };
+    let lake = lake(&deployments, &changes, &[]);
+    let tickets = lake.none.with_file_name("tickets.parquet");
+    write_table(&[ticket("OPS-12", "bug"), ticket("OPS-123", "story")], &tickets).unwrap();
+    let rows = compute_metrics(
+        Inputs {
+            deployments: &lake.deployments,
+            changes: &lake.changes,
+            commits: &lake.commits,
+            incidents: &lake.incidents,
+            tickets: &tickets,
+            ticket_transitions: &lake.none,
+            change_requests: &lake.none,
+            quarantine: &lake.none,
+        },
+        &options(1, &[]),
+    )
+    .unwrap();
+
+    // r2 (fixes bug OPS-12) and r3 (hotfix label, any letter case) of four.
+    assert_eq!(cell(&rows, ReworkRate, "api", Some(0)), (Some(0.5), 4));
+    assert_eq!(method(&rows, ReworkRate, "api", Some(0)).as_deref(), Some("time"));
 }

@@ -155,6 +155,7 @@ impl Lake {
             Inputs {
                 deployments: &paths[0],
                 changes: &paths[1],
+                commits: &self.path("commits"),
                 incidents: &paths[2],
                 tickets: &paths[3],
                 ticket_transitions: &paths[4],

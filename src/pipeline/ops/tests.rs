@@ -51,6 +51,7 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
         Inputs {
             deployments: &path("deployments"),
             changes: &none,
+            commits: &none,
             incidents: &path("incidents"),
             tickets: &none,
             ticket_transitions: &none,
@@ -436,6 +437,8 @@ fn time_to_restore_is_split_by_severity() {
     assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "all", Some(0)), (Some(5.0), 3));
     assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "all", None), (Some(5.25), 4));
     assert_eq!(cell(&rows, TimeToRestoreMeanSev4, "api", Some(1)), (Some(6.0), 1));
+    // p90 over every severity, week 0: 1, 2, 3, 4, 5, 7, 9 → position 5.4 → 7 + 0.4 × 2 = 7.8.
+    assert_close(cell(&rows, TimeToRestoreP90, "all", Some(0)), 7.8, 7);
     // The unsplit core median still counts every incident: 1, 3, 7, 2 → 2.5 for api in week 0.
     assert_eq!(cell(&rows, TimeToRestoreMedian, "api", Some(0)), (Some(2.5), 4));
 }

@@ -1,0 +1,167 @@
+//! The explicit causes an incident can name besides a deployment id or a commit sha
+//! (`reference/metrics.md`, incident attribution, `explicit`): a change number (`#123`,
+//! `owner/repo#123`) and a change request (its number, `CHG0000123`, or its vendor id, as
+//! ServiceNow's `caused_by` gives it). Each resolves to a production deployment, so a named cause
+//! fails the deployment that shipped it like any other attribution.
+//!
+//! Plain Rust over collected frames: the lookups are by exact keys. It must not compute metrics.
+
+use std::collections::HashMap;
+
+use polars::prelude::*;
+
+/// A production deployment a cause can resolve to.
+#[derive(Debug, Clone)]
+pub(in crate::pipeline) struct Shipped {
+    pub id: String,
+    pub service: Option<String>,
+    pub finished: i64,
+}
+
+/// Change numbers and change requests, resolvable to the deployment behind them.
+#[derive(Debug, Default)]
+pub(in crate::pipeline) struct Causes {
+    /// `(repo lower-cased, number)` → the deployment that shipped that change.
+    by_repo: HashMap<(String, i64), String>,
+    /// `(service, number)` → the deployments that shipped a change of that number in one of the
+    /// service's repos (several when the service has several repos).
+    by_service: HashMap<(String, i64), Vec<String>>,
+    /// Change request number or vendor id (lower-cased) → its service and window (ms).
+    change_requests: HashMap<String, (String, i64, i64)>,
+}
+
+impl Causes {
+    /// Reads the changes with the deployment that shipped them (`change_links`), and the change
+    /// requests with a service and a window: the actual one when both ends are known, else the
+    /// planned one, widened by `tolerance_ms` on each side.
+    pub(in crate::pipeline) fn load(
+        changes: LazyFrame,
+        change_links: LazyFrame,
+        change_requests: LazyFrame,
+        tolerance_ms: i64,
+    ) -> PolarsResult<Self> {
+        let mut causes = Self::default();
+        let shipped = change_links
+            .select([col("change_id"), col("deployment_id")])
+            .inner_join(
+                changes.select([col("id"), col("repo"), col("number"), col("service")]),
+                col("change_id"),
+                col("id"),
+            )
+            .collect()?;
+        let (repo, number, service, deployment) = (
+            shipped.column("repo")?.str()?,
+            shipped.column("number")?.i64()?,
+            shipped.column("service")?.str()?,
+            shipped.column("deployment_id")?.str()?,
+        );
+        for i in 0..shipped.height() {
+            let (Some(repo), Some(number), Some(deployment)) =
+                (repo.get(i), number.get(i), deployment.get(i))
+            else {
+                continue;
+            };
+            causes
+                .by_repo
+                .insert((repo.to_ascii_lowercase(), number), deployment.to_owned());
+            if let Some(service) = service.get(i) {
+                causes
+                    .by_service
+                    .entry((service.to_owned(), number))
+                    .or_default()
+                    .push(deployment.to_owned());
+            }
+        }
+
+        let crs = change_requests
+            .filter(col("service").is_not_null())
+            .select([
+                col("id"),
+                col("source"),
+                col("number"),
+                col("service"),
+                when(
+                    col("actual_start")
+                        .is_not_null()
+                        .and(col("actual_end").is_not_null()),
+                )
+                .then(col("actual_start"))
+                .otherwise(col("planned_start"))
+                .alias("from"),
+                when(
+                    col("actual_start")
+                        .is_not_null()
+                        .and(col("actual_end").is_not_null()),
+                )
+                .then(col("actual_end"))
+                .otherwise(col("planned_end"))
+                .alias("to"),
+            ])
+            .filter(col("from").is_not_null().and(col("to").is_not_null()))
+            .collect()?;
+        let (id, source, number, service, from, to) = (
+            crs.column("id")?.str()?,
+            crs.column("source")?.str()?,
+            crs.column("number")?.str()?,
+            crs.column("service")?.str()?,
+            crs.column("from")?.i64()?,
+            crs.column("to")?.i64()?,
+        );
+        for i in 0..crs.height() {
+            let (Some(service), Some(from), Some(to)) = (service.get(i), from.get(i), to.get(i)) else {
+                continue;
+            };
+            let window = (service.to_owned(), from - tolerance_ms, to + tolerance_ms);
+            if let Some(number) = number.get(i) {
+                causes
+                    .change_requests
+                    .insert(number.to_ascii_lowercase(), window.clone());
+            }
+            // The vendor id: the primary key without its `{source}:` prefix.
+            if let (Some(id), Some(source)) = (id.get(i), source.get(i)) {
+                let vendor = id
+                    .strip_prefix(source)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .unwrap_or(id);
+                causes.change_requests.insert(vendor.to_ascii_lowercase(), window);
+            }
+        }
+        Ok(causes)
+    }
+
+    /// The deployment a reference names through a change or a change request, for an incident
+    /// of `service`: a change number goes to the deployment that shipped the change (`#N` within
+    /// the incident's service, `owner/repo#N` in that repo; the latest deployment when the
+    /// service has several such changes); a change request to the latest production deployment
+    /// of its service that finished within its window. `deploys` is in finish order.
+    pub(in crate::pipeline) fn resolve<'a>(
+        &self,
+        reference: &str,
+        service: Option<&str>,
+        deploys: &'a [Shipped],
+    ) -> Option<&'a str> {
+        let latest_of = |ids: &[&str]| {
+            deploys
+                .iter()
+                .rev()
+                .find(|d| ids.contains(&d.id.as_str()))
+                .map(|d| d.id.as_str())
+        };
+        if let Some((repo, number)) = reference.rsplit_once('#') {
+            let number: i64 = number.parse().ok()?;
+            if !repo.is_empty() {
+                let id = self.by_repo.get(&(repo.to_ascii_lowercase(), number))?;
+                return latest_of(&[id.as_str()]);
+            }
+            let ids = self.by_service.get(&(service?.to_owned(), number))?;
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            return latest_of(&ids);
+        }
+        let (cr_service, from, to) = self.change_requests.get(&reference.to_ascii_lowercase())?;
+        deploys
+            .iter()
+            .rev()
+            .find(|d| d.service.as_deref() == Some(cr_service) && d.finished >= *from && d.finished <= *to)
+            .map(|d| d.id.as_str())
+    }
+}
