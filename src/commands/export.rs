@@ -33,7 +33,8 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
         None
     };
     let store = Store::open(&config.resolve(&config.store.path))?;
-    let rows = super::metrics::compute(&args.range, config)?;
+    // The export reads the lake; it does not replace the stored metric table.
+    let rows = super::metrics::calculate(&args.range, config)?;
     let out = config.resolve(args.out.as_ref().unwrap_or(&config.report.out));
     let now = Utc::now();
     let dir = archive::run_dir(&out, KIND, now)

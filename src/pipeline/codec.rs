@@ -350,8 +350,13 @@ pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineErr
     let frame = if exists {
         let source = PlRefPath::try_from_path(path)
             .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
-        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?
+        let mut scan = LazyFrame::scan_parquet(source, ScanArgsParquet::default())
+            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
+        // Read the footer now, so a damaged file is named here rather than in a later error
+        // about the whole computation.
+        scan.collect_schema()
+            .map_err(|source| polars_error(format!("reading table `{}`", T::NAME), path, source))?;
+        scan
     } else {
         frame_of::<T>(&[], path)?.lazy()
     };
