@@ -401,6 +401,7 @@ mod tests {
     fn deployments() -> Vec<Deployment> {
         vec![
             Deployment {
+                deployed_by: None,
                 id: "gh:acme/api:1".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -415,6 +416,7 @@ mod tests {
                 updated_at: at(1_785_700_100_999),
             },
             Deployment {
+                deployed_by: None,
                 id: "gh:acme/api:2".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -434,6 +436,7 @@ mod tests {
     fn changes() -> Vec<Change> {
         vec![
             Change {
+                author: None,
                 id: "gh:acme/api:7".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -452,6 +455,7 @@ mod tests {
                 updated_at: at(1_785_650_000_500),
             },
             Change {
+                author: None,
                 id: "gh:acme/api:8".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -475,6 +479,8 @@ mod tests {
     fn incidents() -> Vec<Incident> {
         vec![
             Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: "pd:P1".into(),
                 source: "pd".into(),
                 number: Some(101),
@@ -492,6 +498,8 @@ mod tests {
                 updated_at: at(1_785_703_800_000),
             },
             Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: "pd:P2".into(),
                 source: "pd".into(),
                 number: None,

@@ -221,6 +221,7 @@ impl GitHub {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         Ok(Deployment {
+            deployed_by: None,
             id: format!("{}:{repo}:{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -416,6 +417,8 @@ impl GitHub {
             .unwrap_or_default()
             .to_owned();
         Ok(Commit {
+            author_email: None,
+            author_name: None,
             id: format!("{}:{repo}:{sha}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

@@ -144,6 +144,8 @@ impl GitHub {
             return Err(format!("unknown issue state {status:?}"));
         }
         Ok(Incident {
+            acknowledged_by: None,
+            assignee: None,
             id: format!("{}:{repo}#{number}", self.config.name),
             source: self.config.name.clone(),
             number: Some(number),

@@ -84,6 +84,7 @@ impl GitHub {
         let body = raw.get("body").and_then(Value::as_str).unwrap_or_default();
         let is_revert = title.starts_with("Revert \"") || title.starts_with("Revert '");
         Ok(Change {
+            author: None,
             id: format!("{}:{repo}:{number}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

@@ -113,6 +113,7 @@ impl GitHub {
         let environment = self.config.release_environment.clone();
         str_field(raw, "tag_name")?;
         Ok(Deployment {
+            deployed_by: None,
             id: format!("{}:{repo}:release-{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

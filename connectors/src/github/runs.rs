@@ -342,6 +342,7 @@ impl GitHub {
             None => time_field(raw, "created_at")?,
         };
         Ok(Deployment {
+            deployed_by: None,
             id: format!("{}:{repo}:run-{id}-{attempt}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

@@ -472,6 +472,8 @@ async fn issues_skip_pull_requests_and_map_severity_and_cause_refs() {
             expected.insert(
                 id.clone(),
                 Incident {
+                    acknowledged_by: None,
+                    assignee: None,
                     id,
                     source: "gh-issues".into(),
                     number: Some(i64::try_from(i.number).unwrap()),
@@ -546,6 +548,7 @@ async fn releases_resolve_branch_targets_through_the_tag_and_skip_drafts() {
             expected.insert(
                 id.clone(),
                 Deployment {
+                    deployed_by: None,
                     id,
                     source: "gh-releases".into(),
                     repo: extra.repo.clone(),
@@ -612,6 +615,7 @@ async fn workflow_runs_map_conclusions_of_the_configured_workflow_only() {
                 expected.insert(
                     id.clone(),
                     Deployment {
+                        deployed_by: None,
                         id,
                         source: source.into(),
                         repo: extra.repo.clone(),

@@ -612,6 +612,7 @@ impl GitLab {
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(&environment));
         Ok(Deployment {
+            deployed_by: None,
             id: format!("{}:{repo}:{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -724,6 +725,7 @@ impl GitLab {
         let description = raw.get("description").and_then(Value::as_str).unwrap_or_default();
         let is_revert = title.starts_with("Revert \"");
         Ok(Change {
+            author: None,
             id: format!("{}:{repo}:{iid}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -773,6 +775,8 @@ impl GitLab {
                 .to_owned(),
         };
         Ok(Commit {
+            author_email: None,
+            author_name: None,
             id: format!("{}:{repo}:{sha}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

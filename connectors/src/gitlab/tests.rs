@@ -133,6 +133,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
         _ => DeploymentStatus::InProgress,
     };
     Deployment {
+        deployed_by: None,
         id: format!("gl:{}:{}", d.project, d.id),
         source: "gl".into(),
         repo: d.project.clone(),
@@ -150,6 +151,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
 
 fn expected_change(m: &GlMergeRequest) -> Change {
     Change {
+        author: None,
         id: format!("gl:{}:{}", m.project, m.iid),
         source: "gl".into(),
         repo: m.project.clone(),
@@ -343,6 +345,8 @@ async fn merged_merge_requests_and_their_commits_equal_the_generator() {
         .iter()
         .flat_map(|m| {
             m.commits.iter().map(|c| Commit {
+                author_email: None,
+                author_name: None,
                 id: format!("gl:{}:{}", m.project, c.sha),
                 source: "gl".into(),
                 repo: m.project.clone(),

@@ -194,6 +194,8 @@ impl Mapper {
         };
         let category = self.category(issue_type);
         let mut records = vec![Record::Ticket(Ticket {
+            assignee: None,
+            reporter: None,
             id: ticket_id.clone(),
             source: self.source.clone(),
             key: key.to_owned(),
@@ -215,6 +217,8 @@ impl Mapper {
         let lower_type = issue_type.to_lowercase();
         if self.incident_types.contains(&lower_type) {
             records.push(Record::Incident(Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: ticket_id.clone(),
                 source: self.source.clone(),
                 number: key.rsplit_once('-').and_then(|(_, n)| n.parse().ok()),
@@ -235,6 +239,8 @@ impl Mapper {
             let resolution = f.pointer("/resolution/name").and_then(Value::as_str);
             let refused = resolution.is_some_and(|r| REFUSED.contains(&r.to_lowercase().as_str()));
             records.push(Record::ChangeRequest(ChangeRequest {
+                assigned_to: None,
+                requested_by: None,
                 id: ticket_id.clone(),
                 source: self.source.clone(),
                 number: key.to_owned(),

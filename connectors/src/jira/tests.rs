@@ -190,6 +190,8 @@ fn expected(data: &JiraData) -> Output {
         o.tickets.insert(
             id.clone(),
             Ticket {
+                assignee: None,
+                reporter: None,
                 id: id.clone(),
                 source: "jira".into(),
                 key: issue.key.clone(),
@@ -234,6 +236,8 @@ fn expected(data: &JiraData) -> Output {
             o.incidents.insert(
                 id.clone(),
                 Incident {
+                    acknowledged_by: None,
+                    assignee: None,
                     id: id.clone(),
                     source: "jira".into(),
                     number: Some(issue.number() as i64),
@@ -256,6 +260,8 @@ fn expected(data: &JiraData) -> Output {
             o.changes.insert(
                 id.clone(),
                 ChangeRequest {
+                    assigned_to: None,
+                    requested_by: None,
                     id: id.clone(),
                     source: "jira".into(),
                     number: issue.key.clone(),

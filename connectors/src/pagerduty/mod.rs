@@ -547,6 +547,8 @@ impl PagerDuty {
         let priority = raw.pointer("/priority/summary").and_then(Value::as_str);
         let urgency = raw.get("urgency").and_then(Value::as_str);
         Ok(Incident {
+            acknowledged_by: None,
+            assignee: None,
             id: format!("{}:{id}", self.config.name),
             source: self.config.name.clone(),
             number: raw.get("incident_number").and_then(Value::as_i64),

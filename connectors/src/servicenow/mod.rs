@@ -697,6 +697,8 @@ impl ServiceNow {
         let key = if number.is_empty() { sys_id } else { number };
         let digits: String = number.chars().filter(char::is_ascii_digit).collect();
         let incident = Incident {
+            acknowledged_by: None,
+            assignee: None,
             id: format!("{}:{sys_id}", self.config.name),
             source: self.config.name.clone(),
             number: digits.parse().ok(),
@@ -714,6 +716,8 @@ impl ServiceNow {
             updated_at,
         };
         let ticket = Ticket {
+            assignee: None,
+            reporter: None,
             id: format!("{}:{key}", self.config.name),
             source: self.config.name.clone(),
             key: key.to_owned(),
@@ -777,6 +781,8 @@ impl ServiceNow {
             None => time(raw, "sys_created_on")?.ok_or("missing opened_at and sys_created_on")?,
         };
         let change = ChangeRequest {
+            assigned_to: None,
+            requested_by: None,
             id: format!("{}:{sys_id}", self.config.name),
             source: self.config.name.clone(),
             number: text(raw, "number")?.to_owned(),

@@ -147,6 +147,8 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         cause_refs.push(chg.number.clone());
     }
     let incident = Incident {
+        acknowledged_by: None,
+        assignee: None,
         id: format!("snow:{}", i.sys_id),
         source: "snow".into(),
         number: Some(i.number.trim_start_matches("INC").parse().unwrap()),
@@ -164,6 +166,8 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         updated_at: i.sys_updated_on,
     };
     let ticket = Ticket {
+        assignee: None,
+        reporter: None,
         id: format!("snow:{}", i.number),
         source: "snow".into(),
         key: i.number.clone(),
@@ -192,6 +196,8 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
 
 fn expected_change(c: &SnChange) -> ChangeRequest {
     ChangeRequest {
+        assigned_to: None,
+        requested_by: None,
         id: format!("snow:{}", c.sys_id),
         source: "snow".into(),
         number: c.number.clone(),

@@ -23,6 +23,7 @@ fn change(
     first_commit: Option<DateTime<Utc>>,
 ) -> Change {
     Change {
+        author: None,
         id: format!("gh:{repo}:{number}"),
         source: "gh".into(),
         repo: repo.into(),
