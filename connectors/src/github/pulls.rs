@@ -12,6 +12,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, label_names, opt_time_field, str_fiel
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::{Change, Record};
+use crate::people::person;
 use crate::time::parse_instant;
 
 impl GitHub {
@@ -84,7 +85,7 @@ impl GitHub {
         let body = raw.get("body").and_then(Value::as_str).unwrap_or_default();
         let is_revert = title.starts_with("Revert \"") || title.starts_with("Revert '");
         Ok(Change {
-            author: None,
+            author: person(raw, &["/user/login"]),
             id: format!("{}:{repo}:{number}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

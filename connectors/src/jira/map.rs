@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::JiraConfig;
 use crate::model::{ChangeRequest, Incident, Record, Severity, Ticket, TicketTransition};
+use crate::people::person;
 use crate::time::{parse_instant, parse_opt_instant};
 
 const CATEGORIES: [&str; 7] = ["bug", "task", "story", "request", "problem", "incident", "change"];
@@ -193,9 +194,11 @@ impl Mapper {
                 .map(|t| t.at)
         };
         let category = self.category(issue_type);
+        let assignee = user(f, "assignee");
+        let reporter = user(f, "reporter");
         let mut records = vec![Record::Ticket(Ticket {
-            assignee: None,
-            reporter: None,
+            assignee: assignee.clone(),
+            reporter: reporter.clone(),
             id: ticket_id.clone(),
             source: self.source.clone(),
             key: key.to_owned(),
@@ -217,8 +220,8 @@ impl Mapper {
         let lower_type = issue_type.to_lowercase();
         if self.incident_types.contains(&lower_type) {
             records.push(Record::Incident(Incident {
-                acknowledged_by: None,
-                assignee: None,
+                acknowledged_by: acknowledger(&transitions, histories),
+                assignee,
                 id: ticket_id.clone(),
                 source: self.source.clone(),
                 number: key.rsplit_once('-').and_then(|(_, n)| n.parse().ok()),
@@ -239,8 +242,8 @@ impl Mapper {
             let resolution = f.pointer("/resolution/name").and_then(Value::as_str);
             let refused = resolution.is_some_and(|r| REFUSED.contains(&r.to_lowercase().as_str()));
             records.push(Record::ChangeRequest(ChangeRequest {
-                assigned_to: None,
-                requested_by: None,
+                assigned_to: assignee,
+                requested_by: reporter,
                 id: ticket_id.clone(),
                 source: self.source.clone(),
                 number: key.to_owned(),
@@ -462,6 +465,29 @@ fn time(fields: &Value, name: &str) -> Result<DateTime<Utc>, String> {
 
 fn opt_time(fields: &Value, name: &str) -> Result<Option<DateTime<Utc>>, String> {
     parse_opt_instant(fields.get(name)).map_err(|e| format!("fields.{name}: {e}"))
+}
+
+/// A Jira user's display name, else its Data Center login (`name`), else its Cloud `accountId`
+/// (Cloud hides `name`; a privacy setting can hide the display name).
+fn user(parent: &Value, field: &str) -> Option<String> {
+    person(parent.get(field)?, &["/displayName", "/name", "/accountId"])
+}
+
+/// The author of the changelog entry that first moved the issue into `indeterminate` (the
+/// acknowledgement), found through the history id inside the transition's id.
+fn acknowledger(transitions: &[TicketTransition], histories: &[Value]) -> Option<String> {
+    let first = transitions
+        .iter()
+        .find(|t| t.to_category.as_deref() == Some("indeterminate"))?;
+    let history_id = first.id.rsplit(':').nth(1)?;
+    histories
+        .iter()
+        .find(|h| match h.get("id") {
+            Some(Value::String(s)) => s == history_id,
+            Some(Value::Number(n)) => n.to_string() == history_id,
+            _ => false,
+        })
+        .and_then(|h| user(h, "author"))
 }
 
 #[cfg(test)]
