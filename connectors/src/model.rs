@@ -1001,3 +1001,34 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A people column must exist, hold text and allow null (no source names everyone).
+    fn people_are_nullable_text<T: Table>() {
+        for name in T::PEOPLE {
+            let column = T::COLUMNS.iter().find(|c| c.name == *name);
+            assert!(
+                column.is_some_and(|c| c.kind == ColumnKind::Text && c.nullable),
+                "{}.{name} is not a declared nullable text column",
+                T::NAME
+            );
+        }
+    }
+
+    #[test]
+    fn every_people_column_is_a_declared_nullable_text_column() {
+        people_are_nullable_text::<Deployment>();
+        people_are_nullable_text::<Change>();
+        people_are_nullable_text::<Incident>();
+        people_are_nullable_text::<Commit>();
+        people_are_nullable_text::<Ticket>();
+        people_are_nullable_text::<TicketTransition>();
+        people_are_nullable_text::<ChangeRequest>();
+        people_are_nullable_text::<Quarantined>();
+        assert_eq!(Change::PEOPLE, ["author"]);
+        assert!(Quarantined::PEOPLE.is_empty());
+    }
+}

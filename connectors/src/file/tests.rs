@@ -119,7 +119,7 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::Changes => vec![
             Record::Change(Change {
-                author: None,
+                author: some("jdoe"),
                 id: s("legacy:acme/checkout:42"),
                 source: s("legacy"),
                 repo: s("acme/checkout"),
@@ -231,8 +231,8 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::Tickets => vec![
             Record::Ticket(Ticket {
-                assignee: None,
-                reporter: None,
+                assignee: some("Mia Krystof"),
+                reporter: some("Jon Doe"),
                 id: s("legacy:OPS-1"),
                 source: s("legacy"),
                 key: s("OPS-1"),

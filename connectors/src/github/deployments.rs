@@ -180,7 +180,12 @@ impl GitHub {
         Ok((records, rejected, pending))
     }
 
-    fn deployment(&self, repo: &str, raw: &Value, statuses: &[Value]) -> Result<Deployment, String> {
+    pub(super) fn deployment(
+        &self,
+        repo: &str,
+        raw: &Value,
+        statuses: &[Value],
+    ) -> Result<Deployment, String> {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)

@@ -62,7 +62,7 @@ impl GitHub {
         Ok((records, rejected, Vec::new()))
     }
 
-    fn change(&self, repo: &str, raw: &Value, commits: &[Value]) -> Result<Change, String> {
+    pub(super) fn change(&self, repo: &str, raw: &Value, commits: &[Value]) -> Result<Change, String> {
         let number = raw
             .get("number")
             .and_then(Value::as_i64)

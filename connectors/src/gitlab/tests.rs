@@ -133,7 +133,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
         _ => DeploymentStatus::InProgress,
     };
     Deployment {
-        deployed_by: None,
+        deployed_by: Some(d.user.clone()),
         id: format!("gl:{}:{}", d.project, d.id),
         source: "gl".into(),
         repo: d.project.clone(),
@@ -151,7 +151,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
 
 fn expected_change(m: &GlMergeRequest) -> Change {
     Change {
-        author: None,
+        author: Some(m.author.clone()),
         id: format!("gl:{}:{}", m.project, m.iid),
         source: "gl".into(),
         repo: m.project.clone(),
@@ -345,8 +345,16 @@ async fn merged_merge_requests_and_their_commits_equal_the_generator() {
         .iter()
         .flat_map(|m| {
             m.commits.iter().map(|c| Commit {
-                author_email: None,
-                author_name: None,
+                // GitLab writes the author's name and email into each commit (`jon-doe` is
+                // `Jon Doe`, `jon-doe@acme.example` in the simulation).
+                author_email: Some(format!("{}@acme.example", c.author)),
+                author_name: Some(
+                    c.author
+                        .split('-')
+                        .map(|w| w[..1].to_uppercase() + &w[1..])
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
                 id: format!("gl:{}:{}", m.project, c.sha),
                 source: "gl".into(),
                 repo: m.project.clone(),

@@ -615,6 +615,71 @@ mod tests {
     }
 
     #[test]
+    fn people_come_from_display_names_else_the_login_or_account_id() {
+        let m = Mapper::new(&config()).unwrap();
+        let cats: HashMap<String, String> = [("1", "new"), ("3", "indeterminate")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let issue = |kind: &str, assignee: Value, reporter: Value| {
+            json!({"id": "1", "key": "OPS-1", "fields": {
+                "issuetype": {"name": kind}, "summary": "x",
+                "status": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}},
+                "created": "2024-03-09T10:00:00.000Z", "updated": "2024-03-09T12:00:00.000Z",
+                "resolutiondate": null, "labels": [], "components": [], "priority": null,
+                "assignee": assignee, "reporter": reporter,
+            }})
+        };
+        // Cloud: displayName and accountId; Data Center: displayName and name (the login).
+        let cloud = json!({"accountId": "5b10ac8d82e05b22cc7d4ef5", "displayName": "Mia Krystof"});
+        let dc = json!({"name": "jon.doe", "key": "JIRAUSER1", "displayName": "Jon Doe"});
+        let histories = vec![
+            json!({"id": "10", "created": "2024-03-09T11:00:00.000Z", "author": {"displayName": "Sam Lee"},
+                "items": [{"field": "assignee", "fieldtype": "jira", "from": null, "to": "x"}]}),
+            json!({"id": "11", "created": "2024-03-09T11:30:00.000Z", "author": {"accountId": "acc-noor"},
+                "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "Open", "to": "3", "toString": "In Progress"}]}),
+        ];
+        let mapped = m.issue(&issue("Incident", cloud, dc), &histories, &cats).unwrap();
+        let Record::Ticket(t) = &mapped.records[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (t.assignee.as_deref(), t.reporter.as_deref()),
+            (Some("Mia Krystof"), Some("Jon Doe"))
+        );
+        let Some(Record::Incident(i)) = mapped.records.iter().find(|r| matches!(r, Record::Incident(_)))
+        else {
+            unreachable!()
+        };
+        // The acknowledger is the author of the move into `indeterminate`, not of the earlier
+        // assignment; a Cloud user whose display name is hidden is known by the account id.
+        assert_eq!(
+            (i.assignee.as_deref(), i.acknowledged_by.as_deref()),
+            (Some("Mia Krystof"), Some("acc-noor"))
+        );
+
+        // Unassigned, a Data Center reporter without a display name, a change request.
+        let mapped = m
+            .issue(
+                &issue("Change", Value::Null, json!({"name": "ravi.patel"})),
+                &[],
+                &cats,
+            )
+            .unwrap();
+        let Some(Record::ChangeRequest(c)) = mapped
+            .records
+            .iter()
+            .find(|r| matches!(r, Record::ChangeRequest(_)))
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (c.assigned_to.as_deref(), c.requested_by.as_deref()),
+            (None, Some("ravi.patel"))
+        );
+    }
+
+    #[test]
     fn bad_times_and_unknown_categories_are_reasons() {
         let m = Mapper::new(&config()).unwrap();
         let cats = HashMap::new();
