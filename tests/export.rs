@@ -637,16 +637,14 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
             .collect()
     };
     let responders = values(&plain_back, "incidents", "acknowledged_by");
-    let shared: Vec<&String> = responders
-        .intersection(&values(&plain_back, "tickets", "assignee"))
-        .collect();
+    let assignees = values(&plain_back, "tickets", "assignee");
+    let shared: Vec<&String> = responders.intersection(&assignees).collect();
     assert!(!shared.is_empty(), "some responder also works tickets");
     for name in shared {
         assert!(values(&hidden_back, "incidents", "acknowledged_by").contains(&p.name(name)));
         assert!(values(&hidden_back, "tickets", "assignee").contains(&p.name(name)));
     }
     let authors = values(&plain_back, "commits", "author_name");
-    let assignees = values(&plain_back, "tickets", "assignee");
     let same_person: Vec<(&String, &String)> = authors
         .iter()
         .flat_map(|a| assignees.iter().map(move |t| (a, t)))
