@@ -548,7 +548,13 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
     const KEY: &str = "a-long-random-export-key";
     let hidden = export(&config, &args(&world, &out, true), Some(KEY));
     let text = everything_in(&hidden);
-    let mut known: Vec<&str> = people.iter().map(String::as_str).collect();
+    // The Jira user of the PagerDuty integration is hashed where it acts (a reporter, an
+    // acknowledger) but its name is also the vendor's, which titles and text name freely.
+    let mut known: Vec<&str> = people
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != tandem_fixtures::jira_data::INTEGRATION)
+        .collect();
     known.extend(tandem_fixtures::org::ENGINEERS);
     known.extend(tandem_fixtures::jira_data::PEOPLE);
     known.push(tandem_fixtures::org::DEPLOY_BOT);
