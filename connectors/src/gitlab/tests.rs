@@ -830,6 +830,47 @@ fn merge_request_fields_map_with_their_fallbacks() {
     assert_eq!(reverted_iid("See: This Reverts merge request !1234."), Some(1234));
 }
 
+#[test]
+fn people_are_read_from_gitlabs_shapes_and_missing_ones_are_null() {
+    let c = offline();
+    let user = |name: &str| json!({"id": 7, "username": name, "name": "Display Name", "state": "active"});
+    let mut raw = raw_deployment("success");
+    raw["user"] = user("ravi-p");
+    assert_eq!(
+        c.deployment("r", &raw).unwrap().deployed_by.as_deref(),
+        Some("ravi-p")
+    );
+    raw["user"] = Value::Null;
+    assert_eq!(c.deployment("r", &raw).unwrap().deployed_by, None);
+
+    let mut mr = json!({
+        "id": 1, "iid": 12, "title": "Add proration", "state": "merged", "description": "",
+        "created_at": "2024-01-02T10:00:00.000Z", "updated_at": "2024-01-02T11:00:00.000Z",
+        "merged_at": "2024-01-02T11:00:00.000Z", "merge_commit_sha": "1a2b", "labels": [],
+        "author": user("noor-h"),
+    });
+    assert_eq!(
+        c.change("r", &mr, None).unwrap().author.as_deref(),
+        Some("noor-h")
+    );
+    mr.as_object_mut().unwrap().remove("author");
+    assert_eq!(c.change("r", &mr, None).unwrap().author, None);
+
+    let mut commit = json!({
+        "id": "abc", "title": "Fix", "authored_date": "2024-01-02T10:00:00.000Z",
+        "author_name": "Noor Haddad", "author_email": "noor-h@acme.example",
+    });
+    let got = c.commit("r", &commit).unwrap();
+    assert_eq!(
+        (got.author_name.as_deref(), got.author_email.as_deref()),
+        (Some("Noor Haddad"), Some("noor-h@acme.example"))
+    );
+    commit["author_name"] = json!("");
+    commit["author_email"] = Value::Null;
+    let got = c.commit("r", &commit).unwrap();
+    assert_eq!((got.author_name, got.author_email), (None, None));
+}
+
 fn page(headers: &[(&'static str, &str)]) -> JsonPage {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
