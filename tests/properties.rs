@@ -22,6 +22,7 @@ fn start() -> DateTime<Utc> {
 fn deployment(i: usize, service: &str, minute: i64, ok: bool) -> Deployment {
     let finished = start() + Duration::minutes(minute);
     Deployment {
+        deployed_by: None,
         id: format!("gh:{i}"),
         source: "gh".into(),
         repo: format!("acme/{service}"),
@@ -44,6 +45,8 @@ fn deployment(i: usize, service: &str, minute: i64, ok: bool) -> Deployment {
 fn incident(i: usize, service: &str, minute: i64, length: Option<i64>, sev: u8) -> Incident {
     let started = start() + Duration::minutes(minute);
     Incident {
+        acknowledged_by: None,
+        assignee: None,
         id: format!("pd:{i}"),
         source: "pd".into(),
         number: Some(i as i64),

@@ -10,6 +10,7 @@ pub mod http;
 pub mod jira;
 pub mod model;
 pub mod pagerduty;
+mod people;
 pub mod secret;
 pub mod servicenow;
 pub mod time;

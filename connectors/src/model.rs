@@ -50,6 +50,9 @@ pub trait Table: Serialize + for<'de> Deserialize<'de> + Clone + Send + 'static 
     const NAME: &'static str;
     /// The columns, in storage order. Every serde field of the record appears here.
     const COLUMNS: &'static [Column];
+    /// The columns that hold a person (a login, display name or email): exports can replace them
+    /// by pseudonyms, and the schema marks them.
+    const PEOPLE: &'static [&'static str] = &[];
     /// The primary key, unique within the table.
     fn key(&self) -> &str;
     /// When the source last changed the record: on upsert the newer version wins.
@@ -110,11 +113,14 @@ pub struct Deployment {
     pub created_at: DateTime<Utc>,
     /// When it reached its final status; `None` while in progress.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Who started it: the login of the user or tool that created the deployment, when known.
+    pub deployed_by: Option<String>,
     /// When the source last changed it.
     pub updated_at: DateTime<Utc>,
 }
 
 impl Table for Deployment {
+    const PEOPLE: &'static [&'static str] = &["deployed_by"];
     const NAME: &'static str = "deployments";
     const COLUMNS: &'static [Column] = &[
         col(
@@ -164,6 +170,12 @@ impl Table for Deployment {
             "Final status reached (UTC); null while in progress.",
         ),
         col(
+            "deployed_by",
+            ColumnKind::Text,
+            true,
+            "Login of the user or tool that started it (GitHub `creator`, GitLab `user`); null when unknown.",
+        ),
+        col(
             "updated_at",
             ColumnKind::Timestamp,
             false,
@@ -211,11 +223,14 @@ pub struct Change {
     pub is_revert: bool,
     /// Number of the change it reverts, when known.
     pub reverts: Option<i64>,
+    /// Login of its author (GitHub `user.login`, GitLab `author.username`).
+    pub author: Option<String>,
     /// When the source last changed it.
     pub updated_at: DateTime<Utc>,
 }
 
 impl Table for Change {
+    const PEOPLE: &'static [&'static str] = &["author"];
     const NAME: &'static str = "changes";
     const COLUMNS: &'static [Column] = &[
         col(
@@ -267,6 +282,12 @@ impl Table for Change {
             ColumnKind::Integer,
             true,
             "Number of the reverted change, when known.",
+        ),
+        col(
+            "author",
+            ColumnKind::Text,
+            true,
+            "Login of the author (GitHub `user.login`, GitLab `author.username`).",
         ),
         col(
             "updated_at",
@@ -340,11 +361,17 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Explicit cause references the source carries (deployment ids, shas, change numbers).
     pub cause_refs: Vec<String>,
+    /// Who the incident is assigned to, as the source names them (display name or login);
+    /// `None` when unassigned or when the source clears it on resolution (PagerDuty).
+    pub assignee: Option<String>,
+    /// Who acknowledged it first, as the source names them.
+    pub acknowledged_by: Option<String>,
     /// When the source last changed it.
     pub updated_at: DateTime<Utc>,
 }
 
 impl Table for Incident {
+    const PEOPLE: &'static [&'static str] = &["assignee", "acknowledged_by"];
     const NAME: &'static str = "incidents";
     const COLUMNS: &'static [Column] = &[
         col(
@@ -407,6 +434,18 @@ impl Table for Incident {
             "Explicit cause references from the source.",
         ),
         col(
+            "assignee",
+            ColumnKind::Text,
+            true,
+            "Assigned responder as the source names them; null when unassigned or cleared on resolution.",
+        ),
+        col(
+            "acknowledged_by",
+            ColumnKind::Text,
+            true,
+            "Who acknowledged it first, as the source names them.",
+        ),
+        col(
             "updated_at",
             ColumnKind::Timestamp,
             false,
@@ -446,12 +485,17 @@ pub struct Commit {
     /// The production deployment whose range (previous production deployment, this one] brought
     /// the commit, when known from a compare.
     pub deployment_id: Option<String>,
+    /// Author name as written in the commit.
+    pub author_name: Option<String>,
+    /// Author email as written in the commit.
+    pub author_email: Option<String>,
     /// When tandem last saw it change (a commit is immutable: its author time, or when it was
     /// linked to a deployment).
     pub updated_at: DateTime<Utc>,
 }
 
 impl Table for Commit {
+    const PEOPLE: &'static [&'static str] = &["author_name", "author_email"];
     const NAME: &'static str = "commits";
     const COLUMNS: &'static [Column] = &[
         col(
@@ -483,6 +527,18 @@ impl Table for Commit {
             ColumnKind::Text,
             true,
             "Production deployment whose range brought it, when known.",
+        ),
+        col(
+            "author_name",
+            ColumnKind::Text,
+            true,
+            "Author name as written in the commit.",
+        ),
+        col(
+            "author_email",
+            ColumnKind::Text,
+            true,
+            "Author email as written in the commit.",
         ),
         col(
             "updated_at",
@@ -534,6 +590,10 @@ pub struct Ticket {
     pub created_at: DateTime<Utc>,
     /// Resolved; `None` while open.
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Who the ticket is assigned to (display name); `None` when unassigned.
+    pub assignee: Option<String>,
+    /// Who reported or opened it (display name).
+    pub reporter: Option<String>,
     /// Last changed at the source.
     pub updated_at: DateTime<Utc>,
 }
@@ -541,6 +601,7 @@ pub struct Ticket {
 // `key` is the table's primary key (`id`), not the ticket's human key field.
 #[allow(clippy::misnamed_getters)]
 impl Table for Ticket {
+    const PEOPLE: &'static [&'static str] = &["assignee", "reporter"];
     const NAME: &'static str = "tickets";
     const COLUMNS: &'static [Column] = &[
         col("id", ColumnKind::Text, false, "Primary key: `{source}:{key}`."),
@@ -608,6 +669,18 @@ impl Table for Ticket {
             ColumnKind::Timestamp,
             true,
             "Resolved (UTC); null while open.",
+        ),
+        col(
+            "assignee",
+            ColumnKind::Text,
+            true,
+            "Assignee's display name (Jira `assignee`, ServiceNow `assigned_to`); null when unassigned.",
+        ),
+        col(
+            "reporter",
+            ColumnKind::Text,
+            true,
+            "Reporter's display name (Jira `reporter`, ServiceNow `opened_by`).",
         ),
         col(
             "updated_at",
@@ -720,6 +793,10 @@ pub struct ChangeRequest {
     pub closed_at: Option<DateTime<Utc>>,
     /// `successful`, `successful_issues` or `unsuccessful`; `None` while open.
     pub close_code: Option<String>,
+    /// Who requested the change (display name).
+    pub requested_by: Option<String>,
+    /// Who the change is assigned to (display name).
+    pub assigned_to: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed at the source.
@@ -727,6 +804,7 @@ pub struct ChangeRequest {
 }
 
 impl Table for ChangeRequest {
+    const PEOPLE: &'static [&'static str] = &["requested_by", "assigned_to"];
     const NAME: &'static str = "change_requests";
     const COLUMNS: &'static [Column] = &[
         col(
@@ -789,6 +867,18 @@ impl Table for ChangeRequest {
             ColumnKind::Text,
             true,
             "successful, successful_issues or unsuccessful.",
+        ),
+        col(
+            "requested_by",
+            ColumnKind::Text,
+            true,
+            "Requester's display name (ServiceNow `requested_by`, Jira `reporter`).",
+        ),
+        col(
+            "assigned_to",
+            ColumnKind::Text,
+            true,
+            "Assignee's display name (ServiceNow `assigned_to`, Jira `assignee`).",
         ),
         col("created_at", ColumnKind::Timestamp, false, "Created (UTC)."),
         col(
@@ -910,4 +1000,35 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A people column must exist, hold text and allow null (no source names everyone).
+    fn people_are_nullable_text<T: Table>() {
+        for name in T::PEOPLE {
+            let column = T::COLUMNS.iter().find(|c| c.name == *name);
+            assert!(
+                column.is_some_and(|c| c.kind == ColumnKind::Text && c.nullable),
+                "{}.{name} is not a declared nullable text column",
+                T::NAME
+            );
+        }
+    }
+
+    #[test]
+    fn every_people_column_is_a_declared_nullable_text_column() {
+        people_are_nullable_text::<Deployment>();
+        people_are_nullable_text::<Change>();
+        people_are_nullable_text::<Incident>();
+        people_are_nullable_text::<Commit>();
+        people_are_nullable_text::<Ticket>();
+        people_are_nullable_text::<TicketTransition>();
+        people_are_nullable_text::<ChangeRequest>();
+        people_are_nullable_text::<Quarantined>();
+        assert_eq!(Change::PEOPLE, ["author"]);
+        assert!(Quarantined::PEOPLE.is_empty());
+    }
 }

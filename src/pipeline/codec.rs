@@ -406,6 +406,7 @@ mod tests {
     fn deployments() -> Vec<Deployment> {
         vec![
             Deployment {
+                deployed_by: None,
                 id: "gh:acme/api:1".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -420,6 +421,7 @@ mod tests {
                 updated_at: at(1_785_700_100_999),
             },
             Deployment {
+                deployed_by: None,
                 id: "gh:acme/api:2".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -439,6 +441,7 @@ mod tests {
     fn changes() -> Vec<Change> {
         vec![
             Change {
+                author: None,
                 id: "gh:acme/api:7".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -457,6 +460,7 @@ mod tests {
                 updated_at: at(1_785_650_000_500),
             },
             Change {
+                author: None,
                 id: "gh:acme/api:8".into(),
                 source: "gh".into(),
                 repo: "acme/api".into(),
@@ -480,6 +484,8 @@ mod tests {
     fn incidents() -> Vec<Incident> {
         vec![
             Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: "pd:P1".into(),
                 source: "pd".into(),
                 number: Some(101),
@@ -497,6 +503,8 @@ mod tests {
                 updated_at: at(1_785_703_800_000),
             },
             Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: "pd:P2".into(),
                 source: "pd".into(),
                 number: None,

@@ -332,7 +332,7 @@ impl Export {
                 declared.nullable,
                 declared.doc,
             );
-            doc.people = people_of(T::NAME, declared.name, doc.kind);
+            doc.people = people_of::<T>(declared.name, doc.kind);
             if let Some(p) = &self.pseudonymiser {
                 let replace: Option<&dyn Fn(&str) -> String> = match doc.people {
                     People::Hashed => Some(&|v| p.name(v)),
@@ -694,10 +694,16 @@ fn portable_arrow_schema(frame: &DataFrame) -> KeyValueMetadata {
     KeyValueMetadata::from_static(vec![(key.key, key.value.unwrap_or_default())])
 }
 
-/// How a canonical column is treated when people are pseudonymised.
-fn people_of(table: &str, column: &str, kind: Kind) -> People {
-    match (table, column, kind) {
-        (_, _, Kind::Text | Kind::TextList) if pseudonym::is_person_key(column) => People::Hashed,
+/// How a canonical column is treated when people are pseudonymised: the table's declared people
+/// columns ([`Table::PEOPLE`]) are hashed, and so, as a safety net for a table that forgot to
+/// declare one, is any text column whose name says it holds a person (`author`, `*_by`, `*email`).
+fn people_of<T: Table>(column: &str, kind: Kind) -> People {
+    match (T::NAME, column, kind) {
+        (_, _, Kind::Text | Kind::TextList)
+            if T::PEOPLE.contains(&column) || pseudonym::is_person_key(column) =>
+        {
+            People::Hashed
+        }
         (Quarantined::NAME, "raw", _) => People::HashedInside,
         (_, "title", _) => People::FreeText,
         _ => People::None,
@@ -973,6 +979,46 @@ mod tests {
     }
 
     #[test]
+    fn exactly_the_declared_people_columns_of_the_lake_are_hashed() {
+        fn hashed<T: Table>() -> Vec<String> {
+            T::COLUMNS
+                .iter()
+                .filter(|c| people_of::<T>(c.name, Kind::of(c.kind)) == People::Hashed)
+                .map(|c| format!("{}.{}", T::NAME, c.name))
+                .collect()
+        }
+        use tandem_connectors::model::{Commit, TicketTransition};
+        let all: Vec<String> = [
+            hashed::<Deployment>(),
+            hashed::<Change>(),
+            hashed::<Incident>(),
+            hashed::<Commit>(),
+            hashed::<Ticket>(),
+            hashed::<TicketTransition>(),
+            hashed::<ChangeRequest>(),
+            hashed::<Quarantined>(),
+        ]
+        .concat();
+        assert_eq!(
+            all,
+            [
+                "deployments.deployed_by",
+                "changes.author",
+                "incidents.assignee",
+                "incidents.acknowledged_by",
+                "commits.author_name",
+                "commits.author_email",
+                "tickets.assignee",
+                "tickets.reporter",
+                "change_requests.requested_by",
+                "change_requests.assigned_to",
+            ]
+        );
+        assert_eq!(people_of::<Quarantined>("raw", Kind::Text), People::HashedInside);
+        assert_eq!(people_of::<Change>("title", Kind::Text), People::FreeText);
+    }
+
+    #[test]
     fn people_columns_are_hashed_with_the_same_pseudonym_everywhere() {
         let dir = tempfile::tempdir().unwrap();
         let p = Pseudonymiser::new("secret-key").unwrap();
@@ -1107,6 +1153,7 @@ mod tests {
     #[test]
     fn unmapped_lists_records_without_a_service_and_their_reference() {
         let dep = |id: &str, service: Option<&str>| Deployment {
+            deployed_by: None,
             id: id.into(),
             source: "gh".into(),
             repo: "acme/legacy".into(),

@@ -73,6 +73,7 @@ pub(crate) fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calenda
 /// A successful production deployment of `acme/{service}`.
 pub(crate) fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
     Deployment {
+        deployed_by: None,
         id: format!("gh:{id}"),
         source: "gh".into(),
         repo: format!("acme/{}", service.unwrap_or("unmapped")),
@@ -96,6 +97,8 @@ pub(crate) fn incident(
     resolved: Option<DateTime<Utc>>,
 ) -> Incident {
     Incident {
+        acknowledged_by: None,
+        assignee: None,
         id: format!("pd:{id}"),
         source: "pd".into(),
         number: None,

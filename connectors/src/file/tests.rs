@@ -87,6 +87,7 @@ fn expected(entity: Entity) -> Vec<Record> {
     match entity {
         Entity::Deployments => vec![
             Record::Deployment(Deployment {
+                deployed_by: None,
                 id: s("legacy:d-1"),
                 source: s("legacy"),
                 repo: s("acme/checkout"),
@@ -101,6 +102,7 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-01T10:05:00Z"),
             }),
             Record::Deployment(Deployment {
+                deployed_by: None,
                 id: s("legacy:acme/search:staging:def456:2024-03-02T17:00:00Z"),
                 source: s("legacy"),
                 repo: s("acme/search"),
@@ -117,6 +119,7 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::Changes => vec![
             Record::Change(Change {
+                author: some("jdoe"),
                 id: s("legacy:acme/checkout:42"),
                 source: s("legacy"),
                 repo: s("acme/checkout"),
@@ -135,6 +138,7 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-01T09:30:00Z"),
             }),
             Record::Change(Change {
+                author: None,
                 id: s("legacy:acme/checkout:43"),
                 source: s("legacy"),
                 repo: s("acme/checkout"),
@@ -155,6 +159,8 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::Commits => vec![
             Record::Commit(Commit {
+                author_email: None,
+                author_name: None,
                 id: s("legacy:acme/checkout:abc123"),
                 source: s("legacy"),
                 repo: s("acme/checkout"),
@@ -168,6 +174,8 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-01T10:05:00Z"),
             }),
             Record::Commit(Commit {
+                author_email: None,
+                author_name: None,
                 id: s("legacy:acme/checkout:p1"),
                 source: s("legacy"),
                 repo: s("acme/checkout"),
@@ -183,6 +191,8 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::Incidents => vec![
             Record::Incident(Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: s("legacy:INC-1"),
                 source: s("legacy"),
                 number: Some(1),
@@ -200,6 +210,8 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-01T11:00:00Z"),
             }),
             Record::Incident(Incident {
+                acknowledged_by: None,
+                assignee: None,
                 id: s("legacy:2"),
                 source: s("legacy"),
                 number: Some(2),
@@ -219,6 +231,8 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::Tickets => vec![
             Record::Ticket(Ticket {
+                assignee: some("Mia Krystof"),
+                reporter: some("Jon Doe"),
                 id: s("legacy:OPS-1"),
                 source: s("legacy"),
                 key: s("OPS-1"),
@@ -238,6 +252,8 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-01T12:00:00Z"),
             }),
             Record::Ticket(Ticket {
+                assignee: None,
+                reporter: None,
                 id: s("legacy:OPS-2"),
                 source: s("legacy"),
                 key: s("OPS-2"),
@@ -281,6 +297,8 @@ fn expected(entity: Entity) -> Vec<Record> {
         ],
         Entity::ChangeRequests => vec![
             Record::ChangeRequest(ChangeRequest {
+                assigned_to: None,
+                requested_by: None,
                 id: s("legacy:CHG0001"),
                 source: s("legacy"),
                 number: s("CHG0001"),
@@ -301,6 +319,8 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-02T08:00:00Z"),
             }),
             Record::ChangeRequest(ChangeRequest {
+                assigned_to: None,
+                requested_by: None,
                 id: s("legacy:CHG0002"),
                 source: s("legacy"),
                 number: s("CHG0002"),

@@ -17,6 +17,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::{Commit, Deployment, DeploymentStatus, Quarantined, Record};
+use crate::people::person;
 use crate::time::parse_instant;
 
 const STREAM: &str = "deployments";
@@ -179,7 +180,12 @@ impl GitHub {
         Ok((records, rejected, pending))
     }
 
-    fn deployment(&self, repo: &str, raw: &Value, statuses: &[Value]) -> Result<Deployment, String> {
+    pub(super) fn deployment(
+        &self,
+        repo: &str,
+        raw: &Value,
+        statuses: &[Value],
+    ) -> Result<Deployment, String> {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
@@ -221,6 +227,7 @@ impl GitHub {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         Ok(Deployment {
+            deployed_by: person(raw, &["/creator/login"]),
             id: format!("{}:{repo}:{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -416,6 +423,8 @@ impl GitHub {
             .unwrap_or_default()
             .to_owned();
         Ok(Commit {
+            author_email: person(raw, &["/commit/author/email"]),
+            author_name: person(raw, &["/commit/author/name"]),
             id: format!("{}:{repo}:{sha}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

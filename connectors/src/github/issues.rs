@@ -14,6 +14,7 @@ use super::{GitHub, PER_PAGE, is_sha, label_names, opt_time_field, str_field, ti
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::{Incident, Record, Severity};
+use crate::people::person;
 use crate::time::{format_utc, parse_instant};
 
 const STREAM: &str = "issues";
@@ -144,6 +145,9 @@ impl GitHub {
             return Err(format!("unknown issue state {status:?}"));
         }
         Ok(Incident {
+            // An issue has no acknowledgement.
+            acknowledged_by: None,
+            assignee: person(raw, &["/assignee/login", "/assignees/0/login"]),
             id: format!("{}:{repo}#{number}", self.config.name),
             source: self.config.name.clone(),
             number: Some(number),

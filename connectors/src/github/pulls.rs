@@ -12,6 +12,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, label_names, opt_time_field, str_fiel
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::{Change, Record};
+use crate::people::person;
 use crate::time::parse_instant;
 
 impl GitHub {
@@ -61,7 +62,7 @@ impl GitHub {
         Ok((records, rejected, Vec::new()))
     }
 
-    fn change(&self, repo: &str, raw: &Value, commits: &[Value]) -> Result<Change, String> {
+    pub(super) fn change(&self, repo: &str, raw: &Value, commits: &[Value]) -> Result<Change, String> {
         let number = raw
             .get("number")
             .and_then(Value::as_i64)
@@ -84,6 +85,7 @@ impl GitHub {
         let body = raw.get("body").and_then(Value::as_str).unwrap_or_default();
         let is_revert = title.starts_with("Revert \"") || title.starts_with("Revert '");
         Ok(Change {
+            author: person(raw, &["/user/login"]),
             id: format!("{}:{repo}:{number}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

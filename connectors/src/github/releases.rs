@@ -13,6 +13,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, encode_ref, is_sha, opt_time_field, s
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::{Deployment, DeploymentStatus, Record};
+use crate::people::person;
 
 const STREAM: &str = "releases";
 
@@ -113,6 +114,7 @@ impl GitHub {
         let environment = self.config.release_environment.clone();
         str_field(raw, "tag_name")?;
         Ok(Deployment {
+            deployed_by: person(raw, &["/author/login"]),
             id: format!("{}:{repo}:release-{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

@@ -15,6 +15,7 @@ use super::{GitHub, PER_PAGE, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::{Deployment, DeploymentStatus, Quarantined, Record};
+use crate::people::person;
 use crate::time::{format_utc, parse_instant};
 
 const STREAM: &str = "workflow_runs";
@@ -342,6 +343,7 @@ impl GitHub {
             None => time_field(raw, "created_at")?,
         };
         Ok(Deployment {
+            deployed_by: person(raw, &["/triggering_actor/login", "/actor/login"]),
             id: format!("{}:{repo}:run-{id}-{attempt}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

@@ -323,6 +323,15 @@ async fn commits_between_production_deployments_follow_the_history() {
             .unwrap();
         assert_eq!(c.authored_at, sim.authored_at);
         assert_eq!(c.title, sim.message.lines().next().unwrap());
+        // The simulation writes `jon-doe` as `jon doe <jon-doe@acme.example>`.
+        let (name, email) = match &sim.author_login {
+            Some(login) => (login.replace('-', " "), format!("{login}@acme.example")),
+            None => ("Contractor".to_owned(), "contractor@agency.example".to_owned()),
+        };
+        assert_eq!(
+            (c.author_name.clone(), c.author_email.clone()),
+            (Some(name), Some(email))
+        );
         let parent = if i == 0 {
             p.base_sha.clone()
         } else {
@@ -472,6 +481,8 @@ async fn issues_skip_pull_requests_and_map_severity_and_cause_refs() {
             expected.insert(
                 id.clone(),
                 Incident {
+                    acknowledged_by: None,
+                    assignee: None,
                     id,
                     source: "gh-issues".into(),
                     number: Some(i64::try_from(i.number).unwrap()),
@@ -546,6 +557,7 @@ async fn releases_resolve_branch_targets_through_the_tag_and_skip_drafts() {
             expected.insert(
                 id.clone(),
                 Deployment {
+                    deployed_by: Some(rel.author.clone()),
                     id,
                     source: "gh-releases".into(),
                     repo: extra.repo.clone(),
@@ -612,6 +624,7 @@ async fn workflow_runs_map_conclusions_of_the_configured_workflow_only() {
                 expected.insert(
                     id.clone(),
                     Deployment {
+                        deployed_by: Some(run.actor.clone()),
                         id,
                         source: source.into(),
                         repo: extra.repo.clone(),
@@ -982,5 +995,125 @@ async fn malformed_records_of_the_new_streams_are_rejected_with_a_reason() {
         gh.release("acme/a", &release, "abc".into())
             .unwrap_err()
             .contains("published_at")
+    );
+}
+
+#[test]
+fn people_are_read_from_githubs_shapes_and_missing_ones_are_null() {
+    let gh = connector(GitHubConfig {
+        name: "gh-people".into(),
+        base_url: "http://127.0.0.1:9".into(),
+        token_env: TOKEN_VAR.into(),
+        repos: vec!["acme/a".into()],
+        environments: vec!["production".into()],
+        production_environments: vec!["production".into()],
+        overlap_minutes: 60,
+        lookback_days: None,
+        compare_commits: true,
+        incident_labels: vec!["incident".into()],
+        releases_as_deployments: true,
+        release_environment: "production".into(),
+        deployment_workflows: vec!["deploy".into()],
+        workflow_environment: "production".into(),
+    });
+    let user = |login: &str| serde_json::json!({"login": login, "id": 1, "type": "User"});
+
+    // Pull request: `user.login` is the author.
+    let mut pull = serde_json::json!({
+        "number": 9, "title": "Fix", "state": "closed", "user": user("mia-krystof"),
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-02T00:00:00Z",
+        "merged_at": "2024-01-02T00:00:00Z", "merge_commit_sha": "abc", "labels": [], "body": null,
+    });
+    assert_eq!(
+        gh.change("acme/a", &pull, &[]).unwrap().author.as_deref(),
+        Some("mia-krystof")
+    );
+    pull["user"] = Value::Null;
+    assert_eq!(gh.change("acme/a", &pull, &[]).unwrap().author, None);
+
+    // Deployment: `creator.login`; GitHub sends `creator: null` for a deleted account.
+    let mut deployment = serde_json::json!({
+        "id": 4, "sha": "abc", "environment": "production", "creator": user("acme-deploy-bot"),
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+    });
+    let status = serde_json::json!({"id": 1, "state": "success", "created_at": "2024-01-01T00:05:00Z"});
+    let d = gh
+        .deployment("acme/a", &deployment, std::slice::from_ref(&status))
+        .unwrap();
+    assert_eq!(d.deployed_by.as_deref(), Some("acme-deploy-bot"));
+    deployment["creator"] = Value::Null;
+    assert_eq!(
+        gh.deployment("acme/a", &deployment, &[status])
+            .unwrap()
+            .deployed_by,
+        None
+    );
+
+    // Compare commit: the git author's name and email as written in the commit.
+    let shipped: super::deployments::Shipped = serde_json::from_value(
+        serde_json::json!({"id": "d", "sha": "abc", "finished_at": "2024-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    let mut commit = serde_json::json!({
+        "sha": "abc",
+        "commit": {"author": {"name": "Jon Doe", "email": "jdoe@acme.example", "date": "2024-01-01T00:00:00Z"}, "message": "Fix"},
+        "author": user("jdoe"), "parents": [],
+    });
+    let c = gh.commit("acme/a", &shipped, &commit).unwrap();
+    assert_eq!(
+        (c.author_name.as_deref(), c.author_email.as_deref()),
+        (Some("Jon Doe"), Some("jdoe@acme.example"))
+    );
+    commit["commit"]["author"]["name"] = "".into();
+    commit["commit"]["author"]
+        .as_object_mut()
+        .unwrap()
+        .remove("email");
+    let c = gh.commit("acme/a", &shipped, &commit).unwrap();
+    assert_eq!((c.author_name, c.author_email), (None, None));
+
+    // Issue: the assignee's login (else the first of `assignees`); an issue has no acknowledger.
+    let mut issue = serde_json::json!({
+        "number": 5, "title": "Down", "state": "open", "labels": [{"name": "incident"}],
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "closed_at": null,
+        "body": null, "assignee": user("samlee"), "assignees": [user("samlee")],
+    });
+    let i = gh.incident("acme/a", &issue).unwrap();
+    assert_eq!((i.assignee.as_deref(), i.acknowledged_by), (Some("samlee"), None));
+    issue["assignee"] = Value::Null;
+    issue["assignees"] = serde_json::json!([user("noor-h")]);
+    assert_eq!(
+        gh.incident("acme/a", &issue).unwrap().assignee.as_deref(),
+        Some("noor-h")
+    );
+    issue["assignees"] = serde_json::json!([]);
+    assert_eq!(gh.incident("acme/a", &issue).unwrap().assignee, None);
+
+    // Release: its author published it. Workflow run: who triggered it (a re-run's
+    // `triggering_actor`), else `actor`.
+    let release = serde_json::json!({
+        "id": 3, "tag_name": "v1", "author": user("grace-o"),
+        "created_at": "2024-01-01T00:00:00Z", "published_at": "2024-01-01T00:00:00Z",
+    });
+    assert_eq!(
+        gh.release("acme/a", &release, "abc".into())
+            .unwrap()
+            .deployed_by
+            .as_deref(),
+        Some("grace-o")
+    );
+    let mut run = serde_json::json!({
+        "id": 7, "name": "deploy", "path": ".github/workflows/deploy.yml", "run_attempt": 2,
+        "status": "completed", "conclusion": "success", "head_sha": "abc", "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:05:00Z", "actor": user("lukas-b"), "triggering_actor": user("ravi-p"),
+    });
+    assert_eq!(
+        gh.run("acme/a", &run).unwrap().deployed_by.as_deref(),
+        Some("ravi-p")
+    );
+    run.as_object_mut().unwrap().remove("triggering_actor");
+    assert_eq!(
+        gh.run("acme/a", &run).unwrap().deployed_by.as_deref(),
+        Some("lukas-b")
     );
 }

@@ -30,6 +30,7 @@ use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::{Change, Commit, Deployment, DeploymentStatus, Quarantined, Record};
+use crate::people::person;
 use crate::secret::SecretEnv;
 use crate::time::{format_utc, parse_instant, parse_opt_instant};
 
@@ -612,6 +613,7 @@ impl GitLab {
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(&environment));
         Ok(Deployment {
+            deployed_by: person(raw, &["/user/username"]),
             id: format!("{}:{repo}:{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -724,6 +726,7 @@ impl GitLab {
         let description = raw.get("description").and_then(Value::as_str).unwrap_or_default();
         let is_revert = title.starts_with("Revert \"");
         Ok(Change {
+            author: person(raw, &["/author/username"]),
             id: format!("{}:{repo}:{iid}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -773,6 +776,8 @@ impl GitLab {
                 .to_owned(),
         };
         Ok(Commit {
+            author_email: person(raw, &["/author_email"]),
+            author_name: person(raw, &["/author_name"]),
             id: format!("{}:{repo}:{sha}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),

@@ -133,6 +133,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
         _ => DeploymentStatus::InProgress,
     };
     Deployment {
+        deployed_by: Some(d.user.clone()),
         id: format!("gl:{}:{}", d.project, d.id),
         source: "gl".into(),
         repo: d.project.clone(),
@@ -150,6 +151,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
 
 fn expected_change(m: &GlMergeRequest) -> Change {
     Change {
+        author: Some(m.author.clone()),
         id: format!("gl:{}:{}", m.project, m.iid),
         source: "gl".into(),
         repo: m.project.clone(),
@@ -343,6 +345,16 @@ async fn merged_merge_requests_and_their_commits_equal_the_generator() {
         .iter()
         .flat_map(|m| {
             m.commits.iter().map(|c| Commit {
+                // GitLab writes the author's name and email into each commit (`jon-doe` is
+                // `Jon Doe`, `jon-doe@acme.example` in the simulation).
+                author_email: Some(format!("{}@acme.example", c.author)),
+                author_name: Some(
+                    c.author
+                        .split('-')
+                        .map(|w| w[..1].to_uppercase() + &w[1..])
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
                 id: format!("gl:{}:{}", m.project, c.sha),
                 source: "gl".into(),
                 repo: m.project.clone(),
@@ -816,6 +828,47 @@ fn merge_request_fields_map_with_their_fallbacks() {
     );
     assert_eq!(reverted_iid("nothing"), None);
     assert_eq!(reverted_iid("See: This Reverts merge request !1234."), Some(1234));
+}
+
+#[test]
+fn people_are_read_from_gitlabs_shapes_and_missing_ones_are_null() {
+    let c = offline();
+    let user = |name: &str| json!({"id": 7, "username": name, "name": "Display Name", "state": "active"});
+    let mut raw = raw_deployment("success");
+    raw["user"] = user("ravi-p");
+    assert_eq!(
+        c.deployment("r", &raw).unwrap().deployed_by.as_deref(),
+        Some("ravi-p")
+    );
+    raw["user"] = Value::Null;
+    assert_eq!(c.deployment("r", &raw).unwrap().deployed_by, None);
+
+    let mut mr = json!({
+        "id": 1, "iid": 12, "title": "Add proration", "state": "merged", "description": "",
+        "created_at": "2024-01-02T10:00:00.000Z", "updated_at": "2024-01-02T11:00:00.000Z",
+        "merged_at": "2024-01-02T11:00:00.000Z", "merge_commit_sha": "1a2b", "labels": [],
+        "author": user("noor-h"),
+    });
+    assert_eq!(
+        c.change("r", &mr, None).unwrap().author.as_deref(),
+        Some("noor-h")
+    );
+    mr.as_object_mut().unwrap().remove("author");
+    assert_eq!(c.change("r", &mr, None).unwrap().author, None);
+
+    let mut commit = json!({
+        "id": "abc", "title": "Fix", "authored_date": "2024-01-02T10:00:00.000Z",
+        "author_name": "Noor Haddad", "author_email": "noor-h@acme.example",
+    });
+    let got = c.commit("r", &commit).unwrap();
+    assert_eq!(
+        (got.author_name.as_deref(), got.author_email.as_deref()),
+        (Some("Noor Haddad"), Some("noor-h@acme.example"))
+    );
+    commit["author_name"] = json!("");
+    commit["author_email"] = Value::Null;
+    let got = c.commit("r", &commit).unwrap();
+    assert_eq!((got.author_name, got.author_email), (None, None));
 }
 
 fn page(headers: &[(&'static str, &str)]) -> JsonPage {

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::JiraConfig;
 use crate::model::{ChangeRequest, Incident, Record, Severity, Ticket, TicketTransition};
+use crate::people::person;
 use crate::time::{parse_instant, parse_opt_instant};
 
 const CATEGORIES: [&str; 7] = ["bug", "task", "story", "request", "problem", "incident", "change"];
@@ -193,7 +194,11 @@ impl Mapper {
                 .map(|t| t.at)
         };
         let category = self.category(issue_type);
+        let assignee = user(f, "assignee");
+        let reporter = user(f, "reporter");
         let mut records = vec![Record::Ticket(Ticket {
+            assignee: assignee.clone(),
+            reporter: reporter.clone(),
             id: ticket_id.clone(),
             source: self.source.clone(),
             key: key.to_owned(),
@@ -215,6 +220,8 @@ impl Mapper {
         let lower_type = issue_type.to_lowercase();
         if self.incident_types.contains(&lower_type) {
             records.push(Record::Incident(Incident {
+                acknowledged_by: acknowledger(&transitions, histories),
+                assignee,
                 id: ticket_id.clone(),
                 source: self.source.clone(),
                 number: key.rsplit_once('-').and_then(|(_, n)| n.parse().ok()),
@@ -235,6 +242,8 @@ impl Mapper {
             let resolution = f.pointer("/resolution/name").and_then(Value::as_str);
             let refused = resolution.is_some_and(|r| REFUSED.contains(&r.to_lowercase().as_str()));
             records.push(Record::ChangeRequest(ChangeRequest {
+                assigned_to: assignee,
+                requested_by: reporter,
                 id: ticket_id.clone(),
                 source: self.source.clone(),
                 number: key.to_owned(),
@@ -458,6 +467,29 @@ fn opt_time(fields: &Value, name: &str) -> Result<Option<DateTime<Utc>>, String>
     parse_opt_instant(fields.get(name)).map_err(|e| format!("fields.{name}: {e}"))
 }
 
+/// A Jira user's display name, else its Data Center login (`name`), else its Cloud `accountId`
+/// (Cloud hides `name`; a privacy setting can hide the display name).
+fn user(parent: &Value, field: &str) -> Option<String> {
+    person(parent.get(field)?, &["/displayName", "/name", "/accountId"])
+}
+
+/// The author of the changelog entry that first moved the issue into `indeterminate` (the
+/// acknowledgement), found through the history id inside the transition's id.
+fn acknowledger(transitions: &[TicketTransition], histories: &[Value]) -> Option<String> {
+    let first = transitions
+        .iter()
+        .find(|t| t.to_category.as_deref() == Some("indeterminate"))?;
+    let history_id = first.id.rsplit(':').nth(1)?;
+    histories
+        .iter()
+        .find(|h| match h.get("id") {
+            Some(Value::String(s)) => s == history_id,
+            Some(Value::Number(n)) => n.to_string() == history_id,
+            _ => false,
+        })
+        .and_then(|h| user(h, "author"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -580,6 +612,71 @@ mod tests {
         assert_eq!(transitions[1].at.to_rfc3339(), "2024-03-10T18:00:00+00:00");
         assert_eq!(transitions[2].from_category.as_deref(), Some("done"));
         assert_eq!(transitions[2].to_category.as_deref(), Some("indeterminate"));
+    }
+
+    #[test]
+    fn people_come_from_display_names_else_the_login_or_account_id() {
+        let m = Mapper::new(&config()).unwrap();
+        let cats: HashMap<String, String> = [("1", "new"), ("3", "indeterminate")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let issue = |kind: &str, assignee: Value, reporter: Value| {
+            json!({"id": "1", "key": "OPS-1", "fields": {
+                "issuetype": {"name": kind}, "summary": "x",
+                "status": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}},
+                "created": "2024-03-09T10:00:00.000Z", "updated": "2024-03-09T12:00:00.000Z",
+                "resolutiondate": null, "labels": [], "components": [], "priority": null,
+                "assignee": assignee, "reporter": reporter,
+            }})
+        };
+        // Cloud: displayName and accountId; Data Center: displayName and name (the login).
+        let cloud = json!({"accountId": "5b10ac8d82e05b22cc7d4ef5", "displayName": "Mia Krystof"});
+        let dc = json!({"name": "jon.doe", "key": "JIRAUSER1", "displayName": "Jon Doe"});
+        let histories = vec![
+            json!({"id": "10", "created": "2024-03-09T11:00:00.000Z", "author": {"displayName": "Sam Lee"},
+                "items": [{"field": "assignee", "fieldtype": "jira", "from": null, "to": "x"}]}),
+            json!({"id": "11", "created": "2024-03-09T11:30:00.000Z", "author": {"accountId": "acc-noor"},
+                "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "Open", "to": "3", "toString": "In Progress"}]}),
+        ];
+        let mapped = m.issue(&issue("Incident", cloud, dc), &histories, &cats).unwrap();
+        let Record::Ticket(t) = &mapped.records[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (t.assignee.as_deref(), t.reporter.as_deref()),
+            (Some("Mia Krystof"), Some("Jon Doe"))
+        );
+        let Some(Record::Incident(i)) = mapped.records.iter().find(|r| matches!(r, Record::Incident(_)))
+        else {
+            unreachable!()
+        };
+        // The acknowledger is the author of the move into `indeterminate`, not of the earlier
+        // assignment; a Cloud user whose display name is hidden is known by the account id.
+        assert_eq!(
+            (i.assignee.as_deref(), i.acknowledged_by.as_deref()),
+            (Some("Mia Krystof"), Some("acc-noor"))
+        );
+
+        // Unassigned, a Data Center reporter without a display name, a change request.
+        let mapped = m
+            .issue(
+                &issue("Change", Value::Null, json!({"name": "ravi.patel"})),
+                &[],
+                &cats,
+            )
+            .unwrap();
+        let Some(Record::ChangeRequest(c)) = mapped
+            .records
+            .iter()
+            .find(|r| matches!(r, Record::ChangeRequest(_)))
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (c.assigned_to.as_deref(), c.requested_by.as_deref()),
+            (None, Some("ravi.patel"))
+        );
     }
 
     #[test]

@@ -545,6 +545,8 @@ impl Jira {
             "labels",
             "components",
             "issuelinks",
+            "assignee",
+            "reporter",
             "project",
             &self.config.planned_start_field,
             &self.config.planned_end_field,

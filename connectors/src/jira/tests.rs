@@ -178,6 +178,15 @@ fn first_into_indeterminate(data: &JiraData, issue: &JiraIssue) -> Option<chrono
         .map(|t| t.at)
 }
 
+/// The author of the changelog entry that first moved the issue into `indeterminate`.
+fn acknowledger(data: &JiraData, issue: &JiraIssue) -> Option<String> {
+    issue
+        .status_changes()
+        .into_iter()
+        .find(|(_, _, item)| known_category(data, item.to.as_deref()).as_deref() == Some("indeterminate"))
+        .map(|(h, _, _)| h.author.clone())
+}
+
 fn expected(data: &JiraData) -> Output {
     let mut o = Output::default();
     for issue in good(data) {
@@ -190,6 +199,8 @@ fn expected(data: &JiraData) -> Output {
         o.tickets.insert(
             id.clone(),
             Ticket {
+                assignee: issue.assignee.clone(),
+                reporter: Some(issue.reporter.clone()),
                 id: id.clone(),
                 source: "jira".into(),
                 key: issue.key.clone(),
@@ -234,6 +245,8 @@ fn expected(data: &JiraData) -> Output {
             o.incidents.insert(
                 id.clone(),
                 Incident {
+                    acknowledged_by: acknowledger(data, issue),
+                    assignee: issue.assignee.clone(),
                     id: id.clone(),
                     source: "jira".into(),
                     number: Some(issue.number() as i64),
@@ -256,6 +269,8 @@ fn expected(data: &JiraData) -> Output {
             o.changes.insert(
                 id.clone(),
                 ChangeRequest {
+                    assigned_to: issue.assignee.clone(),
+                    requested_by: Some(issue.reporter.clone()),
                     id: id.clone(),
                     source: "jira".into(),
                     number: issue.key.clone(),

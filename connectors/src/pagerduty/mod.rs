@@ -19,6 +19,7 @@ use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
 use crate::model::{Incident, Quarantined, Record, Severity};
+use crate::people::person;
 use crate::secret::SecretEnv;
 use crate::time::{format_utc, parse_instant, parse_opt_instant};
 
@@ -226,7 +227,7 @@ impl PagerDuty {
             }
         };
         // Fetched on first need only: a re-sync that finds no incidents costs one request.
-        let mut acks: Option<HashMap<String, DateTime<Utc>>> = None;
+        let mut acks: Option<HashMap<String, Ack>> = None;
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut window_end = (window_start + window).min(until);
         while window_start < until {
@@ -417,10 +418,7 @@ impl PagerDuty {
     }
 
     /// First acknowledgement of one incident, from its own log.
-    async fn incident_acknowledgements(
-        &self,
-        id: &str,
-    ) -> Result<HashMap<String, DateTime<Utc>>, ConnectorError> {
+    async fn incident_acknowledgements(&self, id: &str) -> Result<HashMap<String, Ack>, ConnectorError> {
         let url = self.url(&format!("/incidents/{id}/log_entries"));
         let query = [
             ("time_zone", "UTC".to_owned()),
@@ -446,8 +444,8 @@ impl PagerDuty {
         &self,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<HashMap<String, DateTime<Utc>>, ConnectorError> {
-        let mut acks: HashMap<String, DateTime<Utc>> = HashMap::new();
+    ) -> Result<HashMap<String, Ack>, ConnectorError> {
+        let mut acks: HashMap<String, Ack> = HashMap::new();
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut start = since;
         while start < until {
@@ -502,9 +500,9 @@ impl PagerDuty {
                     ),
                     None => {}
                 }
-                for (id, at) in first_acks(fresh) {
-                    let slot = acks.entry(id).or_insert(at);
-                    *slot = (*slot).min(at);
+                for (id, ack) in first_acks(fresh) {
+                    let slot = acks.entry(id).or_insert_with(|| ack.clone());
+                    slot.keep_earlier(ack);
                 }
                 let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
                 offset = page_at.ask + entries.len();
@@ -518,7 +516,7 @@ impl PagerDuty {
         Ok(acks)
     }
 
-    fn incident(&self, raw: &Value, acks: &HashMap<String, DateTime<Utc>>) -> Result<Incident, String> {
+    fn incident(&self, raw: &Value, acks: &HashMap<String, Ack>) -> Result<Incident, String> {
         let id = raw.get("id").and_then(Value::as_str).ok_or("missing id")?;
         let started_at = raw
             .get("created_at")
@@ -533,20 +531,30 @@ impl PagerDuty {
             .or(parse_opt_instant(raw.get("last_status_change_at"))
                 .map_err(|e| format!("last_status_change_at: {e}"))?)
             .unwrap_or(started_at);
+        // The record's own acknowledgements list is emptied once the incident resolves: the log
+        // entries are the lasting record of who acknowledged first.
         let ack_from_record = raw
             .get("acknowledgements")
             .and_then(Value::as_array)
             .and_then(|a| {
                 a.iter()
-                    .filter_map(|x| x.get("at").and_then(Value::as_str))
-                    .map(parse_instant)
-                    .filter_map(Result::ok)
-                    .min()
+                    .filter_map(|x| {
+                        let at = parse_instant(x.get("at").and_then(Value::as_str)?).ok()?;
+                        Some(Ack {
+                            at,
+                            by: person(x, &["/acknowledger/summary"]),
+                        })
+                    })
+                    .min_by_key(|ack| ack.at)
             });
-        let acknowledged_at = acks.get(id).copied().or(ack_from_record);
+        let ack = acks.get(id).cloned().or(ack_from_record);
+        let acknowledged_at = ack.as_ref().map(|a| a.at);
         let priority = raw.pointer("/priority/summary").and_then(Value::as_str);
         let urgency = raw.get("urgency").and_then(Value::as_str);
         Ok(Incident {
+            acknowledged_by: ack.and_then(|a| a.by),
+            // PagerDuty empties `assignments` when an incident resolves: then nobody is assigned.
+            assignee: person(raw, &["/assignments/0/assignee/summary"]),
             id: format!("{}:{id}", self.config.name),
             source: self.config.name.clone(),
             number: raw.get("incident_number").and_then(Value::as_i64),
@@ -581,9 +589,25 @@ impl PagerDuty {
     }
 }
 
+/// An incident's first acknowledgement: when, and who (the log entry's agent).
+#[derive(Debug, Clone, PartialEq)]
+struct Ack {
+    at: DateTime<Utc>,
+    by: Option<String>,
+}
+
+impl Ack {
+    /// Keeps whichever of the two acknowledgements came first.
+    fn keep_earlier(&mut self, other: Ack) {
+        if other.at < self.at {
+            *self = other;
+        }
+    }
+}
+
 /// The earliest `acknowledge_log_entry` per incident among `entries`.
-fn first_acks(entries: &[Value]) -> HashMap<String, DateTime<Utc>> {
-    let mut acks: HashMap<String, DateTime<Utc>> = HashMap::new();
+fn first_acks(entries: &[Value]) -> HashMap<String, Ack> {
+    let mut acks: HashMap<String, Ack> = HashMap::new();
     for e in entries {
         if e.get("type").and_then(Value::as_str) != Some("acknowledge_log_entry") {
             continue;
@@ -594,8 +618,12 @@ fn first_acks(entries: &[Value]) -> HashMap<String, DateTime<Utc>> {
         ) else {
             continue;
         };
-        let slot = acks.entry(id.to_owned()).or_insert(at);
-        *slot = (*slot).min(at);
+        let ack = Ack {
+            at,
+            by: person(e, &["/agent/summary"]),
+        };
+        let slot = acks.entry(id.to_owned()).or_insert_with(|| ack.clone());
+        slot.keep_earlier(ack);
     }
     acks
 }

@@ -116,7 +116,32 @@ fn assert_generated(org: &Organisation, got: &BTreeMap<String, Incident>) {
         let service = org.service(&want.service).unwrap();
         assert_eq!(have.service_ref.as_deref(), Some(service.pagerduty_id.as_str()));
         assert_eq!(have.team_ref.as_deref(), Some(service.pagerduty_team_id.as_str()));
+        // Who acknowledged comes from the log entry, so it outlives the resolution; the
+        // assignment is cleared when the incident resolves. One responder does both.
+        assert_eq!(
+            have.acknowledged_by.is_some(),
+            want.acknowledged_at.is_some(),
+            "{}",
+            want.id
+        );
+        assert_eq!(
+            have.assignee.is_some(),
+            want.status() != "resolved",
+            "{}",
+            want.id
+        );
+        for person in [&have.acknowledged_by, &have.assignee].into_iter().flatten() {
+            assert!(
+                tandem_fixtures::jira_data::PEOPLE.contains(&person.as_str()),
+                "{person}"
+            );
+        }
+        if let (Some(a), Some(b)) = (&have.acknowledged_by, &have.assignee) {
+            assert_eq!(a, b, "{}", want.id);
+        }
     }
+    assert!(got.values().any(|i| i.acknowledged_by.is_some()));
+    assert!(got.values().any(|i| i.assignee.is_some()));
 }
 
 /// Pages an offset walk over `n` records takes: 100, then 99 new per page (one overlaps).
@@ -245,4 +270,59 @@ async fn a_resumed_read_keeps_checking_the_overlap() {
     assert_eq!(union, incidents(&clean).0);
     assert!(log[0].contains("&offset=99&total=false"), "{log:#?}");
     assert!(log[1].contains("&offset=0&total=true"), "{log:#?}");
+}
+
+#[test]
+fn people_come_from_assignments_and_the_first_acknowledgement() {
+    let pd = connector("http://127.0.0.1:9");
+    let user = |name: &str| serde_json::json!({"id": "PUSR", "type": "user_reference", "summary": name});
+    let mut raw = serde_json::json!({
+        "id": "Q1", "incident_number": 7, "title": "Down", "status": "acknowledged",
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:10:00Z",
+        "assignments": [{"at": "2024-01-01T00:00:00Z", "assignee": user("Aiko Tanaka")}],
+        "acknowledgements": [
+            {"at": "2024-01-01T00:06:00Z", "acknowledger": user("Ravi Patel")},
+            {"at": "2024-01-01T00:04:00Z", "acknowledger": user("Jon Doe")},
+        ],
+    });
+    let none = std::collections::HashMap::new();
+    let i = pd.incident(&raw, &none).unwrap();
+    assert_eq!(i.assignee.as_deref(), Some("Aiko Tanaka"));
+    // The earliest acknowledgement's acknowledger, not the first listed.
+    assert_eq!(i.acknowledged_by.as_deref(), Some("Jon Doe"));
+    assert_eq!(
+        i.acknowledged_at.unwrap().to_rfc3339(),
+        "2024-01-01T00:04:00+00:00"
+    );
+
+    // Resolved: PagerDuty has emptied both lists; the log entries still say who acknowledged.
+    raw["status"] = "resolved".into();
+    raw["assignments"] = serde_json::json!([]);
+    raw["acknowledgements"] = serde_json::json!([]);
+    let entries = [
+        serde_json::json!({"type": "acknowledge_log_entry", "created_at": "2024-01-01T00:05:00Z",
+            "agent": user("Mia Krystof"), "incident": {"id": "Q1"}}),
+        serde_json::json!({"type": "acknowledge_log_entry", "created_at": "2024-01-01T00:03:00Z",
+            "agent": user("Sam Lee"), "incident": {"id": "Q1"}}),
+        serde_json::json!({"type": "resolve_log_entry", "created_at": "2024-01-01T00:01:00Z",
+            "agent": user("Noor Haddad"), "incident": {"id": "Q1"}}),
+    ];
+    let acks = first_acks(&entries);
+    let i = pd.incident(&raw, &acks).unwrap();
+    assert_eq!(
+        (i.assignee, i.acknowledged_by.as_deref()),
+        (None, Some("Sam Lee"))
+    );
+    assert_eq!(
+        i.acknowledged_at.unwrap().to_rfc3339(),
+        "2024-01-01T00:03:00+00:00"
+    );
+
+    // Acknowledged by an integration without a name: the time is known, the person is not.
+    let entries = [
+        serde_json::json!({"type": "acknowledge_log_entry", "created_at": "2024-01-01T00:02:00Z",
+        "agent": {"type": "inbound_integration_reference"}, "incident": {"id": "Q1"}}),
+    ];
+    let i = pd.incident(&raw, &first_acks(&entries)).unwrap();
+    assert_eq!((i.acknowledged_at.is_some(), i.acknowledged_by), (true, None));
 }

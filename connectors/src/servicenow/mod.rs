@@ -39,9 +39,10 @@ const MAX_PAGE: usize = 10_000;
 const REPOLL_CHUNK: usize = 50;
 
 const INCIDENT_FIELDS: &str = "sys_id,number,short_description,state,priority,opened_at,work_start,\
-resolved_at,closed_at,sys_updated_on,cmdb_ci,caused_by,caused_by.number";
+resolved_at,closed_at,sys_updated_on,cmdb_ci,caused_by,caused_by.number,assigned_to.name,opened_by.name";
 const CHANGE_FIELDS: &str = "sys_id,number,short_description,type,state,approval,start_date,end_date,\
-work_start,work_end,closed_at,close_code,cmdb_ci,opened_at,sys_created_on,sys_updated_on";
+work_start,work_end,closed_at,close_code,cmdb_ci,opened_at,sys_created_on,sys_updated_on,\
+requested_by.name,assigned_to.name";
 
 /// `[[source]] kind = "servicenow"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -694,9 +695,14 @@ impl ServiceNow {
                 None
             }
         };
+        // People are `sys_user` references; the dot-walked `.name` is the user's display name.
+        let assignee = non_empty(text(raw, "assigned_to.name")?);
         let key = if number.is_empty() { sys_id } else { number };
         let digits: String = number.chars().filter(char::is_ascii_digit).collect();
         let incident = Incident {
+            // `work_start` records no person: nobody is known to have acknowledged.
+            acknowledged_by: None,
+            assignee: assignee.clone(),
             id: format!("{}:{sys_id}", self.config.name),
             source: self.config.name.clone(),
             number: digits.parse().ok(),
@@ -714,6 +720,8 @@ impl ServiceNow {
             updated_at,
         };
         let ticket = Ticket {
+            assignee,
+            reporter: non_empty(text(raw, "opened_by.name")?),
             id: format!("{}:{key}", self.config.name),
             source: self.config.name.clone(),
             key: key.to_owned(),
@@ -777,6 +785,8 @@ impl ServiceNow {
             None => time(raw, "sys_created_on")?.ok_or("missing opened_at and sys_created_on")?,
         };
         let change = ChangeRequest {
+            assigned_to: non_empty(text(raw, "assigned_to.name")?),
+            requested_by: non_empty(text(raw, "requested_by.name")?),
             id: format!("{}:{sys_id}", self.config.name),
             source: self.config.name.clone(),
             number: text(raw, "number")?.to_owned(),

@@ -128,6 +128,13 @@ fn label(state: &str) -> String {
 }
 
 /// What the connector must make of a generated incident.
+/// The display name of a `sys_user` reference, as the dot-walked `.name` field serves it.
+fn user_name(org: &Organisation, sys_id: Option<&String>) -> Option<String> {
+    let sys_id = sys_id?;
+    let user = org.servicenow.users.iter().find(|u| &u.sys_id == sys_id);
+    Some(user.expect("a reference to a generated user").name.clone())
+}
+
 fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
     let resolved_at = match i.state.as_str() {
         "1" | "2" | "3" => None,
@@ -147,6 +154,8 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         cause_refs.push(chg.number.clone());
     }
     let incident = Incident {
+        acknowledged_by: None,
+        assignee: user_name(org, i.assigned_to.as_ref()),
         id: format!("snow:{}", i.sys_id),
         source: "snow".into(),
         number: Some(i.number.trim_start_matches("INC").parse().unwrap()),
@@ -164,6 +173,8 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         updated_at: i.sys_updated_on,
     };
     let ticket = Ticket {
+        assignee: user_name(org, i.assigned_to.as_ref()),
+        reporter: user_name(org, i.opened_by.as_ref()),
         id: format!("snow:{}", i.number),
         source: "snow".into(),
         key: i.number.clone(),
@@ -190,8 +201,10 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
     (incident, ticket)
 }
 
-fn expected_change(c: &SnChange) -> ChangeRequest {
+fn expected_change(org: &Organisation, c: &SnChange) -> ChangeRequest {
     ChangeRequest {
+        assigned_to: user_name(org, c.assigned_to.as_ref()),
+        requested_by: user_name(org, c.requested_by.as_ref()),
         id: format!("snow:{}", c.sys_id),
         source: "snow".into(),
         number: c.number.clone(),
@@ -236,7 +249,7 @@ fn expected_change_records(org: &Organisation) -> BTreeMap<String, Record> {
         .iter()
         .filter(|c| !c.acl_hidden)
         .map(|c| {
-            let r = expected_change(c);
+            let r = expected_change(org, c);
             (r.id.clone(), Record::ChangeRequest(r))
         })
         .collect()
@@ -735,6 +748,25 @@ fn an_incident_row_from_the_docs() {
     assert_eq!(ticket.status_category, "done");
     assert_eq!(ticket.priority.as_deref(), Some("3"));
     assert!(!open);
+    // The docs' row names nobody.
+    assert_eq!((inc.assignee, inc.acknowledged_by), (None, None));
+    assert_eq!((ticket.assignee, ticket.reporter), (None, None));
+
+    // People are dot-walked `sys_user` display names; an empty one is nobody.
+    let mut row = incident_row();
+    row["assigned_to.name"] = json!("Beth Anglin");
+    row["opened_by.name"] = json!("Joe Employee");
+    let (inc, ticket, _) = c.incident(&row, &mut unknown).unwrap();
+    assert_eq!(
+        (inc.assignee.as_deref(), inc.acknowledged_by),
+        (Some("Beth Anglin"), None)
+    );
+    assert_eq!(
+        (ticket.assignee.as_deref(), ticket.reporter.as_deref()),
+        (Some("Beth Anglin"), Some("Joe Employee"))
+    );
+    row["assigned_to.name"] = json!("");
+    assert_eq!(c.incident(&row, &mut unknown).unwrap().1.assignee, None);
 
     // Closed without resolved_at: closed_at stands in; cancelled without either: last update.
     let mut row = incident_row();
@@ -816,11 +848,21 @@ fn a_change_request_row_and_unknown_choices() {
     assert_eq!(chg.planned_end, None);
     assert_eq!(chg.created_at, parse_instant("2024-01-01 09:00:00").unwrap());
     assert_eq!(chg.service_ref.as_deref(), Some("ci1"));
+    assert_eq!((chg.requested_by, chg.assigned_to), (None, None));
     assert!(open);
     // Each unknown value is logged once.
     assert_eq!(unknown.0.len(), 2);
     c.change_request(&row, &mut unknown).unwrap();
     assert_eq!(unknown.0.len(), 2);
+
+    let mut row = row;
+    row["requested_by.name"] = json!("Abel Tuter");
+    row["assigned_to.name"] = json!("David Loo");
+    let (chg, _) = c.change_request(&row, &mut unknown).unwrap();
+    assert_eq!(
+        (chg.requested_by.as_deref(), chg.assigned_to.as_deref()),
+        (Some("Abel Tuter"), Some("David Loo"))
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn aug(day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
 /// A successful production deployment of `sha` to `repo`, started 10 minutes before it finished.
 fn deployment(id: &str, repo: &str, service: Option<&str>, sha: &str, finished: DateTime<Utc>) -> Deployment {
     Deployment {
+        deployed_by: None,
         id: id.into(),
         source: "gh".into(),
         repo: repo.into(),
@@ -40,6 +41,8 @@ fn deployment(id: &str, repo: &str, service: Option<&str>, sha: &str, finished: 
 
 fn commit(repo: &str, sha: &str, deployment_id: Option<&str>) -> Commit {
     Commit {
+        author_email: None,
+        author_name: None,
         id: format!("gh:{repo}:{sha}"),
         source: "gh".into(),
         repo: repo.into(),
@@ -63,6 +66,7 @@ fn change(
     first_commit: Option<DateTime<Utc>>,
 ) -> Change {
     Change {
+        author: None,
         id: id.into(),
         source: "gh".into(),
         repo: format!("acme/{}", service.unwrap_or("legacy")),
@@ -84,6 +88,8 @@ fn change(
 
 fn incident(id: &str, service: Option<&str>, started: DateTime<Utc>) -> Incident {
     Incident {
+        acknowledged_by: None,
+        assignee: None,
         id: id.into(),
         source: "pd".into(),
         number: None,

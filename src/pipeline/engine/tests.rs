@@ -25,6 +25,7 @@ fn change(
     first_commit: Option<DateTime<Utc>>,
 ) -> Change {
     Change {
+        author: None,
         id: format!("gh:{repo}:{number}"),
         source: "gh".into(),
         repo: repo.into(),

@@ -45,11 +45,19 @@ const PERSON_KEYS: &[&str] = &[
     "users",
 ];
 
+/// Keys that look like people by their suffix but hold a record reference.
+const NOT_PERSON_KEYS: &[&str] = &["caused_by"];
+
 /// Whether a column or JSON key names a person: one of [`PERSON_KEYS`], or a name ending in
-/// `login`, `email`, `emailaddress` or `_by` (`merged_by`, `opened_by`, `sys_created_by`).
+/// `login`, `email`, `emailaddress` or `_by` (`merged_by`, `opened_by`, `sys_created_by`). A
+/// ServiceNow dot-walked key (`assigned_to.name`) is judged by the reference it walks from.
 pub fn is_person_key(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    PERSON_KEYS.contains(&name.as_str())
+    let name = name.split('.').next().unwrap_or_default();
+    if NOT_PERSON_KEYS.contains(&name) {
+        return false;
+    }
+    PERSON_KEYS.contains(&name)
         || name.ends_with("login")
         || name.ends_with("email")
         || name.ends_with("emailaddress")
@@ -287,10 +295,23 @@ mod tests {
             "login",
             "emailAddress",
             "user",
+            "assigned_to.name",
+            "opened_by.name",
         ] {
             assert!(is_person_key(name), "{name}");
         }
-        for name in ["title", "service", "team", "status", "raw", "id", "summary"] {
+        for name in [
+            "title",
+            "service",
+            "team",
+            "status",
+            "raw",
+            "id",
+            "summary",
+            "caused_by",
+            "caused_by.number",
+            "assignment_group.name",
+        ] {
             assert!(!is_person_key(name), "{name}");
         }
     }

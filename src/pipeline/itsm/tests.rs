@@ -25,6 +25,8 @@ fn ticket(
     resolved: Option<DateTime<Utc>>,
 ) -> Ticket {
     Ticket {
+        assignee: None,
+        reporter: None,
         id: format!("jira:{id}"),
         source: "jira".into(),
         key: id.into(),
@@ -67,6 +69,8 @@ fn change_request(
     close_code: Option<&str>,
 ) -> ChangeRequest {
     ChangeRequest {
+        assigned_to: None,
+        requested_by: None,
         id: format!("snow:{id}"),
         source: "snow".into(),
         number: id.into(),
