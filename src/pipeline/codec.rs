@@ -240,9 +240,14 @@ fn column_values<T: Table>(
         column: declared.name.to_owned(),
         message,
     };
-    let column = frame
-        .column(declared.name)
-        .map_err(|_| schema_error("missing from the file".to_owned()))?;
+    let Ok(column) = frame.column(declared.name) else {
+        // A nullable column added in a later version of tandem reads as null from a lake written
+        // before it existed; a required one cannot be made up.
+        if declared.nullable {
+            return Ok(vec![Value::Null; frame.height()]);
+        }
+        return Err(schema_error("missing from the file".to_owned()));
+    };
     let expected = dtype_of(declared.kind);
     let found = column.dtype();
     // Instants written by another tool may use another unit; a naive one is taken as UTC.
@@ -699,6 +704,33 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("stored as str"), "{err}");
+    }
+
+    #[test]
+    fn a_lake_written_before_a_nullable_column_existed_reads_it_as_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deployments.parquet");
+        let mut frame = frame_of(&deployments(), &path).unwrap();
+        frame.drop_in_place("deployed_by").unwrap();
+        let mut file = File::create(&path).unwrap();
+        ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
+
+        let read = read_table::<Deployment>(&path).unwrap();
+        let expected: Vec<Deployment> = deployments()
+            .into_iter()
+            .map(|d| Deployment {
+                deployed_by: None,
+                ..d
+            })
+            .collect();
+        assert_eq!(read, expected);
+
+        // A required column missing is an error naming it.
+        frame.drop_in_place("sha").unwrap();
+        let mut file = File::create(&path).unwrap();
+        ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
+        let err = read_table::<Deployment>(&path).unwrap_err().to_string();
+        assert!(err.contains("column `sha`: missing from the file"), "{err}");
     }
 
     #[test]

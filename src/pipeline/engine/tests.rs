@@ -945,6 +945,8 @@ fn commit(sha: &str, parents: &[&str], deployment: Option<&str>) -> Commit {
         parents: parents.iter().map(|p| p.to_string()).collect(),
         title: sha.into(),
         deployment_id: deployment.map(|d| format!("gh:{d}")),
+        author_name: None,
+        author_email: None,
         updated_at: aug(1, 0, 0),
     }
 }
@@ -1213,6 +1215,8 @@ fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shi
         actual_start: None,
         actual_end: None,
         closed_at: Some(aug(5, 14, 0)),
+        requested_by: None,
+        assigned_to: None,
         close_code: Some("successful".into()),
         created_at: aug(3, 0, 0),
         updated_at: aug(5, 14, 0),
@@ -1292,6 +1296,8 @@ fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ti
         labels: vec![],
         created_at: aug(1, 0, 0),
         resolved_at: Some(aug(2, 0, 0)),
+        assignee: None,
+        reporter: None,
         updated_at: aug(2, 0, 0),
     };
     let lake = lake(&deployments, &changes, &[]);
