@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tandem_connectors::model::ReasonCode;
 
 /// Samples below this count mark a value as insufficient data (no tier, no colour).
 pub const MIN_SAMPLE: i64 = 5;
@@ -107,6 +108,14 @@ pub enum MetricId {
     DeploymentsWithoutChangeRecord,
     /// Source records that could not be mapped and were quarantined, by when tandem saw them.
     QuarantinedRecords,
+    /// Quarantined records whose reason code is `missing_field`.
+    QuarantinedMissingField,
+    /// Quarantined records whose reason code is `bad_timestamp`.
+    QuarantinedBadTimestamp,
+    /// Quarantined records whose reason code is `bad_value`.
+    QuarantinedBadValue,
+    /// Quarantined records whose reason code is `bad_shape`.
+    QuarantinedBadShape,
     /// Merged changes linked to a deployment.
     ChangesDeployedShare,
     /// Incidents with a service.
@@ -121,6 +130,11 @@ pub enum MetricId {
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
     DeployDays,
+    /// Median over the ISO weeks of the range of the days with a production deployment (DORA `w`).
+    DeployDaysWeeklyMedian,
+    /// Median over the calendar months of the range of the days with a production deployment
+    /// (DORA `m`).
+    DeployDaysMonthlyMedian,
     /// Production deployments that contain rework (a revert, a hotfix, a fix of an incident or
     /// bug ticket), divided by production deployments.
     ReworkRate,
@@ -236,8 +250,12 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 11] = [
+    pub const QUALITY: [MetricId; 15] = [
         Self::QuarantinedRecords,
+        Self::QuarantinedMissingField,
+        Self::QuarantinedBadTimestamp,
+        Self::QuarantinedBadValue,
+        Self::QuarantinedBadShape,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
         Self::ChangesLinkedTimeShare,
@@ -251,11 +269,13 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 9] = [
+    pub const DORA: [MetricId; 11] = [
         Self::LeadTimeP90,
         Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
+        Self::DeployDaysWeeklyMedian,
+        Self::DeployDaysMonthlyMedian,
         Self::ReworkRate,
         Self::ChangesMerged,
         Self::LeadTimeCodingMedian,
@@ -264,7 +284,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 64] = [
+    pub const ALL: [MetricId; 70] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -277,6 +297,8 @@ impl MetricId {
         Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
+        Self::DeployDaysWeeklyMedian,
+        Self::DeployDaysMonthlyMedian,
         Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
@@ -319,6 +341,10 @@ impl MetricId {
         Self::EmergencyChangeRatio,
         Self::DeploymentsWithoutChangeRecord,
         Self::QuarantinedRecords,
+        Self::QuarantinedMissingField,
+        Self::QuarantinedBadTimestamp,
+        Self::QuarantinedBadValue,
+        Self::QuarantinedBadShape,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
         Self::ChangesLinkedTimeShare,
@@ -364,6 +390,10 @@ impl MetricId {
             Self::EmergencyChangeRatio => "emergency_change_ratio",
             Self::DeploymentsWithoutChangeRecord => "deployments_without_change_record",
             Self::QuarantinedRecords => "quarantined_records",
+            Self::QuarantinedMissingField => "quarantined_missing_field",
+            Self::QuarantinedBadTimestamp => "quarantined_bad_timestamp",
+            Self::QuarantinedBadValue => "quarantined_bad_value",
+            Self::QuarantinedBadShape => "quarantined_bad_shape",
             Self::ChangesDeployedShare => "changes_deployed_share",
             Self::IncidentsMappedShare => "incidents_mapped_share",
             Self::IncidentsAttributedShare => "incidents_attributed_share",
@@ -372,6 +402,8 @@ impl MetricId {
 
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
+            Self::DeployDaysWeeklyMedian => "deploy_days_weekly_median",
+            Self::DeployDaysMonthlyMedian => "deploy_days_monthly_median",
             Self::ReworkRate => "rework_rate",
             Self::ChangesMerged => "changes_merged",
             Self::LeadTimeCodingMedian => "lead_time_coding_median",
@@ -445,9 +477,15 @@ impl MetricId {
             | Self::SlaOpenPastTarget
             | Self::DeploymentsWithoutChangeRecord
             | Self::QuarantinedRecords
+            | Self::QuarantinedMissingField
+            | Self::QuarantinedBadTimestamp
+            | Self::QuarantinedBadValue
+            | Self::QuarantinedBadShape
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
             | Self::DeployDays
+            | Self::DeployDaysWeeklyMedian
+            | Self::DeployDaysMonthlyMedian
             | Self::ChangesMerged
             | Self::FailedDeploymentCount
             | Self::IncidentsOpened
@@ -505,6 +543,10 @@ impl MetricId {
             Self::EmergencyChangeRatio => "Emergency change ratio",
             Self::DeploymentsWithoutChangeRecord => "Deployments without a change record",
             Self::QuarantinedRecords => "Quarantined records",
+            Self::QuarantinedMissingField => "Quarantined: missing field",
+            Self::QuarantinedBadTimestamp => "Quarantined: bad timestamp",
+            Self::QuarantinedBadValue => "Quarantined: bad value",
+            Self::QuarantinedBadShape => "Quarantined: bad shape",
             Self::ChangesDeployedShare => "Merged changes linked to a deployment",
             Self::IncidentsMappedShare => "Incidents with a service",
             Self::IncidentsAttributedShare => "Incidents attributed to a change",
@@ -513,6 +555,8 @@ impl MetricId {
 
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
+            Self::DeployDaysWeeklyMedian => "Deploy days per week (median)",
+            Self::DeployDaysMonthlyMedian => "Deploy days per month (median)",
             Self::ReworkRate => "Rework rate",
             Self::ChangesMerged => "Changes merged",
             Self::LeadTimeCodingMedian => "Lead time: coding (median)",
@@ -626,6 +670,12 @@ impl MetricId {
             Self::FailedDeploymentRecoveryMedian => {
                 "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the first deployment that undid it: a rollback (the same service redeployed to an earlier sha within 7 days) or the deployment of a revert of one of its changes; median over failed deployments that finished in the period and have been remediated."
             }
+            Self::DeployDaysWeeklyMedian => {
+                "Whole range only: the median, over every ISO week the range touches (clipped to the range, empty weeks included), of the distinct days (in the report time zone) with a production deployment; DORA's deployment-frequency input w, whatever the grain. n is the number of weeks; its tier (dora-2023) is elite for w ≥ 5, high for w ≥ 1, else medium when the monthly median m ≥ 1, else low."
+            }
+            Self::DeployDaysMonthlyMedian => {
+                "Whole range only: the median, over every calendar month the range touches (clipped to the range, empty months included), of the distinct days (in the report time zone) with a production deployment; DORA's deployment-frequency input m, which separates medium (m ≥ 1) from low when w < 1. n is the number of months."
+            }
             Self::DeployDays => {
                 "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."
             }
@@ -719,9 +769,32 @@ impl MetricId {
             Self::IncidentsAttributedWindowShare => {
                 "Incidents (by start) attributed by the window (the latest production deployment of their service within the attribution window before they started; DevLake's rule in that mode), divided by incidents."
             }
+            Self::QuarantinedMissingField => {
+                "Quarantined records whose reason code is missing_field (a field the record needs is absent, null or empty), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedBadTimestamp => {
+                "Quarantined records whose reason code is bad_timestamp (a time field that does not parse), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedBadValue => {
+                "Quarantined records whose reason code is bad_value (a value tandem does not understand: an unknown state, a wrong type), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedBadShape => {
+                "Quarantined records whose reason code is bad_shape (not the expected shape: not a JSON object, a CSV row with too many cells, an unknown column, a row that does not deserialize), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."
             }
+        }
+    }
+
+    /// The quarantine reason code a `quarantined_<code>` metric counts.
+    pub fn quarantine_code(self) -> Option<ReasonCode> {
+        match self {
+            Self::QuarantinedMissingField => Some(ReasonCode::MissingField),
+            Self::QuarantinedBadTimestamp => Some(ReasonCode::BadTimestamp),
+            Self::QuarantinedBadValue => Some(ReasonCode::BadValue),
+            Self::QuarantinedBadShape => Some(ReasonCode::BadShape),
+            _ => None,
         }
     }
 
@@ -734,6 +807,7 @@ impl MetricId {
 impl MetricRow {
     /// The DORA tier of a whole-range row (`dora-2023` thresholds): lead time, change failure
     /// rate and failed deployment recovery time only; `None` for other metrics and for `n < 5`.
+    /// The deployment-frequency tier needs two rows: see [`Self::tier_among`].
     pub fn tier(&self) -> Option<&'static str> {
         use crate::pipeline::tiers::{DEFAULT_THRESHOLDS, TierInput, thresholds};
         let value = self.value?;
@@ -742,6 +816,28 @@ impl MetricRow {
             MetricId::ChangeFailureRate => TierInput::ChangeFailureRate(value),
             MetricId::FailedDeploymentRecoveryMedian => TierInput::RecoveryHours(value),
             _ => return None,
+        };
+        thresholds(DEFAULT_THRESHOLDS)?
+            .tier(input, self.n)
+            .map(|t| t.as_str())
+    }
+
+    /// The DORA tier of a whole-range row among the rows of its metric table: as [`Self::tier`],
+    /// and for `deploy_days_weekly_median` (`w`) the deployment-frequency tier, which also reads
+    /// the same scope's `deploy_days_monthly_median` (`m`): elite for `w ≥ 5`, high for `w ≥ 1`,
+    /// medium for `m ≥ 1`, else low; `None` for fewer than 5 weeks.
+    pub fn tier_among(&self, rows: &[MetricRow]) -> Option<&'static str> {
+        use crate::pipeline::tiers::{DEFAULT_THRESHOLDS, TierInput, thresholds};
+        if self.metric != MetricId::DeployDaysWeeklyMedian.as_str() {
+            return self.tier();
+        }
+        let monthly = rows.iter().find(|r| {
+            r.metric == MetricId::DeployDaysMonthlyMedian.as_str()
+                && (&r.grain, &r.scope_type, &r.scope) == (&self.grain, &self.scope_type, &self.scope)
+        })?;
+        let input = TierInput::DeployDays {
+            weekly: self.value?,
+            monthly: monthly.value?,
         };
         thresholds(DEFAULT_THRESHOLDS)?
             .tier(input, self.n)

@@ -6,7 +6,7 @@
 //! Deployments are few enough per service to order and compare in plain Rust once polars has
 //! filtered them; the per-period statistics go through the shared `aggregate`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
@@ -14,6 +14,7 @@ use polars::prelude::*;
 use tandem_connectors::model::Ticket;
 
 use super::PipelineError;
+use super::calendar::{Grain, period_start};
 use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
@@ -157,13 +158,24 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let day = |ms: i64| -> Option<NaiveDate> {
         DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).date_naive())
     };
-    let days_in = |scope: super::engine::Scope<'_>, from: i64, to: i64| -> usize {
+    let days_of = |scope: super::engine::Scope<'_>, from: i64, to: i64| -> BTreeSet<NaiveDate> {
         deploys
             .iter()
             .filter(|d| d.finished >= from && d.finished < to && scope.covers(d.service.as_deref()))
             .filter_map(|d| day(d.finished))
-            .collect::<BTreeSet<_>>()
-            .len()
+            .collect()
+    };
+    let days_in = |scope: super::engine::Scope<'_>, from: i64, to: i64| days_of(scope, from, to).len();
+    // The range's local dates `[first, end)`, for the weekly and monthly tier inputs.
+    let (range_from, range_to) = shared.grid.instants(Period::Range);
+    let (first, end) = (
+        range_from.with_timezone(&tz).date_naive(),
+        range_to.with_timezone(&tz).date_naive(),
+    );
+    let tier_input = |scope: Scope<'_>, grain: Grain| -> (Option<f64>, i64) {
+        let (from, to) = shared.grid.millis(Period::Range);
+        let per_bucket = days_per_period(&days_of(scope, from, to), first, end, grain);
+        (median(&per_bucket), per_bucket.len() as i64)
     };
 
     // A statistic of linked changes, with the methods behind it.
@@ -225,6 +237,11 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                         (median(&per_unit), per_unit.len() as i64)
                     }
                 },
+                MetricId::DeployDaysWeeklyMedian | MetricId::DeployDaysMonthlyMedian => match period {
+                    Period::Unit(_) => return None,
+                    Period::Range if metric == MetricId::DeployDaysWeeklyMedian => tier_input(scope, Grain::Week),
+                    Period::Range => tier_input(scope, Grain::Month),
+                },
                 MetricId::ChangesMerged => {
                     let n = merged.n(scope, period);
                     (Some(n as f64), n)
@@ -234,6 +251,17 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .map(|(value, n)| (value, n, None))
         },
     ))
+}
+
+/// The days with a deployment in each period of `grain` that the local dates `[first, end)` touch,
+/// in time order, empty periods included; a period only partly inside the range counts the days
+/// of its part inside (a month's first week, a week's days in the range's first month).
+fn days_per_period(days: &BTreeSet<NaiveDate>, first: NaiveDate, end: NaiveDate, grain: Grain) -> Vec<f64> {
+    let mut per_period: BTreeMap<NaiveDate, f64> = BTreeMap::new();
+    for date in first.iter_days().take_while(|d| *d < end) {
+        *per_period.entry(period_start(grain, date)).or_insert(0.0) += f64::from(u8::from(days.contains(&date)));
+    }
+    per_period.into_values().collect()
 }
 
 /// Per deployment, the changes it shipped and how many of them were linked by ancestry.

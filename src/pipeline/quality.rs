@@ -2,8 +2,10 @@
 //! records no mapping covers, how many changes and incidents could be linked, and first
 //! deployments without a baseline. Readers of a number can see how much data stands behind it.
 
+use std::collections::BTreeMap;
+
 use polars::prelude::*;
-use tandem_connectors::model::{Incident, Quarantined};
+use tandem_connectors::model::{Incident, Quarantined, ReasonCode};
 
 use super::PipelineError;
 use super::codec::scan_table;
@@ -32,11 +34,22 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .and_then(|f| Ok(f.column("n")?.i64()?.get(0).unwrap_or(0)))
         .map_err(polars)?;
     let quarantined = aggregate(
-        quarantine.select([col("seen_at").alias("at"), null_service()]),
+        quarantine.clone().select([col("seen_at").alias("at"), null_service()]),
         shared.grid,
         &[],
     )
     .map_err(polars)?;
+    let (coded, totals) = coded_quarantine(quarantine).map_err(polars)?;
+    let mut by_code = Vec::with_capacity(ReasonCode::ALL.len());
+    for code in ReasonCode::ALL {
+        let events = coded
+            .clone()
+            .lazy()
+            .filter(col("code").eq(lit(code.as_str())))
+            .select([col("at"), null_service()]);
+        let total = totals.get(&code).copied().unwrap_or(0);
+        by_code.push((code, total, aggregate(events, shared.grid, &[]).map_err(polars)?));
+    }
 
     // Merged changes, whether they are linked to a deployment, and by which method.
     let links =
@@ -186,6 +199,17 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                     };
                     (Some(n as f64), n)
                 }),
+                _ if metric.quarantine_code().is_some() => {
+                    let (_, total, cells) = by_code.iter().find(|(c, ..)| Some(*c) == metric.quarantine_code())?;
+                    // Counted as `quarantined_records` is.
+                    matches!(scope, Scope::Org).then(|| {
+                        let n = match period {
+                            Period::Range => *total,
+                            Period::Unit(_) => cells.n(scope, period),
+                        };
+                        (Some(n as f64), n)
+                    })
+                }
                 MetricId::ChangesLinkedAncestryShare => {
                     Some((deployed.value(scope, period, 1), deployed.n(scope, period)))
                 }
@@ -225,4 +249,41 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .map(|(value, n)| (value, n, None))
         },
     ))
+}
+
+/// Every quarantined record as `at` (when seen, ms) and `code`: its stored reason code, or for a
+/// row stored before tandem kept codes (null, or a lake without the column), the code its reason
+/// text reads as ([`ReasonCode::of_message`]); beside it, the count of each code.
+fn coded_quarantine(quarantine: LazyFrame) -> PolarsResult<(DataFrame, BTreeMap<ReasonCode, i64>)> {
+    let has_code = quarantine.clone().collect_schema()?.contains("reason_code");
+    let code = if has_code {
+        col("reason_code")
+    } else {
+        lit(NULL).cast(DataType::String).alias("reason_code")
+    };
+    let frame = quarantine
+        .select([col("seen_at"), col("reason"), code])
+        .collect()?;
+    let (seen, reason, stored) = (
+        frame.column("seen_at")?.i64()?,
+        frame.column("reason")?.str()?,
+        frame.column("reason_code")?.str()?,
+    );
+    let mut at = Vec::with_capacity(frame.height());
+    let mut codes = Vec::with_capacity(frame.height());
+    let mut totals = BTreeMap::new();
+    for i in 0..frame.height() {
+        let code = match (stored.get(i).and_then(ReasonCode::parse), reason.get(i)) {
+            (Some(code), _) => code,
+            (None, text) => ReasonCode::of_message(text.unwrap_or_default()),
+        };
+        *totals.entry(code).or_insert(0) += 1;
+        at.push(seen.get(i));
+        codes.push(code.as_str());
+    }
+    let frame = DataFrame::new_infer_height(vec![
+        Column::new("at".into(), at),
+        Column::new("code".into(), codes),
+    ])?;
+    Ok((frame, totals))
 }
