@@ -946,6 +946,54 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_frequency_tier_reads_the_weekly_and_monthly_medians() {
+        let row = |metric: &str, value: f64, n: i64| MetricRow {
+            metric: metric.into(),
+            grain: "range".into(),
+            scope_type: "service".into(),
+            scope: "web".into(),
+            period_start: DateTime::UNIX_EPOCH,
+            period_end: DateTime::UNIX_EPOCH,
+            value: Some(value),
+            unit: "count".into(),
+            n,
+            method: None,
+        };
+        let tier = |w: f64, m: f64, weeks: i64| {
+            let rows = [
+                row("deploy_days_weekly_median", w, weeks),
+                row("deploy_days_monthly_median", m, 3),
+            ];
+            rows[0].tier_among(&rows)
+        };
+        assert_eq!(tier(5.0, 20.0, 13), Some("elite"));
+        assert_eq!(tier(1.0, 4.0, 13), Some("high"));
+        assert_eq!(tier(0.0, 1.0, 13), Some("medium"), "no median week, but a median month");
+        assert_eq!(tier(0.0, 0.5, 13), Some("low"), "half the months without a deploy");
+        assert_eq!(tier(5.0, 20.0, 4), None, "fewer than 5 weeks");
+        let alone = row("deploy_days_weekly_median", 5.0, 13);
+        assert_eq!(alone.tier_among(std::slice::from_ref(&alone)), None, "no monthly row");
+        let other_scope = MetricRow {
+            scope: "api".into(),
+            ..row("deploy_days_monthly_median", 9.0, 3)
+        };
+        assert_eq!(alone.tier_among(&[alone.clone(), other_scope]), None);
+        let lead = row("lead_time_median", 12.0, 9);
+        assert_eq!(lead.tier_among(&[]), Some("elite"), "other metrics as tier()");
+        assert_eq!(alone.tier(), None, "one row alone has no deployment-frequency tier");
+    }
+
+    #[test]
+    fn quarantine_metrics_name_their_reason_code() {
+        for code in ReasonCode::ALL {
+            let id = MetricId::parse(&format!("quarantined_{}", code.as_str())).unwrap();
+            assert_eq!(id.quarantine_code(), Some(code));
+            assert!(MetricId::QUALITY.contains(&id));
+        }
+        assert_eq!(MetricId::QuarantinedRecords.quarantine_code(), None);
+    }
+
+    #[test]
     fn ids_round_trip() {
         for m in MetricId::ALL {
             assert_eq!(MetricId::parse(m.as_str()), Some(m));

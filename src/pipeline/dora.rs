@@ -523,6 +523,44 @@ mod tests {
         }
     }
 
+    fn date(m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
+    }
+
+    #[test]
+    fn deploy_days_per_week_and_month_include_empty_and_partial_periods() {
+        // Monday 3 Aug to Monday 5 Oct: nine whole weeks; August from the 3rd, all of September,
+        // October 1–4.
+        let days: BTreeSet<NaiveDate> = [date(8, 3), date(8, 4), date(8, 12), date(10, 2)].into();
+        let (first, end) = (date(8, 3), date(10, 5));
+        assert_eq!(
+            days_per_period(&days, first, end, Grain::Week),
+            [2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+        );
+        assert_eq!(days_per_period(&days, first, end, Grain::Month), [3.0, 0.0, 1.0]);
+        // A day outside the range counts nowhere.
+        let outside: BTreeSet<NaiveDate> = [date(8, 2), date(10, 5)].into();
+        assert_eq!(days_per_period(&outside, first, end, Grain::Month), [0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn empty_months_pull_the_monthly_median_down() {
+        // January to April, deploys on 5 Jan and 30 Apr: [1, 0, 0, 1] → median 0.5.
+        let days: BTreeSet<NaiveDate> = [date(1, 5), date(4, 30)].into();
+        let months = days_per_period(&days, date(1, 1), date(5, 1), Grain::Month);
+        assert_eq!(months, [1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(median(&months), Some(0.5));
+        // One deploy in three months: [1, 0, 0] → 0, a low performer.
+        let once: BTreeSet<NaiveDate> = [date(2, 10)].into();
+        let months = days_per_period(&once, date(1, 1), date(4, 1), Grain::Month);
+        assert_eq!(months, [0.0, 1.0, 0.0]);
+        assert_eq!(median(&months), Some(0.0));
+        // The weeks a month-grain range touches: 1 Jan 2026 is a Thursday, so the first week
+        // (29 Dec – 4 Jan) counts its four days in January.
+        let weeks = days_per_period(&days, date(1, 1), date(2, 1), Grain::Week);
+        assert_eq!(weeks, [0.0, 1.0, 0.0, 0.0, 0.0]);
+    }
+
     #[test]
     fn a_redeploy_of_an_earlier_sha_within_a_week_rolls_back() {
         let deploys = vec![
