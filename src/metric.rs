@@ -968,11 +968,23 @@ mod tests {
         };
         assert_eq!(tier(5.0, 20.0, 13), Some("elite"));
         assert_eq!(tier(1.0, 4.0, 13), Some("high"));
-        assert_eq!(tier(0.0, 1.0, 13), Some("medium"), "no median week, but a median month");
-        assert_eq!(tier(0.0, 0.5, 13), Some("low"), "half the months without a deploy");
+        assert_eq!(
+            tier(0.0, 1.0, 13),
+            Some("medium"),
+            "no median week, but a median month"
+        );
+        assert_eq!(
+            tier(0.0, 0.5, 13),
+            Some("low"),
+            "half the months without a deploy"
+        );
         assert_eq!(tier(5.0, 20.0, 4), None, "fewer than 5 weeks");
         let alone = row("deploy_days_weekly_median", 5.0, 13);
-        assert_eq!(alone.tier_among(std::slice::from_ref(&alone)), None, "no monthly row");
+        assert_eq!(
+            alone.tier_among(std::slice::from_ref(&alone)),
+            None,
+            "no monthly row"
+        );
         let other_scope = MetricRow {
             scope: "api".into(),
             ..row("deploy_days_monthly_median", 9.0, 3)
@@ -980,7 +992,11 @@ mod tests {
         assert_eq!(alone.tier_among(&[alone.clone(), other_scope]), None);
         let lead = row("lead_time_median", 12.0, 9);
         assert_eq!(lead.tier_among(&[]), Some("elite"), "other metrics as tier()");
-        assert_eq!(alone.tier(), None, "one row alone has no deployment-frequency tier");
+        assert_eq!(
+            alone.tier(),
+            None,
+            "one row alone has no deployment-frequency tier"
+        );
     }
 
     #[test]

@@ -316,16 +316,29 @@ async fn compute_metrics_match_the_ground_truth() {
     let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
 
     // Every quarantined record is counted in the report's data.
-    let quarantined = store
-        .read::<tandem_connectors::model::Quarantined>()
-        .unwrap()
-        .len();
+    let stored = store.read::<tandem_connectors::model::Quarantined>().unwrap();
+    let quarantined = stored.len();
     assert!(quarantined > 0, "the simulation breaks a few records on purpose");
     let row = rows
         .iter()
         .find(|r| r.metric == "quarantined_records" && r.grain == "range" && r.scope == "all")
         .unwrap();
     assert_eq!((row.value, row.n), (Some(quarantined as f64), quarantined as i64));
+    // Each record carries its reason code, and the per-code rows split the total by it.
+    assert!(stored.iter().all(|q| q.reason_code.is_some()), "{stored:?}");
+    for code in tandem_connectors::model::ReasonCode::ALL {
+        let with_code = stored.iter().filter(|q| q.reason_code == Some(code)).count();
+        let id = format!("quarantined_{}", code.as_str());
+        let row = rows
+            .iter()
+            .find(|r| r.metric == id && r.grain == "range" && r.scope == "all")
+            .unwrap();
+        assert_eq!(
+            (row.value, row.n),
+            (Some(with_code as f64), with_code as i64),
+            "{id}"
+        );
+    }
     assert!(html.contains("Quarantined records"));
 
     let start = world.org.spec.start_at();

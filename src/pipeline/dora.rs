@@ -239,7 +239,9 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                 },
                 MetricId::DeployDaysWeeklyMedian | MetricId::DeployDaysMonthlyMedian => match period {
                     Period::Unit(_) => return None,
-                    Period::Range if metric == MetricId::DeployDaysWeeklyMedian => tier_input(scope, Grain::Week),
+                    Period::Range if metric == MetricId::DeployDaysWeeklyMedian => {
+                        tier_input(scope, Grain::Week)
+                    }
                     Period::Range => tier_input(scope, Grain::Month),
                 },
                 MetricId::ChangesMerged => {
@@ -259,7 +261,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
 fn days_per_period(days: &BTreeSet<NaiveDate>, first: NaiveDate, end: NaiveDate, grain: Grain) -> Vec<f64> {
     let mut per_period: BTreeMap<NaiveDate, f64> = BTreeMap::new();
     for date in first.iter_days().take_while(|d| *d < end) {
-        *per_period.entry(period_start(grain, date)).or_insert(0.0) += f64::from(u8::from(days.contains(&date)));
+        *per_period.entry(period_start(grain, date)).or_insert(0.0) +=
+            f64::from(u8::from(days.contains(&date)));
     }
     per_period.into_values().collect()
 }
@@ -540,7 +543,10 @@ mod tests {
         assert_eq!(days_per_period(&days, first, end, Grain::Month), [3.0, 0.0, 1.0]);
         // A day outside the range counts nowhere.
         let outside: BTreeSet<NaiveDate> = [date(8, 2), date(10, 5)].into();
-        assert_eq!(days_per_period(&outside, first, end, Grain::Month), [0.0, 0.0, 0.0]);
+        assert_eq!(
+            days_per_period(&outside, first, end, Grain::Month),
+            [0.0, 0.0, 0.0]
+        );
     }
 
     #[test]
