@@ -852,14 +852,14 @@ pub struct Quarantined {
     pub stream: String,
     /// Why it was rejected (names the field and, where there is one, the value).
     pub reason: String,
-    /// The reason's code, one of [`ReasonCode::ALL`]; `None` only in rows written before tandem
-    /// kept codes.
-    #[serde(default)]
-    pub reason_code: Option<ReasonCode>,
     /// The raw record, as JSON text.
     pub raw: String,
     /// When tandem saw it.
     pub seen_at: DateTime<Utc>,
+    /// The reason's code, one of [`ReasonCode::ALL`]; `None` only in rows written before tandem
+    /// kept codes.
+    #[serde(default)]
+    pub reason_code: Option<ReasonCode>,
 }
 
 impl Table for Quarantined {
@@ -874,18 +874,18 @@ impl Table for Quarantined {
         col("source", ColumnKind::Text, false, "Configured source name."),
         col("stream", ColumnKind::Text, false, "Stream it came from."),
         col("reason", ColumnKind::Text, false, "Why it was rejected."),
-        col(
-            "reason_code",
-            ColumnKind::Text,
-            true,
-            "The reason's code: `missing_field`, `bad_timestamp`, `bad_value` or `bad_shape`.",
-        ),
         col("raw", ColumnKind::Text, false, "The raw record as JSON text."),
         col(
             "seen_at",
             ColumnKind::Timestamp,
             false,
             "When tandem saw it (UTC).",
+        ),
+        col(
+            "reason_code",
+            ColumnKind::Text,
+            true,
+            "The reason's code: `missing_field`, `bad_timestamp`, `bad_value` or `bad_shape`.",
         ),
     ];
     fn key(&self) -> &str {
