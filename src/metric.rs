@@ -116,6 +116,8 @@ pub enum MetricId {
     QuarantinedBadValue,
     /// Quarantined records whose reason code is `bad_shape`.
     QuarantinedBadShape,
+    /// Quarantined records whose reason code is `unknown_reference`.
+    QuarantinedUnknownReference,
     /// Merged changes linked to a deployment.
     ChangesDeployedShare,
     /// Incidents with a service.
@@ -250,12 +252,13 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 15] = [
+    pub const QUALITY: [MetricId; 16] = [
         Self::QuarantinedRecords,
         Self::QuarantinedMissingField,
         Self::QuarantinedBadTimestamp,
         Self::QuarantinedBadValue,
         Self::QuarantinedBadShape,
+        Self::QuarantinedUnknownReference,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
         Self::ChangesLinkedTimeShare,
@@ -284,7 +287,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 70] = [
+    pub const ALL: [MetricId; 71] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -345,6 +348,7 @@ impl MetricId {
         Self::QuarantinedBadTimestamp,
         Self::QuarantinedBadValue,
         Self::QuarantinedBadShape,
+        Self::QuarantinedUnknownReference,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
         Self::ChangesLinkedTimeShare,
@@ -394,6 +398,7 @@ impl MetricId {
             Self::QuarantinedBadTimestamp => "quarantined_bad_timestamp",
             Self::QuarantinedBadValue => "quarantined_bad_value",
             Self::QuarantinedBadShape => "quarantined_bad_shape",
+            Self::QuarantinedUnknownReference => "quarantined_unknown_reference",
             Self::ChangesDeployedShare => "changes_deployed_share",
             Self::IncidentsMappedShare => "incidents_mapped_share",
             Self::IncidentsAttributedShare => "incidents_attributed_share",
@@ -481,6 +486,7 @@ impl MetricId {
             | Self::QuarantinedBadTimestamp
             | Self::QuarantinedBadValue
             | Self::QuarantinedBadShape
+            | Self::QuarantinedUnknownReference
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
             | Self::DeployDays
@@ -547,6 +553,7 @@ impl MetricId {
             Self::QuarantinedBadTimestamp => "Quarantined: bad timestamp",
             Self::QuarantinedBadValue => "Quarantined: bad value",
             Self::QuarantinedBadShape => "Quarantined: bad shape",
+            Self::QuarantinedUnknownReference => "Quarantined: unknown reference",
             Self::ChangesDeployedShare => "Merged changes linked to a deployment",
             Self::IncidentsMappedShare => "Incidents with a service",
             Self::IncidentsAttributedShare => "Incidents attributed to a change",
@@ -781,6 +788,9 @@ impl MetricId {
             Self::QuarantinedBadShape => {
                 "Quarantined records whose reason code is bad_shape (not the expected shape: not a JSON object, a CSV row with too many cells, an unknown column, a row that does not deserialize), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
             }
+            Self::QuarantinedUnknownReference => {
+                "Quarantined records whose reason code is unknown_reference (the record refers to something the source no longer knows: a deployment whose compare answers not found, its commits gone), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."
             }
@@ -794,6 +804,7 @@ impl MetricId {
             Self::QuarantinedBadTimestamp => Some(ReasonCode::BadTimestamp),
             Self::QuarantinedBadValue => Some(ReasonCode::BadValue),
             Self::QuarantinedBadShape => Some(ReasonCode::BadShape),
+            Self::QuarantinedUnknownReference => Some(ReasonCode::UnknownReference),
             _ => None,
         }
     }

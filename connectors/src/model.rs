@@ -885,7 +885,7 @@ impl Table for Quarantined {
             "reason_code",
             ColumnKind::Text,
             true,
-            "The reason's code: `missing_field`, `bad_timestamp`, `bad_value` or `bad_shape`.",
+            "The reason's code: `missing_field`, `bad_timestamp`, `bad_value`, `bad_shape` or `unknown_reference`.",
         ),
     ];
     fn key(&self) -> &str {
@@ -930,15 +930,19 @@ pub enum ReasonCode {
     /// The record as a whole is not the expected shape: not a JSON object, a CSV row with too many
     /// cells, an unknown column, or a row that does not deserialize into the table's record.
     BadShape,
+    /// The record refers to something the source no longer knows: the commits of a deployment
+    /// whose compare answers "not found" (a force-push, a deleted fork).
+    UnknownReference,
 }
 
 impl ReasonCode {
     /// Every code, in the order metric ids and documentation list them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::MissingField,
         Self::BadTimestamp,
         Self::BadValue,
         Self::BadShape,
+        Self::UnknownReference,
     ];
 
     /// The code as stored in the `reason_code` column.
@@ -948,6 +952,7 @@ impl ReasonCode {
             Self::BadTimestamp => "bad_timestamp",
             Self::BadValue => "bad_value",
             Self::BadShape => "bad_shape",
+            Self::UnknownReference => "unknown_reference",
         }
     }
 
@@ -957,14 +962,17 @@ impl ReasonCode {
     }
 
     /// The code of a rejection message written by a connector's mapping code or the file importer,
-    /// from the wording they share: a timestamp error (`unparsable timestamp`, `expected a
+    /// from the wording they share: `… commits are unknown` (a compare that answered not found) is
+    /// `unknown_reference`; a timestamp error (`unparsable timestamp`, `expected a
     /// timestamp`) is `bad_timestamp`; `missing …` or `… without …` is `missing_field`; `… JSON
     /// object`, `unknown column`, `… cells but the header …` or a message starting `not a ` is
     /// `bad_shape`; anything else (`unknown … state`, `expected …, found …`) is `bad_value`.
     /// Also used for rows stored before tandem kept codes.
     pub fn of_message(message: &str) -> Self {
         let m = message.to_ascii_lowercase();
-        if m.contains("timestamp") {
+        if m.contains("commits are unknown") {
+            Self::UnknownReference
+        } else if m.contains("timestamp") {
             Self::BadTimestamp
         } else if m.starts_with("missing ") || m.contains(": missing ") || m.contains(" without ") {
             Self::MissingField
@@ -1002,6 +1010,8 @@ pub enum QuarantineReason {
     },
     /// The record is not the expected shape (the text as given).
     BadShape(String),
+    /// The record refers to something the source no longer knows (the text as given).
+    UnknownReference(String),
     /// A message from a connector's mapping code or the file importer; its code follows
     /// [`ReasonCode::of_message`].
     Message(String),
@@ -1015,6 +1025,7 @@ impl QuarantineReason {
             Self::BadTimestamp { .. } => ReasonCode::BadTimestamp,
             Self::BadValue { .. } => ReasonCode::BadValue,
             Self::BadShape(_) => ReasonCode::BadShape,
+            Self::UnknownReference(_) => ReasonCode::UnknownReference,
             Self::Message(m) => ReasonCode::of_message(m),
         }
     }
@@ -1026,7 +1037,7 @@ impl QuarantineReason {
             Self::BadTimestamp { field, error } | Self::BadValue { field, error } => {
                 format!("{field}: {error}")
             }
-            Self::BadShape(text) | Self::Message(text) => text.clone(),
+            Self::BadShape(text) | Self::UnknownReference(text) | Self::Message(text) => text.clone(),
         }
     }
 }
@@ -1100,6 +1111,11 @@ mod quarantine_tests {
                 ReasonCode::BadShape,
             ),
             ("not a deployments: invalid type", ReasonCode::BadShape),
+            (
+                "compare of the deployment with the previous production deployment answered HTTP 404 at \
+                 http://x/compare/a...b (gone): its commits are unknown",
+                ReasonCode::UnknownReference,
+            ),
         ];
         for (message, code) in cases {
             assert_eq!(ReasonCode::of_message(message), code, "{message}");
@@ -1116,6 +1132,6 @@ mod quarantine_tests {
                 Some(serde_json::json!(code.as_str()))
             );
         }
-        assert_eq!(ReasonCode::parse("unknown_reference"), None);
+        assert_eq!(ReasonCode::parse("no_such_code"), None);
     }
 }

@@ -312,9 +312,9 @@ mod tests {
         }
     }
 
-    /// Six entries over two weeks (3–16 Aug) and beside them: week 0 holds a missing field, a bad
-    /// timestamp and a row stored without a code whose text reads as a bad value; week 1 a
-    /// missing field; a bad value seen before the range and a bad shape seen after it count only
+    /// Seven entries over two weeks (3–16 Aug) and beside them: week 0 holds a missing field, a
+    /// bad timestamp and a row stored without a code whose text reads as a bad value; week 1 a
+    /// missing field and an unknown reference; a bad value seen before the range and a bad shape seen after it count only
     /// in the range's "everything in quarantine now".
     fn entries() -> Vec<Quarantined> {
         let missing = || QuarantineReason::MissingField("numeric id".into());
@@ -350,6 +350,15 @@ mod tests {
                 },
                 aug(3, 0, 0) - chrono::Duration::days(4),
             ),
+            entry(
+                7,
+                QuarantineReason::UnknownReference(
+                    "compare of the deployment with the previous production deployment answered HTTP \
+                     404 at http://x/compare/a...b (gone): its commits are unknown"
+                        .into(),
+                ),
+                aug(12, 10, 0),
+            ),
         ]
     }
 
@@ -374,11 +383,12 @@ mod tests {
         let counts =
             |metric| [Some(0), Some(1), None].map(|week| cell(rows, metric, "all", week).0.unwrap() as i64);
         // [week 0, week 1, range]
-        assert_eq!(counts(QuarantinedRecords), [3, 1, 6]);
+        assert_eq!(counts(QuarantinedRecords), [3, 2, 7]);
         assert_eq!(counts(QuarantinedMissingField), [1, 1, 2]);
         assert_eq!(counts(QuarantinedBadTimestamp), [1, 0, 1]);
         assert_eq!(counts(QuarantinedBadValue), [1, 0, 2]);
         assert_eq!(counts(QuarantinedBadShape), [0, 0, 1]);
+        assert_eq!(counts(QuarantinedUnknownReference), [0, 1, 1]);
         assert_eq!(
             cell(rows, QuarantinedBadValue, "all", None),
             (Some(2.0), 2),
@@ -415,7 +425,7 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         ParquetWriter::new(file).finish(&mut old).unwrap();
         // Entries 1 and 2 read as missing fields, 3 as a bad timestamp, 4 as a bad shape, 5 and 6
-        // as bad values: the same counts as with the codes stored.
+        // as bad values, 7 as an unknown reference: the same counts as with the codes stored.
         assert_counts(&rows(&path, &dir.path().join("none.parquet")));
     }
 }

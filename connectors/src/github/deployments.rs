@@ -321,7 +321,7 @@ impl GitHub {
                     let reason = format!(
                         "compare of the deployment with the previous production deployment answered HTTP {status} at {url} ({body}): its commits are unknown"
                     );
-                    rejected.push(self.reject(STREAM, &raw, QuarantineReason::Message(reason)));
+                    rejected.push(self.reject(STREAM, &raw, QuarantineReason::UnknownReference(reason)));
                 }
                 Err(e) => {
                     // Keep what the earlier compares brought; the rest stays queued.
