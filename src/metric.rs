@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tandem_connectors::model::ReasonCode;
 
 /// Samples below this count mark a value as insufficient data (no tier, no colour).
 pub const MIN_SAMPLE: i64 = 5;
@@ -107,6 +108,16 @@ pub enum MetricId {
     DeploymentsWithoutChangeRecord,
     /// Source records that could not be mapped and were quarantined, by when tandem saw them.
     QuarantinedRecords,
+    /// Quarantined records whose reason code is `missing_field`.
+    QuarantinedMissingField,
+    /// Quarantined records whose reason code is `bad_timestamp`.
+    QuarantinedBadTimestamp,
+    /// Quarantined records whose reason code is `bad_value`.
+    QuarantinedBadValue,
+    /// Quarantined records whose reason code is `bad_shape`.
+    QuarantinedBadShape,
+    /// Quarantined records whose reason code is `unknown_reference`.
+    QuarantinedUnknownReference,
     /// Merged changes linked to a deployment.
     ChangesDeployedShare,
     /// Incidents with a service.
@@ -121,6 +132,11 @@ pub enum MetricId {
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
     DeployDays,
+    /// Median over the ISO weeks of the range of the days with a production deployment (DORA `w`).
+    DeployDaysWeeklyMedian,
+    /// Median over the calendar months of the range of the days with a production deployment
+    /// (DORA `m`).
+    DeployDaysMonthlyMedian,
     /// Production deployments that contain rework (a revert, a hotfix, a fix of an incident or
     /// bug ticket), divided by production deployments.
     ReworkRate,
@@ -236,8 +252,13 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 11] = [
+    pub const QUALITY: [MetricId; 16] = [
         Self::QuarantinedRecords,
+        Self::QuarantinedMissingField,
+        Self::QuarantinedBadTimestamp,
+        Self::QuarantinedBadValue,
+        Self::QuarantinedBadShape,
+        Self::QuarantinedUnknownReference,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
         Self::ChangesLinkedTimeShare,
@@ -251,11 +272,13 @@ impl MetricId {
     ];
 
     /// DORA beyond the core set.
-    pub const DORA: [MetricId; 9] = [
+    pub const DORA: [MetricId; 11] = [
         Self::LeadTimeP90,
         Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
+        Self::DeployDaysWeeklyMedian,
+        Self::DeployDaysMonthlyMedian,
         Self::ReworkRate,
         Self::ChangesMerged,
         Self::LeadTimeCodingMedian,
@@ -264,7 +287,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 64] = [
+    pub const ALL: [MetricId; 71] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -277,6 +300,8 @@ impl MetricId {
         Self::FailedDeploymentCount,
         Self::FailedDeploymentRecoveryMedian,
         Self::DeployDays,
+        Self::DeployDaysWeeklyMedian,
+        Self::DeployDaysMonthlyMedian,
         Self::ReworkRate,
         Self::TimeToRestoreMedian,
         Self::TimeToRestoreMean,
@@ -319,6 +344,11 @@ impl MetricId {
         Self::EmergencyChangeRatio,
         Self::DeploymentsWithoutChangeRecord,
         Self::QuarantinedRecords,
+        Self::QuarantinedMissingField,
+        Self::QuarantinedBadTimestamp,
+        Self::QuarantinedBadValue,
+        Self::QuarantinedBadShape,
+        Self::QuarantinedUnknownReference,
         Self::ChangesDeployedShare,
         Self::ChangesLinkedAncestryShare,
         Self::ChangesLinkedTimeShare,
@@ -364,6 +394,11 @@ impl MetricId {
             Self::EmergencyChangeRatio => "emergency_change_ratio",
             Self::DeploymentsWithoutChangeRecord => "deployments_without_change_record",
             Self::QuarantinedRecords => "quarantined_records",
+            Self::QuarantinedMissingField => "quarantined_missing_field",
+            Self::QuarantinedBadTimestamp => "quarantined_bad_timestamp",
+            Self::QuarantinedBadValue => "quarantined_bad_value",
+            Self::QuarantinedBadShape => "quarantined_bad_shape",
+            Self::QuarantinedUnknownReference => "quarantined_unknown_reference",
             Self::ChangesDeployedShare => "changes_deployed_share",
             Self::IncidentsMappedShare => "incidents_mapped_share",
             Self::IncidentsAttributedShare => "incidents_attributed_share",
@@ -372,6 +407,8 @@ impl MetricId {
 
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
+            Self::DeployDaysWeeklyMedian => "deploy_days_weekly_median",
+            Self::DeployDaysMonthlyMedian => "deploy_days_monthly_median",
             Self::ReworkRate => "rework_rate",
             Self::ChangesMerged => "changes_merged",
             Self::LeadTimeCodingMedian => "lead_time_coding_median",
@@ -445,9 +482,16 @@ impl MetricId {
             | Self::SlaOpenPastTarget
             | Self::DeploymentsWithoutChangeRecord
             | Self::QuarantinedRecords
+            | Self::QuarantinedMissingField
+            | Self::QuarantinedBadTimestamp
+            | Self::QuarantinedBadValue
+            | Self::QuarantinedBadShape
+            | Self::QuarantinedUnknownReference
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
             | Self::DeployDays
+            | Self::DeployDaysWeeklyMedian
+            | Self::DeployDaysMonthlyMedian
             | Self::ChangesMerged
             | Self::FailedDeploymentCount
             | Self::IncidentsOpened
@@ -505,6 +549,11 @@ impl MetricId {
             Self::EmergencyChangeRatio => "Emergency change ratio",
             Self::DeploymentsWithoutChangeRecord => "Deployments without a change record",
             Self::QuarantinedRecords => "Quarantined records",
+            Self::QuarantinedMissingField => "Quarantined: missing field",
+            Self::QuarantinedBadTimestamp => "Quarantined: bad timestamp",
+            Self::QuarantinedBadValue => "Quarantined: bad value",
+            Self::QuarantinedBadShape => "Quarantined: bad shape",
+            Self::QuarantinedUnknownReference => "Quarantined: unknown reference",
             Self::ChangesDeployedShare => "Merged changes linked to a deployment",
             Self::IncidentsMappedShare => "Incidents with a service",
             Self::IncidentsAttributedShare => "Incidents attributed to a change",
@@ -513,6 +562,8 @@ impl MetricId {
 
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
+            Self::DeployDaysWeeklyMedian => "Deploy days per week (median)",
+            Self::DeployDaysMonthlyMedian => "Deploy days per month (median)",
             Self::ReworkRate => "Rework rate",
             Self::ChangesMerged => "Changes merged",
             Self::LeadTimeCodingMedian => "Lead time: coding (median)",
@@ -626,6 +677,12 @@ impl MetricId {
             Self::FailedDeploymentRecoveryMedian => {
                 "For each failed production deployment, its remediation minus its finish: the latest resolution of the incidents attributed to it, or, without one, the finish of the first deployment that undid it: a rollback (the same service redeployed to an earlier sha within 7 days) or the deployment of a revert of one of its changes; median over failed deployments that finished in the period and have been remediated."
             }
+            Self::DeployDaysWeeklyMedian => {
+                "Whole range only: the median, over every ISO week the range touches (clipped to the range, empty weeks included), of the distinct days (in the report time zone) with a production deployment; DORA's deployment-frequency input w, whatever the grain. n is the number of weeks; its tier (dora-2023) is elite for w ≥ 5, high for w ≥ 1, else medium when the monthly median m ≥ 1, else low."
+            }
+            Self::DeployDaysMonthlyMedian => {
+                "Whole range only: the median, over every calendar month the range touches (clipped to the range, empty months included), of the distinct days (in the report time zone) with a production deployment; DORA's deployment-frequency input m, which separates medium (m ≥ 1) from low when w < 1. n is the number of months."
+            }
             Self::DeployDays => {
                 "Distinct days (in the report time zone) with at least one production deployment in the period; for the whole range, the median over its periods, empty ones included (DORA's deployment-frequency input w for weeks)."
             }
@@ -719,9 +776,36 @@ impl MetricId {
             Self::IncidentsAttributedWindowShare => {
                 "Incidents (by start) attributed by the window (the latest production deployment of their service within the attribution window before they started; DevLake's rule in that mode), divided by incidents."
             }
+            Self::QuarantinedMissingField => {
+                "Quarantined records whose reason code is missing_field (a field the record needs is absent, null or empty), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedBadTimestamp => {
+                "Quarantined records whose reason code is bad_timestamp (a time field that does not parse), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedBadValue => {
+                "Quarantined records whose reason code is bad_value (a value tandem does not understand: an unknown state, a wrong type), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedBadShape => {
+                "Quarantined records whose reason code is bad_shape (not the expected shape: not a JSON object, a CSV row with too many cells, an unknown column, a row that does not deserialize), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
+            Self::QuarantinedUnknownReference => {
+                "Quarantined records whose reason code is unknown_reference (the record refers to something the source no longer knows: a deployment whose compare answers not found, its commits gone), counted as quarantined_records is: per period by when they were seen; for the whole range, every such record in quarantine now."
+            }
             Self::QuarantinedRecords => {
                 "Source records tandem could not map (an unparsable time, a missing key, an unknown value) and kept aside with their reason in the quarantine table: per week by when they were seen; for the whole range, every record in quarantine now."
             }
+        }
+    }
+
+    /// The quarantine reason code a `quarantined_<code>` metric counts.
+    pub fn quarantine_code(self) -> Option<ReasonCode> {
+        match self {
+            Self::QuarantinedMissingField => Some(ReasonCode::MissingField),
+            Self::QuarantinedBadTimestamp => Some(ReasonCode::BadTimestamp),
+            Self::QuarantinedBadValue => Some(ReasonCode::BadValue),
+            Self::QuarantinedBadShape => Some(ReasonCode::BadShape),
+            Self::QuarantinedUnknownReference => Some(ReasonCode::UnknownReference),
+            _ => None,
         }
     }
 
@@ -734,6 +818,7 @@ impl MetricId {
 impl MetricRow {
     /// The DORA tier of a whole-range row (`dora-2023` thresholds): lead time, change failure
     /// rate and failed deployment recovery time only; `None` for other metrics and for `n < 5`.
+    /// The deployment-frequency tier needs two rows: see [`Self::tier_among`].
     pub fn tier(&self) -> Option<&'static str> {
         use crate::pipeline::tiers::{DEFAULT_THRESHOLDS, TierInput, thresholds};
         let value = self.value?;
@@ -742,6 +827,28 @@ impl MetricRow {
             MetricId::ChangeFailureRate => TierInput::ChangeFailureRate(value),
             MetricId::FailedDeploymentRecoveryMedian => TierInput::RecoveryHours(value),
             _ => return None,
+        };
+        thresholds(DEFAULT_THRESHOLDS)?
+            .tier(input, self.n)
+            .map(|t| t.as_str())
+    }
+
+    /// The DORA tier of a whole-range row among the rows of its metric table: as [`Self::tier`],
+    /// and for `deploy_days_weekly_median` (`w`) the deployment-frequency tier, which also reads
+    /// the same scope's `deploy_days_monthly_median` (`m`): elite for `w ≥ 5`, high for `w ≥ 1`,
+    /// medium for `m ≥ 1`, else low; `None` for fewer than 5 weeks.
+    pub fn tier_among(&self, rows: &[MetricRow]) -> Option<&'static str> {
+        use crate::pipeline::tiers::{DEFAULT_THRESHOLDS, TierInput, thresholds};
+        if self.metric != MetricId::DeployDaysWeeklyMedian.as_str() {
+            return self.tier();
+        }
+        let monthly = rows.iter().find(|r| {
+            r.metric == MetricId::DeployDaysMonthlyMedian.as_str()
+                && (&r.grain, &r.scope_type, &r.scope) == (&self.grain, &self.scope_type, &self.scope)
+        })?;
+        let input = TierInput::DeployDays {
+            weekly: self.value?,
+            monthly: monthly.value?,
         };
         thresholds(DEFAULT_THRESHOLDS)?
             .tier(input, self.n)
@@ -847,6 +954,70 @@ mod tests {
     fn fewer_than_five_samples_is_insufficient() {
         assert!(row("hours", Some(1.0), 4).insufficient());
         assert!(!row("hours", Some(1.0), 5).insufficient());
+    }
+
+    #[test]
+    fn the_deployment_frequency_tier_reads_the_weekly_and_monthly_medians() {
+        let row = |metric: &str, value: f64, n: i64| MetricRow {
+            metric: metric.into(),
+            grain: "range".into(),
+            scope_type: "service".into(),
+            scope: "web".into(),
+            period_start: DateTime::UNIX_EPOCH,
+            period_end: DateTime::UNIX_EPOCH,
+            value: Some(value),
+            unit: "count".into(),
+            n,
+            method: None,
+        };
+        let tier = |w: f64, m: f64, weeks: i64| {
+            let rows = [
+                row("deploy_days_weekly_median", w, weeks),
+                row("deploy_days_monthly_median", m, 3),
+            ];
+            rows[0].tier_among(&rows)
+        };
+        assert_eq!(tier(5.0, 20.0, 13), Some("elite"));
+        assert_eq!(tier(1.0, 4.0, 13), Some("high"));
+        assert_eq!(
+            tier(0.0, 1.0, 13),
+            Some("medium"),
+            "no median week, but a median month"
+        );
+        assert_eq!(
+            tier(0.0, 0.5, 13),
+            Some("low"),
+            "half the months without a deploy"
+        );
+        assert_eq!(tier(5.0, 20.0, 4), None, "fewer than 5 weeks");
+        let alone = row("deploy_days_weekly_median", 5.0, 13);
+        assert_eq!(
+            alone.tier_among(std::slice::from_ref(&alone)),
+            None,
+            "no monthly row"
+        );
+        let other_scope = MetricRow {
+            scope: "api".into(),
+            ..row("deploy_days_monthly_median", 9.0, 3)
+        };
+        assert_eq!(alone.tier_among(&[alone.clone(), other_scope]), None);
+        let lead = row("lead_time_median", 12.0, 9);
+        assert_eq!(lead.tier_among(&[]), Some("elite"), "other metrics as tier()");
+        assert_eq!(
+            alone.tier(),
+            None,
+            "one row alone has no deployment-frequency tier"
+        );
+    }
+
+    #[test]
+    fn quarantine_metrics_name_their_reason_code() {
+        for code in ReasonCode::ALL {
+            let id = MetricId::parse(&format!("quarantined_{}", code.as_str())).unwrap();
+            assert_eq!(id.quarantine_code(), Some(code));
+            assert!(MetricId::QUALITY.contains(&id));
+        }
+        assert_eq!(MetricId::QuarantinedRecords.quarantine_code(), None);
     }
 
     #[test]

@@ -284,6 +284,41 @@ fn expected(
     m
 }
 
+/// DORA's deployment-frequency tier inputs for a service over the `weeks` weeks from `start`
+/// (UTC): the median over the weeks, and over the calendar months the range touches (clipped to
+/// it), of the days with a successful production deployment; with the number of each.
+fn expected_tier_inputs(
+    org: &Organisation,
+    service: &str,
+    start: DateTime<Utc>,
+    weeks: u32,
+) -> [(f64, i64); 2] {
+    let end = start + Duration::weeks(i64::from(weeks));
+    let days: std::collections::BTreeSet<chrono::NaiveDate> = org
+        .deployments
+        .iter()
+        .filter(|d| d.service == service && Organisation::is_successful_production(d))
+        .filter_map(Organisation::finished_at)
+        .filter(|t| *t >= start && *t < end)
+        .map(|t| t.date_naive())
+        .collect();
+    let mut weekly = vec![0.0; weeks as usize];
+    let mut monthly: BTreeMap<(i32, u32), f64> = BTreeMap::new();
+    let mut day = start.date_naive();
+    while day < end.date_naive() {
+        use chrono::Datelike;
+        let hit = if days.contains(&day) { 1.0 } else { 0.0 };
+        weekly[((day - start.date_naive()).num_days() / 7) as usize] += hit;
+        *monthly.entry((day.year(), day.month())).or_insert(0.0) += hit;
+        day = day.succ_opt().unwrap();
+    }
+    let months = monthly.len() as i64;
+    [
+        (median(weekly).unwrap(), i64::from(weeks)),
+        (median(monthly.into_values().collect()).unwrap(), months),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compute_metrics_match_the_ground_truth() {
     let world = World::start(WEEKS).await;
@@ -316,16 +351,29 @@ async fn compute_metrics_match_the_ground_truth() {
     let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
 
     // Every quarantined record is counted in the report's data.
-    let quarantined = store
-        .read::<tandem_connectors::model::Quarantined>()
-        .unwrap()
-        .len();
+    let stored = store.read::<tandem_connectors::model::Quarantined>().unwrap();
+    let quarantined = stored.len();
     assert!(quarantined > 0, "the simulation breaks a few records on purpose");
     let row = rows
         .iter()
         .find(|r| r.metric == "quarantined_records" && r.grain == "range" && r.scope == "all")
         .unwrap();
     assert_eq!((row.value, row.n), (Some(quarantined as f64), quarantined as i64));
+    // Each record carries its reason code, and the per-code rows split the total by it.
+    assert!(stored.iter().all(|q| q.reason_code.is_some()), "{stored:?}");
+    for code in tandem_connectors::model::ReasonCode::ALL {
+        let with_code = stored.iter().filter(|q| q.reason_code == Some(code)).count();
+        let id = format!("quarantined_{}", code.as_str());
+        let row = rows
+            .iter()
+            .find(|r| r.metric == id && r.grain == "range" && r.scope == "all")
+            .unwrap();
+        assert_eq!(
+            (row.value, row.n),
+            (Some(with_code as f64), with_code as i64),
+            "{id}"
+        );
+    }
     assert!(html.contains("Quarantined records"));
 
     let start = world.org.spec.start_at();
@@ -370,6 +418,20 @@ async fn compute_metrics_match_the_ground_truth() {
         }
     }
     assert_eq!(checked, 4 * WEEKS as usize * 18);
+    // The deployment-frequency tier inputs of each service, over the whole range.
+    for service in world.org.services.iter().map(|s| s.name.as_str()) {
+        let expected = expected_tier_inputs(&world.org, service, start, WEEKS);
+        for (metric, (value, n)) in ["deploy_days_weekly_median", "deploy_days_monthly_median"]
+            .into_iter()
+            .zip(expected)
+        {
+            let row = rows
+                .iter()
+                .find(|r| r.metric == metric && r.grain == "range" && r.scope == service)
+                .unwrap_or_else(|| panic!("no {metric} row for {service}"));
+            assert_eq!((row.value, row.n), (Some(value), n), "{metric} for {service}");
+        }
+    }
     let relinked = world
         .org
         .pulls

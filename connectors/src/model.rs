@@ -940,12 +940,16 @@ pub struct Quarantined {
     pub source: String,
     /// Stream it came from.
     pub stream: String,
-    /// Why it was rejected (names the field).
+    /// Why it was rejected (names the field and, where there is one, the value).
     pub reason: String,
     /// The raw record, as JSON text.
     pub raw: String,
     /// When tandem saw it.
     pub seen_at: DateTime<Utc>,
+    /// The reason's code, one of [`ReasonCode::ALL`]; `None` only in rows written before tandem
+    /// kept codes.
+    #[serde(default)]
+    pub reason_code: Option<ReasonCode>,
 }
 
 impl Table for Quarantined {
@@ -967,6 +971,12 @@ impl Table for Quarantined {
             false,
             "When tandem saw it (UTC).",
         ),
+        col(
+            "reason_code",
+            ColumnKind::Text,
+            true,
+            "The reason's code: `missing_field`, `bad_timestamp`, `bad_value`, `bad_shape` or `unknown_reference`.",
+        ),
     ];
     fn key(&self) -> &str {
         &self.id
@@ -979,7 +989,7 @@ impl Table for Quarantined {
 impl Quarantined {
     /// Builds a quarantine entry; the key is the record's own id when it has one, else a hash of
     /// its content, so the same bad record quarantined twice stays one row.
-    pub fn new(source: &str, stream: &str, raw: &serde_json::Value, reason: impl Into<String>) -> Self {
+    pub fn new(source: &str, stream: &str, raw: &serde_json::Value, reason: QuarantineReason) -> Self {
         let raw_text = raw.to_string();
         let key = raw
             .get("id")
@@ -989,9 +999,135 @@ impl Quarantined {
             id: format!("{source}:{stream}:{key}"),
             source: source.to_owned(),
             stream: stream.to_owned(),
-            reason: reason.into(),
+            reason: reason.text(),
+            reason_code: Some(reason.code()),
             raw: raw_text,
             seen_at: Utc::now(),
+        }
+    }
+}
+
+/// Why a record was quarantined, as a closed set of codes: what a data-quality count groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// A field the record needs is absent, null or empty.
+    MissingField,
+    /// A time field holds something that is not a timestamp.
+    BadTimestamp,
+    /// A field holds a value tandem does not understand: an unknown state, a wrong type.
+    BadValue,
+    /// The record as a whole is not the expected shape: not a JSON object, a CSV row with too many
+    /// cells, an unknown column, or a row that does not deserialize into the table's record.
+    BadShape,
+    /// The record refers to something the source no longer knows: the commits of a deployment
+    /// whose compare answers "not found" (a force-push, a deleted fork).
+    UnknownReference,
+}
+
+impl ReasonCode {
+    /// Every code, in the order metric ids and documentation list them.
+    pub const ALL: [Self; 5] = [
+        Self::MissingField,
+        Self::BadTimestamp,
+        Self::BadValue,
+        Self::BadShape,
+        Self::UnknownReference,
+    ];
+
+    /// The code as stored in the `reason_code` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingField => "missing_field",
+            Self::BadTimestamp => "bad_timestamp",
+            Self::BadValue => "bad_value",
+            Self::BadShape => "bad_shape",
+            Self::UnknownReference => "unknown_reference",
+        }
+    }
+
+    /// Looks a code up by its stored name.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// The code of a rejection message written by a connector's mapping code or the file importer,
+    /// from the wording they share: `… commits are unknown` (a compare that answered not found) is
+    /// `unknown_reference`; a timestamp error (`unparsable timestamp`, `expected a
+    /// timestamp`) is `bad_timestamp`; `missing …` or `… without …` is `missing_field`; `… JSON
+    /// object`, `unknown column`, `… cells but the header …` or a message starting `not a ` is
+    /// `bad_shape`; anything else (`unknown … state`, `expected …, found …`) is `bad_value`.
+    /// Also used for rows stored before tandem kept codes.
+    pub fn of_message(message: &str) -> Self {
+        let m = message.to_ascii_lowercase();
+        if m.contains("commits are unknown") {
+            Self::UnknownReference
+        } else if m.contains("timestamp") {
+            Self::BadTimestamp
+        } else if m.starts_with("missing ") || m.contains(": missing ") || m.contains(" without ") {
+            Self::MissingField
+        } else if m.contains("json object")
+            || m.contains("unknown column")
+            || m.contains("cells but the header")
+            || m.starts_with("not a ")
+        {
+            Self::BadShape
+        } else {
+            Self::BadValue
+        }
+    }
+}
+
+/// A quarantine reason as the call site knows it: the code and the text naming the field and
+/// value both come from it, so no rejection can be stored without a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuarantineReason {
+    /// The named field is absent, null or empty (`missing {field}`).
+    MissingField(String),
+    /// The named time field does not parse (`{field}: {error}`).
+    BadTimestamp {
+        /// The field.
+        field: String,
+        /// What the parser said, quoting the value.
+        error: String,
+    },
+    /// The named field holds a value tandem does not understand (`{field}: {error}`).
+    BadValue {
+        /// The field.
+        field: String,
+        /// What is wrong, quoting the value.
+        error: String,
+    },
+    /// The record is not the expected shape (the text as given).
+    BadShape(String),
+    /// The record refers to something the source no longer knows (the text as given).
+    UnknownReference(String),
+    /// A message from a connector's mapping code or the file importer; its code follows
+    /// [`ReasonCode::of_message`].
+    Message(String),
+}
+
+impl QuarantineReason {
+    /// The code stored in `reason_code`.
+    pub fn code(&self) -> ReasonCode {
+        match self {
+            Self::MissingField(_) => ReasonCode::MissingField,
+            Self::BadTimestamp { .. } => ReasonCode::BadTimestamp,
+            Self::BadValue { .. } => ReasonCode::BadValue,
+            Self::BadShape(_) => ReasonCode::BadShape,
+            Self::UnknownReference(_) => ReasonCode::UnknownReference,
+            Self::Message(m) => ReasonCode::of_message(m),
+        }
+    }
+
+    /// The text stored in `reason`.
+    pub fn text(&self) -> String {
+        match self {
+            Self::MissingField(field) => format!("missing {field}"),
+            Self::BadTimestamp { field, error } | Self::BadValue { field, error } => {
+                format!("{field}: {error}")
+            }
+            Self::BadShape(text) | Self::UnknownReference(text) | Self::Message(text) => text.clone(),
         }
     }
 }
@@ -1030,5 +1166,93 @@ mod tests {
         people_are_nullable_text::<Quarantined>();
         assert_eq!(Change::PEOPLE, ["author"]);
         assert!(Quarantined::PEOPLE.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod quarantine_tests {
+    use super::*;
+
+    #[test]
+    fn typed_reasons_give_their_code_and_name_the_field() {
+        let missing = QuarantineReason::MissingField("numeric id".into());
+        assert_eq!(
+            (missing.code(), missing.text().as_str()),
+            (ReasonCode::MissingField, "missing numeric id")
+        );
+        let time = QuarantineReason::BadTimestamp {
+            field: "updated_at".into(),
+            error: "unparsable timestamp \"yesterday\"".into(),
+        };
+        assert_eq!(time.code().as_str(), "bad_timestamp");
+        assert_eq!(time.text(), "updated_at: unparsable timestamp \"yesterday\"");
+        let row = Quarantined::new("gh", "deployments", &serde_json::json!({"id": 7}), time);
+        assert_eq!(row.id, "gh:deployments:7");
+        assert_eq!(row.reason_code, Some(ReasonCode::BadTimestamp));
+        assert_eq!(row.reason, "updated_at: unparsable timestamp \"yesterday\"");
+    }
+
+    /// One message of each kind the mapping code and the file importer write today.
+    #[test]
+    fn mapping_messages_are_coded_by_their_wording() {
+        let cases = [
+            ("missing numeric id", ReasonCode::MissingField),
+            ("missing fields.status.name", ReasonCode::MissingField),
+            ("a commit without commit.author.date", ReasonCode::MissingField),
+            (
+                "changelog history 10001: missing created",
+                ReasonCode::MissingField,
+            ),
+            (
+                "d.csv:4: column `id`: missing value (the column is required)",
+                ReasonCode::MissingField,
+            ),
+            (
+                "created_at: unparsable timestamp \"soon\"",
+                ReasonCode::BadTimestamp,
+            ),
+            (
+                "resolved_at: expected a timestamp string, found 3",
+                ReasonCode::BadTimestamp,
+            ),
+            ("unknown deployment status \"weird\"", ReasonCode::BadValue),
+            ("labels: expected a list, found 3", ReasonCode::BadValue),
+            ("parent_ids: not a list of shas", ReasonCode::BadValue),
+            (
+                "d.csv:2: column `status`: unknown value \"meh\"; expected one of success",
+                ReasonCode::BadValue,
+            ),
+            (
+                "d.csv:2: column `colour`: unknown column; deployments has id, repo",
+                ReasonCode::BadShape,
+            ),
+            ("expected a JSON object, found 3", ReasonCode::BadShape),
+            (
+                "d.csv:3: the row has 5 cells but the header has 4",
+                ReasonCode::BadShape,
+            ),
+            ("not a deployments: invalid type", ReasonCode::BadShape),
+            (
+                "compare of the deployment with the previous production deployment answered HTTP 404 at \
+                 http://x/compare/a...b (gone): its commits are unknown",
+                ReasonCode::UnknownReference,
+            ),
+        ];
+        for (message, code) in cases {
+            assert_eq!(ReasonCode::of_message(message), code, "{message}");
+            assert_eq!(QuarantineReason::Message(message.into()).text(), message);
+        }
+    }
+
+    #[test]
+    fn codes_round_trip_through_their_names_and_serde() {
+        for code in ReasonCode::ALL {
+            assert_eq!(ReasonCode::parse(code.as_str()), Some(code));
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(serde_json::json!(code.as_str()))
+            );
+        }
+        assert_eq!(ReasonCode::parse("no_such_code"), None);
     }
 }

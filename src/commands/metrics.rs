@@ -223,7 +223,7 @@ pub fn org_table(rows: &[MetricRow]) -> String {
             id.title().to_owned(),
             row.display_value(),
             row.n.to_string(),
-            row.tier().unwrap_or_default().to_owned(),
+            row.tier_among(rows).unwrap_or_default().to_owned(),
             note,
         ]);
     }

@@ -6,7 +6,7 @@
 //! Deployments are few enough per service to order and compare in plain Rust once polars has
 //! filtered them; the per-period statistics go through the shared `aggregate`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use polars::prelude::*;
@@ -14,6 +14,7 @@ use polars::prelude::*;
 use tandem_connectors::model::Ticket;
 
 use super::PipelineError;
+use super::calendar::{Grain, period_start};
 use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
@@ -157,13 +158,24 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let day = |ms: i64| -> Option<NaiveDate> {
         DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).date_naive())
     };
-    let days_in = |scope: super::engine::Scope<'_>, from: i64, to: i64| -> usize {
+    let days_of = |scope: super::engine::Scope<'_>, from: i64, to: i64| -> BTreeSet<NaiveDate> {
         deploys
             .iter()
             .filter(|d| d.finished >= from && d.finished < to && scope.covers(d.service.as_deref()))
             .filter_map(|d| day(d.finished))
-            .collect::<BTreeSet<_>>()
-            .len()
+            .collect()
+    };
+    let days_in = |scope: super::engine::Scope<'_>, from: i64, to: i64| days_of(scope, from, to).len();
+    // The range's local dates `[first, end)`, for the weekly and monthly tier inputs.
+    let (range_from, range_to) = shared.grid.instants(Period::Range);
+    let (first, end) = (
+        range_from.with_timezone(&tz).date_naive(),
+        range_to.with_timezone(&tz).date_naive(),
+    );
+    let tier_input = |scope: Scope<'_>, grain: Grain| -> (Option<f64>, i64) {
+        let (from, to) = shared.grid.millis(Period::Range);
+        let per_bucket = days_per_period(&days_of(scope, from, to), first, end, grain);
+        (median(&per_bucket), per_bucket.len() as i64)
     };
 
     // A statistic of linked changes, with the methods behind it.
@@ -225,6 +237,13 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                         (median(&per_unit), per_unit.len() as i64)
                     }
                 },
+                MetricId::DeployDaysWeeklyMedian | MetricId::DeployDaysMonthlyMedian => match period {
+                    Period::Unit(_) => return None,
+                    Period::Range if metric == MetricId::DeployDaysWeeklyMedian => {
+                        tier_input(scope, Grain::Week)
+                    }
+                    Period::Range => tier_input(scope, Grain::Month),
+                },
                 MetricId::ChangesMerged => {
                     let n = merged.n(scope, period);
                     (Some(n as f64), n)
@@ -234,6 +253,18 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .map(|(value, n)| (value, n, None))
         },
     ))
+}
+
+/// The days with a deployment in each period of `grain` that the local dates `[first, end)` touch,
+/// in time order, empty periods included; a period only partly inside the range counts the days
+/// of its part inside (a month's first week, a week's days in the range's first month).
+fn days_per_period(days: &BTreeSet<NaiveDate>, first: NaiveDate, end: NaiveDate, grain: Grain) -> Vec<f64> {
+    let mut per_period: BTreeMap<NaiveDate, f64> = BTreeMap::new();
+    for date in first.iter_days().take_while(|d| *d < end) {
+        *per_period.entry(period_start(grain, date)).or_insert(0.0) +=
+            f64::from(u8::from(days.contains(&date)));
+    }
+    per_period.into_values().collect()
 }
 
 /// Per deployment, the changes it shipped and how many of them were linked by ancestry.
@@ -493,6 +524,47 @@ mod tests {
             sha: sha.into(),
             finished: hour * 3_600_000,
         }
+    }
+
+    fn date(m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
+    }
+
+    #[test]
+    fn deploy_days_per_week_and_month_include_empty_and_partial_periods() {
+        // Monday 3 Aug to Monday 5 Oct: nine whole weeks; August from the 3rd, all of September,
+        // October 1–4.
+        let days: BTreeSet<NaiveDate> = [date(8, 3), date(8, 4), date(8, 12), date(10, 2)].into();
+        let (first, end) = (date(8, 3), date(10, 5));
+        assert_eq!(
+            days_per_period(&days, first, end, Grain::Week),
+            [2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+        );
+        assert_eq!(days_per_period(&days, first, end, Grain::Month), [3.0, 0.0, 1.0]);
+        // A day outside the range counts nowhere.
+        let outside: BTreeSet<NaiveDate> = [date(8, 2), date(10, 5)].into();
+        assert_eq!(
+            days_per_period(&outside, first, end, Grain::Month),
+            [0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn empty_months_pull_the_monthly_median_down() {
+        // January to April, deploys on 5 Jan and 30 Apr: [1, 0, 0, 1] → median 0.5.
+        let days: BTreeSet<NaiveDate> = [date(1, 5), date(4, 30)].into();
+        let months = days_per_period(&days, date(1, 1), date(5, 1), Grain::Month);
+        assert_eq!(months, [1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(median(&months), Some(0.5));
+        // One deploy in three months: [1, 0, 0] → 0, a low performer.
+        let once: BTreeSet<NaiveDate> = [date(2, 10)].into();
+        let months = days_per_period(&once, date(1, 1), date(4, 1), Grain::Month);
+        assert_eq!(months, [0.0, 1.0, 0.0]);
+        assert_eq!(median(&months), Some(0.0));
+        // The weeks a month-grain range touches: 1 Jan 2026 is a Thursday, so the first week
+        // (29 Dec – 4 Jan) counts its four days in January.
+        let weeks = days_per_period(&days, date(1, 1), date(2, 1), Grain::Week);
+        assert_eq!(weeks, [0.0, 1.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! records no mapping covers, how many changes and incidents could be linked, and first
 //! deployments without a baseline. Readers of a number can see how much data stands behind it.
 
+use std::collections::BTreeMap;
+
 use polars::prelude::*;
-use tandem_connectors::model::{Incident, Quarantined};
+use tandem_connectors::model::{Incident, Quarantined, ReasonCode};
 
 use super::PipelineError;
 use super::codec::scan_table;
@@ -32,11 +34,24 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         .and_then(|f| Ok(f.column("n")?.i64()?.get(0).unwrap_or(0)))
         .map_err(polars)?;
     let quarantined = aggregate(
-        quarantine.select([col("seen_at").alias("at"), null_service()]),
+        quarantine
+            .clone()
+            .select([col("seen_at").alias("at"), null_service()]),
         shared.grid,
         &[],
     )
     .map_err(polars)?;
+    let (coded, totals) = coded_quarantine(quarantine).map_err(polars)?;
+    let mut by_code = Vec::with_capacity(ReasonCode::ALL.len());
+    for code in ReasonCode::ALL {
+        let events = coded
+            .clone()
+            .lazy()
+            .filter(col("code").eq(lit(code.as_str())))
+            .select([col("at"), null_service()]);
+        let total = totals.get(&code).copied().unwrap_or(0);
+        by_code.push((code, total, aggregate(events, shared.grid, &[]).map_err(polars)?));
+    }
 
     // Merged changes, whether they are linked to a deployment, and by which method.
     let links =
@@ -186,6 +201,19 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
                     };
                     (Some(n as f64), n)
                 }),
+                _ if metric.quarantine_code().is_some() => {
+                    let (_, total, cells) = by_code
+                        .iter()
+                        .find(|(c, ..)| Some(*c) == metric.quarantine_code())?;
+                    // Counted as `quarantined_records` is.
+                    matches!(scope, Scope::Org).then(|| {
+                        let n = match period {
+                            Period::Range => *total,
+                            Period::Unit(_) => cells.n(scope, period),
+                        };
+                        (Some(n as f64), n)
+                    })
+                }
                 MetricId::ChangesLinkedAncestryShare => {
                     Some((deployed.value(scope, period, 1), deployed.n(scope, period)))
                 }
@@ -225,4 +253,179 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
             .map(|(value, n)| (value, n, None))
         },
     ))
+}
+
+/// Every quarantined record as `at` (when seen, ms) and `code`: its stored reason code, or for a
+/// row stored before tandem kept codes (null, or a lake without the column), the code its reason
+/// text reads as ([`ReasonCode::of_message`]); beside it, the count of each code.
+fn coded_quarantine(quarantine: LazyFrame) -> PolarsResult<(DataFrame, BTreeMap<ReasonCode, i64>)> {
+    let has_code = quarantine.clone().collect_schema()?.contains("reason_code");
+    let code = if has_code {
+        col("reason_code")
+    } else {
+        lit(NULL).cast(DataType::String).alias("reason_code")
+    };
+    let frame = quarantine
+        .select([col("seen_at"), col("reason"), code])
+        .collect()?;
+    let (seen, reason, stored) = (
+        frame.column("seen_at")?.i64()?,
+        frame.column("reason")?.str()?,
+        frame.column("reason_code")?.str()?,
+    );
+    let mut at = Vec::with_capacity(frame.height());
+    let mut codes = Vec::with_capacity(frame.height());
+    let mut totals = BTreeMap::new();
+    for i in 0..frame.height() {
+        let code = match (stored.get(i).and_then(ReasonCode::parse), reason.get(i)) {
+            (Some(code), _) => code,
+            (None, text) => ReasonCode::of_message(text.unwrap_or_default()),
+        };
+        *totals.entry(code).or_insert(0) += 1;
+        at.push(seen.get(i));
+        codes.push(code.as_str());
+    }
+    let frame = DataFrame::new_infer_height(vec![
+        Column::new("at".into(), at),
+        Column::new("code".into(), codes),
+    ])?;
+    Ok((frame, totals))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::{DateTime, Utc};
+    use tandem_connectors::model::QuarantineReason;
+
+    use super::*;
+    use crate::pipeline::testkit::{aug, cell, options};
+    use crate::pipeline::{Inputs, compute_metrics, write_table};
+    use MetricId::*;
+
+    fn entry(id: u32, reason: QuarantineReason, seen_at: DateTime<Utc>) -> Quarantined {
+        Quarantined {
+            seen_at,
+            ..Quarantined::new("gh", "deployments", &serde_json::json!({ "id": id }), reason)
+        }
+    }
+
+    /// Seven entries over two weeks (3–16 Aug) and beside them: week 0 holds a missing field, a
+    /// bad timestamp and a row stored without a code whose text reads as a bad value; week 1 a
+    /// missing field and an unknown reference; a bad value seen before the range and a bad shape seen after it count only
+    /// in the range's "everything in quarantine now".
+    fn entries() -> Vec<Quarantined> {
+        let missing = || QuarantineReason::MissingField("numeric id".into());
+        vec![
+            entry(1, missing(), aug(3, 10, 0)),
+            entry(2, missing(), aug(11, 10, 0)),
+            entry(
+                3,
+                QuarantineReason::BadTimestamp {
+                    field: "created_at".into(),
+                    error: "unparsable timestamp \"soon\"".into(),
+                },
+                aug(4, 10, 0),
+            ),
+            entry(
+                4,
+                QuarantineReason::BadShape("expected a JSON object, found 3".into()),
+                aug(20, 0, 0),
+            ),
+            Quarantined {
+                reason_code: None,
+                ..entry(
+                    5,
+                    QuarantineReason::Message("unknown deployment status \"weird\"".into()),
+                    aug(5, 10, 0),
+                )
+            },
+            entry(
+                6,
+                QuarantineReason::BadValue {
+                    field: "state".into(),
+                    error: "unknown issue state \"gone\"".into(),
+                },
+                aug(3, 0, 0) - chrono::Duration::days(4),
+            ),
+            entry(
+                7,
+                QuarantineReason::UnknownReference(
+                    "compare of the deployment with the previous production deployment answered HTTP \
+                     404 at http://x/compare/a...b (gone): its commits are unknown"
+                        .into(),
+                ),
+                aug(12, 10, 0),
+            ),
+        ]
+    }
+
+    fn rows(quarantine: &Path, none: &Path) -> Vec<MetricRow> {
+        compute_metrics(
+            Inputs {
+                deployments: none,
+                changes: none,
+                commits: none,
+                incidents: none,
+                tickets: none,
+                ticket_transitions: none,
+                change_requests: none,
+                quarantine,
+            },
+            &options(2, &["web"]),
+        )
+        .unwrap()
+    }
+
+    fn assert_counts(rows: &[MetricRow]) {
+        let counts =
+            |metric| [Some(0), Some(1), None].map(|week| cell(rows, metric, "all", week).0.unwrap() as i64);
+        // [week 0, week 1, range]
+        assert_eq!(counts(QuarantinedRecords), [3, 2, 7]);
+        assert_eq!(counts(QuarantinedMissingField), [1, 1, 2]);
+        assert_eq!(counts(QuarantinedBadTimestamp), [1, 0, 1]);
+        assert_eq!(counts(QuarantinedBadValue), [1, 0, 2]);
+        assert_eq!(counts(QuarantinedBadShape), [0, 0, 1]);
+        assert_eq!(counts(QuarantinedUnknownReference), [0, 1, 1]);
+        assert_eq!(
+            cell(rows, QuarantinedBadValue, "all", None),
+            (Some(2.0), 2),
+            "n is the count"
+        );
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.metric.starts_with("quarantined_") && r.scope_type != "org"),
+            "organisation only"
+        );
+    }
+
+    #[test]
+    fn quarantined_records_are_counted_by_reason_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quarantine.parquet");
+        write_table(&entries(), &path).unwrap();
+        assert_counts(&rows(&path, &dir.path().join("none.parquet")));
+    }
+
+    #[test]
+    fn a_quarantine_stored_before_reason_codes_is_coded_by_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quarantine.parquet");
+        write_table(&entries(), &path).unwrap();
+        // The same table as an older tandem wrote it: no `reason_code` column at all.
+        let mut old = LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).unwrap(), Default::default())
+            .unwrap()
+            .drop(cols(["reason_code"]))
+            .collect()
+            .unwrap();
+        assert!(!old.schema().contains("reason_code"));
+        let file = std::fs::File::create(&path).unwrap();
+        ParquetWriter::new(file).finish(&mut old).unwrap();
+        // Entries 1 and 2 read as missing fields, 3 as a bad timestamp, 4 as a bad shape, 5 and 6
+        // as bad values, 7 as an unknown reference: the same counts as with the codes stored.
+        assert_counts(&rows(&path, &dir.path().join("none.parquet")));
+    }
 }

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::FileFormat;
 use super::files::ImportFile;
 use super::row::{Entity, RowError, check_header};
+use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -199,7 +200,7 @@ impl FileReader {
                                 &self.source,
                                 self.entity.name(),
                                 &other,
-                                problem.reason(&self.file, at.line),
+                                QuarantineReason::BadShape(problem.reason(&self.file, at.line)),
                             ));
                         }
                         Err(e) => {
@@ -209,7 +210,7 @@ impl FileReader {
                                 &self.source,
                                 self.entity.name(),
                                 &raw,
-                                problem.reason(&self.file, at.line),
+                                QuarantineReason::BadShape(problem.reason(&self.file, at.line)),
                             ));
                         }
                     }
@@ -273,7 +274,11 @@ fn take(
             source,
             entity.name(),
             &Value::Object(raw),
-            e.reason(file, line),
+            match e.column {
+                // A row-level problem: too many cells, or the row does not make a record.
+                None => QuarantineReason::BadShape(e.reason(file, line)),
+                Some(_) => QuarantineReason::Message(e.reason(file, line)),
+            },
         )),
     }
 }

@@ -516,6 +516,21 @@ async fn every_bad_row_is_quarantined_with_file_line_and_column() {
     assert_eq!(raw["created_at"], "yesterday");
     let raw: Value = serde_json::from_str(&o.quarantined[4].raw).unwrap();
     assert_eq!(raw["#7"], "extra");
+    let codes: Vec<&str> = o
+        .quarantined
+        .iter()
+        .filter_map(|q| q.reason_code.map(|c| c.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "bad_timestamp",
+            "missing_field",
+            "bad_value",
+            "bad_value",
+            "bad_shape"
+        ]
+    );
 
     let o = run(&c, "incidents", None).await;
     o.result.unwrap();
@@ -554,6 +569,23 @@ async fn every_bad_row_is_quarantined_with_file_line_and_column() {
     );
     assert_eq!(o.quarantined[0].raw, "[1,2]");
     assert_eq!(o.quarantined[1].raw, "\"not json\"");
+    let codes: Vec<&str> = o
+        .quarantined
+        .iter()
+        .filter_map(|q| q.reason_code.map(|c| c.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "bad_shape",
+            "bad_shape",
+            "bad_value",
+            "bad_value",
+            "missing_field",
+            "bad_shape",
+            "bad_timestamp"
+        ]
+    );
 }
 
 #[tokio::test]

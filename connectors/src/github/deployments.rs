@@ -16,6 +16,7 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::QuarantineReason;
 use crate::model::{Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::time::parse_instant;
@@ -164,7 +165,7 @@ impl GitHub {
         let mut pending = Vec::new();
         for (raw, statuses) in with_statuses {
             let Some(statuses) = statuses else {
-                rejected.push(self.reject(STREAM, &raw, "missing numeric id".into()));
+                rejected.push(self.reject(STREAM, &raw, QuarantineReason::MissingField("numeric id".into())));
                 continue;
             };
             match self.deployment(repo, &raw, &statuses) {
@@ -174,7 +175,7 @@ impl GitHub {
                     }
                     records.push(Record::Deployment(d));
                 }
-                Err(reason) => rejected.push(self.reject(STREAM, &raw, reason)),
+                Err(reason) => rejected.push(self.reject(STREAM, &raw, QuarantineReason::Message(reason))),
             }
         }
         Ok((records, rejected, pending))
@@ -327,7 +328,7 @@ impl GitHub {
                     let reason = format!(
                         "compare of the deployment with the previous production deployment answered HTTP {status} at {url} ({body}): its commits are unknown"
                     );
-                    rejected.push(self.reject(STREAM, &raw, reason));
+                    rejected.push(self.reject(STREAM, &raw, QuarantineReason::UnknownReference(reason)));
                 }
                 Err(e) => {
                     // Keep what the earlier compares brought; the rest stays queued.
@@ -391,7 +392,7 @@ impl GitHub {
         for raw in items {
             match self.commit(repo, deployment, raw) {
                 Ok(c) => records.push(Record::Commit(c)),
-                Err(reason) => rejected.push(self.reject(STREAM, raw, reason)),
+                Err(reason) => rejected.push(self.reject(STREAM, raw, QuarantineReason::Message(reason))),
             }
         }
         (records, rejected)

@@ -13,6 +13,7 @@ use super::walk::{StreamState, Walk};
 use super::{GitHub, PER_PAGE, is_sha, label_names, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::QuarantineReason;
 use crate::model::{Incident, Record, Severity};
 use crate::people::person;
 use crate::time::{format_utc, parse_instant};
@@ -100,7 +101,9 @@ impl GitHub {
                 }
                 match self.incident(repo, item) {
                     Ok(i) => records.push(Record::Incident(i)),
-                    Err(reason) => rejected.push(self.reject(STREAM, item, reason)),
+                    Err(reason) => {
+                        rejected.push(self.reject(STREAM, item, QuarantineReason::Message(reason)))
+                    }
                 }
             }
             out.records(records).await?;

@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
+use crate::model::QuarantineReason;
 use crate::model::Quarantined;
 use crate::secret::SecretEnv;
 use crate::time::parse_instant;
@@ -234,7 +235,7 @@ impl GitHub {
             .any(|p| p.eq_ignore_ascii_case(environment))
     }
 
-    fn reject(&self, stream: &str, raw: &Value, reason: String) -> Quarantined {
+    fn reject(&self, stream: &str, raw: &Value, reason: QuarantineReason) -> Quarantined {
         Quarantined::new(&self.config.name, stream, raw, reason)
     }
 

@@ -11,6 +11,7 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, label_names, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::QuarantineReason;
 use crate::model::{Change, Record};
 use crate::people::person;
 use crate::time::parse_instant;
@@ -56,7 +57,9 @@ impl GitHub {
         for (raw, commits) in with_commits {
             match self.change(repo, &raw, &commits) {
                 Ok(c) => records.push(Record::Change(c)),
-                Err(reason) => rejected.push(self.reject(Kind::Pulls.stream(), &raw, reason)),
+                Err(reason) => {
+                    rejected.push(self.reject(Kind::Pulls.stream(), &raw, QuarantineReason::Message(reason)))
+                }
             }
         }
         Ok((records, rejected, Vec::new()))

@@ -12,6 +12,7 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, encode_ref, is_sha, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::QuarantineReason;
 use crate::model::{Deployment, DeploymentStatus, Record};
 use crate::people::person;
 
@@ -88,17 +89,21 @@ impl GitHub {
                 Some(Target::Sha(sha)) => sha,
                 Some(Target::Unresolved(status, body)) => {
                     let reason = format!("the release's tag resolves to no commit (HTTP {status}: {body})");
-                    rejected.push(self.reject(STREAM, &raw, reason));
+                    rejected.push(self.reject(STREAM, &raw, QuarantineReason::Message(reason)));
                     continue;
                 }
                 None => {
-                    rejected.push(self.reject(STREAM, &raw, "no sha: missing tag_name or commit sha".into()));
+                    rejected.push(self.reject(
+                        STREAM,
+                        &raw,
+                        QuarantineReason::Message("no sha: missing tag_name or commit sha".into()),
+                    ));
                     continue;
                 }
             };
             match self.release(repo, &raw, sha) {
                 Ok(d) => records.push(Record::Deployment(d)),
-                Err(reason) => rejected.push(self.reject(STREAM, &raw, reason)),
+                Err(reason) => rejected.push(self.reject(STREAM, &raw, QuarantineReason::Message(reason))),
             }
         }
         Ok((records, rejected, drafts))

@@ -14,6 +14,7 @@ use super::walk::{StreamState, Walk, Window};
 use super::{GitHub, PER_PAGE, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::QuarantineReason;
 use crate::model::{Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::time::{format_utc, parse_instant};
@@ -274,11 +275,22 @@ impl GitHub {
             match raw.get("created_at").and_then(Value::as_str).map(parse_instant) {
                 Some(Ok(at)) => *high_water = (*high_water).max(Some(at)),
                 Some(Err(reason)) => {
-                    rejected.push(self.reject(STREAM, raw, format!("created_at: {reason}")));
+                    rejected.push(self.reject(
+                        STREAM,
+                        raw,
+                        QuarantineReason::BadTimestamp {
+                            field: "created_at".into(),
+                            error: reason,
+                        },
+                    ));
                     continue;
                 }
                 None => {
-                    rejected.push(self.reject(STREAM, raw, "missing created_at".into()));
+                    rejected.push(self.reject(
+                        STREAM,
+                        raw,
+                        QuarantineReason::MissingField("created_at".into()),
+                    ));
                     continue;
                 }
             }
@@ -292,7 +304,7 @@ impl GitHub {
                     }
                     records.push(Record::Deployment(d));
                 }
-                Err(reason) => rejected.push(self.reject(STREAM, raw, reason)),
+                Err(reason) => rejected.push(self.reject(STREAM, raw, QuarantineReason::Message(reason))),
             }
         }
         (records, rejected, pending)

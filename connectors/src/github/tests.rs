@@ -430,6 +430,7 @@ async fn a_compare_that_fails_is_retried_or_quarantined_and_the_rest_continue() 
         q[0].reason
     );
     assert_eq!(q[0].stream, "deployments");
+    assert_eq!(q[0].reason_code.map(|c| c.as_str()), Some("unknown_reference"));
     let lost: Value = serde_json::from_str(&q[0].raw).unwrap();
     let lost_id = lost["id"].as_str().unwrap().to_owned();
     let expected: Vec<(String, String)> = expected_commits(&w.org, "gh-compare-faults")

@@ -15,6 +15,7 @@ use super::GitHub;
 use super::deployments::CompareState;
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::time::parse_instant;
 
@@ -180,12 +181,19 @@ impl GitHub {
                         high_water = high_water.max(Some(at));
                         kept.push(item.clone());
                     }
-                    Some(Err(reason)) => {
-                        rejected.push(self.reject(kind.stream(), item, format!("{cursor_field}: {reason}")))
-                    }
-                    None => {
-                        rejected.push(self.reject(kind.stream(), item, format!("missing {cursor_field}")))
-                    }
+                    Some(Err(reason)) => rejected.push(self.reject(
+                        kind.stream(),
+                        item,
+                        QuarantineReason::BadTimestamp {
+                            field: cursor_field.to_string(),
+                            error: reason,
+                        },
+                    )),
+                    None => rejected.push(self.reject(
+                        kind.stream(),
+                        item,
+                        QuarantineReason::MissingField(cursor_field.to_string()),
+                    )),
                 }
             }
             let (records, more_rejected, pending) = match kind {

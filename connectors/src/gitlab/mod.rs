@@ -29,6 +29,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::model::QuarantineReason;
 use crate::model::{Change, Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::secret::SecretEnv;
@@ -361,7 +362,12 @@ impl GitLab {
                 Err(reason) => {
                     // Quarantined, so no longer re-polled: it would fail the same way each sync.
                     cursor.unfinished.remove(&id);
-                    rejected.push(Quarantined::new(&self.config.name, "deployments", &raw, reason));
+                    rejected.push(Quarantined::new(
+                        &self.config.name,
+                        "deployments",
+                        &raw,
+                        QuarantineReason::Message(reason),
+                    ));
                 }
             }
         }
@@ -469,11 +475,24 @@ impl GitLab {
                         seen.insert(id);
                         kept.push(item.clone());
                     }
-                    (None, _) => rejected.push(self.reject(target.kind, item, "missing numeric id".into())),
-                    (_, Some(Err(reason))) => {
-                        rejected.push(self.reject(target.kind, item, format!("updated_at: {reason}")))
-                    }
-                    (_, None) => rejected.push(self.reject(target.kind, item, "missing updated_at".into())),
+                    (None, _) => rejected.push(self.reject(
+                        target.kind,
+                        item,
+                        QuarantineReason::MissingField("numeric id".into()),
+                    )),
+                    (_, Some(Err(reason))) => rejected.push(self.reject(
+                        target.kind,
+                        item,
+                        QuarantineReason::BadTimestamp {
+                            field: "updated_at".into(),
+                            error: reason,
+                        },
+                    )),
+                    (_, None) => rejected.push(self.reject(
+                        target.kind,
+                        item,
+                        QuarantineReason::MissingField("updated_at".into()),
+                    )),
                 }
             }
             let records = match target.kind {
@@ -491,7 +510,11 @@ impl GitLab {
                                 }
                                 records.push(Record::Deployment(d));
                             }
-                            Err(reason) => rejected.push(self.reject(target.kind, &raw, reason)),
+                            Err(reason) => rejected.push(self.reject(
+                                target.kind,
+                                &raw,
+                                QuarantineReason::Message(reason),
+                            )),
                         }
                     }
                     records
@@ -574,7 +597,7 @@ impl GitLab {
         }
     }
 
-    fn reject(&self, kind: Kind, raw: &Value, reason: String) -> Quarantined {
+    fn reject(&self, kind: Kind, raw: &Value, reason: QuarantineReason) -> Quarantined {
         Quarantined::new(&self.config.name, kind.stream(), raw, reason)
     }
 
@@ -654,7 +677,11 @@ impl GitLab {
         let mut rejected = Vec::new();
         for (raw, commits) in with_commits {
             let Some(commits) = commits else {
-                rejected.push(self.reject(Kind::MergeRequests, &raw, "missing numeric iid".into()));
+                rejected.push(self.reject(
+                    Kind::MergeRequests,
+                    &raw,
+                    QuarantineReason::MissingField("numeric iid".into()),
+                ));
                 continue;
             };
             let mut first_commit_at: Option<DateTime<Utc>> = None;
@@ -668,7 +695,11 @@ impl GitLab {
                     }
                     Err(reason) => {
                         all_dated = false;
-                        rejected.push(self.reject(Kind::MergeRequests, c, format!("commit: {reason}")));
+                        rejected.push(self.reject(
+                            Kind::MergeRequests,
+                            c,
+                            QuarantineReason::Message(format!("commit: {reason}")),
+                        ));
                     }
                 }
             }
@@ -677,7 +708,9 @@ impl GitLab {
             let first_commit_at = first_commit_at.filter(|_| all_dated);
             match self.change(&project.path, &raw, first_commit_at) {
                 Ok(change) => records.push(Record::Change(change)),
-                Err(reason) => rejected.push(self.reject(Kind::MergeRequests, &raw, reason)),
+                Err(reason) => {
+                    rejected.push(self.reject(Kind::MergeRequests, &raw, QuarantineReason::Message(reason)))
+                }
             }
         }
         Ok((records, rejected))

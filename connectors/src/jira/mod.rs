@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::secret::SecretEnv;
 
@@ -649,11 +650,12 @@ impl Jira {
                     batch.seen.push((mapped.key, mapped.open));
                     batch.records.extend(mapped.records);
                 }
-                Err(reason) => {
-                    batch
-                        .rejected
-                        .push(Quarantined::new(&self.config.name, "issues", &raw, reason))
-                }
+                Err(reason) => batch.rejected.push(Quarantined::new(
+                    &self.config.name,
+                    "issues",
+                    &raw,
+                    QuarantineReason::Message(reason),
+                )),
             }
         }
         Ok(batch)

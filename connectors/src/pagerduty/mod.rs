@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
+use crate::model::QuarantineReason;
 use crate::model::{Incident, Quarantined, Record, Severity};
 use crate::people::person;
 use crate::secret::SecretEnv;
@@ -322,9 +323,12 @@ impl PagerDuty {
                         }
                         records.push(Record::Incident(incident));
                     }
-                    Err(reason) => {
-                        rejected.push(Quarantined::new(&self.config.name, "incidents", raw, reason))
-                    }
+                    Err(reason) => rejected.push(Quarantined::new(
+                        &self.config.name,
+                        "incidents",
+                        raw,
+                        QuarantineReason::Message(reason),
+                    )),
                 }
             }
             let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
@@ -401,7 +405,7 @@ impl PagerDuty {
                                 &self.config.name,
                                 "incidents",
                                 &raw,
-                                reason,
+                                QuarantineReason::Message(reason),
                             )])
                             .await?;
                         }

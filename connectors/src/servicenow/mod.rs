@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::model::QuarantineReason;
 use crate::model::{ChangeRequest, Incident, Quarantined, Record, Severity, Ticket};
 use crate::secret::SecretEnv;
 use crate::time::{parse_instant, parse_opt_instant};
@@ -620,11 +621,12 @@ impl ServiceNow {
                     }
                     mapped.records.extend(records);
                 }
-                Err(reason) => {
-                    mapped
-                        .rejected
-                        .push(Quarantined::new(&self.config.name, kind.stream(), raw, reason))
-                }
+                Err(reason) => mapped.rejected.push(Quarantined::new(
+                    &self.config.name,
+                    kind.stream(),
+                    raw,
+                    QuarantineReason::Message(reason),
+                )),
             }
         }
         Ok(mapped)

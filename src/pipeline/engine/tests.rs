@@ -1322,3 +1322,37 @@ fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ti
     assert_eq!(cell(&rows, ReworkRate, "api", Some(0)), (Some(0.5), 4));
     assert_eq!(method(&rows, ReworkRate, "api", Some(0)).as_deref(), Some("time"));
 }
+
+#[test]
+fn deploy_day_tier_inputs_count_empty_weeks_and_months() {
+    // Nine weeks, 3 Aug – 4 Oct: weeks hold [2, 1, 0, 0, 0, 0, 0, 0, 1] deploy days (3 and 4 Aug
+    // — twice on the 3rd, one day — 12 Aug, 2 Oct), so w = the 5th of the sorted nine = 0.
+    // Months touched: August (3, 4, 12 → 3), September (0), October's first four days (1):
+    // m = median [3, 0, 1] = 1.
+    let lake = lake(
+        &[
+            deployment("a", Some("web"), aug(3, 9, 0)),
+            deployment("b", Some("web"), aug(3, 15, 0)),
+            deployment("c", Some("web"), aug(4, 9, 0)),
+            deployment("d", Some("web"), aug(12, 9, 0)),
+            deployment("e", Some("web"), aug(3, 9, 0) + Duration::days(60)),
+        ],
+        &[],
+        &[],
+    );
+    let rows = run(&lake, &options(9, &["web"]));
+    assert_eq!(cell(&rows, DeployDaysWeeklyMedian, "web", None), (Some(0.0), 9));
+    assert_eq!(cell(&rows, DeployDaysMonthlyMedian, "all", None), (Some(1.0), 3));
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.metric == "deploy_days_monthly_median" && r.grain != "range"),
+        "range rows only"
+    );
+    let weekly = rows
+        .iter()
+        .find(|r| r.metric == "deploy_days_weekly_median" && r.scope == "web")
+        .unwrap();
+    // w < 1 but m ≥ 1: medium, judged on nine weeks.
+    assert_eq!(weekly.tier_among(&rows), Some("medium"));
+}
