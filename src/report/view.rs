@@ -186,6 +186,7 @@ pub fn build(
             .into_iter()
             .map(|r| r.and_then(|r| r.value))
             .collect(),
+        downtime_target: org_target(shared_kpis, MetricId::DowntimeMinutes),
     };
     let change_failure = ChangeFailureRate {
         weeks: week_dates,
@@ -199,6 +200,7 @@ pub fn build(
                 })
             })
             .collect(),
+        target: org_target(shared_kpis, MetricId::ChangeFailureRate),
     };
 
     let page = Page {
@@ -241,7 +243,16 @@ pub fn build(
     }
 }
 
-fn cell(row: Option<&MetricRow>) -> Cell {
+/// The target of the first shared KPI on `metric` for the whole organisation, for a chart's
+/// target line. Per-service KPIs are not drawn on organisation charts.
+pub fn org_target(kpis: &[crate::pipeline::kpi::KpiSpec], metric: MetricId) -> Option<f64> {
+    kpis.iter()
+        .find(|k| k.metric == metric.as_str() && k.scope_key().is_ok_and(|s| s == ("org", "all")))
+        .map(|k| k.target.value)
+}
+
+/// The formatted cell of `row`: its value with the unit, its `n`, and whether `n < 5`.
+pub fn cell(row: Option<&MetricRow>) -> Cell {
     match row {
         Some(r) => Cell {
             text: format_value(r.value, &r.unit),
