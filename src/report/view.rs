@@ -270,7 +270,7 @@ pub fn cell(row: Option<&MetricRow>) -> Cell {
 /// The calendar date a period boundary falls on. Periods start at midnight in the report's time
 /// zone, which is a UTC instant up to 12 h either side of UTC midnight; rounding to the nearest UTC
 /// day recovers the local date without knowing the zone (a Berlin Monday starts Sunday 23:00 UTC).
-fn calendar_date(t: DateTime<Utc>) -> NaiveDate {
+pub(crate) fn calendar_date(t: DateTime<Utc>) -> NaiveDate {
     (t + Duration::hours(12)).date_naive()
 }
 
@@ -282,12 +282,12 @@ fn unit_grain(rows: &[MetricRow]) -> &str {
         .unwrap_or("week")
 }
 
-fn date_text(t: DateTime<Utc>) -> String {
+pub(crate) fn date_text(t: DateTime<Utc>) -> String {
     calendar_date(t).format("%Y-%m-%d").to_string()
 }
 
 /// First week start to last period end; falls back to all rows when there are no weekly rows.
-fn range_text(rows: &[MetricRow]) -> Option<String> {
+pub(crate) fn range_text(rows: &[MetricRow]) -> Option<String> {
     let weekly_start = rows
         .iter()
         .filter(|r| r.grain == unit_grain(rows))
