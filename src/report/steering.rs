@@ -263,7 +263,7 @@ pub struct Ranking {
     pub title: &'static str,
     /// Highest first.
     pub lines: Vec<RankLine>,
-    /// Services left out of the ranking because their sample is too small to judge.
+    /// Services left out of the ranking because their rate rests on too small a sample.
     pub unranked: usize,
 }
 
@@ -336,8 +336,8 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         Figure {
             id: m.as_str(),
             title: m.title(),
-            value: cell(now),
-            previous: cell(then),
+            value: metric_cell(Some(m), now),
+            previous: metric_cell(Some(m), then),
             delta: signed_delta(now, then),
         }
     };
@@ -416,10 +416,14 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                         Comparison::AtMost => "\u{2264}",
                         Comparison::AtLeast => "\u{2265}",
                     },
-                    format_value(Some(kpi.target.value), unit)
+                    if id == Some(MetricId::Availability) {
+                        percent_2(kpi.target.value)
+                    } else {
+                        format_value(Some(kpi.target.value), unit)
+                    }
                 ),
-                value: cell(now),
-                previous: cell(then),
+                value: metric_cell(id, now),
+                previous: metric_cell(id, then),
                 status: kpi.status(now.and_then(|r| r.value), now.map_or(0, |r| r.n)),
                 arrow,
                 trend,
@@ -464,8 +468,8 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
             let value = row.value.filter(|v| v.is_finite());
             let line = AvailabilityLine {
                 service: service.to_owned(),
-                availability: cell(Some(row)),
-                slo: format_value(Some(slo), "ratio"),
+                availability: metric_cell(Some(MetricId::Availability), Some(row)),
+                slo: percent_2(slo),
                 budget: cell(current.get(MetricId::ErrorBudgetConsumed.as_str(), "service", service)),
                 downtime: cell(current.get(MetricId::DowntimeMinutes.as_str(), "service", service)),
                 meets: value.map(|v| v >= slo),
@@ -496,9 +500,11 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
             let mut ranked: Vec<(&str, &MetricRow, f64)> = Vec::new();
             let mut unranked = 0;
             for (service, row) in current.services(m) {
-                match row.value.filter(|v| v.is_finite()) {
-                    Some(v) if !row.insufficient() => ranked.push((service, row, v)),
-                    Some(_) => unranked += 1,
+                // A rate on a handful of deployments says little, so small samples are not ranked;
+                // a total such as downtime is a fact however few incidents made it.
+                match row.value.filter(|v| v.is_finite() && *v > 0.0) {
+                    Some(_) if row.insufficient() && m.unit() == "ratio" => unranked += 1,
+                    Some(v) => ranked.push((service, row, v)),
                     None => {}
                 }
             }
@@ -643,6 +649,23 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         change_failure,
         backlog,
     }
+}
+
+/// [`cell`], with availability in hundredths of a percent: SLOs differ in the second decimal
+/// (99.85% misses a 99.9% objective, which one decimal would show as 99.9%).
+fn metric_cell(metric: Option<MetricId>, row: Option<&MetricRow>) -> Cell {
+    let mut c = cell(row);
+    if metric == Some(MetricId::Availability) {
+        if let Some(v) = row.and_then(|r| r.value).filter(|v| v.is_finite()) {
+            c.text = percent_2(v);
+        }
+    }
+    c
+}
+
+/// A ratio as a percentage with two decimals.
+fn percent_2(v: f64) -> String {
+    format!("{:.2}%", (v * 10_000.0).round() / 100.0 + 0.0)
 }
 
 /// The organisation's week rows of each metric, aligned on every week any of them reports.
