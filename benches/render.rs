@@ -48,7 +48,14 @@ fn sample(rng: &mut Rng, m: MetricId, scale: f64) -> (Option<f64>, i64) {
     (Some(value), n)
 }
 
-fn row(m: MetricId, grain: &str, scope: Option<&str>, start: DateTime<Utc>, end: DateTime<Utc>, s: (Option<f64>, i64)) -> MetricRow {
+fn row(
+    m: MetricId,
+    grain: &str,
+    scope: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    s: (Option<f64>, i64),
+) -> MetricRow {
     MetricRow {
         metric: m.as_str().to_owned(),
         grain: grain.to_owned(),
@@ -73,9 +80,23 @@ fn table(rng: &mut Rng, start: DateTime<Utc>) -> Vec<MetricRow> {
             let scale = if scope.is_none() { SERVICES as f64 } else { 1.0 };
             for w in 0..WEEKS {
                 let from = start + chrono::Duration::weeks(w);
-                rows.push(row(m, "week", scope, from, from + chrono::Duration::weeks(1), sample(rng, m, scale)));
+                rows.push(row(
+                    m,
+                    "week",
+                    scope,
+                    from,
+                    from + chrono::Duration::weeks(1),
+                    sample(rng, m, scale),
+                ));
             }
-            rows.push(row(m, "range", scope, start, end, sample(rng, m, scale * WEEKS as f64)));
+            rows.push(row(
+                m,
+                "range",
+                scope,
+                start,
+                end,
+                sample(rng, m, scale * WEEKS as f64),
+            ));
         }
     }
     rows
@@ -83,7 +104,10 @@ fn table(rng: &mut Rng, start: DateTime<Utc>) -> Vec<MetricRow> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = Rng(42);
-    let start = Utc.with_ymd_and_hms(2026, 6, 29, 0, 0, 0).single().ok_or("bad date")?;
+    let start = Utc
+        .with_ymd_and_hms(2026, 6, 29, 0, 0, 0)
+        .single()
+        .ok_or("bad date")?;
     let current = table(&mut rng, start);
     let previous = table(&mut rng, start - chrono::Duration::weeks(WEEKS));
     let kpis: Vec<KpiSpec> = vec![

@@ -78,14 +78,20 @@ fn png_pixels(bytes: &[u8]) -> (u32, u32, usize, Vec<u8>) {
         at += 12 + len;
     }
     let mut raw = Vec::new();
-    flate2::read::ZlibDecoder::new(&idat[..]).read_to_end(&mut raw).unwrap();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
     let stride = width as usize * channels;
     let mut out = vec![0u8; stride * height as usize];
     for y in 0..height as usize {
         let filter = raw[y * (stride + 1)];
         let line = &raw[y * (stride + 1) + 1..(y + 1) * (stride + 1)];
         for x in 0..stride {
-            let a = if x >= channels { out[y * stride + x - channels] } else { 0 };
+            let a = if x >= channels {
+                out[y * stride + x - channels]
+            } else {
+                0
+            };
             let b = if y > 0 { out[(y - 1) * stride + x] } else { 0 };
             let c = if x >= channels && y > 0 {
                 out[(y - 1) * stride + x - channels]
@@ -99,7 +105,11 @@ fn png_pixels(bytes: &[u8]) -> (u32, u32, usize, Vec<u8>) {
                 3 => ((u16::from(a) + u16::from(b)) / 2) as u8,
                 4 => {
                     let p = i16::from(a) + i16::from(b) - i16::from(c);
-                    let (pa, pb, pc) = ((p - i16::from(a)).abs(), (p - i16::from(b)).abs(), (p - i16::from(c)).abs());
+                    let (pa, pb, pc) = (
+                        (p - i16::from(a)).abs(),
+                        (p - i16::from(b)).abs(),
+                        (p - i16::from(c)).abs(),
+                    );
                     if pa <= pb && pa <= pc {
                         a
                     } else if pb <= pc {
@@ -156,16 +166,30 @@ async fn the_steering_report_renders_in_chromium_and_runs_nothing_from_the_data(
     .await
     .unwrap();
     let html = std::fs::read_to_string(&html_path).unwrap();
-    assert!(html.contains("&lt;script&gt;document.title="), "the service is on the page");
+    assert!(
+        html.contains("&lt;script&gt;document.title="),
+        "the service is on the page"
+    );
 
     let profile = dir.path().join("chromium-profile");
     let shot = dir.path().join("shot.png");
-    chromium(&html_path, &profile, &[format!("--screenshot={}", shot.display())]);
+    chromium(
+        &html_path,
+        &profile,
+        &[format!("--screenshot={}", shot.display())],
+    );
     let (width, height, channels, pixels) = png_pixels(&std::fs::read(&shot).unwrap());
     assert_eq!((width, height), (1240, 1754));
     let colours: std::collections::BTreeSet<&[u8]> = pixels.chunks_exact(channels).map(|p| &p[..3]).collect();
-    let inked = pixels.chunks_exact(channels).filter(|p| p[..3].iter().any(|&c| c < 200)).count();
-    assert!(colours.len() > 50, "a rendered page has many colours, not {}", colours.len());
+    let inked = pixels
+        .chunks_exact(channels)
+        .filter(|p| p[..3].iter().any(|&c| c < 200))
+        .count();
+    assert!(
+        colours.len() > 50,
+        "a rendered page has many colours, not {}",
+        colours.len()
+    );
     assert!(
         inked > (width * height) as usize / 100,
         "text and charts cover more than 1% of the first screen ({inked} px)"
@@ -183,8 +207,14 @@ async fn the_steering_report_renders_in_chromium_and_runs_nothing_from_the_data(
     );
     assert!(!dom.contains("pwned-script</title>") && !dom.contains("<title>pwned"));
     // The names are text in the DOM, not elements.
-    assert!(dom.contains("&lt;script&gt;document.title='pwned-script'&lt;/script&gt;"), "script name as text");
-    assert!(dom.contains("&lt;img src=x onerror=\"document.title='pwned-img'\"&gt;"), "img name as text");
+    assert!(
+        dom.contains("&lt;script&gt;document.title='pwned-script'&lt;/script&gt;"),
+        "script name as text"
+    );
+    assert!(
+        dom.contains("&lt;img src=x onerror=\"document.title='pwned-img'\"&gt;"),
+        "img name as text"
+    );
     assert!(!dom.contains("<script"), "no script element");
     assert!(!dom.contains("<img"), "no img element");
 }

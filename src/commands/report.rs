@@ -67,7 +67,9 @@ pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyh
         period: view.page.range.clone().unwrap_or_else(|| "no data".to_owned()),
         generated_at: now,
     };
-    archived(&out_dir, &config.organisation.name, &run, |dir| report::render(&input, dir))
+    archived(&out_dir, &config.organisation.name, &run, |dir| {
+        report::render(&input, dir)
+    })
 }
 
 /// One report run, as the history describes it.

@@ -119,8 +119,9 @@ pub fn plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Resu
         }
     };
     let whole_weeks = from.weekday() == Weekday::Mon && to.weekday() == Weekday::Mon;
-    let weekly = (divided_into != Grain::Week && !(named == Grain::Range && whole_weeks && args.grain.is_none()))
-        .then(|| weeks_of(from, to));
+    let weekly = (divided_into != Grain::Week
+        && !(named == Grain::Range && whole_weeks && args.grain.is_none()))
+    .then(|| weeks_of(from, to));
     Ok(Plan {
         period: args.clone(),
         weekly,
@@ -133,7 +134,10 @@ pub fn plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Resu
 /// `--weeks N [--until MONDAY]`: the N weeks, and the N weeks before them.
 fn weeks_plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> Plan {
     let weeks = args.weeks.unwrap_or(config.report.weeks);
-    let until = args.until.or(config.report.until).unwrap_or_else(|| monday_of(today));
+    let until = args
+        .until
+        .or(config.report.until)
+        .unwrap_or_else(|| monday_of(today));
     let from = until - Duration::weeks(i64::from(weeks));
     let weekly_grain = args.grain.as_deref().is_none_or(|g| g == "week");
     let period = RangeArgs {

@@ -704,11 +704,13 @@ impl Chart for ServiceScatter {
             .draw()?;
 
         chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|p| Circle::new((p.deployments, p.downtime_minutes), 5, DEPLOY_COLOUR.mix(0.8).filled())),
-            )?
+            .draw_series(points.iter().map(|p| {
+                Circle::new(
+                    (p.deployments, p.downtime_minutes),
+                    5,
+                    DEPLOY_COLOUR.mix(0.8).filled(),
+                )
+            }))?
             .label("One service")
             .legend(|(x, y)| Circle::new((x + 7, y), 5, DEPLOY_COLOUR.filled()));
         let label_style = (FAMILY, 12).into_font().color(&BLACK);
@@ -767,7 +769,9 @@ impl Chart for AvailabilityVsSlo {
             .disable_y_mesh()
             .x_labels(6)
             .x_label_formatter(&|v| format!("{v:.2}%"))
-            .x_desc(format!("Availability in the period (%, axis starts at {left:.2}%)"))
+            .x_desc(format!(
+                "Availability in the period (%, axis starts at {left:.2}%)"
+            ))
             .label_style((FAMILY, 13))
             .axis_desc_style((FAMILY, 14))
             .light_line_style(WHITE)
@@ -779,7 +783,10 @@ impl Chart for AvailabilityVsSlo {
             ((a >= s.slo) == meets).then(|| {
                 let y = i as f64;
                 let colour = if meets { MEETS_COLOUR } else { MISSES_COLOUR };
-                Rectangle::new([(left, y - 0.32), (a * 100.0, y + 0.32)], colour.mix(0.85).filled())
+                Rectangle::new(
+                    [(left, y - 0.32), (a * 100.0, y + 0.32)],
+                    colour.mix(0.85).filled(),
+                )
             })
         };
         chart
@@ -799,7 +806,12 @@ impl Chart for AvailabilityVsSlo {
                 )
             }))?
             .label("SLO target")
-            .legend(|(x, y)| PathElement::new(vec![(x + 7, y - 6), (x + 7, y + 6)], TARGET_COLOUR.stroke_width(3)));
+            .legend(|(x, y)| {
+                PathElement::new(
+                    vec![(x + 7, y - 6), (x + 7, y + 6)],
+                    TARGET_COLOUR.stroke_width(3),
+                )
+            });
         if rows.iter().all(|s| s.availability.is_none()) {
             chart.draw_series(std::iter::once(Text::new(
                 "No data",
@@ -856,12 +868,18 @@ impl Chart for BacklogTrend {
                 let x = i as f64;
                 v.map(|v| Rectangle::new([(x - 0.3, 0.0), (x + 0.3, v)], bar_style))
             }))?
-            .label(format!("Tickets resolved in the {}", period_noun(&self.grain).to_lowercase()))
+            .label(format!(
+                "Tickets resolved in the {}",
+                period_noun(&self.grain).to_lowercase()
+            ))
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], bar_style));
         let line_style = BACKLOG_COLOUR.stroke_width(3);
         chart
             .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
-            .label(format!("Open at the {}'s end (backlog)", period_noun(&self.grain).to_lowercase()))
+            .label(format!(
+                "Open at the {}'s end (backlog)",
+                period_noun(&self.grain).to_lowercase()
+            ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], line_style));
         for run in runs(&backlog) {
             chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, BACKLOG_COLOUR.filled())))?;

@@ -76,8 +76,11 @@ pub mod definition {
         TicketReopenRate,
     ];
     /// Change management.
-    pub const CHANGE_MANAGEMENT: [MetricId; 3] =
-        [ChangeSuccessRate, EmergencyChangeRatio, DeploymentsWithoutChangeRecord];
+    pub const CHANGE_MANAGEMENT: [MetricId; 3] = [
+        ChangeSuccessRate,
+        EmergencyChangeRatio,
+        DeploymentsWithoutChangeRecord,
+    ];
     /// The data-quality footnote.
     pub const QUALITY: [MetricId; 6] = MetricId::QUALITY;
     /// The per-service availability table's columns besides availability.
@@ -608,7 +611,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
 
     let page = SteeringPage {
         organisation: input.organisation.to_owned(),
-        title: format!("{} \u{2014} steering committee report, {}", input.organisation, input.period),
+        title: format!(
+            "{} \u{2014} steering committee report, {}",
+            input.organisation, input.period
+        ),
         period: input.period.to_owned(),
         previous_period: input.previous_period.to_owned(),
         dates: period_dates(input.current),
@@ -706,7 +712,10 @@ impl<'a> WeeklySeries<'a> {
     }
 
     fn values(&self, m: MetricId) -> Vec<Option<f64>> {
-        self.rows(m).into_iter().map(|r| r.and_then(|r| r.value)).collect()
+        self.rows(m)
+            .into_iter()
+            .map(|r| r.and_then(|r| r.value))
+            .collect()
     }
 }
 

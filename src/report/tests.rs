@@ -308,8 +308,12 @@ mod steering_report {
             (QuarantinedRecords, Some(7.0), 7),
             (IncidentsMappedShare, Some(0.9), 10),
         ];
-        let mut rows: Vec<MetricRow> = org.iter().map(|&(m, v, n)| range_row(m, "all", v, n, 3)).collect();
-        let services: [(&str, [(MetricId, Option<f64>, i64); 5]); 4] = [
+        let mut rows: Vec<MetricRow> = org
+            .iter()
+            .map(|&(m, v, n)| range_row(m, "all", v, n, 3))
+            .collect();
+        type Figures = [(MetricId, Option<f64>, i64); 5];
+        let services: [(&str, Figures); 4] = [
             (
                 "payments",
                 [
@@ -380,7 +384,13 @@ mod steering_report {
                 });
             }
         }
-        rows.push(range_row(DeploymentsDowntimeCorrelation, "all", Some(0.42), 14, 3));
+        rows.push(range_row(
+            DeploymentsDowntimeCorrelation,
+            "all",
+            Some(0.42),
+            14,
+            3,
+        ));
         rows
     }
 
@@ -445,7 +455,7 @@ mod steering_report {
     /// in the attribute, i.e. escaped).
     fn shown(html: &str, metric: &str, scope: &str, period: &str) -> String {
         let marker = format!(r#"data-metric="{metric}" data-scope="{scope}" data-period="{period}">"#);
-        let start = html.find(&marker).unwrap_or_else(|| panic!("no {marker}")) + marker.len();
+        let start = html.find(&marker).expect(&marker) + marker.len();
         let end = html[start..].find("</span>").unwrap();
         html[start..start + end].to_owned()
     }
@@ -492,7 +502,10 @@ mod steering_report {
         assert_eq!(card[2].status, Status::Amber);
         assert_eq!(card[2].value.text, "99.85%");
         assert_eq!(card[2].target, "\u{2265} 99.90%");
-        assert_eq!((card[2].arrow, card[2].trend, card[2].delta.as_str()), ("", "unknown", MISSING));
+        assert_eq!(
+            (card[2].arrow, card[2].trend, card[2].delta.as_str()),
+            ("", "unknown", MISSING)
+        );
     }
 
     #[test]
@@ -519,14 +532,23 @@ mod steering_report {
         let d = data();
         let view = build(&input(&d));
         let page = &view.page;
-        let names = |r: usize| -> Vec<&str> { page.rankings[r].lines.iter().map(|l| l.service.as_str()).collect() };
+        let names = |r: usize| -> Vec<&str> {
+            page.rankings[r]
+                .lines
+                .iter()
+                .map(|l| l.service.as_str())
+                .collect()
+        };
         // Downtime is a total: ranked whatever n; zero is not "top".
         assert_eq!(names(0), ["payments", "search", EVIL_IMG]);
         // Rates need n ≥ 5: the 50% on 2 deployments is left out and counted.
         assert_eq!(names(1), ["search", "payments"]);
         assert_eq!(page.rankings[1].unranked, 1);
         // payments misses its own 99.9%; the others meet the default 99.5%.
-        assert_eq!((page.services_meeting_slo, page.services_with_availability), (3, 4));
+        assert_eq!(
+            (page.services_meeting_slo, page.services_with_availability),
+            (3, 4)
+        );
         let order: Vec<&str> = page.availability.iter().map(|a| a.service.as_str()).collect();
         assert_eq!(order, ["payments", "search", EVIL_IMG, EVIL_SCRIPT]);
         assert_eq!(page.availability[0].meets, Some(false));
@@ -566,10 +588,18 @@ mod steering_report {
         ] {
             assert!(ids.contains(&id), "{id} is on the page");
         }
-        for id in ["lead_time_coding_median", "time_to_restore_median_sev4", "rework_rate"] {
+        for id in [
+            "lead_time_coding_median",
+            "time_to_restore_median_sev4",
+            "rework_rate",
+        ] {
             assert!(!ids.contains(&id), "{id} is not on the page");
         }
-        let cfr = page.glossary.iter().find(|g| g.id == "change_failure_rate").unwrap();
+        let cfr = page
+            .glossary
+            .iter()
+            .find(|g| g.id == "change_failure_rate")
+            .unwrap();
         assert_eq!(cfr.definition, MetricId::ChangeFailureRate.definition());
     }
 
@@ -603,13 +633,19 @@ mod steering_report {
 
         assert_eq!(shown(&html, "change_failure_rate", "org", "current"), "10.0%");
         assert_eq!(shown(&html, "change_failure_rate", "all", "current"), "10.0%");
-        assert_eq!(shown(&html, "deployments_downtime_correlation", "all", "current"), "0.42");
+        assert_eq!(
+            shown(&html, "deployments_downtime_correlation", "all", "current"),
+            "0.42"
+        );
         assert_eq!(shown(&html, "downtime_minutes", "all", "previous"), "500 min");
         assert_eq!(shown(&html, "availability", "payments", "current"), "99.85%");
         assert!(html.contains("3 of 4 services met their SLO"));
         assert!(html.contains("status green") && html.contains("status red"));
         assert!(html.contains("trend better") && html.contains("trend worse"));
-        assert!(html.contains("insufficient data (n&nbsp;=&nbsp;3)"), "n < 5 is marked");
+        assert!(
+            html.contains("insufficient data (n&nbsp;=&nbsp;3)"),
+            "n < 5 is marked"
+        );
         assert!(html.contains("figure(s) on this page rest on fewer than 5 samples"));
 
         assert_eq!(html.matches("<svg").count(), 5);
@@ -645,7 +681,10 @@ mod steering_report {
         assert!(html.contains(&escaped(EVIL_SCRIPT)), "the name is shown as text");
         assert!(html.contains(&escaped(EVIL_IMG)));
         // In chart text too (plotters escapes SVG text).
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "scatter label");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "scatter label"
+        );
     }
 
     #[test]
@@ -671,11 +710,13 @@ mod steering_report {
         let dir = tempfile::tempdir().unwrap();
         let out = crate::report::steering::render(&input(&d), dir.path()).unwrap();
         let html = std::fs::read_to_string(&out.html).unwrap();
-        let header: Vec<&str> = html
-            .lines()
-            .filter(|l| l.contains("class=\"meta"))
-            .collect();
-        let text = format!("{}\n{}\n{}", header.join("\n"), out.html.display(), marked_values(&html).join("\n"));
+        let header: Vec<&str> = html.lines().filter(|l| l.contains("class=\"meta")).collect();
+        let text = format!(
+            "{}\n{}\n{}",
+            header.join("\n"),
+            out.html.display(),
+            marked_values(&html).join("\n")
+        );
         insta::with_settings!({filters => vec![
             (r"Generated \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "Generated [TIME]"),
             (r"/[^\s]*/report\.html", "[DIR]/report.html"),
