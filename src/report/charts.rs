@@ -732,6 +732,9 @@ impl Chart for ServiceScatter {
     }
 }
 
+/// Category slots left empty at the top of the availability chart for its legend.
+const LEGEND_SLOTS: usize = 3;
+
 impl Chart for AvailabilityVsSlo {
     fn name(&self) -> &'static str {
         "availability vs SLO"
@@ -743,8 +746,13 @@ impl Chart for AvailabilityVsSlo {
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         // Worst first in the list, drawn top down: plotters' y grows upwards, so reverse.
         let rows: Vec<&ServiceAvailability> = self.services.iter().rev().collect();
+        // Empty slots above the services keep the legend clear of bars and SLO marks.
         let axis = LabelAxis {
-            labels: rows.iter().map(|s| s.name.clone()).collect(),
+            labels: rows
+                .iter()
+                .map(|s| s.name.clone())
+                .chain(std::iter::repeat_n(String::new(), LEGEND_SLOTS))
+                .collect(),
         };
         let percents = rows
             .iter()
@@ -815,11 +823,11 @@ impl Chart for AvailabilityVsSlo {
         if rows.iter().all(|s| s.availability.is_none()) {
             chart.draw_series(std::iter::once(Text::new(
                 "No data",
-                ((left + 100.0) / 2.0, axis.range().end / 2.0 - 0.25),
+                ((left + 100.0) / 2.0, rows.len() as f64 / 2.0),
                 no_data_style(),
             )))?;
         }
-        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
 }
 

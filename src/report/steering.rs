@@ -206,6 +206,8 @@ pub struct KpiLine {
     pub value: Cell,
     /// The previous period's value.
     pub previous: Cell,
+    /// Whether the previous period has a value to show beside the change.
+    pub has_previous: bool,
     /// Green, amber, red, or insufficient (no colour).
     pub status: Status,
     /// `↑`, `↓`, `→`, or empty without both values.
@@ -427,6 +429,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 ),
                 value: metric_cell(id, now),
                 previous: metric_cell(id, then),
+                has_previous: then.is_some_and(|r| r.value.is_some_and(f64::is_finite)),
                 status: kpi.status(now.and_then(|r| r.value), now.map_or(0, |r| r.n)),
                 arrow,
                 trend,
