@@ -127,3 +127,63 @@ pub fn print_output(output: &ReportOutput) {
         crate::say!("index:  {}", index.display());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn each_run_gets_a_folder_a_meta_file_and_a_line_in_the_history() {
+        let out = tempfile::tempdir().unwrap();
+        let run = Run {
+            kind: "weekly",
+            title: "Acme \u{2014} weekly IT and operations report".to_owned(),
+            period: "2026-08-24 \u{2013} 2026-11-16".to_owned(),
+            generated_at: Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap(),
+        };
+        let write = |dir: &Path| -> Result<ReportOutput, ReportError> {
+            let html = dir.join("report.html");
+            std::fs::write(&html, "<!DOCTYPE html>").unwrap();
+            Ok(ReportOutput {
+                html,
+                charts: vec![dir.join("chart.png")],
+                index: None,
+            })
+        };
+        let first = archived(out.path(), "Acme", &run, write).unwrap();
+        let second = archived(out.path(), "Acme", &run, write).unwrap();
+        assert_eq!(
+            first.html,
+            out.path().join("weekly/2026-11-16T060000Z/report.html")
+        );
+        assert_eq!(
+            second.html,
+            out.path().join("weekly/2026-11-16T060000Z-2/report.html"),
+            "a re-run never overwrites the earlier one"
+        );
+        assert_eq!(first.index, Some(out.path().join("index.html")));
+        let runs = archive::runs(out.path());
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].meta.main, "report.html");
+        assert_eq!(runs[0].meta.period, "2026-08-24 \u{2013} 2026-11-16");
+        let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+        assert!(
+            index.contains("weekly/2026-11-16T060000Z-2/report.html"),
+            "{index}"
+        );
+
+        // A run that fails leaves no meta.json, so the history does not list it.
+        let failing = |_: &Path| -> Result<ReportOutput, ReportError> {
+            Err(ReportError::Io {
+                path: PathBuf::from("x"),
+                source: std::io::Error::other("disk full"),
+            })
+        };
+        let err = archived(out.path(), "Acme", &run, failing).unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+        assert_eq!(archive::runs(out.path()).len(), 2);
+    }
+}

@@ -615,7 +615,10 @@ impl Ranged for LabelAxis {
     }
 
     fn key_points<H: KeyPointHint>(&self, _hint: H) -> Vec<f64> {
-        (0..self.labels.len()).map(|i| i as f64).collect()
+        (0..self.labels.len())
+            .filter(|&i| !self.labels[i].is_empty())
+            .map(|i| i as f64)
+            .collect()
     }
 
     fn range(&self) -> Range<f64> {
@@ -1008,5 +1011,120 @@ mod tests {
     fn gaps_split_lines() {
         let r = runs(&[Some(1.0), None, Some(2.0), Some(3.0), None]);
         assert_eq!(r, vec![vec![(0.0, 1.0)], vec![(2.0, 2.0), (3.0, 3.0)]]);
+    }
+
+    /// Pixels within a small distance of `colour` (bars are drawn slightly translucent).
+    fn near(rgb: &[u8], colour: RGBColor) -> usize {
+        let RGBColor(r, g, b) = colour;
+        rgb.chunks_exact(3)
+            .filter(|px| {
+                let d = |a: u8, b: u8| i32::from(a).abs_diff(i32::from(b));
+                d(px[0], r) + d(px[1], g) + d(px[2], b) < 90
+            })
+            .count()
+    }
+
+    fn count(rgb: &[u8], colour: RGBColor) -> usize {
+        let RGBColor(r, g, b) = colour;
+        rgb.chunks_exact(3).filter(|px| px == &[r, g, b]).count()
+    }
+
+    #[test]
+    fn kpi_targets_are_dashed_lines_with_a_legend() {
+        let chart = ChangeFailureRate {
+            weeks: weeks(3),
+            points: vec![
+                Some(RateWeek {
+                    ratio: Some(0.1),
+                    n: 9
+                });
+                3
+            ],
+            target: Some(0.15),
+            ..Default::default()
+        };
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("KPI target: 15.0%"), "legend names the target");
+        let without = to_svg(&ChangeFailureRate {
+            target: None,
+            ..chart
+        })
+        .unwrap();
+        assert!(!without.contains("KPI target"));
+        let with_downtime = to_svg(&DeploymentsVsDowntime {
+            downtime_target: Some(60.0),
+            ..sample_deployments()
+        })
+        .unwrap();
+        assert!(with_downtime.contains("KPI target: 60 min (right axis)"));
+    }
+
+    #[test]
+    fn availability_bars_are_coloured_by_their_own_slo() {
+        let chart = AvailabilityVsSlo {
+            services: vec![
+                ServiceAvailability {
+                    name: "payments".into(),
+                    availability: Some(0.998),
+                    slo: 0.999,
+                },
+                ServiceAvailability {
+                    name: "search".into(),
+                    availability: Some(0.998),
+                    slo: 0.995,
+                },
+            ],
+        };
+        let rgb = to_rgb(&chart).unwrap();
+        // The same availability misses one SLO and meets the other: one bar of each colour, of
+        // equal length.
+        let (meets, misses) = (near(&rgb, MEETS_COLOUR), near(&rgb, MISSES_COLOUR));
+        assert!(meets > 1_000, "{meets}");
+        assert!(misses.abs_diff(meets) * 10 < meets, "{misses} vs {meets}");
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("payments") && svg.contains("search"));
+        assert!(svg.contains("Below its SLO") && svg.contains("SLO target"));
+        assert!(svg.contains("axis starts at"), "a cut axis says so");
+        assert!(non_white(&rgb) > 5_000);
+        assert!(to_svg(&AvailabilityVsSlo::default()).unwrap().contains("No data"));
+    }
+
+    #[test]
+    fn the_scatter_names_only_the_labelled_services_and_escapes_them() {
+        let point = |name: &str, labelled| ServicePoint {
+            name: name.into(),
+            deployments: 10.0,
+            downtime_minutes: 30.0,
+            labelled,
+        };
+        let chart = ServiceScatter {
+            points: vec![point("<b>checkout</b>", true), point("quiet-service", false)],
+        };
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("&lt;b&gt;checkout&lt;/b&gt;"));
+        assert!(!svg.contains("<b>"));
+        assert!(!svg.contains("quiet-service"));
+        assert!(svg.contains("Downtime in the period (minutes)"));
+        assert!(to_svg(&ServiceScatter::default()).unwrap().contains("No data"));
+    }
+
+    #[test]
+    fn backlog_trend_draws_bars_and_a_line() {
+        let chart = BacklogTrend {
+            weeks: weeks(3),
+            grain: "week".into(),
+            resolved: vec![Some(4.0), Some(6.0), None],
+            backlog: vec![Some(10.0), None, Some(12.0)],
+        };
+        let rgb = to_rgb(&chart).unwrap();
+        assert!(count(&rgb, BACKLOG_COLOUR) > 20, "backlog points");
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("Tickets (count)") && svg.contains("Weekly tickets resolved"));
+    }
+
+    #[test]
+    fn long_names_are_shortened_on_axes() {
+        assert_eq!(shorten("payments", 22), "payments");
+        assert_eq!(shorten("abcdefghij", 5), "abcd\u{2026}");
     }
 }
