@@ -361,7 +361,7 @@ impl Chart for DeploymentsVsDowntime {
             .y_labels(6)
             .y_label_formatter(&whole_number)
             .x_desc(format!("{} starting", period_noun(&self.grain)))
-            .y_desc("Production deployments")
+            .y_desc("Production deployments (count)")
             .label_style((FAMILY, 13))
             .axis_desc_style((FAMILY, 14))
             .light_line_style(WHITE)
