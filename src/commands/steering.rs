@@ -225,6 +225,28 @@ mod tests {
     }
 
     #[test]
+    fn an_explicit_range_of_whole_weeks_needs_no_separate_weekly_table() {
+        let whole = RangeArgs {
+            period: Some("2026-08-24..2026-11-16".into()),
+            ..RangeArgs::default()
+        };
+        let plan = plan(&whole, &config(), today()).unwrap();
+        assert!(plan.weekly.is_none());
+        assert_eq!(plan.previous.period.as_deref(), Some("2026-06-01..2026-08-24"));
+        assert_eq!(plan.previous_label, "2026-06-01..2026-08-24");
+        let days = RangeArgs {
+            period: Some("2026-08-26..2026-09-02".into()),
+            ..RangeArgs::default()
+        };
+        let weekly = super::plan(&days, &config(), today()).unwrap().weekly.unwrap();
+        // Wednesday to Wednesday: the two ISO weeks that touch it.
+        assert_eq!(
+            (weekly.weeks, weekly.until),
+            (Some(2), NaiveDate::from_ymd_opt(2026, 9, 7))
+        );
+    }
+
+    #[test]
     fn weeks_are_compared_with_as_many_weeks_before() {
         let args = RangeArgs {
             weeks: Some(4),
