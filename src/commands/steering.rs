@@ -47,10 +47,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
     };
     let run = Run {
         kind: "steering",
-        title: format!(
-            "{} \u{2014} steering committee report, {}",
-            config.organisation.name, plan.label
-        ),
+        title: steering::title(&config.organisation.name, &plan.label),
         period: plan.label.clone(),
         generated_at: now,
     };

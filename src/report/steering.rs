@@ -328,6 +328,11 @@ impl<'a> RangeIndex<'a> {
     }
 }
 
+/// The report's title, on the page and in the history.
+pub fn title(organisation: &str, period: &str) -> String {
+    format!("{organisation} \u{2014} steering committee report, {period}")
+}
+
 /// Builds the steering view. Rows of unknown metrics are ignored.
 pub fn build(input: &SteeringInput<'_>) -> SteeringView {
     let current = RangeIndex::new(input.current);
@@ -614,10 +619,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
 
     let page = SteeringPage {
         organisation: input.organisation.to_owned(),
-        title: format!(
-            "{} \u{2014} steering committee report, {}",
-            input.organisation, input.period
-        ),
+        title: title(input.organisation, input.period),
         period: input.period.to_owned(),
         previous_period: input.previous_period.to_owned(),
         dates: period_dates(input.current),
