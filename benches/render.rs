@@ -137,6 +137,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         render(&input, &dir.path().join(format!("run-{i}")))?;
         times.push(t.elapsed());
     }
+    // What was timed is the whole report: the page with its five inline charts and five PNGs.
+    let last = render(&input, &dir.path().join("check"))?;
+    let html = std::fs::read_to_string(&last.html)?;
+    let png_bytes: u64 = last
+        .charts
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()))
+        .sum::<Result<u64, _>>()?;
+    println!(
+        "rendered {} bytes of HTML with {} inline charts and {} PNGs ({png_bytes} bytes)",
+        html.len(),
+        html.matches("<svg").count(),
+        last.charts.len()
+    );
     times.sort();
     let median = times[RUNS / 2];
     let worst = times[RUNS - 1];
