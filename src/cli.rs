@@ -145,10 +145,11 @@ pub struct ReportArgs {
     /// Which report to write.
     #[arg(value_enum, default_value_t = ReportKind::Weekly)]
     pub kind: ReportKind,
-    /// Reporting range.
+    /// Reporting range (steering: the period, compared with the one before it).
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Directory to write the report to (default: `report.out` in the config).
+    /// Report directory (default: `report.out` in the config). Each run goes into its own folder
+    /// `KIND/TIME/` under it, and `index.html` there lists every run.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -340,10 +340,11 @@ async fn compute_metrics_match_the_ground_truth() {
 
     // The report and its charts exist.
     let report_dir = config.resolve(&config.report.out);
-    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    let run = tandem::report::archive::latest(&report_dir, "weekly", None).unwrap();
+    let html = std::fs::read_to_string(run.dir.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "the report has inline charts");
-    assert!(report_dir.join("deployments_vs_downtime.png").exists());
-    assert!(report_dir.join("change_failure_rate.png").exists());
+    assert!(run.dir.join("deployments_vs_downtime.png").exists());
+    assert!(run.dir.join("change_failure_rate.png").exists());
 
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
     let (parquet, csv) = store.metrics_paths();

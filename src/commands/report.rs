@@ -1,16 +1,18 @@
-//! `tandem report`: render the HTML report and PNG charts from the last metric table.
+//! `tandem report`: render a report kind from the metric table into its own run folder under the
+//! report directory, and rewrite the history page listing every run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::{Context, Outcome};
 use crate::cli::{ReportArgs, ReportKind};
 use crate::config::Config;
 use crate::metric::MetricRow;
 use crate::pipeline;
-use crate::report::{self, ReportInput, ReportOutput};
+use crate::report::archive::{self, Meta};
+use crate::report::{self, ReportError, ReportInput, ReportOutput};
 use crate::store::Store;
 
 /// Writes the report `args.kind` names.
@@ -38,23 +40,150 @@ fn weekly(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renders `rows` into the report directory.
+/// The report directory: `--out`, else `report.out` from the config, relative to the config file.
+pub fn out_dir(config: &Config, out: Option<PathBuf>) -> PathBuf {
+    config.resolve(&out.unwrap_or_else(|| config.report.out.clone()))
+}
+
+/// Renders the weekly report of `rows` into a new run folder `<out>/weekly/<timestamp>/` and
+/// rewrites the history page.
 pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyhow::Result<ReportOutput> {
-    let out_dir = config.resolve(&out.unwrap_or_else(|| config.report.out.clone()));
+    let out_dir = out_dir(config, out);
+    let now = Utc::now();
     let input = ReportInput {
         organisation: &config.organisation.name,
-        generated_at: Utc::now(),
+        generated_at: now,
         rows,
         kpis: &config.kpis,
     };
-    report::render(&input, &out_dir)
-        .with_context(|| format!("cannot write the report to {}", out_dir.display()))
+    let view = report::view::build(input.organisation, now, rows, input.kpis);
+    let run = Run {
+        kind: "weekly",
+        title: format!(
+            "{} \u{2014} {} IT and operations report",
+            config.organisation.name,
+            view.page.cadence.to_lowercase()
+        ),
+        period: view.page.range.clone().unwrap_or_else(|| "no data".to_owned()),
+        generated_at: now,
+    };
+    archived(&out_dir, &config.organisation.name, &run, |dir| {
+        report::render(&input, dir)
+    })
 }
 
-/// Says where the report went.
+/// One report run, as the history describes it.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The report kind, also its folder under the report directory.
+    pub kind: &'static str,
+    /// Title listed in the history.
+    pub title: String,
+    /// The period as readers name it.
+    pub period: String,
+    /// When it was made; names its folder.
+    pub generated_at: DateTime<Utc>,
+}
+
+/// Creates the run's folder, lets `render` write into it, describes the run in its `meta.json`
+/// and rewrites `<out>/index.html`. A run that fails half-way leaves a folder without
+/// `meta.json`, which the history skips.
+pub fn archived(
+    out: &Path,
+    organisation: &str,
+    run: &Run,
+    render: impl FnOnce(&Path) -> Result<ReportOutput, ReportError>,
+) -> anyhow::Result<ReportOutput> {
+    let context = || format!("cannot write the {} report to {}", run.kind, out.display());
+    let dir = archive::run_dir(out, run.kind, run.generated_at).with_context(context)?;
+    let mut output = render(&dir).with_context(context)?;
+    let relative = |p: &Path| {
+        p.strip_prefix(&dir)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let meta = Meta {
+        kind: run.kind.to_owned(),
+        title: run.title.clone(),
+        period: run.period.clone(),
+        generated_at: run.generated_at,
+        main: relative(&output.html),
+        // The charts are inline in the page; the history links the page only.
+        extra: Vec::new(),
+    };
+    archive::write_meta(&dir, &meta).with_context(context)?;
+    output.index = Some(archive::write_index(out, organisation).with_context(context)?);
+    Ok(output)
+}
+
+/// Says where the report went: one path per line.
 pub fn print_output(output: &ReportOutput) {
     crate::say!("report: {}", output.html.display());
     for chart in &output.charts {
         crate::say!("chart:  {}", chart.display());
+    }
+    if let Some(index) = &output.index {
+        crate::say!("index:  {}", index.display());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn each_run_gets_a_folder_a_meta_file_and_a_line_in_the_history() {
+        let out = tempfile::tempdir().unwrap();
+        let run = Run {
+            kind: "weekly",
+            title: "Acme \u{2014} weekly IT and operations report".to_owned(),
+            period: "2026-08-24 \u{2013} 2026-11-16".to_owned(),
+            generated_at: Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap(),
+        };
+        let write = |dir: &Path| -> Result<ReportOutput, ReportError> {
+            let html = dir.join("report.html");
+            std::fs::write(&html, "<!DOCTYPE html>").unwrap();
+            Ok(ReportOutput {
+                html,
+                charts: vec![dir.join("chart.png")],
+                index: None,
+            })
+        };
+        let first = archived(out.path(), "Acme", &run, write).unwrap();
+        let second = archived(out.path(), "Acme", &run, write).unwrap();
+        assert_eq!(
+            first.html,
+            out.path().join("weekly/2026-11-16T060000Z/report.html")
+        );
+        assert_eq!(
+            second.html,
+            out.path().join("weekly/2026-11-16T060000Z-2/report.html"),
+            "a re-run never overwrites the earlier one"
+        );
+        assert_eq!(first.index, Some(out.path().join("index.html")));
+        let runs = archive::runs(out.path());
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].meta.main, "report.html");
+        assert_eq!(runs[0].meta.period, "2026-08-24 \u{2013} 2026-11-16");
+        let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+        assert!(
+            index.contains("weekly/2026-11-16T060000Z-2/report.html"),
+            "{index}"
+        );
+
+        // A run that fails leaves no meta.json, so the history does not list it.
+        let failing = |_: &Path| -> Result<ReportOutput, ReportError> {
+            Err(ReportError::Io {
+                path: PathBuf::from("x"),
+                source: std::io::Error::other("disk full"),
+            })
+        };
+        let err = archived(out.path(), "Acme", &run, failing).unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+        assert_eq!(archive::runs(out.path()).len(), 2);
     }
 }

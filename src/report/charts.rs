@@ -34,9 +34,38 @@ const FAMILY: &str = "sans-serif";
 /// Most week labels on the x axis; at ~85 px per ISO date this fits the plotting width.
 const MAX_WEEK_LABELS: usize = 9;
 
-const DEPLOY_COLOUR: RGBColor = RGBColor(70, 130, 180);
-const DOWNTIME_COLOUR: RGBColor = RGBColor(200, 60, 40);
-const CFR_COLOUR: RGBColor = RGBColor(40, 90, 160);
+/// The Okabe–Ito palette (Okabe & Ito, "Color Universal Design", 2008): eight colours that stay
+/// distinct under the common forms of colour blindness. Every data colour below is one of them;
+/// series are also told apart by shape (bars, lines, markers) so no chart relies on hue alone.
+pub mod okabe_ito {
+    use plotters::style::RGBColor;
+    /// Orange.
+    pub const ORANGE: RGBColor = RGBColor(230, 159, 0);
+    /// Sky blue.
+    pub const SKY_BLUE: RGBColor = RGBColor(86, 180, 233);
+    /// Bluish green.
+    pub const BLUISH_GREEN: RGBColor = RGBColor(0, 158, 115);
+    /// Yellow.
+    pub const YELLOW: RGBColor = RGBColor(240, 228, 66);
+    /// Blue.
+    pub const BLUE: RGBColor = RGBColor(0, 114, 178);
+    /// Vermillion.
+    pub const VERMILLION: RGBColor = RGBColor(213, 94, 0);
+    /// Reddish purple.
+    pub const REDDISH_PURPLE: RGBColor = RGBColor(204, 121, 167);
+    /// Black.
+    pub const BLACK: RGBColor = RGBColor(0, 0, 0);
+}
+
+const DEPLOY_COLOUR: RGBColor = okabe_ito::BLUE;
+const DOWNTIME_COLOUR: RGBColor = okabe_ito::VERMILLION;
+const CFR_COLOUR: RGBColor = okabe_ito::BLUE;
+const MEETS_COLOUR: RGBColor = okabe_ito::BLUISH_GREEN;
+const MISSES_COLOUR: RGBColor = okabe_ito::VERMILLION;
+const RESOLVED_COLOUR: RGBColor = okabe_ito::SKY_BLUE;
+const BACKLOG_COLOUR: RGBColor = okabe_ito::REDDISH_PURPLE;
+/// Target lines are black and dashed: never mistaken for a data series.
+const TARGET_COLOUR: RGBColor = okabe_ito::BLACK;
 const INSUFFICIENT_COLOUR: RGBColor = RGBColor(140, 140, 140);
 const NOTE_COLOUR: RGBColor = RGBColor(110, 110, 110);
 
@@ -83,6 +112,9 @@ pub struct DeploymentsVsDowntime {
     pub deployments: Vec<Option<f64>>,
     /// Downtime minutes per week; `None` is drawn as a gap.
     pub downtime_minutes: Vec<Option<f64>>,
+    /// A shared KPI's target for downtime minutes per period, drawn as a dashed line on the
+    /// right axis.
+    pub downtime_target: Option<f64>,
 }
 
 /// One week of change failure rate.
@@ -103,6 +135,8 @@ pub struct ChangeFailureRate {
     pub grain: String,
     /// The rate per week; `None` (no row at all) is a gap like a `None` ratio.
     pub points: Vec<Option<RateWeek>>,
+    /// A shared KPI's target rate (a ratio), drawn as a dashed line.
+    pub target: Option<f64>,
 }
 
 /// "Weekly", "Daily", "Monthly" or "Quarterly" for a grain (weeks when unknown).
@@ -303,7 +337,10 @@ impl Chart for DeploymentsVsDowntime {
         let downtime = aligned(&self.downtime_minutes, self.weeks.len());
         // Floors of 5 and 10 keep plotters' tick step at a whole number for small counts.
         let deploy_top = axis_top(deployments.iter().flatten().copied(), 5.0);
-        let downtime_top = axis_top(downtime.iter().flatten().copied(), 10.0);
+        let downtime_top = axis_top(
+            downtime.iter().flatten().copied().chain(self.downtime_target),
+            10.0,
+        );
 
         let mut chart = ChartBuilder::on(root)
             .caption(
@@ -324,7 +361,7 @@ impl Chart for DeploymentsVsDowntime {
             .y_labels(6)
             .y_label_formatter(&whole_number)
             .x_desc(format!("{} starting", period_noun(&self.grain)))
-            .y_desc("Production deployments")
+            .y_desc("Production deployments (count)")
             .label_style((FAMILY, 13))
             .axis_desc_style((FAMILY, 14))
             .light_line_style(WHITE)
@@ -357,6 +394,19 @@ impl Chart for DeploymentsVsDowntime {
             // Points as well as the line: a week between two gaps is a run of one, no line.
             chart.draw_secondary_series(run.iter().map(|&p| Circle::new(p, 3, DOWNTIME_COLOUR.filled())))?;
             chart.draw_secondary_series(LineSeries::new(run, line_style))?;
+        }
+
+        if let Some(target) = self.downtime_target.filter(|t| t.is_finite()) {
+            let range = axis.range();
+            chart
+                .draw_secondary_series(DashedLineSeries::new(
+                    [(range.start, target), (range.end, target)],
+                    8,
+                    5,
+                    TARGET_COLOUR.stroke_width(2),
+                ))?
+                .label(format!("KPI target: {target:.0} min (right axis)"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], TARGET_COLOUR.stroke_width(2)));
         }
 
         if deployments.iter().all(Option::is_none) && downtime.iter().all(Option::is_none) {
@@ -396,7 +446,8 @@ impl Chart for ChangeFailureRate {
             .map(|p| p.and_then(|p| p.ratio).map(|r| r * 100.0))
             .collect();
         // A rate cannot exceed 100 %; the floor of 10 keeps small rates off the bottom edge.
-        let top = axis_top(percent.iter().flatten().copied(), 10.0).min(100.0);
+        let target = self.target.filter(|t| t.is_finite()).map(|t| t * 100.0);
+        let top = axis_top(percent.iter().flatten().copied().chain(target), 10.0).min(100.0);
 
         let mut chart = ChartBuilder::on(root)
             .caption(
@@ -426,6 +477,19 @@ impl Chart for ChangeFailureRate {
         let line_style = CFR_COLOUR.stroke_width(2);
         for run in runs(&percent) {
             chart.draw_series(LineSeries::new(run, line_style))?;
+        }
+
+        if let Some(target) = target {
+            let range = axis.range();
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(range.start, target), (range.end, target)],
+                    8,
+                    5,
+                    TARGET_COLOUR.stroke_width(2),
+                ))?
+                .label(format!("KPI target: {target:.1}%"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], TARGET_COLOUR.stroke_width(2)));
         }
 
         let is_small = |p: &RateWeek| p.n < MIN_SAMPLE;
@@ -479,6 +543,367 @@ impl Chart for ChangeFailureRate {
             .border_style(RGBColor(200, 200, 200))
             .draw()?;
         Ok(())
+    }
+}
+
+/// One service in the per-service scatter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePoint {
+    /// Service name from the data (plotters escapes it in SVG text).
+    pub name: String,
+    /// Production deployments in the period.
+    pub deployments: f64,
+    /// Downtime minutes in the period.
+    pub downtime_minutes: f64,
+    /// Whether to print the name beside the point (the few that matter; all would be unreadable).
+    pub labelled: bool,
+}
+
+/// Per service: production deployments (x) against downtime minutes (y) over the period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceScatter {
+    /// One point per service with both values.
+    pub points: Vec<ServicePoint>,
+}
+
+/// One service's availability against its objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceAvailability {
+    /// Service name from the data.
+    pub name: String,
+    /// Availability over the period (0–1); `None` draws no bar.
+    pub availability: Option<f64>,
+    /// The service's availability objective (0–1).
+    pub slo: f64,
+}
+
+/// Availability per service as horizontal bars, each with its SLO marked; the worst on top.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AvailabilityVsSlo {
+    /// The services to draw, worst first (the caller picks and orders them).
+    pub services: Vec<ServiceAvailability>,
+}
+
+/// Tickets resolved per period (bars) and the open backlog at each period's end (line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BacklogTrend {
+    /// Period start dates, ascending; the other vectors are aligned with it.
+    pub weeks: Vec<NaiveDate>,
+    /// The periods' grain (`week`, `month`, …) for the titles; weeks when empty.
+    pub grain: String,
+    /// Tickets resolved per period.
+    pub resolved: Vec<Option<f64>>,
+    /// Tickets open at the end of each period.
+    pub backlog: Vec<Option<f64>>,
+}
+
+/// A categorical axis: one slot per label, centred on integer positions. Like [`WeekAxis`] but
+/// with names; every label is drawn, so callers keep the list short.
+#[derive(Debug, Clone)]
+struct LabelAxis {
+    labels: Vec<String>,
+}
+
+impl Ranged for LabelAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let range = self.range();
+        let fraction = (value - range.start) / (range.end - range.start);
+        limit.0 + (fraction * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, _hint: H) -> Vec<f64> {
+        (0..self.labels.len())
+            .filter(|&i| !self.labels[i].is_empty())
+            .map(|i| i as f64)
+            .collect()
+    }
+
+    fn range(&self) -> Range<f64> {
+        -0.5..self.labels.len().max(1) as f64 - 0.5
+    }
+}
+
+impl ValueFormatter<f64> for LabelAxis {
+    fn format_ext(&self, value: &f64) -> String {
+        let index = value.round();
+        if index < 0.0 || (value - index).abs() > 1e-6 {
+            return String::new();
+        }
+        self.labels
+            .get(index as usize)
+            .map(|l| shorten(l, 22))
+            .unwrap_or_default()
+    }
+}
+
+/// `text` cut to `max` characters with an ellipsis, so a long name cannot push an axis off the chart.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('\u{2026}');
+        cut
+    }
+}
+
+fn draw_legend<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged,
+    Y: Ranged,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FAMILY, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()
+}
+
+impl Chart for ServiceScatter {
+    fn name(&self) -> &'static str {
+        "deployments vs downtime per service"
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let points: Vec<&ServicePoint> = self
+            .points
+            .iter()
+            .filter(|p| p.deployments.is_finite() && p.downtime_minutes.is_finite())
+            .collect();
+        let x_top = axis_top(points.iter().map(|p| p.deployments), 5.0);
+        let y_top = axis_top(points.iter().map(|p| p.downtime_minutes), 10.0);
+
+        let mut chart = ChartBuilder::on(root)
+            .caption("Production deployments vs downtime, per service", caption_style())
+            .margin(12)
+            .margin_right(40)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..x_top, 0.0..y_top)?;
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&whole_number)
+            .y_label_formatter(&whole_number)
+            .x_desc("Production deployments in the period (count)")
+            .y_desc("Downtime in the period (minutes)")
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+
+        chart
+            .draw_series(points.iter().map(|p| {
+                Circle::new(
+                    (p.deployments, p.downtime_minutes),
+                    5,
+                    DEPLOY_COLOUR.mix(0.8).filled(),
+                )
+            }))?
+            .label("One service")
+            .legend(|(x, y)| Circle::new((x + 7, y), 5, DEPLOY_COLOUR.filled()));
+        let label_style = (FAMILY, 12).into_font().color(&BLACK);
+        chart.draw_series(points.iter().filter(|p| p.labelled).map(|p| {
+            Text::new(
+                shorten(&p.name, 24),
+                (p.deployments + x_top * 0.01, p.downtime_minutes + y_top * 0.02),
+                label_style.clone(),
+            )
+        }))?;
+        if points.is_empty() {
+            chart.draw_series(std::iter::once(Text::new(
+                "No data",
+                (x_top / 2.0, y_top / 2.0),
+                no_data_style(),
+            )))?;
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }
+}
+
+/// Category slots left empty at the top of the availability chart for its legend.
+const LEGEND_SLOTS: usize = 3;
+
+impl Chart for AvailabilityVsSlo {
+    fn name(&self) -> &'static str {
+        "availability vs SLO"
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        // Worst first in the list, drawn top down: plotters' y grows upwards, so reverse.
+        let rows: Vec<&ServiceAvailability> = self.services.iter().rev().collect();
+        // Empty slots above the services keep the legend clear of bars and SLO marks.
+        let axis = LabelAxis {
+            labels: rows
+                .iter()
+                .map(|s| s.name.clone())
+                .chain(std::iter::repeat_n(String::new(), LEGEND_SLOTS))
+                .collect(),
+        };
+        let percents = rows
+            .iter()
+            .flat_map(|s| [s.availability.map(|a| a * 100.0), Some(s.slo * 100.0)])
+            .flatten()
+            .filter(|v| v.is_finite());
+        // Availability lives near 100%: start the axis a little below the lowest value so the
+        // differences that matter are visible; the axis label says where it starts.
+        let low = percents.fold(100.0_f64, f64::min);
+        let left = ((low - (100.0 - low).max(0.05) * 0.5) * 100.0).floor() / 100.0;
+        let left = left.clamp(0.0, 99.9);
+
+        let mut chart = ChartBuilder::on(root)
+            .caption("Availability against SLO, per service", caption_style())
+            .margin(12)
+            .margin_right(40)
+            .x_label_area_size(48)
+            .y_label_area_size(170)
+            .build_cartesian_2d(left..100.0, axis.clone())?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_labels(6)
+            .x_label_formatter(&|v| format!("{v:.2}%"))
+            .x_desc(format!(
+                "Availability in the period (%, axis starts at {left:.2}%)"
+            ))
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+
+        let bar = |s: &ServiceAvailability, i: usize, meets: bool| {
+            let a = s.availability.filter(|a| a.is_finite())?;
+            ((a >= s.slo) == meets).then(|| {
+                let y = i as f64;
+                let colour = if meets { MEETS_COLOUR } else { MISSES_COLOUR };
+                Rectangle::new(
+                    [(left, y - 0.32), (a * 100.0, y + 0.32)],
+                    colour.mix(0.85).filled(),
+                )
+            })
+        };
+        chart
+            .draw_series(rows.iter().enumerate().filter_map(|(i, s)| bar(s, i, true)))?
+            .label("Meets its SLO")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], MEETS_COLOUR.filled()));
+        chart
+            .draw_series(rows.iter().enumerate().filter_map(|(i, s)| bar(s, i, false)))?
+            .label("Below its SLO")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], MISSES_COLOUR.filled()));
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, s)| {
+                let y = i as f64;
+                PathElement::new(
+                    vec![(s.slo * 100.0, y - 0.45), (s.slo * 100.0, y + 0.45)],
+                    TARGET_COLOUR.stroke_width(3),
+                )
+            }))?
+            .label("SLO target")
+            .legend(|(x, y)| {
+                PathElement::new(
+                    vec![(x + 7, y - 6), (x + 7, y + 6)],
+                    TARGET_COLOUR.stroke_width(3),
+                )
+            });
+        if rows.iter().all(|s| s.availability.is_none()) {
+            chart.draw_series(std::iter::once(Text::new(
+                "No data",
+                ((left + 100.0) / 2.0, rows.len() as f64 / 2.0),
+                no_data_style(),
+            )))?;
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }
+}
+
+impl Chart for BacklogTrend {
+    fn name(&self) -> &'static str {
+        "ticket backlog"
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let axis = WeekAxis {
+            weeks: self.weeks.clone(),
+        };
+        let resolved = aligned(&self.resolved, self.weeks.len());
+        let backlog = aligned(&self.backlog, self.weeks.len());
+        let top = axis_top(resolved.iter().chain(&backlog).flatten().copied(), 5.0);
+
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("{} tickets resolved and open backlog", cadence(&self.grain)),
+                caption_style(),
+            )
+            .margin(12)
+            .margin_right(40)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(axis.clone(), 0.0..top)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(MAX_WEEK_LABELS)
+            .y_labels(6)
+            .y_label_formatter(&whole_number)
+            .x_desc(format!("{} starting", period_noun(&self.grain)))
+            .y_desc("Tickets (count)")
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(WHITE)
+            .draw()?;
+
+        let bar_style = RESOLVED_COLOUR.mix(0.85).filled();
+        chart
+            .draw_series(resolved.iter().enumerate().filter_map(|(i, v)| {
+                let x = i as f64;
+                v.map(|v| Rectangle::new([(x - 0.3, 0.0), (x + 0.3, v)], bar_style))
+            }))?
+            .label(format!(
+                "Tickets resolved in the {}",
+                period_noun(&self.grain).to_lowercase()
+            ))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], bar_style));
+        let line_style = BACKLOG_COLOUR.stroke_width(3);
+        chart
+            .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+            .label(format!(
+                "Open at the {}'s end (backlog)",
+                period_noun(&self.grain).to_lowercase()
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], line_style));
+        for run in runs(&backlog) {
+            chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, BACKLOG_COLOUR.filled())))?;
+            chart.draw_series(LineSeries::new(run, line_style))?;
+        }
+        if resolved.iter().all(Option::is_none) && backlog.iter().all(Option::is_none) {
+            chart.draw_series(std::iter::once(Text::new(
+                "No data",
+                (axis.centre(), top / 2.0),
+                no_data_style(),
+            )))?;
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
     }
 }
 
@@ -586,5 +1011,120 @@ mod tests {
     fn gaps_split_lines() {
         let r = runs(&[Some(1.0), None, Some(2.0), Some(3.0), None]);
         assert_eq!(r, vec![vec![(0.0, 1.0)], vec![(2.0, 2.0), (3.0, 3.0)]]);
+    }
+
+    /// Pixels within a small distance of `colour` (bars are drawn slightly translucent).
+    fn near(rgb: &[u8], colour: RGBColor) -> usize {
+        let RGBColor(r, g, b) = colour;
+        rgb.chunks_exact(3)
+            .filter(|px| {
+                let d = |a: u8, b: u8| i32::from(a).abs_diff(i32::from(b));
+                d(px[0], r) + d(px[1], g) + d(px[2], b) < 90
+            })
+            .count()
+    }
+
+    fn count(rgb: &[u8], colour: RGBColor) -> usize {
+        let RGBColor(r, g, b) = colour;
+        rgb.chunks_exact(3).filter(|px| px == &[r, g, b]).count()
+    }
+
+    #[test]
+    fn kpi_targets_are_dashed_lines_with_a_legend() {
+        let chart = ChangeFailureRate {
+            weeks: weeks(3),
+            points: vec![
+                Some(RateWeek {
+                    ratio: Some(0.1),
+                    n: 9
+                });
+                3
+            ],
+            target: Some(0.15),
+            ..Default::default()
+        };
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("KPI target: 15.0%"), "legend names the target");
+        let without = to_svg(&ChangeFailureRate {
+            target: None,
+            ..chart
+        })
+        .unwrap();
+        assert!(!without.contains("KPI target"));
+        let with_downtime = to_svg(&DeploymentsVsDowntime {
+            downtime_target: Some(60.0),
+            ..sample_deployments()
+        })
+        .unwrap();
+        assert!(with_downtime.contains("KPI target: 60 min (right axis)"));
+    }
+
+    #[test]
+    fn availability_bars_are_coloured_by_their_own_slo() {
+        let chart = AvailabilityVsSlo {
+            services: vec![
+                ServiceAvailability {
+                    name: "payments".into(),
+                    availability: Some(0.998),
+                    slo: 0.999,
+                },
+                ServiceAvailability {
+                    name: "search".into(),
+                    availability: Some(0.998),
+                    slo: 0.995,
+                },
+            ],
+        };
+        let rgb = to_rgb(&chart).unwrap();
+        // The same availability misses one SLO and meets the other: one bar of each colour, of
+        // equal length.
+        let (meets, misses) = (near(&rgb, MEETS_COLOUR), near(&rgb, MISSES_COLOUR));
+        assert!(meets > 1_000, "{meets}");
+        assert!(misses.abs_diff(meets) * 10 < meets, "{misses} vs {meets}");
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("payments") && svg.contains("search"));
+        assert!(svg.contains("Below its SLO") && svg.contains("SLO target"));
+        assert!(svg.contains("axis starts at"), "a cut axis says so");
+        assert!(non_white(&rgb) > 5_000);
+        assert!(to_svg(&AvailabilityVsSlo::default()).unwrap().contains("No data"));
+    }
+
+    #[test]
+    fn the_scatter_names_only_the_labelled_services_and_escapes_them() {
+        let point = |name: &str, labelled| ServicePoint {
+            name: name.into(),
+            deployments: 10.0,
+            downtime_minutes: 30.0,
+            labelled,
+        };
+        let chart = ServiceScatter {
+            points: vec![point("<b>checkout</b>", true), point("quiet-service", false)],
+        };
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("&lt;b&gt;checkout&lt;/b&gt;"));
+        assert!(!svg.contains("<b>"));
+        assert!(!svg.contains("quiet-service"));
+        assert!(svg.contains("Downtime in the period (minutes)"));
+        assert!(to_svg(&ServiceScatter::default()).unwrap().contains("No data"));
+    }
+
+    #[test]
+    fn backlog_trend_draws_bars_and_a_line() {
+        let chart = BacklogTrend {
+            weeks: weeks(3),
+            grain: "week".into(),
+            resolved: vec![Some(4.0), Some(6.0), None],
+            backlog: vec![Some(10.0), None, Some(12.0)],
+        };
+        let rgb = to_rgb(&chart).unwrap();
+        assert!(count(&rgb, BACKLOG_COLOUR) > 20, "backlog points");
+        let svg = to_svg(&chart).unwrap();
+        assert!(svg.contains("Tickets (count)") && svg.contains("Weekly tickets resolved"));
+    }
+
+    #[test]
+    fn long_names_are_shortened_on_axes() {
+        assert_eq!(shorten("payments", 22), "payments");
+        assert_eq!(shorten("abcdefghij", 5), "abcd\u{2026}");
     }
 }

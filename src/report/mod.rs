@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod charts;
 pub mod nightly;
+pub mod steering;
 pub mod view;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ pub struct ReportOutput {
     pub html: PathBuf,
     /// PNG charts beside it.
     pub charts: Vec<PathBuf>,
+    /// The report history page, when the run was written into the history (see [`archive`]).
+    pub index: Option<PathBuf>,
 }
 
 /// Renders the weekly report into `out_dir`, creating it if needed. The output depends only on
@@ -106,6 +109,7 @@ pub fn render(input: &ReportInput<'_>, out_dir: &Path) -> Result<ReportOutput, R
     Ok(ReportOutput {
         html: html_path,
         charts: vec![deployments_png, change_failure_png],
+        index: None,
     })
 }
 

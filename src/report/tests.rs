@@ -254,3 +254,474 @@ fn the_shared_kpis_are_judged_and_escaped_in_the_report() {
     assert_eq!(scored.len(), 1);
     assert!(html.contains(&format!("status {}", scored[0].status.as_str())));
 }
+
+// The steering-committee report.
+
+mod steering_report {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::metric::MISSING;
+    use crate::pipeline::kpi::{KpiSpec, Status};
+    use crate::report::steering::{SteeringInput, build};
+
+    const EVIL_SCRIPT: &str = "<script>alert(1)</script>";
+    const EVIL_IMG: &str = "<img src=x onerror=alert(1)>";
+
+    fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
+    }
+
+    fn range_row(metric: MetricId, scope: &str, value: Option<f64>, n: i64, q: u32) -> MetricRow {
+        let start = at(2026, q * 3 - 2, 1);
+        MetricRow {
+            metric: metric.as_str().to_owned(),
+            grain: "range".to_owned(),
+            scope_type: if scope == "all" { "org" } else { "service" }.to_owned(),
+            scope: scope.to_owned(),
+            period_start: start,
+            period_end: at(2026, q * 3 + 1, 1),
+            value,
+            unit: metric.unit().to_owned(),
+            n,
+            method: None,
+        }
+    }
+
+    /// 2026-Q3: the organisation and four services, two of them named like attacks.
+    fn current() -> Vec<MetricRow> {
+        use MetricId::*;
+        let org = [
+            (DeploymentCount, Some(40.0), 40),
+            (DeploymentFrequency, Some(40.0 / 92.0), 40),
+            (LeadTimeMedian, Some(30.0), 38),
+            (ChangeFailureRate, Some(0.1), 40),
+            (FailedDeploymentRecoveryMedian, Some(2.0), 3),
+            (DowntimeMinutes, Some(300.0), 6),
+            (ChangeCausedDowntimeMinutes, Some(120.0), 3),
+            (Availability, Some(0.9977), 6),
+            (TicketsResolved, Some(50.0), 50),
+            (TicketBacklog, Some(12.0), 12),
+            (SlaBreachRate, Some(0.08), 50),
+            (ChangeSuccessRate, Some(0.95), 20),
+            (DeploymentsWithoutChangeRecord, Some(3.0), 40),
+            (QuarantinedRecords, Some(7.0), 7),
+            (IncidentsMappedShare, Some(0.9), 10),
+        ];
+        let mut rows: Vec<MetricRow> = org
+            .iter()
+            .map(|&(m, v, n)| range_row(m, "all", v, n, 3))
+            .collect();
+        type Figures = [(MetricId, Option<f64>, i64); 5];
+        let services: [(&str, Figures); 4] = [
+            (
+                "payments",
+                [
+                    (DeploymentCount, Some(20.0), 20),
+                    (DowntimeMinutes, Some(200.0), 5),
+                    (ChangeFailureRate, Some(0.15), 20),
+                    (Availability, Some(0.9985), 5),
+                    (ErrorBudgetConsumed, Some(1.5), 5),
+                ],
+            ),
+            (
+                "search",
+                [
+                    (DeploymentCount, Some(12.0), 12),
+                    (DowntimeMinutes, Some(100.0), 5),
+                    (ChangeFailureRate, Some(0.25), 12),
+                    (Availability, Some(0.99924), 5),
+                    (ErrorBudgetConsumed, Some(0.17), 5),
+                ],
+            ),
+            (
+                EVIL_SCRIPT,
+                [
+                    (DeploymentCount, Some(8.0), 8),
+                    (DowntimeMinutes, Some(0.0), 0),
+                    (ChangeFailureRate, Some(0.5), 2),
+                    (Availability, Some(1.0), 0),
+                    (ErrorBudgetConsumed, Some(0.0), 0),
+                ],
+            ),
+            (
+                EVIL_IMG,
+                [
+                    (DeploymentCount, Some(3.0), 3),
+                    (DowntimeMinutes, Some(50.0), 1),
+                    (ChangeFailureRate, None, 0),
+                    (Availability, Some(0.9996), 1),
+                    (ErrorBudgetConsumed, Some(0.08), 1),
+                ],
+            ),
+        ];
+        for (service, metrics) in services {
+            for (m, v, n) in metrics {
+                rows.push(range_row(m, service, v, n, 3));
+            }
+        }
+        rows
+    }
+
+    /// Three weeks of organisation rows from Monday 2026-06-29, and the weeks' correlation.
+    fn weekly() -> Vec<MetricRow> {
+        use MetricId::*;
+        let mut rows = Vec::new();
+        for (m, values) in [
+            (DeploymentCount, [3.0, 5.0, 4.0]),
+            (DowntimeMinutes, [0.0, 45.0, 10.0]),
+            (ChangeFailureRate, [0.0, 0.2, 0.25]),
+            (TicketsResolved, [4.0, 6.0, 5.0]),
+            (TicketBacklog, [10.0, 12.0, 11.0]),
+        ] {
+            for (w, v) in values.into_iter().enumerate() {
+                let start = at(2026, 6, 29) + Duration::weeks(w as i64);
+                rows.push(MetricRow {
+                    grain: "week".to_owned(),
+                    period_start: start,
+                    period_end: start + Duration::weeks(1),
+                    ..range_row(m, "all", Some(v), 5, 3)
+                });
+            }
+        }
+        rows.push(range_row(
+            DeploymentsDowntimeCorrelation,
+            "all",
+            Some(0.42),
+            14,
+            3,
+        ));
+        rows
+    }
+
+    fn previous() -> Vec<MetricRow> {
+        use MetricId::*;
+        [
+            (ChangeFailureRate, Some(0.2), 30),
+            (LeadTimeMedian, Some(20.0), 30),
+            (DeploymentCount, Some(30.0), 30),
+            (DowntimeMinutes, Some(500.0), 8),
+        ]
+        .iter()
+        .map(|&(m, v, n)| range_row(m, "all", v, n, 2))
+        .collect()
+    }
+
+    fn kpis() -> Vec<KpiSpec> {
+        [
+            "metric = \"change_failure_rate\"\ntarget = \"<= 0.15\"\nowners = \"IT+Ops\"\n",
+            "metric = \"lead_time_median\"\ntarget = \"<= 24\"\nowners = \"IT\"\n",
+            "metric = \"availability\"\nscope = \"service:payments\"\ntarget = \">= 0.999\"\nowners = \"Ops\"\n",
+        ]
+        .iter()
+        .map(|t| toml::from_str(t).unwrap())
+        .collect()
+    }
+
+    struct Data {
+        current: Vec<MetricRow>,
+        weekly: Vec<MetricRow>,
+        previous: Vec<MetricRow>,
+        kpis: Vec<KpiSpec>,
+        slo: BTreeMap<String, f64>,
+    }
+
+    fn data() -> Data {
+        Data {
+            current: current(),
+            weekly: weekly(),
+            previous: previous(),
+            kpis: kpis(),
+            slo: BTreeMap::from([("payments".to_owned(), 0.999)]),
+        }
+    }
+
+    fn input(d: &Data) -> SteeringInput<'_> {
+        SteeringInput {
+            organisation: "Acme Ops",
+            period: "2026-Q3",
+            previous_period: "2026-Q2",
+            generated_at: Utc.with_ymd_and_hms(2026, 10, 5, 7, 15, 0).unwrap(),
+            current: &d.current,
+            weekly: &d.weekly,
+            previous: &d.previous,
+            kpis: &d.kpis,
+            slo: &d.slo,
+            default_slo: 0.995,
+        }
+    }
+
+    /// The text of the element marked with `metric`, `scope` and `period` (`scope` as it appears
+    /// in the attribute, i.e. escaped).
+    fn shown(html: &str, metric: &str, scope: &str, period: &str) -> String {
+        let marker = format!(r#"data-metric="{metric}" data-scope="{scope}" data-period="{period}">"#);
+        let start = html.find(&marker).expect(&marker) + marker.len();
+        let end = html[start..].find("</span>").unwrap();
+        html[start..start + end].to_owned()
+    }
+
+    /// Every `data-metric` element as `metric scope period: text`, in page order.
+    pub(super) fn marked_values(html: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = html;
+        while let Some(i) = rest.find("data-metric=\"") {
+            rest = &rest[i..];
+            let end_tag = rest.find('>').unwrap();
+            let attrs: Vec<&str> = rest[..end_tag].split('"').collect();
+            let close = rest.find("</span>").unwrap();
+            out.push(format!(
+                "{} {} {}: {}",
+                attrs[1],
+                attrs[3],
+                attrs[5],
+                &rest[end_tag + 1..close]
+            ));
+            rest = &rest[close..];
+        }
+        out
+    }
+
+    #[test]
+    fn kpis_are_judged_on_the_period_and_compared_with_the_one_before() {
+        let d = data();
+        let view = build(&input(&d));
+        let card = &view.page.scorecard;
+        assert_eq!(card.len(), 3);
+        // 10% against ≤ 15%: green; down from 20%: better.
+        assert_eq!(card[0].status, Status::Green);
+        assert_eq!(card[0].target, "\u{2264} 15.0%");
+        assert_eq!(card[0].value.text, "10.0%");
+        assert_eq!(card[0].delta, "\u{2212}10.0 pp");
+        assert_eq!((card[0].arrow, card[0].trend), ("\u{2193}", "better"));
+        // 30 h against ≤ 24 h (amber up to 26.4 h): red; up from 20 h: worse.
+        assert_eq!(card[1].status, Status::Red);
+        assert_eq!(card[1].delta, "+10.0 h");
+        assert_eq!((card[1].arrow, card[1].trend), ("\u{2191}", "worse"));
+        // 99.85% against ≥ 99.9% with the default 10% margin (of the target): amber. No
+        // previous value: no arrow, no delta.
+        assert_eq!(card[2].status, Status::Amber);
+        assert_eq!(card[2].value.text, "99.85%");
+        assert_eq!(card[2].target, "\u{2265} 99.90%");
+        assert_eq!(
+            (card[2].arrow, card[2].trend, card[2].delta.as_str()),
+            ("", "unknown", MISSING)
+        );
+    }
+
+    #[test]
+    fn dora_tiles_have_tiers_only_with_enough_samples() {
+        let d = data();
+        let page = build(&input(&d)).page;
+        let tiers: Vec<_> = page.tiles.iter().map(|t| (t.id, t.tier)).collect();
+        assert_eq!(
+            tiers,
+            [
+                ("deployment_frequency", None),
+                ("lead_time_median", Some("high")),
+                ("change_failure_rate", Some("high")),
+                ("failed_deployment_recovery_median", None),
+            ]
+        );
+        assert!(page.tiles[3].value.insufficient, "n = 3");
+        assert_eq!(page.tiles[0].value.text, "0.43/day");
+        assert_eq!(page.tiles[0].clusters[0].value, "on demand (several a day)");
+    }
+
+    #[test]
+    fn services_are_ranked_and_judged_against_their_slo() {
+        let d = data();
+        let view = build(&input(&d));
+        let page = &view.page;
+        let names = |r: usize| -> Vec<&str> {
+            page.rankings[r]
+                .lines
+                .iter()
+                .map(|l| l.service.as_str())
+                .collect()
+        };
+        // Downtime is a total: ranked whatever n; zero is not "top".
+        assert_eq!(names(0), ["payments", "search", EVIL_IMG]);
+        // Rates need n ≥ 5: the 50% on 2 deployments is left out and counted.
+        assert_eq!(names(1), ["search", "payments"]);
+        assert_eq!(page.rankings[1].unranked, 1);
+        // payments misses its own 99.9%; the others meet the default 99.5%.
+        assert_eq!(
+            (page.services_meeting_slo, page.services_with_availability),
+            (3, 4)
+        );
+        let order: Vec<&str> = page.availability.iter().map(|a| a.service.as_str()).collect();
+        assert_eq!(order, ["payments", "search", EVIL_IMG, EVIL_SCRIPT]);
+        assert_eq!(page.availability[0].meets, Some(false));
+        assert_eq!(page.availability[0].slo, "99.90%");
+        assert_eq!(page.availability[0].availability.text, "99.85%");
+        assert_eq!(page.availability[0].budget.text, "150.0%");
+        assert_eq!(view.availability.services[0].slo, 0.999);
+        // The scatter names the services with downtime, most first, and not the one without.
+        let labelled: Vec<&str> = view
+            .scatter
+            .points
+            .iter()
+            .filter(|p| p.labelled)
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(labelled.len(), 3);
+        assert!(!labelled.contains(&EVIL_SCRIPT));
+        // The weekly charts follow the weekly rows, the KPI target included.
+        assert_eq!(view.headline.deployments, [Some(3.0), Some(5.0), Some(4.0)]);
+        assert_eq!(view.change_failure.target, Some(0.15));
+        assert_eq!(view.backlog.backlog, [Some(10.0), Some(12.0), Some(11.0)]);
+    }
+
+    #[test]
+    fn the_glossary_defines_exactly_the_metrics_on_the_page() {
+        let d = data();
+        let page = build(&input(&d)).page;
+        let ids: Vec<&str> = page.glossary.iter().map(|g| g.id).collect();
+        for id in [
+            "change_failure_rate",
+            "availability",
+            "error_budget_consumed",
+            "deployments_downtime_correlation",
+            "ticket_backlog",
+            "deployments_without_change_record",
+            "quarantined_records",
+        ] {
+            assert!(ids.contains(&id), "{id} is on the page");
+        }
+        for id in [
+            "lead_time_coding_median",
+            "time_to_restore_median_sev4",
+            "rework_rate",
+        ] {
+            assert!(!ids.contains(&id), "{id} is not on the page");
+        }
+        let cfr = page
+            .glossary
+            .iter()
+            .find(|g| g.id == "change_failure_rate")
+            .unwrap();
+        assert_eq!(cfr.definition, MetricId::ChangeFailureRate.definition());
+    }
+
+    #[test]
+    fn the_page_has_every_section_values_and_charts() {
+        let d = data();
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::report::steering::render(&input(&d), dir.path()).unwrap();
+        let html = std::fs::read_to_string(&out.html).unwrap();
+        assert!(html.contains("<title>Acme Ops \u{2014} steering committee report, 2026-Q3</title>"));
+        for heading in [
+            "Shared KPIs",
+            "DORA",
+            "Change velocity against downtime",
+            "Velocity and downtime per service",
+            "Availability and error budget",
+            "DORA in detail",
+            "ITSM flow",
+            "Change management",
+            "Glossary",
+            "Data quality.",
+        ] {
+            assert!(html.contains(&format!(">{heading}<")), "section {heading}");
+        }
+        // Page one ends after the headline chart; print makes it the first A4 sheet.
+        let page_one_end = html.find("</section>").unwrap();
+        let page_one = &html[..page_one_end];
+        assert!(page_one.contains("class=\"scorecard\"") && page_one.contains("class=\"tiles\""));
+        assert!(page_one.contains("<svg"));
+        assert!(html.contains("@page { size: A4"));
+
+        assert_eq!(shown(&html, "change_failure_rate", "org", "current"), "10.0%");
+        assert_eq!(shown(&html, "change_failure_rate", "all", "current"), "10.0%");
+        assert_eq!(
+            shown(&html, "deployments_downtime_correlation", "all", "current"),
+            "0.42"
+        );
+        assert_eq!(shown(&html, "downtime_minutes", "all", "previous"), "500 min");
+        assert_eq!(shown(&html, "availability", "payments", "current"), "99.85%");
+        assert!(html.contains("3 of 4 services met their SLO"));
+        assert!(html.contains("status green") && html.contains("status red"));
+        assert!(html.contains("trend better") && html.contains("trend worse"));
+        assert!(
+            html.contains("insufficient data (n&nbsp;=&nbsp;3)"),
+            "n < 5 is marked"
+        );
+        assert!(html.contains("figure(s) on this page rest on fewer than 5 samples"));
+
+        assert_eq!(html.matches("<svg").count(), 5);
+        // The service named like an img element is text; nothing else may look like a source.
+        let without_names = html.replace("&lt;img src=x", "");
+        for external in ["<link", "<script", "src=", "@import", "url("] {
+            assert!(!without_names.contains(external), "external reference {external}");
+        }
+        assert_eq!(out.charts.len(), 5);
+        for png in &out.charts {
+            let bytes = std::fs::read(png).unwrap();
+            assert!(bytes.starts_with(PNG_MAGIC), "{} is a PNG", png.display());
+            assert!(bytes.len() > 8_000, "{} has {} bytes", png.display(), bytes.len());
+        }
+    }
+
+    #[test]
+    fn names_from_the_data_are_escaped_everywhere() {
+        let d = data();
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::report::steering::render(
+            &SteeringInput {
+                organisation: "<b>Acme</b>",
+                ..input(&d)
+            },
+            dir.path(),
+        )
+        .unwrap();
+        let html = std::fs::read_to_string(&out.html).unwrap();
+        assert!(!html.contains("<script"), "no script element");
+        assert!(!html.contains("<img"), "no img element");
+        assert!(!html.contains("<b>Acme"));
+        assert!(html.contains(&escaped(EVIL_SCRIPT)), "the name is shown as text");
+        assert!(html.contains(&escaped(EVIL_IMG)));
+        // In chart text too (plotters escapes SVG text).
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "scatter label"
+        );
+    }
+
+    #[test]
+    fn no_rows_say_no_data() {
+        let d = Data {
+            current: Vec::new(),
+            weekly: Vec::new(),
+            previous: Vec::new(),
+            kpis: Vec::new(),
+            slo: BTreeMap::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::report::steering::render(&input(&d), dir.path()).unwrap();
+        let html = std::fs::read_to_string(&out.html).unwrap();
+        assert!(html.contains("<strong>No data.</strong>"));
+        assert!(html.contains("No shared KPIs are configured"));
+        assert_eq!(html.matches("<svg").count(), 5);
+    }
+
+    #[test]
+    fn snapshot_of_the_values_on_the_page() {
+        let d = data();
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::report::steering::render(&input(&d), dir.path()).unwrap();
+        let html = std::fs::read_to_string(&out.html).unwrap();
+        let header: Vec<&str> = html.lines().filter(|l| l.contains("class=\"meta")).collect();
+        let text = format!(
+            "{}\n{}\n{}",
+            header.join("\n"),
+            out.html.display(),
+            marked_values(&html).join("\n")
+        );
+        insta::with_settings!({filters => vec![
+            (r"Generated \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "Generated [TIME]"),
+            (r"/[^\s]*/report\.html", "[DIR]/report.html"),
+        ]}, {
+            insta::assert_snapshot!("steering_values", text);
+        });
+    }
+}

@@ -186,6 +186,7 @@ pub fn build(
             .into_iter()
             .map(|r| r.and_then(|r| r.value))
             .collect(),
+        downtime_target: org_target(shared_kpis, MetricId::DowntimeMinutes),
     };
     let change_failure = ChangeFailureRate {
         weeks: week_dates,
@@ -199,6 +200,7 @@ pub fn build(
                 })
             })
             .collect(),
+        target: org_target(shared_kpis, MetricId::ChangeFailureRate),
     };
 
     let page = Page {
@@ -241,7 +243,16 @@ pub fn build(
     }
 }
 
-fn cell(row: Option<&MetricRow>) -> Cell {
+/// The target of the first shared KPI on `metric` for the whole organisation, for a chart's
+/// target line. Per-service KPIs are not drawn on organisation charts.
+pub fn org_target(kpis: &[crate::pipeline::kpi::KpiSpec], metric: MetricId) -> Option<f64> {
+    kpis.iter()
+        .find(|k| k.metric == metric.as_str() && k.scope_key().is_ok_and(|s| s == ("org", "all")))
+        .map(|k| k.target.value)
+}
+
+/// The formatted cell of `row`: its value with the unit, its `n`, and whether `n < 5`.
+pub fn cell(row: Option<&MetricRow>) -> Cell {
     match row {
         Some(r) => Cell {
             text: format_value(r.value, &r.unit),
@@ -259,7 +270,7 @@ fn cell(row: Option<&MetricRow>) -> Cell {
 /// The calendar date a period boundary falls on. Periods start at midnight in the report's time
 /// zone, which is a UTC instant up to 12 h either side of UTC midnight; rounding to the nearest UTC
 /// day recovers the local date without knowing the zone (a Berlin Monday starts Sunday 23:00 UTC).
-fn calendar_date(t: DateTime<Utc>) -> NaiveDate {
+pub(crate) fn calendar_date(t: DateTime<Utc>) -> NaiveDate {
     (t + Duration::hours(12)).date_naive()
 }
 
@@ -271,12 +282,12 @@ fn unit_grain(rows: &[MetricRow]) -> &str {
         .unwrap_or("week")
 }
 
-fn date_text(t: DateTime<Utc>) -> String {
+pub(crate) fn date_text(t: DateTime<Utc>) -> String {
     calendar_date(t).format("%Y-%m-%d").to_string()
 }
 
 /// First week start to last period end; falls back to all rows when there are no weekly rows.
-fn range_text(rows: &[MetricRow]) -> Option<String> {
+pub(crate) fn range_text(rows: &[MetricRow]) -> Option<String> {
     let weekly_start = rows
         .iter()
         .filter(|r| r.grain == unit_grain(rows))

@@ -1,0 +1,842 @@
+//! The steering-committee report: what it shows (the [`definition`] below, in one place) and how
+//! the metric rows become that page, its charts and its files.
+//!
+//! One page a non-engineer reads in two minutes — shared KPIs, DORA tiles, change velocity against
+//! downtime — then the detail. Reads metric rows (and the configured KPIs and SLOs that judge them)
+//! only: it never computes a metric, and a value the pipeline did not emit is shown as missing.
+//! Nothing here builds HTML; `reports/steering.html` does, with autoescape on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior, Value, context};
+use serde::Serialize;
+
+use super::charts::{
+    self, AvailabilityVsSlo, BacklogTrend, ChangeFailureRate, DeploymentsVsDowntime, RateWeek,
+    ServiceAvailability, ServicePoint, ServiceScatter,
+};
+use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, org_target};
+use super::{ReportError, ReportOutput};
+use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value};
+use crate::pipeline::kpi::{Comparison, KpiSpec, Status};
+
+/// The template, embedded so the binary renders it from any working directory. The `.html` name
+/// turns minijinja's autoescape on.
+pub const TEMPLATE_NAME: &str = "steering.html";
+const TEMPLATE: &str = include_str!("../../reports/steering.html");
+
+/// The page written into the run folder.
+pub const HTML_FILE: &str = "report.html";
+
+/// What the steering report shows. Change the report here, not in the template: the template lays
+/// out whatever these lists name, and the glossary follows them.
+pub mod definition {
+    use crate::metric::MetricId::{self, *};
+
+    /// The DORA tiles on page one, each with its tier and the DORA 2024 cluster values.
+    pub const DORA_TILES: [MetricId; 4] = [
+        DeploymentFrequency,
+        LeadTimeMedian,
+        ChangeFailureRate,
+        FailedDeploymentRecoveryMedian,
+    ];
+    /// The figures beside the headline chart: change velocity against downtime.
+    pub const HEADLINE: [MetricId; 4] = [
+        DeploymentCount,
+        DowntimeMinutes,
+        ChangeCausedDowntimeMinutes,
+        DeploymentsDowntimeCorrelation,
+    ];
+    /// Organisation-wide reliability figures above the per-service availability table.
+    pub const RELIABILITY: [MetricId; 4] = [
+        Availability,
+        ErrorBudgetConsumed,
+        TimeToRestoreMedian,
+        TimeToAcknowledgeMedian,
+    ];
+    /// The per-service rankings: the top [`TOP_N`] services by each of these, highest first.
+    pub const TOP_BY: [MetricId; 2] = [DowntimeMinutes, ChangeFailureRate];
+    /// How many services each ranking lists.
+    pub const TOP_N: usize = 5;
+    /// Services in the availability table and chart: those furthest below (or least above) their
+    /// SLO. The rest are counted, not listed, so the page stays readable at 200 services.
+    pub const AVAILABILITY_ROWS: usize = 12;
+    /// Services named in the scatter plot: the ones with most downtime.
+    pub const SCATTER_LABELS: usize = 6;
+    /// ITSM flow.
+    pub const ITSM_FLOW: [MetricId; 6] = [
+        TicketsResolved,
+        TicketBacklog,
+        TicketLeadTimeMedian,
+        SlaBreachRate,
+        SlaOpenPastTarget,
+        TicketReopenRate,
+    ];
+    /// Change management.
+    pub const CHANGE_MANAGEMENT: [MetricId; 3] = [
+        ChangeSuccessRate,
+        EmergencyChangeRatio,
+        DeploymentsWithoutChangeRecord,
+    ];
+    /// The data-quality footnote.
+    pub const QUALITY: [MetricId; 9] = [
+        QuarantinedRecords,
+        ChangesDeployedShare,
+        ChangesLinkedAncestryShare,
+        ChangesLinkedTimeShare,
+        ChangesNegativeSpans,
+        IncidentsMappedShare,
+        IncidentsAttributedShare,
+        UnmappedRecords,
+        DeploymentsWithoutBaseline,
+    ];
+    /// Quarantined records by reason, listed in the footnote only where there are some.
+    pub const QUARANTINE_REASONS: [MetricId; 5] = [
+        QuarantinedMissingField,
+        QuarantinedBadTimestamp,
+        QuarantinedBadValue,
+        QuarantinedBadShape,
+        QuarantinedUnknownReference,
+    ];
+    /// The per-service availability table's columns besides availability.
+    pub const AVAILABILITY_COLUMNS: [MetricId; 3] = [Availability, ErrorBudgetConsumed, DowntimeMinutes];
+
+    /// Chart files, each written as PNG beside the page and inlined as SVG.
+    pub const HEADLINE_CHART: &str = "deployments_vs_downtime";
+    /// The per-service scatter.
+    pub const SCATTER_CHART: &str = "deployments_vs_downtime_by_service";
+    /// Availability against SLO.
+    pub const AVAILABILITY_CHART: &str = "availability_vs_slo";
+    /// Change failure rate per week, with the KPI target.
+    pub const CHANGE_FAILURE_CHART: &str = "change_failure_rate";
+    /// Tickets resolved and backlog per week.
+    pub const BACKLOG_CHART: &str = "ticket_backlog";
+}
+
+/// What the steering report is made from.
+#[derive(Debug, Clone)]
+pub struct SteeringInput<'a> {
+    /// Organisation name, as configured.
+    pub organisation: &'a str,
+    /// The period as readers name it (`2026-Q3`, `2026-09`, `12 weeks to 2026-11-16`).
+    pub period: &'a str,
+    /// The period before it, same length, as readers name it.
+    pub previous_period: &'a str,
+    /// When the report was made.
+    pub generated_at: DateTime<Utc>,
+    /// The metric table of the period: its `range` rows are the figures judged.
+    pub current: &'a [MetricRow],
+    /// The metric table of the weeks covering the period: its `week` rows draw the weekly charts,
+    /// its `range` row gives the deployments–downtime correlation (which needs weeks).
+    pub weekly: &'a [MetricRow],
+    /// The metric table of the previous period: its `range` rows give deltas and trend arrows.
+    pub previous: &'a [MetricRow],
+    /// The shared KPIs.
+    pub kpis: &'a [KpiSpec],
+    /// Availability objectives of the services that set one.
+    pub slo: &'a BTreeMap<String, f64>,
+    /// The objective of every other service.
+    pub default_slo: f64,
+}
+
+/// Everything the template shows, already formatted.
+#[derive(Debug, Clone, Serialize)]
+pub struct SteeringPage {
+    /// Organisation name (escaped by the template).
+    pub organisation: String,
+    /// The page title, also the HTML `<title>`.
+    pub title: String,
+    /// The period label.
+    pub period: String,
+    /// The previous period's label.
+    pub previous_period: String,
+    /// The period's first and last day, when there are rows.
+    pub dates: Option<String>,
+    /// When the report was made, in UTC.
+    pub generated_at: String,
+    /// Whether the period has any row at all.
+    pub has_data: bool,
+    /// The smallest sample that is judged.
+    pub min_sample: i64,
+    /// The shared-KPI scorecard.
+    pub scorecard: Vec<KpiLine>,
+    /// DORA tiles.
+    pub tiles: Vec<Tile>,
+    /// The DORA 2024 clusters, for reference.
+    pub clusters: Vec<ClusterRow>,
+    /// Figures beside the headline chart.
+    pub headline: Vec<Figure>,
+    /// Organisation-wide reliability figures.
+    pub reliability: Vec<Figure>,
+    /// Services furthest below their SLO, worst first.
+    pub availability: Vec<AvailabilityLine>,
+    /// Services with an availability row.
+    pub services_with_availability: usize,
+    /// Of those, how many met their SLO.
+    pub services_meeting_slo: usize,
+    /// The per-service rankings.
+    pub rankings: Vec<Ranking>,
+    /// ITSM flow figures.
+    pub itsm: Vec<Figure>,
+    /// Change management figures.
+    pub change_management: Vec<Figure>,
+    /// Data-quality figures for the footnote.
+    pub quality: Vec<Figure>,
+    /// How many figures on the page are marked insufficient data.
+    pub insufficient_count: usize,
+    /// Every metric on the page, with its definition.
+    pub glossary: Vec<GlossaryEntry>,
+}
+
+/// One metric's organisation-wide value, with the previous period's for comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Stable metric id (the HTML's `data-metric`).
+    pub id: &'static str,
+    /// Its title.
+    pub title: &'static str,
+    /// This period.
+    pub value: Cell,
+    /// The previous period.
+    pub previous: Cell,
+    /// The change, signed, in the metric's unit (percentage points for ratios); a dash without
+    /// both values.
+    pub delta: String,
+}
+
+/// One line of the shared-KPI scorecard.
+#[derive(Debug, Clone, Serialize)]
+pub struct KpiLine {
+    /// Stable metric id.
+    pub id: String,
+    /// The metric's title.
+    pub title: String,
+    /// The scope as configured (`org`, `service:NAME`); escaped by the template.
+    pub scope: String,
+    /// Who owns it.
+    pub owners: String,
+    /// The target, formatted in the metric's unit (`≤ 15.0%`).
+    pub target: String,
+    /// This period's value.
+    pub value: Cell,
+    /// The previous period's value.
+    pub previous: Cell,
+    /// Whether the previous period has a value to show beside the change.
+    pub has_previous: bool,
+    /// Green, amber, red, or insufficient (no colour).
+    pub status: Status,
+    /// `↑`, `↓`, `→`, or empty without both values.
+    pub arrow: &'static str,
+    /// `better`, `worse`, `same`, or `unknown` (a side missing or too small to judge).
+    pub trend: &'static str,
+    /// The change since the previous period.
+    pub delta: String,
+}
+
+/// One DORA tile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tile {
+    /// Stable metric id.
+    pub id: &'static str,
+    /// Its title.
+    pub title: &'static str,
+    /// The period's value.
+    pub value: Cell,
+    /// The `dora-2023` tier where one applies and `n ≥ 5`.
+    pub tier: Option<&'static str>,
+    /// The DORA 2024 clusters' values for this metric, elite first.
+    pub clusters: Vec<ClusterValue>,
+}
+
+/// A cluster's value for one tile.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterValue {
+    /// Cluster name.
+    pub name: &'static str,
+    /// Its value in words.
+    pub value: &'static str,
+}
+
+/// One service in the availability table.
+#[derive(Debug, Clone, Serialize)]
+pub struct AvailabilityLine {
+    /// Service name from the data (escaped by the template).
+    pub service: String,
+    /// Availability in the period.
+    pub availability: Cell,
+    /// The service's SLO, formatted.
+    pub slo: String,
+    /// Error budget consumed.
+    pub budget: Cell,
+    /// Downtime.
+    pub downtime: Cell,
+    /// Whether availability met the SLO; `None` without a value.
+    pub meets: Option<bool>,
+}
+
+/// The top services by one metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranking {
+    /// Stable metric id.
+    pub id: &'static str,
+    /// The metric's title.
+    pub title: &'static str,
+    /// Highest first.
+    pub lines: Vec<RankLine>,
+    /// Services left out of the ranking because their rate rests on too small a sample.
+    pub unranked: usize,
+}
+
+/// One ranked service.
+#[derive(Debug, Clone, Serialize)]
+pub struct RankLine {
+    /// Service name from the data.
+    pub service: String,
+    /// Its value.
+    pub value: Cell,
+}
+
+/// The page and its charts' data.
+#[derive(Debug, Clone)]
+pub struct SteeringView {
+    /// Tables and text.
+    pub page: SteeringPage,
+    /// Weekly deployments (bars) against downtime (line).
+    pub headline: DeploymentsVsDowntime,
+    /// Deployments against downtime per service.
+    pub scatter: ServiceScatter,
+    /// Availability against SLO.
+    pub availability: AvailabilityVsSlo,
+    /// Weekly change failure rate.
+    pub change_failure: ChangeFailureRate,
+    /// Weekly tickets resolved and backlog.
+    pub backlog: BacklogTrend,
+}
+
+/// Range rows of one table, by (metric, scope type, scope). The first row wins on a duplicate.
+struct RangeIndex<'a>(BTreeMap<(&'a str, &'a str, &'a str), &'a MetricRow>);
+
+impl<'a> RangeIndex<'a> {
+    fn new(rows: &'a [MetricRow]) -> Self {
+        let mut map = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.grain == "range") {
+            map.entry((r.metric.as_str(), r.scope_type.as_str(), r.scope.as_str()))
+                .or_insert(r);
+        }
+        Self(map)
+    }
+
+    fn get(&self, metric: &str, scope_type: &str, scope: &str) -> Option<&'a MetricRow> {
+        self.0.get(&(metric, scope_type, scope)).copied()
+    }
+
+    fn org(&self, metric: MetricId) -> Option<&'a MetricRow> {
+        self.get(metric.as_str(), "org", "all")
+    }
+
+    /// Every service's row of `metric`, by service name.
+    fn services(&self, metric: MetricId) -> impl Iterator<Item = (&'a str, &'a MetricRow)> + '_ {
+        self.0
+            .iter()
+            .filter(move |((m, t, _), _)| *m == metric.as_str() && *t == "service")
+            .map(|((_, _, s), r)| (*s, *r))
+    }
+}
+
+/// The report's title, on the page and in the history.
+pub fn title(organisation: &str, period: &str) -> String {
+    format!("{organisation} \u{2014} steering committee report, {period}")
+}
+
+/// Builds the steering view. Rows of unknown metrics are ignored.
+pub fn build(input: &SteeringInput<'_>) -> SteeringView {
+    let current = RangeIndex::new(input.current);
+    let previous = RangeIndex::new(input.previous);
+    let weekly_range = RangeIndex::new(input.weekly);
+    let mut shown: BTreeSet<&'static str> = BTreeSet::new();
+
+    let mut figure = |m: MetricId, source: &RangeIndex<'_>, before: &RangeIndex<'_>| -> Figure {
+        shown.insert(m.as_str());
+        let (now, then) = (source.org(m), before.org(m));
+        Figure {
+            id: m.as_str(),
+            title: m.title(),
+            value: metric_cell(Some(m), now),
+            previous: metric_cell(Some(m), then),
+            delta: signed_delta(now, then),
+        }
+    };
+    let headline: Vec<Figure> = definition::HEADLINE
+        .iter()
+        .map(|&m| {
+            // The correlation needs weeks; the period's own table may have one period only.
+            if m == MetricId::DeploymentsDowntimeCorrelation {
+                figure(m, &weekly_range, &previous)
+            } else {
+                figure(m, &current, &previous)
+            }
+        })
+        .collect();
+    let reliability: Vec<Figure> = definition::RELIABILITY
+        .iter()
+        .map(|&m| figure(m, &current, &previous))
+        .collect();
+    let itsm: Vec<Figure> = definition::ITSM_FLOW
+        .iter()
+        .map(|&m| figure(m, &current, &previous))
+        .collect();
+    let change_management: Vec<Figure> = definition::CHANGE_MANAGEMENT
+        .iter()
+        .map(|&m| figure(m, &current, &previous))
+        .collect();
+    let quality: Vec<Figure> = definition::QUALITY
+        .iter()
+        .copied()
+        .chain(
+            definition::QUARANTINE_REASONS
+                .into_iter()
+                .filter(|&m| current.org(m).and_then(|r| r.value).is_some_and(|v| v > 0.0)),
+        )
+        .map(|m| figure(m, &current, &previous))
+        .collect();
+
+    let scorecard: Vec<KpiLine> = input
+        .kpis
+        .iter()
+        .filter_map(|kpi| {
+            let (scope_type, scope) = kpi.scope_key().ok()?;
+            let id = MetricId::parse(&kpi.metric);
+            if let Some(m) = id {
+                shown.insert(m.as_str());
+            }
+            let now = current.get(&kpi.metric, scope_type, scope);
+            let then = previous.get(&kpi.metric, scope_type, scope);
+            let unit = id.map_or("", MetricId::unit);
+            let judged = |r: Option<&MetricRow>| r.is_some_and(|r| r.value.is_some() && !r.insufficient());
+            let d = crate::pipeline::kpi::delta(now.and_then(|r| r.value), then.and_then(|r| r.value));
+            let (arrow, trend) = match d {
+                None => ("", "unknown"),
+                Some(d) => {
+                    let arrow = if d.abs() < 1e-9 {
+                        "\u{2192}"
+                    } else if d > 0.0 {
+                        "\u{2191}"
+                    } else {
+                        "\u{2193}"
+                    };
+                    let trend = if !(judged(now) && judged(then)) {
+                        "unknown"
+                    } else if d.abs() < 1e-9 {
+                        "same"
+                    } else if (d < 0.0) == (kpi.target.comparison == Comparison::AtMost) {
+                        "better"
+                    } else {
+                        "worse"
+                    };
+                    (arrow, trend)
+                }
+            };
+            Some(KpiLine {
+                id: kpi.metric.clone(),
+                title: id.map_or_else(|| kpi.metric.clone(), |m| m.title().to_owned()),
+                scope: kpi.scope.clone(),
+                owners: kpi.owners.clone(),
+                target: format!(
+                    "{} {}",
+                    match kpi.target.comparison {
+                        Comparison::AtMost => "\u{2264}",
+                        Comparison::AtLeast => "\u{2265}",
+                    },
+                    if id == Some(MetricId::Availability) {
+                        percent_2(kpi.target.value)
+                    } else {
+                        format_value(Some(kpi.target.value), unit)
+                    }
+                ),
+                value: metric_cell(id, now),
+                previous: metric_cell(id, then),
+                has_previous: then.is_some_and(|r| r.value.is_some_and(f64::is_finite)),
+                status: kpi.status(now.and_then(|r| r.value), now.map_or(0, |r| r.n)),
+                arrow,
+                trend,
+                delta: signed_delta(now, then),
+            })
+        })
+        .collect();
+
+    let clusters = crate::pipeline::tiers::DORA_2024_CLUSTERS;
+    let tiles: Vec<Tile> = definition::DORA_TILES
+        .iter()
+        .map(|&m| {
+            shown.insert(m.as_str());
+            let row = current.org(m);
+            Tile {
+                id: m.as_str(),
+                title: m.title(),
+                value: cell(row),
+                // Deployment frequency is tiered on deploy days (weeks `w`, months `m`), not on
+                // deployments per day.
+                tier: if m == MetricId::DeploymentFrequency {
+                    current
+                        .org(MetricId::DeployDaysWeeklyMedian)
+                        .and_then(|w| w.tier_among(input.current))
+                } else {
+                    row.and_then(MetricRow::tier)
+                },
+                clusters: clusters
+                    .iter()
+                    .map(|c| ClusterValue {
+                        name: c.name,
+                        value: match m {
+                            MetricId::DeploymentFrequency => c.deployment_frequency,
+                            MetricId::LeadTimeMedian => c.lead_time,
+                            MetricId::ChangeFailureRate => c.change_failure_rate,
+                            _ => c.recovery_time,
+                        },
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+
+    // Availability: every service with a row, judged on its SLO; the table lists the worst.
+    let slo_of = |service: &str| input.slo.get(service).copied().unwrap_or(input.default_slo);
+    let mut availability: Vec<(f64, AvailabilityLine, ServiceAvailability)> = current
+        .services(MetricId::Availability)
+        .map(|(service, row)| {
+            let slo = slo_of(service);
+            let value = row.value.filter(|v| v.is_finite());
+            let line = AvailabilityLine {
+                service: service.to_owned(),
+                availability: metric_cell(Some(MetricId::Availability), Some(row)),
+                slo: percent_2(slo),
+                budget: cell(current.get(MetricId::ErrorBudgetConsumed.as_str(), "service", service)),
+                downtime: cell(current.get(MetricId::DowntimeMinutes.as_str(), "service", service)),
+                meets: value.map(|v| v >= slo),
+            };
+            let chart = ServiceAvailability {
+                name: service.to_owned(),
+                availability: value,
+                slo,
+            };
+            // Missing values sort last: nothing to say about them.
+            (value.map_or(f64::INFINITY, |v| v - slo), line, chart)
+        })
+        .collect();
+    for m in definition::AVAILABILITY_COLUMNS {
+        shown.insert(m.as_str());
+    }
+    availability.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.service.cmp(&b.1.service)));
+    let services_with_availability = availability.iter().filter(|a| a.1.meets.is_some()).count();
+    let services_meeting_slo = availability.iter().filter(|a| a.1.meets == Some(true)).count();
+    availability.truncate(definition::AVAILABILITY_ROWS);
+    let (availability_lines, availability_chart): (Vec<_>, Vec<_>) =
+        availability.into_iter().map(|(_, l, c)| (l, c)).unzip();
+
+    let rankings: Vec<Ranking> = definition::TOP_BY
+        .iter()
+        .map(|&m| {
+            shown.insert(m.as_str());
+            let mut ranked: Vec<(&str, &MetricRow, f64)> = Vec::new();
+            let mut unranked = 0;
+            for (service, row) in current.services(m) {
+                // A rate on a handful of deployments says little, so small samples are not ranked;
+                // a total such as downtime is a fact however few incidents made it.
+                match row.value.filter(|v| v.is_finite() && *v > 0.0) {
+                    Some(_) if row.insufficient() && m.unit() == "ratio" => unranked += 1,
+                    Some(v) => ranked.push((service, row, v)),
+                    None => {}
+                }
+            }
+            ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(b.0)));
+            Ranking {
+                id: m.as_str(),
+                title: m.title(),
+                lines: ranked
+                    .into_iter()
+                    .take(definition::TOP_N)
+                    .map(|(service, row, _)| RankLine {
+                        service: service.to_owned(),
+                        value: cell(Some(row)),
+                    })
+                    .collect(),
+                unranked,
+            }
+        })
+        .collect();
+
+    // The scatter: every service with both figures; the ones with most downtime are named.
+    let mut points: Vec<ServicePoint> = current
+        .services(MetricId::DeploymentCount)
+        .filter_map(|(service, row)| {
+            let deployments = row.value?;
+            let downtime = current
+                .get(MetricId::DowntimeMinutes.as_str(), "service", service)
+                .and_then(|r| r.value)?;
+            Some(ServicePoint {
+                name: service.to_owned(),
+                deployments,
+                downtime_minutes: downtime,
+                labelled: false,
+            })
+        })
+        .collect();
+    let mut by_downtime: Vec<usize> = (0..points.len()).collect();
+    by_downtime.sort_by(|&a, &b| {
+        points[b]
+            .downtime_minutes
+            .total_cmp(&points[a].downtime_minutes)
+            .then_with(|| points[a].name.cmp(&points[b].name))
+    });
+    for &i in by_downtime.iter().take(definition::SCATTER_LABELS) {
+        if points[i].downtime_minutes > 0.0 {
+            points[i].labelled = true;
+        }
+    }
+
+    let weekly = WeeklySeries::new(input.weekly);
+    let headline_chart = DeploymentsVsDowntime {
+        weeks: weekly.dates.clone(),
+        grain: "week".to_owned(),
+        deployments: weekly.values(MetricId::DeploymentCount),
+        downtime_minutes: weekly.values(MetricId::DowntimeMinutes),
+        downtime_target: None,
+    };
+    let change_failure = ChangeFailureRate {
+        weeks: weekly.dates.clone(),
+        grain: "week".to_owned(),
+        points: weekly
+            .rows(MetricId::ChangeFailureRate)
+            .into_iter()
+            .map(|r| {
+                r.map(|r| RateWeek {
+                    ratio: r.value,
+                    n: r.n,
+                })
+            })
+            .collect(),
+        target: org_target(input.kpis, MetricId::ChangeFailureRate),
+    };
+    let backlog = BacklogTrend {
+        weeks: weekly.dates.clone(),
+        grain: "week".to_owned(),
+        resolved: weekly.values(MetricId::TicketsResolved),
+        backlog: weekly.values(MetricId::TicketBacklog),
+    };
+
+    let glossary: Vec<GlossaryEntry> = MetricId::ALL
+        .iter()
+        .filter(|m| shown.contains(m.as_str()))
+        .map(|&m| GlossaryEntry {
+            title: m.title(),
+            id: m.as_str(),
+            definition: m.definition(),
+        })
+        .collect();
+
+    let insufficient_count = headline
+        .iter()
+        .chain(&reliability)
+        .chain(&itsm)
+        .chain(&change_management)
+        .map(|f| &f.value)
+        .chain(scorecard.iter().map(|k| &k.value))
+        .chain(tiles.iter().map(|t| &t.value))
+        .chain(availability_lines.iter().map(|a| &a.availability))
+        .filter(|c| c.insufficient)
+        .count();
+
+    let page = SteeringPage {
+        organisation: input.organisation.to_owned(),
+        title: title(input.organisation, input.period),
+        period: input.period.to_owned(),
+        previous_period: input.previous_period.to_owned(),
+        dates: period_dates(input.current),
+        generated_at: input.generated_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        has_data: !input.current.is_empty(),
+        min_sample: MIN_SAMPLE,
+        scorecard,
+        tiles,
+        clusters: clusters
+            .iter()
+            .map(|c| ClusterRow {
+                name: c.name,
+                lead_time: c.lead_time,
+                deployment_frequency: c.deployment_frequency,
+                change_failure_rate: c.change_failure_rate,
+                recovery_time: c.recovery_time,
+            })
+            .collect(),
+        headline,
+        reliability,
+        availability: availability_lines,
+        services_with_availability,
+        services_meeting_slo,
+        rankings,
+        itsm,
+        change_management,
+        quality,
+        insufficient_count,
+        glossary,
+    };
+    SteeringView {
+        page,
+        headline: headline_chart,
+        scatter: ServiceScatter { points },
+        availability: AvailabilityVsSlo {
+            services: availability_chart,
+        },
+        change_failure,
+        backlog,
+    }
+}
+
+/// [`cell`], with availability in hundredths of a percent: SLOs differ in the second decimal
+/// (99.85% misses a 99.9% objective, which one decimal would show as 99.9%).
+fn metric_cell(metric: Option<MetricId>, row: Option<&MetricRow>) -> Cell {
+    let mut c = cell(row);
+    if metric == Some(MetricId::Availability) {
+        if let Some(v) = row.and_then(|r| r.value).filter(|v| v.is_finite()) {
+            c.text = percent_2(v);
+        }
+    }
+    c
+}
+
+/// A ratio as a percentage with two decimals.
+fn percent_2(v: f64) -> String {
+    format!("{:.2}%", (v * 10_000.0).round() / 100.0 + 0.0)
+}
+
+/// The organisation's week rows of each metric, aligned on every week any of them reports.
+struct WeeklySeries<'a> {
+    starts: Vec<DateTime<Utc>>,
+    dates: Vec<chrono::NaiveDate>,
+    rows: BTreeMap<(&'a str, DateTime<Utc>), &'a MetricRow>,
+}
+
+impl<'a> WeeklySeries<'a> {
+    fn new(rows: &'a [MetricRow]) -> Self {
+        let mut map = BTreeMap::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.grain == "week" && r.scope_type == "org" && r.scope == "all")
+        {
+            map.entry((r.metric.as_str(), r.period_start)).or_insert(r);
+        }
+        let starts: Vec<DateTime<Utc>> = map
+            .keys()
+            .map(|(_, s)| *s)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let dates = starts.iter().map(|&s| calendar_date(s)).collect();
+        Self {
+            starts,
+            dates,
+            rows: map,
+        }
+    }
+
+    fn rows(&self, m: MetricId) -> Vec<Option<&'a MetricRow>> {
+        self.starts
+            .iter()
+            .map(|&s| self.rows.get(&(m.as_str(), s)).copied())
+            .collect()
+    }
+
+    fn values(&self, m: MetricId) -> Vec<Option<f64>> {
+        self.rows(m)
+            .into_iter()
+            .map(|r| r.and_then(|r| r.value))
+            .collect()
+    }
+}
+
+/// The change from `then` to `now` in the metric's unit, signed; ratios in percentage points.
+fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
+    let (Some(now), Some(then)) = (now, then) else {
+        return MISSING.to_owned();
+    };
+    let Some(d) = crate::pipeline::kpi::delta(now.value, then.value).filter(|d| d.is_finite()) else {
+        return MISSING.to_owned();
+    };
+    let sign = if d < 0.0 { "\u{2212}" } else { "+" };
+    let magnitude = if now.unit == "ratio" {
+        format!("{:.1} pp", (d.abs() * 1000.0).round() / 10.0)
+    } else {
+        format_value(Some(d.abs()), &now.unit)
+    };
+    // A change that rounds to nothing is shown without a sign.
+    if magnitude.chars().filter(char::is_ascii_digit).all(|c| c == '0') {
+        return magnitude;
+    }
+    format!("{sign}{magnitude}")
+}
+
+/// The first day and the last day of the period, from its range rows.
+fn period_dates(rows: &[MetricRow]) -> Option<String> {
+    let range = rows.iter().filter(|r| r.grain == "range");
+    let start = range.clone().map(|r| r.period_start).min()?;
+    let end = range.map(|r| r.period_end).max()?;
+    let last = calendar_date(end) - chrono::Duration::days(1);
+    Some(format!(
+        "{} \u{2013} {}",
+        calendar_date(start).format("%Y-%m-%d"),
+        last.format("%Y-%m-%d")
+    ))
+}
+
+/// Renders the steering report into `dir` (created if needed): `report.html` with every chart
+/// inline as SVG, and each chart as a PNG beside it. The same input gives byte-identical files.
+pub fn render(input: &SteeringInput<'_>, dir: &Path) -> Result<ReportOutput, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let view = build(input);
+    let mut svgs: BTreeMap<&'static str, Value> = BTreeMap::new();
+    let mut pngs = Vec::new();
+    macro_rules! chart {
+        ($name:expr, $chart:expr) => {{
+            // Generated by plotters from our own series, its text escaped there: safe to inline.
+            svgs.insert($name, Value::from_safe_string(charts::to_svg($chart)?));
+            let png = dir.join(format!("{}.png", $name));
+            charts::to_png($chart, &png)?;
+            pngs.push(png);
+        }};
+    }
+    chart!(definition::HEADLINE_CHART, &view.headline);
+    chart!(definition::SCATTER_CHART, &view.scatter);
+    chart!(definition::AVAILABILITY_CHART, &view.availability);
+    chart!(definition::CHANGE_FAILURE_CHART, &view.change_failure);
+    chart!(definition::BACKLOG_CHART, &view.backlog);
+
+    let html = render_html(&view.page, svgs).map_err(|source| ReportError::Template {
+        name: TEMPLATE_NAME,
+        source,
+    })?;
+    let path = dir.join(HTML_FILE);
+    std::fs::write(&path, html).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(ReportOutput {
+        html: path,
+        charts: pngs,
+        index: None,
+    })
+}
+
+fn render_html(page: &SteeringPage, svgs: BTreeMap<&'static str, Value>) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_template(TEMPLATE_NAME, TEMPLATE)?;
+    env.get_template(TEMPLATE_NAME)?.render(context! {
+        page => Serde(page),
+        charts => Value::from(svgs),
+    })
+}
