@@ -9,12 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use chrono::{Duration, Utc};
+use chrono::{Duration, NaiveDate, TimeZone as _, Utc};
 use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation};
 
-use super::{Context, Outcome, monday_of, run};
-use crate::cli::{DemoArgs, RangeArgs};
+use super::{Context, Outcome, export, monday_of, nightly, run, steering};
+use crate::cli::{DemoArgs, ExportArgs, RangeArgs, ReportArgs, ReportKind};
 use crate::config::Config;
+use crate::report::nightly::Window;
+use crate::store::Store;
+use crate::sync::RunHealth;
 
 /// A file marking a directory as made by `tandem demo`, so a re-run may empty it.
 const MARKER: &str = ".tandem-demo";
@@ -74,7 +77,47 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         until: Some(until),
         ..RangeArgs::default()
     };
-    let outcome = run::job(&config, &ctx, &range, None).await?;
+    // The nightly job as if cron had run it at 06:00 on the last two mornings of the simulated
+    // history, so the second digest has a first to say what changed since.
+    let morning = |day: NaiveDate| {
+        config
+            .tz()
+            .from_local_datetime(&day.and_hms_opt(6, 0, 0).unwrap_or_default())
+            .earliest()
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+    };
+    let outcome = run::job_at(&config, &ctx, &range, None, morning(until - Duration::days(1))).await?;
+    let health = RunHealth::load(&Store::open(&config.resolve(&config.store.path))?);
+    let last_morning = morning(until);
+    let digest = nightly::write(
+        &config,
+        None,
+        Window::before(last_morning, config.tz()),
+        health.as_ref(),
+        last_morning,
+    )?;
+    nightly::print_output(&digest);
+
+    // The steering committee's report on the second half of the history, against the first half.
+    let half = (args.weeks / 2).max(1);
+    let steering_args = ReportArgs {
+        kind: ReportKind::Steering,
+        range: RangeArgs {
+            weeks: Some(half),
+            until: Some(until),
+            ..RangeArgs::default()
+        },
+        out: None,
+    };
+    steering::run(&steering_args, &config, &ctx)?;
+
+    // The data team's export of the whole history.
+    let export_args = ExportArgs {
+        range,
+        out: None,
+        pseudonymise: false,
+    };
+    export::run(&export_args, &config, &ctx)?;
     crate::say!("config: {}", config_path.display());
     Ok(outcome)
 }
