@@ -710,7 +710,8 @@ fn people_of<T: Table>(column: &str, kind: Kind) -> People {
     }
 }
 
-/// A text or list-of-text column with every value passed through `replace` (nulls stay null).
+/// A text or list-of-text column with every value passed through `replace` (nulls, and null items
+/// of lists, stay null).
 fn map_text(
     column: Result<&Column, PolarsError>,
     replace: &dyn Fn(&str) -> String,
@@ -727,13 +728,12 @@ fn map_text(
                 match list {
                     None => builder.append_null(),
                     Some(items) => {
-                        let texts: Vec<String> = items
-                            .str()
-                            .map_err(fail)?
-                            .iter()
-                            .map(|v| replace(v.unwrap_or("")))
-                            .collect();
-                        builder.append_values_iter(texts.iter().map(String::as_str));
+                        // A null item is nobody: it stays null rather than becoming "".
+                        let texts: Vec<Option<String>> =
+                            items.str().map_err(fail)?.iter().map(|v| v.map(replace)).collect();
+                        builder
+                            .append_series(&Series::new(PlSmallStr::EMPTY, texts))
+                            .map_err(fail)?;
                     }
                 }
             }
@@ -946,6 +946,26 @@ mod tests {
                 at: at(2),
             },
         ]
+    }
+
+    #[test]
+    fn pseudonymising_a_list_keeps_its_null_items_null() {
+        let items = Series::new(PlSmallStr::EMPTY, [Some("jdoe"), None, Some("sam")]);
+        let empty = Series::new(PlSmallStr::EMPTY, Vec::<Option<&str>>::new());
+        let lists: ListChunked = [Some(items), None, Some(empty)].into_iter().collect();
+        let column = lists.with_name("reviewers".into()).into_series().into_column();
+        let mapped = map_text(Ok(&column), &|v| format!("p-{v}"), Path::new("reviews.parquet")).unwrap();
+        let rows: Vec<Option<Vec<Option<String>>>> = mapped
+            .list()
+            .unwrap()
+            .series_iter()
+            .map(|l| l.map(|s| s.str().unwrap().iter().map(|v| v.map(str::to_owned)).collect()))
+            .collect();
+        let text = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            rows,
+            vec![Some(vec![text("p-jdoe"), None, text("p-sam")]), None, Some(vec![])]
+        );
     }
 
     #[test]
