@@ -68,7 +68,7 @@ pub async fn job_at(
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
     let health = health(clock.elapsed().as_secs_f64());
     health.save(&store)?;
-    super::out(&metrics::org_table(&rows));
+    super::out(&metrics::org_table(&rows, config.tz()));
     super::out(&metrics::kpi_table(&rows, &config.kpis));
     let output = report::render(&rows, config, out.clone())?;
     report::print_output(&output);
