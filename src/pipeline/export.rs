@@ -26,7 +26,7 @@ use crate::metric::{MetricId, MetricRow};
 
 mod pseudonym;
 
-pub use pseudonym::Pseudonymiser;
+pub use pseudonym::{KeyError, MIN_KEY_BYTES, Pseudonymiser};
 
 /// The schema file for people.
 pub const SCHEMA_MD: &str = "SCHEMA.md";
@@ -949,6 +949,21 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_cannot_be_written_is_named_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the Parquet file goes: the rename into place fails.
+        std::fs::create_dir(dir.path().join("reviews.parquet")).unwrap();
+        let mut export = Export::new(dir.path(), None);
+        let err = export.table(&reviews()).unwrap_err().to_string();
+        assert!(err.contains("reviews.parquet"), "{err}");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["reviews.parquet".to_owned()]);
+    }
+
+    #[test]
     fn pseudonymising_a_list_keeps_its_null_items_null() {
         let items = Series::new(PlSmallStr::EMPTY, [Some("jdoe"), None, Some("sam")]);
         let empty = Series::new(PlSmallStr::EMPTY, Vec::<Option<&str>>::new());
@@ -1041,7 +1056,7 @@ mod tests {
     #[test]
     fn people_columns_are_hashed_with_the_same_pseudonym_everywhere() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Pseudonymiser::new("secret-key").unwrap();
+        let p = Pseudonymiser::new("a-secret-key-of-at-least-32-bytes").unwrap();
         let mut export = Export::new(dir.path(), Some(p.clone()));
         export.table(&reviews()).unwrap();
         export.finish(at(0)).unwrap();
