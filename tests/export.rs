@@ -670,7 +670,11 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
     }
 
     // Another key, other pseudonyms.
-    let other = export(&config, &args(&world, &out, true), Some("another-long-random-key-of-over-32-bytes"));
+    let other = export(
+        &config,
+        &args(&world, &out, true),
+        Some("another-long-random-key-of-over-32-bytes"),
+    );
     let other_text = everything_in(&other);
     let q = Pseudonymiser::new("another-long-random-key-of-over-32-bytes").unwrap();
     for person in &people {
@@ -694,7 +698,10 @@ async fn pseudonymising_without_a_key_names_the_variable_and_writes_nothing() {
     assert!(message.contains("export.pseudonymise_key_env"), "{message}");
     assert!(folders(&out.join("export")).is_empty(), "nothing written");
     assert!(!out.join("index.html").exists());
-    assert!(message.contains("TANDEM_TEST_UNSET_EXPORT_KEY is not set"), "{message}");
+    assert!(
+        message.contains("TANDEM_TEST_UNSET_EXPORT_KEY is not set"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,7 +711,10 @@ async fn a_key_too_short_or_empty_is_refused_naming_the_variable_and_writing_not
     let out = world.dir.path().join("out");
     let short = "0123456789abcdef0123456789abcde";
     for (key, says) in [
-        (short, "the key in TANDEM_PSEUDONYM_KEY is too short: 31 bytes, at least 32 are needed"),
+        (
+            short,
+            "the key in TANDEM_PSEUDONYM_KEY is too short: 31 bytes, at least 32 are needed",
+        ),
         ("", "the key in TANDEM_PSEUDONYM_KEY is empty"),
     ] {
         let err = tandem::commands::export::run(&args(&world, &out, true), &config, &context(Some(key)))

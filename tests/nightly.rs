@@ -218,7 +218,10 @@ async fn a_run_whose_metrics_fail_still_records_its_own_health() {
     assert!(format!("{err:#}").contains("not-a-period"), "{err:#}");
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
     let health = RunHealth::load(&store).unwrap();
-    assert_eq!(health.started_at, second_at, "the failed run's health, not the previous one's");
+    assert_eq!(
+        health.started_at, second_at,
+        "the failed run's health, not the previous one's"
+    );
     assert!(health.sources.iter().all(|s| s.ok()), "{health:?}");
     assert!(health.seconds > 0.0);
 }

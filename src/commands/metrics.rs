@@ -273,9 +273,15 @@ mod tests {
             ..row(0, 12.0, 12)
         };
         let berlin = chrono_tz::Europe::Berlin;
-        assert_eq!(super::super::period_label(&range, berlin), "2026-08-03 to 2026-10-25");
-        let table = org_table(&[range.clone()], berlin);
-        assert!(table.starts_with("Organisation, 2026-08-03 to 2026-10-25\n"), "{table}");
+        assert_eq!(
+            super::super::period_label(&range, berlin),
+            "2026-08-03 to 2026-10-25"
+        );
+        let table = org_table(std::slice::from_ref(&range), berlin);
+        assert!(
+            table.starts_with("Organisation, 2026-08-03 to 2026-10-25\n"),
+            "{table}"
+        );
         // The same instants read in UTC are a day earlier at both ends.
         assert_eq!(
             super::super::period_label(&range, chrono_tz::UTC),

@@ -140,6 +140,17 @@ pub fn monday_of(day: NaiveDate) -> NaiveDate {
     day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
 }
 
+/// `2026-08-03 to 2026-10-25`: the first and last day a metric row covers, as dates in the report
+/// time zone `tz`. Periods start at local midnight, which east of UTC is the evening before in UTC.
+pub fn period_label(row: &MetricRow, tz: chrono_tz::Tz) -> String {
+    let date = |at: DateTime<Utc>| at.with_timezone(&tz).date_naive();
+    format!(
+        "{} to {}",
+        date(row.period_start).format("%Y-%m-%d"),
+        (date(row.period_end) - Duration::days(1)).format("%Y-%m-%d")
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -193,15 +204,4 @@ mod tests {
             .to_string();
         assert!(err.contains("Monday") && err.contains("Wed"), "{err}");
     }
-}
-
-/// `2026-08-03 to 2026-10-25`: the first and last day a metric row covers, as dates in the report
-/// time zone `tz`. Periods start at local midnight, which east of UTC is the evening before in UTC.
-pub fn period_label(row: &MetricRow, tz: chrono_tz::Tz) -> String {
-    let date = |at: DateTime<Utc>| at.with_timezone(&tz).date_naive();
-    format!(
-        "{} to {}",
-        date(row.period_start).format("%Y-%m-%d"),
-        (date(row.period_end) - Duration::days(1)).format("%Y-%m-%d")
-    )
 }

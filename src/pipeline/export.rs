@@ -729,8 +729,12 @@ fn map_text(
                     None => builder.append_null(),
                     Some(items) => {
                         // A null item is nobody: it stays null rather than becoming "".
-                        let texts: Vec<Option<String>> =
-                            items.str().map_err(fail)?.iter().map(|v| v.map(replace)).collect();
+                        let texts: Vec<Option<String>> = items
+                            .str()
+                            .map_err(fail)?
+                            .iter()
+                            .map(|v| v.map(replace))
+                            .collect();
                         builder
                             .append_series(&Series::new(PlSmallStr::EMPTY, texts))
                             .map_err(fail)?;
@@ -979,7 +983,11 @@ mod tests {
         let text = |v: &str| Some(v.to_owned());
         assert_eq!(
             rows,
-            vec![Some(vec![text("p-jdoe"), None, text("p-sam")]), None, Some(vec![])]
+            vec![
+                Some(vec![text("p-jdoe"), None, text("p-sam")]),
+                None,
+                Some(vec![])
+            ]
         );
     }
 

@@ -700,7 +700,9 @@ pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, Repo
 /// when there is none, `Err(())` (after a warning naming the file) when that one's summary cannot
 /// be read; such a run is dated by its `meta.json` period, which starts with its day.
 fn previous_digest(out: &Path, except: &Path, day: NaiveDate) -> Result<Option<Summary>, ()> {
-    let mut best: Option<(NaiveDate, DateTime<Utc>, Result<Summary, (PathBuf, String)>)> = None;
+    // The best candidate so far: its day, when it was made, its summary or why it is unreadable.
+    type Candidate = (NaiveDate, DateTime<Utc>, Result<Summary, (PathBuf, String)>);
+    let mut best: Option<Candidate> = None;
     for entry in archive::runs(out) {
         if entry.meta.kind != KIND || entry.dir == except {
             continue;
@@ -708,7 +710,11 @@ fn previous_digest(out: &Path, except: &Path, day: NaiveDate) -> Result<Option<S
         let (its_day, summary) = match Summary::try_read(&entry.dir) {
             Ok(summary) => (Some(summary.day), Ok(summary)),
             Err(error) => (
-                entry.meta.period.get(..10).and_then(|d| d.parse::<NaiveDate>().ok()),
+                entry
+                    .meta
+                    .period
+                    .get(..10)
+                    .and_then(|d| d.parse::<NaiveDate>().ok()),
                 Err((entry.dir.join(SUMMARY_FILE), error)),
             ),
         };

@@ -23,12 +23,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::people::person;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::QuarantineReason;
 use crate::model::{ChangeRequest, Incident, Quarantined, Record, Severity, Ticket};
+use crate::people::person;
 use crate::secret::SecretEnv;
 use crate::time::{parse_instant, parse_opt_instant};
 

@@ -772,7 +772,10 @@ fn an_incident_row_from_the_docs() {
     row["opened_by.name"] = json!(7);
     let (inc, ticket, _) = c.incident(&row, &mut unknown).unwrap();
     assert_eq!(inc.number, Some(46));
-    assert_eq!((inc.assignee, ticket.assignee, ticket.reporter), (None, None, None));
+    assert_eq!(
+        (inc.assignee, ticket.assignee, ticket.reporter),
+        (None, None, None)
+    );
 
     // Closed without resolved_at: closed_at stands in; cancelled without either: last update.
     let mut row = incident_row();

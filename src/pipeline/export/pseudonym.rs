@@ -216,7 +216,10 @@ mod tests {
     fn keys_shorter_than_32_bytes_are_refused() {
         assert_eq!(Pseudonymiser::new("").err(), Some(KeyError::Empty));
         let short = "x".repeat(31);
-        assert_eq!(Pseudonymiser::new(&short).err(), Some(KeyError::TooShort { bytes: 31 }));
+        assert_eq!(
+            Pseudonymiser::new(&short).err(),
+            Some(KeyError::TooShort { bytes: 31 })
+        );
         let message = KeyError::TooShort { bytes: 31 }.to_string();
         assert_eq!(message, "is too short: 31 bytes, at least 32 are needed");
         assert!(Pseudonymiser::new(&"x".repeat(32)).is_ok());

@@ -507,7 +507,10 @@ fn a_backfilled_digest_compares_with_the_newest_digest_of_an_earlier_day() {
     let html = std::fs::read_to_string(&again.html).unwrap();
     assert!(html.contains("previous digest (2026-11-22 06:00 UTC)"), "{html}");
     let md = std::fs::read_to_string(&again.digest).unwrap();
-    assert!(md.contains("no status changed since 2026-11-22 06:00 UTC"), "{md}");
+    assert!(
+        md.contains("no status changed since 2026-11-22 06:00 UTC"),
+        "{md}"
+    );
 }
 
 /// Log lines written while `f` runs, as text.
@@ -552,13 +555,19 @@ fn an_unreadable_previous_summary_is_said_and_logged_not_taken_for_a_first_diges
     // Its own summary is fine: the next day compares with it.
     let third = digest_for(out.path(), 23, 24, 6);
     let md = std::fs::read_to_string(&third.digest).unwrap();
-    assert!(md.contains("no status changed since 2026-11-23 06:00 UTC"), "{md}");
+    assert!(
+        md.contains("no status changed since 2026-11-23 06:00 UTC"),
+        "{md}"
+    );
 }
 
 #[test]
 fn each_headline_is_titled_as_its_metric() {
     for (id, title) in HEADLINES {
         let metric = MetricId::parse(id).unwrap().title().to_lowercase();
-        assert!(metric.ends_with(&title.to_lowercase()), "{id}: {title} vs {metric}");
+        assert!(
+            metric.ends_with(&title.to_lowercase()),
+            "{id}: {title} vs {metric}"
+        );
     }
 }
