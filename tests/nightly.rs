@@ -58,9 +58,12 @@ async fn tandem_run_writes_the_digest_and_the_next_run_says_what_changed() {
     assert_eq!(outcome, Outcome::Success);
 
     let out = config.resolve(&config.report.out);
+    let weekly: Vec<PathBuf> = std::fs::read_dir(out.join("weekly"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(
-        out.join("report.html").exists(),
-        "run still writes the weekly report"
+        weekly.len() == 1 && weekly[0].join("report.html").exists(),
+        "run still writes the weekly report, in its own folder: {weekly:?}"
     );
     let first = digests(&out);
     assert_eq!(first.len(), 1);
