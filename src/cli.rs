@@ -49,7 +49,7 @@ pub enum Command {
     Metrics(MetricsArgs),
     /// Render the HTML report and PNG charts from the last metric table.
     Report(ReportArgs),
-    /// The nightly job: sync, then metrics, then report.
+    /// The nightly job: sync, then metrics, then the weekly report and the nightly digest.
     Run(RunArgs),
     /// Export the lake and the metrics for the data team: Parquet and CSV with a schema file.
     Export(ExportArgs),

@@ -77,7 +77,8 @@ pub const LAST_RUN_FILE: &str = "last_run.json";
 pub struct RunHealth {
     /// When the run started.
     pub started_at: chrono::DateTime<chrono::Utc>,
-    /// Seconds from the start of the sync to the end of the metrics.
+    /// Seconds from the start of the sync to the end of the metrics (to the end of the sync when
+    /// the metrics failed).
     pub seconds: f64,
     /// One entry per source, in config order.
     pub sources: Vec<SourceHealth>,

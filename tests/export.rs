@@ -550,7 +550,7 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
         );
     }
 
-    const KEY: &str = "a-long-random-export-key";
+    const KEY: &str = "a-long-random-export-key-used-by-these-tests";
     let hidden = export(&config, &args(&world, &out, true), Some(KEY));
     let text = everything_in(&hidden);
     // The Jira user of the PagerDuty integration is hashed where it acts (a reporter, an
@@ -670,9 +670,13 @@ async fn a_pseudonymised_export_names_nobody_and_keeps_each_person_one_pseudonym
     }
 
     // Another key, other pseudonyms.
-    let other = export(&config, &args(&world, &out, true), Some("another-key"));
+    let other = export(
+        &config,
+        &args(&world, &out, true),
+        Some("another-long-random-key-of-over-32-bytes"),
+    );
     let other_text = everything_in(&other);
-    let q = Pseudonymiser::new("another-key").unwrap();
+    let q = Pseudonymiser::new("another-long-random-key-of-over-32-bytes").unwrap();
     for person in &people {
         assert_ne!(p.name(person), q.name(person));
         assert!(other_text.contains(&q.name(person)) && !other_text.contains(&p.name(person)));
@@ -694,6 +698,67 @@ async fn pseudonymising_without_a_key_names_the_variable_and_writes_nothing() {
     assert!(message.contains("export.pseudonymise_key_env"), "{message}");
     assert!(folders(&out.join("export")).is_empty(), "nothing written");
     assert!(!out.join("index.html").exists());
+    assert!(
+        message.contains("TANDEM_TEST_UNSET_EXPORT_KEY is not set"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_too_short_or_empty_is_refused_naming_the_variable_and_writing_nothing() {
+    let world = World::start(1).await;
+    let config = world.config();
+    let out = world.dir.path().join("out");
+    let short = "0123456789abcdef0123456789abcde";
+    for (key, says) in [
+        (
+            short,
+            "the key in TANDEM_PSEUDONYM_KEY is too short: 31 bytes, at least 32 are needed",
+        ),
+        ("", "the key in TANDEM_PSEUDONYM_KEY is empty"),
+    ] {
+        let err = tandem::commands::export::run(&args(&world, &out, true), &config, &context(Some(key)))
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains(short), "the key is never shown: {message}");
+        assert!(folders(&out.join("export")).is_empty(), "nothing written");
+        assert!(!out.join("index.html").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_failing_half_way_is_removed_and_never_listed() {
+    let (world, config) = synced_world().await;
+    let out = world.dir.path().join("out");
+    let args = args(&world, &out, false);
+    let done = export(&config, &args, None);
+    let store = Store::open(&config.resolve(&config.store.path)).unwrap();
+    let rows = tandem::commands::metrics::calculate(&args.range, &config).unwrap();
+    let now = chrono::Utc::now();
+    let mut made = None;
+    let err = tandem::commands::export::into_run_folder(&out, now, |dir| {
+        made = Some(dir.to_owned());
+        // The disk refuses the second table (a directory stands where its file goes): the first
+        // is already written.
+        std::fs::create_dir(dir.join("changes.parquet")).unwrap();
+        tandem::commands::export::write(dir, &store, &rows, &config, None, now)
+    })
+    .unwrap_err();
+    let message = format!("{err:#}");
+    let made = made.unwrap();
+    assert!(message.contains("changes.parquet"), "{message}");
+    assert!(
+        message.contains(&format!("export to {} failed and was removed", made.display())),
+        "{message}"
+    );
+    assert!(!made.exists(), "the half-made folder is gone");
+    assert_eq!(folders(&out.join("export")), vec![done.clone()]);
+    tandem::report::archive::write_index(&out, &config.organisation.name).unwrap();
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let name = |dir: &Path| dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(index.contains(&name(&done)), "{index}");
+    assert!(!index.contains(&name(&made)), "{index}");
 }
 
 #[test]

@@ -58,9 +58,12 @@ async fn tandem_run_writes_the_digest_and_the_next_run_says_what_changed() {
     assert_eq!(outcome, Outcome::Success);
 
     let out = config.resolve(&config.report.out);
+    let weekly: Vec<PathBuf> = std::fs::read_dir(out.join("weekly"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(
-        out.join("report.html").exists(),
-        "run still writes the weekly report"
+        weekly.len() == 1 && weekly[0].join("report.html").exists(),
+        "run still writes the weekly report, in its own folder: {weekly:?}"
     );
     let first = digests(&out);
     assert_eq!(first.len(), 1);
@@ -187,6 +190,43 @@ async fn tandem_run_writes_the_digest_and_the_next_run_says_what_changed() {
     assert!(index.contains("nightly/2026-08-28T060000Z/digest.md"), "{index}");
     let html = std::fs::read_to_string(both[1].join("report.html")).unwrap();
     assert!(html.contains("What changed since the last report"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_metrics_fail_still_records_its_own_health() {
+    let world = World::start(1).await;
+    let config = world.config();
+    let ctx = Context {
+        env: env(),
+        progress: false,
+    };
+    let first_at: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 8, 10, 6, 0, 0).unwrap();
+    let range = RangeArgs {
+        weeks: Some(1),
+        until: NaiveDate::from_ymd_opt(2026, 8, 10),
+        ..RangeArgs::default()
+    };
+    tandem::commands::run::job_at(&config, &ctx, &range, None, first_at)
+        .await
+        .unwrap();
+    // The next night the sync succeeds but the metrics fail.
+    let second_at = first_at + chrono::Duration::days(1);
+    let broken = RangeArgs {
+        period: Some("not-a-period".to_owned()),
+        ..RangeArgs::default()
+    };
+    let err = tandem::commands::run::job_at(&config, &ctx, &broken, None, second_at)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("not-a-period"), "{err:#}");
+    let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+    let health = RunHealth::load(&store).unwrap();
+    assert_eq!(
+        health.started_at, second_at,
+        "the failed run's health, not the previous one's"
+    );
+    assert!(health.sources.iter().all(|s| s.ok()), "{health:?}");
+    assert!(health.seconds > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

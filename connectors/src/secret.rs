@@ -57,6 +57,12 @@ impl SecretEnv {
         self
     }
 
+    /// Whether `var` is set at all, even to nothing: tells an empty variable from a missing one
+    /// (which [`SecretEnv::get`] both refuse).
+    pub fn is_set(&self, var: &str) -> bool {
+        self.overrides.contains_key(var) || std::env::var_os(var).is_some()
+    }
+
     /// Looks `var` up; `config_key` names the config entry that pointed at it, for the error.
     pub fn get(&self, var: &str, config_key: &str) -> Result<Secret, ConnectorError> {
         if let Some(secret) = self.overrides.get(var) {

@@ -5,10 +5,10 @@
 //! removed, and one that could not even be removed has no `meta.json`, so the index never lists it.
 //! The pseudonymisation key is read from the environment and goes nowhere but into the hash.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Ticket, TicketTransition,
 };
@@ -17,7 +17,7 @@ use super::{Context, Outcome};
 use crate::cli::ExportArgs;
 use crate::config::Config;
 use crate::metric::MetricRow;
-use crate::pipeline::export::{self, Export, Pseudonymiser, Schema};
+use crate::pipeline::export::{self, Export, MIN_KEY_BYTES, Pseudonymiser, Schema};
 use crate::report::archive::{self, Meta};
 use crate::store::Store;
 
@@ -37,16 +37,9 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     let rows = super::metrics::calculate(&args.range, config)?;
     let out = config.resolve(args.out.as_ref().unwrap_or(&config.report.out));
     let now = Utc::now();
-    let dir = archive::run_dir(&out, KIND, now)
-        .with_context(|| format!("cannot create an export folder in {}", out.display()))?;
-    let schema = match write(&dir, &store, &rows, config, pseudonymiser, now) {
-        Ok(schema) => schema,
-        Err(err) => {
-            // Best effort: without meta.json the folder is not listed anyway.
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(err.context(format!("export to {} failed and was removed", dir.display())));
-        }
-    };
+    let (dir, schema) = into_run_folder(&out, now, |dir| {
+        write(dir, &store, &rows, config, pseudonymiser, now)
+    })?;
     let meta = Meta {
         kind: KIND.to_owned(),
         title: if schema.pseudonymised {
@@ -54,7 +47,12 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
         } else {
             "Data export".to_owned()
         },
-        period: args.range.period.clone().unwrap_or_else(|| period_label(&rows)),
+        period: args.range.period.clone().unwrap_or_else(|| {
+            rows.iter()
+                .find(|r| r.grain == "range")
+                .map(|r| super::period_label(r, config.tz()))
+                .unwrap_or_default()
+        }),
         generated_at: now,
         main: export::SCHEMA_MD.to_owned(),
         extra: vec![export::SCHEMA_JSON.to_owned()],
@@ -74,25 +72,48 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     Ok(Outcome::Success)
 }
 
-/// The pseudonymisation key from the variable the config names.
-fn key(config: &Config, ctx: &Context) -> anyhow::Result<Pseudonymiser> {
-    let var = &config.export.pseudonymise_key_env;
-    let missing = || {
-        anyhow::anyhow!(
-            "--pseudonymise needs a key: set the environment variable {var} (named by \
-             `export.pseudonymise_key_env` in the config) to a long random secret, and keep it to \
-             give the same people the same pseudonyms in later exports"
-        )
-    };
-    let secret = ctx
-        .env
-        .get(var, "export.pseudonymise_key_env")
-        .map_err(|_| missing())?;
-    Pseudonymiser::new(secret.expose()).ok_or_else(missing)
+/// Makes a fresh export folder under `out` and fills it with `fill`. When `fill` fails, the
+/// half-made folder is removed and the error says so (and still names what failed).
+pub fn into_run_folder<T>(
+    out: &Path,
+    now: DateTime<Utc>,
+    fill: impl FnOnce(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<(PathBuf, T)> {
+    let dir = archive::run_dir(out, KIND, now)
+        .with_context(|| format!("cannot create an export folder in {}", out.display()))?;
+    match fill(&dir) {
+        Ok(value) => Ok((dir, value)),
+        Err(err) => {
+            // Best effort: without meta.json the folder is not listed anyway.
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(err.context(format!("export to {} failed and was removed", dir.display())))
+        }
+    }
 }
 
-/// Writes every file pair and the schema into `dir`.
-fn write(
+/// The pseudonymisation key from the variable the config names. The messages tell an unset
+/// variable from an empty one and from a key too short, and never show the key.
+fn key(config: &Config, ctx: &Context) -> anyhow::Result<Pseudonymiser> {
+    let var = &config.export.pseudonymise_key_env;
+    let refused = |why: String| {
+        anyhow::anyhow!(
+            "--pseudonymise needs a key: {why}; set the environment variable {var} (named by \
+             `export.pseudonymise_key_env` in the config) to a random secret of at least \
+             {MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`), and keep it to give the same \
+             people the same pseudonyms in later exports"
+        )
+    };
+    let secret = match ctx.env.get(var, "export.pseudonymise_key_env") {
+        Ok(secret) => secret,
+        Err(_) if ctx.env.is_set(var) => return Err(refused(format!("the key in {var} is empty"))),
+        Err(_) => return Err(refused(format!("{var} is not set"))),
+    };
+    Pseudonymiser::new(secret.expose()).map_err(|e| refused(format!("the key in {var} {e}")))
+}
+
+/// Writes every file pair and the schema into `dir` (which must exist): the canonical tables of
+/// `store`, the metric table `rows`, the per-service breakdown and the unmapped records.
+pub fn write(
     dir: &Path,
     store: &Store,
     rows: &[MetricRow],
@@ -129,18 +150,4 @@ fn write(
         &change_requests,
     ))?;
     Ok(export.finish(now)?)
-}
-
-/// `2026-08-03 to 2026-10-25`: the first and last day of the range the metric rows cover.
-fn period_label(rows: &[MetricRow]) -> String {
-    rows.iter()
-        .find(|r| r.grain == "range")
-        .map(|r| {
-            format!(
-                "{} to {}",
-                r.period_start.format("%Y-%m-%d"),
-                (r.period_end - Duration::days(1)).format("%Y-%m-%d")
-            )
-        })
-        .unwrap_or_default()
 }

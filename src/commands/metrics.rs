@@ -15,7 +15,7 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     let rows = compute(&args.range, config)?;
     match args.format {
         MetricsFormat::Table if args.by == ByScope::Org => {
-            super::out(&org_table(&rows));
+            super::out(&org_table(&rows, config.tz()));
             super::out(&kpi_table(&rows, &config.kpis));
         }
         MetricsFormat::Table if args.by == ByScope::Service => super::out(&scope_table(&rows, "service")),
@@ -190,8 +190,9 @@ pub fn scope_table(rows: &[MetricRow], scope_type: &str) -> String {
     out
 }
 
-/// The organisation's whole-range figures as an aligned text table.
-pub fn org_table(rows: &[MetricRow]) -> String {
+/// The organisation's whole-range figures as an aligned text table, its range in dates of the
+/// report time zone `tz`.
+pub fn org_table(rows: &[MetricRow], tz: chrono_tz::Tz) -> String {
     let mut lines = vec![[
         "metric".to_owned(),
         "value".to_owned(),
@@ -207,13 +208,7 @@ pub fn org_table(rows: &[MetricRow]) -> String {
         else {
             continue;
         };
-        range_label.get_or_insert_with(|| {
-            format!(
-                "{} to {}",
-                row.period_start.format("%Y-%m-%d"),
-                (row.period_end - chrono::Duration::days(1)).format("%Y-%m-%d")
-            )
-        });
+        range_label.get_or_insert_with(|| super::period_label(row, tz));
         let note = if row.insufficient() {
             "insufficient data (n < 5)".to_owned()
         } else {
@@ -262,6 +257,36 @@ mod tests {
             n,
             method: None,
         }
+    }
+
+    #[test]
+    fn the_range_is_labelled_with_dates_of_the_report_time_zone() {
+        // Berlin weeks 3 August to 25 October 2026: from Monday 00:00 CEST (Sunday 22:00 UTC) to
+        // Monday 26 October 00:00 CET (Sunday 23:00 UTC; summer time ended on the 25th).
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let range = MetricRow {
+            metric: "deployment_count".into(),
+            grain: "range".into(),
+            period_start: at("2026-08-02T22:00:00Z"),
+            period_end: at("2026-10-25T23:00:00Z"),
+            unit: "count".into(),
+            ..row(0, 12.0, 12)
+        };
+        let berlin = chrono_tz::Europe::Berlin;
+        assert_eq!(
+            super::super::period_label(&range, berlin),
+            "2026-08-03 to 2026-10-25"
+        );
+        let table = org_table(std::slice::from_ref(&range), berlin);
+        assert!(
+            table.starts_with("Organisation, 2026-08-03 to 2026-10-25\n"),
+            "{table}"
+        );
+        // The same instants read in UTC are a day earlier at both ends.
+        assert_eq!(
+            super::super::period_label(&range, chrono_tz::UTC),
+            "2026-08-02 to 2026-10-24"
+        );
     }
 
     #[test]

@@ -15,10 +15,11 @@ pub mod sync;
 use std::path::Path;
 
 use anyhow::bail;
-use chrono::{Datelike, Duration, NaiveDate, Weekday};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 
 use crate::cli::RangeArgs;
 use crate::config::Config;
+use crate::metric::MetricRow;
 use crate::pipeline::calendar::{Calendar, Grain, parse_period};
 
 /// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process
@@ -137,6 +138,17 @@ pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Res
 /// The Monday starting the ISO week of `day`.
 pub fn monday_of(day: NaiveDate) -> NaiveDate {
     day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+}
+
+/// `2026-08-03 to 2026-10-25`: the first and last day a metric row covers, as dates in the report
+/// time zone `tz`. Periods start at local midnight, which east of UTC is the evening before in UTC.
+pub fn period_label(row: &MetricRow, tz: chrono_tz::Tz) -> String {
+    let date = |at: DateTime<Utc>| at.with_timezone(&tz).date_naive();
+    format!(
+        "{} to {}",
+        date(row.period_start).format("%Y-%m-%d"),
+        (date(row.period_end) - Duration::days(1)).format("%Y-%m-%d")
+    )
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub fn write(
         kpis: &config.kpis,
         health,
         previous: None,
+        previous_unreadable: false,
     };
     nightly::write(&out_dir, &input)
         .with_context(|| format!("cannot write the nightly digest to {}", out_dir.display()))

@@ -3,7 +3,8 @@
 //!
 //! A source that fails does not stop the job: the rest is synced and reported, and the outcome is
 //! partial (exit 3) so cron and CronJobs can alert on it. When every source fails the job stops
-//! (exit 1), but the failure is still recorded for the next digest to show.
+//! (exit 1), but the failure is still recorded for the next digest to show: the run's health is
+//! saved as soon as the sync ends, whatever fails after it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,20 +56,16 @@ pub async fn job_at(
         .map(|(name, b)| (name.clone(), since(http::stats(name), *b)))
         .collect();
     let health = |seconds| RunHealth::from_report(&report, now, seconds, &traffic);
-    let outcome = match sync::outcome(&report) {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            // Every source failed: nothing to report on, but the next digest says so.
-            health(clock.elapsed().as_secs_f64()).save(&store)?;
-            return Err(e);
-        }
-    };
+    // Recorded before anything else can fail, so that a later digest describes this run (with
+    // the sync's time) rather than the one before; the metrics' time is added once they are done.
+    health(clock.elapsed().as_secs_f64()).save(&store)?;
+    let outcome = sync::outcome(&report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
     let health = health(clock.elapsed().as_secs_f64());
     health.save(&store)?;
-    super::out(&metrics::org_table(&rows));
+    super::out(&metrics::org_table(&rows, config.tz()));
     super::out(&metrics::kpi_table(&rows, &config.kpis));
     let output = report::render(&rows, config, out.clone())?;
     report::print_output(&output);

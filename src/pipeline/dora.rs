@@ -368,7 +368,6 @@ pub(super) fn other_failure_ids(
     Ok(ids.into_iter().collect())
 }
 
-/// Deployments that shipped a change which a later, deployed change reverts.
 /// Deployments that shipped a change which a later, deployed change reverts, with when the
 /// (first) deployment of such a revert finished: their remediation.
 fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<HashMap<String, i64>> {

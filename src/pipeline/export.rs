@@ -26,7 +26,7 @@ use crate::metric::{MetricId, MetricRow};
 
 mod pseudonym;
 
-pub use pseudonym::Pseudonymiser;
+pub use pseudonym::{KeyError, MIN_KEY_BYTES, Pseudonymiser};
 
 /// The schema file for people.
 pub const SCHEMA_MD: &str = "SCHEMA.md";
@@ -710,7 +710,8 @@ fn people_of<T: Table>(column: &str, kind: Kind) -> People {
     }
 }
 
-/// A text or list-of-text column with every value passed through `replace` (nulls stay null).
+/// A text or list-of-text column with every value passed through `replace` (nulls, and null items
+/// of lists, stay null).
 fn map_text(
     column: Result<&Column, PolarsError>,
     replace: &dyn Fn(&str) -> String,
@@ -727,13 +728,16 @@ fn map_text(
                 match list {
                     None => builder.append_null(),
                     Some(items) => {
-                        let texts: Vec<String> = items
+                        // A null item is nobody: it stays null rather than becoming "".
+                        let texts: Vec<Option<String>> = items
                             .str()
                             .map_err(fail)?
                             .iter()
-                            .map(|v| replace(v.unwrap_or("")))
+                            .map(|v| v.map(replace))
                             .collect();
-                        builder.append_values_iter(texts.iter().map(String::as_str));
+                        builder
+                            .append_series(&Series::new(PlSmallStr::EMPTY, texts))
+                            .map_err(fail)?;
                     }
                 }
             }
@@ -949,6 +953,45 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_cannot_be_written_is_named_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the Parquet file goes: the rename into place fails.
+        std::fs::create_dir(dir.path().join("reviews.parquet")).unwrap();
+        let mut export = Export::new(dir.path(), None);
+        let err = export.table(&reviews()).unwrap_err().to_string();
+        assert!(err.contains("reviews.parquet"), "{err}");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["reviews.parquet".to_owned()]);
+    }
+
+    #[test]
+    fn pseudonymising_a_list_keeps_its_null_items_null() {
+        let items = Series::new(PlSmallStr::EMPTY, [Some("jdoe"), None, Some("sam")]);
+        let empty = Series::new(PlSmallStr::EMPTY, Vec::<Option<&str>>::new());
+        let lists: ListChunked = [Some(items), None, Some(empty)].into_iter().collect();
+        let column = lists.with_name("reviewers".into()).into_series().into_column();
+        let mapped = map_text(Ok(&column), &|v| format!("p-{v}"), Path::new("reviews.parquet")).unwrap();
+        let rows: Vec<Option<Vec<Option<String>>>> = mapped
+            .list()
+            .unwrap()
+            .series_iter()
+            .map(|l| l.map(|s| s.str().unwrap().iter().map(|v| v.map(str::to_owned)).collect()))
+            .collect();
+        let text = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            rows,
+            vec![
+                Some(vec![text("p-jdoe"), None, text("p-sam")]),
+                None,
+                Some(vec![])
+            ]
+        );
+    }
+
+    #[test]
     fn csv_has_rfc3339_instants_empty_nulls_and_json_lists() {
         let dir = tempfile::tempdir().unwrap();
         let mut export = Export::new(dir.path(), None);
@@ -1021,7 +1064,7 @@ mod tests {
     #[test]
     fn people_columns_are_hashed_with_the_same_pseudonym_everywhere() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Pseudonymiser::new("secret-key").unwrap();
+        let p = Pseudonymiser::new("a-secret-key-of-at-least-32-bytes").unwrap();
         let mut export = Export::new(dir.path(), Some(p.clone()));
         export.table(&reviews()).unwrap();
         export.finish(at(0)).unwrap();

@@ -44,7 +44,7 @@ const MD_TEMPLATE: &str = include_str!("../../reports/nightly.md");
 /// The headline counts, in the order shown: metric id and title.
 pub const HEADLINES: [(&str, &str); 5] = [
     ("deployment_count", "Deployments"),
-    ("failed_deployment_count", "Failed changes"),
+    ("failed_deployment_count", "Failed deployments"),
     ("incidents_opened", "Incidents opened"),
     ("incidents_resolved", "Incidents resolved"),
     ("sla_breaches", "SLA breaches"),
@@ -116,6 +116,9 @@ pub struct NightlyInput<'a> {
     pub health: Option<&'a RunHealth>,
     /// The previous digest's summary, if there is one.
     pub previous: Option<&'a Summary>,
+    /// Whether the previous digest's summary could not be read (then `previous` is `None`, and
+    /// the digest says so instead of calling itself the first).
+    pub previous_unreadable: bool,
 }
 
 /// A headline count for the day and the 7 days.
@@ -158,11 +161,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Reads a run folder's `summary.json`; `None` when it is missing or unreadable (an older
-    /// or damaged run is then simply not compared with).
+    /// Reads a run folder's `summary.json`; `None` when it is missing or unreadable.
     pub fn read(dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(dir.join(SUMMARY_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
+        Self::try_read(dir).ok()
+    }
+
+    /// Reads a run folder's `summary.json`, saying why it cannot be read.
+    pub fn try_read(dir: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(dir.join(SUMMARY_FILE)).map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
     }
 }
 
@@ -291,6 +298,8 @@ pub struct Digest {
     pub kpi_counts: String,
     /// When the previous digest was made; `None` on the first.
     pub previous_at: Option<String>,
+    /// Whether there was a previous digest whose summary could not be read.
+    pub previous_unreadable: bool,
     /// KPIs whose status changed since the previous digest.
     pub changes: Vec<StatusChange>,
     /// The first few changes for the Markdown digest, e.g. `Availability (org) green → red`.
@@ -429,6 +438,7 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
         kpi_counts: kpi_counts(&kpis),
         kpis,
         previous_at: input.previous.map(|p| stamp(p.generated_at)),
+        previous_unreadable: input.previous.is_none() && input.previous_unreadable,
         changes_more: changes.len().saturating_sub(MD_CHANGES),
         changes_short,
         changes,
@@ -642,12 +652,14 @@ pub struct NightlyOutput {
 
 /// Writes a digest into a fresh run folder under `out` (`<out>/nightly/<timestamp>/`):
 /// `report.html`, `digest.md`, `summary.json`, `meta.json`, then rewrites `<out>/index.html`.
-/// The previous digest compared with is the newest earlier nightly run under `out`.
+/// The previous digest compared with is the nightly run under `out` for the latest day before this
+/// one (so a digest made again for a past day never compares with a later day).
 pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, ReportError> {
     let dir = archive::run_dir(out, KIND, input.generated_at)?;
-    let previous = archive::latest(out, KIND, Some(&dir)).and_then(|e| Summary::read(&e.dir));
+    let previous = previous_digest(out, &dir, input.window.day);
     let input = NightlyInput {
-        previous: previous.as_ref(),
+        previous: previous.as_ref().ok().and_then(Option::as_ref),
+        previous_unreadable: previous.is_err(),
         ..input.clone()
     };
     let (digest, summary) = build(&input);
@@ -681,6 +693,51 @@ pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, Repo
         digest: md,
         index,
     })
+}
+
+/// The summary of the digest to compare with: among the nightly runs under `out` other than
+/// `except`, the one for the latest day before `day` (the newest made, when several are). `Ok(None)`
+/// when there is none, `Err(())` (after a warning naming the file) when that one's summary cannot
+/// be read; such a run is dated by its `meta.json` period, which starts with its day.
+fn previous_digest(out: &Path, except: &Path, day: NaiveDate) -> Result<Option<Summary>, ()> {
+    // The best candidate so far: its day, when it was made, its summary or why it is unreadable.
+    type Candidate = (NaiveDate, DateTime<Utc>, Result<Summary, (PathBuf, String)>);
+    let mut best: Option<Candidate> = None;
+    for entry in archive::runs(out) {
+        if entry.meta.kind != KIND || entry.dir == except {
+            continue;
+        }
+        let (its_day, summary) = match Summary::try_read(&entry.dir) {
+            Ok(summary) => (Some(summary.day), Ok(summary)),
+            Err(error) => (
+                entry
+                    .meta
+                    .period
+                    .get(..10)
+                    .and_then(|d| d.parse::<NaiveDate>().ok()),
+                Err((entry.dir.join(SUMMARY_FILE), error)),
+            ),
+        };
+        let Some(its_day) = its_day.filter(|d| *d < day) else {
+            continue;
+        };
+        let made = entry.meta.generated_at;
+        if best.as_ref().is_none_or(|(d, at, _)| (its_day, made) > (*d, *at)) {
+            best = Some((its_day, made, summary));
+        }
+    }
+    match best {
+        None => Ok(None),
+        Some((_, _, Ok(summary))) => Ok(Some(summary)),
+        Some((_, _, Err((path, error)))) => {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "Previous nightly digest unreadable; this digest is not compared with it."
+            );
+            Err(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::QuarantineReason;
 use crate::model::{ChangeRequest, Incident, Quarantined, Record, Severity, Ticket};
+use crate::people::person;
 use crate::secret::SecretEnv;
 use crate::time::{parse_instant, parse_opt_instant};
 
@@ -698,7 +699,8 @@ impl ServiceNow {
             }
         };
         // People are `sys_user` references; the dot-walked `.name` is the user's display name.
-        let assignee = non_empty(text(raw, "assigned_to.name")?);
+        // They are optional: an odd value is nobody, not a reason to quarantine the incident.
+        let assignee = person(raw, &["/assigned_to.name"]);
         let key = if number.is_empty() { sys_id } else { number };
         let digits: String = number.chars().filter(char::is_ascii_digit).collect();
         let incident = Incident {
@@ -723,7 +725,7 @@ impl ServiceNow {
         };
         let ticket = Ticket {
             assignee,
-            reporter: non_empty(text(raw, "opened_by.name")?),
+            reporter: person(raw, &["/opened_by.name"]),
             id: format!("{}:{key}", self.config.name),
             source: self.config.name.clone(),
             key: key.to_owned(),
@@ -787,8 +789,8 @@ impl ServiceNow {
             None => time(raw, "sys_created_on")?.ok_or("missing opened_at and sys_created_on")?,
         };
         let change = ChangeRequest {
-            assigned_to: non_empty(text(raw, "assigned_to.name")?),
-            requested_by: non_empty(text(raw, "requested_by.name")?),
+            assigned_to: person(raw, &["/assigned_to.name"]),
+            requested_by: person(raw, &["/requested_by.name"]),
             id: format!("{}:{sys_id}", self.config.name),
             source: self.config.name.clone(),
             number: text(raw, "number")?.to_owned(),

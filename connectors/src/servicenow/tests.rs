@@ -767,6 +767,15 @@ fn an_incident_row_from_the_docs() {
     );
     row["assigned_to.name"] = json!("");
     assert_eq!(c.incident(&row, &mut unknown).unwrap().1.assignee, None);
+    // People are optional: a people field that is not text is nobody, and the incident is kept.
+    row["assigned_to.name"] = json!({"link": "x", "value": "46d4"});
+    row["opened_by.name"] = json!(7);
+    let (inc, ticket, _) = c.incident(&row, &mut unknown).unwrap();
+    assert_eq!(inc.number, Some(46));
+    assert_eq!(
+        (inc.assignee, ticket.assignee, ticket.reporter),
+        (None, None, None)
+    );
 
     // Closed without resolved_at: closed_at stands in; cancelled without either: last update.
     let mut row = incident_row();
@@ -863,6 +872,12 @@ fn a_change_request_row_and_unknown_choices() {
         (chg.requested_by.as_deref(), chg.assigned_to.as_deref()),
         (Some("Abel Tuter"), Some("David Loo"))
     );
+    // An odd people field is nobody; the change request is kept.
+    row["requested_by.name"] = json!(["Abel Tuter"]);
+    row["assigned_to.name"] = json!(true);
+    let (chg, _) = c.change_request(&row, &mut unknown).unwrap();
+    assert_eq!(chg.number, "CHG0030001");
+    assert_eq!((chg.requested_by, chg.assigned_to), (None, None));
 }
 
 #[test]

@@ -47,7 +47,10 @@ struct Known {
 /// finished at or after the merge, among the deployments whose commits are unknown — the first of
 /// a repo (no baseline to compare with), one whose compare failed, every deployment of a source
 /// without compares. A deployment whose commits are known and do not contain the change did not
-/// ship it, whatever its finish time; a change merged but never deployed stays unlinked.
+/// ship it, whatever its finish time; a change merged but never deployed stays unlinked. A change
+/// whose source gives no merge sha cannot be found in any commits, so it is linked by `time` to
+/// the first production deployment of its repo that finished at or after the merge, known
+/// commits or not.
 pub(in crate::pipeline) fn change_links(
     changes: LazyFrame,
     production: LazyFrame,
@@ -94,6 +97,12 @@ pub(in crate::pipeline) fn change_links(
             .and_then(|sha| claims.by_commit.get(sha.to_ascii_lowercase().as_str()))
             .map(|&d| (d, ANCESTRY));
         let by_time = || {
+            if merge_sha.get(i).is_none() {
+                // Without a merge sha no commit can say which deployment shipped the change:
+                // every production deployment of the repo is a candidate.
+                let first = list.partition_point(|d| d.finished < merged);
+                return (first < list.len()).then_some((first, TIME));
+            }
             let unknown = &claims.unknown;
             let first = unknown.partition_point(|&d| list[d].finished < merged);
             unknown.get(first).map(|&d| (d, TIME))
@@ -273,4 +282,79 @@ fn commits_by_repo(commits: LazyFrame) -> PolarsResult<HashMap<String, HashMap<S
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `(change_id, deployment_id, method)` of every linked change, by change id.
+    fn links(changes: DataFrame, production: DataFrame, commits: DataFrame) -> Vec<(String, String, String)> {
+        let frame = change_links(changes.lazy(), production.lazy(), commits.lazy())
+            .unwrap()
+            .sort(["change_id"], SortMultipleOptions::default())
+            .collect()
+            .unwrap();
+        let (change, deployment, method) = (
+            frame.column("change_id").unwrap().str().unwrap(),
+            frame.column("deployment_id").unwrap().str().unwrap(),
+            frame.column("method").unwrap().str().unwrap(),
+        );
+        (0..frame.height())
+            .map(|i| {
+                (
+                    change.get(i).unwrap().to_owned(),
+                    deployment.get(i).unwrap().to_owned(),
+                    method.get(i).unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_without_a_merge_sha_links_by_time_even_where_every_deployment_has_known_commits() {
+        // Repo r: d1 (sha a, finished at 100) and d2 (sha b, child of a, finished at 200); both
+        // shas are in the commits table, so no deployment has unknown commits.
+        let production = df!(
+            "id" => ["d1", "d2"],
+            "repo" => ["r", "r"],
+            "service" => ["svc", "svc"],
+            "sha" => ["a", "b"],
+            "finished_at" => [100i64, 200],
+        )
+        .unwrap();
+        let parents_a = Series::new("".into(), Vec::<String>::new());
+        let parents_b = Series::new("".into(), ["a"]);
+        let commits = df!(
+            "repo" => ["r", "r"],
+            "sha" => ["a", "b"],
+            "parents" => [parents_a, parents_b],
+            "deployment_id" => [None::<&str>, None],
+        )
+        .unwrap();
+        // c1: no merge sha, merged at 150 → the first deployment finished at or after 150: d2.
+        // c2: no merge sha, merged at 100 → d1 (finished exactly then).
+        // c3: no merge sha, merged at 250 → no deployment after it: unlinked.
+        // c4: merge sha b → d2 by ancestry. c5: merge sha z, unknown to the commits, merged at 50:
+        // every deployment's commits are known and none holds z, so it stays unlinked.
+        let changes = df!(
+            "id" => ["c1", "c2", "c3", "c4", "c5"],
+            "repo" => ["r", "r", "r", "r", "r"],
+            "merged_at" => [150i64, 100, 250, 150, 50],
+            "created_at" => [Some(10i64), Some(10), Some(10), Some(10), Some(10)],
+            "first_commit_at" => [None::<i64>, None, None, None, None],
+            "merge_commit_sha" => [None, None, None, Some("b"), Some("z")],
+        )
+        .unwrap();
+        let owned = |c: &str, d: &str, m: &str| (c.to_owned(), d.to_owned(), m.to_owned());
+        assert_eq!(
+            links(changes, production, commits),
+            vec![
+                owned("c1", "d2", TIME),
+                owned("c2", "d1", TIME),
+                owned("c4", "d2", ANCESTRY),
+            ]
+        );
+    }
 }

@@ -16,6 +16,24 @@ pub const PREFIX: &str = "p-";
 /// people of one organisation).
 const HEX_DIGITS: usize = 20;
 
+/// The shortest key accepted, in bytes: as long as the hash itself (HMAC-SHA256), so that the
+/// key cannot be guessed more easily than the pseudonyms.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Why a pseudonymisation key is refused. The key itself is never part of the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key is empty.
+    #[error("is empty")]
+    Empty,
+    /// The key is shorter than [`MIN_KEY_BYTES`].
+    #[error("is too short: {bytes} bytes, at least {MIN_KEY_BYTES} are needed")]
+    TooShort {
+        /// The key's length in bytes.
+        bytes: usize,
+    },
+}
+
 /// Column and JSON key names that hold a person (compared lower-case).
 const PERSON_KEYS: &[&str] = &[
     "acknowledger",
@@ -77,14 +95,20 @@ impl std::fmt::Debug for Pseudonymiser {
 }
 
 impl Pseudonymiser {
-    /// A pseudonymiser with this key; `None` for an empty key (every name would be guessable).
-    pub fn new(key: &str) -> Option<Self> {
-        if key.is_empty() {
-            return None;
+    /// A pseudonymiser with this key, which must be at least [`MIN_KEY_BYTES`] long: with a short
+    /// key, every name would be guessable by trying keys.
+    pub fn new(key: &str) -> Result<Self, KeyError> {
+        let bytes = key.len();
+        match bytes {
+            0 => Err(KeyError::Empty),
+            _ if bytes < MIN_KEY_BYTES => Err(KeyError::TooShort { bytes }),
+            _ => Self::keyed(key.as_bytes()).ok_or(KeyError::TooShort { bytes }),
         }
-        Hmac::<Sha256>::new_from_slice(key.as_bytes())
-            .ok()
-            .map(|mac| Self { mac })
+    }
+
+    /// A pseudonymiser with any key, unchecked (the published HMAC test vectors use short ones).
+    fn keyed(key: &[u8]) -> Option<Self> {
+        Hmac::<Sha256>::new_from_slice(key).ok().map(|mac| Self { mac })
     }
 
     /// The pseudonym of one value: `p-` and 20 hex digits of HMAC-SHA256(key, trimmed lower-case
@@ -186,11 +210,29 @@ impl Pseudonymiser {
 mod tests {
     use super::*;
 
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn keys_shorter_than_32_bytes_are_refused() {
+        assert_eq!(Pseudonymiser::new("").err(), Some(KeyError::Empty));
+        let short = "x".repeat(31);
+        assert_eq!(
+            Pseudonymiser::new(&short).err(),
+            Some(KeyError::TooShort { bytes: 31 })
+        );
+        let message = KeyError::TooShort { bytes: 31 }.to_string();
+        assert_eq!(message, "is too short: 31 bytes, at least 32 are needed");
+        assert!(Pseudonymiser::new(&"x".repeat(32)).is_ok());
+        // Bytes, not characters: 16 two-byte characters are 32 bytes.
+        assert!(Pseudonymiser::new(&"é".repeat(16)).is_ok());
+        assert!(Pseudonymiser::new(&"é".repeat(15)).is_err());
+    }
+
     #[test]
     fn the_pseudonym_is_hmac_sha256_of_the_normalised_value() {
         // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?") starts with
         // 5bdcc146bf60754e6a04; the value is already lower-case and trimmed.
-        let p = Pseudonymiser::new("Jefe").unwrap();
+        let p = Pseudonymiser::keyed(b"Jefe").unwrap();
         assert_eq!(p.name("what do ya want for nothing?"), "p-5bdcc146bf60754e6a04");
         assert_eq!(
             p.name("  WHAT do ya want for nothing? "),
@@ -198,18 +240,17 @@ mod tests {
         );
         assert_eq!(p.name(""), "");
         assert_ne!(
-            Pseudonymiser::new("other")
+            Pseudonymiser::keyed(b"other")
                 .unwrap()
                 .name("what do ya want for nothing?"),
             p.name("what do ya want for nothing?")
         );
-        assert!(Pseudonymiser::new("").is_none());
         assert_eq!(format!("{p:?}"), "Pseudonymiser(***)");
     }
 
     #[test]
     fn people_in_a_raw_record_are_replaced_and_the_rest_kept() {
-        let p = Pseudonymiser::new("k").unwrap();
+        let p = Pseudonymiser::new(KEY).unwrap();
         let raw = serde_json::json!({
             "key": "OPS-1",
             "fields": {
@@ -262,7 +303,7 @@ mod tests {
 
     #[test]
     fn email_addresses_are_found_inside_text_and_at_signs_alone_are_kept() {
-        let p = Pseudonymiser::new("k").unwrap();
+        let p = Pseudonymiser::new(KEY).unwrap();
         let signed = "Signed-off-by: Jane <jane.roe+ci@mail.acme.example>.";
         assert_eq!(
             p.emails_in(signed).unwrap(),
@@ -281,7 +322,7 @@ mod tests {
 
     #[test]
     fn text_that_is_not_json_is_replaced_whole() {
-        let p = Pseudonymiser::new("k").unwrap();
+        let p = Pseudonymiser::new(KEY).unwrap();
         assert_eq!(p.json_text("jdoe,checkout"), p.name("jdoe,checkout"));
     }
 

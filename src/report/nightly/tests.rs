@@ -169,6 +169,7 @@ fn input<'a>(
         kpis,
         health,
         previous,
+        previous_unreadable: false,
     }
 }
 
@@ -207,7 +208,7 @@ fn headlines_are_the_last_day_and_the_seven_days_with_changes_since_the_previous
             // 4 on the 21st (not the 9 of the 20th); 4 − 2 = +2, 31 − 33 = −2.
             ("Deployments", "4", "+2", "31", "−2"),
             // The previous digest had the day (1) but no 7-day value.
-            ("Failed changes", "1", "±0", "3", ""),
+            ("Failed deployments", "1", "±0", "3", ""),
             ("Incidents opened", "2", "", "5", ""),
             ("Incidents resolved", "0", "", "4", ""),
             ("SLA breaches", "—", "", "—", ""),
@@ -428,7 +429,7 @@ fn digests_written_twice_compare_with_the_earlier_one() {
     let md = std::fs::read_to_string(&first.digest).unwrap();
     assert!(md.contains("First digest: no earlier report"), "{md}");
 
-    // A day later, change failure rate is 12/31: red.
+    // The next day, change failure rate is 12/31: red.
     let mut second_rows = rows();
     second_rows.retain(|r| r.metric != "change_failure_rate");
     second_rows.push(row(
@@ -441,6 +442,7 @@ fn digests_written_twice_compare_with_the_earlier_one() {
     ));
     let second_input = NightlyInput {
         generated_at: at(23, 6),
+        window: Window::ending(NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()),
         ..input(&second_rows, &kpis, None, None)
     };
     let second = write(out.path(), &second_input).unwrap();
@@ -477,4 +479,95 @@ fn markdown_escaping_covers_links_emphasis_html_and_line_breaks() {
         r"a\_b \*c\* \[d\]\(e\) \<f\> \`g\` \#h \|i\| \!j k \& l"
     );
     assert_eq!(escape_markdown("checkout-api 2.0"), "checkout-api 2.0");
+}
+
+/// The digest for `day` (November 2026) made at `hour` on `made` (November 2026), written to `out`.
+fn digest_for(out: &Path, day: u32, made: u32, hour: u32) -> NightlyOutput {
+    let (rows, kpis) = (rows(), kpis());
+    let input = NightlyInput {
+        generated_at: at(made, hour),
+        window: Window::ending(NaiveDate::from_ymd_opt(2026, 11, day).unwrap()),
+        ..input(&rows, &kpis, None, None)
+    };
+    write(out, &input).unwrap()
+}
+
+#[test]
+fn a_backfilled_digest_compares_with_the_newest_digest_of_an_earlier_day() {
+    let out = tempfile::tempdir().unwrap();
+    digest_for(out.path(), 21, 22, 6);
+    digest_for(out.path(), 22, 23, 6);
+    // `report nightly --period 2026-11-15` afterwards: every digest made covers a later day.
+    let backfill = digest_for(out.path(), 15, 23, 7);
+    let md = std::fs::read_to_string(&backfill.digest).unwrap();
+    assert!(md.contains("First digest: no earlier report"), "{md}");
+    // The 22nd again: compared with the 21st's digest, not with the 22nd's (same day) nor with
+    // the 15th's (made later, but for an older day).
+    let again = digest_for(out.path(), 22, 23, 8);
+    let html = std::fs::read_to_string(&again.html).unwrap();
+    assert!(html.contains("previous digest (2026-11-22 06:00 UTC)"), "{html}");
+    let md = std::fs::read_to_string(&again.digest).unwrap();
+    assert!(
+        md.contains("no status changed since 2026-11-22 06:00 UTC"),
+        "{md}"
+    );
+}
+
+/// Log lines written while `f` runs, as text.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (value, text)
+}
+
+#[test]
+fn an_unreadable_previous_summary_is_said_and_logged_not_taken_for_a_first_digest() {
+    let out = tempfile::tempdir().unwrap();
+    let first = digest_for(out.path(), 21, 22, 6);
+    let damaged = first.dir.join(SUMMARY_FILE);
+    std::fs::write(&damaged, "{ not json").unwrap();
+    let (second, log) = logged(|| digest_for(out.path(), 22, 23, 6));
+    let md = std::fs::read_to_string(&second.digest).unwrap();
+    assert!(md.contains("Previous digest unreadable"), "{md}");
+    assert!(!md.contains("First digest"), "{md}");
+    let html = std::fs::read_to_string(&second.html).unwrap();
+    assert!(html.contains("The previous digest is unreadable"), "{html}");
+    assert!(!html.contains("first nightly digest"), "{html}");
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains(&damaged.display().to_string()), "{log}");
+    // Its own summary is fine: the next day compares with it.
+    let third = digest_for(out.path(), 23, 24, 6);
+    let md = std::fs::read_to_string(&third.digest).unwrap();
+    assert!(
+        md.contains("no status changed since 2026-11-23 06:00 UTC"),
+        "{md}"
+    );
+}
+
+#[test]
+fn each_headline_is_titled_as_its_metric() {
+    for (id, title) in HEADLINES {
+        let metric = MetricId::parse(id).unwrap().title().to_lowercase();
+        assert!(
+            metric.ends_with(&title.to_lowercase()),
+            "{id}: {title} vs {metric}"
+        );
+    }
 }
