@@ -355,7 +355,7 @@ pub(super) fn attributions(
         ])?
         .lazy(),
     };
-    let candidates = incidents
+    let unnamed = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
         // Incidents that name their cause are not attributed again by the window.
@@ -366,27 +366,59 @@ pub(super) fn attributions(
             col("incident_id"),
             col("named"),
         )
-        .filter(col("is_named").is_null())
-        .inner_join(
-            production.filter(col("service").is_not_null()).select([
-                col("id").alias("deployment_id"),
-                col("service"),
-                col("finished_at"),
-            ]),
-            col("service"),
-            col("service"),
+        .filter(col("is_named").is_null());
+    // One sorted pass instead of joining each incident with every deployment of its service
+    // (quadratic per service): incidents and deployments stacked, sorted by service and instant
+    // (deployments by id), and each incident takes the deployment just above it, which is the
+    // latest `(finished_at, id)` before it. At the same instant a deployment comes first for the
+    // chain (finished at or before the start) and last for DevLake (strictly before).
+    let (incident_kind, deployment_kind) = match mode {
+        Attribution::Chain => (1i32, 0i32),
+        Attribution::Devlake => (0i32, 1i32),
+    };
+    let null = |dtype: DataType| lit(NULL).cast(dtype);
+    let incident_events = unnamed.select([
+        col("service"),
+        col("started_at").alias("t"),
+        lit(incident_kind).alias("kind"),
+        col("incident_id"),
+        col("started_at"),
+        null(DataType::String).alias("deployment_id"),
+        null(DataType::String).alias("deployment_service"),
+        null(DataType::Int64).alias("finished_at"),
+    ]);
+    let deployment_events = production.filter(col("service").is_not_null()).select([
+        col("service"),
+        col("finished_at").alias("t"),
+        lit(deployment_kind).alias("kind"),
+        null(DataType::String).alias("incident_id"),
+        null(DataType::Int64).alias("started_at"),
+        col("id").alias("deployment_id"),
+        col("service").alias("deployment_service"),
+        col("finished_at"),
+    ]);
+    let previous = |name: &str| col(name).fill_null_with_strategy(FillNullStrategy::Forward(None));
+    let in_window = match mode {
+        Attribution::Devlake => lit(true),
+        Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
+    };
+    let window = stack(incident_events, deployment_events)
+        .sort(
+            ["service", "t", "kind", "deployment_id"],
+            SortMultipleOptions::default().with_nulls_last(true),
         )
-        .filter(col("finished_at").lt_eq(col("started_at")).and(match mode {
-            // DevLake: strictly before the incident, no window.
-            Attribution::Devlake => col("finished_at").lt(col("started_at")),
-            Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
-        }));
-    let latest_first = SortMultipleOptions::default().with_order_descending(true);
-    let window = candidates
-        .group_by([col("incident_id")])
-        .agg([col("deployment_id")
-            .sort_by([col("finished_at"), col("deployment_id")], latest_first)
-            .first()]);
+        .with_columns([
+            previous("deployment_id"),
+            previous("deployment_service"),
+            previous("finished_at"),
+        ])
+        .filter(
+            col("kind")
+                .eq(lit(incident_kind))
+                .and(col("deployment_service").eq(col("service")))
+                .and(in_window),
+        )
+        .select([col("incident_id"), col("deployment_id")]);
     concat([explicit, window], UnionArgs::default())
 }
 
@@ -408,6 +440,18 @@ fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<L
         .zip(dep_sha.iter())
         .filter_map(|(i, s)| Some((i?, s?)))
         .collect();
+    // Indexes instead of a scan of every deployment per reference: the position of the latest
+    // deployment with each id, and every lower-cased sha with its position, sorted for prefix search.
+    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(deps.len());
+    for (position, (id, _)) in deps.iter().enumerate() {
+        by_id.insert(id, position);
+    }
+    let mut by_sha: Vec<(String, usize)> = deps
+        .iter()
+        .enumerate()
+        .map(|(position, (_, sha))| (sha.to_ascii_lowercase(), position))
+        .collect();
+    by_sha.sort_unstable();
     let refs = incidents.select([col("id"), col("cause_refs")]).collect()?;
     let (inc_id, cause_refs) = (refs.column("id")?.str()?, refs.column("cause_refs")?.list()?);
     let mut linked_incidents = Vec::new();
@@ -422,12 +466,20 @@ fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<L
         let found = list.iter().flatten().find_map(|r| {
             let r = r.trim();
             let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
-            deps.iter()
-                .rev()
-                .find(|(id, sha)| {
-                    *id == r || (is_sha && sha.to_ascii_lowercase().starts_with(&r.to_ascii_lowercase()))
+            // The latest deployment (highest position) named by id or by a sha prefix.
+            let by_id = by_id.get(r).copied();
+            let by_sha = is_sha
+                .then(|| {
+                    let prefix = r.to_ascii_lowercase();
+                    let from = by_sha.partition_point(|(sha, _)| sha.as_str() < prefix.as_str());
+                    by_sha[from..]
+                        .iter()
+                        .take_while(|(sha, _)| sha.starts_with(&prefix))
+                        .map(|(_, position)| *position)
+                        .max()
                 })
-                .map(|(id, _)| *id)
+                .flatten();
+            by_id.max(by_sha).and_then(|position| deps.get(position)).map(|(id, _)| *id)
         });
         if let Some(deployment) = found {
             linked_incidents.push(incident.to_owned());
@@ -455,44 +507,74 @@ fn lead_times(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
         .filter(col("span").gt_eq(lit(0i64)))
 }
 
+/// `a` with the rows of `b` below it (same columns).
+fn stack(a: LazyFrame, b: LazyFrame) -> LazyFrame {
+    // `concat` fails only when given no frames at all.
+    concat([a.clone(), b], UnionArgs::default()).unwrap_or(a)
+}
+
 /// Merged changes with the deployment that shipped them (time method: the first production
 /// deployment of the repo that finished at or after the merge): `change_id, merged_at,
 /// opened_at, first_commit_at, deployment_id, service, at` (the deployment's finish), `began_at`
 /// (first commit, else opening). Changes never deployed have no row.
 pub(super) fn change_links(changes: LazyFrame, production: LazyFrame) -> LazyFrame {
+    // One sorted pass instead of a join of every merged change with every deployment of its repo
+    // (quadratic per repo: billions of pairs on a lake of years). Changes and deployments are
+    // stacked and sorted by repo and instant, changes before deployments at the same instant (a
+    // deployment finishing at the merge counts) and deployments by id; each change then takes
+    // the next deployment below it, which is the earliest `(finished_at, id)` at or after its merge.
+    let null = |dtype: DataType| lit(NULL).cast(dtype);
     let merged = changes.filter(col("merged_at").is_not_null()).select([
-        col("id").alias("change_id"),
         col("repo"),
+        col("merged_at").alias("t"),
+        lit(0i32).alias("kind"),
+        col("id").alias("change_id"),
         col("merged_at"),
         col("created_at").alias("opened_at"),
         col("first_commit_at"),
         col("first_commit_at")
             .fill_null(col("created_at"))
             .alias("began_at"),
+        null(DataType::String).alias("deployment_id"),
+        null(DataType::String).alias("deployment_repo"),
+        null(DataType::Int64).alias("at"),
     ]);
-    let deployed = production.select([
-        col("id").alias("deployment_id"),
+    let deployed = production.clone().select([
         col("repo"),
-        col("service"),
-        col("finished_at"),
+        col("finished_at").alias("t"),
+        lit(1i32).alias("kind"),
+        null(DataType::String).alias("change_id"),
+        null(DataType::Int64).alias("merged_at"),
+        null(DataType::Int64).alias("opened_at"),
+        null(DataType::Int64).alias("first_commit_at"),
+        null(DataType::Int64).alias("began_at"),
+        col("id").alias("deployment_id"),
+        col("repo").alias("deployment_repo"),
+        col("finished_at").alias("at"),
     ]);
-    let first = SortMultipleOptions::default();
-    merged
-        .inner_join(deployed, col("repo"), col("repo"))
-        .filter(col("finished_at").gt_eq(col("merged_at")))
-        .group_by([col("change_id")])
-        .agg([
-            col("deployment_id")
-                .sort_by([col("finished_at"), col("deployment_id")], first.clone())
-                .first(),
-            col("service")
-                .sort_by([col("finished_at"), col("deployment_id")], first)
-                .first(),
-            col("finished_at").min().alias("at"),
-            col("merged_at").first(),
-            col("opened_at").first(),
-            col("first_commit_at").first(),
-            col("began_at").first(),
+    let next = |name: &str| col(name).fill_null_with_strategy(FillNullStrategy::Backward(None));
+    let services = production.select([col("id").alias("shipped_by"), col("service")]);
+    stack(merged, deployed)
+        .sort(
+            ["repo", "t", "kind", "deployment_id"],
+            SortMultipleOptions::default().with_nulls_last(true),
+        )
+        .with_columns([next("deployment_id"), next("deployment_repo"), next("at")])
+        .filter(
+            col("kind")
+                .eq(lit(0i32))
+                .and(col("deployment_repo").eq(col("repo"))),
+        )
+        .left_join(services, col("deployment_id"), col("shipped_by"))
+        .select([
+            col("change_id"),
+            col("deployment_id"),
+            col("service"),
+            col("at"),
+            col("merged_at"),
+            col("opened_at"),
+            col("first_commit_at"),
+            col("began_at"),
         ])
 }
 

@@ -84,7 +84,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         )
         .map_err(polars)?,
         deploys: aggregate(
-            deployment_coverage(shared.production.clone(), change_requests, grid, tolerance_ms),
+            deployment_coverage(shared.production.clone(), change_requests, grid, tolerance_ms)
+                .map_err(polars)?,
             grid,
             &[("uncovered", col("uncovered").sum())],
         )
@@ -334,10 +335,9 @@ fn deployment_coverage(
     change_requests: LazyFrame,
     grid: &Grid,
     tolerance_ms: i64,
-) -> LazyFrame {
+) -> PolarsResult<LazyFrame> {
     let (start, end) = grid.millis(Period::Range);
-    // Only windows that reach into the range can cover a deployment counted in it; this keeps the
-    // join below to the reporting range.
+    // Only windows that reach into the range can cover a deployment counted in it.
     let windows = change_requests
         .filter(
             col("approved")
@@ -355,24 +355,55 @@ fn deployment_coverage(
             col("window_to")
                 .gt_eq(lit(start))
                 .and(col("window_from").lt(lit(end))),
-        );
-    let covered = production
+        )
+        .collect()?;
+    // A deployment is covered when, among its service's windows opening at or before it, the
+    // latest closing one reaches it: windows sorted by opening with the running latest close, one
+    // binary search per deployment. (A join of each deployment with every window of its service
+    // is quadratic: hundreds of millions of pairs on a lake of years.)
+    let (service, from, to) = (
+        windows.column("service")?.str()?,
+        windows.column("window_from")?.i64()?,
+        windows.column("window_to")?.i64()?,
+    );
+    let mut by_service: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+    for i in 0..windows.height() {
+        if let (Some(s), Some(f), Some(t)) = (service.get(i), from.get(i), to.get(i)) {
+            by_service.entry(s).or_default().push((f, t));
+        }
+    }
+    for spans in by_service.values_mut() {
+        spans.sort_unstable();
+        let mut latest = i64::MIN;
+        for span in spans.iter_mut() {
+            latest = latest.max(span.1);
+            span.1 = latest;
+        }
+    }
+    let deployments = production
         .clone()
         .filter(col("service").is_not_null())
-        .select([
-            col("id").alias("deployment_id"),
-            col("service"),
-            col("finished_at"),
-        ])
-        .inner_join(windows, col("service"), col("service"))
-        .filter(
-            col("finished_at")
-                .gt_eq(col("window_from"))
-                .and(col("finished_at").lt_eq(col("window_to"))),
-        )
-        .group_by([col("deployment_id")])
-        .agg([len().alias("windows")]);
-    production
+        .select([col("id"), col("service"), col("finished_at")])
+        .collect()?;
+    let (id, service, finished) = (
+        deployments.column("id")?.str()?,
+        deployments.column("service")?.str()?,
+        deployments.column("finished_at")?.i64()?,
+    );
+    let mut covered: Vec<&str> = (0..deployments.height())
+        .filter_map(|i| {
+            let (id, spans, at) = (id.get(i)?, by_service.get(service.get(i)?)?, finished.get(i)?);
+            let opened = spans.partition_point(|(from, _)| *from <= at);
+            let (_, latest_close) = opened.checked_sub(1).and_then(|k| spans.get(k))?;
+            (*latest_close >= at).then_some(id)
+        })
+        .collect();
+    covered.sort_unstable();
+    covered.dedup();
+    let covered = DataFrame::new_infer_height(vec![Column::new("deployment_id".into(), covered)])?
+        .lazy()
+        .with_column(lit(true).alias("windows"));
+    Ok(production
         .left_join(covered, col("id"), col("deployment_id"))
         .select([
             col("service"),
@@ -381,7 +412,7 @@ fn deployment_coverage(
                 .is_null()
                 .cast(DataType::Float64)
                 .alias("uncovered"),
-        ])
+        ]))
 }
 
 /// Open tickets at a period's end.
