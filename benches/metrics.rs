@@ -296,8 +296,11 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
     let store = Store::open(root)?;
     let path = |t: &str| store.table_path(t);
     let (deployments, changes, incidents) = (path("deployments"), path("changes"), path("incidents"));
-    let (tickets, ticket_transitions, change_requests) =
-        (path("tickets"), path("ticket_transitions"), path("change_requests"));
+    let (tickets, ticket_transitions, change_requests) = (
+        path("tickets"),
+        path("ticket_transitions"),
+        path("change_requests"),
+    );
     let quarantine = path("quarantine");
     let config = MetricsConfig::default();
     let services = spec.service_names();
@@ -386,7 +389,12 @@ fn print_budgets(results: &[(String, Lake, Measured)]) -> usize {
             lake.rows(),
             lake.bytes as f64 / 1e6,
             lake.rows() as f64 / m.wall_secs.max(1e-9),
-            format!("{:.2} ({:.0}) {}", m.wall_secs, WALL_BUDGET_SECS, verdict(time_ok)),
+            format!(
+                "{:.2} ({:.0}) {}",
+                m.wall_secs,
+                WALL_BUDGET_SECS,
+                verdict(time_ok)
+            ),
             format!(
                 "{:.0} ({:.0}) {}",
                 m.peak_bytes as f64 / 1e6,

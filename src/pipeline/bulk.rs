@@ -122,7 +122,8 @@ impl<T: Columnar> TableWriter<T> {
                 .write(true)
                 .open(&self.tmp)
                 .map_err(|source| io_error("open", &self.tmp, source))?;
-            file.sync_all().map_err(|source| io_error("write", &self.tmp, source))?;
+            file.sync_all()
+                .map_err(|source| io_error("write", &self.tmp, source))?;
             std::fs::rename(&self.tmp, &self.path)
                 .map_err(|source| io_error("rename into place", &self.path, source))
         });
@@ -168,9 +169,12 @@ fn instant<T>(column: &'static str, rows: &[T], get: impl Fn(&T) -> DateTime<Utc
 }
 
 fn opt_instant<T>(column: &'static str, rows: &[T], get: impl Fn(&T) -> Option<DateTime<Utc>>) -> Column {
-    Int64Chunked::from_iter_options(name(column), rows.iter().map(|r| get(r).map(|t| t.timestamp_millis())))
-        .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
-        .into_column()
+    Int64Chunked::from_iter_options(
+        name(column),
+        rows.iter().map(|r| get(r).map(|t| t.timestamp_millis())),
+    )
+    .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
+    .into_column()
 }
 
 fn texts<T>(column: &'static str, rows: &[T], get: impl Fn(&T) -> &[String]) -> Column {
@@ -381,7 +385,9 @@ mod tests {
 
         let ours = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
         let codec_path = dir.join(format!("{}-codec.parquet", T::NAME));
-        let theirs = ParquetReader::new(File::open(&codec_path).unwrap()).finish().unwrap();
+        let theirs = ParquetReader::new(File::open(&codec_path).unwrap())
+            .finish()
+            .unwrap();
         assert_eq!(ours.schema(), theirs.schema(), "table {}", T::NAME);
         assert!(ours.equals_missing(&theirs), "table {}", T::NAME);
         // The engine's reader accepts it too.

@@ -479,7 +479,10 @@ fn explicit_links(production: LazyFrame, incidents: LazyFrame) -> PolarsResult<L
                         .max()
                 })
                 .flatten();
-            by_id.max(by_sha).and_then(|position| deps.get(position)).map(|(id, _)| *id)
+            by_id
+                .max(by_sha)
+                .and_then(|position| deps.get(position))
+                .map(|(id, _)| *id)
         });
         if let Some(deployment) = found {
             linked_incidents.push(incident.to_owned());
