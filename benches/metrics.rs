@@ -143,6 +143,7 @@ struct Measured {
     peak_bytes: u64,
     start_bytes: u64,
     metric_rows: u64,
+    output_bytes: u64,
 }
 
 /// The lake at `root` for `scale`: reused when a previous run wrote the same spec there, else
@@ -274,6 +275,7 @@ fn run_child(root: &Path, label: &str) -> anyhow::Result<Measured> {
         peak_bytes: field("peak_kb")? as u64 * 1024,
         start_bytes: field("start_kb")? as u64 * 1024,
         metric_rows: field("metric_rows")? as u64,
+        output_bytes: field("output_kb")? as u64 * 1024,
     })
 }
 
@@ -340,10 +342,24 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
         &options,
     )?;
     let wall = started.elapsed().as_secs_f64();
+    // The metric table itself, as returned: the rows plus their strings' heap (allocator overhead
+    // not counted), to tell the result's share of the peak from the computation's.
+    let output_bytes = rows.capacity() * std::mem::size_of::<tandem::metric::MetricRow>()
+        + rows
+            .iter()
+            .map(|r| {
+                [&r.metric, &r.grain, &r.scope_type, &r.scope, &r.unit]
+                    .iter()
+                    .map(|s| s.capacity())
+                    .sum::<usize>()
+                    + r.method.as_ref().map_or(0, String::capacity)
+            })
+            .sum::<usize>();
     println!(
-        "RESULT wall_secs={wall:.3} peak_kb={} start_kb={start_kb} metric_rows={}",
+        "RESULT wall_secs={wall:.3} peak_kb={} start_kb={start_kb} metric_rows={} output_kb={}",
         status_kb("VmHWM"),
-        rows.len()
+        rows.len(),
+        output_bytes / 1024
     );
     Ok(())
 }
@@ -373,8 +389,15 @@ fn print_tables(results: &[(String, Lake, Measured)]) {
 /// Prints one line per scale with each figure beside its budget; returns how many are over.
 fn print_budgets(results: &[(String, Lake, Measured)]) -> usize {
     println!(
-        "{:<6} {:>12} {:>10} {:>16} {:>22} {:>24} {:>12}",
-        "scale", "rows read", "lake MB", "rows/s", "wall s (budget)", "peak RSS MB (budget)", "metric rows"
+        "{:<6} {:>12} {:>10} {:>16} {:>22} {:>24} {:>12} {:>16}",
+        "scale",
+        "rows read",
+        "lake MB",
+        "rows/s",
+        "wall s (budget)",
+        "peak RSS MB (budget)",
+        "metric rows",
+        "of which MB"
     );
     let mut over = 0;
     for (label, lake, m) in results {
@@ -384,7 +407,7 @@ fn print_budgets(results: &[(String, Lake, Measured)]) -> usize {
         let memory_ok = m.peak_bytes as f64 <= memory_budget;
         over += usize::from(!time_ok) + usize::from(!memory_ok);
         println!(
-            "{:<6} {:>12} {:>10.1} {:>16.0} {:>22} {:>24} {:>12}",
+            "{:<6} {:>12} {:>10.1} {:>16.0} {:>22} {:>24} {:>12} {:>16.0}",
             label,
             lake.rows(),
             lake.bytes as f64 / 1e6,
@@ -401,13 +424,15 @@ fn print_budgets(results: &[(String, Lake, Measured)]) -> usize {
                 memory_budget / 1e6,
                 verdict(memory_ok)
             ),
-            m.metric_rows
+            m.metric_rows,
+            m.output_bytes as f64 / 1e6
         );
     }
     if let Some((_, _, m)) = results.first() {
         println!(
-            "peak RSS includes the process's {:.0} MB before computing; budgets: {WALL_BUDGET_SECS:.0} s and \
-             {MEMORY_BUDGET_FACTOR}× the Parquet size of the tables read, on 2 cores",
+            "peak RSS includes the process's {:.0} MB before computing; \"of which\": the returned metric \
+             table's own size; budgets: {WALL_BUDGET_SECS:.0} s and {MEMORY_BUDGET_FACTOR}× the Parquet size of \
+             the tables read, on 2 cores",
             m.start_bytes as f64 / 1e6
         );
     }
