@@ -597,6 +597,7 @@ fn restore_times(incidents: LazyFrame) -> LazyFrame {
 /// One outage incident's impact interval.
 #[derive(Debug)]
 pub(super) struct Outage {
+    /// Service; [`outages`] returns them sorted by it.
     service: Option<String>,
     start: i64,
     /// `i64::MAX` while open, so clipping runs it to the period end.
@@ -614,7 +615,7 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
     let service = frame.column("service")?.str()?;
     let started = frame.column("started_at")?.i64()?;
     let resolved = frame.column("resolved_at")?.i64()?;
-    Ok(service
+    let mut outages: Vec<Outage> = service
         .iter()
         .zip(started.iter())
         .zip(resolved.iter())
@@ -626,13 +627,28 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
                 end: end.unwrap_or(i64::MAX),
             })
         })
-        .collect())
+        .collect();
+    // By service, for [`downtime`].
+    outages.sort_unstable_by(|a, b| (&a.service, a.start, a.end).cmp(&(&b.service, b.start, b.end)));
+    Ok(outages)
 }
 
 /// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
 /// The organisation's downtime is the union over every outage, whatever its service.
 pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
-    let in_scope = || outages.iter().filter(move |o| scope.covers(o.service.as_deref()));
+    // Outages are sorted by service (see [`outages`]): a service or team reads only its own
+    // instead of every outage for every scope and period.
+    let of_service = |name: &str| -> &[Outage] {
+        let first = outages.partition_point(|o| o.service.as_deref() < Some(name));
+        let end = outages.partition_point(|o| o.service.as_deref() <= Some(name));
+        outages.get(first..end.max(first)).unwrap_or_default()
+    };
+    let slices: Vec<&[Outage]> = match scope {
+        Scope::Org => vec![outages],
+        Scope::Service(name) => vec![of_service(name)],
+        Scope::Team(_, services) => services.iter().map(|s| of_service(s)).collect(),
+    };
+    let in_scope = || slices.iter().flat_map(|s| s.iter());
     let n = in_scope().filter(|o| o.start.max(from) < o.end.min(to)).count();
     let millis = union_length(in_scope().map(|o| (o.start, o.end)), from, to);
     (millis as f64 / MINUTE_MS, n as i64)
