@@ -99,7 +99,11 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         &[],
     )
     .map_err(polars)?;
-    let links = change_links(changes, shared.production.clone());
+    // Collected once for the three stages below.
+    let links = change_links(changes, shared.production.clone())
+        .collect()
+        .map_err(polars)?
+        .lazy();
     let stage = |span: Expr| {
         links
             .clone()

@@ -864,7 +864,12 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
                 .gt_eq(lit(grid.start()))
                 .and(col("at").lt(lit(grid.end()))),
         )
-        .with_column(week.alias("week"));
+        .with_column(week.alias("week"))
+        // Collected once: the union below reads it six times, and without common-subplan
+        // elimination (polars' `cse` feature, not enabled) each read would recompute the events
+        // from the files, joins and sorts included.
+        .collect()?
+        .lazy();
     let org =
         |frame: LazyFrame| frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")]);
     let service = |frame: LazyFrame| {
