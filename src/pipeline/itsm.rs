@@ -434,21 +434,90 @@ struct OpenTicket {
     target: Option<i64>,
 }
 
-impl OpenTicket {
-    /// Open at `end`: created before it and resolved at or after it, or not at all.
-    fn open_at(self, end: i64) -> bool {
-        self.created < end && self.resolved.is_none_or(|resolved| resolved >= end)
+/// Sorted instants from which a scope's open counts at any end follow by binary search, instead
+/// of a pass over every ticket per period end. A ticket is open at `end` when it was created
+/// before it and not resolved before it, so the open count is the number created before `end`
+/// minus the number both created and resolved before it, i.e. with `max(created, resolved)`
+/// before it; likewise with `created + target` for the tickets already past their target.
+#[derive(Debug, Default)]
+struct OpenIndex {
+    /// Every ticket's creation.
+    created: Vec<i64>,
+    /// `max(created, resolved)` of the resolved tickets.
+    closed: Vec<i64>,
+    /// Creation of the tickets with a target.
+    targeted: Vec<i64>,
+    /// `max(created, resolved)` of the resolved tickets with a target.
+    targeted_closed: Vec<i64>,
+    /// `max(created, created + target)`: from then on the ticket, if open, is past its target.
+    due: Vec<i64>,
+    /// `max(created, created + target, resolved)` of the resolved tickets with a target.
+    due_closed: Vec<i64>,
+}
+
+impl OpenIndex {
+    fn push(&mut self, ticket: OpenTicket) {
+        let OpenTicket {
+            created,
+            resolved,
+            target,
+        } = ticket;
+        self.created.push(created);
+        if let Some(resolved) = resolved {
+            self.closed.push(created.max(resolved));
+        }
+        if let Some(target) = target {
+            let due = created.max(created.saturating_add(target));
+            self.targeted.push(created);
+            self.due.push(due);
+            if let Some(resolved) = resolved {
+                self.targeted_closed.push(created.max(resolved));
+                self.due_closed.push(due.max(resolved));
+            }
+        }
+    }
+
+    fn sort(&mut self) {
+        for list in [
+            &mut self.created,
+            &mut self.closed,
+            &mut self.targeted,
+            &mut self.targeted_closed,
+            &mut self.due,
+            &mut self.due_closed,
+        ] {
+            list.sort_unstable();
+        }
+    }
+
+    /// The counts at `end` (exclusive).
+    fn at(&self, end: i64) -> OpenCounts {
+        let before = |list: &[i64]| list.partition_point(|&t| t < end) as i64;
+        OpenCounts {
+            open: before(&self.created) - before(&self.closed),
+            with_target: before(&self.targeted) - before(&self.targeted_closed),
+            // Age at the end strictly beyond the target, as a resolution strictly beyond it is a
+            // breach: `end - created > target`, i.e. `created + target < end`.
+            past_target: before(&self.due) - before(&self.due_closed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for OpenCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.open += other.open;
+        self.with_target += other.with_target;
+        self.past_target += other.past_target;
     }
 }
 
 /// The tickets behind the backlog, for the organisation and by service. The backlog is a state
 /// at each period end, not an event in a period, so it is counted here rather than grouped by
-/// [`aggregate`]; the organisation's tickets are read once per period end and a service's only
-/// its own.
+/// [`aggregate`].
 #[derive(Debug, Default)]
 struct Backlog {
-    all: Vec<OpenTicket>,
-    by_service: HashMap<String, Vec<OpenTicket>>,
+    all: OpenIndex,
+    by_service: HashMap<String, OpenIndex>,
 }
 
 impl Backlog {
@@ -494,31 +563,25 @@ impl Backlog {
                     .push(ticket);
             }
         }
+        backlog.all.sort();
+        backlog.by_service.values_mut().for_each(OpenIndex::sort);
         Ok(backlog)
     }
 
     /// The scope's open tickets at `end` (exclusive end of a period: the state just before it).
     fn at(&self, scope: Scope<'_>, end: i64) -> OpenCounts {
-        let tickets: Vec<&OpenTicket> = match scope {
-            Scope::Org => self.all.iter().collect(),
-            Scope::Service(name) => self.by_service.get(name).into_iter().flatten().collect(),
-            Scope::Team(_, services) => services
-                .iter()
-                .filter_map(|s| self.by_service.get(s))
-                .flatten()
-                .collect(),
-        };
-        let mut counts = OpenCounts::default();
-        for ticket in tickets.into_iter().filter(|t| t.open_at(end)) {
-            counts.open += 1;
-            if let Some(target) = ticket.target {
-                counts.with_target += 1;
-                // Age at the end strictly beyond the target, as a resolution strictly beyond it
-                // is a breach.
-                counts.past_target += i64::from(end - ticket.created > target);
+        match scope {
+            Scope::Org => self.all.at(end),
+            Scope::Service(name) => self.by_service.get(name).map(|i| i.at(end)).unwrap_or_default(),
+            // A team's services are disjoint: their counts add up.
+            Scope::Team(_, services) => {
+                let mut counts = OpenCounts::default();
+                for index in services.iter().filter_map(|s| self.by_service.get(s)) {
+                    counts += index.at(end);
+                }
+                counts
             }
         }
-        counts
     }
 }
 
