@@ -898,50 +898,50 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
     let whole_range =
         |frame: LazyFrame| frame.with_column(lit(RANGE_INDEX).cast(DataType::Int64).alias("week"));
-    let scoped = concat(
-        [
-            org(anchored.clone()),
-            service(anchored.clone()),
-            team(anchored.clone()),
-            whole_range(org(anchored.clone())),
-            whole_range(service(anchored.clone())),
-            whole_range(team(anchored)),
-        ],
-        UnionArgs::default(),
-    )?;
+    let parts = [
+        org(anchored.clone()),
+        service(anchored.clone()),
+        team(anchored.clone()),
+        whole_range(org(anchored.clone())),
+        whole_range(service(anchored.clone())),
+        whole_range(team(anchored)),
+    ];
 
     let mut exprs = vec![len().cast(DataType::Int64).alias("n")];
     exprs.extend(
         aggs.iter()
             .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
     );
-    let frame = scoped
-        .group_by([col("scope_type"), col("scope"), col("week")])
-        .agg(exprs)
-        .collect()?;
-
-    let scope_type = frame.column("scope_type")?.str()?;
-    let scope = frame.column("scope")?.str()?;
-    let week = frame.column("week")?.i64()?;
-    let n = frame.column("n")?.i64()?;
-    let values = aggs
-        .iter()
-        .map(|(name, _)| frame.column(name)?.f64())
-        .collect::<PolarsResult<Vec<_>>>()?;
-    let mut cells = HashMap::with_capacity(frame.height());
-    for row in 0..frame.height() {
-        let (Some(scope_type), Some(scope), Some(week)) =
-            (scope_type.get(row), scope.get(row), week.get(row))
-        else {
-            continue;
-        };
-        cells.insert(
-            (scope_type.to_owned(), scope.to_owned(), week),
-            Cell {
-                n: n.get(row).unwrap_or(0),
-                values: values.iter().map(|column| column.get(row)).collect(),
-            },
-        );
+    let mut cells = HashMap::new();
+    // Grouped part by part rather than as one union: the union of six copies of the events would
+    // be materialised whole before grouping (the largest allocation of a run on a big lake).
+    for part in parts {
+        let frame = part
+            .group_by([col("scope_type"), col("scope"), col("week")])
+            .agg(exprs.clone())
+            .collect()?;
+        let scope_type = frame.column("scope_type")?.str()?;
+        let scope = frame.column("scope")?.str()?;
+        let week = frame.column("week")?.i64()?;
+        let n = frame.column("n")?.i64()?;
+        let values = aggs
+            .iter()
+            .map(|(name, _)| frame.column(name)?.f64())
+            .collect::<PolarsResult<Vec<_>>>()?;
+        for row in 0..frame.height() {
+            let (Some(scope_type), Some(scope), Some(week)) =
+                (scope_type.get(row), scope.get(row), week.get(row))
+            else {
+                continue;
+            };
+            cells.insert(
+                (scope_type.to_owned(), scope.to_owned(), week),
+                Cell {
+                    n: n.get(row).unwrap_or(0),
+                    values: values.iter().map(|column| column.get(row)).collect(),
+                },
+            );
+        }
     }
     Ok(Cells(cells))
 }
