@@ -499,13 +499,20 @@ fn rollbacks(deploys: &[Deploy]) -> HashMap<String, i64> {
     }
     let mut rolled = HashMap::new();
     for list in by_service.values() {
+        // The shas deployed before `d`, grown as `d` advances (not rebuilt per deployment), and
+        // only the deployments inside the window after it are read (the list is in finish
+        // order): both were quadratic in a service's deployments.
+        let mut earlier: HashSet<&str> = HashSet::new();
         for (i, d) in list.iter().enumerate() {
-            let earlier: BTreeSet<&str> = list[..i].iter().map(|e| e.sha.as_str()).collect();
-            if let Some(r) = list[i + 1..].iter().find(|r| {
-                r.finished <= d.finished + window && r.sha != d.sha && earlier.contains(r.sha.as_str())
-            }) {
+            let later = list.get(i + 1..).unwrap_or_default();
+            if let Some(r) = later
+                .iter()
+                .take_while(|r| r.finished <= d.finished + window)
+                .find(|r| r.sha != d.sha && earlier.contains(r.sha.as_str()))
+            {
                 rolled.insert(d.id.clone(), r.finished);
             }
+            earlier.insert(d.sha.as_str());
         }
     }
     rolled

@@ -587,6 +587,7 @@ fn restore_times(incidents: LazyFrame) -> LazyFrame {
 /// One outage incident's impact interval.
 #[derive(Debug)]
 pub(super) struct Outage {
+    /// Service; [`outages`] returns them sorted by it.
     service: Option<String>,
     start: i64,
     /// `i64::MAX` while open, so clipping runs it to the period end.
@@ -604,7 +605,7 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
     let service = frame.column("service")?.str()?;
     let started = frame.column("started_at")?.i64()?;
     let resolved = frame.column("resolved_at")?.i64()?;
-    Ok(service
+    let mut outages: Vec<Outage> = service
         .iter()
         .zip(started.iter())
         .zip(resolved.iter())
@@ -616,13 +617,28 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
                 end: end.unwrap_or(i64::MAX),
             })
         })
-        .collect())
+        .collect();
+    // By service, for [`downtime`].
+    outages.sort_unstable_by(|a, b| (&a.service, a.start, a.end).cmp(&(&b.service, b.start, b.end)));
+    Ok(outages)
 }
 
 /// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
 /// The organisation's downtime is the union over every outage, whatever its service.
 pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
-    let in_scope = || outages.iter().filter(move |o| scope.covers(o.service.as_deref()));
+    // Outages are sorted by service (see [`outages`]): a service or team reads only its own
+    // instead of every outage for every scope and period.
+    let of_service = |name: &str| -> &[Outage] {
+        let first = outages.partition_point(|o| o.service.as_deref() < Some(name));
+        let end = outages.partition_point(|o| o.service.as_deref() <= Some(name));
+        outages.get(first..end.max(first)).unwrap_or_default()
+    };
+    let slices: Vec<&[Outage]> = match scope {
+        Scope::Org => vec![outages],
+        Scope::Service(name) => vec![of_service(name)],
+        Scope::Team(_, services) => services.iter().map(|s| of_service(s)).collect(),
+    };
+    let in_scope = || slices.iter().flat_map(|s| s.iter());
     let n = in_scope().filter(|o| o.start.max(from) < o.end.min(to)).count();
     let millis = union_length(in_scope().map(|o| (o.start, o.end)), from, to);
     (millis as f64 / MINUTE_MS, n as i64)
@@ -838,7 +854,12 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
                 .gt_eq(lit(grid.start()))
                 .and(col("at").lt(lit(grid.end()))),
         )
-        .with_column(week.alias("week"));
+        .with_column(week.alias("week"))
+        // Collected once: the union below reads it six times, and without common-subplan
+        // elimination (polars' `cse` feature, not enabled) each read would recompute the events
+        // from the files, joins and sorts included.
+        .collect()?
+        .lazy();
     let org =
         |frame: LazyFrame| frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")]);
     let service = |frame: LazyFrame| {
@@ -867,50 +888,50 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
     let whole_range =
         |frame: LazyFrame| frame.with_column(lit(RANGE_INDEX).cast(DataType::Int64).alias("week"));
-    let scoped = concat(
-        [
-            org(anchored.clone()),
-            service(anchored.clone()),
-            team(anchored.clone()),
-            whole_range(org(anchored.clone())),
-            whole_range(service(anchored.clone())),
-            whole_range(team(anchored)),
-        ],
-        UnionArgs::default(),
-    )?;
+    let parts = [
+        org(anchored.clone()),
+        service(anchored.clone()),
+        team(anchored.clone()),
+        whole_range(org(anchored.clone())),
+        whole_range(service(anchored.clone())),
+        whole_range(team(anchored)),
+    ];
 
     let mut exprs = vec![len().cast(DataType::Int64).alias("n")];
     exprs.extend(
         aggs.iter()
             .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
     );
-    let frame = scoped
-        .group_by([col("scope_type"), col("scope"), col("week")])
-        .agg(exprs)
-        .collect()?;
-
-    let scope_type = frame.column("scope_type")?.str()?;
-    let scope = frame.column("scope")?.str()?;
-    let week = frame.column("week")?.i64()?;
-    let n = frame.column("n")?.i64()?;
-    let values = aggs
-        .iter()
-        .map(|(name, _)| frame.column(name)?.f64())
-        .collect::<PolarsResult<Vec<_>>>()?;
-    let mut cells = HashMap::with_capacity(frame.height());
-    for row in 0..frame.height() {
-        let (Some(scope_type), Some(scope), Some(week)) =
-            (scope_type.get(row), scope.get(row), week.get(row))
-        else {
-            continue;
-        };
-        cells.insert(
-            (scope_type.to_owned(), scope.to_owned(), week),
-            Cell {
-                n: n.get(row).unwrap_or(0),
-                values: values.iter().map(|column| column.get(row)).collect(),
-            },
-        );
+    let mut cells = HashMap::new();
+    // Grouped part by part rather than as one union: the union of six copies of the events would
+    // be materialised whole before grouping (the largest allocation of a run on a big lake).
+    for part in parts {
+        let frame = part
+            .group_by([col("scope_type"), col("scope"), col("week")])
+            .agg(exprs.clone())
+            .collect()?;
+        let scope_type = frame.column("scope_type")?.str()?;
+        let scope = frame.column("scope")?.str()?;
+        let week = frame.column("week")?.i64()?;
+        let n = frame.column("n")?.i64()?;
+        let values = aggs
+            .iter()
+            .map(|(name, _)| frame.column(name)?.f64())
+            .collect::<PolarsResult<Vec<_>>>()?;
+        for row in 0..frame.height() {
+            let (Some(scope_type), Some(scope), Some(week)) =
+                (scope_type.get(row), scope.get(row), week.get(row))
+            else {
+                continue;
+            };
+            cells.insert(
+                (scope_type.to_owned(), scope.to_owned(), week),
+                Cell {
+                    n: n.get(row).unwrap_or(0),
+                    values: values.iter().map(|column| column.get(row)).collect(),
+                },
+            );
+        }
     }
     Ok(Cells(cells))
 }

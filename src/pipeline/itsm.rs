@@ -104,7 +104,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         )
         .map_err(polars)?,
         deploys: aggregate(
-            deployment_coverage(shared.production.clone(), change_requests, grid, tolerance_ms),
+            deployment_coverage(shared.production.clone(), change_requests, grid, tolerance_ms)
+                .map_err(polars)?,
             grid,
             &[("uncovered", col("uncovered").sum())],
         )
@@ -367,10 +368,9 @@ fn deployment_coverage(
     change_requests: LazyFrame,
     grid: &Grid,
     tolerance_ms: i64,
-) -> LazyFrame {
+) -> PolarsResult<LazyFrame> {
     let (start, end) = grid.millis(Period::Range);
-    // Only windows that reach into the range can cover a deployment counted in it; this keeps the
-    // join below to the reporting range.
+    // Only windows that reach into the range can cover a deployment counted in it.
     let windows = change_requests
         .filter(
             col("approved")
@@ -388,24 +388,55 @@ fn deployment_coverage(
             col("window_to")
                 .gt_eq(lit(start))
                 .and(col("window_from").lt(lit(end))),
-        );
-    let covered = production
+        )
+        .collect()?;
+    // A deployment is covered when, among its service's windows opening at or before it, the
+    // latest closing one reaches it: windows sorted by opening with the running latest close, one
+    // binary search per deployment. (A join of each deployment with every window of its service
+    // is quadratic: hundreds of millions of pairs on a lake of years.)
+    let (service, from, to) = (
+        windows.column("service")?.str()?,
+        windows.column("window_from")?.i64()?,
+        windows.column("window_to")?.i64()?,
+    );
+    let mut by_service: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+    for i in 0..windows.height() {
+        if let (Some(s), Some(f), Some(t)) = (service.get(i), from.get(i), to.get(i)) {
+            by_service.entry(s).or_default().push((f, t));
+        }
+    }
+    for spans in by_service.values_mut() {
+        spans.sort_unstable();
+        let mut latest = i64::MIN;
+        for span in spans.iter_mut() {
+            latest = latest.max(span.1);
+            span.1 = latest;
+        }
+    }
+    let deployments = production
         .clone()
         .filter(col("service").is_not_null())
-        .select([
-            col("id").alias("deployment_id"),
-            col("service"),
-            col("finished_at"),
-        ])
-        .inner_join(windows, col("service"), col("service"))
-        .filter(
-            col("finished_at")
-                .gt_eq(col("window_from"))
-                .and(col("finished_at").lt_eq(col("window_to"))),
-        )
-        .group_by([col("deployment_id")])
-        .agg([len().alias("windows")]);
-    production
+        .select([col("id"), col("service"), col("finished_at")])
+        .collect()?;
+    let (id, service, finished) = (
+        deployments.column("id")?.str()?,
+        deployments.column("service")?.str()?,
+        deployments.column("finished_at")?.i64()?,
+    );
+    let mut covered: Vec<&str> = (0..deployments.height())
+        .filter_map(|i| {
+            let (id, spans, at) = (id.get(i)?, by_service.get(service.get(i)?)?, finished.get(i)?);
+            let opened = spans.partition_point(|(from, _)| *from <= at);
+            let (_, latest_close) = opened.checked_sub(1).and_then(|k| spans.get(k))?;
+            (*latest_close >= at).then_some(id)
+        })
+        .collect();
+    covered.sort_unstable();
+    covered.dedup();
+    let covered = DataFrame::new_infer_height(vec![Column::new("deployment_id".into(), covered)])?
+        .lazy()
+        .with_column(lit(true).alias("windows"));
+    Ok(production
         .left_join(covered, col("id"), col("deployment_id"))
         .select([
             col("service"),
@@ -414,7 +445,7 @@ fn deployment_coverage(
                 .is_null()
                 .cast(DataType::Float64)
                 .alias("uncovered"),
-        ])
+        ]))
 }
 
 /// Open tickets at a period's end.
@@ -436,21 +467,90 @@ struct OpenTicket {
     target: Option<i64>,
 }
 
-impl OpenTicket {
-    /// Open at `end`: created before it and resolved at or after it, or not at all.
-    fn open_at(self, end: i64) -> bool {
-        self.created < end && self.resolved.is_none_or(|resolved| resolved >= end)
+/// Sorted instants from which a scope's open counts at any end follow by binary search, instead
+/// of a pass over every ticket per period end. A ticket is open at `end` when it was created
+/// before it and not resolved before it, so the open count is the number created before `end`
+/// minus the number both created and resolved before it, i.e. with `max(created, resolved)`
+/// before it; likewise with `created + target` for the tickets already past their target.
+#[derive(Debug, Default)]
+struct OpenIndex {
+    /// Every ticket's creation.
+    created: Vec<i64>,
+    /// `max(created, resolved)` of the resolved tickets.
+    closed: Vec<i64>,
+    /// Creation of the tickets with a target.
+    targeted: Vec<i64>,
+    /// `max(created, resolved)` of the resolved tickets with a target.
+    targeted_closed: Vec<i64>,
+    /// `max(created, created + target)`: from then on the ticket, if open, is past its target.
+    due: Vec<i64>,
+    /// `max(created, created + target, resolved)` of the resolved tickets with a target.
+    due_closed: Vec<i64>,
+}
+
+impl OpenIndex {
+    fn push(&mut self, ticket: OpenTicket) {
+        let OpenTicket {
+            created,
+            resolved,
+            target,
+        } = ticket;
+        self.created.push(created);
+        if let Some(resolved) = resolved {
+            self.closed.push(created.max(resolved));
+        }
+        if let Some(target) = target {
+            let due = created.max(created.saturating_add(target));
+            self.targeted.push(created);
+            self.due.push(due);
+            if let Some(resolved) = resolved {
+                self.targeted_closed.push(created.max(resolved));
+                self.due_closed.push(due.max(resolved));
+            }
+        }
+    }
+
+    fn sort(&mut self) {
+        for list in [
+            &mut self.created,
+            &mut self.closed,
+            &mut self.targeted,
+            &mut self.targeted_closed,
+            &mut self.due,
+            &mut self.due_closed,
+        ] {
+            list.sort_unstable();
+        }
+    }
+
+    /// The counts at `end` (exclusive).
+    fn at(&self, end: i64) -> OpenCounts {
+        let before = |list: &[i64]| list.partition_point(|&t| t < end) as i64;
+        OpenCounts {
+            open: before(&self.created) - before(&self.closed),
+            with_target: before(&self.targeted) - before(&self.targeted_closed),
+            // Age at the end strictly beyond the target, as a resolution strictly beyond it is a
+            // breach: `end - created > target`, i.e. `created + target < end`.
+            past_target: before(&self.due) - before(&self.due_closed),
+        }
+    }
+}
+
+impl std::ops::AddAssign for OpenCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.open += other.open;
+        self.with_target += other.with_target;
+        self.past_target += other.past_target;
     }
 }
 
 /// The tickets behind the backlog, for the organisation and by service. The backlog is a state
 /// at each period end, not an event in a period, so it is counted here rather than grouped by
-/// [`aggregate`]; the organisation's tickets are read once per period end and a service's only
-/// its own.
+/// [`aggregate`].
 #[derive(Debug, Default)]
 struct Backlog {
-    all: Vec<OpenTicket>,
-    by_service: HashMap<String, Vec<OpenTicket>>,
+    all: OpenIndex,
+    by_service: HashMap<String, OpenIndex>,
 }
 
 impl Backlog {
@@ -496,31 +596,25 @@ impl Backlog {
                     .push(ticket);
             }
         }
+        backlog.all.sort();
+        backlog.by_service.values_mut().for_each(OpenIndex::sort);
         Ok(backlog)
     }
 
     /// The scope's open tickets at `end` (exclusive end of a period: the state just before it).
     fn at(&self, scope: Scope<'_>, end: i64) -> OpenCounts {
-        let tickets: Vec<&OpenTicket> = match scope {
-            Scope::Org => self.all.iter().collect(),
-            Scope::Service(name) => self.by_service.get(name).into_iter().flatten().collect(),
-            Scope::Team(_, services) => services
-                .iter()
-                .filter_map(|s| self.by_service.get(s))
-                .flatten()
-                .collect(),
-        };
-        let mut counts = OpenCounts::default();
-        for ticket in tickets.into_iter().filter(|t| t.open_at(end)) {
-            counts.open += 1;
-            if let Some(target) = ticket.target {
-                counts.with_target += 1;
-                // Age at the end strictly beyond the target, as a resolution strictly beyond it
-                // is a breach.
-                counts.past_target += i64::from(end - ticket.created > target);
+        match scope {
+            Scope::Org => self.all.at(end),
+            Scope::Service(name) => self.by_service.get(name).map(|i| i.at(end)).unwrap_or_default(),
+            // A team's services are disjoint: their counts add up.
+            Scope::Team(_, services) => {
+                let mut counts = OpenCounts::default();
+                for index in services.iter().filter_map(|s| self.by_service.get(s)) {
+                    counts += index.at(end);
+                }
+                counts
             }
         }
-        counts
     }
 }
 

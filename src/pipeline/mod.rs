@@ -13,6 +13,7 @@ use tandem_connectors::model::{Severity, Table};
 
 use crate::metric::MetricRow;
 
+pub mod bulk;
 pub mod calendar;
 mod codec;
 pub mod devlake;
