@@ -39,9 +39,15 @@ pub struct MetricRow {
 
 impl MetricRow {
     /// Whether the sample is too small to judge (`n < 5`). Data-quality counts are facts about
-    /// the data, not estimates from a sample, so they are never insufficient.
+    /// the data, not estimates from a sample, so they are never insufficient; nor are the
+    /// [`MetricId::MEASURED`] durations (downtime and what follows from it), whose `n` counts the
+    /// incidents behind them: a period without outages is measured 100% available, not unknown.
     pub fn insufficient(&self) -> bool {
-        self.n < MIN_SAMPLE && !MetricId::QUALITY.iter().any(|m| m.as_str() == self.metric)
+        self.n < MIN_SAMPLE
+            && !MetricId::QUALITY
+                .iter()
+                .chain(&MetricId::MEASURED)
+                .any(|m| m.as_str() == self.metric)
     }
 }
 
@@ -249,6 +255,15 @@ impl MetricId {
         Self::ChangeSuccessRate,
         Self::EmergencyChangeRatio,
         Self::DeploymentsWithoutChangeRecord,
+    ];
+
+    /// Measured outage durations and the figures computed from them: facts about the period,
+    /// however few incidents made them, so never insufficient.
+    pub const MEASURED: [MetricId; 4] = [
+        Self::DowntimeMinutes,
+        Self::ChangeCausedDowntimeMinutes,
+        Self::Availability,
+        Self::ErrorBudgetConsumed,
     ];
 
     /// Data quality.
@@ -954,6 +969,23 @@ mod tests {
     fn fewer_than_five_samples_is_insufficient() {
         assert!(row("hours", Some(1.0), 4).insufficient());
         assert!(!row("hours", Some(1.0), 5).insufficient());
+    }
+
+    #[test]
+    fn measured_downtime_and_availability_are_never_insufficient() {
+        for metric in [
+            "availability",
+            "downtime_minutes",
+            "error_budget_consumed",
+            "change_caused_downtime_minutes",
+        ] {
+            let mut r = row("ratio", Some(1.0), 0);
+            r.metric = metric.into();
+            assert!(!r.insufficient(), "{metric} with no incidents is a measured fact");
+        }
+        let mut r = row("ratio", Some(0.5), 2);
+        r.metric = "change_failure_rate".into();
+        assert!(r.insufficient(), "a rate on 2 deployments is still insufficient");
     }
 
     #[test]

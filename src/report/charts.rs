@@ -575,9 +575,11 @@ pub struct ServiceAvailability {
     pub availability: Option<f64>,
     /// The service's availability objective (0–1).
     pub slo: f64,
+    /// Too few samples behind the figure to judge it against the SLO: drawn grey.
+    pub insufficient: bool,
 }
 
-/// Availability per service as horizontal bars, each with its SLO marked; the worst on top.
+/// Availability per service as dots, each with its SLO marked; the worst on top.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AvailabilityVsSlo {
     /// The services to draw, worst first (the caller picks and orders them).
@@ -789,25 +791,32 @@ impl Chart for AvailabilityVsSlo {
             .bold_line_style(RGBColor(235, 235, 235))
             .draw()?;
 
-        let bar = |s: &ServiceAvailability, i: usize, meets: bool| {
+        // Dots, not bars: the axis is cut near 100%, and a bar's length from a cut axis would
+        // exaggerate the gaps; a dot's position reads the same on any axis.
+        let dot = |s: &ServiceAvailability, i: usize, judged: Judged| {
             let a = s.availability.filter(|a| a.is_finite())?;
-            ((a >= s.slo) == meets).then(|| {
-                let y = i as f64;
-                let colour = if meets { MEETS_COLOUR } else { MISSES_COLOUR };
-                Rectangle::new(
-                    [(left, y - 0.32), (a * 100.0, y + 0.32)],
-                    colour.mix(0.85).filled(),
-                )
-            })
+            let this = if s.insufficient {
+                Judged::Insufficient
+            } else if a >= s.slo {
+                Judged::Meets
+            } else {
+                Judged::Misses
+            };
+            (this == judged).then(|| Circle::new((a * 100.0, i as f64), 6, judged.colour().filled()))
         };
-        chart
-            .draw_series(rows.iter().enumerate().filter_map(|(i, s)| bar(s, i, true)))?
-            .label("Meets its SLO")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], MEETS_COLOUR.filled()));
-        chart
-            .draw_series(rows.iter().enumerate().filter_map(|(i, s)| bar(s, i, false)))?
-            .label("Below its SLO")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], MISSES_COLOUR.filled()));
+        for (judged, label) in [
+            (Judged::Meets, "Meets its SLO"),
+            (Judged::Misses, "Below its SLO"),
+            (Judged::Insufficient, "Too few samples to judge"),
+        ] {
+            if !rows.iter().enumerate().any(|(i, s)| dot(s, i, judged).is_some()) {
+                continue;
+            }
+            chart
+                .draw_series(rows.iter().enumerate().filter_map(|(i, s)| dot(s, i, judged)))?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 7, y), 5, judged.colour().filled()));
+        }
         chart
             .draw_series(rows.iter().enumerate().map(|(i, s)| {
                 let y = i as f64;
@@ -831,6 +840,24 @@ impl Chart for AvailabilityVsSlo {
             )))?;
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }
+}
+
+/// How a service's availability dot is judged and coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    Meets,
+    Misses,
+    Insufficient,
+}
+
+impl Judged {
+    fn colour(self) -> RGBColor {
+        match self {
+            Judged::Meets => MEETS_COLOUR,
+            Judged::Misses => MISSES_COLOUR,
+            Judged::Insufficient => INSUFFICIENT_COLOUR,
+        }
     }
 }
 
@@ -1060,33 +1087,51 @@ mod tests {
     }
 
     #[test]
-    fn availability_bars_are_coloured_by_their_own_slo() {
+    fn availability_dots_are_coloured_by_their_own_slo_and_grey_when_insufficient() {
+        let service = |name: &str, slo: f64, insufficient| ServiceAvailability {
+            name: name.into(),
+            availability: Some(0.998),
+            slo,
+            insufficient,
+        };
         let chart = AvailabilityVsSlo {
-            services: vec![
-                ServiceAvailability {
-                    name: "payments".into(),
-                    availability: Some(0.998),
-                    slo: 0.999,
-                },
-                ServiceAvailability {
-                    name: "search".into(),
-                    availability: Some(0.998),
-                    slo: 0.995,
-                },
-            ],
+            services: vec![service("payments", 0.999, false), service("search", 0.995, false)],
         };
         let rgb = to_rgb(&chart).unwrap();
-        // The same availability misses one SLO and meets the other: one bar of each colour, of
-        // equal length.
-        let (meets, misses) = (near(&rgb, MEETS_COLOUR), near(&rgb, MISSES_COLOUR));
-        assert!(meets > 1_000, "{meets}");
-        assert!(misses.abs_diff(meets) * 10 < meets, "{misses} vs {meets}");
+        // The same availability misses one SLO and meets the other: one dot of each colour (plus
+        // its legend swatch), the same size. A dot, not a bar from the cut axis: a 6 px disc and a
+        // 5 px swatch are a few hundred pixels, a bar would be thousands.
+        let (meets, misses) = (count(&rgb, MEETS_COLOUR), count(&rgb, MISSES_COLOUR));
+        assert!((60..600).contains(&meets), "{meets}");
+        assert!(misses.abs_diff(meets) * 5 < meets, "{misses} vs {meets}");
+        // Anti-aliased text edges hit the grey a few times; a grey dot is well over 60 pixels.
+        assert!(
+            count(&rgb, INSUFFICIENT_COLOUR) < 40,
+            "nothing insufficient, no grey dot"
+        );
         let svg = to_svg(&chart).unwrap();
         assert!(svg.contains("payments") && svg.contains("search"));
         assert!(svg.contains("Below its SLO") && svg.contains("SLO target"));
+        assert!(
+            !svg.contains("Too few samples"),
+            "no legend entry for an absent class"
+        );
         assert!(svg.contains("axis starts at"), "a cut axis says so");
         assert!(non_white(&rgb) > 5_000);
         assert!(to_svg(&AvailabilityVsSlo::default()).unwrap().contains("No data"));
+
+        // A figure on too few samples is grey, neither meeting nor missing.
+        let judged_apart = AvailabilityVsSlo {
+            services: vec![service("payments", 0.999, true), service("search", 0.995, false)],
+        };
+        let rgb = to_rgb(&judged_apart).unwrap();
+        assert_eq!(count(&rgb, MISSES_COLOUR), 0, "the insufficient miss is not red");
+        assert!(count(&rgb, INSUFFICIENT_COLOUR) > 60);
+        assert!(
+            to_svg(&judged_apart)
+                .unwrap()
+                .contains("Too few samples to judge")
+        );
     }
 
     #[test]

@@ -509,18 +509,21 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         .map(|(service, row)| {
             let slo = slo_of(service);
             let value = row.value.filter(|v| v.is_finite());
+            let insufficient = row.insufficient();
             let line = AvailabilityLine {
                 service: service.to_owned(),
                 availability: metric_cell(Some(MetricId::Availability), Some(row)),
                 slo: percent_2(slo),
                 budget: cell(current.get(MetricId::ErrorBudgetConsumed.as_str(), "service", service)),
                 downtime: cell(current.get(MetricId::DowntimeMinutes.as_str(), "service", service)),
-                meets: value.map(|v| v >= slo),
+                // A figure on too few samples is shown but not judged.
+                meets: value.filter(|_| !insufficient).map(|v| v >= slo),
             };
             let chart = ServiceAvailability {
                 name: service.to_owned(),
                 availability: value,
                 slo,
+                insufficient,
             };
             // Missing values sort last: nothing to say about them.
             (value.map_or(f64::INFINITY, |v| v - slo), line, chart)
@@ -543,10 +546,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
             let mut ranked: Vec<(&str, &MetricRow, f64)> = Vec::new();
             let mut unranked = 0;
             for (service, row) in current.services(m) {
-                // A rate on a handful of deployments says little, so small samples are not ranked;
-                // a total such as downtime is a fact however few incidents made it.
+                // A figure on a handful of samples says little, so it is not ranked; downtime is a
+                // measured duration, never insufficient (`MetricRow::insufficient`).
                 match row.value.filter(|v| v.is_finite() && *v > 0.0) {
-                    Some(_) if row.insufficient() && m.unit() == "ratio" => unranked += 1,
+                    Some(_) if row.insufficient() => unranked += 1,
                     Some(v) => ranked.push((service, row, v)),
                     None => {}
                 }
