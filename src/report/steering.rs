@@ -640,15 +640,28 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         })
         .collect();
 
-    let insufficient_count = headline
+    // Every value cell the page shows, each once (the headline figures also appear in the chart
+    // caption, as the same figures), so the footnote's count matches the flags a reader sees.
+    let figures = headline
         .iter()
         .chain(&reliability)
         .chain(&itsm)
         .chain(&change_management)
-        .map(|f| &f.value)
-        .chain(scorecard.iter().map(|k| &k.value))
+        .flat_map(|f| [&f.value, &f.previous])
+        // The data-quality footnote shows this period only.
+        .chain(quality.iter().map(|f| &f.value));
+    let kpis = scorecard
+        .iter()
+        .flat_map(|k| std::iter::once(&k.value).chain(k.has_previous.then_some(&k.previous)));
+    let insufficient_count = figures
+        .chain(kpis)
         .chain(tiles.iter().map(|t| &t.value))
-        .chain(availability_lines.iter().map(|a| &a.availability))
+        .chain(
+            availability_lines
+                .iter()
+                .flat_map(|a| [&a.availability, &a.budget, &a.downtime]),
+        )
+        .chain(rankings.iter().flat_map(|r| r.lines.iter().map(|l| &l.value)))
         .filter(|c| c.insufficient)
         .count();
 

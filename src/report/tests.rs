@@ -401,6 +401,8 @@ mod steering_report {
             (LeadTimeMedian, Some(20.0), 30),
             (DeploymentCount, Some(30.0), 30),
             (DowntimeMinutes, Some(500.0), 8),
+            // Shown in the previous-period column only, on too few samples.
+            (ChangeSuccessRate, Some(0.9), 3),
         ]
         .iter()
         .map(|&(m, v, n)| range_row(m, "all", v, n, 2))
@@ -653,7 +655,18 @@ mod steering_report {
             html.contains("insufficient data (n&nbsp;=&nbsp;3)"),
             "n < 5 is marked"
         );
-        assert!(html.contains("figure(s) on this page rest on fewer than 5 samples"));
+        // The footnote counts every flagged value shown, the previous period's included; the
+        // headline chart's caption repeats the headline figures and is not counted twice.
+        let flags = html
+            .lines()
+            .filter(|l| !l.contains("<figcaption"))
+            .map(|l| l.matches("class=\"flag\">insufficient data").count())
+            .sum::<usize>();
+        assert!(flags >= 2, "{flags}");
+        assert!(html.contains(&format!(
+            " {flags} figure(s) on this page rest on fewer than 5 samples"
+        )));
+        assert_eq!(shown(&html, "change_success_rate", "all", "previous"), "90.0%");
 
         assert_eq!(html.matches("<svg").count(), 5);
         // The service named like an img element is text; nothing else may look like a source.
