@@ -879,7 +879,8 @@ impl MetricRow {
 /// Shown where a metric has no value.
 pub const MISSING: &str = "—";
 
-/// Formats a value in its unit: hours with one decimal, ratios as percent, per-day rates with two
+/// Formats a value in its unit: hours with one decimal (under an hour, whole minutes: 0.1 h and
+/// 0.2 h are 6 and 12 min, not both "0.1 h"-ish), ratios as percent, per-day rates with two
 /// decimals, minutes and counts as whole numbers. Unknown units keep two decimals and the unit's
 /// name, so a new unit shows up readable instead of wrong.
 pub fn format_value(value: Option<f64>, unit: &str) -> String {
@@ -887,6 +888,7 @@ pub fn format_value(value: Option<f64>, unit: &str) -> String {
         return MISSING.to_owned();
     };
     match unit {
+        "hours" if is_minutes(v) => format!("{} min", fixed(v * 60.0, 0)),
         "hours" => format!("{} h", fixed(v, 1)),
         "ratio" => format!("{}%", fixed(v * 100.0, 1)),
         "per_day" => format!("{}/day", fixed(v, 2)),
@@ -895,6 +897,27 @@ pub fn format_value(value: Option<f64>, unit: &str) -> String {
         "coefficient" => fixed(v, 2),
         other => format!("{} {other}", fixed(v, 2)),
     }
+}
+
+/// The value as [`format_value`] shows it, rounded the same way but still in its unit, so a
+/// change computed from two shown values agrees with them. Not finite stays as it is.
+pub fn shown_value(v: f64, unit: &str) -> f64 {
+    if !v.is_finite() {
+        return v;
+    }
+    let round = |v: f64, scale: f64| (v * scale).round() / scale + 0.0;
+    match unit {
+        "hours" if is_minutes(v) => round(v * 60.0, 1.0) / 60.0,
+        "hours" => round(v, 10.0),
+        "ratio" => round(v, 1000.0),
+        "minutes" | "count" => round(v, 1.0),
+        _ => round(v, 100.0),
+    }
+}
+
+/// Whether an hours value is shown in minutes: under an hour once rounded to the minute.
+fn is_minutes(hours: f64) -> bool {
+    (hours * 60.0).round().abs() < 60.0
 }
 
 /// `v` with `decimals` digits, never printing `-0` for a tiny negative that rounds to zero.
@@ -943,6 +966,28 @@ mod tests {
         assert_eq!(row("furlongs", Some(2.0), 1).display_value(), "2.00 furlongs");
         assert_eq!(row("hours", None, 0).display_value(), MISSING);
         assert_eq!(row("hours", Some(f64::NAN), 0).display_value(), MISSING);
+    }
+
+    #[test]
+    fn durations_under_an_hour_show_in_minutes() {
+        // 0.1 h and 0.2 h would both read "0.1 h"/"0.2 h" at best and "0.0 h" as a change.
+        assert_eq!(format_value(Some(0.1), "hours"), "6 min");
+        assert_eq!(format_value(Some(0.2), "hours"), "12 min");
+        assert_eq!(format_value(Some(0.0), "hours"), "0 min");
+        assert_eq!(format_value(Some(59.0 / 60.0), "hours"), "59 min");
+        // 59.7 min rounds to 60 min: an hour, shown as hours.
+        assert_eq!(format_value(Some(59.7 / 60.0), "hours"), "1.0 h");
+        assert_eq!(format_value(Some(1.04), "hours"), "1.0 h");
+    }
+
+    #[test]
+    fn shown_values_round_as_the_text_does() {
+        assert_eq!(shown_value(0.104, "hours"), 6.0 / 60.0);
+        assert_eq!(shown_value(3.456, "hours"), 3.5);
+        assert_eq!(shown_value(0.12345, "ratio"), 0.123);
+        assert_eq!(shown_value(119.6, "minutes"), 120.0);
+        assert_eq!(shown_value(1.2857, "per_day"), 1.29);
+        assert!(shown_value(f64::NAN, "hours").is_nan());
     }
 
     #[test]

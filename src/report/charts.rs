@@ -1041,16 +1041,6 @@ mod tests {
     }
 
     /// Pixels within a small distance of `colour` (bars are drawn slightly translucent).
-    fn near(rgb: &[u8], colour: RGBColor) -> usize {
-        let RGBColor(r, g, b) = colour;
-        rgb.chunks_exact(3)
-            .filter(|px| {
-                let d = |a: u8, b: u8| i32::from(a).abs_diff(i32::from(b));
-                d(px[0], r) + d(px[1], g) + d(px[2], b) < 90
-            })
-            .count()
-    }
-
     fn count(rgb: &[u8], colour: RGBColor) -> usize {
         let RGBColor(r, g, b) = colour;
         rgb.chunks_exact(3).filter(|px| px == &[r, g, b]).count()

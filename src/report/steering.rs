@@ -20,7 +20,7 @@ use super::charts::{
 };
 use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, org_target};
 use super::{ReportError, ReportOutput};
-use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value};
+use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value, shown_value};
 use crate::pipeline::kpi::{Comparison, KpiSpec, Status};
 
 /// The template, embedded so the binary renders it from any working directory. The `.html` name
@@ -772,16 +772,31 @@ impl<'a> WeeklySeries<'a> {
     }
 }
 
-/// The change from `then` to `now` in the metric's unit, signed; ratios in percentage points.
+/// The change from `then` to `now` in the metric's unit, signed; ratios in percentage points
+/// (availability with two decimals, as its values are shown). Computed from the two values as
+/// shown, so the change column agrees with the columns beside it.
 fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
     let (Some(now), Some(then)) = (now, then) else {
         return MISSING.to_owned();
     };
-    let Some(d) = crate::pipeline::kpi::delta(now.value, then.value).filter(|d| d.is_finite()) else {
+    let availability = now.metric == MetricId::Availability.as_str();
+    let shown = |v: Option<f64>| {
+        v.filter(|v| v.is_finite()).map(|v| {
+            if availability {
+                (v * 10_000.0).round() / 10_000.0
+            } else {
+                shown_value(v, &now.unit)
+            }
+        })
+    };
+    let Some(d) = crate::pipeline::kpi::delta(shown(now.value), shown(then.value)).filter(|d| d.is_finite())
+    else {
         return MISSING.to_owned();
     };
     let sign = if d < 0.0 { "\u{2212}" } else { "+" };
-    let magnitude = if now.unit == "ratio" {
+    let magnitude = if availability {
+        format!("{:.2} pp", (d.abs() * 10_000.0).round() / 100.0)
+    } else if now.unit == "ratio" {
         format!("{:.1} pp", (d.abs() * 1000.0).round() / 10.0)
     } else {
         format_value(Some(d.abs()), &now.unit)
@@ -855,4 +870,50 @@ fn render_html(page: &SteeringPage, svgs: BTreeMap<&'static str, Value>) -> Resu
         page => Serde(page),
         charts => Value::from(svgs),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    fn row(metric: MetricId, value: f64) -> MetricRow {
+        MetricRow {
+            metric: metric.as_str().to_owned(),
+            grain: "range".to_owned(),
+            scope_type: "org".to_owned(),
+            scope: "all".to_owned(),
+            period_start: DateTime::<Utc>::UNIX_EPOCH,
+            period_end: DateTime::<Utc>::UNIX_EPOCH,
+            value: Some(value),
+            unit: metric.unit().to_owned(),
+            n: 9,
+            method: None,
+        }
+    }
+
+    fn delta(metric: MetricId, now: f64, then: f64) -> String {
+        signed_delta(Some(&row(metric, now)), Some(&row(metric, then)))
+    }
+
+    #[test]
+    fn changes_agree_with_the_values_shown() {
+        use MetricId::*;
+        // 6 min → 12 min: not "0.1 h" or "0.0 h".
+        assert_eq!(delta(TimeToAcknowledgeMedian, 0.2, 0.1), "+6 min");
+        // Shown as 8 min and 4 min: the change is 4 min, though the raw gap is 4.8 min.
+        assert_eq!(delta(TimeToAcknowledgeMedian, 0.14, 0.06), "+4 min");
+        // Shown as 12.3% and 11.8%: 0.5 pp, though the raw gap rounds to 0.6 pp.
+        assert_eq!(delta(ChangeFailureRate, 0.1234, 0.1176), "+0.5 pp");
+        // Availability has two decimals: 99.85% vs 99.77%.
+        assert_eq!(delta(Availability, 0.9985, 0.99774), "+0.08 pp");
+        assert_eq!(
+            delta(LeadTimeMedian, 30.04, 30.0),
+            "0 min",
+            "nothing shown, no sign"
+        );
+        assert_eq!(delta(LeadTimeMedian, 2.0, 12.5), "\u{2212}10.5 h");
+    }
 }
