@@ -62,11 +62,11 @@ pub enum MetricId {
     LeadTimeMedian,
     /// Failed changes ÷ production deployments.
     ChangeFailureRate,
-    /// Median time to restore of incidents resolved in the week.
+    /// Median time to restore of incidents resolved in the period.
     TimeToRestoreMedian,
-    /// Mean time to restore of incidents resolved in the week.
+    /// Mean time to restore of incidents resolved in the period.
     TimeToRestoreMean,
-    /// Minutes of outage (union of sev1–sev2 incident intervals, clipped to the week).
+    /// Minutes of outage (union of sev1–sev2 incident intervals, clipped to the period).
     DowntimeMinutes,
     /// First acknowledgement minus start, of incidents acknowledged in the period; median.
     TimeToAcknowledgeMedian,
@@ -613,7 +613,7 @@ impl MetricId {
     pub fn definition(self) -> &'static str {
         match self {
             Self::DeploymentCount => {
-                "Successful deployments to a production environment, counted in the week their final status was reached."
+                "Successful deployments to a production environment, counted in the period their final status was reached."
             }
             Self::DeploymentFrequency => {
                 "Production deployments in the period divided by the days in it (7 for a week)."
@@ -624,10 +624,12 @@ impl MetricId {
             Self::ChangeFailureRate => {
                 "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names: by id, by a commit sha of 7+ hex digits, by a change number (the deployment that shipped the change) or by a change request (the latest production deployment of its service within its window); else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
             }
-            Self::TimeToRestoreMedian => "Resolution minus start of incidents resolved in the week, median.",
-            Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the week, mean.",
+            Self::TimeToRestoreMedian => {
+                "Resolution minus start of incidents resolved in the period, median."
+            }
+            Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the period, mean.",
             Self::DowntimeMinutes => {
-                "Union of the intervals [start, resolution) of sev1–sev2 incidents, overlaps merged, open incidents running to the week's end, clipped to the week."
+                "Union of the intervals [start, resolution) of sev1–sev2 incidents, overlaps merged, open incidents running to the period's end, clipped to the period."
             }
             Self::TimeToAcknowledgeMedian => {
                 "First acknowledgement minus start, of incidents acknowledged in the period; median."

@@ -123,7 +123,7 @@ pub fn plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Resu
         period: args.clone(),
         weekly,
         previous,
-        label: spec.trim().to_owned(),
+        label: label(named, from, to),
         previous_label: label(named, prev_from, from),
     })
 }
@@ -173,7 +173,8 @@ fn label(grain: Grain, from: NaiveDate, to: NaiveDate) -> String {
         Grain::Month => from.format("%Y-%m").to_string(),
         Grain::Week => from.format("%G-W%V").to_string(),
         Grain::Day => from.format("%Y-%m-%d").to_string(),
-        Grain::Range => format!("{from}..{to}"),
+        // The end is exclusive: name the last day the period covers.
+        Grain::Range => crate::report::view::days_text(from, to),
     }
 }
 
@@ -230,7 +231,9 @@ mod tests {
         let plan = plan(&whole, &config(), today()).unwrap();
         assert!(plan.weekly.is_none());
         assert_eq!(plan.previous.period.as_deref(), Some("2026-06-01..2026-08-24"));
-        assert_eq!(plan.previous_label, "2026-06-01..2026-08-24");
+        // Labels name the last day covered, not the exclusive end.
+        assert_eq!(plan.label, "2026-08-24 \u{2013} 2026-11-15");
+        assert_eq!(plan.previous_label, "2026-06-01 \u{2013} 2026-08-23");
         let days = RangeArgs {
             period: Some("2026-08-26..2026-09-02".into()),
             ..RangeArgs::default()

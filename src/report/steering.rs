@@ -480,9 +480,14 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 // Deployment frequency is tiered on deploy days (weeks `w`, months `m`), not on
                 // deployments per day.
                 tier: if m == MetricId::DeploymentFrequency {
-                    current
+                    let tier = current
                         .org(MetricId::DeployDaysWeeklyMedian)
-                        .and_then(|w| w.tier_among(input.current))
+                        .and_then(|w| w.tier_among(input.current));
+                    // The tier is read from the deploy days: define them beside it.
+                    if tier.is_some() {
+                        shown.insert(MetricId::DeployDaysWeeklyMedian.as_str());
+                    }
+                    tier
                 } else {
                     row.and_then(MetricRow::tier)
                 },
@@ -514,7 +519,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 service: service.to_owned(),
                 availability: metric_cell(Some(MetricId::Availability), Some(row)),
                 slo: percent_2(slo),
-                budget: cell(current.get(MetricId::ErrorBudgetConsumed.as_str(), "service", service)),
+                budget: metric_cell(
+                    Some(MetricId::ErrorBudgetConsumed),
+                    current.get(MetricId::ErrorBudgetConsumed.as_str(), "service", service),
+                ),
                 downtime: cell(current.get(MetricId::DowntimeMinutes.as_str(), "service", service)),
                 // A figure on too few samples is shown but not judged.
                 meets: value.filter(|_| !insufficient).map(|v| v >= slo),
@@ -712,14 +720,36 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
 
 /// [`cell`], with availability in hundredths of a percent: SLOs differ in the second decimal
 /// (99.85% misses a 99.9% objective, which one decimal would show as 99.9%).
+/// Error budget consumed past the whole budget reads as a multiple of it (see [`budget_text`]).
 fn metric_cell(metric: Option<MetricId>, row: Option<&MetricRow>) -> Cell {
     let mut c = cell(row);
-    if metric == Some(MetricId::Availability) {
-        if let Some(v) = row.and_then(|r| r.value).filter(|v| v.is_finite()) {
-            c.text = percent_2(v);
+    if let Some(v) = row.and_then(|r| r.value).filter(|v| v.is_finite()) {
+        match metric {
+            Some(MetricId::Availability) => c.text = percent_2(v),
+            Some(MetricId::ErrorBudgetConsumed) => c.text = budget_text(v),
+            _ => {}
         }
     }
     c
+}
+
+/// Error budget consumed: a percentage while within the budget, a multiple of it beyond
+/// (`32.7× budget`, not `3271.0%`), one decimal either way.
+fn budget_text(v: f64) -> String {
+    if shown_budget(v) >= 1.0 {
+        format!("{:.1}\u{d7} budget", shown_budget(v))
+    } else {
+        format_value(Some(v), "ratio")
+    }
+}
+
+/// The error budget consumed as [`budget_text`] shows it.
+fn shown_budget(v: f64) -> f64 {
+    if (v * 10.0).round() / 10.0 >= 1.0 {
+        (v * 10.0).round() / 10.0
+    } else {
+        shown_value(v, "ratio")
+    }
 }
 
 /// A ratio as a percentage with two decimals.
@@ -780,10 +810,13 @@ fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
         return MISSING.to_owned();
     };
     let availability = now.metric == MetricId::Availability.as_str();
+    let budget = now.metric == MetricId::ErrorBudgetConsumed.as_str();
     let shown = |v: Option<f64>| {
         v.filter(|v| v.is_finite()).map(|v| {
             if availability {
                 (v * 10_000.0).round() / 10_000.0
+            } else if budget {
+                shown_budget(v)
             } else {
                 shown_value(v, &now.unit)
             }
@@ -794,7 +827,13 @@ fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
         return MISSING.to_owned();
     };
     let sign = if d < 0.0 { "\u{2212}" } else { "+" };
-    let magnitude = if availability {
+    let magnitude = if budget
+        && (now.value.is_some_and(|v| shown_budget(v) >= 1.0)
+            || then.value.is_some_and(|v| shown_budget(v) >= 1.0))
+    {
+        // Beyond the budget the values read as multiples of it, and so does their change.
+        format!("{:.1}\u{d7} budget", (d.abs() * 10.0).round() / 10.0)
+    } else if availability {
         format!("{:.2} pp", (d.abs() * 10_000.0).round() / 100.0)
     } else if now.unit == "ratio" {
         format!("{:.1} pp", (d.abs() * 1000.0).round() / 10.0)
@@ -813,12 +852,7 @@ fn period_dates(rows: &[MetricRow]) -> Option<String> {
     let range = rows.iter().filter(|r| r.grain == "range");
     let start = range.clone().map(|r| r.period_start).min()?;
     let end = range.map(|r| r.period_end).max()?;
-    let last = calendar_date(end) - chrono::Duration::days(1);
-    Some(format!(
-        "{} \u{2013} {}",
-        calendar_date(start).format("%Y-%m-%d"),
-        last.format("%Y-%m-%d")
-    ))
+    Some(super::view::dates_text(start, end))
 }
 
 /// Renders the steering report into `dir` (created if needed): `report.html` with every chart
@@ -915,5 +949,10 @@ mod tests {
             "nothing shown, no sign"
         );
         assert_eq!(delta(LeadTimeMedian, 2.0, 12.5), "\u{2212}10.5 h");
+        // Beyond the budget: multiples of it, not thousands of percentage points.
+        assert_eq!(budget_text(32.712), "32.7\u{d7} budget");
+        assert_eq!(budget_text(0.17), "17.0%");
+        assert_eq!(delta(ErrorBudgetConsumed, 32.712, 18.39), "+14.3\u{d7} budget");
+        assert_eq!(delta(ErrorBudgetConsumed, 0.5, 0.25), "+25.0 pp");
     }
 }

@@ -130,7 +130,8 @@ fn renders_html_and_charts_from_three_weeks() {
     assert!(html.contains("130 min"));
     assert!(html.contains("insufficient data (n &lt; 5)"));
     assert!(html.contains("Acme Ops"));
-    assert!(html.contains("2024-03-04 \u{2013} 2024-03-25"));
+    // Three weeks from Monday 2024-03-04: the last day covered is Sunday 2024-03-24.
+    assert!(html.contains("2024-03-04 \u{2013} 2024-03-24"));
     assert!(html.contains("payments"));
     assert_eq!(html.matches("<svg").count(), 2);
     // Self-contained: nothing is fetched.
@@ -297,6 +298,9 @@ mod steering_report {
             (LeadTimeMedian, Some(30.0), 38),
             (ChangeFailureRate, Some(0.1), 40),
             (FailedDeploymentRecoveryMedian, Some(2.0), 3),
+            // The deployment-frequency tier's inputs: 2 deploy days a week over 13 weeks (high).
+            (DeployDaysWeeklyMedian, Some(2.0), 13),
+            (DeployDaysMonthlyMedian, Some(9.0), 3),
             (DowntimeMinutes, Some(300.0), 6),
             (ChangeCausedDowntimeMinutes, Some(120.0), 3),
             (Availability, Some(0.9977), 6),
@@ -518,7 +522,8 @@ mod steering_report {
         assert_eq!(
             tiers,
             [
-                ("deployment_frequency", None),
+                // w = 2 deploy days a week over 13 weeks.
+                ("deployment_frequency", Some("high")),
                 ("lead_time_median", Some("high")),
                 ("change_failure_rate", Some("high")),
                 ("failed_deployment_recovery_median", None),
@@ -556,7 +561,7 @@ mod steering_report {
         assert_eq!(page.availability[0].meets, Some(false));
         assert_eq!(page.availability[0].slo, "99.90%");
         assert_eq!(page.availability[0].availability.text, "99.85%");
-        assert_eq!(page.availability[0].budget.text, "150.0%");
+        assert_eq!(page.availability[0].budget.text, "1.5\u{d7} budget");
         assert_eq!(view.availability.services[0].slo, 0.999);
         // Availability is measured, not sampled: a service without incidents (n = 0) is a
         // judged 100%, not insufficient data.
@@ -610,6 +615,29 @@ mod steering_report {
             .find(|g| g.id == "change_failure_rate")
             .unwrap();
         assert_eq!(cfr.definition, MetricId::ChangeFailureRate.definition());
+        // The deployment-frequency tier is read from the weekly deploy days: defined beside it.
+        let tile = page
+            .tiles
+            .iter()
+            .find(|t| t.id == "deployment_frequency")
+            .unwrap();
+        assert_eq!(tile.tier, Some("high"));
+        assert!(ids.contains(&"deploy_days_weekly_median"));
+        // A quarter's page says "period", not "week", in its definitions.
+        for g in &page.glossary {
+            assert!(
+                !g.definition.contains("in the week"),
+                "{}: {}",
+                g.id,
+                g.definition
+            );
+            assert!(
+                !g.definition.contains("to the week"),
+                "{}: {}",
+                g.id,
+                g.definition
+            );
+        }
     }
 
     #[test]
@@ -667,6 +695,22 @@ mod steering_report {
             " {flags} figure(s) on this page rest on fewer than 5 samples"
         )));
         assert_eq!(shown(&html, "change_success_rate", "all", "previous"), "90.0%");
+
+        // The terms page one uses are defined, whatever metrics are shown.
+        for term in [
+            "<dt>pp</dt>",
+            "<dt>n</dt>",
+            "<dt>SLO</dt>",
+            "<dt>Error budget</dt>",
+            "<dt>Tier</dt>",
+        ] {
+            assert!(html.contains(term), "glossary defines {term}");
+        }
+        assert!(html.contains("Rank correlation from &minus;1 to 1"));
+        assert!(
+            html.contains("1.5\u{d7} budget"),
+            "payments spent one and a half budgets"
+        );
 
         assert_eq!(html.matches("<svg").count(), 5);
         // The service named like an img element is text; nothing else may look like a source.

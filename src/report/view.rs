@@ -286,7 +286,26 @@ pub(crate) fn date_text(t: DateTime<Utc>) -> String {
     calendar_date(t).format("%Y-%m-%d").to_string()
 }
 
-/// First week start to last period end; falls back to all rows when there are no weekly rows.
+/// `2026-08-03 – 2026-10-25`: the first day and the last day of the period `[start, end)`, as
+/// calendar dates of the report time zone (see [`calendar_date`]). The end is exclusive, so the
+/// last day shown is the day before it: a week from Monday ends on Sunday.
+pub fn dates_text(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    days_text(calendar_date(start), calendar_date(end))
+}
+
+/// [`dates_text`] for calendar dates already in the report time zone: `first` to the day before
+/// `end`.
+pub fn days_text(first: NaiveDate, end: NaiveDate) -> String {
+    let last = (end - Duration::days(1)).max(first);
+    format!(
+        "{} \u{2013} {}",
+        first.format("%Y-%m-%d"),
+        last.format("%Y-%m-%d")
+    )
+}
+
+/// First week start to the last day of the last period; falls back to all rows when there are
+/// no weekly rows.
 pub(crate) fn range_text(rows: &[MetricRow]) -> Option<String> {
     let weekly_start = rows
         .iter()
@@ -295,7 +314,7 @@ pub(crate) fn range_text(rows: &[MetricRow]) -> Option<String> {
         .min();
     let start = weekly_start.or_else(|| rows.iter().map(|r| r.period_start).min())?;
     let end = rows.iter().map(|r| r.period_end).max()?;
-    Some(format!("{} \u{2013} {}", date_text(start), date_text(end)))
+    Some(dates_text(start, end))
 }
 
 /// Lookup key for a row; borrowed from the rows, ordered so iteration is deterministic.
@@ -343,6 +362,34 @@ fn first_of<'a>(map: &BTreeMap<Key<'a>, &'a MetricRow>, metric: &str, scope: &st
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn period_dates_name_the_last_day_covered() {
+        // Monday 2026-08-24 to Monday 2026-11-16 (exclusive) ends on Sunday 2026-11-15, also when
+        // the report zone is Berlin (midnight there is 22:00 or 23:00 UTC the day before).
+        let utc = |d: u32, m: u32, h: u32| Utc.with_ymd_and_hms(2026, m, d, h, 0, 0).unwrap();
+        assert_eq!(
+            dates_text(utc(24, 8, 0), utc(16, 11, 0)),
+            "2026-08-24 \u{2013} 2026-11-15"
+        );
+        assert_eq!(
+            dates_text(utc(23, 8, 22), utc(15, 11, 23)),
+            "2026-08-24 \u{2013} 2026-11-15"
+        );
+        let rows = [MetricRow {
+            metric: "deployment_count".into(),
+            grain: "week".into(),
+            scope_type: "org".into(),
+            scope: "all".into(),
+            period_start: utc(9, 11, 0),
+            period_end: utc(16, 11, 0),
+            value: Some(1.0),
+            unit: "count".into(),
+            n: 1,
+            method: None,
+        }];
+        assert_eq!(range_text(&rows).unwrap(), "2026-11-09 \u{2013} 2026-11-15");
+    }
 
     #[test]
     fn week_starts_in_other_zones_keep_their_local_date() {
