@@ -124,6 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         current: &current,
         weekly: &current,
         previous: &previous,
+        previous_weekly: &previous,
         kpis: &kpis,
         slo: &slo,
         default_slo: 0.995,

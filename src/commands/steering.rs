@@ -25,6 +25,11 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         .as_ref()
         .map(|w| metrics::calculate(w, config))
         .transpose()?;
+    let previous_weekly = plan
+        .previous_weekly
+        .as_ref()
+        .map(|w| metrics::calculate(w, config))
+        .transpose()?;
     let current = metrics::calculate(&plan.period, config)?;
 
     let slo: BTreeMap<String, f64> = config
@@ -41,6 +46,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         current: &current,
         weekly: weekly.as_deref().unwrap_or(&current),
         previous: &previous,
+        previous_weekly: previous_weekly.as_deref().unwrap_or(&previous),
         kpis: &config.kpis,
         slo: &slo,
         default_slo: config.metrics.default_slo,
@@ -70,6 +76,8 @@ pub struct Plan {
     pub weekly: Option<RangeArgs>,
     /// The period before, of the same length.
     pub previous: RangeArgs,
+    /// The ISO weeks covering the period before, when `weekly` is needed for this one.
+    pub previous_weekly: Option<RangeArgs>,
     /// The period as readers name it.
     pub label: String,
     /// The previous period as readers name it.
@@ -121,6 +129,7 @@ pub fn plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Resu
     .then(|| weeks_of(from, to));
     Ok(Plan {
         period: args.clone(),
+        previous_weekly: weekly.is_some().then(|| weeks_of(prev_from, from)),
         weekly,
         previous,
         label: label(named, from, to),
@@ -142,15 +151,20 @@ fn weeks_plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> Plan {
         until: Some(until),
         ..args.clone()
     };
+    let previous = RangeArgs {
+        until: Some(from),
+        ..period.clone()
+    };
     Plan {
         weekly: (!weekly_grain).then(|| RangeArgs {
             grain: None,
             ..period.clone()
         }),
-        previous: RangeArgs {
-            until: Some(from),
-            ..period.clone()
-        },
+        previous_weekly: (!weekly_grain).then(|| RangeArgs {
+            grain: None,
+            ..previous.clone()
+        }),
+        previous,
         period,
         label: weeks_label(from, until),
         previous_label: weeks_label(from - Duration::weeks(i64::from(weeks)), from),
@@ -208,6 +222,12 @@ mod tests {
         let weekly = plan.weekly.unwrap();
         assert_eq!(weekly.until, NaiveDate::from_ymd_opt(2026, 10, 5));
         assert_eq!(weekly.weeks, Some(14));
+        // The correlation of the quarter before is computed on its weeks too: 2026-03-30 (the
+        // Monday of the week holding 2026-04-01) to 2026-07-06 (after Wednesday 2026-07-01).
+        let previous_weekly = plan.previous_weekly.unwrap();
+        assert_eq!(previous_weekly.until, NaiveDate::from_ymd_opt(2026, 7, 6));
+        assert_eq!(previous_weekly.weeks, Some(14));
+        assert_eq!(previous_weekly.grain, None);
         assert_eq!(plan.period.period.as_deref(), Some("2026-Q3"));
     }
 

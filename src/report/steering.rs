@@ -134,6 +134,9 @@ pub struct SteeringInput<'a> {
     pub weekly: &'a [MetricRow],
     /// The metric table of the previous period: its `range` rows give deltas and trend arrows.
     pub previous: &'a [MetricRow],
+    /// The metric table of the weeks covering the previous period: its `range` row is the
+    /// correlation compared with this period's (weeks with weeks, not with months or quarters).
+    pub previous_weekly: &'a [MetricRow],
     /// The shared KPIs.
     pub kpis: &'a [KpiSpec],
     /// Availability objectives of the services that set one.
@@ -356,6 +359,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
     let current = RangeIndex::new(input.current);
     let previous = RangeIndex::new(input.previous);
     let weekly_range = RangeIndex::new(input.weekly);
+    let previous_weekly = RangeIndex::new(input.previous_weekly);
     let mut shown: BTreeSet<&'static str> = BTreeSet::new();
 
     let mut figure = |m: MetricId, source: &RangeIndex<'_>, before: &RangeIndex<'_>| -> Figure {
@@ -372,9 +376,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
     let headline: Vec<Figure> = definition::HEADLINE
         .iter()
         .map(|&m| {
-            // The correlation needs weeks; the period's own table may have one period only.
+            // The correlation needs weeks; the period's own table may have one period only. It is
+            // compared with the previous period's weekly correlation, like with like.
             if m == MetricId::DeploymentsDowntimeCorrelation {
-                figure(m, &weekly_range, &previous)
+                figure(m, &weekly_range, &previous_weekly)
             } else {
                 figure(m, &current, &previous)
             }

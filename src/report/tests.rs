@@ -405,6 +405,8 @@ mod steering_report {
             (LeadTimeMedian, Some(20.0), 30),
             (DeploymentCount, Some(30.0), 30),
             (DowntimeMinutes, Some(500.0), 8),
+            // A quarter-grain table's correlation is over one quarter: not comparable with weeks.
+            (DeploymentsDowntimeCorrelation, Some(-0.9), 5),
             // Shown in the previous-period column only, on too few samples.
             (ChangeSuccessRate, Some(0.9), 3),
         ]
@@ -428,6 +430,7 @@ mod steering_report {
         current: Vec<MetricRow>,
         weekly: Vec<MetricRow>,
         previous: Vec<MetricRow>,
+        previous_weekly: Vec<MetricRow>,
         kpis: Vec<KpiSpec>,
         slo: BTreeMap<String, f64>,
     }
@@ -437,6 +440,14 @@ mod steering_report {
             current: current(),
             weekly: weekly(),
             previous: previous(),
+            // The weeks of 2026-Q2: their correlation is what this quarter's is compared with.
+            previous_weekly: vec![range_row(
+                MetricId::DeploymentsDowntimeCorrelation,
+                "all",
+                Some(0.1),
+                14,
+                2,
+            )],
             kpis: kpis(),
             slo: BTreeMap::from([("payments".to_owned(), 0.999)]),
         }
@@ -451,6 +462,7 @@ mod steering_report {
             current: &d.current,
             weekly: &d.weekly,
             previous: &d.previous,
+            previous_weekly: &d.previous_weekly,
             kpis: &d.kpis,
             slo: &d.slo,
             default_slo: 0.995,
@@ -512,6 +524,22 @@ mod steering_report {
             (card[2].arrow, card[2].trend, card[2].delta.as_str()),
             ("", "unknown", MISSING)
         );
+    }
+
+    #[test]
+    fn the_correlation_is_compared_with_the_previous_periods_weeks() {
+        let d = data();
+        let page = build(&input(&d)).page;
+        let corr = page
+            .headline
+            .iter()
+            .find(|f| f.id == "deployments_downtime_correlation")
+            .unwrap();
+        // 0.42 over this quarter's weeks against 0.10 over the last quarter's, not against the
+        // quarter-grain table's −0.90.
+        assert_eq!(corr.value.text, "0.42");
+        assert_eq!(corr.previous.text, "0.10");
+        assert_eq!(corr.delta, "+0.32");
     }
 
     #[test]
@@ -759,6 +787,7 @@ mod steering_report {
             current: Vec::new(),
             weekly: Vec::new(),
             previous: Vec::new(),
+            previous_weekly: Vec::new(),
             kpis: Vec::new(),
             slo: BTreeMap::new(),
         };
