@@ -194,6 +194,19 @@ async fn the_steering_report_renders_in_chromium_and_runs_nothing_from_the_data(
         inked > (width * height) as usize / 100,
         "text and charts cover more than 1% of the first screen ({inked} px)"
     );
+    // The headline chart drew its deployment bars: Okabe–Ito blue (0, 114, 178) at 75% over
+    // white is (64, 149, 197). A page whose charts failed has text but none of this blue.
+    let deploy_blue = pixels
+        .chunks_exact(channels)
+        .filter(|p| {
+            let d = |a: u8, b: u8| i32::from(a).abs_diff(i32::from(b));
+            d(p[0], 64) + d(p[1], 149) + d(p[2], 197) <= 30
+        })
+        .count();
+    assert!(
+        deploy_blue > 10_000,
+        "the headline chart's deployment bars are on the first screen ({deploy_blue} px)"
+    );
 
     let dom = chromium(&html_path, &profile, &["--dump-dom".to_owned()]);
     let title = dom
