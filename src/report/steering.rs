@@ -619,7 +619,11 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         grain: "week".to_owned(),
         deployments: weekly.values(MetricId::DeploymentCount),
         downtime_minutes: weekly.values(MetricId::DowntimeMinutes),
-        downtime_target: None,
+        // A shared KPI's downtime target is a total for the period judged; drawn against weekly
+        // downtime only when the period is one week, since a quarter's target is not a week's.
+        downtime_target: one_week(input.current)
+            .then(|| org_target(input.kpis, MetricId::DowntimeMinutes))
+            .flatten(),
     };
     let change_failure = ChangeFailureRate {
         weeks: weekly.dates.clone(),
@@ -852,6 +856,13 @@ fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
     format!("{sign}{magnitude}")
 }
 
+/// Whether the period of the range rows is one week long.
+fn one_week(rows: &[MetricRow]) -> bool {
+    rows.iter()
+        .find(|r| r.grain == "range")
+        .is_some_and(|r| r.period_end - r.period_start == chrono::Duration::weeks(1))
+}
+
 /// The first day and the last day of the period, from its range rows.
 fn period_dates(rows: &[MetricRow]) -> Option<String> {
     let range = rows.iter().filter(|r| r.grain == "range");
@@ -959,5 +970,37 @@ mod tests {
         assert_eq!(budget_text(0.17), "17.0%");
         assert_eq!(delta(ErrorBudgetConsumed, 32.712, 18.39), "+14.3\u{d7} budget");
         assert_eq!(delta(ErrorBudgetConsumed, 0.5, 0.25), "+25.0 pp");
+    }
+
+    #[test]
+    fn the_downtime_target_is_drawn_on_weekly_bars_only_for_a_one_week_period() {
+        let kpis: Vec<KpiSpec> = vec![
+            toml::from_str("metric = \"downtime_minutes\"\ntarget = \"<= 60\"\nowners = \"Ops\"\n").unwrap(),
+        ];
+        let week = |days: i64| {
+            let mut r = row(MetricId::DowntimeMinutes, 30.0);
+            r.period_end = r.period_start + chrono::Duration::days(days);
+            vec![r]
+        };
+        let slo = BTreeMap::new();
+        let target = |current: &[MetricRow]| {
+            build(&SteeringInput {
+                organisation: "o",
+                period: "p",
+                previous_period: "q",
+                generated_at: DateTime::<Utc>::UNIX_EPOCH,
+                current,
+                weekly: current,
+                previous: &[],
+                previous_weekly: &[],
+                kpis: &kpis,
+                slo: &slo,
+                default_slo: 0.995,
+            })
+            .headline
+            .downtime_target
+        };
+        assert_eq!(target(&week(7)), Some(60.0));
+        assert_eq!(target(&week(91)), None);
     }
 }
