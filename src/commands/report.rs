@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::metric::MetricRow;
 use crate::pipeline;
 use crate::report::archive::{self, Meta};
-use crate::report::{self, ReportError, ReportInput, ReportOutput};
+use crate::report::{self, ReportError, ReportOutput};
 use crate::store::Store;
 
 /// Writes the report `args.kind` names.
@@ -50,13 +50,8 @@ pub fn out_dir(config: &Config, out: Option<PathBuf>) -> PathBuf {
 pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyhow::Result<ReportOutput> {
     let out_dir = out_dir(config, out);
     let now = Utc::now();
-    let input = ReportInput {
-        organisation: &config.organisation.name,
-        generated_at: now,
-        rows,
-        kpis: &config.kpis,
-    };
-    let view = report::view::build(input.organisation, now, rows, input.kpis);
+    // Built once: its period names the run, and it is what gets rendered.
+    let view = report::view::build(&config.organisation.name, now, rows, &config.kpis);
     let run = Run {
         kind: "weekly",
         title: format!(
@@ -68,7 +63,7 @@ pub fn render(rows: &[MetricRow], config: &Config, out: Option<PathBuf>) -> anyh
         generated_at: now,
     };
     archived(&out_dir, &config.organisation.name, &run, |dir| {
-        report::render(&input, dir)
+        report::render_view(&view, dir)
     })
 }
 
@@ -136,12 +131,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_weekly_run_is_listed_with_the_last_day_it_covers() {
+        let out = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse("", Path::new("t.toml"), Default::default()).unwrap();
+        let monday = Utc.with_ymd_and_hms(2026, 11, 9, 0, 0, 0).unwrap();
+        let rows = [MetricRow {
+            metric: "deployment_count".into(),
+            grain: "week".into(),
+            scope_type: "org".into(),
+            scope: "all".into(),
+            period_start: monday,
+            period_end: monday + chrono::Duration::weeks(1),
+            value: Some(4.0),
+            unit: "count".into(),
+            n: 4,
+            method: None,
+        }];
+        let output = render(&rows, &config, Some(out.path().to_path_buf())).unwrap();
+        let runs = archive::runs(out.path());
+        assert_eq!(runs.len(), 1);
+        // The week of Monday 2026-11-09 ends on Sunday 2026-11-15, not on the next Monday.
+        assert_eq!(runs[0].meta.period, "2026-11-09 \u{2013} 2026-11-15");
+        let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+        assert!(index.contains("2026-11-09 \u{2013} 2026-11-15"), "{index}");
+        let html = std::fs::read_to_string(output.html).unwrap();
+        assert!(html.contains("2026-11-09 \u{2013} 2026-11-15"));
+    }
+
+    #[test]
     fn each_run_gets_a_folder_a_meta_file_and_a_line_in_the_history() {
         let out = tempfile::tempdir().unwrap();
         let run = Run {
             kind: "weekly",
             title: "Acme \u{2014} weekly IT and operations report".to_owned(),
-            period: "2026-08-24 \u{2013} 2026-11-16".to_owned(),
+            period: "2026-08-24 \u{2013} 2026-11-15".to_owned(),
             generated_at: Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap(),
         };
         let write = |dir: &Path| -> Result<ReportOutput, ReportError> {
@@ -168,7 +191,7 @@ mod tests {
         let runs = archive::runs(out.path());
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].meta.main, "report.html");
-        assert_eq!(runs[0].meta.period, "2026-08-24 \u{2013} 2026-11-16");
+        assert_eq!(runs[0].meta.period, "2026-08-24 \u{2013} 2026-11-15");
         let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
         assert!(
             index.contains("weekly/2026-11-16T060000Z-2/report.html"),

@@ -80,12 +80,16 @@ pub struct ReportOutput {
 /// Renders the weekly report into `out_dir`, creating it if needed. The output depends only on
 /// `input`: the same input gives byte-identical files.
 pub fn render(input: &ReportInput<'_>, out_dir: &Path) -> Result<ReportOutput, ReportError> {
+    let view = view::build(input.organisation, input.generated_at, input.rows, input.kpis);
+    render_view(&view, out_dir)
+}
+
+/// [`render`] for a view already built (e.g. by a caller that also read its period).
+pub fn render_view(view: &view::View, out_dir: &Path) -> Result<ReportOutput, ReportError> {
     std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
         path: out_dir.to_path_buf(),
         source,
     })?;
-
-    let view = view::build(input.organisation, input.generated_at, input.rows, input.kpis);
 
     let deployments_svg = charts::to_svg(&view.deployments)?;
     let change_failure_svg = charts::to_svg(&view.change_failure)?;
