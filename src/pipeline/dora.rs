@@ -158,10 +158,15 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
     let day = |ms: i64| -> Option<NaiveDate> {
         DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).date_naive())
     };
+    // `deploys` is in finish order: each period reads only its own deployments.
     let days_of = |scope: super::engine::Scope<'_>, from: i64, to: i64| -> BTreeSet<NaiveDate> {
+        let first = deploys.partition_point(|d| d.finished < from);
+        let end = deploys.partition_point(|d| d.finished < to);
         deploys
+            .get(first..end.max(first))
+            .unwrap_or_default()
             .iter()
-            .filter(|d| d.finished >= from && d.finished < to && scope.covers(d.service.as_deref()))
+            .filter(|d| scope.covers(d.service.as_deref()))
             .filter_map(|d| day(d.finished))
             .collect()
     };

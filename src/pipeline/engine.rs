@@ -443,7 +443,7 @@ pub(super) fn attributions(
         ])?
         .lazy(),
     };
-    let candidates = incidents
+    let unnamed = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
         // Incidents that name their cause are not attributed again by the window.
@@ -454,28 +454,59 @@ pub(super) fn attributions(
             col("incident_id"),
             col("named"),
         )
-        .filter(col("is_named").is_null())
-        .inner_join(
-            production.filter(col("service").is_not_null()).select([
-                col("id").alias("deployment_id"),
-                col("service"),
-                col("finished_at"),
-            ]),
-            col("service"),
-            col("service"),
+        .filter(col("is_named").is_null());
+    // One sorted pass instead of joining each incident with every deployment of its service
+    // (quadratic per service): incidents and deployments stacked, sorted by service and instant
+    // (deployments by id), and each incident takes the deployment just above it, which is the
+    // latest `(finished_at, id)` before it. At the same instant a deployment comes first for the
+    // chain (finished at or before the start) and last for DevLake (strictly before).
+    let (incident_kind, deployment_kind) = match mode {
+        Attribution::Chain => (1i32, 0i32),
+        Attribution::Devlake => (0i32, 1i32),
+    };
+    let null = |dtype: DataType| lit(NULL).cast(dtype);
+    let incident_events = unnamed.select([
+        col("service"),
+        col("started_at").alias("t"),
+        lit(incident_kind).alias("kind"),
+        col("incident_id"),
+        col("started_at"),
+        null(DataType::String).alias("deployment_id"),
+        null(DataType::String).alias("deployment_service"),
+        null(DataType::Int64).alias("finished_at"),
+    ]);
+    let deployment_events = production.filter(col("service").is_not_null()).select([
+        col("service"),
+        col("finished_at").alias("t"),
+        lit(deployment_kind).alias("kind"),
+        null(DataType::String).alias("incident_id"),
+        null(DataType::Int64).alias("started_at"),
+        col("id").alias("deployment_id"),
+        col("service").alias("deployment_service"),
+        col("finished_at"),
+    ]);
+    let previous = |name: &str| col(name).fill_null_with_strategy(FillNullStrategy::Forward(None));
+    let in_window = match mode {
+        Attribution::Devlake => lit(true),
+        Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
+    };
+    let window = concat([incident_events, deployment_events], UnionArgs::default())?
+        .sort(
+            ["service", "t", "kind", "deployment_id"],
+            SortMultipleOptions::default().with_nulls_last(true),
         )
-        .filter(col("finished_at").lt_eq(col("started_at")).and(match mode {
-            // DevLake: strictly before the incident, no window.
-            Attribution::Devlake => col("finished_at").lt(col("started_at")),
-            Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
-        }));
-    let latest_first = SortMultipleOptions::default().with_order_descending(true);
-    let window = candidates
-        .group_by([col("incident_id")])
-        .agg([col("deployment_id")
-            .sort_by([col("finished_at"), col("deployment_id")], latest_first)
-            .first()])
-        .with_column(lit(WINDOW).alias("link"));
+        .with_columns([
+            previous("deployment_id"),
+            previous("deployment_service"),
+            previous("finished_at"),
+        ])
+        .filter(
+            col("kind")
+                .eq(lit(incident_kind))
+                .and(col("deployment_service").eq(col("service")))
+                .and(in_window),
+        )
+        .select([col("incident_id"), col("deployment_id"), lit(WINDOW).alias("link")]);
     concat([explicit, window], UnionArgs::default())
 }
 
@@ -514,6 +545,19 @@ fn explicit_links(
             })
         })
         .collect();
+    let shipped = causes::ShippedIndex::new(&shipped);
+    // Indexes instead of a scan of every deployment per reference: the position of the latest
+    // deployment with each id, and every lower-cased sha with its position, sorted for prefix search.
+    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(deps.len());
+    for (position, (id, _)) in deps.iter().enumerate() {
+        by_id.insert(id, position);
+    }
+    let mut by_sha: Vec<(String, usize)> = deps
+        .iter()
+        .enumerate()
+        .map(|(position, (_, sha))| (sha.to_ascii_lowercase(), position))
+        .collect();
+    by_sha.sort_unstable();
     let refs = incidents
         .select([col("id"), col("service"), col("cause_refs")])
         .collect()?;
@@ -534,11 +578,24 @@ fn explicit_links(
         let found = list.iter().flatten().find_map(|r| {
             let r = r.trim();
             let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
-            deps.iter()
-                .rev()
-                .find(|(id, sha)| {
-                    *id == r || (is_sha && sha.to_ascii_lowercase().starts_with(&r.to_ascii_lowercase()))
+            // The latest deployment (highest position) named by id or by a sha prefix.
+            let by_id = by_id.get(r).copied();
+            let by_sha = is_sha
+                .then(|| {
+                    let prefix = r.to_ascii_lowercase();
+                    let from = by_sha.partition_point(|(sha, _)| sha.as_str() < prefix.as_str());
+                    by_sha
+                        .get(from..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|(sha, _)| sha.starts_with(&prefix))
+                        .map(|(_, position)| *position)
+                        .max()
                 })
+                .flatten();
+            by_id
+                .max(by_sha)
+                .and_then(|position| deps.get(position))
                 .map(|(id, _)| *id)
                 .or_else(|| causes.resolve(r, inc_service.get(i), &shipped))
         });
