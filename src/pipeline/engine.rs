@@ -506,7 +506,11 @@ pub(super) fn attributions(
                 .and(col("deployment_service").eq(col("service")))
                 .and(in_window),
         )
-        .select([col("incident_id"), col("deployment_id"), lit(WINDOW).alias("link")]);
+        .select([
+            col("incident_id"),
+            col("deployment_id"),
+            lit(WINDOW).alias("link"),
+        ]);
     concat([explicit, window], UnionArgs::default())
 }
 

@@ -184,7 +184,10 @@ impl<'a> ShippedIndex<'a> {
     }
 
     /// The id of the latest deployment (in finish order) among `ids`.
-    pub(in crate::pipeline) fn latest_of<'i>(&self, ids: impl IntoIterator<Item = &'i str>) -> Option<&'a str> {
+    pub(in crate::pipeline) fn latest_of<'i>(
+        &self,
+        ids: impl IntoIterator<Item = &'i str>,
+    ) -> Option<&'a str> {
         let deploys = self.deploys;
         ids.into_iter()
             .filter_map(|id| self.latest.get(id).copied())
@@ -203,5 +206,43 @@ impl<'a> ShippedIndex<'a> {
         let last = *positions.get(end.checked_sub(1)?)?;
         let d = deploys.get(last)?;
         (d.finished >= from).then_some(d.id.as_str())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn shipped(id: &str, service: &str, finished: i64) -> Shipped {
+        Shipped {
+            id: id.into(),
+            service: Some(service.into()),
+            finished,
+        }
+    }
+
+    #[test]
+    fn the_index_finds_the_latest_deployment_by_id_and_within_a_window() {
+        // In finish order, ties by id: d3 and d4 both finished at 20.
+        let deploys = [
+            shipped("d1", "s", 10),
+            shipped("d2", "t", 15),
+            shipped("d3", "s", 20),
+            shipped("d4", "s", 20),
+            shipped("d5", "s", 30),
+        ];
+        let index = ShippedIndex::new(&deploys);
+        assert_eq!(index.latest_of(["d1", "d3"]), Some("d3"));
+        assert_eq!(index.latest_of(["d4", "d1"]), Some("d4"));
+        assert_eq!(index.latest_of(["none"]), None);
+        // Both ends of the window count; of the tie at 20 the later in finish order wins.
+        assert_eq!(index.latest_within("s", 10, 20), Some("d4"));
+        assert_eq!(index.latest_within("s", 21, 29), None);
+        assert_eq!(index.latest_within("s", 30, 30), Some("d5"));
+        assert_eq!(index.latest_within("s", 0, 9), None);
+        assert_eq!(index.latest_within("t", 0, 14), None);
+        assert_eq!(index.latest_within("t", 15, 99), Some("d2"));
+        assert_eq!(index.latest_within("unknown", 0, 99), None);
     }
 }
