@@ -13,6 +13,7 @@
 //! milliseconds since the epoch (UTC) throughout. This module must not write files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
@@ -71,36 +72,41 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     let grid = Grid::new(&opts.calendar, &opts.teams);
 
     // Collected once: every family reads the production deployments and the attribution links.
-    let production = production_deployments(deployments.clone())
-        .collect()
-        .map_err(polars)?
-        .lazy();
-    let change_links = links::change_links(
-        changes.clone(),
-        production.clone(),
-        scan_table::<Commit>(inputs.commits)?,
-    )
-    .map_err(polars)?;
-    let causes = causes::Causes::load(
-        changes.clone(),
-        change_links.clone(),
-        scan_table::<ChangeRequest>(inputs.change_requests)?,
-        opts.change_window_tolerance.num_milliseconds().max(0),
-    )
-    .map_err(polars)?;
-    let links = attributions(
-        production.clone(),
-        incidents.clone(),
-        opts.attribution,
-        opts.attribution_window,
-        &causes,
-    )
-    .and_then(LazyFrame::collect)
+    let production = timed("production deployments", || {
+        production_deployments(deployments.clone()).collect()
+    })
     .map_err(polars)?
     .lazy();
-    let other_failures =
+    let commits = scan_table::<Commit>(inputs.commits)?;
+    let change_links = timed("change links", || {
+        links::change_links(changes.clone(), production.clone(), commits)
+    })
+    .map_err(polars)?;
+    let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
+    let causes = timed("explicit causes", || causes::Causes::load(
+        changes.clone(),
+        change_links.clone(),
+        change_requests,
+        opts.change_window_tolerance.num_milliseconds().max(0),
+    ))
+    .map_err(polars)?;
+    let links = timed("attribution", || {
+        attributions(
+            production.clone(),
+            incidents.clone(),
+            opts.attribution,
+            opts.attribution_window,
+            &causes,
+        )
+        .and_then(LazyFrame::collect)
+    })
+    .map_err(polars)?
+    .lazy();
+    let other_failures = timed("rollbacks and reverts", || {
         super::dora::other_failure_ids(production.clone(), changes.clone(), change_links.clone())
-            .map_err(polars)?;
+    })
+    .map_err(polars)?;
+    let started = Instant::now();
     let computed = Computed {
         deploys: aggregate(
             deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
@@ -126,6 +132,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         outages: outages(incidents.clone(), &opts.outage_severities).map_err(polars)?,
         grid,
     };
+    tracing::debug!(stage = "core aggregates", secs = started.elapsed().as_secs_f64(), "metric stage");
     let shared = Shared {
         inputs,
         opts,
@@ -140,10 +147,10 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
     };
-    let mut family_rows = super::dora::metrics(&shared)?;
-    family_rows.extend(super::ops::metrics(&shared)?);
-    family_rows.extend(super::itsm::metrics(&shared)?);
-    family_rows.extend(super::quality::metrics(&shared)?);
+    let mut family_rows = timed("dora", || super::dora::metrics(&shared))?;
+    family_rows.extend(timed("ops", || super::ops::metrics(&shared))?);
+    family_rows.extend(timed("itsm", || super::itsm::metrics(&shared))?);
+    family_rows.extend(timed("quality", || super::quality::metrics(&shared))?);
 
     let mut rows = metric_rows_with(
         &MetricId::CORE,
@@ -166,6 +173,15 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         }
     }
     Ok(rows)
+}
+
+/// Runs one stage of the metric computation and logs how long it took (debug level), so a slow
+/// lake shows which family the time goes to (`TANDEM_LOG=tandem=debug`).
+fn timed<T>(stage: &str, run: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = run();
+    tracing::debug!(stage, secs = started.elapsed().as_secs_f64(), "metric stage");
+    out
 }
 
 /// The metrics whose value depends on which incidents are attributed to which deployment: their
