@@ -83,12 +83,14 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     })
     .map_err(polars)?;
     let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
-    let causes = timed("explicit causes", || causes::Causes::load(
-        changes.clone(),
-        change_links.clone(),
-        change_requests,
-        opts.change_window_tolerance.num_milliseconds().max(0),
-    ))
+    let causes = timed("explicit causes", || {
+        causes::Causes::load(
+            changes.clone(),
+            change_links.clone(),
+            change_requests,
+            opts.change_window_tolerance.num_milliseconds().max(0),
+        )
+    })
     .map_err(polars)?;
     let links = timed("attribution", || {
         attributions(
@@ -132,7 +134,11 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         outages: outages(incidents.clone(), &opts.outage_severities).map_err(polars)?,
         grid,
     };
-    tracing::debug!(stage = "core aggregates", secs = started.elapsed().as_secs_f64(), "metric stage");
+    tracing::debug!(
+        stage = "core aggregates",
+        secs = started.elapsed().as_secs_f64(),
+        "metric stage"
+    );
     let shared = Shared {
         inputs,
         opts,
@@ -745,15 +751,6 @@ impl Scope<'_> {
             Self::Service(name) | Self::Team(name, _) => name,
         }
     }
-
-    /// Whether a record of `service` counts in this scope.
-    pub(super) fn covers(self, service: Option<&str>) -> bool {
-        match self {
-            Self::Org => true,
-            Self::Service(name) => service == Some(name),
-            Self::Team(_, services) => service.is_some_and(|s| services.contains(s)),
-        }
-    }
 }
 
 /// A period of the grid: one of the calendar's periods (0 = the first) or the whole range.
@@ -888,17 +885,18 @@ pub(super) struct Cell {
     values: Vec<Option<f64>>,
 }
 
-/// The groups of one event kind by (scope type, scope, week); absent cells had no events.
+/// The groups of one event kind by scope type, scope and week; absent cells had no events.
+/// Nested so that a lookup borrows the scope's names instead of allocating a key (the metric
+/// families look cells up millions of times on a lake of years).
 #[derive(Debug)]
-pub(super) struct Cells(HashMap<(String, String, i64), Cell>);
+pub(super) struct Cells(HashMap<String, HashMap<String, HashMap<i64, Cell>>>);
 
 impl Cells {
     pub(super) fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
-        self.0.get(&(
-            scope.scope_type().to_owned(),
-            scope.name().to_owned(),
-            period.index(),
-        ))
+        self.0
+            .get(scope.scope_type())?
+            .get(scope.name())?
+            .get(&period.index())
     }
 
     pub(super) fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
@@ -979,7 +977,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
         aggs.iter()
             .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
     );
-    let mut cells = HashMap::new();
+    let mut cells: HashMap<String, HashMap<String, HashMap<i64, Cell>>> = HashMap::new();
     // Grouped part by part rather than as one union: the union of six copies of the events would
     // be materialised whole before grouping (the largest allocation of a run on a big lake).
     for part in parts {
@@ -1001,13 +999,18 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
             else {
                 continue;
             };
-            cells.insert(
-                (scope_type.to_owned(), scope.to_owned(), week),
-                Cell {
-                    n: n.get(row).unwrap_or(0),
-                    values: values.iter().map(|column| column.get(row)).collect(),
-                },
-            );
+            cells
+                .entry(scope_type.to_owned())
+                .or_default()
+                .entry(scope.to_owned())
+                .or_default()
+                .insert(
+                    week,
+                    Cell {
+                        n: n.get(row).unwrap_or(0),
+                        values: values.iter().map(|column| column.get(row)).collect(),
+                    },
+                );
         }
     }
     Ok(Cells(cells))

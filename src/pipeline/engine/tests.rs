@@ -742,6 +742,11 @@ fn a_team_row_pools_its_services_records() {
     };
     assert_eq!(team("deployment_count"), (Some(2.0), 2));
     assert_eq!(team("downtime_minutes"), (Some(120.0), 2));
+    // Deploy days: the team's services deployed on 3 and 4 Aug; the organisation on the same two
+    // dates (b and c share the 4th), and db on one.
+    assert_eq!(team("deploy_days"), (Some(2.0), 2));
+    assert_eq!(cell(&rows, DeployDays, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, DeployDays, "db", Some(0)), (Some(1.0), 1));
     assert!(
         !rows.iter().any(|r| r.scope_type == "team" && r.scope != "shop"),
         "only teams from the mapping"
