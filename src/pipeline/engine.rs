@@ -886,10 +886,10 @@ pub(super) struct Cell {
 }
 
 /// The groups of one event kind by scope type, scope and week; absent cells had no events.
-/// Nested so that a lookup borrows the scope's names instead of allocating a key (the metric
-/// families look cells up millions of times on a lake of years).
+/// Nested so that a lookup borrows the scope's names instead of allocating a key, and with polars'
+/// fast hasher: the metric families look cells up millions of times on a lake of years.
 #[derive(Debug)]
-pub(super) struct Cells(HashMap<String, HashMap<String, HashMap<i64, Cell>>>);
+pub(super) struct Cells(PlHashMap<String, PlHashMap<String, PlHashMap<i64, Cell>>>);
 
 impl Cells {
     pub(super) fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
@@ -977,7 +977,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
         aggs.iter()
             .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
     );
-    let mut cells: HashMap<String, HashMap<String, HashMap<i64, Cell>>> = HashMap::new();
+    let mut cells: PlHashMap<String, PlHashMap<String, PlHashMap<i64, Cell>>> = PlHashMap::new();
     // Grouped part by part rather than as one union: the union of six copies of the events would
     // be materialised whole before grouping (the largest allocation of a run on a big lake).
     for part in parts {
