@@ -40,16 +40,19 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         ),
         source,
     };
-    let deploys = deploys_of(shared.production.clone()).map_err(polars)?;
+    let Undone {
+        deploys,
+        rolled_back,
+        reverted,
+    } = shared.undone;
+    let deploys = deploys.as_slice();
     let remediated = incident_remediation(shared).map_err(polars)?;
-    let rolled_back = rollbacks(&deploys);
-    let reverted = reverted(shared.changes.clone(), shared.change_links.clone()).map_err(polars)?;
 
     // Recovery samples, anchored at the failed deployment's finish.
     let mut at = Vec::new();
     let mut service: Vec<Option<String>> = Vec::new();
     let mut span = Vec::new();
-    for d in &deploys {
+    for d in deploys {
         let remedy = match remediated.get(&d.id) {
             // Attributed incidents: recovered when the last of them is resolved.
             Some(latest) => *latest,
@@ -83,7 +86,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineErr
         let mut flag = Vec::with_capacity(deploys.len());
         let mut changes = Vec::with_capacity(deploys.len());
         let mut by_ancestry = Vec::with_capacity(deploys.len());
-        for d in &deploys {
+        for d in deploys {
             let (n, ancestry) = shipped.get(&d.id).copied().unwrap_or((0.0, 0.0));
             at.push(d.finished);
             service.push(d.service.clone());
@@ -377,17 +380,39 @@ fn references_any(text: &str, keys: &HashSet<String>) -> bool {
             .any(|word| keys.contains(&word.trim_matches('-').to_ascii_uppercase()))
 }
 
-/// Ids of the production deployments that failed by a signal other than an attributed incident:
-/// rolled back, or one of their changes reverted by a change that was itself deployed.
-pub(super) fn other_failure_ids(
+/// The production deployments undone by a signal other than an attributed incident: rolled back,
+/// or one of their changes reverted by a change that was itself deployed.
+pub(super) fn undone(
     production: LazyFrame,
     changes: LazyFrame,
     change_links: LazyFrame,
-) -> PolarsResult<Vec<String>> {
+) -> PolarsResult<Undone> {
     let deploys = deploys_of(production)?;
-    let mut ids: BTreeSet<String> = rollbacks(&deploys).into_keys().collect();
-    ids.extend(reverted(changes, change_links)?.into_keys());
-    Ok(ids.into_iter().collect())
+    let rolled_back = rollbacks(&deploys);
+    let reverted = reverted(changes, change_links)?;
+    Ok(Undone {
+        deploys,
+        rolled_back,
+        reverted,
+    })
+}
+
+/// The production deployments in finish order and, by deployment id, when a rollback or a
+/// deployed revert undid one: worked out once for the failure flags and the recovery times.
+#[derive(Debug)]
+pub(super) struct Undone {
+    deploys: Vec<Deploy>,
+    rolled_back: HashMap<String, i64>,
+    reverted: HashMap<String, i64>,
+}
+
+impl Undone {
+    /// The ids of deployments failed without an incident: rolled back, or one of their changes
+    /// reverted by a deployed revert.
+    pub(super) fn failure_ids(&self) -> Vec<String> {
+        let ids: BTreeSet<&String> = self.rolled_back.keys().chain(self.reverted.keys()).collect();
+        ids.into_iter().cloned().collect()
+    }
 }
 
 /// Deployments that shipped a change which a later, deployed change reverts, with when the

@@ -104,10 +104,11 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     })
     .map_err(polars)?
     .lazy();
-    let other_failures = timed("rollbacks and reverts", || {
-        super::dora::other_failure_ids(production.clone(), changes.clone(), change_links.clone())
+    let undone = timed("rollbacks and reverts", || {
+        super::dora::undone(production.clone(), changes.clone(), change_links.clone())
     })
     .map_err(polars)?;
+    let other_failures = undone.failure_ids();
     let started = Instant::now();
     let computed = Computed {
         deploys: aggregate(
@@ -152,6 +153,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         change_links,
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
+        undone: &undone,
     };
     let mut family_rows = timed("dora", || super::dora::metrics(&shared))?;
     family_rows.extend(timed("ops", || super::ops::metrics(&shared))?);
@@ -294,6 +296,8 @@ pub(super) struct Shared<'a> {
     /// Production deployments by scope and period; value 0: the failed ones (the change failure
     /// rate's numerator).
     pub deploy_outcomes: &'a Cells,
+    /// Production deployments undone by a rollback or a deployed revert (worked out once).
+    pub undone: &'a super::dora::Undone,
 }
 #[derive(Debug)]
 struct Computed {
