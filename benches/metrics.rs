@@ -8,7 +8,7 @@
 //! `… -- --dir /path/to/lakes` to write the lakes there once and reuse them on later runs;
 //! `--scales 1/16,1/4` picks the scales. Each computation runs in a child process of its own
 //! (this binary with `--compute`), so its peak RSS (`VmHWM`) is the computation's alone and not
-//! the generator's.
+//! the generator's. With `TANDEM_LOG=tandem=debug` the child logs each stage's time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,6 +251,8 @@ fn run_child(root: &Path, label: &str) -> anyhow::Result<Measured> {
         .arg("--compute")
         .arg(root)
         .arg(label)
+        // The stage timings the child logs with `TANDEM_LOG=tandem=debug` show as they come.
+        .stderr(std::process::Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     anyhow::ensure!(
@@ -295,6 +297,14 @@ fn status_kb(key: &str) -> u64 {
 /// The child: the full metric set exactly as `tandem metrics` computes it with the default
 /// `[metrics]` settings, every service and its team configured, weekly over the whole range.
 fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
+    // `TANDEM_LOG=tandem=debug` logs how long each stage of the computation takes.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let spec = LargeSpec::benchmark(scale);
     let store = Store::open(root)?;
     let path = |t: &str| store.table_path(t);

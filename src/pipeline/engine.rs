@@ -13,6 +13,7 @@
 //! milliseconds since the epoch (UTC) throughout. This module must not write files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
@@ -71,36 +72,44 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     let grid = Grid::new(&opts.calendar, &opts.teams);
 
     // Collected once: every family reads the production deployments and the attribution links.
-    let production = production_deployments(deployments.clone())
-        .collect()
-        .map_err(polars)?
-        .lazy();
-    let change_links = links::change_links(
-        changes.clone(),
-        production.clone(),
-        scan_table::<Commit>(inputs.commits)?,
-    )
-    .map_err(polars)?;
-    let causes = causes::Causes::load(
-        changes.clone(),
-        change_links.clone(),
-        scan_table::<ChangeRequest>(inputs.change_requests)?,
-        opts.change_window_tolerance.num_milliseconds().max(0),
-    )
-    .map_err(polars)?;
-    let links = attributions(
-        production.clone(),
-        incidents.clone(),
-        opts.attribution,
-        opts.attribution_window,
-        &causes,
-    )
-    .and_then(LazyFrame::collect)
+    let production = timed("production deployments", || {
+        production_deployments(deployments.clone()).collect()
+    })
     .map_err(polars)?
     .lazy();
-    let other_failures =
-        super::dora::other_failure_ids(production.clone(), changes.clone(), change_links.clone())
-            .map_err(polars)?;
+    let commits = scan_table::<Commit>(inputs.commits)?;
+    let change_links = timed("change links", || {
+        links::change_links(changes.clone(), production.clone(), commits)
+    })
+    .map_err(polars)?;
+    let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
+    let causes = timed("explicit causes", || {
+        causes::Causes::load(
+            changes.clone(),
+            change_links.clone(),
+            change_requests,
+            opts.change_window_tolerance.num_milliseconds().max(0),
+        )
+    })
+    .map_err(polars)?;
+    let links = timed("attribution", || {
+        attributions(
+            production.clone(),
+            incidents.clone(),
+            opts.attribution,
+            opts.attribution_window,
+            &causes,
+        )
+        .and_then(LazyFrame::collect)
+    })
+    .map_err(polars)?
+    .lazy();
+    let undone = timed("rollbacks and reverts", || {
+        super::dora::undone(production.clone(), changes.clone(), change_links.clone())
+    })
+    .map_err(polars)?;
+    let other_failures = undone.failure_ids();
+    let started = Instant::now();
     let computed = Computed {
         deploys: aggregate(
             deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
@@ -126,6 +135,11 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         outages: outages(incidents.clone(), &opts.outage_severities).map_err(polars)?,
         grid,
     };
+    tracing::debug!(
+        stage = "core aggregates",
+        secs = started.elapsed().as_secs_f64(),
+        "metric stage"
+    );
     let shared = Shared {
         inputs,
         opts,
@@ -139,11 +153,12 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         change_links,
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
+        undone: &undone,
     };
-    let mut family_rows = super::dora::metrics(&shared)?;
-    family_rows.extend(super::ops::metrics(&shared)?);
-    family_rows.extend(super::itsm::metrics(&shared)?);
-    family_rows.extend(super::quality::metrics(&shared)?);
+    let mut family_rows = timed("dora", || super::dora::metrics(&shared))?;
+    family_rows.extend(timed("ops", || super::ops::metrics(&shared))?);
+    family_rows.extend(timed("itsm", || super::itsm::metrics(&shared))?);
+    family_rows.extend(timed("quality", || super::quality::metrics(&shared))?);
 
     let mut rows = metric_rows_with(
         &MetricId::CORE,
@@ -166,6 +181,15 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
         }
     }
     Ok(rows)
+}
+
+/// Runs one stage of the metric computation and logs how long it took (debug level), so a slow
+/// lake shows which family the time goes to (`TANDEM_LOG=tandem=debug`).
+fn timed<T>(stage: &str, run: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = run();
+    tracing::debug!(stage, secs = started.elapsed().as_secs_f64(), "metric stage");
+    out
 }
 
 /// The metrics whose value depends on which incidents are attributed to which deployment: their
@@ -272,6 +296,8 @@ pub(super) struct Shared<'a> {
     /// Production deployments by scope and period; value 0: the failed ones (the change failure
     /// rate's numerator).
     pub deploy_outcomes: &'a Cells,
+    /// Production deployments undone by a rollback or a deployed revert (worked out once).
+    pub undone: &'a super::dora::Undone,
 }
 #[derive(Debug)]
 struct Computed {
@@ -443,7 +469,7 @@ pub(super) fn attributions(
         ])?
         .lazy(),
     };
-    let candidates = incidents
+    let unnamed = incidents
         .filter(col("service").is_not_null())
         .select([col("id").alias("incident_id"), col("service"), col("started_at")])
         // Incidents that name their cause are not attributed again by the window.
@@ -454,28 +480,63 @@ pub(super) fn attributions(
             col("incident_id"),
             col("named"),
         )
-        .filter(col("is_named").is_null())
-        .inner_join(
-            production.filter(col("service").is_not_null()).select([
-                col("id").alias("deployment_id"),
-                col("service"),
-                col("finished_at"),
-            ]),
-            col("service"),
-            col("service"),
+        .filter(col("is_named").is_null());
+    // One sorted pass instead of joining each incident with every deployment of its service
+    // (quadratic per service): incidents and deployments stacked, sorted by service and instant
+    // (deployments by id), and each incident takes the deployment just above it, which is the
+    // latest `(finished_at, id)` before it. At the same instant a deployment comes first for the
+    // chain (finished at or before the start) and last for DevLake (strictly before).
+    let (incident_kind, deployment_kind) = match mode {
+        Attribution::Chain => (1i32, 0i32),
+        Attribution::Devlake => (0i32, 1i32),
+    };
+    let null = |dtype: DataType| lit(NULL).cast(dtype);
+    let incident_events = unnamed.select([
+        col("service"),
+        col("started_at").alias("t"),
+        lit(incident_kind).alias("kind"),
+        col("incident_id"),
+        col("started_at"),
+        null(DataType::String).alias("deployment_id"),
+        null(DataType::String).alias("deployment_service"),
+        null(DataType::Int64).alias("finished_at"),
+    ]);
+    let deployment_events = production.filter(col("service").is_not_null()).select([
+        col("service"),
+        col("finished_at").alias("t"),
+        lit(deployment_kind).alias("kind"),
+        null(DataType::String).alias("incident_id"),
+        null(DataType::Int64).alias("started_at"),
+        col("id").alias("deployment_id"),
+        col("service").alias("deployment_service"),
+        col("finished_at"),
+    ]);
+    let previous = |name: &str| col(name).fill_null_with_strategy(FillNullStrategy::Forward(None));
+    let in_window = match mode {
+        Attribution::Devlake => lit(true),
+        Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
+    };
+    let window = concat([incident_events, deployment_events], UnionArgs::default())?
+        .sort(
+            ["service", "t", "kind", "deployment_id"],
+            SortMultipleOptions::default().with_nulls_last(true),
         )
-        .filter(col("finished_at").lt_eq(col("started_at")).and(match mode {
-            // DevLake: strictly before the incident, no window.
-            Attribution::Devlake => col("finished_at").lt(col("started_at")),
-            Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
-        }));
-    let latest_first = SortMultipleOptions::default().with_order_descending(true);
-    let window = candidates
-        .group_by([col("incident_id")])
-        .agg([col("deployment_id")
-            .sort_by([col("finished_at"), col("deployment_id")], latest_first)
-            .first()])
-        .with_column(lit(WINDOW).alias("link"));
+        .with_columns([
+            previous("deployment_id"),
+            previous("deployment_service"),
+            previous("finished_at"),
+        ])
+        .filter(
+            col("kind")
+                .eq(lit(incident_kind))
+                .and(col("deployment_service").eq(col("service")))
+                .and(in_window),
+        )
+        .select([
+            col("incident_id"),
+            col("deployment_id"),
+            lit(WINDOW).alias("link"),
+        ]);
     concat([explicit, window], UnionArgs::default())
 }
 
@@ -514,6 +575,19 @@ fn explicit_links(
             })
         })
         .collect();
+    let shipped = causes::ShippedIndex::new(&shipped);
+    // Indexes instead of a scan of every deployment per reference: the position of the latest
+    // deployment with each id, and every lower-cased sha with its position, sorted for prefix search.
+    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(deps.len());
+    for (position, (id, _)) in deps.iter().enumerate() {
+        by_id.insert(id, position);
+    }
+    let mut by_sha: Vec<(String, usize)> = deps
+        .iter()
+        .enumerate()
+        .map(|(position, (_, sha))| (sha.to_ascii_lowercase(), position))
+        .collect();
+    by_sha.sort_unstable();
     let refs = incidents
         .select([col("id"), col("service"), col("cause_refs")])
         .collect()?;
@@ -534,11 +608,24 @@ fn explicit_links(
         let found = list.iter().flatten().find_map(|r| {
             let r = r.trim();
             let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
-            deps.iter()
-                .rev()
-                .find(|(id, sha)| {
-                    *id == r || (is_sha && sha.to_ascii_lowercase().starts_with(&r.to_ascii_lowercase()))
+            // The latest deployment (highest position) named by id or by a sha prefix.
+            let by_id = by_id.get(r).copied();
+            let by_sha = is_sha
+                .then(|| {
+                    let prefix = r.to_ascii_lowercase();
+                    let from = by_sha.partition_point(|(sha, _)| sha.as_str() < prefix.as_str());
+                    by_sha
+                        .get(from..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|(sha, _)| sha.starts_with(&prefix))
+                        .map(|(_, position)| *position)
+                        .max()
                 })
+                .flatten();
+            by_id
+                .max(by_sha)
+                .and_then(|position| deps.get(position))
                 .map(|(id, _)| *id)
                 .or_else(|| causes.resolve(r, inc_service.get(i), &shipped))
         });
@@ -666,15 +753,6 @@ impl Scope<'_> {
         match self {
             Self::Org => "all",
             Self::Service(name) | Self::Team(name, _) => name,
-        }
-    }
-
-    /// Whether a record of `service` counts in this scope.
-    pub(super) fn covers(self, service: Option<&str>) -> bool {
-        match self {
-            Self::Org => true,
-            Self::Service(name) => service == Some(name),
-            Self::Team(_, services) => service.is_some_and(|s| services.contains(s)),
         }
     }
 }
@@ -811,17 +889,18 @@ pub(super) struct Cell {
     values: Vec<Option<f64>>,
 }
 
-/// The groups of one event kind by (scope type, scope, week); absent cells had no events.
+/// The groups of one event kind by scope type, scope and week; absent cells had no events.
+/// Nested so that a lookup borrows the scope's names instead of allocating a key, and with polars'
+/// fast hasher: the metric families look cells up millions of times on a lake of years.
 #[derive(Debug)]
-pub(super) struct Cells(HashMap<(String, String, i64), Cell>);
+pub(super) struct Cells(PlHashMap<String, PlHashMap<String, PlHashMap<i64, Cell>>>);
 
 impl Cells {
     pub(super) fn get(&self, scope: Scope<'_>, period: Period) -> Option<&Cell> {
-        self.0.get(&(
-            scope.scope_type().to_owned(),
-            scope.name().to_owned(),
-            period.index(),
-        ))
+        self.0
+            .get(scope.scope_type())?
+            .get(scope.name())?
+            .get(&period.index())
     }
 
     pub(super) fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
@@ -902,7 +981,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
         aggs.iter()
             .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
     );
-    let mut cells = HashMap::new();
+    let mut cells: PlHashMap<String, PlHashMap<String, PlHashMap<i64, Cell>>> = PlHashMap::new();
     // Grouped part by part rather than as one union: the union of six copies of the events would
     // be materialised whole before grouping (the largest allocation of a run on a big lake).
     for part in parts {
@@ -924,13 +1003,18 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
             else {
                 continue;
             };
-            cells.insert(
-                (scope_type.to_owned(), scope.to_owned(), week),
-                Cell {
-                    n: n.get(row).unwrap_or(0),
-                    values: values.iter().map(|column| column.get(row)).collect(),
-                },
-            );
+            cells
+                .entry(scope_type.to_owned())
+                .or_default()
+                .entry(scope.to_owned())
+                .or_default()
+                .insert(
+                    week,
+                    Cell {
+                        n: n.get(row).unwrap_or(0),
+                        values: values.iter().map(|column| column.get(row)).collect(),
+                    },
+                );
         }
     }
     Ok(Cells(cells))

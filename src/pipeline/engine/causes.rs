@@ -133,35 +133,116 @@ impl Causes {
     /// of `service`: a change number goes to the deployment that shipped the change (`#N` within
     /// the incident's service, `owner/repo#N` in that repo; the latest deployment when the
     /// service has several such changes); a change request to the latest production deployment
-    /// of its service that finished within its window. `deploys` is in finish order.
+    /// of its service that finished within its window.
     pub(in crate::pipeline) fn resolve<'a>(
         &self,
         reference: &str,
         service: Option<&str>,
-        deploys: &'a [Shipped],
+        deploys: &ShippedIndex<'a>,
     ) -> Option<&'a str> {
-        let latest_of = |ids: &[&str]| {
-            deploys
-                .iter()
-                .rev()
-                .find(|d| ids.contains(&d.id.as_str()))
-                .map(|d| d.id.as_str())
-        };
         if let Some((repo, number)) = reference.rsplit_once('#') {
             let number: i64 = number.parse().ok()?;
             if !repo.is_empty() {
                 let id = self.by_repo.get(&(repo.to_ascii_lowercase(), number))?;
-                return latest_of(&[id.as_str()]);
+                return deploys.latest_of([id.as_str()]);
             }
             let ids = self.by_service.get(&(service?.to_owned(), number))?;
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            return latest_of(&ids);
+            return deploys.latest_of(ids.iter().map(String::as_str));
         }
         let (cr_service, from, to) = self.change_requests.get(&reference.to_ascii_lowercase())?;
-        deploys
-            .iter()
-            .rev()
-            .find(|d| d.service.as_deref() == Some(cr_service) && d.finished >= *from && d.finished <= *to)
+        deploys.latest_within(cr_service, *from, *to)
+    }
+}
+
+/// Production deployments in finish order, indexed for [`Causes::resolve`] so that a reference
+/// reads a hash map or a binary search instead of every deployment.
+#[derive(Debug)]
+pub(in crate::pipeline) struct ShippedIndex<'a> {
+    deploys: &'a [Shipped],
+    /// Deployment id → position of the latest deployment with it.
+    latest: HashMap<&'a str, usize>,
+    /// Service → positions of its deployments, in finish order.
+    by_service: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> ShippedIndex<'a> {
+    /// Indexes `deploys`, which must be in finish order.
+    pub(in crate::pipeline) fn new(deploys: &'a [Shipped]) -> Self {
+        let mut latest = HashMap::with_capacity(deploys.len());
+        let mut by_service: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (position, d) in deploys.iter().enumerate() {
+            latest.insert(d.id.as_str(), position);
+            if let Some(service) = d.service.as_deref() {
+                by_service.entry(service).or_default().push(position);
+            }
+        }
+        Self {
+            deploys,
+            latest,
+            by_service,
+        }
+    }
+
+    /// The id of the latest deployment (in finish order) among `ids`.
+    pub(in crate::pipeline) fn latest_of<'i>(
+        &self,
+        ids: impl IntoIterator<Item = &'i str>,
+    ) -> Option<&'a str> {
+        let deploys = self.deploys;
+        ids.into_iter()
+            .filter_map(|id| self.latest.get(id).copied())
+            .max()
+            .and_then(|position| deploys.get(position))
             .map(|d| d.id.as_str())
+    }
+
+    /// The id of the latest deployment of `service` that finished in `[from, to]`.
+    pub(in crate::pipeline) fn latest_within(&self, service: &str, from: i64, to: i64) -> Option<&'a str> {
+        let deploys = self.deploys;
+        let positions = self.by_service.get(service)?;
+        let finished = |position: usize| deploys.get(position).map_or(i64::MIN, |d| d.finished);
+        // The last one finished at or before `to`; earlier ones finished no later than it.
+        let end = positions.partition_point(|&p| finished(p) <= to);
+        let last = *positions.get(end.checked_sub(1)?)?;
+        let d = deploys.get(last)?;
+        (d.finished >= from).then_some(d.id.as_str())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn shipped(id: &str, service: &str, finished: i64) -> Shipped {
+        Shipped {
+            id: id.into(),
+            service: Some(service.into()),
+            finished,
+        }
+    }
+
+    #[test]
+    fn the_index_finds_the_latest_deployment_by_id_and_within_a_window() {
+        // In finish order, ties by id: d3 and d4 both finished at 20.
+        let deploys = [
+            shipped("d1", "s", 10),
+            shipped("d2", "t", 15),
+            shipped("d3", "s", 20),
+            shipped("d4", "s", 20),
+            shipped("d5", "s", 30),
+        ];
+        let index = ShippedIndex::new(&deploys);
+        assert_eq!(index.latest_of(["d1", "d3"]), Some("d3"));
+        assert_eq!(index.latest_of(["d4", "d1"]), Some("d4"));
+        assert_eq!(index.latest_of(["none"]), None);
+        // Both ends of the window count; of the tie at 20 the later in finish order wins.
+        assert_eq!(index.latest_within("s", 10, 20), Some("d4"));
+        assert_eq!(index.latest_within("s", 21, 29), None);
+        assert_eq!(index.latest_within("s", 30, 30), Some("d5"));
+        assert_eq!(index.latest_within("s", 0, 9), None);
+        assert_eq!(index.latest_within("t", 0, 14), None);
+        assert_eq!(index.latest_within("t", 15, 99), Some("d2"));
+        assert_eq!(index.latest_within("unknown", 0, 99), None);
     }
 }

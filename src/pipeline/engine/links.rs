@@ -6,7 +6,8 @@
 //! polars reads the three tables; the linking itself is plain Rust, because walking parent shas
 //! is a graph search that a frame does not express. It must not compute any metric.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use polars::prelude::*;
 
@@ -255,16 +256,20 @@ fn commits_by_repo(commits: LazyFrame) -> PolarsResult<HashMap<String, HashMap<S
         frame.column("deployment_id")?.str()?,
     );
     let mut out: HashMap<String, HashMap<String, Known>> = HashMap::new();
-    let mut seen: HashSet<(String, String)> = HashSet::new();
     for i in 0..frame.height() {
         let (Some(repo), Some(sha)) = (repo.get(i), sha.get(i)) else {
             continue;
         };
-        let sha = sha.to_ascii_lowercase();
-        // Two sources may hold the same commit: the first row read is kept.
-        if !seen.insert((repo.to_owned(), sha.clone())) {
-            continue;
+        if !out.contains_key(repo) {
+            out.insert(repo.to_owned(), HashMap::new());
         }
+        let Some(of_repo) = out.get_mut(repo) else {
+            continue;
+        };
+        // Two sources may hold the same commit: the first row read is kept.
+        let Entry::Vacant(slot) = of_repo.entry(sha.to_ascii_lowercase()) else {
+            continue;
+        };
         let parents = parents
             .get_as_series(i)
             .and_then(|p| {
@@ -273,13 +278,10 @@ fn commits_by_repo(commits: LazyFrame) -> PolarsResult<HashMap<String, HashMap<S
                     .map(|p| p.iter().flatten().map(str::to_ascii_lowercase).collect())
             })
             .unwrap_or_default();
-        out.entry(repo.to_owned()).or_default().insert(
-            sha,
-            Known {
-                parents,
-                deployment_id: deployment_id.get(i).map(str::to_owned),
-            },
-        );
+        slot.insert(Known {
+            parents,
+            deployment_id: deployment_id.get(i).map(str::to_owned),
+        });
     }
     Ok(out)
 }

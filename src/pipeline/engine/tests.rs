@@ -156,6 +156,15 @@ fn events_on_a_week_boundary_belong_to_the_week_that_starts_there() {
         .map(|week| cell(&rows, DeploymentCount, "api", Some(week)).1)
         .collect();
     assert_eq!(counts, [1, 2, 2, 2, 2, 1]);
+    // Deploy days read each week's deployments by finish: the Sunday before and the Monday on
+    // the boundary are two days of the week between them (UTC).
+    let days: Vec<Option<f64>> = (0..6)
+        .map(|week| cell(&rows, DeployDays, "api", Some(week)).0)
+        .collect();
+    assert_eq!(
+        days,
+        [Some(1.0), Some(2.0), Some(2.0), Some(2.0), Some(2.0), Some(1.0)]
+    );
 }
 
 #[test]
@@ -733,6 +742,11 @@ fn a_team_row_pools_its_services_records() {
     };
     assert_eq!(team("deployment_count"), (Some(2.0), 2));
     assert_eq!(team("downtime_minutes"), (Some(120.0), 2));
+    // Deploy days: the team's services deployed on 3 and 4 Aug; the organisation on the same two
+    // dates (b and c share the 4th), and db on one.
+    assert_eq!(team("deploy_days"), (Some(2.0), 2));
+    assert_eq!(cell(&rows, DeployDays, "all", Some(0)), (Some(2.0), 2));
+    assert_eq!(cell(&rows, DeployDays, "db", Some(0)), (Some(1.0), 1));
     assert!(
         !rows.iter().any(|r| r.scope_type == "team" && r.scope != "shop"),
         "only teams from the mapping"
@@ -1355,4 +1369,86 @@ fn deploy_day_tier_inputs_count_empty_weeks_and_months() {
         .unwrap();
     // w < 1 but m ≥ 1: medium, judged on nine weeks.
     assert_eq!(weekly.tier_among(&rows), Some("medium"));
+}
+
+/// `(incident_id, deployment_id, link)` of [`super::attributions`] over small frames, by incident.
+fn attributed(mode: crate::pipeline::Attribution, window_ms: i64) -> Vec<(String, String, String)> {
+    use polars::prelude::*;
+    // Service s: c at 50, a and b both at 100 (a tie: the greatest id wins). Service t: x1 and
+    // x2, whose shas share the prefix `deadbeef` (x2 in upper case, finished later).
+    let production = df!(
+        "id" => ["c", "b", "a", "x1", "x2"],
+        "service" => ["s", "s", "s", "t", "t"],
+        "sha" => ["c0c0c0c0c0", "b0b0b0b0b0", "a0a0a0a0a0", "deadbeef00", "DEADBEEF11"],
+        "finished_at" => [50i64, 100, 100, 10, 20],
+    )
+    .unwrap();
+    let refs = |r: &[&str]| Series::new("".into(), r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let incidents = df!(
+        "id" => ["i1", "i2", "i3", "i4", "i5", "i6"],
+        "service" => ["s", "s", "s", "u", "u", "u"],
+        "started_at" => [100i64, 150, 160, 1000, 1000, 1000],
+        "cause_refs" => [refs(&[]), refs(&[]), refs(&[]), refs(&["deadbeef"]), refs(&[" x1 "]),
+            refs(&["zz", "DEADBEEF0"])],
+    )
+    .unwrap();
+    let frame = super::attributions(
+        production.lazy(),
+        incidents.lazy(),
+        mode,
+        chrono::Duration::milliseconds(window_ms),
+        &super::causes::Causes::default(),
+    )
+    .unwrap()
+    .sort(["incident_id"], SortMultipleOptions::default())
+    .collect()
+    .unwrap();
+    let column = |name: &str| frame.column(name).unwrap().str().unwrap().clone();
+    let (incident, deployment, link) = (column("incident_id"), column("deployment_id"), column("link"));
+    (0..frame.height())
+        .map(|i| {
+            (
+                incident.get(i).unwrap().to_owned(),
+                deployment.get(i).unwrap().to_owned(),
+                link.get(i).unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn window_attribution_takes_the_greatest_id_at_a_tied_instant_and_stops_at_the_window_edge() {
+    let owned = |i: &str, d: &str, l: &str| (i.to_owned(), d.to_owned(), l.to_owned());
+    assert_eq!(
+        attributed(crate::pipeline::Attribution::Chain, 60),
+        vec![
+            // At the instant a and b finished: b, the greater id of the tie.
+            owned("i1", "b", "window"),
+            // 50 ms after b, inside the 60 ms window.
+            owned("i2", "b", "window"),
+            // i3 starts exactly 60 ms after b: outside the window (and c is older still).
+            // By the latest sha starting with `deadbeef`, case-insensitively: x2, not x1.
+            owned("i4", "x2", "explicit"),
+            // By id, trimmed.
+            owned("i5", "x1", "explicit"),
+            // `zz` names nothing; the next reference is a prefix of x1's sha only.
+            owned("i6", "x1", "explicit"),
+        ]
+    );
+}
+
+#[test]
+fn devlake_attribution_takes_the_latest_deployment_strictly_before_the_start() {
+    let owned = |i: &str, d: &str| (i.to_owned(), d.to_owned(), "window".to_owned());
+    assert_eq!(
+        attributed(crate::pipeline::Attribution::Devlake, 60),
+        vec![
+            // a and b finished at i1's start, which is not before it: c.
+            owned("i1", "c"),
+            owned("i2", "b"),
+            // No window: b, 60 ms earlier.
+            owned("i3", "b"),
+            // Service u has no deployments, and named causes are not read.
+        ]
+    );
 }
