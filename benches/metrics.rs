@@ -15,10 +15,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tandem::config::MetricsConfig;
+use tandem::commands::metrics;
+use tandem::config::{MetricsConfig, ServiceConfig};
 use tandem::pipeline::bulk::{Columnar, TableWriter};
 use tandem::pipeline::calendar::{Calendar, Grain};
-use tandem::pipeline::{self, Inputs, Options};
 use tandem::store::Store;
 use tandem_fixtures::large::{LargeSpec, ServiceBatch};
 
@@ -307,17 +307,19 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
         .init();
     let spec = LargeSpec::benchmark(scale);
     let store = Store::open(root)?;
-    let path = |t: &str| store.table_path(t);
-    let (deployments, changes, incidents) = (path("deployments"), path("changes"), path("incidents"));
-    let (tickets, ticket_transitions, change_requests) = (
-        path("tickets"),
-        path("ticket_transitions"),
-        path("change_requests"),
-    );
-    let quarantine = path("quarantine");
-    let commits = path("commits");
-    let config = MetricsConfig::default();
-    let services = spec.service_names();
+    let services: Vec<ServiceConfig> = spec
+        .service_names()
+        .into_iter()
+        .map(|(name, team)| ServiceConfig {
+            name,
+            team: Some(team),
+            repos: Vec::new(),
+            pagerduty: Vec::new(),
+            jira_components: Vec::new(),
+            servicenow_cis: Vec::new(),
+            slo: None,
+        })
+        .collect();
     let calendar = Calendar::new(
         chrono_tz::UTC,
         Grain::Week,
@@ -325,35 +327,9 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
         spec.start + chrono::Duration::weeks(i64::from(spec.weeks)),
     )
     .map_err(anyhow::Error::msg)?;
-    let options = Options {
-        calendar,
-        attribution_window: chrono::Duration::hours(config.attribution_window_hours),
-        outage_severities: config.outage_severities.clone(),
-        services: services.iter().map(|(s, _)| s.clone()).collect(),
-        incident_sources: config.incident_sources.clone(),
-        sla_hours: config.sla_hours.clone(),
-        change_window_tolerance: chrono::Duration::minutes(config.change_window_tolerance_minutes),
-        slo: Default::default(),
-        default_slo: config.default_slo,
-        hotfix_labels: config.hotfix_labels.clone(),
-        attribution: config.attribution,
-        teams: services.into_iter().collect(),
-    };
     let start_kb = status_kb("VmRSS");
     let started = Instant::now();
-    let rows = pipeline::compute_metrics(
-        Inputs {
-            deployments: &deployments,
-            changes: &changes,
-            commits: &commits,
-            incidents: &incidents,
-            tickets: &tickets,
-            ticket_transitions: &ticket_transitions,
-            change_requests: &change_requests,
-            quarantine: &quarantine,
-        },
-        &options,
-    )?;
+    let rows = metrics::from_store(&store, calendar, &MetricsConfig::default(), &services)?;
     let wall = started.elapsed().as_secs_f64();
     // The metric table itself, as returned: the rows plus their strings' heap (allocator overhead
     // not counted), to tell the result's share of the peak from the computation's.

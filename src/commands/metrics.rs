@@ -4,8 +4,9 @@ use chrono::Utc;
 
 use super::range;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat, RangeArgs};
-use crate::config::Config;
+use crate::config::{Config, MetricsConfig, ServiceConfig};
 use crate::metric::{MetricId, MetricRow};
+use crate::pipeline::calendar::Calendar;
 use crate::pipeline::kpi::KpiSpec;
 use crate::pipeline::{self, Inputs, Options};
 use crate::store::Store;
@@ -52,41 +53,52 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<Me
 pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
     let store = Store::open(&config.resolve(&config.store.path))?;
     let calendar = range(range_args, config, Utc::now().date_naive())?;
-    let (deployments, changes, incidents) = (
-        store.table_path("deployments"),
-        store.table_path("changes"),
-        store.table_path("incidents"),
+    Ok(from_store(&store, calendar, &config.metrics, &config.services)?)
+}
+
+/// The metric table of the lake in `store` over `calendar`, with the `[metrics]` settings and the
+/// `[[service]]` entries (their names, teams and SLOs): the one place the pipeline's inputs and
+/// options are put together, for `tandem` and its benchmark alike.
+pub fn from_store(
+    store: &Store,
+    calendar: Calendar,
+    settings: &MetricsConfig,
+    services: &[ServiceConfig],
+) -> Result<Vec<MetricRow>, pipeline::PipelineError> {
+    let path = |table: &str| store.table_path(table);
+    let (deployments, changes, commits, incidents) = (
+        path("deployments"),
+        path("changes"),
+        path("commits"),
+        path("incidents"),
     );
-    let (tickets, ticket_transitions, change_requests) = (
-        store.table_path("tickets"),
-        store.table_path("ticket_transitions"),
-        store.table_path("change_requests"),
+    let (tickets, ticket_transitions, change_requests, quarantine) = (
+        path("tickets"),
+        path("ticket_transitions"),
+        path("change_requests"),
+        path("quarantine"),
     );
-    let quarantine = store.table_path("quarantine");
-    let commits = store.table_path("commits");
     let options = Options {
         calendar,
-        attribution_window: chrono::Duration::hours(config.metrics.attribution_window_hours),
-        outage_severities: config.metrics.outage_severities.clone(),
-        services: config.services.iter().map(|s| s.name.clone()).collect(),
-        incident_sources: config.metrics.incident_sources.clone(),
-        sla_hours: config.metrics.sla_hours.clone(),
-        change_window_tolerance: chrono::Duration::minutes(config.metrics.change_window_tolerance_minutes),
-        slo: config
-            .services
+        attribution_window: chrono::Duration::hours(settings.attribution_window_hours),
+        outage_severities: settings.outage_severities.clone(),
+        services: services.iter().map(|s| s.name.clone()).collect(),
+        incident_sources: settings.incident_sources.clone(),
+        sla_hours: settings.sla_hours.clone(),
+        change_window_tolerance: chrono::Duration::minutes(settings.change_window_tolerance_minutes),
+        slo: services
             .iter()
             .filter_map(|s| s.slo.map(|v| (s.name.clone(), v)))
             .collect(),
-        default_slo: config.metrics.default_slo,
-        hotfix_labels: config.metrics.hotfix_labels.clone(),
-        attribution: config.metrics.attribution,
-        teams: config
-            .services
+        default_slo: settings.default_slo,
+        hotfix_labels: settings.hotfix_labels.clone(),
+        attribution: settings.attribution,
+        teams: services
             .iter()
             .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))
             .collect(),
     };
-    Ok(pipeline::compute_metrics(
+    pipeline::compute_metrics(
         Inputs {
             deployments: &deployments,
             changes: &changes,
@@ -98,7 +110,7 @@ pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<
             quarantine: &quarantine,
         },
         &options,
-    )?)
+    )
 }
 
 /// The shared KPIs: each one's value in the latest period, its status against the target and
