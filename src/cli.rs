@@ -101,6 +101,13 @@ pub struct RangeArgs {
     pub grain: Option<String>,
 }
 
+impl RangeArgs {
+    /// Whether any range flag was given (else the command's default range applies).
+    pub fn is_given(&self) -> bool {
+        self.weeks.is_some() || self.until.is_some() || self.period.is_some() || self.grain.is_some()
+    }
+}
+
 /// Which scopes `tandem metrics` prints.
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
 pub enum ByScope {
@@ -157,7 +164,8 @@ pub struct ReportArgs {
 /// The report kinds, each defined in `reports/`.
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
 pub enum ReportKind {
-    /// Every metric per week, service and team, from the last metric table.
+    /// Every metric per week and service: of the range the flags name, else of the stored metric
+    /// table.
     #[default]
     Weekly,
     /// One page for the steering committee: shared KPIs, DORA, velocity vs downtime, glossary.

@@ -77,7 +77,9 @@ fn a_missing_config_file_says_how_to_get_one() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["sync", "check", "metrics", "report", "run", "remap", "demo"] {
+    for cmd in [
+        "sync", "check", "metrics", "report", "run", "export", "remap", "demo",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args([cmd, "--help"])
             .output()

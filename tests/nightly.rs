@@ -294,6 +294,23 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
         "{stderr}"
     );
 
+    // The weekly report of a named month: computed for that range, the stored table left alone.
+    let (stored, _) = store.metrics_paths();
+    let stored_before = std::fs::read(&stored).unwrap();
+    let weekly = tandem(&["report", "weekly", "--period", "2026-08"])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&weekly.stdout);
+    assert_eq!(weekly.status.code(), Some(0), "{stdout}");
+    let run = tandem::report::archive::latest(&config.resolve(&config.report.out), "weekly", None).unwrap();
+    assert!(run.meta.period.starts_with("2026-08-01"), "{:?}", run.meta);
+    assert!(run.meta.period.contains("2026-08-31"), "{:?}", run.meta);
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        stored_before,
+        "the stored metric table is kept"
+    );
+
     // A revoked token: the run is partial (exit 3) and the digest names the failed source,
     // never the secret.
     let partial = tandem_with(&["run"], &[("TANDEM_DEMO_GITHUB_TOKEN", "ghp_revoked_4f1c")])

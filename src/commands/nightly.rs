@@ -60,7 +60,7 @@ pub fn write(
         ..RangeArgs::default()
     };
     let rows = metrics::calculate(&range, config)?;
-    let out_dir = config.resolve(&out.unwrap_or_else(|| config.report.out.clone()));
+    let out_dir = super::report::out_dir(config, out);
     let time_zone = config.tz().to_string();
     let input = NightlyInput {
         organisation: &config.organisation.name,

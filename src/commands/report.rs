@@ -24,17 +24,24 @@ pub fn run(args: &ReportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     }
 }
 
-/// Reads the metric table and renders the weekly report.
+/// Renders the weekly report: of the range the flags name (`--period`, `--weeks`, `--until`,
+/// `--grain`), computed from the lake without replacing the stored metric table; with no range
+/// flag, of the stored metric table (the last `tandem metrics` or `tandem run`).
 fn weekly(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
-    let (parquet, _) = store.metrics_paths();
-    if !parquet.exists() {
-        anyhow::bail!(
-            "no metric table at {}: run `tandem metrics` (or `tandem run`) first",
-            parquet.display()
-        );
-    }
-    let rows = pipeline::read_metrics(&parquet)?;
+    let rows = if args.range.is_given() {
+        super::metrics::calculate(&args.range, config)?
+    } else {
+        let store = Store::open(&config.resolve(&config.store.path))?;
+        let (parquet, _) = store.metrics_paths();
+        if !parquet.exists() {
+            anyhow::bail!(
+                "no metric table at {}: run `tandem metrics` (or `tandem run`) first, or name a \
+                 range (e.g. `tandem report weekly --weeks 12`)",
+                parquet.display()
+            );
+        }
+        pipeline::read_metrics(&parquet)?
+    };
     let output = render(&rows, config, args.out.clone())?;
     print_output(&output);
     Ok(())
