@@ -18,7 +18,7 @@ use super::charts::{
     self, AvailabilityVsSlo, BacklogTrend, ChangeFailureRate, DeploymentsVsDowntime, RateWeek,
     ServiceAvailability, ServicePoint, ServiceScatter,
 };
-use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, org_target};
+use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, cluster_rows, org_target};
 use super::{ReportError, ReportOutput};
 use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value, shown_value};
 use crate::pipeline::kpi::{Comparison, KpiSpec, Status};
@@ -650,11 +650,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
     let glossary: Vec<GlossaryEntry> = MetricId::ALL
         .iter()
         .filter(|m| shown.contains(m.as_str()))
-        .map(|&m| GlossaryEntry {
-            title: m.title(),
-            id: m.as_str(),
-            definition: m.definition(),
-        })
+        .map(|&m| GlossaryEntry::of(m))
         .collect();
 
     // Every value cell the page shows, each once (the headline figures also appear in the chart
@@ -693,16 +689,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         min_sample: MIN_SAMPLE,
         scorecard,
         tiles,
-        clusters: clusters
-            .iter()
-            .map(|c| ClusterRow {
-                name: c.name,
-                lead_time: c.lead_time,
-                deployment_frequency: c.deployment_frequency,
-                change_failure_rate: c.change_failure_rate,
-                recovery_time: c.recovery_time,
-            })
-            .collect(),
+        clusters: cluster_rows(),
         headline,
         reliability,
         availability: availability_lines,

@@ -87,6 +87,20 @@ pub struct ClusterRow {
     pub recovery_time: &'static str,
 }
 
+/// The DORA 2024 clusters as rows of the reference table (every report shows the same).
+pub fn cluster_rows() -> Vec<ClusterRow> {
+    crate::pipeline::tiers::DORA_2024_CLUSTERS
+        .iter()
+        .map(|c| ClusterRow {
+            name: c.name,
+            lead_time: c.lead_time,
+            deployment_frequency: c.deployment_frequency,
+            change_failure_rate: c.change_failure_rate,
+            recovery_time: c.recovery_time,
+        })
+        .collect()
+}
+
 /// One line of the per-service table.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceRow {
@@ -105,6 +119,17 @@ pub struct GlossaryEntry {
     pub id: &'static str,
     /// Its definition.
     pub definition: &'static str,
+}
+
+impl GlossaryEntry {
+    /// The entry of one metric: its title, id and definition.
+    pub fn of(metric: MetricId) -> Self {
+        Self {
+            title: metric.title(),
+            id: metric.as_str(),
+            definition: metric.definition(),
+        }
+    }
 }
 
 /// The page and both charts' data, built from one pass over the rows.
@@ -213,28 +238,12 @@ pub fn build(
         unit: unit.to_owned(),
         cadence: super::charts::cadence(unit),
         scorecard: crate::pipeline::kpi::scorecard(rows, shared_kpis),
-        clusters: crate::pipeline::tiers::DORA_2024_CLUSTERS
-            .iter()
-            .map(|c| ClusterRow {
-                name: c.name,
-                lead_time: c.lead_time,
-                deployment_frequency: c.deployment_frequency,
-                change_failure_rate: c.change_failure_rate,
-                recovery_time: c.recovery_time,
-            })
-            .collect(),
+        clusters: cluster_rows(),
         kpis,
         metric_titles: MetricId::CORE.iter().map(|m| m.title()).collect(),
         services,
         services_have_insufficient,
-        glossary: MetricId::ALL
-            .iter()
-            .map(|&m| GlossaryEntry {
-                title: m.title(),
-                id: m.as_str(),
-                definition: m.definition(),
-            })
-            .collect(),
+        glossary: MetricId::ALL.into_iter().map(GlossaryEntry::of).collect(),
     };
     View {
         page,
