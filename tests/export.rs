@@ -790,3 +790,38 @@ async fn an_export_of_a_damaged_lake_names_the_file_and_leaves_no_folder() {
     assert!(folders(&out.join("export")).is_empty(), "no run folder");
     assert!(!out.join("index.html").exists(), "no index lists it");
 }
+
+/// The lake itself, not only the exports, loads in pandas and DuckDB: every table (list columns
+/// included) and the metric table, with as many rows as tandem stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pandas_and_duckdb_read_the_lake_tables_as_tandem_wrote_them() {
+    let (_world, config) = synced_world().await;
+    let store = Store::open(&config.resolve(&config.store.path)).unwrap();
+    tandem::commands::metrics::compute(&RangeArgs::default(), &config).unwrap();
+    let mut files: Vec<(String, usize)> = store
+        .row_counts()
+        .unwrap()
+        .into_iter()
+        .map(|(table, rows)| (store.table_path(table).display().to_string(), rows))
+        .collect();
+    let metrics = store.metrics_paths().0;
+    let metric_rows = tandem::pipeline::read_metrics(&metrics).unwrap().len();
+    files.push((metrics.display().to_string(), metric_rows));
+
+    require_python_readers();
+    let script = "import duckdb, pandas as pd, sys\n\
+                  for f in sys.argv[1:]:\n    \
+                  print(len(pd.read_parquet(f)), duckdb.sql(f\"SELECT count(*) FROM '{f}'\").fetchall()[0][0])";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(files.iter().map(|(f, _)| f))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let counts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = files.iter().map(|(_, n)| format!("{n} {n}")).collect();
+    assert_eq!(counts, expected, "{files:?}");
+}

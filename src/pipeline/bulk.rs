@@ -73,8 +73,7 @@ impl<T: Columnar> TableWriter<T> {
         }
         let tmp = crate::atomic::tmp_path(path);
         let file = File::create(&tmp).map_err(|source| io_error("create", &tmp, source))?;
-        let writer = ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(None))
+        let writer = super::codec::parquet_writer(file, &expected)
             .batched(&expected)
             .map_err(|source| polars_error(format!("writing table `{}`", T::NAME), path, source))?;
         Ok(Self {

@@ -30,11 +30,25 @@ fn dtype_of(kind: ColumnKind) -> DataType {
     }
 }
 
+/// A Parquet writer as tandem writes every file: zstd, and the Arrow schema (`ARROW:schema`) at
+/// polars' oldest compatibility level — text as `large_string` rather than `string_view`, which
+/// pyarrow cannot turn into pandas inside a list — so the lake, the metric table and the exports
+/// all load unchanged in pandas and DuckDB. The Parquet column types are the same either way.
+pub(crate) fn parquet_writer<W: std::io::Write>(sink: W, schema: &Schema) -> ParquetWriter<W> {
+    let arrow = schema.to_arrow(CompatLevel::oldest());
+    let key = polars_parquet::write::schema_to_metadata_key(&arrow);
+    ParquetWriter::new(sink)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![(
+            key.key,
+            key.value.unwrap_or_default(),
+        )])))
+}
+
 pub(crate) fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), PipelineError> {
     let mut frame = frame_of(rows, path)?;
     write_atomic(path, |file| {
-        ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(None))
+        parquet_writer(file, frame.schema())
             .finish(&mut frame)
             .map(drop)
             .map_err(|source| polars_error(format!("writing table `{}`", T::NAME), path, source))

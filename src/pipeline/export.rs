@@ -21,7 +21,7 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::{frame_of, polars_error, timestamp_dtype, write_atomic};
+use super::codec::{frame_of, parquet_writer, polars_error, timestamp_dtype, write_atomic};
 use crate::metric::{MetricId, MetricRow};
 
 mod pseudonym;
@@ -657,11 +657,8 @@ impl Export {
                 ));
             }
         }
-        let arrow_schema = portable_arrow_schema(&frame);
         write_atomic(&parquet, |file| {
-            ParquetWriter::new(file)
-                .with_compression(ParquetCompression::Zstd(None))
-                .with_key_value_metadata(Some(arrow_schema))
+            parquet_writer(file, frame.schema())
                 .finish(&mut frame)
                 .map(drop)
                 .map_err(|e| polars_error(format!("writing `{table}`"), &parquet, e))
@@ -683,15 +680,6 @@ impl Export {
         });
         Ok(())
     }
-}
-
-/// The Arrow schema a Parquet file carries for Arrow readers (`ARROW:schema`), at polars' oldest
-/// compatibility level: text as `large_string` rather than `string_view`, which pyarrow cannot
-/// turn into pandas inside a list. The Parquet column types are the same either way.
-fn portable_arrow_schema(frame: &DataFrame) -> KeyValueMetadata {
-    let schema = frame.schema().to_arrow(CompatLevel::oldest());
-    let key = polars_parquet::write::schema_to_metadata_key(&schema);
-    KeyValueMetadata::from_static(vec![(key.key, key.value.unwrap_or_default())])
 }
 
 /// How a canonical column is treated when people are pseudonymised: the table's declared people

@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{io_error, polars_error, timestamp_dtype, write_atomic};
+use super::codec::{io_error, parquet_writer, polars_error, timestamp_dtype, write_atomic};
 use crate::metric::MetricRow;
 
 const TABLE: &str = "metrics";
@@ -61,8 +61,7 @@ pub(crate) fn write_metrics(rows: &[MetricRow], parquet: &Path, csv: &Path) -> R
         parquet,
     )?;
     write_atomic(parquet, |file| {
-        ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(None))
+        parquet_writer(file, table.schema())
             .finish(&mut table)
             .map(drop)
             .map_err(|source| polars_error("writing the metric table".to_owned(), parquet, source))
