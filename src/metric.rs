@@ -3,6 +3,8 @@
 //! Plain Rust, no polars: the report and the CLI read these rows without knowing how they were
 //! computed.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tandem_connectors::model::ReasonCode;
@@ -875,6 +877,240 @@ impl MetricRow {
     /// The value formatted with its unit for people (see [`format_value`]).
     pub fn display_value(&self) -> String {
         format_value(self.value, &self.unit)
+    }
+}
+
+/// The metric table in columns, as the pipeline returns it: one entry per row with the metric, an
+/// index into the table's scopes and periods, the value, `n` and the method, so a table of millions
+/// of rows (years of weeks for hundreds of services) costs a few dozen bytes a row instead of a
+/// [`MetricRow`] and its five strings. Scopes and periods are interned; [`Self::row`] and
+/// [`Self::iter`] give the rows as [`MetricRow`]s, in the order they were pushed.
+#[derive(Debug, Clone, Default)]
+pub struct MetricTable {
+    metric: Vec<MetricId>,
+    scope: Vec<u32>,
+    period: Vec<u32>,
+    /// The value, with `has_value` false where there is none (`None` in the row).
+    value: Vec<f64>,
+    has_value: Vec<bool>,
+    n: Vec<i64>,
+    /// 0 for no method, else the position in `methods` plus one.
+    method: Vec<u8>,
+    /// `(scope_type, scope)` of each scope index.
+    scopes: Vec<(&'static str, String)>,
+    scope_ids: HashMap<(&'static str, String), u32>,
+    /// `(grain, start, end)` of each period index.
+    periods: Vec<(&'static str, DateTime<Utc>, DateTime<Utc>)>,
+    period_ids: HashMap<(&'static str, DateTime<Utc>, DateTime<Utc>), u32>,
+    methods: Vec<&'static str>,
+}
+
+/// A scope of a [`MetricTable`], from [`MetricTable::scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeIx(u32);
+
+/// A period of a [`MetricTable`], from [`MetricTable::period`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodIx(u32);
+
+impl MetricTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of a scope (`org`, `service` or `team` and its name), added when new.
+    pub fn scope(&mut self, scope_type: &'static str, name: &str) -> ScopeIx {
+        let key = (scope_type, name.to_owned());
+        if let Some(ix) = self.scope_ids.get(&key) {
+            return ScopeIx(*ix);
+        }
+        let ix = u32::try_from(self.scopes.len()).unwrap_or(u32::MAX);
+        self.scopes.push(key.clone());
+        self.scope_ids.insert(key, ix);
+        ScopeIx(ix)
+    }
+
+    /// The index of a period (its grain and UTC bounds), added when new.
+    pub fn period(&mut self, grain: &'static str, start: DateTime<Utc>, end: DateTime<Utc>) -> PeriodIx {
+        let key = (grain, start, end);
+        if let Some(ix) = self.period_ids.get(&key) {
+            return PeriodIx(*ix);
+        }
+        let ix = u32::try_from(self.periods.len()).unwrap_or(u32::MAX);
+        self.periods.push(key);
+        self.period_ids.insert(key, ix);
+        PeriodIx(ix)
+    }
+
+    fn method_code(&mut self, method: Option<&'static str>) -> u8 {
+        let Some(method) = method else {
+            return 0;
+        };
+        let position = match self.methods.iter().position(|m| *m == method) {
+            Some(position) => position,
+            None => {
+                self.methods.push(method);
+                self.methods.len() - 1
+            }
+        };
+        u8::try_from(position + 1).unwrap_or(u8::MAX)
+    }
+
+    /// Appends a row.
+    pub fn push(
+        &mut self,
+        metric: MetricId,
+        scope: ScopeIx,
+        period: PeriodIx,
+        value: Option<f64>,
+        n: i64,
+        method: Option<&'static str>,
+    ) {
+        let method = self.method_code(method);
+        self.metric.push(metric);
+        self.scope.push(scope.0);
+        self.period.push(period.0);
+        self.value.push(value.unwrap_or(0.0));
+        self.has_value.push(value.is_some());
+        self.n.push(n);
+        self.method.push(method);
+    }
+
+    /// Appends every row of `other`, in its order.
+    pub fn append(&mut self, other: Self) {
+        let scopes: Vec<u32> = other
+            .scopes
+            .iter()
+            .map(|(scope_type, name)| self.scope(scope_type, name).0)
+            .collect();
+        let periods: Vec<u32> = other
+            .periods
+            .iter()
+            .map(|&(grain, start, end)| self.period(grain, start, end).0)
+            .collect();
+        let methods: Vec<u8> = std::iter::once(0)
+            .chain(other.methods.iter().map(|m| self.method_code(Some(m))))
+            .collect();
+        self.metric.extend(other.metric);
+        self.scope
+            .extend(other.scope.iter().map(|s| scopes.get(*s as usize).copied().unwrap_or(*s)));
+        self.period
+            .extend(other.period.iter().map(|p| periods.get(*p as usize).copied().unwrap_or(*p)));
+        self.value.extend(other.value);
+        self.has_value.extend(other.has_value);
+        self.n.extend(other.n);
+        self.method
+            .extend(other.method.iter().map(|m| methods.get(usize::from(*m)).copied().unwrap_or(0)));
+    }
+
+    /// Sets the method of every row of the given metrics.
+    pub fn set_method(&mut self, metrics: &[MetricId], method: &'static str) {
+        let code = self.method_code(Some(method));
+        for (metric, row_method) in self.metric.iter().zip(self.method.iter_mut()) {
+            if metrics.contains(metric) {
+                *row_method = code;
+            }
+        }
+    }
+
+    /// The bytes the table's columns and names take on the heap (capacities; allocator overhead
+    /// and the interning maps not counted), as the benchmark reports it.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.metric.capacity() * size_of::<MetricId>()
+            + (self.scope.capacity() + self.period.capacity()) * size_of::<u32>()
+            + self.value.capacity() * size_of::<f64>()
+            + self.has_value.capacity()
+            + self.n.capacity() * size_of::<i64>()
+            + self.method.capacity()
+            + self
+                .scopes
+                .iter()
+                .map(|(_, name)| size_of::<(&str, String)>() + name.capacity())
+                .sum::<usize>()
+            + self.periods.capacity() * size_of::<(&str, DateTime<Utc>, DateTime<Utc>)>()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.metric.len()
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.metric.is_empty()
+    }
+
+    /// Row `i`'s metric.
+    pub fn metric(&self, i: usize) -> MetricId {
+        self.metric[i]
+    }
+
+    /// Row `i`'s scope type and scope name.
+    pub fn scope_of(&self, i: usize) -> (&'static str, &str) {
+        let (scope_type, name) = &self.scopes[self.scope[i] as usize];
+        (scope_type, name)
+    }
+
+    /// Row `i`'s grain, period start and period end.
+    pub fn period_of(&self, i: usize) -> (&'static str, DateTime<Utc>, DateTime<Utc>) {
+        self.periods[self.period[i] as usize]
+    }
+
+    /// Row `i`'s value.
+    pub fn value(&self, i: usize) -> Option<f64> {
+        self.has_value[i].then(|| self.value[i])
+    }
+
+    /// Row `i`'s sample size.
+    pub fn n(&self, i: usize) -> i64 {
+        self.n[i]
+    }
+
+    /// Row `i`'s method.
+    pub fn method(&self, i: usize) -> Option<&'static str> {
+        match self.method[i] {
+            0 => None,
+            code => self.methods.get(usize::from(code) - 1).copied(),
+        }
+    }
+
+    /// Row `i` as a [`MetricRow`].
+    pub fn row(&self, i: usize) -> MetricRow {
+        let (scope_type, scope) = self.scope_of(i);
+        let (grain, period_start, period_end) = self.period_of(i);
+        let metric = self.metric(i);
+        MetricRow {
+            metric: metric.as_str().to_owned(),
+            grain: grain.to_owned(),
+            scope_type: scope_type.to_owned(),
+            scope: scope.to_owned(),
+            period_start,
+            period_end,
+            value: self.value(i),
+            unit: metric.unit().to_owned(),
+            n: self.n(i),
+            method: self.method(i).map(str::to_owned),
+        }
+    }
+
+    /// The rows in order, as [`MetricRow`]s made one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = MetricRow> + '_ {
+        (0..self.len()).map(|i| self.row(i))
+    }
+
+    /// Every row as a [`MetricRow`], for readers that keep the rows (reports over their range).
+    pub fn to_rows(&self) -> Vec<MetricRow> {
+        self.iter().collect()
+    }
+
+    /// The rows `keep` (given the table and a row's position) selects, as [`MetricRow`]s.
+    pub fn rows_where(&self, keep: impl Fn(&Self, usize) -> bool) -> Vec<MetricRow> {
+        (0..self.len())
+            .filter(|&i| keep(self, i))
+            .map(|i| self.row(i))
+            .collect()
     }
 }
 

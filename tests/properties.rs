@@ -140,6 +140,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         &opts,
     )
     .unwrap()
+    .to_rows()
 }
 
 proptest! {

@@ -5,7 +5,7 @@ use chrono::Utc;
 use super::range;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat, RangeArgs};
 use crate::config::{Config, MetricsConfig, ServiceConfig};
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricRow, MetricTable};
 use crate::pipeline::calendar::Calendar;
 use crate::pipeline::kpi::KpiSpec;
 use crate::pipeline::{self, Inputs, Options};
@@ -13,21 +13,29 @@ use crate::store::Store;
 
 /// Computes, writes and prints the metrics.
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
-    let rows = compute(&args.range, config)?;
+    let table = compute(&args.range, config)?;
+    // Only the rows printed are made into rows: a long range for hundreds of services is
+    // millions of them.
+    let of_scope_type = |scope_type: &str| table.rows_where(|t, i| t.scope_of(i).0 == scope_type);
     match args.format {
         MetricsFormat::Table if args.by == ByScope::Org => {
-            super::out(&org_table(&rows, config.tz()));
-            super::out(&kpi_table(&rows, &config.kpis));
+            super::out(&org_table(&of_scope_type("org"), config.tz()));
+            let kpi_scopes: Vec<(&str, &str)> =
+                config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
+            let kpi_rows = table.rows_where(|t, i| kpi_scopes.contains(&t.scope_of(i)));
+            super::out(&kpi_table(&kpi_rows, &config.kpis));
         }
-        MetricsFormat::Table if args.by == ByScope::Service => super::out(&scope_table(&rows, "service")),
-        MetricsFormat::Table => super::out(&scope_table(&rows, "team")),
+        MetricsFormat::Table if args.by == ByScope::Service => {
+            super::out(&scope_table(&of_scope_type("service"), "service"));
+        }
+        MetricsFormat::Table => super::out(&scope_table(&of_scope_type("team"), "team")),
         MetricsFormat::Json => {
             let scope_type = match args.by {
                 ByScope::Org => "org",
                 ByScope::Service => "service",
                 ByScope::Team => "team",
             };
-            let chosen: Vec<&MetricRow> = rows.iter().filter(|r| r.scope_type == scope_type).collect();
+            let chosen = of_scope_type(scope_type);
             super::out(&format!("{}\n", serde_json::to_string_pretty(&chosen)?));
         }
         MetricsFormat::Csv => {
@@ -39,21 +47,25 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Computes the metric table for the range and writes it to the lake.
-pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
-    let rows = calculate(range_args, config)?;
+pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
     let store = Store::open(&config.resolve(&config.store.path))?;
+    let table = table(&store, range_args, config)?;
     let (parquet, csv) = store.metrics_paths();
-    pipeline::write_metrics(&rows, &parquet, &csv)?;
-    tracing::info!(rows = rows.len(), path = %parquet.display(), "Metric table written.");
-    Ok(rows)
+    pipeline::write_metrics(&table, &parquet, &csv)?;
+    tracing::info!(rows = table.len(), path = %parquet.display(), "Metric table written.");
+    Ok(table)
 }
 
 /// Computes the metric table for the range from the lake without writing it: for reports over
 /// their own range (the nightly digest's days), which must not replace the stored table.
 pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
     let store = Store::open(&config.resolve(&config.store.path))?;
+    Ok(table(&store, range_args, config)?.to_rows())
+}
+
+fn table(store: &Store, range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
     let calendar = range(range_args, config, Utc::now().date_naive())?;
-    Ok(from_store(&store, calendar, &config.metrics, &config.services)?)
+    Ok(from_store(store, calendar, &config.metrics, &config.services)?)
 }
 
 /// The metric table of the lake in `store` over `calendar`, with the `[metrics]` settings and the
@@ -64,7 +76,7 @@ pub fn from_store(
     calendar: Calendar,
     settings: &MetricsConfig,
     services: &[ServiceConfig],
-) -> Result<Vec<MetricRow>, pipeline::PipelineError> {
+) -> Result<MetricTable, pipeline::PipelineError> {
     let path = |table: &str| store.table_path(table);
     let (deployments, changes, commits, incidents) = (
         path("deployments"),

@@ -62,7 +62,9 @@ pub async fn job_at(
     let outcome = sync::outcome(&report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
-    let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned)).await??;
+    let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned))
+        .await??
+        .to_rows();
     let health = health(clock.elapsed().as_secs_f64());
     health.save(&store)?;
     super::out(&metrics::org_table(&rows, config.tz()));

@@ -387,6 +387,32 @@ pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineErr
     Ok(frame.with_columns(instants))
 }
 
+/// Reads a table scan `rows` rows at a time: `shape` (filters, projections) is applied to each
+/// slice of the scan and `each` gets the collected result, so a large table is never held whole.
+/// The slice is taken before `shape`, where the Parquet reader can skip to the row groups it
+/// needs.
+pub(crate) fn in_slices(
+    scan: LazyFrame,
+    rows: u32,
+    shape: impl Fn(LazyFrame) -> LazyFrame,
+    mut each: impl FnMut(DataFrame) -> PolarsResult<()>,
+) -> PolarsResult<()> {
+    let height = scan
+        .clone()
+        .select([len().cast(DataType::Int64).alias("rows")])
+        .collect()?
+        .column("rows")?
+        .i64()?
+        .get(0)
+        .unwrap_or(0);
+    let mut offset = 0i64;
+    while offset < height {
+        each(shape(scan.clone().slice(offset, rows)).collect()?)?;
+        offset += i64::from(rows);
+    }
+    Ok(())
+}
+
 /// Atomic replacement with the pipeline's error type.
 pub(crate) fn write_atomic(
     path: &Path,

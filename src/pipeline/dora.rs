@@ -18,7 +18,7 @@ use super::calendar::{Grain, period_start};
 use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricTable};
 
 /// A rollback is a redeploy of an earlier sha of the same service within this long.
 const ROLLBACK_WINDOW: Duration = Duration::days(7);
@@ -32,7 +32,7 @@ struct Deploy {
     finished: i64,
 }
 
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing DORA recovery metrics from {}",

@@ -23,14 +23,14 @@ use super::calendar::{Calendar, Grain};
 use super::codec::scan_table;
 use super::intervals::union_length;
 use super::{Attribution, Inputs, Options, PipelineError};
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricTable, PeriodIx, ScopeIx};
 
 pub(super) const HOUR_MS: f64 = 3_600_000.0;
 pub(super) const MINUTE_MS: f64 = 60_000.0;
 /// The period index of whole-range groups in the aggregated frames (calendar periods count from 0).
 const RANGE_INDEX: i64 = -1;
 
-pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
+pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable, PipelineError> {
     check_options(opts)?;
     let polars = |source| PipelineError::Polars {
         context: format!(
@@ -138,6 +138,8 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
     tracing::debug!(
         stage = "core aggregates",
         secs = started.elapsed().as_secs_f64(),
+        rss_mb = resident_mb("VmRSS"),
+        peak_mb = resident_mb("VmHWM"),
         "metric stage"
     );
     let shared = Shared {
@@ -174,31 +176,27 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (first, second)
     });
-    let mut family_rows = dora?;
-    family_rows.extend(ops?);
-    family_rows.extend(itsm?);
-    family_rows.extend(quality?);
 
-    let mut rows = metric_rows_with(
-        &MetricId::CORE,
-        &services,
-        &computed.grid,
-        |metric, scope, period| {
-            let (value, n) = computed.value(metric, scope, period);
-            let method = match metric {
-                MetricId::LeadTimeMedian => link_method(computed.leads.value(scope, period, 1), n),
-                _ => None,
-            };
-            Some((value, n, method))
-        },
-    );
-    rows.extend(family_rows);
-    // The attribution mode stands behind every figure built on incident attribution.
-    for row in &mut rows {
-        if ATTRIBUTED.iter().any(|m| m.as_str() == row.metric) {
-            row.method = Some(opts.attribution.as_str().to_owned());
-        }
+    let mut rows = timed("core rows", || {
+        metric_rows_with(
+            &MetricId::CORE,
+            &services,
+            &computed.grid,
+            |metric, scope, period| {
+                let (value, n) = computed.value(metric, scope, period);
+                let method = match metric {
+                    MetricId::LeadTimeMedian => link_method(computed.leads.value(scope, period, 1), n),
+                    _ => None,
+                };
+                Some((value, n, method))
+            },
+        )
+    });
+    for family in [dora, ops, itsm, quality] {
+        rows.append(family?);
     }
+    // The attribution mode stands behind every figure built on incident attribution.
+    rows.set_method(&ATTRIBUTED, opts.attribution.as_str());
     Ok(rows)
 }
 
@@ -207,8 +205,27 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<
 fn timed<T>(stage: &str, run: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let out = run();
-    tracing::debug!(stage, secs = started.elapsed().as_secs_f64(), "metric stage");
+    tracing::debug!(
+        stage,
+        secs = started.elapsed().as_secs_f64(),
+        rss_mb = resident_mb("VmRSS"),
+        peak_mb = resident_mb("VmHWM"),
+        "metric stage"
+    );
     out
+}
+
+/// A memory figure of this process in MB from `/proc/self/status` (`VmRSS` now, `VmHWM` the peak),
+/// for the stage log; 0 where there is no procfs.
+pub(super) fn resident_mb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// The metrics whose value depends on which incidents are attributed to which deployment: their
@@ -244,7 +261,7 @@ pub(super) fn metric_rows(
     services: &BTreeSet<String>,
     grid: &Grid,
     mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64)>,
-) -> Vec<MetricRow> {
+) -> MetricTable {
     metric_rows_with(metrics, services, grid, |metric, scope, period| {
         value(metric, scope, period).map(|(value, n)| (value, n, None))
     })
@@ -256,33 +273,32 @@ pub(super) fn metric_rows_with(
     services: &BTreeSet<String>,
     grid: &Grid,
     mut value: impl FnMut(MetricId, Scope<'_>, Period) -> Option<(Option<f64>, i64, Option<&'static str>)>,
-) -> Vec<MetricRow> {
+) -> MetricTable {
     let scopes = grid.scopes(services);
     let periods = grid.periods();
-    let mut rows = Vec::with_capacity(metrics.len() * scopes.len() * periods.len());
+    let mut table = MetricTable::new();
+    let scope_ix: Vec<ScopeIx> = scopes
+        .iter()
+        .map(|scope| table.scope(scope.scope_type(), scope.name()))
+        .collect();
+    let period_ix: Vec<PeriodIx> = periods
+        .iter()
+        .map(|&period| {
+            let (start, end) = grid.instants(period);
+            table.period(grid.grain(period), start, end)
+        })
+        .collect();
     for &metric in metrics {
-        for &scope in &scopes {
-            for &period in &periods {
+        for (&scope, &at_scope) in scopes.iter().zip(&scope_ix) {
+            for (&period, &at_period) in periods.iter().zip(&period_ix) {
                 let Some((value, n, method)) = value(metric, scope, period) else {
                     continue;
                 };
-                let (period_start, period_end) = grid.instants(period);
-                rows.push(MetricRow {
-                    metric: metric.as_str().to_owned(),
-                    grain: grid.grain(period).to_owned(),
-                    scope_type: scope.scope_type().to_owned(),
-                    scope: scope.name().to_owned(),
-                    period_start,
-                    period_end,
-                    value,
-                    unit: metric.unit().to_owned(),
-                    n,
-                    method: method.map(str::to_owned),
-                });
+                table.push(metric, at_scope, at_period, value, n, method);
             }
         }
     }
-    rows
+    table
 }
 
 /// What the metric families beyond the core DORA set (`ops`, `itsm`) read: the inputs and options,

@@ -17,7 +17,7 @@ use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 use super::codec::scan_table;
 use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours, metric_rows};
 use super::{Options, PipelineError};
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricTable};
 
 /// Status categories of tickets and transitions (Jira's keys, which every connector maps onto).
 const IN_PROGRESS: &str = "indeterminate";
@@ -51,7 +51,7 @@ const RATED: usize = 1;
 const EMERGENCY: usize = 2;
 
 /// The family's rows for every scope and period of the grid.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let targets = sla_targets(shared.opts)?;
     let tolerance_ms = change_window_tolerance(shared.opts)?;
     let inputs = shared.inputs;

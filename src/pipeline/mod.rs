@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use tandem_connectors::model::{Severity, Table};
 
-use crate::metric::MetricRow;
+use crate::metric::{MetricRow, MetricTable};
 
 pub mod bulk;
 pub mod calendar;
@@ -180,7 +180,7 @@ impl Attribution {
 /// Rows come family by family (core, DORA, operations, ITSM, data quality); within a family by
 /// metric, then the `org` scope, services by name and teams by name, and within a scope the periods
 /// in time order followed by the `range` row.
-pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricRow>, PipelineError> {
+pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable, PipelineError> {
     engine::compute_metrics(inputs, opts)
 }
 
@@ -189,8 +189,8 @@ pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Vec<MetricR
 /// Both files are written atomically (a `.tmp` sibling renamed into place). In the CSV,
 /// `period_start`/`period_end` are RFC 3339 UTC strings (`2026-08-03T00:00:00Z`) and a missing
 /// `value` is an empty field.
-pub fn write_metrics(rows: &[MetricRow], parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
-    output::write_metrics(rows, parquet, csv)
+pub fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
+    output::write_metrics(table, parquet, csv)
 }
 
 /// Reads a metric table written by [`write_metrics`].

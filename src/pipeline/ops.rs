@@ -17,7 +17,7 @@ use super::engine::{
 };
 use super::stats::spearman;
 use super::{Options, PipelineError};
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricTable};
 
 /// Time to restore split by severity: the median's and the mean's metric, and the severity they
 /// keep.
@@ -49,7 +49,7 @@ const PER_SEVERITY: usize = 3;
 /// The family's rows for every scope and period of the grid, in the core's order: metric (as in
 /// [`MetricId::OPS`]), the org scope then services, weeks then the range. The correlation is a
 /// property of the whole range and has a `range` row only.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let computed = Computed::new(shared).map_err(|source| PipelineError::Polars {
         context: format!(
             "computing operations metrics from {} and {}",

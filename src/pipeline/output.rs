@@ -9,6 +9,7 @@
 //! nothing.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -16,98 +17,96 @@ use polars::prelude::*;
 
 use super::PipelineError;
 use super::codec::{io_error, parquet_writer, polars_error, timestamp_dtype, write_atomic};
-use crate::metric::MetricRow;
+use crate::metric::{MetricRow, MetricTable};
 
 const TABLE: &str = "metrics";
 
-pub(crate) fn write_metrics(rows: &[MetricRow], parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
-    let text = |name: &'static str, get: fn(&MetricRow) -> &str| {
-        Series::new(name.into(), rows.iter().map(get).collect::<Vec<_>>()).into_column()
-    };
-    let leading = [
-        text("metric", |r| &r.metric),
-        text("grain", |r| &r.grain),
-        text("scope_type", |r| &r.scope_type),
-        text("scope", |r| &r.scope),
-    ];
-    let trailing = [
-        Series::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<_>>()).into_column(),
-        text("unit", |r| &r.unit),
-        Series::new("n".into(), rows.iter().map(|r| r.n).collect::<Vec<_>>()).into_column(),
-        Series::new(
-            "method".into(),
-            rows.iter().map(|r| r.method.as_deref()).collect::<Vec<_>>(),
-        )
-        .into_column(),
-    ];
+/// Rows per batch written: the table goes to disk a slice at a time, so writing a table of
+/// millions of rows never holds it whole as text columns.
+const BATCH_ROWS: usize = 1 << 18;
 
-    let instant = |name: &'static str, get: fn(&MetricRow) -> DateTime<Utc>| {
-        Int64Chunked::from_vec(
-            name.into(),
-            rows.iter().map(|r| get(r).timestamp_millis()).collect(),
-        )
-        .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
-        .into_series()
-        .into_column()
+pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
+    let batches = || {
+        (0..table.len().div_ceil(BATCH_ROWS)).map(|b| b * BATCH_ROWS..((b + 1) * BATCH_ROWS).min(table.len()))
     };
-    let mut table = frame(
-        rows.len(),
-        &leading,
-        [
-            instant("period_start", |r| r.period_start),
-            instant("period_end", |r| r.period_end),
-        ],
-        &trailing,
-        parquet,
-    )?;
+    let building = |path| failed("building the metric table", path);
+    let writing = |path| failed("writing the metric table", path);
+
     write_atomic(parquet, |file| {
-        parquet_writer(file, table.schema())
-            .finish(&mut table)
-            .map(drop)
-            .map_err(|source| polars_error("writing the metric table".to_owned(), parquet, source))
+        let schema = frame(table, 0..0, Instants::Millis).map_err(building(parquet))?.schema().clone();
+        let mut writer = parquet_writer(file, &schema)
+            .batched(&schema)
+            .map_err(writing(parquet))?;
+        for rows in batches() {
+            let batch = frame(table, rows, Instants::Millis).map_err(building(parquet))?;
+            writer.write_batch(&batch).map_err(writing(parquet))?;
+        }
+        writer.finish().map(drop).map_err(writing(parquet))
     })?;
-
-    let rfc3339 = |name: &'static str, get: fn(&MetricRow) -> DateTime<Utc>| {
-        let texts: Vec<String> = rows
-            .iter()
-            .map(|r| get(r).to_rfc3339_opts(SecondsFormat::AutoSi, true))
-            .collect();
-        Series::new(name.into(), texts).into_column()
-    };
-    let mut sheet = frame(
-        rows.len(),
-        &leading,
-        [
-            rfc3339("period_start", |r| r.period_start),
-            rfc3339("period_end", |r| r.period_end),
-        ],
-        &trailing,
-        csv,
-    )?;
     write_atomic(csv, |file| {
-        CsvWriter::new(file)
+        let schema = frame(table, 0..0, Instants::Rfc3339).map_err(building(csv))?.schema().clone();
+        let mut writer = CsvWriter::new(file)
             .include_header(true)
-            .finish(&mut sheet)
-            .map_err(|source| polars_error("writing the metric table".to_owned(), csv, source))
+            .batched(&schema)
+            .map_err(writing(csv))?;
+        for rows in batches() {
+            let batch = frame(table, rows, Instants::Rfc3339).map_err(building(csv))?;
+            writer.write_batch(&batch).map_err(writing(csv))?;
+        }
+        writer.finish().map_err(writing(csv))
     })
 }
 
-/// The metric table's columns in their documented order.
-fn frame(
-    height: usize,
-    leading: &[Column],
-    instants: [Column; 2],
-    trailing: &[Column],
-    path: &Path,
-) -> Result<DataFrame, PipelineError> {
-    let columns = leading
-        .iter()
-        .cloned()
-        .chain(instants)
-        .chain(trailing.iter().cloned())
-        .collect();
-    DataFrame::new(height, columns)
-        .map_err(|source| polars_error("building the metric table".to_owned(), path, source))
+/// Names the file and the step in a polars error.
+fn failed<'a>(what: &'a str, path: &'a Path) -> impl Fn(PolarsError) -> PipelineError + 'a {
+    move |source| polars_error(what.to_owned(), path, source)
+}
+
+/// How a batch carries the period bounds: UTC datetimes (Parquet) or RFC 3339 text (CSV).
+#[derive(Clone, Copy)]
+enum Instants {
+    Millis,
+    Rfc3339,
+}
+
+/// The metric table's `rows`, in its documented column order.
+fn frame(table: &MetricTable, rows: Range<usize>, instants: Instants) -> PolarsResult<DataFrame> {
+    let text = |name: &'static str, get: &dyn Fn(usize) -> &'static str| {
+        Series::new(name.into(), rows.clone().map(get).collect::<Vec<_>>()).into_column()
+    };
+    let instant = |name: &'static str, get: &dyn Fn(usize) -> DateTime<Utc>| match instants {
+        Instants::Millis => Int64Chunked::from_vec(
+            name.into(),
+            rows.clone().map(|i| get(i).timestamp_millis()).collect(),
+        )
+        .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
+        .into_series()
+        .into_column(),
+        Instants::Rfc3339 => Series::new(
+            name.into(),
+            rows.clone()
+                .map(|i| get(i).to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                .collect::<Vec<_>>(),
+        )
+        .into_column(),
+    };
+    let columns = vec![
+        text("metric", &|i| table.metric(i).as_str()),
+        text("grain", &|i| table.period_of(i).0),
+        text("scope_type", &|i| table.scope_of(i).0),
+        Series::new("scope".into(), rows.clone().map(|i| table.scope_of(i).1).collect::<Vec<_>>()).into_column(),
+        instant("period_start", &|i| table.period_of(i).1),
+        instant("period_end", &|i| table.period_of(i).2),
+        Series::new("value".into(), rows.clone().map(|i| table.value(i)).collect::<Vec<_>>()).into_column(),
+        text("unit", &|i| table.metric(i).unit()),
+        Series::new("n".into(), rows.clone().map(|i| table.n(i)).collect::<Vec<_>>()).into_column(),
+        Series::new(
+            "method".into(),
+            rows.clone().map(|i| table.method(i)).collect::<Vec<_>>(),
+        )
+        .into_column(),
+    ];
+    DataFrame::new(rows.len(), columns)
 }
 
 pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineError> {
@@ -192,6 +191,21 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::metric::MetricId;
+
+    fn table() -> MetricTable {
+        let monday = Utc.with_ymd_and_hms(2026, 8, 3, 0, 0, 0).unwrap();
+        let next = Utc.with_ymd_and_hms(2026, 8, 10, 0, 0, 0).unwrap();
+        let mut table = MetricTable::new();
+        let (org, week) = (table.scope("org", "all"), table.period("week", monday, next));
+        table.push(MetricId::DeploymentFrequency, org, week, Some(0.5), 3, None);
+        let (api, range) = (
+            table.scope("service", "api, \"v2\""),
+            table.period("range", monday, next),
+        );
+        table.push(MetricId::LeadTimeMedian, api, range, None, 0, Some("time"));
+        table
+    }
 
     fn rows() -> Vec<MetricRow> {
         let monday = Utc.with_ymd_and_hms(2026, 8, 3, 0, 0, 0).unwrap();
@@ -225,11 +239,40 @@ mod tests {
     }
 
     #[test]
+    fn the_table_gives_back_the_rows_it_was_given() {
+        assert_eq!(table().to_rows(), rows());
+    }
+
+    #[test]
+    fn a_table_larger_than_a_batch_is_written_whole_and_in_order() {
+        let start = Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap();
+        let mut table = MetricTable::new();
+        let count = BATCH_ROWS * 2 + 17;
+        for i in 0..count {
+            let scope = table.scope("service", &format!("s{}", i % 7));
+            let from = start + chrono::Duration::weeks((i % 13) as i64);
+            let period = table.period("week", from, from + chrono::Duration::weeks(1));
+            let value = (i % 5 != 0).then_some(i as f64);
+            table.push(MetricId::DeploymentCount, scope, period, value, i as i64, None);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (parquet, csv) = (dir.path().join("metrics.parquet"), dir.path().join("metrics.csv"));
+        write_metrics(&table, &parquet, &csv).unwrap();
+        let back = read_metrics(&parquet).unwrap();
+        assert_eq!(back.len(), count);
+        for i in [0, 1, BATCH_ROWS - 1, BATCH_ROWS, BATCH_ROWS + 1, count - 1] {
+            assert_eq!(back[i], table.row(i), "row {i}");
+        }
+        let lines = std::fs::read_to_string(&csv).unwrap().lines().count();
+        assert_eq!(lines, count + 1, "a header and one line per row");
+    }
+
+    #[test]
     fn round_trips_through_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let parquet = dir.path().join("metrics.parquet");
         let csv = dir.path().join("metrics.csv");
-        write_metrics(&rows(), &parquet, &csv).unwrap();
+        write_metrics(&table(), &parquet, &csv).unwrap();
         assert_eq!(read_metrics(&parquet).unwrap(), rows());
         assert!(!dir.path().join("metrics.parquet.tmp").exists());
         assert!(!dir.path().join("metrics.csv.tmp").exists());
@@ -239,7 +282,7 @@ mod tests {
     fn an_empty_table_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let parquet = dir.path().join("metrics.parquet");
-        write_metrics(&[], &parquet, &dir.path().join("metrics.csv")).unwrap();
+        write_metrics(&MetricTable::new(), &parquet, &dir.path().join("metrics.csv")).unwrap();
         assert!(read_metrics(&parquet).unwrap().is_empty());
     }
 
@@ -247,7 +290,7 @@ mod tests {
     fn the_csv_has_rfc3339_instants_and_empty_nulls() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("metrics.csv");
-        write_metrics(&rows(), &dir.path().join("metrics.parquet"), &csv).unwrap();
+        write_metrics(&table(), &dir.path().join("metrics.parquet"), &csv).unwrap();
         let text = std::fs::read_to_string(&csv).unwrap();
         assert_eq!(
             text,

@@ -10,10 +10,10 @@ use tandem_connectors::model::{Incident, Quarantined, ReasonCode};
 use super::PipelineError;
 use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, link_method, metric_rows_with};
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricTable};
 
 /// The `MetricId::QUALITY` rows.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<Vec<MetricRow>, PipelineError> {
+pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing data-quality figures from {}",
@@ -301,6 +301,7 @@ mod tests {
     use tandem_connectors::model::QuarantineReason;
 
     use super::*;
+    use crate::metric::MetricRow;
     use crate::pipeline::testkit::{aug, cell, options};
     use crate::pipeline::{Inputs, compute_metrics, write_table};
     use MetricId::*;
@@ -377,6 +378,7 @@ mod tests {
             &options(2, &["web"]),
         )
         .unwrap()
+    .to_rows()
     }
 
     fn assert_counts(rows: &[MetricRow]) {

@@ -7,36 +7,57 @@
 //! is a graph search that a frame does not express. It must not compute any metric.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Range;
 
 use polars::prelude::*;
+
+use super::super::codec::in_slices;
 
 /// The link method of a change linked through the commits table.
 pub(in crate::pipeline) const ANCESTRY: &str = "ancestry";
 /// The link method of a change linked by the merge time alone.
 pub(in crate::pipeline) const TIME: &str = "time";
 
+/// Rows read from the changes and commits tables at a time: the link never holds either table
+/// whole as text.
+const SLICE_ROWS: u32 = 1 << 20;
+
+/// No deployment (a commit no deployment claimed, or whose source names none).
+const NONE: u32 = u32::MAX;
+
 /// A successful production deployment of one repo.
 #[derive(Debug)]
 struct Deploy {
     id: String,
     service: Option<String>,
-    sha: String,
+    /// [`sha_key`] of its sha.
+    sha: u128,
     finished: i64,
 }
 
-/// A commit as the commits table knows it.
-#[derive(Debug, Default)]
-struct Known {
-    parents: Vec<String>,
-    /// The deployment whose compare brought it, when the source says so.
-    deployment_id: Option<String>,
+/// A commit sha as a 128-bit key, letter case ignored: the first 32 hex digits of a full sha
+/// (shifted right one bit, so the top bit is clear), else a hash of the lower-cased text with the
+/// top bit set. Two shas get one key only when their first 127 bits agree, which no repository
+/// holds; keys instead of strings keep the commits of years in a few hundred megabytes.
+pub(in crate::pipeline) fn sha_key(sha: &str) -> u128 {
+    let hex = sha.get(..32).filter(|head| head.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(value) = hex.and_then(|head| u128::from_str_radix(head, 16).ok()) {
+        return value >> 1;
+    }
+    let lower = sha.to_ascii_lowercase();
+    let half = |seed: u8| {
+        let mut hasher = DefaultHasher::new();
+        (seed, lower.as_str()).hash(&mut hasher);
+        u128::from(hasher.finish())
+    };
+    (1 << 127) | (half(0) << 64) | half(1)
 }
 
 /// Merged changes with the production deployment that shipped them: `change_id, merged_at,
 /// opened_at, first_commit_at, began_at` (first commit, else opening), `deployment_id, service`
-/// (the deployment's), `at` (its finish), `method` (`ancestry` or `time`) and `ancestry` (1.0 or
-/// 0.0, for summing). Changes never deployed have no row. Instants are i64 ms.
+/// (the deployment's), `at` (its finish) and `ancestry` (1.0 for a change linked by ancestry, 0.0
+/// by time; for summing). Changes never deployed have no row. Instants are i64 ms.
 ///
 /// For each repo, production deployments are taken in finish order (ties: by id) and each claims
 /// every known commit reachable from its sha by parent links that no earlier deployment claimed:
@@ -58,74 +79,103 @@ pub(in crate::pipeline) fn change_links(
     commits: LazyFrame,
 ) -> PolarsResult<LazyFrame> {
     let deploys = deploys_by_repo(production)?;
-    let known = commits_by_repo(commits)?;
-    let changes = changes
-        .filter(col("merged_at").is_not_null())
-        .select([
-            col("id"),
-            col("repo"),
-            col("merged_at"),
-            col("created_at"),
-            col("first_commit_at"),
-            col("merge_commit_sha"),
-        ])
-        .collect()?;
-    let (id, repo, merged_at, created_at, first_commit_at, merge_sha) = (
-        changes.column("id")?.str()?,
-        changes.column("repo")?.str()?,
-        changes.column("merged_at")?.i64()?,
-        changes.column("created_at")?.i64()?,
-        changes.column("first_commit_at")?.i64()?,
-        changes.column("merge_commit_sha")?.str()?,
-    );
-
-    let empty = HashMap::new();
-    let claims: HashMap<&str, Claims<'_>> = deploys
+    let graph = CommitGraph::read(commits, &deploys)?;
+    let claims: HashMap<&str, Claims> = deploys
         .iter()
-        .map(|(repo, list)| (repo.as_str(), claim(list, known.get(repo).unwrap_or(&empty))))
+        .map(|(repo, list)| (repo.as_str(), claim(list, graph.of_repo(repo))))
         .collect();
 
-    let mut out = Linked::default();
-    for i in 0..changes.height() {
-        let (Some(change), Some(repo), Some(merged)) = (id.get(i), repo.get(i), merged_at.get(i)) else {
-            continue;
-        };
-        let (Some(list), Some(claims)) = (deploys.get(repo), claims.get(repo)) else {
-            continue;
-        };
-        let by_ancestry = merge_sha
-            .get(i)
-            .and_then(|sha| claims.by_commit.get(sha.to_ascii_lowercase().as_str()))
-            .map(|&d| (d, ANCESTRY));
-        let by_time = || {
-            if merge_sha.get(i).is_none() {
-                // Without a merge sha no commit can say which deployment shipped the change:
-                // every production deployment of the repo is a candidate.
-                let first = list.partition_point(|d| d.finished < merged);
-                return (first < list.len()).then_some((first, TIME));
+    let mut linked: Option<DataFrame> = None;
+    in_slices(
+        changes,
+        SLICE_ROWS,
+        |slice| {
+            slice.filter(col("merged_at").is_not_null()).select([
+                col("id"),
+                col("repo"),
+                col("merged_at"),
+                col("created_at"),
+                col("first_commit_at"),
+                col("merge_commit_sha"),
+            ])
+        },
+        |changes| {
+            let part = link_slice(&changes, &deploys, &graph, &claims)?;
+            match linked.as_mut() {
+                Some(all) => {
+                    all.vstack_mut_owned(part)?;
+                }
+                None => linked = Some(part),
             }
-            let unknown = &claims.unknown;
-            let first = unknown.partition_point(|&d| list[d].finished < merged);
-            unknown.get(first).map(|&d| (d, TIME))
-        };
-        let Some((d, method)) = by_ancestry.or_else(by_time) else {
-            continue;
-        };
-        let deploy = &list[d];
-        let opened = created_at.get(i);
-        let first_commit = first_commit_at.get(i);
-        out.change_id.push(change.to_owned());
-        out.merged_at.push(merged);
-        out.opened_at.push(opened);
-        out.first_commit_at.push(first_commit);
-        out.began_at.push(first_commit.or(opened));
-        out.deployment_id.push(deploy.id.clone());
-        out.service.push(deploy.service.clone());
-        out.at.push(deploy.finished);
-        out.method.push(method);
-        out.ancestry.push(if method == ANCESTRY { 1.0 } else { 0.0 });
+            Ok(())
+        },
+    )?;
+    match linked {
+        Some(frame) => Ok(frame.lazy()),
+        None => link_slice(&DataFrame::empty(), &deploys, &graph, &claims).map(DataFrame::lazy),
     }
-    Ok(df!(
+}
+
+/// [`change_links`] for one slice of the merged changes.
+fn link_slice(
+    changes: &DataFrame,
+    deploys: &HashMap<String, Vec<Deploy>>,
+    graph: &CommitGraph,
+    claims: &HashMap<&str, Claims>,
+) -> PolarsResult<DataFrame> {
+    let mut out = Linked::default();
+    if changes.height() > 0 {
+        let (id, repo, merged_at, created_at, first_commit_at, merge_sha) = (
+            changes.column("id")?.str()?,
+            changes.column("repo")?.str()?,
+            changes.column("merged_at")?.i64()?,
+            changes.column("created_at")?.i64()?,
+            changes.column("first_commit_at")?.i64()?,
+            changes.column("merge_commit_sha")?.str()?,
+        );
+        for i in 0..changes.height() {
+            let (Some(change), Some(repo), Some(merged)) = (id.get(i), repo.get(i), merged_at.get(i)) else {
+                continue;
+            };
+            let (Some(list), Some(claims)) = (deploys.get(repo), claims.get(repo)) else {
+                continue;
+            };
+            let commits = graph.of_repo(repo);
+            let by_ancestry = merge_sha
+                .get(i)
+                .and_then(|sha| commits.find(sha_key(sha)))
+                .map(|c| claims.by_commit[c])
+                .filter(|&d| d != NONE)
+                .map(|d| (d as usize, true));
+            let by_time = || {
+                if merge_sha.get(i).is_none() {
+                    // Without a merge sha no commit can say which deployment shipped the change:
+                    // every production deployment of the repo is a candidate.
+                    let first = list.partition_point(|d| d.finished < merged);
+                    return (first < list.len()).then_some((first, false));
+                }
+                let unknown = &claims.unknown;
+                let first = unknown.partition_point(|&d| list[d].finished < merged);
+                unknown.get(first).map(|&d| (d, false))
+            };
+            let Some((d, ancestry)) = by_ancestry.or_else(by_time) else {
+                continue;
+            };
+            let deploy = &list[d];
+            let opened = created_at.get(i);
+            let first_commit = first_commit_at.get(i);
+            out.change_id.push(change);
+            out.merged_at.push(merged);
+            out.opened_at.push(opened);
+            out.first_commit_at.push(first_commit);
+            out.began_at.push(first_commit.or(opened));
+            out.deployment_id.push(&deploy.id);
+            out.service.push(deploy.service.as_deref());
+            out.at.push(deploy.finished);
+            out.ancestry.push(if ancestry { 1.0 } else { 0.0 });
+        }
+    }
+    df!(
         "change_id" => out.change_id,
         "merged_at" => out.merged_at,
         "opened_at" => out.opened_at,
@@ -134,32 +184,157 @@ pub(in crate::pipeline) fn change_links(
         "deployment_id" => out.deployment_id,
         "service" => out.service,
         "at" => out.at,
-        "method" => out.method,
         "ancestry" => out.ancestry,
-    )?
-    .lazy())
+    )
 }
 
 /// The columns of [`change_links`], row by row.
 #[derive(Debug, Default)]
-struct Linked {
-    change_id: Vec<String>,
+struct Linked<'a> {
+    change_id: Vec<&'a str>,
     merged_at: Vec<i64>,
     opened_at: Vec<Option<i64>>,
     first_commit_at: Vec<Option<i64>>,
     began_at: Vec<Option<i64>>,
-    deployment_id: Vec<String>,
-    service: Vec<Option<String>>,
+    deployment_id: Vec<&'a str>,
+    service: Vec<Option<&'a str>>,
     at: Vec<i64>,
-    method: Vec<&'static str>,
     ancestry: Vec<f64>,
+}
+
+/// The commits table, compact: one entry per commit of a repo (the first row read where two
+/// sources hold the same commit), sorted by repo and [`sha_key`], with its parents' keys and the
+/// deployment its source names.
+#[derive(Debug, Default)]
+struct CommitGraph {
+    key: Vec<u128>,
+    /// `parent_keys[start..start + len]` are the parents of an entry.
+    parents: Vec<(u32, u32)>,
+    parent_keys: Vec<u128>,
+    /// The position, in its repo's deployments, of the deployment the source names, or [`NONE`].
+    deployment: Vec<u32>,
+    /// Each repo's entries.
+    repos: HashMap<String, Range<usize>>,
+}
+
+/// One repo's commits in a [`CommitGraph`].
+#[derive(Clone, Copy)]
+struct RepoCommits<'a> {
+    key: &'a [u128],
+    parents: &'a [(u32, u32)],
+    parent_keys: &'a [u128],
+    deployment: &'a [u32],
+}
+
+impl RepoCommits<'_> {
+    /// The entry with this key.
+    fn find(&self, key: u128) -> Option<usize> {
+        self.key.binary_search(&key).ok()
+    }
+
+    fn parents(&self, entry: usize) -> &[u128] {
+        let (start, len) = self.parents[entry];
+        &self.parent_keys[start as usize..(start + len) as usize]
+    }
+}
+
+impl CommitGraph {
+    /// Reads `repo, sha, parents, deployment_id` a slice at a time.
+    fn read(commits: LazyFrame, deploys: &HashMap<String, Vec<Deploy>>) -> PolarsResult<Self> {
+        // A named deployment by id, with its repo, for commits brought by a compare.
+        let by_id: HashMap<&str, (&str, u32)> = deploys
+            .iter()
+            .flat_map(|(repo, list)| {
+                list.iter()
+                    .enumerate()
+                    .map(move |(d, deploy)| (deploy.id.as_str(), (repo.as_str(), d as u32)))
+            })
+            .collect();
+        let mut repo_ids: HashMap<String, u32> = HashMap::new();
+        let (mut repo, mut key, mut parents, mut parent_keys, mut deployment) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        in_slices(
+            commits,
+            SLICE_ROWS,
+            |slice| slice.select([col("repo"), col("sha"), col("parents"), col("deployment_id")]),
+            |frame| {
+                let (repos, shas, parent_lists, deployment_ids) = (
+                    frame.column("repo")?.str()?,
+                    frame.column("sha")?.str()?,
+                    frame.column("parents")?.list()?,
+                    frame.column("deployment_id")?.str()?,
+                );
+                for i in 0..frame.height() {
+                    let (Some(name), Some(sha)) = (repos.get(i), shas.get(i)) else {
+                        continue;
+                    };
+                    let next = repo_ids.len() as u32;
+                    let id = *repo_ids.entry(name.to_owned()).or_insert(next);
+                    let start = parent_keys.len() as u32;
+                    if let Some(list) = parent_lists.get_as_series(i)
+                        && let Ok(list) = list.str()
+                    {
+                        parent_keys.extend(list.iter().flatten().map(sha_key));
+                    }
+                    repo.push(id);
+                    key.push(sha_key(sha));
+                    parents.push((start, parent_keys.len() as u32 - start));
+                    deployment.push(
+                        deployment_ids
+                            .get(i)
+                            .and_then(|d| by_id.get(d))
+                            .filter(|(of_repo, _)| *of_repo == name)
+                            .map_or(NONE, |&(_, d)| d),
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        // By repo and key; a stable sort keeps the first row read of a duplicated commit first.
+        let mut order: Vec<u32> = (0..key.len() as u32).collect();
+        order.sort_by_key(|&i| (repo[i as usize], key[i as usize]));
+        order.dedup_by_key(|i| (repo[*i as usize], key[*i as usize]));
+        let names: HashMap<u32, String> = repo_ids.into_iter().map(|(name, id)| (id, name)).collect();
+        let mut graph = Self {
+            parent_keys,
+            ..Self::default()
+        };
+        let mut first = 0;
+        for (position, &i) in order.iter().enumerate() {
+            let i = i as usize;
+            graph.key.push(key[i]);
+            graph.parents.push(parents[i]);
+            graph.deployment.push(deployment[i]);
+            let ends_repo = order
+                .get(position + 1)
+                .is_none_or(|&next| repo[next as usize] != repo[i]);
+            if ends_repo {
+                if let Some(name) = names.get(&repo[i]) {
+                    graph.repos.insert(name.clone(), first..position + 1);
+                }
+                first = position + 1;
+            }
+        }
+        Ok(graph)
+    }
+
+    /// A repo's commits (none when the table has none of it).
+    fn of_repo(&self, repo: &str) -> RepoCommits<'_> {
+        let range = self.repos.get(repo).cloned().unwrap_or(0..0);
+        RepoCommits {
+            key: &self.key[range.clone()],
+            parents: &self.parents[range.clone()],
+            parent_keys: &self.parent_keys,
+            deployment: &self.deployment[range],
+        }
+    }
 }
 
 /// What the commits say about one repo's deployments.
 #[derive(Debug)]
-struct Claims<'a> {
-    /// Commit sha (lower case) → index of the first deployment containing it.
-    by_commit: HashMap<&'a str, usize>,
+struct Claims {
+    /// For each of the repo's commits, the first deployment containing it, or [`NONE`].
+    by_commit: Vec<u32>,
     /// The deployments whose commits are unknown, in finish order: neither is their own sha in
     /// the commits table (then the walk from it is their exact content, possibly empty for a
     /// redeploy) nor did a compare name them.
@@ -169,38 +344,33 @@ struct Claims<'a> {
 /// Lets each deployment, in finish order, claim the known commits reachable from its sha that no
 /// earlier one claimed; then gives commits the walk could not reach to the deployment their source
 /// names. Each commit is visited once: a claimed commit's ancestors were claimed with it.
-fn claim<'a>(deploys: &[Deploy], known: &'a HashMap<String, Known>) -> Claims<'a> {
-    let mut by_commit: HashMap<&'a str, usize> = HashMap::new();
+fn claim(deploys: &[Deploy], commits: RepoCommits<'_>) -> Claims {
+    let mut by_commit = vec![NONE; commits.key.len()];
     let mut known_range = vec![false; deploys.len()];
+    let mut stack: Vec<usize> = Vec::new();
     for (d, deploy) in deploys.iter().enumerate() {
-        let Some((head, _)) = known.get_key_value(&deploy.sha) else {
+        let Some(head) = commits.find(deploy.sha) else {
             continue;
         };
         known_range[d] = true;
-        let mut stack: Vec<&'a str> = vec![head.as_str()];
-        while let Some(sha) = stack.pop() {
-            let Some((sha, commit)) = known.get_key_value(sha) else {
-                // Before the first compare: history the lake does not hold.
-                continue;
-            };
-            if by_commit.contains_key(sha.as_str()) {
+        stack.push(head);
+        while let Some(entry) = stack.pop() {
+            if by_commit[entry] != NONE {
                 continue;
             }
-            by_commit.insert(sha.as_str(), d);
-            stack.extend(commit.parents.iter().map(String::as_str));
+            by_commit[entry] = d as u32;
+            // A parent the table does not hold is history before the first compare.
+            stack.extend(commits.parents(entry).iter().filter_map(|&p| commits.find(p)));
         }
     }
-    let index: HashMap<&str, usize> = deploys
-        .iter()
-        .enumerate()
-        .map(|(d, deploy)| (deploy.id.as_str(), d))
-        .collect();
-    for (sha, commit) in known {
-        let Some(&d) = commit.deployment_id.as_deref().and_then(|id| index.get(id)) else {
+    for (entry, &d) in commits.deployment.iter().enumerate() {
+        if d == NONE {
             continue;
-        };
-        known_range[d] = true;
-        by_commit.entry(sha.as_str()).or_insert(d);
+        }
+        known_range[d as usize] = true;
+        if by_commit[entry] == NONE {
+            by_commit[entry] = d;
+        }
     }
     Claims {
         by_commit,
@@ -208,7 +378,7 @@ fn claim<'a>(deploys: &[Deploy], known: &'a HashMap<String, Known>) -> Claims<'a
     }
 }
 
-/// Production deployments by repo, in finish order (ties: by id); shas in lower case.
+/// Production deployments by repo, in finish order (ties: by id).
 fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<Deploy>>> {
     let frame = production
         .select([
@@ -234,54 +404,17 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
         else {
             continue;
         };
-        out.entry(repo.to_owned()).or_default().push(Deploy {
-            id: id.to_owned(),
-            service: service.get(i).map(str::to_owned),
-            sha: sha.to_ascii_lowercase(),
-            finished,
-        });
-    }
-    Ok(out)
-}
-
-/// The commits table by repo: sha (lower case) → parents and the deployment that brought it.
-fn commits_by_repo(commits: LazyFrame) -> PolarsResult<HashMap<String, HashMap<String, Known>>> {
-    let frame = commits
-        .select([col("repo"), col("sha"), col("parents"), col("deployment_id")])
-        .collect()?;
-    let (repo, sha, parents, deployment_id) = (
-        frame.column("repo")?.str()?,
-        frame.column("sha")?.str()?,
-        frame.column("parents")?.list()?,
-        frame.column("deployment_id")?.str()?,
-    );
-    let mut out: HashMap<String, HashMap<String, Known>> = HashMap::new();
-    for i in 0..frame.height() {
-        let (Some(repo), Some(sha)) = (repo.get(i), sha.get(i)) else {
-            continue;
-        };
         if !out.contains_key(repo) {
-            out.insert(repo.to_owned(), HashMap::new());
+            out.insert(repo.to_owned(), Vec::new());
         }
-        let Some(of_repo) = out.get_mut(repo) else {
-            continue;
-        };
-        // Two sources may hold the same commit: the first row read is kept.
-        let Entry::Vacant(slot) = of_repo.entry(sha.to_ascii_lowercase()) else {
-            continue;
-        };
-        let parents = parents
-            .get_as_series(i)
-            .and_then(|p| {
-                p.str()
-                    .ok()
-                    .map(|p| p.iter().flatten().map(str::to_ascii_lowercase).collect())
-            })
-            .unwrap_or_default();
-        slot.insert(Known {
-            parents,
-            deployment_id: deployment_id.get(i).map(str::to_owned),
-        });
+        if let Some(list) = out.get_mut(repo) {
+            list.push(Deploy {
+                id: id.to_owned(),
+                service: service.get(i).map(str::to_owned),
+                sha: sha_key(sha),
+                finished,
+            });
+        }
     }
     Ok(out)
 }
@@ -298,17 +431,17 @@ mod tests {
             .sort(["change_id"], SortMultipleOptions::default())
             .collect()
             .unwrap();
-        let (change, deployment, method) = (
+        let (change, deployment, ancestry) = (
             frame.column("change_id").unwrap().str().unwrap(),
             frame.column("deployment_id").unwrap().str().unwrap(),
-            frame.column("method").unwrap().str().unwrap(),
+            frame.column("ancestry").unwrap().f64().unwrap(),
         );
         (0..frame.height())
             .map(|i| {
                 (
                     change.get(i).unwrap().to_owned(),
                     deployment.get(i).unwrap().to_owned(),
-                    method.get(i).unwrap().to_owned(),
+                    if ancestry.get(i) == Some(1.0) { ANCESTRY } else { TIME }.to_owned(),
                 )
             })
             .collect()

@@ -87,6 +87,7 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
         opts,
     )
     .unwrap()
+    .to_rows()
 }
 
 #[test]
@@ -582,7 +583,8 @@ fn missing_table_files_are_empty_tables() {
         },
         &options(1, &["api"]),
     )
-    .unwrap();
+    .unwrap()
+    .to_rows();
     // 7 core metrics × (org + api) × (one week + the range).
     let core = rows
         .iter()
@@ -1251,7 +1253,8 @@ fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shi
         },
         &options(1, &[]),
     )
-    .unwrap();
+    .unwrap()
+    .to_rows();
 
     // d1, d2 and w1 failed; d3 did not.
     assert_eq!(cell(&rows, ChangeFailureRate, "all", Some(0)), (Some(0.75), 4));
@@ -1330,7 +1333,8 @@ fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ti
         },
         &options(1, &[]),
     )
-    .unwrap();
+    .unwrap()
+    .to_rows();
 
     // r2 (fixes bug OPS-12) and r3 (hotfix label, any letter case) of four.
     assert_eq!(cell(&rows, ReworkRate, "api", Some(0)), (Some(0.5), 4));

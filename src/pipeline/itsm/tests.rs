@@ -168,6 +168,7 @@ impl Lake {
             },
             opts,
         )
+        .map(|table| table.to_rows())
     }
 }
 

@@ -62,6 +62,7 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
         opts,
     )
     .unwrap()
+    .to_rows()
 }
 
 /// Asserts a computed ratio against its hand-computed value (rounded in the test's comment).
