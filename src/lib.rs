@@ -3,6 +3,7 @@
 //! Data flows one way: source API → connector (`tandem-connectors`) → [`store`] (the Parquet lake)
 //! → [`pipeline`] (metric tables) → [`report`]. A lower floor never imports a higher one.
 
+pub mod alloc;
 pub mod atomic;
 pub mod cli;
 pub mod commands;

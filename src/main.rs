@@ -6,13 +6,14 @@ use clap::Parser;
 use tandem::cli::{Cli, Command};
 use tandem::commands::{self, Outcome};
 
-/// mimalloc rather than the system allocator: polars allocates and frees millions of small
-/// buffers on several threads, and mimalloc gives freed memory back to the system, so a long run
-/// over a large lake keeps its footprint near what it holds.
+/// mimalloc rather than the system allocator: polars allocates and frees millions of buffers on
+/// several threads, and mimalloc (told to by [`tandem::alloc`]) gives freed memory back to the
+/// system at once, so a run over a large lake keeps its footprint near what it holds.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    tandem::alloc::give_back_freed_memory_at_once();
     let cli = Cli::parse();
     init_logging(&cli);
     match run(cli) {

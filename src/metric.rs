@@ -993,15 +993,27 @@ impl MetricTable {
             .chain(other.methods.iter().map(|m| self.method_code(Some(m))))
             .collect();
         self.metric.extend(other.metric);
-        self.scope
-            .extend(other.scope.iter().map(|s| scopes.get(*s as usize).copied().unwrap_or(*s)));
-        self.period
-            .extend(other.period.iter().map(|p| periods.get(*p as usize).copied().unwrap_or(*p)));
+        self.scope.extend(
+            other
+                .scope
+                .iter()
+                .map(|s| scopes.get(*s as usize).copied().unwrap_or(*s)),
+        );
+        self.period.extend(
+            other
+                .period
+                .iter()
+                .map(|p| periods.get(*p as usize).copied().unwrap_or(*p)),
+        );
         self.value.extend(other.value);
         self.has_value.extend(other.has_value);
         self.n.extend(other.n);
-        self.method
-            .extend(other.method.iter().map(|m| methods.get(usize::from(*m)).copied().unwrap_or(0)));
+        self.method.extend(
+            other
+                .method
+                .iter()
+                .map(|m| methods.get(usize::from(*m)).copied().unwrap_or(0)),
+        );
     }
 
     /// Sets the method of every row of the given metrics.

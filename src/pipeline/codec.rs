@@ -387,10 +387,16 @@ pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineErr
     Ok(frame.with_columns(instants))
 }
 
+/// Rows read at a time where a table is read in slices ([`in_slices`]): large enough that the
+/// Parquet reader works on whole row groups, small enough that years of changes or commits are
+/// never held whole as text.
+pub(crate) const SLICE_ROWS: u32 = 1 << 20;
+
 /// Reads a table scan `rows` rows at a time: `shape` (filters, projections) is applied to each
 /// slice of the scan and `each` gets the collected result, so a large table is never held whole.
 /// The slice is taken before `shape`, where the Parquet reader can skip to the row groups it
-/// needs.
+/// needs. Each slice has a `row` column (u32): the row's position in the table, for `shape` to
+/// keep where a row must be named later without its id.
 pub(crate) fn in_slices(
     scan: LazyFrame,
     rows: u32,
@@ -407,7 +413,16 @@ pub(crate) fn in_slices(
         .unwrap_or(0);
     let mut offset = 0i64;
     while offset < height {
-        each(shape(scan.clone().slice(offset, rows)).collect()?)?;
+        let first = IdxSize::try_from(offset)
+            .map_err(|_| polars_err!(ComputeError: "a table of over {} rows", IdxSize::MAX))?;
+        each(
+            shape(
+                scan.clone()
+                    .slice(offset, rows)
+                    .with_row_index("row", Some(first)),
+            )
+            .collect()?,
+        )?;
         offset += i64::from(rows);
     }
     Ok(())

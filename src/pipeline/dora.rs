@@ -15,7 +15,8 @@ use tandem_connectors::model::Ticket;
 
 use super::PipelineError;
 use super::calendar::{Grain, period_start};
-use super::codec::scan_table;
+use super::codec::{SLICE_ROWS, in_slices, scan_table};
+use super::engine::links::sha_key;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
 use super::stats::median;
 use crate::metric::{MetricId, MetricTable};
@@ -27,8 +28,11 @@ const ROLLBACK_WINDOW: Duration = Duration::days(7);
 #[derive(Debug, Clone)]
 struct Deploy {
     id: String,
+    /// Its position among the production deployments (see `production_deployments`).
+    position: IdxSize,
     service: Option<String>,
-    sha: String,
+    /// The sha's key (`links::sha_key`).
+    sha: u128,
     finished: i64,
 }
 
@@ -87,10 +91,10 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         let mut changes = Vec::with_capacity(deploys.len());
         let mut by_ancestry = Vec::with_capacity(deploys.len());
         for d in deploys {
-            let (n, ancestry) = shipped.get(&d.id).copied().unwrap_or((0.0, 0.0));
+            let (n, ancestry) = shipped.get(&d.position).copied().unwrap_or((0.0, 0.0));
             at.push(d.finished);
             service.push(d.service.clone());
-            flag.push(f64::from(u8::from(reworked.contains(&d.id))));
+            flag.push(f64::from(u8::from(reworked.contains(&d.position))));
             changes.push(n);
             by_ancestry.push(ancestry);
         }
@@ -293,63 +297,76 @@ fn days_per_period(days: &BTreeSet<NaiveDate>, first: NaiveDate, end: NaiveDate,
 }
 
 /// Per deployment, the changes it shipped and how many of them were linked by ancestry.
-fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<String, (f64, f64)>> {
+fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<IdxSize, (f64, f64)>> {
     let frame = change_links
-        .group_by([col("deployment_id")])
+        .group_by([col("deployment")])
         .agg([
             len().cast(DataType::Float64).alias("changes"),
             col("ancestry").sum().alias("ancestry"),
         ])
         .collect()?;
     let (id, changes, ancestry) = (
-        frame.column("deployment_id")?.str()?,
+        frame.column("deployment")?.idx()?,
         frame.column("changes")?.f64()?,
         frame.column("ancestry")?.f64()?,
     );
     Ok((0..frame.height())
-        .filter_map(|i| Some((id.get(i)?.to_owned(), (changes.get(i)?, ancestry.get(i)?))))
+        .filter_map(|i| Some((id.get(i)?, (changes.get(i)?, ancestry.get(i)?))))
         .collect())
 }
 
 /// Deployments that shipped rework: a revert, a change with a hotfix label, or a change whose title
 /// names an incident or bug ticket by its key.
-fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult<BTreeSet<String>> {
-    let shipped_by = shipped_by(shared.change_links.clone())?;
-    let frame = shared
-        .changes
-        .clone()
-        .select([col("id"), col("is_revert"), col("labels"), col("title")])
-        .collect()?;
-    let (id, is_revert, labels, title) = (
-        frame.column("id")?.str()?,
-        frame.column("is_revert")?.bool()?,
-        frame.column("labels")?.list()?,
-        frame.column("title")?.str()?,
-    );
+fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult<HashSet<IdxSize>> {
     let hotfix: Vec<String> = shared
         .opts
         .hotfix_labels
         .iter()
         .map(|l| l.to_lowercase())
         .collect();
-    let mut ids = BTreeSet::new();
-    for i in 0..frame.height() {
-        let Some((deployment, _)) = id.get(i).and_then(|c| shipped_by.get(c)) else {
-            continue;
-        };
-        let has_hotfix_label = labels.get_as_series(i).is_some_and(|l| {
-            l.str().is_ok_and(|l| {
-                l.iter()
-                    .flatten()
-                    .any(|name| hotfix.contains(&name.to_lowercase()))
-            })
-        });
-        let fixes_ticket = title.get(i).is_some_and(|t| references_any(t, fix_keys));
-        if is_revert.get(i).unwrap_or(false) || has_hotfix_label || fixes_ticket {
-            ids.insert(deployment.clone());
-        }
-    }
-    Ok(ids)
+    // The changes that are rework, read a slice at a time (titles and labels of years of
+    // changes are large), then the deployments that shipped them.
+    let mut rework: HashSet<IdxSize> = HashSet::new();
+    in_slices(
+        shared.changes.clone(),
+        SLICE_ROWS,
+        |slice| slice.select([col("row"), col("is_revert"), col("labels"), col("title")]),
+        |frame| {
+            let (row, is_revert, labels, title) = (
+                frame.column("row")?.idx()?,
+                frame.column("is_revert")?.bool()?,
+                frame.column("labels")?.list()?,
+                frame.column("title")?.str()?,
+            );
+            for i in 0..frame.height() {
+                let Some(change) = row.get(i) else {
+                    continue;
+                };
+                let has_hotfix_label = labels.get_as_series(i).is_some_and(|l| {
+                    l.str().is_ok_and(|l| {
+                        l.iter()
+                            .flatten()
+                            .any(|name| hotfix.contains(&name.to_lowercase()))
+                    })
+                });
+                let fixes_ticket = title.get(i).is_some_and(|t| references_any(t, fix_keys));
+                if is_revert.get(i).unwrap_or(false) || has_hotfix_label || fixes_ticket {
+                    rework.insert(change);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let links = shared
+        .change_links
+        .clone()
+        .select([col("change"), col("deployment")])
+        .collect()?;
+    let (change, deployment) = (links.column("change")?.idx()?, links.column("deployment")?.idx()?);
+    Ok((0..links.height())
+        .filter(|&i| change.get(i).is_some_and(|c| rework.contains(&c)))
+        .filter_map(|i| deployment.get(i))
+        .collect())
 }
 
 /// Keys (upper-cased) of the tickets a change can fix as rework: incidents and bugs.
@@ -389,7 +406,7 @@ pub(super) fn undone(
 ) -> PolarsResult<Undone> {
     let deploys = deploys_of(production)?;
     let rolled_back = rollbacks(&deploys);
-    let reverted = reverted(changes, change_links)?;
+    let reverted = reverted(changes, change_links, &deploys)?;
     Ok(Undone {
         deploys,
         rolled_back,
@@ -417,55 +434,118 @@ impl Undone {
 
 /// Deployments that shipped a change which a later, deployed change reverts, with when the
 /// (first) deployment of such a revert finished: their remediation.
-fn reverted(changes: LazyFrame, change_links: LazyFrame) -> PolarsResult<HashMap<String, i64>> {
-    let shipped_by = shipped_by(change_links)?;
-    let changes_frame = changes;
-    let frame = changes_frame
-        .select([
-            col("id"),
-            col("repo"),
-            col("number"),
-            col("is_revert"),
-            col("reverts"),
-        ])
-        .collect()?;
-    let (id, repo, number, is_revert, reverts) = (
-        frame.column("id")?.str()?,
-        frame.column("repo")?.str()?,
-        frame.column("number")?.i64()?,
-        frame.column("is_revert")?.bool()?,
-        frame.column("reverts")?.i64()?,
-    );
-    let by_number: HashMap<(&str, i64), &str> = (0..frame.height())
-        .filter_map(|i| Some(((repo.get(i)?, number.get(i)?), id.get(i)?)))
+///
+/// Reverts are few: the changes table is read a slice at a time, once for the reverts and the
+/// change numbers they name, once for those changes' ids, and only the links of the changes
+/// involved are looked up.
+fn reverted(
+    changes: LazyFrame,
+    change_links: LazyFrame,
+    deploys: &[Deploy],
+) -> PolarsResult<HashMap<String, i64>> {
+    // (revert's row, repo, reverted number)
+    let mut reverts: Vec<(IdxSize, String, i64)> = Vec::new();
+    in_slices(
+        changes.clone(),
+        SLICE_ROWS,
+        |slice| {
+            slice
+                .filter(col("is_revert").eq(lit(true)))
+                .select([col("row"), col("repo"), col("reverts")])
+        },
+        |frame| {
+            let (row, repo, reverts_number) = (
+                frame.column("row")?.idx()?,
+                frame.column("repo")?.str()?,
+                frame.column("reverts")?.i64()?,
+            );
+            reverts.extend(
+                (0..frame.height())
+                    .filter_map(|i| Some((row.get(i)?, repo.get(i)?.to_owned(), reverts_number.get(i)?))),
+            );
+            Ok(())
+        },
+    )?;
+    if reverts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // The row of the change each revert names, once found.
+    let mut named: HashMap<&str, HashMap<i64, Option<IdxSize>>> = HashMap::new();
+    for (_, repo, number) in &reverts {
+        named.entry(repo.as_str()).or_default().insert(*number, None);
+    }
+    in_slices(
+        changes,
+        SLICE_ROWS,
+        |slice| slice.select([col("row"), col("repo"), col("number")]),
+        |frame| {
+            let (row, repo, number) = (
+                frame.column("row")?.idx()?,
+                frame.column("repo")?.str()?,
+                frame.column("number")?.i64()?,
+            );
+            for i in 0..frame.height() {
+                let (Some(row), Some(repo), Some(number)) = (row.get(i), repo.get(i), number.get(i)) else {
+                    continue;
+                };
+                // Two changes with one repo and number: the last read is the one named.
+                if let Some(slot) = named.get_mut(repo).and_then(|of_repo| of_repo.get_mut(&number)) {
+                    *slot = Some(row);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let involved: HashSet<IdxSize> = reverts
+        .iter()
+        .map(|(row, ..)| *row)
+        .chain(
+            named
+                .values()
+                .flat_map(|of_repo| of_repo.values().flatten().copied()),
+        )
         .collect();
+    let shipped_by = shipped_by(change_links, &involved)?;
     let mut out: HashMap<String, i64> = HashMap::new();
-    for i in (0..frame.height()).filter(|&i| is_revert.get(i).unwrap_or(false)) {
+    for (revert, repo, number) in &reverts {
         // The revert must itself have reached production.
-        let Some((_, reverted_at)) = id.get(i).and_then(|c| shipped_by.get(c)) else {
+        let Some((_, reverted_at)) = shipped_by.get(revert) else {
             continue;
         };
-        let original = repo.get(i).zip(reverts.get(i));
-        let Some((original_deployment, _)) = original
-            .and_then(|key| by_number.get(&key))
-            .and_then(|o| shipped_by.get(*o))
+        let original = named
+            .get(repo.as_str())
+            .and_then(|of_repo| of_repo.get(number).copied().flatten());
+        let Some(deployment) = original
+            .and_then(|o| shipped_by.get(&o))
+            // `deploys` is in position order.
+            .and_then(|(position, _)| {
+                let found = deploys.binary_search_by_key(position, |d| d.position).ok()?;
+                deploys.get(found)
+            })
         else {
             continue;
         };
-        let earliest = out.entry(original_deployment.clone()).or_insert(*reverted_at);
+        let earliest = out.entry(deployment.id.clone()).or_insert(*reverted_at);
         *earliest = (*earliest).min(*reverted_at);
     }
     Ok(out)
 }
 
-/// The production deployments of a frame like [`Shared::production`], in finish order.
+/// The production deployments of [`Shared::production`], in its order (finish order, which is
+/// position order).
 fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
     let frame = production
-        .select([col("id"), col("service"), col("sha"), col("finished_at")])
-        .sort(["finished_at", "id"], SortMultipleOptions::default())
+        .select([
+            col("id"),
+            col("position"),
+            col("service"),
+            col("sha"),
+            col("finished_at"),
+        ])
         .collect()?;
-    let (id, service, sha, finished) = (
+    let (id, position, service, sha, finished) = (
         frame.column("id")?.str()?,
+        frame.column("position")?.idx()?,
         frame.column("service")?.str()?,
         frame.column("sha")?.str()?,
         frame.column("finished_at")?.i64()?,
@@ -474,31 +554,34 @@ fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
         .filter_map(|i| {
             Some(Deploy {
                 id: id.get(i)?.to_owned(),
+                position: position.get(i)?,
                 service: service.get(i).map(str::to_owned),
-                sha: sha.get(i)?.to_owned(),
+                sha: sha_key(sha.get(i)?),
                 finished: finished.get(i)?,
             })
         })
         .collect())
 }
 
-/// Which production deployment shipped each merged change (see [`Shared::change_links`]), and
-/// when it finished: change id → (deployment id, finish in ms).
-fn shipped_by(change_links: LazyFrame) -> PolarsResult<HashMap<String, (String, i64)>> {
+/// Which production deployment shipped each of the `wanted` changes (see
+/// [`Shared::change_links`]), and when it finished: change row → (deployment position, finish in
+/// ms).
+fn shipped_by(
+    change_links: LazyFrame,
+    wanted: &HashSet<IdxSize>,
+) -> PolarsResult<HashMap<IdxSize, (IdxSize, i64)>> {
     let links = change_links
-        .select([col("change_id"), col("deployment_id"), col("at")])
+        .select([col("change"), col("deployment"), col("at")])
         .collect()?;
-    let (change_id, deployment_id, at) = (
-        links.column("change_id")?.str()?,
-        links.column("deployment_id")?.str()?,
+    let (change, deployment, at) = (
+        links.column("change")?.idx()?,
+        links.column("deployment")?.idx()?,
         links.column("at")?.i64()?,
     );
     Ok((0..links.height())
         .filter_map(|i| {
-            Some((
-                change_id.get(i)?.to_owned(),
-                (deployment_id.get(i)?.to_owned(), at.get(i)?),
-            ))
+            let change = change.get(i).filter(|c| wanted.contains(c))?;
+            Some((change, (deployment.get(i)?, at.get(i)?)))
         })
         .collect())
 }
@@ -549,17 +632,17 @@ fn rollbacks(deploys: &[Deploy]) -> HashMap<String, i64> {
         // The shas deployed before `d`, grown as `d` advances (not rebuilt per deployment), and
         // only the deployments inside the window after it are read (the list is in finish
         // order): both were quadratic in a service's deployments.
-        let mut earlier: HashSet<&str> = HashSet::new();
+        let mut earlier: HashSet<u128> = HashSet::new();
         for (i, d) in list.iter().enumerate() {
             let later = list.get(i + 1..).unwrap_or_default();
             if let Some(r) = later
                 .iter()
                 .take_while(|r| r.finished <= d.finished + window)
-                .find(|r| r.sha != d.sha && earlier.contains(r.sha.as_str()))
+                .find(|r| r.sha != d.sha && earlier.contains(&r.sha))
             {
                 rolled.insert(d.id.clone(), r.finished);
             }
-            earlier.insert(d.sha.as_str());
+            earlier.insert(d.sha);
         }
     }
     rolled
@@ -573,8 +656,9 @@ mod tests {
     fn deploy(id: &str, sha: &str, hour: i64) -> Deploy {
         Deploy {
             id: id.into(),
+            position: hour as IdxSize,
             service: Some("web".into()),
-            sha: sha.into(),
+            sha: sha_key(sha),
             finished: hour * 3_600_000,
         }
     }

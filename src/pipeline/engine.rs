@@ -88,6 +88,8 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
             changes.clone(),
             change_links.clone(),
             change_requests,
+            production.clone(),
+            incidents.clone(),
             opts.change_window_tolerance.num_milliseconds().max(0),
         )
     })
@@ -158,18 +160,19 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         undone: &undone,
     };
     // The families only read what is shared: two of them run on a second thread (most of their
-    // work is plain Rust over collected columns, one core each), in a balanced split measured on
-    // the benchmark lake. Rows keep the order dora, ops, itsm, quality.
-    let ((dora, quality), (ops, itsm)) = std::thread::scope(|scope| {
+    // work is plain Rust over collected columns, one core each). The split was measured on the
+    // benchmark lake: the two largest (dora, itsm) on one thread, so their peaks never coincide.
+    // Rows keep the order dora, ops, itsm, quality.
+    let ((dora, itsm), (ops, quality)) = std::thread::scope(|scope| {
         let second = scope.spawn(|| {
             (
                 timed("ops", || super::ops::metrics(&shared)),
-                timed("itsm", || super::itsm::metrics(&shared)),
+                timed("quality", || super::quality::metrics(&shared)),
             )
         });
         let first = (
             timed("dora", || super::dora::metrics(&shared)),
-            timed("quality", || super::quality::metrics(&shared)),
+            timed("itsm", || super::itsm::metrics(&shared)),
         );
         let second = second
             .join()
@@ -217,7 +220,7 @@ fn timed<T>(stage: &str, run: impl FnOnce() -> T) -> T {
 
 /// A memory figure of this process in MB from `/proc/self/status` (`VmRSS` now, `VmHWM` the peak),
 /// for the stage log; 0 where there is no procfs.
-pub(super) fn resident_mb(key: &str) -> u64 {
+fn resident_mb(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -426,7 +429,9 @@ fn services_in(tables: &[LazyFrame]) -> PolarsResult<Vec<String>> {
         .collect())
 }
 
-/// Successful deployments to production that finished: `id, repo, service, finished_at`.
+/// Successful deployments to production that finished: `id, repo, service, sha, finished_at`, in
+/// finish order (ties: by id), with their `position` in that order (0, 1, …): the frames built on
+/// them (the change links) name a deployment by its position rather than by its id.
 pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
     deployments
         .filter(
@@ -441,6 +446,8 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
             col("sha"),
             col("finished_at"),
         ])
+        .sort(["finished_at", "id"], SortMultipleOptions::default())
+        .with_row_index("position", None)
 }
 
 /// Production deployments with whether they failed: `service, at, failed` (1.0 or 0.0). A
@@ -948,68 +955,96 @@ impl Cells {
     }
 }
 
+/// Service and team names by the integer codes [`aggregate`] groups by.
+#[derive(Default)]
+struct Names {
+    org: String,
+    services: Vec<String>,
+    service_codes: HashMap<String, u32>,
+    teams: Vec<String>,
+    team_codes: HashMap<String, u32>,
+}
+
+impl Names {
+    fn code(names: &mut Vec<String>, codes: &mut HashMap<String, u32>, name: &str) -> u32 {
+        if let Some(code) = codes.get(name) {
+            return *code;
+        }
+        let code = names.len() as u32;
+        names.push(name.to_owned());
+        codes.insert(name.to_owned(), code);
+        code
+    }
+
+    fn service(&mut self, name: &str) -> u32 {
+        Self::code(&mut self.services, &mut self.service_codes, name)
+    }
+
+    fn team(&mut self, name: &str) -> u32 {
+        Self::code(&mut self.teams, &mut self.team_codes, name)
+    }
+}
+
 /// Groups events (`service`, `at` in ms, value columns) anchored in the range by scope and
-/// period — each event counts for the org and, when it has one, its service, in its week and in
-/// the whole range — and evaluates `aggs` (named) per group, beside the group size `n`.
+/// period — each event counts for the org and, when it has one, its service and the service's
+/// team, in its period and in the whole range — and evaluates `aggs` (named) per group, beside the
+/// group size `n`.
 pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -> PolarsResult<Cells> {
-    // The period by binary search over the period starts: exact at every boundary, whatever the
-    // periods' lengths (months, DST weeks), and no polars feature needed.
-    let bounds = grid.bounds.clone();
-    let week = col("at").map(
-        move |at| {
-            let index = at.i64()?.apply_values(|at| Grid::index_of(&bounds, at));
-            Ok(index.into_column())
-        },
-        |_, field| Ok(field.clone()),
-    );
-    let anchored = events
+    let mut anchored = events
         .filter(
             col("at")
                 .gt_eq(lit(grid.start()))
                 .and(col("at").lt(lit(grid.end()))),
         )
-        .with_column(week.alias("week"))
-        // Collected once: the union below reads it six times, and without common-subplan
-        // elimination (polars' `cse` feature, not enabled) each read would recompute the events
-        // from the files, joins and sorts included.
-        .collect()?
-        .lazy();
-    let org =
-        |frame: LazyFrame| frame.with_columns([lit("org").alias("scope_type"), lit("all").alias("scope")]);
-    let service = |frame: LazyFrame| {
-        frame
-            .filter(col("service").is_not_null())
-            .with_columns([lit("service").alias("scope_type"), col("service").alias("scope")])
+        .collect()?;
+    // Each event's period (`week`), service and team as small integers in place of its instant and
+    // names: grouping by integers is faster than by text, and the frame that every grouping below
+    // reads is smaller. The period by binary search over the period starts: exact at every
+    // boundary, whatever the periods' lengths (months, DST weeks). A team's events are its
+    // services' events, by the config mapping, looked up per event rather than joined.
+    let mut names = Names {
+        org: "all".to_owned(),
+        ..Names::default()
     };
-    // A team's events are its services' events, by the config mapping.
-    let mapping = DataFrame::new_infer_height(vec![
-        Column::new(
-            "service".into(),
-            grid.service_team.keys().cloned().collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "team".into(),
-            grid.service_team.values().cloned().collect::<Vec<_>>(),
-        ),
-    ])?;
-    let team = |frame: LazyFrame| {
-        frame
-            .filter(col("service").is_not_null())
-            .inner_join(mapping.clone().lazy(), col("service"), col("service"))
-            .with_columns([lit("team").alias("scope_type"), col("team").alias("scope")])
-            .drop(cols(["team"]))
+    let (week, service, team) = {
+        let at = anchored.column("at")?.i64()?;
+        let week: Int32Chunked = at
+            .iter()
+            .map(|at| at.map(|at| Grid::index_of(&grid.bounds, at) as i32))
+            .collect();
+        let service_names = anchored.column("service")?.str()?;
+        let mut service = Vec::with_capacity(service_names.len());
+        let mut team = Vec::with_capacity(service_names.len());
+        let mut last: Option<(&str, Option<u32>, Option<u32>)> = None;
+        for name in service_names.iter() {
+            let Some(name) = name else {
+                service.push(None);
+                team.push(None);
+                continue;
+            };
+            let (s, t) = match last {
+                Some((previous, s, t)) if previous == name => (s, t),
+                _ => {
+                    let s = Some(names.service(name));
+                    let t = grid.service_team.get(name).map(|t| names.team(t));
+                    last = Some((name, s, t));
+                    (s, t)
+                }
+            };
+            service.push(s);
+            team.push(t);
+        }
+        (
+            week.with_name("week".into()),
+            UInt32Chunked::from_iter_options("service".into(), service.into_iter()),
+            UInt32Chunked::from_iter_options("team".into(), team.into_iter()),
+        )
     };
-    // Cast: an integer literal is "dynamic" and would not match `week`'s Int64 in the union.
-    let whole_range =
-        |frame: LazyFrame| frame.with_column(lit(RANGE_INDEX).cast(DataType::Int64).alias("week"));
-    let parts = [
-        org(anchored.clone()),
-        service(anchored.clone()),
-        team(anchored.clone()),
-        whole_range(org(anchored.clone())),
-        whole_range(service(anchored.clone())),
-        whole_range(team(anchored)),
-    ];
+    anchored = anchored.drop_many(["at", "service"]);
+    anchored.with_column(week.into_column())?;
+    anchored.with_column(service.into_column())?;
+    anchored.with_column(team.into_column())?;
+    let anchored = anchored.lazy();
 
     let mut exprs = vec![len().cast(DataType::Int64).alias("n")];
     exprs.extend(
@@ -1017,39 +1052,74 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
             .map(|(name, agg)| agg.clone().cast(DataType::Float64).alias(*name)),
     );
     let mut cells: PlHashMap<String, PlHashMap<String, PlHashMap<i64, Cell>>> = PlHashMap::new();
-    // Grouped part by part rather than as one union: the union of six copies of the events would
-    // be materialised whole before grouping (the largest allocation of a run on a big lake).
-    for part in parts {
-        let frame = part
-            .group_by([col("scope_type"), col("scope"), col("week")])
-            .agg(exprs.clone())
+    let scopes = [
+        ("org", None),
+        ("service", Some("service")),
+        ("team", Some("team")),
+    ];
+    for (scope_type, key) in scopes {
+        if key == Some("team") && names.teams.is_empty() {
+            continue;
+        }
+        for by_period in [true, false] {
+            let keys: Vec<Expr> = key
+                .into_iter()
+                .map(col)
+                .chain(by_period.then(|| col("week")))
+                .collect();
+            // The organisation's whole range is one group: a plain selection.
+            let frame = match keys.is_empty() {
+                true => anchored.clone().select(exprs.clone()),
+                false => anchored.clone().group_by(keys).agg(exprs.clone()),
+            }
             .collect()?;
-        let scope_type = frame.column("scope_type")?.str()?;
-        let scope = frame.column("scope")?.str()?;
-        let week = frame.column("week")?.i64()?;
-        let n = frame.column("n")?.i64()?;
-        let values = aggs
-            .iter()
-            .map(|(name, _)| frame.column(name)?.f64())
-            .collect::<PolarsResult<Vec<_>>>()?;
-        for row in 0..frame.height() {
-            let (Some(scope_type), Some(scope), Some(week)) =
-                (scope_type.get(row), scope.get(row), week.get(row))
-            else {
-                continue;
+            let scope = match key {
+                Some(key) => Some(frame.column(key)?.u32()?),
+                None => None,
             };
-            cells
-                .entry(scope_type.to_owned())
-                .or_default()
-                .entry(scope.to_owned())
-                .or_default()
-                .insert(
-                    week,
-                    Cell {
-                        n: n.get(row).unwrap_or(0),
-                        values: values.iter().map(|column| column.get(row)).collect(),
-                    },
-                );
+            let week = match by_period {
+                true => Some(frame.column("week")?.i32()?),
+                false => None,
+            };
+            let n = frame.column("n")?.i64()?;
+            let values = aggs
+                .iter()
+                .map(|(name, _)| frame.column(name)?.f64())
+                .collect::<PolarsResult<Vec<_>>>()?;
+            for row in 0..frame.height() {
+                // Events without a service (or a service without a team) count for the
+                // organisation only: their null group is no scope.
+                let name = match (scope, key) {
+                    (Some(scope), Some("team")) => {
+                        scope.get(row).and_then(|code| names.teams.get(code as usize))
+                    }
+                    (Some(scope), _) => scope.get(row).and_then(|code| names.services.get(code as usize)),
+                    (None, _) => Some(&names.org),
+                };
+                let period = match week {
+                    Some(week) => week.get(row).map(i64::from),
+                    None => Some(RANGE_INDEX),
+                };
+                let n = n.get(row).unwrap_or(0);
+                let (Some(name), Some(period)) = (name, period) else {
+                    continue;
+                };
+                if n == 0 {
+                    continue;
+                }
+                cells
+                    .entry(scope_type.to_owned())
+                    .or_default()
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(
+                        period,
+                        Cell {
+                            n,
+                            values: values.iter().map(|column| column.get(row)).collect(),
+                        },
+                    );
+            }
         }
     }
     Ok(Cells(cells))

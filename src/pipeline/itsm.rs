@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
-use super::codec::scan_table;
+use super::codec::{SLICE_ROWS, in_slices, scan_table};
 use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours, metric_rows};
 use super::{Options, PipelineError};
 use crate::metric::{MetricId, MetricTable};
@@ -85,14 +85,16 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
             col("category").eq(lit(category)).cast(DataType::Float64).sum(),
         )
     }));
+    let resolved = aggregate(
+        resolved_tickets(tickets.clone(), transitions).map_err(polars)?,
+        grid,
+        &resolved_aggs,
+    )
+    .map_err(polars)?;
+    let backlog = Backlog::load(tickets, grid).map_err(polars)?;
     let computed = Computed {
-        resolved: aggregate(
-            resolved_tickets(tickets.clone(), transitions),
-            grid,
-            &resolved_aggs,
-        )
-        .map_err(polars)?,
-        backlog: Backlog::load(tickets, grid).map_err(polars)?,
+        resolved,
+        backlog,
         closed: aggregate(
             closed_change_requests(change_requests.clone()),
             grid,
@@ -262,25 +264,32 @@ fn target_ms(targets: HashMap<String, i64>) -> Expr {
 /// - `breached`: 1.0 when `lead` exceeds the priority's target, 0.0 when not, null without a
 ///   target (or without a valid lead time);
 /// - `reopened`: 1.0 when it left the done category after first reaching it, else 0.0.
-fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> LazyFrame {
+///
+/// The transitions (the largest table of a lake of years) are read a slice at a time and folded
+/// into three figures per resolved ticket instead of being joined whole.
+fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> PolarsResult<LazyFrame> {
     let non_negative = |span: Expr| {
         when(span.clone().gt_eq(lit(0i64)))
             .then(span)
             .otherwise(lit(NULL).cast(DataType::Int64))
     };
-    // The first transition whose category after is in progress, whatever the category before: a
-    // ticket created straight into an in-progress status starts at its first in-progress status
-    // change, the earliest the changelog shows it in progress (the Jira connector dates an
-    // incident's acknowledgement and a change's actual start the same way).
-    let started = transitions
-        .clone()
-        .filter(col("to_category").eq(lit(IN_PROGRESS)))
-        .group_by([col("ticket_id")])
-        .agg([col("at").min().alias("started_at")]);
-    tickets
+    let resolved = tickets
         .filter(col("resolved_at").is_not_null())
-        .left_join(started, col("id"), col("ticket_id"))
-        .left_join(reopened(transitions), col("id"), col("ticket_id"))
+        .select([
+            col("id"),
+            col("service"),
+            col("category"),
+            col("resolved_at"),
+            col("created_at"),
+            col("target"),
+        ])
+        .collect()?;
+    let history = History::read(resolved.column("id")?.str()?, transitions)?;
+    let mut resolved = resolved;
+    resolved.with_column(Series::new("started_at".into(), history.started).into_column())?;
+    resolved.with_column(Series::new("reopens".into(), history.reopens).into_column())?;
+    Ok(resolved
+        .lazy()
         .select([
             col("service"),
             col("category"),
@@ -289,7 +298,7 @@ fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> LazyFrame {
             non_negative(col("resolved_at") - col("started_at")).alias("cycle"),
             col("target"),
             col("reopens")
-                .is_not_null()
+                .gt(lit(0u32))
                 .cast(DataType::Float64)
                 .alias("reopened"),
         ])
@@ -298,38 +307,92 @@ fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> LazyFrame {
                 .then(lit(NULL).cast(DataType::Float64))
                 .otherwise(col("lead").gt(col("target")).cast(DataType::Float64))
                 .alias("breached"),
-        )
+        ))
 }
 
-/// Tickets that were reopened: `ticket_id, reopens`.
+/// What the transitions say about each of a list of tickets, in the list's order.
 ///
-/// The rule, against the transitions table alone (`resolved_at` cannot say it: sources move it to
-/// the last resolution): a ticket first reached done at its earliest transition whose category
-/// after is `done`; it was reopened when a transition from `done` to a known category other than
-/// `done` happened at or after that instant (at the same millisecond it can only have followed
-/// it, having left done). Moves within done (Resolved → Closed) and moves to an unknown category
-/// are not reopens; a move out of done with no earlier move into done in the changelog is not
-/// counted either, since the table cannot place it after the ticket first reached done. "Later"
-/// is as the lake knows it now, so a reopen after the period still counts for the period the
-/// ticket was resolved in. Sources without a changelog (ServiceNow) give no transitions: their
-/// tickets count as resolved and never as reopened.
-fn reopened(transitions: LazyFrame) -> LazyFrame {
-    let first_done = transitions
-        .clone()
-        .filter(col("to_category").eq(lit(DONE)))
-        .group_by([col("ticket_id")])
-        .agg([col("at").min().alias("first_done_at")]);
-    transitions
-        .filter(
-            col("from_category")
-                .eq(lit(DONE))
-                .and(col("to_category").neq(lit(DONE))),
-        )
-        .select([col("ticket_id"), col("at")])
-        .inner_join(first_done, col("ticket_id"), col("ticket_id"))
-        .filter(col("at").gt_eq(col("first_done_at")))
-        .group_by([col("ticket_id")])
-        .agg([len().alias("reopens")])
+/// - `started`: the first transition whose category after is in progress, whatever the category
+///   before: a ticket created straight into an in-progress status starts at its first
+///   in-progress status change, the earliest the changelog shows it in progress (the Jira
+///   connector dates an incident's acknowledgement and a change's actual start the same way).
+/// - `reopens`: how often it was reopened. The rule, against the transitions table alone
+///   (`resolved_at` cannot say it: sources move it to the last resolution): a ticket first
+///   reached done at its earliest transition whose category after is `done`; it was reopened
+///   when a transition from `done` to a known category other than `done` happened at or after
+///   that instant (at the same millisecond it can only have followed it, having left done). Moves
+///   within done (Resolved → Closed) and moves to an unknown category are not reopens; a move out
+///   of done with no earlier move into done in the changelog is not counted either, since the
+///   table cannot place it after the ticket first reached done. "Later" is as the lake knows it
+///   now, so a reopen after the period still counts for the period the ticket was resolved in.
+///   Sources without a changelog (ServiceNow) give no transitions: their tickets count as
+///   resolved and never as reopened.
+struct History {
+    started: Vec<Option<i64>>,
+    reopens: Vec<u32>,
+}
+
+impl History {
+    fn read(ids: &StringChunked, transitions: LazyFrame) -> PolarsResult<Self> {
+        let position: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| Some((id?, i)))
+            .collect();
+        let mut started: Vec<Option<i64>> = vec![None; ids.len()];
+        let mut first_done: Vec<Option<i64>> = vec![None; ids.len()];
+        // Moves out of done: (ticket, when), counted once every first arrival in done is known.
+        let mut left_done: Vec<(usize, i64)> = Vec::new();
+        let earliest = |slot: &mut Option<i64>, at: i64| *slot = Some(slot.map_or(at, |s| s.min(at)));
+        in_slices(
+            transitions,
+            SLICE_ROWS,
+            |slice| {
+                slice
+                    .filter(
+                        col("to_category")
+                            .eq(lit(IN_PROGRESS))
+                            .or(col("to_category").eq(lit(DONE)))
+                            .or(col("from_category").eq(lit(DONE))),
+                    )
+                    .select([
+                        col("ticket_id"),
+                        col("from_category"),
+                        col("to_category"),
+                        col("at"),
+                    ])
+            },
+            |frame| {
+                let (ticket, from, to, at) = (
+                    frame.column("ticket_id")?.str()?,
+                    frame.column("from_category")?.str()?,
+                    frame.column("to_category")?.str()?,
+                    frame.column("at")?.i64()?,
+                );
+                for i in 0..frame.height() {
+                    let (Some(t), Some(at)) = (ticket.get(i).and_then(|t| position.get(t)), at.get(i)) else {
+                        continue;
+                    };
+                    match (from.get(i), to.get(i)) {
+                        (_, Some(IN_PROGRESS)) => earliest(&mut started[*t], at),
+                        (_, Some(DONE)) => earliest(&mut first_done[*t], at),
+                        _ => {}
+                    }
+                    if from.get(i) == Some(DONE) && to.get(i).is_some_and(|to| to != DONE) {
+                        left_done.push((*t, at));
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let mut reopens = vec![0u32; ids.len()];
+        for (t, at) in left_done {
+            if first_done[t].is_some_and(|done| at >= done) {
+                reopens[t] += 1;
+            }
+        }
+        Ok(Self { started, reopens })
+    }
 }
 
 /// Closed change requests: `service, at (closed_at)`, `successful` (1.0 for `successful`, 0.0 for

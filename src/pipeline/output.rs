@@ -33,7 +33,10 @@ pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> 
     let writing = |path| failed("writing the metric table", path);
 
     write_atomic(parquet, |file| {
-        let schema = frame(table, 0..0, Instants::Millis).map_err(building(parquet))?.schema().clone();
+        let schema = frame(table, 0..0, Instants::Millis)
+            .map_err(building(parquet))?
+            .schema()
+            .clone();
         let mut writer = parquet_writer(file, &schema)
             .batched(&schema)
             .map_err(writing(parquet))?;
@@ -44,7 +47,10 @@ pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> 
         writer.finish().map(drop).map_err(writing(parquet))
     })?;
     write_atomic(csv, |file| {
-        let schema = frame(table, 0..0, Instants::Rfc3339).map_err(building(csv))?.schema().clone();
+        let schema = frame(table, 0..0, Instants::Rfc3339)
+            .map_err(building(csv))?
+            .schema()
+            .clone();
         let mut writer = CsvWriter::new(file)
             .include_header(true)
             .batched(&schema)
@@ -94,10 +100,18 @@ fn frame(table: &MetricTable, rows: Range<usize>, instants: Instants) -> PolarsR
         text("metric", &|i| table.metric(i).as_str()),
         text("grain", &|i| table.period_of(i).0),
         text("scope_type", &|i| table.scope_of(i).0),
-        Series::new("scope".into(), rows.clone().map(|i| table.scope_of(i).1).collect::<Vec<_>>()).into_column(),
+        Series::new(
+            "scope".into(),
+            rows.clone().map(|i| table.scope_of(i).1).collect::<Vec<_>>(),
+        )
+        .into_column(),
         instant("period_start", &|i| table.period_of(i).1),
         instant("period_end", &|i| table.period_of(i).2),
-        Series::new("value".into(), rows.clone().map(|i| table.value(i)).collect::<Vec<_>>()).into_column(),
+        Series::new(
+            "value".into(),
+            rows.clone().map(|i| table.value(i)).collect::<Vec<_>>(),
+        )
+        .into_column(),
         text("unit", &|i| table.metric(i).unit()),
         Series::new("n".into(), rows.clone().map(|i| table.n(i)).collect::<Vec<_>>()).into_column(),
         Series::new(

@@ -58,12 +58,14 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         shared
             .change_links
             .clone()
-            .select([col("change_id"), lit(1.0).alias("linked"), col("ancestry")]);
+            .select([col("change"), lit(1.0).alias("linked"), col("ancestry")]);
+    // The links name a change by its row in the changes table.
     let merged = changes
         .clone()
+        .with_row_index("row", None)
         .filter(col("merged_at").is_not_null())
-        .select([col("id"), col("service"), col("merged_at").alias("at")])
-        .left_join(links, col("id"), col("change_id"))
+        .select([col("row"), col("service"), col("merged_at").alias("at")])
+        .left_join(links, col("row"), col("change"))
         .select([
             col("at"),
             col("service"),
@@ -378,7 +380,7 @@ mod tests {
             &options(2, &["web"]),
         )
         .unwrap()
-    .to_rows()
+        .to_rows()
     }
 
     fn assert_counts(rows: &[MetricRow]) {

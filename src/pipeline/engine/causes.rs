@@ -6,9 +6,11 @@
 //!
 //! Plain Rust over collected frames: the lookups are by exact keys. It must not compute metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use polars::prelude::*;
+
+use super::super::codec::{SLICE_ROWS, in_slices};
 
 /// A production deployment a cause can resolve to.
 #[derive(Debug, Clone)]
@@ -31,45 +33,75 @@ pub(in crate::pipeline) struct Causes {
 }
 
 impl Causes {
-    /// Reads the changes with the deployment that shipped them (`change_links`), and the change
-    /// requests with a service and a window: the actual one when both ends are known, else the
-    /// planned one, widened by `tolerance_ms` on each side.
+    /// Reads the changes with the deployment that shipped them (`change_links`, deployments by
+    /// their position in `production`), and the change requests with a service and a window: the
+    /// actual one when both ends are known, else the planned one, widened by `tolerance_ms` on
+    /// each side. Only the changes whose number an incident names (`#N`, `owner/repo#N`) are
+    /// kept: years of changes are millions, the ones incidents name a few.
     pub(in crate::pipeline) fn load(
         changes: LazyFrame,
         change_links: LazyFrame,
         change_requests: LazyFrame,
+        production: LazyFrame,
+        incidents: LazyFrame,
         tolerance_ms: i64,
     ) -> PolarsResult<Self> {
         let mut causes = Self::default();
-        let shipped = change_links
-            .select([col("change_id"), col("deployment_id")])
-            .inner_join(
-                changes.select([col("id"), col("repo"), col("number"), col("service")]),
-                col("change_id"),
-                col("id"),
-            )
-            .collect()?;
-        let (repo, number, service, deployment) = (
-            shipped.column("repo")?.str()?,
-            shipped.column("number")?.i64()?,
-            shipped.column("service")?.str()?,
-            shipped.column("deployment_id")?.str()?,
-        );
-        for i in 0..shipped.height() {
-            let (Some(repo), Some(number), Some(deployment)) =
-                (repo.get(i), number.get(i), deployment.get(i))
-            else {
-                continue;
-            };
-            causes
-                .by_repo
-                .insert((repo.to_ascii_lowercase(), number), deployment.to_owned());
-            if let Some(service) = service.get(i) {
+        let numbers = named_numbers(incidents)?;
+        if !numbers.is_empty() {
+            // Row in the changes table → (repo lower-cased, number, the change's service).
+            let mut named: HashMap<IdxSize, (String, i64, Option<String>)> = HashMap::new();
+            in_slices(
+                changes,
+                SLICE_ROWS,
+                |slice| slice.select([col("row"), col("repo"), col("number"), col("service")]),
+                |frame| {
+                    let (row, repo, number, service) = (
+                        frame.column("row")?.idx()?,
+                        frame.column("repo")?.str()?,
+                        frame.column("number")?.i64()?,
+                        frame.column("service")?.str()?,
+                    );
+                    for i in 0..frame.height() {
+                        let (Some(row), Some(repo), Some(number)) = (row.get(i), repo.get(i), number.get(i))
+                        else {
+                            continue;
+                        };
+                        if numbers.contains(&number) {
+                            let service = service.get(i).map(str::to_owned);
+                            named.insert(row, (repo.to_ascii_lowercase(), number, service));
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            let ids = production.select([col("id")]).collect()?;
+            let ids = ids.column("id")?.str()?;
+            let shipped = change_links
+                .select([col("change"), col("deployment")])
+                .collect()?;
+            let (change, deployment) = (
+                shipped.column("change")?.idx()?,
+                shipped.column("deployment")?.idx()?,
+            );
+            for i in 0..shipped.height() {
+                let Some((repo, number, service)) = change.get(i).and_then(|c| named.get(&c)) else {
+                    continue;
+                };
+                // A deployment's position is its row in `production`.
+                let Some(deployment) = deployment.get(i).and_then(|d| ids.get(d as usize)) else {
+                    continue;
+                };
                 causes
-                    .by_service
-                    .entry((service.to_owned(), number))
-                    .or_default()
-                    .push(deployment.to_owned());
+                    .by_repo
+                    .insert((repo.clone(), *number), deployment.to_owned());
+                if let Some(service) = service {
+                    causes
+                        .by_service
+                        .entry((service.clone(), *number))
+                        .or_default()
+                        .push(deployment.to_owned());
+                }
             }
         }
 
@@ -152,6 +184,28 @@ impl Causes {
         let (cr_service, from, to) = self.change_requests.get(&reference.to_ascii_lowercase())?;
         deploys.latest_within(cr_service, *from, *to)
     }
+}
+
+/// The change numbers incidents name among their cause references (`#N`, `owner/repo#N`).
+fn named_numbers(incidents: LazyFrame) -> PolarsResult<HashSet<i64>> {
+    let frame = incidents.select([col("cause_refs")]).collect()?;
+    let lists = frame.column("cause_refs")?.list()?;
+    let mut numbers = HashSet::new();
+    for i in 0..lists.len() {
+        let Some(list) = lists.get_as_series(i) else {
+            continue;
+        };
+        let Ok(refs) = list.str() else {
+            continue;
+        };
+        numbers.extend(
+            refs.iter()
+                .flatten()
+                .filter_map(|r| r.trim().rsplit_once('#'))
+                .filter_map(|(_, number)| number.parse::<i64>().ok()),
+        );
+    }
+    Ok(numbers)
 }
 
 /// Production deployments in finish order, indexed for [`Causes::resolve`] so that a reference

@@ -12,16 +12,12 @@ use std::ops::Range;
 
 use polars::prelude::*;
 
-use super::super::codec::in_slices;
+use super::super::codec::{SLICE_ROWS, in_slices};
 
 /// The link method of a change linked through the commits table.
 pub(in crate::pipeline) const ANCESTRY: &str = "ancestry";
 /// The link method of a change linked by the merge time alone.
 pub(in crate::pipeline) const TIME: &str = "time";
-
-/// Rows read from the changes and commits tables at a time: the link never holds either table
-/// whole as text.
-const SLICE_ROWS: u32 = 1 << 20;
 
 /// No deployment (a commit no deployment claimed, or whose source names none).
 const NONE: u32 = u32::MAX;
@@ -30,6 +26,8 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug)]
 struct Deploy {
     id: String,
+    /// Its position among all production deployments (see `production_deployments`).
+    position: u32,
     service: Option<String>,
     /// [`sha_key`] of its sha.
     sha: u128,
@@ -41,7 +39,9 @@ struct Deploy {
 /// top bit set. Two shas get one key only when their first 127 bits agree, which no repository
 /// holds; keys instead of strings keep the commits of years in a few hundred megabytes.
 pub(in crate::pipeline) fn sha_key(sha: &str) -> u128 {
-    let hex = sha.get(..32).filter(|head| head.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hex = sha
+        .get(..32)
+        .filter(|head| head.bytes().all(|b| b.is_ascii_hexdigit()));
     if let Some(value) = hex.and_then(|head| u128::from_str_radix(head, 16).ok()) {
         return value >> 1;
     }
@@ -54,10 +54,13 @@ pub(in crate::pipeline) fn sha_key(sha: &str) -> u128 {
     (1 << 127) | (half(0) << 64) | half(1)
 }
 
-/// Merged changes with the production deployment that shipped them: `change_id, merged_at,
-/// opened_at, first_commit_at, began_at` (first commit, else opening), `deployment_id, service`
-/// (the deployment's), `at` (its finish) and `ancestry` (1.0 for a change linked by ancestry, 0.0
-/// by time; for summing). Changes never deployed have no row. Instants are i64 ms.
+/// Merged changes with the production deployment that shipped them: `change` (the change's row
+/// in the changes table), `merged_at, opened_at, first_commit_at, began_at` (first commit, else
+/// opening), `deployment` (the deployment's position among the production deployments, see
+/// `production_deployments`), `service` (the deployment's), `at` (its finish) and `ancestry` (1.0
+/// for a change linked by ancestry, 0.0 by time; for summing). Changes never deployed have no
+/// row. Instants are i64 ms. Rows and positions rather than ids keep the frame small: it has a
+/// row for every deployed change of the range.
 ///
 /// For each repo, production deployments are taken in finish order (ties: by id) and each claims
 /// every known commit reachable from its sha by parent links that no earlier deployment claimed:
@@ -91,7 +94,7 @@ pub(in crate::pipeline) fn change_links(
         SLICE_ROWS,
         |slice| {
             slice.filter(col("merged_at").is_not_null()).select([
-                col("id"),
+                col("row"),
                 col("repo"),
                 col("merged_at"),
                 col("created_at"),
@@ -125,8 +128,8 @@ fn link_slice(
 ) -> PolarsResult<DataFrame> {
     let mut out = Linked::default();
     if changes.height() > 0 {
-        let (id, repo, merged_at, created_at, first_commit_at, merge_sha) = (
-            changes.column("id")?.str()?,
+        let (row, repo, merged_at, created_at, first_commit_at, merge_sha) = (
+            changes.column("row")?.idx()?,
             changes.column("repo")?.str()?,
             changes.column("merged_at")?.i64()?,
             changes.column("created_at")?.i64()?,
@@ -134,7 +137,7 @@ fn link_slice(
             changes.column("merge_commit_sha")?.str()?,
         );
         for i in 0..changes.height() {
-            let (Some(change), Some(repo), Some(merged)) = (id.get(i), repo.get(i), merged_at.get(i)) else {
+            let (Some(change), Some(repo), Some(merged)) = (row.get(i), repo.get(i), merged_at.get(i)) else {
                 continue;
             };
             let (Some(list), Some(claims)) = (deploys.get(repo), claims.get(repo)) else {
@@ -164,24 +167,24 @@ fn link_slice(
             let deploy = &list[d];
             let opened = created_at.get(i);
             let first_commit = first_commit_at.get(i);
-            out.change_id.push(change);
+            out.change.push(change);
             out.merged_at.push(merged);
             out.opened_at.push(opened);
             out.first_commit_at.push(first_commit);
             out.began_at.push(first_commit.or(opened));
-            out.deployment_id.push(&deploy.id);
+            out.deployment.push(deploy.position);
             out.service.push(deploy.service.as_deref());
             out.at.push(deploy.finished);
             out.ancestry.push(if ancestry { 1.0 } else { 0.0 });
         }
     }
     df!(
-        "change_id" => out.change_id,
+        "change" => out.change,
         "merged_at" => out.merged_at,
         "opened_at" => out.opened_at,
         "first_commit_at" => out.first_commit_at,
         "began_at" => out.began_at,
-        "deployment_id" => out.deployment_id,
+        "deployment" => out.deployment,
         "service" => out.service,
         "at" => out.at,
         "ancestry" => out.ancestry,
@@ -191,12 +194,12 @@ fn link_slice(
 /// The columns of [`change_links`], row by row.
 #[derive(Debug, Default)]
 struct Linked<'a> {
-    change_id: Vec<&'a str>,
+    change: Vec<IdxSize>,
     merged_at: Vec<i64>,
     opened_at: Vec<Option<i64>>,
     first_commit_at: Vec<Option<i64>>,
     began_at: Vec<Option<i64>>,
-    deployment_id: Vec<&'a str>,
+    deployment: Vec<IdxSize>,
     service: Vec<Option<&'a str>>,
     at: Vec<i64>,
     ancestry: Vec<f64>,
@@ -378,20 +381,22 @@ fn claim(deploys: &[Deploy], commits: RepoCommits<'_>) -> Claims {
     }
 }
 
-/// Production deployments by repo, in finish order (ties: by id).
+/// Production deployments by repo, in finish order (ties: by id), as `production_deployments`
+/// gives them.
 fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<Deploy>>> {
     let frame = production
         .select([
             col("id"),
+            col("position"),
             col("repo"),
             col("service"),
             col("sha"),
             col("finished_at"),
         ])
-        .sort(["finished_at", "id"], SortMultipleOptions::default())
         .collect()?;
-    let (id, repo, service, sha, finished) = (
+    let (id, position, repo, service, sha, finished) = (
         frame.column("id")?.str()?,
+        frame.column("position")?.idx()?,
         frame.column("repo")?.str()?,
         frame.column("service")?.str()?,
         frame.column("sha")?.str()?,
@@ -399,9 +404,13 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
     );
     let mut out: HashMap<String, Vec<Deploy>> = HashMap::new();
     for i in 0..frame.height() {
-        let (Some(id), Some(repo), Some(sha), Some(finished)) =
-            (id.get(i), repo.get(i), sha.get(i), finished.get(i))
-        else {
+        let (Some(id), Some(position), Some(repo), Some(sha), Some(finished)) = (
+            id.get(i),
+            position.get(i),
+            repo.get(i),
+            sha.get(i),
+            finished.get(i),
+        ) else {
             continue;
         };
         if !out.contains_key(repo) {
@@ -410,6 +419,7 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
         if let Some(list) = out.get_mut(repo) {
             list.push(Deploy {
                 id: id.to_owned(),
+                position,
                 service: service.get(i).map(str::to_owned),
                 sha: sha_key(sha),
                 finished,
@@ -424,27 +434,45 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
 mod tests {
     use super::*;
 
-    /// `(change_id, deployment_id, method)` of every linked change, by change id.
+    /// `(change id, deployment id, method)` of every linked change, by change id. `production`
+    /// is in finish order.
     fn links(changes: DataFrame, production: DataFrame, commits: DataFrame) -> Vec<(String, String, String)> {
-        let frame = change_links(changes.lazy(), production.lazy(), commits.lazy())
+        let production = production.with_row_index("position".into(), None).unwrap();
+        let frame = change_links(changes.clone().lazy(), production.clone().lazy(), commits.lazy())
             .unwrap()
-            .sort(["change_id"], SortMultipleOptions::default())
             .collect()
             .unwrap();
         let (change, deployment, ancestry) = (
-            frame.column("change_id").unwrap().str().unwrap(),
-            frame.column("deployment_id").unwrap().str().unwrap(),
+            frame.column("change").unwrap().idx().unwrap(),
+            frame.column("deployment").unwrap().idx().unwrap(),
             frame.column("ancestry").unwrap().f64().unwrap(),
         );
-        (0..frame.height())
+        let (change_ids, deployment_ids) = (
+            changes.column("id").unwrap().str().unwrap(),
+            production.column("id").unwrap().str().unwrap(),
+        );
+        let mut out: Vec<(String, String, String)> = (0..frame.height())
             .map(|i| {
                 (
-                    change.get(i).unwrap().to_owned(),
-                    deployment.get(i).unwrap().to_owned(),
-                    if ancestry.get(i) == Some(1.0) { ANCESTRY } else { TIME }.to_owned(),
+                    change_ids
+                        .get(change.get(i).unwrap() as usize)
+                        .unwrap()
+                        .to_owned(),
+                    deployment_ids
+                        .get(deployment.get(i).unwrap() as usize)
+                        .unwrap()
+                        .to_owned(),
+                    if ancestry.get(i) == Some(1.0) {
+                        ANCESTRY
+                    } else {
+                        TIME
+                    }
+                    .to_owned(),
                 )
             })
-            .collect()
+            .collect();
+        out.sort();
+        out
     }
 
     #[test]
