@@ -1,8 +1,8 @@
 //! Metrics benchmark: the full metric set (what `tandem metrics` computes: every service and team,
 //! weekly over the whole range) on a large simulated lake — 200 services over 5 years — at 1/16,
 //! 1/4 and full scale, so the growth of cost with data is visible. Prints rows per table, the
-//! lake's Parquet size, wall time, peak memory and rows/s, each figure beside its budget, and exits
-//! non-zero when a budget is missed.
+//! lake's Parquet size, wall time, peak memory and rows/s, each figure beside its budget (the
+//! budgets are for the full lake), and exits non-zero when the full lake misses one.
 //!
 //! Run: `cargo run --release --example bench_metrics` (a temporary lake, removed afterwards), or
 //! `… -- --dir /path/to/lakes` to write the lakes there once and reuse them on later runs;
@@ -373,7 +373,7 @@ fn print_tables(results: &[(String, Lake, Measured)]) {
 /// Prints one line per scale with each figure beside its budget; returns how many are over.
 fn print_budgets(results: &[(String, Lake, Measured)]) -> usize {
     println!(
-        "{:<6} {:>12} {:>10} {:>16} {:>22} {:>24} {:>12} {:>16}",
+        "{:<6} {:>12} {:>10} {:>16} {:>36} {:>38} {:>12} {:>16}",
         "scale",
         "rows read",
         "lake MB",
@@ -385,13 +385,23 @@ fn print_budgets(results: &[(String, Lake, Measured)]) -> usize {
     );
     let mut over = 0;
     for (label, lake, m) in results {
-        let verdict = |ok: bool| if ok { "PASS" } else { "OVER" };
+        // The budgets are for the large lake; smaller scales show how the cost grows with the
+        // data (their fixed share — the metric table of every week of five years for 200
+        // services — is the same at every scale).
+        let judged = parse_scale(label).is_ok_and(|(_, scale)| scale >= 1.0);
+        let verdict = |ok: bool| match (judged, ok) {
+            (false, _) => "(budget at scale 1)",
+            (true, true) => "PASS",
+            (true, false) => "OVER",
+        };
         let time_ok = m.wall_secs <= WALL_BUDGET_SECS;
         let memory_budget = lake.bytes as f64 * MEMORY_BUDGET_FACTOR;
         let memory_ok = m.peak_bytes as f64 <= memory_budget;
-        over += usize::from(!time_ok) + usize::from(!memory_ok);
+        if judged {
+            over += usize::from(!time_ok) + usize::from(!memory_ok);
+        }
         println!(
-            "{:<6} {:>12} {:>10.1} {:>16.0} {:>22} {:>24} {:>12} {:>16.0}",
+            "{:<6} {:>12} {:>10.1} {:>16.0} {:>36} {:>38} {:>12} {:>16.0}",
             label,
             lake.rows(),
             lake.bytes as f64 / 1e6,
