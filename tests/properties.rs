@@ -22,6 +22,7 @@ fn start() -> DateTime<Utc> {
 fn deployment(i: usize, service: &str, minute: i64, ok: bool) -> Deployment {
     let finished = start() + Duration::minutes(minute);
     Deployment {
+        change_refs: Vec::new(),
         deployed_by: None,
         id: format!("gh:{i}"),
         source: "gh".into(),

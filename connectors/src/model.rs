@@ -115,8 +115,18 @@ pub struct Deployment {
     pub finished_at: Option<DateTime<Utc>>,
     /// Who started it: the login of the user or tool that created the deployment, when known.
     pub deployed_by: Option<String>,
+    /// The change records the source names for it (change request numbers or ids, as a GitHub
+    /// deployment's payload gives them); empty when it names none. A lake written before the
+    /// column existed reads it as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub change_refs: Vec<String>,
     /// When the source last changed it.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A list that may be null (a column added after the lake was written) as an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Option::<Vec<String>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 impl Table for Deployment {
@@ -174,6 +184,12 @@ impl Table for Deployment {
             ColumnKind::Text,
             true,
             "Login of the user or tool that started it (GitHub `creator`, GitLab `user`); null when unknown.",
+        ),
+        col(
+            "change_refs",
+            ColumnKind::TextList,
+            true,
+            "Change records the source names for it (change request numbers or ids, from a GitHub deployment's payload); null in a lake written before the column existed.",
         ),
         col(
             "updated_at",

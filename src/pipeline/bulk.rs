@@ -200,6 +200,7 @@ impl Columnar for Deployment {
             instant("created_at", rows, |r| r.created_at),
             opt_instant("finished_at", rows, |r| r.finished_at),
             opt_text("deployed_by", rows, |r| r.deployed_by.as_deref()),
+            texts("change_refs", rows, |r| &r.change_refs),
             instant("updated_at", rows, |r| r.updated_at),
         ]
     }

@@ -373,9 +373,21 @@ pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineErr
             .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
         // Read the footer now, so a damaged file is named here rather than in a later error
         // about the whole computation.
-        scan.collect_schema()
+        let schema = scan
+            .collect_schema()
             .map_err(|source| polars_error(format!("reading table `{}`", T::NAME), path, source))?;
-        scan
+        // A nullable column added in a later version of tandem reads as null from a lake written
+        // before it existed, as in `read_table`.
+        let added: Vec<Expr> = T::COLUMNS
+            .iter()
+            .filter(|c| c.nullable && schema.get(c.name).is_none())
+            .map(|c| lit(NULL).cast(dtype_of(c.kind)).alias(c.name))
+            .collect();
+        if added.is_empty() {
+            scan
+        } else {
+            scan.with_columns(added)
+        }
     } else {
         frame_of::<T>(&[], path)?.lazy()
     };
@@ -511,6 +523,7 @@ mod tests {
     fn deployments() -> Vec<Deployment> {
         vec![
             Deployment {
+                change_refs: vec!["CHG0000123".into(), "c0ffee".into()],
                 deployed_by: None,
                 id: "gh:acme/api:1".into(),
                 source: "gh".into(),
@@ -526,6 +539,7 @@ mod tests {
                 updated_at: at(1_785_700_100_999),
             },
             Deployment {
+                change_refs: Vec::new(),
                 deployed_by: None,
                 id: "gh:acme/api:2".into(),
                 source: "gh".into(),
@@ -812,13 +826,31 @@ mod tests {
         let path = dir.path().join("deployments.parquet");
         let mut frame = frame_of(&deployments(), &path).unwrap();
         frame.drop_in_place("deployed_by").unwrap();
+        frame.drop_in_place("change_refs").unwrap();
         let mut file = File::create(&path).unwrap();
         ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
+
+        // The lazy scan the metrics read has the column too, all null.
+        let scanned = scan_table::<Deployment>(&path)
+            .unwrap()
+            .select([col("change_refs"), col("deployed_by")])
+            .collect()
+            .unwrap();
+        assert_eq!(scanned.height(), deployments().len());
+        assert_eq!(
+            scanned.column("change_refs").unwrap().null_count(),
+            scanned.height()
+        );
+        assert_eq!(
+            scanned.column("deployed_by").unwrap().null_count(),
+            scanned.height()
+        );
 
         let read = read_table::<Deployment>(&path).unwrap();
         let expected: Vec<Deployment> = deployments()
             .into_iter()
             .map(|d| Deployment {
+                change_refs: Vec::new(),
                 deployed_by: None,
                 ..d
             })

@@ -429,9 +429,10 @@ fn services_in(tables: &[LazyFrame]) -> PolarsResult<Vec<String>> {
         .collect())
 }
 
-/// Successful deployments to production that finished: `id, repo, service, sha, finished_at`, in
-/// finish order (ties: by id), with their `position` in that order (0, 1, …): the frames built on
-/// them (the change links) name a deployment by its position rather than by its id.
+/// Successful deployments to production that finished: `id, repo, service, sha, finished_at,
+/// change_refs`, in finish order (ties: by id), with their `position` in that order (0, 1, …): the
+/// frames built on them (the change links) name a deployment by its position rather than by its
+/// id.
 pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
     deployments
         .filter(
@@ -445,6 +446,7 @@ pub(super) fn production_deployments(deployments: LazyFrame) -> LazyFrame {
             col("service"),
             col("sha"),
             col("finished_at"),
+            col("change_refs"),
         ])
         .sort(["finished_at", "id"], SortMultipleOptions::default())
         .with_row_index("position", None)

@@ -1184,6 +1184,7 @@ mod tests {
     #[test]
     fn unmapped_lists_records_without_a_service_and_their_reference() {
         let dep = |id: &str, service: Option<&str>| Deployment {
+            change_refs: Vec::new(),
             deployed_by: None,
             id: id.into(),
             source: "gh".into(),

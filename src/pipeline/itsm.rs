@@ -420,12 +420,12 @@ fn closed_change_requests(change_requests: LazyFrame) -> LazyFrame {
 /// uncovered` (1.0 or 0.0).
 ///
 /// Covered: an approved change request of the same service has a planned window with
-/// `planned_start − tolerance <= finished_at <= planned_end + tolerance`. `approved` null is not
-/// approved (nobody recorded an approval), and a change request without both planned instants has
-/// no window. A deployment without a service matches no change request, so it is never covered.
-/// metrics.md also counts a deployment a change request references explicitly as covered, but
-/// the canonical tables carry no such reference yet (neither a change request's deployment nor a
-/// deployment's change number): when one lands, it joins here.
+/// `planned_start − tolerance <= finished_at <= planned_end + tolerance`, or is referenced
+/// explicitly: the deployment's `change_refs` name it by its number (`CHG0030001`) or its vendor
+/// id (the primary key without its `{source}:` prefix), letter case ignored. `approved` null is
+/// not approved (nobody recorded an approval), and a change request without both planned instants
+/// has no window. A deployment without a service matches no change request, so it is never
+/// covered.
 fn deployment_coverage(
     production: LazyFrame,
     change_requests: LazyFrame,
@@ -435,6 +435,7 @@ fn deployment_coverage(
     let (start, end) = grid.millis(Period::Range);
     // Only windows that reach into the range can cover a deployment counted in it.
     let windows = change_requests
+        .clone()
         .filter(
             col("approved")
                 .eq(lit(true))
@@ -476,22 +477,46 @@ fn deployment_coverage(
             span.1 = latest;
         }
     }
+    // Approved change requests by number and by vendor id (lower-cased) → their service.
+    let approved = approved_references(change_requests)?;
     let deployments = production
         .clone()
         .filter(col("service").is_not_null())
-        .select([col("id"), col("service"), col("finished_at")])
+        .select([col("id"), col("service"), col("finished_at"), col("change_refs")])
         .collect()?;
-    let (id, service, finished) = (
+    let (id, service, finished, refs) = (
         deployments.column("id")?.str()?,
         deployments.column("service")?.str()?,
         deployments.column("finished_at")?.i64()?,
+        deployments.column("change_refs")?.list()?,
     );
+    let in_window = |service: &str, at: i64| {
+        let Some(spans) = by_service.get(service) else {
+            return false;
+        };
+        let opened = spans.partition_point(|(from, _)| *from <= at);
+        opened
+            .checked_sub(1)
+            .and_then(|k| spans.get(k))
+            .is_some_and(|(_, latest_close)| *latest_close >= at)
+    };
+    let referenced = |i: usize, service: &str| {
+        let Some(list) = refs.get_as_series(i) else {
+            return false;
+        };
+        let Ok(list) = list.str() else {
+            return false;
+        };
+        list.iter().flatten().any(|r| {
+            approved
+                .get(&r.trim().to_ascii_lowercase())
+                .is_some_and(|of| of == service)
+        })
+    };
     let mut covered: Vec<&str> = (0..deployments.height())
         .filter_map(|i| {
-            let (id, spans, at) = (id.get(i)?, by_service.get(service.get(i)?)?, finished.get(i)?);
-            let opened = spans.partition_point(|(from, _)| *from <= at);
-            let (_, latest_close) = opened.checked_sub(1).and_then(|k| spans.get(k))?;
-            (*latest_close >= at).then_some(id)
+            let (id, service, at) = (id.get(i)?, service.get(i)?, finished.get(i)?);
+            (in_window(service, at) || referenced(i, service)).then_some(id)
         })
         .collect();
     covered.sort_unstable();
@@ -509,6 +534,38 @@ fn deployment_coverage(
                 .cast(DataType::Float64)
                 .alias("uncovered"),
         ]))
+}
+
+/// Approved change requests with a service, by number and by vendor id (lower-cased): the names a
+/// deployment's `change_refs` can give them.
+fn approved_references(change_requests: LazyFrame) -> PolarsResult<HashMap<String, String>> {
+    let frame = change_requests
+        .filter(col("approved").eq(lit(true)).and(col("service").is_not_null()))
+        .select([col("id"), col("source"), col("number"), col("service")])
+        .collect()?;
+    let (id, source, number, service) = (
+        frame.column("id")?.str()?,
+        frame.column("source")?.str()?,
+        frame.column("number")?.str()?,
+        frame.column("service")?.str()?,
+    );
+    let mut out = HashMap::new();
+    for i in 0..frame.height() {
+        let Some(service) = service.get(i) else {
+            continue;
+        };
+        if let Some(number) = number.get(i) {
+            out.insert(number.to_ascii_lowercase(), service.to_owned());
+        }
+        if let (Some(id), Some(source)) = (id.get(i), source.get(i)) {
+            let vendor = id
+                .strip_prefix(source)
+                .and_then(|r| r.strip_prefix(':'))
+                .unwrap_or(id);
+            out.insert(vendor.to_ascii_lowercase(), service.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Open tickets at a period's end.

@@ -73,6 +73,7 @@ pub(crate) fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calenda
 /// A successful production deployment of `acme/{service}`.
 pub(crate) fn deployment(id: &str, service: Option<&str>, finished: DateTime<Utc>) -> Deployment {
     Deployment {
+        change_refs: Vec::new(),
         deployed_by: None,
         id: format!("gh:{id}"),
         source: "gh".into(),

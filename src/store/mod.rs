@@ -377,6 +377,7 @@ mod tests {
 
     fn dep(id: &str, status: DeploymentStatus, updated: i64) -> Deployment {
         Deployment {
+            change_refs: Vec::new(),
             deployed_by: None,
             id: id.into(),
             source: "gh".into(),

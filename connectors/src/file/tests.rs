@@ -87,6 +87,7 @@ fn expected(entity: Entity) -> Vec<Record> {
     match entity {
         Entity::Deployments => vec![
             Record::Deployment(Deployment {
+                change_refs: Vec::new(),
                 deployed_by: None,
                 id: s("legacy:d-1"),
                 source: s("legacy"),
@@ -102,6 +103,7 @@ fn expected(entity: Entity) -> Vec<Record> {
                 updated_at: ts("2024-03-01T10:05:00Z"),
             }),
             Record::Deployment(Deployment {
+                change_refs: Vec::new(),
                 deployed_by: None,
                 id: s("legacy:acme/search:staging:def456:2024-03-02T17:00:00Z"),
                 source: s("legacy"),

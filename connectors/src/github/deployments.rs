@@ -229,6 +229,7 @@ impl GitHub {
             .unwrap_or(false);
         Ok(Deployment {
             deployed_by: person(raw, &["/creator/login"]),
+            change_refs: change_refs(raw.get("payload")),
             id: format!("{}:{repo}:{id}", self.config.name),
             source: self.config.name.clone(),
             repo: repo.to_owned(),
@@ -451,4 +452,78 @@ async fn flush(
     out.records(std::mem::take(records)).await?;
     out.quarantine(std::mem::take(rejected)).await?;
     out.checkpoint(state).await
+}
+
+/// The change records a deployment's `payload` names: the value of every top-level key whose name
+/// mentions a change (`change_request`, `changeRequest`, `change`, `servicenow_change`, `chg`, any
+/// letter case), a text or a number, or a list of them; trimmed, by key name, without repeats. GitHub
+/// gives the payload as the object the deployment was created with, or as a string holding one.
+/// What a reference names is settled by the pipeline against the change requests it knows.
+fn change_refs(payload: Option<&Value>) -> Vec<String> {
+    let parsed;
+    let payload = match payload {
+        Some(Value::String(text)) => {
+            parsed = serde_json::from_str::<Value>(text).ok();
+            parsed.as_ref()
+        }
+        other => other,
+    };
+    let Some(fields) = payload.and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let text = |value: &Value| match value {
+        Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut refs: Vec<String> = Vec::new();
+    for (key, value) in fields {
+        let key = key.to_ascii_lowercase();
+        if !(key.contains("change") || key.contains("chg")) {
+            continue;
+        }
+        let found: Vec<String> = match value {
+            Value::Array(items) => items.iter().filter_map(text).collect(),
+            other => text(other).into_iter().collect(),
+        };
+        for r in found {
+            if !refs.contains(&r) {
+                refs.push(r);
+            }
+        }
+    }
+    refs
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    #[test]
+    fn change_records_come_from_the_payload_keys_that_name_a_change() {
+        let payload = json!({
+            "change_request": " CHG0030001 ",
+            "changeRequests": ["CHG0030002", "CHG0030001", 4711],
+            "servicenow_chg": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+            "deploy_target": "CHG0039999",
+            "change": "",
+            "changes": {"nested": "CHG0030003"}
+        });
+        assert_eq!(
+            change_refs(Some(&payload)),
+            // `changeRequests` sorts before `change_request`.
+            [
+                "CHG0030002",
+                "CHG0030001",
+                "4711",
+                "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+            ]
+        );
+        // A payload created as a string holding JSON, an empty one, text, or none.
+        let as_text = Value::String(r#"{"change": "CHG0030004"}"#.into());
+        assert_eq!(change_refs(Some(&as_text)), ["CHG0030004"]);
+        assert!(change_refs(Some(&json!({}))).is_empty());
+        assert!(change_refs(Some(&Value::String("deploy it".into()))).is_empty());
+        assert!(change_refs(None).is_empty());
+    }
 }

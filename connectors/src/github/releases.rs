@@ -119,6 +119,7 @@ impl GitHub {
         let environment = self.config.release_environment.clone();
         str_field(raw, "tag_name")?;
         Ok(Deployment {
+            change_refs: Vec::new(),
             deployed_by: person(raw, &["/author/login"]),
             id: format!("{}:{repo}:release-{id}", self.config.name),
             source: self.config.name.clone(),

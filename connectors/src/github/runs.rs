@@ -355,6 +355,7 @@ impl GitHub {
             None => time_field(raw, "created_at")?,
         };
         Ok(Deployment {
+            change_refs: Vec::new(),
             deployed_by: person(raw, &["/triggering_actor/login", "/actor/login"]),
             id: format!("{}:{repo}:run-{id}-{attempt}", self.config.name),
             source: self.config.name.clone(),

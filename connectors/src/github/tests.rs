@@ -558,6 +558,7 @@ async fn releases_resolve_branch_targets_through_the_tag_and_skip_drafts() {
             expected.insert(
                 id.clone(),
                 Deployment {
+                    change_refs: Vec::new(),
                     deployed_by: Some(rel.author.clone()),
                     id,
                     source: "gh-releases".into(),
@@ -625,6 +626,7 @@ async fn workflow_runs_map_conclusions_of_the_configured_workflow_only() {
                 expected.insert(
                     id.clone(),
                     Deployment {
+                        change_refs: Vec::new(),
                         deployed_by: Some(run.actor.clone()),
                         id,
                         source: source.into(),

@@ -636,6 +636,7 @@ impl GitLab {
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(&environment));
         Ok(Deployment {
+            change_refs: Vec::new(),
             deployed_by: person(raw, &["/user/username"]),
             id: format!("{}:{repo}:{id}", self.config.name),
             source: self.config.name.clone(),

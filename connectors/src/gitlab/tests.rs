@@ -133,6 +133,7 @@ fn expected_deployment(d: &GlDeployment) -> Deployment {
         _ => DeploymentStatus::InProgress,
     };
     Deployment {
+        change_refs: Vec::new(),
         deployed_by: Some(d.user.clone()),
         id: format!("gl:{}:{}", d.project, d.id),
         source: "gl".into(),

@@ -23,6 +23,7 @@ fn aug(day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
 /// A successful production deployment of `sha` to `repo`, started 10 minutes before it finished.
 fn deployment(id: &str, repo: &str, service: Option<&str>, sha: &str, finished: DateTime<Utc>) -> Deployment {
     Deployment {
+        change_refs: Vec::new(),
         deployed_by: None,
         id: id.into(),
         source: "gh".into(),

@@ -758,6 +758,7 @@ fn a_team_row_pools_its_services_records() {
 #[test]
 fn a_rollback_remedies_a_failed_deployment_without_an_incident() {
     let with_sha = |id: &str, sha: &str, at: DateTime<Utc>| Deployment {
+        change_refs: Vec::new(),
         sha: sha.into(),
         ..deployment(id, Some("web"), at)
     };
@@ -890,6 +891,7 @@ fn a_deployed_revert_fails_the_deployment_it_reverts_and_counts_as_rework() {
 #[test]
 fn an_incident_that_names_its_cause_is_attributed_to_it_before_the_window_is_tried() {
     let with_sha = |id: &str, service: &str, sha: &str, at: DateTime<Utc>| Deployment {
+        change_refs: Vec::new(),
         sha: sha.into(),
         ..deployment(id, Some(service), at)
     };
@@ -983,6 +985,7 @@ fn method(rows: &[MetricRow], metric: MetricId, scope: &str, week: Option<i64>) 
 #[test]
 fn changes_link_by_commit_ancestry_where_commits_are_known_and_by_time_where_not() {
     let at = |d: &str, sha: &str, finished| Deployment {
+        change_refs: Vec::new(),
         sha: sha.into(),
         ..deployment(d, Some("api"), finished)
     };
@@ -1138,10 +1141,12 @@ fn without_commits_every_change_links_by_time() {
     // its merge, d2 at 10:00 on the 5th for a merge at 09:00.
     let deployments = [
         Deployment {
+            change_refs: Vec::new(),
             sha: "a1".into(),
             ..deployment("d1", Some("api"), aug(4, 10, 0))
         },
         Deployment {
+            change_refs: Vec::new(),
             sha: "b2".into(),
             ..deployment("d2", Some("api"), aug(5, 10, 0))
         },
@@ -1184,6 +1189,7 @@ fn without_commits_every_change_links_by_time() {
 #[test]
 fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shipped_it() {
     let at = |d: &str, service: &str, sha: &str, finished| Deployment {
+        change_refs: Vec::new(),
         sha: sha.into(),
         ..deployment(d, Some(service), finished)
     };

@@ -686,3 +686,55 @@ fn deployments_are_covered_by_an_approved_window_of_their_service_within_the_tol
         (Some(8.0), 12)
     );
 }
+
+#[test]
+fn a_deployment_naming_an_approved_change_request_of_its_service_is_covered_outside_any_window() {
+    let named = |id: &str, service: Option<&str>, refs: &[&str]| Deployment {
+        change_refs: refs.iter().map(|r| (*r).to_owned()).collect(),
+        ..deployment(id, service, aug(4, 11, 0))
+    };
+    // Vendor id (sys_id) and number differ; none of them has a planned window, so only an
+    // explicit reference can cover a deployment.
+    let request = |sys_id: &str, number: &str, service: &str, approved: Option<bool>| ChangeRequest {
+        number: number.into(),
+        approved,
+        ..change_request(sys_id, Some(service), Some("normal"), None, None)
+    };
+    let tables = Tables {
+        change_requests: vec![
+            request("a1b2c3", "CHG0030001", "api", Some(true)),
+            request("d4e5f6", "CHG0030002", "api", Some(false)),
+            request("0a0b0c", "CHG0030003", "web", Some(true)),
+            request("0d0e0f", "CHG0030004", "api", None),
+        ],
+        deployments: vec![
+            named("e1", Some("api"), &["CHG0030001"]),         // by number
+            named("e2", Some("api"), &[" chg0030001 "]),       // letter case and spaces
+            named("e3", Some("api"), &["A1B2C3"]),             // by vendor id
+            named("e4", Some("api"), &["CHG0030002"]),         // refused
+            named("e5", Some("api"), &["CHG0030003"]),         // approved, but web's
+            named("e6", Some("api"), &["CHG0030004"]),         // approval unknown
+            named("e7", Some("api"), &["CHG9", "CHG0030001"]), // the second one resolves
+            named("e8", Some("api"), &[]),                     // names nothing
+            named("e9", None, &["CHG0030001"]),                // no service
+            named("e10", Some("web"), &["CHG0030003"]),        // web's own
+        ],
+        ..Tables::default()
+    };
+    let rows = run(&tables, &options(2, &["api", "web"]));
+
+    // Week 0: ten production deployments; e4, e5, e6, e8 and e9 uncovered.
+    assert_eq!(
+        cell(&rows, DeploymentsWithoutChangeRecord, "all", Some(0)),
+        (Some(5.0), 10)
+    );
+    // api: e1–e8, of which e4, e5, e6 and e8 uncovered; web: e10, covered.
+    assert_eq!(
+        cell(&rows, DeploymentsWithoutChangeRecord, "api", Some(0)),
+        (Some(4.0), 8)
+    );
+    assert_eq!(
+        cell(&rows, DeploymentsWithoutChangeRecord, "web", Some(0)),
+        (Some(0.0), 1)
+    );
+}

@@ -17,6 +17,7 @@ use Severity::*;
 /// A successful production deployment of `service`.
 fn deployment(id: &str, service: &str, finished: DateTime<Utc>) -> Deployment {
     Deployment {
+        change_refs: Vec::new(),
         deployed_by: None,
         id: format!("gh:{id}"),
         source: "gh".into(),
