@@ -500,23 +500,27 @@ fn deployment_coverage(
             .and_then(|k| spans.get(k))
             .is_some_and(|(_, latest_close)| *latest_close >= at)
     };
-    let referenced = |i: usize, service: &str| {
-        let Some(list) = refs.get_as_series(i) else {
-            return false;
-        };
-        let Ok(list) = list.str() else {
-            return false;
-        };
-        list.iter().flatten().any(|r| {
-            approved
-                .get(&r.trim().to_ascii_lowercase())
-                .is_some_and(|of| of == service)
+    // Whether each deployment names an approved change request of its own service.
+    let referenced: Vec<bool> = refs
+        .amortized_iter()
+        .zip(service.iter())
+        .map(|(list, service)| {
+            let (Some(list), Some(service)) = (list, service) else {
+                return false;
+            };
+            list.as_ref().str().is_ok_and(|list| {
+                list.iter().flatten().any(|r| {
+                    approved
+                        .get(&r.trim().to_ascii_lowercase())
+                        .is_some_and(|of| of == service)
+                })
+            })
         })
-    };
+        .collect();
     let mut covered: Vec<&str> = (0..deployments.height())
         .filter_map(|i| {
             let (id, service, at) = (id.get(i)?, service.get(i)?, finished.get(i)?);
-            (in_window(service, at) || referenced(i, service)).then_some(id)
+            (in_window(service, at) || referenced.get(i).copied().unwrap_or(false)).then_some(id)
         })
         .collect();
     covered.sort_unstable();
