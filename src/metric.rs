@@ -1183,6 +1183,76 @@ fn fixed(v: f64, decimals: usize) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn appended_tables_keep_each_rows_scope_period_value_and_method() {
+        let at = |day: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-08-{day:02}T00:00:00Z"))
+                .unwrap()
+                .to_utc()
+        };
+        let mut first = MetricTable::new();
+        let (api, week) = (first.scope("service", "api"), first.period("week", at(3), at(10)));
+        first.push(MetricId::DeploymentCount, api, week, Some(1.0), 1, Some("time"));
+        // The second table interns in another order and shares one scope with the first.
+        let mut second = MetricTable::new();
+        let core = second.scope("team", "core");
+        let api_again = second.scope("service", "api");
+        let range = second.period("range", at(3), at(17));
+        second.push(MetricId::LeadTimeMedian, core, range, None, 0, Some("ancestry"));
+        second.push(MetricId::DeploymentCount, api_again, range, Some(2.0), 2, None);
+        first.append(second);
+        first.set_method(&[MetricId::DeploymentCount], "chain");
+
+        let got: Vec<(MetricId, (&str, &str), &str, Option<f64>, i64, Option<&str>)> = (0..first.len())
+            .map(|i| {
+                (
+                    first.metric(i),
+                    first.scope_of(i),
+                    first.period_of(i).0,
+                    first.value(i),
+                    first.n(i),
+                    first.method(i),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    MetricId::DeploymentCount,
+                    ("service", "api"),
+                    "week",
+                    Some(1.0),
+                    1,
+                    Some("chain")
+                ),
+                (
+                    MetricId::LeadTimeMedian,
+                    ("team", "core"),
+                    "range",
+                    None,
+                    0,
+                    Some("ancestry")
+                ),
+                (
+                    MetricId::DeploymentCount,
+                    ("service", "api"),
+                    "range",
+                    Some(2.0),
+                    2,
+                    Some("chain")
+                ),
+            ]
+        );
+        assert_eq!(first.period_of(2).1..first.period_of(2).2, at(3)..at(17));
+        let rows = first.rows_where(|t, i| t.scope_of(i).0 == "team");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].metric.as_str(), rows[0].unit.as_str()),
+            ("lead_time_median", "hours")
+        );
+    }
+
     fn row(unit: &str, value: Option<f64>, n: i64) -> MetricRow {
         MetricRow {
             metric: "m".into(),
