@@ -1203,7 +1203,15 @@ mod tests {
         first.append(second);
         first.set_method(&[MetricId::DeploymentCount], "chain");
 
-        let got: Vec<(MetricId, (&str, &str), &str, Option<f64>, i64, Option<&str>)> = (0..first.len())
+        type Seen<'a> = (
+            MetricId,
+            (&'a str, &'a str),
+            &'a str,
+            Option<f64>,
+            i64,
+            Option<&'a str>,
+        );
+        let got: Vec<Seen<'_>> = (0..first.len())
             .map(|i| {
                 (
                     first.metric(i),
