@@ -9,8 +9,11 @@
 //! polars does the record-level work lazily (production deployments, incident attribution, lead
 //! times, restore times) and the grouping by scope and period; plain Rust then lays the results on
 //! the full grid of metric × scope × period, so empty periods and quiet services still get a row,
-//! and merges outage intervals (see [`super::intervals`]). Instants are handled as integer
-//! milliseconds since the epoch (UTC) throughout. This module must not write files.
+//! into a columnar [`MetricTable`], and merges outage intervals (see [`super::intervals`]). The
+//! largest tables (changes, commits, ticket transitions) are read a slice at a time
+//! ([`super::codec::in_slices`]) where only a few of their rows or a fold of them is needed.
+//! Instants are handled as integer milliseconds since the epoch (UTC) throughout. This module must
+//! not write files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -321,13 +324,15 @@ pub(super) struct Shared<'a> {
     pub changes: LazyFrame,
     /// Incidents from the configured incident sources; instants as i64 ms.
     pub incidents: LazyFrame,
-    /// Successful production deployments: `id`, `repo`, `service`, `sha`, `finished_at` (ms).
+    /// Successful production deployments in finish order: `id`, `position`, `repo`, `service`,
+    /// `sha`, `finished_at` (ms), `change_refs` (see [`production_deployments`]).
     pub production: LazyFrame,
     /// Attribution links of incidents to production deployments: `incident_id, deployment_id,
     /// link` (see [`attributions`]).
     pub links: LazyFrame,
-    /// Merged changes with the production deployment that shipped them and the link method
-    /// (see [`links::change_links`]).
+    /// Merged changes (by their row in the changes table) with the production deployment that
+    /// shipped them (by its `position` in `production`) and whether the link is by ancestry (see
+    /// [`links::change_links`]).
     pub change_links: LazyFrame,
     /// Outage intervals (severities in the outage set), for downtime-based metrics.
     pub outages: &'a [Outage],

@@ -3,10 +3,10 @@
 //! time, SLA breaches, reopens, change success, emergency changes and production deployments
 //! without a change record.
 //!
-//! polars does the record-level work (joins of tickets with their transitions, of deployments
-//! with change windows) and the grouping by scope and week through [`aggregate`]; the
-//! backlog, a state at each period's end rather than an event in it, is counted in plain Rust
-//! over the few columns it needs. Instants are i64 milliseconds (UTC) and spans stay integer
+//! polars reads the tables and does the grouping by scope and week through [`aggregate`]; plain
+//! Rust folds the ticket transitions (read a slice at a time) into each resolved ticket's start and
+//! reopens, matches deployments with change windows and references, and counts the backlog, a
+//! state at each period's end rather than an event in it, over the few columns it needs. Instants are i64 milliseconds (UTC) and spans stay integer
 //! milliseconds until [`hours`] converts them. This module must not write files.
 
 use std::collections::HashMap;
