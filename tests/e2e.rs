@@ -319,6 +319,68 @@ fn expected_tier_inputs(
     ]
 }
 
+/// `((uncovered, deployments), covered by name only)` for a service's production deployments
+/// finished in the week: uncovered when no approved change request of the service (that tandem
+/// can read) has a planned window reaching the finish within `tolerance` or is the one the
+/// deployment's payload names; the second figure counts those only the name covers.
+fn expected_uncovered(
+    org: &Organisation,
+    service: &str,
+    week_start: DateTime<Utc>,
+    tolerance: Duration,
+) -> ((f64, i64), usize) {
+    let sn = &org.servicenow;
+    let service_of_ci: BTreeMap<&str, &str> = sn
+        .cis
+        .iter()
+        .map(|c| (c.sys_id.as_str(), c.service.as_str()))
+        .collect();
+    let week_end = week_start + Duration::weeks(1);
+    let finished: Vec<(u64, DateTime<Utc>)> = org
+        .deployments
+        .iter()
+        .filter(|d| d.service == service && Organisation::is_successful_production(d))
+        .filter_map(|d| Organisation::finished_at(d).map(|f| (d.id, f)))
+        .filter(|(_, f)| *f >= week_start && *f < week_end)
+        .collect();
+    let of_service = || {
+        sn.changes.iter().filter(|c| {
+            !c.acl_hidden
+                && c.approval == "approved"
+                && c.cmdb_ci.as_deref().and_then(|ci| service_of_ci.get(ci)) == Some(&service)
+        })
+    };
+    // Jira change issues of the service are change requests too, approved once their work began
+    // (every simulated one began with its deployment).
+    let jira_windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = org
+        .jira
+        .issues
+        .iter()
+        .filter(|i| i.issue_type == "Change" && i.component.as_deref() == Some(service) && i.quirk.is_none())
+        .filter_map(|i| Some((i.planned_start?, i.planned_end?)))
+        .collect();
+    let covers =
+        |(s, e): (DateTime<Utc>, DateTime<Utc>), f: DateTime<Utc>| s - tolerance <= f && f <= e + tolerance;
+    let in_window = |f: DateTime<Utc>| {
+        jira_windows.iter().any(|&window| covers(window, f))
+            || of_service().any(|c| {
+                c.start_date
+                    .zip(c.end_date)
+                    .is_some_and(|window| covers(window, f))
+            })
+    };
+    let named = |id: u64| of_service().any(|c| c.named_by_deployment && c.deployment == Some(id));
+    let uncovered = finished
+        .iter()
+        .filter(|(id, f)| !in_window(*f) && !named(*id))
+        .count();
+    let by_name = finished
+        .iter()
+        .filter(|(id, f)| !in_window(*f) && named(*id))
+        .count();
+    ((uncovered as f64, finished.len() as i64), by_name)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compute_metrics_match_the_ground_truth() {
     let world = World::start(WEEKS).await;
@@ -433,6 +495,36 @@ async fn compute_metrics_match_the_ground_truth() {
             assert_eq!((row.value, row.n), (Some(value), n), "{metric} for {service}");
         }
     }
+    // Deployments without a change record, per service and week: by the planned windows of the
+    // approved change requests and by the change a late deployment names in its payload.
+    let tolerance = Duration::minutes(config.metrics.change_window_tolerance_minutes);
+    let mut named_only = 0;
+    for service in world.org.services.iter().map(|s| s.name.as_str()) {
+        for w in 0..i64::from(WEEKS) {
+            let week_start = start + Duration::weeks(w);
+            let (expected, by_name) = expected_uncovered(&world.org, service, week_start, tolerance);
+            named_only += by_name;
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r.metric == "deployments_without_change_record"
+                        && r.grain == "week"
+                        && r.scope_type == "service"
+                        && r.scope == service
+                        && r.period_start == week_start
+                })
+                .unwrap_or_else(|| panic!("no coverage row for {service} {week_start}"));
+            assert_eq!(
+                (row.value, row.n),
+                (Some(expected.0), expected.1),
+                "deployments without a change record for {service}, week of {week_start}"
+            );
+        }
+    }
+    assert!(
+        named_only > 0,
+        "some deployments must be covered only by naming their change, or the reference is untested"
+    );
     let relinked = world
         .org
         .pulls
