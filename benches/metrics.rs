@@ -157,7 +157,7 @@ struct Measured {
 fn lake(root: &Path, scale: f64) -> anyhow::Result<Lake> {
     let spec = LargeSpec::benchmark(scale);
     let marker = root.join("bench-lake.txt");
-    let spec_line = format!("{spec:?}");
+    let spec_line = format!("{spec:?} generator v{}", tandem_fixtures::large::VERSION);
     if let Ok(text) = std::fs::read_to_string(&marker) {
         let mut lines = text.lines();
         if lines.next() == Some(spec_line.as_str()) {

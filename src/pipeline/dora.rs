@@ -17,7 +17,7 @@ use super::PipelineError;
 use super::calendar::{Grain, period_start};
 use super::codec::{SLICE_ROWS, in_slices, scan_table};
 use super::engine::links::sha_key;
-use super::engine::{Cells, Period, Scope, Shared, aggregate, hours, link_method, metric_rows_with};
+use super::engine::{Period, Scope, Shared, aggregate, hours, lead, link_method, metric_rows_with};
 use super::stats::median;
 use crate::metric::{MetricId, MetricTable};
 
@@ -130,36 +130,6 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         &[],
     )
     .map_err(polars)?;
-    let links = shared.change_links.clone();
-    let stage = |span: Expr| {
-        links
-            .clone()
-            .select([col("at"), col("service"), span.alias("span"), col("ancestry")])
-            .filter(col("span").gt_eq(lit(0i64)))
-    };
-    let medians = |frame: LazyFrame| {
-        aggregate(
-            frame,
-            shared.grid,
-            &[
-                ("median", col("span").median()),
-                ("ancestry", col("ancestry").sum()),
-            ],
-        )
-    };
-    let p90 = aggregate(
-        stage(col("at") - col("began_at")),
-        shared.grid,
-        &[
-            ("p90", col("span").quantile(lit(0.9), QuantileMethod::Linear)),
-            ("ancestry", col("ancestry").sum()),
-        ],
-    )
-    .map_err(polars)?;
-    let coding = medians(stage(col("opened_at") - col("first_commit_at"))).map_err(polars)?;
-    let review = medians(stage(col("merged_at") - col("opened_at"))).map_err(polars)?;
-    let deploy_wait = medians(stage(col("at") - col("merged_at"))).map_err(polars)?;
-
     // Deploy days: distinct local dates per scope and period.
     let tz = shared.opts.calendar.tz;
     let day = |ms: i64| -> Option<NaiveDate> {
@@ -208,24 +178,27 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     };
 
     // A statistic of linked changes, with the methods behind it.
-    fn linked(cells: &Cells, scope: Scope<'_>, period: Period) -> (Option<f64>, i64, Option<&'static str>) {
-        let n = cells.n(scope, period);
+    // A statistic of linked changes at `at` in the shared lead cells, its ancestry count and
+    // sample size at `at + lead::STAGE_ANCESTRY` and `at + lead::STAGE_N`.
+    let leads = shared.leads;
+    let linked = |value: usize, at: usize, scope: Scope<'_>, period: Period| {
+        let n = leads.count(scope, period, at + lead::STAGE_N);
         (
-            hours(cells.value(scope, period, 0)),
+            hours(leads.value(scope, period, value)),
             n,
-            link_method(cells.value(scope, period, 1), n),
+            link_method(leads.value(scope, period, at + lead::STAGE_ANCESTRY), n),
         )
-    }
+    };
     Ok(metric_rows_with(
         &MetricId::DORA,
         shared.services,
         shared.grid,
         |metric, scope, period| {
             let with_method = match metric {
-                MetricId::LeadTimeP90 => Some(linked(&p90, scope, period)),
-                MetricId::LeadTimeCodingMedian => Some(linked(&coding, scope, period)),
-                MetricId::LeadTimeReviewMedian => Some(linked(&review, scope, period)),
-                MetricId::LeadTimeDeployWaitMedian => Some(linked(&deploy_wait, scope, period)),
+                MetricId::LeadTimeP90 => Some(linked(lead::P90, lead::MEDIAN, scope, period)),
+                MetricId::LeadTimeCodingMedian => Some(linked(lead::CODING, lead::CODING, scope, period)),
+                MetricId::LeadTimeReviewMedian => Some(linked(lead::REVIEW, lead::REVIEW, scope, period)),
+                MetricId::LeadTimeDeployWaitMedian => Some(linked(lead::WAIT, lead::WAIT, scope, period)),
                 MetricId::ReworkRate => {
                     let changes = rework.value(scope, period, 1).unwrap_or(0.0).round() as i64;
                     Some((
@@ -338,19 +311,24 @@ fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult
                 frame.column("labels")?.list()?,
                 frame.column("title")?.str()?,
             );
-            for i in 0..frame.height() {
-                let Some(change) = row.get(i) else {
+            let rows = row
+                .iter()
+                .zip(is_revert.iter())
+                .zip(labels.amortized_iter())
+                .zip(title.iter());
+            for (((change, is_revert), labels), title) in rows {
+                let Some(change) = change else {
                     continue;
                 };
-                let has_hotfix_label = labels.get_as_series(i).is_some_and(|l| {
-                    l.str().is_ok_and(|l| {
+                let has_hotfix_label = labels.is_some_and(|l| {
+                    l.as_ref().str().is_ok_and(|l| {
                         l.iter()
                             .flatten()
                             .any(|name| hotfix.contains(&name.to_lowercase()))
                     })
                 });
-                let fixes_ticket = title.get(i).is_some_and(|t| references_any(t, fix_keys));
-                if is_revert.get(i).unwrap_or(false) || has_hotfix_label || fixes_ticket {
+                let fixes_ticket = || title.is_some_and(|t| references_any(t, fix_keys));
+                if is_revert.unwrap_or(false) || has_hotfix_label || fixes_ticket() {
                     rework.insert(change);
                 }
             }

@@ -122,15 +122,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
             &[("failed", col("failed").sum())],
         )
         .map_err(polars)?,
-        leads: aggregate(
-            lead_times(change_links.clone()),
-            &grid,
-            &[
-                ("median", col("span").median()),
-                ("ancestry", col("ancestry").sum()),
-            ],
-        )
-        .map_err(polars)?,
+        leads: aggregate(lead_stages(change_links.clone()), &grid, &lead_aggregations()).map_err(polars)?,
         restores: aggregate(
             restore_times(incidents.clone()),
             &grid,
@@ -160,6 +152,7 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         change_links,
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
+        leads: &computed.leads,
         undone: &undone,
     };
     // The families only read what is shared: two of them run on a second thread (most of their
@@ -191,7 +184,9 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
             |metric, scope, period| {
                 let (value, n) = computed.value(metric, scope, period);
                 let method = match metric {
-                    MetricId::LeadTimeMedian => link_method(computed.leads.value(scope, period, 1), n),
+                    MetricId::LeadTimeMedian => {
+                        link_method(computed.leads.value(scope, period, lead::ANCESTRY), n)
+                    }
                     _ => None,
                 };
                 Some((value, n, method))
@@ -339,6 +334,9 @@ pub(super) struct Shared<'a> {
     /// Production deployments by scope and period; value 0: the failed ones (the change failure
     /// rate's numerator).
     pub deploy_outcomes: &'a Cells,
+    /// Deployed changes by the finish of the deployment that shipped them: the lead time and its
+    /// stages (values at the positions in [`lead`]).
+    pub leads: &'a Cells,
     /// Production deployments undone by a rollback or a deployed revert (worked out once).
     pub undone: &'a super::dora::Undone,
 }
@@ -347,7 +345,7 @@ struct Computed {
     grid: Grid,
     /// Production deployments; value 0: failed ones.
     deploys: Cells,
-    /// Lead times (ms); value 0: median.
+    /// Deployed changes: lead time and stages (see [`lead`]).
     leads: Cells,
     /// Restore times (ms); values: median, mean.
     restores: Cells,
@@ -368,8 +366,8 @@ impl Computed {
                 (Some(n as f64 / self.grid.days(period)), n)
             }
             MetricId::LeadTimeMedian => (
-                hours(self.leads.value(scope, period, 0)),
-                self.leads.n(scope, period),
+                hours(self.leads.value(scope, period, lead::MEDIAN)),
+                self.leads.count(scope, period, lead::N),
             ),
             MetricId::ChangeFailureRate => {
                 let n = self.deploys.n(scope, period);
@@ -692,19 +690,80 @@ fn explicit_links(
     .lazy())
 }
 
-/// Lead times of deployed changes: `service, at, span, ancestry`, where `at` is when the
-/// deployment that shipped the change finished, `service` is that deployment's, `span` (ms) runs
-/// from the first commit (else the opening) and `ancestry` is 1.0 for a change linked by ancestry.
-/// Negative spans are dropped.
-fn lead_times(change_links: LazyFrame) -> LazyFrame {
-    change_links
-        .select([
-            col("service"),
-            col("at"),
-            (col("at") - col("began_at")).alias("span"),
-            col("ancestry"),
-        ])
-        .filter(col("span").gt_eq(lit(0i64)))
+/// The lead time of deployed changes and its stages: `service, at, ancestry, lead, coding,
+/// review, wait, negative`, one row per deployed change, where `at` is when the deployment that
+/// shipped it finished, `service` is that deployment's and `ancestry` is 1.0 for a change linked
+/// by ancestry. The spans (ms): `lead` from the first commit (else the opening) to `at`; `coding`
+/// from the first commit to the opening; `review` from the opening to the merge; `wait` from the
+/// merge to `at`. A negative span is null (bad data, left out of its statistic) and sets
+/// `negative` (1.0), which the data-quality figures count.
+fn lead_stages(change_links: LazyFrame) -> LazyFrame {
+    let non_negative = |span: Expr| {
+        when(span.clone().gt_eq(lit(0i64)))
+            .then(span)
+            .otherwise(lit(NULL).cast(DataType::Int64))
+    };
+    let negative = |span: Expr| span.lt(lit(0i64)).fill_null(lit(false));
+    let lead = || col("at") - col("began_at");
+    let coding = || col("opened_at") - col("first_commit_at");
+    let review = || col("merged_at") - col("opened_at");
+    let wait = || col("at") - col("merged_at");
+    change_links.select([
+        col("service"),
+        col("at"),
+        col("ancestry"),
+        non_negative(lead()).alias("lead"),
+        non_negative(coding()).alias("coding"),
+        non_negative(review()).alias("review"),
+        non_negative(wait()).alias("wait"),
+        negative(lead())
+            .or(negative(coding()))
+            .or(negative(review()))
+            .or(negative(wait()))
+            .cast(DataType::Float64)
+            .alias("negative"),
+    ])
+}
+
+/// Positions of the aggregated values of deployed changes in [`Shared::leads`] (see
+/// [`lead_aggregations`]); each statistic comes with how many of its changes were linked by
+/// ancestry and its sample size.
+pub(super) mod lead {
+    pub(in crate::pipeline) const MEDIAN: usize = 0;
+    pub(in crate::pipeline) const ANCESTRY: usize = 1;
+    pub(in crate::pipeline) const N: usize = 2;
+    pub(in crate::pipeline) const P90: usize = 3;
+    pub(in crate::pipeline) const CODING: usize = 4;
+    pub(in crate::pipeline) const REVIEW: usize = 7;
+    pub(in crate::pipeline) const WAIT: usize = 10;
+    /// Deployed changes with a negative span.
+    pub(in crate::pipeline) const NEGATIVE: usize = 13;
+    /// After a stage's median: its changes linked by ancestry, then its sample size.
+    pub(in crate::pipeline) const STAGE_ANCESTRY: usize = 1;
+    pub(in crate::pipeline) const STAGE_N: usize = 2;
+}
+
+/// The statistics of [`lead_stages`], in the order of [`lead`]: one grouping serves the lead time,
+/// its p90, its three stages and the negative spans.
+fn lead_aggregations() -> Vec<(&'static str, Expr)> {
+    let linked = |span: &'static str| col("ancestry").filter(col(span).is_not_null()).sum();
+    let mut aggs = vec![
+        ("lead_median", col("lead").median()),
+        ("lead_ancestry", linked("lead")),
+        ("lead_n", col("lead").count()),
+        ("lead_p90", col("lead").quantile(lit(0.9), QuantileMethod::Linear)),
+    ];
+    for (median, ancestry, n, span) in [
+        ("coding_median", "coding_ancestry", "coding_n", "coding"),
+        ("review_median", "review_ancestry", "review_n", "review"),
+        ("wait_median", "wait_ancestry", "wait_n", "wait"),
+    ] {
+        aggs.push((median, col(span).median()));
+        aggs.push((ancestry, linked(span)));
+        aggs.push((n, col(span).count()));
+    }
+    aggs.push(("negative", col("negative").sum()));
+    aggs
 }
 
 /// Restore times of resolved incidents: `service, at (resolved_at), span` (ms). A resolution before
@@ -954,6 +1013,11 @@ impl Cells {
 
     pub(super) fn n(&self, scope: Scope<'_>, period: Period) -> i64 {
         self.get(scope, period).map_or(0, |cell| cell.n)
+    }
+
+    /// A count among the aggregated values (0 for an empty cell).
+    pub(super) fn count(&self, scope: Scope<'_>, period: Period, index: usize) -> i64 {
+        self.value(scope, period, index).unwrap_or(0.0).round() as i64
     }
 
     pub(super) fn value(&self, scope: Scope<'_>, period: Period, index: usize) -> Option<f64> {

@@ -9,7 +9,7 @@ use tandem_connectors::model::{Incident, Quarantined, ReasonCode};
 
 use super::PipelineError;
 use super::codec::scan_table;
-use super::engine::{Cells, Period, Scope, Shared, aggregate, link_method, metric_rows_with};
+use super::engine::{Cells, Period, Scope, Shared, aggregate, lead, link_method, metric_rows_with};
 use crate::metric::{MetricId, MetricTable};
 
 /// The `MetricId::QUALITY` rows.
@@ -85,21 +85,6 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         ],
     )
     .map_err(polars)?;
-
-    // Deployed changes with a negative span, by the shipping deployment's finish.
-    let negative = |span: Expr| span.lt(lit(0i64)).fill_null(lit(false));
-    let spans = shared.change_links.clone().select([
-        col("at"),
-        col("service"),
-        negative(col("at") - col("began_at"))
-            .or(negative(col("opened_at") - col("first_commit_at")))
-            .or(negative(col("merged_at") - col("opened_at")))
-            .or(negative(col("at") - col("merged_at")))
-            .cast(DataType::Float64)
-            .alias("negative"),
-    ]);
-    let negative_spans =
-        aggregate(spans, shared.grid, &[("negative", col("negative").sum())]).map_err(polars)?;
 
     // Incidents (from the incident sources), whether mapped and whether attributed.
     let attributed = shared.links.clone().select([
@@ -222,9 +207,10 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
                 MetricId::ChangesLinkedTimeShare => {
                     Some((deployed.value(scope, period, 2), deployed.n(scope, period)))
                 }
+                // Deployed changes with a negative span, by the shipping deployment's finish.
                 MetricId::ChangesNegativeSpans => Some((
-                    Some(negative_spans.value(scope, period, 0).unwrap_or(0.0)),
-                    negative_spans.n(scope, period),
+                    Some(shared.leads.value(scope, period, lead::NEGATIVE).unwrap_or(0.0)),
+                    shared.leads.n(scope, period),
                 )),
                 // A service's incidents are mapped by definition: the share is the organisation's.
                 MetricId::IncidentsMappedShare => matches!(scope, Scope::Org).then(|| {

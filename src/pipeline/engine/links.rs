@@ -136,22 +136,41 @@ fn link_slice(
             changes.column("first_commit_at")?.i64()?,
             changes.column("merge_commit_sha")?.str()?,
         );
-        for i in 0..changes.height() {
-            let (Some(change), Some(repo), Some(merged)) = (row.get(i), repo.get(i), merged_at.get(i)) else {
+        // Zipped iterators, and the repo's deployments, claims and commits looked up once per run
+        // of rows of one repo (a table written repo by repo has long runs).
+        let rows = row
+            .iter()
+            .zip(repo.iter())
+            .zip(merged_at.iter())
+            .zip(created_at.iter())
+            .zip(first_commit_at.iter())
+            .zip(merge_sha.iter());
+        let mut of_repo: Option<(&str, Option<(&Vec<Deploy>, &Claims, RepoCommits<'_>)>)> = None;
+        for (((((change, repo), merged), opened), first_commit), merge_sha) in rows {
+            let (Some(change), Some(repo), Some(merged)) = (change, repo, merged) else {
                 continue;
             };
-            let (Some(list), Some(claims)) = (deploys.get(repo), claims.get(repo)) else {
+            let cached = match of_repo {
+                Some((name, cached)) if name == repo => cached,
+                _ => {
+                    let looked_up = deploys
+                        .get(repo)
+                        .zip(claims.get(repo))
+                        .map(|(list, claims)| (list, claims, graph.of_repo(repo)));
+                    of_repo = Some((repo, looked_up));
+                    looked_up
+                }
+            };
+            let Some((list, claims, commits)) = cached else {
                 continue;
             };
-            let commits = graph.of_repo(repo);
             let by_ancestry = merge_sha
-                .get(i)
                 .and_then(|sha| commits.find(sha_key(sha)))
                 .map(|c| claims.by_commit[c])
                 .filter(|&d| d != NONE)
                 .map(|d| (d as usize, true));
             let by_time = || {
-                if merge_sha.get(i).is_none() {
+                if merge_sha.is_none() {
                     // Without a merge sha no commit can say which deployment shipped the change:
                     // every production deployment of the repo is a candidate.
                     let first = list.partition_point(|d| d.finished < merged);
@@ -165,8 +184,6 @@ fn link_slice(
                 continue;
             };
             let deploy = &list[d];
-            let opened = created_at.get(i);
-            let first_commit = first_commit_at.get(i);
             out.change.push(change);
             out.merged_at.push(merged);
             out.opened_at.push(opened);
@@ -267,15 +284,28 @@ impl CommitGraph {
                     frame.column("parents")?.list()?,
                     frame.column("deployment_id")?.str()?,
                 );
-                for i in 0..frame.height() {
-                    let (Some(name), Some(sha)) = (repos.get(i), shas.get(i)) else {
+                // Zipped iterators rather than a lookup per row and column; the parent lists
+                // through one reused series.
+                let rows = repos
+                    .iter()
+                    .zip(shas.iter())
+                    .zip(parent_lists.amortized_iter())
+                    .zip(deployment_ids.iter());
+                for (((name, sha), list), deployment_id) in rows {
+                    let (Some(name), Some(sha)) = (name, sha) else {
                         continue;
                     };
-                    let next = repo_ids.len() as u32;
-                    let id = *repo_ids.entry(name.to_owned()).or_insert(next);
+                    let id = match repo_ids.get(name) {
+                        Some(id) => *id,
+                        None => {
+                            let id = repo_ids.len() as u32;
+                            repo_ids.insert(name.to_owned(), id);
+                            id
+                        }
+                    };
                     let start = parent_keys.len() as u32;
-                    if let Some(list) = parent_lists.get_as_series(i)
-                        && let Ok(list) = list.str()
+                    if let Some(list) = list
+                        && let Ok(list) = list.as_ref().str()
                     {
                         parent_keys.extend(list.iter().flatten().map(sha_key));
                     }
@@ -283,8 +313,7 @@ impl CommitGraph {
                     key.push(sha_key(sha));
                     parents.push((start, parent_keys.len() as u32 - start));
                     deployment.push(
-                        deployment_ids
-                            .get(i)
+                        deployment_id
                             .and_then(|d| by_id.get(d))
                             .filter(|(of_repo, _)| *of_repo == name)
                             .map_or(NONE, |&(_, d)| d),
