@@ -145,7 +145,8 @@ fn link_slice(
             .zip(created_at.iter())
             .zip(first_commit_at.iter())
             .zip(merge_sha.iter());
-        let mut of_repo: Option<(&str, Option<(&Vec<Deploy>, &Claims, RepoCommits<'_>)>)> = None;
+        type OfRepo<'a> = Option<(&'a [Deploy], &'a Claims, RepoCommits<'a>)>;
+        let mut of_repo: Option<(&str, OfRepo<'_>)> = None;
         for (((((change, repo), merged), opened), first_commit), merge_sha) in rows {
             let (Some(change), Some(repo), Some(merged)) = (change, repo, merged) else {
                 continue;
@@ -156,7 +157,7 @@ fn link_slice(
                     let looked_up = deploys
                         .get(repo)
                         .zip(claims.get(repo))
-                        .map(|(list, claims)| (list, claims, graph.of_repo(repo)));
+                        .map(|(list, claims)| (list.as_slice(), claims, graph.of_repo(repo)));
                     of_repo = Some((repo, looked_up));
                     looked_up
                 }
