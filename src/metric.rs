@@ -919,6 +919,18 @@ impl MetricTable {
         Self::default()
     }
 
+    /// Makes room for `additional` more rows, so appending them does not grow the columns step by
+    /// step (each step a copy of everything so far).
+    pub fn reserve(&mut self, additional: usize) {
+        self.metric.reserve(additional);
+        self.scope.reserve(additional);
+        self.period.reserve(additional);
+        self.value.reserve(additional);
+        self.has_value.reserve(additional);
+        self.n.reserve(additional);
+        self.method.reserve(additional);
+    }
+
     /// The index of a scope (`org`, `service` or `team` and its name), added when new.
     pub fn scope(&mut self, scope_type: &'static str, name: &str) -> ScopeIx {
         let key = (scope_type, name.to_owned());

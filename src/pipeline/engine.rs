@@ -80,6 +80,59 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
     })
     .map_err(polars)?
     .lazy();
+    // ITSM reads neither the links nor the other families: it runs on a thread of its own from
+    // here, beside the change links (reading commits and changes) and what follows them.
+    let (rest, itsm) = std::thread::scope(|scope| {
+        let itsm = scope.spawn(|| {
+            timed("itsm", || {
+                super::itsm::metrics(inputs, opts, &grid, &services, production.clone())
+            })
+        });
+        let rest = rest_of_metrics(
+            inputs,
+            opts,
+            &grid,
+            &services,
+            production.clone(),
+            [deployments, changes, incidents],
+        );
+        let itsm = itsm
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (rest, itsm)
+    });
+    let [core, dora, ops, quality] = rest?;
+    let mut rows = core?;
+    let families = [dora?, ops?, itsm?, quality?];
+    rows.reserve(families.iter().map(MetricTable::len).sum());
+    for family in families {
+        rows.append(family);
+    }
+    // The attribution mode stands behind every figure built on incident attribution.
+    rows.set_method(&ATTRIBUTED, opts.attribution.as_str());
+    Ok(rows)
+}
+
+/// Everything but ITSM, after the production deployments: the change links, causes, attribution,
+/// rollbacks and reverts, the core aggregates, then dora beside ops and quality. Returns the
+/// core rows and the three families' rows, in that order.
+fn rest_of_metrics(
+    inputs: Inputs<'_>,
+    opts: &Options,
+    grid: &Grid,
+    services: &BTreeSet<String>,
+    production: LazyFrame,
+    [deployments, changes, incidents]: [LazyFrame; 3],
+) -> Result<[Result<MetricTable, PipelineError>; 4], PipelineError> {
+    let polars = |source| PipelineError::Polars {
+        context: format!(
+            "computing metrics from {}, {} and {}",
+            inputs.deployments.display(),
+            inputs.changes.display(),
+            inputs.incidents.display()
+        ),
+        source,
+    };
     let commits = scan_table::<Commit>(inputs.commits)?;
     let change_links = timed("change links", || {
         links::change_links(changes.clone(), production.clone(), commits)
@@ -139,11 +192,18 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         peak_mb = resident_mb("VmHWM"),
         "metric stage"
     );
+    // The families read only which change shipped with which deployment and how it was linked:
+    // the instants, the largest part of the links, are let go once the lead times are aggregated.
+    let change_links = change_links
+        .select([col("change"), col("deployment"), col("ancestry")])
+        .collect()
+        .map_err(polars)?
+        .lazy();
     let shared = Shared {
         inputs,
         opts,
-        grid: &computed.grid,
-        services: &services,
+        grid,
+        services,
         deployments,
         changes,
         incidents: incidents.clone(),
@@ -155,50 +215,34 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         leads: &computed.leads,
         undone: &undone,
     };
-    // The families only read what is shared: two of them run on a second thread (most of their
-    // work is plain Rust over collected columns, one core each). The split was measured on the
-    // benchmark lake: the two largest (dora, itsm) on one thread, so their peaks never coincide.
-    // Rows keep the order dora, ops, itsm, quality.
-    let ((dora, itsm), (ops, quality)) = std::thread::scope(|scope| {
+    // The families only read what is shared: ops and quality run on another thread beside dora
+    // (ITSM, which needs none of the links, started with the change links).
+    let (dora, (ops, quality)) = std::thread::scope(|scope| {
         let second = scope.spawn(|| {
             (
                 timed("ops", || super::ops::metrics(&shared)),
                 timed("quality", || super::quality::metrics(&shared)),
             )
         });
-        let first = (
-            timed("dora", || super::dora::metrics(&shared)),
-            timed("itsm", || super::itsm::metrics(&shared)),
-        );
+        let dora = timed("dora", || super::dora::metrics(&shared));
         let second = second
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (first, second)
+        (dora, second)
     });
-
-    let mut rows = timed("core rows", || {
-        metric_rows_with(
-            &MetricId::CORE,
-            &services,
-            &computed.grid,
-            |metric, scope, period| {
-                let (value, n) = computed.value(metric, scope, period);
-                let method = match metric {
-                    MetricId::LeadTimeMedian => {
-                        link_method(computed.leads.value(scope, period, lead::ANCESTRY), n)
-                    }
-                    _ => None,
-                };
-                Some((value, n, method))
-            },
-        )
+    let rows = timed("core rows", || {
+        metric_rows_with(&MetricId::CORE, services, grid, |metric, scope, period| {
+            let (value, n) = computed.value(metric, scope, period);
+            let method = match metric {
+                MetricId::LeadTimeMedian => {
+                    link_method(computed.leads.value(scope, period, lead::ANCESTRY), n)
+                }
+                _ => None,
+            };
+            Some((value, n, method))
+        })
     });
-    for family in [dora, ops, itsm, quality] {
-        rows.append(family?);
-    }
-    // The attribution mode stands behind every figure built on incident attribution.
-    rows.set_method(&ATTRIBUTED, opts.attribution.as_str());
-    Ok(rows)
+    Ok([Ok(rows), dora, ops, quality])
 }
 
 /// Runs one stage of the metric computation and logs how long it took (debug level), so a slow
@@ -278,6 +322,7 @@ pub(super) fn metric_rows_with(
     let scopes = grid.scopes(services);
     let periods = grid.periods();
     let mut table = MetricTable::new();
+    table.reserve(metrics.len() * scopes.len() * periods.len());
     let scope_ix: Vec<ScopeIx> = scopes
         .iter()
         .map(|scope| table.scope(scope.scope_type(), scope.name()))
@@ -325,9 +370,9 @@ pub(super) struct Shared<'a> {
     /// Attribution links of incidents to production deployments: `incident_id, deployment_id,
     /// link` (see [`attributions`]).
     pub links: LazyFrame,
-    /// Merged changes (by their row in the changes table) with the production deployment that
-    /// shipped them (by its `position` in `production`) and whether the link is by ancestry (see
-    /// [`links::change_links`]).
+    /// Merged changes (`change`: their row in the changes table) with the production deployment
+    /// that shipped them (`deployment`: its `position` in `production`) and whether the link is
+    /// by `ancestry` (see [`links::change_links`]; the instants went into [`Self::leads`]).
     pub change_links: LazyFrame,
     /// Outage intervals (severities in the outage set), for downtime-based metrics.
     pub outages: &'a [Outage],
@@ -341,8 +386,8 @@ pub(super) struct Shared<'a> {
     pub undone: &'a super::dora::Undone,
 }
 #[derive(Debug)]
-struct Computed {
-    grid: Grid,
+struct Computed<'g> {
+    grid: &'g Grid,
     /// Production deployments; value 0: failed ones.
     deploys: Cells,
     /// Deployed changes: lead time and stages (see [`lead`]).
@@ -352,7 +397,7 @@ struct Computed {
     outages: Vec<Outage>,
 }
 
-impl Computed {
+impl Computed<'_> {
     /// One metric's `(value, n)` for a scope and period; an empty cell is a count of 0 and a
     /// statistic of `None`.
     fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period) -> (Option<f64>, i64) {

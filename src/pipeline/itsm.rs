@@ -9,14 +9,14 @@
 //! state at each period's end rather than an event in it, over the few columns it needs. Instants are i64 milliseconds (UTC) and spans stay integer
 //! milliseconds until [`hours`] converts them. This module must not write files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
 use super::codec::{SLICE_ROWS, in_slices, scan_table};
-use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, Shared, aggregate, hours, metric_rows};
-use super::{Options, PipelineError};
+use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
+use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricTable};
 
 /// Status categories of tickets and transitions (Jira's keys, which every connector maps onto).
@@ -51,10 +51,18 @@ const RATED: usize = 1;
 const EMERGENCY: usize = 2;
 
 /// The family's rows for every scope and period of the grid.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
-    let targets = sla_targets(shared.opts)?;
-    let tolerance_ms = change_window_tolerance(shared.opts)?;
-    let inputs = shared.inputs;
+///
+/// Reads the ticket and change-request tables and the production deployments only, so it can run
+/// beside everything that links changes and incidents to deployments.
+pub(super) fn metrics(
+    inputs: Inputs<'_>,
+    opts: &Options,
+    grid: &Grid,
+    services: &BTreeSet<String>,
+    production: LazyFrame,
+) -> Result<MetricTable, PipelineError> {
+    let targets = sla_targets(opts)?;
+    let tolerance_ms = change_window_tolerance(opts)?;
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing ITSM metrics from {}, {} and {}",
@@ -68,7 +76,6 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     let tickets = scan_table::<Ticket>(inputs.tickets)?.with_column(target_ms(targets).alias("target"));
     let transitions = scan_table::<TicketTransition>(inputs.ticket_transitions)?;
     let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
-    let grid = shared.grid;
 
     let mut resolved_aggs = vec![
         ("lead_median", col("lead").median()),
@@ -106,8 +113,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         )
         .map_err(polars)?,
         deploys: aggregate(
-            deployment_coverage(shared.production.clone(), change_requests, grid, tolerance_ms)
-                .map_err(polars)?,
+            deployment_coverage(production, change_requests, grid, tolerance_ms).map_err(polars)?,
             grid,
             &[("uncovered", col("uncovered").sum())],
         )
@@ -116,7 +122,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
 
     Ok(metric_rows(
         &MetricId::ITSM,
-        shared.services,
+        services,
         grid,
         |metric, scope, period| Some(computed.value(metric, scope, period, grid)),
     ))
