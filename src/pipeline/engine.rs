@@ -171,14 +171,14 @@ fn rest_of_metrics(
     let computed = Computed {
         deploys: aggregate(
             deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
-            &grid,
+            grid,
             &[("failed", col("failed").sum())],
         )
         .map_err(polars)?,
-        leads: aggregate(lead_stages(change_links.clone()), &grid, &lead_aggregations()).map_err(polars)?,
+        leads: aggregate(lead_stages(change_links.clone()), grid, &lead_aggregations()).map_err(polars)?,
         restores: aggregate(
             restore_times(incidents.clone()),
-            &grid,
+            grid,
             &[("median", col("span").median()), ("mean", col("span").mean())],
         )
         .map_err(polars)?,
