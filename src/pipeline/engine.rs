@@ -167,6 +167,16 @@ fn rest_of_metrics(
     })
     .map_err(polars)?;
     let other_failures = undone.failure_ids();
+    // The families read only which change shipped with which deployment and how it was linked
+    // (these columns are shared, not copied): the instants, the largest part of the links, go
+    // with the lead-time aggregation, which takes the links whole and lets them go once it has
+    // its events.
+    let family_links = change_links
+        .clone()
+        .select([col("change"), col("deployment"), col("ancestry")])
+        .collect()
+        .map_err(polars)?
+        .lazy();
     let started = Instant::now();
     let computed = Computed {
         deploys: aggregate(
@@ -175,7 +185,7 @@ fn rest_of_metrics(
             &[("failed", col("failed").sum())],
         )
         .map_err(polars)?,
-        leads: aggregate(lead_stages(change_links.clone()), grid, &lead_aggregations()).map_err(polars)?,
+        leads: aggregate(lead_stages(change_links), grid, &lead_aggregations()).map_err(polars)?,
         restores: aggregate(
             restore_times(incidents.clone()),
             grid,
@@ -192,13 +202,6 @@ fn rest_of_metrics(
         peak_mb = resident_mb("VmHWM"),
         "metric stage"
     );
-    // The families read only which change shipped with which deployment and how it was linked:
-    // the instants, the largest part of the links, are let go once the lead times are aggregated.
-    let change_links = change_links
-        .select([col("change"), col("deployment"), col("ancestry")])
-        .collect()
-        .map_err(polars)?
-        .lazy();
     let shared = Shared {
         inputs,
         opts,
@@ -209,7 +212,7 @@ fn rest_of_metrics(
         incidents: incidents.clone(),
         production,
         links,
-        change_links,
+        change_links: family_links,
         outages: &computed.outages,
         deploy_outcomes: &computed.deploys,
         leads: &computed.leads,
