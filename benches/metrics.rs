@@ -287,18 +287,6 @@ fn run_child(root: &Path, label: &str) -> anyhow::Result<Measured> {
     })
 }
 
-/// A `kB` figure from `/proc/self/status` (`VmHWM`, `VmRSS`); 0 where there is no procfs.
-fn status_kb(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The child: the full metric set exactly as `tandem metrics` computes it with the default
 /// `[metrics]` settings, every service and its team configured, weekly over the whole range.
 fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
@@ -332,7 +320,7 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
         spec.start + chrono::Duration::weeks(i64::from(spec.weeks)),
     )
     .map_err(anyhow::Error::msg)?;
-    let start_kb = status_kb("VmRSS");
+    let start_kb = tandem::alloc::status_kb("VmRSS");
     let started = Instant::now();
     let table = metrics::from_store(&store, calendar, &MetricsConfig::default(), &services)?;
     let wall = started.elapsed().as_secs_f64();
@@ -341,7 +329,7 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
     let output_bytes = table.heap_bytes();
     println!(
         "RESULT wall_secs={wall:.3} peak_kb={} start_kb={start_kb} metric_rows={} output_kb={}",
-        status_kb("VmHWM"),
+        tandem::alloc::status_kb("VmHWM"),
         table.len(),
         output_bytes / 1024
     );

@@ -1,6 +1,7 @@
-//! The allocator's settings. The `tandem` binary (and its benchmarks) allocate with mimalloc
-//! (`#[global_allocator]` in `src/main.rs`); this module tunes it for the metric pipeline, which
-//! builds and drops frames of hundreds of megabytes one after another.
+//! The allocator's settings, and the process's memory as the kernel counts it. The `tandem` binary
+//! (and its benchmarks) allocate with mimalloc (`#[global_allocator]` in `src/main.rs`); this
+//! module tunes it for the metric pipeline, which builds and drops frames of hundreds of megabytes
+//! one after another, and reads the resident memory the stage log and the benchmark report.
 
 use std::os::raw::{c_int, c_long};
 
@@ -27,6 +28,19 @@ pub fn give_back_freed_memory_at_once() {
     }
 }
 
+/// A memory figure of this process in kB from `/proc/self/status` (`VmRSS` now, `VmHWM` the
+/// peak); 0 where there is no procfs.
+pub fn status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The purge delay in force, in milliseconds.
 #[allow(unsafe_code)]
 pub fn purge_delay() -> c_long {
@@ -37,6 +51,14 @@ pub fn purge_delay() -> c_long {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_process_memory_is_read_from_procfs() {
+        // Resident now, at most the peak; an unknown key reads as 0.
+        let (now, peak) = (status_kb("VmRSS"), status_kb("VmHWM"));
+        assert!(now > 0 && now <= peak, "{now} {peak}");
+        assert_eq!(status_kb("NoSuchKey"), 0);
+    }
 
     #[test]
     fn the_purge_delay_is_the_option_set_and_becomes_zero() {

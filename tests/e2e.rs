@@ -78,19 +78,23 @@ fn union_minutes(
     total.num_seconds() as f64 / 60.0
 }
 
+/// The id of a repo's first successful production deployment (the one with no compare).
+fn first_production(org: &Organisation, repo: &str) -> Option<u64> {
+    org.deployments
+        .iter()
+        .filter(|d| d.repo == repo && Organisation::is_successful_production(d))
+        .filter_map(|d| Some((Organisation::finished_at(d)?, d.id)))
+        .min()
+        .map(|(_, id)| id)
+}
+
 /// The link method behind a service's weekly lead time, from ground truth only: a pull shipped by
 /// the repo's first production deployment has no compare to find it in (`time`); every later one
 /// is found by ancestry.
 fn expected_lead_method(org: &Organisation, service: &str, week_start: DateTime<Utc>) -> Option<String> {
     let week_end = week_start + Duration::weeks(1);
     let repo = &org.service(service).unwrap().repo;
-    let first = org
-        .deployments
-        .iter()
-        .filter(|d| &d.repo == repo && Organisation::is_successful_production(d))
-        .filter_map(|d| Some((Organisation::finished_at(d)?, d.id)))
-        .min()
-        .map(|(_, id)| id);
+    let first = first_production(org, repo);
     let methods: std::collections::BTreeSet<&str> = org
         .pulls
         .iter()
@@ -253,13 +257,7 @@ fn expected(
     m.insert("changes_merged", (Some(merged as f64), merged as i64));
     // The same merged pulls: how many shipped, and how many of those by ancestry (all but the
     // ones the repo's first production deployment shipped, which has no compare).
-    let first = org
-        .deployments
-        .iter()
-        .filter(|d| &d.repo == repo && Organisation::is_successful_production(d))
-        .filter_map(|d| Some((Organisation::finished_at(d)?, d.id)))
-        .min()
-        .map(|(_, id)| id);
+    let first = first_production(org, repo);
     let merged_pulls: Vec<_> = org
         .pulls
         .iter()

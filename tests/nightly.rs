@@ -32,6 +32,15 @@ fn with_deployments_kpi(world: &World, target: &str) -> Config {
     world.config()
 }
 
+/// The digest's path, from the `digest: PATH` line a run or `report nightly` prints.
+fn digest_path(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("digest:"))
+        .unwrap_or_else(|| panic!("no digest line in {stdout}"))
+        .trim()
+}
+
 fn status_of(summary: &Summary, key: &str) -> String {
     let k = summary.kpis.iter().find(|k| k.key == key).unwrap();
     k.status.as_str().to_owned()
@@ -257,11 +266,7 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
     let run = tandem(&["run"]).await.unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(0), "{stdout}");
-    let digest = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("digest:"))
-        .unwrap_or_else(|| panic!("{stdout}"))
-        .trim();
+    let digest = digest_path(&stdout);
     assert!(Path::new(digest).exists(), "{digest}");
 
     let alone = tandem(&["report", "nightly", "--period", "2026-08-05"])
@@ -269,11 +274,7 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&alone.stdout);
     assert_eq!(alone.status.code(), Some(0), "{stdout}");
-    let md_path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("digest:"))
-        .unwrap()
-        .trim();
+    let md_path = digest_path(&stdout);
     let md = std::fs::read_to_string(md_path).unwrap();
     let config = world.config();
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
@@ -318,11 +319,7 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&partial.stdout);
     assert_eq!(partial.status.code(), Some(3), "{stdout}");
-    let md_path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("digest:"))
-        .unwrap()
-        .trim();
+    let md_path = digest_path(&stdout);
     let md = std::fs::read_to_string(md_path).unwrap();
     let n = config.sources.len();
     assert!(md.contains(&format!("{}/{n} sources ok", n - 1)), "{md}");

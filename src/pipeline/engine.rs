@@ -35,15 +35,7 @@ const RANGE_INDEX: i64 = -1;
 
 pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable, PipelineError> {
     check_options(opts)?;
-    let polars = |source| PipelineError::Polars {
-        context: format!(
-            "computing metrics from {}, {} and {}",
-            inputs.deployments.display(),
-            inputs.changes.display(),
-            inputs.incidents.display()
-        ),
-        source,
-    };
+    let polars = polars_error(inputs);
 
     let deployments = scan_table::<Deployment>(inputs.deployments)?;
     let changes = scan_table::<Change>(inputs.changes)?;
@@ -124,15 +116,7 @@ fn rest_of_metrics(
     production: LazyFrame,
     [deployments, changes, incidents]: [LazyFrame; 3],
 ) -> Result<[Result<MetricTable, PipelineError>; 4], PipelineError> {
-    let polars = |source| PipelineError::Polars {
-        context: format!(
-            "computing metrics from {}, {} and {}",
-            inputs.deployments.display(),
-            inputs.changes.display(),
-            inputs.incidents.display()
-        ),
-        source,
-    };
+    let polars = polars_error(inputs);
     let commits = scan_table::<Commit>(inputs.commits)?;
     let change_links = timed("change links", || {
         links::change_links(changes.clone(), production.clone(), commits)
@@ -177,31 +161,24 @@ fn rest_of_metrics(
         .collect()
         .map_err(polars)?
         .lazy();
-    let started = Instant::now();
-    let computed = Computed {
-        deploys: aggregate(
-            deployment_outcomes(production.clone(), links.clone(), &other_failures).map_err(polars)?,
+    let computed = timed("core aggregates", || {
+        PolarsResult::Ok(Computed {
+            deploys: aggregate(
+                deployment_outcomes(production.clone(), links.clone(), &other_failures)?,
+                grid,
+                &[("failed", col("failed").sum())],
+            )?,
+            leads: aggregate(lead_stages(change_links), grid, &lead_aggregations())?,
+            restores: aggregate(
+                restore_times(incidents.clone()),
+                grid,
+                &[("median", col("span").median()), ("mean", col("span").mean())],
+            )?,
+            outages: outages(incidents.clone(), &opts.outage_severities)?,
             grid,
-            &[("failed", col("failed").sum())],
-        )
-        .map_err(polars)?,
-        leads: aggregate(lead_stages(change_links), grid, &lead_aggregations()).map_err(polars)?,
-        restores: aggregate(
-            restore_times(incidents.clone()),
-            grid,
-            &[("median", col("span").median()), ("mean", col("span").mean())],
-        )
-        .map_err(polars)?,
-        outages: outages(incidents.clone(), &opts.outage_severities).map_err(polars)?,
-        grid,
-    };
-    tracing::debug!(
-        stage = "core aggregates",
-        secs = started.elapsed().as_secs_f64(),
-        rss_mb = resident_mb("VmRSS"),
-        peak_mb = resident_mb("VmHWM"),
-        "metric stage"
-    );
+        })
+    })
+    .map_err(polars)?;
     let shared = Shared {
         inputs,
         opts,
@@ -248,6 +225,19 @@ fn rest_of_metrics(
     Ok([Ok(rows), dora, ops, quality])
 }
 
+/// Names the tables behind a polars error of the metric computation.
+fn polars_error(inputs: Inputs<'_>) -> impl Fn(PolarsError) -> PipelineError + Copy + '_ {
+    move |source| PipelineError::Polars {
+        context: format!(
+            "computing metrics from {}, {} and {}",
+            inputs.deployments.display(),
+            inputs.changes.display(),
+            inputs.incidents.display()
+        ),
+        source,
+    }
+}
+
 /// Runs one stage of the metric computation and logs how long it took (debug level), so a slow
 /// lake shows which family the time goes to (`TANDEM_LOG=tandem=debug`).
 fn timed<T>(stage: &str, run: impl FnOnce() -> T) -> T {
@@ -263,17 +253,9 @@ fn timed<T>(stage: &str, run: impl FnOnce() -> T) -> T {
     out
 }
 
-/// A memory figure of this process in MB from `/proc/self/status` (`VmRSS` now, `VmHWM` the peak),
-/// for the stage log; 0 where there is no procfs.
+/// A memory figure of this process in MiB (see [`crate::alloc::status_kb`]), for the stage log.
 fn resident_mb(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    crate::alloc::status_kb(key) / 1024
 }
 
 /// The metrics whose value depends on which incidents are attributed to which deployment: their
@@ -1244,7 +1226,7 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
     Ok(Cells(cells))
 }
 
-mod causes;
+pub(super) mod causes;
 pub(super) mod links;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
 use super::codec::{SLICE_ROWS, in_slices, scan_table};
+use super::engine::causes::change_request_names;
 use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
 use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricTable};
@@ -564,15 +565,8 @@ fn approved_references(change_requests: LazyFrame) -> PolarsResult<HashMap<Strin
         let Some(service) = service.get(i) else {
             continue;
         };
-        if let Some(number) = number.get(i) {
-            out.insert(number.to_ascii_lowercase(), service.to_owned());
-        }
-        if let (Some(id), Some(source)) = (id.get(i), source.get(i)) {
-            let vendor = id
-                .strip_prefix(source)
-                .and_then(|r| r.strip_prefix(':'))
-                .unwrap_or(id);
-            out.insert(vendor.to_ascii_lowercase(), service.to_owned());
+        for name in change_request_names(id.get(i), source.get(i), number.get(i)) {
+            out.insert(name, service.to_owned());
         }
     }
     Ok(out)

@@ -144,18 +144,8 @@ impl Causes {
                 continue;
             };
             let window = (service.to_owned(), from - tolerance_ms, to + tolerance_ms);
-            if let Some(number) = number.get(i) {
-                causes
-                    .change_requests
-                    .insert(number.to_ascii_lowercase(), window.clone());
-            }
-            // The vendor id: the primary key without its `{source}:` prefix.
-            if let (Some(id), Some(source)) = (id.get(i), source.get(i)) {
-                let vendor = id
-                    .strip_prefix(source)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .unwrap_or(id);
-                causes.change_requests.insert(vendor.to_ascii_lowercase(), window);
+            for name in change_request_names(id.get(i), source.get(i), number.get(i)) {
+                causes.change_requests.insert(name, window.clone());
             }
         }
         Ok(causes)
@@ -184,6 +174,26 @@ impl Causes {
         let (cr_service, from, to) = self.change_requests.get(&reference.to_ascii_lowercase())?;
         deploys.latest_within(cr_service, *from, *to)
     }
+}
+
+/// The names a reference can give a change request, lower-cased: its number (`chg0030001`) and its
+/// vendor id (the primary key without its `{source}:` prefix), for incidents' cause references
+/// and deployments' change references alike.
+pub(in crate::pipeline) fn change_request_names(
+    id: Option<&str>,
+    source: Option<&str>,
+    number: Option<&str>,
+) -> Vec<String> {
+    let vendor = id.zip(source).map(|(id, source)| {
+        id.strip_prefix(source)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .unwrap_or(id)
+    });
+    number
+        .into_iter()
+        .chain(vendor)
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// The change numbers incidents name among their cause references (`#N`, `owner/repo#N`).
