@@ -542,3 +542,94 @@ async fn compute_metrics_match_the_ground_truth() {
         "the simulation must contain failed changes for the test to mean anything"
     );
 }
+
+/// `tandem metrics` as a user runs it after a sync: the rows of the chosen scope type in each
+/// format, the same figures as the table it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
+    let world = World::start(2).await;
+    let secrets = tandem::commands::demo::demo_secrets(&crate::common::fake_options());
+    let path = world.config_path.clone();
+    let tandem = move |args: &[&str]| {
+        let (path, secrets) = (path.clone(), secrets.clone());
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+                .arg("--config")
+                .arg(&path)
+                .args(&args)
+                .envs(secrets)
+                .output()
+                .unwrap()
+        })
+    };
+    let sync = tandem(&["sync"]).await.unwrap();
+    assert!(sync.status.success(), "{}", String::from_utf8_lossy(&sync.stderr));
+    let range = ["--weeks", "2", "--until", "2026-08-17"];
+    let metrics = |by: &'static str, format: &'static str| {
+        let mut args = vec!["metrics", "--by", by, "--format", format];
+        args.extend(range);
+        tandem(&args)
+    };
+
+    let json = metrics("service", "json").await.unwrap();
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let printed: Vec<MetricRow> = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(printed.iter().all(|r| r.scope_type == "service"));
+    let services: std::collections::BTreeSet<&str> = printed.iter().map(|r| r.scope.as_str()).collect();
+    for service in &world.org.services {
+        assert!(services.contains(service.name.as_str()), "{}", service.name);
+    }
+    // Exactly the service rows of the table the command wrote.
+    let config = world.config();
+    let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+    let (parquet, csv) = store.metrics_paths();
+    let stored: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
+    let stored_services: Vec<&MetricRow> = stored.iter().filter(|r| r.scope_type == "service").collect();
+    assert_eq!(printed.len(), stored_services.len());
+    // serde_json reads a float back to within one unit in the last place.
+    for (a, b) in printed.iter().zip(stored_services) {
+        let close = match (a.value, b.value) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-12 * y.abs().max(1.0),
+            (x, y) => x == y,
+        };
+        assert!(close, "{a:?} printed, {b:?} stored");
+        assert_eq!(
+            MetricRow {
+                value: None,
+                ..a.clone()
+            },
+            MetricRow {
+                value: None,
+                ..b.clone()
+            }
+        );
+    }
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.scope_type == "org" && r.metric == "lead_time_median")
+    );
+
+    let table = metrics("team", "table").await.unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{text}");
+    for team in stored
+        .iter()
+        .filter(|r| r.scope_type == "team")
+        .map(|r| r.scope.as_str())
+    {
+        assert!(text.contains(team), "{team} in {text}");
+    }
+    let org = metrics("org", "table").await.unwrap();
+    let text = String::from_utf8_lossy(&org.stdout);
+    assert!(text.contains("Lead time for changes (median)"), "{text}");
+
+    let as_csv = metrics("org", "csv").await.unwrap();
+    assert!(as_csv.status.success());
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(String::from_utf8_lossy(&as_csv.stdout), written);
+    assert!(
+        written.starts_with("metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method\n")
+    );
+}
