@@ -1,6 +1,6 @@
-//! Apache DevLake's own end-to-end data for its DORA plugin (`../shared/conformance/devlake/`):
-//! the inputs through the CSV adapter must give the expected files back, row by row, every column,
-//! nulls included. The data is read in place, never copied into the repository.
+//! Apache DevLake's own end-to-end data for its DORA plugin, carried in `tests/data/devlake/` (see
+//! the NOTICE there for its source, licence and commit): the inputs through the CSV adapter must
+//! give the expected files back, row by row, every column, nulls included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,19 +12,14 @@ use chrono::{DateTime, Utc};
 use super::csv::{parse_instant, read_csv};
 use super::{LinkRow, PrMetricsRow, devlake_links_from_csv, devlake_pr_metrics_from_csv};
 
-/// One case's directory. Missing data fails the test: CI runs with `../shared` beside the
-/// repository, and a conformance test that skips itself proves nothing.
+/// One case's directory, inside the repository. Missing data fails the test: a conformance test
+/// that skips itself proves nothing.
 fn case(name: &str) -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/conformance/devlake"
-    ))
-    .join(name);
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/devlake")).join(name);
     assert!(
         dir.is_dir(),
-        "the DevLake conformance data is missing: {} is not a directory. The devlake tests read \
-         Apache DevLake's e2e tables from ../shared/conformance/devlake/ beside the repository \
-         (where CI puts them); check them out there.",
+        "the DevLake conformance data is missing: {} is not a directory; it is part of the \
+         repository (tests/data/devlake/), so restore it from git.",
         dir.display()
     );
     dir

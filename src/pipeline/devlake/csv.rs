@@ -1,5 +1,5 @@
 //! DevLake's own tables, exported as CSV, into the `devlake` frames: how the conformance data in
-//! `../shared/conformance/devlake/` comes, and how a team can check tandem against its DevLake.
+//! `tests/data/devlake/` comes, and how a team can check tandem against its DevLake.
 //!
 //! Every cell is read as text; blank cells are null. Instants come in two shapes
 //! (`2023-04-10T06:51:47.000+00:00` and `2023-4-10 6:51:47`, the latter UTC) and are parsed here

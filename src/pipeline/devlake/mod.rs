@@ -4,7 +4,7 @@
 //! Two computations, each a function over polars lazy frames with the columns documented below:
 //! [`incident_links`] (DevLake's `ConnectIncidentToDeployment`) and [`pr_metrics`] (its
 //! `calculateChangeLeadTime`). Two adapters feed them: [`csv`] from DevLake's own tables as CSV
-//! (how the conformance data in `../shared/conformance/devlake/` comes), [`lake`] from tandem's
+//! (how the conformance data in `tests/data/devlake/` comes), [`lake`] from tandem's
 //! canonical tables. Results come back as frames and as plain rows ([`LinkRow`],
 //! [`PrMetricsRow`]), so callers outside the pipeline need no polars.
 //!
