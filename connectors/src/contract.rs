@@ -106,3 +106,48 @@ where
     };
     tokio::join!(read(emitter), collect)
 }
+
+/// The key every stream state (the checkpoint a connector sends) carries at its top level: the
+/// instant from which the stream's records are complete for every scope it is configured for
+/// (every repo, project, service id), as an RFC 3339 string, or `null` when the stream holds the
+/// whole history the API offers (no lookback limit). A stream that raises its lookback or gains a
+/// scope moves it only once the missing history is backfilled. The runner reads it to tell a
+/// period the lake covers from one it does not ("no data" rather than a zero).
+pub const COVERS_FROM: &str = "covers_from";
+
+/// What a stream state says about its coverage: `None` when the state does not say (a bookmark
+/// written before coverage was kept; treated as complete), `Some(None)` when it holds the whole
+/// history, `Some(Some(t))` when it is complete from `t` on.
+pub fn covers_from(state: &serde_json::Value) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    match state.get(COVERS_FROM)? {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| Some(t.with_timezone(&chrono::Utc))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn covers_from_tells_unknown_whole_history_and_an_instant_apart() {
+        assert_eq!(covers_from(&serde_json::json!({"cursor": "x"})), None);
+        assert_eq!(covers_from(&serde_json::json!({"covers_from": null})), Some(None));
+        assert_eq!(
+            covers_from(&serde_json::json!({"covers_from": "2026-01-02T03:04:05+01:00"})),
+            Some(Some(
+                chrono::DateTime::parse_from_rfc3339("2026-01-02T02:04:05Z")
+                    .unwrap()
+                    .with_timezone(&chrono::Utc)
+            ))
+        );
+        // A value that is not an instant says nothing rather than something wrong.
+        assert_eq!(covers_from(&serde_json::json!({"covers_from": 7})), None);
+        assert_eq!(covers_from(&serde_json::json!({"covers_from": "last week"})), None);
+    }
+}
