@@ -67,6 +67,7 @@ fn row(
         unit: m.unit().to_owned(),
         n: s.1,
         method: None,
+        no_data: None,
     }
 }
 

@@ -37,6 +37,11 @@ pub struct MetricRow {
     /// method behind a lead time, `ancestry` or `time`; the attribution mode behind a change
     /// failure rate); `None` where the definition has one way only.
     pub method: Option<String>,
+    /// Why there is no value although the period may well have had events: a source the metric
+    /// reads failed, never synced, or its history does not reach back to the period. `None` when
+    /// the inputs cover the period. Where set, `value` is `None`: never a zero that looks real.
+    #[serde(default)]
+    pub no_data: Option<String>,
 }
 
 impl MetricRow {
@@ -45,7 +50,8 @@ impl MetricRow {
     /// [`MetricId::MEASURED`] durations (downtime and what follows from it), whose `n` counts the
     /// incidents behind them: a period without outages is measured 100% available, not unknown.
     pub fn insufficient(&self) -> bool {
-        self.n < MIN_SAMPLE
+        self.no_data.is_none()
+            && self.n < MIN_SAMPLE
             && !MetricId::QUALITY
                 .iter()
                 .chain(&MetricId::MEASURED)
@@ -54,7 +60,7 @@ impl MetricRow {
 }
 
 /// The metrics the pipeline emits, with their ids, units and one-line definitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricId {
     /// Successful production deployments finished in the period.
     DeploymentCount,
@@ -816,6 +822,49 @@ impl MetricId {
         }
     }
 
+    /// The canonical tables a metric is computed from: a period that a source feeding one of
+    /// them does not cover (it failed, never synced, or its history starts later) has no value
+    /// for the metric, with the reason (metrics.md, "Sources that did not sync"). Data-quality
+    /// figures read none: they describe what the lake holds, whatever it holds.
+    pub fn inputs(self) -> &'static [&'static str] {
+        const DEPLOYMENTS: &[&str] = &["deployments"];
+        const CHANGES: &[&str] = &["changes"];
+        const DELIVERY: &[&str] = &["deployments", "changes"];
+        const FAILURES: &[&str] = &["deployments", "changes", "incidents"];
+        const INCIDENTS: &[&str] = &["incidents"];
+        const CHANGE_CAUSED: &[&str] = &["deployments", "incidents"];
+        const TICKETS: &[&str] = &["tickets"];
+        const FLOW: &[&str] = &["tickets", "ticket_transitions"];
+        const CHANGE_REQUESTS: &[&str] = &["change_requests"];
+        const GOVERNANCE: &[&str] = &["deployments", "change_requests"];
+        if Self::QUALITY.contains(&self) {
+            return &[];
+        }
+        match self {
+            Self::DeploymentCount
+            | Self::DeploymentFrequency
+            | Self::DeployDays
+            | Self::DeployDaysWeeklyMedian
+            | Self::DeployDaysMonthlyMedian => DEPLOYMENTS,
+            Self::ChangesMerged => CHANGES,
+            Self::LeadTimeMedian
+            | Self::LeadTimeP90
+            | Self::LeadTimeCodingMedian
+            | Self::LeadTimeReviewMedian
+            | Self::LeadTimeDeployWaitMedian
+            | Self::ReworkRate => DELIVERY,
+            Self::ChangeFailureRate | Self::FailedDeploymentCount | Self::FailedDeploymentRecoveryMedian => {
+                FAILURES
+            }
+            Self::ChangeCausedDowntimeMinutes | Self::DeploymentsDowntimeCorrelation => CHANGE_CAUSED,
+            Self::TicketCycleTimeMedian | Self::TicketReopenRate => FLOW,
+            Self::ChangeSuccessRate | Self::EmergencyChangeRatio => CHANGE_REQUESTS,
+            Self::DeploymentsWithoutChangeRecord => GOVERNANCE,
+            m if Self::ITSM.contains(&m) => TICKETS,
+            _ => INCIDENTS,
+        }
+    }
+
     /// The quarantine reason code a `quarantined_<code>` metric counts.
     pub fn quarantine_code(self) -> Option<ReasonCode> {
         match self {
@@ -874,8 +923,12 @@ impl MetricRow {
             .map(|t| t.as_str())
     }
 
-    /// The value formatted with its unit for people (see [`format_value`]).
+    /// The value formatted with its unit for people (see [`format_value`]); [`NO_DATA`] where
+    /// the inputs do not cover the period (the reason is in [`Self::no_data`]).
     pub fn display_value(&self) -> String {
+        if self.no_data.is_some() {
+            return NO_DATA.to_owned();
+        }
         format_value(self.value, &self.unit)
     }
 }
@@ -903,6 +956,9 @@ pub struct MetricTable {
     periods: Vec<(&'static str, DateTime<Utc>, DateTime<Utc>)>,
     period_ids: HashMap<(&'static str, DateTime<Utc>, DateTime<Utc>), u32>,
     methods: Vec<&'static str>,
+    /// 0 where the inputs cover the row's period, else the position in `reasons` plus one.
+    no_data: Vec<u32>,
+    reasons: Vec<String>,
 }
 
 /// A scope of a [`MetricTable`], from [`MetricTable::scope`].
@@ -929,6 +985,7 @@ impl MetricTable {
         self.has_value.reserve(additional);
         self.n.reserve(additional);
         self.method.reserve(additional);
+        self.no_data.reserve(additional);
     }
 
     /// The index of a scope (`org`, `service` or `team` and its name), added when new.
@@ -987,6 +1044,7 @@ impl MetricTable {
         self.has_value.push(value.is_some());
         self.n.push(n);
         self.method.push(method);
+        self.no_data.push(0);
     }
 
     /// Appends every row of `other`, in its order.
@@ -1026,6 +1084,56 @@ impl MetricTable {
                 .iter()
                 .map(|m| methods.get(usize::from(*m)).copied().unwrap_or(0)),
         );
+        let reasons: Vec<u32> = std::iter::once(0)
+            .chain(other.reasons.iter().map(|r| self.reason_code(r)))
+            .collect();
+        self.no_data.extend(
+            other
+                .no_data
+                .iter()
+                .map(|r| reasons.get(*r as usize).copied().unwrap_or(0)),
+        );
+    }
+
+    fn reason_code(&mut self, reason: &str) -> u32 {
+        let position = match self.reasons.iter().position(|r| r == reason) {
+            Some(position) => position,
+            None => {
+                self.reasons.push(reason.to_owned());
+                self.reasons.len() - 1
+            }
+        };
+        u32::try_from(position + 1).unwrap_or(u32::MAX)
+    }
+
+    /// Marks rows whose inputs do not cover their period as "no data": `reason` is asked once per
+    /// metric and period (not per row: a table has millions of rows and a few thousand such
+    /// pairs) and a row it gives a reason for loses its value and keeps the reason.
+    pub fn mark_no_data(
+        &mut self,
+        mut reason: impl FnMut(MetricId, &'static str, DateTime<Utc>, DateTime<Utc>) -> Option<String>,
+    ) {
+        let mut asked: HashMap<(MetricId, u32), u32> = HashMap::new();
+        for i in 0..self.len() {
+            let (metric, period) = (self.metric[i], self.period[i]);
+            let code = match asked.get(&(metric, period)) {
+                Some(code) => *code,
+                None => {
+                    let (grain, start, end) = self.periods[period as usize];
+                    let code = match reason(metric, grain, start, end) {
+                        Some(text) => self.reason_code(&text),
+                        None => 0,
+                    };
+                    asked.insert((metric, period), code);
+                    code
+                }
+            };
+            if code != 0 {
+                self.no_data[i] = code;
+                self.has_value[i] = false;
+                self.value[i] = 0.0;
+            }
+        }
     }
 
     /// Sets the method of every row of the given metrics.
@@ -1048,6 +1156,7 @@ impl MetricTable {
             + self.has_value.capacity()
             + self.n.capacity() * size_of::<i64>()
             + self.method.capacity()
+            + self.no_data.capacity() * size_of::<u32>()
             + self
                 .scopes
                 .iter()
@@ -1100,6 +1209,15 @@ impl MetricTable {
         }
     }
 
+    /// Why row `i` has no value although its period may have had events (see
+    /// [`MetricRow::no_data`]).
+    pub fn no_data(&self, i: usize) -> Option<&str> {
+        match self.no_data[i] {
+            0 => None,
+            code => self.reasons.get(code as usize - 1).map(String::as_str),
+        }
+    }
+
     /// Row `i` as a [`MetricRow`].
     pub fn row(&self, i: usize) -> MetricRow {
         let (scope_type, scope) = self.scope_of(i);
@@ -1116,6 +1234,7 @@ impl MetricTable {
             unit: metric.unit().to_owned(),
             n: self.n(i),
             method: self.method(i).map(str::to_owned),
+            no_data: self.no_data(i).map(str::to_owned),
         }
     }
 
@@ -1140,6 +1259,9 @@ impl MetricTable {
 
 /// Shown where a metric has no value.
 pub const MISSING: &str = "—";
+
+/// Shown where a metric's inputs do not cover the period; the row's `no_data` says why.
+pub const NO_DATA: &str = "no data";
 
 /// Formats a value in its unit: hours with one decimal (under an hour, whole minutes: 0.1 h and
 /// 0.2 h are 6 and 12 min, not both "0.1 h"-ish), ratios as percent, per-day rates with two
@@ -1194,6 +1316,80 @@ fn fixed(v: f64, decimals: usize) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_data_is_asked_once_per_metric_and_period_and_survives_append() {
+        let at = |day: u32| {
+            use chrono::TimeZone;
+            Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).unwrap()
+        };
+        let mut first = MetricTable::new();
+        let (org, a, b) = (
+            first.scope("org", "all"),
+            first.scope("service", "a"),
+            first.scope("service", "b"),
+        );
+        let (w1, w2) = (
+            first.period("week", at(2), at(9)),
+            first.period("week", at(9), at(16)),
+        );
+        for scope in [org, a, b] {
+            first.push(MetricId::TicketsResolved, scope, w1, Some(0.0), 0, None);
+            first.push(MetricId::TicketsResolved, scope, w2, Some(3.0), 3, None);
+            first.push(MetricId::DeploymentCount, scope, w2, Some(2.0), 2, None);
+        }
+        let mut asked = Vec::new();
+        first.mark_no_data(|metric, _, start, _| {
+            asked.push((metric, start));
+            (metric.inputs().contains(&"tickets") && start == at(2))
+                .then(|| "jira has never synced".to_owned())
+        });
+        assert_eq!(asked.len(), 3, "three metric-period pairs, nine rows: {asked:?}");
+        let marked: Vec<usize> = (0..first.len()).filter(|&i| first.no_data(i).is_some()).collect();
+        assert_eq!(
+            marked,
+            vec![0, 3, 6],
+            "the first week's ticket rows of every scope"
+        );
+        assert!(
+            marked.iter().all(|&i| first.value(i).is_none()),
+            "a zero becomes no value"
+        );
+        assert_eq!(first.value(1), Some(3.0));
+
+        // Appended after a table with a reason of its own, the reasons keep their rows.
+        let mut table = MetricTable::new();
+        let (org2, w3) = (table.scope("org", "all"), table.period("week", at(16), at(23)));
+        table.push(MetricId::DowntimeMinutes, org2, w3, Some(5.0), 1, None);
+        table.mark_no_data(|_, _, _, _| Some("pd failed".to_owned()));
+        table.append(first);
+        assert_eq!(table.no_data(0), Some("pd failed"));
+        assert_eq!(table.row(1).no_data.as_deref(), Some("jira has never synced"));
+        assert_eq!(table.row(2).no_data, None);
+        assert_eq!(table.row(1).display_value(), NO_DATA);
+    }
+
+    #[test]
+    fn quality_figures_read_no_source_and_every_other_metric_reads_one() {
+        for m in MetricId::ALL {
+            assert_eq!(
+                MetricId::QUALITY.contains(&m),
+                m.inputs().is_empty(),
+                "{}",
+                m.as_str()
+            );
+        }
+        assert_eq!(MetricId::TicketBacklog.inputs(), ["tickets"]);
+        assert_eq!(MetricId::Availability.inputs(), ["incidents"]);
+        assert_eq!(
+            MetricId::ChangeFailureRate.inputs(),
+            ["deployments", "changes", "incidents"]
+        );
+        assert_eq!(
+            MetricId::DeploymentsWithoutChangeRecord.inputs(),
+            ["deployments", "change_requests"]
+        );
+    }
 
     #[test]
     fn appended_tables_keep_each_rows_scope_period_value_and_method() {
@@ -1285,6 +1481,7 @@ mod tests {
             unit: unit.into(),
             n,
             method: None,
+            no_data: None,
         }
     }
 
@@ -1386,6 +1583,7 @@ mod tests {
             unit: "count".into(),
             n,
             method: None,
+            no_data: None,
         };
         let tier = |w: f64, m: f64, weeks: i64| {
             let rows = [

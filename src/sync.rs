@@ -13,6 +13,7 @@ use tandem_connectors::model::{
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv, http};
 
 use crate::config::{Config, ServiceConfig};
+use crate::store::coverage::Coverage;
 use crate::store::{Store, StoreError};
 
 /// Which streams to sync.
@@ -244,6 +245,13 @@ pub async fn sync(
                 // The stream may well exist: do not also report it as unknown.
                 stream_found = true;
                 tracing::error!(source = source.name(), error = %e, "Source cannot start.");
+                let streams: Vec<&str> = source
+                    .feeds()
+                    .into_iter()
+                    .map(|(stream, _)| stream)
+                    .filter(|s| options.stream.as_deref().is_none_or(|o| o == *s))
+                    .collect();
+                Coverage::record_failure(store, source.name(), &streams, chrono::Utc::now(), &e.to_string())?;
                 report.streams.push(StreamOutcome {
                     source: source.name().to_owned(),
                     stream: "*".into(),
@@ -288,6 +296,7 @@ async fn sync_stream(
     options: &SyncOptions,
 ) -> Result<StreamOutcome, SyncError> {
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     if options.full {
         store.clear_bookmark(source, stream)?;
     }
@@ -342,6 +351,17 @@ async fn sync_stream(
         Ok(()) | Err(ConnectorError::SinkClosed) => (None, false),
         Err(e) => (Some(e.to_string()), e.is_auth()),
     };
+    // What the lake now covers, for metrics that must not show a gap as a zero.
+    match &error {
+        None => {
+            let covers_from = store
+                .bookmark(source, stream)?
+                .and_then(|state| tandem_connectors::contract::covers_from(&state))
+                .flatten();
+            Coverage::record_ok(store, source, stream, started_at, covers_from)?;
+        }
+        Some(e) => Coverage::record_failure(store, source, &[stream], chrono::Utc::now(), e)?,
+    }
     let seconds = started.elapsed().as_secs_f64();
     progress.finish(records, quarantined, error.is_none());
     match &error {

@@ -630,6 +630,8 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
     let written = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(String::from_utf8_lossy(&as_csv.stdout), written);
     assert!(
-        written.starts_with("metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method\n")
+        written.starts_with(
+            "metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method,no_data\n"
+        )
     );
 }

@@ -10,5 +10,6 @@ mod e2e;
 mod errors;
 mod export;
 mod nightly;
+mod no_data;
 mod properties;
 mod sync;

@@ -63,6 +63,62 @@ impl SourceConfig {
         }
     }
 
+    /// Each stream the source syncs with the canonical tables it writes, as configured (GitHub
+    /// issues feed incidents only with incident labels, Jira issues feed incidents and change
+    /// requests only with those issue types, …). Known without building the connector, so a
+    /// source that cannot even start still names what it leaves uncovered.
+    pub fn feeds(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        match self {
+            Self::GitHub(c) => {
+                let mut feeds = vec![
+                    ("deployments", vec!["deployments", "commits"]),
+                    ("pulls", vec!["changes", "commits"]),
+                ];
+                if !c.incident_labels.is_empty() {
+                    feeds.push(("issues", vec!["incidents"]));
+                }
+                if c.releases_as_deployments {
+                    feeds.push(("releases", vec!["deployments"]));
+                }
+                if !c.deployment_workflows.is_empty() {
+                    feeds.push(("workflow_runs", vec!["deployments"]));
+                }
+                feeds
+            }
+            Self::GitLab(_) => vec![
+                ("deployments", vec!["deployments", "commits"]),
+                ("merge_requests", vec!["changes", "commits"]),
+            ],
+            Self::Jira(c) => {
+                let mut tables = vec!["tickets", "ticket_transitions"];
+                if !c.incident_types.is_empty() {
+                    tables.push("incidents");
+                }
+                if !c.change_types.is_empty() {
+                    tables.push("change_requests");
+                }
+                vec![("issues", tables)]
+            }
+            Self::PagerDuty(_) => vec![("incidents", vec!["incidents"])],
+            Self::ServiceNow(_) => vec![
+                ("incidents", vec!["incidents", "tickets"]),
+                ("change_requests", vec!["change_requests"]),
+            ],
+            Self::File(_) => [
+                "deployments",
+                "changes",
+                "commits",
+                "incidents",
+                "tickets",
+                "ticket_transitions",
+                "change_requests",
+            ]
+            .into_iter()
+            .map(|table| (table, vec![table]))
+            .collect(),
+        }
+    }
+
     /// The source kind.
     pub fn kind(&self) -> &'static str {
         match self {

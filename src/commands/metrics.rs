@@ -10,6 +10,7 @@ use crate::pipeline::calendar::Calendar;
 use crate::pipeline::kpi::KpiSpec;
 use crate::pipeline::{self, Inputs, Options};
 use crate::store::Store;
+use crate::store::coverage::{Coverage, Feed};
 
 /// Computes, writes and prints the metrics.
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
@@ -65,7 +66,58 @@ pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<
 
 fn table(store: &Store, range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
     let calendar = range(range_args, config, Utc::now().date_naive())?;
-    Ok(from_store(store, calendar, &config.metrics, &config.services)?)
+    let mut table = from_store(store, calendar, &config.metrics, &config.services)?;
+    mark_uncovered(&mut table, store, config)?;
+    Ok(table)
+}
+
+/// Turns the figures of periods the lake does not cover into "no data" with the reason: a
+/// source the metric reads failed in its last sync, never synced, or its history starts after
+/// the period. A lake that holds tables but no coverage record (synced before tandem kept one)
+/// is taken as covered; a lake with neither has never synced anything.
+pub fn mark_uncovered(table: &mut MetricTable, store: &Store, config: &Config) -> anyhow::Result<()> {
+    let coverage = match Coverage::load(store)? {
+        Some(coverage) => coverage,
+        None if store.has_tables() => return Ok(()),
+        None => Coverage::default(),
+    };
+    let feeds = feeds(config);
+    let mut uncovered = 0usize;
+    table.mark_no_data(|metric, _, start, end| {
+        let gap = coverage.gap(&feeds, metric.inputs(), start, end);
+        uncovered += usize::from(gap.is_some());
+        gap
+    });
+    if uncovered > 0 {
+        tracing::warn!(
+            figures = uncovered,
+            "Some figures have no data: a source they read failed, never synced, or does not reach back to their period."
+        );
+    }
+    Ok(())
+}
+
+/// Every configured source stream and the tables it writes; a source left out of
+/// `[metrics] incident_sources` does not count incidents, so it leaves none uncovered.
+pub fn feeds(config: &Config) -> Vec<Feed> {
+    let counts_incidents = |name: &str| {
+        config.metrics.incident_sources.is_empty()
+            || config.metrics.incident_sources.iter().any(|s| s == name)
+    };
+    config
+        .sources
+        .iter()
+        .flat_map(|source| {
+            source.feeds().into_iter().map(move |(stream, tables)| Feed {
+                source: source.name().to_owned(),
+                stream,
+                tables: tables
+                    .into_iter()
+                    .filter(|t| *t != "incidents" || counts_incidents(source.name()))
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// The metric table of the lake in `store` over `calendar`, with the `[metrics]` settings and the
@@ -169,6 +221,7 @@ pub fn kpi_table(rows: &[MetricRow], kpis: &[KpiSpec]) -> String {
 
 /// Every service's (or team's) whole-range figures, one line per scope and metric.
 pub fn scope_table(rows: &[MetricRow], scope_type: &str) -> String {
+    let mut notes = NoDataNotes::default();
     let mut lines = vec![[
         scope_type.to_owned(),
         "metric".to_owned(),
@@ -194,6 +247,9 @@ pub fn scope_table(rows: &[MetricRow], scope_type: &str) -> String {
                 if row.insufficient() {
                     value.push_str(" *");
                 }
+                if let Some(reason) = &row.no_data {
+                    value.push_str(&format!(" [{}]", notes.number(reason)));
+                }
                 lines.push([
                     service.to_owned(),
                     id.title().to_owned(),
@@ -211,12 +267,39 @@ pub fn scope_table(rows: &[MetricRow], scope_type: &str) -> String {
         out.push('\n');
     }
     out.push_str("* insufficient data (n < 5)\n");
+    out.push_str(&notes.render());
     out
+}
+
+/// The reasons figures have no data, numbered in order of first use, so a table names each
+/// once however many figures it affects.
+#[derive(Default)]
+struct NoDataNotes(Vec<String>);
+
+impl NoDataNotes {
+    fn number(&mut self, reason: &str) -> usize {
+        match self.0.iter().position(|r| r == reason) {
+            Some(i) => i + 1,
+            None => {
+                self.0.push(reason.to_owned());
+                self.0.len()
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| format!("[{}] no data: {reason}\n", i + 1))
+            .collect()
+    }
 }
 
 /// The organisation's whole-range figures as an aligned text table, its range in dates of the
 /// report time zone `tz`.
 pub fn org_table(rows: &[MetricRow], tz: chrono_tz::Tz) -> String {
+    let mut notes = NoDataNotes::default();
     let mut lines = vec![[
         "metric".to_owned(),
         "value".to_owned(),
@@ -233,7 +316,9 @@ pub fn org_table(rows: &[MetricRow], tz: chrono_tz::Tz) -> String {
             continue;
         };
         range_label.get_or_insert_with(|| super::period_label(row, tz));
-        let note = if row.insufficient() {
+        let note = if let Some(reason) = &row.no_data {
+            format!("[{}]", notes.number(reason))
+        } else if row.insufficient() {
             "insufficient data (n < 5)".to_owned()
         } else {
             String::new()
@@ -257,6 +342,7 @@ pub fn org_table(rows: &[MetricRow], tz: chrono_tz::Tz) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    out.push_str(&notes.render());
     out
 }
 
@@ -280,6 +366,7 @@ mod tests {
             unit: "ratio".into(),
             n,
             method: None,
+            no_data: None,
         }
     }
 

@@ -153,6 +153,7 @@ mod tests {
             unit: "count".into(),
             n: 4,
             method: None,
+            no_data: None,
         }];
         let output = render(&rows, &config, Some(out.path().to_path_buf())).unwrap();
         let runs = archive::runs(out.path());

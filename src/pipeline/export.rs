@@ -1116,6 +1116,7 @@ mod tests {
             unit: "count".into(),
             n,
             method: None,
+            no_data: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Columns: metric, grain, scope_type, scope (text), period_start, period_end (UTC instants,
 //! milliseconds), value (float, null allowed), unit (text), n (integer), method (text, null where
-//! the definition has one way only). In the CSV the instants
+//! the definition has one way only), no_data (text: why there is no value, null where the inputs
+//! cover the period). In the CSV the instants
 //! are RFC 3339 strings ending in `Z` (`2026-08-03T00:00:00Z`, fractional seconds only when
 //! present) rather than polars' own datetime rendering, so every tool parses them the same way;
 //! a null value is an empty field. Both files are written atomically. This module computes
@@ -119,6 +120,11 @@ fn frame(table: &MetricTable, rows: Range<usize>, instants: Instants) -> PolarsR
             rows.clone().map(|i| table.method(i)).collect::<Vec<_>>(),
         )
         .into_column(),
+        Series::new(
+            "no_data".into(),
+            rows.clone().map(|i| table.no_data(i)).collect::<Vec<_>>(),
+        )
+        .into_column(),
     ];
     DataFrame::new(rows.len(), columns)
 }
@@ -164,6 +170,11 @@ pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineErr
         .and_then(|c| c.i64().cloned())
         .map_err(|err| schema("n", err))?;
     let method = text("method")?;
+    // A table written before tandem kept the reason has no such column: nothing was marked.
+    let no_data = match frame.column("no_data") {
+        Ok(c) => Some(c.str().cloned().map_err(|err| schema("no_data", err))?),
+        Err(_) => None,
+    };
 
     (0..frame.height())
         .map(|row| {
@@ -194,6 +205,7 @@ pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineErr
                 unit: text("unit", &unit)?,
                 n: n.get(row).ok_or_else(|| missing("n"))?,
                 method: method.get(row).map(str::to_owned),
+                no_data: no_data.as_ref().and_then(|c| c.get(row)).map(str::to_owned),
             })
         })
         .collect()
@@ -236,6 +248,7 @@ mod tests {
                 unit: "per_day".into(),
                 n: 3,
                 method: None,
+                no_data: None,
             },
             MetricRow {
                 metric: "lead_time_median".into(),
@@ -248,6 +261,7 @@ mod tests {
                 unit: "hours".into(),
                 n: 0,
                 method: Some("time".into()),
+                no_data: None,
             },
         ]
     }
@@ -308,9 +322,37 @@ mod tests {
         let text = std::fs::read_to_string(&csv).unwrap();
         assert_eq!(
             text,
-            "metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method\n\
-             deployment_frequency,week,org,all,2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,0.5,per_day,3,\n\
-             lead_time_median,range,service,\"api, \"\"v2\"\"\",2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,,hours,0,time\n"
+            "metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method,no_data\n\
+             deployment_frequency,week,org,all,2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,0.5,per_day,3,,\n\
+             lead_time_median,range,service,\"api, \"\"v2\"\"\",2026-08-03T00:00:00Z,2026-08-10T00:00:00Z,,hours,0,time,\n"
+        );
+    }
+
+    #[test]
+    fn a_figure_without_data_keeps_its_reason_and_loses_its_value_in_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (parquet, csv) = (dir.path().join("metrics.parquet"), dir.path().join("metrics.csv"));
+        let mut table = table();
+        table.mark_no_data(|metric, grain, _, _| {
+            (metric == MetricId::DeploymentFrequency && grain == "week")
+                .then(|| "gh has never synced".to_owned())
+        });
+        write_metrics(&table, &parquet, &csv).unwrap();
+        let back = read_metrics(&parquet).unwrap();
+        assert_eq!(
+            back[0].value, None,
+            "a 0.5 from a source that never synced is not shown"
+        );
+        assert_eq!(back[0].no_data.as_deref(), Some("gh has never synced"));
+        assert_eq!(back[0].display_value(), "no data");
+        assert_eq!(back[1].no_data, None);
+        let text = std::fs::read_to_string(&csv).unwrap();
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(",per_day,3,,gh has never synced"),
+            "{text}"
         );
     }
 

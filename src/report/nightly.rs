@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ReportError;
 use super::archive::{self, Meta};
-use crate::metric::{MISSING, MetricId, MetricRow, format_value};
+use crate::metric::{MISSING, MetricId, MetricRow, NO_DATA, format_value};
 use crate::pipeline::kpi::{KpiSpec, Status};
 use crate::sync::RunHealth;
 
@@ -308,6 +308,10 @@ pub struct Digest {
     pub changes_more: usize,
     /// How the last run went.
     pub health: Option<HealthView>,
+    /// Why some figures have no data, each reason once.
+    pub no_data: Vec<String>,
+    /// The first of them, clipped, for the Markdown digest.
+    pub no_data_short: String,
 }
 
 /// Builds what the digest shows and what it leaves for the next one.
@@ -350,11 +354,16 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
         } else {
             Vec::new()
         };
+        // A count from a source that does not cover the day is "no data", not "0".
+        let shown = |row: Option<&&MetricRow>, value| match row.and_then(|r| r.no_data.as_ref()) {
+            Some(_) => NO_DATA.to_owned(),
+            None => format_value(value, "count"),
+        };
         headlines.push(Headline {
             title: title.to_owned(),
-            day: format_value(figure.day, "count"),
+            day: shown(day.as_ref(), figure.day),
             day_change: change(figure.day, before.and_then(|b| b.day)),
-            week: format_value(figure.week, "count"),
+            week: shown(week.as_ref(), figure.week),
             week_change: change(figure.week, before.and_then(|b| b.week)),
             services_short: shortlist(
                 services.iter().map(|(s, v)| format!("{} {v}", clip(s, MD_TEXT))),
@@ -427,6 +436,7 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
         })
         .collect();
 
+    let no_data = crate::report::view::no_data_reasons(input.rows);
     let digest = Digest {
         organisation: clip(input.organisation, MD_TEXT),
         generated_at: stamp(input.generated_at),
@@ -443,6 +453,8 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
         changes_short,
         changes,
         health: input.health.map(health_view),
+        no_data_short: shortlist(no_data.iter().map(|r| clip(r, MD_ERROR)), MD_FAILURES),
+        no_data,
     };
     let summary = Summary {
         generated_at: input.generated_at,

@@ -192,6 +192,9 @@ pub struct SteeringPage {
     pub insufficient_count: usize,
     /// Every metric on the page, with its definition.
     pub glossary: Vec<GlossaryEntry>,
+    /// Why some figures have no data (sources that failed, never synced or do not reach back to
+    /// the period), each reason once.
+    pub no_data: Vec<String>,
 }
 
 /// One metric's organisation-wide value, with the previous period's for comparison.
@@ -698,6 +701,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         rankings,
         itsm,
         change_management,
+        no_data: crate::report::view::no_data_reasons(input.current),
         quality,
         insufficient_count,
         glossary,
@@ -928,6 +932,7 @@ mod tests {
             unit: metric.unit().to_owned(),
             n: 9,
             method: None,
+            no_data: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn row(
         unit: metric.unit().to_owned(),
         n,
         method: None,
+        no_data: None,
     }
 }
 
@@ -286,6 +287,7 @@ mod steering_report {
             unit: metric.unit().to_owned(),
             n,
             method: None,
+            no_data: None,
         }
     }
 

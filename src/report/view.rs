@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::charts::{ChangeFailureRate, DeploymentsVsDowntime, RateWeek};
-use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value};
+use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow};
 
 /// Everything the template needs, already formatted.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,9 @@ pub struct Page {
     pub services_have_insufficient: bool,
     /// Title and definition of every metric.
     pub glossary: Vec<GlossaryEntry>,
+    /// Why some figures have no data (a source that failed, never synced or does not reach back
+    /// to their period), each reason once.
+    pub no_data: Vec<String>,
 }
 
 /// A formatted value with its sample size.
@@ -57,6 +60,9 @@ pub struct Cell {
     pub n: Option<i64>,
     /// Whether the sample is too small to judge (`n < 5`); false without a row.
     pub insufficient: bool,
+    /// Why the figure has no data although its period may have had events (a source that failed,
+    /// never synced or does not reach back); `None` otherwise.
+    pub no_data: Option<String>,
 }
 
 /// One line of the KPI table.
@@ -244,6 +250,7 @@ pub fn build(
         services,
         services_have_insufficient,
         glossary: MetricId::ALL.into_iter().map(GlossaryEntry::of).collect(),
+        no_data: no_data_reasons(rows),
     };
     View {
         page,
@@ -260,18 +267,32 @@ pub fn org_target(kpis: &[crate::pipeline::kpi::KpiSpec], metric: MetricId) -> O
         .map(|k| k.target.value)
 }
 
+/// The distinct reasons rows have no data, in order of first appearance: every report lists them
+/// once, so a reader sees why a figure is missing rather than a zero.
+pub fn no_data_reasons(rows: &[MetricRow]) -> Vec<String> {
+    let mut reasons: Vec<String> = Vec::new();
+    for reason in rows.iter().filter_map(|r| r.no_data.as_deref()) {
+        if !reasons.iter().any(|r| r == reason) {
+            reasons.push(reason.to_owned());
+        }
+    }
+    reasons
+}
+
 /// The formatted cell of `row`: its value with the unit, its `n`, and whether `n < 5`.
 pub fn cell(row: Option<&MetricRow>) -> Cell {
     match row {
         Some(r) => Cell {
-            text: format_value(r.value, &r.unit),
+            text: r.display_value(),
             n: Some(r.n),
             insufficient: r.insufficient(),
+            no_data: r.no_data.clone(),
         },
         None => Cell {
             text: MISSING.to_owned(),
             n: None,
             insufficient: false,
+            no_data: None,
         },
     }
 }
@@ -396,6 +417,7 @@ mod tests {
             unit: "count".into(),
             n: 1,
             method: None,
+            no_data: None,
         }];
         assert_eq!(range_text(&rows).unwrap(), "2026-11-09 \u{2013} 2026-11-15");
     }
@@ -423,6 +445,7 @@ mod tests {
             unit: "count".into(),
             n: 9,
             method: None,
+            no_data: None,
         };
         let view = build("Acme", t, &[row], &[]);
         assert!(view.page.services.is_empty());

@@ -16,6 +16,8 @@ use tandem_connectors::model::{
 
 use crate::pipeline::{self, PipelineError};
 
+pub mod coverage;
+
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +34,14 @@ pub enum StoreError {
     /// A table file could not be encoded or decoded.
     #[error("store: {0}")]
     Table(#[from] PipelineError),
+    /// A state file other than the bookmarks is not valid JSON.
+    #[error("store: state file {path} is corrupt ({message}); delete it and the next sync rewrites it")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
     /// The bookmark file is not valid JSON.
     #[error("store: bookmarks file {path} is corrupt ({message}); delete it to re-sync from scratch")]
     Bookmarks {
@@ -104,6 +114,15 @@ impl Store {
     /// The Parquet file of a canonical table.
     pub fn table_path(&self, table: &str) -> PathBuf {
         self.root.join("tables").join(format!("{table}.parquet"))
+    }
+
+    /// Whether any canonical table has been written.
+    pub fn has_tables(&self) -> bool {
+        std::fs::read_dir(self.root.join("tables")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        })
     }
 
     /// The metric table files (Parquet, CSV).

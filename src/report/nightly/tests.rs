@@ -28,6 +28,7 @@ fn row(metric: &str, grain: &str, scope: &str, day: u32, value: Option<f64>, n: 
         unit: unit.into(),
         n,
         method: None,
+        no_data: None,
     }
 }
 

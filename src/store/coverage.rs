@@ -1,0 +1,305 @@
+//! What the lake covers, per source stream: when the stream last synced without error, whether
+//! its latest sync failed (and why), and from which instant its history is complete. Kept in
+//! `state/coverage.json`, written by the sync runner after every stream, read by whoever computes
+//! metrics so that a period the lake does not cover is "no data, because …" — never a zero that
+//! looks real (metrics.md, "Sources that did not sync").
+//!
+//! This module judges coverage; it never computes a metric and never talks to a source.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+
+/// The file in the store's `state/` folder.
+pub const COVERAGE_FILE: &str = "coverage.json";
+
+/// One stream's coverage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamCoverage {
+    /// When the last sync of the stream that ended without error started: everything the
+    /// source held then (within the history below) is in the lake.
+    #[serde(default)]
+    pub last_ok_at: Option<DateTime<Utc>>,
+    /// When the latest sync of the stream failed, if the latest one did.
+    #[serde(default)]
+    pub failed_at: Option<DateTime<Utc>>,
+    /// The first line of that failure (never a secret: connector errors carry none).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The instant from which the stream's history is complete; `None` for the whole history
+    /// the source offers (the stream's own `covers_from`, see the connector contract).
+    #[serde(default)]
+    pub covers_from: Option<DateTime<Utc>>,
+}
+
+/// Every stream's coverage, by `source/stream`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// By `source/stream`.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamCoverage>,
+}
+
+/// A configured source stream and the canonical tables it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    /// Source name from the config.
+    pub source: String,
+    /// Stream name.
+    pub stream: &'static str,
+    /// Tables it writes.
+    pub tables: Vec<&'static str>,
+}
+
+fn key(source: &str, stream: &str) -> String {
+    format!("{source}/{stream}")
+}
+
+impl Coverage {
+    /// The coverage kept in `store`; `None` when no sync has recorded any (a lake from before
+    /// tandem kept it, or a lake that never synced). An unreadable file is an error naming it: a
+    /// guess would either hide a gap or invent one.
+    pub fn load(store: &Store) -> Result<Option<Self>, StoreError> {
+        let path = store.root().join("state").join(COVERAGE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::State {
+                    path,
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn save(&self, store: &Store) -> Result<(), StoreError> {
+        let path = store.root().join("state").join(COVERAGE_FILE);
+        let io = |action, at: &std::path::Path, source| StoreError::Io {
+            action,
+            path: at.to_path_buf(),
+            source,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| io("encode", &path, std::io::Error::other(e)))?;
+        crate::atomic::write_atomic(
+            &path,
+            |file| std::io::Write::write_all(file, &bytes).map_err(|e| io("write", &path, e)),
+            io,
+        )
+    }
+
+    /// Records that a stream synced without error, from a sync that started at `started_at`,
+    /// with its history complete from `covers_from` (`None`: the whole history).
+    pub fn record_ok(
+        store: &Store,
+        source: &str,
+        stream: &str,
+        started_at: DateTime<Utc>,
+        covers_from: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let mut all = Self::load(store)?.unwrap_or_default();
+        let entry = all.streams.entry(key(source, stream)).or_default();
+        entry.last_ok_at = Some(started_at);
+        entry.failed_at = None;
+        entry.error = None;
+        entry.covers_from = covers_from;
+        all.save(store)
+    }
+
+    /// Records that a stream's sync failed at `at` (what it synced before stays covered up to
+    /// its last good sync).
+    pub fn record_failure(
+        store: &Store,
+        source: &str,
+        streams: &[&str],
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut all = Self::load(store)?.unwrap_or_default();
+        let first_line = error.lines().next().unwrap_or_default().trim().to_owned();
+        for stream in streams {
+            let entry = all.streams.entry(key(source, stream)).or_default();
+            entry.failed_at = Some(at);
+            entry.error = Some(first_line.clone());
+        }
+        all.save(store)
+    }
+
+    /// Why the feeds of `tables` do not cover `[start, end)`, or `None` when they do. One
+    /// reason per source that falls short, joined with `; `, in feed order:
+    /// - never synced: no sync of the stream ever ended without error (with the latest error);
+    /// - failed: the latest sync failed and the period ends after the last good one started;
+    /// - history: the stream is complete only from an instant after the period starts.
+    pub fn gap(
+        &self,
+        feeds: &[Feed],
+        tables: &[&str],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<String> {
+        let mut reasons: Vec<String> = Vec::new();
+        let mut named: Vec<&str> = Vec::new();
+        for feed in feeds {
+            if named.contains(&feed.source.as_str()) || !feed.tables.iter().any(|t| tables.contains(t)) {
+                continue;
+            }
+            let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
+            let stream = self.streams.get(&key(&feed.source, feed.stream));
+            let reason = match stream {
+                None | Some(StreamCoverage { last_ok_at: None, .. }) => {
+                    Some(match stream.and_then(|s| s.error.as_deref()) {
+                        Some(error) => format!("{} has never synced ({}: {error})", feed.source, feed.stream),
+                        None => format!("{} has never synced", feed.source),
+                    })
+                }
+                Some(StreamCoverage {
+                    last_ok_at: Some(ok),
+                    failed_at: Some(failed),
+                    error,
+                    ..
+                }) if end > *ok => Some(format!(
+                    "{} failed in its last sync on {} ({}: {}); its data after {} is missing",
+                    feed.source,
+                    day(*failed),
+                    feed.stream,
+                    error.as_deref().unwrap_or("error"),
+                    ok.format("%Y-%m-%d %H:%M UTC"),
+                )),
+                Some(StreamCoverage {
+                    covers_from: Some(from),
+                    ..
+                }) if start < *from => Some(format!(
+                    "{}'s {} history starts on {} (raise its lookback_days to reach back further)",
+                    feed.source,
+                    feed.stream,
+                    day(*from)
+                )),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                named.push(&feed.source);
+                reasons.push(reason);
+            }
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).unwrap()
+    }
+
+    fn feeds() -> Vec<Feed> {
+        vec![
+            Feed {
+                source: "gh".into(),
+                stream: "deployments",
+                tables: vec!["deployments", "commits"],
+            },
+            Feed {
+                source: "jira".into(),
+                stream: "issues",
+                tables: vec!["tickets", "ticket_transitions", "incidents"],
+            },
+            Feed {
+                source: "pd".into(),
+                stream: "incidents",
+                tables: vec!["incidents"],
+            },
+        ]
+    }
+
+    #[test]
+    fn a_source_that_never_synced_leaves_every_period_without_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        Coverage::record_ok(&store, "gh", "deployments", at(10), None).unwrap();
+        Coverage::record_failure(
+            &store,
+            "jira",
+            &["issues"],
+            at(10),
+            "jira: 401 Unauthorized\nmore",
+        )
+        .unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        assert_eq!(coverage.gap(&feeds(), &["deployments"], at(1), at(8)), None);
+        assert_eq!(
+            coverage.gap(&feeds(), &["tickets"], at(1), at(8)).as_deref(),
+            Some("jira has never synced (issues: jira: 401 Unauthorized)")
+        );
+        // pd has no entry at all: never synced, no error to quote.
+        assert_eq!(
+            coverage.gap(&feeds(), &["incidents"], at(1), at(8)).as_deref(),
+            Some("jira has never synced (issues: jira: 401 Unauthorized); pd has never synced")
+        );
+    }
+
+    #[test]
+    fn a_failed_last_sync_uncovers_only_periods_after_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        Coverage::record_ok(&store, "pd", "incidents", at(10), None).unwrap();
+        Coverage::record_failure(&store, "pd", &["incidents"], at(11), "rate limited").unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        let feeds = &feeds()[2..];
+        // The week ending on the 9th was covered by the sync of the 10th.
+        assert_eq!(coverage.gap(feeds, &["incidents"], at(2), at(9)), None);
+        // A period ending exactly at the good sync's start is covered; one after it is not.
+        assert_eq!(coverage.gap(feeds, &["incidents"], at(3), at(10)), None);
+        assert_eq!(
+            coverage.gap(feeds, &["incidents"], at(9), at(16)).as_deref(),
+            Some(
+                "pd failed in its last sync on 2026-03-11 (incidents: rate limited); its data after \
+                 2026-03-10 00:00 UTC is missing"
+            )
+        );
+        // The next good sync clears the failure.
+        Coverage::record_ok(&store, "pd", "incidents", at(12), None).unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        assert_eq!(coverage.gap(feeds, &["incidents"], at(9), at(16)), None);
+    }
+
+    #[test]
+    fn a_history_that_starts_after_the_period_is_no_data_with_the_setting_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        Coverage::record_ok(&store, "pd", "incidents", at(20), Some(at(5))).unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        let feeds = &feeds()[2..];
+        assert_eq!(
+            coverage.gap(feeds, &["incidents"], at(2), at(9)).as_deref(),
+            Some(
+                "pd's incidents history starts on 2026-03-05 (raise its lookback_days to reach back further)"
+            )
+        );
+        assert_eq!(coverage.gap(feeds, &["incidents"], at(5), at(12)), None);
+        // Tables the stream does not write are not its business.
+        assert_eq!(coverage.gap(feeds, &["tickets"], at(2), at(9)), None);
+    }
+
+    #[test]
+    fn coverage_is_absent_until_a_sync_records_it_and_corrupt_coverage_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(Coverage::load(&store).unwrap(), None);
+        std::fs::write(dir.path().join("state").join(COVERAGE_FILE), b"{oops").unwrap();
+        let err = Coverage::load(&store).unwrap_err().to_string();
+        assert!(err.contains(COVERAGE_FILE), "{err}");
+    }
+}
