@@ -55,6 +55,14 @@ pub(crate) fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), Pipel
     })
 }
 
+pub(crate) fn check_table(path: &Path) -> Result<(), PipelineError> {
+    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+    ParquetReader::new(file)
+        .num_rows()
+        .map(drop)
+        .map_err(|source| polars_error("reading the table's footer".to_owned(), path, source))
+}
+
 pub(crate) fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, PipelineError> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -696,15 +704,11 @@ mod tests {
     fn writes_atomically_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deployments.parquet");
-        assert_eq!(
-            crate::atomic::tmp_path(&path),
-            dir.path().join("deployments.parquet.tmp")
-        );
         write_table(&deployments(), &path).unwrap();
         // Overwriting replaces the whole file.
         write_table(&deployments()[..1], &path).unwrap();
         assert_eq!(read_table::<Deployment>(&path).unwrap().len(), 1);
-        assert!(!crate::atomic::tmp_path(&path).exists());
+        assert!(crate::atomic::leftovers(&path).is_empty());
     }
 
     /// A record whose declared columns disagree with its serde fields, as a mistake in a new
@@ -771,7 +775,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(!path.exists() && !crate::atomic::tmp_path(&path).exists());
+        assert!(!path.exists() && crate::atomic::leftovers(&path).is_empty());
     }
 
     #[test]

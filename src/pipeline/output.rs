@@ -288,8 +288,8 @@ mod tests {
         let csv = dir.path().join("metrics.csv");
         write_metrics(&table(), &parquet, &csv).unwrap();
         assert_eq!(read_metrics(&parquet).unwrap(), rows());
-        assert!(!dir.path().join("metrics.parquet.tmp").exists());
-        assert!(!dir.path().join("metrics.csv.tmp").exists());
+        assert!(crate::atomic::leftovers(&dir.path().join("metrics.parquet")).is_empty());
+        assert!(crate::atomic::leftovers(&dir.path().join("metrics.csv")).is_empty());
     }
 
     #[test]

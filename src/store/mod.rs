@@ -2,11 +2,15 @@
 //! (source, stream), and the metric table.
 //!
 //! Every write goes to a temporary file that is then renamed over the old one, so a killed run
-//! leaves each file either as it was or fully replaced. The store never talks to a source and never
+//! leaves each file either as it was or fully replaced. Writers hold the lake's lock ([`lock`]):
+//! two writers at once would lose each other's rows. The store never talks to a source and never
 //! computes a metric; Parquet encoding is delegated to the pipeline's codec (the only polars user).
 
-use std::collections::{BTreeMap, HashMap};
+pub mod lock;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tandem_connectors::http::RawPage;
@@ -32,7 +36,30 @@ pub enum StoreError {
     /// A table file could not be encoded or decoded.
     #[error("store: {0}")]
     Table(#[from] PipelineError),
-    /// The bookmark file is not valid JSON.
+    /// Another process is writing the lake.
+    #[error(
+        "store: the lake at {lake} is in use by {}; wait for it to finish (a writer on this host that was killed releases the lock by itself; one on another host that is gone: delete {lock_file})",
+        holder.as_deref().unwrap_or("another tandem process (it has not yet said which)")
+    )]
+    Locked {
+        /// The lake directory.
+        lake: PathBuf,
+        /// Who holds the lock, as the holder wrote it.
+        holder: Option<String>,
+        /// The lock file.
+        lock_file: PathBuf,
+    },
+    /// A table file exists but cannot be read; it is never replaced silently.
+    #[error(
+        "store: table file {path} is unreadable ({message}); tandem will not overwrite it: move it aside (or delete it), then run `tandem sync` again: the streams that wrote it are re-read from the start"
+    )]
+    UnreadableTable {
+        /// The table file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        message: String,
+    },
+    /// The bookmark file (or the record of written tables beside it) is not valid JSON.
     #[error("store: bookmarks file {path} is corrupt ({message}); delete it to re-sync from scratch")]
     Bookmarks {
         /// The file.
@@ -55,10 +82,14 @@ pub struct UpsertStats {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The writers' lock, when opened for writing; released with the last clone.
+    lock: Option<Arc<lock::LakeLock>>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the lake at `root`.
+    /// Opens (creating if needed) the lake at `root` without the writers' lock: for reading, and
+    /// for tests and benchmarks that own their lake. Commands that change the lake use
+    /// [`Store::open_for_writing`].
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         for dir in [
             root.join("tables"),
@@ -72,10 +103,23 @@ impl Store {
                 source,
             })?;
         }
-        let store = Self {
+        Ok(Self {
             root: root.to_owned(),
-        };
-        store.remove_leftovers();
+            lock: None,
+        })
+    }
+
+    /// Opens the lake at `root` holding its writers' lock (see [`lock`]) for `command`, shared
+    /// with every other opening in this process. Fails, naming the holder, while another process
+    /// writes the lake. Temporary files a killed writer left are removed once the lock is taken:
+    /// only then is no other process writing them.
+    pub fn open_for_writing(root: &Path, command: &str) -> Result<Self, StoreError> {
+        let mut store = Self::open(root)?;
+        let (lock, fresh) = lock::LakeLock::acquire(root, command)?;
+        store.lock = Some(lock);
+        if fresh {
+            store.remove_leftovers();
+        }
         Ok(store)
     }
 
@@ -116,9 +160,96 @@ impl Store {
         self.root.join("state").join("bookmarks.json")
     }
 
-    /// All rows of a table (empty when it was never written).
+    /// All rows of a table (empty when it was never written). A file polars cannot decode
+    /// (truncated, empty, not Parquet) is [`StoreError::UnreadableTable`], saying what to do.
     pub fn read<T: Table>(&self) -> Result<Vec<T>, StoreError> {
-        Ok(pipeline::read_table::<T>(&self.table_path(T::NAME))?)
+        let path = self.table_path(T::NAME);
+        pipeline::read_table::<T>(&path).map_err(|e| match e {
+            PipelineError::Polars { source, .. } => StoreError::UnreadableTable {
+                path,
+                message: source.to_string(),
+            },
+            other => StoreError::Table(other),
+        })
+    }
+
+    /// Records that `source`'s `stream` wrote `tables`, so that a table file found missing later
+    /// is known to have been lost rather than never written ([`Store::check_tables`]). Written
+    /// after the rows and before the checkpoint that covers them.
+    pub fn note_written(&self, source: &str, stream: &str, tables: &[&str]) -> Result<(), StoreError> {
+        let mut written = self.written()?;
+        let key = bookmark_key(source, stream);
+        let mut changed = false;
+        for table in tables {
+            changed |= written.entry((*table).to_owned()).or_default().insert(key.clone());
+        }
+        if !changed {
+            return Ok(());
+        }
+        let path = self.written_path();
+        let bytes = serde_json::to_vec_pretty(&written).map_err(|e| io_error("encode", &path, e.into()))?;
+        crate::atomic::write_atomic(
+            &path,
+            |f| std::io::Write::write_all(f, &bytes).map_err(|e| io_error("write", &path, e)),
+            io_error,
+        )
+    }
+
+    /// Checks the tables before a sync. A table that was written but whose file is gone voids
+    /// the bookmarks of the streams that wrote it, so they are read again from the start (with
+    /// a warning naming the table); their other tables are upserted, so nothing is duplicated.
+    /// A table file that cannot be read stops the sync ([`StoreError::UnreadableTable`]): it
+    /// is never silently replaced. Returns the voided tables and their streams.
+    pub fn check_tables(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        for table in TABLES {
+            let path = self.table_path(table);
+            if path.exists() {
+                pipeline::check_table(&path).map_err(|e| StoreError::UnreadableTable {
+                    message: match e {
+                        PipelineError::Polars { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    },
+                    path,
+                })?;
+            }
+        }
+        let mut voided = Vec::new();
+        for (table, streams) in self.written()? {
+            let path = self.table_path(&table);
+            if path.exists() {
+                continue;
+            }
+            let mut all = self.bookmarks()?;
+            for stream in &streams {
+                all.remove(stream);
+            }
+            self.write_bookmarks(&all)?;
+            tracing::warn!(
+                table = %table,
+                path = %path.display(),
+                streams = ?streams,
+                "A table written before is gone; its streams are read again from the start."
+            );
+            voided.push((table, streams.into_iter().collect()));
+        }
+        Ok(voided)
+    }
+
+    fn written_path(&self) -> PathBuf {
+        self.root.join("state").join("tables.json")
+    }
+
+    /// Each table written so far and the streams (`source/stream`) that wrote it.
+    fn written(&self) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+        let path = self.written_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Bookmarks {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(source) => Err(io_error("read", &path, source)),
+        }
     }
 
     /// Inserts or replaces rows by primary key; a stored row newer than the incoming one is kept.
@@ -337,6 +468,18 @@ pub fn schema_markdown() -> String {
     table::<Quarantined>(&mut out);
     out.trim_end().to_owned()
 }
+
+/// Every table a sync writes.
+const TABLES: [&str; 8] = [
+    Deployment::NAME,
+    Change::NAME,
+    Commit::NAME,
+    Incident::NAME,
+    Ticket::NAME,
+    TicketTransition::NAME,
+    ChangeRequest::NAME,
+    Quarantined::NAME,
+];
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
