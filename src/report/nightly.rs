@@ -686,11 +686,12 @@ pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, Repo
             extra: vec![DIGEST_FILE.to_owned()],
         },
     )?;
+    let published = archive::publish(&dir)?;
     let index = archive::write_index(out, input.organisation)?;
     Ok(NightlyOutput {
-        dir,
-        html,
-        digest: md,
+        html: archive::moved(&html, &dir, &published),
+        digest: archive::moved(&md, &dir, &published),
+        dir: published,
         index,
     })
 }
