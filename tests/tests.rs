@@ -9,6 +9,7 @@ mod docs;
 mod e2e;
 mod errors;
 mod export;
+mod hostile;
 mod lake;
 mod nightly;
 mod properties;
