@@ -37,7 +37,10 @@ pub(crate) fn leftovers(path: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             n.starts_with(&prefix) && n.ends_with(".tmp")
         })
         .collect()
@@ -79,7 +82,8 @@ mod tests {
         assert_ne!(a, b, "two writes never share a temporary file");
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
-            name.starts_with(&format!("deployments.parquet.{}-", std::process::id())) && name.ends_with(".tmp"),
+            name.starts_with(&format!("deployments.parquet.{}-", std::process::id()))
+                && name.ends_with(".tmp"),
             "{name}"
         );
     }

@@ -8,8 +8,7 @@
 use std::time::Instant;
 
 use tandem_connectors::model::{
-    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Table, Ticket,
-    TicketTransition,
+    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Table, Ticket, TicketTransition,
 };
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv, http};
 

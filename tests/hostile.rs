@@ -64,7 +64,9 @@ async fn hostile_source_text_is_inert_in_every_csv_and_in_the_chat_digest() {
     import_hostile_records(&world, day);
     let config = world.config();
     let store = Store::open(&config.resolve(&config.store.path)).unwrap();
-    tandem::sync::sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    tandem::sync::sync(&config, &store, &env(), &fast_sync())
+        .await
+        .unwrap();
     let stored: Vec<Incident> = store.read().unwrap();
     assert_eq!(
         stored.iter().filter(|i| i.title == TITLE).count(),
@@ -100,7 +102,10 @@ async fn hostile_source_text_is_inert_in_every_csv_and_in_the_chat_digest() {
         "{incidents_csv}"
     );
     assert!(incidents_csv.contains("'@here <!channel>"), "{incidents_csv}");
-    for csv in [&incidents_csv, &std::fs::read_to_string(export.join("metrics.csv")).unwrap()] {
+    for csv in [
+        &incidents_csv,
+        &std::fs::read_to_string(export.join("metrics.csv")).unwrap(),
+    ] {
         for line in csv.lines() {
             for cell in line.split(',') {
                 let cell = cell.trim_start_matches('"');
@@ -121,16 +126,26 @@ async fn hostile_source_text_is_inert_in_every_csv_and_in_the_chat_digest() {
     tandem::commands::metrics::compute(&args.range, &config).unwrap();
     let (parquet, csv) = store.metrics_paths();
     let csv = std::fs::read_to_string(csv).unwrap();
-    assert!(csv.contains(",'@here <!channel> https://evil.example/login,"), "{csv}");
+    assert!(
+        csv.contains(",'@here <!channel> https://evil.example/login,"),
+        "{csv}"
+    );
     assert!(!csv.contains(",@here"), "{csv}");
     let rows = tandem::pipeline::read_metrics(&parquet).unwrap();
-    assert!(rows.iter().any(|r| r.scope == SERVICE && r.value.is_some_and(|v| v > 0.0)));
+    assert!(
+        rows.iter()
+            .any(|r| r.scope == SERVICE && r.value.is_some_and(|v| v > 0.0))
+    );
 
     // The chat digest of that day.
     let now = (day + Duration::days(1)).and_hms_opt(6, 0, 0).unwrap().and_utc();
-    let digest = tandem::commands::nightly::write(&config, Some(out), Window::ending(day), None, now).unwrap();
+    let digest =
+        tandem::commands::nightly::write(&config, Some(out), Window::ending(day), None, now).unwrap();
     let md = std::fs::read_to_string(&digest.digest).unwrap();
-    assert!(md.contains("@\u{2060}here"), "the service is listed, made inert: {md}");
+    assert!(
+        md.contains("@\u{2060}here"),
+        "the service is listed, made inert: {md}"
+    );
     for live in ["@here", "<!channel>", "https://", "evil.example"] {
         assert!(!md.contains(live), "{live:?} in the digest: {md}");
     }

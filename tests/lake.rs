@@ -116,7 +116,12 @@ async fn a_truncated_table_stops_the_sync_with_exit_1_and_is_not_replaced() {
     let world = World::start(6).await;
     let config = world.config();
     let store = Store::open(&lake(&world)).unwrap();
-    assert!(sync(&config, &store, &env(), &fast_sync()).await.unwrap().all_ok());
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
     let path = store.table_path("deployments");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -144,7 +149,12 @@ async fn a_deleted_table_is_read_again_in_full_by_a_plain_sync() {
     let world = World::start(26).await;
     let config = world.config();
     let store = Store::open(&lake(&world)).unwrap();
-    assert!(sync(&config, &store, &env(), &fast_sync()).await.unwrap().all_ok());
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
     let complete = snapshot(&store);
     assert!(complete.0.len() > 100, "enough deployments to span pages");
 
@@ -164,7 +174,11 @@ async fn a_second_writer_exits_1_naming_the_holder_and_readers_are_not_blocked()
     let world = World::start(2).await;
     let (mut holder, written) = stalled_writer(&world).await;
     assert_eq!(written.command, "tandem sync");
-    for (command, name) in [(&["sync"][..], "second-sync"), (&["metrics"][..], "metrics"), (&["remap"][..], "remap")] {
+    for (command, name) in [
+        (&["sync"][..], "second-sync"),
+        (&["metrics"][..], "metrics"),
+        (&["remap"][..], "remap"),
+    ] {
         let (code, stderr) = tandem(&world, command, name).await;
         assert_eq!(code, 1, "{name}: {stderr}");
         assert!(
@@ -176,7 +190,10 @@ async fn a_second_writer_exits_1_naming_the_holder_and_readers_are_not_blocked()
         );
     }
     let (code, stderr) = tandem(&world, &["report", "weekly", "--weeks", "1"], "report").await;
-    assert!(!stderr.contains("in use by"), "a report only reads the lake: {code} {stderr}");
+    assert!(
+        !stderr.contains("in use by"),
+        "a report only reads the lake: {code} {stderr}"
+    );
     holder.kill().unwrap();
     holder.wait().unwrap();
 }
@@ -215,7 +232,9 @@ async fn concurrent_syncs_leave_the_lake_of_one_serial_run() {
     );
     let clean = snapshot(&clean_store);
 
-    let children: Vec<_> = (0..3).map(|i| spawn(&world, &["sync"], &format!("sync-{i}"))).collect();
+    let children: Vec<_> = (0..3)
+        .map(|i| spawn(&world, &["sync"], &format!("sync-{i}")))
+        .collect();
     let mut succeeded = 0;
     for (child, stderr) in children {
         let (code, stderr) = finish(child, &stderr, Duration::from_secs(180)).await;

@@ -88,7 +88,10 @@ impl Context {
 /// names it to a second writer), holding the writers' lock until the returned store and its
 /// clones are dropped. Commands that only read the lake (reports, exports) use `Store::open`.
 pub fn open_lake_for_writing(config: &Config, command: &str) -> anyhow::Result<Store> {
-    Ok(Store::open_for_writing(&config.resolve(&config.store.path), command)?)
+    Ok(Store::open_for_writing(
+        &config.resolve(&config.store.path),
+        command,
+    )?)
 }
 
 /// Loads the config, saying how to get one when it is missing.

@@ -21,9 +21,7 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::{
-    frame_of, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic,
-};
+use super::codec::{frame_of, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
 use crate::metric::{MetricId, MetricRow};
 
 mod pseudonym;

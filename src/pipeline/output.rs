@@ -17,9 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{
-    io_error, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic,
-};
+use super::codec::{io_error, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
 use crate::metric::{MetricRow, MetricTable};
 
 const TABLE: &str = "metrics";
@@ -353,9 +351,16 @@ mod tests {
         ] {
             let line = reader.next().unwrap_or_default();
             assert!(line.contains(expected), "{expected:?} in {line:?}");
-            assert!(line.contains(",-1.5,count,2,"), "a negative number stays a number: {line:?}");
+            assert!(
+                line.contains(",-1.5,count,2,"),
+                "a negative number stays a number: {line:?}"
+            );
         }
-        let scopes: Vec<String> = read_metrics(&parquet).unwrap().into_iter().map(|r| r.scope).collect();
+        let scopes: Vec<String> = read_metrics(&parquet)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.scope)
+            .collect();
         assert_eq!(scopes, hostile, "the Parquet file keeps the exact text");
     }
 

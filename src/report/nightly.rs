@@ -595,11 +595,7 @@ pub fn escape_markdown(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let defanged = one_line
-        .split(' ')
-        .map(defang_url)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let defanged = one_line.split(' ').map(defang_url).collect::<Vec<_>>().join(" ");
     let mut out = String::with_capacity(defanged.len());
     let mut previous: Option<char> = None;
     let mut chars = defanged.chars().peekable();

@@ -169,7 +169,10 @@ mod tests {
         assert!(!fresh, "the same process shares its lock");
         let body: LockHolder =
             serde_json::from_slice(&std::fs::read(dir.path().join(LOCK_FILE)).unwrap()).unwrap();
-        assert_eq!((body.pid, body.command.as_str()), (std::process::id(), "tandem sync"));
+        assert_eq!(
+            (body.pid, body.command.as_str()),
+            (std::process::id(), "tandem sync")
+        );
         drop(first);
         drop(second);
         assert!(std::fs::read(dir.path().join(LOCK_FILE)).unwrap().is_empty());

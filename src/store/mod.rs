@@ -171,7 +171,10 @@ impl Store {
     /// atomic rename: a reader, or a run after a kill, sees both files of one run. The previous
     /// generation is kept (a reader may be reading it); older ones are removed. Returns the
     /// files' paths.
-    pub fn write_metrics(&self, table: &crate::metric::MetricTable) -> Result<(PathBuf, PathBuf), StoreError> {
+    pub fn write_metrics(
+        &self,
+        table: &crate::metric::MetricTable,
+    ) -> Result<(PathBuf, PathBuf), StoreError> {
         let dir = self.root.join("metrics");
         let name = format!(
             "gen-{}-{}",
@@ -227,7 +230,10 @@ impl Store {
         let key = bookmark_key(source, stream);
         let mut changed = false;
         for table in tables {
-            changed |= written.entry((*table).to_owned()).or_default().insert(key.clone());
+            changed |= written
+                .entry((*table).to_owned())
+                .or_default()
+                .insert(key.clone());
         }
         if !changed {
             return Ok(());
@@ -675,7 +681,14 @@ mod tests {
         let mut table = crate::metric::MetricTable::new();
         let scope = table.scope("org", "all");
         let period = table.period("week", at(0), at(168));
-        table.push(crate::metric::MetricId::DeploymentCount, scope, period, Some(value), 1, None);
+        table.push(
+            crate::metric::MetricId::DeploymentCount,
+            scope,
+            period,
+            Some(value),
+            1,
+            None,
+        );
         table
     }
 
@@ -698,7 +711,12 @@ mod tests {
         // reader still gets the previous run's pair, not a new Parquet with an old CSV.
         let killed = dir.path().join("metrics/gen-29990101T000000.000000Z-1");
         std::fs::create_dir_all(&killed).unwrap();
-        pipeline::write_metrics(&metrics(2.0), &killed.join("metrics.parquet"), &killed.join("x.csv")).unwrap();
+        pipeline::write_metrics(
+            &metrics(2.0),
+            &killed.join("metrics.parquet"),
+            &killed.join("x.csv"),
+        )
+        .unwrap();
         std::fs::remove_file(killed.join("x.csv")).unwrap();
         assert_eq!(value_of(&store).0, Some(1.0));
 
@@ -720,7 +738,10 @@ mod tests {
     fn a_lake_of_the_old_layout_reads_its_metric_files_until_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let old = (dir.path().join("metrics/metrics.parquet"), dir.path().join("metrics/metrics.csv"));
+        let old = (
+            dir.path().join("metrics/metrics.parquet"),
+            dir.path().join("metrics/metrics.csv"),
+        );
         pipeline::write_metrics(&metrics(1.0), &old.0, &old.1).unwrap();
         assert_eq!(store.metrics_paths(), old);
         store.write_metrics(&metrics(2.0)).unwrap();
@@ -732,10 +753,16 @@ mod tests {
     fn only_a_table_written_before_and_now_missing_voids_its_streams_bookmarks() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.upsert(vec![dep("a", DeploymentStatus::Success, 1)]).unwrap();
-        store.note_written("gh", "deployments", &[Deployment::NAME]).unwrap();
+        store
+            .upsert(vec![dep("a", DeploymentStatus::Success, 1)])
+            .unwrap();
+        store
+            .note_written("gh", "deployments", &[Deployment::NAME])
+            .unwrap();
         for (source, stream) in [("gh", "deployments"), ("gh", "pulls"), ("pd", "incidents")] {
-            store.save_bookmark(source, stream, serde_json::json!({"at": 1})).unwrap();
+            store
+                .save_bookmark(source, stream, serde_json::json!({"at": 1}))
+                .unwrap();
         }
         // Nothing was lost: tables never written (incidents) are legitimately absent.
         assert!(store.check_tables().unwrap().is_empty());
@@ -743,9 +770,15 @@ mod tests {
 
         std::fs::remove_file(store.table_path(Deployment::NAME)).unwrap();
         let voided = store.check_tables().unwrap();
-        assert_eq!(voided, vec![("deployments".to_owned(), vec!["gh/deployments".to_owned()])]);
+        assert_eq!(
+            voided,
+            vec![("deployments".to_owned(), vec!["gh/deployments".to_owned()])]
+        );
         assert_eq!(store.bookmark("gh", "deployments").unwrap(), None);
-        assert!(store.bookmark("gh", "pulls").unwrap().is_some(), "other streams keep theirs");
+        assert!(
+            store.bookmark("gh", "pulls").unwrap().is_some(),
+            "other streams keep theirs"
+        );
     }
 
     #[test]
@@ -755,11 +788,16 @@ mod tests {
         std::fs::write(store.table_path(Deployment::NAME), b"").unwrap();
         for err in [
             store.check_tables().unwrap_err(),
-            store.upsert(vec![dep("a", DeploymentStatus::Success, 1)]).unwrap_err(),
+            store
+                .upsert(vec![dep("a", DeploymentStatus::Success, 1)])
+                .unwrap_err(),
         ] {
             assert!(matches!(err, StoreError::UnreadableTable { .. }), "{err}");
             let text = err.to_string();
-            assert!(text.contains("deployments.parquet") && text.contains("move it aside"), "{text}");
+            assert!(
+                text.contains("deployments.parquet") && text.contains("move it aside"),
+                "{text}"
+            );
         }
     }
 

@@ -490,7 +490,9 @@ fn chat_mentions_and_urls_from_sources_are_made_inert() {
     );
     assert_eq!(
         escape_markdown("<!channel> <!here|here> <@U123> <#C1> <https://evil.example|click>"),
-        format!(r"&lt;\!channel&gt; &lt;\!here\|here&gt; &lt;@{wj}U123&gt; &lt;\#C1&gt; &lt;hxxps\[://\]evil\[.\]example\|click&gt;")
+        format!(
+            r"&lt;\!channel&gt; &lt;\!here\|here&gt; &lt;@{wj}U123&gt; &lt;\#C1&gt; &lt;hxxps\[://\]evil\[.\]example\|click&gt;"
+        )
     );
     assert_eq!(
         escape_markdown("see https://evil.example/login?a=1 or HTTP://x.y or www.evil.example"),
@@ -500,7 +502,10 @@ fn chat_mentions_and_urls_from_sources_are_made_inert() {
         escape_markdown("@here https://evil.example <!channel>"),
         escape_markdown("ftp://files.example/x"),
     ] {
-        assert!(!text.contains("@here") && !text.contains("<!") && !text.contains("p://"), "{text}");
+        assert!(
+            !text.contains("@here") && !text.contains("<!") && !text.contains("p://"),
+            "{text}"
+        );
     }
 }
 
