@@ -220,7 +220,8 @@ fn store_hint(error: &StoreError) -> &'static str {
         StoreError::Io { .. } | StoreError::Table(_) => {
             "; fix what is named (free space, permissions, the file) and run `tandem sync` again: it resumes from the last saved checkpoint"
         }
-        StoreError::Locked { .. } | StoreError::UnreadableTable { .. } | StoreError::Bookmarks { .. } => "",
+        // The others say what to do themselves.
+        _ => "",
     }
 }
 
