@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use tandem_connectors::model::{
-    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Ticket, TicketTransition,
+    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Table, Ticket, TicketTransition,
 };
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv, http};
 
@@ -210,12 +210,24 @@ pub enum SyncError {
     /// The config has no sources.
     #[error("the config has no [[source]] entries: nothing to sync")]
     NoSources,
-    /// The store failed.
-    #[error(transparent)]
+    /// The store failed: the sync stops (every later stream would fail alike).
+    #[error("{error}{hint}", error = .0, hint = store_hint(.0))]
     Store(#[from] StoreError),
 }
 
-/// Syncs the selected streams of `config` into `store`.
+/// What to do about a store failure, for the errors whose message does not say it already.
+fn store_hint(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Io { .. } | StoreError::Table(_) => {
+            "; fix what is named (free space, permissions, the file) and run `tandem sync` again: it resumes from the last saved checkpoint"
+        }
+        // The others say what to do themselves.
+        _ => "",
+    }
+}
+
+/// Syncs the selected streams of `config` into `store`. Before any request, the store's tables
+/// are checked: an unreadable one stops the sync, a lost one has its streams read again.
 pub async fn sync(
     config: &Config,
     store: &Store,
@@ -235,6 +247,7 @@ pub async fn sync(
     {
         return Err(SyncError::UnknownSource(name.clone()));
     }
+    store.check_tables()?;
     let mut report = SyncReport::default();
     let mut stream_found = options.stream.is_none();
     for source in selected {
@@ -303,16 +316,20 @@ async fn sync_stream(
     let progress = Progress::new(options.progress, source, stream);
     let bookmark = store.bookmark(source, stream)?;
     tracing::info!(source, stream, resume = bookmark.is_some(), "Syncing stream.");
-    let (emitter, mut rx) = Emitter::channel();
+    let (emitter, rx) = Emitter::channel();
     let read = connector.read(stream, bookmark, emitter);
     let commit = async {
+        // Owned by this future, so a failed commit drops the receiver on its way out: the reader's
+        // next send then fails and `join!` ends, instead of the reader blocking on a full channel
+        // that nobody drains (a store error used to hang the whole sync).
+        let mut rx = rx;
         let mut records = 0usize;
         let mut quarantined = 0usize;
         while let Some(message) = rx.recv().await {
             match message {
                 Message::Records(batch) => {
                     records += batch.len();
-                    commit_records(config, store, batch).await?;
+                    commit_records(config, store, source, stream, batch).await?;
                     progress.update(records, quarantined);
                 }
                 Message::Quarantine(batch) => {
@@ -321,8 +338,12 @@ async fn sync_stream(
                     for q in &batch {
                         tracing::warn!(source, stream, id = %q.id, reason = %q.reason, "Record quarantined.");
                     }
-                    let store = store.clone();
-                    blocking(move || store.upsert::<Quarantined>(batch)).await?;
+                    let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+                    blocking(move || {
+                        store.upsert::<Quarantined>(batch)?;
+                        store.note_written(&source, &stream, &[Quarantined::NAME])
+                    })
+                    .await?;
                 }
                 Message::Checkpoint(state) => {
                     // Raw pages first: what the bookmark says was read is then also archived.
@@ -438,15 +459,27 @@ impl Progress {
     }
 }
 
-/// Maps services and teams, then upserts each entity's records into its table.
-async fn commit_records(config: &Config, store: &Store, batch: Vec<Record>) -> Result<(), StoreError> {
+/// Maps services and teams, then upserts each entity's records into its table and notes which
+/// tables the stream wrote.
+async fn commit_records(
+    config: &Config,
+    store: &Store,
+    source: &str,
+    stream: &str,
+    batch: Vec<Record>,
+) -> Result<(), StoreError> {
     let mut tables = Tables::default();
     for mut record in batch {
         map_service(config, &mut record);
         tables.push(record);
     }
-    let store = store.clone();
-    blocking(move || tables.upsert(&store)).await
+    let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+    blocking(move || {
+        let names = tables.names();
+        tables.upsert(&store)?;
+        store.note_written(&source, &stream, &names)
+    })
+    .await
 }
 
 /// Sets a record's service and team from the config mapping: repos for deployments, changes and
@@ -509,6 +542,23 @@ impl Tables {
             Record::TicketTransition(r) => self.transitions.push(r),
             Record::ChangeRequest(r) => self.change_requests.push(r),
         }
+    }
+
+    /// The tables that have records.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (Deployment::NAME, self.deployments.is_empty()),
+            (Change::NAME, self.changes.is_empty()),
+            (Commit::NAME, self.commits.is_empty()),
+            (Incident::NAME, self.incidents.is_empty()),
+            (Ticket::NAME, self.tickets.is_empty()),
+            (TicketTransition::NAME, self.transitions.is_empty()),
+            (ChangeRequest::NAME, self.change_requests.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, empty)| !empty)
+        .map(|(name, _)| name)
+        .collect()
     }
 
     /// Every stored record of every table.

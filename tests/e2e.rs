@@ -583,7 +583,7 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
     // Exactly the service rows of the table the command wrote.
     let config = world.config();
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
-    let (parquet, csv) = store.metrics_paths();
+    let (parquet, _) = store.metrics_paths();
     let stored: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
     let stored_services: Vec<&MetricRow> = stored.iter().filter(|r| r.scope_type == "service").collect();
     assert_eq!(printed.len(), stored_services.len());
@@ -627,7 +627,8 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
 
     let as_csv = metrics("org", "csv").await.unwrap();
     assert!(as_csv.status.success());
-    let written = std::fs::read_to_string(&csv).unwrap();
+    // Each `tandem metrics` writes a new generation: the CSV of the one it wrote last.
+    let written = std::fs::read_to_string(store.metrics_paths().1).unwrap();
     assert_eq!(String::from_utf8_lossy(&as_csv.stdout), written);
     assert!(
         written.starts_with(

@@ -9,6 +9,8 @@ mod docs;
 mod e2e;
 mod errors;
 mod export;
+mod hostile;
+mod lake;
 mod nightly;
 mod no_data;
 mod properties;

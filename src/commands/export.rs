@@ -58,6 +58,7 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
         extra: vec![export::SCHEMA_JSON.to_owned()],
     };
     archive::write_meta(&dir, &meta)?;
+    let dir = archive::publish(&dir)?;
     archive::write_index(&out, &config.organisation.name)?;
     crate::say!("export: {}", dir.display());
     for file in &schema.files {
@@ -72,8 +73,9 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     Ok(Outcome::Success)
 }
 
-/// Makes a fresh export folder under `out` and fills it with `fill`. When `fill` fails, the
-/// half-made folder is removed and the error says so (and still names what failed).
+/// Makes a fresh (partial, see [`archive::run_dir`]) export folder under `out` and fills it with
+/// `fill`; the caller publishes it. When `fill` fails, the half-made folder is removed and the
+/// error says so (and still names what failed).
 pub fn into_run_folder<T>(
     out: &Path,
     now: DateTime<Utc>,

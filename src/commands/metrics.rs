@@ -49,10 +49,9 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
 
 /// Computes the metric table for the range and writes it to the lake.
 pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = super::open_lake_for_writing(config, "tandem metrics")?;
     let table = table(&store, range_args, config)?;
-    let (parquet, csv) = store.metrics_paths();
-    pipeline::write_metrics(&table, &parquet, &csv)?;
+    let (parquet, _) = store.write_metrics(&table)?;
     tracing::info!(rows = table.len(), path = %parquet.display(), "Metric table written.");
     Ok(table)
 }

@@ -21,6 +21,7 @@ use crate::cli::RangeArgs;
 use crate::config::Config;
 use crate::metric::MetricRow;
 use crate::pipeline::calendar::{Calendar, Grain, parse_period};
+use crate::store::Store;
 
 /// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process
 /// quietly with success, as command-line tools do, instead of panicking in `println!`.
@@ -81,6 +82,16 @@ impl Context {
             progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         }
     }
+}
+
+/// Opens the configured lake for a command that changes it (`command`, e.g. `tandem sync`,
+/// names it to a second writer), holding the writers' lock until the returned store and its
+/// clones are dropped. Commands that only read the lake (reports, exports) use `Store::open`.
+pub fn open_lake_for_writing(config: &Config, command: &str) -> anyhow::Result<Store> {
+    Ok(Store::open_for_writing(
+        &config.resolve(&config.store.path),
+        command,
+    )?)
 }
 
 /// Loads the config, saying how to get one when it is missing.

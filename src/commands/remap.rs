@@ -3,11 +3,10 @@
 
 use crate::cli::RemapArgs;
 use crate::config::Config;
-use crate::store::Store;
 
 /// Rewrites every canonical table with the config's current mapping.
 pub fn run(_args: &RemapArgs, config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = super::open_lake_for_writing(config, "tandem remap")?;
     let changed = crate::sync::remap(config, &store)?;
     crate::say!("remapped: {changed} records changed service or team");
     Ok(())

@@ -87,9 +87,9 @@ pub struct Run {
     pub generated_at: DateTime<Utc>,
 }
 
-/// Creates the run's folder, lets `render` write into it, describes the run in its `meta.json`
-/// and rewrites `<out>/index.html`. A run that fails half-way leaves a folder without
-/// `meta.json`, which the history skips.
+/// Creates the run's folder, lets `render` write into it, describes the run in its `meta.json`,
+/// gives the folder its name and rewrites `<out>/index.html`. A run that fails or is killed
+/// half-way leaves a hidden partial folder, which the history skips and the next run removes.
 pub fn archived(
     out: &Path,
     organisation: &str,
@@ -98,7 +98,14 @@ pub fn archived(
 ) -> anyhow::Result<ReportOutput> {
     let context = || format!("cannot write the {} report to {}", run.kind, out.display());
     let dir = archive::run_dir(out, run.kind, run.generated_at).with_context(context)?;
-    let mut output = render(&dir).with_context(context)?;
+    let mut output = match render(&dir) {
+        Ok(output) => output,
+        Err(e) => {
+            // Best effort: a partial folder is never listed, and the next run removes it anyway.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e).with_context(context);
+        }
+    };
     let relative = |p: &Path| {
         p.strip_prefix(&dir)
             .unwrap_or(p)
@@ -115,6 +122,11 @@ pub fn archived(
         extra: Vec::new(),
     };
     archive::write_meta(&dir, &meta).with_context(context)?;
+    let published = archive::publish(&dir).with_context(context)?;
+    output.html = archive::moved(&output.html, &dir, &published);
+    for chart in &mut output.charts {
+        *chart = archive::moved(chart, &dir, &published);
+    }
     output.index = Some(archive::write_index(out, organisation).with_context(context)?);
     Ok(output)
 }
@@ -216,5 +228,10 @@ mod tests {
         let err = archived(out.path(), "Acme", &run, failing).unwrap_err();
         assert!(format!("{err:#}").contains("disk full"), "{err:#}");
         assert_eq!(archive::runs(out.path()).len(), 2);
+        assert_eq!(
+            std::fs::read_dir(out.path().join("weekly")).unwrap().count(),
+            2,
+            "the failed run left no folder, listed or not"
+        );
     }
 }

@@ -15,7 +15,6 @@ use tandem_connectors::http::{self, StatsSnapshot};
 use super::{Context, Outcome, metrics, nightly, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
-use crate::store::Store;
 use crate::sync::{RunHealth, SyncOptions};
 
 /// Runs the whole job.
@@ -42,7 +41,8 @@ pub async fn job_at(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Outcome> {
     let clock = Instant::now();
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    // Held for the whole job: the sync and the metric table it writes are one change of the lake.
+    let store = super::open_lake_for_writing(config, "tandem run")?;
     let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
     let before: Vec<StatsSnapshot> = names.iter().map(|n| http::stats(n)).collect();
     let options = SyncOptions {

@@ -6,7 +6,6 @@ use tandem_connectors::SecretEnv;
 use super::{Context, Outcome};
 use crate::cli::SyncArgs;
 use crate::config::Config;
-use crate::store::Store;
 use crate::sync::{SyncOptions, SyncReport, sync};
 
 /// Runs the sync and prints one line per stream.
@@ -28,7 +27,7 @@ pub async fn sync_into_store(
     env: &SecretEnv,
     options: &SyncOptions,
 ) -> anyhow::Result<SyncReport> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = super::open_lake_for_writing(config, "tandem sync")?;
     let report = sync(config, &store, env, options).await.context("sync failed")?;
     print_summary(&report);
     Ok(report)

@@ -388,7 +388,7 @@ mod tests {
         writer.flush().unwrap();
         writer.write(b.iter().cloned()).unwrap();
         assert_eq!(writer.finish().unwrap(), rows.len() as u64);
-        assert!(!crate::atomic::tmp_path(&path).exists());
+        assert!(crate::atomic::leftovers(&path).is_empty());
 
         let read = read_table::<T>(&path).unwrap();
         assert_eq!(read, through_codec(rows, dir), "table {}", T::NAME);

@@ -55,6 +55,14 @@ pub(crate) fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), Pipel
     })
 }
 
+pub(crate) fn check_table(path: &Path) -> Result<(), PipelineError> {
+    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+    ParquetReader::new(file)
+        .num_rows()
+        .map(drop)
+        .map_err(|source| polars_error("reading the table's footer".to_owned(), path, source))
+}
+
 pub(crate) fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, PipelineError> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -445,6 +453,44 @@ pub(crate) fn in_slices(
     Ok(())
 }
 
+/// What a spreadsheet reads as the start of a formula (OWASP's CSV-injection list): `=`, `+`,
+/// `-`, `@`, tab and carriage return.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell as a spreadsheet must show it: one that starts like a formula gets a leading `'`
+/// (OWASP's advice), which spreadsheets take as "this is text" and do not display.
+pub(crate) fn spreadsheet_text(text: &str) -> Option<String> {
+    text.starts_with(FORMULA_STARTS).then(|| format!("'{text}"))
+}
+
+/// `frame` as every CSV file tandem writes holds it: text cells neutralised with
+/// [`spreadsheet_text`], so a value from a source (`=HYPERLINK(…)`, `@SUM(…)`) opens as text, not
+/// as a formula. Only text columns change: numbers, negative ones included, stay numbers, and
+/// the Parquet files keep the exact text.
+pub(crate) fn spreadsheet_safe(frame: &DataFrame) -> PolarsResult<DataFrame> {
+    let mut columns = Vec::with_capacity(frame.width());
+    for column in frame.columns() {
+        let texts = match column.dtype() {
+            DataType::String => column.str()?,
+            _ => {
+                columns.push(column.clone());
+                continue;
+            }
+        };
+        // Most columns hold nothing to neutralise: they are kept as they are, uncopied.
+        if !texts.iter().flatten().any(|t| t.starts_with(FORMULA_STARTS)) {
+            columns.push(column.clone());
+            continue;
+        }
+        let safe: Vec<Option<String>> = texts
+            .iter()
+            .map(|t| t.map(|t| spreadsheet_text(t).unwrap_or_else(|| t.to_owned())))
+            .collect();
+        columns.push(Series::new(column.name().clone(), safe).into_column());
+    }
+    DataFrame::new(frame.height(), columns)
+}
+
 /// Atomic replacement with the pipeline's error type.
 pub(crate) fn write_atomic(
     path: &Path,
@@ -696,15 +742,11 @@ mod tests {
     fn writes_atomically_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deployments.parquet");
-        assert_eq!(
-            crate::atomic::tmp_path(&path),
-            dir.path().join("deployments.parquet.tmp")
-        );
         write_table(&deployments(), &path).unwrap();
         // Overwriting replaces the whole file.
         write_table(&deployments()[..1], &path).unwrap();
         assert_eq!(read_table::<Deployment>(&path).unwrap().len(), 1);
-        assert!(!crate::atomic::tmp_path(&path).exists());
+        assert!(crate::atomic::leftovers(&path).is_empty());
     }
 
     /// A record whose declared columns disagree with its serde fields, as a mistake in a new
@@ -771,7 +813,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(!path.exists() && !crate::atomic::tmp_path(&path).exists());
+        assert!(!path.exists() && crate::atomic::leftovers(&path).is_empty());
     }
 
     #[test]

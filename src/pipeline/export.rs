@@ -21,7 +21,7 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::{frame_of, parquet_writer, polars_error, timestamp_dtype, write_atomic};
+use super::codec::{frame_of, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
 use crate::metric::{MetricId, MetricRow};
 
 mod pseudonym;
@@ -752,7 +752,8 @@ fn instants(name: &str, values: impl Iterator<Item = Option<DateTime<Utc>>>) -> 
         .into_column()
 }
 
-/// The frame as the CSV file holds it: instants as RFC 3339 text, lists as JSON text.
+/// The frame as the CSV file holds it: instants as RFC 3339 text, lists as JSON text, text that
+/// a spreadsheet would take for a formula behind a `'`.
 fn csv_frame(frame: &DataFrame, columns: &[ColumnDoc], path: &Path) -> Result<DataFrame, PipelineError> {
     let fail = |e| polars_error("preparing the CSV file".to_owned(), path, e);
     let mut out = Vec::with_capacity(columns.len());
@@ -788,7 +789,8 @@ fn csv_frame(frame: &DataFrame, columns: &[ColumnDoc], path: &Path) -> Result<Da
             _ => column.clone(),
         });
     }
-    DataFrame::new(frame.height(), out).map_err(fail)
+    let sheet = DataFrame::new(frame.height(), out).map_err(fail)?;
+    spreadsheet_safe(&sheet).map_err(fail)
 }
 
 fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
@@ -808,8 +810,10 @@ pub fn schema_markdown(schema: &Schema) -> String {
         "Exported {} by tandem. Every table is here twice, with the same rows and columns: \
          `.parquet` (native types; instants are UTC timestamps in milliseconds; lists are lists) and \
          `.csv` (comma-separated with a header; instants are RFC 3339 UTC text ending in `Z`, \
-         always with milliseconds; a null is an empty field; lists are JSON arrays of text). \
-         `schema.json` says the same for programs.\n\n",
+         always with milliseconds; a null is an empty field; lists are JSON arrays of text; a \
+         text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return starts with `'` \
+         so that spreadsheets show it as text rather than run it as a formula, while the \
+         `.parquet` file keeps the exact text). `schema.json` says the same for programs.\n\n",
         schema.generated_at.to_rfc3339_opts(SecondsFormat::Secs, true)
     ));
     if schema.pseudonymised {

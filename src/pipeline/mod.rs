@@ -200,10 +200,16 @@ pub fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineError> {
 
 /// Writes canonical records as one Parquet file with the table's declared schema.
 ///
-/// Atomic: the file is written to `path.with_extension("parquet.tmp")` and renamed into place,
+/// Atomic: the file is written to a uniquely named `.tmp` sibling and renamed into place,
 /// so a reader sees the old file or the new one, never half of one.
 pub fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), PipelineError> {
     codec::write_table(rows, path)
+}
+
+/// Checks that a table file can be opened as Parquet, reading its footer only (cheap for any
+/// size): a truncated or empty file fails.
+pub fn check_table(path: &Path) -> Result<(), PipelineError> {
+    codec::check_table(path)
 }
 
 /// Reads canonical records from a Parquet file written by [`write_table`].

@@ -6,8 +6,9 @@
 //! cover the period). In the CSV the instants
 //! are RFC 3339 strings ending in `Z` (`2026-08-03T00:00:00Z`, fractional seconds only when
 //! present) rather than polars' own datetime rendering, so every tool parses them the same way;
-//! a null value is an empty field. Both files are written atomically. This module computes
-//! nothing.
+//! a null value is an empty field; a text cell that a spreadsheet would take for a formula starts
+//! with `'` (the Parquet file keeps the exact text). Both files are written atomically. This
+//! module computes nothing.
 
 use std::fs::File;
 use std::ops::Range;
@@ -17,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{io_error, parquet_writer, polars_error, timestamp_dtype, write_atomic};
+use super::codec::{io_error, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
 use crate::metric::{MetricRow, MetricTable};
 
 const TABLE: &str = "metrics";
@@ -57,7 +58,9 @@ pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> 
             .batched(&schema)
             .map_err(writing(csv))?;
         for rows in batches() {
-            let batch = frame(table, rows, Instants::Rfc3339).map_err(building(csv))?;
+            let batch = frame(table, rows, Instants::Rfc3339)
+                .and_then(|f| spreadsheet_safe(&f))
+                .map_err(building(csv))?;
             writer.write_batch(&batch).map_err(writing(csv))?;
         }
         writer.finish().map_err(writing(csv))
@@ -302,8 +305,8 @@ mod tests {
         let csv = dir.path().join("metrics.csv");
         write_metrics(&table(), &parquet, &csv).unwrap();
         assert_eq!(read_metrics(&parquet).unwrap(), rows());
-        assert!(!dir.path().join("metrics.parquet.tmp").exists());
-        assert!(!dir.path().join("metrics.csv.tmp").exists());
+        assert!(crate::atomic::leftovers(&dir.path().join("metrics.parquet")).is_empty());
+        assert!(crate::atomic::leftovers(&dir.path().join("metrics.csv")).is_empty());
     }
 
     #[test]
@@ -354,6 +357,53 @@ mod tests {
                 .ends_with(",per_day,3,,gh has never synced"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn metric_csv_text_that_a_spreadsheet_would_run_is_neutralised_and_numbers_stay_numbers() {
+        let start = Utc.with_ymd_and_hms(2026, 8, 3, 0, 0, 0).unwrap();
+        let mut table = MetricTable::new();
+        let period = table.period("week", start, start + chrono::Duration::weeks(1));
+        let hostile = [
+            "=HYPERLINK(\"http://evil.example\",\"x\")",
+            "+1+2",
+            "-1+2",
+            "@SUM(A1)",
+            "\tcmd",
+            "\rcmd",
+            "plain-name",
+        ];
+        for name in hostile {
+            let scope = table.scope("service", name);
+            table.push(MetricId::DeploymentCount, scope, period, Some(-1.5), 2, None);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (parquet, csv) = (dir.path().join("metrics.parquet"), dir.path().join("metrics.csv"));
+        write_metrics(&table, &parquet, &csv).unwrap();
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let mut reader = text.lines().skip(1);
+        for expected in [
+            "'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\"",
+            "'+1+2,",
+            "'-1+2,",
+            "'@SUM(A1),",
+            ",'\tcmd,",
+            "'\rcmd",
+            "plain-name,",
+        ] {
+            let line = reader.next().unwrap_or_default();
+            assert!(line.contains(expected), "{expected:?} in {line:?}");
+            assert!(
+                line.contains(",-1.5,count,2,"),
+                "a negative number stays a number: {line:?}"
+            );
+        }
+        let scopes: Vec<String> = read_metrics(&parquet)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.scope)
+            .collect();
+        assert_eq!(scopes, hostile, "the Parquet file keeps the exact text");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! Layout: `<out>/<kind>/<YYYY-MM-DDTHHMMSSZ>/` holding the report's files and `meta.json`
 //! (kind, title, period, when it was made, its main file), and `<out>/index.html`. Folders are never
 //! rewritten: a second run in the same second gets a `-2` suffix.
+//!
+//! A run is written into a hidden folder (`.partial-<timestamp>-<pid>-<n>`) and renamed to its
+//! name only when complete ([`publish`]), so a killed report leaves no half-made folder under a
+//! run's name; the next run of the kind removes partial folders whose process is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -56,28 +60,113 @@ pub struct Entry {
     pub meta: Meta,
 }
 
-/// Creates a fresh folder for a run of `kind` made at `at`: `<out>/<kind>/<timestamp>/`.
+/// The name of a run folder being written starts with this; [`runs`] never lists it.
+const PARTIAL_PREFIX: &str = ".partial-";
+
+/// The run folder names' timestamp format.
+const STAMP: &str = "%Y-%m-%dT%H%M%SZ";
+
+/// Creates a fresh, hidden folder to write a run of `kind` made at `at` into:
+/// `<out>/<kind>/.partial-<timestamp>-<pid>-<n>/`. [`publish`] gives it its name once complete.
+/// Partial folders left by killed runs of the kind are removed first.
 pub fn run_dir(out: &Path, kind: &str, at: DateTime<Utc>) -> Result<PathBuf, ReportError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let parent = out.join(kind);
     std::fs::create_dir_all(&parent).map_err(|source| ReportError::Io {
         path: parent.clone(),
         source,
     })?;
-    let stamp = at.format("%Y-%m-%dT%H%M%SZ").to_string();
+    remove_abandoned(&parent);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = parent.join(format!(
+        "{PARTIAL_PREFIX}{}-{}-{n}",
+        at.format(STAMP),
+        std::process::id()
+    ));
+    std::fs::create_dir(&dir).map_err(|source| ReportError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// Renames a complete run folder made by [`run_dir`] to `<out>/<kind>/<timestamp>/` (with a `-2`,
+/// `-3`, … suffix when a run of the same second has the name) and returns its new path. The
+/// rename is atomic: the history sees the whole run or nothing.
+pub fn publish(partial: &Path) -> Result<PathBuf, ReportError> {
+    let io = |source| ReportError::Io {
+        path: partial.to_owned(),
+        source,
+    };
+    let (Some(parent), Some(stamp)) = (
+        partial.parent(),
+        partial
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(PARTIAL_PREFIX))
+            .and_then(|n| n.get(..18)),
+    ) else {
+        return Err(io(std::io::Error::other("not a folder made by run_dir")));
+    };
     for attempt in 1.. {
-        let name = if attempt == 1 {
-            stamp.clone()
+        let dir = if attempt == 1 {
+            parent.join(stamp)
         } else {
-            format!("{stamp}-{attempt}")
+            parent.join(format!("{stamp}-{attempt}"))
         };
-        let dir = parent.join(name);
-        match std::fs::create_dir(&dir) {
+        if dir.exists() {
+            continue;
+        }
+        match std::fs::rename(partial, &dir) {
             Ok(()) => return Ok(dir),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(ReportError::Io { path: dir, source }),
+            // Taken between the check and the rename, by a run of the same second.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
+                ) => {}
+            Err(source) => return Err(io(source)),
         }
     }
     unreachable!("the loop returns or errs")
+}
+
+/// The path `path` inside the partial folder `partial` has once the folder is published as
+/// `published`.
+pub fn moved(path: &Path, partial: &Path, published: &Path) -> PathBuf {
+    path.strip_prefix(partial)
+        .map(|rest| published.join(rest))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// Removes the partial folders under `parent` whose process is no longer running (a killed
+/// report). Where running processes cannot be told (no `/proc`), folders older than a day go.
+fn remove_abandoned(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let procfs = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(PARTIAL_PREFIX) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let abandoned = match pid {
+            Some(pid) if pid == std::process::id() => false,
+            Some(pid) if procfs => !Path::new("/proc").join(pid.to_string()).exists(),
+            _ => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600)),
+        };
+        if abandoned {
+            tracing::info!(path = %entry.path().display(), "Removing a report folder a killed run left half-made.");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Writes `meta.json` into a run folder.
@@ -102,6 +191,10 @@ pub fn runs(out: &Path) -> Vec<Entry> {
             continue;
         };
         for folder in folders.flatten() {
+            // A run being written (or abandoned half-way) is not a run yet.
+            if folder.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX) {
+                continue;
+            }
             let dir = folder.path();
             let Some(meta) = std::fs::read_to_string(dir.join(META_FILE))
                 .ok()
@@ -186,8 +279,36 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 2, 6, 30, 5).unwrap();
         let first = run_dir(out.path(), "nightly", at).unwrap();
         let second = run_dir(out.path(), "nightly", at).unwrap();
-        assert_eq!(first, out.path().join("nightly/2026-11-02T063005Z"));
-        assert_eq!(second, out.path().join("nightly/2026-11-02T063005Z-2"));
+        std::fs::write(first.join("a"), "a").unwrap();
+        std::fs::write(second.join("b"), "b").unwrap();
+        assert_eq!(
+            publish(&second).unwrap(),
+            out.path().join("nightly/2026-11-02T063005Z")
+        );
+        assert_eq!(
+            publish(&first).unwrap(),
+            out.path().join("nightly/2026-11-02T063005Z-2")
+        );
+        assert!(out.path().join("nightly/2026-11-02T063005Z-2/a").exists());
+    }
+
+    #[test]
+    fn a_run_killed_half_way_is_never_listed_and_its_folder_is_removed_by_the_next_run() {
+        let out = tempfile::tempdir().unwrap();
+        let m = meta("nightly", "Killed", 1);
+        let dir = run_dir(out.path(), "nightly", m.generated_at).unwrap();
+        // Killed after meta.json but before the rename: a complete-looking folder, still hidden.
+        write_meta(&dir, &m).unwrap();
+        assert!(runs(out.path()).is_empty(), "a partial folder is not a run");
+        // The same folder as a process that is gone would have left it (pid 0 is never a
+        // report's; without /proc the folder's age decides, so this is checked on Linux only).
+        let gone = out.path().join("nightly/.partial-2026-11-02T010000Z-0-0");
+        std::fs::rename(&dir, &gone).unwrap();
+        let next = run_dir(out.path(), "nightly", m.generated_at).unwrap();
+        if Path::new("/proc/self").exists() {
+            assert!(!gone.exists(), "the killed run's folder is removed");
+        }
+        assert!(next.exists(), "the new run's own folder stays");
     }
 
     #[test]
@@ -201,6 +322,7 @@ mod tests {
             let m = meta(kind, title, hour);
             let dir = run_dir(out.path(), kind, m.generated_at).unwrap();
             write_meta(&dir, &m).unwrap();
+            publish(&dir).unwrap();
         }
         // A folder without meta.json (a run that died half-way) is not listed.
         std::fs::create_dir_all(out.path().join("nightly/broken")).unwrap();

@@ -10,8 +10,10 @@
 //!   figure matches `tandem metrics --period DAY`. **Last 7 days** is the 7 days ending with it.
 //! - KPIs are judged on the 7-day figure (a single day rarely has the 5 samples needed to judge).
 //! - The Markdown digest is for a chat channel: at most about 15 lines and 1,500 characters
-//!   however many services and sources there are; every value printed into it has Markdown's
-//!   special characters escaped, so a service name cannot inject a link or formatting.
+//!   however many services and sources there are; every value printed into it is made inert
+//!   ([`escape_markdown`]): Markdown's special characters escaped, URLs defanged, `@here`-style
+//!   and `<!channel>`-style mentions broken, so a service name cannot inject a link, formatting
+//!   or a notification.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -588,23 +590,68 @@ fn health_view(h: &RunHealth) -> HealthView {
     }
 }
 
-/// Backslash-escapes what CommonMark (and chat dialects of it) would read as formatting, links,
-/// HTML or table cells, so text from a source prints as itself.
+/// Makes text from a source inert in a chat message (Slack, Microsoft Teams, Mattermost), so it
+/// prints as itself and can neither notify nor link:
+///
+/// - URLs are defanged (`https://evil.example/x` → `hxxps[://]evil[.]example/x`, likewise a word
+///   starting `www.`): no client links that, and a reader still sees where it pointed.
+/// - Mentions (`@here`, `@channel`, `@everyone`, `@all`, `@someone`) get a word joiner (U+2060,
+///   invisible) after the `@`, which no client's mention syntax accepts.
+/// - `<`, `>` and `&` become `&lt;`, `&gt;` and `&amp;`: Slack's documented way to show them
+///   literally (so `<!channel>` or `<@U123>` cannot notify when posted through the API), which
+///   CommonMark (Teams, Mattermost) also renders as the character.
+/// - What CommonMark would read as formatting, links or table cells is backslash-escaped, and a
+///   line break becomes a space (it could start a heading or list item of its own).
 pub fn escape_markdown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let defanged = one_line.split(' ').map(defang_url).collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(defanged.len());
+    let mut previous: Option<char> = None;
+    let mut chars = defanged.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
-            '\\' | '`' | '*' | '&' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '|' | '~' | '#' | '!'
-            | '{' | '}' => {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '|' | '~' | '#' | '!' | '{' | '}' => {
                 out.push('\\');
                 out.push(c);
             }
-            // A line break in a value could start a heading or a list item of its own.
-            c if c.is_control() => out.push(' '),
+            '@' if previous.is_none_or(|p| !p.is_alphanumeric())
+                && chars.peek().is_some_and(|n| n.is_alphanumeric()) =>
+            {
+                out.push('@');
+                out.push('\u{2060}');
+            }
             c => out.push(c),
         }
+        previous = Some(c);
     }
     out
+}
+
+/// A word that is a URL (`scheme://…` or `www.…`), defanged so no chat client links it.
+fn defang_url(word: &str) -> String {
+    let lower = word.to_ascii_lowercase();
+    if !lower.contains("://") && !lower.starts_with("www.") {
+        return word.to_owned();
+    }
+    // The scheme is the run of letters before `://` (the word may start with `<`, `(`, …).
+    let scheme_start = lower.find("://").map(|end| {
+        lower[..end]
+            .rfind(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(0, |i| i + 1)
+    });
+    let word = match scheme_start {
+        Some(i) if lower[i..].starts_with("http") => {
+            format!("{}hxxp{}", &word[..i], word.get(i + 4..).unwrap_or_default())
+        }
+        _ => word.to_owned(),
+    };
+    word.replacen("://", "[://]", 1).replace('.', "[.]")
 }
 
 /// The HTML page. Autoescaped: every value from data is escaped.
@@ -698,11 +745,12 @@ pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, Repo
             extra: vec![DIGEST_FILE.to_owned()],
         },
     )?;
+    let published = archive::publish(&dir)?;
     let index = archive::write_index(out, input.organisation)?;
     Ok(NightlyOutput {
-        dir,
-        html,
-        digest: md,
+        html: archive::moved(&html, &dir, &published),
+        digest: archive::moved(&md, &dir, &published),
+        dir: published,
         index,
     })
 }

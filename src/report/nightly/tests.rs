@@ -366,11 +366,11 @@ fn source_strings_cannot_inject_markup() {
     let (digest, _) = build(&input(&rows, &kpis, Some(&health), Some(&prev)));
 
     let md = render_markdown(&digest).unwrap();
-    assert!(md.contains(r"\[x\]\(http://evil\) \*bold\* \`code\`"), "{md}");
+    assert!(md.contains(r"\[x\]\(hxxp\[://\]evil\) \*bold\* \`code\`"), "{md}");
     assert!(!md.contains("[x]("), "{md}");
     assert!(!md.contains("[y]("), "{md}");
     assert!(!md.contains("*bold*"), "{md}");
-    assert!(md.contains(r"\<script\>"), "{md}");
+    assert!(md.contains("&lt;script&gt;"), "{md}");
     assert!(!md.contains("<script>"), "{md}");
 
     let html = render_html(&digest).unwrap();
@@ -477,9 +477,37 @@ fn urls_in_errors_are_left_out_of_the_chat_line() {
 fn markdown_escaping_covers_links_emphasis_html_and_line_breaks() {
     assert_eq!(
         escape_markdown("a_b *c* [d](e) <f> `g` #h |i| !j\nk & l"),
-        r"a\_b \*c\* \[d\]\(e\) \<f\> \`g\` \#h \|i\| \!j k \& l"
+        r"a\_b \*c\* \[d\]\(e\) &lt;f&gt; \`g\` \#h \|i\| \!j k &amp; l"
     );
     assert_eq!(escape_markdown("checkout-api 2.0"), "checkout-api 2.0");
+}
+
+#[test]
+fn chat_mentions_and_urls_from_sources_are_made_inert() {
+    let wj = '\u{2060}';
+    assert_eq!(
+        escape_markdown("@here @channel @everyone @all deploy by @alice, mail a@b.io"),
+        format!("@{wj}here @{wj}channel @{wj}everyone @{wj}all deploy by @{wj}alice, mail a@b.io")
+    );
+    assert_eq!(
+        escape_markdown("<!channel> <!here|here> <@U123> <#C1> <https://evil.example|click>"),
+        format!(
+            r"&lt;\!channel&gt; &lt;\!here\|here&gt; &lt;@{wj}U123&gt; &lt;\#C1&gt; &lt;hxxps\[://\]evil\[.\]example\|click&gt;"
+        )
+    );
+    assert_eq!(
+        escape_markdown("see https://evil.example/login?a=1 or HTTP://x.y or www.evil.example"),
+        r"see hxxps\[://\]evil\[.\]example/login?a=1 or hxxp\[://\]x\[.\]y or www\[.\]evil\[.\]example"
+    );
+    for text in [
+        escape_markdown("@here https://evil.example <!channel>"),
+        escape_markdown("ftp://files.example/x"),
+    ] {
+        assert!(
+            !text.contains("@here") && !text.contains("<!") && !text.contains("p://"),
+            "{text}"
+        );
+    }
 }
 
 /// The digest for `day` (November 2026) made at `hour` on `made` (November 2026), written to `out`.

@@ -1,0 +1,254 @@
+//! The lake under failure, through the real binary against the fakes: a store error ends the run
+//! (exit 1, the file named) instead of hanging it; one writer at a time; a lost table is read
+//! again in full, an unreadable one stops the sync.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tandem::store::Store;
+use tandem::store::lock::{LOCK_FILE, LockHolder};
+use tandem::sync::sync;
+use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
+
+use crate::common::{World, env, fast_sync};
+
+/// Every row of the tables a sync writes, for equality checks.
+fn snapshot(store: &Store) -> (Vec<Deployment>, Vec<Change>, Vec<Incident>, Vec<Quarantined>) {
+    let mut quarantined: Vec<Quarantined> = store.read().unwrap();
+    // `seen_at` is when tandem saw the record: it differs between two lakes.
+    for q in &mut quarantined {
+        q.seen_at = chrono::DateTime::UNIX_EPOCH;
+    }
+    (
+        store.read().unwrap(),
+        store.read().unwrap(),
+        store.read().unwrap(),
+        quarantined,
+    )
+}
+
+fn lake(world: &World) -> PathBuf {
+    let config = world.config();
+    config.resolve(&config.store.path)
+}
+
+/// `tandem <args>` on the world's config, its output going to files in the temp dir.
+fn spawn(world: &World, args: &[&str], name: &str) -> (Child, PathBuf) {
+    let stderr = world.dir.path().join(format!("{name}.stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(&world.config_path)
+        .args(args)
+        .envs(tandem::commands::demo::demo_secrets(
+            &crate::common::fake_options(),
+        ))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    (child, stderr)
+}
+
+/// Waits for `child` at most `limit`; a child still running then is killed and the test fails
+/// (the test itself must never hang). Returns the exit code and stderr.
+async fn finish(mut child: Child, stderr: &Path, limit: Duration) -> (i32, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
+            return (status.code().unwrap_or(-1), text);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
+            panic!("tandem still running after {limit:?}: killed it; stderr so far:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn tandem(world: &World, args: &[&str], name: &str) -> (i32, String) {
+    let (child, stderr) = spawn(world, args, name);
+    finish(child, &stderr, Duration::from_secs(120)).await
+}
+
+/// Starts `tandem sync` and waits until it holds the lake's lock, stalled on the fake GitHub
+/// (which never answers), so that it keeps the lock until killed.
+async fn stalled_writer(world: &World) -> (Child, LockHolder) {
+    world.servers.github.control.stall_after(0);
+    let (mut child, _) = spawn(world, &["sync"], "stalled");
+    let lock = lake(world).join(LOCK_FILE);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the stalled sync ended");
+        if let Some(holder) = std::fs::read(&lock)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LockHolder>(&b).ok())
+            .filter(|h| h.pid == child.id())
+        {
+            return (child, holder);
+        }
+        assert!(Instant::now() < deadline, "the sync never took the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_mid_sync_ends_the_run_with_exit_1_instead_of_hanging() {
+    let world = World::start(26).await;
+    // The raw archive folder of GitHub deployments is a file: the first checkpoint of that
+    // stream fails to store while the connector still has pages to send.
+    let blocker = lake(&world).join("raw").join("github").join("deployments");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let (code, stderr) = tandem(&world, &["sync"], "sync").await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&blocker.display().to_string()) && stderr.contains("run `tandem sync` again"),
+        "names the file and what to do: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_table_stops_the_sync_with_exit_1_and_is_not_replaced() {
+    let world = World::start(6).await;
+    let config = world.config();
+    let store = Store::open(&lake(&world)).unwrap();
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
+    let path = store.table_path("deployments");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+
+    let (code, stderr) = tandem(&world, &["sync"], "sync").await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("move it aside"),
+        "names the file and what to do: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        &bytes[..bytes.len() / 2],
+        "an unreadable table is never silently replaced"
+    );
+    // The same for an empty file, and for `tandem run`.
+    std::fs::write(&path, b"").unwrap();
+    let (code, stderr) = tandem(&world, &["run"], "run").await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_table_is_read_again_in_full_by_a_plain_sync() {
+    let world = World::start(26).await;
+    let config = world.config();
+    let store = Store::open(&lake(&world)).unwrap();
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
+    let complete = snapshot(&store);
+    assert!(complete.0.len() > 100, "enough deployments to span pages");
+
+    // Removed (after it was found corrupt, say): the bookmarks still say everything was read.
+    std::fs::remove_file(store.table_path("deployments")).unwrap();
+    let (code, stderr) = tandem(&world, &["sync"], "sync").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("table=deployments") && stderr.contains("read again from the start"),
+        "a warning names the table: {stderr}"
+    );
+    assert_eq!(snapshot(&store), complete, "every deployment is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_exits_1_naming_the_holder_and_readers_are_not_blocked() {
+    let world = World::start(2).await;
+    let (mut holder, written) = stalled_writer(&world).await;
+    assert_eq!(written.command, "tandem sync");
+    for (command, name) in [
+        (&["sync"][..], "second-sync"),
+        (&["metrics"][..], "metrics"),
+        (&["remap"][..], "remap"),
+    ] {
+        let (code, stderr) = tandem(&world, command, name).await;
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("pid {}", holder.id()))
+                && stderr.contains(&format!("host {}", written.host))
+                && stderr.contains(&written.started_at.format("%Y-%m-%d %H:%M:%S").to_string())
+                && stderr.contains("`tandem sync`"),
+            "{name}: names the holder: {stderr}"
+        );
+    }
+    let (code, stderr) = tandem(&world, &["report", "weekly", "--weeks", "1"], "report").await;
+    assert!(
+        !stderr.contains("in use by"),
+        "a report only reads the lake: {code} {stderr}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_of_a_killed_writer_is_taken_over() {
+    let world = World::start(2).await;
+    let (mut holder, _) = stalled_writer(&world).await;
+    // kill -9: the process cannot release anything.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        !std::fs::read(lake(&world).join(LOCK_FILE)).unwrap().is_empty(),
+        "the killed writer's details are still in the lock file"
+    );
+    world.servers.github.control.clear_faults();
+    let (code, stderr) = tandem(&world, &["sync"], "after-kill").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("Taking over the lake's lock"), "{stderr}");
+    assert!(
+        std::fs::read(lake(&world).join(LOCK_FILE)).unwrap().is_empty(),
+        "a writer that ends cleanly empties the lock file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_syncs_leave_the_lake_of_one_serial_run() {
+    let world = World::start(13).await;
+    let clean_config = world.config_in("clean");
+    let clean_store = Store::open(&clean_config.resolve(&clean_config.store.path)).unwrap();
+    assert!(
+        sync(&clean_config, &clean_store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
+    let clean = snapshot(&clean_store);
+
+    let children: Vec<_> = (0..3)
+        .map(|i| spawn(&world, &["sync"], &format!("sync-{i}")))
+        .collect();
+    let mut succeeded = 0;
+    for (child, stderr) in children {
+        let (code, stderr) = finish(child, &stderr, Duration::from_secs(180)).await;
+        match code {
+            0 => succeeded += 1,
+            1 => assert!(stderr.contains("is in use by"), "{stderr}"),
+            _ => panic!("exit {code}: {stderr}"),
+        }
+    }
+    assert!(succeeded >= 1, "one of them synced");
+    let store = Store::open(&lake(&world)).unwrap();
+    assert_eq!(snapshot(&store), clean, "readable and equal to a serial run");
+    // And the lake is not stuck: a later sync works and changes nothing.
+    let (code, stderr) = tandem(&world, &["sync"], "after").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(snapshot(&store), clean);
+}
