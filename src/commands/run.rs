@@ -68,7 +68,10 @@ pub async fn job_at(
     let health = health(clock.elapsed().as_secs_f64());
     health.save(&store)?;
     super::out(&metrics::org_table(&rows, config.tz()));
-    super::out(&metrics::kpi_table(&rows, &config.kpis));
+    super::out(&metrics::kpi_table(
+        &crate::pipeline::kpi::scorecard(&rows, &config.kpis),
+        "latest period",
+    ));
     let output = report::render(&rows, config, out.clone())?;
     report::print_output(&output);
 

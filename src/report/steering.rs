@@ -20,7 +20,9 @@ use super::charts::{
 };
 use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, cluster_rows, org_target};
 use super::{ReportError, ReportOutput};
-use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value, shown_value};
+use crate::metric::{
+    MIN_SAMPLE, MISSING, MetricId, MetricRow, format_change, format_value, shown_value, signed,
+};
 use crate::pipeline::kpi::{Comparison, KpiSpec, Status};
 
 /// The template, embedded so the binary renders it from any working directory. The `.html` name
@@ -799,48 +801,28 @@ impl<'a> WeeklySeries<'a> {
 }
 
 /// The change from `then` to `now` in the metric's unit, signed; ratios in percentage points
-/// (availability with two decimals, as its values are shown). Computed from the two values as
-/// shown, so the change column agrees with the columns beside it.
+/// (availability with two decimals, as its values are shown). Computed from the unrounded values
+/// and rounded once, for display: a change read off the rounded values could be off by a unit in
+/// the last place shown (`+20.4 h` for `30.26 h − 9.93 h`).
 fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
     let (Some(now), Some(then)) = (now, then) else {
         return MISSING.to_owned();
     };
-    let availability = now.metric == MetricId::Availability.as_str();
-    let budget = now.metric == MetricId::ErrorBudgetConsumed.as_str();
-    let shown = |v: Option<f64>| {
-        v.filter(|v| v.is_finite()).map(|v| {
-            if availability {
-                (v * 10_000.0).round() / 10_000.0
-            } else if budget {
-                shown_budget(v)
-            } else {
-                shown_value(v, &now.unit)
-            }
-        })
-    };
-    let Some(d) = crate::pipeline::kpi::delta(shown(now.value), shown(then.value)).filter(|d| d.is_finite())
-    else {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let Some(d) = crate::pipeline::kpi::delta(finite(now.value), finite(then.value)) else {
         return MISSING.to_owned();
     };
-    let sign = if d < 0.0 { "\u{2212}" } else { "+" };
-    let magnitude = if budget
-        && (now.value.is_some_and(|v| shown_budget(v) >= 1.0)
-            || then.value.is_some_and(|v| shown_budget(v) >= 1.0))
+    let beyond_budget = |v: Option<f64>| finite(v).is_some_and(|v| shown_budget(v) >= 1.0);
+    if now.metric == MetricId::ErrorBudgetConsumed.as_str()
+        && (beyond_budget(now.value) || beyond_budget(then.value))
     {
         // Beyond the budget the values read as multiples of it, and so does their change.
-        format!("{:.1}\u{d7} budget", (d.abs() * 10.0).round() / 10.0)
-    } else if availability {
-        format!("{:.2} pp", (d.abs() * 10_000.0).round() / 100.0)
-    } else if now.unit == "ratio" {
-        format!("{:.1} pp", (d.abs() * 1000.0).round() / 10.0)
+        signed(d, format!("{:.1}\u{d7} budget", (d.abs() * 10.0).round() / 10.0))
+    } else if now.metric == MetricId::Availability.as_str() {
+        signed(d, format!("{:.2} pp", (d.abs() * 10_000.0).round() / 100.0))
     } else {
-        format_value(Some(d.abs()), &now.unit)
-    };
-    // A change that rounds to nothing is shown without a sign.
-    if magnitude.chars().filter(char::is_ascii_digit).all(|c| c == '0') {
-        return magnitude;
+        format_change(d, &now.unit)
     }
-    format!("{sign}{magnitude}")
 }
 
 /// Whether the period of the range rows is one week long.
@@ -936,18 +918,20 @@ mod tests {
     }
 
     #[test]
-    fn changes_agree_with_the_values_shown() {
+    fn kpi_delta_is_computed_from_unrounded_values_not_from_the_rounded_ones_shown() {
         use MetricId::*;
+        // Shown as 30.3 h and 9.9 h, whose difference is 20.4 h; the values differ by 20.33 h.
+        assert_eq!(delta(LeadTimeMedian, 30.26, 9.93), "+20.3 h");
         // 6 min → 12 min: not "0.1 h" or "0.0 h".
         assert_eq!(delta(TimeToAcknowledgeMedian, 0.2, 0.1), "+6 min");
-        // Shown as 8 min and 4 min: the change is 4 min, though the raw gap is 4.8 min.
-        assert_eq!(delta(TimeToAcknowledgeMedian, 0.14, 0.06), "+4 min");
-        // Shown as 12.3% and 11.8%: 0.5 pp, though the raw gap rounds to 0.6 pp.
-        assert_eq!(delta(ChangeFailureRate, 0.1234, 0.1176), "+0.5 pp");
-        // Availability has two decimals: 99.85% vs 99.77%.
+        // Shown as 8 min and 4 min; the values differ by 4.8 min.
+        assert_eq!(delta(TimeToAcknowledgeMedian, 0.14, 0.06), "+5 min");
+        // Shown as 12.3% and 11.8%; the values differ by 0.58 pp.
+        assert_eq!(delta(ChangeFailureRate, 0.1234, 0.1176), "+0.6 pp");
+        // Availability has two decimals: 99.85% vs 99.77%, 0.076 pp apart.
         assert_eq!(delta(Availability, 0.9985, 0.99774), "+0.08 pp");
         assert_eq!(
-            delta(LeadTimeMedian, 30.04, 30.0),
+            delta(LeadTimeMedian, 30.004, 30.0),
             "0 min",
             "nothing shown, no sign"
         );
@@ -957,6 +941,28 @@ mod tests {
         assert_eq!(budget_text(0.17), "17.0%");
         assert_eq!(delta(ErrorBudgetConsumed, 32.712, 18.39), "+14.3\u{d7} budget");
         assert_eq!(delta(ErrorBudgetConsumed, 0.5, 0.25), "+25.0 pp");
+
+        // The scorecard line of a KPI on those values says the same.
+        let kpis: Vec<KpiSpec> =
+            vec![toml::from_str("metric = \"lead_time_median\"\ntarget = \"<= 72\"\nowners = \"IT\"\n").unwrap()];
+        let (current, previous) = ([row(LeadTimeMedian, 30.26)], [row(LeadTimeMedian, 9.93)]);
+        let slo = BTreeMap::new();
+        let page = build(&SteeringInput {
+            organisation: "o",
+            period: "p",
+            previous_period: "q",
+            generated_at: DateTime::<Utc>::UNIX_EPOCH,
+            current: &current,
+            weekly: &current,
+            previous: &previous,
+            previous_weekly: &previous,
+            kpis: &kpis,
+            slo: &slo,
+            default_slo: 0.995,
+        })
+        .page;
+        assert_eq!(page.scorecard[0].delta, "+20.3 h");
+        assert_eq!(page.scorecard[0].value.text, "30.3 h");
     }
 
     #[test]
