@@ -74,6 +74,7 @@ pub async fn job_at(
 }
 
 /// A sync run of the job, and what its health is made from.
+#[derive(Debug)]
 pub struct Synced {
     /// What each source did.
     pub report: SyncReport,
