@@ -68,6 +68,14 @@ pub mod definition {
     pub const AVAILABILITY_ROWS: usize = 12;
     /// Services named in the scatter plot: the ones with most downtime.
     pub const SCATTER_LABELS: usize = 6;
+    /// DORA 2025's throughput group, shown per service beside [`INSTABILITY`]: how fast changes
+    /// reach users, and how fast a failed one is recovered from.
+    pub const THROUGHPUT: [MetricId; 3] = [LeadTimeMedian, DeploymentFrequency, FailedDeploymentRecoveryMedian];
+    /// DORA 2025's instability group: how often changes go wrong or need redoing.
+    pub const INSTABILITY: [MetricId; 2] = [ChangeFailureRate, ReworkRate];
+    /// Services in the throughput-and-instability table: those with most production deployments.
+    /// The rest are counted, not listed, so the page stays readable at 200 services.
+    pub const DELIVERY_ROWS: usize = 20;
     /// ITSM flow.
     pub const ITSM_FLOW: [MetricId; 6] = [
         TicketsResolved,
@@ -184,6 +192,14 @@ pub struct SteeringPage {
     pub services_meeting_slo: usize,
     /// The per-service rankings.
     pub rankings: Vec<Ranking>,
+    /// DORA 2025: the throughput columns of the per-service delivery table.
+    pub throughput_columns: Vec<Column>,
+    /// DORA 2025: the instability columns.
+    pub instability_columns: Vec<Column>,
+    /// DORA 2025: per service, throughput beside instability; most production deployments first.
+    pub delivery: Vec<DeliveryLine>,
+    /// Services with delivery figures left out of [`Self::delivery`].
+    pub delivery_unlisted: usize,
     /// ITSM flow figures.
     pub itsm: Vec<Figure>,
     /// Change management figures.
@@ -280,6 +296,27 @@ pub struct AvailabilityLine {
     pub downtime: Cell,
     /// Whether availability met the SLO; `None` without a value.
     pub meets: Option<bool>,
+}
+
+/// A column of a per-service table: the metric it shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Column {
+    /// Stable metric id (the HTML's `data-metric`).
+    pub id: &'static str,
+    /// Its title.
+    pub title: &'static str,
+}
+
+/// One service's delivery as DORA 2025 reads it: throughput beside instability.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryLine {
+    /// Service name from the data (escaped by the template).
+    pub service: String,
+    /// Lead time, deployment frequency and recovery time, in the order of
+    /// [`definition::THROUGHPUT`].
+    pub throughput: Vec<Cell>,
+    /// Change failure rate and rework rate, in the order of [`definition::INSTABILITY`].
+    pub instability: Vec<Cell>,
 }
 
 /// The top services by one metric.
@@ -586,6 +623,59 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         })
         .collect();
 
+    // DORA 2025: each service's throughput beside its instability, read per service rather
+    // than blended across the organisation. Services with most production deployments first.
+    let columns = |metrics: &[MetricId]| -> Vec<Column> {
+        metrics
+            .iter()
+            .map(|&m| Column {
+                id: m.as_str(),
+                title: m.title(),
+            })
+            .collect()
+    };
+    let delivery_metrics: Vec<MetricId> = definition::THROUGHPUT
+        .iter()
+        .chain(&definition::INSTABILITY)
+        .copied()
+        .collect();
+    let mut delivery_services: Vec<(f64, &str)> = delivery_metrics
+        .iter()
+        .flat_map(|&m| current.services(m).map(|(service, _)| service))
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .map(|service| {
+            let deployments = current
+                .get(MetricId::DeploymentCount.as_str(), "service", service)
+                .and_then(|r| r.value)
+                .filter(|v| v.is_finite())
+                .unwrap_or(0.0);
+            (deployments, service)
+        })
+        .collect();
+    delivery_services.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let delivery_unlisted = delivery_services.len().saturating_sub(definition::DELIVERY_ROWS);
+    let service_cells = |service: &str, metrics: &[MetricId]| -> Vec<Cell> {
+        metrics
+            .iter()
+            .map(|&m| metric_cell(Some(m), current.get(m.as_str(), "service", service)))
+            .collect()
+    };
+    let delivery: Vec<DeliveryLine> = delivery_services
+        .iter()
+        .take(definition::DELIVERY_ROWS)
+        .map(|&(_, service)| DeliveryLine {
+            service: service.to_owned(),
+            throughput: service_cells(service, &definition::THROUGHPUT),
+            instability: service_cells(service, &definition::INSTABILITY),
+        })
+        .collect();
+    if !delivery.is_empty() {
+        for m in &delivery_metrics {
+            shown.insert(m.as_str());
+        }
+    }
+
     // The scatter: every service with both figures; the ones with most downtime are named.
     let mut points: Vec<ServicePoint> = current
         .services(MetricId::DeploymentCount)
@@ -677,6 +767,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 .flat_map(|a| [&a.availability, &a.budget, &a.downtime]),
         )
         .chain(rankings.iter().flat_map(|r| r.lines.iter().map(|l| &l.value)))
+        .chain(delivery.iter().flat_map(|d| d.throughput.iter().chain(&d.instability)))
         .filter(|c| c.insufficient)
         .count();
 
@@ -698,6 +789,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         services_with_availability,
         services_meeting_slo,
         rankings,
+        throughput_columns: columns(&definition::THROUGHPUT),
+        instability_columns: columns(&definition::INSTABILITY),
+        delivery,
+        delivery_unlisted,
         itsm,
         change_management,
         quality,
