@@ -99,7 +99,12 @@ fn the_demo_company_is_plausible_and_its_digests_fall_on_working_days_naming_the
         .arg(&out)
         .output()
         .unwrap();
-    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     let store = tandem::store::Store::open(&out.join("lake")).unwrap();
     let (parquet, _) = store.metrics_paths();

@@ -68,7 +68,10 @@ fn readme_gives_every_metric_its_unit() {
 fn readme_and_catalogue_agree_on_which_figures_are_exempt_from_the_sample_rule() {
     use tandem::metric::MetricId::*;
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    assert!(readme.contains("`MetricId::is_sample`"), "README names the rule's one place");
+    assert!(
+        readme.contains("`MetricId::is_sample`"),
+        "README names the rule's one place"
+    );
     for exempt in [
         Availability,
         DowntimeMinutes,
@@ -93,6 +96,10 @@ fn readme_and_catalogue_agree_on_which_figures_are_exempt_from_the_sample_rule()
         DeployDaysWeeklyMedian,
         DeploymentsDowntimeCorrelation,
     ] {
-        assert!(judged.is_sample(), "{} is a sample in the README", judged.as_str());
+        assert!(
+            judged.is_sample(),
+            "{} is a sample in the README",
+            judged.as_str()
+        );
     }
 }

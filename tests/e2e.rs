@@ -636,7 +636,9 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
     // With --period divided into days, the KPI block judges the period asked, not its last day,
     // and compares it with the period before.
     let org_json = |period: &'static str| {
-        let run = tandem(&["metrics", "--format", "json", "--period", period, "--grain", "day"]);
+        let run = tandem(&[
+            "metrics", "--format", "json", "--period", period, "--grain", "day",
+        ]);
         async move {
             let out = run.await.unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

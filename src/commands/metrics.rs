@@ -62,7 +62,11 @@ pub struct JsonOutput {
 /// The shared KPIs judged, and the heading that says on which period: with `--period`, the
 /// period asked (its whole-range rows in `table`) against the period before it, computed here;
 /// else each KPI's latest period in `table` against the period before it in the table.
-pub fn kpis(table: &MetricTable, range_args: &RangeArgs, config: &Config) -> anyhow::Result<(String, Vec<Scored>)> {
+pub fn kpis(
+    table: &MetricTable,
+    range_args: &RangeArgs,
+    config: &Config,
+) -> anyhow::Result<(String, Vec<Scored>)> {
     if config.kpis.is_empty() {
         return Ok((String::new(), Vec::new()));
     }

@@ -70,7 +70,11 @@ pub mod definition {
     pub const SCATTER_LABELS: usize = 6;
     /// DORA 2025's throughput group, shown per service beside [`INSTABILITY`]: how fast changes
     /// reach users, and how fast a failed one is recovered from.
-    pub const THROUGHPUT: [MetricId; 3] = [LeadTimeMedian, DeploymentFrequency, FailedDeploymentRecoveryMedian];
+    pub const THROUGHPUT: [MetricId; 3] = [
+        LeadTimeMedian,
+        DeploymentFrequency,
+        FailedDeploymentRecoveryMedian,
+    ];
     /// DORA 2025's instability group: how often changes go wrong or need redoing.
     pub const INSTABILITY: [MetricId; 2] = [ChangeFailureRate, ReworkRate];
     /// Services in the throughput-and-instability table: those with most production deployments.
@@ -767,7 +771,11 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 .flat_map(|a| [&a.availability, &a.budget, &a.downtime]),
         )
         .chain(rankings.iter().flat_map(|r| r.lines.iter().map(|l| &l.value)))
-        .chain(delivery.iter().flat_map(|d| d.throughput.iter().chain(&d.instability)))
+        .chain(
+            delivery
+                .iter()
+                .flat_map(|d| d.throughput.iter().chain(&d.instability)),
+        )
         .filter(|c| c.insufficient)
         .count();
 
@@ -1038,8 +1046,9 @@ mod tests {
         assert_eq!(delta(ErrorBudgetConsumed, 0.5, 0.25), "+25.0 pp");
 
         // The scorecard line of a KPI on those values says the same.
-        let kpis: Vec<KpiSpec> =
-            vec![toml::from_str("metric = \"lead_time_median\"\ntarget = \"<= 72\"\nowners = \"IT\"\n").unwrap()];
+        let kpis: Vec<KpiSpec> = vec![
+            toml::from_str("metric = \"lead_time_median\"\ntarget = \"<= 72\"\nowners = \"IT\"\n").unwrap(),
+        ];
         let (current, previous) = ([row(LeadTimeMedian, 30.26)], [row(LeadTimeMedian, 9.93)]);
         let slo = BTreeMap::new();
         let page = build(&SteeringInput {

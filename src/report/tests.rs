@@ -784,7 +784,10 @@ mod steering_report {
                 "failed_deployment_recovery_median"
             ]
         );
-        assert_eq!(ids(&page.instability_columns), ["change_failure_rate", "rework_rate"]);
+        assert_eq!(
+            ids(&page.instability_columns),
+            ["change_failure_rate", "rework_rate"]
+        );
         // Every service with delivery figures, most production deployments first.
         let services: Vec<&str> = page.delivery.iter().map(|l| l.service.as_str()).collect();
         assert_eq!(services, ["payments", "search", EVIL_SCRIPT, EVIL_IMG]);
@@ -806,10 +809,19 @@ mod steering_report {
         );
         assert!(throughput < instability);
         assert!(section.contains("how quickly changes reach users"));
-        assert_eq!(shown(section, "lead_time_median", "payments", "current"), "26.5 h");
-        assert_eq!(shown(section, "deployment_frequency", "payments", "current"), "0.22&#x2f;day");
+        assert_eq!(
+            shown(section, "lead_time_median", "payments", "current"),
+            "26.5 h"
+        );
+        assert_eq!(
+            shown(section, "deployment_frequency", "payments", "current"),
+            "0.22&#x2f;day"
+        );
         assert_eq!(shown(section, "rework_rate", "search", "current"), "25.0%");
-        assert_eq!(shown(section, "change_failure_rate", "search", "current"), "25.0%");
+        assert_eq!(
+            shown(section, "change_failure_rate", "search", "current"),
+            "25.0%"
+        );
         // With n, and insufficient data where n < 5 for a sample.
         assert!(section.contains(r#"data-metric="failed_deployment_recovery_median" data-scope="search" data-period="current">30.0 h</span> <span class="flag">insufficient data (n&nbsp;=&nbsp;2)</span>"#), "{section}");
         assert!(section.contains(r#"data-metric="lead_time_median" data-scope="payments" data-period="current">26.5 h</span> <span class="n">n&nbsp;=&nbsp;18</span>"#));
