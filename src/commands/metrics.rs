@@ -18,10 +18,14 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     // Only the rows printed are made into rows: a long range for hundreds of services is
     // millions of them.
     let of_scope_type = |scope_type: &str| table.rows_where(|t, i| t.scope_of(i).0 == scope_type);
+    let kpi_rows = || {
+        let scopes: Vec<(&str, &str)> = config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
+        table.rows_where(|t, i| scopes.contains(&t.scope_of(i)))
+    };
     match args.format {
         MetricsFormat::Table if args.by == ByScope::Org => {
             super::out(&org_table(&of_scope_type("org"), config.tz()));
-            let (heading, scored) = kpis(&table, &args.range, config)?;
+            let (heading, scored) = kpis(&kpi_rows(), &args.range, config)?;
             super::out(&kpi_table(&scored, &heading));
         }
         MetricsFormat::Table if args.by == ByScope::Service => {
@@ -34,7 +38,7 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
                 ByScope::Service => "service",
                 ByScope::Team => "team",
             };
-            let (_, kpis) = kpis(&table, &args.range, config)?;
+            let (_, kpis) = kpis(&kpi_rows(), &args.range, config)?;
             let printed = JsonOutput {
                 metrics: of_scope_type(scope_type),
                 kpis,
@@ -59,27 +63,26 @@ pub struct JsonOutput {
     pub kpis: Vec<Scored>,
 }
 
-/// The shared KPIs judged, and the heading that says on which period: with `--period`, the
-/// period asked (its whole-range rows in `table`) against the period before it, computed here;
-/// else each KPI's latest period in `table` against the period before it in the table.
+/// The shared KPIs judged on `rows` (the metric table computed for `range_args`, or its rows of
+/// the KPIs' scopes), and the heading that says on which period: with `--period`, the period asked
+/// (its whole-range rows) against the period before it, computed here; else each KPI's latest
+/// period in `rows` against the period before it.
 pub fn kpis(
-    table: &MetricTable,
+    rows: &[MetricRow],
     range_args: &RangeArgs,
     config: &Config,
 ) -> anyhow::Result<(String, Vec<Scored>)> {
     if config.kpis.is_empty() {
         return Ok((String::new(), Vec::new()));
     }
-    let kpi_scopes: Vec<(&str, &str)> = config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
-    let rows = table.rows_where(|t, i| kpi_scopes.contains(&t.scope_of(i)));
     let Some(spec) = range_args.period.as_deref() else {
-        return Ok(("latest period".to_owned(), scorecard(&rows, &config.kpis)));
+        return Ok(("latest period".to_owned(), scorecard(rows, &config.kpis)));
     };
     let (_, before) = super::period_before(spec)?;
     let previous = calculate(&before, config)?;
     Ok((
         format!("--period {spec}"),
-        scorecard_of_period(&rows, &previous, &config.kpis),
+        scorecard_of_period(rows, &previous, &config.kpis),
     ))
 }
 

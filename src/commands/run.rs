@@ -52,10 +52,8 @@ pub async fn job_at(
     let health = synced.health();
     health.save(&store)?;
     super::out(&metrics::org_table(&rows, config.tz()));
-    super::out(&metrics::kpi_table(
-        &crate::pipeline::kpi::scorecard(&rows, &config.kpis),
-        "latest period",
-    ));
+    let (heading, scored) = metrics::kpis(&rows, range, config)?;
+    super::out(&metrics::kpi_table(&scored, &heading));
     let output = report::render(&rows, config, out.clone())?;
     report::print_output(&output);
 

@@ -465,10 +465,13 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
             let unit = id.map_or("", MetricId::unit);
             let judged = |r: Option<&MetricRow>| r.is_some_and(|r| r.value.is_some() && !r.insufficient());
             let d = crate::pipeline::kpi::delta(now.and_then(|r| r.value), then.and_then(|r| r.value));
+            let delta = signed_delta(now, then);
+            // A change too small to show (no sign) reads as none, whatever its sign unrounded.
+            let unchanged = !delta.starts_with(['+', '\u{2212}']);
             let (arrow, trend) = match d {
                 None => ("", "unknown"),
                 Some(d) => {
-                    let arrow = if d.abs() < 1e-9 {
+                    let arrow = if unchanged {
                         "\u{2192}"
                     } else if d > 0.0 {
                         "\u{2191}"
@@ -477,7 +480,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                     };
                     let trend = if !(judged(now) && judged(then)) {
                         "unknown"
-                    } else if d.abs() < 1e-9 {
+                    } else if unchanged {
                         "same"
                     } else if (d < 0.0) == (kpi.target.comparison == Comparison::AtMost) {
                         "better"
@@ -510,7 +513,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 status: kpi.status(now.and_then(|r| r.value), now.map_or(0, |r| r.n)),
                 arrow,
                 trend,
-                delta: signed_delta(now, then),
+                delta,
             })
         })
         .collect();
@@ -1067,6 +1070,29 @@ mod tests {
         .page;
         assert_eq!(page.scorecard[0].delta, "+20.3 h");
         assert_eq!(page.scorecard[0].value.text, "30.3 h");
+        assert_eq!(page.scorecard[0].arrow, "\u{2191}");
+
+        // A change too small to show has no arrow up or down either.
+        let (current, previous) = ([row(LeadTimeMedian, 30.004)], [row(LeadTimeMedian, 30.0)]);
+        let line = &build(&SteeringInput {
+            organisation: "o",
+            period: "p",
+            previous_period: "q",
+            generated_at: DateTime::<Utc>::UNIX_EPOCH,
+            current: &current,
+            weekly: &current,
+            previous: &previous,
+            previous_weekly: &previous,
+            kpis: &kpis,
+            slo: &slo,
+            default_slo: 0.995,
+        })
+        .page
+        .scorecard[0];
+        assert_eq!(
+            (line.delta.as_str(), line.arrow, line.trend),
+            ("0 min", "\u{2192}", "same")
+        );
     }
 
     #[test]
