@@ -45,18 +45,18 @@ pub struct MetricRow {
 }
 
 impl MetricRow {
-    /// Whether the sample is too small to judge (`n < 5`). Data-quality counts are facts about
-    /// the data, not estimates from a sample, so they are never insufficient; nor are the
-    /// [`MetricId::MEASURED`] durations (downtime and what follows from it), whose `n` counts the
-    /// incidents behind them: a period without outages is measured 100% available, not unknown.
+    /// Whether the value rests on too small a sample to judge: `n < 5` for a metric that is a
+    /// statistic of a sample ([`MetricId::is_sample`]; an unknown metric is taken to be one).
     pub fn insufficient(&self) -> bool {
-        self.no_data.is_none()
-            && self.n < MIN_SAMPLE
-            && !MetricId::QUALITY
-                .iter()
-                .chain(&MetricId::MEASURED)
-                .any(|m| m.as_str() == self.metric)
+        self.no_data.is_none() && insufficient(&self.metric, self.n)
     }
+}
+
+/// Whether a value of the metric `metric` computed from `n` items is *insufficient data*: `n < 5`
+/// and the metric is a statistic of a sample ([`MetricId::is_sample`]; an unknown metric is taken
+/// to be one). The one rule rows, KPIs and reports judge by.
+pub fn insufficient(metric: &str, n: i64) -> bool {
+    n < MIN_SAMPLE && MetricId::parse(metric).is_none_or(MetricId::is_sample)
 }
 
 /// The metrics the pipeline emits, with their ids, units and one-line definitions.
@@ -877,6 +877,41 @@ impl MetricId {
         }
     }
 
+    /// Whether the value is a statistic of a sample of `n` items — a median, mean or percentile of
+    /// durations, a rate or share of them, a correlation over `n` weeks — and so *insufficient
+    /// data* below 5 items. Figures that are not samples are exempt, whatever their `n`:
+    /// - measured durations ([`Self::MEASURED`]: downtime, availability, error budget consumed),
+    ///   whose `n` counts the outage incidents behind them, so a service without outages is
+    ///   measured 100% available, not unknown;
+    /// - counts (deployments, merged changes, incidents, tickets, breaches, deploy days) and
+    ///   deployment frequency, a count per day of the period;
+    /// - data-quality figures ([`Self::QUALITY`]), facts about the data rather than estimates.
+    pub fn is_sample(self) -> bool {
+        let count = matches!(
+            self,
+            Self::DeploymentCount
+                | Self::DeploymentFrequency
+                | Self::ChangesMerged
+                | Self::FailedDeploymentCount
+                | Self::DeployDays
+                | Self::IncidentsOpened
+                | Self::IncidentsResolved
+                | Self::TicketsResolved
+                | Self::TicketsResolvedIncident
+                | Self::TicketsResolvedRequest
+                | Self::TicketsResolvedChange
+                | Self::TicketsResolvedProblem
+                | Self::TicketsResolvedBug
+                | Self::TicketsResolvedTask
+                | Self::TicketsResolvedStory
+                | Self::TicketBacklog
+                | Self::SlaBreaches
+                | Self::SlaOpenPastTarget
+                | Self::DeploymentsWithoutChangeRecord
+        );
+        !(count || Self::MEASURED.contains(&self) || Self::QUALITY.contains(&self))
+    }
+
     /// Looks an id up by its stable name.
     pub fn parse(id: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.as_str() == id)
@@ -1281,6 +1316,31 @@ pub fn format_value(value: Option<f64>, unit: &str) -> String {
         "coefficient" => fixed(v, 2),
         other => format!("{} {other}", fixed(v, 2)),
     }
+}
+
+/// A change between two values of a metric in `unit`, signed (`+`, `−`), rounded once for display:
+/// `delta` is the difference of the unrounded values, so `30.26 h − 9.93 h` reads `+20.3 h`, not
+/// the `+20.4 h` of `30.3 h − 9.9 h`. Ratios change in percentage points (`+0.6 pp`); a change
+/// that rounds to nothing is shown without a sign. Not finite is [`MISSING`].
+pub fn format_change(delta: f64, unit: &str) -> String {
+    if !delta.is_finite() {
+        return MISSING.to_owned();
+    }
+    let magnitude = match unit {
+        "ratio" => format!("{} pp", fixed(delta.abs() * 100.0, 1)),
+        _ => format_value(Some(delta.abs()), unit),
+    };
+    signed(delta, magnitude)
+}
+
+/// `magnitude` (the shown size of `delta`) with the sign of `delta`, or without a sign when every
+/// digit shown is zero.
+pub fn signed(delta: f64, magnitude: String) -> String {
+    if magnitude.chars().filter(char::is_ascii_digit).all(|c| c == '0') {
+        return magnitude;
+    }
+    let sign = if delta < 0.0 { "\u{2212}" } else { "+" };
+    format!("{sign}{magnitude}")
 }
 
 /// The value as [`format_value`] shows it, rounded the same way but still in its unit, so a

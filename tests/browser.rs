@@ -230,4 +230,12 @@ async fn the_steering_report_renders_in_chromium_and_runs_nothing_from_the_data(
     );
     assert!(!dom.contains("<script"), "no script element");
     assert!(!dom.contains("<img"), "no img element");
+    // DORA 2025's per-service table is laid out, the attack-named services in it as text.
+    let delivery = dom
+        .split("<table class=\"delivery\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("the throughput and instability table");
+    assert!(delivery.contains(">Throughput</th>") && delivery.contains(">Instability</th>"));
+    assert!(delivery.contains("&lt;script&gt;document.title='pwned-script'&lt;/script&gt;"));
 }

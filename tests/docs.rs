@@ -61,3 +61,45 @@ fn readme_gives_every_metric_its_unit() {
         assert_eq!(row.as_deref(), Some(m.unit()), "README's unit of {}", m.as_str());
     }
 }
+
+/// The README said availability was exempt from `n < 5` while a KPI on it was marked insufficient:
+/// the figures it names as exempt, and as judged, must be what the catalogue says.
+#[test]
+fn readme_and_catalogue_agree_on_which_figures_are_exempt_from_the_sample_rule() {
+    use tandem::metric::MetricId::*;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains("`MetricId::is_sample`"),
+        "README names the rule's one place"
+    );
+    for exempt in [
+        Availability,
+        DowntimeMinutes,
+        ErrorBudgetConsumed,
+        DeploymentCount,
+        DeploymentFrequency,
+        ChangesMerged,
+        IncidentsOpened,
+        TicketsResolved,
+        SlaBreaches,
+        DeployDays,
+        QuarantinedRecords,
+    ] {
+        assert!(!exempt.is_sample(), "{} is exempt in the README", exempt.as_str());
+    }
+    for judged in [
+        LeadTimeMedian,
+        ChangeFailureRate,
+        FailedDeploymentRecoveryMedian,
+        ReworkRate,
+        TimeToRestoreMean,
+        DeployDaysWeeklyMedian,
+        DeploymentsDowntimeCorrelation,
+    ] {
+        assert!(
+            judged.is_sample(),
+            "{} is a sample in the README",
+            judged.as_str()
+        );
+    }
+}

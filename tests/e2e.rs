@@ -574,7 +574,9 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
 
     let json = metrics("service", "json").await.unwrap();
     assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
-    let printed: Vec<MetricRow> = serde_json::from_slice(&json.stdout).unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let kpis = printed["kpis"].as_array().unwrap().clone();
+    let printed: Vec<MetricRow> = serde_json::from_value(printed["metrics"].clone()).unwrap();
     assert!(printed.iter().all(|r| r.scope_type == "service"));
     let services: std::collections::BTreeSet<&str> = printed.iter().map(|r| r.scope.as_str()).collect();
     for service in &world.org.services {
@@ -610,6 +612,55 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
             .iter()
             .any(|r| r.scope_type == "org" && r.metric == "lead_time_median")
     );
+
+    // The KPIs: each with its status, target, value, previous value and the change between them,
+    // judged on the latest week of the table.
+    assert_eq!(kpis.len(), world.config().kpis.len());
+    for k in &kpis {
+        for key in ["status", "target", "value", "previous_value", "delta", "change"] {
+            assert!(k.get(key).is_some(), "{key} in {k}");
+        }
+        if let (Some(v), Some(p)) = (k["value"].as_f64(), k["previous_value"].as_f64()) {
+            assert!((k["delta"].as_f64().unwrap() - (v - p)).abs() < 1e-9, "{k}");
+        }
+    }
+    let cfr = |kpis: &[serde_json::Value]| {
+        kpis.iter()
+            .find(|k| k["metric"] == "change_failure_rate")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(cfr(&kpis)["period_start"], "2026-08-10T00:00:00Z");
+    assert_eq!(cfr(&kpis)["period_end"], "2026-08-17T00:00:00Z");
+
+    // With --period divided into days, the KPI block judges the period asked, not its last day,
+    // and compares it with the period before.
+    let org_json = |period: &'static str| {
+        let run = tandem(&[
+            "metrics", "--format", "json", "--period", period, "--grain", "day",
+        ]);
+        async move {
+            let out = run.await.unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let asked = org_json("2026-08-10..2026-08-17").await;
+    let before = org_json("2026-08-03..2026-08-10").await;
+    let range_value = |json: &serde_json::Value| {
+        json["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"] == "change_failure_rate" && r["grain"] == "range")
+            .map(|r| r["value"].clone())
+            .unwrap()
+    };
+    let judged = cfr(asked["kpis"].as_array().unwrap());
+    assert_eq!(judged["period_start"], "2026-08-10T00:00:00Z", "{judged}");
+    assert_eq!(judged["period_end"], "2026-08-17T00:00:00Z", "{judged}");
+    assert_eq!(judged["value"], range_value(&asked), "{judged}");
+    assert_eq!(judged["previous_value"], range_value(&before), "{judged}");
 
     let table = metrics("team", "table").await.unwrap();
     let text = String::from_utf8_lossy(&table.stdout);

@@ -80,7 +80,8 @@ fn tickets_from_a_jira_that_never_synced_are_no_data_with_the_reason_not_zero() 
     // JSON rows carry the reason beside a null value.
     let (code, json, stderr) = tandem(dir.path(), &["metrics", "--weeks", "2", "--format", "json"]);
     assert_eq!(code, 0, "{stderr}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let out: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = out["metrics"].as_array().unwrap();
     let tickets: Vec<&serde_json::Value> = rows
         .iter()
         .filter(|r| r["metric"] == "tickets_resolved")

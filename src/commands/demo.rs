@@ -16,8 +16,6 @@ use super::{Context, Outcome, export, monday_of, nightly, run, steering};
 use crate::cli::{DemoArgs, ExportArgs, RangeArgs, ReportArgs, ReportKind};
 use crate::config::Config;
 use crate::report::nightly::Window;
-use crate::store::Store;
-use crate::sync::RunHealth;
 
 /// A file marking a directory as made by `tandem demo`, so a re-run may empty it.
 const MARKER: &str = ".tandem-demo";
@@ -77,8 +75,9 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         until: Some(until),
         ..RangeArgs::default()
     };
-    // The nightly job as if cron had run it at 06:00 on the last two mornings of the simulated
-    // history, so the second digest has a first to say what changed since.
+    // The nightly job as if cron had run it at 06:00 on the last Thursday and Friday of the
+    // simulated history: working days, each describing a working day (the day before), and the
+    // second digest has a first to say what changed since. Each digest describes its own run.
     let morning = |day: NaiveDate| {
         config
             .tz()
@@ -86,14 +85,15 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             .earliest()
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
     };
-    let outcome = run::job_at(&config, &ctx, &range, None, morning(until - Duration::days(1))).await?;
-    let health = RunHealth::load(&Store::open(&config.resolve(&config.store.path))?);
-    let last_morning = morning(until);
+    let thursday = until - Duration::days(4);
+    let outcome = run::job_at(&config, &ctx, &range, None, morning(thursday)).await?;
+    let last_morning = morning(thursday + Duration::days(1));
+    let health = run::sync_recorded(&config, &ctx, last_morning).await?.health();
     let digest = nightly::write(
         &config,
         None,
         Window::before(last_morning, config.tz()),
-        health.as_ref(),
+        Some(&health),
         last_morning,
     )?;
     nightly::print_output(&digest);

@@ -1,13 +1,14 @@
 //! `tandem metrics`: compute the metric table from the lake, write it, print it.
 
 use chrono::Utc;
+use serde::Serialize;
 
 use super::range;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat, RangeArgs};
 use crate::config::{Config, MetricsConfig, ServiceConfig};
 use crate::metric::{MetricId, MetricRow, MetricTable};
 use crate::pipeline::calendar::Calendar;
-use crate::pipeline::kpi::KpiSpec;
+use crate::pipeline::kpi::{Scored, scorecard, scorecard_of_period};
 use crate::pipeline::{self, Inputs, Options};
 use crate::store::Store;
 use crate::store::coverage::{Coverage, Feed};
@@ -18,13 +19,15 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     // Only the rows printed are made into rows: a long range for hundreds of services is
     // millions of them.
     let of_scope_type = |scope_type: &str| table.rows_where(|t, i| t.scope_of(i).0 == scope_type);
+    let kpi_rows = || {
+        let scopes: Vec<(&str, &str)> = config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
+        table.rows_where(|t, i| scopes.contains(&t.scope_of(i)))
+    };
     match args.format {
         MetricsFormat::Table if args.by == ByScope::Org => {
             super::out(&org_table(&of_scope_type("org"), config.tz()));
-            let kpi_scopes: Vec<(&str, &str)> =
-                config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
-            let kpi_rows = table.rows_where(|t, i| kpi_scopes.contains(&t.scope_of(i)));
-            super::out(&kpi_table(&kpi_rows, &config.kpis));
+            let (heading, scored) = kpis(&kpi_rows(), &args.range, config)?;
+            super::out(&kpi_table(&scored, &heading));
         }
         MetricsFormat::Table if args.by == ByScope::Service => {
             super::out(&scope_table(&of_scope_type("service"), "service"));
@@ -36,8 +39,12 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
                 ByScope::Service => "service",
                 ByScope::Team => "team",
             };
-            let chosen = of_scope_type(scope_type);
-            super::out(&format!("{}\n", serde_json::to_string_pretty(&chosen)?));
+            let (_, kpis) = kpis(&kpi_rows(), &args.range, config)?;
+            let printed = JsonOutput {
+                metrics: of_scope_type(scope_type),
+                kpis,
+            };
+            super::out(&format!("{}\n", serde_json::to_string_pretty(&printed)?));
         }
         MetricsFormat::Csv => {
             let (_, csv) = Store::open(&config.resolve(&config.store.path))?.metrics_paths();
@@ -45,6 +52,39 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `tandem metrics --format json` prints.
+#[derive(Debug, Serialize)]
+pub struct JsonOutput {
+    /// The rows of the chosen scope type, as the metric table holds them.
+    pub metrics: Vec<MetricRow>,
+    /// The shared KPIs judged as the table's KPI block judges them, with status, target, value,
+    /// previous value and delta.
+    pub kpis: Vec<Scored>,
+}
+
+/// The shared KPIs judged on `rows` (the metric table computed for `range_args`, or its rows of
+/// the KPIs' scopes), and the heading that says on which period: with `--period`, the period asked
+/// (its whole-range rows) against the period before it, computed here; else each KPI's latest
+/// period in `rows` against the period before it.
+pub fn kpis(
+    rows: &[MetricRow],
+    range_args: &RangeArgs,
+    config: &Config,
+) -> anyhow::Result<(String, Vec<Scored>)> {
+    if config.kpis.is_empty() {
+        return Ok((String::new(), Vec::new()));
+    }
+    let Some(spec) = range_args.period.as_deref() else {
+        return Ok(("latest period".to_owned(), scorecard(rows, &config.kpis)));
+    };
+    let (_, before) = super::period_before(spec)?;
+    let previous = calculate(&before, config)?;
+    Ok((
+        format!("--period {spec}"),
+        scorecard_of_period(rows, &previous, &config.kpis),
+    ))
 }
 
 /// Computes the metric table for the range and writes it to the lake.
@@ -176,10 +216,11 @@ pub fn from_store(
     )
 }
 
-/// The shared KPIs: each one's value in the latest period, its status against the target and
-/// the change since the period before. Empty when the config declares no `[[kpi]]`.
-pub fn kpi_table(rows: &[MetricRow], kpis: &[KpiSpec]) -> String {
-    if kpis.is_empty() {
+/// The shared KPIs as judged ([`kpis`]): each one's value in the period judged (`heading` names
+/// it), its status against the target and the change since the period before. Empty when the
+/// config declares no `[[kpi]]`.
+pub fn kpi_table(scored: &[Scored], heading: &str) -> String {
+    if scored.is_empty() {
         return String::new();
     }
     let mut lines = vec![[
@@ -191,21 +232,21 @@ pub fn kpi_table(rows: &[MetricRow], kpis: &[KpiSpec]) -> String {
         "status".to_owned(),
         "change".to_owned(),
     ]];
-    for k in crate::pipeline::kpi::scorecard(rows, kpis) {
+    for k in scored {
         lines.push([
-            k.title,
-            k.scope,
-            k.owners,
-            k.target,
-            k.latest,
+            k.title.clone(),
+            k.scope.clone(),
+            k.owners.clone(),
+            k.target.clone(),
+            k.latest.clone(),
             k.status.as_str().to_owned(),
-            k.change,
+            k.change.clone(),
         ]);
     }
     let widths: Vec<usize> = (0..7)
         .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
         .collect();
-    let mut out = String::from("\nShared KPIs, latest period\n");
+    let mut out = format!("\nShared KPIs, {heading}\n");
     for line in &lines {
         let cells: Vec<String> = line
             .iter()
@@ -351,6 +392,7 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
 
     use super::*;
+    use crate::pipeline::kpi::KpiSpec;
 
     fn row(week: i64, value: f64, n: i64) -> MetricRow {
         let start = DateTime::<Utc>::from_timestamp(1_785_715_200, 0).unwrap() + Duration::weeks(week);
@@ -406,18 +448,18 @@ mod tests {
                 .unwrap();
         // Out of order on purpose: the latest week is the one with the latest start.
         let rows = vec![row(1, 0.20, 10), row(0, 0.10, 10)];
-        let table = kpi_table(&rows, std::slice::from_ref(&kpi));
+        let table = kpi_table(&scorecard(&rows, std::slice::from_ref(&kpi)), "latest period");
         let line = table
             .lines()
             .find(|l| l.starts_with("Change failure rate"))
             .unwrap();
         assert!(
-            line.contains("20.0%") && line.contains(" red ") && line.contains("+10.0%"),
+            line.contains("20.0%") && line.contains(" red ") && line.contains("+10.0 pp"),
             "{line}"
         );
         let small = vec![row(0, 0.10, 10), row(1, 0.01, 3)];
-        let table = kpi_table(&small, &[kpi]);
+        let table = kpi_table(&scorecard(&small, &[kpi]), "latest period");
         assert!(table.contains("insufficient"), "n < 5 gets no colour: {table}");
-        assert!(kpi_table(&rows, &[]).is_empty());
+        assert!(kpi_table(&scorecard(&rows, &[]), "latest period").is_empty());
     }
 }

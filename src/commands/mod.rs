@@ -146,6 +146,30 @@ pub fn range(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("{weeks} weeks to {until} cannot be divided into {grain}s: {e}"))
 }
 
+/// The period just before `--period SPEC`, of the same kind and length (the quarter before a
+/// quarter, the days before a range of days): its first day, and the range arguments that compute
+/// it divided as `SPEC` names it.
+pub fn period_before(spec: &str) -> anyhow::Result<(NaiveDate, RangeArgs)> {
+    let (named, from, to) = parse_period(spec).map_err(anyhow::Error::msg)?;
+    let prev_from = match named {
+        Grain::Quarter => from.checked_sub_months(chrono::Months::new(3)),
+        Grain::Month => from.checked_sub_months(chrono::Months::new(1)),
+        Grain::Week => Some(from - Duration::days(7)),
+        Grain::Day => Some(from - Duration::days(1)),
+        Grain::Range => Some(from - (to - from)),
+    }
+    .ok_or_else(|| anyhow::anyhow!("--period {spec}: the period before it is out of range"))?;
+    let previous = RangeArgs {
+        period: Some(format!("{prev_from}..{from}")),
+        grain: match named {
+            Grain::Range => None,
+            g => Some(g.to_string()),
+        },
+        ..RangeArgs::default()
+    };
+    Ok((prev_from, previous))
+}
+
 /// The Monday starting the ISO week of `day`.
 pub fn monday_of(day: NaiveDate) -> NaiveDate {
     day - Duration::days(i64::from(day.weekday().num_days_from_monday()))

@@ -15,7 +15,8 @@ use tandem_connectors::http::{self, StatsSnapshot};
 use super::{Context, Outcome, metrics, nightly, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
-use crate::sync::{RunHealth, SyncOptions};
+use crate::store::Store;
+use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
 /// Runs the whole job.
 pub async fn run(args: &RunArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -40,35 +41,20 @@ pub async fn job_at(
     out: Option<PathBuf>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Outcome> {
-    let clock = Instant::now();
     // Held for the whole job: the sync and the metric table it writes are one change of the lake.
     let store = super::open_lake_for_writing(config, "tandem run")?;
-    let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
-    let before: Vec<StatsSnapshot> = names.iter().map(|n| http::stats(n)).collect();
-    let options = SyncOptions {
-        progress: ctx.progress,
-        ..SyncOptions::default()
-    };
-    let report = sync::sync_into_store(config, &ctx.env, &options).await?;
-    let traffic: Vec<(String, StatsSnapshot)> = names
-        .iter()
-        .zip(&before)
-        .map(|(name, b)| (name.clone(), since(http::stats(name), *b)))
-        .collect();
-    let health = |seconds| RunHealth::from_report(&report, now, seconds, &traffic);
-    // Recorded before anything else can fail, so that a later digest describes this run (with
-    // the sync's time) rather than the one before; the metrics' time is added once they are done.
-    health(clock.elapsed().as_secs_f64()).save(&store)?;
-    let outcome = sync::outcome(&report)?;
+    let synced = sync_recorded(config, ctx, now).await?;
+    let outcome = sync::outcome(&synced.report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned))
         .await??
         .to_rows();
-    let health = health(clock.elapsed().as_secs_f64());
+    let health = synced.health();
     health.save(&store)?;
     super::out(&metrics::org_table(&rows, config.tz()));
-    super::out(&metrics::kpi_table(&rows, &config.kpis));
+    let (heading, scored) = metrics::kpis(&rows, range, config)?;
+    super::out(&metrics::kpi_table(&scored, &heading));
     let output = report::render(&rows, config, out.clone())?;
     report::print_output(&output);
 
@@ -84,6 +70,59 @@ pub async fn job_at(
         eprintln!("warning: some sources failed (see above); their data is missing from this report");
     }
     Ok(outcome)
+}
+
+/// A sync run of the job, and what its health is made from.
+#[derive(Debug)]
+pub struct Synced {
+    /// What each source did.
+    pub report: SyncReport,
+    /// Each source's HTTP counters during the sync.
+    traffic: Vec<(String, StatsSnapshot)>,
+    /// When the run started, as the digest names it.
+    started_at: DateTime<Utc>,
+    /// Measures the run's duration.
+    clock: Instant,
+}
+
+impl Synced {
+    /// The run's health, with the time spent since it started.
+    pub fn health(&self) -> RunHealth {
+        RunHealth::from_report(
+            &self.report,
+            self.started_at,
+            self.clock.elapsed().as_secs_f64(),
+            &self.traffic,
+        )
+    }
+}
+
+/// Syncs every source as a run of the job started at `now`, and records the run's health in the
+/// store before anything else can fail, so that a later digest describes this run (with the
+/// sync's time) rather than the one before; the metrics' time is added once they are done.
+pub async fn sync_recorded(config: &Config, ctx: &Context, now: DateTime<Utc>) -> anyhow::Result<Synced> {
+    let clock = Instant::now();
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
+    let before: Vec<StatsSnapshot> = names.iter().map(|n| http::stats(n)).collect();
+    let options = SyncOptions {
+        progress: ctx.progress,
+        ..SyncOptions::default()
+    };
+    let report = sync::sync_into_store(config, &ctx.env, &options).await?;
+    let traffic: Vec<(String, StatsSnapshot)> = names
+        .iter()
+        .zip(&before)
+        .map(|(name, b)| (name.clone(), since(http::stats(name), *b)))
+        .collect();
+    let synced = Synced {
+        report,
+        traffic,
+        started_at: now,
+        clock,
+    };
+    synced.health().save(&store)?;
+    Ok(synced)
 }
 
 /// A source's HTTP counters between two snapshots.

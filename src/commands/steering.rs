@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Duration, Months, NaiveDate, Utc, Weekday};
+use chrono::{Datelike, Duration, NaiveDate, Utc, Weekday};
 
 use super::report::{Run, archived, out_dir, print_output};
-use super::{Context, Outcome, metrics, monday_of};
+use super::{Context, Outcome, metrics, monday_of, period_before};
 use crate::cli::{RangeArgs, ReportArgs};
 use crate::config::Config;
 use crate::pipeline::calendar::{Grain, parse_period};
@@ -90,22 +90,7 @@ pub fn plan(args: &RangeArgs, config: &Config, today: NaiveDate) -> anyhow::Resu
         return Ok(weeks_plan(args, config, today));
     };
     let (named, from, to) = parse_period(spec).map_err(anyhow::Error::msg)?;
-    let prev_from = match named {
-        Grain::Quarter => from.checked_sub_months(Months::new(3)),
-        Grain::Month => from.checked_sub_months(Months::new(1)),
-        Grain::Week => Some(from - Duration::days(7)),
-        Grain::Day => Some(from - Duration::days(1)),
-        Grain::Range => Some(from - (to - from)),
-    }
-    .ok_or_else(|| anyhow::anyhow!("--period {spec}: the period before it is out of range"))?;
-    let previous = RangeArgs {
-        period: Some(format!("{prev_from}..{from}")),
-        grain: match named {
-            Grain::Range => None,
-            g => Some(g.to_string()),
-        },
-        ..RangeArgs::default()
-    };
+    let (prev_from, previous) = period_before(spec)?;
     let divided_into = match args.grain.as_deref() {
         Some(g) => g.parse::<Grain>().map_err(anyhow::Error::msg)?,
         None => named,

@@ -385,7 +385,7 @@ pub fn build(input: &NightlyInput<'_>) -> (Digest, Summary) {
         let row = input.rows.iter().find(|r| {
             r.metric == spec.metric && r.grain == "range" && r.scope_type == scope_type && r.scope == scope
         });
-        let status = spec.status(row.and_then(|r| r.value), row.map_or(0, |r| r.n));
+        let status = spec.judge(row);
         let title =
             MetricId::parse(&spec.metric).map_or_else(|| spec.metric.clone(), |m| m.title().to_owned());
         let key = format!("{}@{}", spec.metric, spec.scope);
@@ -542,14 +542,20 @@ fn seconds(ms: u64) -> String {
 }
 
 fn kpi_counts(kpis: &[KpiLine]) -> String {
-    [Status::Green, Status::Amber, Status::Red, Status::Insufficient]
-        .into_iter()
-        .filter_map(|s| {
-            let n = kpis.iter().filter(|k| k.status == s.as_str()).count();
-            (n > 0).then(|| format!("{n} {}", s.as_str()))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    [
+        Status::Green,
+        Status::Amber,
+        Status::Red,
+        Status::Insufficient,
+        Status::NoData,
+    ]
+    .into_iter()
+    .filter_map(|s| {
+        let n = kpis.iter().filter(|k| k.status == s.as_str()).count();
+        (n > 0).then(|| format!("{n} {}", s.as_str()))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 fn health_view(h: &RunHealth) -> HealthView {

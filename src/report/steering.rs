@@ -20,7 +20,9 @@ use super::charts::{
 };
 use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, cluster_rows, org_target};
 use super::{ReportError, ReportOutput};
-use crate::metric::{MIN_SAMPLE, MISSING, MetricId, MetricRow, format_value, shown_value};
+use crate::metric::{
+    MIN_SAMPLE, MISSING, MetricId, MetricRow, format_change, format_value, shown_value, signed,
+};
 use crate::pipeline::kpi::{Comparison, KpiSpec, Status};
 
 /// The template, embedded so the binary renders it from any working directory. The `.html` name
@@ -66,6 +68,18 @@ pub mod definition {
     pub const AVAILABILITY_ROWS: usize = 12;
     /// Services named in the scatter plot: the ones with most downtime.
     pub const SCATTER_LABELS: usize = 6;
+    /// DORA 2025's throughput group, shown per service beside [`INSTABILITY`]: how fast changes
+    /// reach users, and how fast a failed one is recovered from.
+    pub const THROUGHPUT: [MetricId; 3] = [
+        LeadTimeMedian,
+        DeploymentFrequency,
+        FailedDeploymentRecoveryMedian,
+    ];
+    /// DORA 2025's instability group: how often changes go wrong or need redoing.
+    pub const INSTABILITY: [MetricId; 2] = [ChangeFailureRate, ReworkRate];
+    /// Services in the throughput-and-instability table: those with most production deployments.
+    /// The rest are counted, not listed, so the page stays readable at 200 services.
+    pub const DELIVERY_ROWS: usize = 20;
     /// ITSM flow.
     pub const ITSM_FLOW: [MetricId; 6] = [
         TicketsResolved,
@@ -182,6 +196,14 @@ pub struct SteeringPage {
     pub services_meeting_slo: usize,
     /// The per-service rankings.
     pub rankings: Vec<Ranking>,
+    /// DORA 2025: the throughput columns of the per-service delivery table.
+    pub throughput_columns: Vec<Column>,
+    /// DORA 2025: the instability columns.
+    pub instability_columns: Vec<Column>,
+    /// DORA 2025: per service, throughput beside instability; most production deployments first.
+    pub delivery: Vec<DeliveryLine>,
+    /// Services with delivery figures left out of [`Self::delivery`].
+    pub delivery_unlisted: usize,
     /// ITSM flow figures.
     pub itsm: Vec<Figure>,
     /// Change management figures.
@@ -281,6 +303,27 @@ pub struct AvailabilityLine {
     pub downtime: Cell,
     /// Whether availability met the SLO; `None` without a value.
     pub meets: Option<bool>,
+}
+
+/// A column of a per-service table: the metric it shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Column {
+    /// Stable metric id (the HTML's `data-metric`).
+    pub id: &'static str,
+    /// Its title.
+    pub title: &'static str,
+}
+
+/// One service's delivery as DORA 2025 reads it: throughput beside instability.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryLine {
+    /// Service name from the data (escaped by the template).
+    pub service: String,
+    /// Lead time, deployment frequency and recovery time, in the order of
+    /// [`definition::THROUGHPUT`].
+    pub throughput: Vec<Cell>,
+    /// Change failure rate and rework rate, in the order of [`definition::INSTABILITY`].
+    pub instability: Vec<Cell>,
 }
 
 /// The top services by one metric.
@@ -425,10 +468,13 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
             let unit = id.map_or("", MetricId::unit);
             let judged = |r: Option<&MetricRow>| r.is_some_and(|r| r.value.is_some() && !r.insufficient());
             let d = crate::pipeline::kpi::delta(now.and_then(|r| r.value), then.and_then(|r| r.value));
+            let delta = signed_delta(now, then);
+            // A change too small to show (no sign) reads as none, whatever its sign unrounded.
+            let unchanged = !delta.starts_with(['+', '\u{2212}']);
             let (arrow, trend) = match d {
                 None => ("", "unknown"),
                 Some(d) => {
-                    let arrow = if d.abs() < 1e-9 {
+                    let arrow = if unchanged {
                         "\u{2192}"
                     } else if d > 0.0 {
                         "\u{2191}"
@@ -437,7 +483,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                     };
                     let trend = if !(judged(now) && judged(then)) {
                         "unknown"
-                    } else if d.abs() < 1e-9 {
+                    } else if unchanged {
                         "same"
                     } else if (d < 0.0) == (kpi.target.comparison == Comparison::AtMost) {
                         "better"
@@ -467,10 +513,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 value: metric_cell(id, now),
                 previous: metric_cell(id, then),
                 has_previous: then.is_some_and(|r| r.value.is_some_and(f64::is_finite)),
-                status: kpi.status(now.and_then(|r| r.value), now.map_or(0, |r| r.n)),
+                status: kpi.judge(now),
                 arrow,
                 trend,
-                delta: signed_delta(now, then),
+                delta,
             })
         })
         .collect();
@@ -587,6 +633,59 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         })
         .collect();
 
+    // DORA 2025: each service's throughput beside its instability, read per service rather
+    // than blended across the organisation. Services with most production deployments first.
+    let columns = |metrics: &[MetricId]| -> Vec<Column> {
+        metrics
+            .iter()
+            .map(|&m| Column {
+                id: m.as_str(),
+                title: m.title(),
+            })
+            .collect()
+    };
+    let delivery_metrics: Vec<MetricId> = definition::THROUGHPUT
+        .iter()
+        .chain(&definition::INSTABILITY)
+        .copied()
+        .collect();
+    let mut delivery_services: Vec<(f64, &str)> = delivery_metrics
+        .iter()
+        .flat_map(|&m| current.services(m).map(|(service, _)| service))
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .map(|service| {
+            let deployments = current
+                .get(MetricId::DeploymentCount.as_str(), "service", service)
+                .and_then(|r| r.value)
+                .filter(|v| v.is_finite())
+                .unwrap_or(0.0);
+            (deployments, service)
+        })
+        .collect();
+    delivery_services.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let delivery_unlisted = delivery_services.len().saturating_sub(definition::DELIVERY_ROWS);
+    let service_cells = |service: &str, metrics: &[MetricId]| -> Vec<Cell> {
+        metrics
+            .iter()
+            .map(|&m| metric_cell(Some(m), current.get(m.as_str(), "service", service)))
+            .collect()
+    };
+    let delivery: Vec<DeliveryLine> = delivery_services
+        .iter()
+        .take(definition::DELIVERY_ROWS)
+        .map(|&(_, service)| DeliveryLine {
+            service: service.to_owned(),
+            throughput: service_cells(service, &definition::THROUGHPUT),
+            instability: service_cells(service, &definition::INSTABILITY),
+        })
+        .collect();
+    if !delivery.is_empty() {
+        for m in &delivery_metrics {
+            shown.insert(m.as_str());
+        }
+    }
+
     // The scatter: every service with both figures; the ones with most downtime are named.
     let mut points: Vec<ServicePoint> = current
         .services(MetricId::DeploymentCount)
@@ -678,6 +777,11 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
                 .flat_map(|a| [&a.availability, &a.budget, &a.downtime]),
         )
         .chain(rankings.iter().flat_map(|r| r.lines.iter().map(|l| &l.value)))
+        .chain(
+            delivery
+                .iter()
+                .flat_map(|d| d.throughput.iter().chain(&d.instability)),
+        )
         .filter(|c| c.insufficient)
         .count();
 
@@ -699,6 +803,10 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         services_with_availability,
         services_meeting_slo,
         rankings,
+        throughput_columns: columns(&definition::THROUGHPUT),
+        instability_columns: columns(&definition::INSTABILITY),
+        delivery,
+        delivery_unlisted,
         itsm,
         change_management,
         no_data: crate::report::view::no_data_reasons(input.current),
@@ -803,48 +911,28 @@ impl<'a> WeeklySeries<'a> {
 }
 
 /// The change from `then` to `now` in the metric's unit, signed; ratios in percentage points
-/// (availability with two decimals, as its values are shown). Computed from the two values as
-/// shown, so the change column agrees with the columns beside it.
+/// (availability with two decimals, as its values are shown). Computed from the unrounded values
+/// and rounded once, for display: a change read off the rounded values could be off by a unit in
+/// the last place shown (`+20.4 h` for `30.26 h − 9.93 h`).
 fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
     let (Some(now), Some(then)) = (now, then) else {
         return MISSING.to_owned();
     };
-    let availability = now.metric == MetricId::Availability.as_str();
-    let budget = now.metric == MetricId::ErrorBudgetConsumed.as_str();
-    let shown = |v: Option<f64>| {
-        v.filter(|v| v.is_finite()).map(|v| {
-            if availability {
-                (v * 10_000.0).round() / 10_000.0
-            } else if budget {
-                shown_budget(v)
-            } else {
-                shown_value(v, &now.unit)
-            }
-        })
-    };
-    let Some(d) = crate::pipeline::kpi::delta(shown(now.value), shown(then.value)).filter(|d| d.is_finite())
-    else {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let Some(d) = crate::pipeline::kpi::delta(finite(now.value), finite(then.value)) else {
         return MISSING.to_owned();
     };
-    let sign = if d < 0.0 { "\u{2212}" } else { "+" };
-    let magnitude = if budget
-        && (now.value.is_some_and(|v| shown_budget(v) >= 1.0)
-            || then.value.is_some_and(|v| shown_budget(v) >= 1.0))
+    let beyond_budget = |v: Option<f64>| finite(v).is_some_and(|v| shown_budget(v) >= 1.0);
+    if now.metric == MetricId::ErrorBudgetConsumed.as_str()
+        && (beyond_budget(now.value) || beyond_budget(then.value))
     {
         // Beyond the budget the values read as multiples of it, and so does their change.
-        format!("{:.1}\u{d7} budget", (d.abs() * 10.0).round() / 10.0)
-    } else if availability {
-        format!("{:.2} pp", (d.abs() * 10_000.0).round() / 100.0)
-    } else if now.unit == "ratio" {
-        format!("{:.1} pp", (d.abs() * 1000.0).round() / 10.0)
+        signed(d, format!("{:.1}\u{d7} budget", (d.abs() * 10.0).round() / 10.0))
+    } else if now.metric == MetricId::Availability.as_str() {
+        signed(d, format!("{:.2} pp", (d.abs() * 10_000.0).round() / 100.0))
     } else {
-        format_value(Some(d.abs()), &now.unit)
-    };
-    // A change that rounds to nothing is shown without a sign.
-    if magnitude.chars().filter(char::is_ascii_digit).all(|c| c == '0') {
-        return magnitude;
+        format_change(d, &now.unit)
     }
-    format!("{sign}{magnitude}")
 }
 
 /// Whether the period of the range rows is one week long.
@@ -941,18 +1029,20 @@ mod tests {
     }
 
     #[test]
-    fn changes_agree_with_the_values_shown() {
+    fn kpi_delta_is_computed_from_unrounded_values_not_from_the_rounded_ones_shown() {
         use MetricId::*;
+        // Shown as 30.3 h and 9.9 h, whose difference is 20.4 h; the values differ by 20.33 h.
+        assert_eq!(delta(LeadTimeMedian, 30.26, 9.93), "+20.3 h");
         // 6 min → 12 min: not "0.1 h" or "0.0 h".
         assert_eq!(delta(TimeToAcknowledgeMedian, 0.2, 0.1), "+6 min");
-        // Shown as 8 min and 4 min: the change is 4 min, though the raw gap is 4.8 min.
-        assert_eq!(delta(TimeToAcknowledgeMedian, 0.14, 0.06), "+4 min");
-        // Shown as 12.3% and 11.8%: 0.5 pp, though the raw gap rounds to 0.6 pp.
-        assert_eq!(delta(ChangeFailureRate, 0.1234, 0.1176), "+0.5 pp");
-        // Availability has two decimals: 99.85% vs 99.77%.
+        // Shown as 8 min and 4 min; the values differ by 4.8 min.
+        assert_eq!(delta(TimeToAcknowledgeMedian, 0.14, 0.06), "+5 min");
+        // Shown as 12.3% and 11.8%; the values differ by 0.58 pp.
+        assert_eq!(delta(ChangeFailureRate, 0.1234, 0.1176), "+0.6 pp");
+        // Availability has two decimals: 99.85% vs 99.77%, 0.076 pp apart.
         assert_eq!(delta(Availability, 0.9985, 0.99774), "+0.08 pp");
         assert_eq!(
-            delta(LeadTimeMedian, 30.04, 30.0),
+            delta(LeadTimeMedian, 30.004, 30.0),
             "0 min",
             "nothing shown, no sign"
         );
@@ -962,6 +1052,52 @@ mod tests {
         assert_eq!(budget_text(0.17), "17.0%");
         assert_eq!(delta(ErrorBudgetConsumed, 32.712, 18.39), "+14.3\u{d7} budget");
         assert_eq!(delta(ErrorBudgetConsumed, 0.5, 0.25), "+25.0 pp");
+
+        // The scorecard line of a KPI on those values says the same.
+        let kpis: Vec<KpiSpec> = vec![
+            toml::from_str("metric = \"lead_time_median\"\ntarget = \"<= 72\"\nowners = \"IT\"\n").unwrap(),
+        ];
+        let (current, previous) = ([row(LeadTimeMedian, 30.26)], [row(LeadTimeMedian, 9.93)]);
+        let slo = BTreeMap::new();
+        let page = build(&SteeringInput {
+            organisation: "o",
+            period: "p",
+            previous_period: "q",
+            generated_at: DateTime::<Utc>::UNIX_EPOCH,
+            current: &current,
+            weekly: &current,
+            previous: &previous,
+            previous_weekly: &previous,
+            kpis: &kpis,
+            slo: &slo,
+            default_slo: 0.995,
+        })
+        .page;
+        assert_eq!(page.scorecard[0].delta, "+20.3 h");
+        assert_eq!(page.scorecard[0].value.text, "30.3 h");
+        assert_eq!(page.scorecard[0].arrow, "\u{2191}");
+
+        // A change too small to show has no arrow up or down either.
+        let (current, previous) = ([row(LeadTimeMedian, 30.004)], [row(LeadTimeMedian, 30.0)]);
+        let line = &build(&SteeringInput {
+            organisation: "o",
+            period: "p",
+            previous_period: "q",
+            generated_at: DateTime::<Utc>::UNIX_EPOCH,
+            current: &current,
+            weekly: &current,
+            previous: &previous,
+            previous_weekly: &previous,
+            kpis: &kpis,
+            slo: &slo,
+            default_slo: 0.995,
+        })
+        .page
+        .scorecard[0];
+        assert_eq!(
+            (line.delta.as_str(), line.arrow, line.trend),
+            ("0 min", "\u{2192}", "same")
+        );
     }
 
     #[test]

@@ -366,6 +366,21 @@ mod steering_report {
                 rows.push(range_row(m, service, v, n, 3));
             }
         }
+        // DORA 2025's throughput beside instability, for two services; search's recovery time
+        // rests on 2 failed changes.
+        for (service, lead, frequency, recovery, rework) in [
+            ("payments", (26.5, 18), (20.0 / 92.0, 20), (1.5, 6), (0.05, 20)),
+            ("search", (70.25, 11), (12.0 / 92.0, 12), (30.0, 2), (0.25, 12)),
+        ] {
+            for (m, (v, n)) in [
+                (LeadTimeMedian, lead),
+                (DeploymentFrequency, frequency),
+                (FailedDeploymentRecoveryMedian, recovery),
+                (ReworkRate, rework),
+            ] {
+                rows.push(range_row(m, service, Some(v), n, 3));
+            }
+        }
         rows
     }
 
@@ -635,7 +650,7 @@ mod steering_report {
         for id in [
             "lead_time_coding_median",
             "time_to_restore_median_sev4",
-            "rework_rate",
+            "ticket_cycle_time_median",
         ] {
             assert!(!ids.contains(&id), "{id} is not on the page");
         }
@@ -682,6 +697,7 @@ mod steering_report {
             "DORA",
             "Change velocity against downtime",
             "Velocity and downtime per service",
+            "Throughput and instability per service (DORA 2025)",
             "Availability and error budget",
             "DORA in detail",
             "ITSM flow",
@@ -753,6 +769,73 @@ mod steering_report {
             let bytes = std::fs::read(png).unwrap();
             assert!(bytes.starts_with(PNG_MAGIC), "{} is a PNG", png.display());
             assert!(bytes.len() > 8_000, "{} has {} bytes", png.display(), bytes.len());
+        }
+    }
+
+    /// DORA 2025 asks for throughput beside instability per service; the page showed neither.
+    #[test]
+    fn dora_2025_throughput_and_instability_are_shown_side_by_side_per_service() {
+        let d = data();
+        let page = build(&input(&d)).page;
+        let ids = |c: &[crate::report::steering::Column]| c.iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&page.throughput_columns),
+            [
+                "lead_time_median",
+                "deployment_frequency",
+                "failed_deployment_recovery_median"
+            ]
+        );
+        assert_eq!(
+            ids(&page.instability_columns),
+            ["change_failure_rate", "rework_rate"]
+        );
+        // Every service with delivery figures, most production deployments first.
+        let services: Vec<&str> = page.delivery.iter().map(|l| l.service.as_str()).collect();
+        assert_eq!(services, ["payments", "search", EVIL_SCRIPT, EVIL_IMG]);
+        assert_eq!(page.delivery_unlisted, 0);
+        let glossary: Vec<&str> = page.glossary.iter().map(|g| g.id).collect();
+        assert!(glossary.contains(&"rework_rate") && glossary.contains(&"failed_deployment_recovery_median"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::report::steering::render(&input(&d), dir.path()).unwrap();
+        let html = std::fs::read_to_string(&out.html).unwrap();
+        let start = html
+            .find(">Throughput and instability per service (DORA 2025)<")
+            .unwrap();
+        let section = &html[start..start + html[start..].find("</section>").unwrap()];
+        // The two groups side by side, throughput first, in words a non-engineer reads.
+        let (throughput, instability) = (
+            section.find(">Throughput</th>").unwrap(),
+            section.find(">Instability</th>").unwrap(),
+        );
+        assert!(throughput < instability);
+        assert!(section.contains("how quickly changes reach users"));
+        assert_eq!(
+            shown(section, "lead_time_median", "payments", "current"),
+            "26.5 h"
+        );
+        assert_eq!(
+            shown(section, "deployment_frequency", "payments", "current"),
+            "0.22&#x2f;day"
+        );
+        assert_eq!(shown(section, "rework_rate", "search", "current"), "25.0%");
+        assert_eq!(
+            shown(section, "change_failure_rate", "search", "current"),
+            "25.0%"
+        );
+        // With n, and insufficient data where n < 5 for a sample.
+        assert!(section.contains(r#"data-metric="failed_deployment_recovery_median" data-scope="search" data-period="current">30.0 h</span> <span class="flag">insufficient data (n&nbsp;=&nbsp;2)</span>"#), "{section}");
+        assert!(section.contains(r#"data-metric="lead_time_median" data-scope="payments" data-period="current">26.5 h</span> <span class="n">n&nbsp;=&nbsp;18</span>"#));
+        // A service without a figure shows a dash, and names from the data are text.
+        assert_eq!(
+            shown(section, "lead_time_median", &escaped(EVIL_IMG), "current"),
+            MISSING
+        );
+        assert!(section.contains(&format!("<td>{}</td>", escaped(EVIL_SCRIPT))));
+        assert!(!section.contains("<script") && !section.contains("<img"));
+        for term in ["<dt>Throughput</dt>", "<dt>Instability</dt>"] {
+            assert!(html.contains(term), "glossary defines {term}");
         }
     }
 
