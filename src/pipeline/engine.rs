@@ -619,10 +619,12 @@ pub(super) fn attributions(
 
 /// The `explicit` link of the attribution chain: an incident whose cause references name a
 /// production deployment, by its id or by a commit sha of at least 7 hex digits that the
-/// deployment's sha starts with (the latest such deployment when several match), or through a
-/// change number or a change request ([`causes::Causes::resolve`]); the first reference that
-/// resolves wins. Matching is done in plain Rust: prefix matching in polars would need its
-/// `strings` feature.
+/// deployment's sha starts with, or through a change number or a change request
+/// ([`causes::Causes::resolve`]); the first reference that resolves wins. Only a deployment that
+/// finished at or before the incident started can cause it: a name that matches several (a sha
+/// deployed twice, a change shipped by several deployments) picks the latest of those, and a name
+/// whose every match finished later resolves to nothing, so the window is tried next. Matching
+/// is done in plain Rust: prefix matching in polars would need its `strings` feature.
 fn explicit_links(
     production: LazyFrame,
     incidents: LazyFrame,
@@ -638,11 +640,6 @@ fn explicit_links(
         deployments.column("service")?.str()?,
         deployments.column("finished_at")?.i64()?,
     );
-    let deps: Vec<(&str, &str)> = dep_id
-        .iter()
-        .zip(dep_sha.iter())
-        .filter_map(|(i, s)| Some((i?, s?)))
-        .collect();
     let shipped: Vec<causes::Shipped> = (0..deployments.height())
         .filter_map(|i| {
             Some(causes::Shipped {
@@ -652,41 +649,52 @@ fn explicit_links(
             })
         })
         .collect();
-    let shipped = causes::ShippedIndex::new(&shipped);
-    // Indexes instead of a scan of every deployment per reference: the position of the latest
-    // deployment with each id, and every lower-cased sha with its position, sorted for prefix search.
-    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(deps.len());
-    for (position, (id, _)) in deps.iter().enumerate() {
-        by_id.insert(id, position);
+    let shipped_index = causes::ShippedIndex::new(&shipped);
+    // Indexes instead of a scan of every deployment per reference: the position (in `shipped`,
+    // finish order) of the latest deployment with each id, and every lower-cased sha with its
+    // position, sorted for prefix search.
+    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(shipped.len());
+    for (position, d) in shipped.iter().enumerate() {
+        by_id.insert(d.id.as_str(), position);
     }
-    let mut by_sha: Vec<(String, usize)> = deps
+    let shas: HashMap<&str, &str> = dep_id
+        .iter()
+        .zip(dep_sha.iter())
+        .filter_map(|(i, s)| Some((i?, s?)))
+        .collect();
+    let mut by_sha: Vec<(String, usize)> = shipped
         .iter()
         .enumerate()
-        .map(|(position, (_, sha))| (sha.to_ascii_lowercase(), position))
+        .filter_map(|(position, d)| Some((shas.get(d.id.as_str())?.to_ascii_lowercase(), position)))
         .collect();
     by_sha.sort_unstable();
     let refs = incidents
-        .select([col("id"), col("service"), col("cause_refs")])
+        .select([col("id"), col("service"), col("started_at"), col("cause_refs")])
         .collect()?;
-    let (inc_id, inc_service, cause_refs) = (
+    let (inc_id, inc_service, inc_started, cause_refs) = (
         refs.column("id")?.str()?,
         refs.column("service")?.str()?,
+        refs.column("started_at")?.i64()?,
         refs.column("cause_refs")?.list()?,
     );
     let mut linked_incidents = Vec::new();
     let mut linked_deployments = Vec::new();
     for i in 0..refs.height() {
-        let (Some(incident), Some(list)) = (inc_id.get(i), cause_refs.get_as_series(i)) else {
+        let (Some(incident), Some(started), Some(list)) =
+            (inc_id.get(i), inc_started.get(i), cause_refs.get_as_series(i))
+        else {
             continue;
         };
         let Ok(list) = list.str() else {
             continue;
         };
+        // A deployment that finished after the incident started cannot have caused it.
+        let before_start = |position: &usize| shipped.get(*position).is_some_and(|d| d.finished <= started);
         let found = list.iter().flatten().find_map(|r| {
             let r = r.trim();
             let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
             // The latest deployment (highest position) named by id or by a sha prefix.
-            let by_id = by_id.get(r).copied();
+            let by_id = by_id.get(r).copied().filter(before_start);
             let by_sha = is_sha
                 .then(|| {
                     let prefix = r.to_ascii_lowercase();
@@ -697,14 +705,15 @@ fn explicit_links(
                         .iter()
                         .take_while(|(sha, _)| sha.starts_with(&prefix))
                         .map(|(_, position)| *position)
+                        .filter(before_start)
                         .max()
                 })
                 .flatten();
             by_id
                 .max(by_sha)
-                .and_then(|position| deps.get(position))
-                .map(|(id, _)| *id)
-                .or_else(|| causes.resolve(r, inc_service.get(i), &shipped))
+                .and_then(|position| shipped.get(position))
+                .map(|d| d.id.as_str())
+                .or_else(|| causes.resolve(r, inc_service.get(i), started, &shipped_index))
         });
         if let Some(deployment) = found {
             linked_incidents.push(incident.to_owned());

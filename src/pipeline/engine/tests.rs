@@ -1462,3 +1462,114 @@ fn devlake_attribution_takes_the_latest_deployment_strictly_before_the_start() {
         ]
     );
 }
+
+/// `(incident_id, deployment_id, link)` of the chain's attribution, by incident, with the causes
+/// read from the frames as [`super::causes::Causes::load`] reads them.
+fn attributed_with_causes(
+    production: polars::prelude::DataFrame,
+    changes: polars::prelude::DataFrame,
+    change_links: polars::prelude::DataFrame,
+    change_requests: polars::prelude::DataFrame,
+    incidents: polars::prelude::DataFrame,
+    window_ms: i64,
+) -> Vec<(String, String, String)> {
+    use polars::prelude::*;
+    let causes = super::causes::Causes::load(
+        changes.lazy(),
+        change_links.lazy(),
+        change_requests.lazy(),
+        production.clone().lazy(),
+        incidents.clone().lazy(),
+        0,
+    )
+    .unwrap();
+    let frame = super::attributions(
+        production.lazy(),
+        incidents.lazy(),
+        crate::pipeline::Attribution::Chain,
+        chrono::Duration::milliseconds(window_ms),
+        &causes,
+    )
+    .unwrap()
+    .sort(["incident_id"], SortMultipleOptions::default())
+    .collect()
+    .unwrap();
+    let column = |name: &str| frame.column(name).unwrap().str().unwrap().clone();
+    let (incident, deployment, link) = (column("incident_id"), column("deployment_id"), column("link"));
+    (0..frame.height())
+        .map(|i| {
+            (
+                incident.get(i).unwrap().to_owned(),
+                deployment.get(i).unwrap().to_owned(),
+                link.get(i).unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_named_cause_redeployed_after_the_incident_started_blames_the_deployment_before_the_start() {
+    use polars::prelude::*;
+    // In finish order (positions 0–6). a1 and a2 deploy the same sha of acme/api (a2 a redeploy,
+    // its sha in upper case); w1 and w2 the same sha of acme/web, w3 a later one; b1 of acme/db
+    // finishes after the incidents that name it.
+    let production = df!(
+        "id" => ["a1", "w1", "a2", "w2", "b0", "b1", "w3"],
+        "repo" => ["acme/api", "acme/web", "acme/api", "acme/web", "acme/db", "acme/db", "acme/web"],
+        "service" => ["api", "web", "api", "web", "db", "db", "web"],
+        "sha" => ["feedface01", "cafe000001", "FEEDFACE01", "cafe000001", "b0b0b0b0b0", "0badc0de99",
+            "cafe000002"],
+        "finished_at" => [100i64, 150, 200, 300, 390, 400, 450],
+        "position" => [0 as IdxSize, 1, 2, 3, 4, 5, 6],
+    )
+    .unwrap();
+    // acme/web#7 (row 0), linked to w1 (position 1), the deployment that first shipped it.
+    let changes = df!(
+        "repo" => ["acme/web"],
+        "number" => [7i64],
+        "service" => ["web"],
+    )
+    .unwrap();
+    let change_links = df!("change" => [0 as IdxSize], "deployment" => [1 as IdxSize]).unwrap();
+    // CHG1: web, planned 100–500 (no actual window).
+    let change_requests = df!(
+        "id" => ["sn:chg1"],
+        "source" => ["sn"],
+        "number" => ["CHG1"],
+        "service" => ["web"],
+        "actual_start" => [None::<i64>],
+        "actual_end" => [None::<i64>],
+        "planned_start" => [Some(100i64)],
+        "planned_end" => [Some(500i64)],
+    )
+    .unwrap();
+    let refs = |r: &[&str]| Series::new("".into(), r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let incidents = df!(
+        "id" => ["i1", "i2", "i3", "i4", "i5", "i6", "i7"],
+        "service" => ["api", "api", "web", "web", "db", "ops", "web"],
+        "started_at" => [150i64, 250, 200, 350, 395, 395, 320],
+        "cause_refs" => [refs(&["feedface01"]), refs(&["feedface"]), refs(&["#7"]),
+            refs(&["acme/web#7"]), refs(&["0badc0de99"]), refs(&["b1"]), refs(&["CHG1"])],
+    )
+    .unwrap();
+    let owned = |i: &str, d: &str, l: &str| (i.to_owned(), d.to_owned(), l.to_owned());
+    assert_eq!(
+        attributed_with_causes(production, changes, change_links, change_requests, incidents, 100),
+        vec![
+            // The sha was deployed at 100 (a1) and again at 200 (a2): at 150 only a1 had finished.
+            owned("i1", "a1", "explicit"),
+            // At 250 both had: the latest, a2.
+            owned("i2", "a2", "explicit"),
+            // #7 shipped with w1 (150) and again with w2 (300, the same sha): at 200, w1 ...
+            owned("i3", "w1", "explicit"),
+            // ... and at 350, w2.
+            owned("i4", "w2", "explicit"),
+            // b1 (400) finished after the start (395): no explicit cause; the window takes b0
+            // (390, 5 ms before, same service).
+            owned("i5", "b0", "window"),
+            // i6 names b1 too and its service has no deployments: unattributed, no row.
+            // CHG1's window holds w1, w2 and w3; w3 (450) finished after the start (320): w2.
+            owned("i7", "w2", "explicit"),
+        ]
+    );
+}
