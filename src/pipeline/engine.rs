@@ -176,6 +176,7 @@ fn rest_of_metrics(
             )?,
             outages: outages(incidents.clone(), &opts.outage_severities)?,
             grid,
+            services,
         })
     })
     .map_err(polars)?;
@@ -373,6 +374,8 @@ pub(super) struct Shared<'a> {
 #[derive(Debug)]
 struct Computed<'g> {
     grid: &'g Grid,
+    /// Every service with rows: the organisation's downtime sums over them.
+    services: &'g BTreeSet<String>,
     /// Production deployments; value 0: failed ones.
     deploys: Cells,
     /// Deployed changes: lead time and stages (see [`lead`]).
@@ -414,8 +417,8 @@ impl Computed<'_> {
             ),
             MetricId::DowntimeMinutes => {
                 let (from, to) = self.grid.millis(period);
-                let (minutes, n) = downtime(&self.outages, scope, from, to);
-                (Some(minutes), n)
+                let down = downtime(&self.outages, scope, self.services, from, to);
+                (Some(down.minutes), down.n)
             }
             // Other families compute their own rows (`ops`, `itsm`).
             _ => (None, 0),
@@ -857,20 +860,71 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
     Ok(outages)
 }
 
-/// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
-/// The organisation's downtime is the union over every outage, whatever its service.
-pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
-    // Outages are sorted by service (see [`outages`]): a service or team reads only its own
-    // instead of every outage for every scope and period.
-    let of_service = |name: &str| -> &[Outage] {
-        let first = outages.partition_point(|o| o.service.as_deref() < Some(name));
-        let end = outages.partition_point(|o| o.service.as_deref() <= Some(name));
-        outages.get(first..end.max(first)).unwrap_or_default()
+/// The downtime of a scope in a period (see [`downtime`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct ScopeDowntime {
+    /// The sum of the scope's services' downtime minutes (a service's own for a service).
+    pub minutes: f64,
+    /// The services it sums over: the denominator of a service-weighted availability.
+    pub services: usize,
+    /// Outage incidents of those services open in the period.
+    pub n: i64,
+}
+
+/// The outages of one service ([`outages`] sorts them by service).
+fn of_service<'o>(outages: &'o [Outage], name: &str) -> &'o [Outage] {
+    let first = outages.partition_point(|o| o.service.as_deref() < Some(name));
+    let end = outages.partition_point(|o| o.service.as_deref() <= Some(name));
+    outages.get(first..end.max(first)).unwrap_or_default()
+}
+
+/// The services a scope's service-weighted downtime sums over: a service itself, a team's
+/// services in the config mapping, and for the organisation every service with rows (configured
+/// or named in any table), so the organisation's availability is the mean of its service rows'.
+pub(super) fn scope_services<'a>(scope: Scope<'a>, services: &'a BTreeSet<String>) -> Vec<&'a str> {
+    match scope {
+        Scope::Org => services.iter().map(String::as_str).collect(),
+        Scope::Service(name) => vec![name],
+        Scope::Team(_, services) => services.iter().map(String::as_str).collect(),
+    }
+}
+
+/// Downtime of a scope in `[from, to)`, service-weighted (`reference/metrics.md`, downtime): each
+/// service's downtime is the union of its outage intervals, clipped to the period; a team's or the
+/// organisation's is the sum over its services (see [`scope_services`]), so that availability can
+/// be the mean of the services' availabilities. A service without outages counts, with no
+/// downtime; an outage without a service belongs to no service and counts only in
+/// [`downtime_any_service`].
+pub(super) fn downtime(
+    outages: &[Outage],
+    scope: Scope<'_>,
+    services: &BTreeSet<String>,
+    from: i64,
+    to: i64,
+) -> ScopeDowntime {
+    let mut total = ScopeDowntime {
+        minutes: 0.0,
+        services: 0,
+        n: 0,
     };
+    for name in scope_services(scope, services) {
+        let own = of_service(outages, name);
+        total.services += 1;
+        total.n += own.iter().filter(|o| o.start.max(from) < o.end.min(to)).count() as i64;
+        total.minutes += union_length(own.iter().map(|o| (o.start, o.end)), from, to) as f64 / MINUTE_MS;
+    }
+    total
+}
+
+/// Minutes in `[from, to)` during which any service of the scope was down (the union of the
+/// scope's outage intervals; for the organisation, of every outage, with or without a service)
+/// and the number of outage incidents open in it. With many services it nears the whole period,
+/// which is why the scope's downtime is the sum per service instead ([`downtime`]).
+pub(super) fn downtime_any_service(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
     let slices: Vec<&[Outage]> = match scope {
         Scope::Org => vec![outages],
-        Scope::Service(name) => vec![of_service(name)],
-        Scope::Team(_, services) => services.iter().map(|s| of_service(s)).collect(),
+        Scope::Service(name) => vec![of_service(outages, name)],
+        Scope::Team(_, services) => services.iter().map(|s| of_service(outages, s)).collect(),
     };
     let in_scope = || slices.iter().flat_map(|s| s.iter());
     let n = in_scope().filter(|o| o.start.max(from) < o.end.min(to)).count();

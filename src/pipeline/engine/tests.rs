@@ -408,7 +408,7 @@ fn time_to_restore_counts_incidents_resolved_in_the_period_of_every_severity() {
 }
 
 #[test]
-fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period() {
+fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period_summed_over_services() {
     let lake = lake(
         &[],
         &[],
@@ -454,18 +454,39 @@ fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period() {
             ),
             // db: still open, runs to the end of the second week (Monday 17 August 00:00).
             incident("d1", Some("db"), Severity::Sev1, aug(16, 22, 0), None),
-            // Unmapped: counts for the organisation only; 11:30–12:30 extends api's outage.
+            // Unmapped: no service's downtime; 11:30–12:30 extends api's outage in the union of
+            // every outage only.
             incident("u1", None, Severity::Sev2, aug(4, 11, 30), Some(aug(4, 12, 30))),
         ],
     );
     let rows = run(&lake, &options(2, &[]));
 
-    // Organisation, week 1: 30 (a4) + 10:00–12:30 (a1 ∪ a2 ∪ u1) 150 + 60 (w1) = 240.
-    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(240.0), 5));
-    // Week 2: 60 (w1) + 120 (d1).
+    // Organisation: the sum of its services' downtime. Week 1: api 150 + web 60 + db 0 = 210,
+    // over a1, a2, a4 and w1.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(210.0), 4));
+    // Week 2: web 60 + db 120.
     assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(1)), (Some(180.0), 2));
-    // Range: 30 + 150 + 120 + 120.
-    assert_eq!(cell(&rows, DowntimeMinutes, "all", None), (Some(420.0), 6));
+    // Range: api 150 + web 120 + db 120.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", None), (Some(390.0), 5));
+    // Minutes with any service down, u1 included. Week 1: 30 (a4) + 10:00–12:30 (a1 ∪ a2 ∪
+    // u1) 150 + 60 (w1) = 240; week 2: 60 (w1) + 120 (d1); range: 30 + 150 + 120 + 120.
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", Some(0)),
+        (Some(240.0), 5)
+    );
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", Some(1)),
+        (Some(180.0), 2)
+    );
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", None),
+        (Some(420.0), 6)
+    );
+    // A service's is its downtime.
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "api", Some(0)),
+        (Some(150.0), 3)
+    );
 
     assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(0)), (Some(150.0), 3));
     assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(1)), (Some(0.0), 0));
@@ -695,8 +716,9 @@ fn months_in_the_report_time_zone_take_events_by_local_date() {
 
 #[test]
 fn a_team_row_pools_its_services_records() {
-    // web and api belong to team "shop"; db to no team. Downtime: web 10:00–11:00 and api
-    // 10:30–12:00 overlap, so the team was down 10:00–12:00 = 120 minutes, not 150.
+    // web and api belong to team "shop"; db to no team. Downtime: web 10:00–11:00 (60) and api
+    // 10:30–12:00 (90) overlap: the team's downtime is their sum, 150 minutes, and some service of
+    // the team was down 10:00–12:00, 120 minutes.
     let lake = lake(
         &[
             deployment("a", Some("web"), aug(3, 9, 0)),
@@ -743,7 +765,8 @@ fn a_team_row_pools_its_services_records() {
             .unwrap()
     };
     assert_eq!(team("deployment_count"), (Some(2.0), 2));
-    assert_eq!(team("downtime_minutes"), (Some(120.0), 2));
+    assert_eq!(team("downtime_minutes"), (Some(150.0), 2));
+    assert_eq!(team("downtime_any_service_minutes"), (Some(120.0), 2));
     // Deploy days: the team's services deployed on 3 and 4 Aug; the organisation on the same two
     // dates (b and c share the 4th), and db on one.
     assert_eq!(team("deploy_days"), (Some(2.0), 2));
