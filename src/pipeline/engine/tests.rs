@@ -1596,3 +1596,48 @@ fn a_named_cause_redeployed_after_the_incident_started_blames_the_deployment_bef
         ]
     );
 }
+
+#[test]
+fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_it_merged() {
+    use polars::prelude::*;
+    let spec = tandem_fixtures::large::LargeSpec {
+        services: 2,
+        weeks: 6,
+        ..tandem_fixtures::large::LargeSpec::benchmark(0.5)
+    };
+    let (mut deployments, mut changes, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+    for batch in spec.batches() {
+        deployments.extend(batch.deployments);
+        changes.extend(batch.changes);
+        commits.extend(batch.commits);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = |table: &str| dir.path().join(format!("{table}.parquet"));
+    write_table(&deployments, &path("deployments")).unwrap();
+    write_table(&changes, &path("changes")).unwrap();
+    write_table(&commits, &path("commits")).unwrap();
+    use crate::pipeline::codec::scan_table;
+    let production = super::production_deployments(scan_table::<Deployment>(&path("deployments")).unwrap())
+        .collect()
+        .unwrap();
+    let links = super::links::change_links(
+        scan_table::<Change>(&path("changes")).unwrap(),
+        production.lazy(),
+        scan_table::<Commit>(&path("commits")).unwrap(),
+    )
+        .unwrap()
+        .collect()
+        .unwrap();
+    let merged = links.column("merged_at").unwrap().i64().unwrap();
+    let at = links.column("at").unwrap().i64().unwrap();
+    let ancestry = links.column("ancestry").unwrap().f64().unwrap();
+    let merged_changes = changes.iter().filter(|c| c.merged_at.is_some()).count();
+    assert!(links.height() * 10 >= merged_changes * 9, "{} of {merged_changes}", links.height());
+    let late = (0..links.height())
+        .filter(|&i| merged.get(i).unwrap() > at.get(i).unwrap())
+        .count();
+    assert_eq!(late, 0, "changes linked to a deployment finished before they merged");
+    // Linked by ancestry, as the generator's history allows, but for the first deployment's.
+    let by_ancestry = ancestry.sum().unwrap_or(0.0);
+    assert!(by_ancestry >= 0.9 * links.height() as f64, "{by_ancestry} of {}", links.height());
+}
