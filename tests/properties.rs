@@ -64,6 +64,7 @@ fn incident(i: usize, service: &str, minute: i64, length: Option<i64>, sev: u8) 
         acknowledged_at: None,
         resolved_at: length.map(|l| started + Duration::minutes(l)),
         cause_refs: Vec::new(),
+        correlation_id: None,
         updated_at: started,
     }
 }

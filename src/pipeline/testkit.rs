@@ -119,6 +119,7 @@ pub(crate) fn incident(
         acknowledged_at: None,
         resolved_at: resolved,
         cause_refs: vec![],
+        correlation_id: None,
         updated_at: resolved.unwrap_or(started),
     }
 }
