@@ -39,7 +39,8 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
 
     let deployments = scan_table::<Deployment>(inputs.deployments)?;
     let changes = scan_table::<Change>(inputs.changes)?;
-    let mut incidents = scan_table::<Incident>(inputs.incidents)?;
+    let all_incidents = scan_table::<Incident>(inputs.incidents)?;
+    let mut incidents = all_incidents.clone();
     if let Some(from_sources) = opts
         .incident_sources
         .iter()
@@ -47,6 +48,15 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         .reduce(|a, b| a.or(b))
     {
         incidents = incidents.filter(from_sources);
+    }
+    // Each counted incident carries the cause references its allowed sources give, its mirrors'
+    // included: collected once, as every family reads them.
+    if mirrors::needed(opts) {
+        incidents = timed("incident mirrors", || {
+            mirrors::with_causes(all_incidents, incidents, opts)?.collect()
+        })
+        .map_err(polars)?
+        .lazy();
     }
 
     let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
@@ -1291,5 +1301,6 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
 
 pub(super) mod causes;
 pub(super) mod links;
+mod mirrors;
 #[cfg(test)]
 mod tests;

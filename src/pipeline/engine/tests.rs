@@ -1641,3 +1641,73 @@ fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_i
     let by_ancestry = ancestry.sum().unwrap_or(0.0);
     assert!(by_ancestry >= 0.9 * links.height() as f64, "{by_ancestry} of {}", links.height());
 }
+
+#[test]
+fn a_servicenow_mirror_supplies_the_cause_of_the_pagerduty_incident_it_mirrors_without_being_counted() {
+    // api: d1 three days before the outage, d2 an hour before it (the window's pick).
+    let lake = lake(
+        &[
+            deployment("d1", Some("api"), aug(3, 9, 0)),
+            deployment("d2", Some("api"), aug(6, 8, 0)),
+        ],
+        &[],
+        &[
+            // The system of record: PagerDuty incident PABC123 (number 42), 09:00–10:00.
+            Incident {
+                number: Some(42),
+                ..incident("PABC123", Some("api"), Severity::Sev1, aug(6, 9, 0), Some(aug(6, 10, 0)))
+            },
+            // Its ServiceNow mirror, opened by PagerDuty's integration five minutes later and
+            // resolved later still: `caused_by` names d1, `correlation_id` the PagerDuty incident.
+            Incident {
+                id: "sn:9d3f".into(),
+                source: "sn".into(),
+                number: Some(1017),
+                cause_refs: vec!["gh:d1".into()],
+                correlation_id: Some("PABC123".into()),
+                ..incident("s1", Some("api"), Severity::Sev1, aug(6, 9, 5), Some(aug(6, 10, 30)))
+            },
+        ],
+    );
+    let counted = |mirror_match: Vec<crate::pipeline::MirrorMatch>, cause_sources: &[&str]| Options {
+        incident_sources: vec!["pd".into()],
+        cause_sources: cause_sources.iter().map(|s| s.to_string()).collect(),
+        mirror_match,
+        ..options(1, &["api"])
+    };
+    use crate::pipeline::MirrorMatch::{Correlation, Number, Start};
+
+    let rows = run(&lake, &counted(vec![Correlation], &[]));
+    // Counted once: the PagerDuty incident, its 60 minutes (not the mirror's 90).
+    assert_eq!(cell(&rows, IncidentsOpened, "api", Some(0)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(0)), (Some(60.0), 1));
+    // Attributed explicitly through the mirror's `caused_by` to d1; d2 did not fail.
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(cell(&rows, FailedDeploymentCount, "api", Some(0)), (Some(1.0), 2));
+    assert_eq!(cell(&rows, FailedDeploymentRecoveryMedian, "api", Some(0)), (Some(73.0), 1));
+
+    // The configurable rule: same service, starts 5 minutes apart (within 15).
+    let rows = run(&lake, &counted(vec![Number, Start], &[]));
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    // Numbers differ (42, 1017) and no other rule: no mirror, so the window blames d2.
+    for rules in [vec![Number], vec![]] {
+        let rows = run(&lake, &counted(rules, &[]));
+        assert_eq!(
+            cell(&rows, IncidentsAttributedWindowShare, "api", Some(0)),
+            (Some(1.0), 1)
+        );
+        assert_eq!(cell(&rows, IncidentsOpened, "api", Some(0)), (Some(1.0), 1));
+    }
+    // ServiceNow may not supply causes: the mirror is matched but lends nothing.
+    let rows = run(&lake, &counted(vec![Correlation], &["pd"]));
+    assert_eq!(
+        cell(&rows, IncidentsAttributedWindowShare, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+}
