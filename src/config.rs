@@ -629,7 +629,10 @@ pagerduty = ["PCHK"]
                        [[source]]\nname = \"sn\"\nkind = \"servicenow\"\nbase_url = \"https://x.service-now.com\"\ntoken_env = \"T\"\n";
         let c = parse(&format!("[metrics]\nincident_sources = [\"pd\"]\n{sources}")).unwrap();
         assert!(c.metrics.cause_sources.is_empty());
-        assert_eq!(c.metrics.mirror_match, vec![crate::pipeline::MirrorMatch::Correlation]);
+        assert_eq!(
+            c.metrics.mirror_match,
+            vec![crate::pipeline::MirrorMatch::Correlation]
+        );
         assert_eq!(c.metrics.mirror_start_minutes, 15);
         let c = parse(&format!(
             "[metrics]\ncause_sources = [\"sn\"]\nmirror_match = [\"number\", \"start\"]\nmirror_start_minutes = 5\n{sources}"
@@ -638,12 +641,18 @@ pagerduty = ["PCHK"]
         assert_eq!(c.metrics.cause_sources, vec!["sn".to_owned()]);
         assert_eq!(
             c.metrics.mirror_match,
-            vec![crate::pipeline::MirrorMatch::Number, crate::pipeline::MirrorMatch::Start]
+            vec![
+                crate::pipeline::MirrorMatch::Number,
+                crate::pipeline::MirrorMatch::Start
+            ]
         );
         let err = parse(&format!("[metrics]\ncause_sources = [\"jira\"]\n{sources}"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`metrics.cause_sources[0]`: no [[source]] is named \"jira\""), "{err}");
+        assert!(
+            err.contains("`metrics.cause_sources[0]`: no [[source]] is named \"jira\""),
+            "{err}"
+        );
         let err = parse(&format!("[metrics]\nmirror_match = [\"title\"]\n{sources}"))
             .unwrap_err()
             .to_string();

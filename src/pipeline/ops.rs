@@ -222,10 +222,7 @@ impl<'a> Computed<'a> {
             // objective: the weighted figure's share of the weighted budget.
             MetricId::ErrorBudgetConsumed => {
                 let down = downtime(self.outages, scope, self.services, from, to);
-                let budget: f64 = self
-                    .scope_slos(scope)
-                    .map(|slo| (1.0 - slo) * length)
-                    .sum();
+                let budget: f64 = self.scope_slos(scope).map(|slo| (1.0 - slo) * length).sum();
                 // An objective of 100% has no budget to consume; the config refuses one.
                 ((budget > 0.0).then(|| down.minutes / budget), down.n)
             }

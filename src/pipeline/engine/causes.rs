@@ -15,6 +15,9 @@ use polars::prelude::*;
 
 use super::super::codec::{SLICE_ROWS, in_slices};
 
+/// A change an incident names: its repo (lower-cased), number and service.
+type Named = (String, i64, Option<String>);
+
 /// A production deployment a cause can resolve to.
 #[derive(Debug, Clone)]
 pub(in crate::pipeline) struct Shipped {
@@ -54,7 +57,7 @@ impl Causes {
         let numbers = named_numbers(incidents)?;
         if !numbers.is_empty() {
             // Row in the changes table → (repo lower-cased, number, the change's service).
-            let mut named: HashMap<IdxSize, (String, i64, Option<String>)> = HashMap::new();
+            let mut named: HashMap<IdxSize, Named> = HashMap::new();
             in_slices(
                 changes,
                 SLICE_ROWS,
@@ -95,7 +98,7 @@ impl Causes {
                 shipped.column("deployment")?.idx()?,
             );
             // Named change → the position (in `production`) of the deployment it is linked to.
-            let mut linked: Vec<(&(String, i64, Option<String>), usize)> = Vec::new();
+            let mut linked: Vec<(&Named, usize)> = Vec::new();
             for i in 0..shipped.height() {
                 let Some(named) = change.get(i).and_then(|c| named.get(&c)) else {
                     continue;
@@ -106,9 +109,17 @@ impl Causes {
             }
             // Every production deployment of the linked deployments' `(repo, sha)`, so a redeploy
             // of the same sha counts as shipping the change too.
-            let key = |d: usize| Some((repos.get(d)?.to_ascii_lowercase(), shas.get(d)?.to_ascii_lowercase()));
-            let mut same_sha: HashMap<(String, String), Vec<String>> =
-                linked.iter().filter_map(|(_, d)| key(*d)).map(|k| (k, Vec::new())).collect();
+            let key = |d: usize| {
+                Some((
+                    repos.get(d)?.to_ascii_lowercase(),
+                    shas.get(d)?.to_ascii_lowercase(),
+                ))
+            };
+            let mut same_sha: HashMap<(String, String), Vec<String>> = linked
+                .iter()
+                .filter_map(|(_, d)| key(*d))
+                .map(|k| (k, Vec::new()))
+                .collect();
             if !same_sha.is_empty() {
                 for d in 0..production.height() {
                     if let (Some(k), Some(id)) = (key(d), ids.get(d))

@@ -94,7 +94,11 @@ pub(in crate::pipeline) fn with_causes(
             number: number.get(i),
             service: service.get(i).map(str::to_owned),
             started,
-            correlation: correlation.get(i).map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned),
+            correlation: correlation
+                .get(i)
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
             refs,
         });
     }
@@ -102,11 +106,16 @@ pub(in crate::pipeline) fn with_causes(
     let is_counted = |k: &Keyed| chosen(&opts.incident_sources, &k.source);
     let supplies_causes = |k: &Keyed| chosen(&opts.cause_sources, &k.source);
 
-    let (counted_incidents, others): (Vec<&Keyed>, Vec<&Keyed>) = incidents.iter().partition(|k| is_counted(k));
+    let (counted_incidents, others): (Vec<&Keyed>, Vec<&Keyed>) =
+        incidents.iter().partition(|k| is_counted(k));
     let mut carried: HashMap<&str, Vec<String>> = counted_incidents
         .iter()
         .map(|k| {
-            let own = if supplies_causes(k) { k.refs.clone() } else { Vec::new() };
+            let own = if supplies_causes(k) {
+                k.refs.clone()
+            } else {
+                Vec::new()
+            };
             (k.id.as_str(), own)
         })
         .collect();
@@ -173,7 +182,11 @@ impl<'a> Index<'a> {
                 index.by_name.entry(name).or_default().push(k);
             }
             if let Some(c) = &k.correlation {
-                index.by_correlation.entry(c.to_ascii_lowercase()).or_default().push(k);
+                index
+                    .by_correlation
+                    .entry(c.to_ascii_lowercase())
+                    .or_default()
+                    .push(k);
             }
             if let Some(service) = k.service.as_deref() {
                 if let Some(number) = k.number {
@@ -195,7 +208,12 @@ impl<'a> Index<'a> {
 ///   incident's names the mirror, or both carry the same key;
 /// - `number`: the same service and incident number;
 /// - `start`: the same service, started within `tolerance_ms` of the mirror.
-fn mirror_of<'a>(mirror: &Keyed, index: &Index<'a>, rules: &[MirrorMatch], tolerance_ms: i64) -> Option<&'a str> {
+fn mirror_of<'a>(
+    mirror: &Keyed,
+    index: &Index<'a>,
+    rules: &[MirrorMatch],
+    tolerance_ms: i64,
+) -> Option<&'a str> {
     let nearest = |candidates: &mut dyn Iterator<Item = &'a Keyed>| {
         candidates
             .filter(|k| k.source != mirror.source)
@@ -209,9 +227,16 @@ fn mirror_of<'a>(mirror: &Keyed, index: &Index<'a>, rules: &[MirrorMatch], toler
             let mut seen = HashSet::new();
             let own = mirror.correlation.as_deref().map(str::to_ascii_lowercase);
             let named = own.iter().flat_map(|c| index.by_name.get(c)).flatten();
-            let naming = mirror.names().flat_map(|n| index.by_correlation.get(&n)).flatten();
+            let naming = mirror
+                .names()
+                .flat_map(|n| index.by_correlation.get(&n))
+                .flatten();
             let shared = own.iter().flat_map(|c| index.by_correlation.get(c)).flatten();
-            let mut all = named.chain(naming).chain(shared).copied().filter(|k| seen.insert(k.id.as_str()));
+            let mut all = named
+                .chain(naming)
+                .chain(shared)
+                .copied()
+                .filter(|k| seen.insert(k.id.as_str()));
             nearest(&mut all)
         }
         MirrorMatch::Number => {

@@ -1625,21 +1625,32 @@ fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_i
         production.lazy(),
         scan_table::<Commit>(&path("commits")).unwrap(),
     )
-        .unwrap()
-        .collect()
-        .unwrap();
+    .unwrap()
+    .collect()
+    .unwrap();
     let merged = links.column("merged_at").unwrap().i64().unwrap();
     let at = links.column("at").unwrap().i64().unwrap();
     let ancestry = links.column("ancestry").unwrap().f64().unwrap();
     let merged_changes = changes.iter().filter(|c| c.merged_at.is_some()).count();
-    assert!(links.height() * 10 >= merged_changes * 9, "{} of {merged_changes}", links.height());
+    assert!(
+        links.height() * 10 >= merged_changes * 9,
+        "{} of {merged_changes}",
+        links.height()
+    );
     let late = (0..links.height())
         .filter(|&i| merged.get(i).unwrap() > at.get(i).unwrap())
         .count();
-    assert_eq!(late, 0, "changes linked to a deployment finished before they merged");
+    assert_eq!(
+        late, 0,
+        "changes linked to a deployment finished before they merged"
+    );
     // Linked by ancestry, as the generator's history allows, but for the first deployment's.
     let by_ancestry = ancestry.sum().unwrap_or(0.0);
-    assert!(by_ancestry >= 0.9 * links.height() as f64, "{by_ancestry} of {}", links.height());
+    assert!(
+        by_ancestry >= 0.9 * links.height() as f64,
+        "{by_ancestry} of {}",
+        links.height()
+    );
 }
 
 #[test]
@@ -1655,7 +1666,13 @@ fn a_servicenow_mirror_supplies_the_cause_of_the_pagerduty_incident_it_mirrors_w
             // The system of record: PagerDuty incident PABC123 (number 42), 09:00–10:00.
             Incident {
                 number: Some(42),
-                ..incident("PABC123", Some("api"), Severity::Sev1, aug(6, 9, 0), Some(aug(6, 10, 0)))
+                ..incident(
+                    "PABC123",
+                    Some("api"),
+                    Severity::Sev1,
+                    aug(6, 9, 0),
+                    Some(aug(6, 10, 0)),
+                )
             },
             // Its ServiceNow mirror, opened by PagerDuty's integration five minutes later and
             // resolved later still: `caused_by` names d1, `correlation_id` the PagerDuty incident.
@@ -1665,7 +1682,13 @@ fn a_servicenow_mirror_supplies_the_cause_of_the_pagerduty_incident_it_mirrors_w
                 number: Some(1017),
                 cause_refs: vec!["gh:d1".into()],
                 correlation_id: Some("PABC123".into()),
-                ..incident("s1", Some("api"), Severity::Sev1, aug(6, 9, 5), Some(aug(6, 10, 30)))
+                ..incident(
+                    "s1",
+                    Some("api"),
+                    Severity::Sev1,
+                    aug(6, 9, 5),
+                    Some(aug(6, 10, 30)),
+                )
             },
         ],
     );
@@ -1687,7 +1710,10 @@ fn a_servicenow_mirror_supplies_the_cause_of_the_pagerduty_incident_it_mirrors_w
         (Some(1.0), 1)
     );
     assert_eq!(cell(&rows, FailedDeploymentCount, "api", Some(0)), (Some(1.0), 2));
-    assert_eq!(cell(&rows, FailedDeploymentRecoveryMedian, "api", Some(0)), (Some(73.0), 1));
+    assert_eq!(
+        cell(&rows, FailedDeploymentRecoveryMedian, "api", Some(0)),
+        (Some(73.0), 1)
+    );
 
     // The configurable rule: same service, starts 5 minutes apart (within 15).
     let rows = run(&lake, &counted(vec![Number, Start], &[]));
