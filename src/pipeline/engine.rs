@@ -3,7 +3,8 @@
 //! (`reference/metrics.md`), and the shared pieces the other families (`dora`, `ops`, `itsm`,
 //! `quality`) build on: the period grid, scopes, attribution links, the change → deployment links
 //! (`links`: by commit ancestry, else by time), the explicit causes an incident can name
-//! (`causes`), aggregation and row layout, with the `method` behind a row where the definition
+//! (`causes`), which incidents count and which cause references they carry (`mirrors`),
+//! aggregation and row layout, with the `method` behind a row where the definition
 //! allows more than one.
 //!
 //! polars does the record-level work lazily (production deployments, incident attribution, lead
@@ -358,7 +359,8 @@ pub(super) struct Shared<'a> {
     pub deployments: LazyFrame,
     /// Every change, as stored.
     pub changes: LazyFrame,
-    /// Incidents from the configured incident sources; instants as i64 ms.
+    /// Incidents from the configured incident sources, each with the cause references its
+    /// allowed sources and its mirrors give (see [`mirrors`]); instants as i64 ms.
     pub incidents: LazyFrame,
     /// Successful production deployments in finish order: `id`, `position`, `repo`, `service`,
     /// `sha`, `finished_at` (ms), `change_refs` (see [`production_deployments`]).

@@ -251,3 +251,66 @@ fn mirror_of<'a>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(id: &str, number: Option<i64>, service: &str, started: i64, correlation: Option<&str>) -> Keyed {
+        Keyed {
+            id: id.into(),
+            source: id.split(':').next().unwrap_or_default().into(),
+            number,
+            service: Some(service.into()),
+            started,
+            correlation: correlation.map(str::to_owned),
+            refs: vec!["cause".into()],
+        }
+    }
+
+    #[test]
+    fn mirrors_are_matched_by_correlation_either_way_then_number_then_start_nearest_first() {
+        let counted = [
+            keyed("pd:PA", Some(7), "api", 1_000, None),
+            keyed("pd:PB", Some(8), "api", 2_000, Some("INC0001")),
+            keyed("pd:PC", Some(9), "web", 3_000, Some("shared-key")),
+            keyed("pd:PD", Some(10), "api", 2_400, None),
+        ];
+        let refs: Vec<&Keyed> = counted.iter().collect();
+        let index = Index::new(&refs);
+        let all = [MirrorMatch::Correlation, MirrorMatch::Number, MirrorMatch::Start];
+        let of = |m: &Keyed, rules: &[MirrorMatch]| mirror_of(m, &index, rules, 500);
+        // The mirror's correlation names PA by vendor id (any case) or by number.
+        assert_eq!(of(&keyed("sn:1", None, "db", 0, Some("pa")), &all), Some("pd:PA"));
+        assert_eq!(of(&keyed("sn:2", None, "db", 0, Some("8")), &all), Some("pd:PB"));
+        // PB's correlation names the mirror by its vendor id.
+        assert_eq!(of(&keyed("sn:INC0001", None, "db", 0, None), &all), Some("pd:PB"));
+        // Both carry the same key.
+        assert_eq!(
+            of(&keyed("sn:3", None, "db", 0, Some("SHARED-KEY")), &all),
+            Some("pd:PC")
+        );
+        // Same service and number.
+        assert_eq!(
+            of(&keyed("sn:4", Some(7), "api", 9_999, None), &all),
+            Some("pd:PA")
+        );
+        assert_eq!(of(&keyed("sn:4", Some(7), "web", 9_999, None), &all), None);
+        // Within 500 ms of two api incidents: the nearer, PD (at 2 400) for a start at 2 300.
+        assert_eq!(of(&keyed("sn:5", None, "api", 2_300, None), &all), Some("pd:PD"));
+        assert_eq!(
+            of(&keyed("sn:5", None, "api", 2_300, None), &[MirrorMatch::Number]),
+            None
+        );
+        // The rules in the order given: correlation names PA, start would pick PD.
+        assert_eq!(
+            of(
+                &keyed("sn:6", None, "api", 2_300, Some("PA")),
+                &[MirrorMatch::Start, MirrorMatch::Correlation]
+            ),
+            Some("pd:PD")
+        );
+        // An incident of the same source is no mirror.
+        assert_eq!(of(&keyed("pd:PX", None, "api", 1_000, Some("PA")), &all), None);
+    }
+}
