@@ -84,9 +84,11 @@ pub enum MetricId {
     /// One minus downtime divided by the period's length; for a team or the organisation,
     /// service-weighted (the mean of its services' availabilities).
     Availability,
-    /// Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget is spent.
+    /// Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget
+    /// is spent. For a team or the organisation, summed over its services' downtime and budgets.
     ErrorBudgetConsumed,
-    /// Downtime counted over incidents attributed to a deployment only: the union of their intervals, clipped to the period.
+    /// Downtime counted over incidents attributed to a deployment only: per service the union of
+    /// their intervals, clipped to the period; for a team or the organisation, the sum.
     ChangeCausedDowntimeMinutes,
     /// Spearman's rank correlation between weekly production deployments and weekly downtime minutes over the range; n is the number of weeks.
     DeploymentsDowntimeCorrelation,
