@@ -133,6 +133,20 @@ pub struct MetricsConfig {
     /// the same incident is also mirrored as a Jira or ServiceNow ticket. All sources when empty.
     #[serde(default)]
     pub incident_sources: Vec<String>,
+    /// Sources whose incidents' cause references (ServiceNow `caused_by`, a Jira link, a
+    /// `caused-by:` label) are read, for their own incidents and for the counted incidents they
+    /// mirror. All sources when empty.
+    #[serde(default)]
+    pub cause_sources: Vec<String>,
+    /// How an incident of a source outside `incident_sources` is recognised as a mirror of a
+    /// counted one, rules tried in order: `correlation` (the vendor's correlation field),
+    /// `number` (same service and incident number), `start` (same service, starts within
+    /// `mirror_start_minutes`).
+    #[serde(default = "default_mirror_match")]
+    pub mirror_match: Vec<crate::pipeline::MirrorMatch>,
+    /// For `mirror_match = ["start"]`: minutes between the two starts, at most.
+    #[serde(default = "default_mirror_start_minutes")]
+    pub mirror_start_minutes: i64,
     /// Availability objective of services that set no `slo` of their own.
     #[serde(default = "default_slo")]
     pub default_slo: f64,
@@ -150,6 +164,14 @@ pub struct MetricsConfig {
     /// compare with a DevLake installation).
     #[serde(default)]
     pub attribution: crate::pipeline::Attribution,
+}
+
+fn default_mirror_match() -> Vec<crate::pipeline::MirrorMatch> {
+    vec![crate::pipeline::MirrorMatch::Correlation]
+}
+
+fn default_mirror_start_minutes() -> i64 {
+    15
 }
 
 fn default_hotfix_labels() -> Vec<String> {
@@ -184,6 +206,9 @@ impl Default for MetricsConfig {
             attribution_window_hours: default_window_hours(),
             outage_severities: default_outage(),
             incident_sources: Vec::new(),
+            cause_sources: Vec::new(),
+            mirror_match: default_mirror_match(),
+            mirror_start_minutes: default_mirror_start_minutes(),
             default_slo: default_slo(),
             sla_hours: default_sla_hours(),
             change_window_tolerance_minutes: default_tolerance(),
@@ -380,13 +405,25 @@ impl Config {
         if self.report.weeks == 0 || self.report.weeks > 520 {
             return Err(invalid("report.weeks".into(), "must be between 1 and 520".into()));
         }
-        for (i, s) in self.metrics.incident_sources.iter().enumerate() {
-            if !names.contains(s.as_str()) {
-                return Err(invalid(
-                    format!("metrics.incident_sources[{i}]"),
-                    format!("no [[source]] is named {s:?}"),
-                ));
+        let named = [
+            ("incident_sources", &self.metrics.incident_sources),
+            ("cause_sources", &self.metrics.cause_sources),
+        ];
+        for (key, sources) in named {
+            for (i, s) in sources.iter().enumerate() {
+                if !names.contains(s.as_str()) {
+                    return Err(invalid(
+                        format!("metrics.{key}[{i}]"),
+                        format!("no [[source]] is named {s:?}"),
+                    ));
+                }
             }
+        }
+        if self.metrics.mirror_start_minutes < 0 {
+            return Err(invalid(
+                "metrics.mirror_start_minutes".into(),
+                "must not be negative".into(),
+            ));
         }
         let slos = self
             .services
@@ -584,6 +621,42 @@ pagerduty = ["PCHK"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("`source[1].name`"), "{err}");
+    }
+
+    #[test]
+    fn cause_sources_and_mirror_rules_default_to_every_source_and_the_correlation_field() {
+        let sources = "[[source]]\nname = \"pd\"\nkind = \"pagerduty\"\ntoken_env = \"T\"\n\
+                       [[source]]\nname = \"sn\"\nkind = \"servicenow\"\nbase_url = \"https://x.service-now.com\"\ntoken_env = \"T\"\n";
+        let c = parse(&format!("[metrics]\nincident_sources = [\"pd\"]\n{sources}")).unwrap();
+        assert!(c.metrics.cause_sources.is_empty());
+        assert_eq!(
+            c.metrics.mirror_match,
+            vec![crate::pipeline::MirrorMatch::Correlation]
+        );
+        assert_eq!(c.metrics.mirror_start_minutes, 15);
+        let c = parse(&format!(
+            "[metrics]\ncause_sources = [\"sn\"]\nmirror_match = [\"number\", \"start\"]\nmirror_start_minutes = 5\n{sources}"
+        ))
+        .unwrap();
+        assert_eq!(c.metrics.cause_sources, vec!["sn".to_owned()]);
+        assert_eq!(
+            c.metrics.mirror_match,
+            vec![
+                crate::pipeline::MirrorMatch::Number,
+                crate::pipeline::MirrorMatch::Start
+            ]
+        );
+        let err = parse(&format!("[metrics]\ncause_sources = [\"jira\"]\n{sources}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`metrics.cause_sources[0]`: no [[source]] is named \"jira\""),
+            "{err}"
+        );
+        let err = parse(&format!("[metrics]\nmirror_match = [\"title\"]\n{sources}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("title"), "{err}");
     }
 
     #[test]

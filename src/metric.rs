@@ -74,8 +74,11 @@ pub enum MetricId {
     TimeToRestoreMedian,
     /// Mean time to restore of incidents resolved in the period.
     TimeToRestoreMean,
-    /// Minutes of outage (union of sev1–sev2 incident intervals, clipped to the period).
+    /// Minutes of outage (union of sev1–sev2 incident intervals, clipped to the period); for a
+    /// team or the organisation, the sum over its services.
     DowntimeMinutes,
+    /// Minutes in which any service of the scope was down: the union across its services.
+    DowntimeAnyServiceMinutes,
     /// First acknowledgement minus start, of incidents acknowledged in the period; median.
     TimeToAcknowledgeMedian,
     /// First acknowledgement minus start, of incidents acknowledged in the period; mean (MTTA).
@@ -84,11 +87,14 @@ pub enum MetricId {
     TimeBetweenFailuresMean,
     /// Per service, the gap between consecutive starts of outage-severity incidents, for gaps ending in the period; median.
     TimeBetweenFailuresMedian,
-    /// One minus downtime divided by the period's length.
+    /// One minus downtime divided by the period's length; for a team or the organisation,
+    /// service-weighted (the mean of its services' availabilities).
     Availability,
-    /// Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget is spent.
+    /// Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget
+    /// is spent. For a team or the organisation, summed over its services' downtime and budgets.
     ErrorBudgetConsumed,
-    /// Downtime counted over incidents attributed to a deployment only: the union of their intervals, clipped to the period.
+    /// Downtime counted over incidents attributed to a deployment only: per service the union of
+    /// their intervals, clipped to the period; for a team or the organisation, the sum.
     ChangeCausedDowntimeMinutes,
     /// Spearman's rank correlation between weekly production deployments and weekly downtime minutes over the range; n is the number of weeks.
     DeploymentsDowntimeCorrelation,
@@ -221,7 +227,7 @@ impl MetricId {
     ];
 
     /// Operations metrics beyond the core set.
-    pub const OPS: [MetricId; 19] = [
+    pub const OPS: [MetricId; 20] = [
         Self::TimeToRestoreP90,
         Self::TimeToAcknowledgeMedian,
         Self::TimeToAcknowledgeMean,
@@ -229,6 +235,7 @@ impl MetricId {
         Self::TimeBetweenFailuresMedian,
         Self::Availability,
         Self::ErrorBudgetConsumed,
+        Self::DowntimeAnyServiceMinutes,
         Self::ChangeCausedDowntimeMinutes,
         Self::DeploymentsDowntimeCorrelation,
         Self::TimeToRestoreMedianSev1,
@@ -267,8 +274,9 @@ impl MetricId {
 
     /// Measured outage durations and the figures computed from them: facts about the period,
     /// however few incidents made them, so never insufficient.
-    pub const MEASURED: [MetricId; 4] = [
+    pub const MEASURED: [MetricId; 5] = [
         Self::DowntimeMinutes,
+        Self::DowntimeAnyServiceMinutes,
         Self::ChangeCausedDowntimeMinutes,
         Self::Availability,
         Self::ErrorBudgetConsumed,
@@ -310,7 +318,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 71] = [
+    pub const ALL: [MetricId; 72] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -338,6 +346,7 @@ impl MetricId {
         Self::TimeBetweenFailuresMedian,
         Self::Availability,
         Self::ErrorBudgetConsumed,
+        Self::DowntimeAnyServiceMinutes,
         Self::ChangeCausedDowntimeMinutes,
         Self::DeploymentsDowntimeCorrelation,
         Self::TimeToRestoreMedianSev1,
@@ -394,6 +403,7 @@ impl MetricId {
             Self::TimeToRestoreMedian => "time_to_restore_median",
             Self::TimeToRestoreMean => "time_to_restore_mean",
             Self::DowntimeMinutes => "downtime_minutes",
+            Self::DowntimeAnyServiceMinutes => "downtime_any_service_minutes",
             Self::TimeToAcknowledgeMedian => "time_to_acknowledge_median",
             Self::TimeToAcknowledgeMean => "time_to_acknowledge_mean",
             Self::TimeBetweenFailuresMean => "time_between_failures_mean",
@@ -475,7 +485,7 @@ impl MetricId {
             | Self::LeadTimeReviewMedian
             | Self::LeadTimeDeployWaitMedian => "hours",
             Self::ChangeFailureRate => "ratio",
-            Self::DowntimeMinutes => "minutes",
+            Self::DowntimeMinutes | Self::DowntimeAnyServiceMinutes => "minutes",
             Self::TimeToAcknowledgeMedian
             | Self::TimeToAcknowledgeMean
             | Self::TimeBetweenFailuresMean
@@ -549,6 +559,7 @@ impl MetricId {
             Self::TimeToRestoreMedian => "Time to restore (median)",
             Self::TimeToRestoreMean => "Time to restore (mean)",
             Self::DowntimeMinutes => "Downtime",
+            Self::DowntimeAnyServiceMinutes => "Minutes with any service down",
             Self::TimeToAcknowledgeMedian => "Time to acknowledge (median)",
             Self::TimeToAcknowledgeMean => "Time to acknowledge (mean)",
             Self::TimeBetweenFailuresMean => "Time between failures (mean)",
@@ -630,14 +641,14 @@ impl MetricId {
                 "For each merged change, the first successful production deployment containing it minus the change's first commit (its opening when that is unknown); median over changes deployed in the period. A deployment contains a change when its known commits include the change's merge commit (method ancestry); where they are unknown, the first production deployment of the repo with unknown commits finished at or after the merge (method time)."
             }
             Self::ChangeFailureRate => {
-                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names: by id, by a commit sha of 7+ hex digits, by a change number (the deployment that shipped the change) or by a change request (the latest production deployment of its service within its window); else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
+                "Failed production deployments divided by production deployments in the period. A deployment failed when an incident is attributed to it (first the deployment the incident names: by id, by a commit sha of 7+ hex digits, by a change number (a deployment that shipped the change) or by a change request (a production deployment of its service within its window); of several, the latest that finished at or before the incident started, and never one that finished after it; else the latest production deployment of the same service that finished within 24 hours before the incident started) or it was rolled back (the same service redeployed to an earlier sha within 7 days) or one of its changes was reverted by a change that was itself deployed."
             }
             Self::TimeToRestoreMedian => {
                 "Resolution minus start of incidents resolved in the period, median."
             }
             Self::TimeToRestoreMean => "Resolution minus start of incidents resolved in the period, mean.",
             Self::DowntimeMinutes => {
-                "Union of the intervals [start, resolution) of sev1–sev2 incidents, overlaps merged, open incidents running to the period's end, clipped to the period."
+                "Per service, the union of the intervals [start, resolution) of its sev1–sev2 incidents, overlaps merged, open incidents running to the period's end, clipped to the period; for a team or the organisation, the sum of its services' downtime."
             }
             Self::TimeToAcknowledgeMedian => {
                 "First acknowledgement minus start, of incidents acknowledged in the period; median."
@@ -651,12 +662,17 @@ impl MetricId {
             Self::TimeBetweenFailuresMedian => {
                 "Per service, the gap between consecutive starts of outage-severity incidents, for gaps ending in the period; median."
             }
-            Self::Availability => "One minus downtime divided by the period's length.",
+            Self::Availability => {
+                "One minus downtime divided by the period's length. For a team or the organisation it is service-weighted: one minus the sum of its services' downtime divided by (services × the period's length), the mean of its services' availabilities; every service counts, one without incidents as fully available."
+            }
+            Self::DowntimeAnyServiceMinutes => {
+                "Minutes in the period during which at least one service of the scope was down: the union of the outage intervals across its services (for the organisation, also outages with no service). With many services it nears the whole period; downtime and availability use the sum per service instead."
+            }
             Self::ErrorBudgetConsumed => {
-                "Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget is spent."
+                "Downtime divided by the error budget, (1 − SLO) × the period's length; above 100% the budget is spent. For a team or the organisation, the sum of its services' downtime divided by the sum of their budgets (each service's own SLO, else the default)."
             }
             Self::ChangeCausedDowntimeMinutes => {
-                "Downtime counted over incidents attributed to a deployment only: the union of their intervals, clipped to the period."
+                "Downtime counted over incidents attributed to a deployment only: per service the union of their intervals, clipped to the period; for a team or the organisation, the sum over its services."
             }
             Self::DeploymentsDowntimeCorrelation => {
                 "Spearman's rank correlation between weekly production deployments and weekly downtime minutes over the range; n is the number of weeks."

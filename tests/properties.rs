@@ -64,6 +64,7 @@ fn incident(i: usize, service: &str, minute: i64, length: Option<i64>, sev: u8) 
         acknowledged_at: None,
         resolved_at: length.map(|l| started + Duration::minutes(l)),
         cause_refs: Vec::new(),
+        correlation_id: None,
         updated_at: started,
     }
 }
@@ -119,6 +120,9 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         outage_severities: vec![Severity::Sev1, Severity::Sev2],
         services: vec![],
         incident_sources: vec![],
+        cause_sources: vec![],
+        mirror_match: vec![tandem::pipeline::MirrorMatch::Correlation],
+        mirror_start_tolerance: chrono::Duration::minutes(15),
         sla_hours: Default::default(),
         change_window_tolerance: Duration::hours(1),
         slo: Default::default(),
@@ -151,8 +155,20 @@ proptest! {
     #[test]
     fn invariants_hold_for_any_records((deps, incs) in data()) {
         let rows = metrics(&[(deps.clone(), incs.clone())]);
+        // The organisation's downtime is the sum over its services: up to every service's whole
+        // period.
+        let services = deps
+            .iter()
+            .filter_map(|d| d.service.as_deref())
+            .chain(incs.iter().filter_map(|i| i.service.as_deref()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            .max(1) as f64;
         for r in &rows {
-            let length_minutes = (r.period_end - r.period_start).num_minutes() as f64;
+            let summed = r.scope_type == "org"
+                && matches!(r.metric.as_str(), "downtime_minutes" | "change_caused_downtime_minutes");
+            let length_minutes =
+                (r.period_end - r.period_start).num_minutes() as f64 * if summed { services } else { 1.0 };
             if let Some(v) = r.value {
                 prop_assert!(v.is_finite(), "{} is not finite", r.metric);
                 match r.unit.as_str() {

@@ -377,6 +377,11 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Explicit cause references the source carries (deployment ids, shas, change numbers).
     pub cause_refs: Vec<String>,
+    /// The key by which the source links this incident to the same outage in another system
+    /// (ServiceNow `correlation_id`, which PagerDuty's integration sets to its incident id); `None`
+    /// when the source gives none. tandem matches mirrored incidents on it.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
     /// Who the incident is assigned to, as the source names them (display name or login);
     /// `None` when unassigned or when the source clears it on resolution (PagerDuty).
     pub assignee: Option<String>,
@@ -448,6 +453,12 @@ impl Table for Incident {
             ColumnKind::TextList,
             false,
             "Explicit cause references from the source.",
+        ),
+        col(
+            "correlation_id",
+            ColumnKind::Text,
+            true,
+            "The source's link to the same outage in another system (ServiceNow `correlation_id`); null when none.",
         ),
         col(
             "assignee",

@@ -187,6 +187,9 @@ pub fn from_store(
         outage_severities: settings.outage_severities.clone(),
         services: services.iter().map(|s| s.name.clone()).collect(),
         incident_sources: settings.incident_sources.clone(),
+        cause_sources: settings.cause_sources.clone(),
+        mirror_match: settings.mirror_match.clone(),
+        mirror_start_tolerance: chrono::Duration::minutes(settings.mirror_start_minutes),
         sla_hours: settings.sla_hours.clone(),
         change_window_tolerance: chrono::Duration::minutes(settings.change_window_tolerance_minutes),
         slo: services

@@ -247,6 +247,7 @@ impl Columnar for Incident {
             opt_instant("acknowledged_at", rows, |r| r.acknowledged_at),
             opt_instant("resolved_at", rows, |r| r.resolved_at),
             texts("cause_refs", rows, |r| &r.cause_refs),
+            opt_text("correlation_id", rows, |r| r.correlation_id.as_deref()),
             opt_text("assignee", rows, |r| r.assignee.as_deref()),
             opt_text("acknowledged_by", rows, |r| r.acknowledged_by.as_deref()),
             instant("updated_at", rows, |r| r.updated_at),

@@ -665,6 +665,7 @@ mod tests {
                 acknowledged_at: Some(at(1_785_700_260_042)),
                 resolved_at: Some(at(1_785_703_800_000)),
                 cause_refs: vec!["abc1234".into()],
+                correlation_id: None,
                 updated_at: at(1_785_703_800_000),
             },
             Incident {
@@ -684,6 +685,7 @@ mod tests {
                 acknowledged_at: None,
                 resolved_at: None,
                 cause_refs: vec![],
+                correlation_id: None,
                 updated_at: at(1_785_900_000_000),
             },
         ]

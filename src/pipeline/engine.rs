@@ -3,7 +3,8 @@
 //! (`reference/metrics.md`), and the shared pieces the other families (`dora`, `ops`, `itsm`,
 //! `quality`) build on: the period grid, scopes, attribution links, the change → deployment links
 //! (`links`: by commit ancestry, else by time), the explicit causes an incident can name
-//! (`causes`), aggregation and row layout, with the `method` behind a row where the definition
+//! (`causes`), which incidents count and which cause references they carry (`mirrors`),
+//! aggregation and row layout, with the `method` behind a row where the definition
 //! allows more than one.
 //!
 //! polars does the record-level work lazily (production deployments, incident attribution, lead
@@ -39,7 +40,8 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
 
     let deployments = scan_table::<Deployment>(inputs.deployments)?;
     let changes = scan_table::<Change>(inputs.changes)?;
-    let mut incidents = scan_table::<Incident>(inputs.incidents)?;
+    let all_incidents = scan_table::<Incident>(inputs.incidents)?;
+    let mut incidents = all_incidents.clone();
     if let Some(from_sources) = opts
         .incident_sources
         .iter()
@@ -47,6 +49,15 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         .reduce(|a, b| a.or(b))
     {
         incidents = incidents.filter(from_sources);
+    }
+    // Each counted incident carries the cause references its allowed sources give, its mirrors'
+    // included: collected once, as every family reads them.
+    if mirrors::needed(opts) {
+        incidents = timed("incident mirrors", || {
+            mirrors::with_causes(all_incidents, incidents, opts)?.collect()
+        })
+        .map_err(polars)?
+        .lazy();
     }
 
     let mut services: BTreeSet<String> = opts.services.iter().cloned().collect();
@@ -176,6 +187,7 @@ fn rest_of_metrics(
             )?,
             outages: outages(incidents.clone(), &opts.outage_severities)?,
             grid,
+            services,
         })
     })
     .map_err(polars)?;
@@ -347,7 +359,8 @@ pub(super) struct Shared<'a> {
     pub deployments: LazyFrame,
     /// Every change, as stored.
     pub changes: LazyFrame,
-    /// Incidents from the configured incident sources; instants as i64 ms.
+    /// Incidents from the configured incident sources, each with the cause references its
+    /// allowed sources and its mirrors give (see [`mirrors`]); instants as i64 ms.
     pub incidents: LazyFrame,
     /// Successful production deployments in finish order: `id`, `position`, `repo`, `service`,
     /// `sha`, `finished_at` (ms), `change_refs` (see [`production_deployments`]).
@@ -373,6 +386,8 @@ pub(super) struct Shared<'a> {
 #[derive(Debug)]
 struct Computed<'g> {
     grid: &'g Grid,
+    /// Every service with rows: the organisation's downtime sums over them.
+    services: &'g BTreeSet<String>,
     /// Production deployments; value 0: failed ones.
     deploys: Cells,
     /// Deployed changes: lead time and stages (see [`lead`]).
@@ -414,8 +429,8 @@ impl Computed<'_> {
             ),
             MetricId::DowntimeMinutes => {
                 let (from, to) = self.grid.millis(period);
-                let (minutes, n) = downtime(&self.outages, scope, from, to);
-                (Some(minutes), n)
+                let down = downtime(&self.outages, scope, self.services, from, to);
+                (Some(down.minutes), down.n)
             }
             // Other families compute their own rows (`ops`, `itsm`).
             _ => (None, 0),
@@ -619,10 +634,12 @@ pub(super) fn attributions(
 
 /// The `explicit` link of the attribution chain: an incident whose cause references name a
 /// production deployment, by its id or by a commit sha of at least 7 hex digits that the
-/// deployment's sha starts with (the latest such deployment when several match), or through a
-/// change number or a change request ([`causes::Causes::resolve`]); the first reference that
-/// resolves wins. Matching is done in plain Rust: prefix matching in polars would need its
-/// `strings` feature.
+/// deployment's sha starts with, or through a change number or a change request
+/// ([`causes::Causes::resolve`]); the first reference that resolves wins. Only a deployment that
+/// finished at or before the incident started can cause it: a name that matches several (a sha
+/// deployed twice, a change shipped by several deployments) picks the latest of those, and a name
+/// whose every match finished later resolves to nothing, so the window is tried next. Matching
+/// is done in plain Rust: prefix matching in polars would need its `strings` feature.
 fn explicit_links(
     production: LazyFrame,
     incidents: LazyFrame,
@@ -638,11 +655,6 @@ fn explicit_links(
         deployments.column("service")?.str()?,
         deployments.column("finished_at")?.i64()?,
     );
-    let deps: Vec<(&str, &str)> = dep_id
-        .iter()
-        .zip(dep_sha.iter())
-        .filter_map(|(i, s)| Some((i?, s?)))
-        .collect();
     let shipped: Vec<causes::Shipped> = (0..deployments.height())
         .filter_map(|i| {
             Some(causes::Shipped {
@@ -652,41 +664,52 @@ fn explicit_links(
             })
         })
         .collect();
-    let shipped = causes::ShippedIndex::new(&shipped);
-    // Indexes instead of a scan of every deployment per reference: the position of the latest
-    // deployment with each id, and every lower-cased sha with its position, sorted for prefix search.
-    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(deps.len());
-    for (position, (id, _)) in deps.iter().enumerate() {
-        by_id.insert(id, position);
+    let shipped_index = causes::ShippedIndex::new(&shipped);
+    // Indexes instead of a scan of every deployment per reference: the position (in `shipped`,
+    // finish order) of the latest deployment with each id, and every lower-cased sha with its
+    // position, sorted for prefix search.
+    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(shipped.len());
+    for (position, d) in shipped.iter().enumerate() {
+        by_id.insert(d.id.as_str(), position);
     }
-    let mut by_sha: Vec<(String, usize)> = deps
+    let shas: HashMap<&str, &str> = dep_id
+        .iter()
+        .zip(dep_sha.iter())
+        .filter_map(|(i, s)| Some((i?, s?)))
+        .collect();
+    let mut by_sha: Vec<(String, usize)> = shipped
         .iter()
         .enumerate()
-        .map(|(position, (_, sha))| (sha.to_ascii_lowercase(), position))
+        .filter_map(|(position, d)| Some((shas.get(d.id.as_str())?.to_ascii_lowercase(), position)))
         .collect();
     by_sha.sort_unstable();
     let refs = incidents
-        .select([col("id"), col("service"), col("cause_refs")])
+        .select([col("id"), col("service"), col("started_at"), col("cause_refs")])
         .collect()?;
-    let (inc_id, inc_service, cause_refs) = (
+    let (inc_id, inc_service, inc_started, cause_refs) = (
         refs.column("id")?.str()?,
         refs.column("service")?.str()?,
+        refs.column("started_at")?.i64()?,
         refs.column("cause_refs")?.list()?,
     );
     let mut linked_incidents = Vec::new();
     let mut linked_deployments = Vec::new();
     for i in 0..refs.height() {
-        let (Some(incident), Some(list)) = (inc_id.get(i), cause_refs.get_as_series(i)) else {
+        let (Some(incident), Some(started), Some(list)) =
+            (inc_id.get(i), inc_started.get(i), cause_refs.get_as_series(i))
+        else {
             continue;
         };
         let Ok(list) = list.str() else {
             continue;
         };
+        // A deployment that finished after the incident started cannot have caused it.
+        let before_start = |position: &usize| shipped.get(*position).is_some_and(|d| d.finished <= started);
         let found = list.iter().flatten().find_map(|r| {
             let r = r.trim();
             let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
             // The latest deployment (highest position) named by id or by a sha prefix.
-            let by_id = by_id.get(r).copied();
+            let by_id = by_id.get(r).copied().filter(before_start);
             let by_sha = is_sha
                 .then(|| {
                     let prefix = r.to_ascii_lowercase();
@@ -697,14 +720,15 @@ fn explicit_links(
                         .iter()
                         .take_while(|(sha, _)| sha.starts_with(&prefix))
                         .map(|(_, position)| *position)
+                        .filter(before_start)
                         .max()
                 })
                 .flatten();
             by_id
                 .max(by_sha)
-                .and_then(|position| deps.get(position))
-                .map(|(id, _)| *id)
-                .or_else(|| causes.resolve(r, inc_service.get(i), &shipped))
+                .and_then(|position| shipped.get(position))
+                .map(|d| d.id.as_str())
+                .or_else(|| causes.resolve(r, inc_service.get(i), started, &shipped_index))
         });
         if let Some(deployment) = found {
             linked_incidents.push(incident.to_owned());
@@ -848,20 +872,71 @@ pub(super) fn outages(incidents: LazyFrame, severities: &[Severity]) -> PolarsRe
     Ok(outages)
 }
 
-/// Downtime minutes of a scope in `[from, to)` and the number of outage incidents open in it.
-/// The organisation's downtime is the union over every outage, whatever its service.
-pub(super) fn downtime(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
-    // Outages are sorted by service (see [`outages`]): a service or team reads only its own
-    // instead of every outage for every scope and period.
-    let of_service = |name: &str| -> &[Outage] {
-        let first = outages.partition_point(|o| o.service.as_deref() < Some(name));
-        let end = outages.partition_point(|o| o.service.as_deref() <= Some(name));
-        outages.get(first..end.max(first)).unwrap_or_default()
+/// The downtime of a scope in a period (see [`downtime`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct ScopeDowntime {
+    /// The sum of the scope's services' downtime minutes (a service's own for a service).
+    pub minutes: f64,
+    /// The services it sums over: the denominator of a service-weighted availability.
+    pub services: usize,
+    /// Outage incidents of those services open in the period.
+    pub n: i64,
+}
+
+/// The outages of one service ([`outages`] sorts them by service).
+fn of_service<'o>(outages: &'o [Outage], name: &str) -> &'o [Outage] {
+    let first = outages.partition_point(|o| o.service.as_deref() < Some(name));
+    let end = outages.partition_point(|o| o.service.as_deref() <= Some(name));
+    outages.get(first..end.max(first)).unwrap_or_default()
+}
+
+/// The services a scope's service-weighted downtime sums over: a service itself, a team's
+/// services in the config mapping, and for the organisation every service with rows (configured
+/// or named in any table), so the organisation's availability is the mean of its service rows'.
+pub(super) fn scope_services<'a>(scope: Scope<'a>, services: &'a BTreeSet<String>) -> Vec<&'a str> {
+    match scope {
+        Scope::Org => services.iter().map(String::as_str).collect(),
+        Scope::Service(name) => vec![name],
+        Scope::Team(_, services) => services.iter().map(String::as_str).collect(),
+    }
+}
+
+/// Downtime of a scope in `[from, to)`, service-weighted (`reference/metrics.md`, downtime): each
+/// service's downtime is the union of its outage intervals, clipped to the period; a team's or the
+/// organisation's is the sum over its services (see [`scope_services`]), so that availability can
+/// be the mean of the services' availabilities. A service without outages counts, with no
+/// downtime; an outage without a service belongs to no service and counts only in
+/// [`downtime_any_service`].
+pub(super) fn downtime(
+    outages: &[Outage],
+    scope: Scope<'_>,
+    services: &BTreeSet<String>,
+    from: i64,
+    to: i64,
+) -> ScopeDowntime {
+    let mut total = ScopeDowntime {
+        minutes: 0.0,
+        services: 0,
+        n: 0,
     };
+    for name in scope_services(scope, services) {
+        let own = of_service(outages, name);
+        total.services += 1;
+        total.n += own.iter().filter(|o| o.start.max(from) < o.end.min(to)).count() as i64;
+        total.minutes += union_length(own.iter().map(|o| (o.start, o.end)), from, to) as f64 / MINUTE_MS;
+    }
+    total
+}
+
+/// Minutes in `[from, to)` during which any service of the scope was down (the union of the
+/// scope's outage intervals; for the organisation, of every outage, with or without a service)
+/// and the number of outage incidents open in it. With many services it nears the whole period,
+/// which is why the scope's downtime is the sum per service instead ([`downtime`]).
+pub(super) fn downtime_any_service(outages: &[Outage], scope: Scope<'_>, from: i64, to: i64) -> (f64, i64) {
     let slices: Vec<&[Outage]> = match scope {
         Scope::Org => vec![outages],
-        Scope::Service(name) => vec![of_service(name)],
-        Scope::Team(_, services) => services.iter().map(|s| of_service(s)).collect(),
+        Scope::Service(name) => vec![of_service(outages, name)],
+        Scope::Team(_, services) => services.iter().map(|s| of_service(outages, s)).collect(),
     };
     let in_scope = || slices.iter().flat_map(|s| s.iter());
     let n = in_scope().filter(|o| o.start.max(from) < o.end.min(to)).count();
@@ -1228,5 +1303,6 @@ pub(super) fn aggregate(events: LazyFrame, grid: &Grid, aggs: &[(&str, Expr)]) -
 
 pub(super) mod causes;
 pub(super) mod links;
+mod mirrors;
 #[cfg(test)]
 mod tests;

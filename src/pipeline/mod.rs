@@ -134,6 +134,14 @@ pub struct Options {
     pub services: Vec<String>,
     /// Sources whose incidents count (the systems of record for incidents); all when empty.
     pub incident_sources: Vec<String>,
+    /// Sources whose incidents' cause references are read, for themselves and for the counted
+    /// incidents they mirror; all when empty.
+    pub cause_sources: Vec<String>,
+    /// How an incident of a source outside `incident_sources` is recognised as a mirror of a
+    /// counted one, rules tried in order; none: no mirrors.
+    pub mirror_match: Vec<MirrorMatch>,
+    /// For [`MirrorMatch::Start`]: how far apart the two starts may be.
+    pub mirror_start_tolerance: chrono::Duration,
     /// Resolution target in hours by ticket priority name (compared case-insensitively).
     pub sla_hours: std::collections::BTreeMap<String, f64>,
     /// How far outside a change request's planned window a deployment still counts as covered.
@@ -148,6 +156,20 @@ pub struct Options {
     pub hotfix_labels: Vec<String>,
     /// How incidents are attributed to deployments.
     pub attribution: Attribution,
+}
+
+/// How an incident recorded in a system that does not count incidents is recognised as a mirror
+/// of a counted one (the same outage), whose cause references it then supplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorMatch {
+    /// The vendor's correlation field (ServiceNow `correlation_id`) names the other incident by
+    /// its id or number, or both carry the same key.
+    Correlation,
+    /// The same service and incident number.
+    Number,
+    /// The same service, started within `mirror_start_tolerance` of each other.
+    Start,
 }
 
 /// How incidents are attributed to deployments.

@@ -13,7 +13,8 @@ use polars::prelude::*;
 use tandem_connectors::model::Severity;
 
 use super::engine::{
-    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, hours, metric_rows, outages,
+    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, downtime_any_service, hours,
+    metric_rows, outages, scope_services,
 };
 use super::stats::spearman;
 use super::{Options, PipelineError};
@@ -77,6 +78,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
 struct Computed<'a> {
     grid: &'a Grid,
     opts: &'a Options,
+    /// Every service with rows: the organisation's downtime sums over them.
+    services: &'a std::collections::BTreeSet<String>,
     /// Outage intervals of every outage incident (the core's).
     outages: &'a [Outage],
     /// Outage intervals of the incidents attributed to a deployment.
@@ -120,6 +123,7 @@ impl<'a> Computed<'a> {
         Ok(Self {
             grid,
             opts,
+            services: shared.services,
             outages: shared.outages,
             change_outages: outages(attributed, &opts.outage_severities)?,
             acks: aggregate(
@@ -207,19 +211,28 @@ impl<'a> Computed<'a> {
             MetricId::TimeToAcknowledgeMean => statistic(&self.acks, 1),
             MetricId::TimeBetweenFailuresMean => statistic(&self.gaps, 0),
             MetricId::TimeBetweenFailuresMedian => statistic(&self.gaps, 1),
+            // Service-weighted: 1 − Σ service downtime ÷ (services × period), the mean of the
+            // services' availabilities; a scope without services has none.
             MetricId::Availability => {
-                let (down, n) = downtime(self.outages, scope, from, to);
-                (Some(1.0 - down / length), n)
+                let down = downtime(self.outages, scope, self.services, from, to);
+                let capacity = down.services as f64 * length;
+                ((capacity > 0.0).then(|| 1.0 - down.minutes / capacity), down.n)
             }
+            // Σ service downtime ÷ Σ service error budgets, each service's budget from its own
+            // objective: the weighted figure's share of the weighted budget.
             MetricId::ErrorBudgetConsumed => {
-                let (down, n) = downtime(self.outages, scope, from, to);
-                let budget = (1.0 - self.slo(scope)) * length;
+                let down = downtime(self.outages, scope, self.services, from, to);
+                let budget: f64 = self.scope_slos(scope).map(|slo| (1.0 - slo) * length).sum();
                 // An objective of 100% has no budget to consume; the config refuses one.
-                ((budget > 0.0).then(|| down / budget), n)
+                ((budget > 0.0).then(|| down.minutes / budget), down.n)
+            }
+            MetricId::DowntimeAnyServiceMinutes => {
+                let (down, n) = downtime_any_service(self.outages, scope, from, to);
+                (Some(down), n)
             }
             MetricId::ChangeCausedDowntimeMinutes => {
-                let (down, n) = downtime(&self.change_outages, scope, from, to);
-                (Some(down), n)
+                let down = downtime(&self.change_outages, scope, self.services, from, to);
+                (Some(down.minutes), down.n)
             }
             MetricId::DeploymentsDowntimeCorrelation => {
                 // Over the range's calendar periods (weeks in the weekly report).
@@ -230,7 +243,7 @@ impl<'a> Computed<'a> {
                         let (from, to) = self.grid.millis(week);
                         (
                             self.deploys.n(scope, week) as f64,
-                            downtime(self.outages, scope, from, to).0,
+                            downtime(self.outages, scope, self.services, from, to).minutes,
                         )
                     })
                     .unzip();
@@ -241,14 +254,12 @@ impl<'a> Computed<'a> {
         }
     }
 
-    /// The availability objective of a scope: a service's own, else the default; the
-    /// organisation's and a team's are the default.
-    fn slo(&self, scope: Scope<'_>) -> f64 {
-        match scope {
-            Scope::Org | Scope::Team(..) => None,
-            Scope::Service(name) => self.opts.slo.get(name).copied(),
-        }
-        .unwrap_or(self.opts.default_slo)
+    /// The availability objectives of the services a scope's downtime sums over (see
+    /// [`downtime`]): each service's own, else the default.
+    fn scope_slos<'s>(&'s self, scope: Scope<'s>) -> impl Iterator<Item = f64> + 's {
+        scope_services(scope, self.services)
+            .into_iter()
+            .map(|name| self.opts.slo.get(name).copied().unwrap_or(self.opts.default_slo))
     }
 }
 

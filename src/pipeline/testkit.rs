@@ -21,6 +21,9 @@ pub(crate) fn options(weeks: u32, services: &[&str]) -> Options {
         outage_severities: vec![Severity::Sev1, Severity::Sev2],
         services: services.iter().map(|s| s.to_string()).collect(),
         incident_sources: Vec::new(),
+        cause_sources: Vec::new(),
+        mirror_match: vec![crate::pipeline::MirrorMatch::Correlation],
+        mirror_start_tolerance: Duration::minutes(15),
         sla_hours: Default::default(),
         change_window_tolerance: Duration::hours(1),
         slo: Default::default(),
@@ -119,6 +122,7 @@ pub(crate) fn incident(
         acknowledged_at: None,
         resolved_at: resolved,
         cause_refs: vec![],
+        correlation_id: None,
         updated_at: resolved.unwrap_or(started),
     }
 }

@@ -209,6 +209,7 @@ fn expected(entity: Entity) -> Vec<Record> {
                 acknowledged_at: Some(ts("2024-03-01T10:12:00Z")),
                 resolved_at: Some(ts("2024-03-01T11:00:00Z")),
                 cause_refs: strings(&["legacy:d-1", "abc123"]),
+                correlation_id: None,
                 updated_at: ts("2024-03-01T11:00:00Z"),
             }),
             Record::Incident(Incident {
@@ -228,6 +229,7 @@ fn expected(entity: Entity) -> Vec<Record> {
                 acknowledged_at: None,
                 resolved_at: None,
                 cause_refs: Vec::new(),
+                correlation_id: None,
                 updated_at: ts("2024-03-02T17:00:00Z"),
             }),
         ],

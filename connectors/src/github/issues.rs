@@ -169,6 +169,7 @@ impl GitHub {
             acknowledged_at: None,
             resolved_at: opt_time_field(raw, "closed_at")?,
             cause_refs: cause_refs(body, &labels),
+            correlation_id: None,
             updated_at: time_field(raw, "updated_at")?,
         })
     }

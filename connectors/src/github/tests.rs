@@ -498,6 +498,7 @@ async fn issues_skip_pull_requests_and_map_severity_and_cause_refs() {
                     acknowledged_at: None,
                     resolved_at: i.closed_at,
                     cause_refs: i.cause_refs.clone(),
+                    correlation_id: None,
                     updated_at: i.updated_at,
                 },
             );

@@ -236,6 +236,7 @@ impl Mapper {
                 acknowledged_at: first_into("indeterminate"),
                 resolved_at,
                 cause_refs: cause_refs(f, &labels),
+                correlation_id: None,
                 updated_at,
             }));
         } else if self.change_types.contains(&lower_type) {

@@ -261,6 +261,7 @@ fn expected(data: &JiraData) -> Output {
                     acknowledged_at: first_into_indeterminate(data, issue),
                     resolved_at: issue.resolved_at(),
                     cause_refs,
+                    correlation_id: None,
                     updated_at: issue.updated_at(),
                 },
             );

@@ -588,6 +588,7 @@ impl PagerDuty {
             acknowledged_at,
             resolved_at,
             cause_refs: Vec::new(),
+            correlation_id: None,
             updated_at,
         })
     }

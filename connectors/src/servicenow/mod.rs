@@ -41,7 +41,7 @@ const MAX_PAGE: usize = 10_000;
 const REPOLL_CHUNK: usize = 50;
 
 const INCIDENT_FIELDS: &str = "sys_id,number,short_description,state,priority,opened_at,work_start,\
-resolved_at,closed_at,sys_updated_on,cmdb_ci,caused_by,caused_by.number,assigned_to.name,opened_by.name";
+resolved_at,closed_at,sys_updated_on,cmdb_ci,caused_by,caused_by.number,correlation_id,assigned_to.name,opened_by.name";
 const CHANGE_FIELDS: &str = "sys_id,number,short_description,type,state,approval,start_date,end_date,\
 work_start,work_end,closed_at,close_code,cmdb_ci,opened_at,sys_created_on,sys_updated_on,\
 requested_by.name,assigned_to.name";
@@ -721,6 +721,9 @@ impl ServiceNow {
             acknowledged_at,
             resolved_at,
             cause_refs,
+            // Set by integrations that open the incident from another system (PagerDuty's puts
+            // its incident id there): how tandem knows the two are one outage.
+            correlation_id: non_empty(text(raw, "correlation_id")?),
             updated_at,
         };
         let ticket = Ticket {

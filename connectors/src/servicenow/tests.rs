@@ -170,6 +170,7 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         acknowledged_at: i.work_start,
         resolved_at,
         cause_refs,
+        correlation_id: None,
         updated_at: i.sys_updated_on,
     };
     let ticket = Ticket {

@@ -105,6 +105,7 @@ fn incident(id: &str, service: Option<&str>, started: DateTime<Utc>) -> Incident
         acknowledged_at: None,
         resolved_at: None,
         cause_refs: vec![],
+        correlation_id: None,
         updated_at: started,
     }
 }

@@ -2,7 +2,10 @@
 //! (`reference/metrics.md`, incident attribution, `explicit`): a change number (`#123`,
 //! `owner/repo#123`) and a change request (its number, `CHG0000123`, or its vendor id, as
 //! ServiceNow's `caused_by` gives it). Each resolves to a production deployment, so a named cause
-//! fails the deployment that shipped it like any other attribution.
+//! fails the deployment that shipped it like any other attribution. A change is shipped by the
+//! deployment it is linked to and by every production deployment of the same sha of its repo (a
+//! redeploy); of all the deployments a name matches, the latest that finished at or before the
+//! incident started is the cause, and one that finished after it never is.
 //!
 //! Plain Rust over collected frames: the lookups are by exact keys. It must not compute metrics.
 
@@ -11,6 +14,9 @@ use std::collections::{HashMap, HashSet};
 use polars::prelude::*;
 
 use super::super::codec::{SLICE_ROWS, in_slices};
+
+/// A change an incident names: its repo (lower-cased), number and service.
+type Named = (String, i64, Option<String>);
 
 /// A production deployment a cause can resolve to.
 #[derive(Debug, Clone)]
@@ -23,8 +29,9 @@ pub(in crate::pipeline) struct Shipped {
 /// Change numbers and change requests, resolvable to the deployment behind them.
 #[derive(Debug, Default)]
 pub(in crate::pipeline) struct Causes {
-    /// `(repo lower-cased, number)` → the deployment that shipped that change.
-    by_repo: HashMap<(String, i64), String>,
+    /// `(repo lower-cased, number)` → the deployments that shipped that change: the one it is
+    /// linked to and the redeploys of that deployment's sha.
+    by_repo: HashMap<(String, i64), Vec<String>>,
     /// `(service, number)` → the deployments that shipped a change of that number in one of the
     /// service's repos (several when the service has several repos).
     by_service: HashMap<(String, i64), Vec<String>>,
@@ -50,7 +57,7 @@ impl Causes {
         let numbers = named_numbers(incidents)?;
         if !numbers.is_empty() {
             // Row in the changes table → (repo lower-cased, number, the change's service).
-            let mut named: HashMap<IdxSize, (String, i64, Option<String>)> = HashMap::new();
+            let mut named: HashMap<IdxSize, Named> = HashMap::new();
             in_slices(
                 changes,
                 SLICE_ROWS,
@@ -75,8 +82,14 @@ impl Causes {
                     Ok(())
                 },
             )?;
-            let ids = production.select([col("id")]).collect()?;
-            let ids = ids.column("id")?.str()?;
+            let production = production
+                .select([col("id"), col("repo"), col("sha")])
+                .collect()?;
+            let (ids, repos, shas) = (
+                production.column("id")?.str()?,
+                production.column("repo")?.str()?,
+                production.column("sha")?.str()?,
+            );
             let shipped = change_links
                 .select([col("change"), col("deployment")])
                 .collect()?;
@@ -84,24 +97,58 @@ impl Causes {
                 shipped.column("change")?.idx()?,
                 shipped.column("deployment")?.idx()?,
             );
+            // Named change → the position (in `production`) of the deployment it is linked to.
+            let mut linked: Vec<(&Named, usize)> = Vec::new();
             for i in 0..shipped.height() {
-                let Some((repo, number, service)) = change.get(i).and_then(|c| named.get(&c)) else {
+                let Some(named) = change.get(i).and_then(|c| named.get(&c)) else {
                     continue;
                 };
-                // A deployment's position is its row in `production`.
-                let Some(deployment) = deployment.get(i).and_then(|d| ids.get(d as usize)) else {
+                if let Some(d) = deployment.get(i) {
+                    linked.push((named, d as usize));
+                }
+            }
+            // Every production deployment of the linked deployments' `(repo, sha)`, so a redeploy
+            // of the same sha counts as shipping the change too.
+            let key = |d: usize| {
+                Some((
+                    repos.get(d)?.to_ascii_lowercase(),
+                    shas.get(d)?.to_ascii_lowercase(),
+                ))
+            };
+            let mut same_sha: HashMap<(String, String), Vec<String>> = linked
+                .iter()
+                .filter_map(|(_, d)| key(*d))
+                .map(|k| (k, Vec::new()))
+                .collect();
+            if !same_sha.is_empty() {
+                for d in 0..production.height() {
+                    if let (Some(k), Some(id)) = (key(d), ids.get(d))
+                        && let Some(list) = same_sha.get_mut(&k)
+                    {
+                        list.push(id.to_owned());
+                    }
+                }
+            }
+            for ((repo, number, service), d) in linked {
+                let Some(id) = ids.get(d) else {
                     continue;
                 };
-                causes
-                    .by_repo
-                    .insert((repo.clone(), *number), deployment.to_owned());
+                let mut deployments = vec![id.to_owned()];
+                if let Some(redeploys) = key(d).and_then(|k| same_sha.get(&k)) {
+                    deployments.extend(redeploys.iter().filter(|r| r.as_str() != id).cloned());
+                }
                 if let Some(service) = service {
                     causes
                         .by_service
                         .entry((service.clone(), *number))
                         .or_default()
-                        .push(deployment.to_owned());
+                        .extend(deployments.iter().cloned());
                 }
+                causes
+                    .by_repo
+                    .entry((repo.clone(), *number))
+                    .or_default()
+                    .extend(deployments);
             }
         }
 
@@ -152,27 +199,27 @@ impl Causes {
     }
 
     /// The deployment a reference names through a change or a change request, for an incident
-    /// of `service`: a change number goes to the deployment that shipped the change (`#N` within
-    /// the incident's service, `owner/repo#N` in that repo; the latest deployment when the
-    /// service has several such changes); a change request to the latest production deployment
-    /// of its service that finished within its window.
+    /// of `service` that started at `started` (ms): a change number goes to a deployment that
+    /// shipped the change (`#N` within the incident's service, `owner/repo#N` in that repo); a
+    /// change request to a production deployment of its service that finished within its window.
+    /// Of several, the latest that finished at or before `started`; none finished later.
     pub(in crate::pipeline) fn resolve<'a>(
         &self,
         reference: &str,
         service: Option<&str>,
+        started: i64,
         deploys: &ShippedIndex<'a>,
     ) -> Option<&'a str> {
         if let Some((repo, number)) = reference.rsplit_once('#') {
             let number: i64 = number.parse().ok()?;
-            if !repo.is_empty() {
-                let id = self.by_repo.get(&(repo.to_ascii_lowercase(), number))?;
-                return deploys.latest_of([id.as_str()]);
-            }
-            let ids = self.by_service.get(&(service?.to_owned(), number))?;
-            return deploys.latest_of(ids.iter().map(String::as_str));
+            let ids = match repo.is_empty() {
+                false => self.by_repo.get(&(repo.to_ascii_lowercase(), number))?,
+                true => self.by_service.get(&(service?.to_owned(), number))?,
+            };
+            return deploys.latest_of(ids.iter().map(String::as_str), started);
         }
         let (cr_service, from, to) = self.change_requests.get(&reference.to_ascii_lowercase())?;
-        deploys.latest_within(cr_service, *from, *to)
+        deploys.latest_within(cr_service, *from, (*to).min(started))
     }
 }
 
@@ -247,14 +294,17 @@ impl<'a> ShippedIndex<'a> {
         }
     }
 
-    /// The id of the latest deployment (in finish order) among `ids`.
+    /// The id of the latest deployment (in finish order) among `ids` that finished at or before
+    /// `until` (ms).
     pub(in crate::pipeline) fn latest_of<'i>(
         &self,
         ids: impl IntoIterator<Item = &'i str>,
+        until: i64,
     ) -> Option<&'a str> {
         let deploys = self.deploys;
         ids.into_iter()
             .filter_map(|id| self.latest.get(id).copied())
+            .filter(|&position| deploys.get(position).is_some_and(|d| d.finished <= until))
             .max()
             .and_then(|position| deploys.get(position))
             .map(|d| d.id.as_str())
@@ -297,9 +347,13 @@ mod tests {
             shipped("d5", "s", 30),
         ];
         let index = ShippedIndex::new(&deploys);
-        assert_eq!(index.latest_of(["d1", "d3"]), Some("d3"));
-        assert_eq!(index.latest_of(["d4", "d1"]), Some("d4"));
-        assert_eq!(index.latest_of(["none"]), None);
+        assert_eq!(index.latest_of(["d1", "d3"], 99), Some("d3"));
+        assert_eq!(index.latest_of(["d4", "d1"], 99), Some("d4"));
+        assert_eq!(index.latest_of(["none"], 99), None);
+        // Only deployments finished at or before the instant given.
+        assert_eq!(index.latest_of(["d1", "d3"], 19), Some("d1"));
+        assert_eq!(index.latest_of(["d1", "d3"], 20), Some("d3"));
+        assert_eq!(index.latest_of(["d3", "d5"], 9), None);
         // Both ends of the window count; of the tie at 20 the later in finish order wins.
         assert_eq!(index.latest_within("s", 10, 20), Some("d4"));
         assert_eq!(index.latest_within("s", 21, 29), None);

@@ -408,7 +408,7 @@ fn time_to_restore_counts_incidents_resolved_in_the_period_of_every_severity() {
 }
 
 #[test]
-fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period() {
+fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period_summed_over_services() {
     let lake = lake(
         &[],
         &[],
@@ -454,18 +454,39 @@ fn downtime_is_the_union_of_outage_intervals_clipped_to_each_period() {
             ),
             // db: still open, runs to the end of the second week (Monday 17 August 00:00).
             incident("d1", Some("db"), Severity::Sev1, aug(16, 22, 0), None),
-            // Unmapped: counts for the organisation only; 11:30–12:30 extends api's outage.
+            // Unmapped: no service's downtime; 11:30–12:30 extends api's outage in the union of
+            // every outage only.
             incident("u1", None, Severity::Sev2, aug(4, 11, 30), Some(aug(4, 12, 30))),
         ],
     );
     let rows = run(&lake, &options(2, &[]));
 
-    // Organisation, week 1: 30 (a4) + 10:00–12:30 (a1 ∪ a2 ∪ u1) 150 + 60 (w1) = 240.
-    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(240.0), 5));
-    // Week 2: 60 (w1) + 120 (d1).
+    // Organisation: the sum of its services' downtime. Week 1: api 150 + web 60 + db 0 = 210,
+    // over a1, a2, a4 and w1.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(210.0), 4));
+    // Week 2: web 60 + db 120.
     assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(1)), (Some(180.0), 2));
-    // Range: 30 + 150 + 120 + 120.
-    assert_eq!(cell(&rows, DowntimeMinutes, "all", None), (Some(420.0), 6));
+    // Range: api 150 + web 120 + db 120.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", None), (Some(390.0), 5));
+    // Minutes with any service down, u1 included. Week 1: 30 (a4) + 10:00–12:30 (a1 ∪ a2 ∪
+    // u1) 150 + 60 (w1) = 240; week 2: 60 (w1) + 120 (d1); range: 30 + 150 + 120 + 120.
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", Some(0)),
+        (Some(240.0), 5)
+    );
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", Some(1)),
+        (Some(180.0), 2)
+    );
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", None),
+        (Some(420.0), 6)
+    );
+    // A service's is its downtime.
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "api", Some(0)),
+        (Some(150.0), 3)
+    );
 
     assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(0)), (Some(150.0), 3));
     assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(1)), (Some(0.0), 0));
@@ -696,8 +717,9 @@ fn months_in_the_report_time_zone_take_events_by_local_date() {
 
 #[test]
 fn a_team_row_pools_its_services_records() {
-    // web and api belong to team "shop"; db to no team. Downtime: web 10:00–11:00 and api
-    // 10:30–12:00 overlap, so the team was down 10:00–12:00 = 120 minutes, not 150.
+    // web and api belong to team "shop"; db to no team. Downtime: web 10:00–11:00 (60) and api
+    // 10:30–12:00 (90) overlap: the team's downtime is their sum, 150 minutes, and some service of
+    // the team was down 10:00–12:00, 120 minutes.
     let lake = lake(
         &[
             deployment("a", Some("web"), aug(3, 9, 0)),
@@ -744,7 +766,8 @@ fn a_team_row_pools_its_services_records() {
             .unwrap()
     };
     assert_eq!(team("deployment_count"), (Some(2.0), 2));
-    assert_eq!(team("downtime_minutes"), (Some(120.0), 2));
+    assert_eq!(team("downtime_minutes"), (Some(150.0), 2));
+    assert_eq!(team("downtime_any_service_minutes"), (Some(120.0), 2));
     // Deploy days: the team's services deployed on 3 and 4 Aug; the organisation on the same two
     // dates (b and c share the 4th), and db on one.
     assert_eq!(team("deploy_days"), (Some(2.0), 2));
@@ -1461,5 +1484,257 @@ fn devlake_attribution_takes_the_latest_deployment_strictly_before_the_start() {
             owned("i3", "b"),
             // Service u has no deployments, and named causes are not read.
         ]
+    );
+}
+
+/// `(incident_id, deployment_id, link)` of the chain's attribution, by incident, with the causes
+/// read from the frames as [`super::causes::Causes::load`] reads them.
+fn attributed_with_causes(
+    production: polars::prelude::DataFrame,
+    changes: polars::prelude::DataFrame,
+    change_links: polars::prelude::DataFrame,
+    change_requests: polars::prelude::DataFrame,
+    incidents: polars::prelude::DataFrame,
+    window_ms: i64,
+) -> Vec<(String, String, String)> {
+    use polars::prelude::*;
+    let causes = super::causes::Causes::load(
+        changes.lazy(),
+        change_links.lazy(),
+        change_requests.lazy(),
+        production.clone().lazy(),
+        incidents.clone().lazy(),
+        0,
+    )
+    .unwrap();
+    let frame = super::attributions(
+        production.lazy(),
+        incidents.lazy(),
+        crate::pipeline::Attribution::Chain,
+        chrono::Duration::milliseconds(window_ms),
+        &causes,
+    )
+    .unwrap()
+    .sort(["incident_id"], SortMultipleOptions::default())
+    .collect()
+    .unwrap();
+    let column = |name: &str| frame.column(name).unwrap().str().unwrap().clone();
+    let (incident, deployment, link) = (column("incident_id"), column("deployment_id"), column("link"));
+    (0..frame.height())
+        .map(|i| {
+            (
+                incident.get(i).unwrap().to_owned(),
+                deployment.get(i).unwrap().to_owned(),
+                link.get(i).unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_named_cause_redeployed_after_the_incident_started_blames_the_deployment_before_the_start() {
+    use polars::prelude::*;
+    // In finish order (positions 0–6). a1 and a2 deploy the same sha of acme/api (a2 a redeploy,
+    // its sha in upper case); w1 and w2 the same sha of acme/web, w3 a later one; b1 of acme/db
+    // finishes after the incidents that name it.
+    let production = df!(
+        "id" => ["a1", "w1", "a2", "w2", "b0", "b1", "w3"],
+        "repo" => ["acme/api", "acme/web", "acme/api", "acme/web", "acme/db", "acme/db", "acme/web"],
+        "service" => ["api", "web", "api", "web", "db", "db", "web"],
+        "sha" => ["feedface01", "cafe000001", "FEEDFACE01", "cafe000001", "b0b0b0b0b0", "0badc0de99",
+            "cafe000002"],
+        "finished_at" => [100i64, 150, 200, 300, 390, 400, 450],
+        "position" => [0 as IdxSize, 1, 2, 3, 4, 5, 6],
+    )
+    .unwrap();
+    // acme/web#7 (row 0), linked to w1 (position 1), the deployment that first shipped it.
+    let changes = df!(
+        "repo" => ["acme/web"],
+        "number" => [7i64],
+        "service" => ["web"],
+    )
+    .unwrap();
+    let change_links = df!("change" => [0 as IdxSize], "deployment" => [1 as IdxSize]).unwrap();
+    // CHG1: web, planned 100–500 (no actual window).
+    let change_requests = df!(
+        "id" => ["sn:chg1"],
+        "source" => ["sn"],
+        "number" => ["CHG1"],
+        "service" => ["web"],
+        "actual_start" => [None::<i64>],
+        "actual_end" => [None::<i64>],
+        "planned_start" => [Some(100i64)],
+        "planned_end" => [Some(500i64)],
+    )
+    .unwrap();
+    let refs = |r: &[&str]| Series::new("".into(), r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let incidents = df!(
+        "id" => ["i1", "i2", "i3", "i4", "i5", "i6", "i7"],
+        "service" => ["api", "api", "web", "web", "db", "ops", "web"],
+        "started_at" => [150i64, 250, 200, 350, 395, 395, 320],
+        "cause_refs" => [refs(&["feedface01"]), refs(&["feedface"]), refs(&["#7"]),
+            refs(&["acme/web#7"]), refs(&["0badc0de99"]), refs(&["b1"]), refs(&["CHG1"])],
+    )
+    .unwrap();
+    let owned = |i: &str, d: &str, l: &str| (i.to_owned(), d.to_owned(), l.to_owned());
+    assert_eq!(
+        attributed_with_causes(production, changes, change_links, change_requests, incidents, 100),
+        vec![
+            // The sha was deployed at 100 (a1) and again at 200 (a2): at 150 only a1 had finished.
+            owned("i1", "a1", "explicit"),
+            // At 250 both had: the latest, a2.
+            owned("i2", "a2", "explicit"),
+            // #7 shipped with w1 (150) and again with w2 (300, the same sha): at 200, w1 ...
+            owned("i3", "w1", "explicit"),
+            // ... and at 350, w2.
+            owned("i4", "w2", "explicit"),
+            // b1 (400) finished after the start (395): no explicit cause; the window takes b0
+            // (390, 5 ms before, same service).
+            owned("i5", "b0", "window"),
+            // i6 names b1 too and its service has no deployments: unattributed, no row.
+            // CHG1's window holds w1, w2 and w3; w3 (450) finished after the start (320): w2.
+            owned("i7", "w2", "explicit"),
+        ]
+    );
+}
+
+#[test]
+fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_it_merged() {
+    use polars::prelude::*;
+    let spec = tandem_fixtures::large::LargeSpec {
+        services: 2,
+        weeks: 6,
+        ..tandem_fixtures::large::LargeSpec::benchmark(0.5)
+    };
+    let (mut deployments, mut changes, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+    for batch in spec.batches() {
+        deployments.extend(batch.deployments);
+        changes.extend(batch.changes);
+        commits.extend(batch.commits);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = |table: &str| dir.path().join(format!("{table}.parquet"));
+    write_table(&deployments, &path("deployments")).unwrap();
+    write_table(&changes, &path("changes")).unwrap();
+    write_table(&commits, &path("commits")).unwrap();
+    use crate::pipeline::codec::scan_table;
+    let production = super::production_deployments(scan_table::<Deployment>(&path("deployments")).unwrap())
+        .collect()
+        .unwrap();
+    let links = super::links::change_links(
+        scan_table::<Change>(&path("changes")).unwrap(),
+        production.lazy(),
+        scan_table::<Commit>(&path("commits")).unwrap(),
+    )
+    .unwrap()
+    .collect()
+    .unwrap();
+    let merged = links.column("merged_at").unwrap().i64().unwrap();
+    let at = links.column("at").unwrap().i64().unwrap();
+    let ancestry = links.column("ancestry").unwrap().f64().unwrap();
+    let merged_changes = changes.iter().filter(|c| c.merged_at.is_some()).count();
+    assert!(
+        links.height() * 10 >= merged_changes * 9,
+        "{} of {merged_changes}",
+        links.height()
+    );
+    let late = (0..links.height())
+        .filter(|&i| merged.get(i).unwrap() > at.get(i).unwrap())
+        .count();
+    assert_eq!(
+        late, 0,
+        "changes linked to a deployment finished before they merged"
+    );
+    // Linked by ancestry, as the generator's history allows, but for the first deployment's.
+    let by_ancestry = ancestry.sum().unwrap_or(0.0);
+    assert!(
+        by_ancestry >= 0.9 * links.height() as f64,
+        "{by_ancestry} of {}",
+        links.height()
+    );
+}
+
+#[test]
+fn a_servicenow_mirror_supplies_the_cause_of_the_pagerduty_incident_it_mirrors_without_being_counted() {
+    // api: d1 three days before the outage, d2 an hour before it (the window's pick).
+    let lake = lake(
+        &[
+            deployment("d1", Some("api"), aug(3, 9, 0)),
+            deployment("d2", Some("api"), aug(6, 8, 0)),
+        ],
+        &[],
+        &[
+            // The system of record: PagerDuty incident PABC123 (number 42), 09:00–10:00.
+            Incident {
+                number: Some(42),
+                ..incident(
+                    "PABC123",
+                    Some("api"),
+                    Severity::Sev1,
+                    aug(6, 9, 0),
+                    Some(aug(6, 10, 0)),
+                )
+            },
+            // Its ServiceNow mirror, opened by PagerDuty's integration five minutes later and
+            // resolved later still: `caused_by` names d1, `correlation_id` the PagerDuty incident.
+            Incident {
+                id: "sn:9d3f".into(),
+                source: "sn".into(),
+                number: Some(1017),
+                cause_refs: vec!["gh:d1".into()],
+                correlation_id: Some("PABC123".into()),
+                ..incident(
+                    "s1",
+                    Some("api"),
+                    Severity::Sev1,
+                    aug(6, 9, 5),
+                    Some(aug(6, 10, 30)),
+                )
+            },
+        ],
+    );
+    let counted = |mirror_match: Vec<crate::pipeline::MirrorMatch>, cause_sources: &[&str]| Options {
+        incident_sources: vec!["pd".into()],
+        cause_sources: cause_sources.iter().map(|s| s.to_string()).collect(),
+        mirror_match,
+        ..options(1, &["api"])
+    };
+    use crate::pipeline::MirrorMatch::{Correlation, Number, Start};
+
+    let rows = run(&lake, &counted(vec![Correlation], &[]));
+    // Counted once: the PagerDuty incident, its 60 minutes (not the mirror's 90).
+    assert_eq!(cell(&rows, IncidentsOpened, "api", Some(0)), (Some(1.0), 1));
+    assert_eq!(cell(&rows, DowntimeMinutes, "api", Some(0)), (Some(60.0), 1));
+    // Attributed explicitly through the mirror's `caused_by` to d1; d2 did not fail.
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    assert_eq!(cell(&rows, FailedDeploymentCount, "api", Some(0)), (Some(1.0), 2));
+    assert_eq!(
+        cell(&rows, FailedDeploymentRecoveryMedian, "api", Some(0)),
+        (Some(73.0), 1)
+    );
+
+    // The configurable rule: same service, starts 5 minutes apart (within 15).
+    let rows = run(&lake, &counted(vec![Number, Start], &[]));
+    assert_eq!(
+        cell(&rows, IncidentsAttributedExplicitShare, "api", Some(0)),
+        (Some(1.0), 1)
+    );
+    // Numbers differ (42, 1017) and no other rule: no mirror, so the window blames d2.
+    for rules in [vec![Number], vec![]] {
+        let rows = run(&lake, &counted(rules, &[]));
+        assert_eq!(
+            cell(&rows, IncidentsAttributedWindowShare, "api", Some(0)),
+            (Some(1.0), 1)
+        );
+        assert_eq!(cell(&rows, IncidentsOpened, "api", Some(0)), (Some(1.0), 1));
+    }
+    // ServiceNow may not supply causes: the mirror is matched but lends nothing.
+    let rows = run(&lake, &counted(vec![Correlation], &["pd"]));
+    assert_eq!(
+        cell(&rows, IncidentsAttributedWindowShare, "api", Some(0)),
+        (Some(1.0), 1)
     );
 }

@@ -194,7 +194,7 @@ fn time_between_failures_takes_gaps_within_each_service_in_the_week_of_the_later
 }
 
 #[test]
-fn availability_and_error_budget_use_the_union_of_outages_and_each_services_objective() {
+fn availability_and_error_budget_are_service_weighted_with_each_services_objective() {
     let mut opts = options(2, &["db"]);
     opts.slo.insert("api".into(), 0.99);
     let rows = run(
@@ -212,15 +212,18 @@ fn availability_and_error_budget_use_the_union_of_outages_and_each_services_obje
         &opts,
     );
 
-    // Week 0. The organisation: 1 − 180 / 10 080; budget (1 − 0.999) × 10 080 = 10.08 min.
+    // The organisation weighs its three services (api, web and the configured db) alike.
+    // Week 0: 1 − 180 / (3 × 10 080) = 1 − 180 / 30 240; its budget is the sum of the services'
+    // budgets, api's 100.8 min (objective 0.99) and 10.08 min each for web and db (0.999):
+    // 180 / 120.96.
     assert_close(
         cell(&rows, Availability, "all", Some(0)),
-        0.982_142_857_142_857,
+        0.994_047_619_047_619_1,
         3,
     );
     assert_close(
         cell(&rows, ErrorBudgetConsumed, "all", Some(0)),
-        17.857_142_857_142_857,
+        1.488_095_238_095_238_1,
         3,
     );
     // api's own objective 0.99: budget 100.8 min.
@@ -249,18 +252,25 @@ fn availability_and_error_budget_use_the_union_of_outages_and_each_services_obje
         11.904_761_904_761_905,
         1,
     );
+    // The organisation: 1 − 120 / 30 240 and 120 / 120.96.
+    assert_close(
+        cell(&rows, Availability, "all", Some(1)),
+        0.996_031_746_031_746,
+        1,
+    );
     assert_close(
         cell(&rows, ErrorBudgetConsumed, "all", Some(1)),
-        11.904_761_904_761_905,
+        0.992_063_492_063_492_1,
         1,
     );
     assert_eq!(cell(&rows, Availability, "api", Some(1)), (Some(1.0), 0));
 
-    // Range, 20 160 min: the organisation 300 min → 1 − 300 / 20 160, 300 / 20.16; api 180 / 201.6.
-    assert_close(cell(&rows, Availability, "all", None), 0.985_119_047_619_047_6, 4);
+    // Range, 20 160 min: the organisation 300 min → 1 − 300 / (3 × 20 160), 300 / (201.6 +
+    // 20.16 + 20.16); api 180 / 201.6.
+    assert_close(cell(&rows, Availability, "all", None), 0.995_039_682_539_682_6, 4);
     assert_close(
         cell(&rows, ErrorBudgetConsumed, "all", None),
-        14.880_952_380_952_381,
+        1.240_079_365_079_365_1,
         4,
     );
     assert_close(
@@ -314,9 +324,14 @@ fn change_caused_downtime_counts_only_outages_attributed_to_a_deployment() {
         cell(&rows, ChangeCausedDowntimeMinutes, "all", None),
         (Some(180.0), 3)
     );
-    // All downtime, for contrast: 09:30–11:00 on the 4th (a1 ∪ w1 ∪ u1) 90 + a2 30 + 120, from
-    // six incidents.
-    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(240.0), 6));
+    // All downtime, for contrast, summed over services: api 60 + 30, web 60 + 120, from five
+    // incidents; u1 has no service. Minutes with any service down: 09:30–11:00 on the 4th (a1 ∪
+    // w1 ∪ u1) 90 + a2 30 + 120, from six incidents.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(270.0), 5));
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", Some(0)),
+        (Some(240.0), 6)
+    );
 }
 
 #[test]
@@ -537,6 +552,10 @@ fn an_empty_week_has_no_statistics_full_availability_and_no_downtime() {
         assert_eq!(cell(&rows, Availability, scope, Some(1)), (Some(1.0), 0));
         assert_eq!(cell(&rows, ErrorBudgetConsumed, scope, Some(1)), (Some(0.0), 0));
         assert_eq!(
+            cell(&rows, DowntimeAnyServiceMinutes, scope, Some(1)),
+            (Some(0.0), 0)
+        );
+        assert_eq!(
             cell(&rows, ChangeCausedDowntimeMinutes, scope, Some(1)),
             (Some(0.0), 0)
         );
@@ -593,4 +612,107 @@ fn rows_come_in_metric_scope_week_then_range_order() {
         })
         .collect();
     assert_eq!(actual, expected);
+}
+
+#[test]
+fn org_and_team_availability_is_the_mean_of_their_services_not_the_union_of_their_outages() {
+    // api and web make team shop, db team data; web's objective is 0.995 (budget 50.4 min a
+    // week), the others' 0.999 (10.08 min). Week 0 is 10 080 minutes, week 1 has no incidents.
+    let mut opts = options(2, &["api", "web", "db"]);
+    opts.slo.insert("web".into(), 0.995);
+    opts.teams = [("api", "shop"), ("web", "shop"), ("db", "data")]
+        .into_iter()
+        .map(|(s, t)| (s.to_owned(), t.to_owned()))
+        .collect();
+    let rows = run(
+        &[],
+        &[
+            // api 10:00–12:00: 120 min.
+            incident("a1", Some("api"), Sev1, aug(4, 10, 0), Some(aug(4, 12, 0))),
+            // web 11:00–13:00 and 12:30–14:00 overlap: 11:00–14:00, 180 min; an hour of it
+            // overlaps api's outage too.
+            incident("w1", Some("web"), Sev2, aug(4, 11, 0), Some(aug(4, 13, 0))),
+            incident("w2", Some("web"), Sev1, aug(4, 12, 30), Some(aug(4, 14, 0))),
+        ],
+        &opts,
+    );
+    let team = |metric: MetricId, team: &str, week: Option<i64>| {
+        let found: Vec<&MetricRow> = rows
+            .iter()
+            .filter(|r| {
+                r.metric == metric.as_str()
+                    && r.scope_type == "team"
+                    && r.scope == team
+                    && r.grain == if week.is_some() { "week" } else { "range" }
+                    && r.period_start == aug(3, 0, 0) + Duration::weeks(week.unwrap_or(0))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{metric:?} {team} {week:?}");
+        (found[0].value, found[0].n)
+    };
+
+    // Week 0, the organisation: downtime api 120 + web 180 + db 0 = 300 minutes (not the 240 of
+    // the union); availability 1 − 300 / (3 × 10 080); budget consumed 300 / (10.08 + 50.4 +
+    // 10.08). Some service was down 10:00–14:00: 240 minutes.
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", Some(0)), (Some(300.0), 3));
+    assert_close(
+        cell(&rows, Availability, "all", Some(0)),
+        0.990_079_365_079_365_1,
+        3,
+    );
+    assert_close(
+        cell(&rows, ErrorBudgetConsumed, "all", Some(0)),
+        4.251_700_680_272_108_5,
+        3,
+    );
+    assert_eq!(
+        cell(&rows, DowntimeAnyServiceMinutes, "all", Some(0)),
+        (Some(240.0), 3)
+    );
+    // It is the mean of the services' availabilities: (1 − 120/10 080) + (1 − 180/10 080) + 1.
+    let mean = [
+        cell(&rows, Availability, "api", Some(0)).0.unwrap(),
+        cell(&rows, Availability, "web", Some(0)).0.unwrap(),
+        cell(&rows, Availability, "db", Some(0)).0.unwrap(),
+    ]
+    .iter()
+    .sum::<f64>()
+        / 3.0;
+    assert_close((Some(mean), 3), 0.990_079_365_079_365_1, 3);
+
+    // Team shop, two services: 300 minutes; 1 − 300 / (2 × 10 080); 300 / (10.08 + 50.4).
+    assert_eq!(team(DowntimeMinutes, "shop", Some(0)), (Some(300.0), 3));
+    assert_close(team(Availability, "shop", Some(0)), 0.985_119_047_619_047_7, 3);
+    assert_close(
+        team(ErrorBudgetConsumed, "shop", Some(0)),
+        4.960_317_460_317_460_5,
+        3,
+    );
+    assert_eq!(team(DowntimeAnyServiceMinutes, "shop", Some(0)), (Some(240.0), 3));
+    // Team data: db had no incidents, fully available.
+    assert_eq!(team(Availability, "data", Some(0)), (Some(1.0), 0));
+    assert_eq!(team(DowntimeMinutes, "data", Some(0)), (Some(0.0), 0));
+
+    // Week 1, empty: every scope fully available, nothing down, no budget consumed.
+    let week = Some(1);
+    assert_eq!(cell(&rows, Availability, "all", week), (Some(1.0), 0));
+    assert_eq!(cell(&rows, DowntimeMinutes, "all", week), (Some(0.0), 0));
+    assert_eq!(cell(&rows, ErrorBudgetConsumed, "all", week), (Some(0.0), 0));
+    assert_eq!(team(Availability, "shop", week), (Some(1.0), 0));
+    assert_eq!(team(DowntimeAnyServiceMinutes, "shop", week), (Some(0.0), 0));
+
+    // The range, 20 160 minutes: the organisation 1 − 300 / (3 × 20 160) and 300 / (20.16 +
+    // 100.8 + 20.16); team shop 1 − 300 / (2 × 20 160) and 300 / (20.16 + 100.8).
+    assert_close(cell(&rows, Availability, "all", None), 0.995_039_682_539_682_6, 3);
+    assert_close(
+        cell(&rows, ErrorBudgetConsumed, "all", None),
+        2.125_850_340_136_054_2,
+        3,
+    );
+    assert_close(team(Availability, "shop", None), 0.992_559_523_809_523_8, 3);
+    assert_close(
+        team(ErrorBudgetConsumed, "shop", None),
+        2.480_158_730_158_730_2,
+        3,
+    );
 }
