@@ -344,6 +344,17 @@ impl Severity {
             Self::Sev4 => "sev4",
         }
     }
+
+    /// The severity a config names (`sev1`…`sev4`, any letter case).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "sev1" => Some(Self::Sev1),
+            "sev2" => Some(Self::Sev2),
+            "sev3" => Some(Self::Sev3),
+            "sev4" => Some(Self::Sev4),
+            _ => None,
+        }
+    }
 }
 
 /// An incident: something that hurt users, from an incident tool or an ITSM system.

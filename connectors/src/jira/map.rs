@@ -68,17 +68,9 @@ impl Mapper {
         }
         let mut severities = BTreeMap::new();
         for (priority, sev) in &config.severities {
-            let s = match sev.to_lowercase().as_str() {
-                "sev1" => Severity::Sev1,
-                "sev2" => Severity::Sev2,
-                "sev3" => Severity::Sev3,
-                "sev4" => Severity::Sev4,
-                _ => {
-                    return Err(format!(
-                        "`severities`: {priority:?} maps to {sev:?}; use sev1, sev2, sev3 or sev4"
-                    ));
-                }
-            };
+            let s = Severity::parse(sev).ok_or_else(|| {
+                format!("`severities`: {priority:?} maps to {sev:?}; use sev1, sev2, sev3 or sev4")
+            })?;
             severities.insert(priority.to_lowercase(), s);
         }
         let mut close_codes = BTreeMap::new();
