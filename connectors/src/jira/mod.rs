@@ -7,8 +7,9 @@
 //! `updated >= <epoch ms>` (a JQL date without a zone would be read in the account's zone), sorted
 //! by `created` then `key` so issues do not jump between pages while they are updated. Changelogs
 //! that search results truncate are fetched in full. Issues left open at one sync are re-polled by
-//! key at the next. Status categories come from `GET /status`, never from (localised) names. This
-//! module maps nothing to services: `service_ref` is the first component's name.
+//! key at the next. A ticket's status category is the one embedded in the issue; a transition's
+//! come from `GET /status`, else from categories seen embedded in issues, never from (localised)
+//! names. This module maps nothing to services: `service_ref` is the first component's name.
 //!
 //! Data Center offsets move when issues enter or leave the window between two page requests:
 //! every page after the first starts one issue early (one more asked for) and must begin with the
@@ -35,7 +36,7 @@ use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::secret::SecretEnv;
 
-use map::Mapper;
+use map::{Mapper, StatusCategories};
 
 /// Changelog requests in flight at once per page of issues.
 const CONCURRENCY: usize = 4;
@@ -84,12 +85,15 @@ pub struct JiraConfig {
     /// Issue types that are change requests (case-insensitive).
     #[serde(default = "default_change_types")]
     pub change_types: Vec<String>,
-    /// Ticket category per issue type name (case-insensitive): `bug`, `task`, `story`,
-    /// `request`, `problem`, `incident` or `change`. Types not listed get one by name: "bug" or
-    /// "defect" → bug, "story"/"epic" → story, "request"/"access" → request, "problem" → problem,
-    /// "incident" → incident, "change" → change, anything else → task.
-    #[serde(default)]
-    pub categories: BTreeMap<String, String>,
+    /// Ticket category per issue-type id (`"10004"`) or name (`"缺陷"`), case-insensitive:
+    /// `bug`, `task`, `story`, `request`, `problem`, `incident`, `change` or `other`. Types not
+    /// listed are classified by the names tandem knows (Jira's own types in English, Chinese,
+    /// Japanese and German: Bug/缺陷 → bug, Story/故事 and Epic/史诗 → story, Task/任务 and
+    /// Sub-task/子任务 → task, Service request → request, …), then by `issuetype.subtask` (a
+    /// task) and `hierarchyLevel` (1 and above: story; below 0: task); anything else is `other`
+    /// and counted in data quality. (`categories` is the older name of this key.)
+    #[serde(default, alias = "categories")]
+    pub issue_types: BTreeMap<String, String>,
     /// Severity per priority name (case-insensitive): `sev1`…`sev4`. Unlisted names use the
     /// defaults Highest/Blocker → sev1, High/Critical → sev2, Medium/Major → sev3,
     /// Low/Lowest/Minor/Trivial → sev4; other names give no severity.
@@ -115,9 +119,10 @@ pub struct JiraConfig {
     /// Issues per search page (Cloud answers at most 100, and may answer fewer).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// On the first sync, read issues updated this many days back (all history when absent).
-    #[serde(default)]
-    pub lookback_days: Option<i64>,
+    /// Keep issues updated this many days back. Raising it (or adding a project) reads the
+    /// missing history at the next sync.
+    #[serde(default = "default_lookback")]
+    pub lookback_days: i64,
 }
 
 fn default_incident_types() -> Vec<String> {
@@ -137,6 +142,9 @@ fn default_overlap() -> i64 {
 }
 fn default_page_size() -> u32 {
     100
+}
+fn default_lookback() -> i64 {
+    365
 }
 
 const STREAMS: &[StreamDef] = &[StreamDef {
@@ -170,6 +178,10 @@ struct State {
     /// Issues not in the `done` category when last read: re-polled at the next read.
     #[serde(default)]
     open: BTreeSet<String>,
+    /// Status id → category key as embedded in issues: the categories of statuses the status
+    /// list does not give (unavailable to the account, or a status since deleted).
+    #[serde(default)]
+    seen_categories: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,7 +322,11 @@ impl Jira {
             });
         }
         let mut state: State = state_from_bookmark(bookmark);
-        let (categories, server_ms) = self.status_categories().await?;
+        let (listed, server_ms) = self.status_categories().await?;
+        let mut categories = StatusCategories {
+            listed,
+            seen: std::mem::take(&mut state.seen_categories),
+        };
         let mut walk = match state.walk.take() {
             Some(mut w) => {
                 // A bookmark saved under the other flavor: its cursor means nothing here.
@@ -328,9 +344,7 @@ impl Jira {
             None => {
                 let overlap = self.config.overlap_minutes.max(0) * 60_000;
                 let from_ms = state.high_water_ms.map(|h| h - overlap).or_else(|| {
-                    self.config
-                        .lookback_days
-                        .map(|d| (Utc::now() - Duration::days(d)).timestamp_millis())
+                    Some((Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis())
                 });
                 Walk {
                     from_ms,
@@ -407,7 +421,8 @@ impl Jira {
                 }
             }
             walk.last_id = last_id;
-            let batch = self.map_issues(issues, &categories).await?;
+            let batch = self.map_issues(issues, &mut categories).await?;
+            state.seen_categories.clone_from(&categories.seen);
             walk.seen_ms = walk.seen_ms.max(batch.max_updated_ms);
             for (key, open) in &batch.seen {
                 walk.repoll.remove(key);
@@ -444,7 +459,8 @@ impl Jira {
                 }
                 Err(e) => return Err(self.explain(e)),
             };
-            let batch = self.map_issues(issues, &categories).await?;
+            let batch = self.map_issues(issues, &mut categories).await?;
+            state.seen_categories.clone_from(&categories.seen);
             for key in &chunk {
                 walk.repoll.remove(key);
                 // Not returned: no longer visible to this account.
@@ -509,13 +525,27 @@ impl Jira {
     }
 
     /// Status id → category key, from `GET /status` (names may be localised; ids are not), and
-    /// the server's clock.
+    /// the server's clock. When the account may not read the list (403) or the server has none
+    /// (404), the categories embedded in issues stand in, with a warning.
     async fn status_categories(&self) -> Result<(HashMap<String, String>, Option<i64>), ConnectorError> {
-        let page = self
-            .client
-            .get_json(&self.url(&format!("{}/status", self.api())), &[])
-            .await
-            .map_err(|e| self.explain(e))?;
+        let url = self.url(&format!("{}/status", self.api()));
+        let page = match self.client.get_json(&url, &[]).await {
+            Ok(page) => page,
+            Err(ConnectorError::Status {
+                status: status @ (403 | 404),
+                ..
+            }) => {
+                tracing::warn!(
+                    source = %self.config.name,
+                    stream = "issues",
+                    status,
+                    url = %url,
+                    "The status list is unavailable; status categories come from those embedded in issues, and a transition from or to a status no issue is in has none."
+                );
+                return Ok((HashMap::new(), None));
+            }
+            Err(e) => return Err(self.explain(e)),
+        };
         let list = page
             .body
             .as_array()
@@ -626,8 +656,12 @@ impl Jira {
     async fn map_issues(
         &self,
         issues: Vec<Value>,
-        categories: &HashMap<String, String>,
+        categories: &mut StatusCategories,
     ) -> Result<Batch, ConnectorError> {
+        // Every issue of the page teaches its status's category before any is mapped.
+        for issue in &issues {
+            categories.learn(issue);
+        }
         let with_histories: Vec<(Value, Option<Vec<Value>>)> =
             stream::iter(issues.into_iter().map(|issue| async move {
                 let histories = self.full_changelog(&issue).await?;

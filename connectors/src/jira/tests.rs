@@ -57,14 +57,15 @@ fn config(base: &str, flavor: Flavor) -> JiraConfig {
         projects: vec!["OPS".into(), "ENG".into()],
         incident_types: default_incident_types(),
         change_types: default_change_types(),
-        categories: BTreeMap::new(),
+        issue_types: BTreeMap::new(),
         severities: BTreeMap::new(),
         close_codes: BTreeMap::new(),
         planned_start_field: default_planned_start(),
         planned_end_field: default_planned_end(),
         overlap_minutes: 10,
         page_size: 100,
-        lookback_days: None,
+        // The generated organisation lies in 2024: reach back over all of it.
+        lookback_days: 3_650,
     }
 }
 
@@ -413,8 +414,9 @@ async fn cloud_read_matches_the_generated_issues() {
     );
     let requests = s.jira.control.requests();
     assert!(requests[0].starts_with("GET /rest/api/3/status"));
-    assert!(requests[1].contains("/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+ORDER+BY+created+ASC%2C+key+ASC")
-        || requests[1].contains("/rest/api/3/search/jql?jql=project%20in%20%28%22OPS%22%2C%20%22ENG%22%29%20ORDER%20BY%20created%20ASC%2C%20key%20ASC"), "{}", requests[1]);
+    // The first read reaches back `lookback_days`, in epoch milliseconds.
+    assert!(requests[1].contains("/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+AND+updated+%3E%3D+"), "{}", requests[1]);
+    assert!(requests[1].contains("+ORDER+BY+created+ASC%2C+key+ASC"), "{}", requests[1]);
     assert!(requests[1].contains("expand=changelog"));
     assert_eq!(
         requests.iter().filter(|r| r.contains("nextPageToken=")).count(),
