@@ -725,6 +725,120 @@ mod tests {
         assert_eq!(parsed.lookback_days, 365);
     }
 
+    /// An issue in status `status` (id, name, embedded category key) with `resolutiondate`.
+    fn in_status(status: (&str, &str, &str), resolution: Option<&str>) -> Value {
+        json!({"id": "1", "key": "OPS-1", "fields": {
+            "issuetype": issuetype("10002", "Task", false, 0), "summary": "x",
+            "status": {"id": status.0, "name": status.1,
+                "statusCategory": {"id": 2, "key": status.2, "name": status.1}},
+            "created": "2024-03-09T10:00:00.000+0000", "updated": "2024-03-12T10:00:00.000+0000",
+            "resolutiondate": resolution, "labels": [], "components": [], "priority": null,
+        }})
+    }
+
+    /// A changelog history moving from status `from` to `to`.
+    fn moved(id: &str, at: &str, from: &str, to: &str) -> Value {
+        json!({"id": id, "created": at, "items": [{"field": "status", "fieldtype": "jira",
+            "fieldId": "status", "from": from, "fromString": from, "to": to, "toString": to}]})
+    }
+
+    fn mapped_parts(mapped: &Mapped) -> (&Ticket, Vec<&TicketTransition>) {
+        let Record::Ticket(t) = &mapped.records[0] else {
+            unreachable!()
+        };
+        let transitions = mapped
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::TicketTransition(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        (t, transitions)
+    }
+
+    #[test]
+    fn jira_status_categories_follow_one_rule() {
+        let m = Mapper::new(&config()).unwrap();
+        let histories = vec![
+            moved("10", "2024-03-10T10:00:00.000+0000", "1", "3"),
+            moved("11", "2024-03-11T10:00:00.000+0000", "3", "77"),
+            moved("12", "2024-03-12T10:00:00.000+0000", "77", "5"),
+        ];
+        // The status list knows 1, 3 and 5 (and says "new" for 5, which the issue contradicts):
+        // the current status's category is the embedded one; 77 was deleted: in neither.
+        let cats = listed(&[("1", "new"), ("3", "indeterminate"), ("5", "new")]);
+        let mapped = m
+            .issue(&in_status(("5", "Erledigt", "done"), Some("2024-03-12T10:00:00.000+0000")), &histories, &cats)
+            .unwrap();
+        let (ticket, transitions) = mapped_parts(&mapped);
+        assert_eq!(ticket.status_category, "done");
+        let pairs: Vec<(Option<&str>, Option<&str>)> = transitions
+            .iter()
+            .map(|t| (t.from_category.as_deref(), t.to_category.as_deref()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (Some("new"), Some("indeterminate")),
+                (Some("indeterminate"), None),
+                (None, Some("new")),
+            ]
+        );
+
+        // Without the status list: the categories seen embedded in issues, for the same ids.
+        let mut seen = StatusCategories::default();
+        seen.learn(&in_status(("3", "In Arbeit", "indeterminate"), None));
+        seen.learn(&in_status(("5", "Erledigt", "done"), None));
+        seen.learn(&in_status(("9", "Legacy", "undefined"), None));
+        let mapped = m
+            .issue(&in_status(("5", "Erledigt", "done"), None), &histories, &seen)
+            .unwrap();
+        let (ticket, transitions) = mapped_parts(&mapped);
+        assert_eq!(ticket.status_category, "done");
+        assert_eq!(transitions[0].from_category, None, "status 1 is in no issue");
+        assert_eq!(transitions[0].to_category.as_deref(), Some("indeterminate"));
+        assert_eq!(transitions[2].to_category.as_deref(), Some("done"));
+        assert_eq!(seen.of(Some("9")), None, "an unknown key is no category");
+        // The list wins over what was seen.
+        let both = StatusCategories {
+            listed: cats.listed.clone(),
+            seen: seen.seen.clone(),
+        };
+        assert_eq!(both.of(Some("5")).as_deref(), Some("new"));
+        assert_eq!(both.of(Some("77")), None);
+    }
+
+    #[test]
+    fn jira_resolved_issue_whose_last_transition_goes_to_done_is_not_stored_as_new() {
+        let m = Mapper::new(&config()).unwrap();
+        let cats = listed(&[("1", "new"), ("3", "indeterminate"), ("5", "done"), ("6", "new")]);
+        let histories = vec![
+            moved("10", "2024-03-10T10:00:00.000+0000", "1", "3"),
+            moved("11", "2024-03-11T10:00:00.000+0000", "3", "5"),
+        ];
+        // "Closed" left in the `new` category by its workflow, yet resolved, and the issue's
+        // last move went into done.
+        let raw = in_status(("6", "Closed", "new"), Some("2024-03-11T10:00:00.000+0000"));
+        let mapped = m.issue(&raw, &histories, &cats).unwrap();
+        let (ticket, _) = mapped_parts(&mapped);
+        assert_eq!(ticket.status_category, "done");
+        assert!(!mapped.open, "not re-polled as open");
+        assert!(ticket.resolved_at.is_some());
+        // Unresolved, or the last move not into done: the embedded category stands.
+        let raw = in_status(("6", "Closed", "new"), None);
+        let mapped = m.issue(&raw, &histories, &cats).unwrap();
+        assert_eq!(mapped_parts(&mapped).0.status_category, "new");
+        let reopened = vec![histories[0].clone(), histories[1].clone(), moved("12", "2024-03-12T09:00:00.000+0000", "5", "1")];
+        let raw = in_status(("6", "Closed", "new"), Some("2024-03-11T10:00:00.000+0000"));
+        let mapped = m.issue(&raw, &reopened, &cats).unwrap();
+        assert_eq!(mapped_parts(&mapped).0.status_category, "new");
+        // No usable embedded category: the status list's for the current status id.
+        let raw = in_status(("3", "In Progress", "undefined"), None);
+        let mapped = m.issue(&raw, &histories, &cats).unwrap();
+        assert_eq!(mapped_parts(&mapped).0.status_category, "indeterminate");
+    }
+
     #[test]
     fn severity_and_close_code_defaults_and_overrides() {
         let mut c = config();

@@ -182,6 +182,15 @@ struct State {
     /// list does not give (unavailable to the account, or a status since deleted).
     #[serde(default)]
     seen_categories: BTreeMap<String, String>,
+    /// Per project: the `updated` instant (epoch ms) from which its issues are all read, up to
+    /// the high water; null when its whole history is.
+    /// Absent in bookmarks written before coverage was kept: those are taken as complete over
+    /// the lookback, as the runner takes them, so an upgrade reads nothing twice.
+    #[serde(default)]
+    projects: Option<BTreeMap<String, Option<i64>>>,
+    /// [`crate::contract::COVERS_FROM`]: the latest of the configured projects' starts.
+    #[serde(default)]
+    covers_from: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +212,17 @@ struct Walk {
     /// Data Center: times this window was read again from its start because offsets moved.
     #[serde(default)]
     rereads: u32,
+    /// A backfill of some projects' older history rather than the regular window.
+    #[serde(default)]
+    backfill: Option<Backfill>,
+}
+
+/// The older history of some projects: `from_ms` up to `before_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Backfill {
+    projects: Vec<String>,
+    /// `updated < before_ms`: where the projects' read history starts.
+    before_ms: i64,
 }
 
 /// Where a search stands.
@@ -327,7 +347,20 @@ impl Jira {
             listed,
             seen: std::mem::take(&mut state.seen_categories),
         };
-        let mut walk = match state.walk.take() {
+        let want_from_ms =
+            (Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis();
+        if state.projects.is_none() && state.high_water_ms.is_some() {
+            state.projects = Some(
+                self.config
+                    .projects
+                    .iter()
+                    .map(|p| (p.clone(), Some(want_from_ms)))
+                    .collect(),
+            );
+        }
+        // Until a read completes, what is complete is what was before it.
+        self.note_coverage(&mut state);
+        let walk = match state.walk.take() {
             Some(mut w) => {
                 // A bookmark saved under the other flavor: its cursor means nothing here.
                 let fits = matches!(
@@ -343,22 +376,119 @@ impl Jira {
             }
             None => {
                 let overlap = self.config.overlap_minutes.max(0) * 60_000;
-                let from_ms = state.high_water_ms.map(|h| h - overlap).or_else(|| {
-                    Some((Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis())
-                });
+                let from_ms = state
+                    .high_water_ms
+                    .map(|h| h - overlap)
+                    .unwrap_or(want_from_ms);
                 Walk {
-                    from_ms,
+                    from_ms: Some(from_ms),
                     until_ms: server_ms,
                     seen_ms: None,
                     page: Some(self.first_cursor()),
                     repoll: state.open.clone(),
                     last_id: None,
                     rereads: 0,
+                    backfill: None,
                 }
             }
         };
+        let mut next = Some(walk);
+        while let Some(walk) = next.take() {
+            let first = state.high_water_ms.is_none();
+            let walk = self.walk(walk, &mut state, &mut categories, &out).await?;
+            match &walk.backfill {
+                // A backfill completes the history of the projects it read.
+                Some(b) => {
+                    let covered = state.projects.get_or_insert_default();
+                    for project in &b.projects {
+                        covered.insert(project.clone(), walk.from_ms);
+                    }
+                }
+                None => {
+                    state.high_water_ms = walk.until_ms.or(walk.seen_ms).max(state.high_water_ms);
+                    // The first read reaches back `lookback_days` for every project.
+                    if first {
+                        let covered = state.projects.get_or_insert_default();
+                        for project in &self.config.projects {
+                            covered.insert(project.clone(), walk.from_ms);
+                        }
+                    }
+                }
+            }
+            state.walk = None;
+            next = self.backfill(&state, want_from_ms);
+            self.note_coverage(&mut state);
+            out.checkpoint(&state).await?;
+        }
+        Ok(())
+    }
 
-        let window_jql = self.window_jql(walk.from_ms);
+    /// The projects whose history does not reach back to `want_from_ms` (a raised lookback, an
+    /// added project) are read from there up to where their history starts (the high water for
+    /// a project never read).
+    fn backfill(&self, state: &State, want_from_ms: i64) -> Option<Walk> {
+        let high_water = state.high_water_ms?;
+        let mut before: Option<i64> = None;
+        let mut projects = Vec::new();
+        for project in &self.config.projects {
+            let from = state.projects.as_ref().and_then(|c| c.get(project)).copied();
+            let end = match from {
+                // The whole history is read.
+                Some(None) => continue,
+                Some(Some(f)) if f <= want_from_ms => continue,
+                Some(Some(f)) => f,
+                None => high_water,
+            };
+            before = Some(before.map_or(end, |b| b.max(end)));
+            projects.push(project.clone());
+        }
+        let before_ms = before.filter(|b| want_from_ms < *b)?;
+        Some(Walk {
+            from_ms: Some(want_from_ms),
+            until_ms: None,
+            seen_ms: None,
+            page: Some(self.first_cursor()),
+            repoll: BTreeSet::new(),
+            last_id: None,
+            rereads: 0,
+            backfill: Some(Backfill { projects, before_ms }),
+        })
+    }
+
+    /// Sets `covers_from`: the latest start among the configured projects' histories (the high
+    /// water for a project not read yet); null when every project's whole history is read.
+    fn note_coverage(&self, state: &mut State) {
+        let fallback = state.high_water_ms.unwrap_or_else(|| Utc::now().timestamp_millis());
+        let starts: Vec<Option<i64>> = self
+            .config
+            .projects
+            .iter()
+            .map(|p| {
+                state
+                    .projects
+                    .as_ref()
+                    .and_then(|c| c.get(p))
+                    .copied()
+                    .unwrap_or(Some(fallback))
+            })
+            .collect();
+        state.covers_from = starts
+            .into_iter()
+            .flatten()
+            .max()
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+    }
+
+    /// Reads one window of issues (the regular one past the high water, a backfill, or one in
+    /// progress) page by page, then re-polls what it left open; a checkpoint after every page.
+    async fn walk(
+        &self,
+        mut walk: Walk,
+        state: &mut State,
+        categories: &mut StatusCategories,
+        out: &Emitter,
+    ) -> Result<Walk, ConnectorError> {
+        let window_jql = self.window_jql(walk.from_ms, walk.backfill.as_ref());
         let mut restarted = false;
         while let Some(cursor) = walk.page.clone() {
             // One issue of overlap once the previous page's last issue is known.
@@ -421,7 +551,7 @@ impl Jira {
                 }
             }
             walk.last_id = last_id;
-            let batch = self.map_issues(issues, &mut categories).await?;
+            let batch = self.map_issues(issues, categories).await?;
             state.seen_categories.clone_from(&categories.seen);
             walk.seen_ms = walk.seen_ms.max(batch.max_updated_ms);
             for (key, open) in &batch.seen {
@@ -459,7 +589,7 @@ impl Jira {
                 }
                 Err(e) => return Err(self.explain(e)),
             };
-            let batch = self.map_issues(issues, &mut categories).await?;
+            let batch = self.map_issues(issues, categories).await?;
             state.seen_categories.clone_from(&categories.seen);
             for key in &chunk {
                 walk.repoll.remove(key);
@@ -475,9 +605,7 @@ impl Jira {
             out.checkpoint(&state).await?;
         }
 
-        state.high_water_ms = walk.until_ms.or(walk.seen_ms).max(state.high_water_ms);
-        state.walk = None;
-        out.checkpoint(&state).await
+        Ok(walk)
     }
 
     fn url(&self, path: &str) -> String {
@@ -509,11 +637,18 @@ impl Jira {
         format!("project in ({})", quoted_list(&self.config.projects))
     }
 
-    fn window_jql(&self, from_ms: Option<i64>) -> String {
+    fn window_jql(&self, from_ms: Option<i64>, backfill: Option<&Backfill>) -> String {
         let since = from_ms
             .map(|ms| format!(" AND updated >= {ms}"))
             .unwrap_or_default();
-        format!("{}{since} ORDER BY created ASC, key ASC", self.project_clause())
+        match backfill {
+            Some(b) => format!(
+                "project in ({}){since} AND updated < {} ORDER BY created ASC, key ASC",
+                quoted_list(&b.projects),
+                b.before_ms
+            ),
+            None => format!("{}{since} ORDER BY created ASC, key ASC", self.project_clause()),
+        }
     }
 
     fn repoll_jql(&self, keys: &[String]) -> String {

@@ -108,9 +108,10 @@ struct State {
     #[serde(default)]
     repoll: Vec<String>,
     /// Per scope (service id, or `*` for every service): the creation time from which its
-    /// incidents are all read, up to `high_water`.
+    /// incidents are all read, up to `high_water`. Absent in bookmarks written before coverage
+    /// was kept: those are taken as complete over the lookback, as the runner takes them.
     #[serde(default)]
-    scopes: BTreeMap<String, DateTime<Utc>>,
+    scopes: Option<BTreeMap<String, DateTime<Utc>>>,
     /// [`crate::contract::COVERS_FROM`]: the latest of the configured scopes' starts.
     #[serde(default)]
     covers_from: Option<DateTime<Utc>>,
@@ -261,6 +262,9 @@ impl PagerDuty {
         let now = Utc::now();
         let overlap = Duration::minutes(self.config.overlap_minutes);
         let want_from = now - Duration::days(self.config.lookback_days.max(0));
+        if state.scopes.is_none() && state.high_water.is_some() {
+            state.scopes = Some(self.scope_names().into_iter().map(|s| (s, want_from)).collect());
+        }
         let walk = match state.walk.take() {
             Some(w) => w,
             None => {
@@ -284,14 +288,16 @@ impl PagerDuty {
             match scopes {
                 // A backfill completes the history of the scopes it read.
                 Some(scopes) => {
+                    let covered = state.scopes.get_or_insert_default();
                     for scope in scopes {
-                        state.scopes.insert(scope, since);
+                        covered.insert(scope, since);
                     }
                 }
                 None if first => {
                     // The first read of the stream reaches back `lookback_days` for every scope.
+                    let covered = state.scopes.get_or_insert_default();
                     for scope in self.scope_names() {
-                        state.scopes.insert(scope, since);
+                        covered.insert(scope, since);
                     }
                 }
                 None => {}
@@ -313,10 +319,10 @@ impl PagerDuty {
 
     /// When one scope's history is complete from: its own backfill, else that of every service.
     fn scope_from(state: &State, scope: &str) -> Option<DateTime<Utc>> {
-        state
-            .scopes
+        let covered = state.scopes.as_ref()?;
+        covered
             .get(scope)
-            .or_else(|| state.scopes.get(ALL_SERVICES))
+            .or_else(|| covered.get(ALL_SERVICES))
             .copied()
     }
 

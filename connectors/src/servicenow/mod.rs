@@ -171,7 +171,7 @@ struct State {
     #[serde(default)]
     open: BTreeSet<String>,
     /// The filter and the instant from which every record it selects is read, up to
-    /// `high_water`.
+    /// `high_water` (absent in bookmarks written before coverage was kept).
     #[serde(default)]
     covered: Option<Coverage>,
     /// [`crate::contract::COVERS_FROM`]: `covered.from` while the filter is the configured one.
@@ -354,6 +354,14 @@ impl ServiceNow {
         let now = Utc::now();
         let want_from = now - Duration::days(self.config.lookback_days.max(0));
         let query = self.extra_query(kind).unwrap_or_default();
+        // A bookmark written before coverage was kept is taken as complete over the lookback,
+        // as the runner takes it, so an upgrade reads nothing twice.
+        if state.covered.is_none() && state.high_water.is_some() {
+            state.covered = Some(Coverage {
+                query: query.clone(),
+                from: want_from,
+            });
+        }
         self.note_coverage(&mut state, &query);
         let mut next = Some(match state.scan.take() {
             Some(scan) => scan,
