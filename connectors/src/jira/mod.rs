@@ -666,10 +666,13 @@ impl Jira {
         let url = self.url(&format!("{}/status", self.api()));
         let page = match self.client.get_json(&url, &[]).await {
             Ok(page) => page,
-            Err(ConnectorError::Status {
-                status: status @ (403 | 404),
-                ..
-            }) => {
+            Err(
+                ConnectorError::Status {
+                    status: status @ (403 | 404),
+                    ..
+                }
+                | ConnectorError::Unauthorized { status: status @ 403, .. },
+            ) => {
                 tracing::warn!(
                     source = %self.config.name,
                     stream = "issues",
