@@ -18,8 +18,6 @@ use crate::time::{parse_instant, parse_opt_instant};
 const CATEGORIES: [&str; 8] = [
     "bug", "task", "story", "request", "problem", "incident", "change", "other",
 ];
-/// The category of a type tandem cannot classify: counted in data quality, never guessed.
-pub(super) const OTHER: &str = "other";
 /// Issue type names tandem knows in the languages Jira ships (lower-cased): a name here never
 /// needs configuring. Anything else is classified by `issue_types`, the sub-task flag and the
 /// hierarchy level, or is `other`.
@@ -427,7 +425,7 @@ impl Mapper {
         match issuetype.get("hierarchyLevel").and_then(Value::as_i64) {
             Some(level) if level >= 1 => "story".into(),
             Some(level) if level < 0 => "task".into(),
-            _ => OTHER.into(),
+            _ => Ticket::OTHER.into(),
         }
     }
 
