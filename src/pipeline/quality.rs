@@ -12,7 +12,6 @@ use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, lead, link_method, metric_rows_with};
 use crate::metric::{MetricId, MetricTable};
 
-
 /// The `MetricId::QUALITY` rows.
 pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let polars = |source| PipelineError::Polars {
@@ -159,9 +158,9 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     let uncategorised = aggregate(
         scan_table::<TicketTransition>(shared.inputs.ticket_transitions)?
             .filter(
-                col("to_category")
-                    .is_null()
-                    .or(col("from_status").is_not_null().and(col("from_category").is_null())),
+                col("to_category").is_null().or(col("from_status")
+                    .is_not_null()
+                    .and(col("from_category").is_null())),
             )
             .select([col("at"), null_service()]),
         shared.grid,

@@ -700,7 +700,10 @@ mod tests {
         c.issue_types.insert("10060".into(), "request".into());
         c.issue_types.insert("评审".into(), "task".into());
         let m = Mapper::new(&c).unwrap();
-        assert_eq!(m.category(&issuetype("10060", "需求评审", false, 0), "需求评审"), "request");
+        assert_eq!(
+            m.category(&issuetype("10060", "需求评审", false, 0), "需求评审"),
+            "request"
+        );
         assert_eq!(m.category(&issuetype("10061", "评审", false, 0), "评审"), "task");
         // Incident and change types may be named by id too.
         let mut c = config();
@@ -719,7 +722,10 @@ mod tests {
             "projects": ["OPS"], "categories": {"Feature": "story"}
         }))
         .unwrap();
-        assert_eq!(parsed.issue_types.get("Feature").map(String::as_str), Some("story"));
+        assert_eq!(
+            parsed.issue_types.get("Feature").map(String::as_str),
+            Some("story")
+        );
         assert_eq!(parsed.lookback_days, 365);
     }
 
@@ -767,7 +773,11 @@ mod tests {
         // the current status's category is the embedded one; 77 was deleted: in neither.
         let cats = listed(&[("1", "new"), ("3", "indeterminate"), ("5", "new")]);
         let mapped = m
-            .issue(&in_status(("5", "Erledigt", "done"), Some("2024-03-12T10:00:00.000+0000")), &histories, &cats)
+            .issue(
+                &in_status(("5", "Erledigt", "done"), Some("2024-03-12T10:00:00.000+0000")),
+                &histories,
+                &cats,
+            )
             .unwrap();
         let (ticket, transitions) = mapped_parts(&mapped);
         assert_eq!(ticket.status_category, "done");
@@ -827,7 +837,11 @@ mod tests {
         let raw = in_status(("6", "Closed", "new"), None);
         let mapped = m.issue(&raw, &histories, &cats).unwrap();
         assert_eq!(mapped_parts(&mapped).0.status_category, "new");
-        let reopened = vec![histories[0].clone(), histories[1].clone(), moved("12", "2024-03-12T09:00:00.000+0000", "5", "1")];
+        let reopened = vec![
+            histories[0].clone(),
+            histories[1].clone(),
+            moved("12", "2024-03-12T09:00:00.000+0000", "5", "1"),
+        ];
         let raw = in_status(("6", "Closed", "new"), Some("2024-03-11T10:00:00.000+0000"));
         let mapped = m.issue(&raw, &reopened, &cats).unwrap();
         assert_eq!(mapped_parts(&mapped).0.status_category, "new");

@@ -347,8 +347,7 @@ impl Jira {
             listed,
             seen: std::mem::take(&mut state.seen_categories),
         };
-        let want_from_ms =
-            (Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis();
+        let want_from_ms = (Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis();
         if state.projects.is_none() && state.high_water_ms.is_some() {
             state.projects = Some(
                 self.config
@@ -376,10 +375,7 @@ impl Jira {
             }
             None => {
                 let overlap = self.config.overlap_minutes.max(0) * 60_000;
-                let from_ms = state
-                    .high_water_ms
-                    .map(|h| h - overlap)
-                    .unwrap_or(want_from_ms);
+                let from_ms = state.high_water_ms.map(|h| h - overlap).unwrap_or(want_from_ms);
                 Walk {
                     from_ms: Some(from_ms),
                     until_ms: server_ms,
@@ -458,7 +454,9 @@ impl Jira {
     /// Sets `covers_from`: the latest start among the configured projects' histories (the high
     /// water for a project not read yet); null when every project's whole history is read.
     fn note_coverage(&self, state: &mut State) {
-        let fallback = state.high_water_ms.unwrap_or_else(|| Utc::now().timestamp_millis());
+        let fallback = state
+            .high_water_ms
+            .unwrap_or_else(|| Utc::now().timestamp_millis());
         let starts: Vec<Option<i64>> = self
             .config
             .projects
@@ -671,7 +669,9 @@ impl Jira {
                     status: status @ (403 | 404),
                     ..
                 }
-                | ConnectorError::Unauthorized { status: status @ 403, .. },
+                | ConnectorError::Unauthorized {
+                    status: status @ 403, ..
+                },
             ) => {
                 tracing::warn!(
                     source = %self.config.name,

@@ -415,8 +415,18 @@ async fn cloud_read_matches_the_generated_issues() {
     let requests = s.jira.control.requests();
     assert!(requests[0].starts_with("GET /rest/api/3/status"));
     // The first read reaches back `lookback_days`, in epoch milliseconds.
-    assert!(requests[1].contains("/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+AND+updated+%3E%3D+"), "{}", requests[1]);
-    assert!(requests[1].contains("+ORDER+BY+created+ASC%2C+key+ASC"), "{}", requests[1]);
+    assert!(
+        requests[1].contains(
+            "/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+AND+updated+%3E%3D+"
+        ),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[1].contains("+ORDER+BY+created+ASC%2C+key+ASC"),
+        "{}",
+        requests[1]
+    );
     assert!(requests[1].contains("expand=changelog"));
     assert_eq!(
         requests.iter().filter(|r| r.contains("nextPageToken=")).count(),
@@ -899,18 +909,28 @@ async fn jira_status_list_unavailable_degrades_to_embedded_categories() {
         let mut known = 0;
         for (id, t) in &got.transitions {
             let want = &clean.transitions[id];
-            for (have, want) in [(&t.from_category, &want.from_category), (&t.to_category, &want.to_category)] {
+            for (have, want) in [
+                (&t.from_category, &want.from_category),
+                (&t.to_category, &want.to_category),
+            ] {
                 if have.is_some() {
                     known += 1;
                     assert_eq!(have, want, "{id}");
                 }
             }
         }
-        assert!(known > got.transitions.len(), "{known} of {}", 2 * got.transitions.len());
+        assert!(
+            known > got.transitions.len(),
+            "{known} of {}",
+            2 * got.transitions.len()
+        );
         // The categories seen are kept for the next read.
         let state = last_state(&messages);
         assert_eq!(
-            state.seen_categories.get(tandem_fixtures::jira_data::IN_ARBEIT).map(String::as_str),
+            state
+                .seen_categories
+                .get(tandem_fixtures::jira_data::IN_ARBEIT)
+                .map(String::as_str),
             Some("indeterminate")
         );
     }
@@ -939,7 +959,12 @@ async fn raising_jira_lookback_days_backfills_older_issues_and_moves_covers_from
     assert!(!got.tickets.is_empty() && got.tickets.len() < want.tickets.len());
     let (_, state) = checkpoints(&first).pop().unwrap();
     let from = crate::contract::covers_from(&state).unwrap().unwrap();
-    assert!((from - (Utc::now() - chrono::Duration::days(days))).num_minutes().abs() < 5);
+    assert!(
+        (from - (Utc::now() - chrono::Duration::days(days)))
+            .num_minutes()
+            .abs()
+            < 5
+    );
 
     // Raised: the next sync, without --full, reads the older issues.
     let wide = connector(config(&s.jira.base_url(), Flavor::Cloud));
@@ -950,7 +975,12 @@ async fn raising_jira_lookback_days_backfills_older_issues_and_moves_covers_from
     assert_eq!(all.tickets, want.tickets);
     let (_, after) = checkpoints(&second).pop().unwrap();
     let moved = crate::contract::covers_from(&after).unwrap().unwrap();
-    assert!((moved - (Utc::now() - chrono::Duration::days(3_650))).num_minutes().abs() < 5);
+    assert!(
+        (moved - (Utc::now() - chrono::Duration::days(3_650)))
+            .num_minutes()
+            .abs()
+            < 5
+    );
     let backfill = s
         .jira
         .control
@@ -979,9 +1009,17 @@ async fn adding_a_jira_project_backfills_its_history() {
     let (result, second) = read(&both, Some(state)).await;
     result.unwrap();
     let got = Output::of(&second);
-    let eng: BTreeSet<&String> = got.tickets.keys().filter(|k| k.starts_with("jira:ENG-")).collect();
+    let eng: BTreeSet<&String> = got
+        .tickets
+        .keys()
+        .filter(|k| k.starts_with("jira:ENG-"))
+        .collect();
     let want = expected(&org.jira);
-    let want_eng: BTreeSet<&String> = want.tickets.keys().filter(|k| k.starts_with("jira:ENG-")).collect();
+    let want_eng: BTreeSet<&String> = want
+        .tickets
+        .keys()
+        .filter(|k| k.starts_with("jira:ENG-"))
+        .collect();
     assert!(!want_eng.is_empty());
     assert_eq!(eng, want_eng, "the added project's whole history arrives");
     let state = last_state(&second);

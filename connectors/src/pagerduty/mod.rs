@@ -320,10 +320,7 @@ impl PagerDuty {
     /// When one scope's history is complete from: its own backfill, else that of every service.
     fn scope_from(state: &State, scope: &str) -> Option<DateTime<Utc>> {
         let covered = state.scopes.as_ref()?;
-        covered
-            .get(scope)
-            .or_else(|| covered.get(ALL_SERVICES))
-            .copied()
+        covered.get(scope).or_else(|| covered.get(ALL_SERVICES)).copied()
     }
 
     /// The read that completes the history of the scopes whose coverage does not reach back to

@@ -507,7 +507,9 @@ async fn raising_lookback_days_backfills_older_incidents_and_moves_covers_from()
         .collect();
     assert!(!sinces.is_empty());
     assert!(
-        sinces.iter().all(|t| *t >= high_water - chrono::Duration::minutes(61)),
+        sinces
+            .iter()
+            .all(|t| *t >= high_water - chrono::Duration::minutes(61)),
         "{log:#?}"
     );
 }
@@ -533,7 +535,9 @@ async fn adding_a_service_id_backfills_its_history() {
     let state = last_state(&first);
     let from = covers(&state);
 
-    let two = connector_with(&s.pagerduty.base_url(), |c| c.service_ids = vec![a.clone(), b.clone()]);
+    let two = connector_with(&s.pagerduty.base_url(), |c| {
+        c.service_ids = vec![a.clone(), b.clone()]
+    });
     let (r, second) = read_all(|out| two.read("incidents", Some(state), out)).await;
     r.unwrap();
     let (got, _) = incidents(&second);

@@ -381,7 +381,9 @@ impl ServiceNow {
         while let Some(scan) = next.take() {
             let first = state.high_water.is_none();
             let (since, backfill) = (scan.since, scan.until.is_some());
-            let complete = self.scan(kind, scan, &mut state, &mut seen, &mut unknown, &out).await?;
+            let complete = self
+                .scan(kind, scan, &mut state, &mut seen, &mut unknown, &out)
+                .await?;
             if complete
                 && (backfill || first)
                 && let Some(from) = since
@@ -392,7 +394,9 @@ impl ServiceNow {
                 });
             }
             // A scan that kept shifting is read again at the next sync rather than looped on.
-            next = complete.then(|| self.backfill(&state, &query, want_from)).flatten();
+            next = complete
+                .then(|| self.backfill(&state, &query, want_from))
+                .flatten();
             self.note_coverage(&mut state, &query);
             out.checkpoint(&state).await?;
         }

@@ -386,7 +386,10 @@ async fn v1_no_rows_is_an_empty_result_and_other_404s_are_errors() {
     assert_eq!(s.servicenow.control.request_count(), 1);
     // No bookmark: the filter is followed by the lookback's bound, then the ordering.
     let first = &s.servicenow.control.requests()[0];
-    assert!(first.contains("number%3DCHG0000000%5Esys_updated_on%3E%3D"), "{first}");
+    assert!(
+        first.contains("number%3DCHG0000000%5Esys_updated_on%3E%3D"),
+        "{first}"
+    );
     assert!(first.contains("%5EORDERBYsys_updated_on"), "{first}");
 
     let wrong = connector(ServiceNowConfig {
@@ -940,14 +943,20 @@ async fn change_requests_without_the_approval_field_leave_approval_unknown_and_w
         "sys_updated_on": "2024-01-02 09:00:00",
     });
     for _ in 0..3 {
-        assert_eq!(offline().change_request(&row, &mut unknown).unwrap().0.approved, None);
+        assert_eq!(
+            offline().change_request(&row, &mut unknown).unwrap().0.approved,
+            None
+        );
     }
     assert_eq!(unknown.0.len(), 1);
     assert!(unknown.0.contains(&("approval", "\0missing".to_owned())));
     // Present but empty is no approval asked for: unknown too, and no warning.
     row["approval"] = json!("");
     let mut quiet = Unknowns::default();
-    assert_eq!(offline().change_request(&row, &mut quiet).unwrap().0.approved, None);
+    assert_eq!(
+        offline().change_request(&row, &mut quiet).unwrap().0.approved,
+        None
+    );
     assert!(quiet.0.is_empty());
 }
 
@@ -994,7 +1003,11 @@ fn servicenow_priorities_are_stored_under_the_sla_names() {
     assert_eq!(ticket.priority.as_deref(), Some("P1"));
     row["priority"] = json!("4");
     let (_, ticket, _) = c.incident(&row, &mut Unknowns::default()).unwrap();
-    assert_eq!(ticket.priority.as_deref(), Some("4"), "unlisted priorities keep their number");
+    assert_eq!(
+        ticket.priority.as_deref(),
+        Some("4"),
+        "unlisted priorities keep their number"
+    );
 }
 
 #[tokio::test]
@@ -1019,7 +1032,12 @@ async fn raising_lookback_days_backfills_older_records_and_moves_covers_from() {
     let (result, first) = read(&short, "incidents", None).await;
     result.unwrap();
     let got = by_key(records(&first));
-    assert!(!got.is_empty() && got.len() < all.len(), "{} of {}", got.len(), all.len());
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{} of {}",
+        got.len(),
+        all.len()
+    );
     let state = checkpoints(&first).last().cloned().unwrap();
     let from = crate::contract::covers_from(&state).unwrap().unwrap();
     assert!((from - (Utc::now() - Duration::days(days))).num_minutes().abs() < 5);
@@ -1033,7 +1051,12 @@ async fn raising_lookback_days_backfills_older_records_and_moves_covers_from() {
     assert_eq!(union, all);
     let after = checkpoints(&second).last().cloned().unwrap();
     let moved = crate::contract::covers_from(&after).unwrap().unwrap();
-    assert!((moved - (Utc::now() - Duration::days(36_500))).num_minutes().abs() < 5);
+    assert!(
+        (moved - (Utc::now() - Duration::days(36_500)))
+            .num_minutes()
+            .abs()
+            < 5
+    );
 
     // A changed filter is a new scope: its history is read again from the lookback.
     let filtered = connector(ServiceNowConfig {
