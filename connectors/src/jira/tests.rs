@@ -898,7 +898,10 @@ async fn jira_status_list_unavailable_degrades_to_embedded_categories() {
         let jira = connector(config(&s.jira.base_url(), flavor));
         s.jira.control.fail_next(path, status, 10);
         let (result, messages) = read(&jira, None).await;
-        result.unwrap_or_else(|e| panic!("HTTP {status} on the status list failed the read: {e}"));
+        assert!(
+            result.is_ok(),
+            "HTTP {status} on the status list failed the read: {result:?}"
+        );
         let got = Output::of(&messages);
         // The current status's category is embedded: every ticket is as with the list.
         assert_eq!(got.tickets, clean.tickets, "{flavor:?}");
