@@ -960,6 +960,10 @@ async fn raising_jira_lookback_days_backfills_older_issues_and_moves_covers_from
     let got = Output::of(&first);
     let want = expected(&org.jira);
     assert!(!got.tickets.is_empty() && got.tickets.len() < want.tickets.len());
+    // Every checkpoint says from when the stream is complete, the first read's included.
+    for (_, v) in checkpoints(&first) {
+        assert!(v[crate::contract::COVERS_FROM].is_string(), "{v}");
+    }
     let (_, state) = checkpoints(&first).pop().unwrap();
     let from = crate::contract::covers_from(&state).unwrap().unwrap();
     assert!(

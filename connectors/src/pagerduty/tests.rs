@@ -476,6 +476,12 @@ async fn raising_lookback_days_backfills_older_incidents_and_moves_covers_from()
     let short = connector_with(&s.pagerduty.base_url(), |c| c.lookback_days = 60);
     let (r, first) = read_all(|out| short.read("incidents", None, out)).await;
     r.unwrap();
+    // Every checkpoint says from when the stream is complete, the first read's included.
+    for m in &first {
+        if let Message::Checkpoint(v) = m {
+            assert!(v[crate::contract::COVERS_FROM].is_string(), "{v}");
+        }
+    }
     let state = last_state(&first);
     let cutoff = Utc::now() - chrono::Duration::days(60);
     assert!((covers(&state) - cutoff).num_minutes().abs() < 5, "{state}");

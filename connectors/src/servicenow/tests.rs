@@ -1038,6 +1038,10 @@ async fn raising_lookback_days_backfills_older_records_and_moves_covers_from() {
         got.len(),
         all.len()
     );
+    // Every checkpoint says from when the stream is complete, the first read's included.
+    for v in checkpoints(&first) {
+        assert!(v[crate::contract::COVERS_FROM].is_string(), "{v}");
+    }
     let state = checkpoints(&first).last().cloned().unwrap();
     let from = crate::contract::covers_from(&state).unwrap().unwrap();
     assert!((from - (Utc::now() - Duration::days(days))).num_minutes().abs() < 5);
