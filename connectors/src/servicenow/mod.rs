@@ -955,12 +955,17 @@ impl ServiceNow {
 /// Unknown choice values (customised choice lists) and fields left out of the answers, each
 /// logged once per read.
 #[derive(Debug, Default)]
-struct Unknowns(HashSet<(&'static str, String)>);
+struct Unknowns {
+    /// Unknown values, by field.
+    values: HashSet<(&'static str, String)>,
+    /// Fields left out.
+    missing: HashSet<&'static str>,
+}
 
 impl Unknowns {
     /// A field the answers leave out (`what` says what that costs and what to do).
     fn missing(&mut self, source: &str, stream: &str, field: &'static str, what: &str) {
-        if self.0.insert((field, "\0missing".to_owned())) {
+        if self.missing.insert(field) {
             tracing::warn!(
                 source,
                 stream,
@@ -971,7 +976,7 @@ impl Unknowns {
     }
 
     fn note(&mut self, source: &str, stream: &str, field: &'static str, value: &str) {
-        if self.0.insert((field, value.to_owned())) {
+        if self.values.insert((field, value.to_owned())) {
             tracing::warn!(
                 source,
                 stream,
