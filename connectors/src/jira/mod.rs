@@ -345,7 +345,7 @@ impl Jira {
         let (listed, server_ms) = self.status_categories().await?;
         let mut categories = StatusCategories {
             listed,
-            seen: std::mem::take(&mut state.seen_categories),
+            seen: state.seen_categories.clone(),
         };
         let want_from_ms = (Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis();
         if state.projects.is_none() && state.high_water_ms.is_some() {

@@ -936,6 +936,17 @@ async fn jira_status_list_unavailable_degrades_to_embedded_categories() {
                 .map(String::as_str),
             Some("indeterminate")
         );
+        // ... and serve the next read, still without the list: the re-polled open issues'
+        // transitions have the categories a clean read gives them.
+        s.jira.control.fail_next(path, status, 10);
+        let (result, again) = read(&jira, Some(serde_json::to_value(&state).unwrap())).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(last_state(&again).seen_categories, state.seen_categories);
+        let again = Output::of(&again);
+        assert!(!again.transitions.is_empty());
+        for (id, t) in &again.transitions {
+            assert_eq!(t, &clean.transitions[id], "{id}");
+        }
     }
 }
 
