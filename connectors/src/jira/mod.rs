@@ -16,6 +16,10 @@
 //! last issue of the previous page; when it does not, the window is read again from its start, at
 //! most twice, then read on with a warning. Issues are upserted on their key, so a repeat is
 //! harmless.
+//!
+//! The state remembers, per project, from when its issues are all read: a raised `lookback_days`
+//! or an added project reads the older range of those projects (`updated < …`) after the regular
+//! window, and `covers_from` moves only once it is done.
 
 mod map;
 #[cfg(test)]

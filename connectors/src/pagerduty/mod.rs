@@ -8,6 +8,10 @@
 //! the first asks for one record of overlap (its offset moved back by one): when that record is not
 //! the last one of the previous page, the window is read again from its start, at most twice, and
 //! then read on with a warning. Records are upserted on their key, so reading one twice is harmless.
+//!
+//! The state remembers, per service id (or `*` for all), from when its incidents are all read:
+//! a raised `lookback_days` or an added service id reads the older range of those scopes (a
+//! backfill) after the regular read, and `covers_from` moves only once it is done.
 
 use std::collections::{BTreeMap, HashMap};
 

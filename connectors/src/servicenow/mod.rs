@@ -16,6 +16,10 @@
 //! `overlap_minutes` must exceed the offset. Records are read with `sysparm_display_value=false`,
 //! so every value is a string, dates are UTC `YYYY-MM-DD HH:MM:SS` and `""` means empty.
 //! Mapping `cmdb_ci` to services happens in the runner, not here.
+//!
+//! Each stream remembers the query it read and from when its history is complete: a raised
+//! `lookback_days` or a changed query reads the older range (`sys_updated_on<…`) after the
+//! regular scan, and `covers_from` moves only once it is done.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
