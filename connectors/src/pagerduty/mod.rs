@@ -2,7 +2,9 @@
 //!
 //! The incident list filters on creation time and caps `offset + limit` at 10,000, so the range is
 //! read in windows (halved when a window holds too many), always with `time_zone=UTC`. Incidents
-//! left open at one sync were created before the next sync's range: they are re-read by id.
+//! left open at one sync were created before the next sync's range: they are re-read by id. A
+//! resolved incident whose payload lacks `resolved_at` (recorded payloads do) is resolved at its
+//! latest resolve log entry, else at its last status change.
 //!
 //! Offsets move when incidents are created or deleted between two page requests. Every page after
 //! the first asks for one record of overlap (its offset moved back by one): when that record is not
