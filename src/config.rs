@@ -614,6 +614,61 @@ pagerduty = ["PCHK"]
     }
 
     #[test]
+    fn source_mappings_and_lookbacks_parse_and_older_keys_still_read() {
+        use tandem_connectors::SourceConfig;
+        let c = parse(
+            r#"
+[[source]]
+name = "pd"
+kind = "pagerduty"
+token_env = "PAGERDUTY_TOKEN"
+severities = { "SEV-1" = "sev1", "low" = "sev4" }
+[[source]]
+name = "jira"
+kind = "jira"
+base_url = "https://acme.atlassian.net"
+token_env = "JIRA_TOKEN"
+projects = ["OPS"]
+issue_types = { "10004" = "bug", "缺陷" = "bug" }
+lookback_days = 730
+[[source]]
+name = "jira-old"
+kind = "jira"
+base_url = "https://acme.atlassian.net"
+token_env = "JIRA_TOKEN"
+projects = ["ENG"]
+categories = { "Feature" = "story" }
+[[source]]
+name = "snow"
+kind = "servicenow"
+base_url = "https://acme.service-now.com"
+token_env = "SERVICENOW_TOKEN"
+approved_states = ["approved", "cab_approved"]
+priorities = { "1" = "P1", "2" = "P2" }
+"#,
+        )
+        .unwrap();
+        let [
+            SourceConfig::PagerDuty(pd),
+            SourceConfig::Jira(jira),
+            SourceConfig::Jira(old),
+            SourceConfig::ServiceNow(snow),
+        ] = c.sources.as_slice()
+        else {
+            unreachable!("{:?}", c.sources)
+        };
+        assert_eq!(pd.severities.get("SEV-1").map(String::as_str), Some("sev1"));
+        assert_eq!(pd.lookback_days, 365);
+        assert_eq!(jira.issue_types.get("缺陷").map(String::as_str), Some("bug"));
+        assert_eq!(jira.lookback_days, 730);
+        assert_eq!(old.issue_types.get("Feature").map(String::as_str), Some("story"));
+        assert_eq!(old.lookback_days, 365);
+        assert_eq!(snow.approved_states, ["approved", "cab_approved"]);
+        assert_eq!(snow.priorities.get("1").map(String::as_str), Some("P1"));
+        assert_eq!(snow.lookback_days, 365);
+    }
+
+    #[test]
     fn duplicate_source_names_are_rejected() {
         let err = parse(
             "[[source]]\nname = \"a\"\nkind = \"pagerduty\"\ntoken_env = \"T\"\n[[source]]\nname = \"a\"\nkind = \"pagerduty\"\ntoken_env = \"T\"\n",

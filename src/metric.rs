@@ -146,6 +146,12 @@ pub enum MetricId {
     IncidentsAttributedShare,
     /// Records without a service.
     UnmappedRecords,
+    /// Tickets (by creation) whose issue type tandem cannot classify: category `other`.
+    TicketTypesUnclassified,
+    /// Ticket status transitions (by when) from or to a status whose category is unknown.
+    TicketTransitionsUnknownCategory,
+    /// Change requests (by creation) whose approval the source does not say.
+    ChangeRequestsApprovalUnknown,
     /// First deployments with no baseline.
     DeploymentsWithoutBaseline,
     /// Median time from a failed production deployment to its remediation.
@@ -283,7 +289,7 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 16] = [
+    pub const QUALITY: [MetricId; 19] = [
         Self::QuarantinedRecords,
         Self::QuarantinedMissingField,
         Self::QuarantinedBadTimestamp,
@@ -300,6 +306,9 @@ impl MetricId {
         Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
+        Self::TicketTypesUnclassified,
+        Self::TicketTransitionsUnknownCategory,
+        Self::ChangeRequestsApprovalUnknown,
     ];
 
     /// DORA beyond the core set.
@@ -318,7 +327,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 72] = [
+    pub const ALL: [MetricId; 75] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -391,6 +400,9 @@ impl MetricId {
         Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
+        Self::TicketTypesUnclassified,
+        Self::TicketTransitionsUnknownCategory,
+        Self::ChangeRequestsApprovalUnknown,
     ];
 
     /// Stable id used in the metric table.
@@ -437,6 +449,9 @@ impl MetricId {
             Self::IncidentsAttributedShare => "incidents_attributed_share",
             Self::UnmappedRecords => "unmapped_records",
             Self::DeploymentsWithoutBaseline => "deployments_without_baseline",
+            Self::TicketTypesUnclassified => "ticket_types_unclassified",
+            Self::TicketTransitionsUnknownCategory => "ticket_transitions_unknown_category",
+            Self::ChangeRequestsApprovalUnknown => "change_requests_approval_unknown",
 
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
@@ -522,6 +537,9 @@ impl MetricId {
             | Self::QuarantinedUnknownReference
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
+            | Self::TicketTypesUnclassified
+            | Self::TicketTransitionsUnknownCategory
+            | Self::ChangeRequestsApprovalUnknown
             | Self::DeployDays
             | Self::DeployDaysWeeklyMedian
             | Self::DeployDaysMonthlyMedian
@@ -593,6 +611,9 @@ impl MetricId {
             Self::IncidentsAttributedShare => "Incidents attributed to a change",
             Self::UnmappedRecords => "Records without a service",
             Self::DeploymentsWithoutBaseline => "First deployments with no baseline",
+            Self::TicketTypesUnclassified => "Tickets of an unclassified type",
+            Self::TicketTransitionsUnknownCategory => "Transitions with an unknown status category",
+            Self::ChangeRequestsApprovalUnknown => "Change requests with unknown approval",
 
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
@@ -741,6 +762,15 @@ impl MetricId {
             }
             Self::DeploymentsWithoutBaseline => {
                 "Production deployments that are the first of their repo in the data: no earlier deployment to compare against, so their changes cannot be linked by ancestry."
+            }
+            Self::TicketTypesUnclassified => {
+                "Tickets created in the period whose issue type tandem cannot classify (category `other`): map them with the Jira source's `issue_types`."
+            }
+            Self::TicketTransitionsUnknownCategory => {
+                "Status transitions in the period from or to a status whose category neither the status list nor any issue gives (a deleted status); left without a category, never guessed."
+            }
+            Self::ChangeRequestsApprovalUnknown => {
+                "Change requests created in the period whose approval the source does not say (ServiceNow `approval` empty or unreadable, a Jira change not yet started); they cover no deployment."
             }
             Self::ReworkRate => {
                 "Production deployments that shipped a revert, a change labelled as a hotfix (configurable labels) or a change whose title names an incident or bug ticket by its key, divided by production deployments in the period (DORA 2024)."

@@ -344,6 +344,17 @@ impl Severity {
             Self::Sev4 => "sev4",
         }
     }
+
+    /// The severity a config names (`sev1`…`sev4`, any letter case).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "sev1" => Some(Self::Sev1),
+            "sev2" => Some(Self::Sev2),
+            "sev3" => Some(Self::Sev3),
+            "sev4" => Some(Self::Sev4),
+            _ => None,
+        }
+    }
 }
 
 /// An incident: something that hurt users, from an incident tool or an ITSM system.
@@ -599,7 +610,8 @@ pub struct Ticket {
     pub service: Option<String>,
     /// Team owning the service.
     pub team: Option<String>,
-    /// `incident`, `request`, `change`, `problem`, `bug`, `task` or `story`.
+    /// `incident`, `request`, `change`, `problem`, `bug`, `task`, `story`, or [`Ticket::OTHER`]
+    /// for a type no mapping classifies.
     pub category: String,
     /// Issue type / record type as the source names it.
     pub issue_type: String,
@@ -623,6 +635,11 @@ pub struct Ticket {
     pub reporter: Option<String>,
     /// Last changed at the source.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Ticket {
+    /// The category of an issue type no mapping classifies: counted in data quality.
+    pub const OTHER: &'static str = "other";
 }
 
 // `key` is the table's primary key (`id`), not the ticket's human key field.
@@ -662,7 +679,7 @@ impl Table for Ticket {
             "category",
             ColumnKind::Text,
             false,
-            "incident, request, change, problem, bug, task or story.",
+            "incident, request, change, problem, bug, task, story, or other (a type tandem cannot classify).",
         ),
         col(
             "issue_type",

@@ -246,6 +246,7 @@ token_env = "{JIRA_TOKEN_VAR}"
 projects = [{jira_projects}]
 incident_types = ["Incident"]
 change_types = ["Change"]
+lookback_days = {lookback}
 
 [[source]]
 name = "servicenow"
@@ -253,6 +254,7 @@ kind = "servicenow"
 base_url = "{servicenow}"   # https://YOUR-INSTANCE.service-now.com
 user = "{servicenow_user}"
 password_env = "{SERVICENOW_PASSWORD_VAR}"
+lookback_days = {lookback}
 
 [[source]]
 name = "legacy-exports"

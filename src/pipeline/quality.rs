@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
-use tandem_connectors::model::{Incident, Quarantined, ReasonCode};
+use tandem_connectors::model::{ChangeRequest, Incident, Quarantined, ReasonCode, Ticket, TicketTransition};
 
 use super::PipelineError;
 use super::codec::scan_table;
@@ -145,6 +145,37 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     .map_err(polars)?;
     let unmapped = aggregate(unmapped_events, shared.grid, &[]).map_err(polars)?;
 
+    // What the sources left unsaid: ticket types tandem cannot classify, transitions from or to
+    // a status without a known category (deleted statuses), change requests without an approval.
+    let unclassified = aggregate(
+        scan_table::<Ticket>(shared.inputs.tickets)?
+            .filter(col("category").eq(lit(Ticket::OTHER)))
+            .select([col("created_at").alias("at"), null_service()]),
+        shared.grid,
+        &[],
+    )
+    .map_err(polars)?;
+    let uncategorised = aggregate(
+        scan_table::<TicketTransition>(shared.inputs.ticket_transitions)?
+            .filter(
+                col("to_category").is_null().or(col("from_status")
+                    .is_not_null()
+                    .and(col("from_category").is_null())),
+            )
+            .select([col("at"), null_service()]),
+        shared.grid,
+        &[],
+    )
+    .map_err(polars)?;
+    let unapproved = aggregate(
+        scan_table::<ChangeRequest>(shared.inputs.change_requests)?
+            .filter(col("approved").is_null())
+            .select([col("created_at").alias("at"), null_service()]),
+        shared.grid,
+        &[],
+    )
+    .map_err(polars)?;
+
     // The first production deployment of each repo has nothing before it to compare with.
     let first_per_repo = shared
         .production
@@ -232,6 +263,9 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
                     incident_cells.n(scope, period),
                 )),
                 MetricId::UnmappedRecords => org_count(&unmapped, scope, period),
+                MetricId::TicketTypesUnclassified => org_count(&unclassified, scope, period),
+                MetricId::TicketTransitionsUnknownCategory => org_count(&uncategorised, scope, period),
+                MetricId::ChangeRequestsApprovalUnknown => org_count(&unapproved, scope, period),
                 MetricId::DeploymentsWithoutBaseline => {
                     let n = baseless.n(scope, period);
                     Some((Some(n as f64), n))
@@ -286,7 +320,7 @@ mod tests {
     use std::path::Path;
 
     use chrono::{DateTime, Utc};
-    use tandem_connectors::model::QuarantineReason;
+    use tandem_connectors::model::{ChangeRequest, QuarantineReason, Ticket, TicketTransition};
 
     use super::*;
     use crate::metric::MetricRow;
@@ -390,6 +424,124 @@ mod tests {
                 .any(|r| r.metric.starts_with("quarantined_") && r.scope_type != "org"),
             "organisation only"
         );
+    }
+
+    fn ticket(key: &str, category: &str, issue_type: &str, created_at: DateTime<Utc>) -> Ticket {
+        Ticket {
+            id: format!("jira:{key}"),
+            source: "jira".into(),
+            key: key.into(),
+            project: "OPS".into(),
+            service_ref: None,
+            service: None,
+            team: None,
+            category: category.into(),
+            issue_type: issue_type.into(),
+            title: "t".into(),
+            priority: None,
+            status: "待办".into(),
+            status_category: "new".into(),
+            labels: Vec::new(),
+            created_at,
+            resolved_at: None,
+            assignee: None,
+            reporter: None,
+            updated_at: created_at,
+        }
+    }
+
+    fn transition(n: u32, from: Option<&str>, to: Option<&str>, at: DateTime<Utc>) -> TicketTransition {
+        TicketTransition {
+            id: format!("jira:OPS-1:{n}:0"),
+            source: "jira".into(),
+            ticket_id: "jira:OPS-1".into(),
+            at,
+            from_status: Some("A".into()),
+            to_status: "B".into(),
+            from_category: from.map(str::to_owned),
+            to_category: to.map(str::to_owned),
+        }
+    }
+
+    fn change_request(n: u32, approved: Option<bool>, created_at: DateTime<Utc>) -> ChangeRequest {
+        ChangeRequest {
+            id: format!("snow:c{n}"),
+            source: "snow".into(),
+            number: format!("CHG{n}"),
+            title: "c".into(),
+            service_ref: None,
+            service: None,
+            team: None,
+            change_type: None,
+            state: "Implement".into(),
+            approved,
+            planned_start: None,
+            planned_end: None,
+            actual_start: None,
+            actual_end: None,
+            closed_at: None,
+            close_code: None,
+            requested_by: None,
+            assigned_to: None,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
+    #[test]
+    fn unclassified_types_unknown_status_categories_and_unknown_approvals_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(format!("{name}.parquet"));
+        write_table(
+            &[
+                ticket("OPS-1", "other", "需求评审", aug(3, 10, 0)),
+                ticket("OPS-2", "story", "故事", aug(4, 10, 0)),
+                ticket("OPS-3", "other", "Kundenaufgabe", aug(11, 10, 0)),
+            ],
+            &path("tickets"),
+        )
+        .unwrap();
+        write_table(
+            &[
+                transition(1, Some("new"), Some("indeterminate"), aug(3, 11, 0)),
+                // To and from a deleted status: category unknown.
+                transition(2, Some("indeterminate"), None, aug(4, 11, 0)),
+                transition(3, None, Some("done"), aug(12, 11, 0)),
+            ],
+            &path("ticket_transitions"),
+        )
+        .unwrap();
+        write_table(
+            &[
+                change_request(1, Some(true), aug(3, 9, 0)),
+                change_request(2, None, aug(5, 9, 0)),
+                change_request(3, None, aug(6, 9, 0)),
+                change_request(4, Some(false), aug(12, 9, 0)),
+            ],
+            &path("change_requests"),
+        )
+        .unwrap();
+        let none = path("none");
+        let rows = compute_metrics(
+            Inputs {
+                deployments: &none,
+                changes: &none,
+                commits: &none,
+                incidents: &none,
+                tickets: &path("tickets"),
+                ticket_transitions: &path("ticket_transitions"),
+                change_requests: &path("change_requests"),
+                quarantine: &none,
+            },
+            &options(2, &["web"]),
+        )
+        .unwrap()
+        .to_rows();
+        let counts =
+            |metric| [Some(0), Some(1), None].map(|week| cell(&rows, metric, "all", week).0.unwrap() as i64);
+        assert_eq!(counts(TicketTypesUnclassified), [1, 1, 2]);
+        assert_eq!(counts(TicketTransitionsUnknownCategory), [1, 1, 2]);
+        assert_eq!(counts(ChangeRequestsApprovalUnknown), [2, 0, 2]);
     }
 
     #[test]

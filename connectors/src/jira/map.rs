@@ -15,7 +15,51 @@ use crate::model::{ChangeRequest, Incident, Record, Severity, Ticket, TicketTran
 use crate::people::person;
 use crate::time::{parse_instant, parse_opt_instant};
 
-const CATEGORIES: [&str; 7] = ["bug", "task", "story", "request", "problem", "incident", "change"];
+const CATEGORIES: [&str; 8] = [
+    "bug", "task", "story", "request", "problem", "incident", "change", "other",
+];
+/// Issue type names tandem knows in the languages Jira ships (lower-cased): a name here never
+/// needs configuring. Anything else is classified by `issue_types`, the sub-task flag and the
+/// hierarchy level, or is `other`.
+const KNOWN_TYPES: &[(&str, &str)] = &[
+    ("bug", "bug"),
+    ("defect", "bug"),
+    ("缺陷", "bug"),
+    ("故障", "bug"),
+    ("バグ", "bug"),
+    ("fehler", "bug"),
+    ("story", "story"),
+    ("user story", "story"),
+    ("故事", "story"),
+    ("用户故事", "story"),
+    ("ストーリー", "story"),
+    ("epic", "story"),
+    ("史诗", "story"),
+    ("エピック", "story"),
+    ("new feature", "story"),
+    ("新功能", "story"),
+    ("task", "task"),
+    ("improvement", "task"),
+    ("改进", "task"),
+    ("sub-task", "task"),
+    ("subtask", "task"),
+    ("任务", "task"),
+    ("子任务", "task"),
+    ("タスク", "task"),
+    ("サブタスク", "task"),
+    ("aufgabe", "task"),
+    ("unteraufgabe", "task"),
+    ("incident", "incident"),
+    ("change", "change"),
+    ("problem", "problem"),
+    ("service request", "request"),
+    ("service request with approvals", "request"),
+    ("request", "request"),
+    ("emailed request", "request"),
+    ("it help", "request"),
+    ("support", "request"),
+    ("access", "request"),
+];
 const CLOSE_CODES: [&str; 4] = ["successful", "successful_issues", "unsuccessful", "none"];
 const STATUS_CATEGORIES: [&str; 3] = ["new", "indeterminate", "done"];
 /// Resolutions that mean a change was refused rather than carried out.
@@ -34,7 +78,8 @@ pub(super) struct Mapper {
     source: String,
     incident_types: Vec<String>,
     change_types: Vec<String>,
-    categories: BTreeMap<String, String>,
+    /// `issue_types`, by lower-cased issue-type id or name.
+    issue_types: BTreeMap<String, String>,
     severities: BTreeMap<String, Severity>,
     close_codes: BTreeMap<String, Option<String>>,
     planned_start_field: String,
@@ -55,30 +100,22 @@ impl Mapper {
     /// Checks and prepares the mapping parts of the config.
     pub fn new(config: &JiraConfig) -> Result<Self, String> {
         let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
-        let mut categories = BTreeMap::new();
-        for (issue_type, category) in &config.categories {
+        let mut issue_types = BTreeMap::new();
+        for (issue_type, category) in &config.issue_types {
             let c = category.to_lowercase();
             if !CATEGORIES.contains(&c.as_str()) {
                 return Err(format!(
-                    "`categories`: {issue_type:?} maps to {category:?}; use one of {}",
+                    "`issue_types`: {issue_type:?} maps to {category:?}; use one of {}",
                     CATEGORIES.join(", ")
                 ));
             }
-            categories.insert(issue_type.to_lowercase(), c);
+            issue_types.insert(issue_type.to_lowercase(), c);
         }
         let mut severities = BTreeMap::new();
         for (priority, sev) in &config.severities {
-            let s = match sev.to_lowercase().as_str() {
-                "sev1" => Severity::Sev1,
-                "sev2" => Severity::Sev2,
-                "sev3" => Severity::Sev3,
-                "sev4" => Severity::Sev4,
-                _ => {
-                    return Err(format!(
-                        "`severities`: {priority:?} maps to {sev:?}; use sev1, sev2, sev3 or sev4"
-                    ));
-                }
-            };
+            let s = Severity::parse(sev).ok_or_else(|| {
+                format!("`severities`: {priority:?} maps to {sev:?}; use sev1, sev2, sev3 or sev4")
+            })?;
             severities.insert(priority.to_lowercase(), s);
         }
         let mut close_codes = BTreeMap::new();
@@ -96,7 +133,7 @@ impl Mapper {
             source: config.name.clone(),
             incident_types: lower(&config.incident_types),
             change_types: lower(&config.change_types),
-            categories,
+            issue_types,
             severities,
             close_codes,
             planned_start_field: config.planned_start_field.clone(),
@@ -104,13 +141,13 @@ impl Mapper {
         })
     }
 
-    /// Maps one issue; `histories` is its complete changelog, `categories` maps status ids to
-    /// category keys.
+    /// Maps one issue; `histories` is its complete changelog, `categories` says the category of
+    /// a status id.
     pub fn issue(
         &self,
         raw: &Value,
         histories: &[Value],
-        categories: &HashMap<String, String>,
+        categories: &StatusCategories,
     ) -> Result<Mapped, String> {
         let key = raw.get("key").and_then(Value::as_str).ok_or("missing key")?;
         let f = raw
@@ -125,15 +162,7 @@ impl Mapper {
             .pointer("/status/name")
             .and_then(Value::as_str)
             .ok_or("missing fields.status.name")?;
-        let status_category = f
-            .pointer("/status/statusCategory/key")
-            .and_then(Value::as_str)
-            .ok_or("missing fields.status.statusCategory.key")?;
-        if !STATUS_CATEGORIES.contains(&status_category) {
-            return Err(format!(
-                "status {status:?} has the unknown category key {status_category:?} (expected new, indeterminate or done)"
-            ));
-        }
+        let embedded = f.pointer("/status/statusCategory/key").and_then(Value::as_str);
         let created_at = time(f, "created")?;
         let updated_at = time(f, "updated")?;
         let resolution_date = opt_time(f, "resolutiondate")?;
@@ -174,6 +203,27 @@ impl Mapper {
         let ticket_id = format!("{}:{key}", self.source);
         let mut transitions = self.transitions(key, &ticket_id, histories, categories)?;
         transitions.sort_by_key(|t| t.at);
+        // The current status's category is the one embedded in the issue; without a usable one,
+        // the status list's (or one seen on another issue) for its id.
+        let status_id = f.pointer("/status/id").and_then(Value::as_str);
+        let mut status_category = match embedded.filter(|k| STATUS_CATEGORIES.contains(k)) {
+            Some(k) => k.to_owned(),
+            None => categories.of(status_id).ok_or_else(|| match embedded {
+                Some(k) => format!(
+                    "status {status:?} has the unknown category key {k:?} (expected new, indeterminate or done)"
+                ),
+                None => "missing fields.status.statusCategory.key".to_owned(),
+            })?,
+        };
+        // Resolved, and the last status change went into `done`: done, whatever category the
+        // status claims (a workflow status left in the wrong category).
+        if status_category == "new"
+            && resolution_date.is_some()
+            && transitions.last().and_then(|t| t.to_category.as_deref()) == Some("done")
+        {
+            status_category = "done".to_owned();
+        }
+        let status_category = status_category.as_str();
         let done = status_category == "done";
         // Jira clears `resolutiondate` when an issue is reopened; a workflow without resolutions
         // leaves it empty even when done: then the last move into `done` is the resolution.
@@ -193,7 +243,7 @@ impl Mapper {
                 .find(|t| t.to_category.as_deref() == Some(category))
                 .map(|t| t.at)
         };
-        let category = self.category(issue_type);
+        let category = self.category(f.get("issuetype").unwrap_or(&Value::Null), issue_type);
         let assignee = user(f, "assignee");
         let reporter = user(f, "reporter");
         let mut records = vec![Record::Ticket(Ticket {
@@ -217,8 +267,7 @@ impl Mapper {
             resolved_at,
             updated_at,
         })];
-        let lower_type = issue_type.to_lowercase();
-        if self.incident_types.contains(&lower_type) {
+        if self.is_incident(f) {
             records.push(Record::Incident(Incident {
                 acknowledged_by: acknowledger(&transitions, histories),
                 assignee,
@@ -239,7 +288,7 @@ impl Mapper {
                 correlation_id: None,
                 updated_at,
             }));
-        } else if self.change_types.contains(&lower_type) {
+        } else if self.is_change(f) {
             let resolution = f.pointer("/resolution/name").and_then(Value::as_str);
             let refused = resolution.is_some_and(|r| REFUSED.contains(&r.to_lowercase().as_str()));
             records.push(Record::ChangeRequest(ChangeRequest {
@@ -288,13 +337,9 @@ impl Mapper {
         key: &str,
         ticket_id: &str,
         histories: &[Value],
-        categories: &HashMap<String, String>,
+        categories: &StatusCategories,
     ) -> Result<Vec<TicketTransition>, String> {
-        let category = |id: Option<&str>| {
-            id.and_then(|id| categories.get(id))
-                .filter(|c| STATUS_CATEGORIES.contains(&c.as_str()))
-                .cloned()
-        };
+        let category = |id: Option<&str>| categories.of(id);
         let mut out = Vec::new();
         for h in histories {
             let items = h.get("items").and_then(Value::as_array);
@@ -342,34 +387,47 @@ impl Mapper {
         Ok(out)
     }
 
-    fn category(&self, issue_type: &str) -> String {
-        let t = issue_type.to_lowercase();
-        if self.incident_types.contains(&t) {
+    /// Whether `fields.issuetype` names one of `incident_types` (by name or id).
+    fn is_incident(&self, fields: &Value) -> bool {
+        type_keys(fields).iter().any(|k| self.incident_types.contains(k))
+    }
+
+    /// Whether `fields.issuetype` names one of `change_types` (by name or id).
+    fn is_change(&self, fields: &Value) -> bool {
+        type_keys(fields).iter().any(|k| self.change_types.contains(k))
+    }
+
+    /// The ticket category of `issuetype` (named `name`): the incident and change types, then
+    /// `issue_types` by id and by name, then the names tandem knows, then the sub-task flag and
+    /// the hierarchy level (epics are stories, sub-tasks tasks); else `other`. Never by words
+    /// inside an unknown name, which are often in another language.
+    fn category(&self, issuetype: &Value, name: &str) -> String {
+        let fields = serde_json::json!({ "issuetype": issuetype });
+        if self.is_incident(&fields) || self.incident_types.contains(&name.to_lowercase()) {
             return "incident".into();
         }
-        if self.change_types.contains(&t) {
+        if self.is_change(&fields) || self.change_types.contains(&name.to_lowercase()) {
             return "change".into();
         }
-        if let Some(c) = self.categories.get(&t) {
+        let id = issuetype.get("id").and_then(Value::as_str).map(str::to_lowercase);
+        let lower = name.trim().to_lowercase();
+        if let Some(c) = id
+            .and_then(|id| self.issue_types.get(&id))
+            .or_else(|| self.issue_types.get(&lower))
+        {
             return c.clone();
         }
-        let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
-        if has(&["bug", "defect"]) {
-            "bug"
-        } else if has(&["story", "epic"]) {
-            "story"
-        } else if has(&["incident"]) {
-            "incident"
-        } else if has(&["change"]) {
-            "change"
-        } else if has(&["problem"]) {
-            "problem"
-        } else if has(&["request", "access"]) {
-            "request"
-        } else {
-            "task"
+        if let Some((_, c)) = KNOWN_TYPES.iter().find(|(n, _)| *n == lower) {
+            return (*c).into();
         }
-        .into()
+        if issuetype.get("subtask").and_then(Value::as_bool) == Some(true) {
+            return "task".into();
+        }
+        match issuetype.get("hierarchyLevel").and_then(Value::as_i64) {
+            Some(level) if level >= 1 => "story".into(),
+            Some(level) if level < 0 => "task".into(),
+            _ => Ticket::OTHER.into(),
+        }
     }
 
     fn severity(&self, priority: &str) -> Option<Severity> {
@@ -400,6 +458,50 @@ impl Mapper {
             _ => None,
         }
     }
+}
+
+/// Where a status id's category comes from: the status list (`GET /status`), else the category
+/// seen embedded on an issue in that status. A status in neither (deleted since) has none.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StatusCategories {
+    /// From the status list; empty when the list was unavailable.
+    pub listed: HashMap<String, String>,
+    /// Seen embedded in issues (`fields.status`), kept across reads.
+    pub seen: BTreeMap<String, String>,
+}
+
+impl StatusCategories {
+    /// Notes the category an issue carries for its current status.
+    pub fn learn(&mut self, issue: &Value) {
+        let status = issue.pointer("/fields/status");
+        let id = status.and_then(|s| s.get("id")).and_then(Value::as_str);
+        let key = status
+            .and_then(|s| s.pointer("/statusCategory/key"))
+            .and_then(Value::as_str)
+            .filter(|k| STATUS_CATEGORIES.contains(k));
+        if let (Some(id), Some(key)) = (id, key) {
+            self.seen.insert(id.to_owned(), key.to_owned());
+        }
+    }
+
+    /// The category of status `id`, when the list or an issue says a known one.
+    pub fn of(&self, id: Option<&str>) -> Option<String> {
+        let id = id?;
+        [self.listed.get(id), self.seen.get(id)]
+            .into_iter()
+            .flatten()
+            .find(|c| STATUS_CATEGORIES.contains(&c.as_str()))
+            .cloned()
+    }
+}
+
+/// The lower-cased name and id of `fields.issuetype`.
+fn type_keys(fields: &Value) -> Vec<String> {
+    ["/issuetype/name", "/issuetype/id"]
+        .iter()
+        .filter_map(|p| fields.pointer(p).and_then(Value::as_str))
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Explicit causes: issues linked as "is caused by" (link type "Causes"), then `caused-by:<ref>`
@@ -509,29 +611,245 @@ mod tests {
             projects: vec!["OPS".into()],
             incident_types: vec!["Incident".into()],
             change_types: vec!["Change".into()],
-            categories: BTreeMap::new(),
+            issue_types: BTreeMap::new(),
             severities: BTreeMap::new(),
             close_codes: BTreeMap::new(),
             planned_start_field: "customfield_10050".into(),
             planned_end_field: "customfield_10051".into(),
             overlap_minutes: 10,
             page_size: 100,
-            lookback_days: None,
+            lookback_days: 365,
         }
     }
 
+    /// A status list giving `pairs` (status id, category key).
+    fn listed(pairs: &[(&str, &str)]) -> StatusCategories {
+        StatusCategories {
+            listed: pairs
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// `fields.issuetype` as Jira Cloud sends it.
+    fn issuetype(id: &str, name: &str, subtask: bool, level: i64) -> Value {
+        json!({"self": format!("https://acme.atlassian.net/rest/api/3/issuetype/{id}"), "id": id,
+            "description": "", "name": name, "subtask": subtask, "hierarchyLevel": level})
+    }
+
     #[test]
-    fn categories_by_name_and_by_config() {
+    fn issue_types_by_known_name_then_config_then_subtask_and_hierarchy() {
         let mut c = config();
-        c.categories.insert("Feature".into(), "story".into());
+        c.issue_types.insert("Feature".into(), "story".into());
+        c.issue_types.insert("10042".into(), "bug".into());
         let m = Mapper::new(&c).unwrap();
-        assert_eq!(m.category("Bug"), "bug");
-        assert_eq!(m.category("feature"), "story");
-        assert_eq!(m.category("Service Request"), "request");
-        assert_eq!(m.category("Sub-task"), "task");
-        assert_eq!(m.category("INCIDENT"), "incident");
-        c.categories.insert("Feature".into(), "epic".into());
+        let cat = |id: &str, name: &str, subtask: bool, level: i64| {
+            m.category(&issuetype(id, name, subtask, level), name)
+        };
+        assert_eq!(cat("10004", "Bug", false, 0), "bug");
+        assert_eq!(cat("10005", "feature", false, 0), "story");
+        assert_eq!(cat("10006", "Service Request", false, 0), "request");
+        assert_eq!(cat("10007", "Sub-task", true, -1), "task");
+        assert_eq!(cat("10008", "INCIDENT", false, 0), "incident");
+        // By id, whatever the name.
+        assert_eq!(cat("10042", "Störung", false, 0), "bug");
+        // Unknown names: the sub-task flag and the hierarchy decide, never words in the name.
+        assert_eq!(cat("10050", "Kundenaufgabe", true, -1), "task");
+        assert_eq!(cat("10051", "Initiative", false, 1), "story");
+        assert_eq!(cat("10052", "Bugfix Review", false, 0), "other");
+        c.issue_types.insert("Feature".into(), "epic".into());
         assert!(Mapper::new(&c).unwrap_err().contains("Feature"));
+    }
+
+    #[test]
+    fn jira_localised_issue_types_do_not_all_become_task() {
+        let m = Mapper::new(&config()).unwrap();
+        let cats = listed(&[("1", "new")]);
+        // A Chinese Jira Cloud site: the issue types as it names them, with real ids and levels.
+        let issue = |key: &str, issuetype: Value| {
+            json!({"id": "1", "key": key, "fields": {
+                "issuetype": issuetype, "summary": "x",
+                "status": {"id": "1", "name": "待办", "statusCategory": {"id": 2, "key": "new", "name": "待办"}},
+                "created": "2024-03-09T10:00:00.000+0800", "updated": "2024-03-09T10:00:00.000+0800",
+                "resolutiondate": null, "labels": [], "components": [], "priority": null,
+            }})
+        };
+        let category = |raw: Value| {
+            let mapped = m.issue(&raw, &[], &cats).unwrap();
+            let Record::Ticket(t) = &mapped.records[0] else {
+                unreachable!()
+            };
+            (t.category.clone(), t.issue_type.clone())
+        };
+        let cases = [
+            (issuetype("10001", "故事", false, 0), "story"),
+            (issuetype("10004", "缺陷", false, 0), "bug"),
+            (issuetype("10003", "子任务", true, -1), "task"),
+            (issuetype("10000", "史诗", false, 1), "story"),
+            (issuetype("10002", "任务", false, 0), "task"),
+            // A type tandem cannot classify stays `other` (and is counted), not `task`.
+            (issuetype("10060", "需求评审", false, 0), "other"),
+        ];
+        for (n, (t, want)) in cases.into_iter().enumerate() {
+            let name = t["name"].as_str().unwrap().to_owned();
+            assert_eq!(category(issue(&format!("OPS-{n}"), t)), (want.to_owned(), name));
+        }
+        // Configured by id or by the localised name.
+        let mut c = config();
+        c.issue_types.insert("10060".into(), "request".into());
+        c.issue_types.insert("评审".into(), "task".into());
+        let m = Mapper::new(&c).unwrap();
+        assert_eq!(
+            m.category(&issuetype("10060", "需求评审", false, 0), "需求评审"),
+            "request"
+        );
+        assert_eq!(m.category(&issuetype("10061", "评审", false, 0), "评审"), "task");
+        // Incident and change types may be named by id too.
+        let mut c = config();
+        c.incident_types = vec!["10070".into()];
+        let m = Mapper::new(&c).unwrap();
+        let mapped = m
+            .issue(&issue("OPS-9", issuetype("10070", "事件", false, 0)), &[], &cats)
+            .unwrap();
+        assert!(mapped.records.iter().any(|r| matches!(r, Record::Incident(_))));
+    }
+
+    #[test]
+    fn the_older_categories_key_still_reads() {
+        let parsed: JiraConfig = serde_json::from_value(json!({
+            "name": "j", "base_url": "https://acme.atlassian.net", "token_env": "T",
+            "projects": ["OPS"], "categories": {"Feature": "story"}
+        }))
+        .unwrap();
+        assert_eq!(
+            parsed.issue_types.get("Feature").map(String::as_str),
+            Some("story")
+        );
+        assert_eq!(parsed.lookback_days, 365);
+    }
+
+    /// An issue in status `status` (id, name, embedded category key) with `resolutiondate`.
+    fn in_status(status: (&str, &str, &str), resolution: Option<&str>) -> Value {
+        json!({"id": "1", "key": "OPS-1", "fields": {
+            "issuetype": issuetype("10002", "Task", false, 0), "summary": "x",
+            "status": {"id": status.0, "name": status.1,
+                "statusCategory": {"id": 2, "key": status.2, "name": status.1}},
+            "created": "2024-03-09T10:00:00.000+0000", "updated": "2024-03-12T10:00:00.000+0000",
+            "resolutiondate": resolution, "labels": [], "components": [], "priority": null,
+        }})
+    }
+
+    /// A changelog history moving from status `from` to `to`.
+    fn moved(id: &str, at: &str, from: &str, to: &str) -> Value {
+        json!({"id": id, "created": at, "items": [{"field": "status", "fieldtype": "jira",
+            "fieldId": "status", "from": from, "fromString": from, "to": to, "toString": to}]})
+    }
+
+    fn mapped_parts(mapped: &Mapped) -> (&Ticket, Vec<&TicketTransition>) {
+        let Record::Ticket(t) = &mapped.records[0] else {
+            unreachable!()
+        };
+        let transitions = mapped
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::TicketTransition(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        (t, transitions)
+    }
+
+    #[test]
+    fn jira_status_categories_follow_one_rule() {
+        let m = Mapper::new(&config()).unwrap();
+        let histories = vec![
+            moved("10", "2024-03-10T10:00:00.000+0000", "1", "3"),
+            moved("11", "2024-03-11T10:00:00.000+0000", "3", "77"),
+            moved("12", "2024-03-12T10:00:00.000+0000", "77", "5"),
+        ];
+        // The status list knows 1, 3 and 5 (and says "new" for 5, which the issue contradicts):
+        // the current status's category is the embedded one; 77 was deleted: in neither.
+        let cats = listed(&[("1", "new"), ("3", "indeterminate"), ("5", "new")]);
+        let mapped = m
+            .issue(
+                &in_status(("5", "Erledigt", "done"), Some("2024-03-12T10:00:00.000+0000")),
+                &histories,
+                &cats,
+            )
+            .unwrap();
+        let (ticket, transitions) = mapped_parts(&mapped);
+        assert_eq!(ticket.status_category, "done");
+        let pairs: Vec<(Option<&str>, Option<&str>)> = transitions
+            .iter()
+            .map(|t| (t.from_category.as_deref(), t.to_category.as_deref()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (Some("new"), Some("indeterminate")),
+                (Some("indeterminate"), None),
+                (None, Some("new")),
+            ]
+        );
+
+        // Without the status list: the categories seen embedded in issues, for the same ids.
+        let mut seen = StatusCategories::default();
+        seen.learn(&in_status(("3", "In Arbeit", "indeterminate"), None));
+        seen.learn(&in_status(("5", "Erledigt", "done"), None));
+        seen.learn(&in_status(("9", "Legacy", "undefined"), None));
+        let mapped = m
+            .issue(&in_status(("5", "Erledigt", "done"), None), &histories, &seen)
+            .unwrap();
+        let (ticket, transitions) = mapped_parts(&mapped);
+        assert_eq!(ticket.status_category, "done");
+        assert_eq!(transitions[0].from_category, None, "status 1 is in no issue");
+        assert_eq!(transitions[0].to_category.as_deref(), Some("indeterminate"));
+        assert_eq!(transitions[2].to_category.as_deref(), Some("done"));
+        assert_eq!(seen.of(Some("9")), None, "an unknown key is no category");
+        // The list wins over what was seen.
+        let both = StatusCategories {
+            listed: cats.listed.clone(),
+            seen: seen.seen.clone(),
+        };
+        assert_eq!(both.of(Some("5")).as_deref(), Some("new"));
+        assert_eq!(both.of(Some("77")), None);
+    }
+
+    #[test]
+    fn jira_resolved_issue_whose_last_transition_goes_to_done_is_not_stored_as_new() {
+        let m = Mapper::new(&config()).unwrap();
+        let cats = listed(&[("1", "new"), ("3", "indeterminate"), ("5", "done"), ("6", "new")]);
+        let histories = vec![
+            moved("10", "2024-03-10T10:00:00.000+0000", "1", "3"),
+            moved("11", "2024-03-11T10:00:00.000+0000", "3", "5"),
+        ];
+        // "Closed" left in the `new` category by its workflow, yet resolved, and the issue's
+        // last move went into done.
+        let raw = in_status(("6", "Closed", "new"), Some("2024-03-11T10:00:00.000+0000"));
+        let mapped = m.issue(&raw, &histories, &cats).unwrap();
+        let (ticket, _) = mapped_parts(&mapped);
+        assert_eq!(ticket.status_category, "done");
+        assert!(!mapped.open, "not re-polled as open");
+        assert!(ticket.resolved_at.is_some());
+        // Unresolved, or the last move not into done: the embedded category stands.
+        let raw = in_status(("6", "Closed", "new"), None);
+        let mapped = m.issue(&raw, &histories, &cats).unwrap();
+        assert_eq!(mapped_parts(&mapped).0.status_category, "new");
+        let reopened = vec![
+            histories[0].clone(),
+            histories[1].clone(),
+            moved("12", "2024-03-12T09:00:00.000+0000", "5", "1"),
+        ];
+        let raw = in_status(("6", "Closed", "new"), Some("2024-03-11T10:00:00.000+0000"));
+        let mapped = m.issue(&raw, &reopened, &cats).unwrap();
+        assert_eq!(mapped_parts(&mapped).0.status_category, "new");
+        // No usable embedded category: the status list's for the current status id.
+        let raw = in_status(("3", "In Progress", "undefined"), None);
+        let mapped = m.issue(&raw, &histories, &cats).unwrap();
+        assert_eq!(mapped_parts(&mapped).0.status_category, "indeterminate");
     }
 
     #[test]
@@ -572,10 +890,7 @@ mod tests {
     #[test]
     fn a_reopened_issue_has_no_resolution_and_stays_open() {
         let m = Mapper::new(&config()).unwrap();
-        let cats: HashMap<String, String> = [("1", "new"), ("3", "indeterminate"), ("5", "done")]
-            .into_iter()
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .collect();
+        let cats = listed(&[("1", "new"), ("3", "indeterminate"), ("5", "done")]);
         let issue = json!({"id": "1", "key": "OPS-1", "fields": {
             "issuetype": {"name": "Task"}, "summary": "x",
             "status": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}},
@@ -618,10 +933,7 @@ mod tests {
     #[test]
     fn people_come_from_display_names_else_the_login_or_account_id() {
         let m = Mapper::new(&config()).unwrap();
-        let cats: HashMap<String, String> = [("1", "new"), ("3", "indeterminate")]
-            .into_iter()
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .collect();
+        let cats = listed(&[("1", "new"), ("3", "indeterminate")]);
         let issue = |kind: &str, assignee: Value, reporter: Value| {
             json!({"id": "1", "key": "OPS-1", "fields": {
                 "issuetype": {"name": kind}, "summary": "x",
@@ -683,7 +995,7 @@ mod tests {
     #[test]
     fn bad_times_and_unknown_categories_are_reasons() {
         let m = Mapper::new(&config()).unwrap();
-        let cats = HashMap::new();
+        let cats = StatusCategories::default();
         let base = json!({"key": "OPS-2", "fields": {
             "issuetype": {"name": "Task"},
             "status": {"name": "Legacy", "statusCategory": {"key": "undefined"}},

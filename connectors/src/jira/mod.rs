@@ -7,14 +7,19 @@
 //! `updated >= <epoch ms>` (a JQL date without a zone would be read in the account's zone), sorted
 //! by `created` then `key` so issues do not jump between pages while they are updated. Changelogs
 //! that search results truncate are fetched in full. Issues left open at one sync are re-polled by
-//! key at the next. Status categories come from `GET /status`, never from (localised) names. This
-//! module maps nothing to services: `service_ref` is the first component's name.
+//! key at the next. A ticket's status category is the one embedded in the issue; a transition's
+//! come from `GET /status`, else from categories seen embedded in issues, never from (localised)
+//! names. This module maps nothing to services: `service_ref` is the first component's name.
 //!
 //! Data Center offsets move when issues enter or leave the window between two page requests:
 //! every page after the first starts one issue early (one more asked for) and must begin with the
 //! last issue of the previous page; when it does not, the window is read again from its start, at
 //! most twice, then read on with a warning. Issues are upserted on their key, so a repeat is
 //! harmless.
+//!
+//! The state remembers, per project, from when its issues are all read: a raised `lookback_days`
+//! or an added project reads the older range of those projects (`updated < …`) after the regular
+//! window, and `covers_from` moves only once it is done.
 
 mod map;
 #[cfg(test)]
@@ -35,7 +40,7 @@ use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::secret::SecretEnv;
 
-use map::Mapper;
+use map::{Mapper, StatusCategories};
 
 /// Changelog requests in flight at once per page of issues.
 const CONCURRENCY: usize = 4;
@@ -84,12 +89,15 @@ pub struct JiraConfig {
     /// Issue types that are change requests (case-insensitive).
     #[serde(default = "default_change_types")]
     pub change_types: Vec<String>,
-    /// Ticket category per issue type name (case-insensitive): `bug`, `task`, `story`,
-    /// `request`, `problem`, `incident` or `change`. Types not listed get one by name: "bug" or
-    /// "defect" → bug, "story"/"epic" → story, "request"/"access" → request, "problem" → problem,
-    /// "incident" → incident, "change" → change, anything else → task.
-    #[serde(default)]
-    pub categories: BTreeMap<String, String>,
+    /// Ticket category per issue-type id (`"10004"`) or name (`"缺陷"`), case-insensitive:
+    /// `bug`, `task`, `story`, `request`, `problem`, `incident`, `change` or `other`. Types not
+    /// listed are classified by the names tandem knows (Jira's own types in English, Chinese,
+    /// Japanese and German: Bug/缺陷 → bug, Story/故事 and Epic/史诗 → story, Task/任务 and
+    /// Sub-task/子任务 → task, Service request → request, …), then by `issuetype.subtask` (a
+    /// task) and `hierarchyLevel` (1 and above: story; below 0: task); anything else is `other`
+    /// and counted in data quality. (`categories` is the older name of this key.)
+    #[serde(default, alias = "categories")]
+    pub issue_types: BTreeMap<String, String>,
     /// Severity per priority name (case-insensitive): `sev1`…`sev4`. Unlisted names use the
     /// defaults Highest/Blocker → sev1, High/Critical → sev2, Medium/Major → sev3,
     /// Low/Lowest/Minor/Trivial → sev4; other names give no severity.
@@ -115,9 +123,10 @@ pub struct JiraConfig {
     /// Issues per search page (Cloud answers at most 100, and may answer fewer).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// On the first sync, read issues updated this many days back (all history when absent).
-    #[serde(default)]
-    pub lookback_days: Option<i64>,
+    /// Keep issues updated this many days back. Raising it (or adding a project) reads the
+    /// missing history at the next sync.
+    #[serde(default = "default_lookback")]
+    pub lookback_days: i64,
 }
 
 fn default_incident_types() -> Vec<String> {
@@ -137,6 +146,9 @@ fn default_overlap() -> i64 {
 }
 fn default_page_size() -> u32 {
     100
+}
+fn default_lookback() -> i64 {
+    365
 }
 
 const STREAMS: &[StreamDef] = &[StreamDef {
@@ -170,6 +182,19 @@ struct State {
     /// Issues not in the `done` category when last read: re-polled at the next read.
     #[serde(default)]
     open: BTreeSet<String>,
+    /// Status id → category key as embedded in issues: the categories of statuses the status
+    /// list does not give (unavailable to the account, or a status since deleted).
+    #[serde(default)]
+    seen_categories: BTreeMap<String, String>,
+    /// Per project: the `updated` instant (epoch ms) from which its issues are all read, up to
+    /// the high water; null when its whole history is.
+    /// Absent in bookmarks written before coverage was kept: those are taken as complete over
+    /// the lookback, as the runner takes them, so an upgrade reads nothing twice.
+    #[serde(default)]
+    projects: Option<BTreeMap<String, Option<i64>>>,
+    /// [`crate::contract::COVERS_FROM`]: the latest of the configured projects' starts.
+    #[serde(default)]
+    covers_from: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +216,17 @@ struct Walk {
     /// Data Center: times this window was read again from its start because offsets moved.
     #[serde(default)]
     rereads: u32,
+    /// A backfill of some projects' older history rather than the regular window.
+    #[serde(default)]
+    backfill: Option<Backfill>,
+}
+
+/// The older history of some projects: `from_ms` up to `before_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Backfill {
+    projects: Vec<String>,
+    /// `updated < before_ms`: where the projects' read history starts.
+    before_ms: i64,
 }
 
 /// Where a search stands.
@@ -310,8 +346,24 @@ impl Jira {
             });
         }
         let mut state: State = state_from_bookmark(bookmark);
-        let (categories, server_ms) = self.status_categories().await?;
-        let mut walk = match state.walk.take() {
+        let (listed, server_ms) = self.status_categories().await?;
+        let mut categories = StatusCategories {
+            listed,
+            seen: state.seen_categories.clone(),
+        };
+        let want_from_ms = (Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis();
+        if state.projects.is_none() && state.high_water_ms.is_some() {
+            state.projects = Some(
+                self.config
+                    .projects
+                    .iter()
+                    .map(|p| (p.clone(), Some(want_from_ms)))
+                    .collect(),
+            );
+        }
+        // Until a read completes, what is complete is what was before it.
+        self.note_coverage(&mut state);
+        let walk = match state.walk.take() {
             Some(mut w) => {
                 // A bookmark saved under the other flavor: its cursor means nothing here.
                 let fits = matches!(
@@ -327,24 +379,118 @@ impl Jira {
             }
             None => {
                 let overlap = self.config.overlap_minutes.max(0) * 60_000;
-                let from_ms = state.high_water_ms.map(|h| h - overlap).or_else(|| {
-                    self.config
-                        .lookback_days
-                        .map(|d| (Utc::now() - Duration::days(d)).timestamp_millis())
-                });
+                let from_ms = state.high_water_ms.map(|h| h - overlap).unwrap_or(want_from_ms);
                 Walk {
-                    from_ms,
+                    from_ms: Some(from_ms),
                     until_ms: server_ms,
                     seen_ms: None,
                     page: Some(self.first_cursor()),
                     repoll: state.open.clone(),
                     last_id: None,
                     rereads: 0,
+                    backfill: None,
                 }
             }
         };
+        let mut next = Some(walk);
+        while let Some(walk) = next.take() {
+            let first = state.high_water_ms.is_none();
+            let walk = self.walk(walk, &mut state, &mut categories, &out).await?;
+            match &walk.backfill {
+                // A backfill completes the history of the projects it read.
+                Some(b) => {
+                    let covered = state.projects.get_or_insert_default();
+                    for project in &b.projects {
+                        covered.insert(project.clone(), walk.from_ms);
+                    }
+                }
+                None => {
+                    state.high_water_ms = walk.until_ms.or(walk.seen_ms).max(state.high_water_ms);
+                    // The first read reaches back `lookback_days` for every project.
+                    if first {
+                        let covered = state.projects.get_or_insert_default();
+                        for project in &self.config.projects {
+                            covered.insert(project.clone(), walk.from_ms);
+                        }
+                    }
+                }
+            }
+            state.walk = None;
+            next = self.backfill(&state, want_from_ms);
+            self.note_coverage(&mut state);
+            out.checkpoint(&state).await?;
+        }
+        Ok(())
+    }
 
-        let window_jql = self.window_jql(walk.from_ms);
+    /// The projects whose history does not reach back to `want_from_ms` (a raised lookback, an
+    /// added project) are read from there up to where their history starts (the high water for
+    /// a project never read).
+    fn backfill(&self, state: &State, want_from_ms: i64) -> Option<Walk> {
+        let high_water = state.high_water_ms?;
+        let mut before: Option<i64> = None;
+        let mut projects = Vec::new();
+        for project in &self.config.projects {
+            let from = state.projects.as_ref().and_then(|c| c.get(project)).copied();
+            let end = match from {
+                // The whole history is read.
+                Some(None) => continue,
+                Some(Some(f)) if f <= want_from_ms => continue,
+                Some(Some(f)) => f,
+                None => high_water,
+            };
+            before = Some(before.map_or(end, |b| b.max(end)));
+            projects.push(project.clone());
+        }
+        let before_ms = before.filter(|b| want_from_ms < *b)?;
+        Some(Walk {
+            from_ms: Some(want_from_ms),
+            until_ms: None,
+            seen_ms: None,
+            page: Some(self.first_cursor()),
+            repoll: BTreeSet::new(),
+            last_id: None,
+            rereads: 0,
+            backfill: Some(Backfill { projects, before_ms }),
+        })
+    }
+
+    /// Sets `covers_from`: the latest start among the configured projects' histories (the high
+    /// water for a project not read yet); null when every project's whole history is read.
+    fn note_coverage(&self, state: &mut State) {
+        let fallback = state
+            .high_water_ms
+            .unwrap_or_else(|| Utc::now().timestamp_millis());
+        let starts: Vec<Option<i64>> = self
+            .config
+            .projects
+            .iter()
+            .map(|p| {
+                state
+                    .projects
+                    .as_ref()
+                    .and_then(|c| c.get(p))
+                    .copied()
+                    .unwrap_or(Some(fallback))
+            })
+            .collect();
+        state.covers_from = starts
+            .into_iter()
+            .flatten()
+            .max()
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+    }
+
+    /// Reads one window of issues (the regular one past the high water, a backfill, or one in
+    /// progress) page by page, then re-polls what it left open; a checkpoint after every page.
+    async fn walk(
+        &self,
+        mut walk: Walk,
+        state: &mut State,
+        categories: &mut StatusCategories,
+        out: &Emitter,
+    ) -> Result<Walk, ConnectorError> {
+        let window_jql = self.window_jql(walk.from_ms, walk.backfill.as_ref());
         let mut restarted = false;
         while let Some(cursor) = walk.page.clone() {
             // One issue of overlap once the previous page's last issue is known.
@@ -407,7 +553,8 @@ impl Jira {
                 }
             }
             walk.last_id = last_id;
-            let batch = self.map_issues(issues, &categories).await?;
+            let batch = self.map_issues(issues, categories).await?;
+            state.seen_categories.clone_from(&categories.seen);
             walk.seen_ms = walk.seen_ms.max(batch.max_updated_ms);
             for (key, open) in &batch.seen {
                 walk.repoll.remove(key);
@@ -444,7 +591,8 @@ impl Jira {
                 }
                 Err(e) => return Err(self.explain(e)),
             };
-            let batch = self.map_issues(issues, &categories).await?;
+            let batch = self.map_issues(issues, categories).await?;
+            state.seen_categories.clone_from(&categories.seen);
             for key in &chunk {
                 walk.repoll.remove(key);
                 // Not returned: no longer visible to this account.
@@ -459,9 +607,7 @@ impl Jira {
             out.checkpoint(&state).await?;
         }
 
-        state.high_water_ms = walk.until_ms.or(walk.seen_ms).max(state.high_water_ms);
-        state.walk = None;
-        out.checkpoint(&state).await
+        Ok(walk)
     }
 
     fn url(&self, path: &str) -> String {
@@ -493,11 +639,18 @@ impl Jira {
         format!("project in ({})", quoted_list(&self.config.projects))
     }
 
-    fn window_jql(&self, from_ms: Option<i64>) -> String {
+    fn window_jql(&self, from_ms: Option<i64>, backfill: Option<&Backfill>) -> String {
         let since = from_ms
             .map(|ms| format!(" AND updated >= {ms}"))
             .unwrap_or_default();
-        format!("{}{since} ORDER BY created ASC, key ASC", self.project_clause())
+        match backfill {
+            Some(b) => format!(
+                "project in ({}){since} AND updated < {} ORDER BY created ASC, key ASC",
+                quoted_list(&b.projects),
+                b.before_ms
+            ),
+            None => format!("{}{since} ORDER BY created ASC, key ASC", self.project_clause()),
+        }
     }
 
     fn repoll_jql(&self, keys: &[String]) -> String {
@@ -509,13 +662,32 @@ impl Jira {
     }
 
     /// Status id → category key, from `GET /status` (names may be localised; ids are not), and
-    /// the server's clock.
+    /// the server's clock. When the account may not read the list (403) or the server has none
+    /// (404), the categories embedded in issues stand in, with a warning.
     async fn status_categories(&self) -> Result<(HashMap<String, String>, Option<i64>), ConnectorError> {
-        let page = self
-            .client
-            .get_json(&self.url(&format!("{}/status", self.api())), &[])
-            .await
-            .map_err(|e| self.explain(e))?;
+        let url = self.url(&format!("{}/status", self.api()));
+        let page = match self.client.get_json(&url, &[]).await {
+            Ok(page) => page,
+            Err(
+                ConnectorError::Status {
+                    status: status @ (403 | 404),
+                    ..
+                }
+                | ConnectorError::Unauthorized {
+                    status: status @ 403, ..
+                },
+            ) => {
+                tracing::warn!(
+                    source = %self.config.name,
+                    stream = "issues",
+                    status,
+                    url = %url,
+                    "The status list is unavailable; status categories come from those embedded in issues, and a transition from or to a status no issue is in has none."
+                );
+                return Ok((HashMap::new(), None));
+            }
+            Err(e) => return Err(self.explain(e)),
+        };
         let list = page
             .body
             .as_array()
@@ -626,8 +798,12 @@ impl Jira {
     async fn map_issues(
         &self,
         issues: Vec<Value>,
-        categories: &HashMap<String, String>,
+        categories: &mut StatusCategories,
     ) -> Result<Batch, ConnectorError> {
+        // Every issue of the page teaches its status's category before any is mapped.
+        for issue in &issues {
+            categories.learn(issue);
+        }
         let with_histories: Vec<(Value, Option<Vec<Value>>)> =
             stream::iter(issues.into_iter().map(|issue| async move {
                 let histories = self.full_changelog(&issue).await?;

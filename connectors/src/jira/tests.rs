@@ -57,14 +57,15 @@ fn config(base: &str, flavor: Flavor) -> JiraConfig {
         projects: vec!["OPS".into(), "ENG".into()],
         incident_types: default_incident_types(),
         change_types: default_change_types(),
-        categories: BTreeMap::new(),
+        issue_types: BTreeMap::new(),
         severities: BTreeMap::new(),
         close_codes: BTreeMap::new(),
         planned_start_field: default_planned_start(),
         planned_end_field: default_planned_end(),
         overlap_minutes: 10,
         page_size: 100,
-        lookback_days: None,
+        // The generated organisation lies in 2024: reach back over all of it.
+        lookback_days: 3_650,
     }
 }
 
@@ -414,8 +415,19 @@ async fn cloud_read_matches_the_generated_issues() {
     );
     let requests = s.jira.control.requests();
     assert!(requests[0].starts_with("GET /rest/api/3/status"));
-    assert!(requests[1].contains("/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+ORDER+BY+created+ASC%2C+key+ASC")
-        || requests[1].contains("/rest/api/3/search/jql?jql=project%20in%20%28%22OPS%22%2C%20%22ENG%22%29%20ORDER%20BY%20created%20ASC%2C%20key%20ASC"), "{}", requests[1]);
+    // The first read reaches back `lookback_days`, in epoch milliseconds.
+    assert!(
+        requests[1].contains(
+            "/rest/api/3/search/jql?jql=project+in+%28%22OPS%22%2C+%22ENG%22%29+AND+updated+%3E%3D+"
+        ),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[1].contains("+ORDER+BY+created+ASC%2C+key+ASC"),
+        "{}",
+        requests[1]
+    );
     assert!(requests[1].contains("expand=changelog"));
     assert_eq!(
         requests.iter().filter(|r| r.contains("nextPageToken=")).count(),
@@ -868,4 +880,167 @@ async fn a_bookmark_from_the_other_flavor_restarts_its_window() {
     let mut union = Output::of(&clean[..at]);
     union.add(&resumed);
     assert_same(&union, &Output::of(&clean));
+}
+
+#[tokio::test]
+async fn jira_status_list_unavailable_degrades_to_embedded_categories() {
+    let org = org();
+    for (flavor, status, path) in [
+        (Flavor::Cloud, 403, "/rest/api/3/status"),
+        (Flavor::Datacenter, 404, "/rest/api/2/status"),
+    ] {
+        let s = servers(&org).await;
+        let jira = connector(config(&s.jira.base_url(), flavor));
+        let (result, clean) = read(&jira, None).await;
+        result.unwrap();
+        let clean = Output::of(&clean);
+
+        let s = servers(&org).await;
+        let jira = connector(config(&s.jira.base_url(), flavor));
+        s.jira.control.fail_next(path, status, 10);
+        let (result, messages) = read(&jira, None).await;
+        assert!(
+            result.is_ok(),
+            "HTTP {status} on the status list failed the read: {result:?}"
+        );
+        let got = Output::of(&messages);
+        // The current status's category is embedded: every ticket is as with the list.
+        assert_eq!(got.tickets, clean.tickets, "{flavor:?}");
+        assert_eq!(got.quarantined.len(), clean.quarantined.len());
+        // Transitions take the categories seen in issues: never a different one, only none
+        // where no issue read before showed the status.
+        assert_eq!(got.transitions.len(), clean.transitions.len());
+        let mut known = 0;
+        for (id, t) in &got.transitions {
+            let want = &clean.transitions[id];
+            for (have, want) in [
+                (&t.from_category, &want.from_category),
+                (&t.to_category, &want.to_category),
+            ] {
+                if have.is_some() {
+                    known += 1;
+                    assert_eq!(have, want, "{id}");
+                }
+            }
+        }
+        assert!(
+            known > got.transitions.len(),
+            "{known} of {}",
+            2 * got.transitions.len()
+        );
+        // The categories seen are kept for the next read.
+        let state = last_state(&messages);
+        assert_eq!(
+            state
+                .seen_categories
+                .get(tandem_fixtures::jira_data::IN_ARBEIT)
+                .map(String::as_str),
+            Some("indeterminate")
+        );
+        // ... and serve the next read, still without the list: the re-polled open issues'
+        // transitions have the categories a clean read gives them.
+        s.jira.control.fail_next(path, status, 10);
+        let (result, again) = read(&jira, Some(serde_json::to_value(&state).unwrap())).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(last_state(&again).seen_categories, state.seen_categories);
+        let again = Output::of(&again);
+        assert!(!again.transitions.is_empty());
+        for (id, t) in &again.transitions {
+            assert_eq!(t, &clean.transitions[id], "{id}");
+        }
+    }
+}
+
+/// Days back from now to the middle of the generated issues' updates.
+fn days_to_middle(org: &Organisation) -> i64 {
+    let mut updated: Vec<chrono::DateTime<Utc>> = good(&org.jira).iter().map(|i| i.updated_at()).collect();
+    updated.sort();
+    (Utc::now() - updated[updated.len() / 2]).num_days()
+}
+
+#[tokio::test]
+async fn raising_jira_lookback_days_backfills_older_issues_and_moves_covers_from() {
+    let org = org();
+    let s = servers(&org).await;
+    let days = days_to_middle(&org);
+    let short = connector(JiraConfig {
+        lookback_days: days,
+        ..config(&s.jira.base_url(), Flavor::Cloud)
+    });
+    let (result, first) = read(&short, None).await;
+    result.unwrap();
+    let got = Output::of(&first);
+    let want = expected(&org.jira);
+    assert!(!got.tickets.is_empty() && got.tickets.len() < want.tickets.len());
+    // Every checkpoint says from when the stream is complete, the first read's included.
+    for (_, v) in checkpoints(&first) {
+        assert!(v[crate::contract::COVERS_FROM].is_string(), "{v}");
+    }
+    let (_, state) = checkpoints(&first).pop().unwrap();
+    let from = crate::contract::covers_from(&state).unwrap().unwrap();
+    assert!(
+        (from - (Utc::now() - chrono::Duration::days(days)))
+            .num_minutes()
+            .abs()
+            < 5
+    );
+
+    // Raised: the next sync, without --full, reads the older issues.
+    let wide = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let (result, second) = read(&wide, Some(state)).await;
+    result.unwrap();
+    let mut all = got;
+    all.add(&second);
+    assert_eq!(all.tickets, want.tickets);
+    let (_, after) = checkpoints(&second).pop().unwrap();
+    let moved = crate::contract::covers_from(&after).unwrap().unwrap();
+    assert!(
+        (moved - (Utc::now() - chrono::Duration::days(3_650)))
+            .num_minutes()
+            .abs()
+            < 5
+    );
+    let backfill = s
+        .jira
+        .control
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("updated+%3C+"))
+        .count();
+    assert!(backfill > 0, "the older history is read in a bounded window");
+}
+
+#[tokio::test]
+async fn adding_a_jira_project_backfills_its_history() {
+    let org = org();
+    let s = servers(&org).await;
+    let ops = connector(JiraConfig {
+        projects: vec!["OPS".into()],
+        ..config(&s.jira.base_url(), Flavor::Datacenter)
+    });
+    let (result, first) = read(&ops, None).await;
+    result.unwrap();
+    let got = Output::of(&first);
+    assert!(got.tickets.keys().all(|k| k.starts_with("jira:OPS-")));
+    let (_, state) = checkpoints(&first).pop().unwrap();
+
+    let both = connector(config(&s.jira.base_url(), Flavor::Datacenter));
+    let (result, second) = read(&both, Some(state)).await;
+    result.unwrap();
+    let got = Output::of(&second);
+    let eng: BTreeSet<&String> = got
+        .tickets
+        .keys()
+        .filter(|k| k.starts_with("jira:ENG-"))
+        .collect();
+    let want = expected(&org.jira);
+    let want_eng: BTreeSet<&String> = want
+        .tickets
+        .keys()
+        .filter(|k| k.starts_with("jira:ENG-"))
+        .collect();
+    assert!(!want_eng.is_empty());
+    assert_eq!(eng, want_eng, "the added project's whole history arrives");
+    let state = last_state(&second);
+    assert!(state.projects.unwrap().contains_key("ENG"));
 }

@@ -2,12 +2,18 @@
 //!
 //! The incident list filters on creation time and caps `offset + limit` at 10,000, so the range is
 //! read in windows (halved when a window holds too many), always with `time_zone=UTC`. Incidents
-//! left open at one sync were created before the next sync's range: they are re-read by id.
+//! left open at one sync were created before the next sync's range: they are re-read by id. A
+//! resolved incident whose payload lacks `resolved_at` (recorded payloads do) is resolved at its
+//! latest resolve log entry, else at its last status change.
 //!
 //! Offsets move when incidents are created or deleted between two page requests. Every page after
 //! the first asks for one record of overlap (its offset moved back by one): when that record is not
 //! the last one of the previous page, the window is read again from its start, at most twice, and
 //! then read on with a warning. Records are upserted on their key, so reading one twice is harmless.
+//!
+//! The state remembers, per service id (or `*` for all), from when its incidents are all read:
+//! a raised `lookback_days` or an added service id reads the older range of those scopes (a
+//! backfill) after the regular read, and `covers_from` moves only once it is done.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,7 +51,8 @@ pub struct PagerDutyConfig {
     /// Read only these PagerDuty services (all when empty).
     #[serde(default)]
     pub service_ids: Vec<String>,
-    /// On the first sync, read incidents created this many days back.
+    /// Keep incidents created this many days back. Raising it (or adding a service id) reads the
+    /// missing history at the next sync.
     #[serde(default = "default_lookback")]
     pub lookback_days: i64,
     /// How far each incremental read reaches back past the bookmark, in minutes.
@@ -54,13 +61,19 @@ pub struct PagerDutyConfig {
     /// Days per request window (PagerDuty allows at most 6 months per query).
     #[serde(default = "default_window")]
     pub window_days: i64,
+    /// Severity per priority name (`P1`, `SEV-2`) or urgency (`high`, `low`), case-insensitive:
+    /// `sev1`…`sev4`. The priority decides (as configured, else P1 → sev1, P2 → sev2, P3 → sev3,
+    /// P4/P5 → sev4); without one it knows, the urgency (as configured, else high → sev2,
+    /// low → sev4).
+    #[serde(default)]
+    pub severities: BTreeMap<String, String>,
 }
 
 fn default_base_url() -> String {
     "https://api.pagerduty.com".into()
 }
 fn default_lookback() -> i64 {
-    180
+    365
 }
 fn default_overlap() -> i64 {
     60
@@ -81,7 +94,12 @@ const STREAMS: &[StreamDef] = &[StreamDef {
 pub struct PagerDuty {
     config: PagerDutyConfig,
     client: HttpClient,
+    /// `severities`, checked, by lower-cased priority name or urgency.
+    severities: BTreeMap<String, Severity>,
 }
+
+/// The scope name of a read of every service (no `service_ids`).
+const ALL_SERVICES: &str = "*";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
@@ -95,6 +113,14 @@ struct State {
     /// Open incidents of the previous sync not yet re-read in this one (survives a kill).
     #[serde(default)]
     repoll: Vec<String>,
+    /// Per scope (service id, or `*` for every service): the creation time from which its
+    /// incidents are all read, up to `high_water`. Absent in bookmarks written before coverage
+    /// was kept: those are taken as complete over the lookback, as the runner takes them.
+    #[serde(default)]
+    scopes: Option<BTreeMap<String, DateTime<Utc>>>,
+    /// [`crate::contract::COVERS_FROM`]: the latest of the configured scopes' starts.
+    #[serde(default)]
+    covers_from: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,6 +141,25 @@ struct Walk {
     /// Times this window was read again from its start because offsets moved.
     #[serde(default)]
     rereads: u32,
+    /// A backfill of these scopes (service ids, `*` for all) rather than the regular read of
+    /// the configured ones past the high water.
+    #[serde(default)]
+    services: Option<Vec<String>>,
+}
+
+impl Walk {
+    fn new(since: DateTime<Utc>, until: DateTime<Utc>, services: Option<Vec<String>>) -> Self {
+        Self {
+            since,
+            until,
+            window_start: since,
+            window_end: since,
+            offset: 0,
+            last_id: None,
+            rereads: 0,
+            services,
+        }
+    }
 }
 
 /// Where the next page of an offset walk starts and how it is checked.
@@ -178,7 +223,19 @@ impl PagerDuty {
             ),
             policy,
         )?;
-        Ok(Self { config, client })
+        let mut severities = BTreeMap::new();
+        for (name, sev) in &config.severities {
+            let s = Severity::parse(sev).ok_or_else(|| ConnectorError::Config {
+                source_name: config.name.clone(),
+                message: format!("`severities`: {name:?} maps to {sev:?}; use sev1, sev2, sev3 or sev4"),
+            })?;
+            severities.insert(name.to_lowercase(), s);
+        }
+        Ok(Self {
+            config,
+            client,
+            severities,
+        })
     }
 
     /// The streams offered.
@@ -210,13 +267,14 @@ impl PagerDuty {
         let mut state: State = state_from_bookmark(bookmark);
         let now = Utc::now();
         let overlap = Duration::minutes(self.config.overlap_minutes);
-        let (since, until, mut window_start, mut offset, mut last, mut rereads) = match state.walk.take() {
-            Some(w) => (w.since, w.until, w.window_start, w.offset, w.last_id, w.rereads),
+        let want_from = now - Duration::days(self.config.lookback_days.max(0));
+        if state.scopes.is_none() && state.high_water.is_some() {
+            state.scopes = Some(self.scope_names().into_iter().map(|s| (s, want_from)).collect());
+        }
+        let walk = match state.walk.take() {
+            Some(w) => w,
             None => {
-                let since = state
-                    .high_water
-                    .map(|h| h - overlap)
-                    .unwrap_or_else(|| now - Duration::days(self.config.lookback_days));
+                let since = state.high_water.map(|h| h - overlap).unwrap_or(want_from);
                 // What was open and was created before this range must be re-read by id.
                 state.repoll = state
                     .open
@@ -224,11 +282,100 @@ impl PagerDuty {
                     .filter(|(_, created)| **created < since)
                     .map(|(id, _)| id.clone())
                     .collect();
-                (since, now, since, 0, None, 0)
+                Walk::new(since, now, None)
             }
         };
+        let mut next = Some(walk);
+        while let Some(walk) = next.take() {
+            let scopes = walk.services.clone();
+            let since = walk.since;
+            let first = state.high_water.is_none();
+            self.walk(&mut state, walk, &out).await?;
+            match scopes {
+                // A backfill completes the history of the scopes it read.
+                Some(scopes) => {
+                    let covered = state.scopes.get_or_insert_default();
+                    for scope in scopes {
+                        covered.insert(scope, since);
+                    }
+                }
+                None if first => {
+                    // The first read of the stream reaches back `lookback_days` for every scope.
+                    let covered = state.scopes.get_or_insert_default();
+                    for scope in self.scope_names() {
+                        covered.insert(scope, since);
+                    }
+                }
+                None => {}
+            }
+            next = self.backfill(&state, want_from);
+            out.checkpoint(self.with_coverage(&mut state)).await?;
+        }
+        self.repoll_open(&mut state, &out).await
+    }
+
+    /// The scopes the config reads: its service ids, or `*` for every service.
+    fn scope_names(&self) -> Vec<String> {
+        if self.config.service_ids.is_empty() {
+            vec![ALL_SERVICES.to_owned()]
+        } else {
+            self.config.service_ids.clone()
+        }
+    }
+
+    /// When one scope's history is complete from: its own backfill, else that of every service.
+    fn scope_from(state: &State, scope: &str) -> Option<DateTime<Utc>> {
+        let covered = state.scopes.as_ref()?;
+        covered.get(scope).or_else(|| covered.get(ALL_SERVICES)).copied()
+    }
+
+    /// The read that completes the history of the scopes whose coverage does not reach back to
+    /// `want_from` (a raised `lookback_days`, an added service id): from `want_from` up to where
+    /// their coverage starts (the high water for a scope never read).
+    fn backfill(&self, state: &State, want_from: DateTime<Utc>) -> Option<Walk> {
+        let high_water = state.high_water?;
+        let mut until: Option<DateTime<Utc>> = None;
+        let mut missing = Vec::new();
+        for scope in self.scope_names() {
+            let from = Self::scope_from(state, &scope);
+            if from.is_none_or(|f| f > want_from) {
+                let end = from.unwrap_or(high_water);
+                until = Some(until.map_or(end, |u| u.max(end)));
+                missing.push(scope);
+            }
+        }
+        let until = until?;
+        (want_from < until).then(|| Walk::new(want_from, until, Some(missing)))
+    }
+
+    /// `state` with `covers_from` brought up to date: the latest instant from which every
+    /// configured scope is complete (the high water for a scope not read yet).
+    fn with_coverage<'s>(&self, state: &'s mut State) -> &'s State {
+        let fallback = state.high_water.unwrap_or_else(Utc::now);
+        state.covers_from = self
+            .scope_names()
+            .iter()
+            .map(|scope| Self::scope_from(state, scope).unwrap_or(fallback))
+            .max();
+        state
+    }
+
+    /// Reads one range of incidents window by window, a checkpoint after every page; a regular
+    /// read then moves the high water to its end.
+    async fn walk(&self, state: &mut State, walk: Walk, out: &Emitter) -> Result<(), ConnectorError> {
+        let now = walk.until;
+        let services = walk.services.clone();
+        let Walk {
+            since,
+            until,
+            mut window_start,
+            mut offset,
+            last_id: mut last,
+            mut rereads,
+            ..
+        } = walk;
         // Fetched on first need only: a re-sync that finds no incidents costs one request.
-        let mut acks: Option<HashMap<String, Ack>> = None;
+        let mut log: Option<Log> = None;
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut window_end = (window_start + window).min(until);
         while window_start < until {
@@ -242,8 +389,12 @@ impl PagerDuty {
                 ("offset", at.ask.to_string()),
                 ("total", (offset == 0).to_string()),
             ];
-            for id in &self.config.service_ids {
-                query.push(("service_ids[]", id.clone()));
+            let ids = match &services {
+                Some(scopes) => scopes.clone(),
+                None => self.config.service_ids.clone(),
+            };
+            for id in ids.into_iter().filter(|id| id != ALL_SERVICES) {
+                query.push(("service_ids[]", id));
             }
             let page = self.client.get_json(&self.url("/incidents"), &query).await?;
             let total = page.body.get("total").and_then(Value::as_u64);
@@ -288,8 +439,9 @@ impl PagerDuty {
                         offset,
                         last_id: None,
                         rereads,
+                        services: services.clone(),
                     });
-                    out.checkpoint(&state).await?;
+                    out.checkpoint(self.with_coverage(state)).await?;
                     continue;
                 }
                 Some(false) => tracing::warn!(
@@ -305,15 +457,15 @@ impl PagerDuty {
             let needs_acks = fresh
                 .iter()
                 .any(|i| i.get("status").and_then(Value::as_str) != Some("triggered"));
-            if needs_acks && acks.is_none() {
-                acks = Some(self.acknowledgements(since, now).await?);
+            if needs_acks && log.is_none() {
+                log = Some(self.log(since, Utc::now().max(now)).await?);
             }
-            let no_acks = HashMap::new();
-            let acks_ref = acks.as_ref().unwrap_or(&no_acks);
+            let no_log = Log::default();
+            let log_ref = log.as_ref().unwrap_or(&no_log);
             let mut records = Vec::new();
             let mut rejected = Vec::new();
             for raw in fresh {
-                match self.incident(raw, acks_ref) {
+                match self.incident(raw, log_ref) {
                     Ok(incident) => {
                         let vendor_id = incident.id.rsplit(':').next().unwrap_or_default().to_owned();
                         if incident.resolved_at.is_none() {
@@ -360,15 +512,17 @@ impl PagerDuty {
                 offset,
                 last_id: last.clone(),
                 rereads,
+                services: services.clone(),
             });
             if state.walk.is_some() {
-                out.checkpoint(&state).await?;
+                out.checkpoint(self.with_coverage(state)).await?;
             }
         }
-        state.high_water = Some(until);
+        if services.is_none() {
+            state.high_water = Some(until);
+        }
         state.walk = None;
-        out.checkpoint(&state).await?;
-        self.repoll_open(&mut state, &out).await
+        Ok(())
     }
 
     /// Re-reads, one request each, the incidents that were open at the previous sync and were
@@ -388,11 +542,11 @@ impl PagerDuty {
             };
             match found {
                 Some(raw) => {
-                    let mut acks = HashMap::new();
+                    let mut log = Log::default();
                     if raw.get("status").and_then(Value::as_str) != Some("triggered") {
-                        acks = self.incident_acknowledgements(&id).await?;
+                        log = self.incident_log(&id).await?;
                     }
-                    match self.incident(&raw, &acks) {
+                    match self.incident(&raw, &log) {
                         Ok(incident) => {
                             if incident.resolved_at.is_some() {
                                 state.open.remove(&id);
@@ -421,8 +575,8 @@ impl PagerDuty {
         Ok(())
     }
 
-    /// First acknowledgement of one incident, from its own log.
-    async fn incident_acknowledgements(&self, id: &str) -> Result<HashMap<String, Ack>, ConnectorError> {
+    /// First acknowledgement and latest resolution of one incident, from its own log.
+    async fn incident_log(&self, id: &str) -> Result<Log, ConnectorError> {
         let url = self.url(&format!("/incidents/{id}/log_entries"));
         let query = [
             ("time_zone", "UTC".to_owned()),
@@ -430,26 +584,25 @@ impl PagerDuty {
             ("limit", LIMIT.to_string()),
         ];
         let page = self.client.get_json(&url, &query).await?;
-        Ok(first_acks(
+        let mut log = Log::default();
+        log.read(
             page.body
                 .get("log_entries")
                 .and_then(Value::as_array)
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
-        ))
+        );
+        Ok(log)
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.base_url.trim_end_matches('/'))
     }
 
-    /// First acknowledgement per incident, from the overview log entries of the range.
-    async fn acknowledgements(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<HashMap<String, Ack>, ConnectorError> {
-        let mut acks: HashMap<String, Ack> = HashMap::new();
+    /// First acknowledgement and latest resolution per incident, from the overview log entries
+    /// of the range.
+    async fn log(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Log, ConnectorError> {
+        let mut log = Log::default();
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut start = since;
         while start < until {
@@ -504,10 +657,7 @@ impl PagerDuty {
                     ),
                     None => {}
                 }
-                for (id, ack) in first_acks(fresh) {
-                    let slot = acks.entry(id).or_insert_with(|| ack.clone());
-                    slot.keep_earlier(ack);
-                }
+                log.read(fresh);
                 let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
                 offset = page_at.ask + entries.len();
                 last = last_id(entries);
@@ -517,10 +667,10 @@ impl PagerDuty {
             }
             start = end;
         }
-        Ok(acks)
+        Ok(log)
     }
 
-    fn incident(&self, raw: &Value, acks: &HashMap<String, Ack>) -> Result<Incident, String> {
+    fn incident(&self, raw: &Value, log: &Log) -> Result<Incident, String> {
         let id = raw.get("id").and_then(Value::as_str).ok_or("missing id")?;
         let started_at = raw
             .get("created_at")
@@ -528,12 +678,30 @@ impl PagerDuty {
             .ok_or("missing created_at")
             .map(parse_instant)?
             .map_err(|e| format!("created_at: {e}"))?;
-        let resolved_at =
-            parse_opt_instant(raw.get("resolved_at")).map_err(|e| format!("resolved_at: {e}"))?;
+        let status = raw
+            .get("status")
+            .and_then(Value::as_str)
+            .ok_or("missing status")?;
+        let last_change = parse_opt_instant(raw.get("last_status_change_at"))
+            .map_err(|e| format!("last_status_change_at: {e}"))?;
+        // Recorded payloads of resolved incidents can lack `resolved_at`: the resolution is then
+        // the latest resolve log entry, else the last status change (the change to resolved).
+        let resolved_at = match parse_opt_instant(raw.get("resolved_at"))
+            .map_err(|e| format!("resolved_at: {e}"))?
+        {
+            Some(at) => Some(at),
+            None if status == "resolved" => Some(
+                log.resolves
+                    .get(id)
+                    .copied()
+                    .or(last_change)
+                    .ok_or("status is resolved but resolved_at, a resolve log entry and last_status_change_at are all missing")?,
+            ),
+            None => None,
+        };
         let updated_at = parse_opt_instant(raw.get("updated_at"))
             .map_err(|e| format!("updated_at: {e}"))?
-            .or(parse_opt_instant(raw.get("last_status_change_at"))
-                .map_err(|e| format!("last_status_change_at: {e}"))?)
+            .or(last_change)
             .unwrap_or(started_at);
         // The record's own acknowledgements list is emptied once the incident resolves: the log
         // entries are the lasting record of who acknowledged first.
@@ -551,7 +719,7 @@ impl PagerDuty {
                     })
                     .min_by_key(|ack| ack.at)
             });
-        let ack = acks.get(id).cloned().or(ack_from_record);
+        let ack = log.acks.get(id).cloned().or(ack_from_record);
         let acknowledged_at = ack.as_ref().map(|a| a.at);
         let priority = raw.pointer("/priority/summary").and_then(Value::as_str);
         let urgency = raw.get("urgency").and_then(Value::as_str);
@@ -578,12 +746,8 @@ impl PagerDuty {
                 .map(str::to_owned),
             service: None,
             team: None,
-            severity: severity(priority, urgency),
-            status: raw
-                .get("status")
-                .and_then(Value::as_str)
-                .ok_or("missing status")?
-                .to_owned(),
+            severity: self.severity(priority, urgency),
+            status: status.to_owned(),
             started_at,
             acknowledged_at,
             resolved_at,
@@ -610,27 +774,55 @@ impl Ack {
     }
 }
 
-/// The earliest `acknowledge_log_entry` per incident among `entries`.
-fn first_acks(entries: &[Value]) -> HashMap<String, Ack> {
-    let mut acks: HashMap<String, Ack> = HashMap::new();
-    for e in entries {
-        if e.get("type").and_then(Value::as_str) != Some("acknowledge_log_entry") {
-            continue;
+/// What log entries say about incidents: the first acknowledgement and the latest resolution
+/// of each.
+#[derive(Debug, Default)]
+struct Log {
+    acks: HashMap<String, Ack>,
+    resolves: HashMap<String, DateTime<Utc>>,
+}
+
+impl Log {
+    /// Merges `entries`: an earlier acknowledgement and a later resolution win, so reading
+    /// entries twice is harmless.
+    fn read(&mut self, entries: &[Value]) {
+        for e in entries {
+            let kind = e.get("type").and_then(Value::as_str);
+            let (Some(id), Some(Ok(at))) = (
+                e.pointer("/incident/id").and_then(Value::as_str),
+                e.get("created_at").and_then(Value::as_str).map(parse_instant),
+            ) else {
+                continue;
+            };
+            match kind {
+                Some("acknowledge_log_entry") => {
+                    let ack = Ack {
+                        at,
+                        by: person(e, &["/agent/summary"]),
+                    };
+                    let slot = self.acks.entry(id.to_owned()).or_insert_with(|| ack.clone());
+                    slot.keep_earlier(ack);
+                }
+                Some("resolve_log_entry") => {
+                    let slot = self.resolves.entry(id.to_owned()).or_insert(at);
+                    *slot = (*slot).max(at);
+                }
+                _ => {}
+            }
         }
-        let (Some(id), Some(Ok(at))) = (
-            e.pointer("/incident/id").and_then(Value::as_str),
-            e.get("created_at").and_then(Value::as_str).map(parse_instant),
-        ) else {
-            continue;
-        };
-        let ack = Ack {
-            at,
-            by: person(e, &["/agent/summary"]),
-        };
-        let slot = acks.entry(id.to_owned()).or_insert_with(|| ack.clone());
-        slot.keep_earlier(ack);
     }
-    acks
+}
+
+impl PagerDuty {
+    /// The priority's severity (configured, else by default), else the urgency's (likewise).
+    fn severity(&self, priority: Option<&str>, urgency: Option<&str>) -> Option<Severity> {
+        let configured =
+            |name: Option<&str>| name.and_then(|n| self.severities.get(&n.to_lowercase()).copied());
+        configured(priority)
+            .or_else(|| severity(priority, None))
+            .or_else(|| configured(urgency))
+            .or_else(|| severity(None, urgency))
+    }
 }
 
 /// Priority wins (P1…P5); without one, high urgency is an outage-grade sev2 and low is sev4.

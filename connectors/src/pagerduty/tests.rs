@@ -47,8 +47,18 @@ async fn servers(org: &Arc<Organisation>) -> FakeServers {
         .unwrap()
 }
 
+fn log_of(entries: &[Value]) -> Log {
+    let mut log = Log::default();
+    log.read(entries);
+    log
+}
+
 fn connector(base: &str) -> PagerDuty {
-    let config = PagerDutyConfig {
+    connector_with(base, |_| {})
+}
+
+fn connector_with(base: &str, change: impl FnOnce(&mut PagerDutyConfig)) -> PagerDuty {
+    let mut config = PagerDutyConfig {
         name: "pd".into(),
         base_url: base.into(),
         token_env: TOKEN_VAR.into(),
@@ -57,7 +67,9 @@ fn connector(base: &str) -> PagerDuty {
         lookback_days: 7 * 41 + 7,
         overlap_minutes: 60,
         window_days: 180,
+        severities: BTreeMap::new(),
     };
+    change(&mut config);
     let policy = RetryPolicy {
         max_attempts: 4,
         base_delay: StdDuration::from_millis(5),
@@ -279,14 +291,14 @@ fn people_come_from_assignments_and_the_first_acknowledgement() {
     let mut raw = serde_json::json!({
         "id": "Q1", "incident_number": 7, "title": "Down", "status": "acknowledged",
         "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:10:00Z",
+        "last_status_change_at": "2024-01-01T00:10:00Z",
         "assignments": [{"at": "2024-01-01T00:00:00Z", "assignee": user("Aiko Tanaka")}],
         "acknowledgements": [
             {"at": "2024-01-01T00:06:00Z", "acknowledger": user("Ravi Patel")},
             {"at": "2024-01-01T00:04:00Z", "acknowledger": user("Jon Doe")},
         ],
     });
-    let none = std::collections::HashMap::new();
-    let i = pd.incident(&raw, &none).unwrap();
+    let i = pd.incident(&raw, &Log::default()).unwrap();
     assert_eq!(i.assignee.as_deref(), Some("Aiko Tanaka"));
     // The earliest acknowledgement's acknowledger, not the first listed.
     assert_eq!(i.acknowledged_by.as_deref(), Some("Jon Doe"));
@@ -307,8 +319,7 @@ fn people_come_from_assignments_and_the_first_acknowledgement() {
         serde_json::json!({"type": "resolve_log_entry", "created_at": "2024-01-01T00:01:00Z",
             "agent": user("Noor Haddad"), "incident": {"id": "Q1"}}),
     ];
-    let acks = first_acks(&entries);
-    let i = pd.incident(&raw, &acks).unwrap();
+    let i = pd.incident(&raw, &log_of(&entries)).unwrap();
     assert_eq!(
         (i.assignee, i.acknowledged_by.as_deref()),
         (None, Some("Sam Lee"))
@@ -323,6 +334,225 @@ fn people_come_from_assignments_and_the_first_acknowledgement() {
         serde_json::json!({"type": "acknowledge_log_entry", "created_at": "2024-01-01T00:02:00Z",
         "agent": {"type": "inbound_integration_reference"}, "incident": {"id": "Q1"}}),
     ];
-    let i = pd.incident(&raw, &first_acks(&entries)).unwrap();
+    let i = pd.incident(&raw, &log_of(&entries)).unwrap();
     assert_eq!((i.acknowledged_at.is_some(), i.acknowledged_by), (true, None));
+}
+
+/// The last checkpoint of a read: the bookmark the next read starts from.
+fn last_state(messages: &[Message]) -> Value {
+    messages
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            Message::Checkpoint(v) => Some(v.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pagerduty_resolved_incident_without_resolved_at_takes_the_resolve_log_entry() {
+    let org = org();
+    let s = servers(&org).await;
+    // As in recorded payloads: resolved incidents whose `resolved_at` is missing, in the list
+    // and when re-read by id.
+    s.pagerduty
+        .control
+        .omit_field_next("/incidents", "resolved_at", 1_000_000);
+    let (messages, _) = read(&s, None).await;
+    let (got, _) = incidents(&messages);
+    // Every resolution equals the generated one, which is the resolve log entry's time.
+    assert_generated(&org, &got);
+    assert!(org.incidents.iter().any(|i| i.resolved_at.is_some()));
+
+    // Only the incidents really open are kept for re-polling...
+    let state = last_state(&messages);
+    let open: Vec<&str> = state["open"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let really_open: Vec<&str> = org
+        .incidents
+        .iter()
+        .filter(|i| i.resolved_at.is_none())
+        .map(|i| i.id.as_str())
+        .collect();
+    for id in &open {
+        assert!(really_open.contains(id), "resolved {id} is kept as open");
+    }
+    // ... so the next sync re-reads no resolved incident by id.
+    let mut aged = state.clone();
+    aged["high_water"] = Value::String(format_utc(Utc::now() + chrono::Duration::days(400)));
+    let (_, log) = read(&s, Some(aged)).await;
+    let repolled: Vec<&String> = log
+        .iter()
+        .filter(|r| r.starts_with("GET /incidents/") && !r.contains("/log_entries"))
+        .collect();
+    assert_eq!(repolled.len(), open.len(), "{log:#?}");
+    for r in repolled {
+        assert!(
+            really_open.iter().any(|id| r.contains(id)),
+            "a resolved incident is re-polled: {r}"
+        );
+    }
+}
+
+#[test]
+fn pagerduty_resolved_incident_without_resolved_at_or_resolve_log_entry_takes_last_status_change_at() {
+    let pd = connector("http://127.0.0.1:9");
+    let raw = serde_json::json!({
+        "id": "PT4KHLK", "type": "incident", "incident_number": 1234, "title": "The server is on fire.",
+        "created_at": "2015-10-06T21:30:42Z", "updated_at": "2015-10-06T21:40:00Z",
+        "status": "resolved", "last_status_change_at": "2015-10-06T21:38:23Z",
+        "urgency": "high", "priority": null, "assignments": [], "acknowledgements": [],
+        "service": {"id": "PIJ90N7", "type": "service_reference", "summary": "My Mail Service"},
+    });
+    let at = |s: &str| crate::time::parse_instant(s).unwrap();
+    // No log entry: the last status change, which for a resolved incident is the resolution.
+    let i = pd.incident(&raw, &Log::default()).unwrap();
+    assert_eq!(i.resolved_at, Some(at("2015-10-06T21:38:23Z")));
+    // The latest resolve log entry wins over the last status change.
+    let entries = [
+        serde_json::json!({"type": "resolve_log_entry", "created_at": "2015-10-06T21:35:00Z",
+            "incident": {"id": "PT4KHLK"}}),
+        serde_json::json!({"type": "resolve_log_entry", "created_at": "2015-10-06T21:37:00Z",
+            "incident": {"id": "PT4KHLK"}}),
+        serde_json::json!({"type": "resolve_log_entry", "created_at": "2015-10-06T21:36:00Z",
+            "incident": {"id": "OTHER"}}),
+    ];
+    let i = pd.incident(&raw, &log_of(&entries)).unwrap();
+    assert_eq!(i.resolved_at, Some(at("2015-10-06T21:37:00Z")));
+    // An open incident has no resolution whatever its last status change.
+    let mut open = raw.clone();
+    open["status"] = "acknowledged".into();
+    assert_eq!(pd.incident(&open, &log_of(&entries)).unwrap().resolved_at, None);
+    // Resolved with nothing saying when: quarantined with the reason, not stored as open.
+    let mut bare = raw;
+    bare.as_object_mut().unwrap().remove("last_status_change_at");
+    assert!(
+        pd.incident(&bare, &Log::default())
+            .unwrap_err()
+            .contains("resolved_at")
+    );
+}
+
+#[test]
+fn pagerduty_severities_are_configurable_by_priority_and_urgency() {
+    let pd = connector_with("http://127.0.0.1:9", |c| {
+        c.severities = [("SEV-1", "sev1"), ("P3", "SEV2"), ("low", "sev3")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+    });
+    assert_eq!(pd.severity(Some("sev-1"), Some("low")), Some(Severity::Sev1));
+    assert_eq!(pd.severity(Some("P3"), Some("high")), Some(Severity::Sev2));
+    // Unlisted priorities keep their defaults; without a known priority the urgency decides.
+    assert_eq!(pd.severity(Some("P1"), Some("low")), Some(Severity::Sev1));
+    assert_eq!(pd.severity(Some("Custom"), Some("low")), Some(Severity::Sev3));
+    assert_eq!(pd.severity(None, Some("high")), Some(Severity::Sev2));
+    let bad = PagerDuty::new(
+        PagerDutyConfig {
+            severities: [("P1".to_owned(), "critical".to_owned())].into_iter().collect(),
+            ..connector("http://127.0.0.1:9").config
+        },
+        &SecretEnv::process().with_override(TOKEN_VAR, "t"),
+        RetryPolicy::default(),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("critical"), "{bad}");
+}
+
+/// `covers_from` of a state, as the runner reads it.
+fn covers(state: &Value) -> chrono::DateTime<Utc> {
+    crate::contract::covers_from(state).unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn raising_lookback_days_backfills_older_incidents_and_moves_covers_from() {
+    let org = org();
+    let s = servers(&org).await;
+    let short = connector_with(&s.pagerduty.base_url(), |c| c.lookback_days = 60);
+    let (r, first) = read_all(|out| short.read("incidents", None, out)).await;
+    r.unwrap();
+    // Every checkpoint says from when the stream is complete, the first read's included.
+    for m in &first {
+        if let Message::Checkpoint(v) = m {
+            assert!(v[crate::contract::COVERS_FROM].is_string(), "{v}");
+        }
+    }
+    let state = last_state(&first);
+    let cutoff = Utc::now() - chrono::Duration::days(60);
+    assert!((covers(&state) - cutoff).num_minutes().abs() < 5, "{state}");
+    let (got, _) = incidents(&first);
+    let older = org.incidents.iter().filter(|i| i.created_at < cutoff).count();
+    assert!(older > 0);
+    assert_eq!(got.len(), org.incidents.len() - older);
+
+    // The default connector reaches back over the whole organisation: the next sync, without
+    // `--full`, reads what the short lookback left out.
+    let (second, _) = read(&s, Some(state.clone())).await;
+    let mut all = got;
+    all.extend(incidents(&second).0);
+    assert_generated(&org, &all);
+    let after = last_state(&second);
+    let wide = Utc::now() - chrono::Duration::days(7 * 41 + 7);
+    assert!((covers(&after) - wide).num_minutes().abs() < 5, "{after}");
+    // Complete now: a third sync reads only past the high water.
+    let high_water = crate::time::parse_instant(after["high_water"].as_str().unwrap()).unwrap();
+    let (_, log) = read(&s, Some(after)).await;
+    let sinces: Vec<chrono::DateTime<Utc>> = log
+        .iter()
+        .filter_map(|r| r.strip_prefix("GET /incidents?"))
+        .map(|q| {
+            let q = q.replace("%3A", ":");
+            let v = q.split('&').find_map(|p| p.strip_prefix("since=")).unwrap();
+            crate::time::parse_instant(v).unwrap()
+        })
+        .collect();
+    assert!(!sinces.is_empty());
+    assert!(
+        sinces
+            .iter()
+            .all(|t| *t >= high_water - chrono::Duration::minutes(61)),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn adding_a_service_id_backfills_its_history() {
+    let org = org();
+    let s = servers(&org).await;
+    let ids: Vec<String> = org.services.iter().map(|sv| sv.pagerduty_id.clone()).collect();
+    let of = |id: &str| {
+        org.incidents
+            .iter()
+            .filter(|i| org.service(&i.service).unwrap().pagerduty_id == id)
+            .count()
+    };
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    assert!(of(&a) > 0 && of(&b) > 0);
+    let one = connector_with(&s.pagerduty.base_url(), |c| c.service_ids = vec![a.clone()]);
+    let (r, first) = read_all(|out| one.read("incidents", None, out)).await;
+    r.unwrap();
+    let (got, _) = incidents(&first);
+    assert_eq!(got.len(), of(&a));
+    let state = last_state(&first);
+    let from = covers(&state);
+
+    let two = connector_with(&s.pagerduty.base_url(), |c| {
+        c.service_ids = vec![a.clone(), b.clone()]
+    });
+    let (r, second) = read_all(|out| two.read("incidents", Some(state), out)).await;
+    r.unwrap();
+    let (got, _) = incidents(&second);
+    let of_b = got
+        .values()
+        .filter(|i| i.service_ref.as_deref() == Some(b.as_str()))
+        .count();
+    assert_eq!(of_b, of(&b), "the added service's whole history arrives");
+    let after = last_state(&second);
+    assert!((covers(&after) - from).num_minutes().abs() < 5, "{after}");
+    assert!(after["scopes"].get(b.as_str()).is_some(), "{after}");
 }

@@ -16,8 +16,12 @@
 //! `overlap_minutes` must exceed the offset. Records are read with `sysparm_display_value=false`,
 //! so every value is a string, dates are UTC `YYYY-MM-DD HH:MM:SS` and `""` means empty.
 //! Mapping `cmdb_ci` to services happens in the runner, not here.
+//!
+//! Each stream remembers the query it read and from when its history is complete: a raised
+//! `lookback_days` or a changed query reads the older range (`sys_updated_on<…`) after the
+//! regular scan, and `covers_from` moves only once it is done.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -72,15 +76,24 @@ pub struct ServiceNowConfig {
     /// How far each incremental scan reaches back past the bookmark, in minutes.
     #[serde(default = "default_overlap")]
     pub overlap_minutes: i64,
-    /// On the first sync, read records updated this many days back (all when absent).
-    #[serde(default)]
-    pub lookback_days: Option<i64>,
+    /// Keep records updated this many days back. Raising it (or changing a stream's query)
+    /// reads the missing history at the next sync.
+    #[serde(default = "default_lookback")]
+    pub lookback_days: i64,
     /// Extra encoded-query filter for incidents (`assignment_group=…^active=true`), ANDed in.
     #[serde(default)]
     pub incident_query: Option<String>,
     /// Extra encoded-query filter for change requests, ANDed in.
     #[serde(default)]
     pub change_query: Option<String>,
+    /// Values of a change request's `approval` that mean approved (case-insensitive); any other
+    /// value is not approved, and an empty or unreadable field leaves approval unknown.
+    #[serde(default = "default_approved_states")]
+    pub approved_states: Vec<String>,
+    /// The name an incident priority (`1`–`5`) is stored under, so it meets the names of
+    /// `[metrics] sla_hours` (`{ "1" = "P1", "2" = "P2" }`); unlisted priorities keep their number.
+    #[serde(default)]
+    pub priorities: BTreeMap<String, String>,
 }
 
 /// Table API version.
@@ -99,6 +112,12 @@ fn default_page_size() -> usize {
 }
 fn default_overlap() -> i64 {
     10
+}
+fn default_lookback() -> i64 {
+    365
+}
+fn default_approved_states() -> Vec<String> {
+    vec!["approved".into()]
 }
 
 const STREAMS: &[StreamDef] = &[
@@ -155,12 +174,31 @@ struct State {
     /// sys_ids of records seen open: re-read at the next sync.
     #[serde(default)]
     open: BTreeSet<String>,
+    /// The filter and the instant from which every record it selects is read, up to
+    /// `high_water` (absent in bookmarks written before coverage was kept).
+    #[serde(default)]
+    covered: Option<Coverage>,
+    /// [`crate::contract::COVERS_FROM`]: `covered.from` while the filter is the configured one.
+    #[serde(default)]
+    covers_from: Option<DateTime<Utc>>,
+}
+
+/// What a stream's history is complete for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Coverage {
+    /// The stream's configured extra query (`""` for none).
+    query: String,
+    /// Records updated from this instant on are all read.
+    from: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Scan {
     /// Lower bound on `sys_updated_on` (none: the whole table).
     since: Option<DateTime<Utc>>,
+    /// Upper bound (exclusive) of a backfill, which leaves the high water alone.
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
     /// Offset of the next page.
     offset: usize,
     /// Newest `sys_updated_on` read so far in this scan.
@@ -317,8 +355,94 @@ impl ServiceNow {
         let mut state: State = state_from_bookmark(bookmark);
         let mut unknown = Unknowns::default();
         let mut seen = HashSet::new();
-        self.scan(kind, &mut state, &mut seen, &mut unknown, &out).await?;
+        let now = Utc::now();
+        let want_from = now - Duration::days(self.config.lookback_days.max(0));
+        let query = self.extra_query(kind).unwrap_or_default();
+        // A bookmark written before coverage was kept is taken as complete over the lookback,
+        // as the runner takes it, so an upgrade reads nothing twice.
+        if state.covered.is_none() && state.high_water.is_some() {
+            state.covered = Some(Coverage {
+                query: query.clone(),
+                from: want_from,
+            });
+        }
+        self.note_coverage(&mut state, &query);
+        let mut next = Some(match state.scan.take() {
+            Some(scan) => scan,
+            None => Scan {
+                since: Some(
+                    state
+                        .high_water
+                        .map(|h| h - Duration::minutes(self.config.overlap_minutes))
+                        .unwrap_or(want_from),
+                ),
+                until: None,
+                offset: 0,
+                high_water: None,
+                pass: 0,
+            },
+        });
+        while let Some(scan) = next.take() {
+            let first = state.high_water.is_none();
+            let (since, backfill) = (scan.since, scan.until.is_some());
+            let complete = self
+                .scan(kind, scan, &mut state, &mut seen, &mut unknown, &out)
+                .await?;
+            if complete
+                && (backfill || first)
+                && let Some(from) = since
+            {
+                state.covered = Some(Coverage {
+                    query: query.clone(),
+                    from,
+                });
+            }
+            // A scan that kept shifting is read again at the next sync rather than looped on.
+            next = complete
+                .then(|| self.backfill(&state, &query, want_from))
+                .flatten();
+            self.note_coverage(&mut state, &query);
+            out.checkpoint(&state).await?;
+        }
         self.repoll(kind, &mut state, &seen, &mut unknown, &out).await
+    }
+
+    /// The stream's configured extra query, trimmed; `None` when there is none.
+    fn extra_query(&self, kind: Kind) -> Option<String> {
+        let extra = match kind {
+            Kind::Incidents => self.config.incident_query.as_deref(),
+            Kind::ChangeRequests => self.config.change_query.as_deref(),
+        };
+        extra
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| q.trim_matches('^').to_owned())
+    }
+
+    /// The scan that completes the history of the configured query back to `want_from`: from
+    /// there up to where its coverage starts (the high water when the query changed).
+    fn backfill(&self, state: &State, query: &str, want_from: DateTime<Utc>) -> Option<Scan> {
+        let high_water = state.high_water?;
+        let until = match &state.covered {
+            Some(c) if c.query == query => c.from,
+            _ => high_water,
+        };
+        (want_from < until).then_some(Scan {
+            since: Some(want_from),
+            until: Some(until),
+            offset: 0,
+            high_water: None,
+            pass: 0,
+        })
+    }
+
+    /// Sets `covers_from`: where the configured query's history starts, the high water (or now)
+    /// when nothing is covered for it yet.
+    fn note_coverage(&self, state: &mut State, query: &str) {
+        state.covers_from = Some(match &state.covered {
+            Some(c) if c.query == query => c.from,
+            _ => state.high_water.unwrap_or_else(Utc::now),
+        });
     }
 
     fn table_url(&self, kind: Kind) -> String {
@@ -341,46 +465,38 @@ impl ServiceNow {
         ]
     }
 
-    fn scan_query(&self, kind: Kind, since: Option<DateTime<Utc>>) -> Query {
-        let extra = match kind {
-            Kind::Incidents => self.config.incident_query.as_deref(),
-            Kind::ChangeRequests => self.config.change_query.as_deref(),
-        };
-        let mut parts: Vec<String> = extra
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-            .map(|q| q.trim_matches('^').to_owned())
-            .into_iter()
-            .collect();
+    fn scan_query(&self, kind: Kind, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Query {
+        let mut parts: Vec<String> = self.extra_query(kind).into_iter().collect();
         if let Some(since) = since {
             parts.push(format!("sys_updated_on>={}", since.format("%Y-%m-%d %H:%M:%S")));
+        }
+        if let Some(until) = until {
+            parts.push(format!("sys_updated_on<{}", until.format("%Y-%m-%d %H:%M:%S")));
         }
         parts.push("ORDERBYsys_updated_on^ORDERBYsys_id".to_owned());
         self.list_query(kind, parts.join("^"), self.config.page_size)
     }
 
-    /// Scans the table from the bookmark (or resumes the scan in progress), a checkpoint after
-    /// every page; records every sys_id read in `seen`.
+    /// Runs one scan of the table (the regular one past the high water, a backfill, or one in
+    /// progress), a checkpoint after every page; records every sys_id read in `seen`. Whether
+    /// the range was read whole (offsets did not keep shifting).
     async fn scan(
         &self,
         kind: Kind,
+        scan: Scan,
         state: &mut State,
         seen: &mut HashSet<String>,
         unknown: &mut Unknowns,
         out: &Emitter,
-    ) -> Result<(), ConnectorError> {
-        let (since, mut offset, mut high_water, mut pass) = match state.scan.take() {
-            Some(s) => (s.since, s.offset, s.high_water, s.pass),
-            None => {
-                let overlap = Duration::minutes(self.config.overlap_minutes);
-                let since = state
-                    .high_water
-                    .map(|h| h - overlap)
-                    .or_else(|| self.config.lookback_days.map(|d| Utc::now() - Duration::days(d)));
-                (since, 0, None, 0)
-            }
-        };
-        let base_query = self.scan_query(kind, since);
+    ) -> Result<bool, ConnectorError> {
+        let Scan {
+            since,
+            until,
+            mut offset,
+            mut high_water,
+            mut pass,
+        } = scan;
+        let base_query = self.scan_query(kind, since, until);
         let table_url = self.table_url(kind);
         loop {
             let mut this_pass: HashSet<String> = HashSet::new();
@@ -406,6 +522,7 @@ impl ServiceNow {
                         offset = next.offset;
                         state.scan = Some(Scan {
                             since,
+                            until,
                             offset,
                             high_water,
                             pass,
@@ -418,8 +535,11 @@ impl ServiceNow {
                 }
             }
             if moved == 0 {
-                state.high_water = state.high_water.max(high_water);
-                break;
+                if until.is_none() {
+                    state.high_water = state.high_water.max(high_water);
+                }
+                state.scan = None;
+                return Ok(true);
             }
             if pass == 0 {
                 tracing::warn!(
@@ -432,6 +552,7 @@ impl ServiceNow {
                 offset = 0;
                 state.scan = Some(Scan {
                     since,
+                    until,
                     offset,
                     high_water,
                     pass,
@@ -449,7 +570,7 @@ impl ServiceNow {
             break;
         }
         state.scan = None;
-        out.checkpoint(&*state).await
+        Ok(false)
     }
 
     /// Re-reads records that were open at an earlier sync and were not read by this scan.
@@ -739,7 +860,7 @@ impl ServiceNow {
             category: "incident".into(),
             issue_type: "incident".into(),
             title,
-            priority: non_empty(priority),
+            priority: non_empty(priority).map(|p| self.config.priorities.get(&p).cloned().unwrap_or(p)),
             status,
             status_category: status_category.into(),
             labels: Vec::new(),
@@ -803,9 +924,27 @@ impl ServiceNow {
             team: None,
             change_type,
             state: state_name,
-            approved: match text(raw, "approval")? {
-                "" => None,
-                a => Some(a == "approved"),
+            approved: match raw.get("approval") {
+                // Left out of the answer: an ACL hides the field, or the instance has none.
+                None => {
+                    unknown.missing(
+                        &self.config.name,
+                        "change_requests",
+                        "approval",
+                        "every deployment counts as without a change record until it is readable: give the \
+                         integration user read access to change_request.approval (an ACL on the field)",
+                    );
+                    None
+                }
+                Some(_) => match text(raw, "approval")? {
+                    "" => None,
+                    a => Some(
+                        self.config
+                            .approved_states
+                            .iter()
+                            .any(|s| s.eq_ignore_ascii_case(a)),
+                    ),
+                },
             },
             planned_start: time(raw, "start_date")?,
             planned_end: time(raw, "end_date")?,
@@ -820,13 +959,31 @@ impl ServiceNow {
     }
 }
 
-/// Unknown choice values (customised choice lists), each logged once per read.
+/// Unknown choice values (customised choice lists) and fields left out of the answers, each
+/// logged once per read.
 #[derive(Debug, Default)]
-struct Unknowns(HashSet<(&'static str, String)>);
+struct Unknowns {
+    /// Unknown values, by field.
+    values: HashSet<(&'static str, String)>,
+    /// Fields left out.
+    missing: HashSet<&'static str>,
+}
 
 impl Unknowns {
+    /// A field the answers leave out (`what` says what that costs and what to do).
+    fn missing(&mut self, source: &str, stream: &str, field: &'static str, what: &str) {
+        if self.missing.insert(field) {
+            tracing::warn!(
+                source,
+                stream,
+                field,
+                "ServiceNow answers without the `{field}` field; {what}."
+            );
+        }
+    }
+
     fn note(&mut self, source: &str, stream: &str, field: &'static str, value: &str) {
-        if self.0.insert((field, value.to_owned())) {
+        if self.values.insert((field, value.to_owned())) {
             tracing::warn!(
                 source,
                 stream,

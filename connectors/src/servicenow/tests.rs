@@ -58,9 +58,12 @@ fn config(s: &FakeServers) -> ServiceNowConfig {
         api_version: ApiVersion::V2,
         page_size: PAGE,
         overlap_minutes: 10,
-        lookback_days: None,
+        // The generated organisation lies in 2024: reach back over all of it.
+        lookback_days: 36_500,
         incident_query: None,
         change_query: None,
+        approved_states: vec!["approved".into()],
+        priorities: BTreeMap::new(),
     }
 }
 
@@ -382,8 +385,13 @@ async fn v1_no_rows_is_an_empty_result_and_other_404s_are_errors() {
     assert!(records(&messages).is_empty());
     assert_eq!(checkpoints(&messages).len(), 1);
     assert_eq!(s.servicenow.control.request_count(), 1);
-    // No bookmark: the filter is followed directly by the ordering.
-    assert!(s.servicenow.control.requests()[0].contains("number%3DCHG0000000%5EORDERBYsys_updated_on"));
+    // No bookmark: the filter is followed by the lookback's bound, then the ordering.
+    let first = &s.servicenow.control.requests()[0];
+    assert!(
+        first.contains("number%3DCHG0000000%5Esys_updated_on%3E%3D"),
+        "{first}"
+    );
+    assert!(first.contains("%5EORDERBYsys_updated_on"), "{first}");
 
     let wrong = connector(ServiceNowConfig {
         base_url: format!("{}/wrong", s.servicenow.base_url()),
@@ -692,7 +700,11 @@ async fn a_short_page_does_not_end_the_scan() {
 // Single rows.
 
 fn offline() -> ServiceNow {
-    let config = ServiceNowConfig {
+    offline_with(|_| {})
+}
+
+fn offline_with(change: impl FnOnce(&mut ServiceNowConfig)) -> ServiceNow {
+    let mut config = ServiceNowConfig {
         name: "snow".into(),
         base_url: "https://acme.service-now.com".into(),
         user: Some("u".into()),
@@ -701,10 +713,14 @@ fn offline() -> ServiceNow {
         api_version: ApiVersion::V2,
         page_size: 1000,
         overlap_minutes: 10,
-        lookback_days: None,
+        // The generated organisation lies in 2024: reach back over all of it.
+        lookback_days: 36_500,
         incident_query: None,
         change_query: None,
+        approved_states: vec!["approved".into()],
+        priorities: BTreeMap::new(),
     };
+    change(&mut config);
     connector(config)
 }
 
@@ -861,9 +877,9 @@ fn a_change_request_row_and_unknown_choices() {
     assert_eq!((chg.requested_by, chg.assigned_to), (None, None));
     assert!(open);
     // Each unknown value is logged once.
-    assert_eq!(unknown.0.len(), 2);
+    assert_eq!(unknown.values.len(), 2);
     c.change_request(&row, &mut unknown).unwrap();
-    assert_eq!(unknown.0.len(), 2);
+    assert_eq!(unknown.values.len(), 2);
 
     let mut row = row;
     row["requested_by.name"] = json!("Abel Tuter");
@@ -897,4 +913,163 @@ fn next_link_offsets_and_no_record_bodies() {
         r#"{"error":{"message":"Invalid table incidentx","detail":null},"status":"failure"}"#
     ));
     assert!(!is_no_record("<html><body><h1>404 Not Found</h1></body></html>"));
+}
+
+#[tokio::test]
+async fn change_requests_without_the_approval_field_leave_approval_unknown_and_warn_once() {
+    let (org, s) = world().await;
+    // An ACL on change_request.approval: the field is left out of every row.
+    s.servicenow
+        .control
+        .omit_field_next("/change_request", "approval", 1_000_000);
+    let c = connector(config(&s));
+    let (result, messages) = read(&c, "change_requests", None).await;
+    result.unwrap();
+    let got = by_key(records(&messages));
+    assert_eq!(got.len(), expected_change_records(&org).len());
+    for r in got.values() {
+        let Record::ChangeRequest(chg) = r else {
+            unreachable!()
+        };
+        // Unknown, not "not approved": nothing says it was refused.
+        assert_eq!(chg.approved, None, "{}", chg.number);
+    }
+
+    // One warning per read, however many rows lack the field.
+    let mut unknown = Unknowns::default();
+    let mut row = json!({
+        "sys_id": "c1", "number": "CHG0030001", "short_description": "Deploy", "type": "normal",
+        "state": "-1", "start_date": "", "end_date": "", "work_start": "", "work_end": "",
+        "closed_at": "", "close_code": "", "cmdb_ci": "ci1", "opened_at": "2024-01-01 09:00:00",
+        "sys_updated_on": "2024-01-02 09:00:00",
+    });
+    for _ in 0..3 {
+        assert_eq!(
+            offline().change_request(&row, &mut unknown).unwrap().0.approved,
+            None
+        );
+    }
+    assert_eq!(unknown.missing, HashSet::from(["approval"]));
+    assert!(unknown.values.is_empty());
+    // Present but empty is no approval asked for: unknown too, and no warning.
+    row["approval"] = json!("");
+    let mut quiet = Unknowns::default();
+    assert_eq!(
+        offline().change_request(&row, &mut quiet).unwrap().0.approved,
+        None
+    );
+    assert!(quiet.missing.is_empty() && quiet.values.is_empty());
+}
+
+#[test]
+fn approved_states_are_configurable() {
+    let row = |approval: &str| {
+        json!({
+            "sys_id": "c1", "number": "CHG0030001", "short_description": "Deploy", "type": "normal",
+            "state": "-1", "approval": approval, "start_date": "", "end_date": "", "work_start": "",
+            "work_end": "", "closed_at": "", "close_code": "", "cmdb_ci": "ci1",
+            "opened_at": "2024-01-01 09:00:00", "sys_updated_on": "2024-01-02 09:00:00",
+        })
+    };
+    let approved = |c: &ServiceNow, a: &str| {
+        c.change_request(&row(a), &mut Unknowns::default())
+            .unwrap()
+            .0
+            .approved
+    };
+    let default = offline();
+    assert_eq!(approved(&default, "approved"), Some(true));
+    assert_eq!(approved(&default, "cab_approved"), Some(false));
+    assert_eq!(approved(&default, "requested"), Some(false));
+    let custom = offline_with(|c| c.approved_states = vec!["approved".into(), "CAB_Approved".into()]);
+    assert_eq!(approved(&custom, "cab_approved"), Some(true));
+    assert_eq!(approved(&custom, "rejected"), Some(false));
+}
+
+#[test]
+fn servicenow_priorities_are_stored_under_the_sla_names() {
+    let c = offline_with(|c| {
+        c.priorities = [("1", "P1"), ("3", "Moderate")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+    });
+    let mut row = incident_row();
+    let (incident, ticket, _) = c.incident(&row, &mut Unknowns::default()).unwrap();
+    assert_eq!(ticket.priority.as_deref(), Some("Moderate"));
+    // The severity still follows ServiceNow's own priority number.
+    assert_eq!(incident.severity, Some(Severity::Sev3));
+    row["priority"] = json!("1");
+    let (_, ticket, _) = c.incident(&row, &mut Unknowns::default()).unwrap();
+    assert_eq!(ticket.priority.as_deref(), Some("P1"));
+    row["priority"] = json!("4");
+    let (_, ticket, _) = c.incident(&row, &mut Unknowns::default()).unwrap();
+    assert_eq!(
+        ticket.priority.as_deref(),
+        Some("4"),
+        "unlisted priorities keep their number"
+    );
+}
+
+#[tokio::test]
+async fn raising_lookback_days_backfills_older_records_and_moves_covers_from() {
+    let (org, s) = world().await;
+    let all = expected_incident_records(&org);
+    // A lookback that ends halfway through the generated incidents.
+    let mut updated: Vec<DateTime<Utc>> = org
+        .servicenow
+        .incidents
+        .iter()
+        .filter(|i| !i.acl_hidden && i.malformed.is_none())
+        .map(|i| i.sys_updated_on)
+        .collect();
+    updated.sort();
+    let middle = updated[updated.len() / 2];
+    let days = (Utc::now() - middle).num_days();
+    let short = connector(ServiceNowConfig {
+        lookback_days: days,
+        ..config(&s)
+    });
+    let (result, first) = read(&short, "incidents", None).await;
+    result.unwrap();
+    let got = by_key(records(&first));
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{} of {}",
+        got.len(),
+        all.len()
+    );
+    // Every checkpoint says from when the stream is complete, the first read's included.
+    for v in checkpoints(&first) {
+        assert!(v[crate::contract::COVERS_FROM].is_string(), "{v}");
+    }
+    let state = checkpoints(&first).last().cloned().unwrap();
+    let from = crate::contract::covers_from(&state).unwrap().unwrap();
+    assert!((from - (Utc::now() - Duration::days(days))).num_minutes().abs() < 5);
+
+    // Raised: the next sync, without --full, reads what was left out.
+    let wide = connector(config(&s));
+    let (result, second) = read(&wide, "incidents", Some(state)).await;
+    result.unwrap();
+    let mut union = got;
+    union.extend(by_key(records(&second)));
+    assert_eq!(union, all);
+    let after = checkpoints(&second).last().cloned().unwrap();
+    let moved = crate::contract::covers_from(&after).unwrap().unwrap();
+    assert!(
+        (moved - (Utc::now() - Duration::days(36_500)))
+            .num_minutes()
+            .abs()
+            < 5
+    );
+
+    // A changed filter is a new scope: its history is read again from the lookback.
+    let filtered = connector(ServiceNowConfig {
+        incident_query: Some("active=true".into()),
+        ..config(&s)
+    });
+    let (result, third) = read(&filtered, "incidents", Some(after)).await;
+    result.unwrap();
+    let state: State = serde_json::from_value(checkpoints(&third).last().cloned().unwrap()).unwrap();
+    assert_eq!(state.covered.unwrap().query, "active=true");
 }
