@@ -73,6 +73,9 @@ pub enum DeploymentStatus {
     InProgress,
     /// Stopped before it finished.
     Cancelled,
+    /// Still unfinished long after it was created (the source's `stale_after_days`): no longer
+    /// re-polled. Neither a deployment nor a failed attempt: counted in data quality only.
+    Stale,
 }
 
 impl DeploymentStatus {
@@ -84,6 +87,7 @@ impl DeploymentStatus {
             Self::Error => "error",
             Self::InProgress => "in_progress",
             Self::Cancelled => "cancelled",
+            Self::Stale => "stale",
         }
     }
 }

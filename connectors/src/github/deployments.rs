@@ -148,12 +148,15 @@ impl GitHub {
                 let Some(id) = d.get("id").and_then(Value::as_u64) else {
                     return Ok::<_, ConnectorError>((d, None));
                 };
-                // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric forms).
-                let url = d
-                    .get("statuses_url")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
+                // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric
+                // forms), moved under the configured API root. One that cannot be moved there
+                // (kept from before a base_url change) gives way to the id's own URL: the id
+                // says where the deployment lives, so nothing is lost.
+                let own = || self.url(&format!("/repos/{repo}/deployments/{id}/statuses"));
+                let url = match d.get("statuses_url").and_then(Value::as_str) {
+                    Some(link) => self.resolve(STREAM, link).unwrap_or_else(|_| own()),
+                    None => own(),
+                };
                 let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
                 Ok((d, Some(statuses)))
             }))
@@ -171,7 +174,7 @@ impl GitHub {
             match self.deployment(repo, &raw, &statuses) {
                 Ok(d) => {
                     if d.status == DeploymentStatus::InProgress {
-                        pending.push(raw);
+                        pending.push(self.keep_relative(raw, "statuses_url"));
                     }
                     records.push(Record::Deployment(d));
                 }
@@ -221,6 +224,12 @@ impl GitHub {
                 "queued" | "pending" | "in_progress" => (DeploymentStatus::InProgress, None),
                 other => return Err(format!("unknown deployment status state {other:?}")),
             },
+        };
+        // Unfinished long after it began: it will not be asked about again.
+        let status = if status == DeploymentStatus::InProgress && created_at < self.stale_before() {
+            DeploymentStatus::Stale
+        } else {
+            status
         };
         let latest_status = parsed.last().map(|p| p.0);
         let production_flag = raw

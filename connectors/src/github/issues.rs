@@ -46,14 +46,18 @@ impl GitHub {
         let cursor = state.cursors.entry(key.clone()).or_default();
         let mut conditional = None;
         let resumed = cursor.walk.is_some();
-        let (mut url, first_url, mut high_water, mut first_etag) = match cursor.walk.take() {
-            Some(w) => (w.next, w.first_url, w.high_water, w.etag),
+        let (mut url, first_url, mut high_water, mut first_etag, floor, since) = match cursor.walk.take() {
+            Some(w) => (
+                self.resolve(STREAM, &w.next)?,
+                w.first_url,
+                w.high_water,
+                w.etag,
+                w.floor,
+                w.stop_below,
+            ),
             None => {
                 let overlap = Duration::minutes(self.config.overlap_minutes);
-                let since = cursor
-                    .high_water
-                    .map(|h| h - overlap)
-                    .or_else(|| self.first_stop());
+                let (since, floor) = cursor.walk_from(self.first_stop(), overlap);
                 let mut query = vec![
                     ("state", "all".to_owned()),
                     ("labels", label.to_owned()),
@@ -68,7 +72,7 @@ impl GitHub {
                 if cursor.etag_url.as_deref() == Some(url.as_str()) {
                     conditional = cursor.etag.clone();
                 }
-                (url.clone(), Some(url), cursor.high_water, None)
+                (url.clone(), Some(url), cursor.high_water, None, floor, since)
             }
         };
         // Pages this walk has read; a resumed walk read at least one before the kill.
@@ -112,10 +116,12 @@ impl GitHub {
             match page.link("next") {
                 Some(next) => {
                     cursor.walk = Some(Walk {
-                        next: next.clone(),
+                        next: self.relative(&next),
                         high_water,
                         etag: first_etag.clone(),
                         first_url: first_url.clone(),
+                        stop_below: since,
+                        floor,
                         ..Walk::default()
                     });
                     out.checkpoint(state).await?;
@@ -124,6 +130,7 @@ impl GitHub {
                 None => {
                     cursor.high_water = high_water;
                     cursor.walk = None;
+                    cursor.complete(floor, since);
                     // Updates land on the last page of an oldest-first list: an unchanged first
                     // page proves nothing changed only when it was the only page.
                     let single = pages == 1 && first_url.is_some();

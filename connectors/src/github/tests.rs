@@ -59,6 +59,8 @@ impl World {
             production_environments: vec!["prod".into(), "production".into()],
             overlap_minutes: 60,
             lookback_days: None,
+            // The simulated world's clock stopped long before today's: nothing it runs is stale.
+            stale_after_days: 36_500,
             compare_commits: true,
             incident_labels: Vec::new(),
             releases_as_deployments: false,
@@ -726,6 +728,8 @@ async fn workflow_runs_split_a_created_range_holding_more_than_github_lists() {
     let gh = connector(GitHubConfig {
         repos: vec![repo.into()],
         lookback_days: Some(days),
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         deployment_workflows: vec!["deploy".into()],
         ..w.config("gh-runs-windows")
     });
@@ -905,6 +909,7 @@ fn configs_without_the_new_keys_keep_working() {
         (c.release_environment.as_str(), c.workflow_environment.as_str()),
         ("production", "production")
     );
+    assert_eq!((c.lookback_days, c.stale_after_days), (Some(365), 7));
     let typo = serde_json::from_value::<GitHubConfig>(serde_json::json!({
         "name": "github",
         "token_env": "GH",
@@ -927,6 +932,8 @@ async fn malformed_records_of_the_new_streams_are_rejected_with_a_reason() {
             production_environments: vec!["production".into()],
             overlap_minutes: 60,
             lookback_days: None,
+            // The simulated world's clock stopped long before today's: nothing it runs is stale.
+            stale_after_days: 36_500,
             compare_commits: true,
             incident_labels: vec!["incident".into()],
             releases_as_deployments: true,
@@ -1012,6 +1019,8 @@ fn people_are_read_from_githubs_shapes_and_missing_ones_are_null() {
         production_environments: vec!["production".into()],
         overlap_minutes: 60,
         lookback_days: None,
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         compare_commits: true,
         incident_labels: vec!["incident".into()],
         releases_as_deployments: true,

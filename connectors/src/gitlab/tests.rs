@@ -58,6 +58,8 @@ fn config(w: &World, environments: &[&str]) -> GitLabConfig {
         production_environments: default_production(),
         overlap_minutes: 10,
         lookback_days: None,
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         pagination: Pagination::Keyset,
     }
 }
@@ -290,9 +292,14 @@ async fn default_config_reads_production_deployments_only() {
     .unwrap();
     assert_eq!(cfg.environments, ["production"]);
     assert_eq!(cfg.production_environments, ["prod", "production"]);
-    assert_eq!((cfg.overlap_minutes, cfg.lookback_days), (10, None));
+    assert_eq!(
+        (cfg.overlap_minutes, cfg.lookback_days, cfg.stale_after_days),
+        (10, Some(365), 7)
+    );
     assert_eq!(cfg.pagination, Pagination::Keyset);
-    let (result, out) = run(&connector(cfg), "deployments", None).await;
+    // A year back from the simulated world's "now" holds all of its eight weeks.
+    let c = connector(cfg).with_now(w.org.spec.now());
+    let (result, out) = run(&c, "deployments", None).await;
     result.unwrap();
     let want = w
         .org
@@ -716,6 +723,8 @@ fn offline() -> GitLab {
         production_environments: default_production(),
         overlap_minutes: 10,
         lookback_days: None,
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         pagination: Pagination::Keyset,
     };
     connector(cfg)
