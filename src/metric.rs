@@ -136,6 +136,8 @@ pub enum MetricId {
     UnmappedRecords,
     /// First deployments with no baseline.
     DeploymentsWithoutBaseline,
+    /// Deployments marked stale: never finished.
+    StaleDeployments,
     /// Median time from a failed production deployment to its remediation.
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
@@ -269,7 +271,7 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 16] = [
+    pub const QUALITY: [MetricId; 17] = [
         Self::QuarantinedRecords,
         Self::QuarantinedMissingField,
         Self::QuarantinedBadTimestamp,
@@ -286,6 +288,7 @@ impl MetricId {
         Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
+        Self::StaleDeployments,
     ];
 
     /// DORA beyond the core set.
@@ -304,7 +307,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 71] = [
+    pub const ALL: [MetricId; 72] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -376,6 +379,7 @@ impl MetricId {
         Self::IncidentsAttributedWindowShare,
         Self::UnmappedRecords,
         Self::DeploymentsWithoutBaseline,
+        Self::StaleDeployments,
     ];
 
     /// Stable id used in the metric table.
@@ -421,6 +425,7 @@ impl MetricId {
             Self::IncidentsAttributedShare => "incidents_attributed_share",
             Self::UnmappedRecords => "unmapped_records",
             Self::DeploymentsWithoutBaseline => "deployments_without_baseline",
+            Self::StaleDeployments => "stale_deployments",
 
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
@@ -506,6 +511,7 @@ impl MetricId {
             | Self::QuarantinedUnknownReference
             | Self::UnmappedRecords
             | Self::DeploymentsWithoutBaseline
+            | Self::StaleDeployments
             | Self::DeployDays
             | Self::DeployDaysWeeklyMedian
             | Self::DeployDaysMonthlyMedian
@@ -576,6 +582,7 @@ impl MetricId {
             Self::IncidentsAttributedShare => "Incidents attributed to a change",
             Self::UnmappedRecords => "Records without a service",
             Self::DeploymentsWithoutBaseline => "First deployments with no baseline",
+            Self::StaleDeployments => "Deployments that never finished",
 
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
@@ -719,6 +726,9 @@ impl MetricId {
             }
             Self::DeploymentsWithoutBaseline => {
                 "Production deployments that are the first of their repo in the data: no earlier deployment to compare against, so their changes cannot be linked by ancestry."
+            }
+            Self::StaleDeployments => {
+                "Deployments (by creation) still unfinished when their source stopped asking, `stale_after_days` (default 7) after they began: neither deployed nor failed, so they count in no other metric."
             }
             Self::ReworkRate => {
                 "Production deployments that shipped a revert, a change labelled as a hotfix (configurable labels) or a change whose title names an incident or bug ticket by its key, divided by production deployments in the period (DORA 2024)."

@@ -109,7 +109,7 @@ pub struct Deployment {
     pub environment: String,
     /// Whether the environment counts as production.
     pub is_production: bool,
-    /// Final status (`success`, `failure`, `error`, `in_progress`, `cancelled`).
+    /// Final status (`success`, `failure`, `error`, `in_progress`, `cancelled`, `stale`).
     pub status: DeploymentStatus,
     /// Commit deployed.
     pub sha: String,
@@ -168,7 +168,7 @@ impl Table for Deployment {
             "status",
             ColumnKind::Text,
             false,
-            "success, failure, error, in_progress or cancelled.",
+            "success, failure, error, in_progress, cancelled or stale (never finished).",
         ),
         col("sha", ColumnKind::Text, false, "Commit deployed."),
         col(
