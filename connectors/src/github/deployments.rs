@@ -52,6 +52,26 @@ pub(super) struct CompareState {
     /// The latest deployment whose compare went `behind`: a rollback to an older commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_rollback: Option<String>,
+    /// The earliest deployment seen, which had nothing before it to compare with (unknown in
+    /// states written before backfills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    earliest: Option<Shipped>,
+    /// Deployments older than `earliest` that a backfill found, still to compare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    older: Vec<Shipped>,
+    /// A backfill's compares in progress: consecutive deployments in finish order, ending with
+    /// the former earliest one; each is compared with the one before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    chain: Vec<Shipped>,
+}
+
+/// Which compares a pair belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Deployments newer than the baseline.
+    Newer,
+    /// A backfill's chain of deployments older than the earliest one.
+    Older,
 }
 
 impl CompareState {
@@ -72,6 +92,13 @@ impl CompareState {
                 finished_at,
             };
             let compare = state.get_or_insert_with(Self::default);
+            // Older than every deployment seen so far: history a backfill brought.
+            if compare.earliest.as_ref().is_some_and(|e| s.order() < e.order()) {
+                if !compare.older.iter().chain(&compare.chain).any(|o| o.id == s.id) {
+                    compare.older.push(s);
+                }
+                continue;
+            }
             let seen = compare.baseline.as_ref().is_some_and(|b| s.order() <= b.order())
                 || compare.queue.iter().any(|q| q.id == s.id);
             if !seen {
@@ -104,6 +131,7 @@ impl GitHub {
                     .await?;
                 if self.config.compare_commits {
                     self.compare_queued(repo, &key, state, out).await?;
+                    self.compare_older(repo, &key, state, out).await?;
                 }
             }
         }
@@ -282,6 +310,7 @@ impl GitHub {
                     let first = queue.remove(0);
                     compare.queue.retain(|q| q.id != first.id);
                     compare.baseline = Some(first.clone());
+                    compare.earliest = Some(first.clone());
                     (first, queue, true)
                 }
             }
@@ -294,6 +323,54 @@ impl GitHub {
             pairs.push((base.clone(), head.clone()));
             base = head;
         }
+        self.compare_pairs(repo, key, pairs, Side::Newer, state, out).await
+    }
+
+    /// Compares the deployments a backfill found before the earliest one seen, in finish order:
+    /// the oldest becomes the earliest (nothing before it), each later one is compared with the
+    /// one before it, and the former earliest one at last gets its commits too.
+    async fn compare_older(
+        &self,
+        repo: &str,
+        key: &str,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
+        let chain = {
+            let Some(compare) = state.cursors.get_mut(key).and_then(|c| c.compare.as_mut()) else {
+                return Ok(());
+            };
+            if compare.chain.is_empty() {
+                let Some(earliest) = compare.earliest.clone() else {
+                    return Ok(());
+                };
+                if compare.older.is_empty() {
+                    return Ok(());
+                }
+                let mut chain = std::mem::take(&mut compare.older);
+                chain.sort_by(|a, b| a.order().cmp(&b.order()));
+                chain.push(earliest);
+                compare.earliest = chain.first().cloned();
+                compare.chain = chain;
+            }
+            compare.chain.clone()
+        };
+        out.checkpoint(state).await?;
+        let pairs = chain.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
+        self.compare_pairs(repo, key, pairs, Side::Older, state, out).await
+    }
+
+    /// Fetches the compares of `pairs` (base, head) and sends the commits each head brought, a
+    /// checkpoint after each batch; `side` says which part of the state each done pair updates.
+    async fn compare_pairs(
+        &self,
+        repo: &str,
+        key: &str,
+        pairs: Vec<(Shipped, Shipped)>,
+        side: Side,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
         // Compares are independent once the pairs are known: fetch several at once, apply in order.
         let mut answers = stream::iter(pairs.into_iter().map(|(base, head)| async move {
             let answer = if base.sha == head.sha {
@@ -349,11 +426,22 @@ impl GitHub {
                 }
             }
             if let Some(compare) = state.cursors.get_mut(key).and_then(|c| c.compare.as_mut()) {
-                compare.queue.retain(|q| q.id != head.id);
-                if rollback {
-                    compare.last_rollback = Some(head.id.clone());
+                match side {
+                    Side::Newer => {
+                        compare.queue.retain(|q| q.id != head.id);
+                        if rollback {
+                            compare.last_rollback = Some(head.id.clone());
+                        }
+                        compare.baseline = Some(head);
+                    }
+                    Side::Older => {
+                        // The base is done with; a chain of one has nothing left to compare.
+                        compare.chain.retain(|c| c.id != base.id);
+                        if compare.chain.len() < 2 {
+                            compare.chain.clear();
+                        }
+                    }
                 }
-                compare.baseline = Some(head);
             }
             unsaved = true;
             if records.len() >= COMMIT_BATCH {

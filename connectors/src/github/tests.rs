@@ -1376,6 +1376,20 @@ async fn raising_lookback_from_30_to_90_days_backfills_every_stream_and_moves_co
             .collect();
         assert!(!older.is_empty(), "{stream}: nothing older arrived");
         assert!(older.iter().all(|t| *t >= days(91)), "{stream}");
+        if stream == "deployments" {
+            // The older deployments' commits too: what one read of the 90 days links, no more,
+            // no less (the deployment that was the first one seen now has its commits).
+            let clean = read(&with_lookback(90), stream, None).await.ok();
+            let links = |reads: &[&Read]| {
+                reads
+                    .iter()
+                    .flat_map(|r| r.commits())
+                    .map(|c| (c.deployment_id, c.sha))
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            assert!(!second.commits().is_empty());
+            assert_eq!(links(&[&first, &second]), links(&[&clean]));
+        }
         // Then incremental again: nothing old is read twice.
         let third = read(&with_lookback(90), stream, Some(bookmark)).await.ok();
         // (No checkpoint at all when every list answered 304: the bookmark stands.)
