@@ -76,15 +76,15 @@ mod tests {
             from: Some(t("2026-06-01T00:00:00Z")),
         };
         let all = Covered { from: None };
-        assert_eq!(stream_covers_from([Some(jan), Some(jun), Some(all)], now), jun.from);
+        assert_eq!(
+            stream_covers_from([Some(jan), Some(jun), Some(all)], now),
+            jun.from
+        );
         assert_eq!(stream_covers_from([Some(all), Some(all)], now), None);
         assert_eq!(stream_covers_from([Some(jan), None], now), Some(now));
         assert!(jan.reaches(jun.from) && !jun.reaches(jan.from));
         assert!(all.reaches(None) && !jan.reaches(None));
-        assert_eq!(
-            lookback_start(Some(30), now),
-            Some(t("2026-11-01T00:00:00Z"))
-        );
+        assert_eq!(lookback_start(Some(30), now), Some(t("2026-11-01T00:00:00Z")));
         assert_eq!(lookback_start(None, now), None);
     }
 }

@@ -449,22 +449,19 @@ mod tests {
         .to_rows();
         let counts = |scope| [Some(0), Some(1), None].map(|week| cell(&rows, StaleDeployments, scope, week));
         // [week 0, week 1, range]: (value, n).
-        assert_eq!(
-            counts("all"),
-            [(Some(2.0), 2), (Some(2.0), 2), (Some(4.0), 4)]
-        );
-        assert_eq!(
-            counts("web"),
-            [(Some(1.0), 1), (Some(1.0), 1), (Some(2.0), 2)]
-        );
-        assert_eq!(
-            counts("api"),
-            [(Some(1.0), 1), (Some(0.0), 0), (Some(1.0), 1)]
-        );
+        assert_eq!(counts("all"), [(Some(2.0), 2), (Some(2.0), 2), (Some(4.0), 4)]);
+        assert_eq!(counts("web"), [(Some(1.0), 1), (Some(1.0), 1), (Some(2.0), 2)]);
+        assert_eq!(counts("api"), [(Some(1.0), 1), (Some(0.0), 0), (Some(1.0), 1)]);
         // Only the success is a deployment; nothing failed.
         assert_eq!(cell(&rows, DeploymentCount, "all", None).0, Some(1.0));
         assert_eq!(cell(&rows, FailedDeploymentCount, "all", None).0, Some(0.0));
-        assert!(!rows.iter().find(|r| r.metric == "stale_deployments").unwrap().insufficient());
+        assert!(
+            !rows
+                .iter()
+                .find(|r| r.metric == "stale_deployments")
+                .unwrap()
+                .insufficient()
+        );
     }
 
     #[test]

@@ -365,7 +365,11 @@ async fn every_entity_round_trips_from_csv_and_ndjson() {
             // A file holds what it holds: no lookback limits what the stream covers.
             assert!(!o.checkpoints.is_empty());
             for state in &o.checkpoints {
-                assert_eq!(crate::contract::covers_from(state), Some(None), "{format} {state}");
+                assert_eq!(
+                    crate::contract::covers_from(state),
+                    Some(None),
+                    "{format} {state}"
+                );
             }
             for (got, want) in o.records.iter().zip(&want) {
                 assert_eq!(got, want, "{format} {}", entity.name());

@@ -323,7 +323,8 @@ impl GitHub {
             pairs.push((base.clone(), head.clone()));
             base = head;
         }
-        self.compare_pairs(repo, key, pairs, Side::Newer, state, out).await
+        self.compare_pairs(repo, key, pairs, Side::Newer, state, out)
+            .await
     }
 
     /// Compares the deployments a backfill found before the earliest one seen, in finish order:
@@ -357,7 +358,8 @@ impl GitHub {
         };
         out.checkpoint(state).await?;
         let pairs = chain.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
-        self.compare_pairs(repo, key, pairs, Side::Older, state, out).await
+        self.compare_pairs(repo, key, pairs, Side::Older, state, out)
+            .await
     }
 
     /// Fetches the compares of `pairs` (base, head) and sends the commits each head brought, a

@@ -30,7 +30,6 @@ use crate::model::Quarantined;
 use crate::secret::SecretEnv;
 use crate::time::parse_instant;
 
-
 /// Page size: GitHub's maximum, so a walk makes the fewest requests.
 const PER_PAGE: &str = "100";
 /// Detail requests (statuses, commits, compares) in flight at once per source: far below GitHub's

@@ -1193,7 +1193,11 @@ async fn github_pending_deployments_and_runs_are_repolled_after_base_url_moves_t
 
     // The same API moves to another port (a renamed host, a proxy): base_url follows it.
     let old_base = old.base_url.clone();
-    let World { org, data: _, servers } = w;
+    let World {
+        org,
+        data: _,
+        servers,
+    } = w;
     servers.shutdown().await;
     let moved = tandem_fixtures::start(Arc::clone(&org), FakeOptions::with_secret("t"))
         .await
@@ -1205,7 +1209,9 @@ async fn github_pending_deployments_and_runs_are_repolled_after_base_url_moves_t
     });
     let requests = || moved.github.control.requests();
 
-    let again = read(&gh, "deployments", Some(deployments_bookmark.clone())).await.ok();
+    let again = read(&gh, "deployments", Some(deployments_bookmark.clone()))
+        .await
+        .ok();
     let ids: Vec<String> = again.deployments().into_iter().map(|d| d.id).collect();
     assert!(running_deployments.iter().all(|id| ids.contains(id)), "{ids:?}");
     // Each vendor id (the last part of the record id) asked of the new port, re-polls first.
@@ -1262,10 +1268,19 @@ async fn a_bookmarked_link_outside_the_base_url_path_fails_the_stream_saying_wha
     let before = w.requests().len();
     let r = read(&gh, "pulls", Some(bookmark)).await;
     let message = r.result.unwrap_err().to_string();
-    for part in [link, "gh-unmovable", "pulls", "tandem sync --source gh-unmovable --full", "base_url"] {
+    for part in [
+        link,
+        "gh-unmovable",
+        "pulls",
+        "tandem sync --source gh-unmovable --full",
+        "base_url",
+    ] {
         assert!(message.contains(part), "{part}: {message}");
     }
-    assert!(w.requests_since(before).is_empty(), "nothing asked of a guessed URL");
+    assert!(
+        w.requests_since(before).is_empty(),
+        "nothing asked of a guessed URL"
+    );
 }
 
 #[tokio::test]
@@ -1361,7 +1376,11 @@ async fn raising_lookback_from_30_to_90_days_backfills_every_stream_and_moves_co
         let bookmark = first.last_checkpoint().unwrap();
         assert_eq!(covers_from(&bookmark), Some(Some(days(30))), "{stream}");
         assert!(
-            first.records().iter().filter_map(walked_at).all(|t| t >= days(31)),
+            first
+                .records()
+                .iter()
+                .filter_map(walked_at)
+                .all(|t| t >= days(31)),
             "{stream}"
         );
         // Lookback raised: the older history arrives without --full, from the bookmark.
@@ -1397,7 +1416,11 @@ async fn raising_lookback_from_30_to_90_days_backfills_every_stream_and_moves_co
             assert_eq!(covers_from(&state), Some(Some(days(90))), "{stream}");
         }
         assert!(
-            third.records().iter().filter_map(walked_at).all(|t| t >= days(31)),
+            third
+                .records()
+                .iter()
+                .filter_map(walked_at)
+                .all(|t| t >= days(31)),
             "{stream}"
         );
     }
@@ -1416,11 +1439,15 @@ async fn a_repo_added_to_the_config_gets_its_history_while_the_others_read_incre
         })
         .with_now(now)
     };
-    let first = read(&with_repos(vec![kept.clone()]), "deployments", None).await.ok();
+    let first = read(&with_repos(vec![kept.clone()]), "deployments", None)
+        .await
+        .ok();
     let start = now - chrono::Duration::days(90);
     assert_eq!(covers_from(&first.last_checkpoint().unwrap()), Some(Some(start)));
     // What the added repo holds, read on its own.
-    let alone = read(&with_repos(vec![added.clone()]), "deployments", None).await.ok();
+    let alone = read(&with_repos(vec![added.clone()]), "deployments", None)
+        .await
+        .ok();
     let want: Vec<String> = alone.deployments().into_iter().map(|d| d.id).collect();
     assert!(!want.is_empty());
 

@@ -50,8 +50,7 @@ impl StreamState {
     fn covers_from(&self) -> Option<DateTime<Utc>> {
         let (keys, now) = self.scopes.as_ref()?;
         stream_covers_from(
-            keys.iter()
-                .map(|k| self.cursors.get(k).and_then(|c| c.covered)),
+            keys.iter().map(|k| self.cursors.get(k).and_then(|c| c.covered)),
             *now,
         )
     }
@@ -198,7 +197,12 @@ impl GitHub {
                 .collect(),
             "issues" => repos
                 .iter()
-                .flat_map(|r| self.config.incident_labels.iter().map(move |l| format!("{r}|{l}")))
+                .flat_map(|r| {
+                    self.config
+                        .incident_labels
+                        .iter()
+                        .map(move |l| format!("{r}|{l}"))
+                })
                 .collect(),
             _ => repos.clone(),
         };
@@ -252,7 +256,15 @@ impl GitHub {
                             (s, _) => s,
                         };
                     }
-                    (first_url, first_query, stop, cursor.high_water, None, Vec::new(), floor)
+                    (
+                        first_url,
+                        first_query,
+                        stop,
+                        cursor.high_water,
+                        None,
+                        Vec::new(),
+                        floor,
+                    )
                 }
             };
         loop {

@@ -635,7 +635,9 @@ impl GitLab {
                     match walk.floor {
                         Some(floor) => cursor.covered = Some(floor),
                         // A walk begun before coverage was kept: a first walk covers what it read.
-                        None if cursor.covered.is_none() => cursor.covered = Some(Covered { from: walk.since }),
+                        None if cursor.covered.is_none() => {
+                            cursor.covered = Some(Covered { from: walk.since })
+                        }
                         None => {}
                     }
                     out.checkpoint(state).await?;

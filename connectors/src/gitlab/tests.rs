@@ -979,7 +979,12 @@ async fn a_gitlab_deployment_unfinished_eight_days_becomes_stale_and_is_no_longe
         stale_after_days: 7,
         ..config(&w, &["production"])
     };
-    let (result, first) = run(&connector(cfg.clone()).with_now(w.org.spec.now()), "deployments", None).await;
+    let (result, first) = run(
+        &connector(cfg.clone()).with_now(w.org.spec.now()),
+        "deployments",
+        None,
+    )
+    .await;
     result.unwrap();
     let running: Vec<&Deployment> = first
         .deployments
@@ -995,13 +1000,21 @@ async fn a_gitlab_deployment_unfinished_eight_days_becomes_stale_and_is_no_longe
     // The fake world's clock stands still: eight days on, they are still unfinished.
     let later = running.iter().map(|d| d.created_at).max().unwrap() + Duration::days(8);
     let before = requests(&w).len();
-    let (result, second) = run(&connector(cfg.clone()).with_now(later), "deployments", Some(state)).await;
+    let (result, second) = run(
+        &connector(cfg.clone()).with_now(later),
+        "deployments",
+        Some(state),
+    )
+    .await;
     result.unwrap();
     // Asked once more by id (it may have finished meanwhile), then stale.
     let log = requests(&w)[before..].to_vec();
     for d in &running {
         let vendor = d.id.rsplit(':').next().unwrap();
-        assert!(log.iter().any(|r| r.ends_with(&format!("/deployments/{vendor}"))), "{log:#?}");
+        assert!(
+            log.iter().any(|r| r.ends_with(&format!("/deployments/{vendor}"))),
+            "{log:#?}"
+        );
         let now = second.deployments.iter().find(|s| s.id == d.id).unwrap();
         assert_eq!((now.status, now.finished_at), (DeploymentStatus::Stale, None));
     }
@@ -1045,19 +1058,31 @@ async fn gitlab_raising_lookback_from_30_to_90_days_backfills_and_moves_covers_f
         };
         let (result, first) = run(&with_lookback(30), stream, None).await;
         result.unwrap();
-        assert_eq!(covers_from(&first.last_checkpoint()), Some(Some(days(30))), "{stream}");
+        assert_eq!(
+            covers_from(&first.last_checkpoint()),
+            Some(Some(days(30))),
+            "{stream}"
+        );
         assert!(updated(&first).iter().all(|t| *t >= days(30)), "{stream}");
         // Lookback raised: the older history arrives without --full, from the bookmark.
         let (result, second) = run(&with_lookback(90), stream, Some(first.last_checkpoint())).await;
         result.unwrap();
-        assert_eq!(covers_from(&second.last_checkpoint()), Some(Some(days(90))), "{stream}");
+        assert_eq!(
+            covers_from(&second.last_checkpoint()),
+            Some(Some(days(90))),
+            "{stream}"
+        );
         let older: Vec<DateTime<Utc>> = updated(&second).into_iter().filter(|t| *t < days(30)).collect();
         assert!(!older.is_empty(), "{stream}: nothing older arrived");
         assert!(older.iter().all(|t| *t >= days(90)), "{stream}");
         // Then incremental again.
         let (result, third) = run(&with_lookback(90), stream, Some(second.last_checkpoint())).await;
         result.unwrap();
-        assert_eq!(covers_from(&third.last_checkpoint()), Some(Some(days(90))), "{stream}");
+        assert_eq!(
+            covers_from(&third.last_checkpoint()),
+            Some(Some(days(90))),
+            "{stream}"
+        );
         assert!(updated(&third).iter().all(|t| *t >= days(30)), "{stream}");
     }
 }
@@ -1115,7 +1140,10 @@ async fn a_project_added_to_the_config_gets_its_history_while_the_other_reads_in
         .as_str()
         .map(|t| parse_instant(t).unwrap())
         .unwrap();
-    assert_eq!(since("acme%2Fbilling"), format_utc(high_water - Duration::minutes(10)));
+    assert_eq!(
+        since("acme%2Fbilling"),
+        format_utc(high_water - Duration::minutes(10))
+    );
     assert_eq!(since("acme%2Fnotifications"), format_utc(start));
     // Until the added project is read the stream is complete from now only; then from the start.
     assert_eq!(covers_from(&second.checkpoints[0]), Some(Some(now)));
