@@ -46,14 +46,13 @@ impl GitHub {
         let cursor = state.cursors.entry(key.clone()).or_default();
         let mut conditional = None;
         let resumed = cursor.walk.is_some();
-        let (mut url, first_url, mut high_water, mut first_etag, floor, since) = match cursor.walk.take() {
+        let (mut url, first_url, mut high_water, mut first_etag, floor) = match cursor.walk.take() {
             Some(w) => (
                 self.resolve(STREAM, &w.next)?,
                 w.first_url,
                 w.high_water,
                 w.etag,
                 w.floor,
-                w.stop_below,
             ),
             None => {
                 let overlap = Duration::minutes(self.config.overlap_minutes);
@@ -72,7 +71,7 @@ impl GitHub {
                 if cursor.etag_url.as_deref() == Some(url.as_str()) {
                     conditional = cursor.etag.clone();
                 }
-                (url.clone(), Some(url), cursor.high_water, None, floor, since)
+                (url.clone(), Some(url), cursor.high_water, None, floor)
             }
         };
         // Pages this walk has read; a resumed walk read at least one before the kill.
@@ -84,7 +83,9 @@ impl GitHub {
                 .await?
             else {
                 // 304: the same window as last time, unchanged.
-                return Ok(());
+                // The state still says what the stream covers (a bookmark written before
+                // coverage was kept learns it here).
+                return out.checkpoint(state).await;
             };
             pages += 1;
             if first_etag.is_none() {
@@ -120,7 +121,6 @@ impl GitHub {
                         high_water,
                         etag: first_etag.clone(),
                         first_url: first_url.clone(),
-                        stop_below: since,
                         floor,
                         ..Walk::default()
                     });
@@ -130,7 +130,7 @@ impl GitHub {
                 None => {
                     cursor.high_water = high_water;
                     cursor.walk = None;
-                    cursor.complete(floor, since);
+                    cursor.complete(floor, self.first_stop());
                     // Updates land on the last page of an oldest-first list: an unchanged first
                     // page proves nothing changed only when it was the only page.
                     let single = pages == 1 && first_url.is_some();

@@ -5,8 +5,10 @@
 //!
 //! Deployments, pulls and releases come newest first without a `since` filter, so each walk stops
 //! below the bookmark (minus an overlap) and resumes from the saved `next` link after a kill;
-//! issues and workflow runs take a time filter instead. Mapping to services happens in the runner,
-//! not here; this module never touches the store.
+//! issues and workflow runs take a time filter instead. Every stream reads back `lookback_days`
+//! (a year by default) and backfills per repo when that grows or a repo is added; links saved in
+//! bookmarks are relative to `base_url`. Mapping to services happens in the runner, not here;
+//! this module never touches the store.
 
 mod deployments;
 mod issues;

@@ -116,7 +116,6 @@ impl GitHub {
                     high_water: cursor.high_water,
                     first_url: Some(url),
                     window: Some(window),
-                    stop_below: from,
                     floor,
                     ..Walk::default()
                 }
@@ -129,7 +128,9 @@ impl GitHub {
                 .await?
             else {
                 // 304: no run created or changed since the last completed walk.
-                return Ok(());
+                // The state still says what the stream covers (a bookmark written before
+                // coverage was kept learns it here).
+                return out.checkpoint(state).await;
             };
             if walk.etag.is_none() && walk.first_url.as_deref() == Some(walk.next.as_str()) {
                 walk.etag = page.header("etag").map(str::to_owned);
@@ -199,7 +200,6 @@ impl GitHub {
                         first_url: walk.first_url.clone(),
                         window: walk.window,
                         windows: walk.windows.clone(),
-                        stop_below: walk.stop_below,
                         floor: walk.floor,
                         ..Walk::default()
                     });
@@ -208,7 +208,7 @@ impl GitHub {
                 None => {
                     cursor.high_water = walk.high_water;
                     cursor.walk = None;
-                    cursor.complete(walk.floor, walk.stop_below);
+                    cursor.complete(walk.floor, self.first_stop());
                     // Newest first: a new run changes the first page, so its ETag tells.
                     cursor.etag = walk.etag;
                     cursor.etag_url = walk.first_url;

@@ -1411,10 +1411,11 @@ async fn raising_lookback_from_30_to_90_days_backfills_every_stream_and_moves_co
         }
         // Then incremental again: nothing old is read twice.
         let third = read(&with_lookback(90), stream, Some(bookmark)).await.ok();
-        // (No checkpoint at all when every list answered 304: the bookmark stands.)
-        if let Some(state) = third.last_checkpoint() {
-            assert_eq!(covers_from(&state), Some(Some(days(90))), "{stream}");
-        }
+        assert_eq!(
+            covers_from(&third.last_checkpoint().unwrap()),
+            Some(Some(days(90))),
+            "{stream}"
+        );
         assert!(
             third
                 .records()
@@ -1486,4 +1487,31 @@ async fn a_repo_added_to_the_config_gets_its_history_while_the_others_read_incre
     let checkpoints = second.checkpoints();
     assert_eq!(covers_from(&checkpoints[0]), Some(Some(now)));
     assert_eq!(covers_from(checkpoints.last().unwrap()), Some(Some(start)));
+}
+
+#[tokio::test]
+async fn a_bookmark_from_before_coverage_was_kept_is_read_incrementally() {
+    let w = world(8).await;
+    let now = w.org.spec.now();
+    let gh = connector(GitHubConfig {
+        lookback_days: Some(30),
+        ..w.config("gh-legacy-coverage")
+    })
+    .with_now(now);
+    let first = read(&gh, "pulls", None).await.ok();
+    // The same bookmark as a tandem that kept no coverage wrote it.
+    let mut legacy = first.last_checkpoint().unwrap();
+    legacy.as_object_mut().unwrap().remove("covers_from");
+    for cursor in legacy["cursors"].as_object_mut().unwrap().values_mut() {
+        assert!(cursor.as_object_mut().unwrap().remove("covered").is_some());
+    }
+    let before = w.requests().len();
+    let again = read(&gh, "pulls", Some(legacy)).await.ok();
+    // Taken as complete from the lookback start: one unchanged first page per repo, no backfill.
+    assert!(again.records().is_empty());
+    assert_eq!(w.requests_since(before).len(), w.org.services.len());
+    assert_eq!(
+        covers_from(&again.last_checkpoint().unwrap()),
+        Some(Some(now - chrono::Duration::days(30)))
+    );
 }

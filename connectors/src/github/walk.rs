@@ -2,6 +2,11 @@
 //! pull requests and releases: read pages until one reaches below the bookmark (minus an overlap),
 //! a checkpoint after each, resumable from the saved `next` link.
 //!
+//! Each cursor remembers from when its history is complete (`covered`): a first walk, and a walk
+//! on a cursor whose history starts later than the lookback start in force (the lookback was
+//! raised), read down to that start, then the cursor covers from it. Links are saved relative to
+//! `base_url`, so a moved host is followed.
+//!
 //! What a page's items become is each stream's business (its own file); this module only decides
 //! which pages to read and what the bookmark remembers.
 
@@ -106,12 +111,13 @@ impl Cursor {
         }
     }
 
-    /// Completes a walk: the cursor now holds what the walk set out to cover.
-    pub(super) fn complete(&mut self, floor: Option<Covered>, stop_below: Option<DateTime<Utc>>) {
+    /// Completes a walk: the cursor now holds what the walk set out to cover. A first walk
+    /// begun before coverage was kept is taken to cover from the lookback `start` in force, as
+    /// an older bookmark is.
+    pub(super) fn complete(&mut self, floor: Option<Covered>, start: Option<DateTime<Utc>>) {
         match floor {
             Some(f) => self.covered = Some(f),
-            // A walk begun before coverage was kept: a first walk covers what it read.
-            None if self.covered.is_none() => self.covered = Some(Covered { from: stop_below }),
+            None if self.covered.is_none() => self.covered = Some(Covered { from: start }),
             None => {}
         }
     }
@@ -119,7 +125,9 @@ impl Cursor {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Walk {
+    /// The page to read next, relative to `base_url` when under it.
     pub(super) next: String,
+    /// Where the walk stops: the lowest cursor value it reads.
     pub(super) stop_below: Option<DateTime<Utc>>,
     pub(super) high_water: Option<DateTime<Utc>>,
     /// ETag of this walk's first page, saved when the walk completes.
@@ -274,7 +282,9 @@ impl GitHub {
                 .await?
             else {
                 // 304: the list is as it was at the last completed walk.
-                return Ok(());
+                // The state still says what the stream covers (a bookmark written before
+                // coverage was kept learns it here).
+                return out.checkpoint(state).await;
             };
             if first_etag.is_none() {
                 first_etag = page.header("etag").map(str::to_owned);
@@ -352,7 +362,7 @@ impl GitHub {
                     cursor.high_water = high_water;
                     cursor.walk = None;
                     cursor.etag = first_etag;
-                    cursor.complete(floor, stop_below);
+                    cursor.complete(floor, self.first_stop());
                     if kind == Kind::Releases {
                         cursor.pending = drafts;
                     }

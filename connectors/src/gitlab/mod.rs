@@ -8,7 +8,10 @@
 //! asked for by default; where GitLab refuses it (405) or ignores it (answers with `X-Next-Page`)
 //! the walk pages by offset, following `X-Next-Page` (empty on the last page) and never `X-Total`,
 //! which GitLab omits above 10,000 rows. Deployments left unfinished are re-polled by id at the
-//! next sync. Mapping to services happens in the runner, not here.
+//! next sync until `stale_after_days` after their creation, when they are `stale`. Each cursor
+//! remembers from when its history is complete; a raised `lookback_days` or an added project
+//! walks it back to the lookback start (`updated_after` that start) on the next sync. Mapping to
+//! services happens in the runner, not here.
 //!
 //! Offset pages move when records are added, updated or deleted between two page requests.
 //! GitLab's pages are aligned on `per_page`, so a page cannot start one record early to overlap
@@ -634,9 +637,12 @@ impl GitLab {
                     cursor.walk = None;
                     match walk.floor {
                         Some(floor) => cursor.covered = Some(floor),
-                        // A walk begun before coverage was kept: a first walk covers what it read.
+                        // A first walk begun before coverage was kept: taken to cover from the
+                        // lookback in force, as an older bookmark is.
                         None if cursor.covered.is_none() => {
-                            cursor.covered = Some(Covered { from: walk.since })
+                            cursor.covered = Some(Covered {
+                                from: self.lookback_start(),
+                            })
                         }
                         None => {}
                     }
