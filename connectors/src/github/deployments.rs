@@ -157,6 +157,7 @@ impl GitHub {
         }
         let pending = std::mem::take(&mut cursor.pending);
         let (records, rejected, still_pending) = self.map_deployments(repo, pending).await?;
+        self.log_stale(STREAM, repo, &records);
         if let Some(cursor) = state.cursors.get_mut(key) {
             cursor.pending = still_pending;
             if self.config.compare_commits {

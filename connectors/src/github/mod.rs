@@ -28,7 +28,7 @@ use crate::contract::{Emitter, StreamDef};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
 use crate::model::QuarantineReason;
-use crate::model::Quarantined;
+use crate::model::{DeploymentStatus, Quarantined, Record};
 use crate::secret::SecretEnv;
 use crate::time::parse_instant;
 
@@ -305,6 +305,24 @@ impl GitHub {
                 self.config.name
             ),
         })
+    }
+
+    /// Says how many of the re-polled `records` became stale: they will not be asked about again.
+    fn log_stale(&self, stream: &str, repo: &str, records: &[Record]) {
+        let stale = records
+            .iter()
+            .filter(|r| matches!(r, Record::Deployment(d) if d.status == DeploymentStatus::Stale))
+            .count();
+        if stale > 0 {
+            tracing::info!(
+                source = %self.config.name,
+                stream,
+                repo,
+                stale,
+                stale_after_days = self.config.stale_after_days,
+                "Deployments still unfinished past stale_after_days are marked stale and no longer re-polled."
+            );
+        }
     }
 
     /// `raw` with its link `field` kept relative to the API root, for a bookmark.

@@ -269,6 +269,7 @@ impl GitHub {
         }
         let mut high_water = None;
         let (records, rejected, still_pending) = self.map_runs(repo, &fresh, &mut high_water);
+        self.log_stale(STREAM, repo, &records);
         if let Some(cursor) = state.cursors.get_mut(repo) {
             cursor.pending = still_pending;
         }

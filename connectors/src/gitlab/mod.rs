@@ -448,6 +448,9 @@ impl GitLab {
             };
             match self.deployment(&target.project.path, &raw) {
                 Ok(d) => {
+                    if d.status == DeploymentStatus::Stale {
+                        tracing::info!(source = %self.config.name, deployment = id, stale_after_days = self.config.stale_after_days, "A deployment still unfinished past stale_after_days is marked stale and no longer re-polled.");
+                    }
                     if d.status != DeploymentStatus::InProgress {
                         cursor.unfinished.remove(&id);
                     }
