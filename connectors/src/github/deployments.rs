@@ -7,8 +7,8 @@
 //! between compares loses nothing. Older deployments a backfill finds (a raised lookback) are
 //! compared among themselves and with the earliest one seen before, which then gets its commits
 //! too. A deployment still unfinished `stale_after_days` after it was created is `stale` and no
-//! longer re-polled. A compare that goes `behind` is a rollback: it brings no
-//! commits. This module must not decide lead times: it only links commits to deployments.
+//! longer re-polled. A compare that goes `behind` is a rollback: it brings no commits. This
+//! module must not decide lead times: it only links commits to deployments.
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
