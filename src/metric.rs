@@ -154,6 +154,8 @@ pub enum MetricId {
     ChangeRequestsApprovalUnknown,
     /// First deployments with no baseline.
     DeploymentsWithoutBaseline,
+    /// Deployments marked stale: never finished.
+    StaleDeployments,
     /// Median time from a failed production deployment to its remediation.
     FailedDeploymentRecoveryMedian,
     /// Days with at least one production deployment.
@@ -289,7 +291,7 @@ impl MetricId {
     ];
 
     /// Data quality.
-    pub const QUALITY: [MetricId; 19] = [
+    pub const QUALITY: [MetricId; 20] = [
         Self::QuarantinedRecords,
         Self::QuarantinedMissingField,
         Self::QuarantinedBadTimestamp,
@@ -309,6 +311,7 @@ impl MetricId {
         Self::TicketTypesUnclassified,
         Self::TicketTransitionsUnknownCategory,
         Self::ChangeRequestsApprovalUnknown,
+        Self::StaleDeployments,
     ];
 
     /// DORA beyond the core set.
@@ -327,7 +330,7 @@ impl MetricId {
     ];
 
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 75] = [
+    pub const ALL: [MetricId; 76] = [
         Self::DeploymentCount,
         Self::DeploymentFrequency,
         Self::ChangesMerged,
@@ -403,6 +406,7 @@ impl MetricId {
         Self::TicketTypesUnclassified,
         Self::TicketTransitionsUnknownCategory,
         Self::ChangeRequestsApprovalUnknown,
+        Self::StaleDeployments,
     ];
 
     /// Stable id used in the metric table.
@@ -452,6 +456,7 @@ impl MetricId {
             Self::TicketTypesUnclassified => "ticket_types_unclassified",
             Self::TicketTransitionsUnknownCategory => "ticket_transitions_unknown_category",
             Self::ChangeRequestsApprovalUnknown => "change_requests_approval_unknown",
+            Self::StaleDeployments => "stale_deployments",
 
             Self::FailedDeploymentRecoveryMedian => "failed_deployment_recovery_median",
             Self::DeployDays => "deploy_days",
@@ -540,6 +545,7 @@ impl MetricId {
             | Self::TicketTypesUnclassified
             | Self::TicketTransitionsUnknownCategory
             | Self::ChangeRequestsApprovalUnknown
+            | Self::StaleDeployments
             | Self::DeployDays
             | Self::DeployDaysWeeklyMedian
             | Self::DeployDaysMonthlyMedian
@@ -614,6 +620,7 @@ impl MetricId {
             Self::TicketTypesUnclassified => "Tickets of an unclassified type",
             Self::TicketTransitionsUnknownCategory => "Transitions with an unknown status category",
             Self::ChangeRequestsApprovalUnknown => "Change requests with unknown approval",
+            Self::StaleDeployments => "Deployments that never finished",
 
             Self::FailedDeploymentRecoveryMedian => "Failed deployment recovery time (median)",
             Self::DeployDays => "Days with a production deployment",
@@ -771,6 +778,9 @@ impl MetricId {
             }
             Self::ChangeRequestsApprovalUnknown => {
                 "Change requests created in the period whose approval the source does not say (ServiceNow `approval` empty or unreadable, a Jira change not yet started); they cover no deployment."
+            }
+            Self::StaleDeployments => {
+                "Deployments (by creation) still unfinished when their source stopped asking, `stale_after_days` (default 7) after they began: neither deployed nor failed, so they count in no other metric."
             }
             Self::ReworkRate => {
                 "Production deployments that shipped a revert, a change labelled as a hotfix (configurable labels) or a change whose title names an incident or bug ticket by its key, divided by production deployments in the period (DORA 2024)."

@@ -598,3 +598,48 @@ async fn check_makes_one_cheap_request_per_source_and_names_the_failing_one() {
     );
     assert!(!stdout.contains("ghp_revoked_4f1c"), "never print the secret");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_bookmarks_follow_base_url_to_another_port_and_the_pending_deployments_are_repolled() {
+    let world = World::start(4).await;
+    let config = world.config();
+    let store = store_of(&config);
+    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    let pending: Vec<u64> = world
+        .org
+        .deployments
+        .iter()
+        .filter(|d| d.environment == "production" && tandem_fixtures::Organisation::finished_at(d).is_none())
+        .map(|d| d.id)
+        .collect();
+    assert!(!pending.is_empty());
+
+    // The same APIs move to other ports (a renamed host, a proxy): the config follows them.
+    let crate::common::World {
+        org,
+        servers,
+        dir,
+        config_path,
+    } = world;
+    servers.shutdown().await;
+    let moved = tandem_fixtures::start(org.clone(), crate::common::fake_options())
+        .await
+        .unwrap();
+    assert_eq!(crate::common::write_config(dir.path(), &org, &moved), config_path);
+    let config = tandem::config::Config::load(&config_path).unwrap();
+    let report = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    let github: Vec<_> = report.streams.iter().filter(|s| s.source == "github").collect();
+    assert!(!github.is_empty());
+    assert!(github.iter().all(|s| s.error.is_none()), "{github:#?}");
+    // Each deployment still running at the first sync is asked about again, on the new port.
+    let log = moved.github.control.requests();
+    for id in pending {
+        assert!(
+            log.iter()
+                .any(|r| r.contains(&format!("/deployments/{id}/statuses"))),
+            "{id}: {log:#?}"
+        );
+    }
+    moved.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! connector per source. Knows nothing of polars, Parquet or reports.
 
 pub mod contract;
+pub mod coverage;
 pub mod error;
 pub mod file;
 pub mod github;

@@ -73,6 +73,9 @@ pub enum DeploymentStatus {
     InProgress,
     /// Stopped before it finished.
     Cancelled,
+    /// Still unfinished long after it was created (the source's `stale_after_days`): no longer
+    /// re-polled. Neither a deployment nor a failed attempt: counted in data quality only.
+    Stale,
 }
 
 impl DeploymentStatus {
@@ -84,6 +87,7 @@ impl DeploymentStatus {
             Self::Error => "error",
             Self::InProgress => "in_progress",
             Self::Cancelled => "cancelled",
+            Self::Stale => "stale",
         }
     }
 }
@@ -105,7 +109,7 @@ pub struct Deployment {
     pub environment: String,
     /// Whether the environment counts as production.
     pub is_production: bool,
-    /// Final status (`success`, `failure`, `error`, `in_progress`, `cancelled`).
+    /// Final status (`success`, `failure`, `error`, `in_progress`, `cancelled`, `stale`).
     pub status: DeploymentStatus,
     /// Commit deployed.
     pub sha: String,
@@ -164,7 +168,7 @@ impl Table for Deployment {
             "status",
             ColumnKind::Text,
             false,
-            "success, failure, error, in_progress or cancelled.",
+            "success, failure, error, in_progress, cancelled or stale (never finished).",
         ),
         col("sha", ColumnKind::Text, false, "Commit deployed."),
         col(

@@ -222,6 +222,8 @@ base_url = "{github}"   # https://api.github.com, or https://HOST/api/v3
 token_env = "{GITHUB_TOKEN_VAR}"          # the token is read from this environment variable
 repos = [{repos}]
 environments = ["production"]
+lookback_days = {lookback}
+stale_after_days = {stale_after}
 
 [[source]]
 name = "gitlab"
@@ -229,6 +231,8 @@ kind = "gitlab"
 base_url = "{gitlab}"   # https://gitlab.com or your own host
 token_env = "{GITLAB_TOKEN_VAR}"
 projects = [{gitlab_projects}]
+lookback_days = {lookback}
+stale_after_days = {stale_after}
 
 [[source]]
 name = "pagerduty"
@@ -274,6 +278,9 @@ path = "imports"                        # CSV/NDJSON exports of a system without
         servicenow_user = opts.servicenow_user,
         // Reach back to the simulation's first day whenever the demo runs.
         lookback = (Utc::now() - org.spec.start_at()).num_days().max(0) + 7,
+        // The simulation's clock stops at its last day: a deployment still running then is a
+        // week from stale counted from that day, not from today.
+        stale_after = (Utc::now() - org.spec.now()).num_days().max(0) + 7,
     );
     for s in &org.services {
         let cis: Vec<String> = org

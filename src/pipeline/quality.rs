@@ -1,11 +1,13 @@
 //! Data quality, in the metric table beside the metrics it qualifies: quarantined records,
-//! records no mapping covers, how many changes and incidents could be linked, and first
-//! deployments without a baseline. Readers of a number can see how much data stands behind it.
+//! records no mapping covers, how many changes and incidents could be linked, first deployments
+//! without a baseline, and deployments that never finished (stale). Readers of a number can see how much data stands behind it.
 
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
-use tandem_connectors::model::{ChangeRequest, Incident, Quarantined, ReasonCode, Ticket, TicketTransition};
+use tandem_connectors::model::{
+    ChangeRequest, DeploymentStatus, Incident, Quarantined, ReasonCode, Ticket, TicketTransition,
+};
 
 use super::PipelineError;
 use super::codec::scan_table;
@@ -190,6 +192,14 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         .select([col("at"), col("service")]);
     let baseless = aggregate(first_per_repo, shared.grid, &[]).map_err(polars)?;
 
+    // Deployments that never finished: marked stale by their source, counted here and nowhere
+    // else (only successful ones are deployments, only incidents and rollbacks make failures).
+    let stale_events = deployments
+        .clone()
+        .filter(col("status").eq(lit(DeploymentStatus::Stale.as_str())))
+        .select([col("created_at").alias("at"), col("service")]);
+    let stale = aggregate(stale_events, shared.grid, &[]).map_err(polars)?;
+
     let org_count = |cells: &Cells, scope: Scope<'_>, period: Period| -> Option<(Option<f64>, i64)> {
         matches!(scope, Scope::Org).then(|| {
             let n = cells.n(scope, period);
@@ -268,6 +278,10 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
                 MetricId::ChangeRequestsApprovalUnknown => org_count(&unapproved, scope, period),
                 MetricId::DeploymentsWithoutBaseline => {
                     let n = baseless.n(scope, period);
+                    Some((Some(n as f64), n))
+                }
+                MetricId::StaleDeployments => {
+                    let n = stale.n(scope, period);
                     Some((Some(n as f64), n))
                 }
                 _ => None,
@@ -542,6 +556,66 @@ mod tests {
         assert_eq!(counts(TicketTypesUnclassified), [1, 1, 2]);
         assert_eq!(counts(TicketTransitionsUnknownCategory), [1, 1, 2]);
         assert_eq!(counts(ChangeRequestsApprovalUnknown), [2, 0, 2]);
+    }
+
+    #[test]
+    fn stale_deployments_are_counted_in_data_quality_and_are_neither_deployments_nor_failures() {
+        use crate::pipeline::testkit::deployment;
+        use tandem_connectors::model::{Deployment, DeploymentStatus};
+        let with = |id: &str, service: Option<&str>, status, at| Deployment {
+            status,
+            created_at: at,
+            finished_at: None,
+            ..deployment(id, service, at)
+        };
+        let stale = DeploymentStatus::Stale;
+        let deployments = vec![
+            // Week 0: web and api stale; a success, a failure and one still running beside them.
+            with("1", Some("web"), stale, aug(4, 9, 0)),
+            with("2", Some("api"), stale, aug(6, 9, 0)),
+            deployment("3", Some("web"), aug(5, 9, 0)),
+            with("4", Some("api"), DeploymentStatus::Failure, aug(6, 10, 0)),
+            with("5", Some("api"), DeploymentStatus::InProgress, aug(7, 10, 0)),
+            // Week 1: web stale, and one of no service (the organisation's only).
+            with("6", Some("web"), stale, aug(12, 9, 0)),
+            with("7", None, stale, aug(11, 9, 0)),
+            // Before the range: not counted.
+            with("8", Some("web"), stale, aug(3, 0, 0) - chrono::Duration::days(4)),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deployments.parquet");
+        write_table(&deployments, &path).unwrap();
+        let none = dir.path().join("none.parquet");
+        let rows = compute_metrics(
+            Inputs {
+                deployments: &path,
+                changes: &none,
+                commits: &none,
+                incidents: &none,
+                tickets: &none,
+                ticket_transitions: &none,
+                change_requests: &none,
+                quarantine: &none,
+            },
+            &options(2, &["web", "api"]),
+        )
+        .unwrap()
+        .to_rows();
+        let counts = |scope| [Some(0), Some(1), None].map(|week| cell(&rows, StaleDeployments, scope, week));
+        // [week 0, week 1, range]: (value, n).
+        assert_eq!(counts("all"), [(Some(2.0), 2), (Some(2.0), 2), (Some(4.0), 4)]);
+        assert_eq!(counts("web"), [(Some(1.0), 1), (Some(1.0), 1), (Some(2.0), 2)]);
+        assert_eq!(counts("api"), [(Some(1.0), 1), (Some(0.0), 0), (Some(1.0), 1)]);
+        // Only the success is a deployment; nothing failed.
+        assert_eq!(cell(&rows, DeploymentCount, "all", None).0, Some(1.0));
+        assert_eq!(cell(&rows, FailedDeploymentCount, "all", None).0, Some(0.0));
+        assert!(
+            !rows
+                .iter()
+                .find(|r| r.metric == "stale_deployments")
+                .unwrap()
+                .insufficient()
+        );
     }
 
     #[test]

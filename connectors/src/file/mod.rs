@@ -103,6 +103,10 @@ struct StreamState {
     /// The file being read at the last checkpoint, and how far.
     #[serde(default)]
     current: Option<Progress>,
+    /// The contract's `covers_from`: always null, for a file holds what it holds and no
+    /// lookback cuts it.
+    #[serde(default, skip_deserializing)]
+    covers_from: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

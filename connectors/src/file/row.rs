@@ -127,7 +127,7 @@ fn natural_key(table: &str) -> &'static [&'static str] {
 pub fn allowed_values(table: &str, column: &str) -> Option<&'static [&'static str]> {
     const CATEGORY: &[&str] = &["new", "indeterminate", "done"];
     Some(match (table, column) {
-        ("deployments", "status") => &["success", "failure", "error", "in_progress", "cancelled"],
+        ("deployments", "status") => &["success", "failure", "error", "in_progress", "cancelled", "stale"],
         ("incidents", "severity") => &["sev1", "sev2", "sev3", "sev4"],
         ("changes", "state") => &["open", "closed", "merged"],
         ("tickets", "category") => &["incident", "request", "change", "problem", "bug", "task", "story"],

@@ -364,6 +364,15 @@ async fn every_entity_round_trips_from_csv_and_ndjson() {
             );
             let want = expected(entity);
             assert_eq!(o.records.len(), want.len(), "{format} {}", entity.name());
+            // A file holds what it holds: no lookback limits what the stream covers.
+            assert!(!o.checkpoints.is_empty());
+            for state in &o.checkpoints {
+                assert_eq!(
+                    crate::contract::covers_from(state),
+                    Some(None),
+                    "{format} {state}"
+                );
+            }
             for (got, want) in o.records.iter().zip(&want) {
                 assert_eq!(got, want, "{format} {}", entity.name());
             }
@@ -393,7 +402,7 @@ fn the_closed_sets_are_the_model_enums() {
         let sev: Severity = serde_json::from_value(json!(v)).unwrap();
         assert_eq!(sev.as_str(), *v);
     }
-    assert_eq!(row::allowed_values("deployments", "status").unwrap().len(), 5);
+    assert_eq!(row::allowed_values("deployments", "status").unwrap().len(), 6);
     assert_eq!(row::allowed_values("incidents", "severity").unwrap().len(), 4);
 }
 
@@ -506,7 +515,7 @@ async fn every_bad_row_is_quarantined_with_file_line_and_column() {
             format!("{f}:5: column `is_production`: expected true/false/1/0/yes/no, found \"maybe\""),
             format!(
                 "{f}:6: column `status`: unknown value \"done\"; expected one of success, failure, error, \
-                 in_progress, cancelled"
+                 in_progress, cancelled, stale"
             ),
             format!("{f}:7: the row has 7 cells but the header has 6"),
         ]

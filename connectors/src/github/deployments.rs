@@ -4,8 +4,11 @@
 //! against the previous successful production deployment of the same repo and environment.
 //!
 //! The previous deployment and the deployments still to compare live in the bookmark, so a kill
-//! between compares loses nothing. A compare that goes `behind` is a rollback: it brings no
-//! commits. This module must not decide lead times: it only links commits to deployments.
+//! between compares loses nothing. Older deployments a backfill finds (a raised lookback) are
+//! compared among themselves and with the earliest one seen before, which then gets its commits
+//! too. A deployment still unfinished `stale_after_days` after it was created is `stale` and no
+//! longer re-polled. A compare that goes `behind` is a rollback: it brings no commits. This
+//! module must not decide lead times: it only links commits to deployments.
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -52,6 +55,26 @@ pub(super) struct CompareState {
     /// The latest deployment whose compare went `behind`: a rollback to an older commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_rollback: Option<String>,
+    /// The earliest deployment seen, which had nothing before it to compare with (unknown in
+    /// states written before backfills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    earliest: Option<Shipped>,
+    /// Deployments older than `earliest` that a backfill found, still to compare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    older: Vec<Shipped>,
+    /// A backfill's compares in progress: consecutive deployments in finish order, ending with
+    /// the former earliest one; each is compared with the one before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    chain: Vec<Shipped>,
+}
+
+/// Which compares a pair belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Deployments newer than the baseline.
+    Newer,
+    /// A backfill's chain of deployments older than the earliest one.
+    Older,
 }
 
 impl CompareState {
@@ -72,6 +95,13 @@ impl CompareState {
                 finished_at,
             };
             let compare = state.get_or_insert_with(Self::default);
+            // Older than every deployment seen so far: history a backfill brought.
+            if compare.earliest.as_ref().is_some_and(|e| s.order() < e.order()) {
+                if !compare.older.iter().chain(&compare.chain).any(|o| o.id == s.id) {
+                    compare.older.push(s);
+                }
+                continue;
+            }
             let seen = compare.baseline.as_ref().is_some_and(|b| s.order() <= b.order())
                 || compare.queue.iter().any(|q| q.id == s.id);
             if !seen {
@@ -104,6 +134,7 @@ impl GitHub {
                     .await?;
                 if self.config.compare_commits {
                     self.compare_queued(repo, &key, state, out).await?;
+                    self.compare_older(repo, &key, state, out).await?;
                 }
             }
         }
@@ -126,6 +157,7 @@ impl GitHub {
         }
         let pending = std::mem::take(&mut cursor.pending);
         let (records, rejected, still_pending) = self.map_deployments(repo, pending).await?;
+        self.log_stale(STREAM, repo, &records);
         if let Some(cursor) = state.cursors.get_mut(key) {
             cursor.pending = still_pending;
             if self.config.compare_commits {
@@ -148,12 +180,15 @@ impl GitHub {
                 let Some(id) = d.get("id").and_then(Value::as_u64) else {
                     return Ok::<_, ConnectorError>((d, None));
                 };
-                // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric forms).
-                let url = d
-                    .get("statuses_url")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
+                // Follow the record's own statuses_url when it has one (Enterprise hosts, numeric
+                // forms), moved under the configured API root. One that cannot be moved there
+                // (kept from before a base_url change) gives way to the id's own URL: the id
+                // says where the deployment lives, so nothing is lost.
+                let own = || self.url(&format!("/repos/{repo}/deployments/{id}/statuses"));
+                let url = match d.get("statuses_url").and_then(Value::as_str) {
+                    Some(link) => self.resolve(STREAM, link).unwrap_or_else(|_| own()),
+                    None => own(),
+                };
                 let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
                 Ok((d, Some(statuses)))
             }))
@@ -171,7 +206,7 @@ impl GitHub {
             match self.deployment(repo, &raw, &statuses) {
                 Ok(d) => {
                     if d.status == DeploymentStatus::InProgress {
-                        pending.push(raw);
+                        pending.push(self.keep_relative(raw, "statuses_url"));
                     }
                     records.push(Record::Deployment(d));
                 }
@@ -221,6 +256,12 @@ impl GitHub {
                 "queued" | "pending" | "in_progress" => (DeploymentStatus::InProgress, None),
                 other => return Err(format!("unknown deployment status state {other:?}")),
             },
+        };
+        // Unfinished long after it began: it will not be asked about again.
+        let status = if status == DeploymentStatus::InProgress && created_at < self.stale_before() {
+            DeploymentStatus::Stale
+        } else {
+            status
         };
         let latest_status = parsed.last().map(|p| p.0);
         let production_flag = raw
@@ -273,6 +314,7 @@ impl GitHub {
                     let first = queue.remove(0);
                     compare.queue.retain(|q| q.id != first.id);
                     compare.baseline = Some(first.clone());
+                    compare.earliest = Some(first.clone());
                     (first, queue, true)
                 }
             }
@@ -285,6 +327,56 @@ impl GitHub {
             pairs.push((base.clone(), head.clone()));
             base = head;
         }
+        self.compare_pairs(repo, key, pairs, Side::Newer, state, out)
+            .await
+    }
+
+    /// Compares the deployments a backfill found before the earliest one seen, in finish order:
+    /// the oldest becomes the earliest (nothing before it), each later one is compared with the
+    /// one before it, and the former earliest one at last gets its commits too.
+    async fn compare_older(
+        &self,
+        repo: &str,
+        key: &str,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
+        let chain = {
+            let Some(compare) = state.cursors.get_mut(key).and_then(|c| c.compare.as_mut()) else {
+                return Ok(());
+            };
+            if compare.chain.is_empty() {
+                let Some(earliest) = compare.earliest.clone() else {
+                    return Ok(());
+                };
+                if compare.older.is_empty() {
+                    return Ok(());
+                }
+                let mut chain = std::mem::take(&mut compare.older);
+                chain.sort_by(|a, b| a.order().cmp(&b.order()));
+                chain.push(earliest);
+                compare.earliest = chain.first().cloned();
+                compare.chain = chain;
+            }
+            compare.chain.clone()
+        };
+        out.checkpoint(state).await?;
+        let pairs = chain.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
+        self.compare_pairs(repo, key, pairs, Side::Older, state, out)
+            .await
+    }
+
+    /// Fetches the compares of `pairs` (base, head) and sends the commits each head brought, a
+    /// checkpoint after each batch; `side` says which part of the state each done pair updates.
+    async fn compare_pairs(
+        &self,
+        repo: &str,
+        key: &str,
+        pairs: Vec<(Shipped, Shipped)>,
+        side: Side,
+        state: &mut StreamState,
+        out: &Emitter,
+    ) -> Result<(), ConnectorError> {
         // Compares are independent once the pairs are known: fetch several at once, apply in order.
         let mut answers = stream::iter(pairs.into_iter().map(|(base, head)| async move {
             let answer = if base.sha == head.sha {
@@ -340,11 +432,22 @@ impl GitHub {
                 }
             }
             if let Some(compare) = state.cursors.get_mut(key).and_then(|c| c.compare.as_mut()) {
-                compare.queue.retain(|q| q.id != head.id);
-                if rollback {
-                    compare.last_rollback = Some(head.id.clone());
+                match side {
+                    Side::Newer => {
+                        compare.queue.retain(|q| q.id != head.id);
+                        if rollback {
+                            compare.last_rollback = Some(head.id.clone());
+                        }
+                        compare.baseline = Some(head);
+                    }
+                    Side::Older => {
+                        // The base is done with; a chain of one has nothing left to compare.
+                        compare.chain.retain(|c| c.id != base.id);
+                        if compare.chain.len() < 2 {
+                            compare.chain.clear();
+                        }
+                    }
                 }
-                compare.baseline = Some(head);
             }
             unsaved = true;
             if records.len() >= COMMIT_BATCH {

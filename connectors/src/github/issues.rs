@@ -46,14 +46,17 @@ impl GitHub {
         let cursor = state.cursors.entry(key.clone()).or_default();
         let mut conditional = None;
         let resumed = cursor.walk.is_some();
-        let (mut url, first_url, mut high_water, mut first_etag) = match cursor.walk.take() {
-            Some(w) => (w.next, w.first_url, w.high_water, w.etag),
+        let (mut url, first_url, mut high_water, mut first_etag, floor) = match cursor.walk.take() {
+            Some(w) => (
+                self.resolve(STREAM, &w.next)?,
+                w.first_url,
+                w.high_water,
+                w.etag,
+                w.floor,
+            ),
             None => {
                 let overlap = Duration::minutes(self.config.overlap_minutes);
-                let since = cursor
-                    .high_water
-                    .map(|h| h - overlap)
-                    .or_else(|| self.first_stop());
+                let (since, floor) = cursor.walk_from(self.first_stop(), overlap);
                 let mut query = vec![
                     ("state", "all".to_owned()),
                     ("labels", label.to_owned()),
@@ -68,7 +71,7 @@ impl GitHub {
                 if cursor.etag_url.as_deref() == Some(url.as_str()) {
                     conditional = cursor.etag.clone();
                 }
-                (url.clone(), Some(url), cursor.high_water, None)
+                (url.clone(), Some(url), cursor.high_water, None, floor)
             }
         };
         // Pages this walk has read; a resumed walk read at least one before the kill.
@@ -80,7 +83,9 @@ impl GitHub {
                 .await?
             else {
                 // 304: the same window as last time, unchanged.
-                return Ok(());
+                // The state still says what the stream covers (a bookmark written before
+                // coverage was kept learns it here).
+                return out.checkpoint(state).await;
             };
             pages += 1;
             if first_etag.is_none() {
@@ -112,10 +117,11 @@ impl GitHub {
             match page.link("next") {
                 Some(next) => {
                     cursor.walk = Some(Walk {
-                        next: next.clone(),
+                        next: self.relative(&next),
                         high_water,
                         etag: first_etag.clone(),
                         first_url: first_url.clone(),
+                        floor,
                         ..Walk::default()
                     });
                     out.checkpoint(state).await?;
@@ -124,6 +130,7 @@ impl GitHub {
                 None => {
                     cursor.high_water = high_water;
                     cursor.walk = None;
+                    cursor.complete(floor, self.first_stop());
                     // Updates land on the last page of an oldest-first list: an unchanged first
                     // page proves nothing changed only when it was the only page.
                     let single = pages == 1 && first_url.is_some();

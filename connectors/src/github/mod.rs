@@ -5,8 +5,10 @@
 //!
 //! Deployments, pulls and releases come newest first without a `since` filter, so each walk stops
 //! below the bookmark (minus an overlap) and resumes from the saved `next` link after a kill;
-//! issues and workflow runs take a time filter instead. Mapping to services happens in the runner,
-//! not here; this module never touches the store.
+//! issues and workflow runs take a time filter instead. Every stream reads back `lookback_days`
+//! (a year by default) and backfills per repo when that grows or a repo is added; links saved in
+//! bookmarks are relative to `base_url`. Mapping to services happens in the runner, not here;
+//! this module never touches the store.
 
 mod deployments;
 mod issues;
@@ -22,15 +24,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{Emitter, StreamDef};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
 use crate::model::QuarantineReason;
-use crate::model::Quarantined;
+use crate::model::{DeploymentStatus, Quarantined, Record};
 use crate::secret::SecretEnv;
 use crate::time::parse_instant;
-
-use walk::StreamState;
 
 /// Page size: GitHub's maximum, so a walk makes the fewest requests.
 const PER_PAGE: &str = "100";
@@ -61,9 +61,14 @@ pub struct GitHubConfig {
     /// How far each incremental walk reaches back past the bookmark, in minutes.
     #[serde(default = "default_overlap")]
     pub overlap_minutes: i64,
-    /// On the first sync, read no further back than this many days (all history when absent).
-    #[serde(default)]
+    /// Read no further back than this many days (365 by default). Raising it, or adding a repo,
+    /// backfills the missing history on the next sync.
+    #[serde(default = "default_lookback")]
     pub lookback_days: Option<i64>,
+    /// Deployments and workflow runs still unfinished this many days after they were created are
+    /// marked `stale` and no longer re-polled.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_days: i64,
     /// Emit the commits between consecutive successful production deployments (one compare per
     /// deployment), so lead time can follow commit ancestry.
     #[serde(default = "default_true")]
@@ -99,6 +104,12 @@ fn default_production() -> Vec<String> {
 fn default_overlap() -> i64 {
     60
 }
+fn default_lookback() -> Option<i64> {
+    Some(crate::coverage::DEFAULT_LOOKBACK_DAYS)
+}
+fn default_stale_after() -> i64 {
+    crate::coverage::DEFAULT_STALE_AFTER_DAYS
+}
 fn default_true() -> bool {
     true
 }
@@ -111,6 +122,8 @@ fn default_production_environment() -> String {
 pub struct GitHub {
     config: GitHubConfig,
     client: HttpClient,
+    /// The instant the clock shows, when fixed (a replay of a frozen world); else the system's.
+    now: Option<DateTime<Utc>>,
 }
 
 const STREAMS: &[StreamDef] = &[
@@ -165,7 +178,27 @@ impl GitHub {
             ),
             policy,
         )?;
-        Ok(Self { config, client })
+        Ok(Self {
+            config,
+            client,
+            now: None,
+        })
+    }
+
+    /// The same connector reading its clock as showing `now`: what counts as stale and where the
+    /// lookback starts follow it (for replays of recorded or simulated data).
+    pub fn with_now(mut self, now: DateTime<Utc>) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.now.unwrap_or_else(Utc::now)
+    }
+
+    /// Unfinished records created before this instant are stale.
+    fn stale_before(&self) -> DateTime<Utc> {
+        self.now() - chrono::Duration::days(self.config.stale_after_days.max(0))
     }
 
     /// The streams offered; `issues`, `releases` and `workflow_runs` read nothing unless
@@ -191,7 +224,7 @@ impl GitHub {
         bookmark: Option<Value>,
         out: Emitter,
     ) -> Result<(), ConnectorError> {
-        let mut state: StreamState = state_from_bookmark(bookmark);
+        let mut state = self.state(stream, bookmark);
         match stream {
             "deployments" => self.read_deployments(&mut state, &out).await,
             "pulls" => self.read_pulls(&mut state, &out).await,
@@ -224,6 +257,80 @@ impl GitHub {
                     self.config.base_url
                 ),
             })
+    }
+
+    /// A link as a bookmark keeps it: relative to the configured API root (`/repositories/1/…`)
+    /// when it lies under it, so a later change of `base_url` (a renamed Enterprise host, a
+    /// proxy, a new port) moves it along; as given otherwise.
+    fn relative(&self, link: &str) -> String {
+        let base = self.config.base_url.trim_end_matches('/');
+        match link.strip_prefix(base) {
+            Some(rest) if rest.starts_with('/') || rest.starts_with('?') => rest.to_owned(),
+            _ => link.to_owned(),
+        }
+    }
+
+    /// A link of a record or a bookmark as a URL under the configured API root: a relative link
+    /// is joined to it, and an absolute one (a record's own link, or a bookmark written before
+    /// links were kept relative) keeps its path below the root's path, whatever its host. A link
+    /// whose path is not under the root's path cannot be placed: an error saying what to do.
+    fn resolve(&self, stream: &str, link: &str) -> Result<String, ConnectorError> {
+        let base = self.config.base_url.trim_end_matches('/');
+        if link.starts_with('/') {
+            return Ok(format!("{base}{link}"));
+        }
+        if link
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+        {
+            return Ok(link.to_owned());
+        }
+        let moved = match (reqwest::Url::parse(link), reqwest::Url::parse(base)) {
+            (Ok(url), Ok(root)) => {
+                let root_path = root.path().trim_end_matches('/');
+                url.path()
+                    .strip_prefix(root_path)
+                    .filter(|rest| rest.starts_with('/'))
+                    .map(|rest| match url.query() {
+                        Some(q) => format!("{base}{rest}?{q}"),
+                        None => format!("{base}{rest}"),
+                    })
+            }
+            _ => None,
+        };
+        moved.ok_or_else(|| ConnectorError::Config {
+            source_name: self.config.name.clone(),
+            message: format!(
+                "stream `{stream}`: the bookmark holds the link {link}, whose path does not lie under the path of base_url {base}, so it cannot be moved to the configured host; run `tandem sync --source {} --full` to read the stream again, or restore the base_url it was read with",
+                self.config.name
+            ),
+        })
+    }
+
+    /// Says how many of the re-polled `records` became stale: they will not be asked about again.
+    fn log_stale(&self, stream: &str, repo: &str, records: &[Record]) {
+        let stale = records
+            .iter()
+            .filter(|r| matches!(r, Record::Deployment(d) if d.status == DeploymentStatus::Stale))
+            .count();
+        if stale > 0 {
+            tracing::info!(
+                source = %self.config.name,
+                stream,
+                repo,
+                stale,
+                stale_after_days = self.config.stale_after_days,
+                "Deployments still unfinished past stale_after_days are marked stale and no longer re-polled."
+            );
+        }
+    }
+
+    /// `raw` with its link `field` kept relative to the API root, for a bookmark.
+    fn keep_relative(&self, mut raw: Value, field: &str) -> Value {
+        if let Some(link) = raw.get(field).and_then(Value::as_str).map(|l| self.relative(l)) {
+            raw[field] = Value::String(link);
+        }
+        raw
     }
 
     /// Whether an environment counts as production: GitHub's flag, or a configured name.

@@ -99,13 +99,13 @@ impl GitHub {
         let cursor = state.cursors.entry(key.clone()).or_default();
         let mut conditional = None;
         let mut walk = match cursor.walk.take() {
-            Some(w) => w,
+            Some(mut w) => {
+                w.next = self.resolve(STREAM, &w.next)?;
+                w
+            }
             None => {
                 let overlap = Duration::minutes(self.config.overlap_minutes);
-                let from = cursor
-                    .high_water
-                    .map(|h| h - overlap)
-                    .or_else(|| self.first_stop());
+                let (from, floor) = cursor.walk_from(self.first_stop(), overlap);
                 let window = Window { from, to: None };
                 let url = self.window_url(repo, &window)?;
                 if cursor.etag_url.as_deref() == Some(url.as_str()) {
@@ -116,6 +116,7 @@ impl GitHub {
                     high_water: cursor.high_water,
                     first_url: Some(url),
                     window: Some(window),
+                    floor,
                     ..Walk::default()
                 }
             }
@@ -127,7 +128,9 @@ impl GitHub {
                 .await?
             else {
                 // 304: no run created or changed since the last completed walk.
-                return Ok(());
+                // The state still says what the stream covers (a bookmark written before
+                // coverage was kept learns it here).
+                return out.checkpoint(state).await;
             };
             if walk.etag.is_none() && walk.first_url.as_deref() == Some(walk.next.as_str()) {
                 walk.etag = page.header("etag").map(str::to_owned);
@@ -191,12 +194,13 @@ impl GitHub {
                     walk.next = url;
                     walk.window = window;
                     cursor.walk = Some(Walk {
-                        next: walk.next.clone(),
+                        next: self.relative(&walk.next),
                         high_water: walk.high_water,
                         etag: walk.etag.clone(),
                         first_url: walk.first_url.clone(),
                         window: walk.window,
                         windows: walk.windows.clone(),
+                        floor: walk.floor,
                         ..Walk::default()
                     });
                     out.checkpoint(state).await?;
@@ -204,6 +208,7 @@ impl GitHub {
                 None => {
                     cursor.high_water = walk.high_water;
                     cursor.walk = None;
+                    cursor.complete(walk.floor, self.first_stop());
                     // Newest first: a new run changes the first page, so its ETag tells.
                     cursor.etag = walk.etag;
                     cursor.etag_url = walk.first_url;
@@ -230,12 +235,24 @@ impl GitHub {
         let pending = std::mem::take(&mut cursor.pending);
         let mut fresh = Vec::new();
         for p in &pending {
+            // The run's own link moved under the configured API root; one that cannot be moved
+            // there (kept from before a base_url change) gives way to the id's own URL.
+            let own = |id: u64| self.url(&format!("/repos/{repo}/actions/runs/{id}"));
             let url = match (
                 p.get("url").and_then(Value::as_str),
                 p.get("id").and_then(Value::as_u64),
             ) {
-                (Some(url), _) => url.to_owned(),
-                (None, Some(id)) => self.url(&format!("/repos/{repo}/actions/runs/{id}")),
+                (Some(url), id) => match (self.resolve(STREAM, url), id) {
+                    (Ok(url), _) => url,
+                    (Err(_), Some(id)) => own(id),
+                    (Err(e), None) => {
+                        if let Some(cursor) = state.cursors.get_mut(repo) {
+                            cursor.pending = pending;
+                        }
+                        return Err(e);
+                    }
+                },
+                (None, Some(id)) => own(id),
                 (None, None) => continue,
             };
             match self.client.get_json(&url, &[]).await {
@@ -252,6 +269,7 @@ impl GitHub {
         }
         let mut high_water = None;
         let (records, rejected, still_pending) = self.map_runs(repo, &fresh, &mut high_water);
+        self.log_stale(STREAM, repo, &records);
         if let Some(cursor) = state.cursors.get_mut(repo) {
             cursor.pending = still_pending;
         }
@@ -300,7 +318,7 @@ impl GitHub {
             match self.run(repo, raw) {
                 Ok(d) => {
                     if d.status == DeploymentStatus::InProgress {
-                        pending.push(raw.clone());
+                        pending.push(self.keep_relative(raw.clone(), "url"));
                     }
                     records.push(Record::Deployment(d));
                 }
@@ -353,6 +371,12 @@ impl GitHub {
         let created_at = match opt_time_field(raw, "run_started_at")? {
             Some(t) => t,
             None => time_field(raw, "created_at")?,
+        };
+        // Still going long after it began: it will not be asked about again.
+        let status = if status == DeploymentStatus::InProgress && created_at < self.stale_before() {
+            DeploymentStatus::Stale
+        } else {
+            status
         };
         Ok(Deployment {
             change_refs: Vec::new(),

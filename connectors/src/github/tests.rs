@@ -14,7 +14,7 @@ use tandem_fixtures::github_data::{self, GitHubData, Workflow};
 use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation, SimDeployment, SimPull};
 
 use super::{GitHub, GitHubConfig};
-use crate::contract::{Message, read_all};
+use crate::contract::{Message, covers_from, read_all};
 use crate::error::ConnectorError;
 use crate::http::RetryPolicy;
 use crate::model::{Commit, Deployment, DeploymentStatus, Incident, Quarantined, Record, Severity};
@@ -59,6 +59,8 @@ impl World {
             production_environments: vec!["prod".into(), "production".into()],
             overlap_minutes: 60,
             lookback_days: None,
+            // The simulated world's clock stopped long before today's: nothing it runs is stale.
+            stale_after_days: 36_500,
             compare_commits: true,
             incident_labels: Vec::new(),
             releases_as_deployments: false,
@@ -727,6 +729,8 @@ async fn workflow_runs_split_a_created_range_holding_more_than_github_lists() {
     let gh = connector(GitHubConfig {
         repos: vec![repo.into()],
         lookback_days: Some(days),
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         deployment_workflows: vec!["deploy".into()],
         ..w.config("gh-runs-windows")
     });
@@ -906,6 +910,7 @@ fn configs_without_the_new_keys_keep_working() {
         (c.release_environment.as_str(), c.workflow_environment.as_str()),
         ("production", "production")
     );
+    assert_eq!((c.lookback_days, c.stale_after_days), (Some(365), 7));
     let typo = serde_json::from_value::<GitHubConfig>(serde_json::json!({
         "name": "github",
         "token_env": "GH",
@@ -928,6 +933,8 @@ async fn malformed_records_of_the_new_streams_are_rejected_with_a_reason() {
             production_environments: vec!["production".into()],
             overlap_minutes: 60,
             lookback_days: None,
+            // The simulated world's clock stopped long before today's: nothing it runs is stale.
+            stale_after_days: 36_500,
             compare_commits: true,
             incident_labels: vec!["incident".into()],
             releases_as_deployments: true,
@@ -1013,6 +1020,8 @@ fn people_are_read_from_githubs_shapes_and_missing_ones_are_null() {
         production_environments: vec!["production".into()],
         overlap_minutes: 60,
         lookback_days: None,
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         compare_commits: true,
         incident_labels: vec!["incident".into()],
         releases_as_deployments: true,
@@ -1119,5 +1128,391 @@ fn people_are_read_from_githubs_shapes_and_missing_ones_are_null() {
     assert_eq!(
         gh.run("acme/a", &run).unwrap().deployed_by.as_deref(),
         Some("lukas-b")
+    );
+}
+
+/// Every link a bookmark of `state` keeps: walks' `next`, pending deployments' `statuses_url`
+/// and pending runs' `url`.
+fn bookmark_links(state: &Value) -> Vec<String> {
+    let mut links = Vec::new();
+    for cursor in state["cursors"].as_object().into_iter().flat_map(|c| c.values()) {
+        if let Some(next) = cursor.pointer("/walk/next").and_then(Value::as_str) {
+            links.push(next.to_owned());
+        }
+        for p in cursor["pending"].as_array().into_iter().flatten() {
+            // A deployment is re-polled through its statuses, a run through its own URL.
+            let field = if p.get("statuses_url").is_some() {
+                "statuses_url"
+            } else {
+                "url"
+            };
+            if let Some(link) = p.get(field).and_then(Value::as_str) {
+                links.push(link.to_owned());
+            }
+        }
+    }
+    links
+}
+
+#[tokio::test]
+async fn github_pending_deployments_and_runs_are_repolled_after_base_url_moves_to_another_port() {
+    let w = world(6).await;
+    let name = "gh-moved";
+    let old = config_all(&w, name);
+    let gh = connector(old.clone());
+    let deployments = read(&gh, "deployments", None).await.ok();
+    let runs = read(&gh, "workflow_runs", None).await.ok();
+    let running = |r: &Read| -> Vec<String> {
+        r.deployments()
+            .into_iter()
+            .filter(|d| d.status == DeploymentStatus::InProgress)
+            .map(|d| d.id)
+            .collect()
+    };
+    let (running_deployments, running_runs) = (running(&deployments), running(&runs));
+    assert!(!running_deployments.is_empty() && !running_runs.is_empty());
+    let deployments_bookmark = deployments.last_checkpoint().unwrap();
+    let runs_bookmark = runs.last_checkpoint().unwrap();
+    // A kill in the middle of a runs walk leaves its next page in the bookmark.
+    let mid_walk = runs
+        .checkpoints()
+        .into_iter()
+        .find(|c| {
+            c["cursors"]
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|cursor| !cursor["walk"].is_null())
+        })
+        .expect("a checkpoint taken mid-walk");
+    // What the bookmarks keep is relative to base_url: no host, no port.
+    for state in [&deployments_bookmark, &runs_bookmark, &mid_walk] {
+        let links = bookmark_links(state);
+        assert!(!links.is_empty());
+        assert!(links.iter().all(|l| l.starts_with('/')), "{links:#?}");
+    }
+
+    // The same API moves to another port (a renamed host, a proxy): base_url follows it.
+    let old_base = old.base_url.clone();
+    let World {
+        org,
+        data: _,
+        servers,
+    } = w;
+    servers.shutdown().await;
+    let moved = tandem_fixtures::start(Arc::clone(&org), FakeOptions::with_secret("t"))
+        .await
+        .unwrap();
+    assert_ne!(moved.github.base_url(), old_base);
+    let gh = connector(GitHubConfig {
+        base_url: moved.github.base_url(),
+        ..old
+    });
+    let requests = || moved.github.control.requests();
+
+    let again = read(&gh, "deployments", Some(deployments_bookmark.clone()))
+        .await
+        .ok();
+    let ids: Vec<String> = again.deployments().into_iter().map(|d| d.id).collect();
+    assert!(running_deployments.iter().all(|id| ids.contains(id)), "{ids:?}");
+    // Each vendor id (the last part of the record id) asked of the new port, re-polls first.
+    let asked = |log: &[String], ids: &[String], what: &str| {
+        for id in ids {
+            let vendor = id.rsplit(':').next().unwrap().trim_start_matches("run-");
+            let vendor = vendor.split('-').next().unwrap();
+            assert!(
+                log.iter().any(|r| r.contains(&format!("/{vendor}{what}"))),
+                "{id}: {log:#?}"
+            );
+        }
+    };
+    asked(&requests(), &running_deployments, "/statuses");
+    assert!(requests()[0].contains("/statuses"), "{:#?}", requests());
+
+    let before = requests().len();
+    let again = read(&gh, "workflow_runs", Some(runs_bookmark)).await.ok();
+    let ids: Vec<String> = again.deployments().into_iter().map(|d| d.id).collect();
+    assert!(running_runs.iter().all(|id| ids.contains(id)), "{ids:?}");
+    asked(&requests()[before..], &running_runs, "");
+
+    // A walk resumed from its saved next page on the new port.
+    read(&gh, "workflow_runs", Some(mid_walk)).await.ok();
+
+    // A bookmark written before links were kept relative holds the old host: moved too.
+    let mut legacy = deployments_bookmark;
+    for cursor in legacy["cursors"].as_object_mut().unwrap().values_mut() {
+        for p in cursor["pending"].as_array_mut().into_iter().flatten() {
+            let relative = p["statuses_url"].as_str().unwrap().to_owned();
+            p["statuses_url"] = format!("{old_base}{relative}").into();
+        }
+    }
+    let before = requests().len();
+    read(&gh, "deployments", Some(legacy)).await.ok();
+    asked(&requests()[before..], &running_deployments, "/statuses");
+    moved.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bookmarked_link_outside_the_base_url_path_fails_the_stream_saying_what_to_do() {
+    let w = world(2).await;
+    let repo = w.org.services[0].repo.clone();
+    // The API now sits under a path the old link does not have (a proxy with a prefix).
+    let gh = connector(GitHubConfig {
+        base_url: format!("{}/github/api/v3", w.servers.github.base_url()),
+        repos: vec![repo.clone()],
+        ..w.config("gh-unmovable")
+    });
+    let link = "https://ghe.example.com/api/v3/repositories/7/pulls?state=closed&page=2";
+    let bookmark = serde_json::json!({"cursors": {repo: {"high_water": null, "walk": {
+        "next": link, "stop_below": null, "high_water": null
+    }}}});
+    let before = w.requests().len();
+    let r = read(&gh, "pulls", Some(bookmark)).await;
+    let message = r.result.unwrap_err().to_string();
+    for part in [
+        link,
+        "gh-unmovable",
+        "pulls",
+        "tandem sync --source gh-unmovable --full",
+        "base_url",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(
+        w.requests_since(before).is_empty(),
+        "nothing asked of a guessed URL"
+    );
+}
+
+#[tokio::test]
+async fn an_in_progress_deployment_eight_days_old_becomes_stale_and_is_no_longer_requested() {
+    let w = world(6).await;
+    let config = GitHubConfig {
+        stale_after_days: 7,
+        deployment_workflows: vec!["deploy.yml".into()],
+        ..w.config("gh-stale")
+    };
+    for (stream, by_id) in [("deployments", "/statuses"), ("workflow_runs", "/actions/runs/")] {
+        let now = w.org.spec.now();
+        let first = read(&connector(config.clone()).with_now(now), stream, None)
+            .await
+            .ok();
+        let running: Vec<Deployment> = first
+            .deployments()
+            .into_iter()
+            .filter(|d| d.status == DeploymentStatus::InProgress)
+            .collect();
+        assert!(!running.is_empty(), "{stream}");
+        // The fake world's clock stands still: eight days on, they are still running.
+        let later = running.iter().map(|d| d.created_at).max().unwrap() + chrono::Duration::days(8);
+        let before = w.requests().len();
+        let second = read(
+            &connector(config.clone()).with_now(later),
+            stream,
+            first.last_checkpoint(),
+        )
+        .await
+        .ok();
+        // Asked once more (it may have finished meanwhile), then stale: not success, not failure.
+        let asked = w.requests_since(before);
+        assert_eq!(
+            asked.iter().filter(|r| r.contains(by_id)).count(),
+            running.len(),
+            "{stream}: {asked:#?}"
+        );
+        let again = second.deployments();
+        for d in &running {
+            let now_stale = again.iter().find(|a| a.id == d.id).unwrap();
+            assert_eq!(now_stale.status, DeploymentStatus::Stale, "{stream}");
+            assert_eq!(now_stale.finished_at, None);
+        }
+        let bookmark = second.last_checkpoint().unwrap();
+        assert!(
+            bookmark["cursors"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|c| c["pending"].as_array().is_none_or(Vec::is_empty)),
+            "{stream}: {bookmark}"
+        );
+        // And no longer requested.
+        let before = w.requests().len();
+        let third = read(
+            &connector(config.clone()).with_now(later + chrono::Duration::days(1)),
+            stream,
+            Some(bookmark),
+        )
+        .await
+        .ok();
+        let asked = w.requests_since(before);
+        assert!(!asked.iter().any(|r| r.contains(by_id)), "{stream}: {asked:#?}");
+        assert!(third.deployments().is_empty(), "{stream}");
+    }
+}
+
+/// The instant a record's stream walks by: creation for deployments, last update otherwise.
+fn walked_at(r: &Record) -> Option<DateTime<Utc>> {
+    match r {
+        Record::Deployment(d) => Some(d.created_at),
+        Record::Change(c) => Some(c.updated_at),
+        Record::Incident(i) => Some(i.updated_at),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn raising_lookback_from_30_to_90_days_backfills_every_stream_and_moves_covers_from() {
+    let w = world(20).await;
+    let now = w.org.spec.now();
+    let days = |n| now - chrono::Duration::days(n);
+    let with_lookback = |n| {
+        connector(GitHubConfig {
+            lookback_days: Some(n),
+            ..config_all(&w, "gh-backfill")
+        })
+        .with_now(now)
+    };
+    for stream in ["deployments", "pulls", "issues", "releases", "workflow_runs"] {
+        let first = read(&with_lookback(30), stream, None).await.ok();
+        let bookmark = first.last_checkpoint().unwrap();
+        assert_eq!(covers_from(&bookmark), Some(Some(days(30))), "{stream}");
+        assert!(
+            first
+                .records()
+                .iter()
+                .filter_map(walked_at)
+                .all(|t| t >= days(31)),
+            "{stream}"
+        );
+        // Lookback raised: the older history arrives without --full, from the bookmark.
+        let second = read(&with_lookback(90), stream, Some(bookmark)).await.ok();
+        let bookmark = second.last_checkpoint().unwrap();
+        assert_eq!(covers_from(&bookmark), Some(Some(days(90))), "{stream}");
+        let older: Vec<DateTime<Utc>> = second
+            .records()
+            .iter()
+            .filter_map(walked_at)
+            .filter(|t| *t < days(31))
+            .collect();
+        assert!(!older.is_empty(), "{stream}: nothing older arrived");
+        assert!(older.iter().all(|t| *t >= days(91)), "{stream}");
+        if stream == "deployments" {
+            // The older deployments' commits too: what one read of the 90 days links, no more,
+            // no less (the deployment that was the first one seen now has its commits).
+            let clean = read(&with_lookback(90), stream, None).await.ok();
+            let links = |reads: &[&Read]| {
+                reads
+                    .iter()
+                    .flat_map(|r| r.commits())
+                    .map(|c| (c.deployment_id, c.sha))
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            assert!(!second.commits().is_empty());
+            assert_eq!(links(&[&first, &second]), links(&[&clean]));
+        }
+        // Then incremental again: nothing old is read twice.
+        let third = read(&with_lookback(90), stream, Some(bookmark)).await.ok();
+        assert_eq!(
+            covers_from(&third.last_checkpoint().unwrap()),
+            Some(Some(days(90))),
+            "{stream}"
+        );
+        assert!(
+            third
+                .records()
+                .iter()
+                .filter_map(walked_at)
+                .all(|t| t >= days(31)),
+            "{stream}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_repo_added_to_the_config_gets_its_history_while_the_others_read_incrementally() {
+    let w = world(8).await;
+    let now = w.org.spec.now();
+    let (kept, added) = (w.org.services[0].repo.clone(), w.org.services[1].repo.clone());
+    let with_repos = |repos: Vec<String>| {
+        connector(GitHubConfig {
+            repos,
+            lookback_days: Some(90),
+            ..w.config("gh-added")
+        })
+        .with_now(now)
+    };
+    let first = read(&with_repos(vec![kept.clone()]), "deployments", None)
+        .await
+        .ok();
+    let start = now - chrono::Duration::days(90);
+    assert_eq!(covers_from(&first.last_checkpoint().unwrap()), Some(Some(start)));
+    // What the added repo holds, read on its own.
+    let alone = read(&with_repos(vec![added.clone()]), "deployments", None)
+        .await
+        .ok();
+    let want: Vec<String> = alone.deployments().into_iter().map(|d| d.id).collect();
+    assert!(!want.is_empty());
+
+    let before = w.requests().len();
+    let both = with_repos(vec![kept.clone(), added.clone()]);
+    let second = read(&both, "deployments", first.last_checkpoint()).await.ok();
+    let got: Vec<String> = second
+        .deployments()
+        .into_iter()
+        .filter(|d| d.repo == added)
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        got.iter().collect::<std::collections::BTreeSet<_>>(),
+        want.iter().collect()
+    );
+    // The kept repo: its list answered 304 and only what was running is asked again.
+    assert!(
+        second
+            .deployments()
+            .iter()
+            .filter(|d| d.repo == kept)
+            .all(|d| d.status == DeploymentStatus::InProgress)
+    );
+    let kept_lists = w.requests_since(before);
+    let kept_id = w.org.services[0].repo_id;
+    let kept_lists: Vec<&String> = kept_lists
+        .iter()
+        .filter(|r| {
+            r.contains(&format!("/repos/{kept}/deployments?"))
+                || r.contains(&format!("/repositories/{kept_id}/deployments?"))
+        })
+        .collect();
+    assert_eq!(kept_lists.len(), 1, "{kept_lists:#?}");
+    // Until the added repo is read, the stream is complete from now only; then from the start.
+    let checkpoints = second.checkpoints();
+    assert_eq!(covers_from(&checkpoints[0]), Some(Some(now)));
+    assert_eq!(covers_from(checkpoints.last().unwrap()), Some(Some(start)));
+}
+
+#[tokio::test]
+async fn a_bookmark_from_before_coverage_was_kept_is_read_incrementally() {
+    let w = world(8).await;
+    let now = w.org.spec.now();
+    let gh = connector(GitHubConfig {
+        lookback_days: Some(30),
+        ..w.config("gh-legacy-coverage")
+    })
+    .with_now(now);
+    let first = read(&gh, "pulls", None).await.ok();
+    // The same bookmark as a tandem that kept no coverage wrote it.
+    let mut legacy = first.last_checkpoint().unwrap();
+    legacy.as_object_mut().unwrap().remove("covers_from");
+    for cursor in legacy["cursors"].as_object_mut().unwrap().values_mut() {
+        assert!(cursor.as_object_mut().unwrap().remove("covered").is_some());
+    }
+    let before = w.requests().len();
+    let again = read(&gh, "pulls", Some(legacy)).await.ok();
+    // Taken as complete from the lookback start: one unchanged first page per repo, no backfill.
+    assert!(again.records().is_empty());
+    assert_eq!(w.requests_since(before).len(), w.org.services.len());
+    assert_eq!(
+        covers_from(&again.last_checkpoint().unwrap()),
+        Some(Some(now - chrono::Duration::days(30)))
     );
 }

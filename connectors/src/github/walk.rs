@@ -2,6 +2,11 @@
 //! pull requests and releases: read pages until one reaches below the bookmark (minus an overlap),
 //! a checkpoint after each, resumable from the saved `next` link.
 //!
+//! Each cursor remembers from when its history is complete (`covered`): a first walk, and a walk
+//! on a cursor whose history starts later than the lookback start in force (the lookback was
+//! raised), read down to that start, then the cursor covers from it. Links are saved relative to
+//! `base_url`, so a moved host is followed.
+//!
 //! What a page's items become is each stream's business (its own file); this module only decides
 //! which pages to read and what the bookmark remembers.
 
@@ -13,17 +18,57 @@ use serde_json::Value;
 
 use super::GitHub;
 use super::deployments::CompareState;
-use crate::contract::Emitter;
+use crate::contract::{COVERS_FROM, Emitter};
+use crate::coverage::{Covered, lookback_start, stream_covers_from};
 use crate::error::ConnectorError;
 use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::time::parse_instant;
 
 /// Bookmark of one stream: a cursor per repo (per repo and environment for deployments, per repo
-/// and label for issues).
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// and label for issues), and at its top level the stream's `covers_from` over the configured
+/// cursors (written, never read back: the cursors' own coverage is what counts).
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct StreamState {
     pub(super) cursors: BTreeMap<String, Cursor>,
+    /// The cursor keys this read is configured for and the time it started: what `covers_from`
+    /// is computed over.
+    #[serde(skip)]
+    pub(super) scopes: Option<(Vec<String>, DateTime<Utc>)>,
+}
+
+impl StreamState {
+    /// Sets the cursor keys this read covers. A cursor that was read before coverage was kept
+    /// is taken as complete from `start` on, as the bookmark then promised.
+    pub(super) fn configure(&mut self, keys: Vec<String>, start: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        for key in &keys {
+            if let Some(cursor) = self.cursors.get_mut(key)
+                && cursor.covered.is_none()
+                && cursor.high_water.is_some()
+            {
+                cursor.covered = Some(Covered { from: start });
+            }
+        }
+        self.scopes = Some((keys, now));
+    }
+
+    fn covers_from(&self) -> Option<DateTime<Utc>> {
+        let (keys, now) = self.scopes.as_ref()?;
+        stream_covers_from(
+            keys.iter().map(|k| self.cursors.get(k).and_then(|c| c.covered)),
+            *now,
+        )
+    }
+}
+
+impl Serialize for StreamState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("cursors", &self.cursors)?;
+        map.serialize_entry(COVERS_FROM, &self.covers_from())?;
+        map.end()
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -46,11 +91,43 @@ pub(super) struct Cursor {
     /// Deployments: the last production deployment compared and those still to compare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) compare: Option<CompareState>,
+    /// The history this cursor holds completely, once a walk has reached its lookback start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) covered: Option<Covered>,
+}
+
+impl Cursor {
+    /// Where this sync's walk starts reading and the coverage it establishes when complete: from
+    /// the bookmark minus `overlap`, or, for a first walk and for a cursor whose history starts
+    /// later than the lookback `start` (raised since), from `start` on.
+    pub(super) fn walk_from(
+        &self,
+        start: Option<DateTime<Utc>>,
+        overlap: Duration,
+    ) -> (Option<DateTime<Utc>>, Option<Covered>) {
+        match self.high_water {
+            Some(h) if self.covered.is_none_or(|c| c.reaches(start)) => (Some(h - overlap), None),
+            _ => (start, Some(Covered { from: start })),
+        }
+    }
+
+    /// Completes a walk: the cursor now holds what the walk set out to cover. A first walk
+    /// begun before coverage was kept is taken to cover from the lookback `start` in force, as
+    /// an older bookmark is.
+    pub(super) fn complete(&mut self, floor: Option<Covered>, start: Option<DateTime<Utc>>) {
+        match floor {
+            Some(f) => self.covered = Some(f),
+            None if self.covered.is_none() => self.covered = Some(Covered { from: start }),
+            None => {}
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Walk {
+    /// The page to read next, relative to `base_url` when under it.
     pub(super) next: String,
+    /// Where the walk stops: the lowest cursor value it reads.
     pub(super) stop_below: Option<DateTime<Utc>>,
     pub(super) high_water: Option<DateTime<Utc>>,
     /// ETag of this walk's first page, saved when the walk completes.
@@ -69,6 +146,10 @@ pub(super) struct Walk {
     /// Workflow runs: the windows still to read after the current one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) windows: Vec<Window>,
+    /// The coverage the cursor gains when this walk completes: a first walk and a backfill reach
+    /// the lookback start; `None` for an incremental walk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) floor: Option<Covered>,
 }
 
 /// A range of creation times, both ends inclusive; `None` is open.
@@ -107,9 +188,34 @@ impl Kind {
 pub(super) type Mapped = (Vec<Record>, Vec<Quarantined>, Vec<Value>);
 
 impl GitHub {
-    /// Where a first walk (no bookmark) stops: `lookback_days` back, or nowhere.
+    /// Where the lookback starts: `lookback_days` back, or nowhere.
     pub(super) fn first_stop(&self) -> Option<DateTime<Utc>> {
-        self.config.lookback_days.map(|d| Utc::now() - Duration::days(d))
+        lookback_start(self.config.lookback_days, self.now())
+    }
+
+    /// A fresh state for `stream` from its bookmark, configured with the cursor keys this source
+    /// reads for it.
+    pub(super) fn state(&self, stream: &str, bookmark: Option<Value>) -> StreamState {
+        let mut state: StreamState = crate::contract::state_from_bookmark(bookmark);
+        let repos = &self.config.repos;
+        let keys: Vec<String> = match stream {
+            "deployments" => repos
+                .iter()
+                .flat_map(|r| self.config.environments.iter().map(move |e| format!("{r}@{e}")))
+                .collect(),
+            "issues" => repos
+                .iter()
+                .flat_map(|r| {
+                    self.config
+                        .incident_labels
+                        .iter()
+                        .map(move |l| format!("{r}|{l}"))
+                })
+                .collect(),
+            _ => repos.clone(),
+        };
+        state.configure(keys, self.first_stop(), self.now());
+        state
     }
 
     /// Walks a newest-first list down to the bookmark, a checkpoint after every page.
@@ -127,16 +233,24 @@ impl GitHub {
         let cursor_field = kind.cursor_field();
         let cursor = state.cursors.entry(key.to_owned()).or_default();
         let mut conditional = None;
-        let (mut url, mut query, stop_below, mut high_water, mut first_etag, mut drafts) =
+        let (mut url, mut query, stop_below, mut high_water, mut first_etag, mut drafts, floor) =
             match cursor.walk.take() {
-                Some(w) => (w.next, Vec::new(), w.stop_below, w.high_water, w.etag, w.drafts),
+                Some(w) => (
+                    self.resolve(kind.stream(), &w.next)?,
+                    Vec::new(),
+                    w.stop_below,
+                    w.high_water,
+                    w.etag,
+                    w.drafts,
+                    w.floor,
+                ),
                 None => {
-                    conditional = cursor.etag.clone();
                     let overlap = Duration::minutes(self.config.overlap_minutes);
-                    let mut stop = cursor
-                        .high_water
-                        .map(|h| h - overlap)
-                        .or_else(|| self.first_stop());
+                    let (mut stop, floor) = cursor.walk_from(self.first_stop(), overlap);
+                    // A backfill must read the pages an unchanged first page would spare.
+                    if floor.is_none() {
+                        conditional = cursor.etag.clone();
+                    }
                     if kind == Kind::Releases {
                         // Reach down to the oldest draft, so it is seen again once published.
                         let oldest_draft = cursor
@@ -150,7 +264,15 @@ impl GitHub {
                             (s, _) => s,
                         };
                     }
-                    (first_url, first_query, stop, cursor.high_water, None, Vec::new())
+                    (
+                        first_url,
+                        first_query,
+                        stop,
+                        cursor.high_water,
+                        None,
+                        Vec::new(),
+                        floor,
+                    )
                 }
             };
         loop {
@@ -160,7 +282,9 @@ impl GitHub {
                 .await?
             else {
                 // 304: the list is as it was at the last completed walk.
-                return Ok(());
+                // The state still says what the stream covers (a bookmark written before
+                // coverage was kept learns it here).
+                return out.checkpoint(state).await;
             };
             if first_etag.is_none() {
                 first_etag = page.header("etag").map(str::to_owned);
@@ -222,11 +346,12 @@ impl GitHub {
             match page.link("next") {
                 Some(next) if !reached_bookmark => {
                     cursor.walk = Some(Walk {
-                        next: next.clone(),
+                        next: self.relative(&next),
                         stop_below,
                         high_water,
                         etag: first_etag.clone(),
                         drafts: drafts.clone(),
+                        floor,
                         ..Walk::default()
                     });
                     out.checkpoint(state).await?;
@@ -237,6 +362,7 @@ impl GitHub {
                     cursor.high_water = high_water;
                     cursor.walk = None;
                     cursor.etag = first_etag;
+                    cursor.complete(floor, self.first_stop());
                     if kind == Kind::Releases {
                         cursor.pending = drafts;
                     }

@@ -8,7 +8,10 @@
 //! asked for by default; where GitLab refuses it (405) or ignores it (answers with `X-Next-Page`)
 //! the walk pages by offset, following `X-Next-Page` (empty on the last page) and never `X-Total`,
 //! which GitLab omits above 10,000 rows. Deployments left unfinished are re-polled by id at the
-//! next sync. Mapping to services happens in the runner, not here.
+//! next sync until `stale_after_days` after their creation, when they are `stale`. Each cursor
+//! remembers from when its history is complete; a raised `lookback_days` or an added project
+//! walks it back to the lookback start (`updated_after` that start) on the next sync. Mapping to
+//! services happens in the runner, not here.
 //!
 //! Offset pages move when records are added, updated or deleted between two page requests.
 //! GitLab's pages are aligned on `per_page`, so a page cannot start one record early to overlap
@@ -26,7 +29,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{COVERS_FROM, Emitter, StreamDef, state_from_bookmark};
+use crate::coverage::{Covered, stream_covers_from};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::QuarantineReason;
@@ -65,9 +69,14 @@ pub struct GitLabConfig {
     /// How far each incremental walk reaches back past the bookmark, in minutes.
     #[serde(default = "default_overlap")]
     pub overlap_minutes: i64,
-    /// On the first sync, read no further back than this many days (all history when absent).
-    #[serde(default)]
+    /// Read no further back than this many days (365 by default). Raising it, or adding a
+    /// project, backfills the missing history on the next sync.
+    #[serde(default = "default_lookback")]
     pub lookback_days: Option<i64>,
+    /// Deployments still unfinished this many days after they were created are marked `stale`
+    /// and no longer re-polled.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_days: i64,
     /// `keyset` (default: asked for, with a fall-back to offset where GitLab refuses or ignores
     /// it) or `offset`.
     #[serde(default)]
@@ -97,6 +106,12 @@ fn default_production() -> Vec<String> {
 fn default_overlap() -> i64 {
     10
 }
+fn default_lookback() -> Option<i64> {
+    Some(crate::coverage::DEFAULT_LOOKBACK_DAYS)
+}
+fn default_stale_after() -> i64 {
+    crate::coverage::DEFAULT_STALE_AFTER_DAYS
+}
 
 const STREAMS: &[StreamDef] = &[
     StreamDef {
@@ -120,13 +135,58 @@ pub struct GitLab {
     client: HttpClient,
     /// `{base}/api/v4`.
     api: String,
+    /// The instant the clock shows, when fixed (a replay of a frozen world); else the system's.
+    now: Option<DateTime<Utc>>,
 }
 
-/// Bookmark of one stream: a cursor per project (per project and environment for deployments).
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Bookmark of one stream: a cursor per project (per project and environment for deployments),
+/// and at its top level the stream's `covers_from` over the configured cursors (written, never
+/// read back: the cursors' own coverage is what counts).
+#[derive(Debug, Default, Deserialize)]
 struct StreamState {
     #[serde(default)]
     cursors: BTreeMap<String, Cursor>,
+    /// The cursor keys of this read known so far, how many it has in all (a project named by
+    /// its id is known by its path only once asked), and the time it started.
+    #[serde(skip)]
+    scopes: Option<(Vec<String>, usize, DateTime<Utc>)>,
+}
+
+impl StreamState {
+    /// Adds a cursor key this read covers. A cursor that was read before coverage was kept is
+    /// taken as complete from `start` on, as the bookmark then promised.
+    fn configure(&mut self, key: &str, start: Option<DateTime<Utc>>) {
+        if let Some(cursor) = self.cursors.get_mut(key)
+            && cursor.covered.is_none()
+            && cursor.high_water.is_some()
+        {
+            cursor.covered = Some(Covered { from: start });
+        }
+        if let Some((keys, ..)) = self.scopes.as_mut() {
+            keys.push(key.to_owned());
+        }
+    }
+
+    fn covers_from(&self) -> Option<DateTime<Utc>> {
+        let (keys, expected, now) = self.scopes.as_ref()?;
+        let unknown = expected.saturating_sub(keys.len());
+        stream_covers_from(
+            keys.iter()
+                .map(|k| self.cursors.get(k).and_then(|c| c.covered))
+                .chain(std::iter::repeat_n(None, unknown)),
+            *now,
+        )
+    }
+}
+
+impl Serialize for StreamState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("cursors", &self.cursors)?;
+        map.serialize_entry(COVERS_FROM, &self.covers_from())?;
+        map.end()
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -138,6 +198,9 @@ struct Cursor {
     /// Deployments seen unfinished: re-polled by id at the next sync if the walk does not see them.
     #[serde(default)]
     unfinished: BTreeSet<u64>,
+    /// The history this cursor holds completely, once a walk has reached its lookback start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    covered: Option<Covered>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +221,10 @@ struct Walk {
     /// Offset paging: times this walk was read again from its start because pages moved.
     #[serde(default)]
     rereads: u32,
+    /// The coverage the cursor gains when this walk completes: a first walk and a backfill
+    /// reach the lookback start; `None` for an incremental walk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    floor: Option<Covered>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +291,28 @@ impl GitLab {
         } else {
             format!("{root}/api/v4")
         };
-        Ok(Self { config, client, api })
+        Ok(Self {
+            config,
+            client,
+            api,
+            now: None,
+        })
+    }
+
+    /// The same connector reading its clock as showing `now`: what counts as stale and where the
+    /// lookback starts follow it (for replays of recorded or simulated data).
+    pub fn with_now(mut self, now: DateTime<Utc>) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.now.unwrap_or_else(Utc::now)
+    }
+
+    /// Where the lookback starts: `lookback_days` back, or nowhere.
+    fn lookback_start(&self) -> Option<DateTime<Utc>> {
+        crate::coverage::lookback_start(self.config.lookback_days, self.now())
     }
 
     /// The streams offered.
@@ -261,21 +349,26 @@ impl GitLab {
             }
         };
         let mut state: StreamState = state_from_bookmark(bookmark);
+        // Deployments: one walk per named environment (all of them when none is named).
+        let environments: Vec<Option<&str>> = match kind {
+            Kind::Deployments if !self.config.environments.is_empty() => self
+                .config
+                .environments
+                .iter()
+                .map(|e| Some(e.as_str()))
+                .collect(),
+            _ => vec![None],
+        };
+        state.scopes = Some((
+            Vec::new(),
+            self.config.projects.len() * environments.len(),
+            self.now(),
+        ));
         // Whether to ask for keyset paging; cleared for the rest of the read once GitLab refuses it.
         let mut keyset = self.config.pagination == Pagination::Keyset;
         for configured in &self.config.projects {
             let project = self.project(configured).await?;
-            // Deployments: one walk per named environment (all of them when none is named).
-            let environments: Vec<Option<&str>> = match kind {
-                Kind::Deployments if !self.config.environments.is_empty() => self
-                    .config
-                    .environments
-                    .iter()
-                    .map(|e| Some(e.as_str()))
-                    .collect(),
-                _ => vec![None],
-            };
-            for environment in environments {
+            for environment in environments.iter().copied() {
                 let target = Target {
                     kind,
                     project: &project,
@@ -285,6 +378,7 @@ impl GitLab {
                         None => project.path.clone(),
                     },
                 };
+                state.configure(&target.key, self.lookback_start());
                 match kind {
                     Kind::Deployments => {
                         self.sync_deployments(&target, &mut keyset, &mut state, &out)
@@ -354,6 +448,9 @@ impl GitLab {
             };
             match self.deployment(&target.project.path, &raw) {
                 Ok(d) => {
+                    if d.status == DeploymentStatus::Stale {
+                        tracing::info!(source = %self.config.name, deployment = id, stale_after_days = self.config.stale_after_days, "A deployment still unfinished past stale_after_days is marked stale and no longer re-polled.");
+                    }
                     if d.status != DeploymentStatus::InProgress {
                         cursor.unfinished.remove(&id);
                     }
@@ -391,10 +488,13 @@ impl GitLab {
             Some(w) => w,
             None => {
                 let overlap = Duration::minutes(self.config.overlap_minutes.max(0));
-                let since = cursor
-                    .high_water
-                    .map(|h| h - overlap)
-                    .or_else(|| self.config.lookback_days.map(|d| Utc::now() - Duration::days(d)));
+                let start = self.lookback_start();
+                // From the bookmark minus the overlap; a first walk, and a cursor whose history
+                // starts later than the lookback start (raised since), from that start.
+                let (since, floor) = match cursor.high_water {
+                    Some(h) if cursor.covered.is_none_or(|c| c.reaches(start)) => (Some(h - overlap), None),
+                    _ => (start, Some(Covered { from: start })),
+                };
                 Walk {
                     since,
                     next: Next::First,
@@ -402,6 +502,7 @@ impl GitLab {
                     last: None,
                     page_last: None,
                     rereads: 0,
+                    floor,
                 }
             }
         };
@@ -537,6 +638,17 @@ impl GitLab {
                 None => {
                     cursor.high_water = walk.high_water;
                     cursor.walk = None;
+                    match walk.floor {
+                        Some(floor) => cursor.covered = Some(floor),
+                        // A first walk begun before coverage was kept: taken to cover from the
+                        // lookback in force, as an older bookmark is.
+                        None if cursor.covered.is_none() => {
+                            cursor.covered = Some(Covered {
+                                from: self.lookback_start(),
+                            })
+                        }
+                        None => {}
+                    }
                     out.checkpoint(state).await?;
                     return Ok(seen);
                 }
@@ -622,8 +734,15 @@ impl GitLab {
         };
         let created_at = time_field(raw, "created_at")?;
         let updated_at = opt_time_field(raw, "updated_at")?.unwrap_or(created_at);
+        // Unfinished long after it began: it will not be asked about again.
+        let stale_before = self.now() - Duration::days(self.config.stale_after_days.max(0));
+        let status = if status == DeploymentStatus::InProgress && created_at < stale_before {
+            DeploymentStatus::Stale
+        } else {
+            status
+        };
         let finished_at = match status {
-            DeploymentStatus::InProgress => None,
+            DeploymentStatus::InProgress | DeploymentStatus::Stale => None,
             // Older GitLab versions leave finished_at empty on some final states: the last
             // update is when the status became final.
             _ => Some(opt_time_field(raw, "finished_at")?.unwrap_or(updated_at)),

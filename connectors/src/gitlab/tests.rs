@@ -14,7 +14,7 @@ use tandem_fixtures::gitlab_data::{GlDeployment, GlMergeRequest};
 use tandem_fixtures::{FakeOptions, FakeServers, Fault, OrgSpec, Organisation};
 
 use super::*;
-use crate::contract::{Message, read_all};
+use crate::contract::{Message, covers_from, read_all};
 
 const TOKEN_VAR: &str = "TANDEM_TEST_GITLAB_TOKEN";
 
@@ -58,6 +58,8 @@ fn config(w: &World, environments: &[&str]) -> GitLabConfig {
         production_environments: default_production(),
         overlap_minutes: 10,
         lookback_days: None,
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         pagination: Pagination::Keyset,
     }
 }
@@ -290,9 +292,14 @@ async fn default_config_reads_production_deployments_only() {
     .unwrap();
     assert_eq!(cfg.environments, ["production"]);
     assert_eq!(cfg.production_environments, ["prod", "production"]);
-    assert_eq!((cfg.overlap_minutes, cfg.lookback_days), (10, None));
+    assert_eq!(
+        (cfg.overlap_minutes, cfg.lookback_days, cfg.stale_after_days),
+        (10, Some(365), 7)
+    );
     assert_eq!(cfg.pagination, Pagination::Keyset);
-    let (result, out) = run(&connector(cfg), "deployments", None).await;
+    // A year back from the simulated world's "now" holds all of its eight weeks.
+    let c = connector(cfg).with_now(w.org.spec.now());
+    let (result, out) = run(&c, "deployments", None).await;
     result.unwrap();
     let want = w
         .org
@@ -716,6 +723,8 @@ fn offline() -> GitLab {
         production_environments: default_production(),
         overlap_minutes: 10,
         lookback_days: None,
+        // The simulated world's clock stopped long before today's: nothing it runs is stale.
+        stale_after_days: 36_500,
         pagination: Pagination::Keyset,
     };
     connector(cfg)
@@ -961,4 +970,182 @@ async fn offset_pages_moving_on_are_caught_by_the_repeat_that_follows() {
     assert_eq!(got, clean);
     // The repeated page 3, then pages 1 and 2 once more.
     assert_eq!(extra, 3);
+}
+
+#[tokio::test]
+async fn a_gitlab_deployment_unfinished_eight_days_becomes_stale_and_is_no_longer_requested() {
+    let w = world(8).await;
+    let cfg = GitLabConfig {
+        stale_after_days: 7,
+        ..config(&w, &["production"])
+    };
+    let (result, first) = run(
+        &connector(cfg.clone()).with_now(w.org.spec.now()),
+        "deployments",
+        None,
+    )
+    .await;
+    result.unwrap();
+    let running: Vec<&Deployment> = first
+        .deployments
+        .iter()
+        .filter(|d| d.status == DeploymentStatus::InProgress)
+        .collect();
+    assert!(!running.is_empty());
+    // A bookmark past every update: the walk sees nothing, so only the re-poll can.
+    let mut state = first.last_checkpoint();
+    for key in ["acme/billing@production", "acme/notifications@production"] {
+        state["cursors"][key]["high_water"] = json!("2030-01-01T00:00:00Z");
+    }
+    // The fake world's clock stands still: eight days on, they are still unfinished.
+    let later = running.iter().map(|d| d.created_at).max().unwrap() + Duration::days(8);
+    let before = requests(&w).len();
+    let (result, second) = run(
+        &connector(cfg.clone()).with_now(later),
+        "deployments",
+        Some(state),
+    )
+    .await;
+    result.unwrap();
+    // Asked once more by id (it may have finished meanwhile), then stale.
+    let log = requests(&w)[before..].to_vec();
+    for d in &running {
+        let vendor = d.id.rsplit(':').next().unwrap();
+        assert!(
+            log.iter().any(|r| r.ends_with(&format!("/deployments/{vendor}"))),
+            "{log:#?}"
+        );
+        let now = second.deployments.iter().find(|s| s.id == d.id).unwrap();
+        assert_eq!((now.status, now.finished_at), (DeploymentStatus::Stale, None));
+    }
+    let state = second.last_checkpoint();
+    for key in ["acme/billing@production", "acme/notifications@production"] {
+        assert_eq!(state["cursors"][key]["unfinished"], json!([]), "{key}");
+    }
+    // No longer requested.
+    let before = requests(&w).len();
+    let (result, third) = run(
+        &connector(cfg).with_now(later + Duration::days(1)),
+        "deployments",
+        Some(state),
+    )
+    .await;
+    result.unwrap();
+    let log = requests(&w)[before..].to_vec();
+    assert_eq!(log.len(), 2, "one empty list per project: {log:#?}");
+    assert!(third.deployments.is_empty());
+}
+
+#[tokio::test]
+async fn gitlab_raising_lookback_from_30_to_90_days_backfills_and_moves_covers_from() {
+    let w = world(20).await;
+    let now = w.org.spec.now();
+    let days = |n| now - Duration::days(n);
+    let with_lookback = |n| {
+        connector(GitLabConfig {
+            lookback_days: Some(n),
+            ..config(&w, &["production"])
+        })
+        .with_now(now)
+    };
+    for stream in ["deployments", "merge_requests"] {
+        let updated = |out: &Out| -> Vec<DateTime<Utc>> {
+            out.deployments
+                .iter()
+                .map(|d| d.updated_at)
+                .chain(out.changes.iter().map(|c| c.updated_at))
+                .collect()
+        };
+        let (result, first) = run(&with_lookback(30), stream, None).await;
+        result.unwrap();
+        assert_eq!(
+            covers_from(&first.last_checkpoint()),
+            Some(Some(days(30))),
+            "{stream}"
+        );
+        assert!(updated(&first).iter().all(|t| *t >= days(30)), "{stream}");
+        // Lookback raised: the older history arrives without --full, from the bookmark.
+        let (result, second) = run(&with_lookback(90), stream, Some(first.last_checkpoint())).await;
+        result.unwrap();
+        assert_eq!(
+            covers_from(&second.last_checkpoint()),
+            Some(Some(days(90))),
+            "{stream}"
+        );
+        let older: Vec<DateTime<Utc>> = updated(&second).into_iter().filter(|t| *t < days(30)).collect();
+        assert!(!older.is_empty(), "{stream}: nothing older arrived");
+        assert!(older.iter().all(|t| *t >= days(90)), "{stream}");
+        // Then incremental again.
+        let (result, third) = run(&with_lookback(90), stream, Some(second.last_checkpoint())).await;
+        result.unwrap();
+        assert_eq!(
+            covers_from(&third.last_checkpoint()),
+            Some(Some(days(90))),
+            "{stream}"
+        );
+        assert!(updated(&third).iter().all(|t| *t >= days(30)), "{stream}");
+    }
+}
+
+#[tokio::test]
+async fn a_project_added_to_the_config_gets_its_history_while_the_other_reads_incrementally() {
+    let w = world(8).await;
+    let now = w.org.spec.now();
+    let start = now - Duration::days(90);
+    let with_projects = |projects: &[&str]| {
+        connector(GitLabConfig {
+            projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+            lookback_days: Some(90),
+            ..config(&w, &["production"])
+        })
+        .with_now(now)
+    };
+    let (result, first) = run(&with_projects(&["acme/billing"]), "merge_requests", None).await;
+    result.unwrap();
+    assert_eq!(covers_from(&first.last_checkpoint()), Some(Some(start)));
+    let (result, alone) = run(&with_projects(&["acme/notifications"]), "merge_requests", None).await;
+    result.unwrap();
+    assert!(!alone.changes.is_empty());
+
+    let before = requests(&w).len();
+    let (result, second) = run(
+        &with_projects(&["acme/billing", "acme/notifications"]),
+        "merge_requests",
+        Some(first.last_checkpoint()),
+    )
+    .await;
+    result.unwrap();
+    let added: BTreeSet<String> = second
+        .changes
+        .iter()
+        .filter(|c| c.repo == "acme/notifications")
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(added, alone.change_ids());
+    // The kept project is read from its bookmark, the added one from the lookback start.
+    let lists: Vec<String> = requests(&w)[before..]
+        .iter()
+        .filter(|r| r.contains("/merge_requests?"))
+        .cloned()
+        .collect();
+    let since = |project: &str| {
+        lists
+            .iter()
+            .find(|r| r.contains(&format!("/projects/{project}/")))
+            .and_then(|r| r.split("updated_after=").nth(1))
+            .map(|v| v.split('&').next().unwrap().replace("%3A", ":"))
+            .unwrap()
+    };
+    let high_water = first.last_checkpoint()["cursors"]["acme/billing"]["high_water"]
+        .as_str()
+        .map(|t| parse_instant(t).unwrap())
+        .unwrap();
+    assert_eq!(
+        since("acme%2Fbilling"),
+        format_utc(high_water - Duration::minutes(10))
+    );
+    assert_eq!(since("acme%2Fnotifications"), format_utc(start));
+    // Until the added project is read the stream is complete from now only; then from the start.
+    assert_eq!(covers_from(&second.checkpoints[0]), Some(Some(now)));
+    assert_eq!(covers_from(&second.last_checkpoint()), Some(Some(start)));
 }
