@@ -8,6 +8,7 @@ pub mod github;
 pub mod gitlab;
 pub mod http;
 pub mod jira;
+pub mod lenient;
 pub mod model;
 pub mod pagerduty;
 mod people;

@@ -18,7 +18,7 @@ pub async fn run(args: &CheckArgs, config: &Config, ctx: &Context) -> anyhow::Re
     }
     let mut failed = 0;
     for source in &selected {
-        let result = match Connector::build(source, &ctx.env, RetryPolicy::default()) {
+        let result = match Connector::build(source, &ctx.env, config.http.apply(RetryPolicy::default())) {
             Ok(c) => c.check().await,
             Err(e) => Err(e),
         };

@@ -154,7 +154,7 @@ impl GitHub {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
                     .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
-                let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                let statuses = self.get_all(STREAM, url, vec![("per_page", PER_PAGE.to_owned())]).await?;
                 Ok((d, Some(statuses)))
             }))
             .buffered(CONCURRENCY)
@@ -361,6 +361,8 @@ impl GitHub {
     /// `GET /repos/{repo}/compare/{base}...{head}`, every page of commits.
     async fn compare(&self, repo: &str, base: &str, head: &str) -> Result<Compared, ConnectorError> {
         let url = self.url(&format!("/repos/{repo}/compare/{base}...{head}"));
+        let mut pager = self.client.pager(STREAM);
+        pager.count()?;
         // A paging parameter makes GitHub page the commits (oldest first) instead of cutting
         // the list at 250.
         let mut page = self
@@ -380,7 +382,10 @@ impl GitHub {
                 None => return Err(self.decode_error(&page.url, "a compare without a `commits` array")),
             }
             match page.link("next") {
-                Some(next) => page = self.client.get_json(&next, &[]).await?,
+                Some(next) => {
+                    pager.next(&next)?;
+                    page = self.client.get_json(&next, &[]).await?;
+                }
                 None => return Ok(Compared { status, commits }),
             }
         }

@@ -73,7 +73,9 @@ impl GitHub {
         };
         // Pages this walk has read; a resumed walk read at least one before the kill.
         let mut pages = usize::from(resumed);
+        let mut pager = self.client.pager(STREAM);
         loop {
+            pager.next(&url)?;
             let Some(page) = self
                 .client
                 .get_json_if_changed(&url, &[], conditional.take().as_deref())

@@ -153,6 +153,7 @@ impl GitHub {
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &Auth::Bearer(token),
             &[
                 ("accept", "application/vnd.github+json"),
@@ -247,13 +248,16 @@ impl GitHub {
         }
     }
 
-    /// Fetches every page of a list, following `next` links as given.
+    /// Fetches every page of a list for stream `stream`, following `next` links as given.
     async fn get_all(
         &self,
+        stream: &str,
         url: String,
         query: Vec<(&'static str, String)>,
     ) -> Result<Vec<Value>, ConnectorError> {
         let mut all = Vec::new();
+        let mut pager = self.client.pager(stream);
+        pager.count()?;
         let mut page = self.client.get_json(&url, &query).await?;
         loop {
             match page.body.as_array() {
@@ -261,7 +265,10 @@ impl GitHub {
                 None => return Err(self.decode_error(&page.url, "expected a JSON array")),
             }
             match page.link("next") {
-                Some(next) => page = self.client.get_json(&next, &[]).await?,
+                Some(next) => {
+                    pager.next(&next)?;
+                    page = self.client.get_json(&next, &[]).await?;
+                }
                 None => return Ok(all),
             }
         }

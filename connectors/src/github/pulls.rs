@@ -43,7 +43,7 @@ impl GitHub {
             match (merged, number) {
                 (true, Some(n)) => {
                     let url = self.url(&format!("/repos/{repo}/pulls/{n}/commits"));
-                    let commits = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                    let commits = self.get_all("pulls", url, vec![("per_page", PER_PAGE.to_owned())]).await?;
                     Ok::<_, ConnectorError>((p, commits))
                 }
                 _ => Ok((p, Vec::new())),

@@ -120,7 +120,9 @@ impl GitHub {
                 }
             }
         };
+        let mut pager = self.client.pager(STREAM);
         loop {
+            pager.next(&walk.next)?;
             let Some(page) = self
                 .client
                 .get_json_if_changed(&walk.next, &[], conditional.take().as_deref())

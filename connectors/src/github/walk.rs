@@ -153,7 +153,9 @@ impl GitHub {
                     (first_url, first_query, stop, cursor.high_water, None, Vec::new())
                 }
             };
+        let mut pager = self.client.pager(kind.stream());
         loop {
+            pager.next(&url)?;
             let Some(page) = self
                 .client
                 .get_json_if_changed(&url, &query, conditional.take().as_deref())

@@ -209,6 +209,7 @@ impl GitLab {
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &Auth::PrivateToken(token),
             &[("accept", "application/json")],
             format!(
@@ -405,7 +406,13 @@ impl GitLab {
                 }
             }
         };
+        let mut pager = self.client.pager(target.kind.stream());
         loop {
+            match &walk.next {
+                Next::First => pager.count()?,
+                Next::Url(url) => pager.next(url)?,
+                Next::Page(n) => pager.next(&format!("page {n}"))?,
+            }
             let asked_keyset = match &walk.next {
                 Next::First => *keyset,
                 Next::Url(url) => url.contains("pagination=keyset"),
@@ -417,6 +424,7 @@ impl GitLab {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, "GitLab refused keyset paging; paging by offset.");
                     *keyset = false;
                     restart(&mut walk);
+                    pager.restart();
                     resumed = false;
                     continue;
                 }
@@ -425,6 +433,7 @@ impl GitLab {
                 {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), %url, status, "The saved page no longer answers; restarting from the last record committed.");
                     restart(&mut walk);
+                    pager.restart();
                     resumed = false;
                     continue;
                 }
@@ -455,6 +464,7 @@ impl GitLab {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, walk = %target.key, page = ?walk.next, "Records moved between two offset pages; reading the list again from its start.");
                     walk.next = Next::First;
                     walk.page_last = None;
+                    pager.restart();
                     let cursor = state.cursors.entry(target.key.clone()).or_default();
                     cursor.walk = Some(walk.clone());
                     out.checkpoint(state).await?;
@@ -668,7 +678,7 @@ impl GitLab {
                     "{}/projects/{}/merge_requests/{iid}/commits",
                     self.api, project.id
                 );
-                let commits = self.get_all(url).await?;
+                let commits = self.get_all(Kind::MergeRequests.stream(), url).await?;
                 Ok((m, Some(commits)))
             }))
             .buffered(CONCURRENCY)
@@ -826,10 +836,13 @@ impl GitLab {
         })
     }
 
-    /// Every page of an offset-paged list (`X-Next-Page`, else `Link rel="next"`).
-    async fn get_all(&self, url: String) -> Result<Vec<Value>, ConnectorError> {
+    /// Every page of an offset-paged list (`X-Next-Page`, else `Link rel="next"`) read for
+    /// stream `stream`.
+    async fn get_all(&self, stream: &str, url: String) -> Result<Vec<Value>, ConnectorError> {
         let base = vec![("per_page", PER_PAGE.to_owned())];
         let mut all = Vec::new();
+        let mut pager = self.client.pager(stream);
+        pager.count()?;
         let mut page = self.client.get_json(&url, &base).await?;
         loop {
             match page.body.as_array() {
@@ -845,11 +858,15 @@ impl GitLab {
             page = match next_page(&page, false) {
                 None | Some(Next::First) => return Ok(all),
                 Some(Next::Page(n)) => {
+                    pager.next(&format!("page {n}"))?;
                     let mut query = base.clone();
                     query.push(("page", n.to_string()));
                     self.client.get_json(&url, &query).await?
                 }
-                Some(Next::Url(next)) => self.client.get_json(&next, &[]).await?,
+                Some(Next::Url(next)) => {
+                    pager.next(&next)?;
+                    self.client.get_json(&next, &[]).await?
+                }
             };
         }
     }

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
-use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::http::{Auth, HttpClient, JsonPage, Pager, RetryPolicy};
 use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::secret::SecretEnv;
@@ -258,6 +258,7 @@ impl Jira {
         };
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &auth,
             &[("accept", "application/json")],
             hint,
@@ -346,13 +347,14 @@ impl Jira {
 
         let window_jql = self.window_jql(walk.from_ms);
         let mut restarted = false;
+        let mut pager = self.client.pager("issues");
         while let Some(cursor) = walk.page.clone() {
             // One issue of overlap once the previous page's last issue is known.
             let expect = match (&cursor, &walk.last_id) {
                 (Cursor::StartAt(n), Some(id)) if *n > 0 => Some(id.clone()),
                 _ => None,
             };
-            let page = match self.search(&window_jql, &cursor, expect.is_some()).await {
+            let page = match self.search(&mut pager, &window_jql, &cursor, expect.is_some()).await {
                 Ok(page) => page,
                 // A page token expires after 7 days (and a resumed read may carry an old one):
                 // start the window again, once; the store de-duplicates what comes twice.
@@ -360,6 +362,7 @@ impl Jira {
                     if matches!(cursor, Cursor::Token(Some(_))) && !restarted =>
                 {
                     restarted = true;
+                    pager.restart();
                     tracing::warn!(
                         source = %self.config.name,
                         "The saved page token was refused; reading the window again from its start."
@@ -393,6 +396,7 @@ impl Jira {
                     );
                     walk.page = Some(self.first_cursor());
                     walk.last_id = None;
+                    pager.restart();
                     state.walk = Some(walk.clone());
                     out.checkpoint(&state).await?;
                     continue;
@@ -533,7 +537,17 @@ impl Jira {
 
     /// One search page; with `overlap`, a Data Center page starts one issue before its cursor
     /// and asks for one more (the caller checks and drops the repeat).
-    async fn search(&self, jql: &str, cursor: &Cursor, overlap: bool) -> Result<SearchPage, ConnectorError> {
+    async fn search(
+        &self,
+        pager: &mut Pager,
+        jql: &str,
+        cursor: &Cursor,
+        overlap: bool,
+    ) -> Result<SearchPage, ConnectorError> {
+        match cursor {
+            Cursor::Token(Some(token)) => pager.next(token)?,
+            _ => pager.count()?,
+        }
         let fields = [
             "summary",
             "issuetype",
@@ -614,8 +628,9 @@ impl Jira {
     async fn search_all(&self, jql: &str) -> Result<Vec<Value>, ConnectorError> {
         let mut all = Vec::new();
         let mut cursor = Some(self.first_cursor());
+        let mut pager = self.client.pager("issues");
         while let Some(c) = cursor {
-            let page = self.search(jql, &c, false).await?;
+            let page = self.search(&mut pager, jql, &c, false).await?;
             all.extend(page.issues);
             cursor = page.next;
         }
@@ -681,6 +696,8 @@ impl Jira {
         let mut values = Vec::new();
         let mut url = self.url(&format!("{}/issue/{key}/changelog", self.api()));
         let mut query = vec![("startAt", "0".to_owned()), ("maxResults", "100".to_owned())];
+        let mut pager = self.client.pager("issues");
+        pager.count()?;
         loop {
             let page = self
                 .client
@@ -705,10 +722,12 @@ impl Jira {
             // Follow the page's own link as given; compute it only when it sent none.
             match page.body.get("nextPage").and_then(Value::as_str) {
                 Some(next) => {
+                    pager.next(next)?;
                     url = next.to_owned();
                     query = Vec::new();
                 }
                 None => {
+                    pager.count()?;
                     query = vec![
                         ("startAt", values.len().to_string()),
                         ("maxResults", "100".to_owned()),

@@ -170,6 +170,7 @@ impl PagerDuty {
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &Auth::PagerDutyToken(token),
             &[("accept", "application/vnd.pagerduty+json;version=2")],
             format!(
@@ -231,6 +232,8 @@ impl PagerDuty {
         let mut acks: Option<HashMap<String, Ack>> = None;
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut window_end = (window_start + window).min(until);
+        // Offset paging re-reads on purpose when incidents move, so only the page cap applies.
+        let mut pager = self.client.pager("incidents");
         while window_start < until {
             let at = Overlap::at(offset, last.as_deref());
             let mut query = vec![
@@ -245,6 +248,7 @@ impl PagerDuty {
             for id in &self.config.service_ids {
                 query.push(("service_ids[]", id.clone()));
             }
+            pager.count()?;
             let page = self.client.get_json(&self.url("/incidents"), &query).await?;
             let total = page.body.get("total").and_then(Value::as_u64);
             if offset == 0
@@ -452,6 +456,7 @@ impl PagerDuty {
         let mut acks: HashMap<String, Ack> = HashMap::new();
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut start = since;
+        let mut pager = self.client.pager("incidents");
         while start < until {
             let end = (start + window).min(until);
             let mut offset = 0;
@@ -467,6 +472,7 @@ impl PagerDuty {
                     ("limit", LIMIT.to_string()),
                     ("offset", page_at.ask.to_string()),
                 ];
+                pager.count()?;
                 let page = self.client.get_json(&self.url("/log_entries"), &query).await?;
                 let entries = page
                     .body

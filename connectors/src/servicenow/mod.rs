@@ -271,6 +271,7 @@ impl ServiceNow {
         };
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &auth,
             &[("accept", "application/json")],
             hint,
@@ -382,12 +383,15 @@ impl ServiceNow {
         };
         let base_query = self.scan_query(kind, since);
         let table_url = self.table_url(kind);
+        // Offsets already must move forward (`next_page`); the page cap bounds the rest.
+        let mut pager = self.client.pager(kind.stream());
         loop {
             let mut this_pass: HashSet<String> = HashSet::new();
             let mut moved = 0usize;
             let mut url = table_url.clone();
             let mut query = with_offset(&base_query, offset);
             loop {
+                pager.count()?;
                 let Some(page) = self.fetch(&url, &query).await? else {
                     break;
                 };
@@ -468,6 +472,7 @@ impl ServiceNow {
             .cloned()
             .collect();
         let table_url = self.table_url(kind);
+        let mut pager = self.client.pager(kind.stream());
         for chunk in pending.chunks(REPOLL_CHUNK) {
             let encoded = format!("sys_idIN{}^ORDERBYsys_updated_on^ORDERBYsys_id", chunk.join(","));
             // One more than the ids asked for: a complete answer is then never a full page, which
@@ -478,6 +483,7 @@ impl ServiceNow {
             let mut query = with_offset(&base_query, offset);
             let mut found = HashSet::new();
             loop {
+                pager.count()?;
                 let Some(page) = self.fetch(&url, &query).await? else {
                     break;
                 };
