@@ -141,7 +141,13 @@ struct Ids {
 fn stand_in(position: usize, raw: &str, code: &str, reason: String) -> Value {
     let ids: Option<Ids> = serde_json::from_str(raw).ok();
     let scalar = |v: Option<Value>| v.filter(|v| v.is_string() || v.is_number());
-    let id = ids.and_then(|ids| scalar(ids.id).or(scalar(ids.sys_id)).or(scalar(ids.key)));
+    let (id, sys_id) = match ids {
+        Some(ids) => {
+            let sys_id = scalar(ids.sys_id);
+            (scalar(ids.id).or(sys_id.clone()).or(scalar(ids.key)), sys_id)
+        }
+        None => (None, None),
+    };
     let kept: String = raw.chars().take(KEEP_CHARS).collect();
     let mut mark = Map::new();
     mark.insert("position".into(), Value::from(position));
@@ -151,6 +157,10 @@ fn stand_in(position: usize, raw: &str, code: &str, reason: String) -> Value {
     let mut stand_in = Map::new();
     if let Some(id) = id {
         stand_in.insert("id".into(), id);
+    }
+    // ServiceNow keys its records by `sys_id`: kept so a re-polled record is known to be there.
+    if let Some(sys_id) = sys_id {
+        stand_in.insert("sys_id".into(), sys_id);
     }
     stand_in.insert(UNREADABLE.into(), Value::Object(mark));
     Value::Object(stand_in)

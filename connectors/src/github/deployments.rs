@@ -16,6 +16,7 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::unusable;
 use crate::model::QuarantineReason;
 use crate::model::{Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
@@ -190,7 +191,7 @@ impl GitHub {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
-            .ok_or("missing numeric id")?;
+            .ok_or_else(|| unusable("numeric id", raw.get("id"), "a number"))?;
         let environment = str_field(raw, "environment")?;
         let created_at = time_field(raw, "created_at")?;
         let updated_at = raw
@@ -409,12 +410,12 @@ impl GitHub {
         let date = raw
             .pointer("/commit/author/date")
             .and_then(Value::as_str)
-            .ok_or("missing commit.author.date")?;
+            .ok_or_else(|| unusable("commit.author.date", raw.pointer("/commit/author/date"), "a timestamp"))?;
         let authored_at = parse_instant(date).map_err(|e| format!("commit.author.date: {e}"))?;
         let parents = raw
             .get("parents")
             .and_then(Value::as_array)
-            .ok_or("missing parents")?
+            .ok_or_else(|| unusable("parents", raw.get("parents"), "a list"))?
             .iter()
             .map(|p| {
                 p.get("sha")

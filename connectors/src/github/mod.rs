@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
+use crate::model::unusable;
 use crate::model::QuarantineReason;
 use crate::model::Quarantined;
 use crate::secret::SecretEnv;
@@ -279,14 +280,14 @@ fn str_field(v: &Value, field: &str) -> Result<String, String> {
     v.get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| format!("missing text field {field}"))
+        .ok_or_else(|| unusable(&format!("text field {field}"), v.get(field), "text"))
 }
 
 fn time_field(v: &Value, field: &str) -> Result<DateTime<Utc>, String> {
     let s = v
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing {field}"))?;
+        .ok_or_else(|| unusable(field, v.get(field), "a timestamp"))?;
     parse_instant(s).map_err(|e| format!("{field}: {e}"))
 }
 

@@ -11,6 +11,7 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, label_names, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
+use crate::model::unusable;
 use crate::model::QuarantineReason;
 use crate::model::{Change, Record};
 use crate::people::person;
@@ -69,7 +70,7 @@ impl GitHub {
         let number = raw
             .get("number")
             .and_then(Value::as_i64)
-            .ok_or("missing number")?;
+            .ok_or_else(|| unusable("number", raw.get("number"), "a number"))?;
         let title = raw
             .get("title")
             .and_then(Value::as_str)

@@ -29,6 +29,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::model::unusable;
 use crate::model::QuarantineReason;
 use crate::model::{Change, Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
@@ -476,6 +477,10 @@ impl GitLab {
             let mut kept = Vec::new();
             let mut rejected = Vec::new();
             for item in items {
+                if let Some(reason) = crate::lenient::unreadable(item) {
+                    rejected.push(self.reject(target.kind, item, reason));
+                    continue;
+                }
                 let id = item.get("id").and_then(Value::as_u64);
                 let updated = item.get("updated_at").and_then(Value::as_str).map(parse_instant);
                 match (id, updated) {
@@ -615,11 +620,11 @@ impl GitLab {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
-            .ok_or("missing numeric id")?;
+            .ok_or_else(|| unusable("numeric id", raw.get("id"), "a number"))?;
         let environment = raw
             .pointer("/environment/name")
             .and_then(Value::as_str)
-            .ok_or("missing environment.name")?
+            .ok_or_else(|| unusable("environment.name", raw.pointer("/environment/name"), "text"))?
             .to_owned();
         let status_text = str_field(raw, "status")?;
         let status = match status_text.as_str() {
@@ -736,7 +741,7 @@ impl GitLab {
         let iid = raw
             .get("iid")
             .and_then(Value::as_i64)
-            .ok_or("missing numeric iid")?;
+            .ok_or_else(|| unusable("numeric iid", raw.get("iid"), "a number"))?;
         let title = raw
             .get("title")
             .and_then(Value::as_str)
@@ -929,14 +934,14 @@ fn str_field(v: &Value, field: &str) -> Result<String, String> {
     v.get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| format!("missing text field {field}"))
+        .ok_or_else(|| unusable(&format!("text field {field}"), v.get(field), "text"))
 }
 
 fn time_field(v: &Value, field: &str) -> Result<DateTime<Utc>, String> {
     let s = v
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing {field}"))?;
+        .ok_or_else(|| unusable(field, v.get(field), "a timestamp"))?;
     parse_instant(s).map_err(|e| format!("{field}: {e}"))
 }
 

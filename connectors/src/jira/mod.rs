@@ -659,6 +659,12 @@ impl Jira {
                     .cloned()
                     .unwrap_or_default()
             });
+            if let Some(reason) = crate::lenient::unreadable(&raw) {
+                batch
+                    .rejected
+                    .push(Quarantined::new(&self.config.name, "issues", &raw, reason));
+                continue;
+            }
             match self.mapper.issue(&raw, &histories, categories) {
                 Ok(mapped) => {
                     batch.max_updated_ms = batch.max_updated_ms.max(Some(mapped.updated_ms));

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::contract::{Emitter, StreamDef, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
+use crate::model::unusable;
 use crate::model::QuarantineReason;
 use crate::model::{Incident, Quarantined, Record, Severity};
 use crate::people::person;
@@ -317,6 +318,10 @@ impl PagerDuty {
             let mut records = Vec::new();
             let mut rejected = Vec::new();
             for raw in fresh {
+                if let Some(reason) = crate::lenient::unreadable(raw) {
+                    rejected.push(Quarantined::new(&self.config.name, "incidents", raw, reason));
+                    continue;
+                }
                 match self.incident(raw, acks_ref) {
                     Ok(incident) => {
                         let vendor_id = incident.id.rsplit(':').next().unwrap_or_default().to_owned();
@@ -527,11 +532,14 @@ impl PagerDuty {
     }
 
     fn incident(&self, raw: &Value, acks: &HashMap<String, Ack>) -> Result<Incident, String> {
-        let id = raw.get("id").and_then(Value::as_str).ok_or("missing id")?;
+        let id = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unusable("id", raw.get("id"), "text"))?;
         let started_at = raw
             .get("created_at")
             .and_then(Value::as_str)
-            .ok_or("missing created_at")
+            .ok_or_else(|| unusable("created_at", raw.get("created_at"), "a timestamp"))
             .map(parse_instant)?
             .map_err(|e| format!("created_at: {e}"))?;
         let resolved_at =
@@ -588,7 +596,7 @@ impl PagerDuty {
             status: raw
                 .get("status")
                 .and_then(Value::as_str)
-                .ok_or("missing status")?
+                .ok_or_else(|| unusable("status", raw.get("status"), "text"))?
                 .to_owned(),
             started_at,
             acknowledged_at,

@@ -609,6 +609,12 @@ impl ServiceNow {
                     .and_then(|s| parse_instant(s).ok());
                 mapped.rows.push((id.to_owned(), updated));
             }
+            if let Some(reason) = crate::lenient::unreadable(raw) {
+                mapped
+                    .rejected
+                    .push(Quarantined::new(&self.config.name, kind.stream(), raw, reason));
+                continue;
+            }
             let result = match kind {
                 Kind::Incidents => self.incident(raw, unknown).map(|(incident, ticket, open)| {
                     (vec![Record::Incident(incident), Record::Ticket(ticket)], open)
