@@ -16,6 +16,9 @@ pub mod secret;
 pub mod servicenow;
 pub mod time;
 
+#[cfg(test)]
+mod bounds_tests;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
