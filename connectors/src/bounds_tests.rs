@@ -563,3 +563,102 @@ async fn servicenow_page_with_an_unreadable_incident_keeps_the_others() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. `tandem check` calls every endpoint a sync calls.
+
+/// Checks a source against the fakes, with the first request whose target contains `deny`
+/// answered `status` (as a proxy or a missing permission would).
+async fn check_denying(config: Value, deny: Option<(&str, u16)>) -> Vec<crate::EndpointCheck> {
+    let (_org, servers) = fakes().await;
+    let kind = config["kind"].as_str().unwrap().to_owned();
+    let (base, control) = match kind.as_str() {
+        "github" => (servers.github.base_url(), servers.github.control.clone()),
+        "gitlab" => (servers.gitlab.base_url(), servers.gitlab.control.clone()),
+        "jira" => (servers.jira.base_url(), servers.jira.control.clone()),
+        "pagerduty" => (servers.pagerduty.base_url(), servers.pagerduty.control.clone()),
+        _ => (servers.servicenow.base_url(), servers.servicenow.control.clone()),
+    };
+    let mut config = config;
+    config["base_url"] = Value::from(base);
+    let source: SourceConfig = serde_json::from_value(config).unwrap();
+    let connector = Connector::build(&source, &fake_env(), fast()).unwrap();
+    if let Some((path, status)) = deny {
+        control.fail_next(path, status, 1);
+    }
+    connector.check_endpoints().await
+}
+
+fn failures(checks: &[crate::EndpointCheck]) -> Vec<String> {
+    checks
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            crate::CheckOutcome::Failed { error, fix } => Some(format!("{}: {error}; to fix: {fix}", c.name)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fake answers every endpoint; then denying `deny` alone fails the check naming `name`
+/// and saying what to grant (`fix`).
+async fn check_names_the_denied_endpoint(config: Value, deny: &str, status: u16, name: &str, fix: &str) {
+    let all = check_denying(config.clone(), None).await;
+    assert!(failures(&all).is_empty(), "{:#?}", failures(&all));
+    assert!(all.len() >= 2, "more than one cheap request: {all:#?}");
+    let checks = check_denying(config, Some((deny, status))).await;
+    let failed = failures(&checks);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(failed[0].starts_with(name), "{}", failed[0]);
+    assert!(failed[0].contains(fix), "{}", failed[0]);
+    assert!(failed[0].contains(&status.to_string()), "{}", failed[0]);
+    assert_eq!(checks.len(), all.len(), "every other endpoint is still checked");
+}
+
+#[tokio::test]
+async fn check_fails_naming_denied_github_deployment_statuses() {
+    let config = json!({"kind": "github", "name": "gh-check", "token_env": "TANDEM_BOUNDS_GH",
+                        "repos": ["acme/search"], "incident_labels": ["incident"]});
+    check_names_the_denied_endpoint(config.clone(), "/statuses", 403, "deployment statuses of acme/search", "Deployments: read").await;
+    check_names_the_denied_endpoint(config.clone(), "/compare/", 404, "commit compare of acme/search", "Contents: read").await;
+    check_names_the_denied_endpoint(config, "/issues", 403, "issues of acme/search", "Issues: read").await;
+}
+
+#[tokio::test]
+async fn check_fails_naming_denied_gitlab_merge_requests() {
+    let config = json!({"kind": "gitlab", "name": "gl-check", "token_env": "TANDEM_BOUNDS_GL",
+                        "projects": ["acme/billing"]});
+    check_names_the_denied_endpoint(config.clone(), "/deployments", 403, "deployments of acme/billing", "read_api").await;
+    check_names_the_denied_endpoint(config, "/commits", 404, "merge request commits of acme/billing", "Reporter").await;
+}
+
+#[tokio::test]
+async fn check_fails_naming_denied_jira_changelogs_and_only_warns_without_the_status_list() {
+    let config = json!({"kind": "jira", "name": "jira-check", "email": "tandem@acme.example",
+                        "token_env": "TANDEM_BOUNDS_JIRA", "projects": ["OPS", "ENG"]});
+    check_names_the_denied_endpoint(config.clone(), "/changelog", 403, "issue changelog", "Browse projects").await;
+    for status in [403, 404] {
+        let checks = check_denying(config.clone(), Some(("/rest/api/3/status", status))).await;
+        assert!(failures(&checks).is_empty(), "{checks:#?}");
+        let warning = checks
+            .iter()
+            .find_map(|c| match &c.outcome {
+                crate::CheckOutcome::Warning(w) if c.name.starts_with("status list") => Some(w),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no warning: {checks:#?}"));
+        assert!(warning.contains(&status.to_string()) && warning.contains("carries on"), "{warning}");
+    }
+}
+
+#[tokio::test]
+async fn check_fails_naming_denied_pagerduty_log_entries() {
+    let config = json!({"kind": "pagerduty", "name": "pd-check", "token_env": "TANDEM_BOUNDS_PD"});
+    check_names_the_denied_endpoint(config, "/log_entries", 403, "log entries", "read access").await;
+}
+
+#[tokio::test]
+async fn check_fails_naming_a_denied_servicenow_table() {
+    let config = json!({"kind": "servicenow", "name": "sn-check", "user": "tandem.integration",
+                        "password_env": "TANDEM_BOUNDS_SN"});
+    check_names_the_denied_endpoint(config, "/table/change_request", 403, "table change_request", "read ACL on change_request").await;
+}

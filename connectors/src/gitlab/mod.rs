@@ -26,7 +26,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::unusable;
@@ -236,13 +236,71 @@ impl GitLab {
 
     /// Cheap requests: the token's user, then each project (it must exist and be readable).
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        self.client.get_json(&format!("{}/user", self.api), &[]).await?;
-        for project in &self.config.projects {
-            self.client
-                .get_json(&format!("{}/projects/{}", self.api, encode_id(project)), &[])
-                .await?;
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls: the token's user, then per project the
+    /// project, its deployments, its merged merge requests and one merge request's commits. A
+    /// refused token or an unreadable project is reported once, not once per endpoint.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        const SCOPE: &str = "the token needs the read_api scope";
+        let (check, _) = EndpointCheck::of(
+            "token (GET /user)",
+            self.client.get_json(&format!("{}/user", self.api), &[]).await,
+            &format!("{SCOPE}; create a new token if it expired"),
+        );
+        let refused = check.failed();
+        let mut checks = vec![check];
+        if refused {
+            return checks;
         }
-        Ok(())
+        let reporter = format!("{SCOPE} and at least the Reporter role on the project");
+        for project in &self.config.projects {
+            let root = format!("{}/projects/{}", self.api, encode_id(project));
+            let (check, _) = EndpointCheck::of(
+                format!("project {project} (GET /projects/{{id}})"),
+                self.client.get_json(&root, &[]).await,
+                &format!("{SCOPE} and membership of {project}"),
+            );
+            let unreadable = check.failed();
+            checks.push(check);
+            if unreadable {
+                continue;
+            }
+            let one = vec![("per_page", "1".to_owned())];
+            checks.push(
+                EndpointCheck::of(
+                    format!("deployments of {project} (GET /projects/{{id}}/deployments)"),
+                    self.client.get_json(&format!("{root}/deployments"), &one).await,
+                    &reporter,
+                )
+                .0,
+            );
+            let mut merged = one.clone();
+            merged.push(("state", "merged".to_owned()));
+            let (check, page) = EndpointCheck::of(
+                format!("merge requests of {project} (GET /projects/{{id}}/merge_requests)"),
+                self.client.get_json(&format!("{root}/merge_requests"), &merged).await,
+                &reporter,
+            );
+            checks.push(check);
+            let iid = page
+                .and_then(|p| p.body.as_array().and_then(|a| a.first().cloned()))
+                .and_then(|m| m.get("iid").and_then(Value::as_u64));
+            if let Some(iid) = iid {
+                checks.push(
+                    EndpointCheck::of(
+                        format!("merge request commits of {project} (GET /projects/{{id}}/merge_requests/{{iid}}/commits)"),
+                        self.client
+                            .get_json(&format!("{root}/merge_requests/{iid}/commits"), &one)
+                            .await,
+                        &reporter,
+                    )
+                    .0,
+                );
+            }
+        }
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.

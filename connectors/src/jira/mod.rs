@@ -28,7 +28,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{CheckOutcome, Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, Pager, RetryPolicy};
 use crate::model::QuarantineReason;
@@ -285,16 +285,62 @@ impl Jira {
     /// One cheap request: a one-issue search of the configured projects, which proves the
     /// credentials, the search API of the flavor and that every project exists and is visible.
     pub async fn check(&self) -> Result<(), ConnectorError> {
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls: the one-issue search above, the status
+    /// list (a warning only: without it transitions take the categories seen on issues) and one
+    /// issue's changelog.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
         let query = vec![
             ("jql", self.project_clause()),
             ("maxResults", "1".to_owned()),
             ("fields", "id".to_owned()),
         ];
-        self.client
-            .get_json(&self.url(&self.search_path), &query)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.explain(e))
+        let browse = "grant the account Browse projects on every configured project";
+        let (check, page) = EndpointCheck::of(
+            format!("issue search (GET {})", self.search_path),
+            self.client
+                .get_json(&self.url(&self.search_path), &query)
+                .await
+                .map_err(|e| self.explain(e)),
+            browse,
+        );
+        let refused = check.failed();
+        let mut checks = vec![check];
+        if refused {
+            return checks;
+        }
+        let status_path = format!("{}/status", self.api());
+        let (mut check, _) = EndpointCheck::of(
+            format!("status list (GET {status_path})"),
+            self.client.get_json(&self.url(&status_path), &[]).await,
+            "",
+        );
+        if let CheckOutcome::Failed { error, .. } = &check.outcome {
+            check.outcome = CheckOutcome::Warning(format!(
+                "{error}; a sync carries on, taking each transition's category from the statuses seen on issues (statuses no issue shows any more get none): let the account read statuses to fix it"
+            ));
+        }
+        checks.push(check);
+        let key = page
+            .and_then(|p| p.body.get("issues").and_then(Value::as_array).and_then(|a| a.first().cloned()))
+            // The changelog endpoint takes the id as well as the key; Cloud's search sends the id.
+            .and_then(|i| i.get("key").or_else(|| i.get("id")).and_then(Value::as_str).map(str::to_owned));
+        if let Some(key) = key {
+            let path = format!("{}/issue/{key}/changelog", self.api());
+            checks.push(
+                EndpointCheck::of(
+                    format!("issue changelog (GET {}/issue/{{key}}/changelog)", self.api()),
+                    self.client
+                        .get_json(&self.url(&path), &[("maxResults", "1".to_owned())])
+                        .await,
+                    browse,
+                )
+                .0,
+            );
+        }
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.

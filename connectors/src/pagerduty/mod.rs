@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
 use crate::model::unusable;
@@ -190,10 +190,49 @@ impl PagerDuty {
 
     /// One cheap request: the key's abilities.
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        self.client
-            .get_json(&self.url("/abilities"), &[])
-            .await
-            .map(|_| ())
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls: the key's abilities, incidents (of the
+    /// configured services) and log entries (acknowledgements).
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        let read_key = "use a REST API key with read access (a read-only key suffices)";
+        let (check, _) = EndpointCheck::of(
+            "API key (GET /abilities)",
+            self.client.get_json(&self.url("/abilities"), &[]).await,
+            read_key,
+        );
+        let refused = check.failed();
+        let mut checks = vec![check];
+        if refused {
+            return checks;
+        }
+        let mut query = vec![("limit", "1".to_owned()), ("time_zone", "UTC".to_owned())];
+        for id in &self.config.service_ids {
+            query.push(("service_ids[]", id.clone()));
+        }
+        checks.push(
+            EndpointCheck::of(
+                "incidents (GET /incidents)",
+                self.client.get_json(&self.url("/incidents"), &query).await,
+                &format!("{read_key}, and check that every id in `service_ids` exists and is visible to it"),
+            )
+            .0,
+        );
+        let query = vec![
+            ("limit", "1".to_owned()),
+            ("is_overview", "true".to_owned()),
+            ("time_zone", "UTC".to_owned()),
+        ];
+        checks.push(
+            EndpointCheck::of(
+                "log entries (GET /log_entries)",
+                self.client.get_json(&self.url("/log_entries"), &query).await,
+                &format!("{read_key}; a user token needs a role that can read incident log entries"),
+            )
+            .0,
+        );
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.

@@ -23,7 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{CheckOutcome, Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::QuarantineReason;
@@ -287,15 +287,53 @@ impl ServiceNow {
 
     /// One cheap request per table: the credentials work and the tables are readable.
     pub async fn check(&self) -> Result<(), ConnectorError> {
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request per table a sync reads, with the query and `sysparm_fields` the sync
+    /// sends: a refused table fails; fields missing from the answer (hidden by field ACLs) are a
+    /// warning naming them.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        let mut checks = Vec::new();
         for kind in [Kind::Incidents, Kind::ChangeRequests] {
-            let query = vec![
-                ("sysparm_fields", "sys_id".to_owned()),
-                ("sysparm_limit", "1".to_owned()),
-                ("sysparm_no_count", "true".to_owned()),
-            ];
-            self.fetch(&self.table_url(kind), &query).await?;
+            let mut query = self.scan_query(kind, None);
+            for (name, value) in &mut query {
+                if *name == "sysparm_limit" {
+                    *value = "1".to_owned();
+                }
+            }
+            let table = kind.table();
+            let (mut check, page) = EndpointCheck::of(
+                format!("table {table} (GET /api/now/table/{table})"),
+                self.fetch(&self.table_url(kind), &query).await,
+                &format!(
+                    "give the integration user the itil role or a read ACL on {table} and its fields {}",
+                    kind.fields()
+                ),
+            );
+            let first = page
+                .flatten()
+                .and_then(|p| p.body.get("result").and_then(Value::as_array).and_then(|a| a.first().cloned()));
+            if let Some(Value::Object(record)) = first {
+                let hidden: Vec<&str> = kind
+                    .fields()
+                    .split(',')
+                    .filter(|f| !record.contains_key(*f))
+                    .collect();
+                if !hidden.is_empty() {
+                    check.outcome = CheckOutcome::Warning(format!(
+                        "the answer lacks the fields {}: field ACLs hide them from the integration user, and records will be read without them; grant read on them",
+                        hidden.join(", ")
+                    ));
+                }
+            }
+            let refused = check.failed() && checks.is_empty() && check_is_auth(&check);
+            checks.push(check);
+            if refused {
+                break;
+            }
         }
-        Ok(())
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
@@ -920,6 +958,11 @@ fn non_empty(s: &str) -> Option<String> {
 
 fn time(raw: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
     parse_opt_instant(raw.get(field)).map_err(|e| format!("{field}: {e}"))
+}
+
+/// Whether a check failed on the credentials themselves (then the next table would fail alike).
+fn check_is_auth(check: &EndpointCheck) -> bool {
+    matches!(&check.outcome, CheckOutcome::Failed { error, .. } if error.is_auth())
 }
 
 /// A reference in any of its three shapes: `{"link":…,"value":…}`, a plain sys_id, or `""`.
