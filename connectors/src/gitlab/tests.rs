@@ -568,7 +568,8 @@ async fn a_throttle_with_retry_after_is_waited_out() {
     let (result, out) = run(&c, "deployments", None).await;
     result.unwrap();
     assert!(started.elapsed() >= StdDuration::from_secs(1));
-    assert_eq!(requests(&w).len(), 3);
+    // The user, then per project: the project, deployments, merge requests, one's commits.
+    assert_eq!(requests(&w).len(), 1 + 2 * 4);
     assert!(!out.deployments.is_empty());
 }
 
@@ -660,7 +661,8 @@ async fn a_saved_link_that_no_longer_answers_restarts_from_the_last_record() {
 async fn check_needs_a_valid_token_and_readable_projects() {
     let w = world(2).await;
     connector(config(&w, &["production"])).check().await.unwrap();
-    assert_eq!(requests(&w).len(), 3);
+    // The user, then per project: the project, deployments, merge requests, one's commits.
+    assert_eq!(requests(&w).len(), 1 + 2 * 4);
     let env = SecretEnv::process().with_override(TOKEN_VAR, "wrong");
     let bad = GitLab::new(config(&w, &["production"]), &env, fast()).unwrap();
     let err = bad.check().await.unwrap_err();

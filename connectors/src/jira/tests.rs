@@ -703,7 +703,8 @@ async fn check_proves_credentials_and_projects() {
         .check()
         .await
         .unwrap();
-    assert_eq!(s.jira.control.request_count(), 2);
+    // Per flavor: the search, the status list and one issue's changelog.
+    assert_eq!(s.jira.control.request_count(), 2 * 3);
 
     let wrong = Jira::new(
         config(&s.jira.base_url(), Flavor::Cloud),
