@@ -644,4 +644,22 @@ pagerduty = ["PCHK"]
         assert!(err.contains("weeeks"), "{err}");
         assert_eq!(err.lines().count(), 1);
     }
+
+    #[test]
+    fn http_bounds_default_when_absent_and_reach_the_http_client() {
+        let old = parse("[report]\nweeks = 3\n").unwrap();
+        let policy = old.http.apply(RetryPolicy::default());
+        assert_eq!(policy.max_pages_per_stream, 100_000);
+        assert_eq!(policy.max_response_bytes, 64 * 1024 * 1024);
+        let set = parse("[http]\nmax_pages_per_stream = 50\nmax_response_mb = 2\n").unwrap();
+        let policy = set.http.apply(RetryPolicy {
+            max_attempts: 9,
+            ..RetryPolicy::default()
+        });
+        assert_eq!((policy.max_pages_per_stream, policy.max_response_bytes), (50, 2 * 1024 * 1024));
+        assert_eq!(policy.max_attempts, 9, "only the bounds change");
+        let err = parse("[http]\nmax_response_mb = 0\n").unwrap_err().to_string();
+        assert!(err.contains("http.max_response_mb") && err.contains("at least 1"), "{err}");
+        assert!(parse("[http]\nmax_pages = 5\n").unwrap_err().to_string().contains("max_pages"));
+    }
 }

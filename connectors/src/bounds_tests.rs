@@ -354,6 +354,39 @@ async fn credentials_never_follow_a_redirect_or_a_next_link_to_another_origin() 
 }
 
 #[tokio::test]
+async fn github_bearer_token_does_not_follow_a_next_link_to_another_host() {
+    let other = serve(|_: &str, _: &str| json_answer(&json!([]))).await;
+    let other_base = other.base.clone();
+    let home = serve(move |_: &str, _: &str| {
+        json_answer(&json!([])).header(
+            "link",
+            format!(r#"<{other_base}/repositories/1/deployments?page=2>; rel="next""#),
+        )
+    })
+    .await;
+    let (result, _) = read(&github(&home.base, fast()), "deployments").await;
+    result.unwrap();
+    assert!(home.seen().iter().all(|s| s.header("authorization") == Some(&format!("Bearer {TOKEN}"))));
+    let away = other.seen();
+    assert_eq!(away.len(), 1, "the next link was followed");
+    assert_eq!(away[0].header("authorization"), None, "the token stayed home");
+}
+
+#[tokio::test]
+async fn a_redirect_loop_fails_naming_the_url() {
+    let home = serve(|target: &str, _: &str| Canned {
+        status: 302,
+        headers: vec![("location".into(), target.to_owned())],
+        body: Vec::new(),
+        with_length: true,
+    })
+    .await;
+    let client = HttpClient::new("src", &home.base, &Auth::None, &[], "hint".into(), fast()).unwrap();
+    let err = client.get_json(&format!("{}/loop", home.base), &[]).await.unwrap_err().to_string();
+    assert!(err.contains("/loop") && err.contains("redirects"), "{err}");
+}
+
+#[tokio::test]
 async fn gitlab_private_token_does_not_follow_a_redirect_to_another_host() {
     let other = serve(|_: &str, _: &str| json_answer(&json!({"id": 1, "username": "x"}))).await;
     let other_base = other.base.clone();

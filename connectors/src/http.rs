@@ -504,6 +504,7 @@ impl HttpClient {
     /// configured origin: reqwest's own policy keeps custom headers such as GitLab's
     /// `PRIVATE-TOKEN` on a redirect to another host.
     async fn send(&self, mut url: reqwest::Url, etag: Option<&str>) -> Result<reqwest::Response, Verdict> {
+        let mut last_status = 0;
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self
                 .client
@@ -524,6 +525,7 @@ impl HttpClient {
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return Ok(response);
             }
+            last_status = status.as_u16();
             let Some(next) = response
                 .headers()
                 .get(reqwest::header::LOCATION)
@@ -539,9 +541,9 @@ impl HttpClient {
         }
         Err(Verdict::Fail(ConnectorError::Status {
             source_name: self.source.clone(),
-            status: 310,
+            status: last_status,
             url: url.to_string(),
-            body: format!("more than {MAX_REDIRECTS} redirects: check base_url"),
+            body: format!("more than {MAX_REDIRECTS} redirects in a row: check base_url"),
         }))
     }
 
