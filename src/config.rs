@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use tandem_connectors::{RetryPolicy, SourceConfig};
 use tandem_connectors::model::Severity;
+use tandem_connectors::{RetryPolicy, SourceConfig};
 
 /// What is wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -656,10 +656,21 @@ pagerduty = ["PCHK"]
             max_attempts: 9,
             ..RetryPolicy::default()
         });
-        assert_eq!((policy.max_pages_per_stream, policy.max_response_bytes), (50, 2 * 1024 * 1024));
+        assert_eq!(
+            (policy.max_pages_per_stream, policy.max_response_bytes),
+            (50, 2 * 1024 * 1024)
+        );
         assert_eq!(policy.max_attempts, 9, "only the bounds change");
         let err = parse("[http]\nmax_response_mb = 0\n").unwrap_err().to_string();
-        assert!(err.contains("http.max_response_mb") && err.contains("at least 1"), "{err}");
-        assert!(parse("[http]\nmax_pages = 5\n").unwrap_err().to_string().contains("max_pages"));
+        assert!(
+            err.contains("http.max_response_mb") && err.contains("at least 1"),
+            "{err}"
+        );
+        assert!(
+            parse("[http]\nmax_pages = 5\n")
+                .unwrap_err()
+                .to_string()
+                .contains("max_pages")
+        );
     }
 }

@@ -61,7 +61,10 @@ struct Seen {
 
 impl Seen {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -171,7 +174,9 @@ fn param_of(target: &str, name: &str) -> Option<String> {
 
 /// GitHub's deployments list: an empty page of the real shape whose `Link: rel="next"` is
 /// `next(page)` (the current `page` parameter, 1 for the first page), or none when `None`.
-fn github_with_next(next: impl Fn(u32) -> Option<u32> + Send + Sync + 'static) -> impl Fn(&str, &str) -> Canned {
+fn github_with_next(
+    next: impl Fn(u32) -> Option<u32> + Send + Sync + 'static,
+) -> impl Fn(&str, &str) -> Canned {
     move |target: &str, base: &str| {
         let page = param_of(target, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
         let answer = json_answer(&json!([]));
@@ -197,7 +202,10 @@ async fn github_next_link_that_repeats_stops_the_stream_naming_the_link() {
     assert!(matches!(err, ConnectorError::Paging { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("source `gh`, stream `deployments`"), "{text}");
-    assert!(text.contains("/repositories/1/deployments?environment=production&per_page=100&page=2"), "{text}");
+    assert!(
+        text.contains("/repositories/1/deployments?environment=production&per_page=100&page=2"),
+        "{text}"
+    );
     assert!(!text.contains(TOKEN), "{text}");
     assert_eq!(server.seen().len(), 2, "page 2 is fetched once, not again");
 }
@@ -205,10 +213,16 @@ async fn github_next_link_that_repeats_stops_the_stream_naming_the_link() {
 #[tokio::test]
 async fn github_next_links_in_a_cycle_stop_the_stream() {
     // 1 → 2 → 3 → 2: a cycle that never repeats the page just fetched.
-    let server = serve(github_with_next(|page| Some(if page == 3 { 2 } else { page + 1 }))).await;
+    let server = serve(github_with_next(|page| {
+        Some(if page == 3 { 2 } else { page + 1 })
+    }))
+    .await;
     let (result, _) = read(&github(&server.base, fast()), "deployments").await;
     let text = result.unwrap_err().to_string();
-    assert!(text.contains("stream `deployments`") && text.contains("page=2"), "{text}");
+    assert!(
+        text.contains("stream `deployments`") && text.contains("page=2"),
+        "{text}"
+    );
     assert!(text.contains("a second time"), "{text}");
     assert_eq!(server.seen().len(), 3);
 }
@@ -223,8 +237,14 @@ async fn github_stream_stops_at_the_configured_page_cap() {
     };
     let (result, _) = read(&github(&server.base, policy), "deployments").await;
     let text = result.unwrap_err().to_string();
-    assert!(text.contains("stream `deployments`") && text.contains("5 pages"), "{text}");
-    assert!(text.contains("http.max_pages_per_stream"), "says how to raise it: {text}");
+    assert!(
+        text.contains("stream `deployments`") && text.contains("5 pages"),
+        "{text}"
+    );
+    assert!(
+        text.contains("http.max_pages_per_stream"),
+        "says how to raise it: {text}"
+    );
     assert_eq!(server.seen().len(), 5);
 }
 
@@ -249,16 +269,28 @@ async fn jira_page_token_that_repeats_stops_the_stream_naming_the_token() {
     let (result, _) = read(&jira, "issues").await;
     let text = result.unwrap_err().to_string();
     assert!(text.contains("source `jira`, stream `issues`"), "{text}");
-    assert!(text.contains("CAEaAggD") && text.contains("a second time"), "{text}");
-    let searches = server.seen().iter().filter(|s| s.target.contains("/search/jql")).count();
-    assert_eq!(searches, 2, "the first page and the one with the token, nothing more");
+    assert!(
+        text.contains("CAEaAggD") && text.contains("a second time"),
+        "{text}"
+    );
+    let searches = server
+        .seen()
+        .iter()
+        .filter(|s| s.target.contains("/search/jql"))
+        .count();
+    assert_eq!(
+        searches, 2,
+        "the first page and the one with the token, nothing more"
+    );
 }
 
 #[tokio::test]
 async fn a_body_over_the_size_limit_fails_without_being_read_whole() {
     // 200 KB of deployments against a 16 KB limit, once with a content-length and once ending
     // only when the connection closes (read in pieces and stopped at the limit).
-    let big: Vec<Value> = (0..2000).map(|i| json!({"id": i, "sha": "a".repeat(64)})).collect();
+    let big: Vec<Value> = (0..2000)
+        .map(|i| json!({"id": i, "sha": "a".repeat(64)}))
+        .collect();
     let body = Value::Array(big).to_string().into_bytes();
     for with_length in [true, false] {
         let body = body.clone();
@@ -277,7 +309,10 @@ async fn a_body_over_the_size_limit_fails_without_being_read_whole() {
         let err = result.unwrap_err();
         assert!(matches!(err, ConnectorError::ResponseTooLarge { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("16384 bytes") && text.contains("http.max_response_mb"), "{text}");
+        assert!(
+            text.contains("16384 bytes") && text.contains("http.max_response_mb"),
+            "{text}"
+        );
         assert_eq!(server.seen().len(), 1, "not retried: it would be as large again");
     }
 }
@@ -323,18 +358,38 @@ async fn credentials_never_follow_a_redirect_or_a_next_link_to_another_origin() 
             _ => json_answer(&json!([{"base": base}])),
         })
         .await;
-        let client = HttpClient::new("src", &home.base, &auth, &[("accept", "application/json")], "hint".into(), fast())
-            .unwrap();
+        let client = HttpClient::new(
+            "src",
+            &home.base,
+            &auth,
+            &[("accept", "application/json")],
+            "hint".into(),
+            fast(),
+        )
+        .unwrap();
         // A redirect to another origin, and a next link to another origin as a connector
         // follows it.
-        client.get_json(&format!("{}/moved", home.base), &[]).await.unwrap();
-        let page = client.get_json(&format!("{}/list", home.base), &[]).await.unwrap();
+        client
+            .get_json(&format!("{}/moved", home.base), &[])
+            .await
+            .unwrap();
+        let page = client
+            .get_json(&format!("{}/list", home.base), &[])
+            .await
+            .unwrap();
         client.get_json(&page.link("next").unwrap(), &[]).await.unwrap();
         // A redirect within the origin keeps them.
-        client.get_json(&format!("{}/moved-home", home.base), &[]).await.unwrap();
+        client
+            .get_json(&format!("{}/moved-home", home.base), &[])
+            .await
+            .unwrap();
 
         let away = other.seen();
-        assert_eq!(away.len(), 2, "{auth:?}: the redirect and the next link reached the other server");
+        assert_eq!(
+            away.len(),
+            2,
+            "{auth:?}: the redirect and the next link reached the other server"
+        );
         for seen in &away {
             assert_eq!(seen.header(header), None, "{auth:?} leaked to {}", seen.target);
             assert!(
@@ -342,7 +397,11 @@ async fn credentials_never_follow_a_redirect_or_a_next_link_to_another_origin() 
                 "{auth:?} leaked to {}",
                 seen.target
             );
-            assert_eq!(seen.header("accept"), Some("application/json"), "other headers still go");
+            assert_eq!(
+                seen.header("accept"),
+                Some("application/json"),
+                "other headers still go"
+            );
         }
         let home_seen = home.seen();
         assert_eq!(home_seen.len(), 4);
@@ -366,7 +425,11 @@ async fn github_bearer_token_does_not_follow_a_next_link_to_another_host() {
     .await;
     let (result, _) = read(&github(&home.base, fast()), "deployments").await;
     result.unwrap();
-    assert!(home.seen().iter().all(|s| s.header("authorization") == Some(&format!("Bearer {TOKEN}"))));
+    assert!(
+        home.seen()
+            .iter()
+            .all(|s| s.header("authorization") == Some(&format!("Bearer {TOKEN}")))
+    );
     let away = other.seen();
     assert_eq!(away.len(), 1, "the next link was followed");
     assert_eq!(away[0].header("authorization"), None, "the token stayed home");
@@ -382,7 +445,11 @@ async fn a_redirect_loop_fails_naming_the_url() {
     })
     .await;
     let client = HttpClient::new("src", &home.base, &Auth::None, &[], "hint".into(), fast()).unwrap();
-    let err = client.get_json(&format!("{}/loop", home.base), &[]).await.unwrap_err().to_string();
+    let err = client
+        .get_json(&format!("{}/loop", home.base), &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/loop") && err.contains("redirects"), "{err}");
 }
 
@@ -405,7 +472,13 @@ async fn gitlab_private_token_does_not_follow_a_redirect_to_another_host() {
         fast(),
     );
     let _ = gitlab.check().await;
-    assert!(!home.seen().is_empty() && home.seen().iter().all(|s| s.header("private-token") == Some(TOKEN)));
+    assert!(
+        !home.seen().is_empty()
+            && home
+                .seen()
+                .iter()
+                .all(|s| s.header("private-token") == Some(TOKEN))
+    );
     assert!(!other.seen().is_empty(), "the redirect was followed");
     assert!(other.seen().iter().all(|s| s.header("private-token").is_none()));
 }
@@ -496,7 +569,10 @@ async fn spoiled_page_keeps_the_rest(
     clean_result.unwrap();
     let clean_records = records(&clean);
     // The fakes hold a few bad records on purpose: only what the spoiling added counts here.
-    let before: Vec<(String, String)> = quarantined(&clean).into_iter().map(|q| (q.id, q.reason)).collect();
+    let before: Vec<(String, String)> = quarantined(&clean)
+        .into_iter()
+        .map(|q| (q.id, q.reason))
+        .collect();
 
     control.spoil_records_next(list_path, Some(wrong_type), 1);
     let (result, spoiled) = read(&connector, stream).await;
@@ -512,19 +588,38 @@ async fn spoiled_page_keeps_the_rest(
         .iter()
         .find(|q| q.reason.contains(wrong_type))
         .unwrap_or_else(|| panic!("{stream}: no rejection names {wrong_type}: {rejected:#?}"));
-    assert_eq!(wrong.reason_code, Some(ReasonCode::BadValue), "{stream}: {}", wrong.reason);
+    assert_eq!(
+        wrong.reason_code,
+        Some(ReasonCode::BadValue),
+        "{stream}: {}",
+        wrong.reason
+    );
     let bad_bytes = rejected.iter().find(|q| q.reason.contains("not UTF-8")).unwrap();
     assert_eq!(bad_bytes.reason_code, Some(ReasonCode::BadValue));
-    assert!(bad_bytes.reason.contains("record 1 of the page"), "{}", bad_bytes.reason);
-    assert!(!bad_bytes.id.ends_with(':'), "keyed by the record's own id: {}", bad_bytes.id);
-    let deep = rejected.iter().find(|q| q.reason.contains("record 2 of the page")).unwrap();
+    assert!(
+        bad_bytes.reason.contains("record 1 of the page"),
+        "{}",
+        bad_bytes.reason
+    );
+    assert!(
+        !bad_bytes.id.ends_with(':'),
+        "keyed by the record's own id: {}",
+        bad_bytes.id
+    );
+    let deep = rejected
+        .iter()
+        .find(|q| q.reason.contains("record 2 of the page"))
+        .unwrap();
     assert_eq!(deep.reason_code, Some(ReasonCode::BadShape), "{}", deep.reason);
     let kept = records(&spoiled);
     assert!(!kept.is_empty(), "{stream}: the rest of the page is stored");
     let clean_keys: std::collections::BTreeSet<&str> = clean_records.iter().map(Record::key).collect();
     let kept_keys: std::collections::BTreeSet<&str> = kept.iter().map(Record::key).collect();
     let lost = clean_keys.difference(&kept_keys).count();
-    assert!(kept_keys.is_subset(&clean_keys), "{stream}: records appeared from nowhere");
+    assert!(
+        kept_keys.is_subset(&clean_keys),
+        "{stream}: records appeared from nowhere"
+    );
     assert!(
         (1..=max_lost).contains(&lost),
         "{stream}: only the records of the three spoiled items are missing, yet {lost} are"
@@ -651,8 +746,22 @@ async fn check_names_the_denied_endpoint(config: Value, deny: &str, status: u16,
 async fn check_fails_naming_denied_github_deployment_statuses() {
     let config = json!({"kind": "github", "name": "gh-check", "token_env": "TANDEM_BOUNDS_GH",
                         "repos": ["acme/search"], "incident_labels": ["incident"]});
-    check_names_the_denied_endpoint(config.clone(), "/statuses", 403, "deployment statuses of acme/search", "Deployments: read").await;
-    check_names_the_denied_endpoint(config.clone(), "/compare/", 404, "commit compare of acme/search", "Contents: read").await;
+    check_names_the_denied_endpoint(
+        config.clone(),
+        "/statuses",
+        403,
+        "deployment statuses of acme/search",
+        "Deployments: read",
+    )
+    .await;
+    check_names_the_denied_endpoint(
+        config.clone(),
+        "/compare/",
+        404,
+        "commit compare of acme/search",
+        "Contents: read",
+    )
+    .await;
     check_names_the_denied_endpoint(config, "/issues", 403, "issues of acme/search", "Issues: read").await;
 }
 
@@ -660,15 +769,36 @@ async fn check_fails_naming_denied_github_deployment_statuses() {
 async fn check_fails_naming_denied_gitlab_merge_requests() {
     let config = json!({"kind": "gitlab", "name": "gl-check", "token_env": "TANDEM_BOUNDS_GL",
                         "projects": ["acme/billing"]});
-    check_names_the_denied_endpoint(config.clone(), "/deployments", 403, "deployments of acme/billing", "read_api").await;
-    check_names_the_denied_endpoint(config, "/commits", 404, "merge request commits of acme/billing", "Reporter").await;
+    check_names_the_denied_endpoint(
+        config.clone(),
+        "/deployments",
+        403,
+        "deployments of acme/billing",
+        "read_api",
+    )
+    .await;
+    check_names_the_denied_endpoint(
+        config,
+        "/commits",
+        404,
+        "merge request commits of acme/billing",
+        "Reporter",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn check_fails_naming_denied_jira_changelogs_and_only_warns_without_the_status_list() {
     let config = json!({"kind": "jira", "name": "jira-check", "email": "tandem@acme.example",
                         "token_env": "TANDEM_BOUNDS_JIRA", "projects": ["OPS", "ENG"]});
-    check_names_the_denied_endpoint(config.clone(), "/changelog", 403, "issue changelog", "Browse projects").await;
+    check_names_the_denied_endpoint(
+        config.clone(),
+        "/changelog",
+        403,
+        "issue changelog",
+        "Browse projects",
+    )
+    .await;
     for status in [403, 404] {
         let checks = check_denying(config.clone(), Some(("/rest/api/3/status", status))).await;
         assert!(failures(&checks).is_empty(), "{checks:#?}");
@@ -679,7 +809,10 @@ async fn check_fails_naming_denied_jira_changelogs_and_only_warns_without_the_st
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no warning: {checks:#?}"));
-        assert!(warning.contains(&status.to_string()) && warning.contains("carries on"), "{warning}");
+        assert!(
+            warning.contains(&status.to_string()) && warning.contains("carries on"),
+            "{warning}"
+        );
     }
 }
 
@@ -693,5 +826,12 @@ async fn check_fails_naming_denied_pagerduty_log_entries() {
 async fn check_fails_naming_a_denied_servicenow_table() {
     let config = json!({"kind": "servicenow", "name": "sn-check", "user": "tandem.integration",
                         "password_env": "TANDEM_BOUNDS_SN"});
-    check_names_the_denied_endpoint(config, "/table/change_request", 403, "table change_request", "read ACL on change_request").await;
+    check_names_the_denied_endpoint(
+        config,
+        "/table/change_request",
+        403,
+        "table change_request",
+        "read ACL on change_request",
+    )
+    .await;
 }

@@ -217,6 +217,9 @@ mod tests {
         );
         // A value that is not an instant says nothing rather than something wrong.
         assert_eq!(covers_from(&serde_json::json!({"covers_from": 7})), None);
-        assert_eq!(covers_from(&serde_json::json!({"covers_from": "last week"})), None);
+        assert_eq!(
+            covers_from(&serde_json::json!({"covers_from": "last week"})),
+            None
+        );
     }
 }

@@ -36,7 +36,10 @@ pub fn parse_page(body: &[u8]) -> Result<Value, serde_json::Error> {
 /// Why a record of a page could not be read, when `item` is the stand-in for one.
 pub fn unreadable(item: &Value) -> Option<QuarantineReason> {
     let mark = item.get(UNREADABLE)?;
-    let text = mark.get("reason").and_then(Value::as_str).unwrap_or("unreadable record");
+    let text = mark
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("unreadable record");
     let position = mark.get("position").and_then(Value::as_u64).unwrap_or_default();
     let field = format!("record {position} of the page");
     Some(match mark.get("code").and_then(Value::as_str) {
@@ -124,7 +127,9 @@ impl Page<'_> {
                 position,
                 item.get(),
                 "bad_shape",
-                format!("cannot be read as JSON on its own ({e}); most often it is nested deeper than the parser allows"),
+                format!(
+                    "cannot be read as JSON on its own ({e}); most often it is nested deeper than the parser allows"
+                ),
             ),
         }
     }
@@ -198,7 +203,11 @@ mod tests {
         assert_eq!(items[2]["id"], 3);
         let reason = unreadable(&items[1]).unwrap();
         assert_eq!(reason.code(), ReasonCode::BadValue);
-        assert!(reason.text().contains("record 1 of the page"), "{}", reason.text());
+        assert!(
+            reason.text().contains("record 1 of the page"),
+            "{}",
+            reason.text()
+        );
         assert!(reason.text().contains("not UTF-8"), "{}", reason.text());
         assert_eq!(items[1]["id"], 2, "the id is kept for the quarantine key");
         assert!(unreadable(&items[0]).is_none());
@@ -210,14 +219,21 @@ mod tests {
             r#"{{"result":[{{"sys_id":"a"}},{{"sys_id":"b","deep":{}}}],"total":2}}"#,
             deep(400)
         );
-        assert!(serde_json::from_str::<Value>(&body).is_err(), "the test needs a body serde_json refuses");
+        assert!(
+            serde_json::from_str::<Value>(&body).is_err(),
+            "the test needs a body serde_json refuses"
+        );
         let page = parse_page(body.as_bytes()).unwrap();
         assert_eq!(page["total"], 2);
         let items = page["result"].as_array().unwrap();
         assert_eq!(items[0]["sys_id"], "a");
         let reason = unreadable(&items[1]).unwrap();
         assert_eq!(reason.code(), ReasonCode::BadShape);
-        assert!(reason.text().contains("record 1 of the page"), "{}", reason.text());
+        assert!(
+            reason.text().contains("record 1 of the page"),
+            "{}",
+            reason.text()
+        );
         assert_eq!(items[1]["id"], "b", "sys_id stands in for the key");
     }
 

@@ -16,8 +16,8 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
-use crate::model::unusable;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::time::parse_instant;
@@ -155,7 +155,9 @@ impl GitHub {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
                     .unwrap_or_else(|| self.url(&format!("/repos/{repo}/deployments/{id}/statuses")));
-                let statuses = self.get_all(STREAM, url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                let statuses = self
+                    .get_all(STREAM, url, vec![("per_page", PER_PAGE.to_owned())])
+                    .await?;
                 Ok((d, Some(statuses)))
             }))
             .buffered(CONCURRENCY)
@@ -410,7 +412,13 @@ impl GitHub {
         let date = raw
             .pointer("/commit/author/date")
             .and_then(Value::as_str)
-            .ok_or_else(|| unusable("commit.author.date", raw.pointer("/commit/author/date"), "a timestamp"))?;
+            .ok_or_else(|| {
+                unusable(
+                    "commit.author.date",
+                    raw.pointer("/commit/author/date"),
+                    "a timestamp",
+                )
+            })?;
         let authored_at = parse_instant(date).map_err(|e| format!("commit.author.date: {e}"))?;
         let parents = raw
             .get("parents")

@@ -25,9 +25,9 @@ use serde_json::Value;
 use crate::contract::{Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
-use crate::model::unusable;
 use crate::model::QuarantineReason;
 use crate::model::Quarantined;
+use crate::model::unusable;
 use crate::secret::SecretEnv;
 use crate::time::parse_instant;
 
@@ -189,13 +189,20 @@ impl GitHub {
         const CLASSIC: &str = "(a classic token needs the `repo` scope for private repositories)";
         let mut checks = Vec::new();
         for repo in &self.config.repos {
-            let one = |path: &str| (self.url(&format!("/repos/{repo}{path}")), vec![("per_page", "1".to_owned())]);
+            let one = |path: &str| {
+                (
+                    self.url(&format!("/repos/{repo}{path}")),
+                    vec![("per_page", "1".to_owned())],
+                )
+            };
             let get = |(url, query): (String, Vec<(&'static str, String)>)| async move {
                 self.client.get_json(&url, &query).await
             };
             let (check, _) = EndpointCheck::of(
                 format!("repository {repo} (GET /repos/{repo})"),
-                self.client.get_json(&self.url(&format!("/repos/{repo}")), &[]).await,
+                self.client
+                    .get_json(&self.url(&format!("/repos/{repo}")), &[])
+                    .await,
                 &format!("give the token access to {repo} (fine-grained: Metadata read) {CLASSIC}"),
             );
             let unreadable = check.failed();
@@ -215,7 +222,9 @@ impl GitHub {
             if let Some(id) = first.as_ref().and_then(|d| d.get("id")).and_then(Value::as_u64) {
                 checks.push(
                     EndpointCheck::of(
-                        format!("deployment statuses of {repo} (GET /repos/{repo}/deployments/{{id}}/statuses)"),
+                        format!(
+                            "deployment statuses of {repo} (GET /repos/{repo}/deployments/{{id}}/statuses)"
+                        ),
                         get(one(&format!("/deployments/{id}/statuses"))).await,
                         &deployments_fix,
                     )
@@ -247,7 +256,9 @@ impl GitHub {
             if let Some(number) = number {
                 checks.push(
                     EndpointCheck::of(
-                        format!("pull request commits of {repo} (GET /repos/{repo}/pulls/{{number}}/commits)"),
+                        format!(
+                            "pull request commits of {repo} (GET /repos/{repo}/pulls/{{number}}/commits)"
+                        ),
                         get(one(&format!("/pulls/{number}/commits"))).await,
                         &contents_fix,
                     )

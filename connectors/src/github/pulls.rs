@@ -11,8 +11,8 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, label_names, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
-use crate::model::unusable;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Change, Record};
 use crate::people::person;
 use crate::time::parse_instant;
@@ -44,7 +44,9 @@ impl GitHub {
             match (merged, number) {
                 (true, Some(n)) => {
                     let url = self.url(&format!("/repos/{repo}/pulls/{n}/commits"));
-                    let commits = self.get_all("pulls", url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                    let commits = self
+                        .get_all("pulls", url, vec![("per_page", PER_PAGE.to_owned())])
+                        .await?;
                     Ok::<_, ConnectorError>((p, commits))
                 }
                 _ => Ok((p, Vec::new())),

@@ -12,8 +12,8 @@ use super::walk::{Kind, Mapped, StreamState};
 use super::{CONCURRENCY, GitHub, PER_PAGE, encode_ref, is_sha, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
-use crate::model::unusable;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Deployment, DeploymentStatus, Record};
 use crate::people::person;
 

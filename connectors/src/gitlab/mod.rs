@@ -29,8 +29,8 @@ use serde_json::Value;
 use crate::contract::{Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
-use crate::model::unusable;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Change, Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::secret::SecretEnv;
@@ -280,7 +280,9 @@ impl GitLab {
             merged.push(("state", "merged".to_owned()));
             let (check, page) = EndpointCheck::of(
                 format!("merge requests of {project} (GET /projects/{{id}}/merge_requests)"),
-                self.client.get_json(&format!("{root}/merge_requests"), &merged).await,
+                self.client
+                    .get_json(&format!("{root}/merge_requests"), &merged)
+                    .await,
                 &reporter,
             );
             checks.push(check);

@@ -324,9 +324,19 @@ impl Jira {
         }
         checks.push(check);
         let key = page
-            .and_then(|p| p.body.get("issues").and_then(Value::as_array).and_then(|a| a.first().cloned()))
+            .and_then(|p| {
+                p.body
+                    .get("issues")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first().cloned())
+            })
             // The changelog endpoint takes the id as well as the key; Cloud's search sends the id.
-            .and_then(|i| i.get("key").or_else(|| i.get("id")).and_then(Value::as_str).map(str::to_owned));
+            .and_then(|i| {
+                i.get("key")
+                    .or_else(|| i.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
         if let Some(key) = key {
             let path = format!("{}/issue/{key}/changelog", self.api());
             checks.push(
@@ -400,7 +410,10 @@ impl Jira {
                 (Cursor::StartAt(n), Some(id)) if *n > 0 => Some(id.clone()),
                 _ => None,
             };
-            let page = match self.search(&mut pager, &window_jql, &cursor, expect.is_some()).await {
+            let page = match self
+                .search(&mut pager, &window_jql, &cursor, expect.is_some())
+                .await
+            {
                 Ok(page) => page,
                 // A page token expires after 7 days (and a resumed read may carry an old one):
                 // start the window again, once; the store de-duplicates what comes twice.

@@ -311,9 +311,12 @@ impl ServiceNow {
                     kind.fields()
                 ),
             );
-            let first = page
-                .flatten()
-                .and_then(|p| p.body.get("result").and_then(Value::as_array).and_then(|a| a.first().cloned()));
+            let first = page.flatten().and_then(|p| {
+                p.body
+                    .get("result")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first().cloned())
+            });
             if let Some(Value::Object(record)) = first {
                 let hidden: Vec<&str> = kind
                     .fields()
