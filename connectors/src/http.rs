@@ -558,10 +558,11 @@ impl HttpClient {
                 limit: size_text(limit),
             })
         };
-        if response.content_length().is_some_and(|n| n > limit) {
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let mut body = Vec::new();
+        let mut body = Vec::with_capacity(usize::try_from(announced.unwrap_or(0)).unwrap_or(0));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
