@@ -835,3 +835,48 @@ async fn check_fails_naming_a_denied_servicenow_table() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn check_warns_naming_servicenow_fields_hidden_by_acls() {
+    // Field ACLs drop fields from the answer without an error: only the record's sys_id and
+    // number come back for change requests.
+    let server = serve(|target: &str, _: &str| {
+        let row = if target.contains("/table/change_request") {
+            json!({"sys_id": "9d385017c611228701d22104cc95c371", "number": "CHG0000001"})
+        } else {
+            Value::Null
+        };
+        let rows: Vec<Value> = row.is_object().then_some(row).into_iter().collect();
+        json_answer(&json!({ "result": rows }))
+    })
+    .await;
+    let sn = build(
+        json!({"kind": "servicenow", "name": "sn", "base_url": server.base, "user": "tandem.integration",
+               "password_env": TOKEN_VAR}),
+        fast(),
+    );
+    let checks = sn.check_endpoints().await;
+    assert!(failures(&checks).is_empty(), "{checks:#?}");
+    let warning = checks
+        .iter()
+        .find_map(|c| match &c.outcome {
+            crate::CheckOutcome::Warning(w) if c.name.starts_with("table change_request") => Some(w),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{checks:#?}"));
+    assert!(
+        warning.contains("approval") && warning.contains("ACL"),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains("number,") && !warning.contains(" number"),
+        "number came back: {warning}"
+    );
+    let asked: Vec<String> = server
+        .seen()
+        .iter()
+        .filter_map(|s| param_of(&s.target, "sysparm_fields"))
+        .collect();
+    assert_eq!(asked.len(), 2, "one request per table");
+    assert!(asked.iter().all(|f| f.contains("sys_id")), "{asked:?}");
+}
