@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::{Value, json};
-use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation};
+use tandem_fixtures::{Control, FakeOptions, FakeServers, OrgSpec, Organisation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -505,6 +505,24 @@ async fn fakes() -> (Arc<Organisation>, FakeServers) {
     (org, servers)
 }
 
+/// The connector of `config` (without `base_url`) pointed at its fake vendor, that fake's
+/// control, and the servers (kept alive by the caller).
+async fn against_fakes(mut config: Value) -> (Connector, Control, FakeServers) {
+    let (_org, servers) = fakes().await;
+    let fake = match config["kind"].as_str().unwrap() {
+        "github" => &servers.github,
+        "gitlab" => &servers.gitlab,
+        "jira" => &servers.jira,
+        "pagerduty" => &servers.pagerduty,
+        _ => &servers.servicenow,
+    };
+    let control = fake.control.clone();
+    config["base_url"] = Value::from(fake.base_url());
+    let source: SourceConfig = serde_json::from_value(config).unwrap();
+    let connector = Connector::build(&source, &fake_env(), fast()).unwrap();
+    (connector, control, servers)
+}
+
 fn fake_env() -> SecretEnv {
     let o = FakeOptions::with_secret("t");
     SecretEnv::process()
@@ -545,25 +563,7 @@ async fn spoiled_page_keeps_the_rest(
     wrong_type: &str,
     max_lost: usize,
 ) {
-    let (_org, servers) = fakes().await;
-    let base = match config["kind"].as_str().unwrap() {
-        "github" => servers.github.base_url(),
-        "gitlab" => servers.gitlab.base_url(),
-        "jira" => servers.jira.base_url(),
-        "pagerduty" => servers.pagerduty.base_url(),
-        _ => servers.servicenow.base_url(),
-    };
-    let control = match config["kind"].as_str().unwrap() {
-        "github" => servers.github.control.clone(),
-        "gitlab" => servers.gitlab.control.clone(),
-        "jira" => servers.jira.control.clone(),
-        "pagerduty" => servers.pagerduty.control.clone(),
-        _ => servers.servicenow.control.clone(),
-    };
-    let mut config = config;
-    config["base_url"] = Value::from(base);
-    let source: SourceConfig = serde_json::from_value(config).unwrap();
-    let connector = Connector::build(&source, &fake_env(), fast()).unwrap();
+    let (connector, control, _servers) = against_fakes(config).await;
 
     let (clean_result, clean) = read(&connector, stream).await;
     clean_result.unwrap();
@@ -698,19 +698,7 @@ async fn servicenow_page_with_an_unreadable_incident_keeps_the_others() {
 /// Checks a source against the fakes, with the first request whose target contains `deny`
 /// answered `status` (as a proxy or a missing permission would).
 async fn check_denying(config: Value, deny: Option<(&str, u16)>) -> Vec<crate::EndpointCheck> {
-    let (_org, servers) = fakes().await;
-    let kind = config["kind"].as_str().unwrap().to_owned();
-    let (base, control) = match kind.as_str() {
-        "github" => (servers.github.base_url(), servers.github.control.clone()),
-        "gitlab" => (servers.gitlab.base_url(), servers.gitlab.control.clone()),
-        "jira" => (servers.jira.base_url(), servers.jira.control.clone()),
-        "pagerduty" => (servers.pagerduty.base_url(), servers.pagerduty.control.clone()),
-        _ => (servers.servicenow.base_url(), servers.servicenow.control.clone()),
-    };
-    let mut config = config;
-    config["base_url"] = Value::from(base);
-    let source: SourceConfig = serde_json::from_value(config).unwrap();
-    let connector = Connector::build(&source, &fake_env(), fast()).unwrap();
+    let (connector, control, _servers) = against_fakes(config).await;
     if let Some((path, status)) = deny {
         control.fail_next(path, status, 1);
     }
