@@ -436,6 +436,44 @@ async fn github_bearer_token_does_not_follow_a_next_link_to_another_host() {
 }
 
 #[tokio::test]
+async fn a_refusal_from_another_origin_says_credentials_stay_home_not_that_the_token_is_bad() {
+    let other = serve(|_: &str, _: &str| Canned {
+        status: 401,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"message":"401 Unauthorized"}"#.to_vec(),
+        with_length: true,
+    })
+    .await;
+    let other_base = other.base.clone();
+    let home = serve(move |_: &str, _: &str| Canned {
+        status: 302,
+        headers: vec![("location".into(), format!("{other_base}/api/v4/user"))],
+        body: Vec::new(),
+        with_length: true,
+    })
+    .await;
+    let client = HttpClient::new(
+        "gl",
+        &home.base,
+        &Auth::PrivateToken(Secret::new(TOKEN)),
+        &[],
+        "check the token".into(),
+        fast(),
+    )
+    .unwrap();
+    let err = client
+        .get_json(&format!("{}/api/v4/user", home.base), &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("outside base_url") && err.contains(&other.base),
+        "{err}"
+    );
+    assert!(!err.contains("check the token") && !err.contains(TOKEN), "{err}");
+}
+
+#[tokio::test]
 async fn a_redirect_loop_fails_naming_the_url() {
     let home = serve(|target: &str, _: &str| Canned {
         status: 302,

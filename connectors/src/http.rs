@@ -436,6 +436,7 @@ impl HttpClient {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
+                    let answered_at = Origin::of(response.url());
                     self.note_rate_limit(&headers).await;
                     if status == StatusCode::NOT_MODIFIED {
                         self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
@@ -460,7 +461,7 @@ impl HttpClient {
                                 why: format!("HTTP {} with a body that is not JSON ({e})", status.as_u16()),
                             },
                         },
-                        Ok(body) => self.judge(status, &headers, &body, &shown_url),
+                        Ok(body) => self.judge(status, &headers, &body, &shown_url, &answered_at),
                     }
                 }
             };
@@ -593,8 +594,16 @@ impl HttpClient {
         }
     }
 
-    /// Decides about a non-success response.
-    fn judge(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str) -> Verdict {
+    /// Decides about a non-success response from `url`, answered at `answered_at` (after any
+    /// redirects).
+    fn judge(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        url: &str,
+        answered_at: &Origin,
+    ) -> Verdict {
         let text = String::from_utf8_lossy(body);
         let code = status.as_u16();
         let retry_after = header_str(headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
@@ -634,7 +643,13 @@ impl HttpClient {
                 source_name: self.source.clone(),
                 status: code,
                 url: url.to_owned(),
-                hint: self.auth_hint.clone(),
+                hint: match &self.origin {
+                    // Sent without credentials on purpose: say so rather than blame the token.
+                    Some(home) if home != answered_at => format!(
+                        "the server sent tandem to {answered_at}, outside base_url's {home}, and tandem sends credentials only to base_url's origin: set base_url to the address the server uses in its own links"
+                    ),
+                    _ => self.auth_hint.clone(),
+                },
             });
         }
         Verdict::Fail(ConnectorError::Status {
@@ -771,6 +786,16 @@ struct Origin {
     scheme: String,
     host: Option<String>,
     port: Option<u16>,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = self.host.as_deref().unwrap_or_default();
+        match self.port {
+            Some(port) => write!(f, "{}://{host}:{port}", self.scheme),
+            None => write!(f, "{}://{host}", self.scheme),
+        }
+    }
 }
 
 impl Origin {
