@@ -285,6 +285,65 @@ async fn jira_page_token_that_repeats_stops_the_stream_naming_the_token() {
 }
 
 #[tokio::test]
+async fn jira_changelog_next_page_on_another_host_is_computed_instead() {
+    let other = serve(|_: &str, _: &str| json_answer(&json!({"values": [], "isLast": true}))).await;
+    let other_base = other.base.clone();
+    let history = |id: &str| {
+        json!({"id": id, "created": "2026-01-02T10:00:00.000+0000",
+               "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "To Do",
+                          "to": "3", "toString": "In Progress"}]})
+    };
+    let home = serve(move |target: &str, _: &str| {
+        if target.starts_with("/rest/api/3/status") {
+            json_answer(&json!([]))
+        } else if target.contains("/changelog") {
+            let start = param_of(target, "startAt").unwrap_or_default();
+            if start == "0" {
+                json_answer(
+                    &json!({"startAt": 0, "maxResults": 1, "total": 2, "isLast": false,
+                    "values": [history("1")],
+                    "nextPage": format!("{other_base}/rest/api/3/issue/10001/changelog?startAt=1")}),
+                )
+            } else {
+                json_answer(&json!({"startAt": 1, "maxResults": 1, "total": 2, "isLast": true,
+                    "values": [history("2")]}))
+            }
+        } else {
+            json_answer(&json!({"isLast": true, "issues": [{
+                "id": "10001", "key": "OPS-1",
+                "fields": {"summary": "Checkout down", "issuetype": {"id": "1", "name": "Incident"},
+                           "status": {"id": "3", "name": "In Progress",
+                                      "statusCategory": {"key": "indeterminate"}},
+                           "created": "2026-01-02T09:00:00.000+0000",
+                           "updated": "2026-01-02T10:00:00.000+0000",
+                           "project": {"key": "OPS"}},
+                "changelog": {"startAt": 0, "maxResults": 1, "total": 2, "histories": [history("1")]}}]}))
+        }
+    })
+    .await;
+    let jira = build(
+        json!({"kind": "jira", "name": "jira", "base_url": home.base, "email": "mia@acme.example",
+               "token_env": TOKEN_VAR, "projects": ["OPS"]}),
+        fast(),
+    );
+    let (result, _) = read(&jira, "issues").await;
+    result.unwrap();
+    assert!(other.seen().is_empty(), "nothing goes outside base_url");
+    let changelogs: Vec<String> = home
+        .seen()
+        .iter()
+        .filter(|s| s.target.contains("/changelog"))
+        .map(|s| s.target.clone())
+        .collect();
+    assert_eq!(changelogs.len(), 2, "{changelogs:?}");
+    assert_eq!(
+        param_of(&changelogs[1], "startAt").as_deref(),
+        Some("1"),
+        "{changelogs:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_body_over_the_size_limit_fails_without_being_read_whole() {
     // 200 KB of deployments against a 16 KB limit, once with a content-length and once ending
     // only when the connection closes (read in pieces and stopped at the limit).

@@ -784,8 +784,15 @@ impl Jira {
             if !more || got.is_empty() {
                 return Ok(Some(values));
             }
-            // Follow the page's own link as given; compute it only when it sent none.
-            match page.body.get("nextPage").and_then(Value::as_str) {
+            // Follow the page's own link as given; compute it when it sent none, or one outside
+            // base_url (credentials go only there, so such a link would be refused).
+            let base = self.config.base_url.trim_end_matches('/');
+            match page
+                .body
+                .get("nextPage")
+                .and_then(Value::as_str)
+                .filter(|next| next.starts_with(base))
+            {
                 Some(next) => {
                     pager.next(next)?;
                     url = next.to_owned();
