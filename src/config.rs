@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use tandem_connectors::SourceConfig;
 use tandem_connectors::model::Severity;
+use tandem_connectors::{RetryPolicy, SourceConfig};
 
 /// What is wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,9 @@ pub struct Config {
     /// `[export]`.
     #[serde(default)]
     pub export: ExportConfig,
+    /// `[http]`.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// `[[source]]` entries.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -116,6 +119,47 @@ impl Default for StoreConfig {
 
 fn default_store_path() -> PathBuf {
     PathBuf::from("lake")
+}
+
+/// `[http]`: bounds on what a sync fetches from any source, so a server that misbehaves (a next
+/// link that never ends, a huge answer) stops one stream instead of running the sync away.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Most pages one stream may fetch in one run.
+    #[serde(default = "default_max_pages_per_stream")]
+    pub max_pages_per_stream: u64,
+    /// Largest response body tandem reads, in megabytes.
+    #[serde(default = "default_max_response_mb")]
+    pub max_response_mb: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_pages_per_stream: default_max_pages_per_stream(),
+            max_response_mb: default_max_response_mb(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// `policy` with these bounds: the one place the `[http]` settings reach the HTTP client.
+    pub fn apply(&self, policy: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_pages_per_stream: self.max_pages_per_stream,
+            max_response_bytes: self.max_response_mb.saturating_mul(1024 * 1024),
+            ..policy
+        }
+    }
+}
+
+fn default_max_pages_per_stream() -> u64 {
+    tandem_connectors::http::DEFAULT_MAX_PAGES_PER_STREAM
+}
+
+fn default_max_response_mb() -> u64 {
+    tandem_connectors::http::DEFAULT_MAX_RESPONSE_MB
 }
 
 /// `[metrics]`.
@@ -353,6 +397,14 @@ impl Config {
             key,
             message,
         };
+        for (key, value) in [
+            ("http.max_pages_per_stream", self.http.max_pages_per_stream),
+            ("http.max_response_mb", self.http.max_response_mb),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
         let mut names = BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             if s.name().trim().is_empty() {
@@ -719,5 +771,34 @@ priorities = { "1" = "P1", "2" = "P2" }
         let err = parse("[report]\nweeeks = 3\n").unwrap_err().to_string();
         assert!(err.contains("weeeks"), "{err}");
         assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn http_bounds_default_when_absent_and_reach_the_http_client() {
+        let old = parse("[report]\nweeks = 3\n").unwrap();
+        let policy = old.http.apply(RetryPolicy::default());
+        assert_eq!(policy.max_pages_per_stream, 100_000);
+        assert_eq!(policy.max_response_bytes, 64 * 1024 * 1024);
+        let set = parse("[http]\nmax_pages_per_stream = 50\nmax_response_mb = 2\n").unwrap();
+        let policy = set.http.apply(RetryPolicy {
+            max_attempts: 9,
+            ..RetryPolicy::default()
+        });
+        assert_eq!(
+            (policy.max_pages_per_stream, policy.max_response_bytes),
+            (50, 2 * 1024 * 1024)
+        );
+        assert_eq!(policy.max_attempts, 9, "only the bounds change");
+        let err = parse("[http]\nmax_response_mb = 0\n").unwrap_err().to_string();
+        assert!(
+            err.contains("http.max_response_mb") && err.contains("at least 1"),
+            "{err}"
+        );
+        assert!(
+            parse("[http]\nmax_pages = 5\n")
+                .unwrap_err()
+                .to_string()
+                .contains("max_pages")
+        );
     }
 }

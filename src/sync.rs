@@ -252,7 +252,7 @@ pub async fn sync(
     let mut stream_found = options.stream.is_none();
     for source in selected {
         let started = Instant::now();
-        let connector = match Connector::build(source, env, options.retry.clone()) {
+        let connector = match Connector::build(source, env, config.http.apply(options.retry.clone())) {
             Ok(c) => c,
             Err(e) => {
                 // The stream may well exist: do not also report it as unknown.

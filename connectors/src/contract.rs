@@ -80,6 +80,75 @@ impl Emitter {
     }
 }
 
+/// One endpoint `tandem check` tried: every endpoint a sync calls gets one cheap request, so a
+/// missing permission shows at set-up rather than in the night's sync.
+#[derive(Debug)]
+pub struct EndpointCheck {
+    /// What the endpoint serves, e.g. `deployment statuses of acme/api`.
+    pub name: String,
+    /// What the request found.
+    pub outcome: CheckOutcome,
+}
+
+/// The outcome of one endpoint check.
+#[derive(Debug)]
+pub enum CheckOutcome {
+    /// The endpoint answered.
+    Ok,
+    /// The endpoint failed but a sync carries on without it, less well: what is lost and what
+    /// to grant.
+    Warning(String),
+    /// The endpoint failed and the streams that call it will fail.
+    Failed {
+        /// The error the request met.
+        error: ConnectorError,
+        /// The permission or scope to grant.
+        fix: String,
+    },
+}
+
+impl EndpointCheck {
+    /// The check of endpoint `name` from a request's result: a failure carries `fix`. The
+    /// answer is handed back for checks that need a record id from it.
+    pub fn of<T>(name: impl Into<String>, result: Result<T, ConnectorError>, fix: &str) -> (Self, Option<T>) {
+        let name = name.into();
+        match result {
+            Ok(answer) => (
+                Self {
+                    name,
+                    outcome: CheckOutcome::Ok,
+                },
+                Some(answer),
+            ),
+            Err(error) => (
+                Self {
+                    name,
+                    outcome: CheckOutcome::Failed {
+                        error,
+                        fix: fix.to_owned(),
+                    },
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Whether the endpoint failed (a warning is not a failure).
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, CheckOutcome::Failed { .. })
+    }
+}
+
+/// The first failure among `checks`, as [`Connector::check`](crate::Connector::check) reports it.
+pub fn first_failure(checks: Vec<EndpointCheck>) -> Result<(), ConnectorError> {
+    for check in checks {
+        if let CheckOutcome::Failed { error, .. } = check.outcome {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 /// Reads a stream state from a bookmark, falling back to a fresh state when the bookmark is from
 /// an older or different layout (a full re-read is safe: the store de-duplicates).
 pub fn state_from_bookmark<S: serde::de::DeserializeOwned + Default>(

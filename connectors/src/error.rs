@@ -75,6 +75,29 @@ pub enum ConnectorError {
         /// What did not match.
         message: String,
     },
+    /// A paging walk would not end: a next link or page token came back, or the stream reached
+    /// its page cap for the run.
+    #[error("source `{source_name}`, stream `{stream}`: {message}")]
+    Paging {
+        /// Configured source name.
+        source_name: String,
+        /// The stream whose walk stopped.
+        stream: String,
+        /// What repeated, or the cap reached, and what to do.
+        message: String,
+    },
+    /// A response body was larger than tandem reads.
+    #[error(
+        "source `{source_name}`: the response from {url} is larger than {limit}, the most tandem reads: raise `http.max_response_mb` in the config if pages this large are expected"
+    )]
+    ResponseTooLarge {
+        /// Configured source name.
+        source_name: String,
+        /// Request URL.
+        url: String,
+        /// The limit, as text (`64 MB`).
+        limit: String,
+    },
     /// The config asks for something the connector cannot do.
     #[error("source `{source_name}`: {message}")]
     Config {

@@ -1,8 +1,11 @@
 //! The one HTTP client every connector uses: auth headers, timeouts, retries with backoff and
-//! jitter, `Retry-After` and rate-limit headers, Link-header paging.
+//! jitter, `Retry-After` and rate-limit headers, Link-header paging, and the bounds that keep a
+//! misbehaving server from running a sync away (page caps, repeated next links, body size).
 //!
 //! Connectors describe requests; this module decides when to send them and when to give up. It
-//! never logs or returns a secret: tokens go into headers only, and errors quote URLs and bodies.
+//! never logs or returns a secret: tokens go into headers only, are sent only to the configured
+//! base URL's origin (redirects and next links to another origin go without them), and errors
+//! quote URLs and bodies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +55,22 @@ pub struct RetryPolicy {
     pub max_rate_limit_wait: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Most pages one stream may fetch in one run (`http.max_pages_per_stream`): a walk that
+    /// needs more stops with an error rather than running on.
+    pub max_pages_per_stream: u64,
+    /// Largest response body read, in bytes (`http.max_response_mb`): the body is read in pieces
+    /// and reading stops at this size, so an oversized answer never sits in memory whole.
+    pub max_response_bytes: u64,
 }
+
+/// Default of `http.max_pages_per_stream`: far more than any real stream needs in one run.
+pub const DEFAULT_MAX_PAGES_PER_STREAM: u64 = 100_000;
+
+/// Default of `http.max_response_mb`.
+pub const DEFAULT_MAX_RESPONSE_MB: u64 = 64;
+
+/// Redirects followed per request before giving up.
+const MAX_REDIRECTS: usize = 10;
 
 impl RetryPolicy {
     /// The backoff delays between attempts: exponential from `base_delay`, capped at `max_delay`,
@@ -77,6 +95,8 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_rate_limit_wait: Duration::from_secs(15 * 60),
             timeout: Duration::from_secs(30),
+            max_pages_per_stream: DEFAULT_MAX_PAGES_PER_STREAM,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_MB * 1024 * 1024,
         }
     }
 }
@@ -136,7 +156,14 @@ pub fn parse_link(header: &str, rel: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
+    /// Headers sent with every request.
     headers: HeaderMap,
+    /// The credential headers, sent only to `origin`.
+    credentials: HeaderMap,
+    /// The configured base URL's scheme, host and port: the only place credentials go.
+    origin: Option<Origin>,
+    /// Pages fetched so far in this run, per stream (a client lives for one run).
+    pages: Arc<std::sync::Mutex<HashMap<String, u64>>>,
     source: String,
     auth_hint: String,
     policy: RetryPolicy,
@@ -289,10 +316,12 @@ enum Verdict {
 }
 
 impl HttpClient {
-    /// Builds the client of source `source`. `auth_hint` says what to check on a 401/403, e.g.
+    /// Builds the client of source `source`, whose API lives at `base_url`: credentials are
+    /// sent only to that URL's origin. `auth_hint` says what to check on a 401/403, e.g.
     /// "check that the token in $GITHUB_TOKEN is valid and can read the repos".
     pub fn new(
         source: &str,
+        base_url: &str,
         auth: &Auth,
         extra_headers: &[(&'static str, &str)],
         auth_hint: String,
@@ -303,6 +332,7 @@ impl HttpClient {
             message,
         };
         let mut headers = HeaderMap::new();
+        let mut credentials = HeaderMap::new();
         let auth_header = match auth {
             Auth::Bearer(s) => Some((reqwest::header::AUTHORIZATION, format!("Bearer {}", s.expose()))),
             Auth::PagerDutyToken(s) => Some((
@@ -324,7 +354,7 @@ impl HttpClient {
                 config_err("the token contains characters not allowed in an HTTP header".into())
             })?;
             value.set_sensitive(true);
-            headers.insert(name, value);
+            credentials.insert(name, value);
         }
         for (name, value) in extra_headers {
             let value = HeaderValue::from_str(value)
@@ -335,6 +365,11 @@ impl HttpClient {
         Ok(Self {
             client,
             headers,
+            credentials,
+            // A base URL that does not parse gets no credentials at all; the connector reports
+            // the bad URL itself when it builds its first request.
+            origin: reqwest::Url::parse(base_url).ok().map(|u| Origin::of(&u)),
+            pages: Arc::default(),
             source: source.to_owned(),
             auth_hint,
             policy,
@@ -384,39 +419,32 @@ impl HttpClient {
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let mut request = self
-                .client
-                .get(url)
-                .headers(self.headers.clone())
-                .timeout(self.policy.timeout)
-                .query(query);
-            if let Some(etag) = etag {
-                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-            }
-            let shown_url = request
-                .try_clone()
-                .and_then(|r| r.build().ok())
-                .map(|r| r.url().to_string())
-                .unwrap_or_else(|| url.to_owned());
-            let verdict = match request.send().await {
-                Err(e) => Verdict::Retry {
-                    wait: None,
-                    why: transport_message(&e),
-                },
+            let target = match self.client.get(url).query(query).build() {
+                Ok(r) => r.url().clone(),
+                Err(e) => {
+                    return Err(ConnectorError::Transport {
+                        source_name: self.source.clone(),
+                        url: url.to_owned(),
+                        attempts: attempt,
+                        message: transport_message(&e),
+                    });
+                }
+            };
+            let shown_url = target.to_string();
+            let verdict = match self.send(target, etag).await {
+                Err(verdict) => verdict,
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
+                    let answered_at = Origin::of(response.url());
                     self.note_rate_limit(&headers).await;
                     if status == StatusCode::NOT_MODIFIED {
                         self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
                         return Ok(None);
                     }
-                    match response.bytes().await {
-                        Err(e) => Verdict::Retry {
-                            wait: None,
-                            why: format!("body cut off: {}", transport_message(&e)),
-                        },
-                        Ok(body) if status.is_success() => match serde_json::from_slice(&body) {
+                    match self.read_body(response, &shown_url).await {
+                        Err(verdict) => verdict,
+                        Ok(body) if status.is_success() => match crate::lenient::parse_page(&body) {
                             Ok(json) => {
                                 let page = JsonPage {
                                     url: shown_url,
@@ -433,7 +461,7 @@ impl HttpClient {
                                 why: format!("HTTP {} with a body that is not JSON ({e})", status.as_u16()),
                             },
                         },
-                        Ok(body) => self.judge(status, &headers, &body, &shown_url),
+                        Ok(body) => self.judge(status, &headers, &body, &shown_url, &answered_at),
                     }
                 }
             };
@@ -473,8 +501,109 @@ impl HttpClient {
         }
     }
 
-    /// Decides about a non-success response.
-    fn judge(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], url: &str) -> Verdict {
+    /// Sends one GET to `url`, following redirects by hand so credentials go only to the
+    /// configured origin: reqwest's own policy keeps custom headers such as GitLab's
+    /// `PRIVATE-TOKEN` on a redirect to another host.
+    async fn send(&self, mut url: reqwest::Url, etag: Option<&str>) -> Result<reqwest::Response, Verdict> {
+        let mut last_status = 0;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self
+                .client
+                .get(url.clone())
+                .headers(self.headers.clone())
+                .timeout(self.policy.timeout);
+            if self.origin.as_ref().is_some_and(|o| *o == Origin::of(&url)) {
+                request = request.headers(self.credentials.clone());
+            }
+            if let Some(etag) = etag {
+                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            let response = request.send().await.map_err(|e| Verdict::Retry {
+                wait: None,
+                why: transport_message(&e),
+            })?;
+            let status = response.status();
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(response);
+            }
+            last_status = status.as_u16();
+            let Some(next) = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+            else {
+                return Ok(response);
+            };
+            if self.origin.as_ref().is_some_and(|o| *o != Origin::of(&next)) {
+                tracing::debug!(source = %self.source, from = %url, to = %next, "Following a redirect to another origin without credentials.");
+            }
+            url = next;
+        }
+        Err(Verdict::Fail(ConnectorError::Status {
+            source_name: self.source.clone(),
+            status: last_status,
+            url: url.to_string(),
+            body: format!("more than {MAX_REDIRECTS} redirects in a row: check base_url"),
+        }))
+    }
+
+    /// Reads a body in pieces up to `max_response_bytes`, so an oversized answer fails without
+    /// ever being held whole.
+    async fn read_body(&self, mut response: reqwest::Response, url: &str) -> Result<Vec<u8>, Verdict> {
+        let limit = self.policy.max_response_bytes;
+        let too_large = || {
+            Verdict::Fail(ConnectorError::ResponseTooLarge {
+                source_name: self.source.clone(),
+                url: url.to_owned(),
+                limit: size_text(limit),
+            })
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(usize::try_from(announced.unwrap_or(0)).unwrap_or(0));
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    return Err(Verdict::Retry {
+                        wait: None,
+                        why: format!("body cut off: {}", transport_message(&e)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A guard for one paging walk of stream `stream`: see [`Pager`].
+    pub fn pager(&self, stream: &str) -> Pager {
+        Pager {
+            source: self.source.clone(),
+            stream: stream.to_owned(),
+            seen: std::collections::HashSet::new(),
+            pages: Arc::clone(&self.pages),
+            max: self.policy.max_pages_per_stream,
+        }
+    }
+
+    /// Decides about a non-success response from `url`, answered at `answered_at` (after any
+    /// redirects).
+    fn judge(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        url: &str,
+        answered_at: &Origin,
+    ) -> Verdict {
         let text = String::from_utf8_lossy(body);
         let code = status.as_u16();
         let retry_after = header_str(headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
@@ -514,7 +643,13 @@ impl HttpClient {
                 source_name: self.source.clone(),
                 status: code,
                 url: url.to_owned(),
-                hint: self.auth_hint.clone(),
+                hint: match &self.origin {
+                    // Sent without credentials on purpose: say so rather than blame the token.
+                    Some(home) if home != answered_at => format!(
+                        "the server sent tandem to {answered_at}, outside base_url's {home}, and tandem sends credentials only to base_url's origin: set base_url to the address the server uses in its own links"
+                    ),
+                    _ => self.auth_hint.clone(),
+                },
             });
         }
         Verdict::Fail(ConnectorError::Status {
@@ -625,6 +760,9 @@ fn shared_client() -> Result<reqwest::Client, String> {
             install_crypto_provider();
             reqwest::Client::builder()
                 .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
+                // Redirects are followed in `HttpClient::send`, which decides per hop whether the
+                // credentials may go along.
+                .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| e.to_string())
@@ -640,6 +778,104 @@ fn install_crypto_provider() {
         // An Err means another provider is already installed, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// A URL's scheme, host and port (the default port filled in): where credentials may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = self.host.as_deref().unwrap_or_default();
+        match self.port {
+            Some(port) => write!(f, "{}://{host}:{port}", self.scheme),
+            None => write!(f, "{}://{host}", self.scheme),
+        }
+    }
+}
+
+impl Origin {
+    fn of(url: &reqwest::Url) -> Self {
+        Self {
+            scheme: url.scheme().to_ascii_lowercase(),
+            host: url.host_str().map(str::to_ascii_lowercase),
+            port: url.port_or_known_default(),
+        }
+    }
+}
+
+/// Keeps one paging walk finite. A walk asks it before fetching each next page: a next link or
+/// page token already fetched in this walk means the server is sending the walk round in a
+/// circle, and every page counts against the stream's cap for the run
+/// (`http.max_pages_per_stream`), shared by every walk of the stream.
+#[derive(Debug)]
+pub struct Pager {
+    source: String,
+    stream: String,
+    seen: std::collections::HashSet<String>,
+    pages: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    max: u64,
+}
+
+impl Pager {
+    /// Counts the page at `key` (its next link, or its page token) before it is fetched; fails
+    /// when this walk already fetched it or the stream has used up its pages for the run.
+    pub fn next(&mut self, key: &str) -> Result<(), ConnectorError> {
+        if !self.seen.insert(key.to_owned()) {
+            return Err(ConnectorError::Paging {
+                source_name: self.source.clone(),
+                stream: self.stream.clone(),
+                message: format!(
+                    "the server sent the next page {key} a second time in one walk, so paging would never end; the stream stopped (re-run later, and tell the server's administrators if it persists)"
+                ),
+            });
+        }
+        self.count()
+    }
+
+    /// Counts a page that has no key worth remembering: offset paging, where reading a window
+    /// again on purpose is how records that moved between pages are caught.
+    pub fn count(&mut self) -> Result<(), ConnectorError> {
+        let used = match self.pages.lock() {
+            Ok(mut pages) => {
+                let used = pages.entry(self.stream.clone()).or_default();
+                *used += 1;
+                *used
+            }
+            // A poisoned counter only loses the count; the repeat check still holds.
+            Err(_) => 0,
+        };
+        if used > self.max {
+            return Err(ConnectorError::Paging {
+                source_name: self.source.clone(),
+                stream: self.stream.clone(),
+                message: format!(
+                    "stopped after {} pages in one run, the most `http.max_pages_per_stream` allows: raise it in the config if the stream really holds that many pages",
+                    self.max
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets the keys seen, for a walk that deliberately starts its list again.
+    pub fn restart(&mut self) {
+        self.seen.clear();
+    }
+}
+
+/// A byte size for messages: whole megabytes as `64 MB`, anything else in bytes.
+fn size_text(bytes: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if bytes >= MB && bytes % MB == 0 {
+        format!("{} MB", bytes / MB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

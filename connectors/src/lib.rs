@@ -9,6 +9,7 @@ pub mod github;
 pub mod gitlab;
 pub mod http;
 pub mod jira;
+pub mod lenient;
 pub mod model;
 pub mod pagerduty;
 mod people;
@@ -16,10 +17,13 @@ pub mod secret;
 pub mod servicenow;
 pub mod time;
 
+#[cfg(test)]
+mod bounds_tests;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use contract::{Emitter, Message, StreamDef};
+pub use contract::{CheckOutcome, Emitter, EndpointCheck, Message, StreamDef};
 pub use error::ConnectorError;
 pub use http::RetryPolicy;
 pub use secret::{Secret, SecretEnv};
@@ -181,15 +185,23 @@ impl Connector {
         }
     }
 
-    /// Verifies credentials and permissions with one cheap request.
+    /// Verifies credentials and permissions: the first endpoint that fails, if any (see
+    /// [`Connector::check_endpoints`]).
     pub async fn check(&self) -> Result<(), ConnectorError> {
+        contract::first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to every endpoint a sync of this source calls, each with its outcome.
+    /// When the credentials themselves are refused, only that first check is reported.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
         match self {
-            Self::GitHub(c) => c.check().await,
-            Self::GitLab(c) => c.check().await,
-            Self::Jira(c) => c.check().await,
-            Self::PagerDuty(c) => c.check().await,
-            Self::ServiceNow(c) => c.check().await,
-            Self::File(c) => c.check().await,
+            Self::GitHub(c) => c.check_endpoints().await,
+            Self::GitLab(c) => c.check_endpoints().await,
+            Self::Jira(c) => c.check_endpoints().await,
+            Self::PagerDuty(c) => c.check_endpoints().await,
+            Self::ServiceNow(c) => c.check_endpoints().await,
+            // The file importer's errors already say what to fix.
+            Self::File(c) => vec![EndpointCheck::of("files", c.check().await, "").0],
         }
     }
 

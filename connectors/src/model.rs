@@ -1180,6 +1180,24 @@ impl QuarantineReason {
     }
 }
 
+/// The rejection text for a field a mapping needs but cannot use: `missing {name}` when it is
+/// absent or null, else `{name}: expected {expected}, found {value}`, so that a field of the
+/// wrong type is counted as `bad_value` and not as `missing_field`.
+pub fn unusable(name: &str, value: Option<&serde_json::Value>, expected: &str) -> String {
+    match value {
+        None | Some(serde_json::Value::Null) => format!("missing {name}"),
+        Some(other) => {
+            let shown = other.to_string();
+            let shown = if shown.chars().count() > 80 {
+                format!("{}…", shown.chars().take(80).collect::<String>())
+            } else {
+                shown
+            };
+            format!("{name}: expected {expected}, found {shown}")
+        }
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

@@ -1,12 +1,14 @@
-//! `tandem check`: one cheap request per source to verify credentials and permissions.
+//! `tandem check`: one cheap request to every endpoint a sync of each source calls, so that a
+//! missing permission shows at set-up rather than in the night's sync.
 
-use tandem_connectors::{Connector, RetryPolicy};
+use tandem_connectors::{CheckOutcome, Connector, EndpointCheck, RetryPolicy};
 
 use super::{Context, Outcome};
 use crate::cli::CheckArgs;
 use crate::config::Config;
 
-/// Checks each selected source and prints `ok` or what is wrong.
+/// Checks each selected source and prints `ok`, or each failing endpoint with what to grant;
+/// endpoints a sync can do without are `WARNING` lines and do not fail the check.
 pub async fn run(args: &CheckArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
     let selected: Vec<_> = config
         .sources
@@ -18,15 +20,32 @@ pub async fn run(args: &CheckArgs, config: &Config, ctx: &Context) -> anyhow::Re
     }
     let mut failed = 0;
     for source in &selected {
-        let result = match Connector::build(source, &ctx.env, RetryPolicy::default()) {
-            Ok(c) => c.check().await,
-            Err(e) => Err(e),
+        let checks = match Connector::build(source, &ctx.env, config.http.apply(RetryPolicy::default())) {
+            Ok(c) => c.check_endpoints().await,
+            Err(error) => vec![EndpointCheck {
+                name: "configuration".into(),
+                outcome: CheckOutcome::Failed {
+                    error,
+                    fix: String::new(),
+                },
+            }],
         };
-        match result {
-            Ok(()) => crate::say!("ok      {} ({})", source.name(), source.kind()),
-            Err(e) => {
-                failed += 1;
-                crate::say!("FAILED  {} ({}): {e}", source.name(), source.kind());
+        let label = format!("{} ({})", source.name(), source.kind());
+        if checks.iter().any(EndpointCheck::failed) {
+            failed += 1;
+        } else {
+            crate::say!("ok      {label}: {} endpoint(s) answered", checks.len());
+        }
+        for check in &checks {
+            match &check.outcome {
+                CheckOutcome::Ok => {}
+                CheckOutcome::Warning(why) => crate::say!("WARNING {label}: {}: {why}", check.name),
+                CheckOutcome::Failed { error, fix } if fix.is_empty() => {
+                    crate::say!("FAILED  {label}: {}: {error}", check.name);
+                }
+                CheckOutcome::Failed { error, fix } => {
+                    crate::say!("FAILED  {label}: {}: {error}; to fix: {fix}", check.name);
+                }
             }
         }
     }

@@ -91,6 +91,7 @@ pub fn fast_sync() -> SyncOptions {
             max_delay: Duration::from_millis(20),
             max_rate_limit_wait: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+            ..RetryPolicy::default()
         },
         ..SyncOptions::default()
     }

@@ -20,6 +20,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::time::parse_instant;
@@ -189,7 +190,9 @@ impl GitHub {
                     Some(link) => self.resolve(STREAM, link).unwrap_or_else(|_| own()),
                     None => own(),
                 };
-                let statuses = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                let statuses = self
+                    .get_all(STREAM, url, vec![("per_page", PER_PAGE.to_owned())])
+                    .await?;
                 Ok((d, Some(statuses)))
             }))
             .buffered(CONCURRENCY)
@@ -225,7 +228,7 @@ impl GitHub {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
-            .ok_or("missing numeric id")?;
+            .ok_or_else(|| unusable("numeric id", raw.get("id"), "a number"))?;
         let environment = str_field(raw, "environment")?;
         let created_at = time_field(raw, "created_at")?;
         let updated_at = raw
@@ -464,6 +467,8 @@ impl GitHub {
     /// `GET /repos/{repo}/compare/{base}...{head}`, every page of commits.
     async fn compare(&self, repo: &str, base: &str, head: &str) -> Result<Compared, ConnectorError> {
         let url = self.url(&format!("/repos/{repo}/compare/{base}...{head}"));
+        let mut pager = self.client.pager(STREAM);
+        pager.count()?;
         // A paging parameter makes GitHub page the commits (oldest first) instead of cutting
         // the list at 250.
         let mut page = self
@@ -483,7 +488,10 @@ impl GitHub {
                 None => return Err(self.decode_error(&page.url, "a compare without a `commits` array")),
             }
             match page.link("next") {
-                Some(next) => page = self.client.get_json(&next, &[]).await?,
+                Some(next) => {
+                    pager.next(&next)?;
+                    page = self.client.get_json(&next, &[]).await?;
+                }
                 None => return Ok(Compared { status, commits }),
             }
         }
@@ -507,12 +515,18 @@ impl GitHub {
         let date = raw
             .pointer("/commit/author/date")
             .and_then(Value::as_str)
-            .ok_or("missing commit.author.date")?;
+            .ok_or_else(|| {
+                unusable(
+                    "commit.author.date",
+                    raw.pointer("/commit/author/date"),
+                    "a timestamp",
+                )
+            })?;
         let authored_at = parse_instant(date).map_err(|e| format!("commit.author.date: {e}"))?;
         let parents = raw
             .get("parents")
             .and_then(Value::as_array)
-            .ok_or("missing parents")?
+            .ok_or_else(|| unusable("parents", raw.get("parents"), "a list"))?
             .iter()
             .map(|p| {
                 p.get("sha")

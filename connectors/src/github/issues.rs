@@ -14,6 +14,7 @@ use super::{GitHub, PER_PAGE, is_sha, label_names, opt_time_field, str_field, ti
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Incident, Record, Severity};
 use crate::people::person;
 use crate::time::{format_utc, parse_instant};
@@ -76,7 +77,9 @@ impl GitHub {
         };
         // Pages this walk has read; a resumed walk read at least one before the kill.
         let mut pages = usize::from(resumed);
+        let mut pager = self.client.pager(STREAM);
         loop {
+            pager.next(&url)?;
             let Some(page) = self
                 .client
                 .get_json_if_changed(&url, &[], conditional.take().as_deref())
@@ -97,6 +100,10 @@ impl GitHub {
             let mut records = Vec::new();
             let mut rejected = Vec::new();
             for item in items {
+                if let Some(reason) = crate::lenient::unreadable(item) {
+                    rejected.push(self.reject(STREAM, item, reason));
+                    continue;
+                }
                 if let Some(Ok(at)) = item.get("updated_at").and_then(Value::as_str).map(parse_instant) {
                     high_water = high_water.max(Some(at));
                 }
@@ -147,7 +154,7 @@ impl GitHub {
         let number = raw
             .get("number")
             .and_then(Value::as_i64)
-            .ok_or("missing number")?;
+            .ok_or_else(|| unusable("number", raw.get("number"), "a number"))?;
         let labels = label_names(raw);
         let body = raw.get("body").and_then(Value::as_str).unwrap_or_default();
         let status = str_field(raw, "state")?;

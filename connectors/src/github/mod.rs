@@ -24,10 +24,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef};
+use crate::contract::{Emitter, EndpointCheck, StreamDef, first_failure};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{DeploymentStatus, Quarantined, Record};
 use crate::secret::SecretEnv;
 use crate::time::parse_instant;
@@ -166,6 +167,7 @@ impl GitHub {
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &Auth::Bearer(token),
             &[
                 ("accept", "application/vnd.github+json"),
@@ -209,12 +211,125 @@ impl GitHub {
 
     /// One cheap request per repo: the repo must exist and be readable with the token.
     pub async fn check(&self) -> Result<(), ConnectorError> {
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls, per repo: the repo itself, deployments
+    /// and a deployment's statuses, a compare (with `compare_commits`), closed pulls and a pull's
+    /// commits, and labelled issues, releases and workflow runs when those streams read anything.
+    /// A repo that cannot be read is reported once, not once per endpoint.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        const CLASSIC: &str = "(a classic token needs the `repo` scope for private repositories)";
+        let mut checks = Vec::new();
         for repo in &self.config.repos {
-            self.client
-                .get_json(&self.url(&format!("/repos/{repo}")), &[])
-                .await?;
+            let one = |path: &str| {
+                (
+                    self.url(&format!("/repos/{repo}{path}")),
+                    vec![("per_page", "1".to_owned())],
+                )
+            };
+            let get = |(url, query): (String, Vec<(&'static str, String)>)| async move {
+                self.client.get_json(&url, &query).await
+            };
+            let (check, _) = EndpointCheck::of(
+                format!("repository {repo} (GET /repos/{repo})"),
+                self.client
+                    .get_json(&self.url(&format!("/repos/{repo}")), &[])
+                    .await,
+                &format!("give the token access to {repo} (fine-grained: Metadata read) {CLASSIC}"),
+            );
+            let unreadable = check.failed();
+            checks.push(check);
+            if unreadable {
+                continue;
+            }
+            let deployments_fix = format!("grant Deployments: read on {repo} {CLASSIC}");
+            let contents_fix = format!("grant Contents: read on {repo} {CLASSIC}");
+            let (check, page) = EndpointCheck::of(
+                format!("deployments of {repo} (GET /repos/{repo}/deployments)"),
+                get(one("/deployments")).await,
+                &deployments_fix,
+            );
+            checks.push(check);
+            let first = page.and_then(|p| p.body.as_array().and_then(|a| a.first().cloned()));
+            if let Some(id) = first.as_ref().and_then(|d| d.get("id")).and_then(Value::as_u64) {
+                checks.push(
+                    EndpointCheck::of(
+                        format!(
+                            "deployment statuses of {repo} (GET /repos/{repo}/deployments/{{id}}/statuses)"
+                        ),
+                        get(one(&format!("/deployments/{id}/statuses"))).await,
+                        &deployments_fix,
+                    )
+                    .0,
+                );
+            }
+            let sha = first.as_ref().and_then(|d| d.get("sha")).and_then(Value::as_str);
+            if let (true, Some(sha)) = (self.config.compare_commits, sha) {
+                checks.push(
+                    EndpointCheck::of(
+                        format!("commit compare of {repo} (GET /repos/{repo}/compare/{{base}}...{{head}})"),
+                        get(one(&format!("/compare/{sha}...{sha}"))).await,
+                        &contents_fix,
+                    )
+                    .0,
+                );
+            }
+            let (url, mut query) = one("/pulls");
+            query.push(("state", "closed".to_owned()));
+            let (check, page) = EndpointCheck::of(
+                format!("pull requests of {repo} (GET /repos/{repo}/pulls)"),
+                get((url, query)).await,
+                &format!("grant Pull requests: read on {repo} {CLASSIC}"),
+            );
+            checks.push(check);
+            let number = page
+                .and_then(|p| p.body.as_array().and_then(|a| a.first().cloned()))
+                .and_then(|p| p.get("number").and_then(Value::as_u64));
+            if let Some(number) = number {
+                checks.push(
+                    EndpointCheck::of(
+                        format!(
+                            "pull request commits of {repo} (GET /repos/{repo}/pulls/{{number}}/commits)"
+                        ),
+                        get(one(&format!("/pulls/{number}/commits"))).await,
+                        &contents_fix,
+                    )
+                    .0,
+                );
+            }
+            if !self.config.incident_labels.is_empty() {
+                checks.push(
+                    EndpointCheck::of(
+                        format!("issues of {repo} (GET /repos/{repo}/issues)"),
+                        get(one("/issues")).await,
+                        &format!("grant Issues: read on {repo} {CLASSIC}"),
+                    )
+                    .0,
+                );
+            }
+            if self.config.releases_as_deployments {
+                checks.push(
+                    EndpointCheck::of(
+                        format!("releases of {repo} (GET /repos/{repo}/releases)"),
+                        get(one("/releases")).await,
+                        &contents_fix,
+                    )
+                    .0,
+                );
+            }
+            if !self.config.deployment_workflows.is_empty() {
+                checks.push(
+                    EndpointCheck::of(
+                        format!("workflow runs of {repo} (GET /repos/{repo}/actions/runs)"),
+                        get(one("/actions/runs")).await,
+                        &format!("grant Actions: read on {repo} {CLASSIC}"),
+                    )
+                    .0,
+                );
+            }
         }
-        Ok(())
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
@@ -354,13 +469,16 @@ impl GitHub {
         }
     }
 
-    /// Fetches every page of a list, following `next` links as given.
+    /// Fetches every page of a list for stream `stream`, following `next` links as given.
     async fn get_all(
         &self,
+        stream: &str,
         url: String,
         query: Vec<(&'static str, String)>,
     ) -> Result<Vec<Value>, ConnectorError> {
         let mut all = Vec::new();
+        let mut pager = self.client.pager(stream);
+        pager.count()?;
         let mut page = self.client.get_json(&url, &query).await?;
         loop {
             match page.body.as_array() {
@@ -368,7 +486,10 @@ impl GitHub {
                 None => return Err(self.decode_error(&page.url, "expected a JSON array")),
             }
             match page.link("next") {
-                Some(next) => page = self.client.get_json(&next, &[]).await?,
+                Some(next) => {
+                    pager.next(&next)?;
+                    page = self.client.get_json(&next, &[]).await?;
+                }
                 None => return Ok(all),
             }
         }
@@ -379,14 +500,14 @@ fn str_field(v: &Value, field: &str) -> Result<String, String> {
     v.get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| format!("missing text field {field}"))
+        .ok_or_else(|| unusable(&format!("text field {field}"), v.get(field), "text"))
 }
 
 fn time_field(v: &Value, field: &str) -> Result<DateTime<Utc>, String> {
     let s = v
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing {field}"))?;
+        .ok_or_else(|| unusable(field, v.get(field), "a timestamp"))?;
     parse_instant(s).map_err(|e| format!("{field}: {e}"))
 }
 

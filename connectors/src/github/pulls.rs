@@ -12,6 +12,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, label_names, opt_time_field, str_fiel
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Change, Record};
 use crate::people::person;
 use crate::time::parse_instant;
@@ -43,7 +44,9 @@ impl GitHub {
             match (merged, number) {
                 (true, Some(n)) => {
                     let url = self.url(&format!("/repos/{repo}/pulls/{n}/commits"));
-                    let commits = self.get_all(url, vec![("per_page", PER_PAGE.to_owned())]).await?;
+                    let commits = self
+                        .get_all("pulls", url, vec![("per_page", PER_PAGE.to_owned())])
+                        .await?;
                     Ok::<_, ConnectorError>((p, commits))
                 }
                 _ => Ok((p, Vec::new())),
@@ -69,7 +72,7 @@ impl GitHub {
         let number = raw
             .get("number")
             .and_then(Value::as_i64)
-            .ok_or("missing number")?;
+            .ok_or_else(|| unusable("number", raw.get("number"), "a number"))?;
         let title = raw
             .get("title")
             .and_then(Value::as_str)

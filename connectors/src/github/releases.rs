@@ -13,6 +13,7 @@ use super::{CONCURRENCY, GitHub, PER_PAGE, encode_ref, is_sha, opt_time_field, s
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Deployment, DeploymentStatus, Record};
 use crate::people::person;
 
@@ -113,7 +114,7 @@ impl GitHub {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
-            .ok_or("missing numeric id")?;
+            .ok_or_else(|| unusable("numeric id", raw.get("id"), "a number"))?;
         let published_at = time_field(raw, "published_at")?;
         let updated_at = opt_time_field(raw, "updated_at")?.map_or(published_at, |u| u.max(published_at));
         let environment = self.config.release_environment.clone();

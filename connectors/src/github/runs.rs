@@ -15,6 +15,7 @@ use super::{GitHub, PER_PAGE, opt_time_field, str_field, time_field};
 use crate::contract::Emitter;
 use crate::error::ConnectorError;
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::time::{format_utc, parse_instant};
@@ -121,7 +122,9 @@ impl GitHub {
                 }
             }
         };
+        let mut pager = self.client.pager(STREAM);
         loop {
+            pager.next(&walk.next)?;
             let Some(page) = self
                 .client
                 .get_json_if_changed(&walk.next, &[], conditional.take().as_deref())
@@ -290,6 +293,10 @@ impl GitHub {
         let mut rejected = Vec::new();
         let mut pending = Vec::new();
         for raw in items {
+            if let Some(reason) = crate::lenient::unreadable(raw) {
+                rejected.push(self.reject(STREAM, raw, reason));
+                continue;
+            }
             match raw.get("created_at").and_then(Value::as_str).map(parse_instant) {
                 Some(Ok(at)) => *high_water = (*high_water).max(Some(at)),
                 Some(Err(reason)) => {
@@ -347,7 +354,7 @@ impl GitHub {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
-            .ok_or("missing numeric id")?;
+            .ok_or_else(|| unusable("numeric id", raw.get("id"), "a number"))?;
         let attempt = raw.get("run_attempt").and_then(Value::as_u64).unwrap_or(1);
         let status = str_field(raw, "status")?;
         let conclusion = raw.get("conclusion").and_then(Value::as_str);

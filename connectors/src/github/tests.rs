@@ -88,6 +88,7 @@ fn connector(config: GitHubConfig) -> GitHub {
         max_delay: Duration::from_millis(20),
         max_rate_limit_wait: Duration::from_secs(5),
         timeout: Duration::from_secs(10),
+        ..RetryPolicy::default()
     };
     GitHub::new(config, &env, policy).unwrap()
 }

@@ -275,7 +275,9 @@ impl GitHub {
                     )
                 }
             };
+        let mut pager = self.client.pager(kind.stream());
         loop {
+            pager.next(&url)?;
             let Some(page) = self
                 .client
                 .get_json_if_changed(&url, &query, conditional.take().as_deref())
@@ -296,6 +298,10 @@ impl GitHub {
             let mut kept = Vec::new();
             let mut rejected = Vec::new();
             for item in items {
+                if let Some(reason) = crate::lenient::unreadable(item) {
+                    rejected.push(self.reject(kind.stream(), item, reason));
+                    continue;
+                }
                 match item.get(cursor_field).and_then(Value::as_str).map(parse_instant) {
                     Some(Ok(at)) => {
                         if stop_below.is_some_and(|s| at < s) {

@@ -29,11 +29,12 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{COVERS_FROM, Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{COVERS_FROM, Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::coverage::{Covered, stream_covers_from};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Change, Commit, Deployment, DeploymentStatus, Quarantined, Record};
 use crate::people::person;
 use crate::secret::SecretEnv;
@@ -276,6 +277,7 @@ impl GitLab {
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &Auth::PrivateToken(token),
             &[("accept", "application/json")],
             format!(
@@ -322,13 +324,73 @@ impl GitLab {
 
     /// Cheap requests: the token's user, then each project (it must exist and be readable).
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        self.client.get_json(&format!("{}/user", self.api), &[]).await?;
-        for project in &self.config.projects {
-            self.client
-                .get_json(&format!("{}/projects/{}", self.api, encode_id(project)), &[])
-                .await?;
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls: the token's user, then per project the
+    /// project, its deployments, its merged merge requests and one merge request's commits. A
+    /// refused token or an unreadable project is reported once, not once per endpoint.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        const SCOPE: &str = "the token needs the read_api scope";
+        let (check, _) = EndpointCheck::of(
+            "token (GET /user)",
+            self.client.get_json(&format!("{}/user", self.api), &[]).await,
+            &format!("{SCOPE}; create a new token if it expired"),
+        );
+        let refused = check.failed();
+        let mut checks = vec![check];
+        if refused {
+            return checks;
         }
-        Ok(())
+        let reporter = format!("{SCOPE} and at least the Reporter role on the project");
+        for project in &self.config.projects {
+            let root = format!("{}/projects/{}", self.api, encode_id(project));
+            let (check, _) = EndpointCheck::of(
+                format!("project {project} (GET /projects/{{id}})"),
+                self.client.get_json(&root, &[]).await,
+                &format!("{SCOPE} and membership of {project}"),
+            );
+            let unreadable = check.failed();
+            checks.push(check);
+            if unreadable {
+                continue;
+            }
+            let one = vec![("per_page", "1".to_owned())];
+            checks.push(
+                EndpointCheck::of(
+                    format!("deployments of {project} (GET /projects/{{id}}/deployments)"),
+                    self.client.get_json(&format!("{root}/deployments"), &one).await,
+                    &reporter,
+                )
+                .0,
+            );
+            let mut merged = one.clone();
+            merged.push(("state", "merged".to_owned()));
+            let (check, page) = EndpointCheck::of(
+                format!("merge requests of {project} (GET /projects/{{id}}/merge_requests)"),
+                self.client
+                    .get_json(&format!("{root}/merge_requests"), &merged)
+                    .await,
+                &reporter,
+            );
+            checks.push(check);
+            let iid = page
+                .and_then(|p| p.body.as_array().and_then(|a| a.first().cloned()))
+                .and_then(|m| m.get("iid").and_then(Value::as_u64));
+            if let Some(iid) = iid {
+                checks.push(
+                    EndpointCheck::of(
+                        format!("merge request commits of {project} (GET /projects/{{id}}/merge_requests/{{iid}}/commits)"),
+                        self.client
+                            .get_json(&format!("{root}/merge_requests/{iid}/commits"), &one)
+                            .await,
+                        &reporter,
+                    )
+                    .0,
+                );
+            }
+        }
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
@@ -506,7 +568,13 @@ impl GitLab {
                 }
             }
         };
+        let mut pager = self.client.pager(target.kind.stream());
         loop {
+            match &walk.next {
+                Next::First => pager.count()?,
+                Next::Url(url) => pager.next(url)?,
+                Next::Page(n) => pager.next(&format!("page {n}"))?,
+            }
             let asked_keyset = match &walk.next {
                 Next::First => *keyset,
                 Next::Url(url) => url.contains("pagination=keyset"),
@@ -518,6 +586,7 @@ impl GitLab {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, "GitLab refused keyset paging; paging by offset.");
                     *keyset = false;
                     restart(&mut walk);
+                    pager.restart();
                     resumed = false;
                     continue;
                 }
@@ -526,6 +595,7 @@ impl GitLab {
                 {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), %url, status, "The saved page no longer answers; restarting from the last record committed.");
                     restart(&mut walk);
+                    pager.restart();
                     resumed = false;
                     continue;
                 }
@@ -556,6 +626,7 @@ impl GitLab {
                     tracing::warn!(source = %self.config.name, stream = target.kind.stream(), project = %target.project.path, walk = %target.key, page = ?walk.next, "Records moved between two offset pages; reading the list again from its start.");
                     walk.next = Next::First;
                     walk.page_last = None;
+                    pager.restart();
                     let cursor = state.cursors.entry(target.key.clone()).or_default();
                     cursor.walk = Some(walk.clone());
                     out.checkpoint(state).await?;
@@ -567,6 +638,10 @@ impl GitLab {
             let mut kept = Vec::new();
             let mut rejected = Vec::new();
             for item in items {
+                if let Some(reason) = crate::lenient::unreadable(item) {
+                    rejected.push(self.reject(target.kind, item, reason));
+                    continue;
+                }
                 let id = item.get("id").and_then(Value::as_u64);
                 let updated = item.get("updated_at").and_then(Value::as_str).map(parse_instant);
                 match (id, updated) {
@@ -717,11 +792,11 @@ impl GitLab {
         let id = raw
             .get("id")
             .and_then(Value::as_u64)
-            .ok_or("missing numeric id")?;
+            .ok_or_else(|| unusable("numeric id", raw.get("id"), "a number"))?;
         let environment = raw
             .pointer("/environment/name")
             .and_then(Value::as_str)
-            .ok_or("missing environment.name")?
+            .ok_or_else(|| unusable("environment.name", raw.pointer("/environment/name"), "text"))?
             .to_owned();
         let status_text = str_field(raw, "status")?;
         let status = match status_text.as_str() {
@@ -787,7 +862,7 @@ impl GitLab {
                     "{}/projects/{}/merge_requests/{iid}/commits",
                     self.api, project.id
                 );
-                let commits = self.get_all(url).await?;
+                let commits = self.get_all(Kind::MergeRequests.stream(), url).await?;
                 Ok((m, Some(commits)))
             }))
             .buffered(CONCURRENCY)
@@ -845,7 +920,7 @@ impl GitLab {
         let iid = raw
             .get("iid")
             .and_then(Value::as_i64)
-            .ok_or("missing numeric iid")?;
+            .ok_or_else(|| unusable("numeric iid", raw.get("iid"), "a number"))?;
         let title = raw
             .get("title")
             .and_then(Value::as_str)
@@ -945,10 +1020,13 @@ impl GitLab {
         })
     }
 
-    /// Every page of an offset-paged list (`X-Next-Page`, else `Link rel="next"`).
-    async fn get_all(&self, url: String) -> Result<Vec<Value>, ConnectorError> {
+    /// Every page of an offset-paged list (`X-Next-Page`, else `Link rel="next"`) read for
+    /// stream `stream`.
+    async fn get_all(&self, stream: &str, url: String) -> Result<Vec<Value>, ConnectorError> {
         let base = vec![("per_page", PER_PAGE.to_owned())];
         let mut all = Vec::new();
+        let mut pager = self.client.pager(stream);
+        pager.count()?;
         let mut page = self.client.get_json(&url, &base).await?;
         loop {
             match page.body.as_array() {
@@ -964,11 +1042,15 @@ impl GitLab {
             page = match next_page(&page, false) {
                 None | Some(Next::First) => return Ok(all),
                 Some(Next::Page(n)) => {
+                    pager.next(&format!("page {n}"))?;
                     let mut query = base.clone();
                     query.push(("page", n.to_string()));
                     self.client.get_json(&url, &query).await?
                 }
-                Some(Next::Url(next)) => self.client.get_json(&next, &[]).await?,
+                Some(Next::Url(next)) => {
+                    pager.next(&next)?;
+                    self.client.get_json(&next, &[]).await?
+                }
             };
         }
     }
@@ -1031,14 +1113,14 @@ fn str_field(v: &Value, field: &str) -> Result<String, String> {
     v.get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| format!("missing text field {field}"))
+        .ok_or_else(|| unusable(&format!("text field {field}"), v.get(field), "text"))
 }
 
 fn time_field(v: &Value, field: &str) -> Result<DateTime<Utc>, String> {
     let s = v
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing {field}"))?;
+        .ok_or_else(|| unusable(field, v.get(field), "a timestamp"))?;
     parse_instant(s).map_err(|e| format!("{field}: {e}"))
 }
 

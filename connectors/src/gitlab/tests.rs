@@ -45,6 +45,7 @@ fn fast() -> RetryPolicy {
         max_delay: StdDuration::from_millis(20),
         max_rate_limit_wait: StdDuration::from_secs(10),
         timeout: StdDuration::from_secs(5),
+        ..RetryPolicy::default()
     }
 }
 
@@ -666,7 +667,8 @@ async fn a_saved_link_that_no_longer_answers_restarts_from_the_last_record() {
 async fn check_needs_a_valid_token_and_readable_projects() {
     let w = world(2).await;
     connector(config(&w, &["production"])).check().await.unwrap();
-    assert_eq!(requests(&w).len(), 3);
+    // The user, then per project: the project, deployments, merge requests, one's commits.
+    assert_eq!(requests(&w).len(), 1 + 2 * 4);
     let env = SecretEnv::process().with_override(TOKEN_VAR, "wrong");
     let bad = GitLab::new(config(&w, &["production"]), &env, fast()).unwrap();
     let err = bad.check().await.unwrap_err();

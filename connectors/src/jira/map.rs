@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::JiraConfig;
+use crate::model::unusable;
 use crate::model::{ChangeRequest, Incident, Record, Severity, Ticket, TicketTransition};
 use crate::people::person;
 use crate::time::{parse_instant, parse_opt_instant};
@@ -149,19 +150,22 @@ impl Mapper {
         histories: &[Value],
         categories: &StatusCategories,
     ) -> Result<Mapped, String> {
-        let key = raw.get("key").and_then(Value::as_str).ok_or("missing key")?;
+        let key = raw
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unusable("key", raw.get("key"), "text"))?;
         let f = raw
             .get("fields")
             .filter(|f| f.is_object())
-            .ok_or("missing fields")?;
+            .ok_or_else(|| unusable("fields", raw.get("fields"), "an object"))?;
         let issue_type = f
             .pointer("/issuetype/name")
             .and_then(Value::as_str)
-            .ok_or("missing fields.issuetype.name")?;
+            .ok_or_else(|| unusable("fields.issuetype.name", f.pointer("/issuetype/name"), "text"))?;
         let status = f
             .pointer("/status/name")
             .and_then(Value::as_str)
-            .ok_or("missing fields.status.name")?;
+            .ok_or_else(|| unusable("fields.status.name", f.pointer("/status/name"), "text"))?;
         let embedded = f.pointer("/status/statusCategory/key").and_then(Value::as_str);
         let created_at = time(f, "created")?;
         let updated_at = time(f, "updated")?;
@@ -562,7 +566,7 @@ fn time(fields: &Value, name: &str) -> Result<DateTime<Utc>, String> {
     let s = fields
         .get(name)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing fields.{name}"))?;
+        .ok_or_else(|| unusable(&format!("fields.{name}"), fields.get(name), "a timestamp"))?;
     parse_instant(s).map_err(|e| format!("fields.{name}: {e}"))
 }
 

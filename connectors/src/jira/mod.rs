@@ -33,9 +33,9 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{CheckOutcome, Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
-use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
+use crate::http::{Auth, HttpClient, JsonPage, Pager, RetryPolicy};
 use crate::model::QuarantineReason;
 use crate::model::{Quarantined, Record};
 use crate::secret::SecretEnv;
@@ -294,6 +294,7 @@ impl Jira {
         };
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &auth,
             &[("accept", "application/json")],
             hint,
@@ -320,16 +321,72 @@ impl Jira {
     /// One cheap request: a one-issue search of the configured projects, which proves the
     /// credentials, the search API of the flavor and that every project exists and is visible.
     pub async fn check(&self) -> Result<(), ConnectorError> {
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls: the one-issue search above, the status
+    /// list (a warning only: without it transitions take the categories seen on issues) and one
+    /// issue's changelog.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
         let query = vec![
             ("jql", self.project_clause()),
             ("maxResults", "1".to_owned()),
             ("fields", "id".to_owned()),
         ];
-        self.client
-            .get_json(&self.url(&self.search_path), &query)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.explain(e))
+        let browse = "grant the account Browse projects on every configured project";
+        let (check, page) = EndpointCheck::of(
+            format!("issue search (GET {})", self.search_path),
+            self.client
+                .get_json(&self.url(&self.search_path), &query)
+                .await
+                .map_err(|e| self.explain(e)),
+            browse,
+        );
+        let refused = check.failed();
+        let mut checks = vec![check];
+        if refused {
+            return checks;
+        }
+        let status_path = format!("{}/status", self.api());
+        let (mut check, _) = EndpointCheck::of(
+            format!("status list (GET {status_path})"),
+            self.client.get_json(&self.url(&status_path), &[]).await,
+            "",
+        );
+        if let CheckOutcome::Failed { error, .. } = &check.outcome {
+            check.outcome = CheckOutcome::Warning(format!(
+                "{error}; a sync carries on, taking each transition's category from the statuses seen on issues (statuses no issue shows any more get none): let the account read statuses to fix it"
+            ));
+        }
+        checks.push(check);
+        let key = page
+            .and_then(|p| {
+                p.body
+                    .get("issues")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first().cloned())
+            })
+            // The changelog endpoint takes the id as well as the key; Cloud's search sends the id.
+            .and_then(|i| {
+                i.get("key")
+                    .or_else(|| i.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        if let Some(key) = key {
+            let path = format!("{}/issue/{key}/changelog", self.api());
+            checks.push(
+                EndpointCheck::of(
+                    format!("issue changelog (GET {}/issue/{{key}}/changelog)", self.api()),
+                    self.client
+                        .get_json(&self.url(&path), &[("maxResults", "1".to_owned())])
+                        .await,
+                    browse,
+                )
+                .0,
+            );
+        }
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
@@ -492,13 +549,17 @@ impl Jira {
     ) -> Result<Walk, ConnectorError> {
         let window_jql = self.window_jql(walk.from_ms, walk.backfill.as_ref());
         let mut restarted = false;
+        let mut pager = self.client.pager("issues");
         while let Some(cursor) = walk.page.clone() {
             // One issue of overlap once the previous page's last issue is known.
             let expect = match (&cursor, &walk.last_id) {
                 (Cursor::StartAt(n), Some(id)) if *n > 0 => Some(id.clone()),
                 _ => None,
             };
-            let page = match self.search(&window_jql, &cursor, expect.is_some()).await {
+            let page = match self
+                .search(&mut pager, &window_jql, &cursor, expect.is_some())
+                .await
+            {
                 Ok(page) => page,
                 // A page token expires after 7 days (and a resumed read may carry an old one):
                 // start the window again, once; the store de-duplicates what comes twice.
@@ -506,6 +567,7 @@ impl Jira {
                     if matches!(cursor, Cursor::Token(Some(_))) && !restarted =>
                 {
                     restarted = true;
+                    pager.restart();
                     tracing::warn!(
                         source = %self.config.name,
                         "The saved page token was refused; reading the window again from its start."
@@ -539,6 +601,7 @@ impl Jira {
                     );
                     walk.page = Some(self.first_cursor());
                     walk.last_id = None;
+                    pager.restart();
                     state.walk = Some(walk.clone());
                     out.checkpoint(&state).await?;
                     continue;
@@ -705,7 +768,17 @@ impl Jira {
 
     /// One search page; with `overlap`, a Data Center page starts one issue before its cursor
     /// and asks for one more (the caller checks and drops the repeat).
-    async fn search(&self, jql: &str, cursor: &Cursor, overlap: bool) -> Result<SearchPage, ConnectorError> {
+    async fn search(
+        &self,
+        pager: &mut Pager,
+        jql: &str,
+        cursor: &Cursor,
+        overlap: bool,
+    ) -> Result<SearchPage, ConnectorError> {
+        match cursor {
+            Cursor::Token(Some(token)) => pager.next(token)?,
+            _ => pager.count()?,
+        }
         let fields = [
             "summary",
             "issuetype",
@@ -786,8 +859,9 @@ impl Jira {
     async fn search_all(&self, jql: &str) -> Result<Vec<Value>, ConnectorError> {
         let mut all = Vec::new();
         let mut cursor = Some(self.first_cursor());
+        let mut pager = self.client.pager("issues");
         while let Some(c) = cursor {
-            let page = self.search(jql, &c, false).await?;
+            let page = self.search(&mut pager, jql, &c, false).await?;
             all.extend(page.issues);
             cursor = page.next;
         }
@@ -820,6 +894,12 @@ impl Jira {
                     .cloned()
                     .unwrap_or_default()
             });
+            if let Some(reason) = crate::lenient::unreadable(&raw) {
+                batch
+                    .rejected
+                    .push(Quarantined::new(&self.config.name, "issues", &raw, reason));
+                continue;
+            }
             match self.mapper.issue(&raw, &histories, categories) {
                 Ok(mapped) => {
                     batch.max_updated_ms = batch.max_updated_ms.max(Some(mapped.updated_ms));
@@ -857,6 +937,8 @@ impl Jira {
         let mut values = Vec::new();
         let mut url = self.url(&format!("{}/issue/{key}/changelog", self.api()));
         let mut query = vec![("startAt", "0".to_owned()), ("maxResults", "100".to_owned())];
+        let mut pager = self.client.pager("issues");
+        pager.count()?;
         loop {
             let page = self
                 .client
@@ -878,13 +960,22 @@ impl Jira {
             if !more || got.is_empty() {
                 return Ok(Some(values));
             }
-            // Follow the page's own link as given; compute it only when it sent none.
-            match page.body.get("nextPage").and_then(Value::as_str) {
+            // Follow the page's own link as given; compute it when it sent none, or one outside
+            // base_url (credentials go only there, so such a link would be refused).
+            let base = self.config.base_url.trim_end_matches('/');
+            match page
+                .body
+                .get("nextPage")
+                .and_then(Value::as_str)
+                .filter(|next| next.starts_with(base))
+            {
                 Some(next) => {
+                    pager.next(next)?;
                     url = next.to_owned();
                     query = Vec::new();
                 }
                 None => {
+                    pager.count()?;
                     query = vec![
                         ("startAt", values.len().to_string()),
                         ("maxResults", "100".to_owned()),

@@ -21,10 +21,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, RetryPolicy};
 use crate::model::QuarantineReason;
+use crate::model::unusable;
 use crate::model::{Incident, Quarantined, Record, Severity};
 use crate::people::person;
 use crate::secret::SecretEnv;
@@ -215,6 +216,7 @@ impl PagerDuty {
         let token = env.get(&config.token_env, &key)?;
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &Auth::PagerDutyToken(token),
             &[("accept", "application/vnd.pagerduty+json;version=2")],
             format!(
@@ -245,10 +247,49 @@ impl PagerDuty {
 
     /// One cheap request: the key's abilities.
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        self.client
-            .get_json(&self.url("/abilities"), &[])
-            .await
-            .map(|_| ())
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request to each endpoint a sync calls: the key's abilities, incidents (of the
+    /// configured services) and log entries (acknowledgements).
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        let read_key = "use a REST API key with read access (a read-only key suffices)";
+        let (check, _) = EndpointCheck::of(
+            "API key (GET /abilities)",
+            self.client.get_json(&self.url("/abilities"), &[]).await,
+            read_key,
+        );
+        let refused = check.failed();
+        let mut checks = vec![check];
+        if refused {
+            return checks;
+        }
+        let mut query = vec![("limit", "1".to_owned()), ("time_zone", "UTC".to_owned())];
+        for id in &self.config.service_ids {
+            query.push(("service_ids[]", id.clone()));
+        }
+        checks.push(
+            EndpointCheck::of(
+                "incidents (GET /incidents)",
+                self.client.get_json(&self.url("/incidents"), &query).await,
+                &format!("{read_key}, and check that every id in `service_ids` exists and is visible to it"),
+            )
+            .0,
+        );
+        let query = vec![
+            ("limit", "1".to_owned()),
+            ("is_overview", "true".to_owned()),
+            ("time_zone", "UTC".to_owned()),
+        ];
+        checks.push(
+            EndpointCheck::of(
+                "log entries (GET /log_entries)",
+                self.client.get_json(&self.url("/log_entries"), &query).await,
+                &format!("{read_key}; a user token needs a role that can read incident log entries"),
+            )
+            .0,
+        );
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
@@ -378,6 +419,8 @@ impl PagerDuty {
         let mut log: Option<Log> = None;
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut window_end = (window_start + window).min(until);
+        // Offset paging re-reads on purpose when incidents move, so only the page cap applies.
+        let mut pager = self.client.pager("incidents");
         while window_start < until {
             let at = Overlap::at(offset, last.as_deref());
             let mut query = vec![
@@ -396,6 +439,7 @@ impl PagerDuty {
             for id in ids.into_iter().filter(|id| id != ALL_SERVICES) {
                 query.push(("service_ids[]", id));
             }
+            pager.count()?;
             let page = self.client.get_json(&self.url("/incidents"), &query).await?;
             let total = page.body.get("total").and_then(Value::as_u64);
             if offset == 0
@@ -465,6 +509,10 @@ impl PagerDuty {
             let mut records = Vec::new();
             let mut rejected = Vec::new();
             for raw in fresh {
+                if let Some(reason) = crate::lenient::unreadable(raw) {
+                    rejected.push(Quarantined::new(&self.config.name, "incidents", raw, reason));
+                    continue;
+                }
                 match self.incident(raw, log_ref) {
                     Ok(incident) => {
                         let vendor_id = incident.id.rsplit(':').next().unwrap_or_default().to_owned();
@@ -605,6 +653,7 @@ impl PagerDuty {
         let mut log = Log::default();
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut start = since;
+        let mut pager = self.client.pager("incidents");
         while start < until {
             let end = (start + window).min(until);
             let mut offset = 0;
@@ -620,6 +669,7 @@ impl PagerDuty {
                     ("limit", LIMIT.to_string()),
                     ("offset", page_at.ask.to_string()),
                 ];
+                pager.count()?;
                 let page = self.client.get_json(&self.url("/log_entries"), &query).await?;
                 let entries = page
                     .body
@@ -671,11 +721,14 @@ impl PagerDuty {
     }
 
     fn incident(&self, raw: &Value, log: &Log) -> Result<Incident, String> {
-        let id = raw.get("id").and_then(Value::as_str).ok_or("missing id")?;
+        let id = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unusable("id", raw.get("id"), "text"))?;
         let started_at = raw
             .get("created_at")
             .and_then(Value::as_str)
-            .ok_or("missing created_at")
+            .ok_or_else(|| unusable("created_at", raw.get("created_at"), "a timestamp"))
             .map(parse_instant)?
             .map_err(|e| format!("created_at: {e}"))?;
         let status = raw

@@ -76,6 +76,7 @@ fn connector_with(base: &str, change: impl FnOnce(&mut PagerDutyConfig)) -> Page
         max_delay: StdDuration::from_millis(20),
         max_rate_limit_wait: StdDuration::from_secs(5),
         timeout: StdDuration::from_secs(10),
+        ..RetryPolicy::default()
     };
     PagerDuty::new(
         config,

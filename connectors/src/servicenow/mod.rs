@@ -27,7 +27,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Emitter, StreamDef, state_from_bookmark};
+use crate::contract::{CheckOutcome, Emitter, EndpointCheck, StreamDef, first_failure, state_from_bookmark};
 use crate::error::ConnectorError;
 use crate::http::{Auth, HttpClient, JsonPage, RetryPolicy};
 use crate::model::QuarantineReason;
@@ -309,6 +309,7 @@ impl ServiceNow {
         };
         let client = HttpClient::new(
             &config.name,
+            &config.base_url,
             &auth,
             &[("accept", "application/json")],
             hint,
@@ -324,15 +325,56 @@ impl ServiceNow {
 
     /// One cheap request per table: the credentials work and the tables are readable.
     pub async fn check(&self) -> Result<(), ConnectorError> {
+        first_failure(self.check_endpoints().await)
+    }
+
+    /// One cheap request per table a sync reads, with the query and `sysparm_fields` the sync
+    /// sends: a refused table fails; fields missing from the answer (hidden by field ACLs) are a
+    /// warning naming them.
+    pub async fn check_endpoints(&self) -> Vec<EndpointCheck> {
+        let mut checks = Vec::new();
         for kind in [Kind::Incidents, Kind::ChangeRequests] {
-            let query = vec![
-                ("sysparm_fields", "sys_id".to_owned()),
-                ("sysparm_limit", "1".to_owned()),
-                ("sysparm_no_count", "true".to_owned()),
-            ];
-            self.fetch(&self.table_url(kind), &query).await?;
+            let mut query = self.scan_query(kind, None, None);
+            for (name, value) in &mut query {
+                if *name == "sysparm_limit" {
+                    *value = "1".to_owned();
+                }
+            }
+            let table = kind.table();
+            let (mut check, page) = EndpointCheck::of(
+                format!("table {table} (GET /api/now/table/{table})"),
+                self.fetch(&self.table_url(kind), &query).await,
+                &format!(
+                    "give the integration user the itil role or a read ACL on {table} and its fields {}",
+                    kind.fields()
+                ),
+            );
+            let first = page.flatten().and_then(|p| {
+                p.body
+                    .get("result")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first().cloned())
+            });
+            if let Some(Value::Object(record)) = first {
+                let hidden: Vec<&str> = kind
+                    .fields()
+                    .split(',')
+                    .filter(|f| !record.contains_key(*f))
+                    .collect();
+                if !hidden.is_empty() {
+                    check.outcome = CheckOutcome::Warning(format!(
+                        "the answer lacks the fields {}: field ACLs hide them from the integration user, and records will be read without them; grant read on them",
+                        hidden.join(", ")
+                    ));
+                }
+            }
+            let refused = check.failed() && checks.is_empty() && check_is_auth(&check);
+            checks.push(check);
+            if refused {
+                break;
+            }
         }
-        Ok(())
+        checks
     }
 
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
@@ -498,12 +540,15 @@ impl ServiceNow {
         } = scan;
         let base_query = self.scan_query(kind, since, until);
         let table_url = self.table_url(kind);
+        // Offsets already must move forward (`next_page`); the page cap bounds the rest.
+        let mut pager = self.client.pager(kind.stream());
         loop {
             let mut this_pass: HashSet<String> = HashSet::new();
             let mut moved = 0usize;
             let mut url = table_url.clone();
             let mut query = with_offset(&base_query, offset);
             loop {
+                pager.count()?;
                 let Some(page) = self.fetch(&url, &query).await? else {
                     break;
                 };
@@ -589,6 +634,7 @@ impl ServiceNow {
             .cloned()
             .collect();
         let table_url = self.table_url(kind);
+        let mut pager = self.client.pager(kind.stream());
         for chunk in pending.chunks(REPOLL_CHUNK) {
             let encoded = format!("sys_idIN{}^ORDERBYsys_updated_on^ORDERBYsys_id", chunk.join(","));
             // One more than the ids asked for: a complete answer is then never a full page, which
@@ -599,6 +645,7 @@ impl ServiceNow {
             let mut query = with_offset(&base_query, offset);
             let mut found = HashSet::new();
             loop {
+                pager.count()?;
                 let Some(page) = self.fetch(&url, &query).await? else {
                     break;
                 };
@@ -723,6 +770,12 @@ impl ServiceNow {
                     .and_then(Value::as_str)
                     .and_then(|s| parse_instant(s).ok());
                 mapped.rows.push((id.to_owned(), updated));
+            }
+            if let Some(reason) = crate::lenient::unreadable(raw) {
+                mapped
+                    .rejected
+                    .push(Quarantined::new(&self.config.name, kind.stream(), raw, reason));
+                continue;
             }
             let result = match kind {
                 Kind::Incidents => self.incident(raw, unknown).map(|(incident, ticket, open)| {
@@ -1068,6 +1121,11 @@ fn non_empty(s: &str) -> Option<String> {
 
 fn time(raw: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
     parse_opt_instant(raw.get(field)).map_err(|e| format!("{field}: {e}"))
+}
+
+/// Whether a check failed on the credentials themselves (then the next table would fail alike).
+fn check_is_auth(check: &EndpointCheck) -> bool {
+    matches!(&check.outcome, CheckOutcome::Failed { error, .. } if error.is_auth())
 }
 
 /// A reference in any of its three shapes: `{"link":…,"value":…}`, a plain sys_id, or `""`.

@@ -45,6 +45,7 @@ fn fast() -> RetryPolicy {
         max_delay: StdDuration::from_millis(20),
         max_rate_limit_wait: StdDuration::from_secs(5),
         timeout: StdDuration::from_secs(10),
+        ..RetryPolicy::default()
     }
 }
 
