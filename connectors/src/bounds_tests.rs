@@ -766,7 +766,9 @@ async fn jira_page_with_an_unreadable_issue_keeps_the_others() {
 #[tokio::test]
 async fn pagerduty_page_with_an_unreadable_incident_keeps_the_others() {
     spoiled_page_keeps_the_rest(
-        json!({"kind": "pagerduty", "name": "pd-spoiled", "token_env": "TANDEM_BOUNDS_PD"}),
+        // The simulated history in one window from its start, so the first page read has records.
+        json!({"kind": "pagerduty", "name": "pd-spoiled", "token_env": "TANDEM_BOUNDS_PD",
+               "lookback_days": 7 * 41 + 7, "window_days": 180}),
         "incidents",
         "/incidents?",
         "status",

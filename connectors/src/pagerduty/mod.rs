@@ -734,7 +734,7 @@ impl PagerDuty {
         let status = raw
             .get("status")
             .and_then(Value::as_str)
-            .ok_or("missing status")?;
+            .ok_or_else(|| unusable("status", raw.get("status"), "text"))?;
         let last_change = parse_opt_instant(raw.get("last_status_change_at"))
             .map_err(|e| format!("last_status_change_at: {e}"))?;
         // Recorded payloads of resolved incidents can lack `resolved_at`: the resolution is then
