@@ -75,6 +75,8 @@ fn readme_and_catalogue_agree_on_which_figures_are_exempt_from_the_sample_rule()
     for exempt in [
         Availability,
         DowntimeMinutes,
+        DowntimeAnyServiceMinutes,
+        ChangeCausedDowntimeMinutes,
         ErrorBudgetConsumed,
         DeploymentCount,
         DeploymentFrequency,
