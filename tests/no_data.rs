@@ -37,7 +37,8 @@ fn setup(dir: &Path) {
         "[store]\npath = \"lake\"\n\n\
          [[source]]\nname = \"legacy\"\nkind = \"file\"\npath = \"imports\"\n\n\
          [[source]]\nname = \"servicedesk\"\nkind = \"jira\"\nbase_url = \"http://127.0.0.1:9\"\n\
-         token_env = \"TANDEM_TEST_NO_JIRA_TOKEN\"\nprojects = [\"OPS\"]\n",
+         token_env = \"TANDEM_TEST_NO_JIRA_TOKEN\"\nprojects = [\"OPS\"]\n\n\
+         [[kpi]]\nmetric = \"ticket_backlog\"\nscope = \"org\"\ntarget = \"<= 10\"\nowners = \"Ops\"\n",
     )
     .unwrap();
 }
@@ -82,6 +83,8 @@ fn tickets_from_a_jira_that_never_synced_are_no_data_with_the_reason_not_zero() 
     assert_eq!(code, 0, "{stderr}");
     let out: serde_json::Value = serde_json::from_str(&json).unwrap();
     let rows = out["metrics"].as_array().unwrap();
+    // A KPI on a figure without data is not judged: neither green (a backlog of 0) nor red.
+    assert_eq!(out["kpis"][0]["status"], "no-data", "{}", out["kpis"]);
     let tickets: Vec<&serde_json::Value> = rows
         .iter()
         .filter(|r| r["metric"] == "tickets_resolved")
@@ -122,6 +125,27 @@ fn tickets_from_a_jira_that_never_synced_are_no_data_with_the_reason_not_zero() 
     let html = std::fs::read_to_string(html).unwrap();
     assert!(html.contains("Figures without data"), "the report says why");
     assert!(html.contains("servicedesk has never synced"));
+
+    // The steering committee's page and the chat digest say it too.
+    let (code, _, stderr) = tandem(
+        dir.path(),
+        &["report", "steering", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let steering = std::fs::read_to_string(find_file(&out.join("steering"), "report.html").unwrap()).unwrap();
+    assert!(steering.contains("Some figures show “no data”"), "steering page");
+    assert!(steering.contains("servicedesk has never synced"));
+    let (code, _, stderr) = tandem(dir.path(), &["report", "nightly", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let digest = std::fs::read_to_string(find_file(&out.join("nightly"), "digest.md").unwrap()).unwrap();
+    assert!(
+        digest.contains("No data for some figures: servicedesk has never synced"),
+        "{digest}"
+    );
+    assert!(
+        digest.contains("- SLA breaches: no data · 7 days no data"),
+        "{digest}"
+    );
 }
 
 /// The first file named `name` under `dir` (report folders are named after their run).

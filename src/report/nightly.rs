@@ -552,7 +552,11 @@ fn kpi_counts(kpis: &[KpiLine]) -> String {
     .into_iter()
     .filter_map(|s| {
         let n = kpis.iter().filter(|k| k.status == s.as_str()).count();
-        (n > 0).then(|| format!("{n} {}", s.as_str()))
+        let name = match s {
+            Status::NoData => "no data",
+            s => s.as_str(),
+        };
+        (n > 0).then(|| format!("{n} {name}"))
     })
     .collect::<Vec<_>>()
     .join(", ")
