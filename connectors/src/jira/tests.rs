@@ -881,21 +881,30 @@ fn jira_correlation_field_gives_the_incident_id_number_or_last_url_segment() {
     assert_eq!(of(json!("https://acme.pagerduty.com/incidents/PT4KHLK")), key);
     assert_eq!(of(json!(" https://acme.pagerduty.com/incidents/PT4KHLK/ ")), key);
     assert_eq!(
-        of(json!("https://acme.pagerduty.com/incidents/PT4KHLK?utm_source=jira#timeline")),
+        of(json!(
+            "https://acme.pagerduty.com/incidents/PT4KHLK?utm_source=jira#timeline"
+        )),
         key
     );
     // A text field with the id or the number, a number field, a select list's option.
     assert_eq!(of(json!("PT4KHLK")), key);
     assert_eq!(of(json!("1234")).as_deref(), Some("1234"));
     assert_eq!(of(json!(1234)).as_deref(), Some("1234"));
-    assert_eq!(of(json!({"self": "https://acme.atlassian.net/rest/api/3/customFieldOption/10400", "value": "PT4KHLK", "id": "10400"})), key);
+    assert_eq!(
+        of(
+            json!({"self": "https://acme.atlassian.net/rest/api/3/customFieldOption/10400", "value": "PT4KHLK", "id": "10400"})
+        ),
+        key
+    );
     // Optional: empty, unset, a URL without a path or a rich-text document is none, and the
     // incident is still mapped.
     assert_eq!(of(Value::Null), None);
     assert_eq!(of(json!("  ")), None);
     assert_eq!(of(json!("https://acme.pagerduty.com/")), None);
     assert_eq!(
-        of(json!({"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [{"type": "text", "text": "PT4KHLK"}]}]})),
+        of(
+            json!({"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [{"type": "text", "text": "PT4KHLK"}]}]})
+        ),
         None
     );
     let mut absent = incident_with("customfield_10070", Value::Null);
@@ -934,7 +943,10 @@ async fn jira_asks_for_the_correlation_field_only_when_configured() {
         .filter(|r| r.contains("/search/jql"))
         .collect();
     assert!(!searches.is_empty());
-    assert!(searches.iter().all(|r| r.contains(CORRELATION_FIELD)), "{searches:?}");
+    assert!(
+        searches.iter().all(|r| r.contains(CORRELATION_FIELD)),
+        "{searches:?}"
+    );
     let got = Output::of(&messages);
     let mirrored: Vec<&Incident> = got
         .incidents
