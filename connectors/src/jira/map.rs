@@ -565,13 +565,12 @@ fn cause_refs(fields: &Value, labels: &[String]) -> Vec<String> {
     refs
 }
 
-/// `standard`, `normal` or `emergency` from a label of that name (case-insensitive).
 /// The other system's key in a correlation field's value: text (or an option's `value`, or a
 /// number) trimmed, and of a URL its last non-empty path segment — the form incident tools link
 /// to (`https://acme.pagerduty.com/incidents/PT4KHLK` → `PT4KHLK`). A field left empty, a URL
 /// without a path and any other shape (a rich-text document, a list) give none: the field is
 /// optional, so nothing is quarantined for it.
-pub(super) fn correlation(value: &Value) -> Option<String> {
+fn correlation(value: &Value) -> Option<String> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -594,6 +593,7 @@ pub(super) fn correlation(value: &Value) -> Option<String> {
     (!key.is_empty()).then(|| key.to_owned())
 }
 
+/// `standard`, `normal` or `emergency` from a label of that name (case-insensitive).
 fn change_type(labels: &[String]) -> Option<String> {
     labels
         .iter()
