@@ -687,3 +687,124 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
         )
     );
 }
+
+/// Whether the PagerDuty incident `pd` names its cause only through a ServiceNow mirror that
+/// PagerDuty's integration correlated with it: the ground truth of an `explicit` attribution when
+/// only ServiceNow supplies cause references.
+fn cause_named_by_a_correlated_mirror(org: &Organisation, pd: &SimIncident) -> bool {
+    pd.caused_by.is_some()
+        && org.servicenow.incidents.iter().any(|m| {
+            !m.acl_hidden
+                && m.caused_by.is_some()
+                && m.correlation_id.as_deref() == Some(pd.id.as_str())
+                && m.pagerduty_incident.as_deref() == Some(pd.id.as_str())
+        })
+}
+
+/// PagerDuty is the system of record and ServiceNow alone may name causes: the incidents counted
+/// are PagerDuty's (their ServiceNow and Jira mirrors are not counted again), and an incident
+/// whose cause only its correlated ServiceNow mirror names (`caused_by`) is attributed explicitly,
+/// to the deployment the ground truth says caused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_incidents_count_once_and_carry_the_servicenow_mirrors_cause() {
+    let world = World::start(WEEKS).await;
+    let mut config = world.config();
+    config.metrics.incident_sources = vec!["pagerduty".into()];
+    config.metrics.cause_sources = vec!["servicenow".into()];
+    let until = world.org.spec.start + Duration::weeks(i64::from(WEEKS));
+    let range = RangeArgs {
+        weeks: Some(WEEKS),
+        until: Some(until),
+        ..RangeArgs::default()
+    };
+    let ctx = tandem::commands::Context {
+        env: env(),
+        progress: false,
+    };
+    let outcome = tandem::commands::run::job(&config, &ctx, &range, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome, tandem::commands::Outcome::Success);
+    let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+    let stored = store.read::<tandem_connectors::model::Incident>().unwrap();
+    let correlated = |source: &str| {
+        stored
+            .iter()
+            .filter(|i| i.source == source && i.correlation_id.is_some())
+            .count()
+    };
+    assert!(
+        correlated("servicenow") > 0 && correlated("jira") > 0,
+        "the mirrors are in the lake with their correlation ids"
+    );
+    let (parquet, _) = store.metrics_paths();
+    let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
+    let row = |metric: &str, service: &str, week_start: DateTime<Utc>| {
+        rows.iter()
+            .find(|r| {
+                r.metric == metric
+                    && r.grain == "week"
+                    && r.scope_type == "service"
+                    && r.scope == service
+                    && r.period_start == week_start
+            })
+            .unwrap_or_else(|| panic!("no row for {metric} {service} {week_start}"))
+    };
+
+    let org = &world.org;
+    let start = org.spec.start_at();
+    let (mut opened_total, mut explicit_total) = (0, 0);
+    for service in org.services.iter().map(|s| s.name.as_str()) {
+        for w in 0..i64::from(WEEKS) {
+            let week_start = start + Duration::weeks(w);
+            let week_end = week_start + Duration::weeks(1);
+            let opened: Vec<&SimIncident> = org
+                .incidents
+                .iter()
+                .filter(|i| i.service == service && i.created_at >= week_start && i.created_at < week_end)
+                .collect();
+            let explicit = opened
+                .iter()
+                .filter(|i| cause_named_by_a_correlated_mirror(org, i))
+                .count();
+            opened_total += opened.len();
+            explicit_total += explicit;
+            let at = format!("{service}, week of {week_start}");
+            assert_eq!(
+                row("incidents_opened", service, week_start).value,
+                Some(opened.len() as f64),
+                "incidents opened for {at}: PagerDuty's only"
+            );
+            let share = row("incidents_attributed_explicit_share", service, week_start);
+            let want = (!opened.is_empty()).then(|| explicit as f64 / opened.len() as f64);
+            match (share.value, want) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "explicit share for {at}: {a} vs {b}"),
+                (a, b) => assert_eq!(a, b, "explicit share for {at}"),
+            }
+            // Whether explicit or by the window, every cause is the ground truth's.
+            let want = expected(org, service, week_start);
+            for metric in ["failed_deployment_count", "failed_deployment_recovery_median"] {
+                let got = row(metric, service, week_start);
+                let (value, n) = want[metric];
+                assert_eq!(got.n, n, "{metric} n for {at}");
+                match (got.value, value) {
+                    (Some(a), Some(b)) => assert!((a - b).abs() < 1e-6, "{metric} for {at}: {a} vs {b}"),
+                    (a, b) => assert_eq!(a, b, "{metric} for {at}"),
+                }
+            }
+        }
+    }
+    assert!(opened_total > 0);
+    assert!(
+        explicit_total > 0,
+        "some causes must be named only by a correlated ServiceNow mirror, or the test means nothing"
+    );
+    // Without the correlation nothing would be explicit: PagerDuty names no causes and the
+    // mirrors are not counted.
+    assert!(
+        stored
+            .iter()
+            .filter(|i| i.source == "pagerduty")
+            .all(|i| i.cause_refs.is_empty())
+    );
+}

@@ -393,8 +393,9 @@ pub struct Incident {
     /// Explicit cause references the source carries (deployment ids, shas, change numbers).
     pub cause_refs: Vec<String>,
     /// The key by which the source links this incident to the same outage in another system
-    /// (ServiceNow `correlation_id`, which PagerDuty's integration sets to its incident id); `None`
-    /// when the source gives none. tandem matches mirrored incidents on it.
+    /// (ServiceNow `correlation_id`, which PagerDuty's integration sets to its incident id; the Jira
+    /// field named by `correlation_field`); `None` when the source gives none. tandem matches
+    /// mirrored incidents on it.
     #[serde(default)]
     pub correlation_id: Option<String>,
     /// Who the incident is assigned to, as the source names them (display name or login);
@@ -473,7 +474,7 @@ impl Table for Incident {
             "correlation_id",
             ColumnKind::Text,
             true,
-            "The source's link to the same outage in another system (ServiceNow `correlation_id`); null when none.",
+            "The source's link to the same outage in another system (ServiceNow `correlation_id`, Jira `correlation_field`); null when none.",
         ),
         col(
             "assignee",

@@ -250,6 +250,7 @@ token_env = "{JIRA_TOKEN_VAR}"
 projects = [{jira_projects}]
 incident_types = ["Incident"]
 change_types = ["Change"]
+correlation_field = "{jira_correlation}"   # where PagerDuty links its incident
 lookback_days = {lookback}
 
 [[source]]
@@ -275,6 +276,7 @@ path = "imports"                        # CSV/NDJSON exports of a system without
         gitlab_projects = gitlab_projects.join(", "),
         jira_projects = jira_projects.join(", "),
         jira_email = opts.jira_email,
+        jira_correlation = tandem_fixtures::jira_data::CORRELATION_FIELD,
         servicenow_user = opts.servicenow_user,
         // Reach back to the simulation's first day whenever the demo runs.
         lookback = (Utc::now() - org.spec.start_at()).num_days().max(0) + 7,

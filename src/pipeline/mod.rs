@@ -163,8 +163,8 @@ pub struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MirrorMatch {
-    /// The vendor's correlation field (ServiceNow `correlation_id`) names the other incident by
-    /// its id or number, or both carry the same key.
+    /// The vendor's correlation field (ServiceNow `correlation_id`, Jira `correlation_field`) names
+    /// the other incident by its id or number, or both carry the same key.
     Correlation,
     /// The same service and incident number.
     Number,

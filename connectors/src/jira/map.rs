@@ -85,6 +85,8 @@ pub(super) struct Mapper {
     close_codes: BTreeMap<String, Option<String>>,
     planned_start_field: String,
     planned_end_field: String,
+    /// `correlation_field`.
+    correlation_field: Option<String>,
 }
 
 /// The records of one issue.
@@ -139,6 +141,12 @@ impl Mapper {
             close_codes,
             planned_start_field: config.planned_start_field.clone(),
             planned_end_field: config.planned_end_field.clone(),
+            correlation_field: config
+                .correlation_field
+                .as_deref()
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -289,7 +297,10 @@ impl Mapper {
                 acknowledged_at: first_into("indeterminate"),
                 resolved_at,
                 cause_refs: cause_refs(f, &labels),
-                correlation_id: None,
+                correlation_id: self
+                    .correlation_field
+                    .as_deref()
+                    .and_then(|field| correlation(f.get(field)?)),
                 updated_at,
             }));
         } else if self.is_change(f) {
@@ -554,6 +565,34 @@ fn cause_refs(fields: &Value, labels: &[String]) -> Vec<String> {
     refs
 }
 
+/// The other system's key in a correlation field's value: text (or an option's `value`, or a
+/// number) trimmed, and of a URL its last non-empty path segment — the form incident tools link
+/// to (`https://acme.pagerduty.com/incidents/PT4KHLK` → `PT4KHLK`). A field left empty, a URL
+/// without a path and any other shape (a rich-text document, a list) give none: the field is
+/// optional, so nothing is quarantined for it.
+fn correlation(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(o) => match o.get("value")? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let text = text.trim();
+    let key = match text.split_once("://") {
+        Some((_, rest)) => {
+            let rest = rest.split(['?', '#']).next().unwrap_or_default();
+            let (_, path) = rest.split_once('/')?;
+            path.rsplit('/').map(str::trim).find(|s| !s.is_empty())?
+        }
+        None => text,
+    };
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
 /// `standard`, `normal` or `emergency` from a label of that name (case-insensitive).
 fn change_type(labels: &[String]) -> Option<String> {
     labels
@@ -620,6 +659,7 @@ mod tests {
             close_codes: BTreeMap::new(),
             planned_start_field: "customfield_10050".into(),
             planned_end_field: "customfield_10051".into(),
+            correlation_field: None,
             overlap_minutes: 10,
             page_size: 100,
             lookback_days: 365,

@@ -116,6 +116,14 @@ pub struct JiraConfig {
     /// Date-time field holding a change's planned end.
     #[serde(default = "default_planned_end")]
     pub planned_end_field: String,
+    /// Field id (`customfield_10070`) of the field in which an incident issue names the same
+    /// outage in another system — the incident id (`PT4KHLK`), its number, or a URL to it
+    /// (`https://acme.pagerduty.com/incidents/PT4KHLK`, of which the last non-empty path segment
+    /// is taken). It fills the incident's `correlation_id`, by which tandem matches mirrored
+    /// incidents. Text, number or an option's `value`; an empty or other value is none. Default:
+    /// none (the field is not asked for).
+    #[serde(default)]
+    pub correlation_field: Option<String>,
     /// How far each incremental window reaches back past the bookmark, in minutes (Jira's
     /// search index is eventually consistent and compares at minute precision).
     #[serde(default = "default_overlap")]
@@ -779,7 +787,7 @@ impl Jira {
             Cursor::Token(Some(token)) => pager.next(token)?,
             _ => pager.count()?,
         }
-        let fields = [
+        let mut fields = vec![
             "summary",
             "issuetype",
             "status",
@@ -796,8 +804,9 @@ impl Jira {
             "project",
             &self.config.planned_start_field,
             &self.config.planned_end_field,
-        ]
-        .join(",");
+        ];
+        fields.extend(self.config.correlation_field.as_deref());
+        let fields = fields.join(",");
         let cursor = match cursor {
             Cursor::StartAt(n) if overlap && *n > 0 => &Cursor::StartAt(n - 1),
             other => other,

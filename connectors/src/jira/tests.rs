@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
-use tandem_fixtures::jira_data::{IN_PROGRESS, JiraData, JiraIssue};
+use tandem_fixtures::jira_data::{CORRELATION_FIELD, IN_PROGRESS, JiraData, JiraIssue};
 use tandem_fixtures::{FakeOptions, FakeServers, Fault, OrgSpec, Organisation};
 
 use super::*;
@@ -63,6 +63,8 @@ fn config(base: &str, flavor: Flavor) -> JiraConfig {
         close_codes: BTreeMap::new(),
         planned_start_field: default_planned_start(),
         planned_end_field: default_planned_end(),
+        // The PagerDuty integration's URL field on incident issues.
+        correlation_field: Some(CORRELATION_FIELD.into()),
         overlap_minutes: 10,
         page_size: 100,
         // The generated organisation lies in 2024: reach back over all of it.
@@ -263,7 +265,8 @@ fn expected(data: &JiraData) -> Output {
                     acknowledged_at: first_into_indeterminate(data, issue),
                     resolved_at: issue.resolved_at(),
                     cause_refs,
-                    correlation_id: None,
+                    // The field holds the PagerDuty incident's URL; its last segment is the id.
+                    correlation_id: issue.pagerduty_id.clone(),
                     updated_at: issue.updated_at(),
                 },
             );
@@ -834,6 +837,148 @@ fn config_is_strict_and_validated() {
         build(missing),
         Err(ConnectorError::MissingSecret { .. })
     ));
+}
+
+/// An incident issue as Jira Cloud returns it, with `field` set to `value`.
+fn incident_with(field: &str, value: Value) -> Value {
+    let mut issue = json!({"id": "10042", "key": "OPS-42", "fields": {
+        "issuetype": {"id": "10020", "name": "Incident", "subtask": false, "hierarchyLevel": 0},
+        "summary": "Checkout 5xx",
+        "status": {"id": "3", "name": "In Progress", "statusCategory": {"id": 4, "key": "indeterminate"}},
+        "created": "2024-03-09T10:00:00.000-0800", "updated": "2024-03-09T11:00:00.000-0800",
+        "resolutiondate": null, "labels": ["incident", "pagerduty"],
+        "components": [{"id": "10100", "name": "checkout"}],
+        "priority": {"id": "2", "name": "High"}, "project": {"id": "10000", "key": "OPS"},
+    }});
+    issue["fields"][field] = value;
+    issue
+}
+
+fn correlation_of(mapper: &map::Mapper, issue: &Value) -> Option<String> {
+    let mapped = mapper
+        .issue(issue, &[], &map::StatusCategories::default())
+        .unwrap();
+    mapped
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::Incident(i) => Some(i.correlation_id.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn jira_correlation_field_gives_the_incident_id_number_or_last_url_segment() {
+    let with_field = JiraConfig {
+        correlation_field: Some("customfield_10070".into()),
+        ..config("https://acme.atlassian.net", Flavor::Cloud)
+    };
+    let m = map::Mapper::new(&with_field).unwrap();
+    let of = |value: Value| correlation_of(&m, &incident_with("customfield_10070", value));
+    let key = Some("PT4KHLK".to_owned());
+    // A URL field: the last non-empty path segment, without query or fragment.
+    assert_eq!(of(json!("https://acme.pagerduty.com/incidents/PT4KHLK")), key);
+    assert_eq!(of(json!(" https://acme.pagerduty.com/incidents/PT4KHLK/ ")), key);
+    assert_eq!(
+        of(json!(
+            "https://acme.pagerduty.com/incidents/PT4KHLK?utm_source=jira#timeline"
+        )),
+        key
+    );
+    // A text field with the id or the number, a number field, a select list's option.
+    assert_eq!(of(json!("PT4KHLK")), key);
+    assert_eq!(of(json!("1234")).as_deref(), Some("1234"));
+    assert_eq!(of(json!(1234)).as_deref(), Some("1234"));
+    assert_eq!(
+        of(
+            json!({"self": "https://acme.atlassian.net/rest/api/3/customFieldOption/10400", "value": "PT4KHLK", "id": "10400"})
+        ),
+        key
+    );
+    // Optional: empty, unset, a URL without a path or a rich-text document is none, and the
+    // incident is still mapped.
+    assert_eq!(of(Value::Null), None);
+    assert_eq!(of(json!("  ")), None);
+    assert_eq!(of(json!("https://acme.pagerduty.com/")), None);
+    assert_eq!(
+        of(
+            json!({"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [{"type": "text", "text": "PT4KHLK"}]}]})
+        ),
+        None
+    );
+    let mut absent = incident_with("customfield_10070", Value::Null);
+    absent["fields"]
+        .as_object_mut()
+        .unwrap()
+        .remove("customfield_10070");
+    assert_eq!(correlation_of(&m, &absent), None);
+
+    // Without `correlation_field`, no field is read, whatever the issue holds.
+    let plain = map::Mapper::new(&JiraConfig {
+        correlation_field: None,
+        ..config("https://acme.atlassian.net", Flavor::Cloud)
+    })
+    .unwrap();
+    assert_eq!(
+        correlation_of(&plain, &incident_with("customfield_10070", json!("PT4KHLK"))),
+        None
+    );
+}
+
+#[tokio::test]
+async fn jira_asks_for_the_correlation_field_only_when_configured() {
+    let org = org();
+    let s = servers(&org).await;
+    // Configured (the default of these tests): asked for, and every mirrored incident carries
+    // the PagerDuty incident id from the URL the integration wrote.
+    let jira = connector(config(&s.jira.base_url(), Flavor::Cloud));
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    let searches: Vec<String> = s
+        .jira
+        .control
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/search/jql"))
+        .collect();
+    assert!(!searches.is_empty());
+    assert!(
+        searches.iter().all(|r| r.contains(CORRELATION_FIELD)),
+        "{searches:?}"
+    );
+    let got = Output::of(&messages);
+    let mirrored: Vec<&Incident> = got
+        .incidents
+        .values()
+        .filter(|i| i.correlation_id.is_some())
+        .collect();
+    assert!(!mirrored.is_empty());
+    for i in mirrored {
+        assert!(
+            org.incident(i.correlation_id.as_deref().unwrap()).is_some(),
+            "{i:?}"
+        );
+    }
+
+    // Not configured: not asked for, and no incident carries a correlation.
+    let s = servers(&org).await;
+    let jira = connector(JiraConfig {
+        correlation_field: None,
+        ..config(&s.jira.base_url(), Flavor::Cloud)
+    });
+    let (result, messages) = read(&jira, None).await;
+    result.unwrap();
+    assert!(
+        s.jira
+            .control
+            .requests()
+            .iter()
+            .all(|r| !r.contains(CORRELATION_FIELD))
+    );
+    let got = Output::of(&messages);
+    assert!(!got.incidents.is_empty());
+    assert!(got.incidents.values().all(|i| i.correlation_id.is_none()));
 }
 
 #[test]

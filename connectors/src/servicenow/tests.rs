@@ -174,7 +174,8 @@ fn expected_incident(org: &Organisation, i: &SnIncident) -> (Incident, Ticket) {
         acknowledged_at: i.work_start,
         resolved_at,
         cause_refs,
-        correlation_id: None,
+        // What PagerDuty's integration wrote, if it did.
+        correlation_id: i.correlation_id.clone(),
         updated_at: i.sys_updated_on,
     };
     let ticket = Ticket {
