@@ -1383,10 +1383,21 @@ pub fn format_change(delta: f64, unit: &str) -> String {
         return MISSING.to_owned();
     }
     let magnitude = match unit {
+        // Availability moves by hundredths of a point (99.95% → 99.91%): a change one decimal
+        // would show as nothing gets a second one.
+        "ratio" if fixed(delta.abs() * 100.0, 1) == "0.0" => format!("{} pp", fixed(delta.abs() * 100.0, 2)),
         "ratio" => format!("{} pp", fixed(delta.abs() * 100.0, 1)),
         _ => format_value(Some(delta.abs()), unit),
     };
     signed(delta, magnitude)
+}
+
+#[cfg(test)]
+#[test]
+fn a_change_of_hundredths_of_a_point_is_not_shown_as_no_change() {
+    assert_eq!(format_change(0.9991 - 0.9995, "ratio"), "\u{2212}0.04 pp");
+    assert_eq!(format_change(0.006, "ratio"), "+0.6 pp");
+    assert_eq!(format_change(0.000_01, "ratio"), "0.00 pp");
 }
 
 /// `magnitude` (the shown size of `delta`) with the sign of `delta`, or without a sign when every

@@ -247,7 +247,11 @@ pub async fn sync(
     {
         return Err(SyncError::UnknownSource(name.clone()));
     }
-    store.check_tables()?;
+    // A stream whose table was lost is read again from the start: until that read completes,
+    // the lake does not hold its history, whatever its coverage said.
+    for (_, streams) in store.check_tables()? {
+        Coverage::forget(store, &streams)?;
+    }
     let mut report = SyncReport::default();
     let mut stream_found = options.stream.is_none();
     for source in selected {
@@ -277,16 +281,24 @@ pub async fn sync(
                 continue;
             }
         };
-        for def in connector.streams() {
-            if options.stream.as_deref().is_some_and(|s| s != def.name) {
-                continue;
-            }
+        let selected: Vec<&str> = connector
+            .streams()
+            .iter()
+            .map(|def| def.name)
+            .filter(|name| options.stream.as_deref().is_none_or(|s| s == *name))
+            .collect();
+        for (i, stream) in selected.iter().enumerate() {
             stream_found = true;
-            let outcome = sync_stream(config, store, &connector, source.name(), def.name, options).await?;
+            let outcome = sync_stream(config, store, &connector, source.name(), stream, options).await?;
             let auth_failed = outcome.auth_failed;
+            let error = outcome.error.clone();
             report.streams.push(outcome);
-            // Bad credentials fail every stream of the source alike: do not hammer the API.
+            // Bad credentials fail every stream of the source alike: do not hammer the API. The
+            // streams not tried are not synced either: what they hold stops being current.
             if auth_failed {
+                let rest = selected.get(i + 1..).unwrap_or_default();
+                let error = error.unwrap_or_default();
+                Coverage::record_failure(store, source.name(), rest, chrono::Utc::now(), &error)?;
                 break;
             }
         }

@@ -229,6 +229,23 @@ async fn bad_credentials_stop_that_source_and_the_others_continue() {
         tandem::commands::sync::outcome(&report).unwrap(),
         tandem::commands::Outcome::Partial
     );
+    // The streams the refusal stopped before they were tried are not covered either: none of
+    // GitHub's figures may pass for synced. PagerDuty's are.
+    let coverage = tandem::store::coverage::Coverage::load(&store).unwrap().unwrap();
+    let github: Vec<_> = coverage
+        .streams
+        .iter()
+        .filter(|(key, _)| key.starts_with("github/"))
+        .collect();
+    assert_eq!(github.len(), 5, "every GitHub stream: {github:?}");
+    assert!(
+        github
+            .iter()
+            .all(|(_, c)| c.failed_at.is_some() && c.last_ok_at.is_none()),
+        "{github:?}"
+    );
+    assert!(coverage.streams["pagerduty/incidents"].failed_at.is_none());
+    assert!(coverage.streams["pagerduty/incidents"].last_ok_at.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

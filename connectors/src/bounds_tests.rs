@@ -533,6 +533,61 @@ async fn a_refusal_from_another_origin_says_credentials_stay_home_not_that_the_t
 }
 
 #[tokio::test]
+async fn a_404_from_another_origin_is_a_refusal_not_a_missing_record() {
+    // A private repository answers 404 to a request without credentials: behind a proxy whose
+    // next links name the server's own host, page 2 must fail loudly, not read as "gone".
+    let other = serve(|_: &str, _: &str| Canned {
+        status: 404,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"message":"Not Found"}"#.to_vec(),
+        with_length: true,
+    })
+    .await;
+    let home = serve(|_: &str, _: &str| json_answer(&json!([]))).await;
+    let client = HttpClient::new(
+        "gh",
+        &home.base,
+        &Auth::Bearer(Secret::new(TOKEN)),
+        &[],
+        "check the token".into(),
+        fast(),
+    )
+    .unwrap();
+    let err = client
+        .get_json(&format!("{}/repos/acme/a/compare/a...b?page=2", other.base), &[])
+        .await
+        .unwrap_err();
+    assert!(err.is_auth(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("outside base_url") && text.contains("404"),
+        "{text}"
+    );
+    // From the configured origin a 404 is still what it says.
+    let home404 = serve(|_: &str, _: &str| Canned {
+        status: 404,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"message":"Not Found"}"#.to_vec(),
+        with_length: true,
+    })
+    .await;
+    let client = HttpClient::new(
+        "gh",
+        &home404.base,
+        &Auth::Bearer(Secret::new(TOKEN)),
+        &[],
+        "check the token".into(),
+        fast(),
+    )
+    .unwrap();
+    let err = client
+        .get_json(&format!("{}/repos/acme/a/compare/a...b", home404.base), &[])
+        .await
+        .unwrap_err();
+    assert!(!err.is_auth(), "{err}");
+}
+
+#[tokio::test]
 async fn a_redirect_loop_fails_naming_the_url() {
     let home = serve(|target: &str, _: &str| Canned {
         status: 302,

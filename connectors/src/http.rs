@@ -638,7 +638,11 @@ impl HttpClient {
                 why: format!("HTTP {code}"),
             };
         }
-        if code == 401 || code == 403 {
+        // GitHub and GitLab answer a request for a private resource that came without
+        // credentials with 404: from another origin (where none are sent) that is a refusal, not
+        // "gone", and must not be read as a record that no longer exists.
+        let refused_elsewhere = code == 404 && self.origin.as_ref().is_some_and(|home| home != answered_at);
+        if code == 401 || code == 403 || refused_elsewhere {
             return Verdict::Fail(ConnectorError::Unauthorized {
                 source_name: self.source.clone(),
                 status: code,

@@ -651,9 +651,11 @@ fn defang_url(word: &str) -> String {
     }
     // The scheme is the run of letters before `://` (the word may start with `<`, `(`, …).
     let scheme_start = lower.find("://").map(|end| {
+        // Past the whole character that ends the run (a source's text may put `状态页：` there).
         lower[..end]
-            .rfind(|c: char| !c.is_ascii_alphanumeric())
-            .map_or(0, |i| i + 1)
+            .char_indices()
+            .rfind(|(_, c)| !c.is_ascii_alphanumeric())
+            .map_or(0, |(i, c)| i + c.len_utf8())
     });
     let word = match scheme_start {
         Some(i) if lower[i..].starts_with("http") => {

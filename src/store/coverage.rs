@@ -80,6 +80,30 @@ impl Coverage {
         }
     }
 
+    /// The coverage to update: the kept one, or — for a lake that has none yet — one that takes
+    /// every stream with a bookmark as synced until now, from its bookmark's `covers_from`: a lake
+    /// synced before tandem kept coverage would otherwise show every source but the first one
+    /// synced after the upgrade as "never synced".
+    fn load_or_seed(store: &Store) -> Result<Self, StoreError> {
+        if let Some(kept) = Self::load(store)? {
+            return Ok(kept);
+        }
+        let now = Utc::now();
+        let streams = store
+            .bookmarks_by_stream()?
+            .into_iter()
+            .map(|(stream, state)| {
+                let covered = StreamCoverage {
+                    last_ok_at: Some(now),
+                    covers_from: tandem_connectors::contract::covers_from(&state).flatten(),
+                    ..StreamCoverage::default()
+                };
+                (stream, covered)
+            })
+            .collect();
+        Ok(Self { streams })
+    }
+
     fn save(&self, store: &Store) -> Result<(), StoreError> {
         let path = store.root().join("state").join(COVERAGE_FILE);
         let io = |action, at: &std::path::Path, source| StoreError::Io {
@@ -105,7 +129,7 @@ impl Coverage {
         started_at: DateTime<Utc>,
         covers_from: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        let mut all = Self::load(store)?.unwrap_or_default();
+        let mut all = Self::load_or_seed(store)?;
         let entry = all.streams.entry(key(source, stream)).or_default();
         entry.last_ok_at = Some(started_at);
         entry.failed_at = None;
@@ -123,12 +147,26 @@ impl Coverage {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mut all = Self::load(store)?.unwrap_or_default();
+        let mut all = Self::load_or_seed(store)?;
         let first_line = error.lines().next().unwrap_or_default().trim().to_owned();
         for stream in streams {
             let entry = all.streams.entry(key(source, stream)).or_default();
             entry.failed_at = Some(at);
             entry.error = Some(first_line.clone());
+        }
+        all.save(store)
+    }
+
+    /// Forgets what the streams named `source/stream` covered (their table was lost and they are
+    /// read again from the start): until a sync of each ends without error, their figures are no
+    /// data, never the few rows a half-done re-read brought back.
+    pub fn forget(store: &Store, streams: &[String]) -> Result<(), StoreError> {
+        let mut all = Self::load_or_seed(store)?;
+        for stream in streams {
+            if let Some(entry) = all.streams.get_mut(stream) {
+                entry.last_ok_at = None;
+                entry.covers_from = None;
+            }
         }
         all.save(store)
     }
@@ -291,6 +329,60 @@ mod tests {
         assert_eq!(coverage.gap(feeds, &["incidents"], at(5), at(12)), None);
         // Tables the stream does not write are not its business.
         assert_eq!(coverage.gap(feeds, &["tickets"], at(2), at(9)), None);
+    }
+
+    #[test]
+    fn a_lake_synced_before_coverage_was_kept_counts_its_bookmarked_streams_as_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .save_bookmark("gh", "deployments", serde_json::json!({"cursor": "x"}))
+            .unwrap();
+        store
+            .save_bookmark(
+                "pd",
+                "incidents",
+                serde_json::json!({"covers_from": "2026-03-05T00:00:00Z"}),
+            )
+            .unwrap();
+        // The first sync after the upgrade records one stream's failure ...
+        Coverage::record_failure(&store, "jira", &["issues"], at(20), "boom").unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        // ... and the others, synced before, are still covered up to now (their own history kept).
+        assert_eq!(coverage.gap(&feeds(), &["deployments"], at(1), at(8)), None);
+        assert_eq!(coverage.gap(&feeds()[2..], &["incidents"], at(9), at(16)), None);
+        assert!(
+            coverage
+                .gap(&feeds()[2..], &["incidents"], at(2), at(9))
+                .unwrap()
+                .contains("history starts on 2026-03-05")
+        );
+        assert!(
+            coverage
+                .gap(&feeds(), &["tickets"], at(1), at(8))
+                .unwrap()
+                .contains("never synced")
+        );
+    }
+
+    #[test]
+    fn a_stream_whose_table_was_lost_is_no_data_until_it_syncs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        Coverage::record_ok(&store, "pd", "incidents", at(10), None).unwrap();
+        Coverage::forget(&store, &["pd/incidents".to_owned()]).unwrap();
+        // A re-read that fails half-way brings back a few rows: they are not the history.
+        Coverage::record_failure(&store, "pd", &["incidents"], at(11), "rate limited").unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        assert!(
+            coverage
+                .gap(&feeds()[2..], &["incidents"], at(1), at(8))
+                .unwrap()
+                .starts_with("pd has never synced")
+        );
+        Coverage::record_ok(&store, "pd", "incidents", at(12), None).unwrap();
+        let coverage = Coverage::load(&store).unwrap().unwrap();
+        assert_eq!(coverage.gap(&feeds()[2..], &["incidents"], at(1), at(8)), None);
     }
 
     #[test]

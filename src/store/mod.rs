@@ -439,6 +439,11 @@ impl Store {
         Ok(self.bookmarks()?.remove(&bookmark_key(source, stream)))
     }
 
+    /// Every saved stream state, by `source/stream`.
+    pub fn bookmarks_by_stream(&self) -> Result<BTreeMap<String, Value>, StoreError> {
+        Ok(self.bookmarks()?.into_iter().collect())
+    }
+
     /// Saves a stream's state (atomically, with every other stream's state unchanged).
     pub fn save_bookmark(&self, source: &str, stream: &str, state: Value) -> Result<(), StoreError> {
         let mut all = self.bookmarks()?;

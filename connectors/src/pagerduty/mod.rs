@@ -309,9 +309,9 @@ impl PagerDuty {
         let now = Utc::now();
         let overlap = Duration::minutes(self.config.overlap_minutes);
         let want_from = now - Duration::days(self.config.lookback_days.max(0));
-        if state.scopes.is_none() && state.high_water.is_some() {
-            state.scopes = Some(self.scope_names().into_iter().map(|s| (s, want_from)).collect());
-        }
+        // A bookmark written before coverage was kept says nothing of how far back its first
+        // read reached (the default lookback was 180 days then): its scopes stay unknown, so the
+        // backfill below reads the lookback up to the high water once rather than claiming it.
         let walk = match state.walk.take() {
             Some(w) => w,
             None => {

@@ -522,6 +522,28 @@ async fn raising_lookback_days_backfills_older_incidents_and_moves_covers_from()
 }
 
 #[tokio::test]
+async fn a_bookmark_from_before_coverage_was_kept_backfills_instead_of_claiming_the_lookback() {
+    // Before coverage was kept, a first sync reached back the old default of 180 days (here 60):
+    // the bookmark cannot say so, so the next sync reads the lookback once instead of claiming it.
+    let org = org();
+    let s = servers(&org).await;
+    let short = connector_with(&s.pagerduty.base_url(), |c| c.lookback_days = 60);
+    let (r, first) = read_all(|out| short.read("incidents", None, out)).await;
+    r.unwrap();
+    let mut legacy = last_state(&first);
+    let fields = legacy.as_object_mut().unwrap();
+    fields.remove("scopes");
+    fields.remove(crate::contract::COVERS_FROM);
+    let (got, _) = incidents(&first);
+    let (second, _) = read(&s, Some(legacy)).await;
+    let mut all = got;
+    all.extend(incidents(&second).0);
+    assert_generated(&org, &all);
+    let wide = Utc::now() - chrono::Duration::days(7 * 41 + 7);
+    assert!((covers(&last_state(&second)) - wide).num_minutes().abs() < 5);
+}
+
+#[tokio::test]
 async fn adding_a_service_id_backfills_its_history() {
     let org = org();
     let s = servers(&org).await;

@@ -510,6 +510,19 @@ fn chat_mentions_and_urls_from_sources_are_made_inert() {
     }
 }
 
+#[test]
+fn a_url_glued_to_a_multibyte_character_is_defanged_without_panicking() {
+    for (text, before) in [
+        ("状态页：https://status.example.com", "状态页："),
+        ("监控https://x.cn/a", "监控"),
+        ("é(https://x.io", "é("),
+    ] {
+        let out = escape_markdown(text);
+        assert!(out.starts_with(&escape_markdown(before)), "{out}");
+        assert!(out.contains("hxxps") && !out.contains("https"), "{out}");
+    }
+}
+
 /// The digest for `day` (November 2026) made at `hour` on `made` (November 2026), written to `out`.
 fn digest_for(out: &Path, day: u32, made: u32, hour: u32) -> NightlyOutput {
     let (rows, kpis) = (rows(), kpis());
