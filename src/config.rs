@@ -777,7 +777,7 @@ priorities = { "1" = "P1", "2" = "P2" }
     fn http_bounds_default_when_absent_and_reach_the_http_client() {
         let old = parse("[report]\nweeks = 3\n").unwrap();
         let policy = old.http.apply(RetryPolicy::default());
-        assert_eq!(policy.max_pages_per_stream, 100_000);
+        assert_eq!(policy.max_pages_per_stream, 1_000_000);
         assert_eq!(policy.max_response_bytes, 64 * 1024 * 1024);
         let set = parse("[http]\nmax_pages_per_stream = 50\nmax_response_mb = 2\n").unwrap();
         let policy = set.http.apply(RetryPolicy {

@@ -344,6 +344,69 @@ async fn jira_changelog_next_page_on_another_host_is_computed_instead() {
 }
 
 #[tokio::test]
+async fn jira_changelog_computed_after_a_followed_link_asks_for_the_next_page_once() {
+    // Page 1 links to page 2 (under base_url); page 2 sends no link though more remain: page 3 is
+    // computed from the changelog's own address, not appended to page 2's `startAt=1`.
+    let history = |id: &str| {
+        json!({"id": id, "created": "2026-01-02T10:00:00.000+0000",
+               "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "To Do",
+                          "to": "3", "toString": "In Progress"}]})
+    };
+    // The server's own address, known once it listens: its links are absolute.
+    let own = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let own_in = own.clone();
+    let home = serve(move |target: &str, _: &str| {
+        let base = own_in.lock().unwrap().clone();
+        if target.starts_with("/rest/api/3/status") {
+            json_answer(&json!([]))
+        } else if target.contains("/changelog") {
+            let starts: Vec<&str> = target
+                .split_once('?')
+                .map(|(_, q)| q.split('&').filter(|kv| kv.starts_with("startAt=")).collect())
+                .unwrap_or_default();
+            match starts.first().copied() {
+                Some("startAt=0") => json_answer(&json!({"startAt": 0, "maxResults": 1, "total": 3,
+                    "isLast": false, "values": [history("1")],
+                    "nextPage": format!("{base}/rest/api/3/issue/10001/changelog?startAt=1")})),
+                Some("startAt=1") => json_answer(&json!({"startAt": 1, "maxResults": 1, "total": 3,
+                    "isLast": false, "values": [history("2")]})),
+                _ => json_answer(&json!({"startAt": 2, "maxResults": 1, "total": 3, "isLast": true,
+                    "values": [history("3")]})),
+            }
+        } else {
+            json_answer(&json!({"isLast": true, "issues": [{
+                "id": "10001", "key": "OPS-1",
+                "fields": {"summary": "Checkout down", "issuetype": {"id": "1", "name": "Incident"},
+                           "status": {"id": "3", "name": "In Progress",
+                                      "statusCategory": {"key": "indeterminate"}},
+                           "created": "2026-01-02T09:00:00.000+0000",
+                           "updated": "2026-01-02T10:00:00.000+0000",
+                           "project": {"key": "OPS"}},
+                "changelog": {"startAt": 0, "maxResults": 1, "total": 3, "histories": [history("1")]}}]}))
+        }
+    })
+    .await;
+    *own.lock().unwrap() = home.base.clone();
+    let jira = build(
+        json!({"kind": "jira", "name": "jira", "base_url": home.base, "email": "mia@acme.example",
+               "token_env": TOKEN_VAR, "projects": ["OPS"]}),
+        fast(),
+    );
+    let (result, _) = read(&jira, "issues").await;
+    result.unwrap();
+    let changelogs: Vec<String> = home
+        .seen()
+        .iter()
+        .filter(|s| s.target.contains("/changelog"))
+        .map(|s| s.target.clone())
+        .collect();
+    assert_eq!(changelogs.len(), 3, "{changelogs:?}");
+    let last = &changelogs[2];
+    assert_eq!(last.matches("startAt=").count(), 1, "{last}");
+    assert_eq!(param_of(last, "startAt").as_deref(), Some("2"), "{last}");
+}
+
+#[tokio::test]
 async fn a_body_over_the_size_limit_fails_without_being_read_whole() {
     // 200 KB of deployments against a 16 KB limit, once with a content-length and once ending
     // only when the connection closes (read in pieces and stopped at the limit).

@@ -63,8 +63,11 @@ pub struct RetryPolicy {
     pub max_response_bytes: u64,
 }
 
-/// Default of `http.max_pages_per_stream`: far more than any real stream needs in one run.
-pub const DEFAULT_MAX_PAGES_PER_STREAM: u64 = 100_000;
+/// Default of `http.max_pages_per_stream`: far more than any real stream needs in one run. The
+/// count includes a stream's detail requests (a deployment's statuses and compare, a pull's
+/// commits, an issue's changelog), so a first sync of a year of 100 busy repos (some 150,000
+/// requests on the deployments stream) stays well within it; repeated links are caught apart.
+pub const DEFAULT_MAX_PAGES_PER_STREAM: u64 = 1_000_000;
 
 /// Default of `http.max_response_mb`.
 pub const DEFAULT_MAX_RESPONSE_MB: u64 = 64;

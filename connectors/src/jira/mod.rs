@@ -944,7 +944,8 @@ impl Jira {
             return Ok(None);
         }
         let mut values = Vec::new();
-        let mut url = self.url(&format!("{}/issue/{key}/changelog", self.api()));
+        let first_url = self.url(&format!("{}/issue/{key}/changelog", self.api()));
+        let mut url = first_url.clone();
         let mut query = vec![("startAt", "0".to_owned()), ("maxResults", "100".to_owned())];
         let mut pager = self.client.pager("issues");
         pager.count()?;
@@ -976,8 +977,11 @@ impl Jira {
                 .body
                 .get("nextPage")
                 .and_then(Value::as_str)
-                .filter(|next| next.starts_with(base))
-            {
+                // Under base_url itself: `https://jira.acme.com.evil.example/…` is not.
+                .filter(|next| {
+                    next.strip_prefix(base)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+                }) {
                 Some(next) => {
                     pager.next(next)?;
                     url = next.to_owned();
@@ -985,6 +989,9 @@ impl Jira {
                 }
                 None => {
                     pager.count()?;
+                    // From the changelog's own address: a link followed before carries a
+                    // `startAt` of its own, which Jira would read before this one.
+                    url = first_url.clone();
                     query = vec![
                         ("startAt", values.len().to_string()),
                         ("maxResults", "100".to_owned()),
