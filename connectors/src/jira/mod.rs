@@ -417,6 +417,8 @@ impl Jira {
             seen: state.seen_categories.clone(),
         };
         let want_from_ms = (Utc::now() - Duration::days(self.config.lookback_days.max(0))).timestamp_millis();
+        // A bookmark written before coverage was kept read the configured projects over the
+        // lookback (the whole history by default then, more than is claimed here).
         if state.projects.is_none() && state.high_water_ms.is_some() {
             state.projects = Some(
                 self.config
@@ -425,6 +427,11 @@ impl Jira {
                     .map(|p| (p.clone(), Some(want_from_ms)))
                     .collect(),
             );
+        }
+        // A project no longer configured stops being read: its coverage goes, and a project added
+        // again later reads its history anew instead of claiming the months it was away.
+        if let Some(covered) = state.projects.as_mut() {
+            covered.retain(|p, _| self.config.projects.contains(p));
         }
         // Until a read completes, what is complete is what was before it.
         self.note_coverage(&mut state);

@@ -312,6 +312,18 @@ impl PagerDuty {
         // A bookmark written before coverage was kept says nothing of how far back its first
         // read reached (the default lookback was 180 days then): its scopes stay unknown, so the
         // backfill below reads the lookback up to the high water once rather than claiming it.
+        // A scope no longer configured stops being read: its coverage goes (a configured service
+        // covered through `*` keeps that as its own first), so one added again later reads its
+        // history anew instead of claiming the months it was away.
+        if let Some(covered) = state.scopes.as_mut() {
+            let names = self.scope_names();
+            if let Some(all) = covered.get(ALL_SERVICES).copied() {
+                for name in &names {
+                    covered.entry(name.clone()).or_insert(all);
+                }
+            }
+            covered.retain(|scope, _| names.contains(scope));
+        }
         let walk = match state.walk.take() {
             Some(w) => w,
             None => {
@@ -653,12 +665,14 @@ impl PagerDuty {
         let mut log = Log::default();
         let window = Duration::days(self.config.window_days.clamp(1, 180));
         let mut start = since;
+        let mut span = window;
         let mut pager = self.client.pager("incidents");
         while start < until {
-            let end = (start + window).min(until);
+            let end = (start + span).min(until);
             let mut offset = 0;
             let mut last: Option<String> = None;
             let mut rereads = 0;
+            let mut capped = false;
             loop {
                 let page_at = Overlap::at(offset, last.as_deref());
                 let query = vec![
@@ -711,11 +725,33 @@ impl PagerDuty {
                 let more = page.body.get("more").and_then(Value::as_bool).unwrap_or(false);
                 offset = page_at.ask + entries.len();
                 last = last_id(entries);
-                if !more || fresh.is_empty() || offset - 1 + LIMIT > OFFSET_CAP {
+                if !more || fresh.is_empty() {
+                    break;
+                }
+                if offset - 1 + LIMIT > OFFSET_CAP {
+                    // More entries than PagerDuty pages through in one window: read it again in
+                    // halves (what was read merges, earliest wins), as the incident list does.
+                    if end - start > Duration::hours(1) {
+                        span = (end - start) / 2;
+                        capped = true;
+                    } else {
+                        tracing::warn!(
+                            source = %self.config.name,
+                            stream = "incidents",
+                            list = "log_entries",
+                            window_start = %format_utc(start),
+                            window_end = %format_utc(end),
+                            "An hour of log entries still had more at PagerDuty's offset cap; acknowledgements and resolutions past it are missed."
+                        );
+                    }
                     break;
                 }
             }
+            if capped {
+                continue;
+            }
             start = end;
+            span = window;
         }
         Ok(log)
     }

@@ -578,4 +578,23 @@ async fn adding_a_service_id_backfills_its_history() {
     let after = last_state(&second);
     assert!((covers(&after) - from).num_minutes().abs() < 5, "{after}");
     assert!(after["scopes"].get(b.as_str()).is_some(), "{after}");
+
+    // Dropped from the config, the service's coverage goes: added again, it is read anew rather
+    // than claiming the time it was away.
+    let (r, third) = read_all(|out| one.read("incidents", Some(after), out)).await;
+    r.unwrap();
+    let dropped = last_state(&third);
+    assert!(dropped["scopes"].get(b.as_str()).is_none(), "{dropped}");
+    let (r, fourth) = read_all(|out| two.read("incidents", Some(dropped), out)).await;
+    r.unwrap();
+    let (got, _) = incidents(&fourth);
+    let of_b = got
+        .values()
+        .filter(|i| i.service_ref.as_deref() == Some(b.as_str()))
+        .count();
+    assert_eq!(
+        of_b,
+        of(&b),
+        "the service added again is read from the lookback start"
+    );
 }

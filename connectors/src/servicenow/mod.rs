@@ -772,6 +772,12 @@ impl ServiceNow {
                 mapped.rows.push((id.to_owned(), updated));
             }
             if let Some(reason) = crate::lenient::unreadable(raw) {
+                // Quarantined with its reason; an open record re-polled by id would come back
+                // unreadable on every sync, so it leaves the re-poll list (a later change to it
+                // reaches the regular scan).
+                if let Some(id) = raw.get("sys_id").and_then(Value::as_str) {
+                    state.open.remove(id);
+                }
                 mapped
                     .rejected
                     .push(Quarantined::new(&self.config.name, kind.stream(), raw, reason));
