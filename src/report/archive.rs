@@ -6,7 +6,7 @@
 //! (kind, title, period, when it was made, its main file), and `<out>/index.html`. Folders are never
 //! rewritten: a second run in the same second gets a `-2` suffix.
 //!
-//! A run is written into a hidden folder (`.partial-<timestamp>-<pid>-<n>`) and renamed to its
+//! A run is written into a hidden folder (`.partial-<timestamp>-<host>-<pid>-<n>`) and renamed to its
 //! name only when complete ([`publish`]), so a killed report leaves no half-made folder under a
 //! run's name; the next run of the kind removes partial folders whose process is gone.
 
@@ -66,8 +66,11 @@ const PARTIAL_PREFIX: &str = ".partial-";
 /// The run folder names' timestamp format.
 const STAMP: &str = "%Y-%m-%dT%H%M%SZ";
 
+/// The length of a timestamp in [`STAMP`]'s format (`2026-11-02T063005Z`).
+const STAMP_LEN: usize = 18;
+
 /// Creates a fresh, hidden folder to write a run of `kind` made at `at` into:
-/// `<out>/<kind>/.partial-<timestamp>-<pid>-<n>/`. [`publish`] gives it its name once complete.
+/// `<out>/<kind>/.partial-<timestamp>-<host>-<pid>-<n>/`. [`publish`] gives it its name once complete.
 /// Partial folders left by killed runs of the kind are removed first.
 pub fn run_dir(out: &Path, kind: &str, at: DateTime<Utc>) -> Result<PathBuf, ReportError> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -79,8 +82,9 @@ pub fn run_dir(out: &Path, kind: &str, at: DateTime<Utc>) -> Result<PathBuf, Rep
     remove_abandoned(&parent);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = parent.join(format!(
-        "{PARTIAL_PREFIX}{}-{}-{n}",
+        "{PARTIAL_PREFIX}{}-{}-{}-{n}",
         at.format(STAMP),
+        this_host(),
         std::process::id()
     ));
     std::fs::create_dir(&dir).map_err(|source| ReportError::Io {
@@ -139,19 +143,35 @@ pub fn moved(path: &Path, partial: &Path, published: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_owned())
 }
 
+/// This host's name as it goes into a partial folder's name: letters, digits and `-` only.
+fn this_host() -> String {
+    crate::store::lock::host_name()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 /// Removes the partial folders under `parent` whose process is no longer running (a killed
-/// report). Where running processes cannot be told (no `/proc`), folders older than a day go.
+/// report). Only this host's processes can be told: a folder another host is writing (a report
+/// folder shared between pods) is judged by its age, as is every folder where running processes
+/// cannot be told (no `/proc`): older than a day, it goes.
 fn remove_abandoned(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     let procfs = Path::new("/proc/self").exists();
+    let here = this_host();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(rest) = name.strip_prefix(PARTIAL_PREFIX) else {
             continue;
         };
-        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        // `<timestamp>-<host>-<pid>-<n>`, read from the right (a host name has dashes); a folder
+        // named before hosts were part of the name (`<timestamp>-<pid>-<n>`) is this host's.
+        let mut parts = rest.rsplitn(3, '-');
+        let pid = parts.nth(1).and_then(|p| p.parse::<u32>().ok());
+        let host = parts.next().and_then(|head| head.get(STAMP_LEN + 1..));
+        let pid = pid.filter(|_| host.is_none_or(|h| h == here));
         let abandoned = match pid {
             Some(pid) if pid == std::process::id() => false,
             Some(pid) if procfs => !Path::new("/proc").join(pid.to_string()).exists(),
@@ -309,6 +329,33 @@ mod tests {
             assert!(!gone.exists(), "the killed run's folder is removed");
         }
         assert!(next.exists(), "the new run's own folder stays");
+    }
+
+    #[test]
+    fn a_folder_another_host_is_writing_is_judged_by_its_age_not_by_this_hosts_processes() {
+        let out = tempfile::tempdir().unwrap();
+        let m = meta("nightly", "Elsewhere", 1);
+        let mine = run_dir(out.path(), "nightly", m.generated_at).unwrap();
+        let name = mine.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.contains(&format!("-{}-{}-", this_host(), std::process::id())),
+            "{name}"
+        );
+        // A pod elsewhere writes a report with a pid this host does not run (0 never is).
+        let theirs = out
+            .path()
+            .join("nightly/.partial-2026-11-02T010000Z-tandem-7f9c-x2-0-0");
+        std::fs::create_dir(&theirs).unwrap();
+        // Ours, killed, with a pid that is gone here.
+        let killed = out
+            .path()
+            .join(format!("nightly/.partial-2026-11-02T010000Z-{}-0-0", this_host()));
+        std::fs::create_dir(&killed).unwrap();
+        run_dir(out.path(), "nightly", m.generated_at).unwrap();
+        assert!(theirs.exists(), "a fresh folder of another host stays");
+        if Path::new("/proc/self").exists() {
+            assert!(!killed.exists(), "this host's killed run is removed");
+        }
     }
 
     #[test]

@@ -144,8 +144,9 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
     serde_json::from_str(&text).ok()
 }
 
-/// This machine's host name, for the message a second writer prints.
-fn host_name() -> String {
+/// This machine's host name, for the message a second writer prints (and the name of a report
+/// folder being written, so a run on another host is never judged by this host's processes).
+pub(crate) fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
