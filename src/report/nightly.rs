@@ -643,10 +643,37 @@ pub fn escape_markdown(text: &str) -> String {
     out
 }
 
-/// A word that is a URL (`scheme://…` or `www.…`), defanged so no chat client links it.
+/// Top-level domains chat clients link on their own, without a scheme: a bare `evil.com` is a
+/// link in Slack and Teams. A word under another ending is linked only with a path (below).
+const LINKED_TLDS: [&str; 16] = [
+    "com", "net", "org", "io", "co", "dev", "app", "ai", "me", "info", "biz", "xyz", "ly", "gl", "sh", "to",
+];
+
+/// Whether `word` reads as a host a chat client would link: `host.tld` with a known ending, or
+/// `host.name/path` with an alphabetic last label (`evil.example/login`). `checkout.v2` and
+/// `payments.api` stay as they are.
+fn looks_like_host(lower: &str) -> bool {
+    let trimmed = lower.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '/' && c != '.');
+    let (host, has_path) = match trimmed.split_once('/') {
+        Some((host, _)) => (host, true),
+        None => (trimmed, false),
+    };
+    let Some((name, tld)) = host.rsplit_once('.') else {
+        return false;
+    };
+    let labelled = !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    let alphabetic = (2..=24).contains(&tld.len()) && tld.chars().all(|c| c.is_ascii_alphabetic());
+    labelled && alphabetic && (has_path || LINKED_TLDS.contains(&tld))
+}
+
+/// A word that is a URL (`scheme://…`, `www.…`, or a bare host a chat client links), defanged
+/// so no chat client links it.
 fn defang_url(word: &str) -> String {
     let lower = word.to_ascii_lowercase();
-    if !lower.contains("://") && !lower.starts_with("www.") {
+    if !lower.contains("://") && !lower.starts_with("www.") && !looks_like_host(&lower) {
         return word.to_owned();
     }
     // The scheme is the run of letters before `://` (the word may start with `<`, `(`, …).

@@ -511,6 +511,16 @@ fn chat_mentions_and_urls_from_sources_are_made_inert() {
 }
 
 #[test]
+fn bare_hosts_a_chat_client_would_link_are_defanged_and_service_names_are_not() {
+    assert_eq!(escape_markdown("evil.example/login"), r"evil\[.\]example/login");
+    assert_eq!(escape_markdown("see evil.com now"), r"see evil\[.\]com now");
+    assert_eq!(escape_markdown("(status.acme.io)"), r"\(status\[.\]acme\[.\]io\)");
+    for kept in ["checkout.v2", "payments.api", "v1.2/x", "a/b", "node-1.internal"] {
+        assert_eq!(escape_markdown(kept), kept, "{kept}");
+    }
+}
+
+#[test]
 fn a_url_glued_to_a_multibyte_character_is_defanged_without_panicking() {
     for (text, before) in [
         ("状态页：https://status.example.com", "状态页："),
