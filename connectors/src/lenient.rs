@@ -64,10 +64,12 @@ fn record_by_record(body: &[u8]) -> Option<Value> {
             let members: BTreeMap<String, &RawValue> = serde_json::from_str(top.get()).ok()?;
             let mut map = Map::new();
             for (name, raw) in members {
-                let value = if raw.get().trim_start().starts_with('[') {
-                    Value::Array(page.records(raw)?)
-                } else {
-                    serde_json::from_str(raw.get()).ok()?
+                let value = match raw.get().trim_start().as_bytes().first() {
+                    Some(b'[') => Value::Array(page.records(raw)?),
+                    // One record under a key (PagerDuty's `{"incident": {…}}` by id): read the
+                    // same way as a page's records, a stand-in when it cannot be.
+                    Some(b'{') => page.record(0, raw),
+                    _ => serde_json::from_str(raw.get()).ok()?,
                 };
                 map.insert(name, value);
             }
@@ -189,6 +191,29 @@ mod tests {
             parse_page(body).unwrap(),
             serde_json::json!({"issues": [{"id": "1"}], "isLast": true})
         );
+    }
+
+    #[test]
+    fn one_record_under_a_key_is_marked_rather_than_stored_garbled_or_failing_the_body() {
+        // PagerDuty's incident by id, with a byte that is not UTF-8: a stand-in, not U+FFFD text.
+        let mut body = br#"{"incident":{"id":"PT4KHLK","title":"caf"#.to_vec();
+        body.push(0xE9);
+        body.extend_from_slice(br#""}}"#);
+        let page = parse_page(&body).unwrap();
+        let reason = unreadable(&page["incident"]).unwrap();
+        assert_eq!(reason.code(), ReasonCode::BadValue);
+        assert_eq!(page["incident"]["id"], "PT4KHLK");
+        // Nested past the parser's limit: a stand-in too, and the body still reads.
+        let body = format!(
+            r#"{{"incident":{{"id":"PX","details":{}}},"limit":1}}"#,
+            deep(300)
+        );
+        let page = parse_page(body.as_bytes()).unwrap();
+        assert_eq!(
+            unreadable(&page["incident"]).unwrap().code(),
+            ReasonCode::BadShape
+        );
+        assert_eq!(page["limit"], 1);
     }
 
     #[test]

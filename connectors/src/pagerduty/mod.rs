@@ -601,6 +601,20 @@ impl PagerDuty {
                 Err(e) => return Err(e),
             };
             match found {
+                // Unreadable (a byte that is not UTF-8, nesting too deep): quarantined with its
+                // reason, and no longer re-polled — it would come back the same on every sync.
+                Some(raw) if crate::lenient::unreadable(&raw).is_some() => {
+                    state.open.remove(&id);
+                    if let Some(reason) = crate::lenient::unreadable(&raw) {
+                        out.quarantine(vec![Quarantined::new(
+                            &self.config.name,
+                            "incidents",
+                            &raw,
+                            reason,
+                        )])
+                        .await?;
+                    }
+                }
                 Some(raw) => {
                     let mut log = Log::default();
                     if raw.get("status").and_then(Value::as_str) != Some("triggered") {
