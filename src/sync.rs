@@ -168,19 +168,7 @@ impl RunHealth {
 
     /// Writes the health into the store's `state/` folder, atomically.
     pub fn save(&self, store: &Store) -> Result<(), StoreError> {
-        let path = store.root().join("state").join(LAST_RUN_FILE);
-        let io = |action, at: &std::path::Path, source| StoreError::Io {
-            action,
-            path: at.to_path_buf(),
-            source,
-        };
-        let text =
-            serde_json::to_vec_pretty(self).map_err(|e| io("encode", &path, std::io::Error::other(e)))?;
-        crate::atomic::write_atomic(
-            &path,
-            |file| std::io::Write::write_all(file, &text).map_err(|e| io("write", &path, e)),
-            io,
-        )
+        store.write_state(LAST_RUN_FILE, self)
     }
 
     /// The health of the last run, if one was recorded. An unreadable file is logged and read as

@@ -284,15 +284,29 @@ async fn jira_page_token_that_repeats_stops_the_stream_naming_the_token() {
     );
 }
 
+/// One status change of a Jira changelog, numbered `id`.
+fn history(id: &str) -> Value {
+    json!({"id": id, "created": "2026-01-02T10:00:00.000+0000",
+           "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "To Do",
+                      "to": "3", "toString": "In Progress"}]})
+}
+
+/// A search answer with one issue whose embedded changelog shows 1 of `total` histories.
+fn one_issue_search(total: u64) -> Value {
+    json!({"isLast": true, "issues": [{
+        "id": "10001", "key": "OPS-1",
+        "fields": {"summary": "Checkout down", "issuetype": {"id": "1", "name": "Incident"},
+                   "status": {"id": "3", "name": "In Progress", "statusCategory": {"key": "indeterminate"}},
+                   "created": "2026-01-02T09:00:00.000+0000",
+                   "updated": "2026-01-02T10:00:00.000+0000",
+                   "project": {"key": "OPS"}},
+        "changelog": {"startAt": 0, "maxResults": 1, "total": total, "histories": [history("1")]}}]})
+}
+
 #[tokio::test]
 async fn jira_changelog_next_page_on_another_host_is_computed_instead() {
     let other = serve(|_: &str, _: &str| json_answer(&json!({"values": [], "isLast": true}))).await;
     let other_base = other.base.clone();
-    let history = |id: &str| {
-        json!({"id": id, "created": "2026-01-02T10:00:00.000+0000",
-               "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "To Do",
-                          "to": "3", "toString": "In Progress"}]})
-    };
     let home = serve(move |target: &str, _: &str| {
         if target.starts_with("/rest/api/3/status") {
             json_answer(&json!([]))
@@ -309,15 +323,7 @@ async fn jira_changelog_next_page_on_another_host_is_computed_instead() {
                     "values": [history("2")]}))
             }
         } else {
-            json_answer(&json!({"isLast": true, "issues": [{
-                "id": "10001", "key": "OPS-1",
-                "fields": {"summary": "Checkout down", "issuetype": {"id": "1", "name": "Incident"},
-                           "status": {"id": "3", "name": "In Progress",
-                                      "statusCategory": {"key": "indeterminate"}},
-                           "created": "2026-01-02T09:00:00.000+0000",
-                           "updated": "2026-01-02T10:00:00.000+0000",
-                           "project": {"key": "OPS"}},
-                "changelog": {"startAt": 0, "maxResults": 1, "total": 2, "histories": [history("1")]}}]}))
+            json_answer(&one_issue_search(2))
         }
     })
     .await;
@@ -347,11 +353,6 @@ async fn jira_changelog_next_page_on_another_host_is_computed_instead() {
 async fn jira_changelog_computed_after_a_followed_link_asks_for_the_next_page_once() {
     // Page 1 links to page 2 (under base_url); page 2 sends no link though more remain: page 3 is
     // computed from the changelog's own address, not appended to page 2's `startAt=1`.
-    let history = |id: &str| {
-        json!({"id": id, "created": "2026-01-02T10:00:00.000+0000",
-               "items": [{"field": "status", "fieldtype": "jira", "from": "1", "fromString": "To Do",
-                          "to": "3", "toString": "In Progress"}]})
-    };
     // The server's own address, known once it listens: its links are absolute.
     let own = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let own_in = own.clone();
@@ -374,15 +375,7 @@ async fn jira_changelog_computed_after_a_followed_link_asks_for_the_next_page_on
                     "values": [history("3")]})),
             }
         } else {
-            json_answer(&json!({"isLast": true, "issues": [{
-                "id": "10001", "key": "OPS-1",
-                "fields": {"summary": "Checkout down", "issuetype": {"id": "1", "name": "Incident"},
-                           "status": {"id": "3", "name": "In Progress",
-                                      "statusCategory": {"key": "indeterminate"}},
-                           "created": "2026-01-02T09:00:00.000+0000",
-                           "updated": "2026-01-02T10:00:00.000+0000",
-                           "project": {"key": "OPS"}},
-                "changelog": {"startAt": 0, "maxResults": 1, "total": 3, "histories": [history("1")]}}]}))
+            json_answer(&one_issue_search(3))
         }
     })
     .await;

@@ -105,19 +105,7 @@ impl Coverage {
     }
 
     fn save(&self, store: &Store) -> Result<(), StoreError> {
-        let path = store.root().join("state").join(COVERAGE_FILE);
-        let io = |action, at: &std::path::Path, source| StoreError::Io {
-            action,
-            path: at.to_path_buf(),
-            source,
-        };
-        let bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| io("encode", &path, std::io::Error::other(e)))?;
-        crate::atomic::write_atomic(
-            &path,
-            |file| std::io::Write::write_all(file, &bytes).map_err(|e| io("write", &path, e)),
-            io,
-        )
+        store.write_state(COVERAGE_FILE, self)
     }
 
     /// Records that a stream synced without error, from a sync that started at `started_at`,

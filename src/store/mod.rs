@@ -439,6 +439,19 @@ impl Store {
         Ok(self.bookmarks()?.remove(&bookmark_key(source, stream)))
     }
 
+    /// Writes `value` as pretty JSON to `state/<name>`, atomically: the one way the store's small
+    /// state files (last run, coverage) are written.
+    pub fn write_state<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        let path = self.root.join("state").join(name);
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| io_error("encode", &path, std::io::Error::other(e)))?;
+        crate::atomic::write_atomic(
+            &path,
+            |file| std::io::Write::write_all(file, &bytes).map_err(|e| io_error("write", &path, e)),
+            io_error,
+        )
+    }
+
     /// Every saved stream state, by `source/stream`.
     pub fn bookmarks_by_stream(&self) -> Result<BTreeMap<String, Value>, StoreError> {
         Ok(self.bookmarks()?.into_iter().collect())
