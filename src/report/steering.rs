@@ -107,13 +107,19 @@ pub mod definition {
         UnmappedRecords,
         DeploymentsWithoutBaseline,
     ];
-    /// Quarantined records by reason, listed in the footnote only where there are some.
-    pub const QUARANTINE_REASONS: [MetricId; 5] = [
+    /// Quarantined records by reason, and the records tandem kept but could not fully read
+    /// (deployments that never finished, unclassified ticket types, unknown status categories,
+    /// unknown approvals), listed in the footnote only where there are some.
+    pub const WHEN_PRESENT: [MetricId; 9] = [
         QuarantinedMissingField,
         QuarantinedBadTimestamp,
         QuarantinedBadValue,
         QuarantinedBadShape,
         QuarantinedUnknownReference,
+        StaleDeployments,
+        TicketTypesUnclassified,
+        TicketTransitionsUnknownCategory,
+        ChangeRequestsApprovalUnknown,
     ];
     /// The per-service availability table's columns besides availability.
     pub const AVAILABILITY_COLUMNS: [MetricId; 3] = [Availability, ErrorBudgetConsumed, DowntimeMinutes];
@@ -447,7 +453,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         .iter()
         .copied()
         .chain(
-            definition::QUARANTINE_REASONS
+            definition::WHEN_PRESENT
                 .into_iter()
                 .filter(|&m| current.org(m).and_then(|r| r.value).is_some_and(|v| v > 0.0)),
         )
@@ -1022,6 +1028,39 @@ mod tests {
             method: None,
             no_data: None,
         }
+    }
+
+    #[test]
+    fn the_quality_footnote_names_records_kept_but_not_fully_read_only_where_there_are_some() {
+        use MetricId::*;
+        let current = [
+            row(StaleDeployments, 3.0),
+            row(TicketTypesUnclassified, 0.0),
+            row(ChangeRequestsApprovalUnknown, 12.0),
+        ];
+        let slo = BTreeMap::new();
+        let page = build(&SteeringInput {
+            organisation: "o",
+            period: "p",
+            previous_period: "q",
+            generated_at: DateTime::<Utc>::UNIX_EPOCH,
+            current: &current,
+            weekly: &current,
+            previous: &[],
+            previous_weekly: &[],
+            kpis: &[],
+            slo: &slo,
+            default_slo: 0.995,
+        })
+        .page;
+        let ids: Vec<&str> = page.quality.iter().map(|f| f.id).collect();
+        assert!(ids.contains(&"stale_deployments"), "{ids:?}");
+        assert!(ids.contains(&"change_requests_approval_unknown"), "{ids:?}");
+        assert!(
+            !ids.contains(&"ticket_types_unclassified"),
+            "none: not listed {ids:?}"
+        );
+        assert!(!ids.contains(&"ticket_transitions_unknown_category"), "{ids:?}");
     }
 
     fn delta(metric: MetricId, now: f64, then: f64) -> String {
