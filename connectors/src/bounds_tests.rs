@@ -1,7 +1,7 @@
 //! Tests of what the shared HTTP client bounds for every connector: paging walks that would never
 //! end, response bodies past the size limit, credentials that must not leave the configured
 //! origin, and pages with one unreadable record. Scripted servers speak the vendors' real shapes
-//! (`../shared/reference/apis.md`) and bind `127.0.0.1:0`.
+//! (their documented paging headers, error bodies and record fields) and bind `127.0.0.1:0`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
