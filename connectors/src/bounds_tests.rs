@@ -567,15 +567,7 @@ async fn a_refusal_from_another_origin_says_credentials_stay_home_not_that_the_t
         with_length: true,
     })
     .await;
-    let client = HttpClient::new(
-        "gl",
-        &home.base,
-        &Auth::PrivateToken(Secret::new(TOKEN)),
-        &[],
-        "check the token".into(),
-        fast(),
-    )
-    .unwrap();
+    let client = token_client(&home.base, Auth::PrivateToken(Secret::new(TOKEN)));
     let err = client
         .get_json(&format!("{}/api/v4/user", home.base), &[])
         .await
@@ -588,27 +580,28 @@ async fn a_refusal_from_another_origin_says_credentials_stay_home_not_that_the_t
     assert!(!err.contains("check the token") && !err.contains(TOKEN), "{err}");
 }
 
-#[tokio::test]
-async fn a_404_from_another_origin_is_a_refusal_not_a_missing_record() {
-    // A private repository answers 404 to a request without credentials: behind a proxy whose
-    // next links name the server's own host, page 2 must fail loudly, not read as "gone".
-    let other = serve(|_: &str, _: &str| Canned {
+/// A client of `base` with `auth`, whose refusals say to check the token.
+fn token_client(base: &str, auth: Auth) -> HttpClient {
+    HttpClient::new("src", base, &auth, &[], "check the token".into(), fast()).unwrap()
+}
+
+/// GitHub's 404 for what it will not show (or does not have).
+fn not_found() -> Canned {
+    Canned {
         status: 404,
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"message":"Not Found"}"#.to_vec(),
         with_length: true,
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn a_404_from_another_origin_is_a_refusal_not_a_missing_record() {
+    // A private repository answers 404 to a request without credentials: behind a proxy whose
+    // next links name the server's own host, page 2 must fail loudly, not read as "gone".
+    let other = serve(|_: &str, _: &str| not_found()).await;
     let home = serve(|_: &str, _: &str| json_answer(&json!([]))).await;
-    let client = HttpClient::new(
-        "gh",
-        &home.base,
-        &Auth::Bearer(Secret::new(TOKEN)),
-        &[],
-        "check the token".into(),
-        fast(),
-    )
-    .unwrap();
+    let client = token_client(&home.base, Auth::Bearer(Secret::new(TOKEN)));
     let err = client
         .get_json(&format!("{}/repos/acme/a/compare/a...b?page=2", other.base), &[])
         .await
@@ -620,22 +613,8 @@ async fn a_404_from_another_origin_is_a_refusal_not_a_missing_record() {
         "{text}"
     );
     // From the configured origin a 404 is still what it says.
-    let home404 = serve(|_: &str, _: &str| Canned {
-        status: 404,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: br#"{"message":"Not Found"}"#.to_vec(),
-        with_length: true,
-    })
-    .await;
-    let client = HttpClient::new(
-        "gh",
-        &home404.base,
-        &Auth::Bearer(Secret::new(TOKEN)),
-        &[],
-        "check the token".into(),
-        fast(),
-    )
-    .unwrap();
+    let home404 = serve(|_: &str, _: &str| not_found()).await;
+    let client = token_client(&home404.base, Auth::Bearer(Secret::new(TOKEN)));
     let err = client
         .get_json(&format!("{}/repos/acme/a/compare/a...b", home404.base), &[])
         .await
