@@ -15,6 +15,28 @@ pub const DEFAULT_LOOKBACK_DAYS: i64 = 365;
 /// How long a deployment or run may stay unfinished before it is marked stale.
 pub const DEFAULT_STALE_AFTER_DAYS: i64 = 7;
 
+/// A connector's clock: the system's, or a fixed instant for replays of recorded or simulated
+/// data (what counts as stale and where the lookback starts follow it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock(Option<DateTime<Utc>>);
+
+impl Clock {
+    /// A clock that always shows `at`.
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Self(Some(at))
+    }
+
+    /// The instant the clock shows.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.0.unwrap_or_else(Utc::now)
+    }
+
+    /// Unfinished records created before this instant are stale.
+    pub fn stale_before(&self, stale_after_days: i64) -> DateTime<Utc> {
+        self.now() - Duration::days(stale_after_days.max(0))
+    }
+}
+
 /// One scope's coverage: its records are complete from `from` on (`None`: the whole history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Covered {

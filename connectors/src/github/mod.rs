@@ -123,8 +123,8 @@ fn default_production_environment() -> String {
 pub struct GitHub {
     config: GitHubConfig,
     client: HttpClient,
-    /// The instant the clock shows, when fixed (a replay of a frozen world); else the system's.
-    now: Option<DateTime<Utc>>,
+    /// The system's clock, or a fixed one (a replay of a frozen world).
+    clock: crate::coverage::Clock,
 }
 
 const STREAMS: &[StreamDef] = &[
@@ -183,24 +183,24 @@ impl GitHub {
         Ok(Self {
             config,
             client,
-            now: None,
+            clock: crate::coverage::Clock::default(),
         })
     }
 
     /// The same connector reading its clock as showing `now`: what counts as stale and where the
     /// lookback starts follow it (for replays of recorded or simulated data).
     pub fn with_now(mut self, now: DateTime<Utc>) -> Self {
-        self.now = Some(now);
+        self.clock = crate::coverage::Clock::fixed(now);
         self
     }
 
     fn now(&self) -> DateTime<Utc> {
-        self.now.unwrap_or_else(Utc::now)
+        self.clock.now()
     }
 
     /// Unfinished records created before this instant are stale.
     fn stale_before(&self) -> DateTime<Utc> {
-        self.now() - chrono::Duration::days(self.config.stale_after_days.max(0))
+        self.clock.stale_before(self.config.stale_after_days)
     }
 
     /// The streams offered; `issues`, `releases` and `workflow_runs` read nothing unless

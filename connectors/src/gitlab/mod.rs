@@ -136,8 +136,8 @@ pub struct GitLab {
     client: HttpClient,
     /// `{base}/api/v4`.
     api: String,
-    /// The instant the clock shows, when fixed (a replay of a frozen world); else the system's.
-    now: Option<DateTime<Utc>>,
+    /// The system's clock, or a fixed one (a replay of a frozen world).
+    clock: crate::coverage::Clock,
 }
 
 /// Bookmark of one stream: a cursor per project (per project and environment for deployments),
@@ -297,19 +297,19 @@ impl GitLab {
             config,
             client,
             api,
-            now: None,
+            clock: crate::coverage::Clock::default(),
         })
     }
 
     /// The same connector reading its clock as showing `now`: what counts as stale and where the
     /// lookback starts follow it (for replays of recorded or simulated data).
     pub fn with_now(mut self, now: DateTime<Utc>) -> Self {
-        self.now = Some(now);
+        self.clock = crate::coverage::Clock::fixed(now);
         self
     }
 
     fn now(&self) -> DateTime<Utc> {
-        self.now.unwrap_or_else(Utc::now)
+        self.clock.now()
     }
 
     /// Where the lookback starts: `lookback_days` back, or nowhere.
@@ -810,7 +810,7 @@ impl GitLab {
         let created_at = time_field(raw, "created_at")?;
         let updated_at = opt_time_field(raw, "updated_at")?.unwrap_or(created_at);
         // Unfinished long after it began: it will not be asked about again.
-        let stale_before = self.now() - Duration::days(self.config.stale_after_days.max(0));
+        let stale_before = self.clock.stale_before(self.config.stale_after_days);
         let status = if status == DeploymentStatus::InProgress && created_at < stale_before {
             DeploymentStatus::Stale
         } else {
