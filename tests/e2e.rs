@@ -379,10 +379,8 @@ fn expected_uncovered(
     ((uncovered as f64, finished.len() as i64), by_name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compute_metrics_match_the_ground_truth() {
-    let world = World::start(WEEKS).await;
-    let config = world.config();
+/// `tandem run` with `config` over the simulated weeks, which must all sync.
+async fn run_over_the_simulation(world: &World, config: &tandem::config::Config) {
     let until = world.org.spec.start + Duration::weeks(i64::from(WEEKS));
     let range = RangeArgs {
         weeks: Some(WEEKS),
@@ -393,10 +391,17 @@ async fn compute_metrics_match_the_ground_truth() {
         env: env(),
         progress: false,
     };
-    let outcome = tandem::commands::run::job(&config, &ctx, &range, None)
+    let outcome = tandem::commands::run::job(config, &ctx, &range, None)
         .await
         .unwrap();
     assert_eq!(outcome, tandem::commands::Outcome::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_metrics_match_the_ground_truth() {
+    let world = World::start(WEEKS).await;
+    let config = world.config();
+    run_over_the_simulation(&world, &config).await;
 
     // The report and its charts exist.
     let report_dir = config.resolve(&config.report.out);
@@ -711,20 +716,7 @@ async fn mirrored_incidents_count_once_and_carry_the_servicenow_mirrors_cause() 
     let mut config = world.config();
     config.metrics.incident_sources = vec!["pagerduty".into()];
     config.metrics.cause_sources = vec!["servicenow".into()];
-    let until = world.org.spec.start + Duration::weeks(i64::from(WEEKS));
-    let range = RangeArgs {
-        weeks: Some(WEEKS),
-        until: Some(until),
-        ..RangeArgs::default()
-    };
-    let ctx = tandem::commands::Context {
-        env: env(),
-        progress: false,
-    };
-    let outcome = tandem::commands::run::job(&config, &ctx, &range, None)
-        .await
-        .unwrap();
-    assert_eq!(outcome, tandem::commands::Outcome::Success);
+    run_over_the_simulation(&world, &config).await;
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
     let stored = store.read::<tandem_connectors::model::Incident>().unwrap();
     let correlated = |source: &str| {
