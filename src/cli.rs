@@ -43,7 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Pull new and changed records from every configured source into the lake.
     Sync(SyncArgs),
-    /// Verify each source's credentials and permissions with one cheap request each.
+    /// Verify each source's credentials and permissions: one cheap request to every endpoint a
+    /// sync of it calls, naming each that fails and what to grant.
     Check(CheckArgs),
     /// Compute the metric table from the lake, write it (Parquet + CSV) and print it.
     Metrics(MetricsArgs),
@@ -128,7 +129,9 @@ pub enum MetricsFormat {
     Table,
     /// Every row of the metric table as CSV.
     Csv,
-    /// The rows of the chosen scopes as a JSON array (every period).
+    /// A JSON object: `metrics`, the rows of the chosen scopes (every period, with `no_data`
+    /// where a source does not cover it), and `kpis`, each KPI judged with its target, previous
+    /// value and change.
     Json,
 }
 
