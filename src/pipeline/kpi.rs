@@ -129,6 +129,14 @@ impl Status {
             Self::NoData => "no-data",
         }
     }
+
+    /// How people read it in running text: the name, with `no data` in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoData => "no data",
+            other => other.as_str(),
+        }
+    }
 }
 
 impl KpiSpec {

@@ -552,11 +552,7 @@ fn kpi_counts(kpis: &[KpiLine]) -> String {
     .into_iter()
     .filter_map(|s| {
         let n = kpis.iter().filter(|k| k.status == s.as_str()).count();
-        let name = match s {
-            Status::NoData => "no data",
-            s => s.as_str(),
-        };
-        (n > 0).then(|| format!("{n} {name}"))
+        (n > 0).then(|| format!("{n} {}", s.label()))
     })
     .collect::<Vec<_>>()
     .join(", ")
