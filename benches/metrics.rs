@@ -175,13 +175,13 @@ fn lake(root: &Path, scale: f64) -> anyhow::Result<Lake> {
     let started = Instant::now();
     let store = Store::open(root)?;
     let mut writers = Writers {
-        deployments: TableWriter::create(&store.table_path("deployments"))?,
-        changes: TableWriter::create(&store.table_path("changes"))?,
-        commits: TableWriter::create(&store.table_path("commits"))?,
-        incidents: TableWriter::create(&store.table_path("incidents"))?,
-        tickets: TableWriter::create(&store.table_path("tickets"))?,
-        ticket_transitions: TableWriter::create(&store.table_path("ticket_transitions"))?,
-        change_requests: TableWriter::create(&store.table_path("change_requests"))?,
+        deployments: TableWriter::create(&store.legacy_table_path("deployments"))?,
+        changes: TableWriter::create(&store.legacy_table_path("changes"))?,
+        commits: TableWriter::create(&store.legacy_table_path("commits"))?,
+        incidents: TableWriter::create(&store.legacy_table_path("incidents"))?,
+        tickets: TableWriter::create(&store.legacy_table_path("tickets"))?,
+        ticket_transitions: TableWriter::create(&store.legacy_table_path("ticket_transitions"))?,
+        change_requests: TableWriter::create(&store.legacy_table_path("change_requests"))?,
     };
     for batch in spec.batches() {
         writers.write(batch)?;
@@ -242,7 +242,7 @@ fn lake_bytes(root: &Path) -> anyhow::Result<u64> {
     READ_TABLES
         .iter()
         .map(|t| {
-            let path = store.table_path(t);
+            let path = store.legacy_table_path(t);
             Ok(std::fs::metadata(&path)
                 .with_context(|| format!("size of {}", path.display()))?
                 .len())

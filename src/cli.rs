@@ -58,7 +58,22 @@ pub enum Command {
     Remap(RemapArgs),
     /// Run the whole job on a simulated organisation served by built-in fake APIs.
     Demo(DemoArgs),
+    /// Maintain the lake now: merge small files, checkpoint the tables' logs, delete files and
+    /// log entries older than `[store] retention_days` and raw pages older than
+    /// `raw_retention_days` (`tandem run` does each when due).
+    Maintain(MaintainArgs),
+    /// Convert a lake written by an earlier release (one Parquet file per table) to Delta tables,
+    /// without any request to a source (any command that writes the lake does it on first use).
+    Migrate(MigrateArgs),
 }
+
+/// `tandem maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {}
+
+/// `tandem migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {}
 
 /// `tandem sync`.
 #[derive(Debug, Args)]

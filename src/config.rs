@@ -104,17 +104,39 @@ fn default_org_name() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Directory of the Parquet lake.
+    /// Directory of the lake (its Delta tables, bookmarks, raw pages and metric table).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Days removed data files and old log entries are kept: how far back `--as-of` reaches.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: i64,
+    /// Days archived raw pages are kept.
+    #[serde(default = "default_retention_days")]
+    pub raw_retention_days: i64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            retention_days: default_retention_days(),
+            raw_retention_days: default_retention_days(),
         }
     }
+}
+
+impl StoreConfig {
+    /// The retention settings as the store's maintenance takes them.
+    pub fn retention(&self) -> crate::store::maintain::Retention {
+        crate::store::maintain::Retention {
+            days: self.retention_days,
+            raw_days: self.raw_retention_days,
+        }
+    }
+}
+
+fn default_retention_days() -> i64 {
+    crate::store::RETENTION_DAYS
 }
 
 fn default_store_path() -> PathBuf {

@@ -54,6 +54,14 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let config = commands::load_config(&cli.config)?;
             commands::remap::run(args, &config).map(|()| Outcome::Success)
         }
+        Command::Maintain(args) => {
+            let config = commands::load_config(&cli.config)?;
+            commands::maintain::run(args, &config).map(|()| Outcome::Success)
+        }
+        Command::Migrate(args) => {
+            let config = commands::load_config(&cli.config)?;
+            commands::migrate::run(args, &config).map(|()| Outcome::Success)
+        }
         Command::Run(args) => {
             let config = commands::load_config(&cli.config)?;
             runtime.block_on(commands::run::run(args, &config, &ctx))

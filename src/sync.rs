@@ -7,12 +7,11 @@
 
 use std::time::Instant;
 
-use tandem_connectors::model::{
-    Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Record, Table, Ticket, TicketTransition,
-};
+use tandem_connectors::model::Record;
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv, http};
 
 use crate::config::{Config, ServiceConfig};
+pub use crate::store::Tables;
 use crate::store::coverage::Coverage;
 use crate::store::{Store, StoreError};
 
@@ -314,7 +313,7 @@ async fn sync_stream(
         store.clear_bookmark(source, stream)?;
     }
     let progress = Progress::new(options.progress, source, stream);
-    let bookmark = store.bookmark(source, stream)?;
+    let bookmark = store.resume(source, stream)?;
     tracing::info!(source, stream, resume = bookmark.is_some(), "Syncing stream.");
     let (emitter, rx) = Emitter::channel();
     let read = connector.read(stream, bookmark, emitter);
@@ -325,11 +324,16 @@ async fn sync_stream(
         let mut rx = rx;
         let mut records = 0usize;
         let mut quarantined = 0usize;
+        // What arrived since the last checkpoint: committed with it, as one unit.
+        let mut pending = Tables::default();
         while let Some(message) = rx.recv().await {
             match message {
                 Message::Records(batch) => {
                     records += batch.len();
-                    commit_records(config, store, source, stream, batch).await?;
+                    for mut record in batch {
+                        map_service(config, &mut record);
+                        pending.push(record);
+                    }
                     progress.update(records, quarantined);
                 }
                 Message::Quarantine(batch) => {
@@ -338,24 +342,33 @@ async fn sync_stream(
                     for q in &batch {
                         tracing::warn!(source, stream, id = %q.id, reason = %q.reason, "Record quarantined.");
                     }
-                    let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-                    blocking(move || {
-                        store.upsert::<Quarantined>(batch)?;
-                        store.note_written(&source, &stream, &[Quarantined::NAME])
-                    })
-                    .await?;
+                    pending.quarantine.extend(batch);
                 }
                 Message::Checkpoint(state) => {
                     // Raw pages first: what the bookmark says was read is then also archived.
                     let pages = http::take_raw_pages(source);
+                    let tables = std::mem::take(&mut pending);
                     let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
                     blocking(move || {
                         store.archive_raw(&source, &stream, &pages)?;
-                        store.save_bookmark(&source, &stream, state)
+                        store.commit(&source, &stream, tables, Some(state))
                     })
                     .await?;
                 }
             }
+            if pending.len() >= FLUSH_RECORDS {
+                // A connector that checkpoints rarely must not hold a whole source in memory: the
+                // rows are committed, the bookmark stays where it was (a re-read upserts them).
+                let tables = std::mem::take(&mut pending);
+                let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+                blocking(move || store.commit(&source, &stream, tables, None)).await?;
+            }
+        }
+        // Records after the last checkpoint (the read failed, or ended without one) are kept,
+        // like every record before the failure; the bookmark stays, so they are read again.
+        if !pending.is_empty() {
+            let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+            blocking(move || store.commit(&source, &stream, pending, None)).await?;
         }
         Ok::<_, StoreError>((records, quarantined))
     };
@@ -459,29 +472,6 @@ impl Progress {
     }
 }
 
-/// Maps services and teams, then upserts each entity's records into its table and notes which
-/// tables the stream wrote.
-async fn commit_records(
-    config: &Config,
-    store: &Store,
-    source: &str,
-    stream: &str,
-    batch: Vec<Record>,
-) -> Result<(), StoreError> {
-    let mut tables = Tables::default();
-    for mut record in batch {
-        map_service(config, &mut record);
-        tables.push(record);
-    }
-    let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-    blocking(move || {
-        let names = tables.names();
-        tables.upsert(&store)?;
-        store.note_written(&source, &stream, &names)
-    })
-    .await
-}
-
 /// Sets a record's service and team from the config mapping: repos for deployments, changes and
 /// commits; the source's own service reference (PagerDuty service, Jira component, ServiceNow CI)
 /// for incidents, tickets and change requests. A record the mapping does not know keeps what its
@@ -508,92 +498,6 @@ pub fn map_service(config: &Config, record: &mut Record) {
             by_ref(&r.source, r.service_ref.as_deref()),
         ),
         Record::TicketTransition(_) => {}
-    }
-}
-
-/// Records split by table.
-#[derive(Debug, Default)]
-pub struct Tables {
-    /// `deployments`.
-    pub deployments: Vec<Deployment>,
-    /// `changes`.
-    pub changes: Vec<Change>,
-    /// `commits`.
-    pub commits: Vec<Commit>,
-    /// `incidents`.
-    pub incidents: Vec<Incident>,
-    /// `tickets`.
-    pub tickets: Vec<Ticket>,
-    /// `ticket_transitions`.
-    pub transitions: Vec<TicketTransition>,
-    /// `change_requests`.
-    pub change_requests: Vec<ChangeRequest>,
-}
-
-impl Tables {
-    /// Files a record under its table.
-    pub fn push(&mut self, record: Record) {
-        match record {
-            Record::Deployment(r) => self.deployments.push(r),
-            Record::Change(r) => self.changes.push(r),
-            Record::Commit(r) => self.commits.push(r),
-            Record::Incident(r) => self.incidents.push(r),
-            Record::Ticket(r) => self.tickets.push(r),
-            Record::TicketTransition(r) => self.transitions.push(r),
-            Record::ChangeRequest(r) => self.change_requests.push(r),
-        }
-    }
-
-    /// The tables that have records.
-    pub fn names(&self) -> Vec<&'static str> {
-        [
-            (Deployment::NAME, self.deployments.is_empty()),
-            (Change::NAME, self.changes.is_empty()),
-            (Commit::NAME, self.commits.is_empty()),
-            (Incident::NAME, self.incidents.is_empty()),
-            (Ticket::NAME, self.tickets.is_empty()),
-            (TicketTransition::NAME, self.transitions.is_empty()),
-            (ChangeRequest::NAME, self.change_requests.is_empty()),
-        ]
-        .into_iter()
-        .filter(|(_, empty)| !empty)
-        .map(|(name, _)| name)
-        .collect()
-    }
-
-    /// Every stored record of every table.
-    pub fn read(store: &Store) -> Result<Vec<Record>, StoreError> {
-        let mut all = Vec::new();
-        all.extend(store.read::<Deployment>()?.into_iter().map(Record::Deployment));
-        all.extend(store.read::<Change>()?.into_iter().map(Record::Change));
-        all.extend(store.read::<Commit>()?.into_iter().map(Record::Commit));
-        all.extend(store.read::<Incident>()?.into_iter().map(Record::Incident));
-        all.extend(store.read::<Ticket>()?.into_iter().map(Record::Ticket));
-        all.extend(
-            store
-                .read::<TicketTransition>()?
-                .into_iter()
-                .map(Record::TicketTransition),
-        );
-        all.extend(
-            store
-                .read::<ChangeRequest>()?
-                .into_iter()
-                .map(Record::ChangeRequest),
-        );
-        Ok(all)
-    }
-
-    /// Upserts every table that has records.
-    pub fn upsert(self, store: &Store) -> Result<(), StoreError> {
-        store.upsert(self.deployments)?;
-        store.upsert(self.changes)?;
-        store.upsert(self.commits)?;
-        store.upsert(self.incidents)?;
-        store.upsert(self.tickets)?;
-        store.upsert(self.transitions)?;
-        store.upsert(self.change_requests)?;
-        Ok(())
     }
 }
 
@@ -666,6 +570,9 @@ fn clear_service(config: &Config, record: &mut Record) {
     *service = None;
     *team = None;
 }
+
+/// Records held before they are committed without a checkpoint.
+const FLUSH_RECORDS: usize = 50_000;
 
 /// Runs store work (polars, file I/O) off the async workers.
 async fn blocking<T: Send + 'static>(

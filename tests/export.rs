@@ -20,7 +20,7 @@ use tandem_connectors::model::{
 use crate::common::{World, env, fast_sync};
 
 const WEEKS: u32 = 4;
-const PIP_INSTALL: &str = "python3 -m pip install duckdb pandas pyarrow pytz";
+const PIP_INSTALL: &str = "python3 -m pip install duckdb pandas pyarrow pytz deltalake";
 
 /// Every file pair an export holds.
 const FILES: [&str; 11] = [
@@ -91,12 +91,12 @@ fn json_file(path: &Path) -> Value {
 /// Fails, naming the install command, when the readers the data team uses are missing.
 fn require_python_readers() {
     let found = Command::new("python3")
-        .args(["-c", "import duckdb, pandas, pyarrow, pytz"])
+        .args(["-c", "import duckdb, pandas, pyarrow, pytz, deltalake"])
         .output();
     match found {
         Ok(out) if out.status.success() => {}
         Ok(out) => panic!(
-            "python3 cannot import duckdb, pandas, pyarrow and pytz (DuckDB needs it for time zones) ({}); install them with `{PIP_INSTALL}`",
+            "python3 cannot import duckdb, pandas, pyarrow, pytz and deltalake (DuckDB needs it for time zones) ({}); install them with `{PIP_INSTALL}`",
             String::from_utf8_lossy(&out.stderr).trim()
         ),
         Err(err) => panic!("python3 is not available ({err}); install it, then `{PIP_INSTALL}`"),
@@ -781,47 +781,112 @@ fn the_schema_is_built_from_the_canonical_tables_declared_columns() {
 async fn an_export_of_a_damaged_lake_names_the_file_and_leaves_no_folder() {
     let (world, config) = synced_world().await;
     let store = Store::open(&config.resolve(&config.store.path)).unwrap();
-    let commits = store.table_path("commits");
+    let commits = store
+        .table_files("commits", tandem::store::delta::AsOf::Latest)
+        .unwrap()[0]
+        .clone();
     std::fs::write(&commits, b"not parquet").unwrap();
     let out = world.dir.path().join("out");
     let err = tandem::commands::export::run(&args(&world, &out, false), &config, &context(None)).unwrap_err();
     let message = format!("{err:#}");
-    assert!(message.contains("commits.parquet"), "{message}");
+    assert!(message.contains(&commits.display().to_string()), "{message}");
     assert!(folders(&out.join("export")).is_empty(), "no run folder");
     assert!(!out.join("index.html").exists(), "no index lists it");
 }
 
-/// The lake itself, not only the exports, loads in pandas and DuckDB: every table (list columns
-/// included) and the metric table, with as many rows as tandem stored.
+/// The lake itself, not only the exports, is read by the data team's engines: every Delta table
+/// through the Python `deltalake` package (delta-rs' reference reader) and DuckDB over it, with
+/// exactly the rows tandem reads (each row's key and version), list columns included; and the
+/// metric table's Parquet file by pandas and DuckDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pandas_and_duckdb_read_the_lake_tables_as_tandem_wrote_them() {
+async fn deltalake_and_duckdb_read_the_lake_tables_as_tandem_wrote_them() {
     let (_world, config) = synced_world().await;
     let store = Store::open(&config.resolve(&config.store.path)).unwrap();
     tandem::commands::metrics::compute(&RangeArgs::default(), &config).unwrap();
-    let mut files: Vec<(String, usize)> = store
-        .row_counts()
-        .unwrap()
-        .into_iter()
-        .map(|(table, rows)| (store.table_path(table).display().to_string(), rows))
-        .collect();
-    let metrics = store.metrics_paths().0;
-    let metric_rows = tandem::pipeline::read_metrics(&metrics).unwrap().len();
-    files.push((metrics.display().to_string(), metric_rows));
+    fn rows<T: tandem_connectors::model::Table>(store: &Store) -> (String, String, Vec<String>) {
+        let mut keys: Vec<String> = store
+            .read::<T>()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r.key(), r.updated_at().timestamp_millis()))
+            .collect();
+        keys.sort();
+        (T::NAME.to_owned(), T::UPDATED_AT.to_owned(), keys)
+    }
+    use tandem_connectors::model::{Commit, Quarantined, TicketTransition};
+    let tables = [
+        rows::<Deployment>(&store),
+        rows::<Change>(&store),
+        rows::<Commit>(&store),
+        rows::<Incident>(&store),
+        rows::<Ticket>(&store),
+        rows::<TicketTransition>(&store),
+        rows::<ChangeRequest>(&store),
+        rows::<Quarantined>(&store),
+    ];
+    assert!(
+        tables.iter().all(|(_, _, keys)| !keys.is_empty()),
+        "every table has rows"
+    );
 
     require_python_readers();
-    let script = "import duckdb, pandas as pd, sys\n\
-                  for f in sys.argv[1:]:\n    \
-                  print(len(pd.read_parquet(f)), duckdb.sql(f\"SELECT count(*) FROM '{f}'\").fetchall()[0][0])";
+    let script = r#"
+import sys, duckdb
+from deltalake import DeltaTable
+for arg in sys.argv[1:]:
+    path, updated = arg.split("|")
+    dt = DeltaTable(path)
+    table = dt.to_pyarrow_table()
+    frame = table.to_pandas()
+    keys = sorted(f"{i} {int(t.value // 1_000_000)}" for i, t in zip(frame["id"], frame[updated]))
+    dataset = dt.to_pyarrow_dataset()
+    counted = duckdb.sql("SELECT count(*), count(DISTINCT id) FROM dataset").fetchall()[0]
+    lists = [f.name for f in table.schema if str(f.type).startswith("list")]
+    print("	".join([path, ",".join(keys), f"{counted[0]} {counted[1]}", ",".join(lists)]))
+"#;
+    let args: Vec<String> = tables
+        .iter()
+        .map(|(name, updated, _)| format!("{}|{updated}", store.table_dir(name).display()))
+        .collect();
     let out = Command::new("python3")
         .args(["-c", script])
-        .args(files.iter().map(|(f, _)| f))
+        .args(&args)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let counts: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let expected: Vec<String> = files.iter().map(|(_, n)| format!("{n} {n}")).collect();
-    assert_eq!(counts, expected, "{files:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), tables.len(), "{stdout}");
+    for ((name, _, keys), line) in tables.iter().zip(lines) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(
+            fields[1],
+            keys.join(","),
+            "deltalake reads the rows tandem reads in `{name}`"
+        );
+        assert_eq!(
+            fields[2],
+            format!("{0} {0}", keys.len()),
+            "DuckDB counts them, keys unique, in `{name}`"
+        );
+        if *name == "changes" {
+            assert!(fields[3].contains("labels"), "list columns read as lists: {line}");
+        }
+    }
+
+    let metrics = store.metrics_paths().0;
+    let metric_rows = tandem::pipeline::read_metrics(&metrics).unwrap().len();
+    let script = "import duckdb, pandas as pd, sys\n\
+                  f = sys.argv[1]\n\
+                  print(len(pd.read_parquet(f)), duckdb.sql(f\"SELECT count(*) FROM '{f}'\").fetchall()[0][0])";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{metric_rows} {metric_rows}")
+    );
 }

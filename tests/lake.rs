@@ -122,7 +122,10 @@ async fn a_truncated_table_stops_the_sync_with_exit_1_and_is_not_replaced() {
             .unwrap()
             .all_ok()
     );
-    let path = store.table_path("deployments");
+    let path = store
+        .table_files("deployments", tandem::store::delta::AsOf::Latest)
+        .unwrap()[0]
+        .clone();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
 
@@ -159,7 +162,7 @@ async fn a_deleted_table_is_read_again_in_full_by_a_plain_sync() {
     assert!(complete.0.len() > 100, "enough deployments to span pages");
 
     // Removed (after it was found corrupt, say): the bookmarks still say everything was read.
-    std::fs::remove_file(store.table_path("deployments")).unwrap();
+    std::fs::remove_dir_all(store.table_dir("deployments")).unwrap();
     let (code, stderr) = tandem(&world, &["sync"], "sync").await;
     assert_eq!(code, 0, "{stderr}");
     assert!(

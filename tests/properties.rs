@@ -131,16 +131,18 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         hotfix_labels: vec![],
         attribution: Default::default(),
     };
+    let files = |t: &str| store.table_files(t, tandem::store::delta::AsOf::Latest).unwrap();
+    let (deployments, incidents) = (files("deployments"), files("incidents"));
     compute_metrics(
         Inputs {
-            deployments: &store.table_path("deployments"),
-            changes: &missing,
-            commits: &missing,
-            incidents: &store.table_path("incidents"),
-            tickets: &missing,
-            ticket_transitions: &missing,
-            change_requests: &missing,
-            quarantine: &missing,
+            deployments: &deployments,
+            changes: std::slice::from_ref(&missing),
+            commits: std::slice::from_ref(&missing),
+            incidents: &incidents,
+            tickets: std::slice::from_ref(&missing),
+            ticket_transitions: std::slice::from_ref(&missing),
+            change_requests: std::slice::from_ref(&missing),
+            quarantine: std::slice::from_ref(&missing),
         },
         &opts,
     )

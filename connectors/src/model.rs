@@ -57,6 +57,16 @@ pub trait Table: Serialize + for<'de> Deserialize<'de> + Clone + Send + 'static 
     fn key(&self) -> &str;
     /// When the source last changed the record: on upsert the newer version wins.
     fn updated_at(&self) -> DateTime<Utc>;
+    /// The column [`Table::updated_at`] is stored in.
+    const UPDATED_AT: &'static str = "updated_at";
+    /// The column of the record's anchor: an instant the source sets when the record is created
+    /// and never changes. A table with an anchor is stored partitioned by its month, so an upsert
+    /// of recent records touches recent files only; a small table has none.
+    const ANCHOR: Option<&'static str> = None;
+    /// The value of the [`Table::ANCHOR`] column.
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 /// Final state of a deployment attempt.
@@ -202,6 +212,10 @@ impl Table for Deployment {
             "Last changed at the source (UTC).",
         ),
     ];
+    const ANCHOR: Option<&'static str> = Some("created_at");
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        Some(self.created_at)
+    }
     fn key(&self) -> &str {
         &self.id
     }
@@ -316,6 +330,10 @@ impl Table for Change {
             "Last changed at the source (UTC).",
         ),
     ];
+    const ANCHOR: Option<&'static str> = Some("created_at");
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        Some(self.created_at)
+    }
     fn key(&self) -> &str {
         &self.id
     }
@@ -590,6 +608,10 @@ impl Table for Commit {
             "When tandem last saw it change (UTC).",
         ),
     ];
+    const ANCHOR: Option<&'static str> = Some("authored_at");
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        Some(self.authored_at)
+    }
     fn key(&self) -> &str {
         &self.id
     }
@@ -738,6 +760,10 @@ impl Table for Ticket {
             "Last changed at the source (UTC).",
         ),
     ];
+    const ANCHOR: Option<&'static str> = Some("created_at");
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        Some(self.created_at)
+    }
     fn key(&self) -> &str {
         &self.id
     }
@@ -799,6 +825,11 @@ impl Table for TicketTransition {
         ),
         col("to_category", ColumnKind::Text, true, "Category after."),
     ];
+    const UPDATED_AT: &'static str = "at";
+    const ANCHOR: Option<&'static str> = Some("at");
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        Some(self.at)
+    }
     fn key(&self) -> &str {
         &self.id
     }
@@ -937,6 +968,10 @@ impl Table for ChangeRequest {
             "Last changed at the source (UTC).",
         ),
     ];
+    const ANCHOR: Option<&'static str> = Some("created_at");
+    fn anchor(&self) -> Option<DateTime<Utc>> {
+        Some(self.created_at)
+    }
     fn key(&self) -> &str {
         &self.id
     }
@@ -1027,6 +1062,7 @@ impl Table for Quarantined {
             "The reason's code: `missing_field`, `bad_timestamp`, `bad_value`, `bad_shape` or `unknown_reference`.",
         ),
     ];
+    const UPDATED_AT: &'static str = "seen_at";
     fn key(&self) -> &str {
         &self.id
     }

@@ -167,19 +167,19 @@ pub fn from_store(
     calendar: Calendar,
     settings: &MetricsConfig,
     services: &[ServiceConfig],
-) -> Result<MetricTable, pipeline::PipelineError> {
-    let path = |table: &str| store.table_path(table);
+) -> anyhow::Result<MetricTable> {
+    let files = |table: &str| store.table_files(table, crate::store::delta::AsOf::Latest);
     let (deployments, changes, commits, incidents) = (
-        path("deployments"),
-        path("changes"),
-        path("commits"),
-        path("incidents"),
+        files("deployments")?,
+        files("changes")?,
+        files("commits")?,
+        files("incidents")?,
     );
     let (tickets, ticket_transitions, change_requests, quarantine) = (
-        path("tickets"),
-        path("ticket_transitions"),
-        path("change_requests"),
-        path("quarantine"),
+        files("tickets")?,
+        files("ticket_transitions")?,
+        files("change_requests")?,
+        files("quarantine")?,
     );
     let options = Options {
         calendar,
@@ -217,6 +217,7 @@ pub fn from_store(
         },
         &options,
     )
+    .map_err(Into::into)
 }
 
 /// The shared KPIs as judged ([`kpis`]): each one's value in the period judged (`heading` names

@@ -4,7 +4,9 @@
 pub mod check;
 pub mod demo;
 pub mod export;
+pub mod maintain;
 pub mod metrics;
+pub mod migrate;
 pub mod nightly;
 pub mod remap;
 pub mod report;

@@ -16,6 +16,7 @@ use super::{Context, Outcome, metrics, nightly, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
 use crate::store::Store;
+use crate::store::maintain::MaintenanceReport;
 use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
 /// Runs the whole job.
@@ -66,6 +67,13 @@ pub async fn job_at(
     nightly::print_output(&digest);
     let (_, csv) = store.metrics_paths();
     crate::say!("metrics: {}", csv.display());
+    // Last, when the night's data is safe: merging small files and cleaning up only when due.
+    let (maintainer, retention) = (store.clone(), config.store.retention());
+    let maintained =
+        tokio::task::spawn_blocking(move || maintainer.maintain(retention, false, Utc::now())).await??;
+    if maintained != MaintenanceReport::default() {
+        tracing::info!(summary = %super::maintain::summary(&maintained), "Lake maintained.");
+    }
     if outcome == Outcome::Partial {
         eprintln!("warning: some sources failed (see above); their data is missing from this report");
     }

@@ -402,7 +402,10 @@ mod tests {
         assert_eq!(ours.schema(), theirs.schema(), "table {}", T::NAME);
         assert!(ours.equals_missing(&theirs), "table {}", T::NAME);
         // The engine's reader accepts it too.
-        let scanned = scan_table::<T>(&path).unwrap().collect().unwrap();
+        let scanned = scan_table::<T>(std::slice::from_ref(&path))
+            .unwrap()
+            .collect()
+            .unwrap();
         assert_eq!(scanned.height(), rows.len());
     }
 

@@ -105,6 +105,106 @@ pub(crate) fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, PipelineError>
         .collect()
 }
 
+/// Writes rows as a new data file of a Delta table — the declared columns, instants as
+/// microseconds (the Delta `timestamp` type) — flushed to disk before the commit that will name it.
+/// Returns the file's size and its `add` action's statistics (rows; minimum and maximum of every
+/// instant and integer column; nulls per column), which engines use to skip files.
+pub(crate) fn write_data_file<T: Table>(rows: &[T], path: &Path) -> Result<(i64, String), PipelineError> {
+    let frame = frame_of(rows, path)?;
+    let micros: Vec<Expr> = T::COLUMNS
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Timestamp)
+        .map(|c| col(c.name).cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))))
+        .collect();
+    let mut frame =
+        frame.lazy().with_columns(micros).collect().map_err(|source| {
+            polars_error(format!("preparing a data file of `{}`", T::NAME), path, source)
+        })?;
+    let stats = data_file_stats::<T>(&frame, path)?;
+    let file = File::create(path).map_err(|source| io_error("create", path, source))?;
+    let file = parquet_writer(file, frame.schema())
+        .finish(&mut frame)
+        .map_err(|source| polars_error(format!("writing a data file of `{}`", T::NAME), path, source))
+        .map(|_| ())
+        .and_then(|()| File::open(path).map_err(|source| io_error("open", path, source)))?;
+    file.sync_all()
+        .map_err(|source| io_error("flush", path, source))?;
+    let size = file
+        .metadata()
+        .map_err(|source| io_error("measure", path, source))?
+        .len();
+    Ok((i64::try_from(size).unwrap_or(i64::MAX), stats))
+}
+
+/// The Delta statistics of a data file's frame (see [`write_data_file`]).
+fn data_file_stats<T: Table>(frame: &DataFrame, path: &Path) -> Result<String, PipelineError> {
+    let (mut min, mut max, mut nulls) = (Map::new(), Map::new(), Map::new());
+    let error = |source| polars_error(format!("summarising a data file of `{}`", T::NAME), path, source);
+    for declared in T::COLUMNS {
+        if declared.kind == ColumnKind::TextList {
+            continue;
+        }
+        let column = frame.column(declared.name).map_err(error)?;
+        nulls.insert(declared.name.to_owned(), Value::from(column.null_count()));
+        let range = match declared.kind {
+            ColumnKind::Integer => {
+                let values = column.i64().map_err(error)?;
+                values
+                    .min()
+                    .zip(values.max())
+                    .map(|(lo, hi)| (Value::from(lo), Value::from(hi)))
+            }
+            ColumnKind::Timestamp => {
+                let values = column.cast(&DataType::Int64).map_err(error)?;
+                let values = values.i64().map_err(error)?;
+                let text = |micros: i64| {
+                    DateTime::<Utc>::from_timestamp_micros(micros)
+                        .map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+                };
+                values
+                    .min()
+                    .zip(values.max())
+                    .and_then(|(lo, hi)| text(lo).zip(text(hi)))
+            }
+            _ => None,
+        };
+        if let Some((lo, hi)) = range {
+            min.insert(declared.name.to_owned(), lo);
+            max.insert(declared.name.to_owned(), hi);
+        }
+    }
+    Ok(serde_json::json!({
+        "numRecords": frame.height(),
+        "minValues": min,
+        "maxValues": max,
+        "nullCount": nulls,
+    })
+    .to_string())
+}
+
+/// The `id` and `updated` (an instant column, as milliseconds) of every row of a data file: what
+/// an upsert needs to know which file holds a key, without decoding whole rows.
+pub(crate) fn read_keys(
+    path: &Path,
+    table: &str,
+    updated: &str,
+) -> Result<Vec<(String, i64)>, PipelineError> {
+    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+    let frame = ParquetReader::new(file)
+        .with_columns(Some(vec!["id".to_owned(), updated.to_owned()]))
+        .finish()
+        .and_then(|f| f.lazy().select([col("id"), millis(updated)]).collect())
+        .map_err(|source| polars_error(format!("reading the keys of `{table}`"), path, source))?;
+    let error = |source| polars_error(format!("reading the keys of `{table}`"), path, source);
+    let ids = frame.column("id").and_then(|c| c.str()).map_err(error)?;
+    let times = frame.column(updated).and_then(|c| c.i64()).map_err(error)?;
+    Ok(ids
+        .iter()
+        .zip(times.iter())
+        .filter_map(|(id, at)| Some((id?.to_owned(), at.unwrap_or(i64::MIN))))
+        .collect())
+}
+
 /// The records as a frame with exactly the declared columns and types (also for zero records,
 /// which is how the pipeline gets an empty table with the right schema).
 pub(crate) fn frame_of<T: Table>(rows: &[T], path: &Path) -> Result<DataFrame, PipelineError> {
@@ -367,37 +467,53 @@ pub(crate) fn millis(name: &str) -> Expr {
         .alias(name)
 }
 
-/// A canonical table as a lazy frame with its instants as i64 milliseconds (UTC); a missing file is
-/// an empty table with the declared columns. Columns the table does not declare pass through as
-/// stored.
-pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineError> {
-    let exists = path
-        .try_exists()
-        .map_err(|source| io_error("look for", path, source))?;
-    let frame = if exists {
-        let source = PlRefPath::try_from_path(path)
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
-        let mut scan = LazyFrame::scan_parquet(source, ScanArgsParquet::default())
-            .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?;
-        // Read the footer now, so a damaged file is named here rather than in a later error
-        // about the whole computation.
-        let schema = scan
-            .collect_schema()
-            .map_err(|source| polars_error(format!("reading table `{}`", T::NAME), path, source))?;
-        // A nullable column added in a later version of tandem reads as null from a lake written
-        // before it existed, as in `read_table`.
-        let added: Vec<Expr> = T::COLUMNS
-            .iter()
-            .filter(|c| c.nullable && schema.get(c.name).is_none())
-            .map(|c| lit(NULL).cast(dtype_of(c.kind)).alias(c.name))
-            .collect();
-        if added.is_empty() {
-            scan
-        } else {
-            scan.with_columns(added)
+/// A canonical table as a lazy frame with its instants as i64 milliseconds (UTC), from its data
+/// files (a missing file contributes nothing; none at all is an empty table with the declared
+/// columns). A nullable column that some files lack (written before it existed) reads as null;
+/// columns the table does not declare pass through as stored.
+pub(crate) fn scan_table<T: Table>(files: &[std::path::PathBuf]) -> Result<LazyFrame, PipelineError> {
+    let mut existing = Vec::with_capacity(files.len());
+    for path in files {
+        let exists = path
+            .try_exists()
+            .map_err(|source| io_error("look for", path, source))?;
+        if exists {
+            existing.push(
+                PlRefPath::try_from_path(path)
+                    .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), path, source))?,
+            );
         }
-    } else {
-        frame_of::<T>(&[], path)?.lazy()
+    }
+    let frame = match existing.first() {
+        None => frame_of::<T>(&[], Path::new(T::NAME))?.lazy(),
+        Some(first) => {
+            let first = Path::new(first.as_str()).to_owned();
+            let args = ScanArgsParquet {
+                allow_missing_columns: true,
+                glob: false,
+                hive_options: polars::io::HiveOptions::new_disabled(),
+                ..ScanArgsParquet::default()
+            };
+            let mut scan = LazyFrame::scan_parquet_files(existing.into_iter().collect(), args)
+                .map_err(|source| polars_error(format!("scanning `{}`", T::NAME), &first, source))?;
+            // Read the footer now, so a damaged file is named here rather than in a later error
+            // about the whole computation.
+            let schema = scan
+                .collect_schema()
+                .map_err(|source| polars_error(format!("reading table `{}`", T::NAME), &first, source))?;
+            // A nullable column added in a later version of tandem reads as null from a lake
+            // written before it existed, as in `read_table`.
+            let added: Vec<Expr> = T::COLUMNS
+                .iter()
+                .filter(|c| c.nullable && schema.get(c.name).is_none())
+                .map(|c| lit(NULL).cast(dtype_of(c.kind)).alias(c.name))
+                .collect();
+            if added.is_empty() {
+                scan
+            } else {
+                scan.with_columns(added)
+            }
+        }
     };
     let instants: Vec<Expr> = T::COLUMNS
         .iter()
@@ -405,6 +521,26 @@ pub(crate) fn scan_table<T: Table>(path: &Path) -> Result<LazyFrame, PipelineErr
         .map(|c| millis(c.name))
         .collect();
     Ok(frame.with_columns(instants))
+}
+
+/// Names a table's data files in an error: their directory (the Delta table), or the one file.
+pub(crate) fn describe(files: &[std::path::PathBuf]) -> String {
+    match files {
+        [] => "an empty table".to_owned(),
+        [one] => one.display().to_string(),
+        [first, ..] => first.parent().map_or_else(
+            || first.display().to_string(),
+            |dir| {
+                // A partitioned table's files sit one level below the table directory.
+                let dir = if dir.file_name().is_some_and(|n| n.to_string_lossy().contains('=')) {
+                    dir.parent().unwrap_or(dir)
+                } else {
+                    dir
+                };
+                dir.display().to_string()
+            },
+        ),
+    }
 }
 
 /// Rows read at a time where a table is read in slices ([`in_slices`]): large enough that the
@@ -875,7 +1011,7 @@ mod tests {
         ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
 
         // The lazy scan the metrics read has the column too, all null.
-        let scanned = scan_table::<Deployment>(&path)
+        let scanned = scan_table::<Deployment>(std::slice::from_ref(&path))
             .unwrap()
             .select([col("change_refs"), col("deployed_by")])
             .collect()

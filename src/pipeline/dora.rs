@@ -40,7 +40,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing DORA recovery metrics from {}",
-            shared.inputs.deployments.display()
+            crate::pipeline::codec::describe(shared.inputs.deployments)
         ),
         source,
     };

@@ -242,9 +242,9 @@ fn polars_error(inputs: Inputs<'_>) -> impl Fn(PolarsError) -> PipelineError + C
     move |source| PipelineError::Polars {
         context: format!(
             "computing metrics from {}, {} and {}",
-            inputs.deployments.display(),
-            inputs.changes.display(),
-            inputs.incidents.display()
+            crate::pipeline::codec::describe(inputs.deployments),
+            crate::pipeline::codec::describe(inputs.changes),
+            crate::pipeline::codec::describe(inputs.incidents)
         ),
         source,
     }

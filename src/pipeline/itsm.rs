@@ -67,9 +67,9 @@ pub(super) fn metrics(
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing ITSM metrics from {}, {} and {}",
-            inputs.tickets.display(),
-            inputs.ticket_transitions.display(),
-            inputs.change_requests.display()
+            crate::pipeline::codec::describe(inputs.tickets),
+            crate::pipeline::codec::describe(inputs.ticket_transitions),
+            crate::pipeline::codec::describe(inputs.change_requests)
         ),
         source,
     };

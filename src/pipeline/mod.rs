@@ -98,26 +98,27 @@ pub enum PipelineError {
     Options(String),
 }
 
-/// Parquet files of the canonical tables (a missing file is an empty table).
+/// The Parquet data files of each canonical table, as the store lists a version of its Delta table
+/// (no file, or only missing ones: an empty table).
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
     /// `deployments` table.
-    pub deployments: &'a Path,
+    pub deployments: &'a [PathBuf],
     /// `changes` table.
-    pub changes: &'a Path,
+    pub changes: &'a [PathBuf],
     /// `commits` table: the commits compares between production deployments brought, which link
     /// changes to deployments by ancestry.
-    pub commits: &'a Path,
+    pub commits: &'a [PathBuf],
     /// `incidents` table.
-    pub incidents: &'a Path,
+    pub incidents: &'a [PathBuf],
     /// `tickets` table.
-    pub tickets: &'a Path,
+    pub tickets: &'a [PathBuf],
     /// `ticket_transitions` table.
-    pub ticket_transitions: &'a Path,
+    pub ticket_transitions: &'a [PathBuf],
     /// `change_requests` table.
-    pub change_requests: &'a Path,
+    pub change_requests: &'a [PathBuf],
     /// `quarantine` table.
-    pub quarantine: &'a Path,
+    pub quarantine: &'a [PathBuf],
 }
 
 /// What to compute.
@@ -232,6 +233,17 @@ pub fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), PipelineErro
 /// size): a truncated or empty file fails.
 pub fn check_table(path: &Path) -> Result<(), PipelineError> {
     codec::check_table(path)
+}
+
+/// Writes canonical records as a new data file of a Delta table; returns its size and the `add`
+/// action's statistics JSON.
+pub fn write_data_file<T: Table>(rows: &[T], path: &Path) -> Result<(i64, String), PipelineError> {
+    codec::write_data_file(rows, path)
+}
+
+/// The `id` and the `updated` instant (milliseconds) of every row of a table's data file.
+pub fn read_keys(path: &Path, table: &str, updated: &str) -> Result<Vec<(String, i64)>, PipelineError> {
+    codec::read_keys(path, table, updated)
 }
 
 /// Reads canonical records from a Parquet file written by [`write_table`].

@@ -54,8 +54,8 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     let computed = Computed::new(shared).map_err(|source| PipelineError::Polars {
         context: format!(
             "computing operations metrics from {} and {}",
-            shared.inputs.incidents.display(),
-            shared.inputs.deployments.display()
+            crate::pipeline::codec::describe(shared.inputs.incidents),
+            crate::pipeline::codec::describe(shared.inputs.deployments)
         ),
         source,
     })?;

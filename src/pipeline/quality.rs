@@ -19,7 +19,7 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing data-quality figures from {}",
-            shared.inputs.quarantine.display()
+            crate::pipeline::codec::describe(shared.inputs.quarantine)
         ),
         source,
     };
@@ -400,6 +400,7 @@ mod tests {
     }
 
     fn rows(quarantine: &Path, none: &Path) -> Vec<MetricRow> {
+        let (quarantine, none) = (&[quarantine.to_owned()], &[none.to_owned()]);
         compute_metrics(
             Inputs {
                 deployments: none,
@@ -538,14 +539,14 @@ mod tests {
         let none = path("none");
         let rows = compute_metrics(
             Inputs {
-                deployments: &none,
-                changes: &none,
-                commits: &none,
-                incidents: &none,
-                tickets: &path("tickets"),
-                ticket_transitions: &path("ticket_transitions"),
-                change_requests: &path("change_requests"),
-                quarantine: &none,
+                deployments: std::slice::from_ref(&none),
+                changes: std::slice::from_ref(&none),
+                commits: std::slice::from_ref(&none),
+                incidents: std::slice::from_ref(&none),
+                tickets: std::slice::from_ref(&path("tickets")),
+                ticket_transitions: std::slice::from_ref(&path("ticket_transitions")),
+                change_requests: std::slice::from_ref(&path("change_requests")),
+                quarantine: std::slice::from_ref(&none),
             },
             &options(2, &["web"]),
         )
@@ -588,14 +589,14 @@ mod tests {
         let none = dir.path().join("none.parquet");
         let rows = compute_metrics(
             Inputs {
-                deployments: &path,
-                changes: &none,
-                commits: &none,
-                incidents: &none,
-                tickets: &none,
-                ticket_transitions: &none,
-                change_requests: &none,
-                quarantine: &none,
+                deployments: std::slice::from_ref(&path),
+                changes: std::slice::from_ref(&none),
+                commits: std::slice::from_ref(&none),
+                incidents: std::slice::from_ref(&none),
+                tickets: std::slice::from_ref(&none),
+                ticket_transitions: std::slice::from_ref(&none),
+                change_requests: std::slice::from_ref(&none),
+                quarantine: std::slice::from_ref(&none),
             },
             &options(2, &["web", "api"]),
         )

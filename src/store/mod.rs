@@ -1,16 +1,20 @@
-//! The local Parquet lake: one table per canonical entity (upsert on the primary key), bookmarks per
-//! (source, stream), and the metric table.
+//! The lake: one Delta table per canonical entity (upsert on the primary key, see [`table`]),
+//! bookmarks per (source, stream) committed with the rows they cover, raw pages, and the metric
+//! table.
 //!
-//! Every write goes to a temporary file that is then renamed over the old one, so a killed run
-//! leaves each file either as it was or fully replaced. Writers hold the lake's lock ([`lock`]):
-//! two writers at once would lose each other's rows. The store never talks to a source and never
-//! computes a metric; Parquet encoding is delegated to the pipeline's codec (the only polars user).
+//! A table changes only by a Delta commit, atomic by the log's protocol; state files are written
+//! to a temporary file renamed over the old one. Either way a killed run leaves everything as it
+//! was or fully replaced. Writers hold the lake's lock ([`lock`]). The store never talks to a
+//! source and never computes a metric; Parquet encoding is delegated to the pipeline's codec.
 
+pub mod delta;
 pub mod lock;
+pub mod maintain;
+mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tandem_connectors::http::RawPage;
@@ -19,6 +23,8 @@ use tandem_connectors::model::{
 };
 
 use crate::pipeline::{self, PipelineError};
+use delta::AsOf;
+use table::OpenTable;
 
 pub mod coverage;
 
@@ -61,7 +67,7 @@ pub enum StoreError {
     },
     /// A table file exists but cannot be read; it is never replaced silently.
     #[error(
-        "store: table file {path} is unreadable ({message}); tandem will not overwrite it: move it aside (or delete it), then run `tandem sync` again: the streams that wrote it are re-read from the start"
+        "store: table {path} is unreadable ({message}); tandem will not overwrite it: move it aside (or delete it), then run `tandem sync` again: the streams that wrote it are re-read from the start"
     )]
     UnreadableTable {
         /// The table file.
@@ -69,6 +75,9 @@ pub enum StoreError {
         /// Why it cannot be read.
         message: String,
     },
+    /// A table's Delta log could not be written.
+    #[error("store: {0}")]
+    Delta(#[from] delta::DeltaError),
     /// The bookmark file (or the record of written tables beside it) is not valid JSON.
     #[error("store: bookmarks file {path} is corrupt ({message}); delete it to re-sync from scratch")]
     Bookmarks {
@@ -94,6 +103,131 @@ pub struct Store {
     root: PathBuf,
     /// The writers' lock, when opened for writing; released with the last clone.
     lock: Option<Arc<lock::LakeLock>>,
+    /// Tables this process has opened for writing, with what it knows of their keys.
+    open: Arc<Mutex<HashMap<&'static str, OpenTable>>>,
+}
+
+/// Records of every table, as one checkpoint of a stream commits them.
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// `deployments`.
+    pub deployments: Vec<Deployment>,
+    /// `changes`.
+    pub changes: Vec<Change>,
+    /// `commits`.
+    pub commits: Vec<Commit>,
+    /// `incidents`.
+    pub incidents: Vec<Incident>,
+    /// `tickets`.
+    pub tickets: Vec<Ticket>,
+    /// `ticket_transitions`.
+    pub transitions: Vec<TicketTransition>,
+    /// `change_requests`.
+    pub change_requests: Vec<ChangeRequest>,
+    /// `quarantine`.
+    pub quarantine: Vec<Quarantined>,
+}
+
+impl Tables {
+    /// Files a record under its table.
+    pub fn push(&mut self, record: tandem_connectors::model::Record) {
+        use tandem_connectors::model::Record;
+        match record {
+            Record::Deployment(r) => self.deployments.push(r),
+            Record::Change(r) => self.changes.push(r),
+            Record::Commit(r) => self.commits.push(r),
+            Record::Incident(r) => self.incidents.push(r),
+            Record::Ticket(r) => self.tickets.push(r),
+            Record::TicketTransition(r) => self.transitions.push(r),
+            Record::ChangeRequest(r) => self.change_requests.push(r),
+        }
+    }
+
+    /// Records held, quarantined ones included.
+    pub fn len(&self) -> usize {
+        self.deployments.len()
+            + self.changes.len()
+            + self.commits.len()
+            + self.incidents.len()
+            + self.tickets.len()
+            + self.transitions.len()
+            + self.change_requests.len()
+            + self.quarantine.len()
+    }
+
+    /// Whether no table has records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tables that have records.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (Deployment::NAME, self.deployments.is_empty()),
+            (Change::NAME, self.changes.is_empty()),
+            (Commit::NAME, self.commits.is_empty()),
+            (Incident::NAME, self.incidents.is_empty()),
+            (Ticket::NAME, self.tickets.is_empty()),
+            (TicketTransition::NAME, self.transitions.is_empty()),
+            (ChangeRequest::NAME, self.change_requests.is_empty()),
+            (Quarantined::NAME, self.quarantine.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, empty)| !empty)
+        .map(|(name, _)| name)
+        .collect()
+    }
+
+    /// Every stored record of every canonical table (not the quarantine).
+    pub fn read(store: &Store) -> Result<Vec<tandem_connectors::model::Record>, StoreError> {
+        use tandem_connectors::model::Record;
+        let mut all = Vec::new();
+        all.extend(store.read::<Deployment>()?.into_iter().map(Record::Deployment));
+        all.extend(store.read::<Change>()?.into_iter().map(Record::Change));
+        all.extend(store.read::<Commit>()?.into_iter().map(Record::Commit));
+        all.extend(store.read::<Incident>()?.into_iter().map(Record::Incident));
+        all.extend(store.read::<Ticket>()?.into_iter().map(Record::Ticket));
+        all.extend(
+            store
+                .read::<TicketTransition>()?
+                .into_iter()
+                .map(Record::TicketTransition),
+        );
+        all.extend(
+            store
+                .read::<ChangeRequest>()?
+                .into_iter()
+                .map(Record::ChangeRequest),
+        );
+        Ok(all)
+    }
+
+    /// Upserts every table that has records, each commit carrying `txn`.
+    fn upsert(self, store: &Store, txn: Option<(&str, i64)>) -> Result<(), StoreError> {
+        store.upsert_txn(self.deployments, txn)?;
+        store.upsert_txn(self.changes, txn)?;
+        store.upsert_txn(self.commits, txn)?;
+        store.upsert_txn(self.incidents, txn)?;
+        store.upsert_txn(self.tickets, txn)?;
+        store.upsert_txn(self.transitions, txn)?;
+        store.upsert_txn(self.change_requests, txn)?;
+        store.upsert_txn(self.quarantine, txn)?;
+        Ok(())
+    }
+}
+
+/// A checkpoint's bookmark, saved before its tables are committed and effective only once every
+/// one of them carries the checkpoint's application transaction (see [`Store::commit`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Pending {
+    /// The stream, `source/stream`.
+    key: String,
+    /// The checkpoint's number within its stream: the `txn` version its commits carry.
+    seq: i64,
+    /// The bookmark.
+    state: Value,
+    /// The tables it commits.
+    tables: Vec<String>,
 }
 
 impl Store {
@@ -116,6 +250,7 @@ impl Store {
         Ok(Self {
             root: root.to_owned(),
             lock: None,
+            open: Arc::default(),
         })
     }
 
@@ -129,6 +264,8 @@ impl Store {
         store.lock = Some(lock);
         if fresh {
             store.remove_leftovers();
+            store.migrate()?;
+            store.recover_all()?;
         }
         Ok(store)
     }
@@ -156,18 +293,97 @@ impl Store {
         &self.root
     }
 
-    /// The Parquet file of a canonical table.
-    pub fn table_path(&self, table: &str) -> PathBuf {
+    /// The directory of a table's Delta table.
+    pub fn table_dir(&self, table: &str) -> PathBuf {
+        self.root.join("tables").join(table)
+    }
+
+    /// The single Parquet file a table was kept in before the lake's tables were Delta tables;
+    /// [`Store::migrate`] converts it.
+    pub fn legacy_table_path(&self, table: &str) -> PathBuf {
         self.root.join("tables").join(format!("{table}.parquet"))
+    }
+
+    /// The Parquet data files of a table as of `at` (none for a table never written; the single
+    /// file of a lake not yet migrated).
+    pub fn table_files(&self, table: &str, at: AsOf) -> Result<Vec<PathBuf>, StoreError> {
+        match table::open(&self.table_dir(table), at)? {
+            Some(log) => table::file_paths(&log),
+            None => {
+                let legacy = self.legacy_table_path(table);
+                Ok(if legacy.exists() { vec![legacy] } else { Vec::new() })
+            }
+        }
+    }
+
+    /// The tables still kept in the single-file layout of an earlier release.
+    pub fn legacy_tables(&self) -> Vec<&'static str> {
+        TABLES
+            .into_iter()
+            .filter(|t| self.legacy_table_path(t).exists())
+            .collect()
+    }
+
+    /// A table's row count, from its data files' statistics.
+    pub fn read_count(&self, table: &str) -> Result<usize, StoreError> {
+        Ok(match table::open(&self.table_dir(table), AsOf::Latest)? {
+            Some(log) => log.files()?.iter().filter_map(|f| f.records).sum(),
+            None => 0,
+        })
+    }
+
+    /// A table's version as of `at` (`None`: never written).
+    pub fn table_version(&self, table: &str, at: AsOf) -> Result<Option<i64>, StoreError> {
+        Ok(table::open(&self.table_dir(table), at)?.map(|log| log.version()))
     }
 
     /// Whether any canonical table has been written.
     pub fn has_tables(&self) -> bool {
-        std::fs::read_dir(self.root.join("tables")).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "parquet"))
-        })
+        TABLES
+            .iter()
+            .any(|t| delta::exists(&self.table_dir(t)) || self.legacy_table_path(t).exists())
+    }
+
+    /// Every Delta table of the lake.
+    fn delta_dirs(&self) -> Vec<PathBuf> {
+        TABLES
+            .iter()
+            .map(|t| self.table_dir(t))
+            .filter(|d| delta::exists(d))
+            .collect()
+    }
+
+    /// Runs `f` on the table's open log, opening (and creating) it first.
+    fn with_table<T: Table, R>(
+        &self,
+        f: impl FnOnce(&mut OpenTable) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !open.contains_key(T::NAME) {
+            let log = delta::Log::create(
+                &self.table_dir(T::NAME),
+                T::NAME,
+                T::COLUMNS,
+                T::ANCHOR.is_some(),
+                table_properties(),
+            )?;
+            open.insert(T::NAME, OpenTable::new(log));
+        }
+        let Some(table) = open.get_mut(T::NAME) else {
+            return Err(StoreError::Delta(delta::DeltaError {
+                dir: self.table_dir(T::NAME),
+                message: "the table was not opened".to_owned(),
+            }));
+        };
+        let result = f(table);
+        if result.is_err() {
+            // Whatever failed, the next use reads the log afresh.
+            open.remove(T::NAME);
+        }
+        result
     }
 
     /// The metric table files (Parquet, CSV) of the last written generation: both from the same
@@ -228,10 +444,19 @@ impl Store {
         self.root.join("state").join("bookmarks.json")
     }
 
-    /// All rows of a table (empty when it was never written). A file polars cannot decode
-    /// (truncated, empty, not Parquet) is [`StoreError::UnreadableTable`], saying what to do.
+    /// All rows of a table, sorted by key (empty when it was never written). A data file polars
+    /// cannot decode (truncated, empty, not Parquet) or a log that cannot be read is
+    /// [`StoreError::UnreadableTable`], saying what to do.
     pub fn read<T: Table>(&self) -> Result<Vec<T>, StoreError> {
-        let path = self.table_path(T::NAME);
+        self.read_as_of::<T>(AsOf::Latest)
+    }
+
+    /// All rows of a table as of `at`, sorted by key.
+    pub fn read_as_of<T: Table>(&self, at: AsOf) -> Result<Vec<T>, StoreError> {
+        if let Some(log) = table::open(&self.table_dir(T::NAME), at)? {
+            return table::read_all::<T>(&log);
+        }
+        let path = self.legacy_table_path(T::NAME);
         pipeline::read_table::<T>(&path).map_err(|e| match e {
             PipelineError::Polars { source, .. } => StoreError::UnreadableTable {
                 path,
@@ -266,28 +491,36 @@ impl Store {
         )
     }
 
-    /// Checks the tables before a sync. A table that was written but whose file is gone voids
-    /// the bookmarks of the streams that wrote it, so they are read again from the start (with
-    /// a warning naming the table); their other tables are upserted, so nothing is duplicated.
-    /// A table file that cannot be read stops the sync ([`StoreError::UnreadableTable`]): it
-    /// is never silently replaced. Returns the voided tables and their streams.
+    /// Checks the tables before a sync. A table that was written but whose Delta table is gone
+    /// voids the bookmarks of the streams that wrote it, so they are read again from the start
+    /// (with a warning naming the table); their other tables are upserted, so nothing is
+    /// duplicated. A table whose log or data files cannot be read stops the sync
+    /// ([`StoreError::UnreadableTable`]): it is never silently replaced. Returns the voided tables
+    /// and their streams.
     pub fn check_tables(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        for table in TABLES {
-            let path = self.table_path(table);
-            if path.exists() {
-                pipeline::check_table(&path).map_err(|e| StoreError::UnreadableTable {
-                    message: match e {
-                        PipelineError::Polars { source, .. } => source.to_string(),
-                        other => other.to_string(),
-                    },
-                    path,
-                })?;
+        for name in TABLES {
+            let dir = self.table_dir(name);
+            if let Some(log) = table::open(&dir, AsOf::Latest)? {
+                for path in table::file_paths(&log)? {
+                    pipeline::check_table(&path).map_err(|e| StoreError::UnreadableTable {
+                        message: match e {
+                            PipelineError::Polars { source, .. } => {
+                                format!("its data file {}: {source}", path.display())
+                            }
+                            PipelineError::Io { source, .. } => {
+                                format!("its data file {} cannot be opened: {source}", path.display())
+                            }
+                            other => other.to_string(),
+                        },
+                        path: dir.clone(),
+                    })?;
+                }
             }
         }
         let mut voided = Vec::new();
         for (table, streams) in self.written()? {
-            let path = self.table_path(&table);
-            if path.exists() {
+            let dir = self.table_dir(&table);
+            if delta::exists(&dir) || self.legacy_table_path(&table).exists() {
                 continue;
             }
             let mut all = self.bookmarks()?;
@@ -297,7 +530,7 @@ impl Store {
             self.write_bookmarks(&all)?;
             tracing::warn!(
                 table = %table,
-                path = %path.display(),
+                path = %dir.display(),
                 streams = ?streams,
                 "A table written before is gone; its streams are read again from the start."
             );
@@ -323,34 +556,210 @@ impl Store {
         }
     }
 
-    /// Inserts or replaces rows by primary key; a stored row newer than the incoming one is kept.
-    /// The table is rewritten sorted by key, atomically.
+    /// Inserts or replaces rows by primary key, as one commit; a stored row newer than the
+    /// incoming one is kept. Only the data files holding replaced keys are rewritten.
     pub fn upsert<T: Table>(&self, rows: Vec<T>) -> Result<UpsertStats, StoreError> {
+        self.upsert_txn(rows, None)
+    }
+
+    fn upsert_txn<T: Table>(
+        &self,
+        rows: Vec<T>,
+        txn: Option<(&str, i64)>,
+    ) -> Result<UpsertStats, StoreError> {
         if rows.is_empty() {
             return Ok(UpsertStats::default());
         }
-        let mut by_key: BTreeMap<String, T> = self
-            .read::<T>()?
-            .into_iter()
-            .map(|r| (r.key().to_owned(), r))
-            .collect();
-        let mut stats = UpsertStats::default();
-        for row in rows {
-            match by_key.get(row.key()) {
-                None => {
-                    stats.inserted += 1;
-                    by_key.insert(row.key().to_owned(), row);
-                }
-                Some(old) if row.updated_at() >= old.updated_at() => {
-                    stats.updated += 1;
-                    by_key.insert(row.key().to_owned(), row);
-                }
-                Some(_) => {}
-            }
+        self.with_table::<T, _>(|t| table::upsert(t, rows, txn))
+    }
+
+    /// Commits one checkpoint of a stream: its records and quarantined records, and its bookmark
+    /// `state` (none: rows read after the last checkpoint of a stream that failed). The bookmark
+    /// takes effect exactly when the rows do: it is saved as pending, each table's commit carries
+    /// the checkpoint's application transaction (`txn`: `tandem:{source}/{stream}`, the
+    /// checkpoint's number), and a pending bookmark whose tables all carry it is the stream's
+    /// bookmark — whether the process lived to say so or is found killed by the next writer
+    /// ([`Store::open_for_writing`]). A kill before every table committed leaves the previous
+    /// bookmark, and the rows already committed are upserted again (same keys, no duplicate).
+    pub fn commit(
+        &self,
+        source: &str,
+        stream: &str,
+        tables: Tables,
+        state: Option<Value>,
+    ) -> Result<(), StoreError> {
+        let key = bookmark_key(source, stream);
+        self.recover(&key)?;
+        let seq = self.sequence(&key)? + 1;
+        let names = tables.names();
+        if let Some(state) = &state {
+            let pending = Pending {
+                key: key.clone(),
+                seq,
+                state: state.clone(),
+                tables: names.iter().map(|n| (*n).to_owned()).collect(),
+            };
+            self.write_json(&self.pending_path(&key), &pending)?;
         }
-        let rows: Vec<T> = by_key.into_values().collect();
-        pipeline::write_table(&rows, &self.table_path(T::NAME))?;
-        Ok(stats)
+        self.note_written(source, stream, &names)?;
+        let app = txn_app(&key);
+        tables.upsert(self, Some((&app, seq)))?;
+        let mut sequences = self.sequences()?;
+        sequences.insert(key.clone(), seq);
+        self.write_json(&self.sequences_path(), &sequences)?;
+        if let Some(state) = state {
+            let mut all = self.bookmarks()?;
+            all.insert(key.clone(), state);
+            self.write_bookmarks(&all)?;
+            let _ = std::fs::remove_file(self.pending_path(&key));
+        }
+        Ok(())
+    }
+
+    /// Settles a pending bookmark of `key` left by a killed writer: effective when every table
+    /// it covers committed its checkpoint, otherwise dropped (its number stays used).
+    fn recover(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.pending_path(key);
+        let pending: Pending = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("read", &path, e)),
+        };
+        let app = txn_app(key);
+        let mut committed = true;
+        for name in &pending.tables {
+            let at = table::open(&self.table_dir(name), AsOf::Latest)?;
+            let version = match at {
+                Some(log) => log.txn(&app)?,
+                None => None,
+            };
+            committed &= version.is_some_and(|v| v >= pending.seq);
+        }
+        let mut sequences = self.sequences()?;
+        let seq = sequences.entry(key.to_owned()).or_default();
+        *seq = (*seq).max(pending.seq);
+        self.write_json(&self.sequences_path(), &sequences)?;
+        if committed {
+            let mut all = self.bookmarks()?;
+            all.insert(key.to_owned(), pending.state);
+            self.write_bookmarks(&all)?;
+            tracing::info!(
+                stream = key,
+                "A checkpoint committed by a run that was stopped takes effect."
+            );
+        } else {
+            tracing::info!(
+                stream = key,
+                "A checkpoint a stopped run did not finish committing is read again."
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    }
+
+    /// Settles every pending bookmark (see [`Store::recover`]).
+    fn recover_all(&self) -> Result<(), StoreError> {
+        let dir = self.root.join("state").join("pending");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+            let pending: Pending = serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            self.recover(&pending.key)?;
+        }
+        Ok(())
+    }
+
+    fn pending_path(&self, key: &str) -> PathBuf {
+        self.root
+            .join("state")
+            .join("pending")
+            .join(format!("{}.json", safe_name(key)))
+    }
+
+    fn sequences_path(&self) -> PathBuf {
+        self.root.join("state").join("sequences.json")
+    }
+
+    /// The last checkpoint number used by each stream.
+    fn sequences(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let path = self.sequences_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(io_error("read", &path, e)),
+        }
+    }
+
+    fn sequence(&self, key: &str) -> Result<i64, StoreError> {
+        Ok(self.sequences()?.get(key).copied().unwrap_or(0))
+    }
+
+    /// Writes `value` as pretty JSON to `path`, atomically.
+    fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_error("create directory", parent, e))?;
+        }
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| io_error("encode", path, std::io::Error::other(e)))?;
+        crate::atomic::write_atomic(
+            path,
+            |file| std::io::Write::write_all(file, &bytes).map_err(|e| io_error("write", path, e)),
+            io_error,
+        )
+    }
+
+    /// Converts the tables of a lake written before they were Delta tables (one Parquet file
+    /// each, `tables/<name>.parquet`) into Delta tables, without any request to a source: each
+    /// file's rows are committed as the table's first rows, then the file is removed. A run
+    /// killed in between converts again (the commit is marked, so never twice). Returns the
+    /// tables converted and their rows.
+    pub fn migrate(&self) -> Result<Vec<(&'static str, usize)>, StoreError> {
+        fn one<T: Table>(store: &Store, done: &mut Vec<(&'static str, usize)>) -> Result<(), StoreError> {
+            let legacy = store.legacy_table_path(T::NAME);
+            if !legacy.exists() {
+                return Ok(());
+            }
+            let converted = match table::open(&store.table_dir(T::NAME), AsOf::Latest)? {
+                Some(log) => log.txn(MIGRATION_APP)?.is_some(),
+                None => false,
+            };
+            if !converted {
+                let rows = pipeline::read_table::<T>(&legacy).map_err(|e| StoreError::UnreadableTable {
+                    path: legacy.clone(),
+                    message: e.to_string(),
+                })?;
+                let count = rows.len();
+                store.with_table::<T, _>(|t| table::upsert(t, rows, Some((MIGRATION_APP, 1))))?;
+                tracing::info!(table = T::NAME, rows = count, "Table converted to a Delta table.");
+                done.push((T::NAME, count));
+            }
+            std::fs::remove_file(&legacy).map_err(|e| io_error("remove", &legacy, e))
+        }
+        let mut done = Vec::new();
+        one::<Deployment>(self, &mut done)?;
+        one::<Change>(self, &mut done)?;
+        one::<Commit>(self, &mut done)?;
+        one::<Incident>(self, &mut done)?;
+        one::<Ticket>(self, &mut done)?;
+        one::<TicketTransition>(self, &mut done)?;
+        one::<ChangeRequest>(self, &mut done)?;
+        one::<Quarantined>(self, &mut done)?;
+        Ok(done)
     }
 
     /// Appends fetched pages to the raw archive: one gzip-compressed NDJSON file per checkpoint at
@@ -417,21 +826,31 @@ impl Store {
         Ok(pages)
     }
 
-    /// Replaces whole tables (each written atomically, sorted by key): for rebuilding the tables
-    /// from what is stored, where an upsert's "newer wins" would keep the old rows.
-    pub fn replace_all(&self, tables: crate::sync::Tables) -> Result<(), StoreError> {
-        fn replace<T: Table>(store: &Store, mut rows: Vec<T>) -> Result<(), StoreError> {
-            rows.sort_by(|a, b| a.key().cmp(b.key()));
-            Ok(pipeline::write_table(&rows, &store.table_path(T::NAME))?)
-        }
-        replace(self, tables.deployments)?;
-        replace(self, tables.changes)?;
-        replace(self, tables.commits)?;
-        replace(self, tables.incidents)?;
-        replace(self, tables.tickets)?;
-        replace(self, tables.transitions)?;
-        replace(self, tables.change_requests)?;
+    /// Replaces whole tables, each by one commit: for rebuilding the tables from what is
+    /// stored, where an upsert's "newer wins" would keep the old rows. The quarantine is kept.
+    pub fn replace_all(&self, tables: Tables) -> Result<(), StoreError> {
+        self.replace(tables.deployments)?;
+        self.replace(tables.changes)?;
+        self.replace(tables.commits)?;
+        self.replace(tables.incidents)?;
+        self.replace(tables.tickets)?;
+        self.replace(tables.transitions)?;
+        self.replace(tables.change_requests)?;
         Ok(())
+    }
+
+    fn replace<T: Table>(&self, rows: Vec<T>) -> Result<(), StoreError> {
+        if rows.is_empty() && !delta::exists(&self.table_dir(T::NAME)) {
+            return Ok(());
+        }
+        self.with_table::<T, _>(|t| table::replace(t, rows))
+    }
+
+    /// The saved state of a stream from which its next sync resumes, a checkpoint a killed run
+    /// committed included (see [`Store::commit`]).
+    pub fn resume(&self, source: &str, stream: &str) -> Result<Option<Value>, StoreError> {
+        self.recover(&bookmark_key(source, stream))?;
+        self.bookmark(source, stream)
     }
 
     /// The saved state of a stream, if any.
@@ -466,6 +885,7 @@ impl Store {
 
     /// Forgets a stream's state, so the next sync reads it in full.
     pub fn clear_bookmark(&self, source: &str, stream: &str) -> Result<(), StoreError> {
+        self.recover(&bookmark_key(source, stream))?;
         let mut all = self.bookmarks()?;
         if all.remove(&bookmark_key(source, stream)).is_some() {
             self.write_bookmarks(&all)?;
@@ -473,7 +893,7 @@ impl Store {
         Ok(())
     }
 
-    /// Row counts of every canonical table.
+    /// Row counts of every canonical table and the quarantine.
     pub fn row_counts(&self) -> Result<Vec<(&'static str, usize)>, StoreError> {
         Ok(vec![
             (Deployment::NAME, self.read::<Deployment>()?.len()),
@@ -618,6 +1038,41 @@ fn safe_name(name: &str) -> String {
 fn bookmark_key(source: &str, stream: &str) -> String {
     format!("{source}/{stream}")
 }
+
+/// The application transaction (`txn` appId) of a stream's checkpoints.
+fn txn_app(key: &str) -> String {
+    format!("tandem:{key}")
+}
+
+/// The application transaction that marks a table's conversion from the single-file layout.
+const MIGRATION_APP: &str = "tandem:migrate";
+
+/// The table properties every Delta table tandem creates gets: how long removed files and log
+/// entries are kept, which bounds how far back time travel reaches (see `tandem maintain`).
+fn table_properties() -> HashMap<String, Option<String>> {
+    HashMap::from([
+        (
+            "delta.logRetentionDuration".to_owned(),
+            Some(format!("interval {} days", RETENTION_DAYS)),
+        ),
+        (
+            "delta.deletedFileRetentionDuration".to_owned(),
+            Some(format!("interval {} days", RETENTION_DAYS)),
+        ),
+        // Expired log entries are removed by `tandem maintain` with the configured retention,
+        // never by a commit with the default one.
+        (
+            "delta.enableExpiredLogCleanup".to_owned(),
+            Some("false".to_owned()),
+        ),
+    ])
+}
+
+/// The default time-travel window, in days.
+pub const RETENTION_DAYS: i64 = 90;
+
+#[cfg(test)]
+mod delta_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -805,7 +1260,7 @@ mod tests {
         assert!(store.check_tables().unwrap().is_empty());
         assert!(store.bookmark("gh", "deployments").unwrap().is_some());
 
-        std::fs::remove_file(store.table_path(Deployment::NAME)).unwrap();
+        std::fs::remove_dir_all(store.table_dir(Deployment::NAME)).unwrap();
         let voided = store.check_tables().unwrap();
         assert_eq!(
             voided,
@@ -822,7 +1277,13 @@ mod tests {
     fn an_unreadable_table_is_an_error_saying_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        std::fs::write(store.table_path(Deployment::NAME), b"").unwrap();
+        store
+            .upsert(vec![dep("a", DeploymentStatus::Success, 1)])
+            .unwrap();
+        let file = store.table_files(Deployment::NAME, AsOf::Latest).unwrap()[0].clone();
+        std::fs::write(&file, b"").unwrap();
+        // A new process: nothing known of the table's keys.
+        let store = Store::open(dir.path()).unwrap();
         for err in [
             store.check_tables().unwrap_err(),
             store
@@ -832,7 +1293,7 @@ mod tests {
             assert!(matches!(err, StoreError::UnreadableTable { .. }), "{err}");
             let text = err.to_string();
             assert!(
-                text.contains("deployments.parquet") && text.contains("move it aside"),
+                text.contains("deployments") && text.contains("move it aside"),
                 "{text}"
             );
         }

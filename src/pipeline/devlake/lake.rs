@@ -10,7 +10,7 @@
 //! `first_review_at` column of `changes` (no id, no author: by definition someone else's). An
 //! incident is created at its `started_at`. This module must not compute what DevLake computes.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use polars::prelude::*;
 use tandem_connectors::model::{Change, Commit, Deployment, Incident};
@@ -29,9 +29,9 @@ const FIRST_REVIEW_AT: &str = "first_review_at";
 /// `commits` is not read: DevLake's incident rule uses no commit ranges. It is accepted so both
 /// `devlake` entry points take the lake the same way.
 pub fn devlake_links_from_lake(
-    deployments: &Path,
-    commits: &Path,
-    incidents: &Path,
+    deployments: &[PathBuf],
+    commits: &[PathBuf],
+    incidents: &[PathBuf],
 ) -> Result<Vec<LinkRow>, PipelineError> {
     let _ = commits;
     let incident_frame = scan_table::<Incident>(incidents)?.select([
@@ -42,8 +42,8 @@ pub fn devlake_links_from_lake(
     let polars = |source| PipelineError::Polars {
         context: format!(
             "linking incidents to deployments the DevLake way from {} and {}",
-            deployments.display(),
-            incidents.display()
+            crate::pipeline::codec::describe(deployments),
+            crate::pipeline::codec::describe(incidents)
         ),
         source,
     };
@@ -55,16 +55,16 @@ pub fn devlake_links_from_lake(
 /// Per merged change, DevLake's lead-time breakdown from the lake's Parquet tables (a missing
 /// file is an empty table).
 pub fn devlake_pr_metrics_from_lake(
-    deployments: &Path,
-    commits: &Path,
-    changes: &Path,
+    deployments: &[PathBuf],
+    commits: &[PathBuf],
+    changes: &[PathBuf],
 ) -> Result<Vec<PrMetricsRow>, PipelineError> {
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing DevLake PR lead times from {}, {} and {}",
-            deployments.display(),
-            commits.display(),
-            changes.display()
+            crate::pipeline::codec::describe(deployments),
+            crate::pipeline::codec::describe(commits),
+            crate::pipeline::codec::describe(changes)
         ),
         source,
     };
@@ -74,7 +74,13 @@ pub fn devlake_pr_metrics_from_lake(
     let mut changes_frame = scan_table::<Change>(changes)?;
     let has_first_review = changes_frame
         .collect_schema()
-        .map_err(|source| polars_error("reading the schema of `changes`".to_owned(), changes, source))?
+        .map_err(|source| {
+            polars_error(
+                "reading the schema of `changes`".to_owned(),
+                std::path::Path::new(&crate::pipeline::codec::describe(changes)),
+                source,
+            )
+        })?
         .contains(FIRST_REVIEW_AT);
     let text_null = || lit(NULL).cast(DataType::String);
     let pull_requests = changes_frame.clone().select([

@@ -284,7 +284,12 @@ fn expected_prs() -> Vec<PrMetricsRow> {
 #[test]
 fn pr_lead_times_follow_devlake_on_canonical_tables() {
     let lake = lake(&changes(), &[]);
-    let rows = devlake_pr_metrics_from_lake(&lake.deployments, &lake.commits, &lake.changes).unwrap();
+    let rows = devlake_pr_metrics_from_lake(
+        std::slice::from_ref(&lake.deployments),
+        std::slice::from_ref(&lake.commits),
+        std::slice::from_ref(&lake.changes),
+    )
+    .unwrap();
     assert_eq!(rows, expected_prs());
 }
 
@@ -311,7 +316,12 @@ fn a_first_review_column_gives_pickup_and_review_times() {
         .finish(&mut frame)
         .unwrap();
 
-    let rows = devlake_pr_metrics_from_lake(&lake.deployments, &lake.commits, &lake.changes).unwrap();
+    let rows = devlake_pr_metrics_from_lake(
+        std::slice::from_ref(&lake.deployments),
+        std::slice::from_ref(&lake.commits),
+        std::slice::from_ref(&lake.changes),
+    )
+    .unwrap();
     let mut expected = expected_prs();
     expected[1].pr_pickup_time = Some(60);
     expected[1].pr_review_time = Some(300);
@@ -340,7 +350,12 @@ fn incidents_link_to_the_latest_earlier_production_deployment_of_their_service()
             incident("i7", Some("web"), aug(9, 0, 0, 0)),
         ],
     );
-    let rows = devlake_links_from_lake(&lake.deployments, &lake.commits, &lake.incidents).unwrap();
+    let rows = devlake_links_from_lake(
+        std::slice::from_ref(&lake.deployments),
+        std::slice::from_ref(&lake.commits),
+        std::slice::from_ref(&lake.incidents),
+    )
+    .unwrap();
     let link = |incident: &str, project: &str, deployment: &str| LinkRow {
         incident_id: incident.into(),
         project: project.into(),
@@ -363,20 +378,28 @@ fn missing_files_are_empty_tables() {
     let dir = tempfile::tempdir().unwrap();
     let path = |table: &str| dir.path().join(format!("{table}.parquet"));
     let links = devlake_links_from_lake(
-        &path(Deployment::NAME),
-        &path(Commit::NAME),
-        &path(Incident::NAME),
+        std::slice::from_ref(&path(Deployment::NAME)),
+        std::slice::from_ref(&path(Commit::NAME)),
+        std::slice::from_ref(&path(Incident::NAME)),
     )
     .unwrap();
     assert!(links.is_empty());
-    let prs = devlake_pr_metrics_from_lake(&path(Deployment::NAME), &path(Commit::NAME), &path(Change::NAME))
-        .unwrap();
+    let prs = devlake_pr_metrics_from_lake(
+        std::slice::from_ref(&path(Deployment::NAME)),
+        std::slice::from_ref(&path(Commit::NAME)),
+        std::slice::from_ref(&path(Change::NAME)),
+    )
+    .unwrap();
     assert!(prs.is_empty());
 
     // Changes but no deployments or commits: lead times without a deployment.
     let lake = lake(&changes(), &[]);
-    let prs =
-        devlake_pr_metrics_from_lake(&path(Deployment::NAME), &path(Commit::NAME), &lake.changes).unwrap();
+    let prs = devlake_pr_metrics_from_lake(
+        std::slice::from_ref(&path(Deployment::NAME)),
+        std::slice::from_ref(&path(Commit::NAME)),
+        std::slice::from_ref(&lake.changes),
+    )
+    .unwrap();
     assert_eq!(prs.len(), 5);
     assert!(prs.iter().all(|pr| pr.deployment_commit_id.is_none()));
 }

@@ -75,14 +75,14 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
 fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
     compute_metrics(
         Inputs {
-            deployments: &lake.deployments,
-            changes: &lake.changes,
-            commits: &lake.commits,
-            incidents: &lake.incidents,
-            tickets: &lake.none,
-            ticket_transitions: &lake.none,
-            change_requests: &lake.none,
-            quarantine: &lake.none,
+            deployments: std::slice::from_ref(&lake.deployments),
+            changes: std::slice::from_ref(&lake.changes),
+            commits: std::slice::from_ref(&lake.commits),
+            incidents: std::slice::from_ref(&lake.incidents),
+            tickets: std::slice::from_ref(&lake.none),
+            ticket_transitions: std::slice::from_ref(&lake.none),
+            change_requests: std::slice::from_ref(&lake.none),
+            quarantine: std::slice::from_ref(&lake.none),
         },
         opts,
     )
@@ -594,14 +594,14 @@ fn missing_table_files_are_empty_tables() {
     let missing = dir.path().join("nothing-here.parquet");
     let rows = compute_metrics(
         Inputs {
-            deployments: &missing,
-            changes: &missing,
-            commits: &missing,
-            incidents: &missing,
-            tickets: &missing,
-            ticket_transitions: &missing,
-            change_requests: &missing,
-            quarantine: &missing,
+            deployments: std::slice::from_ref(&missing),
+            changes: std::slice::from_ref(&missing),
+            commits: std::slice::from_ref(&missing),
+            incidents: std::slice::from_ref(&missing),
+            tickets: std::slice::from_ref(&missing),
+            ticket_transitions: std::slice::from_ref(&missing),
+            change_requests: std::slice::from_ref(&missing),
+            quarantine: std::slice::from_ref(&missing),
         },
         &options(1, &["api"]),
     )
@@ -632,14 +632,14 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
     );
     let lake = lake(&[], &[], &[]);
     let inputs = Inputs {
-        deployments: &lake.deployments,
-        changes: &lake.changes,
-        commits: &lake.commits,
-        incidents: &lake.incidents,
-        tickets: &lake.none,
-        ticket_transitions: &lake.none,
-        change_requests: &lake.none,
-        quarantine: &lake.none,
+        deployments: std::slice::from_ref(&lake.deployments),
+        changes: std::slice::from_ref(&lake.changes),
+        commits: std::slice::from_ref(&lake.commits),
+        incidents: std::slice::from_ref(&lake.incidents),
+        tickets: std::slice::from_ref(&lake.none),
+        ticket_transitions: std::slice::from_ref(&lake.none),
+        change_requests: std::slice::from_ref(&lake.none),
+        quarantine: std::slice::from_ref(&lake.none),
     };
     let backwards = Options {
         attribution_window: Duration::hours(-1),
@@ -1272,14 +1272,14 @@ fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shi
     write_table(&[change_request], &change_requests).unwrap();
     let rows = compute_metrics(
         Inputs {
-            deployments: &lake.deployments,
-            changes: &lake.changes,
-            commits: &lake.commits,
-            incidents: &lake.incidents,
-            tickets: &lake.none,
-            ticket_transitions: &lake.none,
-            change_requests: &change_requests,
-            quarantine: &lake.none,
+            deployments: std::slice::from_ref(&lake.deployments),
+            changes: std::slice::from_ref(&lake.changes),
+            commits: std::slice::from_ref(&lake.commits),
+            incidents: std::slice::from_ref(&lake.incidents),
+            tickets: std::slice::from_ref(&lake.none),
+            ticket_transitions: std::slice::from_ref(&lake.none),
+            change_requests: std::slice::from_ref(&change_requests),
+            quarantine: std::slice::from_ref(&lake.none),
         },
         &options(1, &[]),
     )
@@ -1352,14 +1352,14 @@ fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ti
     write_table(&[ticket("OPS-12", "bug"), ticket("OPS-123", "story")], &tickets).unwrap();
     let rows = compute_metrics(
         Inputs {
-            deployments: &lake.deployments,
-            changes: &lake.changes,
-            commits: &lake.commits,
-            incidents: &lake.incidents,
-            tickets: &tickets,
-            ticket_transitions: &lake.none,
-            change_requests: &lake.none,
-            quarantine: &lake.none,
+            deployments: std::slice::from_ref(&lake.deployments),
+            changes: std::slice::from_ref(&lake.changes),
+            commits: std::slice::from_ref(&lake.commits),
+            incidents: std::slice::from_ref(&lake.incidents),
+            tickets: std::slice::from_ref(&tickets),
+            ticket_transitions: std::slice::from_ref(&lake.none),
+            change_requests: std::slice::from_ref(&lake.none),
+            quarantine: std::slice::from_ref(&lake.none),
         },
         &options(1, &[]),
     )
@@ -1618,13 +1618,15 @@ fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_i
     write_table(&changes, &path("changes")).unwrap();
     write_table(&commits, &path("commits")).unwrap();
     use crate::pipeline::codec::scan_table;
-    let production = super::production_deployments(scan_table::<Deployment>(&path("deployments")).unwrap())
-        .collect()
-        .unwrap();
+    let production = super::production_deployments(
+        scan_table::<Deployment>(std::slice::from_ref(&path("deployments"))).unwrap(),
+    )
+    .collect()
+    .unwrap();
     let links = super::links::change_links(
-        scan_table::<Change>(&path("changes")).unwrap(),
+        scan_table::<Change>(std::slice::from_ref(&path("changes"))).unwrap(),
         production.lazy(),
-        scan_table::<Commit>(&path("commits")).unwrap(),
+        scan_table::<Commit>(std::slice::from_ref(&path("commits"))).unwrap(),
     )
     .unwrap()
     .collect()

@@ -157,14 +157,14 @@ impl Lake {
         .map(|table| self.path(table));
         compute_metrics(
             Inputs {
-                deployments: &paths[0],
-                changes: &paths[1],
-                commits: &self.path("commits"),
-                incidents: &paths[2],
-                tickets: &paths[3],
-                ticket_transitions: &paths[4],
-                change_requests: &paths[5],
-                quarantine: &self.path("quarantine"),
+                deployments: std::slice::from_ref(&paths[0]),
+                changes: std::slice::from_ref(&paths[1]),
+                commits: std::slice::from_ref(&self.path("commits")),
+                incidents: std::slice::from_ref(&paths[2]),
+                tickets: std::slice::from_ref(&paths[3]),
+                ticket_transitions: std::slice::from_ref(&paths[4]),
+                change_requests: std::slice::from_ref(&paths[5]),
+                quarantine: std::slice::from_ref(&self.path("quarantine")),
             },
             opts,
         )

@@ -51,14 +51,14 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
     let none = path("none");
     compute_metrics(
         Inputs {
-            deployments: &path("deployments"),
-            changes: &none,
-            commits: &none,
-            incidents: &path("incidents"),
-            tickets: &none,
-            ticket_transitions: &none,
-            change_requests: &none,
-            quarantine: &none,
+            deployments: std::slice::from_ref(&path("deployments")),
+            changes: std::slice::from_ref(&none),
+            commits: std::slice::from_ref(&none),
+            incidents: std::slice::from_ref(&path("incidents")),
+            tickets: std::slice::from_ref(&none),
+            ticket_transitions: std::slice::from_ref(&none),
+            change_requests: std::slice::from_ref(&none),
+            quarantine: std::slice::from_ref(&none),
         },
         opts,
     )

@@ -1,0 +1,418 @@
+//! One table's Delta Lake transaction log, through delta-rs (`deltalake-core`, without DataFusion):
+//! create a table from its declared columns, list the data files of a version, commit `add` and
+//! `remove` actions with an application transaction (`txn`), travel to a past version or instant.
+//!
+//! The Parquet data files themselves are written and read by the codec; this module never looks
+//! inside them, and it knows no particular table. Protocol versions stay at delta-rs' defaults for
+//! a new table (reader 1, writer 2): no deletion vectors, no column mapping, so Spark, Databricks,
+//! Trino, DuckDB, polars and delta-rs all read what tandem writes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use deltalake_core::DeltaTable;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{
+    Action, Add, ArrayType, DataType, PrimitiveType, Remove, StructField, Transaction,
+};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use tandem_connectors::model::{Column, ColumnKind};
+
+/// The column a partitioned table is partitioned by: the month (`YYYY-MM`, UTC) of the row's
+/// anchor instant. Readers of the Delta table see it as an extra string column.
+pub const PARTITION_COLUMN: &str = "month";
+
+/// What went wrong with a table's log.
+#[derive(Debug, thiserror::Error)]
+#[error("Delta table {dir}: {message}")]
+pub struct DeltaError {
+    /// The table directory.
+    pub dir: PathBuf,
+    /// What delta-rs (or tandem's use of it) said.
+    pub message: String,
+}
+
+/// A data file of a table version, as its `add` action describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Relative to the table directory (`month=2026-03/part-….parquet`).
+    pub path: String,
+    /// The partition value (the month), for a partitioned table.
+    pub partition: Option<String>,
+    /// Bytes.
+    pub size: i64,
+    /// Rows, from the file's statistics.
+    pub records: Option<usize>,
+}
+
+/// A data file written and not yet committed.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// Relative to the table directory.
+    pub path: String,
+    /// The partition value, for a partitioned table.
+    pub partition: Option<String>,
+    /// Bytes.
+    pub size: i64,
+    /// The `stats` JSON of the `add` action (rows, minimum, maximum and null count per column).
+    pub stats: String,
+}
+
+/// What a commit does, as the log's `commitInfo` records it for other engines' history views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Rows inserted or replaced (a copy-on-write merge of the touched files).
+    Upsert,
+    /// Small files merged; no row changed.
+    Compact,
+    /// The whole table replaced.
+    Overwrite,
+}
+
+/// Which version of a table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The latest.
+    Latest,
+    /// This version number.
+    Version(i64),
+    /// The latest version committed at or before this instant.
+    Time(DateTime<Utc>),
+}
+
+/// One table's log, opened at some version.
+pub struct Log {
+    dir: PathBuf,
+    table: DeltaTable,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("version", &self.table.version())
+            .finish()
+    }
+}
+
+/// Whether `dir` holds a Delta table (a `_delta_log` folder with at least one commit).
+pub fn exists(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("_delta_log")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    })
+}
+
+impl Log {
+    /// Opens the table at `dir` as of `at`; `None` when there is no table there.
+    pub fn open(dir: &Path, at: AsOf) -> Result<Option<Self>, DeltaError> {
+        if !exists(dir) {
+            return Ok(None);
+        }
+        let url = url_of(dir)?;
+        let table = block_on(async move {
+            let mut table = DeltaTable::try_from_url(url).await?;
+            match at {
+                AsOf::Latest => table.load().await?,
+                AsOf::Version(v) => table.load_version(u64::try_from(v).unwrap_or(0)).await?,
+                AsOf::Time(t) => table.load_with_datetime(t).await?,
+            }
+            Ok::<_, deltalake_core::DeltaTableError>(table)
+        })
+        .map_err(|e| error(dir, e))?;
+        Ok(Some(Self {
+            dir: dir.to_owned(),
+            table,
+        }))
+    }
+
+    /// Creates the table at `dir` (version 0: protocol and schema) with the declared columns,
+    /// partitioned by [`PARTITION_COLUMN`] when `partitioned`, and the given table properties
+    /// (retention settings). A table already there is opened instead.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        columns: &[Column],
+        partitioned: bool,
+        properties: HashMap<String, Option<String>>,
+    ) -> Result<Self, DeltaError> {
+        if let Some(log) = Self::open(dir, AsOf::Latest)? {
+            return Ok(log);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
+        let url = url_of(dir)?;
+        let mut fields: Vec<StructField> = columns
+            .iter()
+            .map(|c| StructField::new(c.name, delta_type(c.kind), c.nullable))
+            .collect();
+        let mut partition_columns = Vec::new();
+        if partitioned {
+            fields.push(StructField::new(PARTITION_COLUMN, DataType::STRING, false));
+            partition_columns.push(PARTITION_COLUMN.to_owned());
+        }
+        let name = name.to_owned();
+        let table = block_on(async move {
+            DeltaTable::try_from_url(url)
+                .await?
+                .create()
+                .with_table_name(name)
+                .with_columns(fields)
+                .with_partition_columns(partition_columns)
+                .with_configuration(properties)
+                .with_save_mode(SaveMode::Ignore)
+                .await
+        })
+        .map_err(|e| error(dir, e))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            table,
+        })
+    }
+
+    /// The table directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The version this log is at.
+    pub fn version(&self) -> i64 {
+        self.table
+            .version()
+            .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
+    }
+
+    /// When this version was committed.
+    pub fn committed_at(&self) -> Option<DateTime<Utc>> {
+        let snapshot = self.table.snapshot().ok()?;
+        let millis = snapshot.version_timestamp(self.table.version()?)?;
+        DateTime::from_timestamp_millis(millis)
+    }
+
+    /// The data files of this version.
+    pub fn files(&self) -> Result<Vec<DataFile>, DeltaError> {
+        let snapshot = self.table.snapshot().map_err(|e| error(&self.dir, e))?;
+        Ok(snapshot
+            .log_data()
+            .iter()
+            .map(|f| DataFile {
+                path: f.path().into_owned(),
+                partition: f.partition_values_map().remove(PARTITION_COLUMN).flatten(),
+                size: f.size(),
+                records: f.num_records(),
+            })
+            .collect())
+    }
+
+    /// The last version the application transaction `app` committed in this table, if any.
+    pub fn txn(&self, app: &str) -> Result<Option<i64>, DeltaError> {
+        let snapshot = self.table.snapshot().map_err(|e| error(&self.dir, e))?;
+        let store = self.table.log_store();
+        let app = app.to_owned();
+        block_on(async move { snapshot.transaction_version(store.as_ref(), app).await })
+            .map_err(|e| error(&self.dir, e))
+    }
+
+    /// Commits `adds` and `removes` as one new version, with the application transaction `txn`
+    /// (`(app, version)`) when given, and returns the version. A commit that another writer's
+    /// commit conflicts with fails (delta-rs retries those that do not conflict).
+    pub fn commit(
+        &mut self,
+        adds: Vec<NewFile>,
+        removes: &[DataFile],
+        txn: Option<(&str, i64)>,
+        operation: Operation,
+    ) -> Result<i64, DeltaError> {
+        let now = Utc::now().timestamp_millis();
+        let data_change = operation != Operation::Compact;
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len());
+        for file in removes {
+            actions.push(Action::Remove(Remove {
+                path: file.path.clone(),
+                data_change,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(true),
+                partition_values: Some(partition_values(file.partition.as_deref())),
+                size: Some(file.size),
+                ..Default::default()
+            }));
+        }
+        for file in adds {
+            actions.push(Action::Add(Add {
+                partition_values: partition_values(file.partition.as_deref()),
+                path: file.path,
+                size: file.size,
+                modification_time: now,
+                data_change,
+                stats: Some(file.stats),
+                ..Default::default()
+            }));
+        }
+        let mut properties = CommitProperties::default();
+        if let Some((app, version)) = txn {
+            properties = properties.with_application_transaction(Transaction::new_with_last_update(
+                app,
+                version,
+                Some(now),
+            ));
+        }
+        let partition_by = self
+            .table
+            .snapshot()
+            .ok()
+            .map(|s| s.metadata().partition_columns().to_vec())
+            .filter(|p| !p.is_empty());
+        let op = match operation {
+            Operation::Upsert => DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by,
+                predicate: None,
+            },
+            Operation::Overwrite => DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by,
+                predicate: None,
+            },
+            Operation::Compact => DeltaOperation::Optimize {
+                predicate: None,
+                target_size: COMPACT_TARGET_BYTES,
+            },
+        };
+        let snapshot = self.table.snapshot().map_err(|e| error(&self.dir, e))?.clone();
+        let store = self.table.log_store();
+        let finalized = block_on(async move {
+            CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(&snapshot), store, op)
+                .await
+        })
+        .map_err(|e| error(&self.dir, e))?;
+        let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
+        self.table.state = Some(finalized.snapshot());
+        Ok(version)
+    }
+
+    /// Re-reads the log up to its latest version (after another writer committed).
+    pub fn refresh(&mut self) -> Result<(), DeltaError> {
+        let dir = self.dir.clone();
+        let table = &mut self.table;
+        block_on(async move { table.update_state().await }).map_err(|e| error(&dir, e))
+    }
+
+    /// Removes data files no version younger than `retention` references, and files no version
+    /// references at all (left by a killed writer) once older than `retention`; returns how many.
+    pub fn vacuum(&mut self, retention: chrono::Duration) -> Result<usize, DeltaError> {
+        let table = self.table.clone();
+        let (table, metrics) = block_on(async move {
+            table
+                .vacuum()
+                .with_retention_period(retention)
+                .with_enforce_retention_duration(false)
+                .await
+        })
+        .map_err(|e| error(&self.dir, e))?;
+        self.table = table;
+        Ok(metrics.files_deleted.len())
+    }
+
+    /// Removes log entries (and checkpoints) older than `cutoff` that no version since needs:
+    /// only up to the newest checkpoint before `cutoff`, so every version committed after it stays
+    /// readable. Returns how many files went.
+    pub fn cleanup_log(&self, cutoff: DateTime<Utc>) -> Result<usize, DeltaError> {
+        let version = self.table.version().unwrap_or(0);
+        let store = self.table.log_store();
+        block_on(async move {
+            deltalake_core::protocol::checkpoints::cleanup_expired_logs_for(
+                version,
+                store.as_ref(),
+                cutoff.timestamp_millis(),
+                None,
+            )
+            .await
+        })
+        .map_err(|e| error(&self.dir, e))
+    }
+
+    /// Writes a checkpoint of the log at this version, so readers replay no more than the commits
+    /// since.
+    pub fn checkpoint(&self) -> Result<(), DeltaError> {
+        let table = &self.table;
+        block_on(async move { deltalake_core::checkpoints::create_checkpoint(table, None).await })
+            .map_err(|e| error(&self.dir, e))
+    }
+}
+
+/// The size a compaction aims its files at.
+pub const COMPACT_TARGET_BYTES: i64 = 128 << 20;
+
+fn partition_values(partition: Option<&str>) -> HashMap<String, Option<String>> {
+    partition
+        .map(|p| HashMap::from([(PARTITION_COLUMN.to_owned(), Some(p.to_owned()))]))
+        .unwrap_or_default()
+}
+
+/// The Delta type of a declared column. Instants are Delta `timestamp` (microseconds, UTC), as
+/// the data files store them.
+fn delta_type(kind: ColumnKind) -> DataType {
+    match kind {
+        ColumnKind::Text => DataType::STRING,
+        ColumnKind::Integer => DataType::LONG,
+        ColumnKind::Bool => DataType::BOOLEAN,
+        ColumnKind::Timestamp => DataType::Primitive(PrimitiveType::Timestamp),
+        ColumnKind::TextList => DataType::Array(Box::new(ArrayType::new(DataType::STRING, true))),
+    }
+}
+
+fn url_of(dir: &Path) -> Result<url::Url, DeltaError> {
+    let absolute = std::path::absolute(dir).map_err(|e| error(dir, e))?;
+    url::Url::from_directory_path(&absolute).map_err(|()| DeltaError {
+        dir: dir.to_owned(),
+        message: "not a path that can be written as a file URL".to_owned(),
+    })
+}
+
+fn error(dir: &Path, e: impl std::fmt::Display) -> DeltaError {
+    DeltaError {
+        dir: dir.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The runtime delta-rs' futures run on: the store's API is synchronous (its callers are
+/// command code and the sync's blocking tasks), delta-rs is async.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tandem-delta")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            // Without threads the process cannot do anything else either.
+            #[allow(clippy::panic)]
+            Err(e) => panic!("cannot start the Delta log's runtime: {e}"),
+        }
+    })
+}
+
+/// Runs a delta-rs future to completion from synchronous code. Called from inside an async
+/// context (a test's runtime, say), it blocks a scoped thread instead, since a runtime cannot be
+/// blocked on from one of its own tasks.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return runtime().block_on(future);
+    }
+    std::thread::scope(|scope| match scope.spawn(|| runtime().block_on(future)).join() {
+        Ok(output) => output,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}

@@ -1,0 +1,397 @@
+//! The lake's Delta tables: copy-on-write upserts that touch only what they must, bookmarks that
+//! take effect exactly when their rows do, conversion of a single-file lake, maintenance and time
+//! travel.
+
+#![allow(clippy::unwrap_used)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Quarantined, Severity, Table};
+
+use super::delta::AsOf;
+use super::*;
+
+fn day(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, month, day, 12, 0, 0).unwrap()
+}
+
+/// A production deployment created on `created`, last changed `updated` hours after it.
+fn dep(id: &str, created: DateTime<Utc>, updated: i64, status: DeploymentStatus) -> Deployment {
+    Deployment {
+        change_refs: vec!["r1".into()],
+        deployed_by: None,
+        id: id.into(),
+        source: "gh".into(),
+        repo: "acme/a".into(),
+        service: None,
+        team: None,
+        environment: "production".into(),
+        is_production: true,
+        status,
+        sha: "abc".into(),
+        created_at: created,
+        finished_at: None,
+        updated_at: created + Duration::hours(updated),
+    }
+}
+
+fn incident(id: &str, updated: i64) -> Incident {
+    Incident {
+        id: id.into(),
+        source: "pd".into(),
+        number: None,
+        title: "Down".into(),
+        service_ref: None,
+        team_ref: None,
+        service: None,
+        team: None,
+        severity: Some(Severity::Sev1),
+        status: "resolved".into(),
+        started_at: day(3, 1),
+        acknowledged_at: None,
+        resolved_at: None,
+        cause_refs: Vec::new(),
+        correlation_id: None,
+        assignee: None,
+        acknowledged_by: None,
+        updated_at: day(3, 1) + Duration::hours(updated),
+    }
+}
+
+/// The data files of the deployments table, by path.
+fn files(store: &Store) -> Vec<String> {
+    let mut files: Vec<String> = store
+        .table_files(Deployment::NAME, AsOf::Latest)
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.strip_prefix(store.table_dir(Deployment::NAME))
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn an_upsert_rewrites_only_the_files_holding_the_keys_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let s = store
+        .upsert(vec![
+            dep("jan-1", day(1, 10), 0, DeploymentStatus::InProgress),
+            dep("jan-2", day(1, 20), 0, DeploymentStatus::Success),
+            dep("mar-1", day(3, 5), 0, DeploymentStatus::Success),
+        ])
+        .unwrap();
+    assert_eq!(
+        s,
+        UpsertStats {
+            inserted: 3,
+            updated: 0
+        }
+    );
+    let first = files(&store);
+    assert_eq!(first.len(), 2, "one file per month partition: {first:?}");
+    assert!(first[0].starts_with("month=2026-01/") && first[1].starts_with("month=2026-03/"));
+
+    // A new key in March and a newer version of a January row: January's file is rewritten,
+    // March gets a new file beside its old one, which is not touched.
+    let s = store
+        .upsert(vec![
+            dep("jan-1", day(1, 10), 5, DeploymentStatus::Success),
+            dep("mar-2", day(3, 6), 0, DeploymentStatus::Failure),
+        ])
+        .unwrap();
+    assert_eq!(
+        s,
+        UpsertStats {
+            inserted: 1,
+            updated: 1
+        }
+    );
+    let second = files(&store);
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert!(!second.contains(&first[0]), "January's file was replaced");
+    assert!(second.contains(&first[1]), "March's file was not rewritten");
+    assert_eq!(
+        store.table_version(Deployment::NAME, AsOf::Latest).unwrap(),
+        Some(2)
+    );
+
+    // An older version never wins, and a batch that changes nothing commits nothing.
+    let s = store
+        .upsert(vec![dep("jan-1", day(1, 10), 1, DeploymentStatus::Failure)])
+        .unwrap();
+    assert_eq!(s, UpsertStats::default());
+    assert_eq!(
+        store.table_version(Deployment::NAME, AsOf::Latest).unwrap(),
+        Some(2)
+    );
+
+    let rows = store.read::<Deployment>().unwrap();
+    let got: Vec<(&str, DeploymentStatus)> = rows.iter().map(|r| (r.id.as_str(), r.status)).collect();
+    assert_eq!(
+        got,
+        [
+            ("jan-1", DeploymentStatus::Success),
+            ("jan-2", DeploymentStatus::Success),
+            ("mar-1", DeploymentStatus::Success),
+            ("mar-2", DeploymentStatus::Failure),
+        ]
+    );
+    // A new process (no key index in memory) sees and replaces the same rows.
+    let again = Store::open(dir.path()).unwrap();
+    let s = again
+        .upsert(vec![dep("mar-2", day(3, 6), 1, DeploymentStatus::Success)])
+        .unwrap();
+    assert_eq!(
+        s,
+        UpsertStats {
+            inserted: 0,
+            updated: 1
+        }
+    );
+    assert_eq!(again.read::<Deployment>().unwrap().len(), 4);
+}
+
+#[test]
+fn time_travel_reads_each_version_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.upsert(vec![incident("p1", 0)]).unwrap();
+    let after_first = Utc::now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    store.upsert(vec![incident("p1", 1), incident("p2", 0)]).unwrap();
+    assert_eq!(store.read::<Incident>().unwrap().len(), 2);
+    let v1 = store.read_as_of::<Incident>(AsOf::Version(1)).unwrap();
+    assert_eq!(v1.len(), 1);
+    assert_eq!(v1[0].updated_at, day(3, 1));
+    let at = store.read_as_of::<Incident>(AsOf::Time(after_first)).unwrap();
+    assert_eq!(at, v1, "the latest version at or before the instant");
+}
+
+#[test]
+fn a_checkpoint_whose_tables_all_committed_before_a_kill_takes_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tables = Tables::default();
+    tables.incidents.push(incident("p1", 0));
+    store
+        .commit("pd", "incidents", tables, Some(serde_json::json!({"page": 1})))
+        .unwrap();
+    assert_eq!(
+        store.bookmark("pd", "incidents").unwrap(),
+        Some(serde_json::json!({"page": 1}))
+    );
+
+    // Checkpoint 2 was saved as pending and both its tables committed it; the process died
+    // before it could save the bookmark.
+    let key = bookmark_key("pd", "incidents");
+    let pending = Pending {
+        key: key.clone(),
+        seq: 2,
+        state: serde_json::json!({"page": 2}),
+        tables: vec![Incident::NAME.into(), Quarantined::NAME.into()],
+    };
+    store.write_json(&store.pending_path(&key), &pending).unwrap();
+    let app = txn_app(&key);
+    store
+        .upsert_txn(vec![incident("p2", 0)], Some((&app, 2)))
+        .unwrap();
+    store
+        .upsert_txn(vec![quarantined("q1")], Some((&app, 2)))
+        .unwrap();
+    assert_eq!(
+        store.bookmark("pd", "incidents").unwrap(),
+        Some(serde_json::json!({"page": 1}))
+    );
+
+    let next = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        next.resume("pd", "incidents").unwrap(),
+        Some(serde_json::json!({"page": 2})),
+        "the rows are in: the sync resumes after them, reading nothing twice"
+    );
+    assert!(!store.pending_path(&key).exists());
+}
+
+#[test]
+fn a_checkpoint_killed_before_all_its_tables_committed_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tables = Tables::default();
+    tables.incidents.push(incident("p1", 0));
+    store
+        .commit("pd", "incidents", tables, Some(serde_json::json!({"page": 1})))
+        .unwrap();
+    let key = bookmark_key("pd", "incidents");
+    let pending = Pending {
+        key: key.clone(),
+        seq: 2,
+        state: serde_json::json!({"page": 2}),
+        tables: vec![Incident::NAME.into(), Quarantined::NAME.into()],
+    };
+    store.write_json(&store.pending_path(&key), &pending).unwrap();
+    // Only the incidents committed; the quarantine never did.
+    store
+        .upsert_txn(vec![incident("p2", 0)], Some((&txn_app(&key), 2)))
+        .unwrap();
+
+    let next = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        next.resume("pd", "incidents").unwrap(),
+        Some(serde_json::json!({"page": 1}))
+    );
+    // The re-read commits under a new number, so its commits are never mistaken for the
+    // abandoned checkpoint's.
+    let mut tables = Tables::default();
+    tables.incidents.push(incident("p2", 0));
+    tables.quarantine.push(quarantined("q1"));
+    next.commit("pd", "incidents", tables, Some(serde_json::json!({"page": 2})))
+        .unwrap();
+    assert_eq!(next.sequence(&key).unwrap(), 3);
+    assert_eq!(
+        next.read::<Incident>().unwrap().len(),
+        2,
+        "no duplicate of the row committed twice"
+    );
+    assert_eq!(next.read::<Quarantined>().unwrap().len(), 1);
+}
+
+fn quarantined(id: &str) -> Quarantined {
+    Quarantined {
+        id: id.into(),
+        source: "pd".into(),
+        stream: "incidents".into(),
+        reason: "created_at: unparsable timestamp".into(),
+        raw: "{}".into(),
+        seen_at: day(3, 2),
+        reason_code: None,
+    }
+}
+
+#[test]
+fn a_lake_of_single_parquet_files_is_converted_without_a_row_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // The layout an earlier release wrote: one Parquet file per table, by the same codec.
+    let deployments = vec![
+        dep("jan-1", day(1, 10), 0, DeploymentStatus::Success),
+        dep("mar-1", day(3, 5), 0, DeploymentStatus::Failure),
+    ];
+    pipeline::write_table(&deployments, &store.legacy_table_path(Deployment::NAME)).unwrap();
+    pipeline::write_table(&[incident("p1", 0)], &store.legacy_table_path(Incident::NAME)).unwrap();
+    store
+        .save_bookmark("gh", "deployments", serde_json::json!({"cursor": "x"}))
+        .unwrap();
+    // Readable before it is converted, as before.
+    assert_eq!(store.read::<Deployment>().unwrap(), deployments);
+    assert_eq!(store.legacy_tables(), vec![Deployment::NAME, Incident::NAME]);
+
+    let writer = Store::open_for_writing(dir.path(), "test").unwrap();
+    assert!(writer.legacy_tables().is_empty());
+    assert!(delta::exists(&writer.table_dir(Deployment::NAME)));
+    assert_eq!(writer.read::<Deployment>().unwrap(), deployments);
+    assert_eq!(writer.read::<Incident>().unwrap(), vec![incident("p1", 0)]);
+    assert_eq!(files(&writer).len(), 2, "partitioned by month");
+    assert_eq!(
+        writer.bookmark("gh", "deployments").unwrap(),
+        Some(serde_json::json!({"cursor": "x"})),
+        "bookmarks are kept: no source is read again"
+    );
+}
+
+#[test]
+fn a_conversion_killed_after_its_commit_does_not_convert_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let legacy = store.legacy_table_path(Incident::NAME);
+    pipeline::write_table(&[incident("p1", 0)], &legacy).unwrap();
+    store.migrate().unwrap();
+    // Killed before the old file was removed; meanwhile a sync updated the row.
+    pipeline::write_table(&[incident("p1", 0)], &legacy).unwrap();
+    store.upsert(vec![incident("p1", 3)]).unwrap();
+    let version = store.table_version(Incident::NAME, AsOf::Latest).unwrap();
+    assert_eq!(Store::open(dir.path()).unwrap().migrate().unwrap(), vec![]);
+    assert!(!legacy.exists());
+    assert_eq!(
+        store.table_version(Incident::NAME, AsOf::Latest).unwrap(),
+        version
+    );
+    assert_eq!(store.read::<Incident>().unwrap(), vec![incident("p1", 3)]);
+}
+
+#[test]
+fn maintenance_merges_small_files_keeps_rows_and_time_travel_then_vacuums() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..10 {
+        store
+            .upsert(vec![dep(
+                &format!("d{i}"),
+                day(1, 1 + i),
+                0,
+                DeploymentStatus::Success,
+            )])
+            .unwrap();
+    }
+    assert_eq!(files(&store).len(), 10);
+    let before = store.read::<Deployment>().unwrap();
+    let now = Utc::now();
+    // Not forced and not yet due: nothing merged below the threshold of small files.
+    let quiet = store
+        .maintain(maintain::Retention::default(), false, now)
+        .unwrap();
+    assert_eq!(
+        quiet.compacted,
+        vec![("deployments".to_owned(), 9)],
+        "ten small files are due"
+    );
+    assert_eq!(files(&store).len(), 1);
+    assert_eq!(store.read::<Deployment>().unwrap(), before);
+    assert_eq!(
+        store.read_as_of::<Deployment>(AsOf::Version(3)).unwrap().len(),
+        3,
+        "older versions stay readable"
+    );
+    assert_eq!(quiet.files_vacuumed, 0, "nothing is older than the retention");
+
+    // A second pass the same day is not due for clean-up; a forced one with no retention
+    // deletes the merged-away files.
+    let again = store
+        .maintain(maintain::Retention::default(), false, now)
+        .unwrap();
+    assert_eq!(again.checkpointed, 0);
+    let forced = store
+        .maintain(
+            maintain::Retention { days: 0, raw_days: 0 },
+            true,
+            now + Duration::seconds(1),
+        )
+        .unwrap();
+    assert_eq!(forced.files_vacuumed, 10);
+    assert_eq!(store.read::<Deployment>().unwrap(), before);
+    let on_disk = walk(&store.table_dir(Deployment::NAME));
+    assert_eq!(on_disk, 1, "only the merged file is left");
+}
+
+/// Parquet files under `dir`.
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                usize::from(
+                    p.extension().is_some_and(|x| x == "parquet")
+                        && !p.to_string_lossy().contains("_delta_log"),
+                )
+            }
+        })
+        .sum()
+}

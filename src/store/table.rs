@@ -1,0 +1,317 @@
+//! A canonical table as a Delta table: the copy-on-write upsert that rewrites only the files
+//! holding the keys it replaces, reading a version's rows or files, compaction of small files.
+//!
+//! A table with an anchor column (see `Table::ANCHOR`) is partitioned by the anchor's month, so a
+//! page of recent records touches the newest partitions only. Which file holds a key is learnt per
+//! partition from the files' `id` and updated columns, once per process, and kept up to date by
+//! this process's own commits; another writer's commit (detected by the version) resets it.
+//! Nothing here knows a particular table or talks to a source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tandem_connectors::model::Table;
+
+use super::delta::{self, AsOf, DataFile, Log, NewFile, Operation};
+use super::{StoreError, UpsertStats};
+use crate::pipeline::{self, PipelineError};
+
+/// Where each key of a partition lives: its data file and its updated instant (ms).
+type PartitionIndex = HashMap<String, (String, i64)>;
+
+/// A new data file of a partition and the keys (with their updated instants) it holds.
+type Written = (Option<String>, String, Vec<(String, i64)>);
+
+/// A table's open log and what this process knows of its keys.
+#[derive(Debug)]
+pub(crate) struct OpenTable {
+    pub(crate) log: Log,
+    /// Per partition loaded so far (`None`: the unpartitioned table).
+    index: HashMap<Option<String>, PartitionIndex>,
+    /// The version `index` describes.
+    indexed_version: i64,
+}
+
+impl OpenTable {
+    pub(crate) fn new(log: Log) -> Self {
+        let indexed_version = log.version();
+        Self {
+            log,
+            index: HashMap::new(),
+            indexed_version,
+        }
+    }
+
+    /// The key index of `partition`, read from its files when not known yet.
+    fn partition_index<T: Table>(
+        &mut self,
+        partition: &Option<String>,
+    ) -> Result<&mut PartitionIndex, StoreError> {
+        if self.indexed_version != self.log.version() {
+            self.index.clear();
+            self.indexed_version = self.log.version();
+        }
+        if !self.index.contains_key(partition) {
+            let mut index = PartitionIndex::new();
+            for file in self.log.files().map_err(StoreError::Delta)? {
+                if &file.partition != partition {
+                    continue;
+                }
+                let path = self.log.dir().join(&file.path);
+                let keys =
+                    pipeline::read_keys(&path, T::NAME, T::UPDATED_AT).map_err(|e| unreadable(&path, e))?;
+                for (key, at) in keys {
+                    index.insert(key, (file.path.clone(), at));
+                }
+            }
+            self.index.insert(partition.clone(), index);
+        }
+        Ok(self.index.entry(partition.clone()).or_default())
+    }
+}
+
+/// The partition of a row: the month of its anchor, for a partitioned table.
+pub(crate) fn partition_of<T: Table>(row: &T) -> Option<String> {
+    T::ANCHOR?;
+    Some(row.anchor()?.format("%Y-%m").to_string())
+}
+
+/// Upserts `rows` into the table as one commit (with the application transaction `txn`): rows
+/// of new keys go into a new file per partition; a file holding a key that a newer (or equally
+/// new) row replaces is rewritten with its other rows, and only such files are. A stored row
+/// newer than the incoming one is kept.
+pub(crate) fn upsert<T: Table>(
+    table: &mut OpenTable,
+    rows: Vec<T>,
+    txn: Option<(&str, i64)>,
+) -> Result<UpsertStats, StoreError> {
+    // The batch itself may carry a key twice: the newest (the later one on a tie) wins.
+    let mut batch: BTreeMap<String, T> = BTreeMap::new();
+    for row in rows {
+        match batch.get(row.key()) {
+            Some(old) if row.updated_at() < old.updated_at() => {}
+            _ => {
+                batch.insert(row.key().to_owned(), row);
+            }
+        }
+    }
+    let mut by_partition: BTreeMap<Option<String>, Vec<T>> = BTreeMap::new();
+    for row in batch.into_values() {
+        by_partition.entry(partition_of(&row)).or_default().push(row);
+    }
+    let files: HashMap<String, DataFile> = table
+        .log
+        .files()
+        .map_err(StoreError::Delta)?
+        .into_iter()
+        .map(|f| (f.path.clone(), f))
+        .collect();
+    let mut stats = UpsertStats::default();
+    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    // Index updates to apply once the commit succeeded.
+    let mut moved: Vec<Written> = Vec::new();
+    for (partition, rows) in by_partition {
+        let index = table.partition_index::<T>(&partition)?;
+        let mut replacing: BTreeMap<String, Vec<T>> = BTreeMap::new();
+        let mut fresh = Vec::new();
+        for row in rows {
+            match index.get(row.key()) {
+                None => {
+                    stats.inserted += 1;
+                    fresh.push(row);
+                }
+                Some((file, at)) if row.updated_at().timestamp_millis() >= *at => {
+                    stats.updated += 1;
+                    replacing.entry(file.clone()).or_default().push(row);
+                }
+                Some(_) => {}
+            }
+        }
+        if fresh.is_empty() && replacing.is_empty() {
+            continue;
+        }
+        // The rewritten files' rows, the replaced ones swapped for their new versions, and the
+        // new keys: one new file for the partition.
+        let mut out: Vec<T> = fresh;
+        for (path, new_rows) in replacing {
+            let Some(file) = files.get(&path) else {
+                return Err(StoreError::Delta(delta::DeltaError {
+                    dir: table.log.dir().to_owned(),
+                    message: format!("the key index names {path}, which the log does not"),
+                }));
+            };
+            let mut by_key: BTreeMap<String, T> = read_file::<T>(table.log.dir(), &file.path)?
+                .into_iter()
+                .map(|r| (r.key().to_owned(), r))
+                .collect();
+            for row in new_rows {
+                by_key.insert(row.key().to_owned(), row);
+            }
+            out.extend(by_key.into_values());
+            removes.push(file.clone());
+        }
+        out.sort_by(|a, b| a.key().cmp(b.key()));
+        let new = write_file(table.log.dir(), &partition, &out)?;
+        let keys = out
+            .iter()
+            .map(|r| (r.key().to_owned(), r.updated_at().timestamp_millis()))
+            .collect();
+        moved.push((partition, new.path.clone(), keys));
+        adds.push(new);
+    }
+    if adds.is_empty() && removes.is_empty() && txn.is_none() {
+        return Ok(stats);
+    }
+    let before = table.log.version();
+    let version = table
+        .log
+        .commit(adds, &removes, txn, Operation::Upsert)
+        .map_err(StoreError::Delta)?;
+    if version == before + 1 && table.indexed_version == before {
+        // Only this commit happened since the index was read: keep it, updated.
+        for (partition, path, keys) in moved {
+            let index = table.index.entry(partition).or_default();
+            for (key, at) in keys {
+                index.insert(key, (path.clone(), at));
+            }
+        }
+        table.indexed_version = version;
+    } else {
+        table.index.clear();
+        table.indexed_version = version;
+    }
+    Ok(stats)
+}
+
+/// Merges each partition's files smaller than the compaction target into one file, when it has at
+/// least `min_files` of them; no row changes. Returns the number of files merged away.
+pub(crate) fn compact<T: Table>(table: &mut OpenTable, min_files: usize) -> Result<usize, StoreError> {
+    let mut small: BTreeMap<Option<String>, Vec<DataFile>> = BTreeMap::new();
+    for file in table.log.files().map_err(StoreError::Delta)? {
+        if file.size < delta::COMPACT_TARGET_BYTES {
+            small.entry(file.partition.clone()).or_default().push(file);
+        }
+    }
+    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    for (partition, files) in small {
+        if files.len() < min_files.max(2) {
+            continue;
+        }
+        let mut rows: Vec<T> = Vec::new();
+        for file in &files {
+            rows.extend(read_file::<T>(table.log.dir(), &file.path)?);
+        }
+        rows.sort_by(|a, b| a.key().cmp(b.key()));
+        adds.push(write_file(table.log.dir(), &partition, &rows)?);
+        removes.extend(files);
+    }
+    if removes.is_empty() {
+        return Ok(0);
+    }
+    let merged = removes.len() - adds.len();
+    table
+        .log
+        .commit(adds, &removes, None, Operation::Compact)
+        .map_err(StoreError::Delta)?;
+    table.index.clear();
+    table.indexed_version = table.log.version();
+    Ok(merged)
+}
+
+/// Every row of the table's version `log`, sorted by key.
+pub(crate) fn read_all<T: Table>(log: &Log) -> Result<Vec<T>, StoreError> {
+    let mut rows = Vec::new();
+    for file in log.files().map_err(StoreError::Delta)? {
+        rows.extend(read_file::<T>(log.dir(), &file.path)?);
+    }
+    rows.sort_by(|a, b| a.key().cmp(b.key()));
+    Ok(rows)
+}
+
+/// The rows of one data file.
+fn read_file<T: Table>(dir: &Path, relative: &str) -> Result<Vec<T>, StoreError> {
+    let path = dir.join(relative);
+    if !path.exists() {
+        return Err(StoreError::UnreadableTable {
+            path: dir.to_owned(),
+            message: format!("its log names the data file {relative}, which is missing"),
+        });
+    }
+    pipeline::read_table::<T>(&path).map_err(|e| unreadable(&path, e))
+}
+
+/// Writes `rows` as a new data file of `partition` (unique name, flushed), not yet committed.
+fn write_file<T: Table>(dir: &Path, partition: &Option<String>, rows: &[T]) -> Result<NewFile, StoreError> {
+    static FILES: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "part-{}-{}-{:05}.zstd.parquet",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+        std::process::id(),
+        FILES.fetch_add(1, Ordering::Relaxed)
+    );
+    let relative = match partition {
+        Some(p) => format!("{}={p}/{name}", delta::PARTITION_COLUMN),
+        None => name,
+    };
+    let path = dir.join(&relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| super::io_error("create directory", parent, e))?;
+    }
+    let (size, stats) = pipeline::write_data_file(rows, &path)?;
+    Ok(NewFile {
+        path: relative,
+        partition: partition.clone(),
+        size,
+        stats,
+    })
+}
+
+/// The absolute paths of a version's data files.
+pub(crate) fn file_paths(log: &Log) -> Result<Vec<PathBuf>, StoreError> {
+    Ok(log
+        .files()
+        .map_err(StoreError::Delta)?
+        .into_iter()
+        .map(|f| log.dir().join(f.path))
+        .collect())
+}
+
+/// Opens a table's log at `at`; `None` when the table was never written.
+pub(crate) fn open(dir: &Path, at: AsOf) -> Result<Option<Log>, StoreError> {
+    Log::open(dir, at).map_err(|e| StoreError::UnreadableTable {
+        path: dir.to_owned(),
+        message: e.message,
+    })
+}
+
+fn unreadable(path: &Path, e: PipelineError) -> StoreError {
+    match e {
+        PipelineError::Polars { source, .. } => StoreError::UnreadableTable {
+            path: path.to_owned(),
+            message: source.to_string(),
+        },
+        other => StoreError::Table(other),
+    }
+}
+
+/// Replaces every row of the table by `rows`, as one commit (partitioned as an upsert would).
+pub(crate) fn replace<T: Table>(table: &mut OpenTable, rows: Vec<T>) -> Result<(), StoreError> {
+    let removes = table.log.files().map_err(StoreError::Delta)?;
+    let mut by_partition: BTreeMap<Option<String>, Vec<T>> = BTreeMap::new();
+    for row in rows {
+        by_partition.entry(partition_of(&row)).or_default().push(row);
+    }
+    let mut adds = Vec::new();
+    for (partition, mut rows) in by_partition {
+        rows.sort_by(|a, b| a.key().cmp(b.key()));
+        adds.push(write_file(table.log.dir(), &partition, &rows)?);
+    }
+    table
+        .log
+        .commit(adds, &removes, None, Operation::Overwrite)
+        .map_err(StoreError::Delta)?;
+    table.index.clear();
+    table.indexed_version = table.log.version();
+    Ok(())
+}
