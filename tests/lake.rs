@@ -255,3 +255,132 @@ async fn concurrent_syncs_leave_the_lake_of_one_serial_run() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(snapshot(&store), clean);
 }
+
+/// `tandem <args>` to completion (bounded), returning the exit code, stdout and stderr.
+async fn tandem_output(world: &World, args: &[&str], name: &str) -> (i32, String, String) {
+    let stdout = world.dir.path().join(format!("{name}.stdout"));
+    let stderr = world.dir.path().join(format!("{name}.stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(&world.config_path)
+        .args(args)
+        .envs(tandem::commands::demo::demo_secrets(
+            &crate::common::fake_options(),
+        ))
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let (code, err) = finish(child, &stderr, Duration::from_secs(120)).await;
+    (code, std::fs::read_to_string(&stdout).unwrap(), err)
+}
+
+/// The metric table of the lake as a read-only command computes it (no lock, no conversion).
+fn metric_rows(world: &World) -> Vec<tandem::metric::MetricRow> {
+    let config = world.config();
+    let store = Store::open(&lake(world)).unwrap();
+    let calendar = tandem::commands::range(
+        &tandem::cli::RangeArgs::default(),
+        &config,
+        chrono::Utc::now().date_naive(),
+    )
+    .unwrap();
+    tandem::commands::metrics::from_store(&store, calendar, &config.metrics, &config.services)
+        .unwrap()
+        .to_rows()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_of_single_parquet_files_is_migrated_without_a_request_and_gives_the_same_metrics() {
+    let world = World::start(8).await;
+    let config = world.config();
+    let store = Store::open(&lake(&world)).unwrap();
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
+    let synced = snapshot(&store);
+    let delta_metrics = metric_rows(&world);
+
+    // The same lake as the release before Delta tables kept it: one Parquet file per table,
+    // written by the same codec, sorted by key, beside the same bookmarks.
+    fn flatten<T: tandem_connectors::model::Table>(store: &Store) -> usize {
+        let rows = store.read::<T>().unwrap();
+        tandem::pipeline::write_table(&rows, &store.legacy_table_path(T::NAME)).unwrap();
+        std::fs::remove_dir_all(store.table_dir(T::NAME)).unwrap();
+        rows.len()
+    }
+    let deployments = flatten::<Deployment>(&store);
+    flatten::<Change>(&store);
+    flatten::<Incident>(&store);
+    flatten::<Quarantined>(&store);
+    flatten::<tandem_connectors::model::Commit>(&store);
+    assert!(!store.legacy_tables().is_empty());
+    assert_eq!(
+        metric_rows(&world),
+        delta_metrics,
+        "read as it is before conversion"
+    );
+
+    let before =
+        world.servers.github.control.request_count() + world.servers.pagerduty.control.request_count();
+    let (code, stdout, stderr) = tandem_output(&world, &["migrate"], "migrate").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "migrated: deployments ({deployments} rows) is a Delta table"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        world.servers.github.control.request_count() + world.servers.pagerduty.control.request_count(),
+        before,
+        "no request to any source"
+    );
+    assert!(store.legacy_tables().is_empty());
+    assert_eq!(snapshot(&store), synced, "every row as it was");
+    assert_eq!(metric_rows(&world), delta_metrics, "the same metric table");
+    let (code, stdout, _) = tandem_output(&world, &["migrate"], "migrate-again").await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("already made of Delta tables"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tandem_maintain_merges_small_files_and_keeps_every_row() {
+    let world = World::start(8).await;
+    let config = world.config();
+    let store = Store::open(&lake(&world)).unwrap();
+    assert!(
+        sync(&config, &store, &env(), &fast_sync())
+            .await
+            .unwrap()
+            .all_ok()
+    );
+    let synced = snapshot(&store);
+    let files = |store: &Store| {
+        store
+            .table_files("deployments", tandem::store::delta::AsOf::Latest)
+            .unwrap()
+            .len()
+    };
+    let version = store
+        .table_version("deployments", tandem::store::delta::AsOf::Latest)
+        .unwrap()
+        .unwrap();
+    let before = files(&store);
+    let (code, stdout, stderr) = tandem_output(&world, &["maintain"], "maintain").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("maintained: "), "{stdout}");
+    assert!(
+        files(&store) < before,
+        "small files merged: {before} → {}",
+        files(&store)
+    );
+    assert_eq!(snapshot(&store), synced);
+    let old: Vec<Deployment> = store
+        .read_as_of(tandem::store::delta::AsOf::Version(version))
+        .unwrap();
+    assert_eq!(old, synced.0, "the version before maintenance is still readable");
+}
