@@ -482,13 +482,7 @@ impl Store {
         if !changed {
             return Ok(());
         }
-        let path = self.written_path();
-        let bytes = serde_json::to_vec_pretty(&written).map_err(|e| io_error("encode", &path, e.into()))?;
-        crate::atomic::write_atomic(
-            &path,
-            |f| std::io::Write::write_all(f, &bytes).map_err(|e| io_error("write", &path, e)),
-            io_error,
-        )
+        self.write_json(&self.written_path(), &written)
     }
 
     /// Checks the tables before a sync. A table that was written but whose Delta table is gone
@@ -545,15 +539,10 @@ impl Store {
 
     /// Each table written so far and the streams (`source/stream`) that wrote it.
     fn written(&self) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
-        let path = self.written_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Bookmarks {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(io_error("read", &path, source)),
-        }
+        read_json(&self.written_path(), |path, message| StoreError::Bookmarks {
+            path,
+            message,
+        })
     }
 
     /// Inserts or replaces rows by primary key, as one commit; a stored row newer than the
@@ -694,15 +683,10 @@ impl Store {
 
     /// The last checkpoint number used by each stream.
     fn sequences(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let path = self.sequences_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(io_error("read", &path, e)),
-        }
+        read_json(&self.sequences_path(), |path, message| StoreError::State {
+            path,
+            message,
+        })
     }
 
     fn sequence(&self, key: &str) -> Result<i64, StoreError> {
@@ -861,14 +845,7 @@ impl Store {
     /// Writes `value` as pretty JSON to `state/<name>`, atomically: the one way the store's small
     /// state files (last run, coverage) are written.
     pub fn write_state<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        let path = self.root.join("state").join(name);
-        let bytes = serde_json::to_vec_pretty(value)
-            .map_err(|e| io_error("encode", &path, std::io::Error::other(e)))?;
-        crate::atomic::write_atomic(
-            &path,
-            |file| std::io::Write::write_all(file, &bytes).map_err(|e| io_error("write", &path, e)),
-            io_error,
-        )
+        self.write_json(&self.root.join("state").join(name), value)
     }
 
     /// Every saved stream state, by `source/stream`.
@@ -908,33 +885,15 @@ impl Store {
     }
 
     fn bookmarks(&self) -> Result<HashMap<String, Value>, StoreError> {
-        let path = self.bookmarks_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Bookmarks {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
-            Err(source) => Err(StoreError::Io {
-                action: "read",
-                path,
-                source,
-            }),
-        }
+        read_json(&self.bookmarks_path(), |path, message| StoreError::Bookmarks {
+            path,
+            message,
+        })
     }
 
     fn write_bookmarks(&self, all: &HashMap<String, Value>) -> Result<(), StoreError> {
         let sorted: BTreeMap<&String, &Value> = all.iter().collect();
-        let bytes = serde_json::to_vec_pretty(&sorted).map_err(|e| StoreError::Bookmarks {
-            path: self.bookmarks_path(),
-            message: e.to_string(),
-        })?;
-        let path = self.bookmarks_path();
-        crate::atomic::write_atomic(
-            &path,
-            |f| std::io::Write::write_all(f, &bytes).map_err(|e| io_error("write", &path, e)),
-            io_error,
-        )
+        self.write_json(&self.bookmarks_path(), &sorted)
     }
 }
 
@@ -1013,6 +972,18 @@ const TABLES: [&str; 8] = [
     ChangeRequest::NAME,
     Quarantined::NAME,
 ];
+
+/// A small state file's JSON; a missing file is the default value, an invalid one `corrupt`.
+fn read_json<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    corrupt: impl FnOnce(PathBuf, String) -> StoreError,
+) -> Result<T, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(path.to_owned(), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(io_error("read", path, source)),
+    }
+}
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
