@@ -395,3 +395,37 @@ fn walk(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn a_store_without_the_lock_sees_what_another_writer_committed_before_it_upserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    first
+        .upsert(vec![dep("a", day(1, 10), 0, DeploymentStatus::InProgress)])
+        .unwrap();
+    // Another process (its own store, its own key index) adds and updates rows meanwhile.
+    let other = Store::open(dir.path()).unwrap();
+    other
+        .upsert(vec![
+            dep("a", day(1, 10), 2, DeploymentStatus::Success),
+            dep("b", day(1, 11), 0, DeploymentStatus::Success),
+        ])
+        .unwrap();
+    // The first store replaces `b` instead of adding a second copy of it.
+    let s = first
+        .upsert(vec![dep("b", day(1, 11), 1, DeploymentStatus::Failure)])
+        .unwrap();
+    assert_eq!(
+        s,
+        UpsertStats {
+            inserted: 0,
+            updated: 1
+        }
+    );
+    let rows = first.read::<Deployment>().unwrap();
+    let got: Vec<(&str, DeploymentStatus)> = rows.iter().map(|r| (r.id.as_str(), r.status)).collect();
+    assert_eq!(
+        got,
+        [("a", DeploymentStatus::Success), ("b", DeploymentStatus::Failure)]
+    );
+}

@@ -378,6 +378,14 @@ impl Store {
                 message: "the table was not opened".to_owned(),
             }));
         };
+        // Without the writers' lock another process may have committed since: what this one
+        // knows of the table (its files, which file holds a key) is read again when it did.
+        if self.lock.is_none() {
+            if let Err(e) = table.log.refresh() {
+                open.remove(T::NAME);
+                return Err(e.into());
+            }
+        }
         let result = f(table);
         if result.is_err() {
             // Whatever failed, the next use reads the log afresh.
