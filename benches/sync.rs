@@ -122,8 +122,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "the sync failed: {:?}",
         report.failures().collect::<Vec<_>>()
     );
-    let gh = http::stats("github");
-    let pd = http::stats("pagerduty");
+    let gh = report.requests_of("github");
+    let pd = report.requests_of("pagerduty");
     let (min_gh, min_pd) = minimum_requests(&org);
 
     let concurrency = http::MAX_IN_FLIGHT as f64;
@@ -203,10 +203,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     line(
         "no-change re-sync, GitHub",
-        format!(
-            "{resync_gh} ({} x 304)",
-            http::stats("github").not_modified - gh.not_modified
-        ),
+        format!("{resync_gh} ({} x 304)", again.requests_of("github").not_modified),
         format!("one 304 per stream and repo + running deployments ({streams_x_repos} + {running})"),
         resync_gh <= streams_x_repos + running,
     );

@@ -7,8 +7,9 @@
 
 use std::time::Instant;
 
+use tandem_connectors::http::RequestCounts;
 use tandem_connectors::model::Record;
-use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv, http};
+use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv};
 
 use crate::config::{Config, ServiceConfig};
 pub use crate::store::Tables;
@@ -47,6 +48,8 @@ pub struct StreamOutcome {
     pub error: Option<String>,
     /// The failure was about credentials or permissions.
     pub auth_failed: bool,
+    /// What the stream's read cost in requests (the read's own, whatever else ran at once).
+    pub requests: RequestCounts,
 }
 
 /// What happened to every stream.
@@ -65,6 +68,15 @@ impl SyncReport {
     /// Whether every stream succeeded.
     pub fn all_ok(&self) -> bool {
         self.failures().next().is_none()
+    }
+
+    /// What the streams of source `source` cost in requests, together.
+    pub fn requests_of(&self, source: &str) -> RequestCounts {
+        let mut total = RequestCounts::default();
+        for s in self.streams.iter().filter(|s| s.source == source) {
+            total += s.requests;
+        }
+        total
     }
 }
 
@@ -114,25 +126,14 @@ impl SourceHealth {
 }
 
 impl RunHealth {
-    /// Summarises a sync per source. `traffic` holds each source's HTTP counters over the run
-    /// (the difference of [`http::stats`] after and before); a source missing from it made no
-    /// request.
-    pub fn from_report(
-        report: &SyncReport,
-        started_at: chrono::DateTime<chrono::Utc>,
-        seconds: f64,
-        traffic: &[(String, http::StatsSnapshot)],
-    ) -> Self {
+    /// Summarises a sync per source, its request counts being those its streams' reads reported.
+    pub fn from_report(report: &SyncReport, started_at: chrono::DateTime<chrono::Utc>, seconds: f64) -> Self {
         let mut sources: Vec<SourceHealth> = Vec::new();
         for s in &report.streams {
             let i = match sources.iter().position(|h| h.source == s.source) {
                 Some(i) => i,
                 None => {
-                    let stats = traffic
-                        .iter()
-                        .find(|(name, _)| *name == s.source)
-                        .map(|(_, t)| *t)
-                        .unwrap_or_default();
+                    let stats = report.requests_of(&s.source);
                     sources.push(SourceHealth {
                         source: s.source.clone(),
                         streams_ok: 0,
@@ -264,6 +265,7 @@ pub async fn sync(
                     seconds: started.elapsed().as_secs_f64(),
                     error: Some(e.to_string()),
                     auth_failed: e.is_auth(),
+                    requests: RequestCounts::default(),
                 });
                 continue;
             }
@@ -324,8 +326,11 @@ async fn sync_stream(
         let mut rx = rx;
         let mut records = 0usize;
         let mut quarantined = 0usize;
+        let mut requests = RequestCounts::default();
         // What arrived since the last checkpoint: committed with it, as one unit.
         let mut pending = Tables::default();
+        // The pages this read fetched since the last checkpoint: archived before it is saved.
+        let mut pages = Vec::new();
         while let Some(message) = rx.recv().await {
             match message {
                 Message::Records(batch) => {
@@ -334,19 +339,24 @@ async fn sync_stream(
                         map_service(config, &mut record);
                         pending.push(record);
                     }
-                    progress.update(records, quarantined);
+                    progress.update(records, quarantined, &requests);
                 }
                 Message::Quarantine(batch) => {
                     quarantined += batch.len();
-                    progress.update(records, quarantined);
+                    progress.update(records, quarantined, &requests);
                     for q in &batch {
                         tracing::warn!(source, stream, id = %q.id, reason = %q.reason, "Record quarantined.");
                     }
                     pending.quarantine.extend(batch);
                 }
+                Message::Raw(batch) => pages.extend(batch),
+                Message::Requests(counts) => {
+                    requests += counts;
+                    progress.update(records, quarantined, &requests);
+                }
                 Message::Checkpoint(state) => {
                     // Raw pages first: what the bookmark says was read is then also archived.
-                    let pages = http::take_raw_pages(source);
+                    let pages = std::mem::take(&mut pages);
                     let tables = std::mem::take(&mut pending);
                     let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
                     blocking(move || {
@@ -364,23 +374,22 @@ async fn sync_stream(
                 blocking(move || store.commit(&source, &stream, tables, None)).await?;
             }
         }
+        // Pages fetched after the last checkpoint (a failed read) are archived too: they were read.
+        if !pages.is_empty() {
+            let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+            blocking(move || store.archive_raw(&source, &stream, &pages)).await?;
+        }
         // Records after the last checkpoint (the read failed, or ended without one) are kept,
         // like every record before the failure; the bookmark stays, so they are read again.
         if !pending.is_empty() {
             let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
             blocking(move || store.commit(&source, &stream, pending, None)).await?;
         }
-        Ok::<_, StoreError>((records, quarantined))
+        Ok::<_, StoreError>((records, quarantined, requests))
     };
     let (read_result, commit_result) = tokio::join!(read, commit);
-    // Pages fetched after the last checkpoint (a failed read) are archived too: they were read.
-    let leftover = http::take_raw_pages(source);
-    if !leftover.is_empty() {
-        let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-        blocking(move || store.archive_raw(&source, &stream, &leftover)).await?;
-    }
     // A store failure is fatal for the whole sync: later streams would fail the same way.
-    let (records, quarantined) = commit_result?;
+    let (records, quarantined, requests) = commit_result?;
     let (error, auth_failed) = match read_result {
         Ok(()) | Err(ConnectorError::SinkClosed) => (None, false),
         Err(e) => (Some(e.to_string()), e.is_auth()),
@@ -397,7 +406,7 @@ async fn sync_stream(
         Some(e) => Coverage::record_failure(store, source, &[stream], chrono::Utc::now(), e)?,
     }
     let seconds = started.elapsed().as_secs_f64();
-    progress.finish(records, quarantined, error.is_none());
+    progress.finish(records, quarantined, &requests, error.is_none());
     match &error {
         None => tracing::info!(source, stream, records, quarantined, seconds, "Stream synced."),
         Some(e) => {
@@ -412,6 +421,7 @@ async fn sync_stream(
         seconds,
         error,
         auth_failed,
+        requests,
     })
 }
 
@@ -419,8 +429,6 @@ async fn sync_stream(
 /// so far. Does nothing when disabled.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
-    source: String,
-    start: http::StatsSnapshot,
 }
 
 impl Progress {
@@ -436,19 +444,14 @@ impl Progress {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Self {
-            bar,
-            source: source.to_owned(),
-            start: http::stats(source),
-        }
+        Self { bar }
     }
 
-    fn message(&self, records: usize, quarantined: usize) -> String {
-        let now = http::stats(&self.source);
-        let requests = now.requests - self.start.requests;
-        let waited = (now.paced_ms - self.start.paced_ms) / 1000;
-        let limited = now.rate_limited - self.start.rate_limited;
-        let mut msg = format!("{records} records, {requests} requests");
+    /// The line after `records` and `quarantined` records and the read's `requests` so far.
+    fn message(records: usize, quarantined: usize, requests: &RequestCounts) -> String {
+        let waited = requests.paced_ms / 1000;
+        let limited = requests.rate_limited;
+        let mut msg = format!("{records} records, {} requests", requests.requests);
         if quarantined > 0 {
             msg.push_str(&format!(", {quarantined} quarantined"));
         }
@@ -458,16 +461,19 @@ impl Progress {
         msg
     }
 
-    fn update(&self, records: usize, quarantined: usize) {
+    fn update(&self, records: usize, quarantined: usize, requests: &RequestCounts) {
         if let Some(bar) = &self.bar {
-            bar.set_message(self.message(records, quarantined));
+            bar.set_message(Self::message(records, quarantined, requests));
         }
     }
 
-    fn finish(&self, records: usize, quarantined: usize, ok: bool) {
+    fn finish(&self, records: usize, quarantined: usize, requests: &RequestCounts, ok: bool) {
         if let Some(bar) = &self.bar {
             let mark = if ok { "done" } else { "FAILED" };
-            bar.finish_with_message(format!("{} — {mark}", self.message(records, quarantined)));
+            bar.finish_with_message(format!(
+                "{} — {mark}",
+                Self::message(records, quarantined, requests)
+            ));
         }
     }
 }

@@ -153,6 +153,16 @@ async fn tandem_run_writes_the_digest_and_the_next_run_says_what_changed() {
     assert!(health.sources.iter().all(|s| s.ok()));
     assert!(health.sources.iter().map(|s| s.records).sum::<usize>() > 0);
     assert!(health.sources.iter().map(|s| s.quarantined).sum::<usize>() > 0);
+    // The requests are the run's own, as its reads reported them: every one the fakes answered.
+    let requests_of = |name: &str| health.sources.iter().find(|s| s.source == name).unwrap().requests;
+    assert_eq!(
+        requests_of("github"),
+        world.servers.github.control.request_count() as u64
+    );
+    assert_eq!(
+        requests_of("pagerduty"),
+        world.servers.pagerduty.control.request_count() as u64
+    );
 
     // A day later, with the deployments KPI out of reach: it turns red.
     let second_at = first_at + chrono::Duration::days(1);

@@ -251,11 +251,6 @@ async fn bad_credentials_stop_that_source_and_the_others_continue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
     let world = World::start(4).await;
-    // A source name of its own: request counters are per source name in the process.
-    let text = std::fs::read_to_string(&world.config_path)
-        .unwrap()
-        .replace("name = \"github\"", "name = \"gh-resync\"");
-    std::fs::write(&world.config_path, text).unwrap();
     let config = world.config();
     let store = store_of(&config);
     assert!(
@@ -266,13 +261,8 @@ async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
     );
     let github_before = world.servers.github.control.request_count();
     let pagerduty_before = world.servers.pagerduty.control.request_count();
-    let not_modified_before = tandem_connectors::http::stats("gh-resync").not_modified;
-    assert!(
-        sync(&config, &store, &env(), &fast_sync())
-            .await
-            .unwrap()
-            .all_ok()
-    );
+    let again = sync(&config, &store, &env(), &fast_sync()).await.unwrap();
+    assert!(again.all_ok());
     let github_log = world.servers.github.control.requests()[github_before..].to_vec();
     let pagerduty_log = world.servers.pagerduty.control.requests()[pagerduty_before..].to_vec();
     let repos = world.org.services.len();
@@ -287,7 +277,7 @@ async fn a_no_change_resync_costs_one_request_per_stream_and_repo() {
         .filter(|d| d.environment == "production" && tandem_fixtures::Organisation::finished_at(d).is_none())
         .count();
     assert_eq!(github_log.len() - lists.len(), pending, "{github_log:#?}");
-    let not_modified = tandem_connectors::http::stats("gh-resync").not_modified - not_modified_before;
+    let not_modified = again.requests_of("github").not_modified;
     assert_eq!(not_modified, 2 * repos as u64, "every list answered 304");
     // PagerDuty has no ETags: one window of incidents (empty: nothing new), and each incident
     // still open at the first sync re-read by id, with its log when it may have been acknowledged.
@@ -322,20 +312,15 @@ async fn pacing_keeps_a_run_past_the_advertised_limit_free_of_rate_limit_answers
     let servers = tandem_fixtures::start(org.clone(), options).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = crate::common::write_config(dir.path(), &org, &servers);
-    // A source name of its own: request counters are per source name in the process.
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("name = \"github\"", "name = \"gh-paced\"");
-    std::fs::write(&path, text).unwrap();
     let config = tandem::config::Config::load(&path).unwrap();
     let store = store_of(&config);
     let options = SyncOptions {
-        source: Some("gh-paced".into()),
+        source: Some("github".into()),
         ..fast_sync()
     };
     let report = sync(&config, &store, &env(), &options).await.unwrap();
     assert!(report.all_ok(), "{report:?}");
-    let stats = tandem_connectors::http::stats("gh-paced");
+    let stats = report.requests_of("github");
     let requests = servers.github.control.request_count();
     assert!(
         requests > 60,
@@ -348,20 +333,15 @@ async fn pacing_keeps_a_run_past_the_advertised_limit_free_of_rate_limit_answers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_read_is_archived_raw() {
     let world = World::start(3).await;
-    // A source name of its own: the archive buffers are per source name in the process.
-    let text = std::fs::read_to_string(&world.config_path)
-        .unwrap()
-        .replace("name = \"github\"", "name = \"gh-archive\"");
-    std::fs::write(&world.config_path, text).unwrap();
     let config = world.config();
     let store = store_of(&config);
     let options = SyncOptions {
-        source: Some("gh-archive".into()),
+        source: Some("github".into()),
         ..fast_sync()
     };
     assert!(sync(&config, &store, &env(), &options).await.unwrap().all_ok());
-    let mut pages = store.raw_pages("gh-archive", "deployments").unwrap();
-    pages.extend(store.raw_pages("gh-archive", "pulls").unwrap());
+    let mut pages = store.raw_pages("github", "deployments").unwrap();
+    pages.extend(store.raw_pages("github", "pulls").unwrap());
     assert_eq!(
         pages.len(),
         world.servers.github.control.request_count(),
@@ -377,6 +357,52 @@ async fn every_page_read_is_archived_raw() {
             p.body.is_array() || p.body.is_object(),
             "a JSON list or compare result"
         );
+    }
+}
+
+/// Two syncs at once in one process, into two lakes whose GitHub sources have the same name: each
+/// lake archives exactly the pages its own sync read, and each report counts exactly its own
+/// requests, stream by stream (pages and counters used to be kept per source name for the whole
+/// process, so one sync's checkpoint archived the other's pages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_syncs_at_once_of_sources_with_one_name_archive_and_count_only_their_own_pages() {
+    let (a, b) = tokio::join!(World::start(2), World::start(3));
+    let (config_a, config_b) = (a.config(), b.config());
+    let (store_a, store_b) = (store_of(&config_a), store_of(&config_b));
+    let options = SyncOptions {
+        source: Some("github".into()),
+        ..fast_sync()
+    };
+    let env = env();
+    let (report_a, report_b) = tokio::join!(
+        sync(&config_a, &store_a, &env, &options),
+        sync(&config_b, &store_b, &env, &options)
+    );
+    for (world, store, report) in [
+        (&a, &store_a, report_a.unwrap()),
+        (&b, &store_b, report_b.unwrap()),
+    ] {
+        assert!(report.all_ok(), "{report:?}");
+        let base = world.servers.github.base_url();
+        let mut archived = 0;
+        for outcome in &report.streams {
+            let pages = store.raw_pages("github", &outcome.stream).unwrap();
+            for p in &pages {
+                assert!(p.url.starts_with(&base), "{base}: {}", p.url);
+            }
+            // No retries here: one request per page, and the stream's own.
+            assert_eq!(
+                outcome.requests.requests,
+                pages.len() as u64,
+                "{}",
+                outcome.stream
+            );
+            archived += pages.len();
+        }
+        let served = world.servers.github.control.request_count();
+        assert!(served > 0);
+        assert_eq!(archived, served, "every page this sync read, no other");
+        assert_eq!(report.requests_of("github").requests, served as u64);
     }
 }
 

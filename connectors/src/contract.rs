@@ -3,11 +3,16 @@
 //!
 //! The runner (in the `tandem` crate) saves a checkpoint only after every record sent before it is
 //! committed to the store; a connector must therefore send a checkpoint only *after* the records it
-//! covers. Connectors never touch the store.
+//! covers. The raw pages a read fetched and the requests it made travel the same way, ahead of the
+//! message that follows them, so the runner archives what a checkpoint covers before saving it.
+//! Connectors never touch the store.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::error::ConnectorError;
+use crate::http::{RawPage, RequestCounts, Traffic};
 use crate::model::{Quarantined, Record};
 
 /// A stream a connector offers.
@@ -32,19 +37,57 @@ pub enum Message {
     Quarantine(Vec<Quarantined>),
     /// The stream's state after every message before it: save it once those are committed.
     Checkpoint(serde_json::Value),
+    /// Responses the read fetched since the last such message, oldest first: archive them no
+    /// later than the next checkpoint, which may cover what they hold.
+    Raw(Vec<RawPage>),
+    /// What the read's requests came to since the last such message (add them up).
+    Requests(RequestCounts),
 }
 
 /// The sending half a connector writes to; dropping it ends the stream.
 #[derive(Debug)]
 pub struct Emitter {
     tx: mpsc::Sender<Message>,
+    /// What this read's HTTP client fetched and has not been reported yet.
+    traffic: Arc<Traffic>,
+    /// Held from taking the traffic to sending the message after it, so that parts of a read
+    /// sending at once cannot put a checkpoint ahead of the pages it covers.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Emitter {
     /// A channel whose small capacity keeps the connector at most a page ahead of the store.
     pub fn channel() -> (Self, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(2);
-        (Self { tx }, rx)
+        let emitter = Self {
+            tx,
+            traffic: Arc::default(),
+            turn: Arc::default(),
+        };
+        (emitter, rx)
+    }
+
+    /// Where the HTTP client of this read keeps its pages and counts (see
+    /// [`HttpClient::recording`](crate::http::HttpClient::recording)).
+    pub(crate) fn traffic(&self) -> &Arc<Traffic> {
+        &self.traffic
+    }
+
+    /// A second handle on the same stream, for [`Connector::read`](crate::Connector::read), which
+    /// reports what the read fetched after the connector is done with it.
+    pub(crate) fn share(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            traffic: Arc::clone(&self.traffic),
+            turn: Arc::clone(&self.turn),
+        }
+    }
+
+    /// Sends the pages and counts not reported yet: those of a read that ended, or failed, after
+    /// its last message.
+    pub(crate) async fn finish(&self) -> Result<(), ConnectorError> {
+        let _turn = self.turn.lock().await;
+        self.report_traffic().await
     }
 
     /// Sends records (nothing when empty).
@@ -72,7 +115,25 @@ impl Emitter {
         self.send(Message::Checkpoint(value)).await
     }
 
+    /// Sends `message` after the pages and counts gathered before it.
     async fn send(&self, message: Message) -> Result<(), ConnectorError> {
+        let _turn = self.turn.lock().await;
+        self.report_traffic().await?;
+        self.send_now(message).await
+    }
+
+    async fn report_traffic(&self) -> Result<(), ConnectorError> {
+        let (pages, counts) = self.traffic.take();
+        if !pages.is_empty() {
+            self.send_now(Message::Raw(pages)).await?;
+        }
+        if !counts.is_zero() {
+            self.send_now(Message::Requests(counts)).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_now(&self, message: Message) -> Result<(), ConnectorError> {
         self.tx
             .send(message)
             .await

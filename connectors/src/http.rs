@@ -6,6 +6,10 @@
 //! never logs or returns a secret: tokens go into headers only, are sent only to the configured
 //! base URL's origin (redirects and next links to another origin go without them), and errors
 //! quote URLs and bodies.
+//!
+//! The pages a read fetches and the requests it costs belong to that read: its client keeps them
+//! in the read's [`Traffic`] and its emitter reports them as messages of the contract. Nothing is
+//! kept per process but the connection pool, so reads running at once never mix their pages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,8 +178,9 @@ pub struct HttpClient {
     rate: Arc<Mutex<RateState>>,
     /// Bounds the requests of this source in flight at once.
     in_flight: Arc<Semaphore>,
-    /// Counters for logs and benchmarks.
-    stats: Arc<Stats>,
+    /// Where the read this client serves keeps its pages and request counts (see
+    /// [`HttpClient::recording`]); `None` for a client that serves no read (`tandem check`).
+    traffic: Option<Arc<Traffic>>,
 }
 
 /// Requests of one source in flight at once: far below GitHub's secondary limit of 100
@@ -198,9 +203,9 @@ struct RateState {
     next_slot: Option<Instant>,
 }
 
-/// Request counters of one source.
+/// Request counters of one read, counted as requests go and taken by its emitter.
 #[derive(Debug, Default)]
-pub struct Stats {
+struct Counters {
     requests: AtomicU64,
     retries: AtomicU64,
     rate_limited: AtomicU64,
@@ -208,9 +213,9 @@ pub struct Stats {
     paced_ms: AtomicU64,
 }
 
-/// A copy of a source's counters.
+/// What the requests of one read, or of part of it, came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
+pub struct RequestCounts {
     /// Requests sent (retries included).
     pub requests: u64,
     /// Requests that were retries.
@@ -223,14 +228,61 @@ pub struct StatsSnapshot {
     pub paced_ms: u64,
 }
 
-impl Stats {
-    fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            rate_limited: self.rate_limited.load(Ordering::Relaxed),
-            not_modified: self.not_modified.load(Ordering::Relaxed),
-            paced_ms: self.paced_ms.load(Ordering::Relaxed),
+impl RequestCounts {
+    /// Whether no request was counted.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl std::ops::AddAssign for RequestCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.requests += other.requests;
+        self.retries += other.retries;
+        self.rate_limited += other.rate_limited;
+        self.not_modified += other.not_modified;
+        self.paced_ms += other.paced_ms;
+    }
+}
+
+impl Counters {
+    /// The counts so far, leaving zero behind.
+    fn take(&self) -> RequestCounts {
+        RequestCounts {
+            requests: self.requests.swap(0, Ordering::Relaxed),
+            retries: self.retries.swap(0, Ordering::Relaxed),
+            rate_limited: self.rate_limited.swap(0, Ordering::Relaxed),
+            not_modified: self.not_modified.swap(0, Ordering::Relaxed),
+            paced_ms: self.paced_ms.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// What one read fetched and has not yet reported: its raw pages, oldest first, and its request
+/// counts. Each read has its own (its [`Emitter`](crate::Emitter) makes it and reports it as
+/// messages of the contract), so reads that run at once, of one source or of two sources with the
+/// same name, never see each other's pages or counts.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pages: std::sync::Mutex<Vec<RawPage>>,
+    counts: Counters,
+}
+
+impl Traffic {
+    /// The pages fetched and the requests counted since the last call.
+    pub fn take(&self) -> (Vec<RawPage>, RequestCounts) {
+        let pages = match self.pages.lock() {
+            Ok(mut pages) => std::mem::take(&mut *pages),
+            // A thread that panicked while pushing a page left the list as it was: take it.
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        (pages, self.counts.take())
+    }
+
+    fn keep(&self, page: RawPage) {
+        match self.pages.lock() {
+            Ok(mut pages) => pages.push(page),
+            Err(poisoned) => poisoned.into_inner().push(page),
         }
     }
 }
@@ -253,62 +305,21 @@ pub struct RawPage {
     pub body: serde_json::Value,
 }
 
-/// Raw pages fetched per source and not yet archived.
-fn raw_buffers() -> &'static std::sync::Mutex<HashMap<String, Vec<RawPage>>> {
-    static RAW: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<RawPage>>>> =
-        std::sync::OnceLock::new();
-    RAW.get_or_init(Default::default)
-}
-
-/// Takes the pages source `source` fetched since the last call, oldest first: the runner archives
-/// them at each checkpoint.
-pub fn take_raw_pages(source: &str) -> Vec<RawPage> {
-    raw_buffers()
-        .lock()
-        .map(|mut b| b.remove(source).unwrap_or_default())
-        .unwrap_or_default()
-}
-
-fn keep_raw(source: &str, page: &JsonPage) {
+/// The page as it is archived: the response headers without cookies.
+fn raw_page(page: &JsonPage) -> RawPage {
     let headers = page
         .headers
         .iter()
         .filter(|(name, _)| *name != reqwest::header::SET_COOKIE)
         .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
         .collect();
-    let raw = RawPage {
+    RawPage {
         fetched_at: Utc::now(),
         method: "GET".into(),
         url: page.url.clone(),
         status: 200,
         headers,
         body: page.body.clone(),
-    };
-    if let Ok(mut buffers) = raw_buffers().lock() {
-        buffers.entry(source.to_owned()).or_default().push(raw);
-    }
-}
-
-/// The counters of every source by name, shared by every client of that source in the process.
-fn registry() -> &'static std::sync::Mutex<HashMap<String, Arc<Stats>>> {
-    static REGISTRY: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<Stats>>>> =
-        std::sync::OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
-/// The request counters of source `source` so far in this process.
-pub fn stats(source: &str) -> StatsSnapshot {
-    registry()
-        .lock()
-        .map(|r| r.get(source).map(|s| s.snapshot()).unwrap_or_default())
-        .unwrap_or_default()
-}
-
-fn stats_for(source: &str) -> Arc<Stats> {
-    match registry().lock() {
-        Ok(mut r) => Arc::clone(r.entry(source.to_owned()).or_default()),
-        // A poisoned registry only loses counters, never requests.
-        Err(_) => Arc::new(Stats::default()),
     }
 }
 
@@ -378,8 +389,26 @@ impl HttpClient {
             policy,
             rate: Arc::new(Mutex::new(RateState::default())),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            stats: stats_for(source),
+            traffic: None,
         })
+    }
+
+    /// This client for one read: the pages it fetches and the requests it sends are kept in
+    /// `traffic`, which the read's emitter reports. The pacing state, the bound on requests in
+    /// flight and the page counts stay shared with every other client of the source, because the
+    /// source's rate limit and `http.max_pages_per_stream` hold for all its reads together.
+    pub fn recording(&self, traffic: &Arc<Traffic>) -> Self {
+        Self {
+            traffic: Some(Arc::clone(traffic)),
+            ..self.clone()
+        }
+    }
+
+    /// Adds one to a counter of the read this client serves.
+    fn count(&self, counter: fn(&Counters) -> &AtomicU64, by: u64) {
+        if let Some(traffic) = &self.traffic {
+            counter(&traffic.counts).fetch_add(by, Ordering::Relaxed);
+        }
     }
 
     /// The configured source name.
@@ -418,9 +447,9 @@ impl HttpClient {
         loop {
             attempt += 1;
             self.pace().await?;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.count(|c| &c.requests, 1);
             if attempt > 1 {
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.count(|c| &c.retries, 1);
             }
             let target = match self.client.get(url).query(query).build() {
                 Ok(r) => r.url().clone(),
@@ -442,7 +471,7 @@ impl HttpClient {
                     let answered_at = Origin::of(response.url());
                     self.note_rate_limit(&headers).await;
                     if status == StatusCode::NOT_MODIFIED {
-                        self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+                        self.count(|c| &c.not_modified, 1);
                         return Ok(None);
                     }
                     match self.read_body(response, &shown_url).await {
@@ -454,7 +483,9 @@ impl HttpClient {
                                     headers,
                                     body: json,
                                 };
-                                keep_raw(&self.source, &page);
+                                if let Some(traffic) = &self.traffic {
+                                    traffic.keep(raw_page(&page));
+                                }
                                 return Ok(Some(page));
                             }
                             // A 200 whose body is cut off mid-JSON or is an HTML error page from a
@@ -616,7 +647,7 @@ impl HttpClient {
         let mentions_limit = text.to_ascii_lowercase().contains("rate limit");
         let is_rate_limit = code == 429 || (code == 403 && (remaining_zero || mentions_limit));
         if is_rate_limit {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.count(|c| &c.rate_limited, 1);
             let wait = retry_after
                 .map(Duration::from_secs)
                 .or_else(|| remaining_zero.then(|| reset_wait(headers)).flatten())
@@ -748,9 +779,9 @@ impl HttpClient {
         }
         if !wait.is_zero() {
             tracing::debug!(source = %self.source, wait_ms = wait.as_millis() as u64, "Pacing for the rate limit.");
-            self.stats.paced_ms.fetch_add(
+            self.count(
+                |c| &c.paced_ms,
                 u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
             );
             tokio::time::sleep(wait).await;
         }

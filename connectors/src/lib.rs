@@ -205,20 +205,29 @@ impl Connector {
         }
     }
 
-    /// Reads one stream from a bookmark; see [`contract`].
+    /// Reads one stream from a bookmark; see [`contract`]. The raw pages the read fetches and the
+    /// requests it makes are sent through `out` as well ([`Message::Raw`], [`Message::Requests`]),
+    /// each ahead of the message that follows it, the last ones when the read ends or fails.
     pub async fn read(
         &self,
         stream: &str,
         bookmark: Option<Value>,
         out: Emitter,
     ) -> Result<(), ConnectorError> {
-        match self {
-            Self::GitHub(c) => c.read(stream, bookmark, out).await,
-            Self::GitLab(c) => c.read(stream, bookmark, out).await,
-            Self::Jira(c) => c.read(stream, bookmark, out).await,
-            Self::PagerDuty(c) => c.read(stream, bookmark, out).await,
-            Self::ServiceNow(c) => c.read(stream, bookmark, out).await,
-            Self::File(c) => c.read(stream, bookmark, out).await,
-        }
+        let traffic = out.traffic();
+        let read = out.share();
+        let result = match self {
+            Self::GitHub(c) => c.recording(traffic).read(stream, bookmark, read).await,
+            Self::GitLab(c) => c.recording(traffic).read(stream, bookmark, read).await,
+            Self::Jira(c) => c.recording(traffic).read(stream, bookmark, read).await,
+            Self::PagerDuty(c) => c.recording(traffic).read(stream, bookmark, read).await,
+            Self::ServiceNow(c) => c.recording(traffic).read(stream, bookmark, read).await,
+            // Files are read without HTTP: no pages to archive, no requests to count.
+            Self::File(c) => c.read(stream, bookmark, read).await,
+        };
+        // The pages of a failed read are reported too: they were fetched. The read's own error
+        // comes first; a runner that stopped listening is reported only after a clean read.
+        let finished = out.finish().await;
+        result.and(finished)
     }
 }

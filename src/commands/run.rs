@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tandem_connectors::http::{self, StatsSnapshot};
 
 use super::{Context, Outcome, metrics, nightly, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
@@ -83,10 +82,8 @@ pub async fn job_at(
 /// A sync run of the job, and what its health is made from.
 #[derive(Debug)]
 pub struct Synced {
-    /// What each source did.
+    /// What each source did, requests included.
     pub report: SyncReport,
-    /// Each source's HTTP counters during the sync.
-    traffic: Vec<(String, StatsSnapshot)>,
     /// When the run started, as the digest names it.
     started_at: DateTime<Utc>,
     /// Measures the run's duration.
@@ -96,12 +93,7 @@ pub struct Synced {
 impl Synced {
     /// The run's health, with the time spent since it started.
     pub fn health(&self) -> RunHealth {
-        RunHealth::from_report(
-            &self.report,
-            self.started_at,
-            self.clock.elapsed().as_secs_f64(),
-            &self.traffic,
-        )
+        RunHealth::from_report(&self.report, self.started_at, self.clock.elapsed().as_secs_f64())
     }
 }
 
@@ -111,35 +103,16 @@ impl Synced {
 pub async fn sync_recorded(config: &Config, ctx: &Context, now: DateTime<Utc>) -> anyhow::Result<Synced> {
     let clock = Instant::now();
     let store = Store::open(&config.resolve(&config.store.path))?;
-    let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
-    let before: Vec<StatsSnapshot> = names.iter().map(|n| http::stats(n)).collect();
     let options = SyncOptions {
         progress: ctx.progress,
         ..SyncOptions::default()
     };
     let report = sync::sync_into_store(config, &ctx.env, &options).await?;
-    let traffic: Vec<(String, StatsSnapshot)> = names
-        .iter()
-        .zip(&before)
-        .map(|(name, b)| (name.clone(), since(http::stats(name), *b)))
-        .collect();
     let synced = Synced {
         report,
-        traffic,
         started_at: now,
         clock,
     };
     synced.health().save(&store)?;
     Ok(synced)
-}
-
-/// A source's HTTP counters between two snapshots.
-fn since(after: StatsSnapshot, before: StatsSnapshot) -> StatsSnapshot {
-    StatsSnapshot {
-        requests: after.requests.saturating_sub(before.requests),
-        retries: after.retries.saturating_sub(before.retries),
-        rate_limited: after.rate_limited.saturating_sub(before.rate_limited),
-        not_modified: after.not_modified.saturating_sub(before.not_modified),
-        paced_ms: after.paced_ms.saturating_sub(before.paced_ms),
-    }
 }

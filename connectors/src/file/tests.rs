@@ -77,6 +77,7 @@ async fn run(c: &FileImport, stream: &str, bookmark: Option<Value>) -> Output {
                 o.checkpoints.push(c);
                 o.records_at_checkpoint.push(o.records.len());
             }
+            Message::Raw(_) | Message::Requests(_) => {}
         }
     }
     o

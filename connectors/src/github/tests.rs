@@ -14,9 +14,10 @@ use tandem_fixtures::github_data::{self, GitHubData, Workflow};
 use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation, SimDeployment, SimPull};
 
 use super::{GitHub, GitHubConfig};
+use crate::Connector;
 use crate::contract::{Message, covers_from, read_all};
 use crate::error::ConnectorError;
-use crate::http::RetryPolicy;
+use crate::http::{RawPage, RequestCounts, RetryPolicy};
 use crate::model::{Commit, Deployment, DeploymentStatus, Incident, Quarantined, Record, Severity};
 use crate::secret::SecretEnv;
 
@@ -48,7 +49,7 @@ async fn world(weeks: u32) -> World {
 }
 
 impl World {
-    /// A config for every repo; `name` must be unique per test (request counters are per source).
+    /// A config for every repo, of source `name`.
     fn config(&self, name: &str) -> GitHubConfig {
         GitHubConfig {
             name: name.to_owned(),
@@ -141,6 +142,28 @@ impl Read {
         self.checkpoints().pop()
     }
 
+    /// The raw pages the read reported (only a read through [`crate::Connector`] reports them).
+    fn pages(&self) -> Vec<RawPage> {
+        self.messages
+            .iter()
+            .flat_map(|m| match m {
+                Message::Raw(pages) => pages.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// What the read's requests came to, as it reported them.
+    fn requests(&self) -> RequestCounts {
+        let mut total = RequestCounts::default();
+        for m in &self.messages {
+            if let Message::Requests(counts) = m {
+                total += *counts;
+            }
+        }
+        total
+    }
+
     fn deployments(&self) -> Vec<Deployment> {
         self.records()
             .into_iter()
@@ -173,6 +196,13 @@ impl Read {
 }
 
 async fn read(gh: &GitHub, stream: &str, bookmark: Option<Value>) -> Read {
+    let (result, messages) = read_all(|out| gh.read(stream, bookmark, out)).await;
+    Read { result, messages }
+}
+
+/// A read through the connector contract's entry point, which also reports the read's raw pages
+/// and request counts.
+async fn read_reported(gh: &Connector, stream: &str, bookmark: Option<Value>) -> Read {
     let (result, messages) = read_all(|out| gh.read(stream, bookmark, out)).await;
     Read { result, messages }
 }
@@ -259,7 +289,7 @@ fn before_checkpoint(read: &Read, n: usize) -> (Vec<Record>, Value) {
                 }
                 seen += 1;
             }
-            Message::Quarantine(_) => {}
+            Message::Quarantine(_) | Message::Raw(_) | Message::Requests(_) => {}
         }
     }
     panic!("no checkpoint {n}");
@@ -761,8 +791,7 @@ async fn workflow_runs_split_a_created_range_holding_more_than_github_lists() {
 #[tokio::test]
 async fn a_no_change_resync_costs_one_request_per_repo_and_stream() {
     let w = world(6).await;
-    let name = "gh-resync";
-    let gh = connector(config_all(&w, name));
+    let gh = Connector::GitHub(connector(config_all(&w, "gh-resync")));
     let repos = w.org.services.len();
     let running_deploys = w
         .org
@@ -784,26 +813,26 @@ async fn a_no_change_resync_costs_one_request_per_repo_and_stream() {
         ("releases", 0),
         ("workflow_runs", running_runs),
     ] {
-        let first = read(&gh, stream, None).await.ok();
+        let first = read_reported(&gh, stream, None).await.ok();
         let mut bookmark = first.last_checkpoint().unwrap();
         if matches!(stream, "issues" | "workflow_runs") {
             // The first sync had no time filter; the next one filters from the bookmark and
             // gets the overlap again: still one request per repo.
             let before = w.requests().len();
-            let second = read(&gh, stream, Some(bookmark)).await.ok();
+            let second = read_reported(&gh, stream, Some(bookmark)).await.ok();
             assert_eq!(w.requests_since(before).len(), repos + rereads, "{stream}");
             bookmark = second.last_checkpoint().unwrap();
         }
         let before = w.requests().len();
-        let not_modified = crate::http::stats(name).not_modified;
-        let again = read(&gh, stream, Some(bookmark)).await.ok();
+        let again = read_reported(&gh, stream, Some(bookmark)).await.ok();
         let log = w.requests_since(before);
         assert_eq!(log.len(), repos + rereads, "{stream}: {log:#?}");
         assert_eq!(
-            crate::http::stats(name).not_modified - not_modified,
+            again.requests().not_modified,
             repos as u64,
             "{stream}: every list answered 304: {log:#?}"
         );
+        assert_eq!(again.requests().requests, log.len() as u64, "{stream}");
         // Only what was still running comes again.
         assert!(
             again
@@ -817,6 +846,79 @@ async fn a_no_change_resync_costs_one_request_per_repo_and_stream() {
             "{stream}"
         );
     }
+}
+
+/// Two streams of one source read at once: each read reports exactly the pages it fetched and the
+/// requests it made, none of the other's (the pages used to go to one buffer per source name, and
+/// whichever stream checkpointed first archived both streams' pages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_of_one_source_read_at_once_report_only_their_own_pages_and_requests() {
+    let w = world(4).await;
+    let gh = Connector::GitHub(connector(w.config("gh-together")));
+    let (deployments, pulls) = tokio::join!(
+        read_reported(&gh, "deployments", None),
+        read_reported(&gh, "pulls", None)
+    );
+    let (deployments, pulls) = (deployments.ok(), pulls.ok());
+    let urls = |read: &Read| read.pages().into_iter().map(|p| p.url).collect::<Vec<_>>();
+    let (deployment_urls, pull_urls) = (urls(&deployments), urls(&pulls));
+    assert!(!deployment_urls.is_empty() && !pull_urls.is_empty());
+    // The deployments stream reads deployments, their statuses and compares; the pulls stream
+    // reads pulls and their commits.
+    for url in &deployment_urls {
+        assert!(url.contains("/deployments") || url.contains("/compare/"), "{url}");
+    }
+    for url in &pull_urls {
+        assert!(url.contains("/pulls"), "{url}");
+    }
+    // Each read counts its own requests: one page per request here (no retry, no 304), and the
+    // two together are every request the server saw.
+    for (stream, read, urls) in [
+        ("deployments", &deployments, &deployment_urls),
+        ("pulls", &pulls, &pull_urls),
+    ] {
+        let counts = read.requests();
+        assert_eq!(counts.requests, urls.len() as u64, "{stream}");
+        assert_eq!((counts.retries, counts.not_modified), (0, 0), "{stream}");
+    }
+    assert_eq!(
+        deployment_urls.len() + pull_urls.len(),
+        w.requests().len(),
+        "every request belongs to exactly one of the reads"
+    );
+}
+
+/// A read reports its pages before the checkpoint that covers them, so a runner that archives
+/// the pages it has when a checkpoint arrives archives everything the bookmark says was read.
+#[tokio::test]
+async fn a_read_reports_its_pages_before_the_checkpoint_that_covers_them() {
+    let w = world(2).await;
+    let gh = Connector::GitHub(connector(w.config("gh-order")));
+    let read = read_reported(&gh, "pulls", None).await.ok();
+    let last_checkpoint = read
+        .messages
+        .iter()
+        .rposition(|m| matches!(m, Message::Checkpoint(_)))
+        .unwrap();
+    let pages_before: usize = read.messages[..last_checkpoint]
+        .iter()
+        .map(|m| match m {
+            Message::Raw(pages) => pages.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(pages_before, w.requests().len(), "every page of the walk");
+    // Every record message follows the pages it came from.
+    let first_records = read
+        .messages
+        .iter()
+        .position(|m| matches!(m, Message::Records(_)))
+        .unwrap();
+    assert!(
+        read.messages[..first_records]
+            .iter()
+            .any(|m| matches!(m, Message::Raw(_)))
+    );
 }
 
 #[tokio::test]

@@ -101,6 +101,7 @@ impl From<Vec<Message>> for Out {
                 }
                 Message::Quarantine(q) => out.quarantined.extend(q),
                 Message::Checkpoint(c) => out.checkpoints.push(c),
+                Message::Raw(_) | Message::Requests(_) => {}
             }
         }
         out

@@ -117,7 +117,7 @@ impl Output {
                         self.quarantined.insert(q.id.clone(), q.reason.clone());
                     }
                 }
-                Message::Checkpoint(_) => {}
+                Message::Checkpoint(_) | Message::Raw(_) | Message::Requests(_) => {}
             }
         }
     }

@@ -292,6 +292,15 @@ impl PagerDuty {
         checks
     }
 
+    /// This connector for one read, whose pages and requests are kept in `traffic` (see
+    /// [`HttpClient::recording`]).
+    pub(crate) fn recording(&self, traffic: &std::sync::Arc<crate::http::Traffic>) -> Self {
+        Self {
+            client: self.client.recording(traffic),
+            ..self.clone()
+        }
+    }
+
     /// Reads `stream` from `bookmark`, sending records and checkpoints to `out`.
     pub async fn read(
         &self,

@@ -127,10 +127,19 @@ fn health() -> RunHealth {
         seconds: 1.0,
         error: error.map(str::to_owned),
         auth_failed: false,
+        requests: Default::default(),
+    };
+    let mut deployments = stream("github", "deployments", 10, 1, None);
+    deployments.requests = tandem_connectors::http::RequestCounts {
+        requests: 12,
+        retries: 1,
+        rate_limited: 2,
+        not_modified: 0,
+        paced_ms: 4_500,
     };
     let report = SyncReport {
         streams: vec![
-            stream("github", "deployments", 10, 1, None),
+            deployments,
             stream("github", "pulls", 5, 0, None),
             stream(
                 "pagerduty",
@@ -142,17 +151,7 @@ fn health() -> RunHealth {
             stream("jira", "issues", 7, 0, None),
         ],
     };
-    let traffic = [(
-        "github".to_owned(),
-        tandem_connectors::http::StatsSnapshot {
-            requests: 12,
-            retries: 1,
-            rate_limited: 2,
-            not_modified: 0,
-            paced_ms: 4_500,
-        },
-    )];
-    RunHealth::from_report(&report, at(22, 5), 42.4, &traffic)
+    RunHealth::from_report(&report, at(22, 5), 42.4)
 }
 
 fn input<'a>(
