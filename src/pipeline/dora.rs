@@ -14,7 +14,7 @@ use polars::prelude::*;
 use tandem_connectors::model::Ticket;
 
 use super::PipelineError;
-use super::calendar::{Grain, period_start};
+use crate::metric::calendar::{Grain, period_start};
 use super::codec::{SLICE_ROWS, in_slices, scan_table};
 use super::engine::links::sha_key;
 use super::engine::{Period, Scope, Shared, aggregate, hours, lead, link_method, metric_rows_with};

@@ -23,7 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Severity, Ticket};
 
-use super::calendar::{Calendar, Grain};
+use crate::metric::calendar::{Calendar, Grain};
 use super::codec::scan_table;
 use super::intervals::union_length;
 use super::{Attribution, Inputs, Options, PipelineError};

@@ -3,8 +3,9 @@
 //! Every polars call in tandem lives under this module (polars' API moves between versions):
 //! `codec` is the store's only way into and out of Parquet; `engine` computes the core metrics and
 //! runs the metric families (`dora`, `ops`, `itsm`, `quality`); `intervals` merges outage
-//! intervals; `output` writes and reads the metric table; `calendar`, `stats`, `tiers` and `kpi` are
-//! the plain-Rust pieces the definitions need; `devlake` reproduces DevLake's rules.
+//! intervals; `output` writes and reads the metric table; `stats` is the plain-Rust statistics the
+//! definitions need (the calendar, tiers and KPIs are on the metric floor, [`crate::metric`]);
+//! `devlake` reproduces DevLake's rules.
 //! It must not know about HTTP, sources or reports.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,6 @@ use tandem_connectors::model::{Severity, Table};
 use crate::metric::{MetricRow, MetricTable};
 
 pub mod bulk;
-pub mod calendar;
 mod codec;
 pub mod devlake;
 mod dora;
@@ -22,14 +22,16 @@ mod engine;
 pub mod export;
 mod intervals;
 mod itsm;
-pub mod kpi;
 mod ops;
 mod output;
 mod quality;
 pub mod stats;
 #[cfg(test)]
 mod testkit;
-pub mod tiers;
+
+// The calendar, KPIs and tiers live on the metric floor; these paths keep resolving for code that
+// still names them here.
+pub use crate::metric::{calendar, kpi, tiers};
 
 /// What went wrong computing, writing or reading metrics and tables.
 #[derive(Debug, thiserror::Error)]

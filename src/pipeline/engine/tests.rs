@@ -619,7 +619,7 @@ fn missing_table_files_are_empty_tables() {
 
 #[test]
 fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
-    use crate::pipeline::calendar::{Calendar, Grain};
+    use crate::metric::calendar::{Calendar, Grain};
     let utc = chrono_tz::Tz::UTC;
     let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 8, d).unwrap();
     assert!(
@@ -653,7 +653,7 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
 
 #[test]
 fn months_in_the_report_time_zone_take_events_by_local_date() {
-    use crate::pipeline::calendar::{Calendar, Grain};
+    use crate::metric::calendar::{Calendar, Grain};
     let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
     // 23:30 UTC on Oct 31 is 00:30 on Nov 1 in Berlin (CET, UTC+1): a November deployment.
