@@ -334,6 +334,7 @@ impl MetricTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::metric::NO_DATA;

@@ -1,11 +1,13 @@
 //! The polars pipeline: canonical tables in the lake → the tidy metric table.
 //!
 //! Every polars call in tandem lives under this module (polars' API moves between versions):
-//! `codec` is the store's only way into and out of Parquet; `engine` computes the core metrics and
-//! runs the metric families (`dora`, `ops`, `itsm`, `quality`); `intervals` merges outage
-//! intervals; `output` writes and reads the metric table; `stats` is the plain-Rust statistics the
-//! definitions need (the calendar, tiers and KPIs are on the metric floor, [`crate::metric`]);
-//! `devlake` reproduces DevLake's rules.
+//! `codec` is the store's only way into and out of Parquet; `engine` schedules — it reads the
+//! tables, prepares what several families share and runs the metric `families` (core, `dora`,
+//! `ops`, `itsm`, `quality`), which compute. Below the families: `grid` (periods, scopes,
+//! aggregation, row layout), `links` (change → deployment), `causes`, `attribution`, `downtime`
+//! over `intervals`, `undone` (rollbacks and reverts) and `stats`; the families import these and
+//! never the engine. `output` writes and reads the metric table; `devlake` reproduces DevLake's
+//! rules. The calendar, tiers and KPIs are on the metric floor ([`crate::metric`]).
 //! It must not know about HTTP, sources or reports.
 
 use std::path::{Path, PathBuf};
@@ -14,20 +16,23 @@ use tandem_connectors::model::{Severity, Table};
 
 use crate::metric::{MetricRow, MetricTable};
 
+mod attribution;
 pub mod bulk;
+mod causes;
 mod codec;
 pub mod devlake;
-mod dora;
+mod downtime;
 mod engine;
 pub mod export;
+mod families;
+mod grid;
 mod intervals;
-mod itsm;
-mod ops;
+mod links;
 mod output;
-mod quality;
 pub mod stats;
 #[cfg(test)]
 mod testkit;
+mod undone;
 
 // The calendar, KPIs and tiers live on the metric floor; these paths keep resolving for code that
 // still names them here.

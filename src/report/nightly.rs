@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ReportError;
 use super::archive::{self, Meta};
-use crate::metric::{MISSING, MetricId, MetricRow, NO_DATA, format_value};
 use crate::metric::kpi::{KpiSpec, Status};
+use crate::metric::{MISSING, MetricId, MetricRow, NO_DATA, format_value};
 use crate::sync::RunHealth;
 
 /// The report kind, as named on the command line and in the archive.

@@ -20,10 +20,10 @@ use super::charts::{
 };
 use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, cluster_rows, org_target};
 use super::{ReportError, ReportOutput};
+use crate::metric::kpi::{Comparison, KpiSpec, Status};
 use crate::metric::{
     MIN_SAMPLE, MISSING, MetricId, MetricRow, format_change, format_value, shown_value, signed,
 };
-use crate::metric::kpi::{Comparison, KpiSpec, Status};
 
 /// The template, embedded so the binary renders it from any working directory. The `.html` name
 /// turns minijinja's autoescape on.

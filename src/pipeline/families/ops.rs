@@ -12,13 +12,12 @@
 use polars::prelude::*;
 use tandem_connectors::model::Severity;
 
-use super::engine::{
-    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, downtime_any_service, hours,
-    metric_rows, outages, scope_services,
-};
-use super::stats::spearman;
-use super::{Options, PipelineError};
+use super::Shared;
 use crate::metric::{MetricId, MetricTable};
+use crate::pipeline::downtime::{Outage, downtime, downtime_any_service, outages, scope_services};
+use crate::pipeline::grid::{Cells, Grid, MINUTE_MS, Period, Scope, aggregate, hours, metric_rows};
+use crate::pipeline::stats::spearman;
+use crate::pipeline::{Options, PipelineError};
 
 /// Time to restore split by severity: the median's and the mean's metric, and the severity they
 /// keep.
@@ -50,7 +49,7 @@ const PER_SEVERITY: usize = 3;
 /// The family's rows for every scope and period of the grid, in the core's order: metric (as in
 /// [`MetricId::OPS`]), the org scope then services, weeks then the range. The correlation is a
 /// property of the whole range and has a `range` row only.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
+pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let computed = Computed::new(shared).map_err(|source| PipelineError::Polars {
         context: format!(
             "computing operations metrics from {} and {}",
