@@ -6,9 +6,9 @@ use serde::Serialize;
 use super::range;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat, RangeArgs};
 use crate::config::{Config, MetricsConfig, ServiceConfig};
-use crate::metric::calendar::Calendar;
-use crate::metric::kpi::{Scored, scorecard, scorecard_of_period};
 use crate::metric::{MetricId, MetricRow, MetricTable};
+use crate::pipeline::calendar::Calendar;
+use crate::pipeline::kpi::{Scored, scorecard, scorecard_of_period};
 use crate::pipeline::{self, Inputs, Options};
 use crate::store::Store;
 use crate::store::coverage::{Coverage, Feed};
@@ -396,7 +396,7 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
 
     use super::*;
-    use crate::metric::kpi::KpiSpec;
+    use crate::pipeline::kpi::KpiSpec;
 
     fn row(week: i64, value: f64, n: i64) -> MetricRow {
         let start = DateTime::<Utc>::from_timestamp(1_785_715_200, 0).unwrap() + Duration::weeks(week);
