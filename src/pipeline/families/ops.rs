@@ -4,10 +4,10 @@
 //! severity — rows for every metric in [`MetricId::OPS`].
 //!
 //! Like the core family, polars does the record-level work and the grouping by scope and week
-//! (through [`aggregate`]), and downtime is the core's union of outage intervals ([`downtime`]),
-//! so the same incidents give the same minutes here as in `downtime_minutes`. Spans stay integer
-//! milliseconds inside polars and become hours or minutes in Rust. This module must not write
-//! files nor emit the core metrics.
+//! (through [`aggregate`]), and downtime is the union of outage intervals the core family reads
+//! too ([`downtime`]), so the same incidents give the same minutes here as in `downtime_minutes`.
+//! Spans stay integer milliseconds inside polars and become hours or minutes in Rust. This module
+//! must not write files, emit the core metrics nor import the engine.
 
 use polars::prelude::*;
 use tandem_connectors::model::Severity;
