@@ -73,7 +73,7 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[[kpi]]` entries: the shared KPIs, with targets and owners.
     #[serde(default, rename = "kpi")]
-    pub kpis: Vec<crate::pipeline::kpi::KpiSpec>,
+    pub kpis: Vec<crate::metric::kpi::KpiSpec>,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -1,5 +1,6 @@
 //! The README documents what the code does: the canonical schema is generated from the code's own
-//! column declarations and must match.
+//! column declarations and must match. And the floors the README describes hold in the source:
+//! a floor imports only the floors below it.
 
 #[test]
 fn readme_documents_the_canonical_schema() {
@@ -103,5 +104,65 @@ fn readme_and_catalogue_agree_on_which_figures_are_exempt_from_the_sample_rule()
             "{} is a sample in the README",
             judged.as_str()
         );
+    }
+}
+
+/// The Rust files under `dir` (relative to the crate root), each with its code lines: comments
+/// are left out, so a doc comment may say what a module must not use.
+fn code_lines(dir: &str) -> Vec<(std::path::PathBuf, Vec<String>)> {
+    let mut pending = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+    let mut files = Vec::new();
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let code = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .map(str::to_owned)
+                .collect();
+            files.push((path, code));
+        }
+    }
+    assert!(!files.is_empty(), "no Rust files under {dir}");
+    files
+}
+
+/// The metric catalogue is the ground floor: nothing in `src/metric/` reaches polars, I/O or a
+/// floor above it (`metric.rs` and `pipeline/tiers.rs` used to import each other).
+#[test]
+fn the_metric_floor_uses_no_polars_no_io_and_nothing_above_it() {
+    for (path, code) in code_lines("src/metric") {
+        for line in code {
+            let above = line
+                .match_indices("crate::")
+                .any(|(at, _)| !line[at..].starts_with("crate::metric"));
+            let io = ["std::fs", "std::io", "std::net", "tokio"]
+                .iter()
+                .any(|m| line.contains(m));
+            assert!(
+                !line.contains("polars") && !above && !io,
+                "{}: `{}` reaches beyond the metric floor",
+                path.display(),
+                line.trim()
+            );
+        }
+    }
+}
+
+/// The engine schedules the metric families and the families never import it (the engine and
+/// dora, ops, itsm and quality used to form a circle).
+#[test]
+fn metric_families_never_import_the_engine() {
+    for (path, code) in code_lines("src/pipeline/families") {
+        for line in code {
+            assert!(
+                !line.contains("engine::") && !line.contains("::engine"),
+                "{}: `{}` imports the engine",
+                path.display(),
+                line.trim()
+            );
+        }
     }
 }

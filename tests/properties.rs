@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use proptest::prelude::*;
 use tandem::metric::MetricRow;
-use tandem::pipeline::calendar::{Calendar, Grain};
+use tandem::metric::calendar::{Calendar, Grain};
 use tandem::pipeline::{Inputs, Options, compute_metrics};
 use tandem::store::Store;
 use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity};

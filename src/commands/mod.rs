@@ -22,7 +22,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 use crate::cli::RangeArgs;
 use crate::config::Config;
 use crate::metric::MetricRow;
-use crate::pipeline::calendar::{Calendar, Grain, parse_period};
+use crate::metric::calendar::{Calendar, Grain, parse_period};
 use crate::store::Store;
 
 /// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process

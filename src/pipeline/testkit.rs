@@ -62,11 +62,11 @@ pub(crate) fn cell(
 }
 
 /// `weeks` ISO weeks from Monday 2026-08-03, in UTC.
-pub(crate) fn weeks_from_aug_3(weeks: u32) -> crate::pipeline::calendar::Calendar {
+pub(crate) fn weeks_from_aug_3(weeks: u32) -> crate::metric::calendar::Calendar {
     let from = chrono::NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
-    crate::pipeline::calendar::Calendar::new(
+    crate::metric::calendar::Calendar::new(
         chrono_tz::Tz::UTC,
-        crate::pipeline::calendar::Grain::Week,
+        crate::metric::calendar::Grain::Week,
         from,
         from + chrono::Duration::weeks(i64::from(weeks)),
     )

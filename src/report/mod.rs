@@ -63,7 +63,7 @@ pub struct ReportInput<'a> {
     /// The metric table.
     pub rows: &'a [MetricRow],
     /// The shared KPIs to judge on it.
-    pub kpis: &'a [crate::pipeline::kpi::KpiSpec],
+    pub kpis: &'a [crate::metric::kpi::KpiSpec],
 }
 
 /// Files a report wrote.

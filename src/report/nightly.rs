@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ReportError;
 use super::archive::{self, Meta};
+use crate::metric::kpi::{KpiSpec, Status};
 use crate::metric::{MISSING, MetricId, MetricRow, NO_DATA, format_value};
-use crate::pipeline::kpi::{KpiSpec, Status};
 use crate::sync::RunHealth;
 
 /// The report kind, as named on the command line and in the archive.
@@ -483,7 +483,7 @@ fn by_service(rows: &[MetricRow], metric: &str) -> Vec<(String, String)> {
 
 /// `+2`, `−1` or `±0`; empty when either side is missing.
 fn change(now: Option<f64>, before: Option<f64>) -> String {
-    match crate::pipeline::kpi::delta(now, before) {
+    match crate::metric::kpi::delta(now, before) {
         Some(d) if d > 0.0 => format!("+{}", format_value(Some(d), "count")),
         Some(d) if d < 0.0 => format!("−{}", format_value(Some(-d), "count")),
         Some(_) => "±0".to_owned(),

@@ -20,10 +20,10 @@ use super::charts::{
 };
 use super::view::{Cell, ClusterRow, GlossaryEntry, calendar_date, cell, cluster_rows, org_target};
 use super::{ReportError, ReportOutput};
+use crate::metric::kpi::{Comparison, KpiSpec, Status};
 use crate::metric::{
     MIN_SAMPLE, MISSING, MetricId, MetricRow, format_change, format_value, shown_value, signed,
 };
-use crate::pipeline::kpi::{Comparison, KpiSpec, Status};
 
 /// The template, embedded so the binary renders it from any working directory. The `.html` name
 /// turns minijinja's autoescape on.
@@ -473,7 +473,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
             let then = previous.get(&kpi.metric, scope_type, scope);
             let unit = id.map_or("", MetricId::unit);
             let judged = |r: Option<&MetricRow>| r.is_some_and(|r| r.value.is_some() && !r.insufficient());
-            let d = crate::pipeline::kpi::delta(now.and_then(|r| r.value), then.and_then(|r| r.value));
+            let d = crate::metric::kpi::delta(now.and_then(|r| r.value), then.and_then(|r| r.value));
             let delta = signed_delta(now, then);
             // A change too small to show (no sign) reads as none, whatever its sign unrounded.
             let unchanged = !delta.starts_with(['+', '\u{2212}']);
@@ -527,7 +527,7 @@ pub fn build(input: &SteeringInput<'_>) -> SteeringView {
         })
         .collect();
 
-    let clusters = crate::pipeline::tiers::DORA_2024_CLUSTERS;
+    let clusters = crate::metric::tiers::DORA_2024_CLUSTERS;
     let tiles: Vec<Tile> = definition::DORA_TILES
         .iter()
         .map(|&m| {
@@ -925,7 +925,7 @@ fn signed_delta(now: Option<&MetricRow>, then: Option<&MetricRow>) -> String {
         return MISSING.to_owned();
     };
     let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
-    let Some(d) = crate::pipeline::kpi::delta(finite(now.value), finite(then.value)) else {
+    let Some(d) = crate::metric::kpi::delta(finite(now.value), finite(then.value)) else {
         return MISSING.to_owned();
     };
     let beyond_budget = |v: Option<f64>| finite(v).is_some_and(|v| shown_budget(v) >= 1.0);

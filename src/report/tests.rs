@@ -237,7 +237,7 @@ fn same_input_renders_identical_html() {
 #[test]
 fn the_shared_kpis_are_judged_and_escaped_in_the_report() {
     let rows = sample_rows();
-    let kpis: Vec<crate::pipeline::kpi::KpiSpec> = vec![
+    let kpis: Vec<crate::metric::kpi::KpiSpec> = vec![
         toml::from_str(
             "metric = \"change_failure_rate\"\ntarget = \"<= 0.15\"\nowners = \"IT+Ops <script>\"\n",
         )
@@ -252,7 +252,7 @@ fn the_shared_kpis_are_judged_and_escaped_in_the_report() {
     assert!(html.contains("Shared KPIs"), "a scorecard section");
     assert!(html.contains("IT+Ops &lt;script&gt;"), "owners escaped");
     assert!(!html.contains("IT+Ops <script>"));
-    let scored = crate::pipeline::kpi::scorecard(&rows, &kpis);
+    let scored = crate::metric::kpi::scorecard(&rows, &kpis);
     assert_eq!(scored.len(), 1);
     assert!(html.contains(&format!("status {}", scored[0].status.as_str())));
 }
@@ -264,7 +264,7 @@ mod steering_report {
 
     use super::*;
     use crate::metric::MISSING;
-    use crate::pipeline::kpi::{KpiSpec, Status};
+    use crate::metric::kpi::{KpiSpec, Status};
     use crate::report::steering::{SteeringInput, build};
 
     const EVIL_SCRIPT: &str = "<script>alert(1)</script>";

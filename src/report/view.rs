@@ -35,7 +35,7 @@ pub struct Page {
     /// The DORA 2024 clusters, for reference.
     pub clusters: Vec<ClusterRow>,
     /// The shared KPIs judged on the latest period.
-    pub scorecard: Vec<crate::pipeline::kpi::Scored>,
+    pub scorecard: Vec<crate::metric::kpi::Scored>,
     /// One row per metric, org scope.
     pub kpis: Vec<KpiRow>,
     /// Column titles of the per-service table, in [`MetricId::CORE`] order.
@@ -95,7 +95,7 @@ pub struct ClusterRow {
 
 /// The DORA 2024 clusters as rows of the reference table (every report shows the same).
 pub fn cluster_rows() -> Vec<ClusterRow> {
-    crate::pipeline::tiers::DORA_2024_CLUSTERS
+    crate::metric::tiers::DORA_2024_CLUSTERS
         .iter()
         .map(|c| ClusterRow {
             name: c.name,
@@ -155,7 +155,7 @@ pub fn build(
     organisation: &str,
     generated_at: DateTime<Utc>,
     rows: &[MetricRow],
-    shared_kpis: &[crate::pipeline::kpi::KpiSpec],
+    shared_kpis: &[crate::metric::kpi::KpiSpec],
 ) -> View {
     // The calendar periods the table was computed in: weeks by default, or days, months or
     // quarters; charts and the "latest" column follow them.
@@ -243,7 +243,7 @@ pub fn build(
         latest_week: latest.map(date_text),
         unit: unit.to_owned(),
         cadence: super::charts::cadence(unit),
-        scorecard: crate::pipeline::kpi::scorecard(rows, shared_kpis),
+        scorecard: crate::metric::kpi::scorecard(rows, shared_kpis),
         clusters: cluster_rows(),
         kpis,
         metric_titles: MetricId::CORE.iter().map(|m| m.title()).collect(),
@@ -261,7 +261,7 @@ pub fn build(
 
 /// The target of the first shared KPI on `metric` for the whole organisation, for a chart's
 /// target line. Per-service KPIs are not drawn on organisation charts.
-pub fn org_target(kpis: &[crate::pipeline::kpi::KpiSpec], metric: MetricId) -> Option<f64> {
+pub fn org_target(kpis: &[crate::metric::kpi::KpiSpec], metric: MetricId) -> Option<f64> {
     kpis.iter()
         .find(|k| k.metric == metric.as_str() && k.scope_key().is_ok_and(|s| s == ("org", "all")))
         .map(|k| k.target.value)

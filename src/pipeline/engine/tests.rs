@@ -619,7 +619,7 @@ fn missing_table_files_are_empty_tables() {
 
 #[test]
 fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
-    use crate::pipeline::calendar::{Calendar, Grain};
+    use crate::metric::calendar::{Calendar, Grain};
     let utc = chrono_tz::Tz::UTC;
     let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 8, d).unwrap();
     assert!(
@@ -653,7 +653,7 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
 
 #[test]
 fn months_in_the_report_time_zone_take_events_by_local_date() {
-    use crate::pipeline::calendar::{Calendar, Grain};
+    use crate::metric::calendar::{Calendar, Grain};
     let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
     // 23:30 UTC on Oct 31 is 00:30 on Nov 1 in Berlin (CET, UTC+1): a November deployment.
@@ -1405,199 +1405,6 @@ fn deploy_day_tier_inputs_count_empty_weeks_and_months() {
     assert_eq!(weekly.tier_among(&rows), Some("medium"));
 }
 
-/// `(incident_id, deployment_id, link)` of [`super::attributions`] over small frames, by incident.
-fn attributed(mode: crate::pipeline::Attribution, window_ms: i64) -> Vec<(String, String, String)> {
-    use polars::prelude::*;
-    // Service s: c at 50, a and b both at 100 (a tie: the greatest id wins). Service t: x1 and
-    // x2, whose shas share the prefix `deadbeef` (x2 in upper case, finished later).
-    let production = df!(
-        "id" => ["c", "b", "a", "x1", "x2"],
-        "service" => ["s", "s", "s", "t", "t"],
-        "sha" => ["c0c0c0c0c0", "b0b0b0b0b0", "a0a0a0a0a0", "deadbeef00", "DEADBEEF11"],
-        "finished_at" => [50i64, 100, 100, 10, 20],
-    )
-    .unwrap();
-    let refs = |r: &[&str]| Series::new("".into(), r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let incidents = df!(
-        "id" => ["i1", "i2", "i3", "i4", "i5", "i6"],
-        "service" => ["s", "s", "s", "u", "u", "u"],
-        "started_at" => [100i64, 150, 160, 1000, 1000, 1000],
-        "cause_refs" => [refs(&[]), refs(&[]), refs(&[]), refs(&["deadbeef"]), refs(&[" x1 "]),
-            refs(&["zz", "DEADBEEF0"])],
-    )
-    .unwrap();
-    let frame = super::attributions(
-        production.lazy(),
-        incidents.lazy(),
-        mode,
-        chrono::Duration::milliseconds(window_ms),
-        &super::causes::Causes::default(),
-    )
-    .unwrap()
-    .sort(["incident_id"], SortMultipleOptions::default())
-    .collect()
-    .unwrap();
-    let column = |name: &str| frame.column(name).unwrap().str().unwrap().clone();
-    let (incident, deployment, link) = (column("incident_id"), column("deployment_id"), column("link"));
-    (0..frame.height())
-        .map(|i| {
-            (
-                incident.get(i).unwrap().to_owned(),
-                deployment.get(i).unwrap().to_owned(),
-                link.get(i).unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn window_attribution_takes_the_greatest_id_at_a_tied_instant_and_stops_at_the_window_edge() {
-    let owned = |i: &str, d: &str, l: &str| (i.to_owned(), d.to_owned(), l.to_owned());
-    assert_eq!(
-        attributed(crate::pipeline::Attribution::Chain, 60),
-        vec![
-            // At the instant a and b finished: b, the greater id of the tie.
-            owned("i1", "b", "window"),
-            // 50 ms after b, inside the 60 ms window.
-            owned("i2", "b", "window"),
-            // i3 starts exactly 60 ms after b: outside the window (and c is older still).
-            // By the latest sha starting with `deadbeef`, case-insensitively: x2, not x1.
-            owned("i4", "x2", "explicit"),
-            // By id, trimmed.
-            owned("i5", "x1", "explicit"),
-            // `zz` names nothing; the next reference is a prefix of x1's sha only.
-            owned("i6", "x1", "explicit"),
-        ]
-    );
-}
-
-#[test]
-fn devlake_attribution_takes_the_latest_deployment_strictly_before_the_start() {
-    let owned = |i: &str, d: &str| (i.to_owned(), d.to_owned(), "window".to_owned());
-    assert_eq!(
-        attributed(crate::pipeline::Attribution::Devlake, 60),
-        vec![
-            // a and b finished at i1's start, which is not before it: c.
-            owned("i1", "c"),
-            owned("i2", "b"),
-            // No window: b, 60 ms earlier.
-            owned("i3", "b"),
-            // Service u has no deployments, and named causes are not read.
-        ]
-    );
-}
-
-/// `(incident_id, deployment_id, link)` of the chain's attribution, by incident, with the causes
-/// read from the frames as [`super::causes::Causes::load`] reads them.
-fn attributed_with_causes(
-    production: polars::prelude::DataFrame,
-    changes: polars::prelude::DataFrame,
-    change_links: polars::prelude::DataFrame,
-    change_requests: polars::prelude::DataFrame,
-    incidents: polars::prelude::DataFrame,
-    window_ms: i64,
-) -> Vec<(String, String, String)> {
-    use polars::prelude::*;
-    let causes = super::causes::Causes::load(
-        changes.lazy(),
-        change_links.lazy(),
-        change_requests.lazy(),
-        production.clone().lazy(),
-        incidents.clone().lazy(),
-        0,
-    )
-    .unwrap();
-    let frame = super::attributions(
-        production.lazy(),
-        incidents.lazy(),
-        crate::pipeline::Attribution::Chain,
-        chrono::Duration::milliseconds(window_ms),
-        &causes,
-    )
-    .unwrap()
-    .sort(["incident_id"], SortMultipleOptions::default())
-    .collect()
-    .unwrap();
-    let column = |name: &str| frame.column(name).unwrap().str().unwrap().clone();
-    let (incident, deployment, link) = (column("incident_id"), column("deployment_id"), column("link"));
-    (0..frame.height())
-        .map(|i| {
-            (
-                incident.get(i).unwrap().to_owned(),
-                deployment.get(i).unwrap().to_owned(),
-                link.get(i).unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn a_named_cause_redeployed_after_the_incident_started_blames_the_deployment_before_the_start() {
-    use polars::prelude::*;
-    // In finish order (positions 0–6). a1 and a2 deploy the same sha of acme/api (a2 a redeploy,
-    // its sha in upper case); w1 and w2 the same sha of acme/web, w3 a later one; b1 of acme/db
-    // finishes after the incidents that name it.
-    let production = df!(
-        "id" => ["a1", "w1", "a2", "w2", "b0", "b1", "w3"],
-        "repo" => ["acme/api", "acme/web", "acme/api", "acme/web", "acme/db", "acme/db", "acme/web"],
-        "service" => ["api", "web", "api", "web", "db", "db", "web"],
-        "sha" => ["feedface01", "cafe000001", "FEEDFACE01", "cafe000001", "b0b0b0b0b0", "0badc0de99",
-            "cafe000002"],
-        "finished_at" => [100i64, 150, 200, 300, 390, 400, 450],
-        "position" => [0 as IdxSize, 1, 2, 3, 4, 5, 6],
-    )
-    .unwrap();
-    // acme/web#7 (row 0), linked to w1 (position 1), the deployment that first shipped it.
-    let changes = df!(
-        "repo" => ["acme/web"],
-        "number" => [7i64],
-        "service" => ["web"],
-    )
-    .unwrap();
-    let change_links = df!("change" => [0 as IdxSize], "deployment" => [1 as IdxSize]).unwrap();
-    // CHG1: web, planned 100–500 (no actual window).
-    let change_requests = df!(
-        "id" => ["sn:chg1"],
-        "source" => ["sn"],
-        "number" => ["CHG1"],
-        "service" => ["web"],
-        "actual_start" => [None::<i64>],
-        "actual_end" => [None::<i64>],
-        "planned_start" => [Some(100i64)],
-        "planned_end" => [Some(500i64)],
-    )
-    .unwrap();
-    let refs = |r: &[&str]| Series::new("".into(), r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let incidents = df!(
-        "id" => ["i1", "i2", "i3", "i4", "i5", "i6", "i7"],
-        "service" => ["api", "api", "web", "web", "db", "ops", "web"],
-        "started_at" => [150i64, 250, 200, 350, 395, 395, 320],
-        "cause_refs" => [refs(&["feedface01"]), refs(&["feedface"]), refs(&["#7"]),
-            refs(&["acme/web#7"]), refs(&["0badc0de99"]), refs(&["b1"]), refs(&["CHG1"])],
-    )
-    .unwrap();
-    let owned = |i: &str, d: &str, l: &str| (i.to_owned(), d.to_owned(), l.to_owned());
-    assert_eq!(
-        attributed_with_causes(production, changes, change_links, change_requests, incidents, 100),
-        vec![
-            // The sha was deployed at 100 (a1) and again at 200 (a2): at 150 only a1 had finished.
-            owned("i1", "a1", "explicit"),
-            // At 250 both had: the latest, a2.
-            owned("i2", "a2", "explicit"),
-            // #7 shipped with w1 (150) and again with w2 (300, the same sha): at 200, w1 ...
-            owned("i3", "w1", "explicit"),
-            // ... and at 350, w2.
-            owned("i4", "w2", "explicit"),
-            // b1 (400) finished after the start (395): no explicit cause; the window takes b0
-            // (390, 5 ms before, same service).
-            owned("i5", "b0", "window"),
-            // i6 names b1 too and its service has no deployments: unattributed, no row.
-            // CHG1's window holds w1, w2 and w3; w3 (450) finished after the start (320): w2.
-            owned("i7", "w2", "explicit"),
-        ]
-    );
-}
-
 #[test]
 fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_it_merged() {
     use polars::prelude::*;
@@ -1618,12 +1425,12 @@ fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_i
     write_table(&changes, &path("changes")).unwrap();
     write_table(&commits, &path("commits")).unwrap();
     use crate::pipeline::codec::scan_table;
-    let production = super::production_deployments(
+    let production = crate::pipeline::attribution::production_deployments(
         scan_table::<Deployment>(std::slice::from_ref(&path("deployments"))).unwrap(),
     )
     .collect()
     .unwrap();
-    let links = super::links::change_links(
+    let links = crate::pipeline::links::change_links(
         scan_table::<Change>(std::slice::from_ref(&path("changes"))).unwrap(),
         production.lazy(),
         scan_table::<Commit>(std::slice::from_ref(&path("commits"))).unwrap(),

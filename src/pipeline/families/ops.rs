@@ -4,21 +4,20 @@
 //! severity — rows for every metric in [`MetricId::OPS`].
 //!
 //! Like the core family, polars does the record-level work and the grouping by scope and week
-//! (through [`aggregate`]), and downtime is the core's union of outage intervals ([`downtime`]),
-//! so the same incidents give the same minutes here as in `downtime_minutes`. Spans stay integer
-//! milliseconds inside polars and become hours or minutes in Rust. This module must not write
-//! files nor emit the core metrics.
+//! (through [`aggregate`]), and downtime is the union of outage intervals the core family reads
+//! too ([`downtime`]), so the same incidents give the same minutes here as in `downtime_minutes`.
+//! Spans stay integer milliseconds inside polars and become hours or minutes in Rust. This module
+//! must not write files, emit the core metrics nor import the engine.
 
 use polars::prelude::*;
 use tandem_connectors::model::Severity;
 
-use super::engine::{
-    Cells, Grid, MINUTE_MS, Outage, Period, Scope, Shared, aggregate, downtime, downtime_any_service, hours,
-    metric_rows, outages, scope_services,
-};
-use super::stats::spearman;
-use super::{Options, PipelineError};
+use super::Shared;
 use crate::metric::{MetricId, MetricTable};
+use crate::pipeline::downtime::{Outage, downtime, downtime_any_service, outages, scope_services};
+use crate::pipeline::grid::{Cells, Grid, MINUTE_MS, Period, Scope, aggregate, hours, metric_rows};
+use crate::pipeline::stats::spearman;
+use crate::pipeline::{Options, PipelineError};
 
 /// Time to restore split by severity: the median's and the mean's metric, and the severity they
 /// keep.
@@ -50,7 +49,7 @@ const PER_SEVERITY: usize = 3;
 /// The family's rows for every scope and period of the grid, in the core's order: metric (as in
 /// [`MetricId::OPS`]), the org scope then services, weeks then the range. The correlation is a
 /// property of the whole range and has a `range` row only.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
+pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let computed = Computed::new(shared).map_err(|source| PipelineError::Polars {
         context: format!(
             "computing operations metrics from {} and {}",

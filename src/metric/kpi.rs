@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
-use crate::metric::{MISSING, MetricId, MetricRow, format_change, insufficient};
+use super::{MISSING, MetricId, MetricRow, format_change, insufficient};
 
 /// Which side of the target is good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use polars::prelude::*;
 
-use super::super::codec::{SLICE_ROWS, in_slices};
+use super::codec::{SLICE_ROWS, in_slices};
 
 /// A change an incident names: its repo (lower-cased), number and service.
 type Named = (String, i64, Option<String>);

@@ -4,7 +4,7 @@
 //!
 //! Pure functions: no polars, no I/O. A tier is only given where the sample has `n ≥ 5`.
 
-use crate::metric::MIN_SAMPLE;
+use super::MIN_SAMPLE;
 
 /// A performance tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

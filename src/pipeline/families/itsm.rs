@@ -14,11 +14,11 @@ use std::collections::{BTreeSet, HashMap};
 use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
-use super::codec::{SLICE_ROWS, in_slices, scan_table};
-use super::engine::causes::change_request_names;
-use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
-use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricTable};
+use crate::pipeline::causes::change_request_names;
+use crate::pipeline::codec::{SLICE_ROWS, in_slices, scan_table};
+use crate::pipeline::grid::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
+use crate::pipeline::{Inputs, Options, PipelineError};
 
 /// Status categories of tickets and transitions (Jira's keys, which every connector maps onto).
 const IN_PROGRESS: &str = "indeterminate";
@@ -55,7 +55,7 @@ const EMERGENCY: usize = 2;
 ///
 /// Reads the ticket and change-request tables and the production deployments only, so it can run
 /// beside everything that links changes and incidents to deployments.
-pub(super) fn metrics(
+pub(in crate::pipeline) fn metrics(
     inputs: Inputs<'_>,
     opts: &Options,
     grid: &Grid,

@@ -1,42 +1,31 @@
 //! DORA beyond the core set: failed deployment recovery time (with rollbacks as a failure
 //! signal and remediation), the days with a production deployment (the deployment-frequency
-//! tier input), rework rate, and the failure signals beyond attributed incidents (rollbacks,
-//! deployed reverts) that the core change failure rate counts.
+//! tier input) and rework rate. The rollbacks and deployed reverts themselves are found once, for
+//! this family and the core change failure rate alike, in [`crate::pipeline::undone`].
 //!
 //! Deployments are few enough per service to order and compare in plain Rust once polars has
-//! filtered them; the per-period statistics go through the shared `aggregate`.
+//! filtered them; the per-period statistics go through the shared `aggregate`. It must not import
+//! the engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use polars::prelude::*;
 
 use tandem_connectors::model::Ticket;
 
-use super::PipelineError;
-use super::calendar::{Grain, period_start};
-use super::codec::{SLICE_ROWS, in_slices, scan_table};
-use super::engine::links::sha_key;
-use super::engine::{Period, Scope, Shared, aggregate, hours, lead, link_method, metric_rows_with};
-use super::stats::median;
+use super::Shared;
+use super::core::lead;
+use crate::metric::calendar::{Grain, period_start};
 use crate::metric::{MetricId, MetricTable};
+use crate::pipeline::PipelineError;
+use crate::pipeline::codec::{SLICE_ROWS, in_slices, scan_table};
+use crate::pipeline::grid::{Period, Scope, aggregate, hours, metric_rows_with};
+use crate::pipeline::links::link_method;
+use crate::pipeline::stats::median;
+use crate::pipeline::undone::Undone;
 
-/// A rollback is a redeploy of an earlier sha of the same service within this long.
-const ROLLBACK_WINDOW: Duration = Duration::days(7);
-
-/// One successful production deployment.
-#[derive(Debug, Clone)]
-struct Deploy {
-    id: String,
-    /// Its position among the production deployments (see `production_deployments`).
-    position: IdxSize,
-    service: Option<String>,
-    /// The sha's key (`links::sha_key`).
-    sha: u128,
-    finished: i64,
-}
-
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
+pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing DORA recovery metrics from {}",
@@ -375,195 +364,6 @@ fn references_any(text: &str, keys: &HashSet<String>) -> bool {
             .any(|word| keys.contains(&word.trim_matches('-').to_ascii_uppercase()))
 }
 
-/// The production deployments undone by a signal other than an attributed incident: rolled back,
-/// or one of their changes reverted by a change that was itself deployed.
-pub(super) fn undone(
-    production: LazyFrame,
-    changes: LazyFrame,
-    change_links: LazyFrame,
-) -> PolarsResult<Undone> {
-    let deploys = deploys_of(production)?;
-    let rolled_back = rollbacks(&deploys);
-    let reverted = reverted(changes, change_links, &deploys)?;
-    Ok(Undone {
-        deploys,
-        rolled_back,
-        reverted,
-    })
-}
-
-/// The production deployments in finish order and, by deployment id, when a rollback or a
-/// deployed revert undid one: worked out once for the failure flags and the recovery times.
-#[derive(Debug)]
-pub(super) struct Undone {
-    deploys: Vec<Deploy>,
-    rolled_back: HashMap<String, i64>,
-    reverted: HashMap<String, i64>,
-}
-
-impl Undone {
-    /// The ids of deployments failed without an incident: rolled back, or one of their changes
-    /// reverted by a deployed revert.
-    pub(super) fn failure_ids(&self) -> Vec<String> {
-        let ids: BTreeSet<&String> = self.rolled_back.keys().chain(self.reverted.keys()).collect();
-        ids.into_iter().cloned().collect()
-    }
-}
-
-/// Deployments that shipped a change which a later, deployed change reverts, with when the
-/// (first) deployment of such a revert finished: their remediation.
-///
-/// Reverts are few: the changes table is read a slice at a time, once for the reverts and the
-/// change numbers they name, once for those changes' ids, and only the links of the changes
-/// involved are looked up.
-fn reverted(
-    changes: LazyFrame,
-    change_links: LazyFrame,
-    deploys: &[Deploy],
-) -> PolarsResult<HashMap<String, i64>> {
-    // (revert's row, repo, reverted number)
-    let mut reverts: Vec<(IdxSize, String, i64)> = Vec::new();
-    in_slices(
-        changes.clone(),
-        SLICE_ROWS,
-        |slice| {
-            slice
-                .filter(col("is_revert").eq(lit(true)))
-                .select([col("row"), col("repo"), col("reverts")])
-        },
-        |frame| {
-            let (row, repo, reverts_number) = (
-                frame.column("row")?.idx()?,
-                frame.column("repo")?.str()?,
-                frame.column("reverts")?.i64()?,
-            );
-            reverts.extend(
-                (0..frame.height())
-                    .filter_map(|i| Some((row.get(i)?, repo.get(i)?.to_owned(), reverts_number.get(i)?))),
-            );
-            Ok(())
-        },
-    )?;
-    if reverts.is_empty() {
-        return Ok(HashMap::new());
-    }
-    // The row of the change each revert names, once found.
-    let mut named: HashMap<&str, HashMap<i64, Option<IdxSize>>> = HashMap::new();
-    for (_, repo, number) in &reverts {
-        named.entry(repo.as_str()).or_default().insert(*number, None);
-    }
-    in_slices(
-        changes,
-        SLICE_ROWS,
-        |slice| slice.select([col("row"), col("repo"), col("number")]),
-        |frame| {
-            let (row, repo, number) = (
-                frame.column("row")?.idx()?,
-                frame.column("repo")?.str()?,
-                frame.column("number")?.i64()?,
-            );
-            for i in 0..frame.height() {
-                let (Some(row), Some(repo), Some(number)) = (row.get(i), repo.get(i), number.get(i)) else {
-                    continue;
-                };
-                // Two changes with one repo and number: the last read is the one named.
-                if let Some(slot) = named.get_mut(repo).and_then(|of_repo| of_repo.get_mut(&number)) {
-                    *slot = Some(row);
-                }
-            }
-            Ok(())
-        },
-    )?;
-    let involved: HashSet<IdxSize> = reverts
-        .iter()
-        .map(|(row, ..)| *row)
-        .chain(
-            named
-                .values()
-                .flat_map(|of_repo| of_repo.values().flatten().copied()),
-        )
-        .collect();
-    let shipped_by = shipped_by(change_links, &involved)?;
-    let mut out: HashMap<String, i64> = HashMap::new();
-    for (revert, repo, number) in &reverts {
-        // The revert must itself have reached production.
-        let Some((_, reverted_at)) = shipped_by.get(revert) else {
-            continue;
-        };
-        let original = named
-            .get(repo.as_str())
-            .and_then(|of_repo| of_repo.get(number).copied().flatten());
-        let Some(deployment) = original
-            .and_then(|o| shipped_by.get(&o))
-            // `deploys` is in position order.
-            .and_then(|(position, _)| {
-                let found = deploys.binary_search_by_key(position, |d| d.position).ok()?;
-                deploys.get(found)
-            })
-        else {
-            continue;
-        };
-        let earliest = out.entry(deployment.id.clone()).or_insert(*reverted_at);
-        *earliest = (*earliest).min(*reverted_at);
-    }
-    Ok(out)
-}
-
-/// The production deployments of [`Shared::production`], in its order (finish order, which is
-/// position order).
-fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
-    let frame = production
-        .select([
-            col("id"),
-            col("position"),
-            col("service"),
-            col("sha"),
-            col("finished_at"),
-        ])
-        .collect()?;
-    let (id, position, service, sha, finished) = (
-        frame.column("id")?.str()?,
-        frame.column("position")?.idx()?,
-        frame.column("service")?.str()?,
-        frame.column("sha")?.str()?,
-        frame.column("finished_at")?.i64()?,
-    );
-    Ok((0..frame.height())
-        .filter_map(|i| {
-            Some(Deploy {
-                id: id.get(i)?.to_owned(),
-                position: position.get(i)?,
-                service: service.get(i).map(str::to_owned),
-                sha: sha_key(sha.get(i)?),
-                finished: finished.get(i)?,
-            })
-        })
-        .collect())
-}
-
-/// Which production deployment shipped each of the `wanted` changes (see
-/// [`Shared::change_links`]), and when it finished: change row → (deployment position, finish in
-/// ms).
-fn shipped_by(
-    change_links: LazyFrame,
-    wanted: &HashSet<IdxSize>,
-) -> PolarsResult<HashMap<IdxSize, (IdxSize, i64)>> {
-    let links = change_links
-        .select([col("change"), col("deployment"), col("at")])
-        .collect()?;
-    let (change, deployment, at) = (
-        links.column("change")?.idx()?,
-        links.column("deployment")?.idx()?,
-        links.column("at")?.i64()?,
-    );
-    Ok((0..links.height())
-        .filter_map(|i| {
-            let change = change.get(i).filter(|c| wanted.contains(c))?;
-            Some((change, (deployment.get(i)?, at.get(i)?)))
-        })
-        .collect())
-}
-
 /// For each deployment with attributed incidents, when the last of them was resolved (`None`
 /// while any is still open).
 fn incident_remediation(shared: &Shared<'_>) -> PolarsResult<HashMap<String, Option<i64>>> {
@@ -595,51 +395,10 @@ fn incident_remediation(shared: &Shared<'_>) -> PolarsResult<HashMap<String, Opt
         .collect())
 }
 
-/// Rolled-back deployments and when the rollback finished: a later deployment of the same service
-/// within 7 days whose sha is that of an earlier deployment (and not its own).
-fn rollbacks(deploys: &[Deploy]) -> HashMap<String, i64> {
-    let window = ROLLBACK_WINDOW.num_milliseconds();
-    let mut by_service: HashMap<&str, Vec<&Deploy>> = HashMap::new();
-    for d in deploys {
-        if let Some(s) = d.service.as_deref() {
-            by_service.entry(s).or_default().push(d);
-        }
-    }
-    let mut rolled = HashMap::new();
-    for list in by_service.values() {
-        // The shas deployed before `d`, grown as `d` advances (not rebuilt per deployment), and
-        // only the deployments inside the window after it are read (the list is in finish
-        // order): both were quadratic in a service's deployments.
-        let mut earlier: HashSet<u128> = HashSet::new();
-        for (i, d) in list.iter().enumerate() {
-            let later = list.get(i + 1..).unwrap_or_default();
-            if let Some(r) = later
-                .iter()
-                .take_while(|r| r.finished <= d.finished + window)
-                .find(|r| r.sha != d.sha && earlier.contains(&r.sha))
-            {
-                rolled.insert(d.id.clone(), r.finished);
-            }
-            earlier.insert(d.sha);
-        }
-    }
-    rolled
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn deploy(id: &str, sha: &str, hour: i64) -> Deploy {
-        Deploy {
-            id: id.into(),
-            position: hour as IdxSize,
-            service: Some("web".into()),
-            sha: sha_key(sha),
-            finished: hour * 3_600_000,
-        }
-    }
 
     fn date(m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, m, d).unwrap()
@@ -680,19 +439,5 @@ mod tests {
         // (29 Dec – 4 Jan) counts its four days in January.
         let weeks = days_per_period(&days, date(1, 1), date(2, 1), Grain::Week);
         assert_eq!(weeks, [0.0, 1.0, 0.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn a_redeploy_of_an_earlier_sha_within_a_week_rolls_back() {
-        let deploys = vec![
-            deploy("a", "s1", 0),
-            deploy("b", "s2", 10),
-            deploy("c", "s1", 12), // back to s1: b is rolled back at hour 12
-            deploy("d", "s3", 20),
-            deploy("e", "s2", 20 + 24 * 8), // s2 again, but 8 days after d: not a rollback of d
-        ];
-        let rolled = rollbacks(&deploys);
-        assert_eq!(rolled.get("b"), Some(&(12 * 3_600_000)));
-        assert_eq!(rolled.len(), 1, "{rolled:?}");
     }
 }

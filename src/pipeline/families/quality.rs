@@ -9,13 +9,17 @@ use tandem_connectors::model::{
     ChangeRequest, DeploymentStatus, Incident, Quarantined, ReasonCode, Ticket, TicketTransition,
 };
 
-use super::PipelineError;
-use super::codec::scan_table;
-use super::engine::{Cells, Period, Scope, Shared, aggregate, lead, link_method, metric_rows_with};
+use super::Shared;
+use super::core::lead;
 use crate::metric::{MetricId, MetricTable};
+use crate::pipeline::PipelineError;
+use crate::pipeline::attribution::{EXPLICIT, WINDOW};
+use crate::pipeline::codec::scan_table;
+use crate::pipeline::grid::{Cells, Period, Scope, aggregate, metric_rows_with};
+use crate::pipeline::links::link_method;
 
 /// The `MetricId::QUALITY` rows.
-pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
+pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing data-quality figures from {}",
@@ -93,11 +97,11 @@ pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError>
         col("incident_id"),
         lit(1.0).alias("attributed"),
         col("link")
-            .eq(lit(super::engine::EXPLICIT))
+            .eq(lit(EXPLICIT))
             .cast(DataType::Float64)
             .alias("explicit"),
         col("link")
-            .eq(lit(super::engine::WINDOW))
+            .eq(lit(WINDOW))
             .cast(DataType::Float64)
             .alias("window"),
     ]);

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use polars::prelude::*;
 
-use super::super::codec::{SLICE_ROWS, in_slices};
+use super::codec::{SLICE_ROWS, in_slices};
 
 /// The link method of a change linked through the commits table.
 pub(in crate::pipeline) const ANCESTRY: &str = "ancestry";
@@ -457,6 +457,19 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
         }
     }
     Ok(out)
+}
+
+/// The link methods behind a value over `n` linked changes of which `ancestry` (a sum of 1.0s)
+/// were linked by ancestry: `ancestry`, `time` or `ancestry+time` when mixed; `None` without
+/// changes.
+pub(in crate::pipeline) fn link_method(ancestry: Option<f64>, n: i64) -> Option<&'static str> {
+    let by_ancestry = ancestry.unwrap_or(0.0).round() as i64;
+    match n {
+        0 => None,
+        _ if by_ancestry >= n => Some(ANCESTRY),
+        _ if by_ancestry == 0 => Some(TIME),
+        _ => Some("ancestry+time"),
+    }
 }
 
 #[cfg(test)]
