@@ -20,7 +20,8 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::{frame_of, io_error, polars_error};
+use super::codec::{io_error, polars_error};
+use crate::store::codec::frame_of;
 
 /// Rows per row group: large enough for fast scans, small enough to keep the buffer modest.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
@@ -73,7 +74,7 @@ impl<T: Columnar> TableWriter<T> {
         }
         let tmp = crate::atomic::tmp_path(path);
         let file = File::create(&tmp).map_err(|source| io_error("create", &tmp, source))?;
-        let writer = super::codec::parquet_writer(file, &expected)
+        let writer = crate::store::codec::parquet_writer(file, &expected)
             .batched(&expected)
             .map_err(|source| polars_error(format!("writing table `{}`", T::NAME), path, source))?;
         Ok(Self {
@@ -348,8 +349,8 @@ impl Columnar for ChangeRequest {
 mod tests {
     use tandem_fixtures::large::{LargeSpec, ServiceBatch};
 
-    use super::super::codec::{read_table, scan_table};
     use super::*;
+    use crate::store::codec::{read_table, scan_table};
 
     fn batch() -> ServiceBatch {
         let spec = LargeSpec {
@@ -374,7 +375,7 @@ mod tests {
     /// here through the codec itself.
     fn through_codec<T: Table + PartialEq + std::fmt::Debug>(rows: &[T], dir: &Path) -> Vec<T> {
         let path = dir.join(format!("{}-codec.parquet", T::NAME));
-        super::super::codec::write_table(rows, &path).unwrap();
+        crate::store::codec::write_table(rows, &path).unwrap();
         read_table::<T>(&path).unwrap()
     }
 

@@ -15,11 +15,12 @@ use tandem_connectors::model::Ticket;
 
 use super::PipelineError;
 use super::calendar::{Grain, period_start};
-use super::codec::{SLICE_ROWS, in_slices, scan_table};
+use super::codec::{SLICE_ROWS, in_slices};
 use super::engine::links::sha_key;
 use super::engine::{Period, Scope, Shared, aggregate, hours, lead, link_method, metric_rows_with};
 use super::stats::median;
 use crate::metric::{MetricId, MetricTable};
+use crate::store::codec::scan_table;
 
 /// A rollback is a redeploy of an earlier sha of the same service within this long.
 const ROLLBACK_WINDOW: Duration = Duration::days(7);

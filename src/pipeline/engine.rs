@@ -24,10 +24,10 @@ use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Severity, Ticket};
 
 use super::calendar::{Calendar, Grain};
-use super::codec::scan_table;
 use super::intervals::union_length;
 use super::{Attribution, Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricTable, PeriodIx, ScopeIx};
+use crate::store::codec::scan_table;
 
 pub(super) const HOUR_MS: f64 = 3_600_000.0;
 pub(super) const MINUTE_MS: f64 = 60_000.0;

@@ -21,8 +21,9 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::{frame_of, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
+use super::codec::{polars_error, spreadsheet_safe, write_atomic};
 use crate::metric::{MetricId, MetricRow};
+use crate::store::codec::{frame_of, parquet_writer, timestamp_dtype};
 
 mod pseudonym;
 

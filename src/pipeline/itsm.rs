@@ -14,11 +14,12 @@ use std::collections::{BTreeSet, HashMap};
 use polars::prelude::*;
 use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
-use super::codec::{SLICE_ROWS, in_slices, scan_table};
+use super::codec::{SLICE_ROWS, in_slices};
 use super::engine::causes::change_request_names;
 use super::engine::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
 use super::{Inputs, Options, PipelineError};
 use crate::metric::{MetricId, MetricTable};
+use crate::store::codec::scan_table;
 
 /// Status categories of tickets and transitions (Jira's keys, which every connector maps onto).
 const IN_PROGRESS: &str = "indeterminate";

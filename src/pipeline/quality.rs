@@ -10,9 +10,9 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::scan_table;
 use super::engine::{Cells, Period, Scope, Shared, aggregate, lead, link_method, metric_rows_with};
 use crate::metric::{MetricId, MetricTable};
+use crate::store::codec::scan_table;
 
 /// The `MetricId::QUALITY` rows.
 pub(super) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
@@ -339,7 +339,8 @@ mod tests {
     use super::*;
     use crate::metric::MetricRow;
     use crate::pipeline::testkit::{aug, cell, options};
-    use crate::pipeline::{Inputs, compute_metrics, write_table};
+    use crate::pipeline::{Inputs, compute_metrics};
+    use crate::store::codec::write_table;
     use MetricId::*;
 
     fn entry(id: u32, reason: QuarantineReason, seen_at: DateTime<Utc>) -> Quarantined {
