@@ -1,11 +1,12 @@
-//! The canonical tables' Parquet codec: records ⇄ Parquet data files, driven by each table's
-//! declared columns (`Table::COLUMNS`), and the one Parquet writer every file tandem writes goes
-//! through.
+//! The canonical tables' Parquet codec: records ⇄ Parquet files, driven by each table's one
+//! declaration (`canonical_table!`: `Table::COLUMNS` and `Table::cell`), and the one Parquet
+//! writer ([`parquet_writer`]) every file tandem writes goes through.
 //!
-//! Records are read back through serde_json so the codec needs no per-table code: a record's serde
-//! fields are its columns. This is the store's only way into and out of Parquet, and the only file
-//! of the store that uses polars. It must not compute metrics, know any particular table, or leave
-//! a half-written file where a reader could find it.
+//! Records are written column by column from their cells ([`frame_of`]), whether a commit's data
+//! file or a bulk writer's row group ([`TableWriter`]), and read back through serde_json, so the
+//! codec needs no per-table code: a record's fields are its columns. This is the store's only way
+//! into and out of Parquet, and the only file of the store that uses polars. It must not compute
+//! metrics, know any particular table, or leave a half-written file where a reader could find it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
