@@ -1,10 +1,11 @@
 //! The canonical records every connector produces and the store keeps: one struct per entity,
 //! all instants in UTC, plus the column schema each table is stored with.
 //!
-//! Each table is declared once, with [`canonical_table!`]: the struct's fields with one line each
-//! for the data team. The struct, its columns ([`Table::COLUMNS`]: name, kind and nullability come
-//! from the field and its type) and its stored values ([`Table::cell`]) all come from that one
-//! declaration, so the store's codec writes every table, large or small, from them alone.
+//! Each table is declared once, with [`canonical_table!`](crate::canonical_table): the struct's
+//! fields, each with one line for the data team. The struct, its columns ([`Table::COLUMNS`]:
+//! name, kind and nullability come from the field and its type) and its stored values
+//! ([`Table::cell`]) all come from that one declaration, so the store's codec writes every table,
+//! large or small, from them alone.
 //!
 //! This module knows nothing of Parquet or polars: it only declares, per table, which columns exist
 //! and of what kind, so the store can write them and the README can document them.

@@ -1,8 +1,8 @@
 //! The canonical tables' Parquet codec: records ⇄ Parquet files, driven by each table's one
 //! declaration (`canonical_table!`: `Table::COLUMNS` and `Table::cell`), and the one Parquet
-//! writer ([`parquet_writer`]) every file tandem writes goes through.
+//! writer (`parquet_writer`) every file tandem writes goes through.
 //!
-//! Records are written column by column from their cells ([`frame_of`]), whether a commit's data
+//! Records are written column by column from their cells (`frame_of`), whether a commit's data
 //! file or a bulk writer's row group ([`TableWriter`]), and read back through serde_json, so the
 //! codec needs no per-table code: a record's fields are its columns. This is the store's only way
 //! into and out of Parquet, and the only file of the store that uses polars. It must not compute
