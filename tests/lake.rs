@@ -308,7 +308,7 @@ async fn a_lake_of_single_parquet_files_is_migrated_without_a_request_and_gives_
     // written by the same codec, sorted by key, beside the same bookmarks.
     fn flatten<T: tandem_connectors::model::Table>(store: &Store) -> usize {
         let rows = store.read::<T>().unwrap();
-        tandem::pipeline::write_table(&rows, &store.legacy_table_path(T::NAME)).unwrap();
+        tandem::store::codec::write_table(&rows, &store.legacy_table_path(T::NAME)).unwrap();
         std::fs::remove_dir_all(store.table_dir(T::NAME)).unwrap();
         rows.len()
     }

@@ -1,6 +1,12 @@
 //! The canonical records every connector produces and the store keeps: one struct per entity,
 //! all instants in UTC, plus the column schema each table is stored with.
 //!
+//! Each table is declared once, with [`canonical_table!`](crate::canonical_table): the struct's
+//! fields, each with one line for the data team. The struct, its columns ([`Table::COLUMNS`]:
+//! name, kind and nullability come from the field and its type) and its stored values
+//! ([`Table::cell`]) all come from that one declaration, so the store's codec writes every table,
+//! large or small, from them alone.
+//!
 //! This module knows nothing of Parquet or polars: it only declares, per table, which columns exist
 //! and of what kind, so the store can write them and the README can document them.
 
@@ -35,14 +41,91 @@ pub struct Column {
     pub doc: &'static str,
 }
 
-const fn col(name: &'static str, kind: ColumnKind, nullable: bool, doc: &'static str) -> Column {
-    Column {
-        name,
-        kind,
-        nullable,
-        doc,
+/// One stored value of a record, borrowed from it: what the codec writes in a column's row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// No value.
+    Null,
+    /// A [`ColumnKind::Text`] value.
+    Text(&'a str),
+    /// A [`ColumnKind::Integer`] value.
+    Integer(i64),
+    /// A [`ColumnKind::Bool`] value.
+    Bool(bool),
+    /// A [`ColumnKind::Timestamp`] value (stored at millisecond precision).
+    Timestamp(DateTime<Utc>),
+    /// A [`ColumnKind::TextList`] value.
+    TextList(&'a [String]),
+}
+
+/// A field type a canonical table can store: the kind of its column, whether its type allows
+/// null, and its value.
+pub trait Stored {
+    /// The column's kind.
+    const KIND: ColumnKind;
+    /// Whether the type can hold no value (an `Option`).
+    const NULLABLE: bool = false;
+    /// The value as stored.
+    fn cell(&self) -> Cell<'_>;
+}
+
+impl Stored for String {
+    const KIND: ColumnKind = ColumnKind::Text;
+    fn cell(&self) -> Cell<'_> {
+        Cell::Text(self)
     }
 }
+
+impl Stored for i64 {
+    const KIND: ColumnKind = ColumnKind::Integer;
+    fn cell(&self) -> Cell<'_> {
+        Cell::Integer(*self)
+    }
+}
+
+impl Stored for bool {
+    const KIND: ColumnKind = ColumnKind::Bool;
+    fn cell(&self) -> Cell<'_> {
+        Cell::Bool(*self)
+    }
+}
+
+impl Stored for DateTime<Utc> {
+    const KIND: ColumnKind = ColumnKind::Timestamp;
+    fn cell(&self) -> Cell<'_> {
+        Cell::Timestamp(*self)
+    }
+}
+
+impl Stored for Vec<String> {
+    const KIND: ColumnKind = ColumnKind::TextList;
+    fn cell(&self) -> Cell<'_> {
+        Cell::TextList(self)
+    }
+}
+
+impl<T: Stored> Stored for Option<T> {
+    const KIND: ColumnKind = T::KIND;
+    const NULLABLE: bool = true;
+    fn cell(&self) -> Cell<'_> {
+        self.as_ref().map_or(Cell::Null, T::cell)
+    }
+}
+
+/// A closed set of names stored as text: the name is its serde name (a test per type keeps the
+/// two equal), so a record reads back as it was written.
+macro_rules! stored_as_text {
+    ($($name:ty),*) => {$(
+        impl Stored for $name {
+            const KIND: ColumnKind = ColumnKind::Text;
+            fn cell(&self) -> Cell<'_> {
+                Cell::Text(self.as_str())
+            }
+        }
+    )*};
+}
+
+stored_as_text!(DeploymentStatus, Severity, ReasonCode);
 
 /// A canonical table: a record type with a name, a primary key and a declared schema.
 pub trait Table: Serialize + for<'de> Deserialize<'de> + Clone + Send + 'static {
@@ -50,6 +133,9 @@ pub trait Table: Serialize + for<'de> Deserialize<'de> + Clone + Send + 'static 
     const NAME: &'static str;
     /// The columns, in storage order. Every serde field of the record appears here.
     const COLUMNS: &'static [Column];
+    /// The value of the record's column `COLUMNS[column]`, as stored ([`Cell::Null`] past the
+    /// last column).
+    fn cell(&self, column: usize) -> Cell<'_>;
     /// The columns that hold a person (a login, display name or email): exports can replace them
     /// by pseudonyms, and the schema marks them.
     const PEOPLE: &'static [&'static str] = &[];
@@ -67,6 +153,99 @@ pub trait Table: Serialize + for<'de> Deserialize<'de> + Clone + Send + 'static 
     fn anchor(&self) -> Option<DateTime<Utc>> {
         None
     }
+}
+
+/// Declares a canonical table once: the record struct with, after each field's type, the column's
+/// one line for the data team (`=> "…"`, or `=> nullable "…"` for a column that a lake written
+/// before it existed lacks although the field always has a value), and the table's own items
+/// (`NAME`, `key`, …) in an `impl Table { … }` block. It generates the struct, the
+/// [`Table`] impl with [`Table::COLUMNS`] (the field names in field order, each kind and
+/// nullability from the field's [`Stored`] type) and [`Table::cell`].
+///
+/// ```
+/// use chrono::{DateTime, Utc};
+/// use serde::{Deserialize, Serialize};
+/// use tandem_connectors::canonical_table;
+/// use tandem_connectors::model::{ColumnKind, Table};
+///
+/// canonical_table! {
+///     /// A code review.
+///     #[derive(Debug, Clone, Serialize, Deserialize)]
+///     pub struct Review {
+///         /// Primary key.
+///         pub id: String => "Primary key.",
+///         /// Who wrote it.
+///         pub author: Option<String> => "Login of the author.",
+///         /// When it was submitted.
+///         pub at: DateTime<Utc> => "Submitted (UTC).",
+///     }
+///     impl Table {
+///         const NAME: &'static str = "reviews";
+///         const UPDATED_AT: &'static str = "at";
+///         fn key(&self) -> &str {
+///             &self.id
+///         }
+///         fn updated_at(&self) -> DateTime<Utc> {
+///             self.at
+///         }
+///     }
+/// }
+///
+/// assert_eq!(Review::COLUMNS[1].name, "author");
+/// assert_eq!(Review::COLUMNS[1].kind, ColumnKind::Text);
+/// assert!(Review::COLUMNS[1].nullable && !Review::COLUMNS[2].nullable);
+/// ```
+#[macro_export]
+macro_rules! canonical_table {
+    (@nullable $ty:ty) => {
+        <$ty as $crate::model::Stored>::NULLABLE
+    };
+    (@nullable $ty:ty, nullable) => {
+        true
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$field_meta:meta])*
+                $field_vis:vis $field:ident : $ty:ty => $($nullable:ident)? $doc:literal
+            ),* $(,)?
+        }
+        $(#[$impl_meta:meta])*
+        impl Table {
+            $($item:tt)*
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $(
+                $(#[$field_meta])*
+                $field_vis $field: $ty,
+            )*
+        }
+
+        $(#[$impl_meta])*
+        impl $crate::model::Table for $name {
+            const COLUMNS: &'static [$crate::model::Column] = &[$(
+                $crate::model::Column {
+                    name: stringify!($field),
+                    kind: <$ty as $crate::model::Stored>::KIND,
+                    nullable: $crate::canonical_table!(@nullable $ty $(, $nullable)?),
+                    doc: $doc,
+                },
+            )*];
+
+            fn cell(&self, column: usize) -> $crate::model::Cell<'_> {
+                const CELLS: &[for<'a> fn(&'a $name) -> $crate::model::Cell<'a>] =
+                    &[$(|row| $crate::model::Stored::cell(&row.$field)),*];
+                CELLS
+                    .get(column)
+                    .map_or($crate::model::Cell::Null, |cell| cell(self))
+            }
+
+            $($item)*
+        }
+    };
 }
 
 /// Final state of a deployment attempt.
@@ -102,40 +281,60 @@ impl DeploymentStatus {
     }
 }
 
-/// A deployment attempt of a repository to an environment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deployment {
-    /// `{source}:{repo}:{vendor id}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// Repository (`owner/name`).
-    pub repo: String,
-    /// Service from the configured mapping; `None` when the repo is unmapped.
-    pub service: Option<String>,
-    /// Team owning the service.
-    pub team: Option<String>,
-    /// Environment name as the source reports it.
-    pub environment: String,
-    /// Whether the environment counts as production.
-    pub is_production: bool,
-    /// Final status (`success`, `failure`, `error`, `in_progress`, `cancelled`, `stale`).
-    pub status: DeploymentStatus,
-    /// Commit deployed.
-    pub sha: String,
-    /// When the deployment was created.
-    pub created_at: DateTime<Utc>,
-    /// When it reached its final status; `None` while in progress.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Who started it: the login of the user or tool that created the deployment, when known.
-    pub deployed_by: Option<String>,
-    /// The change records the source names for it (change request numbers or ids, as a GitHub
-    /// deployment's payload gives them); empty when it names none. A lake written before the
-    /// column existed reads it as empty.
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub change_refs: Vec<String>,
-    /// When the source last changed it.
-    pub updated_at: DateTime<Utc>,
+canonical_table! {
+    /// A deployment attempt of a repository to an environment.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Deployment {
+        /// `{source}:{repo}:{vendor id}`.
+        pub id: String => "Primary key: `{source}:{repo}:{vendor id}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// Repository (`owner/name`).
+        pub repo: String => "Repository, `owner/name`.",
+        /// Service from the configured mapping; `None` when the repo is unmapped.
+        pub service: Option<String> => "Service from the config mapping; null when unmapped.",
+        /// Team owning the service.
+        pub team: Option<String> => "Team owning the service.",
+        /// Environment name as the source reports it.
+        pub environment: String => "Environment name as the source reports it.",
+        /// Whether the environment counts as production.
+        pub is_production: bool => "Environment counts as production.",
+        /// Final status (`success`, `failure`, `error`, `in_progress`, `cancelled`, `stale`).
+        pub status: DeploymentStatus
+            => "success, failure, error, in_progress, cancelled or stale (never finished).",
+        /// Commit deployed.
+        pub sha: String => "Commit deployed.",
+        /// When the deployment was created.
+        pub created_at: DateTime<Utc> => "Deployment created (UTC).",
+        /// When it reached its final status; `None` while in progress.
+        pub finished_at: Option<DateTime<Utc>>
+            => "Final status reached (UTC); null while in progress.",
+        /// Who started it: the login of the user or tool that created the deployment, when known.
+        pub deployed_by: Option<String>
+            => "Login of the user or tool that started it (GitHub `creator`, GitLab `user`); null when unknown.",
+        /// The change records the source names for it (change request numbers or ids, as a GitHub
+        /// deployment's payload gives them); empty when it names none. A lake written before the
+        /// column existed reads it as empty.
+        #[serde(default, deserialize_with = "null_as_empty")]
+        pub change_refs: Vec<String>
+            => nullable "Change records the source names for it (change request numbers or ids, from a GitHub deployment's payload); null in a lake written before the column existed.",
+        /// When the source last changed it.
+        pub updated_at: DateTime<Utc> => "Last changed at the source (UTC).",
+    }
+    impl Table {
+        const PEOPLE: &'static [&'static str] = &["deployed_by"];
+        const NAME: &'static str = "deployments";
+        const ANCHOR: Option<&'static str> = Some("created_at");
+        fn anchor(&self) -> Option<DateTime<Utc>> {
+            Some(self.created_at)
+        }
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.updated_at
+        }
+    }
 }
 
 /// A list that may be null (a column added after the lake was written) as an empty list.
@@ -143,202 +342,59 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     Option::<Vec<String>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
-impl Table for Deployment {
-    const PEOPLE: &'static [&'static str] = &["deployed_by"];
-    const NAME: &'static str = "deployments";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{repo}:{vendor id}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col("repo", ColumnKind::Text, false, "Repository, `owner/name`."),
-        col(
-            "service",
-            ColumnKind::Text,
-            true,
-            "Service from the config mapping; null when unmapped.",
-        ),
-        col("team", ColumnKind::Text, true, "Team owning the service."),
-        col(
-            "environment",
-            ColumnKind::Text,
-            false,
-            "Environment name as the source reports it.",
-        ),
-        col(
-            "is_production",
-            ColumnKind::Bool,
-            false,
-            "Environment counts as production.",
-        ),
-        col(
-            "status",
-            ColumnKind::Text,
-            false,
-            "success, failure, error, in_progress, cancelled or stale (never finished).",
-        ),
-        col("sha", ColumnKind::Text, false, "Commit deployed."),
-        col(
-            "created_at",
-            ColumnKind::Timestamp,
-            false,
-            "Deployment created (UTC).",
-        ),
-        col(
-            "finished_at",
-            ColumnKind::Timestamp,
-            true,
-            "Final status reached (UTC); null while in progress.",
-        ),
-        col(
-            "deployed_by",
-            ColumnKind::Text,
-            true,
-            "Login of the user or tool that started it (GitHub `creator`, GitLab `user`); null when unknown.",
-        ),
-        col(
-            "change_refs",
-            ColumnKind::TextList,
-            true,
-            "Change records the source names for it (change request numbers or ids, from a GitHub deployment's payload); null in a lake written before the column existed.",
-        ),
-        col(
-            "updated_at",
-            ColumnKind::Timestamp,
-            false,
-            "Last changed at the source (UTC).",
-        ),
-    ];
-    const ANCHOR: Option<&'static str> = Some("created_at");
-    fn anchor(&self) -> Option<DateTime<Utc>> {
-        Some(self.created_at)
+canonical_table! {
+    /// A merged or open change: a GitHub pull request or GitLab merge request.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Change {
+        /// `{source}:{repo}:{number}`.
+        pub id: String => "Primary key: `{source}:{repo}:{number}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// Repository (`owner/name`).
+        pub repo: String => "Repository, `owner/name`.",
+        /// Service from the configured mapping.
+        pub service: Option<String> => "Service from the config mapping; null when unmapped.",
+        /// Team owning the service.
+        pub team: Option<String> => "Team owning the service.",
+        /// Pull/merge request number within the repo.
+        pub number: i64 => "Pull/merge request number.",
+        /// Title as written by its author.
+        pub title: String => "Title as written by its author.",
+        /// `open`, `closed` or `merged`.
+        pub state: String => "open, closed or merged.",
+        /// When it was opened.
+        pub created_at: DateTime<Utc> => "Opened (UTC).",
+        /// When it was merged; `None` when not merged.
+        pub merged_at: Option<DateTime<Utc>> => "Merged (UTC); null when not merged.",
+        /// The merge commit.
+        pub merge_commit_sha: Option<String> => "Merge commit.",
+        /// Author time of its earliest commit, when known.
+        pub first_commit_at: Option<DateTime<Utc>> => "Author time of the earliest commit (UTC).",
+        /// Labels.
+        pub labels: Vec<String> => "Labels.",
+        /// Whether the change reverts an earlier one.
+        pub is_revert: bool => "The change reverts an earlier one.",
+        /// Number of the change it reverts, when known.
+        pub reverts: Option<i64> => "Number of the reverted change, when known.",
+        /// Login of its author (GitHub `user.login`, GitLab `author.username`).
+        pub author: Option<String>
+            => "Login of the author (GitHub `user.login`, GitLab `author.username`).",
+        /// When the source last changed it.
+        pub updated_at: DateTime<Utc> => "Last changed at the source (UTC).",
     }
-    fn key(&self) -> &str {
-        &self.id
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
-}
-
-/// A merged or open change: a GitHub pull request or GitLab merge request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    /// `{source}:{repo}:{number}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// Repository (`owner/name`).
-    pub repo: String,
-    /// Service from the configured mapping.
-    pub service: Option<String>,
-    /// Team owning the service.
-    pub team: Option<String>,
-    /// Pull/merge request number within the repo.
-    pub number: i64,
-    /// Title as written by its author.
-    pub title: String,
-    /// `open`, `closed` or `merged`.
-    pub state: String,
-    /// When it was opened.
-    pub created_at: DateTime<Utc>,
-    /// When it was merged; `None` when not merged.
-    pub merged_at: Option<DateTime<Utc>>,
-    /// The merge commit.
-    pub merge_commit_sha: Option<String>,
-    /// Author time of its earliest commit, when known.
-    pub first_commit_at: Option<DateTime<Utc>>,
-    /// Labels.
-    pub labels: Vec<String>,
-    /// Whether the change reverts an earlier one.
-    pub is_revert: bool,
-    /// Number of the change it reverts, when known.
-    pub reverts: Option<i64>,
-    /// Login of its author (GitHub `user.login`, GitLab `author.username`).
-    pub author: Option<String>,
-    /// When the source last changed it.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Table for Change {
-    const PEOPLE: &'static [&'static str] = &["author"];
-    const NAME: &'static str = "changes";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{repo}:{number}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col("repo", ColumnKind::Text, false, "Repository, `owner/name`."),
-        col(
-            "service",
-            ColumnKind::Text,
-            true,
-            "Service from the config mapping; null when unmapped.",
-        ),
-        col("team", ColumnKind::Text, true, "Team owning the service."),
-        col("number", ColumnKind::Integer, false, "Pull/merge request number."),
-        col(
-            "title",
-            ColumnKind::Text,
-            false,
-            "Title as written by its author.",
-        ),
-        col("state", ColumnKind::Text, false, "open, closed or merged."),
-        col("created_at", ColumnKind::Timestamp, false, "Opened (UTC)."),
-        col(
-            "merged_at",
-            ColumnKind::Timestamp,
-            true,
-            "Merged (UTC); null when not merged.",
-        ),
-        col("merge_commit_sha", ColumnKind::Text, true, "Merge commit."),
-        col(
-            "first_commit_at",
-            ColumnKind::Timestamp,
-            true,
-            "Author time of the earliest commit (UTC).",
-        ),
-        col("labels", ColumnKind::TextList, false, "Labels."),
-        col(
-            "is_revert",
-            ColumnKind::Bool,
-            false,
-            "The change reverts an earlier one.",
-        ),
-        col(
-            "reverts",
-            ColumnKind::Integer,
-            true,
-            "Number of the reverted change, when known.",
-        ),
-        col(
-            "author",
-            ColumnKind::Text,
-            true,
-            "Login of the author (GitHub `user.login`, GitLab `author.username`).",
-        ),
-        col(
-            "updated_at",
-            ColumnKind::Timestamp,
-            false,
-            "Last changed at the source (UTC).",
-        ),
-    ];
-    const ANCHOR: Option<&'static str> = Some("created_at");
-    fn anchor(&self) -> Option<DateTime<Utc>> {
-        Some(self.created_at)
-    }
-    fn key(&self) -> &str {
-        &self.id
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+    impl Table {
+        const PEOPLE: &'static [&'static str] = &["author"];
+        const NAME: &'static str = "changes";
+        const ANCHOR: Option<&'static str> = Some("created_at");
+        fn anchor(&self) -> Option<DateTime<Utc>> {
+            Some(self.created_at)
+        }
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.updated_at
+        }
     }
 }
 
@@ -379,289 +435,182 @@ impl Severity {
     }
 }
 
-/// An incident: something that hurt users, from an incident tool or an ITSM system.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Incident {
-    /// `{source}:{vendor id}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// Human-facing number at the source (PagerDuty incident number, …).
-    pub number: Option<i64>,
-    /// Title as written at the source.
-    pub title: String,
-    /// The source's own service reference (PagerDuty service id, CI, component).
-    pub service_ref: Option<String>,
-    /// The source's own team reference (PagerDuty team id, ServiceNow assignment group).
-    pub team_ref: Option<String>,
-    /// Service from the configured mapping.
-    pub service: Option<String>,
-    /// Team owning the service.
-    pub team: Option<String>,
-    /// Severity on the common scale; `None` when the source gives none.
-    pub severity: Option<Severity>,
-    /// Source status (`triggered`, `acknowledged`, `resolved`, …).
-    pub status: String,
-    /// When impact began (the incident's creation at the source).
-    pub started_at: DateTime<Utc>,
-    /// First acknowledgement.
-    pub acknowledged_at: Option<DateTime<Utc>>,
-    /// Resolution; `None` while open.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// Explicit cause references the source carries (deployment ids, shas, change numbers).
-    pub cause_refs: Vec<String>,
-    /// The key by which the source links this incident to the same outage in another system
-    /// (ServiceNow `correlation_id`, which PagerDuty's integration sets to its incident id; the Jira
-    /// field named by `correlation_field`); `None` when the source gives none. tandem matches
-    /// mirrored incidents on it.
-    #[serde(default)]
-    pub correlation_id: Option<String>,
-    /// Who the incident is assigned to, as the source names them (display name or login);
-    /// `None` when unassigned or when the source clears it on resolution (PagerDuty).
-    pub assignee: Option<String>,
-    /// Who acknowledged it first, as the source names them.
-    pub acknowledged_by: Option<String>,
-    /// When the source last changed it.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Table for Incident {
-    const PEOPLE: &'static [&'static str] = &["assignee", "acknowledged_by"];
-    const NAME: &'static str = "incidents";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{vendor id}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col("number", ColumnKind::Integer, true, "Number at the source."),
-        col(
-            "title",
-            ColumnKind::Text,
-            false,
-            "Title as written at the source.",
-        ),
-        col(
-            "service_ref",
-            ColumnKind::Text,
-            true,
-            "The source's own service reference.",
-        ),
-        col(
-            "team_ref",
-            ColumnKind::Text,
-            true,
-            "The source's own team reference (PagerDuty team, ServiceNow assignment group).",
-        ),
-        col(
-            "service",
-            ColumnKind::Text,
-            true,
-            "Service from the config mapping; null when unmapped.",
-        ),
-        col("team", ColumnKind::Text, true, "Team owning the service."),
-        col(
-            "severity",
-            ColumnKind::Text,
-            true,
-            "sev1 (critical) to sev4; null when unknown.",
-        ),
-        col("status", ColumnKind::Text, false, "Status at the source."),
-        col("started_at", ColumnKind::Timestamp, false, "Impact began (UTC)."),
-        col(
-            "acknowledged_at",
-            ColumnKind::Timestamp,
-            true,
-            "First acknowledgement (UTC).",
-        ),
-        col(
-            "resolved_at",
-            ColumnKind::Timestamp,
-            true,
-            "Resolved (UTC); null while open.",
-        ),
-        col(
-            "cause_refs",
-            ColumnKind::TextList,
-            false,
-            "Explicit cause references from the source.",
-        ),
-        col(
-            "correlation_id",
-            ColumnKind::Text,
-            true,
-            "The source's link to the same outage in another system (ServiceNow `correlation_id`, Jira `correlation_field`); null when none.",
-        ),
-        col(
-            "assignee",
-            ColumnKind::Text,
-            true,
-            "Assigned responder as the source names them; null when unassigned or cleared on resolution.",
-        ),
-        col(
-            "acknowledged_by",
-            ColumnKind::Text,
-            true,
-            "Who acknowledged it first, as the source names them.",
-        ),
-        col(
-            "updated_at",
-            ColumnKind::Timestamp,
-            false,
-            "Last changed at the source (UTC).",
-        ),
-    ];
-    fn key(&self) -> &str {
-        &self.id
+canonical_table! {
+    /// An incident: something that hurt users, from an incident tool or an ITSM system.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Incident {
+        /// `{source}:{vendor id}`.
+        pub id: String => "Primary key: `{source}:{vendor id}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// Human-facing number at the source (PagerDuty incident number, …).
+        pub number: Option<i64> => "Number at the source.",
+        /// Title as written at the source.
+        pub title: String => "Title as written at the source.",
+        /// The source's own service reference (PagerDuty service id, CI, component).
+        pub service_ref: Option<String> => "The source's own service reference.",
+        /// The source's own team reference (PagerDuty team id, ServiceNow assignment group).
+        pub team_ref: Option<String>
+            => "The source's own team reference (PagerDuty team, ServiceNow assignment group).",
+        /// Service from the configured mapping.
+        pub service: Option<String> => "Service from the config mapping; null when unmapped.",
+        /// Team owning the service.
+        pub team: Option<String> => "Team owning the service.",
+        /// Severity on the common scale; `None` when the source gives none.
+        pub severity: Option<Severity> => "sev1 (critical) to sev4; null when unknown.",
+        /// Source status (`triggered`, `acknowledged`, `resolved`, …).
+        pub status: String => "Status at the source.",
+        /// When impact began (the incident's creation at the source).
+        pub started_at: DateTime<Utc> => "Impact began (UTC).",
+        /// First acknowledgement.
+        pub acknowledged_at: Option<DateTime<Utc>> => "First acknowledgement (UTC).",
+        /// Resolution; `None` while open.
+        pub resolved_at: Option<DateTime<Utc>> => "Resolved (UTC); null while open.",
+        /// Explicit cause references the source carries (deployment ids, shas, change numbers).
+        pub cause_refs: Vec<String> => "Explicit cause references from the source.",
+        /// The key by which the source links this incident to the same outage in another system
+        /// (ServiceNow `correlation_id`, which PagerDuty's integration sets to its incident id; the Jira
+        /// field named by `correlation_field`); `None` when the source gives none. tandem matches
+        /// mirrored incidents on it.
+        #[serde(default)]
+        pub correlation_id: Option<String>
+            => "The source's link to the same outage in another system (ServiceNow `correlation_id`, Jira `correlation_field`); null when none.",
+        /// Who the incident is assigned to, as the source names them (display name or login);
+        /// `None` when unassigned or when the source clears it on resolution (PagerDuty).
+        pub assignee: Option<String>
+            => "Assigned responder as the source names them; null when unassigned or cleared on resolution.",
+        /// Who acknowledged it first, as the source names them.
+        pub acknowledged_by: Option<String>
+            => "Who acknowledged it first, as the source names them.",
+        /// When the source last changed it.
+        pub updated_at: DateTime<Utc> => "Last changed at the source (UTC).",
     }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+    impl Table {
+        const PEOPLE: &'static [&'static str] = &["assignee", "acknowledged_by"];
+        const NAME: &'static str = "incidents";
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.updated_at
+        }
     }
 }
 
-/// A commit, as a change's or a deployment's content (GitHub/GitLab commits, compare between
-/// consecutive production deployments).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Commit {
-    /// `{source}:{repo}:{sha}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// Repository (`owner/name`, or a GitLab project path).
-    pub repo: String,
-    /// Service from the configured mapping.
-    pub service: Option<String>,
-    /// Team owning the service.
-    pub team: Option<String>,
-    /// Commit sha.
-    pub sha: String,
-    /// Author time.
-    pub authored_at: DateTime<Utc>,
-    /// Parent shas (two or more for a merge commit).
-    pub parents: Vec<String>,
-    /// First line of the message.
-    pub title: String,
-    /// The production deployment whose range (previous production deployment, this one] brought
-    /// the commit, when known from a compare.
-    pub deployment_id: Option<String>,
-    /// Author name as written in the commit.
-    pub author_name: Option<String>,
-    /// Author email as written in the commit.
-    pub author_email: Option<String>,
-    /// When tandem last saw it change (a commit is immutable: its author time, or when it was
-    /// linked to a deployment).
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Table for Commit {
-    const PEOPLE: &'static [&'static str] = &["author_name", "author_email"];
-    const NAME: &'static str = "commits";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{repo}:{sha}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col(
-            "repo",
-            ColumnKind::Text,
-            false,
-            "Repository, `owner/name` or GitLab project path.",
-        ),
-        col(
-            "service",
-            ColumnKind::Text,
-            true,
-            "Service from the config mapping; null when unmapped.",
-        ),
-        col("team", ColumnKind::Text, true, "Team owning the service."),
-        col("sha", ColumnKind::Text, false, "Commit sha."),
-        col("authored_at", ColumnKind::Timestamp, false, "Author time (UTC)."),
-        col("parents", ColumnKind::TextList, false, "Parent shas."),
-        col("title", ColumnKind::Text, false, "First line of the message."),
-        col(
-            "deployment_id",
-            ColumnKind::Text,
-            true,
-            "Production deployment whose range brought it, when known.",
-        ),
-        col(
-            "author_name",
-            ColumnKind::Text,
-            true,
-            "Author name as written in the commit.",
-        ),
-        col(
-            "author_email",
-            ColumnKind::Text,
-            true,
-            "Author email as written in the commit.",
-        ),
-        col(
-            "updated_at",
-            ColumnKind::Timestamp,
-            false,
-            "When tandem last saw it change (UTC).",
-        ),
-    ];
-    const ANCHOR: Option<&'static str> = Some("authored_at");
-    fn anchor(&self) -> Option<DateTime<Utc>> {
-        Some(self.authored_at)
+canonical_table! {
+    /// A commit, as a change's or a deployment's content (GitHub/GitLab commits, compare between
+    /// consecutive production deployments).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Commit {
+        /// `{source}:{repo}:{sha}`.
+        pub id: String => "Primary key: `{source}:{repo}:{sha}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// Repository (`owner/name`, or a GitLab project path).
+        pub repo: String => "Repository, `owner/name` or GitLab project path.",
+        /// Service from the configured mapping.
+        pub service: Option<String> => "Service from the config mapping; null when unmapped.",
+        /// Team owning the service.
+        pub team: Option<String> => "Team owning the service.",
+        /// Commit sha.
+        pub sha: String => "Commit sha.",
+        /// Author time.
+        pub authored_at: DateTime<Utc> => "Author time (UTC).",
+        /// Parent shas (two or more for a merge commit).
+        pub parents: Vec<String> => "Parent shas.",
+        /// First line of the message.
+        pub title: String => "First line of the message.",
+        /// The production deployment whose range (previous production deployment, this one] brought
+        /// the commit, when known from a compare.
+        pub deployment_id: Option<String>
+            => "Production deployment whose range brought it, when known.",
+        /// Author name as written in the commit.
+        pub author_name: Option<String> => "Author name as written in the commit.",
+        /// Author email as written in the commit.
+        pub author_email: Option<String> => "Author email as written in the commit.",
+        /// When tandem last saw it change (a commit is immutable: its author time, or when it was
+        /// linked to a deployment).
+        pub updated_at: DateTime<Utc> => "When tandem last saw it change (UTC).",
     }
-    fn key(&self) -> &str {
-        &self.id
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+    impl Table {
+        const PEOPLE: &'static [&'static str] = &["author_name", "author_email"];
+        const NAME: &'static str = "commits";
+        const ANCHOR: Option<&'static str> = Some("authored_at");
+        fn anchor(&self) -> Option<DateTime<Utc>> {
+            Some(self.authored_at)
+        }
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.updated_at
+        }
     }
 }
 
-/// A ticket: a Jira issue or a ServiceNow incident/request, for ITSM flow metrics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Ticket {
-    /// `{source}:{key}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// Human key at the source (`OPS-127`, `INC0000046`).
-    pub key: String,
-    /// Project (Jira project key, ServiceNow table).
-    pub project: String,
-    /// The source's own service reference (component, CI).
-    pub service_ref: Option<String>,
-    /// Service from the configured mapping.
-    pub service: Option<String>,
-    /// Team owning the service.
-    pub team: Option<String>,
-    /// `incident`, `request`, `change`, `problem`, `bug`, `task`, `story`, or [`Ticket::OTHER`]
-    /// for a type no mapping classifies.
-    pub category: String,
-    /// Issue type / record type as the source names it.
-    pub issue_type: String,
-    /// Title / short description.
-    pub title: String,
-    /// Priority as the source names it (`High`, `P2`, `3`); `None` when unset.
-    pub priority: Option<String>,
-    /// Status as the source names it (may be localised).
-    pub status: String,
-    /// `new`, `indeterminate` or `done`.
-    pub status_category: String,
-    /// Labels.
-    pub labels: Vec<String>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Resolved; `None` while open.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// Who the ticket is assigned to (display name); `None` when unassigned.
-    pub assignee: Option<String>,
-    /// Who reported or opened it (display name).
-    pub reporter: Option<String>,
-    /// Last changed at the source.
-    pub updated_at: DateTime<Utc>,
+canonical_table! {
+    /// A ticket: a Jira issue or a ServiceNow incident/request, for ITSM flow metrics.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Ticket {
+        /// `{source}:{key}`.
+        pub id: String => "Primary key: `{source}:{key}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// Human key at the source (`OPS-127`, `INC0000046`).
+        pub key: String => "Key at the source (`OPS-127`, `INC0000046`).",
+        /// Project (Jira project key, ServiceNow table).
+        pub project: String => "Jira project key or ServiceNow table.",
+        /// The source's own service reference (component, CI).
+        pub service_ref: Option<String> => "The source's own service reference (component, CI).",
+        /// Service from the configured mapping.
+        pub service: Option<String> => "Service from the config mapping; null when unmapped.",
+        /// Team owning the service.
+        pub team: Option<String> => "Team owning the service.",
+        /// `incident`, `request`, `change`, `problem`, `bug`, `task`, `story`, or [`Ticket::OTHER`]
+        /// for a type no mapping classifies.
+        pub category: String
+            => "incident, request, change, problem, bug, task, story, or other (a type tandem cannot classify).",
+        /// Issue type / record type as the source names it.
+        pub issue_type: String => "Issue or record type as the source names it.",
+        /// Title / short description.
+        pub title: String => "Title or short description.",
+        /// Priority as the source names it (`High`, `P2`, `3`); `None` when unset.
+        pub priority: Option<String> => "Priority as the source names it.",
+        /// Status as the source names it (may be localised).
+        pub status: String => "Status as the source names it.",
+        /// `new`, `indeterminate` or `done`.
+        pub status_category: String => "new, indeterminate or done.",
+        /// Labels.
+        pub labels: Vec<String> => "Labels.",
+        /// Created.
+        pub created_at: DateTime<Utc> => "Created (UTC).",
+        /// Resolved; `None` while open.
+        pub resolved_at: Option<DateTime<Utc>> => "Resolved (UTC); null while open.",
+        /// Who the ticket is assigned to (display name); `None` when unassigned.
+        pub assignee: Option<String>
+            => "Assignee's display name (Jira `assignee`, ServiceNow `assigned_to`); null when unassigned.",
+        /// Who reported or opened it (display name).
+        pub reporter: Option<String>
+            => "Reporter's display name (Jira `reporter`, ServiceNow `opened_by`).",
+        /// Last changed at the source.
+        pub updated_at: DateTime<Utc> => "Last changed at the source (UTC).",
+    }
+    // `key` is the table's primary key (`id`), not the ticket's human key field.
+    #[allow(clippy::misnamed_getters)]
+    impl Table {
+        const PEOPLE: &'static [&'static str] = &["assignee", "reporter"];
+        const NAME: &'static str = "tickets";
+        const ANCHOR: Option<&'static str> = Some("created_at");
+        fn anchor(&self) -> Option<DateTime<Utc>> {
+            Some(self.created_at)
+        }
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.updated_at
+        }
+    }
 }
 
 impl Ticket {
@@ -669,314 +618,104 @@ impl Ticket {
     pub const OTHER: &'static str = "other";
 }
 
-// `key` is the table's primary key (`id`), not the ticket's human key field.
-#[allow(clippy::misnamed_getters)]
-impl Table for Ticket {
-    const PEOPLE: &'static [&'static str] = &["assignee", "reporter"];
-    const NAME: &'static str = "tickets";
-    const COLUMNS: &'static [Column] = &[
-        col("id", ColumnKind::Text, false, "Primary key: `{source}:{key}`."),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col(
-            "key",
-            ColumnKind::Text,
-            false,
-            "Key at the source (`OPS-127`, `INC0000046`).",
-        ),
-        col(
-            "project",
-            ColumnKind::Text,
-            false,
-            "Jira project key or ServiceNow table.",
-        ),
-        col(
-            "service_ref",
-            ColumnKind::Text,
-            true,
-            "The source's own service reference (component, CI).",
-        ),
-        col(
-            "service",
-            ColumnKind::Text,
-            true,
-            "Service from the config mapping; null when unmapped.",
-        ),
-        col("team", ColumnKind::Text, true, "Team owning the service."),
-        col(
-            "category",
-            ColumnKind::Text,
-            false,
-            "incident, request, change, problem, bug, task, story, or other (a type tandem cannot classify).",
-        ),
-        col(
-            "issue_type",
-            ColumnKind::Text,
-            false,
-            "Issue or record type as the source names it.",
-        ),
-        col("title", ColumnKind::Text, false, "Title or short description."),
-        col(
-            "priority",
-            ColumnKind::Text,
-            true,
-            "Priority as the source names it.",
-        ),
-        col(
-            "status",
-            ColumnKind::Text,
-            false,
-            "Status as the source names it.",
-        ),
-        col(
-            "status_category",
-            ColumnKind::Text,
-            false,
-            "new, indeterminate or done.",
-        ),
-        col("labels", ColumnKind::TextList, false, "Labels."),
-        col("created_at", ColumnKind::Timestamp, false, "Created (UTC)."),
-        col(
-            "resolved_at",
-            ColumnKind::Timestamp,
-            true,
-            "Resolved (UTC); null while open.",
-        ),
-        col(
-            "assignee",
-            ColumnKind::Text,
-            true,
-            "Assignee's display name (Jira `assignee`, ServiceNow `assigned_to`); null when unassigned.",
-        ),
-        col(
-            "reporter",
-            ColumnKind::Text,
-            true,
-            "Reporter's display name (Jira `reporter`, ServiceNow `opened_by`).",
-        ),
-        col(
-            "updated_at",
-            ColumnKind::Timestamp,
-            false,
-            "Last changed at the source (UTC).",
-        ),
-    ];
-    const ANCHOR: Option<&'static str> = Some("created_at");
-    fn anchor(&self) -> Option<DateTime<Utc>> {
-        Some(self.created_at)
+canonical_table! {
+    /// One status change of a ticket (Jira changelog).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct TicketTransition {
+        /// `{source}:{ticket key}:{history id}:{item index}`.
+        pub id: String => "Primary key: `{source}:{ticket key}:{history id}:{item}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// The ticket's `id` in the tickets table.
+        pub ticket_id: String => "The ticket's id in `tickets`.",
+        /// When the status changed.
+        pub at: DateTime<Utc> => "When the status changed (UTC).",
+        /// Status before (as named at the source).
+        pub from_status: Option<String> => "Status before.",
+        /// Status after.
+        pub to_status: String => "Status after.",
+        /// Category before: `new`, `indeterminate` or `done`; `None` when unknown.
+        pub from_category: Option<String> => "Category before: new, indeterminate or done.",
+        /// Category after; `None` when unknown.
+        pub to_category: Option<String> => "Category after.",
     }
-    fn key(&self) -> &str {
-        &self.id
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+    impl Table {
+        const NAME: &'static str = "ticket_transitions";
+        const UPDATED_AT: &'static str = "at";
+        const ANCHOR: Option<&'static str> = Some("at");
+        fn anchor(&self) -> Option<DateTime<Utc>> {
+            Some(self.at)
+        }
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.at
+        }
     }
 }
 
-/// One status change of a ticket (Jira changelog).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TicketTransition {
-    /// `{source}:{ticket key}:{history id}:{item index}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// The ticket's `id` in the tickets table.
-    pub ticket_id: String,
-    /// When the status changed.
-    pub at: DateTime<Utc>,
-    /// Status before (as named at the source).
-    pub from_status: Option<String>,
-    /// Status after.
-    pub to_status: String,
-    /// Category before: `new`, `indeterminate` or `done`; `None` when unknown.
-    pub from_category: Option<String>,
-    /// Category after; `None` when unknown.
-    pub to_category: Option<String>,
-}
-
-impl Table for TicketTransition {
-    const NAME: &'static str = "ticket_transitions";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{ticket key}:{history id}:{item}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col(
-            "ticket_id",
-            ColumnKind::Text,
-            false,
-            "The ticket's id in `tickets`.",
-        ),
-        col(
-            "at",
-            ColumnKind::Timestamp,
-            false,
-            "When the status changed (UTC).",
-        ),
-        col("from_status", ColumnKind::Text, true, "Status before."),
-        col("to_status", ColumnKind::Text, false, "Status after."),
-        col(
-            "from_category",
-            ColumnKind::Text,
-            true,
-            "Category before: new, indeterminate or done.",
-        ),
-        col("to_category", ColumnKind::Text, true, "Category after."),
-    ];
-    const UPDATED_AT: &'static str = "at";
-    const ANCHOR: Option<&'static str> = Some("at");
-    fn anchor(&self) -> Option<DateTime<Utc>> {
-        Some(self.at)
+canonical_table! {
+    /// A change request: ServiceNow `change_request`, a Jira change issue.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ChangeRequest {
+        /// `{source}:{vendor id}`.
+        pub id: String => "Primary key: `{source}:{vendor id}`.",
+        /// Name of the configured source it came from.
+        pub source: String => "Configured source name.",
+        /// Human number (`CHG0000123`, `CHG-42`).
+        pub number: String => "Human number (`CHG0000123`).",
+        /// Short description.
+        pub title: String => "Short description.",
+        /// The source's own service reference (`cmdb_ci`, component).
+        pub service_ref: Option<String>
+            => "The source's own service reference (cmdb_ci, component).",
+        /// Service from the configured mapping.
+        pub service: Option<String> => "Service from the config mapping; null when unmapped.",
+        /// Team owning the service.
+        pub team: Option<String> => "Team owning the service.",
+        /// `standard`, `normal` or `emergency`; `None` when the source's value is unknown.
+        pub change_type: Option<String> => "standard, normal or emergency.",
+        /// State as the source names it.
+        pub state: String => "State as the source names it.",
+        /// Whether it was approved.
+        pub approved: Option<bool> => "Approved.",
+        /// Planned window start.
+        pub planned_start: Option<DateTime<Utc>> => "Planned window start (UTC).",
+        /// Planned window end.
+        pub planned_end: Option<DateTime<Utc>> => "Planned window end (UTC).",
+        /// Actual work start.
+        pub actual_start: Option<DateTime<Utc>> => "Actual work start (UTC).",
+        /// Actual work end.
+        pub actual_end: Option<DateTime<Utc>> => "Actual work end (UTC).",
+        /// Closed.
+        pub closed_at: Option<DateTime<Utc>> => "Closed (UTC).",
+        /// `successful`, `successful_issues` or `unsuccessful`; `None` while open.
+        pub close_code: Option<String> => "successful, successful_issues or unsuccessful.",
+        /// Who requested the change (display name).
+        pub requested_by: Option<String>
+            => "Requester's display name (ServiceNow `requested_by`, Jira `reporter`).",
+        /// Who the change is assigned to (display name).
+        pub assigned_to: Option<String>
+            => "Assignee's display name (ServiceNow `assigned_to`, Jira `assignee`).",
+        /// Created.
+        pub created_at: DateTime<Utc> => "Created (UTC).",
+        /// Last changed at the source.
+        pub updated_at: DateTime<Utc> => "Last changed at the source (UTC).",
     }
-    fn key(&self) -> &str {
-        &self.id
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.at
-    }
-}
-
-/// A change request: ServiceNow `change_request`, a Jira change issue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangeRequest {
-    /// `{source}:{vendor id}`.
-    pub id: String,
-    /// Name of the configured source it came from.
-    pub source: String,
-    /// Human number (`CHG0000123`, `CHG-42`).
-    pub number: String,
-    /// Short description.
-    pub title: String,
-    /// The source's own service reference (`cmdb_ci`, component).
-    pub service_ref: Option<String>,
-    /// Service from the configured mapping.
-    pub service: Option<String>,
-    /// Team owning the service.
-    pub team: Option<String>,
-    /// `standard`, `normal` or `emergency`; `None` when the source's value is unknown.
-    pub change_type: Option<String>,
-    /// State as the source names it.
-    pub state: String,
-    /// Whether it was approved.
-    pub approved: Option<bool>,
-    /// Planned window start.
-    pub planned_start: Option<DateTime<Utc>>,
-    /// Planned window end.
-    pub planned_end: Option<DateTime<Utc>>,
-    /// Actual work start.
-    pub actual_start: Option<DateTime<Utc>>,
-    /// Actual work end.
-    pub actual_end: Option<DateTime<Utc>>,
-    /// Closed.
-    pub closed_at: Option<DateTime<Utc>>,
-    /// `successful`, `successful_issues` or `unsuccessful`; `None` while open.
-    pub close_code: Option<String>,
-    /// Who requested the change (display name).
-    pub requested_by: Option<String>,
-    /// Who the change is assigned to (display name).
-    pub assigned_to: Option<String>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed at the source.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Table for ChangeRequest {
-    const PEOPLE: &'static [&'static str] = &["requested_by", "assigned_to"];
-    const NAME: &'static str = "change_requests";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{vendor id}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col("number", ColumnKind::Text, false, "Human number (`CHG0000123`)."),
-        col("title", ColumnKind::Text, false, "Short description."),
-        col(
-            "service_ref",
-            ColumnKind::Text,
-            true,
-            "The source's own service reference (cmdb_ci, component).",
-        ),
-        col(
-            "service",
-            ColumnKind::Text,
-            true,
-            "Service from the config mapping; null when unmapped.",
-        ),
-        col("team", ColumnKind::Text, true, "Team owning the service."),
-        col(
-            "change_type",
-            ColumnKind::Text,
-            true,
-            "standard, normal or emergency.",
-        ),
-        col("state", ColumnKind::Text, false, "State as the source names it."),
-        col("approved", ColumnKind::Bool, true, "Approved."),
-        col(
-            "planned_start",
-            ColumnKind::Timestamp,
-            true,
-            "Planned window start (UTC).",
-        ),
-        col(
-            "planned_end",
-            ColumnKind::Timestamp,
-            true,
-            "Planned window end (UTC).",
-        ),
-        col(
-            "actual_start",
-            ColumnKind::Timestamp,
-            true,
-            "Actual work start (UTC).",
-        ),
-        col(
-            "actual_end",
-            ColumnKind::Timestamp,
-            true,
-            "Actual work end (UTC).",
-        ),
-        col("closed_at", ColumnKind::Timestamp, true, "Closed (UTC)."),
-        col(
-            "close_code",
-            ColumnKind::Text,
-            true,
-            "successful, successful_issues or unsuccessful.",
-        ),
-        col(
-            "requested_by",
-            ColumnKind::Text,
-            true,
-            "Requester's display name (ServiceNow `requested_by`, Jira `reporter`).",
-        ),
-        col(
-            "assigned_to",
-            ColumnKind::Text,
-            true,
-            "Assignee's display name (ServiceNow `assigned_to`, Jira `assignee`).",
-        ),
-        col("created_at", ColumnKind::Timestamp, false, "Created (UTC)."),
-        col(
-            "updated_at",
-            ColumnKind::Timestamp,
-            false,
-            "Last changed at the source (UTC).",
-        ),
-    ];
-    const ANCHOR: Option<&'static str> = Some("created_at");
-    fn anchor(&self) -> Option<DateTime<Utc>> {
-        Some(self.created_at)
-    }
-    fn key(&self) -> &str {
-        &self.id
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+    impl Table {
+        const PEOPLE: &'static [&'static str] = &["requested_by", "assigned_to"];
+        const NAME: &'static str = "change_requests";
+        const ANCHOR: Option<&'static str> = Some("created_at");
+        fn anchor(&self) -> Option<DateTime<Utc>> {
+            Some(self.created_at)
+        }
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.updated_at
+        }
     }
 }
 
@@ -1014,60 +753,38 @@ impl Record {
     }
 }
 
-/// A source record that could not be turned into a canonical record, kept with its reason so it
-/// is counted and can be fixed, never silently dropped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Quarantined {
-    /// `{source}:{stream}:{record key or content hash}`.
-    pub id: String,
-    /// Configured source name.
-    pub source: String,
-    /// Stream it came from.
-    pub stream: String,
-    /// Why it was rejected (names the field and, where there is one, the value).
-    pub reason: String,
-    /// The raw record, as JSON text.
-    pub raw: String,
-    /// When tandem saw it.
-    pub seen_at: DateTime<Utc>,
-    /// The reason's code, one of [`ReasonCode::ALL`]; `None` only in rows written before tandem
-    /// kept codes.
-    #[serde(default)]
-    pub reason_code: Option<ReasonCode>,
-}
-
-impl Table for Quarantined {
-    const NAME: &'static str = "quarantine";
-    const COLUMNS: &'static [Column] = &[
-        col(
-            "id",
-            ColumnKind::Text,
-            false,
-            "Primary key: `{source}:{stream}:{record key or hash}`.",
-        ),
-        col("source", ColumnKind::Text, false, "Configured source name."),
-        col("stream", ColumnKind::Text, false, "Stream it came from."),
-        col("reason", ColumnKind::Text, false, "Why it was rejected."),
-        col("raw", ColumnKind::Text, false, "The raw record as JSON text."),
-        col(
-            "seen_at",
-            ColumnKind::Timestamp,
-            false,
-            "When tandem saw it (UTC).",
-        ),
-        col(
-            "reason_code",
-            ColumnKind::Text,
-            true,
-            "The reason's code: `missing_field`, `bad_timestamp`, `bad_value`, `bad_shape` or `unknown_reference`.",
-        ),
-    ];
-    const UPDATED_AT: &'static str = "seen_at";
-    fn key(&self) -> &str {
-        &self.id
+canonical_table! {
+    /// A source record that could not be turned into a canonical record, kept with its reason so it
+    /// is counted and can be fixed, never silently dropped.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Quarantined {
+        /// `{source}:{stream}:{record key or content hash}`.
+        pub id: String => "Primary key: `{source}:{stream}:{record key or hash}`.",
+        /// Configured source name.
+        pub source: String => "Configured source name.",
+        /// Stream it came from.
+        pub stream: String => "Stream it came from.",
+        /// Why it was rejected (names the field and, where there is one, the value).
+        pub reason: String => "Why it was rejected.",
+        /// The raw record, as JSON text.
+        pub raw: String => "The raw record as JSON text.",
+        /// When tandem saw it.
+        pub seen_at: DateTime<Utc> => "When tandem saw it (UTC).",
+        /// The reason's code, one of [`ReasonCode::ALL`]; `None` only in rows written before tandem
+        /// kept codes.
+        #[serde(default)]
+        pub reason_code: Option<ReasonCode>
+            => "The reason's code: `missing_field`, `bad_timestamp`, `bad_value`, `bad_shape` or `unknown_reference`.",
     }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.seen_at
+    impl Table {
+        const NAME: &'static str = "quarantine";
+        const UPDATED_AT: &'static str = "seen_at";
+        fn key(&self) -> &str {
+            &self.id
+        }
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.seen_at
+        }
     }
 }
 
@@ -1255,6 +972,127 @@ mod tests {
                 T::NAME
             );
         }
+    }
+
+    /// The codec stores these by `as_str` and reads them back through serde: the two must agree.
+    #[test]
+    fn names_stored_as_text_are_the_serde_names() {
+        use DeploymentStatus::*;
+        for status in [Success, Failure, Error, InProgress, Cancelled, Stale] {
+            assert_eq!(status.cell(), Cell::Text(status.as_str()));
+            assert_eq!(
+                serde_json::to_value(status).ok(),
+                Some(serde_json::json!(status.as_str()))
+            );
+        }
+        for severity in [Severity::Sev1, Severity::Sev2, Severity::Sev3, Severity::Sev4] {
+            assert_eq!(
+                serde_json::to_value(severity).ok(),
+                Some(serde_json::json!(severity.as_str()))
+            );
+        }
+        for code in ReasonCode::ALL {
+            assert_eq!(Some(code).cell(), Cell::Text(code.as_str()));
+        }
+    }
+
+    /// One declaration gives the struct, its columns and its cells: the columns follow the fields
+    /// in order, kinds and nullability follow the field types (`nullable` marks the exception),
+    /// and each cell is the field's value.
+    #[test]
+    fn a_declaration_gives_columns_and_cells_from_its_fields() {
+        let names: Vec<&str> = Deployment::COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "source",
+                "repo",
+                "service",
+                "team",
+                "environment",
+                "is_production",
+                "status",
+                "sha",
+                "created_at",
+                "finished_at",
+                "deployed_by",
+                "change_refs",
+                "updated_at"
+            ]
+        );
+        let kinds = |name: &str| {
+            Deployment::COLUMNS
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| (c.kind, c.nullable))
+        };
+        assert_eq!(kinds("is_production"), Some((ColumnKind::Bool, false)));
+        assert_eq!(kinds("finished_at"), Some((ColumnKind::Timestamp, true)));
+        assert_eq!(kinds("status"), Some((ColumnKind::Text, false)));
+        // A list always has a value, but a lake written before the column existed lacks it.
+        assert_eq!(kinds("change_refs"), Some((ColumnKind::TextList, true)));
+        assert_eq!(
+            Incident::COLUMNS
+                .iter()
+                .find(|c| c.name == "number")
+                .map(|c| (c.kind, c.nullable)),
+            Some((ColumnKind::Integer, true))
+        );
+
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let deployment = Deployment {
+            id: "gh:a/b:1".into(),
+            source: "gh".into(),
+            repo: "a/b".into(),
+            service: None,
+            team: Some("core".into()),
+            environment: "production".into(),
+            is_production: true,
+            status: DeploymentStatus::InProgress,
+            sha: "abc".into(),
+            created_at: at,
+            finished_at: None,
+            deployed_by: None,
+            change_refs: vec!["CHG1".into()],
+            updated_at: at,
+        };
+        let cells: Vec<Cell<'_>> = (0..=Deployment::COLUMNS.len())
+            .map(|i| deployment.cell(i))
+            .collect();
+        let refs = ["CHG1".to_owned()];
+        assert_eq!(
+            cells,
+            [
+                Cell::Text("gh:a/b:1"),
+                Cell::Text("gh"),
+                Cell::Text("a/b"),
+                Cell::Null,
+                Cell::Text("core"),
+                Cell::Text("production"),
+                Cell::Bool(true),
+                Cell::Text("in_progress"),
+                Cell::Text("abc"),
+                Cell::Timestamp(at),
+                Cell::Null,
+                Cell::Null,
+                Cell::TextList(&refs),
+                Cell::Timestamp(at),
+                // Past the last column.
+                Cell::Null,
+            ]
+        );
+        // The serde fields are the columns.
+        let fields = serde_json::to_value(&deployment).ok();
+        let mut fields: Vec<&str> = fields
+            .as_ref()
+            .and_then(|v| v.as_object())
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        fields.sort_unstable();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(fields, sorted);
     }
 
     #[test]

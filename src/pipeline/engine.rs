@@ -17,12 +17,12 @@ use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Ticket};
 
 use super::attribution::{attributions, production_deployments};
-use super::codec::scan_table;
 use super::families::core::Core;
 use super::families::{Shared, dora, itsm, ops, quality};
 use super::grid::Grid;
 use super::{Inputs, Options, PipelineError, causes, links, undone};
 use crate::metric::{MetricId, MetricTable};
+use crate::store::codec::scan_table;
 
 pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable, PipelineError> {
     check_options(opts)?;

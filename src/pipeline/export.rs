@@ -21,8 +21,9 @@ use tandem_connectors::model::{
 };
 
 use super::PipelineError;
-use super::codec::{frame_of, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
+use super::codec::{polars_error, spreadsheet_safe, write_atomic};
 use crate::metric::{MetricId, MetricRow};
+use crate::store::codec::{frame_of, parquet_writer, timestamp_dtype};
 
 mod pseudonym;
 
@@ -865,7 +866,6 @@ pub fn schema_markdown(schema: &Schema) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use chrono::TimeZone as _;
-    use tandem_connectors::model::Column as Declared;
 
     use super::*;
 
@@ -873,55 +873,24 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 8, 3, 0, 0, 0).unwrap() + chrono::Duration::hours(h)
     }
 
-    /// A table with people in it, as a future source might bring: a text and a list column.
-    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-    struct Review {
-        id: String,
-        author: Option<String>,
-        reviewers: Vec<String>,
-        title: String,
-        at: DateTime<Utc>,
-    }
-
-    impl Table for Review {
-        const NAME: &'static str = "reviews";
-        const COLUMNS: &'static [Declared] = &[
-            Declared {
-                name: "id",
-                kind: ColumnKind::Text,
-                nullable: false,
-                doc: "Key.",
-            },
-            Declared {
-                name: "author",
-                kind: ColumnKind::Text,
-                nullable: true,
-                doc: "Login.",
-            },
-            Declared {
-                name: "reviewers",
-                kind: ColumnKind::TextList,
-                nullable: false,
-                doc: "Logins.",
-            },
-            Declared {
-                name: "title",
-                kind: ColumnKind::Text,
-                nullable: false,
-                doc: "Title.",
-            },
-            Declared {
-                name: "at",
-                kind: ColumnKind::Timestamp,
-                nullable: false,
-                doc: "When.",
-            },
-        ];
-        fn key(&self) -> &str {
-            &self.id
+    tandem_connectors::canonical_table! {
+        /// A table with people in it, as a future source might bring: a text and a list column.
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        struct Review {
+            id: String => "Key.",
+            author: Option<String> => "Login.",
+            reviewers: Vec<String> => "Logins.",
+            title: String => "Title.",
+            at: DateTime<Utc> => "When.",
         }
-        fn updated_at(&self) -> DateTime<Utc> {
-            self.at
+        impl Table {
+            const NAME: &'static str = "reviews";
+            fn key(&self) -> &str {
+                &self.id
+            }
+            fn updated_at(&self) -> DateTime<Utc> {
+                self.at
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 //! The polars pipeline: canonical tables in the lake → the tidy metric table.
 //!
-//! Every polars call in tandem lives under this module (polars' API moves between versions):
-//! `codec` is the store's only way into and out of Parquet; `engine` schedules — it reads the
-//! tables, prepares what several families share and runs the metric `families` (core, `dora`,
+//! Every polars call in tandem lives under this module or in the store's codec (polars' API moves
+//! between versions). `codec` reads tables in slices and makes CSV text spreadsheet-safe; `engine`
+//! schedules — it reads the tables, prepares what several families share and runs the metric `families` (core, `dora`,
 //! `ops`, `itsm`, `quality`), which compute. Below the families: `grid` (periods, scopes,
 //! aggregation, row layout), `links` (change → deployment), `causes`, `attribution`, `downtime`
 //! over `intervals`, `undone` (rollbacks and reverts) and `stats`; the families import these and
@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tandem_connectors::model::{Severity, Table};
+use tandem_connectors::model::Severity;
 
 use crate::metric::{MetricRow, MetricTable};
 
@@ -100,6 +100,9 @@ pub enum PipelineError {
         /// serde's account of the mismatch.
         source: serde_json::Error,
     },
+    /// A canonical table's file could not be encoded or decoded.
+    #[error(transparent)]
+    Table(#[from] crate::store::codec::CodecError),
     /// The options cannot describe a reporting range.
     #[error("invalid metric options: {0}")]
     Options(String),
@@ -226,36 +229,4 @@ pub fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> Result<
 /// Reads a metric table written by [`write_metrics`].
 pub fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineError> {
     output::read_metrics(parquet)
-}
-
-/// Writes canonical records as one Parquet file with the table's declared schema.
-///
-/// Atomic: the file is written to a uniquely named `.tmp` sibling and renamed into place,
-/// so a reader sees the old file or the new one, never half of one.
-pub fn write_table<T: Table>(rows: &[T], path: &Path) -> Result<(), PipelineError> {
-    codec::write_table(rows, path)
-}
-
-/// Checks that a table file can be opened as Parquet, reading its footer only (cheap for any
-/// size): a truncated or empty file fails.
-pub fn check_table(path: &Path) -> Result<(), PipelineError> {
-    codec::check_table(path)
-}
-
-/// Writes canonical records as a new data file of a Delta table; returns its size and the `add`
-/// action's statistics JSON.
-pub fn write_data_file<T: Table>(rows: &[T], path: &Path) -> Result<(i64, String), PipelineError> {
-    codec::write_data_file(rows, path)
-}
-
-/// The `id` and the `updated` instant (milliseconds) of every row of a table's data file.
-pub fn read_keys(path: &Path, table: &str, updated: &str) -> Result<Vec<(String, i64)>, PipelineError> {
-    codec::read_keys(path, table, updated)
-}
-
-/// Reads canonical records from a Parquet file written by [`write_table`].
-///
-/// A missing file is an empty table.
-pub fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, PipelineError> {
-    codec::read_table(path)
 }

@@ -18,8 +18,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{io_error, parquet_writer, polars_error, spreadsheet_safe, timestamp_dtype, write_atomic};
+use super::codec::{io_error, polars_error, spreadsheet_safe, write_atomic};
 use crate::metric::{MetricRow, MetricTable};
+use crate::store::codec::{parquet_writer, timestamp_dtype};
 
 const TABLE: &str = "metrics";
 

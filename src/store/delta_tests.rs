@@ -281,8 +281,8 @@ fn a_lake_of_single_parquet_files_is_converted_without_a_row_lost() {
         dep("jan-1", day(1, 10), 0, DeploymentStatus::Success),
         dep("mar-1", day(3, 5), 0, DeploymentStatus::Failure),
     ];
-    pipeline::write_table(&deployments, &store.legacy_table_path(Deployment::NAME)).unwrap();
-    pipeline::write_table(&[incident("p1", 0)], &store.legacy_table_path(Incident::NAME)).unwrap();
+    super::codec::write_table(&deployments, &store.legacy_table_path(Deployment::NAME)).unwrap();
+    super::codec::write_table(&[incident("p1", 0)], &store.legacy_table_path(Incident::NAME)).unwrap();
     store
         .save_bookmark("gh", "deployments", serde_json::json!({"cursor": "x"}))
         .unwrap();
@@ -308,10 +308,10 @@ fn a_conversion_killed_after_its_commit_does_not_convert_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let legacy = store.legacy_table_path(Incident::NAME);
-    pipeline::write_table(&[incident("p1", 0)], &legacy).unwrap();
+    super::codec::write_table(&[incident("p1", 0)], &legacy).unwrap();
     store.migrate().unwrap();
     // Killed before the old file was removed; meanwhile a sync updated the row.
-    pipeline::write_table(&[incident("p1", 0)], &legacy).unwrap();
+    super::codec::write_table(&[incident("p1", 0)], &legacy).unwrap();
     store.upsert(vec![incident("p1", 3)]).unwrap();
     let version = store.table_version(Incident::NAME, AsOf::Latest).unwrap();
     assert_eq!(Store::open(dir.path()).unwrap().migrate().unwrap(), vec![]);

@@ -5,8 +5,10 @@
 //! A table changes only by a Delta commit, atomic by the log's protocol; state files are written
 //! to a temporary file renamed over the old one. Either way a killed run leaves everything as it
 //! was or fully replaced. Writers hold the lake's lock ([`lock`]). The store never talks to a
-//! source and never computes a metric; Parquet encoding is delegated to the pipeline's codec.
+//! source and never computes a metric; Parquet encoding is the codec's ([`codec`]), the only part of
+//! the store that uses polars.
 
+pub mod codec;
 pub mod delta;
 pub mod lock;
 pub mod maintain;
@@ -22,7 +24,7 @@ use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket, TicketTransition,
 };
 
-use crate::pipeline::{self, PipelineError};
+use codec::CodecError;
 use delta::AsOf;
 use table::OpenTable;
 
@@ -43,7 +45,10 @@ pub enum StoreError {
     },
     /// A table file could not be encoded or decoded.
     #[error("store: {0}")]
-    Table(#[from] PipelineError),
+    Table(#[from] CodecError),
+    /// The metric table could not be written.
+    #[error("store: {0}")]
+    Metrics(#[from] crate::pipeline::PipelineError),
     /// A state file other than the bookmarks is not valid JSON.
     #[error("store: state file {path} is corrupt ({message}); delete it and the next sync rewrites it")]
     State {
@@ -427,7 +432,7 @@ impl Store {
         let generation = dir.join(&name);
         std::fs::create_dir_all(&generation).map_err(|e| io_error("create directory", &generation, e))?;
         let (parquet, csv) = (generation.join("metrics.parquet"), generation.join("metrics.csv"));
-        pipeline::write_metrics(table, &parquet, &csv)?;
+        crate::pipeline::write_metrics(table, &parquet, &csv)?;
         let current = dir.join(METRICS_CURRENT);
         let previous = std::fs::read_link(&current).ok();
         let link = crate::atomic::tmp_path(&current);
@@ -465,8 +470,8 @@ impl Store {
             return table::read_all::<T>(&log);
         }
         let path = self.legacy_table_path(T::NAME);
-        pipeline::read_table::<T>(&path).map_err(|e| match e {
-            PipelineError::Polars { source, .. } => StoreError::UnreadableTable {
+        codec::read_table::<T>(&path).map_err(|e| match e {
+            CodecError::Polars { source, .. } => StoreError::UnreadableTable {
                 path,
                 message: source.to_string(),
             },
@@ -504,12 +509,12 @@ impl Store {
             let dir = self.table_dir(name);
             if let Some(log) = table::open(&dir, AsOf::Latest)? {
                 for path in table::file_paths(&log)? {
-                    pipeline::check_table(&path).map_err(|e| StoreError::UnreadableTable {
+                    codec::check_table(&path).map_err(|e| StoreError::UnreadableTable {
                         message: match e {
-                            PipelineError::Polars { source, .. } => {
+                            CodecError::Polars { source, .. } => {
                                 format!("its data file {}: {source}", path.display())
                             }
-                            PipelineError::Io { source, .. } => {
+                            CodecError::Io { source, .. } => {
                                 format!("its data file {} cannot be opened: {source}", path.display())
                             }
                             other => other.to_string(),
@@ -731,7 +736,7 @@ impl Store {
                 None => false,
             };
             if !converted {
-                let rows = pipeline::read_table::<T>(&legacy).map_err(|e| StoreError::UnreadableTable {
+                let rows = codec::read_table::<T>(&legacy).map_err(|e| StoreError::UnreadableTable {
                     path: legacy.clone(),
                     message: e.to_string(),
                 })?;
@@ -1060,6 +1065,7 @@ mod tests {
     use tandem_connectors::model::DeploymentStatus;
 
     use super::*;
+    use crate::pipeline;
 
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap() + Duration::hours(h)

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tandem_connectors::model::Table;
 
+use super::codec::{self, CodecError};
 use super::delta::{self, AsOf, DataFile, Log, NewFile, Operation};
 use super::{StoreError, UpsertStats};
-use crate::pipeline::{self, PipelineError};
 
 /// Where each key of a partition lives: its data file and its updated instant (ms).
 type PartitionIndex = HashMap<String, (String, i64)>;
@@ -60,7 +60,7 @@ impl OpenTable {
                 }
                 let path = self.log.dir().join(&file.path);
                 let keys =
-                    pipeline::read_keys(&path, T::NAME, T::UPDATED_AT).map_err(|e| unreadable(&path, e))?;
+                    codec::read_keys(&path, T::NAME, T::UPDATED_AT).map_err(|e| unreadable(&path, e))?;
                 for (key, at) in keys {
                     index.insert(key, (file.path.clone(), at));
                 }
@@ -238,7 +238,7 @@ fn read_file<T: Table>(dir: &Path, relative: &str) -> Result<Vec<T>, StoreError>
             message: format!("its log names the data file {relative}, which is missing"),
         });
     }
-    pipeline::read_table::<T>(&path).map_err(|e| unreadable(&path, e))
+    codec::read_table::<T>(&path).map_err(|e| unreadable(&path, e))
 }
 
 /// Writes `rows` as a new data file of `partition` (unique name, flushed), not yet committed.
@@ -258,7 +258,7 @@ fn write_file<T: Table>(dir: &Path, partition: &Option<String>, rows: &[T]) -> R
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| super::io_error("create directory", parent, e))?;
     }
-    let (size, stats) = pipeline::write_data_file(rows, &path)?;
+    let (size, stats) = codec::write_data_file(rows, &path)?;
     Ok(NewFile {
         path: relative,
         partition: partition.clone(),
@@ -285,9 +285,9 @@ pub(crate) fn open(dir: &Path, at: AsOf) -> Result<Option<Log>, StoreError> {
     })
 }
 
-fn unreadable(path: &Path, e: PipelineError) -> StoreError {
+fn unreadable(path: &Path, e: CodecError) -> StoreError {
     match e {
-        PipelineError::Polars { source, .. } => StoreError::UnreadableTable {
+        CodecError::Polars { source, .. } => StoreError::UnreadableTable {
             path: path.to_owned(),
             message: source.to_string(),
         },

@@ -17,7 +17,8 @@ use tandem_connectors::model::{Change, Commit, Deployment, Incident};
 
 use super::{LinkRow, PrMetricsRow, PrTables};
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{millis, polars_error, scan_table};
+use crate::pipeline::codec::polars_error;
+use crate::store::codec::{millis, scan_table};
 
 /// The optional column of `changes` that will hold the first review by someone other than the
 /// author; read when the file has it.

@@ -12,8 +12,7 @@ use tandem_connectors::model::{Change, Commit, Deployment, DeploymentStatus, Inc
 use tempfile::TempDir;
 
 use super::{LinkRow, PrMetricsRow, devlake_links_from_lake, devlake_pr_metrics_from_lake};
-use crate::pipeline::codec::frame_of;
-use crate::pipeline::write_table;
+use crate::store::codec::{frame_of, write_table};
 
 /// An instant in August 2026.
 fn aug(day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {

@@ -12,7 +12,8 @@ use tandem_connectors::model::{
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::{Inputs, Options, PipelineError, compute_metrics, write_table};
+use crate::pipeline::{Inputs, Options, PipelineError, compute_metrics};
+use crate::store::codec::write_table;
 
 use crate::pipeline::testkit::{aug, cell, deployment, incident, options};
 use MetricId::*;
@@ -1424,7 +1425,7 @@ fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_i
     write_table(&deployments, &path("deployments")).unwrap();
     write_table(&changes, &path("changes")).unwrap();
     write_table(&commits, &path("commits")).unwrap();
-    use crate::pipeline::codec::scan_table;
+    use crate::store::codec::scan_table;
     let production = crate::pipeline::attribution::production_deployments(
         scan_table::<Deployment>(std::slice::from_ref(&path("deployments"))).unwrap(),
     )

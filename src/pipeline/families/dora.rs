@@ -19,11 +19,12 @@ use super::core::lead;
 use crate::metric::calendar::{Grain, period_start};
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{SLICE_ROWS, in_slices, scan_table};
+use crate::pipeline::codec::{SLICE_ROWS, in_slices};
 use crate::pipeline::grid::{Period, Scope, aggregate, hours, metric_rows_with};
 use crate::pipeline::links::link_method;
 use crate::pipeline::stats::median;
 use crate::pipeline::undone::Undone;
+use crate::store::codec::scan_table;
 
 pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
     let polars = |source| PipelineError::Polars {

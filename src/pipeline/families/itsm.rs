@@ -16,9 +16,10 @@ use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::causes::change_request_names;
-use crate::pipeline::codec::{SLICE_ROWS, in_slices, scan_table};
+use crate::pipeline::codec::{SLICE_ROWS, in_slices};
 use crate::pipeline::grid::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
 use crate::pipeline::{Inputs, Options, PipelineError};
+use crate::store::codec::scan_table;
 
 /// Status categories of tickets and transitions (Jira's keys, which every connector maps onto).
 const IN_PROGRESS: &str = "indeterminate";

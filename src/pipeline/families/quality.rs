@@ -14,9 +14,9 @@ use super::core::lead;
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::PipelineError;
 use crate::pipeline::attribution::{EXPLICIT, WINDOW};
-use crate::pipeline::codec::scan_table;
 use crate::pipeline::grid::{Cells, Period, Scope, aggregate, metric_rows_with};
 use crate::pipeline::links::link_method;
+use crate::store::codec::scan_table;
 
 /// The `MetricId::QUALITY` rows.
 pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
@@ -343,7 +343,8 @@ mod tests {
     use super::*;
     use crate::metric::MetricRow;
     use crate::pipeline::testkit::{aug, cell, options};
-    use crate::pipeline::{Inputs, compute_metrics, write_table};
+    use crate::pipeline::{Inputs, compute_metrics};
+    use crate::store::codec::write_table;
     use MetricId::*;
 
     fn entry(id: u32, reason: QuarantineReason, seen_at: DateTime<Utc>) -> Quarantined {

@@ -12,7 +12,8 @@ use tandem_connectors::model::{ChangeRequest, Deployment, Ticket, TicketTransiti
 use tempfile::TempDir;
 
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::{Inputs, Options, PipelineError, compute_metrics, write_table};
+use crate::pipeline::{Inputs, Options, PipelineError, compute_metrics};
+use crate::store::codec::write_table;
 
 use crate::pipeline::testkit::{aug, cell, deployment, options};
 use MetricId::*;

@@ -8,7 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use tandem_connectors::model::{Deployment, DeploymentStatus, Incident, Severity};
 
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::{Inputs, Options, compute_metrics, write_table};
+use crate::pipeline::{Inputs, Options, compute_metrics};
+use crate::store::codec::write_table;
 
 use crate::pipeline::testkit::{aug, cell, incident, options};
 use MetricId::*;
