@@ -4,6 +4,7 @@
 
 mod browser;
 mod common;
+mod crash;
 mod demo;
 mod docs;
 mod e2e;

@@ -6,6 +6,16 @@
 //! to a temporary file renamed over the old one. Either way a killed run leaves everything as it
 //! was or fully replaced. Writers hold the lake's lock ([`lock`]). The store never talks to a
 //! source and never computes a metric; Parquet encoding is delegated to the pipeline's codec.
+//!
+//! Test hook: the environment variable `TANDEM_FAILPOINT=<name>[:<nth>]` (read once per process)
+//! makes the process abort, like `kill -9` (no destructors, no flush), the `nth` time (default the
+//! first) it reaches the named point of the commit path: `data-file-written` (a data file written,
+//! not yet committed), `pending-written` (a checkpoint's pending bookmark saved, no table
+//! committed), `table-committed` (one table of a checkpoint committed), `tables-committed` (every
+//! table committed, the bookmark not saved), `bookmark-saved` (the bookmark saved, the pending
+//! one not removed) and `delta-committed` (delta-rs wrote a commit to the log, its post-commit
+//! hooks — a checkpoint when due — not run). It exists for the crash tests (`tests/crash.rs`);
+//! unset, it does nothing, and no configuration reaches it.
 
 pub mod delta;
 pub mod lock;
@@ -570,7 +580,11 @@ impl Store {
         if rows.is_empty() {
             return Ok(UpsertStats::default());
         }
-        self.with_table::<T, _>(|t| table::upsert(t, rows, txn))
+        let stats = self.with_table::<T, _>(|t| table::upsert(t, rows, txn))?;
+        if txn.is_some() {
+            failpoint("table-committed");
+        }
+        Ok(stats)
     }
 
     /// Commits one checkpoint of a stream: its records and quarantined records, and its bookmark
@@ -590,7 +604,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = bookmark_key(source, stream);
         self.recover(&key)?;
-        let seq = self.sequence(&key)? + 1;
+        // The number is taken before any table commits with it: a commit killed half-way (with
+        // or without a bookmark) must not leave a table carrying the number the next checkpoint
+        // would reuse, which would make that checkpoint's pending bookmark look committed.
+        let mut sequences = self.sequences()?;
+        let seq = sequences.get(&key).copied().unwrap_or(0) + 1;
+        sequences.insert(key.clone(), seq);
+        self.write_json(&self.sequences_path(), &sequences)?;
         let names = tables.names();
         if let Some(state) = &state {
             let pending = Pending {
@@ -600,17 +620,17 @@ impl Store {
                 tables: names.iter().map(|n| (*n).to_owned()).collect(),
             };
             self.write_json(&self.pending_path(&key), &pending)?;
+            failpoint("pending-written");
         }
         self.note_written(source, stream, &names)?;
         let app = txn_app(&key);
         tables.upsert(self, Some((&app, seq)))?;
-        let mut sequences = self.sequences()?;
-        sequences.insert(key.clone(), seq);
-        self.write_json(&self.sequences_path(), &sequences)?;
+        failpoint("tables-committed");
         if let Some(state) = state {
             let mut all = self.bookmarks()?;
             all.insert(key.clone(), state);
             self.write_bookmarks(&all)?;
+            failpoint("bookmark-saved");
             let _ = std::fs::remove_file(self.pending_path(&key));
         }
         Ok(())
@@ -703,10 +723,6 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(io_error("read", &path, e)),
         }
-    }
-
-    fn sequence(&self, key: &str) -> Result<i64, StoreError> {
-        Ok(self.sequences()?.get(key).copied().unwrap_or(0))
     }
 
     /// Writes `value` as pretty JSON to `path`, atomically.
@@ -1013,6 +1029,29 @@ const TABLES: [&str; 8] = [
     ChangeRequest::NAME,
     Quarantined::NAME,
 ];
+
+/// Aborts the process the `nth` time it reaches the point `name`, when `TANDEM_FAILPOINT` says so
+/// (see the module doc): the crash tests' way of killing a commit at a precise step.
+pub(crate) fn failpoint(name: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let value = std::env::var("TANDEM_FAILPOINT").ok()?;
+        let (point, nth) = match value.split_once(':') {
+            Some((point, nth)) => (point, nth.parse().ok()?),
+            None => (value.as_str(), 1),
+        };
+        Some((point.to_owned(), nth))
+    });
+    if let Some((point, nth)) = armed
+        && point == name
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
+        std::process::abort();
+    }
+}
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
