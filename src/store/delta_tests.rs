@@ -492,3 +492,29 @@ fn a_maintenance_that_removes_log_entries_still_vacuums() {
     assert_eq!(report.files_vacuumed, 2, "the two replaced files");
     assert_eq!(store.read::<Deployment>().unwrap().len(), 1);
 }
+
+#[test]
+fn a_writer_killed_mid_write_leaves_no_staging_or_temporary_file_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .upsert(vec![dep("a", day(1, 1), 0, DeploymentStatus::Success)])
+        .unwrap();
+    // What a kill leaves: the staging copy of a log entry that was never linked into place, and
+    // a pending bookmark's temporary file.
+    let log = store.table_dir(Deployment::NAME).join("_delta_log");
+    let staging = log.join("00000000000000000002.json#1");
+    std::fs::write(&staging, b"{\"commitInfo\":").unwrap();
+    let pending = dir.path().join("state/pending");
+    std::fs::create_dir_all(&pending).unwrap();
+    let tmp = pending.join("pd_incidents.json.123-0.tmp");
+    std::fs::write(&tmp, b"{").unwrap();
+
+    let writer = Store::open_for_writing(dir.path(), "test").unwrap();
+    assert!(!staging.exists() && !tmp.exists());
+    assert!(log.join("00000000000000000001.json").exists(), "log entries stay");
+    writer
+        .upsert(vec![dep("b", day(1, 2), 0, DeploymentStatus::Success)])
+        .unwrap();
+    assert_eq!(writer.read::<Deployment>().unwrap().len(), 2);
+}

@@ -283,7 +283,7 @@ impl Store {
     /// Removes temporary files a killed write left behind; the files they were replacing are
     /// intact, so nothing is lost.
     fn remove_leftovers(&self) {
-        for dir in ["tables", "state", "metrics"] {
+        for dir in ["tables", "state", "state/pending", "metrics"] {
             let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
                 continue;
             };
@@ -293,6 +293,21 @@ impl Store {
                     // A file, or the link of an interrupted metric table switch.
                     tracing::debug!(path = %path.display(), "Removing a temporary file left by an interrupted write.");
                     let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        // A log entry (or checkpoint) is written to a staging copy, `<name>#<n>`, then linked into
+        // place: a writer killed in between leaves the copy, which readers ignore but nothing
+        // else would ever remove.
+        for dir in self.delta_dirs() {
+            let log = dir.join("_delta_log");
+            let Ok(entries) = std::fs::read_dir(&log) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains('#') {
+                    tracing::debug!(path = %entry.path().display(), "Removing a log entry's staging copy left by an interrupted commit.");
+                    let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
