@@ -385,11 +385,7 @@ async fn a_sync_aborted_at_each_step_of_a_commit_then_run_again_equals_a_clean_s
             let scenario = format!("{point}:{nth}");
             let lake = Lake::new(&world, &format!("{point}-{nth}"));
             let status = lake.sync(Some(&scenario)).await;
-            assert_eq!(
-                status.signal(),
-                Some(SIGABRT),
-                "{scenario}: the sync is stopped at the failpoint ({status})"
-            );
+            assert_aborted(&scenario, status);
             // The Python reader where a killed commit left files behind and where one was killed
             // inside delta-rs: it costs a process per run.
             let python = matches!(scenario.as_str(), "data-file-written:1" | "delta-committed:23");
@@ -418,6 +414,30 @@ async fn a_sync_aborted_at_each_step_of_a_commit_then_run_again_equals_a_clean_s
             assert_same_rows(&format!("{scenario}, after maintenance"), &rows(&lake), &clean);
         }
     }
+}
+
+/// Checks that the sync was stopped by its failpoint, not ended before reaching it.
+fn assert_aborted(scenario: &str, status: ExitStatus) {
+    assert_eq!(
+        status.signal(),
+        Some(SIGABRT),
+        "{scenario}: the sync must be stopped at the failpoint ({status}); if the sync now reaches \
+         it fewer times, pick hits that it reaches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_aborted_again_while_it_recovers_then_run_again_equals_a_clean_sync() {
+    let world = World::start(WEEKS).await;
+    let clean = clean_rows(&world).await;
+    let lake = Lake::new(&world, "twice");
+    // Between two tables of a checkpoint, then inside delta-rs in the run that resumes from it.
+    for failpoint in ["table-committed:15", "delta-committed:3"] {
+        let status = lake.sync(Some(failpoint)).await;
+        assert_aborted(failpoint, status);
+        keys_of_every_version(failpoint, &lake);
+    }
+    check_recovery("aborted twice", &lake, &clean, false).await;
 }
 
 /// A seeded generator (splitmix64): the same delays on every run of the test.
