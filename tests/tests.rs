@@ -4,6 +4,8 @@
 
 mod browser;
 mod common;
+// Kills processes by signal.
+#[cfg(unix)]
 mod crash;
 mod demo;
 mod docs;
