@@ -89,7 +89,7 @@ fn json_file(path: &Path) -> Value {
 }
 
 /// Fails, naming the install command, when the readers the data team uses are missing.
-fn require_python_readers() {
+pub(crate) fn require_python_readers() {
     let found = Command::new("python3")
         .args(["-c", "import duckdb, pandas, pyarrow, pytz, deltalake"])
         .output();

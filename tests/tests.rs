@@ -4,6 +4,9 @@
 
 mod browser;
 mod common;
+// Kills processes by signal.
+#[cfg(unix)]
+mod crash;
 mod demo;
 mod docs;
 mod e2e;

@@ -18,6 +18,7 @@ use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{
     Action, Add, ArrayType, DataType, PrimitiveType, Remove, StructField, Transaction,
 };
+use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use tandem_connectors::model::{Column, ColumnKind};
 
@@ -284,10 +285,15 @@ impl Log {
         let snapshot = self.table.snapshot().map_err(|e| error(&self.dir, e))?.clone();
         let store = self.table.log_store();
         let finalized = block_on(async move {
-            CommitBuilder::from(properties)
+            let written = CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(&snapshot), store, op)
-                .await
+                .into_prepared_commit_future()
+                .await?
+                .await?;
+            // The commit is in the log; its post-commit hooks (a checkpoint when due) are not run.
+            super::failpoint("delta-committed");
+            written.await
         })
         .map_err(|e| error(&self.dir, e))?;
         let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
@@ -311,6 +317,9 @@ impl Log {
                 .vacuum()
                 .with_retention_period(retention)
                 .with_enforce_retention_duration(false)
+                // The default (lite) mode deletes only files a `remove` action names: the files of
+                // a commit that was killed before it was written would stay for ever.
+                .with_mode(VacuumMode::Full)
                 .await
         })
         .map_err(|e| error(&self.dir, e))?;
@@ -321,10 +330,10 @@ impl Log {
     /// Removes log entries (and checkpoints) older than `cutoff` that no version since needs:
     /// only up to the newest checkpoint before `cutoff`, so every version committed after it stays
     /// readable. Returns how many files went.
-    pub fn cleanup_log(&self, cutoff: DateTime<Utc>) -> Result<usize, DeltaError> {
+    pub fn cleanup_log(&mut self, cutoff: DateTime<Utc>) -> Result<usize, DeltaError> {
         let version = self.table.version().unwrap_or(0);
         let store = self.table.log_store();
-        block_on(async move {
+        let removed = block_on(async move {
             deltalake_core::protocol::checkpoints::cleanup_expired_logs_for(
                 version,
                 store.as_ref(),
@@ -333,7 +342,15 @@ impl Log {
             )
             .await
         })
-        .map_err(|e| error(&self.dir, e))
+        .map_err(|e| error(&self.dir, e))?;
+        if removed > 0 {
+            // This version was read from log entries that may be gone now: read it again from the
+            // checkpoint, or the next step (a vacuum) fails on a missing commit file.
+            if let Some(fresh) = Self::open(&self.dir, AsOf::Latest)? {
+                *self = fresh;
+            }
+        }
+        Ok(removed)
     }
 
     /// Writes a checkpoint of the log at this version, so readers replay no more than the commits

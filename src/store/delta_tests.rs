@@ -251,7 +251,7 @@ fn a_checkpoint_killed_before_all_its_tables_committed_is_read_again() {
     tables.quarantine.push(quarantined("q1"));
     next.commit("pd", "incidents", tables, Some(serde_json::json!({"page": 2})))
         .unwrap();
-    assert_eq!(next.sequence(&key).unwrap(), 3);
+    assert_eq!(next.sequences().unwrap()[&key], 3);
     assert_eq!(
         next.read::<Incident>().unwrap().len(),
         2,
@@ -428,4 +428,127 @@ fn a_store_without_the_lock_sees_what_another_writer_committed_before_it_upserts
         got,
         [("a", DeploymentStatus::Success), ("b", DeploymentStatus::Failure)]
     );
+}
+
+#[test]
+fn a_checkpoint_number_a_failed_commit_took_is_never_taken_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tables = Tables::default();
+    tables.incidents.push(incident("p1", 0));
+    tables.quarantine.push(quarantined("q0"));
+    store
+        .commit("pd", "incidents", tables, Some(serde_json::json!({"page": 1})))
+        .unwrap();
+    let corrupt = |table: &str| {
+        for file in store.table_files(table, AsOf::Latest).unwrap() {
+            std::fs::write(file, b"").unwrap();
+        }
+    };
+
+    // A commit without a bookmark (rows after the last checkpoint) stops after its first table:
+    // the incidents carry its number, the quarantine does not.
+    corrupt(Quarantined::NAME);
+    let mut tables = Tables::default();
+    tables.incidents.push(incident("p2", 0));
+    tables.quarantine.push(quarantined("q1"));
+    Store::open(dir.path())
+        .unwrap()
+        .commit("pd", "incidents", tables, None)
+        .unwrap_err();
+
+    // The next checkpoint, of the incidents only, saves its bookmark as pending and stops before
+    // its table committed.
+    corrupt(Incident::NAME);
+    let mut tables = Tables::default();
+    tables.incidents.push(incident("p3", 0));
+    Store::open(dir.path())
+        .unwrap()
+        .commit("pd", "incidents", tables, Some(serde_json::json!({"page": 3})))
+        .unwrap_err();
+
+    // Had it reused the failed commit's number, the incidents would seem to carry it, and the
+    // bookmark would skip the rows of page 3, which were never committed.
+    assert_eq!(
+        Store::open(dir.path())
+            .unwrap()
+            .resume("pd", "incidents")
+            .unwrap(),
+        Some(serde_json::json!({"page": 1}))
+    );
+}
+
+#[test]
+fn maintenance_removes_the_data_files_of_a_commit_that_was_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .upsert(vec![dep("a", day(1, 1), 0, DeploymentStatus::Success)])
+        .unwrap();
+    // A killed commit's data file: written, never named by the log.
+    let named = store.table_files(Deployment::NAME, AsOf::Latest).unwrap();
+    let orphan = named[0].with_file_name("part-killed.zstd.parquet");
+    std::fs::copy(&named[0], &orphan).unwrap();
+    let rows = store.read::<Deployment>().unwrap();
+    assert_eq!(rows.len(), 1, "a file the log does not name is not read");
+
+    let kept = store
+        .maintain(maintain::Retention::default(), true, Utc::now())
+        .unwrap();
+    assert_eq!(kept.files_vacuumed, 0);
+    assert!(
+        orphan.exists(),
+        "younger than the retention: a writer may be about to commit it"
+    );
+    let swept = store
+        .maintain(maintain::Retention { days: 0, raw_days: 0 }, true, Utc::now())
+        .unwrap();
+    assert_eq!(swept.files_vacuumed, 1);
+    assert!(!orphan.exists());
+    assert_eq!(store.read::<Deployment>().unwrap(), rows);
+}
+
+#[test]
+fn a_maintenance_that_removes_log_entries_still_vacuums() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for updated in 0..3 {
+        store
+            .upsert(vec![dep("a", day(1, 1), updated, DeploymentStatus::Success)])
+            .unwrap();
+    }
+    // No checkpoint yet: the version maintenance reads comes from the very log entries it
+    // removes.
+    let report = store
+        .maintain(maintain::Retention { days: 0, raw_days: 0 }, true, Utc::now())
+        .unwrap();
+    assert!(report.log_entries_removed > 0, "{report:?}");
+    assert_eq!(report.files_vacuumed, 2, "the two replaced files");
+    assert_eq!(store.read::<Deployment>().unwrap().len(), 1);
+}
+
+#[test]
+fn a_writer_killed_mid_write_leaves_no_staging_or_temporary_file_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .upsert(vec![dep("a", day(1, 1), 0, DeploymentStatus::Success)])
+        .unwrap();
+    // What a kill leaves: the staging copy of a log entry that was never linked into place, and
+    // a pending bookmark's temporary file.
+    let log = store.table_dir(Deployment::NAME).join("_delta_log");
+    let staging = log.join("00000000000000000002.json#1");
+    std::fs::write(&staging, b"{\"commitInfo\":").unwrap();
+    let pending = dir.path().join("state/pending");
+    std::fs::create_dir_all(&pending).unwrap();
+    let tmp = pending.join("pd_incidents.json.123-0.tmp");
+    std::fs::write(&tmp, b"{").unwrap();
+
+    let writer = Store::open_for_writing(dir.path(), "test").unwrap();
+    assert!(!staging.exists() && !tmp.exists());
+    assert!(log.join("00000000000000000001.json").exists(), "log entries stay");
+    writer
+        .upsert(vec![dep("b", day(1, 2), 0, DeploymentStatus::Success)])
+        .unwrap();
+    assert_eq!(writer.read::<Deployment>().unwrap().len(), 2);
 }

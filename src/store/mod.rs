@@ -7,6 +7,16 @@
 //! was or fully replaced. Writers hold the lake's lock ([`lock`]). The store never talks to a
 //! source and never computes a metric; Parquet encoding is the codec's ([`codec`]), the only part of
 //! the store that uses polars.
+//!
+//! Test hook: the environment variable `TANDEM_FAILPOINT=<name>[:<nth>]` (read once per process)
+//! makes the process abort, like `kill -9` (no destructors, no flush), the `nth` time (default the
+//! first) it reaches the named point of the commit path: `data-file-written` (a data file written,
+//! not yet committed), `pending-written` (a checkpoint's pending bookmark saved, no table
+//! committed), `table-committed` (one table of a checkpoint committed), `tables-committed` (every
+//! table committed, the bookmark not saved), `bookmark-saved` (the bookmark saved, the pending
+//! one not removed) and `delta-committed` (delta-rs wrote a commit to the log, its post-commit
+//! hooks — a checkpoint when due — not run). It exists for the crash tests (`tests/crash.rs`);
+//! unset, it does nothing, and no configuration reaches it.
 
 pub mod codec;
 pub mod delta;
@@ -278,7 +288,7 @@ impl Store {
     /// Removes temporary files a killed write left behind; the files they were replacing are
     /// intact, so nothing is lost.
     fn remove_leftovers(&self) {
-        for dir in ["tables", "state", "metrics"] {
+        for dir in ["tables", "state", "state/pending", "metrics"] {
             let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
                 continue;
             };
@@ -288,6 +298,21 @@ impl Store {
                     // A file, or the link of an interrupted metric table switch.
                     tracing::debug!(path = %path.display(), "Removing a temporary file left by an interrupted write.");
                     let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        // A log entry (or checkpoint) is written to a staging copy, `<name>#<n>`, then linked into
+        // place: a writer killed in between leaves the copy, which readers ignore but nothing
+        // else would ever remove.
+        for dir in self.delta_dirs() {
+            let log = dir.join("_delta_log");
+            let Ok(entries) = std::fs::read_dir(&log) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains('#') {
+                    tracing::debug!(path = %entry.path().display(), "Removing a log entry's staging copy left by an interrupted commit.");
+                    let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
@@ -572,7 +597,11 @@ impl Store {
         if rows.is_empty() {
             return Ok(UpsertStats::default());
         }
-        self.with_table::<T, _>(|t| table::upsert(t, rows, txn))
+        let stats = self.with_table::<T, _>(|t| table::upsert(t, rows, txn))?;
+        if txn.is_some() {
+            failpoint("table-committed");
+        }
+        Ok(stats)
     }
 
     /// Commits one checkpoint of a stream: its records and quarantined records, and its bookmark
@@ -592,7 +621,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = bookmark_key(source, stream);
         self.recover(&key)?;
-        let seq = self.sequence(&key)? + 1;
+        // The number is taken before any table commits with it: a commit killed half-way (with
+        // or without a bookmark) must not leave a table carrying the number the next checkpoint
+        // would reuse, which would make that checkpoint's pending bookmark look committed.
+        let mut sequences = self.sequences()?;
+        let seq = sequences.get(&key).copied().unwrap_or(0) + 1;
+        sequences.insert(key.clone(), seq);
+        self.write_json(&self.sequences_path(), &sequences)?;
         let names = tables.names();
         if let Some(state) = &state {
             let pending = Pending {
@@ -602,17 +637,17 @@ impl Store {
                 tables: names.iter().map(|n| (*n).to_owned()).collect(),
             };
             self.write_json(&self.pending_path(&key), &pending)?;
+            failpoint("pending-written");
         }
         self.note_written(source, stream, &names)?;
         let app = txn_app(&key);
         tables.upsert(self, Some((&app, seq)))?;
-        let mut sequences = self.sequences()?;
-        sequences.insert(key.clone(), seq);
-        self.write_json(&self.sequences_path(), &sequences)?;
+        failpoint("tables-committed");
         if let Some(state) = state {
             let mut all = self.bookmarks()?;
             all.insert(key.clone(), state);
             self.write_bookmarks(&all)?;
+            failpoint("bookmark-saved");
             let _ = std::fs::remove_file(self.pending_path(&key));
         }
         Ok(())
@@ -700,10 +735,6 @@ impl Store {
             path,
             message,
         })
-    }
-
-    fn sequence(&self, key: &str) -> Result<i64, StoreError> {
-        Ok(self.sequences()?.get(key).copied().unwrap_or(0))
     }
 
     /// Writes `value` as pretty JSON to `path`, atomically.
@@ -995,6 +1026,29 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(path.to_owned(), e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(io_error("read", path, source)),
+    }
+}
+
+/// Aborts the process the `nth` time it reaches the point `name`, when `TANDEM_FAILPOINT` says so
+/// (see the module doc): the crash tests' way of killing a commit at a precise step.
+pub(crate) fn failpoint(name: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let value = std::env::var("TANDEM_FAILPOINT").ok()?;
+        let (point, nth) = match value.split_once(':') {
+            Some((point, nth)) => (point, nth.parse().ok()?),
+            None => (value.as_str(), 1),
+        };
+        Some((point.to_owned(), nth))
+    });
+    if let Some((point, nth)) = armed
+        && point == name
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
+        std::process::abort();
     }
 }
 

@@ -153,6 +153,7 @@ pub(crate) fn upsert<T: Table>(
         }
         out.sort_by(|a, b| a.key().cmp(b.key()));
         let new = write_file(table.log.dir(), &partition, &out)?;
+        super::failpoint("data-file-written");
         let keys = out
             .iter()
             .map(|r| (r.key().to_owned(), r.updated_at().timestamp_millis()))
