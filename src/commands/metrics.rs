@@ -1,5 +1,7 @@
 //! `tandem metrics`: compute the metric table from the lake, write it, print it.
 
+use std::collections::BTreeMap;
+
 use chrono::Utc;
 use serde::Serialize;
 
@@ -11,6 +13,7 @@ use crate::pipeline::calendar::Calendar;
 use crate::pipeline::kpi::{Scored, scorecard, scorecard_of_period};
 use crate::pipeline::{self, Inputs, Options};
 use crate::store::Store;
+use crate::store::delta::AsOf;
 use crate::store::coverage::{Coverage, Feed};
 
 /// Computes, writes and prints the metrics.
@@ -87,12 +90,25 @@ pub fn kpis(
     ))
 }
 
-/// Computes the metric table for the range and writes it to the lake.
+/// Computes the metric table for the range and writes it to the lake as the metric table's new
+/// version, recording the canonical tables' versions it read.
 pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
     let store = super::open_lake_for_writing(config, "tandem metrics")?;
+    // The writers' lock is held: the tables stay at these versions while they are read.
+    let versions = store.table_versions()?;
     let table = table(&store, range_args, config)?;
-    let (parquet, _) = store.write_metrics(&table)?;
-    tracing::info!(rows = table.len(), path = %parquet.display(), "Metric table written.");
+    let draft = store.metrics_draft()?;
+    let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet, &draft.csv) {
+        Ok(written) => written,
+        Err(e) => {
+            // Never committed: nothing refers to them.
+            let _ = std::fs::remove_file(&draft.parquet);
+            let _ = std::fs::remove_file(&draft.csv);
+            return Err(e.into());
+        }
+    };
+    let version = store.commit_metrics(&draft, size, stats, &versions)?;
+    tracing::info!(rows = table.len(), version, path = %draft.parquet.display(), "Metric table written.");
     Ok(table)
 }
 
@@ -168,7 +184,25 @@ pub fn from_store(
     settings: &MetricsConfig,
     services: &[ServiceConfig],
 ) -> anyhow::Result<MetricTable> {
-    let files = |table: &str| store.table_files(table, crate::store::delta::AsOf::Latest);
+    from_store_at(store, None, calendar, settings, services)
+}
+
+/// [`from_store`] with the canonical tables as of `versions` (table name → version; a table not
+/// named had not been written), or their latest versions when `None`.
+pub fn from_store_at(
+    store: &Store,
+    versions: Option<&BTreeMap<String, i64>>,
+    calendar: Calendar,
+    settings: &MetricsConfig,
+    services: &[ServiceConfig],
+) -> anyhow::Result<MetricTable> {
+    let files = |table: &str| match versions {
+        None => store.table_files(table, AsOf::Latest),
+        Some(versions) => match versions.get(table) {
+            Some(v) => store.table_files(table, AsOf::Version(*v)),
+            None => Ok(Vec::new()),
+        },
+    };
     let (deployments, changes, commits, incidents) = (
         files("deployments")?,
         files("changes")?,

@@ -16,7 +16,7 @@ pub mod sync;
 
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 
 use crate::cli::RangeArgs;
@@ -89,11 +89,44 @@ impl Context {
 /// Opens the configured lake for a command that changes it (`command`, e.g. `tandem sync`,
 /// names it to a second writer), holding the writers' lock until the returned store and its
 /// clones are dropped. Commands that only read the lake (reports, exports) use `Store::open`.
+/// A metric table in the layout of an earlier release is converted to the Delta metric table
+/// here (the store commits, the pipeline re-encodes the rows), as the canonical tables are by
+/// the store itself.
 pub fn open_lake_for_writing(config: &Config, command: &str) -> anyhow::Result<Store> {
-    Ok(Store::open_for_writing(
-        &config.resolve(&config.store.path),
-        command,
-    )?)
+    let store = Store::open_for_writing(&config.resolve(&config.store.path), command)?;
+    convert_legacy_metrics(&store)?;
+    Ok(store)
+}
+
+/// Converts the metric table of an earlier release's layout, if the lake still has one, into a
+/// version of the Delta metric table (its rows unchanged, its CSV kept); returns the version.
+pub fn convert_legacy_metrics(store: &Store) -> anyhow::Result<Option<i64>> {
+    let Some((parquet, csv)) = store.legacy_metrics() else {
+        return Ok(None);
+    };
+    let draft = store.metrics_draft()?;
+    let converted = crate::pipeline::convert_metrics(&parquet, &draft.parquet)
+        .map_err(anyhow::Error::from)
+        .and_then(|written| {
+            if csv.exists() {
+                std::fs::copy(&csv, &draft.csv)
+                    .with_context(|| format!("cannot copy {} to {}", csv.display(), draft.csv.display()))?;
+            }
+            Ok(written)
+        });
+    let (size, stats) = match converted {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = std::fs::remove_file(&draft.parquet);
+            let _ = std::fs::remove_file(&draft.csv);
+            return Err(e.context(format!(
+                "cannot convert the metric table {} to a Delta table; move it aside (the next \
+                 `tandem metrics` writes a new one)",
+                parquet.display()
+            )));
+        }
+    };
+    Ok(Some(store.commit_legacy_metrics(&draft, size, stats)?))
 }
 
 /// Loads the config, saying how to get one when it is missing.

@@ -1,5 +1,6 @@
 //! `tandem run`: the nightly job — sync, then metrics, then the weekly report and the nightly
-//! digest, recording how the sync went in the store (`state/last_run.json`).
+//! digest, recording how the sync went in the store: the last run's health for the digest
+//! (`state/last_run.json`) and every stream's outcome in the run history (`runs/`).
 //!
 //! A source that fails does not stop the job: the rest is synced and reported, and the outcome is
 //! partial (exit 3) so cron and CronJobs can alert on it. When every source fails the job stops
@@ -15,8 +16,10 @@ use tandem_connectors::http::{self, StatsSnapshot};
 use super::{Context, Outcome, metrics, nightly, report, sync};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
+use crate::pipeline;
 use crate::store::Store;
 use crate::store::maintain::MaintenanceReport;
+use crate::store::runs::RunRecord;
 use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
 /// Runs the whole job.
@@ -130,7 +133,45 @@ pub async fn sync_recorded(config: &Config, ctx: &Context, now: DateTime<Utc>) -
         clock,
     };
     synced.health().save(&store)?;
+    let rows = history(&synced.report, now);
+    tokio::task::spawn_blocking(move || append_history(&store, &rows)).await??;
     Ok(synced)
+}
+
+/// The run history's rows of a sync started at `started_at`: one per stream.
+fn history(report: &SyncReport, started_at: DateTime<Utc>) -> Vec<RunRecord> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    report
+        .streams
+        .iter()
+        .map(|s| RunRecord {
+            started_at,
+            source: s.source.clone(),
+            stream: s.stream.clone(),
+            records: count(s.records),
+            quarantined: count(s.quarantined),
+            seconds: s.seconds,
+            error: s.error.clone(),
+        })
+        .collect()
+}
+
+/// Appends `rows` to the lake's run history (`runs/`) as one commit.
+fn append_history(store: &Store, rows: &[RunRecord]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let draft = store.runs_draft()?;
+    let (size, stats) = match pipeline::write_runs(rows, &draft.parquet) {
+        Ok(written) => written,
+        Err(e) => {
+            // Never committed: nothing refers to it.
+            let _ = std::fs::remove_file(&draft.parquet);
+            return Err(e.into());
+        }
+    };
+    store.append_runs(&draft, size, stats)?;
+    Ok(())
 }
 
 /// A source's HTTP counters between two snapshots.
