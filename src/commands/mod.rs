@@ -262,6 +262,71 @@ mod tests {
         assert!(err.contains("--grain"), "{err}");
     }
 
+    /// A metric table of one row, as `tandem metrics` wrote it.
+    fn metric_table() -> crate::metric::MetricTable {
+        let monday = "2026-08-03T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mut table = crate::metric::MetricTable::new();
+        let scope = table.scope("org", "all");
+        let period = table.period("week", monday, monday + Duration::weeks(1));
+        table.push(crate::metric::MetricId::DeploymentCount, scope, period, Some(4.0), 4, None);
+        table
+    }
+
+    #[test]
+    fn a_metric_table_of_the_generation_layout_is_converted_on_the_first_write() {
+        for layout in ["generations", "flat"] {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = dir.path().join("metrics");
+            // The layouts of earlier releases: `metrics/current` → `gen-…/`, or the files in
+            // `metrics/` itself.
+            let at = match layout {
+                "generations" => {
+                    let generation = metrics.join("gen-20261101T000000.000000Z-1");
+                    std::fs::create_dir_all(&generation).unwrap();
+                    std::os::unix::fs::symlink("gen-20261101T000000.000000Z-1", metrics.join("current")).unwrap();
+                    generation
+                }
+                _ => {
+                    std::fs::create_dir_all(&metrics).unwrap();
+                    metrics.clone()
+                }
+            };
+            let (old_parquet, old_csv) = (at.join("metrics.parquet"), at.join("metrics.csv"));
+            crate::pipeline::write_metrics(&metric_table(), &old_parquet, &old_csv).unwrap();
+            let rows = crate::pipeline::read_metrics(&old_parquet).unwrap();
+            let csv = std::fs::read_to_string(&old_csv).unwrap();
+
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.metrics_paths(), (old_parquet.clone(), old_csv.clone()), "read until converted");
+            let version = convert_legacy_metrics(&store).unwrap();
+            assert_eq!(version, Some(1), "{layout}");
+            let latest = store.metrics_version(crate::store::delta::AsOf::Latest).unwrap().unwrap();
+            assert_eq!(crate::pipeline::read_metrics(&latest.parquet).unwrap(), rows, "{layout}");
+            assert_eq!(std::fs::read_to_string(&latest.csv).unwrap(), csv, "{layout}");
+            assert_eq!(store.metrics_paths(), (latest.parquet, latest.csv));
+            assert!(!old_parquet.exists() && !old_csv.exists(), "{layout}: no stale copy stays");
+            assert!(std::fs::symlink_metadata(metrics.join("current")).is_err(), "{layout}");
+            assert_eq!(convert_legacy_metrics(&store).unwrap(), None, "converted once");
+        }
+    }
+
+    #[test]
+    fn a_conversion_stopped_after_its_commit_is_not_committed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("metrics");
+        std::fs::create_dir_all(&metrics).unwrap();
+        let old = (metrics.join("metrics.parquet"), metrics.join("metrics.csv"));
+        crate::pipeline::write_metrics(&metric_table(), &old.0, &old.1).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        convert_legacy_metrics(&store).unwrap();
+        // Killed before the old files went: they are back.
+        crate::pipeline::write_metrics(&metric_table(), &old.0, &old.1).unwrap();
+        assert_eq!(convert_legacy_metrics(&store).unwrap(), None);
+        assert!(!old.0.exists(), "removed, not converted again");
+        let latest = store.metrics_version(crate::store::delta::AsOf::Latest).unwrap().unwrap();
+        assert_eq!(latest.version, 1);
+    }
+
     #[test]
     fn until_must_be_a_monday() {
         let args = RangeArgs {

@@ -528,6 +528,40 @@ mod tests {
     }
 
     #[test]
+    fn a_metric_table_of_an_earlier_release_is_converted_to_microsecond_instants_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (written, csv) = (dir.path().join("new.parquet"), dir.path().join("new.csv"));
+        write_metrics(&table(), &written, &csv).unwrap();
+        // An earlier release's file: instants in milliseconds, no `no_data` column.
+        let old = dir.path().join("old.parquet");
+        let mut frame = ParquetReader::new(File::open(&written).unwrap())
+            .finish()
+            .unwrap()
+            .lazy()
+            .with_columns([col("period_start").cast(timestamp_dtype()), col("period_end").cast(timestamp_dtype())])
+            .drop(by_name(["no_data"], true, false))
+            .collect()
+            .unwrap();
+        ParquetWriter::new(File::create(&old).unwrap()).finish(&mut frame).unwrap();
+
+        let converted = dir.path().join("converted.parquet");
+        let (size, stats) = convert_metrics(&old, &converted).unwrap();
+        assert_eq!(read_metrics(&converted).unwrap(), rows());
+        assert_eq!(size, std::fs::metadata(&converted).unwrap().len() as i64);
+        let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(stats["numRecords"], 2);
+        assert_eq!(stats["minValues"]["period_start"], "2026-08-03T00:00:00.000Z");
+        assert_eq!(stats["nullCount"]["value"], 1);
+        let frame = ParquetReader::new(File::open(&converted).unwrap()).finish().unwrap();
+        assert_eq!(
+            frame.column("period_start").unwrap().dtype(),
+            &DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC)),
+            "the Delta `timestamp` type"
+        );
+        assert_eq!(frame.get_column_names(), ["metric", "grain", "scope_type", "scope", "period_start", "period_end", "value", "unit", "n", "method", "no_data"]);
+    }
+
+    #[test]
     fn a_missing_metric_table_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let err = read_metrics(&dir.path().join("metrics.parquet"))
