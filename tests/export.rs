@@ -891,8 +891,17 @@ for arg in sys.argv[1:]:
         .into_iter()
         .map(|r| {
             serde_json::json!([
-                r.metric, r.grain, r.scope_type, r.scope, instant(r.period_start), instant(r.period_end),
-                r.value.map(bits), r.unit, r.n, r.method, r.no_data
+                r.metric,
+                r.grain,
+                r.scope_type,
+                r.scope,
+                instant(r.period_start),
+                instant(r.period_end),
+                r.value.map(bits),
+                r.unit,
+                r.n,
+                r.method,
+                r.no_data
             ])
         })
         .collect();
@@ -901,7 +910,13 @@ for arg in sys.argv[1:]:
         .into_iter()
         .map(|r| {
             serde_json::json!([
-                instant(r.started_at), r.source, r.stream, r.records, r.quarantined, bits(r.seconds), r.error
+                instant(r.started_at),
+                r.source,
+                r.stream,
+                r.records,
+                r.quarantined,
+                bits(r.seconds),
+                r.error
             ])
         })
         .collect();
@@ -949,8 +964,16 @@ print(json.dumps(out))
         }
     };
     assert_eq!(read["metrics"]["version"], latest.version);
-    same(sorted(&read["metrics"]["rows"]), &expected_metrics, "the metric table's rows");
-    same(sorted(&read["runs"]["rows"]), &expected_runs, "the run history's rows");
+    same(
+        sorted(&read["metrics"]["rows"]),
+        &expected_metrics,
+        "the metric table's rows",
+    );
+    same(
+        sorted(&read["runs"]["rows"]),
+        &expected_runs,
+        "the run history's rows",
+    );
     assert_eq!(read["runs"]["version"], 2, "created, then one append per run");
     for (table, column, kind) in [
         ("metrics", "period_start", "timestamp[us, tz=UTC]"),

@@ -13,10 +13,14 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tandem_connectors::http::{self, StatsSnapshot};
 
-use super::{Context, Outcome, metrics, nightly, report, sync};
+use super::{
+    Context, Outcome, compute, kpis, maintenance_summary, nightly_window, outcome, print_nightly,
+    print_report, render_weekly, sync_into_store, write_nightly,
+};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
 use crate::pipeline;
+use crate::report::text::{kpi_table, org_table};
 use crate::store::Store;
 use crate::store::maintain::MaintenanceReport;
 use crate::store::runs::RunRecord;
@@ -48,26 +52,26 @@ pub async fn job_at(
     // Held for the whole job: the sync and the metric table it writes are one change of the lake.
     let store = super::open_lake_for_writing(config, "tandem run")?;
     let synced = sync_recorded(config, ctx, now).await?;
-    let outcome = sync::outcome(&synced.report)?;
+    let outcome = outcome(&synced.report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
-    let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned))
+    let rows = tokio::task::spawn_blocking(move || compute(&range_owned, &config_owned))
         .await??
         .to_rows();
     let health = synced.health();
     health.save(&store)?;
-    super::out(&metrics::org_table(&rows, config.tz()));
-    let (heading, scored) = metrics::kpis(&rows, range, config)?;
-    super::out(&metrics::kpi_table(&scored, &heading));
-    let output = report::render(&rows, config, out.clone())?;
-    report::print_output(&output);
+    super::out(&org_table(&rows, config.tz()));
+    let (heading, scored) = kpis(&rows, range, config)?;
+    super::out(&kpi_table(&scored, &heading));
+    let output = render_weekly(&rows, config, out.clone())?;
+    print_report(&output);
 
     let config_owned = config.clone();
-    let window = nightly::window(&RangeArgs::default(), config, now)?;
+    let window = nightly_window(&RangeArgs::default(), config, now)?;
     let digest =
-        tokio::task::spawn_blocking(move || nightly::write(&config_owned, out, window, Some(&health), now))
+        tokio::task::spawn_blocking(move || write_nightly(&config_owned, out, window, Some(&health), now))
             .await??;
-    nightly::print_output(&digest);
+    print_nightly(&digest);
     let (_, csv) = store.metrics_paths();
     crate::say!("metrics: {}", csv.display());
     // Last, when the night's data is safe: merging small files and cleaning up only when due.
@@ -75,7 +79,7 @@ pub async fn job_at(
     let maintained =
         tokio::task::spawn_blocking(move || maintainer.maintain(retention, false, Utc::now())).await??;
     if maintained != MaintenanceReport::default() {
-        tracing::info!(summary = %super::maintain::summary(&maintained), "Lake maintained.");
+        tracing::info!(summary = %maintenance_summary(&maintained), "Lake maintained.");
     }
     if outcome == Outcome::Partial {
         eprintln!("warning: some sources failed (see above); their data is missing from this report");
@@ -120,7 +124,7 @@ pub async fn sync_recorded(config: &Config, ctx: &Context, now: DateTime<Utc>) -
         progress: ctx.progress,
         ..SyncOptions::default()
     };
-    let report = sync::sync_into_store(config, &ctx.env, &options).await?;
+    let report = sync_into_store(config, &ctx.env, &options).await?;
     let traffic: Vec<(String, StatsSnapshot)> = names
         .iter()
         .zip(&before)

@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, Duration, NaiveDate, Utc, Weekday};
 
-use super::report::{Run, archived, out_dir, print_output};
-use super::{Context, Outcome, metrics, monday_of, period_before};
+use super::{Context, Outcome, Run, archived, calculate, monday_of, out_dir, period_before, print_report};
 use crate::cli::{RangeArgs, ReportArgs};
 use crate::config::Config;
 use crate::pipeline::calendar::{Grain, parse_period};
@@ -19,18 +18,14 @@ use crate::report::steering::{self, SteeringInput};
 /// Writes the steering-committee report.
 pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result<Outcome> {
     let plan = plan(&args.range, config, Utc::now().date_naive())?;
-    let previous = metrics::calculate(&plan.previous, config)?;
-    let weekly = plan
-        .weekly
-        .as_ref()
-        .map(|w| metrics::calculate(w, config))
-        .transpose()?;
+    let previous = calculate(&plan.previous, config)?;
+    let weekly = plan.weekly.as_ref().map(|w| calculate(w, config)).transpose()?;
     let previous_weekly = plan
         .previous_weekly
         .as_ref()
-        .map(|w| metrics::calculate(w, config))
+        .map(|w| calculate(w, config))
         .transpose()?;
-    let current = metrics::calculate(&plan.period, config)?;
+    let current = calculate(&plan.period, config)?;
 
     let slo: BTreeMap<String, f64> = config
         .services
@@ -63,7 +58,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         &run,
         |dir| steering::render(&input, dir),
     )?;
-    print_output(&output);
+    print_report(&output);
     Ok(Outcome::Success)
 }
 

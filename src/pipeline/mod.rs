@@ -215,7 +215,11 @@ pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable
 /// `value` is an empty field.
 /// The Parquet file is a data file of the Delta metric table (instants in microseconds), flushed;
 /// returns its size and its `add` action's statistics, for the store to commit it.
-pub fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> Result<(i64, String), PipelineError> {
+pub fn write_metrics(
+    table: &MetricTable,
+    parquet: &Path,
+    csv: &Path,
+) -> Result<(i64, String), PipelineError> {
     output::write_metrics(table, parquet, csv)
 }
 
@@ -227,7 +231,10 @@ pub fn convert_metrics(old: &Path, parquet: &Path) -> Result<(i64, String), Pipe
 
 /// Writes run history rows as a new data file of the run history; returns its size and
 /// statistics.
-pub fn write_runs(rows: &[crate::store::runs::RunRecord], path: &Path) -> Result<(i64, String), PipelineError> {
+pub fn write_runs(
+    rows: &[crate::store::runs::RunRecord],
+    path: &Path,
+) -> Result<(i64, String), PipelineError> {
     runs::write_runs(rows, path)
 }
 

@@ -538,11 +538,16 @@ mod tests {
             .finish()
             .unwrap()
             .lazy()
-            .with_columns([col("period_start").cast(timestamp_dtype()), col("period_end").cast(timestamp_dtype())])
+            .with_columns([
+                col("period_start").cast(timestamp_dtype()),
+                col("period_end").cast(timestamp_dtype()),
+            ])
             .drop(by_name(["no_data"], true, false))
             .collect()
             .unwrap();
-        ParquetWriter::new(File::create(&old).unwrap()).finish(&mut frame).unwrap();
+        ParquetWriter::new(File::create(&old).unwrap())
+            .finish(&mut frame)
+            .unwrap();
 
         let converted = dir.path().join("converted.parquet");
         let (size, stats) = convert_metrics(&old, &converted).unwrap();
@@ -552,13 +557,30 @@ mod tests {
         assert_eq!(stats["numRecords"], 2);
         assert_eq!(stats["minValues"]["period_start"], "2026-08-03T00:00:00.000Z");
         assert_eq!(stats["nullCount"]["value"], 1);
-        let frame = ParquetReader::new(File::open(&converted).unwrap()).finish().unwrap();
+        let frame = ParquetReader::new(File::open(&converted).unwrap())
+            .finish()
+            .unwrap();
         assert_eq!(
             frame.column("period_start").unwrap().dtype(),
             &DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC)),
             "the Delta `timestamp` type"
         );
-        assert_eq!(frame.get_column_names(), ["metric", "grain", "scope_type", "scope", "period_start", "period_end", "value", "unit", "n", "method", "no_data"]);
+        assert_eq!(
+            frame.get_column_names(),
+            [
+                "metric",
+                "grain",
+                "scope_type",
+                "scope",
+                "period_start",
+                "period_end",
+                "value",
+                "unit",
+                "n",
+                "method",
+                "no_data"
+            ]
+        );
     }
 
     #[test]

@@ -24,12 +24,36 @@ pub(crate) fn write_runs(rows: &[RunRecord], path: &Path) -> Result<(i64, String
             .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
             .into_series()
             .into_column(),
-        Series::new("source".into(), rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>()).into_column(),
-        Series::new("stream".into(), rows.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>()).into_column(),
-        Series::new("records".into(), rows.iter().map(|r| r.records).collect::<Vec<_>>()).into_column(),
-        Series::new("quarantined".into(), rows.iter().map(|r| r.quarantined).collect::<Vec<_>>()).into_column(),
-        Series::new("seconds".into(), rows.iter().map(|r| r.seconds).collect::<Vec<_>>()).into_column(),
-        Series::new("error".into(), rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>()).into_column(),
+        Series::new(
+            "source".into(),
+            rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "stream".into(),
+            rows.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "records".into(),
+            rows.iter().map(|r| r.records).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "quarantined".into(),
+            rows.iter().map(|r| r.quarantined).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "seconds".into(),
+            rows.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "error".into(),
+            rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>(),
+        )
+        .into_column(),
     ];
     let mut frame = DataFrame::new(rows.len(), columns).map_err(error)?;
     let file = File::create(path).map_err(|source| io_error("create", path, source))?;
@@ -37,7 +61,8 @@ pub(crate) fn write_runs(rows: &[RunRecord], path: &Path) -> Result<(i64, String
         .finish(&mut frame)
         .map_err(error)?;
     let file = File::open(path).map_err(|source| io_error("open", path, source))?;
-    file.sync_all().map_err(|source| io_error("flush", path, source))?;
+    file.sync_all()
+        .map_err(|source| io_error("flush", path, source))?;
     let size = file
         .metadata()
         .map_err(|source| io_error("measure", path, source))?
@@ -65,7 +90,10 @@ pub(crate) fn write_runs(rows: &[RunRecord], path: &Path) -> Result<(i64, String
             "error": rows.iter().filter(|r| r.error.is_none()).count(),
         },
     });
-    Ok((i64::try_from(size).unwrap_or(i64::MAX), strip_nulls(stats).to_string()))
+    Ok((
+        i64::try_from(size).unwrap_or(i64::MAX),
+        strip_nulls(stats).to_string(),
+    ))
 }
 
 /// Statistics without the bounds of an empty file (`null` is not a bound).

@@ -35,11 +35,7 @@ pub const METRIC_FIELDS: &[Field] = &[
 ];
 
 const fn field(name: &'static str, kind: FieldKind, nullable: bool) -> Field {
-    Field {
-        name,
-        kind,
-        nullable,
-    }
+    Field { name, kind, nullable }
 }
 
 /// The application transaction marking the version converted from an earlier release's layout.
@@ -227,7 +223,9 @@ impl Store {
         Ok(Some(MetricsVersion {
             version: log.version(),
             committed_at: log.committed_at().unwrap_or_default(),
-            csv: self.metrics_csv_dir().join(format!("{}.csv", csv_stem(&file.path))),
+            csv: self
+                .metrics_csv_dir()
+                .join(format!("{}.csv", csv_stem(&file.path))),
             parquet,
             tables: recorded.tables,
         }))
@@ -307,8 +305,14 @@ impl Store {
     /// Commits the draft holding an earlier release's metric table (converted by the caller) as
     /// a version of the Delta table, then removes the old layout's files. Marked, so a conversion
     /// stopped between the two is never committed twice.
-    pub fn commit_legacy_metrics(&self, draft: &MetricsDraft, size: i64, stats: String) -> Result<i64, StoreError> {
-        let version = self.commit_metrics_txn(draft, size, stats, &BTreeMap::new(), Some((MIGRATION_APP, 1)))?;
+    pub fn commit_legacy_metrics(
+        &self,
+        draft: &MetricsDraft,
+        size: i64,
+        stats: String,
+    ) -> Result<i64, StoreError> {
+        let version =
+            self.commit_metrics_txn(draft, size, stats, &BTreeMap::new(), Some((MIGRATION_APP, 1)))?;
         self.remove_legacy_metrics();
         tracing::info!(version, "Metric table converted to a Delta table.");
         Ok(version)
@@ -428,11 +432,24 @@ mod tests {
         assert_eq!(old.version, first);
         assert_eq!(old.tables, sources);
         assert_eq!(pipeline::read_metrics(&old.parquet).unwrap()[0].value, Some(1.0));
-        let at = store.metrics_version(AsOf::Time(old.committed_at)).unwrap().unwrap();
-        assert_eq!(at.version, first, "the latest version committed at or before the instant");
+        let at = store
+            .metrics_version(AsOf::Time(old.committed_at))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            at.version, first,
+            "the latest version committed at or before the instant"
+        );
         let latest = store.metrics_version(AsOf::Latest).unwrap().unwrap();
-        assert_eq!((latest.version, latest.parquet.clone()), (first + 2, store.metrics_paths().0));
-        let files = Log::open(&store.metrics_dir(), AsOf::Latest).unwrap().unwrap().files().unwrap();
+        assert_eq!(
+            (latest.version, latest.parquet.clone()),
+            (first + 2, store.metrics_paths().0)
+        );
+        let files = Log::open(&store.metrics_dir(), AsOf::Latest)
+            .unwrap()
+            .unwrap()
+            .files()
+            .unwrap();
         assert_eq!(files.len(), 1, "one data file per version");
     }
 
@@ -446,13 +463,16 @@ mod tests {
         assert!(matches!(err, StoreError::NoSuchVersion { .. }), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("no version 7") && text.contains("keeps versions 0 (committed ") && text.contains("to 2"),
+            text.contains("no version 7")
+                && text.contains("keeps versions 0 (committed ")
+                && text.contains("to 2"),
             "{text}"
         );
         let before = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
         let text = store.metrics_version(AsOf::Time(before)).unwrap_err().to_string();
         assert!(
-            text.contains("no version committed at or before 2000-01-01T00:00:00Z") && text.contains("keeps versions 0"),
+            text.contains("no version committed at or before 2000-01-01T00:00:00Z")
+                && text.contains("keeps versions 0"),
             "{text}"
         );
     }
