@@ -156,6 +156,7 @@ async fn the_steering_report_renders_in_chromium_and_runs_nothing_from_the_data(
             ..RangeArgs::default()
         },
         out: Some(out.clone()),
+        as_of: None,
     };
     let html_path: PathBuf = tokio::task::spawn_blocking(move || {
         tandem::commands::steering::run(&args, &config, &ctx).unwrap();

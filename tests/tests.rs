@@ -15,3 +15,4 @@ mod nightly;
 mod no_data;
 mod properties;
 mod sync;
+mod time_travel;

@@ -108,6 +108,7 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             ..RangeArgs::default()
         },
         out: None,
+        as_of: None,
     };
     steering::run(&steering_args, &config, &ctx)?;
 

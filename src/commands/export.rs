@@ -56,6 +56,7 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
         generated_at: now,
         main: export::SCHEMA_MD.to_owned(),
         extra: vec![export::SCHEMA_JSON.to_owned()],
+        read: None,
     };
     archive::write_meta(&dir, &meta)?;
     let dir = archive::publish(&dir)?;

@@ -254,10 +254,23 @@ pub fn kpis(
 /// Computes the metric table for the range and writes it to the lake as the metric table's new
 /// version, recording the canonical tables' versions it read.
 pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
+    compute_version(range_args, config).map(|(table, _)| table)
+}
+
+/// [`compute`], also returning the metric table version written.
+pub fn compute_version(
+    range_args: &RangeArgs,
+    config: &Config,
+) -> anyhow::Result<(MetricTable, crate::store::metrics::MetricsVersion)> {
     let store = open_lake_for_writing(config, "tandem metrics")?;
     // The writers' lock is held: the tables stay at these versions while they are read.
     let versions = store.table_versions()?;
-    let table = metric_table(&store, range_args, config)?;
+    let basis = Basis {
+        metrics: None,
+        tables: (store.legacy_tables().is_empty()).then(|| versions.clone()),
+        at: Utc::now(),
+    };
+    let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?;
     let draft = store.metrics_draft()?;
     let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet, &draft.csv) {
         Ok(written) => written,
@@ -270,21 +283,127 @@ pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Metric
     };
     let version = store.commit_metrics(&draft, size, stats, &versions)?;
     tracing::info!(rows = table.len(), version, path = %draft.parquet.display(), "Metric table written.");
-    Ok(table)
+    let written = store
+        .metrics_version(AsOf::Version(version))?
+        .with_context(|| format!("the metric table's version {version} just written cannot be read"))?;
+    Ok((table, written))
 }
 
 /// Computes the metric table for the range from the lake without writing it: for reports over
 /// their own range (the nightly digest's days), which must not replace the stored table.
 pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
     let store = Store::open(&config.resolve(&config.store.path))?;
-    Ok(metric_table(&store, range_args, config)?.to_rows())
+    let basis = basis(&store, None)?;
+    Ok(metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?.to_rows())
 }
 
-fn metric_table(store: &Store, range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
-    let calendar = range(range_args, config, Utc::now().date_naive())?;
-    let mut table = from_store(store, calendar, &config.metrics, &config.services)?;
+/// [`calculate`] on the canonical tables of `basis`, for a range relative to `today`.
+pub fn calculate_on(
+    store: &Store,
+    basis: &Basis,
+    range_args: &RangeArgs,
+    config: &Config,
+    today: NaiveDate,
+) -> anyhow::Result<Vec<MetricRow>> {
+    Ok(metric_table(store, basis, range_args, config, today)?.to_rows())
+}
+
+fn metric_table(
+    store: &Store,
+    basis: &Basis,
+    range_args: &RangeArgs,
+    config: &Config,
+    today: NaiveDate,
+) -> anyhow::Result<MetricTable> {
+    let calendar = range(range_args, config, today)?;
+    let mut table = from_store_at(
+        store,
+        basis.tables.as_ref(),
+        calendar,
+        &config.metrics,
+        &config.services,
+    )?;
     mark_uncovered(&mut table, store, config)?;
     Ok(table)
+}
+
+// Time travel: which versions of the lake's tables a report reads.
+
+/// `--as-of VERSION|TIMESTAMP`: a metric table version, or an RFC 3339 instant.
+pub fn parse_as_of(spec: &str) -> anyhow::Result<AsOf> {
+    if let Ok(version) = spec.trim().parse::<u64>() {
+        return Ok(AsOf::Version(i64::try_from(version).unwrap_or(i64::MAX)));
+    }
+    match DateTime::parse_from_rfc3339(spec.trim()) {
+        Ok(at) => Ok(AsOf::Time(at.with_timezone(&Utc))),
+        Err(e) => bail!(
+            "--as-of {spec:?} is neither a metric table version (a number such as 3, as a report's \
+             meta.json records it) nor an RFC 3339 instant such as 2026-11-16T06:00:00Z ({e})"
+        ),
+    }
+}
+
+/// The canonical tables a report computes its figures from, at fixed versions.
+#[derive(Debug, Clone)]
+pub struct Basis {
+    /// The metric table's version these tables belong to: the one `--as-of` names, else the
+    /// latest (none: no metric table yet).
+    pub metrics: Option<i64>,
+    /// The canonical tables' versions (a table not named had not been written); `None` for a lake
+    /// whose tables are not Delta tables yet, read as they are.
+    pub tables: Option<BTreeMap<String, i64>>,
+    /// With `--as-of`: when that metric table version was committed, the time its reports show.
+    pub at: DateTime<Utc>,
+}
+
+impl Basis {
+    /// The versions as a report's `meta.json` records them.
+    pub fn read(&self) -> Option<archive::TableVersions> {
+        Some(archive::TableVersions {
+            metrics: self.metrics,
+            tables: self.tables.clone()?,
+        })
+    }
+}
+
+/// The canonical tables to compute from: as of the metric table version `as_of` names (the
+/// versions it was computed from), else their latest versions.
+pub fn basis(store: &Store, as_of: Option<AsOf>) -> anyhow::Result<Basis> {
+    let Some(at) = as_of else {
+        return Ok(Basis {
+            metrics: store.metrics_version(AsOf::Latest)?.map(|v| v.version),
+            tables: (store.legacy_tables().is_empty())
+                .then(|| store.table_versions())
+                .transpose()?,
+            at: Utc::now(),
+        });
+    };
+    let version = stored_version(store, at)?;
+    if version.tables.is_empty() {
+        bail!(
+            "the metric table's version {} was converted from an earlier release, which did not \
+             record the tables it was computed from: only the weekly report of the stored metric \
+             table can be rendered as of it (`tandem report weekly --as-of {}` without range flags)",
+            version.version,
+            version.version
+        );
+    }
+    Ok(Basis {
+        metrics: Some(version.version),
+        tables: Some(version.tables),
+        at: version.committed_at,
+    })
+}
+
+/// The stored metric table's version `at` names; an error saying what exists when there is none.
+pub fn stored_version(store: &Store, at: AsOf) -> anyhow::Result<crate::store::metrics::MetricsVersion> {
+    match store.metrics_version(at)? {
+        Some(version) => Ok(version),
+        None => bail!(
+            "the lake at {} has no metric table yet: run `tandem metrics` (or `tandem run`) first",
+            store.root().display()
+        ),
+    }
 }
 
 /// Turns the figures of periods the lake does not cover into "no data" with the reason: a
@@ -423,16 +542,25 @@ pub fn out_dir(config: &Config, out: Option<PathBuf>) -> PathBuf {
 }
 
 /// Renders the weekly report of `rows` into a new run folder `<out>/weekly/<timestamp>/` and
-/// rewrites the history page.
+/// rewrites the history page. The page shows `data_at` (when its metric table was committed, so
+/// a render of the same version is the same page), else the time it is made; `read` goes into
+/// its `meta.json`.
 pub fn render_weekly(
     rows: &[MetricRow],
     config: &Config,
     out: Option<PathBuf>,
+    data_at: Option<DateTime<Utc>>,
+    read: Option<archive::TableVersions>,
 ) -> anyhow::Result<ReportOutput> {
     let out_dir = out_dir(config, out);
     let now = Utc::now();
     // Built once: its period names the run, and it is what gets rendered.
-    let view = view::build(&config.organisation.name, now, rows, &config.kpis);
+    let view = view::build(
+        &config.organisation.name,
+        data_at.unwrap_or(now),
+        rows,
+        &config.kpis,
+    );
     let run = Run {
         kind: "weekly",
         title: format!(
@@ -442,6 +570,7 @@ pub fn render_weekly(
         ),
         period: view.page.range.clone().unwrap_or_else(|| "no data".to_owned()),
         generated_at: now,
+        read,
     };
     archived(&out_dir, &config.organisation.name, &run, |dir| {
         render_view(&view, dir)
@@ -459,6 +588,8 @@ pub struct Run {
     pub period: String,
     /// When it was made; names its folder.
     pub generated_at: DateTime<Utc>,
+    /// The table versions it read.
+    pub read: Option<archive::TableVersions>,
 }
 
 /// Creates the run's folder, lets `render` write into it, describes the run in its `meta.json`,
@@ -494,6 +625,7 @@ pub fn archived(
         main: relative(&output.html),
         // The charts are inline in the page; the history links the page only.
         extra: Vec::new(),
+        read: run.read.clone(),
     };
     archive::write_meta(&dir, &meta).with_context(context)?;
     let published = archive::publish(&dir).with_context(context)?;
@@ -551,7 +683,9 @@ pub fn write_nightly(
         grain: Some("day".to_owned()),
         ..RangeArgs::default()
     };
-    let rows = calculate(&range, config)?;
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let basis = basis(&store, None)?;
+    let rows = calculate_on(&store, &basis, &range, config, now.date_naive())?;
     let out_dir = out_dir(config, out);
     let time_zone = config.tz().to_string();
     let input = NightlyInput {
@@ -564,6 +698,7 @@ pub fn write_nightly(
         health,
         previous: None,
         previous_unreadable: false,
+        read: basis.read(),
     };
     crate::report::nightly::write(&out_dir, &input)
         .with_context(|| format!("cannot write the nightly digest to {}", out_dir.display()))

@@ -2,6 +2,7 @@
 //! and as Markdown for a chat channel, in its own folder under the report directory. `tandem run`
 //! writes one after every sync through the same shared step ([`super::write_nightly`]).
 
+use anyhow::bail;
 use chrono::Utc;
 
 use super::{Context, Outcome, nightly_window, print_nightly, write_nightly};
@@ -15,6 +16,14 @@ pub use super::{nightly_window as window, print_nightly as print_output, write_n
 
 /// Writes the digest, with the health of the last `tandem run` as recorded in the store.
 pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result<Outcome> {
+    if let Some(spec) = &args.as_of {
+        bail!(
+            "--as-of {spec} does not apply to the nightly digest: it shows the last run's health \
+             and compares with the previous digest, which the lake does not keep versions of; \
+             re-render the weekly or steering report instead, or open the digest of that night in \
+             the report directory's history"
+        );
+    }
     let now = Utc::now();
     let window = nightly_window(&args.range, config, now)?;
     let store = Store::open(&config.resolve(&config.store.path))?;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tandem_connectors::http::{self, StatsSnapshot};
 
 use super::{
-    Context, Outcome, compute, kpis, maintenance_summary, nightly_window, outcome, print_nightly,
+    Context, Outcome, compute_version, kpis, maintenance_summary, nightly_window, outcome, print_nightly,
     print_report, render_weekly, sync_into_store, write_nightly,
 };
 use crate::cli::{RangeArgs, RunArgs};
@@ -55,15 +55,20 @@ pub async fn job_at(
     let outcome = outcome(&synced.report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
-    let rows = tokio::task::spawn_blocking(move || compute(&range_owned, &config_owned))
-        .await??
-        .to_rows();
+    let (table, version) =
+        tokio::task::spawn_blocking(move || compute_version(&range_owned, &config_owned)).await??;
+    let rows = table.to_rows();
     let health = synced.health();
     health.save(&store)?;
     super::out(&org_table(&rows, config.tz()));
     let (heading, scored) = kpis(&rows, range, config)?;
     super::out(&kpi_table(&scored, &heading));
-    let output = render_weekly(&rows, config, out.clone())?;
+    // As `tandem report weekly` renders the stored table: the same page for the same version.
+    let read = crate::report::archive::TableVersions {
+        metrics: Some(version.version),
+        tables: version.tables.clone(),
+    };
+    let output = render_weekly(&rows, config, out.clone(), Some(version.committed_at), Some(read))?;
     print_report(&output);
 
     let config_owned = config.clone();

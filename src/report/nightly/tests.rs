@@ -171,6 +171,7 @@ fn input<'a>(
         health,
         previous,
         previous_unreadable: false,
+        read: None,
     }
 }
 
