@@ -1000,7 +1000,7 @@ mod report_tests {
             method: None,
             no_data: None,
         }];
-        let output = render_weekly(&rows, &config, Some(out.path().to_path_buf())).unwrap();
+        let output = render_weekly(&rows, &config, Some(out.path().to_path_buf()), None, None).unwrap();
         let runs = archive::runs(out.path());
         assert_eq!(runs.len(), 1);
         // The week of Monday 2026-11-09 ends on Sunday 2026-11-15, not on the next Monday.
@@ -1019,6 +1019,10 @@ mod report_tests {
             title: "Acme \u{2014} weekly IT and operations report".to_owned(),
             period: "2026-08-24 \u{2013} 2026-11-15".to_owned(),
             generated_at: Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap(),
+            read: Some(archive::TableVersions {
+                metrics: Some(3),
+                tables: BTreeMap::from([("deployments".to_owned(), 7)]),
+            }),
         };
         let write = |dir: &Path| -> Result<ReportOutput, ReportError> {
             let html = dir.join("report.html");
@@ -1044,6 +1048,7 @@ mod report_tests {
         let runs = archive::runs(out.path());
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].meta.main, "report.html");
+        assert_eq!(runs[0].meta.read, run.read, "the versions read are in meta.json");
         assert_eq!(runs[0].meta.period, "2026-08-24 \u{2013} 2026-11-15");
         let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
         assert!(

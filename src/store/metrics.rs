@@ -468,6 +468,14 @@ mod tests {
                 && text.contains("to 2"),
             "{text}"
         );
+        // A version whose data file maintenance removed (older than the retention).
+        let first = store.metrics_version(AsOf::Version(1)).unwrap().unwrap();
+        std::fs::remove_file(&first.parquet).unwrap();
+        let text = store.metrics_version(AsOf::Version(1)).unwrap_err().to_string();
+        assert!(
+            text.contains("no version 1 (its data file") && text.contains("retention"),
+            "{text}"
+        );
         let before = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
         let text = store.metrics_version(AsOf::Time(before)).unwrap_err().to_string();
         assert!(
