@@ -108,6 +108,15 @@ async fn a_report_as_of_a_version_is_the_report_first_rendered_from_it() {
     let first = store.metrics_version(AsOf::Latest).unwrap().unwrap();
 
     let (weekly, html) = render(&world, &reports.join("1"), &[]);
+    let page = String::from_utf8_lossy(&weekly[0].1).into_owned();
+    let shown = first
+        .committed_at
+        .format("Generated %Y-%m-%d %H:%M UTC")
+        .to_string();
+    assert!(
+        page.contains(&shown) && first.committed_at.timestamp() > 1_700_000_000,
+        "the page shows when its version was committed, {shown}"
+    );
     let recorded = meta(&html);
     assert_eq!(recorded["read"]["metrics"], first.version, "{recorded}");
     assert_eq!(
@@ -203,4 +212,51 @@ async fn a_report_as_of_a_version_is_the_report_first_rendered_from_it() {
         stderr.contains("does not apply to the nightly digest"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weekly_report_of_a_run_renders_again_as_of_its_version_and_the_run_is_in_the_history() {
+    let world = World::start(WEEKS).await;
+    let config = world.config();
+    let ctx = tandem::commands::Context {
+        env: env(),
+        progress: false,
+    };
+    let at = chrono::DateTime::parse_from_rfc3339("2026-08-27T06:00:00Z")
+        .unwrap()
+        .to_utc();
+    tandem::commands::run::job_at(&config, &ctx, &range(&world), None, at)
+        .await
+        .unwrap();
+    let out = tandem::commands::out_dir(&config, None);
+    let run = tandem::report::archive::latest(&out, "weekly", None).expect("the run's weekly report");
+    let read = run.meta.read.clone().expect("the versions it read");
+    let version = read.metrics.unwrap().to_string();
+    let (again, _) = render(&world, &world.dir.path().join("again"), &["--as-of", &version]);
+    for (name, bytes) in &again {
+        assert_eq!(
+            &std::fs::read(run.dir.join(name)).unwrap(),
+            bytes,
+            "{name} as `tandem run` wrote it"
+        );
+    }
+
+    // The run's streams are in the run history, each with what it did.
+    let store = Store::open(&config.resolve(&config.store.path)).unwrap();
+    let history = tandem::pipeline::read_runs(&store.runs_files().unwrap()).unwrap();
+    let streams: std::collections::BTreeSet<(&str, &str)> = history
+        .iter()
+        .map(|r| (r.source.as_str(), r.stream.as_str()))
+        .collect();
+    assert_eq!(history.len(), streams.len(), "one row per stream");
+    for source in &config.sources {
+        assert!(
+            history.iter().any(|r| r.source == source.name()),
+            "{}",
+            source.name()
+        );
+    }
+    assert!(history.iter().all(|r| r.started_at == at && r.error.is_none()));
+    assert!(history.iter().map(|r| r.records).sum::<i64>() > 0);
+    assert_eq!(read.tables, store.table_versions().unwrap());
 }

@@ -249,8 +249,15 @@ impl Log {
             .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
     }
 
-    /// When this version was committed.
+    /// When this version was committed: the `timestamp` of its `commitInfo` (what the writer
+    /// recorded, unlike a file's modification time), else what delta-rs knows of it.
     pub fn committed_at(&self) -> Option<DateTime<Utc>> {
+        if let Some(millis) = self
+            .commit_info()
+            .and_then(|info| info.get("timestamp")?.as_i64())
+        {
+            return DateTime::from_timestamp_millis(millis);
+        }
         let snapshot = self.table.snapshot().ok()?;
         let millis = snapshot.version_timestamp(self.table.version()?)?;
         DateTime::from_timestamp_millis(millis)
@@ -379,6 +386,11 @@ impl Log {
     /// What [`Log::commit_with`] recorded in this version's `commitInfo`, if anything (and the
     /// version's log entry is still there).
     pub fn metadata(&self) -> Option<serde_json::Value> {
+        self.commit_info()?.get(METADATA_KEY).cloned()
+    }
+
+    /// This version's `commitInfo` action, read from its log entry (if still there).
+    fn commit_info(&self) -> Option<serde_json::Value> {
         let entry = self
             .dir
             .join("_delta_log")
@@ -386,7 +398,7 @@ impl Log {
         let text = std::fs::read_to_string(entry).ok()?;
         text.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find_map(|action| action.get("commitInfo")?.get(METADATA_KEY).cloned())
+            .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
     }
 
     /// The oldest and the newest version whose log entry is kept (the range time travel can
@@ -451,6 +463,18 @@ impl Log {
         block_on(async move { deltalake_core::checkpoints::create_checkpoint(table, None).await })
             .map_err(|e| error(&self.dir, e))
     }
+}
+
+/// A fresh name for a data file of an unpartitioned table (`part-<time>-<pid>-<n>.zstd.parquet`):
+/// unique per process and ordered by the time it was made.
+pub fn new_data_file_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "part-{}-{}-{:05}.zstd.parquet",
+        Utc::now().format("%Y%m%dT%H%M%S%6f"),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// The size a compaction aims its files at.

@@ -105,17 +105,10 @@ impl Store {
         self.metrics_log()?;
         let csv_dir = self.metrics_csv_dir();
         std::fs::create_dir_all(&csv_dir).map_err(|e| io_error("create directory", &csv_dir, e))?;
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let stem = format!(
-            "part-{}-{}-{:05}",
-            Utc::now().format("%Y%m%dT%H%M%S%6f"),
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let relative = format!("{stem}.zstd.parquet");
+        let relative = delta::new_data_file_name();
         Ok(MetricsDraft {
             parquet: self.metrics_dir().join(&relative),
-            csv: csv_dir.join(format!("{stem}.csv")),
+            csv: csv_dir.join(format!("{}.csv", csv_stem(&relative))),
             relative,
         })
     }

@@ -90,13 +90,7 @@ impl Store {
     /// Creates the run history if needed and names its next data file (nothing written yet).
     pub fn runs_draft(&self) -> Result<RunsDraft, StoreError> {
         self.runs_log()?;
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let relative = format!(
-            "part-{}-{}-{:05}.zstd.parquet",
-            Utc::now().format("%Y%m%dT%H%M%S%6f"),
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+        let relative = super::delta::new_data_file_name();
         Ok(RunsDraft {
             parquet: self.runs_dir().join(&relative),
             relative,
