@@ -290,7 +290,7 @@ impl Store {
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.extension().is_some_and(|e| e == "tmp") {
-                    // A file, or the link of an interrupted metric table switch.
+                    // A file, or the link of a metric table switch of an earlier release.
                     tracing::debug!(path = %path.display(), "Removing a temporary file left by an interrupted write.");
                     let _ = std::fs::remove_file(&path);
                 }
