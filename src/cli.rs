@@ -177,6 +177,15 @@ pub struct ReportArgs {
     /// `KIND/TIME/` under it, and `index.html` there lists every run.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Re-render a past report from the lake as it was: the metric table's version VERSION (as a
+    /// report's `meta.json` records it), or the latest version committed at or before TIMESTAMP
+    /// (RFC 3339, e.g. 2026-11-16T06:00:00Z). The weekly report of the stored metric table comes
+    /// out byte-identical to the one first rendered from that version; a report over a range
+    /// (`steering`, or `weekly` with range flags) is computed from the canonical tables' versions
+    /// that metric table was computed from. Not for `nightly`, which also shows the last run's
+    /// health. Versions older than `[store] retention_days` are gone.
+    #[arg(long, value_name = "VERSION|TIMESTAMP")]
+    pub as_of: Option<String>,
 }
 
 /// The report kinds, each defined in `reports/`.

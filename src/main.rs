@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tandem::cli::{Cli, Command};
+use tandem::cli::{Cli, Command, ReportKind};
 use tandem::commands::{self, Outcome};
 
 /// mimalloc rather than the system allocator: polars allocates and frees millions of buffers on
@@ -44,7 +44,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Report(args) => {
             let config = commands::load_config(&cli.config)?;
-            commands::report::run(args, &config, &ctx)
+            match args.kind {
+                ReportKind::Weekly => commands::report::run(args, &config, &ctx),
+                ReportKind::Steering => commands::steering::run(args, &config, &ctx),
+                ReportKind::Nightly => commands::nightly::run(args, &config, &ctx),
+            }
         }
         Command::Export(args) => {
             let config = commands::load_config(&cli.config)?;

@@ -156,9 +156,10 @@ async fn the_steering_report_renders_in_chromium_and_runs_nothing_from_the_data(
             ..RangeArgs::default()
         },
         out: Some(out.clone()),
+        as_of: None,
     };
     let html_path: PathBuf = tokio::task::spawn_blocking(move || {
-        tandem::commands::report::run(&args, &config, &ctx).unwrap();
+        tandem::commands::steering::run(&args, &config, &ctx).unwrap();
         let run = tandem::report::archive::latest(&out, "steering", None).expect("a steering run");
         assert!(out.join("index.html").exists(), "the history page");
         run.dir.join(run.meta.main)

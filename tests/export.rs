@@ -874,6 +874,117 @@ for arg in sys.argv[1:]:
         }
     }
 
+    // The metric table and the run history are Delta tables too: read with the rows tandem reads.
+    for _ in 0..2 {
+        tandem::commands::run::sync_recorded(&config, &context(None), chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+    let latest = store
+        .metrics_version(tandem::store::delta::AsOf::Latest)
+        .unwrap()
+        .unwrap();
+    let instant = |t: chrono::DateTime<chrono::Utc>| Value::from(t.timestamp_millis());
+    let bits = |v: f64| Value::from(v.to_bits() as i64);
+    let mut expected_metrics: Vec<Value> = tandem::pipeline::read_metrics(&latest.parquet)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            serde_json::json!([
+                r.metric,
+                r.grain,
+                r.scope_type,
+                r.scope,
+                instant(r.period_start),
+                instant(r.period_end),
+                r.value.map(bits),
+                r.unit,
+                r.n,
+                r.method,
+                r.no_data
+            ])
+        })
+        .collect();
+    let mut expected_runs: Vec<Value> = tandem::pipeline::read_runs(&store.runs_files().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            serde_json::json!([
+                instant(r.started_at),
+                r.source,
+                r.stream,
+                r.records,
+                r.quarantined,
+                bits(r.seconds),
+                r.error
+            ])
+        })
+        .collect();
+    assert!(expected_metrics.len() > 100 && !expected_runs.is_empty());
+    let runs: std::collections::BTreeSet<String> = expected_runs.iter().map(|r| r[0].to_string()).collect();
+    assert_eq!(runs.len(), 2, "every stream of both runs");
+    let script = r#"
+import sys, json, datetime, struct
+from deltalake import DeltaTable
+epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+def plain(v):
+    if isinstance(v, datetime.datetime):
+        return (v - epoch) // datetime.timedelta(milliseconds=1)
+    if isinstance(v, float):
+        # The exact bits: JSON's decimal text may not round-trip.
+        return struct.unpack("<q", struct.pack("<d", v))[0]
+    return v
+out = {}
+for name, path in [("metrics", sys.argv[1]), ("runs", sys.argv[2])]:
+    dt = DeltaTable(path)
+    table = dt.to_pyarrow_table()
+    rows = [[plain(v) for v in row.values()] for row in table.to_pylist()]
+    out[name] = {"version": dt.version(), "rows": rows, "types": {f.name: str(f.type) for f in table.schema}}
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(store.metrics_dir())
+        .arg(store.runs_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sorted = |rows: &Value| {
+        let mut rows: Vec<Value> = rows.as_array().unwrap().clone();
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    };
+    expected_metrics.sort_by_key(|r| r.to_string());
+    expected_runs.sort_by_key(|r| r.to_string());
+    let same = |read: Vec<Value>, expected: &[Value], what: &str| {
+        assert_eq!(read.len(), expected.len(), "{what}: as many rows");
+        for (r, e) in read.iter().zip(expected) {
+            assert_eq!(r, e, "{what}");
+        }
+    };
+    assert_eq!(read["metrics"]["version"], latest.version);
+    same(
+        sorted(&read["metrics"]["rows"]),
+        &expected_metrics,
+        "the metric table's rows",
+    );
+    same(
+        sorted(&read["runs"]["rows"]),
+        &expected_runs,
+        "the run history's rows",
+    );
+    assert_eq!(read["runs"]["version"], 2, "created, then one append per run");
+    for (table, column, kind) in [
+        ("metrics", "period_start", "timestamp[us, tz=UTC]"),
+        ("metrics", "value", "double"),
+        ("metrics", "n", "int64"),
+        ("runs", "started_at", "timestamp[us, tz=UTC]"),
+        ("runs", "seconds", "double"),
+    ] {
+        assert_eq!(read[table]["types"][column], kind, "{table}.{column}");
+    }
+
     let metrics = store.metrics_paths().0;
     let metric_rows = tandem::pipeline::read_metrics(&metrics).unwrap().len();
     let script = "import duckdb, pandas as pd, sys\n\

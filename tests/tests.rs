@@ -18,3 +18,4 @@ mod nightly;
 mod no_data;
 mod properties;
 mod sync;
+mod time_travel;

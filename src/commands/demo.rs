@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use chrono::{Duration, NaiveDate, TimeZone as _, Utc};
 use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation};
 
-use super::{Context, Outcome, export, monday_of, nightly, run, steering};
+use super::{Context, Outcome, export, monday_of, print_nightly, run, steering, write_nightly};
 use crate::cli::{DemoArgs, ExportArgs, RangeArgs, ReportArgs, ReportKind};
 use crate::config::Config;
 use crate::report::nightly::Window;
@@ -89,14 +89,14 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let outcome = run::job_at(&config, &ctx, &range, None, morning(thursday)).await?;
     let last_morning = morning(thursday + Duration::days(1));
     let health = run::sync_recorded(&config, &ctx, last_morning).await?.health();
-    let digest = nightly::write(
+    let digest = write_nightly(
         &config,
         None,
         Window::before(last_morning, config.tz()),
         Some(&health),
         last_morning,
     )?;
-    nightly::print_output(&digest);
+    print_nightly(&digest);
 
     // The steering committee's report on the second half of the history, against the first half.
     let half = (args.weeks / 2).max(1);
@@ -108,6 +108,7 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             ..RangeArgs::default()
         },
         out: None,
+        as_of: None,
     };
     steering::run(&steering_args, &config, &ctx)?;
 

@@ -34,8 +34,8 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     };
     let store = Store::open(&config.resolve(&config.store.path))?;
     // The export reads the lake; it does not replace the stored metric table.
-    let rows = super::metrics::calculate(&args.range, config)?;
-    let out = super::report::out_dir(config, args.out.clone());
+    let rows = super::calculate(&args.range, config)?;
+    let out = super::out_dir(config, args.out.clone());
     let now = Utc::now();
     let (dir, schema) = into_run_folder(&out, now, |dir| {
         write(dir, &store, &rows, config, pseudonymiser, now)
@@ -56,6 +56,7 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
         generated_at: now,
         main: export::SCHEMA_MD.to_owned(),
         extra: vec![export::SCHEMA_JSON.to_owned()],
+        read: None,
     };
     archive::write_meta(&dir, &meta)?;
     let dir = archive::publish(&dir)?;

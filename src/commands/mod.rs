@@ -1,5 +1,8 @@
-//! One file per subcommand, each with a `run` function; shared helpers for the reporting range and
-//! the exit outcome. `anyhow` lives here and in `main.rs` only.
+//! One file per subcommand, each with a `run` function, and here the steps they share: the
+//! reporting range and the exit outcome, computing and writing the metric table, archiving a
+//! report run, writing the nightly digest, syncing. A command imports these, never another
+//! command (`tandem demo`, which runs the other commands on a simulated organisation, excepted).
+//! `anyhow` lives here and in `main.rs` only.
 
 pub mod check;
 pub mod demo;
@@ -14,16 +17,27 @@ pub mod run;
 pub mod steering;
 pub mod sync;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
+use tandem_connectors::SecretEnv;
 
 use crate::cli::RangeArgs;
-use crate::config::Config;
-use crate::metric::MetricRow;
+use crate::config::{Config, MetricsConfig, ServiceConfig};
 use crate::metric::calendar::{Calendar, Grain, parse_period};
+use crate::metric::kpi::{Scored, scorecard, scorecard_of_period};
+use crate::metric::{MetricRow, MetricTable};
+use crate::pipeline::{self, Inputs, Options};
+use crate::report::archive::{self, Meta};
+use crate::report::nightly::{NightlyInput, NightlyOutput, Window};
+use crate::report::{ReportError, ReportOutput, render_view, view};
 use crate::store::Store;
+use crate::store::coverage::{Coverage, Feed};
+use crate::store::delta::AsOf;
+use crate::store::maintain::MaintenanceReport;
+use crate::sync::{RunHealth, SyncOptions, SyncReport, sync};
 
 /// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process
 /// quietly with success, as command-line tools do, instead of panicking in `println!`.
@@ -89,11 +103,44 @@ impl Context {
 /// Opens the configured lake for a command that changes it (`command`, e.g. `tandem sync`,
 /// names it to a second writer), holding the writers' lock until the returned store and its
 /// clones are dropped. Commands that only read the lake (reports, exports) use `Store::open`.
+/// A metric table in the layout of an earlier release is converted to the Delta metric table
+/// here (the store commits, the pipeline re-encodes the rows), as the canonical tables are by
+/// the store itself.
 pub fn open_lake_for_writing(config: &Config, command: &str) -> anyhow::Result<Store> {
-    Ok(Store::open_for_writing(
-        &config.resolve(&config.store.path),
-        command,
-    )?)
+    let store = Store::open_for_writing(&config.resolve(&config.store.path), command)?;
+    convert_legacy_metrics(&store)?;
+    Ok(store)
+}
+
+/// Converts the metric table of an earlier release's layout, if the lake still has one, into a
+/// version of the Delta metric table (its rows unchanged, its CSV kept); returns the version.
+pub fn convert_legacy_metrics(store: &Store) -> anyhow::Result<Option<i64>> {
+    let Some((parquet, csv)) = store.legacy_metrics() else {
+        return Ok(None);
+    };
+    let draft = store.metrics_draft()?;
+    let converted = crate::pipeline::convert_metrics(&parquet, &draft.parquet)
+        .map_err(anyhow::Error::from)
+        .and_then(|written| {
+            if csv.exists() {
+                std::fs::copy(&csv, &draft.csv)
+                    .with_context(|| format!("cannot copy {} to {}", csv.display(), draft.csv.display()))?;
+            }
+            Ok(written)
+        });
+    let (size, stats) = match converted {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = std::fs::remove_file(&draft.parquet);
+            let _ = std::fs::remove_file(&draft.csv);
+            return Err(e.context(format!(
+                "cannot convert the metric table {} to a Delta table; move it aside (the next \
+                 `tandem metrics` writes a new one)",
+                parquet.display()
+            )));
+        }
+    };
+    Ok(Some(store.commit_legacy_metrics(&draft, size, stats)?))
 }
 
 /// Loads the config, saying how to get one when it is missing.
@@ -177,14 +224,567 @@ pub fn monday_of(day: NaiveDate) -> NaiveDate {
     day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
 }
 
-/// `2026-08-03 to 2026-10-25`: the first and last day a metric row covers, as dates in the report
-/// time zone `tz`. Periods start at local midnight, which east of UTC is the evening before in UTC.
-pub fn period_label(row: &MetricRow, tz: chrono_tz::Tz) -> String {
-    let date = |at: DateTime<Utc>| at.with_timezone(&tz).date_naive();
+pub use crate::report::text::period_label;
+
+// The metric table: computed from the lake, written as a new version, judged.
+
+/// The shared KPIs judged on `rows` (the metric table computed for `range_args`, or its rows of
+/// the KPIs' scopes), and the heading that says on which period: with `--period`, the period asked
+/// (its whole-range rows) against the period before it, computed here; else each KPI's latest
+/// period in `rows` against the period before it.
+pub fn kpis(
+    rows: &[MetricRow],
+    range_args: &RangeArgs,
+    config: &Config,
+) -> anyhow::Result<(String, Vec<Scored>)> {
+    if config.kpis.is_empty() {
+        return Ok((String::new(), Vec::new()));
+    }
+    let Some(spec) = range_args.period.as_deref() else {
+        return Ok(("latest period".to_owned(), scorecard(rows, &config.kpis)));
+    };
+    let (_, before) = period_before(spec)?;
+    let previous = calculate(&before, config)?;
+    Ok((
+        format!("--period {spec}"),
+        scorecard_of_period(rows, &previous, &config.kpis),
+    ))
+}
+
+/// Computes the metric table for the range and writes it to the lake as the metric table's new
+/// version, recording the canonical tables' versions it read.
+pub fn compute(range_args: &RangeArgs, config: &Config) -> anyhow::Result<MetricTable> {
+    compute_version(range_args, config).map(|(table, _)| table)
+}
+
+/// [`compute`], also returning the metric table version written.
+pub fn compute_version(
+    range_args: &RangeArgs,
+    config: &Config,
+) -> anyhow::Result<(MetricTable, crate::store::metrics::MetricsVersion)> {
+    let store = open_lake_for_writing(config, "tandem metrics")?;
+    // The writers' lock is held: the tables stay at these versions while they are read.
+    let versions = store.table_versions()?;
+    let basis = Basis {
+        metrics: None,
+        tables: (store.legacy_tables().is_empty()).then(|| versions.clone()),
+        at: Utc::now(),
+    };
+    let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?;
+    let draft = store.metrics_draft()?;
+    let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet, &draft.csv) {
+        Ok(written) => written,
+        Err(e) => {
+            // Never committed: nothing refers to them.
+            let _ = std::fs::remove_file(&draft.parquet);
+            let _ = std::fs::remove_file(&draft.csv);
+            return Err(e.into());
+        }
+    };
+    let version = store.commit_metrics(&draft, size, stats, &versions)?;
+    tracing::info!(rows = table.len(), version, path = %draft.parquet.display(), "Metric table written.");
+    let written = store
+        .metrics_version(AsOf::Version(version))?
+        .with_context(|| format!("the metric table's version {version} just written cannot be read"))?;
+    Ok((table, written))
+}
+
+/// Computes the metric table for the range from the lake without writing it: for reports over
+/// their own range (the nightly digest's days), which must not replace the stored table.
+pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let basis = basis(&store, None)?;
+    Ok(metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?.to_rows())
+}
+
+/// [`calculate`] on the canonical tables of `basis`, for a range relative to `today`.
+pub fn calculate_on(
+    store: &Store,
+    basis: &Basis,
+    range_args: &RangeArgs,
+    config: &Config,
+    today: NaiveDate,
+) -> anyhow::Result<Vec<MetricRow>> {
+    Ok(metric_table(store, basis, range_args, config, today)?.to_rows())
+}
+
+fn metric_table(
+    store: &Store,
+    basis: &Basis,
+    range_args: &RangeArgs,
+    config: &Config,
+    today: NaiveDate,
+) -> anyhow::Result<MetricTable> {
+    let calendar = range(range_args, config, today)?;
+    let mut table = from_store_at(
+        store,
+        basis.tables.as_ref(),
+        calendar,
+        &config.metrics,
+        &config.services,
+    )?;
+    mark_uncovered(&mut table, store, config)?;
+    Ok(table)
+}
+
+// Time travel: which versions of the lake's tables a report reads.
+
+/// `--as-of VERSION|TIMESTAMP`: a metric table version, or an RFC 3339 instant.
+pub fn parse_as_of(spec: &str) -> anyhow::Result<AsOf> {
+    if let Ok(version) = spec.trim().parse::<u64>() {
+        return Ok(AsOf::Version(i64::try_from(version).unwrap_or(i64::MAX)));
+    }
+    match DateTime::parse_from_rfc3339(spec.trim()) {
+        Ok(at) => Ok(AsOf::Time(at.with_timezone(&Utc))),
+        Err(e) => bail!(
+            "--as-of {spec:?} is neither a metric table version (a number such as 3, as a report's \
+             meta.json records it) nor an RFC 3339 instant such as 2026-11-16T06:00:00Z ({e})"
+        ),
+    }
+}
+
+/// The canonical tables a report computes its figures from, at fixed versions.
+#[derive(Debug, Clone)]
+pub struct Basis {
+    /// The metric table's version these tables belong to: the one `--as-of` names, else the
+    /// latest (none: no metric table yet).
+    pub metrics: Option<i64>,
+    /// The canonical tables' versions (a table not named had not been written); `None` for a lake
+    /// whose tables are not Delta tables yet, read as they are.
+    pub tables: Option<BTreeMap<String, i64>>,
+    /// With `--as-of`: when that metric table version was committed, the time its reports show.
+    pub at: DateTime<Utc>,
+}
+
+impl Basis {
+    /// The versions as a report's `meta.json` records them.
+    pub fn read(&self) -> Option<archive::TableVersions> {
+        Some(archive::TableVersions {
+            metrics: self.metrics,
+            tables: self.tables.clone()?,
+        })
+    }
+}
+
+/// The canonical tables to compute from: as of the metric table version `as_of` names (the
+/// versions it was computed from), else their latest versions.
+pub fn basis(store: &Store, as_of: Option<AsOf>) -> anyhow::Result<Basis> {
+    let Some(at) = as_of else {
+        return Ok(Basis {
+            metrics: store.metrics_version(AsOf::Latest)?.map(|v| v.version),
+            tables: (store.legacy_tables().is_empty())
+                .then(|| store.table_versions())
+                .transpose()?,
+            at: Utc::now(),
+        });
+    };
+    let version = stored_version(store, at)?;
+    if version.tables.is_empty() {
+        bail!(
+            "the metric table's version {} was converted from an earlier release, which did not \
+             record the tables it was computed from: only the weekly report of the stored metric \
+             table can be rendered as of it (`tandem report weekly --as-of {}` without range flags)",
+            version.version,
+            version.version
+        );
+    }
+    Ok(Basis {
+        metrics: Some(version.version),
+        tables: Some(version.tables),
+        at: version.committed_at,
+    })
+}
+
+/// The stored metric table's version `at` names; an error saying what exists when there is none.
+pub fn stored_version(store: &Store, at: AsOf) -> anyhow::Result<crate::store::metrics::MetricsVersion> {
+    match store.metrics_version(at)? {
+        Some(version) => Ok(version),
+        None => bail!(
+            "the lake at {} has no metric table yet: run `tandem metrics` (or `tandem run`) first",
+            store.root().display()
+        ),
+    }
+}
+
+/// Turns the figures of periods the lake does not cover into "no data" with the reason: a
+/// source the metric reads failed in its last sync, never synced, or its history starts after
+/// the period. A lake that holds tables but no coverage record (synced before tandem kept one)
+/// is taken as covered; a lake with neither has never synced anything.
+pub fn mark_uncovered(table: &mut MetricTable, store: &Store, config: &Config) -> anyhow::Result<()> {
+    let coverage = match Coverage::load(store)? {
+        Some(coverage) => coverage,
+        None if store.has_tables() => return Ok(()),
+        None => Coverage::default(),
+    };
+    let feeds = feeds(config);
+    let mut uncovered = 0usize;
+    table.mark_no_data(|metric, _, start, end| {
+        let gap = coverage.gap(&feeds, metric.inputs(), start, end);
+        uncovered += usize::from(gap.is_some());
+        gap
+    });
+    if uncovered > 0 {
+        tracing::warn!(
+            figures = uncovered,
+            "Some figures have no data: a source they read failed, never synced, or does not reach back to their period."
+        );
+    }
+    Ok(())
+}
+
+/// Every configured source stream and the tables it writes; a source left out of
+/// `[metrics] incident_sources` does not count incidents, so it leaves none uncovered.
+pub fn feeds(config: &Config) -> Vec<Feed> {
+    let counts_incidents = |name: &str| {
+        config.metrics.incident_sources.is_empty()
+            || config.metrics.incident_sources.iter().any(|s| s == name)
+    };
+    config
+        .sources
+        .iter()
+        .flat_map(|source| {
+            source.feeds().into_iter().map(move |(stream, tables)| Feed {
+                source: source.name().to_owned(),
+                stream,
+                tables: tables
+                    .into_iter()
+                    .filter(|t| *t != "incidents" || counts_incidents(source.name()))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The metric table of the lake in `store` over `calendar`, with the `[metrics]` settings and the
+/// `[[service]]` entries (their names, teams and SLOs): the one place the pipeline's inputs and
+/// options are put together, for `tandem` and its benchmark alike.
+pub fn from_store(
+    store: &Store,
+    calendar: Calendar,
+    settings: &MetricsConfig,
+    services: &[ServiceConfig],
+) -> anyhow::Result<MetricTable> {
+    from_store_at(store, None, calendar, settings, services)
+}
+
+/// [`from_store`] with the canonical tables as of `versions` (table name → version; a table not
+/// named had not been written), or their latest versions when `None`.
+pub fn from_store_at(
+    store: &Store,
+    versions: Option<&BTreeMap<String, i64>>,
+    calendar: Calendar,
+    settings: &MetricsConfig,
+    services: &[ServiceConfig],
+) -> anyhow::Result<MetricTable> {
+    let files = |table: &str| match versions {
+        None => store.table_files(table, AsOf::Latest),
+        Some(versions) => match versions.get(table) {
+            Some(v) => store.table_files(table, AsOf::Version(*v)),
+            None => Ok(Vec::new()),
+        },
+    };
+    let (deployments, changes, commits, incidents) = (
+        files("deployments")?,
+        files("changes")?,
+        files("commits")?,
+        files("incidents")?,
+    );
+    let (tickets, ticket_transitions, change_requests, quarantine) = (
+        files("tickets")?,
+        files("ticket_transitions")?,
+        files("change_requests")?,
+        files("quarantine")?,
+    );
+    let options = Options {
+        calendar,
+        attribution_window: chrono::Duration::hours(settings.attribution_window_hours),
+        outage_severities: settings.outage_severities.clone(),
+        services: services.iter().map(|s| s.name.clone()).collect(),
+        incident_sources: settings.incident_sources.clone(),
+        cause_sources: settings.cause_sources.clone(),
+        mirror_match: settings.mirror_match.clone(),
+        mirror_start_tolerance: chrono::Duration::minutes(settings.mirror_start_minutes),
+        sla_hours: settings.sla_hours.clone(),
+        change_window_tolerance: chrono::Duration::minutes(settings.change_window_tolerance_minutes),
+        slo: services
+            .iter()
+            .filter_map(|s| s.slo.map(|v| (s.name.clone(), v)))
+            .collect(),
+        default_slo: settings.default_slo,
+        hotfix_labels: settings.hotfix_labels.clone(),
+        attribution: settings.attribution,
+        teams: services
+            .iter()
+            .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))
+            .collect(),
+    };
+    pipeline::compute_metrics(
+        Inputs {
+            deployments: &deployments,
+            changes: &changes,
+            commits: &commits,
+            incidents: &incidents,
+            tickets: &tickets,
+            ticket_transitions: &ticket_transitions,
+            change_requests: &change_requests,
+            quarantine: &quarantine,
+        },
+        &options,
+    )
+    .map_err(Into::into)
+}
+
+// Reports: where they go, how a run is archived, what is printed.
+
+/// The report directory: `--out`, else `report.out` from the config, relative to the config file.
+pub fn out_dir(config: &Config, out: Option<PathBuf>) -> PathBuf {
+    config.resolve(&out.unwrap_or_else(|| config.report.out.clone()))
+}
+
+/// Renders the weekly report of `rows` into a new run folder `<out>/weekly/<timestamp>/` and
+/// rewrites the history page. The page shows `data_at` (when its metric table was committed, so
+/// a render of the same version is the same page), else the time it is made; `read` goes into
+/// its `meta.json`.
+pub fn render_weekly(
+    rows: &[MetricRow],
+    config: &Config,
+    out: Option<PathBuf>,
+    data_at: Option<DateTime<Utc>>,
+    read: Option<archive::TableVersions>,
+) -> anyhow::Result<ReportOutput> {
+    let out_dir = out_dir(config, out);
+    let now = Utc::now();
+    // Built once: its period names the run, and it is what gets rendered.
+    let view = view::build(
+        &config.organisation.name,
+        data_at.unwrap_or(now),
+        rows,
+        &config.kpis,
+    );
+    let run = Run {
+        kind: "weekly",
+        title: format!(
+            "{} \u{2014} {} IT and operations report",
+            config.organisation.name,
+            view.page.cadence.to_lowercase()
+        ),
+        period: view.page.range.clone().unwrap_or_else(|| "no data".to_owned()),
+        generated_at: now,
+        read,
+    };
+    archived(&out_dir, &config.organisation.name, &run, |dir| {
+        render_view(&view, dir)
+    })
+}
+
+/// One report run, as the history describes it.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The report kind, also its folder under the report directory.
+    pub kind: &'static str,
+    /// Title listed in the history.
+    pub title: String,
+    /// The period as readers name it.
+    pub period: String,
+    /// When it was made; names its folder.
+    pub generated_at: DateTime<Utc>,
+    /// The table versions it read.
+    pub read: Option<archive::TableVersions>,
+}
+
+/// Creates the run's folder, lets `render` write into it, describes the run in its `meta.json`,
+/// gives the folder its name and rewrites `<out>/index.html`. A run that fails or is killed
+/// half-way leaves a hidden partial folder, which the history skips and the next run removes.
+pub fn archived(
+    out: &Path,
+    organisation: &str,
+    run: &Run,
+    render: impl FnOnce(&Path) -> Result<ReportOutput, ReportError>,
+) -> anyhow::Result<ReportOutput> {
+    let context = || format!("cannot write the {} report to {}", run.kind, out.display());
+    let dir = archive::run_dir(out, run.kind, run.generated_at).with_context(context)?;
+    let mut output = match render(&dir) {
+        Ok(output) => output,
+        Err(e) => {
+            // Best effort: a partial folder is never listed, and the next run removes it anyway.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e).with_context(context);
+        }
+    };
+    let relative = |p: &Path| {
+        p.strip_prefix(&dir)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let meta = Meta {
+        kind: run.kind.to_owned(),
+        title: run.title.clone(),
+        period: run.period.clone(),
+        generated_at: run.generated_at,
+        main: relative(&output.html),
+        // The charts are inline in the page; the history links the page only.
+        extra: Vec::new(),
+        read: run.read.clone(),
+    };
+    archive::write_meta(&dir, &meta).with_context(context)?;
+    let published = archive::publish(&dir).with_context(context)?;
+    output.html = archive::moved(&output.html, &dir, &published);
+    for chart in &mut output.charts {
+        *chart = archive::moved(chart, &dir, &published);
+    }
+    output.index = Some(archive::write_index(out, organisation).with_context(context)?);
+    Ok(output)
+}
+
+/// Says where the report went: one path per line.
+pub fn print_report(output: &ReportOutput) {
+    crate::say!("report: {}", output.html.display());
+    for chart in &output.charts {
+        crate::say!("chart:  {}", chart.display());
+    }
+    if let Some(index) = &output.index {
+        crate::say!("index:  {}", index.display());
+    }
+}
+
+// The nightly digest.
+
+/// The days a digest made at `now` covers: `--period DAY` names its last day; without it, the
+/// last full day before `now` in the report time zone.
+pub fn nightly_window(range: &RangeArgs, config: &Config, now: DateTime<Utc>) -> anyhow::Result<Window> {
+    const HINT: &str = "the nightly digest covers one day and the 7 days ending with it: pass \
+                        --period DAY (e.g. --period 2026-11-21), or nothing for yesterday";
+    if range.weeks.is_some() || range.until.is_some() || range.grain.is_some() {
+        bail!("--weeks, --until and --grain do not apply: {HINT}");
+    }
+    match range.period.as_deref() {
+        None => Ok(Window::before(now, config.tz())),
+        Some(spec) => match parse_period(spec) {
+            Ok((Grain::Day, day, _)) => Ok(Window::ending(day)),
+            Ok(_) => bail!("--period {spec} is not a single day: {HINT}"),
+            Err(e) => bail!("{e}"),
+        },
+    }
+}
+
+/// Computes the metric table of the window at day grain (not stored: the lake's metric table
+/// stays the one `tandem metrics` wrote) and writes the digest into a new run folder under the
+/// report directory (`out`, else `report.out`), comparing with the previous digest there.
+pub fn write_nightly(
+    config: &Config,
+    out: Option<PathBuf>,
+    window: Window,
+    health: Option<&RunHealth>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<NightlyOutput> {
+    let range = RangeArgs {
+        period: Some(window.period()),
+        grain: Some("day".to_owned()),
+        ..RangeArgs::default()
+    };
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let basis = basis(&store, None)?;
+    let rows = calculate_on(&store, &basis, &range, config, now.date_naive())?;
+    let out_dir = out_dir(config, out);
+    let time_zone = config.tz().to_string();
+    let input = NightlyInput {
+        organisation: &config.organisation.name,
+        generated_at: now,
+        time_zone: &time_zone,
+        window,
+        rows: &rows,
+        kpis: &config.kpis,
+        health,
+        previous: None,
+        previous_unreadable: false,
+        read: basis.read(),
+    };
+    crate::report::nightly::write(&out_dir, &input)
+        .with_context(|| format!("cannot write the nightly digest to {}", out_dir.display()))
+}
+
+/// Says where the digest went.
+pub fn print_nightly(output: &NightlyOutput) {
+    crate::say!("digest:  {}", output.digest.display());
+    crate::say!("nightly: {}", output.html.display());
+    crate::say!("index:   {}", output.index.display());
+}
+
+// Syncing and maintaining the lake.
+
+/// Syncs into the configured store.
+pub async fn sync_into_store(
+    config: &Config,
+    env: &SecretEnv,
+    options: &SyncOptions,
+) -> anyhow::Result<SyncReport> {
+    let store = open_lake_for_writing(config, "tandem sync")?;
+    let report = sync(config, &store, env, options).await.context("sync failed")?;
+    print_summary(&report);
+    Ok(report)
+}
+
+/// One line per source with the records of each stream that had any, then one per failed stream.
+fn print_summary(report: &SyncReport) {
+    let mut sources: Vec<&str> = Vec::new();
+    for s in &report.streams {
+        if !sources.contains(&s.source.as_str()) {
+            sources.push(&s.source);
+        }
+    }
+    for source in sources {
+        let streams: Vec<_> = report.streams.iter().filter(|s| s.source == source).collect();
+        let ok: Vec<_> = streams.iter().filter(|s| s.error.is_none()).collect();
+        if !ok.is_empty() {
+            let counts: Vec<String> = ok
+                .iter()
+                .filter(|s| s.records > 0)
+                .map(|s| format!("{} {}", s.stream, s.records))
+                .collect();
+            let quarantined: usize = ok.iter().map(|s| s.quarantined).sum();
+            let seconds: f64 = ok.iter().map(|s| s.seconds).sum();
+            let counts = if counts.is_empty() {
+                "nothing new".to_owned()
+            } else {
+                counts.join(", ")
+            };
+            crate::say!("synced {source}: {counts}; {quarantined} quarantined ({seconds:.1} s)");
+        }
+        for s in streams.iter().filter(|s| s.error.is_some()) {
+            crate::say!(
+                "FAILED {}/{}: {}",
+                s.source,
+                s.stream,
+                s.error.as_deref().unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Every stream failed: an error; some: partial; none: success.
+pub fn outcome(report: &SyncReport) -> anyhow::Result<Outcome> {
+    let failed = report.failures().count();
+    if failed == 0 {
+        Ok(Outcome::Success)
+    } else if failed == report.streams.len() {
+        let first = report
+            .failures()
+            .next()
+            .and_then(|s| s.error.clone())
+            .unwrap_or_default();
+        anyhow::bail!("every source failed; first error: {first}")
+    } else {
+        Ok(Outcome::Partial)
+    }
+}
+
+/// One line saying what a maintenance pass did.
+pub fn maintenance_summary(report: &MaintenanceReport) -> String {
+    let merged: usize = report.compacted.iter().map(|(_, n)| n).sum();
     format!(
-        "{} to {}",
-        date(row.period_start).format("%Y-%m-%d"),
-        (date(row.period_end) - Duration::days(1)).format("%Y-%m-%d")
+        "maintained: {merged} small files merged, {} logs checkpointed, {} expired log entries and {} unreferenced data files removed, {} raw page files past retention removed",
+        report.checkpointed, report.log_entries_removed, report.files_vacuumed, report.raw_files_removed
     )
 }
 
@@ -229,6 +829,140 @@ mod tests {
         assert!(err.contains("--grain"), "{err}");
     }
 
+    /// A metric table of one row, as `tandem metrics` wrote it.
+    fn metric_table() -> crate::metric::MetricTable {
+        let monday = "2026-08-03T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mut table = crate::metric::MetricTable::new();
+        let scope = table.scope("org", "all");
+        let period = table.period("week", monday, monday + Duration::weeks(1));
+        table.push(
+            crate::metric::MetricId::DeploymentCount,
+            scope,
+            period,
+            Some(4.0),
+            4,
+            None,
+        );
+        table
+    }
+
+    // The generation layout switched a symbolic link, on unix only.
+    #[cfg(unix)]
+    #[test]
+    fn a_metric_table_of_the_generation_layout_is_converted_on_the_first_write() {
+        for layout in ["generations", "flat"] {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = dir.path().join("metrics");
+            // The layouts of earlier releases: `metrics/current` → `gen-…/`, or the files in
+            // `metrics/` itself.
+            let at = match layout {
+                "generations" => {
+                    let generation = metrics.join("gen-20261101T000000.000000Z-1");
+                    std::fs::create_dir_all(&generation).unwrap();
+                    std::os::unix::fs::symlink("gen-20261101T000000.000000Z-1", metrics.join("current"))
+                        .unwrap();
+                    generation
+                }
+                _ => {
+                    std::fs::create_dir_all(&metrics).unwrap();
+                    metrics.clone()
+                }
+            };
+            let (old_parquet, old_csv) = (at.join("metrics.parquet"), at.join("metrics.csv"));
+            crate::pipeline::write_metrics(&metric_table(), &old_parquet, &old_csv).unwrap();
+            let rows = crate::pipeline::read_metrics(&old_parquet).unwrap();
+            let csv = std::fs::read_to_string(&old_csv).unwrap();
+
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                store.metrics_paths(),
+                (old_parquet.clone(), old_csv.clone()),
+                "read until converted"
+            );
+            let version = convert_legacy_metrics(&store).unwrap();
+            assert_eq!(version, Some(1), "{layout}");
+            let latest = store
+                .metrics_version(crate::store::delta::AsOf::Latest)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                crate::pipeline::read_metrics(&latest.parquet).unwrap(),
+                rows,
+                "{layout}"
+            );
+            assert_eq!(std::fs::read_to_string(&latest.csv).unwrap(), csv, "{layout}");
+            assert_eq!(store.metrics_paths(), (latest.parquet, latest.csv));
+            assert!(
+                !old_parquet.exists() && !old_csv.exists(),
+                "{layout}: no stale copy stays"
+            );
+            assert!(
+                std::fs::symlink_metadata(metrics.join("current")).is_err(),
+                "{layout}"
+            );
+            assert_eq!(convert_legacy_metrics(&store).unwrap(), None, "converted once");
+        }
+    }
+
+    #[test]
+    fn a_conversion_stopped_after_its_commit_is_not_committed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("metrics");
+        std::fs::create_dir_all(&metrics).unwrap();
+        let old = (metrics.join("metrics.parquet"), metrics.join("metrics.csv"));
+        crate::pipeline::write_metrics(&metric_table(), &old.0, &old.1).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        convert_legacy_metrics(&store).unwrap();
+        // Killed before the old files went: they are back.
+        crate::pipeline::write_metrics(&metric_table(), &old.0, &old.1).unwrap();
+        assert_eq!(convert_legacy_metrics(&store).unwrap(), None);
+        assert!(!old.0.exists(), "removed, not converted again");
+        let latest = store
+            .metrics_version(crate::store::delta::AsOf::Latest)
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.version, 1);
+    }
+
+    #[test]
+    fn no_command_imports_another_command() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/commands");
+        let commands: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().trim_end_matches(".rs").to_owned())
+            .filter(|name| name != "mod")
+            .collect();
+        assert!(
+            commands.len() > 10 && commands.iter().any(|c| c == "steering"),
+            "{commands:?}"
+        );
+        for file in &commands {
+            // The demo runs the other commands on a simulated organisation: it is their caller.
+            if file == "demo" {
+                continue;
+            }
+            let text = std::fs::read_to_string(dir.join(format!("{file}.rs"))).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for other in &commands {
+                for import in [format!("super::{other}::"), format!("commands::{other}::")] {
+                    assert!(!code.contains(&import), "{file}.rs uses {import}");
+                }
+                let braces = code.split("use super::{").skip(1).flat_map(|rest| {
+                    rest.split('}')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                });
+                for name in braces {
+                    assert!(name != other, "{file}.rs imports the command {other}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn until_must_be_a_monday() {
         let args = RangeArgs {
@@ -240,5 +974,104 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("Monday") && err.contains("Wed"), "{err}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod report_tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_weekly_run_is_listed_with_the_last_day_it_covers() {
+        let out = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse("", Path::new("t.toml"), Default::default()).unwrap();
+        let monday = Utc.with_ymd_and_hms(2026, 11, 9, 0, 0, 0).unwrap();
+        let rows = [MetricRow {
+            metric: "deployment_count".into(),
+            grain: "week".into(),
+            scope_type: "org".into(),
+            scope: "all".into(),
+            period_start: monday,
+            period_end: monday + chrono::Duration::weeks(1),
+            value: Some(4.0),
+            unit: "count".into(),
+            n: 4,
+            method: None,
+            no_data: None,
+        }];
+        let output = render_weekly(&rows, &config, Some(out.path().to_path_buf()), None, None).unwrap();
+        let runs = archive::runs(out.path());
+        assert_eq!(runs.len(), 1);
+        // The week of Monday 2026-11-09 ends on Sunday 2026-11-15, not on the next Monday.
+        assert_eq!(runs[0].meta.period, "2026-11-09 \u{2013} 2026-11-15");
+        let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+        assert!(index.contains("2026-11-09 \u{2013} 2026-11-15"), "{index}");
+        let html = std::fs::read_to_string(output.html).unwrap();
+        assert!(html.contains("2026-11-09 \u{2013} 2026-11-15"));
+    }
+
+    #[test]
+    fn each_run_gets_a_folder_a_meta_file_and_a_line_in_the_history() {
+        let out = tempfile::tempdir().unwrap();
+        let run = Run {
+            kind: "weekly",
+            title: "Acme \u{2014} weekly IT and operations report".to_owned(),
+            period: "2026-08-24 \u{2013} 2026-11-15".to_owned(),
+            generated_at: Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap(),
+            read: Some(archive::TableVersions {
+                metrics: Some(3),
+                tables: BTreeMap::from([("deployments".to_owned(), 7)]),
+            }),
+        };
+        let write = |dir: &Path| -> Result<ReportOutput, ReportError> {
+            let html = dir.join("report.html");
+            std::fs::write(&html, "<!DOCTYPE html>").unwrap();
+            Ok(ReportOutput {
+                html,
+                charts: vec![dir.join("chart.png")],
+                index: None,
+            })
+        };
+        let first = archived(out.path(), "Acme", &run, write).unwrap();
+        let second = archived(out.path(), "Acme", &run, write).unwrap();
+        assert_eq!(
+            first.html,
+            out.path().join("weekly/2026-11-16T060000Z/report.html")
+        );
+        assert_eq!(
+            second.html,
+            out.path().join("weekly/2026-11-16T060000Z-2/report.html"),
+            "a re-run never overwrites the earlier one"
+        );
+        assert_eq!(first.index, Some(out.path().join("index.html")));
+        let runs = archive::runs(out.path());
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].meta.main, "report.html");
+        assert_eq!(runs[0].meta.read, run.read, "the versions read are in meta.json");
+        assert_eq!(runs[0].meta.period, "2026-08-24 \u{2013} 2026-11-15");
+        let index = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+        assert!(
+            index.contains("weekly/2026-11-16T060000Z-2/report.html"),
+            "{index}"
+        );
+
+        // A run that fails leaves no meta.json, so the history does not list it.
+        let failing = |_: &Path| -> Result<ReportOutput, ReportError> {
+            Err(ReportError::Io {
+                path: PathBuf::from("x"),
+                source: std::io::Error::other("disk full"),
+            })
+        };
+        let err = archived(out.path(), "Acme", &run, failing).unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+        assert_eq!(archive::runs(out.path()).len(), 2);
+        assert_eq!(
+            std::fs::read_dir(out.path().join("weekly")).unwrap().count(),
+            2,
+            "the failed run left no folder, listed or not"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `tandem run`: the nightly job — sync, then metrics, then the weekly report and the nightly
-//! digest, recording how the sync went in the store (`state/last_run.json`).
+//! digest, recording how the sync went in the store: the last run's health for the digest
+//! (`state/last_run.json`) and every stream's outcome in the run history (`runs/`).
 //!
 //! A source that fails does not stop the job: the rest is synced and reported, and the outcome is
 //! partial (exit 3) so cron and CronJobs can alert on it. When every source fails the job stops
@@ -11,11 +12,17 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use super::{Context, Outcome, metrics, nightly, report, sync};
+use super::{
+    Context, Outcome, compute_version, kpis, maintenance_summary, nightly_window, outcome, print_nightly,
+    print_report, render_weekly, sync_into_store, write_nightly,
+};
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
+use crate::pipeline;
+use crate::report::text::{kpi_table, org_table};
 use crate::store::Store;
 use crate::store::maintain::MaintenanceReport;
+use crate::store::runs::RunRecord;
 use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
 /// Runs the whole job.
@@ -44,26 +51,31 @@ pub async fn job_at(
     // Held for the whole job: the sync and the metric table it writes are one change of the lake.
     let store = super::open_lake_for_writing(config, "tandem run")?;
     let synced = sync_recorded(config, ctx, now).await?;
-    let outcome = sync::outcome(&synced.report)?;
+    let outcome = outcome(&synced.report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
-    let rows = tokio::task::spawn_blocking(move || metrics::compute(&range_owned, &config_owned))
-        .await??
-        .to_rows();
+    let (table, version) =
+        tokio::task::spawn_blocking(move || compute_version(&range_owned, &config_owned)).await??;
+    let rows = table.to_rows();
     let health = synced.health();
     health.save(&store)?;
-    super::out(&metrics::org_table(&rows, config.tz()));
-    let (heading, scored) = metrics::kpis(&rows, range, config)?;
-    super::out(&metrics::kpi_table(&scored, &heading));
-    let output = report::render(&rows, config, out.clone())?;
-    report::print_output(&output);
+    super::out(&org_table(&rows, config.tz()));
+    let (heading, scored) = kpis(&rows, range, config)?;
+    super::out(&kpi_table(&scored, &heading));
+    // As `tandem report weekly` renders the stored table: the same page for the same version.
+    let read = crate::report::archive::TableVersions {
+        metrics: Some(version.version),
+        tables: version.tables.clone(),
+    };
+    let output = render_weekly(&rows, config, out.clone(), Some(version.committed_at), Some(read))?;
+    print_report(&output);
 
     let config_owned = config.clone();
-    let window = nightly::window(&RangeArgs::default(), config, now)?;
+    let window = nightly_window(&RangeArgs::default(), config, now)?;
     let digest =
-        tokio::task::spawn_blocking(move || nightly::write(&config_owned, out, window, Some(&health), now))
+        tokio::task::spawn_blocking(move || write_nightly(&config_owned, out, window, Some(&health), now))
             .await??;
-    nightly::print_output(&digest);
+    print_nightly(&digest);
     let (_, csv) = store.metrics_paths();
     crate::say!("metrics: {}", csv.display());
     // Last, when the night's data is safe: merging small files and cleaning up only when due.
@@ -71,7 +83,7 @@ pub async fn job_at(
     let maintained =
         tokio::task::spawn_blocking(move || maintainer.maintain(retention, false, Utc::now())).await??;
     if maintained != MaintenanceReport::default() {
-        tracing::info!(summary = %super::maintain::summary(&maintained), "Lake maintained.");
+        tracing::info!(summary = %maintenance_summary(&maintained), "Lake maintained.");
     }
     if outcome == Outcome::Partial {
         eprintln!("warning: some sources failed (see above); their data is missing from this report");
@@ -107,12 +119,50 @@ pub async fn sync_recorded(config: &Config, ctx: &Context, now: DateTime<Utc>) -
         progress: ctx.progress,
         ..SyncOptions::default()
     };
-    let report = sync::sync_into_store(config, &ctx.env, &options).await?;
+    let report = sync_into_store(config, &ctx.env, &options).await?;
     let synced = Synced {
         report,
         started_at: now,
         clock,
     };
     synced.health().save(&store)?;
+    let rows = history(&synced.report, now);
+    tokio::task::spawn_blocking(move || append_history(&store, &rows)).await??;
     Ok(synced)
+}
+
+/// The run history's rows of a sync started at `started_at`: one per stream.
+fn history(report: &SyncReport, started_at: DateTime<Utc>) -> Vec<RunRecord> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    report
+        .streams
+        .iter()
+        .map(|s| RunRecord {
+            started_at,
+            source: s.source.clone(),
+            stream: s.stream.clone(),
+            records: count(s.records),
+            quarantined: count(s.quarantined),
+            seconds: s.seconds,
+            error: s.error.clone(),
+        })
+        .collect()
+}
+
+/// Appends `rows` to the lake's run history (`runs/`) as one commit.
+fn append_history(store: &Store, rows: &[RunRecord]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let draft = store.runs_draft()?;
+    let (size, stats) = match pipeline::write_runs(rows, &draft.parquet) {
+        Ok(written) => written,
+        Err(e) => {
+            // Never committed: nothing refers to it.
+            let _ = std::fs::remove_file(&draft.parquet);
+            return Err(e.into());
+        }
+    };
+    store.append_runs(&draft, size, stats)?;
+    Ok(())
 }

@@ -9,28 +9,31 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, Duration, NaiveDate, Utc, Weekday};
 
-use super::report::{Run, archived, out_dir, print_output};
-use super::{Context, Outcome, metrics, monday_of, period_before};
+use super::{
+    Context, Outcome, Run, archived, basis, calculate_on, monday_of, out_dir, parse_as_of, period_before,
+    print_report,
+};
 use crate::cli::{RangeArgs, ReportArgs};
 use crate::config::Config;
 use crate::pipeline::calendar::{Grain, parse_period};
 use crate::report::steering::{self, SteeringInput};
+use crate::store::Store;
 
 /// Writes the steering-committee report.
+/// With `--as-of`, from the canonical tables that metric table version was computed from, as if
+/// made when it was committed.
 pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result<Outcome> {
-    let plan = plan(&args.range, config, Utc::now().date_naive())?;
-    let previous = metrics::calculate(&plan.previous, config)?;
-    let weekly = plan
-        .weekly
-        .as_ref()
-        .map(|w| metrics::calculate(w, config))
-        .transpose()?;
-    let previous_weekly = plan
-        .previous_weekly
-        .as_ref()
-        .map(|w| metrics::calculate(w, config))
-        .transpose()?;
-    let current = metrics::calculate(&plan.period, config)?;
+    let store = Store::open(&config.resolve(&config.store.path))?;
+    let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
+    let basis = basis(&store, as_of)?;
+    // With --as-of, nothing depends on the day it is rendered.
+    let shown_at = if as_of.is_some() { basis.at } else { Utc::now() };
+    let plan = plan(&args.range, config, shown_at.date_naive())?;
+    let calculate = |range: &RangeArgs| calculate_on(&store, &basis, range, config, shown_at.date_naive());
+    let previous = calculate(&plan.previous)?;
+    let weekly = plan.weekly.as_ref().map(calculate).transpose()?;
+    let previous_weekly = plan.previous_weekly.as_ref().map(calculate).transpose()?;
+    let current = calculate(&plan.period)?;
 
     let slo: BTreeMap<String, f64> = config
         .services
@@ -42,7 +45,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         organisation: &config.organisation.name,
         period: &plan.label,
         previous_period: &plan.previous_label,
-        generated_at: now,
+        generated_at: shown_at,
         current: &current,
         weekly: weekly.as_deref().unwrap_or(&current),
         previous: &previous,
@@ -56,6 +59,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         title: steering::title(&config.organisation.name, &plan.label),
         period: plan.label.clone(),
         generated_at: now,
+        read: basis.read(),
     };
     let output = archived(
         &out_dir(config, args.out.clone()),
@@ -63,7 +67,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         &run,
         |dir| steering::render(&input, dir),
     )?;
-    print_output(&output);
+    print_report(&output);
     Ok(Outcome::Success)
 }
 

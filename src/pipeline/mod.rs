@@ -29,6 +29,7 @@ mod grid;
 mod intervals;
 mod links;
 mod output;
+mod runs;
 pub mod stats;
 #[cfg(test)]
 mod testkit;
@@ -222,8 +223,34 @@ pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable
 /// Both files are written atomically (a `.tmp` sibling renamed into place). In the CSV,
 /// `period_start`/`period_end` are RFC 3339 UTC strings (`2026-08-03T00:00:00Z`) and a missing
 /// `value` is an empty field.
-pub fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
+/// The Parquet file is a data file of the Delta metric table (instants in microseconds), flushed;
+/// returns its size and its `add` action's statistics, for the store to commit it.
+pub fn write_metrics(
+    table: &MetricTable,
+    parquet: &Path,
+    csv: &Path,
+) -> Result<(i64, String), PipelineError> {
     output::write_metrics(table, parquet, csv)
+}
+
+/// Converts the metric table file of an earlier release into a data file of the Delta metric
+/// table at `parquet`; returns its size and statistics as [`write_metrics`] does.
+pub fn convert_metrics(old: &Path, parquet: &Path) -> Result<(i64, String), PipelineError> {
+    output::convert_metrics(old, parquet)
+}
+
+/// Writes run history rows as a new data file of the run history; returns its size and
+/// statistics.
+pub fn write_runs(
+    rows: &[crate::store::runs::RunRecord],
+    path: &Path,
+) -> Result<(i64, String), PipelineError> {
+    runs::write_runs(rows, path)
+}
+
+/// Every row of the run history's data files.
+pub fn read_runs(files: &[std::path::PathBuf]) -> Result<Vec<crate::store::runs::RunRecord>, PipelineError> {
+    runs::read_runs(files)
 }
 
 /// Reads a metric table written by [`write_metrics`].

@@ -1,7 +1,7 @@
 //! The metric table on disk: Parquet for tandem to read back, CSV for people and spreadsheets.
 //!
 //! Columns: metric, grain, scope_type, scope (text), period_start, period_end (UTC instants,
-//! milliseconds), value (float, null allowed), unit (text), n (integer), method (text, null where
+//! microseconds: the Delta `timestamp` type, as the metric table is a Delta table), value (float, null allowed), unit (text), n (integer), method (text, null where
 //! the definition has one way only), no_data (text: why there is no value, null where the inputs
 //! cover the period). In the CSV the instants
 //! are RFC 3339 strings ending in `Z` (`2026-08-03T00:00:00Z`, fractional seconds only when
@@ -28,7 +28,11 @@ const TABLE: &str = "metrics";
 /// millions of rows never holds it whole as text columns.
 const BATCH_ROWS: usize = 1 << 18;
 
-pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> Result<(), PipelineError> {
+pub(crate) fn write_metrics(
+    table: &MetricTable,
+    parquet: &Path,
+    csv: &Path,
+) -> Result<(i64, String), PipelineError> {
     let batches = || {
         (0..table.len().div_ceil(BATCH_ROWS)).map(|b| b * BATCH_ROWS..((b + 1) * BATCH_ROWS).min(table.len()))
     };
@@ -36,7 +40,7 @@ pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> 
     let writing = |path| failed("writing the metric table", path);
 
     write_atomic(parquet, |file| {
-        let schema = frame(table, 0..0, Instants::Millis)
+        let schema = frame(table, 0..0, Instants::Micros)
             .map_err(building(parquet))?
             .schema()
             .clone();
@@ -44,7 +48,7 @@ pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> 
             .batched(&schema)
             .map_err(writing(parquet))?;
         for rows in batches() {
-            let batch = frame(table, rows, Instants::Millis).map_err(building(parquet))?;
+            let batch = frame(table, rows, Instants::Micros).map_err(building(parquet))?;
             writer.write_batch(&batch).map_err(writing(parquet))?;
         }
         writer.finish().map(drop).map_err(writing(parquet))
@@ -65,7 +69,123 @@ pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path, csv: &Path) -> 
             writer.write_batch(&batch).map_err(writing(csv))?;
         }
         writer.finish().map_err(writing(csv))
+    })?;
+    let size = std::fs::metadata(parquet)
+        .map_err(|source| io_error("measure", parquet, source))?
+        .len();
+    let stats = stats(table.len(), |i| {
+        let (_, start, end) = table.period_of(i);
+        (
+            start,
+            end,
+            table.n(i),
+            [
+                table.value(i).is_none(),
+                table.method(i).is_none(),
+                table.no_data(i).is_none(),
+            ],
+        )
+    });
+    Ok((i64::try_from(size).unwrap_or(i64::MAX), stats))
+}
+
+/// What a data file's statistics need of one row: period start and end, `n`, and whether
+/// `value`, `method` and `no_data` are null.
+type StatsRow = (DateTime<Utc>, DateTime<Utc>, i64, [bool; 3]);
+
+/// The Delta `add` statistics of a metric table's data file of `len` rows: rows; minimum and
+/// maximum of the period bounds and of `n`; nulls per column.
+fn stats(len: usize, row: impl Fn(usize) -> StatsRow) -> String {
+    let instant = |t: DateTime<Utc>| serde_json::Value::from(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    let (mut min, mut max) = (serde_json::Map::new(), serde_json::Map::new());
+    let mut nulls = [0usize; 3];
+    let mut bounds: Option<(StatsRow, StatsRow)> = None;
+    for i in 0..len {
+        let r = row(i);
+        for (count, null) in nulls.iter_mut().zip(r.3) {
+            *count += usize::from(null);
+        }
+        bounds = Some(match bounds {
+            None => (r, r),
+            Some((lo, hi)) => (
+                (lo.0.min(r.0), lo.1.min(r.1), lo.2.min(r.2), lo.3),
+                (hi.0.max(r.0), hi.1.max(r.1), hi.2.max(r.2), hi.3),
+            ),
+        });
+    }
+    if let Some((lo, hi)) = bounds {
+        for (map, r) in [(&mut min, lo), (&mut max, hi)] {
+            map.insert("period_start".to_owned(), instant(r.0));
+            map.insert("period_end".to_owned(), instant(r.1));
+            map.insert("n".to_owned(), r.2.into());
+        }
+    }
+    serde_json::json!({
+        "numRecords": len,
+        "minValues": min,
+        "maxValues": max,
+        "nullCount": {
+            "metric": 0, "grain": 0, "scope_type": 0, "scope": 0,
+            "period_start": 0, "period_end": 0, "unit": 0, "n": 0,
+            "value": nulls[0], "method": nulls[1], "no_data": nulls[2],
+        },
     })
+    .to_string()
+}
+
+/// Converts the metric table file of an earlier release (`old`, instants in milliseconds) into a
+/// data file of the Delta metric table (`parquet`, instants in microseconds); returns its size and
+/// statistics as [`write_metrics`] does. The rows are unchanged.
+pub(crate) fn convert_metrics(old: &Path, parquet: &Path) -> Result<(i64, String), PipelineError> {
+    let rows = read_metrics(old)?;
+    let micros = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    let converting = failed("converting the metric table", old);
+    let mut frame = ParquetReader::new(File::open(old).map_err(|source| io_error("open", old, source))?)
+        .finish()
+        .and_then(|frame| {
+            let no_data = if frame.column("no_data").is_ok() {
+                col("no_data")
+            } else {
+                // A table written before tandem kept the reason: nothing was marked.
+                lit(NULL).cast(DataType::String).alias("no_data")
+            };
+            frame
+                .lazy()
+                .select([
+                    col("metric"),
+                    col("grain"),
+                    col("scope_type"),
+                    col("scope"),
+                    col("period_start").cast(micros.clone()),
+                    col("period_end").cast(micros),
+                    col("value"),
+                    col("unit"),
+                    col("n"),
+                    col("method"),
+                    no_data,
+                ])
+                .collect()
+        })
+        .map_err(converting)?;
+    write_atomic(parquet, |file| {
+        parquet_writer(file, &frame.schema().clone())
+            .finish(&mut frame)
+            .map(drop)
+            .map_err(failed("writing the metric table", parquet))
+    })?;
+    let size = std::fs::metadata(parquet)
+        .map_err(|source| io_error("measure", parquet, source))?
+        .len();
+    let stats = stats(rows.len(), |i| {
+        let r = &rows[i];
+        (
+            r.period_start,
+            r.period_end,
+            r.n,
+            [r.value.is_none(), r.method.is_none(), r.no_data.is_none()],
+        )
+    });
+    Ok((i64::try_from(size).unwrap_or(i64::MAX), stats))
 }
 
 /// Names the file and the step in a polars error.
@@ -73,10 +193,11 @@ fn failed<'a>(what: &'a str, path: &'a Path) -> impl Fn(PolarsError) -> Pipeline
     move |source| polars_error(what.to_owned(), path, source)
 }
 
-/// How a batch carries the period bounds: UTC datetimes (Parquet) or RFC 3339 text (CSV).
+/// How a batch carries the period bounds: UTC datetimes in microseconds, the Delta `timestamp`
+/// type (Parquet), or RFC 3339 text (CSV).
 #[derive(Clone, Copy)]
 enum Instants {
-    Millis,
+    Micros,
     Rfc3339,
 }
 
@@ -86,11 +207,11 @@ fn frame(table: &MetricTable, rows: Range<usize>, instants: Instants) -> PolarsR
         Series::new(name.into(), rows.clone().map(get).collect::<Vec<_>>()).into_column()
     };
     let instant = |name: &'static str, get: &dyn Fn(usize) -> DateTime<Utc>| match instants {
-        Instants::Millis => Int64Chunked::from_vec(
+        Instants::Micros => Int64Chunked::from_vec(
             name.into(),
-            rows.clone().map(|i| get(i).timestamp_millis()).collect(),
+            rows.clone().map(|i| get(i).timestamp_micros()).collect(),
         )
-        .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
         .into_series()
         .into_column(),
         Instants::Rfc3339 => Series::new(
@@ -405,6 +526,62 @@ mod tests {
             .map(|r| r.scope)
             .collect();
         assert_eq!(scopes, hostile, "the Parquet file keeps the exact text");
+    }
+
+    #[test]
+    fn a_metric_table_of_an_earlier_release_is_converted_to_microsecond_instants_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (written, csv) = (dir.path().join("new.parquet"), dir.path().join("new.csv"));
+        write_metrics(&table(), &written, &csv).unwrap();
+        // An earlier release's file: instants in milliseconds, no `no_data` column.
+        let old = dir.path().join("old.parquet");
+        let mut frame = ParquetReader::new(File::open(&written).unwrap())
+            .finish()
+            .unwrap()
+            .lazy()
+            .with_columns([
+                col("period_start").cast(timestamp_dtype()),
+                col("period_end").cast(timestamp_dtype()),
+            ])
+            .drop(by_name(["no_data"], true, false))
+            .collect()
+            .unwrap();
+        ParquetWriter::new(File::create(&old).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+
+        let converted = dir.path().join("converted.parquet");
+        let (size, stats) = convert_metrics(&old, &converted).unwrap();
+        assert_eq!(read_metrics(&converted).unwrap(), rows());
+        assert_eq!(size, std::fs::metadata(&converted).unwrap().len() as i64);
+        let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(stats["numRecords"], 2);
+        assert_eq!(stats["minValues"]["period_start"], "2026-08-03T00:00:00.000Z");
+        assert_eq!(stats["nullCount"]["value"], 1);
+        let frame = ParquetReader::new(File::open(&converted).unwrap())
+            .finish()
+            .unwrap();
+        assert_eq!(
+            frame.column("period_start").unwrap().dtype(),
+            &DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC)),
+            "the Delta `timestamp` type"
+        );
+        assert_eq!(
+            frame.get_column_names(),
+            [
+                "metric",
+                "grain",
+                "scope_type",
+                "scope",
+                "period_start",
+                "period_end",
+                "value",
+                "unit",
+                "n",
+                "method",
+                "no_data"
+            ]
+        );
     }
 
     #[test]

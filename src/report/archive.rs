@@ -43,6 +43,20 @@ pub struct Meta {
     /// Other files worth linking from the index (e.g. `digest.md`), relative to the run folder.
     #[serde(default)]
     pub extra: Vec<String>,
+    /// The table versions the report read, for `tandem report --as-of` to render it again from
+    /// the lake as it was (none: a run of an earlier release, or a lake not yet of Delta tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<TableVersions>,
+}
+
+/// The versions of the lake's tables a report read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableVersions {
+    /// The metric table's version: the one rendered, or the latest when the report was computed
+    /// from the canonical tables (none: no metric table yet).
+    pub metrics: Option<i64>,
+    /// The canonical tables' versions read, by table name (a table never written is left out).
+    pub tables: std::collections::BTreeMap<String, i64>,
 }
 
 /// One past run, as listed in the index.
@@ -290,6 +304,7 @@ mod tests {
             generated_at: Utc.with_ymd_and_hms(2026, 11, 2, hour, 0, 0).unwrap(),
             main: "report.html".to_owned(),
             extra: vec!["digest.md".to_owned()],
+            read: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod charts;
 pub mod nightly;
 pub mod steering;
+pub mod text;
 pub mod view;
 
 use std::path::{Path, PathBuf};

@@ -121,6 +121,8 @@ pub struct NightlyInput<'a> {
     /// Whether the previous digest's summary could not be read (then `previous` is `None`, and
     /// the digest says so instead of calling itself the first).
     pub previous_unreadable: bool,
+    /// The table versions the digest's figures were computed from, for its `meta.json`.
+    pub read: Option<archive::TableVersions>,
 }
 
 /// A headline count for the day and the 7 days.
@@ -778,6 +780,7 @@ pub fn write(out: &Path, input: &NightlyInput<'_>) -> Result<NightlyOutput, Repo
             generated_at: input.generated_at,
             main: HTML_FILE.to_owned(),
             extra: vec![DIGEST_FILE.to_owned()],
+            read: input.read.clone(),
         },
     )?;
     let published = archive::publish(&dir)?;

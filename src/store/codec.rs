@@ -742,14 +742,12 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let code = [
-                "#[cfg(test)]\nmod ",
-                "#[cfg(test)]\n#[allow(clippy::unwrap_used, clippy::expect_used)]\nmod ",
-            ]
-            .iter()
-            .filter_map(|start| text.find(start))
-            .min()
-            .map_or(text.as_str(), |end| &text[..end]);
+            // Tests may use anything: the code ends where the first test module begins.
+            let code = ["#[cfg(test)]\nmod ", "#[cfg(test)]\n#[allow("]
+                .iter()
+                .filter_map(|start| text.find(start))
+                .min()
+                .map_or(text.as_str(), |end| &text[..end]);
             for (number, line) in code.lines().enumerate() {
                 let above = [
                     "crate::pipeline",
@@ -760,9 +758,7 @@ mod tests {
                 ]
                 .iter()
                 .any(|floor| line.contains(floor));
-                let metric_table = line.contains("crate::pipeline::write_metrics")
-                    || line.contains("crate::pipeline::PipelineError");
-                assert!(!above || metric_table, "{name}:{}: {line}", number + 1);
+                assert!(!above, "{name}:{}: {line}", number + 1);
                 let polars = line.contains("polars::") || line.contains("use polars");
                 assert!(!polars || name == "codec.rs", "{name}:{}: {line}", number + 1);
             }

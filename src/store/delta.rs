@@ -73,6 +73,36 @@ pub enum Operation {
     Overwrite,
 }
 
+/// The `commitInfo` key under which [`Log::commit_with`] records tandem's own metadata.
+pub const METADATA_KEY: &str = "tandem";
+
+/// A column of one of tandem's own tables (not a canonical table: those are declared by their
+/// [`Column`]s).
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// Column name.
+    pub name: &'static str,
+    /// Its Delta type.
+    pub kind: FieldKind,
+    /// Whether the value may be missing.
+    pub nullable: bool,
+}
+
+/// The Delta types tandem's own tables use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// `string`.
+    String,
+    /// `long`.
+    Long,
+    /// `double`.
+    Double,
+    /// `boolean`.
+    Boolean,
+    /// `timestamp` (microseconds, UTC).
+    Timestamp,
+}
+
 /// Which version of a table to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {
@@ -141,11 +171,6 @@ impl Log {
         partitioned: bool,
         properties: HashMap<String, Option<String>>,
     ) -> Result<Self, DeltaError> {
-        if let Some(log) = Self::open(dir, AsOf::Latest)? {
-            return Ok(log);
-        }
-        std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
-        let url = url_of(dir)?;
         let mut fields: Vec<StructField> = columns
             .iter()
             .map(|c| StructField::new(c.name, delta_type(c.kind), c.nullable))
@@ -155,6 +180,45 @@ impl Log {
             fields.push(StructField::new(PARTITION_COLUMN, DataType::STRING, false));
             partition_columns.push(PARTITION_COLUMN.to_owned());
         }
+        Self::create_with(dir, name, fields, partition_columns, properties)
+    }
+
+    /// Creates an unpartitioned table of tandem's own (the metric table, the run history) with
+    /// `fields`, as [`Log::create`] does for a canonical table.
+    pub fn create_plain(
+        dir: &Path,
+        name: &str,
+        fields: &[Field],
+        properties: HashMap<String, Option<String>>,
+    ) -> Result<Self, DeltaError> {
+        let fields = fields
+            .iter()
+            .map(|f| {
+                let kind = match f.kind {
+                    FieldKind::String => DataType::STRING,
+                    FieldKind::Long => DataType::LONG,
+                    FieldKind::Double => DataType::DOUBLE,
+                    FieldKind::Boolean => DataType::BOOLEAN,
+                    FieldKind::Timestamp => DataType::Primitive(PrimitiveType::Timestamp),
+                };
+                StructField::new(f.name, kind, f.nullable)
+            })
+            .collect();
+        Self::create_with(dir, name, fields, Vec::new(), properties)
+    }
+
+    fn create_with(
+        dir: &Path,
+        name: &str,
+        fields: Vec<StructField>,
+        partition_columns: Vec<String>,
+        properties: HashMap<String, Option<String>>,
+    ) -> Result<Self, DeltaError> {
+        if let Some(log) = Self::open(dir, AsOf::Latest)? {
+            return Ok(log);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
+        let url = url_of(dir)?;
         let name = name.to_owned();
         let table = block_on(async move {
             DeltaTable::try_from_url(url)
@@ -186,8 +250,15 @@ impl Log {
             .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
     }
 
-    /// When this version was committed.
+    /// When this version was committed: the `timestamp` of its `commitInfo` (what the writer
+    /// recorded, unlike a file's modification time), else what delta-rs knows of it.
     pub fn committed_at(&self) -> Option<DateTime<Utc>> {
+        if let Some(millis) = self
+            .commit_info()
+            .and_then(|info| info.get("timestamp")?.as_i64())
+        {
+            return DateTime::from_timestamp_millis(millis);
+        }
         let snapshot = self.table.snapshot().ok()?;
         let millis = snapshot.version_timestamp(self.table.version()?)?;
         DateTime::from_timestamp_millis(millis)
@@ -227,6 +298,20 @@ impl Log {
         txn: Option<(&str, i64)>,
         operation: Operation,
     ) -> Result<i64, DeltaError> {
+        self.commit_with(adds, removes, txn, operation, None)
+    }
+
+    /// [`Log::commit`], recording `metadata` in the version's `commitInfo` under the key
+    /// [`METADATA_KEY`] (read back by [`Log::metadata`]): what tandem wants to know later about
+    /// the version, such as the tables it was computed from.
+    pub fn commit_with(
+        &mut self,
+        adds: Vec<NewFile>,
+        removes: &[DataFile],
+        txn: Option<(&str, i64)>,
+        operation: Operation,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<i64, DeltaError> {
         let now = Utc::now().timestamp_millis();
         let data_change = operation != Operation::Compact;
         let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len());
@@ -259,6 +344,9 @@ impl Log {
                 version,
                 Some(now),
             ));
+        }
+        if let Some(metadata) = metadata {
+            properties = properties.with_metadata([(METADATA_KEY.to_owned(), metadata)]);
         }
         let partition_by = self
             .table
@@ -299,6 +387,38 @@ impl Log {
         let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
         self.table.state = Some(finalized.snapshot());
         Ok(version)
+    }
+
+    /// What [`Log::commit_with`] recorded in this version's `commitInfo`, if anything (and the
+    /// version's log entry is still there).
+    pub fn metadata(&self) -> Option<serde_json::Value> {
+        self.commit_info()?.get(METADATA_KEY).cloned()
+    }
+
+    /// This version's `commitInfo` action, read from its log entry (if still there).
+    fn commit_info(&self) -> Option<serde_json::Value> {
+        let entry = self
+            .dir
+            .join("_delta_log")
+            .join(format!("{:020}.json", self.version()));
+        let text = std::fs::read_to_string(entry).ok()?;
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+    }
+
+    /// The oldest and the newest version whose log entry is kept (the range time travel can
+    /// reach), if the table has any.
+    pub fn kept_versions(dir: &Path) -> Option<(i64, i64)> {
+        let versions: Vec<i64> = std::fs::read_dir(dir.join("_delta_log"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".json")?.parse::<i64>().ok()
+            })
+            .collect();
+        Some((*versions.iter().min()?, *versions.iter().max()?))
     }
 
     /// Re-reads the log up to its latest version (after another writer committed).
@@ -360,6 +480,18 @@ impl Log {
         block_on(async move { deltalake_core::checkpoints::create_checkpoint(table, None).await })
             .map_err(|e| error(&self.dir, e))
     }
+}
+
+/// A fresh name for a data file of an unpartitioned table (`part-<time>-<pid>-<n>.zstd.parquet`):
+/// unique per process and ordered by the time it was made.
+pub fn new_data_file_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "part-{}-{}-{:05}.zstd.parquet",
+        Utc::now().format("%Y%m%dT%H%M%S%6f"),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// The size a compaction aims its files at.

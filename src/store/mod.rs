@@ -1,6 +1,6 @@
 //! The lake: one Delta table per canonical entity (upsert on the primary key, see [`table`]),
-//! bookmarks per (source, stream) committed with the rows they cover, raw pages, and the metric
-//! table.
+//! bookmarks per (source, stream) committed with the rows they cover, raw pages, the metric
+//! table ([`metrics`]) and the run history ([`runs`]), both Delta tables too.
 //!
 //! A table changes only by a Delta commit, atomic by the log's protocol; state files are written
 //! to a temporary file renamed over the old one. Either way a killed run leaves everything as it
@@ -22,6 +22,8 @@ pub mod codec;
 pub mod delta;
 pub mod lock;
 pub mod maintain;
+pub mod metrics;
+pub mod runs;
 mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -56,9 +58,6 @@ pub enum StoreError {
     /// A table file could not be encoded or decoded.
     #[error("store: {0}")]
     Table(#[from] CodecError),
-    /// The metric table could not be written.
-    #[error("store: {0}")]
-    Metrics(#[from] crate::pipeline::PipelineError),
     /// A state file other than the bookmarks is not valid JSON.
     #[error("store: state file {path} is corrupt ({message}); delete it and the next sync rewrites it")]
     State {
@@ -93,6 +92,14 @@ pub enum StoreError {
     /// A table's Delta log could not be written.
     #[error("store: {0}")]
     Delta(#[from] delta::DeltaError),
+    /// A time-travel request names a version a table does not have or no longer keeps.
+    #[error("store: {message} ({table})")]
+    NoSuchVersion {
+        /// The table directory.
+        table: PathBuf,
+        /// What was asked and which versions there are.
+        message: String,
+    },
     /// The bookmark file (or the record of written tables beside it) is not valid JSON.
     #[error("store: bookmarks file {path} is corrupt ({message}); delete it to re-sync from scratch")]
     Bookmarks {
@@ -295,7 +302,7 @@ impl Store {
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.extension().is_some_and(|e| e == "tmp") {
-                    // A file, or the link of an interrupted metric table switch.
+                    // A file, or the link of a metric table switch of an earlier release.
                     tracing::debug!(path = %path.display(), "Removing a temporary file left by an interrupted write.");
                     let _ = std::fs::remove_file(&path);
                 }
@@ -374,11 +381,12 @@ impl Store {
             .any(|t| delta::exists(&self.table_dir(t)) || self.legacy_table_path(t).exists())
     }
 
-    /// Every Delta table of the lake.
+    /// Every Delta table of the lake: the canonical tables, the metric table, the run history.
     fn delta_dirs(&self) -> Vec<PathBuf> {
         TABLES
             .iter()
             .map(|t| self.table_dir(t))
+            .chain([self.metrics_dir(), self.runs_dir()])
             .filter(|d| delta::exists(d))
             .collect()
     }
@@ -422,60 +430,6 @@ impl Store {
             open.remove(T::NAME);
         }
         result
-    }
-
-    /// The metric table files (Parquet, CSV) of the last written generation: both from the same
-    /// run, however a writer interleaves (the folder is resolved once). A lake written before
-    /// generations keeps its files in `metrics/` itself; with no table at all, the paths are where
-    /// the next one will be.
-    pub fn metrics_paths(&self) -> (PathBuf, PathBuf) {
-        let dir = self.root.join("metrics");
-        let files = |at: &Path| (at.join("metrics.parquet"), at.join("metrics.csv"));
-        let current = dir.join(METRICS_CURRENT);
-        match std::fs::read_link(&current) {
-            Ok(target) => files(&dir.join(target)),
-            Err(_) if dir.join("metrics.parquet").exists() => files(&dir),
-            Err(_) => files(&current),
-        }
-    }
-
-    /// Writes the metric table as Parquet and CSV into a new generation folder
-    /// (`metrics/gen-<time>-<pid>/`), then switches the `metrics/current` link to it with one
-    /// atomic rename: a reader, or a run after a kill, sees both files of one run. The previous
-    /// generation is kept (a reader may be reading it); older ones are removed. Returns the
-    /// files' paths.
-    pub fn write_metrics(
-        &self,
-        table: &crate::metric::MetricTable,
-    ) -> Result<(PathBuf, PathBuf), StoreError> {
-        let dir = self.root.join("metrics");
-        let name = format!(
-            "gen-{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
-            std::process::id()
-        );
-        let generation = dir.join(&name);
-        std::fs::create_dir_all(&generation).map_err(|e| io_error("create directory", &generation, e))?;
-        let (parquet, csv) = (generation.join("metrics.parquet"), generation.join("metrics.csv"));
-        crate::pipeline::write_metrics(table, &parquet, &csv)?;
-        let current = dir.join(METRICS_CURRENT);
-        let previous = std::fs::read_link(&current).ok();
-        let link = crate::atomic::tmp_path(&current);
-        switch_link(&name, &link, &current)?;
-        // The files of the old layout would be read by tools that knew it: never stale ones.
-        for old in ["metrics.parquet", "metrics.csv"] {
-            let _ = std::fs::remove_file(dir.join(old));
-        }
-        let keep = |n: &str| n == name || previous.as_deref().is_some_and(|p| p == Path::new(n));
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let n = entry.file_name().to_string_lossy().into_owned();
-                if n.starts_with("gen-") && !keep(&n) {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Ok((parquet, csv))
     }
 
     fn bookmarks_path(&self) -> PathBuf {
@@ -981,30 +935,6 @@ pub fn schema_markdown() -> String {
     out.trim_end().to_owned()
 }
 
-/// The link in `metrics/` to the current generation of the metric table.
-const METRICS_CURRENT: &str = "current";
-
-/// Points `current` at `target` (a sibling name): a new link at `link`, renamed over `current`.
-#[cfg(unix)]
-fn switch_link(target: &str, link: &Path, current: &Path) -> Result<(), StoreError> {
-    std::os::unix::fs::symlink(target, link).map_err(|e| io_error("create link", link, e))?;
-    std::fs::rename(link, current).map_err(|e| {
-        let _ = std::fs::remove_file(link);
-        io_error("rename into place", current, e)
-    })
-}
-
-/// Without symbolic links that can be renamed over each other, `current` is a copy of the
-/// generation folder, replaced in two steps: a kill in between leaves no metric table (the next
-/// run writes one), never a mixed one.
-#[cfg(not(unix))]
-fn switch_link(target: &str, link: &Path, current: &Path) -> Result<(), StoreError> {
-    let dir = current.parent().unwrap_or(Path::new("."));
-    let _ = std::fs::remove_dir_all(current);
-    let _ = link;
-    std::fs::rename(dir.join(target), current).map_err(|e| io_error("rename into place", current, e))
-}
-
 /// Every table a sync writes.
 const TABLES: [&str; 8] = [
     Deployment::NAME,
@@ -1119,7 +1049,6 @@ mod tests {
     use tandem_connectors::model::DeploymentStatus;
 
     use super::*;
-    use crate::pipeline;
 
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap() + Duration::hours(h)
@@ -1205,79 +1134,6 @@ mod tests {
             store.bookmark("pd", "incidents").unwrap(),
             Some(serde_json::json!({"y": 2}))
         );
-    }
-
-    /// A metric table of one deployment-count row with `value`.
-    fn metrics(value: f64) -> crate::metric::MetricTable {
-        let mut table = crate::metric::MetricTable::new();
-        let scope = table.scope("org", "all");
-        let period = table.period("week", at(0), at(168));
-        table.push(
-            crate::metric::MetricId::DeploymentCount,
-            scope,
-            period,
-            Some(value),
-            1,
-            None,
-        );
-        table
-    }
-
-    fn value_of(store: &Store) -> (Option<f64>, String) {
-        let (parquet, csv) = store.metrics_paths();
-        let rows = pipeline::read_metrics(&parquet).unwrap();
-        (rows[0].value, std::fs::read_to_string(csv).unwrap())
-    }
-
-    #[test]
-    fn metrics_parquet_and_csv_are_switched_as_one_unit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.write_metrics(&metrics(1.0)).unwrap();
-        let (value, csv) = value_of(&store);
-        assert_eq!(value, Some(1.0));
-        assert!(csv.contains(",1.0,"), "{csv}");
-
-        // A run killed after writing its new Parquet file but before its CSV and the switch: a
-        // reader still gets the previous run's pair, not a new Parquet with an old CSV.
-        let killed = dir.path().join("metrics/gen-29990101T000000.000000Z-1");
-        std::fs::create_dir_all(&killed).unwrap();
-        pipeline::write_metrics(
-            &metrics(2.0),
-            &killed.join("metrics.parquet"),
-            &killed.join("x.csv"),
-        )
-        .unwrap();
-        std::fs::remove_file(killed.join("x.csv")).unwrap();
-        assert_eq!(value_of(&store).0, Some(1.0));
-
-        store.write_metrics(&metrics(3.0)).unwrap();
-        let (value, csv) = value_of(&store);
-        assert_eq!(value, Some(3.0));
-        assert!(csv.contains(",3.0,"), "the CSV is of the same run: {csv}");
-        assert!(!killed.exists(), "an abandoned generation is removed");
-        store.write_metrics(&metrics(4.0)).unwrap();
-        let generations = std::fs::read_dir(dir.path().join("metrics"))
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("gen-"))
-            .count();
-        assert_eq!(generations, 2, "the current one and the one before, for readers");
-    }
-
-    #[test]
-    fn a_lake_of_the_old_layout_reads_its_metric_files_until_the_next_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let old = (
-            dir.path().join("metrics/metrics.parquet"),
-            dir.path().join("metrics/metrics.csv"),
-        );
-        pipeline::write_metrics(&metrics(1.0), &old.0, &old.1).unwrap();
-        assert_eq!(store.metrics_paths(), old);
-        store.write_metrics(&metrics(2.0)).unwrap();
-        assert_eq!(value_of(&store).0, Some(2.0));
-        assert!(!old.0.exists() && !old.1.exists(), "no stale copy stays beside");
     }
 
     #[test]

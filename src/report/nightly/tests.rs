@@ -170,6 +170,7 @@ fn input<'a>(
         health,
         previous,
         previous_unreadable: false,
+        read: None,
     }
 }
 

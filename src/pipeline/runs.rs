@@ -1,0 +1,169 @@
+//! The run history's data files (see `store::runs`): Parquet with the history's declared
+//! columns, instants as microseconds (the Delta `timestamp` type). Encoding only: which file
+//! goes where and the commit are the store's.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use polars::prelude::*;
+
+use super::PipelineError;
+use super::codec::{io_error, polars_error};
+use crate::store::codec::{parquet_writer, timestamp_dtype};
+use crate::store::runs::RunRecord;
+
+const TABLE: &str = "runs";
+
+/// Writes `rows` as a new data file of the run history at `path`, flushed; returns its size and
+/// its `add` action's statistics.
+pub(crate) fn write_runs(rows: &[RunRecord], path: &Path) -> Result<(i64, String), PipelineError> {
+    let error = |source| polars_error("writing the run history".to_owned(), path, source);
+    let started: Vec<i64> = rows.iter().map(|r| r.started_at.timestamp_micros()).collect();
+    let columns = vec![
+        Int64Chunked::from_vec("started_at".into(), started.clone())
+            .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+            .into_series()
+            .into_column(),
+        Series::new(
+            "source".into(),
+            rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "stream".into(),
+            rows.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "records".into(),
+            rows.iter().map(|r| r.records).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "quarantined".into(),
+            rows.iter().map(|r| r.quarantined).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "seconds".into(),
+            rows.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "error".into(),
+            rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>(),
+        )
+        .into_column(),
+    ];
+    let mut frame = DataFrame::new(rows.len(), columns).map_err(error)?;
+    let file = File::create(path).map_err(|source| io_error("create", path, source))?;
+    parquet_writer(file, &frame.schema().clone())
+        .finish(&mut frame)
+        .map_err(error)?;
+    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+    file.sync_all()
+        .map_err(|source| io_error("flush", path, source))?;
+    let size = file
+        .metadata()
+        .map_err(|source| io_error("measure", path, source))?
+        .len();
+    let micros = |m: Option<&i64>| {
+        m.and_then(|m| DateTime::<Utc>::from_timestamp_micros(*m))
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    };
+    let records: Vec<i64> = rows.iter().map(|r| r.records).collect();
+    let quarantined: Vec<i64> = rows.iter().map(|r| r.quarantined).collect();
+    let stats = serde_json::json!({
+        "numRecords": rows.len(),
+        "minValues": {
+            "started_at": micros(started.iter().min()),
+            "records": records.iter().min(),
+            "quarantined": quarantined.iter().min(),
+        },
+        "maxValues": {
+            "started_at": micros(started.iter().max()),
+            "records": records.iter().max(),
+            "quarantined": quarantined.iter().max(),
+        },
+        "nullCount": {
+            "started_at": 0, "source": 0, "stream": 0, "records": 0, "quarantined": 0, "seconds": 0,
+            "error": rows.iter().filter(|r| r.error.is_none()).count(),
+        },
+    });
+    Ok((
+        i64::try_from(size).unwrap_or(i64::MAX),
+        strip_nulls(stats).to_string(),
+    ))
+}
+
+/// Statistics without the bounds of an empty file (`null` is not a bound).
+fn strip_nulls(mut stats: serde_json::Value) -> serde_json::Value {
+    for bounds in ["minValues", "maxValues"] {
+        if let Some(map) = stats.get_mut(bounds).and_then(|b| b.as_object_mut()) {
+            map.retain(|_, v| !v.is_null());
+        }
+    }
+    stats
+}
+
+/// Every row of the run history's data `files`, in file order.
+pub(crate) fn read_runs(files: &[PathBuf]) -> Result<Vec<RunRecord>, PipelineError> {
+    let mut out = Vec::new();
+    for path in files {
+        let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+        let reading = |source| polars_error("reading the run history".to_owned(), path, source);
+        let frame = ParquetReader::new(file).finish().map_err(reading)?;
+        let schema = |column: &str, err: PolarsError| PipelineError::Schema {
+            table: TABLE,
+            path: path.to_owned(),
+            column: column.to_owned(),
+            message: err.to_string(),
+        };
+        let text = |name: &str| {
+            frame
+                .column(name)
+                .and_then(|c| c.str().cloned())
+                .map_err(|err| schema(name, err))
+        };
+        let long = |name: &str| {
+            frame
+                .column(name)
+                .and_then(|c| c.i64().cloned())
+                .map_err(|err| schema(name, err))
+        };
+        let started = frame
+            .column("started_at")
+            .and_then(|c| c.cast(&timestamp_dtype()))
+            .and_then(|c| c.datetime().map(|ca| ca.physical().clone()))
+            .map_err(|err| schema("started_at", err))?;
+        let (source, stream, error) = (text("source")?, text("stream")?, text("error")?);
+        let (records, quarantined) = (long("records")?, long("quarantined")?);
+        let seconds = frame
+            .column("seconds")
+            .and_then(|c| c.f64().cloned())
+            .map_err(|err| schema("seconds", err))?;
+        for row in 0..frame.height() {
+            let missing = |column: &'static str| PipelineError::Value {
+                table: TABLE,
+                path: path.to_owned(),
+                column,
+                row: format!("#{row}"),
+                message: "null or out of range".to_owned(),
+            };
+            out.push(RunRecord {
+                started_at: started
+                    .get(row)
+                    .and_then(DateTime::<Utc>::from_timestamp_millis)
+                    .ok_or_else(|| missing("started_at"))?,
+                source: source.get(row).ok_or_else(|| missing("source"))?.to_owned(),
+                stream: stream.get(row).ok_or_else(|| missing("stream"))?.to_owned(),
+                records: records.get(row).ok_or_else(|| missing("records"))?,
+                quarantined: quarantined.get(row).ok_or_else(|| missing("quarantined"))?,
+                seconds: seconds.get(row).ok_or_else(|| missing("seconds"))?,
+                error: error.get(row).map(str::to_owned),
+            });
+        }
+    }
+    Ok(out)
+}
