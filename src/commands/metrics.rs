@@ -6,7 +6,7 @@ use super::kpis;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat};
 use crate::config::Config;
 use crate::metric::MetricRow;
-use crate::pipeline::kpi::Scored;
+use crate::metric::kpi::Scored;
 use crate::report::text::{kpi_table, org_table, scope_table};
 use crate::store::Store;
 

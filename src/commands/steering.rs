@@ -15,7 +15,7 @@ use super::{
 };
 use crate::cli::{RangeArgs, ReportArgs};
 use crate::config::Config;
-use crate::pipeline::calendar::{Grain, parse_period};
+use crate::metric::calendar::{Grain, parse_period};
 use crate::report::steering::{self, SteeringInput};
 use crate::store::Store;
 

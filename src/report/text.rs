@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::metric::kpi::Scored;
 use crate::metric::{MetricId, MetricRow};
-use crate::pipeline::kpi::Scored;
 
 /// `2026-08-03 to 2026-10-25`: the first and last day a metric row covers, as dates in the report
 /// time zone `tz`. Periods start at local midnight, which east of UTC is the evening before in UTC.
@@ -17,7 +17,7 @@ pub fn period_label(row: &MetricRow, tz: chrono_tz::Tz) -> String {
     )
 }
 
-/// The shared KPIs as judged (see `pipeline::kpi`): each one's value in the period judged (`heading` names
+/// The shared KPIs as judged (see `metric::kpi`): each one's value in the period judged (`heading` names
 /// it), its status against the target and the change since the period before. Empty when the
 /// config declares no `[[kpi]]`.
 pub fn kpi_table(scored: &[Scored], heading: &str) -> String {
@@ -193,7 +193,7 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
 
     use super::*;
-    use crate::pipeline::kpi::{KpiSpec, scorecard};
+    use crate::metric::kpi::{KpiSpec, scorecard};
 
     fn row(week: i64, value: f64, n: i64) -> MetricRow {
         let start = DateTime::<Utc>::from_timestamp(1_785_715_200, 0).unwrap() + Duration::weeks(week);
