@@ -166,3 +166,42 @@ fn metric_families_never_import_the_engine() {
         }
     }
 }
+
+/// The runner's floor sits above the store and beside the pipeline: nothing in `src/sync/` reaches
+/// the pipeline, the reports, the export or the commands, nor polars (the store's codec owns that).
+#[test]
+fn the_sync_floor_imports_nothing_above_it_and_no_polars() {
+    let above = [
+        "crate::pipeline",
+        "crate::report",
+        "crate::export",
+        "crate::commands",
+        "polars",
+    ];
+    for (path, code) in code_lines("src/sync") {
+        for line in code {
+            assert!(
+                !above.iter().any(|m| line.contains(m)),
+                "{}: `{}` reaches above the sync floor",
+                path.display(),
+                line.trim()
+            );
+        }
+    }
+}
+
+/// The pipeline sits beside the runner and never imports it: both read the store, neither the
+/// other. (The store's own floor, `sync` included, is checked in `src/store/codec.rs`.)
+#[test]
+fn the_pipeline_never_imports_the_runner() {
+    for (path, code) in code_lines("src/pipeline") {
+        for line in code {
+            assert!(
+                !line.contains("crate::sync"),
+                "{}: `{}` imports the sync runner",
+                path.display(),
+                line.trim()
+            );
+        }
+    }
+}

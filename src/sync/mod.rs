@@ -3,18 +3,29 @@
 //! too early loses data, too late duplicates rows — the store's upsert absorbs the latter).
 //!
 //! A failing source is reported and the others go on; the caller turns the outcome into an exit
-//! code. Service and team mapping from the config is applied here, before records are stored.
+//! code. Service and team mapping from the config (`mapping.rs`) is applied here, before records
+//! are stored; `health.rs` summarises a run for later reports; `progress.rs` draws the terminal line.
+//!
+//! This floor sits above the store and beside the pipeline: it may use the config, the store, the
+//! metric catalogue and the connectors, and must not import the pipeline, the reports, the export
+//! or the commands, nor use polars (the store's codec does that).
 
 use std::time::Instant;
 
 use tandem_connectors::http::RequestCounts;
-use tandem_connectors::model::Record;
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv};
 
-use crate::config::{Config, ServiceConfig};
-pub use crate::store::Tables;
+use crate::config::Config;
 use crate::store::coverage::Coverage;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tables};
+
+mod health;
+mod mapping;
+mod progress;
+
+pub use health::{LAST_RUN_FILE, RunHealth, SourceHealth};
+pub use mapping::{map_service, remap};
+use progress::Progress;
 
 /// Which streams to sync.
 #[derive(Debug, Clone, Default)]
@@ -77,112 +88,6 @@ impl SyncReport {
             total += s.requests;
         }
         total
-    }
-}
-
-/// The file in the store's `state/` folder that keeps the health of the last `tandem run`.
-pub const LAST_RUN_FILE: &str = "last_run.json";
-
-/// How one `tandem run` went, kept in the store (`state/last_run.json`) so that a report made
-/// later, by another process, can say how fresh and complete the data behind it is.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RunHealth {
-    /// When the run started.
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    /// Seconds from the start of the sync to the end of the metrics (to the end of the sync when
-    /// the metrics failed).
-    pub seconds: f64,
-    /// One entry per source, in config order.
-    pub sources: Vec<SourceHealth>,
-}
-
-/// How one source fared in a run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SourceHealth {
-    /// Source name from the config.
-    pub source: String,
-    /// Streams synced without error.
-    pub streams_ok: usize,
-    /// Each failed stream as `stream: first line of the error` (`*` when the source failed
-    /// before any stream).
-    pub failures: Vec<String>,
-    /// Records committed to the store.
-    pub records: usize,
-    /// Records quarantined.
-    pub quarantined: usize,
-    /// Requests sent (retries included).
-    pub requests: u64,
-    /// Answers that were rate limits.
-    pub rate_limited: u64,
-    /// Milliseconds spent waiting on rate limits (pacing and resets).
-    pub paced_ms: u64,
-}
-
-impl SourceHealth {
-    /// Whether every stream of the source synced.
-    pub fn ok(&self) -> bool {
-        self.failures.is_empty()
-    }
-}
-
-impl RunHealth {
-    /// Summarises a sync per source, its request counts being those its streams' reads reported.
-    pub fn from_report(report: &SyncReport, started_at: chrono::DateTime<chrono::Utc>, seconds: f64) -> Self {
-        let mut sources: Vec<SourceHealth> = Vec::new();
-        for s in &report.streams {
-            let i = match sources.iter().position(|h| h.source == s.source) {
-                Some(i) => i,
-                None => {
-                    let stats = report.requests_of(&s.source);
-                    sources.push(SourceHealth {
-                        source: s.source.clone(),
-                        streams_ok: 0,
-                        failures: Vec::new(),
-                        records: 0,
-                        quarantined: 0,
-                        requests: stats.requests,
-                        rate_limited: stats.rate_limited,
-                        paced_ms: stats.paced_ms,
-                    });
-                    sources.len() - 1
-                }
-            };
-            let Some(h) = sources.get_mut(i) else { continue };
-            h.records += s.records;
-            h.quarantined += s.quarantined;
-            match &s.error {
-                None => h.streams_ok += 1,
-                Some(e) => h.failures.push(format!(
-                    "{}: {}",
-                    s.stream,
-                    e.lines().next().unwrap_or_default().trim()
-                )),
-            }
-        }
-        Self {
-            started_at,
-            seconds,
-            sources,
-        }
-    }
-
-    /// Writes the health into the store's `state/` folder, atomically.
-    pub fn save(&self, store: &Store) -> Result<(), StoreError> {
-        store.write_state(LAST_RUN_FILE, self)
-    }
-
-    /// The health of the last run, if one was recorded. An unreadable file is logged and read as
-    /// none: it must not stop a report, and the next run rewrites it.
-    pub fn load(store: &Store) -> Option<Self> {
-        let path = store.root().join("state").join(LAST_RUN_FILE);
-        let text = std::fs::read_to_string(&path).ok()?;
-        match serde_json::from_str(&text) {
-            Ok(health) => Some(health),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "Last run's health is unreadable; the next run rewrites it.");
-                None
-            }
-        }
     }
 }
 
@@ -423,158 +328,6 @@ async fn sync_stream(
         auth_failed,
         requests,
     })
-}
-
-/// A spinner line per stream on a terminal: records, quarantined, requests and rate-limit waits
-/// so far. Does nothing when disabled.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(enabled: bool, source: &str, stream: &str) -> Self {
-        let bar = enabled.then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{spinner} {prefix:<28} {msg} ({elapsed})")
-            {
-                bar.set_style(style);
-            }
-            bar.set_prefix(format!("{source}/{stream}"));
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
-        Self { bar }
-    }
-
-    /// The line after `records` and `quarantined` records and the read's `requests` so far.
-    fn message(records: usize, quarantined: usize, requests: &RequestCounts) -> String {
-        let waited = requests.paced_ms / 1000;
-        let limited = requests.rate_limited;
-        let mut msg = format!("{records} records, {} requests", requests.requests);
-        if quarantined > 0 {
-            msg.push_str(&format!(", {quarantined} quarantined"));
-        }
-        if waited > 0 || limited > 0 {
-            msg.push_str(&format!(", {waited} s waiting for rate limits"));
-        }
-        msg
-    }
-
-    fn update(&self, records: usize, quarantined: usize, requests: &RequestCounts) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(Self::message(records, quarantined, requests));
-        }
-    }
-
-    fn finish(&self, records: usize, quarantined: usize, requests: &RequestCounts, ok: bool) {
-        if let Some(bar) = &self.bar {
-            let mark = if ok { "done" } else { "FAILED" };
-            bar.finish_with_message(format!(
-                "{} — {mark}",
-                Self::message(records, quarantined, requests)
-            ));
-        }
-    }
-}
-
-/// Sets a record's service and team from the config mapping: repos for deployments, changes and
-/// commits; the source's own service reference (PagerDuty service, Jira component, ServiceNow CI)
-/// for incidents, tickets and change requests. A record the mapping does not know keeps what its
-/// connector gave it (connectors give none, except file imports that name services).
-pub fn map_service(config: &Config, record: &mut Record) {
-    let by_ref = |source: &str, service_ref: Option<&str>| service_of_ref(config, source, service_ref);
-    match record {
-        Record::Deployment(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
-        Record::Change(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
-        Record::Commit(r) => assign(&mut r.service, &mut r.team, config.service_of_repo(&r.repo)),
-        Record::Incident(r) => assign(
-            &mut r.service,
-            &mut r.team,
-            by_ref(&r.source, r.service_ref.as_deref()),
-        ),
-        Record::Ticket(r) => assign(
-            &mut r.service,
-            &mut r.team,
-            by_ref(&r.source, r.service_ref.as_deref()),
-        ),
-        Record::ChangeRequest(r) => assign(
-            &mut r.service,
-            &mut r.team,
-            by_ref(&r.source, r.service_ref.as_deref()),
-        ),
-        Record::TicketTransition(_) => {}
-    }
-}
-
-/// The service a source's own reference (PagerDuty service, Jira component, ServiceNow CI, repo)
-/// maps to, by the kind of the source the record came from.
-fn service_of_ref<'c>(
-    config: &'c Config,
-    source: &str,
-    service_ref: Option<&str>,
-) -> Option<&'c ServiceConfig> {
-    let service_ref = service_ref?;
-    let kind = config.sources.iter().find(|s| s.name() == source)?.kind();
-    config.service_of(kind, service_ref)
-}
-
-fn assign(service: &mut Option<String>, team: &mut Option<String>, found: Option<&ServiceConfig>) {
-    if let Some(s) = found {
-        *service = Some(s.name.clone());
-        team.clone_from(&s.team);
-    }
-}
-
-/// Re-applies the config's service mapping to every stored record, without any request: after a
-/// `[[service]]` change, the tables read as if synced with the new mapping. Returns the number of
-/// records whose service or team changed.
-pub fn remap(config: &Config, store: &Store) -> Result<usize, StoreError> {
-    let mut tables = Tables::default();
-    let mut changed = 0;
-    for record in Tables::read(store)? {
-        let mut mapped = record.clone();
-        clear_service(config, &mut mapped);
-        map_service(config, &mut mapped);
-        if mapped != record {
-            changed += 1;
-        }
-        tables.push(mapped);
-    }
-    store.replace_all(tables)?;
-    Ok(changed)
-}
-
-/// Forgets the mapped service of records whose connector never sets one, so a mapping removed
-/// from the config is removed from the data too. File imports keep the service they name.
-fn clear_service(config: &Config, record: &mut Record) {
-    let source = match record {
-        Record::Deployment(r) => &r.source,
-        Record::Change(r) => &r.source,
-        Record::Commit(r) => &r.source,
-        Record::Incident(r) => &r.source,
-        Record::Ticket(r) => &r.source,
-        Record::ChangeRequest(r) => &r.source,
-        Record::TicketTransition(_) => return,
-    };
-    let from_file = config
-        .sources
-        .iter()
-        .any(|s| s.name() == source && s.kind() == "file");
-    if from_file {
-        return;
-    }
-    let (service, team) = match record {
-        Record::Deployment(r) => (&mut r.service, &mut r.team),
-        Record::Change(r) => (&mut r.service, &mut r.team),
-        Record::Commit(r) => (&mut r.service, &mut r.team),
-        Record::Incident(r) => (&mut r.service, &mut r.team),
-        Record::Ticket(r) => (&mut r.service, &mut r.team),
-        Record::ChangeRequest(r) => (&mut r.service, &mut r.team),
-        Record::TicketTransition(_) => return,
-    };
-    *service = None;
-    *team = None;
 }
 
 /// Records held before they are committed without a checkpoint.
