@@ -729,6 +729,19 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_file_that_cannot_be_written_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where `schema.json` goes: the rename into place fails.
+        std::fs::create_dir(dir.path().join(SCHEMA_JSON)).unwrap();
+        let mut export = Export::new(dir.path(), None);
+        export.table(&reviews()).unwrap();
+        let err = export.finish(at(0)).unwrap_err();
+        assert!(matches!(err, ExportError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains(SCHEMA_JSON), "{err}");
+        assert!(!dir.path().join(SCHEMA_MD).exists());
+    }
+
+    #[test]
     fn csv_has_rfc3339_instants_empty_nulls_and_json_lists() {
         let dir = tempfile::tempdir().unwrap();
         let mut export = Export::new(dir.path(), None);
