@@ -1,13 +1,15 @@
 //! tandem: one set of numbers IT and operations both trust.
 //!
 //! Data flows one way: source API → connector (`tandem-connectors`) → [`store`] (the Parquet lake)
-//! → [`pipeline`] (metric tables) → [`report`]. A lower floor never imports a higher one.
+//! → [`pipeline`] (metric tables) → [`report`] and [`export`]. A lower floor never imports a
+//! higher one.
 
 pub mod alloc;
 pub mod atomic;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod export;
 pub mod metric;
 pub mod pipeline;
 pub mod report;

@@ -151,6 +151,33 @@ fn the_metric_floor_uses_no_polars_no_io_and_nothing_above_it() {
     }
 }
 
+/// The export has its own floor above the pipeline: `src/export/` describes and names the files and
+/// leaves polars to the pipeline (`pipeline::frames`), and the pipeline never reaches up into the
+/// export, the reports or the commands (the export used to live inside the pipeline).
+#[test]
+fn the_export_floor_uses_no_polars_and_the_pipeline_imports_nothing_above_it() {
+    let floors: [(&str, &[&str]); 2] = [
+        ("src/export", &["polars", "crate::commands", "crate::report"]),
+        (
+            "src/pipeline",
+            &["crate::export", "crate::report", "crate::commands"],
+        ),
+    ];
+    for (dir, banned) in floors {
+        for (path, code) in code_lines(dir) {
+            for line in code {
+                if let Some(word) = banned.iter().find(|b| line.contains(*b)) {
+                    panic!(
+                        "{}: `{}` names `{word}`, which is not below its floor",
+                        path.display(),
+                        line.trim()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The engine schedules the metric families and the families never import it (the engine and
 /// dora, ops, itsm and quality used to form a circle).
 #[test]

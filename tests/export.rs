@@ -10,8 +10,8 @@ use chrono::Duration;
 use serde_json::Value;
 use tandem::cli::{ExportArgs, RangeArgs};
 use tandem::config::Config;
+use tandem::export::Pseudonymiser;
 use tandem::metric::MetricRow;
-use tandem::pipeline::export::Pseudonymiser;
 use tandem::store::Store;
 use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket,
@@ -764,7 +764,7 @@ async fn an_export_failing_half_way_is_removed_and_never_listed() {
 #[test]
 fn the_schema_is_built_from_the_canonical_tables_declared_columns() {
     let dir = tempfile::tempdir().unwrap();
-    let mut export = tandem::pipeline::export::Export::new(dir.path(), None);
+    let mut export = tandem::export::Export::new(dir.path(), None);
     export.table::<Incident>(&[]).unwrap();
     let schema = export.finish(chrono::Utc::now()).unwrap();
     let documented: BTreeMap<&str, bool> = schema.files[0]

@@ -16,8 +16,8 @@ use tandem_connectors::model::{
 use super::{Context, Outcome};
 use crate::cli::ExportArgs;
 use crate::config::Config;
+use crate::export::{self, Export, MIN_KEY_BYTES, Pseudonymiser, Schema};
 use crate::metric::MetricRow;
-use crate::pipeline::export::{self, Export, MIN_KEY_BYTES, Pseudonymiser, Schema};
 use crate::report::archive::{self, Meta};
 use crate::store::Store;
 

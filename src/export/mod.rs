@@ -1,29 +1,26 @@
-//! Exports for the data team: the canonical tables, the metric table, a per-service breakdown and
-//! the data-quality detail, each as Parquet and CSV, with a schema (`SCHEMA.md`, `schema.json`)
-//! generated from the very column definitions the writer checks every frame against, so the
-//! documentation cannot drift from the files.
+//! The data team's export, on its own floor between the pipeline and the commands: which files an
+//! export holds (the canonical tables, the metric table, a per-service breakdown and the records
+//! that map to no service, each as Parquet and CSV), what each column means, and the schema
+//! (`SCHEMA.md`, `schema.json`) generated from the very column definitions the writer checks every
+//! frame against, so the documentation cannot drift from the files. People can be replaced by
+//! keyed hashes ([`Pseudonymiser`]).
 //!
-//! Parquet keeps native types (instants as UTC milliseconds, lists as lists). CSV has RFC 3339 UTC
-//! instants ending in `Z` (always with milliseconds, so every reader infers one format), nulls as
-//! empty fields and lists as JSON arrays. Every file is written atomically. People can be replaced
-//! by keyed hashes ([`Pseudonymiser`]). This module writes files only into the folder it is given;
-//! it does not choose that folder or compute metrics.
+//! Frames are built and written by the pipeline (`pipeline::frames`: Parquet with native types,
+//! CSV with RFC 3339 instants, JSON lists and spreadsheet-safe text, every file atomic); this floor
+//! never calls polars and never imports the commands or the reports. It writes files only into the
+//! folder it is given; it does not choose that folder or compute metrics.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use polars::prelude::*;
 use serde::Serialize;
-use tandem_connectors::model::{
-    Change, ChangeRequest, ColumnKind, Deployment, Incident, Quarantined, Table, Ticket,
-};
+use tandem_connectors::model::{Change, ChangeRequest, Deployment, Incident, Quarantined, Table, Ticket};
 
-use super::PipelineError;
-use super::codec::{polars_error, spreadsheet_safe, write_atomic};
 use crate::metric::{MetricId, MetricRow};
-use crate::store::codec::{frame_of, parquet_writer, timestamp_dtype};
+use crate::pipeline::PipelineError;
+pub use crate::pipeline::frames::Kind;
+use crate::pipeline::frames::{Columns, Expected, Frame};
 
 mod pseudonym;
 
@@ -33,6 +30,24 @@ pub use pseudonym::{KeyError, MIN_KEY_BYTES, Pseudonymiser};
 pub const SCHEMA_MD: &str = "SCHEMA.md";
 /// The schema file for programs.
 pub const SCHEMA_JSON: &str = "schema.json";
+
+/// Why an export could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A table could not be built, did not match its documented columns or could not be written.
+    #[error(transparent)]
+    Frame(#[from] PipelineError),
+    /// A schema file could not be encoded, created, written or renamed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`encode`, `create`, `rename`, …).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
 
 /// The metrics of the per-service breakdown, one value column (and one `_n` column) each.
 pub const BREAKDOWN_METRICS: [MetricId; 13] = [
@@ -50,71 +65,6 @@ pub const BREAKDOWN_METRICS: [MetricId; 13] = [
     MetricId::ChangeSuccessRate,
     MetricId::DeploymentsWithoutChangeRecord,
 ];
-
-/// What a column holds, as Parquet and as CSV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// UTF-8 text.
-    Text,
-    /// 64-bit signed integer.
-    Integer,
-    /// 64-bit float.
-    Float,
-    /// true / false.
-    Bool,
-    /// An instant (UTC, milliseconds).
-    Timestamp,
-    /// A list of text values.
-    TextList,
-}
-
-impl Kind {
-    /// The Parquet type the column is written as.
-    pub fn parquet_type(self) -> &'static str {
-        match self {
-            Self::Text => "STRING",
-            Self::Integer => "INT64",
-            Self::Float => "DOUBLE",
-            Self::Bool => "BOOLEAN",
-            Self::Timestamp => "TIMESTAMP(MILLIS, UTC)",
-            Self::TextList => "LIST<STRING>",
-        }
-    }
-
-    /// How the column is written in the CSV file.
-    pub fn csv_type(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Integer => "integer",
-            Self::Float => "decimal",
-            Self::Bool => "true/false",
-            Self::Timestamp => "RFC 3339 UTC instant (`2026-08-03T09:30:00.000Z`)",
-            Self::TextList => "JSON array of text (`[\"a\",\"b\"]`)",
-        }
-    }
-
-    fn dtype(self) -> DataType {
-        match self {
-            Self::Text => DataType::String,
-            Self::Integer => DataType::Int64,
-            Self::Float => DataType::Float64,
-            Self::Bool => DataType::Boolean,
-            Self::Timestamp => timestamp_dtype(),
-            Self::TextList => DataType::List(Box::new(DataType::String)),
-        }
-    }
-
-    fn of(kind: ColumnKind) -> Self {
-        match kind {
-            ColumnKind::Text => Self::Text,
-            ColumnKind::Integer => Self::Integer,
-            ColumnKind::Bool => Self::Bool,
-            ColumnKind::Timestamp => Self::Timestamp,
-            ColumnKind::TextList => Self::TextList,
-        }
-    }
-}
 
 /// What pseudonymisation does to a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -322,9 +272,9 @@ impl Export {
     }
 
     /// Writes a canonical table, columns as the lake declares them.
-    pub fn table<T: Table>(&mut self, rows: &[T]) -> Result<(), PipelineError> {
+    pub fn table<T: Table>(&mut self, rows: &[T]) -> Result<(), ExportError> {
         let path = self.dir.join(format!("{}.parquet", T::NAME));
-        let mut frame = frame_of(rows, &path)?;
+        let mut frame = Frame::of_table(rows, &path)?;
         let mut columns = Vec::with_capacity(T::COLUMNS.len());
         for declared in T::COLUMNS {
             let mut doc = ColumnDoc::new(
@@ -341,10 +291,7 @@ impl Export {
                     People::None | People::FreeText => None,
                 };
                 if let Some(replace) = replace {
-                    let column = map_text(frame.column(declared.name), replace, &path)?;
-                    frame
-                        .replace(declared.name, column)
-                        .map_err(|e| polars_error(format!("pseudonymising `{}`", declared.name), &path, e))?;
+                    frame.replace_text(declared.name, replace, &path)?;
                 }
             }
             columns.push(doc);
@@ -354,26 +301,20 @@ impl Export {
     }
 
     /// Writes the metric table.
-    pub fn metrics(&mut self, rows: &[MetricRow]) -> Result<(), PipelineError> {
-        let text = |name: &str, get: fn(&MetricRow) -> &str| {
-            Series::new(name.into(), rows.iter().map(get).collect::<Vec<_>>()).into_column()
-        };
-        let columns = vec![
-            text("metric", |r| &r.metric),
-            text("grain", |r| &r.grain),
-            text("scope_type", |r| &r.scope_type),
-            text("scope", |r| &r.scope),
-            instants("period_start", rows.iter().map(|r| Some(r.period_start))),
-            instants("period_end", rows.iter().map(|r| Some(r.period_end))),
-            Series::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<_>>()).into_column(),
-            text("unit", |r| &r.unit),
-            Series::new("n".into(), rows.iter().map(|r| r.n).collect::<Vec<_>>()).into_column(),
-            Series::new(
-                "method".into(),
-                rows.iter().map(|r| r.method.as_deref()).collect::<Vec<_>>(),
-            )
-            .into_column(),
-        ];
+    pub fn metrics(&mut self, rows: &[MetricRow]) -> Result<(), ExportError> {
+        let text = |get: fn(&MetricRow) -> &str| rows.iter().map(get).collect::<Vec<_>>();
+        let frame = Columns::new(rows.len())
+            .text("metric", text(|r| &r.metric))
+            .text("grain", text(|r| &r.grain))
+            .text("scope_type", text(|r| &r.scope_type))
+            .text("scope", text(|r| &r.scope))
+            .instants("period_start", rows.iter().map(|r| Some(r.period_start)))
+            .instants("period_end", rows.iter().map(|r| Some(r.period_end)))
+            .floats("value", rows.iter().map(|r| r.value).collect())
+            .text("unit", text(|r| &r.unit))
+            .integers("n", rows.iter().map(|r| r.n).collect())
+            .optional_text("method", rows.iter().map(|r| r.method.as_deref()).collect())
+            .finish("the metric table", &self.dir)?;
         let docs = vec![
             ColumnDoc::new(
                 "metric",
@@ -433,8 +374,6 @@ impl Export {
                 "How the value was derived where the definition allows more than one way; null otherwise.",
             ),
         ];
-        let frame = DataFrame::new(rows.len(), columns)
-            .map_err(|e| polars_error("building the metric table".to_owned(), &self.dir, e))?;
         let about = "The metric table for the range: one row per metric, scope and period (tidy).";
         self.write("metrics", about.to_owned(), docs, frame)
     }
@@ -445,7 +384,7 @@ impl Export {
         &mut self,
         rows: &[MetricRow],
         teams: &BTreeMap<String, String>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), ExportError> {
         type Key<'a> = (&'a str, bool, DateTime<Utc>, DateTime<Utc>, &'a str);
         // Periods in time order, the range row last, services by name.
         let mut cells: BTreeMap<Key<'_>, BTreeMap<&str, (Option<f64>, i64)>> = BTreeMap::new();
@@ -463,19 +402,15 @@ impl Export {
             }
         }
         let keys: Vec<&Key<'_>> = cells.keys().collect();
-        let mut columns = vec![
-            Series::new("service".into(), keys.iter().map(|k| k.0).collect::<Vec<_>>()).into_column(),
-            Series::new(
-                "team".into(),
-                keys.iter()
-                    .map(|k| teams.get(k.0).map(String::as_str))
-                    .collect::<Vec<_>>(),
+        let mut columns = Columns::new(keys.len())
+            .text("service", keys.iter().map(|k| k.0).collect())
+            .optional_text(
+                "team",
+                keys.iter().map(|k| teams.get(k.0).map(String::as_str)).collect(),
             )
-            .into_column(),
-            Series::new("grain".into(), keys.iter().map(|k| k.4).collect::<Vec<_>>()).into_column(),
-            instants("period_start", keys.iter().map(|k| Some(k.2))),
-            instants("period_end", keys.iter().map(|k| Some(k.3))),
-        ];
+            .text("grain", keys.iter().map(|k| k.4).collect())
+            .instants("period_start", keys.iter().map(|k| Some(k.2)))
+            .instants("period_end", keys.iter().map(|k| Some(k.3)));
         let mut docs = vec![
             ColumnDoc::new(
                 "service",
@@ -513,8 +448,9 @@ impl Export {
             let cell = |k: &&Key<'_>| cells.get(*k).and_then(|m| m.get(id)).copied();
             let values: Vec<Option<f64>> = keys.iter().map(|k| cell(k).and_then(|c| c.0)).collect();
             let ns: Vec<Option<i64>> = keys.iter().map(|k| cell(k).map(|c| c.1)).collect();
-            columns.push(Series::new(id.into(), values).into_column());
-            columns.push(Series::new(format!("{id}_n").into(), ns).into_column());
+            columns = columns
+                .floats(id, values)
+                .optional_integers(&format!("{id}_n"), ns);
             docs.push(
                 ColumnDoc::new(
                     id,
@@ -537,29 +473,25 @@ impl Export {
                 .unit("count"),
             );
         }
-        let frame = DataFrame::new(keys.len(), columns)
-            .map_err(|e| polars_error("building the service breakdown".to_owned(), &self.dir, e))?;
+        let frame = columns.finish("the service breakdown", &self.dir)?;
         let about = "Per service and period, the main metrics side by side (a pivot of the metric table's service rows).";
         self.write("service_breakdown", about.to_owned(), docs, frame)
     }
 
     /// Writes the records that map to no service.
-    pub fn unmapped(&mut self, records: &[Unmapped]) -> Result<(), PipelineError> {
-        let text = |name: &str, get: fn(&Unmapped) -> &str| {
-            Series::new(name.into(), records.iter().map(get).collect::<Vec<_>>()).into_column()
-        };
-        let columns = vec![
-            text("table", |u| u.table),
-            text("id", |u| &u.id),
-            text("source", |u| &u.source),
-            text("reference_field", |u| u.reference_field),
-            Series::new(
-                "reference".into(),
-                records.iter().map(|u| u.reference.as_deref()).collect::<Vec<_>>(),
+    pub fn unmapped(&mut self, records: &[Unmapped]) -> Result<(), ExportError> {
+        let text = |get: fn(&Unmapped) -> &str| records.iter().map(get).collect::<Vec<_>>();
+        let frame = Columns::new(records.len())
+            .text("table", text(|u| u.table))
+            .text("id", text(|u| &u.id))
+            .text("source", text(|u| &u.source))
+            .text("reference_field", text(|u| u.reference_field))
+            .optional_text(
+                "reference",
+                records.iter().map(|u| u.reference.as_deref()).collect(),
             )
-            .into_column(),
-            instants("occurred_at", records.iter().map(|u| Some(u.occurred_at))),
-        ];
+            .instants("occurred_at", records.iter().map(|u| Some(u.occurred_at)))
+            .finish("the unmapped records", &self.dir)?;
         let docs = vec![
             ColumnDoc::new(
                 "table",
@@ -588,21 +520,19 @@ impl Export {
                 "Created (deployments, changes, tickets, change requests) or started (incidents).",
             ),
         ];
-        let frame = DataFrame::new(records.len(), columns)
-            .map_err(|e| polars_error("building the unmapped records".to_owned(), &self.dir, e))?;
         let about = "Deployments, changes, incidents, tickets and change requests whose repo or service reference maps to no configured service: add it to a `[[service]]` entry and run `tandem remap`.";
         self.write("unmapped_records", about.to_owned(), docs, frame)
     }
 
     /// Writes `SCHEMA.md` and `schema.json` describing every file written so far.
-    pub fn finish(self, generated_at: DateTime<Utc>) -> Result<Schema, PipelineError> {
+    pub fn finish(self, generated_at: DateTime<Utc>) -> Result<Schema, ExportError> {
         let schema = Schema {
             generated_at,
             pseudonymised: self.pseudonymiser.is_some(),
             files: self.files,
         };
         let json_path = self.dir.join(SCHEMA_JSON);
-        let json = serde_json::to_vec_pretty(&schema).map_err(|e| PipelineError::Io {
+        let json = serde_json::to_vec_pretty(&schema).map_err(|e| ExportError::Io {
             action: "encode",
             path: json_path.clone(),
             source: std::io::Error::other(e),
@@ -612,71 +542,33 @@ impl Export {
         Ok(schema)
     }
 
-    /// Checks `frame` against `columns` (names in order, types, no null where none is allowed),
-    /// then writes it as Parquet and as CSV.
+    /// Has the pipeline check `frame` against `columns` (names in order, types, no null where
+    /// none is allowed) and write it as `<table>.parquet` and `<table>.csv`.
     fn write(
         &mut self,
         table: &'static str,
         about: String,
         columns: Vec<ColumnDoc>,
-        mut frame: DataFrame,
-    ) -> Result<(), PipelineError> {
-        let parquet = self.dir.join(format!("{table}.parquet"));
-        let csv = self.dir.join(format!("{table}.csv"));
-        let schema_error = |column: &str, message: String| PipelineError::Schema {
-            table,
-            path: parquet.clone(),
-            column: column.to_owned(),
-            message,
-        };
-        let names: Vec<&str> = frame.get_column_names().iter().map(|n| n.as_str()).collect();
-        let documented: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        if names != documented {
-            return Err(schema_error(
-                "*",
-                format!("the frame has columns {names:?} but the schema documents {documented:?}"),
-            ));
-        }
-        for doc in &columns {
-            let column = frame
-                .column(&doc.name)
-                .map_err(|e| schema_error(&doc.name, e.to_string()))?;
-            if column.dtype() != &doc.kind.dtype() {
-                return Err(schema_error(
-                    &doc.name,
-                    format!(
-                        "is {} but documented as {}",
-                        column.dtype(),
-                        doc.kind.parquet_type()
-                    ),
-                ));
-            }
-            if !doc.nullable && column.null_count() > 0 {
-                return Err(schema_error(
-                    &doc.name,
-                    "null in a column documented non-nullable".to_owned(),
-                ));
-            }
-        }
-        write_atomic(&parquet, |file| {
-            parquet_writer(file, frame.schema())
-                .finish(&mut frame)
-                .map(drop)
-                .map_err(|e| polars_error(format!("writing `{table}`"), &parquet, e))
-        })?;
-        let mut sheet = csv_frame(&frame, &columns, &csv)?;
-        write_atomic(&csv, |file| {
-            CsvWriter::new(file)
-                .include_header(true)
-                .finish(&mut sheet)
-                .map_err(|e| polars_error(format!("writing `{table}`"), &csv, e))
-        })?;
+        frame: Frame,
+    ) -> Result<(), ExportError> {
+        let parquet = format!("{table}.parquet");
+        let csv = format!("{table}.csv");
+        let rows = frame.height();
+        let expected: Vec<Expected<'_>> = columns
+            .iter()
+            .map(|c| Expected {
+                name: &c.name,
+                kind: c.kind,
+                nullable: c.nullable,
+            })
+            .collect();
+        frame.write(table, &expected, &self.dir.join(&parquet), &self.dir.join(&csv))?;
         self.files.push(FileDoc {
             table,
             about,
-            parquet: format!("{table}.parquet"),
-            csv: format!("{table}.csv"),
-            rows: frame.height(),
+            parquet,
+            csv,
+            rows,
             columns,
         });
         Ok(())
@@ -699,109 +591,17 @@ fn people_of<T: Table>(column: &str, kind: Kind) -> People {
     }
 }
 
-/// A text or list-of-text column with every value passed through `replace` (nulls, and null items
-/// of lists, stay null).
-fn map_text(
-    column: Result<&Column, PolarsError>,
-    replace: &dyn Fn(&str) -> String,
-    path: &Path,
-) -> Result<Column, PipelineError> {
-    let fail = |e| polars_error("pseudonymising a column".to_owned(), path, e);
-    let column = column.map_err(fail)?;
-    let name = column.name().clone();
-    let series = match column.dtype() {
-        DataType::List(_) => {
-            let lists = column.list().map_err(fail)?;
-            let mut builder = ListStringChunkedBuilder::new(name, lists.len(), lists.len() * 2);
-            for list in lists.series_iter() {
-                match list {
-                    None => builder.append_null(),
-                    Some(items) => {
-                        // A null item is nobody: it stays null rather than becoming "".
-                        let texts: Vec<Option<String>> = items
-                            .str()
-                            .map_err(fail)?
-                            .iter()
-                            .map(|v| v.map(replace))
-                            .collect();
-                        builder
-                            .append_series(&Series::new(PlSmallStr::EMPTY, texts))
-                            .map_err(fail)?;
-                    }
-                }
-            }
-            builder.finish().into_series()
-        }
-        _ => {
-            let texts: Vec<Option<String>> = column
-                .str()
-                .map_err(fail)?
-                .iter()
-                .map(|v| v.map(replace))
-                .collect();
-            Series::new(name, texts)
-        }
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let io_error = |action, path: &Path, source| ExportError::Io {
+        action,
+        path: path.to_owned(),
+        source,
     };
-    Ok(series.into_column())
-}
-
-/// A timestamp column (UTC, milliseconds).
-fn instants(name: &str, values: impl Iterator<Item = Option<DateTime<Utc>>>) -> Column {
-    Int64Chunked::from_iter_options(name.into(), values.map(|v| v.map(|at| at.timestamp_millis())))
-        .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
-        .into_series()
-        .into_column()
-}
-
-/// The frame as the CSV file holds it: instants as RFC 3339 text, lists as JSON text, text that
-/// a spreadsheet would take for a formula behind a `'`.
-fn csv_frame(frame: &DataFrame, columns: &[ColumnDoc], path: &Path) -> Result<DataFrame, PipelineError> {
-    let fail = |e| polars_error("preparing the CSV file".to_owned(), path, e);
-    let mut out = Vec::with_capacity(columns.len());
-    for doc in columns {
-        let column = frame.column(&doc.name).map_err(fail)?;
-        let name: PlSmallStr = doc.name.as_str().into();
-        out.push(match doc.kind {
-            Kind::Timestamp => {
-                let millis = column.datetime().map_err(fail)?.physical();
-                let texts: Vec<Option<String>> = millis
-                    .iter()
-                    .map(|v| {
-                        v.and_then(DateTime::<Utc>::from_timestamp_millis)
-                            .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
-                    })
-                    .collect();
-                Series::new(name, texts).into_column()
-            }
-            Kind::TextList => {
-                let lists = column.list().map_err(fail)?;
-                let mut texts: Vec<Option<String>> = Vec::with_capacity(lists.len());
-                for list in lists.series_iter() {
-                    texts.push(match list {
-                        None => None,
-                        Some(items) => {
-                            let items: Vec<Option<&str>> = items.str().map_err(fail)?.iter().collect();
-                            Some(serde_json::Value::from(items).to_string())
-                        }
-                    });
-                }
-                Series::new(name, texts).into_column()
-            }
-            _ => column.clone(),
-        });
-    }
-    let sheet = DataFrame::new(frame.height(), out).map_err(fail)?;
-    spreadsheet_safe(&sheet).map_err(fail)
-}
-
-fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    write_atomic(path, |file: &mut File| {
-        std::io::Write::write_all(file, bytes).map_err(|source| PipelineError::Io {
-            action: "write",
-            path: path.to_owned(),
-            source,
-        })
-    })
+    crate::atomic::write_atomic(
+        path,
+        |file| std::io::Write::write_all(file, bytes).map_err(|source| io_error("write", path, source)),
+        io_error,
+    )
 }
 
 /// `SCHEMA.md`: every file and every column, for people.
@@ -929,27 +729,16 @@ mod tests {
     }
 
     #[test]
-    fn pseudonymising_a_list_keeps_its_null_items_null() {
-        let items = Series::new(PlSmallStr::EMPTY, [Some("jdoe"), None, Some("sam")]);
-        let empty = Series::new(PlSmallStr::EMPTY, Vec::<Option<&str>>::new());
-        let lists: ListChunked = [Some(items), None, Some(empty)].into_iter().collect();
-        let column = lists.with_name("reviewers".into()).into_series().into_column();
-        let mapped = map_text(Ok(&column), &|v| format!("p-{v}"), Path::new("reviews.parquet")).unwrap();
-        let rows: Vec<Option<Vec<Option<String>>>> = mapped
-            .list()
-            .unwrap()
-            .series_iter()
-            .map(|l| l.map(|s| s.str().unwrap().iter().map(|v| v.map(str::to_owned)).collect()))
-            .collect();
-        let text = |v: &str| Some(v.to_owned());
-        assert_eq!(
-            rows,
-            vec![
-                Some(vec![text("p-jdoe"), None, text("p-sam")]),
-                None,
-                Some(vec![])
-            ]
-        );
+    fn a_schema_file_that_cannot_be_written_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where `schema.json` goes: the rename into place fails.
+        std::fs::create_dir(dir.path().join(SCHEMA_JSON)).unwrap();
+        let mut export = Export::new(dir.path(), None);
+        export.table(&reviews()).unwrap();
+        let err = export.finish(at(0)).unwrap_err();
+        assert!(matches!(err, ExportError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains(SCHEMA_JSON), "{err}");
+        assert!(!dir.path().join(SCHEMA_MD).exists());
     }
 
     #[test]
@@ -1044,37 +833,6 @@ mod tests {
             md.contains("**Pseudonymised.**") && !md.contains("secret-key"),
             "{md}"
         );
-    }
-
-    #[test]
-    fn a_frame_that_differs_from_its_documentation_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut export = Export::new(dir.path(), None);
-        let frame = DataFrame::new(1, vec![Series::new("a".into(), [1_i64]).into_column()]).unwrap();
-        let err = export
-            .write(
-                "t",
-                String::new(),
-                vec![ColumnDoc::new("a", Kind::Text, false, "")],
-                frame.clone(),
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("column `a`") && err.contains("documented as STRING"),
-            "{err}"
-        );
-        let err = export
-            .write(
-                "t",
-                String::new(),
-                vec![ColumnDoc::new("b", Kind::Integer, false, "")],
-                frame,
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("schema documents [\"b\"]"), "{err}");
-        assert!(!dir.path().join("t.parquet").exists());
     }
 
     fn metric(metric: &str, scope: &str, week: i64, value: Option<f64>, n: i64) -> MetricRow {
