@@ -145,6 +145,22 @@ impl Log {
             return Ok(None);
         }
         let url = url_of(dir)?;
+        // An instant is resolved by the commit times `committed_at` reports (the commits' own
+        // `commitInfo.timestamp`), not by the log files' modification times, which trail them
+        // by however long the write took: "as of the time version 3 says it was committed" must
+        // give version 3.
+        let at = match at {
+            AsOf::Time(t) => match version_at(dir, t) {
+                Some(v) => AsOf::Version(v),
+                None => {
+                    return Err(DeltaError {
+                        dir: dir.to_owned(),
+                        message: format!("no version committed at or before {}", t.to_rfc3339()),
+                    });
+                }
+            },
+            other => other,
+        };
         let table = block_on(async move {
             let mut table = DeltaTable::try_from_url(url).await?;
             match at {
@@ -397,14 +413,7 @@ impl Log {
 
     /// This version's `commitInfo` action, read from its log entry (if still there).
     fn commit_info(&self) -> Option<serde_json::Value> {
-        let entry = self
-            .dir
-            .join("_delta_log")
-            .join(format!("{:020}.json", self.version()));
-        let text = std::fs::read_to_string(entry).ok()?;
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+        commit_info(&self.dir, self.version())
     }
 
     /// The oldest and the newest version whose log entry is kept (the range time travel can
@@ -492,6 +501,34 @@ pub fn new_data_file_name() -> String {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
+}
+
+/// The `commitInfo` action of version `version`'s log entry, while the entry is kept.
+fn commit_info(dir: &Path, version: i64) -> Option<serde_json::Value> {
+    let entry = dir.join("_delta_log").join(format!("{version:020}.json"));
+    let text = std::fs::read_to_string(entry).ok()?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+}
+
+/// The latest kept version committed at or before `t`, by the commits' own timestamps (the log
+/// entry's modification time where a commit carries none).
+fn version_at(dir: &Path, t: DateTime<Utc>) -> Option<i64> {
+    let (oldest, newest) = Log::kept_versions(dir)?;
+    (oldest..=newest).rev().find(|&version| {
+        let stamp = commit_info(dir, version)
+            .and_then(|info| info.get("timestamp")?.as_i64())
+            .and_then(DateTime::from_timestamp_millis)
+            .or_else(|| {
+                let entry = dir.join("_delta_log").join(format!("{version:020}.json"));
+                std::fs::metadata(entry)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(DateTime::<Utc>::from)
+            });
+        stamp.is_some_and(|stamp| stamp <= t)
+    })
 }
 
 /// The size a compaction aims its files at.

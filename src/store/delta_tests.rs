@@ -552,3 +552,42 @@ fn a_writer_killed_mid_write_leaves_no_staging_or_temporary_file_for_the_next_on
         .unwrap();
     assert_eq!(writer.read::<Deployment>().unwrap().len(), 2);
 }
+
+#[test]
+fn an_instant_finds_the_version_by_its_commit_time_not_by_when_its_log_file_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.upsert(vec![incident("p1", 0)]).unwrap();
+    let log = table::open(&store.table_dir(Incident::NAME), AsOf::Latest)
+        .unwrap()
+        .unwrap();
+    let committed = log.committed_at().unwrap();
+    // A loaded machine wrote the log entry a while after the commit took its time.
+    let entry = store
+        .table_dir(Incident::NAME)
+        .join("_delta_log/00000000000000000001.json");
+    std::fs::File::options()
+        .write(true)
+        .open(&entry)
+        .unwrap()
+        .set_modified((committed + Duration::seconds(30)).into())
+        .unwrap();
+    assert_eq!(
+        store
+            .table_version(Incident::NAME, AsOf::Time(committed))
+            .unwrap(),
+        Some(1),
+        "as of the time version 1 says it was committed is version 1"
+    );
+    let created = table::open(&store.table_dir(Incident::NAME), AsOf::Version(0))
+        .unwrap()
+        .unwrap()
+        .committed_at()
+        .unwrap();
+    if created < committed {
+        assert_eq!(
+            store.table_version(Incident::NAME, AsOf::Time(created)).unwrap(),
+            Some(0)
+        );
+    }
+}
