@@ -120,6 +120,17 @@ fn an_upsert_rewrites_only_the_files_holding_the_keys_it_replaces() {
         Some(2)
     );
 
+    // A row that comes back exactly as stored (an overlapping re-read) rewrites nothing.
+    let s = store
+        .upsert(vec![dep("mar-2", day(3, 6), 0, DeploymentStatus::Failure)])
+        .unwrap();
+    assert_eq!(s, UpsertStats::default());
+    assert_eq!(files(&store), second, "no file rewritten");
+    assert_eq!(
+        store.table_version(Deployment::NAME, AsOf::Latest).unwrap(),
+        Some(2)
+    );
+
     // An older version never wins, and a batch that changes nothing commits nothing.
     let s = store
         .upsert(vec![dep("jan-1", day(1, 10), 1, DeploymentStatus::Failure)])

@@ -115,7 +115,7 @@ pub enum StoreError {
 pub struct UpsertStats {
     /// Keys not seen before.
     pub inserted: usize,
-    /// Keys replaced by a version at least as new.
+    /// Keys replaced by a different version at least as new.
     pub updated: usize,
 }
 

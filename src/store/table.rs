@@ -79,8 +79,8 @@ pub(crate) fn partition_of<T: Table>(row: &T) -> Option<String> {
 
 /// Upserts `rows` into the table as one commit (with the application transaction `txn`): rows
 /// of new keys go into a new file per partition; a file holding a key that a newer (or equally
-/// new) row replaces is rewritten with its other rows, and only such files are. A stored row
-/// newer than the incoming one is kept.
+/// new) and different row replaces is rewritten with its other rows, and only such files are. A
+/// stored row newer than the incoming one is kept; one that comes back unchanged is left alone.
 pub(crate) fn upsert<T: Table>(
     table: &mut OpenTable,
     rows: Vec<T>,
@@ -145,11 +145,28 @@ pub(crate) fn upsert<T: Table>(
                 .into_iter()
                 .map(|r| (r.key().to_owned(), r))
                 .collect();
+            // An incremental read overlaps what it read before: rows that come back exactly as
+            // stored change nothing, and a file only they would touch is not rewritten.
+            let mut changed = 0;
             for row in new_rows {
-                by_key.insert(row.key().to_owned(), row);
+                let same = by_key
+                    .get(row.key())
+                    .is_some_and(|old| serde_json::to_value(old).ok() == serde_json::to_value(&row).ok());
+                if same {
+                    stats.updated -= 1;
+                } else {
+                    changed += 1;
+                    by_key.insert(row.key().to_owned(), row);
+                }
+            }
+            if changed == 0 {
+                continue;
             }
             out.extend(by_key.into_values());
             removes.push(file.clone());
+        }
+        if out.is_empty() {
+            continue;
         }
         out.sort_by(|a, b| a.key().cmp(b.key()));
         let new = write_file(table.log.dir(), &partition, &out)?;
