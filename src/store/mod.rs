@@ -7,6 +7,7 @@
 //! was or fully replaced. Writers hold the lake's lock ([`lock`]). The store never talks to a
 //! source and never computes a metric; Parquet encoding is delegated to the pipeline's codec.
 
+mod bulk_load;
 pub mod delta;
 pub mod lock;
 pub mod maintain;
@@ -23,6 +24,7 @@ use tandem_connectors::model::{
 };
 
 use crate::pipeline::{self, PipelineError};
+pub use bulk_load::{BulkLoad, DEFAULT_BUFFER_ROWS};
 use delta::AsOf;
 use table::OpenTable;
 
