@@ -12,7 +12,8 @@
 //!
 //! Each scale's lake is built twice from the same generator: as the flat files of a lake not yet
 //! migrated (one Parquet file per table) and as the Delta lake tandem writes (partitioned by the
-//! anchor's month, loaded with [`Store::bulk_load`]). The metrics run on both in the same run,
+//! anchor's month, loaded with [`Store::bulk_load`], then compacted by `tandem maintain`'s pass to one
+//! file per partition). The metrics run on both in the same run,
 //! alternating (`--repeats N` times each, default 3), and the medians are compared: the Delta lake
 //! must be no slower than the flat files (≤ 1.1×) within the same memory budget. Then one page of
 //! new and updated changes and commits is committed to (a hard-linked copy of) the Delta lake
@@ -29,6 +30,7 @@ use tandem::config::{MetricsConfig, ServiceConfig};
 use tandem::pipeline::bulk::{Columnar, TableWriter};
 use tandem::pipeline::calendar::{Calendar, Grain};
 use tandem::store::delta::AsOf;
+use tandem::store::maintain::Retention;
 use tandem::store::{BulkLoad, Store, Tables};
 use tandem_fixtures::large::{LargeSpec, ServiceBatch};
 
@@ -105,7 +107,9 @@ fn args() -> anyhow::Result<Args> {
                 a.repeats = value()?.parse()?;
                 anyhow::ensure!(a.repeats > 0, "--repeats takes a number of runs, at least 1");
             }
-            other => anyhow::bail!("unknown flag {other}; flags: --dir DIR, --scales 1/16,1/4,1, --repeats N"),
+            other => {
+                anyhow::bail!("unknown flag {other}; flags: --dir DIR, --scales 1/16,1/4,1, --repeats N")
+            }
         }
     }
     Ok(a)
@@ -143,7 +147,11 @@ fn main() -> anyhow::Result<()> {
         let (mut on_flat, mut on_delta) = (Vec::new(), Vec::new());
         for repeat in 0..args.repeats {
             // Alternating which goes first, so neither gets the warmer (or quieter) machine.
-            let order = if repeat % 2 == 0 { [false, true] } else { [true, false] };
+            let order = if repeat % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for is_delta in order {
                 let (root, runs) = match is_delta {
                     false => (root.join(FLAT), &mut on_flat),
@@ -249,7 +257,7 @@ fn lakes(root: &Path, scale: f64) -> anyhow::Result<(Lake, Lake)> {
     let spec = LargeSpec::benchmark(scale);
     let marker = root.join("bench-lake.txt");
     let spec_line = format!(
-        "{spec:?} generator v{} flat+delta v1",
+        "{spec:?} generator v{} flat+delta v2",
         tandem_fixtures::large::VERSION
     );
     let (flat_root, delta_root) = (root.join(FLAT), root.join(DELTA));
@@ -289,6 +297,9 @@ fn lakes(root: &Path, scale: f64) -> anyhow::Result<(Lake, Lake)> {
         writers.write(batch)?;
     }
     let tables = writers.finish()?;
+    // The bulk load leaves a few files per partition (one per buffer flush); `tandem maintain`
+    // merges them, as it does a sync's small files: the lake a maintained installation reads.
+    delta.maintain(Retention::default(), true, chrono::Utc::now())?;
     let mut text = format!("{spec_line}\n");
     for (name, n) in &tables {
         text.push_str(&format!("{name} {n}\n"));
@@ -377,7 +388,11 @@ impl Lake {
         let (mut files, mut bytes) = (0, 0);
         for table in READ_TABLES {
             let paths = store.table_files(table, AsOf::Latest)?;
-            anyhow::ensure!(!paths.is_empty(), "the lake at {} has no table {table}", root.display());
+            anyhow::ensure!(
+                !paths.is_empty(),
+                "the lake at {} has no table {table}",
+                root.display()
+            );
             for path in paths {
                 files += 1;
                 bytes += std::fs::metadata(&path)
@@ -426,10 +441,10 @@ fn page_commits(root: &Path, scale: f64) -> anyhow::Result<Vec<f64>> {
 /// updated an hour after the lake ends, and 50 new ones with their merge commits.
 fn page_of(batch: &ServiceBatch, n: usize) -> Tables {
     let mut changes = batch.changes.clone();
-    changes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    changes.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     changes.truncate(50);
     let mut commits = batch.commits.clone();
-    commits.sort_by(|a, b| b.authored_at.cmp(&a.authored_at));
+    commits.sort_by_key(|c| std::cmp::Reverse(c.authored_at));
     commits.truncate(50);
     let later = chrono::Duration::hours(1 + n as i64);
     let mut tables = Tables::default();
@@ -624,7 +639,12 @@ fn print_budgets(results: &[Result_]) -> usize {
                 lake.bytes as f64 / 1e6,
                 lake.files,
                 lake.rows() as f64 / m.wall_secs.max(1e-9),
-                format!("{:.2} ({:.0}) {}", m.wall_secs, WALL_BUDGET_SECS, verdict(time_ok)),
+                format!(
+                    "{:.2} ({:.0}) {}",
+                    m.wall_secs,
+                    WALL_BUDGET_SECS,
+                    verdict(time_ok)
+                ),
                 format!(
                     "{:.0} ({:.0}) {}",
                     m.peak_bytes as f64 / 1e6,
@@ -652,7 +672,11 @@ fn print_budgets(results: &[Result_]) -> usize {
 fn print_delta_budgets(results: &[Result_]) -> usize {
     println!(
         "{:<6} {:>34} {:>22} {:>18} {:>40}",
-        "scale", "Delta / flat wall (budget)", "Delta / flat peak", "same metric rows", "page commit s, median (budget)"
+        "scale",
+        "Delta / flat wall (budget)",
+        "Delta / flat peak",
+        "same metric rows",
+        "page commit s, median (budget)"
     );
     let mut over = 0;
     for r in results {
@@ -675,7 +699,10 @@ fn print_delta_budgets(results: &[Result_]) -> usize {
             "{:<6} {:>34} {:>22} {:>18} {:>40}",
             r.label,
             format!("{ratio:.3} (<= {DELTA_WALL_FACTOR}) {}", verdict(wall_ok)),
-            format!("{:.3}", r.delta.peak_bytes as f64 / r.flat.peak_bytes.max(1) as f64),
+            format!(
+                "{:.3}",
+                r.delta.peak_bytes as f64 / r.flat.peak_bytes.max(1) as f64
+            ),
             if same_rows { "yes" } else { "NO" },
             format!("{page:.3} (<= {PAGE_COMMIT_BUDGET_SECS}) {}", verdict(page_ok)),
         );

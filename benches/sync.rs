@@ -410,7 +410,10 @@ async fn growth(args: Args) -> anyhow::Result<()> {
     line(
         &format!("wall time per 1,000 records at {last} weeks"),
         format!("{:.4} s", per_k(&large)),
-        format!("<= 1.5 x the figure at {first} weeks ({:.4} s)", 1.5 * per_k(&small)),
+        format!(
+            "<= 1.5 x the figure at {first} weeks ({:.4} s)",
+            1.5 * per_k(&small)
+        ),
         per_k(&large) <= 1.5 * per_k(&small),
     );
     anyhow::ensure!(ok, "a budget was missed");

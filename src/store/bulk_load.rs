@@ -168,9 +168,15 @@ mod tests {
         let upsert_dir = tempfile::tempdir().unwrap();
         let upserted = Store::open(upsert_dir.path()).unwrap();
         upserted.upsert(rows.clone()).unwrap();
-        assert_eq!(bulk.read::<Deployment>().unwrap(), upserted.read::<Deployment>().unwrap());
+        assert_eq!(
+            bulk.read::<Deployment>().unwrap(),
+            upserted.read::<Deployment>().unwrap()
+        );
         // Version 0 creates the table, version 1 is the whole load.
-        assert_eq!(bulk.table_version(Deployment::NAME, AsOf::Latest).unwrap(), Some(1));
+        assert_eq!(
+            bulk.table_version(Deployment::NAME, AsOf::Latest).unwrap(),
+            Some(1)
+        );
         // 150 days span six months; a flush every 20 rows writes each buffered month's rows.
         let files = bulk.table_files(Deployment::NAME, AsOf::Latest).unwrap();
         assert!(files.len() > 6, "{files:?}");
