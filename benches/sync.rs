@@ -290,6 +290,10 @@ struct Sample {
     files: u64,
     /// Seconds the sync took.
     wall: f64,
+    /// Of `wall`: seconds the HTTP client waited, pacing for a rate limit or before a retry.
+    waited: f64,
+    /// Requests retried.
+    retries: u64,
 }
 
 /// Every table a sync writes.
@@ -330,12 +334,14 @@ async fn growth(args: Args) -> anyhow::Result<()> {
         for weeks in order {
             let sample = first_sync(weeks).await?;
             eprintln!(
-                "  {weeks} weeks, run {}: {} records, {:.1} MB written, lake {:.1} MB, {:.2} s",
+                "  {weeks} weeks, run {}: {} records, {:.1} MB written, lake {:.1} MB, {:.2} s ({:.2} s paced, {} retries)",
                 repeat + 1,
                 sample.records,
                 sample.written as f64 / 1e6,
                 sample.lake as f64 / 1e6,
-                sample.wall
+                sample.wall,
+                sample.waited,
+                sample.retries
             );
             samples.entry(weeks).or_default().push(sample);
         }
@@ -422,12 +428,16 @@ async fn growth(args: Args) -> anyhow::Result<()> {
 
 /// A first sync of the organisation over `weeks` into a fresh lake.
 async fn first_sync(weeks: u32) -> anyhow::Result<Sample> {
-    let setup = setup(weeks, Duration::ZERO, None).await?;
+    // No limit in effect: the fakes' default is GitHub's 5,000 an hour, which the client paces
+    // itself to, and this measures the store, not the pacing.
+    let setup = setup(weeks, Duration::ZERO, Some((1_000_000_000, 1))).await?;
     let before = write_bytes()?;
+    let http_before = http_waits();
     let started = Instant::now();
     let report = sync(&setup.config, &setup.store, &setup.env, &SyncOptions::default()).await?;
     let wall = started.elapsed().as_secs_f64();
     let written = write_bytes()?.saturating_sub(before);
+    let http_after = http_waits();
     anyhow::ensure!(
         report.all_ok(),
         "the sync failed: {:?}",
@@ -458,7 +468,16 @@ async fn first_sync(weeks: u32) -> anyhow::Result<Sample> {
         replaced,
         files,
         wall,
+        waited: (http_after.0 - http_before.0) as f64 / 1000.0,
+        retries: http_after.1 - http_before.1,
     })
+}
+
+/// Milliseconds the HTTP clients of both API sources paced or backed off, and their retries, so
+/// far in this process.
+fn http_waits() -> (u64, u64) {
+    let (gh, pd) = (http::stats("github"), http::stats("pagerduty"));
+    (gh.paced_ms + pd.paced_ms, gh.retries + pd.retries)
 }
 
 /// `write_bytes` of `/proc/self/io`: bytes this process caused to be sent to storage, counted
