@@ -473,11 +473,13 @@ async fn first_sync(weeks: u32) -> anyhow::Result<Sample> {
     })
 }
 
-/// Milliseconds the HTTP clients of both API sources paced or backed off, and their retries, so
-/// far in this process.
+/// Milliseconds the HTTP clients of every source of the demo configuration paced for a rate
+/// limit, and their retries, so far in this process.
 fn http_waits() -> (u64, u64) {
-    let (gh, pd) = (http::stats("github"), http::stats("pagerduty"));
-    (gh.paced_ms + pd.paced_ms, gh.retries + pd.retries)
+    ["github", "gitlab", "pagerduty", "jira", "servicenow"]
+        .into_iter()
+        .map(http::stats)
+        .fold((0, 0), |(ms, n), s| (ms + s.paced_ms, n + s.retries))
 }
 
 /// `write_bytes` of `/proc/self/io`: bytes this process caused to be sent to storage, counted
