@@ -4,6 +4,13 @@
 //!
 //! Run: `cargo run --release --example bench_sync` (append `-- --weeks 52 --latency-ms 50` to
 //! change the load). It talks to 127.0.0.1 only.
+//!
+//! `-- --growth 3` measures instead how a first sync's cost grows with the data: the organisation
+//! over 26, 52, 104 and 208 weeks (`--max-weeks` stops earlier), each synced into a fresh lake
+//! with no latency and no rate limit, three times each in alternating order (up, then down), and
+//! prints per size the records, the bytes the sync wrote, the final lake's size and the wall time
+//! (medians). Budgets, judged at the largest size: bytes written ≤ 3× the final lake, and seconds
+//! per 1,000 records ≤ 1.5× the figure at 26 weeks (linear in records).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +28,10 @@ struct Args {
     latency_ms: u64,
     limit: u64,
     window_secs: u64,
+    /// Repeats of the growth measurement (0: the request benchmark instead).
+    growth: u64,
+    /// The largest organisation the growth measurement syncs, in weeks.
+    max_weeks: u32,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -29,6 +40,8 @@ fn args() -> anyhow::Result<Args> {
         latency_ms: 20,
         limit: 500,
         window_secs: 5,
+        growth: 0,
+        max_weeks: 208,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,7 +51,11 @@ fn args() -> anyhow::Result<Args> {
             "--latency-ms" => a.latency_ms = value,
             "--limit" => a.limit = value,
             "--window-secs" => a.window_secs = value,
-            other => anyhow::bail!("unknown flag {other}; flags: --weeks --latency-ms --limit --window-secs"),
+            "--growth" => a.growth = value,
+            "--max-weeks" => a.max_weeks = u32::try_from(value)?,
+            other => anyhow::bail!(
+                "unknown flag {other}; flags: --weeks --latency-ms --limit --window-secs --growth --max-weeks"
+            ),
         }
     }
     Ok(a)
@@ -83,21 +100,35 @@ fn minimum_requests(org: &Organisation) -> (u64, u64) {
 fn main() -> anyhow::Result<()> {
     let args = args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if args.growth > 0 {
+        return runtime.block_on(growth(args));
+    }
     runtime.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// The simulated organisation over `weeks`, served by the fake APIs, and a fresh lake with the
+/// demo's configuration for it.
+struct Setup {
+    org: Arc<Organisation>,
+    servers: tandem_fixtures::FakeServers,
+    /// Holds the configuration and the lake; removed on drop.
+    _dir: tempfile::TempDir,
+    config: Config,
+    env: SecretEnv,
+    store: Store,
+}
+
+async fn setup(weeks: u32, latency: Duration, rate_limit: Option<(u64, u64)>) -> anyhow::Result<Setup> {
     let until = tandem::commands::monday_of(Utc::now().date_naive());
     let spec = OrgSpec {
         seed: 42,
-        start: until - Days::weeks(i64::from(args.weeks)),
-        weeks: args.weeks,
+        start: until - Days::weeks(i64::from(weeks)),
+        weeks,
     };
     let org = Arc::new(Organisation::generate(spec)?);
     let mut options = FakeOptions::with_secret("bench");
-    options.github_rate_limit = Some((args.limit, args.window_secs));
+    options.github_rate_limit = rate_limit;
     let servers = tandem_fixtures::start(org.clone(), options.clone()).await?;
-    let latency = Duration::from_millis(args.latency_ms);
     servers.github.control.set_latency(latency);
     servers.pagerduty.control.set_latency(latency);
 
@@ -113,6 +144,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
             env.with_override(var, value)
         });
     let store = Store::open(&config.resolve(&config.store.path))?;
+    Ok(Setup {
+        org,
+        servers,
+        _dir: dir,
+        config,
+        env,
+        store,
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let latency = Duration::from_millis(args.latency_ms);
+    let Setup {
+        org,
+        servers,
+        _dir,
+        config,
+        env,
+        store,
+    } = setup(args.weeks, latency, Some((args.limit, args.window_secs))).await?;
 
     let started = Instant::now();
     let report = sync(&config, &store, &env, &SyncOptions::default()).await?;
@@ -215,4 +266,244 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     anyhow::ensure!(ok, "a budget was missed");
     Ok(())
+}
+
+/// One first sync of the growth measurement.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Rows in the lake's tables afterwards (quarantine included).
+    records: u64,
+    /// Bytes the process wrote to storage during the sync (`write_bytes` of `/proc/self/io`).
+    written: u64,
+    /// Bytes under the lake afterwards, less the data files its tables no longer reference.
+    lake: u64,
+    /// Of `lake`: the live data files.
+    data: u64,
+    /// Of `lake`: the tables' Delta logs.
+    log: u64,
+    /// Data files written and since replaced (still on disk until vacuumed).
+    replaced: u64,
+    /// Data files referenced by the tables' latest versions.
+    files: u64,
+    /// Seconds the sync took.
+    wall: f64,
+    /// Of `wall`: seconds the HTTP client waited, pacing for a rate limit or before a retry.
+    waited: f64,
+    /// Requests retried.
+    retries: u64,
+}
+
+/// Every table a sync writes.
+const TABLES: [&str; 8] = [
+    "deployments",
+    "changes",
+    "commits",
+    "incidents",
+    "tickets",
+    "ticket_transitions",
+    "change_requests",
+    "quarantine",
+];
+
+/// The sizes the growth measurement syncs, in weeks.
+const GROWTH_WEEKS: [u32; 4] = [26, 52, 104, 208];
+
+/// How a first sync's cost grows with the data (see the file's documentation).
+async fn growth(args: Args) -> anyhow::Result<()> {
+    let sizes: Vec<u32> = GROWTH_WEEKS
+        .into_iter()
+        .filter(|w| *w <= args.max_weeks)
+        .collect();
+    anyhow::ensure!(!sizes.is_empty(), "--max-weeks is below {}", GROWTH_WEEKS[0]);
+    anyhow::ensure!(
+        std::fs::read_to_string("/proc/self/io").is_ok(),
+        "the growth measurement counts bytes written with /proc/self/io, which this system lacks"
+    );
+    let mut samples: std::collections::BTreeMap<u32, Vec<Sample>> = Default::default();
+    for repeat in 0..args.growth {
+        // Up, then down: a machine that slows down (or speeds up) over the run touches every
+        // size alike.
+        let order: Vec<u32> = if repeat % 2 == 0 {
+            sizes.clone()
+        } else {
+            sizes.iter().rev().copied().collect()
+        };
+        for weeks in order {
+            let sample = first_sync(weeks).await?;
+            eprintln!(
+                "  {weeks} weeks, run {}: {} records, {:.1} MB written, lake {:.1} MB, {:.2} s ({:.2} s paced, {} retries)",
+                repeat + 1,
+                sample.records,
+                sample.written as f64 / 1e6,
+                sample.lake as f64 / 1e6,
+                sample.wall,
+                sample.waited,
+                sample.retries
+            );
+            samples.entry(weeks).or_default().push(sample);
+        }
+    }
+    let median = |weeks: u32| -> anyhow::Result<Sample> {
+        let mut runs = samples.get(&weeks).cloned().unwrap_or_default();
+        anyhow::ensure!(!runs.is_empty(), "no run at {weeks} weeks");
+        runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+        let mut m = runs[runs.len() / 2];
+        let mut written: Vec<u64> = runs.iter().map(|s| s.written).collect();
+        written.sort_unstable();
+        m.written = written[written.len() / 2];
+        Ok(m)
+    };
+    println!(
+        "tandem first-sync growth: 4 services, no latency, no rate limit, median of {} runs per size (alternating order)",
+        args.growth
+    );
+    println!(
+        "  {:>5} {:>9} {:>9} {:>12} {:>10} {:>10} {:>10} {:>12} {:>7} {:>9} {:>12}",
+        "weeks",
+        "records",
+        "files",
+        "written MB",
+        "lake MB",
+        "data MB",
+        "log MB",
+        "replaced MB",
+        "w/lake",
+        "wall s",
+        "s/1k records"
+    );
+    let per_k = |s: &Sample| s.wall / (s.records.max(1) as f64 / 1000.0);
+    for &weeks in &sizes {
+        let s = median(weeks)?;
+        println!(
+            "  {:>5} {:>9} {:>9} {:>12.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2} {:>7.2} {:>9.2} {:>12.4}",
+            weeks,
+            s.records,
+            s.files,
+            s.written as f64 / 1e6,
+            s.lake as f64 / 1e6,
+            s.data as f64 / 1e6,
+            s.log as f64 / 1e6,
+            s.replaced as f64 / 1e6,
+            s.written as f64 / s.lake.max(1) as f64,
+            s.wall,
+            per_k(&s)
+        );
+    }
+    let (Some(&first), Some(&last)) = (sizes.first(), sizes.last()) else {
+        anyhow::bail!("no size measured");
+    };
+    let (small, large) = (median(first)?, median(last)?);
+    println!(
+        "  \"written\": write_bytes of /proc/self/io over the sync (every byte sent to storage: data files, replaced ones included, the Delta logs and checkpoints, bookmarks and state, raw pages); \"lake\": bytes under the lake afterwards less the replaced data files"
+    );
+    let mut ok = true;
+    let mut line = |name: &str, measured: String, budget: String, pass: bool| {
+        ok &= pass;
+        println!(
+            "  {name:<40} {measured:>22}   budget {budget:<40} {}",
+            if pass { "ok" } else { "MISSED" }
+        );
+    };
+    line(
+        &format!("bytes written at {last} weeks"),
+        format!("{:.1} MB", large.written as f64 / 1e6),
+        format!("<= 3 x final lake ({:.1} MB)", 3.0 * large.lake as f64 / 1e6),
+        large.written <= 3 * large.lake,
+    );
+    line(
+        &format!("wall time per 1,000 records at {last} weeks"),
+        format!("{:.4} s", per_k(&large)),
+        format!(
+            "<= 1.5 x the figure at {first} weeks ({:.4} s)",
+            1.5 * per_k(&small)
+        ),
+        per_k(&large) <= 1.5 * per_k(&small),
+    );
+    anyhow::ensure!(ok, "a budget was missed");
+    Ok(())
+}
+
+/// A first sync of the organisation over `weeks` into a fresh lake.
+async fn first_sync(weeks: u32) -> anyhow::Result<Sample> {
+    // No limit in effect: the fakes' default is GitHub's 5,000 an hour, which the client paces
+    // itself to, and this measures the store, not the pacing.
+    let setup = setup(weeks, Duration::ZERO, Some((1_000_000_000, 1))).await?;
+    let before = write_bytes()?;
+    let started = Instant::now();
+    let report = sync(&setup.config, &setup.store, &setup.env, &SyncOptions::default()).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let written = write_bytes()?.saturating_sub(before);
+    let http = http_waits(&report);
+    anyhow::ensure!(
+        report.all_ok(),
+        "the sync failed: {:?}",
+        report.failures().collect::<Vec<_>>()
+    );
+    let store = &setup.store;
+    let (mut records, mut data, mut files, mut log, mut on_disk) = (0, 0, 0, 0, 0);
+    for table in TABLES {
+        records += store.read_count(table)? as u64;
+        let live = store.table_files(table, tandem::store::delta::AsOf::Latest)?;
+        files += live.len() as u64;
+        for path in &live {
+            data += std::fs::metadata(path)?.len();
+        }
+        let dir = store.table_dir(table);
+        log += dir_bytes(&dir.join("_delta_log"))?;
+        on_disk += dir_bytes(&dir)?;
+    }
+    let total = dir_bytes(store.root())?;
+    // Everything in the tables' directories is either the log, a live data file or a replaced one.
+    let replaced = on_disk.saturating_sub(log + data);
+    Ok(Sample {
+        records,
+        written,
+        lake: total - replaced,
+        data,
+        log,
+        replaced,
+        files,
+        wall,
+        waited: http.0 as f64 / 1000.0,
+        retries: http.1,
+    })
+}
+
+/// Milliseconds the sync's reads paced for a rate limit, and their retries, over every source.
+fn http_waits(report: &tandem::sync::SyncReport) -> (u64, u64) {
+    report.streams.iter().fold((0, 0), |(ms, n), s| {
+        (ms + s.requests.paced_ms, n + s.requests.retries)
+    })
+}
+
+/// `write_bytes` of `/proc/self/io`: bytes this process caused to be sent to storage, counted
+/// when written to the page cache, so a file removed before reaching the disk counts too.
+fn write_bytes() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/io")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .context("no write_bytes in /proc/self/io")?
+        .trim()
+        .parse()
+        .context("write_bytes in /proc/self/io")
+}
+
+/// Bytes of the files under `dir` (none when it does not exist).
+fn dir_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut total = 0;
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += dir_bytes(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
 }

@@ -18,6 +18,7 @@
 //! hooks — a checkpoint when due — not run). It exists for the crash tests (`tests/crash.rs`);
 //! unset, it does nothing, and no configuration reaches it.
 
+mod bulk_load;
 pub mod codec;
 pub mod delta;
 pub mod lock;
@@ -36,6 +37,7 @@ use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket, TicketTransition,
 };
 
+pub use bulk_load::{BulkLoad, DEFAULT_BUFFER_ROWS};
 use codec::CodecError;
 use delta::AsOf;
 use table::OpenTable;

@@ -260,7 +260,11 @@ fn read_file<T: Table>(dir: &Path, relative: &str) -> Result<Vec<T>, StoreError>
 }
 
 /// Writes `rows` as a new data file of `partition` (unique name, flushed), not yet committed.
-fn write_file<T: Table>(dir: &Path, partition: &Option<String>, rows: &[T]) -> Result<NewFile, StoreError> {
+pub(super) fn write_file<T: Table>(
+    dir: &Path,
+    partition: &Option<String>,
+    rows: &[T],
+) -> Result<NewFile, StoreError> {
     static FILES: AtomicU64 = AtomicU64::new(0);
     let name = format!(
         "part-{}-{}-{:05}.zstd.parquet",
