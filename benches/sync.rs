@@ -128,6 +128,10 @@ async fn setup(weeks: u32, latency: Duration, rate_limit: Option<(u64, u64)>) ->
     let org = Arc::new(Organisation::generate(spec)?);
     let mut options = FakeOptions::with_secret("bench");
     options.github_rate_limit = rate_limit;
+    // The growth runs lift GitLab's advertised limit too: they measure the store, not pacing.
+    if rate_limit.is_some_and(|(n, _)| n >= 1_000_000) {
+        options.gitlab_rate_limit = Some(1_000_000_000);
+    }
     let servers = tandem_fixtures::start(org.clone(), options.clone()).await?;
     servers.github.control.set_latency(latency);
     servers.pagerduty.control.set_latency(latency);
