@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Pulls deployments, pull/merge requests, incidents, tickets and change requests from the tools
 /// your teams already use (GitHub, GitLab, PagerDuty, Jira, ServiceNow, CSV/NDJSON files), stores
-/// them in a local Parquet lake, computes shared delivery and operations metrics, and writes a
-/// report. Exit codes: 0 success, 1 failure, 3 partial (some sources failed; the rest was stored
+/// them in a local lake of Delta tables, computes shared delivery and operations metrics, and
+/// writes a report. Exit codes: 0 success, 1 failure, 3 partial (some sources failed; the rest was stored
 /// and reported).
 #[derive(Debug, Parser)]
 #[command(name = "tandem", version, propagate_version = true)]

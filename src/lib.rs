@@ -1,6 +1,6 @@
 //! tandem: one set of numbers IT and operations both trust.
 //!
-//! Data flows one way: source API → connector (`tandem-connectors`) → [`store`] (the Parquet lake)
+//! Data flows one way: source API → connector (`tandem-connectors`) → [`store`] (the lake of Delta tables)
 //! → [`pipeline`] (metric tables) → [`report`] and [`export`]. A lower floor never imports a
 //! higher one.
 

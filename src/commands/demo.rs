@@ -181,7 +181,7 @@ pub fn demo_config(org: &Organisation, servers: &FakeServers, opts: &FakeOptions
 name = "Acme (simulated)"
 
 [store]
-path = "lake"            # the local Parquet lake
+path = "lake"            # the lake of Delta tables
 
 [report]
 out = "report"           # where report.html and the PNG charts go

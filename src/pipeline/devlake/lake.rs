@@ -1,5 +1,5 @@
-//! tandem's canonical tables (the Parquet lake) into the `devlake` frames: the mode a user runs to
-//! compare tandem with Apache DevLake on the same data.
+//! tandem's canonical tables (the lake's Delta tables) into the `devlake` frames: the mode a user
+//! runs to compare tandem with Apache DevLake on the same data.
 //!
 //! The mapping: a project is a service; deployment commits are the successful, finished production
 //! deployments (`SUCCESS`, `PRODUCTION`), each with the previous one of the same repo by
