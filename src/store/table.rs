@@ -29,7 +29,10 @@ pub(crate) struct OpenTable {
     pub(crate) log: Log,
     /// Per partition loaded so far (`None`: the unpartitioned table).
     index: HashMap<Option<String>, PartitionIndex>,
-    /// The version `index` describes.
+    /// The data files of the partitions in `index`, by path: an upsert looks up the files it
+    /// rewrites here rather than listing every file of the table for each commit.
+    known_files: HashMap<String, DataFile>,
+    /// The version `index` and `known_files` describe.
     indexed_version: i64,
 }
 
@@ -39,8 +42,16 @@ impl OpenTable {
         Self {
             log,
             index: HashMap::new(),
+            known_files: HashMap::new(),
             indexed_version,
         }
+    }
+
+    /// Forgets what it knew of the keys and files (another version than the one it describes).
+    fn forget(&mut self) {
+        self.index.clear();
+        self.known_files.clear();
+        self.indexed_version = self.log.version();
     }
 
     /// The key index of `partition`, read from its files when not known yet.
@@ -49,8 +60,7 @@ impl OpenTable {
         partition: &Option<String>,
     ) -> Result<&mut PartitionIndex, StoreError> {
         if self.indexed_version != self.log.version() {
-            self.index.clear();
-            self.indexed_version = self.log.version();
+            self.forget();
         }
         if !self.index.contains_key(partition) {
             let mut index = PartitionIndex::new();
@@ -64,6 +74,7 @@ impl OpenTable {
                 for (key, at) in keys {
                     index.insert(key, (file.path.clone(), at));
                 }
+                self.known_files.insert(file.path.clone(), file);
             }
             self.index.insert(partition.clone(), index);
         }
@@ -100,13 +111,6 @@ pub(crate) fn upsert<T: Table>(
     for row in batch.into_values() {
         by_partition.entry(partition_of(&row)).or_default().push(row);
     }
-    let files: HashMap<String, DataFile> = table
-        .log
-        .files()
-        .map_err(StoreError::Delta)?
-        .into_iter()
-        .map(|f| (f.path.clone(), f))
-        .collect();
     let mut stats = UpsertStats::default();
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
     // Index updates to apply once the commit succeeded.
@@ -135,7 +139,7 @@ pub(crate) fn upsert<T: Table>(
         // new keys: one new file for the partition.
         let mut out: Vec<T> = fresh;
         for (path, new_rows) in replacing {
-            let Some(file) = files.get(&path) else {
+            let Some(file) = table.known_files.get(&path).cloned() else {
                 return Err(StoreError::Delta(delta::DeltaError {
                     dir: table.log.dir().to_owned(),
                     message: format!("the key index names {path}, which the log does not"),
@@ -163,7 +167,7 @@ pub(crate) fn upsert<T: Table>(
                 continue;
             }
             out.extend(by_key.into_values());
-            removes.push(file.clone());
+            removes.push(file);
         }
         if out.is_empty() {
             continue;
@@ -181,6 +185,15 @@ pub(crate) fn upsert<T: Table>(
     if adds.is_empty() && removes.is_empty() && txn.is_none() {
         return Ok(stats);
     }
+    let added: Vec<DataFile> = adds
+        .iter()
+        .map(|a| DataFile {
+            path: a.path.clone(),
+            partition: a.partition.clone(),
+            size: a.size,
+            records: None,
+        })
+        .collect();
     let before = table.log.version();
     let version = table
         .log
@@ -194,10 +207,15 @@ pub(crate) fn upsert<T: Table>(
                 index.insert(key, (path.clone(), at));
             }
         }
+        for file in &removes {
+            table.known_files.remove(&file.path);
+        }
+        for file in added {
+            table.known_files.insert(file.path.clone(), file);
+        }
         table.indexed_version = version;
     } else {
-        table.index.clear();
-        table.indexed_version = version;
+        table.forget();
     }
     Ok(stats)
 }
@@ -232,8 +250,7 @@ pub(crate) fn compact<T: Table>(table: &mut OpenTable, min_files: usize) -> Resu
         .log
         .commit(adds, &removes, None, Operation::Compact)
         .map_err(StoreError::Delta)?;
-    table.index.clear();
-    table.indexed_version = table.log.version();
+    table.forget();
     Ok(merged)
 }
 
@@ -333,7 +350,6 @@ pub(crate) fn replace<T: Table>(table: &mut OpenTable, rows: Vec<T>) -> Result<(
         .log
         .commit(adds, &removes, None, Operation::Overwrite)
         .map_err(StoreError::Delta)?;
-    table.index.clear();
-    table.indexed_version = table.log.version();
+    table.forget();
     Ok(())
 }
