@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use tandem::metric::kpi::KpiSpec;
 use tandem::metric::{MetricId, MetricRow};
-use tandem::pipeline::kpi::KpiSpec;
 use tandem::report::steering::{SteeringInput, render};
 
 const SERVICES: usize = 200;

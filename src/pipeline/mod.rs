@@ -37,7 +37,6 @@ mod undone;
 
 // The calendar, KPIs and tiers live on the metric floor; these paths keep resolving for code that
 // still names them here.
-pub use crate::metric::{calendar, kpi, tiers};
 
 /// What went wrong computing, writing or reading metrics and tables.
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +88,6 @@ pub enum PipelineError {
         /// What is wrong with the value.
         message: String,
     },
-    /// A row read back from a file cannot become a record.
-    #[error("{}: table `{table}`, row {row}: {source}", path.display())]
-    Decode {
-        /// The table.
-        table: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The row: its primary key when known (`id = …`), else its position in the file.
-        row: String,
-        /// serde's account of the mismatch.
-        source: serde_json::Error,
-    },
     /// A canonical table's file could not be encoded or decoded.
     #[error(transparent)]
     Table(#[from] crate::store::codec::CodecError),
@@ -137,7 +124,7 @@ pub struct Inputs<'a> {
 pub struct Options {
     /// The periods to compute (days, ISO weeks, months or quarters in the report's time zone);
     /// every metric also gets one row for the whole range they cover.
-    pub calendar: calendar::Calendar,
+    pub calendar: crate::metric::calendar::Calendar,
     /// Incident → deployment attribution window.
     pub attribution_window: chrono::Duration,
     /// Severities that count as outage for downtime.
