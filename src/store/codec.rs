@@ -241,10 +241,14 @@ pub(crate) fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, CodecError> {
     let frame = ParquetReader::new(file)
         .finish()
         .map_err(|source| polars_error(format!("reading table `{}`", T::NAME), path, source))?;
+    rows_of::<T>(&frame, path)
+}
 
+/// The records of a frame read from `path` (named in errors).
+fn rows_of<T: Table>(frame: &DataFrame, path: &Path) -> Result<Vec<T>, CodecError> {
     let mut objects = vec![Map::new(); frame.height()];
     for declared in T::COLUMNS {
-        let values = column_values::<T>(&frame, declared, path)?;
+        let values = column_values::<T>(frame, declared, path)?;
         for (index, (object, value)) in objects.iter_mut().zip(values).enumerate() {
             if value.is_null() && !declared.nullable {
                 return Err(CodecError::Value {
@@ -273,21 +277,139 @@ pub(crate) fn read_table<T: Table>(path: &Path) -> Result<Vec<T>, CodecError> {
         .collect()
 }
 
-/// Writes rows as a new data file of a Delta table — the declared columns, instants as
-/// microseconds (the Delta `timestamp` type) — flushed to disk before the commit that will name it.
+/// A data file's rows kept as columns, for a rewrite that changes a few of them: decoding every
+/// row into a record and encoding it again would cost far more than the rows that change.
+#[derive(Debug)]
+pub(crate) struct StoredRows {
+    /// The declared columns, in order, in the data files' form (instants as UTC microseconds).
+    frame: DataFrame,
+    path: PathBuf,
+}
+
+impl StoredRows {
+    /// Reads a data file of table `T`. A nullable column the file lacks (written before it
+    /// existed) reads as null; a required one, or a column of another type, is an error.
+    pub(crate) fn read<T: Table>(path: &Path) -> Result<Self, CodecError> {
+        let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+        let error = |source| polars_error(format!("reading a data file of `{}`", T::NAME), path, source);
+        let frame = ParquetReader::new(file).finish().map_err(error)?;
+        let mut columns = Vec::with_capacity(T::COLUMNS.len());
+        for declared in T::COLUMNS {
+            let column = match frame.column(declared.name) {
+                Ok(column) => {
+                    // The same check the record decoder makes, so a rewrite cannot carry over a
+                    // column that would not read back.
+                    column_values::<T>(&frame.head(Some(0)), declared, path)?;
+                    column.clone()
+                }
+                Err(_) if declared.nullable => {
+                    Column::full_null(declared.name.into(), frame.height(), &dtype_of(declared.kind))
+                }
+                Err(_) => {
+                    return Err(CodecError::Schema {
+                        table: T::NAME,
+                        path: path.to_owned(),
+                        column: declared.name.to_owned(),
+                        message: "missing from the file".to_owned(),
+                    })
+                }
+            };
+            columns.push(match declared.kind {
+                ColumnKind::Timestamp => as_stored_instant(column).map_err(error)?,
+                _ => column,
+            });
+        }
+        let frame = DataFrame::new(frame.height(), columns).map_err(error)?;
+        Ok(Self {
+            frame,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The records among these rows whose key is one of `keys`, decoded.
+    pub(crate) fn records<T: Table>(&self, keys: &[&str]) -> Result<Vec<T>, CodecError> {
+        let subset = self.filtered(keys, true)?;
+        rows_of::<T>(&subset, &self.path)
+    }
+
+    /// These rows with (`keep == true`) or without those whose key is one of `keys`.
+    fn filtered<S: AsRef<str>>(&self, keys: &[S], keep: bool) -> Result<DataFrame, CodecError> {
+        let wanted: std::collections::HashSet<&str> = keys.iter().map(AsRef::as_ref).collect();
+        let error = |source| polars_error("selecting rows by key".to_owned(), &self.path, source);
+        let ids = self.frame.column("id").and_then(|c| c.str()).map_err(error)?;
+        let mask: BooleanChunked = ids
+            .iter()
+            .map(|id| Some(id.is_some_and(|id| wanted.contains(id)) == keep))
+            .collect();
+        self.frame.filter(&mask).map_err(error)
+    }
+}
+
+/// Writes a new data file of a Delta table — the declared columns, instants as microseconds (the
+/// Delta `timestamp` type), flushed to disk before the commit that will name it — from stored
+/// rows, each without the keys paired with it, and `rows`, sorted by key: a commit's new rows, a
+/// copy-on-write rewrite or a compaction, column by column.
 /// Returns the file's size and its `add` action's statistics (rows; minimum and maximum of every
 /// instant and integer column; nulls per column), which engines use to skip files.
-pub(crate) fn write_data_file<T: Table>(rows: &[T], path: &Path) -> Result<(i64, String), CodecError> {
+pub(crate) fn write_data_file<T: Table>(
+    stored: &[(StoredRows, Vec<String>)],
+    rows: &[T],
+    path: &Path,
+) -> Result<(i64, String), CodecError> {
+    let error = |source| polars_error(format!("merging data files of `{}`", T::NAME), path, source);
+    let mut frame = data_frame_of(rows, path)?;
+    for (old, without) in stored {
+        let kept = if without.is_empty() {
+            old.frame.clone()
+        } else {
+            old.filtered(without, false)?
+        };
+        frame.vstack_mut_owned(kept).map_err(error)?;
+    }
+    let frame = frame
+        .sort(["id"], SortMultipleOptions::default())
+        .map_err(error)?;
+    write_frame::<T>(frame, path)
+}
+
+/// The data files' type of an instant column: UTC microseconds, Delta's `timestamp`.
+fn stored_instant() -> DataType {
+    DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+}
+
+/// An instant column in the data files' form. (polars' cast between two instant types of the same
+/// unit keeps the values but drops the time zone, so the zone is set on the values here.)
+fn as_stored_instant(column: Column) -> PolarsResult<Column> {
+    if column.dtype() == &stored_instant() {
+        return Ok(column);
+    }
+    let micros = column
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
+        .cast(&DataType::Int64)?;
+    Ok(micros
+        .i64()?
+        .clone()
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+        .into_column())
+}
+
+/// Records as a frame in the data files' form (instants as microseconds).
+fn data_frame_of<T: Table>(rows: &[T], path: &Path) -> Result<DataFrame, CodecError> {
     let frame = frame_of(rows, path)?;
     let micros: Vec<Expr> = T::COLUMNS
         .iter()
         .filter(|c| c.kind == ColumnKind::Timestamp)
-        .map(|c| col(c.name).cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))))
+        .map(|c| col(c.name).cast(stored_instant()))
         .collect();
-    let mut frame =
-        frame.lazy().with_columns(micros).collect().map_err(|source| {
-            polars_error(format!("preparing a data file of `{}`", T::NAME), path, source)
-        })?;
+    frame
+        .lazy()
+        .with_columns(micros)
+        .collect()
+        .map_err(|source| polars_error(format!("preparing a data file of `{}`", T::NAME), path, source))
+}
+
+/// Writes a frame in the data files' form as a data file (see [`write_data_file`]).
+fn write_frame<T: Table>(mut frame: DataFrame, path: &Path) -> Result<(i64, String), CodecError> {
     let stats = data_file_stats::<T>(&frame, path)?;
     let file = File::create(path).map_err(|source| io_error("create", path, source))?;
     let file = parquet_writer(file, frame.schema())
@@ -1155,6 +1277,73 @@ mod tests {
         ParquetWriter::new(&mut file).finish(&mut frame).unwrap();
 
         assert_eq!(read_table::<Deployment>(&path).unwrap(), deployments());
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_stored_rows_swaps_the_replaced_ones_and_adds_the_new_sorted_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old.parquet"), dir.path().join("new.parquet"));
+        let stored = deployments();
+        write_data_file::<Deployment>(&[], &stored, &old).unwrap();
+
+        let rows = StoredRows::read::<Deployment>(&old).unwrap();
+        // Only the rows asked for are decoded.
+        let picked: Vec<Deployment> = rows.records(&["gh:acme/api:2", "gh:acme/api:9"]).unwrap();
+        assert_eq!(picked, vec![stored[1].clone()]);
+
+        let mut replaced = stored[1].clone();
+        replaced.status = DeploymentStatus::Success;
+        replaced.finished_at = Some(at(1_785_800_100_000));
+        let mut added = stored[0].clone();
+        added.id = "gh:acme/api:0".into();
+        let (_, stats) = write_data_file(
+            &[(rows, vec![replaced.id.clone()])],
+            &[replaced.clone(), added.clone()],
+            &new,
+        )
+        .unwrap();
+        assert_eq!(
+            read_table::<Deployment>(&new).unwrap(),
+            vec![added, stored[0].clone(), replaced]
+        );
+        let stats: Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(stats["numRecords"], 3);
+        assert_eq!(stats["maxValues"]["finished_at"], "2026-08-03T23:35:00.000Z");
+    }
+
+    #[test]
+    fn a_rewrite_of_a_file_from_another_writer_keeps_its_instants_as_utc_and_fills_new_columns() {
+        // Another engine's file: instants naive and in nanoseconds or milliseconds, a nullable
+        // column missing. The rewritten file holds the same records in tandem's own form.
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old.parquet"), dir.path().join("new.parquet"));
+        let mut frame = frame_of(&deployments(), &old).unwrap();
+        frame.drop_in_place("deployed_by").unwrap();
+        for (name, dtype, factor) in [
+            ("updated_at", DataType::Datetime(TimeUnit::Nanoseconds, None), 1_000_000),
+            ("created_at", DataType::Datetime(TimeUnit::Milliseconds, None), 1),
+        ] {
+            let column = frame.column(name).unwrap().cast(&DataType::Int64).unwrap();
+            let other = (column.i64().unwrap().clone() * factor).into_series().cast(&dtype).unwrap();
+            frame.replace(name, other.into_column()).unwrap();
+        }
+        ParquetWriter::new(File::create(&old).unwrap()).finish(&mut frame).unwrap();
+
+        let rows = StoredRows::read::<Deployment>(&old).unwrap();
+        write_data_file::<Deployment>(&[(rows, Vec::new())], &[], &new).unwrap();
+        assert_eq!(read_table::<Deployment>(&new).unwrap(), deployments());
+        let written = ParquetReader::new(File::open(&new).unwrap()).finish().unwrap();
+        for name in ["created_at", "updated_at", "finished_at"] {
+            assert_eq!(written.column(name).unwrap().dtype(), &stored_instant(), "{name}");
+        }
+
+        // A file whose column has another type is refused, naming it.
+        let mut frame = frame_of(&deployments(), &old).unwrap();
+        let text = frame.column("is_production").unwrap().cast(&DataType::String).unwrap();
+        frame.replace("is_production", text).unwrap();
+        ParquetWriter::new(File::create(&old).unwrap()).finish(&mut frame).unwrap();
+        let err = StoredRows::read::<Deployment>(&old).unwrap_err().to_string();
+        assert!(err.contains("column `is_production`: stored as str"), "{err}");
     }
 
     #[test]

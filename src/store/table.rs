@@ -20,8 +20,14 @@ use super::{StoreError, UpsertStats};
 /// Where each key of a partition lives: its data file and its updated instant (ms).
 type PartitionIndex = HashMap<String, (String, i64)>;
 
-/// A new data file of a partition and the keys (with their updated instants) it holds.
-type Written = (Option<String>, String, Vec<(String, i64)>);
+/// A new data file of a partition: the keys (with their updated instants) written to it, and the
+/// files it replaces, whose other keys it now holds too.
+struct Moved {
+    partition: Option<String>,
+    path: String,
+    keys: Vec<(String, i64)>,
+    replaced: Vec<String>,
+}
 
 /// A table's open log and what this process knows of its keys.
 #[derive(Debug)]
@@ -114,7 +120,7 @@ pub(crate) fn upsert<T: Table>(
     let mut stats = UpsertStats::default();
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
     // Index updates to apply once the commit succeeded.
-    let mut moved: Vec<Written> = Vec::new();
+    let mut moved: Vec<Moved> = Vec::new();
     for (partition, rows) in by_partition {
         let index = table.partition_index::<T>(&partition)?;
         let mut replacing: BTreeMap<String, Vec<T>> = BTreeMap::new();
@@ -136,8 +142,11 @@ pub(crate) fn upsert<T: Table>(
             continue;
         }
         // The rewritten files' rows, the replaced ones swapped for their new versions, and the
-        // new keys: one new file for the partition.
+        // new keys: one new file for the partition. The rewritten files stay columns; only the
+        // rows being replaced are decoded, to tell a changed row from one that came back as is.
         let mut out: Vec<T> = fresh;
+        let mut rewritten: Vec<(codec::StoredRows, Vec<String>)> = Vec::new();
+        let mut replaced = Vec::new();
         for (path, new_rows) in replacing {
             let Some(file) = table.known_files.get(&path).cloned() else {
                 return Err(StoreError::Delta(delta::DeltaError {
@@ -145,41 +154,50 @@ pub(crate) fn upsert<T: Table>(
                     message: format!("the key index names {path}, which the log does not"),
                 }));
             };
-            let mut by_key: BTreeMap<String, T> = read_file::<T>(table.log.dir(), &file.path)?
+            let stored = read_stored::<T>(table.log.dir(), &file.path)?;
+            let keys: Vec<&str> = new_rows.iter().map(Table::key).collect();
+            let old: HashMap<String, T> = stored
+                .records::<T>(&keys)
+                .map_err(|e| unreadable(&table.log.dir().join(&file.path), e))?
                 .into_iter()
                 .map(|r| (r.key().to_owned(), r))
                 .collect();
             // An incremental read overlaps what it read before: rows that come back exactly as
             // stored change nothing, and a file only they would touch is not rewritten.
-            let mut changed = 0;
+            let mut changed = Vec::new();
             for row in new_rows {
-                let same = by_key
+                let same = old
                     .get(row.key())
                     .is_some_and(|old| serde_json::to_value(old).ok() == serde_json::to_value(&row).ok());
                 if same {
                     stats.updated -= 1;
                 } else {
-                    changed += 1;
-                    by_key.insert(row.key().to_owned(), row);
+                    changed.push(row);
                 }
             }
-            if changed == 0 {
+            if changed.is_empty() {
                 continue;
             }
-            out.extend(by_key.into_values());
+            rewritten.push((stored, changed.iter().map(|r| r.key().to_owned()).collect()));
+            out.extend(changed);
+            replaced.push(file.path.clone());
             removes.push(file);
         }
         if out.is_empty() {
             continue;
         }
-        out.sort_by(|a, b| a.key().cmp(b.key()));
-        let new = write_file(table.log.dir(), &partition, &out)?;
+        let new = write_file(table.log.dir(), &partition, &rewritten, &out)?;
         super::failpoint("data-file-written");
         let keys = out
             .iter()
             .map(|r| (r.key().to_owned(), r.updated_at().timestamp_millis()))
             .collect();
-        moved.push((partition, new.path.clone(), keys));
+        moved.push(Moved {
+            partition,
+            path: new.path.clone(),
+            keys,
+            replaced,
+        });
         adds.push(new);
     }
     if adds.is_empty() && removes.is_empty() && txn.is_none() {
@@ -201,10 +219,17 @@ pub(crate) fn upsert<T: Table>(
         .map_err(StoreError::Delta)?;
     if version == before + 1 && table.indexed_version == before {
         // Only this commit happened since the index was read: keep it, updated.
-        for (partition, path, keys) in moved {
-            let index = table.index.entry(partition).or_default();
-            for (key, at) in keys {
-                index.insert(key, (path.clone(), at));
+        for moved in moved {
+            let index = table.index.entry(moved.partition).or_default();
+            if !moved.replaced.is_empty() {
+                for (file, _) in index.values_mut() {
+                    if moved.replaced.contains(file) {
+                        file.clone_from(&moved.path);
+                    }
+                }
+            }
+            for (key, at) in moved.keys {
+                index.insert(key, (moved.path.clone(), at));
             }
         }
         for file in &removes {
@@ -234,12 +259,11 @@ pub(crate) fn compact<T: Table>(table: &mut OpenTable, min_files: usize) -> Resu
         if files.len() < min_files.max(2) {
             continue;
         }
-        let mut rows: Vec<T> = Vec::new();
+        let mut stored = Vec::with_capacity(files.len());
         for file in &files {
-            rows.extend(read_file::<T>(table.log.dir(), &file.path)?);
+            stored.push((read_stored::<T>(table.log.dir(), &file.path)?, Vec::new()));
         }
-        rows.sort_by(|a, b| a.key().cmp(b.key()));
-        adds.push(write_file(table.log.dir(), &partition, &rows)?);
+        adds.push(write_file::<T>(table.log.dir(), &partition, &stored, &[])?);
         removes.extend(files);
     }
     if removes.is_empty() {
@@ -266,6 +290,18 @@ pub(crate) fn read_all<T: Table>(log: &Log) -> Result<Vec<T>, StoreError> {
 
 /// The rows of one data file.
 fn read_file<T: Table>(dir: &Path, relative: &str) -> Result<Vec<T>, StoreError> {
+    let path = existing(dir, relative)?;
+    codec::read_table::<T>(&path).map_err(|e| unreadable(&path, e))
+}
+
+/// The rows of one data file, kept as columns for a rewrite.
+fn read_stored<T: Table>(dir: &Path, relative: &str) -> Result<codec::StoredRows, StoreError> {
+    let path = existing(dir, relative)?;
+    codec::StoredRows::read::<T>(&path).map_err(|e| unreadable(&path, e))
+}
+
+/// The path of a data file the log names, which must exist.
+fn existing(dir: &Path, relative: &str) -> Result<PathBuf, StoreError> {
     let path = dir.join(relative);
     if !path.exists() {
         return Err(StoreError::UnreadableTable {
@@ -273,13 +309,15 @@ fn read_file<T: Table>(dir: &Path, relative: &str) -> Result<Vec<T>, StoreError>
             message: format!("its log names the data file {relative}, which is missing"),
         });
     }
-    codec::read_table::<T>(&path).map_err(|e| unreadable(&path, e))
+    Ok(path)
 }
 
-/// Writes `rows` as a new data file of `partition` (unique name, flushed), not yet committed.
+/// Writes a new data file of `partition` (unique name, flushed), not yet committed: the stored
+/// rows, each without the keys paired with it, and `rows`, sorted by key.
 pub(super) fn write_file<T: Table>(
     dir: &Path,
     partition: &Option<String>,
+    stored: &[(codec::StoredRows, Vec<String>)],
     rows: &[T],
 ) -> Result<NewFile, StoreError> {
     static FILES: AtomicU64 = AtomicU64::new(0);
@@ -297,7 +335,7 @@ pub(super) fn write_file<T: Table>(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| super::io_error("create directory", parent, e))?;
     }
-    let (size, stats) = codec::write_data_file(rows, &path)?;
+    let (size, stats) = codec::write_data_file(stored, rows, &path)?;
     Ok(NewFile {
         path: relative,
         partition: partition.clone(),
@@ -342,9 +380,8 @@ pub(crate) fn replace<T: Table>(table: &mut OpenTable, rows: Vec<T>) -> Result<(
         by_partition.entry(partition_of(&row)).or_default().push(row);
     }
     let mut adds = Vec::new();
-    for (partition, mut rows) in by_partition {
-        rows.sort_by(|a, b| a.key().cmp(b.key()));
-        adds.push(write_file(table.log.dir(), &partition, &rows)?);
+    for (partition, rows) in by_partition {
+        adds.push(write_file(table.log.dir(), &partition, &[], &rows)?);
     }
     table
         .log
