@@ -113,6 +113,10 @@ pub struct StoreConfig {
     /// Days archived raw pages are kept.
     #[serde(default = "default_retention_days")]
     pub raw_retention_days: i64,
+    /// Seconds a stream keeps reading after a commit before it commits its rows and bookmark
+    /// again (at the next checkpoint; always at its end). 0 commits at every checkpoint.
+    #[serde(default = "default_commit_interval_secs")]
+    pub commit_interval_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -121,6 +125,7 @@ impl Default for StoreConfig {
             path: default_store_path(),
             retention_days: default_retention_days(),
             raw_retention_days: default_retention_days(),
+            commit_interval_secs: default_commit_interval_secs(),
         }
     }
 }
@@ -133,6 +138,13 @@ impl StoreConfig {
             raw_days: self.raw_retention_days,
         }
     }
+}
+
+/// Each commit costs the Delta log a version and every touched partition a file: a first sync
+/// that commits every page of a fast source fills the lake with both. Five seconds of reading is
+/// what a stopped sync reads again at most.
+fn default_commit_interval_secs() -> u64 {
+    5
 }
 
 fn default_retention_days() -> i64 {

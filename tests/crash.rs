@@ -54,10 +54,23 @@ struct Lake {
 }
 
 impl Lake {
-    fn new(world: &World, name: &str) -> Self {
+    /// A lake whose syncs commit at most every `commit_interval_secs` (0: at every checkpoint,
+    /// so the commits a failpoint counts fall where they fall on any machine).
+    fn new(world: &World, name: &str, commit_interval_secs: u64) -> Self {
         let dir = world.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = write_config(&dir, &world.org, &world.servers);
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        let text = text.replacen(
+            "[store]\n",
+            &format!("[store]\ncommit_interval_secs = {commit_interval_secs}\n"),
+            1,
+        );
+        assert!(
+            text.contains("commit_interval_secs"),
+            "the config has a [store] section"
+        );
+        std::fs::write(&config_path, text).unwrap();
         let config = Config::load(&config_path).unwrap();
         let root = config.resolve(&config.store.path);
         Self {
@@ -331,7 +344,7 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 
 /// A clean sync of a fresh lake: the reference every crashed lake must end up equal to.
 async fn clean_rows(world: &World) -> Rows {
-    let clean = Lake::new(world, "clean");
+    let clean = Lake::new(world, "clean", 0);
     let status = clean.sync(None).await;
     assert!(status.success(), "a clean sync succeeds: {status}");
     let rows = rows(&clean);
@@ -383,7 +396,7 @@ async fn a_sync_aborted_at_each_step_of_a_commit_then_run_again_equals_a_clean_s
     for (point, hits) in FAILPOINTS {
         for nth in *hits {
             let scenario = format!("{point}:{nth}");
-            let lake = Lake::new(&world, &format!("{point}-{nth}"));
+            let lake = Lake::new(&world, &format!("{point}-{nth}"), 0);
             let status = lake.sync(Some(&scenario)).await;
             assert_aborted(&scenario, status);
             // The Python reader where a killed commit left files behind and where one was killed
@@ -430,7 +443,7 @@ fn assert_aborted(scenario: &str, status: ExitStatus) {
 async fn a_sync_aborted_again_while_it_recovers_then_run_again_equals_a_clean_sync() {
     let world = World::start(WEEKS).await;
     let clean = clean_rows(&world).await;
-    let lake = Lake::new(&world, "twice");
+    let lake = Lake::new(&world, "twice", 0);
     // Between two tables of a checkpoint, then inside delta-rs in the run that resumes from it.
     for failpoint in ["table-committed:15", "delta-committed:3"] {
         let status = lake.sync(Some(failpoint)).await;
@@ -461,7 +474,11 @@ async fn a_sync_killed_at_random_moments_then_run_again_equals_a_clean_sync() {
     for run in 0..5 {
         let delay = clean_time.mul_f64(0.05 + 0.85 * (next(&mut seed) % 1000) as f64 / 1000.0);
         let scenario = format!("SIGKILL after {delay:?}");
-        let lake = Lake::new(&world, &format!("kill-{run}"));
+        // Every other run commits a second's reading at a time: the kill then also falls among
+        // checkpoints read but not committed yet.
+        let interval = run % 2;
+        let scenario = format!("{scenario}, commits every {interval} s");
+        let lake = Lake::new(&world, &format!("kill-{run}"), interval);
         let mut child = lake.spawn_sync(None);
         tokio::time::sleep(delay).await;
         let _ = child.kill();

@@ -692,3 +692,65 @@ async fn github_bookmarks_follow_base_url_to_another_port_and_the_pending_deploy
     }
     moved.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_commits_the_checkpoints_of_its_commit_interval_together() {
+    // Two lakes of one organisation: one committing at every checkpoint, one whose interval is
+    // longer than the sync, so each stream commits once, at its end, with its last checkpoint.
+    let world = World::start(6).await;
+    let mut each = world.config();
+    each.store.path = world.dir.path().join("each");
+    each.store.commit_interval_secs = 0;
+    let mut once = world.config();
+    once.store.path = world.dir.path().join("once");
+    once.store.commit_interval_secs = 3600;
+    let (each_store, once_store) = (store_of(&each), store_of(&once));
+    let report = sync(&each, &each_store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    let first = requests(&world);
+    let report = sync(&once, &once_store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(snapshot(&once_store), snapshot(&each_store));
+
+    // One commit per stream that writes a table, against one per checkpoint: fewer versions of
+    // every table, and of `changes` (GitHub's pulls, GitLab's merge requests, the file import)
+    // at most three.
+    let version = |store: &Store, table: &str| {
+        store
+            .table_version(table, tandem::store::delta::AsOf::Latest)
+            .unwrap()
+            .unwrap()
+    };
+    let (mut every, mut together) = (0, 0);
+    for table in [
+        "deployments",
+        "changes",
+        "commits",
+        "incidents",
+        "tickets",
+        "ticket_transitions",
+        "change_requests",
+        "quarantine",
+    ] {
+        let (e, t) = (version(&each_store, table), version(&once_store, table));
+        assert!(
+            t <= e,
+            "{table}: {t} versions committing once per stream, {e} at every checkpoint"
+        );
+        (every, together) = (every + e, together + t);
+    }
+    assert!(together < every, "{together} versions in all, against {every}");
+    assert!(version(&once_store, "changes") <= 3);
+
+    // The bookmarks committed once per stream are the streams' last: syncing again reads
+    // little and changes nothing.
+    let before = requests(&world);
+    let report = sync(&once, &once_store, &env(), &fast_sync()).await.unwrap();
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(snapshot(&once_store), snapshot(&each_store));
+    let again = requests(&world) - before;
+    assert!(
+        again * 3 < first,
+        "{again} requests again, against {first} the first time"
+    );
+}

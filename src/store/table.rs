@@ -35,10 +35,11 @@ pub(crate) struct OpenTable {
     pub(crate) log: Log,
     /// Per partition loaded so far (`None`: the unpartitioned table).
     index: HashMap<Option<String>, PartitionIndex>,
-    /// The data files of the partitions in `index`, by path: an upsert looks up the files it
-    /// rewrites here rather than listing every file of the table for each commit.
-    known_files: HashMap<String, DataFile>,
-    /// The version `index` and `known_files` describe.
+    /// Every data file of the version, by path, once an upsert needed them: read from the log
+    /// once, then kept up to date by this process's commits, because the log's list of files is
+    /// replayed from its last checkpoint and later commits each time it is asked for.
+    files: Option<HashMap<String, DataFile>>,
+    /// The version `index` and `files` describe.
     indexed_version: i64,
 }
 
@@ -48,7 +49,7 @@ impl OpenTable {
         Self {
             log,
             index: HashMap::new(),
-            known_files: HashMap::new(),
+            files: None,
             indexed_version,
         }
     }
@@ -56,8 +57,17 @@ impl OpenTable {
     /// Forgets what it knew of the keys and files (another version than the one it describes).
     fn forget(&mut self) {
         self.index.clear();
-        self.known_files.clear();
+        self.files = None;
         self.indexed_version = self.log.version();
+    }
+
+    /// Every data file of the version, read from the log when not known yet.
+    fn files(&mut self) -> Result<&HashMap<String, DataFile>, StoreError> {
+        if self.files.is_none() {
+            let files = self.log.files().map_err(StoreError::Delta)?;
+            self.files = Some(files.into_iter().map(|f| (f.path.clone(), f)).collect());
+        }
+        Ok(self.files.get_or_insert_with(HashMap::new))
     }
 
     /// The key index of `partition`, read from its files when not known yet.
@@ -70,17 +80,17 @@ impl OpenTable {
         }
         if !self.index.contains_key(partition) {
             let mut index = PartitionIndex::new();
-            for file in self.log.files().map_err(StoreError::Delta)? {
+            let dir = self.log.dir().to_owned();
+            for file in self.files()?.values() {
                 if &file.partition != partition {
                     continue;
                 }
-                let path = self.log.dir().join(&file.path);
+                let path = dir.join(&file.path);
                 let keys =
                     codec::read_keys(&path, T::NAME, T::UPDATED_AT).map_err(|e| unreadable(&path, e))?;
                 for (key, at) in keys {
                     index.insert(key, (file.path.clone(), at));
                 }
-                self.known_files.insert(file.path.clone(), file);
             }
             self.index.insert(partition.clone(), index);
         }
@@ -148,7 +158,7 @@ pub(crate) fn upsert<T: Table>(
         let mut rewritten: Vec<(codec::StoredRows, Vec<String>)> = Vec::new();
         let mut replaced = Vec::new();
         for (path, new_rows) in replacing {
-            let Some(file) = table.known_files.get(&path).cloned() else {
+            let Some(file) = table.files()?.get(&path).cloned() else {
                 return Err(StoreError::Delta(delta::DeltaError {
                     dir: table.log.dir().to_owned(),
                     message: format!("the key index names {path}, which the log does not"),
@@ -232,11 +242,13 @@ pub(crate) fn upsert<T: Table>(
                 index.insert(key, (moved.path.clone(), at));
             }
         }
-        for file in &removes {
-            table.known_files.remove(&file.path);
-        }
-        for file in added {
-            table.known_files.insert(file.path.clone(), file);
+        if let Some(files) = table.files.as_mut() {
+            for file in &removes {
+                files.remove(&file.path);
+            }
+            for file in added {
+                files.insert(file.path.clone(), file);
+            }
         }
         table.indexed_version = version;
     } else {

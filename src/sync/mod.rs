@@ -10,7 +10,7 @@
 //! metric catalogue and the connectors, and must not import the pipeline, the reports, the export
 //! or the commands, nor use polars (the store's codec does that).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tandem_connectors::http::RequestCounts;
 use tandem_connectors::{Connector, ConnectorError, Emitter, Message, RetryPolicy, SecretEnv};
@@ -232,10 +232,24 @@ async fn sync_stream(
         let mut records = 0usize;
         let mut quarantined = 0usize;
         let mut requests = RequestCounts::default();
-        // What arrived since the last checkpoint: committed with it, as one unit.
+        // What arrived since the last commit, and the newest checkpoint among it: committed
+        // together, as one unit, so the bookmark never runs ahead of the rows.
         let mut pending = Tables::default();
-        // The pages this read fetched since the last checkpoint: archived before it is saved.
+        let mut checkpoint: Option<serde_json::Value> = None;
+        // The pages this read fetched since the last commit: archived before its bookmark is saved.
         let mut pages = Vec::new();
+        let interval = Duration::from_secs(config.store.commit_interval_secs);
+        let mut last_commit = Instant::now();
+        // Raw pages first: what a bookmark says was read is then also archived.
+        let commit = |tables: Tables, pages: Vec<_>, state: Option<serde_json::Value>| {
+            let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+            blocking(move || {
+                if !pages.is_empty() {
+                    store.archive_raw(&source, &stream, &pages)?;
+                }
+                store.commit(&source, &stream, tables, state)
+            })
+        };
         while let Some(message) = rx.recv().await {
             match message {
                 Message::Records(batch) => {
@@ -260,35 +274,43 @@ async fn sync_stream(
                     progress.update(records, quarantined, &requests);
                 }
                 Message::Checkpoint(state) => {
-                    // Raw pages first: what the bookmark says was read is then also archived.
-                    let pages = std::mem::take(&mut pages);
-                    let tables = std::mem::take(&mut pending);
-                    let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-                    blocking(move || {
-                        store.archive_raw(&source, &stream, &pages)?;
-                        store.commit(&source, &stream, tables, Some(state))
-                    })
-                    .await?;
+                    // A newer checkpoint covers everything an older one did.
+                    checkpoint = Some(state);
+                    if last_commit.elapsed() >= interval {
+                        commit(
+                            std::mem::take(&mut pending),
+                            std::mem::take(&mut pages),
+                            checkpoint.take(),
+                        )
+                        .await?;
+                        last_commit = Instant::now();
+                    }
                 }
             }
             if pending.len() >= FLUSH_RECORDS {
                 // A connector that checkpoints rarely must not hold a whole source in memory: the
-                // rows are committed, the bookmark stays where it was (a re-read upserts them).
-                let tables = std::mem::take(&mut pending);
-                let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-                blocking(move || store.commit(&source, &stream, tables, None)).await?;
+                // rows are committed with the newest checkpoint they cover, if any (rows read
+                // after it are read again from it).
+                commit(
+                    std::mem::take(&mut pending),
+                    std::mem::take(&mut pages),
+                    checkpoint.take(),
+                )
+                .await?;
+                last_commit = Instant::now();
             }
         }
-        // Pages fetched after the last checkpoint (a failed read) are archived too: they were read.
-        if !pages.is_empty() {
-            let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-            blocking(move || store.archive_raw(&source, &stream, &pages)).await?;
-        }
-        // Records after the last checkpoint (the read failed, or ended without one) are kept,
-        // like every record before the failure; the bookmark stays, so they are read again.
-        if !pending.is_empty() {
-            let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
-            blocking(move || store.commit(&source, &stream, pending, None)).await?;
+        // The end of the read: what it read since the last commit, with its newest checkpoint.
+        // After a failed read, the records past that checkpoint are kept too, like every record
+        // before the failure, and read again from the bookmark; its pages are archived: they
+        // were read.
+        if !pending.is_empty() || !pages.is_empty() || checkpoint.is_some() {
+            if pending.is_empty() && checkpoint.is_none() {
+                let (store, source, stream) = (store.clone(), source.to_owned(), stream.to_owned());
+                blocking(move || store.archive_raw(&source, &stream, &pages)).await?;
+            } else {
+                commit(pending, pages, checkpoint).await?;
+            }
         }
         Ok::<_, StoreError>((records, quarantined, requests))
     };
