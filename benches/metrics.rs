@@ -112,7 +112,9 @@ fn args() -> anyhow::Result<Args> {
                 anyhow::ensure!(a.repeats > 0, "--repeats takes a number of runs, at least 1");
             }
             other => {
-                anyhow::bail!("unknown flag {other}; flags: --dir DIR, --scales 1/16,1/4,1, --repeats N, --commits-only")
+                anyhow::bail!(
+                    "unknown flag {other}; flags: --dir DIR, --scales 1/16,1/4,1, --repeats N, --commits-only"
+                )
             }
         }
     }
@@ -157,7 +159,11 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "page commits in order: {} s; median {page:.3} s (budget {PAGE_COMMIT_BUDGET_SECS} s) {}",
                 each.join(", "),
-                if page <= PAGE_COMMIT_BUDGET_SECS { "PASS" } else { "OVER" }
+                if page <= PAGE_COMMIT_BUDGET_SECS {
+                    "PASS"
+                } else {
+                    "OVER"
+                }
             );
             continue;
         }

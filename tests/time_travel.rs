@@ -154,6 +154,22 @@ async fn a_report_as_of_a_version_is_the_report_first_rendered_from_it() {
     let (latest, _) = render(&world, &reports.join("2"), &[]);
     assert_ne!(latest[0].1, weekly[0].1, "the new version's report differs");
 
+    // A source the lake since lost (its table was deleted, so it is read again from the start):
+    // reports now say its figures have no data; reports as of the versions before do not.
+    tandem::store::coverage::Coverage::forget(&store, &["github/deployments".to_owned()]).unwrap();
+    let now_args = [
+        "steering",
+        "--weeks",
+        &WEEKS.to_string(),
+        "--until",
+        &(world.org.spec.start + Duration::weeks(i64::from(WEEKS))).to_string(),
+    ]
+    .map(|s| s.to_owned());
+    let now_args: Vec<&str> = now_args.iter().map(String::as_str).collect();
+    let (steering_lost, _) = render(&world, &reports.join("2"), &now_args);
+    let page = String::from_utf8_lossy(&steering_lost[0].1).into_owned();
+    assert!(page.contains("github has never synced"), "{page}");
+
     // As of the first version, by number and by time: the first report, byte for byte.
     let version = first.version.to_string();
     let (again, html) = render(&world, &reports.join("3"), &["--as-of", &version]);

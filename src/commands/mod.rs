@@ -269,6 +269,8 @@ pub fn compute_version(
         metrics: None,
         tables: (store.legacy_tables().is_empty()).then(|| versions.clone()),
         at: Utc::now(),
+        // The lake's coverage now, which the commit records with the version.
+        coverage: None,
     };
     let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?;
     let draft = store.metrics_draft()?;
@@ -323,7 +325,7 @@ fn metric_table(
         &config.metrics,
         &config.services,
     )?;
-    mark_uncovered(&mut table, store, config)?;
+    mark_uncovered(&mut table, store, config, basis.coverage.clone())?;
     Ok(table)
 }
 
@@ -354,6 +356,9 @@ pub struct Basis {
     pub tables: Option<BTreeMap<String, i64>>,
     /// With `--as-of`: when that metric table version was committed, the time its reports show.
     pub at: DateTime<Utc>,
+    /// With `--as-of`: what the lake covered when that version was computed, if it recorded it
+    /// (otherwise, and without `--as-of`, the lake's coverage now).
+    pub coverage: Option<Coverage>,
 }
 
 impl Basis {
@@ -376,6 +381,7 @@ pub fn basis(store: &Store, as_of: Option<AsOf>) -> anyhow::Result<Basis> {
                 .then(|| store.table_versions())
                 .transpose()?,
             at: Utc::now(),
+            coverage: None,
         });
     };
     let version = stored_version(store, at)?;
@@ -392,6 +398,7 @@ pub fn basis(store: &Store, as_of: Option<AsOf>) -> anyhow::Result<Basis> {
         metrics: Some(version.version),
         tables: Some(version.tables),
         at: version.committed_at,
+        coverage: version.coverage,
     })
 }
 
@@ -409,9 +416,15 @@ pub fn stored_version(store: &Store, at: AsOf) -> anyhow::Result<crate::store::m
 /// Turns the figures of periods the lake does not cover into "no data" with the reason: a
 /// source the metric reads failed in its last sync, never synced, or its history starts after
 /// the period. A lake that holds tables but no coverage record (synced before tandem kept one)
-/// is taken as covered; a lake with neither has never synced anything.
-pub fn mark_uncovered(table: &mut MetricTable, store: &Store, config: &Config) -> anyhow::Result<()> {
-    let coverage = match Coverage::load(store)? {
+/// is taken as covered; a lake with neither has never synced anything. `recorded`: the coverage
+/// to judge by instead of the lake's now (a past version's, for `--as-of`).
+pub fn mark_uncovered(
+    table: &mut MetricTable,
+    store: &Store,
+    config: &Config,
+    recorded: Option<Coverage>,
+) -> anyhow::Result<()> {
+    let coverage = match recorded.map_or_else(|| Coverage::load(store), |c| Ok(Some(c)))? {
         Some(coverage) => coverage,
         None if store.has_tables() => return Ok(()),
         None => Coverage::default(),

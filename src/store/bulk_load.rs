@@ -89,7 +89,8 @@ impl<T: Table> BulkLoad<T> {
                 }));
             }
             self.rows += rows.len() as u64;
-            self.written.push(table::write_file(&dir, &partition, &[], &rows)?);
+            self.written
+                .push(table::write_file(&dir, &partition, &[], &rows)?);
         }
         self.buffered = 0;
         Ok(())

@@ -311,7 +311,7 @@ impl StoredRows {
                         path: path.to_owned(),
                         column: declared.name.to_owned(),
                         message: "missing from the file".to_owned(),
-                    })
+                    });
                 }
             };
             columns.push(match declared.kind {
@@ -1320,14 +1320,23 @@ mod tests {
         let mut frame = frame_of(&deployments(), &old).unwrap();
         frame.drop_in_place("deployed_by").unwrap();
         for (name, dtype, factor) in [
-            ("updated_at", DataType::Datetime(TimeUnit::Nanoseconds, None), 1_000_000),
+            (
+                "updated_at",
+                DataType::Datetime(TimeUnit::Nanoseconds, None),
+                1_000_000,
+            ),
             ("created_at", DataType::Datetime(TimeUnit::Milliseconds, None), 1),
         ] {
             let column = frame.column(name).unwrap().cast(&DataType::Int64).unwrap();
-            let other = (column.i64().unwrap().clone() * factor).into_series().cast(&dtype).unwrap();
+            let other = (column.i64().unwrap().clone() * factor)
+                .into_series()
+                .cast(&dtype)
+                .unwrap();
             frame.replace(name, other.into_column()).unwrap();
         }
-        ParquetWriter::new(File::create(&old).unwrap()).finish(&mut frame).unwrap();
+        ParquetWriter::new(File::create(&old).unwrap())
+            .finish(&mut frame)
+            .unwrap();
 
         let rows = StoredRows::read::<Deployment>(&old).unwrap();
         write_data_file::<Deployment>(&[(rows, Vec::new())], &[], &new).unwrap();
@@ -1339,9 +1348,15 @@ mod tests {
 
         // A file whose column has another type is refused, naming it.
         let mut frame = frame_of(&deployments(), &old).unwrap();
-        let text = frame.column("is_production").unwrap().cast(&DataType::String).unwrap();
+        let text = frame
+            .column("is_production")
+            .unwrap()
+            .cast(&DataType::String)
+            .unwrap();
         frame.replace("is_production", text).unwrap();
-        ParquetWriter::new(File::create(&old).unwrap()).finish(&mut frame).unwrap();
+        ParquetWriter::new(File::create(&old).unwrap())
+            .finish(&mut frame)
+            .unwrap();
         let err = StoredRows::read::<Deployment>(&old).unwrap_err().to_string();
         assert!(err.contains("column `is_production`: stored as str"), "{err}");
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::coverage::Coverage;
 use super::delta::{self, AsOf, Field, FieldKind, Log, NewFile, Operation};
 use super::{Store, StoreError, io_error, table};
 
@@ -67,6 +68,9 @@ pub struct MetricsVersion {
     /// The canonical tables' versions it was computed from (table name → version); empty for a
     /// version converted from an earlier release, which did not record them.
     pub tables: BTreeMap<String, i64>,
+    /// What the lake covered when it was computed (`None`: a version that did not record it):
+    /// a report computed again from `tables` judges its gaps by this, not by later syncs.
+    pub coverage: Option<Coverage>,
 }
 
 /// What a metric table version records in its commit.
@@ -75,6 +79,9 @@ struct Recorded {
     /// The canonical tables' versions it was computed from.
     #[serde(default)]
     tables: BTreeMap<String, i64>,
+    /// The lake's coverage then.
+    #[serde(default)]
+    coverage: Option<Coverage>,
 }
 
 impl Store {
@@ -141,6 +148,7 @@ impl Store {
         let previous: Vec<String> = removes.iter().map(|f| csv_stem(&f.path)).collect();
         let metadata = serde_json::to_value(Recorded {
             tables: tables.clone(),
+            coverage: Coverage::load(self)?,
         })
         .map_err(|e| io_error("encode", &self.metrics_dir(), std::io::Error::other(e)))?;
         let version = log.commit_with(
@@ -221,6 +229,7 @@ impl Store {
                 .join(format!("{}.csv", csv_stem(&file.path))),
             parquet,
             tables: recorded.tables,
+            coverage: recorded.coverage,
         }))
     }
 
