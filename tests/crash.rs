@@ -19,7 +19,7 @@ use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket, TicketTransition,
 };
 
-use crate::common::{World, fake_options, write_config};
+use crate::common::{World, finish, tandem_command, write_config};
 
 /// The organisation's weeks: small, yet several pages and dozens of checkpoints, some of them
 /// committing several tables and several partitions.
@@ -82,15 +82,8 @@ impl Lake {
 
     /// Starts `tandem sync` on this lake, with the failpoint `failpoint` armed when given.
     fn spawn_sync(&self, failpoint: Option<&str>) -> std::process::Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-        command
-            .args(["--quiet", "--config"])
-            .arg(&self.config_path)
-            .arg("sync")
-            .envs(tandem::commands::demo::demo_secrets(&fake_options()))
-            .env_remove("TANDEM_FAILPOINT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = tandem_command(&self.config_path, &["--quiet", "sync"]);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         if let Some(failpoint) = failpoint {
             command.env("TANDEM_FAILPOINT", failpoint);
         }
@@ -100,18 +93,7 @@ impl Lake {
     /// Runs `tandem sync` to its end (bounded by [`SYNC_LIMIT`]).
     async fn sync(&self, failpoint: Option<&str>) -> ExitStatus {
         let mut child = self.spawn_sync(failpoint);
-        let deadline = Instant::now() + SYNC_LIMIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{}: tandem sync did not end within {SYNC_LIMIT:?}", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        finish(&mut child, SYNC_LIMIT, &self.name).await
     }
 
     fn store(&self) -> Store {

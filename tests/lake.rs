@@ -2,8 +2,8 @@
 //! (exit 1, the file named) instead of hanging it; one writer at a time; a lost table is read
 //! again in full, an unreadable one stops the sync.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tandem::store::Store;
@@ -11,7 +11,7 @@ use tandem::store::lock::{LOCK_FILE, LockHolder};
 use tandem::sync::sync;
 use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
 
-use crate::common::{World, env, fast_sync};
+use crate::common::{World, env, fast_sync, finish, tandem_command};
 
 /// Every row of the tables a sync writes, for equality checks.
 fn snapshot(store: &Store) -> (Vec<Deployment>, Vec<Change>, Vec<Incident>, Vec<Quarantined>) {
@@ -36,13 +36,7 @@ fn lake(world: &World) -> PathBuf {
 /// `tandem <args>` on the world's config, its output going to files in the temp dir.
 fn spawn(world: &World, args: &[&str], name: &str) -> (Child, PathBuf) {
     let stderr = world.dir.path().join(format!("{name}.stderr"));
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("--config")
-        .arg(&world.config_path)
-        .args(args)
-        .envs(tandem::commands::demo::demo_secrets(
-            &crate::common::fake_options(),
-        ))
+    let child = tandem_command(&world.config_path, args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
@@ -50,28 +44,14 @@ fn spawn(world: &World, args: &[&str], name: &str) -> (Child, PathBuf) {
     (child, stderr)
 }
 
-/// Waits for `child` at most `limit`; a child still running then is killed and the test fails
-/// (the test itself must never hang). Returns the exit code and stderr.
-async fn finish(mut child: Child, stderr: &Path, limit: Duration) -> (i32, String) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let text = std::fs::read_to_string(stderr).unwrap_or_default();
-            return (status.code().unwrap_or(-1), text);
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let text = std::fs::read_to_string(stderr).unwrap_or_default();
-            panic!("tandem still running after {limit:?}: killed it; stderr so far:\n{text}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
+/// `tandem <args>` to completion (bounded), returning the exit code and stderr.
 async fn tandem(world: &World, args: &[&str], name: &str) -> (i32, String) {
-    let (child, stderr) = spawn(world, args, name);
-    finish(child, &stderr, Duration::from_secs(120)).await
+    let (mut child, stderr) = spawn(world, args, name);
+    let status = finish(&mut child, Duration::from_secs(120), name).await;
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(stderr).unwrap_or_default(),
+    )
 }
 
 /// Starts `tandem sync` and waits until it holds the lake's lock, stalled on the fake GitHub
@@ -239,8 +219,12 @@ async fn concurrent_syncs_leave_the_lake_of_one_serial_run() {
         .map(|i| spawn(&world, &["sync"], &format!("sync-{i}")))
         .collect();
     let mut succeeded = 0;
-    for (child, stderr) in children {
-        let (code, stderr) = finish(child, &stderr, Duration::from_secs(180)).await;
+    for (mut child, stderr) in children {
+        let status = finish(&mut child, Duration::from_secs(180), "a concurrent sync").await;
+        let (code, stderr) = (
+            status.code().unwrap_or(-1),
+            std::fs::read_to_string(stderr).unwrap(),
+        );
         match code {
             0 => succeeded += 1,
             1 => assert!(stderr.contains("is in use by"), "{stderr}"),
@@ -260,19 +244,17 @@ async fn concurrent_syncs_leave_the_lake_of_one_serial_run() {
 async fn tandem_output(world: &World, args: &[&str], name: &str) -> (i32, String, String) {
     let stdout = world.dir.path().join(format!("{name}.stdout"));
     let stderr = world.dir.path().join(format!("{name}.stderr"));
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("--config")
-        .arg(&world.config_path)
-        .args(args)
-        .envs(tandem::commands::demo::demo_secrets(
-            &crate::common::fake_options(),
-        ))
+    let mut child = tandem_command(&world.config_path, args)
         .stdout(std::fs::File::create(&stdout).unwrap())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    let (code, err) = finish(child, &stderr, Duration::from_secs(120)).await;
-    (code, std::fs::read_to_string(&stdout).unwrap(), err)
+    let status = finish(&mut child, Duration::from_secs(120), name).await;
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stdout).unwrap(),
+        std::fs::read_to_string(&stderr).unwrap_or_default(),
+    )
 }
 
 /// The metric table of the lake as a read-only command computes it (no lock, no conversion).

@@ -2,7 +2,6 @@
 //! from it, byte for byte, whatever was synced and computed since.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chrono::{Duration, SecondsFormat};
 use tandem::cli::RangeArgs;
@@ -11,7 +10,7 @@ use tandem::store::Store;
 use tandem::store::delta::AsOf;
 use tandem_connectors::model::{Deployment, DeploymentStatus};
 
-use crate::common::{World, env, fast_sync};
+use crate::common::{World, env, fast_sync, tandem_command};
 
 const WEEKS: u32 = 4;
 
@@ -25,17 +24,7 @@ fn range(world: &World) -> RangeArgs {
 
 /// Runs the binary; returns its exit code, stdout and stderr.
 fn tandem(world: &World, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("--config")
-        .arg(&world.config_path)
-        .args(args)
-        .envs(
-            tandem::commands::demo::demo_secrets(&crate::common::fake_options())
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v)),
-        )
-        .output()
-        .unwrap();
+    let out = tandem_command(&world.config_path, args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

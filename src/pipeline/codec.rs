@@ -9,6 +9,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::PipelineError;
+use crate::store::codec::timestamp_dtype;
 
 /// Names a table's data files in an error: their directory (the Delta table), or the one file.
 pub(crate) fn describe(files: &[std::path::PathBuf]) -> String {
@@ -134,6 +135,106 @@ pub(crate) fn polars_error(what: String, path: &Path, source: PolarsError) -> Pi
     PipelineError::Polars {
         context: format!("{what} ({})", path.display()),
         source,
+    }
+}
+
+/// One of tandem's own tables (the metric table, the run history) read whole from a Parquet file:
+/// its columns taken by name and type, its cells by row. A missing column or one of another type
+/// is a schema error, and a null where a value must be is a value error, each naming the table,
+/// the file and the column (and the row).
+pub(crate) struct OwnTable<'a> {
+    frame: DataFrame,
+    table: &'static str,
+    path: &'a Path,
+}
+
+impl<'a> OwnTable<'a> {
+    /// Reads the whole file.
+    pub(crate) fn read(table: &'static str, path: &'a Path) -> Result<Self, PipelineError> {
+        let file = File::open(path).map_err(|source| io_error("open", path, source))?;
+        let frame = ParquetReader::new(file)
+            .finish()
+            .map_err(|source| polars_error(format!("reading the {table} table"), path, source))?;
+        Ok(Self { frame, table, path })
+    }
+
+    /// Rows.
+    pub(crate) fn height(&self) -> usize {
+        self.frame.height()
+    }
+
+    fn schema(&self, column: &str, err: &PolarsError) -> PipelineError {
+        PipelineError::Schema {
+            table: self.table,
+            path: self.path.to_owned(),
+            column: column.to_owned(),
+            message: err.to_string(),
+        }
+    }
+
+    /// A text column.
+    pub(crate) fn text(&self, name: &str) -> Result<StringChunked, PipelineError> {
+        self.frame
+            .column(name)
+            .and_then(|c| c.str().cloned())
+            .map_err(|err| self.schema(name, &err))
+    }
+
+    /// A text column that tables written by an earlier release lack (`None` then).
+    pub(crate) fn text_if_present(&self, name: &str) -> Result<Option<StringChunked>, PipelineError> {
+        match self.frame.column(name) {
+            Ok(_) => self.text(name).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// An integer column.
+    pub(crate) fn long(&self, name: &str) -> Result<Int64Chunked, PipelineError> {
+        self.frame
+            .column(name)
+            .and_then(|c| c.i64().cloned())
+            .map_err(|err| self.schema(name, &err))
+    }
+
+    /// A floating-point column.
+    pub(crate) fn double(&self, name: &str) -> Result<Float64Chunked, PipelineError> {
+        self.frame
+            .column(name)
+            .and_then(|c| c.f64().cloned())
+            .map_err(|err| self.schema(name, &err))
+    }
+
+    /// An instant column, as milliseconds since the epoch (UTC) whatever unit it was stored in.
+    pub(crate) fn instant(&self, name: &str) -> Result<Int64Chunked, PipelineError> {
+        self.frame
+            .column(name)
+            .and_then(|c| c.cast(&timestamp_dtype()))
+            .and_then(|c| c.datetime().map(|ca| ca.physical().clone()))
+            .map_err(|err| self.schema(name, &err))
+    }
+
+    /// The error for a null (or out-of-range) cell where a value must be.
+    pub(crate) fn missing(&self, column: &'static str, row: usize) -> PipelineError {
+        PipelineError::Value {
+            table: self.table,
+            path: self.path.to_owned(),
+            column,
+            row: format!("#{row}"),
+            message: "null or out of range".to_owned(),
+        }
+    }
+
+    /// The instant of a cell of [`OwnTable::instant`]'s column.
+    pub(crate) fn at(
+        &self,
+        values: &Int64Chunked,
+        column: &'static str,
+        row: usize,
+    ) -> Result<chrono::DateTime<chrono::Utc>, PipelineError> {
+        values
+            .get(row)
+            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+            .ok_or_else(|| self.missing(column, row))
     }
 }
 

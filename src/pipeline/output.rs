@@ -18,9 +18,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{io_error, polars_error, spreadsheet_safe, write_atomic};
+use super::codec::{OwnTable, io_error, polars_error, spreadsheet_safe, write_atomic};
 use crate::metric::{MetricRow, MetricTable};
-use crate::store::codec::{parquet_writer, timestamp_dtype};
+use crate::store::codec::parquet_writer;
 
 const TABLE: &str = "metrics";
 
@@ -255,80 +255,40 @@ fn frame(table: &MetricTable, rows: Range<usize>, instants: Instants) -> PolarsR
 }
 
 pub(crate) fn read_metrics(parquet: &Path) -> Result<Vec<MetricRow>, PipelineError> {
-    let file = File::open(parquet).map_err(|source| io_error("open", parquet, source))?;
-    let frame = ParquetReader::new(file)
-        .finish()
-        .map_err(|source| polars_error("reading the metric table".to_owned(), parquet, source))?;
-
-    let schema = |column: &str, err: PolarsError| PipelineError::Schema {
-        table: TABLE,
-        path: parquet.to_owned(),
-        column: column.to_owned(),
-        message: err.to_string(),
-    };
-    let text = |name: &str| {
-        frame
-            .column(name)
-            .and_then(|c| c.str().cloned())
-            .map_err(|err| schema(name, err))
-    };
-    let instant = |name: &str| {
-        frame
-            .column(name)
-            .and_then(|c| c.cast(&timestamp_dtype()))
-            .and_then(|c| c.datetime().map(|ca| ca.physical().clone()))
-            .map_err(|err| schema(name, err))
-    };
-    let metric = text("metric")?;
-    let grain = text("grain")?;
-    let scope_type = text("scope_type")?;
-    let scope = text("scope")?;
-    let period_start = instant("period_start")?;
-    let period_end = instant("period_end")?;
-    let value = frame
-        .column("value")
-        .and_then(|c| c.f64().cloned())
-        .map_err(|err| schema("value", err))?;
-    let unit = text("unit")?;
-    let n = frame
-        .column("n")
-        .and_then(|c| c.i64().cloned())
-        .map_err(|err| schema("n", err))?;
-    let method = text("method")?;
+    let t = OwnTable::read(TABLE, parquet)?;
+    let (metric, grain, scope_type, scope) = (
+        t.text("metric")?,
+        t.text("grain")?,
+        t.text("scope_type")?,
+        t.text("scope")?,
+    );
+    let (period_start, period_end) = (t.instant("period_start")?, t.instant("period_end")?);
+    let (value, unit, n, method) = (
+        t.double("value")?,
+        t.text("unit")?,
+        t.long("n")?,
+        t.text("method")?,
+    );
     // A table written before tandem kept the reason has no such column: nothing was marked.
-    let no_data = match frame.column("no_data") {
-        Ok(c) => Some(c.str().cloned().map_err(|err| schema("no_data", err))?),
-        Err(_) => None,
-    };
-
-    (0..frame.height())
+    let no_data = t.text_if_present("no_data")?;
+    (0..t.height())
         .map(|row| {
-            let missing = |column: &'static str| PipelineError::Value {
-                table: TABLE,
-                path: parquet.to_owned(),
-                column,
-                row: format!("#{row}"),
-                message: "null or out of range".to_owned(),
-            };
             let text = |column: &'static str, values: &StringChunked| {
-                values.get(row).map(str::to_owned).ok_or_else(|| missing(column))
-            };
-            let instant = |column: &'static str, values: &Int64Chunked| {
                 values
                     .get(row)
-                    .and_then(DateTime::<Utc>::from_timestamp_millis)
-                    .ok_or_else(|| missing(column))
+                    .map(str::to_owned)
+                    .ok_or_else(|| t.missing(column, row))
             };
             Ok(MetricRow {
                 metric: text("metric", &metric)?,
                 grain: text("grain", &grain)?,
                 scope_type: text("scope_type", &scope_type)?,
                 scope: text("scope", &scope)?,
-                period_start: instant("period_start", &period_start)?,
-                period_end: instant("period_end", &period_end)?,
+                period_start: t.at(&period_start, "period_start", row)?,
+                period_end: t.at(&period_end, "period_end", row)?,
                 value: value.get(row),
                 unit: text("unit", &unit)?,
-                n: n.get(row).ok_or_else(|| missing("n"))?,
+                n: n.get(row).ok_or_else(|| t.missing("n", row))?,
                 method: method.get(row).map(str::to_owned),
                 no_data: no_data.as_ref().and_then(|c| c.get(row)).map(str::to_owned),
             })
@@ -343,6 +303,7 @@ mod tests {
 
     use super::*;
     use crate::metric::MetricId;
+    use crate::store::codec::timestamp_dtype;
 
     fn table() -> MetricTable {
         let monday = Utc.with_ymd_and_hms(2026, 8, 3, 0, 0, 0).unwrap();

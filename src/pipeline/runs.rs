@@ -9,8 +9,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{io_error, polars_error};
-use crate::store::codec::{parquet_writer, timestamp_dtype};
+use super::codec::{OwnTable, io_error, polars_error};
+use crate::store::codec::parquet_writer;
 use crate::store::runs::RunRecord;
 
 const TABLE: &str = "runs";
@@ -111,51 +111,15 @@ fn strip_nulls(mut stats: serde_json::Value) -> serde_json::Value {
 pub(crate) fn read_runs(files: &[PathBuf]) -> Result<Vec<RunRecord>, PipelineError> {
     let mut out = Vec::new();
     for path in files {
-        let file = File::open(path).map_err(|source| io_error("open", path, source))?;
-        let reading = |source| polars_error("reading the run history".to_owned(), path, source);
-        let frame = ParquetReader::new(file).finish().map_err(reading)?;
-        let schema = |column: &str, err: PolarsError| PipelineError::Schema {
-            table: TABLE,
-            path: path.to_owned(),
-            column: column.to_owned(),
-            message: err.to_string(),
-        };
-        let text = |name: &str| {
-            frame
-                .column(name)
-                .and_then(|c| c.str().cloned())
-                .map_err(|err| schema(name, err))
-        };
-        let long = |name: &str| {
-            frame
-                .column(name)
-                .and_then(|c| c.i64().cloned())
-                .map_err(|err| schema(name, err))
-        };
-        let started = frame
-            .column("started_at")
-            .and_then(|c| c.cast(&timestamp_dtype()))
-            .and_then(|c| c.datetime().map(|ca| ca.physical().clone()))
-            .map_err(|err| schema("started_at", err))?;
-        let (source, stream, error) = (text("source")?, text("stream")?, text("error")?);
-        let (records, quarantined) = (long("records")?, long("quarantined")?);
-        let seconds = frame
-            .column("seconds")
-            .and_then(|c| c.f64().cloned())
-            .map_err(|err| schema("seconds", err))?;
-        for row in 0..frame.height() {
-            let missing = |column: &'static str| PipelineError::Value {
-                table: TABLE,
-                path: path.to_owned(),
-                column,
-                row: format!("#{row}"),
-                message: "null or out of range".to_owned(),
-            };
+        let t = OwnTable::read(TABLE, path)?;
+        let started = t.instant("started_at")?;
+        let (source, stream, error) = (t.text("source")?, t.text("stream")?, t.text("error")?);
+        let (records, quarantined) = (t.long("records")?, t.long("quarantined")?);
+        let seconds = t.double("seconds")?;
+        for row in 0..t.height() {
+            let missing = |column: &'static str| t.missing(column, row);
             out.push(RunRecord {
-                started_at: started
-                    .get(row)
-                    .and_then(DateTime::<Utc>::from_timestamp_millis)
-                    .ok_or_else(|| missing("started_at"))?,
+                started_at: t.at(&started, "started_at", row)?,
                 source: source.get(row).ok_or_else(|| missing("source"))?.to_owned(),
                 stream: stream.get(row).ok_or_else(|| missing("stream"))?.to_owned(),
                 records: records.get(row).ok_or_else(|| missing("records"))?,

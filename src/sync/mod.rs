@@ -251,6 +251,7 @@ async fn sync_stream(
             })
         };
         while let Some(message) = rx.recv().await {
+            let mut due = false;
             match message {
                 Message::Records(batch) => {
                     records += batch.len();
@@ -276,21 +277,13 @@ async fn sync_stream(
                 Message::Checkpoint(state) => {
                     // A newer checkpoint covers everything an older one did.
                     checkpoint = Some(state);
-                    if last_commit.elapsed() >= interval {
-                        commit(
-                            std::mem::take(&mut pending),
-                            std::mem::take(&mut pages),
-                            checkpoint.take(),
-                        )
-                        .await?;
-                        last_commit = Instant::now();
-                    }
+                    due = last_commit.elapsed() >= interval;
                 }
             }
-            if pending.len() >= FLUSH_RECORDS {
-                // A connector that checkpoints rarely must not hold a whole source in memory: the
-                // rows are committed with the newest checkpoint they cover, if any (rows read
-                // after it are read again from it).
+            // A connector that checkpoints rarely must not hold a whole source in memory either:
+            // the rows are committed with the newest checkpoint they cover, if any (rows read
+            // after it are read again from it).
+            if due || pending.len() >= FLUSH_RECORDS {
                 commit(
                     std::mem::take(&mut pending),
                     std::mem::take(&mut pages),

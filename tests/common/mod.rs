@@ -96,3 +96,37 @@ pub fn fast_sync() -> SyncOptions {
         ..SyncOptions::default()
     }
 }
+
+/// `tandem --config <config> <args>` with the simulated organisation's tokens in its environment
+/// (and no failpoint inherited from the test's), ready to spawn.
+pub fn tandem_command(config: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(tandem::commands::demo::demo_secrets(&fake_options()))
+        .env_remove("TANDEM_FAILPOINT");
+    command
+}
+
+/// Waits for `child` at most `limit`: a child still running then is killed and the test fails
+/// naming `what` (a test must never hang on the binary).
+pub async fn finish(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: tandem still running after {limit:?}; killed it");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
