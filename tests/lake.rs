@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tandem::store::Store;
-use tandem::store::lock::{LOCK_FILE, LockHolder};
+use tandem::store::lock::{LOCKS_DIR, LockHolder};
 use tandem::sync::sync;
 use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
 
@@ -54,12 +54,17 @@ async fn tandem(world: &World, args: &[&str], name: &str) -> (i32, String) {
     )
 }
 
-/// Starts `tandem sync` and waits until it holds the lake's lock, stalled on the fake GitHub
-/// (which never answers), so that it keeps the lock until killed.
+/// The lock a sync of the source `github` holds.
+fn github_lock(world: &World) -> PathBuf {
+    lake(world).join(LOCKS_DIR).join("source-github")
+}
+
+/// Starts `tandem sync --source github` and waits until it holds the source's lock, stalled on the fake
+/// GitHub (which never answers), so that it keeps its locks until killed.
 async fn stalled_writer(world: &World) -> (Child, LockHolder) {
     world.servers.github.control.stall_after(0);
-    let (mut child, _) = spawn(world, &["sync"], "stalled");
-    let lock = lake(world).join(LOCK_FILE);
+    let (mut child, _) = spawn(world, &["sync", "--source", "github"], "stalled");
+    let lock = github_lock(world);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(child.try_wait().unwrap().is_none(), "the stalled sync ended");
@@ -157,10 +162,12 @@ async fn a_second_writer_exits_1_naming_the_holder_and_readers_are_not_blocked()
     let world = World::start(2).await;
     let (mut holder, written) = stalled_writer(&world).await;
     assert_eq!(written.command, "tandem sync");
+    // The same source, and what needs the lake alone, are refused, naming the writer.
     for (command, name) in [
         (&["sync"][..], "second-sync"),
-        (&["metrics"][..], "metrics"),
+        (&["sync", "--source", "github"][..], "same-source"),
         (&["remap"][..], "remap"),
+        (&["maintain"][..], "maintain"),
     ] {
         let (code, stderr) = tandem(&world, command, name).await;
         assert_eq!(code, 1, "{name}: {stderr}");
@@ -171,6 +178,14 @@ async fn a_second_writer_exits_1_naming_the_holder_and_readers_are_not_blocked()
                 && stderr.contains("`tandem sync`"),
             "{name}: names the holder: {stderr}"
         );
+    }
+    // Another source's sync and the metric table's writer work alongside it.
+    for (command, name) in [
+        (&["sync", "--source", "pagerduty"][..], "other-source"),
+        (&["metrics"][..], "metrics"),
+    ] {
+        let (code, stderr) = tandem(&world, command, name).await;
+        assert_eq!(code, 0, "{name}: {stderr}");
     }
     let (code, stderr) = tandem(&world, &["report", "weekly", "--weeks", "1"], "report").await;
     assert!(
@@ -189,15 +204,15 @@ async fn the_lock_of_a_killed_writer_is_taken_over() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert!(
-        !std::fs::read(lake(&world).join(LOCK_FILE)).unwrap().is_empty(),
+        !std::fs::read(github_lock(&world)).unwrap().is_empty(),
         "the killed writer's details are still in the lock file"
     );
     world.servers.github.control.clear_faults();
     let (code, stderr) = tandem(&world, &["sync"], "after-kill").await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("Taking over the lake's lock"), "{stderr}");
+    assert!(stderr.contains("Taking over a lock"), "{stderr}");
     assert!(
-        std::fs::read(lake(&world).join(LOCK_FILE)).unwrap().is_empty(),
+        std::fs::read(github_lock(&world)).unwrap().is_empty(),
         "a writer that ends cleanly empties the lock file"
     );
 }
@@ -365,4 +380,82 @@ async fn tandem_maintain_merges_small_files_and_keeps_every_row() {
         .read_as_of(tandem::store::delta::AsOf::Version(version))
         .unwrap();
     assert_eq!(old, synced.0, "the version before maintenance is still readable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_of_different_sources_at_once_leave_the_lake_of_the_same_syncs_one_after_the_other() {
+    // GitHub and GitLab both write deployments, changes and commits: their commits interleave on
+    // the same tables (every checkpoint committed, for as many commits as possible), and the
+    // PagerDuty sync writes incidents alongside.
+    let world = World::start(8).await;
+    let sources = ["github", "gitlab", "pagerduty"];
+    let lake_at = |name: &str| {
+        let dir = world.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = crate::common::write_config(&dir, &world.org, &world.servers);
+        let text = std::fs::read_to_string(&config).unwrap().replacen(
+            "[store]\n",
+            "[store]\ncommit_interval_secs = 0\n",
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        (config, dir.join("lake"))
+    };
+    let sync_of = |config: &PathBuf, source: &str, name: &str| {
+        let stderr = world.dir.path().join(format!("{name}.stderr"));
+        let child = tandem_command(config, &["sync", "--source", source])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        (child, stderr)
+    };
+
+    let (serial_config, serial_lake) = lake_at("serial");
+    for source in sources {
+        let (mut child, stderr) = sync_of(&serial_config, source, &format!("serial-{source}"));
+        let status = finish(&mut child, Duration::from_secs(180), source).await;
+        assert!(status.success(), "{}", std::fs::read_to_string(stderr).unwrap());
+    }
+    let serial = snapshot(&Store::open(&serial_lake).unwrap());
+    assert!(!serial.0.is_empty() && !serial.1.is_empty() && !serial.2.is_empty());
+
+    for round in 0..3 {
+        let (config, lake) = lake_at(&format!("round-{round}"));
+        let children: Vec<_> = sources
+            .iter()
+            .map(|source| {
+                (
+                    source,
+                    sync_of(&config, source, &format!("round-{round}-{source}")),
+                )
+            })
+            .collect();
+        for (source, (mut child, stderr)) in children {
+            let status = finish(&mut child, Duration::from_secs(180), source).await;
+            assert!(
+                status.success(),
+                "round {round}, {source}: {}",
+                std::fs::read_to_string(stderr).unwrap()
+            );
+        }
+        let store = Store::open(&lake).unwrap();
+        assert_eq!(
+            snapshot(&store),
+            serial,
+            "round {round}: the rows of the serial syncs"
+        );
+        // Each stream's bookmark was committed: syncing each source again reads nothing new.
+        for source in sources {
+            let (mut child, stderr) = sync_of(&config, source, &format!("round-{round}-{source}-again"));
+            assert!(
+                finish(&mut child, Duration::from_secs(180), source)
+                    .await
+                    .success()
+            );
+            let text = std::fs::read_to_string(stderr).unwrap();
+            assert!(!text.contains("error"), "round {round}, {source} again: {text}");
+        }
+        assert_eq!(snapshot(&store), serial, "round {round}, after syncing again");
+    }
 }

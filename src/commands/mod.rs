@@ -112,6 +112,32 @@ pub fn open_lake_for_writing(config: &Config, command: &str) -> anyhow::Result<S
     Ok(store)
 }
 
+/// Opens the configured lake for a command that writes part of it alongside other writers: the
+/// streams of `sources` and, when `metrics`, the metric table (see `Store::open_for_parts`).
+/// Another process writing the same part, or having the lake alone, is refused naming it.
+pub fn open_lake_for_parts(
+    config: &Config,
+    command: &str,
+    sources: &[&str],
+    metrics: bool,
+) -> anyhow::Result<Store> {
+    let store = Store::open_for_parts(&config.resolve(&config.store.path), command, sources, metrics)?;
+    if metrics {
+        convert_legacy_metrics(&store)?;
+    }
+    Ok(store)
+}
+
+/// The configured sources a sync with `options` reads (every one, or the one `--source` names).
+pub fn synced_sources<'a>(config: &'a Config, options: &SyncOptions) -> Vec<&'a str> {
+    config
+        .sources
+        .iter()
+        .map(|s| s.name())
+        .filter(|name| options.source.as_deref().is_none_or(|only| only == *name))
+        .collect()
+}
+
 /// Converts the metric table of an earlier release's layout, if the lake still has one, into a
 /// version of the Delta metric table (its rows unchanged, its CSV kept); returns the version.
 pub fn convert_legacy_metrics(store: &Store) -> anyhow::Result<Option<i64>> {
@@ -262,7 +288,7 @@ pub fn compute_version(
     range_args: &RangeArgs,
     config: &Config,
 ) -> anyhow::Result<(MetricTable, crate::store::metrics::MetricsVersion)> {
-    let store = open_lake_for_writing(config, "tandem metrics")?;
+    let store = open_lake_for_parts(config, "tandem metrics", &[], true)?;
     // The writers' lock is held: the tables stay at these versions while they are read.
     let versions = store.table_versions()?;
     let basis = Basis {
@@ -732,7 +758,7 @@ pub async fn sync_into_store(
     env: &SecretEnv,
     options: &SyncOptions,
 ) -> anyhow::Result<SyncReport> {
-    let store = open_lake_for_writing(config, "tandem sync")?;
+    let store = open_lake_for_parts(config, "tandem sync", &synced_sources(config, options), false)?;
     let report = sync(config, &store, env, options).await.context("sync failed")?;
     print_summary(&report);
     Ok(report)

@@ -20,9 +20,9 @@ use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
 use crate::pipeline;
 use crate::report::text::{kpi_table, org_table};
-use crate::store::Store;
 use crate::store::maintain::MaintenanceReport;
 use crate::store::runs::RunRecord;
+use crate::store::{Store, StoreError};
 use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
 /// Runs the whole job.
@@ -48,8 +48,10 @@ pub async fn job_at(
     out: Option<PathBuf>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Outcome> {
-    // Held for the whole job: the sync and the metric table it writes are one change of the lake.
-    let store = super::open_lake_for_writing(config, "tandem run")?;
+    // Held for the whole job: the sync and the metric table it writes are one change of the lake
+    // (other sources' syncs may write alongside).
+    let sources = super::synced_sources(config, &SyncOptions::default());
+    let store = super::open_lake_for_parts(config, "tandem run", &sources, true)?;
     let synced = sync_recorded(config, ctx, now).await?;
     let outcome = outcome(&synced.report)?;
 
@@ -78,11 +80,30 @@ pub async fn job_at(
     print_nightly(&digest);
     let (_, csv) = store.metrics_paths();
     crate::say!("metrics: {}", csv.display());
-    // Last, when the night's data is safe: merging small files and cleaning up only when due.
-    let (maintainer, retention) = (store.clone(), config.store.retention());
-    let maintained =
-        tokio::task::spawn_blocking(move || maintainer.maintain(retention, false, Utc::now())).await??;
-    if maintained != MaintenanceReport::default() {
+    // Last, when the night's data is safe: merging small files and cleaning up only when due,
+    // with the lake alone (no other writer may commit while files are merged and removed).
+    drop(store);
+    let (config_owned, retention) = (config.clone(), config.store.retention());
+    let maintained = tokio::task::spawn_blocking(move || {
+        match super::open_lake_for_writing(&config_owned, "tandem run (maintenance)") {
+            Ok(alone) => alone
+                .maintain(retention, false, Utc::now())
+                .map(Some)
+                .map_err(anyhow::Error::from),
+            Err(e)
+                if e.downcast_ref::<StoreError>()
+                    .is_some_and(|e| matches!(e, StoreError::Locked { .. })) =>
+            {
+                tracing::info!(reason = %e, "Lake maintenance postponed: another writer is at work.");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await??;
+    if let Some(maintained) = maintained
+        && maintained != MaintenanceReport::default()
+    {
         tracing::info!(summary = %maintenance_summary(&maintained), "Lake maintained.");
     }
     if outcome == Outcome::Partial {

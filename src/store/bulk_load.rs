@@ -36,6 +36,7 @@ impl Store {
         if files > 0 {
             return Err(StoreError::Delta(DeltaError {
                 dir: self.table_dir(T::NAME),
+                conflict: false,
                 message: format!(
                     "a bulk load needs an empty table; this one has {files} data file(s): upsert into it instead"
                 ),
@@ -82,6 +83,7 @@ impl<T: Table> BulkLoad<T> {
             if let Some(pair) = rows.windows(2).find(|w| w[0].key() == w[1].key()) {
                 return Err(StoreError::Delta(DeltaError {
                     dir,
+                    conflict: false,
                     message: format!(
                         "a bulk load was given the key {} twice; each key must come once",
                         pair[0].key()
@@ -110,6 +112,7 @@ impl<T: Table> BulkLoad<T> {
                 // Another writer got there first: committing would double its keys.
                 return Err(StoreError::Delta(DeltaError {
                     dir: t.log.dir().to_owned(),
+                    conflict: false,
                     message: format!(
                         "the table got {files} data file(s) during the bulk load, which is not committed"
                     ),

@@ -117,6 +117,7 @@ impl Coverage {
         started_at: DateTime<Utc>,
         covers_from: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
+        let _state = store.state_guard()?;
         let mut all = Self::load_or_seed(store)?;
         let entry = all.streams.entry(key(source, stream)).or_default();
         entry.last_ok_at = Some(started_at);
@@ -135,6 +136,7 @@ impl Coverage {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
+        let _state = store.state_guard()?;
         let mut all = Self::load_or_seed(store)?;
         let first_line = error.lines().next().unwrap_or_default().trim().to_owned();
         for stream in streams {
@@ -149,6 +151,7 @@ impl Coverage {
     /// read again from the start): until a sync of each ends without error, their figures are no
     /// data, never the few rows a half-done re-read brought back.
     pub fn forget(store: &Store, streams: &[String]) -> Result<(), StoreError> {
+        let _state = store.state_guard()?;
         let mut all = Self::load_or_seed(store)?;
         for stream in streams {
             if let Some(entry) = all.streams.get_mut(stream) {

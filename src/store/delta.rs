@@ -34,6 +34,9 @@ pub struct DeltaError {
     pub dir: PathBuf,
     /// What delta-rs (or tandem's use of it) said.
     pub message: String,
+    /// A commit that another writer's commit conflicts with (both removed a file): the write is
+    /// to be done again from the table as it now is.
+    pub conflict: bool,
 }
 
 /// A data file of a table version, as its `add` action describes it.
@@ -155,6 +158,7 @@ impl Log {
                 None => {
                     return Err(DeltaError {
                         dir: dir.to_owned(),
+                        conflict: false,
                         message: format!("no version committed at or before {}", t.to_rfc3339()),
                     });
                 }
@@ -236,7 +240,7 @@ impl Log {
         std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
         let url = url_of(dir)?;
         let name = name.to_owned();
-        let table = block_on(async move {
+        let created = block_on(async move {
             DeltaTable::try_from_url(url)
                 .await?
                 .create()
@@ -246,8 +250,15 @@ impl Log {
                 .with_configuration(properties)
                 .with_save_mode(SaveMode::Ignore)
                 .await
-        })
-        .map_err(|e| error(dir, e))?;
+        });
+        let table = match created {
+            Ok(table) => table,
+            // Another writer created it at the same moment: its version 0 is the table.
+            Err(e) => match Self::open(dir, AsOf::Latest)? {
+                Some(log) => return Ok(log),
+                None => return Err(error(dir, e)),
+            },
+        };
         Ok(Self {
             dir: dir.to_owned(),
             table,
@@ -399,7 +410,19 @@ impl Log {
             super::failpoint("delta-committed");
             written.await
         })
-        .map_err(|e| error(&self.dir, e))?;
+        .map_err(|e| {
+            let conflict = matches!(
+                e,
+                deltalake_core::DeltaTableError::Transaction {
+                    source: deltalake_core::kernel::transaction::TransactionError::CommitConflict(_)
+                        | deltalake_core::kernel::transaction::TransactionError::MaxCommitAttempts(_)
+                }
+            );
+            DeltaError {
+                conflict,
+                ..error(&self.dir, e)
+            }
+        })?;
         let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
         self.table.state = Some(finalized.snapshot());
         Ok(version)
@@ -556,6 +579,7 @@ fn url_of(dir: &Path) -> Result<url::Url, DeltaError> {
     let absolute = std::path::absolute(dir).map_err(|e| error(dir, e))?;
     url::Url::from_directory_path(&absolute).map_err(|()| DeltaError {
         dir: dir.to_owned(),
+        conflict: false,
         message: "not a path that can be written as a file URL".to_owned(),
     })
 }
@@ -563,6 +587,7 @@ fn url_of(dir: &Path) -> Result<url::Url, DeltaError> {
 fn error(dir: &Path, e: impl std::fmt::Display) -> DeltaError {
     DeltaError {
         dir: dir.to_owned(),
+        conflict: false,
         message: e.to_string(),
     }
 }

@@ -602,3 +602,45 @@ fn an_instant_finds_the_version_by_its_commit_time_not_by_when_its_log_file_was_
         );
     }
 }
+
+#[test]
+fn a_writer_whose_table_another_rewrote_meanwhile_conflicts_and_writers_that_only_add_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, b) = (
+        dep("a", day(9, 1), 1, DeploymentStatus::InProgress),
+        dep("b", day(9, 2), 1, DeploymentStatus::InProgress),
+    );
+    store.upsert(vec![a.clone(), b.clone()]).unwrap();
+    let table_dir = store.table_dir(Deployment::NAME);
+    // Writers that read the table now and commit later.
+    let stale = || table::OpenTable::new(table::open(&table_dir, AsOf::Latest).unwrap().unwrap());
+    let mut rewriter = stale();
+
+    let a2 = dep("a", day(9, 1), 2, DeploymentStatus::Success);
+    store.upsert(vec![a2.clone()]).unwrap();
+
+    // The commit above replaced a file this writer read (delta-rs, without a read predicate,
+    // takes every file as read): a conflict, and nothing committed.
+    let b2 = dep("b", day(9, 2), 2, DeploymentStatus::Failure);
+    let result = table::upsert(&mut rewriter, vec![b2.clone()], None);
+    assert!(
+        matches!(&result, Err(StoreError::Delta(e)) if e.conflict),
+        "expected a conflict, got {result:?}"
+    );
+    assert_eq!(store.read::<Deployment>().unwrap(), vec![a2.clone(), b.clone()]);
+
+    // Two writers that only add new keys: the later commits on top of the earlier.
+    let (mut first, mut second) = (stale(), stale());
+    let (c, d) = (
+        dep("c", day(9, 3), 1, DeploymentStatus::Success),
+        dep("d", day(9, 3), 1, DeploymentStatus::Success),
+    );
+    table::upsert(&mut first, vec![c.clone()], None).unwrap();
+    table::upsert(&mut second, vec![d.clone()], None).unwrap();
+
+    // The conflicting change done again through the store, from the table as it now is: every
+    // change, once each.
+    store.upsert(vec![b2.clone()]).unwrap();
+    assert_eq!(store.read::<Deployment>().unwrap(), vec![a2, b2, c, d]);
+}

@@ -1,14 +1,17 @@
-//! The writers' lock on a lake: one process at a time may change its tables, bookmarks and metric
-//! table, until the table format makes concurrent commits safe.
+//! The writers' locks on a lake. Writers that change disjoint parts of the lake work at once: a
+//! sync of a source holds `<lake>/locks/source-<name>`, the metric table's writer holds
+//! `<lake>/locks/metrics`, and both hold `<lake>/lock` shared; their Delta commits are
+//! optimistic and retried on conflict. Whatever rewrites the lake as a whole (maintenance,
+//! migration, a remap, the demo) holds `<lake>/lock` exclusively, so it runs alone.
 //!
-//! The lock is an OS advisory lock (`flock`) on `<lake>/lock`, so it dies with its process: a
-//! holder killed with `kill -9` leaves nothing to clean up, and the next writer takes over. The
-//! file's body (JSON: host, pid, start time, command) only serves the message a second writer
-//! prints; it is emptied when the lock is released, so a body found by a writer that got the
-//! lock names a holder that ended without releasing it. Readers (reports, exports) do not take
-//! the lock: every file they read is replaced atomically.
+//! Each lock is an OS advisory lock (`flock`), so it dies with its process: a holder killed with
+//! `kill -9` leaves nothing to clean up, and the next writer takes over. An exclusive lock's file
+//! body (JSON: host, pid, start time, command) only serves the message a refused writer prints;
+//! it is emptied when the lock is released, so a body found by a writer that got the lock names a
+//! holder that ended without releasing it. Readers (reports, exports) take no lock: every file
+//! they read is replaced atomically.
 //!
-//! Within one process the lock is shared: `tandem run` opens the lake for its sync, its metrics
+//! Within one process each lock is shared: `tandem run` opens the lake for its sync, its metrics
 //! and its reports, and each opening must not wait for the others.
 
 use std::collections::BTreeMap;
@@ -21,8 +24,20 @@ use chrono::{DateTime, Utc};
 
 use super::{StoreError, io_error};
 
-/// The lock file's name in the lake directory.
+/// The lake lock's file name in the lake directory.
 pub const LOCK_FILE: &str = "lock";
+
+/// The folder of the scope locks (`source-<name>`, `metrics`) in the lake directory.
+pub const LOCKS_DIR: &str = "locks";
+
+/// How a lock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    /// Alone: no other process holds the lock in any mode.
+    Exclusive,
+    /// With other shared holders, none exclusive.
+    Shared,
+}
 
 /// Who holds (or last held) a lake's lock.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -55,71 +70,119 @@ impl std::fmt::Display for LockHolder {
 pub struct LakeLock {
     file: File,
     path: PathBuf,
-    key: PathBuf,
+    key: (PathBuf, Mode),
 }
 
-/// The locks this process holds, by canonical lake path.
-static HELD: Mutex<BTreeMap<PathBuf, Weak<LakeLock>>> = Mutex::new(BTreeMap::new());
+/// The locks this process holds, by canonical lock file path and mode.
+static HELD: Mutex<BTreeMap<(PathBuf, Mode), Weak<LakeLock>>> = Mutex::new(BTreeMap::new());
 
 impl LakeLock {
-    /// Takes the lock of the lake at `root` for `command`, or shares the one this process already
+    /// Takes the lake's lock exclusively for `command`, or shares the one this process already
     /// holds. Fails with [`StoreError::Locked`] naming the holder when another process has it.
     /// The flag is true when the lock was newly taken (so the caller may clean up after a killed
     /// writer).
     pub fn acquire(root: &Path, command: &str) -> Result<(Arc<Self>, bool), StoreError> {
-        let key = root.canonicalize().map_err(|e| io_error("resolve", root, e))?;
-        // Held across the whole acquisition, and by `drop` across the release, so a lock being
-        // released on one thread is never mistaken for another process's on another thread.
-        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(lock) = held.get(&key).and_then(Weak::upgrade) {
-            return Ok((lock, false));
-        }
-        let path = root.join(LOCK_FILE);
+        Self::take(root, &root.join(LOCK_FILE), Mode::Exclusive, command)
+    }
+
+    /// Takes the lake's lock shared, for a writer of part of the lake (with a scope lock).
+    pub fn acquire_shared(root: &Path, command: &str) -> Result<Arc<Self>, StoreError> {
+        Self::take(root, &root.join(LOCK_FILE), Mode::Shared, command).map(|(lock, _)| lock)
+    }
+
+    /// Takes the scope lock `scope` (`source-github`, `metrics`) exclusively; the flag is true
+    /// when newly taken.
+    pub fn acquire_scope(root: &Path, scope: &str, command: &str) -> Result<(Arc<Self>, bool), StoreError> {
+        let dir = root.join(LOCKS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
+        Self::take(root, &dir.join(scope), Mode::Exclusive, command)
+    }
+
+    fn take(root: &Path, path: &Path, mode: Mode, command: &str) -> Result<(Arc<Self>, bool), StoreError> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|e| io_error("open", &path, e))?;
-        match file.try_lock() {
+            .open(path)
+            .map_err(|e| io_error("open", path, e))?;
+        let canonical = path.canonicalize().map_err(|e| io_error("resolve", path, e))?;
+        // Held across the whole acquisition, and by `drop` across the release, so a lock being
+        // released on one thread is never mistaken for another process's on another thread.
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // An exclusive lock this process holds covers a shared one.
+        for have in [Mode::Exclusive, mode] {
+            if let Some(lock) = held.get(&(canonical.clone(), have)).and_then(Weak::upgrade) {
+                return Ok((lock, false));
+            }
+        }
+        let taken = match mode {
+            Mode::Exclusive => file.try_lock(),
+            Mode::Shared => file.try_lock_shared(),
+        };
+        match taken {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
+                let holder = read_holder(&mut file)
+                    .map(|h| h.to_string())
+                    .or_else(|| scope_holders(root));
                 return Err(StoreError::Locked {
                     lake: root.to_owned(),
-                    holder: read_holder(&mut file).map(|h| h.to_string()),
-                    lock_file: path,
+                    holder,
+                    lock_file: path.to_owned(),
                 });
             }
-            Err(TryLockError::Error(e)) => return Err(io_error("lock", &path, e)),
+            Err(TryLockError::Error(e)) => return Err(io_error("lock", path, e)),
         }
-        if let Some(previous) = read_holder(&mut file) {
-            tracing::warn!(
-                lake = %root.display(),
-                previous = %previous,
-                "Taking over the lake's lock from a writer that ended without releasing it (killed?)."
-            );
+        if mode == Mode::Exclusive {
+            if let Some(previous) = read_holder(&mut file) {
+                tracing::warn!(
+                    lock = %path.display(),
+                    previous = %previous,
+                    "Taking over a lock from a writer that ended without releasing it (killed?)."
+                );
+            }
+            let me = LockHolder {
+                host: host_name(),
+                pid: std::process::id(),
+                started_at: Utc::now(),
+                command: command.to_owned(),
+            };
+            let body = serde_json::to_vec(&me).map_err(|e| io_error("encode", path, e.into()))?;
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| file.write_all(&body))
+                .and_then(|()| file.sync_data())
+                .map_err(|e| io_error("write", path, e))?;
         }
-        let me = LockHolder {
-            host: host_name(),
-            pid: std::process::id(),
-            started_at: Utc::now(),
-            command: command.to_owned(),
-        };
-        let body = serde_json::to_vec(&me).map_err(|e| io_error("encode", &path, e.into()))?;
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(&body))
-            .and_then(|()| file.sync_data())
-            .map_err(|e| io_error("write", &path, e))?;
+        let key = (canonical, mode);
         let lock = Arc::new(Self {
             file,
-            path,
+            path: path.to_owned(),
             key: key.clone(),
         });
         held.insert(key, Arc::downgrade(&lock));
         Ok((lock, true))
     }
+}
+
+/// The holders of the lake's scope locks, as they wrote themselves (for the message of a writer
+/// that wants the lake alone): the writers holding the lake's lock shared.
+fn scope_holders(root: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join(LOCKS_DIR))
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let mut file = File::open(entry.path()).ok()?;
+            // Only a lock still held names a writer at work.
+            match file.try_lock_shared() {
+                Err(TryLockError::WouldBlock) => read_holder(&mut file).map(|h| h.to_string()),
+                _ => None,
+            }
+        })
+        .collect();
+    names.sort();
+    (!names.is_empty()).then(|| names.join(" and "))
 }
 
 impl Drop for LakeLock {
@@ -129,7 +192,9 @@ impl Drop for LakeLock {
             held.remove(&self.key);
         }
         // An empty body tells the next writer that this one ended cleanly.
-        if let Err(e) = self.file.set_len(0) {
+        if self.key.1 == Mode::Exclusive
+            && let Err(e) = self.file.set_len(0)
+        {
             tracing::debug!(path = %self.path.display(), error = %e, "Cannot empty the lock file.");
         }
         let _ = self.file.unlock();
@@ -195,5 +260,26 @@ mod tests {
         let holder = read_holder(&mut other).unwrap();
         assert_eq!(holder.pid, std::process::id());
         assert!(holder.to_string().contains("tandem sync"), "{holder}");
+    }
+
+    #[test]
+    fn writers_of_parts_share_the_lake_lock_and_a_whole_lake_writer_is_told_who_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let _shared = LakeLock::acquire_shared(dir.path(), "tandem sync").unwrap();
+        let (_github, fresh) = LakeLock::acquire_scope(dir.path(), "source-github", "tandem sync").unwrap();
+        assert!(fresh);
+        // Another process's view of the lake's lock: shared again, yes; alone, no.
+        let other = File::open(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(other.try_lock_shared().is_ok());
+        other.unlock().unwrap();
+        assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+        // The scope's holder is written in its file; a writer wanting the lake alone names it.
+        let holders = scope_holders(dir.path()).unwrap();
+        assert!(
+            holders.contains("`tandem sync`") && holders.contains(&format!("pid {}", std::process::id())),
+            "{holders}"
+        );
+        let scope = File::open(dir.path().join(LOCKS_DIR).join("source-github")).unwrap();
+        assert!(matches!(scope.try_lock_shared(), Err(TryLockError::WouldBlock)));
     }
 }

@@ -125,8 +125,13 @@ pub struct UpsertStats {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
-    /// The writers' lock, when opened for writing; released with the last clone.
+    /// The lake's lock, when opened for writing; released with the last clone.
     lock: Option<Arc<lock::LakeLock>>,
+    /// The scope locks of a writer that shares the lake (its sources, the metric table).
+    scopes: Vec<Arc<lock::LakeLock>>,
+    /// Whether this store has the lake alone (the lake's lock held exclusively): no other
+    /// process commits while it writes.
+    alone: bool,
     /// Tables this process has opened for writing, with what it knows of their keys.
     open: Arc<Mutex<HashMap<&'static str, OpenTable>>>,
 }
@@ -274,6 +279,8 @@ impl Store {
         Ok(Self {
             root: root.to_owned(),
             lock: None,
+            scopes: Vec::new(),
+            alone: false,
             open: Arc::default(),
         })
     }
@@ -286,10 +293,43 @@ impl Store {
         let mut store = Self::open(root)?;
         let (lock, fresh) = lock::LakeLock::acquire(root, command)?;
         store.lock = Some(lock);
+        store.alone = true;
         if fresh {
             store.remove_leftovers();
             store.migrate()?;
-            store.recover_all()?;
+            store.recover_all(None)?;
+        }
+        Ok(store)
+    }
+
+    /// Opens the lake at `root` for `command`, a writer of part of it — the streams of `sources`
+    /// and, when `metrics`, the metric table and the reports — alongside other such writers: it
+    /// holds the lake's lock shared and a lock per source (and one for the metric table). Fails,
+    /// naming the holder, while a process writes the same part or has the lake alone
+    /// (maintenance, migration). A lake of an earlier release is converted first, alone.
+    pub fn open_for_parts(
+        root: &Path,
+        command: &str,
+        sources: &[&str],
+        metrics: bool,
+    ) -> Result<Self, StoreError> {
+        if !Self::open(root)?.legacy_tables().is_empty() {
+            drop(Self::open_for_writing(root, command)?);
+        }
+        let mut store = Self::open(root)?;
+        store.lock = Some(lock::LakeLock::acquire_shared(root, command)?);
+        for source in sources {
+            let scope = format!("source-{}", safe_name(source));
+            let (lock, fresh) = lock::LakeLock::acquire_scope(root, &scope, command)?;
+            store.scopes.push(lock);
+            if fresh {
+                store.recover_all(Some(source))?;
+            }
+        }
+        if metrics {
+            store
+                .scopes
+                .push(lock::LakeLock::acquire_scope(root, "metrics", command)?.0);
         }
         Ok(store)
     }
@@ -415,12 +455,13 @@ impl Store {
         let Some(table) = open.get_mut(T::NAME) else {
             return Err(StoreError::Delta(delta::DeltaError {
                 dir: self.table_dir(T::NAME),
+                conflict: false,
                 message: "the table was not opened".to_owned(),
             }));
         };
-        // Without the writers' lock another process may have committed since: what this one
-        // knows of the table (its files, which file holds a key) is read again when it did.
-        if self.lock.is_none() {
+        // Unless this process has the lake alone, another may have committed since: what this
+        // one knows of the table (its files, which file holds a key) is read again when it did.
+        if !self.alone {
             if let Err(e) = table.log.refresh() {
                 open.remove(T::NAME);
                 return Err(e.into());
@@ -464,6 +505,7 @@ impl Store {
     /// is known to have been lost rather than never written ([`Store::check_tables`]). Written
     /// after the rows and before the checkpoint that covers them.
     pub fn note_written(&self, source: &str, stream: &str, tables: &[&str]) -> Result<(), StoreError> {
+        let _state = self.state_guard()?;
         let mut written = self.written()?;
         let key = bookmark_key(source, stream);
         let mut changed = false;
@@ -511,11 +553,14 @@ impl Store {
             if delta::exists(&dir) || self.legacy_table_path(&table).exists() {
                 continue;
             }
-            let mut all = self.bookmarks()?;
-            for stream in &streams {
-                all.remove(stream);
+            {
+                let _state = self.state_guard()?;
+                let mut all = self.bookmarks()?;
+                for stream in &streams {
+                    all.remove(stream);
+                }
+                self.write_bookmarks(&all)?;
             }
-            self.write_bookmarks(&all)?;
             tracing::warn!(
                 table = %table,
                 path = %dir.display(),
@@ -553,7 +598,23 @@ impl Store {
         if rows.is_empty() {
             return Ok(UpsertStats::default());
         }
-        let stats = self.with_table::<T, _>(|t| table::upsert(t, rows, txn))?;
+        // Another writer's commit that removed a file this one rewrites conflicts with it: the
+        // upsert is done again from the table as it now is (its unreferenced files go with the
+        // next vacuum).
+        let mut attempt = 1;
+        let stats = loop {
+            match self.with_table::<T, _>(|t| table::upsert(t, rows.clone(), txn)) {
+                Err(StoreError::Delta(e)) if e.conflict && attempt < CONFLICT_ATTEMPTS => {
+                    tracing::info!(
+                        table = T::NAME,
+                        attempt,
+                        "A concurrent commit conflicts; upserting again."
+                    );
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         if txn.is_some() {
             failpoint("table-committed");
         }
@@ -580,10 +641,14 @@ impl Store {
         // The number is taken before any table commits with it: a commit killed half-way (with
         // or without a bookmark) must not leave a table carrying the number the next checkpoint
         // would reuse, which would make that checkpoint's pending bookmark look committed.
-        let mut sequences = self.sequences()?;
-        let seq = sequences.get(&key).copied().unwrap_or(0) + 1;
-        sequences.insert(key.clone(), seq);
-        self.write_json(&self.sequences_path(), &sequences)?;
+        let seq = {
+            let _state = self.state_guard()?;
+            let mut sequences = self.sequences()?;
+            let seq = sequences.get(&key).copied().unwrap_or(0) + 1;
+            sequences.insert(key.clone(), seq);
+            self.write_json(&self.sequences_path(), &sequences)?;
+            seq
+        };
         let names = tables.names();
         if let Some(state) = &state {
             let pending = Pending {
@@ -600,9 +665,12 @@ impl Store {
         tables.upsert(self, Some((&app, seq)))?;
         failpoint("tables-committed");
         if let Some(state) = state {
-            let mut all = self.bookmarks()?;
-            all.insert(key.clone(), state);
-            self.write_bookmarks(&all)?;
+            {
+                let _state = self.state_guard()?;
+                let mut all = self.bookmarks()?;
+                all.insert(key.clone(), state);
+                self.write_bookmarks(&all)?;
+            }
             failpoint("bookmark-saved");
             let _ = std::fs::remove_file(self.pending_path(&key));
         }
@@ -621,6 +689,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error("read", &path, e)),
         };
+        let _state = self.state_guard()?;
         let app = txn_app(key);
         let mut committed = true;
         for name in &pending.tables {
@@ -653,8 +722,8 @@ impl Store {
         Ok(())
     }
 
-    /// Settles every pending bookmark (see [`Store::recover`]).
-    fn recover_all(&self) -> Result<(), StoreError> {
+    /// Settles every pending bookmark (see [`Store::recover`]), or only those of `source`'s streams.
+    fn recover_all(&self, source: Option<&str>) -> Result<(), StoreError> {
         let dir = self.root.join("state").join("pending");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(());
@@ -669,7 +738,9 @@ impl Store {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            self.recover(&pending.key)?;
+            if source.is_none_or(|s| pending.key.split_once('/').is_some_and(|(of, _)| of == s)) {
+                self.recover(&pending.key)?;
+            }
         }
         Ok(())
     }
@@ -842,6 +913,23 @@ impl Store {
         Ok(self.bookmarks()?.remove(&bookmark_key(source, stream)))
     }
 
+    /// Holds the lake's state lock (`state/lock`) until dropped: the read-modify-write of a state
+    /// file every writer shares (bookmarks, checkpoint numbers, coverage, which streams wrote a
+    /// table) happens under it, so writers that share the lake never undo each other's update.
+    /// Held for a few file operations only, never across a table's commit; never taken twice at
+    /// once by one thread (it would wait for itself).
+    pub(crate) fn state_guard(&self) -> Result<StateGuard, StoreError> {
+        let path = self.root.join("state").join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, e))?;
+        file.lock().map_err(|e| io_error("lock", &path, e))?;
+        Ok(StateGuard { file })
+    }
+
     /// Writes `value` as pretty JSON to `state/<name>`, atomically: the one way the store's small
     /// state files (last run, coverage) are written.
     pub fn write_state<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
@@ -855,6 +943,7 @@ impl Store {
 
     /// Saves a stream's state (atomically, with every other stream's state unchanged).
     pub fn save_bookmark(&self, source: &str, stream: &str, state: Value) -> Result<(), StoreError> {
+        let _state = self.state_guard()?;
         let mut all = self.bookmarks()?;
         all.insert(bookmark_key(source, stream), state);
         self.write_bookmarks(&all)
@@ -863,6 +952,7 @@ impl Store {
     /// Forgets a stream's state, so the next sync reads it in full.
     pub fn clear_bookmark(&self, source: &str, stream: &str) -> Result<(), StoreError> {
         self.recover(&bookmark_key(source, stream))?;
+        let _state = self.state_guard()?;
         let mut all = self.bookmarks()?;
         if all.remove(&bookmark_key(source, stream)).is_some() {
             self.write_bookmarks(&all)?;
@@ -1040,6 +1130,21 @@ fn table_properties() -> HashMap<String, Option<String>> {
 
 /// The default time-travel window, in days.
 pub const RETENTION_DAYS: i64 = 90;
+
+/// The state lock held ([`Store::state_guard`]); released when dropped.
+#[derive(Debug)]
+pub(crate) struct StateGuard {
+    file: std::fs::File,
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Attempts of an upsert whose commit other writers' commits keep conflicting with.
+const CONFLICT_ATTEMPTS: u32 = 5;
 
 #[cfg(test)]
 mod delta_tests;

@@ -161,6 +161,7 @@ pub(crate) fn upsert<T: Table>(
             let Some(file) = table.files()?.get(&path).cloned() else {
                 return Err(StoreError::Delta(delta::DeltaError {
                     dir: table.log.dir().to_owned(),
+                    conflict: false,
                     message: format!("the key index names {path}, which the log does not"),
                 }));
             };
