@@ -235,7 +235,15 @@ fn write_new(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if force {
-        return std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()));
+        // Replaced whole or not at all: a failed write leaves the old config in place.
+        return crate::atomic::write_atomic(
+            path,
+            |file| {
+                file.write_all(text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))
+            },
+            |what, file, e| anyhow::Error::from(e).context(format!("cannot {what} {}", file.display())),
+        );
     }
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
@@ -251,9 +259,14 @@ fn write_new(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    if written.is_err() {
+        // A partial file would make the next `tandem init` refuse; the write error is the one
+        // worth reporting.
+        drop(file);
+        let _ = std::fs::remove_file(path);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The environment variables a source reads its secrets from.
