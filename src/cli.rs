@@ -65,6 +65,46 @@ pub enum Command {
     /// Convert a lake written by an earlier release (one Parquet file per table) to Delta tables,
     /// without any request to a source (any command that writes the lake does it on first use).
     Migrate(MigrateArgs),
+    /// Write a commented starter config for the sources you name, check that it loads, and say
+    /// what to fill in next (the environment variables to export, the placeholders to replace).
+    Init(InitArgs),
+    /// Print the shell completion script for SHELL to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or with --out write it and one page per subcommand
+    /// into a directory.
+    Man(ManArgs),
+}
+
+/// `tandem init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The kinds of source to configure, comma-separated: github, gitlab, jira (Cloud),
+    /// jira-datacenter, pagerduty, servicenow, file (CSV/NDJSON imports).
+    #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+    pub sources: Vec<String>,
+    /// The file to write (default: the --config path, tandem.toml).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `tandem completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `tandem man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write tandem.1 and a page per subcommand (tandem-sync.1, ...) into this directory, e.g.
+    /// /usr/local/share/man/man1, instead of printing tandem.1.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `tandem maintain`.

@@ -29,6 +29,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let ctx = commands::Context::for_cli(cli.quiet);
     match &cli.command {
+        Command::Init(args) => commands::init::run(args, &cli.config, &ctx).map(|()| Outcome::Success),
+        Command::Completions(args) => commands::completions::run(args).map(|()| Outcome::Success),
+        Command::Man(args) => commands::man::run(args).map(|()| Outcome::Success),
         Command::Demo(args) => runtime.block_on(commands::demo::run(args, &ctx)),
         Command::Sync(args) => {
             let config = commands::load_config(&cli.config)?;

@@ -5,9 +5,12 @@
 //! `anyhow` lives here and in `main.rs` only.
 
 pub mod check;
+pub mod completions;
 pub mod demo;
 pub mod export;
+pub mod init;
 pub mod maintain;
+pub mod man;
 pub mod metrics;
 pub mod migrate;
 pub mod nightly;
