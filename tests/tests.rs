@@ -14,6 +14,7 @@ mod errors;
 mod export;
 mod hostile;
 mod lake;
+mod logs;
 mod nightly;
 mod no_data;
 mod properties;
