@@ -8,6 +8,7 @@ mod common;
 #[cfg(unix)]
 mod crash;
 mod demo;
+mod deploy;
 mod docs;
 mod e2e;
 mod errors;
