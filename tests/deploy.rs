@@ -119,7 +119,10 @@ fn quantity(value: &Value, what: &str) -> f64 {
     ];
     for (suffix, factor) in suffixes {
         if let Some(number) = text.strip_suffix(suffix) {
-            return number.parse::<f64>().unwrap_or_else(|_| panic!("{what}: {text:?}")) * factor;
+            return number
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("{what}: {text:?}"))
+                * factor;
         }
     }
     text.parse().unwrap_or_else(|_| panic!("{what}: {text:?}"))
@@ -155,13 +158,14 @@ async fn check_command_line(args: &[String], dir: &Path) {
     let mut with_help: Vec<&str> = args.iter().map(String::as_str).collect();
     with_help.push("--help");
     let name = format!("help-{}", args.join("-").replace(['/', ' '], "_"));
-    let (code, stdout, stderr) = output(
-        tandem_command(&dir.join("unused.toml"), &with_help),
-        dir,
-        &name,
-    )
-    .await;
-    assert_eq!(code, 0, "`tandem {}` is not a command line tandem accepts: {stderr}", args.join(" "));
+    let (code, stdout, stderr) =
+        output(tandem_command(&dir.join("unused.toml"), &with_help), dir, &name).await;
+    assert_eq!(
+        code,
+        0,
+        "`tandem {}` is not a command line tandem accepts: {stderr}",
+        args.join(" ")
+    );
     assert!(stdout.contains("Usage:"), "{stdout}");
 }
 
@@ -198,7 +202,9 @@ fn unit_sections(text: &str) -> BTreeMap<String, Vec<(String, String)>> {
             current = Some(name.to_owned());
             continue;
         }
-        let section = current.clone().unwrap_or_else(|| panic!("a line outside a section: {line}"));
+        let section = current
+            .clone()
+            .unwrap_or_else(|| panic!("a line outside a section: {line}"));
         let (key, value) = line
             .split_once('=')
             .unwrap_or_else(|| panic!("not key=value: {line}"));
@@ -210,10 +216,20 @@ fn unit_sections(text: &str) -> BTreeMap<String, Vec<(String, String)>> {
     sections
 }
 
-fn unit_value<'a>(sections: &'a BTreeMap<String, Vec<(String, String)>>, section: &str, key: &str) -> Vec<&'a str> {
+fn unit_value<'a>(
+    sections: &'a BTreeMap<String, Vec<(String, String)>>,
+    section: &str,
+    key: &str,
+) -> Vec<&'a str> {
     sections
         .get(section)
-        .map(|lines| lines.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect())
+        .map(|lines| {
+            lines
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -267,7 +283,10 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
         let name = str_of(&secret["metadata"]["name"], "Secret name");
         for (key, value) in secret["stringData"].as_object().unwrap() {
             // Placeholders only: the real values come from the cluster's secret manager.
-            assert!(str_of(value, key).contains("replace"), "Secret {name}: {key} is not a placeholder");
+            assert!(
+                str_of(value, key).contains("replace"),
+                "Secret {name}: {key} is not a placeholder"
+            );
             secret_keys.entry(name).or_default().insert(key);
         }
     }
@@ -290,7 +309,10 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
         check_cron(str_of(&spec["schedule"], name));
         let job = &spec["jobTemplate"]["spec"];
         let pod = &job["template"]["spec"];
-        assert_eq!(pod["restartPolicy"], "Never", "{name}: a failed pod is retried by the Job");
+        assert_eq!(
+            pod["restartPolicy"], "Never",
+            "{name}: a failed pod is retried by the Job"
+        );
 
         let volumes: BTreeMap<&str, &Value> = pod["volumes"]
             .as_array()
@@ -303,10 +325,16 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             containers.extend(pod[list].as_array().into_iter().flatten());
         }
         assert!(!containers.is_empty(), "{name}: no container");
-        let container_names: BTreeSet<&str> = containers.iter().map(|c| str_of(&c["name"], "container")).collect();
+        let container_names: BTreeSet<&str> = containers
+            .iter()
+            .map(|c| str_of(&c["name"], "container"))
+            .collect();
         for rule in job["podFailurePolicy"]["rules"].as_array().into_iter().flatten() {
             let on = str_of(&rule["onExitCodes"]["containerName"], "containerName");
-            assert!(container_names.contains(on), "{name}: podFailurePolicy names {on}");
+            assert!(
+                container_names.contains(on),
+                "{name}: podFailurePolicy names {on}"
+            );
         }
 
         for container in containers {
@@ -316,7 +344,10 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             for resource in ["cpu", "memory"] {
                 let request = quantity(&resources["requests"][resource], &what);
                 let limit = quantity(&resources["limits"][resource], &what);
-                assert!(request > 0.0 && limit >= request, "{what}: {resource} {request} > {limit}");
+                assert!(
+                    request > 0.0 && limit >= request,
+                    "{what}: {resource} {request} > {limit}"
+                );
             }
 
             // `tandem <subcommand> …`, a command line the binary accepts.
@@ -328,13 +359,19 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
                 .map(|a| str_of(a, &what).to_owned())
                 .collect();
             if args[0] == "sync" {
-                let source = args.iter().position(|a| a == "--source").map(|i| args[i + 1].clone());
+                let source = args
+                    .iter()
+                    .position(|a| a == "--source")
+                    .map(|i| args[i + 1].clone());
                 synced_sources.insert(source.unwrap_or_else(|| panic!("{what}: a shard syncs one source")));
             }
             if args[0] == "metrics" {
                 // The benchmark's peak (README "Benchmarks"): 1.3 GB on the 200-service lake.
                 let request = quantity(&resources["requests"]["memory"], &what);
-                assert!(request >= 1.3e9, "{what}: {request} bytes is below the benchmark's peak");
+                assert!(
+                    request >= 1.3e9,
+                    "{what}: {request} bytes is below the benchmark's peak"
+                );
             }
             command_lines.insert(args);
 
@@ -359,7 +396,10 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
                 provided.extend(keys.iter().copied());
             }
             for var in config_env_vars(&config) {
-                assert!(provided.contains(var.as_str()), "{what}: the config names {var}, the pod lacks it");
+                assert!(
+                    provided.contains(var.as_str()),
+                    "{what}: the config names {var}, the pod lacks it"
+                );
             }
             configured_sources.extend(config.sources.iter().map(|s| s.name().to_owned()));
 
@@ -386,7 +426,11 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
                             .as_str()
                             .is_some_and(|c| claims.contains(c))
                 });
-                assert!(on_claim, "{what}: {} is not on a claim of deploy/", path.display());
+                assert!(
+                    on_claim,
+                    "{what}: {} is not on a claim of deploy/",
+                    path.display()
+                );
             }
         }
     }
@@ -429,9 +473,15 @@ async fn systemd_units_and_crontab_call_tandem_as_it_parses() {
             Some("service") => {
                 assert_eq!(unit_value(&sections, "Service", "Type"), ["oneshot"], "{what}");
                 let environment = unit_value(&sections, "Service", "Environment");
-                assert!(environment.iter().any(|e| e.starts_with("TANDEM_CONFIG=")), "{what}");
+                assert!(
+                    environment.iter().any(|e| e.starts_with("TANDEM_CONFIG=")),
+                    "{what}"
+                );
                 assert!(environment.contains(&"TANDEM_LOG_FORMAT=json"), "{what}");
-                assert!(!unit_value(&sections, "Service", "EnvironmentFile").is_empty(), "{what}");
+                assert!(
+                    !unit_value(&sections, "Service", "EnvironmentFile").is_empty(),
+                    "{what}"
+                );
                 let exec = unit_value(&sections, "Service", "ExecStart");
                 assert_eq!(exec.len(), 1, "{what}");
                 let calls = tandem_calls(exec[0]);
@@ -448,7 +498,11 @@ async fn systemd_units_and_crontab_call_tandem_as_it_parses() {
             Some("timer") => {
                 let calendar = unit_value(&sections, "Timer", "OnCalendar");
                 assert_eq!(calendar.len(), 1, "{what}");
-                assert_eq!(unit_value(&sections, "Install", "WantedBy"), ["timers.target"], "{what}");
+                assert_eq!(
+                    unit_value(&sections, "Install", "WantedBy"),
+                    ["timers.target"],
+                    "{what}"
+                );
                 // systemd's own parser, where there is one.
                 if let Ok(checked) = std::process::Command::new("systemd-analyze")
                     .args(["calendar", calendar[0]])
@@ -487,14 +541,21 @@ async fn systemd_units_and_crontab_call_tandem_as_it_parses() {
         for args in calls {
             if args.first().is_some_and(|a| a == "sync") {
                 let i = args.iter().position(|a| a == "--source").unwrap();
-                assert!(sources.contains(&args[i + 1]), "{line}: no source {}", args[i + 1]);
+                assert!(
+                    sources.contains(&args[i + 1]),
+                    "{line}: no source {}",
+                    args[i + 1]
+                );
             }
             command_lines.insert(args);
         }
         jobs += 1;
     }
     assert!(jobs > 0, "no job in the crontab");
-    assert_eq!(variables.get("TANDEM_LOG_FORMAT").map(String::as_str), Some("json"));
+    assert_eq!(
+        variables.get("TANDEM_LOG_FORMAT").map(String::as_str),
+        Some("json")
+    );
     assert!(variables.contains_key("TANDEM_CONFIG"));
 
     for args in &command_lines {
@@ -512,6 +573,9 @@ fn the_deploy_readme_describes_every_file() {
             continue;
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(readme.contains(&name), "deploy/README.md does not mention {relative}");
+        assert!(
+            readme.contains(&name),
+            "deploy/README.md does not mention {relative}"
+        );
     }
 }
