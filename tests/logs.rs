@@ -104,6 +104,21 @@ async fn json_log_lines_end_with_a_summary_matching_the_sync() {
         1,
         "{stderr}"
     );
+
+    // The whole job too: sync, metrics, reports and upkeep, every line JSON, the summary last.
+    let (code, stdout, stderr) =
+        tandem_output(&world, &["--log-format", "json", "-v", "run"], "json-run").await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines = json_lines(&stderr);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["message"], "summary", "{stderr}");
+    assert_eq!(summary["exit"], 0);
+    let sync = printed(&stdout);
+    assert_eq!(
+        summary_counts(summary),
+        (sources, sources, 0, sync.records, sync.quarantined),
+        "{summary} against\n{stdout}"
+    );
 }
 
 /// The variable that holds the simulated GitHub's token, as the world's config names it.
