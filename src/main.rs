@@ -19,9 +19,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     let format = cli.log_format;
-    // A scheduler's log ends with one summary line for the commands that sync, whatever happened.
-    let summarised = matches!(cli.command, Command::Sync(_) | Command::Run(_));
-    let mut counts = SyncCounts::default();
+    // Once `sync` or `run` has synced, a scheduler's log ends with its summary line, whatever
+    // happened after; an error before the sync (a bad config, a busy lake) stays one line.
+    let mut counts = None;
     let exit = match run(cli, &mut counts) {
         Ok(outcome) => outcome.exit_code(),
         Err(e) => {
@@ -29,14 +29,14 @@ fn main() -> ExitCode {
             1
         }
     };
-    if summarised {
+    if let Some(counts) = counts {
         let seconds = clock.elapsed().as_secs_f64();
         eprintln!("{}", commands::summary_line(&counts, seconds, exit, format));
     }
     ExitCode::from(u8::try_from(exit).unwrap_or(1))
 }
 
-fn run(cli: Cli, counts: &mut SyncCounts) -> anyhow::Result<Outcome> {
+fn run(cli: Cli, counts: &mut Option<SyncCounts>) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Progress lines would break the one-object-per-line stream of JSON logs.
     let ctx = commands::Context::for_cli(cli.quiet || cli.log_format == LogFormat::Json);

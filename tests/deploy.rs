@@ -536,6 +536,17 @@ async fn systemd_units_and_crontab_call_tandem_as_it_parses() {
         assert!(parts.len() > 5, "{line}: no command");
         check_cron(&parts[..5].join(" "));
         let command = parts[5..].join(" ");
+        // cron turns an unescaped `%` into a newline.
+        assert!(!command.contains('%'), "{line}: `%` in a cron command");
+        let syntax = std::process::Command::new("sh")
+            .args(["-n", "-c", &command])
+            .output()
+            .unwrap();
+        assert!(
+            syntax.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&syntax.stderr)
+        );
         let calls = tandem_calls(&command);
         assert!(!calls.is_empty(), "{line}: does not call tandem");
         for args in calls {

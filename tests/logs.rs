@@ -163,6 +163,27 @@ async fn a_failing_source_exits_3_with_failed_1_in_the_summary() {
         "never the secret"
     );
 
+    // Only the failing source: every source failed, exit 1, the error and then the summary.
+    let mut command = tandem_command(&world.config_path, &["sync", "--source", "github"]);
+    command.env("TANDEM_LOG_FORMAT", "json").env(&var, revoked);
+    let (code, stdout, stderr) = output(command, world.dir.path(), "failed-sync").await;
+    assert_eq!(code, 1, "{stderr}\n{stdout}");
+    let lines = json_lines(&stderr);
+    let (error, summary) = (&lines[lines.len() - 2], lines.last().unwrap());
+    assert_eq!(error["level"], "ERROR", "{stderr}");
+    assert!(
+        error["message"].as_str().unwrap().contains("every source failed"),
+        "{stderr}"
+    );
+    assert_eq!(summary["message"], "summary", "{stderr}");
+    assert_eq!(summary["level"], "ERROR");
+    assert_eq!(summary["exit"], 1);
+    assert_eq!(summary_counts(summary), (1, 0, 1, 0, 0), "{summary}");
+    assert!(
+        !stderr.contains(revoked) && !stdout.contains(revoked),
+        "never the secret"
+    );
+
     // Text, for `tandem run`: the whole job, then the summary as the last line.
     let mut command = tandem_command(&world.config_path, &["run"]);
     command.env(&var, revoked);
@@ -185,8 +206,9 @@ async fn a_failing_source_exits_3_with_failed_1_in_the_summary() {
     );
 }
 
+/// Before any sync there is nothing to summarise: a bad config stays one clear error line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_that_cannot_start_ends_with_the_error_and_a_summary_of_exit_1() {
+async fn a_sync_that_cannot_start_is_one_json_error_line() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");
     let (code, _, stderr) = output(
@@ -197,16 +219,12 @@ async fn a_sync_that_cannot_start_ends_with_the_error_and_a_summary_of_exit_1() 
     .await;
     assert_eq!(code, 1, "{stderr}");
     let lines = json_lines(&stderr);
-    assert_eq!(lines.len(), 2, "{stderr}");
+    assert_eq!(lines.len(), 1, "{stderr}");
     assert_eq!(lines[0]["level"], "ERROR");
     assert!(
         lines[0]["message"].as_str().unwrap().contains("missing.toml"),
         "{stderr}"
     );
-    assert_eq!(lines[1]["message"], "summary");
-    assert_eq!(lines[1]["level"], "ERROR");
-    assert_eq!(summary_counts(&lines[1]), (0, 0, 0, 0, 0));
-    assert_eq!(lines[1]["exit"], 1);
 
     // Commands that do not sync end without one.
     let (code, _, stderr) = output(tandem_command(&missing, &["metrics"]), dir.path(), "metrics").await;

@@ -25,13 +25,13 @@ use crate::store::maintain::MaintenanceReport;
 use crate::store::runs::RunRecord;
 use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
-/// Runs the whole job; `counts` receives what its sync did, for the summary line, also when a
-/// later step fails.
+/// Runs the whole job; `counts` receives what its sync did, for the summary line, once it ran
+/// (also when a later step fails).
 pub async fn run(
     args: &RunArgs,
     config: &Config,
     ctx: &Context,
-    counts: &mut SyncCounts,
+    counts: &mut Option<SyncCounts>,
 ) -> anyhow::Result<Outcome> {
     job_counted(config, ctx, &args.range, args.out.clone(), Utc::now(), counts).await
 }
@@ -54,7 +54,7 @@ pub async fn job_at(
     out: Option<PathBuf>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Outcome> {
-    job_counted(config, ctx, range, out, now, &mut SyncCounts::default()).await
+    job_counted(config, ctx, range, out, now, &mut None).await
 }
 
 /// [`job_at`], leaving what the sync did in `counts` as soon as it is known.
@@ -64,12 +64,12 @@ async fn job_counted(
     range: &RangeArgs,
     out: Option<PathBuf>,
     now: DateTime<Utc>,
-    counts: &mut SyncCounts,
+    counts: &mut Option<SyncCounts>,
 ) -> anyhow::Result<Outcome> {
     // Held for the whole job: the sync and the metric table it writes are one change of the lake.
     let store = super::open_lake_for_writing(config, "tandem run")?;
     let synced = sync_recorded(config, ctx, now).await?;
-    *counts = SyncCounts::of(&synced.report);
+    *counts = Some(SyncCounts::of(&synced.report));
     let outcome = outcome(&synced.report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());

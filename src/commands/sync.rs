@@ -8,12 +8,12 @@ use crate::config::Config;
 use crate::sync::SyncOptions;
 
 /// Runs the sync and prints one line per stream; `counts` receives what the sync did, for the
-/// summary line, also when every source failed.
+/// summary line, once it ran (also when every source failed).
 pub async fn run(
     args: &SyncArgs,
     config: &Config,
     ctx: &Context,
-    counts: &mut SyncCounts,
+    counts: &mut Option<SyncCounts>,
 ) -> anyhow::Result<Outcome> {
     let options = SyncOptions {
         source: args.source.clone(),
@@ -23,6 +23,6 @@ pub async fn run(
         ..SyncOptions::default()
     };
     let report = sync_into_store(config, &ctx.env, &options).await?;
-    *counts = SyncCounts::of(&report);
+    *counts = Some(SyncCounts::of(&report));
     outcome(&report)
 }
