@@ -33,9 +33,25 @@ pub struct Cli {
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// How lines on stderr are written: `text`, or `json` (one JSON object per line with
+    /// `timestamp`, `level`, `message` and the event's fields, for a log collector). The summary
+    /// line that ends `sync` and `run` and the final error line follow it too.
+    #[arg(long, global = true, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of the lines on stderr.
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.

@@ -11,7 +11,7 @@ use tandem::store::lock::{LOCKS_DIR, LockHolder};
 use tandem::sync::sync;
 use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
 
-use crate::common::{World, env, fast_sync, finish, tandem_command};
+use crate::common::{World, env, fast_sync, finish, tandem_command, tandem_output};
 
 /// Every row of the tables a sync writes, for equality checks.
 fn snapshot(store: &Store) -> (Vec<Deployment>, Vec<Change>, Vec<Incident>, Vec<Quarantined>) {
@@ -253,23 +253,6 @@ async fn concurrent_syncs_leave_the_lake_of_one_serial_run() {
     let (code, stderr) = tandem(&world, &["sync"], "after").await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(snapshot(&store), clean);
-}
-
-/// `tandem <args>` to completion (bounded), returning the exit code, stdout and stderr.
-async fn tandem_output(world: &World, args: &[&str], name: &str) -> (i32, String, String) {
-    let stdout = world.dir.path().join(format!("{name}.stdout"));
-    let stderr = world.dir.path().join(format!("{name}.stderr"));
-    let mut child = tandem_command(&world.config_path, args)
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let status = finish(&mut child, Duration::from_secs(120), name).await;
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read_to_string(&stdout).unwrap(),
-        std::fs::read_to_string(&stderr).unwrap_or_default(),
-    )
 }
 
 /// The metric table of the lake as a read-only command computes it (no lock, no conversion).

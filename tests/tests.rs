@@ -9,12 +9,14 @@ mod common;
 #[cfg(unix)]
 mod crash;
 mod demo;
+mod deploy;
 mod docs;
 mod e2e;
 mod errors;
 mod export;
 mod hostile;
 mod lake;
+mod logs;
 mod nightly;
 mod no_data;
 mod properties;

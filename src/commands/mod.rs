@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 use tandem_connectors::SecretEnv;
 
-use crate::cli::RangeArgs;
+use crate::cli::{LogFormat, RangeArgs};
 use crate::config::{Config, MetricsConfig, ServiceConfig};
 use crate::metric::calendar::{Calendar, Grain, parse_period};
 use crate::metric::kpi::{Scored, scorecard, scorecard_of_period};
@@ -819,6 +819,124 @@ pub fn outcome(report: &SyncReport) -> anyhow::Result<Outcome> {
     } else {
         Ok(Outcome::Partial)
     }
+}
+
+/// What a sync did, counted for the summary line that ends `tandem sync` and `tandem run`.
+/// Counts only: no source names and no errors, so nothing secret can reach a scheduler's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Sources synced or attempted.
+    pub sources: usize,
+    /// Sources whose every stream synced.
+    pub ok: usize,
+    /// Sources with at least one failed stream.
+    pub failed: usize,
+    /// Records committed to the lake (a failed stream's too, up to its last checkpoint).
+    pub records: usize,
+    /// Records quarantined.
+    pub quarantined: usize,
+}
+
+impl SyncCounts {
+    /// The counts of `report`, per source as the run's health groups it.
+    pub fn of(report: &SyncReport) -> Self {
+        let health = RunHealth::from_report(report, Utc::now(), 0.0);
+        let ok = health.sources.iter().filter(|s| s.ok()).count();
+        Self {
+            sources: health.sources.len(),
+            ok,
+            failed: health.sources.len() - ok,
+            records: health.sources.iter().map(|s| s.records).sum(),
+            quarantined: health.sources.iter().map(|s| s.quarantined).sum(),
+        }
+    }
+}
+
+/// The last line of `tandem sync` and `tandem run` on stderr, for a scheduler's log: the sync's
+/// counts, the command's wall time and its exit code, as text (`summary: sources=5 ok=4 …`) or as
+/// one JSON object with the same fields after `timestamp`, `level` and `message`.
+pub fn summary_line(counts: &SyncCounts, seconds: f64, exit: i32, format: LogFormat) -> String {
+    let SyncCounts {
+        sources,
+        ok,
+        failed,
+        records,
+        quarantined,
+    } = *counts;
+    // Tenths of a second, in both formats.
+    let seconds = (seconds * 10.0).round() / 10.0;
+    match format {
+        LogFormat::Text => format!(
+            "summary: sources={sources} ok={ok} failed={failed} records={records} quarantined={quarantined} seconds={seconds:.1} exit={exit}"
+        ),
+        LogFormat::Json => {
+            // As a log collector would rank the outcome: partial is a warning, failure an error.
+            let level = match exit {
+                0 => "INFO",
+                3 => "WARN",
+                _ => "ERROR",
+            };
+            let line = JsonLine {
+                timestamp: log_timestamp(),
+                level,
+                message: "summary".to_owned(),
+                summary: Some(JsonSummary {
+                    sources,
+                    ok,
+                    failed,
+                    records,
+                    quarantined,
+                    seconds,
+                    exit,
+                }),
+            };
+            serde_json::to_string(&line).unwrap_or_default()
+        }
+    }
+}
+
+/// The line on stderr of an error that ended a command (its whole chain), in the log's format.
+pub fn error_line(error: &anyhow::Error, format: LogFormat) -> String {
+    match format {
+        LogFormat::Text => format!("error: {error:#}"),
+        LogFormat::Json => {
+            let line = JsonLine {
+                timestamp: log_timestamp(),
+                level: "ERROR",
+                message: format!("{error:#}"),
+                summary: None,
+            };
+            serde_json::to_string(&line).unwrap_or_default()
+        }
+    }
+}
+
+/// A line written outside the log subscriber, in the shape of its JSON lines (fields in this
+/// order: a struct keeps it, a JSON map would sort the keys).
+#[derive(serde::Serialize)]
+struct JsonLine {
+    timestamp: String,
+    level: &'static str,
+    message: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    summary: Option<JsonSummary>,
+}
+
+/// The summary's fields in a [`JsonLine`].
+#[derive(serde::Serialize)]
+struct JsonSummary {
+    sources: usize,
+    ok: usize,
+    failed: usize,
+    records: usize,
+    quarantined: usize,
+    seconds: f64,
+    exit: i32,
+}
+
+/// Now, as the JSON log lines write their `timestamp`.
+fn log_timestamp() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// One line saying what a maintenance pass did.

@@ -13,8 +13,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Context, Outcome, compute_version, kpis, maintenance_summary, nightly_window, outcome, print_nightly,
-    print_report, render_weekly, sync_into_store, write_nightly,
+    Context, Outcome, SyncCounts, compute_version, kpis, maintenance_summary, nightly_window, outcome,
+    print_nightly, print_report, render_weekly, sync_into_store, write_nightly,
 };
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
@@ -25,9 +25,15 @@ use crate::store::runs::RunRecord;
 use crate::store::{Store, StoreError};
 use crate::sync::{RunHealth, SyncOptions, SyncReport};
 
-/// Runs the whole job.
-pub async fn run(args: &RunArgs, config: &Config, ctx: &Context) -> anyhow::Result<Outcome> {
-    job(config, ctx, &args.range, args.out.clone()).await
+/// Runs the whole job; `counts` receives what its sync did, for the summary line, once it ran
+/// (also when a later step fails).
+pub async fn run(
+    args: &RunArgs,
+    config: &Config,
+    ctx: &Context,
+    counts: &mut Option<SyncCounts>,
+) -> anyhow::Result<Outcome> {
+    job_counted(config, ctx, &args.range, args.out.clone(), Utc::now(), counts).await
 }
 
 /// Sync → metrics → reports, printing where everything went.
@@ -48,11 +54,24 @@ pub async fn job_at(
     out: Option<PathBuf>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Outcome> {
+    job_counted(config, ctx, range, out, now, &mut None).await
+}
+
+/// [`job_at`], leaving what the sync did in `counts` as soon as it is known.
+async fn job_counted(
+    config: &Config,
+    ctx: &Context,
+    range: &RangeArgs,
+    out: Option<PathBuf>,
+    now: DateTime<Utc>,
+    counts: &mut Option<SyncCounts>,
+) -> anyhow::Result<Outcome> {
     // Held for the whole job: the sync and the metric table it writes are one change of the lake
     // (other sources' syncs may write alongside).
     let sources = super::synced_sources(config, &SyncOptions::default());
     let store = super::open_lake_for_parts(config, "tandem run", &sources, true)?;
     let synced = sync_recorded(config, ctx, now).await?;
+    *counts = Some(SyncCounts::of(&synced.report));
     let outcome = outcome(&synced.report)?;
 
     let (config_owned, range_owned) = (config.clone(), range.clone());
@@ -107,7 +126,7 @@ pub async fn job_at(
         tracing::info!(summary = %maintenance_summary(&maintained), "Lake maintained.");
     }
     if outcome == Outcome::Partial {
-        eprintln!("warning: some sources failed (see above); their data is missing from this report");
+        tracing::warn!("Some sources failed (see above); their data is missing from this report.");
     }
     Ok(outcome)
 }

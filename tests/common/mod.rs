@@ -130,3 +130,27 @@ pub async fn finish(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `tandem <args>` on the world's config to completion (bounded), returning the exit code, stdout
+/// and stderr (kept in files named after `name` in the world's temp dir).
+pub async fn tandem_output(world: &World, args: &[&str], name: &str) -> (i32, String, String) {
+    output(tandem_command(&world.config_path, args), world.dir.path(), name).await
+}
+
+/// Runs `command` to completion (bounded), its output going to files named after `name` in
+/// `dir`; returns the exit code (-1 for a signal), stdout and stderr.
+pub async fn output(mut command: std::process::Command, dir: &Path, name: &str) -> (i32, String, String) {
+    let stdout = dir.join(format!("{name}.stdout"));
+    let stderr = dir.join(format!("{name}.stderr"));
+    let mut child = command
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let status = finish(&mut child, Duration::from_secs(120), name).await;
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stdout).unwrap(),
+        std::fs::read_to_string(&stderr).unwrap_or_default(),
+    )
+}
