@@ -103,9 +103,6 @@ pub(in crate::pipeline) fn change_links(
                     col("first_commit_at"),
                     col("merge_commit_sha"),
                 ])
-                // A repo's rows together, so its commits stay in cache while they are looked up: a
-                // lake partitioned by month holds each repo's changes in every month's file.
-                .sort(["repo"], SortMultipleOptions::default().with_maintain_order(true))
         },
         |changes| {
             let part = link_slice(&changes, &deploys, &graph, &claims)?;
