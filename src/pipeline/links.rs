@@ -93,16 +93,14 @@ pub(in crate::pipeline) fn change_links(
         changes,
         SLICE_ROWS,
         |slice| {
-            slice
-                .filter(col("merged_at").is_not_null())
-                .select([
-                    col("row"),
-                    col("repo"),
-                    col("merged_at"),
-                    col("created_at"),
-                    col("first_commit_at"),
-                    col("merge_commit_sha"),
-                ])
+            slice.filter(col("merged_at").is_not_null()).select([
+                col("row"),
+                col("repo"),
+                col("merged_at"),
+                col("created_at"),
+                col("first_commit_at"),
+                col("merge_commit_sha"),
+            ])
         },
         |changes| {
             let part = link_slice(&changes, &deploys, &graph, &claims)?;
