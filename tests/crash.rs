@@ -34,18 +34,6 @@ const SIGABRT: i32 = 6;
 /// SIGKILL: `kill -9`.
 const SIGKILL: i32 = 9;
 
-/// Every table a sync writes.
-const TABLES: [&str; 8] = [
-    Deployment::NAME,
-    Change::NAME,
-    Commit::NAME,
-    Incident::NAME,
-    Ticket::NAME,
-    TicketTransition::NAME,
-    ChangeRequest::NAME,
-    Quarantined::NAME,
-];
-
 /// One lake of the world, with its own config file.
 struct Lake {
     name: String,
@@ -268,7 +256,7 @@ fn assert_python_reads(scenario: &str, lake: &Lake, tandem: &BTreeMap<String, Ve
 fn unreferenced_files(lake: &Lake) -> Vec<PathBuf> {
     let store = lake.store();
     let mut orphans = Vec::new();
-    for table in TABLES {
+    for table in tandem::store::TABLES {
         let Some(latest) = store.table_version(table, AsOf::Latest).unwrap() else {
             continue;
         };
@@ -289,7 +277,7 @@ fn unreferenced_files(lake: &Lake) -> Vec<PathBuf> {
 fn stray_files(lake: &Lake) -> Vec<PathBuf> {
     let store = lake.store();
     let mut stray = Vec::new();
-    for table in TABLES {
+    for table in tandem::store::TABLES {
         if store.table_version(table, AsOf::Latest).unwrap().is_none() {
             continue;
         }

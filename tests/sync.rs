@@ -722,16 +722,7 @@ async fn a_stream_commits_the_checkpoints_of_its_commit_interval_together() {
             .unwrap()
     };
     let (mut every, mut together) = (0, 0);
-    for table in [
-        "deployments",
-        "changes",
-        "commits",
-        "incidents",
-        "tickets",
-        "ticket_transitions",
-        "change_requests",
-        "quarantine",
-    ] {
+    for table in tandem::store::TABLES {
         let (e, t) = (version(&each_store, table), version(&once_store, table));
         assert!(
             t <= e,

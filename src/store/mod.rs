@@ -1028,7 +1028,7 @@ pub fn schema_markdown() -> String {
 }
 
 /// Every table a sync writes.
-const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 8] = [
     Deployment::NAME,
     Change::NAME,
     Commit::NAME,
