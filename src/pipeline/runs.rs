@@ -2,15 +2,14 @@
 //! columns, instants as microseconds (the Delta `timestamp` type). Encoding only: which file
 //! goes where and the commit are the store's.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use polars::prelude::*;
 
 use super::PipelineError;
-use super::codec::{OwnTable, io_error, polars_error};
-use crate::store::codec::parquet_writer;
+use super::codec::{OwnTable, polars_error};
+use crate::store::codec::write_flushed;
 use crate::store::runs::RunRecord;
 
 const TABLE: &str = "runs";
@@ -57,17 +56,7 @@ pub(crate) fn write_runs(rows: &[RunRecord], path: &Path) -> Result<(i64, String
         .into_column(),
     ];
     let mut frame = DataFrame::new(rows.len(), columns).map_err(error)?;
-    let file = File::create(path).map_err(|source| io_error("create", path, source))?;
-    parquet_writer(file, &frame.schema().clone())
-        .finish(&mut frame)
-        .map_err(error)?;
-    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
-    file.sync_all()
-        .map_err(|source| io_error("flush", path, source))?;
-    let size = file
-        .metadata()
-        .map_err(|source| io_error("measure", path, source))?
-        .len();
+    let size = write_flushed(&mut frame, path, "the run history")?;
     let micros = |m: Option<&i64>| {
         m.and_then(|m| DateTime::<Utc>::from_timestamp_micros(*m))
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -91,10 +80,7 @@ pub(crate) fn write_runs(rows: &[RunRecord], path: &Path) -> Result<(i64, String
             "error": rows.iter().filter(|r| r.error.is_none()).count(),
         },
     });
-    Ok((
-        i64::try_from(size).unwrap_or(i64::MAX),
-        strip_nulls(stats).to_string(),
-    ))
+    Ok((size, strip_nulls(stats).to_string()))
 }
 
 /// Statistics without the bounds of an empty file (`null` is not a bound).

@@ -411,19 +411,26 @@ fn data_frame_of<T: Table>(rows: &[T], path: &Path) -> Result<DataFrame, CodecEr
 /// Writes a frame in the data files' form as a data file (see [`write_data_file`]).
 fn write_frame<T: Table>(mut frame: DataFrame, path: &Path) -> Result<(i64, String), CodecError> {
     let stats = data_file_stats::<T>(&frame, path)?;
+    let size = write_flushed(&mut frame, path, &format!("a data file of `{}`", T::NAME))?;
+    Ok((size, stats))
+}
+
+/// Writes `frame` as a new Parquet file at `path` (the one writer) and flushes it to disk, as a
+/// Delta data file must be before the commit that names it; returns its size. `what` names the
+/// file in errors.
+pub(crate) fn write_flushed(frame: &mut DataFrame, path: &Path, what: &str) -> Result<i64, CodecError> {
     let file = File::create(path).map_err(|source| io_error("create", path, source))?;
-    let file = parquet_writer(file, frame.schema())
-        .finish(&mut frame)
-        .map_err(|source| polars_error(format!("writing a data file of `{}`", T::NAME), path, source))
-        .map(|_| ())
-        .and_then(|()| File::open(path).map_err(|source| io_error("open", path, source)))?;
+    parquet_writer(file, &frame.schema().clone())
+        .finish(frame)
+        .map_err(|source| polars_error(format!("writing {what}"), path, source))?;
+    let file = File::open(path).map_err(|source| io_error("open", path, source))?;
     file.sync_all()
         .map_err(|source| io_error("flush", path, source))?;
     let size = file
         .metadata()
         .map_err(|source| io_error("measure", path, source))?
         .len();
-    Ok((i64::try_from(size).unwrap_or(i64::MAX), stats))
+    Ok(i64::try_from(size).unwrap_or(i64::MAX))
 }
 
 /// The Delta statistics of a data file's frame (see [`write_data_file`]).
