@@ -298,16 +298,7 @@ struct Sample {
 }
 
 /// Every table a sync writes.
-const TABLES: [&str; 8] = [
-    "deployments",
-    "changes",
-    "commits",
-    "incidents",
-    "tickets",
-    "ticket_transitions",
-    "change_requests",
-    "quarantine",
-];
+const TABLES: [&str; 8] = tandem::store::TABLES;
 
 /// The sizes the growth measurement syncs, in weeks.
 const GROWTH_WEEKS: [u32; 4] = [26, 52, 104, 208];
