@@ -600,19 +600,23 @@ impl Store {
         }
         // Another writer's commit that removed a file this one rewrites conflicts with it: the
         // upsert is done again from the table as it now is (its unreferenced files go with the
-        // next vacuum).
-        let mut attempt = 1;
-        let stats = loop {
-            match self.with_table::<T, _>(|t| table::upsert(t, rows.clone(), txn)) {
-                Err(StoreError::Delta(e)) if e.conflict && attempt < CONFLICT_ATTEMPTS => {
-                    tracing::info!(
-                        table = T::NAME,
-                        attempt,
-                        "A concurrent commit conflicts; upserting again."
-                    );
-                    attempt += 1;
+        // next vacuum). With the lake alone there is no other writer, and no copy to keep.
+        let stats = if self.alone {
+            self.with_table::<T, _>(|t| table::upsert(t, rows, txn))?
+        } else {
+            let mut attempt = 1;
+            loop {
+                match self.with_table::<T, _>(|t| table::upsert(t, rows.clone(), txn)) {
+                    Err(StoreError::Delta(e)) if e.conflict && attempt < CONFLICT_ATTEMPTS => {
+                        tracing::info!(
+                            table = T::NAME,
+                            attempt,
+                            "A concurrent commit conflicts; upserting again."
+                        );
+                        attempt += 1;
+                    }
+                    other => break other?,
                 }
-                other => break other?,
             }
         };
         if txn.is_some() {
