@@ -244,6 +244,15 @@ fn median(mut runs: Vec<Measured>) -> Measured {
     m
 }
 
+/// How a figure compares with its budget: budgets are judged at full scale only.
+fn verdict(judged: bool, ok: bool) -> &'static str {
+    match (judged, ok) {
+        (false, _) => "(budget at scale 1)",
+        (true, true) => "PASS",
+        (true, false) => "OVER",
+    }
+}
+
 fn median_of(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
@@ -646,11 +655,7 @@ fn print_budgets(results: &[Result_]) -> usize {
         // data (their fixed share — the metric table of every week of five years for 200
         // services — is the same at every scale).
         let judged = parse_scale(&r.label).is_ok_and(|(_, scale)| scale >= 1.0);
-        let verdict = |ok: bool| match (judged, ok) {
-            (false, _) => "(budget at scale 1)",
-            (true, true) => "PASS",
-            (true, false) => "OVER",
-        };
+        let verdict = |ok: bool| verdict(judged, ok);
         let memory_budget = r.lake.bytes as f64 * MEMORY_BUDGET_FACTOR;
         for (form, lake, m) in [("flat", &r.lake, &r.flat), ("delta", &r.delta_lake, &r.delta)] {
             let time_ok = m.wall_secs <= WALL_BUDGET_SECS;
@@ -708,11 +713,7 @@ fn print_delta_budgets(results: &[Result_]) -> usize {
     let mut over = 0;
     for r in results {
         let judged = parse_scale(&r.label).is_ok_and(|(_, scale)| scale >= 1.0);
-        let verdict = |ok: bool| match (judged, ok) {
-            (false, _) => "(budget at scale 1)",
-            (true, true) => "PASS",
-            (true, false) => "OVER",
-        };
+        let verdict = |ok: bool| verdict(judged, ok);
         let ratio = r.delta.wall_secs / r.flat.wall_secs.max(1e-9);
         let wall_ok = ratio <= DELTA_WALL_FACTOR;
         let same_rows = r.delta.metric_rows == r.flat.metric_rows;
