@@ -159,11 +159,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "page commits in order: {} s; median {page:.3} s (budget {PAGE_COMMIT_BUDGET_SECS} s) {}",
                 each.join(", "),
-                if page <= PAGE_COMMIT_BUDGET_SECS {
-                    "PASS"
-                } else {
-                    "OVER"
-                }
+                verdict(*scale >= 1.0, page <= PAGE_COMMIT_BUDGET_SECS)
             );
             continue;
         }
