@@ -166,6 +166,14 @@ impl LakeLock {
     }
 }
 
+impl LakeLock {
+    /// How this lock is held (a shared opening within a process that holds the lock exclusively
+    /// gets the exclusive lock).
+    pub fn mode(&self) -> Mode {
+        self.key.1
+    }
+}
+
 /// The holders of the lake's scope locks, as they wrote themselves (for the message of a writer
 /// that wants the lake alone): the writers holding the lake's lock shared.
 fn scope_holders(root: &Path) -> Option<String> {

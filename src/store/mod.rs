@@ -129,9 +129,6 @@ pub struct Store {
     lock: Option<Arc<lock::LakeLock>>,
     /// The scope locks of a writer that shares the lake (its sources, the metric table).
     scopes: Vec<Arc<lock::LakeLock>>,
-    /// Whether this store has the lake alone (the lake's lock held exclusively): no other
-    /// process commits while it writes.
-    alone: bool,
     /// Tables this process has opened for writing, with what it knows of their keys.
     open: Arc<Mutex<HashMap<&'static str, OpenTable>>>,
 }
@@ -280,7 +277,6 @@ impl Store {
             root: root.to_owned(),
             lock: None,
             scopes: Vec::new(),
-            alone: false,
             open: Arc::default(),
         })
     }
@@ -293,7 +289,6 @@ impl Store {
         let mut store = Self::open(root)?;
         let (lock, fresh) = lock::LakeLock::acquire(root, command)?;
         store.lock = Some(lock);
-        store.alone = true;
         if fresh {
             store.remove_leftovers();
             store.migrate()?;
@@ -332,6 +327,14 @@ impl Store {
                 .push(lock::LakeLock::acquire_scope(root, "metrics", command)?.0);
         }
         Ok(store)
+    }
+
+    /// Whether this store has the lake alone (the lake's lock held exclusively, here or by the
+    /// opening it shares): no other process commits while it writes.
+    fn alone(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|lock| lock.mode() == lock::Mode::Exclusive)
     }
 
     /// Removes temporary files a killed write left behind; the files they were replacing are
@@ -461,7 +464,7 @@ impl Store {
         };
         // Unless this process has the lake alone, another may have committed since: what this
         // one knows of the table (its files, which file holds a key) is read again when it did.
-        if !self.alone {
+        if !self.alone() {
             if let Err(e) = table.log.refresh() {
                 open.remove(T::NAME);
                 return Err(e.into());
@@ -601,7 +604,7 @@ impl Store {
         // Another writer's commit that removed a file this one rewrites conflicts with it: the
         // upsert is done again from the table as it now is (its unreferenced files go with the
         // next vacuum). With the lake alone there is no other writer, and no copy to keep.
-        let stats = if self.alone {
+        let stats = if self.alone() {
             self.with_table::<T, _>(|t| table::upsert(t, rows, txn))?
         } else {
             let mut attempt = 1;
