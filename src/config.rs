@@ -104,9 +104,23 @@ fn default_org_name() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Directory of the lake (its Delta tables, bookmarks, raw pages and metric table).
+    /// Where the lake is (its Delta tables, bookmarks, raw pages and metric table): a directory,
+    /// or object storage: `s3://bucket/prefix` (AWS S3 and S3-compatible stores), `gs://…`,
+    /// `az://container/prefix` (or `abfss://…`), with credentials from the cloud's environment.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// `[store.s3]`: how to reach an S3-compatible store (endpoint, region, path-style).
+    #[serde(default)]
+    pub s3: crate::store::bucket::S3Options,
+    /// For a lake in object storage: the local directory its data files are cached in (default
+    /// `$XDG_CACHE_HOME/tandem`, else `~/.cache/tandem`). Data files never change under their
+    /// name, so a cache is never stale; deleting it only costs downloads.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// For a lake in object storage: seconds a writer's lease runs unless renewed (renewed every
+    /// third of it). A writer killed with `kill -9` blocks the next one that long at most.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
     /// Days removed data files and old log entries are kept: how far back `--as-of` reaches.
     #[serde(default = "default_retention_days")]
     pub retention_days: i64,
@@ -123,6 +137,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            s3: crate::store::bucket::S3Options::default(),
+            cache_dir: None,
+            lease_secs: default_lease_secs(),
             retention_days: default_retention_days(),
             raw_retention_days: default_retention_days(),
             commit_interval_secs: default_commit_interval_secs(),
@@ -145,6 +162,10 @@ impl StoreConfig {
 /// what a stopped sync reads again at most.
 fn default_commit_interval_secs() -> u64 {
     5
+}
+
+fn default_lease_secs() -> u64 {
+    60
 }
 
 fn default_retention_days() -> i64 {
@@ -538,6 +559,38 @@ impl Config {
     /// The report time zone (validated on load).
     pub fn tz(&self) -> chrono_tz::Tz {
         self.report.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
+
+    /// The lake's local directory: `[store] path` resolved, or for a lake in object storage the
+    /// cache directory it is mounted at (see [`crate::store::bucket`]).
+    pub fn lake(&self) -> Result<PathBuf, crate::store::bucket::BucketError> {
+        use crate::store::bucket;
+        let text = self.store.path.to_string_lossy();
+        if bucket::is_url(&text) {
+            let cache = match &self.store.cache_dir {
+                Some(dir) => self.resolve(dir),
+                None => std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("tandem"),
+            };
+            let lease = std::time::Duration::from_secs(self.store.lease_secs);
+            return bucket::mount(&text, &self.store.s3, &cache, lease);
+        }
+        if let Some(local) = text.strip_prefix("file://") {
+            return Ok(self.resolve(Path::new(local)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(bucket::BucketError {
+                action: "open the lake at",
+                url: text.to_string(),
+                message: format!(
+                    "`{scheme}://` is not a place tandem keeps a lake: use a directory, file://, s3://, gs://, az:// or abfss://"
+                ),
+            });
+        }
+        Ok(self.resolve(&self.store.path))
     }
 
     /// Resolves a path from the config against the config file's directory.

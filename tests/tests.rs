@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod browser;
+mod bucket;
 mod cli;
 mod common;
 // Kills processes by signal.

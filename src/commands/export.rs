@@ -32,7 +32,7 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     } else {
         None
     };
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     // The export reads the lake; it does not replace the stored metric table.
     let rows = super::calculate(&args.range, config)?;
     let out = super::out_dir(config, args.out.clone());

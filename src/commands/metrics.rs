@@ -47,7 +47,7 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
             super::out(&format!("{}\n", serde_json::to_string_pretty(&printed)?));
         }
         MetricsFormat::Csv => {
-            let (_, csv) = Store::open(&config.resolve(&config.store.path))?.metrics_paths();
+            let (_, csv) = Store::open(&config.lake()?)?.metrics_paths();
             super::out(&std::fs::read_to_string(csv)?);
         }
     }

@@ -7,7 +7,7 @@ use crate::config::Config;
 
 /// Converts the lake and prints the tables converted.
 pub fn run(_args: &MigrateArgs, config: &Config) -> anyhow::Result<()> {
-    let lake = config.resolve(&config.store.path);
+    let lake = config.lake()?;
     let before = crate::store::Store::open(&lake)?.legacy_tables();
     let store = super::open_lake_for_writing(config, "tandem migrate")?;
     // Another command may have converted it in between: what is left says what this one did.

@@ -110,7 +110,7 @@ impl Context {
 /// here (the store commits, the pipeline re-encodes the rows), as the canonical tables are by
 /// the store itself.
 pub fn open_lake_for_writing(config: &Config, command: &str) -> anyhow::Result<Store> {
-    let store = Store::open_for_writing(&config.resolve(&config.store.path), command)?;
+    let store = Store::open_for_writing(&config.lake()?, command)?;
     convert_legacy_metrics(&store)?;
     Ok(store)
 }
@@ -124,7 +124,7 @@ pub fn open_lake_for_parts(
     sources: &[&str],
     metrics: bool,
 ) -> anyhow::Result<Store> {
-    let store = Store::open_for_parts(&config.resolve(&config.store.path), command, sources, metrics)?;
+    let store = Store::open_for_parts(&config.lake()?, command, sources, metrics)?;
     if metrics {
         convert_legacy_metrics(&store)?;
     }
@@ -323,7 +323,7 @@ pub fn compute_version(
 /// Computes the metric table for the range from the lake without writing it: for reports over
 /// their own range (the nightly digest's days), which must not replace the stored table.
 pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     let basis = basis(&store, None)?;
     Ok(metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?.to_rows())
 }
@@ -725,7 +725,7 @@ pub fn write_nightly(
         grain: Some("day".to_owned()),
         ..RangeArgs::default()
     };
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     let basis = basis(&store, None)?;
     let rows = calculate_on(&store, &basis, &range, config, now.date_naive())?;
     let out_dir = out_dir(config, out);

@@ -26,7 +26,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
     }
     let now = Utc::now();
     let window = nightly_window(&args.range, config, now)?;
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     let health = RunHealth::load(&store);
     let output = write_nightly(config, args.out.clone(), window, health.as_ref(), now)?;
     print_nightly(&output);

@@ -24,7 +24,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
 /// flag, of the stored metric table (the last `tandem metrics` or `tandem run`). With `--as-of`,
 /// of that metric table version, or of the canonical tables it was computed from.
 fn weekly(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
     let (rows, data_at, read) = if args.range.is_given() {
         let basis = basis(&store, as_of)?;

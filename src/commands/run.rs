@@ -154,7 +154,7 @@ impl Synced {
 /// sync's time) rather than the one before; the metrics' time is added once they are done.
 pub async fn sync_recorded(config: &Config, ctx: &Context, now: DateTime<Utc>) -> anyhow::Result<Synced> {
     let clock = Instant::now();
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     let options = SyncOptions {
         progress: ctx.progress,
         ..SyncOptions::default()

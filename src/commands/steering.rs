@@ -23,7 +23,7 @@ use crate::store::Store;
 /// With `--as-of`, from the canonical tables that metric table version was computed from, as if
 /// made when it was committed.
 pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result<Outcome> {
-    let store = Store::open(&config.resolve(&config.store.path))?;
+    let store = Store::open(&config.lake()?)?;
     let as_of = args.as_of.as_deref().map(parse_as_of).transpose()?;
     let basis = basis(&store, as_of)?;
     // With --as-of, nothing depends on the day it is rendered.

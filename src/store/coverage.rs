@@ -64,6 +64,13 @@ impl Coverage {
     /// guess would either hide a gap or invent one.
     pub fn load(store: &Store) -> Result<Option<Self>, StoreError> {
         let path = store.root().join("state").join(COVERAGE_FILE);
+        if let Err(source) = super::bucket::pull(&path) {
+            return Err(StoreError::Io {
+                action: "read",
+                path,
+                source,
+            });
+        }
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)

@@ -13,13 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
-use deltalake_core::DeltaTable;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{
     Action, Add, ArrayType, DataType, PrimitiveType, Remove, StructField, Transaction,
 };
+use deltalake_core::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+    logstore_factories, object_store_factories,
+};
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder};
 use tandem_connectors::model::{Column, ColumnKind};
 
 /// The column a partitioned table is partitioned by: the month (`YYYY-MM`, UTC) of the row's
@@ -134,11 +138,110 @@ impl std::fmt::Debug for Log {
 
 /// Whether `dir` holds a Delta table (a `_delta_log` folder with at least one commit).
 pub fn exists(dir: &Path) -> bool {
-    std::fs::read_dir(dir.join("_delta_log")).is_ok_and(|entries| {
+    log_entries(dir).is_some_and(|entries| entries.iter().any(|(name, _)| name.ends_with(".json")))
+}
+
+/// The names of the files in a table's `_delta_log` (in the bucket, for a lake in object
+/// storage), with their modification times; `None` when there is no log.
+fn log_entries(dir: &Path) -> Option<Vec<(String, Option<DateTime<Utc>>)>> {
+    let log = dir.join("_delta_log");
+    if let Some(listed) = super::bucket::list_dir(&log).ok()? {
+        let entries: Vec<_> = listed
+            .into_iter()
+            // Only the log's own files, not those of a folder under it (`_staged_commits`).
+            .filter(|(path, _)| path.parent() == Some(log.as_path()))
+            .filter_map(|(path, modified)| Some((path.file_name()?.to_str()?.to_owned(), Some(modified))))
+            .collect();
+        return (!entries.is_empty()).then_some(entries);
+    }
+    let entries = std::fs::read_dir(&log).ok()?;
+    Some(
         entries
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
-    })
+            .map(|e| {
+                let modified = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(DateTime::<Utc>::from);
+                (e.file_name().to_string_lossy().into_owned(), modified)
+            })
+            .collect(),
+    )
+}
+
+/// The text of a log entry, `_delta_log/<name>`, while it is kept.
+fn read_log_entry(dir: &Path, name: &str) -> Option<String> {
+    let path = dir.join("_delta_log").join(name);
+    if let Some((bucket, key)) = super::bucket::of(&path) {
+        let (bytes, _) = bucket.get(&key).ok()??;
+        return String::from_utf8(bytes.to_vec()).ok();
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// An unloaded handle on the table at `dir`: in the bucket for a lake in object storage, else on
+/// the local file system.
+fn handle(dir: &Path) -> Result<DeltaTable, DeltaError> {
+    let (url, backend) = match super::bucket::of(dir) {
+        Some((bucket, _)) => {
+            register_bucket_schemes();
+            let url = bucket.dir_url(dir).ok_or_else(|| DeltaError {
+                dir: dir.to_owned(),
+                conflict: false,
+                message: "not a path of the lake".to_owned(),
+            })?;
+            (url, Some(bucket.store()))
+        }
+        None => (url_of(dir)?, None),
+    };
+    let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| error(dir, e))?;
+    if let Some(store) = backend {
+        builder = builder.with_storage_backend(store, url);
+    }
+    builder.build().map_err(|e| error(dir, e))
+}
+
+/// delta-rs' default log store (each commit a conditional `PUT` that fails if the version
+/// exists) for the object storage schemes: tandem hands it the bucket's client itself.
+#[derive(Debug)]
+struct BucketLogStores;
+
+impl LogStoreFactory for BucketLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &url::Url,
+        options: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<std::sync::Arc<dyn LogStore>> {
+        Ok(default_logstore(prefixed_store, root_store, location, options))
+    }
+}
+
+impl ObjectStoreFactory for BucketLogStores {
+    fn parse_url_opts(
+        &self,
+        url: &url::Url,
+        _config: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<(ObjectStoreRef, object_store::path::Path)> {
+        let path = object_store::path::Path::from(url.path().trim_matches('/'));
+        super::bucket::store_for_url(url)
+            .map(|store| (store, path))
+            .ok_or_else(|| deltalake_core::DeltaTableError::InvalidTableLocation(url.to_string()))
+    }
+}
+
+fn register_bucket_schemes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for scheme in super::bucket::SCHEMES {
+            if let Ok(url) = url::Url::parse(&format!("{scheme}://")) {
+                logstore_factories().insert(url.clone(), std::sync::Arc::new(BucketLogStores));
+                object_store_factories().insert(url, std::sync::Arc::new(BucketLogStores));
+            }
+        }
+    });
 }
 
 impl Log {
@@ -147,7 +250,7 @@ impl Log {
         if !exists(dir) {
             return Ok(None);
         }
-        let url = url_of(dir)?;
+        let handle = handle(dir)?;
         // An instant is resolved by the commit times `committed_at` reports (the commits' own
         // `commitInfo.timestamp`), not by the log files' modification times, which trail them
         // by however long the write took: "as of the time version 3 says it was committed" must
@@ -166,7 +269,7 @@ impl Log {
             other => other,
         };
         let table = block_on(async move {
-            let mut table = DeltaTable::try_from_url(url).await?;
+            let mut table = handle;
             match at {
                 AsOf::Latest => table.load().await?,
                 AsOf::Version(v) => table.load_version(u64::try_from(v).unwrap_or(0)).await?,
@@ -237,12 +340,13 @@ impl Log {
         if let Some(log) = Self::open(dir, AsOf::Latest)? {
             return Ok(log);
         }
+        // The local directory (for a lake in object storage, the cache's): new data files are
+        // written there first.
         std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
-        let url = url_of(dir)?;
+        let handle = handle(dir)?;
         let name = name.to_owned();
         let created = block_on(async move {
-            DeltaTable::try_from_url(url)
-                .await?
+            handle
                 .create()
                 .with_table_name(name)
                 .with_columns(fields)
@@ -306,6 +410,15 @@ impl Log {
             .collect())
     }
 
+    /// The local path of one of this table's data files (`relative` as the log names it),
+    /// downloaded first for a lake in object storage when this host has no copy yet.
+    pub fn local_file(&self, relative: &str) -> Result<PathBuf, DeltaError> {
+        let path = self.dir.join(relative);
+        super::bucket::fetch(&path)
+            .map_err(|e| error(&self.dir, format!("cannot download {relative}: {e}")))?;
+        Ok(path)
+    }
+
     /// The last version the application transaction `app` committed in this table, if any.
     pub fn txn(&self, app: &str) -> Result<Option<i64>, DeltaError> {
         let snapshot = self.table.snapshot().map_err(|e| error(&self.dir, e))?;
@@ -339,6 +452,12 @@ impl Log {
         operation: Operation,
         metadata: Option<serde_json::Value>,
     ) -> Result<i64, DeltaError> {
+        // In a bucket the data files go up first: a commit must never name a file readers lack.
+        for file in &adds {
+            let path = self.dir.join(&file.path);
+            super::bucket::push(&path)
+                .map_err(|e| error(&self.dir, format!("cannot upload {}: {e}", file.path)))?;
+        }
         let now = Utc::now().timestamp_millis();
         let data_change = operation != Operation::Compact;
         let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + removes.len());
@@ -442,13 +561,9 @@ impl Log {
     /// The oldest and the newest version whose log entry is kept (the range time travel can
     /// reach), if the table has any.
     pub fn kept_versions(dir: &Path) -> Option<(i64, i64)> {
-        let versions: Vec<i64> = std::fs::read_dir(dir.join("_delta_log"))
-            .ok()?
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".json")?.parse::<i64>().ok()
-            })
+        let versions: Vec<i64> = log_entries(dir)?
+            .into_iter()
+            .filter_map(|(name, _)| name.strip_suffix(".json")?.parse::<i64>().ok())
             .collect();
         Some((*versions.iter().min()?, *versions.iter().max()?))
     }
@@ -528,8 +643,7 @@ pub fn new_data_file_name() -> String {
 
 /// The `commitInfo` action of version `version`'s log entry, while the entry is kept.
 fn commit_info(dir: &Path, version: i64) -> Option<serde_json::Value> {
-    let entry = dir.join("_delta_log").join(format!("{version:020}.json"));
-    let text = std::fs::read_to_string(entry).ok()?;
+    let text = read_log_entry(dir, &format!("{version:020}.json"))?;
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
@@ -538,17 +652,18 @@ fn commit_info(dir: &Path, version: i64) -> Option<serde_json::Value> {
 /// The latest kept version committed at or before `t`, by the commits' own timestamps (the log
 /// entry's modification time where a commit carries none).
 fn version_at(dir: &Path, t: DateTime<Utc>) -> Option<i64> {
+    let entries = log_entries(dir)?;
     let (oldest, newest) = Log::kept_versions(dir)?;
     (oldest..=newest).rev().find(|&version| {
         let stamp = commit_info(dir, version)
             .and_then(|info| info.get("timestamp")?.as_i64())
             .and_then(DateTime::from_timestamp_millis)
             .or_else(|| {
-                let entry = dir.join("_delta_log").join(format!("{version:020}.json"));
-                std::fs::metadata(entry)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .map(DateTime::<Utc>::from)
+                let name = format!("{version:020}.json");
+                entries
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, modified)| *modified)
             });
         stamp.is_some_and(|stamp| stamp <= t)
     })

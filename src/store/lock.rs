@@ -11,6 +11,12 @@
 //! holder that ended without releasing it. Readers (reports, exports) take no lock: every file
 //! they read is replaced atomically.
 //!
+//! A lake in object storage has no file to `flock`: each lock is a lease object in the bucket
+//! ([`super::bucket::Lease`]) — `locks/lake` for the lake alone, one `locks/shared/<holder>` per
+//! writer of a part, `locks/<scope>` per scope — created only if absent, renewed by its holder,
+//! and taken over once expired (a holder killed with `kill -9`). A writer that wants the lake alone
+//! and finds a sharer's lease (or the reverse) withdraws its own and is refused.
+//!
 //! Within one process each lock is shared: `tandem run` opens the lake for its sync, its metrics
 //! and its reports, and each opening must not wait for the others.
 
@@ -68,9 +74,17 @@ impl std::fmt::Display for LockHolder {
 /// A held writers' lock; released when the last clone of its `Arc` is dropped.
 #[derive(Debug)]
 pub struct LakeLock {
-    file: File,
+    held: Held,
     path: PathBuf,
     key: (PathBuf, Mode),
+}
+
+/// What holds a lock: an open lock file, or a lease in the lake's bucket.
+#[derive(Debug)]
+enum Held {
+    File(File),
+    // Released (deleted) when dropped.
+    Lease(#[allow(dead_code)] super::bucket::Lease),
 }
 
 /// The locks this process holds, by canonical lock file path and mode.
@@ -94,11 +108,17 @@ impl LakeLock {
     /// when newly taken.
     pub fn acquire_scope(root: &Path, scope: &str, command: &str) -> Result<(Arc<Self>, bool), StoreError> {
         let dir = root.join(LOCKS_DIR);
+        if super::bucket::is_mounted(root) {
+            return Self::take(root, &dir.join(scope), Mode::Exclusive, command);
+        }
         std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
         Self::take(root, &dir.join(scope), Mode::Exclusive, command)
     }
 
     fn take(root: &Path, path: &Path, mode: Mode, command: &str) -> Result<(Arc<Self>, bool), StoreError> {
+        if super::bucket::is_mounted(root) {
+            return Self::take_lease(root, path, mode, command);
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -157,7 +177,7 @@ impl LakeLock {
         }
         let key = (canonical, mode);
         let lock = Arc::new(Self {
-            file,
+            held: Held::File(file),
             path: path.to_owned(),
             key: key.clone(),
         });
@@ -167,6 +187,85 @@ impl LakeLock {
 }
 
 impl LakeLock {
+    /// [`LakeLock::take`] for a lake in object storage: by lease.
+    fn take_lease(
+        root: &Path,
+        path: &Path,
+        mode: Mode,
+        command: &str,
+    ) -> Result<(Arc<Self>, bool), StoreError> {
+        use super::bucket::{Lease, Refused};
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for have in [Mode::Exclusive, mode] {
+            if let Some(lock) = held.get(&(path.to_owned(), have)).and_then(Weak::upgrade) {
+                return Ok((lock, false));
+            }
+        }
+        let me = LockHolder {
+            host: host_name(),
+            pid: std::process::id(),
+            started_at: Utc::now(),
+            command: command.to_owned(),
+        };
+        let locks = root.join(LOCKS_DIR);
+        let shared_dir = locks.join("shared");
+        let is_lake = path == root.join(LOCK_FILE);
+        let lease_path = match (is_lake, mode) {
+            (true, Mode::Exclusive) => locks.join("lake"),
+            (true, Mode::Shared) => shared_dir.join(format!(
+                "{}-{}-{}",
+                super::safe_name(&me.host),
+                me.pid,
+                me.started_at.timestamp_micros()
+            )),
+            (false, _) => path.to_owned(),
+        };
+        let locked = |holder: String| StoreError::Locked {
+            lake: root.to_owned(),
+            holder: Some(holder),
+            lock_file: lease_path.clone(),
+        };
+        let bucket_error = |e: super::bucket::BucketError| io_error("lock", path, std::io::Error::other(e));
+        let (lease, _) = match Lease::take(&lease_path, &me) {
+            Ok(taken) => taken,
+            Err(Refused::Held(body)) => return Err(locked(body.to_string())),
+            Err(Refused::Error(e)) => return Err(bucket_error(e)),
+        };
+        // The lake alone and a part of it exclude each other: each side looks for the other's
+        // lease after taking its own, so of two that race, at least one sees the other.
+        if is_lake {
+            let others = match mode {
+                Mode::Exclusive => Lease::holders_under(&shared_dir).map_err(bucket_error)?,
+                Mode::Shared => Lease::holder(&locks.join("lake"))
+                    .map_err(bucket_error)?
+                    .into_iter()
+                    .collect(),
+            };
+            if !others.is_empty() {
+                drop(lease);
+                let mut names: Vec<String> = others.iter().map(ToString::to_string).collect();
+                names.sort();
+                return Err(locked(names.join(" and ")));
+            }
+        }
+        let key = (path.to_owned(), mode);
+        let lock = Arc::new(Self {
+            held: Held::Lease(lease),
+            path: path.to_owned(),
+            key: key.clone(),
+        });
+        held.insert(key, Arc::downgrade(&lock));
+        Ok((lock, true))
+    }
+
+    /// Whether this process still holds the lock: a lease stays held while its renewals succeed.
+    pub fn is_held(&self) -> bool {
+        match &self.held {
+            Held::File(_) => true,
+            Held::Lease(lease) => lease.is_held(),
+        }
+    }
+
     /// How this lock is held (a shared opening within a process that holds the lock exclusively
     /// gets the exclusive lock).
     pub fn mode(&self) -> Mode {
@@ -199,13 +298,16 @@ impl Drop for LakeLock {
         if held.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
             held.remove(&self.key);
         }
+        let Held::File(file) = &self.held else {
+            return;
+        };
         // An empty body tells the next writer that this one ended cleanly.
         if self.key.1 == Mode::Exclusive
-            && let Err(e) = self.file.set_len(0)
+            && let Err(e) = file.set_len(0)
         {
             tracing::debug!(path = %self.path.display(), error = %e, "Cannot empty the lock file.");
         }
-        let _ = self.file.unlock();
+        let _ = file.unlock();
     }
 }
 

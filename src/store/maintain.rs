@@ -82,6 +82,7 @@ impl Store {
         self.compact::<Quarantined>(min_files, &mut report)?;
 
         let state_path = self.root.join("state").join(STATE_FILE);
+        let _ = super::bucket::pull(&state_path);
         let last: LastCleanup = std::fs::read(&state_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -127,6 +128,15 @@ impl Store {
 /// inspected or deleted is left for the next pass.
 fn remove_old_raw(dir: &Path, cutoff: DateTime<Utc>) -> usize {
     let mut removed = 0;
+    // In a bucket: the objects' own modification times.
+    if let Ok(Some(files)) = super::bucket::list_dir(dir) {
+        for (path, modified) in files {
+            if modified < cutoff && super::bucket::remove(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        return removed;
+    }
     let Ok(sources) = std::fs::read_dir(dir) else {
         return 0;
     };

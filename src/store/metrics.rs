@@ -144,6 +144,7 @@ impl Store {
         txn: Option<(&str, i64)>,
     ) -> Result<i64, StoreError> {
         let mut log = self.metrics_log()?;
+        super::bucket::push(&draft.csv).map_err(|e| io_error("upload", &draft.csv, e))?;
         let removes = log.files()?;
         let previous: Vec<String> = removes.iter().map(|f| csv_stem(&f.path)).collect();
         let metadata = serde_json::to_value(Recorded {
@@ -164,6 +165,14 @@ impl Store {
             Some(metadata),
         )?;
         let keep = |stem: &str| stem == csv_stem(&draft.relative) || previous.iter().any(|p| p == stem);
+        if let Ok(Some(listed)) = super::bucket::list_dir(&self.metrics_csv_dir()) {
+            for (path, _) in listed {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                if !stem.as_deref().is_some_and(keep) {
+                    let _ = super::bucket::remove(&path);
+                }
+            }
+        }
         if let Ok(entries) = std::fs::read_dir(self.metrics_csv_dir()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -210,7 +219,7 @@ impl Store {
                 _ => Err(missing(" (that version holds no metric table yet)".to_owned())),
             };
         };
-        let parquet = dir.join(&file.path);
+        let parquet = log.local_file(&file.path)?;
         if !parquet.exists() {
             return Err(missing(format!(
                 " (its data file {} was removed by maintenance after the retention window)",
@@ -224,9 +233,13 @@ impl Store {
         Ok(Some(MetricsVersion {
             version: log.version(),
             committed_at: log.committed_at().unwrap_or_default(),
-            csv: self
-                .metrics_csv_dir()
-                .join(format!("{}.csv", csv_stem(&file.path))),
+            csv: {
+                let csv = self
+                    .metrics_csv_dir()
+                    .join(format!("{}.csv", csv_stem(&file.path)));
+                super::bucket::fetch(&csv).map_err(|e| io_error("download", &csv, e))?;
+                csv
+            },
             parquet,
             tables: recorded.tables,
             coverage: recorded.coverage,

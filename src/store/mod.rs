@@ -18,6 +18,7 @@
 //! hooks — a checkpoint when due — not run). It exists for the crash tests (`tests/crash.rs`);
 //! unset, it does nothing, and no configuration reaches it.
 
+pub mod bucket;
 mod bulk_load;
 pub mod codec;
 pub mod delta;
@@ -679,7 +680,8 @@ impl Store {
                 self.write_bookmarks(&all)?;
             }
             failpoint("bookmark-saved");
-            let _ = std::fs::remove_file(self.pending_path(&key));
+            let pending = self.pending_path(&key);
+            bucket::remove(&pending).map_err(|e| io_error("remove", &pending, e))?;
         }
         Ok(())
     }
@@ -688,6 +690,7 @@ impl Store {
     /// it covers committed its checkpoint, otherwise dropped (its number stays used).
     fn recover(&self, key: &str) -> Result<(), StoreError> {
         let path = self.pending_path(key);
+        bucket::pull(&path).map_err(|e| io_error("read", &path, e))?;
         let pending: Pending = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
                 path: path.clone(),
@@ -725,13 +728,14 @@ impl Store {
                 "A checkpoint a stopped run did not finish committing is read again."
             );
         }
-        let _ = std::fs::remove_file(&path);
+        bucket::remove(&path).map_err(|e| io_error("remove", &path, e))?;
         Ok(())
     }
 
     /// Settles every pending bookmark (see [`Store::recover`]), or only those of `source`'s streams.
     fn recover_all(&self, source: Option<&str>) -> Result<(), StoreError> {
         let dir = self.root.join("state").join("pending");
+        bucket::pull_dir(&dir).map_err(|e| io_error("read", &dir, e))?;
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(());
         };
@@ -782,7 +786,8 @@ impl Store {
             path,
             |file| std::io::Write::write_all(file, &bytes).map_err(|e| io_error("write", path, e)),
             io_error,
-        )
+        )?;
+        bucket::push(path).map_err(|e| io_error("upload", path, e))
     }
 
     /// Converts the tables of a lake written before they were Delta tables (one Parquet file
@@ -828,8 +833,21 @@ impl Store {
     /// `raw/{source}/{stream}/{time}-{first page no.}.ndjson.gz`, one page (with its URL, status,
     /// response headers and body) per line.
     pub fn archive_raw(&self, source: &str, stream: &str, pages: &[RawPage]) -> Result<(), StoreError> {
+        let path = self.archive_raw_file(source, stream, pages)?;
+        if let Some(path) = path {
+            bucket::push(&path).map_err(|e| io_error("upload", &path, e))?;
+        }
+        Ok(())
+    }
+
+    fn archive_raw_file(
+        &self,
+        source: &str,
+        stream: &str,
+        pages: &[RawPage],
+    ) -> Result<Option<PathBuf>, StoreError> {
         let Some(first) = pages.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let dir = self
             .root
@@ -855,7 +873,8 @@ impl Store {
                 gz.finish().map(|_| ()).map_err(|e| io_error("write", &path, e))
             },
             io_error,
-        )
+        )?;
+        Ok(Some(path))
     }
 
     /// Every archived page of a stream, oldest file first.
@@ -865,6 +884,7 @@ impl Store {
             .join("raw")
             .join(safe_name(source))
             .join(safe_name(stream));
+        bucket::fetch_dir(&dir).map_err(|e| io_error("read", &dir, e))?;
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(entries) => entries
                 .flatten()
@@ -926,6 +946,9 @@ impl Store {
     /// Held for a few file operations only, never across a table's commit; never taken twice at
     /// once by one thread (it would wait for itself).
     pub(crate) fn state_guard(&self) -> Result<StateGuard, StoreError> {
+        if bucket::is_mounted(&self.root) {
+            return self.state_lease();
+        }
         let path = self.root.join("state").join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -934,7 +957,42 @@ impl Store {
             .open(&path)
             .map_err(|e| io_error("open", &path, e))?;
         file.lock().map_err(|e| io_error("lock", &path, e))?;
-        Ok(StateGuard { file })
+        Ok(StateGuard::File(file))
+    }
+
+    /// [`Store::state_guard`] for a lake in object storage: the lease `locks/state`, waited for
+    /// (it is held for a few requests at a time) up to [`STATE_LEASE_WAIT`]; a holder killed
+    /// while holding it delays the others by one lease term at most.
+    fn state_lease(&self) -> Result<StateGuard, StoreError> {
+        let path = self.root.join(lock::LOCKS_DIR).join("state");
+        let me = lock::LockHolder {
+            host: lock::host_name(),
+            pid: std::process::id(),
+            started_at: chrono::Utc::now(),
+            command: "state update".to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            match bucket::Lease::take(&path, &me) {
+                Ok((lease, _)) => return Ok(StateGuard::Lease(lease)),
+                Err(bucket::Refused::Held(holder)) if started.elapsed() < STATE_LEASE_WAIT => {
+                    tracing::debug!(holder = %holder, "Waiting for the lake's state lease.");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(bucket::Refused::Held(holder)) => {
+                    return Err(StoreError::Locked {
+                        lake: self.root.clone(),
+                        holder: Some(holder.to_string()),
+                        lock_file: path,
+                    });
+                }
+                Err(bucket::Refused::Error(e)) => {
+                    return Err(io_error("lock", &path, std::io::Error::other(e)));
+                }
+            }
+        }
     }
 
     /// Writes `value` as pretty JSON to `state/<name>`, atomically: the one way the store's small
@@ -1051,6 +1109,7 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(
     path: &Path,
     corrupt: impl FnOnce(PathBuf, String) -> StoreError,
 ) -> Result<T, StoreError> {
+    bucket::pull(path).map_err(|source| io_error("read", path, source))?;
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(path.to_owned(), e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
@@ -1140,15 +1199,23 @@ pub const RETENTION_DAYS: i64 = 90;
 
 /// The state lock held ([`Store::state_guard`]); released when dropped.
 #[derive(Debug)]
-pub(crate) struct StateGuard {
-    file: std::fs::File,
+pub(crate) enum StateGuard {
+    /// `state/lock`, locked.
+    File(std::fs::File),
+    /// The lease `locks/state` in the lake's bucket; deleted when dropped.
+    Lease(#[allow(dead_code)] bucket::Lease),
 }
 
 impl Drop for StateGuard {
     fn drop(&mut self) {
-        let _ = self.file.unlock();
+        if let Self::File(file) = self {
+            let _ = file.unlock();
+        }
     }
 }
+
+/// How long a writer waits for the state lease of a lake in object storage.
+const STATE_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Attempts of an upsert whose commit other writers' commits keep conflicting with.
 const CONFLICT_ATTEMPTS: u32 = 5;

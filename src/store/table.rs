@@ -86,6 +86,7 @@ impl OpenTable {
                     continue;
                 }
                 let path = dir.join(&file.path);
+                super::bucket::fetch(&path).map_err(|e| super::io_error("download", &path, e))?;
                 let keys =
                     codec::read_keys(&path, T::NAME, T::UPDATED_AT).map_err(|e| unreadable(&path, e))?;
                 for (key, at) in keys {
@@ -316,6 +317,7 @@ fn read_stored<T: Table>(dir: &Path, relative: &str) -> Result<codec::StoredRows
 /// The path of a data file the log names, which must exist.
 fn existing(dir: &Path, relative: &str) -> Result<PathBuf, StoreError> {
     let path = dir.join(relative);
+    super::bucket::fetch(&path).map_err(|e| super::io_error("download", &path, e))?;
     if !path.exists() {
         return Err(StoreError::UnreadableTable {
             path: dir.to_owned(),
@@ -357,14 +359,14 @@ pub(super) fn write_file<T: Table>(
     })
 }
 
-/// The absolute paths of a version's data files.
+/// The absolute paths of a version's data files (downloaded first, for a lake in object
+/// storage, where this host has no copy yet).
 pub(crate) fn file_paths(log: &Log) -> Result<Vec<PathBuf>, StoreError> {
-    Ok(log
-        .files()
+    log.files()
         .map_err(StoreError::Delta)?
         .into_iter()
-        .map(|f| log.dir().join(f.path))
-        .collect())
+        .map(|f| log.local_file(&f.path).map_err(StoreError::Delta))
+        .collect()
 }
 
 /// Opens a table's log at `at`; `None` when the table was never written.

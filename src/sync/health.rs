@@ -103,6 +103,9 @@ impl RunHealth {
     /// none: it must not stop a report, and the next run rewrites it.
     pub fn load(store: &Store) -> Option<Self> {
         let path = store.root().join("state").join(LAST_RUN_FILE);
+        if let Err(e) = crate::store::bucket::pull(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "Last run's health cannot be read.");
+        }
         let text = std::fs::read_to_string(&path).ok()?;
         match serde_json::from_str(&text) {
             Ok(health) => Some(health),

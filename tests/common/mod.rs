@@ -11,6 +11,8 @@ use tandem::sync::SyncOptions;
 use tandem_connectors::{RetryPolicy, SecretEnv};
 use tandem_fixtures::{FakeOptions, FakeServers, OrgSpec, Organisation};
 
+pub mod s3;
+
 pub const GITHUB_TOKEN: &str = "test-github-token";
 pub const PAGERDUTY_TOKEN: &str = "test-pagerduty-token";
 

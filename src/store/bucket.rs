@@ -1,0 +1,804 @@
+//! A lake in object storage (`s3://bucket/prefix`, `gs://…`, `az://…`), mounted at a local cache
+//! directory. The store's code works on paths under the cache; at the few points where a file
+//! must reach the bucket it asks this module whether the path is mounted:
+//!
+//! - **Delta logs** are read and committed in the bucket by delta-rs itself (its default log
+//!   store: a commit is a conditional `PUT` that fails when the version exists, so two writers
+//!   never both commit one version) — nothing of a log is cached.
+//! - **Data files** (and the run history's and metric table's) are written to the cache,
+//!   uploaded before the commit that adds them, and downloaded on first read. A data file is
+//!   never rewritten under its name, so a cached copy is never stale.
+//! - **State files** (bookmarks, checkpoint numbers, coverage) are read from the bucket every time
+//!   ([`pull`]) and uploaded as written ([`push`]); every read-modify-write of a shared one
+//!   happens under the state lease.
+//! - **Locks** are leases ([`Lease`]): an object created only if absent, naming its holder and an
+//!   expiry the holder renews; a holder killed with `kill -9` stops renewing, and the next
+//!   writer takes the lease over once it has expired (a conditional `PUT` on the stale object's
+//!   ETag, so two writers never both take it).
+//!
+//! Credentials come from each cloud's own environment (`AWS_*` with web identity and instance
+//! metadata, `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_*` and managed identity), never from the
+//! configuration, and no message of this module contains one: errors name the object's URL.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use url::Url;
+
+use super::delta::block_on;
+use super::lock::LockHolder;
+
+/// The URL schemes of object storage `[store] path` accepts.
+pub const SCHEMES: [&str; 6] = ["s3", "s3a", "gs", "az", "abfs", "abfss"];
+
+/// Whether `path` (as written in the configuration) names object storage.
+pub fn is_url(path: &str) -> bool {
+    path.split_once("://")
+        .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
+}
+
+/// How to reach an S3-compatible store, from `[store.s3]`; everything else (keys, tokens, roles)
+/// comes from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, R2): `https://minio.example:9000`.
+    pub endpoint: Option<String>,
+    /// Region (else `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint` (most S3-compatible
+    /// stores want this; AWS accepts both). Default: true with an `endpoint`, false without.
+    pub path_style: Option<bool>,
+    /// Allow an `http://` endpoint (a store on the same host or in the cluster network).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// What went wrong talking to the bucket.
+#[derive(Debug, thiserror::Error)]
+#[error("object storage: cannot {action} {url}: {message}")]
+pub struct BucketError {
+    /// What was being done.
+    pub action: &'static str,
+    /// The object (or the lake) it was done to.
+    pub url: String,
+    /// What the client said.
+    pub message: String,
+}
+
+/// A lake's bucket (and prefix in it), mounted at a cache directory.
+pub struct Bucket {
+    /// The lake's URL, ending in `/`.
+    url: Url,
+    /// The bucket's store, rooted at the bucket.
+    store: Arc<dyn ObjectStore>,
+    /// The lake's prefix in the bucket (empty for a whole bucket).
+    prefix: String,
+    /// The local directory the lake is mounted at.
+    cache: PathBuf,
+    /// How long a lease runs unless renewed.
+    lease: Duration,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("url", &self.url.as_str())
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// The lakes this process has mounted.
+static MOUNTS: Mutex<Vec<Arc<Bucket>>> = Mutex::new(Vec::new());
+
+/// Mounts the lake at `url` at a directory under `cache_root` (named after the URL, so every run
+/// on this host reuses what earlier ones downloaded) and returns the directory. Mounting the same
+/// URL again returns the same directory.
+pub fn mount(url: &str, s3: &S3Options, cache_root: &Path, lease: Duration) -> Result<PathBuf, BucketError> {
+    let error = |message: String| BucketError {
+        action: "open the lake at",
+        url: url.to_owned(),
+        message,
+    };
+    let mut parsed = Url::parse(url).map_err(|e| error(e.to_string()))?;
+    if !parsed.path().ends_with('/') {
+        let path = format!("{}/", parsed.path());
+        parsed.set_path(&path);
+    }
+    let mut mounts = MOUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(mounted) = mounts.iter().find(|b| b.url == parsed) {
+        return Ok(mounted.cache.clone());
+    }
+    let store = build_store(&parsed, s3).map_err(error)?;
+    let host = parsed.host_str().unwrap_or_default().to_owned();
+    let prefix = parsed.path().trim_matches('/').to_owned();
+    let mut cache = cache_root.join(parsed.scheme()).join(safe(&host));
+    for part in prefix.split('/').filter(|p| !p.is_empty()) {
+        cache.push(safe(part));
+    }
+    std::fs::create_dir_all(&cache).map_err(|e| {
+        error(format!(
+            "cannot create the cache directory {}: {e}",
+            cache.display()
+        ))
+    })?;
+    mounts.push(Arc::new(Bucket {
+        url: parsed,
+        store,
+        prefix,
+        cache: cache.clone(),
+        lease: lease.max(Duration::from_secs(1)),
+    }));
+    Ok(cache)
+}
+
+fn safe(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The bucket's client, from the URL, `[store.s3]` and the cloud's standard environment.
+fn build_store(url: &Url, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, String> {
+    let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(format!("s3://{}", url.host_str().unwrap_or_default()));
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            } else if std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
+                builder = builder.with_region("us-east-1");
+            }
+            let path_style = s3.path_style.unwrap_or(s3.endpoint.is_some());
+            builder = builder
+                .with_virtual_hosted_style_request(!path_style)
+                .with_allow_http(s3.allow_http);
+            Arc::new(builder.build().map_err(|e| e.to_string())?)
+        }
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(&bucket_url)
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        "az" | "abfs" | "abfss" => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        other => return Err(format!("`{other}://` is not object storage tandem reads")),
+    };
+    Ok(store)
+}
+
+/// The mounted lake `path` lies in, and its key in the bucket.
+pub fn of(path: &Path) -> Option<(Arc<Bucket>, Key)> {
+    let mounts = MOUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    mounts.iter().find_map(|bucket| {
+        let relative = path.strip_prefix(&bucket.cache).ok()?;
+        let key = bucket.key_of(relative)?;
+        Some((Arc::clone(bucket), key))
+    })
+}
+
+/// The client of a mounted bucket `url` lies in (same scheme and bucket).
+pub fn store_for_url(url: &Url) -> Option<Arc<dyn ObjectStore>> {
+    let mounts = MOUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    mounts
+        .iter()
+        .find(|b| b.url.scheme() == url.scheme() && b.url.host_str() == url.host_str())
+        .map(|b| b.store())
+}
+
+/// Whether `path` lies in a mounted lake.
+pub fn is_mounted(path: &Path) -> bool {
+    of(path).is_some()
+}
+
+impl Bucket {
+    fn key_of(&self, relative: &Path) -> Option<Key> {
+        let mut parts: Vec<String> = Vec::new();
+        if !self.prefix.is_empty() {
+            parts.push(self.prefix.clone());
+        }
+        for component in relative.components() {
+            parts.push(component.as_os_str().to_str()?.to_owned());
+        }
+        Some(Key::from(parts.join("/")))
+    }
+
+    /// The lake's URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL of the object at `key`, for messages.
+    pub fn url_of(&self, key: &Key) -> String {
+        format!(
+            "{}://{}/{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or_default(),
+            key
+        )
+    }
+
+    /// The URL of a table directory of the mounted lake (for delta-rs), ending in `/`.
+    pub fn dir_url(&self, dir: &Path) -> Option<Url> {
+        let relative = dir.strip_prefix(&self.cache).ok()?;
+        let mut url = self.url.clone();
+        let mut path = url.path().to_owned();
+        for component in relative.components() {
+            path.push_str(component.as_os_str().to_str()?);
+            path.push('/');
+        }
+        url.set_path(&path);
+        Some(url)
+    }
+
+    /// The bucket's client (rooted at the bucket).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    fn error(&self, action: &'static str, key: &Key, e: impl std::fmt::Display) -> BucketError {
+        BucketError {
+            action,
+            url: self.url_of(key),
+            message: e.to_string(),
+        }
+    }
+
+    /// The object at `key` and its ETag; `None` when there is none.
+    pub fn get(&self, key: &Key) -> Result<Option<(Bytes, Option<String>)>, BucketError> {
+        let store = self.store();
+        let at = key.clone();
+        match block_on(async move {
+            let result = store.get(&at).await?;
+            let etag = result.meta.e_tag.clone();
+            Ok::<_, object_store::Error>((result.bytes().await?, etag))
+        }) {
+            Ok(got) => Ok(Some(got)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
+    /// Writes the object at `key`: unconditionally, only if absent (`Create`), or only if it is
+    /// still the version with this ETag (`Update`). `Ok(None)` when the condition failed;
+    /// otherwise the new ETag.
+    pub fn put(&self, key: &Key, bytes: Bytes, mode: PutMode) -> Result<Option<String>, BucketError> {
+        let store = self.store();
+        let at = key.clone();
+        match block_on(async move {
+            store
+                .put_opts(&at, PutPayload::from_bytes(bytes), PutOptions::from(mode))
+                .await
+        }) {
+            Ok(result) => Ok(Some(result.e_tag.unwrap_or_default())),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.error("write", key, e)),
+        }
+    }
+
+    /// Removes the object at `key` (absent is fine).
+    pub fn delete(&self, key: &Key) -> Result<(), BucketError> {
+        let store = self.store();
+        let at = key.clone();
+        match block_on(async move { store.delete(&at).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+
+    /// The keys (with sizes and modification times) under `prefix`, at any depth.
+    pub fn list(&self, prefix: &Key) -> Result<Vec<(Key, u64, DateTime<Utc>)>, BucketError> {
+        let store = self.store();
+        let at = prefix.clone();
+        block_on(async move {
+            store
+                .list(Some(&at))
+                .map_ok(|meta| (meta.location, meta.size, meta.last_modified))
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .map_err(|e| self.error("list", prefix, e))
+    }
+
+    /// The local path of the object at `key`.
+    fn local(&self, key: &Key) -> PathBuf {
+        let mut path = self.cache.clone();
+        let relative = key
+            .as_ref()
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(key.as_ref())
+            .trim_start_matches('/');
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            path.push(part);
+        }
+        path
+    }
+}
+
+fn io(e: BucketError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place, so a reader (another
+/// process sharing the cache) never sees half a file.
+fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = crate::atomic::tmp_path(path);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Replaces the cached copy of a mutable file (a state file) with the bucket's, or removes it
+/// when the bucket has none. Does nothing for a path outside a mounted lake.
+pub fn pull(path: &Path) -> std::io::Result<()> {
+    let Some((bucket, key)) = of(path) else {
+        return Ok(());
+    };
+    match bucket.get(&key).map_err(io)? {
+        Some((bytes, _)) => write_local(path, &bytes),
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Replaces the cached copies of every object under `dir` with the bucket's (state files), and
+/// removes cached files the bucket no longer has. Does nothing outside a mounted lake.
+pub fn pull_dir(dir: &Path) -> std::io::Result<()> {
+    let Some((bucket, key)) = of(dir) else {
+        return Ok(());
+    };
+    let listed = bucket.list(&key).map_err(io)?;
+    let mut present = std::collections::BTreeSet::new();
+    for (object, _, _) in listed {
+        let local = bucket.local(&object);
+        if let Some((bytes, _)) = bucket.get(&object).map_err(io)? {
+            write_local(&local, &bytes)?;
+            present.insert(local);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let temporary = path.extension().is_some_and(|e| e == "tmp");
+            if path.is_file() && !temporary && !present.contains(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Downloads the object of an immutable file (a data file, a raw page archive) into the cache
+/// unless it is there already. Does nothing outside a mounted lake; a missing object leaves the
+/// path missing (the caller says what that means).
+pub fn fetch(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let Some((bucket, key)) = of(path) else {
+        return Ok(());
+    };
+    if let Some((bytes, _)) = bucket.get(&key).map_err(io)? {
+        write_local(path, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Downloads every object under `dir` the cache does not have (immutable files). Does nothing
+/// outside a mounted lake.
+pub fn fetch_dir(dir: &Path) -> std::io::Result<()> {
+    let Some((bucket, key)) = of(dir) else {
+        return Ok(());
+    };
+    for (object, _, _) in bucket.list(&key).map_err(io)? {
+        let local = bucket.local(&object);
+        if !local.exists() {
+            if let Some((bytes, _)) = bucket.get(&object).map_err(io)? {
+                write_local(&local, &bytes)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Uploads the cached file at `path` to the bucket. Does nothing outside a mounted lake.
+pub fn push(path: &Path) -> std::io::Result<()> {
+    let Some((bucket, key)) = of(path) else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(path)?;
+    bucket
+        .put(&key, Bytes::from(bytes), PutMode::Overwrite)
+        .map_err(io)?;
+    Ok(())
+}
+
+/// Removes the file at `path` from the bucket (and the cache). Outside a mounted lake, only the
+/// file.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    if let Some((bucket, key)) = of(path) {
+        bucket.delete(&key).map_err(io)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The files under `dir` in the bucket, as cache paths, with their modification times; `None`
+/// outside a mounted lake.
+pub fn list_dir(dir: &Path) -> std::io::Result<Option<Vec<(PathBuf, DateTime<Utc>)>>> {
+    let Some((bucket, key)) = of(dir) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        bucket
+            .list(&key)
+            .map_err(io)?
+            .into_iter()
+            .map(|(object, _, modified)| (bucket.local(&object), modified))
+            .collect(),
+    ))
+}
+
+/// Uploads every file under the local directory `from` to the bucket under `to` (a report or an
+/// export written to `s3://…`): the files first, `index.html` (what a static site serves as the
+/// entry) last, so a reader never finds an index pointing at a page not yet there.
+pub fn upload_tree(from: &Path, to: &str, s3: &S3Options) -> Result<usize, BucketError> {
+    let error = |message: String| BucketError {
+        action: "write to",
+        url: to.to_owned(),
+        message,
+    };
+    let url = Url::parse(to).map_err(|e| error(e.to_string()))?;
+    let store = build_store(&url, s3).map_err(error)?;
+    let prefix = url.path().trim_matches('/').to_owned();
+    let mut files = Vec::new();
+    collect_files(from, &mut files).map_err(|e| error(e.to_string()))?;
+    files.sort_by_key(|f| (f.file_name().is_some_and(|n| n == "index.html"), f.clone()));
+    let count = files.len();
+    for file in files {
+        let Ok(relative) = file.strip_prefix(from) else {
+            continue;
+        };
+        let mut parts: Vec<String> = Vec::new();
+        if !prefix.is_empty() {
+            parts.push(prefix.clone());
+        }
+        parts.extend(
+            relative
+                .components()
+                .filter_map(|c| c.as_os_str().to_str().map(str::to_owned)),
+        );
+        let key = Key::from(parts.join("/"));
+        let bytes = std::fs::read(&file).map_err(|e| error(format!("{}: {e}", file.display())))?;
+        let store = Arc::clone(&store);
+        let content_type = content_type(&file);
+        block_on(async move {
+            let mut options = PutOptions::default();
+            if let Some(kind) = content_type {
+                options
+                    .attributes
+                    .insert(object_store::Attribute::ContentType, kind.into());
+            }
+            store.put_opts(&key, PutPayload::from(bytes), options).await
+        })
+        .map_err(|e| error(e.to_string()))?;
+    }
+    Ok(count)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The `Content-Type` a static site serves a report file with.
+fn content_type(path: &Path) -> Option<&'static str> {
+    Some(match path.extension()?.to_str()? {
+        "html" => "text/html; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "csv" => "text/csv; charset=utf-8",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "parquet" => "application/vnd.apache.parquet",
+        _ => return None,
+    })
+}
+
+/// What a lease object says.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LeaseBody {
+    /// Who holds it.
+    pub holder: LockHolder,
+    /// Until when, unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Display for LeaseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (its lease runs to {} unless renewed)",
+            self.holder,
+            self.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// A held lease; renewed by a thread of its own until dropped, then deleted.
+#[derive(Debug)]
+pub struct Lease {
+    bucket: Arc<Bucket>,
+    key: Key,
+    shared: Arc<LeaseState>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct LeaseState {
+    /// Who holds it.
+    holder: LockHolder,
+    /// The ETag of the lease as last written; `None` once lost.
+    etag: Mutex<Option<String>>,
+    /// Set to stop the renewer.
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// Why a lease was not taken.
+#[derive(Debug)]
+pub enum Refused {
+    /// Another holder has it (and its lease has not expired).
+    Held(LeaseBody),
+    /// The bucket could not be asked.
+    Error(BucketError),
+}
+
+impl From<BucketError> for Refused {
+    fn from(e: BucketError) -> Self {
+        Self::Error(e)
+    }
+}
+
+impl Lease {
+    /// Takes the lease at `<lake>/<name>` for `holder`, for `ttl` at a time. One found expired (a
+    /// holder killed, or cut off from the bucket for longer than `ttl`) is taken over, with a
+    /// warning naming the previous holder. Returns the lease and whether it was taken over.
+    pub fn take(path: &Path, holder: &LockHolder) -> Result<(Self, bool), Refused> {
+        let Some((bucket, key)) = of(path) else {
+            return Err(Refused::Error(BucketError {
+                action: "take a lease at",
+                url: path.display().to_string(),
+                message: "not in a lake in object storage".to_owned(),
+            }));
+        };
+        let ttl = bucket.lease;
+        let body = |holder: &LockHolder| -> Bytes {
+            let body = LeaseBody {
+                holder: holder.clone(),
+                expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default(),
+            };
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        };
+        // Twice at most: a lease released between the failed create and the read is created again.
+        for _ in 0..2 {
+            if let Some(etag) = bucket.put(&key, body(holder), PutMode::Create)? {
+                return Ok((Self::start(bucket, key, etag, holder, ttl), false));
+            }
+            let Some((bytes, etag)) = bucket.get(&key)? else {
+                continue;
+            };
+            let current: Option<LeaseBody> = serde_json::from_slice(&bytes).ok();
+            if let Some(current) = &current
+                && current.expires_at > Utc::now()
+            {
+                return Err(Refused::Held(current.clone()));
+            }
+            // Expired (or unreadable: a lease object is never written half): take it over, unless
+            // another writer does so first.
+            let mode = PutMode::Update(UpdateVersion {
+                e_tag: etag,
+                version: None,
+            });
+            if let Some(new) = bucket.put(&key, body(holder), mode)? {
+                if let Some(previous) = &current {
+                    tracing::warn!(
+                        lease = %bucket.url_of(&key),
+                        previous = %previous.holder,
+                        "Taking over a lease its holder stopped renewing (killed?)."
+                    );
+                }
+                return Ok((Self::start(bucket, key, new, holder, ttl), true));
+            }
+            match bucket.get(&key)? {
+                Some((bytes, _)) => {
+                    if let Ok(winner) = serde_json::from_slice::<LeaseBody>(&bytes) {
+                        return Err(Refused::Held(winner));
+                    }
+                }
+                None => continue,
+            }
+        }
+        Err(Refused::Error(BucketError {
+            action: "take the lease",
+            url: bucket.url_of(&key),
+            message: "it changed hands while being taken; try again".to_owned(),
+        }))
+    }
+
+    /// The lease at `path`, if a holder has it and it has not expired.
+    pub fn holder(path: &Path) -> Result<Option<LeaseBody>, BucketError> {
+        let Some((bucket, key)) = of(path) else {
+            return Ok(None);
+        };
+        Ok(bucket
+            .get(&key)?
+            .and_then(|(bytes, _)| serde_json::from_slice::<LeaseBody>(&bytes).ok())
+            .filter(|body| body.expires_at > Utc::now()))
+    }
+
+    /// The leases under `dir` that a holder has and that have not expired.
+    pub fn holders_under(dir: &Path) -> Result<Vec<LeaseBody>, BucketError> {
+        let Some((bucket, key)) = of(dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (object, _, _) in bucket.list(&key)? {
+            if let Some((bytes, _)) = bucket.get(&object)?
+                && let Ok(body) = serde_json::from_slice::<LeaseBody>(&bytes)
+                && body.expires_at > Utc::now()
+            {
+                out.push(body);
+            }
+        }
+        Ok(out)
+    }
+
+    fn start(bucket: Arc<Bucket>, key: Key, etag: String, holder: &LockHolder, ttl: Duration) -> Self {
+        let shared = Arc::new(LeaseState {
+            holder: holder.clone(),
+            etag: Mutex::new(Some(etag)),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let renewer = {
+            let (bucket, key, shared) = (Arc::clone(&bucket), key.clone(), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("tandem-lease".to_owned())
+                .spawn(move || renew(&bucket, &key, &shared, ttl))
+                .ok()
+        };
+        Self {
+            bucket,
+            key,
+            shared,
+            renewer,
+        }
+    }
+
+    /// Whether the lease is still this process's (a renewal found it taken over: the process was
+    /// cut off from the bucket for longer than the lease).
+    pub fn is_held(&self) -> bool {
+        self.shared
+            .etag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The lease object's URL.
+    pub fn url(&self) -> String {
+        self.bucket.url_of(&self.key)
+    }
+}
+
+/// Renews the lease every third of its term until told to stop; a renewal refused (another
+/// holder took the lease over) marks it lost.
+fn renew(bucket: &Bucket, key: &Key, shared: &LeaseState, ttl: Duration) {
+    let every = ttl / 3;
+    loop {
+        {
+            let stop = shared
+                .stop
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (stop, _) = shared
+                .wake
+                .wait_timeout_while(stop, every, |stop| !*stop)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *stop {
+                return;
+            }
+        }
+        let mut etag = shared
+            .etag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(current) = etag.clone() else {
+            return;
+        };
+        let body = LeaseBody {
+            holder: shared.holder.clone(),
+            expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default(),
+        };
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: Some(current),
+            version: None,
+        });
+        match bucket.put(
+            key,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            mode,
+        ) {
+            Ok(Some(new)) => *etag = Some(new),
+            Ok(None) => {
+                tracing::error!(lease = %bucket.url_of(key), "Another writer took over the lease; this one stops committing.");
+                *etag = None;
+                return;
+            }
+            // The bucket could not be reached this time: the lease still runs; try again.
+            Err(e) => tracing::warn!(error = %e, "Cannot renew a lease; trying again."),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self
+            .shared
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.shared.wake.notify_all();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+        if self.is_held() {
+            if let Err(e) = self.bucket.delete(&self.key) {
+                tracing::warn!(error = %e, "Cannot release a lease; it expires by itself.");
+            }
+        }
+    }
+}
