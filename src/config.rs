@@ -567,16 +567,8 @@ impl Config {
         use crate::store::bucket;
         let text = self.store.path.to_string_lossy();
         if bucket::is_url(&text) {
-            let cache = match &self.store.cache_dir {
-                Some(dir) => self.resolve(dir),
-                None => std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                    .unwrap_or_else(std::env::temp_dir)
-                    .join("tandem"),
-            };
             let lease = std::time::Duration::from_secs(self.store.lease_secs);
-            return bucket::mount(&text, &self.store.s3, &cache, lease);
+            return bucket::mount(&text, &self.store.s3, &self.cache_root(), lease);
         }
         if let Some(local) = text.strip_prefix("file://") {
             return Ok(self.resolve(Path::new(local)));
@@ -591,6 +583,19 @@ impl Config {
             });
         }
         Ok(self.resolve(&self.store.path))
+    }
+
+    /// Where files of object storage are cached on this host: `[store] cache_dir`, else
+    /// `$XDG_CACHE_HOME/tandem`, else `~/.cache/tandem`.
+    pub fn cache_root(&self) -> PathBuf {
+        match &self.store.cache_dir {
+            Some(dir) => self.resolve(dir),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("tandem"),
+        }
     }
 
     /// Resolves a path from the config against the config file's directory.

@@ -40,7 +40,7 @@ fn run(cli: Cli, counts: &mut Option<SyncCounts>) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Progress lines would break the one-object-per-line stream of JSON logs.
     let ctx = commands::Context::for_cli(cli.quiet || cli.log_format == LogFormat::Json);
-    match &cli.command {
+    let outcome = match &cli.command {
         Command::Init(args) => commands::init::run(args, &cli.config, &ctx).map(|()| Outcome::Success),
         Command::Completions(args) => commands::completions::run(args).map(|()| Outcome::Success),
         Command::Man(args) => commands::man::run(args).map(|()| Outcome::Success),
@@ -85,7 +85,10 @@ fn run(cli: Cli, counts: &mut Option<SyncCounts>) -> anyhow::Result<Outcome> {
             let config = commands::load_config(&cli.config)?;
             runtime.block_on(commands::run::run(args, &config, &ctx, counts))
         }
-    }
+    }?;
+    // Reports written to object storage go up once the command is done with them.
+    commands::publish_outputs()?;
+    Ok(outcome)
 }
 
 /// Structured log lines on stderr, quiet by default for cron: warnings and errors (retries,

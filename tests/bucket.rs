@@ -130,6 +130,27 @@ async fn a_lake_in_a_bucket_holds_everything_and_gives_the_numbers_of_a_local_la
     let (code, stderr) = tandem(&world, &config, &["report"], "bucket-report").await;
     assert_eq!(code, 0, "{stderr}");
     assert!(config.parent().unwrap().join("report/index.html").is_file());
+    // Reports go to a bucket prefix too, with the history page on top, twice: the second run's
+    // index lists both runs (it read the first from the bucket, with another empty cache).
+    for round in 0..2 {
+        std::fs::remove_dir_all(&cache).unwrap();
+        let out = ["report", "--out", "s3://lake/site/reports"];
+        let (code, stderr) = tandem(&world, &config, &out, &format!("site-{round}")).await;
+        assert_eq!(code, 0, "{stderr}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let index = std::fs::read_to_string(server.object("site/reports/index.html")).unwrap();
+    let runs: Vec<_> = std::fs::read_dir(server.object("site/reports/weekly"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in &runs {
+        assert!(index.contains(run.as_str()), "the index does not list {run}");
+        let folder = server.object(&format!("site/reports/weekly/{run}"));
+        assert!(folder.join("report.html").is_file() && folder.join("meta.json").is_file());
+    }
     std::fs::remove_dir_all(&cache).unwrap();
     let before = snapshot(&Store::open(&in_bucket).unwrap());
     let (code, stderr) = tandem(&world, &config, &["sync"], "bucket-sync-again").await;

@@ -233,7 +233,7 @@ async fn the_weekly_report_of_a_run_renders_again_as_of_its_version_and_the_run_
     tandem::commands::run::job_at(&config, &ctx, &range(&world), None, at)
         .await
         .unwrap();
-    let out = tandem::commands::out_dir(&config, None);
+    let out = tandem::commands::out_dir(&config, None).unwrap();
     let run = tandem::report::archive::latest(&out, "weekly", None).expect("the run's weekly report");
     let read = run.meta.read.clone().expect("the versions it read");
     let version = read.metrics.unwrap().to_string();

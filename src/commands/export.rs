@@ -35,7 +35,7 @@ pub fn run(args: &ExportArgs, config: &Config, ctx: &Context) -> anyhow::Result<
     let store = Store::open(&config.lake()?)?;
     // The export reads the lake; it does not replace the stored metric table.
     let rows = super::calculate(&args.range, config)?;
-    let out = super::out_dir(config, args.out.clone());
+    let out = super::out_dir(config, args.out.clone())?;
     let now = Utc::now();
     let (dir, schema) = into_run_folder(&out, now, |dir| {
         write(dir, &store, &rows, config, pseudonymiser, now)

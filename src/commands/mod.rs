@@ -579,8 +579,30 @@ pub fn from_store_at(
 // Reports: where they go, how a run is archived, what is printed.
 
 /// The report directory: `--out`, else `report.out` from the config, relative to the config file.
-pub fn out_dir(config: &Config, out: Option<PathBuf>) -> PathBuf {
-    config.resolve(&out.unwrap_or_else(|| config.report.out.clone()))
+/// A folder in object storage (`s3://site/reports`) is rendered into locally (up to date with the
+/// bucket) and uploaded when the command ends ([`publish_outputs`]), so a bucket served as a static
+/// site is the report site.
+pub fn out_dir(config: &Config, out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let out = out.unwrap_or_else(|| config.report.out.clone());
+    let text = out.to_string_lossy();
+    if crate::store::bucket::is_url(&text) {
+        return Ok(crate::store::bucket::mount_tree(
+            &text,
+            &config.store.s3,
+            &config.cache_root(),
+        )?);
+    }
+    Ok(config.resolve(&out))
+}
+
+/// Uploads the reports and exports a command wrote to folders in object storage (see
+/// [`out_dir`]), saying where they went.
+pub fn publish_outputs() -> anyhow::Result<()> {
+    for (url, files) in crate::store::bucket::publish_trees()? {
+        tracing::info!(url = %url, files, "Reports published to object storage.");
+        println!("Published {files} file(s) to {url}");
+    }
+    Ok(())
 }
 
 /// Renders the weekly report of `rows` into a new run folder `<out>/weekly/<timestamp>/` and
@@ -594,7 +616,7 @@ pub fn render_weekly(
     data_at: Option<DateTime<Utc>>,
     read: Option<archive::TableVersions>,
 ) -> anyhow::Result<ReportOutput> {
-    let out_dir = out_dir(config, out);
+    let out_dir = out_dir(config, out)?;
     let now = Utc::now();
     // Built once: its period names the run, and it is what gets rendered.
     let view = view::build(
@@ -728,7 +750,7 @@ pub fn write_nightly(
     let store = Store::open(&config.lake()?)?;
     let basis = basis(&store, None)?;
     let rows = calculate_on(&store, &basis, &range, config, now.date_naive())?;
-    let out_dir = out_dir(config, out);
+    let out_dir = out_dir(config, out)?;
     let time_zone = config.tz().to_string();
     let input = NightlyInput {
         organisation: &config.organisation.name,

@@ -62,7 +62,7 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
         read: basis.read(),
     };
     let output = archived(
-        &out_dir(config, args.out.clone()),
+        &out_dir(config, args.out.clone())?,
         &config.organisation.name,
         &run,
         |dir| steering::render(&input, dir),

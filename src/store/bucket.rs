@@ -473,51 +473,88 @@ pub fn list_dir(dir: &Path) -> std::io::Result<Option<Vec<(PathBuf, DateTime<Utc
     ))
 }
 
-/// Uploads every file under the local directory `from` to the bucket under `to` (a report or an
-/// export written to `s3://…`): the files first, `index.html` (what a static site serves as the
-/// entry) last, so a reader never finds an index pointing at a page not yet there.
-pub fn upload_tree(from: &Path, to: &str, s3: &S3Options) -> Result<usize, BucketError> {
-    let error = |message: String| BucketError {
-        action: "write to",
-        url: to.to_owned(),
-        message,
+/// The output trees (report and export folders in a bucket) this process mounted, to publish.
+static TREES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Mounts a report (or export) folder in a bucket (`s3://site/reports`) at a local directory and
+/// brings it up to date for rendering into: the run folders this host lacks (never rewritten
+/// under their name: what the index lists and a digest compares with) and the bucket's
+/// `index.html`. [`publish_trees`] uploads what the command adds.
+pub fn mount_tree(url: &str, s3: &S3Options, cache_root: &Path) -> Result<PathBuf, BucketError> {
+    let dir = mount(url, s3, &cache_root.join("out"), Duration::from_secs(60))?;
+    let failed = |e: std::io::Error| BucketError {
+        action: "read",
+        url: url.to_owned(),
+        message: e.to_string(),
     };
-    let url = Url::parse(to).map_err(|e| error(e.to_string()))?;
-    let store = build_store(&url, s3).map_err(error)?;
-    let prefix = url.path().trim_matches('/').to_owned();
-    let mut files = Vec::new();
-    collect_files(from, &mut files).map_err(|e| error(e.to_string()))?;
-    files.sort_by_key(|f| (f.file_name().is_some_and(|n| n == "index.html"), f.clone()));
-    let count = files.len();
-    for file in files {
-        let Ok(relative) = file.strip_prefix(from) else {
+    fetch_dir(&dir).map_err(failed)?;
+    pull(&dir.join("index.html")).map_err(failed)?;
+    let mut trees = TREES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !trees.contains(&dir) {
+        trees.push(dir.clone());
+    }
+    Ok(dir)
+}
+
+/// Uploads what this process added to the output trees it mounted: every file the bucket lacks
+/// (hidden folders, a run being written, left out), then the top-level files (`index.html`)
+/// last, so the index never links a run not yet there. Returns the trees' URLs and the files
+/// uploaded.
+pub fn publish_trees() -> Result<Vec<(String, usize)>, BucketError> {
+    let trees: Vec<PathBuf> = TREES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut published = Vec::new();
+    for dir in trees {
+        let Some((bucket, key)) = of(&dir) else {
             continue;
         };
-        let mut parts: Vec<String> = Vec::new();
-        if !prefix.is_empty() {
-            parts.push(prefix.clone());
+        let present: std::collections::BTreeSet<PathBuf> = bucket
+            .list(&key)?
+            .into_iter()
+            .map(|(object, _, _)| bucket.local(&object))
+            .collect();
+        let mut files = Vec::new();
+        collect_files(&dir, &mut files).map_err(|e| bucket.error("read", &key, e))?;
+        let visible = |f: &PathBuf| {
+            f.strip_prefix(&dir).is_ok_and(|r| {
+                !r.components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+            }) && f.extension().is_none_or(|e| e != "tmp")
+        };
+        let top = |f: &PathBuf| f.parent() == Some(dir.as_path());
+        let mut upload: Vec<PathBuf> = files
+            .into_iter()
+            .filter(|f| visible(f) && (top(f) || !present.contains(f)))
+            .collect();
+        upload.sort_by_key(|f| (top(f), f.clone()));
+        for file in &upload {
+            let Some(object) = file
+                .strip_prefix(&bucket.cache)
+                .ok()
+                .and_then(|r| bucket.key_of(r))
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(file).map_err(|e| bucket.error("read", &object, e))?;
+            let store = bucket.store();
+            let at = object.clone();
+            let kind = content_type(file);
+            block_on(async move {
+                let mut options = PutOptions::default();
+                if let Some(kind) = kind {
+                    options
+                        .attributes
+                        .insert(object_store::Attribute::ContentType, kind.into());
+                }
+                store.put_opts(&at, PutPayload::from(bytes), options).await
+            })
+            .map_err(|e| bucket.error("write", &object, e))?;
         }
-        parts.extend(
-            relative
-                .components()
-                .filter_map(|c| c.as_os_str().to_str().map(str::to_owned)),
-        );
-        let key = Key::from(parts.join("/"));
-        let bytes = std::fs::read(&file).map_err(|e| error(format!("{}: {e}", file.display())))?;
-        let store = Arc::clone(&store);
-        let content_type = content_type(&file);
-        block_on(async move {
-            let mut options = PutOptions::default();
-            if let Some(kind) = content_type {
-                options
-                    .attributes
-                    .insert(object_store::Attribute::ContentType, kind.into());
-            }
-            store.put_opts(&key, PutPayload::from(bytes), options).await
-        })
-        .map_err(|e| error(e.to_string()))?;
+        published.push((bucket.url.to_string(), upload.len()));
     }
-    Ok(count)
+    Ok(published)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
