@@ -157,3 +157,69 @@ async fn a_lake_in_a_bucket_holds_everything_and_gives_the_numbers_of_a_local_la
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(snapshot(&Store::open(&in_bucket).unwrap()), before);
 }
+
+#[test]
+fn the_s3_server_honours_the_conditional_writes_that_commits_and_leases_rely_on() {
+    use tandem::store::bucket::object_store::{PutMode, UpdateVersion, path::Path as Key};
+    use tandem::store::bucket::{Lease, Refused, of};
+    use tandem::store::lock::LockHolder;
+
+    let server = S3Server::start();
+    let cache = tempfile::tempdir().unwrap();
+    let lake = tandem::store::bucket::mount_store(
+        "s3://lake/conditional",
+        server.client(),
+        cache.path(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let (bucket, key) = of(&lake.join("probe")).unwrap();
+    assert_eq!(key, Key::from("conditional/probe"));
+
+    // If-None-Match: * — created once, refused the second time, the first body kept.
+    let first = bucket.put(&key, "one".into(), PutMode::Create).unwrap();
+    assert!(first.is_some());
+    assert_eq!(bucket.put(&key, "two".into(), PutMode::Create).unwrap(), None);
+    assert_eq!(bucket.get(&key).unwrap().unwrap().0, "one");
+    // If-Match: written over the version read, refused over a stale one.
+    let update = |etag: &Option<String>| {
+        PutMode::Update(UpdateVersion {
+            e_tag: etag.clone(),
+            version: None,
+        })
+    };
+    let second = bucket.put(&key, "three".into(), update(&first)).unwrap();
+    assert!(second.is_some() && second != first);
+    assert_eq!(bucket.put(&key, "four".into(), update(&first)).unwrap(), None);
+    assert_eq!(bucket.get(&key).unwrap().unwrap().0, "three");
+
+    // A lease: refused to another holder while renewed (past its 2 s term), released on drop,
+    // and taken over once its holder stops renewing without releasing.
+    let holder = |pid: u32| LockHolder {
+        host: "test".to_owned(),
+        pid,
+        started_at: chrono::Utc::now(),
+        command: format!("tandem sync ({pid})"),
+    };
+    let at = lake.join("locks").join("source-github");
+    let (lease, taken_over) = Lease::take(&at, &holder(1)).unwrap();
+    assert!(!taken_over);
+    std::thread::sleep(Duration::from_millis(3500));
+    match Lease::take(&at, &holder(2)) {
+        Err(Refused::Held(body)) => assert_eq!(body.holder.pid, 1, "{body}"),
+        other => panic!("a renewed lease was not refused: {other:?}"),
+    }
+    assert!(lease.is_held());
+    drop(lease);
+    let (second, taken_over) = Lease::take(&at, &holder(2)).unwrap();
+    assert!(!taken_over, "a released lease is created anew");
+    // A holder that stops renewing (as a process killed with SIGKILL does).
+    second.abandon();
+    assert!(matches!(Lease::take(&at, &holder(3)), Err(Refused::Held(_))));
+    std::thread::sleep(Duration::from_millis(2500));
+    let (third, taken_over) = Lease::take(&at, &holder(3)).unwrap();
+    assert!(taken_over, "an expired lease is taken over");
+    assert_eq!(Lease::holder(&at).unwrap().unwrap().holder.pid, 3);
+    drop(third);
+    assert!(Lease::holder(&at).unwrap().is_none());
+}

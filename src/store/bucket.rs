@@ -31,6 +31,8 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use url::Url;
 
+pub use object_store;
+
 use super::delta::block_on;
 use super::lock::LockHolder;
 
@@ -102,6 +104,26 @@ static MOUNTS: Mutex<Vec<Arc<Bucket>>> = Mutex::new(Vec::new());
 /// on this host reuses what earlier ones downloaded) and returns the directory. Mounting the same
 /// URL again returns the same directory.
 pub fn mount(url: &str, s3: &S3Options, cache_root: &Path, lease: Duration) -> Result<PathBuf, BucketError> {
+    mount_with(url, cache_root, lease, |parsed| build_store(parsed, s3))
+}
+
+/// [`mount`] with a client the caller built (rooted at the bucket): for a program embedding
+/// tandem with credentials of its own, and for tests.
+pub fn mount_store(
+    url: &str,
+    store: Arc<dyn ObjectStore>,
+    cache_root: &Path,
+    lease: Duration,
+) -> Result<PathBuf, BucketError> {
+    mount_with(url, cache_root, lease, |_| Ok(store))
+}
+
+fn mount_with(
+    url: &str,
+    cache_root: &Path,
+    lease: Duration,
+    client: impl FnOnce(&Url) -> Result<Arc<dyn ObjectStore>, String>,
+) -> Result<PathBuf, BucketError> {
     let error = |message: String| BucketError {
         action: "open the lake at",
         url: url.to_owned(),
@@ -116,7 +138,7 @@ pub fn mount(url: &str, s3: &S3Options, cache_root: &Path, lease: Duration) -> R
     if let Some(mounted) = mounts.iter().find(|b| b.url == parsed) {
         return Ok(mounted.cache.clone());
     }
-    let store = build_store(&parsed, s3).map_err(error)?;
+    let store = client(&parsed).map_err(error)?;
     let host = parsed.host_str().unwrap_or_default().to_owned();
     let prefix = parsed.path().trim_matches('/').to_owned();
     let mut cache = cache_root.join(parsed.scheme()).join(safe(&host));
@@ -358,6 +380,45 @@ fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// What a read under the state lease saw of an object: the version a write must still find.
+#[derive(Debug, Clone)]
+enum Seen {
+    Absent,
+    Version(String),
+}
+
+std::thread_local! {
+    /// While this thread holds the state lease ([`begin_guarded`]): the state files it read, so
+    /// that writing one back is conditional on nobody having written it since.
+    static GUARDED: std::cell::RefCell<Option<std::collections::HashMap<PathBuf, Seen>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Marks the start of a read-modify-write of state files by this thread (it holds the state
+/// lease): until [`end_guarded`], a file it reads and writes back is written only if it is
+/// still the version read. Should a lease run out under a stalled holder and another writer
+/// update the file meanwhile, the write fails loudly instead of undoing that update.
+pub fn begin_guarded() {
+    GUARDED.with(|g| *g.borrow_mut() = Some(std::collections::HashMap::new()));
+}
+
+/// Ends what [`begin_guarded`] started.
+pub fn end_guarded() {
+    GUARDED.with(|g| *g.borrow_mut() = None);
+}
+
+fn saw(path: &Path, seen: Seen) {
+    GUARDED.with(|g| {
+        if let Some(map) = g.borrow_mut().as_mut() {
+            map.insert(path.to_owned(), seen);
+        }
+    });
+}
+
+fn seen(path: &Path) -> Option<Seen> {
+    GUARDED.with(|g| g.borrow().as_ref().and_then(|map| map.get(path).cloned()))
+}
+
 /// Replaces the cached copy of a mutable file (a state file) with the bucket's, or removes it
 /// when the bucket has none. Does nothing for a path outside a mounted lake.
 pub fn pull(path: &Path) -> std::io::Result<()> {
@@ -365,11 +426,19 @@ pub fn pull(path: &Path) -> std::io::Result<()> {
         return Ok(());
     };
     match bucket.get(&key).map_err(io)? {
-        Some((bytes, _)) => write_local(path, &bytes),
-        None => match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        },
+        Some((bytes, etag)) => {
+            if let Some(etag) = etag {
+                saw(path, Seen::Version(etag));
+            }
+            write_local(path, &bytes)
+        }
+        None => {
+            saw(path, Seen::Absent);
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
     }
 }
 
@@ -439,10 +508,26 @@ pub fn push(path: &Path) -> std::io::Result<()> {
         return Ok(());
     };
     let bytes = std::fs::read(path)?;
-    bucket
-        .put(&key, Bytes::from(bytes), PutMode::Overwrite)
-        .map_err(io)?;
-    Ok(())
+    let mode = match seen(path) {
+        Some(Seen::Absent) => PutMode::Create,
+        Some(Seen::Version(etag)) => PutMode::Update(UpdateVersion {
+            e_tag: Some(etag),
+            version: None,
+        }),
+        None => PutMode::Overwrite,
+    };
+    match bucket.put(&key, Bytes::from(bytes), mode).map_err(io)? {
+        Some(etag) => {
+            if seen(path).is_some() {
+                saw(path, Seen::Version(etag));
+            }
+            Ok(())
+        }
+        None => Err(std::io::Error::other(format!(
+            "{} was changed by another writer since this one read it (this writer's state lease ran out while it was stalled?); nothing was overwritten: run again",
+            bucket.url_of(&key)
+        ))),
+    }
 }
 
 /// Removes the file at `path` from the bucket (and the cache). Outside a mounted lake, only the
@@ -450,6 +535,7 @@ pub fn push(path: &Path) -> std::io::Result<()> {
 pub fn remove(path: &Path) -> std::io::Result<()> {
     if let Some((bucket, key)) = of(path) {
         bucket.delete(&key).map_err(io)?;
+        saw(path, Seen::Absent);
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -763,6 +849,14 @@ impl Lease {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some()
+    }
+
+    /// Stops renewing the lease without releasing it: what a holder killed with `kill -9`
+    /// leaves behind, for tests of the takeover.
+    #[doc(hidden)]
+    pub fn abandon(self) {
+        *self.shared.etag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        drop(self);
     }
 
     /// The lease object's URL.

@@ -975,7 +975,10 @@ impl Store {
         let mut pause = std::time::Duration::from_millis(10);
         loop {
             match bucket::Lease::take(&path, &me) {
-                Ok((lease, _)) => return Ok(StateGuard::Lease(lease)),
+                Ok((lease, _)) => {
+                    bucket::begin_guarded();
+                    return Ok(StateGuard::Lease(lease));
+                }
                 Err(bucket::Refused::Held(holder)) if started.elapsed() < STATE_LEASE_WAIT => {
                     tracing::debug!(holder = %holder, "Waiting for the lake's state lease.");
                     std::thread::sleep(pause);
@@ -1208,8 +1211,11 @@ pub(crate) enum StateGuard {
 
 impl Drop for StateGuard {
     fn drop(&mut self) {
-        if let Self::File(file) = self {
-            let _ = file.unlock();
+        match self {
+            Self::File(file) => {
+                let _ = file.unlock();
+            }
+            Self::Lease(_) => bucket::end_guarded(),
         }
     }
 }

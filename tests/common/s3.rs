@@ -102,3 +102,22 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+impl S3Server {
+    /// A client of the server's bucket with the test credentials (the binary takes them from its
+    /// environment; the test process is given them).
+    pub fn client(&self) -> std::sync::Arc<dyn tandem::store::bucket::object_store::ObjectStore> {
+        use tandem::store::bucket::object_store::aws::AmazonS3Builder;
+        std::sync::Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_bucket_name(BUCKET)
+                .with_region("us-east-1")
+                .with_access_key_id(ACCESS_KEY)
+                .with_secret_access_key(SECRET_KEY)
+                .with_allow_http(true)
+                .build()
+                .unwrap(),
+        )
+    }
+}
