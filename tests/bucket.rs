@@ -223,3 +223,175 @@ fn the_s3_server_honours_the_conditional_writes_that_commits_and_leases_rely_on(
     drop(third);
     assert!(Lease::holder(&at).unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_of_different_sources_at_once_in_a_bucket_leave_the_lake_of_the_same_syncs_one_after_the_other()
+{
+    // As the local lake's test (tests/lake.rs): GitHub and GitLab interleave commits on the same
+    // tables, PagerDuty writes alongside; here every commit is a conditional PUT in the bucket.
+    let world = World::start(8).await;
+    let server = S3Server::start();
+    let sources = ["github", "gitlab", "pagerduty"];
+    let extra = "commit_interval_secs = 0\nlease_secs = 3";
+
+    let serial = bucket_config(&world, &server, "serial", "serial", extra);
+    for source in sources {
+        let (code, stderr) = tandem(
+            &world,
+            &serial,
+            &["sync", "--source", source],
+            &format!("serial-{source}"),
+        )
+        .await;
+        assert_eq!(code, 0, "{source}: {stderr}");
+    }
+    let expected = snapshot(&Store::open(&server.object("serial")).unwrap());
+    assert!(!expected.0.is_empty() && !expected.1.is_empty() && !expected.2.is_empty());
+
+    // Round 1 kills the GitHub sync (kill -9) part-way while the others write on; its leases run
+    // out (3 s) and the sync run again finishes the job.
+    for round in 0..2u64 {
+        let prefix = format!("round-{round}");
+        let config = bucket_config(&world, &server, &prefix, &prefix, extra);
+        let children: Vec<_> = sources
+            .iter()
+            .map(|source| {
+                let args = ["sync", "--source", source];
+                (
+                    *source,
+                    spawn(&world, &config, &args, &format!("{prefix}-{source}")),
+                )
+            })
+            .collect();
+        let mut killed = false;
+        for (source, (mut child, stderr)) in children {
+            if round == 1 && source == "github" {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                let _ = child.kill();
+                killed = child.wait().unwrap().code().is_none();
+                continue;
+            }
+            let status = finish(&mut child, Duration::from_secs(180), source).await;
+            assert!(
+                status.success(),
+                "{prefix}, {source}: {}",
+                std::fs::read_to_string(stderr).unwrap()
+            );
+        }
+        assert_eq!(
+            killed,
+            round == 1,
+            "{prefix}: the GitHub sync was to be killed part-way"
+        );
+        let lake = server.object(&prefix);
+        if killed {
+            // Every table stays readable after the kill.
+            snapshot(&Store::open(&lake).unwrap());
+            let mut code_and_err = (1, String::new());
+            // Refused while the killed sync's lease runs; taken over once it ran out.
+            for attempt in 0..20 {
+                code_and_err = tandem(
+                    &world,
+                    &config,
+                    &["sync", "--source", "github"],
+                    &format!("{prefix}-rerun-{attempt}"),
+                )
+                .await;
+                if code_and_err.0 == 0 {
+                    break;
+                }
+                assert!(code_and_err.1.contains("lease runs to"), "{}", code_and_err.1);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            assert_eq!(code_and_err.0, 0, "{}", code_and_err.1);
+        }
+        assert_eq!(
+            snapshot(&Store::open(&lake).unwrap()),
+            expected,
+            "{prefix}: the rows of the serial syncs"
+        );
+        // Each stream's bookmark was committed: syncing each source again changes nothing.
+        for source in sources {
+            let (code, stderr) = tandem(
+                &world,
+                &config,
+                &["sync", "--source", source],
+                &format!("{prefix}-{source}-again"),
+            )
+            .await;
+            assert_eq!(code, 0, "{prefix}, {source} again: {stderr}");
+        }
+        assert_eq!(
+            snapshot(&Store::open(&lake).unwrap()),
+            expected,
+            "{prefix}, after syncing again"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_a_bucket_lake_is_refused_naming_the_lease_holder_until_a_killed_holders_lease_runs_out()
+ {
+    let world = World::start(2).await;
+    let server = S3Server::start();
+    let config = bucket_config(&world, &server, "lease", "lease", "lease_secs = 4");
+    // A GitHub sync that stalls on the fake (which never answers) keeps its leases until killed.
+    world.servers.github.control.stall_after(0);
+    let (mut holder, _) = spawn(&world, &config, &["sync", "--source", "github"], "stalled");
+    let lease = server.object("lease/locks/source-github");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body: serde_json::Value = loop {
+        assert!(holder.try_wait().unwrap().is_none(), "the stalled sync ended");
+        if let Some(body) = std::fs::read(&lease)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|b| b["holder"]["pid"] == holder.id())
+        {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never took its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["holder"]["command"], "tandem sync");
+    // It renews its lease: still held well past one term.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(holder.try_wait().unwrap().is_none());
+    // The same source, and what needs the lake alone, are refused, naming the writer; another
+    // source's sync and the metric table's writer work alongside.
+    for (args, name) in [
+        (&["sync", "--source", "github"][..], "same-source"),
+        (&["maintain"][..], "maintain"),
+    ] {
+        let (code, stderr) = tandem(&world, &config, args, name).await;
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("pid {}", holder.id()))
+                && stderr.contains("`tandem sync`")
+                && stderr.contains("lease runs to"),
+            "{name}: names the holder: {stderr}"
+        );
+    }
+    for (args, name) in [
+        (&["sync", "--source", "pagerduty"][..], "other-source"),
+        (&["metrics"][..], "metrics"),
+    ] {
+        let (code, stderr) = tandem(&world, &config, args, name).await;
+        assert_eq!(code, 0, "{name}: {stderr}");
+    }
+    // kill -9: nothing is released; the lease runs out by itself and is taken over.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        lease.is_file(),
+        "the killed writer's lease is still in the bucket"
+    );
+    world.servers.github.control.clear_faults();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (code, stderr) = tandem(&world, &config, &["sync", "--source", "github"], "after-kill").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("Taking over a lease"), "{stderr}");
+    assert!(!lease.exists(), "a writer that ends cleanly releases its lease");
+}

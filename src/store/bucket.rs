@@ -855,7 +855,11 @@ impl Lease {
     /// leaves behind, for tests of the takeover.
     #[doc(hidden)]
     pub fn abandon(self) {
-        *self.shared.etag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self
+            .shared
+            .etag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         drop(self);
     }
 
