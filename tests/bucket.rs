@@ -1,5 +1,5 @@
 //! A lake in object storage, through the real binary against a real S3-compatible server process
-//! (`s3s-fs`, see `common::s3`): everything tandem keeps goes to the bucket, a fresh machine with
+//! (`tools/s3-test-server`, see `common::s3`): everything tandem keeps goes to the bucket, a fresh machine with
 //! an empty cache reads it back, writers of different sources commit side by side, a second
 //! writer of the same part is refused naming the lease's holder, and a killed holder's lease runs
 //! out.
@@ -192,6 +192,22 @@ fn the_s3_server_honours_the_conditional_writes_that_commits_and_leases_rely_on(
     assert!(second.is_some() && second != first);
     assert_eq!(bucket.put(&key, "four".into(), update(&first)).unwrap(), None);
     assert_eq!(bucket.get(&key).unwrap().unwrap().0, "three");
+
+    // Atomic under a race: of eight writers creating one object at once, exactly one succeeds
+    // (a server that checks and then writes lets several through, and two Delta commits of one
+    // version would both land).
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (bucket, key) = of(&lake.join("race")).unwrap();
+            std::thread::spawn(move || {
+                bucket
+                    .put(&key, format!("writer {i}").into(), PutMode::Create)
+                    .unwrap()
+            })
+        })
+        .collect();
+    let created = racers.into_iter().filter_map(|r| r.join().unwrap()).count();
+    assert_eq!(created, 1, "creates that succeeded in a race");
 
     // A lease: refused to another holder while renewed (past its 2 s term), released on drop,
     // and taken over once its holder stops renewing without releasing.

@@ -1,7 +1,8 @@
-//! A real S3-compatible server process for the tests of a lake in object storage: `s3s-fs` (from
-//! crates.io; `.ci/run` installs it), which keeps each object as a file under its root directory
-//! and implements conditional writes (`If-None-Match: *`, `If-Match`), which Delta commits and
-//! the writers' leases depend on.
+//! A real S3-compatible server process for the tests of a lake in object storage:
+//! `tandem-s3-test-server` (`tools/s3-test-server`, which `.ci/run` installs), the `s3s-fs` server
+//! from crates.io — each object a file under its root directory, conditional writes
+//! (`If-None-Match: *`, `If-Match`) implemented — with its writes taken one at a time so that
+//! those conditions hold under races, as Delta commits and the writers' leases need.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ pub const ACCESS_KEY: &str = "tandem-test-access";
 pub const SECRET_KEY: &str = "tandem-test-secret-do-not-log";
 pub const BUCKET: &str = "lake";
 
-/// A running `s3s-fs` on a free loopback port, with one bucket ([`BUCKET`]); stopped on drop.
+/// A running server on a free loopback port, with one bucket ([`BUCKET`]); stopped on drop.
 pub struct S3Server {
     child: Child,
     pub endpoint: String,
@@ -20,25 +21,25 @@ pub struct S3Server {
     pub root: tempfile::TempDir,
 }
 
-/// The server binary: `$TANDEM_S3_SERVER`, else `s3s-fs` on the `PATH`, else where `.ci/run`
-/// installs it.
+/// The server binary: `$TANDEM_S3_SERVER`, else `tandem-s3-test-server` on the `PATH`, else where
+/// `.ci/run` installs it.
 fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TANDEM_S3_SERVER") {
         return PathBuf::from(path);
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join("s3s-fs"))
+            .map(|dir| dir.join("tandem-s3-test-server"))
             .find(|p| p.is_file())
     });
     let installed = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/tandem-tools/bin/s3s-fs"))
+        .map(|h| PathBuf::from(h).join(".cache/tandem-tools/bin/tandem-s3-test-server"))
         .filter(|p| p.is_file());
     on_path.or(installed).unwrap_or_else(|| {
         panic!(
-            "no S3 server for the object storage tests: install one with \
-             `cargo install s3s-fs --version 0.14.1 --features binary --locked --root ~/.cache/tandem-tools` \
-             (what .ci/run does), or point TANDEM_S3_SERVER at an s3s-fs binary"
+            "no S3 server for the object storage tests: install it with \
+             `cargo install --locked --path tools/s3-test-server --root ~/.cache/tandem-tools` \
+             (what .ci/run does), or point TANDEM_S3_SERVER at it"
         )
     })
 }
