@@ -411,3 +411,61 @@ async fn a_second_writer_of_a_bucket_lake_is_refused_naming_the_lease_holder_unt
     assert!(stderr.contains("Taking over a lease"), "{stderr}");
     assert!(!lease.exists(), "a writer that ends cleanly releases its lease");
 }
+
+#[test]
+fn a_writer_whose_lease_another_took_over_commits_nothing_more() {
+    use tandem::store::StoreError;
+    use tandem::store::bucket::object_store::PutMode;
+    use tandem::store::bucket::{mount_store, of};
+    use tandem_connectors::model::DeploymentStatus;
+
+    let deployment = |id: &str| Deployment {
+        change_refs: Vec::new(),
+        deployed_by: None,
+        id: id.into(),
+        source: "github".into(),
+        repo: "acme/checkout".into(),
+        service: None,
+        team: None,
+        environment: "production".into(),
+        is_production: true,
+        status: DeploymentStatus::Success,
+        sha: "abc".into(),
+        created_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+        finished_at: None,
+        updated_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+    };
+    let server = S3Server::start();
+    let cache = tempfile::tempdir().unwrap();
+    let lake = mount_store(
+        "s3://lake/lost",
+        server.client(),
+        cache.path(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let store = Store::open_for_parts(&lake, "tandem sync", &["github"], false).unwrap();
+    store.upsert(vec![deployment("d1")]).unwrap();
+    // Another writer takes the lease (as one does that found it expired): the holder's next
+    // renewal finds it changed.
+    let (bucket, key) = of(&lake.join("locks").join("source-github")).unwrap();
+    let theirs = serde_json::json!({
+        "holder": {"host": "elsewhere", "pid": 1, "started_at": "2026-12-07T00:00:00Z", "command": "tandem sync"},
+        "expires_at": "2099-01-01T00:00:00Z",
+    });
+    bucket
+        .put(&key, theirs.to_string().into(), PutMode::Overwrite)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = store.upsert(vec![deployment("d2")]).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(
+        err.to_string().contains("s3://lake/lost/locks/source-github"),
+        "{err}"
+    );
+    let rows: Vec<Deployment> = Store::open(&lake).unwrap().read().unwrap();
+    assert_eq!(rows.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1"]);
+    // Its lease is not deleted on the way out: it is the other writer's now.
+    drop(store);
+    assert!(bucket.get(&key).unwrap().is_some());
+}

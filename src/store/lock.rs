@@ -83,8 +83,8 @@ pub struct LakeLock {
 #[derive(Debug)]
 enum Held {
     File(File),
-    // Released (deleted) when dropped.
-    Lease(#[allow(dead_code)] super::bucket::Lease),
+    /// Released (deleted) when dropped.
+    Lease(super::bucket::Lease),
 }
 
 /// The locks this process holds, by canonical lock file path and mode.
@@ -263,6 +263,14 @@ impl LakeLock {
         match &self.held {
             Held::File(_) => true,
             Held::Lease(lease) => lease.is_held(),
+        }
+    }
+
+    /// The lock file, or the lease object's URL.
+    pub fn describe(&self) -> String {
+        match &self.held {
+            Held::File(_) => self.path.display().to_string(),
+            Held::Lease(lease) => lease.url(),
         }
     }
 

@@ -143,6 +143,7 @@ impl Store {
         tables: &BTreeMap<String, i64>,
         txn: Option<(&str, i64)>,
     ) -> Result<i64, StoreError> {
+        self.check_held()?;
         let mut log = self.metrics_log()?;
         super::bucket::push(&draft.csv).map_err(|e| io_error("upload", &draft.csv, e))?;
         let removes = log.files()?;

@@ -82,6 +82,15 @@ pub enum StoreError {
         /// The lock file.
         lock_file: PathBuf,
     },
+    /// A lease of this writer (a lake in object storage) was taken over by another writer: this
+    /// one could not renew it for longer than its term (stalled, or cut off from the bucket).
+    #[error(
+        "store: another writer took over this writer's lease {lease} (it could not be renewed for longer than `[store] lease_secs`); nothing more was committed: run it again"
+    )]
+    LeaseLost {
+        /// The lease object's URL.
+        lease: String,
+    },
     /// A table file exists but cannot be read; it is never replaced silently.
     #[error(
         "store: table {path} is unreadable ({message}); tandem will not overwrite it: move it aside (or delete it), then run `tandem sync` again: the streams that wrote it are re-read from the start"
@@ -330,6 +339,17 @@ impl Store {
         Ok(store)
     }
 
+    /// Fails when a lease this writer holds was lost (a lake in object storage): a writer whose
+    /// lease another took over must commit nothing more.
+    pub(crate) fn check_held(&self) -> Result<(), StoreError> {
+        match self.lock.iter().chain(&self.scopes).find(|l| !l.is_held()) {
+            Some(lost) => Err(StoreError::LeaseLost {
+                lease: lost.describe(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether this store has the lake alone (the lake's lock held exclusively, here or by the
     /// opening it shares): no other process commits while it writes.
     fn alone(&self) -> bool {
@@ -456,6 +476,7 @@ impl Store {
             )?;
             open.insert(T::NAME, OpenTable::new(log));
         }
+        self.check_held()?;
         let Some(table) = open.get_mut(T::NAME) else {
             return Err(StoreError::Delta(delta::DeltaError {
                 dir: self.table_dir(T::NAME),
@@ -644,6 +665,7 @@ impl Store {
         tables: Tables,
         state: Option<Value>,
     ) -> Result<(), StoreError> {
+        self.check_held()?;
         let key = bookmark_key(source, stream);
         self.recover(&key)?;
         // The number is taken before any table commits with it: a commit killed half-way (with
