@@ -19,6 +19,7 @@ use tandem_connectors::model::{
     Change, ChangeRequest, Commit, Deployment, Incident, Quarantined, Table, Ticket, TicketTransition,
 };
 
+use crate::common::s3::S3Server;
 use crate::common::{World, finish, tandem_command, write_config};
 
 /// The organisation's weeks: small, yet several pages and dozens of checkpoints, some of them
@@ -39,6 +40,9 @@ struct Lake {
     name: String,
     config_path: PathBuf,
     root: PathBuf,
+    /// In a bucket of the S3 test server (`root` is then where the server keeps its objects,
+    /// which are laid out as a local lake is): a killed writer's leases run for this long.
+    lease: Option<Duration>,
 }
 
 impl Lake {
@@ -65,6 +69,30 @@ impl Lake {
             name: name.to_owned(),
             config_path,
             root,
+            lease: None,
+        }
+    }
+
+    /// [`Lake::new`] with the lake in `server`'s bucket, under the prefix `name`.
+    fn in_bucket(world: &World, server: &S3Server, name: &str, commit_interval_secs: u64) -> Self {
+        let dir = world.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = write_config(&dir, &world.org, &world.servers);
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        let local = "[store]\npath = \"lake\"            # the lake of Delta tables\n";
+        assert!(text.contains(local), "the demo config's [store] section changed");
+        let lease = Duration::from_secs(2);
+        let extra = format!(
+            "commit_interval_secs = {commit_interval_secs}\nlease_secs = {}",
+            lease.as_secs()
+        );
+        let text = text.replacen(local, &server.store_section(name, &dir.join("cache"), &extra), 1);
+        std::fs::write(&config_path, text).unwrap();
+        Self {
+            name: name.to_owned(),
+            config_path,
+            root: server.object(name),
+            lease: Some(lease),
         }
     }
 
@@ -72,6 +100,9 @@ impl Lake {
     fn spawn_sync(&self, failpoint: Option<&str>) -> std::process::Child {
         let mut command = tandem_command(&self.config_path, &["--quiet", "sync"]);
         command.stdout(Stdio::null()).stderr(Stdio::null());
+        if self.lease.is_some() {
+            command.envs(S3Server::env());
+        }
         if let Some(failpoint) = failpoint {
             command.env("TANDEM_FAILPOINT", failpoint);
         }
@@ -336,6 +367,10 @@ async fn check_recovery(scenario: &str, lake: &Lake, clean: &Rows, python: bool)
     if python {
         assert_python_reads(scenario, lake, &versions);
     }
+    if let Some(lease) = lake.lease {
+        // The killed writer's leases are still in the bucket: they run out first.
+        tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    }
     let status = lake.sync(None).await;
     assert!(
         status.success(),
@@ -459,4 +494,36 @@ async fn a_sync_killed_at_random_moments_then_run_again_equals_a_clean_sync() {
         check_recovery(&scenario, &lake, &clean, run == 0).await;
     }
     assert!(killed > 0, "at least one kill lands during a sync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_in_a_bucket_aborted_at_each_step_of_a_commit_or_killed_then_run_again_equals_a_clean_sync() {
+    // The same crashes against the S3 server: Delta commits are conditional PUTs there, data files
+    // go up before their commit, state files and leases are objects.
+    let world = World::start(WEEKS).await;
+    let server = S3Server::start();
+    let clean = clean_rows(&world).await;
+    for (point, hits) in FAILPOINTS {
+        let scenario = format!("{point}:{}", hits[hits.len() - 1]);
+        let lake = Lake::in_bucket(&world, &server, &format!("bucket-{point}"), 0);
+        let status = lake.sync(Some(&scenario)).await;
+        assert_aborted(&scenario, status);
+        check_recovery(
+            &format!("in a bucket, {scenario}"),
+            &lake,
+            &clean,
+            point == &"delta-committed",
+        )
+        .await;
+    }
+    let lake = Lake::in_bucket(&world, &server, "bucket-kill", 1);
+    let mut child = lake.spawn_sync(None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = child.kill();
+    assert_eq!(
+        child.wait().unwrap().signal(),
+        Some(SIGKILL),
+        "the kill lands during the sync"
+    );
+    check_recovery("in a bucket, SIGKILL after 1.5 s", &lake, &clean, false).await;
 }
