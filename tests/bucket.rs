@@ -469,3 +469,41 @@ fn a_writer_whose_lease_another_took_over_commits_nothing_more() {
     drop(store);
     assert!(bucket.get(&key).unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tries_the_bucket_as_a_writer_and_wrong_credentials_fail_naming_the_lake_never_the_secret() {
+    let world = World::start(1).await;
+    let server = S3Server::start();
+    let config = bucket_config(&world, &server, "check", "checked", "");
+    let (code, stdout, stderr) = crate::common::output(
+        command(&config, &["check", "--source", "github"]),
+        world.dir.path(),
+        "check",
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok      lake (s3://lake/checked/)"), "{stdout}");
+    // The probe cleans up after itself.
+    let left = std::fs::read_dir(server.object("checked/locks")).map_or(0, |d| d.count());
+    assert_eq!(left, 0);
+
+    let wrong = "not-the-secret-0123456789";
+    for (args, name) in [
+        (&["check", "--source", "github"][..], "check-wrong"),
+        (&["sync"][..], "sync-wrong"),
+    ] {
+        let mut run = tandem_command(&config, args);
+        run.envs(S3Server::env()).env("AWS_SECRET_ACCESS_KEY", wrong);
+        let (code, stdout, stderr) = crate::common::output(run, world.dir.path(), name).await;
+        assert_eq!(code, 1, "{name}: {stdout}{stderr}");
+        let said = format!("{stdout}{stderr}");
+        assert!(
+            said.contains("s3://lake/checked/"),
+            "{name} names the lake: {said}"
+        );
+        assert!(
+            !said.contains(wrong) && !said.contains(crate::common::s3::SECRET_KEY),
+            "{name}: {said}"
+        );
+    }
+}

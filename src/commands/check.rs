@@ -49,6 +49,19 @@ pub async fn run(args: &CheckArgs, config: &Config, ctx: &Context) -> anyhow::Re
             }
         }
     }
+    // A lake in object storage: can this host use it as a writer does?
+    let text = config.store.path.to_string_lossy();
+    if crate::store::bucket::is_url(&text) {
+        match config.lake().and_then(|lake| crate::store::bucket::probe(&lake)) {
+            Ok(url) => crate::say!("ok      lake ({url}): conditional write, read, list and delete answered"),
+            Err(e) => {
+                crate::say!(
+                    "FAILED  lake: {e}; to fix: allow reading, writing, listing and deleting objects under the prefix to the credentials in the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_*, or the instance's or pod's identity)"
+                );
+                anyhow::bail!("the lake in object storage cannot be used");
+            }
+        }
+    }
     match failed {
         0 => Ok(Outcome::Success),
         n if n == selected.len() => anyhow::bail!("every source failed its check"),

@@ -559,6 +559,53 @@ pub fn list_dir(dir: &Path) -> std::io::Result<Option<Vec<(PathBuf, DateTime<Utc
     ))
 }
 
+/// Checks that the lake mounted at `lake` can be used: an object created only if absent (and
+/// refused the second time: a store that ignores `If-None-Match` would let two writers commit one
+/// Delta version), read back, listed and deleted. Returns the lake's URL.
+pub fn probe(lake: &Path) -> Result<String, BucketError> {
+    let probe = lake.join("locks").join(format!(
+        "probe-{}-{}-{}",
+        safe(&super::lock::host_name()),
+        std::process::id(),
+        Utc::now().timestamp_micros()
+    ));
+    let Some((bucket, key)) = of(&probe) else {
+        return Err(BucketError {
+            action: "check",
+            url: lake.display().to_string(),
+            message: "not a lake in object storage".to_owned(),
+        });
+    };
+    let refuse = |message: &str| BucketError {
+        action: "check",
+        url: bucket.url_of(&key),
+        message: message.to_owned(),
+    };
+    if bucket
+        .put(&key, Bytes::from_static(b"probe"), PutMode::Create)?
+        .is_none()
+    {
+        return Err(refuse("the probe object exists already; run the check again"));
+    }
+    let second = bucket.put(&key, Bytes::from_static(b"again"), PutMode::Create);
+    let got = bucket.get(&key);
+    let folder = Key::from_iter(key.parts().take(key.parts().count().saturating_sub(1)));
+    let listed = bucket.list(&folder);
+    bucket.delete(&key)?;
+    if second?.is_some() {
+        return Err(refuse(
+            "the store accepted a second create of one object: it does not honour `If-None-Match: *` on PUT, so two writers could commit the same Delta version; use a store (or version) with conditional writes",
+        ));
+    }
+    if got?.is_none_or(|(bytes, _)| bytes.as_ref() != b"probe") {
+        return Err(refuse("the probe object did not read back as written"));
+    }
+    if !listed?.iter().any(|(object, _, _)| *object == key) {
+        return Err(refuse("the probe object is not listed"));
+    }
+    Ok(bucket.url.to_string())
+}
+
 /// The output trees (report and export folders in a bucket) this process mounted, to publish.
 static TREES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
