@@ -543,9 +543,12 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A file of a mounted lake, as its cache path, and when its object was last written.
+pub type Listed = (PathBuf, DateTime<Utc>);
+
 /// The files under `dir` in the bucket, as cache paths, with their modification times; `None`
 /// outside a mounted lake.
-pub fn list_dir(dir: &Path) -> std::io::Result<Option<Vec<(PathBuf, DateTime<Utc>)>>> {
+pub fn list_dir(dir: &Path) -> std::io::Result<Option<Vec<Listed>>> {
     let Some((bucket, key)) = of(dir) else {
         return Ok(None);
     };
