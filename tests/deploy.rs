@@ -1,9 +1,12 @@
 //! The examples in `deploy/` hold what deploy/README.md promises: every YAML document parses;
-//! the Kubernetes kinds are there (CronJob, ConfigMap, Secret, PersistentVolumeClaim); each
-//! CronJob forbids concurrent runs, has a five-field schedule, requests and limits, and runs
+//! the Kubernetes kinds are there (CronJob, ConfigMap, Secret, ServiceAccount) and no pod
+//! mounts a PersistentVolumeClaim; each CronJob forbids concurrent runs, has a five-field
+//! schedule, requests and limits, retries long enough to outlast a killed pod's lease, and runs
 //! `tandem` with a command line the real binary accepts; the ConfigMap's tandem.toml loads with
-//! the real config loader, and every environment variable it names reaches the pods; the lake
-//! is on the claim; the systemd units and the crontab are complete and call tandem as it parses.
+//! the real config loader, its lake and reports are in object storage and its cache on an
+//! emptyDir every pod mounts; every pod has the lake's credentials (the ServiceAccount with an
+//! IAM role, or the Secret's AWS keys) and every environment variable the config names; the
+//! systemd units and the crontab are complete and call tandem as it parses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 use tandem::config::Config;
+use tandem::store::bucket::is_url;
 
 use crate::common::{output, tandem_command};
 
@@ -257,7 +261,7 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             assert!(d[key].is_string(), "{}: a document without {key}", path.display());
         }
     }
-    for kind in ["CronJob", "ConfigMap", "Secret", "PersistentVolumeClaim"] {
+    for kind in ["CronJob", "ConfigMap", "Secret", "ServiceAccount"] {
         assert!(!of_kind(&documents, kind).is_empty(), "no {kind} under deploy/");
     }
 
@@ -290,12 +294,15 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             secret_keys.entry(name).or_default().insert(key);
         }
     }
-    let claims: BTreeSet<&str> = of_kind(&documents, "PersistentVolumeClaim")
+    // The ServiceAccounts with an IAM role (EKS IRSA): the pods' credentials for the lake.
+    let with_role: BTreeSet<&str> = of_kind(&documents, "ServiceAccount")
         .iter()
-        .map(|c| {
-            assert!(c["spec"]["resources"]["requests"]["storage"].is_string());
-            str_of(&c["metadata"]["name"], "claim name")
+        .filter(|a| {
+            a["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+                .as_str()
+                .is_some_and(|arn| arn.starts_with("arn:aws:iam::") && arn.contains(":role/"))
         })
+        .map(|a| str_of(&a["metadata"]["name"], "ServiceAccount name"))
         .collect();
     let config_maps = of_kind(&documents, "ConfigMap");
 
@@ -313,6 +320,12 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             pod["restartPolicy"], "Never",
             "{name}: a failed pod is retried by the Job"
         );
+        let backoff_limit = job["backoffLimit"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: no backoffLimit"));
+        let role = pod["serviceAccountName"]
+            .as_str()
+            .filter(|account| with_role.contains(account));
 
         let volumes: BTreeMap<&str, &Value> = pod["volumes"]
             .as_array()
@@ -320,6 +333,13 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             .iter()
             .map(|v| (str_of(&v["name"], "volume name"), v))
             .collect();
+        // The lake is in the bucket: a pod keeps nothing on a disk of its own.
+        for (volume, definition) in &volumes {
+            assert!(
+                definition.get("persistentVolumeClaim").is_none(),
+                "{name}: volume {volume} is a claim"
+            );
+        }
         let mut containers: Vec<&Value> = Vec::new();
         for list in ["initContainers", "containers"] {
             containers.extend(pod[list].as_array().into_iter().flatten());
@@ -403,7 +423,42 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
             }
             configured_sources.extend(config.sources.iter().map(|s| s.name().to_owned()));
 
-            // The config from the ConfigMap; the lake and the reports on the claim.
+            // The lake and the reports in object storage; the lake's credentials from the pod's
+            // role, else the Secret's keys.
+            let store = config.store.path.to_string_lossy();
+            assert!(
+                is_url(&store),
+                "{what}: the lake {store} is not in object storage"
+            );
+            let report = config.report.out.to_string_lossy();
+            assert!(
+                is_url(&report),
+                "{what}: the reports {report} are not in object storage"
+            );
+            if store.starts_with("s3://") {
+                assert!(
+                    env.contains_key("AWS_REGION"),
+                    "{what}: no AWS_REGION for the bucket"
+                );
+            }
+            let keys = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                .iter()
+                .all(|key| provided.contains(key));
+            assert!(
+                role.is_some() || keys,
+                "{what}: neither a ServiceAccount with an IAM role nor AWS keys from the Secret"
+            );
+            // A killed pod's lease blocks the next writer for lease_secs at most; the Job's
+            // retries (10 s, doubling) must reach past it.
+            assert!(config.store.lease_secs > 0, "{what}: lease_secs 0");
+            let retried_for = 10 * ((1u64 << backoff_limit.min(16)) - 1);
+            assert!(
+                retried_for > config.store.lease_secs,
+                "{what}: backoffLimit {backoff_limit} retries for {retried_for} s, within lease_secs {}",
+                config.store.lease_secs
+            );
+
+            // The config from the ConfigMap; the cache on the pod's emptyDir.
             let mounts: Vec<(&str, &Value)> = container["volumeMounts"]
                 .as_array()
                 .unwrap()
@@ -418,20 +473,22 @@ async fn kubernetes_manifests_hold_what_the_deploy_readme_promises() {
                 .find(|(at, _)| *at == config_dir)
                 .unwrap_or_else(|| panic!("{what}: nothing mounted at {config_dir}"));
             assert!(config_volume.1["configMap"]["name"].is_string(), "{what}");
-            for path in [&config.store.path, &config.report.out] {
-                assert!(path.is_absolute(), "{what}: {} is relative", path.display());
-                let on_claim = mounts.iter().any(|(at, volume)| {
-                    path.starts_with(at)
-                        && volume["persistentVolumeClaim"]["claimName"]
-                            .as_str()
-                            .is_some_and(|c| claims.contains(c))
-                });
-                assert!(
-                    on_claim,
-                    "{what}: {} is not on a claim of deploy/",
-                    path.display()
-                );
-            }
+            let cache = config
+                .store
+                .cache_dir
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what}: no [store] cache_dir"));
+            assert!(cache.is_absolute(), "{what}: {} is relative", cache.display());
+            let on_empty_dir = mounts.iter().any(|(at, volume)| {
+                cache.starts_with(at)
+                    && volume["emptyDir"]["sizeLimit"].is_string()
+                    && quantity(&volume["emptyDir"]["sizeLimit"], &what) > 0.0
+            });
+            assert!(
+                on_empty_dir,
+                "{what}: the cache {} is not on an emptyDir with a sizeLimit",
+                cache.display()
+            );
         }
     }
     // One shard per configured source.
