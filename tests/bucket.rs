@@ -70,6 +70,23 @@ async fn tandem(world: &World, config: &Path, args: &[&str], name: &str) -> (i32
     )
 }
 
+/// How many Parquet files there are under `dir`.
+fn parquet_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .map(|p| {
+                if p.is_dir() {
+                    parquet_files(&p)
+                } else {
+                    usize::from(p.to_string_lossy().ends_with(".parquet"))
+                }
+            })
+            .sum()
+    })
+}
+
 /// The metric table's rows as CSV (as the latest version of a lake has them).
 fn metrics_csv(lake: &Path) -> String {
     let version = Store::open(lake)
@@ -156,6 +173,31 @@ async fn a_lake_in_a_bucket_holds_everything_and_gives_the_numbers_of_a_local_la
     let (code, stderr) = tandem(&world, &config, &["sync"], "bucket-sync-again").await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(snapshot(&Store::open(&in_bucket).unwrap()), before);
+    // A sync checks the tables against the bucket's listing: it downloads only what it rewrites.
+    let (cached, stored) = (parquet_files(&cache), parquet_files(&in_bucket.join("tables")));
+    assert!(
+        cached < stored / 2,
+        "a sync downloaded {cached} of the {stored} data files"
+    );
+
+    // A data file gone from the bucket stops the sync, naming the table and the file.
+    let deployments = in_bucket.join("tables/deployments");
+    let victim = std::fs::read_dir(&deployments)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.ends_with("_delta_log"))
+        .flat_map(|p| std::fs::read_dir(p).unwrap().flatten().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".parquet"))
+        .unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let (code, stderr) = tandem(&world, &config, &["sync"], "bucket-sync-missing").await;
+    assert_eq!(code, 1, "{stderr}");
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stderr.contains("deployments") && stderr.contains(&name) && stderr.contains("not in the bucket"),
+        "{stderr}"
+    );
 }
 
 #[test]

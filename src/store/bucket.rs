@@ -543,8 +543,8 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A file of a mounted lake, as its cache path, and when its object was last written.
-pub type Listed = (PathBuf, DateTime<Utc>);
+/// A file of a mounted lake: its cache path, its size and when its object was last written.
+pub type Listed = (PathBuf, u64, DateTime<Utc>);
 
 /// The files under `dir` in the bucket, as cache paths, with their modification times; `None`
 /// outside a mounted lake.
@@ -557,7 +557,7 @@ pub fn list_dir(dir: &Path) -> std::io::Result<Option<Vec<Listed>>> {
             .list(&key)
             .map_err(io)?
             .into_iter()
-            .map(|(object, _, modified)| (bucket.local(&object), modified))
+            .map(|(object, size, modified)| (bucket.local(&object), size, modified))
             .collect(),
     ))
 }

@@ -149,8 +149,8 @@ fn log_entries(dir: &Path) -> Option<Vec<(String, Option<DateTime<Utc>>)>> {
         let entries: Vec<_> = listed
             .into_iter()
             // Only the log's own files, not those of a folder under it (`_staged_commits`).
-            .filter(|(path, _)| path.parent() == Some(log.as_path()))
-            .filter_map(|(path, modified)| Some((path.file_name()?.to_str()?.to_owned(), Some(modified))))
+            .filter(|(path, _, _)| path.parent() == Some(log.as_path()))
+            .filter_map(|(path, _, modified)| Some((path.file_name()?.to_str()?.to_owned(), Some(modified))))
             .collect();
         return (!entries.is_empty()).then_some(entries);
     }

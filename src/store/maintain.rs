@@ -130,7 +130,7 @@ fn remove_old_raw(dir: &Path, cutoff: DateTime<Utc>) -> usize {
     let mut removed = 0;
     // In a bucket: the objects' own modification times.
     if let Ok(Some(files)) = super::bucket::list_dir(dir) {
-        for (path, modified) in files {
+        for (path, _, modified) in files {
             if modified < cutoff && super::bucket::remove(&path).is_ok() {
                 removed += 1;
             }

@@ -167,7 +167,7 @@ impl Store {
         )?;
         let keep = |stem: &str| stem == csv_stem(&draft.relative) || previous.iter().any(|p| p == stem);
         if let Ok(Some(listed)) = super::bucket::list_dir(&self.metrics_csv_dir()) {
-            for (path, _) in listed {
+            for (path, _, _) in listed {
                 let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
                 if !stem.as_deref().is_some_and(keep) {
                     let _ = super::bucket::remove(&path);

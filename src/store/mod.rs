@@ -555,6 +555,10 @@ impl Store {
     pub fn check_tables(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         for name in TABLES {
             let dir = self.table_dir(name);
+            if bucket::is_mounted(&dir) {
+                self.check_objects(&dir)?;
+                continue;
+            }
             if let Some(log) = table::open(&dir, AsOf::Latest)? {
                 for path in table::file_paths(&log)? {
                     codec::check_table(&path).map_err(|e| StoreError::UnreadableTable {
@@ -595,6 +599,40 @@ impl Store {
             voided.push((table, streams.into_iter().collect()));
         }
         Ok(voided)
+    }
+
+    /// [`Store::check_tables`] for a table in a bucket, without downloading it: every data file
+    /// its latest version names is there, at the size its log records (an object is written
+    /// whole or not at all, so a file there at its size is the file committed).
+    fn check_objects(&self, dir: &Path) -> Result<(), StoreError> {
+        let Some(log) = table::open(dir, AsOf::Latest)? else {
+            return Ok(());
+        };
+        let listed: HashMap<PathBuf, u64> = bucket::list_dir(dir)
+            .map_err(|e| io_error("list", dir, e))?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(path, size, _)| (path, size))
+            .collect();
+        for file in log.files()? {
+            let found = listed.get(&dir.join(&file.path)).copied();
+            if found != u64::try_from(file.size).ok() {
+                return Err(StoreError::UnreadableTable {
+                    path: dir.to_owned(),
+                    message: match found {
+                        None => format!(
+                            "its log names the data file {}, which is not in the bucket",
+                            file.path
+                        ),
+                        Some(size) => format!(
+                            "its data file {} is {size} bytes in the bucket, not the {} its log records",
+                            file.path, file.size
+                        ),
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     fn written_path(&self) -> PathBuf {
