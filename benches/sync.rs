@@ -11,6 +11,11 @@
 //! prints per size the records, the bytes the sync wrote, the final lake's size and the wall time
 //! (medians). Budgets, judged at the largest size: bytes written ≤ 3× the final lake, and seconds
 //! per 1,000 records ≤ 1.5× the figure at 26 weeks (linear in records).
+//!
+//! `-- --bucket 3` measures what a lake in object storage costs a first sync of `--weeks` (26):
+//! into a local lake and into a bucket of the S3 test server (`tools/s3-test-server`, started on
+//! 127.0.0.1 from `$TANDEM_S3_SERVER` or `~/.cache/tandem-tools/bin`), three times each in
+//! alternating order, and prints the medians and their ratio. No budget: a figure for the README.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +37,8 @@ struct Args {
     growth: u64,
     /// The largest organisation the growth measurement syncs, in weeks.
     max_weeks: u32,
+    /// Repeats of the object storage measurement (0: not run).
+    bucket: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -42,6 +49,7 @@ fn args() -> anyhow::Result<Args> {
         window_secs: 5,
         growth: 0,
         max_weeks: 208,
+        bucket: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,8 +61,9 @@ fn args() -> anyhow::Result<Args> {
             "--window-secs" => a.window_secs = value,
             "--growth" => a.growth = value,
             "--max-weeks" => a.max_weeks = u32::try_from(value)?,
+            "--bucket" => a.bucket = value,
             other => anyhow::bail!(
-                "unknown flag {other}; flags: --weeks --latency-ms --limit --window-secs --growth --max-weeks"
+                "unknown flag {other}; flags: --weeks --latency-ms --limit --window-secs --growth --max-weeks --bucket"
             ),
         }
     }
@@ -102,6 +111,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.growth > 0 {
         return runtime.block_on(growth(args));
+    }
+    if args.bucket > 0 {
+        return runtime.block_on(bucket(args));
     }
     runtime.block_on(run(args))
 }
@@ -501,4 +513,131 @@ fn dir_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The S3 test server, on a free port of 127.0.0.1, over a temporary directory; stopped on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BENCH_KEY: (&str, &str) = ("bench-access", "bench-secret");
+
+fn start_s3_server() -> anyhow::Result<S3Server> {
+    let binary = std::env::var_os("TANDEM_S3_SERVER")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/tandem-tools/bin/tandem-s3-test-server"))
+        })
+        .filter(|p| p.is_file())
+        .context("no S3 test server: `cargo install --locked --path tools/s3-test-server --root ~/.cache/tandem-tools`")?;
+    let root = tempfile::tempdir()?;
+    std::fs::create_dir_all(root.path().join("lake"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new(binary)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", BENCH_KEY.0, "--secret-key", BENCH_KEY.1])
+        .arg(root.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the S3 server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _root: root,
+    })
+}
+
+/// A first sync into a local lake and into a bucket, alternating (see the file's documentation).
+async fn bucket(args: Args) -> anyhow::Result<()> {
+    use tandem::store::bucket::object_store::aws::AmazonS3Builder;
+    let server = start_s3_server()?;
+    let client: Arc<dyn tandem::store::bucket::object_store::ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(&server.endpoint)
+            .with_bucket_name("lake")
+            .with_region("us-east-1")
+            .with_access_key_id(BENCH_KEY.0)
+            .with_secret_access_key(BENCH_KEY.1)
+            .with_allow_http(true)
+            .build()?,
+    );
+    let cache = tempfile::tempdir()?;
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    let mut records = 0;
+    for repeat in 0..args.bucket {
+        for in_bucket in if repeat % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            let mut setup = setup(args.weeks, Duration::ZERO, Some((1_000_000_000, 1))).await?;
+            if in_bucket {
+                let url = format!("s3://lake/run-{repeat}");
+                let lake = tandem::store::bucket::mount_store(
+                    &url,
+                    Arc::clone(&client),
+                    cache.path(),
+                    Duration::from_secs(60),
+                )?;
+                setup.store = Store::open(&lake)?;
+            }
+            let started = Instant::now();
+            let report = sync(&setup.config, &setup.store, &setup.env, &SyncOptions::default()).await?;
+            let wall = started.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                report.all_ok(),
+                "the sync failed: {:?}",
+                report.failures().collect::<Vec<_>>()
+            );
+            records = TABLES
+                .iter()
+                .map(|t| setup.store.read_count(t))
+                .sum::<Result<usize, _>>()?;
+            eprintln!(
+                "  run {}, {}: {records} records, {wall:.2} s",
+                repeat + 1,
+                if in_bucket { "bucket" } else { "local" }
+            );
+            if in_bucket {
+                remote.push(wall)
+            } else {
+                local.push(wall)
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (local, remote) = (median(local), median(remote));
+    println!(
+        "tandem first sync of {} weeks ({records} records), median of {} runs each (alternating order):",
+        args.weeks, args.bucket
+    );
+    println!("  local lake            {local:>7.2} s");
+    println!(
+        "  lake in an S3 bucket  {remote:>7.2} s  ({:.2}x; S3 test server on 127.0.0.1, no network latency)",
+        remote / local
+    );
+    for (kind, n, took) in tandem::store::bucket::requests() {
+        println!(
+            "    tandem's {kind:<6} requests: {:>6} per sync, {:>6.2} s",
+            n / args.bucket,
+            took.as_secs_f64() / args.bucket as f64
+        );
+    }
+    Ok(())
 }

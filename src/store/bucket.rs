@@ -97,6 +97,29 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
+/// Requests tandem itself made to buckets (delta-rs' own, for the logs, are not counted), and
+/// the time they took, by kind: `get`, `put`, `delete`, `list`.
+static REQUESTS: Mutex<std::collections::BTreeMap<&'static str, (u64, Duration)>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+fn count(kind: &'static str, started: std::time::Instant) {
+    let mut requests = REQUESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let entry = requests.entry(kind).or_default();
+    entry.0 += 1;
+    entry.1 += started.elapsed();
+}
+
+/// How many requests of each kind this process made to buckets for state files, data files,
+/// raw pages and leases, and how long they took (for benchmarks).
+pub fn requests() -> Vec<(&'static str, u64, Duration)> {
+    REQUESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(kind, (n, t))| (*kind, *n, *t))
+        .collect()
+}
+
 /// The lakes this process has mounted.
 static MOUNTS: Mutex<Vec<Arc<Bucket>>> = Mutex::new(Vec::new());
 
@@ -294,6 +317,7 @@ impl Bucket {
     pub fn get(&self, key: &Key) -> Result<Option<(Bytes, Option<String>)>, BucketError> {
         let store = self.store();
         let at = key.clone();
+        let _counted = Counted("get", std::time::Instant::now());
         match block_on(async move {
             let result = store.get(&at).await?;
             let etag = result.meta.e_tag.clone();
@@ -311,6 +335,7 @@ impl Bucket {
     pub fn put(&self, key: &Key, bytes: Bytes, mode: PutMode) -> Result<Option<String>, BucketError> {
         let store = self.store();
         let at = key.clone();
+        let _counted = Counted("put", std::time::Instant::now());
         match block_on(async move {
             store
                 .put_opts(&at, PutPayload::from_bytes(bytes), PutOptions::from(mode))
@@ -328,6 +353,7 @@ impl Bucket {
     pub fn delete(&self, key: &Key) -> Result<(), BucketError> {
         let store = self.store();
         let at = key.clone();
+        let _counted = Counted("delete", std::time::Instant::now());
         match block_on(async move { store.delete(&at).await }) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", key, e)),
@@ -338,6 +364,7 @@ impl Bucket {
     pub fn list(&self, prefix: &Key) -> Result<Vec<(Key, u64, DateTime<Utc>)>, BucketError> {
         let store = self.store();
         let at = prefix.clone();
+        let _counted = Counted("list", std::time::Instant::now());
         block_on(async move {
             store
                 .list(Some(&at))
@@ -360,6 +387,15 @@ impl Bucket {
             path.push(part);
         }
         path
+    }
+}
+
+/// Counts a request when it ends.
+struct Counted(&'static str, std::time::Instant);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        count(self.0, self.1);
     }
 }
 
