@@ -156,6 +156,20 @@ async fn a_lake_in_a_bucket_holds_everything_and_gives_the_numbers_of_a_local_la
         assert_eq!(code, 0, "{stderr}");
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+    // The data team's export, too.
+    let out = ["export", "--out", "s3://lake/site/data"];
+    let (code, stderr) = tandem(&world, &config, &out, "site-export").await;
+    assert_eq!(code, 0, "{stderr}");
+    let exports: Vec<_> = std::fs::read_dir(server.object("site/data/export"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(exports.len(), 1);
+    assert!(
+        exports[0].path().join("SCHEMA.md").is_file(),
+        "{:?}",
+        exports[0].path()
+    );
     let index = std::fs::read_to_string(server.object("site/reports/index.html")).unwrap();
     let runs: Vec<_> = std::fs::read_dir(server.object("site/reports/weekly"))
         .unwrap()
@@ -428,7 +442,8 @@ async fn a_second_writer_of_a_bucket_lake_is_refused_naming_the_lease_holder_unt
         assert!(
             stderr.contains(&format!("pid {}", holder.id()))
                 && stderr.contains("`tandem sync`")
-                && stderr.contains("lease runs to"),
+                && stderr.contains("lease runs to")
+                && stderr.contains("the lake at s3://lake/lease is in use"),
             "{name}: names the holder: {stderr}"
         );
     }

@@ -255,6 +255,14 @@ pub fn store_for_url(url: &Url) -> Option<Arc<dyn ObjectStore>> {
         .map(|b| b.store())
 }
 
+/// How to name `path` to a user: its object's URL in a mounted lake, else the path.
+pub fn url_of_lake(path: &Path) -> String {
+    match of(path) {
+        Some((bucket, key)) => bucket.url_of(&key),
+        None => path.display().to_string(),
+    }
+}
+
 /// Whether `path` lies in a mounted lake.
 pub fn is_mounted(path: &Path) -> bool {
     of(path).is_some()

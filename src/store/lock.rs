@@ -147,9 +147,10 @@ impl LakeLock {
                     .map(|h| h.to_string())
                     .or_else(|| scope_holders(root));
                 return Err(StoreError::Locked {
-                    lake: root.to_owned(),
+                    lake: root.display().to_string(),
                     holder,
-                    lock_file: path.to_owned(),
+                    lock_file: path.display().to_string(),
+                    leased: false,
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io_error("lock", path, e)),
@@ -221,9 +222,10 @@ impl LakeLock {
             (false, _) => path.to_owned(),
         };
         let locked = |holder: String| StoreError::Locked {
-            lake: root.to_owned(),
+            lake: super::bucket::url_of_lake(root),
             holder: Some(holder),
-            lock_file: lease_path.clone(),
+            lock_file: super::bucket::url_of_lake(&lease_path),
+            leased: true,
         };
         let bucket_error = |e: super::bucket::BucketError| io_error("lock", path, std::io::Error::other(e));
         let (lease, _) = match Lease::take(&lease_path, &me) {

@@ -71,16 +71,23 @@ pub enum StoreError {
     },
     /// Another process is writing the lake.
     #[error(
-        "store: the lake at {lake} is in use by {}; wait for it to finish (a writer on this host that was killed releases the lock by itself; one on another host that is gone: delete {lock_file})",
-        holder.as_deref().unwrap_or("another tandem process (it has not yet said which)")
+        "store: the lake at {lake} is in use by {}; wait for it to finish ({})",
+        holder.as_deref().unwrap_or("another tandem process (it has not yet said which)"),
+        if *leased {
+            "a writer that was killed stops renewing its lease, which then runs out by itself and is taken over by the next run".to_owned()
+        } else {
+            format!("a writer on this host that was killed releases the lock by itself; one on another host that is gone: delete {lock_file}")
+        }
     )]
     Locked {
-        /// The lake directory.
-        lake: PathBuf,
+        /// The lake: its directory, or its URL in object storage.
+        lake: String,
         /// Who holds the lock, as the holder wrote it.
         holder: Option<String>,
-        /// The lock file.
-        lock_file: PathBuf,
+        /// The lock file, or the lease object's URL.
+        lock_file: String,
+        /// Whether the lock is a lease in a bucket (which runs out by itself).
+        leased: bool,
     },
     /// A lease of this writer (a lake in object storage) was taken over by another writer: this
     /// one could not renew it for longer than its term (stalled, or cut off from the bucket).
@@ -1046,9 +1053,10 @@ impl Store {
                 }
                 Err(bucket::Refused::Held(holder)) => {
                     return Err(StoreError::Locked {
-                        lake: self.root.clone(),
+                        lake: bucket::url_of_lake(&self.root),
                         holder: Some(holder.to_string()),
-                        lock_file: path,
+                        lock_file: bucket::url_of_lake(&path),
+                        leased: true,
                     });
                 }
                 Err(bucket::Refused::Error(e)) => {
