@@ -721,6 +721,32 @@ mod tests {
     }
 
     #[test]
+    fn the_lake_is_a_directory_a_file_url_or_object_storage_and_nothing_else() {
+        let at = |path: &str| parse(&format!("[store]\npath = {path:?}\n")).unwrap().lake();
+        assert_eq!(at("lake").unwrap(), PathBuf::from("/etc/tandem/lake"));
+        assert_eq!(at("file:///srv/lake").unwrap(), PathBuf::from("/srv/lake"));
+        let err = at("https://example.com/lake").unwrap_err().to_string();
+        assert!(
+            err.contains("`https://` is not a place tandem keeps a lake") && err.contains("s3://"),
+            "{err}"
+        );
+        let c = parse(
+            "[store]\npath = \"s3://acme-lake/prod\"\ncache_dir = \"cache\"\nlease_secs = 30\n[store.s3]\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.lease_secs, 30);
+        assert_eq!(c.store.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.cache_root(), PathBuf::from("/etc/tandem/cache"));
+        // Mounting needs no request: the lake is the cache directory named after the URL.
+        let cache = tempfile::tempdir().unwrap();
+        let mut c = c;
+        c.store.cache_dir = Some(cache.path().to_owned());
+        assert_eq!(c.lake().unwrap(), cache.path().join("s3/acme-lake/prod"));
+        let err = parse("[store.s3]\nendpont = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("endpont"), "{err}");
+    }
+
+    #[test]
     fn a_full_config_parses_with_defaults() {
         let c = parse(
             r#"

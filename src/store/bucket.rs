@@ -1031,3 +1031,108 @@ impl Drop for Lease {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    /// A lake mounted over an in-memory store (conditional writes included), in a fresh cache.
+    fn mounted(url: &str) -> (tempfile::TempDir, PathBuf, Arc<dyn ObjectStore>) {
+        let cache = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let lake = mount_store(url, Arc::clone(&store), cache.path(), Duration::from_secs(5)).unwrap();
+        (cache, lake, store)
+    }
+
+    #[test]
+    fn a_mounted_lake_maps_its_cache_paths_to_keys_and_urls_under_its_prefix() {
+        let (cache, lake, _) = mounted("s3://acme-lake/prod/tandem");
+        assert_eq!(lake, cache.path().join("s3/acme-lake/prod/tandem"));
+        let (bucket, key) = of(&lake.join("state").join("bookmarks.json")).unwrap();
+        assert_eq!(key.as_ref(), "prod/tandem/state/bookmarks.json");
+        assert_eq!(
+            bucket.url_of(&key),
+            "s3://acme-lake/prod/tandem/state/bookmarks.json"
+        );
+        assert_eq!(
+            bucket
+                .dir_url(&lake.join("tables").join("deployments"))
+                .unwrap()
+                .as_str(),
+            "s3://acme-lake/prod/tandem/tables/deployments/"
+        );
+        assert_eq!(url_of_lake(&lake), "s3://acme-lake/prod/tandem");
+        assert!(
+            of(cache.path()).is_none(),
+            "the cache root itself is not in the lake"
+        );
+        assert!(
+            is_url("S3://x/y") && is_url("abfss://c@a.dfs.core.windows.net/p") && !is_url("/var/lib/lake")
+        );
+        assert!(!is_url("https://example.com/lake"));
+    }
+
+    #[test]
+    fn a_state_file_written_back_under_the_lease_must_still_be_the_version_read() {
+        let (_cache, lake, store) = mounted("s3://acme-lake/guarded");
+        let path = lake.join("state").join("bookmarks.json");
+        let key = Key::from("guarded/state/bookmarks.json");
+        begin_guarded();
+        // Absent when read: created only if still absent.
+        pull(&path).unwrap();
+        write_local(&path, b"{\"a\": 1}").unwrap();
+        push(&path).unwrap();
+        // Read again and written twice in one read-modify-write: each write follows the last.
+        pull(&path).unwrap();
+        write_local(&path, b"{\"a\": 2}").unwrap();
+        push(&path).unwrap();
+        write_local(&path, b"{\"a\": 3}").unwrap();
+        push(&path).unwrap();
+        // Another writer updates it meanwhile: the write back fails, and theirs stays.
+        block_on(async { store.put(&key, PutPayload::from_static(b"{\"b\": 9}")).await }).unwrap();
+        write_local(&path, b"{\"a\": 4}").unwrap();
+        let err = push(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("changed by another writer")
+                && err.contains("s3://acme-lake/guarded/state/bookmarks.json"),
+            "{err}"
+        );
+        end_guarded();
+        let (bytes, _) = of(&path).unwrap().0.get(&key).unwrap().unwrap();
+        assert_eq!(bytes.as_ref(), b"{\"b\": 9}");
+        // Outside a read-modify-write (the last run's health), a write is unconditional.
+        write_local(&path, b"{\"c\": 1}").unwrap();
+        push(&path).unwrap();
+        pull(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"c\": 1}");
+        // Gone from the bucket: gone from the cache when next read.
+        remove(&path).unwrap();
+        write_local(&path, b"stale").unwrap();
+        pull(&path).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn immutable_files_are_downloaded_once_and_the_probe_passes_on_a_store_with_conditional_writes() {
+        let (_cache, lake, store) = mounted("s3://acme-lake/files");
+        let key = Key::from("files/tables/t/part-1.parquet");
+        block_on(async { store.put(&key, PutPayload::from_static(b"one")).await }).unwrap();
+        let path = lake.join("tables/t/part-1.parquet");
+        fetch(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        // Cached: not downloaded again (a data file never changes under its name).
+        block_on(async { store.put(&key, PutPayload::from_static(b"two")).await }).unwrap();
+        fetch(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        // A missing object leaves the path missing for the caller to name.
+        let missing = lake.join("tables/t/part-2.parquet");
+        fetch(&missing).unwrap();
+        assert!(!missing.exists());
+        assert_eq!(probe(&lake).unwrap(), "s3://acme-lake/files/");
+        let left = block_on(async { store.list(None).try_collect::<Vec<_>>().await }).unwrap();
+        assert_eq!(left.len(), 1, "the probe removed its object");
+    }
+}
