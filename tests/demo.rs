@@ -107,7 +107,7 @@ fn the_demo_company_is_plausible_and_its_digests_fall_on_working_days_naming_the
     );
 
     let store = tandem::store::Store::open(&out.join("lake")).unwrap();
-    let (parquet, _) = store.metrics_paths();
+    let parquet = store.metrics_path();
     let rows = tandem::pipeline::read_metrics(&parquet).unwrap();
     let of = |metric: &str| -> Vec<(String, f64)> {
         rows.iter()

@@ -412,8 +412,12 @@ async fn compute_metrics_match_the_ground_truth() {
     assert!(run.dir.join("change_failure_rate.png").exists());
 
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
-    let (parquet, csv) = store.metrics_paths();
-    assert!(csv.exists());
+    let parquet = store.metrics_path();
+    assert!(parquet.exists());
+    assert!(
+        !store.root().join("metrics/csv").exists(),
+        "no CSV is kept beside the metric table"
+    );
     let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
 
     // Every quarantined record is counted in the report's data.
@@ -590,7 +594,7 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
     // Exactly the service rows of the table the command wrote.
     let config = world.config();
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
-    let (parquet, _) = store.metrics_paths();
+    let parquet = store.metrics_path();
     let stored: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
     let stored_services: Vec<&MetricRow> = stored.iter().filter(|r| r.scope_type == "service").collect();
     assert_eq!(printed.len(), stored_services.len());
@@ -683,14 +687,15 @@ async fn tandem_metrics_prints_the_chosen_scopes_in_each_format() {
 
     let as_csv = metrics("org", "csv").await.unwrap();
     assert!(as_csv.status.success());
-    // Each `tandem metrics` writes a new generation: the CSV of the one it wrote last.
-    let written = std::fs::read_to_string(store.metrics_paths().1).unwrap();
-    assert_eq!(String::from_utf8_lossy(&as_csv.stdout), written);
+    // Every row of the version it wrote, as CSV: a header and one line per row of the Parquet file.
+    let written = String::from_utf8_lossy(&as_csv.stdout);
     assert!(
         written.starts_with(
             "metric,grain,scope_type,scope,period_start,period_end,value,unit,n,method,no_data\n"
         )
     );
+    let rows = tandem::pipeline::read_metrics(&store.metrics_path()).unwrap();
+    assert_eq!(written.lines().count(), rows.len() + 1);
 }
 
 /// Whether the PagerDuty incident `pd` names its cause only through a ServiceNow mirror that
@@ -729,7 +734,7 @@ async fn mirrored_incidents_count_once_and_carry_the_servicenow_mirrors_cause() 
         correlated("servicenow") > 0 && correlated("jira") > 0,
         "the mirrors are in the lake with their correlation ids"
     );
-    let (parquet, _) = store.metrics_paths();
+    let parquet = store.metrics_path();
     let rows: Vec<MetricRow> = tandem::pipeline::read_metrics(&parquet).unwrap();
     let row = |metric: &str, service: &str, week_start: DateTime<Utc>| {
         rows.iter()

@@ -252,7 +252,7 @@ async fn an_export_holds_every_table_and_duckdb_and_pandas_read_it_unchanged() {
         assert!(count > 0, "the simulated organisation fills {table}");
     }
     assert!(
-        !store.metrics_paths().0.exists(),
+        !store.metrics_path().exists(),
         "an export leaves the stored metric table alone"
     );
     let metrics: Vec<MetricRow> =
@@ -985,7 +985,7 @@ print(json.dumps(out))
         assert_eq!(read[table]["types"][column], kind, "{table}.{column}");
     }
 
-    let metrics = store.metrics_paths().0;
+    let metrics = store.metrics_path();
     let metric_rows = tandem::pipeline::read_metrics(&metrics).unwrap().len();
     let script = "import duckdb, pandas as pd, sys\n\
                   f = sys.argv[1]\n\

@@ -123,9 +123,12 @@ async fn hostile_source_text_is_inert_in_every_csv_and_in_the_chat_digest() {
     );
 
     // The lake's metric table.
-    tandem::commands::metrics::compute(&args.range, &config).unwrap();
-    let (parquet, csv) = store.metrics_paths();
-    let csv = std::fs::read_to_string(csv).unwrap();
+    let table = tandem::commands::metrics::compute(&args.range, &config).unwrap();
+    let parquet = store.metrics_path();
+    // Its CSV, as `tandem metrics --format csv` prints it.
+    let mut csv = Vec::new();
+    tandem::pipeline::write_metrics_csv(&table, &mut csv, std::path::Path::new("stdout")).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
     assert!(
         csv.contains(",'@here <!channel> https://evil.example/login,"),
         "{csv}"

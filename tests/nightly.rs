@@ -142,7 +142,7 @@ async fn tandem_run_writes_the_digest_and_the_next_run_says_what_changed() {
     assert_eq!(summary.figures[0].week, Some(week));
     assert_eq!(status_of(&summary, "deployment_count@org"), "green");
     // The digest's own days did not replace the stored metric table (weekly, 4 weeks).
-    let (parquet, _) = store.metrics_paths();
+    let parquet = store.metrics_path();
     let stored = tandem::pipeline::read_metrics(&parquet).unwrap();
     assert!(stored.iter().all(|r| r.grain == "week" || r.grain == "range"));
 
@@ -306,7 +306,7 @@ async fn report_nightly_on_its_own_shows_the_last_run() {
     );
 
     // The weekly report of a named month: computed for that range, the stored table left alone.
-    let (stored, _) = store.metrics_paths();
+    let stored = store.metrics_path();
     let stored_before = std::fs::read(&stored).unwrap();
     let weekly = tandem(&["report", "weekly", "--period", "2026-08"])
         .await

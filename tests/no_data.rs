@@ -107,10 +107,8 @@ fn tickets_from_a_jira_that_never_synced_are_no_data_with_the_reason_not_zero() 
     assert!(deployed.iter().all(|r| r["no_data"].is_null()), "{deployed:?}");
 
     // The written table keeps the reason in its own column, in the CSV as in the Parquet.
-    let (_, csv) = tandem::store::Store::open(&dir.path().join("lake"))
-        .unwrap()
-        .metrics_paths();
-    let csv = std::fs::read_to_string(csv).unwrap();
+    let (code, csv, stderr) = tandem(dir.path(), &["metrics", "--weeks", "2", "--format", "csv"]);
+    assert_eq!(code, 0, "{stderr}");
     let header = csv.lines().next().unwrap();
     assert!(header.ends_with(",no_data"), "{header}");
     assert!(

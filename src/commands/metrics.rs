@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::metric::MetricRow;
 use crate::metric::kpi::Scored;
 use crate::report::text::{kpi_table, org_table, scope_table};
-use crate::store::Store;
 
 // The steps other commands share, under the names they had here.
 pub use super::{calculate, compute, from_store, from_store_at};
@@ -47,8 +46,11 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
             super::out(&format!("{}\n", serde_json::to_string_pretty(&printed)?));
         }
         MetricsFormat::Csv => {
-            let (_, csv) = Store::open(&config.lake()?)?.metrics_paths();
-            super::out(&std::fs::read_to_string(csv)?);
+            // Made from the table just computed and stored, a slice at a time as it is printed:
+            // never kept, never held whole as text.
+            let mut stdout = std::io::BufWriter::new(super::Stdout);
+            crate::pipeline::write_metrics_csv(&table, &mut stdout, std::path::Path::new("stdout"))?;
+            std::io::Write::flush(&mut stdout)?;
         }
     }
     Ok(())

@@ -42,6 +42,27 @@ use crate::store::delta::AsOf;
 use crate::store::maintain::MaintenanceReport;
 use crate::sync::{RunHealth, SyncOptions, SyncReport, sync};
 
+/// Standard output for results written a piece at a time (a CSV of millions of rows): a reader
+/// that stops reading (`| head`) ends the command quietly with success, as with [`out`].
+#[derive(Debug)]
+pub struct Stdout;
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::io::stdout().lock().write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match std::io::stdout().lock().flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            other => other,
+        }
+    }
+}
+
 /// Writes a command's result to stdout. A closed pipe (`tandem metrics | head`) ends the process
 /// quietly with success, as command-line tools do, instead of panicking in `println!`.
 pub fn out(text: &str) {
@@ -142,26 +163,17 @@ pub fn synced_sources<'a>(config: &'a Config, options: &SyncOptions) -> Vec<&'a 
 }
 
 /// Converts the metric table of an earlier release's layout, if the lake still has one, into a
-/// version of the Delta metric table (its rows unchanged, its CSV kept); returns the version.
+/// version of the Delta metric table (its rows unchanged); returns the version.
 pub fn convert_legacy_metrics(store: &Store) -> anyhow::Result<Option<i64>> {
-    let Some((parquet, csv)) = store.legacy_metrics() else {
+    let Some((parquet, _)) = store.legacy_metrics() else {
         return Ok(None);
     };
     let draft = store.metrics_draft()?;
-    let converted = crate::pipeline::convert_metrics(&parquet, &draft.parquet)
-        .map_err(anyhow::Error::from)
-        .and_then(|written| {
-            if csv.exists() {
-                std::fs::copy(&csv, &draft.csv)
-                    .with_context(|| format!("cannot copy {} to {}", csv.display(), draft.csv.display()))?;
-            }
-            Ok(written)
-        });
+    let converted = crate::pipeline::convert_metrics(&parquet, &draft.parquet).map_err(anyhow::Error::from);
     let (size, stats) = match converted {
         Ok(written) => written,
         Err(e) => {
             let _ = std::fs::remove_file(&draft.parquet);
-            let _ = std::fs::remove_file(&draft.csv);
             return Err(e.context(format!(
                 "cannot convert the metric table {} to a Delta table; move it aside (the next \
                  `tandem metrics` writes a new one)",
@@ -303,12 +315,11 @@ pub fn compute_version(
     };
     let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?;
     let draft = store.metrics_draft()?;
-    let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet, &draft.csv) {
+    let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet) {
         Ok(written) => written,
         Err(e) => {
-            // Never committed: nothing refers to them.
+            // Never committed: nothing refers to it.
             let _ = std::fs::remove_file(&draft.parquet);
-            let _ = std::fs::remove_file(&draft.csv);
             return Err(e.into());
         }
     };
@@ -1051,16 +1062,12 @@ mod tests {
                 }
             };
             let (old_parquet, old_csv) = (at.join("metrics.parquet"), at.join("metrics.csv"));
-            crate::pipeline::write_metrics(&metric_table(), &old_parquet, &old_csv).unwrap();
+            crate::pipeline::write_metrics(&metric_table(), &old_parquet).unwrap();
+            std::fs::write(&old_csv, "metric,grain\n").unwrap();
             let rows = crate::pipeline::read_metrics(&old_parquet).unwrap();
-            let csv = std::fs::read_to_string(&old_csv).unwrap();
 
             let store = Store::open(dir.path()).unwrap();
-            assert_eq!(
-                store.metrics_paths(),
-                (old_parquet.clone(), old_csv.clone()),
-                "read until converted"
-            );
+            assert_eq!(store.metrics_path(), old_parquet, "read until converted");
             let version = convert_legacy_metrics(&store).unwrap();
             assert_eq!(version, Some(1), "{layout}");
             let latest = store
@@ -1072,8 +1079,7 @@ mod tests {
                 rows,
                 "{layout}"
             );
-            assert_eq!(std::fs::read_to_string(&latest.csv).unwrap(), csv, "{layout}");
-            assert_eq!(store.metrics_paths(), (latest.parquet, latest.csv));
+            assert_eq!(store.metrics_path(), latest.parquet);
             assert!(
                 !old_parquet.exists() && !old_csv.exists(),
                 "{layout}: no stale copy stays"
@@ -1092,11 +1098,13 @@ mod tests {
         let metrics = dir.path().join("metrics");
         std::fs::create_dir_all(&metrics).unwrap();
         let old = (metrics.join("metrics.parquet"), metrics.join("metrics.csv"));
-        crate::pipeline::write_metrics(&metric_table(), &old.0, &old.1).unwrap();
+        crate::pipeline::write_metrics(&metric_table(), &old.0).unwrap();
+        std::fs::write(&old.1, "metric,grain\n").unwrap();
         let store = Store::open(dir.path()).unwrap();
         convert_legacy_metrics(&store).unwrap();
         // Killed before the old files went: they are back.
-        crate::pipeline::write_metrics(&metric_table(), &old.0, &old.1).unwrap();
+        crate::pipeline::write_metrics(&metric_table(), &old.0).unwrap();
+        std::fs::write(&old.1, "metric,grain\n").unwrap();
         assert_eq!(convert_legacy_metrics(&store).unwrap(), None);
         assert!(!old.0.exists(), "removed, not converted again");
         let latest = store

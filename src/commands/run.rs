@@ -97,8 +97,7 @@ async fn job_counted(
         tokio::task::spawn_blocking(move || write_nightly(&config_owned, out, window, Some(&health), now))
             .await??;
     print_nightly(&digest);
-    let (_, csv) = store.metrics_paths();
-    crate::say!("metrics: {}", csv.display());
+    crate::say!("metrics: {}", store.metrics_path().display());
     // Last, when the night's data is safe: merging small files and cleaning up only when due,
     // with the lake alone (no other writer may commit while files are merged and removed).
     drop(store);

@@ -205,19 +205,22 @@ pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable
     engine::compute_metrics(inputs, opts)
 }
 
-/// Writes the metric table as Parquet and CSV.
-///
-/// Both files are written atomically (a `.tmp` sibling renamed into place). In the CSV,
-/// `period_start`/`period_end` are RFC 3339 UTC strings (`2026-08-03T00:00:00Z`) and a missing
-/// `value` is an empty field.
-/// The Parquet file is a data file of the Delta metric table (instants in microseconds), flushed;
-/// returns its size and its `add` action's statistics, for the store to commit it.
-pub fn write_metrics(
+/// Writes the metric table as Parquet, atomically (a `.tmp` sibling renamed into place): a data
+/// file of the Delta metric table (instants in microseconds), flushed; returns its size and its
+/// `add` action's statistics, for the store to commit it.
+pub fn write_metrics(table: &MetricTable, parquet: &Path) -> Result<(i64, String), PipelineError> {
+    output::write_metrics(table, parquet)
+}
+
+/// Writes the metric table as CSV to `out` (`what` names the destination in an error):
+/// `period_start`/`period_end` as RFC 3339 UTC strings (`2026-08-03T00:00:00Z`), a missing
+/// `value` as an empty field, text a spreadsheet would run as a formula prefixed with `'`.
+pub fn write_metrics_csv(
     table: &MetricTable,
-    parquet: &Path,
-    csv: &Path,
-) -> Result<(i64, String), PipelineError> {
-    output::write_metrics(table, parquet, csv)
+    out: &mut dyn std::io::Write,
+    what: &Path,
+) -> Result<(), PipelineError> {
+    output::write_metrics_csv(table, out, what)
 }
 
 /// Converts the metric table file of an earlier release into a data file of the Delta metric

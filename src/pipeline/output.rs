@@ -1,4 +1,5 @@
-//! The metric table on disk: Parquet for tandem to read back, CSV for people and spreadsheets.
+//! The metric table on disk: Parquet for tandem to read back (a data file of the Delta metric
+//! table), CSV for people and spreadsheets when asked for (`tandem metrics --format csv`, exports).
 //!
 //! Columns: metric, grain, scope_type, scope (text), period_start, period_end (UTC instants,
 //! microseconds: the Delta `timestamp` type, as the metric table is a Delta table), value (float, null allowed), unit (text), n (integer), method (text, null where
@@ -7,7 +8,7 @@
 //! are RFC 3339 strings ending in `Z` (`2026-08-03T00:00:00Z`, fractional seconds only when
 //! present) rather than polars' own datetime rendering, so every tool parses them the same way;
 //! a null value is an empty field; a text cell that a spreadsheet would take for a formula starts
-//! with `'` (the Parquet file keeps the exact text). Both files are written atomically. This
+//! with `'` (the Parquet file keeps the exact text). The Parquet file is written atomically. This
 //! module computes nothing.
 
 use std::fs::File;
@@ -28,11 +29,7 @@ const TABLE: &str = "metrics";
 /// millions of rows never holds it whole as text columns.
 const BATCH_ROWS: usize = 1 << 18;
 
-pub(crate) fn write_metrics(
-    table: &MetricTable,
-    parquet: &Path,
-    csv: &Path,
-) -> Result<(i64, String), PipelineError> {
+pub(crate) fn write_metrics(table: &MetricTable, parquet: &Path) -> Result<(i64, String), PipelineError> {
     let batches = || {
         (0..table.len().div_ceil(BATCH_ROWS)).map(|b| b * BATCH_ROWS..((b + 1) * BATCH_ROWS).min(table.len()))
     };
@@ -53,23 +50,6 @@ pub(crate) fn write_metrics(
         }
         writer.finish().map(drop).map_err(writing(parquet))
     })?;
-    write_atomic(csv, |file| {
-        let schema = frame(table, 0..0, Instants::Rfc3339)
-            .map_err(building(csv))?
-            .schema()
-            .clone();
-        let mut writer = CsvWriter::new(file)
-            .include_header(true)
-            .batched(&schema)
-            .map_err(writing(csv))?;
-        for rows in batches() {
-            let batch = frame(table, rows, Instants::Rfc3339)
-                .and_then(|f| spreadsheet_safe(&f))
-                .map_err(building(csv))?;
-            writer.write_batch(&batch).map_err(writing(csv))?;
-        }
-        writer.finish().map_err(writing(csv))
-    })?;
     let size = std::fs::metadata(parquet)
         .map_err(|source| io_error("measure", parquet, source))?
         .len();
@@ -87,6 +67,32 @@ pub(crate) fn write_metrics(
         )
     });
     Ok((i64::try_from(size).unwrap_or(i64::MAX), stats))
+}
+
+/// Writes the metric table as CSV to `out` (`what` names it in an error), a slice at a time.
+pub(crate) fn write_metrics_csv(
+    table: &MetricTable,
+    out: &mut dyn std::io::Write,
+    what: &Path,
+) -> Result<(), PipelineError> {
+    let building = |path| failed("building the metric table", path);
+    let writing = |path| failed("writing the metric table", path);
+    let schema = frame(table, 0..0, Instants::Rfc3339)
+        .map_err(building(what))?
+        .schema()
+        .clone();
+    let mut writer = CsvWriter::new(out)
+        .include_header(true)
+        .batched(&schema)
+        .map_err(writing(what))?;
+    for b in 0..table.len().div_ceil(BATCH_ROWS) {
+        let rows = b * BATCH_ROWS..((b + 1) * BATCH_ROWS).min(table.len());
+        let batch = frame(table, rows, Instants::Rfc3339)
+            .and_then(|f| spreadsheet_safe(&f))
+            .map_err(building(what))?;
+        writer.write_batch(&batch).map_err(writing(what))?;
+    }
+    writer.finish().map_err(writing(what))
 }
 
 /// What a data file's statistics need of one row: period start and end, `n`, and whether
@@ -355,6 +361,18 @@ mod tests {
     #[test]
     fn the_table_gives_back_the_rows_it_was_given() {
         assert_eq!(table().to_rows(), rows());
+    }
+
+    /// The Parquet file, and the CSV a `--format csv` prints, written to `csv`.
+    fn write_metrics(
+        table: &MetricTable,
+        parquet: &Path,
+        csv: &Path,
+    ) -> Result<(i64, String), PipelineError> {
+        let written = super::write_metrics(table, parquet)?;
+        let mut file = File::create(csv).unwrap();
+        write_metrics_csv(table, &mut file, csv)?;
+        Ok(written)
     }
 
     #[test]

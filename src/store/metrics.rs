@@ -1,15 +1,16 @@
-//! The metric table as a Delta table (`metrics/table/`), one data file per version, with the CSV
-//! of each version beside it for spreadsheet users (`metrics/csv/<data file>.csv`); and the
+//! The metric table as a Delta table (`metrics/table/`), one data file per version; and the
 //! conversion of the layout of earlier releases (`metrics/current` → `gen-*/`, or
-//! `metrics/metrics.parquet`).
+//! `metrics/metrics.parquet`). Its CSV is made when asked for (`tandem metrics --format csv`, an
+//! export), not kept: the CSVs earlier releases kept beside it (`metrics/csv/`) go with the next
+//! version.
 //!
 //! A version is written by the caller (the pipeline encodes the rows) into the paths of a
 //! [`MetricsDraft`], then committed here as an overwrite of the previous version, recording the
-//! canonical tables' versions it was computed from. Readers resolve a version once and get the
-//! Parquet file and CSV of that same version. This module never encodes or decodes a row.
+//! canonical tables' versions it was computed from. Readers resolve a version once and get its
+//! Parquet file. This module never encodes or decodes a row.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -48,8 +49,6 @@ const MIGRATION_APP: &str = "tandem:migrate-metrics";
 pub struct MetricsDraft {
     /// The Parquet data file, inside the table directory.
     pub parquet: PathBuf,
-    /// The CSV of the same rows.
-    pub csv: PathBuf,
     /// The data file relative to the table directory.
     relative: String,
 }
@@ -63,8 +62,6 @@ pub struct MetricsVersion {
     pub committed_at: DateTime<Utc>,
     /// Its Parquet data file.
     pub parquet: PathBuf,
-    /// Its CSV (kept for the latest versions only).
-    pub csv: PathBuf,
     /// The canonical tables' versions it was computed from (table name → version); empty for a
     /// version converted from an earlier release, which did not record them.
     pub tables: BTreeMap<String, i64>,
@@ -110,12 +107,9 @@ impl Store {
     /// nothing written yet).
     pub fn metrics_draft(&self) -> Result<MetricsDraft, StoreError> {
         self.metrics_log()?;
-        let csv_dir = self.metrics_csv_dir();
-        std::fs::create_dir_all(&csv_dir).map_err(|e| io_error("create directory", &csv_dir, e))?;
         let relative = delta::new_data_file_name();
         Ok(MetricsDraft {
             parquet: self.metrics_dir().join(&relative),
-            csv: csv_dir.join(format!("{}.csv", csv_stem(&relative))),
             relative,
         })
     }
@@ -145,9 +139,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.check_held()?;
         let mut log = self.metrics_log()?;
-        super::bucket::push(&draft.csv).map_err(|e| io_error("upload", &draft.csv, e))?;
         let removes = log.files()?;
-        let previous: Vec<String> = removes.iter().map(|f| csv_stem(&f.path)).collect();
         let metadata = serde_json::to_value(Recorded {
             tables: tables.clone(),
             coverage: Coverage::load(self)?,
@@ -165,23 +157,13 @@ impl Store {
             Operation::Overwrite,
             Some(metadata),
         )?;
-        let keep = |stem: &str| stem == csv_stem(&draft.relative) || previous.iter().any(|p| p == stem);
+        // The CSVs an earlier release kept beside each version.
         if let Ok(Some(listed)) = super::bucket::list_dir(&self.metrics_csv_dir()) {
             for (path, _, _) in listed {
-                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-                if !stem.as_deref().is_some_and(keep) {
-                    let _ = super::bucket::remove(&path);
-                }
+                let _ = super::bucket::remove(&path);
             }
         }
-        if let Ok(entries) = std::fs::read_dir(self.metrics_csv_dir()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.strip_suffix(".csv").is_some_and(keep) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
+        let _ = std::fs::remove_dir_all(self.metrics_csv_dir());
         Ok(version)
     }
 
@@ -234,13 +216,6 @@ impl Store {
         Ok(Some(MetricsVersion {
             version: log.version(),
             committed_at: log.committed_at().unwrap_or_default(),
-            csv: {
-                let csv = self
-                    .metrics_csv_dir()
-                    .join(format!("{}.csv", csv_stem(&file.path)));
-                super::bucket::fetch(&csv).map_err(|e| io_error("download", &csv, e))?;
-                csv
-            },
             parquet,
             tables: recorded.tables,
             coverage: recorded.coverage,
@@ -280,17 +255,16 @@ impl Store {
         }
     }
 
-    /// The metric table files (Parquet, CSV) of its latest version: both of the same version,
-    /// however a writer interleaves (the version is resolved once). A lake of an earlier release
-    /// not yet converted gives its files; with no table at all, paths where nothing is.
-    pub fn metrics_paths(&self) -> (PathBuf, PathBuf) {
+    /// The metric table's Parquet file of its latest version. A lake of an earlier release not
+    /// yet converted gives its file; with no table at all, a path where nothing is.
+    pub fn metrics_path(&self) -> PathBuf {
         if let Ok(Some(latest)) = self.metrics_version(AsOf::Latest) {
-            return (latest.parquet, latest.csv);
+            return latest.parquet;
         }
-        self.legacy_metrics().unwrap_or_else(|| {
-            let dir = self.root.join("metrics");
-            (dir.join("metrics.parquet"), dir.join("metrics.csv"))
-        })
+        self.legacy_metrics().map_or_else(
+            || self.root.join("metrics").join("metrics.parquet"),
+            |(parquet, _)| parquet,
+        )
     }
 
     /// The metric table files of an earlier release's layout (`metrics/current/` or
@@ -366,18 +340,6 @@ impl Store {
 /// The link in `metrics/` to the current generation, in the layout of earlier releases.
 const LEGACY_CURRENT: &str = "current";
 
-/// The CSV's name (without `.csv`) of a data file: its name without the Parquet extension.
-fn csv_stem(relative: &str) -> String {
-    let name = Path::new(relative)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.strip_suffix(".zstd.parquet")
-        .or_else(|| name.strip_suffix(".parquet"))
-        .unwrap_or(&name)
-        .to_owned()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -406,42 +368,40 @@ mod tests {
     /// Writes and commits a version of `value`, as `tandem metrics` does.
     fn write(store: &Store, value: f64, tables: &BTreeMap<String, i64>) -> i64 {
         let draft = store.metrics_draft().unwrap();
-        let (size, stats) = pipeline::write_metrics(&metrics(value), &draft.parquet, &draft.csv).unwrap();
+        let (size, stats) = pipeline::write_metrics(&metrics(value), &draft.parquet).unwrap();
         store.commit_metrics(&draft, size, stats, tables).unwrap()
     }
 
-    fn value_of(store: &Store) -> (Option<f64>, String) {
-        let (parquet, csv) = store.metrics_paths();
-        let rows = pipeline::read_metrics(&parquet).unwrap();
-        (rows[0].value, std::fs::read_to_string(csv).unwrap())
+    fn value_of(store: &Store) -> Option<f64> {
+        let rows = pipeline::read_metrics(&store.metrics_path()).unwrap();
+        rows[0].value
     }
 
     #[test]
-    fn each_write_is_a_version_whose_parquet_and_csv_belong_together() {
+    fn each_write_is_a_version_and_the_csvs_of_earlier_releases_go() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.metrics_version(AsOf::Latest).unwrap(), None);
-        assert!(!store.metrics_paths().0.exists());
+        assert!(!store.metrics_path().exists());
         let sources = BTreeMap::from([("deployments".to_owned(), 4)]);
         let first = write(&store, 1.0, &sources);
-        let (value, csv) = value_of(&store);
-        assert_eq!(value, Some(1.0));
-        assert!(csv.contains(",1.0,"), "{csv}");
+        assert_eq!(value_of(&store), Some(1.0));
 
-        // A run killed after writing its files but before its commit: readers still get the
-        // previous version's pair.
+        // A run killed after writing its file but before its commit: readers still get the
+        // previous version.
         let killed = store.metrics_draft().unwrap();
-        pipeline::write_metrics(&metrics(2.0), &killed.parquet, &killed.csv).unwrap();
-        assert_eq!(value_of(&store).0, Some(1.0));
+        pipeline::write_metrics(&metrics(2.0), &killed.parquet).unwrap();
+        assert_eq!(value_of(&store), Some(1.0));
 
+        // An earlier release kept a CSV beside each version; the next version removes them.
+        let csvs = dir.path().join("metrics/csv");
+        std::fs::create_dir_all(&csvs).unwrap();
+        std::fs::write(csvs.join("part-x.zstd.csv"), "metric\n").unwrap();
         let second = write(&store, 3.0, &BTreeMap::new());
         assert_eq!(second, first + 1);
-        let (value, csv) = value_of(&store);
-        assert_eq!(value, Some(3.0));
-        assert!(csv.contains(",3.0,"), "the CSV is of the same version: {csv}");
+        assert_eq!(value_of(&store), Some(3.0));
+        assert!(!csvs.exists(), "the CSVs of an earlier release are removed");
         write(&store, 4.0, &BTreeMap::new());
-        let csvs = std::fs::read_dir(dir.path().join("metrics/csv")).unwrap().count();
-        assert_eq!(csvs, 2, "the current CSV and the one before, for readers");
 
         // Time travel: the first version, its rows and what it was computed from.
         let old = store.metrics_version(AsOf::Version(first)).unwrap().unwrap();
@@ -459,7 +419,7 @@ mod tests {
         let latest = store.metrics_version(AsOf::Latest).unwrap().unwrap();
         assert_eq!(
             (latest.version, latest.parquet.clone()),
-            (first + 2, store.metrics_paths().0)
+            (first + 2, store.metrics_path())
         );
         let files = Log::open(&store.metrics_dir(), AsOf::Latest)
             .unwrap()
