@@ -122,7 +122,7 @@ fn args() -> anyhow::Result<Args> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tandem::alloc::give_back_freed_memory_at_once();
+    tandem::alloc::tune();
     let args = args()?;
     if let Some((root, scale)) = &args.compute {
         return compute(root, *scale);

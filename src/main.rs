@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let clock = Instant::now();
-    tandem::alloc::give_back_freed_memory_at_once();
+    tandem::alloc::tune();
     let cli = Cli::parse();
     init_logging(&cli);
     let format = cli.log_format;
