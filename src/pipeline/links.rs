@@ -477,6 +477,44 @@ pub(in crate::pipeline) fn link_method(ancestry: Option<f64>, n: i64) -> Option<
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_sha_key_is_the_first_127_bits_of_a_full_sha_in_either_case_else_a_flagged_hash() {
+        // Against the standard parser, on shas of every digit in both cases.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            let sha: String = (0..40)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let digit = char::from_digit(((seed >> 33) % 16) as u32, 16).unwrap();
+                    if seed >> 63 == 1 {
+                        digit.to_ascii_uppercase()
+                    } else {
+                        digit
+                    }
+                })
+                .collect();
+            let expected = u128::from_str_radix(&sha[..32], 16).unwrap() >> 1;
+            assert_eq!(sha_key(&sha), expected, "{sha}");
+            assert_eq!(
+                sha_key(&sha.to_ascii_lowercase()),
+                expected,
+                "letter case is ignored"
+            );
+        }
+        let full = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(sha_key(full) >> 127, 0, "a full sha's key has the top bit clear");
+        // Short, or not hex within the first 32 characters: hashed, top bit set, case ignored.
+        for other in ["abc1234", "0123456789abcdef0123456789abcdeg0123", "v1.2.3", ""] {
+            assert_eq!(sha_key(other) >> 127, 1, "{other:?}");
+            assert_eq!(sha_key(other), sha_key(&other.to_ascii_uppercase()), "{other:?}");
+        }
+        assert_ne!(sha_key("abc1234"), sha_key("abc1235"));
+        // A multi-byte character within the first 32 bytes is not a digit.
+        assert_eq!(sha_key("é123456789abcdef0123456789abcdef0") >> 127, 1);
+    }
+
     /// `(change id, deployment id, method)` of every linked change, by change id. `production`
     /// is in finish order.
     fn links(changes: DataFrame, production: DataFrame, commits: DataFrame) -> Vec<(String, String, String)> {
