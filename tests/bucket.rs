@@ -10,37 +10,14 @@ use std::time::Duration;
 
 use tandem::store::Store;
 use tandem::store::delta::AsOf;
-use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
+use tandem_connectors::model::Deployment;
 
 use crate::common::s3::S3Server;
-use crate::common::{World, finish, tandem_command, write_config};
+use crate::common::{World, finish, snapshot, tandem_command};
 
-/// Every row of the tables a sync writes, for equality checks.
-fn snapshot(store: &Store) -> (Vec<Deployment>, Vec<Change>, Vec<Incident>, Vec<Quarantined>) {
-    let mut quarantined: Vec<Quarantined> = store.read().unwrap();
-    for q in &mut quarantined {
-        q.seen_at = chrono::DateTime::UNIX_EPOCH;
-    }
-    (
-        store.read().unwrap(),
-        store.read().unwrap(),
-        store.read().unwrap(),
-        quarantined,
-    )
-}
-
-/// A config in `<temp>/<name>` for the world's fakes whose lake is `s3://lake/<prefix>`, cached in
-/// `<temp>/<name>/cache`; `extra` goes into its `[store]` section.
+/// A config in `<temp>/<name>` whose lake is `s3://lake/<prefix>` (see `S3Server::write_config`).
 fn bucket_config(world: &World, server: &S3Server, name: &str, prefix: &str, extra: &str) -> PathBuf {
-    let dir = world.dir.path().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = write_config(&dir, &world.org, &world.servers);
-    let text = std::fs::read_to_string(&config).unwrap();
-    let local = "[store]\npath = \"lake\"            # the lake of Delta tables\n";
-    assert!(text.contains(local), "the demo config's [store] section changed");
-    let text = text.replacen(local, &server.store_section(prefix, &dir.join("cache"), extra), 1);
-    std::fs::write(&config, text).unwrap();
-    config
+    server.write_config(world, name, prefix, extra)
 }
 
 /// `tandem --config <config> <args>` with the server's credentials in its environment.

@@ -75,19 +75,12 @@ impl Lake {
 
     /// [`Lake::new`] with the lake in `server`'s bucket, under the prefix `name`.
     fn in_bucket(world: &World, server: &S3Server, name: &str, commit_interval_secs: u64) -> Self {
-        let dir = world.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config_path = write_config(&dir, &world.org, &world.servers);
-        let text = std::fs::read_to_string(&config_path).unwrap();
-        let local = "[store]\npath = \"lake\"            # the lake of Delta tables\n";
-        assert!(text.contains(local), "the demo config's [store] section changed");
         let lease = Duration::from_secs(2);
         let extra = format!(
             "commit_interval_secs = {commit_interval_secs}\nlease_secs = {}",
             lease.as_secs()
         );
-        let text = text.replacen(local, &server.store_section(name, &dir.join("cache"), &extra), 1);
-        std::fs::write(&config_path, text).unwrap();
+        let config_path = server.write_config(world, name, name, &extra);
         Self {
             name: name.to_owned(),
             config_path,

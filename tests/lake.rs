@@ -11,22 +11,7 @@ use tandem::store::lock::{LOCKS_DIR, LockHolder};
 use tandem::sync::sync;
 use tandem_connectors::model::{Change, Deployment, Incident, Quarantined};
 
-use crate::common::{World, env, fast_sync, finish, tandem_command, tandem_output};
-
-/// Every row of the tables a sync writes, for equality checks.
-fn snapshot(store: &Store) -> (Vec<Deployment>, Vec<Change>, Vec<Incident>, Vec<Quarantined>) {
-    let mut quarantined: Vec<Quarantined> = store.read().unwrap();
-    // `seen_at` is when tandem saw the record: it differs between two lakes.
-    for q in &mut quarantined {
-        q.seen_at = chrono::DateTime::UNIX_EPOCH;
-    }
-    (
-        store.read().unwrap(),
-        store.read().unwrap(),
-        store.read().unwrap(),
-        quarantined,
-    )
-}
+use crate::common::{World, env, fast_sync, finish, snapshot, tandem_command, tandem_output};
 
 fn lake(world: &World) -> PathBuf {
     let config = world.config();

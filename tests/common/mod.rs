@@ -156,3 +156,27 @@ pub async fn output(mut command: std::process::Command, dir: &Path, name: &str) 
         std::fs::read_to_string(&stderr).unwrap_or_default(),
     )
 }
+
+/// Every row of the tables a sync of GitHub, GitLab and PagerDuty writes, for equality checks
+/// between two lakes.
+#[allow(clippy::type_complexity)]
+pub fn snapshot(
+    store: &tandem::store::Store,
+) -> (
+    Vec<tandem_connectors::model::Deployment>,
+    Vec<tandem_connectors::model::Change>,
+    Vec<tandem_connectors::model::Incident>,
+    Vec<tandem_connectors::model::Quarantined>,
+) {
+    let mut quarantined: Vec<tandem_connectors::model::Quarantined> = store.read().unwrap();
+    // `seen_at` is when tandem saw the record: it differs between two lakes.
+    for q in &mut quarantined {
+        q.seen_at = chrono::DateTime::UNIX_EPOCH;
+    }
+    (
+        store.read().unwrap(),
+        store.read().unwrap(),
+        store.read().unwrap(),
+        quarantined,
+    )
+}

@@ -88,6 +88,21 @@ impl S3Server {
         )
     }
 
+    /// Writes a config in `<world's temp>/<name>` for the world's fakes whose lake is
+    /// `s3://lake/<prefix>`, cached in `<temp>/<name>/cache`; `extra` goes into its `[store]`
+    /// section. Returns the config's path.
+    pub fn write_config(&self, world: &super::World, name: &str, prefix: &str, extra: &str) -> PathBuf {
+        let dir = world.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = super::write_config(&dir, &world.org, &world.servers);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let local = "[store]\npath = \"lake\"            # the lake of Delta tables\n";
+        assert!(text.contains(local), "the demo config's [store] section changed");
+        let text = text.replacen(local, &self.store_section(prefix, &dir.join("cache"), extra), 1);
+        std::fs::write(&config, text).unwrap();
+        config
+    }
+
     /// The credentials a client of the server takes from the environment.
     pub fn env() -> [(&'static str, &'static str); 2] {
         [
