@@ -1,8 +1,8 @@
-//! A lake in object storage, through the real binary against a real S3-compatible server process
-//! (`tools/s3-test-server`, see `common::s3`): everything tandem keeps goes to the bucket, a fresh machine with
-//! an empty cache reads it back, writers of different sources commit side by side, a second
-//! writer of the same part is refused naming the lease's holder, and a killed holder's lease runs
-//! out.
+//! A lake in object storage, through the real binary against a real S3-compatible server
+//! process (`tools/s3-test-server`, see `common::s3`): everything tandem keeps goes to the
+//! bucket, a fresh machine with an empty cache reads it back, writers of different sources commit
+//! side by side, a second writer of the same part is refused naming the lease's holder, and a
+//! killed holder's lease runs out.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -14,11 +14,6 @@ use tandem_connectors::model::Deployment;
 
 use crate::common::s3::S3Server;
 use crate::common::{World, finish, snapshot, tandem_command};
-
-/// A config in `<temp>/<name>` whose lake is `s3://lake/<prefix>` (see `S3Server::write_config`).
-fn bucket_config(world: &World, server: &S3Server, name: &str, prefix: &str, extra: &str) -> PathBuf {
-    server.write_config(world, name, prefix, extra)
-}
 
 /// `tandem --config <config> <args>` with the server's credentials in its environment.
 fn command(config: &Path, args: &[&str]) -> std::process::Command {
@@ -78,7 +73,7 @@ fn metric_rows(lake: &Path) -> Vec<tandem::metric::MetricRow> {
 async fn a_lake_in_a_bucket_holds_everything_and_gives_the_numbers_of_a_local_lake() {
     let world = World::start(8).await;
     let server = S3Server::start();
-    let config = bucket_config(&world, &server, "bucket", "org/tandem", "");
+    let config = server.write_config(&world, "bucket", "org/tandem", "");
 
     let (code, local_err) = tandem(&world, &world.config_path, &["run"], "local-run").await;
     assert_eq!(code, 0, "{local_err}");
@@ -176,16 +171,13 @@ async fn a_lake_in_a_bucket_holds_everything_and_gives_the_numbers_of_a_local_la
         "a sync downloaded {cached} of the {stored} data files"
     );
 
-    // A data file gone from the bucket stops the sync, naming the table and the file.
-    let deployments = in_bucket.join("tables/deployments");
-    let victim = std::fs::read_dir(&deployments)
+    // A data file of the latest version gone from the bucket stops the sync, naming the table
+    // and the file.
+    let victim = Store::open(&in_bucket)
         .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && !p.ends_with("_delta_log"))
-        .flat_map(|p| std::fs::read_dir(p).unwrap().flatten().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with(".parquet"))
-        .unwrap();
+        .table_files("deployments", AsOf::Latest)
+        .unwrap()
+        .remove(0);
     std::fs::remove_file(&victim).unwrap();
     let (code, stderr) = tandem(&world, &config, &["sync"], "bucket-sync-missing").await;
     assert_eq!(code, 1, "{stderr}");
@@ -288,7 +280,7 @@ async fn syncs_of_different_sources_at_once_in_a_bucket_leave_the_lake_of_the_sa
     let sources = ["github", "gitlab", "pagerduty"];
     let extra = "commit_interval_secs = 0\nlease_secs = 3";
 
-    let serial = bucket_config(&world, &server, "serial", "serial", extra);
+    let serial = server.write_config(&world, "serial", "serial", extra);
     for source in sources {
         let (code, stderr) = tandem(
             &world,
@@ -306,7 +298,7 @@ async fn syncs_of_different_sources_at_once_in_a_bucket_leave_the_lake_of_the_sa
     // out (3 s) and the sync run again finishes the job; rounds 0 and 2 run undisturbed.
     for round in 0..3u64 {
         let prefix = format!("round-{round}");
-        let config = bucket_config(&world, &server, &prefix, &prefix, extra);
+        let config = server.write_config(&world, &prefix, &prefix, extra);
         let children: Vec<_> = sources
             .iter()
             .map(|source| {
@@ -388,7 +380,7 @@ async fn a_second_writer_of_a_bucket_lake_is_refused_naming_the_lease_holder_unt
  {
     let world = World::start(2).await;
     let server = S3Server::start();
-    let config = bucket_config(&world, &server, "lease", "lease", "lease_secs = 4");
+    let config = server.write_config(&world, "lease", "lease", "lease_secs = 4");
     // A GitHub sync that stalls on the fake (which never answers) keeps its leases until killed.
     world.servers.github.control.stall_after(0);
     let (mut holder, _) = spawn(&world, &config, &["sync", "--source", "github"], "stalled");
@@ -513,7 +505,7 @@ fn a_writer_whose_lease_another_took_over_commits_nothing_more() {
 async fn check_tries_the_bucket_as_a_writer_and_wrong_credentials_fail_naming_the_lake_never_the_secret() {
     let world = World::start(1).await;
     let server = S3Server::start();
-    let config = bucket_config(&world, &server, "check", "checked", "");
+    let config = server.write_config(&world, "check", "checked", "");
     let (code, stdout, stderr) = crate::common::output(
         command(&config, &["check", "--source", "github"]),
         world.dir.path(),
