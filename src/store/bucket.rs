@@ -532,12 +532,17 @@ pub fn fetch(path: &Path) -> std::io::Result<()> {
 /// Downloads every object under `dir` the cache does not have (immutable files). Does nothing
 /// outside a mounted lake.
 pub fn fetch_dir(dir: &Path) -> std::io::Result<()> {
+    fetch_dir_where(dir, |_| true)
+}
+
+/// [`fetch_dir`] of the objects whose cache path `wanted` accepts.
+fn fetch_dir_where(dir: &Path, wanted: impl Fn(&Path) -> bool) -> std::io::Result<()> {
     let Some((bucket, key)) = of(dir) else {
         return Ok(());
     };
     for (object, _, _) in bucket.list(&key).map_err(io)? {
         let local = bucket.local(&object);
-        if !local.exists() {
+        if wanted(&local) && !local.exists() {
             if let Some((bytes, _)) = bucket.get(&object).map_err(io)? {
                 write_local(&local, &bytes)?;
             }
@@ -657,9 +662,10 @@ pub fn probe(lake: &Path) -> Result<String, BucketError> {
 static TREES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Mounts a report (or export) folder in a bucket (`s3://site/reports`) at a local directory and
-/// brings it up to date for rendering into: the run folders this host lacks (never rewritten
-/// under their name: what the index lists and a digest compares with) and the bucket's
-/// `index.html`. [`publish_trees`] uploads what the command adds.
+/// brings it up to date for rendering into: of the run folders this host lacks, their JSON files
+/// only (`meta.json`, which the index lists runs by, and a digest's `summary.json`, which the next
+/// digest compares with; a folder is never rewritten under its name), not their pages and charts;
+/// and the bucket's `index.html`. [`publish_trees`] uploads what the command adds.
 pub fn mount_tree(url: &str, s3: &S3Options, cache_root: &Path) -> Result<PathBuf, BucketError> {
     let dir = mount(url, s3, &cache_root.join("out"), Duration::from_secs(60))?;
     let failed = |e: std::io::Error| BucketError {
@@ -667,7 +673,7 @@ pub fn mount_tree(url: &str, s3: &S3Options, cache_root: &Path) -> Result<PathBu
         url: url.to_owned(),
         message: e.to_string(),
     };
-    fetch_dir(&dir).map_err(failed)?;
+    fetch_dir_where(&dir, |path| path.extension().is_some_and(|e| e == "json")).map_err(failed)?;
     pull(&dir.join("index.html")).map_err(failed)?;
     let mut trees = TREES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !trees.contains(&dir) {
