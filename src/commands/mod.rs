@@ -165,7 +165,7 @@ pub fn synced_sources<'a>(config: &'a Config, options: &SyncOptions) -> Vec<&'a 
 /// Converts the metric table of an earlier release's layout, if the lake still has one, into a
 /// version of the Delta metric table (its rows unchanged); returns the version.
 pub fn convert_legacy_metrics(store: &Store) -> anyhow::Result<Option<i64>> {
-    let Some((parquet, _)) = store.legacy_metrics() else {
+    let Some(parquet) = store.legacy_metrics() else {
         return Ok(None);
     };
     let draft = store.metrics_draft()?;
@@ -611,7 +611,7 @@ pub fn out_dir(config: &Config, out: Option<PathBuf>) -> anyhow::Result<PathBuf>
 pub fn publish_outputs() -> anyhow::Result<()> {
     for (url, files) in crate::store::bucket::publish_trees()? {
         tracing::info!(url = %url, files, "Reports published to object storage.");
-        println!("Published {files} file(s) to {url}");
+        crate::say!("Published {files} file(s) to {url}");
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ fn weekly(args: &ReportArgs, config: &Config) -> anyhow::Result<()> {
         };
         let rows = calculate_on(&store, &basis, &args.range, config, today)?;
         (rows, data_at, basis.read())
-    } else if let (None, Some((parquet, _))) = (as_of, store.legacy_metrics()) {
+    } else if let (None, Some(parquet)) = (as_of, store.legacy_metrics()) {
         // A lake of an earlier release, not converted until something writes it.
         (pipeline::read_metrics(&parquet)?, None, None)
     } else {

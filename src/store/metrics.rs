@@ -261,23 +261,21 @@ impl Store {
         if let Ok(Some(latest)) = self.metrics_version(AsOf::Latest) {
             return latest.parquet;
         }
-        self.legacy_metrics().map_or_else(
-            || self.root.join("metrics").join("metrics.parquet"),
-            |(parquet, _)| parquet,
-        )
+        self.legacy_metrics()
+            .unwrap_or_else(|| self.root.join("metrics").join("metrics.parquet"))
     }
 
-    /// The metric table files of an earlier release's layout (`metrics/current/` or
-    /// `metrics/metrics.parquet`), while they have not been converted. Files a conversion that
-    /// was stopped after its commit left are removed here.
-    pub fn legacy_metrics(&self) -> Option<(PathBuf, PathBuf)> {
+    /// The metric table file of an earlier release's layout (`metrics/current/metrics.parquet` or
+    /// `metrics/metrics.parquet`), while it has not been converted. Files a conversion that was
+    /// stopped after its commit left are removed here.
+    pub fn legacy_metrics(&self) -> Option<PathBuf> {
         let dir = self.root.join("metrics");
         let at = match std::fs::read_link(dir.join(LEGACY_CURRENT)) {
             Ok(target) => dir.join(target),
             Err(_) => dir.clone(),
         };
-        let files = (at.join("metrics.parquet"), at.join("metrics.csv"));
-        if !files.0.exists() {
+        let parquet = at.join("metrics.parquet");
+        if !parquet.exists() {
             return None;
         }
         let converted = table::open(&self.metrics_dir(), AsOf::Latest)
@@ -289,7 +287,7 @@ impl Store {
             self.remove_legacy_metrics();
             return None;
         }
-        Some(files)
+        Some(parquet)
     }
 
     /// Commits the draft holding an earlier release's metric table (converted by the caller) as
