@@ -229,8 +229,9 @@ pub struct ReportArgs {
     /// Reporting range (steering: the period, compared with the one before it).
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Report directory (default: `report.out` in the config). Each run goes into its own folder
-    /// `KIND/TIME/` under it, and `index.html` there lists every run.
+    /// Report directory, or a bucket prefix (`s3://bucket/reports`) (default: `report.out` in the
+    /// config). Each run goes into its own folder `KIND/TIME/` under it, and `index.html` there
+    /// lists every run.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Re-render a past report from the lake as it was: the metric table's version VERSION (as a
@@ -263,7 +264,8 @@ pub struct RunArgs {
     /// Reporting range.
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Directory to write the report to (default: `report.out` in the config).
+    /// Directory (or bucket prefix, `s3://bucket/reports`) to write the report to (default:
+    /// `report.out` in the config).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -275,8 +277,8 @@ pub struct ExportArgs {
     /// are exported whole).
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Directory the export folder is created in, `<out>/export/<timestamp>/` (default:
-    /// `report.out` in the config).
+    /// Directory (or bucket prefix, `s3://bucket/exports`) the export folder is created in,
+    /// `<out>/export/<timestamp>/` (default: `report.out` in the config).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Replace people's names, logins and emails with a keyed hash (HMAC-SHA256), the key read

@@ -194,7 +194,11 @@ fn starter_config(starters: &[&Starter]) -> String {
 name = "Our organisation"         # shown in report titles
 
 [store]
-path = "lake"                     # the lake of Delta tables
+path = "lake"                     # the lake of Delta tables, or object storage: "s3://bucket/prefix",
+                                  # "gs://bucket/prefix", "az://container/prefix" (credentials from
+                                  # the cloud's usual environment, never from this file)
+# [store.s3]                      # an S3-compatible store (MinIO, Ceph, R2)
+# endpoint = "https://minio.example:9000"
 
 [report]
 out = "report"                    # where reports are written
