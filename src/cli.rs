@@ -218,6 +218,22 @@ pub struct MetricsArgs {
     /// Whose figures to print (table and JSON).
     #[arg(long, value_enum, default_value_t)]
     pub by: ByScope,
+    /// Compute only these metrics (ids as the metric table names them, comma-separated, e.g.
+    /// deployment_count,lead_time_median), and only what they need; printed, not stored, so the
+    /// stored metric table keeps every metric for the reports.
+    #[arg(long, value_delimiter = ',', value_parser = parse_metric_id)]
+    pub metrics: Option<Vec<crate::metric::MetricId>>,
+}
+
+/// A metric id of `--metrics`.
+fn parse_metric_id(id: &str) -> Result<crate::metric::MetricId, String> {
+    crate::metric::MetricId::parse(id.trim()).ok_or_else(|| {
+        let known: Vec<&str> = crate::metric::MetricId::ALL.iter().map(|m| m.as_str()).collect();
+        format!(
+            "no metric is called {id:?}; the metrics are: {}",
+            known.join(", ")
+        )
+    })
 }
 
 /// `tandem report`.

@@ -805,3 +805,160 @@ async fn mirrored_incidents_count_once_and_carry_the_servicenow_mirrors_cause() 
             .all(|i| i.cause_refs.is_empty())
     );
 }
+
+/// `--metrics`: each selection computes exactly the full table's rows of the metrics it names
+/// (one metric of each part a selection may skip, each family's set, and the benchmark's twelve
+/// together), and `tandem
+/// metrics --metrics` prints them without replacing the stored table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selection_of_metrics_equals_the_full_tables_rows_of_those_metrics() {
+    use tandem::metric::MetricId;
+    let world = World::start(4).await;
+    let config = world.config();
+    run_over_the_simulation(&world, &config).await;
+    let until = world.org.spec.start + Duration::weeks(4);
+    let range = RangeArgs {
+        weeks: Some(4),
+        until: Some(until),
+        ..RangeArgs::default()
+    };
+    let full = tokio::task::spawn_blocking({
+        let (range, config) = (range.clone(), config.clone());
+        move || tandem::commands::metrics::calculate(&range, &config).unwrap()
+    })
+    .await
+    .unwrap();
+    let twelve = [
+        MetricId::DeploymentCount,
+        MetricId::DeploymentFrequency,
+        MetricId::LeadTimeMedian,
+        MetricId::LeadTimeP90,
+        MetricId::ChangeFailureRate,
+        MetricId::TimeToRestoreMean,
+        MetricId::TimeToRestoreMedian,
+        MetricId::DowntimeMinutes,
+        MetricId::Availability,
+        MetricId::TicketsResolved,
+        MetricId::TicketBacklog,
+        MetricId::SlaBreachRate,
+    ];
+    // One metric of each part a selection may leave out: the lead-time aggregates, the
+    // recovery, rework and merged-change parts of DORA, the resolved tickets, transitions,
+    // backlog, closed change requests and deployment coverage of ITSM, and each other family.
+    let singles = [
+        MetricId::DeploymentCount,
+        MetricId::LeadTimeMedian,
+        MetricId::ChangeFailureRate,
+        MetricId::LeadTimeP90,
+        MetricId::FailedDeploymentRecoveryMedian,
+        MetricId::ReworkRate,
+        MetricId::ChangesMerged,
+        MetricId::DeployDaysWeeklyMedian,
+        MetricId::Availability,
+        MetricId::ChangeCausedDowntimeMinutes,
+        MetricId::TicketsResolvedBug,
+        MetricId::TicketCycleTimeMedian,
+        MetricId::TicketReopenRate,
+        MetricId::SlaOpenPastTarget,
+        MetricId::ChangeSuccessRate,
+        MetricId::DeploymentsWithoutChangeRecord,
+        MetricId::ChangesNegativeSpans,
+        MetricId::IncidentsAttributedShare,
+        MetricId::QuarantinedRecords,
+    ];
+    let mut selections: Vec<Vec<MetricId>> = singles.iter().map(|&m| vec![m]).collect();
+    selections.extend([
+        MetricId::CORE.to_vec(),
+        MetricId::DORA.to_vec(),
+        MetricId::OPS.to_vec(),
+        MetricId::ITSM.to_vec(),
+        MetricId::QUALITY.to_vec(),
+        twelve.to_vec(),
+    ]);
+    let computed = tokio::task::spawn_blocking({
+        let (range, config) = (range.clone(), config.clone());
+        move || {
+            selections
+                .into_iter()
+                .map(|only| {
+                    let table =
+                        tandem::commands::metrics::calculate_only(&range, &config, Some(&only)).unwrap();
+                    (only, table.to_rows())
+                })
+                .collect::<Vec<_>>()
+        }
+    })
+    .await
+    .unwrap();
+    for (only, rows) in computed {
+        let names: Vec<&str> = only.iter().map(|m| m.as_str()).collect();
+        let mut expected: Vec<&MetricRow> = full
+            .iter()
+            .filter(|r| names.contains(&r.metric.as_str()))
+            .collect();
+        let mut got: Vec<&MetricRow> = rows.iter().collect();
+        let key = |r: &&MetricRow| {
+            (
+                r.metric.clone(),
+                r.scope_type.clone(),
+                r.scope.clone(),
+                r.grain.clone(),
+                r.period_start,
+            )
+        };
+        expected.sort_by_key(key);
+        got.sort_by_key(key);
+        assert!(!expected.is_empty(), "{names:?} has rows in the full table");
+        assert_eq!(got, expected, "{names:?}");
+    }
+
+    // The command prints the selection and leaves the stored table as it was.
+    let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+    let before = std::fs::read(store.metrics_path()).unwrap();
+    let until = until.to_string();
+    let (code, stdout, stderr) = crate::common::tandem_output(
+        &world,
+        &[
+            "metrics",
+            "--metrics",
+            "deployment_count,ticket_backlog",
+            "--format",
+            "csv",
+            "--weeks",
+            "4",
+            "--until",
+            &until,
+        ],
+        "metrics --metrics",
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let metrics: std::collections::BTreeSet<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(
+        metrics,
+        ["deployment_count", "ticket_backlog"].into_iter().collect()
+    );
+    let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+    assert_eq!(
+        std::fs::read(store.metrics_path()).unwrap(),
+        before,
+        "the stored table is unchanged"
+    );
+
+    let (code, _, stderr) = crate::common::tandem_output(
+        &world,
+        &["metrics", "--metrics", "deploy_count"],
+        "metrics --metrics typo",
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no metric is called \"deploy_count\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("deployment_count"), "{stderr}");
+}

@@ -130,6 +130,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
         teams: Default::default(),
         hotfix_labels: vec![],
         attribution: Default::default(),
+        metrics: None,
     };
     let files = |t: &str| store.table_files(t, tandem::store::delta::AsOf::Latest).unwrap();
     let (deployments, incidents) = (files("deployments"), files("incidents"));

@@ -5,16 +5,33 @@ use serde::Serialize;
 use super::kpis;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat};
 use crate::config::Config;
-use crate::metric::MetricRow;
 use crate::metric::kpi::Scored;
+use crate::metric::{MetricId, MetricRow};
 use crate::report::text::{kpi_table, org_table, scope_table};
 
 // The steps other commands share, under the names they had here.
-pub use super::{calculate, compute, from_store, from_store_at};
+pub use super::{calculate, calculate_only, compute, from_store, from_store_at, from_store_with};
 
-/// Computes, writes and prints the metrics.
+/// Computes, writes and prints the metrics; with `--metrics`, computes and prints only those
+/// named (the stored table is left as it is).
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
-    let table = compute(&args.range, config)?;
+    let table = match &args.metrics {
+        None => compute(&args.range, config)?,
+        Some(only) => calculate_only(&args.range, config, Some(only))?,
+    };
+    // The KPIs of metrics not computed are not judged.
+    let selected;
+    let config = match &args.metrics {
+        None => config,
+        Some(only) => {
+            let mut narrowed = config.clone();
+            narrowed
+                .kpis
+                .retain(|k| MetricId::parse(&k.metric).is_some_and(|m| only.contains(&m)));
+            selected = narrowed;
+            &selected
+        }
+    };
     // Only the rows printed are made into rows: a long range for hundreds of services is
     // millions of them.
     let of_scope_type = |scope_type: &str| table.rows_where(|t, i| t.scope_of(i).0 == scope_type);

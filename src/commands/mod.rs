@@ -31,7 +31,7 @@ use crate::cli::{LogFormat, RangeArgs};
 use crate::config::{Config, MetricsConfig, ServiceConfig};
 use crate::metric::calendar::{Calendar, Grain, parse_period};
 use crate::metric::kpi::{Scored, scorecard, scorecard_of_period};
-use crate::metric::{MetricRow, MetricTable};
+use crate::metric::{MetricId, MetricRow, MetricTable};
 use crate::pipeline::{self, Inputs, Options};
 use crate::report::archive::{self, Meta};
 use crate::report::nightly::{NightlyInput, NightlyOutput, Window};
@@ -313,7 +313,7 @@ pub fn compute_version(
         // The lake's coverage now, which the commit records with the version.
         coverage: None,
     };
-    let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?;
+    let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive(), None)?;
     let draft = store.metrics_draft()?;
     let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet) {
         Ok(written) => written,
@@ -334,9 +334,20 @@ pub fn compute_version(
 /// Computes the metric table for the range from the lake without writing it: for reports over
 /// their own range (the nightly digest's days), which must not replace the stored table.
 pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
+    Ok(calculate_only(range_args, config, None)?.to_rows())
+}
+
+/// Computes only the metrics `only` names (and what they need; all when `None`) for the range
+/// from the lake, without writing them: `tandem metrics --metrics`, which must not replace the
+/// stored table with a part of it.
+pub fn calculate_only(
+    range_args: &RangeArgs,
+    config: &Config,
+    only: Option<&[MetricId]>,
+) -> anyhow::Result<MetricTable> {
     let store = Store::open(&config.lake()?)?;
     let basis = basis(&store, None)?;
-    Ok(metric_table(&store, &basis, range_args, config, Utc::now().date_naive())?.to_rows())
+    metric_table(&store, &basis, range_args, config, Utc::now().date_naive(), only)
 }
 
 /// [`calculate`] on the canonical tables of `basis`, for a range relative to `today`.
@@ -347,7 +358,7 @@ pub fn calculate_on(
     config: &Config,
     today: NaiveDate,
 ) -> anyhow::Result<Vec<MetricRow>> {
-    Ok(metric_table(store, basis, range_args, config, today)?.to_rows())
+    Ok(metric_table(store, basis, range_args, config, today, None)?.to_rows())
 }
 
 fn metric_table(
@@ -356,14 +367,16 @@ fn metric_table(
     range_args: &RangeArgs,
     config: &Config,
     today: NaiveDate,
+    only: Option<&[MetricId]>,
 ) -> anyhow::Result<MetricTable> {
     let calendar = range(range_args, config, today)?;
-    let mut table = from_store_at(
+    let mut table = from_store_with(
         store,
         basis.tables.as_ref(),
         calendar,
         &config.metrics,
         &config.services,
+        only,
     )?;
     mark_uncovered(&mut table, store, config, basis.coverage.clone())?;
     Ok(table)
@@ -529,6 +542,19 @@ pub fn from_store_at(
     settings: &MetricsConfig,
     services: &[ServiceConfig],
 ) -> anyhow::Result<MetricTable> {
+    from_store_with(store, versions, calendar, settings, services, None)
+}
+
+/// [`from_store_at`] computing only the metrics `only` names (and what they need); all when
+/// `None`.
+pub fn from_store_with(
+    store: &Store,
+    versions: Option<&BTreeMap<String, i64>>,
+    calendar: Calendar,
+    settings: &MetricsConfig,
+    services: &[ServiceConfig],
+    only: Option<&[MetricId]>,
+) -> anyhow::Result<MetricTable> {
     let files = |table: &str| match versions {
         None => store.table_files(table, AsOf::Latest),
         Some(versions) => match versions.get(table) {
@@ -566,6 +592,7 @@ pub fn from_store_at(
         default_slo: settings.default_slo,
         hotfix_labels: settings.hotfix_labels.clone(),
         attribution: settings.attribution,
+        metrics: only.map(<[MetricId]>::to_vec),
         teams: services
             .iter()
             .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))

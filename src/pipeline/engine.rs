@@ -75,20 +75,32 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
     .lazy();
     // ITSM reads neither the links nor the other families: it runs on a thread of its own from
     // here, beside the change links (reading commits and changes) and what follows them.
+    // With `--metrics`, a family none of whose metrics is named is not computed, and neither is
+    // what only the others read.
+    let wants_itsm = opts.wants_any(&MetricId::ITSM);
+    let wants_rest = MetricId::ALL
+        .iter()
+        .any(|&m| opts.wants(m) && !MetricId::ITSM.contains(&m));
     let (rest, itsm) = std::thread::scope(|scope| {
         let itsm = scope.spawn(|| {
+            if !wants_itsm {
+                return Ok(MetricTable::new());
+            }
             timed("itsm", || {
                 itsm::metrics(inputs, opts, &grid, &services, production.clone())
             })
         });
-        let rest = rest_of_metrics(
-            inputs,
-            opts,
-            &grid,
-            &services,
-            production.clone(),
-            [deployments, changes, incidents],
-        );
+        let rest = match wants_rest {
+            true => rest_of_metrics(
+                inputs,
+                opts,
+                &grid,
+                &services,
+                production.clone(),
+                [deployments, changes, incidents],
+            ),
+            false => Ok(std::array::from_fn(|_| Ok(MetricTable::new()))),
+        };
         let itsm = itsm
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -165,10 +177,10 @@ fn rest_of_metrics(
     let core = timed("core aggregates", || {
         Core::aggregate(
             grid,
+            opts,
             services,
             [production.clone(), links.clone(), change_links, incidents.clone()],
             &other_failures,
-            &opts.outage_severities,
         )
     })
     .map_err(polars)?;
@@ -193,18 +205,31 @@ fn rest_of_metrics(
     let (dora, (ops, quality)) = std::thread::scope(|scope| {
         let second = scope.spawn(|| {
             (
-                timed("ops", || ops::metrics(&shared)),
-                timed("quality", || quality::metrics(&shared)),
+                family(opts, &MetricId::OPS, "ops", || ops::metrics(&shared)),
+                family(opts, &MetricId::QUALITY, "quality", || quality::metrics(&shared)),
             )
         });
-        let dora = timed("dora", || dora::metrics(&shared));
+        let dora = family(opts, &MetricId::DORA, "dora", || dora::metrics(&shared));
         let second = second
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (dora, second)
     });
-    let rows = timed("core rows", || core.rows());
+    let rows = timed("core rows", || core.rows(opts));
     Ok([Ok(rows), dora, ops, quality])
+}
+
+/// Runs a family ([`timed`]) when any of its `metrics` is wanted; no rows otherwise.
+fn family(
+    opts: &Options,
+    metrics: &[MetricId],
+    stage: &str,
+    run: impl FnOnce() -> Result<MetricTable, PipelineError>,
+) -> Result<MetricTable, PipelineError> {
+    match opts.wants_any(metrics) {
+        true => timed(stage, run),
+        false => Ok(MetricTable::new()),
+    }
 }
 
 /// Names the tables behind a polars error of the metric computation.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tandem_connectors::model::Severity;
 
-use crate::metric::{MetricRow, MetricTable};
+use crate::metric::{MetricId, MetricRow, MetricTable};
 
 mod attribution;
 pub mod bulk;
@@ -155,6 +155,26 @@ pub struct Options {
     pub hotfix_labels: Vec<String>,
     /// How incidents are attributed to deployments.
     pub attribution: Attribution,
+    /// The metrics to compute (with what they need); every metric when `None`. A family none of
+    /// whose metrics is named is not computed, nor is a shared stage no named metric reads.
+    pub metrics: Option<Vec<MetricId>>,
+}
+
+impl Options {
+    /// Whether `metric` is to be computed.
+    pub fn wants(&self, metric: MetricId) -> bool {
+        self.metrics.as_ref().is_none_or(|named| named.contains(&metric))
+    }
+
+    /// Whether any of `metrics` is to be computed.
+    pub(crate) fn wants_any(&self, metrics: &[MetricId]) -> bool {
+        metrics.iter().any(|&m| self.wants(m))
+    }
+
+    /// Those of `metrics` to be computed, in their order.
+    pub(crate) fn wanted(&self, metrics: &[MetricId]) -> Vec<MetricId> {
+        metrics.iter().copied().filter(|&m| self.wants(m)).collect()
+    }
 }
 
 /// How an incident recorded in a system that does not count incidents is recognised as a mirror

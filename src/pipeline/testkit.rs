@@ -31,6 +31,7 @@ pub(crate) fn options(weeks: u32, services: &[&str]) -> Options {
         teams: Default::default(),
         hotfix_labels: vec!["hotfix".into()],
         attribution: Default::default(),
+        metrics: None,
     }
 }
 

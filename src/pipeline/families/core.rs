@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 
 use polars::prelude::*;
-use tandem_connectors::model::Severity;
 
 use crate::metric::{MetricId, MetricTable};
+use crate::pipeline::Options;
 use crate::pipeline::downtime::{Outage, downtime, outages};
 use crate::pipeline::grid::{Cells, Grid, Period, Scope, aggregate, hours, metric_rows_with};
 use crate::pipeline::links::link_method;
@@ -38,13 +38,19 @@ impl<'g> Core<'g> {
     /// they are among `other_failures`), the lead times of the changes in `change_links`, and
     /// the restore times and outages (incidents of `outage_severities`) of `incidents`, by scope
     /// and period.
+    ///
+    /// The lead times are aggregated only when a metric that reads them is wanted (`--metrics`).
     pub(in crate::pipeline) fn aggregate(
         grid: &'g Grid,
+        opts: &Options,
         services: &'g BTreeSet<String>,
         [production, links, change_links, incidents]: [LazyFrame; 4],
         other_failures: &[String],
-        outage_severities: &[Severity],
     ) -> PolarsResult<Self> {
+        let change_links = match opts.wants_any(&lead::READERS) {
+            true => change_links,
+            false => change_links.slice(0, 0),
+        };
         Ok(Self {
             deploys: aggregate(
                 deployment_outcomes(production, links, other_failures)?,
@@ -57,16 +63,16 @@ impl<'g> Core<'g> {
                 grid,
                 &[("median", col("span").median()), ("mean", col("span").mean())],
             )?,
-            outages: outages(incidents, outage_severities)?,
+            outages: outages(incidents, &opts.outage_severities)?,
             grid,
             services,
         })
     }
 
     /// The `MetricId::CORE` rows, with the link method behind each lead time.
-    pub(in crate::pipeline) fn rows(&self) -> MetricTable {
+    pub(in crate::pipeline) fn rows(&self, opts: &Options) -> MetricTable {
         metric_rows_with(
-            &MetricId::CORE,
+            &opts.wanted(&MetricId::CORE),
             self.services,
             self.grid,
             |metric, scope, period| {
@@ -195,6 +201,17 @@ fn lead_stages(change_links: LazyFrame) -> LazyFrame {
 /// [`lead_aggregations`]); each statistic comes with how many of its changes were linked by
 /// ancestry and its sample size.
 pub(in crate::pipeline) mod lead {
+    use crate::metric::MetricId;
+
+    /// The metrics that read the lead-time aggregates.
+    pub(in crate::pipeline) const READERS: [MetricId; 6] = [
+        MetricId::LeadTimeMedian,
+        MetricId::LeadTimeP90,
+        MetricId::LeadTimeCodingMedian,
+        MetricId::LeadTimeReviewMedian,
+        MetricId::LeadTimeDeployWaitMedian,
+        MetricId::ChangesNegativeSpans,
+    ];
     pub(in crate::pipeline) const MEDIAN: usize = 0;
     pub(in crate::pipeline) const ANCESTRY: usize = 1;
     pub(in crate::pipeline) const N: usize = 2;

@@ -40,13 +40,23 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
         reverted,
     } = shared.undone;
     let deploys = deploys.as_slice();
-    let remediated = incident_remediation(shared).map_err(polars)?;
+    let opts = shared.opts;
+    // With `--metrics`, only what a named metric reads is worked out; an empty aggregate
+    // stands in for the rest.
+    let remediated = match opts.wants(MetricId::FailedDeploymentRecoveryMedian) {
+        true => incident_remediation(shared).map_err(polars)?,
+        false => HashMap::new(),
+    };
 
     // Recovery samples, anchored at the failed deployment's finish.
     let mut at = Vec::new();
     let mut service: Vec<Option<String>> = Vec::new();
     let mut span = Vec::new();
-    for d in deploys {
+    let recovered = match opts.wants(MetricId::FailedDeploymentRecoveryMedian) {
+        true => deploys,
+        false => &[],
+    };
+    for d in recovered {
         let remedy = match remediated.get(&d.id) {
             // Attributed incidents: recovered when the last of them is resolved.
             Some(latest) => *latest,
@@ -71,10 +81,19 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
     // incident or bug ticket. Beside each
     // deployment, how many changes it shipped and how many of those were linked by ancestry: the
     // rate's method.
-    let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(polars)?;
-    let reworked = reworked_ids(shared, &fix_keys).map_err(polars)?;
-    let shipped = shipped_counts(shared.change_links.clone()).map_err(polars)?;
+    let wants_rework = opts.wants(MetricId::ReworkRate);
+    let (reworked, shipped) = match wants_rework {
+        true => {
+            let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(polars)?;
+            (
+                reworked_ids(shared, &fix_keys).map_err(polars)?,
+                shipped_counts(shared.change_links.clone()).map_err(polars)?,
+            )
+        }
+        false => Default::default(),
+    };
     let rework_events = {
+        let deploys = if wants_rework { deploys } else { &[] };
         let mut at = Vec::with_capacity(deploys.len());
         let mut service = Vec::with_capacity(deploys.len());
         let mut flag = Vec::with_capacity(deploys.len());
@@ -110,10 +129,12 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
     .map_err(polars)?;
 
     // Lead time breakdown of deployed changes, anchored at the deploying deployment's finish.
-    let changes = shared.changes.clone();
+    let changes = match opts.wants(MetricId::ChangesMerged) {
+        true => shared.changes.clone(),
+        false => shared.changes.clone().slice(0, 0),
+    };
     let merged = aggregate(
         changes
-            .clone()
             .filter(col("merged_at").is_not_null())
             .select([col("merged_at").alias("at"), col("service")]),
         shared.grid,
@@ -180,7 +201,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
         )
     };
     Ok(metric_rows_with(
-        &MetricId::DORA,
+        &opts.wanted(&MetricId::DORA),
         shared.services,
         shared.grid,
         |metric, scope, period| {

@@ -60,7 +60,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
     })?;
 
     Ok(metric_rows(
-        &MetricId::OPS,
+        &shared.opts.wanted(&MetricId::OPS),
         shared.services,
         shared.grid,
         |metric, scope, period| {

@@ -211,7 +211,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
         })
     };
     Ok(metric_rows_with(
-        &MetricId::QUALITY,
+        &shared.opts.wanted(&MetricId::QUALITY),
         shared.services,
         shared.grid,
         |metric, scope, period| {
