@@ -808,10 +808,10 @@ async fn mirrored_incidents_count_once_and_carry_the_servicenow_mirrors_cause() 
 
 /// `--metrics`: each selection computes exactly the full table's rows of the metrics it names
 /// (one metric of each part a selection may skip, each family's set, and the benchmark's twelve
-/// together), and `tandem
-/// metrics --metrics` prints them without replacing the stored table.
+/// together), and `tandem metrics --metrics` prints them without replacing the stored table.
+/// Several ranges computed in one pass give each range's table as computed alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_selection_of_metrics_equals_the_full_tables_rows_of_those_metrics() {
+async fn a_selection_of_metrics_or_several_ranges_in_one_pass_equal_the_tables_computed_alone() {
     use tandem::metric::MetricId;
     let world = World::start(4).await;
     let config = world.config();
@@ -911,6 +911,49 @@ async fn a_selection_of_metrics_equals_the_full_tables_rows_of_those_metrics() {
         assert!(!expected.is_empty(), "{names:?} has rows in the full table");
         assert_eq!(got, expected, "{names:?}");
     }
+
+    // Several ranges computed in one pass (as a steering report and `tandem run` compute theirs)
+    // equal each computed alone: the weeks, days of the last week, and the two weeks before.
+    let days = RangeArgs {
+        period: Some(format!("{}..{}", until - Duration::days(7), until)),
+        grain: Some("day".to_owned()),
+        ..RangeArgs::default()
+    };
+    let before = RangeArgs {
+        weeks: Some(2),
+        until: Some(until - Duration::weeks(2)),
+        ..RangeArgs::default()
+    };
+    let (together, alone) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        let ranges = [range.clone(), days, before];
+        move || {
+            let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();
+            let basis = tandem::commands::basis(&store, None).unwrap();
+            let today = chrono::Utc::now().date_naive();
+            let together = tandem::commands::calculate_many_on(
+                &store,
+                &basis,
+                &ranges.iter().collect::<Vec<_>>(),
+                &config,
+                today,
+            )
+            .unwrap();
+            let alone: Vec<Vec<MetricRow>> = ranges
+                .iter()
+                .map(|r| tandem::commands::calculate_on(&store, &basis, r, &config, today).unwrap())
+                .collect();
+            (together, alone)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(together.len(), 3);
+    for (one_pass, own) in together.iter().zip(&alone) {
+        assert!(!own.is_empty());
+        assert_eq!(one_pass, own);
+    }
+    assert_ne!(together[0], together[2], "the ranges differ");
 
     // The command prints the selection and leaves the stored table as it was.
     let store = tandem::store::Store::open(&config.resolve(&config.store.path)).unwrap();

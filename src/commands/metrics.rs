@@ -6,7 +6,7 @@ use super::kpis;
 use crate::cli::{ByScope, MetricsArgs, MetricsFormat};
 use crate::config::Config;
 use crate::metric::kpi::Scored;
-use crate::metric::{MetricId, MetricRow};
+use crate::metric::{MetricId, MetricRow, MetricTable};
 use crate::report::text::{kpi_table, org_table, scope_table};
 
 // The steps other commands share, under the names they had here.
@@ -15,10 +15,20 @@ pub use super::{calculate, calculate_only, compute, from_store, from_store_at, f
 /// Computes, writes and prints the metrics; with `--metrics`, computes and prints only those
 /// named (the stored table is left as it is).
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
-    let table = match &args.metrics {
-        None => compute(&args.range, config)?,
-        Some(only) => calculate_only(&args.range, config, Some(only))?,
+    // With --period, the period before (for the KPIs' change) is computed in the same pass.
+    let also: Vec<_> = super::kpi_comparison(&args.range, config)?.into_iter().collect();
+    let (table, also) = match &args.metrics {
+        None => {
+            let (table, _, also) = super::compute_version_with(&args.range, config, &also)?;
+            (table, also)
+        }
+        Some(only) => {
+            let mut tables = super::calculate_only_with(&args.range, config, Some(only), &also)?;
+            let table = tables.remove(0);
+            (table, tables)
+        }
     };
+    let previous: Option<Vec<MetricRow>> = also.first().map(MetricTable::to_rows);
     // The KPIs of metrics not computed are not judged.
     let selected;
     let config = match &args.metrics {
@@ -42,7 +52,7 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
     match args.format {
         MetricsFormat::Table if args.by == ByScope::Org => {
             super::out(&org_table(&of_scope_type("org"), config.tz()));
-            let (heading, scored) = kpis(&kpi_rows(), &args.range, config)?;
+            let (heading, scored) = kpis(&kpi_rows(), &args.range, config, previous.as_deref())?;
             super::out(&kpi_table(&scored, &heading));
         }
         MetricsFormat::Table if args.by == ByScope::Service => {
@@ -55,7 +65,7 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
                 ByScope::Service => "service",
                 ByScope::Team => "team",
             };
-            let (_, kpis) = kpis(&kpi_rows(), &args.range, config)?;
+            let (_, kpis) = kpis(&kpi_rows(), &args.range, config, previous.as_deref())?;
             let printed = JsonOutput {
                 metrics: of_scope_type(scope_type),
                 kpis,

@@ -271,12 +271,14 @@ pub use crate::report::text::period_label;
 
 /// The shared KPIs judged on `rows` (the metric table computed for `range_args`, or its rows of
 /// the KPIs' scopes), and the heading that says on which period: with `--period`, the period asked
-/// (its whole-range rows) against the period before it, computed here; else each KPI's latest
-/// period in `rows` against the period before it.
+/// (its whole-range rows) against the period before it (`previous`, the table of
+/// [`kpi_comparison`]'s range, computed here when not given); else each KPI's latest period in
+/// `rows` against the period before it.
 pub fn kpis(
     rows: &[MetricRow],
     range_args: &RangeArgs,
     config: &Config,
+    previous: Option<&[MetricRow]>,
 ) -> anyhow::Result<(String, Vec<Scored>)> {
     if config.kpis.is_empty() {
         return Ok((String::new(), Vec::new()));
@@ -284,12 +286,28 @@ pub fn kpis(
     let Some(spec) = range_args.period.as_deref() else {
         return Ok(("latest period".to_owned(), scorecard(rows, &config.kpis)));
     };
-    let (_, before) = period_before(spec)?;
-    let previous = calculate(&before, config)?;
+    let computed;
+    let previous = match previous {
+        Some(rows) => rows,
+        None => {
+            let (_, before) = period_before(spec)?;
+            computed = calculate(&before, config)?;
+            &computed
+        }
+    };
     Ok((
         format!("--period {spec}"),
-        scorecard_of_period(rows, &previous, &config.kpis),
+        scorecard_of_period(rows, previous, &config.kpis),
     ))
+}
+
+/// The range whose figures [`kpis`] compares the KPIs with, when it needs one computed (KPIs
+/// configured and `--period` given): computed with the range itself, in one pass.
+pub fn kpi_comparison(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Option<RangeArgs>> {
+    match range_args.period.as_deref() {
+        Some(spec) if !config.kpis.is_empty() => Ok(Some(period_before(spec)?.1)),
+        _ => Ok(None),
+    }
 }
 
 /// Computes the metric table for the range and writes it to the lake as the metric table's new
@@ -303,6 +321,20 @@ pub fn compute_version(
     range_args: &RangeArgs,
     config: &Config,
 ) -> anyhow::Result<(MetricTable, crate::store::metrics::MetricsVersion)> {
+    compute_version_with(range_args, config, &[]).map(|(table, version, _)| (table, version))
+}
+
+/// [`compute_version`], also computing the tables of `also` (not stored: a digest's days, the
+/// period before for the KPIs' change) in the same pass over the lake.
+pub fn compute_version_with(
+    range_args: &RangeArgs,
+    config: &Config,
+    also: &[RangeArgs],
+) -> anyhow::Result<(
+    MetricTable,
+    crate::store::metrics::MetricsVersion,
+    Vec<MetricTable>,
+)> {
     let store = open_lake_for_parts(config, "tandem metrics", &[], true)?;
     // The writers' lock is held: the tables stay at these versions while they are read.
     let versions = store.table_versions()?;
@@ -313,7 +345,9 @@ pub fn compute_version(
         // The lake's coverage now, which the commit records with the version.
         coverage: None,
     };
-    let table = metric_table(&store, &basis, range_args, config, Utc::now().date_naive(), None)?;
+    let ranges: Vec<&RangeArgs> = std::iter::once(range_args).chain(also).collect();
+    let mut tables = metric_tables(&store, &basis, &ranges, config, Utc::now().date_naive(), None)?;
+    let table = tables.remove(0);
     let draft = store.metrics_draft()?;
     let (size, stats) = match pipeline::write_metrics(&table, &draft.parquet) {
         Ok(written) => written,
@@ -328,7 +362,7 @@ pub fn compute_version(
     let written = store
         .metrics_version(AsOf::Version(version))?
         .with_context(|| format!("the metric table's version {version} just written cannot be read"))?;
-    Ok((table, written))
+    Ok((table, written, tables))
 }
 
 /// Computes the metric table for the range from the lake without writing it: for reports over
@@ -345,9 +379,21 @@ pub fn calculate_only(
     config: &Config,
     only: Option<&[MetricId]>,
 ) -> anyhow::Result<MetricTable> {
+    let mut tables = calculate_only_with(range_args, config, only, &[])?;
+    Ok(tables.remove(0))
+}
+
+/// [`calculate_only`], with the tables of `also` computed in the same pass (after the range's).
+pub fn calculate_only_with(
+    range_args: &RangeArgs,
+    config: &Config,
+    only: Option<&[MetricId]>,
+    also: &[RangeArgs],
+) -> anyhow::Result<Vec<MetricTable>> {
     let store = Store::open(&config.lake()?)?;
     let basis = basis(&store, None)?;
-    metric_table(&store, &basis, range_args, config, Utc::now().date_naive(), only)
+    let ranges: Vec<&RangeArgs> = std::iter::once(range_args).chain(also).collect();
+    metric_tables(&store, &basis, &ranges, config, Utc::now().date_naive(), only)
 }
 
 /// [`calculate`] on the canonical tables of `basis`, for a range relative to `today`.
@@ -361,6 +407,21 @@ pub fn calculate_on(
     Ok(metric_table(store, basis, range_args, config, today, None)?.to_rows())
 }
 
+/// [`calculate_on`] for several ranges in one pass over the lake (a steering report's period,
+/// its weeks and the period before): each range's rows, in the order given.
+pub fn calculate_many_on(
+    store: &Store,
+    basis: &Basis,
+    ranges: &[&RangeArgs],
+    config: &Config,
+    today: NaiveDate,
+) -> anyhow::Result<Vec<Vec<MetricRow>>> {
+    Ok(metric_tables(store, basis, ranges, config, today, None)?
+        .iter()
+        .map(MetricTable::to_rows)
+        .collect())
+}
+
 fn metric_table(
     store: &Store,
     basis: &Basis,
@@ -369,17 +430,35 @@ fn metric_table(
     today: NaiveDate,
     only: Option<&[MetricId]>,
 ) -> anyhow::Result<MetricTable> {
-    let calendar = range(range_args, config, today)?;
-    let mut table = from_store_with(
+    let mut tables = metric_tables(store, basis, &[range_args], config, today, only)?;
+    Ok(tables.pop().unwrap_or_default())
+}
+
+/// The metric table of each range, computed together (one reading of the lake).
+fn metric_tables(
+    store: &Store,
+    basis: &Basis,
+    ranges: &[&RangeArgs],
+    config: &Config,
+    today: NaiveDate,
+    only: Option<&[MetricId]>,
+) -> anyhow::Result<Vec<MetricTable>> {
+    let calendars = ranges
+        .iter()
+        .map(|r| range(r, config, today))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tables = from_store_many(
         store,
         basis.tables.as_ref(),
-        calendar,
+        calendars,
         &config.metrics,
         &config.services,
         only,
     )?;
-    mark_uncovered(&mut table, store, config, basis.coverage.clone())?;
-    Ok(table)
+    for table in &mut tables {
+        mark_uncovered(table, store, config, basis.coverage.clone())?;
+    }
+    Ok(tables)
 }
 
 // Time travel: which versions of the lake's tables a report reads.
@@ -555,6 +634,22 @@ pub fn from_store_with(
     services: &[ServiceConfig],
     only: Option<&[MetricId]>,
 ) -> anyhow::Result<MetricTable> {
+    let mut tables = from_store_many(store, versions, vec![calendar], settings, services, only)?;
+    Ok(tables.pop().unwrap_or_default())
+}
+
+/// [`from_store_with`] for each of `calendars`, from one reading of the tables.
+pub fn from_store_many(
+    store: &Store,
+    versions: Option<&BTreeMap<String, i64>>,
+    calendars: Vec<Calendar>,
+    settings: &MetricsConfig,
+    services: &[ServiceConfig],
+    only: Option<&[MetricId]>,
+) -> anyhow::Result<Vec<MetricTable>> {
+    let Some(calendar) = calendars.first().cloned() else {
+        return Ok(Vec::new());
+    };
     let files = |table: &str| match versions {
         None => store.table_files(table, AsOf::Latest),
         Some(versions) => match versions.get(table) {
@@ -598,7 +693,7 @@ pub fn from_store_with(
             .filter_map(|s| s.team.clone().map(|t| (s.name.clone(), t)))
             .collect(),
     };
-    pipeline::compute_metrics(
+    pipeline::compute_metrics_over(
         Inputs {
             deployments: &deployments,
             changes: &changes,
@@ -610,6 +705,7 @@ pub fn from_store_with(
             quarantine: &quarantine,
         },
         &options,
+        &calendars,
     )
     .map_err(Into::into)
 }
@@ -780,14 +876,32 @@ pub fn write_nightly(
     health: Option<&RunHealth>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<NightlyOutput> {
-    let range = RangeArgs {
+    let store = Store::open(&config.lake()?)?;
+    let basis = basis(&store, None)?;
+    let rows = calculate_on(&store, &basis, &nightly_range(&window), config, now.date_naive())?;
+    write_nightly_of(config, out, window, health, now, &rows, basis.read())
+}
+
+/// The range a digest of `window` is computed on: its days.
+pub fn nightly_range(window: &Window) -> RangeArgs {
+    RangeArgs {
         period: Some(window.period()),
         grain: Some("day".to_owned()),
         ..RangeArgs::default()
-    };
-    let store = Store::open(&config.lake()?)?;
-    let basis = basis(&store, None)?;
-    let rows = calculate_on(&store, &basis, &range, config, now.date_naive())?;
+    }
+}
+
+/// [`write_nightly`] from the rows of [`nightly_range`] already computed (by `tandem run`, with
+/// its metric table) from the table versions `read`.
+pub fn write_nightly_of(
+    config: &Config,
+    out: Option<PathBuf>,
+    window: Window,
+    health: Option<&RunHealth>,
+    now: DateTime<Utc>,
+    rows: &[MetricRow],
+    read: Option<crate::report::archive::TableVersions>,
+) -> anyhow::Result<NightlyOutput> {
     let out_dir = out_dir(config, out)?;
     let time_zone = config.tz().to_string();
     let input = NightlyInput {
@@ -795,12 +909,12 @@ pub fn write_nightly(
         generated_at: now,
         time_zone: &time_zone,
         window,
-        rows: &rows,
+        rows,
         kpis: &config.kpis,
         health,
         previous: None,
         previous_unreadable: false,
-        read: basis.read(),
+        read,
     };
     crate::report::nightly::write(&out_dir, &input)
         .with_context(|| format!("cannot write the nightly digest to {}", out_dir.display()))

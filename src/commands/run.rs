@@ -13,8 +13,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Context, Outcome, SyncCounts, compute_version, kpis, maintenance_summary, nightly_window, outcome,
-    print_nightly, print_report, render_weekly, sync_into_store, write_nightly,
+    Context, Outcome, SyncCounts, kpis, maintenance_summary, nightly_window, outcome, print_nightly,
+    print_report, render_weekly, sync_into_store,
 };
 use crate::cli::{RangeArgs, RunArgs};
 use crate::config::Config;
@@ -74,28 +74,51 @@ async fn job_counted(
     *counts = Some(SyncCounts::of(&synced.report));
     let outcome = outcome(&synced.report)?;
 
+    // The metric table, the digest's days and (with --period) the period before for the KPIs:
+    // computed together, one pass over the lake.
+    let window = nightly_window(&RangeArgs::default(), config, now)?;
+    let comparison = super::kpi_comparison(range, config)?;
+    let mut also = vec![super::nightly_range(&window)];
+    also.extend(comparison.clone());
     let (config_owned, range_owned) = (config.clone(), range.clone());
-    let (table, version) =
-        tokio::task::spawn_blocking(move || compute_version(&range_owned, &config_owned)).await??;
+    let (table, version, also) =
+        tokio::task::spawn_blocking(move || super::compute_version_with(&range_owned, &config_owned, &also))
+            .await??;
+    let mut also = also.iter().map(crate::metric::MetricTable::to_rows);
+    let (digest_rows, previous) = (also.next().unwrap_or_default(), also.next());
     let rows = table.to_rows();
     let health = synced.health();
     health.save(&store)?;
     super::out(&org_table(&rows, config.tz()));
-    let (heading, scored) = kpis(&rows, range, config)?;
+    let (heading, scored) = kpis(&rows, range, config, previous.as_deref())?;
     super::out(&kpi_table(&scored, &heading));
     // As `tandem report weekly` renders the stored table: the same page for the same version.
     let read = crate::report::archive::TableVersions {
         metrics: Some(version.version),
         tables: version.tables.clone(),
     };
-    let output = render_weekly(&rows, config, out.clone(), Some(version.committed_at), Some(read))?;
+    let output = render_weekly(
+        &rows,
+        config,
+        out.clone(),
+        Some(version.committed_at),
+        Some(read.clone()),
+    )?;
     print_report(&output);
 
     let config_owned = config.clone();
-    let window = nightly_window(&RangeArgs::default(), config, now)?;
-    let digest =
-        tokio::task::spawn_blocking(move || write_nightly(&config_owned, out, window, Some(&health), now))
-            .await??;
+    let digest = tokio::task::spawn_blocking(move || {
+        super::write_nightly_of(
+            &config_owned,
+            out,
+            window,
+            Some(&health),
+            now,
+            &digest_rows,
+            Some(read),
+        )
+    })
+    .await??;
     print_nightly(&digest);
     crate::say!("metrics: {}", store.metrics_path().display());
     // Last, when the night's data is safe: merging small files and cleaning up only when due,

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, Duration, NaiveDate, Utc, Weekday};
 
 use super::{
-    Context, Outcome, Run, archived, basis, calculate_on, monday_of, out_dir, parse_as_of, period_before,
-    print_report,
+    Context, Outcome, Run, archived, basis, calculate_many_on, monday_of, out_dir, parse_as_of,
+    period_before, print_report,
 };
 use crate::cli::{RangeArgs, ReportArgs};
 use crate::config::Config;
@@ -29,11 +29,19 @@ pub fn run(args: &ReportArgs, config: &Config, _ctx: &Context) -> anyhow::Result
     // With --as-of, nothing depends on the day it is rendered.
     let shown_at = if as_of.is_some() { basis.at } else { Utc::now() };
     let plan = plan(&args.range, config, shown_at.date_naive())?;
-    let calculate = |range: &RangeArgs| calculate_on(&store, &basis, range, config, shown_at.date_naive());
-    let previous = calculate(&plan.previous)?;
-    let weekly = plan.weekly.as_ref().map(calculate).transpose()?;
-    let previous_weekly = plan.previous_weekly.as_ref().map(calculate).transpose()?;
-    let current = calculate(&plan.period)?;
+    // The period, the one before and their weeks: computed together, one pass over the lake.
+    let mut ranges = vec![&plan.period, &plan.previous];
+    ranges.extend(plan.weekly.iter().chain(&plan.previous_weekly));
+    let mut tables = calculate_many_on(&store, &basis, &ranges, config, shown_at.date_naive())?.into_iter();
+    let (current, previous) = (
+        tables.next().unwrap_or_default(),
+        tables.next().unwrap_or_default(),
+    );
+    let weekly = plan.weekly.as_ref().map(|_| tables.next().unwrap_or_default());
+    let previous_weekly = plan
+        .previous_weekly
+        .as_ref()
+        .map(|_| tables.next().unwrap_or_default());
 
     let slo: BTreeMap<String, f64> = config
         .services

@@ -21,11 +21,25 @@ use super::families::core::Core;
 use super::families::{Shared, dora, itsm, ops, quality};
 use super::grid::Grid;
 use super::{Inputs, Options, PipelineError, causes, links, undone};
+use crate::metric::calendar::Calendar;
 use crate::metric::{MetricId, MetricTable};
 use crate::store::codec::scan_table;
 
 pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable, PipelineError> {
-    check_options(opts)?;
+    let mut tables = compute_over(inputs, opts, std::slice::from_ref(&opts.calendar))?;
+    Ok(tables.pop().unwrap_or_default())
+}
+
+/// The metric table of each of `calendars` (the calendar of `opts` is not read), from one
+/// preparation: the tables are read, and the links, causes, attribution, rollbacks and reverts
+/// and ITSM's resolved tickets worked out, once for all of them. A report comparing periods
+/// computes them together.
+pub(crate) fn compute_over(
+    inputs: Inputs<'_>,
+    opts: &Options,
+    calendars: &[Calendar],
+) -> Result<Vec<MetricTable>, PipelineError> {
+    check_options(opts, calendars)?;
     let polars = polars_error(inputs);
 
     let deployments = scan_table::<Deployment>(inputs.deployments)?;
@@ -65,7 +79,10 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
         ])
         .map_err(polars)?,
     );
-    let grid = Grid::new(&opts.calendar, &opts.teams);
+    let grids: Vec<Grid> = calendars
+        .iter()
+        .map(|calendar| Grid::new(calendar, &opts.teams))
+        .collect();
 
     // Collected once: every family reads the production deployments and the attribution links.
     let production = timed("production deployments", || {
@@ -73,62 +90,72 @@ pub(crate) fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<Metr
     })
     .map_err(polars)?
     .lazy();
-    // ITSM reads neither the links nor the other families: it runs on a thread of its own from
-    // here, beside the change links (reading commits and changes) and what follows them.
     // With `--metrics`, a family none of whose metrics is named is not computed, and neither is
     // what only the others read.
     let wants_itsm = opts.wants_any(&MetricId::ITSM);
     let wants_rest = MetricId::ALL
         .iter()
         .any(|&m| opts.wants(m) && !MetricId::ITSM.contains(&m));
+    let empty = || grids.iter().map(|_| MetricTable::new()).collect::<Vec<_>>();
+    // ITSM reads neither the links nor the other families: it runs on a thread of its own from
+    // here, beside the change links (reading commits and changes) and what follows them.
     let (rest, itsm) = std::thread::scope(|scope| {
         let itsm = scope.spawn(|| {
             if !wants_itsm {
-                return Ok(MetricTable::new());
+                return Ok(empty());
             }
             timed("itsm", || {
-                itsm::metrics(inputs, opts, &grid, &services, production.clone())
+                itsm::metrics(inputs, opts, &grids, &services, production.clone())
             })
         });
         let rest = match wants_rest {
             true => rest_of_metrics(
                 inputs,
                 opts,
-                &grid,
+                &grids,
                 &services,
                 production.clone(),
                 [deployments, changes, incidents],
             ),
-            false => Ok(std::array::from_fn(|_| Ok(MetricTable::new()))),
+            false => Ok(grids
+                .iter()
+                .map(|_| std::array::from_fn(|_| Ok(MetricTable::new())))
+                .collect()),
         };
         let itsm = itsm
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (rest, itsm)
     });
-    let [core, dora, ops, quality] = rest?;
-    let mut rows = core?;
-    let families = [dora?, ops?, itsm?, quality?];
-    rows.reserve(families.iter().map(MetricTable::len).sum());
-    for family in families {
-        rows.append(family);
+    let mut tables = Vec::with_capacity(grids.len());
+    for ([core, dora, ops, quality], itsm) in rest?.into_iter().zip(itsm?) {
+        let mut rows = core?;
+        let families = [dora?, ops?, itsm, quality?];
+        rows.reserve(families.iter().map(MetricTable::len).sum());
+        for family in families {
+            rows.append(family);
+        }
+        // The attribution mode stands behind every figure built on incident attribution.
+        rows.set_method(&ATTRIBUTED, opts.attribution.as_str());
+        tables.push(rows);
     }
-    // The attribution mode stands behind every figure built on incident attribution.
-    rows.set_method(&ATTRIBUTED, opts.attribution.as_str());
-    Ok(rows)
+    Ok(tables)
 }
 
+/// The rows of one grid's core, DORA, operations and data-quality families, in that order.
+type Rest = [Result<MetricTable, PipelineError>; 4];
+
 /// Everything but ITSM, after the production deployments: the change links, causes, attribution,
-/// rollbacks and reverts, the core aggregates, then dora beside ops and quality. Returns the
-/// core rows and the three families' rows, in that order.
+/// rollbacks and reverts (once), then for each grid the core aggregates and dora beside ops and
+/// quality. Returns each grid's core rows and the three families' rows, in that order.
 fn rest_of_metrics(
     inputs: Inputs<'_>,
     opts: &Options,
-    grid: &Grid,
+    grids: &[Grid],
     services: &BTreeSet<String>,
     production: LazyFrame,
     [deployments, changes, incidents]: [LazyFrame; 3],
-) -> Result<[Result<MetricTable, PipelineError>; 4], PipelineError> {
+) -> Result<Vec<Rest>, PipelineError> {
     let polars = polars_error(inputs);
     let commits = scan_table::<Commit>(inputs.commits)?;
     let change_links = timed("change links", || {
@@ -166,57 +193,67 @@ fn rest_of_metrics(
     let other_failures = undone.failure_ids();
     // The families read only which change shipped with which deployment and how it was linked
     // (these columns are shared, not copied): the instants, the largest part of the links, go
-    // with the lead-time aggregation, which takes the links whole and lets them go once it has
-    // its events.
+    // with the lead-time aggregation, which takes the links whole.
     let family_links = change_links
         .clone()
         .select([col("change"), col("deployment"), col("ancestry")])
         .collect()
         .map_err(polars)?
         .lazy();
-    let core = timed("core aggregates", || {
-        Core::aggregate(
-            grid,
-            opts,
-            services,
-            [production.clone(), links.clone(), change_links, incidents.clone()],
-            &other_failures,
-        )
-    })
-    .map_err(polars)?;
-    let shared = Shared {
-        inputs,
-        opts,
-        grid,
-        services,
-        deployments,
-        changes,
-        incidents: incidents.clone(),
-        production,
-        links,
-        change_links: family_links,
-        outages: &core.outages,
-        deploy_outcomes: &core.deploys,
-        leads: &core.leads,
-        undone: &undone,
-    };
-    // The families only read what is shared: ops and quality run on another thread beside dora
-    // (ITSM, which needs none of the links, started with the change links).
-    let (dora, (ops, quality)) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| {
-            (
-                family(opts, &MetricId::OPS, "ops", || ops::metrics(&shared)),
-                family(opts, &MetricId::QUALITY, "quality", || quality::metrics(&shared)),
+    let mut out = Vec::with_capacity(grids.len());
+    // The last grid takes the links whole, so they go once its lead times are aggregated.
+    let mut change_links = Some(change_links);
+    for (i, grid) in grids.iter().enumerate() {
+        let these_links = match i + 1 == grids.len() {
+            true => change_links.take(),
+            false => change_links.clone(),
+        }
+        .unwrap_or_else(|| family_links.clone());
+        let core = timed("core aggregates", || {
+            Core::aggregate(
+                grid,
+                opts,
+                services,
+                [production.clone(), links.clone(), these_links, incidents.clone()],
+                &other_failures,
             )
+        })
+        .map_err(polars)?;
+        let shared = Shared {
+            inputs,
+            opts,
+            grid,
+            services,
+            deployments: deployments.clone(),
+            changes: changes.clone(),
+            incidents: incidents.clone(),
+            production: production.clone(),
+            links: links.clone(),
+            change_links: family_links.clone(),
+            outages: &core.outages,
+            deploy_outcomes: &core.deploys,
+            leads: &core.leads,
+            undone: &undone,
+        };
+        // The families only read what is shared: ops and quality run on another thread beside
+        // dora (ITSM, which needs none of the links, started with the change links).
+        let (dora, (ops, quality)) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| {
+                (
+                    family(opts, &MetricId::OPS, "ops", || ops::metrics(&shared)),
+                    family(opts, &MetricId::QUALITY, "quality", || quality::metrics(&shared)),
+                )
+            });
+            let dora = family(opts, &MetricId::DORA, "dora", || dora::metrics(&shared));
+            let second = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (dora, second)
         });
-        let dora = family(opts, &MetricId::DORA, "dora", || dora::metrics(&shared));
-        let second = second
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (dora, second)
-    });
-    let rows = timed("core rows", || core.rows(opts));
-    Ok([Ok(rows), dora, ops, quality])
+        let rows = timed("core rows", || core.rows(opts));
+        out.push([Ok(rows), dora, ops, quality]);
+    }
+    Ok(out)
 }
 
 /// Runs a family ([`timed`]) when any of its `metrics` is wanted; no rows otherwise.
@@ -278,13 +315,13 @@ const ATTRIBUTED: [MetricId; 7] = [
 ];
 
 /// Checks the options the grid does not already guarantee.
-fn check_options(opts: &Options) -> Result<(), PipelineError> {
+fn check_options(opts: &Options, calendars: &[Calendar]) -> Result<(), PipelineError> {
     if opts.attribution_window < Duration::zero() {
         return Err(PipelineError::Options(
             "the attribution window must not be negative".to_owned(),
         ));
     }
-    if opts.calendar.periods.is_empty() {
+    if calendars.iter().any(|c| c.periods.is_empty()) {
         return Err(PipelineError::Options("the range has no periods".to_owned()));
     }
     Ok(())

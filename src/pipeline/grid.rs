@@ -164,6 +164,11 @@ impl Grid {
             .collect()
     }
 
+    /// The time zone the periods are counted in.
+    pub(super) fn tz(&self) -> chrono_tz::Tz {
+        self.calendar.tz
+    }
+
     /// Number of calendar periods.
     pub(super) fn units(&self) -> usize {
         self.calendar.periods.len()

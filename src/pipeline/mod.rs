@@ -225,6 +225,17 @@ pub fn compute_metrics(inputs: Inputs<'_>, opts: &Options) -> Result<MetricTable
     engine::compute_metrics(inputs, opts)
 }
 
+/// [`compute_metrics`] for each of `calendars` (`opts.calendar` is not read), from one reading of
+/// the tables and one preparation of what every family shares: a report that compares periods
+/// computes them together.
+pub fn compute_metrics_over(
+    inputs: Inputs<'_>,
+    opts: &Options,
+    calendars: &[crate::metric::calendar::Calendar],
+) -> Result<Vec<MetricTable>, PipelineError> {
+    engine::compute_over(inputs, opts, calendars)
+}
+
 /// Writes the metric table as Parquet, atomically (a `.tmp` sibling renamed into place): a data
 /// file of the Delta metric table (instants in microseconds), flushed; returns its size and its
 /// `add` action's statistics, for the store to commit it.

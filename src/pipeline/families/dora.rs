@@ -142,7 +142,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
     )
     .map_err(polars)?;
     // Deploy days: distinct local dates per scope and period.
-    let tz = shared.opts.calendar.tz;
+    let tz = shared.grid.tz();
     let day = |ms: i64| -> Option<NaiveDate> {
         DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).date_naive())
     };

@@ -52,17 +52,17 @@ const SUCCESSFUL: usize = 0;
 const RATED: usize = 1;
 const EMERGENCY: usize = 2;
 
-/// The family's rows for every scope and period of the grid.
+/// The family's rows for every scope and period of each grid.
 ///
 /// Reads the ticket and change-request tables and the production deployments only, so it can run
 /// beside everything that links changes and incidents to deployments.
 pub(in crate::pipeline) fn metrics(
     inputs: Inputs<'_>,
     opts: &Options,
-    grid: &Grid,
+    grids: &[Grid],
     services: &BTreeSet<String>,
     production: LazyFrame,
-) -> Result<MetricTable, PipelineError> {
+) -> Result<Vec<MetricTable>, PipelineError> {
     let targets = sla_targets(opts)?;
     let tolerance_ms = change_window_tolerance(opts)?;
     let polars = |source| PipelineError::Polars {
@@ -128,40 +128,39 @@ pub(in crate::pipeline) fn metrics(
             col("category").eq(lit(category)).cast(DataType::Float64).sum(),
         )
     }));
-    let resolved = aggregate(
-        resolved_tickets(resolved_tickets_of, transitions).map_err(polars)?,
-        grid,
-        &resolved_aggs,
-    )
-    .map_err(polars)?;
-    let backlog = Backlog::load(open_tickets, grid).map_err(polars)?;
-    let computed = Computed {
-        resolved,
-        backlog,
-        closed: aggregate(
-            closed_change_requests(closed_requests),
+    // The resolved tickets with what their transitions say, worked out once for every grid.
+    let resolved = resolved_tickets(resolved_tickets_of, transitions).map_err(polars)?;
+    let mut tables = Vec::with_capacity(grids.len());
+    for grid in grids {
+        let computed = Computed {
+            resolved: aggregate(resolved.clone(), grid, &resolved_aggs).map_err(polars)?,
+            backlog: Backlog::load(open_tickets.clone(), grid).map_err(polars)?,
+            closed: aggregate(
+                closed_change_requests(closed_requests.clone()),
+                grid,
+                &[
+                    ("successful", col("successful").sum()),
+                    ("rated", col("successful").count()),
+                    ("emergency", col("emergency").sum()),
+                ],
+            )
+            .map_err(polars)?,
+            deploys: aggregate(
+                deployment_coverage(production.clone(), change_requests.clone(), grid, tolerance_ms)
+                    .map_err(polars)?,
+                grid,
+                &[("uncovered", col("uncovered").sum())],
+            )
+            .map_err(polars)?,
+        };
+        tables.push(metric_rows(
+            &opts.wanted(&MetricId::ITSM),
+            services,
             grid,
-            &[
-                ("successful", col("successful").sum()),
-                ("rated", col("successful").count()),
-                ("emergency", col("emergency").sum()),
-            ],
-        )
-        .map_err(polars)?,
-        deploys: aggregate(
-            deployment_coverage(production, change_requests, grid, tolerance_ms).map_err(polars)?,
-            grid,
-            &[("uncovered", col("uncovered").sum())],
-        )
-        .map_err(polars)?,
-    };
-
-    Ok(metric_rows(
-        &opts.wanted(&MetricId::ITSM),
-        services,
-        grid,
-        |metric, scope, period| Some(computed.value(metric, scope, period, grid)),
-    ))
+            |metric, scope, period| Some(computed.value(metric, scope, period, grid)),
+        ));
+    }
+    Ok(tables)
 }
 
 #[derive(Debug)]
