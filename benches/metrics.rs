@@ -19,6 +19,13 @@
 //! new and updated changes and commits is committed to (a hard-linked copy of) the Delta lake
 //! through `Store::commit`, as an incremental sync does, from a freshly opened store each time:
 //! the median must be ≤ 0.5 s on the full lake (`--commits-only` measures just this).
+//!
+//! Then, unless `--no-peer`, tandem against a hand-written DuckDB script over the same Delta tables
+//! (`benches/peer/duckdb_metrics.py`, run with `python3`, which needs `duckdb` and `deltalake`):
+//! the script's twelve metrics computed by `tandem metrics --metrics` must take no longer than the
+//! script and no more memory, the full set at most 1.5× the script's time within 1.2 GB, and the
+//! values of the twelve must agree cell by cell. Cost must follow the period: the last quarter at
+//! most 1/8 of the five years, the steering report of a quarter ≤ 3 s and `tandem run` ≤ 5 s.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +34,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tandem::commands::metrics;
 use tandem::config::{MetricsConfig, ServiceConfig};
+use tandem::metric::MetricId;
 use tandem::metric::calendar::{Calendar, Grain};
 use tandem::pipeline::bulk::{Columnar, TableWriter};
 use tandem::store::delta::AsOf;
@@ -64,10 +72,46 @@ struct Args {
     dir: Option<PathBuf>,
     scales: Vec<(String, f64)>,
     compute: Option<(PathBuf, f64)>,
+    /// In the child: what to measure.
+    job: Job,
     repeats: usize,
     /// Only the page commits (the lakes are generated or reused as usual).
     commits_only: bool,
+    /// Skip the comparison with the DuckDB script and the period figures.
+    no_peer: bool,
 }
+
+/// What a child measures.
+#[derive(Debug, Clone, Default)]
+enum Job {
+    /// The metric table over the whole lake, or only the metrics named, or only the last weeks,
+    /// written as Parquet when a path is given (for the DuckDB script's comparison).
+    #[default]
+    Metrics,
+    Only(Vec<MetricId>, Option<PathBuf>),
+    LastWeeks(u32),
+    /// `tandem report steering --period` of the lake's last quarter.
+    Steering,
+    /// `tandem run` (a sync with nothing new, the metric table, the weekly report and the nightly
+    /// digest) on a hard-linked copy of the lake.
+    Run,
+}
+
+/// The metrics the DuckDB script computes: the benchmark's peer selection.
+const PEER_METRICS: [MetricId; 12] = [
+    MetricId::DeploymentCount,
+    MetricId::DeploymentFrequency,
+    MetricId::LeadTimeMedian,
+    MetricId::LeadTimeP90,
+    MetricId::ChangeFailureRate,
+    MetricId::TimeToRestoreMean,
+    MetricId::TimeToRestoreMedian,
+    MetricId::DowntimeMinutes,
+    MetricId::Availability,
+    MetricId::TicketsResolved,
+    MetricId::TicketBacklog,
+    MetricId::SlaBreachRate,
+];
 
 fn parse_scale(text: &str) -> anyhow::Result<(String, f64)> {
     let value = match text.split_once('/') {
@@ -90,8 +134,10 @@ fn args() -> anyhow::Result<Args> {
             ("1".into(), 1.0),
         ],
         compute: None,
+        job: Job::Metrics,
         repeats: 3,
         commits_only: false,
+        no_peer: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -107,13 +153,28 @@ fn args() -> anyhow::Result<Args> {
                 a.compute = Some((dir, scale));
             }
             "--commits-only" => a.commits_only = true,
+            "--no-peer" => a.no_peer = true,
+            "--only" => {
+                let ids = value()?
+                    .split(',')
+                    .map(|id| MetricId::parse(id).with_context(|| format!("no metric {id}")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                a.job = Job::Only(ids, None);
+            }
+            "--write" => match &mut a.job {
+                Job::Only(_, path) => *path = Some(PathBuf::from(value()?)),
+                _ => anyhow::bail!("--write follows --only"),
+            },
+            "--last-weeks" => a.job = Job::LastWeeks(value()?.parse()?),
+            "--steering" => a.job = Job::Steering,
+            "--run" => a.job = Job::Run,
             "--repeats" => {
                 a.repeats = value()?.parse()?;
                 anyhow::ensure!(a.repeats > 0, "--repeats takes a number of runs, at least 1");
             }
             other => {
                 anyhow::bail!(
-                    "unknown flag {other}; flags: --dir DIR, --scales 1/16,1/4,1, --repeats N, --commits-only"
+                    "unknown flag {other}; flags: --dir DIR, --scales 1/16,1/4,1, --repeats N, --commits-only, --no-peer"
                 )
             }
         }
@@ -125,7 +186,7 @@ fn main() -> anyhow::Result<()> {
     tandem::alloc::tune();
     let args = args()?;
     if let Some((root, scale)) = &args.compute {
-        return compute(root, *scale);
+        return compute(root, *scale, &args.job);
     }
     let temporary = match &args.dir {
         Some(_) => None,
@@ -188,6 +249,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let pages = page_commits(&root, *scale)?;
+        let peer = match args.no_peer {
+            true => None,
+            false => Some(peer_and_periods(&root, label, *scale, args.repeats)?),
+        };
         results.push(Result_ {
             label: label.clone(),
             lake: flat,
@@ -195,6 +260,7 @@ fn main() -> anyhow::Result<()> {
             flat: median(on_flat),
             delta: median(on_delta),
             pages,
+            peer,
         });
     }
     if args.commits_only {
@@ -207,6 +273,10 @@ fn main() -> anyhow::Result<()> {
     let mut over = print_budgets(&results);
     println!();
     over += print_delta_budgets(&results);
+    if results.iter().any(|r| r.peer.is_some()) {
+        println!();
+        over += print_peer_budgets(&results);
+    }
     anyhow::ensure!(over == 0, "{over} figure(s) over budget");
     Ok(())
 }
@@ -227,6 +297,8 @@ struct Result_ {
     delta: Measured,
     /// Seconds each page commit took, in order.
     pages: Vec<f64>,
+    /// Against the DuckDB script, and by period (none with `--no-peer`).
+    peer: Option<Peer>,
 }
 
 /// The run with the median wall time, with the median peak memory of all runs.
@@ -518,10 +590,17 @@ fn link_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Runs this binary with `--compute` and reads its one result line.
 fn run_child(root: &Path, label: &str) -> anyhow::Result<Measured> {
+    run_child_with(root, label, &[])
+}
+
+/// [`run_child`] with the child's job flags (`--only IDS [--write FILE]`, `--last-weeks N`,
+/// `--steering`, `--run`).
+fn run_child_with(root: &Path, label: &str, job: &[&str]) -> anyhow::Result<Measured> {
     let output = Command::new(std::env::current_exe()?)
         .arg("--compute")
         .arg(root)
         .arg(label)
+        .args(job)
         // The stage timings the child logs with `TANDEM_LOG=tandem=debug` show as they come.
         .stderr(std::process::Stdio::inherit())
         .output()?;
@@ -555,7 +634,7 @@ fn run_child(root: &Path, label: &str) -> anyhow::Result<Measured> {
 
 /// The child: the full metric set exactly as `tandem metrics` computes it with the default
 /// `[metrics]` settings, every service and its team configured, weekly over the whole range.
-fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
+fn compute(root: &Path, scale: f64, job: &Job) -> anyhow::Result<()> {
     // `TANDEM_LOG=tandem=debug` logs how long each stage of the computation takes.
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -579,17 +658,26 @@ fn compute(root: &Path, scale: f64) -> anyhow::Result<()> {
             slo: None,
         })
         .collect();
-    let calendar = Calendar::new(
-        chrono_tz::UTC,
-        Grain::Week,
-        spec.start,
-        spec.start + chrono::Duration::weeks(i64::from(spec.weeks)),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let end = spec.start + chrono::Duration::weeks(i64::from(spec.weeks));
+    let first = match job {
+        Job::LastWeeks(weeks) => end - chrono::Duration::weeks(i64::from(*weeks)),
+        _ => spec.start,
+    };
+    let calendar = Calendar::new(chrono_tz::UTC, Grain::Week, first, end).map_err(anyhow::Error::msg)?;
     let start_kb = tandem::alloc::status_kb("VmRSS");
+    if matches!(job, Job::Steering | Job::Run) {
+        return command(root, &spec, services, job, start_kb);
+    }
     let started = Instant::now();
-    let table = metrics::from_store(&store, calendar, &MetricsConfig::default(), &services)?;
+    let only = match job {
+        Job::Only(ids, _) => Some(ids.as_slice()),
+        _ => None,
+    };
+    let table = metrics::from_store_with(&store, None, calendar, &MetricsConfig::default(), &services, only)?;
     let wall = started.elapsed().as_secs_f64();
+    if let Job::Only(_, Some(path)) = job {
+        tandem::pipeline::write_metrics(&table, path)?;
+    }
     // The metric table itself, as returned, to tell the result's share of the peak from the
     // computation's.
     let output_bytes = table.heap_bytes();
@@ -736,6 +824,373 @@ fn print_delta_budgets(results: &[Result_]) -> usize {
     println!(
         "page: 50 changes updated and 50 new, with 50 new commits, committed by Store::commit (pending \
          bookmark, both tables' copy-on-write upserts, bookmark) from a freshly opened store"
+    );
+    over
+}
+
+/// The child of a command's measurement: `tandem report steering --period` of the lake's last
+/// quarter, or `tandem run` on a hard-linked copy of the lake (a file source with nothing new,
+/// the twelve weeks before the lake's end, the digest of the lake's last day), each with a
+/// config naming every service and its team, as a user's would.
+fn command(
+    root: &Path,
+    spec: &LargeSpec,
+    services: Vec<ServiceConfig>,
+    job: &Job,
+    start_kb: u64,
+) -> anyhow::Result<()> {
+    let end = spec.start + chrono::Duration::weeks(i64::from(spec.weeks));
+    let work = tempfile::tempdir()?;
+    let lake = match job {
+        Job::Run => {
+            let copy = work.path().join("lake");
+            link_tree(root, &copy)?;
+            copy
+        }
+        _ => root.to_owned(),
+    };
+    std::fs::create_dir_all(work.path().join("imports"))?;
+    let mut text = format!(
+        "[organisation]\nname = \"Benchmark\"\n\n[store]\npath = {:?}\n\n[report]\nout = {:?}\n\n\
+         [[source]]\nkind = \"file\"\nname = \"legacy\"\npath = \"imports\"\n",
+        lake.display().to_string(),
+        work.path().join("reports").display().to_string(),
+    );
+    for s in &services {
+        text.push_str(&format!(
+            "\n[[service]]\nname = {:?}\nteam = {:?}\n",
+            s.name,
+            s.team.as_deref().unwrap_or_default()
+        ));
+    }
+    let config_path = work.path().join("tandem.toml");
+    std::fs::write(&config_path, &text)?;
+    let config = tandem::config::Config::parse(&text, &config_path, work.path().to_owned())?;
+    let ctx = tandem::commands::Context {
+        env: tandem_connectors::SecretEnv::process(),
+        progress: false,
+    };
+    let started = Instant::now();
+    match job {
+        Job::Steering => {
+            let last = end - chrono::Duration::days(1);
+            let quarter = format!(
+                "{}-Q{}",
+                chrono::Datelike::year(&last),
+                chrono::Datelike::month0(&last) / 3 + 1
+            );
+            let args = tandem::cli::ReportArgs {
+                kind: tandem::cli::ReportKind::Steering,
+                range: tandem::cli::RangeArgs {
+                    period: Some(quarter),
+                    ..Default::default()
+                },
+                out: None,
+                as_of: None,
+            };
+            tandem::commands::steering::run(&args, &config, &ctx)?;
+        }
+        _ => {
+            let range = tandem::cli::RangeArgs {
+                weeks: Some(12),
+                until: Some(end),
+                ..Default::default()
+            };
+            let now = end.and_hms_opt(6, 0, 0).context("the lake's end")?.and_utc();
+            tokio::runtime::Runtime::new()?
+                .block_on(tandem::commands::run::job_at(&config, &ctx, &range, None, now))?;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "RESULT wall_secs={wall:.3} peak_kb={} start_kb={start_kb} metric_rows=0 output_kb=0",
+        tandem::alloc::status_kb("VmHWM"),
+    );
+    Ok(())
+}
+
+/// Budget for the benchmark's twelve metrics, as a multiple of the DuckDB script's wall time.
+const PEER_WALL_FACTOR: f64 = 1.0;
+/// Budget for the full metric set, as a multiple of the DuckDB script's wall time.
+const FULL_WALL_FACTOR: f64 = 1.5;
+/// Budget for the full metric set's peak memory.
+const FULL_PEAK_BUDGET_BYTES: f64 = 1.2e9;
+/// Budget for the last quarter (13 weeks) as a share of the whole five years.
+const QUARTER_SHARE: f64 = 1.0 / 8.0;
+/// Budget for `tandem run` on the full lake.
+const RUN_BUDGET_SECS: f64 = 5.0;
+/// Budget for the steering report of a quarter, comparisons included.
+const STEERING_BUDGET_SECS: f64 = 3.0;
+
+/// One scale against the DuckDB script, and by period.
+struct Peer {
+    /// tandem's twelve (`--metrics`), the script's, the last quarter's full set, steering, run.
+    twelve: Measured,
+    duckdb: Measured,
+    quarter: Measured,
+    steering: Measured,
+    run: Measured,
+    /// Cells compared between tandem's twelve and the script's, and how many disagree.
+    compared: u64,
+    disagree: u64,
+    examples: String,
+}
+
+/// Runs tandem's twelve and the DuckDB script alternately (`repeats` times each; the first
+/// tandem run writes its table, which the script's first run compares with), then the last
+/// quarter's full set, the steering report and `tandem run`, each `repeats` times; medians.
+fn peer_and_periods(root: &Path, label: &str, scale: f64, repeats: usize) -> anyhow::Result<Peer> {
+    let delta = root.join(DELTA);
+    let spec = LargeSpec::benchmark(scale);
+    let end = spec.start + chrono::Duration::weeks(i64::from(spec.weeks));
+    let ids: Vec<&str> = PEER_METRICS.iter().map(|m| m.as_str()).collect();
+    let ids = ids.join(",");
+    let written = root.join("twelve.parquet");
+    let (mut twelve, mut duckdb) = (Vec::new(), Vec::new());
+    let (mut compared, mut disagree, mut examples) = (0, 0, String::new());
+    for repeat in 0..repeats {
+        let first = repeat == 0;
+        let mut job = vec!["--only", ids.as_str()];
+        let path = written.display().to_string();
+        if first {
+            job.extend(["--write", path.as_str()]);
+        }
+        let order = if repeat % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for is_peer in order {
+            if is_peer {
+                // The first script run compares with the table tandem wrote, so tandem goes first.
+                let compare = (first && written.exists()).then_some(written.as_path());
+                let (m, agreement) = run_peer(&delta, spec.weeks, end, compare)?;
+                if let Some((n, bad, text)) = agreement {
+                    (compared, disagree, examples) = (n, bad, text);
+                }
+                eprintln!(
+                    "  DuckDB script run {}: {:.2} s, peak {:.0} MB",
+                    repeat + 1,
+                    m.wall_secs,
+                    m.peak_bytes as f64 / 1e6
+                );
+                duckdb.push(m);
+            } else {
+                let m = run_child_with(&delta, label, &job)?;
+                eprintln!(
+                    "  tandem's twelve run {}: {:.2} s, peak {:.0} MB",
+                    repeat + 1,
+                    m.wall_secs,
+                    m.peak_bytes as f64 / 1e6
+                );
+                twelve.push(m);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&written);
+    let runs = |job: &[&str], what: &str| -> anyhow::Result<Measured> {
+        let mut all = Vec::new();
+        for repeat in 0..repeats {
+            let m = run_child_with(&delta, label, job)?;
+            eprintln!(
+                "  {what} run {}: {:.2} s, peak {:.0} MB",
+                repeat + 1,
+                m.wall_secs,
+                m.peak_bytes as f64 / 1e6
+            );
+            all.push(m);
+        }
+        Ok(median(all))
+    };
+    let quarter = runs(&["--last-weeks", "13"], "last quarter (13 weeks)")?;
+    let steering = runs(&["--steering"], "steering report of the last quarter")?;
+    let run = runs(&["--run"], "tandem run")?;
+    Ok(Peer {
+        twelve: median(twelve),
+        duckdb: median(duckdb),
+        quarter,
+        steering,
+        run,
+        compared,
+        disagree,
+        examples,
+    })
+}
+
+/// Where the DuckDB script is: `benches/peer/duckdb_metrics.py` of this checkout.
+fn peer_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/duckdb_metrics.py")
+}
+
+/// Runs the DuckDB script over the Delta lake at `lake` for the `weeks` weeks before `end`,
+/// comparing with tandem's table at `compare` when given; returns its measurement and, with a
+/// comparison, the cells compared, those that disagree and up to five examples.
+#[allow(clippy::type_complexity)]
+fn run_peer(
+    lake: &Path,
+    weeks: u32,
+    end: chrono::NaiveDate,
+    compare: Option<&Path>,
+) -> anyhow::Result<(Measured, Option<(u64, u64, String)>)> {
+    let script = peer_script();
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--weeks")
+        .arg(weeks.to_string())
+        .arg("--until")
+        .arg(end.to_string());
+    if let Some(path) = compare {
+        command.arg("--compare").arg(path);
+    }
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running python3 {}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "the DuckDB script failed ({}); it needs python3 with duckdb and deltalake: {stdout}",
+        output.status
+    );
+    let line = stdout
+        .lines()
+        .last()
+        .context("the DuckDB script printed nothing")?;
+    let result: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("the DuckDB script's last line: {line}"))?;
+    let number = |key: &str| result[key].as_f64();
+    let measured = Measured {
+        wall_secs: number("wall_secs").context("no wall_secs")?,
+        peak_bytes: number("peak_bytes").context("no peak_bytes")? as u64,
+        start_bytes: 0,
+        metric_rows: number("rows").unwrap_or(0.0) as u64,
+        output_bytes: 0,
+    };
+    let agreement = match (number("compared"), number("disagree")) {
+        (Some(n), Some(bad)) => Some((n as u64, bad as u64, result["examples"].to_string())),
+        _ => None,
+    };
+    Ok((measured, agreement))
+}
+
+/// Prints tandem against the DuckDB script and the figures by period, each beside its budget
+/// (judged at scale 1); returns how many are over. Disagreeing values are always over.
+fn print_peer_budgets(results: &[Result_]) -> usize {
+    println!(
+        "{:<6} {:>20} {:>20} {:>26} {:>28} {:>24} {:>26}",
+        "scale",
+        "tandem twelve s/MB",
+        "DuckDB twelve s/MB",
+        "twelve ratio (budget)",
+        "twelve peak / DuckDB (<= 1)",
+        "full / DuckDB (budget)",
+        "full peak MB (budget)"
+    );
+    let mut over = 0;
+    for r in results {
+        let Some(p) = &r.peer else { continue };
+        let judged = parse_scale(&r.label).is_ok_and(|(_, scale)| scale >= 1.0);
+        let verdict = |ok: bool| verdict(judged, ok);
+        let ratio = p.twelve.wall_secs / p.duckdb.wall_secs.max(1e-9);
+        let peak = p.twelve.peak_bytes as f64 / p.duckdb.peak_bytes.max(1) as f64;
+        let full = r.delta.wall_secs / p.duckdb.wall_secs.max(1e-9);
+        let checks = [
+            ratio <= PEER_WALL_FACTOR,
+            peak <= 1.0,
+            full <= FULL_WALL_FACTOR,
+            r.delta.peak_bytes as f64 <= FULL_PEAK_BUDGET_BYTES,
+        ];
+        if judged {
+            over += checks.iter().filter(|ok| !**ok).count();
+        }
+        println!(
+            "{:<6} {:>20} {:>20} {:>26} {:>28} {:>24} {:>26}",
+            r.label,
+            format!(
+                "{:.2} / {:.0}",
+                p.twelve.wall_secs,
+                p.twelve.peak_bytes as f64 / 1e6
+            ),
+            format!(
+                "{:.2} / {:.0}",
+                p.duckdb.wall_secs,
+                p.duckdb.peak_bytes as f64 / 1e6
+            ),
+            format!("{ratio:.2} (<= {PEER_WALL_FACTOR}) {}", verdict(checks[0])),
+            format!("{peak:.2} {}", verdict(checks[1])),
+            format!("{full:.2} (<= {FULL_WALL_FACTOR}) {}", verdict(checks[2])),
+            format!(
+                "{:.0} ({:.0}) {}",
+                r.delta.peak_bytes as f64 / 1e6,
+                FULL_PEAK_BUDGET_BYTES / 1e6,
+                verdict(checks[3])
+            ),
+        );
+        let agree = p.compared > 0 && p.disagree == 0;
+        over += usize::from(!agree);
+        println!(
+            "       values: {} cells compared, {} disagree{}",
+            p.compared,
+            p.disagree,
+            if agree {
+                String::new()
+            } else {
+                format!(" OVER, e.g. {}", p.examples)
+            }
+        );
+    }
+    println!();
+    println!(
+        "{:<6} {:>28} {:>30} {:>28}",
+        "scale", "quarter / 5 years (budget)", "steering s, quarter (budget)", "tandem run s (budget)"
+    );
+    for r in results {
+        let Some(p) = &r.peer else { continue };
+        let judged = parse_scale(&r.label).is_ok_and(|(_, scale)| scale >= 1.0);
+        let verdict = |ok: bool| verdict(judged, ok);
+        let share = p.quarter.wall_secs / r.delta.wall_secs.max(1e-9);
+        let checks = [
+            share <= QUARTER_SHARE,
+            p.steering.wall_secs <= STEERING_BUDGET_SECS,
+            p.run.wall_secs <= RUN_BUDGET_SECS,
+        ];
+        if judged {
+            over += checks.iter().filter(|ok| !**ok).count();
+        }
+        println!(
+            "{:<6} {:>28} {:>30} {:>28}",
+            r.label,
+            format!(
+                "{:.2} s = {share:.3} (<= {QUARTER_SHARE:.3}) {}",
+                p.quarter.wall_secs,
+                verdict(checks[0])
+            ),
+            format!(
+                "{:.2} (<= {STEERING_BUDGET_SECS}) {}",
+                p.steering.wall_secs,
+                verdict(checks[1])
+            ),
+            format!(
+                "{:.2} (<= {RUN_BUDGET_SECS}) {}",
+                p.run.wall_secs,
+                verdict(checks[2])
+            ),
+        );
+    }
+    println!(
+        "twelve: {} by `--metrics`, and the same twelve by benches/peer/duckdb_metrics.py (DuckDB, reading the \
+         Delta tables' current files), alternating, medians; full: the full set on the Delta lake above; quarter: \
+         the full set over the last 13 weeks; steering: `tandem report steering --period` of the last quarter \
+         (its period, the one before and their weeks); run: `tandem run` with nothing new to sync (metric table \
+         of 12 weeks, weekly report, nightly digest)",
+        PEER_METRICS
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     over
 }
