@@ -201,6 +201,9 @@ fn rest_of_metrics(
         .map_err(polars)?
         .lazy();
     let mut out = Vec::with_capacity(grids.len());
+    // DORA's part that reads the whole history, worked out with the first grid's rows and kept
+    // for the others.
+    let mut dora_prepared: Option<dora::Prepared> = None;
     // The last grid takes the links whole, so they go once its lead times are aggregated.
     let mut change_links = Some(change_links);
     for (i, grid) in grids.iter().enumerate() {
@@ -244,7 +247,15 @@ fn rest_of_metrics(
                     family(opts, &MetricId::QUALITY, "quality", || quality::metrics(&shared)),
                 )
             });
-            let dora = family(opts, &MetricId::DORA, "dora", || dora::metrics(&shared));
+            let dora = family(opts, &MetricId::DORA, "dora", || {
+                let prepared = match dora_prepared.take() {
+                    Some(prepared) => prepared,
+                    None => dora::prepare(&shared)?,
+                };
+                let rows = dora::metrics(&shared, &prepared);
+                dora_prepared = Some(prepared);
+                rows
+            });
             let second = second
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

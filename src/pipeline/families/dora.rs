@@ -26,14 +26,61 @@ use crate::pipeline::stats::median;
 use crate::pipeline::undone::Undone;
 use crate::store::codec::scan_table;
 
-pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
-    let polars = |source| PipelineError::Polars {
+/// What the family works out from the whole history whatever the periods: which deployments'
+/// incidents were resolved when, which deployments shipped rework, and how many changes each
+/// shipped. Made once for every calendar of a computation ([`prepare`]).
+#[derive(Debug, Default)]
+pub(in crate::pipeline) struct Prepared {
+    remediated: HashMap<String, Option<i64>>,
+    reworked: HashSet<IdxSize>,
+    shipped: HashMap<IdxSize, (f64, f64)>,
+}
+
+fn polars_error<'a>(shared: &'a Shared<'_>) -> impl Fn(PolarsError) -> PipelineError + Copy + 'a {
+    move |source| PipelineError::Polars {
         context: format!(
             "computing DORA recovery metrics from {}",
             crate::pipeline::codec::describe(shared.inputs.deployments)
         ),
         source,
+    }
+}
+
+/// The family's [`Prepared`] part; with `--metrics`, only what a named metric reads (an empty
+/// map stands in for the rest).
+pub(in crate::pipeline) fn prepare(shared: &Shared<'_>) -> Result<Prepared, PipelineError> {
+    let polars = polars_error(shared);
+    let opts = shared.opts;
+    let remediated = match opts.wants(MetricId::FailedDeploymentRecoveryMedian) {
+        true => incident_remediation(shared).map_err(&polars)?,
+        false => HashMap::new(),
     };
+    // Rework: deployments that shipped a revert, a hotfix-labelled change or a change naming an
+    // incident or bug ticket; beside each deployment, how many changes it shipped and how many of
+    // those were linked by ancestry (the rate's method).
+    let (reworked, shipped) = match opts.wants(MetricId::ReworkRate) {
+        true => {
+            let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(&polars)?;
+            (
+                reworked_ids(shared, &fix_keys).map_err(&polars)?,
+                shipped_counts(shared.change_links.clone()).map_err(&polars)?,
+            )
+        }
+        false => Default::default(),
+    };
+    Ok(Prepared {
+        remediated,
+        reworked,
+        shipped,
+    })
+}
+
+/// The family's rows for the grid of `shared`, from its [`prepare`]d part.
+pub(in crate::pipeline) fn metrics(
+    shared: &Shared<'_>,
+    prepared: &Prepared,
+) -> Result<MetricTable, PipelineError> {
+    let polars = polars_error(shared);
     let Undone {
         deploys,
         rolled_back,
@@ -41,12 +88,11 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
     } = shared.undone;
     let deploys = deploys.as_slice();
     let opts = shared.opts;
-    // With `--metrics`, only what a named metric reads is worked out; an empty aggregate
-    // stands in for the rest.
-    let remediated = match opts.wants(MetricId::FailedDeploymentRecoveryMedian) {
-        true => incident_remediation(shared).map_err(polars)?,
-        false => HashMap::new(),
-    };
+    let Prepared {
+        remediated,
+        reworked,
+        shipped,
+    } = prepared;
 
     // Recovery samples, anchored at the failed deployment's finish.
     let mut at = Vec::new();
@@ -73,25 +119,11 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
         }
     }
     let events = df!("at" => at, "service" => service, "span" => span)
-        .map_err(polars)?
+        .map_err(&polars)?
         .lazy();
-    let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(polars)?;
+    let recovery = aggregate(events, shared.grid, &[("median", col("span").median())]).map_err(&polars)?;
 
-    // Rework: deployments that shipped a revert, a hotfix-labelled change or a change naming an
-    // incident or bug ticket. Beside each
-    // deployment, how many changes it shipped and how many of those were linked by ancestry: the
-    // rate's method.
     let wants_rework = opts.wants(MetricId::ReworkRate);
-    let (reworked, shipped) = match wants_rework {
-        true => {
-            let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(polars)?;
-            (
-                reworked_ids(shared, &fix_keys).map_err(polars)?,
-                shipped_counts(shared.change_links.clone()).map_err(polars)?,
-            )
-        }
-        false => Default::default(),
-    };
     let rework_events = {
         let deploys = if wants_rework { deploys } else { &[] };
         let mut at = Vec::with_capacity(deploys.len());
