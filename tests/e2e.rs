@@ -842,7 +842,8 @@ async fn a_selection_of_metrics_or_several_ranges_in_one_pass_equal_the_tables_c
         MetricId::TicketBacklog,
         MetricId::SlaBreachRate,
     ];
-    // One metric of each part a selection may leave out: the lead-time aggregates, the
+    // One metric of each part a selection may leave out: the change links and attribution (the
+    // metrics that do not read them are computed without), the lead-time aggregates, the
     // recovery, rework and merged-change parts of DORA, the resolved tickets, transitions,
     // backlog, closed change requests and deployment coverage of ITSM, and each other family.
     let singles = [
@@ -864,7 +865,10 @@ async fn a_selection_of_metrics_or_several_ranges_in_one_pass_equal_the_tables_c
         MetricId::DeploymentsWithoutChangeRecord,
         MetricId::ChangesNegativeSpans,
         MetricId::IncidentsAttributedShare,
+        MetricId::IncidentsAttributedWindowShare,
         MetricId::QuarantinedRecords,
+        MetricId::TimeToAcknowledgeMedian,
+        MetricId::DeploymentsWithoutBaseline,
     ];
     let mut selections: Vec<Vec<MetricId>> = singles.iter().map(|&m| vec![m]).collect();
     selections.extend([
@@ -874,6 +878,16 @@ async fn a_selection_of_metrics_or_several_ranges_in_one_pass_equal_the_tables_c
         MetricId::ITSM.to_vec(),
         MetricId::QUALITY.to_vec(),
         twelve.to_vec(),
+        // Operations' figures without any that reads the links.
+        vec![
+            MetricId::DeploymentCount,
+            MetricId::DeploymentFrequency,
+            MetricId::Availability,
+            MetricId::TimeToRestoreMedian,
+            MetricId::DeployDays,
+            MetricId::ChangesMerged,
+            MetricId::IncidentsMappedShare,
+        ],
     ]);
     let computed = tokio::task::spawn_blocking({
         let (range, config) = (range.clone(), config.clone());

@@ -15,6 +15,19 @@ pub use super::{calculate, calculate_only, compute, from_store, from_store_at, f
 /// Computes, writes and prints the metrics; with `--metrics`, computes and prints only those
 /// named (the stored table is left as it is).
 pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
+    // The KPIs of metrics not computed are not judged.
+    let selected;
+    let config = match &args.metrics {
+        None => config,
+        Some(only) => {
+            let mut narrowed = config.clone();
+            narrowed
+                .kpis
+                .retain(|k| MetricId::parse(&k.metric).is_some_and(|m| only.contains(&m)));
+            selected = narrowed;
+            &selected
+        }
+    };
     // With --period, the period before (for the KPIs' change) is computed in the same pass.
     let also: Vec<_> = super::kpi_comparison(&args.range, config)?.into_iter().collect();
     let (table, also) = match &args.metrics {
@@ -29,19 +42,6 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
         }
     };
     let previous: Option<Vec<MetricRow>> = also.first().map(MetricTable::to_rows);
-    // The KPIs of metrics not computed are not judged.
-    let selected;
-    let config = match &args.metrics {
-        None => config,
-        Some(only) => {
-            let mut narrowed = config.clone();
-            narrowed
-                .kpis
-                .retain(|k| MetricId::parse(&k.metric).is_some_and(|m| only.contains(&m)));
-            selected = narrowed;
-            &selected
-        }
-    };
     // Only the rows printed are made into rows: a long range for hundreds of services is
     // millions of them.
     let of_scope_type = |scope_type: &str| table.rows_where(|t, i| t.scope_of(i).0 == scope_type);

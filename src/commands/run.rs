@@ -77,9 +77,8 @@ async fn job_counted(
     // The metric table, the digest's days and (with --period) the period before for the KPIs:
     // computed together, one pass over the lake.
     let window = nightly_window(&RangeArgs::default(), config, now)?;
-    let comparison = super::kpi_comparison(range, config)?;
     let mut also = vec![super::nightly_range(&window)];
-    also.extend(comparison.clone());
+    also.extend(super::kpi_comparison(range, config)?);
     let (config_owned, range_owned) = (config.clone(), range.clone());
     let (table, version, also) =
         tokio::task::spawn_blocking(move || super::compute_version_with(&range_owned, &config_owned, &also))

@@ -157,27 +157,35 @@ fn rest_of_metrics(
     [deployments, changes, incidents]: [LazyFrame; 3],
 ) -> Result<Vec<Rest>, PipelineError> {
     let polars = polars_error(inputs);
-    let commits = scan_table::<Commit>(inputs.commits)?;
+    // With `--metrics`, when no metric named reads which change or incident goes with which
+    // deployment, the change links, causes and attribution are made from empty tables (only their
+    // columns are needed) and no revert is looked for.
+    let linked = opts.wants_any(&LINKED);
+    let unless_linked = |table: &LazyFrame| match linked {
+        true => table.clone(),
+        false => table.clone().slice(0, 0),
+    };
+    let commits = unless_linked(&scan_table::<Commit>(inputs.commits)?);
     let change_links = timed("change links", || {
-        links::change_links(changes.clone(), production.clone(), commits)
+        links::change_links(unless_linked(&changes), unless_linked(&production), commits)
     })
     .map_err(polars)?;
-    let change_requests = scan_table::<ChangeRequest>(inputs.change_requests)?;
+    let change_requests = unless_linked(&scan_table::<ChangeRequest>(inputs.change_requests)?);
     let causes = timed("explicit causes", || {
         causes::Causes::load(
-            changes.clone(),
+            unless_linked(&changes),
             change_links.clone(),
             change_requests,
-            production.clone(),
-            incidents.clone(),
+            unless_linked(&production),
+            unless_linked(&incidents),
             opts.change_window_tolerance.num_milliseconds().max(0),
         )
     })
     .map_err(polars)?;
     let links = timed("attribution", || {
         attributions(
-            production.clone(),
-            incidents.clone(),
+            unless_linked(&production),
+            unless_linked(&incidents),
             opts.attribution,
             opts.attribution_window,
             &causes,
@@ -186,8 +194,10 @@ fn rest_of_metrics(
     })
     .map_err(polars)?
     .lazy();
+    // The production deployments in order, and their rollbacks, are worked out whatever is named:
+    // DORA's deploy days read them.
     let undone = timed("rollbacks and reverts", || {
-        undone::undone(production.clone(), changes.clone(), change_links.clone())
+        undone::undone(production.clone(), unless_linked(&changes), change_links.clone())
     })
     .map_err(polars)?;
     let other_failures = undone.failure_ids();
@@ -322,6 +332,29 @@ const ATTRIBUTED: [MetricId; 7] = [
     MetricId::FailedDeploymentCount,
     MetricId::FailedDeploymentRecoveryMedian,
     MetricId::IncidentsAttributedShare,
+    MetricId::ChangeCausedDowntimeMinutes,
+];
+
+/// The metrics that read which change shipped with which deployment, which incident is
+/// attributed to which deployment, or which deployments were rolled back or reverted: without
+/// one of them named, the change links and the attribution are not worked out.
+const LINKED: [MetricId; 17] = [
+    MetricId::LeadTimeMedian,
+    MetricId::LeadTimeP90,
+    MetricId::LeadTimeCodingMedian,
+    MetricId::LeadTimeReviewMedian,
+    MetricId::LeadTimeDeployWaitMedian,
+    MetricId::ChangesNegativeSpans,
+    MetricId::ChangesDeployedShare,
+    MetricId::ChangesLinkedAncestryShare,
+    MetricId::ChangesLinkedTimeShare,
+    MetricId::ReworkRate,
+    MetricId::ChangeFailureRate,
+    MetricId::FailedDeploymentCount,
+    MetricId::FailedDeploymentRecoveryMedian,
+    MetricId::IncidentsAttributedShare,
+    MetricId::IncidentsAttributedExplicitShare,
+    MetricId::IncidentsAttributedWindowShare,
     MetricId::ChangeCausedDowntimeMinutes,
 ];
 
