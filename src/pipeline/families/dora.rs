@@ -36,6 +36,7 @@ pub(in crate::pipeline) struct Prepared {
     shipped: HashMap<IdxSize, (f64, f64)>,
 }
 
+/// Names the table behind a polars error of the family.
 fn polars_error<'a>(shared: &'a Shared<'_>) -> impl Fn(PolarsError) -> PipelineError + Copy + 'a {
     move |source| PipelineError::Polars {
         context: format!(

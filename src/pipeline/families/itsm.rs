@@ -92,9 +92,19 @@ pub(in crate::pipeline) fn metrics(
         MetricId::SlaBreaches,
         MetricId::TicketReopenRate,
     ]);
+    // Only tickets resolved within the grids' periods count: the others' transitions are not
+    // looked up.
+    let (first, end) = (
+        grids.iter().map(Grid::start).min().unwrap_or(0),
+        grids.iter().map(Grid::end).max().unwrap_or(0),
+    );
     let resolved_tickets_of = only(
         resolved_readers.into_iter().any(|m| opts.wants(m)),
-        tickets.clone(),
+        tickets.clone().filter(
+            col("resolved_at")
+                .gt_eq(lit(first))
+                .and(col("resolved_at").lt(lit(end))),
+        ),
     );
     let transitions = only(
         opts.wants_any(&[MetricId::TicketCycleTimeMedian, MetricId::TicketReopenRate]),
