@@ -171,13 +171,24 @@ fn rest_of_metrics(
     })
     .map_err(polars)?;
     let change_requests = unless_linked(&scan_table::<ChangeRequest>(inputs.change_requests)?);
+    // Only incidents that started in the periods or were still open at their start are
+    // attributed: every figure built on the attribution counts incidents started in its period,
+    // deployments finished in it (whose incidents start after them), or outages overlapping it.
+    // An incident's attribution depends on no other incident.
+    let first = grids.iter().map(Grid::start).min().unwrap_or(0);
+    let attributed = unless_linked(&incidents).filter(
+        col("started_at")
+            .gt_eq(lit(first))
+            .or(col("resolved_at").is_null())
+            .or(col("resolved_at").gt_eq(lit(first))),
+    );
     let causes = timed("explicit causes", || {
         causes::Causes::load(
             unless_linked(&changes),
             change_links.clone(),
             change_requests,
             unless_linked(&production),
-            unless_linked(&incidents),
+            attributed.clone(),
             opts.change_window_tolerance.num_milliseconds().max(0),
         )
     })
@@ -185,7 +196,7 @@ fn rest_of_metrics(
     let links = timed("attribution", || {
         attributions(
             unless_linked(&production),
-            unless_linked(&incidents),
+            attributed,
             opts.attribution,
             opts.attribution_window,
             &causes,

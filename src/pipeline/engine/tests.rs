@@ -348,6 +348,28 @@ fn incidents_go_to_the_latest_deployment_of_their_service_within_the_window() {
 }
 
 #[test]
+fn an_incident_started_before_the_range_counts_as_change_caused_downtime_while_it_lasts_into_it() {
+    // Sunday 2 August, the day before the week: api's deployment at 10:00 and its incident at
+    // 12:00 (within the 24-hour window), resolved Tuesday 4 August 12:00; web's deployment on
+    // Saturday at 23:00 and its incident on Sunday at 06:00, still open.
+    let lake = lake(
+        &[
+            deployment("d1", Some("api"), aug(2, 10, 0)),
+            deployment("d2", Some("web"), aug(1, 23, 0)),
+        ],
+        &[],
+        &[
+            incident("i1", Some("api"), Severity::Sev1, aug(2, 12, 0), Some(aug(4, 12, 0))),
+            incident("i2", Some("web"), Severity::Sev2, aug(2, 6, 0), None),
+        ],
+    );
+    let rows = run(&lake, &options(1, &[]));
+    // Monday 00:00 → Tuesday 12:00: 36 hours; the open one runs the whole week.
+    assert_eq!(cell(&rows, ChangeCausedDowntimeMinutes, "api", Some(0)).0, Some(2160.0));
+    assert_eq!(cell(&rows, ChangeCausedDowntimeMinutes, "web", Some(0)).0, Some(10080.0));
+}
+
+#[test]
 fn a_deployment_25_hours_before_an_incident_is_not_blamed() {
     let lake = lake(
         &[deployment("d1", Some("api"), aug(4, 0, 0))],
