@@ -359,14 +359,26 @@ fn an_incident_started_before_the_range_counts_as_change_caused_downtime_while_i
         ],
         &[],
         &[
-            incident("i1", Some("api"), Severity::Sev1, aug(2, 12, 0), Some(aug(4, 12, 0))),
+            incident(
+                "i1",
+                Some("api"),
+                Severity::Sev1,
+                aug(2, 12, 0),
+                Some(aug(4, 12, 0)),
+            ),
             incident("i2", Some("web"), Severity::Sev2, aug(2, 6, 0), None),
         ],
     );
     let rows = run(&lake, &options(1, &[]));
     // Monday 00:00 → Tuesday 12:00: 36 hours; the open one runs the whole week.
-    assert_eq!(cell(&rows, ChangeCausedDowntimeMinutes, "api", Some(0)).0, Some(2160.0));
-    assert_eq!(cell(&rows, ChangeCausedDowntimeMinutes, "web", Some(0)).0, Some(10080.0));
+    assert_eq!(
+        cell(&rows, ChangeCausedDowntimeMinutes, "api", Some(0)).0,
+        Some(2160.0)
+    );
+    assert_eq!(
+        cell(&rows, ChangeCausedDowntimeMinutes, "web", Some(0)).0,
+        Some(10080.0)
+    );
 }
 
 #[test]
