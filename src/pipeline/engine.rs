@@ -175,7 +175,10 @@ fn rest_of_metrics(
     // attributed: every figure built on the attribution counts incidents started in its period,
     // deployments finished in it (whose incidents start after them), or outages overlapping it.
     // An incident's attribution depends on no other incident.
-    let first = grids.iter().map(Grid::start).min().unwrap_or(0);
+    let (first, end) = (
+        grids.iter().map(Grid::start).min().unwrap_or(0),
+        grids.iter().map(Grid::end).max().unwrap_or(0),
+    );
     let attributed = unless_linked(&incidents).filter(
         col("started_at")
             .gt_eq(lit(first))
@@ -271,7 +274,7 @@ fn rest_of_metrics(
             let dora = family(opts, &MetricId::DORA, "dora", || {
                 let prepared = match dora_prepared.take() {
                     Some(prepared) => prepared,
-                    None => dora::prepare(&shared)?,
+                    None => dora::prepare(&shared, (first, end))?,
                 };
                 let rows = dora::metrics(&shared, &prepared);
                 dora_prepared = Some(prepared);

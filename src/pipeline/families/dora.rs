@@ -47,9 +47,12 @@ fn polars_error<'a>(shared: &'a Shared<'_>) -> impl Fn(PolarsError) -> PipelineE
     }
 }
 
-/// The family's [`Prepared`] part; with `--metrics`, only what a named metric reads (an empty
-/// map stands in for the rest).
-pub(in crate::pipeline) fn prepare(shared: &Shared<'_>) -> Result<Prepared, PipelineError> {
+/// The family's [`Prepared`] part for the periods `[from, to)` of every calendar computed (ms);
+/// with `--metrics`, only what a named metric reads (an empty map stands in for the rest).
+pub(in crate::pipeline) fn prepare(
+    shared: &Shared<'_>,
+    (from, to): (i64, i64),
+) -> Result<Prepared, PipelineError> {
     let polars = polars_error(shared);
     let opts = shared.opts;
     let remediated = match opts.wants(MetricId::FailedDeploymentRecoveryMedian) {
@@ -63,7 +66,7 @@ pub(in crate::pipeline) fn prepare(shared: &Shared<'_>) -> Result<Prepared, Pipe
         true => {
             let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(&polars)?;
             (
-                reworked_ids(shared, &fix_keys).map_err(&polars)?,
+                reworked_ids(shared, &fix_keys, (from, to)).map_err(&polars)?,
                 shipped_counts(shared.change_links.clone()).map_err(&polars)?,
             )
         }
@@ -332,18 +335,47 @@ fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<IdxSize, (f64
         .collect())
 }
 
-/// Deployments that shipped rework: a revert, a change with a hotfix label, or a change whose title
-/// names an incident or bug ticket by its key.
-fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult<HashSet<IdxSize>> {
+/// Deployments (by position) finished within `[from, to)` that shipped rework: a revert, a change
+/// with a hotfix label, or a change whose title names an incident or bug ticket by its key.
+fn reworked_ids(
+    shared: &Shared<'_>,
+    fix_keys: &HashSet<String>,
+    (from, to): (i64, i64),
+) -> PolarsResult<HashSet<IdxSize>> {
     let hotfix: Vec<String> = shared
         .opts
         .hotfix_labels
         .iter()
         .map(|l| l.to_lowercase())
         .collect();
+    // Only deployments finished within the periods computed are counted, so only the changes
+    // they shipped are examined (by row in the changes table, with the deployment that shipped
+    // each).
+    let counted: HashSet<IdxSize> = shared
+        .undone
+        .deploys
+        .iter()
+        .filter(|d| d.finished >= from && d.finished < to)
+        .map(|d| d.position)
+        .collect();
+    let links = shared
+        .change_links
+        .clone()
+        .select([col("change"), col("deployment")])
+        .collect()?;
+    let (change, deployment) = (links.column("change")?.idx()?, links.column("deployment")?.idx()?);
+    let shipped_by: HashMap<IdxSize, IdxSize> = change
+        .iter()
+        .zip(deployment.iter())
+        .filter_map(|(c, d)| Some((c?, d?)))
+        .filter(|(_, d)| counted.contains(d))
+        .collect();
+    let mut reworked: HashSet<IdxSize> = HashSet::new();
+    if shipped_by.is_empty() {
+        return Ok(reworked);
+    }
     // The changes that are rework, read a slice at a time (titles and labels of years of
-    // changes are large), then the deployments that shipped them.
-    let mut rework: HashSet<IdxSize> = HashSet::new();
+    // changes are large).
     in_slices(
         shared.changes.clone(),
         SLICE_ROWS,
@@ -361,7 +393,7 @@ fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult
                 .zip(labels.amortized_iter())
                 .zip(title.iter());
             for (((change, is_revert), labels), title) in rows {
-                let Some(change) = change else {
+                let Some(&deployment) = change.and_then(|c| shipped_by.get(&c)) else {
                     continue;
                 };
                 let has_hotfix_label = labels.is_some_and(|l| {
@@ -373,22 +405,13 @@ fn reworked_ids(shared: &Shared<'_>, fix_keys: &HashSet<String>) -> PolarsResult
                 });
                 let fixes_ticket = || title.is_some_and(|t| references_any(t, fix_keys));
                 if is_revert.unwrap_or(false) || has_hotfix_label || fixes_ticket() {
-                    rework.insert(change);
+                    reworked.insert(deployment);
                 }
             }
             Ok(())
         },
     )?;
-    let links = shared
-        .change_links
-        .clone()
-        .select([col("change"), col("deployment")])
-        .collect()?;
-    let (change, deployment) = (links.column("change")?.idx()?, links.column("deployment")?.idx()?);
-    Ok((0..links.height())
-        .filter(|&i| change.get(i).is_some_and(|c| rework.contains(&c)))
-        .filter_map(|i| deployment.get(i))
-        .collect())
+    Ok(reworked)
 }
 
 /// Keys (upper-cased) of the tickets a change can fix as rework: incidents and bugs.
