@@ -50,6 +50,18 @@ pub(crate) fn in_slices(
     scan: LazyFrame,
     rows: u32,
     shape: impl Fn(LazyFrame) -> LazyFrame,
+    each: impl FnMut(DataFrame) -> PolarsResult<()>,
+) -> PolarsResult<()> {
+    in_slices_where(scan, rows, |_| true, shape, each)
+}
+
+/// [`in_slices`], reading only the slices whose rows `wanted` asks for (given the slice's first
+/// row and the row after its last): a slice none of whose rows is needed is not read at all.
+pub(crate) fn in_slices_where(
+    scan: LazyFrame,
+    rows: u32,
+    mut wanted: impl FnMut(std::ops::Range<IdxSize>) -> bool,
+    shape: impl Fn(LazyFrame) -> LazyFrame,
     mut each: impl FnMut(DataFrame) -> PolarsResult<()>,
 ) -> PolarsResult<()> {
     let height = scan
@@ -64,6 +76,11 @@ pub(crate) fn in_slices(
     while offset < height {
         let first = IdxSize::try_from(offset)
             .map_err(|_| polars_err!(ComputeError: "a table of over {} rows", IdxSize::MAX))?;
+        let end = first.saturating_add(rows as IdxSize);
+        if !wanted(first..end) {
+            offset += i64::from(rows);
+            continue;
+        }
         each(
             shape(
                 scan.clone()
@@ -242,6 +259,40 @@ impl<'a> OwnTable<'a> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_slices_asked_for_are_read_with_their_rows_positions() {
+        // Ten rows in slices of three: only the slice holding row 7 (rows 6 to 8) is wanted.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("numbers.parquet");
+        let mut frame = df!("x" => (0..10i64).collect::<Vec<_>>()).unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        let scan = LazyFrame::scan_parquet(
+            PlRefPath::try_from_path(&path).unwrap(),
+            ScanArgsParquet::default(),
+        )
+        .unwrap();
+        let (mut asked, mut seen) = (Vec::new(), Vec::new());
+        in_slices_where(
+            scan,
+            3,
+            |slice| {
+                asked.push(slice.clone());
+                slice.contains(&7)
+            },
+            |slice| slice.select([col("row"), col("x")]),
+            |part| {
+                let (row, x) = (part.column("row")?.idx()?, part.column("x")?.i64()?);
+                seen.extend(row.iter().zip(x.iter()).map(|(r, x)| (r.unwrap(), x.unwrap())));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(asked, vec![0..3, 3..6, 6..9, 9..12]);
+        assert_eq!(seen, vec![(6, 6), (7, 7), (8, 8)]);
+    }
 
     #[test]
     fn a_table_read_in_slices_is_read_whole_once_with_each_rows_position() {

@@ -19,7 +19,7 @@ use super::core::lead;
 use crate::metric::calendar::{Grain, period_start};
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{SLICE_ROWS, in_slices};
+use crate::pipeline::codec::{SLICE_ROWS, in_slices_where};
 use crate::pipeline::grid::{Period, Scope, aggregate, hours, metric_rows_with};
 use crate::pipeline::links::link_method;
 use crate::pipeline::stats::median;
@@ -375,10 +375,16 @@ fn reworked_ids(
         return Ok(reworked);
     }
     // The changes that are rework, read a slice at a time (titles and labels of years of
-    // changes are large).
-    in_slices(
+    // changes are large), skipping the slices that hold none of those changes.
+    let mut rows: Vec<IdxSize> = shipped_by.keys().copied().collect();
+    rows.sort_unstable();
+    in_slices_where(
         shared.changes.clone(),
         SLICE_ROWS,
+        |slice| {
+            let first = rows.partition_point(|&r| r < slice.start);
+            rows.get(first).is_some_and(|&r| r < slice.end)
+        },
         |slice| slice.select([col("row"), col("is_revert"), col("labels"), col("title")]),
         |frame| {
             let (row, is_revert, labels, title) = (
