@@ -17,7 +17,7 @@ use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Ticket};
 
 use super::attribution::{attributions, production_deployments};
-use super::families::core::Core;
+use super::families::core::{Core, lead};
 use super::families::{Shared, dora, itsm, ops, quality};
 use super::grid::Grid;
 use super::{Inputs, Options, PipelineError, causes, links, undone};
@@ -160,7 +160,7 @@ fn rest_of_metrics(
     // With `--metrics`, when no metric named reads which change or incident goes with which
     // deployment, the change links, causes and attribution are made from empty tables (only their
     // columns are needed) and no revert is looked for.
-    let linked = opts.wants_any(&LINKED);
+    let linked = opts.wants_any(&LINKED) || opts.wants_any(&lead::READERS);
     let unless_linked = |table: &LazyFrame| match linked {
         true => table.clone(),
         false => table.clone().slice(0, 0),
@@ -349,16 +349,11 @@ const ATTRIBUTED: [MetricId; 7] = [
     MetricId::ChangeCausedDowntimeMinutes,
 ];
 
-/// The metrics that read which change shipped with which deployment, which incident is
-/// attributed to which deployment, or which deployments were rolled back or reverted: without
-/// one of them named, the change links and the attribution are not worked out.
-const LINKED: [MetricId; 17] = [
-    MetricId::LeadTimeMedian,
-    MetricId::LeadTimeP90,
-    MetricId::LeadTimeCodingMedian,
-    MetricId::LeadTimeReviewMedian,
-    MetricId::LeadTimeDeployWaitMedian,
-    MetricId::ChangesNegativeSpans,
+/// Besides the lead-time metrics ([`lead::READERS`]), the metrics that read which change shipped
+/// with which deployment, which incident is attributed to which deployment, or which deployments
+/// were rolled back or reverted: without one of them named, the change links and the
+/// attribution are not worked out.
+const LINKED: [MetricId; 11] = [
     MetricId::ChangesDeployedShare,
     MetricId::ChangesLinkedAncestryShare,
     MetricId::ChangesLinkedTimeShare,
