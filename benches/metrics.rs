@@ -238,13 +238,7 @@ fn main() -> anyhow::Result<()> {
                     true => (root.join(DELTA), &mut on_delta),
                 };
                 let m = run_child(&root, label)?;
-                eprintln!(
-                    "  {} run {}: {:.2} s, peak {:.0} MB",
-                    if is_delta { "Delta lake" } else { "flat files" },
-                    repeat + 1,
-                    m.wall_secs,
-                    m.peak_bytes as f64 / 1e6
-                );
+                say_run(if is_delta { "Delta lake" } else { "flat files" }, repeat, &m);
                 runs.push(m);
             }
         }
@@ -299,6 +293,16 @@ struct Result_ {
     pages: Vec<f64>,
     /// Against the DuckDB script, and by period (none with `--no-peer`).
     peer: Option<Peer>,
+}
+
+/// Says how one run (counted from 0) went, as it ends.
+fn say_run(what: &str, repeat: usize, m: &Measured) {
+    eprintln!(
+        "  {what} run {}: {:.2} s, peak {:.0} MB",
+        repeat + 1,
+        m.wall_secs,
+        m.peak_bytes as f64 / 1e6
+    );
 }
 
 /// The run with the median wall time, with the median peak memory of all runs.
@@ -673,7 +677,15 @@ fn compute(root: &Path, scale: f64, job: &Job) -> anyhow::Result<()> {
         Job::Only(ids, _) => Some(ids.as_slice()),
         _ => None,
     };
-    let table = metrics::from_store_with(&store, None, calendar, &MetricsConfig::default(), &services, only)?;
+    let table = metrics::from_store_many(
+        &store,
+        None,
+        vec![calendar],
+        &MetricsConfig::default(),
+        &services,
+        only,
+    )?
+    .remove(0);
     let wall = started.elapsed().as_secs_f64();
     if let Job::Only(_, Some(path)) = job {
         tandem::pipeline::write_metrics(&table, path)?;
@@ -968,21 +980,11 @@ fn peer_and_periods(root: &Path, label: &str, scale: f64, repeats: usize) -> any
                 if let Some((n, bad, text)) = agreement {
                     (compared, disagree, examples) = (n, bad, text);
                 }
-                eprintln!(
-                    "  DuckDB script run {}: {:.2} s, peak {:.0} MB",
-                    repeat + 1,
-                    m.wall_secs,
-                    m.peak_bytes as f64 / 1e6
-                );
+                say_run("DuckDB script", repeat, &m);
                 duckdb.push(m);
             } else {
                 let m = run_child_with(&delta, label, &job)?;
-                eprintln!(
-                    "  tandem's twelve run {}: {:.2} s, peak {:.0} MB",
-                    repeat + 1,
-                    m.wall_secs,
-                    m.peak_bytes as f64 / 1e6
-                );
+                say_run("tandem's twelve", repeat, &m);
                 twelve.push(m);
             }
         }
@@ -992,12 +994,7 @@ fn peer_and_periods(root: &Path, label: &str, scale: f64, repeats: usize) -> any
         let mut all = Vec::new();
         for repeat in 0..repeats {
             let m = run_child_with(&delta, label, job)?;
-            eprintln!(
-                "  {what} run {}: {:.2} s, peak {:.0} MB",
-                repeat + 1,
-                m.wall_secs,
-                m.peak_bytes as f64 / 1e6
-            );
+            say_run(what, repeat, &m);
             all.push(m);
         }
         Ok(median(all))
@@ -1048,11 +1045,16 @@ fn run_peer(
     let output = command
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("running python3 {}", script.display()))?;
+        .with_context(|| {
+            format!(
+                "running python3 {} (it needs python3 with duckdb and deltalake; --no-peer skips it)",
+                script.display()
+            )
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     anyhow::ensure!(
         output.status.success(),
-        "the DuckDB script failed ({}); it needs python3 with duckdb and deltalake: {stdout}",
+        "the DuckDB script failed ({}); it needs python3 with duckdb and deltalake (--no-peer skips it): {stdout}",
         output.status
     );
     let line = stdout

@@ -895,8 +895,9 @@ async fn a_selection_of_metrics_or_several_ranges_in_one_pass_equal_the_tables_c
             selections
                 .into_iter()
                 .map(|only| {
-                    let table =
-                        tandem::commands::metrics::calculate_only(&range, &config, Some(&only)).unwrap();
+                    let table = tandem::commands::metrics::calculate_only(&range, &config, Some(&only), &[])
+                        .unwrap()
+                        .remove(0);
                     (only, table.to_rows())
                 })
                 .collect::<Vec<_>>()

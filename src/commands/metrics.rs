@@ -10,7 +10,7 @@ use crate::metric::{MetricId, MetricRow, MetricTable};
 use crate::report::text::{kpi_table, org_table, scope_table};
 
 // The steps other commands share, under the names they had here.
-pub use super::{calculate, calculate_only, compute, from_store, from_store_at, from_store_with};
+pub use super::{calculate, calculate_only, compute, from_store, from_store_many};
 
 /// Computes, writes and prints the metrics; with `--metrics`, computes and prints only those
 /// named (the stored table is left as it is).
@@ -36,19 +36,18 @@ pub fn run(args: &MetricsArgs, config: &Config) -> anyhow::Result<()> {
             (table, also)
         }
         Some(only) => {
-            let mut tables = super::calculate_only_with(&args.range, config, Some(only), &also)?;
+            let mut tables = calculate_only(&args.range, config, Some(only), &also)?;
             let table = tables.remove(0);
             (table, tables)
         }
     };
-    let previous: Option<Vec<MetricRow>> = also.first().map(MetricTable::to_rows);
     // Only the rows printed are made into rows: a long range for hundreds of services is
     // millions of them.
     let of_scope_type = |scope_type: &str| table.rows_where(|t, i| t.scope_of(i).0 == scope_type);
-    let kpi_rows = || {
-        let scopes: Vec<(&str, &str)> = config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
-        table.rows_where(|t, i| scopes.contains(&t.scope_of(i)))
-    };
+    let scopes: Vec<(&str, &str)> = config.kpis.iter().filter_map(|k| k.scope_key().ok()).collect();
+    let of_kpis = |table: &MetricTable| table.rows_where(|t, i| scopes.contains(&t.scope_of(i)));
+    let kpi_rows = || of_kpis(&table);
+    let previous: Option<Vec<MetricRow>> = also.first().map(of_kpis);
     match args.format {
         MetricsFormat::Table if args.by == ByScope::Org => {
             super::out(&org_table(&of_scope_type("org"), config.tz()));

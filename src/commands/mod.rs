@@ -271,9 +271,9 @@ pub use crate::report::text::period_label;
 
 /// The shared KPIs judged on `rows` (the metric table computed for `range_args`, or its rows of
 /// the KPIs' scopes), and the heading that says on which period: with `--period`, the period asked
-/// (its whole-range rows) against the period before it (`previous`, the table of
-/// [`kpi_comparison`]'s range, computed here when not given); else each KPI's latest period in
-/// `rows` against the period before it.
+/// (its whole-range rows) against the period before it (`previous`: the rows of
+/// [`kpi_comparison`]'s range, computed in the same pass); else each KPI's latest period in `rows`
+/// against the period before it.
 pub fn kpis(
     rows: &[MetricRow],
     range_args: &RangeArgs,
@@ -286,15 +286,9 @@ pub fn kpis(
     let Some(spec) = range_args.period.as_deref() else {
         return Ok(("latest period".to_owned(), scorecard(rows, &config.kpis)));
     };
-    let computed;
-    let previous = match previous {
-        Some(rows) => rows,
-        None => {
-            let (_, before) = period_before(spec)?;
-            computed = calculate(&before, config)?;
-            &computed
-        }
-    };
+    let previous = previous.with_context(|| {
+        format!("the KPIs of --period {spec} are compared with the period before, which was not computed")
+    })?;
     Ok((
         format!("--period {spec}"),
         scorecard_of_period(rows, previous, &config.kpis),
@@ -368,23 +362,15 @@ pub fn compute_version_with(
 /// Computes the metric table for the range from the lake without writing it: for reports over
 /// their own range (the nightly digest's days), which must not replace the stored table.
 pub fn calculate(range_args: &RangeArgs, config: &Config) -> anyhow::Result<Vec<MetricRow>> {
-    Ok(calculate_only(range_args, config, None)?.to_rows())
+    let tables = calculate_only(range_args, config, None, &[])?;
+    Ok(tables.first().map(MetricTable::to_rows).unwrap_or_default())
 }
 
 /// Computes only the metrics `only` names (and what they need; all when `None`) for the range
-/// from the lake, without writing them: `tandem metrics --metrics`, which must not replace the
-/// stored table with a part of it.
+/// from the lake, without writing them (`tandem metrics --metrics`, which must not replace the
+/// stored table with a part of it), and the tables of `also` in the same pass: the range's table
+/// first, then one per range of `also`.
 pub fn calculate_only(
-    range_args: &RangeArgs,
-    config: &Config,
-    only: Option<&[MetricId]>,
-) -> anyhow::Result<MetricTable> {
-    let mut tables = calculate_only_with(range_args, config, only, &[])?;
-    Ok(tables.remove(0))
-}
-
-/// [`calculate_only`], with the tables of `also` computed in the same pass (after the range's).
-pub fn calculate_only_with(
     range_args: &RangeArgs,
     config: &Config,
     only: Option<&[MetricId]>,
@@ -601,44 +587,22 @@ pub fn feeds(config: &Config) -> Vec<Feed> {
 }
 
 /// The metric table of the lake in `store` over `calendar`, with the `[metrics]` settings and the
-/// `[[service]]` entries (their names, teams and SLOs): the one place the pipeline's inputs and
-/// options are put together, for `tandem` and its benchmark alike.
+/// `[[service]]` entries (their names, teams and SLOs), from the tables' latest versions.
 pub fn from_store(
     store: &Store,
     calendar: Calendar,
     settings: &MetricsConfig,
     services: &[ServiceConfig],
 ) -> anyhow::Result<MetricTable> {
-    from_store_at(store, None, calendar, settings, services)
-}
-
-/// [`from_store`] with the canonical tables as of `versions` (table name → version; a table not
-/// named had not been written), or their latest versions when `None`.
-pub fn from_store_at(
-    store: &Store,
-    versions: Option<&BTreeMap<String, i64>>,
-    calendar: Calendar,
-    settings: &MetricsConfig,
-    services: &[ServiceConfig],
-) -> anyhow::Result<MetricTable> {
-    from_store_with(store, versions, calendar, settings, services, None)
-}
-
-/// [`from_store_at`] computing only the metrics `only` names (and what they need); all when
-/// `None`.
-pub fn from_store_with(
-    store: &Store,
-    versions: Option<&BTreeMap<String, i64>>,
-    calendar: Calendar,
-    settings: &MetricsConfig,
-    services: &[ServiceConfig],
-    only: Option<&[MetricId]>,
-) -> anyhow::Result<MetricTable> {
-    let mut tables = from_store_many(store, versions, vec![calendar], settings, services, only)?;
+    let mut tables = from_store_many(store, None, vec![calendar], settings, services, None)?;
     Ok(tables.pop().unwrap_or_default())
 }
 
-/// [`from_store_with`] for each of `calendars`, from one reading of the tables.
+/// The metric table of each of `calendars`, from one reading of the tables as of `versions`
+/// (table name → version; a table not named had not been written; their latest versions when
+/// `None`), computing only the metrics `only` names and what they need (all when `None`): the
+/// one place the pipeline's inputs and options are put together, for `tandem` and its benchmark
+/// alike.
 pub fn from_store_many(
     store: &Store,
     versions: Option<&BTreeMap<String, i64>>,
