@@ -140,11 +140,12 @@ pub(in crate::pipeline) fn metrics(
     }));
     // The resolved tickets with what their transitions say, worked out once for every grid.
     let resolved = resolved_tickets(resolved_tickets_of, transitions).map_err(polars)?;
+    let backlog = Backlog::load(open_tickets, grids).map_err(polars)?;
     let mut tables = Vec::with_capacity(grids.len());
     for grid in grids {
         let computed = Computed {
             resolved: aggregate(resolved.clone(), grid, &resolved_aggs).map_err(polars)?,
-            backlog: Backlog::load(open_tickets.clone(), grid).map_err(polars)?,
+            backlog: &backlog,
             closed: aggregate(
                 closed_change_requests(closed_requests.clone()),
                 grid,
@@ -174,19 +175,19 @@ pub(in crate::pipeline) fn metrics(
 }
 
 #[derive(Debug)]
-struct Computed {
+struct Computed<'b> {
     /// Tickets resolved in the period; values at [`LEAD_MEDIAN`] … [`REOPENED`], then the counts
     /// by category from [`FIRST_CATEGORY`].
     resolved: Cells,
-    /// Tickets that may be open at some period end.
-    backlog: Backlog,
+    /// Tickets that may be open at some period end (of any grid).
+    backlog: &'b Backlog,
     /// Change requests closed in the period; values at [`SUCCESSFUL`], [`RATED`], [`EMERGENCY`].
     closed: Cells,
     /// Production deployments; value 0: those without a change record.
     deploys: Cells,
 }
 
-impl Computed {
+impl Computed<'_> {
     /// One metric's `(value, n)` for a scope and period; an empty cell is a count of 0 and a
     /// ratio or median of `None`.
     fn value(&self, metric: MetricId, scope: Scope<'_>, period: Period, grid: &Grid) -> (Option<f64>, i64) {
@@ -722,12 +723,17 @@ struct Backlog {
 }
 
 impl Backlog {
-    /// Reads the tickets open at the end of at least one week of the grid.
-    fn load(tickets: LazyFrame, grid: &Grid) -> PolarsResult<Self> {
-        let first_end = grid.millis(Period::Unit(0)).1;
+    /// Reads the tickets open at the end of at least one period of the grids (once for all).
+    fn load(tickets: LazyFrame, grids: &[Grid]) -> PolarsResult<Self> {
+        let first_end = grids
+            .iter()
+            .map(|grid| grid.millis(Period::Unit(0)).1)
+            .min()
+            .unwrap_or(0);
+        let end = grids.iter().map(Grid::end).max().unwrap_or(0);
         let frame = tickets
             .filter(
-                col("created_at").lt(lit(grid.end())).and(
+                col("created_at").lt(lit(end)).and(
                     col("resolved_at")
                         .is_null()
                         .or(col("resolved_at").gt_eq(lit(first_end))),
