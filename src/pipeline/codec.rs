@@ -260,20 +260,25 @@ impl<'a> OwnTable<'a> {
 mod tests {
     use super::*;
 
+    /// A scan of a Parquet file in `dir` with one column `x`: 0, `step`, … nine steps.
+    fn numbers(dir: &Path, step: i64) -> LazyFrame {
+        let path = dir.join("numbers.parquet");
+        let mut frame = df!("x" => (0..10i64).map(|x| x * step).collect::<Vec<_>>()).unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        LazyFrame::scan_parquet(
+            PlRefPath::try_from_path(&path).unwrap(),
+            ScanArgsParquet::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn only_the_slices_asked_for_are_read_with_their_rows_positions() {
         // Ten rows in slices of three: only the slice holding row 7 (rows 6 to 8) is wanted.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("numbers.parquet");
-        let mut frame = df!("x" => (0..10i64).collect::<Vec<_>>()).unwrap();
-        ParquetWriter::new(std::fs::File::create(&path).unwrap())
-            .finish(&mut frame)
-            .unwrap();
-        let scan = LazyFrame::scan_parquet(
-            PlRefPath::try_from_path(&path).unwrap(),
-            ScanArgsParquet::default(),
-        )
-        .unwrap();
+        let scan = numbers(dir.path(), 1);
         let (mut asked, mut seen) = (Vec::new(), Vec::new());
         in_slices_where(
             scan,
@@ -299,16 +304,7 @@ mod tests {
         // Ten rows in slices of three: four slices, the last of one row; `shape` filters within
         // a slice and `row` is the position in the table, not in the slice.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("numbers.parquet");
-        let mut frame = df!("x" => (0..10i64).map(|x| x * 10).collect::<Vec<_>>()).unwrap();
-        ParquetWriter::new(std::fs::File::create(&path).unwrap())
-            .finish(&mut frame)
-            .unwrap();
-        let scan = LazyFrame::scan_parquet(
-            PlRefPath::try_from_path(&path).unwrap(),
-            ScanArgsParquet::default(),
-        )
-        .unwrap();
+        let scan = numbers(dir.path(), 10);
         let (mut slices, mut seen) = (0, Vec::new());
         in_slices(
             scan,
