@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use chrono::{Duration, Utc};
+use chrono::{Datelike as _, Duration, Utc};
 
 fn tandem(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -27,8 +27,12 @@ fn setup(dir: &Path) {
     let imports = dir.join("imports");
     std::fs::create_dir_all(&imports).unwrap();
     let mut csv = String::from("repo,environment,is_production,status,sha,created_at,finished_at\n");
+    // The six days before this week's Monday (UTC, the default report time zone): all within
+    // the last complete week, whatever weekday the test runs on.
+    let today = Utc::now().date_naive();
+    let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
     for day in 1..=6 {
-        let at = (Utc::now() - Duration::days(day)).format("%Y-%m-%dT10:00:00Z");
+        let at = (monday - Duration::days(day)).format("%Y-%m-%dT10:00:00Z");
         csv.push_str(&format!("acme/shop,production,1,success,s{day},{at},{at}\n"));
     }
     std::fs::write(imports.join("deployments.csv"), csv).unwrap();

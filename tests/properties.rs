@@ -144,6 +144,7 @@ fn metrics(batches: &[(Vec<Deployment>, Vec<Incident>)]) -> Vec<MetricRow> {
             ticket_transitions: std::slice::from_ref(&missing),
             change_requests: std::slice::from_ref(&missing),
             quarantine: std::slice::from_ref(&missing),
+            prepared: None,
         },
         &opts,
     )

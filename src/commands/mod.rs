@@ -633,6 +633,7 @@ pub fn from_store_many(
         files("change_requests")?,
         files("quarantine")?,
     );
+    let prepared = store.prepared_dir();
     let options = Options {
         calendar,
         attribution_window: chrono::Duration::hours(settings.attribution_window_hours),
@@ -667,6 +668,7 @@ pub fn from_store_many(
             ticket_transitions: &ticket_transitions,
             change_requests: &change_requests,
             quarantine: &quarantine,
+            prepared: Some(&prepared),
         },
         &options,
         &calendars,

@@ -20,7 +20,7 @@ use super::attribution::{attributions, production_deployments};
 use super::families::core::{Core, lead};
 use super::families::{Shared, dora, itsm, ops, quality};
 use super::grid::Grid;
-use super::{Inputs, Options, PipelineError, causes, links, undone};
+use super::{Inputs, Options, PipelineError, causes, links, prepared, undone};
 use crate::metric::calendar::Calendar;
 use crate::metric::{MetricId, MetricTable};
 use crate::store::codec::scan_table;
@@ -165,11 +165,27 @@ fn rest_of_metrics(
         true => table.clone(),
         false => table.clone().slice(0, 0),
     };
-    let commits = unless_linked(&scan_table::<Commit>(inputs.commits)?);
-    let change_links = timed("change links", || {
-        links::change_links(unless_linked(&changes), unless_linked(&production), commits)
-    })
-    .map_err(polars)?;
+    // The links and deployed reverts worked out by an earlier computation over these very
+    // tables, when kept ([`prepared`]).
+    let entry = linked.then(|| prepared::Entry::of(inputs)).flatten();
+    let kept = match &entry {
+        Some(entry) => timed("kept change links", || -> PolarsResult<_> {
+            Ok(entry.read(rows_of(&changes)?, rows_of(&production)?))
+        })
+        .map_err(polars)?,
+        None => None,
+    };
+    let (change_links, kept_reverted) = match kept {
+        Some((frame, reverted)) => (frame.lazy(), Some(reverted)),
+        None => {
+            let commits = unless_linked(&scan_table::<Commit>(inputs.commits)?);
+            let links = timed("change links", || {
+                links::change_links(unless_linked(&changes), unless_linked(&production), commits)
+            })
+            .map_err(polars)?;
+            (links, None)
+        }
+    };
     let change_requests = unless_linked(&scan_table::<ChangeRequest>(inputs.change_requests)?);
     // Only incidents that started in the periods or were still open at their start are
     // attributed: every figure built on the attribution counts incidents started in its period,
@@ -210,10 +226,23 @@ fn rest_of_metrics(
     .lazy();
     // The production deployments in order, and their rollbacks, are worked out whatever is named:
     // DORA's deploy days read them.
+    let kept = kept_reverted.is_some();
     let undone = timed("rollbacks and reverts", || {
-        undone::undone(production.clone(), unless_linked(&changes), change_links.clone())
+        undone::undone(
+            production.clone(),
+            unless_linked(&changes),
+            change_links.clone(),
+            kept_reverted,
+        )
     })
     .map_err(polars)?;
+    if let Some(entry) = entry.filter(|_| !kept) {
+        timed("keeping the change links", || -> PolarsResult<()> {
+            entry.write(&change_links.clone().collect()?, &undone.reverted);
+            Ok(())
+        })
+        .map_err(polars)?;
+    }
     let other_failures = undone.failure_ids();
     // The families read only which change shipped with which deployment and how it was linked
     // (these columns are shared, not copied): the instants, the largest part of the links, go
@@ -289,6 +318,15 @@ fn rest_of_metrics(
         out.push([Ok(rows), dora, ops, quality]);
     }
     Ok(out)
+}
+
+/// The number of rows of a table or frame.
+fn rows_of(frame: &LazyFrame) -> PolarsResult<usize> {
+    let count = frame
+        .clone()
+        .select([len().cast(DataType::UInt64).alias("rows")])
+        .collect()?;
+    Ok(count.column("rows")?.u64()?.get(0).unwrap_or(0) as usize)
 }
 
 /// Runs a family ([`timed`]) when any of its `metrics` is wanted; no rows otherwise.

@@ -29,6 +29,7 @@ mod grid;
 mod intervals;
 mod links;
 mod output;
+mod prepared;
 mod runs;
 pub mod stats;
 #[cfg(test)]
@@ -117,6 +118,9 @@ pub struct Inputs<'a> {
     pub change_requests: &'a [PathBuf],
     /// `quarantine` table.
     pub quarantine: &'a [PathBuf],
+    /// Where the change links worked out from these tables are kept for the next computation
+    /// over the same tables (`<lake>/prepared`); `None`: worked out every time, nothing kept.
+    pub prepared: Option<&'a Path>,
 }
 
 /// What to compute.

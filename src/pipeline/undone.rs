@@ -30,14 +30,21 @@ pub(super) struct Deploy {
 
 /// The production deployments undone by a signal other than an attributed incident: rolled back,
 /// or one of their changes reverted by a change that was itself deployed.
+///
+/// `kept`: the reverted deployments an earlier computation found in the same tables
+/// ([`super::prepared`]), taken as they are; they are looked for otherwise.
 pub(super) fn undone(
     production: LazyFrame,
     changes: LazyFrame,
     change_links: LazyFrame,
+    kept: Option<HashMap<String, i64>>,
 ) -> PolarsResult<Undone> {
     let deploys = deploys_of(production)?;
     let rolled_back = rollbacks(&deploys);
-    let reverted = reverted(changes, change_links, &deploys)?;
+    let reverted = match kept {
+        Some(reverted) => reverted,
+        None => reverted(changes, change_links, &deploys)?,
+    };
     Ok(Undone {
         deploys,
         rolled_back,

@@ -403,6 +403,13 @@ impl Store {
         &self.root
     }
 
+    /// Where the metric computation keeps what it works out from the whole history of the
+    /// tables (the change links), for the next computation over the same tables; on this machine
+    /// only, never uploaded, and safe to delete.
+    pub fn prepared_dir(&self) -> PathBuf {
+        self.root.join("prepared")
+    }
+
     /// The directory of a table's Delta table.
     pub fn table_dir(&self, table: &str) -> PathBuf {
         self.root.join("tables").join(table)

@@ -74,6 +74,11 @@ fn lake(deployments: &[Deployment], changes: &[Change], incidents: &[Incident]) 
 }
 
 fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
+    run_kept(lake, opts, None)
+}
+
+/// [`run`], keeping the change links in `prepared`.
+fn run_kept(lake: &Lake, opts: &Options, prepared: Option<&std::path::Path>) -> Vec<MetricRow> {
     compute_metrics(
         Inputs {
             deployments: std::slice::from_ref(&lake.deployments),
@@ -84,6 +89,7 @@ fn run(lake: &Lake, opts: &Options) -> Vec<MetricRow> {
             ticket_transitions: std::slice::from_ref(&lake.none),
             change_requests: std::slice::from_ref(&lake.none),
             quarantine: std::slice::from_ref(&lake.none),
+            prepared,
         },
         opts,
     )
@@ -637,6 +643,7 @@ fn missing_table_files_are_empty_tables() {
             ticket_transitions: std::slice::from_ref(&missing),
             change_requests: std::slice::from_ref(&missing),
             quarantine: std::slice::from_ref(&missing),
+            prepared: None,
         },
         &options(1, &["api"]),
     )
@@ -675,6 +682,7 @@ fn a_weekly_range_must_start_on_a_monday_and_have_weeks() {
         ticket_transitions: std::slice::from_ref(&lake.none),
         change_requests: std::slice::from_ref(&lake.none),
         quarantine: std::slice::from_ref(&lake.none),
+        prepared: None,
     };
     let backwards = Options {
         attribution_window: Duration::hours(-1),
@@ -1315,6 +1323,7 @@ fn an_incident_naming_a_change_or_a_change_request_fails_the_deployment_that_shi
             ticket_transitions: std::slice::from_ref(&lake.none),
             change_requests: std::slice::from_ref(&change_requests),
             quarantine: std::slice::from_ref(&lake.none),
+            prepared: None,
         },
         &options(1, &[]),
     )
@@ -1395,6 +1404,7 @@ fn rework_counts_deployments_shipping_a_hotfix_or_a_fix_of_an_incident_or_bug_ti
             ticket_transitions: std::slice::from_ref(&lake.none),
             change_requests: std::slice::from_ref(&lake.none),
             quarantine: std::slice::from_ref(&lake.none),
+            prepared: None,
         },
         &options(1, &[]),
     )
@@ -1581,4 +1591,154 @@ fn a_servicenow_mirror_supplies_the_cause_of_the_pagerduty_incident_it_mirrors_w
         cell(&rows, IncidentsAttributedWindowShare, "api", Some(0)),
         (Some(1.0), 1)
     );
+}
+
+/// The entries of a prepared directory.
+fn entries(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|read| read.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn change_links_kept_for_the_tables_are_read_back_and_worked_out_again_when_a_table_changes() {
+    use polars::prelude::{
+        DataFrame, NamedFrom as _, ParquetReader, ParquetWriter, SerReader as _, Series, df,
+    };
+    let at = |d: &str, sha: &str, finished| Deployment {
+        change_refs: Vec::new(),
+        sha: sha.into(),
+        ..deployment(d, Some("api"), finished)
+    };
+    let deployments = [
+        at("d1", "a1", aug(4, 10, 0)),
+        at("d2", "b2", aug(5, 10, 0)),
+        at("d3", "c3", aug(6, 10, 0)),
+    ];
+    let commits = [
+        commit("m2", &["a1"], Some("d2")),
+        commit("b2", &["m2"], Some("d2")),
+        commit("c3", &["b2"], Some("d3")),
+    ];
+    let merged = |number, merged, sha: &str| Change {
+        service: Some("api".into()),
+        merge_commit_sha: Some(sha.into()),
+        ..change(
+            number,
+            "acme/api",
+            merged - Duration::hours(2),
+            Some(merged),
+            None,
+        )
+    };
+    // Change 1 ships with d2 (its merge commit m2 is in d2's commits); change 2 reverts it and
+    // ships with d3, which undoes d2 at d3's finish.
+    let revert = Change {
+        is_revert: true,
+        reverts: Some(1),
+        ..merged(2, aug(6, 9, 0), "c3")
+    };
+    let lake = lake(&deployments, &[merged(1, aug(5, 8, 0), "m2"), revert], &[]);
+    write_table(&commits, &lake.commits).unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let prepared = kept.path().join("prepared");
+    let opts = options(1, &["api"]);
+    let truth = run(&lake, &opts);
+    assert_eq!(
+        cell(&truth, ChangesLinkedAncestryShare, "api", Some(0)),
+        (Some(1.0), 2)
+    );
+    // d2 failed (reverted) of d1, d2, d3; recovered 24 h later, when d3 finished.
+    assert_eq!(
+        cell(&truth, ChangeFailureRate, "api", Some(0)),
+        (Some(1.0 / 3.0), 3)
+    );
+    assert_eq!(
+        cell(&truth, FailedDeploymentRecoveryMedian, "api", Some(0)),
+        (Some(24.0), 1)
+    );
+
+    // The first computation keeps an entry; the second reads it and agrees.
+    assert_eq!(run_kept(&lake, &opts, Some(&prepared)), truth);
+    let [entry] = entries(&prepared).try_into().unwrap();
+    assert!(entry.join("change_links.parquet").is_file() && entry.join("reverted.parquet").is_file());
+    assert_eq!(run_kept(&lake, &opts, Some(&prepared)), truth);
+    assert_eq!(entries(&prepared), std::slice::from_ref(&entry));
+
+    // An entry is read as it is: links rewritten as linked by time, and no revert, move the
+    // figures, which proves the second computation read them rather than working them out.
+    let links_file = entry.join("change_links.parquet");
+    let mut links = ParquetReader::new(std::fs::File::open(&links_file).unwrap())
+        .finish()
+        .unwrap();
+    let by_time = Series::new("ancestry".into(), vec![0.0f64; links.height()]);
+    links.with_column(by_time.into()).unwrap();
+    ParquetWriter::new(std::fs::File::create(&links_file).unwrap())
+        .finish(&mut links)
+        .unwrap();
+    let mut no_revert: DataFrame =
+        df!("deployment_id" => Vec::<String>::new(), "reverted_at" => Vec::<i64>::new()).unwrap();
+    ParquetWriter::new(std::fs::File::create(entry.join("reverted.parquet")).unwrap())
+        .finish(&mut no_revert)
+        .unwrap();
+    let tampered = run_kept(&lake, &opts, Some(&prepared));
+    assert_eq!(
+        cell(&tampered, ChangesLinkedAncestryShare, "api", Some(0)),
+        (Some(0.0), 2)
+    );
+    assert_eq!(cell(&tampered, ChangeFailureRate, "api", Some(0)), (Some(0.0), 3));
+
+    // Any of the three tables written again names another entry: worked out afresh.
+    for table in [&lake.commits, &lake.changes, &lake.deployments] {
+        let before = entries(&prepared);
+        match table {
+            t if t == &lake.commits => write_table(&commits[..2], t).unwrap(),
+            t if t == &lake.changes => write_table(&[merged(1, aug(5, 8, 0), "m2")], t).unwrap(),
+            t => write_table(&deployments[..2], t).unwrap(),
+        }
+        let fresh = run(&lake, &opts);
+        assert_eq!(
+            run_kept(&lake, &opts, Some(&prepared)),
+            fresh,
+            "{}",
+            table.display()
+        );
+        assert_eq!(
+            run_kept(&lake, &opts, Some(&prepared)),
+            fresh,
+            "{}",
+            table.display()
+        );
+        let after = entries(&prepared);
+        assert!(after.len() <= 3, "at most three entries are kept: {after:?}");
+        assert!(
+            after.iter().any(|e| !before.contains(e)),
+            "{}: a new entry",
+            table.display()
+        );
+    }
+    assert_eq!(entries(&prepared).len(), 3);
+    assert!(
+        !entries(&prepared).contains(&entry),
+        "the entry used least recently went"
+    );
+
+    // A damaged entry is worked out again and replaced.
+    let current = entries(&prepared);
+    let fresh = run(&lake, &opts);
+    for entry in &current {
+        std::fs::write(entry.join("change_links.parquet"), b"not parquet").unwrap();
+    }
+    assert_eq!(run_kept(&lake, &opts, Some(&prepared)), fresh);
+    let replaced = current
+        .iter()
+        .filter(|e| {
+            ParquetReader::new(std::fs::File::open(e.join("change_links.parquet")).unwrap())
+                .finish()
+                .is_ok()
+        })
+        .count();
+    assert_eq!(replaced, 1, "the entry of these tables was written again");
 }

@@ -416,6 +416,7 @@ mod tests {
                 ticket_transitions: none,
                 change_requests: none,
                 quarantine,
+                prepared: None,
             },
             &options(2, &["web"]),
         )
@@ -552,6 +553,7 @@ mod tests {
                 ticket_transitions: std::slice::from_ref(&path("ticket_transitions")),
                 change_requests: std::slice::from_ref(&path("change_requests")),
                 quarantine: std::slice::from_ref(&none),
+                prepared: None,
             },
             &options(2, &["web"]),
         )
@@ -602,6 +604,7 @@ mod tests {
                 ticket_transitions: std::slice::from_ref(&none),
                 change_requests: std::slice::from_ref(&none),
                 quarantine: std::slice::from_ref(&none),
+                prepared: None,
             },
             &options(2, &["web", "api"]),
         )

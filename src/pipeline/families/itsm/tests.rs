@@ -166,6 +166,7 @@ impl Lake {
                 ticket_transitions: std::slice::from_ref(&paths[4]),
                 change_requests: std::slice::from_ref(&paths[5]),
                 quarantine: std::slice::from_ref(&self.path("quarantine")),
+                prepared: None,
             },
             opts,
         )

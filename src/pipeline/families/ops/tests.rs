@@ -60,6 +60,7 @@ fn run(deployments: &[Deployment], incidents: &[Incident], opts: &Options) -> Ve
             ticket_transitions: std::slice::from_ref(&none),
             change_requests: std::slice::from_ref(&none),
             quarantine: std::slice::from_ref(&none),
+            prepared: None,
         },
         opts,
     )
