@@ -54,15 +54,18 @@ pub(super) fn attributions(
     window: Duration,
     causes: &causes::Causes,
 ) -> PolarsResult<LazyFrame> {
+    let deployments = production
+        .select([col("id"), col("sha"), col("service"), col("finished_at")])
+        .sort(["finished_at", "id"], SortMultipleOptions::default())
+        .collect()?;
     // DevLake's rule names no explicit causes and has no window.
     let explicit = match mode {
-        Attribution::Chain => explicit_links(production.clone(), incidents.clone(), causes)?,
+        Attribution::Chain => explicit_links(&deployments, incidents.clone(), causes)?,
         Attribution::Devlake => DataFrame::new_infer_height(vec![
             Column::new("incident_id".into(), Vec::<String>::new()),
             Column::new("deployment_id".into(), Vec::<String>::new()),
             Column::new("link".into(), Vec::<String>::new()),
-        ])?
-        .lazy(),
+        ])?,
     };
     let unnamed = incidents
         .filter(col("service").is_not_null())
@@ -71,68 +74,78 @@ pub(super) fn attributions(
         .left_join(
             explicit
                 .clone()
+                .lazy()
                 .select([col("incident_id").alias("named"), lit(true).alias("is_named")]),
             col("incident_id"),
             col("named"),
         )
-        .filter(col("is_named").is_null());
-    // One sorted pass instead of joining each incident with every deployment of its service
-    // (quadratic per service): incidents and deployments stacked, sorted by service and instant
-    // (deployments by id), and each incident takes the deployment just above it, which is the
-    // latest `(finished_at, id)` before it. At the same instant a deployment comes first for the
-    // chain (finished at or before the start) and last for DevLake (strictly before).
-    let (incident_kind, deployment_kind) = match mode {
-        Attribution::Chain => (1i32, 0i32),
-        Attribution::Devlake => (0i32, 1i32),
-    };
-    let null = |dtype: DataType| lit(NULL).cast(dtype);
-    let incident_events = unnamed.select([
-        col("service"),
-        col("started_at").alias("t"),
-        lit(incident_kind).alias("kind"),
-        col("incident_id"),
-        col("started_at"),
-        null(DataType::String).alias("deployment_id"),
-        null(DataType::String).alias("deployment_service"),
-        null(DataType::Int64).alias("finished_at"),
-    ]);
-    let deployment_events = production.filter(col("service").is_not_null()).select([
-        col("service"),
-        col("finished_at").alias("t"),
-        lit(deployment_kind).alias("kind"),
-        null(DataType::String).alias("incident_id"),
-        null(DataType::Int64).alias("started_at"),
-        col("id").alias("deployment_id"),
-        col("service").alias("deployment_service"),
-        col("finished_at"),
-    ]);
-    let previous = |name: &str| col(name).fill_null_with_strategy(FillNullStrategy::Forward(None));
-    let in_window = match mode {
-        Attribution::Devlake => lit(true),
-        Attribution::Chain => col("finished_at").gt(col("started_at") - lit(window.num_milliseconds())),
-    };
-    let window = concat([incident_events, deployment_events], UnionArgs::default())?
-        .sort(
-            ["service", "t", "kind", "deployment_id"],
-            SortMultipleOptions::default().with_nulls_last(true),
-        )
-        .with_columns([
-            previous("deployment_id"),
-            previous("deployment_service"),
-            previous("finished_at"),
-        ])
-        .filter(
-            col("kind")
-                .eq(lit(incident_kind))
-                .and(col("deployment_service").eq(col("service")))
-                .and(in_window),
-        )
-        .select([
-            col("incident_id"),
-            col("deployment_id"),
-            lit(WINDOW).alias("link"),
-        ]);
-    concat([explicit, window], UnionArgs::default())
+        .filter(col("is_named").is_null())
+        .collect()?;
+    let window = window_links(&deployments, &unnamed, mode, window)?;
+    concat([explicit.lazy(), window.lazy()], UnionArgs::default())
+}
+
+/// The window's links (DevLake's rule's, in its mode) of `unnamed` incidents (`incident_id,
+/// service, started_at`): each takes the last of its service's `deployments` (in finish order,
+/// ties by id, so the greatest id of a tie is last) that finished at or before its start (the
+/// chain) or strictly before it (DevLake), when, in the chain, it finished within the window.
+fn window_links(
+    deployments: &DataFrame,
+    unnamed: &DataFrame,
+    mode: Attribution,
+    window: Duration,
+) -> PolarsResult<DataFrame> {
+    let (ids, services, finished) = (
+        deployments.column("id")?.str()?,
+        deployments.column("service")?.str()?,
+        deployments.column("finished_at")?.i64()?,
+    );
+    // Each service's deployments, by position in finish order.
+    let mut by_service: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (position, service) in services.iter().enumerate() {
+        if let Some(service) = service
+            && ids.get(position).is_some()
+            && finished.get(position).is_some()
+        {
+            by_service.entry(service).or_default().push(position);
+        }
+    }
+    let finished_at = |position: usize| finished.get(position).unwrap_or(i64::MAX);
+    let window = window.num_milliseconds();
+    let (incident, service, started) = (
+        unnamed.column("incident_id")?.str()?,
+        unnamed.column("service")?.str()?,
+        unnamed.column("started_at")?.i64()?,
+    );
+    let (mut linked_incidents, mut linked_deployments) = (Vec::new(), Vec::new());
+    for ((incident, service), started) in incident.iter().zip(service.iter()).zip(started.iter()) {
+        let (Some(incident), Some(service), Some(started)) = (incident, service, started) else {
+            continue;
+        };
+        let Some(positions) = by_service.get(service) else {
+            continue;
+        };
+        let end = match mode {
+            Attribution::Chain => positions.partition_point(|&p| finished_at(p) <= started),
+            Attribution::Devlake => positions.partition_point(|&p| finished_at(p) < started),
+        };
+        let Some(&last) = end.checked_sub(1).and_then(|last| positions.get(last)) else {
+            continue;
+        };
+        if mode == Attribution::Chain && finished_at(last) <= started - window {
+            continue;
+        }
+        if let Some(id) = ids.get(last) {
+            linked_incidents.push(incident);
+            linked_deployments.push(id);
+        }
+    }
+    let link = vec![WINDOW; linked_incidents.len()];
+    DataFrame::new_infer_height(vec![
+        Column::new("incident_id".into(), linked_incidents),
+        Column::new("deployment_id".into(), linked_deployments),
+        Column::new("link".into(), link),
+    ])
 }
 
 /// The `explicit` link of the attribution chain: an incident whose cause references name a
@@ -144,50 +157,15 @@ pub(super) fn attributions(
 /// whose every match finished later resolves to nothing, so the window is tried next. Matching
 /// is done in plain Rust: prefix matching in polars would need its `strings` feature.
 fn explicit_links(
-    production: LazyFrame,
+    deployments: &DataFrame,
     incidents: LazyFrame,
     causes: &causes::Causes,
-) -> PolarsResult<LazyFrame> {
-    let deployments = production
-        .select([col("id"), col("sha"), col("service"), col("finished_at")])
-        .sort(["finished_at", "id"], SortMultipleOptions::default())
-        .collect()?;
-    let (dep_id, dep_sha, dep_service, dep_finished) = (
-        deployments.column("id")?.str()?,
-        deployments.column("sha")?.str()?,
-        deployments.column("service")?.str()?,
-        deployments.column("finished_at")?.i64()?,
-    );
-    let shipped: Vec<causes::Shipped> = (0..deployments.height())
-        .filter_map(|i| {
-            Some(causes::Shipped {
-                id: dep_id.get(i)?.to_owned(),
-                service: dep_service.get(i).map(str::to_owned),
-                finished: dep_finished.get(i)?,
-            })
-        })
-        .collect();
-    let shipped_index = causes::ShippedIndex::new(&shipped);
-    // Indexes instead of a scan of every deployment per reference: the position (in `shipped`,
-    // finish order) of the latest deployment with each id, and every lower-cased sha with its
-    // position, sorted for prefix search.
-    let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(shipped.len());
-    for (position, d) in shipped.iter().enumerate() {
-        by_id.insert(d.id.as_str(), position);
-    }
-    let shas: HashMap<&str, &str> = dep_id
-        .iter()
-        .zip(dep_sha.iter())
-        .filter_map(|(i, s)| Some((i?, s?)))
-        .collect();
-    let mut by_sha: Vec<(String, usize)> = shipped
-        .iter()
-        .enumerate()
-        .filter_map(|(position, d)| Some((shas.get(d.id.as_str())?.to_ascii_lowercase(), position)))
-        .collect();
-    by_sha.sort_unstable();
+) -> PolarsResult<DataFrame> {
+    // The incidents that name a cause, with their references trimmed: a few among years of
+    // incidents, so the deployments are indexed only by what they name.
     let refs = incidents
         .select([col("id"), col("service"), col("started_at"), col("cause_refs")])
+        .filter(col("cause_refs").list().len().gt(lit(0)))
         .collect()?;
     let (inc_id, inc_service, inc_started, cause_refs) = (
         refs.column("id")?.str()?,
@@ -195,8 +173,7 @@ fn explicit_links(
         refs.column("started_at")?.i64()?,
         refs.column("cause_refs")?.list()?,
     );
-    let mut linked_incidents = Vec::new();
-    let mut linked_deployments = Vec::new();
+    let mut named: Vec<(&str, Option<&str>, i64, Vec<String>)> = Vec::new();
     for i in 0..refs.height() {
         let (Some(incident), Some(started), Some(list)) =
             (inc_id.get(i), inc_started.get(i), cause_refs.get_as_series(i))
@@ -206,45 +183,140 @@ fn explicit_links(
         let Ok(list) = list.str() else {
             continue;
         };
-        // A deployment that finished after the incident started cannot have caused it.
-        let before_start = |position: &usize| shipped.get(*position).is_some_and(|d| d.finished <= started);
-        let found = list.iter().flatten().find_map(|r| {
-            let r = r.trim();
-            let is_sha = r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
-            // The latest deployment (highest position) named by id or by a sha prefix.
-            let by_id = by_id.get(r).copied().filter(before_start);
-            let by_sha = is_sha
-                .then(|| {
-                    let prefix = r.to_ascii_lowercase();
-                    let from = by_sha.partition_point(|(sha, _)| sha.as_str() < prefix.as_str());
-                    by_sha
-                        .get(from..)
-                        .unwrap_or_default()
-                        .iter()
-                        .take_while(|(sha, _)| sha.starts_with(&prefix))
-                        .map(|(_, position)| *position)
-                        .filter(before_start)
-                        .max()
-                })
-                .flatten();
-            by_id
-                .max(by_sha)
-                .and_then(|position| shipped.get(position))
-                .map(|d| d.id.as_str())
-                .or_else(|| causes.resolve(r, inc_service.get(i), started, &shipped_index))
-        });
-        if let Some(deployment) = found {
-            linked_incidents.push(incident.to_owned());
-            linked_deployments.push(deployment.to_owned());
+        let list: Vec<String> = list.iter().flatten().map(|r| r.trim().to_owned()).collect();
+        named.push((incident, inc_service.get(i), started, list));
+    }
+    let (mut linked_incidents, mut linked_deployments) = (Vec::new(), Vec::new());
+    if !named.is_empty() {
+        let index = Named::index(deployments, named.iter().flat_map(|(.., refs)| refs))?;
+        // A change number or change request resolves through every deployment, indexed the
+        // first time one is named.
+        let shipped = std::cell::OnceCell::new();
+        let shipped_index = std::cell::OnceCell::new();
+        for (incident, service, started, refs) in &named {
+            let started = *started;
+            let found = refs.iter().find_map(|r| {
+                // The latest deployment named by id or by a sha prefix that finished at or before
+                // the start: one that finished after it cannot have caused the incident.
+                let named = index.latest(r, started, deployments);
+                match named {
+                    Some(found) => Some(found),
+                    None if causes.may_name(r) => {
+                        let shipped = shipped.get_or_init(|| shipped_deployments(deployments));
+                        let index = shipped_index.get_or_init(|| causes::ShippedIndex::new(shipped));
+                        causes.resolve(r, *service, started, index).map(str::to_owned)
+                    }
+                    None => None,
+                }
+            });
+            if let Some(deployment) = found {
+                linked_incidents.push(*incident);
+                linked_deployments.push(deployment);
+            }
         }
     }
     let link = vec![EXPLICIT; linked_incidents.len()];
-    Ok(DataFrame::new_infer_height(vec![
+    DataFrame::new_infer_height(vec![
         Column::new("incident_id".into(), linked_incidents),
         Column::new("deployment_id".into(), linked_deployments),
         Column::new("link".into(), link),
-    ])?
-    .lazy())
+    ])
+}
+
+/// The production deployments (in finish order) that incidents name by id or by a sha prefix
+/// (at least 7 hex digits, letter case ignored), found in one pass over the deployments.
+struct Named {
+    /// Reference → the position of the latest deployment with that id.
+    by_id: HashMap<String, usize>,
+    /// Lower-cased prefix → the positions of the deployments whose sha starts with it, in
+    /// finish order.
+    by_sha: HashMap<String, Vec<usize>>,
+}
+
+impl Named {
+    /// Indexes `deployments` (`id, sha, finished_at`, in finish order) by the references given.
+    fn index<'r>(deployments: &DataFrame, refs: impl Iterator<Item = &'r String>) -> PolarsResult<Self> {
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        let mut by_sha: HashMap<String, Vec<usize>> = HashMap::new();
+        for r in refs {
+            by_id.insert(r.clone(), usize::MAX);
+            if r.len() >= 7 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+                by_sha.insert(r.to_ascii_lowercase(), Vec::new());
+            }
+        }
+        let mut lengths: Vec<usize> = by_sha.keys().map(String::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let (ids, shas) = (
+            deployments.column("id")?.str()?,
+            deployments.column("sha")?.str()?,
+        );
+        let mut prefix = String::new();
+        for (position, (id, sha)) in ids.iter().zip(shas.iter()).enumerate() {
+            if let Some(slot) = id.and_then(|id| by_id.get_mut(id)) {
+                *slot = position;
+            }
+            let Some(sha) = sha else { continue };
+            for &length in &lengths {
+                let Some(head) = sha.get(..length) else { continue };
+                prefix.clear();
+                prefix.extend(head.chars().map(|c| c.to_ascii_lowercase()));
+                if let Some(positions) = by_sha.get_mut(prefix.as_str()) {
+                    positions.push(position);
+                }
+            }
+        }
+        by_id.retain(|_, position| *position != usize::MAX);
+        Ok(Self { by_id, by_sha })
+    }
+
+    /// The id of the latest deployment `reference` names by id or sha prefix among those that
+    /// finished at or before `started`. Only the latest deployment with an id is considered for
+    /// it, as an id names one deployment.
+    fn latest(&self, reference: &str, started: i64, deployments: &DataFrame) -> Option<String> {
+        let finished = deployments.column("finished_at").ok()?.i64().ok()?;
+        let before_start = |position: &usize| finished.get(*position).is_some_and(|f| f <= started);
+        let by_id = self.by_id.get(reference).copied().filter(before_start);
+        let by_sha = self
+            .by_sha
+            .get(reference.to_ascii_lowercase().as_str())
+            .and_then(|positions| {
+                // In finish order: the last one finished at or before the start.
+                let end = positions.partition_point(|p| before_start(p));
+                end.checked_sub(1).map(|last| positions[last])
+            });
+        let position = by_id.max(by_sha)?;
+        deployments
+            .column("id")
+            .ok()?
+            .str()
+            .ok()?
+            .get(position)
+            .map(str::to_owned)
+    }
+}
+
+/// The deployments as [`causes::ShippedIndex`] reads them, in finish order.
+fn shipped_deployments(deployments: &DataFrame) -> Vec<causes::Shipped> {
+    let columns = deployments.column("id").and_then(|id| {
+        Ok((
+            id.str()?,
+            deployments.column("service")?.str()?,
+            deployments.column("finished_at")?.i64()?,
+        ))
+    });
+    let Ok((id, service, finished)) = columns else {
+        return Vec::new();
+    };
+    (0..deployments.height())
+        .filter_map(|i| {
+            Some(causes::Shipped {
+                id: id.get(i)?.to_owned(),
+                service: service.get(i).map(str::to_owned),
+                finished: finished.get(i)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -198,6 +198,21 @@ impl Causes {
         Ok(causes)
     }
 
+    /// Whether [`Causes::resolve`] could find anything for `reference`: a change number while
+    /// any named change was shipped, or a known change request.
+    pub(in crate::pipeline) fn may_name(&self, reference: &str) -> bool {
+        match reference.rsplit_once('#') {
+            Some((repo, number)) => {
+                number.parse::<i64>().is_ok()
+                    && match repo.is_empty() {
+                        true => !self.by_service.is_empty(),
+                        false => !self.by_repo.is_empty(),
+                    }
+            }
+            None => self.change_requests.contains_key(&reference.to_ascii_lowercase()),
+        }
+    }
+
     /// The deployment a reference names through a change or a change request, for an incident
     /// of `service` that started at `started` (ms): a change number goes to a deployment that
     /// shipped the change (`#N` within the incident's service, `owner/repo#N` in that repo); a
