@@ -17,6 +17,7 @@ use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Ticket};
 
 use super::attribution::{attributions, production_deployments};
+use super::codec::{SLICE_ROWS, in_slices};
 use super::families::core::{Core, lead};
 use super::families::{Shared, dora, itsm, ops, quality};
 use super::grid::Grid;
@@ -419,22 +420,30 @@ fn check_options(opts: &Options, calendars: &[Calendar]) -> Result<(), PipelineE
 }
 
 /// Every service named anywhere in the tables, so a service appears in every week of a report.
-fn services_in(tables: &[LazyFrame]) -> PolarsResult<Vec<String>> {
-    let services: Vec<LazyFrame> = tables
-        .iter()
-        .map(|table| table.clone().select([col("service")]))
-        .collect();
-    let frame = concat(services, UnionArgs::default())?
-        .filter(col("service").is_not_null())
-        .unique(None, UniqueKeepStrategy::Any)
-        .collect()?;
-    Ok(frame
-        .column("service")?
-        .str()?
-        .iter()
-        .flatten()
-        .map(str::to_owned)
-        .collect())
+/// Read a slice at a time: years of changes name a few hundred services millions of times.
+fn services_in(tables: &[LazyFrame]) -> PolarsResult<BTreeSet<String>> {
+    let mut services = BTreeSet::new();
+    for table in tables {
+        in_slices(
+            table.clone(),
+            SLICE_ROWS,
+            |slice| {
+                slice
+                    .select([col("service")])
+                    .filter(col("service").is_not_null())
+                    .unique(None, UniqueKeepStrategy::Any)
+            },
+            |frame| {
+                for name in frame.column("service")?.str()?.iter().flatten() {
+                    if !services.contains(name) {
+                        services.insert(name.to_owned());
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    }
+    Ok(services)
 }
 
 mod mirrors;

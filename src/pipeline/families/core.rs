@@ -57,7 +57,11 @@ impl<'g> Core<'g> {
                 grid,
                 &[("failed", col("failed").sum())],
             )?,
-            leads: aggregate(lead_stages(change_links), grid, &lead_aggregations())?,
+            leads: aggregate(
+                lead_stages(change_links),
+                grid,
+                &lead_aggregations(opts.wants_any(&lead::STAGE_READERS)),
+            )?,
             restores: aggregate(
                 restore_times(incidents.clone()),
                 grid,
@@ -212,6 +216,14 @@ pub(in crate::pipeline) mod lead {
         MetricId::LeadTimeDeployWaitMedian,
         MetricId::ChangesNegativeSpans,
     ];
+    /// Those of [`READERS`] that read the stages (coding, review, deploy wait) or the negative
+    /// spans: without one of them, only the lead time itself is aggregated.
+    pub(in crate::pipeline) const STAGE_READERS: [MetricId; 4] = [
+        MetricId::LeadTimeCodingMedian,
+        MetricId::LeadTimeReviewMedian,
+        MetricId::LeadTimeDeployWaitMedian,
+        MetricId::ChangesNegativeSpans,
+    ];
     pub(in crate::pipeline) const MEDIAN: usize = 0;
     pub(in crate::pipeline) const ANCESTRY: usize = 1;
     pub(in crate::pipeline) const N: usize = 2;
@@ -227,8 +239,9 @@ pub(in crate::pipeline) mod lead {
 }
 
 /// The statistics of [`lead_stages`], in the order of [`lead`]: one grouping serves the lead time,
-/// its p90, its three stages and the negative spans.
-fn lead_aggregations() -> Vec<(&'static str, Expr)> {
+/// its p90, its three stages and the negative spans. Without `stages`, the stages and negative
+/// spans are nulls in their places (no metric named reads them).
+fn lead_aggregations(stages: bool) -> Vec<(&'static str, Expr)> {
     let linked = |span: &'static str| col("ancestry").filter(col(span).is_not_null()).sum();
     let mut aggs = vec![
         ("lead_median", col("lead").median()),
@@ -236,11 +249,20 @@ fn lead_aggregations() -> Vec<(&'static str, Expr)> {
         ("lead_n", col("lead").count()),
         ("lead_p90", col("lead").quantile(lit(0.9), QuantileMethod::Linear)),
     ];
-    for (median, ancestry, n, span) in [
+    let stages_of = [
         ("coding_median", "coding_ancestry", "coding_n", "coding"),
         ("review_median", "review_ancestry", "review_n", "review"),
         ("wait_median", "wait_ancestry", "wait_n", "wait"),
-    ] {
+    ];
+    if !stages {
+        let none = || lit(NULL).cast(DataType::Float64).first();
+        for (median, ancestry, n, _) in stages_of {
+            aggs.extend([(median, none()), (ancestry, none()), (n, none())]);
+        }
+        aggs.push(("negative", none()));
+        return aggs;
+    }
+    for (median, ancestry, n, span) in stages_of {
         aggs.push((median, col(span).median()));
         aggs.push((ancestry, linked(span)));
         aggs.push((n, col(span).count()));
