@@ -123,19 +123,35 @@ pub(in crate::pipeline) fn metrics(
         false => (production.slice(0, 0), change_requests.slice(0, 0)),
     };
 
+    // A statistic no named metric reads is a null in its place (medians are the costly ones).
+    let wanted = |metrics: &[MetricId], agg: Expr| match opts.wants_any(metrics) {
+        true => agg,
+        false => lit(NULL).cast(DataType::Float64).first(),
+    };
+    let (lead, cycle) = (
+        [MetricId::TicketLeadTimeMedian],
+        [MetricId::TicketCycleTimeMedian],
+    );
+    let sla = [MetricId::SlaBreachRate, MetricId::SlaBreaches];
     let mut resolved_aggs = vec![
-        ("lead_median", col("lead").median()),
-        ("lead_n", col("lead").count()),
-        ("cycle_median", col("cycle").median()),
-        ("cycle_n", col("cycle").count()),
-        ("breached", col("breached").sum()),
-        ("with_target", col("breached").count()),
-        ("reopened", col("reopened").sum()),
+        ("lead_median", wanted(&lead, col("lead").median())),
+        ("lead_n", wanted(&lead, col("lead").count())),
+        ("cycle_median", wanted(&cycle, col("cycle").median())),
+        ("cycle_n", wanted(&cycle, col("cycle").count())),
+        ("breached", wanted(&sla, col("breached").sum())),
+        ("with_target", wanted(&sla, col("breached").count())),
+        (
+            "reopened",
+            wanted(&[MetricId::TicketReopenRate], col("reopened").sum()),
+        ),
     ];
     resolved_aggs.extend(BY_CATEGORY.iter().map(|&(metric, category)| {
         (
             metric.as_str(),
-            col("category").eq(lit(category)).cast(DataType::Float64).sum(),
+            wanted(
+                &[metric],
+                col("category").eq(lit(category)).cast(DataType::Float64).sum(),
+            ),
         )
     }));
     // The resolved tickets with what their transitions say, worked out once for every grid.
