@@ -28,7 +28,6 @@ struct Deploy {
     id: String,
     /// Its position among all production deployments (see `production_deployments`).
     position: u32,
-    service: Option<String>,
     /// [`sha_key`] of its sha.
     sha: u128,
     finished: i64,
@@ -55,12 +54,12 @@ pub(in crate::pipeline) fn sha_key(sha: &str) -> u128 {
 }
 
 /// Merged changes with the production deployment that shipped them: `change` (the change's row
-/// in the changes table), `merged_at, opened_at, first_commit_at, began_at` (first commit, else
-/// opening), `deployment` (the deployment's position among the production deployments, see
-/// `production_deployments`), `service` (the deployment's), `at` (its finish) and `ancestry` (1.0
-/// for a change linked by ancestry, 0.0 by time; for summing). Changes never deployed have no
-/// row. Instants are i64 ms. Rows and positions rather than ids keep the frame small: it has a
-/// row for every deployed change of the range.
+/// in the changes table), `merged_at, opened_at, first_commit_at`, `deployment` (the
+/// deployment's position among the production deployments, see `production_deployments`, whose
+/// service and finish are looked up there when needed) and `ancestry` (1.0 for a change linked by
+/// ancestry, 0.0 by time; for summing). Changes never deployed have no row. Instants are i64 ms.
+/// Rows and positions rather than ids keep the frame small: it has a row for every deployed
+/// change of the history, and is held through the whole computation.
 ///
 /// For each repo, production deployments are taken in finish order (ties: by id) and each claims
 /// every known commit reachable from its sha by parent links that no earlier deployment claimed:
@@ -189,10 +188,7 @@ fn link_slice(
             out.merged_at.push(merged);
             out.opened_at.push(opened);
             out.first_commit_at.push(first_commit);
-            out.began_at.push(first_commit.or(opened));
             out.deployment.push(deploy.position);
-            out.service.push(deploy.service.as_deref());
-            out.at.push(deploy.finished);
             out.ancestry.push(if ancestry { 1.0 } else { 0.0 });
         }
     }
@@ -201,25 +197,19 @@ fn link_slice(
         "merged_at" => out.merged_at,
         "opened_at" => out.opened_at,
         "first_commit_at" => out.first_commit_at,
-        "began_at" => out.began_at,
         "deployment" => out.deployment,
-        "service" => out.service,
-        "at" => out.at,
         "ancestry" => out.ancestry,
     )
 }
 
 /// The columns of [`change_links`], row by row.
 #[derive(Debug, Default)]
-struct Linked<'a> {
+struct Linked {
     change: Vec<IdxSize>,
     merged_at: Vec<i64>,
     opened_at: Vec<Option<i64>>,
     first_commit_at: Vec<Option<i64>>,
-    began_at: Vec<Option<i64>>,
     deployment: Vec<IdxSize>,
-    service: Vec<Option<&'a str>>,
-    at: Vec<i64>,
     ancestry: Vec<f64>,
 }
 
@@ -419,16 +409,14 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
             col("id"),
             col("position"),
             col("repo"),
-            col("service"),
             col("sha"),
             col("finished_at"),
         ])
         .collect()?;
-    let (id, position, repo, service, sha, finished) = (
+    let (id, position, repo, sha, finished) = (
         frame.column("id")?.str()?,
         frame.column("position")?.idx()?,
         frame.column("repo")?.str()?,
-        frame.column("service")?.str()?,
         frame.column("sha")?.str()?,
         frame.column("finished_at")?.i64()?,
     );
@@ -450,7 +438,6 @@ fn deploys_by_repo(production: LazyFrame) -> PolarsResult<HashMap<String, Vec<De
             list.push(Deploy {
                 id: id.to_owned(),
                 position,
-                service: service.get(i).map(str::to_owned),
                 sha: sha_key(sha),
                 finished,
             });

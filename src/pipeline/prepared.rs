@@ -27,7 +27,7 @@ use super::Inputs;
 /// The layout of an entry and the rules that made it. Bump it whenever [`super::links`] or the
 /// revert rule of [`super::undone`] changes what it gives for the same tables: entries of another
 /// format are never read.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// How many entries are kept: the lake's current tables and a few recent versions (a report
 /// comparing with an earlier version of the lake reads that version's tables).
@@ -39,16 +39,13 @@ const LINKS: &str = "change_links.parquet";
 const REVERTED: &str = "reverted.parquet";
 
 /// The columns of [`super::links::change_links`], in order, with their types.
-fn links_schema() -> [(&'static str, DataType); 9] {
+fn links_schema() -> [(&'static str, DataType); 6] {
     [
         ("change", IDX_DTYPE),
         ("merged_at", DataType::Int64),
         ("opened_at", DataType::Int64),
         ("first_commit_at", DataType::Int64),
-        ("began_at", DataType::Int64),
         ("deployment", IDX_DTYPE),
-        ("service", DataType::String),
-        ("at", DataType::Int64),
         ("ancestry", DataType::Float64),
     ]
 }
@@ -120,7 +117,13 @@ impl Entry {
             Ok(found) => {
                 // Eviction keeps the entries used last.
                 let _ = File::open(&path).and_then(|dir| dir.set_modified(std::time::SystemTime::now()));
-                tracing::debug!(entry = %path.display(), "Read the change links kept for these tables.");
+                tracing::debug!(
+                    entry = %path.display(),
+                    rows = found.0.height(),
+                    mb = found.0.estimated_size() / (1 << 20),
+                    chunks = found.0.first_col_n_chunks(),
+                    "Read the change links kept for these tables."
+                );
                 Some(found)
             }
             Err(why) => {

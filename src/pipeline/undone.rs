@@ -143,7 +143,7 @@ fn reverted(
                 .flat_map(|of_repo| of_repo.values().flatten().copied()),
         )
         .collect();
-    let shipped_by = shipped_by(change_links, &involved)?;
+    let shipped_by = shipped_by(change_links, &involved, deploys)?;
     let mut out: HashMap<String, i64> = HashMap::new();
     for (revert, repo, number) in &reverts {
         // The revert must itself have reached production.
@@ -202,24 +202,28 @@ fn deploys_of(production: LazyFrame) -> PolarsResult<Vec<Deploy>> {
 }
 
 /// Which production deployment shipped each of the `wanted` changes (see
-/// [`super::links::change_links`]), and when it finished: change row → (deployment position,
-/// finish in ms).
+/// [`super::links::change_links`]), and when it finished (from `deploys`, in position order):
+/// change row → (deployment position, finish in ms).
 fn shipped_by(
     change_links: LazyFrame,
     wanted: &HashSet<IdxSize>,
+    deploys: &[Deploy],
 ) -> PolarsResult<HashMap<IdxSize, (IdxSize, i64)>> {
     let links = change_links
-        .select([col("change"), col("deployment"), col("at")])
+        .select([col("change"), col("deployment")])
         .collect()?;
-    let (change, deployment, at) = (
-        links.column("change")?.idx()?,
-        links.column("deployment")?.idx()?,
-        links.column("at")?.i64()?,
-    );
-    Ok((0..links.height())
-        .filter_map(|i| {
-            let change = change.get(i).filter(|c| wanted.contains(c))?;
-            Some((change, (deployment.get(i)?, at.get(i)?)))
+    let (change, deployment) = (links.column("change")?.idx()?, links.column("deployment")?.idx()?);
+    let finished = |position: IdxSize| {
+        let found = deploys.binary_search_by_key(&position, |d| d.position).ok()?;
+        deploys.get(found).map(|d| d.finished)
+    };
+    Ok(change
+        .iter()
+        .zip(deployment.iter())
+        .filter_map(|(change, deployment)| {
+            let change = change.filter(|c| wanted.contains(c))?;
+            let deployment = deployment?;
+            Some((change, (deployment, finished(deployment)?)))
         })
         .collect())
 }

@@ -1475,12 +1475,22 @@ fn no_change_of_the_generated_large_lake_links_to_a_deployment_finished_before_i
     )
     .collect()
     .unwrap();
+    use polars::prelude::{JoinArgs, JoinType, col};
+    // With each deployment's finish, looked up by its position.
     let links = crate::pipeline::links::change_links(
         scan_table::<Change>(std::slice::from_ref(&path("changes"))).unwrap(),
-        production.lazy(),
+        production.clone().lazy(),
         scan_table::<Commit>(std::slice::from_ref(&path("commits"))).unwrap(),
     )
     .unwrap()
+    .join(
+        production
+            .lazy()
+            .select([col("position"), col("finished_at").alias("at")]),
+        [col("deployment")],
+        [col("position")],
+        JoinArgs::new(JoinType::Left),
+    )
     .collect()
     .unwrap();
     let merged = links.column("merged_at").unwrap().i64().unwrap();

@@ -53,12 +53,12 @@ impl<'g> Core<'g> {
         };
         Ok(Self {
             deploys: aggregate(
-                deployment_outcomes(production, links, other_failures)?,
+                deployment_outcomes(production.clone(), links, other_failures)?,
                 grid,
                 &[("failed", col("failed").sum())],
             )?,
             leads: aggregate(
-                lead_stages(change_links),
+                lead_stages(change_links, production.clone(), grid),
                 grid,
                 &lead_aggregations(opts.wants_any(&lead::STAGE_READERS)),
             )?,
@@ -166,39 +166,53 @@ fn deployment_outcomes(
         ]))
 }
 
-/// The lead time of deployed changes and its stages: `service, at, ancestry, lead, coding,
-/// review, wait, negative`, one row per deployed change, where `at` is when the deployment that
-/// shipped it finished, `service` is that deployment's and `ancestry` is 1.0 for a change linked
-/// by ancestry. The spans (ms): `lead` from the first commit (else the opening) to `at`; `coding`
+/// The lead time of deployed changes shipped by deployments that finished in the grid's range:
+/// `service, at, ancestry, lead, coding, review, wait, negative`, one row per change, where `at`
+/// is when the deployment that shipped it finished, `service` is that deployment's (both looked up
+/// in `production` by its position) and `ancestry` is 1.0 for a change linked by ancestry. The spans (ms): `lead` from the first commit (else the opening) to `at`; `coding`
 /// from the first commit to the opening; `review` from the opening to the merge; `wait` from the
 /// merge to `at`. A negative span is null (bad data, left out of its statistic) and sets
 /// `negative` (1.0), which the data-quality figures count.
-fn lead_stages(change_links: LazyFrame) -> LazyFrame {
+fn lead_stages(change_links: LazyFrame, production: LazyFrame, grid: &Grid) -> LazyFrame {
     let non_negative = |span: Expr| {
         when(span.clone().gt_eq(lit(0i64)))
             .then(span)
             .otherwise(lit(NULL).cast(DataType::Int64))
     };
     let negative = |span: Expr| span.lt(lit(0i64)).fill_null(lit(false));
-    let lead = || col("at") - col("began_at");
+    let lead = || col("at") - col("first_commit_at").fill_null(col("opened_at"));
     let coding = || col("opened_at") - col("first_commit_at");
     let review = || col("merged_at") - col("opened_at");
     let wait = || col("at") - col("merged_at");
-    change_links.select([
-        col("service"),
-        col("at"),
-        col("ancestry"),
-        non_negative(lead()).alias("lead"),
-        non_negative(coding()).alias("coding"),
-        non_negative(review()).alias("review"),
-        non_negative(wait()).alias("wait"),
-        negative(lead())
-            .or(negative(coding()))
-            .or(negative(review()))
-            .or(negative(wait()))
-            .cast(DataType::Float64)
-            .alias("negative"),
-    ])
+    let shipping = production
+        .filter(
+            col("finished_at")
+                .gt_eq(lit(grid.start()))
+                .and(col("finished_at").lt(lit(grid.end()))),
+        )
+        .select([col("position"), col("service"), col("finished_at").alias("at")]);
+    change_links
+        .join(
+            shipping,
+            [col("deployment")],
+            [col("position")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .select([
+            col("service"),
+            col("at"),
+            col("ancestry"),
+            non_negative(lead()).alias("lead"),
+            non_negative(coding()).alias("coding"),
+            non_negative(review()).alias("review"),
+            non_negative(wait()).alias("wait"),
+            negative(lead())
+                .or(negative(coding()))
+                .or(negative(review()))
+                .or(negative(wait()))
+                .cast(DataType::Float64)
+                .alias("negative"),
+        ])
 }
 
 /// Positions of the aggregated values of deployed changes in [`Shared::leads`](super::Shared::leads) (see

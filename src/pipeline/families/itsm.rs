@@ -106,10 +106,7 @@ pub(in crate::pipeline) fn metrics(
                 .and(col("resolved_at").lt(lit(end))),
         ),
     );
-    let transitions = only(
-        opts.wants_any(&[MetricId::TicketCycleTimeMedian, MetricId::TicketReopenRate]),
-        transitions,
-    );
+    let history = opts.wants_any(&[MetricId::TicketCycleTimeMedian, MetricId::TicketReopenRate]);
     let open_tickets = only(
         opts.wants_any(&[MetricId::TicketBacklog, MetricId::SlaOpenPastTarget]),
         tickets,
@@ -155,7 +152,7 @@ pub(in crate::pipeline) fn metrics(
         )
     }));
     // The resolved tickets with what their transitions say, worked out once for every grid.
-    let resolved = resolved_tickets(resolved_tickets_of, transitions).map_err(polars)?;
+    let resolved = resolved_tickets(resolved_tickets_of, history.then_some(transitions)).map_err(polars)?;
     let backlog = Backlog::load(open_tickets, grids).map_err(polars)?;
     let mut tables = Vec::with_capacity(grids.len());
     for grid in grids {
@@ -334,26 +331,36 @@ fn target_ms(targets: HashMap<String, i64>) -> Expr {
 /// - `reopened`: 1.0 when it left the done category after first reaching it, else 0.0.
 ///
 /// The transitions (the largest table of a lake of years) are read a slice at a time and folded
-/// into three figures per resolved ticket instead of being joined whole.
-fn resolved_tickets(tickets: LazyFrame, transitions: LazyFrame) -> PolarsResult<LazyFrame> {
+/// into three figures per resolved ticket instead of being joined whole. Without them (no metric
+/// named reads the cycle time or reopens) no ticket has a cycle time or a reopen, and the tickets'
+/// ids are not read.
+fn resolved_tickets(tickets: LazyFrame, transitions: Option<LazyFrame>) -> PolarsResult<LazyFrame> {
     let non_negative = |span: Expr| {
         when(span.clone().gt_eq(lit(0i64)))
             .then(span)
             .otherwise(lit(NULL).cast(DataType::Int64))
     };
-    let resolved = tickets
+    let mut columns = vec![
+        col("service"),
+        col("category"),
+        col("resolved_at"),
+        col("created_at"),
+        col("target"),
+    ];
+    if transitions.is_some() {
+        columns.push(col("id"));
+    }
+    let mut resolved = tickets
         .filter(col("resolved_at").is_not_null())
-        .select([
-            col("id"),
-            col("service"),
-            col("category"),
-            col("resolved_at"),
-            col("created_at"),
-            col("target"),
-        ])
+        .select(columns)
         .collect()?;
-    let history = History::read(resolved.column("id")?.str()?, transitions)?;
-    let mut resolved = resolved;
+    let history = match transitions {
+        Some(transitions) => History::read(resolved.column("id")?.str()?, transitions)?,
+        None => History {
+            started: vec![None; resolved.height()],
+            reopens: vec![0; resolved.height()],
+        },
+    };
     resolved.with_column(Series::new("started_at".into(), history.started).into_column())?;
     resolved.with_column(Series::new("reopens".into(), history.reopens).into_column())?;
     Ok(resolved
