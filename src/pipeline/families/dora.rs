@@ -67,7 +67,7 @@ pub(in crate::pipeline) fn prepare(
             let fix_keys = fix_ticket_keys(scan_table::<Ticket>(shared.inputs.tickets)?).map_err(&polars)?;
             (
                 reworked_ids(shared, &fix_keys, (from, to)).map_err(&polars)?,
-                shipped_counts(shared.change_links.clone()).map_err(&polars)?,
+                shipped_counts(shipped_within(shared, (from, to))).map_err(&polars)?,
             )
         }
         false => Default::default(),
@@ -90,7 +90,14 @@ pub(in crate::pipeline) fn metrics(
         rolled_back,
         reverted,
     } = shared.undone;
-    let deploys = deploys.as_slice();
+    // Every figure here is anchored at a deployment's finish: only those that finished in the
+    // grid's range are read (`deploys` is in finish order).
+    let deploys = {
+        let (from, to) = (shared.grid.start(), shared.grid.end());
+        let first = deploys.partition_point(|d| d.finished < from);
+        let end = deploys.partition_point(|d| d.finished < to);
+        deploys.get(first..end.max(first)).unwrap_or_default()
+    };
     let opts = shared.opts;
     let Prepared {
         remediated,
@@ -316,6 +323,25 @@ fn days_per_period(days: &BTreeSet<NaiveDate>, first: NaiveDate, end: NaiveDate,
     per_period.into_values().collect()
 }
 
+/// The change links of the deployments that finished within `[from, to)`: positions follow the
+/// finish order, so theirs are one run of positions.
+fn shipped_within(shared: &Shared<'_>, (from, to): (i64, i64)) -> LazyFrame {
+    let deploys = &shared.undone.deploys;
+    let first = deploys.partition_point(|d| d.finished < from);
+    let end = deploys.partition_point(|d| d.finished < to);
+    match deploys
+        .get(first..end)
+        .and_then(|within| within.first().zip(within.last()))
+    {
+        Some((first, last)) => shared.change_links.clone().filter(
+            col("deployment")
+                .gt_eq(lit(first.position))
+                .and(col("deployment").lt_eq(lit(last.position))),
+        ),
+        None => shared.change_links.clone().slice(0, 0),
+    }
+}
+
 /// Per deployment, the changes it shipped and how many of them were linked by ancestry.
 fn shipped_counts(change_links: LazyFrame) -> PolarsResult<HashMap<IdxSize, (f64, f64)>> {
     let frame = change_links
@@ -358,9 +384,7 @@ fn reworked_ids(
         .filter(|d| d.finished >= from && d.finished < to)
         .map(|d| d.position)
         .collect();
-    let links = shared
-        .change_links
-        .clone()
+    let links = shipped_within(shared, (from, to))
         .select([col("change"), col("deployment")])
         .collect()?;
     let (change, deployment) = (links.column("change")?.idx()?, links.column("deployment")?.idx()?);
