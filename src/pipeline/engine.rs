@@ -258,6 +258,8 @@ fn rest_of_metrics(
     // DORA's part that reads the whole history, worked out with the first grid's rows and kept
     // for the others.
     let mut dora_prepared: Option<dora::Prepared> = None;
+    // Likewise the events data quality counts, within the periods computed.
+    let mut quality_prepared: Option<quality::Prepared> = None;
     // The last grid takes the links whole, so they go once its lead times are aggregated.
     let mut change_links = Some(change_links);
     for (i, grid) in grids.iter().enumerate() {
@@ -298,7 +300,15 @@ fn rest_of_metrics(
             let second = scope.spawn(|| {
                 (
                     family(opts, &MetricId::OPS, "ops", || ops::metrics(&shared)),
-                    family(opts, &MetricId::QUALITY, "quality", || quality::metrics(&shared)),
+                    family(opts, &MetricId::QUALITY, "quality", || {
+                        let prepared = match quality_prepared.take() {
+                            Some(prepared) => prepared,
+                            None => quality::prepare(&shared, (first, end))?,
+                        };
+                        let rows = quality::metrics(&shared, &prepared);
+                        quality_prepared = Some(prepared);
+                        rows
+                    }),
                 )
             });
             let dora = family(opts, &MetricId::DORA, "dora", || {

@@ -554,6 +554,13 @@ fn deployment_coverage(
     }
     // Approved change requests by number and by vendor id (lower-cased) → their service.
     let approved = approved_references(change_requests)?;
+    // Only deployments finished in the range are counted (by their finish): only theirs are
+    // looked at.
+    let production = production.filter(
+        col("finished_at")
+            .gt_eq(lit(start))
+            .and(col("finished_at").lt(lit(end))),
+    );
     let deployments = production
         .clone()
         .filter(col("service").is_not_null())

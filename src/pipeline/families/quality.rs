@@ -18,8 +18,29 @@ use crate::pipeline::grid::{Cells, Period, Scope, aggregate, metric_rows_with};
 use crate::pipeline::links::link_method;
 use crate::store::codec::scan_table;
 
-/// The `MetricId::QUALITY` rows.
-pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, PipelineError> {
+/// What the figures count, read once for every grid of a computation: each kind of event (with
+/// its instant as `at`, and `service`), kept only where it falls within `[from, to)`, the range
+/// every grid lies in.
+pub(in crate::pipeline) struct Prepared {
+    total_quarantined: i64,
+    quarantined: DataFrame,
+    /// Per reason code: its total and its events.
+    by_code: Vec<(ReasonCode, i64, DataFrame)>,
+    merged: DataFrame,
+    incidents: DataFrame,
+    unmapped: DataFrame,
+    unclassified: DataFrame,
+    uncategorised: DataFrame,
+    unapproved: DataFrame,
+    baseless: DataFrame,
+    stale: DataFrame,
+}
+
+/// Reads the events of [`Prepared`] within `[from, to)`.
+pub(in crate::pipeline) fn prepare(
+    shared: &Shared<'_>,
+    (from, to): (i64, i64),
+) -> Result<Prepared, PipelineError> {
     let polars = |source| PipelineError::Polars {
         context: format!(
             "computing data-quality figures from {}",
@@ -33,18 +54,21 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
     let all_incidents = scan_table::<Incident>(shared.inputs.incidents)?;
     let null_service = || lit(NULL).cast(DataType::String).alias("service");
 
+    let within = |events: LazyFrame| {
+        events
+            .filter(col("at").gt_eq(lit(from)).and(col("at").lt(lit(to))))
+            .collect()
+    };
     let total_quarantined = quarantine
         .clone()
         .select([len().cast(DataType::Int64).alias("n")])
         .collect()
         .and_then(|f| Ok(f.column("n")?.i64()?.get(0).unwrap_or(0)))
         .map_err(polars)?;
-    let quarantined = aggregate(
+    let quarantined = within(
         quarantine
             .clone()
             .select([col("seen_at").alias("at"), null_service()]),
-        shared.grid,
-        &[],
     )
     .map_err(polars)?;
     let (coded, totals) = coded_quarantine(quarantine).map_err(polars)?;
@@ -56,7 +80,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
             .filter(col("code").eq(lit(code.as_str())))
             .select([col("at"), null_service()]);
         let total = totals.get(&code).copied().unwrap_or(0);
-        by_code.push((code, total, aggregate(events, shared.grid, &[]).map_err(polars)?));
+        by_code.push((code, total, within(events).map_err(polars)?));
     }
 
     // Merged changes, whether they are linked to a deployment, and by which method.
@@ -79,18 +103,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
             col("ancestry").fill_null(lit(0.0)),
         ])
         .with_column((col("linked") - col("ancestry")).alias("time"));
-    let deployed = aggregate(
-        merged,
-        shared.grid,
-        &[
-            ("share", col("linked").mean()),
-            ("ancestry_share", col("ancestry").mean()),
-            ("time_share", col("time").mean()),
-            ("linked", col("linked").sum()),
-            ("ancestry", col("ancestry").sum()),
-        ],
-    )
-    .map_err(polars)?;
+    let merged = within(merged).map_err(polars)?;
 
     // Incidents (from the incident sources), whether mapped and whether attributed.
     let attributed = shared.links.clone().select([
@@ -120,17 +133,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
             col("explicit").fill_null(lit(0.0)),
             col("window").fill_null(lit(0.0)),
         ]);
-    let incident_cells = aggregate(
-        incidents,
-        shared.grid,
-        &[
-            ("mapped", col("mapped").mean()),
-            ("attributed", col("attributed").mean()),
-            ("explicit", col("explicit").mean()),
-            ("window", col("window").mean()),
-        ],
-    )
-    .map_err(polars)?;
+    let incidents = within(incidents).map_err(polars)?;
 
     // Records no mapping covers (they count for the organisation only).
     let unmapped_events = concat(
@@ -149,19 +152,17 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
         UnionArgs::default(),
     )
     .map_err(polars)?;
-    let unmapped = aggregate(unmapped_events, shared.grid, &[]).map_err(polars)?;
+    let unmapped = within(unmapped_events).map_err(polars)?;
 
     // What the sources left unsaid: ticket types tandem cannot classify, transitions from or to
     // a status without a known category (deleted statuses), change requests without an approval.
-    let unclassified = aggregate(
+    let unclassified = within(
         scan_table::<Ticket>(shared.inputs.tickets)?
             .filter(col("category").eq(lit(Ticket::OTHER)))
             .select([col("created_at").alias("at"), null_service()]),
-        shared.grid,
-        &[],
     )
     .map_err(polars)?;
-    let uncategorised = aggregate(
+    let uncategorised = within(
         scan_table::<TicketTransition>(shared.inputs.ticket_transitions)?
             .filter(
                 col("to_category").is_null().or(col("from_status")
@@ -169,16 +170,12 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
                     .and(col("from_category").is_null())),
             )
             .select([col("at"), null_service()]),
-        shared.grid,
-        &[],
     )
     .map_err(polars)?;
-    let unapproved = aggregate(
+    let unapproved = within(
         scan_table::<ChangeRequest>(shared.inputs.change_requests)?
             .filter(col("approved").is_null())
             .select([col("created_at").alias("at"), null_service()]),
-        shared.grid,
-        &[],
     )
     .map_err(polars)?;
 
@@ -194,7 +191,7 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
                 .first(),
         ])
         .select([col("at"), col("service")]);
-    let baseless = aggregate(first_per_repo, shared.grid, &[]).map_err(polars)?;
+    let baseless = within(first_per_repo).map_err(polars)?;
 
     // Deployments that never finished: marked stale by their source, counted here and nowhere
     // else (only successful ones are deployments, only incidents and rollbacks make failures).
@@ -202,7 +199,71 @@ pub(in crate::pipeline) fn metrics(shared: &Shared<'_>) -> Result<MetricTable, P
         .clone()
         .filter(col("status").eq(lit(DeploymentStatus::Stale.as_str())))
         .select([col("created_at").alias("at"), col("service")]);
-    let stale = aggregate(stale_events, shared.grid, &[]).map_err(polars)?;
+    let stale = within(stale_events).map_err(polars)?;
+    Ok(Prepared {
+        total_quarantined,
+        quarantined,
+        by_code,
+        merged,
+        incidents,
+        unmapped,
+        unclassified,
+        uncategorised,
+        unapproved,
+        baseless,
+        stale,
+    })
+}
+
+/// The `MetricId::QUALITY` rows of the grid of `shared`, from its [`prepare`]d events.
+pub(in crate::pipeline) fn metrics(
+    shared: &Shared<'_>,
+    prepared: &Prepared,
+) -> Result<MetricTable, PipelineError> {
+    let polars = |source| PipelineError::Polars {
+        context: format!(
+            "computing data-quality figures from {}",
+            crate::pipeline::codec::describe(shared.inputs.quarantine)
+        ),
+        source,
+    };
+    let grid = shared.grid;
+    let count = |events: &DataFrame| aggregate(events.clone().lazy(), grid, &[]);
+    let total_quarantined = prepared.total_quarantined;
+    let quarantined = count(&prepared.quarantined).map_err(polars)?;
+    let mut by_code = Vec::with_capacity(prepared.by_code.len());
+    for (code, total, events) in &prepared.by_code {
+        by_code.push((*code, *total, count(events).map_err(polars)?));
+    }
+    let deployed = aggregate(
+        prepared.merged.clone().lazy(),
+        grid,
+        &[
+            ("share", col("linked").mean()),
+            ("ancestry_share", col("ancestry").mean()),
+            ("time_share", col("time").mean()),
+            ("linked", col("linked").sum()),
+            ("ancestry", col("ancestry").sum()),
+        ],
+    )
+    .map_err(polars)?;
+    let incident_cells = aggregate(
+        prepared.incidents.clone().lazy(),
+        grid,
+        &[
+            ("mapped", col("mapped").mean()),
+            ("attributed", col("attributed").mean()),
+            ("explicit", col("explicit").mean()),
+            ("window", col("window").mean()),
+        ],
+    )
+    .map_err(polars)?;
+    let unmapped = count(&prepared.unmapped).map_err(polars)?;
+    let unclassified = count(&prepared.unclassified).map_err(polars)?;
+    let uncategorised = count(&prepared.uncategorised).map_err(polars)?;
+    let unapproved = count(&prepared.unapproved).map_err(polars)?;
+    let baseless = count(&prepared.baseless).map_err(polars)?;
+    let stale = count(&prepared.stale).map_err(polars)?;
 
     let org_count = |cells: &Cells, scope: Scope<'_>, period: Period| -> Option<(Option<f64>, i64)> {
         matches!(scope, Scope::Org).then(|| {
