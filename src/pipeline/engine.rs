@@ -7,7 +7,8 @@
 //! family, into one [`MetricTable`].
 //!
 //! The families compute; the engine holds no metric definition of its own. Instants are integer
-//! milliseconds since the epoch (UTC) throughout. This module must not write files.
+//! milliseconds since the epoch (UTC) throughout. This module writes no file itself: the change
+//! links it worked out are kept by [`super::prepared`], in the directory the inputs name.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -227,7 +228,7 @@ fn rest_of_metrics(
     .lazy();
     // The production deployments in order, and their rollbacks, are worked out whatever is named:
     // DORA's deploy days read them.
-    let kept = kept_reverted.is_some();
+    let was_kept = kept_reverted.is_some();
     let undone = timed("rollbacks and reverts", || {
         undone::undone(
             production.clone(),
@@ -237,7 +238,7 @@ fn rest_of_metrics(
         )
     })
     .map_err(polars)?;
-    if let Some(entry) = entry.filter(|_| !kept) {
+    if let Some(entry) = entry.filter(|_| !was_kept) {
         timed("keeping the change links", || -> PolarsResult<()> {
             entry.write(&change_links.clone().collect()?, &undone.reverted);
             Ok(())

@@ -6,7 +6,8 @@
 //! `ops`, `itsm`, `quality`), which compute. Below the families: `grid` (periods, scopes,
 //! aggregation, row layout), `links` (change → deployment), `causes`, `attribution`, `downtime`
 //! over `intervals`, `undone` (rollbacks and reverts) and `stats`; the families import these and
-//! never the engine. `output` writes and reads the metric table; `devlake` reproduces DevLake's
+//! never the engine. `prepared` keeps the change links beside the lake for the next computation
+//! over the same tables. `output` writes and reads the metric table; `devlake` reproduces DevLake's
 //! rules. The calendar, tiers and KPIs are on the metric floor ([`crate::metric`]).
 //! It must not know about HTTP, sources or reports.
 
