@@ -61,11 +61,7 @@ pub(super) fn attributions(
     // DevLake's rule names no explicit causes and has no window.
     let explicit = match mode {
         Attribution::Chain => explicit_links(&deployments, incidents.clone(), causes)?,
-        Attribution::Devlake => DataFrame::new_infer_height(vec![
-            Column::new("incident_id".into(), Vec::<String>::new()),
-            Column::new("deployment_id".into(), Vec::<String>::new()),
-            Column::new("link".into(), Vec::<String>::new()),
-        ])?,
+        Attribution::Devlake => attribution_frame(Vec::new(), Vec::new(), EXPLICIT)?,
     };
     let unnamed = incidents
         .filter(col("service").is_not_null())
@@ -140,11 +136,16 @@ fn window_links(
             linked_deployments.push(id);
         }
     }
-    let link = vec![WINDOW; linked_incidents.len()];
+    attribution_frame(linked_incidents, linked_deployments, WINDOW)
+}
+
+/// Attribution rows: `incident_id, deployment_id, link`, each made by `link`.
+fn attribution_frame(incidents: Vec<&str>, deployments: Vec<&str>, link: &str) -> PolarsResult<DataFrame> {
+    let links = vec![link; incidents.len()];
     DataFrame::new_infer_height(vec![
-        Column::new("incident_id".into(), linked_incidents),
-        Column::new("deployment_id".into(), linked_deployments),
-        Column::new("link".into(), link),
+        Column::new("incident_id".into(), incidents),
+        Column::new("deployment_id".into(), deployments),
+        Column::new("link".into(), links),
     ])
 }
 
@@ -215,12 +216,8 @@ fn explicit_links(
             }
         }
     }
-    let link = vec![EXPLICIT; linked_incidents.len()];
-    DataFrame::new_infer_height(vec![
-        Column::new("incident_id".into(), linked_incidents),
-        Column::new("deployment_id".into(), linked_deployments),
-        Column::new("link".into(), link),
-    ])
+    let deployments: Vec<&str> = linked_deployments.iter().map(String::as_str).collect();
+    attribution_frame(linked_incidents, deployments, EXPLICIT)
 }
 
 /// The production deployments (in finish order) that incidents name by id or by a sha prefix

@@ -302,24 +302,20 @@ fn rest_of_metrics(
                 (
                     family(opts, &MetricId::OPS, "ops", || ops::metrics(&shared)),
                     family(opts, &MetricId::QUALITY, "quality", || {
-                        let prepared = match quality_prepared.take() {
-                            Some(prepared) => prepared,
-                            None => quality::prepare(&shared, (first, end))?,
-                        };
-                        let rows = quality::metrics(&shared, &prepared);
-                        quality_prepared = Some(prepared);
-                        rows
+                        prepared_once(
+                            &mut quality_prepared,
+                            || quality::prepare(&shared, (first, end)),
+                            |prepared| quality::metrics(&shared, prepared),
+                        )
                     }),
                 )
             });
             let dora = family(opts, &MetricId::DORA, "dora", || {
-                let prepared = match dora_prepared.take() {
-                    Some(prepared) => prepared,
-                    None => dora::prepare(&shared, (first, end))?,
-                };
-                let rows = dora::metrics(&shared, &prepared);
-                dora_prepared = Some(prepared);
-                rows
+                prepared_once(
+                    &mut dora_prepared,
+                    || dora::prepare(&shared, (first, end)),
+                    |prepared| dora::metrics(&shared, prepared),
+                )
             });
             let second = second
                 .join()
@@ -330,6 +326,22 @@ fn rest_of_metrics(
         out.push([Ok(rows), dora, ops, quality]);
     }
     Ok(out)
+}
+
+/// A family's rows from its part prepared for every grid: prepared with the first grid, kept in
+/// `slot` for the others.
+fn prepared_once<P>(
+    slot: &mut Option<P>,
+    prepare: impl FnOnce() -> Result<P, PipelineError>,
+    rows: impl FnOnce(&P) -> Result<MetricTable, PipelineError>,
+) -> Result<MetricTable, PipelineError> {
+    let prepared = match slot.take() {
+        Some(prepared) => prepared,
+        None => prepare()?,
+    };
+    let out = rows(&prepared);
+    *slot = Some(prepared);
+    out
 }
 
 /// The number of rows of a table or frame.
