@@ -168,10 +168,11 @@ fn deployment_outcomes(
 
 /// The lead time of deployed changes shipped by deployments that finished in the grid's range:
 /// `service, at, ancestry, lead, coding, review, wait, negative`, one row per change, where `at`
-/// is when the deployment that shipped it finished, `service` is that deployment's (both looked up
-/// in `production` by its position) and `ancestry` is 1.0 for a change linked by ancestry. The spans (ms): `lead` from the first commit (else the opening) to `at`; `coding`
-/// from the first commit to the opening; `review` from the opening to the merge; `wait` from the
-/// merge to `at`. A negative span is null (bad data, left out of its statistic) and sets
+/// is when the deployment that shipped it finished, `service` is that deployment's (both looked
+/// up in `production` by its position) and `ancestry` is 1.0 for a change linked by ancestry.
+/// The spans (ms): `lead` from the first commit (else the opening) to `at`; `coding` from the
+/// first commit to the opening; `review` from the opening to the merge; `wait` from the merge to
+/// `at`. A negative span is null (bad data, left out of its statistic) and sets
 /// `negative` (1.0), which the data-quality figures count.
 fn lead_stages(change_links: LazyFrame, production: LazyFrame, grid: &Grid) -> LazyFrame {
     let non_negative = |span: Expr| {
