@@ -199,7 +199,7 @@ fn explicit_links(
             let found = refs.iter().find_map(|r| {
                 // The latest deployment named by id or by a sha prefix that finished at or before
                 // the start: one that finished after it cannot have caused the incident.
-                let named = index.latest(r, started, deployments);
+                let named = index.latest(r, started);
                 match named {
                     Some(found) => Some(found),
                     None if causes.may_name(r) => {
@@ -228,6 +228,9 @@ struct Named {
     /// Lower-cased prefix → the positions of the deployments whose sha starts with it, in
     /// finish order.
     by_sha: HashMap<String, Vec<usize>>,
+    /// The deployments' ids and finishes, by position.
+    ids: StringChunked,
+    finished: Int64Chunked,
 }
 
 impl Named {
@@ -264,15 +267,19 @@ impl Named {
             }
         }
         by_id.retain(|_, position| *position != usize::MAX);
-        Ok(Self { by_id, by_sha })
+        Ok(Self {
+            by_id,
+            by_sha,
+            ids: ids.clone(),
+            finished: deployments.column("finished_at")?.i64()?.clone(),
+        })
     }
 
     /// The id of the latest deployment `reference` names by id or sha prefix among those that
     /// finished at or before `started`. Only the latest deployment with an id is considered for
     /// it, as an id names one deployment.
-    fn latest(&self, reference: &str, started: i64, deployments: &DataFrame) -> Option<String> {
-        let finished = deployments.column("finished_at").ok()?.i64().ok()?;
-        let before_start = |position: &usize| finished.get(*position).is_some_and(|f| f <= started);
+    fn latest(&self, reference: &str, started: i64) -> Option<String> {
+        let before_start = |position: &usize| self.finished.get(*position).is_some_and(|f| f <= started);
         let by_id = self.by_id.get(reference).copied().filter(before_start);
         let by_sha = self
             .by_sha
@@ -283,13 +290,7 @@ impl Named {
                 end.checked_sub(1).map(|last| positions[last])
             });
         let position = by_id.max(by_sha)?;
-        deployments
-            .column("id")
-            .ok()?
-            .str()
-            .ok()?
-            .get(position)
-            .map(str::to_owned)
+        self.ids.get(position).map(str::to_owned)
     }
 }
 

@@ -55,6 +55,18 @@ pub(crate) fn in_slices(
     in_slices_where(scan, rows, |_| true, shape, each)
 }
 
+/// How many rows a scan (a table, or a frame) has: from the Parquet footers where polars can.
+pub(crate) fn height(scan: &LazyFrame) -> PolarsResult<i64> {
+    Ok(scan
+        .clone()
+        .select([len().cast(DataType::Int64).alias("rows")])
+        .collect()?
+        .column("rows")?
+        .i64()?
+        .get(0)
+        .unwrap_or(0))
+}
+
 /// [`in_slices`], reading only the slices whose rows `wanted` asks for (given the slice's first
 /// row and the row after its last): a slice none of whose rows is needed is not read at all.
 pub(crate) fn in_slices_where(
@@ -64,14 +76,7 @@ pub(crate) fn in_slices_where(
     shape: impl Fn(LazyFrame) -> LazyFrame,
     mut each: impl FnMut(DataFrame) -> PolarsResult<()>,
 ) -> PolarsResult<()> {
-    let height = scan
-        .clone()
-        .select([len().cast(DataType::Int64).alias("rows")])
-        .collect()?
-        .column("rows")?
-        .i64()?
-        .get(0)
-        .unwrap_or(0);
+    let height = height(&scan)?;
     let mut offset = 0i64;
     while offset < height {
         let first = IdxSize::try_from(offset)

@@ -18,7 +18,7 @@ use polars::prelude::*;
 use tandem_connectors::model::{Change, ChangeRequest, Commit, Deployment, Incident, Ticket};
 
 use super::attribution::{attributions, production_deployments};
-use super::codec::{SLICE_ROWS, in_slices};
+use super::codec::{SLICE_ROWS, height, in_slices};
 use super::families::core::{Core, lead};
 use super::families::{Shared, dora, itsm, ops, quality};
 use super::grid::Grid;
@@ -172,7 +172,7 @@ fn rest_of_metrics(
     let entry = linked.then(|| prepared::Entry::of(inputs)).flatten();
     let kept = match &entry {
         Some(entry) => timed("kept change links", || -> PolarsResult<_> {
-            Ok(entry.read(rows_of(&changes)?, rows_of(&production)?))
+            Ok(entry.read(height(&changes)? as usize, height(&production)? as usize))
         })
         .map_err(polars)?,
         None => None,
@@ -342,15 +342,6 @@ fn prepared_once<P>(
     let out = rows(&prepared);
     *slot = Some(prepared);
     out
-}
-
-/// The number of rows of a table or frame.
-fn rows_of(frame: &LazyFrame) -> PolarsResult<usize> {
-    let count = frame
-        .clone()
-        .select([len().cast(DataType::UInt64).alias("rows")])
-        .collect()?;
-    Ok(count.column("rows")?.u64()?.get(0).unwrap_or(0) as usize)
 }
 
 /// Runs a family ([`timed`]) when any of its `metrics` is wanted; no rows otherwise.

@@ -137,7 +137,7 @@ impl Entry {
     /// used last. Logs rather than fails.
     pub(crate) fn write(&self, links: &DataFrame, reverted: &HashMap<String, i64>) {
         if let Err(why) = self.try_write(links, reverted) {
-            tracing::warn!(dir = %self.dir.display(), why, "Could not keep the change links for the next computation; it will work them out again.");
+            tracing::warn!(dir = %self.dir.display(), why, "Could not keep the change links for the next computation, which will work them out again; check that this directory is writable and has space.");
         }
         self.evict();
     }

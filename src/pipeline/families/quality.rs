@@ -14,6 +14,7 @@ use super::core::lead;
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::PipelineError;
 use crate::pipeline::attribution::{EXPLICIT, WINDOW};
+use crate::pipeline::codec::height;
 use crate::pipeline::grid::{Cells, Period, Scope, aggregate, metric_rows_with};
 use crate::pipeline::links::link_method;
 use crate::store::codec::scan_table;
@@ -59,12 +60,7 @@ pub(in crate::pipeline) fn prepare(
             .filter(col("at").gt_eq(lit(from)).and(col("at").lt(lit(to))))
             .collect()
     };
-    let total_quarantined = quarantine
-        .clone()
-        .select([len().cast(DataType::Int64).alias("n")])
-        .collect()
-        .and_then(|f| Ok(f.column("n")?.i64()?.get(0).unwrap_or(0)))
-        .map_err(polars)?;
+    let total_quarantined = height(&quarantine).map_err(polars)?;
     let quarantined = within(
         quarantine
             .clone()
