@@ -296,6 +296,15 @@ impl Names {
     }
 }
 
+/// `agg` where `wanted`, else a null in its place: a statistic of [`aggregate`] that no metric
+/// asked for keeps its position among the others without being computed.
+pub(super) fn when_wanted(wanted: bool, agg: Expr) -> Expr {
+    match wanted {
+        true => agg,
+        false => lit(NULL).cast(DataType::Float64).first(),
+    }
+}
+
 /// Groups events (`service`, `at` in ms, value columns) anchored in the range by scope and
 /// period — each event counts for the org and, when it has one, its service and the service's
 /// team, in its period and in the whole range — and evaluates `aggs` (named) per group, beside the

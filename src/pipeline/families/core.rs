@@ -13,7 +13,7 @@ use polars::prelude::*;
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::Options;
 use crate::pipeline::downtime::{Outage, downtime, outages};
-use crate::pipeline::grid::{Cells, Grid, Period, Scope, aggregate, hours, metric_rows_with};
+use crate::pipeline::grid::{Cells, Grid, Period, Scope, aggregate, hours, metric_rows_with, when_wanted};
 use crate::pipeline::links::link_method;
 
 /// The core family's aggregates; the DORA, operations and data-quality families read the
@@ -264,25 +264,16 @@ fn lead_aggregations(stages: bool) -> Vec<(&'static str, Expr)> {
         ("lead_n", col("lead").count()),
         ("lead_p90", col("lead").quantile(lit(0.9), QuantileMethod::Linear)),
     ];
-    let stages_of = [
+    for (median, ancestry, n, span) in [
         ("coding_median", "coding_ancestry", "coding_n", "coding"),
         ("review_median", "review_ancestry", "review_n", "review"),
         ("wait_median", "wait_ancestry", "wait_n", "wait"),
-    ];
-    if !stages {
-        let none = || lit(NULL).cast(DataType::Float64).first();
-        for (median, ancestry, n, _) in stages_of {
-            aggs.extend([(median, none()), (ancestry, none()), (n, none())]);
-        }
-        aggs.push(("negative", none()));
-        return aggs;
+    ] {
+        aggs.push((median, when_wanted(stages, col(span).median())));
+        aggs.push((ancestry, when_wanted(stages, linked(span))));
+        aggs.push((n, when_wanted(stages, col(span).count())));
     }
-    for (median, ancestry, n, span) in stages_of {
-        aggs.push((median, col(span).median()));
-        aggs.push((ancestry, linked(span)));
-        aggs.push((n, col(span).count()));
-    }
-    aggs.push(("negative", col("negative").sum()));
+    aggs.push(("negative", when_wanted(stages, col("negative").sum())));
     aggs
 }
 

@@ -17,7 +17,9 @@ use tandem_connectors::model::{ChangeRequest, Ticket, TicketTransition};
 use crate::metric::{MetricId, MetricTable};
 use crate::pipeline::causes::change_request_names;
 use crate::pipeline::codec::{SLICE_ROWS, in_slices};
-use crate::pipeline::grid::{Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows};
+use crate::pipeline::grid::{
+    Cells, Grid, HOUR_MS, Period, Scope, aggregate, hours, metric_rows, when_wanted,
+};
 use crate::pipeline::{Inputs, Options, PipelineError};
 use crate::store::codec::scan_table;
 
@@ -121,10 +123,7 @@ pub(in crate::pipeline) fn metrics(
     };
 
     // A statistic no named metric reads is a null in its place (medians are the costly ones).
-    let wanted = |metrics: &[MetricId], agg: Expr| match opts.wants_any(metrics) {
-        true => agg,
-        false => lit(NULL).cast(DataType::Float64).first(),
-    };
+    let wanted = |metrics: &[MetricId], agg: Expr| when_wanted(opts.wants_any(metrics), agg);
     let (lead, cycle) = (
         [MetricId::TicketLeadTimeMedian],
         [MetricId::TicketCycleTimeMedian],
