@@ -16,6 +16,7 @@ mod e2e;
 mod errors;
 mod export;
 mod hostile;
+mod kept_links;
 mod lake;
 mod logs;
 mod nightly;
